@@ -1,0 +1,44 @@
+# Every target works alone on a fresh clone: the virtualenv is created on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint format typecheck pytest bench schema clean venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/okr-ledger demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+# Regenerate the committed JSON Schema export after changing a model.
+schema: $(STAMP)
+	$(BIN)/okr-ledger schema --write schemas/json
+
+bench: $(STAMP)
+	$(PY) benchmarks/submit_throughput.py
+
+clean:
+	rm -rf $(VENV) .okr-ledger .mypy_cache .pytest_cache .ruff_cache .hypothesis

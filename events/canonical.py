@@ -1,0 +1,86 @@
+"""Canonical JSON (RFC 8785, JCS): the bytes that are hashed, stored and exported.
+
+JCS is specified independently of this project and implemented in many languages, which is
+what lets an auditor verify the chain without our code. Keys are sorted by UTF-16 code units,
+there is no white space, strings are escaped minimally and numbers are formatted as
+ECMAScript's ``Number.prototype.toString`` does.
+"""
+
+import json
+import math
+from typing import Any
+
+
+def _number(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError("JSON has no NaN or infinity")
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = whole + fraction
+    point = len(whole) + (int(exponent) if exponent else 0)
+    stripped = digits.lstrip("0")
+    point -= len(digits) - len(stripped)
+    digits = stripped.rstrip("0")
+    k, n = len(digits), point
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        exp = n - 1
+        head = digits[0] + ("." + digits[1:] if k > 1 else "")
+        text = f"{head}e{'+' if exp > 0 else '-'}{abs(exp)}"
+    return sign + text
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int | float):
+        out.append(_number(float(value)) if isinstance(value, float) else _integer(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        for i, key in enumerate(sorted(value, key=lambda k: k.encode("utf-16-be"))):
+            if i:
+                out.append(",")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _write(value[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"not JSON-native: {type(value).__name__}")
+
+
+def _integer(value: int) -> str:
+    if abs(value) > 2**53:
+        raise ValueError("integers beyond 2**53 are not portable JSON numbers")
+    return str(value)
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` (JSON-native: dict, list, str, int, float, bool, None) as JCS text."""
+    out: list[str] = []
+    _write(value, out)
+    return "".join(out)
+
+
+def canonical_bytes(value: Any) -> bytes:
+    return canonical_json(value).encode("utf-8")

@@ -1,0 +1,50 @@
+"""The event-log port: what every ledger backend (SQLite, Kafka) provides."""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from events.outcomes import Rejection
+from schemas.envelope import LedgerEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """An org's last sequence and hash."""
+
+    sequence: int
+    hash: str
+
+
+class EventLog(Protocol):
+    """An append-only, per-org sequenced log of ledger events, and a log of rejections."""
+
+    def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
+        """Store events and rejections atomically: all or none.
+
+        Each org's events must continue its chain (sequence head + 1, ``prev_hash`` = head's
+        hash); otherwise :class:`~schemas.errors.SequenceConflictError` and nothing is stored.
+        """
+        ...
+
+    def read(
+        self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
+    ) -> Iterator[LedgerEvent]:
+        """Events of one org (or of all, org by org) in sequence order, as stored."""
+        ...
+
+    def read_records(
+        self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The same events as plain dicts, exactly as stored: what verification checks."""
+        ...
+
+    def heads(self) -> dict[str, ChainHead]:
+        """Last sequence and hash of every org."""
+        ...
+
+    def rejections(self) -> Iterator[Rejection]:
+        """Every recorded rejection, oldest first."""
+        ...
+
+    def close(self) -> None: ...

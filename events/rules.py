@@ -1,0 +1,311 @@
+"""The domain rules: may this (valid) event follow the org's current state?
+
+Each rule gets the org's state and the payload at its latest version, and returns a
+:class:`Violation` or None. Pure: no I/O, no clock.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from events.reasons import ReasonCode
+from events.state import OrgState
+from schemas import payloads as p
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    reason: ReasonCode
+    message: str
+
+
+def _missing(kind: str, ident: str) -> Violation:
+    return Violation(ReasonCode.UNKNOWN_REFERENCE, f"{kind} {ident!r} does not exist")
+
+
+def _taken(kind: str, ident: str) -> Violation:
+    return Violation(ReasonCode.ALREADY_EXISTS, f"{kind} {ident!r} already exists")
+
+
+def _state(message: str) -> Violation:
+    return Violation(ReasonCode.INVALID_STATE, message)
+
+
+def _definition(message: str) -> Violation:
+    return Violation(ReasonCode.INVALID_DEFINITION, message)
+
+
+def _positive_weight(weight: float | None) -> Violation | None:
+    if weight is not None and weight <= 0:
+        return _definition(f"weight must be > 0, got {weight}")
+    return None
+
+
+def _active_theme(org: OrgState, theme_id: str) -> Violation | None:
+    active = org.themes.get(theme_id)
+    if active is None:
+        return _missing("theme", theme_id)
+    return None if active else _state(f"theme {theme_id!r} is retired")
+
+
+def _live_objective(org: OrgState, objective_id: str) -> Violation | None:
+    objective = org.objectives.get(objective_id)
+    if objective is None:
+        return _missing("objective", objective_id)
+    if objective.status == "abandoned":
+        return _state(f"objective {objective_id!r} is abandoned")
+    return None
+
+
+def _live_key_result(org: OrgState, key_result_id: str) -> Violation | None:
+    key_result = org.key_results.get(key_result_id)
+    if key_result is None:
+        return _missing("key result", key_result_id)
+    if not key_result.active:
+        return _state(f"key result {key_result_id!r} is retired")
+    return _live_objective(org, key_result.objective_id)
+
+
+def target_violation(kind: str, start: float, target: float) -> Violation | None:
+    """Is ``target`` a sensible goal for a key result of ``kind`` starting at ``start``?"""
+    if kind == "increase" and not target > start:
+        return _definition(f"an increase needs target > start ({target} <= {start})")
+    if kind == "decrease" and not target < start:
+        return _definition(f"a decrease needs target < start ({target} >= {start})")
+    if kind == "milestone" and (start != 0 or target != 1):
+        return _definition("a milestone has start 0 and target 1")
+    return None
+
+
+def _first(*checks: Violation | None) -> Violation | None:
+    return next((c for c in checks if c is not None), None)
+
+
+# --- one rule per event type ---------------------------------------------------------
+
+
+def _strategy_defined(org: OrgState, d: p.StrategyDefined) -> Violation | None:
+    if org.strategy_defined:
+        return _taken("strategy", "of this org")
+    return None
+
+
+def _strategy_exists(org: OrgState, d: p.StrategyRevised | p.StrategyReviewed) -> Violation | None:
+    if not org.strategy_defined:
+        return _state("the strategy has not been defined yet (StrategyDefined)")
+    return None
+
+
+def _swot_added(org: OrgState, d: p.SwotItemAdded) -> Violation | None:
+    return _taken("SWOT item", d.swot_id) if d.swot_id in org.swot else None
+
+
+def _swot_removed(org: OrgState, d: p.SwotItemRemoved) -> Violation | None:
+    present = org.swot.get(d.swot_id)
+    if present is None:
+        return _missing("SWOT item", d.swot_id)
+    return None if present else _state(f"SWOT item {d.swot_id!r} is already removed")
+
+
+def _theme_added(org: OrgState, d: p.ThemeAdded) -> Violation | None:
+    return _taken("theme", d.theme_id) if d.theme_id in org.themes else None
+
+
+def _theme_changed(org: OrgState, d: p.ThemeRevised | p.ThemeRetired) -> Violation | None:
+    return _active_theme(org, d.theme_id)
+
+
+def _unit_added(org: OrgState, d: p.OrgUnitAdded) -> Violation | None:
+    if d.unit_id in org.units:
+        return _taken("org unit", d.unit_id)
+    if d.parent_unit_id is not None:
+        active = org.units.get(d.parent_unit_id)
+        if active is None:
+            return _missing("org unit", d.parent_unit_id)
+        if not active:
+            return _state(f"org unit {d.parent_unit_id!r} is retired")
+    return None
+
+
+def _unit_retired(org: OrgState, d: p.OrgUnitRetired) -> Violation | None:
+    active = org.units.get(d.unit_id)
+    if active is None:
+        return _missing("org unit", d.unit_id)
+    return None if active else _state(f"org unit {d.unit_id!r} is already retired")
+
+
+def _period_defined(org: OrgState, d: p.PeriodDefined) -> Violation | None:
+    if d.period_id in org.periods:
+        return _taken("period", d.period_id)
+    if d.ends_on < d.starts_on:
+        return _definition(f"period ends ({d.ends_on}) before it starts ({d.starts_on})")
+    return None
+
+
+def _period_closed(org: OrgState, d: p.PeriodClosed) -> Violation | None:
+    is_open = org.periods.get(d.period_id)
+    if is_open is None:
+        return _missing("period", d.period_id)
+    return None if is_open else _state(f"period {d.period_id!r} is already closed")
+
+
+def _objective_created(org: OrgState, d: p.ObjectiveCreated) -> Violation | None:
+    if d.objective_id in org.objectives:
+        return _taken("objective", d.objective_id)
+    unit = org.units.get(d.owner_unit_id)
+    if unit is None:
+        return _missing("org unit", d.owner_unit_id)
+    if not unit:
+        return _state(f"org unit {d.owner_unit_id!r} is retired")
+    is_open = org.periods.get(d.period_id)
+    if is_open is None:
+        return _missing("period", d.period_id)
+    if not is_open:
+        return _state(f"period {d.period_id!r} is closed")
+    return _first(
+        *(_active_theme(org, t) for t in d.theme_ids),
+        _live_objective(org, d.parent_objective_id) if d.parent_objective_id else None,
+        _positive_weight(d.weight),
+    )
+
+
+def _objective_revised(org: OrgState, d: p.ObjectiveRevised) -> Violation | None:
+    return _first(
+        _live_objective(org, d.objective_id),
+        *(_active_theme(org, t) for t in d.theme_ids or ()),
+        _positive_weight(d.weight),
+    )
+
+
+def _objective_aligned(org: OrgState, d: p.ObjectiveAligned) -> Violation | None:
+    problem = _first(
+        _live_objective(org, d.objective_id), _live_objective(org, d.parent_objective_id)
+    )
+    if problem:
+        return problem
+    if d.parent_objective_id == d.objective_id or d.objective_id in org.ancestors(
+        d.parent_objective_id
+    ):
+        return Violation(
+            ReasonCode.CYCLE,
+            f"aligning {d.objective_id!r} under {d.parent_objective_id!r} would make it "
+            "its own ancestor",
+        )
+    return None
+
+
+def _objective_linked(org: OrgState, d: p.ObjectiveLinked) -> Violation | None:
+    problem = _first(
+        _live_objective(org, d.objective_id), _live_objective(org, d.linked_objective_id)
+    )
+    if problem:
+        return problem
+    if d.objective_id == d.linked_objective_id:
+        return _definition("an objective cannot be linked to itself")
+    if (d.objective_id, d.linked_objective_id, d.relation.value) in org.links:
+        return _state("these objectives are already linked this way")
+    return None
+
+
+def _objective_unlinked(org: OrgState, d: p.ObjectiveUnlinked) -> Violation | None:
+    if (d.objective_id, d.linked_objective_id, d.relation.value) not in org.links:
+        return _missing("link", f"{d.objective_id} {d.relation.value} {d.linked_objective_id}")
+    return None
+
+
+def _objective_status(org: OrgState, d: p.ObjectiveStatusChanged) -> Violation | None:
+    problem = _live_objective(org, d.objective_id)
+    if problem:
+        return problem
+    if org.objectives[d.objective_id].status == d.status.value:
+        return _state(f"objective {d.objective_id!r} is already {d.status.value}")
+    return None
+
+
+def _key_result_defined(org: OrgState, d: p.KeyResultDefined) -> Violation | None:
+    if d.key_result_id in org.key_results:
+        return _taken("key result", d.key_result_id)
+    return _first(
+        _live_objective(org, d.objective_id),
+        target_violation(d.kind.value, d.start, d.target),
+        _positive_weight(d.weight),
+    )
+
+
+def _key_result_target(org: OrgState, d: p.KeyResultTargetRevised) -> Violation | None:
+    problem = _live_key_result(org, d.key_result_id)
+    if problem:
+        return problem
+    key_result = org.key_results[d.key_result_id]
+    return target_violation(key_result.kind, key_result.start, d.target)
+
+
+def _key_result_retired(org: OrgState, d: p.KeyResultRetired) -> Violation | None:
+    return _live_key_result(org, d.key_result_id)
+
+
+def _check_in(org: OrgState, d: p.CheckInRecorded) -> Violation | None:
+    return _live_key_result(org, d.key_result_id)
+
+
+def _earlier_check_in(org: OrgState, key_result_id: str, event_id: Any) -> Violation | None:
+    check_in = org.check_ins.get(event_id.bytes)
+    if check_in is None or check_in.key_result_id != key_result_id:
+        return _missing(f"check-in of key result {key_result_id!r}", str(event_id))
+    if check_in.retracted:
+        return _state(f"check-in {event_id} is retracted")
+    return None
+
+
+def _check_in_corrected(org: OrgState, d: p.CheckInCorrected) -> Violation | None:
+    return _first(
+        _live_key_result(org, d.key_result_id),
+        _earlier_check_in(org, d.key_result_id, d.corrects_event_id),
+    )
+
+
+def _check_in_retracted(org: OrgState, d: p.CheckInRetracted) -> Violation | None:
+    return _first(
+        _live_key_result(org, d.key_result_id),
+        _earlier_check_in(org, d.key_result_id, d.retracts_event_id),
+    )
+
+
+def _always(org: OrgState, d: p.Payload) -> Violation | None:
+    return None
+
+
+Rule = Callable[[OrgState, Any], Violation | None]
+
+RULES: dict[str, Rule] = {
+    "StrategyDefined": _strategy_defined,
+    "StrategyRevised": _strategy_exists,
+    "StrategyReviewed": _strategy_exists,
+    "SwotItemAdded": _swot_added,
+    "SwotItemRemoved": _swot_removed,
+    "CompetitorNoted": _always,
+    "ThemeAdded": _theme_added,
+    "ThemeRevised": _theme_changed,
+    "ThemeRetired": _theme_changed,
+    "OrgUnitAdded": _unit_added,
+    "OrgUnitRetired": _unit_retired,
+    "PeriodDefined": _period_defined,
+    "PeriodClosed": _period_closed,
+    "ObjectiveCreated": _objective_created,
+    "ObjectiveRevised": _objective_revised,
+    "ObjectiveAligned": _objective_aligned,
+    "ObjectiveLinked": _objective_linked,
+    "ObjectiveUnlinked": _objective_unlinked,
+    "ObjectiveStatusChanged": _objective_status,
+    "KeyResultDefined": _key_result_defined,
+    "KeyResultTargetRevised": _key_result_target,
+    "KeyResultRetired": _key_result_retired,
+    "CheckInRecorded": _check_in,
+    "CheckInCorrected": _check_in_corrected,
+    "CheckInRetracted": _check_in_retracted,
+}
+
+
+def check(org: OrgState, payload: p.Payload) -> Violation | None:
+    """Apply the rule of ``payload``'s event type."""
+    return RULES[payload.type_name](org, payload)

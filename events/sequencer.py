@@ -1,0 +1,247 @@
+"""The sequencer: (ledger state, submission) -> accepted event, duplicate or rejection.
+
+:func:`decide` is pure: given the same state, bytes, clock reading and policy it always gives
+the same outcome, and it never changes the state. :class:`Sequencer` folds accepted events
+into the state so that the next decision sees them. Both runtimes (SQLite and Kafka) use it.
+"""
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+from pydantic import ValidationError
+
+from events.canonical import canonical_bytes
+from events.chain import event_hash
+from events.outcomes import Accepted, Duplicate, Outcome, Rejection
+from events.reasons import ReasonCode
+from events.rules import check
+from events.state import LedgerState, OrgState
+from schemas.envelope import LedgerEvent, Submission, format_timestamp
+from schemas.errors import UnknownEventTypeError
+from schemas.registry import EVENT_TYPES, payload_model, upcast
+
+MAX_SUBMISSION_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Tunable limits of the rules."""
+
+    clock_skew: timedelta = timedelta(minutes=5)
+    max_bytes: int = MAX_SUBMISSION_BYTES
+
+
+DEFAULT_POLICY = Policy()
+
+
+def _locations(error: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
+    return [
+        {"loc": ".".join(str(part) for part in (*prefix, *item["loc"])), "msg": item["msg"]}
+        for item in error.errors(include_url=False)
+    ]
+
+
+class _RejectedError(Exception):
+    def __init__(self, reason: ReasonCode, message: str, details: list[dict[str, str]]) -> None:
+        self.reason, self.message, self.details = reason, message, details
+
+
+def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, dict[str, Any]]:
+    """Bytes -> envelope, schema version, normalised data; raises :class:`_RejectedError`."""
+    if len(raw) > policy.max_bytes:
+        raise _RejectedError(
+            ReasonCode.TOO_LARGE, f"{len(raw)} bytes, over the limit of {policy.max_bytes}", []
+        )
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise _RejectedError(ReasonCode.INVALID_JSON, f"not valid JSON: {error}", []) from None
+    if not isinstance(document, dict):
+        raise _RejectedError(ReasonCode.INVALID_JSON, "a submission is a JSON object", [])
+    type_name = document.get("type")
+    if isinstance(type_name, str) and type_name not in EVENT_TYPES:
+        raise _RejectedError(ReasonCode.UNKNOWN_TYPE, f"unknown event type {type_name!r}", [])
+    try:
+        submission = Submission.model_validate(document)
+    except ValidationError as error:
+        raise _RejectedError(
+            ReasonCode.SCHEMA_VIOLATION,
+            "the envelope does not match the contract",
+            _locations(error),
+        ) from None
+    version = submission.schema_version or EVENT_TYPES[submission.type]
+    try:
+        model = payload_model(submission.type, version)
+    except UnknownEventTypeError as error:
+        raise _RejectedError(
+            ReasonCode.SCHEMA_VIOLATION, str(error), [{"loc": "schema_version", "msg": str(error)}]
+        ) from None
+    try:
+        payload = model.model_validate(submission.data)
+    except ValidationError as error:
+        raise _RejectedError(
+            ReasonCode.SCHEMA_VIOLATION,
+            f"data does not match {submission.type} v{version}",
+            _locations(error, ("data",)),
+        ) from None
+    return submission, version, payload.model_dump(mode="json", exclude_none=True)
+
+
+def _envelope(
+    submission: Submission, event_id: UUID, version: int, data: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "event_id": str(event_id),
+        "org_id": submission.org_id,
+        "type": submission.type,
+        "schema_version": version,
+        "occurred_at": format_timestamp(submission.occurred_at),
+        "actor": submission.actor,
+        "source": submission.source,
+        "source_event_id": submission.source_event_id,
+        "correlation_id": submission.correlation_id,
+        "causation_id": submission.causation_id,
+        "data": data,
+    }
+
+
+def decide(
+    state: LedgerState,
+    raw: bytes,
+    *,
+    now: datetime,
+    policy: Policy = DEFAULT_POLICY,
+    line: int | None = None,
+) -> Outcome:
+    """Decide what becomes of one submission. Does not change ``state``."""
+    recorded_at = format_timestamp(now)
+    try:
+        submission, version, data = _parse(raw, policy)
+    except _RejectedError as rejected:
+        return _rejection(rejected, raw, recorded_at, line, _peek(raw))
+
+    event_id = submission.resolved_event_id()
+    envelope = _envelope(submission, event_id, version, data)
+    digest = hashlib.sha256(canonical_bytes(envelope)).digest()[:16]
+    known = state.known.get(event_id.bytes)
+    context = {
+        "org_id": submission.org_id,
+        "event_id": str(event_id),
+        "type": submission.type,
+        "source": submission.source,
+    }
+    if known is not None:
+        if known == digest:
+            return Duplicate(str(event_id), submission.org_id)
+        return _rejection(
+            _RejectedError(
+                ReasonCode.CONFLICT,
+                f"event_id {event_id} is already in the ledger with other content",
+                [],
+            ),
+            raw,
+            recorded_at,
+            line,
+            context,
+        )
+    if submission.occurred_at > now + policy.clock_skew:
+        return _rejection(
+            _RejectedError(
+                ReasonCode.CLOCK_SKEW,
+                f"occurred_at {envelope['occurred_at']} is more than "
+                f"{int(policy.clock_skew.total_seconds())}s ahead of the ledger clock",
+                [{"loc": "occurred_at", "msg": "in the future"}],
+            ),
+            raw,
+            recorded_at,
+            line,
+            context,
+        )
+    org = state.orgs.get(submission.org_id) or OrgState()
+    latest = payload_model(submission.type).model_validate(upcast(submission.type, version, data))
+    violation = check(org, latest)
+    if violation is not None:
+        return _rejection(
+            _RejectedError(violation.reason, violation.message, []), raw, recorded_at, line, context
+        )
+
+    record = {
+        "sequence": org.last_sequence + 1,
+        **envelope,
+        "recorded_at": recorded_at,
+        "prev_hash": org.last_hash,
+    }
+    record["hash"] = event_hash(record)
+    return Accepted(LedgerEvent.from_record(record), digest)
+
+
+def _peek(raw: bytes) -> dict[str, Any]:
+    """Best-effort identification of a rejected submission, for the rejection record."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        key: value[:200]
+        for key in ("org_id", "event_id", "type", "source")
+        if isinstance(value := document.get(key), str)
+    }
+
+
+def _rejection(
+    rejected: _RejectedError,
+    raw: bytes,
+    recorded_at: str,
+    line: int | None,
+    context: dict[str, Any],
+) -> Rejection:
+    return Rejection(
+        reason=rejected.reason,
+        message=rejected.message,
+        raw=raw,
+        recorded_at=recorded_at,
+        details=rejected.details,
+        line=line,
+        **context,
+    )
+
+
+class Sequencer:
+    """Holds a :class:`LedgerState` and advances it with every accepted event."""
+
+    def __init__(self, state: LedgerState | None = None, policy: Policy = DEFAULT_POLICY) -> None:
+        self.state = state or LedgerState()
+        self.policy = policy
+
+    @classmethod
+    def from_ledger(
+        cls, events: Iterable[LedgerEvent], policy: Policy = DEFAULT_POLICY
+    ) -> "Sequencer":
+        """Rebuild the state by folding the ledger (every org, in sequence order)."""
+        sequencer = cls(policy=policy)
+        for event in events:
+            sequencer.state.apply(event, content_digest(event))
+        return sequencer
+
+    def submit(self, raw: bytes, *, now: datetime, line: int | None = None) -> Outcome:
+        outcome = decide(self.state, raw, now=now, policy=self.policy, line=line)
+        if isinstance(outcome, Accepted):
+            self.state.apply(outcome.event, outcome.digest)
+        return outcome
+
+
+def content_digest(event: LedgerEvent) -> bytes:
+    """The digest :func:`decide` computed for the submission that became ``event``."""
+    envelope = {
+        key: value
+        for key, value in event.to_record().items()
+        if key not in ("sequence", "recorded_at", "prev_hash", "hash")
+    }
+    return hashlib.sha256(canonical_bytes(envelope)).digest()[:16]

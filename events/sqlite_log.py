@@ -1,0 +1,206 @@
+"""The embedded event log: one SQLite file, nothing to install or run.
+
+Durability: WAL with ``synchronous=FULL``, so a committed append survives a power cut, not
+only a process crash (``NORMAL`` would be faster but can lose the last commits). Appends are
+batched into one transaction by the caller, which keeps the fsync cost per event small.
+"""
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from events.canonical import canonical_json
+from events.log import ChainHead
+from events.outcomes import Rejection
+from events.reasons import ReasonCode
+from schemas.envelope import LedgerEvent
+from schemas.errors import LedgerUnavailableError, SequenceConflictError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position    INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_id      TEXT    NOT NULL,
+    sequence    INTEGER NOT NULL,
+    event_id    TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    occurred_at TEXT    NOT NULL,
+    recorded_at TEXT    NOT NULL,
+    hash        TEXT    NOT NULL,
+    body        TEXT    NOT NULL,  -- the whole event, canonical JSON (RFC 8785)
+    UNIQUE (org_id, sequence),
+    UNIQUE (event_id)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    recorded_at TEXT    NOT NULL,
+    reason_code TEXT    NOT NULL,
+    message     TEXT    NOT NULL,
+    details     TEXT    NOT NULL,
+    org_id      TEXT,
+    event_id    TEXT,
+    type        TEXT,
+    source      TEXT,
+    line        INTEGER,
+    raw         BLOB    NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_are_immutable BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'ledger events are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS events_are_permanent BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'ledger events are permanent'); END;
+"""
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative/or/absolute/path.db`` -> a path (``sqlite:////abs`` also works)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise LedgerUnavailableError(f"not a sqlite URL: {url!r} (expected sqlite:///path)")
+    return Path(url[len(prefix) :])
+
+
+class SqliteEventLog:
+    """:class:`~events.log.EventLog` on a SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise LedgerUnavailableError(f"cannot open ledger {self.path}: {error}") from error
+
+    @classmethod
+    def from_url(cls, url: str) -> "SqliteEventLog":
+        return cls(path_from_url(url))
+
+    def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
+        if not events and not rejections:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_continuity(events)
+            db.executemany(
+                "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
+                " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.org_id,
+                        e.sequence,
+                        e.event_id,
+                        e.type,
+                        e.occurred_at,
+                        e.recorded_at,
+                        e.hash,
+                        canonical_json(e.to_record()),
+                    )
+                    for e in events
+                ],
+            )
+            db.executemany(
+                "INSERT INTO rejections (recorded_at, reason_code, message, details, org_id,"
+                " event_id, type, source, line, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.recorded_at,
+                        r.reason.value,
+                        r.message,
+                        orjson.dumps(r.details).decode(),
+                        r.org_id,
+                        r.event_id,
+                        r.type,
+                        r.source,
+                        r.line,
+                        r.raw,
+                    )
+                    for r in rejections
+                ],
+            )
+        except sqlite3.IntegrityError as error:
+            db.execute("ROLLBACK")
+            raise SequenceConflictError(f"append refused by the ledger: {error}") from error
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _check_continuity(self, events: Sequence[LedgerEvent]) -> None:
+        heads: dict[str, ChainHead] = {}
+        for event in events:
+            head = heads.get(event.org_id) or self._head(event.org_id)
+            if event.sequence != head.sequence + 1 or event.prev_hash != head.hash:
+                raise SequenceConflictError(
+                    f"org {event.org_id!r}: event {event.sequence} does not continue the chain "
+                    f"at {head.sequence}"
+                )
+            heads[event.org_id] = ChainHead(event.sequence, event.hash)
+
+    def _head(self, org_id: str) -> ChainHead:
+        row = self._db.execute(
+            "SELECT sequence, hash FROM events WHERE org_id = ? ORDER BY sequence DESC LIMIT 1",
+            (org_id,),
+        ).fetchone()
+        return ChainHead(row[0], row[1]) if row else ChainHead(0, "0" * 64)
+
+    def read(
+        self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
+    ) -> Iterator[LedgerEvent]:
+        for record in self.read_records(org_id, from_sequence, to_sequence):
+            yield LedgerEvent.from_record(record)
+
+    def read_records(
+        self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Stored events as plain dicts, exactly as stored (what ``verify`` checks)."""
+        clauses, params = ["sequence >= ?"], [from_sequence]
+        if to_sequence is not None:
+            clauses.append("sequence <= ?")
+            params.append(to_sequence)
+        query = f"SELECT body FROM events WHERE {' AND '.join(clauses)}"
+        cursor: sqlite3.Cursor
+        if org_id is None:
+            cursor = self._db.execute(query + " ORDER BY org_id, sequence", params)
+        else:
+            cursor = self._db.execute(
+                query + " AND org_id = ? ORDER BY sequence", [*params, org_id]
+            )
+        while rows := cursor.fetchmany(2000):
+            for (body,) in rows:
+                yield orjson.loads(body)
+
+    def heads(self) -> dict[str, ChainHead]:
+        rows = self._db.execute(
+            "SELECT e.org_id, e.sequence, e.hash FROM events e JOIN "
+            "(SELECT org_id, MAX(sequence) AS s FROM events GROUP BY org_id) m "
+            "ON e.org_id = m.org_id AND e.sequence = m.s ORDER BY e.org_id"
+        ).fetchall()
+        return {org: ChainHead(seq, hash_) for org, seq, hash_ in rows}
+
+    def rejections(self) -> Iterator[Rejection]:
+        cursor = self._db.execute(
+            "SELECT recorded_at, reason_code, message, details, org_id, event_id, type, source,"
+            " line, raw FROM rejections ORDER BY id"
+        )
+        for row in cursor:
+            yield Rejection(
+                reason=ReasonCode(row[1]),
+                message=row[2],
+                raw=bytes(row[9]),
+                recorded_at=row[0],
+                details=orjson.loads(row[3]),
+                org_id=row[4],
+                event_id=row[5],
+                type=row[6],
+                source=row[7],
+                line=row[8],
+            )
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,194 @@
+"""The sequencer's state: a fold over the ledger, per org.
+
+It holds what the rules need and nothing more: chain heads, which ids exist and their
+lifecycle, the vertical cascade (for cycles), and a digest of every known event id (for
+idempotency). Rebuilt by replaying the ledger on start.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from schemas.envelope import GENESIS_HASH, LedgerEvent
+from schemas.registry import upcast
+
+Data = dict[str, Any]
+
+
+@dataclass(slots=True)
+class ObjectiveState:
+    status: str
+    period_id: str
+    parent_id: str | None
+
+
+@dataclass(slots=True)
+class KeyResultState:
+    objective_id: str
+    kind: str
+    start: float
+    active: bool = True
+
+
+@dataclass(slots=True)
+class CheckInState:
+    key_result_id: str
+    retracted: bool = False
+
+
+@dataclass(slots=True)
+class OrgState:
+    last_sequence: int = 0
+    last_hash: str = GENESIS_HASH
+    strategy_defined: bool = False
+    swot: dict[str, bool] = field(default_factory=dict)  # id -> present
+    competitors: set[str] = field(default_factory=set)
+    themes: dict[str, bool] = field(default_factory=dict)  # id -> active
+    units: dict[str, bool] = field(default_factory=dict)  # id -> active
+    periods: dict[str, bool] = field(default_factory=dict)  # id -> open
+    objectives: dict[str, ObjectiveState] = field(default_factory=dict)
+    links: set[tuple[str, str, str]] = field(default_factory=set)
+    key_results: dict[str, KeyResultState] = field(default_factory=dict)
+    check_ins: dict[bytes, CheckInState] = field(default_factory=dict)  # event uuid bytes
+
+    def ancestors(self, objective_id: str) -> Iterable[str]:
+        """Parent, grandparent... of an objective (stops on a cycle, which rules prevent)."""
+        seen: set[str] = set()
+        current = self.objectives.get(objective_id)
+        while current is not None and current.parent_id is not None:
+            if current.parent_id in seen:
+                return
+            seen.add(current.parent_id)
+            yield current.parent_id
+            current = self.objectives.get(current.parent_id)
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """Everything the sequencer knows, for every org it has seen."""
+
+    orgs: dict[str, OrgState] = field(default_factory=dict)
+    known: dict[bytes, bytes] = field(default_factory=dict)
+    """event uuid bytes -> content digest; how duplicates and conflicts are told apart."""
+
+    def org(self, org_id: str) -> OrgState:
+        state = self.orgs.get(org_id)
+        if state is None:
+            state = self.orgs[org_id] = OrgState()
+        return state
+
+    def apply(self, event: LedgerEvent, digest: bytes) -> None:
+        """Fold one accepted event (and its content digest) into the state."""
+        org = self.org(event.org_id)
+        org.last_sequence = event.sequence
+        org.last_hash = event.hash
+        event_key = UUID(event.event_id).bytes
+        self.known[event_key] = digest
+        data = upcast(event.type, event.schema_version, event.data)
+        handler = _APPLY.get(event.type)
+        if handler is not None:
+            handler(org, data, event_key)
+
+
+def _strategy_defined(org: OrgState, data: Data, key: bytes) -> None:
+    org.strategy_defined = True
+
+
+def _swot_added(org: OrgState, data: Data, key: bytes) -> None:
+    org.swot[data["swot_id"]] = True
+
+
+def _swot_removed(org: OrgState, data: Data, key: bytes) -> None:
+    org.swot[data["swot_id"]] = False
+
+
+def _competitor(org: OrgState, data: Data, key: bytes) -> None:
+    org.competitors.add(data["competitor_id"])
+
+
+def _theme_added(org: OrgState, data: Data, key: bytes) -> None:
+    org.themes[data["theme_id"]] = True
+
+
+def _theme_retired(org: OrgState, data: Data, key: bytes) -> None:
+    org.themes[data["theme_id"]] = False
+
+
+def _unit_added(org: OrgState, data: Data, key: bytes) -> None:
+    org.units[data["unit_id"]] = True
+
+
+def _unit_retired(org: OrgState, data: Data, key: bytes) -> None:
+    org.units[data["unit_id"]] = False
+
+
+def _period_defined(org: OrgState, data: Data, key: bytes) -> None:
+    org.periods[data["period_id"]] = True
+
+
+def _period_closed(org: OrgState, data: Data, key: bytes) -> None:
+    org.periods[data["period_id"]] = False
+
+
+def _objective_created(org: OrgState, data: Data, key: bytes) -> None:
+    org.objectives[data["objective_id"]] = ObjectiveState(
+        "active", data["period_id"], data.get("parent_objective_id")
+    )
+
+
+def _objective_aligned(org: OrgState, data: Data, key: bytes) -> None:
+    org.objectives[data["objective_id"]].parent_id = data["parent_objective_id"]
+
+
+def _objective_linked(org: OrgState, data: Data, key: bytes) -> None:
+    org.links.add((data["objective_id"], data["linked_objective_id"], data["relation"]))
+
+
+def _objective_unlinked(org: OrgState, data: Data, key: bytes) -> None:
+    org.links.discard((data["objective_id"], data["linked_objective_id"], data["relation"]))
+
+
+def _objective_status(org: OrgState, data: Data, key: bytes) -> None:
+    org.objectives[data["objective_id"]].status = data["status"]
+
+
+def _key_result_defined(org: OrgState, data: Data, key: bytes) -> None:
+    org.key_results[data["key_result_id"]] = KeyResultState(
+        data["objective_id"], data["kind"], float(data["start"])
+    )
+
+
+def _key_result_retired(org: OrgState, data: Data, key: bytes) -> None:
+    org.key_results[data["key_result_id"]].active = False
+
+
+def _check_in_recorded(org: OrgState, data: Data, key: bytes) -> None:
+    org.check_ins[key] = CheckInState(data["key_result_id"])
+
+
+def _check_in_retracted(org: OrgState, data: Data, key: bytes) -> None:
+    org.check_ins[UUID(data["retracts_event_id"]).bytes].retracted = True
+
+
+_APPLY: dict[str, Callable[[OrgState, Data, bytes], None]] = {
+    "StrategyDefined": _strategy_defined,
+    "SwotItemAdded": _swot_added,
+    "SwotItemRemoved": _swot_removed,
+    "CompetitorNoted": _competitor,
+    "ThemeAdded": _theme_added,
+    "ThemeRetired": _theme_retired,
+    "OrgUnitAdded": _unit_added,
+    "OrgUnitRetired": _unit_retired,
+    "PeriodDefined": _period_defined,
+    "PeriodClosed": _period_closed,
+    "ObjectiveCreated": _objective_created,
+    "ObjectiveAligned": _objective_aligned,
+    "ObjectiveLinked": _objective_linked,
+    "ObjectiveUnlinked": _objective_unlinked,
+    "ObjectiveStatusChanged": _objective_status,
+    "KeyResultDefined": _key_result_defined,
+    "KeyResultRetired": _key_result_retired,
+    "CheckInRecorded": _check_in_recorded,
+    "CheckInRetracted": _check_in_retracted,
+}

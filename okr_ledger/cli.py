@@ -1,0 +1,315 @@
+"""``okr-ledger``: the command line. Errors are one line on stderr unless ``--debug``."""
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from events.canonical import canonical_json
+from events.chain import ChainReport, verify_chain
+from events.log import EventLog
+from events.outcomes import Outcome, Rejection
+from okr_ledger import __version__
+from okr_ledger.settings import Settings
+from okr_ledger.submissions import Summary, ndjson_lines
+from okr_ledger.wiring import open_event_log, open_ledger
+from schemas.errors import OkrLedgerError, UnknownEventTypeError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_BROKEN_CHAIN = 0, 1, 2, 3, 4
+PROGRESS_MIN_BYTES = 1 << 20
+
+app = typer.Typer(
+    name="okr-ledger",
+    help="An event-sourced ledger of strategy and OKRs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+OrgOption = Annotated[str | None, typer.Option("--org", help="Only this org.")]
+
+
+def _write_json(document: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(document) + b"\n")
+
+
+@contextmanager
+def _event_log() -> Iterator[EventLog]:
+    log = open_event_log(Settings())
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"okr-ledger {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """An event-sourced ledger of strategy and OKRs (OKR_* variables configure it)."""
+
+
+# --- submit ---------------------------------------------------------------------------
+
+
+def _open_input(file: str) -> tuple[IO[bytes], int]:
+    if file == "-":
+        return sys.stdin.buffer, 0
+    path = Path(file)
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
+    return path.open("rb"), path.stat().st_size
+
+
+def submit_stream(stream: IO[bytes], size: int, outcomes_to: IO[bytes] | None) -> Summary:
+    """Submit every line of ``stream`` to the configured ledger, with a progress bar if large."""
+    settings = Settings()
+    summary = Summary()
+    ledger = open_ledger(settings)
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=size < PROGRESS_MIN_BYTES or not err.is_terminal,
+        transient=True,
+    )
+    try:
+        with progress:
+            task = progress.add_task("submitting", total=size or None)
+            lines = ndjson_lines(stream, lambda n: progress.advance(task, n))
+            for outcome in ledger.submit_many(lines):
+                summary.add(outcome)
+                if outcomes_to is not None:
+                    outcomes_to.write(orjson.dumps(outcome.to_json()) + b"\n")
+    finally:
+        ledger.log.close()
+    return summary
+
+
+def _print_summary(summary: Summary, title: str = "Submitted") -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_row("[green]accepted", str(summary.accepted))
+    table.add_row("[yellow]duplicate", str(summary.duplicate))
+    table.add_row("[red]rejected", str(summary.rejected))
+    for reason, count in sorted(summary.by_reason.items()):
+        table.add_row(f"  [red]{reason}", str(count))
+    out.print(table)
+    if summary.rejected:
+        out.print("See them with: okr-ledger rejections")
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="NDJSON file, one submission per line; - for stdin.")],
+    json: JsonFlag = False,
+    outcomes: Annotated[
+        Path | None, typer.Option("--outcomes", help="Write each submission's outcome (NDJSON).")
+    ] = None,
+) -> None:
+    """Submit events. Exit 0 when all were accepted or duplicates, 3 when any was rejected."""
+    stream, size = _open_input(file)
+    outcomes_file = outcomes.open("wb") if outcomes else None
+    try:
+        summary = submit_stream(stream, size, outcomes_file)
+    finally:
+        if outcomes_file:
+            outcomes_file.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if json:
+        _write_json(summary.to_json())
+    else:
+        _print_summary(summary)
+    raise typer.Exit(EXIT_REJECTED if summary.rejected else EXIT_OK)
+
+
+# --- verify and export ----------------------------------------------------------------
+
+
+def verify_log(log: EventLog, org: str | None) -> list[ChainReport]:
+    orgs = [org] if org else sorted(log.heads())
+    return [verify_chain(org_id, log.read_records(org_id)) for org_id in orgs]
+
+
+@app.command()
+def verify(org: OrgOption = None, json: JsonFlag = False) -> None:
+    """Check every org's sequence and hash chain. Exit 4 names the first bad event."""
+    with _event_log() as log:
+        reports = verify_log(log, org)
+    if org and not any(r.events for r in reports):
+        reports = [ChainReport(org, True, 0)]
+    broken = next((r for r in reports if not r.ok), None)
+    if json:
+        _write_json(
+            {
+                "ok": broken is None,
+                "org_id": broken.org_id if broken else org,
+                "first_bad_sequence": broken.first_bad_sequence if broken else None,
+                "problem": broken.problem if broken else None,
+                "orgs": [r.to_json() for r in reports],
+            }
+        )
+    else:
+        for report in reports:
+            if report.ok:
+                out.print(f"[green]ok[/] {report.org_id}: {report.events} events, chain intact")
+            else:
+                out.print(
+                    f"[red]BROKEN[/] {report.org_id}: sequence {report.first_bad_sequence}: "
+                    f"{report.problem}"
+                )
+        if not reports:
+            out.print("the ledger is empty")
+    raise typer.Exit(EXIT_BROKEN_CHAIN if broken else EXIT_OK)
+
+
+@app.command()
+def export(
+    org: OrgOption = None,
+    from_seq: Annotated[int, typer.Option("--from-seq", min=1)] = 1,
+    to_seq: Annotated[int | None, typer.Option("--to-seq", min=1)] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout).")
+    ] = None,
+) -> None:
+    """Write ledger events as NDJSON (canonical JSON, sequence order): the auditor's copy."""
+    sink = output.open("wb") if output else sys.stdout.buffer
+    try:
+        with _event_log() as log:
+            for record in log.read_records(org, from_seq, to_seq):
+                sink.write(canonical_json(record).encode() + b"\n")
+    finally:
+        if output:
+            sink.close()
+
+
+@app.command()
+def rejections(
+    json: JsonFlag = False,
+    org: OrgOption = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason code.")] = None,
+) -> None:
+    """List recorded rejections (reason code, message, where the submission came from)."""
+    with _event_log() as log:
+        found = [
+            r
+            for r in log.rejections()
+            if (org is None or r.org_id == org) and (reason is None or r.reason.value == reason)
+        ]
+    if json:
+        for rejection in found:
+            _write_json(rejection.to_json())
+        return
+    table = Table("recorded at", "reason", "org", "type", "line", "message")
+    for rejection in found:
+        table.add_row(
+            rejection.recorded_at,
+            f"[red]{rejection.reason.value}",
+            rejection.org_id or "",
+            rejection.type or "",
+            str(rejection.line or ""),
+            _first_detail(rejection),
+        )
+    out.print(table)
+    out.print(f"{len(found)} rejections")
+
+
+def _first_detail(rejection: Rejection) -> str:
+    if rejection.details:
+        first = rejection.details[0]
+        more = f" (+{len(rejection.details) - 1} more)" if len(rejection.details) > 1 else ""
+        return f"{rejection.message}: {first['loc']}: {first['msg']}{more}"
+    return rejection.message
+
+
+# --- schema and demo ------------------------------------------------------------------
+
+
+@app.command()
+def schema(
+    type_name: Annotated[
+        str | None, typer.Argument(metavar="[TYPE]", help="An event type; none for all.")
+    ] = None,
+    version: Annotated[int | None, typer.Option("--version", help="Schema version.")] = None,
+    write: Annotated[
+        Path | None, typer.Option("--write", help="Write the whole export into this directory.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of a submission, or of one event type's data."""
+    from schemas.export import payload_schema, render, submission_schema, write_all
+
+    if write is not None:
+        for path in write_all(write):
+            err.print(f"wrote {path}")
+        return
+    try:
+        document = payload_schema(type_name, version) if type_name else submission_schema()
+    except UnknownEventTypeError as error:
+        raise typer.BadParameter(str(error), param_hint="TYPE") from None
+    sys.stdout.buffer.write(render(document))
+
+
+@app.command()
+def demo() -> None:
+    """Load the demo organisation (from the seeds) and report what happened. Safe to rerun."""
+    from okr_ledger.demo import DEMO_ORG, demo_lines
+
+    summary = Summary()
+    outcomes: list[Outcome] = []
+    ledger = open_ledger(Settings())
+    try:
+        for outcome in ledger.submit_many(demo_lines()):
+            summary.add(outcome)
+            outcomes.append(outcome)
+        reports = verify_log(ledger.log, DEMO_ORG)
+    finally:
+        ledger.log.close()
+    _print_summary(summary, title=f"Demo organisation {DEMO_ORG!r}")
+    for rejection in (o for o in outcomes if isinstance(o, Rejection)):
+        out.print(
+            f"  [red]{rejection.reason.value}[/] line {rejection.line}: {_first_detail(rejection)}"
+        )
+    for report in reports:
+        state = "[green]intact" if report.ok else f"[red]broken at {report.first_bad_sequence}"
+        out.print(f"chain of {report.org_id}: {report.events} events, {state}")
+
+
+def main() -> None:
+    """Entry point: one clear line on stderr for every error, a traceback only with --debug."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except OkrLedgerError as error:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        sys.exit(EXIT_ERROR)
+    except Exception as error:
+        if debug:
+            raise
+        err.print(
+            f"[red]error:[/] {type(error).__name__}: {error} (--debug shows the traceback)",
+            highlight=False,
+        )
+        sys.exit(EXIT_ERROR)

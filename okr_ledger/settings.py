@@ -1,0 +1,50 @@
+"""Configuration, from ``OKR_*`` environment variables (or a ``.env`` file)."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from events.sequencer import MAX_SUBMISSION_BYTES, Policy
+
+
+class Settings(BaseSettings):
+    """Every setting of OKR Ledger. The embedded default needs none of them."""
+
+    model_config = SettingsConfigDict(env_prefix="OKR_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".okr-ledger"), description="Where embedded data lives.")
+    ledger_url: str | None = Field(
+        default=None,
+        description="sqlite:///path (default: sqlite:///<data_dir>/ledger.db) or kafka://host:port",
+    )
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="chdb:///path (default: chdb:///<data_dir>/clickhouse) or http(s)://host:8123",
+    )
+    clock_skew_seconds: float = Field(
+        default=300.0, ge=0, description="How far occurred_at may lie in the future."
+    )
+    max_submission_bytes: int = Field(default=MAX_SUBMISSION_BYTES, ge=1024)
+    submit_batch_size: int = Field(
+        default=1000, ge=1, description="Submissions per ledger transaction."
+    )
+    over_focus_limit: int = Field(
+        default=5, ge=1, description="Objectives per unit and period above which it is flagged."
+    )
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        return self.clickhouse_url or f"chdb:///{self.data_dir / 'clickhouse'}"
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            clock_skew=timedelta(seconds=self.clock_skew_seconds),
+            max_bytes=self.max_submission_bytes,
+        )

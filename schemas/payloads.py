@@ -1,0 +1,332 @@
+"""The ``data`` of every event type, at its latest version.
+
+Each model rejects unknown fields and non-finite numbers. Rules that need the ledger's
+state (references, lifecycles, cycles) are not here: they live in ``events.rules``.
+"""
+
+from datetime import date
+from enum import StrEnum
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.types import (
+    Confidence,
+    FiniteFloat,
+    Identifier,
+    IdList,
+    Name,
+    Reason,
+    Text,
+    Title,
+    Unit,
+    Weight,
+)
+
+
+class Payload(BaseModel):
+    """Base of every event's ``data``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    type_name: ClassVar[str]
+    """The event type this payload belongs to."""
+    subject_field: ClassVar[str | None] = None
+    """The field naming the entity this event is about, if any."""
+
+
+class Verdict(StrEnum):
+    SOUND = "sound"
+    NEEDS_WORK = "needs_work"
+
+
+class Quadrant(StrEnum):
+    STRENGTH = "strength"
+    WEAKNESS = "weakness"
+    OPPORTUNITY = "opportunity"
+    THREAT = "threat"
+
+
+class Rollup(StrEnum):
+    KEY_RESULTS = "key_results"
+    CHILDREN = "children"
+    BOTH = "both"
+
+
+class Relation(StrEnum):
+    CONTRIBUTES_TO = "contributes_to"
+    DEPENDS_ON = "depends_on"
+
+
+class ObjectiveStatus(StrEnum):
+    ACTIVE = "active"
+    ACHIEVED = "achieved"
+    ABANDONED = "abandoned"
+
+
+class KeyResultKind(StrEnum):
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    STAY_ABOVE = "stay_above"
+    STAY_BELOW = "stay_below"
+    MILESTONE = "milestone"
+
+
+# --- strategy -------------------------------------------------------------------------
+
+
+class StrategyDefined(Payload):
+    type_name = "StrategyDefined"
+    mission: Text = Field(min_length=1)
+    vision: Text = Field(min_length=1)
+
+
+class StrategyRevised(Payload):
+    type_name = "StrategyRevised"
+    mission: Text | None = Field(default=None, min_length=1)
+    vision: Text | None = Field(default=None, min_length=1)
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "StrategyRevised":
+        if self.mission is None and self.vision is None:
+            raise ValueError("a revision changes the mission, the vision or both")
+        return self
+
+
+class StrategyReviewed(Payload):
+    type_name = "StrategyReviewed"
+    verdict: Verdict
+    notes: Text
+    reviewer: Name
+
+
+class SwotItemAdded(Payload):
+    type_name = "SwotItemAdded"
+    subject_field = "swot_id"
+    swot_id: Identifier
+    quadrant: Quadrant
+    text: Text = Field(min_length=1)
+
+
+class SwotItemRemoved(Payload):
+    type_name = "SwotItemRemoved"
+    subject_field = "swot_id"
+    swot_id: Identifier
+    reason: Reason
+
+
+class CompetitorNoted(Payload):
+    type_name = "CompetitorNoted"
+    subject_field = "competitor_id"
+    competitor_id: Identifier
+    name: Name
+    strengths: Text | None = None
+    weaknesses: Text | None = None
+    differentiation: Text | None = None
+
+
+class ThemeAdded(Payload):
+    type_name = "ThemeAdded"
+    subject_field = "theme_id"
+    theme_id: Identifier
+    name: Name
+    description: Text | None = None
+
+
+class ThemeRevised(Payload):
+    type_name = "ThemeRevised"
+    subject_field = "theme_id"
+    theme_id: Identifier
+    name: Name | None = None
+    description: Text | None = None
+
+
+class ThemeRetired(Payload):
+    type_name = "ThemeRetired"
+    subject_field = "theme_id"
+    theme_id: Identifier
+    reason: Reason
+
+
+# --- organisation and time ------------------------------------------------------------
+
+
+class OrgUnitAdded(Payload):
+    type_name = "OrgUnitAdded"
+    subject_field = "unit_id"
+    unit_id: Identifier
+    name: Name
+    kind: Name = Field(description="company, division, department, team, person...")
+    parent_unit_id: Identifier | None = None
+
+
+class OrgUnitRetired(Payload):
+    type_name = "OrgUnitRetired"
+    subject_field = "unit_id"
+    unit_id: Identifier
+    reason: Reason
+
+
+class PeriodDefined(Payload):
+    type_name = "PeriodDefined"
+    subject_field = "period_id"
+    period_id: Identifier
+    name: Name
+    starts_on: date
+    ends_on: date
+
+
+class PeriodClosed(Payload):
+    type_name = "PeriodClosed"
+    subject_field = "period_id"
+    period_id: Identifier
+
+
+# --- objectives -----------------------------------------------------------------------
+
+
+class ObjectiveCreated(Payload):
+    type_name = "ObjectiveCreated"
+    subject_field = "objective_id"
+    objective_id: Identifier
+    title: Title
+    description: Text | None = None
+    owner_unit_id: Identifier
+    period_id: Identifier
+    theme_ids: IdList
+    parent_objective_id: Identifier | None = None
+    rollup: Rollup
+    weight: Weight = 1.0
+
+
+class ObjectiveRevised(Payload):
+    type_name = "ObjectiveRevised"
+    subject_field = "objective_id"
+    objective_id: Identifier
+    title: Title | None = None
+    description: Text | None = None
+    theme_ids: IdList | None = None
+    rollup: Rollup | None = None
+    weight: Weight | None = None
+
+
+class ObjectiveAligned(Payload):
+    type_name = "ObjectiveAligned"
+    subject_field = "objective_id"
+    objective_id: Identifier
+    parent_objective_id: Identifier
+
+
+class ObjectiveLinked(Payload):
+    type_name = "ObjectiveLinked"
+    subject_field = "objective_id"
+    objective_id: Identifier
+    linked_objective_id: Identifier
+    relation: Relation
+
+
+class ObjectiveUnlinked(Payload):
+    type_name = "ObjectiveUnlinked"
+    subject_field = "objective_id"
+    objective_id: Identifier
+    linked_objective_id: Identifier
+    relation: Relation
+
+
+class ObjectiveStatusChanged(Payload):
+    type_name = "ObjectiveStatusChanged"
+    subject_field = "objective_id"
+    objective_id: Identifier
+    status: ObjectiveStatus
+    reason: Reason | None = None
+
+
+# --- key results and check-ins --------------------------------------------------------
+
+
+class KeyResultDefined(Payload):
+    type_name = "KeyResultDefined"
+    subject_field = "key_result_id"
+    key_result_id: Identifier
+    objective_id: Identifier
+    title: Title
+    kind: KeyResultKind
+    start: FiniteFloat
+    target: FiniteFloat
+    unit: Unit
+    weight: Weight = 1.0
+    due_on: date | None = None
+    checkin_every_days: int = Field(default=7, ge=1, le=366)
+
+
+class KeyResultTargetRevised(Payload):
+    type_name = "KeyResultTargetRevised"
+    subject_field = "key_result_id"
+    key_result_id: Identifier
+    target: FiniteFloat
+    reason: Reason
+
+
+class KeyResultRetired(Payload):
+    type_name = "KeyResultRetired"
+    subject_field = "key_result_id"
+    key_result_id: Identifier
+    reason: Reason
+
+
+class CheckInRecorded(Payload):
+    type_name = "CheckInRecorded"
+    subject_field = "key_result_id"
+    key_result_id: Identifier
+    value: FiniteFloat
+    confidence: Confidence
+    comment: Text | None = None
+
+
+class CheckInCorrected(Payload):
+    type_name = "CheckInCorrected"
+    subject_field = "key_result_id"
+    key_result_id: Identifier
+    corrects_event_id: UUID
+    value: FiniteFloat
+    confidence: Confidence | None = None
+    reason: Reason
+
+
+class CheckInRetracted(Payload):
+    type_name = "CheckInRetracted"
+    subject_field = "key_result_id"
+    key_result_id: Identifier
+    retracts_event_id: UUID
+    reason: Reason
+
+
+LATEST_PAYLOADS: tuple[type[Payload], ...] = (
+    StrategyDefined,
+    StrategyRevised,
+    StrategyReviewed,
+    SwotItemAdded,
+    SwotItemRemoved,
+    CompetitorNoted,
+    ThemeAdded,
+    ThemeRevised,
+    ThemeRetired,
+    OrgUnitAdded,
+    OrgUnitRetired,
+    PeriodDefined,
+    PeriodClosed,
+    ObjectiveCreated,
+    ObjectiveRevised,
+    ObjectiveAligned,
+    ObjectiveLinked,
+    ObjectiveUnlinked,
+    ObjectiveStatusChanged,
+    KeyResultDefined,
+    KeyResultTargetRevised,
+    KeyResultRetired,
+    CheckInRecorded,
+    CheckInCorrected,
+    CheckInRetracted,
+)
