@@ -1,0 +1,162 @@
+"""The event-log contract: one abstract suite that every ledger backend subclasses.
+
+A backend's test module defines ``class TestXxxEventLog(EventLogContract)`` and implements
+:meth:`EventLogContract.open_log` (and :meth:`reopen` if the backend is durable).
+"""
+
+from collections.abc import Iterator
+
+import pytest
+
+from events.log import ChainHead, EventLog
+from events.outcomes import Rejection
+from events.reasons import ReasonCode
+from schemas.envelope import GENESIS_HASH, LedgerEvent
+from schemas.errors import SequenceConflictError
+from tests.builders import NOW, chained_events
+
+
+def _rejection(raw: bytes, reason: ReasonCode = ReasonCode.INVALID_JSON, **kw: object) -> Rejection:
+    return Rejection(
+        reason=reason,
+        message=f"{reason.value} for test",
+        raw=raw,
+        recorded_at="2026-11-23T12:00:00Z",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+class EventLogContract:
+    """What every :class:`EventLog` backend must do. Not collected itself (no ``Test`` prefix)."""
+
+    def open_log(self) -> EventLog:
+        raise NotImplementedError
+
+    def reopen(self, log: EventLog) -> EventLog:
+        """Close ``log`` and open the same store again (durable backends)."""
+        log.close()
+        return self.open_log()
+
+    @pytest.fixture
+    def log(self) -> Iterator[EventLog]:
+        log = self.open_log()
+        yield log
+        log.close()
+
+    def test_a_new_log_is_empty(self, log: EventLog) -> None:
+        assert log.heads() == {}
+        assert list(log.read()) == []
+        assert list(log.rejections()) == []
+
+    def test_appended_events_read_back_in_sequence_order_per_org(self, log: EventLog) -> None:
+        events = chained_events("acme", "globex")
+        log.append(events)
+        for org in ("acme", "globex"):
+            mine = [e for e in events if e.org_id == org]
+            assert list(log.read(org)) == mine
+            assert list(log.read_records(org)) == [e.to_record() for e in mine]
+        assert sorted(e.event_id for e in log.read()) == sorted(e.event_id for e in events)
+
+    def test_reading_all_orgs_keeps_each_orgs_order(self, log: EventLog) -> None:
+        events = chained_events("acme", "globex")
+        log.append(events)
+        for org in ("acme", "globex"):
+            assert [e.sequence for e in log.read() if e.org_id == org] == list(
+                range(1, 1 + sum(e.org_id == org for e in events))
+            )
+
+    def test_heads_are_the_last_sequence_and_hash_per_org(self, log: EventLog) -> None:
+        events = chained_events("acme", "globex")
+        log.append(events)
+        last = {e.org_id: e for e in events}
+        assert log.heads() == {
+            org: ChainHead(e.sequence, e.hash) for org, e in sorted(last.items())
+        }
+
+    def test_read_a_range_of_sequences(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events)
+        assert [e.sequence for e in log.read("acme", from_sequence=3, to_sequence=5)] == [3, 4, 5]
+        assert [e.sequence for e in log.read("acme", from_sequence=9)] == [9, 10]
+        assert list(log.read("nobody")) == []
+
+    def test_appends_in_several_batches_continue_the_chain(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events[:4])
+        log.append(events[4:])
+        assert list(log.read("acme")) == events
+
+    def test_an_append_that_skips_a_sequence_stores_nothing(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events[:2])
+        with pytest.raises(SequenceConflictError):
+            log.append([events[3]], [_rejection(b"{")])
+        assert list(log.read("acme")) == events[:2]
+        assert list(log.rejections()) == []
+
+    def test_an_append_that_repeats_a_sequence_stores_nothing(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events[:2])
+        with pytest.raises(SequenceConflictError):
+            log.append([events[1]])
+        assert log.heads()["acme"] == ChainHead(2, events[1].hash)
+
+    def test_an_append_with_a_wrong_link_stores_nothing(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events[:2])
+        forged = LedgerEvent.from_record({**events[2].to_record(), "prev_hash": GENESIS_HASH})
+        with pytest.raises(SequenceConflictError):
+            log.append([forged])
+        assert len(list(log.read("acme"))) == 2
+
+    def test_a_failed_batch_stores_none_of_its_events(self, log: EventLog) -> None:
+        acme, globex = chained_events("acme"), chained_events("globex")
+        with pytest.raises(SequenceConflictError):
+            log.append([*acme[:3], *globex[1:2]])  # globex's batch does not start at 1
+        assert list(log.read()) == []
+
+    def test_rejections_keep_reason_message_details_and_raw_bytes(self, log: EventLog) -> None:
+        stored = [
+            _rejection(b'{"type": ', line=7),
+            _rejection(
+                b'{"type":"X"}',
+                ReasonCode.UNKNOWN_TYPE,
+                org_id="acme",
+                type="X",
+                source="jira",
+                event_id="e1",
+            ),
+            _rejection(
+                b"\xff\xfe not utf-8",
+                ReasonCode.SCHEMA_VIOLATION,
+                details=[{"loc": "data.value", "msg": "finite number"}],
+            ),
+        ]
+        log.append([], stored)
+        assert list(log.rejections()) == stored
+
+    def test_events_and_rejections_of_a_batch_land_together(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events[:3], [_rejection(b"x")])
+        assert len(list(log.read())) == 3
+        assert len(list(log.rejections())) == 1
+
+    def test_an_empty_append_changes_nothing(self, log: EventLog) -> None:
+        log.append([], [])
+        assert log.heads() == {}
+
+    def test_what_was_appended_survives_a_reopen(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events, [_rejection(b"{")])
+        reopened = self.reopen(log)
+        try:
+            assert list(reopened.read("acme")) == events
+            assert len(list(reopened.rejections())) == 1
+            assert reopened.heads()["acme"].hash == events[-1].hash
+        finally:
+            reopened.close()
+
+    def test_recorded_times_are_kept(self, log: EventLog) -> None:
+        events = chained_events("acme")
+        log.append(events)
+        assert {e.recorded for e in log.read()} == {NOW}
