@@ -8,7 +8,12 @@ ECMAScript's ``Number.prototype.toString`` does.
 
 import json
 import math
+from functools import lru_cache
 from typing import Any
+
+import orjson
+
+_MAX_SAFE_INTEGER = 2**53
 
 
 def _number(value: float) -> str:
@@ -70,17 +75,65 @@ def _write(value: Any, out: list[str]) -> None:
 
 
 def _integer(value: int) -> str:
-    if abs(value) > 2**53:
+    if abs(value) > _MAX_SAFE_INTEGER:
         raise ValueError("integers beyond 2**53 are not portable JSON numbers")
     return str(value)
 
 
-def canonical_json(value: Any) -> str:
-    """``value`` (JSON-native: dict, list, str, int, float, bool, None) as JCS text."""
+class _NeedsReferenceError(Exception):
+    """The fast path cannot vouch for this value; the reference serialiser decides."""
+
+
+def _prepare(value: Any) -> Any:
+    """Swap floats for their JCS text, so orjson writes everything else.
+
+    orjson's string escaping equals JCS's, and with only ASCII keys its key order (by code
+    point) equals JCS's (by UTF-16 unit). Anything else goes to the reference path.
+    """
+    kind = type(value)
+    if kind is dict:
+        prepared = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise _NeedsReferenceError
+            prepared[key] = item if type(item) in _PLAIN else _prepare(item)
+        return prepared
+    if kind is float:
+        return _float_fragment(value)
+    if kind is list or kind is tuple:
+        return [item if type(item) in _PLAIN else _prepare(item) for item in value]
+    if kind is int:
+        if abs(value) > _MAX_SAFE_INTEGER:
+            raise _NeedsReferenceError
+        return value
+    if value is None or kind is bool or kind is str:
+        return value
+    raise _NeedsReferenceError
+
+
+_PLAIN = frozenset({str, bool, type(None)})
+
+
+@lru_cache(maxsize=4096)
+def _float_fragment(value: float) -> orjson.Fragment:
+    return orjson.Fragment(_number(value).encode())
+
+
+def reference_canonical_json(value: Any) -> str:
+    """The plain, obviously-JCS serialiser; :func:`canonical_bytes` must always agree with it."""
     out: list[str] = []
     _write(value, out)
     return "".join(out)
 
 
 def canonical_bytes(value: Any) -> bytes:
-    return canonical_json(value).encode("utf-8")
+    """``value`` (JSON-native: dict, list, str, int, float, bool, None) as JCS UTF-8 bytes."""
+    try:
+        return orjson.dumps(_prepare(value), option=orjson.OPT_SORT_KEYS)
+    except (_NeedsReferenceError, orjson.JSONEncodeError):
+        return reference_canonical_json(value).encode("utf-8")
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as JCS text."""
+    return canonical_bytes(value).decode("utf-8")

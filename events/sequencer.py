@@ -23,6 +23,7 @@ from events.rules import check
 from events.state import LedgerState, OrgState
 from schemas.envelope import LedgerEvent, Submission, format_timestamp
 from schemas.errors import UnknownEventTypeError
+from schemas.payloads import Payload
 from schemas.registry import EVENT_TYPES, payload_model, upcast
 
 MAX_SUBMISSION_BYTES = 64 * 1024
@@ -51,8 +52,8 @@ class _RejectedError(Exception):
         self.reason, self.message, self.details = reason, message, details
 
 
-def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, dict[str, Any]]:
-    """Bytes -> envelope, schema version, normalised data; raises :class:`_RejectedError`."""
+def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, Payload]:
+    """Bytes -> envelope, schema version, payload; raises :class:`_RejectedError`."""
     if len(raw) > policy.max_bytes:
         raise _RejectedError(
             ReasonCode.TOO_LARGE, f"{len(raw)} bytes, over the limit of {policy.max_bytes}", []
@@ -89,7 +90,7 @@ def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, dict[str, Any]]
             f"data does not match {submission.type} v{version}",
             _locations(error, ("data",)),
         ) from None
-    return submission, version, payload.model_dump(mode="json", exclude_none=True)
+    return submission, version, payload
 
 
 def _envelope(
@@ -121,11 +122,12 @@ def decide(
     """Decide what becomes of one submission. Does not change ``state``."""
     recorded_at = format_timestamp(now)
     try:
-        submission, version, data = _parse(raw, policy)
+        submission, version, payload = _parse(raw, policy)
     except _RejectedError as rejected:
         return _rejection(rejected, raw, recorded_at, line, _peek(raw))
 
     event_id = submission.resolved_event_id()
+    data = payload.model_dump(mode="json", exclude_none=True)
     envelope = _envelope(submission, event_id, version, data)
     digest = hashlib.sha256(canonical_bytes(envelope)).digest()[:16]
     known = state.known.get(event_id.bytes)
@@ -163,8 +165,11 @@ def decide(
             context,
         )
     org = state.orgs.get(submission.org_id) or OrgState()
-    latest = payload_model(submission.type).model_validate(upcast(submission.type, version, data))
-    violation = check(org, latest)
+    if version != EVENT_TYPES[submission.type]:
+        payload = payload_model(submission.type).model_validate(
+            upcast(submission.type, version, data)
+        )
+    violation = check(org, payload)
     if violation is not None:
         return _rejection(
             _RejectedError(violation.reason, violation.message, []), raw, recorded_at, line, context
