@@ -75,9 +75,15 @@ def _write(value: Any, out: list[str]) -> None:
 
 
 def _integer(value: int) -> str:
-    if abs(value) > _MAX_SAFE_INTEGER:
-        raise ValueError("integers beyond 2**53 are not portable JSON numbers")
-    return str(value)
+    if abs(value) <= _MAX_SAFE_INTEGER:
+        return str(value)
+    # Every JSON number is a double (RFC 8785, 3.2.2.3). Large doubles are written without an
+    # exponent up to 1e21 ("10000000000000000"), and parsers read them back as integers: such
+    # an integer stands for the nearest double, or a stored event could not be hashed again.
+    try:
+        return _number(float(value))
+    except OverflowError:
+        raise ValueError(f"{value} is beyond the range of JSON numbers (doubles)") from None
 
 
 class _NeedsReferenceError(Exception):

@@ -4,20 +4,38 @@ It folds the log into a :class:`Sequencer` on start, decides a batch of submissi
 appends the batch's events and rejections in one atomic step. If another writer got there
 first (:class:`SequenceConflictError`), it rebuilds its state from the log and decides the
 batch again, so concurrent writers never fork a chain.
+
+A rejection by the rules is not checked by the log, so it could rest on a state that another
+writer has since moved on (a duplicate taken for an unknown reference). Before such a batch is
+stored, the ledger checks that the log's heads are still the ones it decided on, and decides
+the batch again if they are not.
 """
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import islice
 
-from events.log import EventLog
+from events.log import ChainHead, EventLog
 from events.outcomes import Accepted, Outcome, Rejection
+from events.reasons import ReasonCode
 from events.sequencer import DEFAULT_POLICY, Policy, Sequencer
 from schemas.envelope import LedgerEvent, utc_now
 from schemas.errors import SequenceConflictError
 
 Line = tuple[bytes, int | None]
 """A submission's bytes and, when it came from a file, its line number."""
+
+STATELESS_REASONS = frozenset(
+    {
+        ReasonCode.INVALID_JSON,
+        ReasonCode.TOO_LARGE,
+        ReasonCode.SCHEMA_VIOLATION,
+        ReasonCode.UNKNOWN_TYPE,
+        ReasonCode.CLOCK_SKEW,
+        ReasonCode.CONFLICT,  # known event ids only ever grow: a conflict stays a conflict
+    }
+)
+"""Rejections that no later state of the ledger could turn into anything else."""
 
 
 class Ledger:
@@ -52,6 +70,11 @@ class Ledger:
             outcomes = [self._sequencer.submit(raw, now=now, line=line) for raw, line in batch]
             events: list[LedgerEvent] = [o.event for o in outcomes if isinstance(o, Accepted)]
             rejections = [o for o in outcomes if isinstance(o, Rejection)]
+            if any(r.reason not in STATELESS_REASONS for r in rejections) and self._log_moved(
+                events
+            ):
+                self._sequencer = self._rebuild()
+                continue
             try:
                 self.log.append(events, rejections)
             except SequenceConflictError:
@@ -62,3 +85,15 @@ class Ledger:
                 raise
             return outcomes
         raise SequenceConflictError("another writer kept appending to the same orgs; try again")
+
+    def _log_moved(self, batch_events: list[LedgerEvent]) -> bool:
+        """Did another writer append since the batch was decided on this ledger's state?"""
+        decided_on = {
+            org_id: ChainHead(org.last_sequence, org.last_hash)
+            for org_id, org in self._sequencer.state.orgs.items()
+        }
+        for event in reversed(batch_events):  # the heads before the batch's own events
+            decided_on[event.org_id] = ChainHead(event.sequence - 1, event.prev_hash)
+        return self.log.heads() != {
+            org_id: head for org_id, head in decided_on.items() if head.sequence > 0
+        }

@@ -9,6 +9,7 @@ from typing import IO, Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
@@ -16,7 +17,7 @@ from events.canonical import canonical_json
 from events.chain import ChainReport, verify_chain
 from events.log import EventLog
 from events.outcomes import Outcome, Rejection
-from okr_ledger import __version__
+from okr_ledger import __version__, query_cli
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import open_event_log, open_ledger
@@ -177,7 +178,7 @@ def verify(org: OrgOption = None, json: JsonFlag = False) -> None:
             else:
                 out.print(
                     f"[red]BROKEN[/] {report.org_id}: sequence {report.first_bad_sequence}: "
-                    f"{report.problem}"
+                    f"{escape(report.problem or '')}"
                 )
         if not reports:
             out.print("the ledger is empty")
@@ -226,8 +227,8 @@ def rejections(
         table.add_row(
             rejection.recorded_at,
             f"[red]{rejection.reason.value}",
-            rejection.org_id or "",
-            rejection.type or "",
+            escape(rejection.org_id or ""),
+            escape(rejection.type or ""),
             str(rejection.line or ""),
             _first_detail(rejection),
         )
@@ -236,11 +237,12 @@ def rejections(
 
 
 def _first_detail(rejection: Rejection) -> str:
+    """The message and first detail, escaped: they quote submitted text, which is not markup."""
     if rejection.details:
         first = rejection.details[0]
         more = f" (+{len(rejection.details) - 1} more)" if len(rejection.details) > 1 else ""
-        return f"{rejection.message}: {first['loc']}: {first['msg']}{more}"
-    return rejection.message
+        return escape(f"{rejection.message}: {first['loc']}: {first['msg']}{more}")
+    return escape(rejection.message)
 
 
 # --- schema and demo ------------------------------------------------------------------
@@ -293,6 +295,10 @@ def demo() -> None:
     for report in reports:
         state = "[green]intact" if report.ok else f"[red]broken at {report.first_bad_sequence}"
         out.print(f"chain of {report.org_id}: {report.events} events, {state}")
+    query_cli.show_demo_projections(DEMO_ORG)
+
+
+query_cli.register(app)
 
 
 def main() -> None:
@@ -300,16 +306,22 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         app()
+    except BrokenPipeError:
+        # The reader went away (``okr-ledger export | head``): not an error of ours.
+        sys.stderr.close()
+        sys.exit(EXIT_OK)
     except OkrLedgerError as error:
         if debug:
             raise
-        err.print(f"[red]error:[/] {error}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ERROR)
     except Exception as error:
         if debug:
             raise
         err.print(
-            f"[red]error:[/] {type(error).__name__}: {error} (--debug shows the traceback)",
+            f"[red]error:[/] {type(error).__name__}: {escape(str(error))} "
+            "(--debug shows the traceback)",
             highlight=False,
+            soft_wrap=True,
         )
         sys.exit(EXIT_ERROR)

@@ -33,6 +33,28 @@ class Settings(BaseSettings):
     over_focus_limit: int = Field(
         default=5, ge=1, description="Objectives per unit and period above which it is flagged."
     )
+    kafka_topic_intake: str = Field(
+        default="okr.intake",
+        description="Kafka topic of submissions (key: org_id, value: the submission's JSON).",
+    )
+    kafka_topic_ledger: str = Field(
+        default="okr.ledger",
+        description="Kafka topic of accepted events, keyed by org_id, kept forever: the record.",
+    )
+    kafka_topic_rejections: str = Field(
+        default="okr.rejections",
+        description="Kafka topic of rejected submissions with reason and raw bytes, kept forever.",
+    )
+    kafka_topic_outcomes: str = Field(
+        default="okr.outcomes",
+        description="Kafka topic of the outcome of every submission, for waiting submitters.",
+    )
+    kafka_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of the intake, ledger and outcomes topics when they are created. "
+        "Never change it for an existing ledger: an org's partition depends on it.",
+    )
 
     @property
     def resolved_ledger_url(self) -> str:

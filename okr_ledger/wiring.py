@@ -8,12 +8,28 @@ from urllib.parse import urlsplit
 from events.ledger import Ledger
 from events.log import EventLog
 from okr_ledger.settings import Settings
+from projections.store import ProjectionStore
 from schemas.errors import ConfigurationError, MissingExtraError
 
 LEDGER_BACKENDS: dict[str, tuple[str, str]] = {
     "sqlite": ("events.sqlite_log:SqliteEventLog", "core"),
+    "kafka": ("events.kafka_log:KafkaEventLog", "kafka"),
 }
 """URL scheme -> (``module:class`` with a ``from_url`` constructor, extra that provides it)."""
+
+
+def _kafka_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "ledger_topic": settings.kafka_topic_ledger,
+        "rejections_topic": settings.kafka_topic_rejections,
+    }
+
+
+LEDGER_OPTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {"kafka": _kafka_options}
+"""URL scheme -> the keyword arguments its ``from_url`` takes from the settings."""
+
+_PACKAGES = {"kafka": "kafka-python"}
+"""Importable module -> the distribution that provides it, where the names differ."""
 
 
 def _load(target: str, extra: str) -> Callable[..., Any]:
@@ -21,7 +37,8 @@ def _load(target: str, extra: str) -> Callable[..., Any]:
     try:
         module = import_module(module_name)
     except ModuleNotFoundError as error:
-        raise MissingExtraError(error.name or module_name, extra) from error
+        missing = (error.name or module_name).partition(".")[0]
+        raise MissingExtraError(_PACKAGES.get(missing, missing), extra) from error
     factory: Callable[..., Any] = getattr(module, attribute)
     return factory
 
@@ -40,7 +57,8 @@ def open_event_log(settings: Settings) -> EventLog:
         known = ", ".join(f"{s}://" for s in LEDGER_BACKENDS)
         raise ConfigurationError(f"OKR_LEDGER_URL {url!r}: unknown scheme (known: {known})")
     target, extra = LEDGER_BACKENDS[scheme]
-    log: EventLog = _load(target, extra).from_url(url)  # type: ignore[attr-defined]
+    options = LEDGER_OPTIONS[scheme](settings) if scheme in LEDGER_OPTIONS else {}
+    log: EventLog = _load(target, extra).from_url(url, **options)  # type: ignore[attr-defined]
     return log
 
 
@@ -48,3 +66,24 @@ def open_ledger(settings: Settings) -> Ledger:
     return Ledger(
         open_event_log(settings), policy=settings.policy, batch_size=settings.submit_batch_size
     )
+
+
+PROJECTION_BACKENDS: dict[str, tuple[str, str]] = {
+    "chdb": ("projections.store:ProjectionStore", "embedded"),
+    "http": ("projections.store:ProjectionStore", "clickhouse"),
+    "https": ("projections.store:ProjectionStore", "clickhouse"),
+}
+"""URL scheme -> (``module:class`` with an ``open(url)`` constructor, extra that provides it)."""
+
+
+def open_projection_store(settings: Settings, migrate: bool = True) -> ProjectionStore:
+    """The projection store of ``OKR_CLICKHOUSE_URL``, its migrations applied (first use)."""
+    url = settings.resolved_clickhouse_url
+    scheme = scheme_of(url)
+    if scheme not in PROJECTION_BACKENDS:
+        known = ", ".join(f"{s}://" for s in PROJECTION_BACKENDS)
+        raise ConfigurationError(f"OKR_CLICKHOUSE_URL {url!r}: unknown scheme (known: {known})")
+    target, extra = PROJECTION_BACKENDS[scheme]
+    opener = _load(target, extra)
+    store: ProjectionStore = opener.open(url, migrate=migrate)  # type: ignore[attr-defined]
+    return store

@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.types import ExternalRef, Identifier, Name
+from schemas.types import Count, ExternalRef, Identifier, Name, Timestamp
 
 EVENT_ID_NAMESPACE = UUID("6f1d4b0e-8a57-4c1e-9c1a-0b7e4c2d9a10")
 """Namespace of the UUIDv5 event ids derived from ``source_event_id`` (see ledger-format.md)."""
@@ -48,11 +48,11 @@ class Submission(BaseModel):
     type: str = Field(
         min_length=1, max_length=64, description="The event type, e.g. CheckInRecorded"
     )
-    schema_version: int | None = Field(
+    schema_version: Count | None = Field(
         default=None, ge=1, le=1000, description="Version of the type's data; latest when omitted."
     )
     org_id: Identifier
-    occurred_at: AwareDatetime = Field(description="Business time, RFC 3339 with an offset.")
+    occurred_at: Timestamp = Field(description="Business time, RFC 3339 with an offset.")
     actor: Name = Field(description="Who did it: a person or a system account.")
     source: Name = Field(description="The system that submitted it, e.g. jira, crm, cli.")
     source_event_id: ExternalRef | None = None
@@ -91,9 +91,9 @@ class LedgerEvent(BaseModel):
     recorded_at: str
     actor: str
     source: str
-    source_event_id: str | None = None
-    correlation_id: str | None = None
-    causation_id: str | None = None
+    source_event_id: str | None
+    correlation_id: str | None
+    causation_id: str | None
     data: dict[str, Any]
     prev_hash: str
     hash: str

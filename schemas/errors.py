@@ -38,3 +38,11 @@ class LedgerUnavailableError(LedgerError):
 
 class ProjectionError(OkrLedgerError):
     """The projection store refused an operation."""
+
+
+class ProjectionUnavailableError(ProjectionError):
+    """The projection store cannot be reached or opened (or another process holds it)."""
+
+
+class ProjectionQueryError(ProjectionError):
+    """A query on the projections failed (bad SQL, or a write in read-only mode)."""

@@ -4,7 +4,6 @@ Each model rejects unknown fields and non-finite numbers. Rules that need the le
 state (references, lifecycles, cycles) are not here: they live in ``events.rules``.
 """
 
-from datetime import date
 from enum import StrEnum
 from typing import ClassVar
 from uuid import UUID
@@ -13,9 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.types import (
     Confidence,
+    Count,
     FiniteFloat,
     Identifier,
     IdList,
+    IsoDate,
     Name,
     Reason,
     Text,
@@ -142,6 +143,12 @@ class ThemeRevised(Payload):
     name: Name | None = None
     description: Text | None = None
 
+    @model_validator(mode="after")
+    def _changes_something(self) -> "ThemeRevised":
+        if self.name is None and self.description is None:
+            raise ValueError("a revision changes the name, the description or both")
+        return self
+
 
 class ThemeRetired(Payload):
     type_name = "ThemeRetired"
@@ -174,8 +181,8 @@ class PeriodDefined(Payload):
     subject_field = "period_id"
     period_id: Identifier
     name: Name
-    starts_on: date
-    ends_on: date
+    starts_on: IsoDate
+    ends_on: IsoDate
 
 
 class PeriodClosed(Payload):
@@ -210,6 +217,13 @@ class ObjectiveRevised(Payload):
     theme_ids: IdList | None = None
     rollup: Rollup | None = None
     weight: Weight | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "ObjectiveRevised":
+        changes = (self.title, self.description, self.theme_ids, self.rollup, self.weight)
+        if all(change is None for change in changes):
+            raise ValueError("a revision changes at least one field")
+        return self
 
 
 class ObjectiveAligned(Payload):
@@ -257,8 +271,8 @@ class KeyResultDefined(Payload):
     target: FiniteFloat
     unit: Unit
     weight: Weight = 1.0
-    due_on: date | None = None
-    checkin_every_days: int = Field(default=7, ge=1, le=366)
+    due_on: IsoDate | None = None
+    checkin_every_days: Count = Field(default=7, ge=1, le=366)
 
 
 class KeyResultTargetRevised(Payload):

@@ -1,0 +1,267 @@
+"""A small typed face on kafka-python: the only module of the project that imports ``kafka``.
+
+kafka-python ships no type information, so everything it returns is ``Any``; this module turns
+it into the few typed operations the Kafka backend needs and turns every Kafka failure into
+:class:`~schemas.errors.LedgerUnavailableError`.
+
+Reads use manual partition assignment, never a consumer group (no group coordination, no
+committed offsets; and kafka-python's group join is slow on Tansu).
+"""
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import (  # type: ignore[import-untyped]
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
+from kafka.admin import ConfigResource, ConfigResourceType  # type: ignore[import-untyped]
+from kafka.errors import KafkaError  # type: ignore[import-untyped]
+from kafka.partitioner import murmur2  # type: ignore[import-untyped]
+
+from schemas.errors import LedgerUnavailableError
+
+_TOPIC_ALREADY_EXISTS = 36
+"""Kafka's error code for CreateTopics on an existing topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to produce to an explicit partition."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    """A record as read from a partition."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of a keyed record, as Kafka's default partitioners choose it (murmur2)."""
+    digest: int = murmur2(key)
+    return (digest & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where the brokers are, and how long to wait for them."""
+
+    servers: tuple[str, ...]
+    client_id: str = "okr-ledger"
+    timeout_s: float = 30.0
+
+    def options(self) -> dict[str, Any]:
+        timeout_ms = int(self.timeout_s * 1000)
+        return {
+            "bootstrap_servers": list(self.servers),
+            "client_id": self.client_id,
+            "bootstrap_timeout_ms": timeout_ms,
+            "request_timeout_ms": timeout_ms,
+        }
+
+    def fail(self, action: str, error: BaseException) -> LedgerUnavailableError:
+        where = ",".join(self.servers)
+        return LedgerUnavailableError(f"Kafka at {where}: cannot {action}: {error}")
+
+
+class Producer:
+    """An idempotent producer (``acks=all``) that sends batches and returns their offsets."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        try:
+            self._producer = KafkaProducer(
+                **connection.options(),
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                batch_size=512 * 1024,
+                max_request_size=4 * 1024 * 1024,
+                allow_auto_create_topics=False,
+                max_block_ms=int(connection.timeout_s * 1000),
+                delivery_timeout_ms=int(connection.timeout_s * 1000) + 5000,
+            )
+        except KafkaError as error:
+            raise connection.fail("create a producer", error) from error
+
+    def send_all(self, records: Sequence[OutRecord]) -> list[int]:
+        """Produce ``records`` in order, wait until all are acknowledged; their offsets."""
+        try:
+            futures = [
+                self._producer.send(r.topic, value=r.value, key=r.key, partition=r.partition)
+                for r in records
+            ]
+            self._producer.flush(timeout=self._connection.timeout_s)
+            return [int(f.get(timeout=self._connection.timeout_s).offset) for f in futures]
+        except KafkaError as error:
+            raise self._connection.fail("produce", error) from error
+
+    def close(self) -> None:
+        self._producer.close(timeout=self._connection.timeout_s)
+
+
+class Reader:
+    """Reads partitions with manual assignment, up to their ends as of the start of a read."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.positions: dict[int, int] = {}
+        """After a read: the next offset of every partition read."""
+        try:
+            self._consumer = KafkaConsumer(
+                **connection.options(),
+                group_id=None,
+                enable_auto_commit=False,
+                allow_auto_create_topics=False,
+                fetch_max_wait_ms=100,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                max_poll_records=5000,
+            )
+        except KafkaError as error:
+            raise connection.fail("create a consumer", error) from error
+
+    def topics(self) -> set[str]:
+        """Every topic's name (asking for all topics does not auto-create any)."""
+        try:
+            return {str(name) for name in self._consumer.topics()}
+        except KafkaError as error:
+            raise self._connection.fail("list topics", error) from error
+
+    def partitions(self, topic: str) -> list[int]:
+        """Partition ids of an existing topic (Tansu creates a topic asked about by name)."""
+        try:
+            found = self._consumer.partitions_for_topic(topic)
+        except KafkaError as error:
+            raise self._connection.fail(f"describe topic {topic}", error) from error
+        return sorted(int(p) for p in found or ())
+
+    def read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
+        """Records from ``starts`` (partition -> offset, ``None``: the beginning) to the ends.
+
+        The end of each partition is fixed when its first fetch answers: at least everything
+        acknowledged before the call. (Tansu 0.6 answers ListOffsets(latest) with the base
+        offset of the last batch + 1, so the listed end only tells whether there is anything
+        to read; the fetch's high watermark is right.) Each partition's order is kept.
+        """
+        try:
+            yield from self._read(topic, starts)
+        except KafkaError as error:
+            raise self._connection.fail(f"read {topic}", error) from error
+
+    def _read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
+        consumer = self._consumer
+        tps = {p: TopicPartition(topic, p) for p in starts}
+        consumer.unsubscribe()  # forget the last read's high watermarks and pauses
+        consumer.assign(list(tps.values()))
+        beginnings = consumer.beginning_offsets(list(tps.values()))
+        listed_ends = consumer.end_offsets(list(tps.values()))
+        self.positions = {}
+        pending: dict[int, int | None] = {}  # partition -> end, once known
+        for p, tp in tps.items():
+            given = starts[p]
+            start = int(beginnings[tp]) if given is None else given
+            self.positions[p] = start
+            if int(listed_ends[tp]) > start:
+                consumer.seek(tp, start)
+                pending[p] = None
+            else:
+                consumer.pause(tp)
+        deadline = time.monotonic() + self._connection.timeout_s
+        while pending:
+            fetched = consumer.poll(timeout_ms=200)
+            for messages in fetched.values():
+                for m in messages:
+                    yield InRecord(int(m.partition), int(m.offset), m.key, m.value)
+                    deadline = time.monotonic() + self._connection.timeout_s
+            for p in list(pending):
+                tp = tps[p]
+                end = pending[p]
+                if end is None and (high := consumer.highwater(tp)) is not None:
+                    pending[p] = end = max(int(high), int(listed_ends[tp]))
+                position = int(consumer.position(tp))
+                self.positions[p] = position
+                if end is not None and position >= end:
+                    consumer.pause(tp)
+                    del pending[p]
+            if time.monotonic() > deadline:
+                raise LedgerUnavailableError(
+                    f"Kafka at {','.join(self._connection.servers)}: reading {topic} stalled "
+                    f"for {self._connection.timeout_s:.0f}s (partitions {sorted(pending)})"
+                )
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class Admin:
+    """Topic creation and configuration."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        try:
+            self._admin = KafkaAdminClient(**connection.options())
+        except KafkaError as error:
+            raise connection.fail("connect", error) from error
+
+    def topics(self) -> set[str]:
+        try:
+            return {str(name) for name in self._admin.list_topics()}
+        except KafkaError as error:
+            raise self._connection.fail("list topics", error) from error
+
+    def create_topic(self, name: str, partitions: int, configs: Mapping[str, str]) -> bool:
+        """Create ``name``; ``False`` when it already exists."""
+        spec = {"num_partitions": partitions, "configs": dict(configs)}
+        try:
+            result = self._admin.create_topics(
+                {name: spec}, raise_errors=False, wait_for_metadata=False
+            )
+        except KafkaError as error:
+            raise self._connection.fail(f"create topic {name}", error) from error
+        (answer,) = result["topics"]
+        code = int(answer["error_code"])
+        if code == _TOPIC_ALREADY_EXISTS:
+            return False
+        if code:
+            raise LedgerUnavailableError(
+                f"Kafka refused to create topic {name}: error {code} {answer['error_message']}"
+            )
+        return True
+
+    def topic_configs(self, name: str) -> dict[str, str]:
+        """The configuration the broker reports for a topic (defaults included)."""
+        resource = ConfigResource(ConfigResourceType.TOPIC, name, configs=None)
+        try:
+            described = self._admin.describe_configs([resource], config_filter="all")
+        except KafkaError as error:
+            raise self._connection.fail(f"describe topic {name}", error) from error
+        entries = described.get("topic", {}).get(name, {})
+        return {
+            str(key): str(entry["value"])
+            for key, entry in entries.items()
+            if entry.get("value") is not None
+        }
+
+    def partition_count(self, name: str) -> int:
+        """Partitions of an existing topic (Tansu creates a topic asked about by name)."""
+        try:
+            (topic,) = self._admin.describe_topics([name])
+        except KafkaError as error:
+            raise self._connection.fail(f"describe topic {name}", error) from error
+        return len(topic["partitions"])
+
+    def close(self) -> None:
+        self._admin.close()

@@ -1,0 +1,104 @@
+"""What the Kafka backend writes to its topics, and the rule that reads the ledger back.
+
+Ledger topic: key = ``org_id`` (UTF-8), value = the event's canonical JSON (RFC 8785), the same
+bytes the SQLite log stores. Rejections topic: key = ``org_id`` or none, value = a JSON object
+with the rejection's fields and the submitted bytes, exact, as ``raw_base64``.
+
+**The chain rule.** Kafka cannot refuse a record that does not continue its org's chain, so
+the ledger is defined by reading: in partition order, a record belongs to the ledger when it
+continues its org's chain (``sequence`` = head + 1 and ``prev_hash`` = head's hash); any other
+record is an *orphan* (a writer that lost a race, or a retry after a partial failure) and is
+not part of the ledger. Every reader applies the same rule to the same order, so every reader
+sees the same ledger.
+"""
+
+import base64
+from typing import Any
+
+import orjson
+
+from events.canonical import canonical_bytes
+from events.log import ChainHead
+from events.outcomes import Rejection
+from events.reasons import ReasonCode
+from schemas.envelope import GENESIS_HASH, LedgerEvent
+
+
+def org_key(org_id: str) -> bytes:
+    return org_id.encode("utf-8")
+
+
+def encode_event(event: LedgerEvent) -> bytes:
+    return canonical_bytes(event.to_record())
+
+
+def decode_event(value: bytes | None) -> dict[str, Any]:
+    """The stored event; a value that is not a JSON object becomes ``{"undecodable": text}``,
+    which the chain rule does not admit (so a stray record cannot block the ledger)."""
+    try:
+        record = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        return {"undecodable": (value or b"").decode("utf-8", errors="replace")}
+    return record
+
+
+def encode_rejection(rejection: Rejection) -> bytes:
+    return orjson.dumps(
+        {
+            "reason_code": rejection.reason.value,
+            "message": rejection.message,
+            "details": rejection.details,
+            "recorded_at": rejection.recorded_at,
+            "org_id": rejection.org_id,
+            "event_id": rejection.event_id,
+            "type": rejection.type,
+            "source": rejection.source,
+            "line": rejection.line,
+            "raw_base64": base64.b64encode(rejection.raw).decode("ascii"),
+        }
+    )
+
+
+def decode_rejection(value: bytes) -> Rejection:
+    fields = orjson.loads(value)
+    return Rejection(
+        reason=ReasonCode(fields["reason_code"]),
+        message=fields["message"],
+        raw=base64.b64decode(fields["raw_base64"], validate=True),
+        recorded_at=fields["recorded_at"],
+        details=fields["details"],
+        org_id=fields["org_id"],
+        event_id=fields["event_id"],
+        type=fields["type"],
+        source=fields["source"],
+        line=fields["line"],
+    )
+
+
+GENESIS = ChainHead(0, GENESIS_HASH)
+
+
+class ChainRule:
+    """Applies the chain rule to records in partition order and keeps every org's head."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, ChainHead] = {}
+
+    def head(self, org_id: str) -> ChainHead:
+        return self.heads.get(org_id, GENESIS)
+
+    def admit(self, record: dict[str, Any]) -> bool:
+        """Whether ``record`` continues its org's chain; if so it becomes the head."""
+        org_id = record.get("org_id")
+        if not isinstance(org_id, str):
+            return False
+        head = self.head(org_id)
+        sequence = record.get("sequence")
+        if type(sequence) is not int or sequence != head.sequence + 1:
+            return False
+        if record.get("prev_hash") != head.hash:
+            return False
+        self.heads[org_id] = ChainHead(head.sequence + 1, str(record.get("hash")))
+        return True

@@ -1,0 +1,323 @@
+"""The query commands: progress, cascade, coverage, history, sql, rebuild, export, init.
+
+Each one first catches the projections up with the ledger (the embedded runner), so what was
+just submitted is in the answer.
+"""
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from events.log import EventLog
+from okr_ledger import progress_render as render
+from okr_ledger.settings import Settings
+from okr_ledger.wiring import open_event_log, open_projection_store
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from projections import queries
+from projections.migrations import VIEWS
+from projections.queries import Moment
+from projections.store import ProjectionStore
+
+out = Console()
+err = Console(stderr=True)
+PROGRESS_BAR_MIN_EVENTS = 5_000
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="NDJSON, one line per row.")]
+OrgOption = Annotated[str | None, typer.Option("--org", help="Only this org (default: all).")]
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of", help="What the ledger knew at this recorded time (RFC 3339 or a date; UTC)."
+    ),
+]
+AtOption = Annotated[
+    str | None,
+    typer.Option("--at", help="Values at this business time, as known now (or at --as-of)."),
+]
+
+
+class ExportFormat(StrEnum):
+    PARQUET = "parquet"
+    CSV = "csv"
+
+
+def parse_moment(text: str | None, option: str) -> datetime | None:
+    """RFC 3339 (a missing offset means UTC) or a plain date (its midnight, UTC)."""
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not a date or time: {text!r}", param_hint=option) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _write_lines(lines: Iterator[dict[str, Any]]) -> None:
+    for line in lines:
+        sys.stdout.buffer.write(
+            orjson.dumps(line, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC) + b"\n"
+        )
+
+
+def catch_up(
+    store: ProjectionStore, log: EventLog, settings: Settings, rebuild: bool = False
+) -> int:
+    """Project what the ledger has beyond the checkpoints; a progress bar when it is a lot."""
+    store.set_setting("over_focus_limit", str(settings.over_focus_limit))
+    runner = EmbeddedRunner(log, store, Projector())
+    backlog = runner.backlog()
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not rebuild and (backlog < PROGRESS_BAR_MIN_EVENTS or not err.is_terminal),
+        transient=not rebuild,
+    )
+    with bar:
+        task = bar.add_task("rebuilding" if rebuild else "projecting", total=backlog)
+        done = runner.catch_up(lambda n: bar.advance(task, n))
+    return done.events
+
+
+@contextmanager
+def caught_up_store() -> Iterator[ProjectionStore]:
+    """The projection store, caught up with the ledger; closed afterwards."""
+    settings = Settings()
+    store = open_projection_store(settings)
+    try:
+        log = open_event_log(settings)
+        try:
+            catch_up(store, log, settings)
+        finally:
+            log.close()
+        yield store
+    finally:
+        store.close()
+
+
+def _orgs(store: ProjectionStore, org: str | None) -> list[str]:
+    return [org] if org else queries.org_ids(store)
+
+
+def _moment(as_of: str | None, at: str | None = None) -> Moment:
+    return Moment(as_of=parse_moment(as_of, "--as-of"), at=parse_moment(at, "--at"))
+
+
+def _title(moment: Moment) -> str:
+    parts = []
+    if moment.as_of:
+        parts.append(f"as recorded by {moment.as_of:%Y-%m-%d %H:%M:%S}Z")
+    if moment.at:
+        parts.append(f"at {moment.at:%Y-%m-%d %H:%M:%S}Z")
+    return ", ".join(parts) or f"now ({moment.now:%Y-%m-%d %H:%M}Z)"
+
+
+def _filtered(progress: queries.Progress, period: str | None, unit: str | None) -> queries.Progress:
+    kept = [
+        o
+        for o in progress.objectives
+        if (period is None or o["period_id"] == period)
+        and (unit is None or o["owner_unit_id"] == unit)
+    ]
+    ids = {o["objective_id"] for o in kept}
+    return queries.Progress(kept, [kr for kr in progress.key_results if kr["objective_id"] in ids])
+
+
+def show_progress(
+    store: ProjectionStore,
+    settings: Settings,
+    orgs: list[str],
+    moment: Moment,
+    *,
+    period: str | None = None,
+    unit: str | None = None,
+    json: bool = False,
+) -> None:
+    for org_id in orgs:
+        found = queries.progress(store, org_id, moment, settings.over_focus_limit)
+        found = _filtered(found, period, unit)
+        if json:
+            _write_lines(render.progress_lines(org_id, found))
+        else:
+            out.print(render.progress_tree(org_id, found, _title(moment)))
+
+
+def show_warnings(store: ProjectionStore, settings: Settings, orgs: list[str]) -> None:
+    moment = Moment()
+    for org_id in orgs:
+        objectives = queries.objectives(store, org_id, moment, settings.over_focus_limit)
+        coverage = queries.coverage(store, org_id, moment)
+        out.print(render.warnings_view(objectives, coverage))
+
+
+def progress(  # noqa: PLR0917 - a command's options
+    org: OrgOption = None,
+    period: Annotated[str | None, typer.Option("--period", help="Only this period.")] = None,
+    unit: Annotated[str | None, typer.Option("--unit", help="Only this unit's objectives.")] = None,
+    as_of: AsOfOption = None,
+    at: AtOption = None,
+    json: JsonFlag = False,
+) -> None:
+    """The cascade as a tree: progress, status and confidence of objectives and key results."""
+    moment = _moment(as_of, at)
+    with caught_up_store() as store:
+        show_progress(
+            store, Settings(), _orgs(store, org), moment, period=period, unit=unit, json=json
+        )
+
+
+def cascade(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = False) -> None:
+    """Alignment: parents, themes reached, links, and flags (orphan, parent_inactive...)."""
+    moment = _moment(as_of)
+    settings = Settings()
+    with caught_up_store() as store:
+        for org_id in _orgs(store, org):
+            objectives = queries.objectives(store, org_id, moment, settings.over_focus_limit)
+            if json:
+                _write_lines(render.cascade_line(org_id, o) for o in objectives)
+            else:
+                coverage = queries.coverage(store, org_id, moment)
+                out.print(render.cascade_view(org_id, objectives, coverage))
+
+
+def coverage(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = False) -> None:
+    """Per period and active theme: objectives, key results and progress (zero shows gaps)."""
+    moment = _moment(as_of)
+    with caught_up_store() as store:
+        for org_id in _orgs(store, org):
+            rows = queries.coverage(store, org_id, moment)
+            if json:
+                _write_lines(iter(rows))
+            else:
+                out.print(render.coverage_table(org_id, rows))
+
+
+def history(
+    subject: Annotated[str, typer.Argument(help="An objective, key result, theme... id.")],
+    org: OrgOption = None,
+    as_of: AsOfOption = None,
+    json: JsonFlag = False,
+) -> None:
+    """The audit trail of one objective or key result: every event about it or naming it."""
+    moment = _moment(as_of)
+    with caught_up_store() as store:
+        for org_id in _orgs(store, org):
+            events = queries.history(store, org_id, subject, moment)
+            if json:
+                _write_lines(iter(events))
+            elif events:
+                out.print(render.history_table(f"{subject} in {org_id}", events))
+            elif org:
+                out.print(f"no events about {subject!r} in {org_id}")
+
+
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only statement (SELECT, SHOW...).")],
+    json: JsonFlag = False,
+) -> None:
+    """Run read-only SQL on the projections (tables and views of the projection database)."""
+    with caught_up_store() as store:
+        columns, rows = store.table(query, readonly=True)
+    if json:
+        _write_lines(dict(zip(columns, row, strict=True)) for row in rows)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    out.print(table)
+    err.print(f"{len(rows)} rows")
+
+
+def rebuild() -> None:
+    """Drop the projections, rebuild them from the ledger, and compare with what was there."""
+    settings = Settings()
+    store = open_projection_store(settings)
+    try:
+        log = open_event_log(settings)
+        try:
+            catch_up(store, log, settings)
+            before = store.fingerprint()
+            store.drop_all()
+            store.migrate()
+            events = catch_up(store, log, settings, rebuild=True)
+            after = store.fingerprint()
+        finally:
+            log.close()
+    finally:
+        store.close()
+    out.print(f"rebuilt the projections from {events} ledger events")
+    if not any(count for count, _digest in before.values()):
+        out.print("there were no projections before: nothing to compare")
+        return
+    differing = sorted(table for table in after if after[table] != before.get(table))
+    if differing:
+        out.print(f"[red]the rebuild differs from what was there[/] in: {', '.join(differing)}")
+        raise typer.Exit(1)
+    out.print("[green]identical[/]: the rebuild equals what was there")
+
+
+def export_projections(
+    directory: Annotated[Path, typer.Argument(help="Where to write one file per view.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="File format.")] = (
+        ExportFormat.PARQUET
+    ),
+) -> None:
+    """Write every view (progress, cascade, coverage, history...) as Parquet or CSV files."""
+    clickhouse_format = "Parquet" if format is ExportFormat.PARQUET else "CSVWithNames"
+    directory.mkdir(parents=True, exist_ok=True)
+    with caught_up_store() as store:
+        for view in VIEWS:
+            path = directory / f"{view}.{format.value}"
+            path.write_bytes(store.export(view, clickhouse_format))
+            err.print(f"wrote {path}")
+
+
+def init() -> None:
+    """Create the projection store and apply its migrations (also done on first use)."""
+    settings = Settings()
+    store = open_projection_store(settings, migrate=False)
+    try:
+        applied = store.migrate()
+        recorded = store.applied_migrations()
+    finally:
+        store.close()
+    out.print(f"projection store: {store.description}")
+    for version, name, applied_at in recorded:
+        state = "applied now" if version in applied else f"applied {applied_at:%Y-%m-%d %H:%M}Z"
+        out.print(f"  migration {version}: {name} ({state})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the query commands to the ``okr-ledger`` app."""
+    app.command()(init)
+    app.command()(progress)
+    app.command()(cascade)
+    app.command()(coverage)
+    app.command()(history)
+    app.command()(sql)
+    app.command()(rebuild)
+    app.command("export-projections")(export_projections)
+
+
+def show_demo_projections(org_id: str) -> None:
+    """The end of ``demo``: the org's progress tree and its alignment warnings."""
+    settings = Settings()
+    with caught_up_store() as store:
+        show_progress(store, settings, [org_id], Moment())
+        show_warnings(store, settings, [org_id])

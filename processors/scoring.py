@@ -1,0 +1,131 @@
+"""The numbers: a key result's progress, an objective's rollup, expected progress, status, stale.
+
+Pure functions shared by the projector (which computes them when events arrive) and by the
+queries that answer ``--at`` (which roll up values as of a business time). ``docs/projections.md``
+states the same rules; ``projections/views.py`` mirrors the time-dependent ones in SQL.
+"""
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+ON_TRACK, AT_RISK, OFF_TRACK = "on_track", "at_risk", "off_track"
+ON_TRACK_GAP = 0.10
+"""On track while progress trails expected progress by at most this much."""
+AT_RISK_GAP = 0.25
+"""At risk while it trails by at most this much; off track beyond."""
+BINARY_KINDS = frozenset({"stay_above", "stay_below", "milestone"})
+HOLD_KINDS = frozenset({"stay_above", "stay_below"})
+_MICROS_PER_DAY = 86_400_000_000
+
+
+def score(kind: str, start: float, target: float, value: float) -> tuple[float, float]:
+    """``(progress, attainment)`` of ``value`` against ``target``.
+
+    increase / decrease: attainment = (value - start) / (target - start), progress = it
+    clamped to [0, 1]. The binary kinds score 1 or 0, and their attainment equals progress.
+    """
+    if kind == "stay_above":
+        hit = 1.0 if value >= target else 0.0
+    elif kind == "stay_below":
+        hit = 1.0 if value <= target else 0.0
+    elif kind == "milestone":
+        hit = 1.0 if value >= 1 else 0.0
+    else:
+        span = target - start
+        attainment = (value - start) / span if span else 1.0  # the rules forbid span == 0
+        return min(max(attainment, 0.0), 1.0), attainment
+    return hit, hit
+
+
+def weighted_mean(parts: Iterable[tuple[str, float, float]]) -> float:
+    """Σ weight·progress / Σ weight over ``(id, weight, progress)``; 0 with nothing to average.
+
+    Summed in id order, so the same members always give the same float wherever it is computed.
+    """
+    total_weight = total = 0.0
+    for _id, weight, progress in sorted(parts):
+        total_weight += weight
+        total += weight * progress
+    return total / total_weight if total_weight > 0 else 0.0
+
+
+def rollup_progress(
+    rollup: str,
+    key_results: Iterable[tuple[str, float, float]],
+    children: Iterable[tuple[str, float, float]],
+) -> float:
+    """An objective's progress from its members, each ``(id, weight, progress)``.
+
+    ``key_results`` are the non-retired key results, ``children`` the child objectives that
+    are not abandoned; ``rollup`` (key_results, children or both) says which count.
+    """
+    parts: list[tuple[str, float, float]] = []
+    if rollup in ("key_results", "both"):
+        parts.extend((f"k:{ident}", weight, progress) for ident, weight, progress in key_results)
+    if rollup in ("children", "both"):
+        parts.extend((f"o:{ident}", weight, progress) for ident, weight, progress in children)
+    return weighted_mean(parts)
+
+
+def weakest(confidences: Iterable[float | None]) -> float | None:
+    """The lowest known confidence, or None when none is known."""
+    known = [c for c in confidences if c is not None]
+    return min(known) if known else None
+
+
+def period_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
+    """A period as instants: ``starts_on`` 00:00 UTC up to the day after ``ends_on``, 00:00 UTC."""
+    start = datetime(starts_on.year, starts_on.month, starts_on.day, tzinfo=UTC)
+    end = datetime(ends_on.year, ends_on.month, ends_on.day, tzinfo=UTC) + timedelta(days=1)
+    return start, end
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (the SQL side uses the same integers)."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def expected_progress(kind: str | None, starts_on: date, ends_on: date, ref: datetime) -> float:
+    """Linear through the period at ``ref``; 1 for stay_above / stay_below (they must always hold).
+
+    ``kind`` is None for an objective.
+    """
+    if kind in HOLD_KINDS:
+        return 1.0
+    start, end = period_bounds(starts_on, ends_on)
+    elapsed = micros(ref) - micros(start)
+    fraction = elapsed / (micros(end) - micros(start))
+    return min(max(fraction, 0.0), 1.0)
+
+
+def status(progress: float, expected: float) -> str:
+    """on_track, at_risk or off_track, from how far progress trails expected progress."""
+    gap = expected - progress
+    if gap <= ON_TRACK_GAP:
+        return ON_TRACK
+    if gap <= AT_RISK_GAP:
+        return AT_RISK
+    return OFF_TRACK
+
+
+def is_stale(
+    *,
+    retired: bool,
+    last_check_in_at: datetime | None,
+    cadence_days: int,
+    starts_on: date,
+    ends_on: date,
+    ref: datetime,
+) -> bool:
+    """No check-in within the cadence, counted up to ``ref`` (or the period's end, if earlier).
+
+    Without any check-in the clock starts at the period's start. Retired key results are
+    never stale.
+    """
+    if retired:
+        return False
+    start, end = period_bounds(starts_on, ends_on)
+    since = last_check_in_at if last_check_in_at is not None else start
+    age = min(micros(ref), micros(end)) - micros(since)
+    return age > cadence_days * _MICROS_PER_DAY

@@ -1,0 +1,81 @@
+"""The row contract between the projector and the store: table names and column order.
+
+Rows are tuples in this column order. The DDL in ``projections/migrations.py`` declares the
+same columns with their ClickHouse types (a test checks they agree).
+"""
+
+from typing import Any
+
+Row = tuple[Any, ...]
+RowBatch = dict[str, list[Row]]
+"""Table name -> rows to insert. The store inserts ``CHECKPOINTS`` last."""
+
+AUDIT = "audit_events"
+CHECK_INS = "check_in_versions"
+KEY_RESULTS = "key_result_versions"
+TARGETS = "key_result_targets"
+OBJECTIVES = "objective_versions"
+THEMES = "theme_versions"
+UNITS = "unit_versions"
+PERIODS = "period_versions"
+STRATEGY = "strategy_versions"
+REJECTIONS = "rejections"
+CHECKPOINTS = "checkpoints"
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    AUDIT: (
+        "org_id", "sequence", "event_id", "type", "schema_version", "occurred_at",
+        "recorded_at", "actor", "source", "source_event_id", "correlation_id", "causation_id",
+        "subject_kind", "subject_id", "related_ids", "data", "prev_hash", "hash",
+    ),
+    CHECK_INS: (
+        "org_id", "key_result_id", "check_in_id", "sequence", "recorded_at", "change",
+        "check_in_sequence", "check_in_recorded_at", "occurred_at", "kind", "start", "target",
+        "value", "original_value", "progress", "attainment", "confidence", "comment", "actor",
+        "source", "corrected", "retracted", "reason",
+    ),
+    KEY_RESULTS: (
+        "org_id", "key_result_id", "sequence", "recorded_at", "objective_id", "owner_unit_id",
+        "period_id", "period_starts_on", "period_ends_on", "title", "kind", "unit", "start",
+        "current_target", "target", "value", "progress", "attainment", "confidence",
+        "last_check_in_at", "last_check_in_id", "check_in_count", "weight", "due_on",
+        "checkin_every_days", "retired",
+    ),
+    TARGETS: ("org_id", "key_result_id", "sequence", "recorded_at", "effective_at", "target",
+              "reason"),
+    OBJECTIVES: (
+        "org_id", "objective_id", "sequence", "recorded_at", "title", "description",
+        "owner_unit_id", "period_id", "period_starts_on", "period_ends_on", "lifecycle",
+        "rollup", "weight", "parent_objective_id", "ancestor_ids", "depth", "theme_ids",
+        "reached_theme_ids", "contributes_to", "depends_on", "orphan", "parent_inactive",
+        "unit_objective_count", "progress", "confidence", "key_result_count", "child_count",
+    ),
+    THEMES: ("org_id", "theme_id", "sequence", "recorded_at", "name", "description", "active"),
+    UNITS: ("org_id", "unit_id", "sequence", "recorded_at", "name", "kind", "parent_unit_id",
+            "active"),
+    PERIODS: ("org_id", "period_id", "sequence", "recorded_at", "name", "starts_on", "ends_on",
+              "closed"),
+    STRATEGY: (
+        "org_id", "sequence", "recorded_at", "mission", "vision", "strengths", "weaknesses",
+        "opportunities", "threats", "competitors", "active_theme_ids", "active_themes",
+        "review_verdict", "review_notes", "reviewer", "reviewed_at",
+    ),
+    REJECTIONS: (
+        "position", "recorded_at", "reason_code", "message", "details", "org_id", "event_id",
+        "type", "source", "line", "raw",
+    ),
+    CHECKPOINTS: ("stream", "org_id", "position", "last_recorded_at"),
+}  # fmt: skip
+
+LEDGER_STREAM = "ledger"
+REJECTION_STREAM = "rejections"
+
+
+def empty_batch() -> RowBatch:
+    return {table: [] for table in COLUMNS}
+
+
+def merge(into: RowBatch, other: RowBatch) -> RowBatch:
+    for table, rows in other.items():
+        into.setdefault(table, []).extend(rows)
+    return into

@@ -1,0 +1,139 @@
+"""The ClickHouse connection: one clickhouse-connect client for chDB (embedded) and servers.
+
+``chdb:///path[?database=name]`` opens an in-process chDB engine on ``path`` (one process at a
+time); ``http(s)://user:password@host:8123/database`` a server. The database defaults to
+``okr_ledger``. clickhouse-connect is imported only here, and only when a store is opened.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from schemas.errors import ConfigurationError, MissingExtraError, ProjectionUnavailableError
+
+DEFAULT_DATABASE = "okr_ledger"
+
+
+class QueryResult(Protocol):
+    @property
+    def column_names(self) -> Sequence[str]: ...
+
+    @property
+    def result_rows(self) -> list[Sequence[Any]]: ...
+
+
+class ClickHouseClient(Protocol):
+    """The part of clickhouse-connect's client that the store uses."""
+
+    database: str | None
+
+    def command(
+        self, cmd: str, parameters: Any = None, settings: dict[str, Any] | None = None
+    ) -> Any: ...
+
+    def query(
+        self,
+        query: str,
+        parameters: Any = None,
+        settings: dict[str, Any] | None = None,
+    ) -> QueryResult: ...
+
+    def insert(
+        self,
+        table: str,
+        data: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        database: str | None = None,
+        column_oriented: bool = False,
+    ) -> Any: ...
+
+    def raw_query(
+        self,
+        query: str,
+        parameters: Any = None,
+        settings: dict[str, Any] | None = None,
+        fmt: str | None = None,
+    ) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the projections live, parsed from ``OKR_CLICKHOUSE_URL``."""
+
+    scheme: str
+    database: str
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.scheme == "chdb"
+
+    def describe(self) -> str:
+        where = self.path if self.embedded else f"{self.host}:{self.port}"
+        return f"{self.scheme}://{where} database {self.database}"
+
+
+def parse_url(url: str, database: str | None = None) -> Target:
+    """Parse a store URL; ``database`` (when given) overrides the one in the URL."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if parts.scheme == "chdb":
+        path = unquote(parts.path) if not parts.netloc else unquote(parts.netloc + parts.path)
+        if not path:
+            raise ConfigurationError(f"{url!r}: a chdb URL needs a path (chdb:///path)")
+        name = database or query.get("database", [DEFAULT_DATABASE])[0]
+        return Target("chdb", _checked(name, url), path=path)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ConfigurationError(f"{url!r}: no host")
+        name = database or parts.path.strip("/") or DEFAULT_DATABASE
+        return Target(
+            parts.scheme,
+            _checked(name, url),
+            host=parts.hostname,
+            port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+    raise ConfigurationError(f"{url!r}: unknown scheme (known: chdb://, http://, https://)")
+
+
+def _checked(database: str, url: str) -> str:
+    if not database.replace("_", "").isalnum():
+        raise ConfigurationError(f"{url!r}: database {database!r} must be letters, digits and _")
+    return database
+
+
+def connect(target: Target) -> ClickHouseClient:
+    """A client for ``target`` (not yet inside its database: the store creates it first)."""
+    try:
+        import clickhouse_connect
+    except ModuleNotFoundError as error:
+        raise MissingExtraError("clickhouse-connect", "embedded") from error
+    try:
+        if target.embedded:
+            assert target.path is not None
+            client: Any = clickhouse_connect.get_client(dsn=f"chdb://{target.path}")
+        else:
+            client = clickhouse_connect.get_client(
+                host=target.host,
+                port=target.port,
+                username=target.username or "default",
+                password=target.password or "",
+                secure=target.scheme == "https",
+            )
+    except ImportError as error:
+        raise MissingExtraError("chdb", "embedded") from error
+    except Exception as error:
+        raise ProjectionUnavailableError(
+            f"cannot open the projection store {target.describe()}: {error}"
+        ) from error
+    typed: ClickHouseClient = client
+    return typed

@@ -1,0 +1,134 @@
+"""SQL shared by the views (what BI tools read) and the CLI's queries, so both say the same.
+
+Each builder takes its *sources*: for a view, the latest version of every entity
+(:func:`latest`); for an as-of query, the latest version up to a ledger sequence
+(:func:`latest_as_of`). Time-dependent columns take a *reference time* expression: ``now64(6)``
+in views, a bound parameter in queries. ``processors/scoring.py`` has the same rules in Python
+(for ``--at``); a test checks that the two agree.
+"""
+
+from processors.scoring import AT_RISK_GAP, ON_TRACK_GAP
+
+KEYS = {
+    "key_result_versions": "key_result_id",
+    "objective_versions": "objective_id",
+    "check_in_versions": "check_in_id",
+    "theme_versions": "theme_id",
+    "unit_versions": "unit_id",
+    "period_versions": "period_id",
+    "strategy_versions": "org_id",
+}
+NOW = "now64(6)"
+AS_OF_FILTER = "org_id = {org:String} AND sequence <= {seq:UInt64}"
+"""The filter of an as-of query: one org, the ledger up to a sequence."""
+
+
+def latest(db: str, table: str, where: str = "") -> str:
+    """The latest version of every entity of ``table`` (those matching ``where``)."""
+    condition = f"WHERE {where} " if where else ""
+    return (
+        f"(SELECT * FROM {db}.{table} {condition}"
+        f"ORDER BY sequence DESC LIMIT 1 BY org_id, {KEYS[table]})"
+    )
+
+
+def latest_as_of(db: str, table: str) -> str:
+    return latest(db, table, AS_OF_FILTER)
+
+
+def _micros(expression: str) -> str:
+    return f"toUnixTimestamp64Micro({expression})"
+
+
+def _day_micros(date_expression: str) -> str:
+    return f"(toInt64(toUnixTimestamp(toDateTime({date_expression}, 'UTC'))) * 1000000)"
+
+
+def expected_sql(ref: str, kind: str | None = "kind") -> str:
+    """Linear through the period at ``ref``; 1 for the kinds that must hold all along."""
+    start = _day_micros("period_starts_on")
+    end = f"({_day_micros('period_ends_on')} + 86400000000)"
+    linear = f"greatest(0., least(1., ({_micros(ref)} - {start}) / ({end} - {start})))"
+    if kind is None:
+        return linear
+    return f"if({kind} IN ('stay_above', 'stay_below'), 1., {linear})"
+
+
+def status_sql(progress: str, expected: str) -> str:
+    gap = f"({expected} - {progress})"
+    return (
+        f"multiIf({gap} <= {ON_TRACK_GAP!r}, 'on_track', "
+        f"{gap} <= {AT_RISK_GAP!r}, 'at_risk', 'off_track')"
+    )
+
+
+def stale_sql(ref: str) -> str:
+    start = _day_micros("period_starts_on")
+    end = f"({_day_micros('period_ends_on')} + 86400000000)"
+    since = f"ifNull({_micros('last_check_in_at')}, {start})"
+    return (
+        f"toBool(NOT retired AND least({_micros(ref)}, {end}) - {since} "
+        "> toInt64(checkin_every_days) * 86400000000)"
+    )
+
+
+def key_result_progress(source: str, ref: str) -> str:
+    expected = expected_sql(ref)
+    return f"""
+SELECT org_id, key_result_id, objective_id, owner_unit_id, period_id, title, kind, unit,
+    start, target, current_target, value, progress, attainment,
+    {expected} AS expected_progress,
+    {status_sql("progress", expected)} AS status,
+    confidence, last_check_in_at, last_check_in_id, check_in_count,
+    {stale_sql(ref)} AS stale,
+    weight, due_on, checkin_every_days, retired, period_starts_on, period_ends_on,
+    sequence AS as_of_sequence, recorded_at AS updated_at
+FROM {source}"""
+
+
+def objective_progress(source: str, ref: str, focus_limit: str) -> str:
+    expected = expected_sql(ref, kind=None)
+    over_focus = f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
+    return f"""
+SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifecycle, rollup,
+    weight, parent_objective_id, ancestor_ids, depth, theme_ids, reached_theme_ids,
+    contributes_to, depends_on, progress,
+    {expected} AS expected_progress,
+    {status_sql("progress", expected)} AS status,
+    confidence, key_result_count, child_count, unit_objective_count,
+    orphan, parent_inactive, {over_focus} AS over_focus,
+    arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
+        if(parent_inactive, 'parent_inactive', ''), if({over_focus}, 'over_focus', '')]) AS flags,
+    period_starts_on, period_ends_on, sequence AS as_of_sequence, recorded_at AS updated_at
+FROM {source}"""
+
+
+def theme_coverage(objectives: str, themes: str, periods: str) -> str:
+    """Every active theme in every period, with the objectives that reach it (maybe none).
+
+    Unmatched LEFT JOIN columns take their type's default (0): no NULLs to explain to BI.
+    """
+    return f"""
+SELECT th.org_id AS org_id, p.period_id AS period_id, th.theme_id AS theme_id,
+    th.name AS theme_name,
+    r.objective_count AS objective_count,
+    r.direct_objective_count AS direct_objective_count,
+    r.key_result_count AS key_result_count,
+    r.progress AS progress,
+    toBool(r.objective_count = 0) AS uncovered
+FROM (SELECT * FROM {themes} WHERE active) AS th
+INNER JOIN {periods} AS p ON p.org_id = th.org_id
+LEFT JOIN (
+    SELECT org_id, period_id, theme_id,
+        count() AS objective_count,
+        countIf(direct) AS direct_objective_count,
+        sum(key_result_count) AS key_result_count,
+        if(sumIf(weight, direct) > 0,
+           sumIf(weight * progress, direct) / sumIf(weight, direct), 0.) AS progress
+    FROM (
+        SELECT org_id, period_id, objective_id, weight, progress, key_result_count,
+            arrayJoin(reached_theme_ids) AS theme_id, has(theme_ids, theme_id) AS direct
+        FROM {objectives} WHERE lifecycle != 'abandoned'
+    )
+    GROUP BY org_id, period_id, theme_id
+) AS r ON r.org_id = th.org_id AND r.period_id = p.period_id AND r.theme_id = th.theme_id"""

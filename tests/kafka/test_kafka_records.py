@@ -1,0 +1,81 @@
+"""What the Kafka backend writes and how it reads it back: pure code, no broker."""
+
+import sys
+
+import pytest
+
+from events.kafka_client import partition_for
+from events.kafka_log import servers_from_url
+from events.kafka_records import (
+    ChainRule,
+    decode_event,
+    decode_rejection,
+    encode_event,
+    encode_rejection,
+)
+from events.outcomes import Rejection
+from events.reasons import ReasonCode
+from okr_ledger.settings import Settings
+from okr_ledger.wiring import open_event_log
+from schemas.errors import ConfigurationError, MissingExtraError
+from tests.builders import chained_events
+
+
+def test_kafka_urls_name_one_or_more_brokers() -> None:
+    assert servers_from_url("kafka://localhost:9092") == ("localhost:9092",)
+    assert servers_from_url("kafka://a:1,b:2") == ("a:1", "b:2")
+    assert servers_from_url("kafka://kafka") == ("kafka:9092",)
+    for bad in ("http://a:1", "kafka://", "kafka://a:x", "kafka://a:1/topic"):
+        with pytest.raises(ConfigurationError):
+            servers_from_url(bad)
+
+
+def test_orgs_are_partitioned_as_kafkas_java_client_does() -> None:
+    # murmur2 test vectors of Kafka's UtilsTest: "21" -> -973932308, "abc" -> 479470107
+    assert partition_for(b"21", 1_000_003) == (-973932308 & 0x7FFFFFFF) % 1_000_003
+    assert partition_for(b"abc", 7) == 479470107 % 7
+
+
+def test_an_event_is_stored_as_its_canonical_json() -> None:
+    event = chained_events("acme")[0]
+    assert decode_event(encode_event(event)) == event.to_record()
+    assert b" " not in encode_event(event).replace(b"Happy customers", b"")
+
+
+def test_a_rejection_keeps_every_field_and_the_exact_bytes() -> None:
+    rejection = Rejection(
+        reason=ReasonCode.SCHEMA_VIOLATION,
+        message="m",
+        raw=b"\xff\x00{not json",
+        recorded_at="2026-11-23T12:00:00Z",
+        details=[{"loc": "data", "msg": "x"}],
+        org_id="acme",
+        event_id="e",
+        type="T",
+        source="s",
+        line=3,
+    )
+    assert decode_rejection(encode_rejection(rejection)) == rejection
+
+
+def test_the_chain_rule_admits_only_continuations() -> None:
+    first, second, third = (e.to_record() for e in chained_events("acme")[:3])
+    rule = ChainRule()
+    assert not rule.admit(second)  # a gap
+    assert rule.admit(first)
+    assert not rule.admit(first)  # a repeat
+    assert not rule.admit({**second, "prev_hash": third["hash"]})  # a wrong link
+    assert not rule.admit({**second, "sequence": True})  # not an integer
+    assert not rule.admit(decode_event(b"\xff not json"))
+    assert decode_event(b"[1]") == {"undecodable": "[1]"}
+    assert rule.admit(second)
+    assert rule.head("acme").sequence == 2
+
+
+def test_kafka_without_kafka_python_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "kafka", None)  # what Python does for a missing package
+    for module in ("events.kafka_log", "events.kafka_client"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(MissingExtraError) as raised:
+        open_event_log(Settings(ledger_url="kafka://localhost:9092"))
+    assert (raised.value.package, raised.value.extra) == ("kafka-python", "kafka")

@@ -1,0 +1,57 @@
+"""Fixtures of the projection tests, all on a real chDB engine.
+
+chDB opens one data directory per process at a time: a test may open several databases
+(stores) in its own directory, and every store is closed at the end of the test, so that the
+next test can open its own directory.
+"""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from projections.store import ProjectionStore
+from tests.projections.ledgers import LedgerBuilder
+
+StoreFactory = Callable[[str], ProjectionStore]
+
+
+@pytest.fixture
+def chdb_url(tmp_path: Path) -> str:
+    return f"chdb://{tmp_path / 'clickhouse'}"
+
+
+@pytest.fixture
+def open_store(chdb_url: str) -> Iterator[StoreFactory]:
+    """Opens stores (one database each) in this test's chDB directory; closes them after."""
+    opened: list[ProjectionStore] = []
+
+    def factory(database: str = "okr_ledger") -> ProjectionStore:
+        store = ProjectionStore.open(chdb_url, database=database)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: StoreFactory) -> ProjectionStore:
+    return open_store("okr_ledger")
+
+
+@pytest.fixture
+def builder(tmp_path: Path) -> Iterator[LedgerBuilder]:
+    ledger = LedgerBuilder(tmp_path / "ledger.db")
+    yield ledger
+    ledger.close()
+
+
+def project(builder: LedgerBuilder, store: ProjectionStore) -> EmbeddedRunner:
+    """Catch ``store`` up with ``builder``'s ledger (a fresh runner) and return the runner."""
+    runner = EmbeddedRunner(builder.log, store, Projector())
+    runner.catch_up()
+    return runner

@@ -1,0 +1,150 @@
+"""The projection-store contract: one abstract suite, run on every backend.
+
+On chDB always; on a ClickHouse server too when ``OKR_TEST_CLICKHOUSE_URL`` is set
+(``http://user:password@host:8123``), in a database of its own that is dropped afterwards.
+"""
+
+import os
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+
+from processors import tables as t
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from processors.tables import RowBatch
+from projections import queries
+from projections.migrations import MIGRATIONS, VIEWS
+from projections.queries import Moment
+from projections.store import ProjectionStore
+from schemas.errors import ProjectionError, ProjectionQueryError
+from tests.projections.conftest import StoreFactory, project
+from tests.projections.ledgers import ORG, LedgerBuilder, day
+
+
+def small_ledger(builder: LedgerBuilder) -> None:
+    builder.skeleton()
+    builder.objective("o", theme_ids=["growth"])
+    builder.key_result("k", "o")
+    for n in range(5):
+        builder.check_in("k", 10 * n, day(n))
+
+
+def answers(store: ProjectionStore) -> list[object]:
+    moment = Moment(now=day(30))
+    found = queries.progress(store, ORG, moment, 5)
+    return [found.objectives, found.key_results, queries.coverage(store, ORG, moment)]
+
+
+class ProjectionStoreContract:
+    """What every projection store must do. Subclasses provide the ``store`` fixture."""
+
+    @pytest.fixture
+    def store(self) -> ProjectionStore:
+        raise NotImplementedError
+
+    def test_migrations_are_recorded_and_idempotent(self, store: ProjectionStore) -> None:
+        recorded = store.applied_migrations()
+        assert [version for version, _name, _at in recorded] == [m.version for m in MIGRATIONS]
+        assert store.migrate() == []
+        assert store.applied_migrations() == recorded
+
+    def test_columns_match_the_row_contract(self, store: ProjectionStore) -> None:
+        for table, columns in t.COLUMNS.items():
+            described = store.rows(f"DESCRIBE TABLE {{db}}.{table}")
+            assert tuple(row[0] for row in described) == columns, table
+
+    def test_every_view_answers_a_plain_select(self, store: ProjectionStore) -> None:
+        for view in VIEWS:
+            assert store.rows(f"SELECT count() FROM {view}") == [(0,)]
+
+    def test_inserting_a_batch_twice_changes_no_answer(
+        self, store: ProjectionStore, builder: LedgerBuilder
+    ) -> None:
+        small_ledger(builder)
+        rows = Projector().project(builder.events())
+        store.insert(rows)
+        first = (store.fingerprint(), answers(store))
+        store.insert(rows)
+        assert (store.fingerprint(), answers(store)) == first
+        for view in ("audit_history", "check_in_history", "key_result_progress"):
+            distinct = f"SELECT count() = uniqExact(formatRow('TSV', *)) FROM {view}"
+            assert store.rows(distinct) == [(True,)], view
+
+    def test_checkpoints_per_org(self, store: ProjectionStore, builder: LedgerBuilder) -> None:
+        small_ledger(builder)
+        builder.org = "globex"
+        builder.skeleton()
+        project(builder, store)
+        assert store.positions() == {ORG: 11, "globex": 4}
+        assert store.positions(t.REJECTION_STREAM) == {}
+
+    def test_a_crash_before_the_checkpoint_is_harmless(
+        self, store: ProjectionStore, builder: LedgerBuilder
+    ) -> None:
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        store.insert(projector.project(events[:6]))
+        half_done: RowBatch = projector.project(events[6:])
+        del half_done[t.CHECKPOINTS]  # the process died before it recorded the checkpoint
+        store.insert({t.AUDIT: half_done[t.AUDIT], t.KEY_RESULTS: half_done[t.KEY_RESULTS]})
+        assert store.positions() == {ORG: 6}
+        runner = EmbeddedRunner(builder.log, store, Projector())  # a restart
+        assert runner.catch_up().replayed == 6
+        crashed = store.fingerprint()
+        store.drop_all()
+        store.migrate()
+        project(builder, store)
+        assert store.fingerprint() == crashed
+
+    def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
+        with pytest.raises(ProjectionQueryError):
+            store.table("DROP TABLE audit_events", readonly=True)
+        with pytest.raises(ProjectionQueryError):
+            store.table("INSERT INTO rejections (position) VALUES (1)", readonly=True)
+        assert store.table("SELECT 1 AS one", readonly=True) == (["one"], [(1,)])
+
+    def test_bad_sql_is_a_projection_error(self, store: ProjectionStore) -> None:
+        with pytest.raises(ProjectionError, match="no_such_table"):
+            store.rows("SELECT * FROM no_such_table")
+
+    def test_drop_all_and_migrate_again(
+        self, store: ProjectionStore, builder: LedgerBuilder
+    ) -> None:
+        small_ledger(builder)
+        project(builder, store)
+        store.drop_all()
+        assert store.rows("SELECT count() FROM system.tables WHERE database = {db:String}",
+                          {"db": store.database}) == [(0,)]  # fmt: skip
+        assert store.migrate() == [m.version for m in MIGRATIONS]
+        assert store.positions() == {}
+
+    def test_export_formats(self, store: ProjectionStore, builder: LedgerBuilder) -> None:
+        small_ledger(builder)
+        project(builder, store)
+        assert store.export("key_result_progress", "Parquet").startswith(b"PAR1")
+        csv = store.export("audit_history", "CSVWithNames").decode().splitlines()
+        assert csv[0].startswith('"org_id","sequence"')
+        assert len(csv) == 1 + 11
+
+
+class TestChdbStore(ProjectionStoreContract):
+    @pytest.fixture
+    def store(self, open_store: StoreFactory) -> ProjectionStore:
+        return open_store("contract")
+
+
+SERVER_URL = os.environ.get("OKR_TEST_CLICKHOUSE_URL")
+
+if SERVER_URL:
+
+    class TestServerStore(ProjectionStoreContract):
+        @pytest.fixture
+        def store(self) -> Iterator[ProjectionStore]:
+            assert SERVER_URL is not None
+            store = ProjectionStore.open(SERVER_URL, database=f"okr_test_{uuid4().hex[:12]}")
+            yield store
+            store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
+            store.close()
