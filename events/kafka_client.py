@@ -37,6 +37,7 @@ class OutRecord:
     partition: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class InRecord:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -101,7 +103,13 @@ class Producer:
         """Produce ``records`` in order, wait until all are acknowledged; their offsets."""
         try:
             futures = [
-                self._producer.send(r.topic, value=r.value, key=r.key, partition=r.partition)
+                self._producer.send(
+                    r.topic,
+                    value=r.value,
+                    key=r.key,
+                    partition=r.partition,
+                    headers=list(r.headers) or None,
+                )
                 for r in records
             ]
             self._producer.flush(timeout=self._connection.timeout_s)
@@ -184,7 +192,8 @@ class Reader:
             fetched = consumer.poll(timeout_ms=200)
             for messages in fetched.values():
                 for m in messages:
-                    yield InRecord(int(m.partition), int(m.offset), m.key, m.value)
+                    headers = tuple((str(k), bytes(v)) for k, v in m.headers or ())
+                    yield InRecord(int(m.partition), int(m.offset), m.key, m.value, headers)
                     deadline = time.monotonic() + self._connection.timeout_s
             for p in list(pending):
                 tp = tps[p]

@@ -97,7 +97,8 @@ class KafkaEventLog:
         """Per ledger partition: the next offset the rule has not seen."""
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "KafkaEventLog":
+    def from_url(cls, url: str, *, create: bool = True, **options: Any) -> "KafkaEventLog":
+        """``create`` is accepted for symmetry: topics are made by ``ensure_topics``, never here."""
         return cls(servers_from_url(url), **options)
 
     def partition_of(self, org_id: str) -> int:

@@ -64,8 +64,13 @@ def path_from_url(url: str) -> Path:
 class SqliteEventLog:
     """:class:`~events.log.EventLog` on a SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise LedgerUnavailableError(
+                f"no ledger at {self.path} (submit events first, or set OKR_DATA_DIR or "
+                "OKR_LEDGER_URL)"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -77,8 +82,8 @@ class SqliteEventLog:
             raise LedgerUnavailableError(f"cannot open ledger {self.path}: {error}") from error
 
     @classmethod
-    def from_url(cls, url: str) -> "SqliteEventLog":
-        return cls(path_from_url(url))
+    def from_url(cls, url: str, *, create: bool = True) -> "SqliteEventLog":
+        return cls(path_from_url(url), create=create)
 
     def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
         if not events and not rejections:

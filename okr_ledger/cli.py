@@ -8,6 +8,7 @@ from typing import IO, Annotated, Any
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -46,7 +47,7 @@ def _write_json(document: Any) -> None:
 
 @contextmanager
 def _event_log() -> Iterator[EventLog]:
-    log = open_event_log(Settings())
+    log = open_event_log(Settings(), create=False)
     try:
         yield log
     finally:
@@ -304,12 +305,25 @@ query_cli.register(app)
 def main() -> None:
     """Entry point: one clear line on stderr for every error, a traceback only with --debug."""
     debug = "--debug" in sys.argv[1:]
+    if debug:  # accepted anywhere on the line, not only before the command
+        sys.argv = [sys.argv[0], "--debug", *(a for a in sys.argv[1:] if a != "--debug")]
     try:
         app()
     except BrokenPipeError:
         # The reader went away (``okr-ledger export | head``): not an error of ours.
         sys.stderr.close()
         sys.exit(EXIT_OK)
+    except ValidationError as error:  # only settings are validated outside the sequencer
+        if debug:
+            raise
+        problems = "; ".join(
+            f"OKR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors(include_url=False)
+        )
+        err.print(
+            f"[red]error:[/] invalid setting: {escape(problems)}", highlight=False, soft_wrap=True
+        )
+        sys.exit(EXIT_ERROR)
     except OkrLedgerError as error:
         if debug:
             raise

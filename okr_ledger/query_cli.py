@@ -24,6 +24,7 @@ from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log, open_projection_store
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
+from processors.snapshots import DirectorySnapshots
 from projections import queries
 from projections.migrations import VIEWS
 from projections.queries import Moment
@@ -78,7 +79,8 @@ def catch_up(
 ) -> int:
     """Project what the ledger has beyond the checkpoints; a progress bar when it is a lot."""
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
-    runner = EmbeddedRunner(log, store, Projector())
+    snapshots = DirectorySnapshots(settings.data_dir / "projector-snapshots")
+    runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
     backlog = runner.backlog()
     bar = Progress(
         "[progress.description]{task.description}",

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         description="Partitions of the intake, ledger and outcomes topics when they are created. "
         "Never change it for an existing ledger: an org's partition depends on it.",
     )
+    sequencer_batch_size: int = Field(
+        default=2000, ge=1, description="Intake records the Kafka sequencer decides per batch."
+    )
+    sequencer_partitions: str = Field(
+        default="",
+        description="Intake partitions this worker sequences, e.g. '0,1,2' (default: all). "
+        "Each partition must have exactly one worker.",
+    )
+    log_level: str = Field(default="INFO", description="Log level of `okr-ledger worker`.")
 
     @property
     def resolved_ledger_url(self) -> str:

@@ -50,7 +50,8 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
-def open_event_log(settings: Settings) -> EventLog:
+def open_event_log(settings: Settings, *, create: bool = True) -> EventLog:
+    """The event log of ``OKR_LEDGER_URL``; with ``create=False`` a missing one is an error."""
     url = settings.resolved_ledger_url
     scheme = scheme_of(url)
     if scheme not in LEDGER_BACKENDS:
@@ -58,7 +59,9 @@ def open_event_log(settings: Settings) -> EventLog:
         raise ConfigurationError(f"OKR_LEDGER_URL {url!r}: unknown scheme (known: {known})")
     target, extra = LEDGER_BACKENDS[scheme]
     options = LEDGER_OPTIONS[scheme](settings) if scheme in LEDGER_OPTIONS else {}
-    log: EventLog = _load(target, extra).from_url(url, **options)  # type: ignore[attr-defined]
+    log: EventLog = _load(target, extra).from_url(  # type: ignore[attr-defined]
+        url, create=create, **options
+    )
     return log
 
 

@@ -11,13 +11,14 @@ the same key and sequence.
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from functools import cache
+from typing import Any, Protocol
 
 import orjson
 
 from events.outcomes import Rejection
 from processors import tables as t
-from processors.scoring import rollup_progress, score, weakest
+from processors.scoring import score
 from processors.state import (
     CheckIn,
     Competitor,
@@ -31,11 +32,71 @@ from processors.state import (
     Unit,
 )
 from processors.tables import Row, RowBatch
-from schemas.envelope import LedgerEvent
 from schemas.errors import ProjectionError, UnknownEventTypeError
 from schemas.registry import payload_model, upcast
 
 Data = dict[str, Any]
+
+
+class LedgerRecord(Protocol):
+    """What the projector reads of a ledger event (a :class:`~schemas.LedgerEvent` will do)."""
+
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def occurred_at(self) -> str: ...
+    @property
+    def recorded_at(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def source_event_id(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def causation_id(self) -> str | None: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+    @property
+    def prev_hash(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A ledger event read as stored: the fields of :class:`~schemas.LedgerEvent`, built
+    without pydantic, because the projector reads every event of the ledger."""
+
+    sequence: int
+    event_id: str
+    org_id: str
+    type: str
+    schema_version: int
+    occurred_at: str
+    recorded_at: str
+    actor: str
+    source: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+    source_event_id: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "StoredEvent":
+        return cls(**record)
 
 
 def parse_time(text: str) -> datetime:
@@ -48,7 +109,7 @@ class _Event:
     """What the handlers need of the event being applied, and what it changed."""
 
     org: OrgProjection
-    event: LedgerEvent
+    event: LedgerRecord
     data: Data
     occurred_at: datetime
     recorded_at: datetime
@@ -75,7 +136,7 @@ class Projector:
     def __init__(self, state: ProjectorState | None = None) -> None:
         self.state = state or ProjectorState()
 
-    def project(self, events: Iterable[LedgerEvent]) -> RowBatch:
+    def project(self, events: Iterable[LedgerRecord]) -> RowBatch:
         """Apply ``events`` (each org's in sequence order) and return the rows they produce.
 
         Events at or below an org's position were applied before and are skipped, so a batch
@@ -101,7 +162,7 @@ class Projector:
             )
         return rows
 
-    def _apply(self, org: OrgProjection, event: LedgerEvent, rows: RowBatch) -> None:
+    def _apply(self, org: OrgProjection, event: LedgerRecord, rows: RowBatch) -> None:
         data = upcast(event.type, event.schema_version, event.data)
         change = _Event(
             org, event, data, parse_time(event.occurred_at), parse_time(event.recorded_at), rows
@@ -118,11 +179,16 @@ class Projector:
 # --- audit ----------------------------------------------------------------------------
 
 
-def _subject(event_type: str, data: Data) -> tuple[str, str]:
+@cache
+def _subject_field(event_type: str) -> str | None:
     try:
-        field_name = payload_model(event_type).subject_field
+        return payload_model(event_type).subject_field
     except UnknownEventTypeError:  # every ledger type is in the registry; be lenient anyway
-        field_name = None
+        return None
+
+
+def _subject(event_type: str, data: Data) -> tuple[str, str]:
+    field_name = _subject_field(event_type)
     if field_name is None:
         return "strategy" if event_type.startswith("Strategy") else "org", ""
     return field_name.removesuffix("_id"), str(data.get(field_name, ""))
@@ -138,7 +204,7 @@ def _related_ids(data: Data) -> list[str]:
     return sorted(found)
 
 
-def _audit_row(event: LedgerEvent, change: _Event) -> Row:
+def _audit_row(event: LedgerRecord, change: _Event) -> Row:
     kind, subject = _subject(event.type, change.data)
     return (
         event.org_id,
@@ -296,7 +362,7 @@ def _objective_linked(c: _Event) -> None:
         objective.links.add(link)
     else:
         objective.links.discard(link)
-    c.chains.append(objective.objective_id)
+    c.all_objectives = True
 
 
 def _objective_status(c: _Event) -> None:
@@ -332,6 +398,7 @@ def _key_result_defined(c: _Event) -> None:
     )
     c.org.key_results[key_result.key_result_id] = key_result
     objective.key_result_ids.append(key_result.key_result_id)
+    objective.members = None
     c.emit(t.TARGETS, (c.org.org_id, key_result.key_result_id, *c.stamp(), c.occurred_at,
                        key_result.defined_target, None))  # fmt: skip
     c.key_results.append(key_result.key_result_id)
@@ -355,8 +422,10 @@ def _target_revised(c: _Event) -> None:
 
 
 def _key_result_retired(c: _Event) -> None:
-    c.org.key_results[c.data["key_result_id"]].retired = True
-    c.key_results.append(c.data["key_result_id"])
+    key_result = c.org.key_results[c.data["key_result_id"]]
+    key_result.retired = True
+    c.org.objectives[key_result.objective_id].members = None
+    c.key_results.append(key_result.key_result_id)
 
 
 def _check_in_recorded(c: _Event) -> None:
@@ -495,20 +564,49 @@ def _key_result_row(c: _Event, kr: KeyResult) -> Row:
     )  # fmt: skip
 
 
+def _members(org: OrgProjection, objective: Objective) -> tuple[list[KeyResult], list[Objective]]:
+    if objective.members is None:
+        key_results = sorted(
+            (org.key_results[k] for k in objective.key_result_ids),
+            key=lambda kr: kr.key_result_id,
+        )
+        children = sorted(
+            (org.objectives[o] for o in objective.child_ids), key=lambda o: o.objective_id
+        )
+        objective.members = (
+            [kr for kr in key_results if not kr.retired],
+            [child for child in children if not child.abandoned],
+        )
+    return objective.members
+
+
 def _refresh_objective(org: OrgProjection, objective: Objective) -> None:
-    key_results = [
-        org.key_results[k] for k in objective.key_result_ids if not org.key_results[k].retired
-    ]
-    children = [org.objectives[o] for o in objective.child_ids if not org.objectives[o].abandoned]
-    objective.progress = rollup_progress(
-        objective.rollup,
-        [(kr.key_result_id, kr.weight, kr.progress) for kr in key_results],
-        [(child.objective_id, child.weight, child.progress) for child in children],
-    )
-    objective.confidence = weakest(kr.last.confidence if kr.last else None for kr in key_results)
+    """Progress and confidence, as :func:`processors.scoring.rollup_progress` computes them.
+
+    Inlined (same members, same order, same float operations) because it runs for the
+    objective and every ancestor of each check-in.
+    """
+    key_results, children = _members(org, objective)
+    total_weight = total = 0.0
+    if objective.rollup != "children":
+        for kr in key_results:
+            total_weight += kr.weight
+            total += kr.weight * kr.progress
+    if objective.rollup != "key_results":
+        for child in children:
+            total_weight += child.weight
+            total += child.weight * child.progress
+    objective.progress = total / total_weight if total_weight > 0 else 0.0
+    confidence: float | None = None
+    for kr in key_results:
+        known = kr.last.confidence if kr.last is not None else None
+        if known is not None and (confidence is None or known < confidence):
+            confidence = known
+    objective.confidence = confidence
 
 
-def _objective_content(org: OrgProjection, objective: Objective) -> Row:
+def _structure(org: OrgProjection, objective: Objective) -> Row:
+    """The cascade columns of an objective's row: parents, themes, links, flags."""
     ancestors = org.ancestors(objective.objective_id)
     reached = sorted(
         {
@@ -546,10 +644,19 @@ def _objective_content(org: OrgProjection, objective: Objective) -> Row:
         live and not reached,
         parent_inactive,
         org.focus.get((objective.owner_unit_id, objective.period_id), 0),
+    )
+
+
+def _objective_content(org: OrgProjection, objective: Objective) -> Row:
+    if objective.structure is None:
+        objective.structure = _structure(org, objective)
+    key_results, children = _members(org, objective)
+    return (
+        *objective.structure,
         objective.progress,
         objective.confidence,
-        sum(1 for k in objective.key_result_ids if not org.key_results[k].retired),
-        sum(1 for o in objective.child_ids if not org.objectives[o].abandoned),
+        len(key_results),
+        len(children),
     )
 
 
@@ -557,6 +664,8 @@ def _objectives_to_emit(c: _Event) -> list[Objective]:
     """The objectives whose computed state may have changed, children before parents."""
     org = c.org
     if c.all_objectives:
+        for objective in org.objectives.values():
+            objective.members = objective.structure = objective.ancestor_ids = None
         ordered = sorted(org.objectives.values(), key=lambda o: -len(org.ancestors(o.objective_id)))
         for objective in ordered:
             _refresh_objective(org, objective)
@@ -564,7 +673,10 @@ def _objectives_to_emit(c: _Event) -> list[Objective]:
     chain: list[Objective] = []
     seen: set[str] = set()
     for start in c.chains:
-        for objective_id in (start, *org.ancestors(start)):
+        first = org.objectives[start]
+        if first.ancestor_ids is None:
+            first.ancestor_ids = org.ancestors(start)
+        for objective_id in (start, *first.ancestor_ids):
             if objective_id not in seen:
                 seen.add(objective_id)
                 objective = org.objectives[objective_id]

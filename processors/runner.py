@@ -2,7 +2,8 @@
 
 It inserts each batch in one go per table (no round trip per event) and records the
 checkpoints with the batch. On start it rebuilds the projector's state by replaying the
-ledger up to the checkpoint (the rows of that replay are discarded: they are in the store).
+ledger up to the checkpoint (the rows of that replay are discarded: they are in the store),
+from the latest snapshot when there is one.
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -12,12 +13,14 @@ from typing import Protocol
 
 from events.log import EventLog
 from processors import tables as t
-from processors.projector import Projector, project_rejections
+from processors.projector import LedgerRecord, Projector, StoredEvent, project_rejections
+from processors.snapshots import Snapshot, SnapshotStore
 from processors.state import OrgProjection
 from processors.tables import RowBatch
-from schemas.envelope import LedgerEvent
 
 DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_SNAPSHOT_AFTER = 50_000
+"""Save a snapshot after a catch-up that replayed and projected at least this many events."""
 Progress = Callable[[int], None]
 """Told how many more events were projected."""
 
@@ -40,7 +43,7 @@ class CatchUp:
     """Events replayed only to rebuild the projector's state."""
 
 
-def batched(events: Iterable[LedgerEvent], size: int) -> Iterator[list[LedgerEvent]]:
+def batched(events: Iterable[LedgerRecord], size: int) -> Iterator[list[LedgerRecord]]:
     iterator = iter(events)
     while batch := list(islice(iterator, size)):
         yield batch
@@ -54,12 +57,17 @@ class EmbeddedRunner:
         log: EventLog,
         sink: RowSink,
         projector: Projector | None = None,
+        *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        snapshots: SnapshotStore | None = None,
+        snapshot_after: int = DEFAULT_SNAPSHOT_AFTER,
     ) -> None:
         self.log = log
         self.sink = sink
         self.projector = projector or Projector()
         self.batch_size = batch_size
+        self.snapshots = snapshots
+        self.snapshot_after = snapshot_after
 
     def backlog(self) -> int:
         """Events in the ledger that the store has not projected yet."""
@@ -75,13 +83,25 @@ class EmbeddedRunner:
             position = done.get(org_id, 0)
             if position >= head.sequence:
                 continue
-            replayed += self._restore(org_id, position)
-            for batch in batched(self.log.read(org_id, position + 1), self.batch_size):
+            restored = self._restore(org_id, position)
+            projected = 0
+            last_hash = ""
+            for batch in batched(self._read(org_id, position + 1), self.batch_size):
                 self.sink.insert(self.projector.project(batch))
-                events += len(batch)
+                projected += len(batch)
+                last_hash = batch[-1].hash
                 if progress is not None:
                     progress(len(batch))
+            if self.snapshots is not None and restored + projected >= self.snapshot_after:
+                state = self.projector.state.orgs[org_id]
+                self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))
+            events += projected
+            replayed += restored
         return CatchUp(events, self._catch_up_rejections(), replayed)
+
+    def _read(self, org_id: str, first: int, last: int | None = None) -> Iterator[LedgerRecord]:
+        for record in self.log.read_records(org_id, first, last):
+            yield StoredEvent.from_record(record)
 
     def _restore(self, org_id: str, position: int) -> int:
         """Bring the projector's state for ``org_id`` to ``position`` (the store's checkpoint)."""
@@ -91,7 +111,13 @@ class EmbeddedRunner:
         start = state.position(org_id)
         if start == position:
             return 0
-        for batch in batched(self.log.read(org_id, start + 1, position), self.batch_size):
+        snapshot = self.snapshots.load(org_id) if self.snapshots is not None else None
+        if snapshot is not None and start < snapshot.position <= position:
+            at = next(self.log.read_records(org_id, snapshot.position, snapshot.position), None)
+            if at is not None and at["hash"] == snapshot.event_hash:  # taken of this ledger
+                state.orgs[org_id] = snapshot.state
+                start = snapshot.position
+        for batch in batched(self._read(org_id, start + 1, position), self.batch_size):
             self.projector.project(batch)
         return position - start
 

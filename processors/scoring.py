@@ -37,13 +37,10 @@ def score(kind: str, start: float, target: float, value: float) -> tuple[float, 
     return hit, hit
 
 
-def weighted_mean(parts: Iterable[tuple[str, float, float]]) -> float:
-    """Σ weight·progress / Σ weight over ``(id, weight, progress)``; 0 with nothing to average.
-
-    Summed in id order, so the same members always give the same float wherever it is computed.
-    """
+def weighted_mean(parts: Iterable[tuple[float, float]]) -> float:
+    """Σ weight·progress / Σ weight over ``(weight, progress)`` pairs; 0 with nothing to average."""
     total_weight = total = 0.0
-    for _id, weight, progress in sorted(parts):
+    for weight, progress in parts:
         total_weight += weight
         total += weight * progress
     return total / total_weight if total_weight > 0 else 0.0
@@ -57,13 +54,15 @@ def rollup_progress(
     """An objective's progress from its members, each ``(id, weight, progress)``.
 
     ``key_results`` are the non-retired key results, ``children`` the child objectives that
-    are not abandoned; ``rollup`` (key_results, children or both) says which count.
+    are not abandoned; ``rollup`` (key_results, children or both) says which count. They are
+    summed key results first, then children, each in id order: the same members always give
+    the same float, wherever it is computed.
     """
-    parts: list[tuple[str, float, float]] = []
-    if rollup in ("key_results", "both"):
-        parts.extend((f"k:{ident}", weight, progress) for ident, weight, progress in key_results)
-    if rollup in ("children", "both"):
-        parts.extend((f"o:{ident}", weight, progress) for ident, weight, progress in children)
+    parts: list[tuple[float, float]] = []
+    if rollup != "children":
+        parts.extend((weight, progress) for _id, weight, progress in sorted(key_results))
+    if rollup != "key_results":
+        parts.extend((weight, progress) for _id, weight, progress in sorted(children))
     return weighted_mean(parts)
 
 

@@ -103,6 +103,12 @@ class Objective:
     child_ids: list[str] = field(default_factory=list)
     progress: float = 0.0
     confidence: float | None = None
+    members: "tuple[list[KeyResult], list[Objective]] | None" = None
+    """Cached: the key results that count (not retired) and children (not abandoned), by id."""
+    ancestor_ids: list[str] | None = None
+    """Cached: parent first, then grandparent..."""
+    structure: Row | None = None
+    """Cached: the cascade part of its row, which only structural events change."""
     emitted: Row | None = None
     """What the last emitted version said (without sequence and time): only changes are emitted."""
 

@@ -1,14 +1,11 @@
 """Fixtures of the ledger-core tests."""
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import Result
+from typer.testing import Result
 
-from tests.ledger.support import run_cli
-
-Cli = Callable[..., Result]
+from tests.ledger.support import Cli, run_cli
 
 
 @pytest.fixture

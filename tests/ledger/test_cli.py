@@ -12,9 +12,8 @@ import pytest
 from events.canonical import canonical_json
 from schemas.export import all_schemas, render
 from tests.builders import org_setup, raw
-from tests.ledger.conftest import Cli
 from tests.ledger.independent_verifier import KEYS
-from tests.ledger.support import ndjson, tamper
+from tests.ledger.support import Cli, ndjson, tamper
 
 OKR_LEDGER = Path(sys.executable).parent / "okr-ledger"
 
@@ -129,10 +128,12 @@ def test_an_unknown_option_is_a_usage_error(cli: Cli, setup_file: Path) -> None:
 # --- verify --------------------------------------------------------------------------------
 
 
-def test_verify_an_empty_ledger(cli: Cli) -> None:
-    result = cli("verify")
-    assert result.exit_code == 0
-    assert "empty" in result.stdout
+def test_reading_commands_refuse_a_missing_ledger_and_create_none(cli: Cli, data_dir: Path) -> None:
+    for command in ("verify", "export", "rejections"):
+        result = cli(command)
+        assert result.exit_code == 1, command
+        assert "no ledger at" in str(result.exception or result.output), command
+    assert not (data_dir / "ledger.db").exists()
 
 
 def test_verify_an_intact_ledger_exits_0(cli: Cli, setup_file: Path) -> None:
@@ -341,3 +342,16 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" in result.stderr
     assert "ConfigurationError" in result.stderr
+
+
+def test_debug_works_after_the_command_and_shows_the_traceback(data_dir: Path) -> None:
+    cli_path = Path(sys.executable).parent / "okr-ledger"
+    done = subprocess.run(
+        [str(cli_path), "verify", "--debug"],
+        env={**os.environ, "OKR_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert b"Traceback" in done.stderr
+    assert b"LedgerUnavailableError" in done.stderr

@@ -3,7 +3,7 @@
 import ast
 import subprocess
 import sys
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from tests.builders import chained_events
 from tests.ledger import independent_verifier as iv
 from tests.ledger.jcs_vectors import NUMBERS, RFC_8785_NUMBERS, from_bits
 from tests.ledger.strategies import JSON_VALUES, Mix, mixes
-from tests.ledger.support import ALTERATIONS, run_cli, run_ledger, store, tamper
+from tests.ledger.support import ALTERATIONS, run_cli, run_ledger, scratch_dir, store, tamper
 
 VERIFIER = Path(iv.__file__)
 
@@ -74,7 +74,7 @@ def cli_orgs(data_dir: Path) -> dict[str, tuple[bool, int, int | None]]:
     return {o["org_id"]: (o["ok"], o["events"], o["first_bad_sequence"]) for o in report["orgs"]}
 
 
-def verifier_orgs(lines: list[bytes]) -> dict[str, tuple[bool, int, int | None]]:
+def verifier_orgs(lines: Iterable[bytes | str]) -> dict[str, tuple[bool, int, int | None]]:
     return {
         org: (v.ok, v.events, v.first_bad_sequence) for org, v in iv.verify_lines(lines).items()
     }
@@ -155,8 +155,7 @@ def test_it_runs_as_a_script_in_an_isolated_interpreter(data_dir: Path) -> None:
 @settings(max_examples=40, deadline=None)
 @given(mixes(max_extras=4), st.data())
 def test_it_agrees_with_okr_ledger_verify_on_generated_ledgers(mix: Mix, data: Any) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        data_dir = Path(directory)
+    with scratch_dir() as data_dir:
         run_ledger(data_dir / "ledger.db", mix.raws, batch_size=7)
         lines = export(data_dir)
         assert all(v.ok for v in iv.verify_lines(lines).values())
@@ -169,3 +168,17 @@ def test_it_agrees_with_okr_ledger_verify_on_generated_ledgers(mix: Mix, data: A
             lines = export(data_dir)
             assert iv.verify_lines(lines)[org].first_bad_sequence == sequence
         assert verifier_orgs(lines) == cli_orgs(data_dir)
+
+
+def test_it_reproduces_the_worked_example_of_the_ledger_format() -> None:
+    spec = (Path(__file__).resolve().parents[2] / "docs" / "ledger-format.md").read_text()
+    example = spec[spec.index("## 7. Worked example") :]
+    lines = [line for line in example.splitlines() if line.startswith('{"actor"')][:3]
+    assert len(lines) == 3
+    events = [iv.parse_line(line) for line in lines]
+    for line, event in zip(lines, events, strict=True):
+        assert iv.event_hash(event) == event["hash"] == event_hash(orjson.loads(line))
+        assert iv.jcs(event) == line
+    assert events[0]["hash"] == "e7ec500d3d96b8080a5ae301f607984f9b5b461f28b8e794df775acf6c3936f7"
+    assert events[1]["prev_hash"] == events[0]["hash"]
+    assert verifier_orgs(lines[:2]) == {"northwind": (True, 2, None)}

@@ -79,7 +79,7 @@ DEFINE_Q3 = step(
 MILESTONE = step("KeyResultDefined", key_result("kr3", "o1", "milestone", 0, 1))
 
 
-def check_in(kr: str = "kr1", value: float = 30, **envelope: Any) -> Step:
+def check_in(kr: str = "kr1", value: float = 30, **envelope: str) -> Step:
     return step(
         "CheckInRecorded", {"key_result_id": kr, "value": value, "confidence": 0.7}, **envelope
     )
@@ -117,7 +117,7 @@ def kr_defined(kind: str, start: float, goal: float, objective_id: str = "o1", *
     return step("KeyResultDefined", key_result("kr9", objective_id, kind, start, goal, **f))
 
 
-FRESH = {"org_id": "fresh"}
+FRESH: dict[str, Any] = {"org_id": "fresh"}
 
 CASES = [
     # --- strategy ---

@@ -14,7 +14,7 @@ from events.reasons import ReasonCode
 from events.sequencer import MAX_SUBMISSION_BYTES, Policy, Sequencer, content_digest, decide
 from schemas.envelope import EVENT_ID_NAMESPACE, GENESIS_HASH, derive_event_id
 from tests.builders import NOW, raw, submission
-from tests.ledger.support import Org, describe
+from tests.ledger.support import CHECK_IN_ID, Org, describe, key_result
 
 CHECK_IN = {"key_result_id": "kr1", "value": 30, "confidence": 0.7}
 
@@ -440,3 +440,33 @@ def test_the_rejection_json_carries_the_reason_code_and_the_raw_text(org: Org) -
 def test_an_event_id_is_a_canonical_lowercase_uuid(org: Org) -> None:
     event = org.accept("CheckInRecorded", CHECK_IN, event_id="6A1B1C8E2F574D1E9C1A0B7E4C2D9A10")
     assert event.event_id == str(UUID("6a1b1c8e-2f57-4d1e-9c1a-0b7e4c2d9a10"))
+
+
+# --- every reason code ---------------------------------------------------------------------
+
+REASON_EXAMPLES = {
+    ReasonCode.INVALID_JSON: b'{"type": ',
+    ReasonCode.TOO_LARGE: raw("CheckInRecorded", {**CHECK_IN, "comment": "x" * 70_000}),
+    ReasonCode.SCHEMA_VIOLATION: raw("CheckInRecorded", {**CHECK_IN, "confidence": 7}),
+    ReasonCode.UNKNOWN_TYPE: raw("CheckInDeleted", CHECK_IN),
+    ReasonCode.CONFLICT: raw("CheckInRecorded", {**CHECK_IN, "value": 21}, event_id=CHECK_IN_ID),
+    ReasonCode.UNKNOWN_REFERENCE: raw("CheckInRecorded", {**CHECK_IN, "key_result_id": "kr9"}),
+    ReasonCode.ALREADY_EXISTS: raw("ThemeAdded", {"theme_id": "t1", "name": "Again"}),
+    ReasonCode.INVALID_STATE: raw(
+        "ObjectiveStatusChanged", {"objective_id": "o1", "status": "active"}
+    ),
+    ReasonCode.INVALID_DEFINITION: raw("KeyResultDefined", key_result("k", "o1", "increase", 5, 5)),
+    ReasonCode.CYCLE: raw("ObjectiveAligned", {"objective_id": "o1", "parent_objective_id": "o2"}),
+    ReasonCode.CLOCK_SKEW: raw(
+        "CheckInRecorded", CHECK_IN, occurred_at=(NOW + timedelta(hours=1)).isoformat()
+    ),
+}
+
+
+@pytest.mark.parametrize("reason", list(ReasonCode), ids=str)
+def test_every_reason_code_is_given_by_the_sequencer(reason: ReasonCode) -> None:
+    org = Org()
+    rejection = rejected(org, REASON_EXAMPLES[reason])
+    assert rejection.reason is reason
+    assert rejection.to_json()["reason_code"] == reason.value
+    assert org.sequencer.state.org("acme").last_sequence == 11

@@ -1,7 +1,6 @@
 """Altering a stored SQLite event behind the ledger's back: ``verify`` names exactly that event."""
 
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from events.outcomes import Accepted
 from events.sequencer import Sequencer
 from tests.builders import NOW, chained_events
 from tests.ledger.strategies import Mix, mixes
-from tests.ledger.support import ALTERATIONS, run_cli, sqlite_log, store, tamper
+from tests.ledger.support import ALTERATIONS, run_cli, scratch_dir, sqlite_log, store, tamper
 
 
 def cli_verdict(data_dir: Path) -> tuple[int, dict[str, Any]]:
@@ -96,8 +95,7 @@ def ledger_from(mix: Mix, path: Path) -> dict[str, int]:
 @settings(max_examples=40, deadline=None)
 @given(mixes(max_extras=3), st.data())
 def test_any_single_alteration_of_a_stored_event_is_named_by_verify(mix: Mix, data: Any) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        data_dir = Path(directory)
+    with scratch_dir() as data_dir:
         lengths = ledger_from(mix, data_dir / "ledger.db")
         org = data.draw(st.sampled_from(sorted(lengths)))
         sequence = data.draw(st.integers(1, lengths[org]))

@@ -43,6 +43,7 @@ moments = st.datetimes(
 )
 def test_sql_and_python_agree(
     store: ProjectionStore,
+    *,
     kind: str,
     progress: float,
     starts: date,

@@ -1,0 +1,220 @@
+"""The Kafka sequencer loop: a plain aiokafka consumer with manual assignment.
+
+No consumer group and no committed offsets: where to resume is derived from the ledger and
+rejections topics (:mod:`processors.kafka_sequencer`), so there is no second copy of the
+progress that could disagree with the record. One worker per intake partition; a worker
+sequences every partition unless ``OKR_SEQUENCER_PARTITIONS`` names some.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+
+from events.kafka_client import Connection, OutRecord, Producer, Reader
+from events.kafka_log import servers_from_url
+from events.kafka_records import encode_event, encode_rejection, org_key
+from events.sequencer import DEFAULT_POLICY, Policy
+from processors.kafka_sequencer import (
+    BatchOutput,
+    IntakeRecord,
+    PartitionSequencer,
+    StoredRecord,
+)
+from schemas.envelope import utc_now
+from schemas.errors import ConfigurationError, SequenceConflictError
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[["asyncio.Event"], Coroutine[Any, Any, None]]
+"""Another long-running part of the worker (the projector agent, later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    servers: tuple[str, ...]
+    intake: str = "okr.intake"
+    ledger: str = "okr.ledger"
+    rejections: str = "okr.rejections"
+    outcomes: str = "okr.outcomes"
+    batch_size: int = 2000
+    partitions: tuple[int, ...] = ()
+    """Intake partitions to sequence; empty: all."""
+    policy: Policy = DEFAULT_POLICY
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "WorkerConfig":
+        url = settings.resolved_ledger_url
+        if not url.startswith("kafka://"):
+            raise ConfigurationError(f"the worker needs OKR_LEDGER_URL=kafka://..., not {url!r}")
+        chosen = settings.sequencer_partitions.replace(" ", "")
+        try:
+            partitions = tuple(int(p) for p in chosen.split(",")) if chosen else ()
+        except ValueError:
+            raise ConfigurationError(
+                f"OKR_SEQUENCER_PARTITIONS={chosen!r}: expected numbers like 0,1,2"
+            ) from None
+        return cls(
+            servers=servers_from_url(url),
+            intake=settings.kafka_topic_intake,
+            ledger=settings.kafka_topic_ledger,
+            rejections=settings.kafka_topic_rejections,
+            outcomes=settings.kafka_topic_outcomes,
+            batch_size=settings.sequencer_batch_size,
+            partitions=partitions,
+            policy=settings.policy,
+        )
+
+
+def restore(config: WorkerConfig, partitions: Sequence[int], count: int) -> dict[int, Any]:
+    """Rebuild the sequencers of ``partitions`` from the topics (blocking: run in a thread).
+
+    Returns partition -> (sequencer, next ledger offset).
+    """
+    reader = Reader(Connection(config.servers, "okr-sequencer-restore", config.timeout_s))
+    try:
+        ledger: dict[int, list[StoredRecord]] = {p: [] for p in partitions}
+        for r in reader.read(config.ledger, dict.fromkeys(partitions)):
+            ledger[r.partition].append(StoredRecord(r.offset, r.value, r.headers))
+        ends = dict(reader.positions)
+        rejections = [
+            StoredRecord(r.offset, r.value, r.headers)
+            for p in reader.partitions(config.rejections)
+            for r in reader.read(config.rejections, {p: None})
+        ]
+    finally:
+        reader.close()
+    return {
+        p: (
+            PartitionSequencer.restore(p, count, ledger[p], rejections, config.policy),
+            ends.get(p, 0),
+        )
+        for p in partitions
+    }
+
+
+class SequencerWorker:
+    """Reads intake, decides batches, writes rejections, events and outcomes in that order."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._sequencers: dict[int, PartitionSequencer] = {}
+        self._ledger_next: dict[int, int] = {}
+        self.decided = 0
+
+    async def run(self, stop: asyncio.Event, hooks: Iterable[Hook] = ()) -> None:
+        config = self.config
+        servers = list(config.servers)
+        # kafka-python's idempotent producer: aiokafka's fails InitProducerId on Tansu 0.6
+        producer = Producer(Connection(config.servers, "okr-sequencer", config.timeout_s))
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=servers,
+            client_id="okr-sequencer",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        try:
+            await consumer.start()
+            try:
+                tasks = [asyncio.create_task(hook(stop)) for hook in hooks]
+                await self._loop(consumer, producer, stop)
+                await asyncio.gather(*tasks)
+            finally:
+                await consumer.stop()
+        finally:
+            producer.close()
+
+    async def _loop(self, consumer: Any, producer: Producer, stop: asyncio.Event) -> None:
+        available = sorted(consumer.partitions_for_topic(self.config.intake) or ())
+        if not available:
+            raise ConfigurationError(f"no topic {self.config.intake}: run `okr-ledger init`")
+        mine = list(self.config.partitions) or available
+        count = len(available)
+        tps = {p: TopicPartition(self.config.intake, p) for p in mine}
+        consumer.assign(list(tps.values()))
+        await self._restore(consumer, tps, mine, count)
+        log.info("sequencing %s partitions %s", self.config.intake, mine)
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=100, max_records=self.config.batch_size)
+            for tp, messages in fetched.items():
+                records = [
+                    IntakeRecord(tp.partition, m.offset, m.value or b"", tuple(m.headers or ()))
+                    for m in messages
+                ]
+                try:
+                    await self._process(producer, tp.partition, records)
+                except SequenceConflictError as error:
+                    log.warning("partition %s: %s; restoring from the ledger", tp.partition, error)
+                    await self._restore(consumer, tps, [tp.partition], count)
+
+    async def _restore(
+        self, consumer: Any, tps: dict[int, Any], partitions: list[int], count: int
+    ) -> None:
+        restored = await asyncio.to_thread(restore, self.config, partitions, count)
+        for p, (sequencer, ledger_next) in restored.items():
+            self._sequencers[p], self._ledger_next[p] = sequencer, ledger_next
+            log.info(
+                "partition %s: restored, resuming at %s (%s records there already recorded)",
+                p,
+                sequencer.resume_offset,
+                sequencer.pending_recorded,
+            )
+            if sequencer.resume_offset is None:
+                await consumer.seek_to_beginning(tps[p])
+            else:
+                consumer.seek(tps[p], sequencer.resume_offset)
+
+    async def _process(
+        self, producer: Producer, partition: int, records: list[IntakeRecord]
+    ) -> None:
+        output = self._sequencers[partition].decide_batch(records, utc_now())
+        await self._write(producer, partition, output)
+        log.debug(
+            "partition %s: offsets %s-%s, %s events, %s rejections, %s replayed",
+            partition,
+            records[0].offset,
+            records[-1].offset,
+            len(output.events),
+            len(output.rejections),
+            output.replayed,
+        )
+        self.decided += len(output.outcomes)
+
+    async def _write(self, producer: Producer, partition: int, output: BatchOutput) -> None:
+        c = self.config
+        rejections = [
+            OutRecord(
+                c.rejections,
+                0,
+                org_key(r.org_id) if r.org_id else None,
+                encode_rejection(r),
+                (o.header(),),
+            )
+            for r, o in output.rejections
+        ]
+        await _send_all(producer, rejections)
+        events = [
+            OutRecord(c.ledger, partition, org_key(e.org_id), encode_event(e), (o.header(),))
+            for e, o in output.events
+        ]
+        offsets = await _send_all(producer, events)
+        expected = self._ledger_next[partition]
+        if offsets != list(range(expected, expected + len(offsets))):
+            raise SequenceConflictError(
+                f"another writer appended to ledger partition {partition} "
+                f"(expected offsets from {expected}, got {offsets[:1]})"
+            )
+        self._ledger_next[partition] = expected + len(offsets)
+        outcomes = [OutRecord(c.outcomes, o.partition, o.key, o.value) for o in output.outcomes]
+        await _send_all(producer, outcomes)
+
+
+async def _send_all(producer: Producer, records: list[OutRecord]) -> list[int]:
+    """Produce in order and wait for every acknowledgement (in a thread); the offsets."""
+    return await asyncio.to_thread(producer.send_all, records) if records else []

@@ -1,0 +1,217 @@
+"""The Kafka sequencer's core without a broker: crashes at every write, then a restart."""
+
+import functools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from events.chain import verify_chain
+from events.kafka_client import partition_for
+from events.kafka_records import ChainRule, decode_event, encode_event, encode_rejection, org_key
+from events.outcomes import Accepted, Duplicate, Outcome, Rejection
+from events.sequencer import Sequencer
+from okr_ledger.demo import demo_submissions
+from processors.kafka_sequencer import (
+    SUBMISSION_HEADER,
+    IntakeRecord,
+    Origin,
+    OutcomeRecord,
+    PartitionSequencer,
+    StoredRecord,
+)
+from tests.builders import NOW, check_ins, org_setup
+
+VOLATILE = ("recorded_at", "hash", "prev_hash")
+
+
+class CrashError(Exception):
+    """The simulated process died."""
+
+
+@dataclass
+class Topics:
+    """In-memory stand-ins for one partition's ledger, the rejections and the outcomes."""
+
+    ledger: list[StoredRecord] = field(default_factory=list)
+    rejections: list[StoredRecord] = field(default_factory=list)
+    outcomes: list[OutcomeRecord] = field(default_factory=list)
+    budget: int | None = None
+    """Writes left before the crash; ``None``: no crash."""
+
+    def _spend(self) -> None:
+        if self.budget is not None:
+            if self.budget == 0:
+                raise CrashError
+            self.budget -= 1
+
+    def run(self, intake: list[IntakeRecord], batch_size: int, now_step: int = 0) -> None:
+        """Restore from the topics, then sequence intake to its end (or the crash)."""
+        core = PartitionSequencer.restore(0, 1, self.ledger, self.rejections)
+        start = core.resume_offset or 0
+        for index in range(start, len(intake), batch_size):
+            now = NOW + timedelta(seconds=now_step)
+            output = core.decide_batch(intake[index : index + batch_size], now)
+            for rejection, origin in output.rejections:
+                self._spend()
+                stored = StoredRecord(len(self.rejections), encode_rejection(rejection))
+                self.rejections.append(_with_origin(stored, origin))
+            for event, origin in output.events:
+                self._spend()
+                stored = StoredRecord(len(self.ledger), encode_event(event))
+                self.ledger.append(_with_origin(stored, origin))
+            for outcome in output.outcomes:
+                self._spend()
+                self.outcomes.append(outcome)
+
+
+def _with_origin(stored: StoredRecord, origin: Origin) -> StoredRecord:
+    return StoredRecord(stored.offset, stored.value, (origin.header(),))
+
+
+def submissions() -> list[bytes]:
+    demo = demo_submissions()
+    setup = org_setup("acme")
+    early = next(check_ins(1, "acme"))  # rejected: its key result is defined just after it
+    acme = [*setup[:-1], early, setup[-1], *check_ins(5, "acme")]
+    mixed = [line for pair in zip(demo, acme, strict=False) for line in pair]
+    mixed += demo[len(acme) :]
+    return mixed + demo[:4] + acme[:3] + [b"{not json", demo[10]]  # duplicates, bad input
+
+
+def intake_of(raws: list[bytes]) -> list[IntakeRecord]:
+    return [
+        IntakeRecord(0, offset, raw, ((SUBMISSION_HEADER, f"s{offset}".encode()),))
+        for offset, raw in enumerate(raws)
+    ]
+
+
+@functools.cache
+def _reference(raws: tuple[bytes, ...]) -> tuple[Outcome, ...]:
+    sequencer = Sequencer()
+    return tuple(sequencer.submit(raw, now=NOW) for raw in raws)
+
+
+def reference(raws: list[bytes]) -> tuple[Outcome, ...]:
+    return _reference(tuple(raws))
+
+
+def ledger_records(topics: Topics) -> list[tuple[dict[str, Any], Origin | None]]:
+    rule = ChainRule()
+    admitted = []
+    for stored in topics.ledger:
+        record = decode_event(stored.value)
+        if rule.admit(record):
+            admitted.append((record, Origin.from_headers(stored.headers)))
+    return admitted
+
+
+def assert_recorded_exactly_once(topics: Topics, raws: list[bytes]) -> None:
+    expected = reference(raws)
+    ledger = ledger_records(topics)
+    for org_id in {record["org_id"] for record, _ in ledger}:
+        chain = [record for record, _ in ledger if record["org_id"] == org_id]
+        assert verify_chain(org_id, chain).ok
+    recorded = Counter(origin.offset for _, origin in ledger if origin is not None)
+    recorded.update(
+        o.offset for s in topics.rejections if (o := Origin.from_headers(s.headers)) is not None
+    )
+    for offset, outcome in enumerate(expected):
+        wanted = 0 if isinstance(outcome, Duplicate) else 1
+        assert recorded[offset] == wanted, (offset, outcome.status)
+    # the same events as one uninterrupted run, apart from recorded_at and the hashes
+    accepted = [o.event.to_record() for o in expected if isinstance(o, Accepted)]
+    assert len(ledger) == len(accepted)
+    for (record, _), want in zip(ledger, accepted, strict=True):
+        assert {k: v for k, v in record.items() if k not in VOLATILE} == {
+            k: v for k, v in want.items() if k not in VOLATILE
+        }
+    # every submission has an answer, and every answer agrees with the uninterrupted run
+    answers: dict[str, set[str]] = {}
+    for outcome_record in topics.outcomes:
+        document = orjson.loads(outcome_record.value)
+        assert outcome_record.key == document["submission_id"].encode()
+        answers.setdefault(document["submission_id"], set()).add(document["status"])
+    assert answers == {f"s{offset}": {o.status} for offset, o in enumerate(expected)}
+
+
+def test_without_a_crash_the_core_matches_the_embedded_sequencer() -> None:
+    raws = submissions()
+    topics = Topics()
+    topics.run(intake_of(raws), batch_size=16)
+    assert_recorded_exactly_once(topics, raws)
+    statuses = Counter(o.status for o in reference(raws))
+    assert statuses["duplicate"] >= 7
+    assert statuses["rejected"] >= 3
+    assert "unknown_reference" in {o.reason for o in reference(raws) if isinstance(o, Rejection)}
+    assert len(topics.outcomes) == len(raws)
+
+
+@pytest.mark.parametrize("batch_size", [5, 64])
+def test_a_crash_at_every_write_loses_and_duplicates_nothing(batch_size: int) -> None:
+    raws = submissions()
+    intake = intake_of(raws)
+    clean = Topics()
+    clean.run(intake, batch_size)
+    writes = len(clean.ledger) + len(clean.rejections) + len(clean.outcomes)
+    for crash_at in range(writes):
+        topics = Topics(budget=crash_at)
+        with pytest.raises(CrashError):
+            topics.run(intake, batch_size)
+        topics.budget = None
+        topics.run(intake, batch_size, now_step=1)  # restarted, a second later
+        assert_recorded_exactly_once(topics, raws)
+
+
+def test_repeated_crashes_and_a_stale_writer_are_survived() -> None:
+    raws = submissions()
+    intake = intake_of(raws)
+    chance = random.Random(4)
+    topics = Topics()
+    for restart in range(40):
+        topics.budget = chance.randrange(0, 12)
+        try:
+            topics.run(intake, chance.choice([1, 5, 20]), now_step=restart)
+        except CrashError:
+            pass
+        if restart == 20 and topics.ledger:  # a zombie's copy of an old event: an orphan
+            topics.ledger.append(
+                StoredRecord(len(topics.ledger), topics.ledger[0].value, topics.ledger[0].headers)
+            )
+    topics.budget = None
+    topics.run(intake, 10, now_step=99)
+    assert_recorded_exactly_once(topics, raws)
+
+
+def test_a_record_of_another_partitions_org_is_rejected_with_an_explanation() -> None:
+    partitions = 3
+    acme = org_setup("acme")[0]
+    owner = partition_for(org_key("acme"), partitions)
+    wrong = (owner + 1) % partitions
+    core = PartitionSequencer(wrong, partitions)
+    output = core.decide_batch([IntakeRecord(wrong, 0, acme)], NOW)
+    ((rejection, origin),) = output.rejections
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == "schema_violation"
+    assert f"belongs to intake partition {owner}" in rejection.message
+    assert rejection.details[0]["loc"] == "key"
+    assert origin == Origin(wrong, 0, 0)
+    assert output.events == []
+    right = PartitionSequencer(owner, partitions).decide_batch([IntakeRecord(owner, 0, acme)], NOW)
+    assert len(right.events) == 1
+
+
+def test_records_before_the_resume_point_are_not_decided_again() -> None:
+    raws = org_setup("acme")
+    topics = Topics()
+    topics.run(intake_of(raws), batch_size=2)
+    core = PartitionSequencer.restore(0, 1, topics.ledger, topics.rejections)
+    assert core.resume_offset == len(raws) - 2 + len(raws) % 2
+    replay = core.decide_batch(intake_of(raws), NOW)  # e.g. a consumer that starts too early
+    assert replay.events == [] and replay.rejections == []
+    statuses = {orjson.loads(o.value)["status"] for o in replay.outcomes}
+    assert statuses == {"accepted"}

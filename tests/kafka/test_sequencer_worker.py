@@ -1,0 +1,315 @@
+"""The sequencer worker as a subprocess on a real broker: end to end, and SIGKILLed repeatedly."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaProducer  # type: ignore[import-untyped]
+
+from events.chain import verify_chain
+from events.kafka_client import Connection, Reader, partition_for
+from events.kafka_log import KafkaEventLog
+from events.kafka_records import ChainRule, decode_event, org_key
+from events.ledger import Ledger
+from events.outcomes import Outcome
+from events.sequencer import Sequencer
+from events.sqlite_log import SqliteEventLog
+from okr_ledger.demo import demo_submissions
+from processors.kafka_sequencer import SUBMISSION_HEADER, Origin
+from schemas.envelope import utc_now
+from tests.builders import check_ins, org_setup
+from tests.kafka.conftest import TEST_PARTITIONS
+
+pytestmark = pytest.mark.kafka
+
+Position = tuple[int, int]
+"""An intake record's (partition, offset)."""
+
+
+class Worker:
+    """``okr-ledger worker`` as a subprocess on the test's topics."""
+
+    def __init__(self, kafka: Connection, topics: dict[str, str], log_path: Path) -> None:
+        self.env = {
+            **os.environ,
+            "OKR_LEDGER_URL": f"kafka://{kafka.servers[0]}",
+            "OKR_KAFKA_TOPIC_INTAKE": topics["intake"],
+            "OKR_KAFKA_TOPIC_LEDGER": topics["ledger"],
+            "OKR_KAFKA_TOPIC_REJECTIONS": topics["rejections"],
+            "OKR_KAFKA_TOPIC_OUTCOMES": topics["outcomes"],
+            "OKR_SEQUENCER_BATCH_SIZE": "200",
+        }
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from okr_ledger.worker_cli import worker; worker()"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        assert self.process.poll() is None, f"the worker died:\n{self.log_tail()}"
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+
+@contextmanager
+def running_worker(kafka: Connection, topics: dict[str, str], tmp: Path) -> Iterator[Worker]:
+    worker = Worker(kafka, topics, tmp / "worker.log")
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@dataclass
+class Submitter:
+    """Produces to intake like a source system: keyed by org, acks=all, idempotent."""
+
+    kafka: Connection
+    topic: str
+    sent: dict[str, bytes] = field(default_factory=dict)
+    """submission id -> bytes, in the order produced."""
+    positions: dict[Position, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._producer = KafkaProducer(
+            bootstrap_servers=list(self.kafka.servers), acks="all", enable_idempotence=True
+        )
+
+    def send(self, raws: list[bytes]) -> None:
+        futures = []
+        for raw in raws:
+            submission_id = f"s{len(self.sent)}"
+            self.sent[submission_id] = raw
+            key = _org_of(raw)
+            future = self._producer.send(
+                self.topic,
+                value=raw,
+                key=None if key is None else org_key(key),
+                headers=[(SUBMISSION_HEADER, submission_id.encode())],
+            )
+            futures.append((submission_id, key, future))
+        self._producer.flush()
+        for submission_id, key, future in futures:
+            metadata = future.get(timeout=10)
+            if key is not None:  # the producers' partitioner is the ledger's
+                assert metadata.partition == partition_for(org_key(key), TEST_PARTITIONS)
+            self.positions[(int(metadata.partition), int(metadata.offset))] = submission_id
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+def _org_of(raw: bytes) -> str | None:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    org = document.get("org_id") if isinstance(document, dict) else None
+    return org if isinstance(org, str) else None
+
+
+def wait_for_outcomes(
+    kafka: Connection, topic: str, wanted: set[str], worker: Worker, timeout_s: float = 60.0
+) -> dict[str, list[dict[str, Any]]]:
+    """submission id -> its outcome records, once every wanted id has one."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    reader = Reader(kafka)
+    try:
+        positions: dict[int, int | None] = dict.fromkeys(reader.partitions(topic))
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= found.keys():
+            assert worker.alive(), f"the worker exited:\n{worker.log_tail()}"
+            assert time.monotonic() < deadline, (
+                f"{len(wanted - found.keys())} submissions without an outcome after "
+                f"{timeout_s:.0f}s; worker log:\n{worker.log_tail()}"
+            )
+            for record in reader.read(topic, positions):
+                document = orjson.loads(record.value)
+                found.setdefault(document["submission_id"], []).append(document)
+            positions.update(reader.positions)
+            time.sleep(0.1)
+    finally:
+        reader.close()
+    return found
+
+
+def reference(raws: list[bytes]) -> list[Outcome]:
+    """The embedded ledger's outcomes for the same submissions, in the same order."""
+    sequencer = Sequencer()
+    now = utc_now()
+    return [sequencer.submit(raw, now=now) for raw in raws]
+
+
+def recorded_positions(kafka: Connection, topics: dict[str, str]) -> Counter[Position]:
+    """How often each intake record is in the ledger (chain rule applied) or the rejections."""
+    counts: Counter[Position] = Counter()
+    reader = Reader(kafka)
+    try:
+        rule = ChainRule()
+        ledger_partitions = dict.fromkeys(reader.partitions(topics["ledger"]))
+        for record in reader.read(topics["ledger"], ledger_partitions):
+            origin = Origin.from_headers(record.headers)
+            if rule.admit(decode_event(record.value)) and origin is not None:
+                counts[(origin.partition, origin.offset)] += 1
+        for record in reader.read(topics["rejections"], {0: None}):
+            origin = Origin.from_headers(record.headers)
+            assert origin is not None
+            counts[(origin.partition, origin.offset)] += 1
+    finally:
+        reader.close()
+    return counts
+
+
+def open_log(kafka: Connection, topics: dict[str, str]) -> KafkaEventLog:
+    return KafkaEventLog(
+        kafka.servers, ledger_topic=topics["ledger"], rejections_topic=topics["rejections"]
+    )
+
+
+def assert_exactly_once(
+    kafka: Connection, topics: dict[str, str], submitter: Submitter
+) -> dict[str, str]:
+    """Every submission recorded once (duplicates: never), chains whole; id -> status."""
+    expected = reference(list(submitter.sent.values()))
+    statuses = dict(zip(submitter.sent, (o.status for o in expected), strict=True))
+    counts = recorded_positions(kafka, topics)
+    assert set(counts) <= set(submitter.positions)
+    for position, submission_id in submitter.positions.items():
+        wanted = 0 if statuses[submission_id] == "duplicate" else 1
+        assert counts[position] == wanted, (submission_id, statuses[submission_id])
+    log = open_log(kafka, topics)
+    try:
+        for org_id, head in log.heads().items():
+            report = verify_chain(org_id, log.read_records(org_id))
+            assert report.ok, report
+            assert report.events == head.sequence
+    finally:
+        log.close()
+    return statuses
+
+
+def test_the_demo_through_intake_gives_the_embedded_ledger(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    demo = demo_submissions()
+    raws = demo + org_setup("acme") + list(check_ins(3, "acme")) + demo[:5]
+    submitter = Submitter(kafka, topics["intake"])
+    with running_worker(kafka, topics, tmp_path) as worker:
+        submitter.send(raws)
+        outcomes = wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
+    submitter.close()
+
+    embedded = Ledger(SqliteEventLog(tmp_path / "embedded.db"))
+    expected = list(embedded.submit_many((raw, None) for raw in raws))
+    got = Counter(documents[0]["status"] for documents in outcomes.values())
+    assert got == Counter(o.status for o in expected)
+    assert got["duplicate"] >= 5 and got["rejected"] >= 1
+    for submission_id, outcome in zip(submitter.sent, expected, strict=True):
+        document = outcomes[submission_id][0]
+        assert document["status"] == outcome.status
+        if outcome.status == "accepted":
+            assert document["sequence"] == outcome.to_json()["sequence"]
+        if outcome.status == "rejected":
+            assert document["reason_code"] == outcome.to_json()["reason_code"]
+
+    log = open_log(kafka, topics)
+    try:
+        assert set(log.heads()) == {"northwind", "acme"}
+        for org_id in ("northwind", "acme"):
+            ours = [_stable(r) for r in log.read_records(org_id)]
+            theirs = [_stable(r) for r in embedded.log.read_records(org_id)]
+            assert ours == theirs
+            assert verify_chain(org_id, log.read_records(org_id)).ok
+        assert len(list(log.rejections())) == got["rejected"]
+    finally:
+        log.close()
+        embedded.log.close()
+
+
+def _stable(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in ("recorded_at", "hash", "prev_hash")}
+
+
+def crash_workload() -> list[bytes]:
+    orgs = [f"org{i}" for i in range(6)]
+    raws = [raw for org in orgs for raw in org_setup(org)]
+    for _round in range(30):
+        for org in orgs:
+            raws.extend(check_ins(4, org))
+    chance = random.Random(7)
+    raws += chance.sample(raws, 60)  # duplicates
+    raws += [b"{broken", next(check_ins(1, "org0", key_result_id="nope"))] * 3
+    chance.shuffle(raws[len(orgs) * 7 :])
+    return raws
+
+
+def test_sigkilled_worker_loses_and_duplicates_nothing(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    raws = crash_workload()
+    submitter = Submitter(kafka, topics["intake"])
+    done = threading.Event()
+
+    def stream() -> None:
+        try:
+            for start in range(0, len(raws), 40):
+                submitter.send(raws[start : start + 40])
+                time.sleep(0.04)
+        finally:
+            done.set()
+
+    chance = random.Random(11)
+    kills = 0
+    with running_worker(kafka, topics, tmp_path) as worker:
+        producer = threading.Thread(target=stream)
+        producer.start()
+        while kills < 6 or not done.is_set():
+            time.sleep(chance.uniform(0.3, 1.5))
+            worker.kill()
+            kills += 1
+            worker.start()
+        producer.join()
+        outcomes = wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
+    submitter.close()
+
+    assert kills >= 6
+    statuses = assert_exactly_once(kafka, topics, submitter)
+    for submission_id, documents in outcomes.items():
+        assert {d["status"] for d in documents} == {statuses[submission_id]}
+    assert Counter(statuses.values())["accepted"] >= 6 * 7 + 600

@@ -1,0 +1,82 @@
+"""The embedded runner: checkpoints, restarts from snapshots, rejections, gaps."""
+
+from pathlib import Path
+
+import pytest
+
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from processors.snapshots import DirectorySnapshots
+from projections.store import ProjectionStore
+from schemas.errors import ProjectionError
+from tests.projections.conftest import StoreFactory, project
+from tests.projections.ledgers import LedgerBuilder, day
+
+
+def small(builder: LedgerBuilder, check_ins: int) -> None:
+    builder.skeleton()
+    builder.objective("o", theme_ids=["growth"])
+    builder.key_result("k", "o")
+    for n in range(check_ins):
+        builder.check_in("k", n, day(n))
+
+
+def test_a_restart_resumes_from_a_snapshot(
+    tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    store = open_store("resumed")
+    snapshots = DirectorySnapshots(tmp_path / "snapshots")
+    small(builder, 3)
+    first = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots, snapshot_after=1)
+    assert first.catch_up().events == 9
+    for n in range(3, 6):
+        builder.check_in("k", n, day(n))
+    restarted = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots)
+    done = restarted.catch_up()
+    assert (done.events, done.replayed) == (3, 0)
+
+    clean = open_store("clean")
+    project(builder, clean)
+    assert store.fingerprint() == clean.fingerprint()
+
+
+def test_a_snapshot_of_another_ledger_is_ignored(
+    tmp_path: Path, builder: LedgerBuilder, store: ProjectionStore
+) -> None:
+    snapshots = DirectorySnapshots(tmp_path / "snapshots")
+    other = LedgerBuilder(tmp_path / "other.db")
+    try:
+        small(other, 4)  # the same org, other events: other hashes
+        EmbeddedRunner(
+            other.log, store, Projector(), snapshots=snapshots, snapshot_after=1
+        ).catch_up()
+    finally:
+        other.close()
+    small(builder, 4)
+    store.drop_all()
+    store.migrate()
+    project(builder, store)
+    builder.check_in("k", 9, day(9))
+    done = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots).catch_up()
+    assert (done.events, done.replayed) == (1, 10)
+
+
+def test_rejections_are_projected_once(builder: LedgerBuilder, store: ProjectionStore) -> None:
+    small(builder, 1)
+    builder.submit("CheckInRecorded", {"key_result_id": "nope", "value": 1, "confidence": 1},
+                   day(1))  # fmt: skip
+    runner = project(builder, store)
+    builder.submit("ObjectiveCreated", {"objective_id": "x"}, day(2))
+    assert runner.catch_up().rejections == 1
+    rows = store.rows("SELECT position, reason_code, org_id FROM rejection_history")
+    assert rows == [(1, "unknown_reference", "acme"), (2, "schema_violation", "acme")]
+    assert runner.catch_up().rejections == 0
+
+
+def test_a_gap_in_the_ledger_is_an_error(builder: LedgerBuilder) -> None:
+    small(builder, 2)
+    events = builder.events()
+    projector = Projector()
+    projector.project(events[:3])
+    with pytest.raises(ProjectionError, match="follows 3"):
+        projector.project(events[4:])
