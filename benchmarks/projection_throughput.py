@@ -8,7 +8,8 @@ projects it into a new chDB store and prints:
   Python and the embedded chDB engine together);
 - p50/p95 latency of ``progress`` (now), of an as-of query (``--as-of`` mid-period) and of a
   business-time query (``--at`` mid-period), each a full answer for the org;
-- how long a restarted runner takes to rebuild the projector's state (ledger replay).
+- how long a restarted runner takes to rebuild the projector's state: from a snapshot, and
+  by replaying the ledger.
 
 The ledger is written directly as hash-chained events (valid by construction) to save time;
 ``benchmarks/submit_throughput.py`` measures submission.
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
+from processors.snapshots import DirectorySnapshots, Snapshot
 from projections import queries
 from projections.queries import Moment
 from projections.store import ProjectionStore
@@ -172,24 +175,40 @@ def measure(ledger: Path, samples: int, batch_size: int) -> None:
         print(f"projected {done.events:,} events in {elapsed:.1f} s: "
               f"{done.events / elapsed:,.0f} events/s")  # fmt: skip
         print(f"peak memory (max RSS, Python + chDB): {peak:,.0f} MiB")
-        events = list(log.read(ORG, 1, 1)) + list(log.read(ORG, done.events, done.events))
-        middle = events[0].recorded + (events[-1].recorded - events[0].recorded) / 2
+        first = next(log.read(ORG, 1, 1))
+        last = next(log.read(ORG, done.events, done.events))
+        middle = first.recorded + (last.recorded - first.recorded) / 2
         for label, moment in (
             ("progress (now)", Moment()),
             ("progress --as-of mid-period", Moment(as_of=middle)),
             ("progress --at mid-period", Moment(at=middle)),
         ):
-            p50, p95 = _timed(lambda m=moment: queries.progress(store, ORG, m, 5), samples)
+            p50, p95 = _timed(partial(queries.progress, store, ORG, moment, 5), samples)
             print(f"{label}: p50 {p50 * 1000:,.0f} ms, p95 {p95 * 1000:,.0f} ms")
-        restarted = EmbeddedRunner(log, store)
-        start = time.perf_counter()
-        restarted._restore(ORG, done.events)
-        replay = time.perf_counter() - start
-        print(f"restart: projector state rebuilt from {done.events:,} events in {replay:.1f} s")
+        _restarts(log, store, runner, done.events, directory)
         store.close()
         log.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _restarts(
+    log: SqliteEventLog, store: ProjectionStore, runner: EmbeddedRunner, events: int, where: Path
+) -> None:
+    """How long a restarted runner takes to rebuild its state: from a snapshot, and without."""
+    snapshots = DirectorySnapshots(where / "snapshots")
+    state = runner.projector.state.orgs[ORG]
+    last = next(log.read(ORG, events, events))
+    start = time.perf_counter()
+    snapshots.save(Snapshot(ORG, events, last.hash, state))
+    saved = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in (where / "snapshots").iterdir()) / 2**20
+    print(f"snapshot of the projector's state: {size:,.0f} MiB, written in {saved:.1f} s")
+    for label, store_of_snapshots in (("from the snapshot", snapshots), ("by replay", None)):
+        restarted = EmbeddedRunner(log, store, snapshots=store_of_snapshots)
+        start = time.perf_counter()
+        restarted._restore(ORG, events)
+        print(f"restart {label}: state rebuilt in {time.perf_counter() - start:.1f} s")
 
 
 def main() -> None:

@@ -156,6 +156,15 @@ class Reader:
             raise self._connection.fail(f"describe topic {topic}", error) from error
         return sorted(int(p) for p in found or ())
 
+    def beginnings(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """The first offset still stored in each partition."""
+        tps = [TopicPartition(topic, p) for p in partitions]
+        try:
+            found = self._consumer.beginning_offsets(tps)
+        except KafkaError as error:
+            raise self._connection.fail(f"list offsets of {topic}", error) from error
+        return {int(tp.partition): int(offset) for tp, offset in found.items()}
+
     def read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
         """Records from ``starts`` (partition -> offset, ``None``: the beginning) to the ends.
 

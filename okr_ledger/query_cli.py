@@ -33,6 +33,8 @@ from projections.store import ProjectionStore
 out = Console()
 err = Console(stderr=True)
 PROGRESS_BAR_MIN_EVENTS = 5_000
+READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+"""What ``sql`` accepts; the store also runs it with ``readonly=1``, which is what enforces it."""
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="NDJSON, one line per row.")]
 OrgOption = Annotated[str | None, typer.Option("--org", help="Only this org (default: all).")]
@@ -103,7 +105,7 @@ def caught_up_store() -> Iterator[ProjectionStore]:
     settings = Settings()
     store = open_projection_store(settings)
     try:
-        log = open_event_log(settings)
+        log = open_event_log(settings, create=False)
         try:
             catch_up(store, log, settings)
         finally:
@@ -234,6 +236,11 @@ def sql(
     json: JsonFlag = False,
 ) -> None:
     """Run read-only SQL on the projections (tables and views of the projection database)."""
+    first_word = query.lstrip().split(maxsplit=1)[0].upper() if query.strip() else ""
+    if first_word not in READ_ONLY_STATEMENTS:
+        raise typer.BadParameter(
+            f"only read-only statements ({', '.join(READ_ONLY_STATEMENTS)})", param_hint="QUERY"
+        )
     with caught_up_store() as store:
         columns, rows = store.table(query, readonly=True)
     if json:
@@ -251,7 +258,7 @@ def rebuild() -> None:
     settings = Settings()
     store = open_projection_store(settings)
     try:
-        log = open_event_log(settings)
+        log = open_event_log(settings, create=False)
         try:
             catch_up(store, log, settings)
             before = store.fingerprint()

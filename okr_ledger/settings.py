@@ -63,6 +63,16 @@ class Settings(BaseSettings):
         description="Intake partitions this worker sequences, e.g. '0,1,2' (default: all). "
         "Each partition must have exactly one worker.",
     )
+    worker_app_id: str = Field(
+        default="okr-ledger",
+        description="Faust app id of `okr-ledger worker` (its consumer group and internal topics).",
+    )
+    worker_web_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the Faust worker's web server (default: no web server).",
+    )
     log_level: str = Field(default="INFO", description="Log level of `okr-ledger worker`.")
 
     @property
@@ -71,7 +81,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_clickhouse_url(self) -> str:
-        return self.clickhouse_url or f"chdb:///{self.data_dir / 'clickhouse'}"
+        # chdb:///path is absolute (clickhouse-connect's reading): resolve a relative data dir.
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').absolute()}"
 
     @property
     def policy(self) -> Policy:

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from typing import Annotated
 
 import typer
 
@@ -25,15 +26,23 @@ async def run_worker(settings: Settings) -> None:
     await worker.run(stop, worker_hooks(settings))
 
 
-def worker() -> None:
+def worker(
+    faust: Annotated[
+        bool, typer.Option("--faust/--no-faust", help="Host it in a Faust worker.")
+    ] = True,
+) -> None:
     """Run the Kafka worker: the sequencer (intake -> ledger, rejections, outcomes)."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("processors").setLevel(settings.log_level.upper())
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    asyncio.run(run_worker(settings))
+    if faust:
+        from processors.faust_app import run_faust_worker
+
+        run_faust_worker(settings, worker_hooks(settings))
+    else:
+        asyncio.run(run_worker(settings))
 
 
 def register(app: typer.Typer) -> None:

@@ -70,10 +70,12 @@ class WorkerConfig:
         )
 
 
-def restore(config: WorkerConfig, partitions: Sequence[int], count: int) -> dict[int, Any]:
+def restore(
+    config: WorkerConfig, partitions: Sequence[int], count: int
+) -> dict[int, tuple[PartitionSequencer, int, int]]:
     """Rebuild the sequencers of ``partitions`` from the topics (blocking: run in a thread).
 
-    Returns partition -> (sequencer, next ledger offset).
+    Returns partition -> (sequencer, next ledger offset, first intake offset to read).
     """
     reader = Reader(Connection(config.servers, "okr-sequencer-restore", config.timeout_s))
     try:
@@ -81,6 +83,7 @@ def restore(config: WorkerConfig, partitions: Sequence[int], count: int) -> dict
         for r in reader.read(config.ledger, dict.fromkeys(partitions)):
             ledger[r.partition].append(StoredRecord(r.offset, r.value, r.headers))
         ends = dict(reader.positions)
+        beginnings = reader.beginnings(config.intake, partitions)
         rejections = [
             StoredRecord(r.offset, r.value, r.headers)
             for p in reader.partitions(config.rejections)
@@ -88,13 +91,12 @@ def restore(config: WorkerConfig, partitions: Sequence[int], count: int) -> dict
         ]
     finally:
         reader.close()
-    return {
-        p: (
-            PartitionSequencer.restore(p, count, ledger[p], rejections, config.policy),
-            ends.get(p, 0),
-        )
-        for p in partitions
-    }
+    restored = {}
+    for p in partitions:
+        sequencer = PartitionSequencer.restore(p, count, ledger[p], rejections, config.policy)
+        resume = sequencer.resume_offset
+        restored[p] = sequencer, ends.get(p, 0), beginnings[p] if resume is None else resume
+    return restored
 
 
 class SequencerWorker:
@@ -157,7 +159,7 @@ class SequencerWorker:
         self, consumer: Any, tps: dict[int, Any], partitions: list[int], count: int
     ) -> None:
         restored = await asyncio.to_thread(restore, self.config, partitions, count)
-        for p, (sequencer, ledger_next) in restored.items():
+        for p, (sequencer, ledger_next, resume) in restored.items():
             self._sequencers[p], self._ledger_next[p] = sequencer, ledger_next
             log.info(
                 "partition %s: restored, resuming at %s (%s records there already recorded)",
@@ -165,10 +167,7 @@ class SequencerWorker:
                 sequencer.resume_offset,
                 sequencer.pending_recorded,
             )
-            if sequencer.resume_offset is None:
-                await consumer.seek_to_beginning(tps[p])
-            else:
-                consumer.seek(tps[p], sequencer.resume_offset)
+            consumer.seek(tps[p], resume)  # not seek_to_beginning: it can stall under Faust
 
     async def _process(
         self, producer: Producer, partition: int, records: list[IntakeRecord]

@@ -7,6 +7,7 @@ from the latest snapshot when there is one.
 """
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
@@ -86,12 +87,20 @@ class EmbeddedRunner:
             restored = self._restore(org_id, position)
             projected = 0
             last_hash = ""
-            for batch in batched(self._read(org_id, position + 1), self.batch_size):
-                self.sink.insert(self.projector.project(batch))
-                projected += len(batch)
-                last_hash = batch[-1].hash
-                if progress is not None:
-                    progress(len(batch))
+            # Insert one batch while projecting the next: the store's work overlaps ours.
+            with ThreadPoolExecutor(max_workers=1) as inserter:
+                pending: Future[None] | None = None
+                for batch in batched(self._read(org_id, position + 1), self.batch_size):
+                    rows = self.projector.project(batch)
+                    if pending is not None:
+                        pending.result()  # in order: each batch's checkpoint after the last
+                    pending = inserter.submit(self.sink.insert, rows)
+                    projected += len(batch)
+                    last_hash = batch[-1].hash
+                    if progress is not None:
+                        progress(len(batch))
+                if pending is not None:
+                    pending.result()
             if self.snapshots is not None and restored + projected >= self.snapshot_after:
                 state = self.projector.state.orgs[org_id]
                 self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))

@@ -9,7 +9,7 @@ expected progress, status and staleness: ``at``, else ``as_of``, else now.
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from processors import scoring
@@ -144,19 +144,29 @@ def _values_at(
 ) -> None:
     params = _params(org_id, seq, moment, at=moment.at)
     at = "{at:DateTime64(6, 'UTC')}"
-    check_in_source = sql.latest_as_of("{db}", t.CHECK_INS)
-    latest = {
-        row["key_result_id"]: row
+    # First which check-in is current per key result (cheap columns only), then its details.
+    picked = store.rows(
+        "SELECT kr, count(), argMax(check_in_id, (measured, recorded_as)) FROM ("
+        "SELECT check_in_id, any(key_result_id) AS kr, any(occurred_at) AS measured, "
+        "any(check_in_sequence) AS recorded_as, argMax(retracted, sequence) AS retracted_now "
+        "FROM {db}.check_in_versions "
+        f"WHERE org_id = {{org:String}} AND sequence <= {{seq:UInt64}} AND occurred_at <= {at} "
+        "GROUP BY check_in_id) WHERE NOT retracted_now GROUP BY kr",
+        params,
+    )
+    counts = {kr: int(count) for kr, count, _id in picked}
+    details = {
+        row["check_in_id"]: row
         for row in _records(
             store,
-            "SELECT key_result_id, count() AS check_in_count, "
-            "argMax(tuple(check_in_id, occurred_at, value, target, progress, attainment, "
-            "confidence), (occurred_at, check_in_sequence)) AS last "
-            f"FROM {check_in_source} WHERE NOT retracted AND occurred_at <= {at} "
-            "GROUP BY key_result_id",
-            params,
+            "SELECT check_in_id, occurred_at, value, target, progress, attainment, confidence "
+            "FROM {db}.check_in_versions WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
+            " AND has({ids:Array(String)}, check_in_id) "
+            "ORDER BY sequence DESC LIMIT 1 BY check_in_id",
+            {**params, "ids": [check_in_id for _kr, _n, check_in_id in picked]},
         )
     }
+    latest = {kr: details[check_in_id] for kr, _n, check_in_id in picked}
     revision = f"reason IS NOT NULL AND effective_at <= {at}"
     targets: dict[str, float] = {
         row[0]: float(row[1] if row[2] else row[3])
@@ -172,13 +182,17 @@ def _values_at(
     }
     for record in records:
         found = latest.get(record["key_result_id"])
+        count = counts.get(record["key_result_id"], 0)
         if found is None:
             target = targets.get(record["key_result_id"], float(record["current_target"]))
-            value, confidence, occurred, check_in_id, count = record["start"], None, None, None, 0
+            value, confidence, occurred, check_in_id = record["start"], None, None, None
             progress, attainment = scoring.score(record["kind"], record["start"], target, value)
         else:
-            check_in_id, occurred, value, target, progress, attainment, confidence = found["last"]
-            occurred, count = aware(occurred), found["check_in_count"]
+            check_in_id, occurred, confidence = (
+                found["check_in_id"], found["occurred_at"], found["confidence"]
+            )  # fmt: skip
+            value, target = found["value"], found["target"]
+            progress, attainment = found["progress"], found["attainment"]
         expected = scoring.expected_progress(
             record["kind"], record["period_starts_on"], record["period_ends_on"], moment.ref
         )
@@ -237,7 +251,3 @@ def _roll_up(
             expected_progress=expected,
             status=scoring.status(value, expected),
         )
-
-
-def as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))

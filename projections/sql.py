@@ -24,11 +24,18 @@ AS_OF_FILTER = "org_id = {org:String} AND sequence <= {seq:UInt64}"
 
 
 def latest(db: str, table: str, where: str = "") -> str:
-    """The latest version of every entity of ``table`` (those matching ``where``)."""
-    condition = f"WHERE {where} " if where else ""
+    """The latest version of every entity of ``table`` (among the rows matching ``where``).
+
+    Finds each key's highest sequence first, then fetches those rows: much faster than
+    sorting every version. ``LIMIT 1 BY`` drops a row inserted twice (before a merge).
+    """
+    key = f"org_id, {KEYS[table]}"
+    condition = f"WHERE {where}" if where else ""
+    and_condition = f"{where} AND " if where else ""
     return (
-        f"(SELECT * FROM {db}.{table} {condition}"
-        f"ORDER BY sequence DESC LIMIT 1 BY org_id, {KEYS[table]})"
+        f"(SELECT * FROM {db}.{table} WHERE {and_condition}({key}, sequence) IN "
+        f"(SELECT {key}, max(sequence) FROM {db}.{table} {condition} GROUP BY {key}) "
+        f"LIMIT 1 BY {key})"
     )
 
 

@@ -1,13 +1,14 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processors import tables as t
 from processors.tables import RowBatch
 from projections.client import ClickHouseClient, Target, connect, parse_url
 from projections.migrations import (
+    COLUMN_TYPES,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     SETTINGS_TABLE,
@@ -117,6 +118,8 @@ class ProjectionStore:
 
     def _insert(self, table: str, batch: Sequence[tuple[Any, ...]]) -> None:
         columns = [list(column) for column in zip(*batch, strict=True)]
+        for index in _TIME_COLUMNS[table]:  # as ticks: cheaper than the driver's conversion
+            columns[index] = [(moment - _EPOCH) // _MICROSECOND for moment in columns[index]]
         try:
             self.client.insert(
                 f"{self.database}.{table}",
@@ -201,6 +204,15 @@ class ProjectionStore:
         return result
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TIME_COLUMNS = {
+    table: [i for i, (_name, kind) in enumerate(columns) if kind == TIME]
+    for table, columns in COLUMN_TYPES.items()
+}
+"""Per table, the positions of its (non-nullable) DateTime64 columns."""
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -208,6 +220,3 @@ def _aware(moment: datetime) -> datetime:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-StoreFactory = Callable[[], ProjectionStore]

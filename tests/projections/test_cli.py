@@ -28,6 +28,16 @@ def lines(*args: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
+def test_the_default_store_lives_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OKR_DATA_DIR", raising=False)
+    monkeypatch.delenv("OKR_CLICKHOUSE_URL", raising=False)
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert (tmp_path / ".okr-ledger" / "clickhouse").is_dir()
+
+
 def test_demo_ends_with_the_tree_and_the_warnings(demo_dir: Path) -> None:
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 0
@@ -93,7 +103,10 @@ def test_cascade_coverage_and_history(demo_dir: Path) -> None:
 def test_sql_is_read_only(demo_dir: Path) -> None:
     assert lines("sql", "SELECT count() AS n FROM key_result_progress") == [{"n": 7}]
     refused = runner.invoke(app, ["sql", "DROP TABLE audit_events"])
-    assert refused.exit_code != 0
+    assert refused.exit_code == 2
+    assert "only read-only statements" in refused.output
+    sneaky = runner.invoke(app, ["sql", "WITH 1 AS x INSERT INTO themes SELECT * FROM themes"])
+    assert sneaky.exit_code != 0
     assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 76}]
 
 

@@ -13,9 +13,9 @@ from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import LedgerBuilder, day
 
 
-def small(builder: LedgerBuilder, check_ins: int) -> None:
-    builder.skeleton()
-    builder.objective("o", theme_ids=["growth"])
+def small(builder: LedgerBuilder, check_ins: int, theme: str = "growth") -> None:
+    builder.skeleton(themes=(theme,))
+    builder.objective("o", theme_ids=[theme])
     builder.key_result("k", "o")
     for n in range(check_ins):
         builder.check_in("k", n, day(n))
@@ -46,7 +46,7 @@ def test_a_snapshot_of_another_ledger_is_ignored(
     snapshots = DirectorySnapshots(tmp_path / "snapshots")
     other = LedgerBuilder(tmp_path / "other.db")
     try:
-        small(other, 4)  # the same org, other events: other hashes
+        small(other, 4, theme="other")  # the same org, other events: other hashes
         EmbeddedRunner(
             other.log, store, Projector(), snapshots=snapshots, snapshot_after=1
         ).catch_up()
