@@ -1,4 +1,4 @@
-"""Sequencer throughput on Tansu (started here): a backlog in intake, decided by `okr-ledger worker`.
+"""Sequencer throughput on Tansu (started here): an intake backlog decided by the worker.
 
 Produces N submissions (check-ins of 12 orgs, 6 partitions) to intake, starts the worker as a
 subprocess (hosted in Faust, and plain asyncio), and times from the worker's first

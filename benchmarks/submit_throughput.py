@@ -18,7 +18,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.builders import submission  # noqa: E402
+from tests.builders import submission
 
 
 def write_workload(path: Path, lines: int, key_results: int) -> None:

@@ -137,6 +137,8 @@ class SequencerWorker:
         if not available:
             raise ConfigurationError(f"no topic {self.config.intake}: run `okr-ledger init`")
         mine = list(self.config.partitions) or available
+        if unknown := sorted(set(mine) - set(available)):
+            raise ConfigurationError(f"{self.config.intake} has no partitions {unknown}")
         count = len(available)
         tps = {p: TopicPartition(self.config.intake, p) for p in mine}
         consumer.assign(list(tps.values()))
