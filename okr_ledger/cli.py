@@ -18,7 +18,7 @@ from events.canonical import canonical_json
 from events.chain import ChainReport, verify_chain
 from events.log import EventLog
 from events.outcomes import Outcome, Rejection
-from okr_ledger import __version__, query_cli
+from okr_ledger import __version__, query_cli, worker_cli
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import open_event_log, open_ledger
@@ -300,6 +300,7 @@ def demo() -> None:
 
 
 query_cli.register(app)
+worker_cli.register(app)
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ import faust
 from okr_ledger.settings import Settings
 from processors.kafka_worker import Hook, SequencerWorker, WorkerConfig
 
+log = logging.getLogger(__name__)
+
 
 class OkrApp(faust.App):
     """A Faust app that runs the sequencer from its start until its stop."""
@@ -33,8 +35,16 @@ class OkrApp(faust.App):
             logging.getLogger(name).setLevel(level)
         logging.getLogger("kafka").setLevel("WARNING")
         if self.sequencer is not None:
-            # Cancelled when the app stops; ``run`` closes its clients then.
-            self.add_future(self.sequencer.run(asyncio.Event(), self.hooks))
+            self.add_future(self._sequence(self.sequencer))
+
+    async def _sequence(self, sequencer: SequencerWorker) -> None:
+        """Cancelled when the app stops (``run`` closes its clients then). Any error ends the
+        worker: restarting is always safe, a worker without its sequencer is not."""
+        try:
+            await sequencer.run(asyncio.Event(), self.hooks)
+        except Exception as error:
+            log.exception("the sequencer failed; stopping the worker")
+            await self.crash(error)
 
 
 def create_app(settings: Settings, hooks: Sequence[Hook] = ()) -> OkrApp:

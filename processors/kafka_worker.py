@@ -7,6 +7,7 @@ sequences every partition unless ``OKR_SEQUENCER_PARTITIONS`` names some.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from events.kafka_client import Connection, OutRecord, Producer, Reader
 from events.kafka_log import servers_from_url
 from events.kafka_records import encode_event, encode_rejection, org_key
 from events.sequencer import DEFAULT_POLICY, Policy
+from okr_ledger.settings import Settings
 from processors.kafka_sequencer import (
     BatchOutput,
     IntakeRecord,
@@ -47,7 +49,7 @@ class WorkerConfig:
     timeout_s: float = 30.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "WorkerConfig":
+    def from_settings(cls, settings: Settings) -> "WorkerConfig":
         url = settings.resolved_ledger_url
         if not url.startswith("kafka://"):
             raise ConfigurationError(f"the worker needs OKR_LEDGER_URL=kafka://..., not {url!r}")
@@ -123,12 +125,17 @@ class SequencerWorker:
         )
         try:
             await consumer.start()
+            tasks = [asyncio.create_task(hook(stop)) for hook in hooks]
             try:
-                tasks = [asyncio.create_task(hook(stop)) for hook in hooks]
                 await self._loop(consumer, producer, stop)
                 await asyncio.gather(*tasks)
             finally:
-                await consumer.stop()
+                for task in tasks:
+                    task.cancel()
+                # aiokafka's stop() can raise the CancelledError of its own internal task,
+                # which would hide the error that got us here
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer.stop()
         finally:
             producer.close()
 

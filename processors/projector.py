@@ -23,6 +23,7 @@ from processors.state import (
     CheckIn,
     Competitor,
     KeyResult,
+    Members,
     Objective,
     OrgProjection,
     Period,
@@ -564,7 +565,7 @@ def _key_result_row(c: _Event, kr: KeyResult) -> Row:
     )  # fmt: skip
 
 
-def _members(org: OrgProjection, objective: Objective) -> tuple[list[KeyResult], list[Objective]]:
+def _members(org: OrgProjection, objective: Objective) -> Members:
     if objective.members is None:
         key_results = sorted(
             (org.key_results[k] for k in objective.key_result_ids),
@@ -573,10 +574,17 @@ def _members(org: OrgProjection, objective: Objective) -> tuple[list[KeyResult],
         children = sorted(
             (org.objectives[o] for o in objective.child_ids), key=lambda o: o.objective_id
         )
-        objective.members = (
-            [kr for kr in key_results if not kr.retired],
-            [child for child in children if not child.abandoned],
-        )
+        live_key_results = [kr for kr in key_results if not kr.retired]
+        live_children = [child for child in children if not child.abandoned]
+        terms: list[tuple[float, KeyResult | Objective]] = []
+        if objective.rollup != "children":
+            terms.extend((kr.weight, kr) for kr in live_key_results)
+        if objective.rollup != "key_results":
+            terms.extend((child.weight, child) for child in live_children)
+        total_weight = 0.0
+        for weight, _member in terms:
+            total_weight += weight
+        objective.members = Members(live_key_results, live_children, terms, total_weight)
     return objective.members
 
 
@@ -586,22 +594,19 @@ def _refresh_objective(org: OrgProjection, objective: Objective) -> None:
     Inlined (same members, same order, same float operations) because it runs for the
     objective and every ancestor of each check-in.
     """
-    key_results, children = _members(org, objective)
-    total_weight = total = 0.0
-    if objective.rollup != "children":
-        for kr in key_results:
-            total_weight += kr.weight
-            total += kr.weight * kr.progress
-    if objective.rollup != "key_results":
-        for child in children:
-            total_weight += child.weight
-            total += child.weight * child.progress
+    members = _members(org, objective)
+    total = 0.0
+    for weight, member in members.terms:
+        total += weight * member.progress
+    total_weight = members.total_weight
     objective.progress = total / total_weight if total_weight > 0 else 0.0
     confidence: float | None = None
-    for kr in key_results:
-        known = kr.last.confidence if kr.last is not None else None
-        if known is not None and (confidence is None or known < confidence):
-            confidence = known
+    for kr in members.key_results:
+        last = kr.last
+        if last is not None:
+            known = last.confidence
+            if known is not None and (confidence is None or known < confidence):
+                confidence = known
     objective.confidence = confidence
 
 
@@ -647,56 +652,77 @@ def _structure(org: OrgProjection, objective: Objective) -> Row:
     )
 
 
-def _objective_content(org: OrgProjection, objective: Objective) -> Row:
-    if objective.structure is None:
-        objective.structure = _structure(org, objective)
-    key_results, children = _members(org, objective)
-    return (
-        *objective.structure,
-        objective.progress,
-        objective.confidence,
-        len(key_results),
-        len(children),
-    )
-
-
 def _objectives_to_emit(c: _Event) -> list[Objective]:
     """The objectives whose computed state may have changed, children before parents."""
     org = c.org
     if c.all_objectives:
         for objective in org.objectives.values():
-            objective.members = objective.structure = objective.ancestor_ids = None
+            objective.members = objective.structure = objective.chain = None
         ordered = sorted(org.objectives.values(), key=lambda o: -len(org.ancestors(o.objective_id)))
         for objective in ordered:
             _refresh_objective(org, objective)
         return ordered
-    chain: list[Objective] = []
-    seen: set[str] = set()
+    if len(c.chains) == 1:  # the usual case: one key result's objective and its ancestors
+        chain = _chain(org, org.objectives[c.chains[0]])
+        for objective in chain:
+            _refresh_objective(org, objective)
+        return chain
+    merged: dict[str, Objective] = {}
     for start in c.chains:
-        first = org.objectives[start]
-        if first.ancestor_ids is None:
-            first.ancestor_ids = org.ancestors(start)
-        for objective_id in (start, *first.ancestor_ids):
-            if objective_id not in seen:
-                seen.add(objective_id)
-                objective = org.objectives[objective_id]
+        for objective in _chain(org, org.objectives[start]):
+            if objective.objective_id not in merged:
+                merged[objective.objective_id] = objective
                 _refresh_objective(org, objective)
-                chain.append(objective)
-    return chain
+    return list(merged.values())
+
+
+def _chain(org: OrgProjection, objective: Objective) -> list[Objective]:
+    """The objective, then its parent, grandparent... (cached until the cascade changes)."""
+    if objective.chain is None:
+        ids = org.ancestors(objective.objective_id)
+        objective.chain = [objective, *(org.objectives[i] for i in ids)]
+    return objective.chain
+
+
+def _emit_objectives(c: _Event) -> None:
+    """A version of each objective whose row would differ from its last one."""
+    org = c.org
+    out = c.rows[t.OBJECTIVES]
+    sequence, recorded_at = c.event.sequence, c.recorded_at
+    for objective in _objectives_to_emit(c):
+        structure = objective.structure
+        if structure is None:
+            structure = objective.structure = _structure(org, objective)
+        members = _members(org, objective)
+        numbers = (
+            objective.progress,
+            objective.confidence,
+            len(members.key_results),
+            len(members.children),
+        )
+        emitted = objective.emitted
+        if (
+            emitted is None
+            or emitted[1] != numbers
+            or (emitted[0] is not structure and emitted[0] != structure)
+        ):
+            objective.emitted = (structure, numbers)
+            out.append((org.org_id, objective.objective_id, sequence, recorded_at, *structure,
+                        *numbers))  # fmt: skip
 
 
 def _emit_changes(c: _Event) -> None:
     org = c.org
-    for key_result_id in dict.fromkeys(c.key_results):
-        key_result = org.key_results[key_result_id]
-        refresh_key_result(key_result)
-        c.emit(t.KEY_RESULTS, _key_result_row(c, key_result))
-        c.chains.append(key_result.objective_id)
-    for objective in _objectives_to_emit(c):
-        content = _objective_content(org, objective)
-        if content != objective.emitted:
-            objective.emitted = content
-            c.emit(t.OBJECTIVES, (org.org_id, objective.objective_id, *c.stamp(), *content))
+    if c.key_results:
+        out = c.rows[t.KEY_RESULTS]
+        ids = c.key_results if len(c.key_results) == 1 else dict.fromkeys(c.key_results)
+        for key_result_id in ids:
+            key_result = org.key_results[key_result_id]
+            refresh_key_result(key_result)
+            out.append(_key_result_row(c, key_result))
+            c.chains.append(key_result.objective_id)
+    if c.chains or c.all_objectives:
+        _emit_objectives(c)
     for theme_id in c.themes:
         theme = org.themes[theme_id]
         c.emit(t.THEMES, (org.org_id, theme_id, *c.stamp(), theme.name, theme.description,

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from processors.state import OrgProjection
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 """Raise it whenever the state's shape or the projector's rules change: old files are ignored."""
 
 

@@ -103,18 +103,30 @@ class Objective:
     child_ids: list[str] = field(default_factory=list)
     progress: float = 0.0
     confidence: float | None = None
-    members: "tuple[list[KeyResult], list[Objective]] | None" = None
-    """Cached: the key results that count (not retired) and children (not abandoned), by id."""
-    ancestor_ids: list[str] | None = None
-    """Cached: parent first, then grandparent..."""
+    members: "Members | None" = None
+    chain: "list[Objective] | None" = None
+    """Cached: itself, then its parent, grandparent..."""
     structure: Row | None = None
     """Cached: the cascade part of its row, which only structural events change."""
-    emitted: Row | None = None
-    """What the last emitted version said (without sequence and time): only changes are emitted."""
+    emitted: tuple[Row, Row] | None = None
+    """What the last emitted version said, as (structure, numbers): only changes are emitted."""
 
     @property
     def abandoned(self) -> bool:
         return self.lifecycle == "abandoned"
+
+
+@dataclass(slots=True)
+class Members:
+    """Cached per objective until its membership, rollup or weights change."""
+
+    key_results: list[KeyResult]
+    """Not retired, by id."""
+    children: list[Objective]
+    """Not abandoned, by id."""
+    terms: list[tuple[float, KeyResult | Objective]]
+    """(weight, member) that its rollup counts, in summing order: key results, then children."""
+    total_weight: float
 
 
 @dataclass(slots=True)

@@ -347,3 +347,17 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
     for submission_id, documents in outcomes.items():
         assert {d["status"] for d in documents} == {statuses[submission_id]}
     assert Counter(statuses.values())["accepted"] >= 6 * 7 + 2400
+
+
+def test_a_worker_without_its_topics_exits_with_the_reason(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """A Faust worker whose sequencer failed must not keep running without it."""
+    worker = Worker(kafka, {**topics, "intake": f"{topics['intake']}.missing"}, tmp_path / "w.log")
+    worker.start()
+    assert worker.process is not None
+    try:
+        assert worker.process.wait(timeout=30) != 0
+    finally:
+        worker.stop()
+    assert "run `okr-ledger init`" in worker.log_path.read_text()
