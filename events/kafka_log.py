@@ -168,9 +168,12 @@ class KafkaEventLog:
         """Apply the chain rule to what is new in ``partitions``; the orphans' offsets."""
         orphans: set[int] = set()
         starts = {p: self._positions.get(p) for p in sorted(partitions)}
-        for record in self._reader.read(self.ledger_topic, starts):
-            if not self._rule.admit(decode_event(record.value)):
-                orphans.add(record.offset)
+        for message in self._reader.read(self.ledger_topic, starts):
+            record = decode_event(message.value)
+            if not (
+                self._placed(record, message.key, message.partition) and self._rule.admit(record)
+            ):
+                orphans.add(message.offset)
         self._positions.update(self._reader.positions)
         return orphans
 
@@ -214,9 +217,21 @@ class KafkaEventLog:
                 if key is None or message.key == key:
                     record = decode_event(message.value)
                     if org_id is None or record.get("org_id") == org_id:
-                        yield record, rule.admit(record)
+                        placed = self._placed(record, message.key, message.partition)
+                        yield record, placed and rule.admit(record)
         finally:
             reader.close()
+
+    def _placed(self, record: dict[str, Any], key: bytes | None, partition: int) -> bool:
+        """Part of the chain rule: a record counts only under its org's key, in its org's
+        partition; one produced elsewhere (by hand, or by a producer with another partitioner)
+        is an orphan for every reader, whole-ledger and per-org alike."""
+        org_id = record.get("org_id")
+        return (
+            isinstance(org_id, str)
+            and key == org_key(org_id)
+            and partition == self.partition_of(org_id)
+        )
 
     def heads(self) -> dict[str, ChainHead]:
         self._catch_up(set(self._partitions))

@@ -35,13 +35,23 @@ class Summary:
 
     def add(self, outcome: Outcome) -> None:
         if isinstance(outcome, Accepted):
-            self.accepted += 1
-            self.orgs.add(outcome.event.org_id)
+            self.count("accepted", outcome.event.org_id)
         elif isinstance(outcome, Duplicate):
+            self.count("duplicate")
+        else:
+            self.count("rejected", reason=outcome.reason.value)
+
+    def count(self, status: str, org_id: str | None = None, reason: str | None = None) -> None:
+        """Count one outcome given by its fields (as read from the Kafka outcomes topic)."""
+        if status == "accepted":
+            self.accepted += 1
+            if org_id is not None:
+                self.orgs.add(org_id)
+        elif status == "duplicate":
             self.duplicate += 1
         else:
             self.rejected += 1
-            self.by_reason[outcome.reason.value] += 1
+            self.by_reason[reason or "unknown"] += 1
 
     def add_all(self, outcomes: Iterable[Outcome]) -> "Summary":
         for outcome in outcomes:

@@ -42,6 +42,8 @@ INTAKE_HEADER = "okr-intake"
 """On ledger events and rejections: ``partition/offset/batch_start`` of the intake record."""
 SUBMISSION_HEADER = "okr-submission-id"
 """Optional on intake records: echoed in the outcome, which it also keys."""
+LINE_HEADER = "okr-line"
+"""Optional on intake records: the submission's line number in its file, kept on a rejection."""
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -81,6 +83,13 @@ class IntakeRecord:
         for name, value in self.headers:
             if name == SUBMISSION_HEADER:
                 return value.decode("utf-8", errors="replace")
+        return None
+
+    @property
+    def line(self) -> int | None:
+        for name, value in self.headers:
+            if name == LINE_HEADER:
+                return int(value) if value.isdigit() else None
         return None
 
 
@@ -128,6 +137,10 @@ def outcome_record(record: IntakeRecord, outcome: Outcome) -> OutcomeRecord:
             "reason_code": outcome.reason.value,
             "message": outcome.message,
             "details": outcome.details,
+            "recorded_at": outcome.recorded_at,
+            "type": outcome.type,
+            "source": outcome.source,
+            "line": outcome.line,
         }
     else:
         document |= outcome.to_json()
@@ -216,7 +229,7 @@ class PartitionSequencer:
         misrouted = self._misrouted(record, now)
         if misrouted is not None:
             return misrouted
-        return self.sequencer.submit(record.value, now=now)
+        return self.sequencer.submit(record.value, now=now, line=record.line)
 
     def _misrouted(self, record: IntakeRecord, now: datetime) -> Rejection | None:
         try:
@@ -243,6 +256,7 @@ class PartitionSequencer:
             event_id=_text(document, "event_id"),
             type=_text(document, "type"),
             source=_text(document, "source"),
+            line=record.line,
         )
 
 

@@ -8,7 +8,9 @@ boundaries, and re-inserting them (after a crash) is harmless: the store collaps
 the same key and sequence.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
@@ -131,6 +133,24 @@ class _Event:
         self.rows[table].append(row)
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (if it runs) for the block.
+
+    A batch allocates many objects that live on (state, rows) and makes no garbage cycles,
+    yet each allocation burst triggers collections that rescan the whole state: a third of
+    the projector's time. Garbage is still collected once the block ends.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class Projector:
     """Holds the state and turns ledger events into rows."""
 
@@ -146,6 +166,17 @@ class Projector:
         """
         rows = t.empty_batch()
         touched: dict[str, OrgProjection] = {}
+        with collector_paused():
+            self._project(events, rows, touched)
+        for org in touched.values():
+            rows[t.CHECKPOINTS].append(
+                (t.LEDGER_STREAM, org.org_id, org.last_sequence, org.last_recorded_at)
+            )
+        return rows
+
+    def _project(
+        self, events: Iterable[LedgerRecord], rows: RowBatch, touched: dict[str, OrgProjection]
+    ) -> None:
         for event in events:
             org = self.state.org(event.org_id)
             if event.sequence <= org.last_sequence:
@@ -157,11 +188,6 @@ class Projector:
                 )
             self._apply(org, event, rows)
             touched[org.org_id] = org
-        for org in touched.values():
-            rows[t.CHECKPOINTS].append(
-                (t.LEDGER_STREAM, org.org_id, org.last_sequence, org.last_recorded_at)
-            )
-        return rows
 
     def _apply(self, org: OrgProjection, event: LedgerRecord, rows: RowBatch) -> None:
         data = upcast(event.type, event.schema_version, event.data)

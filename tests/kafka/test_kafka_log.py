@@ -8,6 +8,7 @@ import pytest
 from events.kafka_admin import KEEP_FOREVER, TopicSpec, ensure_topics, okr_topics
 from events.kafka_client import Admin, Connection, OutRecord, Producer, Reader
 from events.kafka_log import KafkaEventLog
+from events.kafka_records import encode_event
 from events.ledger import Ledger
 from events.log import ChainHead, EventLog
 from events.outcomes import Accepted, Duplicate, Rejection
@@ -188,6 +189,26 @@ def test_a_stray_record_in_the_ledger_topic_is_an_orphan_not_a_crash(
     log.append(events[2:])
     assert list(log.read("acme")) == events
     assert list(log.orphans()) == [{"undecodable": "oops"}]
+
+
+def test_a_valid_looking_record_in_another_partition_is_an_orphan_for_every_reader(
+    log: KafkaEventLog, kafka: Connection, topics: dict[str, str]
+) -> None:
+    """A record of acme's next sequence, produced by hand to a partition that is not acme's,
+    must neither appear in whole-ledger reads nor block acme's next append."""
+    events = chained_events("acme", check_in_count=4)
+    log.append(events[:-1])
+    elsewhere = next(p for p in range(6) if p != log.partition_of("acme"))
+    stray = Producer(kafka)
+    try:
+        stray.send_all([OutRecord(topics["ledger"], elsewhere, b"acme", encode_event(events[-1]))])
+    finally:
+        stray.close()
+    assert list(log.read()) == list(log.read("acme")) == events[:-1]
+    assert log.heads() == {"acme": ChainHead(len(events) - 1, events[-2].hash)}
+    log.append(events[-1:])
+    assert list(log.read()) == events
+    assert [o["sequence"] for o in log.orphans()] == [events[-1].sequence]
 
 
 def test_missing_topics_are_a_clear_error_and_are_not_created(

@@ -355,3 +355,20 @@ def test_debug_works_after_the_command_and_shows_the_traceback(data_dir: Path) -
     assert done.returncode == 1
     assert b"Traceback" in done.stderr
     assert b"LedgerUnavailableError" in done.stderr
+
+
+def test_demo_on_a_core_install_loads_the_ledger_and_explains_the_missing_tree(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from okr_ledger import query_cli
+    from schemas.errors import MissingExtraError
+
+    def without_projections(org_id: str) -> None:
+        raise MissingExtraError("clickhouse-connect", "embedded")
+
+    monkeypatch.setattr(query_cli, "show_demo_projections", without_projections)
+    result = cli("demo")
+    assert result.exit_code == 0, result.output
+    assert "intact" in result.stdout
+    assert "no progress tree" in result.stdout
+    assert "okr-ledger[embedded]" in result.stdout
