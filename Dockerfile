@@ -1,4 +1,4 @@
-# The okr-ledger image used by docker-compose.yml (first draft; the Kafka issue completes it).
+# The okr-ledger image of docker-compose.yml: `okr-ledger init`, `okr-ledger worker`, the CLI.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -14,7 +14,8 @@ COPY processors/ processors/
 COPY projections/ projections/
 COPY okr_ledger/ okr_ledger/
 RUN pip install '.[kafka,clickhouse]' \
-    && useradd --create-home --uid 10001 okr
+    && useradd --create-home --uid 10001 okr \
+    && mkdir /data && chown okr:okr /data
 
 USER okr
 WORKDIR /home/okr

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format typecheck pytest bench schema clean venv
+.PHONY: demo test lint format typecheck pytest bench schema clean venv compose-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# Validate docker-compose.yml without a Docker engine (Debian's docker-compose package).
+compose-check:
+	docker-compose config -q
 
 # Regenerate the committed JSON Schema export after changing a model.
 schema: $(STAMP)

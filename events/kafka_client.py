@@ -165,6 +165,16 @@ class Reader:
             raise self._connection.fail(f"list offsets of {topic}", error) from error
         return {int(tp.partition): int(offset) for tp, offset in found.items()}
 
+    def ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """The listed end of each partition: nothing at or after it existed before the call
+        (on Tansu it can be lower than the true end; see :meth:`read`)."""
+        tps = [TopicPartition(topic, p) for p in partitions]
+        try:
+            found = self._consumer.end_offsets(tps)
+        except KafkaError as error:
+            raise self._connection.fail(f"list offsets of {topic}", error) from error
+        return {int(tp.partition): int(offset) for tp, offset in found.items()}
+
     def read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
         """Records from ``starts`` (partition -> offset, ``None``: the beginning) to the ends.
 

@@ -21,7 +21,7 @@ from events.outcomes import Outcome, Rejection
 from okr_ledger import __version__, query_cli, worker_cli
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
-from okr_ledger.wiring import open_event_log, open_ledger
+from okr_ledger.wiring import is_kafka, open_event_log, open_ledger
 from schemas.errors import MissingExtraError, OkrLedgerError, UnknownEventTypeError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_BROKEN_CHAIN = 0, 1, 2, 3, 4
@@ -85,8 +85,6 @@ def _open_input(file: str) -> tuple[IO[bytes], int]:
 def submit_stream(stream: IO[bytes], size: int, outcomes_to: IO[bytes] | None) -> Summary:
     """Submit every line of ``stream`` to the configured ledger, with a progress bar if large."""
     settings = Settings()
-    summary = Summary()
-    ledger = open_ledger(settings)
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -96,6 +94,10 @@ def submit_stream(stream: IO[bytes], size: int, outcomes_to: IO[bytes] | None) -
         disable=size < PROGRESS_MIN_BYTES or not err.is_terminal,
         transient=True,
     )
+    if is_kafka(settings):
+        return submit_to_kafka(settings, (stream, size), progress, outcomes_to)
+    summary = Summary()
+    ledger = open_ledger(settings)
     try:
         with progress:
             task = progress.add_task("submitting", total=size or None)
@@ -106,6 +108,27 @@ def submit_stream(stream: IO[bytes], size: int, outcomes_to: IO[bytes] | None) -
                     outcomes_to.write(orjson.dumps(outcome.to_json()) + b"\n")
     finally:
         ledger.log.close()
+    return summary
+
+
+def submit_to_kafka(
+    settings: Settings,
+    source: tuple[IO[bytes], int],
+    progress: Progress,
+    outcomes_to: IO[bytes] | None,
+) -> Summary:
+    """``submit`` on Kafka: produce to intake, report the worker's outcomes as above."""
+    from okr_ledger.kafka_submit import KafkaSubmitter
+
+    stream, size = source
+    summary = Summary()
+    with KafkaSubmitter.from_settings(settings) as submitter, progress:
+        task = progress.add_task("submitting", total=size or None)
+        lines = ndjson_lines(stream, lambda n: progress.advance(task, n))
+        for outcome in submitter.submit_many(lines):
+            summary.count(outcome.status, outcome.org_id, outcome.reason_code)
+            if outcomes_to is not None:
+                outcomes_to.write(orjson.dumps(outcome.to_json()) + b"\n")
     return summary
 
 

@@ -1,7 +1,7 @@
 """The query commands: progress, cascade, coverage, history, sql, rebuild, export, init.
 
 Each one first catches the projections up with the ledger (the embedded runner), so what was
-just submitted is in the answer.
+just submitted is in the answer. On Kafka the worker projects: they read its projections.
 """
 
 import sys
@@ -20,8 +20,9 @@ from rich.table import Table
 
 from events.log import EventLog
 from okr_ledger import progress_render as render
+from okr_ledger.served_store import is_kafka_runtime, open_served_store
 from okr_ledger.settings import Settings
-from okr_ledger.wiring import open_event_log, open_projection_store
+from okr_ledger.wiring import init_ledger, open_event_log, open_projection_store
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.snapshots import DirectorySnapshots
@@ -103,6 +104,10 @@ def catch_up(
 def caught_up_store() -> Iterator[ProjectionStore]:
     """The projection store, caught up with the ledger; closed afterwards."""
     settings = Settings()
+    if is_kafka_runtime(settings):
+        with open_served_store(settings) as served:
+            yield served
+        return
     store = open_projection_store(settings)
     try:
         log = open_event_log(settings, create=False)
@@ -298,8 +303,9 @@ def export_projections(
 
 
 def init() -> None:
-    """Create the projection store and apply its migrations (also done on first use)."""
+    """Create the ledger (Kafka topics) and the projection store with its migrations. Rerunnable."""
     settings = Settings()
+    out.print(init_ledger(settings))
     store = open_projection_store(settings, migrate=False)
     try:
         applied = store.migrate()

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="Partitions of the intake, ledger and outcomes topics when they are created. "
         "Never change it for an existing ledger: an org's partition depends on it.",
     )
+    submit_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="On Kafka: how long `submit` and the client wait for a worker's answer "
+        "(since the last one) before giving up.",
+    )
     sequencer_batch_size: int = Field(
         default=2000, ge=1, description="Intake records the Kafka sequencer decides per batch."
     )
@@ -67,11 +73,15 @@ class Settings(BaseSettings):
         default="okr-ledger",
         description="Faust app id of `okr-ledger worker` (its consumer group and internal topics).",
     )
-    worker_web_port: int | None = Field(
-        default=None,
+    worker_web_port: int = Field(
+        default=6066,
         ge=1,
         le=65535,
-        description="Port of the Faust worker's web server (default: no web server).",
+        description="Port where `okr-ledger worker` serves read-only queries on its embedded "
+        "store (ClickHouse HTTP interface); the query commands send theirs there.",
+    )
+    worker_web_host: str = Field(
+        default="127.0.0.1", description="Address the worker's query endpoint binds to."
     )
     log_level: str = Field(default="INFO", description="Log level of `okr-ledger worker`.")
 

@@ -50,6 +50,33 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
+def is_kafka(settings: Settings) -> bool:
+    """Whether ``OKR_LEDGER_URL`` is a Kafka ledger (submissions go through a worker)."""
+    return scheme_of(settings.resolved_ledger_url) == "kafka"
+
+
+def init_ledger(settings: Settings) -> str:
+    """Create what the ledger needs (Kafka topics, or the SQLite file); safe to rerun."""
+    if not is_kafka(settings):
+        open_event_log(settings, create=True).close()
+        return f"ledger: {settings.resolved_ledger_url}"
+    from events.kafka_admin import ensure_topics, okr_topics
+    from events.kafka_client import Connection
+    from events.kafka_log import servers_from_url
+
+    specs = okr_topics(
+        intake=settings.kafka_topic_intake,
+        ledger=settings.kafka_topic_ledger,
+        rejections=settings.kafka_topic_rejections,
+        outcomes=settings.kafka_topic_outcomes,
+        partitions=settings.kafka_partitions,
+    )
+    servers = servers_from_url(settings.resolved_ledger_url)
+    created = set(ensure_topics(Connection(servers, "okr-init"), specs))
+    topics = ", ".join(f"{s.name} ({'created' if s.name in created else 'exists'})" for s in specs)
+    return f"ledger: {settings.resolved_ledger_url}, topics {topics}"
+
+
 def open_event_log(settings: Settings, *, create: bool = True) -> EventLog:
     """The event log of ``OKR_LEDGER_URL``; with ``create=False`` a missing one is an error."""
     url = settings.resolved_ledger_url

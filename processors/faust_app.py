@@ -7,7 +7,8 @@ resumes at its consumer group's committed offset, mixes partitions in one ``take
 and starts only after the group's first rebalance: after a SIGKILL, that waits for the dead
 member's session to time out. So the sequencer is started with the app, not as ``app.task``
 (which, like the web server, starts only once Faust's consumer is assigned).
-The projector agent comes here later (``hooks``).
+The projector agent and the query endpoint run beside it as ``hooks``; Faust's own web
+server stays off (it too would wait for the first rebalance).
 """
 
 import asyncio
@@ -50,7 +51,6 @@ class OkrApp(faust.App):
 def create_app(settings: Settings, hooks: Sequence[Hook] = ()) -> OkrApp:
     """The app: the sequencer, and ``hooks`` (other long-running parts) beside it."""
     config = WorkerConfig.from_settings(settings)
-    web_port = settings.worker_web_port
     app = OkrApp(
         settings.worker_app_id,
         broker=[f"kafka://{server}" for server in config.servers],
@@ -58,8 +58,7 @@ def create_app(settings: Settings, hooks: Sequence[Hook] = ()) -> OkrApp:
         autodiscover=False,
         store="memory://",
         topic_partitions=settings.kafka_partitions,
-        web_enabled=web_port is not None,
-        web_port=web_port or 6066,
+        web_enabled=False,  # the worker serves queries itself (processors/query_server.py)
         # Faust's own consumer group carries no sequencer partitions; keep its joins short.
         broker_session_timeout=6.0,
         broker_rebalance_timeout=6.0,

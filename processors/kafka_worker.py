@@ -32,7 +32,7 @@ from schemas.errors import ConfigurationError, SequenceConflictError
 log = logging.getLogger(__name__)
 
 Hook = Callable[["asyncio.Event"], Coroutine[Any, Any, None]]
-"""Another long-running part of the worker (the projector agent, later)."""
+"""Another long-running part of the worker (the projector agent), given the stop event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,8 @@ class SequencerWorker:
         try:
             await consumer.start()
             tasks = [asyncio.create_task(hook(stop)) for hook in hooks]
+            for task in tasks:  # a failed part ends the worker (below, gather raises its error)
+                task.add_done_callback(lambda done: _stop_on_error(done, stop))
             try:
                 await self._loop(consumer, producer, stop)
                 await asyncio.gather(*tasks)
@@ -221,6 +223,11 @@ class SequencerWorker:
         self._ledger_next[partition] = expected + len(offsets)
         outcomes = [OutRecord(c.outcomes, o.partition, o.key, o.value) for o in output.outcomes]
         await _send_all(producer, outcomes)
+
+
+def _stop_on_error(task: "asyncio.Task[None]", stop: asyncio.Event) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        stop.set()
 
 
 async def _send_all(producer: Producer, records: list[OutRecord]) -> list[int]:

@@ -14,7 +14,13 @@ from typing import Protocol
 
 from events.log import EventLog
 from processors import tables as t
-from processors.projector import LedgerRecord, Projector, StoredEvent, project_rejections
+from processors.projector import (
+    LedgerRecord,
+    Projector,
+    StoredEvent,
+    collector_paused,
+    project_rejections,
+)
 from processors.snapshots import Snapshot, SnapshotStore
 from processors.state import OrgProjection
 from processors.tables import RowBatch
@@ -88,7 +94,7 @@ class EmbeddedRunner:
             projected = 0
             last_hash = ""
             # Insert one batch while projecting the next: the store's work overlaps ours.
-            with ThreadPoolExecutor(max_workers=1) as inserter:
+            with collector_paused(), ThreadPoolExecutor(max_workers=1) as inserter:
                 pending: Future[None] | None = None
                 for batch in batched(self._read(org_id, position + 1), self.batch_size):
                     rows = self.projector.project(batch)

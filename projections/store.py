@@ -120,6 +120,11 @@ class ProjectionStore:
         columns = [list(column) for column in zip(*batch, strict=True)]
         for index in _TIME_COLUMNS[table]:  # as ticks: cheaper than the driver's conversion
             columns[index] = [(moment - _EPOCH) // _MICROSECOND for moment in columns[index]]
+        for index in _NULLABLE_TIME_COLUMNS[table]:
+            columns[index] = [
+                None if moment is None else (moment - _EPOCH) // _MICROSECOND
+                for moment in columns[index]
+            ]
         try:
             self.client.insert(
                 f"{self.database}.{table}",
@@ -211,6 +216,10 @@ _TIME_COLUMNS = {
     for table, columns in COLUMN_TYPES.items()
 }
 """Per table, the positions of its (non-nullable) DateTime64 columns."""
+_NULLABLE_TIME_COLUMNS = {
+    table: [i for i, (_name, kind) in enumerate(columns) if kind == f"Nullable({TIME})"]
+    for table, columns in COLUMN_TYPES.items()
+}
 
 
 def _aware(moment: datetime) -> datetime:

@@ -1,0 +1,192 @@
+"""Submitting on Kafka: produce to the intake topic, wait for each outcome on the outcomes topic.
+
+Each submission is produced (idempotent, ``acks=all``) keyed by its ``org_id``, to the partition
+Kafka's default partitioner would choose, with an ``okr-submission-id`` header (unique per run)
+and, from a file, an ``okr-line`` header. A submission without a readable ``org_id`` (not JSON,
+no ``org_id``) is produced all the same: the worker rejects it with the same reason code as the
+embedded ledger and records the rejection. The outcomes topic is read with manual assignment
+from its ends as they were before the first submission was produced, so no answer is missed;
+outcomes are matched by submission id (a worker may send one again after a crash: the first
+counts) and yielded in submission order.
+"""
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import orjson
+
+from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
+from events.kafka_log import servers_from_url
+from events.kafka_records import org_key
+from events.ledger import Line
+from okr_ledger.settings import Settings
+from okr_ledger.submit_outcome import SubmitOutcome
+from processors.kafka_sequencer import LINE_HEADER, SUBMISSION_HEADER
+from schemas.errors import LedgerUnavailableError
+
+CHUNK = 500
+"""Submissions produced (and acknowledged) at a time."""
+WINDOW = 20_000
+"""At most this many submissions produced and not yet reported."""
+
+
+class SubmitTimeoutError(LedgerUnavailableError):
+    """No worker answered in time; the submissions produced stay on intake."""
+
+
+def _org_of(raw: bytes) -> str | None:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    org_id = document.get("org_id") if isinstance(document, dict) else None
+    return org_id if isinstance(org_id, str) else None
+
+
+class KafkaSubmitter:
+    """Submits to a Kafka ledger and returns the worker's outcomes. Not thread-safe."""
+
+    def __init__(
+        self,
+        servers: tuple[str, ...],
+        *,
+        intake: str = "okr.intake",
+        outcomes: str = "okr.outcomes",
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.intake, self.outcomes, self.timeout_s = intake, outcomes, timeout_s
+        self._connection = Connection(servers, "okr-submit")
+        self._reader = Reader(self._connection)
+        self._producer: Producer | None = None
+        try:
+            missing = sorted({intake, outcomes} - self._reader.topics())
+            if missing:
+                raise LedgerUnavailableError(
+                    f"Kafka at {','.join(servers)} has no topic {', '.join(missing)}: "
+                    "run `okr-ledger init`"
+                )
+            self._partitions = len(self._reader.partitions(intake))
+            self._outcome_partitions = self._reader.partitions(outcomes)
+            self._producer = Producer(self._connection)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "KafkaSubmitter":
+        return cls(
+            servers_from_url(settings.resolved_ledger_url),
+            intake=settings.kafka_topic_intake,
+            outcomes=settings.kafka_topic_outcomes,
+            timeout_s=settings.submit_timeout_seconds,
+        )
+
+    def submit_many(self, lines: Iterable[Line]) -> Iterator[SubmitOutcome]:
+        """Produce every submission and yield its outcome, in order.
+
+        Raises :class:`SubmitTimeoutError` when no answer came for ``timeout_s``.
+        """
+        run = _Run(self, self._reader.ends(self.outcomes, self._outcome_partitions))
+        iterator = iter(lines)
+        while chunk := list(islice(iterator, CHUNK)):
+            run.produce(chunk)
+            yield from run.collect(until=WINDOW - CHUNK, exhausted=False)
+        yield from run.collect(until=0, exhausted=True)
+
+    def submit(self, raw: bytes) -> SubmitOutcome:
+        return next(self.submit_many([(raw, None)]))
+
+    def _produce(self, records: list[OutRecord]) -> None:
+        if self._producer is None:
+            raise LedgerUnavailableError("the Kafka submitter is closed")
+        self._producer.send_all(records)
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close()
+        self._reader.close()
+
+    def __enter__(self) -> "KafkaSubmitter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Run:
+    """One ``submit_many``: what was produced, what was answered, where the outcomes are read."""
+
+    def __init__(self, submitter: KafkaSubmitter, positions: dict[int, int]) -> None:
+        self.submitter = submitter
+        self.prefix = uuid.uuid4().hex
+        self.positions: dict[int, int | None] = dict(positions)
+        self.pending: dict[str, Line] = {}  # in submission order
+        self.answers: dict[str, dict[str, Any]] = {}
+        self.produced = 0
+        self.last_progress = time.monotonic()
+
+    def produce(self, chunk: list[Line]) -> None:
+        s = self.submitter
+        records = []
+        for raw, line in chunk:
+            submission_id = f"{self.prefix}-{self.produced}"
+            org_id = _org_of(raw)
+            key = None if org_id is None else org_key(org_id)
+            partition = partition_for(key or submission_id.encode(), s._partitions)
+            headers = [(SUBMISSION_HEADER, submission_id.encode())]
+            if line is not None:
+                headers.append((LINE_HEADER, str(line).encode()))
+            records.append(OutRecord(s.intake, partition, key, raw, tuple(headers)))
+            self.pending[submission_id] = (raw, line)
+            self.produced += 1
+        s._produce(records)
+        self.last_progress = time.monotonic()
+
+    def collect(self, until: int, exhausted: bool) -> Iterator[SubmitOutcome]:
+        """Yield answered outcomes in order until at most ``until`` are pending."""
+        self._read()
+        while True:
+            yield from self._ready()
+            if len(self.pending) <= until:
+                return
+            if not self._read():
+                if time.monotonic() - self.last_progress > self.submitter.timeout_s:
+                    raise self._timeout(exhausted)
+                time.sleep(0.05)
+
+    def _ready(self) -> Iterator[SubmitOutcome]:
+        while self.pending:
+            submission_id = next(iter(self.pending))
+            value = self.answers.pop(submission_id, None)
+            if value is None:
+                return
+            raw, line = self.pending.pop(submission_id)
+            yield SubmitOutcome.from_kafka(value, raw, line)
+
+    def _read(self) -> bool:
+        """Read new outcome records; whether any answered a pending submission."""
+        s = self.submitter
+        found = False
+        for record in s._reader.read(s.outcomes, self.positions):
+            submission_id = record.key.decode("utf-8", "replace") if record.key else ""
+            if submission_id in self.pending and submission_id not in self.answers:
+                self.answers[submission_id] = orjson.loads(record.value)
+                found = True
+        self.positions.update(s._reader.positions)
+        if found:
+            self.last_progress = time.monotonic()
+        return found
+
+    def _timeout(self, exhausted: bool) -> SubmitTimeoutError:
+        s = self.submitter
+        rest = "" if exhausted else "; the rest of the input was not submitted"
+        return SubmitTimeoutError(
+            f"{len(self.pending)} of {self.produced} submissions have no outcome after "
+            f"{s.timeout_s:g}s: is a worker running? Start one with `okr-ledger worker`. "
+            f"They stay on {s.intake} and will be decided when it runs (submitting them "
+            f"again is safe: a retry never counts twice){rest}"
+        )

@@ -1,0 +1,83 @@
+"""One submission's outcome as ``submit`` and the client report it, from either runtime."""
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from events.outcomes import Accepted, Duplicate, Outcome, Rejection
+from events.reasons import ReasonCode
+
+Status = Literal["accepted", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """Accepted (with its sequence and hash), duplicate, or rejected (with a reason code)."""
+
+    status: Status
+    event_id: str | None
+    org_id: str | None
+    sequence: int | None = None
+    hash: str | None = None
+    reason_code: str | None = None
+    message: str | None = None
+    line: int | None = None
+    document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The outcome's JSON exactly as the embedded ledger reports it (``--outcomes``)."""
+
+    @property
+    def ok(self) -> bool:
+        """Accepted or duplicate: the event is in the ledger."""
+        return self.status != "rejected"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.document)
+
+    @classmethod
+    def from_outcome(cls, outcome: Outcome) -> "SubmitOutcome":
+        document = outcome.to_json()
+        if isinstance(outcome, Accepted):
+            e = outcome.event
+            return cls("accepted", e.event_id, e.org_id, e.sequence, e.hash, document=document)
+        if isinstance(outcome, Duplicate):
+            return cls("duplicate", outcome.event_id, outcome.org_id, document=document)
+        return cls(
+            "rejected",
+            outcome.event_id,
+            outcome.org_id,
+            reason_code=outcome.reason.value,
+            message=outcome.message,
+            line=outcome.line,
+            document=document,
+        )
+
+    @classmethod
+    def from_kafka(cls, value: dict[str, Any], raw: bytes, line: int | None) -> "SubmitOutcome":
+        """From a record of the outcomes topic, and the submitted bytes and line number."""
+        status = value["status"]
+        if status == "accepted":
+            keys = ("status", "event_id", "org_id", "sequence", "hash")
+            document = {key: value.get(key) for key in keys}
+            return cls(
+                "accepted",
+                value["event_id"],
+                value["org_id"],
+                value["sequence"],
+                value["hash"],
+                document=document,
+            )
+        if status == "duplicate":
+            document = {key: value.get(key) for key in ("status", "event_id", "org_id")}
+            return cls("duplicate", value["event_id"], value["org_id"], document=document)
+        rejection = Rejection(
+            reason=ReasonCode(value["reason_code"]),
+            message=value.get("message") or "",
+            raw=raw,
+            recorded_at=value.get("recorded_at") or "",
+            details=value.get("details") or [],
+            org_id=value.get("org_id"),
+            event_id=value.get("event_id"),
+            type=value.get("type"),
+            source=value.get("source"),
+            line=line,
+        )
+        return cls.from_outcome(rejection)

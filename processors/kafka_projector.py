@@ -1,0 +1,185 @@
+"""The projector agent: the ledger topic (and the rejections topic) into the projection store.
+
+It reads the ledger partitions this worker owns from their beginning, applies the chain rule
+(:class:`events.kafka_records.ChainRule`: orphans are not part of the ledger), and feeds the
+same :meth:`processors.projector.Projector.project` as the embedded runner. Events at or below
+an org's checkpoint in the store are *replayed*: they rebuild the projector's state and their
+rows are discarded (they are in the store). Later events are projected in batches (up to
+``batch_size`` records, or what arrived within ``linger_s``) and inserted once per table per
+batch, the checkpoints last (:meth:`projections.store.ProjectionStore.insert`).
+
+A crash anywhere loses nothing: the checkpoints only move after the batch's rows are stored,
+and a batch projected again yields the same rows (versioned by ``sequence``), which collapse.
+The rejections topic has one partition; a rejection's position is its offset + 1 (the same
+numbering as the embedded runner reading it from the start), so a re-insert collapses too.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+
+from events.kafka_records import ChainRule, decode_event, decode_rejection
+from processors import tables as t
+from processors.projector import Projector, StoredEvent, project_rejections
+from processors.runner import RowSink
+from processors.tables import RowBatch
+from schemas.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+REJECTIONS_PARTITION = 0
+"""The rejections topic's only partition; the worker owning ledger partition 0 projects it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectorConfig:
+    servers: tuple[str, ...]
+    ledger: str = "okr.ledger"
+    rejections: str = "okr.rejections"
+    partitions: tuple[int, ...] = ()
+    """Ledger partitions to project; empty: all."""
+    batch_size: int = 5000
+    linger_s: float = 0.2
+
+
+@dataclass(slots=True)
+class Fetched:
+    """Records read since the last flush: ledger values in partition order, rejections."""
+
+    ledger: list[bytes]
+    rejections: list[tuple[int, bytes]]
+    first_at: float
+
+    def __len__(self) -> int:
+        return len(self.ledger) + len(self.rejections)
+
+
+class LedgerProjection:
+    """The agent's core without transport: records in, rows into the sink (blocking calls)."""
+
+    def __init__(self, sink: RowSink, projector: Projector | None = None) -> None:
+        self.sink = sink
+        self.projector = projector or Projector()
+        self.rule = ChainRule()
+        self.checkpoints = sink.positions()
+        self.rejections_done = sink.positions(t.REJECTION_STREAM).get("", 0)
+        self.projected = self.replayed = 0
+
+    def apply(self, ledger: list[bytes], rejections: list[tuple[int, bytes]]) -> None:
+        """Project ``ledger`` values (each partition's in order) and ``(offset, value)``
+        rejections; store the rows in one insert per table."""
+        replay: list[StoredEvent] = []
+        live: list[StoredEvent] = []
+        for value in ledger:
+            record = decode_event(value)
+            if not self.rule.admit(record):
+                continue  # an orphan (chain rule)
+            event = StoredEvent.from_record(record)
+            done = self.checkpoints.get(event.org_id, 0)
+            (replay if event.sequence <= done else live).append(event)
+        if replay:
+            self.projector.project(replay)  # state only: those rows are stored already
+            self.replayed += len(replay)
+        rows = self.projector.project(live) if live else t.empty_batch()
+        self.projected += len(live)
+        t.merge(rows, self._rejection_rows(rejections))
+        if any(rows.values()):
+            self.sink.insert(rows)  # the checkpoints last
+
+    def _rejection_rows(self, rejections: list[tuple[int, bytes]]) -> RowBatch:
+        rows: RowBatch = {}
+        pending = [(o, v) for o, v in rejections if o + 1 > self.rejections_done]
+        start = 0
+        for index in range(1, len(pending) + 1):  # contiguous runs of offsets
+            if index == len(pending) or pending[index][0] != pending[index - 1][0] + 1:
+                run = pending[start:index]
+                batch = [decode_rejection(v) for _o, v in run]
+                t.merge(rows, project_rejections(run[0][0] + 1, batch))
+                start = index
+        if pending:
+            self.rejections_done = pending[-1][0] + 1
+        return rows
+
+
+class ProjectorAgent:
+    """Runs :class:`LedgerProjection` on an aiokafka consumer (manual assignment, no group)."""
+
+    def __init__(
+        self,
+        config: ProjectorConfig,
+        sink: RowSink,
+        store_thread: ThreadPoolExecutor,
+    ) -> None:
+        """``store_thread``: the one thread that uses ``sink`` (a blocking client)."""
+        self.config = config
+        self.sink = sink
+        self._thread = store_thread
+        self.projection: LedgerProjection | None = None
+
+    async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        c = self.config
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=list(c.servers),
+            client_id="okr-projector",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        try:
+            await consumer.start()
+            projection = await self._blocking(LedgerProjection, self.sink)
+            self.projection = projection
+            await self._assign(consumer, projection)
+            await self._loop(consumer, projection, stop)
+        finally:
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer.stop()
+
+    async def _assign(self, consumer: Any, projection: LedgerProjection) -> None:
+        c = self.config
+        available = sorted(consumer.partitions_for_topic(c.ledger) or ())
+        if not available:
+            raise ConfigurationError(f"no topic {c.ledger}: run `okr-ledger init`")
+        mine = list(c.partitions) or available
+        ledger = [TopicPartition(c.ledger, p) for p in mine]
+        tps = list(ledger)
+        if REJECTIONS_PARTITION in mine:
+            tps.append(TopicPartition(c.rejections, REJECTIONS_PARTITION))
+        consumer.assign(tps)
+        beginnings = await consumer.beginning_offsets(ledger)
+        for tp in ledger:
+            consumer.seek(tp, beginnings[tp])  # from the start: the chain rule needs it all
+        if len(tps) > len(ledger):
+            consumer.seek(tps[-1], projection.rejections_done)
+        log.info("projecting %s partitions %s", c.ledger, mine)
+
+    async def _loop(self, consumer: Any, projection: LedgerProjection, stop: asyncio.Event) -> None:
+        c = self.config
+        pending = Fetched([], [], 0.0)
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=50, max_records=c.batch_size)
+            for tp, messages in fetched.items():
+                if not pending:
+                    pending.first_at = time.monotonic()
+                if tp.topic == c.ledger:
+                    pending.ledger.extend(m.value or b"" for m in messages)
+                else:
+                    pending.rejections.extend((m.offset, m.value or b"") for m in messages)
+            due = len(pending) >= c.batch_size or (
+                time.monotonic() - pending.first_at >= c.linger_s
+            )
+            if pending and (not fetched or due):
+                await self._blocking(projection.apply, pending.ledger, pending.rejections)
+                log.debug("projected %s records", len(pending))
+                pending = Fetched([], [], 0.0)

@@ -1,0 +1,76 @@
+"""Helpers of the projector tests: the worker with its query endpoint, the CLI, the store."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from events.kafka_client import Connection
+from projections.store import ProjectionStore
+from tests.kafka.test_sequencer_worker import Worker
+
+TIME_DEPENDENT = {"expected_progress", "status", "stale", "updated_at", "recorded_at"}
+"""Fields that move with the clock or the recording time (which differ between runtimes)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def projecting_worker(kafka: Connection, topics: dict[str, str], tmp: Path) -> Worker:
+    worker = Worker(kafka, topics, tmp / "worker.log")
+    worker.env["OKR_WORKER_WEB_PORT"] = str(free_port())
+    worker.env["OKR_LOG_LEVEL"] = "INFO"
+    return worker
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from okr_ledger.cli import main; main()", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def json_lines(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    done = cli(env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return [
+        {k: v for k, v in orjson.loads(line).items() if k not in TIME_DEPENDENT}
+        for line in done.stdout.splitlines()
+    ]
+
+
+def served_store(worker: Worker) -> ProjectionStore:
+    port = worker.env["OKR_WORKER_WEB_PORT"]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return ProjectionStore.open(f"http://127.0.0.1:{port}/okr_ledger", migrate=False)
+        except Exception:
+            assert worker.alive(), f"the worker exited:\n{worker.log_tail()}"
+            assert time.monotonic() < deadline, f"no query endpoint:\n{worker.log_tail()}"
+            time.sleep(0.2)
+
+
+def wait_projected(worker: Worker, heads: dict[str, int], timeout_s: float = 60.0) -> None:
+    """Until the worker's store has checkpoints at ``heads`` (org -> last sequence)."""
+    deadline = time.monotonic() + timeout_s
+    with served_store(worker) as store:
+        while (found := store.positions()) != heads:
+            assert worker.alive(), f"the worker exited:\n{worker.log_tail()}"
+            assert time.monotonic() < deadline, (
+                f"projections at {found}, not {heads}:\n{worker.log_tail()}"
+            )
+            time.sleep(0.2)

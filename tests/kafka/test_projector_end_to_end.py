@@ -1,0 +1,50 @@
+"""The worker projects the ledger, and serves the query commands of another process."""
+
+from pathlib import Path
+
+import pytest
+
+from events.kafka_client import Connection
+from events.ledger import Ledger
+from events.sqlite_log import SqliteEventLog
+from okr_ledger.demo import demo_submissions
+from tests.kafka.projector_support import cli, json_lines, projecting_worker, wait_projected
+from tests.kafka.test_sequencer_worker import Submitter
+
+pytestmark = pytest.mark.kafka
+
+
+def test_queries_while_the_worker_runs_equal_the_embedded_runtime(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    raws = demo_submissions()
+    embedded_dir = tmp_path / "embedded"
+    embedded_dir.mkdir()
+    ledger = Ledger(SqliteEventLog(embedded_dir / "ledger.db"))
+    list(ledger.submit_many((raw, None) for raw in raws))
+    heads = {org: head.sequence for org, head in ledger.log.heads().items()}
+    ledger.log.close()
+    embedded = {"OKR_DATA_DIR": str(embedded_dir)}
+
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.start()
+    submitter = Submitter(kafka, topics["intake"])
+    try:
+        worker.wait_ready(1)
+        submitter.send(raws)
+        wait_projected(worker, heads)
+        on_kafka = {k: v for k, v in worker.env.items() if k.startswith("OKR_")}
+        for command in ("progress", "cascade", "coverage"):
+            served = json_lines(on_kafka, command)
+            assert served, command
+            assert served == json_lines(embedded, command), command
+        written = cli(on_kafka, "sql", "INSERT INTO checkpoints (stream) VALUES ('x')")
+        assert written.returncode != 0
+        assert "read-only" in written.stderr
+    finally:
+        submitter.close()
+        worker.stop()
+    refused = cli(on_kafka, "progress")
+    assert refused.returncode == 1
+    assert "no worker answers" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
