@@ -35,6 +35,7 @@ from events.kafka_records import (
     encode_event,
     encode_rejection,
     org_key,
+    placed,
 )
 from events.log import ChainHead
 from events.outcomes import Rejection
@@ -223,15 +224,7 @@ class KafkaEventLog:
             reader.close()
 
     def _placed(self, record: dict[str, Any], key: bytes | None, partition: int) -> bool:
-        """Part of the chain rule: a record counts only under its org's key, in its org's
-        partition; one produced elsewhere (by hand, or by a producer with another partitioner)
-        is an orphan for every reader, whole-ledger and per-org alike."""
-        org_id = record.get("org_id")
-        return (
-            isinstance(org_id, str)
-            and key == org_key(org_id)
-            and partition == self.partition_of(org_id)
-        )
+        return placed(record, key, partition, self.partition_of)
 
     def heads(self) -> dict[str, ChainHead]:
         self._catch_up(set(self._partitions))

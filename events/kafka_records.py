@@ -13,6 +13,7 @@ sees the same ledger.
 """
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -78,6 +79,16 @@ def decode_rejection(value: bytes) -> Rejection:
 
 
 GENESIS = ChainHead(0, GENESIS_HASH)
+
+
+def placed(
+    record: dict[str, Any], key: bytes | None, partition: int, owner: Callable[[str], int]
+) -> bool:
+    """The chain rule's first half: a record counts only under its org's key, in its org's
+    partition (``owner(org_id)``). One produced elsewhere (by hand, or by a producer with
+    another partitioner) is an orphan for every reader."""
+    org_id = record.get("org_id")
+    return isinstance(org_id, str) and key == org_key(org_id) and partition == owner(org_id)
 
 
 class ChainRule:

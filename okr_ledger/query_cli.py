@@ -5,7 +5,7 @@ just submitted is in the answer. On Kafka the worker projects: they read its pro
 """
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -20,6 +20,7 @@ from rich.table import Table
 
 from events.log import EventLog
 from okr_ledger import progress_render as render
+from okr_ledger.projection_compare import differing, fingerprint
 from okr_ledger.served_store import is_kafka_runtime, open_served_store
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import init_ledger, open_event_log, open_projection_store
@@ -27,9 +28,11 @@ from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.snapshots import DirectorySnapshots
 from projections import queries
+from projections.client import parse_url
 from projections.migrations import VIEWS
 from projections.queries import Moment
 from projections.store import ProjectionStore
+from schemas.errors import ProjectionUnavailableError
 
 out = Console()
 err = Console(stderr=True)
@@ -37,6 +40,7 @@ PROGRESS_BAR_MIN_EVENTS = 5_000
 READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
 """What ``sql`` accepts; the store also runs it with ``readonly=1``, which is what enforces it."""
 
+Advance = Callable[[int], None]
 JsonFlag = Annotated[bool, typer.Option("--json", help="NDJSON, one line per row.")]
 OrgOption = Annotated[str | None, typer.Option("--org", help="Only this org (default: all).")]
 AsOfOption = Annotated[
@@ -85,19 +89,27 @@ def catch_up(
     snapshots = DirectorySnapshots(settings.data_dir / "projector-snapshots")
     runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
     backlog = runner.backlog()
+    with progress_bar("rebuilding" if rebuild else "projecting", backlog, rebuild) as advance:
+        done = runner.catch_up(advance)
+    return done.events
+
+
+@contextmanager
+def progress_bar(description: str, total: int, rebuild: bool = False) -> Iterator[Advance]:
+    """A bar on stderr, yielding ``advance(n)``: always shown and kept for a rebuild, else
+    only for a long catch-up on a terminal, and removed when done."""
     bar = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err,
-        disable=not rebuild and (backlog < PROGRESS_BAR_MIN_EVENTS or not err.is_terminal),
+        disable=not rebuild and (total < PROGRESS_BAR_MIN_EVENTS or not err.is_terminal),
         transient=not rebuild,
     )
     with bar:
-        task = bar.add_task("rebuilding" if rebuild else "projecting", total=backlog)
-        done = runner.catch_up(lambda n: bar.advance(task, n))
-    return done.events
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 @contextmanager
@@ -258,19 +270,39 @@ def sql(
     err.print(f"{len(rows)} rows")
 
 
-def rebuild() -> None:
-    """Drop the projections, rebuild them from the ledger, and compare with what was there."""
+def rebuild(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Kafka: keep the fresh database of the rebuild.")
+    ] = False,
+) -> None:
+    """Rebuild the projections from the ledger and compare with what is there.
+
+    Embedded: drop them and rebuild in place. Kafka: beside the running worker, in a fresh
+    database (a temporary chDB path, or a new database on the ClickHouse server).
+    """
     settings = Settings()
+    if is_kafka_runtime(settings):
+        try:
+            _rebuild_beside_live(settings, keep)
+            return
+        except ProjectionUnavailableError:
+            if not parse_url(settings.resolved_clickhouse_url).embedded:
+                raise
+            err.print("no worker answers: rebuilding its embedded store in place")
+    _rebuild_in_place(settings)
+
+
+def _rebuild_in_place(settings: Settings) -> None:
     store = open_projection_store(settings)
     try:
         log = open_event_log(settings, create=False)
         try:
             catch_up(store, log, settings)
-            before = store.fingerprint()
+            before = fingerprint(store)
             store.drop_all()
             store.migrate()
             events = catch_up(store, log, settings, rebuild=True)
-            after = store.fingerprint()
+            after = fingerprint(store)
         finally:
             log.close()
     finally:
@@ -279,11 +311,36 @@ def rebuild() -> None:
     if not any(count for count, _digest in before.values()):
         out.print("there were no projections before: nothing to compare")
         return
-    differing = sorted(table for table in after if after[table] != before.get(table))
-    if differing:
-        out.print(f"[red]the rebuild differs from what was there[/] in: {', '.join(differing)}")
+    if tables := differing(before, after):
+        out.print(f"[red]the rebuild differs from what was there[/] in: {', '.join(tables)}")
         raise typer.Exit(1)
     out.print("[green]identical[/]: the rebuild equals what was there")
+
+
+def _rebuild_beside_live(settings: Settings, keep: bool) -> None:
+    from okr_ledger.live_rebuild import rebuild_beside_live
+
+    found = rebuild_beside_live(
+        settings, keep, lambda total: progress_bar("rebuilding", total, rebuild=True)
+    )
+    orgs = len(found.limits.ledger)
+    out.print(
+        f"rebuilt {found.events} ledger events of {orgs} orgs and {found.limits.rejections} "
+        "rejections beside the live projections, up to their checkpoints"
+    )
+    if found.not_projected:
+        out.print(f"not projected by the worker yet: {', '.join(found.not_projected)}")
+    if found.kept:
+        out.print(f"kept the rebuild: {found.kept}")
+    if not orgs and not found.limits.rejections and not found.differences:
+        out.print("there are no live projections yet: nothing to compare")
+        return
+    if found.differences:
+        out.print("[red]the rebuild differs from the live projections[/]:")
+        for line in found.differences:
+            out.print(f"  {line}", highlight=False)
+        raise typer.Exit(1)
+    out.print("[green]identical[/]: the rebuild equals the live projections")
 
 
 def export_projections(

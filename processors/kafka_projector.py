@@ -25,7 +25,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
-from events.kafka_records import ChainRule, decode_event, decode_rejection
+from events.kafka_client import partition_for
+from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
 from processors import tables as t
 from processors.projector import Projector, StoredEvent, project_rejections
 from processors.runner import RowSink
@@ -53,7 +54,8 @@ class ProjectorConfig:
 class Fetched:
     """Records read since the last flush: ledger values in partition order, rejections."""
 
-    ledger: list[bytes]
+    ledger: list[tuple[int, bytes | None, bytes]]
+    """(partition, key, value) of ledger records, each partition's in order."""
     rejections: list[tuple[int, bytes]]
     first_at: float
 
@@ -64,22 +66,28 @@ class Fetched:
 class LedgerProjection:
     """The agent's core without transport: records in, rows into the sink (blocking calls)."""
 
-    def __init__(self, sink: RowSink, projector: Projector | None = None) -> None:
+    def __init__(
+        self, sink: RowSink, partition_count: int, projector: Projector | None = None
+    ) -> None:
+        """``partition_count``: of the ledger topic, to tell where each org's records belong."""
         self.sink = sink
+        self.partition_count = partition_count
         self.projector = projector or Projector()
         self.rule = ChainRule()
         self.checkpoints = sink.positions()
         self.rejections_done = sink.positions(t.REJECTION_STREAM).get("", 0)
         self.projected = self.replayed = 0
 
-    def apply(self, ledger: list[bytes], rejections: list[tuple[int, bytes]]) -> None:
-        """Project ``ledger`` values (each partition's in order) and ``(offset, value)``
-        rejections; store the rows in one insert per table."""
+    def apply(
+        self, ledger: list[tuple[int, bytes | None, bytes]], rejections: list[tuple[int, bytes]]
+    ) -> None:
+        """Project ``ledger`` records ((partition, key, value), each partition's in order) and
+        ``(offset, value)`` rejections; store the rows in one insert per table."""
         replay: list[StoredEvent] = []
         live: list[StoredEvent] = []
-        for value in ledger:
+        for partition, key, value in ledger:
             record = decode_event(value)
-            if not self.rule.admit(record):
+            if not (placed(record, key, partition, self._owner) and self.rule.admit(record)):
                 continue  # an orphan (chain rule)
             event = StoredEvent.from_record(record)
             done = self.checkpoints.get(event.org_id, 0)
@@ -92,6 +100,9 @@ class LedgerProjection:
         t.merge(rows, self._rejection_rows(rejections))
         if any(rows.values()):
             self.sink.insert(rows)  # the checkpoints last
+
+    def _owner(self, org_id: str) -> int:
+        return partition_for(org_key(org_id), self.partition_count)
 
     def _rejection_rows(self, rejections: list[tuple[int, bytes]]) -> RowBatch:
         rows: RowBatch = {}
@@ -138,19 +149,21 @@ class ProjectorAgent:
         )
         try:
             await consumer.start()
-            projection = await self._blocking(LedgerProjection, self.sink)
+            available = sorted(consumer.partitions_for_topic(self.config.ledger) or ())
+            if not available:
+                raise ConfigurationError(f"no topic {self.config.ledger}: run `okr-ledger init`")
+            projection = await self._blocking(LedgerProjection, self.sink, len(available))
             self.projection = projection
-            await self._assign(consumer, projection)
+            await self._assign(consumer, projection, available)
             await self._loop(consumer, projection, stop)
         finally:
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer.stop()
 
-    async def _assign(self, consumer: Any, projection: LedgerProjection) -> None:
+    async def _assign(
+        self, consumer: Any, projection: LedgerProjection, available: list[int]
+    ) -> None:
         c = self.config
-        available = sorted(consumer.partitions_for_topic(c.ledger) or ())
-        if not available:
-            raise ConfigurationError(f"no topic {c.ledger}: run `okr-ledger init`")
         mine = list(c.partitions) or available
         ledger = [TopicPartition(c.ledger, p) for p in mine]
         tps = list(ledger)
@@ -173,7 +186,7 @@ class ProjectorAgent:
                 if not pending:
                     pending.first_at = time.monotonic()
                 if tp.topic == c.ledger:
-                    pending.ledger.extend(m.value or b"" for m in messages)
+                    pending.ledger.extend((m.partition, m.key, m.value or b"") for m in messages)
                 else:
                     pending.rejections.extend((m.offset, m.value or b"") for m in messages)
             due = len(pending) >= c.batch_size or (

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from events.kafka_client import partition_for
-from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key
+from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
 from events.outcomes import Accepted, Outcome, Rejection
 from events.reasons import ReasonCode
 from events.sequencer import DEFAULT_POLICY, Policy, Sequencer, content_digest
@@ -100,6 +100,7 @@ class StoredRecord:
     offset: int
     value: bytes
     headers: Headers = ()
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ class PartitionSequencer:
         recorded: dict[int, tuple[int, Outcome]] = {}  # intake offset -> batch start, outcome
         for stored in ledger:
             record = decode_event(stored.value)
-            if not rule.admit(record):
+            if not (placed(record, stored.key, partition, self._owner) and rule.admit(record)):
                 continue  # an orphan: not part of the ledger (chain rule)
             event = LedgerEvent.from_record(record)
             digest = content_digest(event)
@@ -198,6 +199,10 @@ class PartitionSequencer:
                 if offset >= self.resume_offset
             }
         return self
+
+    def _owner(self, org_id: str) -> int:
+        """The intake and ledger partition of ``org_id`` (murmur2, as producers key it)."""
+        return partition_for(org_key(org_id), self.partitions)
 
     def decide_batch(self, records: Sequence[IntakeRecord], now: datetime) -> BatchOutput:
         """Decide a batch (consecutive records of this partition, in offset order)."""
@@ -239,7 +244,7 @@ class PartitionSequencer:
         org_id = document.get("org_id") if isinstance(document, dict) else None
         if not isinstance(org_id, str):
             return None
-        owner = partition_for(org_key(org_id), self.partitions)
+        owner = self._owner(org_id)
         if owner == self.partition:
             return None
         message = (

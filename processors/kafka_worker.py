@@ -83,7 +83,7 @@ def restore(
     try:
         ledger: dict[int, list[StoredRecord]] = {p: [] for p in partitions}
         for r in reader.read(config.ledger, dict.fromkeys(partitions)):
-            ledger[r.partition].append(StoredRecord(r.offset, r.value, r.headers))
+            ledger[r.partition].append(StoredRecord(r.offset, r.value, r.headers, r.key))
         ends = dict(reader.positions)
         beginnings = reader.beginnings(config.intake, partitions)
         rejections = [

@@ -76,10 +76,14 @@ class LedgerRecord(Protocol):
     def hash(self) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredEvent:
     """A ledger event read as stored: the fields of :class:`~schemas.LedgerEvent`, built
-    without pydantic, because the projector reads every event of the ledger."""
+    without pydantic, because the projector reads every event of the ledger.
+
+    Not frozen: a frozen dataclass is built field by field through ``object.__setattr__``,
+    which cost more than half of reading an event. Treat it as read-only all the same.
+    """
 
     sequence: int
     event_id: str

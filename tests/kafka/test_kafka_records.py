@@ -12,6 +12,7 @@ from events.kafka_records import (
     decode_rejection,
     encode_event,
     encode_rejection,
+    placed,
 )
 from events.outcomes import Rejection
 from events.reasons import ReasonCode
@@ -79,3 +80,26 @@ def test_kafka_without_kafka_python_names_the_extra(monkeypatch: pytest.MonkeyPa
     with pytest.raises(MissingExtraError) as raised:
         open_event_log(Settings(ledger_url="kafka://localhost:9092"))
     assert (raised.value.package, raised.value.extra) == ("kafka-python", "kafka")
+
+
+def test_a_record_is_placed_only_under_its_orgs_key_in_its_orgs_partition() -> None:
+    record = {"org_id": "acme", "sequence": 1}
+    owner = {"acme": 3}.__getitem__
+    assert placed(record, b"acme", 3, owner)
+    assert not placed(record, b"acme", 2, owner)  # another org's partition
+    assert not placed(record, b"globex", 3, owner)  # another key
+    assert not placed(record, None, 3, owner)  # no key
+    assert not placed({"sequence": 1}, b"acme", 3, owner)  # no org at all
+
+
+def test_the_sequencer_restore_ignores_an_orgs_event_stored_in_another_partition() -> None:
+    from processors.kafka_sequencer import PartitionSequencer, StoredRecord
+    from tests.builders import chained_events
+
+    events = chained_events("acme")
+    home = partition_for(b"acme", 4)
+    stray = StoredRecord(0, encode_event(events[0]), key=b"acme")
+    other = next(p for p in range(4) if p != home)
+    assert PartitionSequencer.restore(other, 4, [stray], []).sequencer.state.orgs == {}
+    restored = PartitionSequencer.restore(home, 4, [stray], [])
+    assert restored.sequencer.state.orgs["acme"].last_sequence == 1

@@ -63,7 +63,9 @@ class Topics:
                 self.rejections.append(_with_origin(stored, origin))
             for event, origin in output.events:
                 self._spend()
-                stored = StoredRecord(len(self.ledger), encode_event(event))
+                stored = StoredRecord(
+                    len(self.ledger), encode_event(event), key=org_key(event.org_id)
+                )
                 self.ledger.append(_with_origin(stored, origin))
             for outcome in output.outcomes:
                 self._spend()
@@ -71,7 +73,7 @@ class Topics:
 
 
 def _with_origin(stored: StoredRecord, origin: Origin) -> StoredRecord:
-    return StoredRecord(stored.offset, stored.value, (origin.header(),))
+    return StoredRecord(stored.offset, stored.value, (origin.header(),), stored.key)
 
 
 def submissions() -> list[bytes]:
@@ -179,7 +181,12 @@ def test_repeated_crashes_and_a_stale_writer_are_survived() -> None:
             topics.run(intake, chance.choice([1, 5, 20]), now_step=restart)
         if restart == 20 and topics.ledger:  # a zombie's copy of an old event: an orphan
             topics.ledger.append(
-                StoredRecord(len(topics.ledger), topics.ledger[0].value, topics.ledger[0].headers)
+                StoredRecord(
+                    len(topics.ledger),
+                    topics.ledger[0].value,
+                    topics.ledger[0].headers,
+                    topics.ledger[0].key,
+                )
             )
     topics.budget = None
     topics.run(intake, 10, now_step=99)

@@ -1,0 +1,136 @@
+"""`rebuild` beside a running worker (Kafka): replay into a fresh database, compare with live.
+
+The live projections are read first (their checkpoints), so the rebuild replays exactly the
+prefix they cover: each org up to its live checkpoint, the rejections up to theirs. Both are
+then fingerprinted within that prefix, so events the worker projects meanwhile change nothing.
+The fresh database is a temporary chDB path in this process (the worker holds the live one:
+chDB allows one path per process, but other processes may open other paths), or, with a
+ClickHouse server, ``<database>_rebuild_<time>`` on that server. It is dropped unless kept.
+"""
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+
+from events.log import EventLog
+from okr_ledger.projection_compare import Limits, describe_difference, differing, fingerprint
+from okr_ledger.served_store import open_served_store
+from okr_ledger.settings import Settings
+from okr_ledger.wiring import open_event_log
+from processors import tables as t
+from processors.projector import Projector, StoredEvent, collector_paused, project_rejections
+from processors.runner import DEFAULT_BATCH_SIZE, batched
+from projections.client import parse_url
+from projections.store import ProjectionStore
+
+ProgressBar = Callable[[int], AbstractContextManager[Callable[[int], None]]]
+"""Given the events to replay, a context yielding ``advance(n)``."""
+
+
+@dataclass(slots=True)
+class Fresh:
+    """The fresh projection database and where it is (to tell the user when it is kept)."""
+
+    store: ProjectionStore
+    where: str
+
+
+@dataclass(slots=True)
+class LiveComparison:
+    """What a rebuild beside the live projections found."""
+
+    events: int
+    limits: Limits
+    differences: list[str] = field(default_factory=list)
+    not_projected: list[str] = field(default_factory=list)
+    """Orgs in the ledger the worker has not projected yet (not compared)."""
+    kept: str | None = None
+
+
+@contextmanager
+def fresh_store(settings: Settings, keep: bool) -> Iterator[Fresh]:
+    """A new, migrated projection database beside the live one; dropped afterwards unless kept."""
+    target = parse_url(settings.resolved_clickhouse_url)
+    if target.embedded:
+        path = tempfile.mkdtemp(prefix="okr-rebuild-")
+        store = ProjectionStore.open(f"chdb://{path}", target.database)
+        where = f"chdb://{path}"
+    else:
+        database = f"{target.database}_rebuild_{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+        store = ProjectionStore.open(settings.resolved_clickhouse_url, database)
+        where = store.description
+    try:
+        yield Fresh(store, where)
+    finally:
+        try:
+            if not keep and not target.embedded:
+                store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
+        finally:
+            store.close()
+            if not keep and target.embedded:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def live_limits(live: ProjectionStore, log: EventLog) -> tuple[Limits, list[str], list[str]]:
+    """The prefix to compare: the live checkpoints, cut at the ledger's heads.
+
+    Also returns problems (a live checkpoint beyond the ledger) and the orgs not projected yet.
+    """
+    ledger = live.positions()
+    rejections = live.positions(t.REJECTION_STREAM).get("", 0)
+    heads = {org: head.sequence for org, head in log.heads().items()}
+    problems = [
+        f"{org}: the live projections are at sequence {last}, the ledger at {heads.get(org, 0)}"
+        for org, last in sorted(ledger.items())
+        if last > heads.get(org, 0)
+    ]
+    recorded = sum(1 for _ in islice(log.rejections(), rejections))
+    if recorded < rejections:
+        problems.append(
+            f"rejections: the live projections are at {rejections}, the log has {recorded}"
+        )
+    limits = Limits({org: min(last, heads.get(org, 0)) for org, last in ledger.items()}, recorded)
+    return limits, problems, sorted(heads.keys() - ledger.keys())
+
+
+def replay(
+    log: EventLog, store: ProjectionStore, limits: Limits, advance: Callable[[int], None]
+) -> int:
+    """Project the ledger (chain rule: the log's reading) and rejections up to ``limits``."""
+    projector = Projector()
+    events = (
+        StoredEvent.from_record(r)
+        for r in log.read_records()  # one pass over the topic; orgs interleave, each in order
+        if r["sequence"] <= limits.ledger.get(r["org_id"], 0)
+    )
+    replayed = 0
+    with collector_paused():
+        for batch in batched(events, DEFAULT_BATCH_SIZE):
+            store.insert(projector.project(batch))
+            replayed += len(batch)
+            advance(len(batch))
+    rejections = list(islice(log.rejections(), limits.rejections))
+    if rejections:
+        store.insert(project_rejections(1, rejections))
+    return replayed
+
+
+def rebuild_beside_live(settings: Settings, keep: bool, bar: ProgressBar) -> LiveComparison:
+    """Replay the ledger's live prefix into a fresh database and compare it with the live one."""
+    with open_served_store(settings) as live, fresh_store(settings, keep) as fresh:
+        log = open_event_log(settings, create=False)
+        try:
+            limits, problems, not_projected = live_limits(live, log)
+            with bar(limits.events) as advance:
+                events = replay(log, fresh.store, limits, advance)
+        finally:
+            log.close()
+        tables = differing(fingerprint(live, limits), fingerprint(fresh.store, limits))
+        details = [describe_difference(live, fresh.store, table, limits) for table in tables]
+        return LiveComparison(
+            events, limits, problems + details, not_projected, fresh.where if keep else None
+        )

@@ -1,0 +1,77 @@
+"""The comparison of `rebuild` beside live projections: within the same per-org prefix."""
+
+from pathlib import Path
+
+from okr_ledger.live_rebuild import live_limits, replay
+from okr_ledger.projection_compare import Limits, describe_difference, differing, fingerprint
+from projections.store import ProjectionStore
+from tests.projections.conftest import StoreFactory, project
+from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day
+
+
+def small(builder: LedgerBuilder, check_ins: int) -> None:
+    builder.skeleton(themes=("growth",))
+    builder.objective("o", theme_ids=["growth"])
+    builder.key_result("k", "o")
+    for n in range(check_ins):
+        builder.check_in("k", n, day(n))
+
+
+def test_a_live_store_ahead_of_the_cut_equals_a_rebuild_up_to_it(
+    builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    small(builder, 6)
+    live = open_store("live")
+    project(builder, live)
+    head = live.positions()[ORG]
+    limits = Limits({ORG: head - 3})
+    fresh = open_store("fresh")
+    replayed: list[int] = []
+    assert replay(builder.log, fresh, limits, replayed.append) == head - 3 == sum(replayed)
+    assert fresh.positions() == {ORG: head - 3}
+    assert differing(fingerprint(live, limits), fingerprint(fresh, limits)) == []
+    assert "check_in_versions" in differing(fingerprint(live), fingerprint(fresh))
+
+
+def test_the_cut_is_the_live_checkpoints_and_problems_are_reported(
+    tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    small(builder, 4)
+    live = open_store("live")
+    project(builder, live)
+    at = live.positions()[ORG]
+    builder.check_in("k", 9, day(9))  # not projected yet: the live store is behind
+    limits, problems, not_projected = live_limits(live, builder.log)
+    assert (limits, problems, not_projected) == (Limits({ORG: at}), [], [])
+
+    shorter = copy_prefix(builder.events()[: at - 2], tmp_path / "shorter.db")
+    try:
+        limits, problems, _ = live_limits(live, shorter)
+    finally:
+        shorter.close()
+    assert limits == Limits({ORG: at - 2})
+    assert problems == [f"{ORG}: the live projections are at sequence {at}, the ledger at {at - 2}"]
+
+
+def test_a_changed_row_is_counted_on_both_sides(
+    builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    small(builder, 2)
+    live, fresh = open_store("live"), open_store("fresh")
+    project(builder, live)
+    project(builder, fresh)
+    tamper(live)
+    limits = Limits(live.positions())
+    found = differing(fingerprint(live, limits), fingerprint(fresh, limits))
+    assert found == ["objective_versions"]
+    assert describe_difference(live, fresh, "objective_versions", limits) == (
+        "objective_versions: 1 rows only in the live projections, 1 only in the rebuild"
+    )
+
+
+def tamper(store: ProjectionStore) -> None:
+    store.client.command(
+        f"ALTER TABLE {store.database}.objective_versions UPDATE title = 'tampered' "
+        f"WHERE sequence = (SELECT min(sequence) FROM {store.database}.objective_versions) "
+        "SETTINGS mutations_sync = 1"
+    )
