@@ -43,8 +43,10 @@ class ClickHouseClient(Protocol):
         self,
         table: str,
         data: Sequence[Sequence[Any]],
+        *,
         column_names: Sequence[str],
         database: str | None = None,
+        column_type_names: Sequence[str] | None = None,
         column_oriented: bool = False,
     ) -> Any: ...
 

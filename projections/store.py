@@ -1,5 +1,6 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
+import gc
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -115,6 +116,10 @@ class ProjectionStore:
                 self._insert(table, batch)
         if rows.get(t.CHECKPOINTS):
             self._insert(t.CHECKPOINTS, rows[t.CHECKPOINTS])
+        if not gc.isenabled():  # paused by the caller (see processors.projector.collector_paused)
+            # The driver leaves reference cycles that hold each insert's data: free them now
+            # rather than when collection resumes (only the youngest objects are scanned).
+            gc.collect(0)
 
     def _insert(self, table: str, batch: Sequence[tuple[Any, ...]]) -> None:
         columns = [list(column) for column in zip(*batch, strict=True)]
@@ -130,6 +135,7 @@ class ProjectionStore:
                 f"{self.database}.{table}",
                 columns,
                 column_names=t.COLUMNS[table],
+                column_type_names=_TYPE_NAMES[table],  # else the driver asks the store each time
                 column_oriented=True,
             )
         except Exception as error:
@@ -216,6 +222,7 @@ _TIME_COLUMNS = {
     for table, columns in COLUMN_TYPES.items()
 }
 """Per table, the positions of its (non-nullable) DateTime64 columns."""
+_TYPE_NAMES = {table: [kind for _name, kind in columns] for table, columns in COLUMN_TYPES.items()}
 _NULLABLE_TIME_COLUMNS = {
     table: [i for i, (_name, kind) in enumerate(columns) if kind == f"Nullable({TIME})"]
     for table, columns in COLUMN_TYPES.items()
