@@ -120,9 +120,13 @@ def caught_up_store() -> Iterator[ProjectionStore]:
         with open_served_store(settings) as served:
             yield served
         return
-    store = open_projection_store(settings)
+    log = open_event_log(settings, create=False)  # first: no ledger, no store created
     try:
-        log = open_event_log(settings, create=False)
+        store = open_projection_store(settings)
+    except BaseException:
+        log.close()
+        raise
+    try:
         try:
             catch_up(store, log, settings)
         finally:

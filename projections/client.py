@@ -118,7 +118,8 @@ def connect(target: Target) -> ClickHouseClient:
     try:
         import clickhouse_connect
     except ModuleNotFoundError as error:
-        raise MissingExtraError("clickhouse-connect", "embedded") from error
+        extra = "embedded" if target.embedded else "clickhouse"
+        raise MissingExtraError("clickhouse-connect", extra) from error
     try:
         if target.embedded:
             assert target.path is not None

@@ -10,11 +10,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def core_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def core_cli(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tests.ledger.core_install", *args],
         cwd=ROOT,
-        env={**os.environ, "OKR_DATA_DIR": str(data_dir), "COLUMNS": "200"},
+        env={**os.environ, "OKR_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -41,3 +43,10 @@ def test_commands_of_an_extra_say_which_extra_to_install(
     assert done.returncode == 1
     assert f"pip install 'okr-ledger[{extra}]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_server_url_names_the_clickhouse_extra(tmp_path: Path) -> None:
+    assert core_cli(tmp_path, "demo").returncode == 0
+    done = core_cli(tmp_path, "progress", env={"OKR_CLICKHOUSE_URL": "http://localhost:8123/okr"})
+    assert done.returncode == 1
+    assert "pip install 'okr-ledger[clickhouse]'" in done.stderr

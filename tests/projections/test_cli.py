@@ -38,6 +38,16 @@ def test_the_default_store_lives_in_the_data_dir(
     assert (tmp_path / ".okr-ledger" / "clickhouse").is_dir()
 
 
+def test_a_query_without_a_ledger_refuses_and_creates_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OKR_DATA_DIR", str(tmp_path / "data"))
+    result = runner.invoke(app, ["progress"])
+    assert result.exit_code == 1
+    assert "no ledger at" in str(result.exception)
+    assert not (tmp_path / "data").exists()
+
+
 def test_demo_ends_with_the_tree_and_the_warnings(demo_dir: Path) -> None:
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 0
