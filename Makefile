@@ -41,8 +41,13 @@ compose-check:
 schema: $(STAMP)
 	$(BIN)/okr-ledger schema --write schemas/json
 
+# Figures, not assertions: each script prints events/s, latencies and peak memory.
+# Sizes are options of each script; these defaults take a few minutes on 2 cores.
 bench: $(STAMP)
-	$(PY) benchmarks/submit_throughput.py
+	$(PY) benchmarks/submit_throughput.py --lines 100000
+	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 200000
+	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
+	$(PY) benchmarks/kafka_crash_soak.py --kills 30
 
 clean:
 	rm -rf $(VENV) .okr-ledger .mypy_cache .pytest_cache .ruff_cache .hypothesis
