@@ -2,7 +2,8 @@
 
 Ledger topic: key = ``org_id`` (UTF-8), value = the event's canonical JSON (RFC 8785), the same
 bytes the SQLite log stores. Rejections topic: key = ``org_id`` or none, value = a JSON object
-with the rejection's fields and the submitted bytes, exact, as ``raw_base64``.
+with the rejection's fields and the submitted bytes as ``raw_base64`` (exact up to
+:data:`RAW_LIMIT`; ``raw_length`` and ``raw_sha256`` always describe the whole submission).
 
 **The chain rule.** Kafka cannot refuse a record that does not continue its org's chain, so
 the ledger is defined by reading: in partition order, a record belongs to the ledger when it
@@ -13,6 +14,7 @@ sees the same ledger.
 """
 
 import base64
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +47,15 @@ def decode_event(value: bytes | None) -> dict[str, Any]:
     return record
 
 
+RAW_LIMIT = 64 * 1024
+"""Submitted bytes kept in a rejection record. A longer submission (only ever rejected as
+``too_large``) keeps its first RAW_LIMIT bytes, with its length and SHA-256: its whole bytes
+could exceed the broker's message size, and a rejection that cannot be written would stop its
+partition's sequencer for good."""
+
+
 def encode_rejection(rejection: Rejection) -> bytes:
+    raw = rejection.raw
     return orjson.dumps(
         {
             "reason_code": rejection.reason.value,
@@ -57,7 +67,9 @@ def encode_rejection(rejection: Rejection) -> bytes:
             "type": rejection.type,
             "source": rejection.source,
             "line": rejection.line,
-            "raw_base64": base64.b64encode(rejection.raw).decode("ascii"),
+            "raw_base64": base64.b64encode(raw[:RAW_LIMIT]).decode("ascii"),
+            "raw_length": len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
         }
     )
 

@@ -130,7 +130,9 @@ def decide(
     data = payload.model_dump(mode="json", exclude_none=True)
     envelope = _envelope(submission, event_id, version, data)
     digest = hashlib.sha256(canonical_bytes(envelope)).digest()[:16]
-    known = state.known.get(event_id.bytes)
+    # An event_id is unique within its org: the Kafka ledger is partitioned by org, and no
+    # partition can see another's ids, so both backends scope it the same way.
+    known = state.known.get((submission.org_id, event_id.bytes))
     context = {
         "org_id": submission.org_id,
         "event_id": str(event_id),

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS events (
     hash        TEXT    NOT NULL,
     body        TEXT    NOT NULL,  -- the whole event, canonical JSON (RFC 8785)
     UNIQUE (org_id, sequence),
-    UNIQUE (event_id)
+    UNIQUE (org_id, event_id)
 );
 CREATE TABLE IF NOT EXISTS rejections (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -69,7 +69,7 @@ class LedgerState:
     """Everything the sequencer knows, for every org it has seen."""
 
     orgs: dict[str, OrgState] = field(default_factory=dict)
-    known: dict[bytes, bytes] = field(default_factory=dict)
+    known: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
     """event uuid bytes -> content digest; how duplicates and conflicts are told apart."""
 
     def org(self, org_id: str) -> OrgState:
@@ -84,7 +84,7 @@ class LedgerState:
         org.last_sequence = event.sequence
         org.last_hash = event.hash
         event_key = UUID(event.event_id).bytes
-        self.known[event_key] = digest
+        self.known[(event.org_id, event_key)] = digest
         data = upcast(event.type, event.schema_version, event.data)
         handler = _APPLY.get(event.type)
         if handler is not None:

@@ -1,12 +1,15 @@
 """What the Kafka backend writes and how it reads it back: pure code, no broker."""
 
+import hashlib
 import sys
 
+import orjson
 import pytest
 
 from events.kafka_client import partition_for
 from events.kafka_log import servers_from_url
 from events.kafka_records import (
+    RAW_LIMIT,
     ChainRule,
     decode_event,
     decode_rejection,
@@ -103,3 +106,20 @@ def test_the_sequencer_restore_ignores_an_orgs_event_stored_in_another_partition
     assert PartitionSequencer.restore(other, 4, [stray], []).sequencer.state.orgs == {}
     restored = PartitionSequencer.restore(home, 4, [stray], [])
     assert restored.sequencer.state.orgs["acme"].last_sequence == 1
+
+
+def test_a_huge_rejected_submission_fits_one_kafka_message_and_stays_identifiable() -> None:
+    raw = b"x" * (3 * 1024 * 1024)
+    rejection = Rejection(ReasonCode.TOO_LARGE, "too large", raw, "2026-11-23T12:00:00Z")
+    encoded = encode_rejection(rejection)
+    assert len(encoded) < 128 * 1024  # far below a broker's default 1 MB message limit
+    document = orjson.loads(encoded)
+    assert document["raw_length"] == len(raw)
+    assert document["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert decode_rejection(encoded).raw == raw[:RAW_LIMIT]
+
+
+def test_a_small_rejected_submission_keeps_its_exact_bytes() -> None:
+    raw = b'{"type": \xff'
+    rejection = Rejection(ReasonCode.INVALID_JSON, "bad", raw, "2026-11-23T12:00:00Z")
+    assert decode_rejection(encode_rejection(rejection)).raw == raw

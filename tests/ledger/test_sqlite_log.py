@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from events.chain import event_hash
 from events.log import EventLog
 from events.sqlite_log import SqliteEventLog, path_from_url
+from schemas.envelope import LedgerEvent
 from schemas.errors import LedgerUnavailableError, SequenceConflictError
 from tests.builders import chained_events
 from tests.contract.event_log import EventLogContract
@@ -21,13 +23,19 @@ class TestSqliteEventLog(EventLogContract):
         return SqliteEventLog(self.path)
 
 
-def test_the_same_event_id_cannot_be_stored_twice(tmp_path: Path) -> None:
+def test_an_event_id_is_stored_once_per_org(tmp_path: Path) -> None:
     log = SqliteEventLog(tmp_path / "l.db")
     acme = chained_events("acme")
     log.append(acme)
-    clone = acme[0].model_copy(update={"org_id": "other"})
+    head = acme[-1]
+    again = {**acme[0].to_record(), "sequence": head.sequence + 1, "prev_hash": head.hash}
+    again["hash"] = event_hash(again)
     with pytest.raises(SequenceConflictError):
-        log.append([clone])
+        log.append([LedgerEvent.from_record(again)])
+    other = {**acme[0].to_record(), "org_id": "other"}
+    other["hash"] = event_hash(other)
+    log.append([LedgerEvent.from_record(other)])  # another org may use the same id
+    assert [e.event_id for e in log.read("other")] == [acme[0].event_id]
 
 
 def test_stored_events_cannot_be_updated_or_deleted(tmp_path: Path) -> None:
