@@ -77,16 +77,22 @@ def init_ledger(settings: Settings) -> str:
     return f"ledger: {settings.resolved_ledger_url}, topics {topics}"
 
 
+def _backend(registry: dict[str, tuple[str, str]], setting: str, url: str) -> Any:
+    """The ``module:class`` registered for ``url``'s scheme, imported (lazily: extras)."""
+    scheme = scheme_of(url)
+    if scheme not in registry:
+        known = ", ".join(f"{s}://" for s in registry)
+        raise ConfigurationError(f"{setting} {url!r}: unknown scheme (known: {known})")
+    target, extra = registry[scheme]
+    return _load(target, extra)
+
+
 def open_event_log(settings: Settings, *, create: bool = True) -> EventLog:
     """The event log of ``OKR_LEDGER_URL``; with ``create=False`` a missing one is an error."""
     url = settings.resolved_ledger_url
     scheme = scheme_of(url)
-    if scheme not in LEDGER_BACKENDS:
-        known = ", ".join(f"{s}://" for s in LEDGER_BACKENDS)
-        raise ConfigurationError(f"OKR_LEDGER_URL {url!r}: unknown scheme (known: {known})")
-    target, extra = LEDGER_BACKENDS[scheme]
     options = LEDGER_OPTIONS[scheme](settings) if scheme in LEDGER_OPTIONS else {}
-    log: EventLog = _load(target, extra).from_url(  # type: ignore[attr-defined]
+    log: EventLog = _backend(LEDGER_BACKENDS, "OKR_LEDGER_URL", url).from_url(
         url, create=create, **options
     )
     return log
@@ -109,11 +115,7 @@ PROJECTION_BACKENDS: dict[str, tuple[str, str]] = {
 def open_projection_store(settings: Settings, migrate: bool = True) -> ProjectionStore:
     """The projection store of ``OKR_CLICKHOUSE_URL``, its migrations applied (first use)."""
     url = settings.resolved_clickhouse_url
-    scheme = scheme_of(url)
-    if scheme not in PROJECTION_BACKENDS:
-        known = ", ".join(f"{s}://" for s in PROJECTION_BACKENDS)
-        raise ConfigurationError(f"OKR_CLICKHOUSE_URL {url!r}: unknown scheme (known: {known})")
-    target, extra = PROJECTION_BACKENDS[scheme]
-    opener = _load(target, extra)
-    store: ProjectionStore = opener.open(url, migrate=migrate)  # type: ignore[attr-defined]
+    store: ProjectionStore = _backend(PROJECTION_BACKENDS, "OKR_CLICKHOUSE_URL", url).open(
+        url, migrate=migrate
+    )
     return store
