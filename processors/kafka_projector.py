@@ -23,11 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka import TopicPartition  # type: ignore[import-untyped]
 
 from events.kafka_client import partition_for
 from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
 from processors import tables as t
+from processors.kafka_consumer import manual_consumer
 from processors.projector import Projector, StoredEvent, project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
@@ -139,14 +140,7 @@ class ProjectorAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.config
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=list(c.servers),
-            client_id="okr-projector",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        consumer = manual_consumer(c.servers, "okr-projector")
         try:
             await consumer.start()
             available = sorted(consumer.partitions_for_topic(self.config.ledger) or ())

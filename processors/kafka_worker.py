@@ -13,13 +13,14 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka import TopicPartition  # type: ignore[import-untyped]
 
 from events.kafka_client import Connection, OutRecord, Producer, Reader
 from events.kafka_log import servers_from_url
 from events.kafka_records import encode_event, encode_rejection, org_key
 from events.sequencer import DEFAULT_POLICY, Policy
 from okr_ledger.settings import Settings
+from processors.kafka_consumer import manual_consumer
 from processors.kafka_sequencer import (
     BatchOutput,
     IntakeRecord,
@@ -112,17 +113,9 @@ class SequencerWorker:
 
     async def run(self, stop: asyncio.Event, hooks: Iterable[Hook] = ()) -> None:
         config = self.config
-        servers = list(config.servers)
         # kafka-python's idempotent producer: aiokafka's fails InitProducerId on Tansu 0.6
         producer = Producer(Connection(config.servers, "okr-sequencer", config.timeout_s))
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
-            client_id="okr-sequencer",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        consumer = manual_consumer(config.servers, "okr-sequencer")
         try:
             await consumer.start()
             tasks = [asyncio.create_task(hook(stop)) for hook in hooks]
