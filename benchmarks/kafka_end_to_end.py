@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,12 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.workload import check_in, setup
 from events.kafka_records import org_key
 from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
 from projections.store import ProjectionStore
-from tests.builders import submission
 from tests.kafka.broker import tansu_broker, wait_until_ready
 
 LAG_ORG = "lag"
@@ -63,69 +63,6 @@ _PROJECTED = re.compile(r"projected (\d+) records")
 
 
 # --- workload -------------------------------------------------------------------------------
-
-
-def setup(org: str, key_results: int) -> list[bytes]:
-    """Strategy, a theme, a unit, a period, one objective and ``key_results`` key results."""
-    documents = [
-        submission("StrategyDefined", {"mission": "m", "vision": "v"}, org_id=org, key="s"),
-        submission("ThemeAdded", {"theme_id": "t1", "name": "Customers"}, org_id=org, key="t"),
-        submission(
-            "OrgUnitAdded",
-            {"unit_id": "co", "name": "Co", "kind": "company"},
-            org_id=org,
-            key="u",
-        ),
-        submission(
-            "PeriodDefined",
-            {"period_id": "q4", "name": "Q4", "starts_on": "2026-10-01", "ends_on": "2026-12-31"},
-            org_id=org,
-            key="p",
-        ),
-        submission(
-            "ObjectiveCreated",
-            {
-                "objective_id": "o1",
-                "title": "Objective",
-                "owner_unit_id": "co",
-                "period_id": "q4",
-                "theme_ids": ["t1"],
-                "rollup": "key_results",
-            },
-            org_id=org,
-            key="o",
-        ),
-    ]
-    documents += [
-        submission(
-            "KeyResultDefined",
-            {
-                "key_result_id": f"kr{i}",
-                "objective_id": "o1",
-                "title": f"Key result {i}",
-                "kind": "increase",
-                "start": 0,
-                "target": 100,
-                "unit": "%",
-            },
-            org_id=org,
-            key=f"kr{i}",
-        )
-        for i in range(key_results)
-    ]
-    return [orjson.dumps(d) for d in documents]
-
-
-def check_in(org: str, i: int, key_results: int) -> bytes:
-    day = date(2026, 10, 1) + timedelta(days=i % 50)
-    document = submission(
-        "CheckInRecorded",
-        {"key_result_id": f"kr{i % key_results}", "value": i % 100, "confidence": 0.7},
-        org_id=org,
-        key=f"ci{i}",
-        occurred_at=f"{day.isoformat()}T10:00:00+00:00",
-    )
-    return orjson.dumps(document)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,69 +11,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.builders import submission
+from benchmarks.workload import check_in, setup
 
 
 def write_workload(path: Path, lines: int, key_results: int) -> None:
     """Setup events for one org, then check-ins spread over the key results."""
-    setup = [
-        submission("StrategyDefined", {"mission": "m", "vision": "v"}, key="s"),
-        submission("ThemeAdded", {"theme_id": "t1", "name": "Customers"}, key="t"),
-        submission("OrgUnitAdded", {"unit_id": "co", "name": "Co", "kind": "company"}, key="u"),
-        submission(
-            "PeriodDefined",
-            {"period_id": "q4", "name": "Q4", "starts_on": "2026-10-01", "ends_on": "2026-12-31"},
-            key="p",
-        ),
-        submission(
-            "ObjectiveCreated",
-            {
-                "objective_id": "o1",
-                "title": "Objective",
-                "owner_unit_id": "co",
-                "period_id": "q4",
-                "theme_ids": ["t1"],
-                "rollup": "key_results",
-            },
-            key="o",
-        ),
-    ]
-    setup += [
-        submission(
-            "KeyResultDefined",
-            {
-                "key_result_id": f"kr{i}",
-                "objective_id": "o1",
-                "title": f"Key result {i}",
-                "kind": "increase",
-                "start": 0,
-                "target": 100,
-                "unit": "%",
-            },
-            key=f"kr{i}",
-        )
-        for i in range(key_results)
-    ]
-    start = date(2026, 10, 1)
+    head = setup("acme", key_results)
     with path.open("wb") as out:
-        for document in setup:
-            out.write(orjson.dumps(document) + b"\n")
-        for i in range(lines - len(setup)):
-            day = start + timedelta(days=i % 50)
-            document = submission(
-                "CheckInRecorded",
-                {"key_result_id": f"kr{i % key_results}", "value": i % 100, "confidence": 0.7},
-                key=f"ci{i}",
-                occurred_at=f"{day.isoformat()}T10:00:00+00:00",
-            )
-            out.write(orjson.dumps(document) + b"\n")
+        for line in head:
+            out.write(line + b"\n")
+        for i in range(lines - len(head)):
+            out.write(check_in("acme", i, key_results) + b"\n")
 
 
 def run_submit(data_dir: Path, path: Path) -> tuple[float, dict[str, int]]:
