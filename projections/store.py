@@ -1,7 +1,7 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
 import gc
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -198,21 +198,6 @@ class ProjectionStore:
             return self.client.raw_query(self._sql(f"SELECT * FROM {{db}}.{relation}"), fmt=fmt)
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
-
-    def fingerprint(self, tables: Iterable[str] = ()) -> dict[str, tuple[int, int]]:
-        """(rows, hash) of every history table, duplicates collapsed: equal answers, equal prints.
-
-        The checkpoints are left out: what they record is where to resume, not an answer.
-        """
-        result = {}
-        for table in tables or [n for n in t.COLUMNS if n != t.CHECKPOINTS]:
-            rows = self.rows(
-                "SELECT count(), sum(cityHash64(formatRow('TabSeparated', *))) "
-                f"FROM (SELECT DISTINCT * FROM {{db}}.{table})"
-            )
-            count, digest = rows[0]
-            result[table] = (int(count), int(digest or 0))
-        return result
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
