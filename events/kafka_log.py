@@ -35,12 +35,19 @@ from events.kafka_records import (
     encode_event,
     encode_rejection,
     org_key,
+    org_of_key,
     placed,
 )
 from events.log import ChainHead
 from events.outcomes import Rejection
+from events.stored import StoredBytes, parse_event
 from schemas.envelope import LedgerEvent
-from schemas.errors import ConfigurationError, LedgerUnavailableError, SequenceConflictError
+from schemas.errors import (
+    ConfigurationError,
+    LedgerDamagedError,
+    LedgerUnavailableError,
+    SequenceConflictError,
+)
 
 DEFAULT_PORT = 9092
 
@@ -74,6 +81,7 @@ class KafkaEventLog:
         rejections_topic: str = "okr.rejections",
         client_id: str = "okr-ledger",
         timeout_s: float = 30.0,
+        read_only: bool = False,
     ) -> None:
         servers = (bootstrap_servers,) if isinstance(bootstrap_servers, str) else bootstrap_servers
         self._connection = Connection(tuple(servers), client_id, timeout_s)
@@ -89,7 +97,8 @@ class KafkaEventLog:
                     "the topics first (events.kafka_admin.ensure_topics)"
                 )
             self._partitions = self._reader.partitions(ledger_topic)
-            self._producer = Producer(self._connection)
+            if not read_only:
+                self._producer = Producer(self._connection)
         except BaseException:
             self.close()
             raise
@@ -98,9 +107,12 @@ class KafkaEventLog:
         """Per ledger partition: the next offset the rule has not seen."""
 
     @classmethod
-    def from_url(cls, url: str, *, create: bool = True, **options: Any) -> "KafkaEventLog":
-        """``create`` is accepted for symmetry: topics are made by ``ensure_topics``, never here."""
-        return cls(servers_from_url(url), **options)
+    def from_url(
+        cls, url: str, *, create: bool = True, read_only: bool = False, **options: Any
+    ) -> "KafkaEventLog":
+        """``create`` is accepted for symmetry: topics are made by ``ensure_topics``, never here.
+        ``read_only`` opens no producer."""
+        return cls(servers_from_url(url), read_only=read_only, **options)
 
     def partition_of(self, org_id: str) -> int:
         return self._partitions[partition_for(org_key(org_id), len(self._partitions))]
@@ -162,7 +174,7 @@ class KafkaEventLog:
 
     def _send(self, records: Iterable[OutRecord]) -> list[int]:
         if self._producer is None or self._closed:
-            raise LedgerUnavailableError("the Kafka event log is closed")
+            raise LedgerUnavailableError("the Kafka event log is closed or read-only")
         return self._producer.send_all(list(records))
 
     def _catch_up(self, partitions: set[int]) -> set[int]:
@@ -200,6 +212,40 @@ class KafkaEventLog:
                 continue
             if sequence >= from_sequence:
                 yield record
+
+    def read_stored(
+        self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
+    ) -> Iterator[StoredBytes]:
+        """The ledger's records byte for byte (their key as ``org_id``, their offset as location),
+        with every record under an org's key in its partition that is not a well-formed event:
+        the chain rule skips those as orphans, but no writer of the ledger makes them, so
+        ``verify`` must see them. Well-formed orphans are not part of the ledger: left out."""
+        partitions = self._partitions if org_id is None else [self.partition_of(org_id)]
+        key = None if org_id is None else org_key(org_id)
+        rule = ChainRule()
+        reader = Reader(self._connection)
+        try:
+            for message in reader.read(self.ledger_topic, dict.fromkeys(partitions)):
+                owner = org_of_key(message.key)
+                if owner is None or (key is not None and message.key != key):
+                    continue
+                if self.partition_of(owner) != message.partition:
+                    continue  # not in its org's partition: an orphan for every reader
+                try:
+                    record: dict[str, Any] | None = parse_event(message.value)
+                except LedgerDamagedError:
+                    record = None
+                if record is None:
+                    position = rule.head(owner).sequence + 1  # where the chain stands
+                elif self._placed(record, message.key, message.partition) and rule.admit(record):
+                    position = record["sequence"]
+                else:
+                    continue  # a well-formed orphan
+                if position >= from_sequence and (to_sequence is None or position <= to_sequence):
+                    location = f"partition {message.partition}, offset {message.offset}"
+                    yield StoredBytes(message.value, {"org_id": owner}, location)
+        finally:
+            reader.close()
 
     def orphans(self, org_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Records in the ledger topic that are not part of the ledger (see the chain rule)."""

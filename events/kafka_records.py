@@ -24,7 +24,9 @@ from events.canonical import canonical_bytes
 from events.log import ChainHead
 from events.outcomes import Rejection
 from events.reasons import ReasonCode
+from events.stored import parse_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent
+from schemas.errors import LedgerDamagedError
 
 
 def org_key(org_id: str) -> bytes:
@@ -35,16 +37,22 @@ def encode_event(event: LedgerEvent) -> bytes:
     return canonical_bytes(event.to_record())
 
 
-def decode_event(value: bytes | None) -> dict[str, Any]:
-    """The stored event; a value that is not a JSON object becomes ``{"undecodable": text}``,
-    which the chain rule does not admit (so a stray record cannot block the ledger)."""
+def org_of_key(key: bytes | None) -> str | None:
+    """The org a record key names (UTF-8); None for no key or one that is not UTF-8."""
     try:
-        record = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        record = None
-    if not isinstance(record, dict):
+        return None if key is None else key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def decode_event(value: bytes | None) -> dict[str, Any]:
+    """The stored event; a value that is not a well-formed JSON object (read with the bounds of
+    :func:`events.stored.parse_event`) becomes ``{"undecodable": text}``, which the chain rule
+    does not admit (so a stray record cannot block the ledger)."""
+    try:
+        return parse_event(value or b"")
+    except LedgerDamagedError:
         return {"undecodable": (value or b"").decode("utf-8", errors="replace")}
-    return record
 
 
 RAW_LIMIT = 64 * 1024
