@@ -12,7 +12,8 @@ Edit = Callable[[bytes], bytes]
 
 
 def _first_data_key(body: bytes) -> str:
-    return min(orjson.loads(body)["data"])
+    keys: dict[str, Any] = orjson.loads(body)["data"]
+    return min(keys)
 
 
 def _sequence_as(body: bytes, text: bytes) -> bytes:
@@ -63,7 +64,8 @@ reads but a recursive serialiser cannot write back)."""
 
 
 def same_value(body: bytes, edit: str) -> bytes:
-    """``body`` edited by :data:`SAME_VALUE` ``edit``, checked to keep the value as Python reads it."""
+    """``body`` edited by :data:`SAME_VALUE` ``edit``, checked to keep the value (as read by
+    Python)."""
     edited = SAME_VALUE[edit](body)
     assert edited != body
     assert orjson.loads(edited) == orjson.loads(body), edit

@@ -3,7 +3,6 @@ byte-level tamperings of a SQLite ledger, each named by org and sequence with ex
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,10 +211,10 @@ TRIED: list[int] = [0]
 
 
 @pytest.fixture(scope="module")
-def random_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def random_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("random") / "ledger.db"
     store(path, chained_events(*ORGS, check_in_count=1))
-    yield path
+    return path
 
 
 @st.composite
