@@ -1,6 +1,7 @@
 """The per-org hash chain: computing an event's hash, and verifying stored events byte for byte."""
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,9 +82,7 @@ class ChainVerifier:
             malformed = None
         except LedgerDamagedError as error:
             record, malformed = None, f"malformed: {error}"
-        org_id = stored.org_id
-        if org_id is None and record is not None and isinstance(record.get("org_id"), str):
-            org_id = record["org_id"]
+        org_id = _org_of(stored, record)
         chain = self._chains.setdefault(org_id, _Chain())
         if chain.broken is not None:
             return
@@ -96,12 +95,15 @@ class ChainVerifier:
         if problem is None and record is not None:
             chain.events, chain.head = expected, record["hash"]
             return
-        known = "sequence" in stored.columns or (record is not None and org_id is not None)
+        # A malformed event's place is known where the backend files it by sequence (SQLite),
+        # or by nothing (a line in a file: it stands at its org's next place); a Kafka record
+        # is filed by org alone: its location says where it is.
+        placed = record is not None or "sequence" in stored.columns or not stored.columns
         chain.broken = ChainReport(
             org_id,
             False,
             chain.events,
-            expected if known else None,
+            expected if placed and org_id is not None else None,
             problem,
             chain.head,
             stored.location,
@@ -115,6 +117,20 @@ class ChainVerifier:
         """One report per org seen, by org id (what names no org last)."""
         orgs = sorted(self._chains, key=lambda org: (org is None, org or ""))
         return [self.report(org) for org in orgs]
+
+
+def _org_of(stored: StoredBytes, record: dict[str, Any] | None) -> str | None:
+    """The org an event is filed under, else the one its body names (read leniently when it
+    is malformed, only to name it in the report); None if neither says."""
+    if stored.org_id is not None:
+        return stored.org_id
+    if record is None:
+        try:
+            record = json.loads(stored.body.decode("utf-8", "replace").lstrip("\ufeff"))
+        except (ValueError, RecursionError):
+            return None
+    org_id = record.get("org_id") if isinstance(record, dict) else None
+    return org_id if isinstance(org_id, str) else None
 
 
 def _position_problem(stored: StoredBytes, expected: int) -> str | None:

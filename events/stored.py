@@ -84,7 +84,8 @@ def export_lines(stream: IO[bytes]) -> Iterator[StoredBytes]:
     """The events of an export (NDJSON), each a line's bytes without its ``\\n``, streamed.
 
     At most :data:`MAX_EVENT_BYTES` + 2 bytes are held: a longer line comes as its first bytes
-    (so it is malformed: over the limit) and the rest of it is skipped. Blank lines are skipped.
+    (so it is malformed: over the limit) and the rest of it is skipped. A blank line comes as
+    it is: an export has none, so it stands for an empty (malformed) stored event.
     """
     number = 0
     while line := stream.readline(MAX_EVENT_BYTES + 2):
@@ -94,8 +95,7 @@ def export_lines(stream: IO[bytes]) -> Iterator[StoredBytes]:
         if not ended and len(line) > MAX_EVENT_BYTES + 1:  # cut by the limit: skip the rest
             while (rest := stream.readline(MAX_EVENT_BYTES)) and not rest.endswith(b"\n"):
                 pass
-        if body.strip():
-            yield StoredBytes(body, location=f"line {number}")
+        yield StoredBytes(body, location=f"line {number}")
 
 
 def _json_kind(value: Any) -> str:
