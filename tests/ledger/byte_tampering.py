@@ -16,11 +16,12 @@ def _first_data_key(body: bytes) -> str:
     return min(keys)
 
 
-def _sequence_as(body: bytes, text: bytes) -> bytes:
-    sequence = orjson.loads(body)["sequence"]
-    old = b'"sequence":%d,' % sequence
+def _number_as(body: bytes, key: str, text: bytes) -> bytes:
+    """``body`` with the integer value of ``key`` written as ``text`` (``%d``: the value)."""
+    value = orjson.loads(body)[key]
+    old = b'"%s":%d,' % (key.encode(), value)
     assert old in body
-    return body.replace(old, b'"sequence":' + text + b",", 1)
+    return body.replace(old, b'"%s":' % key.encode() + text.replace(b"%d", b"%d" % value) + b",", 1)
 
 
 def _once(old: bytes, new: bytes) -> Edit:
@@ -35,8 +36,8 @@ SAME_VALUE: dict[str, Edit] = {
     "whitespace": lambda body: body[:1] + b" " + body[1:],
     "trailing_whitespace": lambda body: body + b"\t",
     "key_order": lambda body: orjson.dumps(dict(reversed(orjson.loads(body).items()))),
-    "number_10.0_for_10": lambda body: _sequence_as(body, b"%d.0" % orjson.loads(body)["sequence"]),
-    "number_exponent": lambda body: _sequence_as(body, b"%de0" % orjson.loads(body)["sequence"]),
+    "number_10.0_for_10": lambda body: _number_as(body, "schema_version", b"%d.0"),
+    "number_exponent": lambda body: _number_as(body, "schema_version", b"%de0"),
     "escaped_at_sign": _once(b"@", b"\\u0040"),
     "escaped_key_letter": _once(b'"actor"', b'"\\u0061ctor"'),
     "duplicated_key": lambda body: b'{"actor":"mallory",' + body[1:],
@@ -49,9 +50,9 @@ reading): only a byte-for-byte check of the stored bytes can see them."""
 
 MALFORMED: dict[str, Edit] = {
     "not_json": lambda body: body[:-1],
-    "nan": lambda body: _sequence_as(body, b"NaN"),
-    "1e400": lambda body: _sequence_as(body, b"1e400"),
-    "400_digit_integer": lambda body: _sequence_as(body, b"9" * 400),
+    "nan": lambda body: _number_as(body, "sequence", b"NaN"),
+    "1e400": lambda body: _number_as(body, "sequence", b"1e400"),
+    "400_digit_integer": lambda body: _number_as(body, "sequence", b"9" * 400),
     "lone_surrogate": _once(b'"actor":"', b'"actor":"\\ud800'),
     "bom": lambda body: b"\xef\xbb\xbf" + body,
     "invalid_utf8": _once(b"@", b"\xff"),
