@@ -281,7 +281,14 @@ class KafkaEventLog:
         try:
             for partition in reader.partitions(self.rejections_topic):
                 for record in reader.read(self.rejections_topic, {partition: None}):
-                    yield decode_rejection(record.value)
+                    try:
+                        rejection = decode_rejection(record.value)
+                    except LedgerDamagedError as error:
+                        raise LedgerDamagedError(
+                            f"the rejections topic {self.rejections_topic!r} is damaged at "
+                            f"partition {partition}, offset {record.offset}: {error}"
+                        ) from None
+                    yield rejection
         finally:
             reader.close()
 

@@ -83,19 +83,25 @@ def encode_rejection(rejection: Rejection) -> bytes:
 
 
 def decode_rejection(value: bytes) -> Rejection:
-    fields = orjson.loads(value)
-    return Rejection(
-        reason=ReasonCode(fields["reason_code"]),
-        message=fields["message"],
-        raw=base64.b64decode(fields["raw_base64"], validate=True),
-        recorded_at=fields["recorded_at"],
-        details=fields["details"],
-        org_id=fields["org_id"],
-        event_id=fields["event_id"],
-        type=fields["type"],
-        source=fields["source"],
-        line=fields["line"],
-    )
+    """The stored rejection; :class:`LedgerDamagedError` for a value that is not one."""
+    try:
+        fields = orjson.loads(value)
+        return Rejection(
+            reason=ReasonCode(fields["reason_code"]),
+            message=fields["message"],
+            raw=base64.b64decode(fields["raw_base64"], validate=True),
+            recorded_at=fields["recorded_at"],
+            details=fields["details"],
+            org_id=fields["org_id"],
+            event_id=fields["event_id"],
+            type=fields["type"],
+            source=fields["source"],
+            line=fields["line"],
+        )
+    except (ValueError, KeyError, TypeError) as error:  # also JSON and base64 errors
+        raise LedgerDamagedError(
+            f"not a rejection record ({type(error).__name__}: {error})"
+        ) from None
 
 
 GENESIS = ChainHead(0, GENESIS_HASH)

@@ -20,6 +20,7 @@ from events.kafka_log import KafkaEventLog
 from events.kafka_records import org_key
 from okr_ledger.cli import app
 from schemas.envelope import LedgerEvent
+from schemas.errors import LedgerDamagedError
 from tests.builders import chained_events
 from tests.kafka.test_kafka_log import open_kafka_log
 from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE, same_value
@@ -27,7 +28,8 @@ from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE, same_value
 pytestmark = pytest.mark.kafka
 
 
-def run(kafka: Connection, topics: dict[str, str], tmp: Path, *args: str) -> Result:
+def invoke(kafka: Connection, topics: dict[str, str], tmp: Path, *args: str) -> Result:
+    """``okr-ledger ARGS`` in process, on the test's Kafka topics."""
     env = {
         "OKR_LEDGER_URL": f"kafka://{kafka.servers[0]}",
         "OKR_KAFKA_TOPIC_LEDGER": topics["ledger"],
@@ -35,7 +37,12 @@ def run(kafka: Connection, topics: dict[str, str], tmp: Path, *args: str) -> Res
         "OKR_DATA_DIR": str(tmp / "data"),
         "OKR_CLICKHOUSE_URL": None,
     }
-    result = CliRunner().invoke(app, list(args), env=env)
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def run(kafka: Connection, topics: dict[str, str], tmp: Path, *args: str) -> Result:
+    """:func:`invoke`, which must end by an exit code, not an exception."""
+    result = invoke(kafka, topics, tmp, *args)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result
 
@@ -155,3 +162,22 @@ def test_records_outside_an_orgs_key_and_partition_are_not_its_ledger(
     produce(kafka, topics, home, b"\xff\xfe", b"junk")
     code, report = verdict(kafka, topics, tmp_path)
     assert code == 0, report
+
+
+def test_a_record_in_the_rejections_topic_that_is_not_a_rejection_is_a_clear_error(
+    kafka: Connection,
+    topics: dict[str, str],
+    tmp_path: Path,
+    ledger: tuple[KafkaEventLog, LedgerEvent],
+) -> None:
+    producer = Producer(kafka)
+    try:
+        (offset,) = producer.send_all([OutRecord(topics["rejections"], 0, None, b'{"x":1}')])
+    finally:
+        producer.close()
+    result = invoke(kafka, topics, tmp_path, "rejections")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, LedgerDamagedError)
+    assert f"damaged at partition 0, offset {offset}: not a rejection record" in str(
+        result.exception
+    )
