@@ -27,7 +27,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
+from events.kafka_client import (
+    Connection,
+    InRecord,
+    OutRecord,
+    Producer,
+    Reader,
+    partition_for,
+)
 from events.kafka_records import (
     ChainRule,
     decode_event,
@@ -220,32 +227,24 @@ class KafkaEventLog:
         with every record under an org's key in its partition that is not a well-formed event:
         the chain rule skips those as orphans, but no writer of the ledger makes them, so
         ``verify`` must see them. Well-formed orphans are not part of the ledger: left out."""
-        partitions = self._partitions if org_id is None else [self.partition_of(org_id)]
-        key = None if org_id is None else org_key(org_id)
         rule = ChainRule()
-        reader = Reader(self._connection)
-        try:
-            for message in reader.read(self.ledger_topic, dict.fromkeys(partitions)):
-                owner = org_of_key(message.key)
-                if owner is None or (key is not None and message.key != key):
-                    continue
-                if self.partition_of(owner) != message.partition:
-                    continue  # not in its org's partition: an orphan for every reader
-                try:
-                    record: dict[str, Any] | None = parse_event(message.value)
-                except LedgerDamagedError:
-                    record = None
-                if record is None:
-                    position = rule.head(owner).sequence + 1  # where the chain stands
-                elif self._placed(record, message.key, message.partition) and rule.admit(record):
-                    position = record["sequence"]
-                else:
-                    continue  # a well-formed orphan
-                if position >= from_sequence and (to_sequence is None or position <= to_sequence):
-                    location = f"partition {message.partition}, offset {message.offset}"
-                    yield StoredBytes(message.value, {"org_id": owner}, location)
-        finally:
-            reader.close()
+        for message in self._messages(org_id):
+            owner = org_of_key(message.key)
+            if owner is None or self.partition_of(owner) != message.partition:
+                continue  # not under an org's key in its partition: an orphan for every reader
+            try:
+                record: dict[str, Any] | None = parse_event(message.value)
+            except LedgerDamagedError:
+                record = None
+            if record is None:
+                position = rule.head(owner).sequence + 1  # where the chain stands
+            elif self._placed(record, message.key, message.partition) and rule.admit(record):
+                position = record["sequence"]
+            else:
+                continue  # a well-formed orphan
+            if position >= from_sequence and (to_sequence is None or position <= to_sequence):
+                location = f"partition {message.partition}, offset {message.offset}"
+                yield StoredBytes(message.value, {"org_id": owner}, location)
 
     def orphans(self, org_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Records in the ledger topic that are not part of the ledger (see the chain rule)."""
@@ -255,17 +254,22 @@ class KafkaEventLog:
 
     def _scan(self, org_id: str | None) -> Iterator[tuple[dict[str, Any], bool]]:
         """Every record of the org's partition (or of all), with the chain rule's verdict."""
+        rule = ChainRule()
+        for message in self._messages(org_id):
+            record = decode_event(message.value)
+            if org_id is None or record.get("org_id") == org_id:
+                placed = self._placed(record, message.key, message.partition)
+                yield record, placed and rule.admit(record)
+
+    def _messages(self, org_id: str | None) -> Iterator[InRecord]:
+        """The ledger topic's records under the org's key in its partition (or all records)."""
         partitions = self._partitions if org_id is None else [self.partition_of(org_id)]
         key = None if org_id is None else org_key(org_id)
-        rule = ChainRule()
         reader = Reader(self._connection)
         try:
             for message in reader.read(self.ledger_topic, dict.fromkeys(partitions)):
                 if key is None or message.key == key:
-                    record = decode_event(message.value)
-                    if org_id is None or record.get("org_id") == org_id:
-                        placed = self._placed(record, message.key, message.partition)
-                        yield record, placed and rule.admit(record)
+                    yield message
         finally:
             reader.close()
 

@@ -1,12 +1,16 @@
 """Tampering with the bytes of stored events: edits that keep the JSON value, and malformed
 bodies. Shared by the SQLite and Kafka campaigns and the verifier-agreement tests."""
 
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from tests.builders import chained_events
+from tests.ledger.support import store
 
 Edit = Callable[[bytes], bytes]
 
@@ -118,3 +122,21 @@ def edit_body(path: Path, org_id: str, sequence: int, edit: Edit) -> bytes:
     body = edit(stored_body(path, org_id, sequence))
     overwrite(path, org_id, sequence, body=body)
     return body
+
+
+ORGS = ("acme", "globex")
+
+
+def ledger_template(directory: Path, check_in_count: int) -> Path:
+    """A ledger of :data:`ORGS` (their setup and ``check_in_count`` check-ins each) to copy."""
+    path = directory / "ledger.db"
+    store(path, chained_events(*ORGS, check_in_count=check_in_count))
+    return path
+
+
+def data_dir_with(template: Path, parent: Path) -> Path:
+    """A data directory under ``parent`` holding a copy of the ``template`` ledger."""
+    directory = parent / "data"
+    directory.mkdir()
+    shutil.copy(template, directory / "ledger.db")
+    return directory

@@ -2,7 +2,6 @@
 verifiers (examples/verify_ledger.py, tests/ledger/independent_verifier.py) agree with both
 on every tampering of the stored bytes."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +10,18 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.builders import chained_events
 from tests.ledger import independent_verifier as iv
 from tests.ledger.byte_tampering import (
     MALFORMED,
     SAME_VALUE,
+    data_dir_with,
     edit_body,
+    ledger_template,
     overwrite,
     same_value,
     stored_body,
 )
-from tests.ledger.support import ALTERATIONS, run_cli, store, tamper
+from tests.ledger.support import ALTERATIONS, run_cli, tamper
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "verify_ledger.py"
 LENGTH = 12
@@ -30,17 +30,12 @@ POSITIONS = (6, LENGTH)
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "ledger.db"
-    store(path, chained_events("acme", "globex", check_in_count=5))
-    return path
+    return ledger_template(tmp_path_factory.mktemp("template"), check_in_count=5)
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path, template: Path) -> Path:
-    directory = tmp_path / "data"
-    directory.mkdir()
-    shutil.copy(template, directory / "ledger.db")
-    return directory
+    return data_dir_with(template, tmp_path)
 
 
 def export_file(data_dir: Path, *args: str) -> Path:
