@@ -27,7 +27,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
+from events.kafka_client import (
+    Connection,
+    InRecord,
+    OutRecord,
+    Producer,
+    Reader,
+    partition_for,
+)
 from events.kafka_records import (
     ChainRule,
     decode_event,
@@ -35,12 +42,19 @@ from events.kafka_records import (
     encode_event,
     encode_rejection,
     org_key,
+    org_of_key,
     placed,
 )
 from events.log import ChainHead
 from events.outcomes import Rejection
+from events.stored import StoredBytes, parse_event
 from schemas.envelope import LedgerEvent
-from schemas.errors import ConfigurationError, LedgerUnavailableError, SequenceConflictError
+from schemas.errors import (
+    ConfigurationError,
+    LedgerDamagedError,
+    LedgerUnavailableError,
+    SequenceConflictError,
+)
 
 DEFAULT_PORT = 9092
 
@@ -74,6 +88,7 @@ class KafkaEventLog:
         rejections_topic: str = "okr.rejections",
         client_id: str = "okr-ledger",
         timeout_s: float = 30.0,
+        read_only: bool = False,
     ) -> None:
         servers = (bootstrap_servers,) if isinstance(bootstrap_servers, str) else bootstrap_servers
         self._connection = Connection(tuple(servers), client_id, timeout_s)
@@ -89,7 +104,8 @@ class KafkaEventLog:
                     "the topics first (events.kafka_admin.ensure_topics)"
                 )
             self._partitions = self._reader.partitions(ledger_topic)
-            self._producer = Producer(self._connection)
+            if not read_only:
+                self._producer = Producer(self._connection)
         except BaseException:
             self.close()
             raise
@@ -98,9 +114,12 @@ class KafkaEventLog:
         """Per ledger partition: the next offset the rule has not seen."""
 
     @classmethod
-    def from_url(cls, url: str, *, create: bool = True, **options: Any) -> "KafkaEventLog":
-        """``create`` is accepted for symmetry: topics are made by ``ensure_topics``, never here."""
-        return cls(servers_from_url(url), **options)
+    def from_url(
+        cls, url: str, *, create: bool = True, read_only: bool = False, **options: Any
+    ) -> "KafkaEventLog":
+        """``create`` is accepted for symmetry: topics are made by ``ensure_topics``, never here.
+        ``read_only`` opens no producer."""
+        return cls(servers_from_url(url), read_only=read_only, **options)
 
     def partition_of(self, org_id: str) -> int:
         return self._partitions[partition_for(org_key(org_id), len(self._partitions))]
@@ -162,7 +181,7 @@ class KafkaEventLog:
 
     def _send(self, records: Iterable[OutRecord]) -> list[int]:
         if self._producer is None or self._closed:
-            raise LedgerUnavailableError("the Kafka event log is closed")
+            raise LedgerUnavailableError("the Kafka event log is closed or read-only")
         return self._producer.send_all(list(records))
 
     def _catch_up(self, partitions: set[int]) -> set[int]:
@@ -201,6 +220,32 @@ class KafkaEventLog:
             if sequence >= from_sequence:
                 yield record
 
+    def read_stored(
+        self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
+    ) -> Iterator[StoredBytes]:
+        """The ledger's records byte for byte (their key as ``org_id``, their offset as location),
+        with every record under an org's key in its partition that is not a well-formed event:
+        the chain rule skips those as orphans, but no writer of the ledger makes them, so
+        ``verify`` must see them. Well-formed orphans are not part of the ledger: left out."""
+        rule = ChainRule()
+        for message in self._messages(org_id):
+            owner = org_of_key(message.key)
+            if owner is None or self.partition_of(owner) != message.partition:
+                continue  # not under an org's key in its partition: an orphan for every reader
+            try:
+                record: dict[str, Any] | None = parse_event(message.value)
+            except LedgerDamagedError:
+                record = None
+            if record is None:
+                position = rule.head(owner).sequence + 1  # where the chain stands
+            elif self._placed(record, message.key, message.partition) and rule.admit(record):
+                position = record["sequence"]
+            else:
+                continue  # a well-formed orphan
+            if position >= from_sequence and (to_sequence is None or position <= to_sequence):
+                location = f"partition {message.partition}, offset {message.offset}"
+                yield StoredBytes(message.value, {"org_id": owner}, location)
+
     def orphans(self, org_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Records in the ledger topic that are not part of the ledger (see the chain rule)."""
         for record, admitted in self._scan(org_id):
@@ -209,17 +254,22 @@ class KafkaEventLog:
 
     def _scan(self, org_id: str | None) -> Iterator[tuple[dict[str, Any], bool]]:
         """Every record of the org's partition (or of all), with the chain rule's verdict."""
+        rule = ChainRule()
+        for message in self._messages(org_id):
+            record = decode_event(message.value)
+            if org_id is None or record.get("org_id") == org_id:
+                placed = self._placed(record, message.key, message.partition)
+                yield record, placed and rule.admit(record)
+
+    def _messages(self, org_id: str | None) -> Iterator[InRecord]:
+        """The ledger topic's records under the org's key in its partition (or all records)."""
         partitions = self._partitions if org_id is None else [self.partition_of(org_id)]
         key = None if org_id is None else org_key(org_id)
-        rule = ChainRule()
         reader = Reader(self._connection)
         try:
             for message in reader.read(self.ledger_topic, dict.fromkeys(partitions)):
                 if key is None or message.key == key:
-                    record = decode_event(message.value)
-                    if org_id is None or record.get("org_id") == org_id:
-                        placed = self._placed(record, message.key, message.partition)
-                        yield record, placed and rule.admit(record)
+                    yield message
         finally:
             reader.close()
 
@@ -235,7 +285,14 @@ class KafkaEventLog:
         try:
             for partition in reader.partitions(self.rejections_topic):
                 for record in reader.read(self.rejections_topic, {partition: None}):
-                    yield decode_rejection(record.value)
+                    try:
+                        rejection = decode_rejection(record.value)
+                    except LedgerDamagedError as error:
+                        raise LedgerDamagedError(
+                            f"the rejections topic {self.rejections_topic!r} is damaged at "
+                            f"partition {partition}, offset {record.offset}: {error}"
+                        ) from None
+                    yield rejection
         finally:
             reader.close()
 

@@ -24,7 +24,9 @@ from events.canonical import canonical_bytes
 from events.log import ChainHead
 from events.outcomes import Rejection
 from events.reasons import ReasonCode
+from events.stored import parse_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent
+from schemas.errors import LedgerDamagedError
 
 
 def org_key(org_id: str) -> bytes:
@@ -35,16 +37,22 @@ def encode_event(event: LedgerEvent) -> bytes:
     return canonical_bytes(event.to_record())
 
 
-def decode_event(value: bytes | None) -> dict[str, Any]:
-    """The stored event; a value that is not a JSON object becomes ``{"undecodable": text}``,
-    which the chain rule does not admit (so a stray record cannot block the ledger)."""
+def org_of_key(key: bytes | None) -> str | None:
+    """The org a record key names (UTF-8); None for no key or one that is not UTF-8."""
     try:
-        record = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        record = None
-    if not isinstance(record, dict):
+        return None if key is None else key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def decode_event(value: bytes | None) -> dict[str, Any]:
+    """The stored event; a value that is not a well-formed JSON object (read with the bounds of
+    :func:`events.stored.parse_event`) becomes ``{"undecodable": text}``, which the chain rule
+    does not admit (so a stray record cannot block the ledger)."""
+    try:
+        return parse_event(value or b"")
+    except LedgerDamagedError:
         return {"undecodable": (value or b"").decode("utf-8", errors="replace")}
-    return record
 
 
 RAW_LIMIT = 64 * 1024
@@ -75,19 +83,25 @@ def encode_rejection(rejection: Rejection) -> bytes:
 
 
 def decode_rejection(value: bytes) -> Rejection:
-    fields = orjson.loads(value)
-    return Rejection(
-        reason=ReasonCode(fields["reason_code"]),
-        message=fields["message"],
-        raw=base64.b64decode(fields["raw_base64"], validate=True),
-        recorded_at=fields["recorded_at"],
-        details=fields["details"],
-        org_id=fields["org_id"],
-        event_id=fields["event_id"],
-        type=fields["type"],
-        source=fields["source"],
-        line=fields["line"],
-    )
+    """The stored rejection; :class:`LedgerDamagedError` for a value that is not one."""
+    try:
+        fields = orjson.loads(value)
+        return Rejection(
+            reason=ReasonCode(fields["reason_code"]),
+            message=fields["message"],
+            raw=base64.b64decode(fields["raw_base64"], validate=True),
+            recorded_at=fields["recorded_at"],
+            details=fields["details"],
+            org_id=fields["org_id"],
+            event_id=fields["event_id"],
+            type=fields["type"],
+            source=fields["source"],
+            line=fields["line"],
+        )
+    except (ValueError, KeyError, TypeError) as error:  # also JSON and base64 errors
+        raise LedgerDamagedError(
+            f"not a rejection record ({type(error).__name__}: {error})"
+        ) from None
 
 
 GENESIS = ChainHead(0, GENESIS_HASH)

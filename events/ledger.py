@@ -20,7 +20,7 @@ from events.outcomes import Accepted, Outcome, Rejection
 from events.reasons import ReasonCode
 from events.sequencer import DEFAULT_POLICY, Policy, Sequencer
 from schemas.envelope import LedgerEvent, utc_now
-from schemas.errors import SequenceConflictError
+from schemas.errors import LedgerDamagedError, SequenceConflictError
 
 Line = tuple[bytes, int | None]
 """A submission's bytes and, when it came from a file, its line number."""
@@ -73,18 +73,39 @@ class Ledger:
             if any(r.reason not in STATELESS_REASONS for r in rejections) and self._log_moved(
                 events
             ):
-                self._sequencer = self._rebuild()
+                self._resync()
                 continue
             try:
                 self.log.append(events, rejections)
             except SequenceConflictError:
-                self._sequencer = self._rebuild()
+                self._resync()
                 continue
             except BaseException:
                 self._sequencer = self._rebuild()  # the in-memory state ran ahead of the log
                 raise
             return outcomes
-        raise SequenceConflictError("another writer kept appending to the same orgs; try again")
+        raise SequenceConflictError(
+            "another writer kept appending to the same orgs; try again (if no other writer is "
+            "running, the ledger may be damaged: run `okr-ledger verify`)"
+        )
+
+    def _resync(self) -> None:
+        """Rebuild from the log after a conflict. A head the log files under another hash than
+        its stored event has is damage, not another writer: appending can never succeed."""
+        self._sequencer = self._rebuild()
+        orgs = self._sequencer.state.orgs
+        for org_id, head in self.log.heads().items():
+            org = orgs.get(org_id)
+            if (
+                org is not None
+                and org.last_sequence == head.sequence
+                and org.last_hash != head.hash
+            ):
+                raise LedgerDamagedError(
+                    f"the ledger is damaged: org {org_id!r}'s newest event (sequence "
+                    f"{head.sequence}) is filed under hash {head.hash!r}, but its stored content "
+                    f"has hash {org.last_hash!r}; nothing was appended. Run `okr-ledger verify`"
+                )
 
     def _log_moved(self, batch_events: list[LedgerEvent]) -> bool:
         """Did another writer append since the batch was decided on this ledger's state?"""

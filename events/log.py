@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from events.outcomes import Rejection
+from events.stored import StoredBytes
 from schemas.envelope import LedgerEvent
 
 
@@ -36,7 +37,20 @@ class EventLog(Protocol):
     def read_records(
         self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """The same events as plain dicts, exactly as stored: what verification checks."""
+        """The same events as plain dicts, parsed from what is stored."""
+        ...
+
+    def read_stored(
+        self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None
+    ) -> Iterator[StoredBytes]:
+        """The same events byte for byte as stored, with what the backend files them under
+        (SQLite: its indexed columns; Kafka: the record key, and the offset as location):
+        what ``verify`` checks and ``export`` writes.
+
+        Also yields stored events too malformed to parse, which :meth:`read_records` cannot
+        give (SQLite: any row; Kafka: any record under the org's key in its partition whose
+        value is not a JSON object, where the chain rule reaches it).
+        """
         ...
 
     def heads(self) -> dict[str, ChainHead]:

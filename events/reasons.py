@@ -5,7 +5,7 @@ from enum import StrEnum
 
 class ReasonCode(StrEnum):
     INVALID_JSON = "invalid_json"
-    """Not a JSON object (malformed, NaN or Infinity, not UTF-8)."""
+    """Not a JSON object (malformed, NaN or Infinity, not UTF-8), or one that repeats a key."""
     TOO_LARGE = "too_large"
     """Over the size limit (64 KiB by default)."""
     SCHEMA_VIOLATION = "schema_violation"

@@ -21,6 +21,7 @@ from events.outcomes import Accepted, Duplicate, Outcome, Rejection
 from events.reasons import ReasonCode
 from events.rules import check
 from events.state import LedgerState, OrgState
+from events.strict_json import duplicated_key
 from schemas.envelope import LedgerEvent, Submission, format_timestamp
 from schemas.errors import UnknownEventTypeError
 from schemas.payloads import Payload
@@ -64,6 +65,14 @@ def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, Payload]:
         raise _RejectedError(ReasonCode.INVALID_JSON, f"not valid JSON: {error}", []) from None
     if not isinstance(document, dict):
         raise _RejectedError(ReasonCode.INVALID_JSON, "a submission is a JSON object", [])
+    duplicated = duplicated_key(raw, document)
+    if duplicated is not None:
+        raise _RejectedError(
+            ReasonCode.INVALID_JSON,
+            f"the key {duplicated!r} appears twice in one object (readers would disagree on "
+            "which value was submitted)",
+            [],
+        )
     type_name = document.get("type")
     if isinstance(type_name, str) and type_name not in EVENT_TYPES:
         raise _RejectedError(ReasonCode.UNKNOWN_TYPE, f"unknown event type {type_name!r}", [])

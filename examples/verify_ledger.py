@@ -6,7 +6,8 @@ Written from docs/ledger-format.md alone. Usage::
     python verify_ledger.py ledger.ndjson      # or: okr-ledger export | python verify_ledger.py
 
 Prints one line per org, ``OK`` with its event count and head hash, or ``BROKEN`` with the
-first sequence whose position, link (prev_hash) or content (hash) does not match.
+first sequence whose bytes (not the canonical form of the event), keys, position, link
+(prev_hash) or content (hash) does not match. Reads line by line: orgs may interleave.
 Exit 0 when every chain is intact, 4 when any is broken, 2 when the file cannot be read.
 """
 
@@ -19,6 +20,11 @@ from decimal import Decimal
 from typing import Any
 
 GENESIS = "0" * 64
+KEYS = {  # every event has exactly these (docs/ledger-format.md, section 2)
+    *("sequence", "event_id", "org_id", "type", "schema_version", "occurred_at", "recorded_at"),
+    *("actor", "source", "source_event_id", "correlation_id", "causation_id", "data"),
+    *("prev_hash", "hash"),
+}
 
 
 def jcs_number(x: float) -> str:
@@ -66,25 +72,26 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def first_problem(events: list[dict[str, Any]]) -> tuple[int, str] | None:
-    """(sequence, problem) of the first event that breaks the chain, or None."""
-    prev_hash = GENESIS
-    for expected, event in enumerate(events, start=1):
-        if event.get("sequence") != expected:
-            return expected, f"expected sequence {expected}, found {event.get('sequence')}"
-        if event.get("prev_hash") != prev_hash:
-            return expected, "prev_hash does not link to the previous event's hash"
-        try:
-            intact = event_hash(event) == event.get("hash")
-        except (TypeError, ValueError):  # not canonicalisable: altered
-            intact = False
-        if not intact:
-            return expected, "content does not match its hash"
-        prev_hash = event["hash"]
+def problem(event: dict[str, Any], line: bytes, expected: int, prev: str) -> str | None:
+    """What is wrong with one event of an org, given the org's expected sequence and head."""
+    try:  # also catches a repeated key: the canonical form has each key once
+        canonical = jcs(event).encode("utf-8") == line
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError):  # NaN, 1e400, "\ud800"
+        canonical = False
+    if not canonical:
+        return "the line is not the canonical form of its event"
+    if set(event) != KEYS:
+        return f"keys {sorted(set(event) ^ KEYS)} missing or unexpected"
+    if event.get("sequence") != expected:
+        return f"expected sequence {expected}, found {event.get('sequence')}"
+    if event.get("prev_hash") != prev:
+        return "prev_hash does not link to the previous event's hash"
+    if event_hash(event) != event.get("hash"):
+        return "content does not match its hash"
     return None
 
 
-def _reject_constant(name: str) -> None:
+def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
@@ -93,43 +100,42 @@ def main() -> int:
     parser.add_argument("file", nargs="?", default="-", help="NDJSON export; - or none: stdin")
     path = parser.parse_args().file
     try:
-        if path == "-":
-            lines = sys.stdin.buffer.read().splitlines()
-        else:
-            with open(path, "rb") as stream:
-                lines = stream.read().splitlines()
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-    orgs: dict[str, list[dict[str, Any]]] = {}  # org -> its events, in file order
-    broken = False
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    chains: dict[str, tuple[int, str]] = {}  # org -> events verified, head hash
+    bad: dict[str, str] = {}  # org -> its first problem
+    bad_lines = False
+    for number, raw in enumerate(stream, start=1):
+        line = raw[:-1] if raw.endswith(b"\n") else raw
         try:
-            event = json.loads(line, parse_constant=_reject_constant)
-        except ValueError as error:  # also UnicodeDecodeError
+            event = json.loads(line, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as error:  # also UnicodeDecodeError
             print(f"BROKEN line {number}: not JSON ({error})")
-            broken = True
+            bad_lines = True
             continue
         if not isinstance(event, dict) or not isinstance(event.get("org_id"), str):
             print(f"BROKEN line {number}: not an event with an org_id")
-            broken = True
+            bad_lines = True
             continue
-        orgs.setdefault(event["org_id"], []).append(event)
-
-    for org_id in sorted(orgs):
-        events = orgs[org_id]
-        problem = first_problem(events)
-        if problem is None:
-            print(f"OK {org_id}: {len(events)} events, head {events[-1]['hash']}")
-        else:
-            print(f"BROKEN {org_id}: sequence {problem[0]}: {problem[1]}")
-            broken = True
-    if not orgs and not broken:
+        org = event["org_id"]
+        count, head = chains.setdefault(org, (0, GENESIS))
+        if org not in bad:
+            found = problem(event, line, count + 1, head)
+            if found is None:
+                chains[org] = count + 1, event["hash"]
+            else:
+                bad[org] = f"sequence {count + 1}: {found}"
+    for org_id, (count, head) in sorted(chains.items()):
+        print(
+            f"BROKEN {org_id}: {bad[org_id]}"
+            if org_id in bad
+            else f"OK {org_id}: {count} events, head {head}"
+        )
+    if not chains and not bad_lines:
         print("no events")
-    return 4 if broken else 0
+    return 4 if bad or bad_lines else 0
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from events.canonical import canonical_json
-from events.chain import ChainReport, verify_chain
+from events.chain import ChainReport, ChainVerifier
 from events.log import EventLog
 from events.outcomes import Outcome, Rejection
+from events.stored import export_lines
 from okr_ledger import __version__, query_cli, worker_cli
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
@@ -47,7 +47,8 @@ def _write_json(document: Any) -> None:
 
 @contextmanager
 def _event_log() -> Iterator[EventLog]:
-    log = open_event_log(Settings(), create=False)
+    """The ledger, opened read-only (it may be an auditor's read-only copy)."""
+    log = open_event_log(Settings(), create=False, read_only=True)
     try:
         yield log
     finally:
@@ -173,16 +174,55 @@ def submit(
 
 
 def verify_log(log: EventLog, org: str | None) -> list[ChainReport]:
-    orgs = [org] if org else sorted(log.heads())
-    return [verify_chain(org_id, log.read_records(org_id)) for org_id in orgs]
+    """Every org's chain (or ``org``'s), checked on the stored bytes."""
+    verifier = ChainVerifier()
+    for stored in log.read_stored(org):
+        verifier.add(stored)
+    return verifier.reports()
+
+
+def verify_file(path: Path, org: str | None) -> list[ChainReport]:
+    """The same checks on an export file, streamed (orgs may interleave)."""
+    verifier = ChainVerifier()
+    with path.open("rb") as stream:
+        for stored in export_lines(stream):
+            verifier.add(stored)
+    return [r for r in verifier.reports() if org is None or r.org_id in (org, None)]
+
+
+def _where(report: ChainReport) -> str:
+    """``acme: sequence 5 (line 9)``, ``acme: partition 2, offset 17``, ``line 9``."""
+    places = [f"sequence {report.first_bad_sequence}"] if report.first_bad_sequence else []
+    if report.location:
+        places.append(f"({report.location})" if places else report.location)
+    where = " ".join(places)
+    if report.org_id is None:
+        return where
+    return f"{escape(report.org_id)}: {where}" if where else escape(report.org_id)
 
 
 @app.command()
-def verify(org: OrgOption = None, json: JsonFlag = False) -> None:
-    """Check every org's sequence and hash chain. Exit 4 names the first bad event."""
-    with _event_log() as log:
-        reports = verify_log(log, org)
-    if org and not any(r.events for r in reports):
+def verify(
+    org: OrgOption = None,
+    json: JsonFlag = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            exists=True,
+            dir_okay=False,
+            help="Verify this export (NDJSON from `export`) instead of the ledger.",
+        ),
+    ] = None,
+) -> None:
+    """Check every stored event byte for byte and every org's hash chain. Exit 4 names the
+    first bad event."""
+    if file is not None:
+        reports = verify_file(file, org)
+    else:
+        with _event_log() as log:
+            reports = verify_log(log, org)
+    if org and not reports:
         reports = [ChainReport(org, True, 0)]
     broken = next((r for r in reports if not r.ok), None)
     if json:
@@ -191,6 +231,7 @@ def verify(org: OrgOption = None, json: JsonFlag = False) -> None:
                 "ok": broken is None,
                 "org_id": broken.org_id if broken else org,
                 "first_bad_sequence": broken.first_bad_sequence if broken else None,
+                "location": broken.location if broken else None,
                 "problem": broken.problem if broken else None,
                 "orgs": [r.to_json() for r in reports],
             }
@@ -198,14 +239,12 @@ def verify(org: OrgOption = None, json: JsonFlag = False) -> None:
     else:
         for report in reports:
             if report.ok:
-                out.print(f"[green]ok[/] {report.org_id}: {report.events} events, chain intact")
+                name = escape(report.org_id or "")
+                out.print(f"[green]ok[/] {name}: {report.events} events, chain intact")
             else:
-                out.print(
-                    f"[red]BROKEN[/] {report.org_id}: sequence {report.first_bad_sequence}: "
-                    f"{escape(report.problem or '')}"
-                )
+                out.print(f"[red]BROKEN[/] {_where(report)}: {escape(report.problem or '')}")
         if not reports:
-            out.print("the ledger is empty")
+            out.print("the ledger is empty" if file is None else "the file has no events")
     raise typer.Exit(EXIT_BROKEN_CHAIN if broken else EXIT_OK)
 
 
@@ -218,12 +257,13 @@ def export(
         Path | None, typer.Option("--output", "-o", help="File (default stdout).")
     ] = None,
 ) -> None:
-    """Write ledger events as NDJSON (canonical JSON, sequence order): the auditor's copy."""
+    """Write ledger events as NDJSON, each line the stored bytes (canonical JSON), in sequence
+    order: the auditor's copy."""
     sink = output.open("wb") if output else sys.stdout.buffer
     try:
         with _event_log() as log:
-            for record in log.read_records(org, from_seq, to_seq):
-                sink.write(canonical_json(record).encode() + b"\n")
+            for stored in log.read_stored(org, from_seq, to_seq):
+                sink.write(stored.body + b"\n")
     finally:
         if output:
             sink.close()

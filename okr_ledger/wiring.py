@@ -87,13 +87,14 @@ def _backend(registry: dict[str, tuple[str, str]], setting: str, url: str) -> An
     return _load(target, extra)
 
 
-def open_event_log(settings: Settings, *, create: bool = True) -> EventLog:
-    """The event log of ``OKR_LEDGER_URL``; with ``create=False`` a missing one is an error."""
+def open_event_log(settings: Settings, *, create: bool = True, read_only: bool = False) -> EventLog:
+    """The event log of ``OKR_LEDGER_URL``; with ``create=False`` a missing one is an error,
+    ``read_only`` opens it for reading only (also a read-only copy of the data directory)."""
     url = settings.resolved_ledger_url
     scheme = scheme_of(url)
     options = LEDGER_OPTIONS[scheme](settings) if scheme in LEDGER_OPTIONS else {}
     log: EventLog = _backend(LEDGER_BACKENDS, "OKR_LEDGER_URL", url).from_url(
-        url, create=create, **options
+        url, create=create, read_only=read_only, **options
     )
     return log
 

@@ -36,6 +36,10 @@ class LedgerUnavailableError(LedgerError):
     """The event log cannot be reached or opened."""
 
 
+class LedgerDamagedError(LedgerError):
+    """What is stored is not what the ledger wrote: ``okr-ledger verify`` names the event."""
+
+
 class ProjectionError(OkrLedgerError):
     """The projection store refused an operation."""
 

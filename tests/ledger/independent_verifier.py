@@ -11,6 +11,8 @@ for what an auditor writes in any language. The facts it relies on:
 - ``hash`` is the lowercase hex SHA-256 of the ``prev_hash`` (64 ASCII hex characters)
   followed by the UTF-8 bytes of the JSON Canonicalization Scheme (RFC 8785) form of the event
   object without its ``hash`` key.
+- Each line is byte for byte the canonical form of its event (``hash`` included), UTF-8. So a
+  line in which an object repeats a key is never canonical, whichever value a parser keeps.
 - JCS: no white space; object keys sorted by their UTF-16 code units; strings escaped
   minimally (``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t`` and ``\\u00xx`` for other control
   characters); numbers as ECMAScript's ``Number.prototype.toString`` writes IEEE-754 doubles.
@@ -153,26 +155,28 @@ def _reject_constant(name: str) -> Any:
     raise MalformedExportError(f"{name} is not JSON")
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise MalformedExportError("duplicate key in an object")
-    return result
-
-
 def parse_line(line: bytes | str) -> dict[str, Any]:
     try:
-        event = json.loads(
-            line, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
-        )
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MalformedExportError(str(error)) from error
+        event = json.loads(line, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise MalformedExportError(str(error) or type(error).__name__) from error
     if not isinstance(event, dict) or not isinstance(event.get("org_id"), str):
         raise MalformedExportError("a line is not an event object with an org_id")
     return event
 
 
-def _problem(event: dict[str, Any], expected: int, prev_hash: str) -> str | None:
+def _canonical_problem(event: dict[str, Any], line: bytes) -> str | None:
+    try:
+        canonical = jcs(event).encode("utf-8")
+    except (ValueError, TypeError, OverflowError, UnicodeEncodeError) as error:
+        return f"cannot be put in canonical form: {error}"
+    return None if canonical == line else "the line is not the canonical form of its event"
+
+
+def _problem(event: dict[str, Any], line: bytes, expected: int, prev_hash: str) -> str | None:
+    canonical = _canonical_problem(event, line)
+    if canonical is not None:
+        return canonical
     if set(event) != KEYS:
         return f"keys {sorted(set(event) ^ KEYS)} missing or unexpected"
     if type(event["sequence"]) is not int or event["sequence"] != expected:
@@ -198,13 +202,15 @@ def verify_lines(lines: Iterable[bytes | str]) -> dict[str, OrgVerdict]:
     broken: dict[str, OrgVerdict] = {}
     for line in lines:
         if not line.strip():
-            continue
-        event = parse_line(line)
+            raise MalformedExportError("a blank line: an export has none")
+        data = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
+        data = data[:-1] if data.endswith(b"\n") else data
+        event = parse_line(data)
         org = event["org_id"]
         if org in broken:
             continue
         sequence = expected.setdefault(org, 1)
-        problem = _problem(event, sequence, heads.setdefault(org, GENESIS))
+        problem = _problem(event, data, sequence, heads.setdefault(org, GENESIS))
         if problem is not None:
             broken[org] = OrgVerdict(org, False, sequence - 1, sequence, problem)
             continue

@@ -28,6 +28,8 @@ PURE_EVENT_MODULES = [
     "outcomes",
     "log",
     "ledger",
+    "stored",
+    "strict_json",
 ]
 
 
