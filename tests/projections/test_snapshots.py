@@ -73,7 +73,7 @@ def test_file_names_are_digests_whatever_the_org_id() -> None:
     for org_id in ("acme", "a" + "@" * 127, "../../etc/passwd", "A/B:c@d"):
         name = file_name(org_id)
         assert len(name) == 64 + len(f".v{SNAPSHOT_FORMAT}.json.gz")
-        assert name[:64].isalnum() and name[:64].islower()
+        assert set(name[:64]) <= set("0123456789abcdef")
     assert file_name("acme") != file_name("Acme")
 
 
@@ -175,7 +175,9 @@ def test_an_unusable_snapshot_is_ignored_and_the_ledger_replayed(
     store = open_store("resumed")
     snapshots = DirectorySnapshots(tmp_path / "snapshots")
     small(builder, 3)
-    EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots, snapshot_after=1).catch_up()
+    EmbeddedRunner(
+        builder.log, store, Projector(), snapshots=snapshots, snapshot_after=1
+    ).catch_up()
     path = snapshots.path(ORG)
     assert snapshots.load(ORG) is not None
     marker = tmp_path / "owned"
