@@ -73,7 +73,7 @@ NumbersRow = tuple[float, float | None, int, int]
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ReviewWire(_Wire):

@@ -71,6 +71,9 @@ class DirectorySnapshots:
         except UnusableSnapshotError as error:
             log.warning("ignoring the snapshot %s: %s; replaying the ledger", path, error)
             return None
+        except Exception:  # a cache: whatever goes wrong reading it, replaying is correct
+            log.exception("cannot decode the snapshot %s: replaying the ledger", path)
+            return None
         return Snapshot(org_id, position, event_hash, state)
 
     def save(self, snapshot: Snapshot) -> None:

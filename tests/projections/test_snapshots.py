@@ -1,10 +1,11 @@
 """Projector snapshots: a data format, never code; named by digest; unusable ones ignored."""
 
+import dataclasses
 import gzip
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from uuid import uuid4
 
 import orjson
@@ -15,9 +16,28 @@ from hypothesis import strategies as st
 from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector, StoredEvent
 from processors.runner import EmbeddedRunner
-from processors.snapshot_codec import SNAPSHOT_FORMAT, decode, encode
+from processors.snapshot_codec import (
+    CHECK_IN_FIELDS,
+    SNAPSHOT_FORMAT,
+    CheckInRow,
+    KeyResultWire,
+    ObjectiveWire,
+    ReviewWire,
+    StateWire,
+    StrategyWire,
+    decode,
+    encode,
+)
 from processors.snapshots import DirectorySnapshots, Snapshot, file_name
-from processors.state import ProjectorState
+from processors.state import (
+    CheckIn,
+    KeyResult,
+    Objective,
+    OrgProjection,
+    ProjectorState,
+    Review,
+    Strategy,
+)
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day
 from tests.projections.test_properties import PROPERTY_SETTINGS, Script, build, scripts
@@ -222,3 +242,22 @@ def test_a_snapshot_of_another_org_under_its_name_is_ignored(tmp_path: Path) -> 
     snapshots.path("globex").rename(snapshots.path(ORG))
     assert snapshots.load("globex") is None
     assert snapshots.load(ORG) is None
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def test_the_wire_models_cover_every_field_of_the_state() -> None:
+    """A field added to the state without its place in the format fails here, not silently."""
+    assert tuple(f.name for f in dataclasses.fields(CheckIn)) == CHECK_IN_FIELDS
+    assert len(get_args(CheckInRow)) == len(CHECK_IN_FIELDS)
+    for state, wire, state_only, wire_only in (
+        (KeyResult, KeyResultWire, {"check_ins", "last"}, {"check_in_ids", "last_check_in_id"}),
+        (Objective, ObjectiveWire, {"members", "chain", "structure"}, set()),
+        (Strategy, StrategyWire, set(), set()),
+        (Review, ReviewWire, set(), set()),
+        (OrgProjection, StateWire, {"org_id"}, set()),
+    ):
+        assert _fields(state) - set(wire.model_fields) == state_only, state
+        assert set(wire.model_fields) - _fields(state) == wire_only, state
