@@ -41,16 +41,9 @@ from processors.state import (
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day
 from tests.projections.test_properties import PROPERTY_SETTINGS, Script, build, scripts
+from tests.projections.test_runner import small
 
 Document = dict[str, Any]
-
-
-def small(builder: LedgerBuilder, check_ins: int) -> None:
-    builder.skeleton()
-    builder.objective("o", theme_ids=["growth"])
-    builder.key_result("k", "o")
-    for n in range(check_ins):
-        builder.check_in("k", n, day(n))
 
 
 def read_document(path: Path) -> Document:
