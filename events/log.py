@@ -1,12 +1,13 @@
 """The event-log port: what every ledger backend (SQLite, Kafka) provides."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from events.outcomes import Rejection
 from events.stored import StoredBytes
 from schemas.envelope import LedgerEvent
+from schemas.errors import UnknownNameError
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +63,11 @@ class EventLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def require_org(log: EventLog, org_id: str, also_known: Iterable[str] = ()) -> None:
+    """Raise :class:`~schemas.errors.UnknownNameError` unless the ledger has ``org_id``
+    (an org exists once it has an event); suggestions come from its heads and ``also_known``."""
+    heads = log.heads()
+    if org_id not in heads:
+        raise UnknownNameError("org", org_id, [*heads, *also_known])

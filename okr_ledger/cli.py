@@ -15,16 +15,24 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from events.chain import ChainReport, ChainVerifier
-from events.log import EventLog
+from events.log import EventLog, require_org
 from events.outcomes import Outcome, Rejection
+from events.reasons import ReasonCode
 from events.stored import export_lines
 from okr_ledger import __version__, query_cli, worker_cli
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import is_kafka, open_event_log, open_ledger
-from schemas.errors import MissingExtraError, OkrLedgerError, UnknownEventTypeError
+from schemas.errors import (
+    MissingExtraError,
+    OkrLedgerError,
+    UnknownEventTypeError,
+    UnknownNameError,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_BROKEN_CHAIN = 0, 1, 2, 3, 4
+EXIT_UNKNOWN_NAME = 5
+"""An org, subject, unit or period that does not exist (``UnknownNameError``)."""
 PROGRESS_MIN_BYTES = 1 << 20
 
 app = typer.Typer(
@@ -187,7 +195,13 @@ def verify_file(path: Path, org: str | None) -> list[ChainReport]:
     with path.open("rb") as stream:
         for stored in export_lines(stream):
             verifier.add(stored)
-    return [r for r in verifier.reports() if org is None or r.org_id in (org, None)]
+    reports = verifier.reports()
+    if org is not None and not any(r.org_id == org for r in reports):
+        known = [r.org_id for r in reports if r.org_id is not None]
+        if any(r.org_id is None for r in reports):
+            return [r for r in reports if r.org_id is None]  # damage that names no org
+        raise UnknownNameError("org", org, known)
+    return [r for r in reports if org is None or r.org_id in (org, None)]
 
 
 def _where(report: ChainReport) -> str:
@@ -222,8 +236,8 @@ def verify(
     else:
         with _event_log() as log:
             reports = verify_log(log, org)
-    if org and not reports:
-        reports = [ChainReport(org, True, 0)]
+            if org and not any(r.events for r in reports):
+                require_org(log, org)
     broken = next((r for r in reports if not r.ok), None)
     if json:
         _write_json(
@@ -259,6 +273,9 @@ def export(
 ) -> None:
     """Write ledger events as NDJSON, each line the stored bytes (canonical JSON), in sequence
     order: the auditor's copy."""
+    if org is not None:  # before the output file is created
+        with _event_log() as log:
+            require_org(log, org)
     sink = output.open("wb") if output else sys.stdout.buffer
     try:
         with _event_log() as log:
@@ -273,15 +290,20 @@ def export(
 def rejections(
     json: JsonFlag = False,
     org: OrgOption = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason code.")] = None,
+    reason: Annotated[
+        ReasonCode | None, typer.Option("--reason", help="Only this reason code.")
+    ] = None,
 ) -> None:
     """List recorded rejections (reason code, message, where the submission came from)."""
+    rejected_orgs: set[str] = set()
     with _event_log() as log:
-        found = [
-            r
-            for r in log.rejections()
-            if (org is None or r.org_id == org) and (reason is None or r.reason.value == reason)
-        ]
+        found = []
+        for r in log.rejections():
+            rejected_orgs.add(r.org_id or "")
+            if (org is None or r.org_id == org) and (reason is None or r.reason == reason):
+                found.append(r)
+        if org is not None and org not in rejected_orgs:  # an org only rejections know is known
+            require_org(log, org, rejected_orgs - {""})
     if json:
         for rejection in found:
             _write_json(rejection.to_json())
@@ -395,7 +417,7 @@ def main() -> None:
         if debug:
             raise
         err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_ERROR)
+        sys.exit(EXIT_UNKNOWN_NAME if isinstance(error, UnknownNameError) else EXIT_ERROR)
     except Exception as error:
         if debug:
             raise

@@ -137,7 +137,11 @@ def caught_up_store() -> Iterator[ProjectionStore]:
 
 
 def _orgs(store: ProjectionStore, org: str | None) -> list[str]:
-    return [org] if org else queries.org_ids(store)
+    """The orgs a command answers about: ``--org`` (which must exist), else all."""
+    if org is None:
+        return queries.org_ids(store)
+    queries.require_org(store, org)
+    return [org]
 
 
 def _moment(as_of: str | None, at: str | None = None) -> Moment:
@@ -202,9 +206,12 @@ def progress(  # noqa: PLR0917 - a command's options
     """The cascade as a tree: progress, status and confidence of objectives and key results."""
     moment = _moment(as_of, at)
     with caught_up_store() as store:
-        show_progress(
-            store, Settings(), _orgs(store, org), moment, period=period, unit=unit, json=json
-        )
+        orgs = _orgs(store, org)
+        if period is not None:
+            queries.require_entity(store, "period", period, orgs)
+        if unit is not None:
+            queries.require_entity(store, "unit", unit, orgs)
+        show_progress(store, Settings(), orgs, moment, period=period, unit=unit, json=json)
 
 
 def cascade(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = False) -> None:
@@ -242,14 +249,17 @@ def history(
     """The audit trail of one objective or key result: every event about it or naming it."""
     moment = _moment(as_of)
     with caught_up_store() as store:
-        for org_id in _orgs(store, org):
-            events = queries.history(store, org_id, subject, moment)
-            if json:
-                _write_lines(iter(events))
-            elif events:
-                out.print(render.history_table(f"{subject} in {org_id}", events))
-            elif org:
-                out.print(f"no events about {subject!r} in {org_id}")
+        orgs = _orgs(store, org)
+        found = {org_id: queries.history(store, org_id, subject, moment) for org_id in orgs}
+        if not any(found.values()):
+            queries.require_subject(store, subject, orgs)  # known, but not as of --as-of
+    for org_id, events in found.items():
+        if json:
+            _write_lines(iter(events))
+        elif events:
+            out.print(render.history_table(f"{subject} in {org_id}", events))
+        elif org:
+            out.print(f"no events about {subject!r} in {org_id}")
 
 
 def sql(

@@ -5,6 +5,7 @@ time); ``http(s)://user:password@host:8123/database`` a server. The database def
 ``okr_ledger``. clickhouse-connect is imported only here, and only when a store is opened.
 """
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -107,9 +108,17 @@ def parse_url(url: str, database: str | None = None) -> Target:
     raise ConfigurationError(f"{url!r}: unknown scheme (known: chdb://, http://, https://)")
 
 
+DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+"""A plain ClickHouse identifier (used unquoted), short enough for a file name with the
+suffixes the engine and a rebuild add (``_rebuild_<time>``, ``.sql``)."""
+
+
 def _checked(database: str, url: str) -> str:
-    if not database.replace("_", "").isalnum():
-        raise ConfigurationError(f"{url!r}: database {database!r} must be letters, digits and _")
+    if not DATABASE_NAME.fullmatch(database):
+        raise ConfigurationError(
+            f"{url!r}: database {database!r} must be ASCII letters, digits and _, "
+            "not starting with a digit, at most 200 characters"
+        )
     return database
 
 

@@ -5,17 +5,23 @@ from the history tables (the latest version of each entity up to that ledger seq
 ``at`` is business time: values as of then, from the check-in history as known at ``as_of``
 (or now), rolled up with the projector's own functions. ``ref`` is the reference time for
 expected progress, status and staleness: ``at``, else ``as_of``, else now.
+
+A name a caller asks about (org, unit, period, subject) is checked with the ``require_``
+functions: unknown, it raises :class:`~schemas.errors.UnknownNameError` with the closest known
+names, rather than an empty answer. Known means in the projections at all (now), so an
+``as_of`` before a name existed gives an empty answer, not an error.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from processors import scoring
 from processors import tables as t
 from projections import sql
 from projections.store import ProjectionStore
+from schemas.errors import UnknownNameError
 
 Record = dict[str, Any]
 
@@ -52,6 +58,43 @@ def _records(store: ProjectionStore, query: str, params: dict[str, Any]) -> list
 
 def org_ids(store: ProjectionStore) -> list[str]:
     return sorted(store.positions())
+
+
+def require_org(store: ProjectionStore, org_id: str) -> None:
+    """Raise unless the projections hold ``org_id``."""
+    known = org_ids(store)
+    if org_id not in known:
+        raise UnknownNameError("org", org_id, known)
+
+
+_ENTITIES = {"unit": (t.UNITS, "unit_id"), "period": (t.PERIODS, "period_id")}
+
+
+def require_entity(
+    store: ProjectionStore, kind: Literal["unit", "period"], name: str, orgs: list[str]
+) -> None:
+    """Raise unless one of ``orgs`` has (or had) a unit or period with this id."""
+    table, column = _ENTITIES[kind]
+    known = _names(store, f"SELECT DISTINCT {column} FROM {{db}}.{table}", orgs)
+    if name not in known:
+        raise UnknownNameError(kind, name, known)
+
+
+def require_subject(store: ProjectionStore, subject: str, orgs: list[str]) -> None:
+    """Raise unless an event of one of ``orgs`` is about ``subject`` or names it (any time)."""
+    found = store.rows(
+        "SELECT 1 FROM {db}.audit_events WHERE has({orgs:Array(String)}, org_id)"
+        " AND (subject_id = {subject:String} OR has(related_ids, {subject:String})) LIMIT 1",
+        {"orgs": orgs, "subject": subject},
+    )
+    if not found:
+        known = _names(store, "SELECT DISTINCT subject_id FROM {db}.audit_events", orgs)
+        raise UnknownNameError("subject", subject, known - {""})
+
+
+def _names(store: ProjectionStore, select: str, orgs: list[str]) -> set[str]:
+    rows = store.rows(f"{select} WHERE has({{orgs:Array(String)}}, org_id)", {"orgs": orgs})
+    return {str(name) for (name,) in rows}
 
 
 def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) -> int:

@@ -1,5 +1,8 @@
 """The project's exceptions, all under one root so callers can catch ``OkrLedgerError``."""
 
+import difflib
+from collections.abc import Iterable
+
 
 class OkrLedgerError(Exception):
     """Root of every error this project raises on purpose."""
@@ -50,3 +53,23 @@ class ProjectionUnavailableError(ProjectionError):
 
 class ProjectionQueryError(ProjectionError):
     """A query on the projections failed (bad SQL, or a write in read-only mode)."""
+
+
+class UnusableSnapshotError(ProjectionError):
+    """A projector snapshot cannot be used (unreadable, another format or org, inconsistent):
+    the runner ignores it and replays the ledger instead."""
+
+
+class UnknownNameError(OkrLedgerError):
+    """A command named an org, subject, unit or period that the ledger does not have.
+
+    ``suggestions`` are the known names closest to it (``difflib``), best first; the CLI exits
+    with its own code (5), so a typo never looks like an empty answer.
+    """
+
+    def __init__(self, kind: str, name: str, known: Iterable[str] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestions = difflib.get_close_matches(name, sorted(set(known)), n=3)
+        hint = " or ".join(repr(s) for s in self.suggestions)
+        super().__init__(f"unknown {kind} {name!r}" + (f"; did you mean {hint}?" if hint else ""))

@@ -38,6 +38,16 @@ def test_queries_while_the_worker_runs_equal_the_embedded_runtime(
             served = json_lines(on_kafka, command)
             assert served, command
             assert served == json_lines(embedded, command), command
+        for unknown in (
+            ("progress", "--unit", "salse"),
+            ("history", "onboardng-days", "--json"),
+            ("verify", "--org", "northwnd"),
+            ("rejections", "--org", "northwin"),
+        ):
+            on_both = [cli(env, *unknown) for env in (on_kafka, embedded)]
+            assert [(done.returncode, done.stdout) for done in on_both] == [(5, "")] * 2, unknown
+            assert on_both[0].stderr == on_both[1].stderr, unknown
+            assert on_both[0].stderr.startswith("error: unknown "), unknown
         written = cli(on_kafka, "sql", "INSERT INTO checkpoints (stream) VALUES ('x')")
         assert written.returncode != 0
         assert "read-only" in written.stderr

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from events.canonical import canonical_json
+from schemas.errors import UnknownNameError
 from schemas.export import all_schemas, render
 from tests.builders import org_setup, raw
 from tests.ledger.independent_verifier import KEYS
@@ -170,7 +171,9 @@ def test_verify_one_org(cli: Cli, setup_file: Path, data_dir: Path) -> None:
     report = orjson.loads(cli("verify", "--org", "acme", "--json").stdout)
     assert (report["ok"], report["org_id"]) == (True, "acme")
     assert cli("verify", "--org", "globex").exit_code == 4
-    assert orjson.loads(cli("verify", "--org", "nobody", "--json").stdout)["ok"] is True
+    unknown = cli("verify", "--org", "nobody", "--json")  # exit 5 in main: test_unknown_names
+    assert isinstance(unknown.exception, UnknownNameError)
+    assert unknown.stdout == ""
 
 
 # --- export --------------------------------------------------------------------------------

@@ -24,11 +24,24 @@ def test_urls(url: str, target: Target) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgres://x/y", "chdb://", "http:///db", "chdb:///x?database=drop;table"]
+    "url",
+    [
+        "postgres://x/y",
+        "chdb://",
+        "http:///db",
+        "chdb:///x?database=drop;table",
+        "chdb:///x?database=%C3%BCber",  # not ASCII: would need quoting in SQL
+        "http://ch.internal/1q4",  # starts with a digit: the same
+        f"chdb:///x?database={'d' * 201}",  # over the cap (file names, a rebuild's suffix)
+    ],
 )
 def test_bad_urls(url: str) -> None:
     with pytest.raises(ConfigurationError):
         parse_url(url)
+
+
+def test_a_database_name_of_200_characters_is_fine() -> None:
+    assert parse_url(f"chdb:///x?database={'d' * 200}").database == "d" * 200
 
 
 def test_the_default_is_absolute_under_the_data_dir() -> None:
