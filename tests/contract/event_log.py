@@ -4,12 +4,13 @@ A backend's test module defines ``class TestXxxEventLog(EventLogContract)`` and 
 :meth:`EventLogContract.open_log` (and :meth:`reopen` if the backend is durable).
 """
 
+import hashlib
 from collections.abc import Iterator
 
 import pytest
 
 from events.log import ChainHead, EventLog
-from events.outcomes import Rejection
+from events.outcomes import RAW_LIMIT, Rejection
 from events.reasons import ReasonCode
 from schemas.envelope import GENESIS_HASH, LedgerEvent
 from schemas.errors import SequenceConflictError
@@ -160,3 +161,27 @@ class EventLogContract:
         events = chained_events("acme")
         log.append(events)
         assert {e.recorded for e in log.read()} == {NOW}
+
+    def test_rejections_are_read_in_bounded_pages_by_position(self, log: EventLog) -> None:
+        """Position n is the n-th rejection ever recorded; a page holds at most ``limit``."""
+        stored = [_rejection(f"{{{n}".encode(), line=n) for n in range(7)]
+        log.append([], stored[:4])
+        log.append(chained_events("acme")[:1], stored[4:])
+        assert log.rejections_after(0, 3) == [(1, stored[0]), (2, stored[1]), (3, stored[2])]
+        assert log.rejections_after(3, 3) == list(enumerate(stored[3:6], start=4))
+        assert log.rejections_after(6, 3) == [(7, stored[6])]
+        assert log.rejections_after(7, 3) == []
+        assert log.rejections_after(2, 1) == [(3, stored[2])]
+        assert log.rejections_after(0, 100) == list(enumerate(stored, start=1))
+
+    def test_an_oversized_rejection_keeps_a_bounded_prefix_and_the_whole_length_and_hash(
+        self, log: EventLog
+    ) -> None:
+        raw = bytes(range(256)) * (4 * RAW_LIMIT // 256) + b"tail"
+        log.append([], [_rejection(raw, ReasonCode.TOO_LARGE, line=3), _rejection(b"{")])
+        big, small = log.rejections()
+        assert big.raw == raw[:RAW_LIMIT]
+        assert (big.raw_length, big.raw_sha256) == (len(raw), hashlib.sha256(raw).hexdigest())
+        assert (big.reason, big.line) == (ReasonCode.TOO_LARGE, 3)
+        assert (small.raw, small.raw_length, small.raw_sha256) == (b"{", None, None)
+        assert [r for _, r in log.rejections_after(0, 2)] == [big, small]

@@ -1,6 +1,7 @@
 """The ledger service on a real SQLite log: atomic batches, restarts, and concurrent writers."""
 
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -102,3 +103,20 @@ def test_a_stale_writer_still_records_true_rejections(path: Path) -> None:
     outcome = second.submit(next(check_ins(1, key_result_id="nope")))
     assert reason_of(outcome) is ReasonCode.UNKNOWN_REFERENCE
     assert len(list(first.log.rejections())) == 1
+
+
+def test_a_sources_retry_with_a_new_event_id_stays_a_duplicate_after_a_restart(
+    path: Path,
+) -> None:
+    check_in = {"key_result_id": "kr1", "value": 12, "confidence": 0.5}
+    first = raw("CheckInRecorded", check_in, event_id=str(uuid4()), source_event_id="jira-1")
+    stored = submit_all(open_ledger(path), [*org_setup(), first])
+    assert isinstance(stored[-1], Accepted)
+    retry = raw("CheckInRecorded", check_in, event_id=str(uuid4()), source_event_id="jira-1")
+    changed = raw(
+        "CheckInRecorded", {**check_in, "value": 13}, event_id=str(uuid4()), source_event_id="jira-1"
+    )
+    again = submit_all(open_ledger(path), [retry, changed])
+    assert again[0] == Duplicate(stored[-1].event.event_id, "acme")
+    assert reason_of(again[1]) is ReasonCode.CONFLICT
+    assert len(list(open_ledger(path).log.read("acme"))) == len(org_setup()) + 1
