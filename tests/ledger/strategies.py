@@ -225,7 +225,7 @@ def mixes(draw: st.DrawFn, max_orgs: int = 3, max_check_ins: int = 6, max_extras
             for i in items
         ]
         shifted.insert(
-            position, Item(kind, line, origin if kind in ("duplicate", "conflict") else None)
+            position, Item(kind, line, origin if kind in REPEATS else None)
         )
         items = shifted
     return Mix(items, orgs, reordered=bool(swaps))
