@@ -24,6 +24,7 @@ duplicates. One writer per partition (the sequencer owning it) makes races rare.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,12 +38,14 @@ from events.kafka_records import (
     org_key,
     placed,
 )
-from events.log import ChainHead
+from events.log import ChainHead, Decider, Mark
 from events.outcomes import Rejection
 from schemas.envelope import LedgerEvent
 from schemas.errors import ConfigurationError, LedgerUnavailableError, SequenceConflictError
 
 DEFAULT_PORT = 9092
+REJECTIONS_PARTITION = 0
+"""The rejections topic has one partition (``events.kafka_admin`` creates it so)."""
 
 
 def servers_from_url(url: str) -> tuple[str, ...]:
@@ -120,6 +123,21 @@ class KafkaEventLog:
                 )
                 for r in rejections
             )
+
+    def append_decided(self, decider: Decider, mark: Mark) -> Mark:
+        """Catch up (chain rule from the decider's heads), decide, append. Kafka has no lock:
+        another writer can append between the catch-up and the write (see the module)."""
+        positions = dict(mark)
+        rule = ChainRule(start=decider.head)
+        starts = {p: positions.get(p) for p in self._partitions}
+        for message in self._reader.read(self.ledger_topic, starts):
+            record = decode_event(message.value)
+            # The decider's own events come back on the next call: its heads are past them.
+            if self._placed(record, message.key, message.partition) and rule.admit(record):
+                decider.fold(LedgerEvent.from_record(record))
+        positions.update(self._reader.positions)
+        self.append(*decider.decide())
+        return positions
 
     def _append_events(self, events: Sequence[LedgerEvent]) -> None:
         partitions = {e.org_id: self.partition_of(e.org_id) for e in events}
@@ -229,6 +247,11 @@ class KafkaEventLog:
     def heads(self) -> dict[str, ChainHead]:
         self._catch_up(set(self._partitions))
         return dict(sorted(self._rule.heads.items()))
+
+    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
+        """From the rejections topic's one partition: position = offset + 1."""
+        records = self._reader.read(self.rejections_topic, {REJECTIONS_PARTITION: position})
+        return [(r.offset + 1, decode_rejection(r.value)) for r in islice(records, limit)]
 
     def rejections(self) -> Iterator[Rejection]:
         reader = Reader(self._connection)

@@ -245,19 +245,17 @@ def _rejection(
     line: int | None,
     context: dict[str, Any],
 ) -> Rejection:
-    whole = {}
-    if isinstance(raw, Oversized):
-        whole = {"raw_length": raw.length, "raw_sha256": raw.sha256}
-        raw = raw.prefix
+    oversized = raw if isinstance(raw, Oversized) else None
     return Rejection(
         reason=rejected.reason,
         message=rejected.message,
-        raw=raw,
+        raw=raw if isinstance(raw, bytes) else raw.prefix,
         recorded_at=recorded_at,
         details=rejected.details,
         line=line,
+        raw_length=oversized.length if oversized else None,
+        raw_sha256=oversized.sha256 if oversized else None,
         **context,
-        **whole,
     )
 
 
@@ -282,9 +280,7 @@ class Sequencer:
         """Fold an event that is in the ledger already (read on start, or another writer's)."""
         self.state.apply(event, content_digest(event))
 
-    def submit(
-        self, raw: bytes | Oversized, *, now: datetime, line: int | None = None
-    ) -> Outcome:
+    def submit(self, raw: bytes | Oversized, *, now: datetime, line: int | None = None) -> Outcome:
         outcome = decide(self.state, raw, now=now, policy=self.policy, line=line)
         if isinstance(outcome, Accepted):
             self.state.apply(outcome.event, outcome.digest)

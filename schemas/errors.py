@@ -32,6 +32,10 @@ class SequenceConflictError(LedgerError):
     """An append did not continue an org's sequence (another writer, or a stale state)."""
 
 
+class LedgerCorruptError(LedgerError):
+    """The stored ledger contradicts itself (its index columns and its events disagree)."""
+
+
 class LedgerUnavailableError(LedgerError):
     """The event log cannot be reached or opened."""
 

@@ -224,9 +224,7 @@ def mixes(draw: st.DrawFn, max_orgs: int = 3, max_check_ins: int = 6, max_extras
             Item(i.kind, i.raw, i.origin + (i.origin >= position) if i.origin is not None else None)
             for i in items
         ]
-        shifted.insert(
-            position, Item(kind, line, origin if kind in REPEATS else None)
-        )
+        shifted.insert(position, Item(kind, line, origin if kind in REPEATS else None))
         items = shifted
     return Mix(items, orgs, reordered=bool(swaps))
 

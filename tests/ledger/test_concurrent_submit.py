@@ -17,10 +17,9 @@ CLI = Path(sys.executable).parent / "okr-ledger"
 WRITERS = 4
 
 
-def workload(writer: int) -> list[bytes]:
-    """Shared lines every writer sends (the setup of ``acme`` and its common check-ins) woven
-    with lines of its own (check-ins on ``acme``, and a whole org of its own)."""
-    shared = org_setup("acme") + list(check_ins(240, "acme"))
+def workload(writer: int, shared: list[bytes]) -> list[bytes]:
+    """The ``shared`` lines every writer sends (the setup of ``acme`` and its common
+    check-ins) woven with lines of its own (check-ins on ``acme``, and a whole org)."""
     own_org = f"org{writer}"
     own = org_setup(own_org) + list(check_ins(120, own_org)) + list(check_ins(120, "acme"))
     woven = shared[:7] + own[:7]
@@ -39,8 +38,9 @@ def test_concurrent_submits_on_one_ledger_all_succeed_and_record_everything_once
         "OKR_SUBMIT_BATCH_SIZE": "10",
     }
     files, lines = [], []
+    shared = org_setup("acme") + list(check_ins(240, "acme"))
     for writer in range(WRITERS):
-        mine = workload(writer)
+        mine = workload(writer, shared)
         lines.append(mine)
         path = tmp_path / f"writer{writer}.ndjson"
         path.write_bytes(b"".join(line + b"\n" for line in mine))
@@ -57,7 +57,7 @@ def test_concurrent_submits_on_one_ledger_all_succeed_and_record_everything_once
     ]
     results = [process.communicate(timeout=300) for process in processes]
 
-    for process, (stdout, stderr) in zip(processes, results, strict=True):
+    for process, (_stdout, stderr) in zip(processes, results, strict=True):
         assert process.returncode == 0, stderr.decode()
     summaries = [orjson.loads(stdout) for stdout, _ in results]
     unique = {line for mine in lines for line in mine}

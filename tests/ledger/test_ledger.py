@@ -114,7 +114,10 @@ def test_a_sources_retry_with_a_new_event_id_stays_a_duplicate_after_a_restart(
     assert isinstance(stored[-1], Accepted)
     retry = raw("CheckInRecorded", check_in, event_id=str(uuid4()), source_event_id="jira-1")
     changed = raw(
-        "CheckInRecorded", {**check_in, "value": 13}, event_id=str(uuid4()), source_event_id="jira-1"
+        "CheckInRecorded",
+        {**check_in, "value": 13},
+        event_id=str(uuid4()),
+        source_event_id="jira-1",
     )
     again = submit_all(open_ledger(path), [retry, changed])
     assert again[0] == Duplicate(stored[-1].event.event_id, "acme")

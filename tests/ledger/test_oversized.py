@@ -7,7 +7,9 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, cast
 
 import orjson
 
@@ -24,12 +26,13 @@ def big_line(fill: bytes, size: int = TEN_MB) -> bytes:
     """A JSON-looking line of ``size`` bytes (a huge comment in an otherwise valid check-in)."""
     head = raw("CheckInRecorded", {"key_result_id": "kr1", "value": 1, "comment": ""})
     body = head[: head.index(b'"comment":"') + len(b'"comment":"')]
-    return body + fill * ((size - len(body) - 3) // len(fill) + 1)[: size - len(body) - 3] + b'"}}'
+    room = size - len(body) - 3
+    return body + (fill * (room // len(fill) + 1))[:room] + b'"}}'
 
 
-class LazyLines(io.RawIOBase):
-    """A stream of ``lines`` that hands out at most ``most`` bytes per call (and counts them):
-    a reader that wanted a whole long line at once would fail here."""
+class BoundedReads(io.RawIOBase):
+    """A stream that refuses to hand out more than ``most`` bytes per call: a reader that
+    wanted a whole long line at once fails here."""
 
     def __init__(self, data: bytes, most: int) -> None:
         self.data, self.most, self.at = data, most, 0
@@ -37,8 +40,12 @@ class LazyLines(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def __iter__(self) -> Iterator[bytes]:
+        raise AssertionError("whole lines were asked for")
+
     def readline(self, size: int | None = -1) -> bytes:
-        assert size is not None and 0 < size <= self.most, f"asked for {size} bytes at once"
+        assert size is not None, "a whole line was asked for"
+        assert 0 < size <= self.most, f"asked for {size} bytes at once"
         end = self.data.find(b"\n", self.at, self.at + size)
         stop = min(self.at + size, len(self.data)) if end < 0 else end + 1
         piece, self.at = self.data[self.at : stop], stop
@@ -46,9 +53,10 @@ class LazyLines(io.RawIOBase):
 
 
 def test_the_reader_hands_over_a_long_line_as_its_prefix_length_and_hash() -> None:
-    long = b'  {"x":"' + b"yz" * 300_000 + b'"} \t'
+    long = b'  {"x":"' + b"yz" * 3_000_000 + b" " * 3_000_000 + b'"} \t'
     data = b'{"a":1}\n' + long + b"\r\n\n   \n[]"
-    items = list(ndjson_lines(LazyLines(data, most=70_000), limit=1000))  # type: ignore[arg-type]
+    stream = cast(IO[bytes], BoundedReads(data, most=2 << 20))
+    items = list(ndjson_lines(stream, limit=1000))
     whole = long.strip()
     assert items == [
         (b'{"a":1}', 1),
@@ -58,11 +66,16 @@ def test_the_reader_hands_over_a_long_line_as_its_prefix_length_and_hash() -> No
 
 
 def test_a_line_just_over_the_limit_and_trailing_white_space_are_measured_exactly() -> None:
-    line = b"x" * 1001 + b" " * 5000
-    (item,) = ndjson_lines(io.BytesIO(line + b"\n"), limit=1000)
-    assert item == (Oversized(b"x" * 1001, 1001, hashlib.sha256(b"x" * 1001).hexdigest()), 1)
-    exactly = list(ndjson_lines(io.BytesIO(b" " + b"x" * 1000 + b" \n"), limit=1000))
-    assert exactly == [(b"x" * 1000, 1)]
+    over = hashlib.sha256(b"x" * 1001).hexdigest()
+    for spaces in (5000, 3_000_000):  # in one piece, and over several
+        padded = b"x" * 1001 + b" \t" * spaces + b"\n"
+        assert list(ndjson_lines(io.BytesIO(padded), limit=1000)) == [
+            (Oversized(b"x" * 1001, 1001, over), 1)
+        ]
+        exactly = b" " * spaces + b"x" * 1000 + b" " * spaces + b"\n"
+        assert list(ndjson_lines(io.BytesIO(exactly), limit=1000)) == [(b"x" * 1000, 1)]
+        blank = b" " * spaces + b"\n{}"
+        assert list(ndjson_lines(io.BytesIO(blank), limit=1000)) == [(b"{}", 2)]
 
 
 def test_the_reader_without_a_limit_gives_whole_lines() -> None:

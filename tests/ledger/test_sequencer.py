@@ -508,7 +508,8 @@ def test_a_sources_retry_with_a_new_event_id_and_other_content_is_a_conflict(org
     rejection = org.reject("CheckInRecorded", changed, event_id=RETRY_ID, source_event_id="jira-7")
     assert rejection.reason is ReasonCode.CONFLICT
     assert rejection.event_id == RETRY_ID
-    assert FIRST_ID in rejection.message and "jira-7" in rejection.message
+    assert FIRST_ID in rejection.message
+    assert "jira-7" in rejection.message
     assert org.sequencer.state.org("acme").last_sequence == 12
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from events.outcomes import RAW_LIMIT, Rejection
 from events.sqlite_log import SqliteEventLog
-
 from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
