@@ -250,8 +250,13 @@ class KafkaEventLog:
 
     def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
         """From the rejections topic's one partition: position = offset + 1."""
-        records = self._reader.read(self.rejections_topic, {REJECTIONS_PARTITION: position})
-        return [(r.offset + 1, decode_rejection(r.value)) for r in islice(records, limit)]
+        topic, partition = self.rejections_topic, REJECTIONS_PARTITION
+        # Tansu lists a partition's end as its last batch's first offset + 1, and a read that
+        # starts at or past the listed end reads nothing: start no later than that batch.
+        listed_end = self._reader.ends(topic, [partition])[partition]
+        records = self._reader.read(topic, {partition: min(position, max(listed_end - 1, 0))})
+        after = (r for r in records if r.offset >= position)
+        return [(r.offset + 1, decode_rejection(r.value)) for r in islice(after, limit)]
 
     def rejections(self) -> Iterator[Rejection]:
         reader = Reader(self._connection)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from events.log import ChainHead, EventLog
+from events.log import Batch, ChainHead, EventLog
 from events.outcomes import RAW_LIMIT, Rejection
 from events.reasons import ReasonCode
 from schemas.envelope import GENESIS_HASH, LedgerEvent
@@ -25,6 +25,26 @@ def _rejection(raw: bytes, reason: ReasonCode = ReasonCode.INVALID_JSON, **kw: o
         recorded_at="2026-11-23T12:00:00Z",
         **kw,  # type: ignore[arg-type]
     )
+
+
+class _Writer:
+    """A decider that stores a given batch, noting every event the log folds into it."""
+
+    def __init__(self, folded: list[LedgerEvent]) -> None:
+        self.folded = folded
+        self.batch: Batch = ([], [])
+
+    def head(self, org_id: str) -> ChainHead:
+        mine = [e for e in self.folded if e.org_id == org_id]
+        return ChainHead(mine[-1].sequence, mine[-1].hash) if mine else ChainHead(0, GENESIS_HASH)
+
+    def fold(self, event: LedgerEvent) -> None:
+        assert event.sequence == self.head(event.org_id).sequence + 1, "folded out of order"
+        self.folded.append(event)
+
+    def decide(self) -> Batch:
+        self.folded.extend(self.batch[0])  # as a sequencer folds what it accepts
+        return self.batch
 
 
 class EventLogContract:
@@ -185,3 +205,22 @@ class EventLogContract:
         assert (big.reason, big.line) == (ReasonCode.TOO_LARGE, 3)
         assert (small.raw, small.raw_length, small.raw_sha256) == (b"{", None, None)
         assert [r for _, r in log.rejections_after(0, 2)] == [big, small]
+
+    def test_append_decided_folds_only_what_others_appended_then_stores_the_batch(
+        self, log: EventLog
+    ) -> None:
+        events = chained_events("acme", "globex", check_in_count=6)
+        acme = [e for e in events if e.org_id == "acme"]
+        globex = [e for e in events if e.org_id == "globex"]
+        log.append(acme[:3])  # another writer
+        writer = _Writer([])
+        writer.batch = (acme[3:5], [_rejection(b"{")])
+        mark = log.append_decided(writer, {})
+        assert writer.folded == acme[:5]
+        log.append([*globex[:4], *acme[5:7]])  # the other writer again
+        writer.batch = (acme[7:], [])
+        log.append_decided(writer, mark)
+        assert [e for e in writer.folded if e.org_id == "acme"] == acme
+        assert [e for e in writer.folded if e.org_id == "globex"] == globex[:4]
+        assert list(log.read("acme")) == acme
+        assert [r.raw for r in log.rejections()] == [b"{"]
