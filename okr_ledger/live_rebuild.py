@@ -118,8 +118,8 @@ def replay(
             store.insert(projector.project(batch))
             replayed += len(batch)
             advance(len(batch))
-    for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=limits.rejections):
-        store.insert(project_rejections(page))
+        for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=limits.rejections):
+            store.insert(project_rejections(page))
     return replayed
 
 

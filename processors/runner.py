@@ -27,7 +27,7 @@ from processors.state import OrgProjection
 from processors.tables import RowBatch
 
 DEFAULT_BATCH_SIZE = 20_000
-DEFAULT_REJECTION_BATCH_SIZE = 500
+DEFAULT_REJECTION_BATCH_SIZE = 200
 """Rejections read and projected at a time (each holds at most 64 KiB of submitted bytes)."""
 DEFAULT_SNAPSHOT_AFTER = 50_000
 """Save a snapshot after a catch-up that replayed and projected at least this many events."""
@@ -160,7 +160,8 @@ class EmbeddedRunner:
         """Project the rejections after the store's checkpoint, one bounded page at a time."""
         done = self.sink.positions(t.REJECTION_STREAM).get("", 0)
         projected = 0
-        for page in rejection_pages(self.log, done, self.rejection_batch_size):
-            self.sink.insert(project_rejections(page))
-            projected += len(page)
+        with collector_paused():  # so the store frees each insert's data at once
+            for page in rejection_pages(self.log, done, self.rejection_batch_size):
+                self.sink.insert(project_rejections(page))
+                projected += len(page)
         return projected
