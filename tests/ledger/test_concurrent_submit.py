@@ -14,7 +14,7 @@ from events.sqlite_log import SqliteEventLog
 from tests.builders import check_ins, org_setup
 
 CLI = Path(sys.executable).parent / "okr-ledger"
-WRITERS = 4
+WRITERS = 6
 
 
 def workload(writer: int, shared: list[bytes]) -> list[bytes]:
@@ -35,7 +35,7 @@ def test_concurrent_submits_on_one_ledger_all_succeed_and_record_everything_once
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OKR_")},
         "OKR_DATA_DIR": str(data_dir),
-        "OKR_SUBMIT_BATCH_SIZE": "10",
+        "OKR_SUBMIT_BATCH_SIZE": "2",
     }
     files, lines = [], []
     shared = org_setup("acme") + list(check_ins(240, "acme"))
