@@ -76,7 +76,8 @@ def main() -> None:
         progress_s, progress_peak, _ = peak_of([str(CLI), "progress", "--org", "acme"], env)
         size_mb = path.stat().st_size / 1e6
 
-    print(f"input: {args.lines} lines of {args.kib} KiB + {args.small} check-ins ({size_mb:,.0f} MB)")
+    what = f"{args.lines} lines of {args.kib} KiB + {args.small} check-ins"
+    print(f"input: {what} ({size_mb:,.0f} MB)")
     print(f"  submit: {seconds:.1f} s, rejected by reason {summary['rejected_by_reason']}")
     print(f"  ledger file (with WAL): {ledger / 1e6:.2f} MB")
     print(f"  submit peak memory:   {submit_peak / 1024:7.0f} MiB")

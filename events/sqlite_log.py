@@ -276,6 +276,7 @@ class SqliteEventLog:
     def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
         # ``id`` is the position: AUTOINCREMENT numbers rows from 1, and a rolled-back insert
         # gives its numbers back (the counter is part of the transaction); nothing is deleted.
+        # A file opened without its upgrade (read-only) may lack the version 2 columns.
         whole = "raw_length, raw_sha256" if self._schema_version() >= 2 else "NULL, NULL"
         rows = self._db.execute(
             "SELECT id, recorded_at, reason_code, message, details, org_id, event_id, type,"
