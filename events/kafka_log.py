@@ -24,6 +24,7 @@ duplicates. One writer per partition (the sequencer owning it) makes races rare.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,7 +46,7 @@ from events.kafka_records import (
     org_of_key,
     placed,
 )
-from events.log import ChainHead
+from events.log import ChainHead, Decider, Mark
 from events.outcomes import Rejection
 from events.stored import StoredBytes, parse_event
 from schemas.envelope import LedgerEvent
@@ -57,6 +58,8 @@ from schemas.errors import (
 )
 
 DEFAULT_PORT = 9092
+REJECTIONS_PARTITION = 0
+"""The rejections topic has one partition (``events.kafka_admin`` creates it so)."""
 
 
 def servers_from_url(url: str) -> tuple[str, ...]:
@@ -139,6 +142,21 @@ class KafkaEventLog:
                 )
                 for r in rejections
             )
+
+    def append_decided(self, decider: Decider, mark: Mark) -> Mark:
+        """Catch up (chain rule from the decider's heads), decide, append. Kafka has no lock:
+        another writer can append between the catch-up and the write (see the module)."""
+        positions = dict(mark)
+        rule = ChainRule(start=decider.head)
+        starts = {p: positions.get(p) for p in self._partitions}
+        for message in self._reader.read(self.ledger_topic, starts):
+            record = decode_event(message.value)
+            # The decider's own events come back on the next call: its heads are past them.
+            if self._placed(record, message.key, message.partition) and rule.admit(record):
+                decider.fold(LedgerEvent.from_record(record))
+        positions.update(self._reader.positions)
+        self.append(*decider.decide())
+        return positions
 
     def _append_events(self, events: Sequence[LedgerEvent]) -> None:
         partitions = {e.org_id: self.partition_of(e.org_id) for e in events}
@@ -279,6 +297,16 @@ class KafkaEventLog:
     def heads(self) -> dict[str, ChainHead]:
         self._catch_up(set(self._partitions))
         return dict(sorted(self._rule.heads.items()))
+
+    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
+        """From the rejections topic's one partition: position = offset + 1."""
+        topic, partition = self.rejections_topic, REJECTIONS_PARTITION
+        # Tansu lists a partition's end as its last batch's first offset + 1, and a read that
+        # starts at or past the listed end reads nothing: start no later than that batch.
+        listed_end = self._reader.ends(topic, [partition])[partition]
+        records = self._reader.read(topic, {partition: min(position, max(listed_end - 1, 0))})
+        after = (r for r in records if r.offset >= position)
+        return [(r.offset + 1, decode_rejection(r.value)) for r in islice(after, limit)]
 
     def rejections(self) -> Iterator[Rejection]:
         reader = Reader(self._connection)

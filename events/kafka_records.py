@@ -3,7 +3,8 @@
 Ledger topic: key = ``org_id`` (UTF-8), value = the event's canonical JSON (RFC 8785), the same
 bytes the SQLite log stores. Rejections topic: key = ``org_id`` or none, value = a JSON object
 with the rejection's fields and the submitted bytes as ``raw_base64`` (exact up to
-:data:`RAW_LIMIT`; ``raw_length`` and ``raw_sha256`` always describe the whole submission).
+:data:`~events.outcomes.RAW_LIMIT`, bounded by :class:`~events.outcomes.Rejection` itself;
+``raw_length`` and ``raw_sha256`` always describe the whole submission).
 
 **The chain rule.** Kafka cannot refuse a record that does not continue its org's chain, so
 the ledger is defined by reading: in partition order, a record belongs to the ledger when it
@@ -55,15 +56,8 @@ def decode_event(value: bytes | None) -> dict[str, Any]:
         return {"undecodable": (value or b"").decode("utf-8", errors="replace")}
 
 
-RAW_LIMIT = 64 * 1024
-"""Submitted bytes kept in a rejection record. A longer submission (only ever rejected as
-``too_large``) keeps its first RAW_LIMIT bytes, with its length and SHA-256: its whole bytes
-could exceed the broker's message size, and a rejection that cannot be written would stop its
-partition's sequencer for good."""
-
-
 def encode_rejection(rejection: Rejection) -> bytes:
-    raw = rejection.raw
+    raw = rejection.raw  # at most RAW_LIMIT bytes: a rejection bounds itself
     return orjson.dumps(
         {
             "reason_code": rejection.reason.value,
@@ -75,9 +69,9 @@ def encode_rejection(rejection: Rejection) -> bytes:
             "type": rejection.type,
             "source": rejection.source,
             "line": rejection.line,
-            "raw_base64": base64.b64encode(raw[:RAW_LIMIT]).decode("ascii"),
-            "raw_length": len(raw),
-            "raw_sha256": hashlib.sha256(raw).hexdigest(),
+            "raw_base64": base64.b64encode(raw).decode("ascii"),
+            "raw_length": rejection.raw_length or len(raw),
+            "raw_sha256": rejection.raw_sha256 or hashlib.sha256(raw).hexdigest(),
         }
     )
 
@@ -86,10 +80,12 @@ def decode_rejection(value: bytes) -> Rejection:
     """The stored rejection; :class:`LedgerDamagedError` for a value that is not one."""
     try:
         fields = orjson.loads(value)
+        raw = base64.b64decode(fields["raw_base64"], validate=True)
+        whole = fields.get("raw_length", len(raw)) != len(raw)
         return Rejection(
             reason=ReasonCode(fields["reason_code"]),
             message=fields["message"],
-            raw=base64.b64decode(fields["raw_base64"], validate=True),
+            raw=raw,
             recorded_at=fields["recorded_at"],
             details=fields["details"],
             org_id=fields["org_id"],
@@ -97,6 +93,8 @@ def decode_rejection(value: bytes) -> Rejection:
             type=fields["type"],
             source=fields["source"],
             line=fields["line"],
+            raw_length=fields["raw_length"] if whole else None,
+            raw_sha256=fields["raw_sha256"] if whole else None,
         )
     except (ValueError, KeyError, TypeError) as error:  # also JSON and base64 errors
         raise LedgerDamagedError(
@@ -118,13 +116,21 @@ def placed(
 
 
 class ChainRule:
-    """Applies the chain rule to records in partition order and keeps every org's head."""
+    """Applies the chain rule to records in partition order and keeps every org's head.
 
-    def __init__(self) -> None:
+    ``start`` gives the heads before the first record read (default: genesis), for a reader
+    that resumes where a state left off.
+    """
+
+    def __init__(self, start: Callable[[str], ChainHead] | None = None) -> None:
         self.heads: dict[str, ChainHead] = {}
+        self._start = start
 
     def head(self, org_id: str) -> ChainHead:
-        return self.heads.get(org_id, GENESIS)
+        head = self.heads.get(org_id)
+        if head is not None:
+            return head
+        return GENESIS if self._start is None else self._start(org_id)
 
     def admit(self, record: dict[str, Any]) -> bool:
         """Whether ``record`` continues its org's chain; if so it becomes the head."""

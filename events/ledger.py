@@ -1,41 +1,62 @@
 """The ledger service: submissions in, outcomes out, on any :class:`EventLog` it can append to.
 
-It folds the log into a :class:`Sequencer` on start, decides a batch of submissions, and
-appends the batch's events and rejections in one atomic step. If another writer got there
-first (:class:`SequenceConflictError`), it rebuilds its state from the log and decides the
-batch again, so concurrent writers never fork a chain.
+Each batch is decided and stored in one step of the log (:meth:`EventLog.append_decided`):
+the log catches the sequencer up with what other writers appended since its last batch
+(only those events: the whole ledger is read once, on the first batch), the sequencer
+decides the batch, and the log stores its events and rejections, all or none.
 
-A rejection by the rules is not checked by the log, so it could rest on a state that another
-writer has since moved on (a duplicate taken for an unknown reference). Before such a batch is
-stored, the ledger checks that the log's heads are still the ones it decided on, and decides
-the batch again if they are not.
+On SQLite that step holds the write lock from the catch-up to the commit, so a batch is
+always decided on the ledger as stored: it never conflicts with another writer and is never
+decided twice, and every rejection by the rules (an unknown reference, an entity that
+already exists) rests on the ledger as it was when the rejection was recorded. Concurrent
+writers wait for the lock (up to the log's busy timeout) instead of failing.
+
+Kafka has no lock: a writer that appends between the catch-up and the write makes the step
+raise :class:`SequenceConflictError`. The state then ran ahead of the log; it is rebuilt
+from the log and the batch decided again, with a growing pause, for up to ``retry_for``
+seconds. (In production one sequencer writes each partition, so this does not arise.)
 """
 
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 
-from events.log import ChainHead, EventLog
-from events.outcomes import Accepted, Outcome, Rejection
-from events.reasons import ReasonCode
+from events.log import Batch, ChainHead, EventLog, Mark
+from events.outcomes import Accepted, Outcome, Oversized, Rejection
 from events.sequencer import DEFAULT_POLICY, Policy, Sequencer
-from schemas.envelope import LedgerEvent, utc_now
-from schemas.errors import LedgerDamagedError, SequenceConflictError
+from schemas.envelope import GENESIS_HASH, LedgerEvent, utc_now
+from schemas.errors import SequenceConflictError
 
 Line = tuple[bytes, int | None]
 """A submission's bytes and, when it came from a file, its line number."""
+ReadLine = tuple[bytes | Oversized, int | None]
+"""A :data:`Line` as a bounded reader gives it: a line over the size limit is only measured."""
 
-STATELESS_REASONS = frozenset(
-    {
-        ReasonCode.INVALID_JSON,
-        ReasonCode.TOO_LARGE,
-        ReasonCode.SCHEMA_VIOLATION,
-        ReasonCode.UNKNOWN_TYPE,
-        ReasonCode.CLOCK_SKEW,
-        ReasonCode.CONFLICT,  # known event ids only ever grow: a conflict stays a conflict
-    }
-)
-"""Rejections that no later state of the ledger could turn into anything else."""
+
+@dataclass(slots=True)
+class _PendingBatch:
+    """A batch of submissions and the sequencer that decides it: the log's :class:`Decider`."""
+
+    sequencer: Sequencer
+    lines: list[ReadLine]
+    clock: Callable[[], datetime]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def head(self, org_id: str) -> ChainHead:
+        org = self.sequencer.state.orgs.get(org_id)
+        return ChainHead(org.last_sequence, org.last_hash) if org else ChainHead(0, GENESIS_HASH)
+
+    def fold(self, event: LedgerEvent) -> None:
+        self.sequencer.fold(event)
+
+    def decide(self) -> Batch:
+        now = self.clock()  # read under the lock: recorded_at follows the order of commits
+        self.outcomes = [self.sequencer.submit(raw, now=now, line=n) for raw, n in self.lines]
+        events = [o.event for o in self.outcomes if isinstance(o, Accepted)]
+        return events, [o for o in self.outcomes if isinstance(o, Rejection)]
 
 
 class Ledger:
@@ -45,76 +66,48 @@ class Ledger:
         policy: Policy = DEFAULT_POLICY,
         clock: Callable[[], datetime] = utc_now,
         batch_size: int = 1000,
+        retry_for: float = 30.0,
     ) -> None:
         self.log = log
         self.policy = policy
         self.clock = clock
         self.batch_size = batch_size
-        self._sequencer = self._rebuild()
-
-    def _rebuild(self) -> Sequencer:
-        return Sequencer.from_ledger(self.log.read(), self.policy)
+        self.retry_for = retry_for
+        self._sequencer = Sequencer(policy=policy)
+        self._mark: Mark = {}
+        """How far the sequencer has folded the log (nothing yet: the first batch reads it)."""
 
     def submit(self, raw: bytes) -> Outcome:
         return next(self.submit_many([(raw, None)]))
 
-    def submit_many(self, lines: Iterable[Line]) -> Iterator[Outcome]:
+    def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[Outcome]:
         """Decide and store every submission; yield one outcome each, in order."""
         iterator = iter(lines)
         while batch := list(islice(iterator, self.batch_size)):
             yield from self._submit_batch(batch)
 
-    def _submit_batch(self, batch: list[Line]) -> list[Outcome]:
-        for _attempt in range(5):
-            now = self.clock()
-            outcomes = [self._sequencer.submit(raw, now=now, line=line) for raw, line in batch]
-            events: list[LedgerEvent] = [o.event for o in outcomes if isinstance(o, Accepted)]
-            rejections = [o for o in outcomes if isinstance(o, Rejection)]
-            if any(r.reason not in STATELESS_REASONS for r in rejections) and self._log_moved(
-                events
-            ):
-                self._resync()
-                continue
+    def _submit_batch(self, lines: list[ReadLine]) -> list[Outcome]:
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.01
+        while True:
+            batch = _PendingBatch(self._sequencer, lines, self.clock)
             try:
-                self.log.append(events, rejections)
+                self._mark = self.log.append_decided(batch, self._mark)
+                return batch.outcomes
             except SequenceConflictError:
-                self._resync()
-                continue
+                self._forget()
+                if time.monotonic() + pause > deadline:
+                    raise SequenceConflictError(
+                        f"another writer kept appending to the same orgs for "
+                        f"{self.retry_for:.0f}s; try again"
+                    ) from None
             except BaseException:
-                self._sequencer = self._rebuild()  # the in-memory state ran ahead of the log
+                self._forget()
                 raise
-            return outcomes
-        raise SequenceConflictError(
-            "another writer kept appending to the same orgs; try again (if no other writer is "
-            "running, the ledger may be damaged: run `okr-ledger verify`)"
-        )
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 1.0)
 
-    def _resync(self) -> None:
-        """Rebuild from the log after a conflict. A head the log files under another hash than
-        its stored event has is damage, not another writer: appending can never succeed."""
-        self._sequencer = self._rebuild()
-        orgs = self._sequencer.state.orgs
-        for org_id, head in self.log.heads().items():
-            org = orgs.get(org_id)
-            if (
-                org is not None
-                and org.last_sequence == head.sequence
-                and org.last_hash != head.hash
-            ):
-                raise LedgerDamagedError(
-                    f"the ledger is damaged: org {org_id!r}'s newest event (sequence "
-                    f"{head.sequence}) is filed under hash {head.hash!r}, but its stored content "
-                    f"has hash {org.last_hash!r}; nothing was appended. Run `okr-ledger verify`"
-                )
-
-    def _log_moved(self, batch_events: list[LedgerEvent]) -> bool:
-        """Did another writer append since the batch was decided on this ledger's state?"""
-        decided_on = {
-            org_id: ChainHead(org.last_sequence, org.last_hash)
-            for org_id, org in self._sequencer.state.orgs.items()
-        }
-        for event in reversed(batch_events):  # the heads before the batch's own events
-            decided_on[event.org_id] = ChainHead(event.sequence - 1, event.prev_hash)
-        return self.log.heads() != {
-            org_id: head for org_id, head in decided_on.items() if head.sequence > 0
-        }
+    def _forget(self) -> None:
+        """The state ran ahead of the log (a failed append): read it again from the start."""
+        self._sequencer = Sequencer(policy=self.policy)
+        self._mark = {}

@@ -1,6 +1,6 @@
 """The event-log port: what every ledger backend (SQLite, Kafka) provides."""
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +18,30 @@ class ChainHead:
     hash: str
 
 
+Batch = tuple[Sequence[LedgerEvent], Sequence[Rejection]]
+"""What one decided batch stores: its accepted events and its rejections."""
+
+Mark = Mapping[int, int]
+"""How far a state has read a log: per partition (SQLite has one, 0), the next position to
+read. ``{}``: nothing read yet. Only the backend that returned a mark understands it."""
+
+
+class Decider(Protocol):
+    """A state that folds the ledger and decides a batch on it (the ledger's sequencer)."""
+
+    def head(self, org_id: str) -> ChainHead:
+        """The org's last event folded so far (sequence 0 and the genesis hash if none)."""
+        ...
+
+    def fold(self, event: LedgerEvent) -> None:
+        """Fold an event that is in the ledger; each org's come in sequence order."""
+        ...
+
+    def decide(self) -> Batch:
+        """Decide the pending submissions on the state as folded; what to store."""
+        ...
+
+
 class EventLog(Protocol):
     """An append-only, per-org sequenced log of ledger events, and a log of rejections."""
 
@@ -26,6 +50,19 @@ class EventLog(Protocol):
 
         Each org's events must continue its chain (sequence head + 1, ``prev_hash`` = head's
         hash); otherwise :class:`~schemas.errors.SequenceConflictError` and nothing is stored.
+        """
+        ...
+
+    def append_decided(self, decider: Decider, mark: Mark) -> Mark:
+        """Catch ``decider`` up with the events appended since ``mark``, let it decide a batch,
+        and store the batch as :meth:`append` does. Returns the mark after every event the
+        decider now knows (its own batch included).
+
+        SQLite holds its write lock from the last of the catch-up to the commit: the batch is
+        decided on the ledger as stored and never conflicts; concurrent writers wait for the
+        lock. Kafka cannot lock: a writer that appends between the catch-up and the write makes
+        this raise :class:`~schemas.errors.SequenceConflictError`, and the decider's state
+        (which holds the batch) must be rebuilt from ``{}``.
         """
         ...
 
@@ -59,7 +96,12 @@ class EventLog(Protocol):
         ...
 
     def rejections(self) -> Iterator[Rejection]:
-        """Every recorded rejection, oldest first."""
+        """Every recorded rejection, oldest first (streamed, not held)."""
+        ...
+
+    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
+        """At most ``limit`` rejections after ``position``, oldest first, each with its
+        position: 1 for the first rejection ever recorded, one more for each next."""
         ...
 
     def close(self) -> None: ...

@@ -1,6 +1,7 @@
 """What became of a submission: accepted, duplicate or rejected. Never anything else."""
 
 import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,9 +37,32 @@ class Duplicate:
         return {"status": self.status, "event_id": self.event_id, "org_id": self.org_id}
 
 
+RAW_LIMIT = 64 * 1024
+"""Submitted bytes a rejection keeps. A longer submission keeps its first RAW_LIMIT bytes with
+its whole length and SHA-256: a record of any size could fill the rejection log (and exceed a
+Kafka message), and a rejection that cannot be written would stop its writer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """A submission too long to hold whole: its first :data:`RAW_LIMIT` bytes, its length and
+    SHA-256 (lowercase hex). The line reader gives one for a line over the size limit, so a
+    submission of any size is decided (``too_large``) without ever being in memory."""
+
+    prefix: bytes
+    length: int
+    sha256: str
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A refused submission, recorded with the exact bytes that were submitted."""
+    """A refused submission, recorded with the bytes that were submitted.
+
+    ``raw`` holds at most :data:`RAW_LIMIT` bytes. When the submission was longer, ``raw`` is
+    its first RAW_LIMIT bytes, and ``raw_length`` and ``raw_sha256`` give the length and the
+    SHA-256 of the whole submission; otherwise ``raw`` is exact and both are ``None``. The
+    bound is applied here, on construction, so no backend or caller can store more.
+    """
 
     reason: ReasonCode
     message: str
@@ -51,7 +75,23 @@ class Rejection:
     source: str | None = None
     line: int | None = None
     """Line number in the submitted file, when it came from one."""
+    raw_length: int | None = None
+    """Length of the whole submission, when ``raw`` is only its first RAW_LIMIT bytes."""
+    raw_sha256: str | None = None
+    """SHA-256 (lowercase hex) of the whole submission, when ``raw`` is only a prefix."""
     status: Literal["rejected"] = "rejected"
+
+    def __post_init__(self) -> None:
+        if len(self.raw) > RAW_LIMIT:  # frozen: set once, here, before anyone can see it
+            if self.raw_length is None:
+                object.__setattr__(self, "raw_length", len(self.raw))
+                object.__setattr__(self, "raw_sha256", hashlib.sha256(self.raw).hexdigest())
+            object.__setattr__(self, "raw", self.raw[:RAW_LIMIT])
+
+    @property
+    def truncated(self) -> bool:
+        """Whether ``raw`` is only the first bytes of the submission."""
+        return self.raw_length is not None
 
     def to_json(self) -> dict[str, Any]:
         raw_text: str | None
@@ -72,6 +112,8 @@ class Rejection:
             "line": self.line,
             "raw": raw_text,
             "raw_base64": None if raw_text is not None else base64.b64encode(self.raw).decode(),
+            "raw_length": self.raw_length,
+            "raw_sha256": self.raw_sha256,
         }
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from events.canonical import canonical_bytes
 from events.chain import event_hash
-from events.outcomes import Accepted, Duplicate, Outcome, Rejection
+from events.outcomes import Accepted, Duplicate, Outcome, Oversized, Rejection
 from events.reasons import ReasonCode
 from events.rules import check
 from events.state import LedgerState, OrgState
@@ -102,11 +102,9 @@ def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, Payload]:
     return submission, version, payload
 
 
-def _envelope(
-    submission: Submission, event_id: UUID, version: int, data: dict[str, Any]
-) -> dict[str, Any]:
+def _content(submission: Submission, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """The normalised envelope without its ``event_id``: what "the same content" compares."""
     return {
-        "event_id": str(event_id),
         "org_id": submission.org_id,
         "type": submission.type,
         "schema_version": version,
@@ -120,16 +118,56 @@ def _envelope(
     }
 
 
+def _digest(content: dict[str, Any]) -> bytes:
+    return hashlib.sha256(canonical_bytes(content)).digest()[:16]
+
+
+def _already_recorded(
+    state: LedgerState, submission: Submission, event_id: UUID
+) -> tuple[UUID, bytes, str] | None:
+    """The recorded event this submission repeats: its id, content digest and how it was found.
+
+    By ``event_id`` first: unique within its org (the Kafka ledger is partitioned by org, and
+    no partition can see another's ids, so both backends scope it the same way). Then by the
+    source's own id, ``(org_id, source, source_event_id)``, whatever ``event_id`` the
+    submission carries: a source that retries under a new ``event_id`` must not count twice.
+    """
+    digest = state.known.get((submission.org_id, event_id.bytes))
+    if digest is not None:
+        return event_id, digest, f"event_id {event_id}"
+    if submission.source_event_id is None:
+        return None
+    first = state.sources.get((submission.org_id, submission.source, submission.source_event_id))
+    if first is None:
+        return None
+    recorded = UUID(bytes=first)
+    return (
+        recorded,
+        state.known[(submission.org_id, first)],
+        f"source_event_id {submission.source_event_id!r} of source {submission.source!r} "
+        f"(event {recorded})",
+    )
+
+
 def decide(
     state: LedgerState,
-    raw: bytes,
+    raw: bytes | Oversized,
     *,
     now: datetime,
     policy: Policy = DEFAULT_POLICY,
     line: int | None = None,
 ) -> Outcome:
-    """Decide what becomes of one submission. Does not change ``state``."""
+    """Decide what becomes of one submission. Does not change ``state``.
+
+    ``raw`` is the submitted bytes, or :class:`Oversized` for a submission the reader did not
+    hold whole (always ``too_large``).
+    """
     recorded_at = format_timestamp(now)
+    if isinstance(raw, Oversized):
+        too_large = _RejectedError(
+            ReasonCode.TOO_LARGE, f"{raw.length} bytes, over the limit of {policy.max_bytes}", []
+        )
+        return _rejection(too_large, raw, recorded_at, line, {})
     try:
         submission, version, payload = _parse(raw, policy)
     except _RejectedError as rejected:
@@ -137,25 +175,22 @@ def decide(
 
     event_id = submission.resolved_event_id()
     data = payload.model_dump(mode="json", exclude_none=True)
-    envelope = _envelope(submission, event_id, version, data)
-    digest = hashlib.sha256(canonical_bytes(envelope)).digest()[:16]
-    # An event_id is unique within its org: the Kafka ledger is partitioned by org, and no
-    # partition can see another's ids, so both backends scope it the same way.
-    known = state.known.get((submission.org_id, event_id.bytes))
+    content = _content(submission, version, data)
+    digest = _digest(content)
     context = {
         "org_id": submission.org_id,
         "event_id": str(event_id),
         "type": submission.type,
         "source": submission.source,
     }
-    if known is not None:
-        if known == digest:
-            return Duplicate(str(event_id), submission.org_id)
+    recorded = _already_recorded(state, submission, event_id)
+    if recorded is not None:
+        recorded_id, recorded_digest, found_by = recorded
+        if recorded_digest == digest:
+            return Duplicate(str(recorded_id), submission.org_id)
         return _rejection(
             _RejectedError(
-                ReasonCode.CONFLICT,
-                f"event_id {event_id} is already in the ledger with other content",
-                [],
+                ReasonCode.CONFLICT, f"{found_by} is already in the ledger with other content", []
             ),
             raw,
             recorded_at,
@@ -166,7 +201,7 @@ def decide(
         return _rejection(
             _RejectedError(
                 ReasonCode.CLOCK_SKEW,
-                f"occurred_at {envelope['occurred_at']} is more than "
+                f"occurred_at {content['occurred_at']} is more than "
                 f"{int(policy.clock_skew.total_seconds())}s ahead of the ledger clock",
                 [{"loc": "occurred_at", "msg": "in the future"}],
             ),
@@ -188,7 +223,8 @@ def decide(
 
     record = {
         "sequence": org.last_sequence + 1,
-        **envelope,
+        "event_id": str(event_id),
+        **content,
         "recorded_at": recorded_at,
         "prev_hash": org.last_hash,
     }
@@ -213,18 +249,21 @@ def _peek(raw: bytes) -> dict[str, Any]:
 
 def _rejection(
     rejected: _RejectedError,
-    raw: bytes,
+    raw: bytes | Oversized,
     recorded_at: str,
     line: int | None,
     context: dict[str, Any],
 ) -> Rejection:
+    oversized = raw if isinstance(raw, Oversized) else None
     return Rejection(
         reason=rejected.reason,
         message=rejected.message,
-        raw=raw,
+        raw=raw if isinstance(raw, bytes) else raw.prefix,
         recorded_at=recorded_at,
         details=rejected.details,
         line=line,
+        raw_length=oversized.length if oversized else None,
+        raw_sha256=oversized.sha256 if oversized else None,
         **context,
     )
 
@@ -243,21 +282,23 @@ class Sequencer:
         """Rebuild the state by folding the ledger (every org, in sequence order)."""
         sequencer = cls(policy=policy)
         for event in events:
-            sequencer.state.apply(event, content_digest(event))
+            sequencer.fold(event)
         return sequencer
 
-    def submit(self, raw: bytes, *, now: datetime, line: int | None = None) -> Outcome:
+    def fold(self, event: LedgerEvent) -> None:
+        """Fold an event that is in the ledger already (read on start, or another writer's)."""
+        self.state.apply(event, content_digest(event))
+
+    def submit(self, raw: bytes | Oversized, *, now: datetime, line: int | None = None) -> Outcome:
         outcome = decide(self.state, raw, now=now, policy=self.policy, line=line)
         if isinstance(outcome, Accepted):
             self.state.apply(outcome.event, outcome.digest)
         return outcome
 
 
+_NOT_CONTENT = frozenset({"event_id", "sequence", "recorded_at", "prev_hash", "hash"})
+
+
 def content_digest(event: LedgerEvent) -> bytes:
     """The digest :func:`decide` computed for the submission that became ``event``."""
-    envelope = {
-        key: value
-        for key, value in event.to_record().items()
-        if key not in ("sequence", "recorded_at", "prev_hash", "hash")
-    }
-    return hashlib.sha256(canonical_bytes(envelope)).digest()[:16]
+    return _digest({k: v for k, v in event.to_record().items() if k not in _NOT_CONTENT})

@@ -12,21 +12,22 @@ directory nothing is created or changed beside the file (see :func:`_connect_rea
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from events.canonical import canonical_json
-from events.log import ChainHead
+from events.log import ChainHead, Decider, Mark
 from events.outcomes import Rejection
 from events.reasons import ReasonCode
 from events.stored import StoredBytes, read_event
 from schemas.envelope import LedgerEvent
-from schemas.errors import LedgerUnavailableError, SequenceConflictError
+from schemas.errors import LedgerDamagedError, LedgerUnavailableError, SequenceConflictError
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+_TABLES_OF_0_1 = (
+    """CREATE TABLE IF NOT EXISTS events (
     position    INTEGER PRIMARY KEY AUTOINCREMENT,
     org_id      TEXT    NOT NULL,
     sequence    INTEGER NOT NULL,
@@ -38,8 +39,8 @@ CREATE TABLE IF NOT EXISTS events (
     body        TEXT    NOT NULL,  -- the whole event, canonical JSON (RFC 8785)
     UNIQUE (org_id, sequence),
     UNIQUE (org_id, event_id)
-);
-CREATE TABLE IF NOT EXISTS rejections (
+)""",
+    """CREATE TABLE IF NOT EXISTS rejections (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     recorded_at TEXT    NOT NULL,
     reason_code TEXT    NOT NULL,
@@ -50,13 +51,25 @@ CREATE TABLE IF NOT EXISTS rejections (
     type        TEXT,
     source      TEXT,
     line        INTEGER,
-    raw         BLOB    NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS events_are_immutable BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'ledger events are immutable'); END;
-CREATE TRIGGER IF NOT EXISTS events_are_permanent BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'ledger events are permanent'); END;
-"""
+    raw         BLOB    NOT NULL  -- at most RAW_LIMIT bytes (events.outcomes)
+)""",
+    """CREATE TRIGGER IF NOT EXISTS events_are_immutable BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'ledger events are immutable'); END""",
+    """CREATE TRIGGER IF NOT EXISTS events_are_permanent BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'ledger events are permanent'); END""",
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _TABLES_OF_0_1,  # 1. A file of OKR Ledger 0.1 has these tables and user_version 0.
+    (  # 2. A rejection keeps the whole submission's length and SHA-256 when raw is a prefix.
+        "ALTER TABLE rejections ADD COLUMN raw_length INTEGER",
+        "ALTER TABLE rejections ADD COLUMN raw_sha256 TEXT",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The file's ``PRAGMA user_version`` once every migration has been applied."""
+_PAGE = 256
+"""Rejections read at a time (each keeps at most 64 KiB of raw bytes)."""
 
 
 def path_from_url(url: str) -> Path:
@@ -126,9 +139,46 @@ class SqliteEventLog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as error:
             raise LedgerUnavailableError(f"cannot open ledger {self.path}: {error}") from error
+
+    def _schema_version(self) -> int:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    def _migrate(self) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION`, one migration after the other, in one
+        transaction (all or none; another process that opens the file meanwhile waits)."""
+        if self._schema_version() == SCHEMA_VERSION:
+            return
+        with self._transaction():
+            version = self._schema_version()  # another process may have upgraded it first
+            if version > SCHEMA_VERSION:
+                raise LedgerUnavailableError(
+                    f"{self.path} was written by a newer version of OKR Ledger (schema "
+                    f"{version}, this one knows {SCHEMA_VERSION}): upgrade okr-ledger"
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` (the write lock, waiting up to ``busy_timeout``) ... ``COMMIT``;
+        rolled back on any error, a UNIQUE violation raised as a sequence conflict."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except sqlite3.IntegrityError as error:
+            db.execute("ROLLBACK")
+            raise SequenceConflictError(f"append refused by the ledger: {error}") from error
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     @classmethod
     def from_url(
@@ -139,59 +189,93 @@ class SqliteEventLog:
     def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
         if not events and not rejections:
             return
+        with self._transaction():
+            self._insert(events, rejections)
+
+    def append_decided(self, decider: Decider, mark: Mark) -> Mark:
+        # Fold what is new before taking the lock (on a first call: the whole ledger), so that
+        # other writers wait only for the few events appended meanwhile.
+        position = self._fold(decider, mark.get(0, 1))
+        with self._transaction():
+            position = self._fold(decider, position)
+            events, rejections = decider.decide()
+            try:
+                self._insert(events, rejections)
+            except (SequenceConflictError, sqlite3.IntegrityError) as error:
+                # Nothing else can write now: the stored chain contradicts its own events.
+                raise LedgerDamagedError(
+                    f"the ledger is damaged: {error}; nothing was appended. Run `okr-ledger verify`"
+                ) from error
+            if events:
+                position = self._db.execute("SELECT max(position) + 1 FROM events").fetchone()[0]
+        return {0: position}
+
+    def _fold(self, decider: Decider, position: int) -> int:
+        """Fold the events stored at ``position`` and after; the next position to read."""
+        cursor = self._db.execute(
+            "SELECT position, CAST(body AS BLOB), org_id, sequence FROM events "
+            "WHERE position >= ? ORDER BY position",
+            (position,),
+        )
+        while rows := cursor.fetchmany(2000):
+            for _, body, org, sequence in rows:
+                decider.fold(LedgerEvent.from_record(read_event(body or b"", org, sequence)))
+            position = rows[-1][0] + 1
+        return position
+
+    def _insert(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection]) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self._check_continuity(events)
-            db.executemany(
-                "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
-                " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.org_id,
-                        e.sequence,
-                        e.event_id,
-                        e.type,
-                        e.occurred_at,
-                        e.recorded_at,
-                        e.hash,
-                        canonical_json(e.to_record()),
-                    )
-                    for e in events
-                ],
-            )
-            db.executemany(
-                "INSERT INTO rejections (recorded_at, reason_code, message, details, org_id,"
-                " event_id, type, source, line, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.recorded_at,
-                        r.reason.value,
-                        r.message,
-                        orjson.dumps(r.details).decode(),
-                        r.org_id,
-                        r.event_id,
-                        r.type,
-                        r.source,
-                        r.line,
-                        r.raw,
-                    )
-                    for r in rejections
-                ],
-            )
-        except sqlite3.IntegrityError as error:
-            db.execute("ROLLBACK")
-            raise SequenceConflictError(f"append refused by the ledger: {error}") from error
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._check_continuity(events)
+        db.executemany(
+            "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
+            " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.org_id,
+                    e.sequence,
+                    e.event_id,
+                    e.type,
+                    e.occurred_at,
+                    e.recorded_at,
+                    e.hash,
+                    canonical_json(e.to_record()),
+                )
+                for e in events
+            ],
+        )
+        db.executemany(
+            "INSERT INTO rejections (recorded_at, reason_code, message, details, org_id,"
+            " event_id, type, source, line, raw, raw_length, raw_sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.recorded_at,
+                    r.reason.value,
+                    r.message,
+                    orjson.dumps(r.details).decode(),
+                    r.org_id,
+                    r.event_id,
+                    r.type,
+                    r.source,
+                    r.line,
+                    r.raw,
+                    r.raw_length,
+                    r.raw_sha256,
+                )
+                for r in rejections
+            ],
+        )
 
     def _check_continuity(self, events: Sequence[LedgerEvent]) -> None:
         heads: dict[str, ChainHead] = {}
         for event in events:
             head = heads.get(event.org_id) or self._head(event.org_id)
-            if event.sequence != head.sequence + 1 or event.prev_hash != head.hash:
+            if event.sequence == head.sequence + 1 and event.prev_hash != head.hash:
+                raise SequenceConflictError(
+                    f"org {event.org_id!r}'s newest event (sequence {head.sequence}) is filed "
+                    f"under hash {head.hash!r}, but its stored content has hash {event.prev_hash!r}"
+                )
+            if event.sequence != head.sequence + 1:
                 raise SequenceConflictError(
                     f"org {event.org_id!r}: event {event.sequence} does not continue the chain "
                     f"at {head.sequence}"
@@ -259,23 +343,41 @@ class SqliteEventLog:
         return {org: ChainHead(seq, hash_) for org, seq, hash_ in rows}
 
     def rejections(self) -> Iterator[Rejection]:
-        cursor = self._db.execute(
-            "SELECT recorded_at, reason_code, message, details, org_id, event_id, type, source,"
-            " line, raw FROM rejections ORDER BY id"
-        )
-        for row in cursor:
-            yield Rejection(
-                reason=ReasonCode(row[1]),
-                message=row[2],
-                raw=bytes(row[9]),
-                recorded_at=row[0],
-                details=orjson.loads(row[3]),
-                org_id=row[4],
-                event_id=row[5],
-                type=row[6],
-                source=row[7],
-                line=row[8],
+        position = 0
+        while page := self.rejections_after(position, _PAGE):
+            yield from (rejection for _, rejection in page)
+            position = page[-1][0]
+
+    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
+        # ``id`` is the position: AUTOINCREMENT numbers rows from 1, and a rolled-back insert
+        # gives its numbers back (the counter is part of the transaction); nothing is deleted.
+        # A file opened without its upgrade (read-only) may lack the version 2 columns.
+        whole = "raw_length, raw_sha256" if self._schema_version() >= 2 else "NULL, NULL"
+        rows = self._db.execute(
+            "SELECT id, recorded_at, reason_code, message, details, org_id, event_id, type,"
+            f" source, line, raw, {whole} FROM rejections WHERE id > ? ORDER BY id LIMIT ?",
+            (position, limit),
+        ).fetchall()
+        return [
+            (
+                row[0],
+                Rejection(
+                    reason=ReasonCode(row[2]),
+                    message=row[3],
+                    raw=bytes(row[10]),
+                    recorded_at=row[1],
+                    details=orjson.loads(row[4]),
+                    org_id=row[5],
+                    event_id=row[6],
+                    type=row[7],
+                    source=row[8],
+                    line=row[9],
+                    raw_length=row[11],
+                    raw_sha256=row[12],
+                ),
             )
+            for row in rows
+        ]
 
     def close(self) -> None:
         self._db.close()

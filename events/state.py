@@ -1,8 +1,8 @@
 """The sequencer's state: a fold over the ledger, per org.
 
 It holds what the rules need and nothing more: chain heads, which ids exist and their
-lifecycle, the vertical cascade (for cycles), and a digest of every known event id (for
-idempotency). Rebuilt by replaying the ledger on start.
+lifecycle, the vertical cascade (for cycles), and, for idempotency, a digest of every known
+event id and the event each source's id names. Rebuilt by replaying the ledger on start.
 """
 
 from collections.abc import Callable, Iterable
@@ -70,7 +70,11 @@ class LedgerState:
 
     orgs: dict[str, OrgState] = field(default_factory=dict)
     known: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
-    """event uuid bytes -> content digest; how duplicates and conflicts are told apart."""
+    """(org, event uuid bytes) -> content digest; how duplicates and conflicts are told apart.
+    The content is the normalised envelope without its ``event_id``."""
+    sources: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+    """(org, source, source_event_id) -> uuid bytes of the first event that carried it: how a
+    source's retry under a new ``event_id`` is found."""
 
     def org(self, org_id: str) -> OrgState:
         state = self.orgs.get(org_id)
@@ -85,6 +89,8 @@ class LedgerState:
         org.last_hash = event.hash
         event_key = UUID(event.event_id).bytes
         self.known[(event.org_id, event_key)] = digest
+        if event.source_event_id is not None:  # the first keeps it (ledgers from before the rule)
+            self.sources.setdefault((event.org_id, event.source, event.source_event_id), event_key)
         data = upcast(event.type, event.schema_version, event.data)
         handler = _APPLY.get(event.type)
         if handler is not None:

@@ -110,7 +110,9 @@ def submit_stream(stream: IO[bytes], size: int, outcomes_to: IO[bytes] | None) -
     try:
         with progress:
             task = progress.add_task("submitting", total=size or None)
-            lines = ndjson_lines(stream, lambda n: progress.advance(task, n))
+            lines = ndjson_lines(
+                stream, lambda n: progress.advance(task, n), limit=settings.policy.max_bytes
+            )
             for outcome in ledger.submit_many(lines):
                 summary.add(outcome)
                 if outcomes_to is not None:
@@ -295,31 +297,52 @@ def rejections(
     ] = None,
 ) -> None:
     """List recorded rejections (reason code, message, where the submission came from)."""
-    rejected_orgs: set[str] = set()
-    with _event_log() as log:
-        found = []
-        for r in log.rejections():
-            rejected_orgs.add(r.org_id or "")
-            if (org is None or r.org_id == org) and (reason is None or r.reason == reason):
-                found.append(r)
-        if org is not None and org not in rejected_orgs:  # an org only rejections know is known
-            require_org(log, org, rejected_orgs - {""})
-    if json:
-        for rejection in found:
-            _write_json(rejection.to_json())
-        return
     table = Table("recorded at", "reason", "org", "type", "line", "message")
-    for rejection in found:
-        table.add_row(
-            rejection.recorded_at,
-            f"[red]{rejection.reason.value}",
-            escape(rejection.org_id or ""),
-            escape(rejection.type or ""),
-            str(rejection.line or ""),
-            _first_detail(rejection),
-        )
-    out.print(table)
-    out.print(f"{len(found)} rejections")
+    with _event_log() as log:
+        if org is not None:
+            _require_rejecting_org(log, org)
+        for rejection in log.rejections():  # streamed: one at a time, never all at once
+            if (org is not None and rejection.org_id != org) or (
+                reason is not None and rejection.reason != reason
+            ):
+                continue
+            if json:
+                _write_json(rejection.to_json())
+                continue
+            table.add_row(
+                rejection.recorded_at,
+                f"[red]{rejection.reason.value}",
+                escape(rejection.org_id or ""),
+                escape(rejection.type or ""),
+                str(rejection.line or ""),
+                _first_detail(rejection) + _truncation(rejection),
+            )
+    if not json:
+        out.print(table)
+        out.print(f"{table.row_count} rejections")
+
+
+def _require_rejecting_org(log: EventLog, org: str) -> None:
+    """An org is known if the ledger or only the rejection log names it (streamed scan)."""
+    if org in log.heads():
+        return
+    named: set[str] = set()
+    for rejection in log.rejections():
+        if rejection.org_id == org:
+            return
+        if rejection.org_id:
+            named.add(rejection.org_id)
+    require_org(log, org, named)
+
+
+def _truncation(rejection: Rejection) -> str:
+    """For a submission kept only in part: how much of it, and the whole one's SHA-256."""
+    if not rejection.truncated:
+        return ""
+    return (
+        f" (kept the first {len(rejection.raw)} of {rejection.raw_length} bytes, "
+        f"sha256 {rejection.raw_sha256})"
+    )
 
 
 def _first_detail(rejection: Rejection) -> str:

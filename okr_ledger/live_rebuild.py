@@ -23,7 +23,12 @@ from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log
 from processors import tables as t
 from processors.projector import Projector, StoredEvent, collector_paused, project_rejections
-from processors.runner import DEFAULT_BATCH_SIZE, batched
+from processors.runner import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_REJECTION_BATCH_SIZE,
+    batched,
+    rejection_pages,
+)
 from projections.client import parse_url
 from projections.store import ProjectionStore
 
@@ -113,9 +118,8 @@ def replay(
             store.insert(projector.project(batch))
             replayed += len(batch)
             advance(len(batch))
-    rejections = list(islice(log.rejections(), limits.rejections))
-    if rejections:
-        store.insert(project_rejections(1, rejections))
+        for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=limits.rejections):
+            store.insert(project_rejections(page))
     return replayed
 
 

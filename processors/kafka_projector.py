@@ -106,18 +106,13 @@ class LedgerProjection:
         return partition_for(org_key(org_id), self.partition_count)
 
     def _rejection_rows(self, rejections: list[tuple[int, bytes]]) -> RowBatch:
-        rows: RowBatch = {}
-        pending = [(o, v) for o, v in rejections if o + 1 > self.rejections_done]
-        start = 0
-        for index in range(1, len(pending) + 1):  # contiguous runs of offsets
-            if index == len(pending) or pending[index][0] != pending[index - 1][0] + 1:
-                run = pending[start:index]
-                batch = [decode_rejection(v) for _o, v in run]
-                t.merge(rows, project_rejections(run[0][0] + 1, batch))
-                start = index
-        if pending:
-            self.rejections_done = pending[-1][0] + 1
-        return rows
+        pending = [
+            (o + 1, decode_rejection(v)) for o, v in rejections if o + 1 > self.rejections_done
+        ]
+        if not pending:
+            return {}
+        self.rejections_done = pending[-1][0]
+        return project_rejections(pending)
 
 
 class ProjectorAgent:

@@ -799,16 +799,16 @@ def _strategy_row(c: _Event) -> Row:
     )
 
 
-def project_rejections(first_position: int, rejections: Sequence[Rejection]) -> RowBatch:
-    """Rows for rejections numbered from ``first_position`` (their place in the rejection log).
+def project_rejections(rejections: Sequence[tuple[int, Rejection]]) -> RowBatch:
+    """Rows for rejections, each with its position (its place in the rejection log).
 
     Rejections are not ledger events: they have no sequence, only their order in the log.
     """
     rows: RowBatch = {t.REJECTIONS: [], t.CHECKPOINTS: []}
-    for offset, r in enumerate(rejections):
+    for position, r in rejections:
         rows[t.REJECTIONS].append(
             (
-                first_position + offset,
+                position,
                 parse_time(r.recorded_at),
                 r.reason.value,
                 r.message,
@@ -819,11 +819,11 @@ def project_rejections(first_position: int, rejections: Sequence[Rejection]) -> 
                 r.source,
                 r.line,
                 r.raw.decode("utf-8", errors="replace"),
+                r.raw_length,
+                r.raw_sha256,
             )
         )
     if rejections:
-        last = first_position + len(rejections) - 1
-        rows[t.CHECKPOINTS].append(
-            (t.REJECTION_STREAM, "", last, parse_time(rejections[-1].recorded_at))
-        )
+        last, newest = rejections[-1]
+        rows[t.CHECKPOINTS].append((t.REJECTION_STREAM, "", last, parse_time(newest.recorded_at)))
     return rows

@@ -13,6 +13,7 @@ from itertools import islice
 from typing import Protocol
 
 from events.log import EventLog
+from events.outcomes import Rejection
 from processors import tables as t
 from processors.projector import (
     LedgerRecord,
@@ -26,6 +27,8 @@ from processors.state import OrgProjection
 from processors.tables import RowBatch
 
 DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_REJECTION_BATCH_SIZE = 200
+"""Rejections read and projected at a time (each holds at most 64 KiB of submitted bytes)."""
 DEFAULT_SNAPSHOT_AFTER = 50_000
 """Save a snapshot after a catch-up that replayed and projected at least this many events."""
 Progress = Callable[[int], None]
@@ -56,6 +59,21 @@ def batched(events: Iterable[LedgerRecord], size: int) -> Iterator[list[LedgerRe
         yield batch
 
 
+def rejection_pages(
+    log: EventLog, after: int, size: int, upto: int | None = None
+) -> Iterator[list[tuple[int, Rejection]]]:
+    """The log's rejections after position ``after`` (up to ``upto``), ``size`` at a time:
+    memory holds one page, whatever the number or size of the rejections."""
+    while upto is None or after < upto:
+        limit = size if upto is None else min(size, upto - after)
+        page = log.rejections_after(after, limit)
+        if page:
+            yield page
+            after = page[-1][0]
+        if len(page) < limit:
+            return
+
+
 class EmbeddedRunner:
     """Keeps a store caught up with a ledger, in this process."""
 
@@ -68,11 +86,13 @@ class EmbeddedRunner:
         batch_size: int = DEFAULT_BATCH_SIZE,
         snapshots: SnapshotStore | None = None,
         snapshot_after: int = DEFAULT_SNAPSHOT_AFTER,
+        rejection_batch_size: int = DEFAULT_REJECTION_BATCH_SIZE,
     ) -> None:
         self.log = log
         self.sink = sink
         self.projector = projector or Projector()
         self.batch_size = batch_size
+        self.rejection_batch_size = rejection_batch_size
         self.snapshots = snapshots
         self.snapshot_after = snapshot_after
 
@@ -137,11 +157,11 @@ class EmbeddedRunner:
         return position - start
 
     def _catch_up_rejections(self) -> int:
+        """Project the rejections after the store's checkpoint, one bounded page at a time."""
         done = self.sink.positions(t.REJECTION_STREAM).get("", 0)
-        pending = []
-        for number, rejection in enumerate(self.log.rejections(), start=1):
-            if number > done:
-                pending.append(rejection)
-        if pending:
-            self.sink.insert(project_rejections(done + 1, pending))
-        return len(pending)
+        projected = 0
+        with collector_paused():  # so the store frees each insert's data at once
+            for page in rejection_pages(self.log, done, self.rejection_batch_size):
+                self.sink.insert(project_rejections(page))
+                projected += len(page)
+        return projected

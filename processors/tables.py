@@ -62,7 +62,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     REJECTIONS: (
         "position", "recorded_at", "reason_code", "message", "details", "org_id", "event_id",
-        "type", "source", "line", "raw",
+        "type", "source", "line", "raw", "raw_length", "raw_sha256",
     ),
     CHECKPOINTS: ("stream", "org_id", "position", "last_recorded_at"),
 }  # fmt: skip

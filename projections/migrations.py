@@ -107,6 +107,7 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
         ("message", "String"), ("details", "String"), ("org_id", "Nullable(String)"),
         ("event_id", "Nullable(String)"), ("type", "Nullable(String)"),
         ("source", "Nullable(String)"), ("line", "Nullable(UInt64)"), ("raw", "String"),
+        ("raw_length", "Nullable(UInt64)"), ("raw_sha256", "Nullable(String)"),
     ],
     t.CHECKPOINTS: [
         ("stream", LOW), ("org_id", LOW), ("position", "UInt64"), ("last_recorded_at", TIME),
@@ -194,10 +195,21 @@ def _views() -> tuple[str, ...]:
     )
 
 
+def _whole_submission_of_rejections() -> tuple[str, ...]:
+    """Stores made before version 3 lack the two columns (a new store has them from 1)."""
+    added = [
+        f"ALTER TABLE {{db}}.{t.REJECTIONS} ADD COLUMN IF NOT EXISTS {column} {kind}"
+        for column, kind in COLUMN_TYPES[t.REJECTIONS][-2:]
+    ]
+    return (*added, _view("rejection_history", _history(t.REJECTIONS, "position")))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history tables", _base_tables()),
     Migration(2, "views for BI tools", _views()),
-)
+    Migration(3, "rejections: length and SHA-256 of a submission kept in part",
+              _whole_submission_of_rejections()),
+)  # fmt: skip
 
 VIEWS = (
     "audit_history",

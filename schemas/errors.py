@@ -40,7 +40,8 @@ class LedgerUnavailableError(LedgerError):
 
 
 class LedgerDamagedError(LedgerError):
-    """What is stored is not what the ledger wrote: ``okr-ledger verify`` names the event."""
+    """What is stored is not what the ledger wrote (a malformed event, or index columns that
+    contradict the events): ``okr-ledger verify`` names the event."""
 
 
 class ProjectionError(OkrLedgerError):

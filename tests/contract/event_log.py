@@ -4,6 +4,7 @@ A backend's test module defines ``class TestXxxEventLog(EventLogContract)`` and 
 :meth:`EventLogContract.open_log` (and :meth:`reopen` if the backend is durable).
 """
 
+import hashlib
 from collections.abc import Iterator
 
 import orjson
@@ -11,8 +12,8 @@ import pytest
 
 from events.canonical import canonical_bytes
 from events.chain import ChainVerifier
-from events.log import ChainHead, EventLog
-from events.outcomes import Rejection
+from events.log import Batch, ChainHead, EventLog
+from events.outcomes import RAW_LIMIT, Rejection
 from events.reasons import ReasonCode
 from schemas.envelope import GENESIS_HASH, LedgerEvent
 from schemas.errors import SequenceConflictError
@@ -27,6 +28,26 @@ def _rejection(raw: bytes, reason: ReasonCode = ReasonCode.INVALID_JSON, **kw: o
         recorded_at="2026-11-23T12:00:00Z",
         **kw,  # type: ignore[arg-type]
     )
+
+
+class _Writer:
+    """A decider that stores a given batch, noting every event the log folds into it."""
+
+    def __init__(self, folded: list[LedgerEvent]) -> None:
+        self.folded = folded
+        self.batch: Batch = ([], [])
+
+    def head(self, org_id: str) -> ChainHead:
+        mine = [e for e in self.folded if e.org_id == org_id]
+        return ChainHead(mine[-1].sequence, mine[-1].hash) if mine else ChainHead(0, GENESIS_HASH)
+
+    def fold(self, event: LedgerEvent) -> None:
+        assert event.sequence == self.head(event.org_id).sequence + 1, "folded out of order"
+        self.folded.append(event)
+
+    def decide(self) -> Batch:
+        self.folded.extend(self.batch[0])  # as a sequencer folds what it accepts
+        return self.batch
 
 
 class EventLogContract:
@@ -195,3 +216,46 @@ class EventLogContract:
         events = chained_events("acme")
         log.append(events)
         assert {e.recorded for e in log.read()} == {NOW}
+
+    def test_rejections_are_read_in_bounded_pages_by_position(self, log: EventLog) -> None:
+        """Position n is the n-th rejection ever recorded; a page holds at most ``limit``."""
+        stored = [_rejection(f"{{{n}".encode(), line=n) for n in range(7)]
+        log.append([], stored[:4])
+        log.append(chained_events("acme")[:1], stored[4:])
+        assert log.rejections_after(0, 3) == [(1, stored[0]), (2, stored[1]), (3, stored[2])]
+        assert log.rejections_after(3, 3) == list(enumerate(stored[3:6], start=4))
+        assert log.rejections_after(6, 3) == [(7, stored[6])]
+        assert log.rejections_after(7, 3) == []
+        assert log.rejections_after(2, 1) == [(3, stored[2])]
+        assert log.rejections_after(0, 100) == list(enumerate(stored, start=1))
+
+    def test_an_oversized_rejection_keeps_a_bounded_prefix_and_the_whole_length_and_hash(
+        self, log: EventLog
+    ) -> None:
+        raw = bytes(range(256)) * (4 * RAW_LIMIT // 256) + b"tail"
+        log.append([], [_rejection(raw, ReasonCode.TOO_LARGE, line=3), _rejection(b"{")])
+        big, small = log.rejections()
+        assert big.raw == raw[:RAW_LIMIT]
+        assert (big.raw_length, big.raw_sha256) == (len(raw), hashlib.sha256(raw).hexdigest())
+        assert (big.reason, big.line) == (ReasonCode.TOO_LARGE, 3)
+        assert (small.raw, small.raw_length, small.raw_sha256) == (b"{", None, None)
+        assert [r for _, r in log.rejections_after(0, 2)] == [big, small]
+
+    def test_append_decided_folds_only_what_others_appended_then_stores_the_batch(
+        self, log: EventLog
+    ) -> None:
+        events = chained_events("acme", "globex", check_in_count=6)
+        acme = [e for e in events if e.org_id == "acme"]
+        globex = [e for e in events if e.org_id == "globex"]
+        log.append(acme[:3])  # another writer
+        writer = _Writer([])
+        writer.batch = (acme[3:5], [_rejection(b"{")])
+        mark = log.append_decided(writer, {})
+        assert writer.folded == acme[:5]
+        log.append([*globex[:4], *acme[5:7]])  # the other writer again
+        writer.batch = (acme[7:], [])
+        log.append_decided(writer, mark)
+        assert [e for e in writer.folded if e.org_id == "acme"] == acme
+        assert [e for e in writer.folded if e.org_id == "globex"] == globex[:4]
+        assert list(log.read("acme")) == acme
+        assert [r.raw for r in log.rejections()] == [b"{"]

@@ -9,7 +9,6 @@ import pytest
 from events.kafka_client import partition_for
 from events.kafka_log import servers_from_url
 from events.kafka_records import (
-    RAW_LIMIT,
     ChainRule,
     decode_event,
     decode_rejection,
@@ -17,7 +16,7 @@ from events.kafka_records import (
     encode_rejection,
     placed,
 )
-from events.outcomes import Rejection
+from events.outcomes import RAW_LIMIT, Rejection
 from events.reasons import ReasonCode
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log
@@ -116,7 +115,10 @@ def test_a_huge_rejected_submission_fits_one_kafka_message_and_stays_identifiabl
     document = orjson.loads(encoded)
     assert document["raw_length"] == len(raw)
     assert document["raw_sha256"] == hashlib.sha256(raw).hexdigest()
-    assert decode_rejection(encoded).raw == raw[:RAW_LIMIT]
+    decoded = decode_rejection(encoded)
+    assert decoded.raw == raw[:RAW_LIMIT]
+    assert (decoded.raw_length, decoded.raw_sha256) == (len(raw), document["raw_sha256"])
+    assert decoded == rejection
 
 
 def test_a_small_rejected_submission_keeps_its_exact_bytes() -> None:

@@ -222,3 +222,25 @@ def test_records_before_the_resume_point_are_not_decided_again() -> None:
     assert replay.rejections == []
     statuses = {orjson.loads(o.value)["status"] for o in replay.outcomes}
     assert statuses == {"accepted"}
+
+
+def test_a_restored_sequencer_knows_the_sources_ids_whatever_event_id_a_retry_carries() -> None:
+    def check_in(event_id: str, value: int) -> bytes:
+        document = orjson.loads(next(check_ins(1, "acme")))
+        document |= {"event_id": event_id, "source_event_id": "jira-1"}
+        document["data"]["value"] = value
+        return orjson.dumps(document)
+
+    first = check_in("0b7e4c2d-9a10-4c1e-9c1a-6f1d4b0e8a57", 12)
+    topics = Topics()
+    topics.run(intake_of([*org_setup("acme"), first]), batch_size=3)
+    retry = check_in("5d1f4b0e-8a57-4c1e-9c1a-0b7e4c2d9a10", 12)
+    changed = check_in("6d1f4b0e-8a57-4c1e-9c1a-0b7e4c2d9a10", 13)
+    intake = intake_of([*org_setup("acme"), first, retry, changed])
+    core = PartitionSequencer.restore(0, 1, topics.ledger, topics.rejections)
+    output = core.decide_batch(intake[len(intake) - 2 :], NOW)
+    documents = [orjson.loads(o.value) for o in output.outcomes]
+    assert [d["status"] for d in documents] == ["duplicate", "rejected"]
+    assert documents[0]["event_id"] == "0b7e4c2d-9a10-4c1e-9c1a-6f1d4b0e8a57"
+    assert documents[1]["reason_code"] == "conflict"
+    assert output.events == []

@@ -361,3 +361,40 @@ def test_a_worker_without_its_topics_exits_with_the_reason(
     finally:
         worker.stop()
     assert "run `okr-ledger init`" in worker.log_path.read_text()
+
+
+def test_a_sources_retry_with_a_new_event_id_is_a_duplicate_after_the_worker_restarts(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    def check_in(event_id: str, value: int) -> bytes:
+        document = orjson.loads(next(check_ins(1, "acme")))
+        document |= {"event_id": event_id, "source_event_id": "jira-1"}
+        document["data"]["value"] = value
+        return orjson.dumps(document)
+
+    first_id = "0b7e4c2d-9a10-4c1e-9c1a-6f1d4b0e8a57"
+    submitter = Submitter(kafka, topics["intake"])
+    try:
+        with running_worker(kafka, topics, tmp_path) as worker:
+            submitter.send([*org_setup("acme"), check_in(first_id, 12)])
+            wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
+        with running_worker(kafka, topics, tmp_path) as worker:  # restored from the topics
+            worker.wait_ready(2)
+            submitter.send(
+                [
+                    check_in("5d1f4b0e-8a57-4c1e-9c1a-0b7e4c2d9a10", 12),
+                    check_in("6d1f4b0e-8a57-4c1e-9c1a-0b7e4c2d9a10", 13),
+                ]
+            )
+            outcomes = wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
+    finally:
+        submitter.close()
+    retry, changed = (outcomes[s][0] for s in list(submitter.sent)[-2:])
+    assert (retry["status"], retry["event_id"]) == ("duplicate", first_id)
+    assert (changed["status"], changed["reason_code"]) == ("rejected", "conflict")
+    log = open_log(kafka, topics)
+    try:
+        assert [r["source_event_id"] for r in log.read_records("acme")][-1] == "jira-1"
+        assert log.heads()["acme"].sequence == len(org_setup("acme")) + 1
+    finally:
+        log.close()

@@ -4,6 +4,7 @@ submissions across a few orgs, each tagged with what it is."""
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from uuid import UUID, uuid5
 
 import orjson
 from hypothesis import strategies as st
@@ -14,6 +15,8 @@ from schemas.envelope import derive_event_id
 from tests.builders import NOW, submission
 
 ORGS = ("acme", "globex", "initech")
+RETRY_NAMESPACE = UUID("0d7c3b6e-52f1-4f4e-8f3a-2f0e6c1b9a77")
+"""Where a source's retries get their new event ids from (any fixed namespace)."""
 
 EXPECTED_REASON = {
     "invalid_json": ReasonCode.INVALID_JSON,
@@ -24,7 +27,11 @@ EXPECTED_REASON = {
 }
 """Kinds of item whose outcome does not depend on the ledger's state."""
 
-EXTRA_KINDS = ("duplicate", "conflict", *EXPECTED_REASON)
+REPEATS = ("duplicate", "conflict", "source_retry", "source_conflict")
+"""Kinds of item that repeat an earlier one: by its event_id, or by its source_event_id under a
+new event_id (a source's retry); with the same content or other content."""
+
+EXTRA_KINDS = (*REPEATS, *EXPECTED_REASON)
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 _NUMBERS = st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
@@ -151,6 +158,12 @@ def _variant(original: bytes, kind: str, draw: st.DrawFn, org: str, n: int) -> b
     if kind == "conflict":
         document = orjson.loads(original)
         return orjson.dumps({**document, "actor": "mallory@example.com"})
+    if kind in ("source_retry", "source_conflict"):
+        document = orjson.loads(original)
+        document["event_id"] = str(uuid5(RETRY_NAMESPACE, f"{org}/{n}"))
+        if kind == "source_conflict":
+            document["actor"] = "mallory@example.com"
+        return orjson.dumps(document)
     if kind == "invalid_json":
         cut = draw(st.integers(1, len(original) - 1))
         return original[:cut]
@@ -211,9 +224,7 @@ def mixes(draw: st.DrawFn, max_orgs: int = 3, max_check_ins: int = 6, max_extras
             Item(i.kind, i.raw, i.origin + (i.origin >= position) if i.origin is not None else None)
             for i in items
         ]
-        shifted.insert(
-            position, Item(kind, line, origin if kind in ("duplicate", "conflict") else None)
-        )
+        shifted.insert(position, Item(kind, line, origin if kind in REPEATS else None))
         items = shifted
     return Mix(items, orgs, reordered=bool(swaps))
 
@@ -226,11 +237,15 @@ def check_tagged_outcomes(mix: Mix, outcomes: list[Outcome]) -> None:
         if item.kind in EXPECTED_REASON:
             assert isinstance(outcome, Rejection), (item, outcome)
             assert outcome.reason is EXPECTED_REASON[item.kind], (item, outcome)
-        elif item.kind in ("duplicate", "conflict"):
+        elif item.kind in REPEATS:
             assert item.origin is not None
-            if isinstance(outcomes[item.origin], Accepted):
-                if item.kind == "duplicate":
-                    assert isinstance(outcome, Duplicate), (item, outcome)
+            original = outcomes[item.origin]
+            if isinstance(original, Accepted):
+                if item.kind in ("duplicate", "source_retry"):
+                    assert outcome == Duplicate(original.event.event_id, original.event.org_id), (
+                        item,
+                        outcome,
+                    )
                 else:
                     assert isinstance(outcome, Rejection), (item, outcome)
                     assert outcome.reason is ReasonCode.CONFLICT, (item, outcome)

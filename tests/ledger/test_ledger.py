@@ -1,6 +1,8 @@
 """The ledger service on a real SQLite log: atomic batches, restarts, and concurrent writers."""
 
+import sqlite3
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -9,6 +11,7 @@ from events.ledger import Ledger
 from events.outcomes import Accepted, Duplicate, Outcome, Rejection
 from events.reasons import ReasonCode
 from events.sqlite_log import SqliteEventLog
+from schemas.errors import LedgerDamagedError
 from tests.builders import NOW, check_ins, org_setup, raw
 from tests.ledger.support import describe, key_result, reason_of
 
@@ -102,3 +105,38 @@ def test_a_stale_writer_still_records_true_rejections(path: Path) -> None:
     outcome = second.submit(next(check_ins(1, key_result_id="nope")))
     assert reason_of(outcome) is ReasonCode.UNKNOWN_REFERENCE
     assert len(list(first.log.rejections())) == 1
+
+
+def test_a_sources_retry_with_a_new_event_id_stays_a_duplicate_after_a_restart(
+    path: Path,
+) -> None:
+    check_in = {"key_result_id": "kr1", "value": 12, "confidence": 0.5}
+    first = raw("CheckInRecorded", check_in, event_id=str(uuid4()), source_event_id="jira-1")
+    stored = submit_all(open_ledger(path), [*org_setup(), first])
+    assert isinstance(stored[-1], Accepted)
+    retry = raw("CheckInRecorded", check_in, event_id=str(uuid4()), source_event_id="jira-1")
+    changed = raw(
+        "CheckInRecorded",
+        {**check_in, "value": 13},
+        event_id=str(uuid4()),
+        source_event_id="jira-1",
+    )
+    again = submit_all(open_ledger(path), [retry, changed])
+    assert again[0] == Duplicate(stored[-1].event.event_id, "acme")
+    assert reason_of(again[1]) is ReasonCode.CONFLICT
+    assert len(list(open_ledger(path).log.read("acme"))) == len(org_setup()) + 1
+
+
+def test_a_stored_head_that_contradicts_its_event_is_reported_not_retried(path: Path) -> None:
+    """The ``hash`` column of the newest event altered behind the ledger's back: a submit
+    cannot continue that chain, and says so at once instead of blaming another writer."""
+    submit_all(open_ledger(path), org_setup())
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER events_are_immutable")
+    db.execute("UPDATE events SET hash = ? WHERE sequence = ?", ("f" * 64, len(org_setup())))
+    db.commit()
+    db.close()
+    ledger = open_ledger(path)
+    with pytest.raises(LedgerDamagedError, match="okr-ledger verify"):
+        ledger.submit(next(check_ins(1)))
+    assert len(list(ledger.log.read("acme"))) == len(org_setup())

@@ -477,3 +477,58 @@ def test_an_event_id_is_scoped_to_its_org() -> None:
     assert [o.status for o in outcomes] == ["accepted", "accepted", "duplicate", "rejected"]
     assert isinstance(outcomes[3], Rejection)
     assert outcomes[3].reason is ReasonCode.CONFLICT
+
+
+# --- idempotency by the source's id --------------------------------------------------------
+
+FIRST_ID = "0b7e4c2d-9a10-4c1e-9c1a-6f1d4b0e8a57"
+RETRY_ID = "5d1f4b0e-8a57-4c1e-9c1a-0b7e4c2d9a10"
+
+
+def test_a_sources_retry_with_a_new_event_id_is_a_duplicate_of_the_first(org: Org) -> None:
+    first = org.accept("CheckInRecorded", CHECK_IN, event_id=FIRST_ID, source_event_id="jira-7")
+    state_before = copy.deepcopy(org.sequencer.state)
+    again = org.submit("CheckInRecorded", CHECK_IN, event_id=RETRY_ID, source_event_id="jira-7")
+    assert again == Duplicate(first.event_id, "acme")
+    assert org.sequencer.state == state_before
+
+
+def test_a_sources_retry_is_a_duplicate_with_or_without_its_own_event_id(org: Org) -> None:
+    explicit = org.accept("CheckInRecorded", CHECK_IN, event_id=FIRST_ID, source_event_id="a")
+    assert org.submit("CheckInRecorded", CHECK_IN, key="a") == Duplicate(FIRST_ID, "acme")
+    derived = org.accept("CheckInRecorded", CHECK_IN, key="b")
+    retried = org.submit("CheckInRecorded", CHECK_IN, event_id=RETRY_ID, source_event_id="b")
+    assert retried == Duplicate(derived.event_id, "acme")
+    assert explicit.sequence + 1 == derived.sequence
+
+
+def test_a_sources_retry_with_a_new_event_id_and_other_content_is_a_conflict(org: Org) -> None:
+    org.accept("CheckInRecorded", CHECK_IN, event_id=FIRST_ID, source_event_id="jira-7")
+    changed = {**CHECK_IN, "value": 31}
+    rejection = org.reject("CheckInRecorded", changed, event_id=RETRY_ID, source_event_id="jira-7")
+    assert rejection.reason is ReasonCode.CONFLICT
+    assert rejection.event_id == RETRY_ID
+    assert FIRST_ID in rejection.message
+    assert "jira-7" in rejection.message
+    assert org.sequencer.state.org("acme").last_sequence == 12
+
+
+def test_a_source_event_id_is_scoped_to_its_org_and_source(org: Org) -> None:
+    org.accept("CheckInRecorded", CHECK_IN, event_id=FIRST_ID, source_event_id="x")
+    other_source = org.accept(
+        "CheckInRecorded", CHECK_IN, event_id=RETRY_ID, source_event_id="x", source="crm"
+    )
+    assert other_source.event_id == RETRY_ID
+
+
+def test_a_sequencer_rebuilt_from_the_ledger_knows_the_sources_ids() -> None:
+    first = raw("StrategyDefined", {"mission": "m", "vision": "v"}, event_id=FIRST_ID,
+                source_event_id="s1")  # fmt: skip
+    live = Sequencer()
+    accepted = live.submit(first, now=NOW)
+    assert isinstance(accepted, Accepted)
+    rebuilt = Sequencer.from_ledger([accepted.event])
+    assert rebuilt.state == live.state
+    retry = raw("StrategyDefined", {"mission": "m", "vision": "v"}, event_id=RETRY_ID,
+                source_event_id="s1")  # fmt: skip
+    assert rebuilt.submit(retry, now=NOW) == Duplicate(FIRST_ID, "acme")

@@ -5,9 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from events.canonical import canonical_json
 from events.chain import event_hash
 from events.log import EventLog
-from events.sqlite_log import SqliteEventLog, path_from_url
+from events.outcomes import RAW_LIMIT, Rejection
+from events.reasons import ReasonCode
+from events.sqlite_log import SCHEMA_VERSION, SqliteEventLog, path_from_url
 from schemas.envelope import LedgerEvent
 from schemas.errors import LedgerUnavailableError, SequenceConflictError
 from tests.builders import chained_events
@@ -66,3 +69,96 @@ def test_sqlite_urls_name_relative_and_absolute_paths() -> None:
     assert path_from_url("sqlite:////var/lib/okr/ledger.db") == Path("/var/lib/okr/ledger.db")
     with pytest.raises(LedgerUnavailableError):
         path_from_url("postgres://x")
+
+
+LEDGER_FILE_OF_0_1 = """
+CREATE TABLE events (
+    position    INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_id      TEXT    NOT NULL,
+    sequence    INTEGER NOT NULL,
+    event_id    TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    occurred_at TEXT    NOT NULL,
+    recorded_at TEXT    NOT NULL,
+    hash        TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    UNIQUE (org_id, sequence),
+    UNIQUE (org_id, event_id)
+);
+CREATE TABLE rejections (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    recorded_at TEXT    NOT NULL,
+    reason_code TEXT    NOT NULL,
+    message     TEXT    NOT NULL,
+    details     TEXT    NOT NULL,
+    org_id      TEXT,
+    event_id    TEXT,
+    type        TEXT,
+    source      TEXT,
+    line        INTEGER,
+    raw         BLOB    NOT NULL
+);
+CREATE TRIGGER events_are_immutable BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'ledger events are immutable'); END;
+CREATE TRIGGER events_are_permanent BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'ledger events are permanent'); END;
+"""
+"""The schema every ledger file written by OKR Ledger 0.1 has (``user_version`` 0)."""
+
+
+def test_a_ledger_file_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    events = chained_events("acme")
+    old = sqlite3.connect(path)
+    old.executescript(LEDGER_FILE_OF_0_1)
+    old.executemany(
+        "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at, hash,"
+        " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.org_id, e.sequence, e.event_id, e.type, e.occurred_at, e.recorded_at, e.hash,
+             canonical_json(e.to_record()))
+            for e in events[:3]
+        ],
+    )  # fmt: skip
+    old.execute(
+        "INSERT INTO rejections (recorded_at, reason_code, message, details, raw) "
+        "VALUES ('2026-11-23T12:00:00Z', 'invalid_json', 'not JSON', '[]', X'7b')"
+    )
+    old.commit()
+    old.close()
+
+    log = SqliteEventLog(path)
+    try:
+        assert log._db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        columns = {row[1] for row in log._db.execute("PRAGMA table_info(rejections)")}
+        assert {"raw_length", "raw_sha256"} <= columns
+        (kept,) = log.rejections()
+        assert (kept.reason, kept.raw, kept.raw_length, kept.raw_sha256) == (
+            ReasonCode.INVALID_JSON, b"{", None, None,
+        )  # fmt: skip
+        assert list(log.read("acme")) == events[:3]
+        big = b"x" * (RAW_LIMIT + 1)
+        log.append(
+            events[3:],
+            [Rejection(ReasonCode.TOO_LARGE, "too large", big, "2026-11-23T12:00:01Z")],
+        )
+        assert [r.raw_length for r in log.rejections()] == [None, len(big)]
+        assert list(log.read("acme")) == events
+    finally:
+        log.close()
+    again = SqliteEventLog(path)  # opening an upgraded file changes nothing
+    try:
+        assert again._db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert len(list(again.rejections())) == 2
+    finally:
+        again.close()
+
+
+def test_a_ledger_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    SqliteEventLog(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(LedgerUnavailableError, match="newer version"):
+        SqliteEventLog(path)

@@ -1,9 +1,13 @@
 """The embedded runner: checkpoints, restarts from snapshots, rejections, gaps."""
 
+import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from events.outcomes import RAW_LIMIT, Rejection
+from events.sqlite_log import SqliteEventLog
 from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
@@ -72,6 +76,47 @@ def test_rejections_are_projected_once(builder: LedgerBuilder, store: Projection
     rows = store.rows("SELECT position, reason_code, org_id FROM rejection_history")
     assert rows == [(1, "unknown_reference", "acme"), (2, "schema_violation", "acme")]
     assert runner.catch_up().rejections == 0
+
+
+class PagedLog(SqliteEventLog):
+    """The real SQLite log, noting every page of rejections read; whole reads are refused."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.pages: list[tuple[int, int, int]] = []
+
+    def rejections(self) -> Iterator[Rejection]:
+        raise AssertionError("the runner read every rejection at once")
+
+    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
+        page = super().rejections_after(position, limit)
+        self.pages.append((position, limit, len(page)))
+        return page
+
+
+def test_rejections_are_projected_in_bounded_pages_with_their_length_and_hash(
+    builder: LedgerBuilder, store: ProjectionStore
+) -> None:
+    big = b"x" * (3 * RAW_LIMIT)
+    for line in (b"{", big, b"[]", b"{", b"nope"):
+        builder.ledger.submit(line)
+    log = PagedLog(builder.log.path)
+    try:
+        runner = EmbeddedRunner(log, store, Projector(), rejection_batch_size=2)
+        assert runner.catch_up().rejections == 5
+        assert [(p, n) for p, n, _ in log.pages] == [(0, 2), (2, 2), (4, 2)]
+        builder.ledger.submit(b"late")
+        assert runner.catch_up().rejections == 1
+        assert log.pages[3:] == [(5, 2, 1)]
+    finally:
+        log.close()
+    rows = store.rows(
+        "SELECT position, reason_code, length(raw), raw_length, raw_sha256 "
+        "FROM rejection_history ORDER BY position"
+    )
+    assert [row[0] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[1] == (2, "too_large", RAW_LIMIT, len(big), hashlib.sha256(big).hexdigest())
+    assert rows[0][3:] == (None, None)
 
 
 def test_a_gap_in_the_ledger_is_an_error(builder: LedgerBuilder) -> None:

@@ -51,6 +51,25 @@ class ProjectionStoreContract:
         assert store.migrate() == []
         assert store.applied_migrations() == recorded
 
+    def test_a_store_from_before_migration_3_gains_the_rejection_columns(
+        self, store: ProjectionStore
+    ) -> None:
+        """A store made by OKR Ledger 0.1: rejections without the whole submission's length
+        and SHA-256, and migration 3 not recorded."""
+        store.rows("ALTER TABLE {db}.rejections DROP COLUMN raw_length, DROP COLUMN raw_sha256")
+        store.rows(
+            "CREATE OR REPLACE VIEW {db}.rejection_history AS "
+            "SELECT * FROM {db}.rejections FINAL ORDER BY position"
+        )
+        store.rows(
+            "ALTER TABLE {db}.schema_migrations DELETE WHERE version = 3 "
+            "SETTINGS mutations_sync = 2"
+        )
+        assert store.migrate() == [3]
+        described = [row[0] for row in store.rows("DESCRIBE TABLE {db}.rejection_history")]
+        assert described[-2:] == ["raw_length", "raw_sha256"]
+        self.test_columns_match_the_row_contract(store)
+
     def test_columns_match_the_row_contract(self, store: ProjectionStore) -> None:
         for table, columns in t.COLUMNS.items():
             described = store.rows(f"DESCRIBE TABLE {{db}}.{table}")
