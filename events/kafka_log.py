@@ -31,11 +31,11 @@ from events.kafka_client import Connection, OutRecord, Producer, Reader, partiti
 from events.kafka_records import (
     ChainRule,
     decode_event,
-    decode_rejection,
     encode_event,
     encode_rejection,
     org_key,
     placed,
+    read_rejection,
 )
 from events.log import ChainHead
 from events.outcomes import Rejection
@@ -235,7 +235,7 @@ class KafkaEventLog:
         try:
             for partition in reader.partitions(self.rejections_topic):
                 for record in reader.read(self.rejections_topic, {partition: None}):
-                    yield decode_rejection(record.value)
+                    yield read_rejection(record.value)
         finally:
             reader.close()
 

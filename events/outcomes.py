@@ -51,6 +51,10 @@ class Rejection:
     source: str | None = None
     line: int | None = None
     """Line number in the submitted file, when it came from one."""
+    raw_length: int | None = None
+    """Length of the whole submission when ``raw`` is only its prefix."""
+    raw_sha256: str | None = None
+    """SHA-256 (hex) of the whole submission when ``raw`` is only its prefix."""
     status: Literal["rejected"] = "rejected"
 
     def to_json(self) -> dict[str, Any]:

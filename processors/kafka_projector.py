@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import TopicPartition  # type: ignore[import-untyped]
 
 from events.kafka_client import partition_for
-from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
+from events.kafka_records import ChainRule, decode_event, org_key, placed, read_rejection
 from processors import tables as t
 from processors.kafka_consumer import manual_consumer
 from processors.projector import Projector, StoredEvent, project_rejections
@@ -112,7 +112,7 @@ class LedgerProjection:
         for index in range(1, len(pending) + 1):  # contiguous runs of offsets
             if index == len(pending) or pending[index][0] != pending[index - 1][0] + 1:
                 run = pending[start:index]
-                batch = [decode_rejection(v) for _o, v in run]
+                batch = [read_rejection(v) for _o, v in run]
                 t.merge(rows, project_rejections(run[0][0] + 1, batch))
                 start = index
         if pending:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import CorruptRecordException  # type: ignore[import-untyped]
 
 from events.kafka_client import Connection, OutRecord, Producer, Reader
 from events.kafka_log import servers_from_url
@@ -31,6 +32,11 @@ from schemas.envelope import utc_now
 from schemas.errors import ConfigurationError, SequenceConflictError
 
 log = logging.getLogger(__name__)
+
+UNREADABLE = (UnicodeDecodeError, CorruptRecordException)
+"""What aiokafka raises for a record it cannot decode (a header name that is not UTF-8, a
+corrupt batch). It raises it for every fetch that reaches the record, so it must be stepped
+past (:meth:`SequencerWorker._read_past_unreadable`)."""
 
 Hook = Callable[["asyncio.Event"], Coroutine[Any, Any, None]]
 """Another long-running part of the worker (the projector agent), given the stop event."""
@@ -147,17 +153,65 @@ class SequencerWorker:
         await self._restore(consumer, tps, mine, count)
         log.info("sequencing %s partitions %s", self.config.intake, mine)
         while not stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=100, max_records=self.config.batch_size)
+            try:
+                fetched = await consumer.getmany(timeout_ms=100, max_records=self.config.batch_size)
+            except UNREADABLE as error:
+                log.warning(
+                    "%s: a record cannot be read (%s); reading on record by record",
+                    self.config.intake,
+                    error,
+                )
+                await self._read_past_unreadable(consumer, producer, tps, count)
+                continue
             for tp, messages in fetched.items():
-                records = [
-                    IntakeRecord(tp.partition, m.offset, m.value or b"", tuple(m.headers or ()))
-                    for m in messages
-                ]
+                records = [intake_record(tp.partition, m) for m in messages]
+                await self._decide(consumer, producer, tps, count, records)
+
+    async def _decide(
+        self,
+        consumer: Any,
+        producer: Producer,
+        tps: dict[int, Any],
+        count: int,
+        records: list[IntakeRecord],
+    ) -> None:
+        """Decide and write ``records`` of one partition; restore it when that is needed."""
+        partition = records[0].partition
+        try:
+            restore = await self._process(producer, partition, records)
+        except SequenceConflictError as error:
+            log.warning("partition %s: %s; restoring from the ledger", partition, error)
+            restore = True
+        if restore:
+            await self._restore(consumer, tps, [partition], count)
+
+    async def _read_past_unreadable(
+        self, consumer: Any, producer: Producer, tps: dict[int, Any], count: int
+    ) -> None:
+        """After a fetch that could not be decoded (aiokafka decodes every header name as
+        UTF-8, strictly, and a batch from its first record on): read each partition record by
+        record. A record that cannot be read is recorded as ``invalid_record`` and skipped;
+        every later offset of its batch fails the same way and is recorded the same way, until
+        a record is read again. Nothing is skipped without a recorded rejection."""
+        for partition, tp in tps.items():
+            records: list[IntakeRecord] = []
+            stepped = False
+            while len(records) < self.config.batch_size:
                 try:
-                    await self._process(producer, tp.partition, records)
-                except SequenceConflictError as error:
-                    log.warning("partition %s: %s; restoring from the ledger", tp.partition, error)
-                    await self._restore(consumer, tps, [tp.partition], count)
+                    fetched = await consumer.getmany(tp, timeout_ms=200, max_records=1)
+                except UNREADABLE as error:
+                    offset = await consumer.position(tp)
+                    why = f"{type(error).__name__}: {error}"[:300]
+                    records.append(IntakeRecord(partition, offset, b"", unreadable=why))
+                    consumer.seek(tp, offset + 1)
+                    stepped = True
+                    continue
+                messages = fetched.get(tp, [])
+                records.extend(intake_record(partition, m) for m in messages)
+                if not messages or stepped:
+                    break
+            if records:
+                await self._decide(consumer, producer, tps, count, records)
 
     async def _restore(
         self, consumer: Any, tps: dict[int, Any], partitions: list[int], count: int
@@ -175,7 +229,8 @@ class SequencerWorker:
 
     async def _process(
         self, producer: Producer, partition: int, records: list[IntakeRecord]
-    ) -> None:
+    ) -> bool:
+        """Decide and write a batch; whether the partition must be restored from the topics."""
         output = self._sequencers[partition].decide_batch(records, utc_now())
         await self._write(producer, partition, output)
         log.debug(
@@ -188,6 +243,7 @@ class SequencerWorker:
             output.replayed,
         )
         self.decided += len(output.outcomes)
+        return output.restore
 
     async def _write(self, producer: Producer, partition: int, output: BatchOutput) -> None:
         c = self.config
@@ -216,6 +272,12 @@ class SequencerWorker:
         self._ledger_next[partition] = expected + len(offsets)
         outcomes = [OutRecord(c.outcomes, o.partition, o.key, o.value) for o in output.outcomes]
         await _send_all(producer, outcomes)
+
+
+def intake_record(partition: int, message: Any) -> IntakeRecord:
+    """An aiokafka record of intake as the sequencer takes it (headers as they are)."""
+    headers = tuple((str(name), value) for name, value in message.headers or ())
+    return IntakeRecord(partition, message.offset, message.value or b"", headers, message.key)
 
 
 def _stop_on_error(task: "asyncio.Task[None]", stop: asyncio.Event) -> None:
