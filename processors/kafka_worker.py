@@ -9,6 +9,7 @@ sequences every partition unless ``OKR_SEQUENCER_PARTITIONS`` names some.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,8 @@ class SequencerWorker:
         self.config = config
         self._sequencers: dict[int, PartitionSequencer] = {}
         self._ledger_next: dict[int, int] = {}
+        self._reading: dict[int, int] = {}
+        """Each partition's first intake offset not decided yet."""
         self.decided = 0
 
     async def run(self, stop: asyncio.Event, hooks: Iterable[Hook] = ()) -> None:
@@ -188,28 +191,35 @@ class SequencerWorker:
     async def _read_past_unreadable(
         self, consumer: Any, producer: Producer, tps: dict[int, Any], count: int
     ) -> None:
-        """After a fetch that could not be decoded (aiokafka decodes every header name as
-        UTF-8, strictly, and a batch from its first record on): read each partition record by
-        record. A record that cannot be read is recorded as ``invalid_record`` and skipped;
-        every later offset of its batch fails the same way and is recorded the same way, until
-        a record is read again. Nothing is skipped without a recorded rejection."""
+        """After a fetch that could not be decoded, read every partition record by record.
+
+        aiokafka decodes each header name as UTF-8, strictly, and a record batch from its first
+        record on, so one such record fails every fetch that reaches it, and so does every
+        later record of its batch. A record that cannot be read is recorded as
+        ``invalid_record`` and stepped over, until a record is read again: no offset is passed
+        without a recorded outcome. The fetch that failed may have consumed other partitions'
+        records without handing them over, so every partition first goes back to the first
+        offset not decided yet.
+        """
+        for partition, tp in tps.items():
+            consumer.seek(tp, self._reading[partition])
         for partition, tp in tps.items():
             records: list[IntakeRecord] = []
             stepped = False
             while len(records) < self.config.batch_size:
-                try:
-                    fetched = await consumer.getmany(tp, timeout_ms=200, max_records=1)
-                except UNREADABLE as error:
-                    offset = await consumer.position(tp)
-                    why = f"{type(error).__name__}: {error}"[:300]
-                    records.append(IntakeRecord(partition, offset, b"", unreadable=why))
-                    consumer.seek(tp, offset + 1)
-                    stepped = True
-                    continue
-                messages = fetched.get(tp, [])
-                records.extend(intake_record(partition, m) for m in messages)
-                if not messages or stepped:
+                got = await _next_record(consumer, tp)
+                if got is None:
                     break
+                if isinstance(got, IntakeRecord):
+                    records.append(got)
+                    if stepped:
+                        break
+                    continue
+                offset = await consumer.position(tp)
+                why = f"{type(got).__name__}: {got}"[:300]
+                records.append(IntakeRecord(partition, offset, b"", unreadable=why))
+                consumer.seek(tp, offset + 1)
+                stepped = True
             if records:
                 await self._decide(consumer, producer, tps, count, records)
 
@@ -219,6 +229,7 @@ class SequencerWorker:
         restored = await asyncio.to_thread(restore, self.config, partitions, count)
         for p, (sequencer, ledger_next, resume) in restored.items():
             self._sequencers[p], self._ledger_next[p] = sequencer, ledger_next
+            self._reading[p] = resume
             log.info(
                 "partition %s: restored, resuming at %s (%s records there already recorded)",
                 p,
@@ -231,7 +242,8 @@ class SequencerWorker:
         self, producer: Producer, partition: int, records: list[IntakeRecord]
     ) -> bool:
         """Decide and write a batch; whether the partition must be restored from the topics."""
-        output = self._sequencers[partition].decide_batch(records, utc_now())
+        sequencer = self._sequencers[partition]
+        output = sequencer.decide_batch(records, utc_now())
         await self._write(producer, partition, output)
         log.debug(
             "partition %s: offsets %s-%s, %s events, %s rejections, %s replayed",
@@ -243,6 +255,8 @@ class SequencerWorker:
             output.replayed,
         )
         self.decided += len(output.outcomes)
+        if sequencer.resume_offset is not None:
+            self._reading[partition] = sequencer.resume_offset
         return output.restore
 
     async def _write(self, producer: Producer, partition: int, output: BatchOutput) -> None:
@@ -272,6 +286,27 @@ class SequencerWorker:
         self._ledger_next[partition] = expected + len(offsets)
         outcomes = [OutRecord(c.outcomes, o.partition, o.key, o.value) for o in output.outcomes]
         await _send_all(producer, outcomes)
+
+
+async def _next_record(
+    consumer: Any, tp: Any, idle_s: float = 1.0
+) -> IntakeRecord | UnicodeDecodeError | CorruptRecordException | None:
+    """The next record of ``tp``, the error reading it raised, or ``None`` at the partition's
+    end as last fetched, or when nothing came for ``idle_s`` (longer than a fetch round)."""
+    high = consumer.highwater(tp)
+    if high is not None and await consumer.position(tp) >= high:
+        return None
+    deadline = time.monotonic() + idle_s
+    while True:
+        try:
+            fetched = await consumer.getmany(tp, timeout_ms=0, max_records=1)
+        except UNREADABLE as error:
+            return error
+        if messages := fetched.get(tp):
+            return intake_record(tp.partition, messages[0])
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.02)
 
 
 def intake_record(partition: int, message: Any) -> IntakeRecord:
