@@ -19,9 +19,12 @@ comes from what the outputs themselves record:
 Writing rejections before events keeps every unrecorded decision reproducible: after a crash,
 the accepted events still to write are decided again against the same ledger prefix as before.
 
-An intake record whose org belongs to another partition (a producer that did not key by
-``org_id`` or used another partitioner) cannot be sequenced here without racing the owner of
-that org's chain; it is rejected (``schema_violation`` at ``key``) with an explanation.
+Every intake record gets exactly one outcome, whatever it holds (``invalid_record`` for a bad
+framing or an unexpected failure; see :meth:`PartitionSequencer.decide_batch`). A record whose
+key is not its ``org_id``, or whose org belongs to another partition (a producer that did not
+key by ``org_id`` or used another partitioner), cannot be sequenced here without racing the
+owner of that org's chain; it is rejected (``invalid_record`` at ``key`` or ``partition``) with
+an explanation.
 """
 
 import logging
