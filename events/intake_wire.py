@@ -103,23 +103,27 @@ def parse_intake(value: bytes, headers: Headers, max_bytes: int) -> Intake:
     """Parse an intake record's headers with bounds; never raises. ``max_bytes``: the
     sequencer's submission limit (a stand-in must claim a line over it)."""
     problems: list[Detail] = []
+    size = 0
+    found: dict[str, bytes | None] = {}
+    repeated: dict[str, int] = {}
+    for name, header_value in headers:
+        size += len(name.encode("utf-8", "surrogatepass")) + len(header_value or b"")
+        if name in OWN_HEADERS:
+            if name in found:
+                repeated[name] = repeated.get(name, 1) + 1
+            found[name] = header_value
     if len(headers) > MAX_HEADERS:
         problems.append(_problem("headers", f"{len(headers)} headers, over {MAX_HEADERS}"))
-    size = sum(len(name.encode("utf-8", "surrogatepass")) + len(v or b"") for name, v in headers)
     if size > MAX_HEADER_BYTES:
         problems.append(_problem("headers", f"{size} bytes of headers, over {MAX_HEADER_BYTES}"))
-    found: dict[str, list[bytes | None]] = {}
-    for name, header_value in headers:
-        if name in OWN_HEADERS:
-            found.setdefault(name, []).append(header_value)
     own: dict[str, bytes] = {}
-    for name, values in found.items():
-        if len(values) > 1:
-            problems.append(_problem(f"headers.{name}", f"given {len(values)} times, not once"))
-        elif values[0] is None:
+    for name, header_value in found.items():
+        if name in repeated:
+            problems.append(_problem(f"headers.{name}", f"given {repeated[name]} times, not once"))
+        elif header_value is None:
             problems.append(_problem(f"headers.{name}", "has no value"))
         else:
-            own[name] = values[0]
+            own[name] = header_value
     submission_id = _submission_id(own.get(SUBMISSION_HEADER), problems)
     line = _line(own.get(LINE_HEADER), problems)
     length, sha256 = own.get(LENGTH_HEADER), own.get(SHA256_HEADER)
