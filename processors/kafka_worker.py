@@ -168,9 +168,9 @@ class SequencerWorker:
                 continue
             for tp, messages in fetched.items():
                 records = [intake_record(tp.partition, m) for m in messages]
-                await self._decide(consumer, producer, tps, count, records)
+                await self._sequence(consumer, producer, tps, count, records)
 
-    async def _decide(
+    async def _sequence(
         self,
         consumer: Any,
         producer: Producer,
@@ -221,7 +221,7 @@ class SequencerWorker:
                 consumer.seek(tp, offset + 1)
                 stepped = True
             if records:
-                await self._decide(consumer, producer, tps, count, records)
+                await self._sequence(consumer, producer, tps, count, records)
 
     async def _restore(
         self, consumer: Any, tps: dict[int, Any], partitions: list[int], count: int
