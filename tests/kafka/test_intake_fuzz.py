@@ -9,6 +9,7 @@ chains verify, and a good submission still gets its outcome.
 """
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def org_of(value: bytes | None) -> str | None:
 
 
 def _changed(raw: bytes, change: dict[str, Any]) -> bytes:
-    return orjson.dumps(orjson.loads(raw) | change)
+    return json.dumps(orjson.loads(raw) | change).encode()  # json: integers of any size
 
 
 VALUES = (
