@@ -39,12 +39,12 @@ from events.kafka_client import (
 from events.kafka_records import (
     ChainRule,
     decode_event,
-    decode_rejection,
     encode_event,
     encode_rejection,
     org_key,
     org_of_key,
     placed,
+    read_rejection,
 )
 from events.log import ChainHead, Decider, Mark
 from events.outcomes import Rejection
@@ -306,21 +306,14 @@ class KafkaEventLog:
         listed_end = self._reader.ends(topic, [partition])[partition]
         records = self._reader.read(topic, {partition: min(position, max(listed_end - 1, 0))})
         after = (r for r in records if r.offset >= position)
-        return [(r.offset + 1, decode_rejection(r.value)) for r in islice(after, limit)]
+        return [(r.offset + 1, read_rejection(r.value)) for r in islice(after, limit)]
 
     def rejections(self) -> Iterator[Rejection]:
         reader = Reader(self._connection)
         try:
             for partition in reader.partitions(self.rejections_topic):
                 for record in reader.read(self.rejections_topic, {partition: None}):
-                    try:
-                        rejection = decode_rejection(record.value)
-                    except LedgerDamagedError as error:
-                        raise LedgerDamagedError(
-                            f"the rejections topic {self.rejections_topic!r} is damaged at "
-                            f"partition {partition}, offset {record.offset}: {error}"
-                        ) from None
-                    yield rejection
+                    yield read_rejection(record.value)
         finally:
             reader.close()
 

@@ -5,6 +5,8 @@ bytes the SQLite log stores. Rejections topic: key = ``org_id`` or none, value =
 with the rejection's fields and the submitted bytes as ``raw_base64`` (exact up to
 :data:`~events.outcomes.RAW_LIMIT`, bounded by :class:`~events.outcomes.Rejection` itself;
 ``raw_length`` and ``raw_sha256`` always describe the whole submission).
+Records are written within bounds (:func:`bounded_message`, :func:`bounded_details`) and read
+back with validation: a record that is not one the sequencer wrote never stops a reader.
 
 **The chain rule.** Kafka cannot refuse a record that does not continue its org's chain, so
 the ledger is defined by reading: in partition order, a record belongs to the ledger when it
@@ -17,13 +19,15 @@ sees the same ledger.
 import base64
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from events.canonical import canonical_bytes
 from events.log import ChainHead
-from events.outcomes import Rejection
+from events.outcomes import RAW_LIMIT, Rejection
 from events.reasons import ReasonCode
 from events.stored import parse_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent
@@ -56,13 +60,42 @@ def decode_event(value: bytes | None) -> dict[str, Any]:
         return {"undecodable": (value or b"").decode("utf-8", errors="replace")}
 
 
+MAX_MESSAGE = 2000
+"""Characters of a rejection's message kept in a rejection or outcome record."""
+MAX_DETAILS = 100
+"""Details kept in a rejection or outcome record; the last one kept says how many more."""
+MAX_DETAIL_TEXT = 500
+"""Characters of each detail's ``loc`` and ``msg`` kept."""
+MAX_REJECTION_BYTES = 8 * 1024 * 1024
+"""A record of the rejections topic longer than this is not one the sequencer wrote."""
+UNREADABLE_AT = "1970-01-01T00:00:00Z"
+"""``recorded_at`` of the stand-in for a rejections-topic record that is not a rejection."""
+
+
+def bounded_message(message: str) -> str:
+    """A rejection's message as records keep it: the bounds keep every record writable."""
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
+def bounded_details(details: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A rejection's details as records keep them (at most MAX_DETAILS, each bounded)."""
+    kept = [
+        {key: text[:MAX_DETAIL_TEXT] for key, text in detail.items()}
+        for detail in details[:MAX_DETAILS]
+    ]
+    if len(details) > MAX_DETAILS:
+        more = len(details) - MAX_DETAILS + 1
+        kept[-1] = {"loc": "details", "msg": f"{more} more problems not kept"}
+    return kept
+
+
 def encode_rejection(rejection: Rejection) -> bytes:
     raw = rejection.raw  # at most RAW_LIMIT bytes: a rejection bounds itself
     return orjson.dumps(
         {
             "reason_code": rejection.reason.value,
-            "message": rejection.message,
-            "details": rejection.details,
+            "message": bounded_message(rejection.message),
+            "details": bounded_details(rejection.details),
             "recorded_at": rejection.recorded_at,
             "org_id": rejection.org_id,
             "event_id": rejection.event_id,
@@ -70,36 +103,96 @@ def encode_rejection(rejection: Rejection) -> bytes:
             "source": rejection.source,
             "line": rejection.line,
             "raw_base64": base64.b64encode(raw).decode("ascii"),
-            "raw_length": rejection.raw_length or len(raw),
+            "raw_length": len(raw) if rejection.raw_length is None else rejection.raw_length,
             "raw_sha256": rejection.raw_sha256 or hashlib.sha256(raw).hexdigest(),
         }
     )
 
 
-def decode_rejection(value: bytes) -> Rejection:
-    """The stored rejection; :class:`LedgerDamagedError` for a value that is not one."""
+def _timestamp(text: str) -> str:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None or not 1900 < moment.year < 2299:
+        raise ValueError("not an RFC 3339 timestamp with an offset, in 1901-2298")
+    return text
+
+
+def _base64(text: str) -> str:
+    if len(base64.b64decode(text, validate=True)) > RAW_LIMIT:
+        raise ValueError(f"over {RAW_LIMIT} bytes")
+    return text
+
+
+_Text = Annotated[str, Field(max_length=MAX_REJECTION_BYTES)]
+
+
+class _Detail(BaseModel):
+    loc: _Text
+    msg: _Text
+
+
+class _RejectionRecord(BaseModel):
+    """A rejections-topic value as :func:`encode_rejection` writes it (strict JSON types)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    reason_code: ReasonCode = Field(strict=False)
+    message: _Text
+    details: list[_Detail]
+    recorded_at: Annotated[str, AfterValidator(_timestamp)]
+    org_id: _Text | None
+    event_id: _Text | None
+    type: _Text | None
+    source: _Text | None
+    line: int | None = Field(ge=0, lt=1 << 63)
+    raw_base64: Annotated[str, AfterValidator(_base64)]
+    raw_length: int = Field(ge=0, lt=1 << 63)
+    raw_sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+
+
+def decode_rejection(value: bytes | None) -> Rejection | None:
+    """A rejections-topic record; ``None`` when it is not one the sequencer wrote."""
+    if value is None or len(value) > MAX_REJECTION_BYTES:
+        return None
     try:
-        fields = orjson.loads(value)
-        raw = base64.b64decode(fields["raw_base64"], validate=True)
-        whole = fields.get("raw_length", len(raw)) != len(raw)
-        return Rejection(
-            reason=ReasonCode(fields["reason_code"]),
-            message=fields["message"],
-            raw=raw,
-            recorded_at=fields["recorded_at"],
-            details=fields["details"],
-            org_id=fields["org_id"],
-            event_id=fields["event_id"],
-            type=fields["type"],
-            source=fields["source"],
-            line=fields["line"],
-            raw_length=fields["raw_length"] if whole else None,
-            raw_sha256=fields["raw_sha256"] if whole else None,
-        )
-    except (ValueError, KeyError, TypeError) as error:  # also JSON and base64 errors
-        raise LedgerDamagedError(
-            f"not a rejection record ({type(error).__name__}: {error})"
-        ) from None
+        fields = _RejectionRecord.model_validate_json(value)
+    except ValidationError:
+        return None
+    raw = base64.b64decode(fields.raw_base64)
+    if fields.raw_length < len(raw):
+        return None
+    prefix = fields.raw_length > len(raw)
+    return Rejection(
+        reason=fields.reason_code,
+        message=fields.message,
+        raw=raw,
+        recorded_at=fields.recorded_at,
+        details=[detail.model_dump() for detail in fields.details],
+        org_id=fields.org_id,
+        event_id=fields.event_id,
+        type=fields.type,
+        source=fields.source,
+        line=fields.line,
+        raw_length=fields.raw_length if prefix else None,
+        raw_sha256=fields.raw_sha256 if prefix else None,
+    )
+
+
+def read_rejection(value: bytes | None) -> Rejection:
+    """A rejections-topic record for listing and projecting: one that is not a rejection the
+    sequencer wrote (a foreign write) is shown as an ``invalid_record`` rejection holding its
+    bytes, so that every record keeps its place (position = offset + 1)."""
+    decoded = decode_rejection(value)
+    if decoded is not None:
+        return decoded
+    value = value or b""
+    return Rejection(
+        reason=ReasonCode.INVALID_RECORD,
+        message="this record of the rejections topic is not a rejection the sequencer wrote",
+        raw=value[:RAW_LIMIT],
+        recorded_at=UNREADABLE_AT,
+        raw_length=len(value) if len(value) > RAW_LIMIT else None,
+        raw_sha256=hashlib.sha256(value).hexdigest() if len(value) > RAW_LIMIT else None,
+    )
 
 
 GENESIS = ChainHead(0, GENESIS_HASH)

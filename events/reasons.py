@@ -26,3 +26,6 @@ class ReasonCode(StrEnum):
     """A vertical alignment that would make an objective its own ancestor."""
     CLOCK_SKEW = "clock_skew"
     """``occurred_at`` is further in the future than the allowed skew."""
+    INVALID_RECORD = "invalid_record"
+    """The Kafka intake record around the submission is malformed (key, partition, headers,
+    unreadable), or deciding it failed unexpectedly; the submission itself was not judged."""

@@ -1,31 +1,33 @@
 """Submitting on Kafka: produce to the intake topic, wait for each outcome on the outcomes topic.
 
-Each submission is produced (idempotent, ``acks=all``) keyed by its ``org_id``, to the partition
-Kafka's default partitioner would choose, with an ``okr-submission-id`` header (unique per run)
-and, from a file, an ``okr-line`` header. A submission without a readable ``org_id`` (not JSON,
-no ``org_id``) is produced all the same: the worker rejects it with the same reason code as the
-embedded ledger and records the rejection. The outcomes topic is read with manual assignment
-from its ends as they were before the first submission was produced, so no answer is missed;
-outcomes are matched by submission id (a worker may send one again after a crash: the first
-counts) and yielded in submission order.
+Each submission is produced (idempotent, ``acks=all``) as :func:`events.intake_wire.intake_message`
+builds it: keyed by its ``org_id``, to the partition Kafka's default partitioner would choose,
+with an ``okr-submission-id`` header (unique per run) and, from a file, an ``okr-line`` header.
+A submission without a readable ``org_id`` (not JSON, no ``org_id``) is produced all the same:
+the worker rejects it with the same reason code as the embedded ledger and records the
+rejection. A line too long for intake goes as a stand-in (its first 64 KiB, its length and
+SHA-256), which the worker records as a ``too_large`` rejection. The outcomes topic is read with
+manual assignment from its ends as they were before the first submission was produced, so no
+answer is missed; outcomes are matched by submission id (a worker may send one again after a
+crash: the first counts) and yielded in submission order. An outcome record that is not one
+the worker wrote is ignored (and logged): the submission's own answer still comes.
 """
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Any
 
-import orjson
-
+from events.intake_wire import Answer, decode_outcome, intake_message
 from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
 from events.kafka_log import servers_from_url
-from events.kafka_records import org_key
 from events.ledger import Line
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
-from processors.kafka_sequencer import LINE_HEADER, SUBMISSION_HEADER
 from schemas.errors import LedgerUnavailableError
+
+log = logging.getLogger(__name__)
 
 CHUNK = 500
 """Submissions produced (and acknowledged) at a time."""
@@ -35,15 +37,6 @@ WINDOW = 20_000
 
 class SubmitTimeoutError(LedgerUnavailableError):
     """No worker answered in time; the submissions produced stay on intake."""
-
-
-def _org_of(raw: bytes) -> str | None:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    org_id = document.get("org_id") if isinstance(document, dict) else None
-    return org_id if isinstance(org_id, str) else None
 
 
 class KafkaSubmitter:
@@ -125,7 +118,7 @@ class _Run:
         self.prefix = uuid.uuid4().hex
         self.positions: dict[int, int | None] = dict(positions)
         self.pending: dict[str, Line] = {}  # in submission order
-        self.answers: dict[str, dict[str, Any]] = {}
+        self.answers: dict[str, Answer] = {}
         self.produced = 0
         self.last_progress = time.monotonic()
 
@@ -134,13 +127,10 @@ class _Run:
         records = []
         for raw, line in chunk:
             submission_id = f"{self.prefix}-{self.produced}"
-            org_id = _org_of(raw)
-            key = None if org_id is None else org_key(org_id)
+            message = intake_message(raw, submission_id, line)
+            key = message.key
             partition = partition_for(key or submission_id.encode(), s._partitions)
-            headers = [(SUBMISSION_HEADER, submission_id.encode())]
-            if line is not None:
-                headers.append((LINE_HEADER, str(line).encode()))
-            records.append(OutRecord(s.intake, partition, key, raw, tuple(headers)))
+            records.append(OutRecord(s.intake, partition, key, message.value, message.headers))
             self.pending[submission_id] = (raw, line)
             self.produced += 1
         s._produce(records)
@@ -174,7 +164,13 @@ class _Run:
         for record in s._reader.read(s.outcomes, self.positions):
             submission_id = record.key.decode("utf-8", "replace") if record.key else ""
             if submission_id in self.pending and submission_id not in self.answers:
-                self.answers[submission_id] = orjson.loads(record.value)
+                answer = decode_outcome(record.value)
+                if answer is None:
+                    log.warning(
+                        "%s offset %s: not an outcome record, ignored", s.outcomes, record.offset
+                    )
+                    continue
+                self.answers[submission_id] = answer
                 found = True
         self.positions.update(s._reader.positions)
         if found:

@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from events.intake_wire import AcceptedAnswer, Answer, DuplicateAnswer
 from events.outcomes import Accepted, Duplicate, Outcome, Rejection
-from events.reasons import ReasonCode
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
@@ -51,33 +51,33 @@ class SubmitOutcome:
         )
 
     @classmethod
-    def from_kafka(cls, value: dict[str, Any], raw: bytes, line: int | None) -> "SubmitOutcome":
+    def from_kafka(cls, answer: Answer, raw: bytes, line: int | None) -> "SubmitOutcome":
         """From a record of the outcomes topic, and the submitted bytes and line number."""
-        status = value["status"]
-        if status == "accepted":
-            keys = ("status", "event_id", "org_id", "sequence", "hash")
-            document = {key: value.get(key) for key in keys}
+        if isinstance(answer, AcceptedAnswer):
+            document = answer.model_dump(
+                include={"status", "event_id", "org_id", "sequence", "hash"}
+            )
             return cls(
                 "accepted",
-                value["event_id"],
-                value["org_id"],
-                value["sequence"],
-                value["hash"],
+                answer.event_id,
+                answer.org_id,
+                answer.sequence,
+                answer.hash,
                 document=document,
             )
-        if status == "duplicate":
-            document = {key: value.get(key) for key in ("status", "event_id", "org_id")}
-            return cls("duplicate", value["event_id"], value["org_id"], document=document)
+        if isinstance(answer, DuplicateAnswer):
+            document = answer.model_dump(include={"status", "event_id", "org_id"})
+            return cls("duplicate", answer.event_id, answer.org_id, document=document)
         rejection = Rejection(
-            reason=ReasonCode(value["reason_code"]),
-            message=value.get("message") or "",
+            reason=answer.reason_code,
+            message=answer.message,
             raw=raw,
-            recorded_at=value.get("recorded_at") or "",
-            details=value.get("details") or [],
-            org_id=value.get("org_id"),
-            event_id=value.get("event_id"),
-            type=value.get("type"),
-            source=value.get("source"),
+            recorded_at=answer.recorded_at,
+            details=[detail.model_dump() for detail in answer.details],
+            org_id=answer.org_id,
+            event_id=answer.event_id,
+            type=answer.type,
+            source=answer.source,
             line=line,
         )
         return cls.from_outcome(rejection)

@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import TopicPartition  # type: ignore[import-untyped]
 
 from events.kafka_client import partition_for
-from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
+from events.kafka_records import ChainRule, decode_event, org_key, placed, read_rejection
 from processors import tables as t
 from processors.kafka_consumer import manual_consumer
 from processors.projector import Projector, StoredEvent, project_rejections
@@ -107,7 +107,7 @@ class LedgerProjection:
 
     def _rejection_rows(self, rejections: list[tuple[int, bytes]]) -> RowBatch:
         pending = [
-            (o + 1, decode_rejection(v)) for o, v in rejections if o + 1 > self.rejections_done
+            (o + 1, read_rejection(v)) for o, v in rejections if o + 1 > self.rejections_done
         ]
         if not pending:
             return {}

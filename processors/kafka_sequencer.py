@@ -19,11 +19,15 @@ comes from what the outputs themselves record:
 Writing rejections before events keeps every unrecorded decision reproducible: after a crash,
 the accepted events still to write are decided again against the same ledger prefix as before.
 
-An intake record whose org belongs to another partition (a producer that did not key by
-``org_id`` or used another partitioner) cannot be sequenced here without racing the owner of
-that org's chain; it is rejected (``schema_violation`` at ``key``) with an explanation.
+Every intake record gets exactly one outcome, whatever it holds (``invalid_record`` for a bad
+framing or an unexpected failure; see :meth:`PartitionSequencer.decide_batch`). A record whose
+key is not its ``org_id``, or whose org belongs to another partition (a producer that did not
+key by ``org_id`` or used another partitioner), cannot be sequenced here without racing the
+owner of that org's chain; it is rejected (``invalid_record`` at ``key`` or ``partition``) with
+an explanation.
 """
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,44 +35,23 @@ from typing import Any
 
 import orjson
 
+from events.intake_wire import (
+    Headers,
+    Intake,
+    Origin,
+    encode_outcome,
+    outcome_key,
+    parse_intake,
+    peek_org,
+)
 from events.kafka_client import partition_for
 from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
 from events.outcomes import Accepted, Outcome, Rejection
 from events.reasons import ReasonCode
-from events.sequencer import DEFAULT_POLICY, Policy, Sequencer, content_digest
+from events.sequencer import DEFAULT_POLICY, Policy, Sequencer, content_digest, decide
 from schemas.envelope import LedgerEvent, format_timestamp
 
-INTAKE_HEADER = "okr-intake"
-"""On ledger events and rejections: ``partition/offset/batch_start`` of the intake record."""
-SUBMISSION_HEADER = "okr-submission-id"
-"""Optional on intake records: echoed in the outcome, which it also keys."""
-LINE_HEADER = "okr-line"
-"""Optional on intake records: the submission's line number in its file, kept on a rejection."""
-
-Headers = tuple[tuple[str, bytes], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where an output came from: an intake record, and the first offset of its batch."""
-
-    partition: int
-    offset: int
-    batch_start: int
-
-    def header(self) -> tuple[str, bytes]:
-        return INTAKE_HEADER, f"{self.partition}/{self.offset}/{self.batch_start}".encode()
-
-    @classmethod
-    def from_headers(cls, headers: Headers) -> "Origin | None":
-        for name, value in headers:
-            if name == INTAKE_HEADER:
-                try:
-                    partition, offset, start = (int(part) for part in value.split(b"/"))
-                except ValueError:
-                    return None
-                return cls(partition, offset, start)
-        return None
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +60,10 @@ class IntakeRecord:
     offset: int
     value: bytes
     headers: Headers = ()
-
-    @property
-    def submission_id(self) -> str | None:
-        for name, value in self.headers:
-            if name == SUBMISSION_HEADER:
-                return value.decode("utf-8", errors="replace")
-        return None
-
-    @property
-    def line(self) -> int | None:
-        for name, value in self.headers:
-            if name == LINE_HEADER:
-                return int(value) if value.isdigit() else None
-        return None
+    key: bytes | None = None
+    unreadable: str | None = None
+    """Why the consumer could not read this record (its key, value and headers are then
+    unknown and left empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,34 +92,17 @@ class BatchOutput:
     outcomes: list[OutcomeRecord] = field(default_factory=list)
     replayed: int = 0
     """Records recorded before a restart: only their outcomes are written again."""
+    restore: bool = False
+    """The batch was cut short because the state could not take an accepted event: write
+    it, then restore the sequencer from the topics before reading on."""
 
 
-def outcome_record(record: IntakeRecord, outcome: Outcome) -> OutcomeRecord:
+def outcome_record(record: IntakeRecord, intake: Intake, outcome: Outcome) -> OutcomeRecord:
     """The outcome a waiting submitter matches: by submission id, or by intake offset."""
-    document: dict[str, Any] = {
-        "status": outcome.status,
-        "org_id": None,
-        "event_id": None,
-        "submission_id": record.submission_id,
-        "intake_partition": record.partition,
-        "intake_offset": record.offset,
-    }
-    if isinstance(outcome, Rejection):
-        document |= {
-            "org_id": outcome.org_id,
-            "event_id": outcome.event_id,
-            "reason_code": outcome.reason.value,
-            "message": outcome.message,
-            "details": outcome.details,
-            "recorded_at": outcome.recorded_at,
-            "type": outcome.type,
-            "source": outcome.source,
-            "line": outcome.line,
-        }
-    else:
-        document |= outcome.to_json()
-    key = record.submission_id or f"{record.partition}/{record.offset}"
-    return OutcomeRecord(record.partition, key.encode(), orjson.dumps(document))
+    submission_id = intake.submission_id
+    value = encode_outcome(outcome, submission_id, record.partition, record.offset)
+    key = outcome_key(submission_id, record.partition, record.offset)
+    return OutcomeRecord(record.partition, key, value)
 
 
 class PartitionSequencer:
@@ -189,8 +145,13 @@ class PartitionSequencer:
                 recorded[origin.offset] = origin.batch_start, Accepted(event, digest)
         for stored in rejections:
             origin = Origin.from_headers(stored.headers)
-            if origin is not None and origin.partition == partition:
-                recorded[origin.offset] = origin.batch_start, decode_rejection(stored.value)
+            if origin is None or origin.partition != partition:
+                continue
+            rejection = decode_rejection(stored.value)
+            if rejection is None:  # a foreign write: it records nothing
+                log.warning("rejections offset %s: not a rejection record, ignored", stored.offset)
+                continue
+            recorded[origin.offset] = origin.batch_start, rejection
         if recorded:
             self.resume_offset = max(start for start, _ in recorded.values())
             self._recorded = {
@@ -205,7 +166,12 @@ class PartitionSequencer:
         return partition_for(org_key(org_id), self.partitions)
 
     def decide_batch(self, records: Sequence[IntakeRecord], now: datetime) -> BatchOutput:
-        """Decide a batch (consecutive records of this partition, in offset order)."""
+        """Decide a batch (consecutive records of this partition, in offset order).
+
+        Every record gets exactly one outcome, whatever it holds. Should the state fail to
+        take an accepted event (a bug), that record is rejected, the batch ends there and
+        ``output.restore`` asks for the state to be rebuilt from the topics.
+        """
         output = BatchOutput()
         live = [r for r in records if self.resume_offset is None or r.offset >= self.resume_offset]
         if not live:
@@ -216,52 +182,113 @@ class PartitionSequencer:
                 raise ValueError(
                     f"record of partition {record.partition} given to {self.partition}"
                 )
+            intake = parse_intake(record.value, record.headers, self.sequencer.policy.max_bytes)
             outcome = self._recorded.pop(record.offset, None)
             if outcome is not None:
                 output.replayed += 1
             else:
-                outcome = self._decide(record, now)
+                outcome, output.restore = self._decide(record, intake, now)
                 origin = Origin(self.partition, record.offset, start)
                 if isinstance(outcome, Accepted):
                     output.events.append((outcome.event, origin))
                 elif isinstance(outcome, Rejection):
                     output.rejections.append((outcome, origin))
-            output.outcomes.append(outcome_record(record, outcome))
-        self.resume_offset = live[-1].offset + 1
+            output.outcomes.append(outcome_record(record, intake, outcome))
+            self.resume_offset = record.offset + 1
+            if output.restore:
+                break
         return output
 
-    def _decide(self, record: IntakeRecord, now: datetime) -> Outcome:
-        misrouted = self._misrouted(record, now)
-        if misrouted is not None:
-            return misrouted
-        return self.sequencer.submit(record.value, now=now, line=record.line)
-
-    def _misrouted(self, record: IntakeRecord, now: datetime) -> Rejection | None:
+    def _decide(self, record: IntakeRecord, intake: Intake, now: datetime) -> tuple[Outcome, bool]:
+        """The record's outcome, and whether the state must be restored from the topics."""
         try:
-            document = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
-            return None  # the rules reject it; no org to route by
-        org_id = document.get("org_id") if isinstance(document, dict) else None
-        if not isinstance(org_id, str):
-            return None
+            outcome = self._framing(record, intake, now) or decide(
+                self.sequencer.state,
+                record.value,
+                now=now,
+                policy=self.sequencer.policy,
+                line=intake.line,
+            )
+        except Exception as error:  # decide() is pure: the state is as it was
+            log.exception("partition %s offset %s: deciding failed", self.partition, record.offset)
+            return self._failed(record, intake, now, error), False
+        if not isinstance(outcome, Accepted):
+            return outcome, False
+        try:
+            self.sequencer.state.apply(outcome.event, outcome.digest)
+        except Exception as error:  # the state may be half-changed: rebuild it
+            log.exception("partition %s offset %s: applying failed", self.partition, record.offset)
+            return self._failed(record, intake, now, error), True
+        return outcome, False
+
+    def _framing(self, record: IntakeRecord, intake: Intake, now: datetime) -> Rejection | None:
+        """The rejection of a record whose framing is wrong (unreadable, bad headers, key
+        or partition), or of a stand-in (``too_large``); ``None``: the rules decide."""
+        if record.unreadable is not None:
+            message = f"the intake record could not be read: {record.unreadable}"
+            return self._invalid(record, intake, now, [{"loc": "record", "msg": message}])
+        if intake.problems:
+            return self._invalid(record, intake, now, list(intake.problems))
+        if intake.stand_in is not None:
+            claimed = intake.stand_in
+            return Rejection(
+                reason=ReasonCode.TOO_LARGE,
+                message=(
+                    f"{claimed.length} bytes, over the limit of {self.sequencer.policy.max_bytes} "
+                    f"(too long for intake: the submitter sent its first {len(record.value)} "
+                    "bytes, its length and SHA-256)"
+                ),
+                raw=record.value,
+                recorded_at=format_timestamp(now),
+                line=intake.line,
+                raw_length=claimed.length,
+                raw_sha256=claimed.sha256,
+            )
+        org_id = peek_org(record.value, self.sequencer.policy.max_bytes)
+        if org_id is None:
+            return None  # the rules reject it (not JSON, no org_id...)
+        if record.key != org_key(org_id):
+            shown = "none" if record.key is None else repr(record.key[:60])
+            message = f"the key must be the org_id {org_id[:200]!r} in UTF-8, not {shown}"
+            return self._invalid(record, intake, now, [{"loc": "key", "msg": message}])
         owner = self._owner(org_id)
-        if owner == self.partition:
-            return None
-        message = (
-            f"org {org_id!r} belongs to intake partition {owner}, not {self.partition}: key "
-            "intake records by org_id with Kafka's default (murmur2) partitioner"
-        )
+        if owner != self.partition:
+            message = (
+                f"org {org_id!r} belongs to intake partition {owner}, not {self.partition}: "
+                "key intake records by org_id with Kafka's default (murmur2) partitioner"
+            )
+            return self._invalid(record, intake, now, [{"loc": "partition", "msg": message}])
+        return None
+
+    def _failed(
+        self, record: IntakeRecord, intake: Intake, now: datetime, error: Exception
+    ) -> Rejection:
+        message = f"the sequencer failed on this record ({type(error).__name__}); it is kept here"
+        return self._invalid(record, intake, now, [{"loc": "record", "msg": message}])
+
+    def _invalid(
+        self, record: IntakeRecord, intake: Intake, now: datetime, details: list[dict[str, str]]
+    ) -> Rejection:
+        """An ``invalid_record`` rejection, identified as far as the value can be read."""
+        message = "; ".join(f"{d['loc']}: {d['msg']}" for d in details[:3])
+        document: Any = None
+        if len(record.value) <= self.sequencer.policy.max_bytes:
+            try:
+                document = orjson.loads(record.value)
+            except orjson.JSONDecodeError:
+                document = None
+        found = document if isinstance(document, dict) else {}
         return Rejection(
-            reason=ReasonCode.SCHEMA_VIOLATION,
-            message=message,
+            reason=ReasonCode.INVALID_RECORD,
+            message=f"invalid intake record: {message}",
             raw=record.value,
             recorded_at=format_timestamp(now),
-            details=[{"loc": "key", "msg": message}],
-            org_id=org_id[:200],
-            event_id=_text(document, "event_id"),
-            type=_text(document, "type"),
-            source=_text(document, "source"),
-            line=record.line,
+            details=details,
+            org_id=_text(found, "org_id"),
+            event_id=_text(found, "event_id"),
+            type=_text(found, "type"),
+            source=_text(found, "source"),
+            line=intake.line,
         )
 
 

@@ -9,11 +9,13 @@ sequences every partition unless ``OKR_SEQUENCER_PARTITIONS`` names some.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import CorruptRecordException  # type: ignore[import-untyped]
 
 from events.kafka_client import Connection, OutRecord, Producer, Reader
 from events.kafka_log import servers_from_url
@@ -31,6 +33,11 @@ from schemas.envelope import utc_now
 from schemas.errors import ConfigurationError, SequenceConflictError
 
 log = logging.getLogger(__name__)
+
+UNREADABLE = (UnicodeDecodeError, CorruptRecordException)
+"""What aiokafka raises for a record it cannot decode (a header name that is not UTF-8, a
+corrupt batch). It raises it for every fetch that reaches the record, so it must be stepped
+past (:meth:`SequencerWorker._read_past_unreadable`)."""
 
 Hook = Callable[["asyncio.Event"], Coroutine[Any, Any, None]]
 """Another long-running part of the worker (the projector agent), given the stop event."""
@@ -109,6 +116,8 @@ class SequencerWorker:
         self.config = config
         self._sequencers: dict[int, PartitionSequencer] = {}
         self._ledger_next: dict[int, int] = {}
+        self._reading: dict[int, int] = {}
+        """Each partition's first intake offset not decided yet."""
         self.decided = 0
 
     async def run(self, stop: asyncio.Event, hooks: Iterable[Hook] = ()) -> None:
@@ -147,17 +156,72 @@ class SequencerWorker:
         await self._restore(consumer, tps, mine, count)
         log.info("sequencing %s partitions %s", self.config.intake, mine)
         while not stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=100, max_records=self.config.batch_size)
+            try:
+                fetched = await consumer.getmany(timeout_ms=100, max_records=self.config.batch_size)
+            except UNREADABLE as error:
+                log.warning(
+                    "%s: a record cannot be read (%s); reading on record by record",
+                    self.config.intake,
+                    error,
+                )
+                await self._read_past_unreadable(consumer, producer, tps, count)
+                continue
             for tp, messages in fetched.items():
-                records = [
-                    IntakeRecord(tp.partition, m.offset, m.value or b"", tuple(m.headers or ()))
-                    for m in messages
-                ]
-                try:
-                    await self._process(producer, tp.partition, records)
-                except SequenceConflictError as error:
-                    log.warning("partition %s: %s; restoring from the ledger", tp.partition, error)
-                    await self._restore(consumer, tps, [tp.partition], count)
+                records = [intake_record(tp.partition, m) for m in messages]
+                await self._sequence(consumer, producer, tps, count, records)
+
+    async def _sequence(
+        self,
+        consumer: Any,
+        producer: Producer,
+        tps: dict[int, Any],
+        count: int,
+        records: list[IntakeRecord],
+    ) -> None:
+        """Decide and write ``records`` of one partition; restore it when that is needed."""
+        partition = records[0].partition
+        try:
+            restore = await self._process(producer, partition, records)
+        except SequenceConflictError as error:
+            log.warning("partition %s: %s; restoring from the ledger", partition, error)
+            restore = True
+        if restore:
+            await self._restore(consumer, tps, [partition], count)
+
+    async def _read_past_unreadable(
+        self, consumer: Any, producer: Producer, tps: dict[int, Any], count: int
+    ) -> None:
+        """After a fetch that could not be decoded, read every partition record by record.
+
+        aiokafka decodes each header name as UTF-8, strictly, and a record batch from its first
+        record on, so one such record fails every fetch that reaches it, and so does every
+        later record of its batch. A record that cannot be read is recorded as
+        ``invalid_record`` and stepped over, until a record is read again: no offset is passed
+        without a recorded outcome. The fetch that failed may have consumed other partitions'
+        records without handing them over, so every partition first goes back to the first
+        offset not decided yet.
+        """
+        for partition, tp in tps.items():
+            consumer.seek(tp, self._reading[partition])
+        for partition, tp in tps.items():
+            records: list[IntakeRecord] = []
+            stepped = False
+            while len(records) < self.config.batch_size:
+                got = await _next_record(consumer, tp)
+                if got is None:
+                    break
+                if isinstance(got, IntakeRecord):
+                    records.append(got)
+                    if stepped:
+                        break
+                    continue
+                offset = await consumer.position(tp)
+                why = f"{type(got).__name__}: {got}"[:300]
+                records.append(IntakeRecord(partition, offset, b"", unreadable=why))
+                consumer.seek(tp, offset + 1)
+                stepped = True
+            if records:
+                await self._sequence(consumer, producer, tps, count, records)
 
     async def _restore(
         self, consumer: Any, tps: dict[int, Any], partitions: list[int], count: int
@@ -165,6 +229,7 @@ class SequencerWorker:
         restored = await asyncio.to_thread(restore, self.config, partitions, count)
         for p, (sequencer, ledger_next, resume) in restored.items():
             self._sequencers[p], self._ledger_next[p] = sequencer, ledger_next
+            self._reading[p] = resume
             log.info(
                 "partition %s: restored, resuming at %s (%s records there already recorded)",
                 p,
@@ -175,8 +240,10 @@ class SequencerWorker:
 
     async def _process(
         self, producer: Producer, partition: int, records: list[IntakeRecord]
-    ) -> None:
-        output = self._sequencers[partition].decide_batch(records, utc_now())
+    ) -> bool:
+        """Decide and write a batch; whether the partition must be restored from the topics."""
+        sequencer = self._sequencers[partition]
+        output = sequencer.decide_batch(records, utc_now())
         await self._write(producer, partition, output)
         log.debug(
             "partition %s: offsets %s-%s, %s events, %s rejections, %s replayed",
@@ -188,6 +255,9 @@ class SequencerWorker:
             output.replayed,
         )
         self.decided += len(output.outcomes)
+        if sequencer.resume_offset is not None:
+            self._reading[partition] = sequencer.resume_offset
+        return output.restore
 
     async def _write(self, producer: Producer, partition: int, output: BatchOutput) -> None:
         c = self.config
@@ -216,6 +286,33 @@ class SequencerWorker:
         self._ledger_next[partition] = expected + len(offsets)
         outcomes = [OutRecord(c.outcomes, o.partition, o.key, o.value) for o in output.outcomes]
         await _send_all(producer, outcomes)
+
+
+async def _next_record(
+    consumer: Any, tp: Any, idle_s: float = 1.0
+) -> IntakeRecord | UnicodeDecodeError | CorruptRecordException | None:
+    """The next record of ``tp``, the error reading it raised, or ``None`` at the partition's
+    end as last fetched, or when nothing came for ``idle_s`` (longer than a fetch round)."""
+    high = consumer.highwater(tp)
+    if high is not None and await consumer.position(tp) >= high:
+        return None
+    deadline = time.monotonic() + idle_s
+    while True:
+        try:
+            fetched = await consumer.getmany(tp, timeout_ms=0, max_records=1)
+        except UNREADABLE as error:
+            return error
+        if messages := fetched.get(tp):
+            return intake_record(tp.partition, messages[0])
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.02)
+
+
+def intake_record(partition: int, message: Any) -> IntakeRecord:
+    """An aiokafka record of intake as the sequencer takes it (headers as they are)."""
+    headers = tuple((str(name), value) for name, value in message.headers or ())
+    return IntakeRecord(partition, message.offset, message.value or b"", headers, message.key)
 
 
 def _stop_on_error(task: "asyncio.Task[None]", stop: asyncio.Event) -> None:

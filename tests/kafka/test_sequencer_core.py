@@ -12,15 +12,14 @@ import orjson
 import pytest
 
 from events.chain import verify_chain
+from events.intake_wire import Origin, intake_message
 from events.kafka_client import partition_for
 from events.kafka_records import ChainRule, decode_event, encode_event, encode_rejection, org_key
 from events.outcomes import Accepted, Duplicate, Outcome, Rejection
 from events.sequencer import Sequencer
 from okr_ledger.demo import demo_submissions
 from processors.kafka_sequencer import (
-    SUBMISSION_HEADER,
     IntakeRecord,
-    Origin,
     OutcomeRecord,
     PartitionSequencer,
     StoredRecord,
@@ -87,10 +86,12 @@ def submissions() -> list[bytes]:
 
 
 def intake_of(raws: list[bytes]) -> list[IntakeRecord]:
-    return [
-        IntakeRecord(0, offset, raw, ((SUBMISSION_HEADER, f"s{offset}".encode()),))
-        for offset, raw in enumerate(raws)
-    ]
+    """Intake records as the submitters produce them (keyed by org)."""
+    records = []
+    for offset, raw in enumerate(raws):
+        message = intake_message(raw, f"s{offset}", None)
+        records.append(IntakeRecord(0, offset, message.value, message.headers, message.key))
+    return records
 
 
 @functools.cache
@@ -199,15 +200,17 @@ def test_a_record_of_another_partitions_org_is_rejected_with_an_explanation() ->
     owner = partition_for(org_key("acme"), partitions)
     wrong = (owner + 1) % partitions
     core = PartitionSequencer(wrong, partitions)
-    output = core.decide_batch([IntakeRecord(wrong, 0, acme)], NOW)
+    output = core.decide_batch([IntakeRecord(wrong, 0, acme, key=b"acme")], NOW)
     ((rejection, origin),) = output.rejections
     assert isinstance(rejection, Rejection)
-    assert rejection.reason == "schema_violation"
+    assert rejection.reason == "invalid_record"
     assert f"belongs to intake partition {owner}" in rejection.message
-    assert rejection.details[0]["loc"] == "key"
+    assert rejection.details[0]["loc"] == "partition"
     assert origin == Origin(wrong, 0, 0)
     assert output.events == []
-    right = PartitionSequencer(owner, partitions).decide_batch([IntakeRecord(owner, 0, acme)], NOW)
+    right = PartitionSequencer(owner, partitions).decide_batch(
+        [IntakeRecord(owner, 0, acme, key=b"acme")], NOW
+    )
     assert len(right.events) == 1
 
 

@@ -20,6 +20,7 @@ import pytest
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 from events.chain import verify_chain
+from events.intake_wire import SUBMISSION_HEADER, Origin
 from events.kafka_client import Connection, Reader, partition_for
 from events.kafka_log import KafkaEventLog
 from events.kafka_records import ChainRule, decode_event, org_key
@@ -28,7 +29,6 @@ from events.outcomes import Outcome
 from events.sequencer import Sequencer
 from events.sqlite_log import SqliteEventLog
 from okr_ledger.demo import demo_submissions
-from processors.kafka_sequencer import SUBMISSION_HEADER, Origin
 from schemas.envelope import utc_now
 from tests.builders import check_ins, org_setup
 from tests.kafka.conftest import TEST_PARTITIONS
