@@ -42,11 +42,12 @@ FOCUS_LIMIT = 5
 @dataclass
 class Statement:
     sql: str
+    parameters: Any
     wall: float
     engine: float
-    read_rows: int
-    read_bytes: int
     result_rows: int
+    scans: str = ""
+    """What ClickHouse estimates it reads (EXPLAIN ESTIMATE): table rows/marks/parts."""
 
 
 @dataclass
@@ -65,14 +66,14 @@ class QueryLog:
             result = query(sql, *args, **kwargs)
             wall = time.perf_counter() - start
             if self.enabled:
-                info = result.summary or {}
+                info = result.summary or {}  # chDB's read_rows counts the result, not the scan
+                parameters = kwargs.get("parameters", args[0] if args else None)
                 self.statements.append(
                     Statement(
                         sql,
+                        parameters,
                         wall,
                         int(info.get("elapsed_ns", 0)) / 1e9,
-                        int(info.get("read_rows", 0)),
-                        int(info.get("read_bytes", 0)),
                         len(result.result_rows),
                     )
                 )
@@ -131,20 +132,33 @@ def measure(store: ProjectionStore, middle: Any, samples: int, show_sql: bool) -
               f"{(total - in_driver) * 1e3:6.1f} {(in_driver - engine) * 1e3:6.1f} "
               f"{engine * 1e3:6.1f}       {len(log.statements)}")  # fmt: skip
         details.append((name, log.statements))
-    print("\nper statement (ms wall / ms chDB; rows read, MB read, rows returned):")
+        for statement in log.statements:
+            statement.scans = _estimate(store, statement)
+    print("\nper statement (ms wall / ms chDB -> rows returned; EXPLAIN ESTIMATE: table "
+          "rows read in marks of 8192 rows, parts)")  # fmt: skip
     for name, statements in details:
         print(f"  {name}")
         for s in statements:
-            print(
-                f"    {s.wall * 1e3:7.1f} / {s.engine * 1e3:7.1f}  {s.read_rows:>10,} rows "
-                f"{s.read_bytes / 1e6:8.1f} MB -> {s.result_rows:>6,}  {_short(s.sql)}"
-            )
+            print(f"    {s.wall * 1e3:7.1f} / {s.engine * 1e3:7.1f} -> {s.result_rows:>6,}  "
+                  f"{_short(s.sql)}")  # fmt: skip
+            print(f"{'':30}scans: {s.scans}")
             if show_sql:
                 print("      " + s.sql.replace("\n", "\n      "))
     for name, call in cases[:3]:
         _, stats, wall = profiled(call)
         print(f"\n--- cProfile of one {name}: {wall * 1e3:.0f} ms under the profiler ---")
         print_top(stats, 1, 12, name)
+
+
+def _estimate(store: ProjectionStore, statement: Statement) -> str:
+    try:
+        rows = store.client.query(
+            "EXPLAIN ESTIMATE " + statement.sql, parameters=statement.parameters
+        ).result_rows
+    except Exception as error:  # a statement EXPLAIN ESTIMATE cannot take
+        return f"(no estimate: {str(error).splitlines()[0][:80]})"
+    return "; ".join(f"{table} {int(r):,} rows/{int(m)} marks/{int(p)} parts"
+                     for _db, table, p, r, m in rows) or "(nothing from MergeTree)"  # fmt: skip
 
 
 def table_sizes(store: ProjectionStore) -> None:
