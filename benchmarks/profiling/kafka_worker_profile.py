@@ -34,12 +34,13 @@ CATEGORIES = (
     ("sequencer: decide (events/sequencer.py)", ("events/sequencer.py",)),
     ("sequencer: batch, records, outcomes", ("processors/kafka_sequencer.py",
                                              "events/kafka_records.py")),
-    ("kafka-python (producer/admin)", ("site-packages/kafka/",)),
+    ("kafka-python (producer/admin)", ("(kafka/", "events/kafka_client.py")),
     ("aiokafka (fetch, decode)", ("aiokafka/",)),
     ("query server (aiohttp)", ("processors/query_server.py", "aiohttp/")),
     ("faust / mode", ("faust/", "mode/")),
     ("asyncio loop", ("asyncio/",)),
 )  # fmt: skip
+BASE_FRAMES = ("threading.py", "asyncio/", "concurrent/", "<frozen", "(mode/", "selectors.py")
 IDLE_LEAVES = ("select (", "poll (", "wait (", "acquire (", "sleep (", "_worker (", "get (")
 
 
@@ -84,6 +85,7 @@ def _category(frames: list[str]) -> str:
 def summarise(raw: Path) -> None:
     by_category: Counter[str] = Counter()
     by_thread: dict[str, Counter[str]] = defaultdict(Counter)
+    thread_leaves: dict[str, Counter[str]] = defaultdict(Counter)
     leaves: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -101,6 +103,7 @@ def summarise(raw: Path) -> None:
         total += count
         if frames and category != CATEGORIES[1][0]:
             leaves[frames[-1]] += count
+            thread_leaves[thread][frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
     if not total:
@@ -114,14 +117,18 @@ def summarise(raw: Path) -> None:
         whole = sum(counts.values())
         parts = ", ".join(f"{name} {100 * n / whole:.0f}%" for name, n in counts.most_common(5))
         print(f"  {thread[:60]:<60} {whole:>7,} samples: {parts}")
+        for frame, count in thread_leaves[thread].most_common(4):
+            print(f"      busy in {frame[:100]}: {100 * count / whole:.0f}%")
     busy = total - by_category[CATEGORIES[1][0]]
     print(f"\ntop functions where a busy thread was (leaf frame; % of {busy:,} busy samples):")
     for frame, count in leaves.most_common(25):
         print(f"  {100 * count / busy:6.1f}%  {frame[:120]}")
-    print("\ntop inclusive frames (% of all samples):")
-    for frame, count in inclusive.most_common(40):
-        if ROOT.name in frame or "site-packages" in frame:
+    print("\ntop inclusive frames of the project and its libraries (% of all samples):")
+    shown = 0
+    for frame, count in inclusive.most_common():
+        if shown < 40 and not any(base in frame for base in BASE_FRAMES):
             print(f"  {100 * count / total:6.1f}%  {frame[:120]}")
+            shown += 1
 
 
 def main() -> None:
