@@ -53,19 +53,6 @@ class Stages:
         self.calls[name] += calls
         self.mark = now
 
-    @contextmanager
-    def time(self, name: str, calls: int = 1) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] += time.perf_counter() - start
-            self.calls[name] += calls
-
-    def add(self, name: str, seconds: float, calls: int = 1) -> None:
-        self.seconds[name] += seconds
-        self.calls[name] += calls
-
     def print(self, title: str, items: int, total: float | None = None) -> None:
         whole = total if total is not None else sum(self.seconds.values())
         print(f"\n{title} ({items:,} items; % of {whole:.2f} s)")
@@ -145,23 +132,23 @@ def find(stats: pstats.Stats, pattern: str) -> list[FuncKey]:
     return [key for key in _rows(stats) if label(key).endswith(pattern)]
 
 
-def cumulative(stats: pstats.Stats, pattern: str) -> tuple[int, float]:
-    """(calls, cumulative seconds) of the functions matching ``pattern``, summed."""
+def _summed(stats: pstats.Stats, pattern: str, cumulative_time: bool) -> tuple[int, float]:
     calls, seconds = 0, 0.0
     for key in find(stats, pattern):
         row = _rows(stats)[key]
         calls += row[1]
-        seconds += row[3]
+        seconds += row[3] if cumulative_time else row[2]
     return calls, seconds
+
+
+def cumulative(stats: pstats.Stats, pattern: str) -> tuple[int, float]:
+    """(calls, cumulative seconds) of the functions matching ``pattern``, summed."""
+    return _summed(stats, pattern, cumulative_time=True)
 
 
 def self_time(stats: pstats.Stats, pattern: str) -> tuple[int, float]:
-    calls, seconds = 0, 0.0
-    for key in find(stats, pattern):
-        row = _rows(stats)[key]
-        calls += row[1]
-        seconds += row[2]
-    return calls, seconds
+    """(calls, self seconds) of the functions matching ``pattern``, summed."""
+    return _summed(stats, pattern, cumulative_time=False)
 
 
 def by_caller(stats: pstats.Stats, pattern: str) -> dict[str, tuple[int, float]]:

@@ -16,7 +16,6 @@ Usage: python benchmarks/profiling/query_profile.py [--key-results 1000] [--chec
 import argparse
 import functools
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.profiling.common import bench_ledger, print_top, profiled, rate
+from benchmarks.projection_throughput import _timed
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
 from projections import queries
@@ -82,16 +82,6 @@ class QueryLog:
         store.client.query = logged  # type: ignore[method-assign,assignment]  # measuring only
 
 
-def _percentiles(call: Callable[[], object], samples: int) -> tuple[float, float]:
-    times = []
-    for _ in range(samples):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-
-
 def _short(sql: str) -> str:
     text = " ".join(sql.split())
     return text if len(text) <= 150 else text[:147] + "..."
@@ -120,7 +110,7 @@ def measure(store: ProjectionStore, middle: Any, samples: int, show_sql: bool) -
     details: list[tuple[str, list[Statement]]] = []
     for name, call in cases:
         call()  # warm
-        p50, p95 = _percentiles(call, samples)
+        p50, p95 = _timed(call, samples)
         log.statements, log.enabled = [], True
         start = time.perf_counter()
         call()
