@@ -1,0 +1,185 @@
+"""Profile the Kafka worker during benchmarks/kafka_end_to_end.py's throughput phase.
+
+Runs the end-to-end benchmark (it starts a Tansu broker and ``okr-ledger worker``), attaches
+py-spy (sampling, idle threads included) to the worker as soon as it starts, and stops when
+the benchmark reports the end of its throughput phase. Then prints where the worker's threads
+spent their samples: sequencer, projector, chDB inserts, aiokafka, kafka-python, Faust/mode,
+imports and start-up, idle; and the top functions.
+
+Needs py-spy (``pip install py-spy``; not a dependency of the project).
+Usage: python benchmarks/profiling/kafka_worker_profile.py [--check-ins 20000] [--rate 500]
+       [--lag-samples 500] [--no-faust]
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+CATEGORIES = (
+    ("imports / start-up", ("_find_and_load",)),
+    ("idle: waiting (select/epoll/lock/sleep)", ()),  # decided on the leaf frame
+    ("projector: Projector.project", ("processors/projector.py",)),
+    ("projector: store insert (clickhouse-connect + chDB)", ("projections/store.py",
+                                                            "clickhouse_connect/")),
+    ("sequencer: decide (events/sequencer.py)", ("events/sequencer.py",)),
+    ("sequencer: batch, records, outcomes", ("processors/kafka_sequencer.py",
+                                             "events/kafka_records.py")),
+    ("kafka-python (producer/admin)", ("(kafka/", "events/kafka_client.py")),
+    ("aiokafka (fetch, decode)", ("aiokafka/",)),
+    ("query server (aiohttp)", ("processors/query_server.py", "aiohttp/")),
+    ("faust / mode", ("faust/", "mode/")),
+    ("asyncio loop", ("asyncio/",)),
+)  # fmt: skip
+BASE_FRAMES = ("threading.py", "asyncio/", "concurrent/", "<frozen", "(mode/", "selectors.py")
+IDLE_LEAVES = ("select (", "poll (", "wait (", "acquire (", "sleep (", "_worker (", "get (")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path("/proc").iterdir():
+        if not task.name.isdigit():
+            continue
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(task.name))
+    return found
+
+
+def _worker_pid(bench: int) -> int | None:
+    for child in _children(bench):
+        try:
+            command = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in command and any(part.endswith(b"okr-ledger") for part in command):
+            return child
+    return None
+
+
+def _category(frames: list[str]) -> str:
+    leaf = frames[-1] if frames else ""
+    stack = ";".join(frames)
+    if "_find_and_load" in stack:
+        return CATEGORIES[0][0]
+    if leaf.startswith(IDLE_LEAVES) or "selectors.py" in leaf:
+        return CATEGORIES[1][0]
+    for name, needles in CATEGORIES[2:]:
+        if any(needle in stack for needle in needles):
+            return name
+    return "other"
+
+
+def summarise(raw: Path) -> None:
+    by_category: Counter[str] = Counter()
+    by_thread: dict[str, Counter[str]] = defaultdict(Counter)
+    thread_leaves: dict[str, Counter[str]] = defaultdict(Counter)
+    leaves: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread = frames[0] if frames and frames[0].startswith(("thread", "process")) else "?"
+        frames = [f for f in frames if not f.startswith(("thread", "process"))]
+        category = _category(frames)
+        by_category[category] += count
+        by_thread[thread][category] += count
+        total += count
+        if frames and category != CATEGORIES[1][0]:
+            leaves[frames[-1]] += count
+            thread_leaves[thread][frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        print("no samples (could py-spy attach? it needs ptrace rights)")
+        return
+    print(f"\nworker samples: {total:,} (all threads, idle included)")
+    for name, count in by_category.most_common():
+        print(f"  {100 * count / total:6.1f}%  {name}")
+    print("\nper thread (share of that thread's samples):")
+    for thread, counts in sorted(by_thread.items(), key=lambda kv: -sum(kv[1].values())):
+        whole = sum(counts.values())
+        parts = ", ".join(f"{name} {100 * n / whole:.0f}%" for name, n in counts.most_common(5))
+        print(f"  {thread[:60]:<60} {whole:>7,} samples: {parts}")
+        for frame, count in thread_leaves[thread].most_common(4):
+            print(f"      busy in {frame[:100]}: {100 * count / whole:.0f}%")
+    busy = total - by_category[CATEGORIES[1][0]]
+    print(f"\ntop functions where a busy thread was (leaf frame; % of {busy:,} busy samples):")
+    for frame, count in leaves.most_common(25):
+        print(f"  {100 * count / busy:6.1f}%  {frame[:120]}")
+    print("\ntop inclusive frames of the project and its libraries (% of all samples):")
+    shown = 0
+    for frame, count in inclusive.most_common():
+        if shown < 40 and not any(base in frame for base in BASE_FRAMES):
+            print(f"  {100 * count / total:6.1f}%  {frame[:120]}")
+            shown += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check-ins", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--lag-samples", type=int, default=500)
+    parser.add_argument("--faust", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--sample-rate", type=int, default=100)
+    args = parser.parse_args()
+    spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed: pip install py-spy")
+    with tempfile.TemporaryDirectory(prefix="okr-profile-kafka-") as tmp:
+        raw = Path(tmp) / "worker.raw"
+        command = [sys.executable, str(ROOT / "benchmarks" / "kafka_end_to_end.py"),
+                   "--check-ins", str(args.check_ins), "--rate", str(args.rate),
+                   "--lag-samples", str(args.lag_samples),
+                   "--faust" if args.faust else "--no-faust"]  # fmt: skip
+        bench = subprocess.Popen(
+            command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        assert bench.stdout is not None
+        sampler: subprocess.Popen[bytes] | None = None
+        started = 0.0
+        for line in bench.stdout:
+            print(f"  | {line.rstrip()}")
+            if sampler is None:
+                deadline = time.monotonic() + 30
+                while (pid := _worker_pid(bench.pid)) is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if pid is not None:
+                    sampler = subprocess.Popen(
+                        [spy, "record", "--pid", str(pid), "--idle", "--threads", "--nolineno",
+                         "--rate", str(args.sample_rate), "--format", "raw", "-o", str(raw)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    started = time.monotonic()
+            if "kafka throughput done" in line and sampler is not None:
+                sampler.send_signal(signal.SIGINT)
+                sampler.wait(timeout=60)
+                print(f"  (sampled the worker for {time.monotonic() - started:.1f} s)")
+        bench.wait()
+        if sampler is not None and sampler.poll() is None:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(timeout=60)
+        if raw.exists():
+            summarise(raw)
+        else:
+            print("py-spy wrote nothing")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Profile the projection: ledger -> projector -> chDB, on the benchmark org.
+
+The ledger is the one of benchmarks/projection_throughput.py (K key results, N check-ins,
+some late, corrected, retracted; a few target revisions), built once in benchmarks/.work.
+Each phase runs in its own process (chDB allows one engine per process, and the memory
+figures must not mix):
+
+- ``catch-up``: the runner as the CLI runs it (inserts overlap projecting), events/s, cyclic
+  GC time, RSS by step; raw anchors of the same run (SQLite fetch of the bodies, orjson parse,
+  clickhouse-connect inserts into chDB of the same rows);
+- ``split``: the same work done sequentially and timed without a profiler: read + decode,
+  StoredEvent, projector, and per table the column conversion, the driver and chDB's own
+  elapsed time; rows per event and bytes per row (in the insert, and in the parts on disk);
+  snapshot save and load;
+- ``cprofile``: the sequential loop under cProfile: handlers, emitters, helpers;
+- ``memory``: tracemalloc of the projector's state and of the sequencer's state after the
+  whole ledger (bytes per check-in, largest allocation sites) and of one batch of rows.
+
+Usage: python benchmarks/profiling/projection_profile.py [--key-results 1000]
+       [--check-ins 200000] [--phases catch-up,split,cprofile,memory]
+"""
+
+import argparse
+import functools
+import gc
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.profiling.common import (
+    Stages,
+    bench_ledger,
+    gc_watch,
+    peak_rss_mib,
+    print_areas,
+    print_stage_table,
+    print_top,
+    profiled,
+    rate,
+    rss_mib,
+)
+from events.sqlite_log import SqliteEventLog
+from processors import tables as t
+from processors.projector import Projector, StoredEvent, collector_paused
+from processors.runner import DEFAULT_BATCH_SIZE, EmbeddedRunner
+from processors.snapshots import DirectorySnapshots, Snapshot
+from processors.tables import RowBatch
+from projections.store import ProjectionStore
+
+ORG = "bench"
+
+PROJECTOR_STAGES = (
+    ("SQLite read_records (fetch + orjson.loads)", "cum", "events/sqlite_log.py:read_records"),
+    ("  orjson.loads", "self", "orjson.loads>"),
+    ("StoredEvent.from_record", "cum", "processors/projector.py:from_record"),
+    ("Projector.project (whole)", "cum", "processors/projector.py:project"),
+    ("  _apply", "cum", "processors/projector.py:_apply"),
+    ("    upcast", "cum", "schemas/registry.py:upcast"),
+    ("    parse_time (2 per event)", "cum", "processors/projector.py:parse_time"),
+    ("    _audit_row", "cum", "processors/projector.py:_audit_row"),
+    ("      _related_ids", "cum", "processors/projector.py:_related_ids"),
+    ("      orjson.dumps (data column)", "self", "orjson.dumps>"),
+    ("    handler: _check_in_recorded", "cum", "processors/projector.py:_check_in_recorded"),
+    ("      target_at", "cum", "processors/state.py:target_at"),
+    ("      add_check_in (insort)", "cum", "processors/state.py:add_check_in"),
+    ("      _emit_check_in (+ score)", "cum", "processors/projector.py:_emit_check_in"),
+    ("    handler: _check_in_corrected", "cum", "processors/projector.py:_check_in_corrected"),
+    ("    handler: _check_in_retracted", "cum", "processors/projector.py:_check_in_retracted"),
+    ("    handler: _target_revised", "cum", "processors/projector.py:_target_revised"),
+    ("    _emit_changes (KR + objective rows)", "cum", "processors/projector.py:_emit_changes"),
+    ("      refresh_key_result", "cum", "processors/projector.py:refresh_key_result"),
+    ("        KeyResult.current", "cum", "processors/state.py:current"),
+    ("      _key_result_row", "cum", "processors/projector.py:_key_result_row"),
+    ("      _emit_objectives", "cum", "processors/projector.py:_emit_objectives"),
+    ("        _refresh_objective", "cum", "processors/projector.py:_refresh_objective"),
+    ("ProjectionStore.insert (whole)", "cum", "projections/store.py:insert"),
+    ("  _insert: column conversion + driver + chDB", "cum", "projections/store.py:_insert"),
+    ("  clickhouse_connect client.insert", "cum", "clickhouse_connect/driver/client.py:insert"),
+    ("    chdb engine call (execute_data_insert)", "cum", "chdb_backend.py:execute_data_insert"),
+    ("  gc.collect(0) after insert", "self", "built-in method gc.collect>"),
+)  # fmt: skip
+
+
+def read_events(log: SqliteEventLog, first: int = 1) -> Iterator[StoredEvent]:
+    for record in log.read_records(ORG, first):
+        yield StoredEvent.from_record(record)
+
+
+def _fresh_store(where: Path) -> ProjectionStore:
+    return ProjectionStore.open(f"chdb://{where / 'clickhouse'}")
+
+
+# --- catch-up, as the CLI runs it -------------------------------------------------------------
+
+
+def phase_catch_up(ledger: Path, work: Path) -> None:
+    print(f"\n=== catch-up as the CLI runs it (EmbeddedRunner.catch_up, batches of "
+          f"{DEFAULT_BATCH_SIZE:,}) ===")  # fmt: skip
+    rss = {"after imports": rss_mib()}
+    log = SqliteEventLog(ledger)
+    store = _fresh_store(work)
+    rss["after chDB open + migrate"] = rss_mib()
+    runner = EmbeddedRunner(log, store, snapshots=DirectorySnapshots(work / "snapshots"))
+    collector: dict[str, float] = {}
+    start = time.perf_counter()
+    with gc_watch(collector):
+        done = runner.catch_up()
+        gc.collect()
+    elapsed = time.perf_counter() - start
+    rss["after catch-up"] = rss_mib()
+    print(f"  projected {done.events:,} events in {elapsed:.2f} s: {rate(done.events, elapsed)}"
+          f" (cyclic GC {collector.get('seconds', 0):.2f} s in {collector.get('runs', 0):.0f}"
+          f" runs; includes the snapshot save)")  # fmt: skip
+    print(
+        f"  peak RSS {peak_rss_mib():.0f} MiB; RSS by step: "
+        + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items())
+    )
+    anchors(log, store, done.events)
+    store.close()
+    log.close()
+
+
+def anchors(log: SqliteEventLog, store: ProjectionStore, events: int) -> None:
+    """SQLite fetch, orjson parse and chDB inserts of the same data, in this run."""
+    db = log._db
+    start = time.perf_counter()
+    cursor = db.execute("SELECT body FROM events WHERE org_id = ? ORDER BY sequence", (ORG,))
+    bodies = [body for rows in iter(lambda: cursor.fetchmany(2000), []) for (body,) in rows]
+    fetch = time.perf_counter() - start
+    start = time.perf_counter()
+    for body in bodies:
+        orjson.loads(body)
+    parse = time.perf_counter() - start
+    print("\n  raw anchors (this run):")
+    print(f"    SQLite fetch of the bodies:        {rate(len(bodies), fetch):>12} events")
+    print(f"    orjson parse of the bodies:        {rate(len(bodies), parse):>12} events")
+    for table in (t.AUDIT, t.CHECK_INS, t.KEY_RESULTS, t.OBJECTIVES):
+        rows = store.rows(f"SELECT * FROM {{db}}.{table} LIMIT 200000")
+        store._run(f"CREATE TABLE IF NOT EXISTS {{db}}.anchor_{table} AS {{db}}.{table}")
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        names = list(t.COLUMNS[table])
+        start = time.perf_counter()
+        for first in range(0, len(rows), DEFAULT_BATCH_SIZE):
+            store.client.insert(
+                f"{store.database}.anchor_{table}",
+                [c[first : first + DEFAULT_BATCH_SIZE] for c in columns],
+                column_names=names,
+                column_oriented=True,
+            )
+        insert = time.perf_counter() - start
+        print(f"    clickhouse-connect insert into chDB, {table} ({len(rows):,} rows, "
+              f"{len(names)} columns): {rate(len(rows), insert)} rows")  # fmt: skip
+    print(f"    ({events:,} events projected above)")
+
+
+# --- the sequential split ---------------------------------------------------------------------
+
+
+class InsertMeter:
+    """Wraps a store's ``_insert`` and its client's ``insert``: time, rows, bytes per table."""
+
+    def __init__(self, store: ProjectionStore) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+        self.driver: dict[str, float] = defaultdict(float)
+        self.engine: dict[str, float] = defaultdict(float)
+        self.rows: Counter[str] = Counter()
+        self.written: Counter[str] = Counter()
+        self.inserts: Counter[str] = Counter()
+        inner_insert: Callable[..., Any] = store._insert
+        client_insert: Callable[..., Any] = store.client.insert
+
+        @functools.wraps(inner_insert)
+        def timed_insert(table: str, batch: Any) -> None:
+            start = time.perf_counter()
+            inner_insert(table, batch)
+            self.total[table] += time.perf_counter() - start
+            self.rows[table] += len(batch)
+            self.inserts[table] += 1
+
+        @functools.wraps(client_insert)
+        def timed_client(table: str, *args: Any, **kwargs: Any) -> Any:
+            name = table.rsplit(".", 1)[-1]
+            start = time.perf_counter()
+            summary = client_insert(table, *args, **kwargs)
+            self.driver[name] += time.perf_counter() - start
+            info = getattr(summary, "summary", {}) or {}
+            self.engine[name] += int(info.get("elapsed_ns", 0)) / 1e9
+            self.written[name] += int(info.get("written_bytes", 0))
+            return summary
+
+        store._insert = timed_insert  # type: ignore[method-assign]  # measuring, not changing
+        store.client.insert = timed_client  # type: ignore[method-assign]
+
+    def print(self, events: int, store: ProjectionStore) -> None:
+        parts = {
+            str(row[0]): row[1:]
+            for row in store.rows(
+                "SELECT table, sum(rows), sum(data_uncompressed_bytes), "
+                "sum(data_compressed_bytes) FROM system.parts WHERE database = {db:String} "
+                "AND active GROUP BY table",
+                {"db": store.database},
+            )
+        }
+        whole = sum(self.total.values())
+        print(f"\n  inserts per table ({whole:.2f} s in all; conversion = our column pivot and "
+              "tick conversion; driver = clickhouse-connect's serialisation; chDB = the "
+              "engine's own elapsed):")  # fmt: skip
+        print(f"    {'table':<22} {'rows/event':>10} {'inserts':>7} {'% time':>6} "
+              f"{'conv s':>7} {'driver s':>8} {'chDB s':>7} {'rows/s':>10} "
+              f"{'B/row in':>8} {'B/row disk':>10} {'B/row raw':>9}")  # fmt: skip
+        for table in sorted(self.total, key=lambda name: -self.total[name]):
+            rows = self.rows[table]
+            engine = self.engine[table]
+            driver = self.driver[table] - engine
+            conversion = self.total[table] - self.driver[table]
+            disk = parts.get(table, (0, 0, 0))
+            disk_rows = int(disk[0]) or 1
+            print(
+                f"    {table:<22} {rows / events:10.3f} {self.inserts[table]:7d} "
+                f"{100 * self.total[table] / whole:6.1f} {conversion:7.2f} {driver:8.2f} "
+                f"{engine:7.2f} {rate(rows, self.total[table]):>10} "
+                f"{self.written[table] / max(rows, 1):8.0f} "
+                f"{int(disk[2]) / disk_rows:10.1f} {int(disk[1]) / disk_rows:9.1f}"
+            )
+        total_rows = sum(self.rows.values())
+        print(f"    all tables: {total_rows / events:.2f} rows per event, "
+              f"{rate(total_rows, whole)} rows inserted")  # fmt: skip
+
+
+def phase_split(ledger: Path, work: Path) -> None:
+    print("\n=== sequential split, no profiler (read -> StoredEvent -> project -> insert) ===")
+    log = SqliteEventLog(ledger)
+    store = _fresh_store(work)
+    meter = InsertMeter(store)
+    projector = Projector()
+    stages = Stages()
+    events = 0
+    by_type: Counter[str] = Counter()
+    records = log.read_records(ORG)
+    collector: dict[str, float] = {}
+    wall = time.perf_counter()
+    with gc_watch(collector), collector_paused():
+        while True:
+            stages.reset()
+            batch_records = list(islice(records, DEFAULT_BATCH_SIZE))
+            if not batch_records:
+                break
+            stages.lap("SQLite fetch + orjson.loads (read_records)", len(batch_records))
+            batch = [StoredEvent.from_record(r) for r in batch_records]
+            stages.lap("StoredEvent.from_record", len(batch))
+            rows = projector.project(batch)
+            stages.lap("Projector.project", len(batch))
+            store.insert(rows)
+            stages.lap("ProjectionStore.insert (all tables)", len(batch))
+            events += len(batch)
+            by_type.update(e.type for e in batch)
+    state = projector.state.orgs[ORG]
+    snapshots = DirectorySnapshots(work / "snapshots")
+    stages.reset()
+    snapshots.save(Snapshot(ORG, state.last_sequence, "x", state))
+    stages.lap("snapshot save (pickle)", 0)
+    wall = time.perf_counter() - wall
+    size = sum(p.stat().st_size for p in (work / "snapshots").iterdir())
+    stages.print(f"split of {events:,} events: {rate(events, wall)} sequential", events, wall)
+    print(f"  cyclic GC (paused as in the runner): {collector.get('seconds', 0):.2f} s")
+    start = time.perf_counter()
+    snapshots.load(ORG)
+    print(f"  snapshot: {size / 2**20:.1f} MiB ({size / by_type['CheckInRecorded']:.0f} B per "
+          f"check-in); load {time.perf_counter() - start:.2f} s")  # fmt: skip
+    print("  events by type: " + ", ".join(f"{k} {v:,}" for k, v in by_type.most_common()))
+    meter.print(events, store)
+    store.close()
+    log.close()
+
+
+# --- cProfile ---------------------------------------------------------------------------------
+
+
+def phase_cprofile(ledger: Path, work: Path) -> None:
+    log = SqliteEventLog(ledger)
+    store = _fresh_store(work)
+    projector = Projector()
+
+    def run() -> int:
+        events = 0
+        with collector_paused():
+            records = log.read_records(ORG)
+            while batch := [StoredEvent.from_record(r) for r in islice(records, 20_000)]:
+                store.insert(projector.project(batch))
+                events += len(batch)
+        return events
+
+    events, stats, wall = profiled(run)
+    print(f"\n=== cProfile of the sequential loop: {events:,} events in {wall:.1f} s under "
+          "the profiler ===")  # fmt: skip
+    print_stage_table(stats, events, PROJECTOR_STAGES, "named stages (per event)")
+    print_areas(stats)
+    print_top(stats, events, 30, "projection")
+    store.close()
+    log.close()
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def _top_sites(snapshot: tracemalloc.Snapshot, count: int, per: int, what: str) -> None:
+    stats = snapshot.statistics("lineno")
+    total = sum(s.size for s in stats)
+    print(f"    largest allocation sites ({what}; bytes per check-in):")
+    for stat in stats[:count]:
+        frame = stat.traceback[0]
+        where = frame.filename.replace(str(Path(__file__).resolve().parents[2]) + "/", "")
+        if "site-packages" in where:
+            where = where.split("site-packages/", 1)[1]
+        print(f"      {stat.size / per:7.1f} B  {100 * stat.size / total:5.1f}%  "
+              f"{stat.count:>9,} blocks  {where}:{frame.lineno}")  # fmt: skip
+
+
+def phase_memory(ledger: Path, work: Path) -> None:
+    log = SqliteEventLog(ledger)
+    check_ins = log._db.execute(
+        "SELECT count(*) FROM events WHERE type = 'CheckInRecorded'"
+    ).fetchone()[0]
+    events = log.heads()[ORG].sequence
+    print(f"\n=== memory (tracemalloc; {events:,} events, {check_ins:,} check-ins) ===")
+    rss_before = rss_mib()
+    tracemalloc.start()
+    projector = Projector()
+    batch_peak = 0
+    one_batch = 0
+    with collector_paused():
+        records = log.read_records(ORG)
+        while batch := [StoredEvent.from_record(r) for r in islice(records, DEFAULT_BATCH_SIZE)]:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            rows: RowBatch | None = projector.project(batch)
+            after, peak = tracemalloc.get_traced_memory()
+            if batch[0].sequence > 20_000 and not one_batch:  # a batch of check-ins
+                one_batch = after - before
+            batch_peak = max(batch_peak, peak)
+            rows = None
+            del rows
+    gc.collect()
+    state_bytes = tracemalloc.get_traced_memory()[0]
+    snapshot = tracemalloc.take_snapshot()
+    print(f"  projector state: {state_bytes / 2**20:.1f} MiB traced = "
+          f"{state_bytes / check_ins:.0f} B per check-in "
+          f"({state_bytes / events:.0f} B per event)")  # fmt: skip
+    print(f"    one batch of {DEFAULT_BATCH_SIZE:,} events: rows + new state "
+          f"{one_batch / 2**20:.1f} MiB ({one_batch / DEFAULT_BATCH_SIZE:.0f} B per event); "
+          f"peak while projecting {batch_peak / 2**20:.1f} MiB traced")  # fmt: skip
+    print(f"    RSS grew {rss_mib() - rss_before:.0f} MiB (tracemalloc's own overhead included)")
+    _top_sites(snapshot, 12, check_ins, "projector state")
+    state = projector.state
+    del projector
+    tracemalloc.stop()
+    del state
+    gc.collect()
+
+    from events.sequencer import Sequencer
+
+    tracemalloc.start()
+    sequencer = Sequencer.from_ledger(log.read())
+    gc.collect()
+    size = tracemalloc.get_traced_memory()[0]
+    snapshot = tracemalloc.take_snapshot()
+    print(f"  sequencer state (Sequencer.from_ledger): {size / 2**20:.1f} MiB traced = "
+          f"{size / check_ins:.0f} B per check-in ({size / events:.0f} B per event; "
+          f"{len(sequencer.state.known):,} known ids, "
+          f"{len(sequencer.state.orgs[ORG].check_ins):,} check-ins)")  # fmt: skip
+    _top_sites(snapshot, 10, check_ins, "sequencer state")
+    tracemalloc.stop()
+    log.close()
+
+
+PHASES: dict[str, Callable[[Path, Path], None]] = {
+    "catch-up": phase_catch_up,
+    "split": phase_split,
+    "cprofile": phase_cprofile,
+    "memory": phase_memory,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--key-results", type=int, default=1000)
+    parser.add_argument("--check-ins", type=int, default=200_000)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--ledger", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        work = Path(tempfile.mkdtemp(prefix="okr-profile-projection-"))
+        try:
+            PHASES[args.phase](args.ledger, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
+    ledger = bench_ledger(args.key_results, args.check_ins)
+    print(f"projection profile: {args.key_results:,} key results, {args.check_ins:,} check-ins "
+          f"({ledger.name})")  # fmt: skip
+    for phase in args.phases.split(","):
+        subprocess.run(
+            [sys.executable, __file__, "--phase", phase, "--ledger", str(ledger)], check=True
+        )
+
+
+if __name__ == "__main__":
+    main()

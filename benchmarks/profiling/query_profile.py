@@ -1,0 +1,196 @@
+"""Profile the queries on the benchmark store: progress (now, --as-of, --at), cascade,
+coverage and history.
+
+Projects the ledger of benchmarks/projection_throughput.py (K key results, N check-ins) into
+a fresh chDB store once, then for each query prints:
+- p50/p95 in process over ``--samples`` runs;
+- the split of one run: Python (ours and the driver's decoding) against ClickHouse's own
+  elapsed time, per SQL statement, with the rows and bytes ClickHouse read and the rows
+  returned; the statements' text with ``--sql``;
+- table sizes, to read "rows read" against.
+
+Usage: python benchmarks/profiling/query_profile.py [--key-results 1000] [--check-ins 200000]
+       [--samples 20] [--sql]
+"""
+
+import argparse
+import functools
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.profiling.common import bench_ledger, print_top, profiled, rate
+from benchmarks.projection_throughput import _timed
+from events.sqlite_log import SqliteEventLog
+from processors.runner import EmbeddedRunner
+from projections import queries
+from projections.queries import Moment
+from projections.store import ProjectionStore
+
+ORG = "bench"
+FOCUS_LIMIT = 5
+
+
+@dataclass
+class Statement:
+    sql: str
+    parameters: Any
+    wall: float
+    engine: float
+    result_rows: int
+    scans: str = ""
+    """What ClickHouse estimates it reads (EXPLAIN ESTIMATE): table rows/marks/parts."""
+
+
+@dataclass
+class QueryLog:
+    """Every ``client.query`` of the store: its SQL, wall time and ClickHouse's summary."""
+
+    statements: list[Statement] = field(default_factory=list)
+    enabled: bool = False
+
+    def wrap(self, store: ProjectionStore) -> None:
+        query: Callable[..., Any] = store.client.query
+
+        @functools.wraps(query)
+        def logged(sql: str, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result = query(sql, *args, **kwargs)
+            wall = time.perf_counter() - start
+            if self.enabled:
+                info = result.summary or {}  # chDB's read_rows counts the result, not the scan
+                parameters = kwargs.get("parameters", args[0] if args else None)
+                self.statements.append(
+                    Statement(
+                        sql,
+                        parameters,
+                        wall,
+                        int(info.get("elapsed_ns", 0)) / 1e9,
+                        len(result.result_rows),
+                    )
+                )
+            return result
+
+        store.client.query = logged  # type: ignore[method-assign,assignment]  # measuring only
+
+
+def _short(sql: str) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= 150 else text[:147] + "..."
+
+
+def measure(store: ProjectionStore, middle: Any, samples: int, show_sql: bool) -> None:
+    log = QueryLog()
+    log.wrap(store)
+    cases: list[tuple[str, Callable[[], object]]] = [
+        ("progress (now)", partial(queries.progress, store, ORG, Moment(), FOCUS_LIMIT)),
+        ("progress --as-of mid", partial(queries.progress, store, ORG, Moment(as_of=middle),
+                                         FOCUS_LIMIT)),
+        ("progress --at mid", partial(queries.progress, store, ORG, Moment(at=middle),
+                                      FOCUS_LIMIT)),
+        ("cascade (objectives + coverage)", lambda: (
+            queries.objectives(store, ORG, Moment(), FOCUS_LIMIT),
+            queries.coverage(store, ORG, Moment()))),
+        ("coverage", partial(queries.coverage, store, ORG, Moment())),
+        ("history kr7", partial(queries.history, store, ORG, "kr7", Moment())),
+        ("history obj3", partial(queries.history, store, ORG, "obj3", Moment())),
+        ("history kr7 --as-of mid", partial(queries.history, store, ORG, "kr7",
+                                            Moment(as_of=middle))),
+    ]  # fmt: skip
+    print(f"\n{'query':<34} {'p50 ms':>7} {'p95 ms':>7}   one run: {'total':>6} "
+          f"{'python':>6} {'driver':>6} {'chDB':>6} (ms)  stmts")  # fmt: skip
+    details: list[tuple[str, list[Statement]]] = []
+    for name, call in cases:
+        call()  # warm
+        p50, p95 = _timed(call, samples)
+        log.statements, log.enabled = [], True
+        start = time.perf_counter()
+        call()
+        total = time.perf_counter() - start
+        log.enabled = False
+        in_driver = sum(s.wall for s in log.statements)
+        engine = sum(s.engine for s in log.statements)
+        print(f"{name:<34} {p50 * 1e3:7.1f} {p95 * 1e3:7.1f}   {'':9}{total * 1e3:6.1f} "
+              f"{(total - in_driver) * 1e3:6.1f} {(in_driver - engine) * 1e3:6.1f} "
+              f"{engine * 1e3:6.1f}       {len(log.statements)}")  # fmt: skip
+        details.append((name, log.statements))
+        for statement in log.statements:
+            statement.scans = _estimate(store, statement)
+    print("\nper statement (ms wall / ms chDB -> rows returned; EXPLAIN ESTIMATE: table "
+          "rows read in marks of 8192 rows, parts)")  # fmt: skip
+    for name, statements in details:
+        print(f"  {name}")
+        for s in statements:
+            print(f"    {s.wall * 1e3:7.1f} / {s.engine * 1e3:7.1f} -> {s.result_rows:>6,}  "
+                  f"{_short(s.sql)}")  # fmt: skip
+            print(f"{'':30}scans: {s.scans}")
+            if show_sql:
+                print("      " + s.sql.replace("\n", "\n      "))
+    for name, call in cases[:3]:
+        _, stats, wall = profiled(call)
+        print(f"\n--- cProfile of one {name}: {wall * 1e3:.0f} ms under the profiler ---")
+        print_top(stats, 1, 12, name)
+
+
+def _estimate(store: ProjectionStore, statement: Statement) -> str:
+    try:
+        rows = store.client.query(
+            "EXPLAIN ESTIMATE " + statement.sql, parameters=statement.parameters
+        ).result_rows
+    except Exception as error:  # a statement EXPLAIN ESTIMATE cannot take
+        return f"(no estimate: {str(error).splitlines()[0][:80]})"
+    return "; ".join(f"{table} {int(r):,} rows/{int(m)} marks/{int(p)} parts"
+                     for _db, table, p, r, m in rows) or "(nothing from MergeTree)"  # fmt: skip
+
+
+def table_sizes(store: ProjectionStore) -> None:
+    print("\ntables (active parts): rows, parts, MB on disk (compressed / raw)")
+    for table, rows, parts, compressed, raw in store.rows(
+        "SELECT table, sum(rows), count(), sum(data_compressed_bytes), "
+        "sum(data_uncompressed_bytes) FROM system.parts WHERE database = {db:String} AND active "
+        "GROUP BY table ORDER BY sum(rows) DESC",
+        {"db": store.database},
+    ):
+        print(f"  {table:<22} {int(rows):>10,} rows {int(parts):>4} parts "
+              f"{int(compressed) / 1e6:8.1f} / {int(raw) / 1e6:8.1f} MB")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--key-results", type=int, default=1000)
+    parser.add_argument("--check-ins", type=int, default=200_000)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--sql", action="store_true", help="Print each statement's full SQL.")
+    args = parser.parse_args()
+    ledger = bench_ledger(args.key_results, args.check_ins)
+    directory = Path(tempfile.mkdtemp(prefix="okr-profile-queries-"))
+    try:
+        log = SqliteEventLog(ledger)
+        store = ProjectionStore.open(f"chdb://{directory / 'clickhouse'}")
+        start = time.perf_counter()
+        done = EmbeddedRunner(log, store).catch_up()
+        elapsed = time.perf_counter() - start
+        print(f"query profile: {args.key_results:,} key results, {args.check_ins:,} check-ins; "
+              f"projected {done.events:,} events in {elapsed:.1f} s "
+              f"({rate(done.events, elapsed)})")  # fmt: skip
+        first = next(log.read(ORG, 1, 1))
+        last = next(log.read(ORG, done.events, done.events))
+        middle = first.recorded + (last.recorded - first.recorded) / 2
+        table_sizes(store)
+        measure(store, middle, args.samples, args.sql)
+        store.close()
+        log.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
