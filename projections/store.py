@@ -16,7 +16,8 @@ from projections.migrations import (
     TIME,
     VIEWS,
 )
-from schemas.errors import ProjectionError, ProjectionQueryError
+from projections.readonly_sql import CheckedStatement, QueryLimits, ReadOnlyGuard
+from schemas.errors import ProjectionError, ProjectionQueryError, QueryRefusedError
 
 Params = dict[str, Any]
 
@@ -29,6 +30,8 @@ class ProjectionStore:
         self.database = database
         self.description = description or database
         self._migrated = False
+        self._guard: ReadOnlyGuard | None = None
+        self._limits = QueryLimits()
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
@@ -167,24 +170,15 @@ class ProjectionStore:
 
     # --- reading --------------------------------------------------------------------------
 
-    def rows(
-        self, query: str, parameters: Params | None = None, readonly: bool = False
-    ) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._query(query, parameters, readonly).result_rows]
+    def rows(self, query: str, parameters: Params | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._query(query, parameters).result_rows]
 
     def dicts(self, query: str, parameters: Params | None = None) -> list[dict[str, Any]]:
         result = self._query(query, parameters)
         names = list(result.column_names)
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
-    def table(
-        self, query: str, parameters: Params | None = None, readonly: bool = False
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        result = self._query(query, parameters, readonly)
-        return list(result.column_names), [tuple(r) for r in result.result_rows]
-
-    def _query(self, query: str, parameters: Params | None, readonly: bool = False) -> Any:
-        settings = {"readonly": 1} if readonly else None
+    def _query(self, query: str, parameters: Params | None, settings: Params | None = None) -> Any:
         try:
             return self.client.query(
                 self._sql(query), parameters=parameters or {}, settings=settings
@@ -192,8 +186,44 @@ class ProjectionStore:
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
 
+    # --- read-only SQL (``okr-ledger sql``) -----------------------------------------------
+
+    def check_read_only(self, query: str, limits: QueryLimits) -> CheckedStatement:
+        """``query`` checked by :mod:`projections.readonly_sql` (parsed by this engine)."""
+        self._limits = limits
+        if self._guard is None:  # one per store: it keeps the engine's function catalogue
+            self._guard = ReadOnlyGuard(
+                lambda sql: self.client.query(sql, settings=self._limits.settings()).result_rows
+            )
+        return self._guard.check(query)
+
+    def read_only_table(
+        self, query: CheckedStatement, limits: QueryLimits
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The columns and rows of a checked statement without FORMAT, within ``limits``."""
+        result = self._read_only(query, limits, raw=False)
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def read_only_bytes(self, query: CheckedStatement, limits: QueryLimits) -> bytes:
+        """The output of a checked statement with a FORMAT clause, as that format's bytes."""
+        data: bytes = self._read_only(query, limits, raw=True)
+        return data
+
+    def _read_only(self, query: CheckedStatement, limits: QueryLimits, raw: bool) -> Any:
+        # As checked: not through _sql(), which would rewrite "{db}" inside the statement.
+        try:
+            if raw:
+                return self.client.raw_query(query.sql, settings=limits.settings())
+            return self.client.query(query.sql, settings=limits.settings())
+        except QueryRefusedError:
+            raise
+        except Exception as error:
+            raise ProjectionQueryError(_first_line(error)) from error
+
     def export(self, relation: str, fmt: str) -> bytes:
         """One view or table in a ClickHouse output format (Parquet, CSVWithNames...)."""
+        if relation not in (*VIEWS, *t.COLUMNS):  # named in SQL: never a caller's text
+            raise ProjectionQueryError(f"{relation!r} is not a view or table of the projections")
         try:
             return self.client.raw_query(self._sql(f"SELECT * FROM {{db}}.{relation}"), fmt=fmt)
         except Exception as error:

@@ -46,3 +46,7 @@ class ProjectionUnavailableError(ProjectionError):
 
 class ProjectionQueryError(ProjectionError):
     """A query on the projections failed (bad SQL, or a write in read-only mode)."""
+
+
+class QueryRefusedError(ProjectionQueryError):
+    """Read-only SQL refused a statement (a write, a file, a setting...); nothing ran."""
