@@ -168,6 +168,9 @@ class QueryServer:
             await stop.wait()
         finally:
             await runner.cleanup()
+            # After the statement running now (bounded by the limits): chDB allows one path
+            # per process, so the handle must be closed before another one can be opened.
+            await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.close)
             self._thread.shutdown(wait=False)
 
 
