@@ -61,7 +61,8 @@ class Served:
                 threading.Event().wait(0.05)
 
     def close(self) -> None:
-        assert self.stop is not None and self.thread is not None
+        assert self.stop is not None
+        assert self.thread is not None
         self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(10)
         self.loop.close()
@@ -76,8 +77,8 @@ class Served:
         )
 
 
-def serve(data_dir: Path, limits: QueryLimits = QueryLimits()) -> Iterator[Served]:
-    served = Served(data_dir, free_port(), limits)
+def serve(data_dir: Path, limits: QueryLimits | None = None) -> Iterator[Served]:
+    served = Served(data_dir, free_port(), limits or QueryLimits())
     served.start()
     try:
         yield served
