@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -54,7 +55,7 @@ def test_every_escape_is_refused_by_the_sql_command_and_nothing_changes(data_dir
     assert lines("SELECT count() AS n FROM audit_history") == [{"n": 76}]
 
 
-def lines(query: str) -> list[dict[str, object]]:
+def lines(query: str) -> list[dict[str, Any]]:
     result = runner.invoke(app, ["sql", query, "--json"])
     assert result.exit_code == 0, result.output
     return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
@@ -94,7 +95,7 @@ def test_legitimate_statements_still_answer(data_dir: Path) -> None:
         "WITH done AS (SELECT key_result_id FROM key_result_progress WHERE progress >= 0) "
         "SELECT count() AS n FROM done UNION ALL SELECT 1 AS n"
     )
-    assert sorted(row["n"] for row in union) == [1, 7]  # type: ignore[type-var]
+    assert sorted(row["n"] for row in union) == [1, 7]
     names = {row["name"] for row in lines("SHOW TABLES")}
     assert {"key_result_progress", "checkpoints", "audit_history"} <= names
     described = {row["name"]: row["type"] for row in lines("DESCRIBE TABLE checkpoints")}
