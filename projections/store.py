@@ -193,28 +193,42 @@ class ProjectionStore:
         self._limits = limits
         if self._guard is None:  # one per store: it keeps the engine's function catalogue
             self._guard = ReadOnlyGuard(
-                lambda sql: self.client.query(sql, settings=self._limits.settings()).result_rows
+                lambda sql: self.client.query(sql, settings=self._read_only_settings()).result_rows
             )
         return self._guard.check(query)
+
+    def _read_only_settings(self) -> Params:
+        """``readonly = 1`` and the limits, but for those the server holds read-only itself
+        (a server in read-only mode, such as the worker's endpoint, applies its own limits;
+        clickhouse-connect refuses to send a setting the server reports read-only)."""
+        fixed = self.client.server_settings
+        return {
+            name: value
+            for name, value in self._limits.settings().items()
+            if not (name in fixed and bool(getattr(fixed[name], "readonly", False)))
+        }
 
     def read_only_table(
         self, query: CheckedStatement, limits: QueryLimits
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The columns and rows of a checked statement without FORMAT, within ``limits``."""
-        result = self._read_only(query, limits, raw=False)
+        self._limits = limits
+        result = self._read_only(query, raw=False)
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 
     def read_only_bytes(self, query: CheckedStatement, limits: QueryLimits) -> bytes:
         """The output of a checked statement with a FORMAT clause, as that format's bytes."""
-        data: bytes = self._read_only(query, limits, raw=True)
+        self._limits = limits
+        data: bytes = self._read_only(query, raw=True)
         return data
 
-    def _read_only(self, query: CheckedStatement, limits: QueryLimits, raw: bool) -> Any:
+    def _read_only(self, query: CheckedStatement, raw: bool) -> Any:
         # As checked: not through _sql(), which would rewrite "{db}" inside the statement.
+        settings = self._read_only_settings()
         try:
             if raw:
-                return self.client.raw_query(query.sql, settings=limits.settings())
-            return self.client.query(query.sql, settings=limits.settings())
+                return self.client.raw_query(query.sql, settings=settings)
+            return self.client.query(query.sql, settings=settings)
         except QueryRefusedError:
             raise
         except Exception as error:
