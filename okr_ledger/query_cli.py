@@ -264,21 +264,18 @@ def sql(
     It runs with readonly=1 and OKR_QUERY_MAX_SECONDS / OKR_QUERY_MAX_MEMORY_BYTES. With a
     FORMAT clause, that format's output is written as it is.
     """
-    limits = Settings().query_limits
     with caught_up_store() as store:
-        checked = store.check_read_only(query, limits)
-        if checked.output_format:
-            sys.stdout.buffer.write(store.read_only_bytes(checked, limits))
-            return
-        columns, rows = store.read_only_table(checked, limits)
-    if json:
-        _write_lines(dict(zip(columns, row, strict=True)) for row in rows)
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    out.print(table)
-    err.print(f"{len(rows)} rows")
+        answer = store.read_only(query, Settings().query_limits)
+    if answer.formatted is not None:
+        sys.stdout.buffer.write(answer.formatted)
+    elif json:
+        _write_lines(dict(zip(answer.columns, row, strict=True)) for row in answer.rows)
+    else:
+        table = Table(*answer.columns)
+        for row in answer.rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        out.print(table)
+        err.print(f"{len(answer.rows)} rows")
 
 
 def rebuild(

@@ -50,7 +50,7 @@ class ReadOnlyEngine:
         for name, value in limits.settings().items():  # readonly last: it freezes the rest
             self._conn.query(f"SET {name} = {value}", "TabSeparated")
         self._database: str | None = None
-        self._guard = ReadOnlyGuard(self._rows)
+        self._guard = ReadOnlyGuard()
 
     def _rows(self, sql: str) -> Rows:
         data = self._conn.query(sql, "JSONCompactEachRow").bytes() or b""
@@ -69,7 +69,7 @@ class ReadOnlyEngine:
         for name in params:
             if not _NAME.fullmatch(name):
                 raise QueryRefusedError(f"the parameter name {name!r} is not allowed")
-        checked = self._guard.check(sql)
+        checked = self._guard.check(sql, self._rows)
         fmt = checked.output_format or fmt
         data: bytes = self._engine(checked.sql, fmt, params).bytes() or b""
         return data, fmt

@@ -154,6 +154,7 @@ _DESCRIBE_OR_EXISTS = re.compile(
     rf"(?P<name>{_NAME}(?:\.{_NAME})?)(?: FORMAT (?P<format>{_NAME}))?"
 )
 _NO_JSON_FORM = 36  # BAD_ARGUMENTS: parseQueryToJSON has no JSON form for this statement
+_UNKNOWN_FUNCTION = 46
 
 
 def refuse(what: str, statement: bool = False) -> QueryRefusedError:
@@ -168,13 +169,15 @@ def quoted(text: str) -> str:
 
 
 class ReadOnlyGuard:
-    """Checks statements against the allow-lists, parsed by the engine behind ``run``."""
+    """Checks statements against the allow-lists, parsed by the engine behind ``run``.
 
-    def __init__(self, run: Run) -> None:
-        self._run = run
+    One per engine: it keeps that engine's function catalogue after the first check.
+    """
+
+    def __init__(self) -> None:
         self._functions: _FunctionCatalogue | None = None
 
-    def check(self, sql: str) -> CheckedStatement:
+    def check(self, sql: str, run: Run) -> CheckedStatement:
         """The statement, checked; :class:`QueryRefusedError` names what is refused."""
         try:
             digest = hashlib.sha256(sql.encode("utf-8")).hexdigest()
@@ -182,18 +185,16 @@ class ReadOnlyGuard:
             raise QueryRefusedError("the statement is not valid UTF-8") from None
         if not sql.strip():
             raise QueryRefusedError("no statement")
-        tree = self._parse(sql, digest)
+        tree = self._parse(sql, digest, run)
         if tree is None:
-            return CheckedStatement(sql, self._describe_or_exists(sql, digest))
-        walk = _Walk(self._catalogue())
+            return CheckedStatement(sql, self._describe_or_exists(sql, digest, run))
+        walk = _Walk(self._catalogue(run))
         return CheckedStatement(sql, walk.statement(tree))
 
-    def _parse(self, sql: str, digest: str) -> dict[str, Any] | None:
+    def _parse(self, sql: str, digest: str, run: Run) -> dict[str, Any] | None:
         """The engine's syntax tree of ``sql``; ``None`` when it has no JSON form."""
         try:
-            rows = self._run(
-                f"SELECT parseQueryToJSON({quoted(sql)}), lower(hex(SHA256({quoted(sql)})))"
-            )
+            rows = run(f"SELECT parseQueryToJSON({quoted(sql)}), lower(hex(SHA256({quoted(sql)})))")
         except QueryRefusedError:
             raise
         except Exception as error:
@@ -202,6 +203,10 @@ class ReadOnlyGuard:
                 return None
             if "Multi-statements are not allowed" in message:
                 raise refuse("more than one statement") from error
+            if _error_code(error) == _UNKNOWN_FUNCTION and "parseQueryToJSON" in message:
+                raise ProjectionQueryError(
+                    "read-only SQL needs ClickHouse 26.8 or later (parseQueryToJSON)"
+                ) from error
             raise ProjectionQueryError(message.split(": In scope SELECT")[0]) from error
         text, parsed_digest = rows[0]
         if parsed_digest != digest:  # the engine parsed other text than the one given
@@ -209,8 +214,8 @@ class ReadOnlyGuard:
         tree: dict[str, Any] = orjson.loads(text)
         return tree
 
-    def _describe_or_exists(self, sql: str, digest: str) -> str | None:
-        rows = self._run(
+    def _describe_or_exists(self, sql: str, digest: str, run: Run) -> str | None:
+        rows = run(
             f"SELECT formatQuerySingleLine({quoted(sql)}), lower(hex(SHA256({quoted(sql)})))"
         )
         canonical, parsed_digest = rows[0]
@@ -222,16 +227,16 @@ class ReadOnlyGuard:
         _check_table(shape["name"].split("."))
         return output_format(shape["format"])
 
-    def _catalogue(self) -> "_FunctionCatalogue":
+    def _catalogue(self, run: Run) -> "_FunctionCatalogue":
         if self._functions is None:
             self._functions = _FunctionCatalogue(
-                self._run(
+                run(
                     "SELECT name, alias_to, categories, is_aggregate, case_insensitive "
                     "FROM system.functions"
                 ),
                 [
                     str(row[0])
-                    for row in self._run("SELECT name FROM system.aggregate_function_combinators")
+                    for row in run("SELECT name FROM system.aggregate_function_combinators")
                 ],
             )
         return self._functions

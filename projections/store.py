@@ -2,6 +2,7 @@
 
 import gc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,10 +17,19 @@ from projections.migrations import (
     TIME,
     VIEWS,
 )
-from projections.readonly_sql import CheckedStatement, QueryLimits, ReadOnlyGuard
-from schemas.errors import ProjectionError, ProjectionQueryError, QueryRefusedError
+from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows
+from schemas.errors import ProjectionError, ProjectionQueryError
 
 Params = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnlyAnswer:
+    """What a read-only statement gave: columns and rows, or, with FORMAT, that format's bytes."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    formatted: bytes | None = None
 
 
 class ProjectionStore:
@@ -30,8 +40,7 @@ class ProjectionStore:
         self.database = database
         self.description = description or database
         self._migrated = False
-        self._guard: ReadOnlyGuard | None = None
-        self._limits = QueryLimits()
+        self._guard = ReadOnlyGuard()
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
@@ -188,51 +197,34 @@ class ProjectionStore:
 
     # --- read-only SQL (``okr-ledger sql``) -----------------------------------------------
 
-    def check_read_only(self, query: str, limits: QueryLimits) -> CheckedStatement:
-        """``query`` checked by :mod:`projections.readonly_sql` (parsed by this engine)."""
-        self._limits = limits
-        if self._guard is None:  # one per store: it keeps the engine's function catalogue
-            self._guard = ReadOnlyGuard(
-                lambda sql: self.client.query(sql, settings=self._read_only_settings()).result_rows
-            )
-        return self._guard.check(query)
+    def read_only(self, query: str, limits: QueryLimits) -> ReadOnlyAnswer:
+        """Run one statement if :mod:`projections.readonly_sql` accepts it (parsed by this
+        engine), with ``readonly = 1`` and ``limits``; else :class:`QueryRefusedError`."""
+        settings = self._read_only_settings(limits)
 
-    def _read_only_settings(self) -> Params:
+        def run(sql: str) -> Rows:
+            return self.client.query(sql, settings=settings).result_rows
+
+        checked = self._guard.check(query, run)
+        # As checked: not through _sql(), which would rewrite "{db}" inside the statement.
+        try:
+            if checked.output_format:
+                return ReadOnlyAnswer([], [], self.client.raw_query(checked.sql, settings=settings))
+            result = self.client.query(checked.sql, settings=settings)
+        except Exception as error:
+            raise ProjectionQueryError(_first_line(error)) from error
+        return ReadOnlyAnswer(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def _read_only_settings(self, limits: QueryLimits) -> Params:
         """``readonly = 1`` and the limits, but for those the server holds read-only itself
         (a server in read-only mode, such as the worker's endpoint, applies its own limits;
         clickhouse-connect refuses to send a setting the server reports read-only)."""
         fixed = self.client.server_settings
         return {
             name: value
-            for name, value in self._limits.settings().items()
+            for name, value in limits.settings().items()
             if not (name in fixed and bool(getattr(fixed[name], "readonly", False)))
         }
-
-    def read_only_table(
-        self, query: CheckedStatement, limits: QueryLimits
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """The columns and rows of a checked statement without FORMAT, within ``limits``."""
-        self._limits = limits
-        result = self._read_only(query, raw=False)
-        return list(result.column_names), [tuple(r) for r in result.result_rows]
-
-    def read_only_bytes(self, query: CheckedStatement, limits: QueryLimits) -> bytes:
-        """The output of a checked statement with a FORMAT clause, as that format's bytes."""
-        self._limits = limits
-        data: bytes = self._read_only(query, raw=True)
-        return data
-
-    def _read_only(self, query: CheckedStatement, raw: bool) -> Any:
-        # As checked: not through _sql(), which would rewrite "{db}" inside the statement.
-        settings = self._read_only_settings()
-        try:
-            if raw:
-                return self.client.raw_query(query.sql, settings=settings)
-            return self.client.query(query.sql, settings=settings)
-        except QueryRefusedError:
-            raise
-        except Exception as error:
-            raise ProjectionQueryError(_first_line(error)) from error
 
     def export(self, relation: str, fmt: str) -> bytes:
         """One view or table in a ClickHouse output format (Parquet, CSVWithNames...)."""

@@ -104,11 +104,13 @@ class ProjectionStoreContract:
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
         with pytest.raises(QueryRefusedError, match="DROP is not allowed"):
-            store.check_read_only("DROP TABLE audit_events", limits)
+            store.read_only("DROP TABLE audit_events", limits)
         with pytest.raises(QueryRefusedError, match="INSERT"):
-            store.check_read_only("INSERT INTO rejections (position) VALUES (1)", limits)
-        checked = store.check_read_only("SELECT 1 AS one", limits)
-        assert store.read_only_table(checked, limits) == (["one"], [(1,)])
+            store.read_only("INSERT INTO rejections (position) VALUES (1)", limits)
+        one = store.read_only("SELECT 1 AS one", limits)
+        assert (one.columns, one.rows, one.formatted) == (["one"], [(1,)], None)
+        csv = store.read_only("SELECT 1 AS one FORMAT CSVWithNames", limits)
+        assert csv.formatted == b'"one"\n1\n'
         assert store.rows("EXISTS TABLE audit_events") == [(1,)]
 
     def test_bad_sql_is_a_projection_error(self, store: ProjectionStore) -> None:
