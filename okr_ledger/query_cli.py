@@ -21,7 +21,7 @@ from rich.table import Table
 from events.log import EventLog
 from okr_ledger import progress_render as render
 from okr_ledger.projection_compare import differing, fingerprint
-from okr_ledger.served_store import is_kafka_runtime, open_served_store
+from okr_ledger.served_store import is_kafka_runtime, open_served_store, token_path
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import init_ledger, open_event_log, open_projection_store
 from processors.projector import Projector
@@ -31,14 +31,13 @@ from projections import queries
 from projections.client import parse_url
 from projections.migrations import VIEWS
 from projections.queries import Moment
+from projections.query_credentials import ensure_token
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionUnavailableError
 
 out = Console()
 err = Console(stderr=True)
 PROGRESS_BAR_MIN_EVENTS = 5_000
-READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-"""What ``sql`` accepts; the store also runs it with ``readonly=1``, which is what enforces it."""
 
 Advance = Callable[[int], None]
 JsonFlag = Annotated[bool, typer.Option("--json", help="NDJSON, one line per row.")]
@@ -263,25 +262,30 @@ def history(
 
 
 def sql(
-    query: Annotated[str, typer.Argument(help="One read-only statement (SELECT, SHOW...).")],
+    query: Annotated[
+        str, typer.Argument(help="One read-only statement (SELECT, SHOW, DESCRIBE, EXISTS...).")
+    ],
     json: JsonFlag = False,
 ) -> None:
-    """Run read-only SQL on the projections (tables and views of the projection database)."""
-    first_word = query.lstrip().split(maxsplit=1)[0].upper() if query.strip() else ""
-    if first_word not in READ_ONLY_STATEMENTS:
-        raise typer.BadParameter(
-            f"only read-only statements ({', '.join(READ_ONLY_STATEMENTS)})", param_hint="QUERY"
-        )
+    """Run one read-only statement on the projections (their tables and views).
+
+    ClickHouse parses it and an allow-list checks it: SELECT (WITH, UNION), SHOW TABLES,
+    DESCRIBE, EXISTS, EXPLAIN; no INTO OUTFILE, SETTINGS, file or network table functions.
+    It runs with readonly=1 and OKR_QUERY_MAX_SECONDS / OKR_QUERY_MAX_MEMORY_BYTES. With a
+    FORMAT clause, that format's output is written as it is.
+    """
     with caught_up_store() as store:
-        columns, rows = store.table(query, readonly=True)
-    if json:
-        _write_lines(dict(zip(columns, row, strict=True)) for row in rows)
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    out.print(table)
-    err.print(f"{len(rows)} rows")
+        answer = store.read_only(query, Settings().query_limits)
+    if answer.formatted is not None:
+        sys.stdout.buffer.write(answer.formatted)
+    elif json:
+        _write_lines(dict(zip(answer.columns, row, strict=True)) for row in answer.rows)
+    else:
+        table = Table(*answer.columns)
+        for row in answer.rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        out.print(table)
+        err.print(f"{len(answer.rows)} rows")
 
 
 def rebuild(
@@ -387,6 +391,9 @@ def init() -> None:
     for version, name, applied_at in recorded:
         state = "applied now" if version in applied else f"applied {applied_at:%Y-%m-%d %H:%M}Z"
         out.print(f"  migration {version}: {name} ({state})")
+    if parse_url(settings.resolved_clickhouse_url).embedded:  # the worker's endpoint serves it
+        ensure_token(token_path(settings))
+        out.print(f"query token: {token_path(settings)} (readable by its owner only)")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,25 +3,66 @@
 There the worker projects, so the query commands never catch up themselves. On a ClickHouse
 server they read it directly; on the embedded chDB store (which only the worker may open)
 they send their queries to the worker's endpoint, which speaks ClickHouse's HTTP interface
-(:mod:`processors.query_server`), so every query runs unchanged.
+(:mod:`projections.query_server`), so every query runs unchanged. The endpoint's credential
+comes from the settings or the token file in the data directory: nobody types it.
 """
 
 import logging
+from pathlib import Path
+from urllib.parse import quote
 
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store, scheme_of
 from projections.client import parse_url
+from projections.query_credentials import (
+    TOKEN_FILE,
+    Credential,
+    ensure_token,
+    is_loopback,
+    read_token,
+)
 from projections.store import ProjectionStore
-from schemas.errors import ProjectionUnavailableError
+from schemas.errors import ConfigurationError, ProjectionUnavailableError
 
 
 def is_kafka_runtime(settings: Settings) -> bool:
     return scheme_of(settings.resolved_ledger_url) == "kafka"
 
 
+def query_credential(settings: Settings, create: bool = False) -> Credential:
+    """The endpoint's reader credential: ``OKR_QUERY_PASSWORD``, else the token file
+    (``create``: made when missing, as the worker does). A non-loopback endpoint needs the
+    setting: a token file on one machine does not reach the clients of another."""
+    if settings.query_password is not None:
+        return Credential(settings.query_user, settings.query_password.get_secret_value())
+    if not is_loopback(settings.worker_web_host):
+        raise ConfigurationError(
+            f"OKR_WORKER_WEB_HOST={settings.worker_web_host} is not a loopback address: "
+            "set OKR_QUERY_PASSWORD to serve queries there"
+        )
+    path = token_path(settings)
+    return Credential(settings.query_user, ensure_token(path) if create else read_token(path))
+
+
+def endpoint_credential(settings: Settings) -> Credential | None:
+    """The credential the worker's endpoint accepts (``None``: no endpoint, the store is a
+    server), its token file created when missing."""
+    if not parse_url(settings.resolved_clickhouse_url).embedded:
+        return None
+    return query_credential(settings, create=True)
+
+
+def token_path(settings: Settings) -> Path:
+    return settings.data_dir / TOKEN_FILE
+
+
 def worker_url(settings: Settings) -> str:
+    """The endpoint's URL, with its credential (the CLI's store connects with it)."""
     database = parse_url(settings.resolved_clickhouse_url).database
-    return f"http://{settings.worker_web_host}:{settings.worker_web_port}/{database}"
+    credential = query_credential(settings)
+    user, password = quote(credential.user, safe=""), quote(credential.password, safe="")
+    host = settings.worker_web_host
+    return f"http://{user}:{password}@{host}:{settings.worker_web_port}/{database}"
 
 
 def open_served_store(settings: Settings) -> ProjectionStore:
@@ -33,7 +74,13 @@ def open_served_store(settings: Settings) -> ProjectionStore:
         logging.getLogger(chatty).setLevel(logging.ERROR)
     try:
         store = ProjectionStore.open(worker_url(settings), migrate=False)
-    except ProjectionUnavailableError:
+    except ProjectionUnavailableError as error:
+        if "Authentication failed" in str(error) or "AUTHENTICATION_FAILED" in str(error):
+            raise ProjectionUnavailableError(
+                f"the worker at {settings.worker_web_host}:{settings.worker_web_port} refused "
+                f"this process's credential: the worker and this command need the same "
+                f"OKR_DATA_DIR (token {token_path(settings)}) or OKR_QUERY_PASSWORD"
+            ) from None
         raise ProjectionUnavailableError(
             f"no worker answers at {settings.worker_web_host}:{settings.worker_web_port}: "
             f"start `okr-ledger worker` (it holds the embedded store {target.path} and serves "

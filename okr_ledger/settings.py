@@ -3,10 +3,11 @@
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events.sequencer import MAX_SUBMISSION_BYTES, Policy
+from projections.readonly_sql import QueryLimits
 
 
 class Settings(BaseSettings):
@@ -83,6 +84,27 @@ class Settings(BaseSettings):
     worker_web_host: str = Field(
         default="127.0.0.1", description="Address the worker's query endpoint binds to."
     )
+    query_user: str = Field(
+        default="reader",
+        min_length=1,
+        description="User name of the query endpoint's reader credential.",
+    )
+    query_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the query endpoint (default: the token in "
+        "<data_dir>/query-token, created by `init` or the worker). Required when "
+        "OKR_WORKER_WEB_HOST is not a loopback address.",
+    )
+    query_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest a read-only query (`sql`, the query endpoint) may run.",
+    )
+    query_max_memory_bytes: int = Field(
+        default=2 << 30,
+        ge=1 << 20,
+        description="Most memory a read-only query (`sql`, the query endpoint) may use.",
+    )
     log_level: str = Field(default="INFO", description="Log level of `okr-ledger worker`.")
 
     @property
@@ -93,6 +115,10 @@ class Settings(BaseSettings):
     def resolved_clickhouse_url(self) -> str:
         # chdb:///path is absolute (clickhouse-connect's reading): resolve a relative data dir.
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').absolute()}"
+
+    @property
+    def query_limits(self) -> QueryLimits:
+        return QueryLimits(self.query_max_seconds, self.query_max_memory_bytes)
 
     @property
     def policy(self) -> Policy:

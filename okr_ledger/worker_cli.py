@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from schemas.errors import MissingExtraError
 
@@ -18,6 +19,7 @@ def worker(
     """Run the Kafka worker: the sequencer (intake -> ledger, rejections, outcomes), the
     projector (ledger -> projections) and, on an embedded store, its query endpoint."""
     settings = Settings()
+    endpoint_credential(settings)  # a refused endpoint is one line now, not after Kafka
     try:
         from okr_ledger import worker_runtime
     except ModuleNotFoundError as error:

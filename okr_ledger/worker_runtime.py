@@ -9,12 +9,14 @@ import functools
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
 from processors.kafka_projector import ProjectorAgent, ProjectorConfig
 from processors.kafka_worker import Hook, SequencerWorker, WorkerConfig
-from processors.query_server import QueryServer, ReadOnlyEngine
 from projections.client import parse_url
+from projections.query_credentials import is_loopback
+from projections.query_server import QueryServer, ReadOnlyEngine
 
 
 def worker_hooks(settings: Settings) -> list[Hook]:
@@ -26,6 +28,7 @@ def worker_hooks(settings: Settings) -> list[Hook]:
 async def run_projections(settings: Settings, stop: asyncio.Event) -> None:
     """Project the ledger into the store; serve read-only queries when the store is chDB."""
     config = WorkerConfig.from_settings(settings)
+    credential = endpoint_credential(settings)  # before anything starts: it may refuse
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(thread, open_projection_store, settings)
@@ -42,8 +45,12 @@ async def run_projections(settings: Settings, stop: asyncio.Event) -> None:
         target = parse_url(settings.resolved_clickhouse_url)
         async with asyncio.TaskGroup() as tasks:  # one failing cancels the other
             tasks.create_task(agent.run(stop))
-            if target.embedded and target.path is not None:
-                server = QueryServer(ReadOnlyEngine(target.path))
+            if credential is not None and target.path is not None:
+                server = QueryServer(
+                    ReadOnlyEngine(target.path, settings.query_limits),
+                    [credential],
+                    loopback=is_loopback(settings.worker_web_host),
+                )
                 tasks.create_task(
                     server.serve(settings.worker_web_host, settings.worker_web_port, stop)
                 )

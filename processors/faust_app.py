@@ -58,7 +58,7 @@ def create_app(settings: Settings, hooks: Sequence[Hook] = ()) -> OkrApp:
         autodiscover=False,
         store="memory://",
         topic_partitions=settings.kafka_partitions,
-        web_enabled=False,  # the worker serves queries itself (processors/query_server.py)
+        web_enabled=False,  # the worker serves queries itself (projections/query_server.py)
         # Faust's own consumer group carries no sequencer partitions; keep its joins short.
         broker_session_timeout=6.0,
         broker_rebalance_timeout=6.0,

@@ -28,6 +28,8 @@ class ClickHouseClient(Protocol):
     """The part of clickhouse-connect's client that the store uses."""
 
     database: str | None
+    server_settings: dict[str, Any]
+    """The server's settings as ``system.settings`` reports them (``.readonly`` on each)."""
 
     def command(
         self, cmd: str, parameters: Any = None, settings: dict[str, Any] | None = None

@@ -2,6 +2,7 @@
 
 import gc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,9 +17,19 @@ from projections.migrations import (
     TIME,
     VIEWS,
 )
+from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows
 from schemas.errors import ProjectionError, ProjectionQueryError
 
 Params = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnlyAnswer:
+    """What a read-only statement gave: columns and rows, or, with FORMAT, that format's bytes."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    formatted: bytes | None = None
 
 
 class ProjectionStore:
@@ -29,6 +40,7 @@ class ProjectionStore:
         self.database = database
         self.description = description or database
         self._migrated = False
+        self._guard = ReadOnlyGuard()
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
@@ -167,24 +179,15 @@ class ProjectionStore:
 
     # --- reading --------------------------------------------------------------------------
 
-    def rows(
-        self, query: str, parameters: Params | None = None, readonly: bool = False
-    ) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._query(query, parameters, readonly).result_rows]
+    def rows(self, query: str, parameters: Params | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._query(query, parameters).result_rows]
 
     def dicts(self, query: str, parameters: Params | None = None) -> list[dict[str, Any]]:
         result = self._query(query, parameters)
         names = list(result.column_names)
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
-    def table(
-        self, query: str, parameters: Params | None = None, readonly: bool = False
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        result = self._query(query, parameters, readonly)
-        return list(result.column_names), [tuple(r) for r in result.result_rows]
-
-    def _query(self, query: str, parameters: Params | None, readonly: bool = False) -> Any:
-        settings = {"readonly": 1} if readonly else None
+    def _query(self, query: str, parameters: Params | None, settings: Params | None = None) -> Any:
         try:
             return self.client.query(
                 self._sql(query), parameters=parameters or {}, settings=settings
@@ -192,8 +195,41 @@ class ProjectionStore:
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
 
+    # --- read-only SQL (``okr-ledger sql``) -----------------------------------------------
+
+    def read_only(self, query: str, limits: QueryLimits) -> ReadOnlyAnswer:
+        """Run one statement if :mod:`projections.readonly_sql` accepts it (parsed by this
+        engine), with ``readonly = 1`` and ``limits``; else :class:`QueryRefusedError`."""
+        settings = self._read_only_settings(limits)
+
+        def run(sql: str) -> Rows:
+            return self.client.query(sql, settings=settings).result_rows
+
+        checked = self._guard.check(query, run)
+        # As checked: not through _sql(), which would rewrite "{db}" inside the statement.
+        try:
+            if checked.output_format:
+                return ReadOnlyAnswer([], [], self.client.raw_query(checked.sql, settings=settings))
+            result = self.client.query(checked.sql, settings=settings)
+        except Exception as error:
+            raise ProjectionQueryError(_first_line(error)) from error
+        return ReadOnlyAnswer(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def _read_only_settings(self, limits: QueryLimits) -> Params:
+        """``readonly = 1`` and the limits, but for those the server holds read-only itself
+        (a server in read-only mode, such as the worker's endpoint, applies its own limits;
+        clickhouse-connect refuses to send a setting the server reports read-only)."""
+        fixed = self.client.server_settings
+        return {
+            name: value
+            for name, value in limits.settings().items()
+            if not (name in fixed and bool(getattr(fixed[name], "readonly", False)))
+        }
+
     def export(self, relation: str, fmt: str) -> bytes:
         """One view or table in a ClickHouse output format (Parquet, CSVWithNames...)."""
+        if relation not in (*VIEWS, *t.COLUMNS):  # named in SQL: never a caller's text
+            raise ProjectionQueryError(f"{relation!r} is not a view or table of the projections")
         try:
             return self.client.raw_query(self._sql(f"SELECT * FROM {{db}}.{relation}"), fmt=fmt)
         except Exception as error:

@@ -74,3 +74,7 @@ class UnknownNameError(OkrLedgerError):
         self.suggestions = difflib.get_close_matches(name, sorted(set(known)), n=3)
         hint = " or ".join(repr(s) for s in self.suggestions)
         super().__init__(f"unknown {kind} {name!r}" + (f"; did you mean {hint}?" if hint else ""))
+
+
+class QueryRefusedError(ProjectionQueryError):
+    """Read-only SQL refused a statement (a write, a file, a setting...); nothing ran."""

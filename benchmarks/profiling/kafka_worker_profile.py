@@ -36,7 +36,7 @@ CATEGORIES = (
                                              "events/kafka_records.py")),
     ("kafka-python (producer/admin)", ("(kafka/", "events/kafka_client.py")),
     ("aiokafka (fetch, decode)", ("aiokafka/",)),
-    ("query server (aiohttp)", ("processors/query_server.py", "aiohttp/")),
+    ("query server (aiohttp)", ("projections/query_server.py", "aiohttp/")),
     ("faust / mode", ("faust/", "mode/")),
     ("asyncio loop", ("asyncio/",)),
 )  # fmt: skip

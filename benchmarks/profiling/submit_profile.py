@@ -44,7 +44,7 @@ from events.ledger import Ledger
 from events.log import EventLog
 from events.outcomes import Accepted, Duplicate, Outcome
 from events.rules import check
-from events.sequencer import Sequencer, _envelope
+from events.sequencer import Sequencer, _content
 from events.sqlite_log import SqliteEventLog
 from events.state import LedgerState, OrgState
 from okr_ledger.submissions import Summary, ndjson_lines
@@ -169,7 +169,7 @@ def _replay_one(state: LedgerState, raw: bytes, now: datetime, stages: Stages) -
     lap("event id (uuid5 from source_event_id)")
     data = payload.model_dump(mode="json", exclude_none=True)
     lap("payload.model_dump(mode=json)")
-    envelope = _envelope(submission, event_id, version, data)
+    envelope = {"event_id": str(event_id), **_content(submission, version, data)}
     lap("envelope dict (+ format_timestamp)")
     body = canonical_bytes(envelope)
     lap("canonical JSON #1 (content digest)")

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from events.kafka_client import Connection
+from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
 from tests.kafka.test_sequencer_worker import Worker
 
@@ -53,11 +54,14 @@ def json_lines(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
 
 
 def served_store(worker: Worker) -> ProjectionStore:
+    """The worker's store through its endpoint, with the token the worker created."""
     port = worker.env["OKR_WORKER_WEB_PORT"]
+    token = Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE
     deadline = time.monotonic() + 30
     while True:
         try:
-            return ProjectionStore.open(f"http://127.0.0.1:{port}/okr_ledger", migrate=False)
+            url = f"http://reader:{read_token(token)}@127.0.0.1:{port}/okr_ledger"
+            return ProjectionStore.open(url, migrate=False)
         except Exception:
             assert worker.alive(), f"the worker exited:\n{worker.log_tail()}"
             assert time.monotonic() < deadline, f"no query endpoint:\n{worker.log_tail()}"

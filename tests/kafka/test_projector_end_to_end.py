@@ -1,5 +1,8 @@
 """The worker projects the ledger, and serves the query commands of another process."""
 
+import stat
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,7 @@ from events.kafka_client import Connection
 from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
 from okr_ledger.demo import demo_submissions
+from projections.query_credentials import TOKEN_FILE
 from tests.kafka.projector_support import cli, json_lines, projecting_worker, wait_projected
 from tests.kafka.test_sequencer_worker import Submitter
 
@@ -51,6 +55,13 @@ def test_queries_while_the_worker_runs_equal_the_embedded_runtime(
         written = cli(on_kafka, "sql", "INSERT INTO checkpoints (stream) VALUES ('x')")
         assert written.returncode != 0
         assert "read-only" in written.stderr
+        token = Path(on_kafka["OKR_DATA_DIR"]) / TOKEN_FILE  # made by the worker, owner only
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        port = on_kafka["OKR_WORKER_WEB_PORT"]
+        stranger = urllib.request.Request(f"http://127.0.0.1:{port}/", data=b"SELECT 1")
+        with pytest.raises(urllib.error.HTTPError) as refused_stranger:
+            urllib.request.urlopen(stranger, timeout=10)
+        assert refused_stranger.value.code == 401
     finally:
         submitter.close()
         worker.stop()

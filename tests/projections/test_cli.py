@@ -113,10 +113,11 @@ def test_cascade_coverage_and_history(demo_dir: Path) -> None:
 def test_sql_is_read_only(demo_dir: Path) -> None:
     assert lines("sql", "SELECT count() AS n FROM key_result_progress") == [{"n": 7}]
     refused = runner.invoke(app, ["sql", "DROP TABLE audit_events"])
-    assert refused.exit_code == 2
-    assert "only read-only statements" in refused.output
+    assert refused.exit_code == 1
+    assert "DROP is not allowed in read-only SQL" in str(refused.exception)
     sneaky = runner.invoke(app, ["sql", "WITH 1 AS x INSERT INTO themes SELECT * FROM themes"])
-    assert sneaky.exit_code != 0
+    assert sneaky.exit_code == 1
+    assert "INSERT is not allowed in read-only SQL" in str(sneaky.exception)
     assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 76}]
 
 

@@ -18,8 +18,9 @@ from processors.tables import RowBatch
 from projections import queries
 from projections.migrations import MIGRATIONS, VIEWS
 from projections.queries import Moment
+from projections.readonly_sql import QueryLimits
 from projections.store import ProjectionStore
-from schemas.errors import ProjectionError, ProjectionQueryError
+from schemas.errors import ProjectionError, QueryRefusedError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day
 
@@ -120,11 +121,16 @@ class ProjectionStoreContract:
         assert fingerprint(store) == crashed
 
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
-        with pytest.raises(ProjectionQueryError):
-            store.table("DROP TABLE audit_events", readonly=True)
-        with pytest.raises(ProjectionQueryError):
-            store.table("INSERT INTO rejections (position) VALUES (1)", readonly=True)
-        assert store.table("SELECT 1 AS one", readonly=True) == (["one"], [(1,)])
+        limits = QueryLimits()
+        with pytest.raises(QueryRefusedError, match="DROP is not allowed"):
+            store.read_only("DROP TABLE audit_events", limits)
+        with pytest.raises(QueryRefusedError, match="INSERT"):
+            store.read_only("INSERT INTO rejections (position) VALUES (1)", limits)
+        one = store.read_only("SELECT 1 AS one", limits)
+        assert (one.columns, one.rows, one.formatted) == (["one"], [(1,)], None)
+        csv = store.read_only("SELECT 1 AS one FORMAT CSVWithNames", limits)
+        assert csv.formatted == b'"one"\n1\n'
+        assert store.rows("EXISTS TABLE audit_events") == [(1,)]
 
     def test_bad_sql_is_a_projection_error(self, store: ProjectionStore) -> None:
         with pytest.raises(ProjectionError, match="no_such_table"):

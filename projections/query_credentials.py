@@ -1,0 +1,80 @@
+"""Who may use the query endpoint: credentials, and the token file the CLI finds them in.
+
+The token file (``<data dir>/query-token``) holds a random password, created with mode 0600;
+a token file that others may read is refused, as ssh refuses such a key. A deployment may name
+the credentials in settings instead. Every credential is a *reader* today: its statements go
+through :mod:`projections.readonly_sql`. A writer role (one that skips the check) would be a
+second kind of :class:`Credential`.
+"""
+
+import hmac
+import ipaddress
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from schemas.errors import ConfigurationError
+
+TOKEN_FILE = "query-token"
+MAX_TOKEN_BYTES = 1024
+Role = Literal["reader"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A user name and password the endpoint accepts, and what they may do."""
+
+    user: str
+    password: str
+    role: Role = "reader"
+
+    def matches(self, user: str, password: str) -> bool:
+        """Both equal, compared in constant time (both compared, whatever the first gave)."""
+        same_user = hmac.compare_digest(user.encode(), self.user.encode())
+        same_password = hmac.compare_digest(password.encode(), self.password.encode())
+        return same_user & same_password
+
+
+def ensure_token(path: Path) -> str:
+    """The token in ``path``; a new random one (mode 0600) when there is none yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_token(path)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(32) + "\n")
+    return read_token(path)
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path``, if only its owner may read or change it."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"no query token at {path}: `okr-ledger init` or the worker creates it "
+            "(or set OKR_QUERY_PASSWORD)"
+        ) from None
+    if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+        raise ConfigurationError(
+            f"the query token {path} may be read or changed by others "
+            f"(mode {stat.filemode(info.st_mode)}): run `chmod 600 {path}`"
+        )
+    token = path.read_bytes()[: MAX_TOKEN_BYTES + 1].decode("utf-8", errors="replace").strip()
+    if not token or len(token) > MAX_TOKEN_BYTES:
+        raise ConfigurationError(f"the query token {path} is empty or too long")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
