@@ -22,7 +22,7 @@ from events.stored import export_lines
 from okr_ledger import __version__, query_cli, worker_cli
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
-from okr_ledger.wiring import is_kafka, open_event_log, open_ledger
+from okr_ledger.wiring import bootstrap, open_event_log, open_ledger
 from schemas.errors import (
     MissingExtraError,
     OkrLedgerError,
@@ -103,43 +103,20 @@ def submit_stream(stream: IO[bytes], size: int, outcomes_to: IO[bytes] | None) -
         disable=size < PROGRESS_MIN_BYTES or not err.is_terminal,
         transient=True,
     )
-    if is_kafka(settings):
-        return submit_to_kafka(settings, (stream, size), progress, outcomes_to)
     summary = Summary()
-    ledger = open_ledger(settings)
+    submitter = bootstrap(settings).submitter()
     try:
         with progress:
             task = progress.add_task("submitting", total=size or None)
             lines = ndjson_lines(
                 stream, lambda n: progress.advance(task, n), limit=settings.policy.max_bytes
             )
-            for outcome in ledger.submit_many(lines):
-                summary.add(outcome)
+            for outcome in submitter.submit_many(lines):
+                summary.count(outcome.status, outcome.org_id, outcome.reason_code)
                 if outcomes_to is not None:
                     outcomes_to.write(orjson.dumps(outcome.to_json()) + b"\n")
     finally:
-        ledger.log.close()
-    return summary
-
-
-def submit_to_kafka(
-    settings: Settings,
-    source: tuple[IO[bytes], int],
-    progress: Progress,
-    outcomes_to: IO[bytes] | None,
-) -> Summary:
-    """``submit`` on Kafka: produce to intake, report the worker's outcomes as above."""
-    from okr_ledger.kafka_submit import KafkaSubmitter
-
-    stream, size = source
-    summary = Summary()
-    with KafkaSubmitter.from_settings(settings) as submitter, progress:
-        task = progress.add_task("submitting", total=size or None)
-        lines = ndjson_lines(stream, lambda n: progress.advance(task, n))
-        for outcome in submitter.submit_many(lines):
-            summary.count(outcome.status, outcome.org_id, outcome.reason_code)
-            if outcomes_to is not None:
-                outcomes_to.write(orjson.dumps(outcome.to_json()) + b"\n")
+        submitter.close()
     return summary
 
 

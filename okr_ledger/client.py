@@ -12,37 +12,19 @@ the worker's answer (a worker must be running: ``okr-ledger worker``)::
 Submitting the same event again is safe: it comes back ``duplicate``.
 """
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from events.ledger import Line
+from okr_ledger.runtime import Submitter
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
-from okr_ledger.wiring import is_kafka, open_ledger
+from okr_ledger.wiring import bootstrap
 
 Event = Mapping[str, Any] | bytes
 """A submission: a JSON object, or its JSON bytes as they are."""
-
-
-class _Backend(Protocol):
-    def submit_many(self, lines: Iterable[Line]) -> Iterator[SubmitOutcome]: ...
-
-    def close(self) -> None: ...
-
-
-class _Embedded:
-    def __init__(self, settings: Settings) -> None:
-        self._ledger = open_ledger(settings)
-
-    def submit_many(self, lines: Iterable[Line]) -> Iterator[SubmitOutcome]:
-        for outcome in self._ledger.submit_many(lines):
-            yield SubmitOutcome.from_outcome(outcome)
-
-    def close(self) -> None:
-        self._ledger.log.close()
 
 
 def _encode(event: Event) -> bytes:
@@ -57,13 +39,7 @@ class LedgerClient:
         if url is not None:
             settings = settings.model_copy(update={"ledger_url": url})
         self.url = settings.resolved_ledger_url
-        self._backend: _Backend
-        if is_kafka(settings):
-            from okr_ledger.kafka_submit import KafkaSubmitter
-
-            self._backend = KafkaSubmitter.from_settings(settings)
-        else:
-            self._backend = _Embedded(settings)
+        self._submitter: Submitter = bootstrap(settings).submitter()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "LedgerClient":
@@ -77,10 +53,10 @@ class LedgerClient:
 
     def submit_many(self, events: Iterable[Event]) -> list[SubmitOutcome]:
         """Submit events in order; one outcome each, in the same order."""
-        return list(self._backend.submit_many((_encode(e), None) for e in events))
+        return list(self._submitter.submit_many((_encode(e), None) for e in events))
 
     def close(self) -> None:
-        self._backend.close()
+        self._submitter.close()
 
     def __enter__(self) -> "LedgerClient":
         return self

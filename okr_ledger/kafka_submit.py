@@ -19,10 +19,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
-from events.intake_wire import Answer, decode_outcome, intake_message
+from events.intake_wire import Answer, decode_outcome, intake_message, stand_in_message
 from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
 from events.kafka_log import servers_from_url
-from events.ledger import Line
+from events.ledger import ReadLine
+from events.outcomes import Oversized
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from schemas.errors import LedgerUnavailableError
@@ -77,7 +78,7 @@ class KafkaSubmitter:
             timeout_s=settings.submit_timeout_seconds,
         )
 
-    def submit_many(self, lines: Iterable[Line]) -> Iterator[SubmitOutcome]:
+    def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]:
         """Produce every submission and yield its outcome, in order.
 
         Raises :class:`SubmitTimeoutError` when no answer came for ``timeout_s``.
@@ -117,17 +118,20 @@ class _Run:
         self.submitter = submitter
         self.prefix = uuid.uuid4().hex
         self.positions: dict[int, int | None] = dict(positions)
-        self.pending: dict[str, Line] = {}  # in submission order
+        self.pending: dict[str, ReadLine] = {}  # in submission order
         self.answers: dict[str, Answer] = {}
         self.produced = 0
         self.last_progress = time.monotonic()
 
-    def produce(self, chunk: list[Line]) -> None:
+    def produce(self, chunk: list[ReadLine]) -> None:
         s = self.submitter
         records = []
         for raw, line in chunk:
             submission_id = f"{self.prefix}-{self.produced}"
-            message = intake_message(raw, submission_id, line)
+            if isinstance(raw, Oversized):  # the reader never held it whole
+                message = stand_in_message(raw.prefix, raw.length, raw.sha256, submission_id, line)
+            else:
+                message = intake_message(raw, submission_id, line)
             key = message.key
             partition = partition_for(key or submission_id.encode(), s._partitions)
             records.append(OutRecord(s.intake, partition, key, message.value, message.headers))

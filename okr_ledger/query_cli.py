@@ -6,7 +6,7 @@ just submitted is in the answer. On Kafka the worker projects: they read its pro
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -18,22 +18,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from events.log import EventLog
 from okr_ledger import progress_render as render
-from okr_ledger.projection_compare import differing, fingerprint
-from okr_ledger.served_store import is_kafka_runtime, open_served_store, token_path
+from okr_ledger.served_store import token_path
 from okr_ledger.settings import Settings
-from okr_ledger.wiring import init_ledger, open_event_log, open_projection_store
-from processors.projector import Projector
-from processors.runner import EmbeddedRunner
-from processors.snapshots import DirectorySnapshots
+from okr_ledger.wiring import bootstrap, open_projection_store
 from projections import queries
 from projections.client import parse_url
 from projections.migrations import VIEWS
 from projections.queries import Moment
 from projections.query_credentials import ensure_token
 from projections.store import ProjectionStore
-from schemas.errors import ProjectionUnavailableError
 
 out = Console()
 err = Console(stderr=True)
@@ -80,19 +74,6 @@ def _write_lines(lines: Iterator[dict[str, Any]]) -> None:
         )
 
 
-def catch_up(
-    store: ProjectionStore, log: EventLog, settings: Settings, rebuild: bool = False
-) -> int:
-    """Project what the ledger has beyond the checkpoints; a progress bar when it is a lot."""
-    store.set_setting("over_focus_limit", str(settings.over_focus_limit))
-    snapshots = DirectorySnapshots(settings.data_dir / "projector-snapshots")
-    runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
-    backlog = runner.backlog()
-    with progress_bar("rebuilding" if rebuild else "projecting", backlog, rebuild) as advance:
-        done = runner.catch_up(advance)
-    return done.events
-
-
 @contextmanager
 def progress_bar(description: str, total: int, rebuild: bool = False) -> Iterator[Advance]:
     """A bar on stderr, yielding ``advance(n)``: always shown and kept for a rebuild, else
@@ -111,28 +92,9 @@ def progress_bar(description: str, total: int, rebuild: bool = False) -> Iterato
         yield lambda n: bar.advance(task, n)
 
 
-@contextmanager
-def caught_up_store() -> Iterator[ProjectionStore]:
-    """The projection store, caught up with the ledger; closed afterwards."""
-    settings = Settings()
-    if is_kafka_runtime(settings):
-        with open_served_store(settings) as served:
-            yield served
-        return
-    log = open_event_log(settings, create=False)  # first: no ledger, no store created
-    try:
-        store = open_projection_store(settings)
-    except BaseException:
-        log.close()
-        raise
-    try:
-        try:
-            catch_up(store, log, settings)
-        finally:
-            log.close()
-        yield store
-    finally:
-        store.close()
+def caught_up_store() -> AbstractContextManager[ProjectionStore]:
+    """The projection store, as up to date as the runtime makes it; closed afterwards."""
+    return bootstrap().projections(progress_bar)
 
 
 def _orgs(store: ProjectionStore, org: str | None) -> list[str]:
@@ -298,67 +260,18 @@ def rebuild(
     Embedded: drop them and rebuild in place. Kafka: beside the running worker, in a fresh
     database (a temporary chDB path, or a new database on the ClickHouse server).
     """
-    settings = Settings()
-    if is_kafka_runtime(settings):
-        try:
-            _rebuild_beside_live(settings, keep)
-            return
-        except ProjectionUnavailableError:
-            if not parse_url(settings.resolved_clickhouse_url).embedded:
-                raise
-            err.print("no worker answers: rebuilding its embedded store in place")
-    _rebuild_in_place(settings)
-
-
-def _rebuild_in_place(settings: Settings) -> None:
-    store = open_projection_store(settings)
-    try:
-        log = open_event_log(settings, create=False)
-        try:
-            catch_up(store, log, settings)
-            before = fingerprint(store)
-            store.drop_all()
-            store.migrate()
-            events = catch_up(store, log, settings, rebuild=True)
-            after = fingerprint(store)
-        finally:
-            log.close()
-    finally:
-        store.close()
-    out.print(f"rebuilt the projections from {events} ledger events")
-    if not any(count for count, _digest in before.values()):
-        out.print("there were no projections before: nothing to compare")
+    report = bootstrap().rebuild(keep, lambda label, total: progress_bar(label, total, True))
+    for note in report.notes:
+        out.print(note)
+    out.print(report.summary)
+    if not report.compared:
         return
-    if tables := differing(before, after):
-        out.print(f"[red]the rebuild differs from what was there[/] in: {', '.join(tables)}")
-        raise typer.Exit(1)
-    out.print("[green]identical[/]: the rebuild equals what was there")
-
-
-def _rebuild_beside_live(settings: Settings, keep: bool) -> None:
-    from okr_ledger.live_rebuild import rebuild_beside_live
-
-    found = rebuild_beside_live(
-        settings, keep, lambda total: progress_bar("rebuilding", total, rebuild=True)
-    )
-    orgs = len(found.limits.ledger)
-    out.print(
-        f"rebuilt {found.events} ledger events of {orgs} orgs and {found.limits.rejections} "
-        "rejections beside the live projections, up to their checkpoints"
-    )
-    if found.not_projected:
-        out.print(f"not projected by the worker yet: {', '.join(found.not_projected)}")
-    if found.kept:
-        out.print(f"kept the rebuild: {found.kept}")
-    if not orgs and not found.limits.rejections and not found.differences:
-        out.print("there are no live projections yet: nothing to compare")
-        return
-    if found.differences:
-        out.print("[red]the rebuild differs from the live projections[/]:")
-        for line in found.differences:
+    if report.differences:
+        out.print(f"[red]the rebuild differs from {report.baseline}[/]:")
+        for line in report.differences:
             out.print(f"  {line}", highlight=False)
         raise typer.Exit(1)
-    out.print("[green]identical[/]: the rebuild equals the live projections")
+    out.print(f"[green]identical[/]: the rebuild equals {report.baseline}")
 
 
 def export_projections(
@@ -380,7 +293,7 @@ def export_projections(
 def init() -> None:
     """Create the ledger (Kafka topics) and the projection store with its migrations. Rerunnable."""
     settings = Settings()
-    out.print(init_ledger(settings))
+    out.print(bootstrap(settings).init_ledger())
     store = open_projection_store(settings, migrate=False)
     try:
         applied = store.migrate()

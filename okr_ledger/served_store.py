@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from okr_ledger.settings import Settings
-from okr_ledger.wiring import open_projection_store, scheme_of
+from okr_ledger.wiring import open_projection_store
 from projections.client import parse_url
 from projections.query_credentials import (
     TOKEN_FILE,
@@ -23,10 +23,6 @@ from projections.query_credentials import (
 )
 from projections.store import ProjectionStore
 from schemas.errors import ConfigurationError, ProjectionUnavailableError
-
-
-def is_kafka_runtime(settings: Settings) -> bool:
-    return scheme_of(settings.resolved_ledger_url) == "kafka"
 
 
 def query_credential(settings: Settings, create: bool = False) -> Credential:

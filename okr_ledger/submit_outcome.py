@@ -1,10 +1,12 @@
-"""One submission's outcome as ``submit`` and the client report it, from either runtime."""
+"""One submission's outcome as ``submit``, the client and the HTTP API report it, from either
+runtime."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from events.intake_wire import AcceptedAnswer, Answer, DuplicateAnswer
-from events.outcomes import Accepted, Duplicate, Outcome, Rejection
+from events.outcomes import Accepted, Duplicate, Outcome, Oversized, Rejection
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
@@ -21,8 +23,7 @@ class SubmitOutcome:
     reason_code: str | None = None
     message: str | None = None
     line: int | None = None
-    document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    """The outcome's JSON exactly as the embedded ledger reports it (``--outcomes``)."""
+    _document: Callable[[], dict[str, Any]] = field(default=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -30,16 +31,19 @@ class SubmitOutcome:
         return self.status != "rejected"
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.document)
+        """The outcome's JSON exactly as the embedded ledger reports it (``--outcomes``);
+        built only when asked for."""
+        return self._document()
 
     @classmethod
     def from_outcome(cls, outcome: Outcome) -> "SubmitOutcome":
-        document = outcome.to_json()
         if isinstance(outcome, Accepted):
             e = outcome.event
-            return cls("accepted", e.event_id, e.org_id, e.sequence, e.hash, document=document)
+            return cls(
+                "accepted", e.event_id, e.org_id, e.sequence, e.hash, _document=outcome.to_json
+            )
         if isinstance(outcome, Duplicate):
-            return cls("duplicate", outcome.event_id, outcome.org_id, document=document)
+            return cls("duplicate", outcome.event_id, outcome.org_id, _document=outcome.to_json)
         return cls(
             "rejected",
             outcome.event_id,
@@ -47,11 +51,13 @@ class SubmitOutcome:
             reason_code=outcome.reason.value,
             message=outcome.message,
             line=outcome.line,
-            document=document,
+            _document=outcome.to_json,
         )
 
     @classmethod
-    def from_kafka(cls, answer: Answer, raw: bytes, line: int | None) -> "SubmitOutcome":
+    def from_kafka(
+        cls, answer: Answer, raw: bytes | Oversized, line: int | None
+    ) -> "SubmitOutcome":
         """From a record of the outcomes topic, and the submitted bytes and line number."""
         if isinstance(answer, AcceptedAnswer):
             document = answer.model_dump(
@@ -63,15 +69,18 @@ class SubmitOutcome:
                 answer.org_id,
                 answer.sequence,
                 answer.hash,
-                document=document,
+                _document=lambda: dict(document),
             )
         if isinstance(answer, DuplicateAnswer):
             document = answer.model_dump(include={"status", "event_id", "org_id"})
-            return cls("duplicate", answer.event_id, answer.org_id, document=document)
+            return cls(
+                "duplicate", answer.event_id, answer.org_id, _document=lambda: dict(document)
+            )
+        whole = raw if isinstance(raw, Oversized) else None
         rejection = Rejection(
             reason=answer.reason_code,
             message=answer.message,
-            raw=raw,
+            raw=raw.prefix if isinstance(raw, Oversized) else raw,
             recorded_at=answer.recorded_at,
             details=[detail.model_dump() for detail in answer.details],
             org_id=answer.org_id,
@@ -79,5 +88,7 @@ class SubmitOutcome:
             type=answer.type,
             source=answer.source,
             line=line,
+            raw_length=whole.length if whole else None,
+            raw_sha256=whole.sha256 if whole else None,
         )
         return cls.from_outcome(rejection)

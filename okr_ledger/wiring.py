@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from events.ledger import Ledger
 from events.log import EventLog
+from okr_ledger.runtime import Runtime
 from okr_ledger.settings import Settings
 from projections.store import ProjectionStore
 from schemas.errors import ConfigurationError, MissingExtraError
@@ -48,33 +49,6 @@ def scheme_of(url: str) -> str:
     if not scheme:
         raise ConfigurationError(f"{url!r} is not a URL (expected scheme://...)")
     return scheme
-
-
-def is_kafka(settings: Settings) -> bool:
-    """Whether ``OKR_LEDGER_URL`` is a Kafka ledger (submissions go through a worker)."""
-    return scheme_of(settings.resolved_ledger_url) == "kafka"
-
-
-def init_ledger(settings: Settings) -> str:
-    """Create what the ledger needs (Kafka topics, or the SQLite file); safe to rerun."""
-    if not is_kafka(settings):
-        open_event_log(settings, create=True).close()
-        return f"ledger: {settings.resolved_ledger_url}"
-    from events.kafka_admin import ensure_topics, okr_topics
-    from events.kafka_client import Connection
-    from events.kafka_log import servers_from_url
-
-    specs = okr_topics(
-        intake=settings.kafka_topic_intake,
-        ledger=settings.kafka_topic_ledger,
-        rejections=settings.kafka_topic_rejections,
-        outcomes=settings.kafka_topic_outcomes,
-        partitions=settings.kafka_partitions,
-    )
-    servers = servers_from_url(settings.resolved_ledger_url)
-    created = set(ensure_topics(Connection(servers, "okr-init"), specs))
-    topics = ", ".join(f"{s.name} ({'created' if s.name in created else 'exists'})" for s in specs)
-    return f"ledger: {settings.resolved_ledger_url}, topics {topics}"
 
 
 def _backend(registry: dict[str, tuple[str, str]], setting: str, url: str) -> Any:
@@ -120,3 +94,18 @@ def open_projection_store(settings: Settings, migrate: bool = True) -> Projectio
         url, migrate=migrate
     )
     return store
+
+
+RUNTIMES: dict[str, tuple[str, str]] = {
+    "sqlite": ("okr_ledger.embedded_runtime:EmbeddedRuntime", "core"),
+    "kafka": ("okr_ledger.kafka_runtime:KafkaRuntime", "kafka"),
+}
+"""``OKR_LEDGER_URL`` scheme -> (``module:class`` taking the settings, extra that provides it)."""
+
+
+def bootstrap(settings: Settings | None = None) -> Runtime:
+    """The runtime of ``OKR_LEDGER_URL``: the one place that chooses embedded or Kafka."""
+    settings = settings or Settings()
+    url = settings.resolved_ledger_url
+    runtime: Runtime = _backend(RUNTIMES, "OKR_LEDGER_URL", url)(settings)
+    return runtime

@@ -56,7 +56,7 @@ PROGRESS_STAGES = (
     ("    chDB engine start (_open_handle)", "cum", "chdb_backend.py:_open_handle"),
     ("    client handshake (init_sequence)", "cum", "orchestration.py:init_sequence"),
     ("  migrations check (migrate)", "cum", "projections/store.py:migrate"),
-    ("catch up (query_cli.catch_up)", "cum", "okr_ledger/query_cli.py:catch_up"),
+    ("catch up (embedded_runtime.catch_up)", "cum", "okr_ledger/embedded_runtime.py:catch_up"),
     ("  set_setting (focus limit)", "cum", "projections/store.py:set_setting"),
     ("  backlog (positions + heads)", "cum", "processors/runner.py:backlog"),
     ("  restore projector state (_restore)", "cum", "processors/runner.py:_restore"),

@@ -1,0 +1,104 @@
+"""The embedded runtime: the SQLite ledger in this process, projections caught up on demand."""
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from events.ledger import Ledger, ReadLine
+from events.log import EventLog
+from okr_ledger.projection_compare import differing, fingerprint
+from okr_ledger.runtime import ProgressBar, RebuildReport, no_progress
+from okr_ledger.settings import Settings
+from okr_ledger.submit_outcome import SubmitOutcome
+from okr_ledger.wiring import open_event_log, open_ledger, open_projection_store
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from processors.snapshots import DirectorySnapshots
+from projections.store import ProjectionStore
+
+
+class LedgerSubmitter:
+    """Submits to the ledger in this process: each outcome as soon as its batch is stored."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]:
+        for outcome in self.ledger.submit_many(lines):
+            yield SubmitOutcome.from_outcome(outcome)
+
+    def close(self) -> None:
+        self.ledger.log.close()
+
+
+def catch_up(
+    store: ProjectionStore, log: EventLog, settings: Settings, bar: ProgressBar, label: str
+) -> int:
+    """Project what the ledger has beyond the store's checkpoints; the events projected."""
+    store.set_setting("over_focus_limit", str(settings.over_focus_limit))
+    snapshots = DirectorySnapshots(settings.data_dir / "projector-snapshots")
+    runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
+    with bar(label, runner.backlog()) as advance:
+        return runner.catch_up(advance).events
+
+
+class EmbeddedRuntime:
+    """``sqlite://``: see the module docstring."""
+
+    name = "embedded"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def init_ledger(self) -> str:
+        open_event_log(self.settings, create=True).close()
+        return f"ledger: {self.settings.resolved_ledger_url}"
+
+    def submitter(self) -> LedgerSubmitter:
+        return LedgerSubmitter(open_ledger(self.settings))
+
+    @contextmanager
+    def projections(self, bar: ProgressBar = no_progress) -> Iterator[ProjectionStore]:
+        """The store, caught up with the ledger first (no ledger: an error, and no store)."""
+        log = open_event_log(self.settings, create=False)
+        try:
+            store = open_projection_store(self.settings)
+        except BaseException:
+            log.close()
+            raise
+        try:
+            try:
+                catch_up(store, log, self.settings, bar, "projecting")
+            finally:
+                log.close()
+            yield store
+        finally:
+            store.close()
+
+    def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
+        """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""
+        return rebuild_in_place(self.settings, bar)
+
+
+def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
+    """Catch up, fingerprint, drop, rebuild from the whole ledger, compare."""
+    store = open_projection_store(settings)
+    try:
+        log = open_event_log(settings, create=False)
+        try:
+            catch_up(store, log, settings, bar, "projecting")
+            before = fingerprint(store)
+            store.drop_all()
+            store.migrate()
+            events = catch_up(store, log, settings, bar, "rebuilding")
+            after = fingerprint(store)
+        finally:
+            log.close()
+    finally:
+        store.close()
+    report = RebuildReport(f"rebuilt the projections from {events} ledger events")
+    if not any(count for count, _digest in before.values()):
+        report.compared = False
+        report.notes.append("there were no projections before: nothing to compare")
+    else:
+        report.differences = [f"table {table}" for table in differing(before, after)]
+    return report

@@ -1,0 +1,88 @@
+"""The Kafka runtime: a worker decides and projects; this side submits and reads.
+
+Submissions are produced to the intake topic and answered by a worker on the outcomes topic
+(:mod:`okr_ledger.kafka_submit`); the projections are the worker's (its ClickHouse server, or
+its embedded store through its query endpoint: :mod:`okr_ledger.served_store`).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from okr_ledger.embedded_runtime import rebuild_in_place
+from okr_ledger.kafka_submit import KafkaSubmitter
+from okr_ledger.runtime import ProgressBar, RebuildReport, no_progress
+from okr_ledger.served_store import open_served_store
+from okr_ledger.settings import Settings
+from projections.client import parse_url
+from projections.store import ProjectionStore
+from schemas.errors import ProjectionUnavailableError
+
+
+class KafkaRuntime:
+    """``kafka://``: see the module docstring."""
+
+    name = "kafka"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def init_ledger(self) -> str:
+        from events.kafka_admin import ensure_topics, okr_topics
+        from events.kafka_client import Connection
+        from events.kafka_log import servers_from_url
+
+        s = self.settings
+        specs = okr_topics(
+            intake=s.kafka_topic_intake,
+            ledger=s.kafka_topic_ledger,
+            rejections=s.kafka_topic_rejections,
+            outcomes=s.kafka_topic_outcomes,
+            partitions=s.kafka_partitions,
+        )
+        servers = servers_from_url(s.resolved_ledger_url)
+        created = set(ensure_topics(Connection(servers, "okr-init"), specs))
+        topics = ", ".join(
+            f"{spec.name} ({'created' if spec.name in created else 'exists'})" for spec in specs
+        )
+        return f"ledger: {s.resolved_ledger_url}, topics {topics}"
+
+    def submitter(self) -> KafkaSubmitter:
+        return KafkaSubmitter.from_settings(self.settings)
+
+    @contextmanager
+    def projections(self, bar: ProgressBar = no_progress) -> Iterator[ProjectionStore]:
+        """The worker's live projections; a query never catches up here (the worker does)."""
+        with open_served_store(self.settings) as store:
+            yield store
+
+    def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
+        """Beside the running worker, in a fresh database; with no worker on an embedded
+        store, in place (nothing else holds it)."""
+        from okr_ledger.live_rebuild import rebuild_beside_live
+
+        try:
+            found = rebuild_beside_live(self.settings, keep, lambda n: bar("rebuilding", n))
+        except ProjectionUnavailableError:
+            if not parse_url(self.settings.resolved_clickhouse_url).embedded:
+                raise
+            report = rebuild_in_place(self.settings, bar)
+            report.notes.insert(0, "no worker answers: rebuilt its embedded store in place")
+            return report
+        orgs = len(found.limits.ledger)
+        report = RebuildReport(
+            f"rebuilt {found.events} ledger events of {orgs} orgs and "
+            f"{found.limits.rejections} rejections beside the live projections, up to their "
+            "checkpoints",
+            differences=found.differences,
+            baseline="the live projections",
+        )
+        if found.not_projected:
+            report.notes.append(
+                f"not projected by the worker yet: {', '.join(found.not_projected)}"
+            )
+        if found.kept:
+            report.notes.append(f"kept the rebuild: {found.kept}")
+        if not orgs and not found.limits.rejections and not found.differences:
+            report.compared = False
+            report.notes.append("there are no live projections yet: nothing to compare")
+        return report

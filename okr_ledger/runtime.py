@@ -1,0 +1,77 @@
+"""The runtime: what the application does on the ledger backend ``OKR_LEDGER_URL`` names.
+
+Two runtimes exist: the embedded one (``sqlite://``; submissions decided in-process, each
+query command catches the projections up itself) and the Kafka one (``kafka://``; a worker
+decides and projects, submitters wait for its answers, queries read its store). One is chosen
+once, by :func:`okr_ledger.wiring.bootstrap`; the CLI, the Python client and the HTTP server
+call only this interface, never ``if kafka``.
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from events.ledger import ReadLine
+from okr_ledger.settings import Settings
+from okr_ledger.submit_outcome import SubmitOutcome
+from projections.store import ProjectionStore
+
+Advance = Callable[[int], None]
+"""Report ``n`` more units of work done."""
+ProgressBar = Callable[[str, int], AbstractContextManager[Advance]]
+"""``bar(description, total)``: a context yielding ``advance``."""
+
+
+def no_progress(_description: str, _total: int) -> AbstractContextManager[Advance]:
+    """A progress bar that shows nothing."""
+    from contextlib import nullcontext
+
+    return nullcontext(lambda _n: None)
+
+
+class Submitter(Protocol):
+    """Submissions in, one outcome each out, in order."""
+
+    def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class RebuildReport:
+    """What ``rebuild`` did and found."""
+
+    summary: str
+    notes: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+    """Empty when the rebuild equals what was there."""
+    compared: bool = True
+    """False when there was nothing to compare with."""
+    baseline: str = "what was there"
+    """What the rebuild was compared with."""
+
+
+class Runtime(Protocol):
+    """The application's operations on one ledger backend."""
+
+    name: str
+    settings: Settings
+
+    def init_ledger(self) -> str:
+        """Create what the ledger needs (SQLite file or Kafka topics); rerunnable. A summary."""
+        ...
+
+    def submitter(self) -> Submitter:
+        """A submitter; close it when done."""
+        ...
+
+    def projections(
+        self, bar: ProgressBar = no_progress
+    ) -> AbstractContextManager[ProjectionStore]:
+        """The projection store to read, as up to date as this runtime makes it."""
+        ...
+
+    def rebuild(self, keep: bool, bar: ProgressBar = no_progress) -> RebuildReport:
+        """Project the ledger again and compare with the projections there."""
+        ...
