@@ -33,7 +33,7 @@ class LedgerSubmitter:
         """Append the refusals to the rejection log, in one transaction."""
         now = format_timestamp(self.ledger.clock())
         limit = self.ledger.policy.max_bytes
-        rejections = [refused(raw, refusal, now, None, limit) for raw, refusal in refused_]
+        rejections = [refused(raw, refusal, now, line, limit) for raw, refusal, line in refused_]
         self.ledger.log.append([], rejections)
         return [SubmitOutcome.from_outcome(rejection) for rejection in rejections]
 

@@ -104,7 +104,9 @@ class KafkaSubmitter:
         """Produce each refused submission with its ``okr-refusal`` headers; the worker
         records it as that rejection (only the worker writes the rejections topic)."""
         run = _Run(self, self._reader.ends(self.outcomes, self._outcome_partitions))
-        run.produce([(raw, None) for raw, _ in refused], [refusal for _, refusal in refused])
+        run.produce(
+            [(raw, line) for raw, _, line in refused], [refusal for _, refusal, _ in refused]
+        )
         return list(run.collect(until=0, exhausted=True))
 
     def _produce(self, records: list[OutRecord]) -> None:

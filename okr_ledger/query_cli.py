@@ -7,7 +7,7 @@ just submitted is in the answer. On Kafka the worker projects: they read its pro
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, date, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,13 +58,9 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
+        return query_json.parse_moment(text)
     except ValueError:
         raise typer.BadParameter(f"not a date or time: {text!r}", param_hint=option) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _write_lines(lines: Iterable[dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 print with ``--json``, and the HTTP API returns. Built here once, for both."""
 
 from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -12,6 +13,16 @@ from projections.queries import Moment, Record
 from projections.store import ProjectionStore
 
 JsonLine = dict[str, Any]
+
+
+def parse_moment(text: str) -> datetime:
+    """RFC 3339 (a missing offset means UTC) or a plain date (its midnight, UTC), in UTC;
+    ``ValueError`` otherwise."""
+    if len(text) == 10:
+        day = date.fromisoformat(text)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def encode_line(line: JsonLine) -> bytes:

@@ -34,9 +34,9 @@ def no_progress(_description: str, _total: int) -> AbstractContextManager[Advanc
 if TYPE_CHECKING:
     from okr_ledger.http.keys import KeyStore
 
-Refused = tuple[bytes, Refusal]
+Refused = tuple[bytes, Refusal, int | None]
 """A submission a submitter refused before deciding it (the HTTP API's forbidden ones), with
-the reason and message to record it under."""
+the reason and message to record it under, and its line number in a batch."""
 
 
 class Submitter(Protocol):
