@@ -242,7 +242,8 @@ def test_two_replicas_submit_refuse_read_and_share_revocations(
     revoked = cli(env, "keys", "revoke", jira_id)
     assert revoked.returncode == 0, revoked.stderr
     for replica in (a, b):
-        waited = eventually(
-            lambda r=replica: _post(r, jira, orjson.dumps(check_in())).status_code == 401, 10
-        )
-        assert waited < 5
+
+        def refused(r: Server = replica) -> bool:
+            return bool(_post(r, jira, orjson.dumps(check_in())).status_code == 401)
+
+        assert eventually(refused, 10) < 5
