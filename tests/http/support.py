@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,27 +16,12 @@ import orjson
 from okr_ledger.http.keys import Scope, new_key
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap
+from tests.kafka.projector_support import cli, free_port
+
+__all__ = ["cli", "free_port"]
 
 HOOKS = Path(__file__).parent / "fixtures" / "hooks.toml"
 JIRA_PAYLOAD = Path(__file__).parent / "fixtures" / "jira_issue_updated.json"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from okr_ledger.cli import main; main()", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 class Server:
