@@ -8,6 +8,7 @@ limit, the key store, the ledger) fails here, before the server listens.
 """
 
 import ipaddress
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -125,6 +126,7 @@ def serve(settings: Settings, runtime: Runtime, host: str, port: int) -> None:
     import uvicorn
 
     app = create_app(settings, runtime, host=host)
+    print(f"serving http://{host}:{port}/ on the {runtime.name} runtime", file=sys.stderr)
     uvicorn.run(
         app,
         host=host,

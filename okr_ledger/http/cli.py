@@ -126,10 +126,7 @@ def serve(
         from okr_ledger.http.app import serve as run
     except ModuleNotFoundError as error:
         raise MissingExtraError(error.name or "fastapi", "http") from error
-    bind = host or settings.http_host
-    chosen = port or settings.http_port
-    err.print(f"serving http://{bind}:{chosen}/ (API docs at /docs)", highlight=False)
-    run(settings, bootstrap(settings), bind, chosen)
+    run(settings, bootstrap(settings), host or settings.http_host, port or settings.http_port)
 
 
 def register(app: typer.Typer) -> None:
