@@ -52,6 +52,8 @@ class SqliteKeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._parsed: dict[bytes, KeyRecord | None] = {}
+        """Stored bytes -> record: each distinct record is validated once."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not path.exists()
@@ -100,7 +102,14 @@ class SqliteKeyStore:
 
     def _find(self, key_id: str) -> KeyRecord | None:
         row = self._db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-        return decode_record(bytes(row[0])) if row else None
+        if row is None:
+            return None
+        value = bytes(row[0])
+        if value not in self._parsed:
+            if len(self._parsed) > 10_000:
+                self._parsed.clear()
+            self._parsed[value] = decode_record(value)
+        return self._parsed[value]
 
     def _all(self) -> list[KeyRecord]:
         rows = self._db.execute("SELECT record FROM keys").fetchall()
