@@ -28,7 +28,12 @@ from okr_ledger.http.rate_limits import RateLimits
 from okr_ledger.http.services import Services
 from okr_ledger.runtime import Runtime
 from okr_ledger.settings import Settings
-from schemas.errors import LedgerUnavailableError, OkrLedgerError, UnknownNameError
+from schemas.errors import (
+    LedgerUnavailableError,
+    OkrLedgerError,
+    ProjectionUnavailableError,
+    UnknownNameError,
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -51,12 +56,8 @@ def _unknown_name(_request: Request, error: Exception) -> Response:
 
 
 def _unavailable(_request: Request, error: Exception) -> Response:
-    status, code = (
-        (503, "unavailable")
-        if isinstance(error, LedgerUnavailableError)
-        or type(error).__name__.endswith("UnavailableError")
-        else (500, "error")
-    )
+    unavailable = isinstance(error, LedgerUnavailableError | ProjectionUnavailableError)
+    status, code = (503, "unavailable") if unavailable else (500, "error")
     return problem(status, code, str(error), {"Retry-After": "1"} if status == 503 else None)
 
 
