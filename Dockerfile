@@ -1,4 +1,4 @@
-# The okr-ledger image of docker-compose.yml: `okr-ledger init`, `okr-ledger worker`, the CLI.
+# The okr-ledger image of docker-compose.yml: `okr-ledger init`, `worker`, `serve`, the CLI.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,7 +13,7 @@ COPY events/ events/
 COPY processors/ processors/
 COPY projections/ projections/
 COPY okr_ledger/ okr_ledger/
-RUN pip install '.[kafka,clickhouse]' \
+RUN pip install '.[kafka,clickhouse,http]' \
     && useradd --create-home --uid 10001 okr \
     && mkdir /data && chown okr:okr /data
 

@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 200000
 	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
 	$(PY) benchmarks/kafka_crash_soak.py --kills 30
+	$(PY) benchmarks/http_intake.py --seconds 60
 
 clean:
 	rm -rf $(VENV) .okr-ledger .mypy_cache .pytest_cache .ruff_cache .hypothesis
