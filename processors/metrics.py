@@ -1,48 +1,43 @@
 """The operators' view of a worker: Prometheus metrics, liveness and readiness.
 
-One :class:`WorkerMetrics` per worker process holds a registry of its own (not the global
-one) and the worker's readiness. The agents report into it; :func:`add_routes` serves it on
-an aiohttp application (Faust's web server: ``web.web_app`` in ``App.on_webserver_init``).
+:class:`PrometheusMetrics` is what the agents report to (the ``WorkerMetrics`` calls: once per
+batch, rebalance or restore, never per record). It keeps a registry of its own (not
+prometheus-client's global one) and the worker's readiness; :func:`add_routes` serves both on
+an aiohttp application (Faust's web server: ``web.web_app`` in ``App.on_webserver_init``)::
 
-What the agents call (each call is cheap; call it once per batch, not per record)::
+    metrics = PrometheusMetrics(ready_after=[intake_topic])
+    install_faust_sensors(app, metrics)   # Faust's own families, in the same registry
+    add_routes(web.web_app, metrics)      # GET /metrics, /healthz, /livez
 
-    metrics = WorkerMetrics()
-    install_faust_sensors(app, metrics)        # Faust's own families, same registry
-    metrics.rebalance_started()                # App.on_rebalance_start: not ready
-    metrics.assigned("sequencer", [0, 1])      # all the role's partitions, after each rebalance
-    metrics.restored("sequencer", 0, seconds)  # each assigned partition, once restored
-    with metrics.timed("sequencer"):           # one batch (or metrics.batch(role, seconds))
-        ...
-    metrics.sequenced(partition, events)       # accepted events written to the ledger
-    metrics.rejected(reason_code, count)       # rejections written, by reason code
-    metrics.outcomes(status, count)            # accepted, duplicate or rejected
-    metrics.fenced(partition)                  # a write refused because another owner fenced it
-    metrics.projector_lag(partition, events, last_projected_at)
-    metrics.failed("why")                      # the worker cannot go on: liveness fails
+    metrics.rebalanced()                  # a rebalance started: not ready
+    metrics.restored(p, seconds=, events=)  # intake partition p taken over (restore time)
+    metrics.assigned(topic, n)            # the topic's n partitions are owned and restored
+    metrics.sequenced(p, events=, rejections={reason: n}, duplicates=, outcomes=, seconds=)
+    metrics.projected(events=, rejections=, seconds=)
+    metrics.projector_lag(p, events=, seconds=)  # records behind; age of the newest projected
+    metrics.projecting(partitions)        # the ledger partitions projected now (after a rebalance)
+    metrics.fenced(p)                     # a write refused: another worker owns p now
+    metrics.failed("why")                 # the worker cannot go on: liveness fails
 
-Readiness (``GET /healthz``: 200 ready, 503 not): every role named in ``roles`` has reported
-its assignment since the last rebalance started, and every partition assigned has been reported
-restored. A worker with no partition is ready (spare capacity). Liveness (``GET /livez``):
-200 while the event loop answers, unless :meth:`WorkerMetrics.failed` was called.
-``GET /metrics`` is prometheus-client's own aiohttp exposition (text or OpenMetrics).
+``GET /healthz`` is 200 once every topic of ``ready_after`` has been reported ``assigned``
+since the last rebalance started (the agents report it once the partitions are restored), and
+503 with the reason before that; a worker given no partition is ready (spare capacity).
+``GET /livez`` is 200 while the event loop answers, unless :meth:`~PrometheusMetrics.failed`
+was called. ``GET /metrics`` is prometheus-client's own aiohttp exposition (text or
+OpenMetrics, as the scraper asks).
 
-Projector lag in seconds is computed when scraped: 0 when the partition is caught up, else the
-time since ``last_projected_at`` (the broker timestamp, in epoch seconds, of the last record
-projected), so it grows while a projector is stuck.
+Projector lag in seconds is 0 for a partition that is caught up; otherwise it is the age of the
+newest event projected, and it keeps growing between reports while the projector is stuck.
 """
 
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
-
-ROLES = ("sequencer", "projector")
-"""The worker's agents, each with partitions of its own (intake, ledger)."""
 
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
@@ -51,28 +46,22 @@ PREFIX = "okr"
 
 @dataclass(slots=True)
 class Readiness:
-    """Which partitions each role owns, which of them are restored, and why not ready."""
+    """Which topics' assignments are reported (restored) since the last rebalance started."""
 
-    roles: tuple[str, ...]
-    assigned: dict[str, frozenset[int]] = field(default_factory=dict)
-    restoring: dict[str, set[int]] = field(default_factory=dict)
+    ready_after: tuple[str, ...]
     reported: set[str] = field(default_factory=set)
-    """Roles that reported their assignment since the last rebalance started."""
+    assigned: dict[str, int] = field(default_factory=dict)
+    rebalances: int = 0
     failure: str | None = None
-
-    @property
-    def ready(self) -> bool:
-        return not self.why_not_ready()
 
     def why_not_ready(self) -> str:
         """Empty when ready."""
         if self.failure is not None:
             return f"failed: {self.failure}"
-        if waiting := [r for r in self.roles if r not in self.reported]:
-            what = "rebalancing" if self.assigned else "waiting for the first assignment"
-            return f"{what} ({', '.join(waiting)})"
-        restoring = {r: sorted(ps) for r, ps in self.restoring.items() if ps}
-        return "; ".join(f"restoring {r} {ps}" for r, ps in restoring.items())
+        if waiting := [t for t in self.ready_after if t not in self.reported]:
+            what = "rebalancing" if self.rebalances else "waiting for the first assignment"
+            return f"{what}: {', '.join(waiting)} not assigned and restored yet"
+        return ""
 
     def to_json(self) -> dict[str, Any]:
         why = self.why_not_ready()
@@ -80,17 +69,16 @@ class Readiness:
             "live": self.failure is None,
             "ready": not why,
             "status": why or "ready",
-            "partitions": {r: sorted(self.assigned.get(r, ())) for r in self.roles},
-            "restoring": {r: sorted(self.restoring.get(r, ())) for r in self.roles},
+            "assigned_partitions": dict(self.assigned),
         }
 
 
-class WorkerMetrics:
+class PrometheusMetrics:
     """The worker's Prometheus registry and readiness (see the module docstring)."""
 
-    def __init__(self, roles: Iterable[str] = ROLES) -> None:
+    def __init__(self, ready_after: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.readiness = Readiness(tuple(roles))
+        self.readiness = Readiness(tuple(ready_after))
         r, p = self.registry, PREFIX
         self._sequenced = Counter(
             f"{p}_events_sequenced", "Events written to the ledger.", ["partition"], registry=r
@@ -99,7 +87,13 @@ class WorkerMetrics:
             f"{p}_rejections", "Rejections written, by reason code.", ["reason"], registry=r
         )
         self._outcomes = Counter(
-            f"{p}_outcomes", "Outcomes written, by status.", ["status"], registry=r
+            f"{p}_outcomes",
+            "Outcomes written, by status (resent: of submissions decided before a restart).",
+            ["status"],
+            registry=r,
+        )
+        self._projected = Counter(
+            f"{p}_projected", "Records projected, by kind (event, rejection).", ["kind"], registry=r
         )
         self._fenced = Counter(
             f"{p}_fenced_writes",
@@ -109,110 +103,119 @@ class WorkerMetrics:
         )
         self._lag_events = Gauge(
             f"{p}_projector_lag_events",
-            "Ledger records not projected yet (high watermark minus position).",
+            "Ledger records not projected yet.",
             ["partition"],
             registry=r,
         )
         self._lag_seconds = Gauge(
             f"{p}_projector_lag_seconds",
-            "0 when caught up, else seconds since the last projected record was written.",
+            "0 when caught up, else the age of the newest event projected.",
             ["partition"],
             registry=r,
         )
         self._batch = Histogram(
             f"{p}_batch_duration_seconds",
-            "Time to handle one batch, by agent.",
-            ["role"],
+            "Time to handle one batch, by agent (sequencer, projector).",
+            ["agent"],
             buckets=BATCH_BUCKETS,
             registry=r,
         )
         self._restore = Histogram(
             f"{p}_restore_duration_seconds",
-            "Time to restore one partition after it was assigned, by agent.",
-            ["role"],
+            "Time to take over one intake partition (fence and restore its state).",
             buckets=RESTORE_BUCKETS,
             registry=r,
+        )
+        self._restored_events = Counter(
+            f"{p}_restored_events", "Ledger records read to restore partitions.", registry=r
         )
         self._rebalances = Counter(f"{p}_rebalances", "Rebalances started.", registry=r)
         self._assigned = Gauge(
             f"{p}_assigned_partitions",
-            "1 for each partition this worker owns, by agent.",
-            ["role", "partition"],
+            "Partitions this worker owns, by topic.",
+            ["topic"],
             registry=r,
         )
         self._ready = Gauge(f"{p}_ready", "1 when ready (as /healthz).", registry=r)
-        self._ready.set_function(lambda: float(self.readiness.ready))
+        self._ready.set_function(lambda: float(not self.readiness.why_not_ready()))
 
-    # --- group membership and restore -----------------------------------------------------
+    # --- what the agents report -------------------------------------------------------------
 
-    def rebalance_started(self) -> None:
-        self._rebalances.inc()
-        self.readiness.reported.clear()
-
-    def assigned(self, role: str, partitions: Iterable[int]) -> None:
-        """``role`` now owns exactly ``partitions``; each is restoring until :meth:`restored`."""
-        readiness = self.readiness
-        owned = frozenset(partitions)
-        for gone in readiness.assigned.get(role, frozenset()) - owned:
-            self._assigned.remove(role, str(gone))
-            if role == "projector":
-                for gauge in (self._lag_events, self._lag_seconds):
-                    with suppress(KeyError):  # no lag reported for it yet
-                        gauge.remove(str(gone))
-        for partition in owned:
-            self._assigned.labels(role, str(partition)).set(1)
-        readiness.assigned[role] = owned
-        readiness.restoring[role] = set(owned)
-        readiness.reported.add(role)
-
-    def restored(self, role: str, partition: int, seconds: float) -> None:
-        self._restore.labels(role).observe(seconds)
-        self.readiness.restoring.get(role, set()).discard(partition)
-
-    def failed(self, why: str) -> None:
-        """The worker cannot go on (liveness fails): the orchestrator should restart it."""
-        self.readiness.failure = why
-
-    # --- batches ----------------------------------------------------------------------------
-
-    def batch(self, role: str, seconds: float) -> None:
-        self._batch.labels(role).observe(seconds)
-
-    @contextmanager
-    def timed(self, role: str) -> Iterator[None]:
-        """Observe the duration of the block as one batch of ``role`` (also if it raises)."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.batch(role, time.perf_counter() - start)
-
-    def sequenced(self, partition: int, events: int) -> None:
+    def sequenced(
+        self,
+        partition: int,
+        *,
+        events: int,
+        rejections: Mapping[str, int],
+        duplicates: int,
+        outcomes: int,
+        seconds: float,
+    ) -> None:
+        """A batch of intake ``partition`` written (its rejections by reason code)."""
+        self._batch.labels("sequencer").observe(seconds)
+        rejected = sum(rejections.values())
         if events:
             self._sequenced.labels(str(partition)).inc(events)
-
-    def rejected(self, reason: str, count: int = 1) -> None:
-        if count:
+        for reason, count in rejections.items():
             self._rejected.labels(reason).inc(count)
+        resent = outcomes - events - rejected - duplicates
+        for status, count in (
+            ("accepted", events),
+            ("duplicate", duplicates),
+            ("rejected", rejected),
+            ("resent", resent),
+        ):
+            if count > 0:
+                self._outcomes.labels(status).inc(count)
 
-    def outcomes(self, status: str, count: int = 1) -> None:
-        if count:
-            self._outcomes.labels(status).inc(count)
+    def projected(self, *, events: int, rejections: int, seconds: float) -> None:
+        self._batch.labels("projector").observe(seconds)
+        if events:
+            self._projected.labels("event").inc(events)
+        if rejections:
+            self._projected.labels("rejection").inc(rejections)
+
+    def projector_lag(self, partition: int, *, events: int, seconds: float) -> None:
+        """``events`` not projected yet in ledger ``partition``; ``seconds``: the age of the
+        newest event projected there."""
+        label = str(partition)
+        self._lag_events.labels(label).set(events)
+        if events <= 0:
+            self._lag_seconds.labels(label).set(0)
+            return
+        newest = time.time() - seconds
+        self._lag_seconds.labels(label).set_function(lambda: max(0.0, time.time() - newest))
+
+    def assigned(self, topic: str, partitions: int) -> None:
+        """This worker owns ``partitions`` partitions of ``topic`` now, restored."""
+        self._assigned.labels(topic).set(partitions)
+        self.readiness.assigned[topic] = partitions
+        self.readiness.reported.add(topic)
+
+    def rebalanced(self) -> None:
+        self._rebalances.inc()
+        self.readiness.rebalances += 1
+        self.readiness.reported.clear()
+
+    def restored(self, partition: int, *, seconds: float, events: int) -> None:
+        self._restore.observe(seconds)
+        self._restored_events.inc(events)
 
     def fenced(self, partition: int) -> None:
         self._fenced.labels(str(partition)).inc()
 
-    def projector_lag(self, partition: int, events: int, last_projected_at: float | None) -> None:
-        """``events`` not projected yet in ``partition``; ``last_projected_at``: the broker
-        timestamp (epoch seconds) of the last record projected (``None``: none yet, counted
-        from now)."""
-        label = str(partition)
-        self._lag_events.labels(label).set(events)
-        since = time.time() if last_projected_at is None else last_projected_at
-        if events <= 0:
-            self._lag_seconds.labels(label).set(0)
-        else:
-            self._lag_seconds.labels(label).set_function(lambda: max(0.0, time.time() - since))
+    def projecting(self, partitions: Iterable[int]) -> None:
+        """The ledger partitions this worker projects now: the lag series of the others go."""
+        kept = {str(p) for p in partitions}
+        for gauge in (self._lag_events, self._lag_seconds):
+            for family in gauge.collect():
+                for sample in family.samples:
+                    if sample.labels["partition"] not in kept:
+                        gauge.remove(sample.labels["partition"])
+
+    def failed(self, why: str) -> None:
+        """The worker cannot go on (liveness fails): the orchestrator should restart it."""
+        self.readiness.failure = why
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -221,21 +224,23 @@ class WorkerMetrics:
         return web.json_response(body, status=200 if body["ready"] else 503)
 
     async def livez(self, _request: web.Request) -> web.Response:
-        live = self.readiness.failure is None
-        body = {"live": live, "failure": self.readiness.failure}
-        return web.json_response(body, status=200 if live else 503)
+        failure = self.readiness.failure
+        body = {"live": failure is None, "failure": failure}
+        return web.json_response(body, status=200 if failure is None else 503)
 
 
-def add_routes(app: web.Application, metrics: WorkerMetrics) -> None:
+def add_routes(app: web.Application, metrics: PrometheusMetrics) -> None:
     """``GET /metrics``, ``/healthz`` and ``/livez`` on ``app`` (before it starts)."""
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/healthz", metrics.healthz)
     app.router.add_get("/livez", metrics.livez)
 
 
-def install_faust_sensors(app: Any, metrics: WorkerMetrics, prefix: str = "okr_faust") -> None:
+def install_faust_sensors(
+    app: Any, metrics: PrometheusMetrics, prefix: str = f"{PREFIX}_faust"
+) -> None:
     """Faust's own Prometheus monitor (rebalances, commits, sends, web requests), in
-    ``metrics``' registry; served by our ``/metrics`` (not a second page of Faust's)."""
+    ``metrics``' registry; served by our ``/metrics`` (not by a second page of Faust's)."""
     from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 
     app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(metrics.registry, prefix))

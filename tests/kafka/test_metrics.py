@@ -10,9 +10,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from processors.metrics import WorkerMetrics, add_routes, install_faust_sensors
+from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+INTAKE, LEDGER = "okr.intake", "okr.ledger"
 
 
 def samples(text: str) -> Samples:
@@ -25,7 +26,7 @@ def samples(text: str) -> Samples:
 
 
 def served(
-    metrics: WorkerMetrics, check: Callable[[TestClient[Any, Any]], Awaitable[None]]
+    metrics: PrometheusMetrics, check: Callable[[TestClient[Any, Any]], Awaitable[None]]
 ) -> None:
     """Run ``check`` against ``metrics`` served on a real aiohttp server."""
 
@@ -38,7 +39,7 @@ def served(
     asyncio.run(main())
 
 
-def scrape(metrics: WorkerMetrics) -> Samples:
+def scrape(metrics: PrometheusMetrics) -> Samples:
     found: Samples = {}
 
     async def check(client: TestClient[Any, Any]) -> None:
@@ -51,7 +52,7 @@ def scrape(metrics: WorkerMetrics) -> Samples:
     return found
 
 
-def health(metrics: WorkerMetrics, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
+def health(metrics: PrometheusMetrics, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
     answer: list[tuple[int, dict[str, Any]]] = []
 
     async def check(client: TestClient[Any, Any]) -> None:
@@ -62,62 +63,62 @@ def health(metrics: WorkerMetrics, path: str = "/healthz") -> tuple[int, dict[st
     return answer[0]
 
 
-def test_counters_by_partition_reason_and_status() -> None:
-    metrics = WorkerMetrics()
-    metrics.sequenced(0, 40)
-    metrics.sequenced(2, 5)
-    metrics.sequenced(2, 0)
-    metrics.rejected("invalid_payload", 3)
-    metrics.rejected("conflict")
-    metrics.outcomes("accepted", 45)
-    metrics.outcomes("rejected", 4)
+def test_sequenced_batches_count_events_rejections_and_outcomes_by_status() -> None:
+    metrics = PrometheusMetrics()
+    metrics.sequenced(
+        0,
+        events=40,
+        rejections={"invalid_payload": 3, "conflict": 1},
+        duplicates=2,
+        outcomes=48,
+        seconds=0.003,
+    )
+    metrics.sequenced(2, events=5, rejections={}, duplicates=0, outcomes=5, seconds=0.2)
+    metrics.sequenced(2, events=0, rejections={}, duplicates=1, outcomes=1, seconds=0.001)
     metrics.fenced(1)
     found = scrape(metrics)
     assert found[("okr_events_sequenced_total", (("partition", "0"),))] == 40
     assert found[("okr_events_sequenced_total", (("partition", "2"),))] == 5
     assert found[("okr_rejections_total", (("reason", "invalid_payload"),))] == 3
     assert found[("okr_rejections_total", (("reason", "conflict"),))] == 1
-    assert found[("okr_outcomes_total", (("status", "accepted"),))] == 45
-    assert found[("okr_outcomes_total", (("status", "rejected"),))] == 4
-    assert ("okr_outcomes_total", (("status", "duplicate"),)) not in found
+    outcomes = {
+        dict(labels)["status"]: value
+        for (name, labels), value in found.items()
+        if name == "okr_outcomes_total"
+    }
+    assert outcomes == {"accepted": 45, "duplicate": 3, "rejected": 4, "resent": 2}
     assert found[("okr_fenced_writes_total", (("partition", "1"),))] == 1
+    sequencer = (("agent", "sequencer"),)
+    assert found[("okr_batch_duration_seconds_count", sequencer)] == 3
+    assert abs(found[("okr_batch_duration_seconds_sum", sequencer)] - 0.204) < 1e-9
+    assert (
+        found[("okr_batch_duration_seconds_bucket", (("agent", "sequencer"), ("le", "0.005")))] == 2
+    )
+    assert (
+        found[("okr_batch_duration_seconds_bucket", (("agent", "sequencer"), ("le", "0.25")))] == 3
+    )
 
 
-def test_batch_and_restore_durations_are_histograms() -> None:
-    metrics = WorkerMetrics()
-    metrics.batch("sequencer", 0.003)
-    metrics.batch("sequencer", 0.2)
-    with metrics.timed("projector"):
-        time.sleep(0.002)
-    metrics.restored("sequencer", 0, 1.5)
+def test_projected_batches_and_restores() -> None:
+    metrics = PrometheusMetrics()
+    metrics.projected(events=100, rejections=3, seconds=0.05)
+    metrics.projected(events=0, rejections=1, seconds=0.01)
+    metrics.restored(0, seconds=1.5, events=1_000)
+    metrics.restored(1, seconds=0.2, events=10)
     found = scrape(metrics)
-    sequencer = (("role", "sequencer"),)
-    assert found[("okr_batch_duration_seconds_count", sequencer)] == 2
-    assert abs(found[("okr_batch_duration_seconds_sum", sequencer)] - 0.203) < 1e-9
-    assert found[("okr_batch_duration_seconds_bucket", (("le", "0.005"), *sequencer))] == 1
-    assert found[("okr_batch_duration_seconds_bucket", (("le", "0.25"), *sequencer))] == 2
-    projector = (("role", "projector"),)
-    assert found[("okr_batch_duration_seconds_count", projector)] == 1
-    assert found[("okr_batch_duration_seconds_sum", projector)] >= 0.002
-    assert found[("okr_restore_duration_seconds_count", sequencer)] == 1
-    assert found[("okr_restore_duration_seconds_bucket", (("le", "1.0"), *sequencer))] == 0
-    assert found[("okr_restore_duration_seconds_bucket", (("le", "2.5"), *sequencer))] == 1
-
-
-def test_a_failing_batch_is_timed_too() -> None:
-    metrics = WorkerMetrics()
-    try:
-        with metrics.timed("sequencer"):
-            raise RuntimeError("boom")
-    except RuntimeError:
-        pass
-    assert scrape(metrics)[("okr_batch_duration_seconds_count", (("role", "sequencer"),))] == 1
+    assert found[("okr_projected_total", (("kind", "event"),))] == 100
+    assert found[("okr_projected_total", (("kind", "rejection"),))] == 4
+    assert found[("okr_batch_duration_seconds_count", (("agent", "projector"),))] == 2
+    assert found[("okr_restore_duration_seconds_count", ())] == 2
+    assert found[("okr_restore_duration_seconds_bucket", (("le", "1.0"),))] == 1
+    assert found[("okr_restore_duration_seconds_bucket", (("le", "2.5"),))] == 2
+    assert found[("okr_restored_events_total", ())] == 1_010
 
 
 def test_projector_lag_in_events_and_seconds_grows_while_stuck() -> None:
-    metrics = WorkerMetrics()
-    metrics.projector_lag(0, 0, time.time() - 100)
-    metrics.projector_lag(1, 250, time.time() - 3)
+    metrics = PrometheusMetrics()
+    metrics.projector_lag(0, events=0, seconds=100.0)
+    metrics.projector_lag(1, events=250, seconds=3.0)
     first = scrape(metrics)
     assert first[("okr_projector_lag_events", (("partition", "0"),))] == 0
     assert first[("okr_projector_lag_seconds", (("partition", "0"),))] == 0  # caught up
@@ -126,87 +127,90 @@ def test_projector_lag_in_events_and_seconds_grows_while_stuck() -> None:
     assert 3 <= lag < 30
     time.sleep(0.3)
     assert scrape(metrics)[("okr_projector_lag_seconds", (("partition", "1"),))] >= lag + 0.3
-
-
-def test_assigned_partitions_per_role_and_revocation_drops_their_series() -> None:
-    metrics = WorkerMetrics()
-    metrics.assigned("sequencer", [0, 1, 2])
-    metrics.assigned("projector", [0, 1, 2])
-    metrics.projector_lag(2, 7, None)
-    metrics.rebalance_started()
-    metrics.assigned("sequencer", [0, 1])
-    metrics.assigned("projector", [0, 1])
+    metrics.projecting([0])  # partition 1 went to another worker
     found = scrape(metrics)
-    assigned = {
-        labels: value
-        for (name, labels), value in found.items()
-        if name == "okr_assigned_partitions"
-    }
-    assert assigned == {
-        (("partition", str(p)), ("role", role)): 1.0
-        for p in (0, 1)
-        for role in ("sequencer", "projector")
-    }
-    assert ("okr_projector_lag_events", (("partition", "2"),)) not in found
+    assert ("okr_projector_lag_events", (("partition", "1"),)) not in found
+    assert ("okr_projector_lag_seconds", (("partition", "1"),)) not in found
+    assert found[("okr_projector_lag_events", (("partition", "0"),))] == 0
+
+
+def test_assigned_partitions_by_topic_and_rebalances() -> None:
+    metrics = PrometheusMetrics()
+    metrics.assigned(INTAKE, 3)
+    metrics.rebalanced()
+    metrics.assigned(INTAKE, 2)
+    metrics.assigned(LEDGER, 2)
+    found = scrape(metrics)
+    assert found[("okr_assigned_partitions", (("topic", INTAKE),))] == 2
+    assert found[("okr_assigned_partitions", (("topic", LEDGER),))] == 2
     assert found[("okr_rebalances_total", ())] == 1
 
 
-def test_ready_once_every_role_is_assigned_and_restored() -> None:
-    metrics = WorkerMetrics()
-    status, body = health(metrics)
-    assert (status, body["status"]) == (
-        503,
-        "waiting for the first assignment (sequencer, projector)",
-    )
-    assert health(metrics, "/livez")[0] == 200
-    metrics.assigned("sequencer", [0, 1])
-    assert health(metrics)[0] == 503
-    metrics.assigned("projector", [1])
+def test_ready_once_every_topic_is_assigned_and_restored() -> None:
+    metrics = PrometheusMetrics(ready_after=[INTAKE, LEDGER])
     status, body = health(metrics)
     assert status == 503
-    assert body["status"] == "restoring sequencer [0, 1]; restoring projector [1]"
-    metrics.restored("sequencer", 0, 0.1)
-    metrics.restored("sequencer", 1, 0.1)
+    assert body["status"] == (
+        "waiting for the first assignment: okr.intake, okr.ledger not assigned and restored yet"
+    )
+    assert health(metrics, "/livez")[0] == 200
+    metrics.restored(0, seconds=0.1, events=5)
+    metrics.assigned(INTAKE, 1)
     assert health(metrics)[0] == 503
-    metrics.restored("projector", 1, 0.1)
+    metrics.assigned(LEDGER, 1)
     status, body = health(metrics)
     assert (status, body["ready"]) == (200, True)
-    assert body["partitions"] == {"sequencer": [0, 1], "projector": [1]}
+    assert body["assigned_partitions"] == {INTAKE: 1, LEDGER: 1}
     assert scrape(metrics)[("okr_ready", ())] == 1
 
 
-def test_not_ready_from_a_rebalance_until_the_new_assignment_is_restored() -> None:
-    metrics = WorkerMetrics()
-    metrics.assigned("sequencer", [0])
-    metrics.assigned("projector", [0])
-    metrics.restored("sequencer", 0, 0.0)
-    metrics.restored("projector", 0, 0.0)
+def test_not_ready_from_a_rebalance_until_the_new_assignment_is_reported() -> None:
+    metrics = PrometheusMetrics(ready_after=[INTAKE])
+    metrics.assigned(INTAKE, 2)
     assert health(metrics)[0] == 200
-    metrics.rebalance_started()
+    metrics.rebalanced()
     status, body = health(metrics)
-    assert (status, body["status"]) == (503, "rebalancing (sequencer, projector)")
+    assert (status, body["status"]) == (
+        503,
+        "rebalancing: okr.intake not assigned and restored yet",
+    )
     assert scrape(metrics)[("okr_ready", ())] == 0
-    metrics.assigned("sequencer", [])  # lost everything: spare capacity, ready
-    metrics.assigned("projector", [])
+    metrics.assigned(INTAKE, 0)  # lost everything: spare capacity, ready
     assert health(metrics)[0] == 200
 
 
 def test_a_failed_worker_is_neither_live_nor_ready() -> None:
-    metrics = WorkerMetrics()
-    metrics.assigned("sequencer", [])
-    metrics.assigned("projector", [])
+    metrics = PrometheusMetrics()
+    assert health(metrics)[0] == 200  # nothing to wait for
     metrics.failed("the sequencer stopped")
     status, body = health(metrics, "/livez")
     assert (status, body["failure"]) == (503, "the sequencer stopped")
     assert health(metrics)[0] == 503
 
 
+def test_openmetrics_is_served_when_asked_for() -> None:
+    metrics = PrometheusMetrics()
+    metrics.fenced(0)
+    text: list[str] = []
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        response = await client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        text.append(await response.text())
+
+    served(metrics, check)
+    assert text[0].rstrip().endswith("# EOF")
+    assert 'okr_fenced_writes_total{partition="0"} 1.0' in text[0]
+
+
 def test_faust_sensors_report_into_the_same_registry() -> None:
-    metrics = WorkerMetrics()
+    metrics = PrometheusMetrics()
     app = faust.App("okr-metrics-test", broker="kafka://127.0.0.1:1", autodiscover=False)
     install_faust_sensors(app, metrics)
     app.monitor.on_rebalance_start(app)
     names = {name for name, _labels in scrape(metrics)}
     assert "okr_faust_total_rebalances" in names
-    assert "okr_events_sequenced_total" not in names  # no series until a first event
+    assert "okr_events_sequenced_total" not in names  # no series before a first event
     assert {"okr_rebalances_total", "okr_ready"} <= names
