@@ -33,7 +33,8 @@ def worker(
     if faust:
         from processors.faust_app import run_faust_worker
 
-        run_faust_worker(settings, worker_runtime.worker_hooks(settings))
+        metrics = worker_runtime.worker_metrics(settings)
+        run_faust_worker(settings, worker_runtime.worker_hooks(settings, metrics), metrics)
     else:
         asyncio.run(worker_runtime.run_worker(settings))
 
