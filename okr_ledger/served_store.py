@@ -88,7 +88,11 @@ def open_served_store(settings: Settings) -> ProjectionStore:
     """The live projections of the Kafka runtime (read-only through the worker on chDB)."""
     target = parse_url(settings.resolved_clickhouse_url)
     if not target.embedded:
-        return open_projection_store(settings)
+        # The worker migrates it; a reader's credential (serve-store's, a server's read-only
+        # user) could not.
+        store = open_projection_store(settings, migrate=False)
+        store.client.database = store.database
+        return store
     for chatty in ("clickhouse_connect", "urllib3"):  # a refused connection is our one line
         logging.getLogger(chatty).setLevel(logging.ERROR)
     try:

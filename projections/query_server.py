@@ -251,8 +251,7 @@ class QueryServer:
         self.max_insert_bytes = max_insert_bytes
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-queries")
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-writes")
-        limit = max_insert_bytes if writer is not None else MAX_QUERY_BYTES
-        self.app = web.Application(client_max_size=limit)
+        self.app = web.Application()
         self.app.router.add_get("/ping", self._ping)
         self.app.router.add_route("*", "/", self._query)
 
@@ -269,8 +268,8 @@ class QueryServer:
         writes = writes and q.get("readonly", "0") in ("", "0")
         loop = asyncio.get_running_loop()
         try:
-            body = await request.read()
             limit = self.max_insert_bytes if writes else MAX_QUERY_BYTES
+            body = await _read_body(request, limit)
             encoding = request.headers.get("Content-Encoding", "")
             sql, data = split_insert(q.get("query", ""), decompressed(body, encoding, limit))
             if data and not writes:
@@ -360,6 +359,19 @@ class QueryServer:
             if self.writer is not None:
                 await loop.run_in_executor(self._writer_thread, self.writer.close)
             self._writer_thread.shutdown(wait=False)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request's body as sent (maybe compressed), refused as soon as it passes ``limit``
+    bytes: a reader's is refused before it is read whole."""
+    if request.content_length is not None and request.content_length > limit:
+        raise QueryRefusedError(f"the request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise QueryRefusedError(f"the request body is larger than {limit} bytes")
+    return bytes(body)
 
 
 def _presented(request: web.Request) -> tuple[str | None, str]:

@@ -126,6 +126,23 @@ def test_no_credential_or_a_wrong_one_is_refused(served: ServedStore) -> None:
     assert post(base, b"SELECT 1", wrong)[0] == 401  # the reader's password is not the writer's
 
 
+def test_a_reader_may_not_send_a_long_body_a_writer_may(served: ServedStore) -> None:
+    base = f"http://127.0.0.1:{served.port}/?database=okr_ledger"
+    writer_url = served.writer_url.removeprefix("http://").partition("@")[0].split(":")
+    reader_url = served.reader_url().removeprefix("http://").partition("@")[0].split(":")
+    writer = {"X-ClickHouse-User": writer_url[0], "X-ClickHouse-Key": writer_url[1]}
+    reader = {"X-ClickHouse-User": reader_url[0], "X-ClickHouse-Key": reader_url[1]}
+    padded = b"SELECT 1 " + b" " * (2 << 20)  # a 2 MiB statement
+    status, text = post(base, padded, reader)
+    assert (status, "larger than 1048576 bytes" in text) == (403, True)
+    assert post(base, b"SELECT 1", reader) == (200, "1\n")
+    client(served.writer_url).command("CREATE TABLE t (n UInt32) ENGINE = MergeTree ORDER BY n")
+    rows = b"".join(b"%d\n" % n for n in range(400_000))  # 2.6 MB of CSV
+    assert len(rows) > 2 << 20
+    assert post(base, b"INSERT INTO t FORMAT CSV\n" + rows, writer)[0] == 200
+    assert post(base, b"SELECT count() FROM t", writer) == (200, "400000\n")
+
+
 def test_the_demo_projects_through_the_served_store(served: ServedStore, tmp_path: Path) -> None:
     """A second process writes its projections through the served store; a reader sees them."""
     env = {
@@ -143,6 +160,16 @@ def test_the_demo_projects_through_the_served_store(served: ServedStore, tmp_pat
     reader = client(served.reader_url())
     events = reader.query("SELECT org_id, count() FROM audit_history GROUP BY org_id")
     assert events.result_rows == [(DEMO_ORG, accepted)]
+    # The query commands of the Kafka runtime (which never project) read with a reader's URL.
+    on_kafka = {**env, "OKR_LEDGER_URL": "kafka://127.0.0.1:1"}
+    on_kafka["OKR_CLICKHOUSE_URL"] = served.reader_url()
+    count = [*CLI, "sql", "--json", "SELECT count() AS n FROM audit_history"]
+    done = subprocess.run(count, env=on_kafka, capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, f'{{"n":{accepted}}}\n'), done.stderr
+    drop = [*CLI, "sql", "DROP TABLE audit_events"]
+    done = subprocess.run(drop, env=on_kafka, capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "DROP is not allowed" in done.stderr
 
 
 def test_a_non_loopback_address_needs_both_passwords(tmp_path: Path) -> None:
