@@ -56,6 +56,7 @@ def test_the_first_line_is_the_writer_url_with_the_token_of_the_data_dir(
     reader = served.reader_url()
     password = (tmp_path / "data" / TOKEN_FILE).read_text().strip()
     assert reader == f"http://reader:{password}@127.0.0.1:{served.port}/okr_ledger"
+    assert served.stop() == 0  # SIGTERM: a clean stop
 
 
 def test_readers_read_the_migrated_views_and_cannot_write(served: ServedStore) -> None:
