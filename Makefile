@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format typecheck pytest bench schema clean venv compose-check
+.PHONY: demo test lint format typecheck pytest bench schema clean venv compose-check lock
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,16 @@ pytest: $(STAMP)
 # Validate docker-compose.yml without a Docker engine (Debian's docker-compose package).
 compose-check:
 	docker-compose config -q
+
+# Refresh requirements.lock, the pinned versions (with hashes) the Docker image installs: after
+# changing a dependency in pyproject.toml. Pins that still fit are kept; UPGRADE=1 takes the
+# newest versions of everything.
+LOCK_EXTRAS := --extra kafka --extra clickhouse --extra http
+lock: $(STAMP)
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
+		$(LOCK_EXTRAS) --output-file requirements.lock pyproject.toml
 
 # Regenerate the committed JSON Schema export after changing a model.
 schema: $(STAMP)

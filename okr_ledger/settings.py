@@ -95,6 +95,17 @@ class Settings(BaseSettings):
         "<data_dir>/query-token, created by `init` or the worker). Required when "
         "OKR_WORKER_WEB_HOST is not a loopback address.",
     )
+    store_writer_user: str = Field(
+        default="writer",
+        min_length=1,
+        description="User name of `okr-ledger serve-store`'s writer credential (the workers').",
+    )
+    store_writer_password: SecretStr | None = Field(
+        default=None,
+        description="Password of `okr-ledger serve-store`'s writer credential (default: the "
+        "token in <data_dir>/store-writer-token, created by serve-store). Required when it "
+        "listens on an address that is not a loopback address.",
+    )
     query_max_seconds: float = Field(
         default=60.0,
         gt=0,

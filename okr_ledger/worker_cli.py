@@ -8,6 +8,7 @@ import typer
 
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
+from projections.client import parse_url, require_not_held
 from schemas.errors import MissingExtraError
 
 
@@ -20,6 +21,7 @@ def worker(
     projector (ledger -> projections) and, on an embedded store, its query endpoint."""
     settings = Settings()
     endpoint_credential(settings)  # a refused endpoint is one line now, not after Kafka
+    require_not_held(parse_url(settings.resolved_clickhouse_url))  # so is a store held
     try:
         from okr_ledger import worker_runtime
     except ModuleNotFoundError as error:
@@ -31,7 +33,8 @@ def worker(
     if faust:
         from processors.faust_app import run_faust_worker
 
-        run_faust_worker(settings, worker_runtime.worker_hooks(settings))
+        metrics = worker_runtime.worker_metrics(settings)
+        run_faust_worker(settings, worker_runtime.worker_hooks(settings, metrics), metrics)
     else:
         asyncio.run(worker_runtime.run_worker(settings))
 

@@ -1,4 +1,5 @@
-"""The Kafka worker's parts, wired: sequencer, projector agent and query endpoint.
+"""The Kafka worker's parts, wired: sequencer, projector agent, query endpoint, and the
+operators' pages (``/metrics``, ``/healthz``, ``/livez``) on the same port.
 
 Imported only when ``okr-ledger worker`` runs, so that a core install (no ``kafka`` extra)
 still starts the CLI.
@@ -9,24 +10,35 @@ import functools
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+from aiohttp import web
+
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
 from processors.kafka_projector import ProjectorAgent, ProjectorConfig
 from processors.kafka_worker import Hook, SequencerWorker, WorkerConfig
+from processors.metrics import PrometheusMetrics, add_routes
 from projections.client import parse_url
 from projections.query_credentials import is_loopback
 from projections.query_server import QueryServer, ReadOnlyEngine
 
 
-def worker_hooks(settings: Settings) -> list[Hook]:
-    """The worker's other parts, run beside the sequencer: the projector agent (and, on an
-    embedded store, the query endpoint)."""
-    return [functools.partial(run_projections, settings)]
+def worker_metrics(settings: Settings) -> PrometheusMetrics:
+    """Ready once the intake and ledger partitions are assigned and restored."""
+    return PrometheusMetrics(ready_after=[settings.kafka_topic_intake, settings.kafka_topic_ledger])
 
 
-async def run_projections(settings: Settings, stop: asyncio.Event) -> None:
-    """Project the ledger into the store; serve read-only queries when the store is chDB."""
+def worker_hooks(settings: Settings, metrics: PrometheusMetrics) -> list[Hook]:
+    """The worker's other parts, run beside the sequencer: the projector agent, and the web
+    pages (the operators' pages; on an embedded store, the query endpoint too)."""
+    return [functools.partial(run_projections, settings, metrics)]
+
+
+async def run_projections(
+    settings: Settings, metrics: PrometheusMetrics, stop: asyncio.Event
+) -> None:
+    """Project the ledger into the store; serve the operators' pages, and read-only queries
+    when the store is chDB."""
     config = WorkerConfig.from_settings(settings)
     credential = endpoint_credential(settings)  # before anything starts: it may refuse
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
@@ -41,19 +53,22 @@ async def run_projections(settings: Settings, stop: asyncio.Event) -> None:
             ),
             store,
             thread,
+            metrics,
         )
         target = parse_url(settings.resolved_clickhouse_url)
         async with asyncio.TaskGroup() as tasks:  # one failing cancels the other
             tasks.create_task(agent.run(stop))
+            host, port = settings.worker_web_host, settings.worker_web_port
             if credential is not None and target.path is not None:
                 server = QueryServer(
                     ReadOnlyEngine(target.path, settings.query_limits),
                     [credential],
-                    loopback=is_loopback(settings.worker_web_host),
+                    loopback=is_loopback(host),
                 )
-                tasks.create_task(
-                    server.serve(settings.worker_web_host, settings.worker_web_port, stop)
-                )
+                add_routes(server.app, metrics)
+                tasks.create_task(server.serve(host, port, stop))
+            else:
+                tasks.create_task(serve_pages(metrics, host, port, stop))
     finally:
         await loop.run_in_executor(thread, store.close)
         thread.shutdown()
@@ -65,5 +80,21 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    worker = SequencerWorker(WorkerConfig.from_settings(settings))
-    await worker.run(stop, worker_hooks(settings))
+    metrics = worker_metrics(settings)
+    worker = SequencerWorker(WorkerConfig.from_settings(settings), metrics)
+    await worker.run(stop, worker_hooks(settings, metrics))
+
+
+async def serve_pages(
+    metrics: PrometheusMetrics, host: str, port: int, stop: asyncio.Event
+) -> None:
+    """The operators' pages alone (the store is a server: no query endpoint), until ``stop``."""
+    app = web.Application()
+    add_routes(app, metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

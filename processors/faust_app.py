@@ -19,6 +19,7 @@ import faust
 
 from okr_ledger.settings import Settings
 from processors.kafka_worker import Hook, SequencerWorker, WorkerConfig
+from processors.metrics import PrometheusMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class OkrApp(faust.App):
             await self.crash(error)
 
 
-def create_app(settings: Settings, hooks: Sequence[Hook] = ()) -> OkrApp:
+def create_app(
+    settings: Settings, hooks: Sequence[Hook] = (), metrics: PrometheusMetrics | None = None
+) -> OkrApp:
     """The app: the sequencer, and ``hooks`` (other long-running parts) beside it."""
     config = WorkerConfig.from_settings(settings)
     app = OkrApp(
@@ -64,12 +67,14 @@ def create_app(settings: Settings, hooks: Sequence[Hook] = ()) -> OkrApp:
         broker_rebalance_timeout=6.0,
         broker_heartbeat_interval=1.0,
     )
-    app.sequencer, app.hooks = SequencerWorker(config), hooks
+    app.sequencer, app.hooks = SequencerWorker(config, metrics), hooks
     return app
 
 
-def run_faust_worker(settings: Settings, hooks: Sequence[Hook] = ()) -> None:
+def run_faust_worker(
+    settings: Settings, hooks: Sequence[Hook] = (), metrics: PrometheusMetrics | None = None
+) -> None:
     """Run the Faust worker until SIGINT or SIGTERM (blocking)."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, hooks)
+    app = create_app(settings, hooks, metrics)
     faust.Worker(app, loglevel=settings.log_level.lower()).execute_from_commandline()

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition  # type: ignore[import-untyped]
@@ -29,6 +29,7 @@ from events.kafka_client import partition_for
 from events.kafka_records import ChainRule, decode_event, org_key, placed, read_rejection
 from processors import tables as t
 from processors.kafka_consumer import manual_consumer
+from processors.metrics import PrometheusMetrics
 from processors.projector import Projector, StoredEvent, project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
@@ -59,6 +60,8 @@ class Fetched:
     """(partition, key, value) of ledger records, each partition's in order."""
     rejections: list[tuple[int, bytes]]
     first_at: float
+    newest: dict[int, float] = field(default_factory=dict)
+    """Per ledger partition, the broker timestamp (epoch seconds) of its last record here."""
 
     def __len__(self) -> int:
         return len(self.ledger) + len(self.rejections)
@@ -123,12 +126,17 @@ class ProjectorAgent:
         config: ProjectorConfig,
         sink: RowSink,
         store_thread: ThreadPoolExecutor,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses ``sink`` (a blocking client)."""
         self.config = config
         self.sink = sink
         self._thread = store_thread
+        self.metrics = metrics or PrometheusMetrics()
         self.projection: LedgerProjection | None = None
+        self._newest: dict[int, float] = {}
+        """Per ledger partition, the broker timestamp (epoch seconds) of the newest record
+        projected."""
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -164,6 +172,8 @@ class ProjectorAgent:
             consumer.seek(tp, beginnings[tp])  # from the start: the chain rule needs it all
         if len(tps) > len(ledger):
             consumer.seek(tps[-1], projection.rejections_done)
+        self.metrics.assigned(c.ledger, len(mine))
+        self.metrics.projecting(mine)
         log.info("projecting %s partitions %s", c.ledger, mine)
 
     async def _loop(self, consumer: Any, projection: LedgerProjection, stop: asyncio.Event) -> None:
@@ -176,12 +186,35 @@ class ProjectorAgent:
                     pending.first_at = time.monotonic()
                 if tp.topic == c.ledger:
                     pending.ledger.extend((m.partition, m.key, m.value or b"") for m in messages)
+                    pending.newest[tp.partition] = messages[-1].timestamp / 1000
                 else:
                     pending.rejections.extend((m.offset, m.value or b"") for m in messages)
             due = len(pending) >= c.batch_size or (
                 time.monotonic() - pending.first_at >= c.linger_s
             )
             if pending and (not fetched or due):
+                started = time.monotonic()
                 await self._blocking(projection.apply, pending.ledger, pending.rejections)
+                self.metrics.projected(
+                    events=len(pending.ledger),
+                    rejections=len(pending.rejections),
+                    seconds=time.monotonic() - started,
+                )
+                self._newest.update(pending.newest)
+                await self._report_lag(consumer)
                 log.debug("projected %s records", len(pending))
                 pending = Fetched([], [], 0.0)
+
+    async def _report_lag(self, consumer: Any) -> None:
+        """Per ledger partition: records fetched up to the broker's high watermark not read
+        yet, and the age of the newest record projected."""
+        for tp in consumer.assignment():
+            if tp.topic != self.config.ledger:
+                continue
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            behind = max(0, high - await consumer.position(tp))
+            newest = self._newest.get(tp.partition)
+            age = time.time() - newest if newest is not None else 0.0
+            self.metrics.projector_lag(tp.partition, events=behind, seconds=age)

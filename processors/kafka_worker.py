@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from processors.kafka_sequencer import (
     PartitionSequencer,
     StoredRecord,
 )
+from processors.metrics import PrometheusMetrics
 from schemas.envelope import utc_now
 from schemas.errors import ConfigurationError, SequenceConflictError
 
@@ -112,8 +114,9 @@ def restore(
 class SequencerWorker:
     """Reads intake, decides batches, writes rejections, events and outcomes in that order."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, metrics: PrometheusMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or PrometheusMetrics()
         self._sequencers: dict[int, PartitionSequencer] = {}
         self._ledger_next: dict[int, int] = {}
         self._reading: dict[int, int] = {}
@@ -154,6 +157,7 @@ class SequencerWorker:
         tps = {p: TopicPartition(self.config.intake, p) for p in mine}
         consumer.assign(list(tps.values()))
         await self._restore(consumer, tps, mine, count)
+        self.metrics.assigned(self.config.intake, len(mine))
         log.info("sequencing %s partitions %s", self.config.intake, mine)
         while not stop.is_set():
             try:
@@ -226,8 +230,11 @@ class SequencerWorker:
     async def _restore(
         self, consumer: Any, tps: dict[int, Any], partitions: list[int], count: int
     ) -> None:
+        started = time.monotonic()
         restored = await asyncio.to_thread(restore, self.config, partitions, count)
+        seconds = time.monotonic() - started
         for p, (sequencer, ledger_next, resume) in restored.items():
+            self.metrics.restored(p, seconds=seconds, events=ledger_next)
             self._sequencers[p], self._ledger_next[p] = sequencer, ledger_next
             self._reading[p] = resume
             log.info(
@@ -243,8 +250,20 @@ class SequencerWorker:
     ) -> bool:
         """Decide and write a batch; whether the partition must be restored from the topics."""
         sequencer = self._sequencers[partition]
+        started = time.monotonic()
         output = sequencer.decide_batch(records, utc_now())
         await self._write(producer, partition, output)
+        self.metrics.sequenced(
+            partition,
+            events=len(output.events),
+            rejections=Counter(r.reason.value for r, _ in output.rejections),
+            duplicates=len(output.outcomes)
+            - len(output.events)
+            - len(output.rejections)
+            - output.replayed,
+            outcomes=len(output.outcomes),
+            seconds=time.monotonic() - started,
+        )
         log.debug(
             "partition %s: offsets %s-%s, %s events, %s rejections, %s replayed",
             partition,
