@@ -101,6 +101,7 @@ class Ledger:
     def _submit_batch(self, lines: list[ReadLine]) -> list[Outcome]:
         with collector_paused():
             probes = [probe(raw, self.policy) for raw, _ in lines]
+            self._store.prepare(probes)  # outside the lock: other writers need not wait for it
             return self._append_batch(lines, probes)
 
     def _append_batch(self, lines: list[ReadLine], probes: list[Probe | None]) -> list[Outcome]:

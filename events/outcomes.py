@@ -9,12 +9,14 @@ from events.reasons import ReasonCode
 from schemas.envelope import LedgerEvent
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Accepted:
-    """A new ledger event, as the sequencer made it.
+    """A new ledger event, as the sequencer made it (never changed once made).
 
     It carries the event's fields as a plain dict and its canonical bytes, which is what the
     log stores; the :class:`LedgerEvent` model is built only when asked for (:attr:`event`).
+    Not a frozen dataclass: one is made per accepted submission, and freezing costs a
+    microsecond of ``object.__setattr__`` each.
     """
 
     record: dict[str, Any]
@@ -32,15 +34,12 @@ class Accepted:
     @classmethod
     def of(cls, event: LedgerEvent, digest: bytes) -> "Accepted":
         """An outcome for an event that exists already (read back from a log)."""
-        accepted = cls(event.to_record(), digest)
-        object.__setattr__(accepted, "_event", event)
-        return accepted
+        return cls(event.to_record(), digest, _event=event)
 
     @property
     def event(self) -> LedgerEvent:
-        if self._event is None:  # frozen: set once, on first use
-            object.__setattr__(self, "_event", LedgerEvent.from_record(self.record))
-        assert self._event is not None
+        if self._event is None:
+            self._event = LedgerEvent.from_record(self.record)
         return self._event
 
     @property

@@ -120,73 +120,73 @@ def _text(value: str | None) -> bytes:
     return b"null" if value is None else _dumps(value)
 
 
-@dataclass(frozen=True, slots=True)
 class _Content:
     """The normalised envelope without its ``event_id`` (what "the same content" compares), as
-    canonical JSON cut where an event's other members go (ledger-format.md, sections 3.1, 4).
+    the pieces of its canonical JSON that an event's bytes are made of (ledger-format.md,
+    sections 3.1 and 4).
 
     JCS writes an object as its members sorted by key, so an object whose keys are known is the
     concatenation of its members' encodings: the event's bytes are these pieces with its
-    ``event_id``, ``hash``, ``prev_hash``, ``recorded_at`` and ``sequence`` put between them,
-    and only ``data`` needs the general serialiser. Made once per submission, hashed for the
-    content digest and, if accepted, for the event's hash, and stored.
+    ``event_id``, ``hash``, ``prev_hash``, ``recorded_at`` and ``sequence`` put between them, and
+    only ``data`` needs the general serialiser. Made once per submission: hashed for the content
+    digest and, if accepted, for the event's hash, and stored.
     """
 
-    head: bytes
-    """``{"actor":…,"causation_id":…,"correlation_id":…,"data":{…}`` (then ``event_id``,
-    ``hash``)"""
-    middle: bytes
-    """``,"occurred_at":…,"org_id":…`` (then ``prev_hash``, ``recorded_at``)"""
-    version: bytes
-    """``,"schema_version":N`` (then ``sequence``)"""
-    tail: bytes
-    """``,"source":…,"source_event_id":…,"type":…}``"""
+    __slots__ = ("parts",)
 
-    @classmethod
-    def of(cls, submission: Submission, version: int, occurred_at: str, data: Any) -> "_Content":
-        return cls(
-            b'{"actor":'
-            + _dumps(submission.actor)
-            + b',"causation_id":'
-            + _text(submission.causation_id)
-            + b',"correlation_id":'
-            + _text(submission.correlation_id)
-            + b',"data":'
-            + canonical_bytes(data),
-            b',"occurred_at":' + _dumps(occurred_at) + b',"org_id":' + _dumps(submission.org_id),
-            b',"schema_version":' + str(version).encode(),
-            b',"source":'
-            + _dumps(submission.source)
-            + b',"source_event_id":'
-            + _text(submission.source_event_id)
-            + b',"type":'
-            + _dumps(submission.type)
-            + b"}",
-        )
+    def __init__(self, submission: Submission, version: int, occurred_at: str, data: Any) -> None:
+        self.parts = [
+            b'{"actor":',
+            _dumps(submission.actor),
+            b',"causation_id":',
+            _text(submission.causation_id),
+            b',"correlation_id":',
+            _text(submission.correlation_id),
+            b',"data":',
+            canonical_bytes(data),
+            # event_id, hash
+            b',"occurred_at":',
+            _dumps(occurred_at),
+            b',"org_id":',
+            _dumps(submission.org_id),
+            # prev_hash, recorded_at
+            b',"schema_version":',
+            str(version).encode(),
+            # sequence
+            b',"source":',
+            _dumps(submission.source),
+            b',"source_event_id":',
+            _text(submission.source_event_id),
+            b',"type":',
+            _dumps(submission.type),
+            b"}",
+        ]
 
     def digest(self) -> bytes:
-        return hashlib.sha256(self.head + self.middle + self.version + self.tail).digest()[:16]
+        return hashlib.sha256(b"".join(self.parts)).digest()[:16]
 
     def event_bytes(
         self, event_id: str, sequence: int, prev_hash: str, recorded_at: str
     ) -> tuple[bytes, str]:
         """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5)."""
-        before_hash = self.head + b',"event_id":' + _dumps(event_id)
-        after_hash = (
-            self.middle
-            + b',"prev_hash":'
-            + _dumps(prev_hash)
-            + b',"recorded_at":'
-            + _dumps(recorded_at)
-            + self.version
-            + b',"sequence":'
-            + str(sequence).encode()
-            + self.tail
-        )
+        parts = self.parts
+        event_id_member = b',"event_id":' + _dumps(event_id)
+        after = [
+            *parts[8:12],
+            b',"prev_hash":',
+            _dumps(prev_hash),
+            b',"recorded_at":',
+            _dumps(recorded_at),
+            *parts[12:14],
+            b',"sequence":',
+            str(sequence).encode(),
+            *parts[14:],
+        ]
         digest = hashlib.sha256(prev_hash.encode("ascii"))
-        digest.update(before_hash + after_hash)
+        digest.update(b"".join([*parts[:8], event_id_member, *after]))
         hash_ = digest.hexdigest()
-        return before_hash + b',"hash":"' + hash_.encode() + b'"' + after_hash, hash_
+        body = b"".join([*parts[:8], event_id_member, b',"hash":"', hash_.encode(), b'"', *after])
+        return body, hash_
 
 
 def _already_recorded(
@@ -255,11 +255,19 @@ def _decide(
         return _rejection(rejected, raw, recorded_at, line, _peek(raw))
 
     org_id = submission.org_id
-    event_key = submission.resolved_event_key()
+    if (
+        probed is not None
+        and probed.event_key is not None
+        and submission.event_id is None
+        and probed.source == (org_id, submission.source, submission.source_event_id)
+    ):
+        event_key = probed.event_key  # derived from the same ids: no need to derive it again
+    else:
+        event_key = submission.resolved_event_key()
     event_id = event_id_text(event_key)
     data = payload.model_dump(mode="json", exclude_none=True)
     occurred_at = format_timestamp(submission.occurred_at)
-    content = _Content.of(submission, version, occurred_at, data)
+    content = _Content(submission, version, occurred_at, data)
     digest = content.digest()
     recorded = _already_recorded(state, submission, event_key, event_id)
     if recorded is not None:
@@ -385,7 +393,7 @@ def submission_digest(raw: bytes) -> bytes:
     return hashlib.sha256(SUBMISSION_DIGEST_DOMAIN + raw).digest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Probe:
     """A submission's JSON and what it names, read before it is validated: the ids a batch
     needs from a stored state (loaded in bulk), and its submission digest. Nothing is

@@ -22,7 +22,7 @@ from events.canonical import canonical_bytes
 from events.log import ChainHead, Decider, Mark, NewEvents
 from events.outcomes import Accepted, Rejection
 from events.reasons import ReasonCode
-from events.state_store import STATE_TABLES, SqliteStateStore
+from events.state_store import LEDGER_TABLES, STATE_TABLES, SqliteStateStore
 from events.stored import StoredBytes, read_event
 from schemas.envelope import LedgerEvent
 from schemas.errors import LedgerDamagedError, LedgerUnavailableError, SequenceConflictError
@@ -67,8 +67,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE rejections ADD COLUMN raw_sha256 TEXT",
     ),
     (  # 3. The sequencer's state (events.state_store), built from the stored events once.
-        "ALTER TABLE events ADD COLUMN submission_digest BLOB",
         *STATE_TABLES,
+        *LEDGER_TABLES,
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -78,11 +78,8 @@ _PAGE = 256
 
 
 def _row(item: Accepted | LedgerEvent) -> tuple[Any, ...]:
-    """An event's row: its columns, its canonical JSON and its submission digest."""
-    if isinstance(item, Accepted):
-        r, body, submitted = item.record, item.body, item.submitted
-    else:
-        r, body, submitted = vars(item), None, None
+    """An event's row: its columns and its canonical JSON."""
+    r, body = (item.record, item.body) if isinstance(item, Accepted) else (vars(item), None)
     return (
         r["org_id"],
         r["sequence"],
@@ -92,7 +89,6 @@ def _row(item: Accepted | LedgerEvent) -> tuple[Any, ...]:
         r["recorded_at"],
         r["hash"],
         (body if body is not None else canonical_bytes(r)).decode(),
-        submitted,
     )
 
 
@@ -265,7 +261,7 @@ class SqliteEventLog:
         self._check_continuity(events)
         db.executemany(
             "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
-            " hash, body, submission_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [_row(e) for e in events],
         )
         db.executemany(

@@ -13,11 +13,12 @@ what the batch's accepted events changed:
   Its view of a batch reads only what the batch touches: the ids the submissions name, in
   bulk, and each entity the rules look at, once.
 
-The embedded store keeps no row per event of its own: the ledger's ``events`` table already
-has each event's id (``UNIQUE (org_id, event_id)``), head and body. An event's content digest
-is computed from its stored body when a submission repeats it, the digest of the bytes it was
-submitted as is a column of its row (``submission_digest``), and a check-in's key result is
-read from its body. So an accepted check-in adds one row to ``events`` and nothing else.
+The embedded store keeps no row per event keyed by its id: the ledger's ``events`` table
+already has each event's id (``UNIQUE (org_id, event_id)``), head and body. An event's content
+digest is computed from its stored body when a submission repeats it, and a check-in's key
+result is read from its body. The digest of the bytes an event was submitted as is kept by
+position (``sequencer_submitted``: appended in order, never a random insert). So an accepted
+check-in adds a row to ``events`` and a 20-byte row at the end of ``sequencer_submitted``.
 """
 
 import sqlite3
@@ -90,6 +91,14 @@ STATE_TABLES = (
 )
 """The tables of both kinds of store (created by the ledger's schema migration when embedded)."""
 
+LEDGER_TABLES = (
+    """CREATE TABLE IF NOT EXISTS sequencer_submitted (
+    position INTEGER PRIMARY KEY,  -- of the event in the ledger's events table
+    digest   BLOB    NOT NULL      -- of the bytes it was submitted as (its submission digest)
+)""",
+)
+"""What an embedded store keeps beside the ledger's ``events``."""
+
 STANDALONE_TABLES = (
     """CREATE TABLE IF NOT EXISTS sequencer_heads (
     org_id   TEXT    NOT NULL PRIMARY KEY,
@@ -115,6 +124,11 @@ _CATCH_UP_CHUNK = 20_000
 
 class StateStore(Protocol):
     """The sequencer's state, as :class:`events.ledger.Ledger` uses it for each batch."""
+
+    def prepare(self, probes: Sequence[Probe | None]) -> None:
+        """Before the write lock is taken: read what the next batch names, if the store can
+        (its view then needs no reads of its own unless another writer appends meanwhile)."""
+        ...
 
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         """The state to decide a batch on, with what ``probes`` name loaded in bulk. The batch's
@@ -148,6 +162,9 @@ class MemoryStateStore:
     def __init__(self, state: LedgerState | None = None) -> None:
         self.state = state or LedgerState()
         self._mark: Mark = {}
+
+    def prepare(self, probes: Sequence[Probe | None]) -> None:
+        """Nothing: everything is in memory."""
 
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         return self.state
@@ -364,8 +381,11 @@ class _Events(Protocol):
         """``(source, source_event_id)`` of stored event ``key``."""
         ...
 
-    def save(self, view: _View, heads: list[tuple[str, int, str]]) -> None:
-        """Store what ``view`` added (``heads``: the orgs' heads that changed)."""
+    def save(
+        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+    ) -> None:
+        """Store what ``view`` added (``heads``: the orgs' heads that changed; ``submitted``:
+        the submission digests of the events the log just appended, by position)."""
         ...
 
     def end(self) -> int:
@@ -401,14 +421,17 @@ class _LedgerEvents:
 
     def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
         found: dict[bytes, tuple[Any, bytes | None]] = {}
-        for chunk in _chunks([event_id_text(key) for key in keys]):
+        texts = {event_id_text(key): key for key in keys}
+        for chunk in _chunks(list(texts)):
+            # UNIQUE (org_id, event_id)'s index holds event_id and position: no event row is read.
             rows = self._db.execute(
-                "SELECT event_id, position, submission_digest FROM events"
-                f" WHERE org_id = ? AND event_id IN ({_marks(len(chunk))})",
+                "SELECT e.event_id, e.position, s.digest FROM events e"
+                " LEFT JOIN sequencer_submitted s ON s.position = e.position"
+                f" WHERE e.org_id = ? AND e.event_id IN ({_marks(len(chunk))})",
                 (org_id, *chunk),
             )
             for event_id, position, submitted in rows:
-                found[bytes.fromhex(event_id.replace("-", ""))] = (position, submitted)
+                found[texts[event_id]] = (position, submitted)
         return found
 
     def _record(self, org_id: str, key: bytes, position: Any = None) -> dict[str, Any] | None:
@@ -439,8 +462,11 @@ class _LedgerEvents:
         record = self._record(org_id, key)
         return None if record is None else (record["source"], record["source_event_id"])
 
-    def save(self, view: _View, heads: list[tuple[str, int, str]]) -> None:
-        """Nothing: the log stores the events (and their submission digests) itself."""
+    def save(
+        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+    ) -> None:
+        """The submission digests: the rest is the log's own rows."""
+        self._db.executemany("INSERT INTO sequencer_submitted VALUES (?, ?)", submitted)
 
     def end(self) -> int:
         row = self._db.execute("SELECT coalesce(max(position), 0) + 1 FROM events").fetchone()
@@ -505,7 +531,9 @@ class _OwnEvents:
     def carried(self, org_id: str, key: bytes) -> tuple[str, str | None] | None:
         return None  # never asked: this store keeps every source's first event itself
 
-    def save(self, view: _View, heads: list[tuple[str, int, str]]) -> None:
+    def save(
+        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+    ) -> None:
         db = self._db
         db.executemany("INSERT OR REPLACE INTO sequencer_heads VALUES (?, ?, ?)", heads)
         check_ins = {
@@ -576,6 +604,8 @@ class SqliteStateStore:
         self._events = events
         self._view: _View | None = None
         self._pending: list[LedgerEvent] = []
+        self._prepared: tuple[Sequence[Probe | None], int, _View] | None = None
+        """A view loaded before the lock: for which probes, at which end of the log."""
 
     @classmethod
     def embedded(cls, db: sqlite3.Connection) -> "SqliteStateStore":
@@ -620,7 +650,24 @@ class SqliteStateStore:
 
     # -- StateStore ---------------------------------------------------------------------------
 
+    def prepare(self, probes: Sequence[Probe | None]) -> None:
+        """Embedded: load the batch's view at the log's current end, outside the lock."""
+        self._prepared = None
+        if self._events.reads_log and self._view is None:
+            end = self._events.end()
+            if self.mark().get(0, 1) == end:  # nothing to catch up
+                view = self._new_view()
+                self._load(view, probes)
+                self._prepared = (probes, end, view)
+
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
+        prepared, self._prepared = self._prepared, None
+        if self._view is None and prepared is not None:
+            loaded_for, end, view = prepared
+            # Valid if nothing was appended since it was read (a batch's own appends come later).
+            if loaded_for is probes and self._events.end() == end and self.mark().get(0, 1) == end:
+                self._view = view
+                return view
         view = self._open()
         self._load(view, probes)
         return view
@@ -642,7 +689,7 @@ class SqliteStateStore:
         """Nothing: the store records its position with what it saves."""
 
     def forget(self) -> None:
-        self._view = None
+        self._view = self._prepared = None
         self._pending.clear()
 
     # -- storing ----------------------------------------------------------------------------
@@ -651,8 +698,15 @@ class SqliteStateStore:
         """Save the state after ``events`` (folding those the view has not seen) and ``mark``
         as the position it reflects, in the caller's transaction."""
         view = self._open()
-        for item in events:
-            record = item.record if isinstance(item, Accepted) else vars(item)
+        first = mark.get(0, 0) - len(events)  # the log's positions of ``events`` (embedded)
+        submitted: list[tuple[int, bytes]] = []
+        for at, item in enumerate(events, start=first):
+            if isinstance(item, Accepted):
+                record = item.record
+                if item.submitted is not None:
+                    submitted.append((at, item.submitted))
+            else:
+                record = vars(item)
             key = bytes.fromhex(record["event_id"].replace("-", ""))
             if (record["org_id"], key) in view.applied:
                 continue
@@ -660,7 +714,7 @@ class SqliteStateStore:
                 view.apply_record(record, key, item.digest, item.submitted)
             else:
                 view.apply_record(record, key, self._digest(record))
-        self._save(view, mark)
+        self._save(view, mark, submitted)
         self._view = None
 
     def _digest(self, record: dict[str, Any]) -> bytes:
@@ -693,18 +747,20 @@ class SqliteStateStore:
     def _catch_up(self) -> None:
         """Fold the ledger's events after the position the tables reflect (an upgraded file:
         all of them, once; later, only what a writer that did not update them appended)."""
-        position = self.mark().get(0, 1)
-        end = self._events.end()
+        mark = self.mark()
+        position, end = mark.get(0, 1), self._events.end()
         if position >= end:
+            if not mark:  # a new file: it reflects the (empty) ledger
+                self._save(self._new_view(), {0: end}, [])
             return
         view = self._new_view()
         for folded, (at, record) in enumerate(self._events.after(position), start=1):
             key = bytes.fromhex(record["event_id"].replace("-", ""))
             view.apply_record(record, key, b"")  # keeps no digest (see _digest)
             if folded % _CATCH_UP_CHUNK == 0:  # bounded memory, whatever the ledger's size
-                self._save(view, {0: at + 1})
+                self._save(view, {0: at + 1}, [])
                 view = self._new_view()
-        self._save(view, {0: end})
+        self._save(view, {0: end}, [])
 
     def _new_view(self) -> _View:
         view = _View()
@@ -885,7 +941,7 @@ class SqliteStateStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _save(self, view: _View, mark: Mark) -> None:
+    def _save(self, view: _View, mark: Mark, submitted: list[tuple[int, bytes]]) -> None:
         flags: list[tuple[str, str, str, int]] = []
         objectives: list[tuple[str, str, str, str, str | None]] = []
         key_results: list[tuple[str, str, str, str, float, int]] = []
@@ -937,7 +993,7 @@ class SqliteStateStore:
                 if not (self._events.implies_sources and first == derive_event_key(*key))
             ],
         )
-        self._events.save(view, heads)
+        self._events.save(view, heads, submitted)
         db.executemany(
             "INSERT OR REPLACE INTO sequencer_position VALUES (?, ?)", sorted(mark.items())
         )

@@ -46,8 +46,7 @@ def event_id_text(key: bytes) -> str:
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 with the offset kept, ``Z`` for UTC, microseconds only when present."""
-    timespec = "microseconds" if moment.microsecond else "seconds"
-    text = moment.isoformat(timespec=timespec)
+    text = moment.isoformat()  # timespec "auto": microseconds only when there are any
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
