@@ -94,20 +94,34 @@ def _prepare(value: Any) -> Any:
     """Swap floats for their JCS text, so orjson writes everything else.
 
     orjson's string escaping equals JCS's, and with only ASCII keys its key order (by code
-    point) equals JCS's (by UTF-16 unit). Anything else goes to the reference path.
+    point) equals JCS's (by UTF-16 unit). Anything else goes to the reference path. A
+    container with nothing to swap is returned as it is (no copy).
     """
     kind = type(value)
     if kind is dict:
-        prepared = {}
+        prepared = None
         for key, item in value.items():
             if type(key) is not str or not key.isascii():
                 raise _NeedsReferenceError
-            prepared[key] = item if type(item) in _PLAIN else _prepare(item)
-        return prepared
+            kind = type(item)
+            if kind in _PLAIN:
+                continue
+            if kind is int:
+                if -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+                    continue
+                raise _NeedsReferenceError
+            swapped = _prepare(item)
+            if swapped is not item:
+                if prepared is None:
+                    prepared = dict(value)
+                prepared[key] = swapped
+        return value if prepared is None else prepared
     if kind is float:
         return _float_fragment(value)
     if kind is list or kind is tuple:
-        return [item if type(item) in _PLAIN else _prepare(item) for item in value]
+        items = [item if type(item) in _PLAIN else _prepare(item) for item in value]
+        unchanged = kind is list and all(a is b for a, b in zip(items, value, strict=True))
+        return value if unchanged else items
     if kind is int:
         if abs(value) > _MAX_SAFE_INTEGER:
             raise _NeedsReferenceError
