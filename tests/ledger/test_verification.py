@@ -1,5 +1,6 @@
 """``verify`` on every core (events/verification.py) names exactly what it names on one."""
 
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def test_a_ledger_too_small_for_a_pool_is_verified_in_process(
     def no_pool(*args: object) -> None:
         raise AssertionError("a pool was started")
 
-    monkeypatch.setattr(verification.multiprocessing, "get_context", no_pool)
+    monkeypatch.setattr(multiprocessing, "get_context", no_pool)
     path = tmp_path / "ledger.db"
     store(path, chained_events("acme"))
     log = SqliteEventLog(path)
