@@ -319,6 +319,8 @@ class _View(LedgerState):
     """The events folded into this view (they need not be folded again when stored)."""
     carried: dict[tuple[str, bytes], tuple[str, str | None]] = field(default_factory=dict)
     """``(source, source_event_id)`` of each event folded into this view."""
+    derived: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+    """``(org_id, source, source_event_id)`` -> the event id it derives, where known already."""
 
     def submitted(self, org_id: str, event_key: bytes) -> bytes | None:
         return self.submitted_digests.get((org_id, event_key))
@@ -772,9 +774,9 @@ class SqliteStateStore:
         return view
 
     def _load(self, view: _View, probes: Sequence[Probe | None]) -> None:
-        """Read what ``probes`` name in bulk: their events (by id) and their sources."""
+        """Read what ``probes`` name in bulk: their events (by id), then the sources of those
+        that are not stored (a stored id decides a repeat before its source is looked at)."""
         keys: dict[str, set[bytes]] = {}
-        sources: dict[str, set[tuple[str, str]]] = {}
         for probed in probes:
             if probed is None or probed.org_id is None:
                 continue
@@ -782,8 +784,10 @@ class SqliteStateStore:
             for key in (probed.event_key, probed.derived_key):
                 if key is not None and not dict.__contains__(view.known, (probed.org_id, key)):
                     mine.add(key)
-            if probed.source is not None:
-                sources.setdefault(probed.org_id, set()).add(probed.source[1:])
+            if probed.source is not None:  # the id its source's id derives: computed already
+                derived = probed.derived_key or probed.event_key
+                assert derived is not None  # a probe with a source derives its id
+                view.derived[probed.source] = derived
         known, stored = view.known, view.sources
         assert isinstance(known, _Cached)  # a view's maps are
         assert isinstance(stored, _Cached)
@@ -797,6 +801,12 @@ class SqliteStateStore:
                         view.submitted_digests.setdefault((org_id, key), submitted)
                 elif (org_id, key) not in view.applied:
                     known.loaded((org_id, key), None)
+        sources: dict[str, set[tuple[str, str]]] = {}
+        for probed in probes:
+            if probed is None or probed.source is None or probed.event_key is None:
+                continue
+            if known.absent((probed.source[0], probed.event_key)):
+                sources.setdefault(probed.source[0], set()).add(probed.source[1:])
         for org_id, pairs in sources.items():
             found_sources = self._sources(org_id, sorted(pairs))
             for source, source_event_id in pairs:
@@ -804,16 +814,19 @@ class SqliteStateStore:
                 if dict.__contains__(stored, source_key):
                     continue
                 first = found_sources.get((source, source_event_id))
-                implied = (org_id, derive_event_key(*source_key))
                 if first is not None:
                     stored.loaded(source_key, first)
-                elif not self._events.implies_sources or known.absent(implied):
+                elif not self._events.implies_sources or known.absent(
+                    (org_id, view.derived[source_key])
+                ):
                     stored.loaded(source_key, None)
 
     def _sources(
         self, org_id: str, pairs: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], bytes]:
         found: dict[tuple[str, str], bytes] = {}
+        if self._one("SELECT 1 FROM sequencer_sources WHERE org_id = ? LIMIT 1", org_id) is None:
+            return found  # the common case: every event of the org has the id its source's derives
         for chunk in _chunks(pairs, _IN_LIST // 2):
             rows = self._db.execute(
                 "SELECT source, source_event_id, event_id FROM sequencer_sources"
@@ -990,13 +1003,17 @@ class SqliteStateStore:
             [
                 (*key, first)
                 for key, first in _changes(view.sources)
-                if not (self._events.implies_sources and first == derive_event_key(*key))
+                if not (self._events.implies_sources and first == _derived(view, key))
             ],
         )
         self._events.save(view, heads, submitted)
         db.executemany(
             "INSERT OR REPLACE INTO sequencer_position VALUES (?, ?)", sorted(mark.items())
         )
+
+
+def _derived(view: _View, key: tuple[str, str, str]) -> bytes:
+    return view.derived.get(key) or derive_event_key(*key)
 
 
 def _added(items: set[K]) -> Iterable[K]:
