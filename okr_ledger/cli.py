@@ -17,12 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from events.chain import ChainReport
+from events.chain import ChainReport, ChainVerifier
 from events.log import EventLog, require_org
 from events.outcomes import Outcome, Rejection
 from events.reasons import ReasonCode
 from events.stored import export_lines
-from events.verification import verify_stored
 from okr_ledger import __version__
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
@@ -219,14 +218,20 @@ def submit(
 
 
 def verify_log(log: EventLog, org: str | None) -> list[ChainReport]:
-    """Every org's chain (or ``org``'s), checked on the stored bytes (on every core)."""
-    return verify_stored(log.read_stored(org)).reports()
+    """Every org's chain (or ``org``'s), checked on the stored bytes."""
+    verifier = ChainVerifier()
+    for stored in log.read_stored(org):
+        verifier.add(stored)
+    return verifier.reports()
 
 
 def verify_file(path: Path, org: str | None) -> list[ChainReport]:
     """The same checks on an export file, streamed (orgs may interleave)."""
+    verifier = ChainVerifier()
     with path.open("rb") as stream:
-        reports = verify_stored(export_lines(stream)).reports()
+        for stored in export_lines(stream):
+            verifier.add(stored)
+    reports = verifier.reports()
     if org is not None and not any(r.org_id == org for r in reports):
         known = [r.org_id for r in reports if r.org_id is not None]
         if any(r.org_id is None for r in reports):
