@@ -132,61 +132,67 @@ class _Content:
     digest and, if accepted, for the event's hash, and stored.
     """
 
-    __slots__ = ("parts",)
+    __slots__ = ("head", "middle", "tail", "version")
 
     def __init__(self, submission: Submission, version: int, occurred_at: str, data: Any) -> None:
-        self.parts = [
-            b'{"actor":',
-            _dumps(submission.actor),
-            b',"causation_id":',
-            _text(submission.causation_id),
-            b',"correlation_id":',
-            _text(submission.correlation_id),
-            b',"data":',
-            canonical_bytes(data),
-            # event_id, hash
-            b',"occurred_at":',
-            _dumps(occurred_at),
-            b',"org_id":',
-            _dumps(submission.org_id),
-            # prev_hash, recorded_at
-            b',"schema_version":',
-            str(version).encode(),
-            # sequence
-            b',"source":',
-            _dumps(submission.source),
-            b',"source_event_id":',
-            _text(submission.source_event_id),
-            b',"type":',
-            _dumps(submission.type),
-            b"}",
-        ]
+        self.head = b"".join(  # then event_id and hash
+            (
+                b'{"actor":',
+                _dumps(submission.actor),
+                b',"causation_id":',
+                _text(submission.causation_id),
+                b',"correlation_id":',
+                _text(submission.correlation_id),
+                b',"data":',
+                canonical_bytes(data),
+            )
+        )
+        self.middle = b"".join(  # then prev_hash and recorded_at
+            (b',"occurred_at":', _dumps(occurred_at), b',"org_id":', _dumps(submission.org_id))
+        )
+        self.version = b',"schema_version":' + str(version).encode()  # then sequence
+        self.tail = b"".join(
+            (
+                b',"source":',
+                _dumps(submission.source),
+                b',"source_event_id":',
+                _text(submission.source_event_id),
+                b',"type":',
+                _dumps(submission.type),
+                b"}",
+            )
+        )
 
     def digest(self) -> bytes:
-        return hashlib.sha256(b"".join(self.parts)).digest()[:16]
+        content = self.head + self.middle + self.version + self.tail
+        return hashlib.sha256(content).digest()[:16]
 
     def event_bytes(
-        self, event_id: str, sequence: int, prev_hash: str, recorded_at: str
+        self, event_id: str, sequence: int, prev_hash: str, recorded_at: bytes
     ) -> tuple[bytes, str]:
-        """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5)."""
-        parts = self.parts
+        """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5);
+        ``recorded_at`` is its member's encoding (:func:`recorded_at_member`)."""
         event_id_member = b',"event_id":' + _dumps(event_id)
-        after = [
-            *parts[8:12],
-            b',"prev_hash":',
-            _dumps(prev_hash),
-            b',"recorded_at":',
-            _dumps(recorded_at),
-            *parts[12:14],
-            b',"sequence":',
-            str(sequence).encode(),
-            *parts[14:],
-        ]
+        after = (
+            self.middle
+            + b',"prev_hash":'
+            + _dumps(prev_hash)
+            + recorded_at
+            + self.version
+            + b',"sequence":'
+            + str(sequence).encode()
+            + self.tail
+        )
         digest = hashlib.sha256(prev_hash.encode("ascii"))
-        digest.update(b"".join([*parts[:8], event_id_member, *after]))
+        digest.update(self.head + event_id_member + after)
         hash_ = digest.hexdigest()
-        body = b"".join([*parts[:8], event_id_member, b',"hash":"', hash_.encode(), b'"', *after])
+        body = b"".join((self.head, event_id_member, b',"hash":"', hash_.encode(), b'"', after))
         return body, hash_
+
+
+def recorded_at_member(recorded_at: str) -> bytes:
+    """The ``recorded_at`` member of an event's bytes (the same for a whole batch)."""
+    return b',"recorded_at":' + _dumps(recorded_at)
 
 
 def _already_recorded(
@@ -312,7 +318,9 @@ def _decide(
         )
 
     sequence = org.last_sequence + 1
-    body, hash_ = content.event_bytes(event_id, sequence, org.last_hash, recorded_at)
+    body, hash_ = content.event_bytes(
+        event_id, sequence, org.last_hash, recorded_at_member(recorded_at)
+    )
     record = {  # LedgerEvent's field order
         "sequence": sequence,
         "event_id": event_id,

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from schemas.envelope import GENESIS_HASH, LedgerEvent
-from schemas.registry import upcast
+from schemas.registry import EVENT_TYPES, upcast
 
 Data = dict[str, Any]
 
@@ -110,8 +110,9 @@ class LedgerState:
         source_event_id = record["source_event_id"]
         if source_event_id is not None:  # the first keeps it (ledgers from before the rule)
             self.sources.setdefault((org_id, record["source"], source_event_id), event_key)
-        type_name = record["type"]
-        data = upcast(type_name, record["schema_version"], record["data"])
+        type_name, data = record["type"], record["data"]
+        if record["schema_version"] != EVENT_TYPES.get(type_name):
+            data = upcast(type_name, record["schema_version"], data)
         handler = _APPLY.get(type_name)
         if handler is not None:
             handler(org, data, event_key)

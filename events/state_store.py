@@ -579,12 +579,13 @@ class _Sources(_Cached[tuple[str, str, str], bytes]):
         self._implied = implied
 
     def setdefault(self, key: tuple[str, str, str], default: bytes) -> bytes:
-        if (
-            self._implied
-            and not dict.__contains__(self, key)
-            and key not in self._absent
-            and default == derive_event_key(*key)
-        ):
+        if dict.__contains__(self, key):
+            first: bytes = dict.__getitem__(self, key)
+            return first
+        if key in self._absent:  # known to have no first: this one is
+            self[key] = default
+            return default
+        if self._implied and default == derive_event_key(*key):
             return default
         return super().setdefault(key, default)
 

@@ -48,6 +48,7 @@ from events.sequencer import (
     _Content,
     _parse,
     probe,
+    recorded_at_member,
 )
 from events.sqlite_log import SqliteEventLog
 from events.state import LedgerState, OrgState
@@ -197,7 +198,9 @@ def _replay_one(
     lap("rules (check) + org state")
     assert violation is None, violation
     sequence = org.last_sequence + 1
-    body, hash_ = content.event_bytes(event_id, sequence, org.last_hash, format_timestamp(now))
+    body, hash_ = content.event_bytes(
+        event_id, sequence, org.last_hash, recorded_at_member(format_timestamp(now))
+    )
     lap("event bytes + hash (sha256)")
     record = {
         "sequence": sequence,
