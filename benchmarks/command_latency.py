@@ -1,5 +1,6 @@
 """Ledger-side command latency as the ledger grows: ``okr-ledger submit`` of one line (a new
-check-in: accepted; the same line again: duplicate), wall time including interpreter start.
+check-in: accepted; the same line again: duplicate), wall time including interpreter start;
+and, once each, the whole-ledger commands ``verify`` and ``export`` with their peak RSS.
 
 For each size (1,000 key results and N check-ins: the ledger of
 benchmarks/projection_throughput.py, written directly and cached in benchmarks/.work) it prints
@@ -71,10 +72,17 @@ def ledger_for(check_ins: int, work: Path) -> tuple[Path, int]:
 
 def submit_latency(
     check_ins: int, samples: int, work: Path
-) -> tuple[int, dict[str, list[float]], float]:
-    """Events in the ledger; wall times (ms) of each kind of submit; the largest peak RSS."""
+) -> tuple[int, dict[str, list[float]], float, dict[str, tuple[float, float]]]:
+    """Events in the ledger; wall times (ms) of each kind of submit; the largest peak RSS of
+    a submit; wall seconds and peak RSS of verify and export."""
     data, events = ledger_for(check_ins, work)
     env = {**os.environ, "OKR_DATA_DIR": str(data)}
+    whole: dict[str, tuple[float, float]] = {}
+    export = work / f"export-{check_ins}.ndjson"
+    for name, args in (("verify", ["verify", "--json"]), ("export", ["export", "-o", str(export)])):
+        elapsed, rss, _ = timed([str(CLI), *args], env)
+        whole[name] = (elapsed, rss)
+    export.unlink()
     times: dict[str, list[float]] = {"accepted": [], "duplicate": []}
     peak = 0.0
     for n in range(samples):
@@ -85,7 +93,7 @@ def submit_latency(
             assert f'"{status}":1'.encode() in out, (status, out)
             taken.append(elapsed * 1000)
             peak = max(peak, rss)
-    return events, times, peak
+    return events, times, peak, whole
 
 
 def main() -> None:
@@ -104,13 +112,16 @@ def main() -> None:
     print(f"command latency: median (and worst) of {args.samples} runs, load average {load:.1f}")
     print(f"  anchors of the same run: python -c pass {summary(python)}")
     print(f"                           okr-ledger --help {summary(helped)}")
-    for size, (events, times, peak) in zip(sizes, results, strict=True):
+    for size, (events, times, peak, whole) in zip(sizes, results, strict=True):
         print(f"  1,000 key results, {size:,} check-ins: {events:,} ledger events")
         for status, taken in times.items():
             print(f"    submit of one line, {status:<9} {summary(taken)}")
         print(f"    peak RSS of a submit:         {peak:8.0f} MiB")
+        for name, (elapsed, rss) in whole.items():
+            print(f"    {name} (the whole ledger):   {elapsed:8.2f} s, {events / elapsed:,.0f} "
+                  f"events/s, peak RSS {rss:.0f} MiB")  # fmt: skip
     if len(results) > 1:
-        (small, small_times, _), (large, large_times, _) = results[0], results[-1]
+        (small, small_times, _, _), (large, large_times, _, _) = results[0], results[-1]
         print(f"  ratio {large:,} / {small:,} events of the medians:", end="")
         for status in small_times:
             ratio = statistics.median(large_times[status]) / statistics.median(small_times[status])

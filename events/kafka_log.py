@@ -161,7 +161,6 @@ class KafkaEventLog:
 
     def state_store(self) -> None:
         """None: the ledger folds a Kafka log into memory (see ``events.state_store``)."""
-        return
 
     def _append_events(self, events: Sequence[LedgerEvent]) -> None:
         partitions = {e.org_id: self.partition_of(e.org_id) for e in events}

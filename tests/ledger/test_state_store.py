@@ -45,6 +45,32 @@ def check_file(path: Path) -> None:
         assert_store_is_the_fold(log.state, path, fold_of(log))
 
 
+def insert_rows(db: sqlite3.Connection, events: list[LedgerEvent]) -> None:
+    """Rows of ``events`` written by hand, as OKR Ledger before schema 3 wrote them."""
+    db.executemany(
+        "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at, hash,"
+        " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.org_id, e.sequence, e.event_id, e.type, e.occurred_at, e.recorded_at, e.hash,
+             canonical_json(e.to_record()))
+            for e in events
+        ],
+    )  # fmt: skip
+
+
+def counted_validations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many submissions are validated from now on (``[n]``, counted as they are)."""
+    validated = [0]
+    real = Submission.model_validate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        validated[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(Submission, "model_validate", counted)
+    return validated
+
+
 def accepted_events(outcomes: list[Outcome]) -> list[LedgerEvent]:
     return [o.event for o in outcomes if isinstance(o, Accepted)]
 
@@ -238,23 +264,7 @@ def test_a_store_left_behind_by_a_writer_that_did_not_update_it_catches_up(
     events = chained_events("acme", check_in_count=2)
     submit(path, org_setup("globex"))
     db = sqlite3.connect(path)
-    db.executemany(
-        "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at, hash,"
-        " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                e.org_id,
-                e.sequence,
-                e.event_id,
-                e.type,
-                e.occurred_at,
-                e.recorded_at,
-                e.hash,
-                canonical_json(e.to_record()),
-            )
-            for e in events
-        ],
-    )
+    insert_rows(db, events)
     db.commit()
     db.close()
     check_in = next(check_ins(1, key_result_id="kr1"))  # on a key result only those rows made
@@ -306,23 +316,7 @@ def schema_2_file(path: Path, events: list[LedgerEvent]) -> None:
     for statements in _MIGRATIONS[:2]:
         for statement in statements:
             db.execute(statement)
-    db.executemany(
-        "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at, hash,"
-        " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                e.org_id,
-                e.sequence,
-                e.event_id,
-                e.type,
-                e.occurred_at,
-                e.recorded_at,
-                e.hash,
-                canonical_json(e.to_record()),
-            )
-            for e in events
-        ],
-    )
+    insert_rows(db, events)
     db.execute("PRAGMA user_version = 2")
     db.close()
 
@@ -367,14 +361,7 @@ def test_a_byte_identical_resubmission_is_a_duplicate_without_being_validated_ag
     path = tmp_path / "ledger.db"
     lines = org_setup() + list(check_ins(20))
     first = submit(path, lines)
-    validated = [0]
-    real = Submission.model_validate
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        validated[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(Submission, "model_validate", counted)
+    validated = counted_validations(monkeypatch)
     again = submit(path, lines)
     assert again == [Duplicate(o.event.event_id, "acme") for o in first]  # type: ignore[union-attr]  # all Accepted
     assert validated[0] == 0
@@ -392,13 +379,6 @@ def test_a_submission_digest_taken_under_another_contract_is_not_trusted(
     lines = org_setup()
     first = submit(path, lines)
     monkeypatch.setattr(sequencer_module, "SUBMISSION_DIGEST_DOMAIN", b"another contract")
-    validated = [0]
-    real = Submission.model_validate
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        validated[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(Submission, "model_validate", counted)
+    validated = counted_validations(monkeypatch)
     assert submit(path, lines) == [Duplicate(o.event.event_id, "acme") for o in first]  # type: ignore[union-attr]  # all Accepted
     assert validated[0] == len(lines)
