@@ -5,6 +5,7 @@ failed batch, a writer that did not update it, and the upgrade of a file made be
 import sqlite3
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 import pytest
@@ -102,6 +103,36 @@ def test_the_stored_state_is_the_fold_of_the_ledger_and_decides_as_memory(
         check_file(path)
         further = in_memory([*lines, *lines[: len(lines) // 2]])[len(lines) :]
         assert submit(path, lines[: len(lines) // 2], batch_size) == further
+        check_file(path)
+
+
+@SETTINGS
+@given(histories(), st.integers(1, 5), st.data())
+def test_a_batch_that_fails_anywhere_leaves_the_state_the_fold_of_what_was_stored(
+    lines: list[bytes], batch_size: int, data: st.DataObject
+) -> None:
+    """A crash inside the append's transaction, at a random batch and at a random step of it
+    (deciding, storing the events, saving the state): nothing of that batch remains, in the
+    events or in the state, and the next run decides as if it had never been tried."""
+    cut = data.draw(st.integers(0, len(lines) - 1))
+    where = data.draw(st.sampled_from(["view", "record", "_save"]))
+    with ledger_file() as path:
+        submit(path, lines[:cut], batch_size)
+        crashed: list[str] = []
+
+        def crash(self: SqliteStateStore, *args: Any) -> Any:
+            crashed.append(where)
+            raise RuntimeError("the process dies here")
+
+        with patch.object(SqliteStateStore, where, crash):
+            try:
+                submit(path, lines[cut:], batch_size)
+            except RuntimeError:
+                assert crashed == [where]
+            else:
+                assert not crashed  # no batch got that far (none had an event to save)
+        check_file(path)
+        assert submit(path, lines[cut:], batch_size) == in_memory(lines)[cut:]
         check_file(path)
 
 
@@ -229,6 +260,22 @@ def test_a_batch_that_fails_before_its_commit_leaves_neither_events_nor_state(
         assert len(list(log.read("acme"))) == len(setup) + 3
     again = submit(path, [*more, retraction])
     assert again == in_memory([*setup, *more[:3], *more, retraction])[len(setup) + 3 :]
+    check_file(path)
+
+
+def test_an_append_retried_after_a_failed_one_on_the_same_log_stores_the_whole_state(
+    tmp_path: Path,
+) -> None:
+    """What a failed transaction read and applied is dropped with it, not kept for the next."""
+    path = tmp_path / "ledger.db"
+    events = chained_events("acme", check_in_count=3)
+    with sqlite_log(path) as log:
+        with (
+            patch.object(SqliteStateStore, "_save", side_effect=OSError("disk full")),
+            pytest.raises(OSError, match="disk full"),
+        ):
+            log.append(events)
+        log.append(events)
     check_file(path)
 
 
