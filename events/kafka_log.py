@@ -47,7 +47,7 @@ from events.kafka_records import (
     read_rejection,
 )
 from events.log import ChainHead, Decider, Mark
-from events.outcomes import Rejection
+from events.outcomes import Accepted, Rejection
 from events.stored import StoredBytes, parse_event
 from schemas.envelope import LedgerEvent
 from schemas.errors import (
@@ -155,8 +155,12 @@ class KafkaEventLog:
             if self._placed(record, message.key, message.partition) and rule.admit(record):
                 decider.fold(LedgerEvent.from_record(record))
         positions.update(self._reader.positions)
-        self.append(*decider.decide())
+        events, rejections = decider.decide()
+        self.append([e.event if isinstance(e, Accepted) else e for e in events], rejections)
         return positions
+
+    def state_store(self) -> None:
+        """None: the ledger folds a Kafka log into memory (see ``events.state_store``)."""
 
     def _append_events(self, events: Sequence[LedgerEvent]) -> None:
         partitions = {e.org_id: self.partition_of(e.org_id) for e in events}

@@ -141,7 +141,7 @@ class PartitionSequencer:
             self.sequencer.state.apply(event, digest)
             origin = Origin.from_headers(stored.headers)
             if origin is not None and origin.partition == partition:
-                recorded[origin.offset] = origin.batch_start, Accepted(event, digest)
+                recorded[origin.offset] = origin.batch_start, Accepted.of(event, digest)
         for stored in rejections:
             origin = Origin.from_headers(stored.headers)
             if origin is None or origin.partition != partition:
