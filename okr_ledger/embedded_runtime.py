@@ -12,7 +12,7 @@ from okr_ledger.submit_outcome import SubmitOutcome
 from okr_ledger.wiring import open_event_log, open_ledger, open_projection_store
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
-from processors.snapshots import DirectorySnapshots
+from processors.snapshots import FILE_NAME, SqliteSnapshots
 from projections.store import ProjectionStore
 
 
@@ -35,10 +35,13 @@ def catch_up(
 ) -> int:
     """Project what the ledger has beyond the store's checkpoints; the events projected."""
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
-    snapshots = DirectorySnapshots(settings.data_dir / "projector-snapshots")
-    runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
-    with bar(label, runner.backlog()) as advance:
-        return runner.catch_up(advance).events
+    snapshots = SqliteSnapshots(settings.data_dir / FILE_NAME)
+    try:
+        runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
+        with bar(label, runner.backlog()) as advance:
+            return runner.catch_up(advance).events
+    finally:
+        snapshots.close()
 
 
 class EmbeddedRuntime:

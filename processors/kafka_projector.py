@@ -29,7 +29,8 @@ from events.kafka_client import partition_for
 from events.kafka_records import ChainRule, decode_event, org_key, placed, read_rejection
 from processors import tables as t
 from processors.kafka_consumer import manual_consumer
-from processors.projector import Projector, StoredEvent, project_rejections
+from processors.projector import Projector, StoredEvent
+from processors.rejections import project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
 from schemas.errors import ConfigurationError

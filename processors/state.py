@@ -1,35 +1,90 @@
-"""The projector's state: each org's entities and the check-ins that decide current values."""
+"""The projector's state: each org's entities, and each key result's check-ins as typed arrays.
 
-from bisect import insort
+Times are integers (microseconds since 1970-01-01 UTC), as in the rows. A check-in costs about
+60 bytes of state (no Python object of its own): its id as 16 bytes, five 8-byte numbers, an
+index of its (actor, source) pair and a flag byte; comments, reasons and original values of
+corrected check-ins are kept apart, only where there is one. A check-in's target is not kept:
+it is always the key result's target in force at the check-in's business time
+(:meth:`KeyResult.target_at`), as the projector re-scores check-ins when a revision changes it.
+"""
+
+import math
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
+from uuid import UUID
 
 from processors.tables import Row
+from schemas.errors import ProjectionError
+
+CORRECTED = 1
+RETRACTED = 2
+NO_CONFIDENCE = math.nan
+"""How a check-in without a confidence is kept in :attr:`CheckInLog.confidence`."""
+
+
+def id_bytes(event_id: str) -> bytes:
+    """An event id (a lowercase, hyphenated UUID, as the ledger writes them) as 16 bytes."""
+    try:
+        raw = bytes.fromhex(event_id.replace("-", ""))
+    except ValueError:
+        raw = b""
+    if len(raw) != 16 or id_text(raw) != event_id:
+        raise ProjectionError(f"event id {event_id!r} is not a lowercase, hyphenated UUID")
+    return raw
+
+
+def id_text(raw: bytes) -> str:
+    return str(UUID(bytes=raw))
 
 
 @dataclass(slots=True)
-class CheckIn:
-    check_in_id: str
-    key_result_id: str
-    occurred_at: datetime
-    sequence: int
-    recorded_at: datetime
-    original_value: float
-    value: float
-    confidence: float | None
-    comment: str | None
-    actor: str
-    source: str
-    target: float
-    """The target in force at ``occurred_at``, as known now."""
-    corrected: bool = False
-    retracted: bool = False
-    reason: str | None = None
+class CheckInLog:
+    """Every check-in of one key result, retracted ones too, in ledger (sequence) order."""
 
-    @property
-    def order(self) -> tuple[datetime, int]:
-        """Business time, ties broken by sequence: how check-ins compete to be current."""
-        return self.occurred_at, self.sequence
+    ids: bytearray = field(default_factory=bytearray)
+    occurred: "array[int]" = field(default_factory=lambda: array("q"))
+    sequence: "array[int]" = field(default_factory=lambda: array("q"))
+    recorded: "array[int]" = field(default_factory=lambda: array("q"))
+    value: "array[float]" = field(default_factory=lambda: array("d"))
+    """The value now: as recorded, or as last corrected."""
+    confidence: "array[float]" = field(default_factory=lambda: array("d"))
+    origin: "array[int]" = field(default_factory=lambda: array("I"))
+    """Index of its (actor, source) in :attr:`OrgProjection.origins`."""
+    flags: bytearray = field(default_factory=bytearray)
+    original: dict[int, float] = field(default_factory=dict)
+    """The value as recorded, of check-ins corrected since."""
+    comment: dict[int, str] = field(default_factory=dict)
+    reason: dict[int, str] = field(default_factory=dict)
+    """Why a check-in was corrected or retracted (the last reason given)."""
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def find(self, raw_id: bytes) -> int:
+        """The index of the check-in with this id, or -1."""
+        at = self.ids.find(raw_id)
+        while at >= 0 and at % 16:
+            at = self.ids.find(raw_id, at + 1)
+        return at // 16 if at >= 0 else -1
+
+    def check_in_id(self, index: int) -> str:
+        return id_text(bytes(self.ids[16 * index : 16 * index + 16]))
+
+    def confidence_of(self, index: int) -> float | None:
+        found = self.confidence[index]
+        return None if math.isnan(found) else found
+
+    def latest_live(self) -> int:
+        """The index of the check-in that is current: the latest by business time, ties broken
+        by sequence, that is not retracted; -1 if none is."""
+        best = -1
+        flags, occurred = self.flags, self.occurred
+        for index in range(len(flags)):
+            if not flags[index] & RETRACTED and (best < 0 or occurred[index] >= occurred[best]):
+                best = index  # in sequence order: on a tie, the later one wins
+        return best
 
 
 @dataclass(slots=True)
@@ -49,20 +104,26 @@ class KeyResult:
     starts_on: date
     ends_on: date
     retired: bool = False
-    revisions: list[tuple[datetime, int, float]] = field(default_factory=list)
+    revisions: list[tuple[int, int, float]] = field(default_factory=list)
     """Target revisions as (business time, sequence, target), sorted."""
-    check_ins: list[tuple[datetime, int, CheckIn]] = field(default_factory=list)
-    """Every check-in, retracted ones too, sorted by (business time, sequence)."""
-    live_check_ins: int = 0
-    last: "CheckIn | None" = None
-    """The current check-in (latest by business time, not retracted)."""
+    check_ins: CheckInLog | None = None
+    """None until loaded (:meth:`OrgProjection.check_ins_of`)."""
+    live: int = 0
+    """Check-ins not retracted."""
+    current: int = -1
+    """Index of the current check-in in :attr:`check_ins`; -1 without one."""
     target: float = 0.0
     """The target the current value is scored against."""
     value: float = 0.0
     progress: float = 0.0
     attainment: float = 0.0
+    confidence: float | None = None
+    last_at: int | None = None
+    last_id: str | None = None
+    stamp: tuple[int, int] = (0, 0)
+    """(sequence, recorded_at) of the last event about it: its current row's version."""
 
-    def target_at(self, moment: datetime) -> float:
+    def target_at(self, moment: int) -> float:
         """The target in force at business time ``moment``: the last revision up to it."""
         for occurred_at, _sequence, target in reversed(self.revisions):
             if occurred_at <= moment:
@@ -72,17 +133,6 @@ class KeyResult:
     @property
     def current_target(self) -> float:
         return self.revisions[-1][2] if self.revisions else self.defined_target
-
-    def add_check_in(self, check_in: CheckIn) -> None:
-        insort(self.check_ins, (check_in.occurred_at, check_in.sequence, check_in))
-        self.live_check_ins += 1
-
-    def current(self) -> CheckIn | None:
-        """The latest check-in by business time that is not retracted."""
-        for _occurred, _sequence, check_in in reversed(self.check_ins):
-            if not check_in.retracted:
-                return check_in
-        return None
 
 
 @dataclass(slots=True)
@@ -103,13 +153,16 @@ class Objective:
     child_ids: list[str] = field(default_factory=list)
     progress: float = 0.0
     confidence: float | None = None
+    emitted: Row | None = None
+    """What its last structure version said (its structure and membership columns)."""
+    stamp: tuple[int, int] = (0, 0)
+    """(sequence, recorded_at) of the last event that changed its row."""
     members: "Members | None" = None
+    """Cached until its membership, rollup or weights change."""
     chain: "list[Objective] | None" = None
     """Cached: itself, then its parent, grandparent..."""
     structure: Row | None = None
-    """Cached: the cascade part of its row, which only structural events change."""
-    emitted: tuple[Row, Row] | None = None
-    """What the last emitted version said, as (structure, numbers): only changes are emitted."""
+    """Cached: the structure and membership columns of its row."""
 
     @property
     def abandoned(self) -> bool:
@@ -118,8 +171,6 @@ class Objective:
 
 @dataclass(slots=True)
 class Members:
-    """Cached per objective until its membership, rollup or weights change."""
-
     key_results: list[KeyResult]
     """Not retired, by id."""
     children: list[Objective]
@@ -165,7 +216,7 @@ class Review:
     verdict: str
     notes: str
     reviewer: str
-    reviewed_at: datetime
+    reviewed_at: int
 
 
 @dataclass(slots=True)
@@ -178,22 +229,58 @@ class Strategy:
     review: Review | None = None
 
 
+CheckInLoader = Callable[[str], CheckInLog]
+"""Reads the check-ins of a key result (by id) from where the state was saved."""
+
+
+@dataclass(slots=True)
+class Saved:
+    """What an org's state in memory shares with its saved copy (:mod:`processors.snapshots`)."""
+
+    generation: str
+    """The saved copy it was loaded from or last saved as."""
+    records: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Each key result's saved check-ins: (how many, CRC-32)."""
+
+
 @dataclass(slots=True)
 class OrgProjection:
     """Everything the projector knows about one org, after ``last_sequence``."""
 
     org_id: str
     last_sequence: int = 0
-    last_recorded_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    last_recorded_at: int = 0
     strategy: Strategy = field(default_factory=Strategy)
     themes: dict[str, Theme] = field(default_factory=dict)
     units: dict[str, Unit] = field(default_factory=dict)
     periods: dict[str, Period] = field(default_factory=dict)
     objectives: dict[str, Objective] = field(default_factory=dict)
     key_results: dict[str, KeyResult] = field(default_factory=dict)
-    check_ins: dict[str, CheckIn] = field(default_factory=dict)
     focus: dict[tuple[str, str], int] = field(default_factory=dict)
     """(unit, period) -> objectives that are not abandoned."""
+    origins: list[tuple[str, str]] = field(default_factory=list)
+    """Every (actor, source) of a check-in, once."""
+    origin_index: dict[tuple[str, str], int] = field(default_factory=dict)
+    loader: CheckInLoader | None = None
+    """Where key results' check-ins not loaded yet are read from (a saved state)."""
+    saved: Saved | None = None
+    changed: set[str] = field(default_factory=set)
+    """Key results whose check-ins changed since the state was saved or loaded."""
+
+    def origin(self, actor: str, source: str) -> int:
+        key = (actor, source)
+        index = self.origin_index.get(key)
+        if index is None:
+            index = self.origin_index[key] = len(self.origins)
+            self.origins.append(key)
+        return index
+
+    def check_ins_of(self, key_result: KeyResult) -> CheckInLog:
+        log = key_result.check_ins
+        if log is None:
+            log = self.loader(key_result.key_result_id) if self.loader else CheckInLog()
+            key_result.check_ins = log
+        return log
 
     def ancestors(self, objective_id: str) -> list[str]:
         """Parent first, then grandparent...; stops on a cycle (which the ledger's rules forbid)."""

@@ -14,7 +14,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from processors import scoring
@@ -114,23 +114,24 @@ def _params(org_id: str, seq: int, moment: Moment, **more: Any) -> dict[str, Any
 
 
 _REF = "{ref:DateTime64(6, 'UTC')}"
+_AT = "{at:DateTime64(6, 'UTC')}"
 
 
 def key_results(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
-    seq = sequence_as_of(store, org_id, moment.as_of)
-    source = sql.latest_as_of("{db}", t.KEY_RESULTS)
-    query = sql.key_result_progress(source, _REF) + " ORDER BY objective_id, key_result_id"
-    records = _records(store, query, _params(org_id, seq, moment))
-    if moment.at is not None:
-        _values_at(store, org_id, seq, moment, records)
-    return records
+    if moment.as_of is None and moment.at is None:
+        source = sql.now("{db}", t.KEY_RESULTS_NOW)
+        query = sql.key_result_progress(source, _REF) + " ORDER BY objective_id, key_result_id"
+        return _records(store, query, {"org": org_id, "ref": moment.ref})
+    return _key_results_as_of(store, org_id, sequence_as_of(store, org_id, moment.as_of), moment)
 
 
 def objectives(
     store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int
 ) -> list[Record]:
-    seq = sequence_as_of(store, org_id, moment.as_of)
-    source = sql.latest_as_of("{db}", t.OBJECTIVES)
+    if moment.as_of is None:
+        source, seq = sql.now("{db}", t.OBJECTIVES_NOW), 0
+    else:
+        source, seq = sql.objectives_as_of("{db}"), sequence_as_of(store, org_id, moment.as_of)
     query = sql.objective_progress(source, _REF, "{limit:UInt32}") + " ORDER BY objective_id"
     return _records(store, query, _params(org_id, seq, moment, limit=focus_limit))
 
@@ -146,21 +147,35 @@ def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: i
 
 def coverage(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
     """Every active theme in every period: objectives, key results and progress reaching it."""
-    seq = sequence_as_of(store, org_id, moment.as_of)
-    query = sql.theme_coverage(
-        *(sql.latest_as_of("{db}", table) for table in (t.OBJECTIVES, t.THEMES, t.PERIODS))
-    )
-    return _records(store, query + " ORDER BY period_id, theme_id", _params(org_id, seq, moment))
+    if moment.as_of is None:
+        seq = 0
+        sources = [sql.now("{db}", t.OBJECTIVES_NOW)] + [
+            sql.latest("{db}", table, "org_id = {org:String}") for table in (t.THEMES, t.PERIODS)
+        ]
+    else:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+        sources = [sql.objectives_as_of("{db}")] + [
+            sql.latest_as_of("{db}", table) for table in (t.THEMES, t.PERIODS)
+        ]
+    query = sql.theme_coverage(*sources) + " ORDER BY period_id, theme_id"
+    return _records(store, query, _params(org_id, seq, moment))
 
 
 def history(store: ProjectionStore, org_id: str, subject: str, moment: Moment) -> list[Record]:
-    """The audit trail of one entity: events about it or naming it, in ledger order."""
+    """The audit trail of one entity: events about it or naming it, in ledger order.
+
+    The audit is sorted by subject: the events about it are read as one range, and those that
+    only name it are found by the index on ``related_ids``.
+    """
     seq = sequence_as_of(store, org_id, moment.as_of)
+    part = (
+        "SELECT * FROM {db}.audit_events WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
+    )
     return _records(
         store,
-        "SELECT * FROM {db}.audit_history WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
-        " AND (subject_id = {subject:String} OR has(related_ids, {subject:String}))"
-        " ORDER BY sequence",
+        f"SELECT * FROM ({part} AND subject_id = {{subject:String}} UNION ALL {part}"
+        " AND has(related_ids, {subject:String}) AND subject_id != {subject:String})"
+        " ORDER BY sequence LIMIT 1 BY sequence",
         _params(org_id, seq, moment, subject=subject),
     )
 
@@ -170,95 +185,110 @@ def check_ins(
 ) -> list[Record]:
     """Each check-in of a key result as known at ``moment.as_of``, by business time."""
     seq = sequence_as_of(store, org_id, moment.as_of)
-    source = sql.latest_as_of("{db}", t.CHECK_INS)
     return _records(
         store,
-        f"SELECT * FROM {source} WHERE key_result_id = {{kr:String}} "
-        "ORDER BY occurred_at, check_in_sequence",
+        f"SELECT * FROM (SELECT * FROM {{db}}.{t.CHECK_INS} WHERE {sql.AS_OF_FILTER}"
+        " AND key_result_id = {kr:String}"
+        " ORDER BY sequence DESC LIMIT 1 BY check_in_sequence)"
+        " ORDER BY occurred_at, check_in_sequence",
         _params(org_id, seq, moment, kr=key_result_id),
     )
 
 
-# --- business time: values at ``at``, rolled up in Python ------------------------------------
+# --- as of a ledger sequence, at a business time: from the check-ins ---------------------------
 
 
-def _values_at(
-    store: ProjectionStore, org_id: str, seq: int, moment: Moment, records: list[Record]
-) -> None:
-    params = _params(org_id, seq, moment, at=moment.at)
-    at = "{at:DateTime64(6, 'UTC')}"
-    # First which check-in is current per key result (cheap columns only), then its details.
-    picked = store.rows(
-        "SELECT kr, count(), argMax(check_in_id, (measured, recorded_as)) FROM ("
-        "SELECT check_in_id, any(key_result_id) AS kr, any(occurred_at) AS measured, "
-        "any(check_in_sequence) AS recorded_as, argMax(retracted, sequence) AS retracted_now "
-        "FROM {db}.check_in_versions "
-        f"WHERE org_id = {{org:String}} AND sequence <= {{seq:UInt64}} AND occurred_at <= {at} "
-        "GROUP BY check_in_id) WHERE NOT retracted_now GROUP BY kr",
+_MICROS = (1 << 64) - 1
+
+
+def _key_results_as_of(
+    store: ProjectionStore, org_id: str, seq: int, moment: Moment
+) -> list[Record]:
+    """Key results as the ledger up to ``seq`` knew them, their values at ``moment.at`` (if
+    given): each key result's definition up to ``seq`` and the check-in that is current then
+    (the latest by business time that is not retracted), scored as the projector scored it."""
+    at = moment.at
+    params = _params(org_id, seq, moment, at=at)
+    definitions = _records(
+        store,
+        f"SELECT * FROM {{db}}.{t.KEY_RESULTS} WHERE {sql.AS_OF_FILTER} "
+        "ORDER BY sequence DESC LIMIT 1 BY key_result_id",
         params,
     )
-    counts = {kr: int(count) for kr, count, _id in picked}
-    details = {
-        row["check_in_id"]: row
-        for row in _records(
-            store,
-            "SELECT check_in_id, occurred_at, value, target, progress, attainment, confidence "
-            "FROM {db}.check_in_versions WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
-            " AND has({ids:Array(String)}, check_in_id) "
-            "ORDER BY sequence DESC LIMIT 1 BY check_in_id",
-            {**params, "ids": [check_in_id for _kr, _n, check_in_id in picked]},
+    counted: dict[str, tuple[int, datetime, int]] = {}
+    keys: list[tuple[str, datetime, int]] = []
+    for kr, last, last_at, live, key in store.rows(
+        sql.check_ins_as_of("{db}", _AT if at else None), params
+    ):
+        counted[kr] = (int(last), aware(last_at), int(live))
+        if key:
+            keys.append((kr, _EPOCH + timedelta(microseconds=key >> 64), key & _MICROS))
+    current = {
+        row["key_result_id"]: row
+        for row in (
+            _records(store, sql.CURRENT_VERSIONS, {**params, "current": keys}) if keys else []
         )
     }
-    latest = {kr: details[check_in_id] for kr, _n, check_in_id in picked}
-    revision = f"reason IS NOT NULL AND effective_at <= {at}"
-    targets: dict[str, float] = {
+    targets = _targets_at(store, params) if at else {}
+    records = []
+    for d in sorted(definitions, key=lambda d: (d["objective_id"], d["key_result_id"])):
+        kr = d["key_result_id"]
+        last, last_at, live = counted.get(kr, (0, d["recorded_at"], 0))
+        found = current.get(kr)
+        if found is None:
+            target = targets.get(kr, d["current_target"])
+            value, confidence, occurred, check_in_id = d["start"], None, None, None
+            progress, attainment = scoring.score(d["kind"], d["start"], target, value)
+        else:
+            check_in_id, occurred = found["check_in_id"], found["occurred_at"]
+            value, target, confidence = found["value"], found["target"], found["confidence"]
+            progress, attainment = found["progress"], found["attainment"]
+        ref = moment.ref
+        expected = scoring.expected_progress(
+            d["kind"], d["period_starts_on"], d["period_ends_on"], ref
+        )
+        records.append(
+            {
+                "org_id": d["org_id"], "key_result_id": kr, "objective_id": d["objective_id"],
+                "owner_unit_id": d["owner_unit_id"], "period_id": d["period_id"],
+                "title": d["title"], "kind": d["kind"], "unit": d["unit"], "start": d["start"],
+                "target": target, "current_target": d["current_target"], "value": value,
+                "progress": progress, "attainment": attainment, "expected_progress": expected,
+                "status": scoring.status(progress, expected), "confidence": confidence,
+                "last_check_in_at": occurred, "last_check_in_id": check_in_id,
+                "check_in_count": live,
+                "stale": scoring.is_stale(
+                    retired=d["retired"], last_check_in_at=occurred,
+                    cadence_days=d["checkin_every_days"], starts_on=d["period_starts_on"],
+                    ends_on=d["period_ends_on"], ref=ref,
+                ),
+                "weight": d["weight"], "due_on": d["due_on"],
+                "checkin_every_days": d["checkin_every_days"], "retired": d["retired"],
+                "period_starts_on": d["period_starts_on"], "period_ends_on": d["period_ends_on"],
+                "as_of_sequence": max(d["sequence"], last),
+                "updated_at": last_at if last > d["sequence"] else d["recorded_at"],
+            }
+        )  # fmt: skip
+    return records
+
+
+def _targets_at(store: ProjectionStore, params: dict[str, Any]) -> dict[str, float]:
+    """Each key result's target in force at ``{at}``, as known up to ``{seq}``."""
+    revision = f"reason IS NOT NULL AND effective_at <= {_AT}"
+    return {
         row[0]: float(row[1] if row[2] else row[3])
         for row in store.rows(
             "SELECT key_result_id, "
             f"argMaxIf(target, (effective_at, sequence), {revision}),"
             f" countIf({revision}),"
             " argMinIf(target, sequence, reason IS NULL) "
-            "FROM {db}.key_result_targets WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
-            " GROUP BY key_result_id",
+            f"FROM {{db}}.{t.TARGETS} WHERE {sql.AS_OF_FILTER} GROUP BY key_result_id",
             params,
         )
     }
-    for record in records:
-        found = latest.get(record["key_result_id"])
-        count = counts.get(record["key_result_id"], 0)
-        if found is None:
-            target = targets.get(record["key_result_id"], float(record["current_target"]))
-            value, confidence, occurred, check_in_id = record["start"], None, None, None
-            progress, attainment = scoring.score(record["kind"], record["start"], target, value)
-        else:
-            check_in_id, occurred, confidence = (
-                found["check_in_id"], found["occurred_at"], found["confidence"]
-            )  # fmt: skip
-            value, target = found["value"], found["target"]
-            progress, attainment = found["progress"], found["attainment"]
-        expected = scoring.expected_progress(
-            record["kind"], record["period_starts_on"], record["period_ends_on"], moment.ref
-        )
-        record.update(
-            value=value,
-            target=target,
-            progress=progress,
-            attainment=attainment,
-            confidence=confidence,
-            last_check_in_at=occurred,
-            last_check_in_id=check_in_id,
-            check_in_count=count,
-            expected_progress=expected,
-            status=scoring.status(progress, expected),
-            stale=scoring.is_stale(
-                retired=record["retired"],
-                last_check_in_at=occurred,
-                cadence_days=record["checkin_every_days"],
-                starts_on=record["period_starts_on"],
-                ends_on=record["period_ends_on"],
-                ref=moment.ref,
-            ),
-        )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _roll_up(

@@ -1,22 +1,25 @@
 """SQL shared by the views (what BI tools read) and the CLI's queries, so both say the same.
 
-Each builder takes its *sources*: for a view, the latest version of every entity
-(:func:`latest`); for an as-of query, the latest version up to a ledger sequence
-(:func:`latest_as_of`). Time-dependent columns take a *reference time* expression: ``now64(6)``
-in views, a bound parameter in queries. ``processors/scoring.py`` has the same rules in Python
-(for ``--at``); a test checks that the two agree.
+Each builder takes its *sources*: for a view, the current-state tables (``FINAL``) or the
+latest version of every entity (:func:`latest`); for an as-of query, the state up to a ledger
+sequence (:func:`latest_as_of`, :func:`key_results_as_of`, :func:`objectives_as_of`).
+Time-dependent columns take a *reference time* expression: ``now64(6)`` in views, a bound
+parameter in queries. ``processors/scoring.py`` has the same rules in Python (for ``--at``);
+a test checks that the two agree.
 """
 
+from processors import tables as t
 from processors.scoring import AT_RISK_GAP, ON_TRACK_GAP
 
 KEYS = {
-    "key_result_versions": "key_result_id",
-    "objective_versions": "objective_id",
-    "check_in_versions": "check_in_id",
-    "theme_versions": "theme_id",
-    "unit_versions": "unit_id",
-    "period_versions": "period_id",
-    "strategy_versions": "org_id",
+    t.KEY_RESULTS: "key_result_id",
+    t.OBJECTIVES: "objective_id",
+    t.OBJECTIVE_PROGRESS: "objective_id",
+    t.CHECK_INS: "check_in_id",
+    t.THEMES: "theme_id",
+    t.UNITS: "unit_id",
+    t.PERIODS: "period_id",
+    t.STRATEGY: "org_id",
 }
 NOW = "now64(6)"
 AS_OF_FILTER = "org_id = {org:String} AND sequence <= {seq:UInt64}"
@@ -41,6 +44,66 @@ def latest(db: str, table: str, where: str = "") -> str:
 
 def latest_as_of(db: str, table: str) -> str:
     return latest(db, table, AS_OF_FILTER)
+
+
+def now(db: str, table: str) -> str:
+    """The rows of one org in a current-state table."""
+    return f"(SELECT * FROM {db}.{table} FINAL WHERE org_id = {{org:String}})"
+
+
+def objectives_as_of(db: str) -> str:
+    """Every objective of one org up to ``{seq}``, with the columns of ``objectives_now``: its
+    structure version and its numbers version, the version of the later of the two."""
+    return f"""(
+    SELECT s.* EXCEPT (sequence, recorded_at), n.n_progress AS progress,
+        n.n_confidence AS confidence, greatest(s.sequence, n.n_sequence) AS sequence,
+        if(n.n_sequence > s.sequence, n.n_recorded_at, s.recorded_at) AS recorded_at
+    FROM {latest_as_of(db, t.OBJECTIVES)} AS s
+    INNER JOIN (
+        SELECT objective_id, argMax(progress, sequence) AS n_progress,
+            argMax(confidence, sequence) AS n_confidence, max(sequence) AS n_sequence,
+            argMax(recorded_at, sequence) AS n_recorded_at
+        FROM {db}.{t.OBJECTIVE_PROGRESS} WHERE {AS_OF_FILTER} GROUP BY objective_id
+    ) AS n ON n.objective_id = s.objective_id
+)"""
+
+
+CHECK_IN_KEY = (
+    "bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64) + check_in_sequence"
+)
+"""How check-ins compete to be a key result's current one, as one number: business time,
+ties broken by the check-in's sequence."""
+
+
+def check_ins_as_of(db: str, at: str | None) -> str:
+    """Per key result, from its check-in versions up to ``{seq}``: the last version's sequence
+    and time, the live check-ins (not retracted; measured by ``at`` if given), and the key
+    (:data:`CHECK_IN_KEY`) of the current one among them (0: none).
+
+    The history tables hold no row twice (the store removes a batch cut short before it is
+    projected again), so rows may be counted.
+    """
+    live = "NOT gone" + (f" AND occurred_at <= {at}" if at else "")
+    return f"""
+SELECT key_result_id, max(sequence), argMax(recorded_at, sequence),
+    countIf(change = 'recorded' AND {live}), max(if({live}, {CHECK_IN_KEY}, toUInt128(0)))
+FROM (
+    SELECT key_result_id, sequence, recorded_at, change, occurred_at, check_in_sequence,
+        check_in_sequence IN (
+            SELECT check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {AS_OF_FILTER} AND retracted
+        ) AS gone
+    FROM {db}.{t.CHECK_INS} WHERE {AS_OF_FILTER}
+)
+GROUP BY key_result_id"""
+
+
+CURRENT_VERSIONS = f"""
+SELECT key_result_id, check_in_id, occurred_at, value, target, progress, attainment, confidence
+FROM {{db}}.{t.CHECK_INS}
+WHERE {AS_OF_FILTER} AND (key_result_id, occurred_at, check_in_sequence) IN
+    {{current:Array(Tuple(String, DateTime64(6, 'UTC'), UInt64))}}
+ORDER BY sequence DESC LIMIT 1 BY key_result_id"""
+"""The last version up to ``{seq}`` of each check-in in ``{current}``."""
 
 
 def _micros(expression: str) -> str:

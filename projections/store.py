@@ -1,26 +1,31 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
-import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from processors import tables as t
 from processors.tables import RowBatch
+from projections.arrow_rows import arrow_stream
 from projections.client import ClickHouseClient, Target, connect, parse_url
 from projections.migrations import (
-    COLUMN_TYPES,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     SETTINGS_TABLE,
     TIME,
     VIEWS,
+    VIEWS_SETTING,
+    view_statements,
+    views_digest,
 )
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows
 from schemas.errors import ProjectionError, ProjectionQueryError
 
 Params = dict[str, Any]
+PENDING = ":pending"
+"""Suffix of a stream's checkpoints written *before* a batch's rows (its end): a pending
+position beyond the checkpoint says a batch was cut short (see :meth:`discard_unfinished`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,7 @@ class ProjectionStore:
         self.database = database
         self.description = description or database
         self._migrated = False
+        self._settings: dict[str, str] = {}
         self._guard = ReadOnlyGuard()
 
     @classmethod
@@ -69,34 +75,43 @@ class ProjectionStore:
     def _sql(self, statement: str) -> str:
         return statement.replace("{db}", self.database)
 
-    def _run(self, statement: str) -> None:
+    def _run(self, statement: str, parameters: Params | None = None) -> None:
         try:
-            self.client.command(self._sql(statement))
+            self.client.command(self._sql(statement), parameters)
         except Exception as error:
             raise ProjectionError(f"{self.description}: {error}") from error
 
     def migrate(self) -> list[int]:
-        """Apply the migrations not yet recorded; return the versions applied now."""
-        self._run("CREATE DATABASE IF NOT EXISTS {db}")
+        """Apply the migrations not yet recorded, and the views if their definition changed;
+        return the versions applied now."""
+        try:
+            done = {version for version, _name, _at in self.applied_migrations()}
+        except ProjectionQueryError:  # a new store: no database or no record of migrations
+            self._run("CREATE DATABASE IF NOT EXISTS {db}")
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {{db}}.{MIGRATIONS_TABLE} "
+                f"(version UInt32, name String, applied_at {TIME}) "
+                "ENGINE = ReplacingMergeTree ORDER BY version"
+            )
+            done = set()
         self.client.database = self.database  # unqualified names in ad-hoc SQL
-        self._run(
-            f"CREATE TABLE IF NOT EXISTS {{db}}.{MIGRATIONS_TABLE} "
-            f"(version UInt32, name String, applied_at {TIME}) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
-        done = {version for version, _name, _at in self.applied_migrations()}
         applied = []
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
             for statement in migration.statements:
                 self._run(statement)
-            self.client.insert(
-                f"{self.database}.{MIGRATIONS_TABLE}",
-                [(migration.version, migration.name, datetime.now(UTC))],
-                column_names=["version", "name", "applied_at"],
+            self._run(
+                f"INSERT INTO {{db}}.{MIGRATIONS_TABLE} VALUES "
+                "({version:UInt32}, {name:String}, now64(6))",
+                {"version": migration.version, "name": migration.name},
             )
             applied.append(migration.version)
+        self._settings = self._read_settings()
+        if self._settings.get(VIEWS_SETTING) != views_digest():
+            for statement in view_statements():
+                self._run(statement)
+            self.set_setting(VIEWS_SETTING, views_digest())
         self._migrated = True
         return applied
 
@@ -113,6 +128,7 @@ class ProjectionStore:
             self._run(f"DROP VIEW IF EXISTS {{db}}.{view}")
         for table in (*t.COLUMNS, SETTINGS_TABLE, MIGRATIONS_TABLE):
             self._run(f"DROP TABLE IF EXISTS {{db}}.{table}")
+        self._settings = {}
         self._migrated = False
 
     # --- writing --------------------------------------------------------------------------
@@ -120,35 +136,32 @@ class ProjectionStore:
     def insert(self, rows: RowBatch) -> None:
         """Insert each table's rows in one go, the checkpoints last.
 
-        If this is cut short, the checkpoints still point before the batch, and projecting it
-        again re-inserts rows that collapse with those already there.
+        Before the rows, each ledger checkpoint of the batch is written as *pending*: if the
+        insert is cut short, the checkpoints still point before the batch, the pending ones
+        beyond it, and the next catch-up removes the rows beyond the checkpoint before it
+        projects the batch again (:meth:`discard_unfinished`).
         """
+        checkpoints = rows.get(t.CHECKPOINTS, [])
+        pending = [
+            (stream + PENDING, org, position, at)
+            for stream, org, position, at in checkpoints
+            if stream == t.LEDGER_STREAM
+        ]
+        if pending:
+            self._insert(t.CHECKPOINTS, pending)
         for table, batch in rows.items():
             if batch and table != t.CHECKPOINTS:
                 self._insert(table, batch)
-        if rows.get(t.CHECKPOINTS):
-            self._insert(t.CHECKPOINTS, rows[t.CHECKPOINTS])
-        if not gc.isenabled():  # paused by the caller (see processors.projector.collector_paused)
-            # The driver leaves reference cycles that hold each insert's data: free them now
-            # rather than when collection resumes (only the youngest objects are scanned).
-            gc.collect(0)
+        if checkpoints:
+            self._insert(t.CHECKPOINTS, checkpoints)
 
     def _insert(self, table: str, batch: Sequence[tuple[Any, ...]]) -> None:
-        columns = [list(column) for column in zip(*batch, strict=True)]
-        for index in _TIME_COLUMNS[table]:  # as ticks: cheaper than the driver's conversion
-            columns[index] = [(moment - _EPOCH) // _MICROSECOND for moment in columns[index]]
-        for index in _NULLABLE_TIME_COLUMNS[table]:
-            columns[index] = [
-                None if moment is None else (moment - _EPOCH) // _MICROSECOND
-                for moment in columns[index]
-            ]
         try:
-            self.client.insert(
+            self.client.raw_insert(
                 f"{self.database}.{table}",
-                columns,
-                column_names=t.COLUMNS[table],
-                column_type_names=_TYPE_NAMES[table],  # else the driver asks the store each time
-                column_oriented=True,
+                t.COLUMNS[table],
+                arrow_stream(table, batch),
+                fmt="ArrowStream",
             )
         except Exception as error:
             raise ProjectionError(f"insert into {table} failed: {error}") from error
@@ -162,20 +175,47 @@ class ProjectionStore:
         )
         return {str(org): int(position) for org, position in rows}
 
+    def discard_unfinished(self) -> list[str]:
+        """Remove the history rows of ledger batches cut short (beyond their org's checkpoint,
+        up to its pending position); return those orgs.
+
+        So no history table ever holds a row twice for long: answers may count rows.
+        """
+        committed = self.positions()
+        unfinished = {
+            org: committed.get(org, 0)
+            for org, pending in self.positions(t.LEDGER_STREAM + PENDING).items()
+            if pending > committed.get(org, 0)
+        }
+        for org, position in unfinished.items():
+            for table in t.HISTORY:
+                if table != t.REJECTIONS:
+                    self._run(
+                        f"DELETE FROM {{db}}.{table} "
+                        "WHERE org_id = {org:String} AND sequence > {position:UInt64}",
+                        {"org": org, "position": position},
+                    )
+        return sorted(unfinished)
+
+    def setting(self, name: str) -> str | None:
+        return self._settings.get(name)
+
     def set_setting(self, name: str, value: str) -> None:
         """Record a setting the views read (e.g. ``over_focus_limit``), if it changed."""
-        current = self.rows(
-            f"SELECT argMax(value, updated_at) FROM {{db}}.{SETTINGS_TABLE} "
-            "WHERE name = {name:String}",
-            {"name": name},
-        )
-        if current and current[0][0] == value:
+        if self._settings.get(name) == value:
             return
-        self.client.insert(
-            f"{self.database}.{SETTINGS_TABLE}",
-            [(name, value, datetime.now(UTC))],
-            column_names=["name", "value", "updated_at"],
+        self._run(
+            f"INSERT INTO {{db}}.{SETTINGS_TABLE} VALUES ({{name:String}}, {{value:String}}, "
+            "now64(6))",
+            {"name": name, "value": value},
         )
+        self._settings[name] = value
+
+    def _read_settings(self) -> dict[str, str]:
+        rows = self.rows(
+            f"SELECT name, argMax(value, updated_at) FROM {{db}}.{SETTINGS_TABLE} GROUP BY name"
+        )
+        return {str(name): str(value) for name, value in rows}
 
     # --- reading --------------------------------------------------------------------------
 
@@ -234,20 +274,6 @@ class ProjectionStore:
             return self.client.raw_query(self._sql(f"SELECT * FROM {{db}}.{relation}"), fmt=fmt)
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_TIME_COLUMNS = {
-    table: [i for i, (_name, kind) in enumerate(columns) if kind == TIME]
-    for table, columns in COLUMN_TYPES.items()
-}
-"""Per table, the positions of its (non-nullable) DateTime64 columns."""
-_TYPE_NAMES = {table: [kind for _name, kind in columns] for table, columns in COLUMN_TYPES.items()}
-_NULLABLE_TIME_COLUMNS = {
-    table: [i for i, (_name, kind) in enumerate(columns) if kind == f"Nullable({TIME})"]
-    for table, columns in COLUMN_TYPES.items()
-}
 
 
 def _aware(moment: datetime) -> datetime:

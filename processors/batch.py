@@ -1,0 +1,79 @@
+"""One call of the projector: the event being applied, the rows it emits, and what changed.
+
+History rows are appended as each event is applied. The current-state rows (key results and
+objectives now) are emitted once per batch, at its end, for each entity that changed in it,
+stamped with the event that last changed it: so their latest version is the same whatever
+the batch boundaries.
+"""
+
+from dataclasses import dataclass, field
+
+from processors import tables as t
+from processors.state import KeyResult, Objective, OrgProjection
+from processors.tables import Row, RowBatch
+
+
+@dataclass(slots=True)
+class Batch:
+    rows: RowBatch = field(default_factory=t.empty_batch)
+    key_results: dict[tuple[str, str], tuple[OrgProjection, KeyResult]] = field(
+        default_factory=dict
+    )
+    """Key results changed in this batch, by (org, id)."""
+    objectives: dict[tuple[str, str], tuple[OrgProjection, Objective]] = field(default_factory=dict)
+    """Objectives whose row changed in this batch, by (org, id)."""
+    orgs: dict[str, OrgProjection] = field(default_factory=dict)
+    """Orgs that moved in this batch (their checkpoints)."""
+    occurred: int = 0
+    """The business time of the event being applied."""
+    stamp: tuple[int, int] = (0, 0)
+    """(sequence, recorded_at) of the event being applied: the version of what it changes."""
+    audit: list[Row] = field(init=False)
+    check_ins: list[Row] = field(init=False)
+    objective_progress: list[Row] = field(init=False)
+    """The rows of the tables most events add to (shortcuts into :attr:`rows`)."""
+
+    def __post_init__(self) -> None:
+        rows = self.rows
+        self.audit = rows[t.AUDIT]
+        self.check_ins = rows[t.CHECK_INS]
+        self.objective_progress = rows[t.OBJECTIVE_PROGRESS]
+
+    def key_result_changed(
+        self, org: OrgProjection, key_result: KeyResult, stamp: tuple[int, int]
+    ) -> None:
+        key_result.stamp = stamp
+        self.key_results[(org.org_id, key_result.key_result_id)] = (org, key_result)
+
+    def objective_changed(
+        self, org: OrgProjection, objective: Objective, stamp: tuple[int, int]
+    ) -> None:
+        objective.stamp = stamp
+        self.objectives[(org.org_id, objective.objective_id)] = (org, objective)
+
+    def finish(self) -> RowBatch:
+        """Emit the current-state rows and the checkpoints; the batch's rows."""
+        rows = self.rows
+        now = rows[t.KEY_RESULTS_NOW]
+        for org, key_result in self.key_results.values():
+            now.append(key_result_row(org, key_result))
+        now = rows[t.OBJECTIVES_NOW]
+        for org, objective in self.objectives.values():
+            assert objective.emitted is not None  # a row is emitted when it is created
+            now.append((org.org_id, objective.objective_id, *objective.stamp, *objective.emitted,
+                        objective.progress, objective.confidence))  # fmt: skip
+        for org in self.orgs.values():
+            rows[t.CHECKPOINTS].append(
+                (t.LEDGER_STREAM, org.org_id, org.last_sequence, org.last_recorded_at)
+            )
+        return rows
+
+
+def key_result_row(org: OrgProjection, kr: KeyResult) -> Row:
+    """A key result now: its definition, its current check-in's numbers, its check-in count."""
+    return (
+        org.org_id, kr.key_result_id, *kr.stamp, kr.objective_id, kr.owner_unit_id,
+        kr.period_id, kr.starts_on, kr.ends_on, kr.title, kr.kind, kr.unit, kr.start,
+        kr.current_target, kr.target, kr.value, kr.progress, kr.attainment, kr.confidence,
+        kr.last_at, kr.last_id, kr.live, kr.weight, kr.due_on, kr.cadence_days, kr.retired,
+    )  # fmt: skip
