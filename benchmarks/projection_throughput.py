@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
-from processors.snapshots import DirectorySnapshots, Snapshot
+from processors.snapshots import Snapshot, SqliteSnapshots
 from projections import queries
 from projections.queries import Moment
 from projections.store import ProjectionStore
@@ -198,7 +198,7 @@ def _restarts(
     log: SqliteEventLog, store: ProjectionStore, runner: EmbeddedRunner, events: int, where: Path
 ) -> None:
     """How long a restarted runner takes to rebuild its state: from a snapshot, and without."""
-    snapshots = DirectorySnapshots(where / "snapshots")
+    snapshots = SqliteSnapshots(where / "snapshots.sqlite")
     state = runner.projector.state.orgs[ORG]
     last = next(log.read(ORG, events, events))
     start = time.perf_counter()

@@ -13,19 +13,18 @@ Data = dict[str, Any]
 
 
 @cache
-def subject_of(event_type: str) -> tuple[str, str | None]:
-    """(subject kind, the payload field naming the subject) of an event type."""
-    field_name = payload_model(event_type).subject_field
-    if field_name is None:
-        return ("strategy" if event_type.startswith("Strategy") else "org"), None
-    return field_name.removesuffix("_id"), field_name
-
-
-@cache
-def _id_fields(event_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The payload fields of a type that hold one id (``*_id``) or several (``*_ids``)."""
-    names = payload_model(event_type).model_fields
+def _shape(event_type: str) -> tuple[str, str | None, tuple[str, ...], tuple[str, ...]]:
+    """(subject kind, the field naming the subject, the fields holding one id (``*_id``), the
+    fields holding several (``*_ids``)) of an event type's payload."""
+    model = payload_model(event_type)
+    subject = model.subject_field
+    kind = subject.removesuffix("_id") if subject else None
+    if kind is None:
+        kind = "strategy" if event_type.startswith("Strategy") else "org"
+    names = model.model_fields
     return (
+        kind,
+        subject,
         tuple(name for name in names if name.endswith("_id")),
         tuple(name for name in names if name.endswith("_ids")),
     )
@@ -33,7 +32,7 @@ def _id_fields(event_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def related_ids(event_type: str, data: Data) -> list[str]:
     """Every id the event names, sorted: its ``*_id`` fields and the members of ``*_ids``."""
-    single, several = _id_fields(event_type)
+    _kind, _subject, single, several = _shape(event_type)
     found: set[str] = set()
     for key in single:
         value = data.get(key)
@@ -49,7 +48,12 @@ def related_ids(event_type: str, data: Data) -> list[str]:
 def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: int) -> Row:
     """``record`` is the event as stored; ``data`` its payload upcast to the latest version."""
     event_type = record["type"]
-    kind, field_name = subject_of(event_type)
+    kind, field_name, single, several = _shape(event_type)
+    subject = "" if field_name is None else str(data.get(field_name, ""))
+    if several or single != (field_name,):
+        related = related_ids(event_type, data)
+    else:  # the subject is the only id it names (check-ins...)
+        related = [subject] if isinstance(data.get(field_name), str) else []
     return (
         record["org_id"],
         record["sequence"],
@@ -64,9 +68,9 @@ def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: in
         record.get("correlation_id"),
         record.get("causation_id"),
         kind,
-        "" if field_name is None else str(data.get(field_name, "")),
-        related_ids(event_type, data),
-        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS).decode(),
+        subject,
+        related,
+        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS),
         record["prev_hash"],
         record["hash"],
     )

@@ -7,59 +7,67 @@ the batch boundaries.
 """
 
 from dataclasses import dataclass, field
+from itertools import count
 
 from processors import tables as t
 from processors.state import KeyResult, Objective, OrgProjection
 from processors.tables import Row, RowBatch
 
+_MARKS = count()
+
 
 @dataclass(slots=True)
 class Batch:
     rows: RowBatch = field(default_factory=t.empty_batch)
-    key_results: dict[tuple[str, str], tuple[OrgProjection, KeyResult]] = field(
-        default_factory=dict
-    )
-    """Key results changed in this batch, by (org, id)."""
-    objectives: dict[tuple[str, str], tuple[OrgProjection, Objective]] = field(default_factory=dict)
-    """Objectives whose row changed in this batch, by (org, id)."""
+    key_results: list[tuple[OrgProjection, KeyResult]] = field(default_factory=list)
+    """Key results changed in this batch (each once)."""
+    objectives: list[tuple[OrgProjection, Objective]] = field(default_factory=list)
+    """Objectives whose row changed in this batch (each once)."""
     orgs: dict[str, OrgProjection] = field(default_factory=dict)
     """Orgs that moved in this batch (their checkpoints)."""
+    mark: int = field(default_factory=lambda: next(_MARKS))
+    """Set on what changed in this batch, once it is listed."""
     occurred: int = 0
     """The business time of the event being applied."""
     stamp: tuple[int, int] = (0, 0)
     """(sequence, recorded_at) of the event being applied: the version of what it changes."""
     audit: list[Row] = field(init=False)
     check_ins: list[Row] = field(init=False)
-    objective_progress: list[Row] = field(init=False)
+    objective_updates: list[Row] = field(init=False)
     """The rows of the tables most events add to (shortcuts into :attr:`rows`)."""
 
     def __post_init__(self) -> None:
         rows = self.rows
         self.audit = rows[t.AUDIT]
         self.check_ins = rows[t.CHECK_INS]
-        self.objective_progress = rows[t.OBJECTIVE_PROGRESS]
+        self.objective_updates = rows[t.OBJECTIVE_UPDATES]
 
     def key_result_changed(
         self, org: OrgProjection, key_result: KeyResult, stamp: tuple[int, int]
     ) -> None:
         key_result.stamp = stamp
-        self.key_results[(org.org_id, key_result.key_result_id)] = (org, key_result)
+        if key_result.mark != self.mark:
+            key_result.mark = self.mark
+            self.key_results.append((org, key_result))
 
     def objective_changed(
         self, org: OrgProjection, objective: Objective, stamp: tuple[int, int]
     ) -> None:
         objective.stamp = stamp
-        self.objectives[(org.org_id, objective.objective_id)] = (org, objective)
+        if objective.mark != self.mark:
+            objective.mark = self.mark
+            self.objectives.append((org, objective))
 
     def finish(self) -> RowBatch:
-        """Emit the current-state rows and the checkpoints; the batch's rows."""
+        """Emit the current-state rows (their objectives' numbers exact, see
+        :func:`processors.objectives.fresh`) and the checkpoints; the batch's rows."""
         rows = self.rows
         now = rows[t.KEY_RESULTS_NOW]
-        for org, key_result in self.key_results.values():
+        for org, key_result in self.key_results:
             now.append(key_result_row(org, key_result))
         now = rows[t.OBJECTIVES_NOW]
-        for org, objective in self.objectives.values():
-            assert objective.emitted is not None  # a row is emitted when it is created
+        for org, objective in self.objectives:
+            assert objective.emitted is not None and not objective.stale
             now.append((org.org_id, objective.objective_id, *objective.stamp, *objective.emitted,
                         objective.progress, objective.confidence))  # fmt: skip
         for org in self.orgs.values():

@@ -12,11 +12,12 @@ from typing import Any
 
 from processors import tables as t
 from processors.batch import Batch
-from processors.objectives import membership_changed, numbers_changed
+from processors.objectives import key_result_moved, membership_changed
 from processors.scoring import score
 from processors.state import (
     CORRECTED,
     NO_CONFIDENCE,
+    RECORD,
     RETRACTED,
     CheckInLog,
     KeyResult,
@@ -42,18 +43,15 @@ def _definition_row(org: OrgProjection, kr: KeyResult, stamp: Stamp) -> Row:
 def _check_in_row(org: OrgProjection, kr: KeyResult, index: int, stamp: Stamp, change: str) -> Row:
     """A version of an earlier check-in, as the state knows it now."""
     log = org.check_ins_of(kr)
-    occurred = log.occurred[index]
-    target = kr.target_at(occurred)
-    value = log.value[index]
-    progress, attainment = score(kr.kind, kr.start, target, value)
-    actor, source = org.origins[log.origin[index]]
-    flags = log.flags[index]
+    c = log[index]
+    target = kr.target_at(c.occurred)
+    progress, attainment = score(kr.kind, kr.start, target, c.value)
+    actor, source = org.origins[c.origin]
     return (
-        org.org_id, kr.key_result_id, log.check_in_id(index), *stamp, change,
-        log.sequence[index], log.recorded[index], occurred, kr.kind, kr.start, target, value,
-        log.original.get(index, value), progress, attainment, log.confidence_of(index),
-        log.comment.get(index), actor, source, bool(flags & CORRECTED), bool(flags & RETRACTED),
-        log.reason.get(index),
+        org.org_id, kr.key_result_id, c.check_in_id, *stamp, change, c.sequence, c.recorded,
+        c.occurred, kr.kind, kr.start, target, c.value, log.original.get(index, c.value),
+        progress, attainment, c.known_confidence, log.comment.get(index), actor, source,
+        bool(c.flags & CORRECTED), bool(c.flags & RETRACTED), log.reason.get(index),
     )  # fmt: skip
 
 
@@ -64,18 +62,23 @@ def _set_current(kr: KeyResult, log: CheckInLog, index: int) -> None:
         kr.target, kr.value, kr.confidence = kr.current_target, kr.start, None
         kr.last_at = kr.last_id = None
     else:
-        kr.last_at = occurred = log.occurred[index]
-        kr.target = kr.target_at(occurred)
-        kr.value = log.value[index]
-        kr.confidence = log.confidence_of(index)
-        kr.last_id = log.check_in_id(index)
+        c = log[index]
+        kr.last_at = c.occurred
+        kr.target = kr.target_at(c.occurred)
+        kr.value = c.value
+        kr.confidence = c.known_confidence
+        kr.last_id = c.check_in_id
     kr.progress, kr.attainment = score(kr.kind, kr.start, kr.target, kr.value)
 
 
-def _moved(b: Batch, org: OrgProjection, kr: KeyResult, stamp: Stamp) -> None:
-    """The key result changed: its current row, and its objective's numbers."""
+def _moved(
+    b: Batch, org: OrgProjection, kr: KeyResult, before: tuple[float, float | None], stamp: Stamp
+) -> None:
+    """The key result changed (its progress and confidence were ``before``): its current row,
+    and its objective's numbers."""
     b.key_result_changed(org, kr, stamp)
-    numbers_changed(b, org, org.objectives[kr.objective_id], stamp)
+    if (kr.progress, kr.confidence) != before:
+        key_result_moved(b, org, kr, before, stamp)
 
 
 def _check_in(org: OrgProjection, kr: KeyResult, event_id: Any, seq: int) -> tuple[CheckInLog, int]:
@@ -128,18 +131,21 @@ def target_revised(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     kr = org.key_results[d["key_result_id"]]
     log = org.check_ins_of(kr)
     target = float(d["target"])
-    before = {
-        i: kr.target_at(log.occurred[i]) for i in range(len(log)) if log.occurred[i] >= occurred
-    }
+    before = (kr.progress, kr.confidence)
+    affected = sorted(
+        (c.occurred, c.sequence, i, kr.target_at(c.occurred))
+        for i, c in enumerate(log)
+        if c.occurred >= occurred
+    )
     kr.revisions.append((occurred, stamp[0], target))
     kr.revisions.sort()
     b.rows[t.TARGETS].append((org.org_id, kr.key_result_id, *stamp, occurred, target, d["reason"]))
-    for index in sorted(before, key=lambda i: (log.occurred[i], log.sequence[i])):
-        if kr.target_at(log.occurred[index]) != before[index]:
+    for measured, _sequence, index, was in affected:
+        if kr.target_at(measured) != was:
             b.check_ins.append(_check_in_row(org, kr, index, stamp, "rescored"))
     _set_current(kr, log, kr.current)
     b.rows[t.KEY_RESULTS].append(_definition_row(org, kr, stamp))
-    _moved(b, org, kr, stamp)
+    _moved(b, org, kr, before, stamp)
 
 
 def key_result_retired(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
@@ -154,29 +160,25 @@ def key_result_retired(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
 def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     """The hot path: one call per check-in of the ledger."""
     occurred, stamp = b.occurred, b.stamp
+    sequence, recorded = stamp
     kr = org.key_results[d["key_result_id"]]
     log = kr.check_ins if kr.check_ins is not None else org.check_ins_of(kr)
-    sequence, recorded = stamp
     event_id: str = r["event_id"]
     actor: str = r["actor"]
     source: str = r["source"]
     value = float(d["value"])
     confidence = d.get("confidence")
     comment = d.get("comment")
-    index = len(log.sequence)
-    org.changed.add(kr.key_result_id)
-    log.ids += id_bytes(event_id)
-    log.occurred.append(occurred)
-    log.sequence.append(sequence)
-    log.recorded.append(recorded)
-    log.value.append(value)
-    log.confidence.append(NO_CONFIDENCE if confidence is None else confidence)
-    log.origin.append(org.origin(actor, source))
-    log.flags.append(0)
+    index = len(log.data) // RECORD.size
+    log.data += RECORD.pack(
+        id_bytes(event_id), occurred, sequence, recorded, value,
+        NO_CONFIDENCE if confidence is None else confidence, org.origin(actor, source), 0,
+    )  # fmt: skip
     if comment is not None:
         log.comment[index] = comment
+    org.changed.add(kr.key_result_id)
     kind, start = kr.kind, kr.start
-    target = kr.target_at(occurred)
+    target = kr.target_at(occurred) if kr.revisions else kr.defined_target
     progress, attainment = score(kind, start, target, value)
     b.check_ins.append(
         (org.org_id, kr.key_result_id, event_id, sequence, recorded, "recorded", sequence,
@@ -184,8 +186,8 @@ def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
          confidence, comment, actor, source, False, False, None)
     )  # fmt: skip
     kr.live += 1
-    current = kr.current
-    if current >= 0 and occurred < log.occurred[current]:  # measured before the current one
+    last_at = kr.last_at
+    if last_at is not None and occurred < last_at:  # measured before the current one
         b.key_result_changed(org, kr, stamp)
         return
     before = (kr.progress, kr.confidence)
@@ -193,10 +195,9 @@ def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     kr.target, kr.value, kr.confidence = target, value, confidence
     kr.progress, kr.attainment = progress, attainment
     kr.last_at, kr.last_id = occurred, event_id
-    if before == (progress, confidence):
-        b.key_result_changed(org, kr, stamp)
-    else:
-        _moved(b, org, kr, stamp)
+    b.key_result_changed(org, kr, stamp)
+    if progress != before[0] or confidence != before[1]:
+        key_result_moved(b, org, kr, before, stamp)
 
 
 def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
@@ -204,16 +205,17 @@ def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
     kr = org.key_results[d["key_result_id"]]
     log, index = _check_in(org, kr, d["corrects_event_id"], stamp[0])
     org.changed.add(kr.key_result_id)
-    log.original.setdefault(index, log.value[index])
-    log.value[index] = float(d["value"])
+    before = (kr.progress, kr.confidence)
+    log.original.setdefault(index, log[index].value)
+    log.set_value(index, float(d["value"]))
     if d.get("confidence") is not None:
-        log.confidence[index] = d["confidence"]
-    log.flags[index] |= CORRECTED
+        log.set_confidence(index, d["confidence"])
+    log.flag(index, CORRECTED)
     log.reason[index] = d["reason"]
     b.check_ins.append(_check_in_row(org, kr, index, stamp, "corrected"))
     if index == kr.current:
         _set_current(kr, log, index)
-    _moved(b, org, kr, stamp)
+    _moved(b, org, kr, before, stamp)
 
 
 def check_in_retracted(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
@@ -221,14 +223,15 @@ def check_in_retracted(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
     kr = org.key_results[d["key_result_id"]]
     log, index = _check_in(org, kr, d["retracts_event_id"], stamp[0])
     org.changed.add(kr.key_result_id)
-    if not log.flags[index] & RETRACTED:
+    before = (kr.progress, kr.confidence)
+    if not log[index].flags & RETRACTED:
         kr.live -= 1
-    log.flags[index] |= RETRACTED
+    log.flag(index, RETRACTED)
     log.reason[index] = d["reason"]
     b.check_ins.append(_check_in_row(org, kr, index, stamp, "retracted"))
     if index == kr.current:
         _set_current(kr, log, log.latest_live())
-    _moved(b, org, kr, stamp)
+    _moved(b, org, kr, before, stamp)
 
 
 HANDLERS = {

@@ -1,10 +1,20 @@
 """Objectives and the cascade: their handlers, their roll-up, and the versions they emit.
 
-An objective's row has two parts, versioned apart: its *structure* (cascade, themes reached,
-links, flags, how many key results and children count) in ``objective_versions``, changed only
-by structural events; and its *numbers* (progress, confidence) in
-``objective_progress_versions``, changed by its key results' check-ins. Each is emitted only
-when it differs from the last one emitted, so either table is a function of the ledger prefix.
+An objective's row has two parts. Its *structure* (cascade, themes reached, links, flags, how
+many key results and children count) changes only with structural events: each new version
+goes to ``objective_versions``. Its *numbers* (progress, confidence) move with its key results'
+check-ins: each event that changes them is noted in ``objective_updates`` (the numbers
+themselves are rolled up again from the key results when asked as of a past moment, as
+``--at`` does). Both are emitted only on a change, so either table is a function of the
+ledger prefix; the current-state row (``objectives_now``) carries both parts.
+
+A check-in moves its key result, which moves its objective, whose progress moves its parent's,
+and so on. Rolling all of them up again on every check-in is most of the projector's work, so
+the common case is decided from the change alone: an objective's progress moves by the member's
+change times its weight over the total weight; when that is clearly not zero (beyond
+:data:`CERTAIN`, far above float rounding), the objective changed, and its exact progress is
+computed once, when its row is next needed (``stale``). Only a change too small to be sure of
+is rolled up exactly there and then.
 """
 
 from collections.abc import Mapping
@@ -124,10 +134,9 @@ def structure(org: OrgProjection, objective: Objective) -> Row:
     return objective.structure
 
 
-def _emit_numbers(b: Batch, org: OrgProjection, objective: Objective, stamp: Stamp) -> None:
-    b.objective_progress.append(
-        (org.org_id, objective.objective_id, *stamp, objective.progress, objective.confidence)
-    )
+def _updated(b: Batch, org: OrgProjection, objective: Objective, stamp: Stamp) -> None:
+    """The objective's numbers changed at ``stamp``."""
+    b.objective_updates.append((org.org_id, objective.objective_id, *stamp))
     b.objective_changed(org, objective, stamp)
 
 
@@ -141,43 +150,150 @@ def _emit_structure(b: Batch, org: OrgProjection, objective: Objective, stamp: S
     b.rows[t.OBJECTIVES].append((org.org_id, objective.objective_id, *stamp, *row))
     b.objective_changed(org, objective, stamp)
     if emitted is None:  # a new objective: its first numbers too
-        _emit_numbers(b, org, objective, stamp)
+        _updated(b, org, objective, stamp)
 
 
-def numbers_changed(b: Batch, org: OrgProjection, objective: Objective, stamp: Stamp) -> None:
-    """After a key result of ``objective`` changed its progress or confidence: roll up the
-    objective and its ancestors, emitting the numbers of each that changed."""
-    for member in chain(org, objective):
-        progress, confidence = member.progress, member.confidence
-        refresh(org, member)
-        moved = member.progress != progress
-        if moved or member.confidence != confidence:
-            _emit_numbers(b, org, member, stamp)
-        if not moved:  # a parent counts only its children's progress
+def fresh(org: OrgProjection, objective: Objective) -> Objective:
+    """``objective`` with exact numbers (rolled up again if a member moved since)."""
+    if objective.stale:
+        for child in members(org, objective).children:
+            fresh(org, child)
+        refresh(org, objective)
+        objective.stale = False
+    return objective
+
+
+def fresh_all(org: OrgProjection) -> None:
+    for objective in org.objectives.values():
+        fresh(org, objective)
+
+
+CERTAIN = 1e-9
+"""A progress (between 0 and 1) computed to move by more than this has certainly changed: the
+rounding of a sum of a few thousand terms is below 1e-12."""
+
+
+def key_result_moved(
+    b: Batch,
+    org: OrgProjection,
+    key_result: KeyResult,
+    before: tuple[float, float | None],
+    stamp: Stamp,
+) -> None:
+    """``key_result``'s progress or confidence was ``before`` the event: note each objective up
+    its chain whose numbers the event changed."""
+    if key_result.retired:
+        return  # not counted
+    objective = org.objectives[key_result.objective_id]
+    confidence_moved = _confidence_moved(org, objective, before[1], key_result.confidence)
+    weight = key_result.weight if objective.rollup != "children" else 0.0
+    delta = key_result.progress - before[0]
+    moved: list[Objective] = []
+    for current in chain(org, objective):
+        if moved:  # how the parent counts the child below it
+            child = moved[-1]
+            counted = current.rollup != "key_results" and not child.abandoned
+            weight = child.weight if counted else 0.0
+        total = members(org, current).total_weight
+        change = weight * delta / total if weight and delta and total > 0 else 0.0
+        if not change:
+            break
+        if -CERTAIN <= change <= CERTAIN:  # too small to be sure: roll up exactly
+            _moved_exactly(b, org, objective, key_result, before[0], confidence_moved, b.stamp)
             return
+        moved.append(current)
+        delta = change
+    for current in moved:
+        current.stale = True
+        _updated(b, org, current, stamp)
+    if confidence_moved and not moved:
+        _updated(b, org, objective, stamp)
+
+
+def _confidence_moved(
+    org: OrgProjection, objective: Objective, before: float | None, now: float | None
+) -> bool:
+    """Keep the objective's confidence (its key results' lowest) after one of them moved from
+    ``before`` to ``now``; whether it changed."""
+    current = objective.confidence
+    if now is not None and (current is None or now < current):
+        objective.confidence = now
+        return True
+    if before is not None and before == current and now != before:  # it may have been lowest
+        lowest: float | None = None
+        for kr in members(org, objective).key_results:
+            known = kr.confidence
+            if known is not None and (lowest is None or known < lowest):
+                lowest = known
+        objective.confidence = lowest
+        return lowest != current
+    return False
+
+
+def _moved_exactly(
+    b: Batch,
+    org: OrgProjection,
+    objective: Objective,
+    key_result: KeyResult,
+    before: float,
+    confidence_moved: bool,
+    stamp: Stamp,
+) -> None:
+    """:func:`key_result_moved` rolled up exactly: each objective of the chain before the
+    event (its moved member as it was) and after."""
+    member: KeyResult | Objective = key_result
+    for current in chain(org, objective):
+        current.stale = True
+        after = fresh(org, current).progress
+        old = _rolled_up(org, current, member, before)
+        if after != old or (current is objective and confidence_moved):
+            _updated(b, org, current, stamp)
+        if after == old:
+            return
+        member, before = current, old
+
+
+def _rolled_up(org: OrgProjection, objective: Objective, member: object, progress: float) -> float:
+    """The objective's progress with ``member``'s taken as ``progress`` (as :func:`refresh`)."""
+    group = members(org, objective)
+    total = 0.0
+    for weight, term in group.terms:
+        total += weight * (progress if term is member else term.progress)
+    return total / group.total_weight if group.total_weight > 0 else 0.0
+
+
+def _numbers(objective: Objective) -> tuple[float, float | None]:
+    return objective.progress, objective.confidence
 
 
 def membership_changed(b: Batch, org: OrgProjection, objective: Objective, stamp: Stamp) -> None:
-    """A key result of ``objective`` was defined or retired."""
+    """A key result of ``objective`` was defined or retired (its cached members are those of
+    before): emit its structure if it changed, and note the numbers that changed up its chain."""
+    ancestors = chain(org, objective)
+    before = [_numbers(fresh(org, current)) for current in ancestors]
     objective.members = objective.structure = None
     _emit_structure(b, org, objective, stamp)
-    numbers_changed(b, org, objective, stamp)
+    for current, numbers in zip(ancestors, before, strict=True):
+        refresh(org, current)
+        if _numbers(current) == numbers:
+            return
+        _updated(b, org, current, stamp)
 
 
 def all_objectives_changed(b: Batch, org: OrgProjection, stamp: Stamp) -> None:
     """After a structural event: everything is recomputed, children before parents."""
+    fresh_all(org)
+    before = {o.objective_id: _numbers(o) for o in org.objectives.values()}
     for objective in org.objectives.values():
         objective.members = objective.structure = objective.chain = None
     ordered = sorted(org.objectives.values(), key=lambda o: -len(org.ancestors(o.objective_id)))
-    before = {o.objective_id: (o.progress, o.confidence) for o in ordered}
     for objective in ordered:
         refresh(org, objective)
     for objective in ordered:
         new = objective.emitted is None
         _emit_structure(b, org, objective, stamp)  # with its first numbers, if it is new
-        numbers = (objective.progress, objective.confidence)
-        if not new and before[objective.objective_id] != numbers:
-            _emit_numbers(b, org, objective, stamp)
+        if not new and before.get(objective.objective_id) != _numbers(objective):
+            _updated(b, org, objective, stamp)
 
 
 # --- handlers ---------------------------------------------------------------------------------

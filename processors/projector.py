@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from processors import key_results, objectives, strategy
 from processors.audit import audit_row
 from processors.batch import Batch
-from processors.state import ProjectorState
+from processors.state import OrgProjection, ProjectorState
 from processors.tables import RowBatch
 from schemas.errors import ProjectionError, UnknownEventTypeError
 from schemas.registry import EVENT_TYPES, dispatch_table, payload_model, upcast
@@ -104,16 +104,16 @@ class StoredEvent:
 
 
 def micros(text: str) -> int:
-    """An RFC 3339 timestamp from the ledger as microseconds since 1970-01-01 UTC."""
+    """An RFC 3339 timestamp from the ledger as microseconds since 1970-01-01 UTC (one without
+    an offset is taken as UTC)."""
     moment = datetime.fromisoformat(text)
-    if moment.tzinfo is not UTC and moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    days = moment.toordinal() - _EPOCH_DAY
-    seconds = days * 86_400 + moment.hour * 3_600 + moment.minute * 60 + moment.second
-    return seconds * 1_000_000 + moment.microsecond
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    since = moment - _EPOCH
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
-_EPOCH_DAY = datetime(1970, 1, 1).toordinal()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @contextmanager
@@ -139,6 +139,7 @@ class Projector:
 
     def __init__(self, state: ProjectorState | None = None) -> None:
         self.state = state or ProjectorState()
+        self._recorded = ("", 0)
 
     def project(self, events: Iterable[LedgerRecord]) -> RowBatch:
         """:meth:`project_records` of events given as objects (:class:`LedgerRecord`)."""
@@ -156,39 +157,46 @@ class Projector:
         does not have.
         """
         batch = Batch()
+        state, touched, audit = self.state, batch.orgs, batch.audit
+        org_id: str | None = None
+        org = OrgProjection("")
+        last_text, last_micros = self._recorded
         with collector_paused():
             for record in records:
-                self._apply(batch, record)
+                if record["org_id"] != org_id:
+                    org_id = record["org_id"]
+                    org = state.orgs.get(org_id) or state.org(org_id)
+                sequence = record["sequence"]
+                if sequence != org.last_sequence + 1:
+                    if sequence <= org.last_sequence:
+                        continue  # applied before
+                    raise ProjectionError(
+                        f"org {org_id!r}: event {sequence} follows {org.last_sequence}; "
+                        "the projector needs every event in order"
+                    )
+                event_type = record["type"]
+                handler = HANDLERS.get(event_type)
+                if handler is None:
+                    raise UnknownEventTypeError(
+                        f"org {org_id!r}, event {sequence}: unknown event type {event_type!r}; "
+                        "the projector refuses to skip it (is the ledger newer than this code?)"
+                    )
+                data = record["data"]
+                version = record["schema_version"]
+                if version != EVENT_TYPES[event_type]:
+                    payload_model(event_type, version)  # a version the contract lacks raises
+                    data = upcast(event_type, version, data)
+                batch.occurred = occurred = micros(record["occurred_at"])
+                recorded_at = record["recorded_at"]
+                if recorded_at != last_text:  # the events of one submission share it
+                    last_text, last_micros = recorded_at, micros(recorded_at)
+                batch.stamp = (sequence, last_micros)
+                audit.append(audit_row(record, data, occurred, last_micros))
+                handler(batch, org, record, data)
+                org.last_sequence = sequence
+                org.last_recorded_at = last_micros
+                touched[org.org_id] = org
+        self._recorded = (last_text, last_micros)
+        for org, objective in batch.objectives:
+            objectives.fresh(org, objective)
         return batch.finish()
-
-    def _apply(self, batch: Batch, record: Record) -> None:
-        org_id = record["org_id"]
-        org = self.state.orgs.get(org_id) or self.state.org(org_id)
-        sequence = record["sequence"]
-        if sequence <= org.last_sequence:
-            return
-        if sequence != org.last_sequence + 1:
-            raise ProjectionError(
-                f"org {org_id!r}: event {sequence} follows {org.last_sequence}; "
-                "the projector needs every event in order"
-            )
-        event_type = record["type"]
-        handler = HANDLERS.get(event_type)
-        if handler is None:
-            raise UnknownEventTypeError(
-                f"org {org_id!r}, event {sequence}: unknown event type {event_type!r}; "
-                "the projector refuses to skip it (is this OKR Ledger older than the ledger?)"
-            )
-        data = record["data"]
-        version = record["schema_version"]
-        if version != EVENT_TYPES[event_type]:
-            payload_model(event_type, version)  # a version the contract does not have raises
-            data = upcast(event_type, version, data)
-        batch.occurred = occurred = micros(record["occurred_at"])
-        recorded = micros(record["recorded_at"])
-        batch.stamp = (sequence, recorded)
-        batch.audit.append(audit_row(record, data, occurred, recorded))
-        handler(batch, org, record, data)
-        org.last_sequence = sequence
-        org.last_recorded_at = recorded
-        batch.orgs[org_id] = org

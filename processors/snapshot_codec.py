@@ -4,9 +4,9 @@ typed arrays per key result's check-ins, each read back with validation.
 Nothing in a saved state decides what code runs. The org document is parsed as JSON and
 validated, field by field and strictly, against the wire models below (pydantic), then checked
 for consistency (every id the state refers to is in it) before the state's dataclasses are
-built. A key result's check-ins are fixed-width arrays of numbers (:class:`CheckInLog`), whose
-length and CRC-32 the org document records, plus a small JSON document of the sparse fields
-(comments, reasons, original values). Anything that fails a check raises
+built. A key result's check-ins are fixed-width records of numbers
+(:data:`processors.state.RECORD`), whose number and CRC-32 the org document records, plus a
+small JSON document of the sparse fields (comments, reasons, original values). Anything that fails a check raises
 :class:`~schemas.errors.UnusableSnapshotError`.
 
 Caches of the state (an objective's members, chain and structure) are not written: the
@@ -16,7 +16,6 @@ rows the next event emits.
 
 import sys
 import zlib
-from array import array
 from datetime import date
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from processors.state import (
+    RECORD,
     CheckInLog,
     Competitor,
     KeyResult,
@@ -43,12 +43,8 @@ SNAPSHOT_FORMAT: SnapshotFormat = 4
 states of another format are ignored. Format 4 is this one (JSON and typed arrays in SQLite);
 format 3 was gzip JSON files, formats 1 and 2 pickles, none of them read."""
 BYTE_ORDER = sys.byteorder
-"""The arrays are written in this machine's byte order; a state saved on another is ignored."""
+"""Check-ins are packed in this machine's byte order; a state saved on another is ignored."""
 
-_ARRAYS = (("occurred", "q"), ("sequence", "q"), ("recorded", "q"), ("value", "d"),
-           ("confidence", "d"), ("origin", "I"))  # fmt: skip
-_BYTES_PER_CHECK_IN = 16 + sum(array(code).itemsize for _name, code in _ARRAYS) + 1
-"""An id, the arrays and a flag byte."""
 
 StructureRow = tuple[
     str, str | None, str, str, date, date, str, str, float, str | None, list[str], int,
@@ -162,48 +158,34 @@ _KEY_RESULT_FIELDS = tuple(
 
 
 def encode_check_ins(log: CheckInLog) -> bytes:
-    """The record of a key result's check-ins: the arrays, then the sparse fields as JSON."""
-    parts = [bytes(log.ids)]
-    parts.extend(getattr(log, name).tobytes() for name, _code in _ARRAYS)
-    parts.append(bytes(log.flags))
+    """The record of a key result's check-ins: the packed records, then the sparse fields as
+    JSON."""
     sparse = {
         "original": sorted(log.original.items()),
         "comment": sorted(log.comment.items()),
         "reason": sorted(log.reason.items()),
     }
-    parts.append(orjson.dumps(sparse))
-    return b"".join(parts)
+    return bytes(log.data) + orjson.dumps(sparse)
 
 
 def decode_check_ins(record: bytes, count: int, crc: int, origins: int) -> CheckInLog:
     """A key result's check-ins from its record, which must hold ``count`` of them, have CRC-32
     ``crc`` and name only the first ``origins`` (actor, source) pairs."""
     _require(zlib.crc32(record) == crc, "a key result's check-ins do not match their checksum")
-    fixed = count * _BYTES_PER_CHECK_IN
+    fixed = count * RECORD.size
     _require(len(record) >= fixed, "a key result's check-ins are truncated")
-    log = CheckInLog(ids=bytearray(record[: 16 * count]))
-    at = 16 * count
-    for name, code in _ARRAYS:
-        values: "array[Any]" = array(code)
-        size = values.itemsize * count
-        values.frombytes(record[at : at + size])
-        setattr(log, name, values)
-        at += size
-    log.flags = bytearray(record[at : at + count])
     try:
         sparse = SparseWire.model_validate_json(record[fixed:])
     except ValidationError as error:
         raise UnusableSnapshotError(_first_problem(error)) from None
-    log.original = dict(sparse.original)
-    log.comment = dict(sparse.comment)
-    log.reason = dict(sparse.reason)
-    sequences = log.sequence
-    _require(
-        all(sequences[i] < sequences[i + 1] for i in range(count - 1)),
-        "a key result's check-ins are out of order",
-    )
-    _require(max(log.flags, default=0) <= 3, "a check-in has unknown flags")
-    _require(max(log.origin, default=0) < max(origins, 1), "a check-in names an unknown origin")
+    log = CheckInLog(bytearray(record[:fixed]), dict(sparse.original), dict(sparse.comment),
+                     dict(sparse.reason))  # fmt: skip
+    previous = 0
+    for check_in in log:
+        _require(check_in.sequence > previous, "a key result's check-ins are out of order")
+        _require(check_in.flags <= 3, "a check-in has unknown flags")
+        _require(check_in.origin < origins, "a check-in names an unknown origin")
+        previous = check_in.sequence
     _require(
         all(0 <= i < count for i in (*log.original, *log.comment, *log.reason)),
         "a sparse field names a check-in that is not there",

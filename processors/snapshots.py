@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from processors.objectives import fresh_all
 from processors.snapshot_codec import (
     SNAPSHOT_FORMAT,
     decode_check_ins,
@@ -152,6 +153,7 @@ class SqliteSnapshots:
 
     def save(self, snapshot: Snapshot) -> None:
         state = snapshot.state
+        fresh_all(state)  # the numbers saved are exact
         saved = state.saved
         try:
             with self._transaction() as db:

@@ -1,18 +1,20 @@
-"""The projector's state: each org's entities, and each key result's check-ins as typed arrays.
+"""The projector's state: each org's entities, and each key result's check-ins as packed records.
 
-Times are integers (microseconds since 1970-01-01 UTC), as in the rows. A check-in costs about
-60 bytes of state (no Python object of its own): its id as 16 bytes, five 8-byte numbers, an
-index of its (actor, source) pair and a flag byte; comments, reasons and original values of
-corrected check-ins are kept apart, only where there is one. A check-in's target is not kept:
-it is always the key result's target in force at the check-in's business time
-(:meth:`KeyResult.target_at`), as the projector re-scores check-ins when a revision changes it.
+Times are integers (microseconds since 1970-01-01 UTC), as in the rows. A check-in costs 61
+bytes of state and no Python object of its own: its id as 16 bytes, its business and recorded
+times, its sequence, its value and confidence, the index of its (actor, source) pair and a flag
+byte (:data:`RECORD`). Comments, reasons and original values of corrected check-ins are kept
+apart, only where there is one. A check-in's target is not kept: it is always the key result's
+target in force at the check-in's business time (:meth:`KeyResult.target_at`), as the
+projector re-scores check-ins when a revision changes it.
 """
 
 import math
-from array import array
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from typing import NamedTuple
 from uuid import UUID
 
 from processors.tables import Row
@@ -21,16 +23,21 @@ from schemas.errors import ProjectionError
 CORRECTED = 1
 RETRACTED = 2
 NO_CONFIDENCE = math.nan
-"""How a check-in without a confidence is kept in :attr:`CheckInLog.confidence`."""
+"""How a check-in without a confidence is kept."""
+RECORD = struct.Struct("=16sqqqddIB")
+"""One check-in: id, occurred_at, sequence, recorded_at, value, confidence, origin, flags."""
+_VALUE = struct.Struct("=d")
+_VALUE_AT, _CONFIDENCE_AT, _FLAGS_AT = 40, 48, 60
 
 
 def id_bytes(event_id: str) -> bytes:
     """An event id (a lowercase, hyphenated UUID, as the ledger writes them) as 16 bytes."""
+    compact = event_id.replace("-", "")
     try:
-        raw = bytes.fromhex(event_id.replace("-", ""))
+        raw = bytes.fromhex(compact)
     except ValueError:
         raw = b""
-    if len(raw) != 16 or id_text(raw) != event_id:
+    if len(event_id) != 36 or event_id[8:24:5] != "----" or raw.hex() != compact:
         raise ProjectionError(f"event id {event_id!r} is not a lowercase, hyphenated UUID")
     return raw
 
@@ -39,20 +46,36 @@ def id_text(raw: bytes) -> str:
     return str(UUID(bytes=raw))
 
 
+class CheckIn(NamedTuple):
+    """One check-in as its record holds it (read back only for the rarer events)."""
+
+    raw_id: bytes
+    occurred: int
+    sequence: int
+    recorded: int
+    value: float
+    """The value now: as recorded, or as last corrected."""
+    confidence: float
+    """NaN: none."""
+    origin: int
+    """Index of its (actor, source) in :attr:`OrgProjection.origins`."""
+    flags: int
+
+    @property
+    def check_in_id(self) -> str:
+        return id_text(self.raw_id)
+
+    @property
+    def known_confidence(self) -> float | None:
+        return None if math.isnan(self.confidence) else self.confidence
+
+
 @dataclass(slots=True)
 class CheckInLog:
     """Every check-in of one key result, retracted ones too, in ledger (sequence) order."""
 
-    ids: bytearray = field(default_factory=bytearray)
-    occurred: "array[int]" = field(default_factory=lambda: array("q"))
-    sequence: "array[int]" = field(default_factory=lambda: array("q"))
-    recorded: "array[int]" = field(default_factory=lambda: array("q"))
-    value: "array[float]" = field(default_factory=lambda: array("d"))
-    """The value now: as recorded, or as last corrected."""
-    confidence: "array[float]" = field(default_factory=lambda: array("d"))
-    origin: "array[int]" = field(default_factory=lambda: array("I"))
-    """Index of its (actor, source) in :attr:`OrgProjection.origins`."""
-    flags: bytearray = field(default_factory=bytearray)
+    data: bytearray = field(default_factory=bytearray)
+    """The check-ins' :data:`RECORD` s, one after the other."""
     original: dict[int, float] = field(default_factory=dict)
     """The value as recorded, of check-ins corrected since."""
     comment: dict[int, str] = field(default_factory=dict)
@@ -60,30 +83,38 @@ class CheckInLog:
     """Why a check-in was corrected or retracted (the last reason given)."""
 
     def __len__(self) -> int:
-        return len(self.sequence)
+        return len(self.data) // RECORD.size
+
+    def __getitem__(self, index: int) -> CheckIn:
+        return CheckIn._make(RECORD.unpack_from(self.data, index * RECORD.size))
+
+    def __iter__(self) -> Iterator[CheckIn]:
+        return map(CheckIn._make, RECORD.iter_unpack(self.data))
 
     def find(self, raw_id: bytes) -> int:
         """The index of the check-in with this id, or -1."""
-        at = self.ids.find(raw_id)
-        while at >= 0 and at % 16:
-            at = self.ids.find(raw_id, at + 1)
-        return at // 16 if at >= 0 else -1
+        data, size = self.data, RECORD.size
+        at = data.find(raw_id)
+        while at >= 0 and at % size:
+            at = data.find(raw_id, at + 1)
+        return at // size if at >= 0 else -1
 
-    def check_in_id(self, index: int) -> str:
-        return id_text(bytes(self.ids[16 * index : 16 * index + 16]))
+    def set_value(self, index: int, value: float) -> None:
+        _VALUE.pack_into(self.data, index * RECORD.size + _VALUE_AT, value)
 
-    def confidence_of(self, index: int) -> float | None:
-        found = self.confidence[index]
-        return None if math.isnan(found) else found
+    def set_confidence(self, index: int, confidence: float) -> None:
+        _VALUE.pack_into(self.data, index * RECORD.size + _CONFIDENCE_AT, confidence)
+
+    def flag(self, index: int, flag: int) -> None:
+        self.data[index * RECORD.size + _FLAGS_AT] |= flag
 
     def latest_live(self) -> int:
         """The index of the check-in that is current: the latest by business time, ties broken
         by sequence, that is not retracted; -1 if none is."""
-        best = -1
-        flags, occurred = self.flags, self.occurred
-        for index in range(len(flags)):
-            if not flags[index] & RETRACTED and (best < 0 or occurred[index] >= occurred[best]):
-                best = index  # in sequence order: on a tie, the later one wins
+        best, latest = -1, 0
+        for index, check_in in enumerate(self):
+            if not check_in.flags & RETRACTED and (best < 0 or check_in.occurred >= latest):
+                best, latest = index, check_in.occurred  # in sequence order: later wins a tie
         return best
 
 
@@ -122,6 +153,8 @@ class KeyResult:
     last_id: str | None = None
     stamp: tuple[int, int] = (0, 0)
     """(sequence, recorded_at) of the last event about it: its current row's version."""
+    mark: int = -1
+    """The last batch that listed it as changed (:class:`processors.batch.Batch`)."""
 
     def target_at(self, moment: int) -> float:
         """The target in force at business time ``moment``: the last revision up to it."""
@@ -153,10 +186,14 @@ class Objective:
     child_ids: list[str] = field(default_factory=list)
     progress: float = 0.0
     confidence: float | None = None
+    stale: bool = False
+    """Its progress moved since :attr:`progress` was rolled up (see processors.objectives)."""
     emitted: Row | None = None
     """What its last structure version said (its structure and membership columns)."""
     stamp: tuple[int, int] = (0, 0)
     """(sequence, recorded_at) of the last event that changed its row."""
+    mark: int = -1
+    """The last batch that listed it as changed (:class:`processors.batch.Batch`)."""
     members: "Members | None" = None
     """Cached until its membership, rollup or weights change."""
     chain: "list[Objective] | None" = None

@@ -25,7 +25,7 @@ CHECK_INS = "check_in_versions"
 KEY_RESULTS = "key_result_versions"
 TARGETS = "key_result_targets"
 OBJECTIVES = "objective_versions"
-OBJECTIVE_PROGRESS = "objective_progress_versions"
+OBJECTIVE_UPDATES = "objective_updates"
 THEMES = "theme_versions"
 UNITS = "unit_versions"
 PERIODS = "period_versions"
@@ -71,7 +71,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     TARGETS: ("org_id", "key_result_id", "sequence", "recorded_at", "effective_at", "target",
               "reason"),
     OBJECTIVES: ("org_id", "objective_id", *STAMP, *OBJECTIVE_STRUCTURE_COLUMNS),
-    OBJECTIVE_PROGRESS: ("org_id", "objective_id", *STAMP, "progress", "confidence"),
+    OBJECTIVE_UPDATES: ("org_id", "objective_id", *STAMP),
     THEMES: ("org_id", "theme_id", "sequence", "recorded_at", "name", "description", "active"),
     UNITS: ("org_id", "unit_id", "sequence", "recorded_at", "name", "kind", "parent_unit_id",
             "active"),

@@ -107,9 +107,8 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
         ("org_id", LOW), ("objective_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
         *_OBJECTIVE_STRUCTURE,
     ],
-    t.OBJECTIVE_PROGRESS: [
+    t.OBJECTIVE_UPDATES: [
         ("org_id", LOW), ("objective_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
-        *_NUMBERS,
     ],
     t.THEMES: [
         ("org_id", LOW), ("theme_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),

@@ -13,7 +13,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -126,20 +126,34 @@ def key_results(store: ProjectionStore, org_id: str, moment: Moment) -> list[Rec
 
 
 def objectives(
-    store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    focus_limit: int,
+    *,
+    as_of: tuple[int, list[Record]] | None = None,
 ) -> list[Record]:
+    """``as_of``: the ledger sequence of ``moment.as_of`` and the key results then, if known."""
     if moment.as_of is None:
-        source, seq = sql.now("{db}", t.OBJECTIVES_NOW), 0
+        source, params = sql.now("{db}", t.OBJECTIVES_NOW), _params(org_id, 0, moment)
     else:
-        source, seq = sql.objectives_as_of("{db}"), sequence_as_of(store, org_id, moment.as_of)
+        source, params = sql.objectives_as_of("{db}"), _numbers_as_of(store, org_id, moment, as_of)
     query = sql.objective_progress(source, _REF, "{limit:UInt32}") + " ORDER BY objective_id"
-    return _records(store, query, _params(org_id, seq, moment, limit=focus_limit))
+    return _records(store, query, {**params, "limit": focus_limit})
 
 
 def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int) -> Progress:
     """Every objective and key result of ``org_id`` as of ``moment``."""
-    objective_records = objectives(store, org_id, moment, focus_limit)
-    key_result_records = key_results(store, org_id, moment)
+    if moment.as_of is None:
+        objective_records = objectives(store, org_id, moment, focus_limit)
+        key_result_records = key_results(store, org_id, moment)
+    else:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+        then = _key_results_as_of(store, org_id, seq, replace(moment, at=None))
+        objective_records = objectives(store, org_id, moment, focus_limit, as_of=(seq, then))
+        key_result_records = (
+            then if moment.at is None else _key_results_as_of(store, org_id, seq, moment)
+        )
     if moment.at is not None:
         _roll_up(objective_records, key_result_records, moment.ref)
     return Progress(objective_records, key_result_records)
@@ -148,17 +162,42 @@ def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: i
 def coverage(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
     """Every active theme in every period: objectives, key results and progress reaching it."""
     if moment.as_of is None:
-        seq = 0
+        params = _params(org_id, 0, moment)
         sources = [sql.now("{db}", t.OBJECTIVES_NOW)] + [
             sql.latest("{db}", table, "org_id = {org:String}") for table in (t.THEMES, t.PERIODS)
         ]
     else:
-        seq = sequence_as_of(store, org_id, moment.as_of)
+        params = _numbers_as_of(store, org_id, moment, None)
         sources = [sql.objectives_as_of("{db}")] + [
             sql.latest_as_of("{db}", table) for table in (t.THEMES, t.PERIODS)
         ]
     query = sql.theme_coverage(*sources) + " ORDER BY period_id, theme_id"
-    return _records(store, query, _params(org_id, seq, moment))
+    return _records(store, query, params)
+
+
+def _numbers_as_of(
+    store: ProjectionStore, org_id: str, moment: Moment, as_of: tuple[int, list[Record]] | None
+) -> dict[str, Any]:
+    """The parameters of :func:`projections.sql.objectives_as_of`: each objective's numbers as
+    of ``moment.as_of``, rolled up from its key results then (as the projector did)."""
+    if as_of is None:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+        as_of = seq, _key_results_as_of(store, org_id, seq, replace(moment, at=None))
+    seq, key_result_records = as_of
+    params = _params(org_id, seq, moment)
+    structures = _records(
+        store,
+        "SELECT objective_id, parent_objective_id, lifecycle, rollup, weight, depth "
+        f"FROM {sql.latest_as_of('{db}', t.OBJECTIVES)}",
+        params,
+    )
+    numbers = _rolled_up(structures, key_result_records)
+    return {
+        **params,
+        "ids": list(numbers),
+        "progress": [progress for progress, _confidence in numbers.values()],
+        "confidence": [confidence for _progress, confidence in numbers.values()],
+    }
 
 
 def history(store: ProjectionStore, org_id: str, subject: str, moment: Moment) -> list[Record]:
@@ -291,36 +330,52 @@ def _targets_at(store: ProjectionStore, params: dict[str, Any]) -> dict[str, flo
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _roll_up(
-    objective_records: list[Record], key_result_records: list[Record], ref: datetime
-) -> None:
-    """Recompute objective progress and confidence from key results' values at ``at``."""
-    by_id = {o["objective_id"]: o for o in objective_records}
+def _rolled_up(
+    objective_records: list[Record], key_result_records: list[Record]
+) -> dict[str, tuple[float, float | None]]:
+    """Each objective's progress and confidence, rolled up from the key results' (those not
+    retired) and its children's (those not abandoned), children first, as the projector."""
+    ids = {o["objective_id"] for o in objective_records}
     key_results_of: dict[str, list[Record]] = defaultdict(list)
     for kr in key_result_records:
         if not kr["retired"]:
             key_results_of[kr["objective_id"]].append(kr)
-    children_of: dict[str, list[Record]] = defaultdict(list)
+    children_of: dict[str, list[str]] = defaultdict(list)
     for objective in objective_records:
         parent = objective["parent_objective_id"]
-        if parent in by_id and objective["lifecycle"] != "abandoned":
-            children_of[parent].append(objective)
+        if parent in ids and objective["lifecycle"] != "abandoned":
+            children_of[parent].append(objective["objective_id"])
+    numbers: dict[str, tuple[float, float | None]] = {}
+    weights = {o["objective_id"]: o["weight"] for o in objective_records}
     for objective in sorted(objective_records, key=lambda o: -int(o["depth"])):
         own = key_results_of[objective["objective_id"]]
-        value = scoring.rollup_progress(
-            objective["rollup"],
-            [(kr["key_result_id"], kr["weight"], kr["progress"]) for kr in own],
-            [
-                (child["objective_id"], child["weight"], child["progress"])
-                for child in children_of[objective["objective_id"]]
-            ],
+        numbers[objective["objective_id"]] = (
+            scoring.rollup_progress(
+                objective["rollup"],
+                [(kr["key_result_id"], kr["weight"], kr["progress"]) for kr in own],
+                [
+                    (child, weights[child], numbers[child][0])
+                    for child in children_of[objective["objective_id"]]
+                ],
+            ),
+            scoring.weakest(kr["confidence"] for kr in own),
         )
+    return numbers
+
+
+def _roll_up(
+    objective_records: list[Record], key_result_records: list[Record], ref: datetime
+) -> None:
+    """Recompute objective progress and confidence from key results' values at ``at``."""
+    numbers = _rolled_up(objective_records, key_result_records)
+    for objective in objective_records:
+        value, confidence = numbers[objective["objective_id"]]
         expected = scoring.expected_progress(
             None, objective["period_starts_on"], objective["period_ends_on"], ref
         )
         objective.update(
             progress=value,
-            confidence=scoring.weakest(kr["confidence"] for kr in own),
+            confidence=confidence,
             expected_progress=expected,
             status=scoring.status(value, expected),
         )

@@ -14,7 +14,7 @@ from processors.scoring import AT_RISK_GAP, ON_TRACK_GAP
 KEYS = {
     t.KEY_RESULTS: "key_result_id",
     t.OBJECTIVES: "objective_id",
-    t.OBJECTIVE_PROGRESS: "objective_id",
+    t.OBJECTIVE_UPDATES: "objective_id",
     t.CHECK_INS: "check_in_id",
     t.THEMES: "theme_id",
     t.UNITS: "unit_id",
@@ -53,18 +53,23 @@ def now(db: str, table: str) -> str:
 
 def objectives_as_of(db: str) -> str:
     """Every objective of one org up to ``{seq}``, with the columns of ``objectives_now``: its
-    structure version and its numbers version, the version of the later of the two."""
+    structure version, and its numbers as given (``{ids}``, ``{progress}``, ``{confidence}``:
+    rolled up from the key results as they were); its version is the later of its structure
+    version and its last update."""
     return f"""(
-    SELECT s.* EXCEPT (sequence, recorded_at), n.n_progress AS progress,
-        n.n_confidence AS confidence, greatest(s.sequence, n.n_sequence) AS sequence,
-        if(n.n_sequence > s.sequence, n.n_recorded_at, s.recorded_at) AS recorded_at
+    SELECT s.* EXCEPT (sequence, recorded_at),
+        transform(objective_id, {{ids:Array(String)}}, {{progress:Array(Float64)}}, 0.)
+            AS progress,
+        {{confidence:Array(Nullable(Float64))}}[indexOf({{ids:Array(String)}}, objective_id)]
+            AS confidence,
+        greatest(s.sequence, u.u_sequence) AS sequence,
+        if(u.u_sequence > s.sequence, u.u_recorded_at, s.recorded_at) AS recorded_at
     FROM {latest_as_of(db, t.OBJECTIVES)} AS s
-    INNER JOIN (
-        SELECT objective_id, argMax(progress, sequence) AS n_progress,
-            argMax(confidence, sequence) AS n_confidence, max(sequence) AS n_sequence,
-            argMax(recorded_at, sequence) AS n_recorded_at
-        FROM {db}.{t.OBJECTIVE_PROGRESS} WHERE {AS_OF_FILTER} GROUP BY objective_id
-    ) AS n ON n.objective_id = s.objective_id
+    LEFT JOIN (
+        SELECT objective_id, max(sequence) AS u_sequence,
+            argMax(recorded_at, sequence) AS u_recorded_at
+        FROM {db}.{t.OBJECTIVE_UPDATES} WHERE {AS_OF_FILTER} GROUP BY objective_id
+    ) AS u ON u.objective_id = s.objective_id
 )"""
 
 

@@ -1,10 +1,10 @@
 -- Migration 4: tables for the questions asked; the ledger is projected again.
 -- Released: never edit (tests/projections/test_migrations.py pins its digest).
 --
--- The projector now emits a key result's numbers to its current-state table only (their
--- history is its check-ins'), splits an objective's row into its structure and its numbers,
--- and keeps each entity's latest row in a current-state table; the audit is ordered by
--- subject and the check-ins by business time. So the history tables are made anew and the
+-- Each key result and objective gets a current-state table beside its history; a key
+-- result's numbers have no history of their own (its check-ins' is theirs), and an objective's
+-- numbers only a note of when they changed (objective_updates). The audit is ordered by
+-- subject, the check-ins by business time. So the history tables are made anew and the
 -- checkpoints emptied: the next catch-up projects the whole ledger into them. The rejections
 -- are kept (projected again, they collapse with the rows there).
 
@@ -146,13 +146,11 @@ CREATE TABLE IF NOT EXISTS {db}.objective_versions (
 ENGINE = ReplacingMergeTree
 ORDER BY (org_id, objective_id, sequence);
 
-CREATE TABLE IF NOT EXISTS {db}.objective_progress_versions (
+CREATE TABLE IF NOT EXISTS {db}.objective_updates (
     org_id LowCardinality(String),
     objective_id String,
     sequence UInt64,
-    recorded_at DateTime64(6, 'UTC'),
-    progress Float64,
-    confidence Nullable(Float64)
+    recorded_at DateTime64(6, 'UTC')
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (org_id, objective_id, sequence);
