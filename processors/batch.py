@@ -1,9 +1,9 @@
 """One call of the projector: the event being applied, the rows it emits, and what changed.
 
 History rows are appended as each event is applied. The current-state rows (key results and
-objectives now) are emitted once per batch, at its end, for each entity that changed in it,
-stamped with the event that last changed it: so their latest version is the same whatever
-the batch boundaries.
+objectives now) are emitted once for each entity that changed since they were last emitted (at
+the end of a batch, or of several: :class:`Changes`), stamped with the event that last changed
+it: so their latest version is the same whatever the batch boundaries.
 """
 
 from dataclasses import dataclass, field
@@ -17,16 +17,23 @@ _MARKS = count()
 
 
 @dataclass(slots=True)
-class Batch:
-    rows: RowBatch = field(default_factory=t.empty_batch)
+class Changes:
+    """What changed since the current-state rows were last emitted."""
+
     key_results: list[tuple[OrgProjection, KeyResult]] = field(default_factory=list)
-    """Key results changed in this batch (each once)."""
+    """Key results changed (each once)."""
     objectives: list[tuple[OrgProjection, Objective]] = field(default_factory=list)
-    """Objectives whose row changed in this batch (each once)."""
+    """Objectives whose row changed (each once)."""
+    mark: int = field(default_factory=lambda: next(_MARKS))
+    """Set on what changed, once it is listed."""
+
+
+@dataclass(slots=True)
+class Batch:
+    changes: Changes = field(default_factory=Changes)
+    rows: RowBatch = field(default_factory=t.empty_batch)
     orgs: dict[str, OrgProjection] = field(default_factory=dict)
     """Orgs that moved in this batch (their checkpoints)."""
-    mark: int = field(default_factory=lambda: next(_MARKS))
-    """Set on what changed in this batch, once it is listed."""
     occurred: int = 0
     """The business time of the event being applied."""
     stamp: tuple[int, int] = (0, 0)
@@ -46,30 +53,39 @@ class Batch:
         self, org: OrgProjection, key_result: KeyResult, stamp: tuple[int, int]
     ) -> None:
         key_result.stamp = stamp
-        if key_result.mark != self.mark:
-            key_result.mark = self.mark
-            self.key_results.append((org, key_result))
+        changes = self.changes
+        if key_result.mark != changes.mark:
+            key_result.mark = changes.mark
+            changes.key_results.append((org, key_result))
 
     def objective_changed(
         self, org: OrgProjection, objective: Objective, stamp: tuple[int, int]
     ) -> None:
         objective.stamp = stamp
-        if objective.mark != self.mark:
-            objective.mark = self.mark
-            self.objectives.append((org, objective))
+        changes = self.changes
+        if objective.mark != changes.mark:
+            objective.mark = changes.mark
+            changes.objectives.append((org, objective))
 
-    def finish(self) -> RowBatch:
-        """Emit the current-state rows (their objectives' numbers exact, see
-        :func:`processors.objectives.fresh`) and the checkpoints; the batch's rows."""
+    def finish(self, current: bool) -> RowBatch:
+        """The batch's rows, with its checkpoints, and, if ``current``, the current-state rows
+        of what changed (their objectives' numbers exact: see
+        :func:`processors.objectives.fresh`)."""
         rows = self.rows
-        now = rows[t.KEY_RESULTS_NOW]
-        for org, key_result in self.key_results:
-            now.append(key_result_row(org, key_result))
-        now = rows[t.OBJECTIVES_NOW]
-        for org, objective in self.objectives:
-            assert objective.emitted is not None and not objective.stale
-            now.append((org.org_id, objective.objective_id, *objective.stamp, *objective.emitted,
-                        objective.progress, objective.confidence))  # fmt: skip
+        if current:
+            changes = self.changes
+            now = rows[t.KEY_RESULTS_NOW]
+            for org, key_result in changes.key_results:
+                now.append(key_result_row(org, key_result))
+            now = rows[t.OBJECTIVES_NOW]
+            for org, objective in changes.objectives:
+                assert objective.emitted is not None
+                assert not objective.stale
+                now.append((org.org_id, objective.objective_id, *objective.stamp,
+                            *objective.emitted, objective.progress, objective.confidence))  # fmt: skip
+            changes.key_results.clear()
+            changes.objectives.clear()
+            changes.mark = next(_MARKS)
         for org in self.orgs.values():
             rows[t.CHECKPOINTS].append(
                 (t.LEDGER_STREAM, org.org_id, org.last_sequence, org.last_recorded_at)

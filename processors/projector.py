@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from processors import key_results, objectives, strategy
 from processors.audit import audit_row
-from processors.batch import Batch
+from processors.batch import Batch, Changes
 from processors.state import OrgProjection, ProjectorState
 from processors.tables import RowBatch
 from schemas.errors import ProjectionError, UnknownEventTypeError
@@ -140,6 +140,7 @@ class Projector:
     def __init__(self, state: ProjectorState | None = None) -> None:
         self.state = state or ProjectorState()
         self._recorded = ("", 0)
+        self._changes = Changes()
 
     def project(self, events: Iterable[LedgerRecord]) -> RowBatch:
         """:meth:`project_records` of events given as objects (:class:`LedgerRecord`)."""
@@ -147,16 +148,17 @@ class Projector:
             {name: getattr(event, name) for name in RECORD_FIELDS} for event in events
         )
 
-    def project_records(self, records: Iterable[Record]) -> RowBatch:
+    def project_records(self, records: Iterable[Record], *, current: bool = True) -> RowBatch:
         """Apply ``records`` (ledger events as stored: dicts; each org's in sequence order)
         and return the rows they produce.
 
         Events at or below an org's position were applied before and are skipped, so a batch
         delivered twice yields nothing the second time. A gap in an org's sequence is an error
         (the projection would silently miss an event), and so is an event type the contract
-        does not have.
+        does not have. With ``current`` false, the current-state rows of what changed are left
+        for a later call (:meth:`current_rows`): fewer rows when batches are small.
         """
-        batch = Batch()
+        batch = Batch(self._changes)
         state, touched, audit = self.state, batch.orgs, batch.audit
         org_id: str | None = None
         org = OrgProjection("")
@@ -197,6 +199,11 @@ class Projector:
                 org.last_recorded_at = last_micros
                 touched[org.org_id] = org
         self._recorded = (last_text, last_micros)
-        for org, objective in batch.objectives:
-            objectives.fresh(org, objective)
-        return batch.finish()
+        if current:
+            for org, objective in batch.changes.objectives:
+                objectives.fresh(org, objective)
+        return batch.finish(current)
+
+    def current_rows(self) -> RowBatch:
+        """The current-state rows of what changed since they were last emitted."""
+        return self.project_records((), current=True)

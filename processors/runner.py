@@ -1,7 +1,9 @@
 """The embedded runner: reads the ledger from each org's checkpoint and feeds the projector.
 
-It inserts each batch in one go per table (no round trip per event), overlapping the insert of
-one batch with the projection of the next, and records the checkpoints with the batch. On
+It projects the ledger a batch at a time and hands each batch's rows to the store, which keeps
+them (as Arrow) until they are worth inserting: one insert per table per few hundred thousand
+rows, the checkpoints last (:meth:`~projections.store.ProjectionStore.commit`). The store's
+work overlaps the projection of the next batch (another thread: both release the GIL in C). On
 start it brings the projector's state to the store's checkpoint: from the saved state when
 there is one (:mod:`processors.snapshots`; only what an event needs of it is read), else by
 replaying the ledger (the rows of that replay are discarded: they are in the store). After a
@@ -27,7 +29,10 @@ from schemas.errors import UnusableSnapshotError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_BATCH_SIZE = 4_000
+"""Events projected at a time (their rows are Python objects until staged as Arrow)."""
+DEFAULT_COMMIT_BYTES = 32 << 20
+"""Commit the staged rows once they take this much (each table's insert has a fixed cost)."""
 DEFAULT_REJECTION_BATCH_SIZE = 200
 """Rejections read and projected at a time (each holds at most 64 KiB of submitted bytes)."""
 DEFAULT_SNAPSHOT_AFTER = 1
@@ -42,6 +47,17 @@ class RowSink(Protocol):
     """Where rows go: the projection store."""
 
     def insert(self, rows: RowBatch) -> None: ...
+
+    def stage(self, rows: RowBatch) -> None:
+        """Keep rows to insert with the next commit."""
+        ...
+
+    def commit(self) -> None:
+        """Insert the rows staged, the checkpoints last."""
+        ...
+
+    @property
+    def staged_bytes(self) -> int: ...
 
     def positions(self, stream: str = t.LEDGER_STREAM) -> dict[str, int]: ...
 
@@ -94,6 +110,7 @@ class EmbeddedRunner:
         snapshots: SnapshotStore | None = None,
         snapshot_after: int = DEFAULT_SNAPSHOT_AFTER,
         rejection_batch_size: int = DEFAULT_REJECTION_BATCH_SIZE,
+        commit_bytes: int = DEFAULT_COMMIT_BYTES,
     ) -> None:
         self.log = log
         self.sink = sink
@@ -102,6 +119,7 @@ class EmbeddedRunner:
         self.rejection_batch_size = rejection_batch_size
         self.snapshots = snapshots
         self.snapshot_after = snapshot_after
+        self.commit_bytes = commit_bytes
 
     def backlog(self) -> int:
         """Events in the ledger that the store has not projected yet."""
@@ -135,15 +153,18 @@ class EmbeddedRunner:
         restored = self._restore(org_id, position, saved)
         projected = 0
         last_hash = ""
-        # Insert one batch while projecting the next: the store's work overlaps ours.
-        with collector_paused(), ThreadPoolExecutor(max_workers=1) as inserter:
+        # Stage (and commit) one batch while projecting the next: the store's work overlaps ours.
+        with collector_paused(), ThreadPoolExecutor(max_workers=1) as writer:
             pending: Future[None] | None = None
             try:
                 for batch in batched(self._read(org_id, position + 1), self.batch_size):
-                    rows = self.projector.project_records(batch)
+                    rows = self.projector.project_records(batch, current=False)
                     if pending is not None:
                         pending.result()  # in order: each batch's checkpoint after the last
-                    pending = inserter.submit(self.sink.insert, rows)
+                    commit = self.sink.staged_bytes >= self.commit_bytes
+                    if commit:
+                        t.merge(rows, self.projector.current_rows())
+                    pending = writer.submit(self._write, rows, commit)
                     projected += len(batch)
                     last_hash = batch[-1]["hash"]
                     if progress is not None:
@@ -151,11 +172,17 @@ class EmbeddedRunner:
             finally:
                 if pending is not None:
                     pending.result()
+            writer.submit(self._write, self.projector.current_rows(), True).result()
         state = self.projector.state.orgs.get(org_id)
         worth_saving = projected and restored + projected >= self.snapshot_after
         if self.snapshots is not None and state is not None and worth_saving:
             self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))
         return projected, restored
+
+    def _write(self, rows: RowBatch, commit: bool) -> None:
+        self.sink.stage(rows)
+        if commit:
+            self.sink.commit()
 
     def _read(self, org_id: str, first: int, last: int | None = None) -> Iterator[dict[str, Any]]:
         return self.log.read_records(org_id, first, last)

@@ -77,17 +77,26 @@ class SqliteSnapshots:
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             try:
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("PRAGMA synchronous = NORMAL")  # a lost save is only a replay
-                for statement in _SCHEMA:
-                    db.execute(statement)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
+                self._db = self._open()
+            except sqlite3.DatabaseError as error:  # not a database: a cache, so start anew
+                log.warning("discarding %s (%s): the state will be saved anew", self.path, error)
+                for path in (self.path, *self.path.parent.glob(self.path.name + "-*")):
+                    path.unlink(missing_ok=True)
+                self._db = self._open()
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")  # a lost save is only a replay
+            for statement in _SCHEMA:
+                db.execute(statement)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def load(self, org_id: str) -> Snapshot | None:
         if not self.path.exists():

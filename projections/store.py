@@ -1,13 +1,12 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from processors import tables as t
 from processors.tables import RowBatch
-from projections.arrow_rows import arrow_stream
+from projections.arrow_rows import ArrowTables
 from projections.client import ClickHouseClient, Target, connect, parse_url
 from projections.migrations import (
     MIGRATIONS,
@@ -23,9 +22,6 @@ from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows
 from schemas.errors import ProjectionError, ProjectionQueryError
 
 Params = dict[str, Any]
-PENDING = ":pending"
-"""Suffix of a stream's checkpoints written *before* a batch's rows (its end): a pending
-position beyond the checkpoint says a batch was cut short (see :meth:`discard_unfinished`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +42,8 @@ class ProjectionStore:
         self.description = description or database
         self._migrated = False
         self._settings: dict[str, str] = {}
+        self._staged = ArrowTables()
+        self._checkpoints: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._guard = ReadOnlyGuard()
 
     @classmethod
@@ -134,34 +132,45 @@ class ProjectionStore:
     # --- writing --------------------------------------------------------------------------
 
     def insert(self, rows: RowBatch) -> None:
-        """Insert each table's rows in one go, the checkpoints last.
+        """Insert each table's rows in one go, the checkpoints last (:meth:`stage`, then
+        :meth:`commit`)."""
+        self.stage(rows)
+        self.commit()
 
-        Before the rows, each ledger checkpoint of the batch is written as *pending*: if the
-        insert is cut short, the checkpoints still point before the batch, the pending ones
-        beyond it, and the next catch-up removes the rows beyond the checkpoint before it
-        projects the batch again (:meth:`discard_unfinished`).
-        """
-        checkpoints = rows.get(t.CHECKPOINTS, [])
-        pending = [
-            (stream + PENDING, org, position, at)
-            for stream, org, position, at in checkpoints
-            if stream == t.LEDGER_STREAM
-        ]
-        if pending:
-            self._insert(t.CHECKPOINTS, pending)
+    def stage(self, rows: RowBatch) -> None:
+        """Keep ``rows`` (as Arrow) to insert with the next :meth:`commit`."""
         for table, batch in rows.items():
-            if batch and table != t.CHECKPOINTS:
-                self._insert(table, batch)
-        if checkpoints:
-            self._insert(t.CHECKPOINTS, checkpoints)
+            if table == t.CHECKPOINTS:
+                for checkpoint in batch:
+                    self._checkpoints[checkpoint[0], checkpoint[1]] = checkpoint
+            else:
+                self._staged.add(table, batch)
 
-    def _insert(self, table: str, batch: Sequence[tuple[Any, ...]]) -> None:
+    @property
+    def staged_bytes(self) -> int:
+        return self._staged.bytes
+
+    def commit(self) -> None:
+        """Insert what was staged: one insert per table (the audit first), the checkpoints last.
+
+        If this is cut short, the checkpoints still point before the batches. The audit holds
+        a row for every event, so rows beyond an org's checkpoint in it say that a commit was cut
+        short: the next catch-up removes them, in every table, before it projects those events
+        again (:meth:`discard_unfinished`).
+        """
+        staged, self._staged = self._staged, ArrowTables()
+        for table in sorted(staged.tables(), key=lambda name: name != t.AUDIT):
+            self._insert(table, staged.take(table))
+        checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
+        if checkpoints:
+            done = ArrowTables()
+            done.add(t.CHECKPOINTS, checkpoints)
+            self._insert(t.CHECKPOINTS, done.take(t.CHECKPOINTS))
+
+    def _insert(self, table: str, stream: memoryview) -> None:
         try:
             self.client.raw_insert(
-                f"{self.database}.{table}",
-                t.COLUMNS[table],
-                arrow_stream(table, batch),
-                fmt="ArrowStream",
+                f"{self.database}.{table}", t.COLUMNS[table], stream, fmt="ArrowStream"
             )
         except Exception as error:
             raise ProjectionError(f"insert into {table} failed: {error}") from error
@@ -176,16 +185,19 @@ class ProjectionStore:
         return {str(org): int(position) for org, position in rows}
 
     def discard_unfinished(self) -> list[str]:
-        """Remove the history rows of ledger batches cut short (beyond their org's checkpoint,
-        up to its pending position); return those orgs.
+        """Remove the history rows of commits cut short (beyond their org's checkpoint);
+        return those orgs.
 
-        So no history table ever holds a row twice for long: answers may count rows.
+        So no history table holds a row twice, even for a while: answers may count rows.
         """
         committed = self.positions()
+        projected = self.rows(
+            f"SELECT org_id, max(sequence) FROM {{db}}.{t.AUDIT} GROUP BY org_id"
+        )
         unfinished = {
-            org: committed.get(org, 0)
-            for org, pending in self.positions(t.LEDGER_STREAM + PENDING).items()
-            if pending > committed.get(org, 0)
+            str(org): committed.get(str(org), 0)
+            for org, last in projected
+            if int(last) > committed.get(str(org), 0)
         }
         for org, position in unfinished.items():
             for table in t.HISTORY:
