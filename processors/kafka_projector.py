@@ -76,6 +76,7 @@ class LedgerProjection:
         self.partition_count = partition_count
         self.projector = projector or Projector()
         self.rule = ChainRule()
+        sink.discard_unfinished()  # the rows of a batch cut short, before it is projected again
         self.checkpoints = sink.positions()
         self.rejections_done = sink.positions(t.REJECTION_STREAM).get("", 0)
         self.projected = self.replayed = 0

@@ -120,6 +120,23 @@ class ProjectionStoreContract:
         project(builder, store)
         assert fingerprint(store) == crashed
 
+    def test_a_commit_cut_short_leaves_no_row_twice(
+        self, store: ProjectionStore, builder: LedgerBuilder
+    ) -> None:
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        store.insert(projector.project(events[:6]))
+        cut_short = projector.project(events[6:])
+        del cut_short[t.CHECKPOINTS]  # the process died before it recorded the checkpoint
+        store.insert(cut_short)
+        EmbeddedRunner(builder.log, store, Projector()).catch_up()  # a restart
+        for table in t.HISTORY:
+            once = f"SELECT count() = uniqExact(formatRow('TSV', *)) FROM {{db}}.{table}"
+            assert store.rows(once) == [(True,)], table
+        found = queries.key_results(store, ORG, Moment(as_of=day(30), now=day(30)))
+        assert [kr["check_in_count"] for kr in found] == [5]
+
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
         with pytest.raises(QueryRefusedError, match="DROP is not allowed"):
