@@ -40,6 +40,7 @@ class ClickHouseClient(Protocol):
         query: str,
         parameters: Any = None,
         settings: dict[str, Any] | None = None,
+        tz_mode: Any = None,
     ) -> QueryResult: ...
 
     def insert(

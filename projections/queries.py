@@ -14,7 +14,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from processors import scoring
@@ -45,15 +45,8 @@ class Progress:
     key_results: list[Record]
 
 
-def aware(value: Any) -> Any:
-    """clickhouse-connect returns UTC times without a zone: say that they are UTC."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _records(store: ProjectionStore, query: str, params: dict[str, Any]) -> list[Record]:
-    return [{k: aware(v) for k, v in row.items()} for row in store.dicts(query, params)]
+    return store.dicts(query, params)
 
 
 def org_ids(store: ProjectionStore) -> list[str]:
@@ -134,12 +127,12 @@ def objectives(
     as_of: tuple[int, list[Record]] | None = None,
 ) -> list[Record]:
     """``as_of``: the ledger sequence of ``moment.as_of`` and the key results then, if known."""
-    if moment.as_of is None:
-        source, params = sql.now("{db}", t.OBJECTIVES_NOW), _params(org_id, 0, moment)
-    else:
-        source, params = sql.objectives_as_of("{db}"), _numbers_as_of(store, org_id, moment, as_of)
-    query = sql.objective_progress(source, _REF, "{limit:UInt32}") + " ORDER BY objective_id"
-    return _records(store, query, {**params, "limit": focus_limit})
+    if moment.as_of is not None:
+        return _objectives_as_of(store, org_id, moment, focus_limit, as_of)
+    query = sql.objective_progress(sql.now("{db}", t.OBJECTIVES_NOW), _REF, "{limit:UInt32}")
+    return _records(store, query + " ORDER BY objective_id", {
+        **_params(org_id, 0, moment), "limit": focus_limit
+    })  # fmt: skip
 
 
 def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int) -> Progress:
@@ -180,24 +173,69 @@ def _numbers_as_of(
 ) -> dict[str, Any]:
     """The parameters of :func:`projections.sql.objectives_as_of`: each objective's numbers as
     of ``moment.as_of``, rolled up from its key results then (as the projector did)."""
-    if as_of is None:
-        seq = sequence_as_of(store, org_id, moment.as_of)
-        as_of = seq, _key_results_as_of(store, org_id, seq, replace(moment, at=None))
-    seq, key_result_records = as_of
-    params = _params(org_id, seq, moment)
-    structures = _records(
-        store,
-        "SELECT objective_id, parent_objective_id, lifecycle, rollup, weight, depth "
-        f"FROM {sql.latest_as_of('{db}', t.OBJECTIVES)}",
-        params,
-    )
-    numbers = _rolled_up(structures, key_result_records)
+    seq, _structures, numbers = _structures_as_of(store, org_id, moment, as_of)
     return {
-        **params,
+        **_params(org_id, seq, moment),
         "ids": list(numbers),
         "progress": [progress for progress, _confidence in numbers.values()],
         "confidence": [confidence for _progress, confidence in numbers.values()],
     }
+
+
+def _structures_as_of(
+    store: ProjectionStore, org_id: str, moment: Moment, as_of: tuple[int, list[Record]] | None
+) -> tuple[int, list[Record], dict[str, tuple[float, float | None]]]:
+    """The ledger sequence of ``moment.as_of``, each objective's structure then, and its
+    numbers rolled up from the key results then."""
+    if as_of is None:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+        as_of = seq, _key_results_as_of(store, org_id, seq, replace(moment, at=None))
+    seq, key_result_records = as_of
+    structures = _records(
+        store, sql.objective_structures_as_of("{db}"), _params(org_id, seq, moment)
+    )
+    return seq, structures, _rolled_up(structures, key_result_records)
+
+
+def _objectives_as_of(
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    focus_limit: int,
+    as_of: tuple[int, list[Record]] | None,
+) -> list[Record]:
+    """As :func:`projections.sql.objective_progress` gives them (the same columns, rules and
+    order), from the structures and the numbers rolled up then."""
+    _seq, structures, numbers = _structures_as_of(store, org_id, moment, as_of)
+    records = []
+    for o in structures:
+        progress, confidence = numbers[o["objective_id"]]
+        expected = scoring.expected_progress(None, o["period_starts_on"], o["period_ends_on"],
+                                             moment.ref)  # fmt: skip
+        over_focus = o["lifecycle"] != "abandoned" and o["unit_objective_count"] > focus_limit
+        updated = o["updated_sequence"] > o["sequence"]
+        records.append({
+            **{name: o[name] for name in _OBJECTIVE_HEAD},
+            "progress": progress, "expected_progress": expected,
+            "status": scoring.status(progress, expected), "confidence": confidence,
+            "key_result_count": o["key_result_count"], "child_count": o["child_count"],
+            "unit_objective_count": o["unit_objective_count"], "orphan": o["orphan"],
+            "parent_inactive": o["parent_inactive"], "over_focus": over_focus,
+            "flags": [flag for flag, on in (("orphan", o["orphan"]),
+                      ("parent_inactive", o["parent_inactive"]), ("over_focus", over_focus)) if on],
+            "period_starts_on": o["period_starts_on"], "period_ends_on": o["period_ends_on"],
+            "as_of_sequence": o["updated_sequence"] if updated else o["sequence"],
+            "updated_at": o["updated_recorded_at"] if updated else o["recorded_at"],
+        })  # fmt: skip
+    return records
+
+
+_OBJECTIVE_HEAD = (
+    "org_id", "objective_id", "title", "description", "owner_unit_id", "period_id",
+    "lifecycle", "rollup", "weight", "parent_objective_id", "ancestor_ids", "depth",
+    "theme_ids", "reached_theme_ids", "contributes_to", "depends_on",
+)  # fmt: skip
+"""The columns of an objective's answer before its numbers (:func:`sql.objective_progress`)."""
 
 
 def history(store: ProjectionStore, org_id: str, subject: str, moment: Moment) -> list[Record]:
@@ -237,7 +275,8 @@ def check_ins(
 # --- as of a ledger sequence, at a business time: from the check-ins ---------------------------
 
 
-_MICROS = (1 << 64) - 1
+_SEQUENCE = (1 << 64) - 1
+"""The check-in's sequence in :data:`projections.sql.CHECK_IN_KEY`."""
 
 
 def _key_results_as_of(
@@ -248,40 +287,28 @@ def _key_results_as_of(
     (the latest by business time that is not retracted), scored as the projector scored it."""
     at = moment.at
     params = _params(org_id, seq, moment, at=at)
-    definitions = _records(
-        store,
-        f"SELECT * FROM {{db}}.{t.KEY_RESULTS} WHERE {sql.AS_OF_FILTER} "
-        "ORDER BY sequence DESC LIMIT 1 BY key_result_id",
-        params,
-    )
-    counted: dict[str, tuple[int, datetime, int]] = {}
-    keys: list[tuple[str, datetime, int]] = []
-    for kr, last, last_at, live, key in store.rows(
-        sql.check_ins_as_of("{db}", _AT if at else None), params
-    ):
-        counted[kr] = (int(last), aware(last_at), int(live))
-        if key:
-            keys.append((kr, _EPOCH + timedelta(microseconds=key >> 64), key & _MICROS))
-    current = {
-        row["key_result_id"]: row
-        for row in (
-            _records(store, sql.CURRENT_VERSIONS, {**params, "current": keys}) if keys else []
-        )
-    }
+    definitions = _records(store, sql.key_results_as_of("{db}", _AT if at else None), params)
+    sequences = [d["current"] & _SEQUENCE for d in definitions if d["current"]]
+    found = _records(store, sql.CURRENT_VERSIONS, {**params, "current": sequences})
+    current = {row["key_result_id"]: row for row in found} if sequences else {}
     targets = _targets_at(store, params) if at else {}
     records = []
-    for d in sorted(definitions, key=lambda d: (d["objective_id"], d["key_result_id"])):
+    for d in definitions:
         kr = d["key_result_id"]
-        last, last_at, live = counted.get(kr, (0, d["recorded_at"], 0))
-        found = current.get(kr)
-        if found is None:
+        last, last_at, live = d["last_sequence"], d["last_recorded_at"], d["live"]
+        check_in = current.get(kr)
+        if check_in is None:
             target = targets.get(kr, d["current_target"])
             value, confidence, occurred, check_in_id = d["start"], None, None, None
             progress, attainment = scoring.score(d["kind"], d["start"], target, value)
         else:
-            check_in_id, occurred = found["check_in_id"], found["occurred_at"]
-            value, target, confidence = found["value"], found["target"], found["confidence"]
-            progress, attainment = found["progress"], found["attainment"]
+            check_in_id, occurred = check_in["check_in_id"], check_in["occurred_at"]
+            value, target, confidence = (
+                check_in["value"],
+                check_in["target"],
+                check_in["confidence"],
+            )
+            progress, attainment = check_in["progress"], check_in["attainment"]
         ref = moment.ref
         expected = scoring.expected_progress(
             d["kind"], d["period_starts_on"], d["period_ends_on"], ref
@@ -325,9 +352,6 @@ def _targets_at(store: ProjectionStore, params: dict[str, Any]) -> dict[str, flo
             params,
         )
     }
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _rolled_up(

@@ -51,6 +51,21 @@ def now(db: str, table: str) -> str:
     return f"(SELECT * FROM {db}.{table} FINAL WHERE org_id = {{org:String}})"
 
 
+def objective_structures_as_of(db: str) -> str:
+    """Each objective's structure version up to ``{seq}``, with its last update up to then
+    (``updated_sequence``, ``updated_recorded_at``): its numbers are rolled up from the key
+    results (see :mod:`projections.queries`)."""
+    return f"""
+SELECT s.*, u.u_sequence AS updated_sequence, u.u_recorded_at AS updated_recorded_at
+FROM {latest_as_of(db, t.OBJECTIVES)} AS s
+LEFT JOIN (
+    SELECT objective_id, max(sequence) AS u_sequence,
+        argMax(recorded_at, sequence) AS u_recorded_at
+    FROM {db}.{t.OBJECTIVE_UPDATES} WHERE {AS_OF_FILTER} GROUP BY objective_id
+) AS u ON u.objective_id = s.objective_id
+ORDER BY s.objective_id"""
+
+
 def objectives_as_of(db: str) -> str:
     """Every objective of one org up to ``{seq}``, with the columns of ``objectives_now``: its
     structure version, and its numbers as given (``{ids}``, ``{progress}``, ``{confidence}``:
@@ -80,18 +95,28 @@ CHECK_IN_KEY = (
 ties broken by the check-in's sequence."""
 
 
-def check_ins_as_of(db: str, at: str | None) -> str:
-    """Per key result, from its check-in versions up to ``{seq}``: the last version's sequence
-    and time, the live check-ins (not retracted; measured by ``at`` if given), and the key
-    (:data:`CHECK_IN_KEY`) of the current one among them (0: none).
+def key_results_as_of(db: str, at: str | None) -> str:
+    """Each key result's definition up to ``{seq}``, and from its check-in versions up to then:
+    the last version's sequence (``last_sequence``) and time (``last_recorded_at``), how many
+    check-ins are live (``live``: not retracted, and measured by ``at`` if given), and the key
+    (:data:`CHECK_IN_KEY`) of the current one among them (``current``; 0: none).
 
-    The history tables hold no row twice (the store removes a batch cut short before it is
-    projected again), so rows may be counted.
+    The history tables hold no row twice (the store removes a commit cut short before it
+    projects those events again), so rows may be counted.
     """
     live = "NOT gone" + (f" AND occurred_at <= {at}" if at else "")
     return f"""
-SELECT key_result_id, max(sequence), argMax(recorded_at, sequence),
-    countIf(change = 'recorded' AND {live}), max(if({live}, {CHECK_IN_KEY}, toUInt128(0)))
+SELECT d.*, c.last_sequence AS last_sequence, c.last_recorded_at AS last_recorded_at,
+    c.live AS live, c.current AS current
+FROM (
+    SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {AS_OF_FILTER}
+    ORDER BY sequence DESC LIMIT 1 BY key_result_id
+) AS d
+LEFT JOIN (
+SELECT key_result_id, max(sequence) AS last_sequence,
+    argMax(recorded_at, sequence) AS last_recorded_at,
+    countIf(change = 'recorded' AND {live}) AS live,
+    max(if({live}, {CHECK_IN_KEY}, toUInt128(0))) AS current
 FROM (
     SELECT key_result_id, sequence, recorded_at, change, occurred_at, check_in_sequence,
         check_in_sequence IN (
@@ -99,16 +124,18 @@ FROM (
         ) AS gone
     FROM {db}.{t.CHECK_INS} WHERE {AS_OF_FILTER}
 )
-GROUP BY key_result_id"""
+GROUP BY key_result_id
+) AS c ON c.key_result_id = d.key_result_id
+ORDER BY d.objective_id, d.key_result_id"""
 
 
 CURRENT_VERSIONS = f"""
 SELECT key_result_id, check_in_id, occurred_at, value, target, progress, attainment, confidence
 FROM {{db}}.{t.CHECK_INS}
-WHERE {AS_OF_FILTER} AND (key_result_id, occurred_at, check_in_sequence) IN
-    {{current:Array(Tuple(String, DateTime64(6, 'UTC'), UInt64))}}
-ORDER BY sequence DESC LIMIT 1 BY key_result_id"""
-"""The last version up to ``{seq}`` of each check-in in ``{current}``."""
+WHERE {AS_OF_FILTER} AND check_in_sequence IN {{current:Array(UInt64)}}
+ORDER BY sequence DESC LIMIT 1 BY check_in_sequence"""
+"""The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
+one column to scan, and the details read only where it matches)."""
 
 
 def _micros(expression: str) -> str:

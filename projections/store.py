@@ -240,9 +240,10 @@ class ProjectionStore:
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
     def _query(self, query: str, parameters: Params | None, settings: Params | None = None) -> Any:
+        """Times come back aware, in UTC (as every time column is)."""
         try:
             return self.client.query(
-                self._sql(query), parameters=parameters or {}, settings=settings
+                self._sql(query), parameters=parameters or {}, settings=settings, tz_mode="aware"
             )
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
