@@ -38,8 +38,9 @@ def catch_up(
     snapshots = SqliteSnapshots(settings.data_dir / FILE_NAME)
     try:
         runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
-        with bar(label, runner.backlog()) as advance:
-            return runner.catch_up(advance).events
+        backlog = runner.backlog()
+        with bar(label, backlog.events) as advance:
+            return runner.catch_up(advance, backlog).events
     finally:
         snapshots.close()
 

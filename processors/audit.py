@@ -70,7 +70,7 @@ def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: in
         kind,
         subject,
         related,
-        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS),
+        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS).decode(),  # exact size: orjson leaves 4 KiB
         record["prev_hash"],
         record["hash"],
     )

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 4_000
 """Events projected at a time (their rows are Python objects until staged as Arrow)."""
-DEFAULT_COMMIT_BYTES = 32 << 20
+DEFAULT_COMMIT_BYTES = 16 << 20
 """Commit the staged rows once they take this much (each table's insert has a fixed cost)."""
 DEFAULT_REJECTION_BATCH_SIZE = 200
 """Rejections read and projected at a time (each holds at most 64 KiB of submitted bytes)."""
@@ -61,9 +61,33 @@ class RowSink(Protocol):
 
     def positions(self, stream: str = t.LEDGER_STREAM) -> dict[str, int]: ...
 
+    def checkpoints(self) -> dict[str, dict[str, int]]:
+        """Every stream's positions (:meth:`positions`), in one read."""
+        ...
+
     def discard_unfinished(self) -> list[str]:
         """Remove the rows of a batch cut short (beyond its org's checkpoint); the orgs."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What the store lacks of the log: read once, before a catch-up."""
+
+    done: dict[str, int]
+    """Each org's checkpoint."""
+    heads: dict[str, int]
+    """Each org's last sequence in the ledger."""
+    rejections: int
+    """The rejection log's checkpoint."""
+
+    @property
+    def behind(self) -> list[str]:
+        return [org for org, head in self.heads.items() if head > self.done.get(org, 0)]
+
+    @property
+    def events(self) -> int:
+        return sum(self.heads[org] - self.done.get(org, 0) for org in self.behind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,21 +145,23 @@ class EmbeddedRunner:
         self.snapshot_after = snapshot_after
         self.commit_bytes = commit_bytes
 
-    def backlog(self) -> int:
-        """Events in the ledger that the store has not projected yet."""
-        done = self.sink.positions()
-        return sum(
-            max(0, head.sequence - done.get(org, 0)) for org, head in self.log.heads().items()
+    def backlog(self) -> Backlog:
+        """What the store has not projected yet."""
+        checkpoints = self.sink.checkpoints()
+        return Backlog(
+            checkpoints.get(t.LEDGER_STREAM, {}),
+            {org: head.sequence for org, head in self.log.heads().items()},
+            checkpoints.get(t.REJECTION_STREAM, {}).get("", 0),
         )
 
-    def catch_up(self, progress: Progress | None = None) -> CatchUp:
-        done = self.sink.positions()
-        heads = {org: head.sequence for org, head in self.log.heads().items()}
-        behind = [org for org, head in heads.items() if head > done.get(org, 0)]
-        if behind and self.sink.discard_unfinished():
+    def catch_up(self, progress: Progress | None = None, backlog: Backlog | None = None) -> CatchUp:
+        """Project what ``backlog`` (read now if not given) says the store lacks."""
+        backlog = backlog or self.backlog()
+        done = backlog.done
+        if backlog.behind and self.sink.discard_unfinished():
             done = self.sink.positions()
         events = replayed = 0
-        for org_id in behind:
+        for org_id in backlog.behind:
             try:
                 moved = self._catch_up_org(org_id, done.get(org_id, 0), progress, saved=True)
             except UnusableSnapshotError as error:  # found while loading part of it lazily
@@ -145,7 +171,7 @@ class EmbeddedRunner:
                 moved = self._catch_up_org(org_id, position, progress, saved=False)
             events += moved[0]
             replayed += moved[1]
-        return CatchUp(events, replayed=replayed, rejections=self._catch_up_rejections())
+        return CatchUp(events, self._catch_up_rejections(backlog.rejections), replayed)
 
     def _catch_up_org(
         self, org_id: str, position: int, progress: Progress | None, *, saved: bool
@@ -206,9 +232,9 @@ class EmbeddedRunner:
             self.projector.project_records(batch)
         return position - start
 
-    def _catch_up_rejections(self) -> int:
-        """Project the rejections after the store's checkpoint, one bounded page at a time."""
-        done = self.sink.positions(t.REJECTION_STREAM).get("", 0)
+    def _catch_up_rejections(self, done: int) -> int:
+        """Project the rejections after the store's checkpoint ``done``, one bounded page at a
+        time."""
         projected = 0
         with collector_paused():
             for page in rejection_pages(self.log, done, self.rejection_batch_size):

@@ -184,6 +184,15 @@ class ProjectionStore:
         )
         return {str(org): int(position) for org, position in rows}
 
+    def checkpoints(self) -> dict[str, dict[str, int]]:
+        """Every stream's positions (see :meth:`positions`), in one read."""
+        found: dict[str, dict[str, int]] = {}
+        for stream, org, position in self.rows(
+            "SELECT stream, org_id, max(position) FROM {db}.checkpoints GROUP BY stream, org_id"
+        ):
+            found.setdefault(str(stream), {})[str(org)] = int(position)
+        return found
+
     def discard_unfinished(self) -> list[str]:
         """Remove the history rows of commits cut short (beyond their org's checkpoint);
         return those orgs.
