@@ -54,6 +54,7 @@ class Figures:
         value: float,
         unit: str,
         target: tuple[str, bool] | None = None,
+        *,
         anchor: str = "",
         note: str = "",
     ) -> None:

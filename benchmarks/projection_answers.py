@@ -88,7 +88,9 @@ def _same(left: Any, right: Any) -> bool:
     if isinstance(left, dict) and isinstance(right, dict):
         return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
     if isinstance(left, list) and isinstance(right, list):
-        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right))
+        return len(left) == len(right) and all(
+            _same(a, b) for a, b in zip(left, right, strict=True)
+        )
     return bool(left == right)
 
 
@@ -102,7 +104,7 @@ def _first_difference(left: Any, right: Any, path: str = "") -> str:
     if isinstance(left, list) and isinstance(right, list):
         if len(left) != len(right):
             return f"{path}: {len(left)} items recorded, {len(right)} now"
-        for n, (a, b) in enumerate(zip(left, right)):
+        for n, (a, b) in enumerate(zip(left, right, strict=True)):
             if not _same(a, b):
                 return _first_difference(a, b, f"{path}[{n}]")
     return f"{path}: recorded {left!r}, now {right!r}"

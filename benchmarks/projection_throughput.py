@@ -310,7 +310,7 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
         rate,
         "events/s",
         at_least(rate, 120_000),
-        f"reading the SQLite ledger alone: {read_rate:,.0f} events/s",
+        anchor=f"reading the SQLite ledger alone: {read_rate:,.0f} events/s",
         note=f"{done.events:,} events in {elapsed:.1f} s, {rows / done.events:.2f} "
         "history rows per event",
     )
@@ -319,7 +319,7 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
         after["VmHWM"],
         "MiB",
         at_most(after["VmHWM"], 500),
-        f"chDB and the imports before projecting: {before['VmRSS']} MiB "
+        anchor=f"chDB and the imports before projecting: {before['VmRSS']} MiB "
         f"({before['RssFile']} MiB of it mapped files)",
         note=f"anonymous memory peaked at {anon_peak} MiB",
     )
@@ -419,7 +419,8 @@ def _cli(data: Path, *args: str) -> tuple[float, int]:
     _pid, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     if status:
-        raise SystemExit(f"okr-ledger {' '.join(args)} failed: {process.stderr.read().decode()}")
+        stderr = process.stderr.read().decode() if process.stderr else ""
+        raise SystemExit(f"okr-ledger {' '.join(args)} failed: {stderr}")
     return elapsed, usage.ru_maxrss // 1024
 
 

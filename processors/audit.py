@@ -49,11 +49,12 @@ def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: in
     """``record`` is the event as stored; ``data`` its payload upcast to the latest version."""
     event_type = record["type"]
     kind, field_name, single, several = _shape(event_type)
-    subject = "" if field_name is None else str(data.get(field_name, ""))
+    named = None if field_name is None else data.get(field_name)
+    subject = "" if named is None else str(named)
     if several or single != (field_name,):
         related = related_ids(event_type, data)
     else:  # the subject is the only id it names (check-ins...)
-        related = [subject] if isinstance(data.get(field_name), str) else []
+        related = [subject] if isinstance(named, str) else []
     return (
         record["org_id"],
         record["sequence"],
@@ -70,7 +71,9 @@ def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: in
         kind,
         subject,
         related,
-        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS).decode(),  # exact size: orjson leaves 4 KiB
+        orjson.dumps(
+            record["data"], option=orjson.OPT_SORT_KEYS
+        ).decode(),  # exact size: orjson leaves 4 KiB
         record["prev_hash"],
         record["hash"],
     )

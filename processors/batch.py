@@ -81,8 +81,10 @@ class Batch:
             for org, objective in changes.objectives:
                 assert objective.emitted is not None
                 assert not objective.stale
-                now.append((org.org_id, objective.objective_id, *objective.stamp,
-                            *objective.emitted, objective.progress, objective.confidence))  # fmt: skip
+                now.append(
+                    (org.org_id, objective.objective_id, *objective.stamp, *objective.emitted,
+                     objective.progress, objective.confidence)
+                )  # fmt: skip
             changes.key_results.clear()
             changes.objectives.clear()
             changes.mark = next(_MARKS)

@@ -120,7 +120,7 @@ def key_result_defined(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
     b.rows[t.TARGETS].append(
         (org.org_id, kr.key_result_id, *stamp, occurred, kr.defined_target, None)
     )
-    _set_current(kr, kr.check_ins, -1)
+    _set_current(kr, org.check_ins_of(kr), -1)
     b.rows[t.KEY_RESULTS].append(_definition_row(org, kr, stamp))
     b.key_result_changed(org, kr, stamp)
     membership_changed(b, org, objective, stamp)

@@ -199,7 +199,7 @@ def key_result_moved(
         if not change:
             break
         if -CERTAIN <= change <= CERTAIN:  # too small to be sure: roll up exactly
-            _moved_exactly(b, org, objective, key_result, before[0], confidence_moved, b.stamp)
+            _moved_exactly(b, org, key_result, before[0], confidence_moved)
             return
         moved.append(current)
         delta = change
@@ -231,16 +231,11 @@ def _confidence_moved(
 
 
 def _moved_exactly(
-    b: Batch,
-    org: OrgProjection,
-    objective: Objective,
-    key_result: KeyResult,
-    before: float,
-    confidence_moved: bool,
-    stamp: Stamp,
+    b: Batch, org: OrgProjection, key_result: KeyResult, before: float, confidence_moved: bool
 ) -> None:
     """:func:`key_result_moved` rolled up exactly: each objective of the chain before the
     event (its moved member as it was) and after."""
+    objective, stamp = org.objectives[key_result.objective_id], b.stamp
     member: KeyResult | Objective = key_result
     for current in chain(org, objective):
         current.stale = True

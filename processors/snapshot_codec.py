@@ -6,8 +6,8 @@ validated, field by field and strictly, against the wire models below (pydantic)
 for consistency (every id the state refers to is in it) before the state's dataclasses are
 built. A key result's check-ins are fixed-width records of numbers
 (:data:`processors.state.RECORD`), whose number and CRC-32 the org document records, plus a
-small JSON document of the sparse fields (comments, reasons, original values). Anything that fails a check raises
-:class:`~schemas.errors.UnusableSnapshotError`.
+small JSON document of the sparse fields (comments, reasons, original values). Anything that
+fails a check raises :class:`~schemas.errors.UnusableSnapshotError`.
 
 Caches of the state (an objective's members, chain and structure) are not written: the
 projector rebuilds them. What an objective last emitted is written, because it decides which

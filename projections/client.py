@@ -54,6 +54,15 @@ class ClickHouseClient(Protocol):
         column_oriented: bool = False,
     ) -> Any: ...
 
+    def raw_insert(
+        self,
+        table: str,
+        column_names: Sequence[str] | None = None,
+        insert_block: Any = None,
+        settings: dict[str, Any] | None = None,
+        fmt: str | None = None,
+    ) -> Any: ...
+
     def raw_query(
         self,
         query: str,

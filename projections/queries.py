@@ -297,8 +297,9 @@ def _key_results_as_of(
         kr = d["key_result_id"]
         last, last_at, live = d["last_sequence"], d["last_recorded_at"], d["live"]
         check_in = current.get(kr)
+        target: float
         if check_in is None:
-            target = targets.get(kr, d["current_target"])
+            target = targets[kr] if kr in targets else d["current_target"]
             value, confidence, occurred, check_in_id = d["start"], None, None, None
             progress, attainment = scoring.score(d["kind"], d["start"], target, value)
         else:

@@ -200,9 +200,7 @@ class ProjectionStore:
         So no history table holds a row twice, even for a while: answers may count rows.
         """
         committed = self.positions()
-        projected = self.rows(
-            f"SELECT org_id, max(sequence) FROM {{db}}.{t.AUDIT} GROUP BY org_id"
-        )
+        projected = self.rows(f"SELECT org_id, max(sequence) FROM {{db}}.{t.AUDIT} GROUP BY org_id")
         unfinished = {
             str(org): committed.get(str(org), 0)
             for org, last in projected

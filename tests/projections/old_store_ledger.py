@@ -24,4 +24,3 @@ def write_ledger(builder: LedgerBuilder) -> None:
                                      "reason": "wrong"}, day(10))  # fmt: skip
     builder.add("KeyResultTargetRevised", {"key_result_id": "k1", "target": 80,
                                            "reason": "scope"}, day(4))  # fmt: skip
-

@@ -35,8 +35,8 @@ def test_a_table_without_a_type_of_the_contract_is_refused(
 ) -> None:
     from processors.projector import HANDLERS
 
+    monkeypatch.setattr(registry, "EVENT_TYPES", {**registry.EVENT_TYPES, "GoalInvented": 1})
     with pytest.raises(IncompleteDispatchError, match=r"no handler for \['GoalInvented'\]"):
-        monkeypatch.setattr(registry, "EVENT_TYPES", {**registry.EVENT_TYPES, "GoalInvented": 1})
         registry.dispatch_table("a test", HANDLERS)
 
 

@@ -104,7 +104,9 @@ def test_any_org_id_is_a_value_in_one_file(tmp_path: Path, saved: SqliteSnapshot
             builder.close()
         projector = Projector()
         projector.project_records(records)
-        saved.save(Snapshot(org_id, len(records), records[-1]["hash"], projector.state.orgs[org_id]))
+        saved.save(
+            Snapshot(org_id, len(records), records[-1]["hash"], projector.state.orgs[org_id])
+        )
         loaded = saved.load(org_id)
         assert loaded is not None
         assert loaded.position == len(records)
