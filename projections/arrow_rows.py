@@ -11,7 +11,9 @@ The Arrow type of each column follows its ClickHouse type in
 epoch, UTC), as the projector emits them.
 """
 
+import importlib.abc
 import re
+import sys
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -21,6 +23,33 @@ import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type hi
 from projections.migrations import COLUMN_TYPES
 
 _TUPLE_FIELD = re.compile(r"(\w+) (\w+)")
+
+
+def _no_pandas_check() -> None:
+    """pyarrow imports pandas (0.2-0.3 s and ~45 MiB here) the first time it converts Python
+    values, only to ask whether they are pandas objects; ours never are, and a command that
+    projects one event would pay that import. Let that check find no pandas, once (pyarrow
+    remembers the answer), without hiding pandas from anyone who imports it later. Nothing in
+    this process converts between pyarrow and pandas."""
+    if "pandas" in sys.modules:
+        return
+    sys.meta_path.insert(0, _NoPandas)
+    try:
+        pa.array([], type=pa.null())
+    finally:
+        sys.meta_path.remove(_NoPandas)
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """Refuses to import pandas (while :func:`_no_pandas_check` runs)."""
+
+    @staticmethod
+    def find_spec(name: str, *_args: object) -> None:
+        if name == "pandas":
+            raise ImportError("not imported for pyarrow's check")
+
+
+_no_pandas_check()
 
 
 def arrow_type(clickhouse: str) -> pa.DataType:
