@@ -2,11 +2,10 @@
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from processors import tables as t
 from processors.tables import RowBatch
-from projections.arrow_rows import ArrowTables
 from projections.client import ClickHouseClient, Target, connect, parse_url
 from projections.migrations import (
     MIGRATIONS,
@@ -19,7 +18,10 @@ from projections.migrations import (
     views_digest,
 )
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows
-from schemas.errors import ProjectionError, ProjectionQueryError
+from schemas.errors import MissingExtraError, ProjectionError, ProjectionQueryError
+
+if TYPE_CHECKING:
+    from projections.arrow_rows import ArrowTables
 
 Params = dict[str, Any]
 
@@ -42,7 +44,7 @@ class ProjectionStore:
         self.description = description or database
         self._migrated = False
         self._settings: dict[str, str] = {}
-        self._staged = ArrowTables()
+        self._staged: ArrowTables | None = None
         self._checkpoints: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._guard = ReadOnlyGuard()
 
@@ -139,16 +141,17 @@ class ProjectionStore:
 
     def stage(self, rows: RowBatch) -> None:
         """Keep ``rows`` (as Arrow) to insert with the next :meth:`commit`."""
+        staged = self._staged = self._staged or _arrow_tables()
         for table, batch in rows.items():
             if table == t.CHECKPOINTS:
                 for checkpoint in batch:
                     self._checkpoints[checkpoint[0], checkpoint[1]] = checkpoint
             else:
-                self._staged.add(table, batch)
+                staged.add(table, batch)
 
     @property
     def staged_bytes(self) -> int:
-        return self._staged.bytes
+        return self._staged.bytes if self._staged else 0
 
     def commit(self) -> None:
         """Insert what was staged: one insert per table (the audit first), the checkpoints last.
@@ -158,14 +161,13 @@ class ProjectionStore:
         short: the next catch-up removes them, in every table, before it projects those events
         again (:meth:`discard_unfinished`).
         """
-        staged, self._staged = self._staged, ArrowTables()
+        staged, self._staged = self._staged or _arrow_tables(), None
         for table in sorted(staged.tables(), key=lambda name: name != t.AUDIT):
             self._insert(table, staged.take(table))
         checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
         if checkpoints:
-            done = ArrowTables()
-            done.add(t.CHECKPOINTS, checkpoints)
-            self._insert(t.CHECKPOINTS, done.take(t.CHECKPOINTS))
+            staged.add(t.CHECKPOINTS, checkpoints)
+            self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
 
     def _insert(self, table: str, stream: memoryview) -> None:
         try:
@@ -294,6 +296,15 @@ class ProjectionStore:
             return self.client.raw_query(self._sql(f"SELECT * FROM {{db}}.{relation}"), fmt=fmt)
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
+
+
+def _arrow_tables() -> "ArrowTables":
+    """Where rows wait for a commit (pyarrow is imported when a store first writes)."""
+    try:
+        from projections.arrow_rows import ArrowTables
+    except ModuleNotFoundError as error:
+        raise MissingExtraError(error.name or "pyarrow", "clickhouse") from error
+    return ArrowTables()
 
 
 def _aware(moment: datetime) -> datetime:
