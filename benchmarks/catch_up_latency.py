@@ -17,7 +17,6 @@ Usage: python benchmarks/catch_up_latency.py [--sizes 10000,1000000] [--rounds 5
 """
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -33,13 +32,12 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figure, Figures, at_most
-from benchmarks.projection_throughput import ORG, WORK, build_ledger
+from benchmarks.projection_throughput import ORG, WORK, _cli, build_ledger
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
 from schemas.envelope import LedgerEvent, format_timestamp
 
 KEY_RESULTS = 1000
-CLI = Path(sys.executable).parent / "okr-ledger"
 
 
 def append_check_in(ledger: Path, n: int) -> None:
@@ -68,21 +66,6 @@ def append_check_in(ledger: Path, n: int) -> None:
         log.append([LedgerEvent.from_record(record)])
     finally:
         log.close()
-
-
-def _cli(data: Path, *args: str) -> tuple[float, int]:
-    """Wall time (s) and peak RSS (MiB) of ``okr-ledger`` on the data directory."""
-    env = {**os.environ, "OKR_DATA_DIR": str(data), "COLUMNS": "200"}
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [str(CLI), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _pid, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    if status:
-        stderr = process.stderr.read().decode() if process.stderr else ""
-        raise SystemExit(f"okr-ledger {' '.join(args)} failed: {stderr}")
-    return elapsed, usage.ru_maxrss // 1024
 
 
 def in_process(data: Path) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """The embedded runner: reads the ledger from each org's checkpoint and feeds the projector.
 
 It projects the ledger a batch at a time and hands each batch's rows to the store, which keeps
-them (as Arrow) until they are worth inserting: one insert per table per few hundred thousand
-rows, the checkpoints last (:meth:`~projections.store.ProjectionStore.commit`). The store's
-work overlaps the projection of the next batch (another thread: both release the GIL in C). On
+them (as Arrow) until they are worth inserting: one insert per table once
+:data:`DEFAULT_COMMIT_BYTES` are staged, the checkpoints last
+(:meth:`~projections.store.ProjectionStore.commit`). The store's work runs in another thread
+while the next batch is projected (pyarrow and chDB work outside the GIL). On
 start it brings the projector's state to the store's checkpoint: from the saved state when
 there is one (:mod:`processors.snapshots`; only what an event needs of it is read), else by
 replaying the ledger (the rows of that replay are discarded: they are in the store). After a

@@ -58,12 +58,17 @@ def objective_structures_as_of(db: str) -> str:
     return f"""
 SELECT s.*, u.u_sequence AS updated_sequence, u.u_recorded_at AS updated_recorded_at
 FROM {latest_as_of(db, t.OBJECTIVES)} AS s
-LEFT JOIN (
+LEFT JOIN {_last_updates(db)} AS u ON u.objective_id = s.objective_id
+ORDER BY s.objective_id"""
+
+
+def _last_updates(db: str) -> str:
+    """Each objective's last update up to ``{seq}``: ``u_sequence``, ``u_recorded_at``."""
+    return f"""(
     SELECT objective_id, max(sequence) AS u_sequence,
         argMax(recorded_at, sequence) AS u_recorded_at
     FROM {db}.{t.OBJECTIVE_UPDATES} WHERE {AS_OF_FILTER} GROUP BY objective_id
-) AS u ON u.objective_id = s.objective_id
-ORDER BY s.objective_id"""
+)"""
 
 
 def objectives_as_of(db: str) -> str:
@@ -80,11 +85,7 @@ def objectives_as_of(db: str) -> str:
         greatest(s.sequence, u.u_sequence) AS sequence,
         if(u.u_sequence > s.sequence, u.u_recorded_at, s.recorded_at) AS recorded_at
     FROM {latest_as_of(db, t.OBJECTIVES)} AS s
-    LEFT JOIN (
-        SELECT objective_id, max(sequence) AS u_sequence,
-            argMax(recorded_at, sequence) AS u_recorded_at
-        FROM {db}.{t.OBJECTIVE_UPDATES} WHERE {AS_OF_FILTER} GROUP BY objective_id
-    ) AS u ON u.objective_id = s.objective_id
+    LEFT JOIN {_last_updates(db)} AS u ON u.objective_id = s.objective_id
 )"""
 
 
