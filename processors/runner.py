@@ -14,7 +14,7 @@ catch-up it saves the state again.
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol, TypeVar
 
@@ -66,8 +66,9 @@ class RowSink(Protocol):
         """Every stream's positions (:meth:`positions`), in one read."""
         ...
 
-    def discard_unfinished(self) -> list[str]:
-        """Remove the rows of a batch cut short (beyond its org's checkpoint); the orgs."""
+    def discard_unfinished(self, checkpoints: dict[str, dict[str, int]] | None = None) -> list[str]:
+        """Remove the rows of a batch cut short (beyond its org's checkpoint); the orgs.
+        ``checkpoints``: what :meth:`checkpoints` returned, if read already."""
         ...
 
 
@@ -81,6 +82,8 @@ class Backlog:
     """Each org's last sequence in the ledger."""
     rejections: int
     """The rejection log's checkpoint."""
+    checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Every stream's positions, as read (:meth:`RowSink.checkpoints`)."""
 
     @property
     def behind(self) -> list[str]:
@@ -153,13 +156,14 @@ class EmbeddedRunner:
             checkpoints.get(t.LEDGER_STREAM, {}),
             {org: head.sequence for org, head in self.log.heads().items()},
             checkpoints.get(t.REJECTION_STREAM, {}).get("", 0),
+            checkpoints,
         )
 
     def catch_up(self, progress: Progress | None = None, backlog: Backlog | None = None) -> CatchUp:
         """Project what ``backlog`` (read now if not given) says the store lacks."""
         backlog = backlog or self.backlog()
         done = backlog.done
-        if backlog.behind and self.sink.discard_unfinished():
+        if backlog.behind and self.sink.discard_unfinished(backlog.checkpoints or None):
             done = self.sink.positions()
         events = replayed = 0
         for org_id in backlog.behind:

@@ -100,6 +100,9 @@ HISTORY = tuple(name for name in COLUMNS if name not in (*CURRENT, CHECKPOINTS))
 
 LEDGER_STREAM = "ledger"
 REJECTION_STREAM = "rejections"
+BEGUN_STREAM = "ledger-begun"
+"""Checkpoint rows inserted before a commit's history rows: where the commit will end. One
+beyond its org's ``LEDGER_STREAM`` checkpoint says that a commit was cut short."""
 
 
 def empty_batch() -> RowBatch:

@@ -156,15 +156,20 @@ class ProjectionStore:
     def commit(self) -> None:
         """Insert what was staged: one insert per table (the audit first), the checkpoints last.
 
-        If this is cut short, the checkpoints still point before the batches. The audit holds
-        a row for every event, so rows beyond an org's checkpoint in it say that a commit was cut
-        short: the next catch-up removes them, in every table, before it projects those events
+        If this is cut short, the checkpoints still point before the batches. A ``BEGUN_STREAM``
+        checkpoint, inserted before the rows, says where the commit would have ended: one beyond
+        its org's checkpoint says that a commit was cut short, and the next catch-up removes the
+        rows beyond the checkpoint, in every history table, before it projects those events
         again (:meth:`discard_unfinished`).
         """
         staged, self._staged = self._staged or _arrow_tables(), None
-        for table in sorted(staged.tables(), key=lambda name: name != t.AUDIT):
-            self._insert(table, staged.take(table))
         checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
+        begun = [(t.BEGUN_STREAM, *row[1:]) for row in checkpoints if row[0] == t.LEDGER_STREAM]
+        if begun and staged.tables():
+            staged.add(t.CHECKPOINTS, begun)
+            self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+        for table in staged.tables():
+            self._insert(table, staged.take(table))
         if checkpoints:
             staged.add(t.CHECKPOINTS, checkpoints)
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
@@ -195,18 +200,18 @@ class ProjectionStore:
             found.setdefault(str(stream), {})[str(org)] = int(position)
         return found
 
-    def discard_unfinished(self) -> list[str]:
+    def discard_unfinished(self, checkpoints: dict[str, dict[str, int]] | None = None) -> list[str]:
         """Remove the history rows of commits cut short (beyond their org's checkpoint);
-        return those orgs.
+        return those orgs. ``checkpoints``: what :meth:`checkpoints` returned, if read already.
 
         So no history table holds a row twice, even for a while: answers may count rows.
         """
-        committed = self.positions()
-        projected = self.rows(f"SELECT org_id, max(sequence) FROM {{db}}.{t.AUDIT} GROUP BY org_id")
+        checkpoints = self.checkpoints() if checkpoints is None else checkpoints
+        committed = checkpoints.get(t.LEDGER_STREAM, {})
         unfinished = {
-            str(org): committed.get(str(org), 0)
-            for org, last in projected
-            if int(last) > committed.get(str(org), 0)
+            org: committed.get(org, 0)
+            for org, end in checkpoints.get(t.BEGUN_STREAM, {}).items()
+            if end > committed.get(org, 0)
         }
         for org, position in unfinished.items():
             for table in t.HISTORY:

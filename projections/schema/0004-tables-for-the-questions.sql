@@ -47,12 +47,10 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events (
     data String,
     prev_hash String,
     hash String,
-    INDEX related_idx related_ids TYPE bloom_filter GRANULARITY 1,
-    PROJECTION last_sequences (SELECT org_id, max(sequence) GROUP BY org_id)
+    INDEX related_idx related_ids TYPE bloom_filter GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (org_id, subject_id, sequence)
-SETTINGS deduplicate_merge_projection_mode = 'rebuild', lightweight_mutation_projection_mode = 'rebuild';
+ORDER BY (org_id, subject_id, sequence);
 
 CREATE TABLE IF NOT EXISTS {db}.check_in_versions (
     org_id LowCardinality(String),
