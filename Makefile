@@ -51,16 +51,19 @@ lock: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/okr-ledger schema --write schemas/json
 
-# Figures, not assertions: each script prints events/s, latencies and peak memory.
-# Sizes are options of each script; these defaults take a few minutes on 2 cores.
+# Figures, not assertions: each script prints events/s, latencies and peak memory beside raw
+# anchors of the same run, and writes them to benchmarks/.work/figures/; summary.py prints
+# them all as one table. Sizes are options of each script.
 bench: $(STAMP)
 	$(PY) benchmarks/submit_throughput.py --lines 100000
 	$(PY) benchmarks/command_latency.py --check-ins 10000,1000000 --samples 7
 	$(PY) benchmarks/verify_throughput.py --check-ins 200000
-	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 200000
+	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 1000000 --samples 10 --cli-samples 3
+	$(PY) benchmarks/catch_up_latency.py --sizes 10000,1000000 --rounds 3
 	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
 	$(PY) benchmarks/kafka_crash_soak.py --kills 30
 	$(PY) benchmarks/http_intake.py --seconds 60
+	$(PY) benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) .okr-ledger .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,44 +1,54 @@
-"""Projection throughput: the embedded runner from a SQLite ledger into chDB, and query latency.
+"""Projections: throughput, memory, rebuild, and every query's latency, beside raw anchors.
 
 Builds (once, cached in benchmarks/.work) a ledger of one org with K key results and N
-check-ins (some late, corrected, retracted; a few target revisions), then, in a fresh process,
-projects it into a new chDB store and prints:
+check-ins (some late, corrected, retracted; a few target revisions). Then, each in a fresh
+process:
 
-- throughput from ledger to projections (events/s) and peak memory (max RSS of that process,
-  Python and the embedded chDB engine together);
-- p50/p95 latency of ``progress`` (now), of an as-of query (``--as-of`` mid-period) and of a
-  business-time query (``--at`` mid-period), each a full answer for the org;
-- how long a restarted runner takes to rebuild the projector's state: from a snapshot, and
-  by replaying the ledger.
+1. projects it into a new chDB store (the embedded runner, as a command's first catch-up does)
+   and prints events/s, the rows per event and the peak RSS of that process (Python and the
+   embedded chDB together, and its anonymous part: chDB's own library is ~330 MiB of mapped
+   file pages); then the p50/p95 of every query kind in the process, and the cost of a
+   restart from the saved state. The raw anchors of the same run: reading the SQLite ledger
+   alone, and clickhouse-connect inserting the same rows into chDB (its own serialization);
+2. runs each query as the CLI (``okr-ledger ... --json``) on that store: wall times, beside
+   ``python -c pass`` and the CLI's imports;
+3. runs ``okr-ledger rebuild`` (drop, project the whole ledger, compare): wall time, peak RSS.
 
-The ledger is written directly as hash-chained events (valid by construction) to save time;
+Figures go to benchmarks/.work/figures/projections.json (``benchmarks/summary.py``). The ledger
+is written directly as hash-chained events (valid by construction) to save time;
 ``benchmarks/submit_throughput.py`` measures submission.
 Usage: python benchmarks/projection_throughput.py [--key-results 1000] [--check-ins 1000000]
 """
 
 import argparse
-import gc
-import resource
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import Figure, Figures, at_least, at_most
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
+from processors import tables as t
+from processors.projector import Projector
 from processors.runner import EmbeddedRunner
-from processors.snapshots import DirectorySnapshots, Snapshot
+from processors.snapshots import FILE_NAME, SqliteSnapshots
 from projections import queries
+from projections.migrations import COLUMN_TYPES
 from projections.queries import Moment
 from projections.store import ProjectionStore
 from schemas.envelope import GENESIS_HASH, LedgerEvent, format_timestamp
@@ -48,8 +58,13 @@ ORG = "bench"
 WORK = Path(__file__).resolve().parent / ".work"
 PERIOD_START = datetime(2026, 10, 1, tzinfo=UTC)
 PERIOD_SECONDS = 91 * 86_400
-KINDS = (("increase", 0, 100), ("decrease", 100, 0), ("increase", 10, 60),
-         ("stay_above", 90, 95), ("milestone", 0, 1))  # fmt: skip
+KINDS = (
+    ("increase", 0, 100),
+    ("decrease", 100, 0),
+    ("increase", 10, 60),
+    ("stay_above", 90, 95),
+    ("milestone", 0, 1),
+)
 Spec = tuple[str, dict[str, Any], datetime]
 
 
@@ -66,20 +81,50 @@ def _setup(key_results: int) -> Iterator[Spec]:
     yield "PeriodDefined", period, at
     tops = 10
     for n in range(tops):
-        yield "ObjectiveCreated", {"objective_id": f"top{n}", "title": f"Top {n}",
-               "owner_unit_id": "co", "period_id": "q4", "theme_ids": [f"t{n % 4}"],
-               "rollup": "both"}, at  # fmt: skip
+        yield (
+            "ObjectiveCreated",
+            {
+                "objective_id": f"top{n}",
+                "title": f"Top {n}",
+                "owner_unit_id": "co",
+                "period_id": "q4",
+                "theme_ids": [f"t{n % 4}"],
+                "rollup": "both",
+            },
+            at,
+        )
     children = max(1, key_results // 5)
     for n in range(children):
-        yield "ObjectiveCreated", {"objective_id": f"obj{n}", "title": f"Objective {n}",
-               "owner_unit_id": f"u{n % 20}", "period_id": "q4", "theme_ids": [],
-               "parent_objective_id": f"top{n % tops}", "rollup": "key_results",
-               "weight": 1 + n % 3}, at  # fmt: skip
+        yield (
+            "ObjectiveCreated",
+            {
+                "objective_id": f"obj{n}",
+                "title": f"Objective {n}",
+                "owner_unit_id": f"u{n % 20}",
+                "period_id": "q4",
+                "theme_ids": [],
+                "parent_objective_id": f"top{n % tops}",
+                "rollup": "key_results",
+                "weight": 1 + n % 3,
+            },
+            at,
+        )
     for n in range(key_results):
         kind, start, target = KINDS[n % len(KINDS)]
-        yield "KeyResultDefined", {"key_result_id": f"kr{n}", "objective_id": f"obj{n % children}",
-               "title": f"Key result {n}", "kind": kind, "start": start, "target": target,
-               "unit": "u", "weight": 1 + n % 2}, at  # fmt: skip
+        yield (
+            "KeyResultDefined",
+            {
+                "key_result_id": f"kr{n}",
+                "objective_id": f"obj{n % children}",
+                "title": f"Key result {n}",
+                "kind": kind,
+                "start": start,
+                "target": target,
+                "unit": "u",
+                "weight": 1 + n % 2,
+            },
+            at,
+        )
 
 
 def _kr_value(n: int, i: int, rounds: int) -> float:
@@ -98,16 +143,26 @@ def specs(key_results: int, check_ins: int) -> Iterator[Spec | tuple[str, str, i
         occurred = PERIOD_START + timedelta(seconds=PERIOD_SECONDS * i / check_ins)
         if i % 101 == 100:
             occurred -= timedelta(days=3)  # a late one, measured before the latest
-        data = {"key_result_id": f"kr{n}", "value": _kr_value(n, round_, rounds),
-                "confidence": 0.5 + (i % 5) / 10}  # fmt: skip
+        data = {
+            "key_result_id": f"kr{n}",
+            "value": _kr_value(n, round_, rounds),
+            "confidence": 0.5 + (i % 5) / 10,
+        }
         yield "CheckInRecorded", data, occurred
         if i % 997 == 996:
             yield "correct", f"kr{n}", 0
         elif i % 4999 == 4998:
             yield "retract", f"kr{n}", 0
         if i % (check_ins // 10 or 1) == 0 and i:
-            yield "KeyResultTargetRevised", {"key_result_id": f"kr{(i // 7) % key_results}",
-                   "target": 120, "reason": "stretch"}, occurred  # fmt: skip
+            yield (
+                "KeyResultTargetRevised",
+                {
+                    "key_result_id": f"kr{(i // 7) % key_results}",
+                    "target": 120,
+                    "reason": "stretch",
+                },
+                occurred,
+            )
 
 
 def build_ledger(path: Path, key_results: int, check_ins: int) -> int:
@@ -123,23 +178,40 @@ def build_ledger(path: Path, key_results: int, check_ins: int) -> int:
             if not event_id:
                 continue
             if type_name == "correct":
-                type_name, data = "CheckInCorrected", {"key_result_id": kr,
-                    "corrects_event_id": event_id, "value": 1.0, "reason": "typo"}  # fmt: skip
+                type_name, data = (
+                    "CheckInCorrected",
+                    {
+                        "key_result_id": kr,
+                        "corrects_event_id": event_id,
+                        "value": 1.0,
+                        "reason": "typo",
+                    },
+                )
             else:
-                type_name, data = "CheckInRetracted", {"key_result_id": kr,
-                    "retracts_event_id": event_id, "reason": "wrong"}  # fmt: skip
+                type_name, data = (
+                    "CheckInRetracted",
+                    {"key_result_id": kr, "retracts_event_id": event_id, "reason": "wrong"},
+                )
         assert isinstance(data, dict)
         assert isinstance(occurred, datetime)
         sequence += 1
         event_id = str(uuid5(NAMESPACE_URL, f"{ORG}/{sequence}"))
         record = {
-            "sequence": sequence, "event_id": event_id, "org_id": ORG, "type": type_name,
+            "sequence": sequence,
+            "event_id": event_id,
+            "org_id": ORG,
+            "type": type_name,
             "schema_version": latest_version(type_name),
             "occurred_at": format_timestamp(occurred),
             "recorded_at": format_timestamp(occurred + timedelta(minutes=5)),
-            "actor": "bench", "source": "bench", "source_event_id": None,
-            "correlation_id": None, "causation_id": None, "data": data, "prev_hash": prev,
-        }  # fmt: skip
+            "actor": "bench",
+            "source": "bench",
+            "source_event_id": None,
+            "correlation_id": None,
+            "causation_id": None,
+            "data": data,
+            "prev_hash": prev,
+        }
         record["hash"] = prev = event_hash(record)
         if type_name == "CheckInRecorded":
             last_check_in[data["key_result_id"]] = (event_id, occurred)
@@ -153,6 +225,8 @@ def build_ledger(path: Path, key_results: int, check_ins: int) -> int:
 
 
 def _timed(call: Callable[[], object], samples: int) -> tuple[float, float]:
+    """(p50, p95) seconds of ``samples`` runs of ``call`` (after one unmeasured run)."""
+    call()
     times = []
     for _ in range(samples):
         start = time.perf_counter()
@@ -163,66 +237,277 @@ def _timed(call: Callable[[], object], samples: int) -> tuple[float, float]:
     return statistics.median(times), p95
 
 
-def measure(ledger: Path, samples: int, batch_size: int) -> None:
-    directory = Path(tempfile.mkdtemp(prefix="okr-bench-"))
-    try:
-        log = SqliteEventLog(ledger)
-        store = ProjectionStore.open(f"chdb://{directory / 'clickhouse'}")
-        runner = EmbeddedRunner(log, store, batch_size=batch_size)
+def memory() -> dict[str, int]:
+    """This process's VmHWM (peak RSS), VmRSS and RssAnon, in MiB."""
+    found = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                found[name] = int(value.split()[0]) // 1024
+    return found
+
+
+class AnonPeak:
+    """Samples RssAnon (the memory not backed by files) every 20 ms; ``peak`` is the highest."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, memory()["RssAnon"])
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+QUERY_TARGETS = {
+    "progress": 30,
+    "progress --as-of": 60,
+    "progress --at": 100,
+    "cascade": 100,
+    "coverage": 100,
+    "history kr7": 100,
+    "history obj3": 100,
+}
+"""p95 targets in ms (issue 9; ``cascade``, ``coverage`` and ``history``: "the same range")."""
+
+
+def _moments(log: SqliteEventLog, events: int) -> tuple[datetime, datetime]:
+    first = next(log.read(ORG, 1, 1))
+    last = next(log.read(ORG, events, events))
+    return first.recorded + (last.recorded - first.recorded) / 2, last.recorded
+
+
+def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) -> None:
+    """Part 1: the first catch-up, the queries in process, a restart, the anchors."""
+    anon = AnonPeak()
+    log = SqliteEventLog(ledger)
+    store = ProjectionStore.open(f"chdb://{data / 'clickhouse'}")
+    snapshots = SqliteSnapshots(data / FILE_NAME)
+    before = memory()
+    start = time.perf_counter()
+    done = EmbeddedRunner(log, store, snapshots=snapshots).catch_up()
+    elapsed = time.perf_counter() - start
+    after, anon_peak = memory(), anon.stop()
+    snapshots.close()
+    rows = sum(
+        int(store.rows(f"SELECT count() FROM {{db}}.{table}")[0][0])
+        for table in t.COLUMNS
+        if table not in (t.CHECKPOINTS, t.KEY_RESULTS_NOW, t.OBJECTIVES_NOW)
+    )
+    read_rate = _read_anchor(log)
+    rate = done.events / elapsed
+    figures.add(
+        "projection (first catch-up, embedded runner)",
+        rate,
+        "events/s",
+        at_least(rate, 120_000),
+        anchor=f"reading the SQLite ledger alone: {read_rate:,.0f} events/s",
+        note=f"{done.events:,} events in {elapsed:.1f} s, {rows / done.events:.2f} "
+        "history rows per event",
+    )
+    figures.add(
+        "peak RSS of the projection",
+        after["VmHWM"],
+        "MiB",
+        at_most(after["VmHWM"], 500),
+        anchor=f"chDB and the imports before projecting: {before['VmRSS']} MiB "
+        f"({before['RssFile']} MiB of it mapped files)",
+        note=f"anonymous memory peaked at {anon_peak} MiB",
+    )
+
+    middle, _last = _moments(log, done.events)
+    now = datetime.now(UTC)
+    cases: dict[str, Callable[[], object]] = {
+        "progress": lambda: queries.progress(store, ORG, Moment(now=now), 5),
+        "progress --as-of": lambda: queries.progress(store, ORG, Moment(as_of=middle, now=now), 5),
+        "progress --at": lambda: queries.progress(store, ORG, Moment(at=middle, now=now), 5),
+        "cascade": lambda: (
+            queries.objectives(store, ORG, Moment(now=now), 5),
+            queries.coverage(store, ORG, Moment(now=now)),
+        ),
+        "coverage": lambda: queries.coverage(store, ORG, Moment(now=now)),
+        "history kr7": lambda: queries.history(store, ORG, "kr7", Moment(now=now)),
+        "history obj3": lambda: queries.history(store, ORG, "obj3", Moment(now=now)),
+    }
+    for name, call in cases.items():
+        p50, p95 = _timed(call, samples)
+        figures.add(
+            f"{name}, in process (p95)",
+            p95 * 1000,
+            "ms",
+            at_most(p95 * 1000, QUERY_TARGETS[name]),
+            note=f"p50 {p50 * 1000:.0f} ms",
+        )
+
+    restarted = SqliteSnapshots(data / FILE_NAME)
+    start = time.perf_counter()
+    EmbeddedRunner(log, store, snapshots=restarted)._restore(ORG, done.events, True)
+    restore = time.perf_counter() - start
+    restarted.close()
+    size = sum(p.stat().st_size for p in data.glob(FILE_NAME + "*")) / 2**20
+    figures.add(
+        "restart: the projector's state from the saved state",
+        restore * 1000,
+        "ms",
+        note=f"saved state {size:,.0f} MiB; what an event needs is read when it comes",
+    )
+    insert_rate, insert_rows = _insert_anchor(log, store)
+    figures.add(
+        "anchor: clickhouse-connect inserting the same rows into chDB",
+        insert_rate,
+        "rows/s",
+        note=f"{insert_rows:,} rows of the first events",
+    )
+    store.close()
+    log.close()
+
+
+def _read_anchor(log: SqliteEventLog) -> float:
+    start = time.perf_counter()
+    count = sum(1 for _ in log.read_records(ORG))
+    return count / (time.perf_counter() - start)
+
+
+def _insert_anchor(log: SqliteEventLog, store: ProjectionStore) -> tuple[float, int]:
+    """clickhouse-connect's own insert (Python values, its serialization) of the rows of the
+    first 100,000 events, into copies of the tables."""
+    rows = Projector().project_records(islice(log.read_records(ORG), 100_000))
+    client, database = store.client, "anchor"
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    count = 0
+    elapsed = 0.0
+    for table, batch in rows.items():
+        if not batch or table == t.CHECKPOINTS:
+            continue
+        client.command(f"CREATE TABLE {database}.{table} AS {store.database}.{table}")
+        names = [name for name, _kind in COLUMN_TYPES[table]]
+        kinds = [kind for _name, kind in COLUMN_TYPES[table]]
+        columns = [list(column) for column in zip(*batch, strict=True)]
         start = time.perf_counter()
-        done = runner.catch_up()
-        gc.collect()  # the collection the catch-up deferred: its cost, not the first query's
-        elapsed = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"projected {done.events:,} events in {elapsed:.1f} s: "
-              f"{done.events / elapsed:,.0f} events/s")  # fmt: skip
-        print(f"peak memory (max RSS, Python + chDB): {peak:,.0f} MiB")
-        first = next(log.read(ORG, 1, 1))
-        last = next(log.read(ORG, done.events, done.events))
-        middle = first.recorded + (last.recorded - first.recorded) / 2
-        for label, moment in (
-            ("progress (now)", Moment()),
-            ("progress --as-of mid-period", Moment(as_of=middle)),
-            ("progress --at mid-period", Moment(at=middle)),
-        ):
-            p50, p95 = _timed(partial(queries.progress, store, ORG, moment, 5), samples)
-            print(f"{label}: p50 {p50 * 1000:,.0f} ms, p95 {p95 * 1000:,.0f} ms")
-        _restarts(log, store, runner, done.events, directory)
-        store.close()
-        log.close()
+        client.insert(
+            f"{database}.{table}",
+            columns,
+            column_names=names,
+            column_type_names=kinds,
+            column_oriented=True,
+        )
+        elapsed += time.perf_counter() - start
+        count += len(batch)
+    client.command(f"DROP DATABASE {database}")
+    return count / elapsed, count
+
+
+def _cli(data: Path, *args: str) -> tuple[float, int]:
+    """Wall time (s) and peak RSS (MiB) of one ``okr-ledger`` command on the data directory."""
+    env = {**os.environ, "OKR_DATA_DIR": str(data), "COLUMNS": "200"}
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "okr-ledger"), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _pid, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status:
+        stderr = process.stderr.read().decode() if process.stderr else ""
+        raise SystemExit(f"okr-ledger {' '.join(args)} failed: {stderr}")
+    return elapsed, usage.ru_maxrss // 1024
+
+
+def cli_queries(data: Path, samples: int, figures: Figures) -> None:
+    """Part 2: each query as the CLI runs it, beside the constant cost of a command."""
+    python = [sys.executable, "-c"]
+    bare = min(_wall([*python, "pass"]) for _ in range(3))
+    imports = min(_wall([*python, "import okr_ledger.cli"]) for _ in range(3))
+    log = SqliteEventLog(data / "ledger.db")
+    middle, _last = _moments(log, log.heads()[ORG].sequence)
+    log.close()
+    when = middle.isoformat()
+    commands = {
+        "progress": ["progress", "--json"],
+        "progress --as-of": ["progress", "--json", "--as-of", when],
+        "progress --at": ["progress", "--json", "--at", when],
+        "cascade": ["cascade", "--json"],
+        "coverage": ["coverage", "--json"],
+        "history kr7": ["history", "kr7", "--json"],
+        "history obj3": ["history", "obj3", "--json"],
+    }
+    anchor = f"python -c pass: {bare * 1000:.0f} ms; import okr_ledger.cli: {imports * 1000:.0f} ms"
+    for name, args in commands.items():
+        times = sorted(_cli(data, *args)[0] for _ in range(samples))
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        figures.add(
+            f"{name}, CLI wall (p95)",
+            p95 * 1000,
+            "ms",
+            anchor=anchor,
+            note=f"p50 {statistics.median(times) * 1000:.0f} ms",
+        )
+
+
+def _wall(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def rebuild(data: Path, figures: Figures) -> None:
+    """Part 3: ``okr-ledger rebuild`` (drop, project the whole ledger again, compare)."""
+    elapsed, peak = _cli(data, "rebuild")
+    figures.add("rebuild (CLI wall)", elapsed, "s", at_most(elapsed, 15))
+    figures.add("peak RSS of rebuild", peak, "MiB", at_most(peak, 500))
+
+
+def measure(ledger: Path, samples: int, cli_samples: int) -> None:
+    figures = Figures("projections", "projections: throughput, memory, queries")
+    directory = Path(tempfile.mkdtemp(prefix="okr-bench-"))
+    data = directory / "data"
+    try:
+        data.mkdir()
+        (data / "ledger.db").symlink_to(ledger)
+        part = [sys.executable, __file__, "--part"]
+        for name in ("project", "cli", "rebuild"):
+            subprocess.run([*part, name, str(data), str(samples), str(cli_samples)], check=True)
+            document = orjson.loads((directory / f"{name}.json").read_bytes())
+            figures.rows.extend(Figure(**row) for row in document)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    print(f"figures: {figures.write()}")
 
 
-def _restarts(
-    log: SqliteEventLog, store: ProjectionStore, runner: EmbeddedRunner, events: int, where: Path
-) -> None:
-    """How long a restarted runner takes to rebuild its state: from a snapshot, and without."""
-    snapshots = DirectorySnapshots(where / "snapshots")
-    state = runner.projector.state.orgs[ORG]
-    last = next(log.read(ORG, events, events))
-    start = time.perf_counter()
-    snapshots.save(Snapshot(ORG, events, last.hash, state))
-    saved = time.perf_counter() - start
-    size = sum(p.stat().st_size for p in (where / "snapshots").iterdir()) / 2**20
-    print(f"snapshot of the projector's state: {size:,.0f} MiB, written in {saved:.1f} s")
-    for label, store_of_snapshots in (("from the snapshot", snapshots), ("by replay", None)):
-        restarted = EmbeddedRunner(log, store, snapshots=store_of_snapshots)
-        start = time.perf_counter()
-        restarted._restore(ORG, events)
-        print(f"restart {label}: state rebuilt in {time.perf_counter() - start:.1f} s")
+def run_part(name: str, data: Path, samples: int, cli_samples: int) -> None:
+    figures = Figures(name, name)
+    print(f"--- {name}")
+    if name == "project":
+        project_and_query(data / "ledger.db", data, samples, figures)
+    elif name == "cli":
+        cli_queries(data, cli_samples, figures)
+    else:
+        rebuild(data, figures)
+    (data.parent / f"{name}.json").write_bytes(orjson.dumps(figures.rows))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--key-results", type=int, default=1000)
     parser.add_argument("--check-ins", type=int, default=1_000_000)
-    parser.add_argument("--samples", type=int, default=20, help="Runs of each query.")
-    parser.add_argument("--batch-size", type=int, default=20_000)
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--samples", type=int, default=20, help="Runs of each query in process.")
+    parser.add_argument("--cli-samples", type=int, default=5, help="Runs of each CLI query.")
+    parser.add_argument("--part", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure:
-        measure(args.measure, args.samples, args.batch_size)
+    if args.part:
+        name, data, samples, cli_samples = args.part
+        run_part(name, Path(data), int(samples), int(cli_samples))
         return
     WORK.mkdir(exist_ok=True)
     ledger = WORK / f"ledger-{args.key_results}kr-{args.check_ins}ci.db"
@@ -233,12 +518,11 @@ def main() -> None:
         count = build_ledger(partial, args.key_results, args.check_ins)
         partial.rename(ledger)
         print(f"built a ledger of {count:,} events in {time.perf_counter() - start:.0f} s")
-    print(f"org with {args.key_results:,} key results and {args.check_ins:,} check-ins")
-    subprocess.run(
-        [sys.executable, __file__, "--measure", str(ledger), "--samples", str(args.samples),
-         "--batch-size", str(args.batch_size)],
-        check=True,
-    )  # fmt: skip
+    print(
+        f"org with {args.key_results:,} key results and {args.check_ins:,} check-ins "
+        f"(load average {', '.join(f'{x:.1f}' for x in os.getloadavg())})"
+    )
+    measure(ledger, args.samples, args.cli_samples)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 from events.reasons import ReasonCode
 from events.state import OrgState
 from schemas import payloads as p
+from schemas.registry import dispatch_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +278,7 @@ def _always(org: OrgState, d: p.Payload) -> Violation | None:
 
 Rule = Callable[[OrgState, Any], Violation | None]
 
-RULES: dict[str, Rule] = {
+_RULES: dict[str, Rule] = {
     "StrategyDefined": _strategy_defined,
     "StrategyRevised": _strategy_exists,
     "StrategyReviewed": _strategy_exists,
@@ -304,6 +305,7 @@ RULES: dict[str, Rule] = {
     "CheckInCorrected": _check_in_corrected,
     "CheckInRetracted": _check_in_retracted,
 }
+RULES = dispatch_table("sequencing rules", _RULES)
 
 
 def check(org: OrgState, payload: p.Payload) -> Violation | None:

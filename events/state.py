@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from schemas.envelope import GENESIS_HASH, LedgerEvent
-from schemas.registry import EVENT_TYPES, upcast
+from schemas.registry import EVENT_TYPES, dispatch_table, upcast
 
 Data = dict[str, Any]
 
@@ -198,24 +198,35 @@ def _check_in_retracted(org: OrgState, data: Data, key: bytes) -> None:
     org.check_ins[UUID(data["retracts_event_id"]).bytes].retracted = True
 
 
-_APPLY: dict[str, Callable[[OrgState, Data, bytes], None]] = {
+def _unchanged(org: OrgState, data: Data, key: bytes) -> None:
+    """The event changes nothing the rules look at (beyond the chain and the known ids)."""
+
+
+_FOLDS: dict[str, Callable[[OrgState, Data, bytes], None]] = {
     "StrategyDefined": _strategy_defined,
+    "StrategyRevised": _unchanged,
+    "StrategyReviewed": _unchanged,
     "SwotItemAdded": _swot_added,
     "SwotItemRemoved": _swot_removed,
     "CompetitorNoted": _competitor,
     "ThemeAdded": _theme_added,
+    "ThemeRevised": _unchanged,
     "ThemeRetired": _theme_retired,
     "OrgUnitAdded": _unit_added,
     "OrgUnitRetired": _unit_retired,
     "PeriodDefined": _period_defined,
     "PeriodClosed": _period_closed,
     "ObjectiveCreated": _objective_created,
+    "ObjectiveRevised": _unchanged,
     "ObjectiveAligned": _objective_aligned,
     "ObjectiveLinked": _objective_linked,
     "ObjectiveUnlinked": _objective_unlinked,
     "ObjectiveStatusChanged": _objective_status,
     "KeyResultDefined": _key_result_defined,
+    "KeyResultTargetRevised": _unchanged,
     "KeyResultRetired": _key_result_retired,
     "CheckInRecorded": _check_in_recorded,
+    "CheckInCorrected": _unchanged,
     "CheckInRetracted": _check_in_retracted,
 }
+_APPLY = dispatch_table("sequencer state", _FOLDS)

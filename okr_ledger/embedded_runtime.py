@@ -47,12 +47,16 @@ def catch_up(
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
     from processors.projector import Projector
     from processors.runner import EmbeddedRunner
-    from processors.snapshots import DirectorySnapshots
+    from processors.snapshots import FILE_NAME, SqliteSnapshots
 
-    snapshots = DirectorySnapshots(settings.data_dir / "projector-snapshots")
-    runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
-    with bar(label, runner.backlog()) as advance:
-        return runner.catch_up(advance).events
+    snapshots = SqliteSnapshots(settings.data_dir / FILE_NAME)
+    try:
+        runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
+        backlog = runner.backlog()
+        with bar(label, backlog.events) as advance:
+            return runner.catch_up(advance, backlog).events
+    finally:
+        snapshots.close()
 
 
 class EmbeddedRuntime:

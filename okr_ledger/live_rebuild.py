@@ -22,7 +22,8 @@ from okr_ledger.served_store import open_served_store
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log
 from processors import tables as t
-from processors.projector import Projector, StoredEvent, collector_paused, project_rejections
+from processors.projector import Projector, collector_paused
+from processors.rejections import project_rejections
 from processors.runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_REJECTION_BATCH_SIZE,
@@ -108,14 +109,14 @@ def replay(
     """Project the ledger (chain rule: the log's reading) and rejections up to ``limits``."""
     projector = Projector()
     events = (
-        StoredEvent.from_record(r)
+        r
         for r in log.read_records()  # one pass over the topic; orgs interleave, each in order
         if r["sequence"] <= limits.ledger.get(r["org_id"], 0)
     )
     replayed = 0
     with collector_paused():
         for batch in batched(events, DEFAULT_BATCH_SIZE):
-            store.insert(projector.project(batch))
+            store.insert(projector.project_records(batch))
             replayed += len(batch)
             advance(len(batch))
         for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=limits.rejections):

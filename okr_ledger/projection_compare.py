@@ -1,5 +1,6 @@
 """The comparison `rebuild` makes: a fingerprint of every history table, optionally cut at
-per-org sequences (and a rejection position), so two stores compare over the same prefix.
+per-org sequences (and a rejection position), so two stores compare over the same prefix; and,
+uncut, of every current-state table after ``FINAL`` (its latest rows: the answers).
 """
 
 from dataclasses import dataclass, field
@@ -8,8 +9,8 @@ from typing import Any
 from processors import tables as t
 from projections.store import ProjectionStore
 
-HISTORY_TABLES = tuple(name for name in t.COLUMNS if name != t.CHECKPOINTS)
-"""What is compared. The checkpoints record where to resume, not an answer."""
+HISTORY_TABLES = t.HISTORY
+"""What is compared row for row. The checkpoints record where to resume, not an answer."""
 Fingerprint = dict[str, tuple[int, int]]
 """Table -> (distinct rows, sum of their hashes)."""
 _ROW_HASH = "cityHash64(formatRow('TabSeparated', *))"
@@ -30,6 +31,8 @@ class Limits:
 def _rows(store: ProjectionStore, table: str, limits: Limits | None) -> tuple[str, dict[str, Any]]:
     """``SELECT DISTINCT *`` of ``table``, within ``limits`` when given; its parameters."""
     select = f"SELECT DISTINCT * FROM {{db}}.{table}"
+    if table in t.CURRENT:
+        return f"{select} FINAL", {}
     if limits is None:
         return select, {}
     if table == t.REJECTIONS:
@@ -45,7 +48,7 @@ def _rows(store: ProjectionStore, table: str, limits: Limits | None) -> tuple[st
 def fingerprint(store: ProjectionStore, limits: Limits | None = None) -> Fingerprint:
     """(rows, hash) of every history table, duplicates collapsed: equal answers, equal prints."""
     result = {}
-    for table in HISTORY_TABLES:
+    for table in HISTORY_TABLES if limits is not None else (*HISTORY_TABLES, *t.CURRENT):
         select, parameters = _rows(store, table, limits)
         rows = store.rows(f"SELECT count(), sum({_ROW_HASH}) FROM ({select})", parameters)
         count, digest = rows[0]

@@ -30,7 +30,8 @@ from events.kafka_records import ChainRule, decode_event, org_key, placed, read_
 from processors import tables as t
 from processors.kafka_consumer import manual_consumer
 from processors.metrics import PrometheusMetrics
-from processors.projector import Projector, StoredEvent, project_rejections
+from processors.projector import Projector, StoredEvent
+from processors.rejections import project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
 from schemas.errors import ConfigurationError
@@ -78,6 +79,7 @@ class LedgerProjection:
         self.partition_count = partition_count
         self.projector = projector or Projector()
         self.rule = ChainRule()
+        sink.discard_unfinished()  # the rows of a batch cut short, before it is projected again
         self.checkpoints = sink.positions()
         self.rejections_done = sink.positions(t.REJECTION_STREAM).get("", 0)
         self.projected = self.replayed = 0

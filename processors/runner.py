@@ -1,38 +1,47 @@
 """The embedded runner: reads the ledger from each org's checkpoint and feeds the projector.
 
-It inserts each batch in one go per table (no round trip per event) and records the
-checkpoints with the batch. On start it rebuilds the projector's state by replaying the
-ledger up to the checkpoint (the rows of that replay are discarded: they are in the store),
-from the latest snapshot when there is one.
+It projects the ledger a batch at a time and hands each batch's rows to the store, which keeps
+them (as Arrow) until they are worth inserting: one insert per table once
+:data:`DEFAULT_COMMIT_BYTES` are staged, the checkpoints last
+(:meth:`~projections.store.ProjectionStore.commit`). The store's work runs in another thread
+while the next batch is projected (pyarrow and chDB work outside the GIL). On
+start it brings the projector's state to the store's checkpoint: from the saved state when
+there is one (:mod:`processors.snapshots`; only what an event needs of it is read), else by
+replaying the ledger (the rows of that replay are discarded: they are in the store). After a
+catch-up it saves the state again.
 """
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from events.log import EventLog
 from events.outcomes import Rejection
 from processors import tables as t
-from processors.projector import (
-    LedgerRecord,
-    Projector,
-    StoredEvent,
-    collector_paused,
-    project_rejections,
-)
+from processors.projector import Projector, collector_paused
+from processors.rejections import project_rejections
 from processors.snapshots import Snapshot, SnapshotStore
 from processors.state import OrgProjection
 from processors.tables import RowBatch
+from schemas.errors import UnusableSnapshotError
 
-DEFAULT_BATCH_SIZE = 20_000
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 4_000
+"""Events projected at a time (their rows are Python objects until staged as Arrow)."""
+DEFAULT_COMMIT_BYTES = 16 << 20
+"""Commit the staged rows once they take this much (each table's insert has a fixed cost)."""
 DEFAULT_REJECTION_BATCH_SIZE = 200
 """Rejections read and projected at a time (each holds at most 64 KiB of submitted bytes)."""
-DEFAULT_SNAPSHOT_AFTER = 50_000
-"""Save a snapshot after a catch-up that replayed and projected at least this many events."""
+DEFAULT_SNAPSHOT_AFTER = 1
+"""Save the state after a catch-up that replayed and projected at least this many events
+(saving writes only what changed since the last save)."""
 Progress = Callable[[int], None]
 """Told how many more events were projected."""
+Item = TypeVar("Item")
 
 
 class RowSink(Protocol):
@@ -40,7 +49,49 @@ class RowSink(Protocol):
 
     def insert(self, rows: RowBatch) -> None: ...
 
+    def stage(self, rows: RowBatch) -> None:
+        """Keep rows to insert with the next commit."""
+        ...
+
+    def commit(self) -> None:
+        """Insert the rows staged, the checkpoints last."""
+        ...
+
+    @property
+    def staged_bytes(self) -> int: ...
+
     def positions(self, stream: str = t.LEDGER_STREAM) -> dict[str, int]: ...
+
+    def checkpoints(self) -> dict[str, dict[str, int]]:
+        """Every stream's positions (:meth:`positions`), in one read."""
+        ...
+
+    def discard_unfinished(self, checkpoints: dict[str, dict[str, int]] | None = None) -> list[str]:
+        """Remove the rows of a batch cut short (beyond its org's checkpoint); the orgs.
+        ``checkpoints``: what :meth:`checkpoints` returned, if read already."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What the store lacks of the log: read once, before a catch-up."""
+
+    done: dict[str, int]
+    """Each org's checkpoint."""
+    heads: dict[str, int]
+    """Each org's last sequence in the ledger."""
+    rejections: int
+    """The rejection log's checkpoint."""
+    checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Every stream's positions, as read (:meth:`RowSink.checkpoints`)."""
+
+    @property
+    def behind(self) -> list[str]:
+        return [org for org, head in self.heads.items() if head > self.done.get(org, 0)]
+
+    @property
+    def events(self) -> int:
+        return sum(self.heads[org] - self.done.get(org, 0) for org in self.behind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +104,8 @@ class CatchUp:
     """Events replayed only to rebuild the projector's state."""
 
 
-def batched(events: Iterable[LedgerRecord], size: int) -> Iterator[list[LedgerRecord]]:
-    iterator = iter(events)
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -87,6 +138,7 @@ class EmbeddedRunner:
         snapshots: SnapshotStore | None = None,
         snapshot_after: int = DEFAULT_SNAPSHOT_AFTER,
         rejection_batch_size: int = DEFAULT_REJECTION_BATCH_SIZE,
+        commit_bytes: int = DEFAULT_COMMIT_BYTES,
     ) -> None:
         self.log = log
         self.sink = sink
@@ -95,72 +147,101 @@ class EmbeddedRunner:
         self.rejection_batch_size = rejection_batch_size
         self.snapshots = snapshots
         self.snapshot_after = snapshot_after
+        self.commit_bytes = commit_bytes
 
-    def backlog(self) -> int:
-        """Events in the ledger that the store has not projected yet."""
-        done = self.sink.positions()
-        return sum(
-            max(0, head.sequence - done.get(org, 0)) for org, head in self.log.heads().items()
+    def backlog(self) -> Backlog:
+        """What the store has not projected yet."""
+        checkpoints = self.sink.checkpoints()
+        return Backlog(
+            checkpoints.get(t.LEDGER_STREAM, {}),
+            {org: head.sequence for org, head in self.log.heads().items()},
+            checkpoints.get(t.REJECTION_STREAM, {}).get("", 0),
+            checkpoints,
         )
 
-    def catch_up(self, progress: Progress | None = None) -> CatchUp:
-        done = self.sink.positions()
+    def catch_up(self, progress: Progress | None = None, backlog: Backlog | None = None) -> CatchUp:
+        """Project what ``backlog`` (read now if not given) says the store lacks."""
+        backlog = backlog or self.backlog()
+        done = backlog.done
+        if backlog.behind and self.sink.discard_unfinished(backlog.checkpoints or None):
+            done = self.sink.positions()
         events = replayed = 0
-        for org_id, head in self.log.heads().items():
-            position = done.get(org_id, 0)
-            if position >= head.sequence:
-                continue
-            restored = self._restore(org_id, position)
-            projected = 0
-            last_hash = ""
-            # Insert one batch while projecting the next: the store's work overlaps ours.
-            with collector_paused(), ThreadPoolExecutor(max_workers=1) as inserter:
-                pending: Future[None] | None = None
+        for org_id in backlog.behind:
+            try:
+                moved = self._catch_up_org(org_id, done.get(org_id, 0), progress, saved=True)
+            except UnusableSnapshotError as error:  # found while loading part of it lazily
+                log.warning("the saved state of %r is unusable (%s): replaying", org_id, error)
+                self.projector.state.orgs.pop(org_id, None)
+                position = self.sink.positions().get(org_id, 0)
+                moved = self._catch_up_org(org_id, position, progress, saved=False)
+            events += moved[0]
+            replayed += moved[1]
+        return CatchUp(events, self._catch_up_rejections(backlog.rejections), replayed)
+
+    def _catch_up_org(
+        self, org_id: str, position: int, progress: Progress | None, *, saved: bool
+    ) -> tuple[int, int]:
+        restored = self._restore(org_id, position, saved)
+        projected = 0
+        last_hash = ""
+        # Stage (and commit) one batch while projecting the next: the store's work overlaps ours.
+        with collector_paused(), ThreadPoolExecutor(max_workers=1) as writer:
+            pending: Future[None] | None = None
+            try:
                 for batch in batched(self._read(org_id, position + 1), self.batch_size):
-                    rows = self.projector.project(batch)
+                    rows = self.projector.project_records(batch, current=False)
                     if pending is not None:
                         pending.result()  # in order: each batch's checkpoint after the last
-                    pending = inserter.submit(self.sink.insert, rows)
+                    commit = self.sink.staged_bytes >= self.commit_bytes
+                    if commit:
+                        t.merge(rows, self.projector.current_rows())
+                    pending = writer.submit(self._write, rows, commit)
                     projected += len(batch)
-                    last_hash = batch[-1].hash
+                    last_hash = batch[-1]["hash"]
                     if progress is not None:
                         progress(len(batch))
+            finally:
                 if pending is not None:
                     pending.result()
-            if self.snapshots is not None and restored + projected >= self.snapshot_after:
-                state = self.projector.state.orgs[org_id]
-                self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))
-            events += projected
-            replayed += restored
-        return CatchUp(events, self._catch_up_rejections(), replayed)
+            writer.submit(self._write, self.projector.current_rows(), True).result()
+        state = self.projector.state.orgs.get(org_id)
+        worth_saving = projected and restored + projected >= self.snapshot_after
+        if self.snapshots is not None and state is not None and worth_saving:
+            self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))
+        return projected, restored
 
-    def _read(self, org_id: str, first: int, last: int | None = None) -> Iterator[LedgerRecord]:
-        for record in self.log.read_records(org_id, first, last):
-            yield StoredEvent.from_record(record)
+    def _write(self, rows: RowBatch, commit: bool) -> None:
+        self.sink.stage(rows)
+        if commit:
+            self.sink.commit()
 
-    def _restore(self, org_id: str, position: int) -> int:
-        """Bring the projector's state for ``org_id`` to ``position`` (the store's checkpoint)."""
+    def _read(self, org_id: str, first: int, last: int | None = None) -> Iterator[dict[str, Any]]:
+        return self.log.read_records(org_id, first, last)
+
+    def _restore(self, org_id: str, position: int, saved: bool) -> int:
+        """Bring the projector's state for ``org_id`` to ``position`` (the store's checkpoint);
+        the events replayed to do so."""
         state = self.projector.state
         if state.position(org_id) > position:  # the store lost rows (rebuilt, or a failed insert)
             state.orgs[org_id] = OrgProjection(org_id)
         start = state.position(org_id)
         if start == position:
             return 0
-        snapshot = self.snapshots.load(org_id) if self.snapshots is not None else None
+        snapshot = self.snapshots.load(org_id) if saved and self.snapshots is not None else None
         if snapshot is not None and start < snapshot.position <= position:
             at = next(self.log.read_records(org_id, snapshot.position, snapshot.position), None)
             if at is not None and at["hash"] == snapshot.event_hash:  # taken of this ledger
                 state.orgs[org_id] = snapshot.state
                 start = snapshot.position
         for batch in batched(self._read(org_id, start + 1, position), self.batch_size):
-            self.projector.project(batch)
+            self.projector.project_records(batch)
         return position - start
 
-    def _catch_up_rejections(self) -> int:
-        """Project the rejections after the store's checkpoint, one bounded page at a time."""
-        done = self.sink.positions(t.REJECTION_STREAM).get("", 0)
+    def _catch_up_rejections(self, done: int) -> int:
+        """Project the rejections after the store's checkpoint ``done``, one bounded page at a
+        time."""
         projected = 0
-        with collector_paused():  # so the store frees each insert's data at once
+        with collector_paused():
             for page in rejection_pages(self.log, done, self.rejection_batch_size):
                 self.sink.insert(project_rejections(page))
                 projected += len(page)

@@ -1,35 +1,121 @@
-"""The projector's state: each org's entities and the check-ins that decide current values."""
+"""The projector's state: each org's entities, and each key result's check-ins as packed records.
 
-from bisect import insort
+Times are integers (microseconds since 1970-01-01 UTC), as in the rows. A check-in costs 61
+bytes of state and no Python object of its own: its id as 16 bytes, its business and recorded
+times, its sequence, its value and confidence, the index of its (actor, source) pair and a flag
+byte (:data:`RECORD`). Comments, reasons and original values of corrected check-ins are kept
+apart, only where there is one. A check-in's target is not kept: it is always the key result's
+target in force at the check-in's business time (:meth:`KeyResult.target_at`), as the
+projector re-scores check-ins when a revision changes it.
+"""
+
+import math
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
+from typing import NamedTuple
+from uuid import UUID
 
 from processors.tables import Row
+from schemas.errors import ProjectionError
+
+CORRECTED = 1
+RETRACTED = 2
+NO_CONFIDENCE = math.nan
+"""How a check-in without a confidence is kept."""
+RECORD = struct.Struct("=16sqqqddIB")
+"""One check-in: id, occurred_at, sequence, recorded_at, value, confidence, origin, flags."""
+_VALUE = struct.Struct("=d")
+_VALUE_AT, _CONFIDENCE_AT, _FLAGS_AT = 40, 48, 60
+
+
+def id_bytes(event_id: str) -> bytes:
+    """An event id (a lowercase, hyphenated UUID, as the ledger writes them) as 16 bytes."""
+    compact = event_id.replace("-", "")
+    try:
+        raw = bytes.fromhex(compact)
+    except ValueError:
+        raw = b""
+    if len(event_id) != 36 or event_id[8:24:5] != "----" or raw.hex() != compact:
+        raise ProjectionError(f"event id {event_id!r} is not a lowercase, hyphenated UUID")
+    return raw
+
+
+def id_text(raw: bytes) -> str:
+    return str(UUID(bytes=raw))
+
+
+class CheckIn(NamedTuple):
+    """One check-in as its record holds it (read back only for the rarer events)."""
+
+    raw_id: bytes
+    occurred: int
+    sequence: int
+    recorded: int
+    value: float
+    """The value now: as recorded, or as last corrected."""
+    confidence: float
+    """NaN: none."""
+    origin: int
+    """Index of its (actor, source) in :attr:`OrgProjection.origins`."""
+    flags: int
+
+    @property
+    def check_in_id(self) -> str:
+        return id_text(self.raw_id)
+
+    @property
+    def known_confidence(self) -> float | None:
+        return None if math.isnan(self.confidence) else self.confidence
 
 
 @dataclass(slots=True)
-class CheckIn:
-    check_in_id: str
-    key_result_id: str
-    occurred_at: datetime
-    sequence: int
-    recorded_at: datetime
-    original_value: float
-    value: float
-    confidence: float | None
-    comment: str | None
-    actor: str
-    source: str
-    target: float
-    """The target in force at ``occurred_at``, as known now."""
-    corrected: bool = False
-    retracted: bool = False
-    reason: str | None = None
+class CheckInLog:
+    """Every check-in of one key result, retracted ones too, in ledger (sequence) order."""
 
-    @property
-    def order(self) -> tuple[datetime, int]:
-        """Business time, ties broken by sequence: how check-ins compete to be current."""
-        return self.occurred_at, self.sequence
+    data: bytearray = field(default_factory=bytearray)
+    """The check-ins' :data:`RECORD` s, one after the other."""
+    original: dict[int, float] = field(default_factory=dict)
+    """The value as recorded, of check-ins corrected since."""
+    comment: dict[int, str] = field(default_factory=dict)
+    reason: dict[int, str] = field(default_factory=dict)
+    """Why a check-in was corrected or retracted (the last reason given)."""
+
+    def __len__(self) -> int:
+        return len(self.data) // RECORD.size
+
+    def __getitem__(self, index: int) -> CheckIn:
+        return CheckIn._make(RECORD.unpack_from(self.data, index * RECORD.size))
+
+    def __iter__(self) -> Iterator[CheckIn]:
+        return map(CheckIn._make, RECORD.iter_unpack(self.data))
+
+    def find(self, raw_id: bytes) -> int:
+        """The index of the check-in with this id, or -1."""
+        data, size = self.data, RECORD.size
+        at = data.find(raw_id)
+        while at >= 0 and at % size:
+            at = data.find(raw_id, at + 1)
+        return at // size if at >= 0 else -1
+
+    def set_value(self, index: int, value: float) -> None:
+        _VALUE.pack_into(self.data, index * RECORD.size + _VALUE_AT, value)
+
+    def set_confidence(self, index: int, confidence: float) -> None:
+        _VALUE.pack_into(self.data, index * RECORD.size + _CONFIDENCE_AT, confidence)
+
+    def flag(self, index: int, flag: int) -> None:
+        self.data[index * RECORD.size + _FLAGS_AT] |= flag
+
+    def latest_live(self) -> int:
+        """The index of the check-in that is current: the latest by business time, ties broken
+        by sequence, that is not retracted; -1 if none is."""
+        best, latest = -1, 0
+        for index, check_in in enumerate(self):
+            if not check_in.flags & RETRACTED and (best < 0 or check_in.occurred >= latest):
+                best, latest = index, check_in.occurred  # in sequence order: later wins a tie
+        return best
 
 
 @dataclass(slots=True)
@@ -49,20 +135,28 @@ class KeyResult:
     starts_on: date
     ends_on: date
     retired: bool = False
-    revisions: list[tuple[datetime, int, float]] = field(default_factory=list)
+    revisions: list[tuple[int, int, float]] = field(default_factory=list)
     """Target revisions as (business time, sequence, target), sorted."""
-    check_ins: list[tuple[datetime, int, CheckIn]] = field(default_factory=list)
-    """Every check-in, retracted ones too, sorted by (business time, sequence)."""
-    live_check_ins: int = 0
-    last: "CheckIn | None" = None
-    """The current check-in (latest by business time, not retracted)."""
+    check_ins: CheckInLog | None = None
+    """None until loaded (:meth:`OrgProjection.check_ins_of`)."""
+    live: int = 0
+    """Check-ins not retracted."""
+    current: int = -1
+    """Index of the current check-in in :attr:`check_ins`; -1 without one."""
     target: float = 0.0
     """The target the current value is scored against."""
     value: float = 0.0
     progress: float = 0.0
     attainment: float = 0.0
+    confidence: float | None = None
+    last_at: int | None = None
+    last_id: str | None = None
+    stamp: tuple[int, int] = (0, 0)
+    """(sequence, recorded_at) of the last event about it: its current row's version."""
+    mark: int = -1
+    """The last batch that listed it as changed (:class:`processors.batch.Batch`)."""
 
-    def target_at(self, moment: datetime) -> float:
+    def target_at(self, moment: int) -> float:
         """The target in force at business time ``moment``: the last revision up to it."""
         for occurred_at, _sequence, target in reversed(self.revisions):
             if occurred_at <= moment:
@@ -72,17 +166,6 @@ class KeyResult:
     @property
     def current_target(self) -> float:
         return self.revisions[-1][2] if self.revisions else self.defined_target
-
-    def add_check_in(self, check_in: CheckIn) -> None:
-        insort(self.check_ins, (check_in.occurred_at, check_in.sequence, check_in))
-        self.live_check_ins += 1
-
-    def current(self) -> CheckIn | None:
-        """The latest check-in by business time that is not retracted."""
-        for _occurred, _sequence, check_in in reversed(self.check_ins):
-            if not check_in.retracted:
-                return check_in
-        return None
 
 
 @dataclass(slots=True)
@@ -103,13 +186,20 @@ class Objective:
     child_ids: list[str] = field(default_factory=list)
     progress: float = 0.0
     confidence: float | None = None
+    stale: bool = False
+    """Its progress moved since :attr:`progress` was rolled up (see processors.objectives)."""
+    emitted: Row | None = None
+    """What its last structure version said (its structure and membership columns)."""
+    stamp: tuple[int, int] = (0, 0)
+    """(sequence, recorded_at) of the last event that changed its row."""
+    mark: int = -1
+    """The last batch that listed it as changed (:class:`processors.batch.Batch`)."""
     members: "Members | None" = None
+    """Cached until its membership, rollup or weights change."""
     chain: "list[Objective] | None" = None
     """Cached: itself, then its parent, grandparent..."""
     structure: Row | None = None
-    """Cached: the cascade part of its row, which only structural events change."""
-    emitted: tuple[Row, Row] | None = None
-    """What the last emitted version said, as (structure, numbers): only changes are emitted."""
+    """Cached: the structure and membership columns of its row."""
 
     @property
     def abandoned(self) -> bool:
@@ -118,8 +208,6 @@ class Objective:
 
 @dataclass(slots=True)
 class Members:
-    """Cached per objective until its membership, rollup or weights change."""
-
     key_results: list[KeyResult]
     """Not retired, by id."""
     children: list[Objective]
@@ -165,7 +253,7 @@ class Review:
     verdict: str
     notes: str
     reviewer: str
-    reviewed_at: datetime
+    reviewed_at: int
 
 
 @dataclass(slots=True)
@@ -178,22 +266,58 @@ class Strategy:
     review: Review | None = None
 
 
+CheckInLoader = Callable[[str], CheckInLog]
+"""Reads the check-ins of a key result (by id) from where the state was saved."""
+
+
+@dataclass(slots=True)
+class Saved:
+    """What an org's state in memory shares with its saved copy (:mod:`processors.snapshots`)."""
+
+    generation: str
+    """The saved copy it was loaded from or last saved as."""
+    records: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Each key result's saved check-ins: (how many, CRC-32)."""
+
+
 @dataclass(slots=True)
 class OrgProjection:
     """Everything the projector knows about one org, after ``last_sequence``."""
 
     org_id: str
     last_sequence: int = 0
-    last_recorded_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    last_recorded_at: int = 0
     strategy: Strategy = field(default_factory=Strategy)
     themes: dict[str, Theme] = field(default_factory=dict)
     units: dict[str, Unit] = field(default_factory=dict)
     periods: dict[str, Period] = field(default_factory=dict)
     objectives: dict[str, Objective] = field(default_factory=dict)
     key_results: dict[str, KeyResult] = field(default_factory=dict)
-    check_ins: dict[str, CheckIn] = field(default_factory=dict)
     focus: dict[tuple[str, str], int] = field(default_factory=dict)
     """(unit, period) -> objectives that are not abandoned."""
+    origins: list[tuple[str, str]] = field(default_factory=list)
+    """Every (actor, source) of a check-in, once."""
+    origin_index: dict[tuple[str, str], int] = field(default_factory=dict)
+    loader: CheckInLoader | None = None
+    """Where key results' check-ins not loaded yet are read from (a saved state)."""
+    saved: Saved | None = None
+    changed: set[str] = field(default_factory=set)
+    """Key results whose check-ins changed since the state was saved or loaded."""
+
+    def origin(self, actor: str, source: str) -> int:
+        key = (actor, source)
+        index = self.origin_index.get(key)
+        if index is None:
+            index = self.origin_index[key] = len(self.origins)
+            self.origins.append(key)
+        return index
+
+    def check_ins_of(self, key_result: KeyResult) -> CheckInLog:
+        log = key_result.check_ins
+        if log is None:
+            log = self.loader(key_result.key_result_id) if self.loader else CheckInLog()
+            key_result.check_ins = log
+        return log
 
     def ancestors(self, objective_id: str) -> list[str]:
         """Parent first, then grandparent...; stops on a cycle (which the ledger's rules forbid)."""

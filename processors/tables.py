@@ -1,7 +1,17 @@
 """The row contract between the projector and the store: table names and column order.
 
-Rows are tuples in this column order. The DDL in ``projections/migrations.py`` declares the
-same columns with their ClickHouse types (a test checks they agree).
+Rows are tuples in this column order. Times (the ``DateTime64`` columns) are integers:
+microseconds since 1970-01-01 UTC. The DDL in ``projections/migrations.py`` declares the same
+columns with their ClickHouse types (a test checks they agree).
+
+Two kinds of tables:
+
+- *history* tables: every row is a version of something, stamped with the ledger ``sequence``
+  of the event that made it. Their rows are a function of the ledger prefix alone, whatever
+  the batch boundaries: incremental projection and a rebuild give the same rows.
+- *current-state* tables (:data:`CURRENT`): the latest version of each key result and
+  objective, one row per entity per batch that changed it. Only the latest (``FINAL``, or the
+  highest ``sequence``) is an answer; that one is the same whatever the batches.
 """
 
 from typing import Any
@@ -15,12 +25,31 @@ CHECK_INS = "check_in_versions"
 KEY_RESULTS = "key_result_versions"
 TARGETS = "key_result_targets"
 OBJECTIVES = "objective_versions"
+OBJECTIVE_UPDATES = "objective_updates"
 THEMES = "theme_versions"
 UNITS = "unit_versions"
 PERIODS = "period_versions"
 STRATEGY = "strategy_versions"
 REJECTIONS = "rejections"
+KEY_RESULTS_NOW = "key_results_now"
+OBJECTIVES_NOW = "objectives_now"
 CHECKPOINTS = "checkpoints"
+
+KEY_RESULT_NOW_COLUMNS = (
+    "org_id", "key_result_id", "sequence", "recorded_at", "objective_id", "owner_unit_id",
+    "period_id", "period_starts_on", "period_ends_on", "title", "kind", "unit", "start",
+    "current_target", "target", "value", "progress", "attainment", "confidence",
+    "last_check_in_at", "last_check_in_id", "check_in_count", "weight", "due_on",
+    "checkin_every_days", "retired",
+)  # fmt: skip
+OBJECTIVE_STRUCTURE_COLUMNS = (
+    "title", "description", "owner_unit_id", "period_id", "period_starts_on", "period_ends_on",
+    "lifecycle", "rollup", "weight", "parent_objective_id", "ancestor_ids", "depth",
+    "theme_ids", "reached_theme_ids", "contributes_to", "depends_on", "orphan",
+    "parent_inactive", "unit_objective_count", "key_result_count", "child_count",
+)  # fmt: skip
+"""What an objective's cascade and membership say: changed only by structural events."""
+STAMP = ("sequence", "recorded_at")
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     AUDIT: (
@@ -37,19 +66,12 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     KEY_RESULTS: (
         "org_id", "key_result_id", "sequence", "recorded_at", "objective_id", "owner_unit_id",
         "period_id", "period_starts_on", "period_ends_on", "title", "kind", "unit", "start",
-        "current_target", "target", "value", "progress", "attainment", "confidence",
-        "last_check_in_at", "last_check_in_id", "check_in_count", "weight", "due_on",
-        "checkin_every_days", "retired",
+        "current_target", "weight", "due_on", "checkin_every_days", "retired",
     ),
     TARGETS: ("org_id", "key_result_id", "sequence", "recorded_at", "effective_at", "target",
               "reason"),
-    OBJECTIVES: (
-        "org_id", "objective_id", "sequence", "recorded_at", "title", "description",
-        "owner_unit_id", "period_id", "period_starts_on", "period_ends_on", "lifecycle",
-        "rollup", "weight", "parent_objective_id", "ancestor_ids", "depth", "theme_ids",
-        "reached_theme_ids", "contributes_to", "depends_on", "orphan", "parent_inactive",
-        "unit_objective_count", "progress", "confidence", "key_result_count", "child_count",
-    ),
+    OBJECTIVES: ("org_id", "objective_id", *STAMP, *OBJECTIVE_STRUCTURE_COLUMNS),
+    OBJECTIVE_UPDATES: ("org_id", "objective_id", *STAMP),
     THEMES: ("org_id", "theme_id", "sequence", "recorded_at", "name", "description", "active"),
     UNITS: ("org_id", "unit_id", "sequence", "recorded_at", "name", "kind", "parent_unit_id",
             "active"),
@@ -64,11 +86,23 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "position", "recorded_at", "reason_code", "message", "details", "org_id", "event_id",
         "type", "source", "line", "raw", "raw_length", "raw_sha256",
     ),
+    KEY_RESULTS_NOW: KEY_RESULT_NOW_COLUMNS,
+    OBJECTIVES_NOW: (
+        "org_id", "objective_id", *STAMP, *OBJECTIVE_STRUCTURE_COLUMNS, "progress", "confidence",
+    ),
     CHECKPOINTS: ("stream", "org_id", "position", "last_recorded_at"),
 }  # fmt: skip
 
+CURRENT = (KEY_RESULTS_NOW, OBJECTIVES_NOW)
+"""The current-state tables: compare them after ``FINAL``, never row for row."""
+HISTORY = tuple(name for name in COLUMNS if name not in (*CURRENT, CHECKPOINTS))
+"""The history tables: a function of the ledger prefix, row for row."""
+
 LEDGER_STREAM = "ledger"
 REJECTION_STREAM = "rejections"
+BEGUN_STREAM = "ledger-begun"
+"""Checkpoint rows inserted before a commit's history rows: where the commit will end. One
+beyond its org's ``LEDGER_STREAM`` checkpoint says that a commit was cut short."""
 
 
 def empty_batch() -> RowBatch:

@@ -1,12 +1,23 @@
-"""The projection schema as versioned migrations. ``{db}`` is replaced by the database name.
+"""The projection schema: append-only migrations, the current tables' columns, and the views.
 
-Each statement is idempotent (``IF NOT EXISTS``, ``CREATE OR REPLACE``), so a migration that
-was cut short can run again. Applied versions are recorded in ``schema_migrations``.
-History tables are ReplacingMergeTree: a row projected twice (after a crash) has the same
-sorting key as the first and collapses with it; the views never show it twice.
+Each migration is a SQL file in ``projections/schema/`` (``{db}`` stands for the database),
+applied once per store and recorded in ``schema_migrations``. A released migration never
+changes (a test pins the digest of each file): a schema change is a new file that alters what
+is there (``ALTER TABLE ... ADD COLUMN``), or, when the projected rows themselves change, drops
+and recreates the tables and empties the ledger checkpoints, so that the next catch-up projects
+the whole ledger again. Statements are idempotent (``IF [NOT] EXISTS``), so a migration cut
+short can run again.
+
+:data:`COLUMN_TYPES` describes the tables as the migrations leave them (the store inserts by
+it; a test checks each table of a migrated store against it). The views are derived: built
+from :mod:`projections.sql` (the same SQL as the queries) and recreated whenever their
+definition changes.
 """
 
+import hashlib
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 from processors import tables as t
 from projections import sql
@@ -14,22 +25,55 @@ from projections import sql
 TIME = "DateTime64(6, 'UTC')"
 ID = "String"
 LOW = "LowCardinality(String)"
+SETTINGS_TABLE = "projection_settings"
+MIGRATIONS_TABLE = "schema_migrations"
+VIEWS_SETTING = "views"
+"""The projection setting that records the digest of the views' definitions."""
 
 
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
     name: str
-    statements: tuple[str, ...]
+    file: str
+
+    @property
+    def text(self) -> str:
+        return (resources.files("projections") / "schema" / self.file).read_text("utf-8")
+
+    @property
+    def statements(self) -> tuple[str, ...]:
+        """The file's statements: each ends with ``;`` at the end of a line; ``--`` lines are
+        comments."""
+        lines = [line for line in self.text.splitlines() if not line.startswith("--")]
+        return tuple(s.strip() for s in "\n".join(lines).split(";\n") if s.strip(" \n;"))
 
 
-def _table(name: str, columns: list[tuple[str, str]], order_by: str, engine: str = "") -> str:
-    body = ",\n    ".join(f"{column} {kind}" for column, kind in columns)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {{db}}.{name} (\n    {body}\n)\n"
-        f"ENGINE = {engine or 'ReplacingMergeTree'}\nORDER BY ({order_by})"
-    )
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "history tables", "0001-history-tables.sql"),
+    Migration(2, "views for BI tools", "0002-views-for-bi-tools.sql"),
+    Migration(3, "rejections: length and SHA-256 of a submission kept in part",
+              "0003-rejections-length-and-sha256.sql"),
+    Migration(4, "tables for the questions asked: current state, check-ins by time; "
+              "projected again", "0004-tables-for-the-questions.sql"),
+)  # fmt: skip
 
+_KEY_RESULT_DEFINITION = [
+    ("objective_id", ID), ("owner_unit_id", ID), ("period_id", ID),
+    ("period_starts_on", "Date32"), ("period_ends_on", "Date32"), ("title", "String"),
+    ("kind", LOW), ("unit", LOW), ("start", "Float64"), ("current_target", "Float64"),
+]  # fmt: skip
+_OBJECTIVE_STRUCTURE = [
+    ("title", "String"), ("description", "Nullable(String)"), ("owner_unit_id", ID),
+    ("period_id", ID), ("period_starts_on", "Date32"), ("period_ends_on", "Date32"),
+    ("lifecycle", LOW), ("rollup", LOW), ("weight", "Float64"),
+    ("parent_objective_id", "Nullable(String)"), ("ancestor_ids", "Array(String)"),
+    ("depth", "UInt16"), ("theme_ids", "Array(String)"), ("reached_theme_ids", "Array(String)"),
+    ("contributes_to", "Array(String)"), ("depends_on", "Array(String)"), ("orphan", "Bool"),
+    ("parent_inactive", "Bool"), ("unit_objective_count", "UInt32"),
+    ("key_result_count", "UInt32"), ("child_count", "UInt32"),
+]  # fmt: skip
+_NUMBERS = [("progress", "Float64"), ("confidence", "Nullable(Float64)")]
 
 COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
     t.AUDIT: [
@@ -52,13 +96,7 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
     ],
     t.KEY_RESULTS: [
         ("org_id", LOW), ("key_result_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
-        ("objective_id", ID), ("owner_unit_id", ID), ("period_id", ID),
-        ("period_starts_on", "Date32"), ("period_ends_on", "Date32"), ("title", "String"),
-        ("kind", LOW), ("unit", LOW), ("start", "Float64"), ("current_target", "Float64"),
-        ("target", "Float64"), ("value", "Float64"), ("progress", "Float64"),
-        ("attainment", "Float64"), ("confidence", "Nullable(Float64)"),
-        ("last_check_in_at", f"Nullable({TIME})"), ("last_check_in_id", "Nullable(String)"),
-        ("check_in_count", "UInt32"), ("weight", "Float64"), ("due_on", "Nullable(Date32)"),
+        *_KEY_RESULT_DEFINITION, ("weight", "Float64"), ("due_on", "Nullable(Date32)"),
         ("checkin_every_days", "UInt16"), ("retired", "Bool"),
     ],
     t.TARGETS: [
@@ -67,16 +105,10 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
     ],
     t.OBJECTIVES: [
         ("org_id", LOW), ("objective_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
-        ("title", "String"), ("description", "Nullable(String)"), ("owner_unit_id", ID),
-        ("period_id", ID), ("period_starts_on", "Date32"), ("period_ends_on", "Date32"),
-        ("lifecycle", LOW), ("rollup", LOW), ("weight", "Float64"),
-        ("parent_objective_id", "Nullable(String)"), ("ancestor_ids", "Array(String)"),
-        ("depth", "UInt16"), ("theme_ids", "Array(String)"),
-        ("reached_theme_ids", "Array(String)"), ("contributes_to", "Array(String)"),
-        ("depends_on", "Array(String)"), ("orphan", "Bool"), ("parent_inactive", "Bool"),
-        ("unit_objective_count", "UInt32"), ("progress", "Float64"),
-        ("confidence", "Nullable(Float64)"), ("key_result_count", "UInt32"),
-        ("child_count", "UInt32"),
+        *_OBJECTIVE_STRUCTURE,
+    ],
+    t.OBJECTIVE_UPDATES: [
+        ("org_id", LOW), ("objective_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
     ],
     t.THEMES: [
         ("org_id", LOW), ("theme_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
@@ -109,51 +141,29 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
         ("source", "Nullable(String)"), ("line", "Nullable(UInt64)"), ("raw", "String"),
         ("raw_length", "Nullable(UInt64)"), ("raw_sha256", "Nullable(String)"),
     ],
+    t.KEY_RESULTS_NOW: [
+        ("org_id", LOW), ("key_result_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
+        *_KEY_RESULT_DEFINITION, ("target", "Float64"), ("value", "Float64"),
+        ("progress", "Float64"), ("attainment", "Float64"), ("confidence", "Nullable(Float64)"),
+        ("last_check_in_at", f"Nullable({TIME})"), ("last_check_in_id", "Nullable(String)"),
+        ("check_in_count", "UInt32"), ("weight", "Float64"), ("due_on", "Nullable(Date32)"),
+        ("checkin_every_days", "UInt16"), ("retired", "Bool"),
+    ],
+    t.OBJECTIVES_NOW: [
+        ("org_id", LOW), ("objective_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
+        *_OBJECTIVE_STRUCTURE, *_NUMBERS,
+    ],
     t.CHECKPOINTS: [
         ("stream", LOW), ("org_id", LOW), ("position", "UInt64"), ("last_recorded_at", TIME),
     ],
 }  # fmt: skip
+"""Every table's columns and ClickHouse types, as the migrations leave them."""
 
-_ORDER_BY = {
-    t.AUDIT: "org_id, sequence",
-    t.CHECK_INS: "org_id, key_result_id, check_in_id, sequence",
-    t.KEY_RESULTS: "org_id, key_result_id, sequence",
-    t.TARGETS: "org_id, key_result_id, sequence",
-    t.OBJECTIVES: "org_id, objective_id, sequence",
-    t.THEMES: "org_id, theme_id, sequence",
-    t.UNITS: "org_id, unit_id, sequence",
-    t.PERIODS: "org_id, period_id, sequence",
-    t.STRATEGY: "org_id, sequence",
-    t.REJECTIONS: "position",
-    t.CHECKPOINTS: "stream, org_id",
-}
-
-SETTINGS_TABLE = "projection_settings"
-MIGRATIONS_TABLE = "schema_migrations"
+SETTINGS_COLUMNS = [("name", "String"), ("value", "String"), ("updated_at", TIME)]
 FOCUS_LIMIT_SQL = (
     f"ifNull((SELECT toUInt32OrNull(argMax(value, updated_at)) FROM {{db}}.{SETTINGS_TABLE} "
     "WHERE name = 'over_focus_limit'), 5)"
 )
-
-
-def _base_tables() -> tuple[str, ...]:
-    statements = []
-    for table, columns in COLUMN_TYPES.items():
-        engine = "ReplacingMergeTree(position)" if table == t.CHECKPOINTS else ""
-        statements.append(_table(table, columns, _ORDER_BY[table], engine))
-    statements.append(
-        "ALTER TABLE {db}.audit_events ADD INDEX IF NOT EXISTS subject_idx subject_id "
-        "TYPE bloom_filter GRANULARITY 4"
-    )
-    statements.append(
-        _table(
-            SETTINGS_TABLE,
-            [("name", "String"), ("value", "String"), ("updated_at", TIME)],
-            "name",
-            "ReplacingMergeTree(updated_at)",
-        )
-    )
-    return tuple(statements)
 
 
 def _view(name: str, body: str) -> str:
@@ -164,7 +174,13 @@ def _history(table: str, order: str) -> str:
     return f"SELECT * FROM {{db}}.{table} FINAL ORDER BY {order}"
 
 
-def _views() -> tuple[str, ...]:
+def _now(table: str) -> str:
+    return f"(SELECT * FROM {{db}}.{table} FINAL)"
+
+
+@cache
+def view_statements() -> tuple[str, ...]:
+    """The views BI tools read: each a plain ``SELECT`` away from the right answer."""
     db = "{db}"
 
     def latest(table: str) -> str:
@@ -178,14 +194,14 @@ def _views() -> tuple[str, ...]:
             f"recorded_at AS updated_at, change AS last_change FROM {latest(t.CHECK_INS)}",
         ),
         _view("target_history", _history(t.TARGETS, "org_id, key_result_id, sequence")),
-        _view("key_result_progress", sql.key_result_progress(latest(t.KEY_RESULTS), sql.NOW)),
+        _view("key_result_progress", sql.key_result_progress(_now(t.KEY_RESULTS_NOW), sql.NOW)),
         _view(
             "objective_progress",
-            sql.objective_progress(latest(t.OBJECTIVES), sql.NOW, FOCUS_LIMIT_SQL),
+            sql.objective_progress(_now(t.OBJECTIVES_NOW), sql.NOW, FOCUS_LIMIT_SQL),
         ),
         _view(
             "theme_coverage",
-            sql.theme_coverage(latest(t.OBJECTIVES), latest(t.THEMES), latest(t.PERIODS)),
+            sql.theme_coverage(_now(t.OBJECTIVES_NOW), latest(t.THEMES), latest(t.PERIODS)),
         ),
         _view("strategy_now", f"SELECT * FROM {latest(t.STRATEGY)}"),
         _view("themes", f"SELECT * FROM {latest(t.THEMES)}"),
@@ -195,21 +211,11 @@ def _views() -> tuple[str, ...]:
     )
 
 
-def _whole_submission_of_rejections() -> tuple[str, ...]:
-    """Stores made before version 3 lack the two columns (a new store has them from 1)."""
-    added = [
-        f"ALTER TABLE {{db}}.{t.REJECTIONS} ADD COLUMN IF NOT EXISTS {column} {kind}"
-        for column, kind in COLUMN_TYPES[t.REJECTIONS][-2:]
-    ]
-    return (*added, _view("rejection_history", _history(t.REJECTIONS, "position")))
+@cache
+def views_digest() -> str:
+    """What the views' definitions are: when it changes, the store recreates them."""
+    return hashlib.sha256("\n".join(view_statements()).encode()).hexdigest()
 
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "history tables", _base_tables()),
-    Migration(2, "views for BI tools", _views()),
-    Migration(3, "rejections: length and SHA-256 of a submission kept in part",
-              _whole_submission_of_rejections()),
-)  # fmt: skip
 
 VIEWS = (
     "audit_history",

@@ -13,7 +13,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -45,15 +45,8 @@ class Progress:
     key_results: list[Record]
 
 
-def aware(value: Any) -> Any:
-    """clickhouse-connect returns UTC times without a zone: say that they are UTC."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _records(store: ProjectionStore, query: str, params: dict[str, Any]) -> list[Record]:
-    return [{k: aware(v) for k, v in row.items()} for row in store.dicts(query, params)]
+    return store.dicts(query, params)
 
 
 def org_ids(store: ProjectionStore) -> list[str]:
@@ -114,31 +107,46 @@ def _params(org_id: str, seq: int, moment: Moment, **more: Any) -> dict[str, Any
 
 
 _REF = "{ref:DateTime64(6, 'UTC')}"
+_AT = "{at:DateTime64(6, 'UTC')}"
 
 
 def key_results(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
-    seq = sequence_as_of(store, org_id, moment.as_of)
-    source = sql.latest_as_of("{db}", t.KEY_RESULTS)
-    query = sql.key_result_progress(source, _REF) + " ORDER BY objective_id, key_result_id"
-    records = _records(store, query, _params(org_id, seq, moment))
-    if moment.at is not None:
-        _values_at(store, org_id, seq, moment, records)
-    return records
+    if moment.as_of is None and moment.at is None:
+        source = sql.now("{db}", t.KEY_RESULTS_NOW)
+        query = sql.key_result_progress(source, _REF) + " ORDER BY objective_id, key_result_id"
+        return _records(store, query, {"org": org_id, "ref": moment.ref})
+    return _key_results_as_of(store, org_id, sequence_as_of(store, org_id, moment.as_of), moment)
 
 
 def objectives(
-    store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    focus_limit: int,
+    *,
+    as_of: tuple[int, list[Record]] | None = None,
 ) -> list[Record]:
-    seq = sequence_as_of(store, org_id, moment.as_of)
-    source = sql.latest_as_of("{db}", t.OBJECTIVES)
-    query = sql.objective_progress(source, _REF, "{limit:UInt32}") + " ORDER BY objective_id"
-    return _records(store, query, _params(org_id, seq, moment, limit=focus_limit))
+    """``as_of``: the ledger sequence of ``moment.as_of`` and the key results then, if known."""
+    if moment.as_of is not None:
+        return _objectives_as_of(store, org_id, moment, focus_limit, as_of)
+    query = sql.objective_progress(sql.now("{db}", t.OBJECTIVES_NOW), _REF, "{limit:UInt32}")
+    return _records(store, query + " ORDER BY objective_id", {
+        **_params(org_id, 0, moment), "limit": focus_limit
+    })  # fmt: skip
 
 
 def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int) -> Progress:
     """Every objective and key result of ``org_id`` as of ``moment``."""
-    objective_records = objectives(store, org_id, moment, focus_limit)
-    key_result_records = key_results(store, org_id, moment)
+    if moment.as_of is None:
+        objective_records = objectives(store, org_id, moment, focus_limit)
+        key_result_records = key_results(store, org_id, moment)
+    else:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+        then = _key_results_as_of(store, org_id, seq, replace(moment, at=None))
+        objective_records = objectives(store, org_id, moment, focus_limit, as_of=(seq, then))
+        key_result_records = (
+            then if moment.at is None else _key_results_as_of(store, org_id, seq, moment)
+        )
     if moment.at is not None:
         _roll_up(objective_records, key_result_records, moment.ref)
     return Progress(objective_records, key_result_records)
@@ -146,21 +154,105 @@ def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: i
 
 def coverage(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
     """Every active theme in every period: objectives, key results and progress reaching it."""
-    seq = sequence_as_of(store, org_id, moment.as_of)
-    query = sql.theme_coverage(
-        *(sql.latest_as_of("{db}", table) for table in (t.OBJECTIVES, t.THEMES, t.PERIODS))
+    if moment.as_of is None:
+        params = _params(org_id, 0, moment)
+        sources = [sql.now("{db}", t.OBJECTIVES_NOW)] + [
+            sql.latest("{db}", table, "org_id = {org:String}") for table in (t.THEMES, t.PERIODS)
+        ]
+    else:
+        params = _numbers_as_of(store, org_id, moment, None)
+        sources = [sql.objectives_as_of("{db}")] + [
+            sql.latest_as_of("{db}", table) for table in (t.THEMES, t.PERIODS)
+        ]
+    query = sql.theme_coverage(*sources) + " ORDER BY period_id, theme_id"
+    return _records(store, query, params)
+
+
+def _numbers_as_of(
+    store: ProjectionStore, org_id: str, moment: Moment, as_of: tuple[int, list[Record]] | None
+) -> dict[str, Any]:
+    """The parameters of :func:`projections.sql.objectives_as_of`: each objective's numbers as
+    of ``moment.as_of``, rolled up from its key results then (as the projector did)."""
+    seq, _structures, numbers = _structures_as_of(store, org_id, moment, as_of)
+    return {
+        **_params(org_id, seq, moment),
+        "ids": list(numbers),
+        "progress": [progress for progress, _confidence in numbers.values()],
+        "confidence": [confidence for _progress, confidence in numbers.values()],
+    }
+
+
+def _structures_as_of(
+    store: ProjectionStore, org_id: str, moment: Moment, as_of: tuple[int, list[Record]] | None
+) -> tuple[int, list[Record], dict[str, tuple[float, float | None]]]:
+    """The ledger sequence of ``moment.as_of``, each objective's structure then, and its
+    numbers rolled up from the key results then."""
+    if as_of is None:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+        as_of = seq, _key_results_as_of(store, org_id, seq, replace(moment, at=None))
+    seq, key_result_records = as_of
+    structures = _records(
+        store, sql.objective_structures_as_of("{db}"), _params(org_id, seq, moment)
     )
-    return _records(store, query + " ORDER BY period_id, theme_id", _params(org_id, seq, moment))
+    return seq, structures, _rolled_up(structures, key_result_records)
+
+
+def _objectives_as_of(
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    focus_limit: int,
+    as_of: tuple[int, list[Record]] | None,
+) -> list[Record]:
+    """As :func:`projections.sql.objective_progress` gives them (the same columns, rules and
+    order), from the structures and the numbers rolled up then."""
+    _seq, structures, numbers = _structures_as_of(store, org_id, moment, as_of)
+    records = []
+    for o in structures:
+        progress, confidence = numbers[o["objective_id"]]
+        expected = scoring.expected_progress(None, o["period_starts_on"], o["period_ends_on"],
+                                             moment.ref)  # fmt: skip
+        over_focus = o["lifecycle"] != "abandoned" and o["unit_objective_count"] > focus_limit
+        updated = o["updated_sequence"] > o["sequence"]
+        records.append({
+            **{name: o[name] for name in _OBJECTIVE_HEAD},
+            "progress": progress, "expected_progress": expected,
+            "status": scoring.status(progress, expected), "confidence": confidence,
+            "key_result_count": o["key_result_count"], "child_count": o["child_count"],
+            "unit_objective_count": o["unit_objective_count"], "orphan": o["orphan"],
+            "parent_inactive": o["parent_inactive"], "over_focus": over_focus,
+            "flags": [flag for flag, on in (("orphan", o["orphan"]),
+                      ("parent_inactive", o["parent_inactive"]), ("over_focus", over_focus)) if on],
+            "period_starts_on": o["period_starts_on"], "period_ends_on": o["period_ends_on"],
+            "as_of_sequence": o["updated_sequence"] if updated else o["sequence"],
+            "updated_at": o["updated_recorded_at"] if updated else o["recorded_at"],
+        })  # fmt: skip
+    return records
+
+
+_OBJECTIVE_HEAD = (
+    "org_id", "objective_id", "title", "description", "owner_unit_id", "period_id",
+    "lifecycle", "rollup", "weight", "parent_objective_id", "ancestor_ids", "depth",
+    "theme_ids", "reached_theme_ids", "contributes_to", "depends_on",
+)  # fmt: skip
+"""The columns of an objective's answer before its numbers (:func:`sql.objective_progress`)."""
 
 
 def history(store: ProjectionStore, org_id: str, subject: str, moment: Moment) -> list[Record]:
-    """The audit trail of one entity: events about it or naming it, in ledger order."""
+    """The audit trail of one entity: events about it or naming it, in ledger order.
+
+    The audit is sorted by subject: the events about it are read as one range, and those that
+    only name it are found by the index on ``related_ids``.
+    """
     seq = sequence_as_of(store, org_id, moment.as_of)
+    part = (
+        "SELECT * FROM {db}.audit_events WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
+    )
     return _records(
         store,
-        "SELECT * FROM {db}.audit_history WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
-        " AND (subject_id = {subject:String} OR has(related_ids, {subject:String}))"
-        " ORDER BY sequence",
+        f"SELECT * FROM ({part} AND subject_id = {{subject:String}} UNION ALL {part}"
+        " AND has(related_ids, {subject:String}) AND subject_id != {subject:String})"
+        " ORDER BY sequence LIMIT 1 BY sequence",
         _params(org_id, seq, moment, subject=subject),
     )
 
@@ -170,127 +262,145 @@ def check_ins(
 ) -> list[Record]:
     """Each check-in of a key result as known at ``moment.as_of``, by business time."""
     seq = sequence_as_of(store, org_id, moment.as_of)
-    source = sql.latest_as_of("{db}", t.CHECK_INS)
     return _records(
         store,
-        f"SELECT * FROM {source} WHERE key_result_id = {{kr:String}} "
-        "ORDER BY occurred_at, check_in_sequence",
+        f"SELECT * FROM (SELECT * FROM {{db}}.{t.CHECK_INS} WHERE {sql.AS_OF_FILTER}"
+        " AND key_result_id = {kr:String}"
+        " ORDER BY sequence DESC LIMIT 1 BY check_in_sequence)"
+        " ORDER BY occurred_at, check_in_sequence",
         _params(org_id, seq, moment, kr=key_result_id),
     )
 
 
-# --- business time: values at ``at``, rolled up in Python ------------------------------------
+# --- as of a ledger sequence, at a business time: from the check-ins ---------------------------
 
 
-def _values_at(
-    store: ProjectionStore, org_id: str, seq: int, moment: Moment, records: list[Record]
-) -> None:
-    params = _params(org_id, seq, moment, at=moment.at)
-    at = "{at:DateTime64(6, 'UTC')}"
-    # First which check-in is current per key result (cheap columns only), then its details.
-    picked = store.rows(
-        "SELECT kr, count(), argMax(check_in_id, (measured, recorded_as)) FROM ("
-        "SELECT check_in_id, any(key_result_id) AS kr, any(occurred_at) AS measured, "
-        "any(check_in_sequence) AS recorded_as, argMax(retracted, sequence) AS retracted_now "
-        "FROM {db}.check_in_versions "
-        f"WHERE org_id = {{org:String}} AND sequence <= {{seq:UInt64}} AND occurred_at <= {at} "
-        "GROUP BY check_in_id) WHERE NOT retracted_now GROUP BY kr",
-        params,
-    )
-    counts = {kr: int(count) for kr, count, _id in picked}
-    details = {
-        row["check_in_id"]: row
-        for row in _records(
-            store,
-            "SELECT check_in_id, occurred_at, value, target, progress, attainment, confidence "
-            "FROM {db}.check_in_versions WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
-            " AND has({ids:Array(String)}, check_in_id) "
-            "ORDER BY sequence DESC LIMIT 1 BY check_in_id",
-            {**params, "ids": [check_in_id for _kr, _n, check_in_id in picked]},
+_SEQUENCE = (1 << 64) - 1
+"""The check-in's sequence in :data:`projections.sql.CHECK_IN_KEY`."""
+
+
+def _key_results_as_of(
+    store: ProjectionStore, org_id: str, seq: int, moment: Moment
+) -> list[Record]:
+    """Key results as the ledger up to ``seq`` knew them, their values at ``moment.at`` (if
+    given): each key result's definition up to ``seq`` and the check-in that is current then
+    (the latest by business time that is not retracted), scored as the projector scored it."""
+    at = moment.at
+    params = _params(org_id, seq, moment, at=at)
+    definitions = _records(store, sql.key_results_as_of("{db}", _AT if at else None), params)
+    sequences = [d["current"] & _SEQUENCE for d in definitions if d["current"]]
+    found = _records(store, sql.CURRENT_VERSIONS, {**params, "current": sequences})
+    current = {row["key_result_id"]: row for row in found} if sequences else {}
+    targets = _targets_at(store, params) if at else {}
+    records = []
+    for d in definitions:
+        kr = d["key_result_id"]
+        last, last_at, live = d["last_sequence"], d["last_recorded_at"], d["live"]
+        check_in = current.get(kr)
+        target: float
+        if check_in is None:
+            target = targets[kr] if kr in targets else d["current_target"]
+            value, confidence, occurred, check_in_id = d["start"], None, None, None
+            progress, attainment = scoring.score(d["kind"], d["start"], target, value)
+        else:
+            check_in_id, occurred = check_in["check_in_id"], check_in["occurred_at"]
+            value, target, confidence = (
+                check_in["value"],
+                check_in["target"],
+                check_in["confidence"],
+            )
+            progress, attainment = check_in["progress"], check_in["attainment"]
+        ref = moment.ref
+        expected = scoring.expected_progress(
+            d["kind"], d["period_starts_on"], d["period_ends_on"], ref
         )
-    }
-    latest = {kr: details[check_in_id] for kr, _n, check_in_id in picked}
-    revision = f"reason IS NOT NULL AND effective_at <= {at}"
-    targets: dict[str, float] = {
+        records.append(
+            {
+                "org_id": d["org_id"], "key_result_id": kr, "objective_id": d["objective_id"],
+                "owner_unit_id": d["owner_unit_id"], "period_id": d["period_id"],
+                "title": d["title"], "kind": d["kind"], "unit": d["unit"], "start": d["start"],
+                "target": target, "current_target": d["current_target"], "value": value,
+                "progress": progress, "attainment": attainment, "expected_progress": expected,
+                "status": scoring.status(progress, expected), "confidence": confidence,
+                "last_check_in_at": occurred, "last_check_in_id": check_in_id,
+                "check_in_count": live,
+                "stale": scoring.is_stale(
+                    retired=d["retired"], last_check_in_at=occurred,
+                    cadence_days=d["checkin_every_days"], starts_on=d["period_starts_on"],
+                    ends_on=d["period_ends_on"], ref=ref,
+                ),
+                "weight": d["weight"], "due_on": d["due_on"],
+                "checkin_every_days": d["checkin_every_days"], "retired": d["retired"],
+                "period_starts_on": d["period_starts_on"], "period_ends_on": d["period_ends_on"],
+                "as_of_sequence": max(d["sequence"], last),
+                "updated_at": last_at if last > d["sequence"] else d["recorded_at"],
+            }
+        )  # fmt: skip
+    return records
+
+
+def _targets_at(store: ProjectionStore, params: dict[str, Any]) -> dict[str, float]:
+    """Each key result's target in force at ``{at}``, as known up to ``{seq}``."""
+    revision = f"reason IS NOT NULL AND effective_at <= {_AT}"
+    return {
         row[0]: float(row[1] if row[2] else row[3])
         for row in store.rows(
             "SELECT key_result_id, "
             f"argMaxIf(target, (effective_at, sequence), {revision}),"
             f" countIf({revision}),"
             " argMinIf(target, sequence, reason IS NULL) "
-            "FROM {db}.key_result_targets WHERE org_id = {org:String} AND sequence <= {seq:UInt64}"
-            " GROUP BY key_result_id",
+            f"FROM {{db}}.{t.TARGETS} WHERE {sql.AS_OF_FILTER} GROUP BY key_result_id",
             params,
         )
     }
-    for record in records:
-        found = latest.get(record["key_result_id"])
-        count = counts.get(record["key_result_id"], 0)
-        if found is None:
-            target = targets.get(record["key_result_id"], float(record["current_target"]))
-            value, confidence, occurred, check_in_id = record["start"], None, None, None
-            progress, attainment = scoring.score(record["kind"], record["start"], target, value)
-        else:
-            check_in_id, occurred, confidence = (
-                found["check_in_id"], found["occurred_at"], found["confidence"]
-            )  # fmt: skip
-            value, target = found["value"], found["target"]
-            progress, attainment = found["progress"], found["attainment"]
-        expected = scoring.expected_progress(
-            record["kind"], record["period_starts_on"], record["period_ends_on"], moment.ref
-        )
-        record.update(
-            value=value,
-            target=target,
-            progress=progress,
-            attainment=attainment,
-            confidence=confidence,
-            last_check_in_at=occurred,
-            last_check_in_id=check_in_id,
-            check_in_count=count,
-            expected_progress=expected,
-            status=scoring.status(progress, expected),
-            stale=scoring.is_stale(
-                retired=record["retired"],
-                last_check_in_at=occurred,
-                cadence_days=record["checkin_every_days"],
-                starts_on=record["period_starts_on"],
-                ends_on=record["period_ends_on"],
-                ref=moment.ref,
+
+
+def _rolled_up(
+    objective_records: list[Record], key_result_records: list[Record]
+) -> dict[str, tuple[float, float | None]]:
+    """Each objective's progress and confidence, rolled up from the key results' (those not
+    retired) and its children's (those not abandoned), children first, as the projector."""
+    ids = {o["objective_id"] for o in objective_records}
+    key_results_of: dict[str, list[Record]] = defaultdict(list)
+    for kr in key_result_records:
+        if not kr["retired"]:
+            key_results_of[kr["objective_id"]].append(kr)
+    children_of: dict[str, list[str]] = defaultdict(list)
+    for objective in objective_records:
+        parent = objective["parent_objective_id"]
+        if parent in ids and objective["lifecycle"] != "abandoned":
+            children_of[parent].append(objective["objective_id"])
+    numbers: dict[str, tuple[float, float | None]] = {}
+    weights = {o["objective_id"]: o["weight"] for o in objective_records}
+    for objective in sorted(objective_records, key=lambda o: -int(o["depth"])):
+        own = key_results_of[objective["objective_id"]]
+        numbers[objective["objective_id"]] = (
+            scoring.rollup_progress(
+                objective["rollup"],
+                [(kr["key_result_id"], kr["weight"], kr["progress"]) for kr in own],
+                [
+                    (child, weights[child], numbers[child][0])
+                    for child in children_of[objective["objective_id"]]
+                ],
             ),
+            scoring.weakest(kr["confidence"] for kr in own),
         )
+    return numbers
 
 
 def _roll_up(
     objective_records: list[Record], key_result_records: list[Record], ref: datetime
 ) -> None:
     """Recompute objective progress and confidence from key results' values at ``at``."""
-    by_id = {o["objective_id"]: o for o in objective_records}
-    key_results_of: dict[str, list[Record]] = defaultdict(list)
-    for kr in key_result_records:
-        if not kr["retired"]:
-            key_results_of[kr["objective_id"]].append(kr)
-    children_of: dict[str, list[Record]] = defaultdict(list)
+    numbers = _rolled_up(objective_records, key_result_records)
     for objective in objective_records:
-        parent = objective["parent_objective_id"]
-        if parent in by_id and objective["lifecycle"] != "abandoned":
-            children_of[parent].append(objective)
-    for objective in sorted(objective_records, key=lambda o: -int(o["depth"])):
-        own = key_results_of[objective["objective_id"]]
-        value = scoring.rollup_progress(
-            objective["rollup"],
-            [(kr["key_result_id"], kr["weight"], kr["progress"]) for kr in own],
-            [
-                (child["objective_id"], child["weight"], child["progress"])
-                for child in children_of[objective["objective_id"]]
-            ],
-        )
+        value, confidence = numbers[objective["objective_id"]]
         expected = scoring.expected_progress(
             None, objective["period_starts_on"], objective["period_ends_on"], ref
         )
         objective.update(
             progress=value,
-            confidence=scoring.weakest(kr["confidence"] for kr in own),
+            confidence=confidence,
             expected_progress=expected,
             status=scoring.status(value, expected),
         )

@@ -1,22 +1,25 @@
 """SQL shared by the views (what BI tools read) and the CLI's queries, so both say the same.
 
-Each builder takes its *sources*: for a view, the latest version of every entity
-(:func:`latest`); for an as-of query, the latest version up to a ledger sequence
-(:func:`latest_as_of`). Time-dependent columns take a *reference time* expression: ``now64(6)``
-in views, a bound parameter in queries. ``processors/scoring.py`` has the same rules in Python
-(for ``--at``); a test checks that the two agree.
+Each builder takes its *sources*: for a view, the current-state tables (``FINAL``) or the
+latest version of every entity (:func:`latest`); for an as-of query, the state up to a ledger
+sequence (:func:`latest_as_of`, :func:`key_results_as_of`, :func:`objectives_as_of`).
+Time-dependent columns take a *reference time* expression: ``now64(6)`` in views, a bound
+parameter in queries. ``processors/scoring.py`` has the same rules in Python (for ``--at``);
+a test checks that the two agree.
 """
 
+from processors import tables as t
 from processors.scoring import AT_RISK_GAP, ON_TRACK_GAP
 
 KEYS = {
-    "key_result_versions": "key_result_id",
-    "objective_versions": "objective_id",
-    "check_in_versions": "check_in_id",
-    "theme_versions": "theme_id",
-    "unit_versions": "unit_id",
-    "period_versions": "period_id",
-    "strategy_versions": "org_id",
+    t.KEY_RESULTS: "key_result_id",
+    t.OBJECTIVES: "objective_id",
+    t.OBJECTIVE_UPDATES: "objective_id",
+    t.CHECK_INS: "check_in_id",
+    t.THEMES: "theme_id",
+    t.UNITS: "unit_id",
+    t.PERIODS: "period_id",
+    t.STRATEGY: "org_id",
 }
 NOW = "now64(6)"
 AS_OF_FILTER = "org_id = {org:String} AND sequence <= {seq:UInt64}"
@@ -41,6 +44,99 @@ def latest(db: str, table: str, where: str = "") -> str:
 
 def latest_as_of(db: str, table: str) -> str:
     return latest(db, table, AS_OF_FILTER)
+
+
+def now(db: str, table: str) -> str:
+    """The rows of one org in a current-state table."""
+    return f"(SELECT * FROM {db}.{table} FINAL WHERE org_id = {{org:String}})"
+
+
+def objective_structures_as_of(db: str) -> str:
+    """Each objective's structure version up to ``{seq}``, with its last update up to then
+    (``updated_sequence``, ``updated_recorded_at``): its numbers are rolled up from the key
+    results (see :mod:`projections.queries`)."""
+    return f"""
+SELECT s.*, u.u_sequence AS updated_sequence, u.u_recorded_at AS updated_recorded_at
+FROM {latest_as_of(db, t.OBJECTIVES)} AS s
+LEFT JOIN {_last_updates(db)} AS u ON u.objective_id = s.objective_id
+ORDER BY s.objective_id"""
+
+
+def _last_updates(db: str) -> str:
+    """Each objective's last update up to ``{seq}``: ``u_sequence``, ``u_recorded_at``."""
+    return f"""(
+    SELECT objective_id, max(sequence) AS u_sequence,
+        argMax(recorded_at, sequence) AS u_recorded_at
+    FROM {db}.{t.OBJECTIVE_UPDATES} WHERE {AS_OF_FILTER} GROUP BY objective_id
+)"""
+
+
+def objectives_as_of(db: str) -> str:
+    """Every objective of one org up to ``{seq}``, with the columns of ``objectives_now``: its
+    structure version, and its numbers as given (``{ids}``, ``{progress}``, ``{confidence}``:
+    rolled up from the key results as they were); its version is the later of its structure
+    version and its last update."""
+    return f"""(
+    SELECT s.* EXCEPT (sequence, recorded_at),
+        transform(objective_id, {{ids:Array(String)}}, {{progress:Array(Float64)}}, 0.)
+            AS progress,
+        {{confidence:Array(Nullable(Float64))}}[indexOf({{ids:Array(String)}}, objective_id)]
+            AS confidence,
+        greatest(s.sequence, u.u_sequence) AS sequence,
+        if(u.u_sequence > s.sequence, u.u_recorded_at, s.recorded_at) AS recorded_at
+    FROM {latest_as_of(db, t.OBJECTIVES)} AS s
+    LEFT JOIN {_last_updates(db)} AS u ON u.objective_id = s.objective_id
+)"""
+
+
+CHECK_IN_KEY = (
+    "bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64) + check_in_sequence"
+)
+"""How check-ins compete to be a key result's current one, as one number: business time,
+ties broken by the check-in's sequence."""
+
+
+def key_results_as_of(db: str, at: str | None) -> str:
+    """Each key result's definition up to ``{seq}``, and from its check-in versions up to then:
+    the last version's sequence (``last_sequence``) and time (``last_recorded_at``), how many
+    check-ins are live (``live``: not retracted, and measured by ``at`` if given), and the key
+    (:data:`CHECK_IN_KEY`) of the current one among them (``current``; 0: none).
+
+    The history tables hold no row twice (the store removes a commit cut short before it
+    projects those events again), so rows may be counted.
+    """
+    live = "NOT gone" + (f" AND occurred_at <= {at}" if at else "")
+    return f"""
+SELECT d.*, c.last_sequence AS last_sequence, c.last_recorded_at AS last_recorded_at,
+    c.live AS live, c.current AS current
+FROM (
+    SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {AS_OF_FILTER}
+    ORDER BY sequence DESC LIMIT 1 BY key_result_id
+) AS d
+LEFT JOIN (
+SELECT key_result_id, max(sequence) AS last_sequence,
+    argMax(recorded_at, sequence) AS last_recorded_at,
+    countIf(change = 'recorded' AND {live}) AS live,
+    max(if({live}, {CHECK_IN_KEY}, toUInt128(0))) AS current
+FROM (
+    SELECT key_result_id, sequence, recorded_at, change, occurred_at, check_in_sequence,
+        check_in_sequence IN (
+            SELECT check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {AS_OF_FILTER} AND retracted
+        ) AS gone
+    FROM {db}.{t.CHECK_INS} WHERE {AS_OF_FILTER}
+)
+GROUP BY key_result_id
+) AS c ON c.key_result_id = d.key_result_id
+ORDER BY d.objective_id, d.key_result_id"""
+
+
+CURRENT_VERSIONS = f"""
+SELECT key_result_id, check_in_id, occurred_at, value, target, progress, attainment, confidence
+FROM {{db}}.{t.CHECK_INS}
+WHERE {AS_OF_FILTER} AND check_in_sequence IN {{current:Array(UInt64)}}
+ORDER BY sequence DESC LIMIT 1 BY check_in_sequence"""
+"""The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
+one column to scan, and the details read only where it matches)."""
 
 
 def _micros(expression: str) -> str:

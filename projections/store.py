@@ -1,24 +1,27 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
-import gc
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from processors import tables as t
 from processors.tables import RowBatch
 from projections.client import ClickHouseClient, Target, connect, parse_url
 from projections.migrations import (
-    COLUMN_TYPES,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     SETTINGS_TABLE,
     TIME,
     VIEWS,
+    VIEWS_SETTING,
+    view_statements,
+    views_digest,
 )
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows
-from schemas.errors import ProjectionError, ProjectionQueryError
+from schemas.errors import MissingExtraError, ProjectionError, ProjectionQueryError
+
+if TYPE_CHECKING:
+    from projections.arrow_rows import ArrowTables
 
 Params = dict[str, Any]
 
@@ -40,6 +43,9 @@ class ProjectionStore:
         self.database = database
         self.description = description or database
         self._migrated = False
+        self._settings: dict[str, str] = {}
+        self._staged: ArrowTables | None = None
+        self._checkpoints: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._guard = ReadOnlyGuard()
 
     @classmethod
@@ -69,34 +75,43 @@ class ProjectionStore:
     def _sql(self, statement: str) -> str:
         return statement.replace("{db}", self.database)
 
-    def _run(self, statement: str) -> None:
+    def _run(self, statement: str, parameters: Params | None = None) -> None:
         try:
-            self.client.command(self._sql(statement))
+            self.client.command(self._sql(statement), parameters)
         except Exception as error:
             raise ProjectionError(f"{self.description}: {error}") from error
 
     def migrate(self) -> list[int]:
-        """Apply the migrations not yet recorded; return the versions applied now."""
-        self._run("CREATE DATABASE IF NOT EXISTS {db}")
+        """Apply the migrations not yet recorded, and the views if their definition changed;
+        return the versions applied now."""
+        try:
+            done = {version for version, _name, _at in self.applied_migrations()}
+        except ProjectionQueryError:  # a new store: no database or no record of migrations
+            self._run("CREATE DATABASE IF NOT EXISTS {db}")
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {{db}}.{MIGRATIONS_TABLE} "
+                f"(version UInt32, name String, applied_at {TIME}) "
+                "ENGINE = ReplacingMergeTree ORDER BY version"
+            )
+            done = set()
         self.client.database = self.database  # unqualified names in ad-hoc SQL
-        self._run(
-            f"CREATE TABLE IF NOT EXISTS {{db}}.{MIGRATIONS_TABLE} "
-            f"(version UInt32, name String, applied_at {TIME}) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
-        done = {version for version, _name, _at in self.applied_migrations()}
         applied = []
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
             for statement in migration.statements:
                 self._run(statement)
-            self.client.insert(
-                f"{self.database}.{MIGRATIONS_TABLE}",
-                [(migration.version, migration.name, datetime.now(UTC))],
-                column_names=["version", "name", "applied_at"],
+            self._run(
+                f"INSERT INTO {{db}}.{MIGRATIONS_TABLE} VALUES "
+                "({version:UInt32}, {name:String}, now64(6))",
+                {"version": migration.version, "name": migration.name},
             )
             applied.append(migration.version)
+        self._settings = self._read_settings()
+        if self._settings.get(VIEWS_SETTING) != views_digest():
+            for statement in view_statements():
+                self._run(statement)
+            self.set_setting(VIEWS_SETTING, views_digest())
         self._migrated = True
         return applied
 
@@ -113,42 +128,56 @@ class ProjectionStore:
             self._run(f"DROP VIEW IF EXISTS {{db}}.{view}")
         for table in (*t.COLUMNS, SETTINGS_TABLE, MIGRATIONS_TABLE):
             self._run(f"DROP TABLE IF EXISTS {{db}}.{table}")
+        self._settings = {}
         self._migrated = False
 
     # --- writing --------------------------------------------------------------------------
 
     def insert(self, rows: RowBatch) -> None:
-        """Insert each table's rows in one go, the checkpoints last.
+        """Insert each table's rows in one go, the checkpoints last (:meth:`stage`, then
+        :meth:`commit`)."""
+        self.stage(rows)
+        self.commit()
 
-        If this is cut short, the checkpoints still point before the batch, and projecting it
-        again re-inserts rows that collapse with those already there.
-        """
+    def stage(self, rows: RowBatch) -> None:
+        """Keep ``rows`` (as Arrow) to insert with the next :meth:`commit`."""
+        staged = self._staged = self._staged or _arrow_tables()
         for table, batch in rows.items():
-            if batch and table != t.CHECKPOINTS:
-                self._insert(table, batch)
-        if rows.get(t.CHECKPOINTS):
-            self._insert(t.CHECKPOINTS, rows[t.CHECKPOINTS])
-        if not gc.isenabled():  # paused by the caller (see processors.projector.collector_paused)
-            # The driver leaves reference cycles that hold each insert's data: free them now
-            # rather than when collection resumes (only the youngest objects are scanned).
-            gc.collect(0)
+            if table == t.CHECKPOINTS:
+                for checkpoint in batch:
+                    self._checkpoints[checkpoint[0], checkpoint[1]] = checkpoint
+            else:
+                staged.add(table, batch)
 
-    def _insert(self, table: str, batch: Sequence[tuple[Any, ...]]) -> None:
-        columns = [list(column) for column in zip(*batch, strict=True)]
-        for index in _TIME_COLUMNS[table]:  # as ticks: cheaper than the driver's conversion
-            columns[index] = [(moment - _EPOCH) // _MICROSECOND for moment in columns[index]]
-        for index in _NULLABLE_TIME_COLUMNS[table]:
-            columns[index] = [
-                None if moment is None else (moment - _EPOCH) // _MICROSECOND
-                for moment in columns[index]
-            ]
+    @property
+    def staged_bytes(self) -> int:
+        return self._staged.bytes if self._staged else 0
+
+    def commit(self) -> None:
+        """Insert what was staged: one insert per table (the audit first), the checkpoints last.
+
+        If this is cut short, the checkpoints still point before the batches. A ``BEGUN_STREAM``
+        checkpoint, inserted before the rows, says where the commit would have ended: one beyond
+        its org's checkpoint says that a commit was cut short, and the next catch-up removes the
+        rows beyond the checkpoint, in every history table, before it projects those events
+        again (:meth:`discard_unfinished`).
+        """
+        staged, self._staged = self._staged or _arrow_tables(), None
+        checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
+        begun = [(t.BEGUN_STREAM, *row[1:]) for row in checkpoints if row[0] == t.LEDGER_STREAM]
+        if begun and staged.tables():
+            staged.add(t.CHECKPOINTS, begun)
+            self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+        for table in staged.tables():
+            self._insert(table, staged.take(table))
+        if checkpoints:
+            staged.add(t.CHECKPOINTS, checkpoints)
+            self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+
+    def _insert(self, table: str, stream: memoryview) -> None:
         try:
-            self.client.insert(
-                f"{self.database}.{table}",
-                columns,
-                column_names=t.COLUMNS[table],
-                column_type_names=_TYPE_NAMES[table],  # else the driver asks the store each time
-                column_oriented=True,
+            self.client.raw_insert(
+                f"{self.database}.{table}", t.COLUMNS[table], stream, fmt="ArrowStream"
             )
         except Exception as error:
             raise ProjectionError(f"insert into {table} failed: {error}") from error
@@ -162,20 +191,57 @@ class ProjectionStore:
         )
         return {str(org): int(position) for org, position in rows}
 
+    def checkpoints(self) -> dict[str, dict[str, int]]:
+        """Every stream's positions (see :meth:`positions`), in one read."""
+        found: dict[str, dict[str, int]] = {}
+        for stream, org, position in self.rows(
+            "SELECT stream, org_id, max(position) FROM {db}.checkpoints GROUP BY stream, org_id"
+        ):
+            found.setdefault(str(stream), {})[str(org)] = int(position)
+        return found
+
+    def discard_unfinished(self, checkpoints: dict[str, dict[str, int]] | None = None) -> list[str]:
+        """Remove the history rows of commits cut short (beyond their org's checkpoint);
+        return those orgs. ``checkpoints``: what :meth:`checkpoints` returned, if read already.
+
+        So no history table holds a row twice, even for a while: answers may count rows.
+        """
+        checkpoints = self.checkpoints() if checkpoints is None else checkpoints
+        committed = checkpoints.get(t.LEDGER_STREAM, {})
+        unfinished = {
+            org: committed.get(org, 0)
+            for org, end in checkpoints.get(t.BEGUN_STREAM, {}).items()
+            if end > committed.get(org, 0)
+        }
+        for org, position in unfinished.items():
+            for table in t.HISTORY:
+                if table != t.REJECTIONS:
+                    self._run(
+                        f"DELETE FROM {{db}}.{table} "
+                        "WHERE org_id = {org:String} AND sequence > {position:UInt64}",
+                        {"org": org, "position": position},
+                    )
+        return sorted(unfinished)
+
+    def setting(self, name: str) -> str | None:
+        return self._settings.get(name)
+
     def set_setting(self, name: str, value: str) -> None:
         """Record a setting the views read (e.g. ``over_focus_limit``), if it changed."""
-        current = self.rows(
-            f"SELECT argMax(value, updated_at) FROM {{db}}.{SETTINGS_TABLE} "
-            "WHERE name = {name:String}",
-            {"name": name},
-        )
-        if current and current[0][0] == value:
+        if self._settings.get(name) == value:
             return
-        self.client.insert(
-            f"{self.database}.{SETTINGS_TABLE}",
-            [(name, value, datetime.now(UTC))],
-            column_names=["name", "value", "updated_at"],
+        self._run(
+            f"INSERT INTO {{db}}.{SETTINGS_TABLE} VALUES ({{name:String}}, {{value:String}}, "
+            "now64(6))",
+            {"name": name, "value": value},
         )
+        self._settings[name] = value
+
+    def _read_settings(self) -> dict[str, str]:
+        rows = self.rows(
+            f"SELECT name, argMax(value, updated_at) FROM {{db}}.{SETTINGS_TABLE} GROUP BY name"
+        )
+        return {str(name): str(value) for name, value in rows}
 
     # --- reading --------------------------------------------------------------------------
 
@@ -188,9 +254,10 @@ class ProjectionStore:
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
     def _query(self, query: str, parameters: Params | None, settings: Params | None = None) -> Any:
+        """Times come back aware, in UTC (as every time column is)."""
         try:
             return self.client.query(
-                self._sql(query), parameters=parameters or {}, settings=settings
+                self._sql(query), parameters=parameters or {}, settings=settings, tz_mode="aware"
             )
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
@@ -236,18 +303,13 @@ class ProjectionStore:
             raise ProjectionQueryError(_first_line(error)) from error
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_TIME_COLUMNS = {
-    table: [i for i, (_name, kind) in enumerate(columns) if kind == TIME]
-    for table, columns in COLUMN_TYPES.items()
-}
-"""Per table, the positions of its (non-nullable) DateTime64 columns."""
-_TYPE_NAMES = {table: [kind for _name, kind in columns] for table, columns in COLUMN_TYPES.items()}
-_NULLABLE_TIME_COLUMNS = {
-    table: [i for i, (_name, kind) in enumerate(columns) if kind == f"Nullable({TIME})"]
-    for table, columns in COLUMN_TYPES.items()
-}
+def _arrow_tables() -> "ArrowTables":
+    """Where rows wait for a commit (pyarrow is imported when a store first writes)."""
+    try:
+        from projections.arrow_rows import ArrowTables
+    except ModuleNotFoundError as error:
+        raise MissingExtraError(error.name or "pyarrow", "clickhouse") from error
+    return ArrowTables()
 
 
 def _aware(moment: datetime) -> datetime:

@@ -27,6 +27,11 @@ class UnknownEventTypeError(OkrLedgerError):
     """An event type, or a version of it, is not part of the contract."""
 
 
+class IncompleteDispatchError(OkrLedgerError):
+    """A consumer of events (the rules, the sequencer's state, the projector) does not handle
+    exactly the event types of the contract: a programming error, raised when it is imported."""
+
+
 class LedgerError(OkrLedgerError):
     """The event log refused an operation."""
 

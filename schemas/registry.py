@@ -6,14 +6,15 @@ submitted with; readers call :func:`upcast` to see them at the latest version.
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
-from schemas.errors import UnknownEventTypeError
+from schemas.errors import IncompleteDispatchError, UnknownEventTypeError
 from schemas.legacy import CheckInRecordedV1
 from schemas.payloads import LATEST_PAYLOADS, Payload
 
 Data = dict[str, Any]
 Upcaster = Callable[[Data], Data]
+Handler = TypeVar("Handler")
 
 
 def _check_in_v1_to_v2(data: Data) -> Data:
@@ -66,3 +67,31 @@ def upcast(type_name: str, version: int, data: Data) -> Data:
         data = _UPCASTERS[(type_name, version)](data)
         version += 1
     return data
+
+
+_CONSUMERS: dict[str, Mapping[str, Any]] = {}
+
+
+def dispatch_table(consumer: str, handlers: Mapping[str, Handler]) -> Mapping[str, Handler]:
+    """``handlers`` (event type -> handler) of ``consumer``, checked to name exactly the types of
+    :data:`EVENT_TYPES`, and registered under ``consumer`` (see :func:`consumers`).
+
+    Every module that dispatches on the event type builds its table with this, so a type added
+    to the contract fails at import in every consumer that does not handle it (a type a
+    consumer deliberately ignores is registered with a handler that does nothing).
+    """
+    missing = sorted(EVENT_TYPES.keys() - handlers.keys())
+    unknown = sorted(handlers.keys() - EVENT_TYPES.keys())
+    if missing or unknown:
+        raise IncompleteDispatchError(
+            f"{consumer}: no handler for {missing or 'none'}; handlers of unknown types "
+            f"{unknown or 'none'}"
+        )
+    table = MappingProxyType(dict(handlers))
+    _CONSUMERS[consumer] = table
+    return table
+
+
+def consumers() -> Mapping[str, Mapping[str, Any]]:
+    """Every dispatch table built so far, by consumer (those whose modules are imported)."""
+    return MappingProxyType(_CONSUMERS)

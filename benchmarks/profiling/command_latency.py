@@ -188,7 +188,7 @@ def components(data: Path) -> None:
     from okr_ledger.settings import Settings
     from okr_ledger.wiring import open_projection_store
     from processors.runner import EmbeddedRunner
-    from processors.snapshots import DirectorySnapshots
+    from processors.snapshots import FILE_NAME, SqliteSnapshots
     from projections import queries
     from projections.queries import Moment
 
@@ -199,14 +199,13 @@ def components(data: Path) -> None:
     probes = [probe(_one_check_in(data.parent).read_bytes().strip())]
     log.state.prepare(probes)  # the sequencer state one submission needs, read from SQLite
     print(f"    sequencer state for one line (store.prepare): {time.perf_counter() - start:8.3f} s")
-    snapshots = DirectorySnapshots(data / "projector-snapshots")
+    snapshots = SqliteSnapshots(data / FILE_NAME)
     start = time.perf_counter()
     snapshot = snapshots.load(ORG)
     loaded = time.perf_counter() - start
-    files = list((data / "projector-snapshots").glob("*"))
-    size = sum(p.stat().st_size for p in files) / 2**20
-    print(f"    snapshot load (pickle, {size:.1f} MiB, at {snapshot.position if snapshot else 0:,})"
-          f": {loaded:8.3f} s")  # fmt: skip
+    size = sum(p.stat().st_size for p in data.glob(FILE_NAME + "*")) / 2**20
+    print(f"    saved state load ({size:.1f} MiB, at {snapshot.position if snapshot else 0:,}; "
+          f"check-ins read when needed): {loaded:8.3f} s")  # fmt: skip
     start = time.perf_counter()
     store = open_projection_store(settings, migrate=False)
     opened = time.perf_counter() - start
@@ -218,19 +217,21 @@ def components(data: Path) -> None:
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
     runner = EmbeddedRunner(log, store, snapshots=snapshots)
     backlog = runner.backlog()
-    runner.catch_up()
+    runner.catch_up(backlog=backlog)
     print(
-        f"    catch-up with nothing new (backlog {backlog}): {time.perf_counter() - start:8.3f} s"
+        f"    catch-up with nothing new (backlog {backlog.events}): "
+        f"{time.perf_counter() - start:8.3f} s"
     )
     restarted = EmbeddedRunner(log, store, snapshots=snapshots)
     start = time.perf_counter()
-    restarted._restore(ORG, log.heads()[ORG].sequence)
-    print(f"    projector restore to the head (snapshot + replay): "
+    restarted._restore(ORG, log.heads()[ORG].sequence, True)
+    print(f"    projector restore to the head (saved state + replay): "
           f"{time.perf_counter() - start:8.3f} s")  # fmt: skip
     for _ in range(2):
         start = time.perf_counter()
         queries.progress(store, ORG, Moment(), settings.over_focus_limit)
         print(f"    queries.progress (in process): {time.perf_counter() - start:8.3f} s")
+    snapshots.close()
     store.close()
     log.close()
 

@@ -9,9 +9,8 @@ figures must not mix):
   GC time, RSS by step; raw anchors of the same run (SQLite fetch of the bodies, orjson parse,
   clickhouse-connect inserts into chDB of the same rows);
 - ``split``: the same work done sequentially and timed without a profiler: read + decode,
-  StoredEvent, projector, and per table the column conversion, the driver and chDB's own
-  elapsed time; rows per event and bytes per row (in the insert, and in the parts on disk);
-  snapshot save and load;
+  projector, staging (Arrow), and per table the insert; rows per event and bytes per row (in
+  the parts on disk); the saved state's save and load;
 - ``cprofile``: the sequential loop under cProfile: handlers, emitters, helpers;
 - ``memory``: tracemalloc of the projector's state and of the sequencer's state after the
   whole ledger (bytes per check-in, largest allocation sites) and of one batch of rows.
@@ -30,7 +29,7 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -53,9 +52,9 @@ from benchmarks.profiling.common import (
 )
 from events.sqlite_log import SqliteEventLog
 from processors import tables as t
-from processors.projector import Projector, StoredEvent, collector_paused
-from processors.runner import DEFAULT_BATCH_SIZE, EmbeddedRunner
-from processors.snapshots import DirectorySnapshots, Snapshot
+from processors.projector import Projector, collector_paused
+from processors.runner import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_BYTES, EmbeddedRunner
+from processors.snapshots import Snapshot, SqliteSnapshots
 from processors.tables import RowBatch
 from projections.store import ProjectionStore
 
@@ -64,38 +63,25 @@ ORG = "bench"
 PROJECTOR_STAGES = (
     ("SQLite read_records (fetch + orjson.loads)", "cum", "events/sqlite_log.py:read_records"),
     ("  orjson.loads", "self", "orjson.loads>"),
-    ("StoredEvent.from_record", "cum", "processors/projector.py:from_record"),
-    ("Projector.project (whole)", "cum", "processors/projector.py:project"),
-    ("  _apply", "cum", "processors/projector.py:_apply"),
-    ("    upcast", "cum", "schemas/registry.py:upcast"),
-    ("    parse_time (2 per event)", "cum", "processors/projector.py:parse_time"),
-    ("    _audit_row", "cum", "processors/projector.py:_audit_row"),
-    ("      _related_ids", "cum", "processors/projector.py:_related_ids"),
-    ("      orjson.dumps (data column)", "self", "orjson.dumps>"),
-    ("    handler: _check_in_recorded", "cum", "processors/projector.py:_check_in_recorded"),
-    ("      target_at", "cum", "processors/state.py:target_at"),
-    ("      add_check_in (insort)", "cum", "processors/state.py:add_check_in"),
-    ("      _emit_check_in (+ score)", "cum", "processors/projector.py:_emit_check_in"),
-    ("    handler: _check_in_corrected", "cum", "processors/projector.py:_check_in_corrected"),
-    ("    handler: _check_in_retracted", "cum", "processors/projector.py:_check_in_retracted"),
-    ("    handler: _target_revised", "cum", "processors/projector.py:_target_revised"),
-    ("    _emit_changes (KR + objective rows)", "cum", "processors/projector.py:_emit_changes"),
-    ("      refresh_key_result", "cum", "processors/projector.py:refresh_key_result"),
-    ("        KeyResult.current", "cum", "processors/state.py:current"),
-    ("      _key_result_row", "cum", "processors/projector.py:_key_result_row"),
-    ("      _emit_objectives", "cum", "processors/projector.py:_emit_objectives"),
-    ("        _refresh_objective", "cum", "processors/projector.py:_refresh_objective"),
-    ("ProjectionStore.insert (whole)", "cum", "projections/store.py:insert"),
-    ("  _insert: column conversion + driver + chDB", "cum", "projections/store.py:_insert"),
-    ("  clickhouse_connect client.insert", "cum", "clickhouse_connect/driver/client.py:insert"),
-    ("    chdb engine call (execute_data_insert)", "cum", "chdb_backend.py:execute_data_insert"),
-    ("  gc.collect(0) after insert", "self", "built-in method gc.collect>"),
+    ("Projector.project_records (whole)", "cum", "processors/projector.py:project_records"),
+    ("  micros (timestamps)", "cum", "processors/projector.py:micros"),
+    ("  audit_row", "cum", "processors/audit.py:audit_row"),
+    ("    orjson.dumps (data column)", "self", "orjson.dumps>"),
+    ("  handler: check_in_recorded", "cum", "processors/key_results.py:check_in_recorded"),
+    ("    id_bytes", "cum", "processors/state.py:id_bytes"),
+    ("    score", "cum", "processors/scoring.py:score"),
+    ("    key_result_moved", "cum", "processors/objectives.py:key_result_moved"),
+    ("      _moved_exactly (rare)", "cum", "processors/objectives.py:_moved_exactly"),
+    ("  handler: check_in_corrected", "cum", "processors/key_results.py:check_in_corrected"),
+    ("  handler: check_in_retracted", "cum", "processors/key_results.py:check_in_retracted"),
+    ("  handler: target_revised", "cum", "processors/key_results.py:target_revised"),
+    ("  all_objectives_changed", "cum", "processors/objectives.py:all_objectives_changed"),
+    ("  fresh (exact roll-up, per commit)", "cum", "processors/objectives.py:fresh"),
+    ("  Batch.finish (current-state rows)", "cum", "processors/batch.py:finish"),
+    ("ProjectionStore.stage (Arrow)", "cum", "projections/store.py:stage"),
+    ("ProjectionStore.commit (inserts)", "cum", "projections/store.py:commit"),
+    ("  chdb engine call (raw insert)", "cum", "chdb_backend.py:execute_raw_insert"),
 )  # fmt: skip
-
-
-def read_events(log: SqliteEventLog, first: int = 1) -> Iterator[StoredEvent]:
-    for record in log.read_records(ORG, first):
-        yield StoredEvent.from_record(record)
 
 
 def _fresh_store(where: Path) -> ProjectionStore:
@@ -112,7 +98,7 @@ def phase_catch_up(ledger: Path, work: Path) -> None:
     log = SqliteEventLog(ledger)
     store = _fresh_store(work)
     rss["after chDB open + migrate"] = rss_mib()
-    runner = EmbeddedRunner(log, store, snapshots=DirectorySnapshots(work / "snapshots"))
+    runner = EmbeddedRunner(log, store, snapshots=SqliteSnapshots(work / "state.sqlite"))
     collector: dict[str, float] = {}
     start = time.perf_counter()
     with gc_watch(collector):
@@ -122,7 +108,7 @@ def phase_catch_up(ledger: Path, work: Path) -> None:
     rss["after catch-up"] = rss_mib()
     print(f"  projected {done.events:,} events in {elapsed:.2f} s: {rate(done.events, elapsed)}"
           f" (cyclic GC {collector.get('seconds', 0):.2f} s in {collector.get('runs', 0):.0f}"
-          f" runs; includes the snapshot save)")  # fmt: skip
+          f" runs; includes the saved state's save)")  # fmt: skip
     print(
         f"  peak RSS {peak_rss_mib():.0f} MiB; RSS by step: "
         + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items())
@@ -146,7 +132,7 @@ def anchors(log: SqliteEventLog, store: ProjectionStore, events: int) -> None:
     print("\n  raw anchors (this run):")
     print(f"    SQLite fetch of the bodies:        {rate(len(bodies), fetch):>12} events")
     print(f"    orjson parse of the bodies:        {rate(len(bodies), parse):>12} events")
-    for table in (t.AUDIT, t.CHECK_INS, t.KEY_RESULTS, t.OBJECTIVES):
+    for table in (t.AUDIT, t.CHECK_INS, t.OBJECTIVE_UPDATES, t.KEY_RESULTS_NOW):
         rows = store.rows(f"SELECT * FROM {{db}}.{table} LIMIT 200000")
         store._run(f"CREATE TABLE IF NOT EXISTS {{db}}.anchor_{table} AS {{db}}.{table}")
         columns = [list(c) for c in zip(*rows, strict=True)]
@@ -169,39 +155,26 @@ def anchors(log: SqliteEventLog, store: ProjectionStore, events: int) -> None:
 
 
 class InsertMeter:
-    """Wraps a store's ``_insert`` and its client's ``insert``: time, rows, bytes per table."""
+    """Wraps a store's ``_insert``: time and inserts per table (the rows are counted as staged)."""
 
     def __init__(self, store: ProjectionStore) -> None:
         self.total: dict[str, float] = defaultdict(float)
-        self.driver: dict[str, float] = defaultdict(float)
-        self.engine: dict[str, float] = defaultdict(float)
         self.rows: Counter[str] = Counter()
-        self.written: Counter[str] = Counter()
         self.inserts: Counter[str] = Counter()
         inner_insert: Callable[..., Any] = store._insert
-        client_insert: Callable[..., Any] = store.client.insert
 
         @functools.wraps(inner_insert)
-        def timed_insert(table: str, batch: Any) -> None:
+        def timed_insert(table: str, stream: Any) -> None:
             start = time.perf_counter()
-            inner_insert(table, batch)
+            inner_insert(table, stream)
             self.total[table] += time.perf_counter() - start
-            self.rows[table] += len(batch)
             self.inserts[table] += 1
 
-        @functools.wraps(client_insert)
-        def timed_client(table: str, *args: Any, **kwargs: Any) -> Any:
-            name = table.rsplit(".", 1)[-1]
-            start = time.perf_counter()
-            summary = client_insert(table, *args, **kwargs)
-            self.driver[name] += time.perf_counter() - start
-            info = getattr(summary, "summary", {}) or {}
-            self.engine[name] += int(info.get("elapsed_ns", 0)) / 1e9
-            self.written[name] += int(info.get("written_bytes", 0))
-            return summary
-
         store._insert = timed_insert  # type: ignore[method-assign]  # measuring, not changing
-        store.client.insert = timed_client  # type: ignore[method-assign]
+
+    def count(self, rows: RowBatch) -> None:
+        for table, batch in rows.items():
+            self.rows[table] += len(batch)
 
     def print(self, events: int, store: ProjectionStore) -> None:
         parts = {
@@ -214,33 +187,29 @@ class InsertMeter:
             )
         }
         whole = sum(self.total.values())
-        print(f"\n  inserts per table ({whole:.2f} s in all; conversion = our column pivot and "
-              "tick conversion; driver = clickhouse-connect's serialisation; chDB = the "
-              "engine's own elapsed):")  # fmt: skip
-        print(f"    {'table':<22} {'rows/event':>10} {'inserts':>7} {'% time':>6} "
-              f"{'conv s':>7} {'driver s':>8} {'chDB s':>7} {'rows/s':>10} "
-              f"{'B/row in':>8} {'B/row disk':>10} {'B/row raw':>9}")  # fmt: skip
+        print(f"\n  inserts per table ({whole:.2f} s in all: clickhouse-connect's raw insert of "
+              "the staged Arrow stream, chDB's work):")  # fmt: skip
+        print(f"    {'table':<28} {'rows/event':>10} {'inserts':>7} {'% time':>6} "
+              f"{'s':>7} {'rows/s':>10} {'B/row disk':>10} {'B/row raw':>9}")  # fmt: skip
         for table in sorted(self.total, key=lambda name: -self.total[name]):
             rows = self.rows[table]
-            engine = self.engine[table]
-            driver = self.driver[table] - engine
-            conversion = self.total[table] - self.driver[table]
             disk = parts.get(table, (0, 0, 0))
             disk_rows = int(disk[0]) or 1
             print(
-                f"    {table:<22} {rows / events:10.3f} {self.inserts[table]:7d} "
-                f"{100 * self.total[table] / whole:6.1f} {conversion:7.2f} {driver:8.2f} "
-                f"{engine:7.2f} {rate(rows, self.total[table]):>10} "
-                f"{self.written[table] / max(rows, 1):8.0f} "
+                f"    {table:<28} {rows / events:10.3f} {self.inserts[table]:7d} "
+                f"{100 * self.total[table] / whole:6.1f} {self.total[table]:7.2f} "
+                f"{rate(rows, self.total[table]):>10} "
                 f"{int(disk[2]) / disk_rows:10.1f} {int(disk[1]) / disk_rows:9.1f}"
             )
+        history = sum(n for table, n in self.rows.items() if table in t.HISTORY)
         total_rows = sum(self.rows.values())
-        print(f"    all tables: {total_rows / events:.2f} rows per event, "
+        print(f"    all tables: {total_rows / events:.2f} rows per event "
+              f"({history / events:.2f} history rows), "
               f"{rate(total_rows, whole)} rows inserted")  # fmt: skip
 
 
 def phase_split(ledger: Path, work: Path) -> None:
-    print("\n=== sequential split, no profiler (read -> StoredEvent -> project -> insert) ===")
+    print("\n=== sequential split, no profiler (read -> project -> stage -> commit) ===")
     log = SqliteEventLog(ledger)
     store = _fresh_store(work)
     meter = InsertMeter(store)
@@ -254,31 +223,47 @@ def phase_split(ledger: Path, work: Path) -> None:
     with gc_watch(collector), collector_paused():
         while True:
             stages.reset()
-            batch_records = list(islice(records, DEFAULT_BATCH_SIZE))
-            if not batch_records:
+            batch = list(islice(records, DEFAULT_BATCH_SIZE))
+            if not batch:
                 break
-            stages.lap("SQLite fetch + orjson.loads (read_records)", len(batch_records))
-            batch = [StoredEvent.from_record(r) for r in batch_records]
-            stages.lap("StoredEvent.from_record", len(batch))
-            rows = projector.project(batch)
-            stages.lap("Projector.project", len(batch))
-            store.insert(rows)
-            stages.lap("ProjectionStore.insert (all tables)", len(batch))
+            stages.lap("SQLite fetch + orjson.loads (read_records)", len(batch))
+            rows = projector.project_records(batch, current=False)
+            if store.staged_bytes >= DEFAULT_COMMIT_BYTES:
+                t.merge(rows, projector.current_rows())
+            stages.lap("Projector.project_records", len(batch))
+            meter.count(rows)
+            store.stage(rows)
+            stages.lap("ProjectionStore.stage (Arrow)", len(batch))
+            if rows[t.KEY_RESULTS_NOW]:
+                store.commit()
+                stages.lap("ProjectionStore.commit (inserts)", 0)
             events += len(batch)
-            by_type.update(e.type for e in batch)
+            by_type.update(e["type"] for e in batch)
+        rows = projector.current_rows()
+        meter.count(rows)
+        store.stage(rows)
+        store.commit()
+        stages.lap("ProjectionStore.commit (inserts)", 0)
     state = projector.state.orgs[ORG]
-    snapshots = DirectorySnapshots(work / "snapshots")
+    snapshots = SqliteSnapshots(work / "state.sqlite")
     stages.reset()
     snapshots.save(Snapshot(ORG, state.last_sequence, "x", state))
-    stages.lap("snapshot save (pickle)", 0)
+    stages.lap("saved state: save", 0)
     wall = time.perf_counter() - wall
-    size = sum(p.stat().st_size for p in (work / "snapshots").iterdir())
+    size = sum(p.stat().st_size for p in work.glob("state.sqlite*"))
     stages.print(f"split of {events:,} events: {rate(events, wall)} sequential", events, wall)
     print(f"  cyclic GC (paused as in the runner): {collector.get('seconds', 0):.2f} s")
+    snapshots.close()
+    again = SqliteSnapshots(work / "state.sqlite")
     start = time.perf_counter()
-    snapshots.load(ORG)
-    print(f"  snapshot: {size / 2**20:.1f} MiB ({size / by_type['CheckInRecorded']:.0f} B per "
-          f"check-in); load {time.perf_counter() - start:.2f} s")  # fmt: skip
+    loaded = again.load(ORG)
+    assert loaded is not None
+    for key_result in loaded.state.key_results.values():
+        loaded.state.check_ins_of(key_result)
+    print(f"  saved state: {size / 2**20:.1f} MiB ({size / by_type['CheckInRecorded']:.0f} B per "
+          f"check-in); load, every key result's check-ins too: "
+          f"{time.perf_counter() - start:.2f} s")  # fmt: skip
+    again.close()
     print("  events by type: " + ", ".join(f"{k} {v:,}" for k, v in by_type.most_common()))
     meter.print(events, store)
     store.close()
@@ -297,9 +282,14 @@ def phase_cprofile(ledger: Path, work: Path) -> None:
         events = 0
         with collector_paused():
             records = log.read_records(ORG)
-            while batch := [StoredEvent.from_record(r) for r in islice(records, 20_000)]:
-                store.insert(projector.project(batch))
+            while batch := list(islice(records, DEFAULT_BATCH_SIZE)):
+                store.stage(projector.project_records(batch, current=False))
+                if store.staged_bytes >= DEFAULT_COMMIT_BYTES:
+                    store.stage(projector.current_rows())
+                    store.commit()
                 events += len(batch)
+            store.stage(projector.current_rows())
+            store.commit()
         return events
 
     events, stats, wall = profiled(run)
@@ -342,12 +332,12 @@ def phase_memory(ledger: Path, work: Path) -> None:
     one_batch = 0
     with collector_paused():
         records = log.read_records(ORG)
-        while batch := [StoredEvent.from_record(r) for r in islice(records, DEFAULT_BATCH_SIZE)]:
+        while batch := list(islice(records, DEFAULT_BATCH_SIZE)):
             before = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
-            rows: RowBatch | None = projector.project(batch)
+            rows: RowBatch | None = projector.project_records(batch)
             after, peak = tracemalloc.get_traced_memory()
-            if batch[0].sequence > 20_000 and not one_batch:  # a batch of check-ins
+            if batch[0]["sequence"] > 20_000 and not one_batch:  # a batch of check-ins
                 one_batch = after - before
             batch_peak = max(batch_peak, peak)
             rows = None

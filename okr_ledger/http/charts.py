@@ -6,10 +6,10 @@ force at each check-in, and the period's span on the time axis.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from html import escape
 
-from projections.queries import Record, aware
+from projections.queries import Record
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 32
@@ -24,8 +24,7 @@ class Point:
 
 def _moment(day: date | datetime) -> datetime:
     value = day if isinstance(day, datetime) else datetime.combine(day, time())
-    moment: datetime = aware(value)
-    return moment
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def points(check_ins: Sequence[Record]) -> list[Point]:

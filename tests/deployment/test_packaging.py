@@ -13,8 +13,9 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PACKAGES = {"schemas", "events", "processors", "projections", "okr_ledger"}
 WORKER_ENTRIES = ["okr_ledger.worker_cli", "okr_ledger.worker_runtime", "processors.faust_app"]
-STORE_BACKENDS = {"clickhouse_connect": "clickhouse", "chdb": "embedded"}
-"""Imported only when a store of that kind is opened; its extra provides it."""
+STORE_BACKENDS = {"clickhouse_connect": "clickhouse", "chdb": "embedded", "pyarrow": "clickhouse"}
+"""Imported only when a store of that kind is opened (pyarrow: when any store first writes,
+and both stores' extras provide it); its extra provides it."""
 SERVE_STORE_ONLY = {"lz4", "backports"}
 """Decoding writers' bodies (``okr-ledger serve-store``, on the embedded store)."""
 PYTHON_3_14 = {"compression"}

@@ -1,7 +1,8 @@
 """Files in the data directory, through the command line on real chDB: a long org id, and
-code planted where the projector's snapshots live."""
+code planted where the projector's saved state lives."""
 
 import pickle
+import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from okr_ledger.cli import app
-from processors.runner import DEFAULT_SNAPSHOT_AFTER
-from processors.snapshots import file_name
+from processors.snapshots import FILE_NAME
 from tests.builders import submission
 from tests.projections.test_snapshots import Exploit
 
 runner = CliRunner()
+SAVED = 500
+"""Check-ins projected (and saved) before the next submission."""
 LONG_ORG = "a" + "@" * 127
 """A valid org id (128 characters) whose percent-encoding is far beyond a file name's 255."""
 
@@ -90,28 +92,33 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_128_character_org_id_through_submit_progress_and_rebuild(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    # Enough events for the first catch-up to save a snapshot of the org's state.
-    submit(tmp_path, setup(LONG_ORG) + check_ins(LONG_ORG, 0, DEFAULT_SNAPSHOT_AFTER))
+    submit(tmp_path, setup(LONG_ORG) + check_ins(LONG_ORG, 0, SAVED))
     assert len(progress_by_id("--org", LONG_ORG)) == 11
-    snapshot_files = sorted(p.name for p in (data_dir / "projector-snapshots").iterdir())
-    assert snapshot_files == [file_name(LONG_ORG)]
+    db = sqlite3.connect(data_dir / FILE_NAME)  # the org's saved state: the org id is a value
+    try:
+        assert db.execute("SELECT org_id FROM orgs").fetchall() == [(LONG_ORG,)]
+    finally:
+        db.close()
 
-    submit(tmp_path, check_ins(LONG_ORG, DEFAULT_SNAPSHOT_AFTER, 3))  # the next starts from it
+    submit(tmp_path, check_ins(LONG_ORG, SAVED, 3))  # the next starts from it
     after = progress_by_id()
-    assert after["kr0"]["check_in_count"] == DEFAULT_SNAPSHOT_AFTER // 10 + 1
+    assert after["kr0"]["check_in_count"] == SAVED // 10 + 1
     rebuilt = okr("rebuild")
     assert "identical" in rebuilt.stdout
     assert okr("verify", "--org", LONG_ORG).exit_code == 0
 
 
-def test_a_pickle_planted_among_the_snapshots_is_never_run(tmp_path: Path, data_dir: Path) -> None:
+def test_a_pickle_planted_where_the_state_is_saved_is_never_run(
+    tmp_path: Path, data_dir: Path
+) -> None:
     submit(tmp_path, setup("acme") + check_ins("acme", 0, 5))
     okr("progress")
     marker = tmp_path / "owned"
     planted = pickle.dumps((2, Exploit(marker)))
-    directory = data_dir / "projector-snapshots"
+    (data_dir / FILE_NAME).write_bytes(planted)
+    directory = data_dir / "projector-snapshots"  # where older versions kept their snapshots
     directory.mkdir(exist_ok=True)
-    for name in (f"{quote('acme', safe='')}.snapshot", file_name("acme"), "acme.partial"):
+    for name in (f"{quote('acme', safe='')}.snapshot", "acme.v3.json.gz", "acme.partial"):
         (directory / name).write_bytes(planted)
 
     submit(tmp_path, check_ins("acme", 5, 2))  # the next query restores the org's state

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_PROCESSORS = ["projector", "scoring", "state", "tables"]
+PURE_PROCESSORS = ["audit", "batch", "key_results", "objectives", "projector", "rejections",
+                   "scoring", "state", "strategy", "tables"]  # fmt: skip
 INFRASTRUCTURE = {"sqlite3", "clickhouse_connect", "chdb", "pyarrow", "faust", "kafka",
                   "projections", "okr_ledger"}  # fmt: skip
 

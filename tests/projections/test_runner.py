@@ -11,7 +11,7 @@ from events.sqlite_log import SqliteEventLog
 from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
-from processors.snapshots import DirectorySnapshots
+from processors.snapshots import SqliteSnapshots
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, project
@@ -30,7 +30,7 @@ def test_a_restart_resumes_from_a_snapshot(
     tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
 ) -> None:
     store = open_store("resumed")
-    snapshots = DirectorySnapshots(tmp_path / "snapshots")
+    snapshots = SqliteSnapshots(tmp_path / "state.sqlite")
     small(builder, 3)
     first = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots, snapshot_after=1)
     assert first.catch_up().events == 9
@@ -48,7 +48,7 @@ def test_a_restart_resumes_from_a_snapshot(
 def test_a_snapshot_of_another_ledger_is_ignored(
     tmp_path: Path, builder: LedgerBuilder, store: ProjectionStore
 ) -> None:
-    snapshots = DirectorySnapshots(tmp_path / "snapshots")
+    snapshots = SqliteSnapshots(tmp_path / "state.sqlite")
     other = LedgerBuilder(tmp_path / "other.db")
     try:
         small(other, 4, theme="other")  # the same org, other events: other hashes

@@ -124,6 +124,32 @@ class ProjectionStoreContract:
         project(builder, store)
         assert fingerprint(store) == crashed
 
+    def test_a_commit_cut_short_leaves_no_row_twice(
+        self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:])
+        inserts: list[tuple[str, memoryview]] = []  # the second commit's, in order
+        with monkeypatch.context() as patched:
+            patched.setattr(store, "_insert", lambda table, data: inserts.append((table, data)))
+            store.insert(second)
+        assert inserts[-1][0] == t.CHECKPOINTS
+        for cut in range(len(inserts)):  # the process died before insert number `cut`
+            store.drop_all()
+            store.migrate()
+            store.insert(first)
+            for table, data in inserts[:cut]:
+                store._insert(table, data)
+            assert store.positions() == {ORG: 6}
+            EmbeddedRunner(builder.log, store, Projector()).catch_up()  # a restart
+            for table in t.HISTORY:
+                once = f"SELECT count() = uniqExact(formatRow('TSV', *)) FROM {{db}}.{table}"
+                assert store.rows(once) == [(True,)], (cut, table)
+            found = queries.key_results(store, ORG, Moment(as_of=day(30), now=day(30)))
+            assert [kr["check_in_count"] for kr in found] == [5]
+
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
         with pytest.raises(QueryRefusedError, match="DROP is not allowed"):

@@ -1,0 +1,189 @@
+"""Catch-up latency: what ``progress`` costs after one new event and with nothing new, on a
+ledger of 10,000 and of 1,000,000 check-ins (the ratio of the two is the point).
+
+For each size, in a fresh process and a data directory holding a copy of the benchmark ledger
+(``benchmarks/projection_throughput.py``): the first catch-up (``okr-ledger progress``: wall
+time, peak RSS); then, ``--rounds`` times, one check-in appended to the ledger (chained
+directly, as the ledger writes them) and ``progress`` measured twice: once after the new event
+and once with nothing new, each
+
+- in process, as a command runs it: open the store (the chDB engine, the migrations check),
+  catch up (the saved state, the new event, its rows), query; each part timed;
+- as the CLI: the wall time of ``okr-ledger progress --json``.
+
+Beside them, the constant part of a command: ``python -c pass``, ``import okr_ledger.cli``.
+Figures go to benchmarks/.work/figures/catch_up.json (``benchmarks/summary.py``).
+Usage: python benchmarks/catch_up_latency.py [--sizes 10000,1000000] [--rounds 5]
+"""
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.figures import Figure, Figures, at_most
+from benchmarks.projection_throughput import ORG, WORK, _cli, build_ledger
+from events.chain import event_hash
+from events.sqlite_log import SqliteEventLog
+from schemas.envelope import LedgerEvent, format_timestamp
+
+KEY_RESULTS = 1000
+
+
+def append_check_in(ledger: Path, n: int) -> None:
+    """One check-in more, chained to the ledger's head (as the ledger would write it)."""
+    log = SqliteEventLog(ledger)
+    try:
+        head = log.heads()[ORG]
+        last = next(log.read(ORG, head.sequence, head.sequence))
+        record: dict[str, Any] = {
+            "sequence": head.sequence + 1,
+            "event_id": f"00000000-0000-4000-8000-{n:012d}",
+            "org_id": ORG,
+            "type": "CheckInRecorded",
+            "schema_version": 2,
+            "occurred_at": format_timestamp(last.recorded),
+            "recorded_at": format_timestamp(last.recorded + timedelta(seconds=1)),
+            "actor": "bench",
+            "source": "bench",
+            "source_event_id": None,
+            "correlation_id": None,
+            "causation_id": None,
+            "data": {"key_result_id": f"kr{n % 7}", "value": 50.0 + n, "confidence": 0.7},
+            "prev_hash": head.hash,
+        }
+        record["hash"] = event_hash(record)
+        log.append([LedgerEvent.from_record(record)])
+    finally:
+        log.close()
+
+
+def in_process(data: Path) -> dict[str, float]:
+    """A ``progress`` command's parts, timed (ms), in this process."""
+    from okr_ledger.embedded_runtime import catch_up
+    from okr_ledger.runtime import no_progress
+    from okr_ledger.settings import Settings
+    from okr_ledger.wiring import open_event_log, open_projection_store
+    from projections import queries
+    from projections.queries import Moment
+
+    settings = Settings(data_dir=data)
+    start = time.perf_counter()
+    store = open_projection_store(settings)
+    opened = time.perf_counter()
+    log = open_event_log(settings, create=False)
+    try:
+        catch_up(store, log, settings, no_progress, "projecting")
+    finally:
+        log.close()
+    caught_up = time.perf_counter()
+    queries.progress(store, ORG, Moment(), settings.over_focus_limit)
+    answered = time.perf_counter()
+    store.close()
+    return {
+        "open": (opened - start) * 1000,
+        "catch-up": (caught_up - opened) * 1000,
+        "query": (answered - caught_up) * 1000,
+        "total": (answered - start) * 1000,
+    }
+
+
+def measure(check_ins: int, rounds: int, out: Path) -> None:
+    """One size, in this (fresh) process: the figures as JSON rows into ``out``."""
+    ledger = WORK / f"ledger-{KEY_RESULTS}kr-{check_ins}ci.db"
+    size = f"{check_ins:,} check-ins"
+    figures = Figures("part", size)
+    directory = Path(tempfile.mkdtemp(prefix="okr-latency-"))
+    data = directory / "data"
+    try:
+        data.mkdir()
+        shutil.copyfile(ledger, data / "ledger.db")
+        print(f"--- {size}", flush=True)
+        wall, peak = _cli(data, "progress", "--json")
+        figures.add(f"first catch-up, CLI wall ({size})", wall, "s")
+        figures.add(f"peak RSS of the first catch-up ({size})", peak, "MiB", at_most(peak, 500))
+        new: list[dict[str, float]] = []
+        same: list[dict[str, float]] = []
+        new_cli: list[float] = []
+        same_cli: list[float] = []
+        for n in range(rounds):
+            append_check_in(data / "ledger.db", 2 * n)
+            new.append(in_process(data))
+            same.append(in_process(data))
+            append_check_in(data / "ledger.db", 2 * n + 1)
+            new_cli.append(_cli(data, "progress", "--json")[0] * 1000)
+            same_cli.append(_cli(data, "progress", "--json")[0] * 1000)
+        for label, parts, cli, limit in (
+            ("after one new event", new, new_cli, 300),
+            ("nothing new", same, same_cli, 150),
+        ):
+            median = {part: statistics.median(p[part] for p in parts) for part in parts[0]}
+            split = ", ".join(
+                f"{part} {median[part]:.0f}" for part in ("open", "catch-up", "query")
+            )
+            figures.add(f"progress, {label}, in process ({size}, p50)", median["total"], "ms",
+                        at_most(median["total"], limit), note=f"{split} ms")  # fmt: skip
+            figures.add(f"progress, {label}, CLI wall ({size}, p50)", statistics.median(cli), "ms")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    out.write_bytes(orjson.dumps(figures.rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,1000000", help="Check-ins of each ledger.")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        check_ins, rounds, out = args.measure
+        measure(int(check_ins), int(rounds), Path(out))
+        return
+    sizes = [int(size) for size in args.sizes.split(",")]
+    for check_ins in sizes:
+        ledger = WORK / f"ledger-{KEY_RESULTS}kr-{check_ins}ci.db"
+        if not ledger.exists():
+            WORK.mkdir(exist_ok=True)
+            partial = ledger.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
+            build_ledger(partial, KEY_RESULTS, check_ins)
+            partial.rename(ledger)
+    figures = Figures("catch_up", "catch-up latency: 10k vs 1M check-ins")
+    python = [sys.executable, "-c"]
+    walls = {}
+    for name, code in (
+        ("python -c pass", "pass"),
+        ("import okr_ledger.cli", "import okr_ledger.cli"),
+    ):
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run([*python, code], check=True)
+            runs.append(time.perf_counter() - start)
+        walls[name] = min(runs) * 1000
+    print(f"constant part of a command: {walls}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for check_ins in sizes:
+            out = Path(tmp) / f"{check_ins}.json"
+            subprocess.run([sys.executable, __file__, "--measure", str(check_ins),
+                            str(args.rounds), str(out)], check=True)  # fmt: skip
+            figures.rows.extend(Figure(**row) for row in orjson.loads(out.read_bytes()))
+    anchor = ", ".join(f"{name}: {ms:.0f} ms" for name, ms in walls.items())
+    for row in figures.rows:
+        if "CLI wall" in row.figure:
+            row.anchor = anchor
+    print(f"figures: {figures.write()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Figures a benchmark measured, written as JSON for :mod:`benchmarks.summary` to print together.
+
+Each script writes one file, ``benchmarks/.work/figures/<name>.json``::
+
+    {"title": "...", "measured_at": "...", "load": [1.2, 0.9, 0.8],
+     "figures": [{"figure": "...", "value": 1.5, "unit": "ms", "target": "<= 30",
+                  "met": true, "anchor": "...", "note": "..."}]}
+
+``target`` is text (how the issue states it) and ``met`` whether the value meets it (null when
+there is no target); ``anchor`` is the raw library figure measured in the same run that the
+value is to be read against.
+"""
+
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+FIGURES = Path(__file__).resolve().parent / ".work" / "figures"
+
+
+@dataclass(slots=True)
+class Figure:
+    figure: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    anchor: str = ""
+    note: str = ""
+
+
+def at_most(value: float, limit: float) -> tuple[str, bool]:
+    return f"<= {limit:g}", value <= limit
+
+
+def at_least(value: float, limit: float) -> tuple[str, bool]:
+    return f">= {limit:g}", value >= limit
+
+
+@dataclass(slots=True)
+class Figures:
+    """The figures of one script, printed as they come and written at the end."""
+
+    name: str
+    title: str
+    rows: list[Figure] = field(default_factory=list)
+
+    def add(
+        self,
+        figure: str,
+        value: float,
+        unit: str,
+        target: tuple[str, bool] | None = None,
+        *,
+        anchor: str = "",
+        note: str = "",
+    ) -> None:
+        text, met = target if target is not None else ("", None)
+        self.rows.append(Figure(figure, value, unit, text, met, anchor, note))
+        shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+        verdict = "" if met is None else (" (target met)" if met else " (target NOT met)")
+        extra = f"  [{anchor}]" if anchor else ""
+        print(f"  {figure}: {shown} {unit}{' ' + text if text else ''}{verdict}{extra}", flush=True)
+
+    def write(self) -> Path:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        path = FIGURES / f"{self.name}.json"
+        document = {
+            "title": self.title,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "load": list(os.getloadavg()),
+            "figures": [asdict(row) for row in self.rows],
+        }
+        path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        return path

@@ -1,0 +1,79 @@
+"""The audit row of an event: every event, as recorded, with what it is about and whom it names."""
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import orjson
+
+from processors.tables import Row
+from schemas.registry import payload_model
+
+Data = dict[str, Any]
+
+
+@cache
+def _shape(event_type: str) -> tuple[str, str | None, tuple[str, ...], tuple[str, ...]]:
+    """(subject kind, the field naming the subject, the fields holding one id (``*_id``), the
+    fields holding several (``*_ids``)) of an event type's payload."""
+    model = payload_model(event_type)
+    subject = model.subject_field
+    kind = subject.removesuffix("_id") if subject else None
+    if kind is None:
+        kind = "strategy" if event_type.startswith("Strategy") else "org"
+    names = model.model_fields
+    return (
+        kind,
+        subject,
+        tuple(name for name in names if name.endswith("_id")),
+        tuple(name for name in names if name.endswith("_ids")),
+    )
+
+
+def related_ids(event_type: str, data: Data) -> list[str]:
+    """Every id the event names, sorted: its ``*_id`` fields and the members of ``*_ids``."""
+    _kind, _subject, single, several = _shape(event_type)
+    found: set[str] = set()
+    for key in single:
+        value = data.get(key)
+        if isinstance(value, str):
+            found.add(value)
+    for key in several:
+        values = data.get(key)
+        if isinstance(values, list):
+            found.update(v for v in values if isinstance(v, str))
+    return sorted(found)
+
+
+def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: int) -> Row:
+    """``record`` is the event as stored; ``data`` its payload upcast to the latest version."""
+    event_type = record["type"]
+    kind, field_name, single, several = _shape(event_type)
+    named = None if field_name is None else data.get(field_name)
+    subject = "" if named is None else str(named)
+    if several or single != (field_name,):
+        related = related_ids(event_type, data)
+    else:  # the subject is the only id it names (check-ins...)
+        related = [subject] if isinstance(named, str) else []
+    return (
+        record["org_id"],
+        record["sequence"],
+        record["event_id"],
+        event_type,
+        record["schema_version"],
+        occurred,
+        recorded,
+        record["actor"],
+        record["source"],
+        record.get("source_event_id"),
+        record.get("correlation_id"),
+        record.get("causation_id"),
+        kind,
+        subject,
+        related,
+        orjson.dumps(
+            record["data"], option=orjson.OPT_SORT_KEYS
+        ).decode(),  # exact size: orjson leaves 4 KiB
+        record["prev_hash"],
+        record["hash"],
+    )

@@ -1,0 +1,101 @@
+"""Schema evolution: released migrations never change, a store made before issue 9 is upgraded
+(its projections made anew from the ledger), and every table is as the code inserts into it."""
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from okr_ledger.projection_compare import fingerprint
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from projections.migrations import COLUMN_TYPES, MIGRATIONS, VIEWS
+from projections.store import ProjectionStore
+from tests.projections.conftest import StoreFactory, project
+from tests.projections.ledgers import LedgerBuilder
+from tests.projections.old_store_ledger import write_ledger
+from tests.projections.test_store_contract import answers
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store-issue-7.json"
+PINNED = {
+    1: "6666da331d38d0e28b5219c5c1963c673210627c933d07f5240a2a5435999388",
+    2: "0d8541ac671f9c07177ea94f5129df78ddf64c5046df20df07c218866f908bf5",
+    3: "94aa3aa0071b15215390352369d1191b025a746959036acbdda7696e98ef2a34",
+    4: "36131276182c231f0719ff303cf67c9a4891c407b64a5c547ae2d954e12c94c5",
+}
+"""The SHA-256 of each released migration's file."""
+
+
+def test_released_migrations_never_change() -> None:
+    """Their SQL is what every store in the field ran: a schema change is a new migration."""
+    digests = {m.version: hashlib.sha256(m.text.encode()).hexdigest() for m in MIGRATIONS}
+    assert digests == PINNED
+
+
+def test_migrations_are_numbered_one_by_one() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert len({m.file for m in MIGRATIONS}) == len(MIGRATIONS)
+
+
+def described(store: ProjectionStore, table: str) -> list[tuple[str, str]]:
+    """Each column's name and type, the type's white space as in ``COLUMN_TYPES``."""
+    rows = store.rows(f"DESCRIBE TABLE {{db}}.{table}")
+    return [(row[0], " ".join(row[1].split()).replace("( ", "(")) for row in rows]
+
+
+def test_every_table_has_the_columns_and_types_the_store_inserts(store: ProjectionStore) -> None:
+    for table, columns in COLUMN_TYPES.items():
+        assert described(store, table) == columns, table
+
+
+def _old_store(url: str, database: str) -> ProjectionStore:
+    """A store as OKR Ledger made it before issue 9: migrations 1 to 3, and the rows its
+    projector wrote (``fixtures/store-issue-7.json``, dumped by that version)."""
+    store = ProjectionStore.open(url, database, migrate=False)
+    store.client.command(f"CREATE DATABASE {database}")
+    for migration in MIGRATIONS[:3]:
+        for statement in migration.statements:
+            store.client.command(statement.replace("{db}", database))
+    tables: dict[str, list[dict[str, Any]]] = orjson.loads(FIXTURE.read_bytes())
+    store.client.command(
+        f"CREATE TABLE {database}.schema_migrations (version UInt32, name String, "
+        "applied_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    for table, rows in tables.items():
+        if rows:
+            body = b"\n".join(orjson.dumps(row) for row in rows)
+            store.client.raw_insert(f"{database}.{table}", None, body, fmt="JSONEachRow")
+    return store
+
+
+def test_a_store_from_before_issue_9_is_upgraded_and_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder
+) -> None:
+    write_ledger(builder)
+    old = _old_store(chdb_url, "upgraded")
+    try:
+        assert old.positions() == {"acme": 22}  # projected by the old version
+        assert old.rows("SELECT count() FROM {db}.key_result_versions") == [(15,)]
+        assert old.migrate() == [4]
+        assert old.positions() == {}  # the next catch-up projects the ledger again
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (22, 0)
+        fresh = open_store("fresh")
+        project(builder, fresh)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        for table, columns in COLUMN_TYPES.items():
+            assert described(old, table) == columns, table
+        for view in VIEWS:
+            old.rows(f"SELECT count() FROM {{db}}.{view}")
+        assert [v for v, _name, _at in old.applied_migrations()] == [1, 2, 3, 4]
+        assert old.migrate() == []
+    finally:
+        old.close()
+
+
+@pytest.fixture
+def store(open_store: StoreFactory) -> ProjectionStore:
+    return open_store("described")
