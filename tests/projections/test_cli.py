@@ -139,3 +139,92 @@ def test_export_and_init(demo_dir: Path) -> None:
     assert init.exit_code == 0
     assert "migration 1: history tables (applied" in init.output
     assert "applied now" not in init.output
+
+
+def test_cascade_and_coverage_take_as_of_and_at(demo_dir: Path) -> None:
+    assert lines("cascade", "--as-of", "2020-01-01") == []
+    assert lines("cascade", "--as-of", "-3650d") == []  # a relative time: ten years ago
+    now = {line["id"]: line for line in lines("cascade", "--as-of", "now")}
+    then = {line["id"]: line for line in lines("cascade", "--at", "2026-10-20")}
+    progress_then = {
+        line["id"]: line for line in lines("progress", "--at", "2026-10-20")
+    }  # the same numbers as progress --at
+    for objective_id, line in then.items():
+        expected = progress_then[objective_id]
+        assert (line["progress"], line["expected_progress"], line["status"]) == (
+            expected["progress"], expected["expected_progress"], expected["status"]
+        )  # fmt: skip
+    assert then["delight-customers"]["progress"] < now["delight-customers"]["progress"]
+    coverage = {row["theme_id"]: row for row in lines("coverage", "--at", "2026-10-20")}
+    assert coverage["new-markets"]["progress"] == then["grow-midmarket"]["progress"]
+    bad = runner.invoke(app, ["coverage", "--at", "soon"])
+    assert bad.exit_code == 2
+    assert "--at" in bad.output
+
+
+NARROW_IDS = ("delight-customers", "smooth-onboarding", "customer-satisfaction")
+
+
+def test_narrow_terminals_get_whole_ids_and_json(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    cascade = runner.invoke(app, ["cascade"])
+    assert cascade.exit_code == 0, cascade.output
+    assert all(len(line) <= 80 for line in cascade.output.splitlines())
+    for name in NARROW_IDS:
+        assert name in cascade.output
+    assert "…" not in cascade.output
+    history = runner.invoke(app, ["history", "nps"])
+    assert history.exit_code == 0, history.output
+    assert "…" not in history.output
+    assert all(len(line) <= 80 for line in history.output.splitlines())
+    data = "".join(  # the JSON of the definition, folded over whole lines, not a 9-char column
+        line.rstrip().removeprefix("data").strip() if line.startswith("data") else ""
+        for line in history.output.splitlines()[:12]
+    )
+    assert data.startswith('{"checkin_every_days":7,"key_result_id":"nps"')
+    rejections = runner.invoke(app, ["rejections"])
+    assert rejections.exit_code == 0, rejections.output
+    assert "key result 'churn' does not exist" in rejections.output
+    assert "…" not in rejections.output
+
+
+def test_wide_terminals_keep_the_table(demo_dir: Path) -> None:
+    cascade = runner.invoke(app, ["cascade"])
+    assert "┃ objective" in cascade.output
+    assert "  helpdesk-sla" in cascade.output  # indented under its parent
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "progress", "cascade", "coverage", "history", "sql", "export-projections", "rebuild",
+        "submit", "verify", "export", "rejections", "schema",
+    ],
+)  # fmt: skip
+def test_help_shows_real_metavars(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    shown = runner.invoke(app, [command, "--help"])
+    assert shown.exit_code == 0, shown.output
+    for placeholder in ("<str>", "<int>", "<path>", "<text>"):
+        assert placeholder not in shown.output.lower(), command
+
+
+def test_help_names_time_org_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    shown = runner.invoke(app, ["progress", "--help"]).output
+    for option, metavar in (("--as-of", "TIME"), ("--at", "TIME"), ("--org", "ORG"),
+                            ("--period", "PERIOD"), ("--unit", "UNIT")):  # fmt: skip
+        assert any(option in line and metavar in line for line in shown.splitlines()), option
+    for command in ("cascade", "coverage", "history", "rejections", "export-projections"):
+        shown = runner.invoke(app, [command, "--help"]).output
+        assert any("--as-of" in line and "TIME" in line for line in shown.splitlines()), command
+
+
+def test_export_to_a_file_says_what_it_wrote(demo_dir: Path) -> None:
+    target = demo_dir / "ledger.ndjson"
+    result = runner.invoke(app, ["export", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    written = target.read_bytes()
+    assert f"wrote 76 events ({len(written)} bytes) to {target}" in " ".join(result.output.split())
