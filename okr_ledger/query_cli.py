@@ -249,19 +249,30 @@ def rebuild(
 
 
 def export_projections(
-    directory: Annotated[Path, typer.Argument(help="Where to write one file per view.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Where to write one file per view.")
+    ],
     format: Annotated[ExportFormat, typer.Option("--format", help="File format.")] = (
         ExportFormat.PARQUET
     ),
+    as_of: AsOfOption = None,
+    at: AtOption = None,
 ) -> None:
-    """Write every view (progress, cascade, coverage, history...) as Parquet or CSV files."""
+    """Write every view (progress, cascade, coverage, history...) as Parquet or CSV files;
+    with --as-of / --at, each as of that moment (its parameterized view, ``<view>_at``)."""
+    moment = _moment(as_of, at)
     clickhouse_format = "Parquet" if format is ExportFormat.PARQUET else "CSVWithNames"
     directory.mkdir(parents=True, exist_ok=True)
     with caught_up_store() as store:
         for view in VIEWS:
             path = directory / f"{view}.{format.value}"
-            path.write_bytes(store.export(view, clickhouse_format))
-            err.print(f"wrote {path}")
+            if moment.as_of is None and moment.at is None:
+                path.write_bytes(store.export(view, clickhouse_format))
+            else:
+                path.write_bytes(
+                    store.export_at(view, clickhouse_format, as_of=moment.as_of, at=moment.at)
+                )
+            err.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def init() -> None:
