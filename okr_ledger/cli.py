@@ -6,6 +6,7 @@ The query and worker commands live in their own modules, imported only when one 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
@@ -473,6 +474,13 @@ def demo() -> None:
     for report in reports:
         state = "[green]intact" if report.ok else f"[red]broken at {report.first_bad_sequence}"
         out.print(f"chain of {report.org_id}: {report.events} events, {state}")
+    recorded = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    out.print(  # a moment after all of it was recorded: time travel back to it later
+        f"time travel: okr-ledger progress --as-of {recorded} (the ledger as it is now)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     try:
         from okr_ledger import query_cli
 

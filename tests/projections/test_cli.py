@@ -138,6 +138,16 @@ def test_export_and_init(demo_dir: Path) -> None:
         assert result.exit_code == 0, result.output
         assert (target / f"key_result_progress.{fmt}").read_bytes().startswith(magic)
         assert (target / f"theme_coverage.{fmt}").exists()
+    before = demo_dir / "export-before"
+    result = runner.invoke(
+        app, ["export-projections", "--format", "csv", "--as-of", "2020-01-01", str(before)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (before / "key_result_progress.csv").read_text().count("\n") == 1  # the header
+    at = demo_dir / "export-at"
+    result = runner.invoke(app, ["export-projections", "--at", "2026-10-20", str(at)])
+    assert result.exit_code == 0, result.output
+    assert (at / "objective_progress.parquet").read_bytes().startswith(b"PAR1")
     init = runner.invoke(app, ["init"])
     assert init.exit_code == 0
     assert "migration 1: history tables (applied" in init.output
@@ -241,3 +251,25 @@ def test_export_to_a_file_says_what_it_wrote(demo_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     written = target.read_bytes()
     assert f"wrote 76 events ({len(written)} bytes) to {target}" in " ".join(result.output.split())
+
+
+def test_the_readme_as_of_example_works_on_a_fresh_demo(demo_dir: Path) -> None:
+    """README: the demo prints a usable time; after ``submit examples/checkins.ndjson``,
+    ``progress --as-of`` that time answers what ``progress`` answered before the submit,
+    whatever today's date."""
+    demo = runner.invoke(app, ["demo"])
+    assert demo.exit_code == 0, demo.output
+    hint = next(line for line in demo.output.splitlines() if line.startswith("time travel: "))
+    command = hint.removeprefix("time travel: okr-ledger ").split(" (")[0].split()
+    assert command[:2] == ["progress", "--as-of"]
+    before = lines("progress", "--unit", "support")
+    examples = Path(__file__).parents[2] / "examples" / "checkins.ndjson"
+    submitted = runner.invoke(app, ["submit", str(examples)])
+    assert submitted.exit_code == 0, submitted.output
+    after = lines("progress", "--unit", "support")
+    assert after != before
+    then = lines(*command, "--unit", "support")
+    volatile = {"expected_progress", "status", "stale"}  # they move with the clock
+    assert [{k: v for k, v in line.items() if k not in volatile} for line in then] == [
+        {k: v for k, v in line.items() if k not in volatile} for line in before
+    ]
