@@ -6,6 +6,7 @@ The query and worker commands live in their own modules, imported only when one 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
@@ -15,6 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 
 from events.chain import ChainReport, ChainVerifier
@@ -22,7 +24,7 @@ from events.log import EventLog, require_org
 from events.outcomes import Outcome, Rejection
 from events.reasons import ReasonCode
 from events.stored import export_lines
-from okr_ledger import __version__
+from okr_ledger import __version__, cli_options
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import bootstrap, open_event_log, open_ledger
@@ -93,8 +95,10 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-OrgOption = Annotated[str | None, typer.Option("--org", help="Only this org.")]
+JsonFlag = Annotated[bool, typer.Option("--json", metavar="", help="Machine-readable output.")]
+OrgOption = Annotated[
+    str | None, typer.Option("--org", metavar=cli_options.ORG, help="Only this org.")
+]
 
 
 def _write_json(document: Any) -> None:
@@ -193,10 +197,16 @@ def _print_summary(summary: Summary, title: str = "Submitted") -> None:
 
 @app.command()
 def submit(
-    file: Annotated[str, typer.Argument(help="NDJSON file, one submission per line; - for stdin.")],
+    file: Annotated[
+        str,
+        typer.Argument(metavar="FILE", help="NDJSON file, one submission per line; - for stdin."),
+    ],
     json: JsonFlag = False,
     outcomes: Annotated[
-        Path | None, typer.Option("--outcomes", help="Write each submission's outcome (NDJSON).")
+        Path | None,
+        typer.Option(
+            "--outcomes", metavar="FILE", help="Write each submission's outcome (NDJSON)."
+        ),
     ] = None,
 ) -> None:
     """Submit events. Exit 0 when all were accepted or duplicates, 3 when any was rejected."""
@@ -261,6 +271,7 @@ def verify(
         Path | None,
         typer.Option(
             "--file",
+            metavar="FILE",
             exists=True,
             dir_okay=False,
             help="Verify this export (NDJSON from `export`) instead of the ledger.",
@@ -303,10 +314,14 @@ def verify(
 @app.command()
 def export(
     org: OrgOption = None,
-    from_seq: Annotated[int, typer.Option("--from-seq", min=1)] = 1,
-    to_seq: Annotated[int | None, typer.Option("--to-seq", min=1)] = None,
+    from_seq: Annotated[
+        int, typer.Option("--from-seq", metavar="SEQ", min=1, help="First sequence.")
+    ] = 1,
+    to_seq: Annotated[
+        int | None, typer.Option("--to-seq", metavar="SEQ", min=1, help="Last sequence.")
+    ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File (default stdout).")
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="File (default stdout).")
     ] = None,
 ) -> None:
     """Write ledger events as NDJSON, each line the stored bytes (canonical JSON), in sequence
@@ -315,13 +330,18 @@ def export(
         with _event_log() as log:
             require_org(log, org)
     sink = output.open("wb") if output else sys.stdout.buffer
+    count = size = 0
     try:
         with _event_log() as log:
             for stored in log.read_stored(org, from_seq, to_seq):
                 sink.write(stored.body + b"\n")
+                count += 1
+                size += len(stored.body) + 1
     finally:
         if output:
             sink.close()
+    if output:  # stdout carries the events: the confirmation goes to stderr
+        err.print(f"wrote {count} events ({size} bytes) to {output}", markup=False, highlight=False)
 
 
 @app.command()
@@ -331,11 +351,13 @@ def rejections(
     reason: Annotated[
         ReasonCode | None, typer.Option("--reason", help="Only this reason code.")
     ] = None,
+    as_of: cli_options.AsOf = None,
 ) -> None:
     """List recorded rejections (reason code, message, where the submission came from)."""
-    from rich.table import Table
+    from okr_ledger import layout
 
-    table = Table("recorded at", "reason", "org", "type", "line", "message")
+    until = cli_options.parse_option(as_of, "--as-of")
+    rows: list[list[layout.Cell]] = []
     with _event_log() as log:
         if org is not None:
             _require_rejecting_org(log, org)
@@ -344,20 +366,27 @@ def rejections(
                 reason is not None and rejection.reason != reason
             ):
                 continue
+            if until is not None and cli_options.parse_time(rejection.recorded_at) > until:
+                continue
             if json:
                 _write_json(rejection.to_json())
                 continue
-            table.add_row(
+            rows.append([
                 rejection.recorded_at,
-                f"[red]{rejection.reason.value}",
-                escape(rejection.org_id or ""),
-                escape(rejection.type or ""),
+                Text(rejection.reason.value, style="red"),
+                rejection.org_id or "",
+                rejection.type or "",
                 str(rejection.line or ""),
-                _first_detail(rejection) + _truncation(rejection),
-            )
+                Text.from_markup(_first_detail(rejection) + escape(_truncation(rejection))),
+            ])  # fmt: skip
     if not json:
-        out.print(table)
-        out.print(f"{table.row_count} rejections")
+        columns = [
+            layout.Column("recorded at", no_wrap=True), layout.Column("reason", no_wrap=True),
+            layout.Column("org"), layout.Column("type"), layout.Column("line", justify="right"),
+            layout.Column("message"),
+        ]  # fmt: skip
+        out.print(layout.records(out, "Rejections", columns, rows))
+        out.print(f"{len(rows)} rejections")
 
 
 def _require_rejecting_org(log: EventLog, org: str) -> None:
@@ -400,9 +429,12 @@ def schema(
     type_name: Annotated[
         str | None, typer.Argument(metavar="[TYPE]", help="An event type; none for all.")
     ] = None,
-    version: Annotated[int | None, typer.Option("--version", help="Schema version.")] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", metavar="N", help="Schema version.")
+    ] = None,
     write: Annotated[
-        Path | None, typer.Option("--write", help="Write the whole export into this directory.")
+        Path | None,
+        typer.Option("--write", metavar="DIR", help="Write the whole export into this directory."),
     ] = None,
 ) -> None:
     """Print the JSON Schema of a submission, or of one event type's data."""
@@ -442,6 +474,13 @@ def demo() -> None:
     for report in reports:
         state = "[green]intact" if report.ok else f"[red]broken at {report.first_bad_sequence}"
         out.print(f"chain of {report.org_id}: {report.events} events, {state}")
+    recorded = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    out.print(  # a moment after all of it was recorded: time travel back to it later
+        f"time travel: okr-ledger progress --as-of {recorded} (the ledger as it is now)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     try:
         from okr_ledger import query_cli
 

@@ -4,11 +4,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from okr_ledger import layout
 from projections.queries import Progress, Record
 
 STATUS_STYLE = {"on_track": "green", "at_risk": "yellow", "off_track": "red"}
@@ -19,6 +20,8 @@ FLAG_TEXT = {
     "over_focus": "its unit has too many objectives in this period",
 }
 BAR_WIDTH = 20
+_WIDE = Console(width=layout.WIDE_ENOUGH)
+"""Where no console is given: the one-table layout."""
 
 
 def bar(progress: float, status: str) -> Text:
@@ -149,6 +152,7 @@ def progress_lines(org_id: str, progress: Progress) -> Iterator[dict[str, Any]]:
 CASCADE_FIELDS = (
     "title", "owner_unit_id", "period_id", "lifecycle", "parent_objective_id", "ancestor_ids",
     "depth", "theme_ids", "reached_theme_ids", "contributes_to", "depends_on", "progress",
+    "expected_progress", "status",
 )  # fmt: skip
 
 
@@ -179,25 +183,37 @@ def _tree_order(objective: Record) -> tuple[str, list[str]]:
     return objective["period_id"], [*reversed(objective["ancestor_ids"]), objective["objective_id"]]
 
 
-def cascade_view(org_id: str, objectives: list[Record], coverage: list[Record]) -> Group:
-    table = Table(title=f"Cascade of {org_id}", title_justify="left")
-    for column in ("objective", "unit", "period", "parent", "themes reached", "links", "flags"):
-        table.add_column(column)
+def cascade_view(
+    org_id: str, objectives: list[Record], coverage: list[Record], console: Console | None = None
+) -> Group:
+    """Every objective with its unit, period, parent, themes, links and flags; stacked on a
+    narrow ``console`` (:mod:`okr_ledger.layout`)."""
+    columns = [
+        layout.Column("objective", no_wrap=True), layout.Column("unit"), layout.Column("period"),
+        layout.Column("parent"), layout.Column("themes reached"), layout.Column("links"),
+        layout.Column("status"), layout.Column("flags"),
+    ]  # fmt: skip
+    stacked = console is not None and layout.narrow(console)
+    rows: list[list[layout.Cell]] = []
     for objective in sorted(
         objectives, key=lambda o: (o["period_id"], list(o["ancestor_ids"])[::-1], o["objective_id"])
     ):
         links = [f"→ {o}" for o in objective["contributes_to"]]
         links += [f"needs {o}" for o in objective["depends_on"]]
-        table.add_row(
-            "  " * int(objective["depth"]) + objective["objective_id"],
+        indent = "" if stacked else "  " * int(objective["depth"])
+        status = objective.get("status", "")
+        rows.append([
+            indent + objective["objective_id"],
             objective["owner_unit_id"],
             objective["period_id"],
             objective["parent_objective_id"] or "",
             ", ".join(objective["reached_theme_ids"]),
             ", ".join(links),
+            Text(str(status).replace("_", " "), style=STATUS_STYLE.get(str(status), "")),
             Text(", ".join(objective["flags"]), style="yellow"),
-        )
-    return Group(table, warnings_view(objectives, coverage))
+        ])  # fmt: skip
+    view = layout.records(console or _WIDE, f"Cascade of {org_id}", columns, rows)
+    return Group(view, warnings_view(objectives, coverage))
 
 
 def warnings_view(objectives: list[Record], coverage: list[Record]) -> RenderableType:
@@ -227,18 +243,27 @@ def coverage_table(org_id: str, coverage: list[Record]) -> Table:
     return table
 
 
-def history_table(subject: str, events: list[Record]) -> Table:
-    table = Table(title=f"History of {subject}", title_justify="left")
-    for column in ("seq", "occurred at", "recorded at", "type", "actor", "source", "data"):
-        table.add_column(column, overflow="fold")
-    for event in events:
-        table.add_row(
-            str(event["sequence"]),
+def history_table(
+    subject: str, events: list[Record], console: Console | None = None
+) -> RenderableType:
+    """The events about ``subject``; stacked on a narrow ``console`` (ids and JSON whole)."""
+    columns = [
+        layout.Column("seq", justify="right"), layout.Column("occurred at"),
+        layout.Column("recorded at"), layout.Column("type", no_wrap=True),
+        layout.Column("actor"), layout.Column("source"), layout.Column("data"),
+    ]  # fmt: skip
+    rows: list[list[layout.Cell]] = [
+        [
+            str(event["sequence"])
+            if console is None or not layout.narrow(console)
+            else f"#{event['sequence']} {event['type']}",
             f"{event['occurred_at']:%Y-%m-%d %H:%M}",
             f"{event['recorded_at']:%Y-%m-%d %H:%M:%S}",
             event["type"],
             event["actor"],
             event["source"],
             event["data"],
-        )
-    return table
+        ]
+        for event in events
+    ]
+    return layout.records(console or _WIDE, f"History of {subject}", columns, rows)

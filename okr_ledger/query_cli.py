@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from okr_ledger import cli_options, query_json
 from okr_ledger import progress_render as render
-from okr_ledger import query_json
 from okr_ledger.served_store import token_path
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap, open_projection_store
@@ -34,18 +34,10 @@ err = Console(stderr=True)
 PROGRESS_BAR_MIN_EVENTS = 5_000
 
 Advance = Callable[[int], None]
-JsonFlag = Annotated[bool, typer.Option("--json", help="NDJSON, one line per row.")]
-OrgOption = Annotated[str | None, typer.Option("--org", help="Only this org (default: all).")]
-AsOfOption = Annotated[
-    str | None,
-    typer.Option(
-        "--as-of", help="What the ledger knew at this recorded time (RFC 3339 or a date; UTC)."
-    ),
-]
-AtOption = Annotated[
-    str | None,
-    typer.Option("--at", help="Values at this business time, as known now (or at --as-of)."),
-]
+JsonFlag = cli_options.Json
+OrgOption = cli_options.Org
+AsOfOption = cli_options.AsOf
+AtOption = cli_options.At
 
 
 class ExportFormat(StrEnum):
@@ -54,13 +46,8 @@ class ExportFormat(StrEnum):
 
 
 def parse_moment(text: str | None, option: str) -> datetime | None:
-    """RFC 3339 (a missing offset means UTC) or a plain date (its midnight, UTC)."""
-    if text is None:
-        return None
-    try:
-        return query_json.parse_moment(text)
-    except ValueError:
-        raise typer.BadParameter(f"not a date or time: {text!r}", param_hint=option) from None
+    """:func:`okr_ledger.cli_options.parse_option`: a usage error names the option."""
+    return cli_options.parse_option(text, option)
 
 
 def _write_lines(lines: Iterable[dict[str, Any]]) -> None:
@@ -142,8 +129,8 @@ def show_warnings(store: ProjectionStore, settings: Settings, orgs: list[str]) -
 
 def progress(  # noqa: PLR0917 - a command's options
     org: OrgOption = None,
-    period: Annotated[str | None, typer.Option("--period", help="Only this period.")] = None,
-    unit: Annotated[str | None, typer.Option("--unit", help="Only this unit's objectives.")] = None,
+    period: cli_options.Period = None,
+    unit: cli_options.Unit = None,
     as_of: AsOfOption = None,
     at: AtOption = None,
     json: JsonFlag = False,
@@ -159,23 +146,27 @@ def progress(  # noqa: PLR0917 - a command's options
         show_progress(store, Settings(), orgs, moment, period=period, unit=unit, json=json)
 
 
-def cascade(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = False) -> None:
-    """Alignment: parents, themes reached, links, and flags (orphan, parent_inactive...)."""
-    moment = _moment(as_of)
+def cascade(
+    org: OrgOption = None, as_of: AsOfOption = None, at: AtOption = None, json: JsonFlag = False
+) -> None:
+    """Alignment: parents, themes reached, links, flags (orphan, parent_inactive...), status."""
+    moment = _moment(as_of, at)
     settings = Settings()
     with caught_up_store() as store:
         for org_id in _orgs(store, org):
-            objectives = queries.objectives(store, org_id, moment, settings.over_focus_limit)
+            objectives = queries.cascade(store, org_id, moment, settings.over_focus_limit)
             if json:
                 _write_lines(query_json.cascade_lines(org_id, objectives))
             else:
                 coverage = queries.coverage(store, org_id, moment)
-                out.print(render.cascade_view(org_id, objectives, coverage))
+                out.print(render.cascade_view(org_id, objectives, coverage, out))
 
 
-def coverage(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = False) -> None:
+def coverage(
+    org: OrgOption = None, as_of: AsOfOption = None, at: AtOption = None, json: JsonFlag = False
+) -> None:
     """Per period and active theme: objectives, key results and progress (zero shows gaps)."""
-    moment = _moment(as_of)
+    moment = _moment(as_of, at)
     with caught_up_store() as store:
         for org_id in _orgs(store, org):
             rows = query_json.coverage_lines(store, org_id, moment)
@@ -186,7 +177,9 @@ def coverage(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = F
 
 
 def history(
-    subject: Annotated[str, typer.Argument(help="An objective, key result, theme... id.")],
+    subject: Annotated[
+        str, typer.Argument(metavar=cli_options.SUBJECT, help="An objective, key result... id.")
+    ],
     org: OrgOption = None,
     as_of: AsOfOption = None,
     json: JsonFlag = False,
@@ -199,7 +192,7 @@ def history(
         if json:
             _write_lines(events)
         elif events:
-            out.print(render.history_table(f"{subject} in {org_id}", events))
+            out.print(render.history_table(f"{subject} in {org_id}", events, out))
         elif org:
             out.print(f"no events about {subject!r} in {org_id}")
 
@@ -256,19 +249,30 @@ def rebuild(
 
 
 def export_projections(
-    directory: Annotated[Path, typer.Argument(help="Where to write one file per view.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Where to write one file per view.")
+    ],
     format: Annotated[ExportFormat, typer.Option("--format", help="File format.")] = (
         ExportFormat.PARQUET
     ),
+    as_of: AsOfOption = None,
+    at: AtOption = None,
 ) -> None:
-    """Write every view (progress, cascade, coverage, history...) as Parquet or CSV files."""
+    """Write every view (progress, cascade, coverage, history...) as Parquet or CSV files;
+    with --as-of / --at, each as of that moment (its parameterized view, ``<view>_at``)."""
+    moment = _moment(as_of, at)
     clickhouse_format = "Parquet" if format is ExportFormat.PARQUET else "CSVWithNames"
     directory.mkdir(parents=True, exist_ok=True)
     with caught_up_store() as store:
         for view in VIEWS:
             path = directory / f"{view}.{format.value}"
-            path.write_bytes(store.export(view, clickhouse_format))
-            err.print(f"wrote {path}")
+            if moment.as_of is None and moment.at is None:
+                path.write_bytes(store.export(view, clickhouse_format))
+            else:
+                path.write_bytes(
+                    store.export_at(view, clickhouse_format, as_of=moment.as_of, at=moment.at)
+                )
+            err.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def init() -> None:

@@ -2,12 +2,13 @@
 print with ``--json``, and the HTTP API returns. Built here once, for both."""
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from okr_ledger import progress_render as render
+from okr_ledger.cli_options import parse_time
 from projections import queries
 from projections.queries import Moment, Record
 from projections.store import ProjectionStore
@@ -16,13 +17,10 @@ JsonLine = dict[str, Any]
 
 
 def parse_moment(text: str) -> datetime:
-    """RFC 3339 (a missing offset means UTC) or a plain date (its midnight, UTC), in UTC;
-    ``ValueError`` otherwise."""
-    if len(text) == 10:
-        day = date.fromisoformat(text)
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """RFC 3339 (a missing offset means UTC), a plain date (its midnight, UTC), ``now`` or a
+    relative ``-3d`` (:func:`okr_ledger.cli_options.parse_time`), in UTC; ``ValueError``
+    otherwise."""
+    return parse_time(text)
 
 
 def encode_line(line: JsonLine) -> bytes:
@@ -64,6 +62,13 @@ def progress_lines(org_id: str, found: queries.Progress) -> Iterator[JsonLine]:
 
 def cascade_lines(org_id: str, objectives: list[Record]) -> Iterator[JsonLine]:
     return (render.cascade_line(org_id, o) for o in objectives)
+
+
+def cascade(
+    store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int
+) -> list[JsonLine]:
+    """``cascade --json``: one line per objective, as of ``moment`` (``--at`` included)."""
+    return list(cascade_lines(org_id, queries.cascade(store, org_id, moment, focus_limit)))
 
 
 def coverage_lines(store: ProjectionStore, org_id: str, moment: Moment) -> list[JsonLine]:

@@ -208,6 +208,57 @@ def view_statements() -> tuple[str, ...]:
         _view("org_units", f"SELECT * FROM {latest(t.UNITS)}"),
         _view("periods", f"SELECT * FROM {latest(t.PERIODS)}"),
         _view("rejection_history", _history(t.REJECTIONS, "position")),
+        *parameterized_view_statements(),
+    )
+
+
+def parameterized_view_statements() -> tuple[str, ...]:
+    """``<view>_at(as_of = ..., at = ...)`` for every view: the answer as of a recorded time
+    (and, where business time matters, at a business time), as the CLI's ``--as-of`` /
+    ``--at`` give it. Both parameters may be left out (everything recorded; values as
+    recorded)."""
+    db = "{db}"
+    where = sql.view_filter(db)
+
+    def latest(table: str) -> str:
+        return sql.latest(db, table, where)
+
+    def history(table: str, order: str) -> str:
+        return f"SELECT * FROM {db}.{table} FINAL WHERE {where} ORDER BY {order}"
+
+    objectives = sql.objectives_at(db)
+    return (
+        _view("audit_history_at", history(t.AUDIT, "org_id, sequence")),
+        _view(
+            "check_in_history_at",
+            f"SELECT * EXCEPT (sequence, recorded_at, change), sequence AS as_of_sequence, "
+            f"recorded_at AS updated_at, change AS last_change FROM {latest(t.CHECK_INS)}",
+        ),
+        _view("target_history_at", history(t.TARGETS, "org_id, key_result_id, sequence")),
+        _view(
+            "key_result_progress_at",
+            sql.key_result_progress(sql.key_results_at(db), sql.VIEW_REF)
+            + " ORDER BY org_id, objective_id, key_result_id",
+        ),
+        _view(
+            "objective_progress_at",
+            sql.objective_progress(objectives, sql.VIEW_REF, FOCUS_LIMIT_SQL)
+            + " ORDER BY org_id, objective_id",
+        ),
+        _view(
+            "theme_coverage_at",
+            sql.theme_coverage(objectives, latest(t.THEMES), latest(t.PERIODS))
+            + " ORDER BY org_id, period_id, theme_id",
+        ),
+        _view("strategy_now_at", f"SELECT * FROM {latest(t.STRATEGY)}"),
+        _view("themes_at", f"SELECT * FROM {latest(t.THEMES)}"),
+        _view("org_units_at", f"SELECT * FROM {latest(t.UNITS)}"),
+        _view("periods_at", f"SELECT * FROM {latest(t.PERIODS)}"),
+        _view(
+            "rejection_history_at",
+            f"SELECT * FROM {db}.{t.REJECTIONS} FINAL WHERE {sql.AS_OF_PARAM} IS NULL "
+            f"OR recorded_at <= {sql.AS_OF_PARAM} ORDER BY position",
+        ),
     )
 
 
@@ -231,3 +282,7 @@ VIEWS = (
     "rejection_history",
 )
 """What BI tools read (and what ``export-projections`` writes)."""
+
+PARAMETERIZED_VIEWS = {view: f"{view}_at" for view in VIEWS}
+"""Each view's parameterized twin, ``<view>_at(as_of = ..., at = ...)``: the same columns as
+of a recorded time (``export-projections --as-of`` writes these)."""

@@ -152,9 +152,18 @@ def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: i
     return Progress(objective_records, key_result_records)
 
 
+def cascade(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int) -> list[Record]:
+    """The objectives as :func:`objectives` gives them; with ``moment.at``, their numbers,
+    expected progress and status at that business time (as :func:`progress`)."""
+    if moment.at is None:
+        return objectives(store, org_id, moment, focus_limit)
+    return progress(store, org_id, moment, focus_limit).objectives
+
+
 def coverage(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
-    """Every active theme in every period: objectives, key results and progress reaching it."""
-    if moment.as_of is None:
+    """Every active theme in every period: objectives, key results and progress reaching it
+    (with ``moment.at``: the objectives' progress at that business time)."""
+    if moment.as_of is None and moment.at is None:
         params = _params(org_id, 0, moment)
         sources = [sql.now("{db}", t.OBJECTIVES_NOW)] + [
             sql.latest("{db}", table, "org_id = {org:String}") for table in (t.THEMES, t.PERIODS)
@@ -173,6 +182,9 @@ def _numbers_as_of(
 ) -> dict[str, Any]:
     """The parameters of :func:`projections.sql.objectives_as_of`: each objective's numbers as
     of ``moment.as_of``, rolled up from its key results then (as the projector did)."""
+    if as_of is None and moment.at is not None:  # the key results' values at ``at``
+        seq = sequence_as_of(store, org_id, moment.as_of)
+        as_of = seq, _key_results_as_of(store, org_id, seq, moment)
     seq, _structures, numbers = _structures_as_of(store, org_id, moment, as_of)
     return {
         **_params(org_id, seq, moment),

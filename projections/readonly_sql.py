@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from projections.migrations import PARAMETERIZED_VIEWS
 from schemas.errors import ProjectionQueryError, QueryRefusedError
 
 Rows = Sequence[Sequence[Any]]
@@ -356,6 +357,8 @@ class _Walk:
     def _function(self, node: dict[str, Any], table: bool) -> None:
         name = str(node.get("name"))
         if table:
+            if name in PARAMETERIZED_VIEWS.values():  # a view of the projections: its arguments
+                return  # are ``name = value`` pairs, values only (literals or parameters)
             if name not in TABLE_FUNCTIONS:
                 raise refuse(f"the table function {name}()")
             return

@@ -96,38 +96,40 @@ CHECK_IN_KEY = (
 ties broken by the check-in's sequence."""
 
 
-def key_results_as_of(db: str, at: str | None) -> str:
+def key_results_as_of(db: str, at: str | None, where: str = AS_OF_FILTER) -> str:
     """Each key result's definition up to ``{seq}``, and from its check-in versions up to then:
     the last version's sequence (``last_sequence``) and time (``last_recorded_at``), how many
     check-ins are live (``live``: not retracted, and measured by ``at`` if given), and the key
     (:data:`CHECK_IN_KEY`) of the current one among them (``current``; 0: none).
 
-    The history tables hold no row twice (the store removes a commit cut short before it
-    projects those events again), so rows may be counted.
+    ``where`` chooses the rows (:data:`AS_OF_FILTER`, or :data:`VIEW_FILTER` in the
+    parameterized views, over every org). The history tables hold no row twice (the store
+    removes a commit cut short before it projects those events again), so rows may be counted.
     """
     live = "NOT gone" + (f" AND occurred_at <= {at}" if at else "")
     return f"""
 SELECT d.*, c.last_sequence AS last_sequence, c.last_recorded_at AS last_recorded_at,
     c.live AS live, c.current AS current
 FROM (
-    SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {AS_OF_FILTER}
-    ORDER BY sequence DESC LIMIT 1 BY key_result_id
+    SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {where}
+    ORDER BY sequence DESC LIMIT 1 BY org_id, key_result_id
 ) AS d
 LEFT JOIN (
-SELECT key_result_id, max(sequence) AS last_sequence,
+SELECT org_id, key_result_id, max(sequence) AS last_sequence,
     argMax(recorded_at, sequence) AS last_recorded_at,
     countIf(change = 'recorded' AND {live}) AS live,
     max(if({live}, {CHECK_IN_KEY}, toUInt128(0))) AS current
 FROM (
-    SELECT key_result_id, sequence, recorded_at, change, occurred_at, check_in_sequence,
-        check_in_sequence IN (
-            SELECT check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {AS_OF_FILTER} AND retracted
+    SELECT org_id, key_result_id, sequence, recorded_at, change, occurred_at,
+        check_in_sequence,
+        (org_id, check_in_sequence) IN (
+            SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {where} AND retracted
         ) AS gone
-    FROM {db}.{t.CHECK_INS} WHERE {AS_OF_FILTER}
+    FROM {db}.{t.CHECK_INS} WHERE {where}
 )
-GROUP BY key_result_id
-) AS c ON c.key_result_id = d.key_result_id
-ORDER BY d.objective_id, d.key_result_id"""
+GROUP BY org_id, key_result_id
+) AS c ON c.org_id = d.org_id AND c.key_result_id = d.key_result_id
+ORDER BY d.org_id, d.objective_id, d.key_result_id"""
 
 
 CURRENT_VERSIONS = f"""
@@ -235,3 +237,147 @@ LEFT JOIN (
     )
     GROUP BY org_id, period_id, theme_id
 ) AS r ON r.org_id = th.org_id AND r.period_id = p.period_id AND r.theme_id = th.theme_id"""
+
+
+# --- parameterized views: the same as-of answers in plain SQL, for BI tools ---------------------
+
+AS_OF_PARAM = "{as_of:Nullable(DateTime64(6, 'UTC'))}"
+"""A parameterized view's recorded time; left out (NULL): everything recorded."""
+AT_PARAM = "{at:Nullable(DateTime64(6, 'UTC'))}"
+"""A parameterized view's business time; left out (NULL): values as recorded."""
+VIEW_REF = f"assumeNotNull(coalesce({AT_PARAM}, {AS_OF_PARAM}, {NOW}))"
+"""The reference time of expected progress, status and stale, as ``Moment.ref``."""
+_END_OF_TIME = "toDateTime64('2299-12-31 23:59:59', 6, 'UTC')"
+
+
+def view_filter(db: str) -> str:
+    """The rows of each org's ledger up to its last sequence recorded by ``{as_of}`` (as
+    :func:`projections.queries.sequence_as_of`, for every org at once)."""
+    cuts = (
+        "(SELECT mapFromArrays(groupArray(toString(org_id)), groupArray(last)) FROM ("
+        f"SELECT org_id, max(sequence) AS last FROM {db}.{t.AUDIT} "
+        f"WHERE {AS_OF_PARAM} IS NULL OR recorded_at <= {AS_OF_PARAM} GROUP BY org_id))"
+    )
+    return f"sequence <= {cuts}[toString(org_id)]"
+
+
+def _score_sql(kind: str, start: str, target: str, value: str) -> tuple[str, str]:
+    """``(progress, attainment)`` as :func:`processors.scoring.score`."""
+    attainment = (
+        f"multiIf({kind} = 'stay_above', toFloat64({value} >= {target}), "
+        f"{kind} = 'stay_below', toFloat64({value} <= {target}), "
+        f"{kind} = 'milestone', toFloat64({value} >= 1), "
+        f"{target} - {start} != 0, ({value} - {start}) / ({target} - {start}), 1.)"
+    )
+    progress = (
+        f"if({kind} IN ('stay_above', 'stay_below', 'milestone'), {attainment}, "
+        f"greatest(0., least(1., {attainment})))"
+    )
+    return progress, attainment
+
+
+def key_results_at(db: str) -> str:
+    """Every key result of every org as of ``{as_of}``, its numbers at ``{at}``: the columns
+    of ``key_results_now``, from the history tables (as ``queries._key_results_as_of``)."""
+    where = view_filter(db)
+    at = f"ifNull({AT_PARAM}, {_END_OF_TIME})"
+    revision = f"reason IS NOT NULL AND effective_at <= {AT_PARAM}"
+    progress, attainment = _score_sql("k.kind", "k.start", "target", "k.start")
+    return f"""(
+WITH k AS ({key_results_as_of(db, at, where)}),
+cv AS (
+    SELECT org_id, check_in_sequence, check_in_id, occurred_at, value, target, progress,
+        attainment, confidence
+    FROM {db}.{t.CHECK_INS}
+    WHERE {where} AND (org_id, check_in_sequence) IN (
+        SELECT org_id, toUInt64(bitAnd(current, toUInt128(18446744073709551615))) FROM k
+        WHERE current != 0)
+    ORDER BY sequence DESC LIMIT 1 BY org_id, check_in_sequence
+),
+tg AS (
+    SELECT org_id, key_result_id,
+        argMaxIf(target, (effective_at, sequence), {revision}) AS revised,
+        countIf({revision}) AS revisions,
+        argMinIf(target, sequence, reason IS NULL) AS defined
+    FROM {db}.{t.TARGETS} WHERE {where} GROUP BY org_id, key_result_id
+)
+SELECT k.org_id AS org_id, k.key_result_id AS key_result_id, k.objective_id AS objective_id,
+    k.owner_unit_id AS owner_unit_id, k.period_id AS period_id, k.title AS title,
+    k.kind AS kind, k.unit AS unit, k.start AS start,
+    if(k.current = 0, if({AT_PARAM} IS NULL OR tg.key_result_id = '', k.current_target,
+        if(tg.revisions > 0, tg.revised, tg.defined)), cv.target) AS target,
+    k.current_target AS current_target,
+    if(k.current = 0, k.start, cv.value) AS value,
+    if(k.current = 0, {progress}, cv.progress) AS progress,
+    if(k.current = 0, {attainment}, cv.attainment) AS attainment,
+    if(k.current = 0, NULL, cv.confidence) AS confidence,
+    if(k.current = 0, NULL, cv.occurred_at) AS last_check_in_at,
+    if(k.current = 0, NULL, cv.check_in_id) AS last_check_in_id,
+    toUInt32(k.live) AS check_in_count,
+    k.weight AS weight, k.due_on AS due_on, k.checkin_every_days AS checkin_every_days,
+    k.retired AS retired, k.period_starts_on AS period_starts_on,
+    k.period_ends_on AS period_ends_on,
+    greatest(k.sequence, k.last_sequence) AS sequence,
+    if(k.last_sequence > k.sequence, k.last_recorded_at, k.recorded_at) AS recorded_at
+FROM k
+LEFT JOIN cv ON cv.org_id = k.org_id
+    AND cv.check_in_sequence = toUInt64(bitAnd(k.current, toUInt128(18446744073709551615)))
+LEFT JOIN tg ON tg.org_id = k.org_id AND tg.key_result_id = k.key_result_id
+)"""
+
+
+def objectives_at(db: str) -> str:
+    """Every objective of every org as of ``{as_of}``, with the columns of ``objectives_now``:
+    its structure then, and progress and confidence rolled up from the key results at
+    ``{at}`` (:func:`key_results_at`), children first, by
+    :func:`processors.scoring.rollup_progress`'s rule: the members summed in the same order
+    (key results, then children, each by id), so the floats are the same."""
+    where = view_filter(db)
+    fold = (
+        "arrayFold((a, p) -> (a.1 + p.1, a.2 + p.1 * p.2), arrayConcat("
+        "if(o.3 != 'children', o.4, []), "
+        "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1]), o.5), [])), (0., 0.))"
+    )
+    return f"""(
+WITH kr AS {key_results_at(db)},
+st AS {latest(db, t.OBJECTIVES, where)},
+own AS (
+    SELECT org_id, objective_id,
+        arrayMap(x -> (x.2, x.3), arraySort(groupArrayIf((key_result_id, weight, progress),
+            NOT retired))) AS parts,
+        minIf(confidence, NOT retired) AS confidence
+    FROM kr GROUP BY org_id, objective_id
+),
+children AS (
+    SELECT org_id, assumeNotNull(parent_objective_id) AS parent_id,
+        arraySort(groupArray((objective_id, weight))) AS members
+    FROM st WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
+    GROUP BY org_id, parent_id
+),
+numbers AS (
+    SELECT s.org_id AS org_id, arrayFold((acc, o) -> mapUpdate(acc, map(o.1,
+            arrayMap(r -> if(r.1 > 0, r.2 / r.1, 0.), [{fold}])[1])),
+        arraySort(o -> -o.2, groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup),
+            ow.parts, ch.members))),
+        map('', 0.)) AS progress_of
+    FROM st AS s
+    LEFT JOIN own AS ow ON ow.org_id = s.org_id AND ow.objective_id = s.objective_id
+    LEFT JOIN children AS ch ON ch.org_id = s.org_id AND ch.parent_id = s.objective_id
+    GROUP BY s.org_id
+),
+updates AS (
+    SELECT org_id, objective_id, max(sequence) AS u_sequence,
+        argMax(recorded_at, sequence) AS u_recorded_at
+    FROM {db}.{t.OBJECTIVE_UPDATES} WHERE {where} GROUP BY org_id, objective_id
+)
+SELECT s.org_id AS org_id, s.objective_id AS objective_id,
+    s.* EXCEPT (org_id, objective_id, sequence, recorded_at),
+    n.progress_of[s.objective_id] AS progress,
+    ow.confidence AS confidence,
+    greatest(s.sequence, u.u_sequence) AS sequence,
+    if(u.u_sequence > s.sequence, u.u_recorded_at, s.recorded_at) AS recorded_at
+FROM st AS s
+LEFT JOIN updates AS u ON u.org_id = s.org_id AND u.objective_id = s.objective_id
+LEFT JOIN own AS ow ON ow.org_id = s.org_id AND ow.objective_id = s.objective_id
+LEFT JOIN numbers AS n ON n.org_id = s.org_id
+)"""

@@ -10,6 +10,7 @@ from projections.client import ClickHouseClient, Target, connect, parse_url
 from projections.migrations import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
+    PARAMETERIZED_VIEWS,
     SETTINGS_TABLE,
     TIME,
     VIEWS,
@@ -301,6 +302,29 @@ class ProjectionStore:
             return self.client.raw_query(self._sql(f"SELECT * FROM {{db}}.{relation}"), fmt=fmt)
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
+
+    def export_at(
+        self, view: str, fmt: str, *, as_of: datetime | None, at: datetime | None
+    ) -> bytes:
+        """One view as of ``as_of`` (recorded time), at ``at`` (business time): its
+        parameterized twin (``<view>_at``), in a ClickHouse output format."""
+        if view not in PARAMETERIZED_VIEWS:  # named in SQL: never a caller's text
+            raise _never(view)
+        query = (
+            f"SELECT * FROM {{db}}.{PARAMETERIZED_VIEWS[view]}("
+            "as_of = {as_of:Nullable(DateTime64(6, 'UTC'))}, "
+            "at = {at:Nullable(DateTime64(6, 'UTC'))})"
+        )
+        try:
+            return self.client.raw_query(
+                self._sql(query), parameters={"as_of": as_of, "at": at}, fmt=fmt
+            )
+        except Exception as error:
+            raise ProjectionQueryError(_first_line(error)) from error
+
+
+def _never(relation: str) -> ProjectionQueryError:
+    return ProjectionQueryError(f"{relation!r} is not a view or table of the projections")
 
 
 def _arrow_tables() -> "ArrowTables":

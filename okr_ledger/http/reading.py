@@ -32,9 +32,15 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown org, period, unit or subject (with suggestions)."},
 }
 AsOf = Annotated[
-    str | None, Query(description="What the ledger knew at this recorded time (RFC 3339 or date).")
+    str | None,
+    Query(
+        description="What the ledger knew at this recorded time: RFC 3339, a date, `now` or "
+        "`-3d` (as the CLI's --as-of)."
+    ),
 ]
-At = Annotated[str | None, Query(description="Values at this business time.")]
+At = Annotated[
+    str | None, Query(description="Values, expected progress and status at this business time.")
+]
 
 
 def moment_of(as_of: str | None, at: str | None = None) -> Moment:
@@ -98,21 +104,19 @@ async def progress(  # noqa: PLR0917 - the query's parameters
 
 
 @router.get("/v1/orgs/{org}/cascade", responses=_RESPONSES)
-async def cascade(org: str, request: Request, as_of: AsOf = None) -> Response:
-    """Alignment: parents, themes reached, links, flags; as `okr-ledger cascade --json`."""
-    moment = moment_of(as_of)
+async def cascade(org: str, request: Request, as_of: AsOf = None, at: At = None) -> Response:
+    """Alignment: parents, themes reached, links, flags, status; as `okr-ledger cascade
+    --json` (with `--as-of`, `--at`)."""
+    moment = moment_of(as_of, at)
     limit = services(request).settings.over_focus_limit
-
-    def answer(store: ProjectionStore) -> list[dict[str, Any]]:
-        return list(query_json.cascade_lines(org, queries.objectives(store, org, moment, limit)))
-
-    return await _answer(request, org, answer)
+    return await _answer(request, org, lambda store: query_json.cascade(store, org, moment, limit))
 
 
 @router.get("/v1/orgs/{org}/coverage", responses=_RESPONSES)
-async def coverage(org: str, request: Request, as_of: AsOf = None) -> Response:
-    """Per period and active theme: objectives, key results, progress; as `coverage --json`."""
-    moment = moment_of(as_of)
+async def coverage(org: str, request: Request, as_of: AsOf = None, at: At = None) -> Response:
+    """Per period and active theme: objectives, key results, progress; as `coverage --json`
+    (with `--as-of`, `--at`)."""
+    moment = moment_of(as_of, at)
     return await _answer(request, org, lambda store: query_json.coverage_lines(store, org, moment))
 
 

@@ -45,6 +45,18 @@ def _stable(body: str) -> list[dict[str, object]]:
             "/v1/orgs/northwind/history/onboarding-days",
             ["history", "onboarding-days", "--org", "northwind"],
         ),
+        (
+            f"/v1/orgs/northwind/cascade?as_of={TOMORROW}&at=2026-10-20",
+            ["cascade", "--org", "northwind", "--as-of", TOMORROW, "--at", "2026-10-20"],
+        ),
+        (
+            "/v1/orgs/northwind/coverage?at=2026-10-20T00:00:00Z",
+            ["coverage", "--org", "northwind", "--at", "2026-10-20"],
+        ),
+        (
+            f"/v1/orgs/northwind/history/nps?as_of={TOMORROW}",
+            ["history", "nps", "--org", "northwind", "--as-of", TOMORROW],
+        ),
     ],
 )
 def test_the_api_answers_what_the_cli_prints(served: Served, path: str, command: list[str]) -> None:

@@ -5,6 +5,13 @@ Reported in issue 7's closing note: ``len(ESCAPES)`` statements tried.
 """
 
 ESCAPES: tuple[str, ...] = (
+    # Through the parameterized views (issue 11): their arguments are checked as any value.
+    "SELECT * FROM key_result_progress_at(as_of = (SELECT max(event_time) FROM system.query_log))",
+    "SELECT * FROM key_result_progress_at(as_of = toDateTime64(file('/etc/passwd'), 6))",
+    "SELECT * FROM key_result_progress_at(as_of = NULL) INTO OUTFILE '{data}/x.csv'",
+    "SELECT * FROM key_result_progress_at(as_of = NULL) SETTINGS readonly = 0",
+    "CREATE OR REPLACE VIEW key_result_progress_at AS SELECT 1",
+    "SELECT * FROM file_at(as_of = NULL)",
     # --- INTO OUTFILE, in every form (the issue's first two) ---------------------------
     "SELECT 'gone' INTO OUTFILE '{data}/ledger.db' TRUNCATE",
     "SELECT 'gone' INTO OUTFILE '{data}/ledger.db' APPEND",

@@ -1,5 +1,8 @@
 """The query commands end to end: the demo ledger, the embedded runner, chDB, the CLI."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +138,138 @@ def test_export_and_init(demo_dir: Path) -> None:
         assert result.exit_code == 0, result.output
         assert (target / f"key_result_progress.{fmt}").read_bytes().startswith(magic)
         assert (target / f"theme_coverage.{fmt}").exists()
+    before = demo_dir / "export-before"
+    result = runner.invoke(
+        app, ["export-projections", "--format", "csv", "--as-of", "2020-01-01", str(before)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (before / "key_result_progress.csv").read_text().count("\n") == 1  # the header
+    at = demo_dir / "export-at"
+    result = runner.invoke(app, ["export-projections", "--at", "2026-10-20", str(at)])
+    assert result.exit_code == 0, result.output
+    assert (at / "objective_progress.parquet").read_bytes().startswith(b"PAR1")
     init = runner.invoke(app, ["init"])
     assert init.exit_code == 0
     assert "migration 1: history tables (applied" in init.output
     assert "applied now" not in init.output
+
+
+def test_cascade_and_coverage_take_as_of_and_at(demo_dir: Path) -> None:
+    assert lines("cascade", "--as-of", "2020-01-01") == []
+    assert lines("cascade", "--as-of", "-3650d") == []  # a relative time: ten years ago
+    now = {line["id"]: line for line in lines("cascade", "--as-of", "now")}
+    then = {line["id"]: line for line in lines("cascade", "--at", "2026-10-20")}
+    progress_then = {
+        line["id"]: line for line in lines("progress", "--at", "2026-10-20")
+    }  # the same numbers as progress --at
+    for objective_id, line in then.items():
+        expected = progress_then[objective_id]
+        assert (line["progress"], line["expected_progress"], line["status"]) == (
+            expected["progress"], expected["expected_progress"], expected["status"]
+        )  # fmt: skip
+    assert then["delight-customers"]["progress"] < now["delight-customers"]["progress"]
+    coverage = {row["theme_id"]: row for row in lines("coverage", "--at", "2026-10-20")}
+    assert coverage["new-markets"]["progress"] == then["grow-midmarket"]["progress"]
+    bad = runner.invoke(app, ["coverage", "--at", "soon"])
+    assert bad.exit_code == 2
+    assert "--at" in bad.output
+
+
+NARROW_IDS = ("delight-customers", "smooth-onboarding", "customer-satisfaction")
+
+
+def _terminal(columns: int, *args: str) -> str:
+    """``okr-ledger ARGS`` in a process of its own on a terminal ``columns`` wide (rich reads
+    COLUMNS when the process starts)."""
+    env = {**os.environ, "COLUMNS": str(columns)}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "okr-ledger"), *args],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_narrow_terminals_get_whole_ids_and_json(demo_dir: Path) -> None:
+    cascade = _terminal(80, "cascade")
+    assert all(len(line) <= 80 for line in cascade.splitlines())
+    for name in NARROW_IDS:
+        assert name in cascade
+    assert "…" not in cascade
+    history = _terminal(80, "history", "nps")
+    assert "…" not in history
+    assert all(len(line) <= 80 for line in history.splitlines())
+    data = "".join(  # the JSON of the definition, folded over whole lines, not a 9-char column
+        line.rstrip().removeprefix("data").strip() if line.startswith(("data", "    ")) else ""
+        for line in history.splitlines()[:12]
+    )
+    assert data.startswith('{"checkin_every_days":7,"key_result_id":"nps"')
+    assert '"title":"Raise NPS from 31 to 45"' in data
+    rejections = _terminal(80, "rejections")
+    assert "key result 'churn' does not exist" in rejections
+    assert "…" not in rejections
+    assert all(len(line) <= 80 for line in rejections.splitlines())
+
+
+def test_wide_terminals_keep_the_table(demo_dir: Path) -> None:
+    cascade = runner.invoke(app, ["cascade"])
+    assert "┃ objective" in cascade.output
+    assert "  helpdesk-sla" in cascade.output  # indented under its parent
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "progress", "cascade", "coverage", "history", "sql", "export-projections", "rebuild",
+        "submit", "verify", "export", "rejections", "schema",
+    ],
+)  # fmt: skip
+def test_help_shows_real_metavars(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    shown = runner.invoke(app, [command, "--help"])
+    assert shown.exit_code == 0, shown.output
+    options = [line for line in shown.output.splitlines() if line.startswith("│ -")]
+    assert options, shown.output
+    for placeholder in ("<str>", "<int>", "<path>", "<text>", "<float>"):
+        assert not any(placeholder in line.lower() for line in options), (command, options)
+
+
+def test_help_names_time_org_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    shown = runner.invoke(app, ["progress", "--help"]).output
+    for option, metavar in (("--as-of", "TIME"), ("--at", "TIME"), ("--org", "ORG"),
+                            ("--period", "PERIOD"), ("--unit", "UNIT")):  # fmt: skip
+        assert any(option in line and metavar in line for line in shown.splitlines()), option
+    for command in ("cascade", "coverage", "history", "rejections", "export-projections"):
+        shown = runner.invoke(app, [command, "--help"]).output
+        assert any("--as-of" in line and "TIME" in line for line in shown.splitlines()), command
+
+
+def test_export_to_a_file_says_what_it_wrote(demo_dir: Path) -> None:
+    target = demo_dir / "ledger.ndjson"
+    result = runner.invoke(app, ["export", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    written = target.read_bytes()
+    assert f"wrote 76 events ({len(written)} bytes) to {target}" in " ".join(result.output.split())
+
+
+def test_the_readme_as_of_example_works_on_a_fresh_demo(demo_dir: Path) -> None:
+    """README: the demo prints a usable time; after ``submit examples/checkins.ndjson``,
+    ``progress --as-of`` that time answers what ``progress`` answered before the submit,
+    whatever today's date."""
+    demo = runner.invoke(app, ["demo"])
+    assert demo.exit_code == 0, demo.output
+    hint = next(line for line in demo.output.splitlines() if line.startswith("time travel: "))
+    command = hint.removeprefix("time travel: okr-ledger ").split(" (")[0].split()
+    assert command[:2] == ["progress", "--as-of"]
+    before = lines("progress", "--unit", "support")
+    examples = Path(__file__).parents[2] / "examples" / "checkins.ndjson"
+    submitted = runner.invoke(app, ["submit", str(examples)])
+    assert submitted.exit_code == 0, submitted.output
+    after = lines("progress", "--unit", "support")
+    assert after != before
+    then = lines(*command, "--unit", "support")
+    volatile = {"expected_progress", "status", "stale"}  # they move with the clock
+    assert [{k: v for k, v in line.items() if k not in volatile} for line in then] == [
+        {k: v for k, v in line.items() if k not in volatile} for line in before
+    ]

@@ -202,8 +202,31 @@ def all_answers(store: ProjectionStore, moment: Moment) -> Any:
             queries.coverage(store, ORG, moment),
             queries.history(store, ORG, "k0", moment),
             queries.check_ins(store, ORG, "k1", moment),
+            queries.cascade(store, ORG, moment, 2),
         ]
     )
+
+
+_VIEW_ARGUMENTS = (
+    "as_of = {as_of:Nullable(DateTime64(6, 'UTC'))}, at = {at:Nullable(DateTime64(6, 'UTC'))}"
+)
+
+
+def view_answers(store: ProjectionStore, moment: Moment) -> Any:
+    """What the parameterized views answer (over_focus_limit set to 2 in the store)."""
+    params = {"as_of": moment.as_of, "at": moment.at, "org": ORG}
+    return normal([
+        store.dicts(
+            f"SELECT * FROM {{db}}.{view}({_VIEW_ARGUMENTS}) WHERE org_id = {{org:String}}",
+            params,
+        )
+        for view in ("objective_progress_at", "key_result_progress_at", "theme_coverage_at")
+    ])  # fmt: skip
+
+
+def cli_answers(store: ProjectionStore, moment: Moment) -> Any:
+    found = queries.progress(store, ORG, moment, 2)
+    return normal([found.objectives, found.key_results, queries.coverage(store, ORG, moment)])
 
 
 @pytest.fixture
@@ -290,6 +313,9 @@ def test_as_of_equals_a_rebuild_of_the_prefix(
         assert all_answers(full, Moment(as_of=cutoff)) == all_answers(prefix, Moment(now=cutoff))
         at = day(at_day)
         assert all_answers(full, Moment(as_of=cutoff, at=at)) == all_answers(prefix, Moment(at=at))
+        full.set_setting("over_focus_limit", "2")  # the views read it; the queries take it
+        for moment in (Moment(as_of=cutoff), Moment(as_of=cutoff, at=at)):
+            assert view_answers(full, moment) == cli_answers(full, moment)
     finally:
         builder.close()
 

@@ -114,6 +114,25 @@ def test_legitimate_statements_still_answer(data_dir: Path) -> None:
     assert formatted.stdout_bytes == b'{"one":1,"s":"a"}\n'
 
 
+def test_the_parameterized_views_answer_as_of_a_moment(data_dir: Path) -> None:
+    assert lines("SELECT count() AS n FROM key_result_progress_at(as_of = '2020-01-01')") == [
+        {"n": 0}
+    ]
+    now = lines("SELECT key_result_id, value FROM key_result_progress_at() ORDER BY 1")
+    assert now == lines("SELECT key_result_id, value FROM key_result_progress ORDER BY 1")
+    then = lines(
+        "SELECT key_result_id, value, target FROM key_result_progress_at("
+        "as_of = '2100-01-01 00:00:00', at = '2026-10-20 00:00:00') WHERE key_result_id IN "
+        "('nps', 'midmarket-deals') ORDER BY 1"
+    )
+    assert then == [
+        {"key_result_id": "midmarket-deals", "value": 4.0, "target": 20.0},
+        {"key_result_id": "nps", "value": 36.0, "target": 45.0},
+    ]
+    for view in ("objective_progress_at", "theme_coverage_at", "audit_history_at"):
+        assert lines(f"SELECT count() AS n FROM {view}(as_of = '2020-01-01')") == [{"n": 0}]
+
+
 def test_the_limits_stop_a_heavy_query_with_a_clear_error(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
