@@ -56,6 +56,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               "0003-rejections-length-and-sha256.sql"),
     Migration(4, "tables for the questions asked: current state, check-ins by time; "
               "projected again", "0004-tables-for-the-questions.sql"),
+    Migration(6, "owners of objectives and key results", "0006-owners.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [
@@ -155,6 +156,11 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
     ],
     t.CHECKPOINTS: [
         ("stream", LOW), ("org_id", LOW), ("position", "UInt64"), ("last_recorded_at", TIME),
+    ],
+    t.OWNERS: [
+        ("org_id", LOW), ("subject_kind", LOW), ("subject_id", ID), ("sequence", "UInt64"),
+        ("recorded_at", TIME), ("effective_at", TIME), ("owner", "Nullable(String)"),
+        ("reason", "Nullable(String)"),
     ],
 }  # fmt: skip
 """Every table's columns and ClickHouse types, as the migrations leave them."""
