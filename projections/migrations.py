@@ -20,7 +20,7 @@ from functools import cache
 from importlib import resources
 
 from processors import tables as t
-from projections import sql
+from projections import monitoring_views, sql
 
 TIME = "DateTime64(6, 'UTC')"
 ID = "String"
@@ -214,6 +214,10 @@ def view_statements() -> tuple[str, ...]:
         _view("org_units", f"SELECT * FROM {latest(t.UNITS)}"),
         _view("periods", f"SELECT * FROM {latest(t.PERIODS)}"),
         _view("rejection_history", _history(t.REJECTIONS, "position")),
+        _view("owners", monitoring_views.owners()),
+        _view("engagement", monitoring_views.engagement()),
+        _view("progress_trend", monitoring_views.progress_trend()),
+        _view("attention", monitoring_views.attention()),
     )
 
 
@@ -235,5 +239,9 @@ VIEWS = (
     "org_units",
     "periods",
     "rejection_history",
+    "owners",
+    "engagement",
+    "progress_trend",
+    "attention",
 )
 """What BI tools read (and what ``export-projections`` writes)."""

@@ -240,3 +240,32 @@ def test_strategy_as_it_stood(monitored: ProjectionStore) -> None:
 
 def test_sparkline() -> None:
     assert monitoring.sparkline([0, 0.5, 1, 1.2, -1]) == "▁▅██▁"
+
+
+def test_the_views_agree_with_the_commands_now(monitored: ProjectionStore) -> None:
+    """BI tools read the same answers (now: the views' reference time is the engine's clock)."""
+    moment = Moment()
+    engagement = monitoring.engagement(monitored, ORG, moment)
+    columns = "group, id, key_results, check_ins_7d, check_ins_28d, within_cadence"
+    view = monitored.rows(f"SELECT {columns} FROM {{db}}.engagement ORDER BY group, id")
+    assert sorted(view, key=str) == sorted(
+        [tuple(r[c] for c in columns.split(", ")) for r in engagement], key=str
+    )
+    items = monitoring.attention(monitored, ORG, moment, 5)
+    view_items = monitored.rows("SELECT item_id, owner FROM {db}.attention ORDER BY item_id")
+    assert view_items == sorted((i["item_id"], i.get("owner")) for i in items)
+    for subject in ("a", "b", "c"):
+        trend = monitoring.trend(monitored, ORG, subject, moment, 5, count=4)
+        points = monitored.rows(
+            "SELECT bucket, progress FROM {db}.progress_trend WHERE subject_id = {s:String}"
+            " AND granularity = 'week' ORDER BY bucket DESC LIMIT 4",
+            {"s": subject},
+        )
+        assert sorted(points) == [(p["bucket"], p["progress"]) for p in trend]
+        days = monitored.rows(
+            "SELECT count() FROM {db}.progress_trend WHERE subject_id = {s:String}"
+            " AND granularity = 'day'",
+            {"s": subject},
+        )
+        elapsed = (moment.now.date() - date(2026, 10, 1)).days + 1
+        assert days == [(max(0, min(92, elapsed)),)]  # each day of the period up to today
