@@ -118,13 +118,13 @@ def test_sql_is_read_only(demo_dir: Path) -> None:
     sneaky = runner.invoke(app, ["sql", "WITH 1 AS x INSERT INTO themes SELECT * FROM themes"])
     assert sneaky.exit_code == 1
     assert "INSERT is not allowed in read-only SQL" in str(sneaky.exception)
-    assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 76}]
+    assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 83}]
 
 
 def test_rebuild_equals_what_was_there(demo_dir: Path) -> None:
     result = runner.invoke(app, ["rebuild"])
     assert result.exit_code == 0, result.output
-    assert "rebuilt the projections from 76 ledger events" in result.output
+    assert "rebuilt the projections from 83 ledger events" in result.output
     assert "identical" in result.output
 
 
