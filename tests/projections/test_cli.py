@@ -56,6 +56,35 @@ def test_demo_ends_with_the_tree_and_the_warnings(demo_dir: Path) -> None:
     assert "Alignment warnings" in tail
     assert "'office-move': no path to an active theme (orphan)" in tail
     assert "'operational-excellence' has no objective in 2026-Q4" in tail
+    attention = tail[tail.index("Alignment warnings") :]
+    assert "Attention in northwind" in attention
+    assert "operational-excellence" in attention[attention.index("Attention in northwind") :]
+    trend = attention[attention.index("Raise NPS from 31 to 45  nps") :]
+    assert any(spark in trend for spark in "▁▂▃▄▅▆▇█")
+
+
+def test_the_monitoring_commands(demo_dir: Path) -> None:
+    def lines(*args: str) -> list[dict[str, object]]:
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        return [orjson.loads(line) for line in result.output.splitlines()]
+
+    at = ["--at", "2026-11-10"]
+    owners = {(r["group"], r["id"]): r["key_results"] for r in lines("engagement", *at)}
+    assert owners[("owner", "fay@northwind.example")] == 1  # took over midmarket-deals
+    assert owners[("owner", "carla@northwind.example")] == 2
+    assert owners[("unit", "team-helpdesk")] == 2
+    points = lines("trend", "nps", "--weeks", "3", *at)
+    assert [p["progress"] for p in points] == [0.5, 4 / 7, 5 / 7]  # 38, 39, 41 of 31 -> 45
+    items = [i["item_id"] for i in lines("attention", *at)]
+    assert "orphan:office-move" in items
+    assert "theme_uncovered:2026-Q4:operational-excellence" in items
+    (strategy,) = lines("strategy")
+    assert strategy["review_verdict"] == "sound"
+    trail = lines("history", "strategy")
+    assert trail[0]["type"] == "StrategyDefined"
+    unknown = runner.invoke(app, ["trend", "no-such-kr"])
+    assert unknown.exit_code == 5
 
 
 def test_progress_json(demo_dir: Path) -> None:
