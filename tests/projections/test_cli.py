@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from okr_ledger.cli import app
+from schemas.errors import UnknownNameError
 
 runner = CliRunner()
 
@@ -84,7 +85,8 @@ def test_the_monitoring_commands(demo_dir: Path) -> None:
     trail = lines("history", "strategy")
     assert trail[0]["type"] == "StrategyDefined"
     unknown = runner.invoke(app, ["trend", "no-such-kr"])
-    assert unknown.exit_code == 5
+    assert isinstance(unknown.exception, UnknownNameError)  # main() exits 5 with it
+    assert "no-such-kr" in str(unknown.exception)
 
 
 def test_progress_json(demo_dir: Path) -> None:
