@@ -272,6 +272,14 @@ def _check_in_retracted(org: OrgState, d: p.CheckInRetracted) -> Violation | Non
     )
 
 
+def _objective_owner(org: OrgState, d: p.ObjectiveOwnerChanged) -> Violation | None:
+    return _live_objective(org, d.objective_id)
+
+
+def _key_result_owner(org: OrgState, d: p.KeyResultOwnerChanged) -> Violation | None:
+    return _live_key_result(org, d.key_result_id)
+
+
 def _always(org: OrgState, d: p.Payload) -> Violation | None:
     return None
 
@@ -304,6 +312,8 @@ _RULES: dict[str, Rule] = {
     "CheckInRecorded": _check_in,
     "CheckInCorrected": _check_in_corrected,
     "CheckInRetracted": _check_in_retracted,
+    "ObjectiveOwnerChanged": _objective_owner,
+    "KeyResultOwnerChanged": _key_result_owner,
 }
 RULES = dispatch_table("sequencing rules", _RULES)
 

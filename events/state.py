@@ -228,5 +228,7 @@ _FOLDS: dict[str, Callable[[OrgState, Data, bytes], None]] = {
     "CheckInRecorded": _check_in_recorded,
     "CheckInCorrected": _unchanged,
     "CheckInRetracted": _check_in_retracted,
+    "ObjectiveOwnerChanged": _unchanged,
+    "KeyResultOwnerChanged": _unchanged,
 }
 _APPLY = dispatch_table("sequencer state", _FOLDS)

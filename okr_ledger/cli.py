@@ -54,6 +54,7 @@ LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
         "rebuild",
         "export-projections",
     ),
+    "okr_ledger.monitor_cli": ("engagement", "trend", "attention", "strategy"),
     "okr_ledger.worker_cli": ("worker",),
     "okr_ledger.http.cli": ("serve", "keys"),
     "okr_ledger.store_cli": ("serve-store",),
@@ -454,7 +455,7 @@ def schema(
 @app.command()
 def demo() -> None:
     """Load the demo organisation (from the seeds) and report what happened. Safe to rerun."""
-    from okr_ledger.demo import DEMO_ORG, demo_lines
+    from okr_ledger.demo import DEMO_ORG, DEMO_TREND, demo_lines
 
     summary = Summary()
     outcomes: list[Outcome] = []
@@ -485,6 +486,9 @@ def demo() -> None:
         from okr_ledger import query_cli
 
         query_cli.show_demo_projections(DEMO_ORG)
+        from okr_ledger import monitor_cli
+
+        monitor_cli.show_demo_monitoring(DEMO_ORG, DEMO_TREND)
     except MissingExtraError as error:  # a core install has the ledger but no projections
         out.print(f"(no progress tree: {error})", markup=False)
 

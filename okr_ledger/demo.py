@@ -19,6 +19,8 @@ DEMO_ORG = "northwind"
 SOURCE = "demo"
 PERIOD = "2026-Q4"
 PERIOD_START = date(2026, 10, 1)
+DEMO_TREND = "nps"
+"""The key result whose trend ``demo`` ends with."""
 
 
 class _Script:
@@ -407,11 +409,50 @@ def _mistakes(s: _Script) -> None:
     )  # clock_skew
 
 
+OWNERS = {
+    "delight-customers": "ceo@northwind.example",
+    "faster-support": "anna@northwind.example",
+    "helpdesk-sla": "ben@northwind.example",
+    "smooth-onboarding": "carla@northwind.example",
+    "grow-midmarket": "dan@northwind.example",
+}
+"""Who owns each objective (its key results too, unless they name their own)."""
+
+
+def _owners(s: _Script) -> None:
+    """Owners of objectives and key results, and one handover (issue 11)."""
+    for objective_id, owner in OWNERS.items():
+        s.add(
+            f"owner-{objective_id}",
+            "ObjectiveOwnerChanged",
+            {"objective_id": objective_id, "owner": owner},
+            on=PERIOD_START,
+        )
+    s.add(
+        "owner-backlog",
+        "KeyResultOwnerChanged",
+        {"key_result_id": "backlog", "owner": "eve@northwind.example"},
+        on=PERIOD_START,
+    )
+    s.add(
+        "owner-midmarket-deals",
+        "KeyResultOwnerChanged",
+        {
+            "key_result_id": "midmarket-deals",
+            "owner": "fay@northwind.example",
+            "reason": "Dan moves to partnerships; Fay takes the mid-market pipeline",
+        },
+        on=date(2026, 11, 2),
+        actor="dan@northwind.example",
+    )
+
+
 def demo_submissions() -> list[bytes]:
     script = _Script()
     _strategy(script)
     _organisation(script)
     _cascade(script)
+    _owners(script)
     _check_ins(script)
     _mistakes(script)
     return script.lines

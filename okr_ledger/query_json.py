@@ -9,7 +9,7 @@ import orjson
 
 from okr_ledger import progress_render as render
 from okr_ledger.cli_options import parse_time
-from projections import queries
+from projections import monitoring, queries
 from projections.queries import Moment, Record
 from projections.store import ProjectionStore
 
@@ -80,7 +80,46 @@ def history_lines(
 ) -> dict[str, list[JsonLine]]:
     """Each org's events about ``subject``; an unknown subject raises ``UnknownNameError``
     (one known, but not as of ``moment.as_of``, gives empty lists)."""
+    if subject == STRATEGY_SUBJECT:
+        return {org_id: monitoring.strategy_history(store, org_id, moment) for org_id in orgs}
     found = {org_id: queries.history(store, org_id, subject, moment) for org_id in orgs}
     if not any(found.values()):
         queries.require_subject(store, subject, orgs)
     return found
+
+
+# --- monitoring (issue 11) ---------------------------------------------------------------
+
+STRATEGY_SUBJECT = "strategy"
+"""``history strategy``: the strategy's trail (its events, SWOT items, competitors, themes)."""
+
+
+def engagement_lines(
+    store: ProjectionStore, org_id: str, moment: Moment, *, period: str | None = None
+) -> list[JsonLine]:
+    return monitoring.engagement(store, org_id, moment, period=period)
+
+
+def trend_lines(
+    store: ProjectionStore,
+    org_id: str,
+    subject: str,
+    moment: Moment,
+    focus_limit: int,
+    *,
+    count: int = 8,
+    daily: bool = False,
+) -> list[JsonLine]:
+    return monitoring.trend(store, org_id, subject, moment, focus_limit, count=count, daily=daily)
+
+
+def attention_lines(
+    store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int
+) -> list[JsonLine]:
+    return monitoring.attention(store, org_id, moment, focus_limit)
+
+
+def strategy_lines(store: ProjectionStore, org_id: str, moment: Moment) -> list[JsonLine]:
+    """One line (the strategy then), or none before it was defined."""
+    found = monitoring.strategy(store, org_id, moment)
+    return [] if found is None else [found]

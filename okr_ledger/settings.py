@@ -125,6 +125,21 @@ class Settings(BaseSettings):
         description="Compacted Kafka topic of the HTTP API's keys (hashes only), read by every "
         "`okr-ledger serve` replica.",
     )
+    kafka_topic_alerts: str = Field(
+        default="okr.alerts",
+        description="Kafka topic the worker publishes each new or resolved attention item to.",
+    )
+    alerts_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often the Kafka worker's timer looks for new or resolved attention "
+        "items (0: never).",
+    )
+    alert_webhook_urls: list[str] = Field(
+        default_factory=list,
+        description="URLs the worker POSTs each published alert to (JSON), e.g. "
+        "'[\"https://hooks.example/okr\"]'. Best effort: the okr.alerts topic is the record.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Address `okr-ledger serve` binds.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="Port of `okr-ledger serve`.")
     http_max_batch_bytes: int = Field(

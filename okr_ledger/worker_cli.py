@@ -34,7 +34,10 @@ def worker(
         from processors.faust_app import run_faust_worker
 
         metrics = worker_runtime.worker_metrics(settings)
-        run_faust_worker(settings, worker_runtime.worker_hooks(settings, metrics), metrics)
+        alerts = worker_runtime.alert_timer(settings)
+        hooks = worker_runtime.worker_hooks(settings, metrics, alerts)
+        timers = [] if alerts is None else [(alerts.interval, alerts.tick)]
+        run_faust_worker(settings, hooks, metrics, timers)
     else:
         asyncio.run(worker_runtime.run_worker(settings))
 

@@ -7,11 +7,14 @@ still starts the CLI.
 
 import asyncio
 import functools
+import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from events.kafka_client import Connection
+from okr_ledger.alerts import AlertPublisher, post_webhooks
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
@@ -21,6 +24,9 @@ from processors.metrics import PrometheusMetrics, add_routes
 from projections.client import parse_url
 from projections.query_credentials import is_loopback
 from projections.query_server import QueryServer, ReadOnlyEngine
+from projections.store import ProjectionStore
+
+log = logging.getLogger(__name__)
 
 
 def worker_metrics(settings: Settings) -> PrometheusMetrics:
@@ -28,14 +34,72 @@ def worker_metrics(settings: Settings) -> PrometheusMetrics:
     return PrometheusMetrics(ready_after=[settings.kafka_topic_intake, settings.kafka_topic_ledger])
 
 
-def worker_hooks(settings: Settings, metrics: PrometheusMetrics) -> list[Hook]:
+class AlertTimer:
+    """What the worker's alerts timer runs: the publisher, on the projector's store (attached
+    once it is open; until then a tick does nothing)."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = WorkerConfig.from_settings(settings)
+        self.publisher = AlertPublisher(
+            Connection(tuple(config.servers), "okr-alerts"),
+            settings.kafka_topic_alerts,
+            settings.over_focus_limit,
+        )
+        self.interval = settings.alerts_interval_seconds
+        self.webhooks = list(settings.alert_webhook_urls)
+        self._store: tuple[ProjectionStore, ThreadPoolExecutor] | None = None
+
+    def attach(self, store: ProjectionStore, thread: ThreadPoolExecutor) -> None:
+        self._store = (store, thread)
+
+    def detach(self) -> None:
+        self._store = None
+
+    async def tick(self) -> int:
+        """Publish what changed; how many alerts. An error is logged: the next tick retries
+        (what was published is on the topic)."""
+        if self._store is None:
+            return 0
+        store, thread = self._store
+        try:
+            alerts = await asyncio.get_running_loop().run_in_executor(
+                thread, self.publisher.tick, store
+            )
+        except Exception:
+            log.exception("the alerts timer failed; retrying at the next tick")
+            self.publisher.open_items = None  # read the topic again
+            return 0
+        await post_webhooks(self.webhooks, alerts)
+        return len(alerts)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The timer without Faust (``worker --no-faust``): a tick every interval."""
+        while not stop.is_set():
+            await self.tick()
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval)
+            except TimeoutError:
+                continue
+
+
+def alert_timer(settings: Settings) -> AlertTimer | None:
+    return AlertTimer(settings) if settings.alerts_interval_seconds > 0 else None
+
+
+def worker_hooks(
+    settings: Settings, metrics: PrometheusMetrics, alerts: AlertTimer | None = None
+) -> list[Hook]:
     """The worker's other parts, run beside the sequencer: the projector agent, and the web
     pages (the operators' pages; on an embedded store, the query endpoint too)."""
-    return [functools.partial(run_projections, settings, metrics)]
+    return [functools.partial(run_projections, settings, metrics, alerts=alerts)]
 
 
 async def run_projections(
-    settings: Settings, metrics: PrometheusMetrics, stop: asyncio.Event
+    settings: Settings,
+    metrics: PrometheusMetrics,
+    stop: asyncio.Event,
+    *,
+    alerts: AlertTimer | None = None,
 ) -> None:
     """Project the ledger into the store; serve the operators' pages, and read-only queries
     when the store is chDB."""
@@ -47,6 +111,8 @@ async def run_projections(
     try:
         limit = str(settings.over_focus_limit)
         await loop.run_in_executor(thread, store.set_setting, "over_focus_limit", limit)
+        if alerts is not None:
+            alerts.attach(store, thread)
         agent = ProjectorAgent(
             ProjectorConfig(
                 config.servers, config.ledger, config.rejections, partitions=config.partitions
@@ -70,6 +136,8 @@ async def run_projections(
             else:
                 tasks.create_task(serve_pages(metrics, host, port, stop))
     finally:
+        if alerts is not None:
+            alerts.detach()
         await loop.run_in_executor(thread, store.close)
         thread.shutdown()
 
@@ -82,7 +150,11 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     metrics = worker_metrics(settings)
     worker = SequencerWorker(WorkerConfig.from_settings(settings), metrics)
-    await worker.run(stop, worker_hooks(settings, metrics))
+    alerts = alert_timer(settings)
+    hooks = worker_hooks(settings, metrics, alerts)
+    if alerts is not None:
+        hooks.append(alerts.run)
+    await worker.run(stop, hooks)
 
 
 async def serve_pages(

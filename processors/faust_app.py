@@ -13,7 +13,7 @@ server stays off (it too would wait for the first rebalance).
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import faust
 
@@ -49,10 +49,18 @@ class OkrApp(faust.App):
             await self.crash(error)
 
 
+Timer = tuple[float, Callable[[], Awaitable[object]]]
+"""``(interval in seconds, async function)``: run by a Faust timer (e.g. the alerts)."""
+
+
 def create_app(
-    settings: Settings, hooks: Sequence[Hook] = (), metrics: PrometheusMetrics | None = None
+    settings: Settings,
+    hooks: Sequence[Hook] = (),
+    metrics: PrometheusMetrics | None = None,
+    timers: Sequence[Timer] = (),
 ) -> OkrApp:
-    """The app: the sequencer, and ``hooks`` (other long-running parts) beside it."""
+    """The app: the sequencer, ``hooks`` (other long-running parts) beside it, and ``timers``
+    (Faust timers: they start once the app's consumer is assigned)."""
     config = WorkerConfig.from_settings(settings)
     app = OkrApp(
         settings.worker_app_id,
@@ -68,13 +76,18 @@ def create_app(
         broker_heartbeat_interval=1.0,
     )
     app.sequencer, app.hooks = SequencerWorker(config, metrics), hooks
+    for interval, function in timers:
+        app.timer(interval, name=getattr(function, "__qualname__", None))(function)
     return app
 
 
 def run_faust_worker(
-    settings: Settings, hooks: Sequence[Hook] = (), metrics: PrometheusMetrics | None = None
+    settings: Settings,
+    hooks: Sequence[Hook] = (),
+    metrics: PrometheusMetrics | None = None,
+    timers: Sequence[Timer] = (),
 ) -> None:
     """Run the Faust worker until SIGINT or SIGTERM (blocking)."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, hooks, metrics)
+    app = create_app(settings, hooks, metrics, timers)
     faust.Worker(app, loglevel=settings.log_level.lower()).execute_from_commandline()

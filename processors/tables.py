@@ -34,6 +34,7 @@ REJECTIONS = "rejections"
 KEY_RESULTS_NOW = "key_results_now"
 OBJECTIVES_NOW = "objectives_now"
 CHECKPOINTS = "checkpoints"
+OWNERS = "owner_versions"
 
 KEY_RESULT_NOW_COLUMNS = (
     "org_id", "key_result_id", "sequence", "recorded_at", "objective_id", "owner_unit_id",
@@ -91,6 +92,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "org_id", "objective_id", *STAMP, *OBJECTIVE_STRUCTURE_COLUMNS, "progress", "confidence",
     ),
     CHECKPOINTS: ("stream", "org_id", "position", "last_recorded_at"),
+    OWNERS: ("org_id", "subject_kind", "subject_id", "sequence", "recorded_at", "effective_at",
+             "owner", "reason"),
 }  # fmt: skip
 
 CURRENT = (KEY_RESULTS_NOW, OBJECTIVES_NOW)

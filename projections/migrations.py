@@ -20,7 +20,7 @@ from functools import cache
 from importlib import resources
 
 from processors import tables as t
-from projections import sql
+from projections import monitoring_views, sql
 
 TIME = "DateTime64(6, 'UTC')"
 ID = "String"
@@ -56,6 +56,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               "0003-rejections-length-and-sha256.sql"),
     Migration(4, "tables for the questions asked: current state, check-ins by time; "
               "projected again", "0004-tables-for-the-questions.sql"),
+    Migration(6, "owners of objectives and key results", "0006-owners.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [
@@ -156,6 +157,11 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
     t.CHECKPOINTS: [
         ("stream", LOW), ("org_id", LOW), ("position", "UInt64"), ("last_recorded_at", TIME),
     ],
+    t.OWNERS: [
+        ("org_id", LOW), ("subject_kind", LOW), ("subject_id", ID), ("sequence", "UInt64"),
+        ("recorded_at", TIME), ("effective_at", TIME), ("owner", "Nullable(String)"),
+        ("reason", "Nullable(String)"),
+    ],
 }  # fmt: skip
 """Every table's columns and ClickHouse types, as the migrations leave them."""
 
@@ -208,6 +214,10 @@ def view_statements() -> tuple[str, ...]:
         _view("org_units", f"SELECT * FROM {latest(t.UNITS)}"),
         _view("periods", f"SELECT * FROM {latest(t.PERIODS)}"),
         _view("rejection_history", _history(t.REJECTIONS, "position")),
+        _view("owners", monitoring_views.owners()),
+        _view("engagement", monitoring_views.engagement()),
+        _view("progress_trend", monitoring_views.progress_trend()),
+        _view("attention", monitoring_views.attention()),
         *parameterized_view_statements(),
     )
 
@@ -280,6 +290,10 @@ VIEWS = (
     "org_units",
     "periods",
     "rejection_history",
+    "owners",
+    "engagement",
+    "progress_trend",
+    "attention",
 )
 """What BI tools read (and what ``export-projections`` writes)."""
 

@@ -206,6 +206,7 @@ class ObjectiveCreated(Payload):
     parent_objective_id: Identifier | None = None
     rollup: Rollup
     weight: Weight = 1.0
+    owner: Identifier | None = Field(default=None, description="the accountable person (actor id)")
 
 
 class ObjectiveRevised(Payload):
@@ -257,6 +258,14 @@ class ObjectiveStatusChanged(Payload):
     reason: Reason | None = None
 
 
+class ObjectiveOwnerChanged(Payload):
+    type_name = "ObjectiveOwnerChanged"
+    subject_field = "objective_id"
+    objective_id: Identifier
+    owner: Identifier | None = Field(description="the new owner (an actor id); null: nobody")
+    reason: Reason | None = None
+
+
 # --- key results and check-ins --------------------------------------------------------
 
 
@@ -273,6 +282,7 @@ class KeyResultDefined(Payload):
     weight: Weight = 1.0
     due_on: IsoDate | None = None
     checkin_every_days: Count = Field(default=7, ge=1, le=366)
+    owner: Identifier | None = Field(default=None, description="the accountable person (actor id)")
 
 
 class KeyResultTargetRevised(Payload):
@@ -288,6 +298,14 @@ class KeyResultRetired(Payload):
     subject_field = "key_result_id"
     key_result_id: Identifier
     reason: Reason
+
+
+class KeyResultOwnerChanged(Payload):
+    type_name = "KeyResultOwnerChanged"
+    subject_field = "key_result_id"
+    key_result_id: Identifier
+    owner: Identifier | None = Field(description="the new owner (an actor id); null: nobody")
+    reason: Reason | None = None
 
 
 class CheckInRecorded(Payload):
@@ -343,4 +361,6 @@ LATEST_PAYLOADS: tuple[type[Payload], ...] = (
     CheckInRecorded,
     CheckInCorrected,
     CheckInRetracted,
+    ObjectiveOwnerChanged,
+    KeyResultOwnerChanged,
 )

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from okr_ledger import __version__
-from okr_ledger.http import dashboard, intake, reading
+from okr_ledger.http import dashboard, intake, monitoring, reading
 from okr_ledger.http.group_commit import GroupCommitter
 from okr_ledger.http.hooks import load_hooks
 from okr_ledger.http.metrics import Metrics, MetricsMiddleware
@@ -109,6 +109,7 @@ def create_app(settings: Settings, runtime: Runtime, *, host: str = "127.0.0.1")
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(intake.router)
     app.include_router(reading.router)
+    app.include_router(monitoring.router)
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
 

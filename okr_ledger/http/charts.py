@@ -97,3 +97,33 @@ def chart(key_result: Record, found: Sequence[Point]) -> str:
     )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def trend_chart(points: Sequence[Record]) -> str:
+    """A small SVG of a trend (:func:`projections.monitoring.trend`): progress (solid) and
+    expected progress (dashed) at each point, 0 to 100%."""
+    width, height, pad = 320, 90, 8
+    if not points:
+        return ""
+    step = (width - 2 * pad) / max(len(points) - 1, 1)
+
+    def xy(n: int, value: float) -> str:
+        return f"{pad + n * step:.1f},{pad + (height - 2 * pad) * (1 - min(max(value, 0), 1)):.1f}"
+
+    progress = " ".join(xy(n, p["progress"]) for n, p in enumerate(points))
+    expected = " ".join(xy(n, p["expected_progress"]) for n, p in enumerate(points))
+    dots = "".join(
+        f'<circle class="value" cx="{xy(n, p["progress"]).split(",")[0]}" '
+        f'cy="{xy(n, p["progress"]).split(",")[1]}" r="2.5"><title>{p["bucket"]:%Y-%m-%d}: '
+        f"{p['progress']:.0%}</title></circle>"
+        for n, p in enumerate(points)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'class="trend" role="img" aria-label="{escape(str(points[0]["title"]))}: progress by '
+        f'{escape(str(points[0]["granularity"]))}">'
+        f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" '
+        'class="plot"/>'
+        f'<polyline class="target" points="{expected}"/>'
+        f'<polyline class="value" points="{progress}"/>{dots}</svg>'
+    )

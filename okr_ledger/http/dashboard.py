@@ -25,14 +25,14 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from okr_ledger import monitor_render, query_json
 from okr_ledger import progress_render as render
-from okr_ledger import query_json
 from okr_ledger.http import charts
 from okr_ledger.http.keys import KeyRecord, Scope, authenticate
 from okr_ledger.http.problems import ProblemError
 from okr_ledger.http.reading import AsOf, moment_of
 from okr_ledger.http.services import Services, services
-from projections import queries
+from projections import monitoring, queries
 from projections.queries import Moment, Record
 from projections.store import ProjectionStore
 from schemas.errors import UnknownNameError
@@ -124,6 +124,21 @@ def org_view(store: ProjectionStore, org: str, moment: Moment, limit: int) -> di
         "warnings": render.warnings(found.objectives, coverage),
         "stale": [kr for kr in found.key_results if kr["stale"] and not kr["retired"]],
         "moment": moment,
+        **monitoring_view(store, org, moment, limit),
+    }
+
+
+def monitoring_view(store: ProjectionStore, org: str, moment: Moment, limit: int) -> dict[str, Any]:
+    """The org page's monitoring sections: attention, engagement by owner, the strategy."""
+    return {
+        "attention": query_json.attention_lines(store, org, moment, limit),
+        "attention_text": monitor_render.ATTENTION_TEXT,
+        "engagement": [
+            row
+            for row in query_json.engagement_lines(store, org, moment)
+            if row["group"] == "owner"
+        ],
+        "strategy": monitoring.strategy(store, org, moment),
     }
 
 
@@ -153,9 +168,14 @@ async def key_result_page(
             raise UnknownNameError("key result", key_result_id, known)
         kr = known[key_result_id]
         found = charts.points(queries.check_ins(store, org, key_result_id, moment))
+        limit = services(request).settings.over_focus_limit
+        trend = query_json.trend_lines(store, org, key_result_id, moment, limit)
         return {
             "kr": kr,
             "chart": charts.chart(kr, found),
+            "trend": trend,
+            "trend_chart": charts.trend_chart(trend),
+            "sparkline": monitoring.sparkline([p["progress"] for p in trend]),
             "points": found,
             "history": queries.history(store, org, key_result_id, moment),
             "as_of": context_as_of,

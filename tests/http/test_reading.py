@@ -57,6 +57,24 @@ def _stable(body: str) -> list[dict[str, object]]:
             f"/v1/orgs/northwind/history/nps?as_of={TOMORROW}",
             ["history", "nps", "--org", "northwind", "--as-of", TOMORROW],
         ),
+        (
+            "/v1/orgs/northwind/engagement?at=2026-11-10T00:00:00Z",
+            ["engagement", "--org", "northwind", "--at", "2026-11-10"],
+        ),
+        (
+            "/v1/orgs/northwind/trend/delight-customers?at=2026-11-10T00:00:00Z&weeks=5",
+            ["trend", "delight-customers", "--org", "northwind", "--at", "2026-11-10", "--weeks=5"],
+        ),
+        (
+            "/v1/orgs/northwind/trend/nps?at=2026-11-10T00:00:00Z&daily=true&weeks=3",
+            ["trend", "nps", "--org", "northwind", "--at", "2026-11-10", "--daily", "--weeks", "3"],
+        ),
+        (
+            "/v1/orgs/northwind/attention?at=2026-11-10T00:00:00Z",
+            ["attention", "--org", "northwind", "--at", "2026-11-10"],
+        ),
+        ("/v1/orgs/northwind/strategy", ["strategy", "--org", "northwind"]),
+        ("/v1/orgs/northwind/history/strategy", ["history", "strategy", "--org", "northwind"]),
     ],
 )
 def test_the_api_answers_what_the_cli_prints(served: Served, path: str, command: list[str]) -> None:

@@ -117,6 +117,11 @@ def kr_defined(kind: str, start: float, goal: float, objective_id: str = "o1", *
     return step("KeyResultDefined", key_result("kr9", objective_id, kind, start, goal, **f))
 
 
+def owner(kind: str, subject: str, who: str | None, **more: Any) -> Step:
+    name = "ObjectiveOwnerChanged" if kind == "objective" else "KeyResultOwnerChanged"
+    return step(name, {f"{kind}_id": subject, "owner": who, **more})
+
+
 FRESH: dict[str, Any] = {"org_id": "fresh"}
 
 CASES = [
@@ -734,6 +739,58 @@ CASES = [
         retraction(),
         R.INVALID_STATE,
         RETIRE_KR1,
+    ),
+    # --- owners (issue 11) ---
+    case(
+        "an objective's owner changes",
+        owner("objective", "o1", "ann@acme.example", reason="Ann leads it now"),
+        None,
+    ),
+    case("an objective's owner is removed", owner("objective", "o1", None), None),
+    case(
+        "an objective named at creation with an owner",
+        step("ObjectiveCreated", objective("o3", owner="ann@acme.example")),
+        None,
+    ),
+    case(
+        "a key result named at definition with an owner",
+        kr_defined("increase", 0, 10, owner="bob@acme.example"),
+        None,
+    ),
+    case(
+        "the owner of an objective that does not exist",
+        owner("objective", "o9", "ann@acme.example"),
+        R.UNKNOWN_REFERENCE,
+    ),
+    case(
+        "the owner of an abandoned objective",
+        owner("objective", "o1", "ann@acme.example"),
+        R.INVALID_STATE,
+        ABANDON_O1,
+    ),
+    case(
+        "an achieved objective's owner may still change",
+        owner("objective", "o1", "ann@acme.example"),
+        None,
+        ACHIEVE_O1,
+    ),
+    case("a key result's owner changes", owner("key_result", "kr1", "bob@acme.example"), None),
+    case(
+        "the owner of a key result that does not exist",
+        owner("key_result", "kr9", "bob@acme.example"),
+        R.UNKNOWN_REFERENCE,
+    ),
+    case(
+        "the owner of a retired key result",
+        owner("key_result", "kr1", "bob@acme.example"),
+        R.INVALID_STATE,
+        RETIRE_KR1,
+    ),
+    case(
+        "the owner of a key result of an abandoned objective",
+        owner("key_result", "kr2", "bob@acme.example"),
+        R.INVALID_STATE,
+        ABANDON_O2,
     ),
 ]
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from okr_ledger.cli import app
+from schemas.errors import UnknownNameError
 
 runner = CliRunner()
 
@@ -59,6 +60,36 @@ def test_demo_ends_with_the_tree_and_the_warnings(demo_dir: Path) -> None:
     assert "Alignment warnings" in tail
     assert "'office-move': no path to an active theme (orphan)" in tail
     assert "'operational-excellence' has no objective in 2026-Q4" in tail
+    attention = tail[tail.index("Alignment warnings") :]
+    assert "Attention in northwind" in attention
+    assert "operational-excellence" in attention[attention.index("Attention in northwind") :]
+    trend = attention[attention.index("Raise NPS from 31 to 45  nps") :]
+    assert any(spark in trend for spark in "▁▂▃▄▅▆▇█")
+
+
+def test_the_monitoring_commands(demo_dir: Path) -> None:
+    def lines(*args: str) -> list[dict[str, object]]:
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        return [orjson.loads(line) for line in result.output.splitlines()]
+
+    at = ["--at", "2026-11-10"]
+    owners = {(r["group"], r["id"]): r["key_results"] for r in lines("engagement", *at)}
+    assert owners[("owner", "fay@northwind.example")] == 1  # took over midmarket-deals
+    assert owners[("owner", "carla@northwind.example")] == 2
+    assert owners[("unit", "team-helpdesk")] == 2
+    points = lines("trend", "nps", "--weeks", "3", *at)
+    assert [p["progress"] for p in points] == [0.5, 4 / 7, 5 / 7]  # 38, 39, 41 of 31 -> 45
+    items = [i["item_id"] for i in lines("attention", *at)]
+    assert "orphan:office-move" in items
+    assert "theme_uncovered:2026-Q4:operational-excellence" in items
+    (strategy,) = lines("strategy")
+    assert strategy["review_verdict"] == "sound"
+    trail = lines("history", "strategy")
+    assert trail[0]["type"] == "StrategyDefined"
+    unknown = runner.invoke(app, ["trend", "no-such-kr"])
+    assert isinstance(unknown.exception, UnknownNameError)  # main() exits 5 with it
+    assert "no-such-kr" in str(unknown.exception)
 
 
 def test_progress_json(demo_dir: Path) -> None:
@@ -121,13 +152,13 @@ def test_sql_is_read_only(demo_dir: Path) -> None:
     sneaky = runner.invoke(app, ["sql", "WITH 1 AS x INSERT INTO themes SELECT * FROM themes"])
     assert sneaky.exit_code == 1
     assert "INSERT is not allowed in read-only SQL" in str(sneaky.exception)
-    assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 76}]
+    assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 83}]
 
 
 def test_rebuild_equals_what_was_there(demo_dir: Path) -> None:
     result = runner.invoke(app, ["rebuild"])
     assert result.exit_code == 0, result.output
-    assert "rebuilt the projections from 76 ledger events" in result.output
+    assert "rebuilt the projections from 83 ledger events" in result.output
     assert "identical" in result.output
 
 

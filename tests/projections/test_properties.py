@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
-from projections import queries
+from projections import monitoring, queries
 from projections.queries import Moment
 from projections.store import ProjectionStore
+from schemas.errors import UnknownNameError
 from tests.projections.conftest import StoreFactory
 from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, reset, utc
 
@@ -74,6 +75,11 @@ ops = st.one_of(
     st.tuples(st.just("align"), st.sampled_from(OBJECTIVES), st.sampled_from(OBJECTIVES)),
     st.tuples(st.just("link"), st.sampled_from(OBJECTIVES), st.sampled_from(OBJECTIVES)),
     st.tuples(st.just("retire_theme"), st.sampled_from(("growth", "ops"))),
+    st.tuples(
+        st.just("owner"),
+        st.sampled_from((*OBJECTIVES, *KEY_RESULTS)),
+        st.sampled_from(("ann", "bob", None)),
+    ),
 )
 scripts = st.tuples(
     st.lists(objective_specs, min_size=len(OBJECTIVES), max_size=len(OBJECTIVES)),
@@ -172,6 +178,10 @@ def build(builder: LedgerBuilder, script: Script) -> None:
             )
         elif kind == "retire_theme":
             submit("ThemeRetired", {"theme_id": op[1], "reason": "r"}, now)
+        elif kind == "owner":
+            field = "objective_id" if op[1] in OBJECTIVES else "key_result_id"
+            name = "ObjectiveOwnerChanged" if op[1] in OBJECTIVES else "KeyResultOwnerChanged"
+            submit(name, {field: op[1], "owner": op[2]}, now)
         builder.now = now
 
 
@@ -203,6 +213,10 @@ def all_answers(store: ProjectionStore, moment: Moment) -> Any:
             queries.history(store, ORG, "k0", moment),
             queries.check_ins(store, ORG, "k1", moment),
             queries.cascade(store, ORG, moment, 2),
+            monitoring.engagement(store, ORG, moment),
+            monitoring.attention(store, ORG, moment, 2),
+            _trend(store, moment),
+            monitoring.owners(store, ORG, queries.sequence_as_of(store, ORG, moment.as_of)),
         ]
     )
 
@@ -227,6 +241,14 @@ def view_answers(store: ProjectionStore, moment: Moment) -> Any:
 def cli_answers(store: ProjectionStore, moment: Moment) -> Any:
     found = queries.progress(store, ORG, moment, 2)
     return normal([found.objectives, found.key_results, queries.coverage(store, ORG, moment)])
+
+
+def _trend(store: ProjectionStore, moment: Moment) -> list[Any]:
+    """The first objective's trend (none where it is not known at all)."""
+    try:
+        return monitoring.trend(store, ORG, OBJECTIVES[0], moment, 2, count=2)
+    except UnknownNameError:
+        return []
 
 
 @pytest.fixture

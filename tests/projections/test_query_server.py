@@ -212,7 +212,7 @@ def test_clients_still_get_their_answers(served: Served) -> None:
         "SELECT count() FROM okr_ledger.audit_history WHERE org_id = {org:String}",
         parameters={"org": "northwind"},
     ).result_rows
-    assert rows == [(76,)]
+    assert rows == [(83,)]
     names = {row[0] for row in client.query("SHOW TABLES FROM okr_ledger").result_rows}
     assert "key_result_progress" in names
     described = client.query("DESCRIBE TABLE okr_ledger.checkpoints").result_rows

@@ -52,7 +52,7 @@ def test_every_escape_is_refused_by_the_sql_command_and_nothing_changes(data_dir
     with store_of(data_dir) as store:
         after = data_state(data_dir, store)
     assert after == before
-    assert lines("SELECT count() AS n FROM audit_history") == [{"n": 76}]
+    assert lines("SELECT count() AS n FROM audit_history") == [{"n": 83}]
 
 
 def lines(query: str) -> list[dict[str, Any]]:

@@ -1,0 +1,271 @@
+"""Exact, hand-computed figures of the monitoring questions (issue 11): owners, engagement,
+trends, attention, strategy, through the ledger, the projector and chDB.
+
+The scenario (period 2026-Q4: 1 October to 31 December, 92 days; ``day(n)`` is 1 October + n
+days, 12:00 UTC):
+
+- objective ``o`` (unit co, theme growth, rollup both, owner ann, then dan from 1 November),
+  its key results ``a`` (owner bob, cadence 7) and ``b`` (no owner of its own, cadence 14),
+  and its child ``t`` (unit team, no owner) with key result ``c`` (cadence 7);
+- objective ``x``: no theme, no parent (an orphan); theme ``quality``: no objective;
+- check-ins: a 10 @day0, 20 @day7, 40 @day14, 50 @day40 (confidence .8 .7 .6 .4);
+  b 20 @day3 (.9), 30 @day10 (.5); c 5 @day20 (.9), 90 @day41 retracted;
+- the strategy reviewed (needs_work) on 5 October, its mission revised on 20 October.
+"""
+
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from projections import monitoring, queries
+from projections.queries import Moment
+from projections.store import ProjectionStore
+from schemas.errors import UnknownNameError
+from tests.projections.conftest import StoreFactory, project
+from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, utc
+
+NOW = utc(2026, 11, 13, 12)
+"""Friday 13 November, 12:00 UTC: day 43.5 of 92."""
+BEFORE_HANDOVER = utc(2026, 10, 31)
+
+
+def scenario(builder: LedgerBuilder) -> None:
+    builder.skeleton(themes=("growth", "quality"), units=("co", "team"))
+    builder.objective("o", theme_ids=["growth"], rollup="both", owner="ann")
+    builder.objective("t", owner_unit_id="team", parent_objective_id="o")
+    builder.objective("x")
+    builder.key_result("a", "o", owner="bob")
+    builder.key_result("b", "o", checkin_every_days=14)
+    builder.key_result("c", "t")
+    builder.check_in("a", 10, day(0), 0.8)
+    builder.check_in("b", 20, day(3), 0.9)
+    review = {"verdict": "needs_work", "notes": "Too many themes", "reviewer": "board"}
+    builder.add("StrategyReviewed", review, utc(2026, 10, 5))
+    builder.check_in("a", 20, day(7), 0.7)
+    builder.check_in("b", 30, day(10), 0.5)
+    builder.check_in("a", 40, day(14), 0.6)
+    builder.add("StrategyRevised", {"mission": "M2", "reason": "focus"}, utc(2026, 10, 20))
+    builder.check_in("c", 5, day(20), 0.9)
+    builder.add(
+        "ObjectiveOwnerChanged",
+        {"objective_id": "o", "owner": "dan", "reason": "Ann moved on"},
+        utc(2026, 11, 1),
+    )
+    builder.check_in("a", 50, day(40), 0.4)
+    wrong = builder.check_in("c", 90, day(41), 0.2)
+    builder.add(
+        "CheckInRetracted",
+        {"key_result_id": "c", "retracts_event_id": wrong, "reason": "wrong"},
+        day(41, hour=13),
+    )
+
+
+@pytest.fixture
+def monitored(builder: LedgerBuilder, store: ProjectionStore) -> ProjectionStore:
+    scenario(builder)
+    project(builder, store)
+    return store
+
+
+def _groups(rows: list[dict[str, object]]) -> dict[tuple[object, object], tuple[object, ...]]:
+    return {
+        (r["group"], r["id"]): (
+            r["key_results"], r["check_ins_7d"], r["check_ins_28d"], r["within_cadence"],
+            r["within_cadence_share"], r["last_check_in_at"],
+        )
+        for r in rows
+    }  # fmt: skip
+
+
+def test_owners_as_of_each_moment(monitored: ProjectionStore) -> None:
+    now = monitoring.owners(monitored, ORG, 10_000)
+    assert now == {("objective", "o"): "dan", ("key_result", "a"): "bob"}
+    rows = monitored.rows(
+        "SELECT subject_id, owner, reason FROM {db}.owner_versions ORDER BY sequence"
+    )
+    assert rows == [("o", "ann", None), ("a", "bob", None), ("o", "dan", "Ann moved on")]
+
+
+def test_engagement_now(monitored: ProjectionStore) -> None:
+    rows = monitoring.engagement(monitored, ORG, Moment(now=NOW))
+    # 7 days: (6 Nov 12:00, 13 Nov 12:00]; 28 days: (16 Oct 12:00, 13 Nov 12:00]; the
+    # retracted check-in of c counts nowhere. Stale at 13 Nov 12:00: a (3 days, cadence 7) no;
+    # b (33 days, cadence 14) and c (23 days, cadence 7) yes.
+    assert _groups(rows) == {
+        ("owner", "bob"): (1, 1, 1, 1, 1.0, day(40)),
+        ("owner", "dan"): (1, 0, 0, 0, 0.0, day(10)),  # b: its objective's owner
+        ("owner", None): (1, 0, 1, 0, 0.0, day(20)),
+        ("unit", "co"): (2, 1, 1, 1, 0.5, day(40)),
+        ("unit", "team"): (1, 0, 1, 0, 0.0, day(20)),
+    }
+    assert [(r["group"], r["id"]) for r in rows] == [
+        ("owner", "bob"), ("owner", "dan"), ("owner", None), ("unit", "co"), ("unit", "team"),
+    ]  # fmt: skip
+    assert rows[3]["key_result_ids"] == ["a", "b"]
+
+
+def test_engagement_as_of_before_the_handover(monitored: ProjectionStore) -> None:
+    rows = monitoring.engagement(monitored, ORG, Moment(as_of=BEFORE_HANDOVER, now=NOW))
+    # ref = 31 Oct 00:00: 7 days (24 Oct, 31 Oct]: none; 28 days (3 Oct, 31 Oct]: a day7,
+    # day14; b day3, day10; c day20. Every one stale (a 15.5 days, b 19.5, c 9.5).
+    assert _groups(rows) == {
+        ("owner", "bob"): (1, 0, 2, 0, 0.0, day(14)),
+        ("owner", "ann"): (1, 0, 2, 0, 0.0, day(10)),
+        ("owner", None): (1, 0, 1, 0, 0.0, day(20)),
+        ("unit", "co"): (2, 0, 4, 0, 0.0, day(14)),
+        ("unit", "team"): (1, 0, 1, 0, 0.0, day(20)),
+    }
+
+
+def test_engagement_of_a_period_and_at_a_business_time(monitored: ProjectionStore) -> None:
+    at = utc(2026, 10, 12)  # 7 days (5 Oct, 12 Oct]: a day7, b day10; 28 days: also a, b day0/3
+    rows = monitoring.engagement(monitored, ORG, Moment(at=at, now=NOW), period="2026-Q4")
+    found = _groups(rows)
+    assert found[("unit", "co")] == (2, 2, 4, 2, 1.0, day(10))
+    assert found[("owner", "dan")] == (1, 1, 2, 1, 1.0, day(10))
+
+
+def test_trend_points_are_week_ends_then_the_reference_time() -> None:
+    assert monitoring.trend_points(NOW, 3) == [
+        (date(2026, 10, 26), utc(2026, 11, 2)),
+        (date(2026, 11, 2), utc(2026, 11, 9)),
+        (date(2026, 11, 9), NOW),
+    ]
+    assert monitoring.trend_points(NOW, 2, daily=True) == [
+        (date(2026, 11, 12), utc(2026, 11, 13)),
+        (date(2026, 11, 13), NOW),
+    ]
+
+
+def test_trend_of_a_key_result_and_an_objective(monitored: ProjectionStore) -> None:
+    moment = Moment(now=NOW)
+    a = monitoring.trend(monitored, ORG, "a", moment, 5, count=4)
+    assert [(p["at"], p["progress"], p["value"]) for p in a] == [
+        (utc(2026, 10, 26), 0.4, 40),
+        (utc(2026, 11, 2), 0.4, 40),
+        (utc(2026, 11, 9), 0.4, 40),
+        (NOW, 0.5, 50),
+    ]
+    assert a[0]["expected_progress"] == 25 / 92
+    assert [p["confidence"] for p in a] == [0.6, 0.6, 0.6, 0.4]
+    assert {p["granularity"] for p in a} == {"week"}
+    o = monitoring.trend(monitored, ORG, "o", moment, 5, count=4)
+    # rollup both: (a + b + t) / 3, t being c's 0.05 (its retracted 90 never counts)
+    assert [p["progress"] for p in o] == pytest.approx([0.75 / 3] * 3 + [0.85 / 3], abs=1e-12)
+    assert o[0]["subject_kind"] == "objective"
+    early = monitoring.trend(monitored, ORG, "o", Moment(at=utc(2026, 10, 2), now=NOW), 5, count=2)
+    # week of 21 Sep: nothing measured yet (0); 2 Oct: a 10 only -> 0.1 / 3
+    assert [p["progress"] for p in early] == pytest.approx([0.0, 0.1 / 3], abs=1e-12)
+    daily = monitoring.trend(monitored, ORG, "a", moment, 5, count=3, daily=True)
+    assert [(p["bucket"], p["progress"]) for p in daily] == [
+        (date(2026, 11, 11), 0.5), (date(2026, 11, 12), 0.5), (date(2026, 11, 13), 0.5),
+    ]  # fmt: skip
+
+
+def test_a_trend_point_is_progress_at_that_point(monitored: ProjectionStore) -> None:
+    for point in monitoring.trend(monitored, ORG, "b", Moment(now=NOW), 5, count=5):
+        at = queries.progress(monitored, ORG, Moment(at=point["at"], now=NOW), 5)
+        (kr,) = [k for k in at.key_results if k["key_result_id"] == "b"]
+        assert (point["progress"], point["status"]) == (kr["progress"], kr["status"])
+
+
+def test_trend_as_of_equals_the_trend_of_the_prefix(
+    builder: LedgerBuilder, monitored: ProjectionStore, open_store: StoreFactory, tmp_path: Path
+) -> None:
+    as_of = utc(2026, 11, 5)
+    then = monitoring.trend(monitored, ORG, "o", Moment(as_of=as_of, now=NOW), 5, count=6)
+    prefix = [e for e in builder.events() if datetime.fromisoformat(e.recorded_at) <= as_of]
+    log = copy_prefix(prefix, tmp_path / "prefix.db")
+    other = open_store("prefix")
+    EmbeddedRunner(log, other, Projector()).catch_up()
+    log.close()
+    rebuilt = monitoring.trend(other, ORG, "o", Moment(at=as_of, now=NOW), 5, count=6)
+    assert [p["at"] for p in then][-1] == as_of
+    assert [(p["at"], p["progress"]) for p in then] == [(p["at"], p["progress"]) for p in rebuilt]
+
+
+def test_trend_of_an_unknown_subject(monitored: ProjectionStore) -> None:
+    with pytest.raises(UnknownNameError, match="nope"):
+        monitoring.trend(monitored, ORG, "nope", Moment(now=NOW), 5)
+
+
+def test_attention_now(monitored: ProjectionStore) -> None:
+    items = monitoring.attention(monitored, ORG, Moment(now=NOW), 5)
+    assert [i["item_id"] for i in items] == [
+        "stale:b", "stale:c", "confidence_dropped:b", "orphan:x",
+        "theme_uncovered:2026-Q4:quality",
+    ]  # fmt: skip
+    by_id = {i["item_id"]: i for i in items}
+    assert (by_id["stale:b"]["owner"], by_id["stale:c"]["owner"]) == ("dan", None)
+    dropped = by_id["confidence_dropped:b"]
+    # b: 0.3 against 43.5 / 92 expected: 0.173 behind, at risk; confidence 0.9 then 0.5
+    assert (dropped["status"], dropped["previous_confidence"], dropped["confidence"]) == (
+        "at_risk", 0.9, 0.5,
+    )  # fmt: skip
+
+
+def test_attention_near_the_period_end(monitored: ProjectionStore) -> None:
+    items = monitoring.attention(monitored, ORG, Moment(at=utc(2026, 12, 20), now=NOW), 5)
+    (ending,) = [i for i in items if i["kind"] == "period_ending"]
+    assert ending["item_id"] == "period_ending:2026-Q4"
+    assert (ending["days_left"], ending["key_result_ids"]) == (11, ["a", "b", "c"])
+
+
+def test_attention_as_of_before_the_later_check_ins(monitored: ProjectionStore) -> None:
+    items = monitoring.attention(monitored, ORG, Moment(as_of=utc(2026, 10, 16), now=NOW), 5)
+    # ref 16 Oct 00:00: a last 15 Oct (0.5 days), b 11 Oct (cadence 14), c none since 1 Oct
+    # (15 days > 7): stale; c has no check-in yet, so nothing to compare confidences with.
+    assert [i["item_id"] for i in items if i["kind"] == "stale"] == ["stale:c"]
+
+
+def test_strategy_as_it_stood(monitored: ProjectionStore) -> None:
+    then = monitoring.strategy(monitored, ORG, Moment(as_of=utc(2026, 10, 10)))
+    assert then is not None
+    assert (then["mission"], then["review_verdict"], then["reviewer"]) == (
+        "M", "needs_work", "board",
+    )  # fmt: skip
+    now = monitoring.strategy(monitored, ORG, Moment())
+    assert now is not None
+    assert now["mission"] == "M2"
+    assert now["active_theme_ids"] == ["growth", "quality"]
+    assert monitoring.strategy(monitored, ORG, Moment(as_of=utc(2026, 8, 1))) is None
+    trail = monitoring.strategy_history(monitored, ORG, Moment())
+    assert [e["type"] for e in trail] == [
+        "StrategyDefined", "ThemeAdded", "ThemeAdded", "StrategyReviewed", "StrategyRevised",
+    ]  # fmt: skip
+
+
+def test_sparkline() -> None:
+    assert monitoring.sparkline([0, 0.5, 1, 1.2, -1]) == "▁▅██▁"
+
+
+def test_the_views_agree_with_the_commands_now(monitored: ProjectionStore) -> None:
+    """BI tools read the same answers (now: the views' reference time is the engine's clock)."""
+    moment = Moment()
+    engagement = monitoring.engagement(monitored, ORG, moment)
+    columns = "group, id, key_results, check_ins_7d, check_ins_28d, within_cadence"
+    view = monitored.rows(f"SELECT {columns} FROM {{db}}.engagement ORDER BY group, id")
+    assert sorted(view, key=str) == sorted(
+        [tuple(r[c] for c in columns.split(", ")) for r in engagement], key=str
+    )
+    items = monitoring.attention(monitored, ORG, moment, 5)
+    view_items = monitored.rows("SELECT item_id, owner FROM {db}.attention ORDER BY item_id")
+    assert view_items == sorted((i["item_id"], i.get("owner")) for i in items)
+    for subject in ("a", "b", "c"):
+        trend = monitoring.trend(monitored, ORG, subject, moment, 5, count=4)
+        points = monitored.rows(
+            "SELECT bucket, progress FROM {db}.progress_trend WHERE subject_id = {s:String}"
+            " AND granularity = 'week' ORDER BY bucket DESC LIMIT 4",
+            {"s": subject},
+        )
+        assert sorted(points) == [(p["bucket"], p["progress"]) for p in trend]
+        days = monitored.rows(
+            "SELECT count() FROM {db}.progress_trend WHERE subject_id = {s:String}"
+            " AND granularity = 'day'",
+            {"s": subject},
+        )
+        elapsed = (moment.now.date() - date(2026, 10, 1)).days + 1
+        assert days == [(max(0, min(92, elapsed)),)]  # each day of the period up to today
