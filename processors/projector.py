@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from processors import key_results, objectives, strategy
+from processors import key_results, objectives, periods, strategy
 from processors.audit import audit_row
 from processors.batch import Batch, Changes
 from processors.state import OrgProjection, ProjectorState
@@ -30,7 +30,8 @@ from schemas.registry import EVENT_TYPES, dispatch_table, payload_model, upcast
 Record = Mapping[str, Any]
 
 HANDLERS = dispatch_table(
-    "projector", {**strategy.HANDLERS, **objectives.HANDLERS, **key_results.HANDLERS}
+    "projector",
+    {**strategy.HANDLERS, **periods.HANDLERS, **objectives.HANDLERS, **key_results.HANDLERS},
 )
 """Event type -> ``handler(batch, org, record, data)``; the batch holds the event's times."""
 

@@ -212,12 +212,13 @@ def _objectives_as_of(
         progress, confidence = numbers[o["objective_id"]]
         expected = scoring.expected_progress(None, o["period_starts_on"], o["period_ends_on"],
                                              moment.ref)  # fmt: skip
+        status = scoring.status(progress, expected, o["lifecycle"])
         over_focus = o["lifecycle"] != "abandoned" and o["unit_objective_count"] > focus_limit
         updated = o["updated_sequence"] > o["sequence"]
         records.append({
             **{name: o[name] for name in _OBJECTIVE_HEAD},
             "progress": progress, "expected_progress": expected,
-            "status": scoring.status(progress, expected), "confidence": confidence,
+            "status": status, "confidence": confidence,
             "key_result_count": o["key_result_count"], "child_count": o["child_count"],
             "unit_objective_count": o["unit_objective_count"], "orphan": o["orphan"],
             "parent_inactive": o["parent_inactive"], "over_focus": over_focus,
@@ -312,7 +313,7 @@ def _key_results_as_of(
             progress, attainment = check_in["progress"], check_in["attainment"]
         ref = moment.ref
         expected = scoring.expected_progress(
-            d["kind"], d["period_starts_on"], d["period_ends_on"], ref
+            d["kind"], d["period_starts_on"], d["period_ends_on"], ref, d["due_on"]
         )
         records.append(
             {
@@ -383,7 +384,11 @@ def _rolled_up(
                     for child in children_of[objective["objective_id"]]
                 ],
             ),
-            scoring.weakest(kr["confidence"] for kr in own),
+            scoring.rollup_confidence(
+                objective["rollup"],
+                [kr["confidence"] for kr in own],
+                [numbers[child][1] for child in children_of[objective["objective_id"]]],
+            ),
         )
     return numbers
 
@@ -402,5 +407,5 @@ def _roll_up(
             progress=value,
             confidence=confidence,
             expected_progress=expected,
-            status=scoring.status(value, expected),
+            status=scoring.status(value, expected, objective["lifecycle"]),
         )
