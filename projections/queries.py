@@ -409,3 +409,25 @@ def _roll_up(
             expected_progress=expected,
             status=scoring.status(value, expected, objective["lifecycle"]),
         )
+
+
+# --- grades of closed periods ------------------------------------------------------------------
+
+
+def period_results(
+    store: ProjectionStore, org_id: str, moment: Moment, period: str | None = None
+) -> list[Record]:
+    """The grades of the org's closed periods (only ``period``'s if given), from each one's
+    latest close: now, or as the ledger up to ``moment.as_of`` had them (a period reopened
+    since was closed then, with the grades of that close). Objectives first, then key results,
+    by id; a period that is not closed has none."""
+    only = " AND period_id = {period:String}" if period is not None else ""
+    if moment.as_of is None:
+        where = "org_id = {org:String}" + only
+        params: dict[str, Any] = {"org": org_id, "period": period or ""}
+    else:
+        where = sql.AS_OF_FILTER + only
+        params = {**_params(org_id, sequence_as_of(store, org_id, moment.as_of), moment),
+                  "period": period or ""}  # fmt: skip
+    periods = sql.latest("{db}", t.PERIODS, where)
+    return _records(store, sql.period_results("{db}", periods, where), params)
