@@ -52,7 +52,7 @@ def test_every_escape_is_refused_by_the_sql_command_and_nothing_changes(data_dir
     with store_of(data_dir) as store:
         after = data_state(data_dir, store)
     assert after == before
-    assert lines("SELECT count() AS n FROM audit_history") == [{"n": 76}]
+    assert lines("SELECT count() AS n FROM audit_history") == [{"n": 85}]
 
 
 def lines(query: str) -> list[dict[str, Any]]:
@@ -90,7 +90,7 @@ def test_the_issues_attempts_get_one_clear_line_from_the_cli(data_dir: Path) -> 
 
 
 def test_legitimate_statements_still_answer(data_dir: Path) -> None:
-    assert lines("SELECT count() AS n FROM key_result_progress") == [{"n": 7}]
+    assert lines("SELECT count() AS n FROM key_result_progress") == [{"n": 9}]
     union = lines(
         "WITH done AS (SELECT key_result_id FROM key_result_progress WHERE progress >= 0) "
         "SELECT count() AS n FROM done UNION ALL SELECT 1 AS n"
