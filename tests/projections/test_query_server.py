@@ -224,7 +224,7 @@ def test_clients_still_get_their_answers(served: Served) -> None:
         headers=auth,
         params={"database": "okr_ledger"},
     )
-    assert (status, text) == (200, '{"org_id":"northwind","n":7}\n')
+    assert (status, text) == (200, '{"org_id":"northwind","n":9}\n')
     status, text = http(
         served,
         "WITH 2 AS two SELECT {x:UInt8} * two",
