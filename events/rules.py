@@ -11,6 +11,7 @@ from typing import Any
 from events.reasons import ReasonCode
 from events.state import OrgState
 from schemas import payloads as p
+from schemas.envelope import event_id_text, original_check_in_key
 from schemas.registry import dispatch_table
 
 
@@ -65,6 +66,21 @@ def _live_key_result(org: OrgState, key_result_id: str) -> Violation | None:
     if not key_result.active:
         return _state(f"key result {key_result_id!r} is retired")
     return _live_objective(org, key_result.objective_id)
+
+
+def _open_period(org: OrgState, period_id: str, what: str) -> Violation | None:
+    """While a period is closed, nothing is added to it or checked in against it."""
+    if org.periods.get(period_id) is False:
+        return _state(f"period {period_id!r} is closed: {what} (reopen it with PeriodReopened)")
+    return None
+
+
+def _key_result_period_open(org: OrgState, key_result_id: str, what: str) -> Violation | None:
+    key_result = org.key_results[key_result_id]
+    objective = org.objectives.get(key_result.objective_id)
+    if objective is None:
+        return None
+    return _open_period(org, objective.period_id, f"{what} of key result {key_result_id!r}")
 
 
 def target_violation(kind: str, start: float, target: float) -> Violation | None:
@@ -150,6 +166,13 @@ def _period_closed(org: OrgState, d: p.PeriodClosed) -> Violation | None:
     return None if is_open else _state(f"period {d.period_id!r} is already closed")
 
 
+def _period_reopened(org: OrgState, d: p.PeriodReopened) -> Violation | None:
+    is_open = org.periods.get(d.period_id)
+    if is_open is None:
+        return _missing("period", d.period_id)
+    return _state(f"period {d.period_id!r} is not closed") if is_open else None
+
+
 def _objective_created(org: OrgState, d: p.ObjectiveCreated) -> Violation | None:
     if d.objective_id in org.objectives:
         return _taken("objective", d.objective_id)
@@ -162,7 +185,10 @@ def _objective_created(org: OrgState, d: p.ObjectiveCreated) -> Violation | None
     if is_open is None:
         return _missing("period", d.period_id)
     if not is_open:
-        return _state(f"period {d.period_id!r} is closed")
+        return _state(
+            f"period {d.period_id!r} is closed: no new objectives in it "
+            "(reopen it with PeriodReopened)"
+        )
     return _first(
         *(_active_theme(org, t) for t in d.theme_ids),
         _live_objective(org, d.parent_objective_id) if d.parent_objective_id else None,
@@ -226,8 +252,10 @@ def _objective_status(org: OrgState, d: p.ObjectiveStatusChanged) -> Violation |
 def _key_result_defined(org: OrgState, d: p.KeyResultDefined) -> Violation | None:
     if d.key_result_id in org.key_results:
         return _taken("key result", d.key_result_id)
+    objective = org.objectives.get(d.objective_id)
     return _first(
         _live_objective(org, d.objective_id),
+        _open_period(org, objective.period_id, "no new key results in it") if objective else None,
         target_violation(d.kind.value, d.start, d.target),
         _positive_weight(d.weight),
     )
@@ -246,29 +274,50 @@ def _key_result_retired(org: OrgState, d: p.KeyResultRetired) -> Violation | Non
 
 
 def _check_in(org: OrgState, d: p.CheckInRecorded) -> Violation | None:
-    return _live_key_result(org, d.key_result_id)
+    return _live_key_result(org, d.key_result_id) or _key_result_period_open(
+        org, d.key_result_id, "no check-ins"
+    )
 
 
-def _earlier_check_in(org: OrgState, key_result_id: str, event_id: Any) -> Violation | None:
-    check_in = org.check_ins.get(event_id.bytes)
-    if check_in is None or check_in.key_result_id != key_result_id:
-        return _missing(f"check-in of key result {key_result_id!r}", str(event_id))
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who submits the event being decided: the org and the source (a correction may name its
+    original by the ``source_event_id`` this source gave it)."""
+
+    org_id: str
+    source: str
+
+
+def _earlier_check_in(
+    org: OrgState, d: p.CheckInCorrected | p.CheckInRetracted, origin: Origin
+) -> Violation | None:
+    data = d.model_dump(mode="json", exclude_none=True)
+    key = original_check_in_key(origin.org_id, origin.source, data)
+    check_in = org.check_ins.get(key)
+    by_source = getattr(d, "corrects_source_event_id", None) or getattr(
+        d, "retracts_source_event_id", None
+    )
+    named = (
+        f"with source_event_id {by_source!r} from source {origin.source!r}"
+        if by_source is not None
+        else event_id_text(key)
+    )
+    if check_in is None or check_in.key_result_id != d.key_result_id:
+        return _missing(f"check-in of key result {d.key_result_id!r}", named)
     if check_in.retracted:
-        return _state(f"check-in {event_id} is retracted")
+        return _state(f"check-in {named} is retracted")
     return None
 
 
 def _check_in_corrected(org: OrgState, d: p.CheckInCorrected) -> Violation | None:
-    return _first(
-        _live_key_result(org, d.key_result_id),
-        _earlier_check_in(org, d.key_result_id, d.corrects_event_id),
+    return _live_key_result(org, d.key_result_id) or _key_result_period_open(
+        org, d.key_result_id, "no corrections"
     )
 
 
 def _check_in_retracted(org: OrgState, d: p.CheckInRetracted) -> Violation | None:
-    return _first(
-        _live_key_result(org, d.key_result_id),
-        _earlier_check_in(org, d.key_result_id, d.retracts_event_id),
+    return _live_key_result(org, d.key_result_id) or _key_result_period_open(
+        org, d.key_result_id, "no retractions"
     )
 
 
@@ -300,6 +349,7 @@ _RULES: dict[str, Rule] = {
     "OrgUnitRetired": _unit_retired,
     "PeriodDefined": _period_defined,
     "PeriodClosed": _period_closed,
+    "PeriodReopened": _period_reopened,
     "ObjectiveCreated": _objective_created,
     "ObjectiveRevised": _objective_revised,
     "ObjectiveAligned": _objective_aligned,
@@ -318,6 +368,10 @@ _RULES: dict[str, Rule] = {
 RULES = dispatch_table("sequencing rules", _RULES)
 
 
-def check(org: OrgState, payload: p.Payload) -> Violation | None:
-    """Apply the rule of ``payload``'s event type."""
-    return RULES[payload.type_name](org, payload)
+def check(org: OrgState, payload: p.Payload, origin: Origin | None = None) -> Violation | None:
+    """Apply the rule of ``payload``'s event type (``origin``: who submits it, which a
+    correction or retraction needs to find the check-in it names)."""
+    violation = RULES[payload.type_name](org, payload)
+    if violation is None and isinstance(payload, p.CheckInCorrected | p.CheckInRetracted):
+        violation = _earlier_check_in(org, payload, origin or Origin("", ""))
+    return violation

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from events.canonical import canonical_bytes
 from events.outcomes import Accepted, Duplicate, Outcome, Oversized, Rejection
 from events.reasons import ReasonCode
-from events.rules import check
+from events.rules import Origin, check
 from events.state import LedgerState, OrgState
 from events.strict_json import duplicated_key
 from schemas.envelope import (
@@ -307,7 +307,7 @@ def _decide(
         payload = payload_model(submission.type).model_validate(
             upcast(submission.type, version, data)
         )
-    violation = check(org, payload)
+    violation = check(org, payload, Origin(org_id, submission.source))
     if violation is not None:
         return _rejection(
             _RejectedError(violation.reason, violation.message, []),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from schemas.envelope import GENESIS_HASH, LedgerEvent
+from schemas.envelope import GENESIS_HASH, LedgerEvent, original_check_in_key
 from schemas.registry import EVENT_TYPES, dispatch_table, upcast
 
 Data = dict[str, Any]
@@ -115,6 +115,10 @@ class LedgerState:
             data = upcast(type_name, record["schema_version"], data)
         handler = _APPLY.get(type_name)
         if handler is not None:
+            if type_name == "CheckInRetracted":
+                data = {**data, "retracts_event_id": str(
+                    UUID(bytes=original_check_in_key(org_id, record["source"], data))
+                )}  # fmt: skip
             handler(org, data, event_key)
 
 
@@ -156,6 +160,10 @@ def _period_defined(org: OrgState, data: Data, key: bytes) -> None:
 
 def _period_closed(org: OrgState, data: Data, key: bytes) -> None:
     org.periods[data["period_id"]] = False
+
+
+def _period_reopened(org: OrgState, data: Data, key: bytes) -> None:
+    org.periods[data["period_id"]] = True
 
 
 def _objective_created(org: OrgState, data: Data, key: bytes) -> None:
@@ -216,6 +224,7 @@ _FOLDS: dict[str, Callable[[OrgState, Data, bytes], None]] = {
     "OrgUnitRetired": _unit_retired,
     "PeriodDefined": _period_defined,
     "PeriodClosed": _period_closed,
+    "PeriodReopened": _period_reopened,
     "ObjectiveCreated": _objective_created,
     "ObjectiveRevised": _unchanged,
     "ObjectiveAligned": _objective_aligned,

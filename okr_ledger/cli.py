@@ -50,6 +50,7 @@ LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
         "cascade",
         "coverage",
         "history",
+        "results",
         "sql",
         "rebuild",
         "export-projections",

@@ -130,6 +130,54 @@ def _organisation(s: _Script) -> None:
     )
 
 
+CLOSED_PERIOD = "2026-Q3"
+
+
+def _closed_quarter(s: _Script) -> None:
+    """Last quarter, closed on 2 October with its grades: a help centre launched (a milestone
+    due on 31 August, with no unit) and 34 of 40 articles written."""
+    s.add(
+        "period-q3",
+        "PeriodDefined",
+        {"period_id": CLOSED_PERIOD, "name": "Q3 2026", "starts_on": "2026-07-01",
+         "ends_on": "2026-09-30"},
+        on=date(2026, 6, 20),
+    )  # fmt: skip
+    s.add(
+        "obj-help-center",
+        "ObjectiveCreated",
+        {"objective_id": "help-center", "title": "Customers help themselves",
+         "owner_unit_id": "support", "period_id": CLOSED_PERIOD,
+         "theme_ids": ["customer-satisfaction"], "rollup": "key_results"},
+        on=date(2026, 7, 1),
+    )  # fmt: skip
+    s.add(
+        "kr-help-articles",
+        "KeyResultDefined",
+        {"key_result_id": "help-articles", "objective_id": "help-center",
+         "title": "Write 40 help articles", "kind": "increase", "start": 0, "target": 40,
+         "unit": "articles"},
+        on=date(2026, 7, 1),
+    )  # fmt: skip
+    s.add(
+        "kr-help-center-live",
+        "KeyResultDefined",
+        {"key_result_id": "help-center-live", "objective_id": "help-center",
+         "title": "Help centre live", "kind": "milestone", "start": 0, "target": 1,
+         "due_on": "2026-08-31"},
+        on=date(2026, 7, 1),
+    )  # fmt: skip
+    for key, kr_id, on, value, confidence in (
+        ("ci-articles-jul", "help-articles", date(2026, 7, 15), 12, 0.6),
+        ("ci-articles-aug", "help-articles", date(2026, 8, 15), 26, 0.7),
+        ("ci-live-aug", "help-center-live", date(2026, 8, 28), 1, 0.9),
+        ("ci-articles-sep", "help-articles", date(2026, 9, 29), 34, 0.8),
+    ):
+        data = {"key_result_id": kr_id, "value": value, "confidence": confidence}
+        s.add(key, "CheckInRecorded", data, on=on)
+    s.add("close-q3", "PeriodClosed", {"period_id": CLOSED_PERIOD}, on=date(2026, 10, 2))
+
+
 def _objective(s: _Script, objective_id: str, title: str, unit: str, **extra: Any) -> None:
     data = {
         "objective_id": objective_id,
@@ -318,7 +366,7 @@ def _check_ins(s: _Script) -> None:
         },
         on=date(2026, 10, 19),
     )
-    typo = s.add(
+    s.add(
         "ci-onb-7",
         "CheckInRecorded",
         {"key_result_id": "onboarding-days", "value": 90, "confidence": 0.8},
@@ -329,7 +377,7 @@ def _check_ins(s: _Script) -> None:
         "CheckInCorrected",
         {
             "key_result_id": "onboarding-days",
-            "corrects_event_id": typo,
+            "corrects_source_event_id": "ci-onb-7",  # by the id its source gave it
             "value": 9,
             "reason": "Typo: 90 for 9",
         },
@@ -451,6 +499,7 @@ def demo_submissions() -> list[bytes]:
     script = _Script()
     _strategy(script)
     _organisation(script)
+    _closed_quarter(script)
     _cascade(script)
     _owners(script)
     _check_ins(script)

@@ -12,8 +12,14 @@ from rich.tree import Tree
 from okr_ledger import layout
 from projections.queries import Progress, Record
 
-STATUS_STYLE = {"on_track": "green", "at_risk": "yellow", "off_track": "red"}
-STATUS_LABEL = {"on_track": "on track", "at_risk": "at risk", "off_track": "off track"}
+STATUS_STYLE = {
+    "on_track": "green", "at_risk": "yellow", "off_track": "red", "achieved": "cyan",
+    "abandoned": "grey50",
+}  # fmt: skip
+STATUS_LABEL = {
+    "on_track": "on track", "at_risk": "at risk", "off_track": "off track",
+    "achieved": "achieved", "abandoned": "abandoned",
+}  # fmt: skip
 FLAG_TEXT = {
     "orphan": "no path to an active theme",
     "parent_inactive": "its parent is abandoned or in another period",

@@ -197,6 +197,31 @@ def history(
             out.print(f"no events about {subject!r} in {org_id}")
 
 
+def results(
+    period: Annotated[
+        str | None, typer.Option("--period", help="Only this period (default: every closed one).")
+    ] = None,
+    org: OrgOption = None,
+    as_of: AsOfOption = None,
+    json: JsonFlag = False,
+) -> None:
+    """Grades of closed periods: each objective's and key result's value, progress,
+    attainment, status and confidence as of the period's latest close."""
+    from okr_ledger.results_render import results_view
+
+    moment = _moment(as_of)
+    with caught_up_store() as store:
+        orgs = _orgs(store, org)
+        if period is not None:
+            queries.require_entity(store, "period", period, orgs)
+        for org_id in orgs:
+            rows = query_json.results_lines(store, org_id, moment, period)
+            if json:
+                _write_lines(rows)
+            else:
+                out.print(results_view(org_id, rows))
+
+
 def sql(
     query: Annotated[
         str, typer.Argument(help="One read-only statement (SELECT, SHOW, DESCRIBE, EXISTS...).")
@@ -301,14 +326,19 @@ def register(app: typer.Typer) -> None:
     app.command()(cascade)
     app.command()(coverage)
     app.command()(history)
+    app.command()(results)
     app.command()(sql)
     app.command()(rebuild)
     app.command("export-projections")(export_projections)
 
 
 def show_demo_projections(org_id: str) -> None:
-    """The end of ``demo``: the org's progress tree and its alignment warnings."""
+    """The end of ``demo``: the org's progress tree, its alignment warnings and the grades of
+    its closed periods."""
+    from okr_ledger.results_render import results_view
+
     settings = Settings()
     with caught_up_store() as store:
         show_progress(store, settings, [org_id], Moment())
         show_warnings(store, settings, [org_id])
+        out.print(results_view(org_id, query_json.results_lines(store, org_id, Moment())))

@@ -88,6 +88,21 @@ def history_lines(
     return found
 
 
+def results_lines(
+    store: ProjectionStore, org_id: str, moment: Moment, period: str | None = None
+) -> list[JsonLine]:
+    """The grades of the org's closed periods (``results --json``): one line per objective and
+    key result, ``kind`` saying which (a key result's own kind is ``key_result_kind``), as of
+    their period's latest close."""
+    lines = []
+    for r in queries.period_results(store, org_id, moment, period):
+        line = {"kind": r["subject_kind"], "id": r["subject_id"]}
+        line.update((k, v) for k, v in r.items() if k != "kind")
+        line["key_result_kind"] = r["kind"]
+        lines.append(line)
+    return lines
+
+
 # --- monitoring (issue 11) ---------------------------------------------------------------
 
 STRATEGY_SUBJECT = "strategy"

@@ -25,6 +25,7 @@ from processors.state import (
     id_bytes,
 )
 from processors.tables import Row
+from schemas.envelope import event_id_text, original_check_in_key
 from schemas.errors import ProjectionError
 
 Data = dict[str, Any]
@@ -104,7 +105,7 @@ def key_result_defined(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
         kind=d["kind"],
         start=float(d["start"]),
         defined_target=float(d["target"]),
-        unit=d["unit"],
+        unit=d.get("unit", ""),
         weight=float(d.get("weight", 1.0)),
         due_on=date.fromisoformat(due_on) if due_on else None,
         cadence_days=int(d.get("checkin_every_days", 7)),
@@ -203,7 +204,8 @@ def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
 def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
     kr = org.key_results[d["key_result_id"]]
-    log, index = _check_in(org, kr, d["corrects_event_id"], stamp[0])
+    named = event_id_text(original_check_in_key(org.org_id, r["source"], d))
+    log, index = _check_in(org, kr, named, stamp[0])
     org.changed.add(kr.key_result_id)
     before = (kr.progress, kr.confidence)
     log.original.setdefault(index, log[index].value)
@@ -221,7 +223,8 @@ def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
 def check_in_retracted(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
     kr = org.key_results[d["key_result_id"]]
-    log, index = _check_in(org, kr, d["retracts_event_id"], stamp[0])
+    named = event_id_text(original_check_in_key(org.org_id, r["source"], d))
+    log, index = _check_in(org, kr, named, stamp[0])
     org.changed.add(kr.key_result_id)
     before = (kr.progress, kr.confidence)
     if not log[index].flags & RETRACTED:

@@ -67,12 +67,25 @@ def refresh(org: OrgProjection, objective: Objective) -> None:
         total += weight * member.progress
     total_weight = group.total_weight
     objective.progress = total / total_weight if total_weight > 0 else 0.0
+    objective.confidence = confidence_of(org, objective)
+
+
+def confidence_of(org: OrgProjection, objective: Objective) -> float | None:
+    """As :func:`processors.scoring.rollup_confidence`: the weakest confidence among the members
+    its rollup counts (key results not retired, children not abandoned, with theirs)."""
+    group = members(org, objective)
     confidence: float | None = None
-    for kr in group.key_results:
-        known = kr.confidence
-        if known is not None and (confidence is None or known < confidence):
-            confidence = known
-    objective.confidence = confidence
+    if objective.rollup != "children":
+        for kr in group.key_results:
+            known = kr.confidence
+            if known is not None and (confidence is None or known < confidence):
+                confidence = known
+    if objective.rollup != "key_results":
+        for child in group.children:
+            known = child.confidence
+            if known is not None and (confidence is None or known < confidence):
+                confidence = known
+    return confidence
 
 
 def chain(org: OrgProjection, objective: Objective) -> list[Objective]:
@@ -185,7 +198,7 @@ def key_result_moved(
     if key_result.retired:
         return  # not counted
     objective = org.objectives[key_result.objective_id]
-    confidence_moved = _confidence_moved(org, objective, before[1], key_result.confidence)
+    confident = _confidence_moved(org, objective) if key_result.confidence != before[1] else []
     weight = key_result.weight if objective.rollup != "children" else 0.0
     delta = key_result.progress - before[0]
     moved: list[Objective] = []
@@ -199,53 +212,57 @@ def key_result_moved(
         if not change:
             break
         if -CERTAIN <= change <= CERTAIN:  # too small to be sure: roll up exactly
-            _moved_exactly(b, org, key_result, before[0], confidence_moved)
+            done = _moved_exactly(b, org, key_result, before[0], confident)
+            for other in confident:
+                if not any(other is d for d in done):
+                    _updated(b, org, other, stamp)
             return
         moved.append(current)
         delta = change
     for current in moved:
         current.stale = True
         _updated(b, org, current, stamp)
-    if confidence_moved and not moved:
-        _updated(b, org, objective, stamp)
+    for current in confident:
+        if not any(current is m for m in moved):
+            _updated(b, org, current, stamp)
 
 
-def _confidence_moved(
-    org: OrgProjection, objective: Objective, before: float | None, now: float | None
-) -> bool:
-    """Keep the objective's confidence (its key results' lowest) after one of them moved from
-    ``before`` to ``now``; whether it changed."""
-    current = objective.confidence
-    if now is not None and (current is None or now < current):
-        objective.confidence = now
-        return True
-    if before is not None and before == current and now != before:  # it may have been lowest
-        lowest: float | None = None
-        for kr in members(org, objective).key_results:
-            known = kr.confidence
-            if known is not None and (lowest is None or known < lowest):
-                lowest = known
-        objective.confidence = lowest
-        return lowest != current
-    return False
+def _confidence_moved(org: OrgProjection, objective: Objective) -> list[Objective]:
+    """A key result of ``objective`` changed its confidence: roll the confidence up its chain
+    (each level the weakest of what its rollup counts) while it changes; those that changed."""
+    changed: list[Objective] = []
+    for current in chain(org, objective):
+        confidence = confidence_of(org, current)
+        if confidence == current.confidence:
+            break
+        current.confidence = confidence
+        changed.append(current)
+    return changed
 
 
 def _moved_exactly(
-    b: Batch, org: OrgProjection, key_result: KeyResult, before: float, confidence_moved: bool
-) -> None:
+    b: Batch,
+    org: OrgProjection,
+    key_result: KeyResult,
+    before: float,
+    confident: list[Objective],
+) -> list[Objective]:
     """:func:`key_result_moved` rolled up exactly: each objective of the chain before the
-    event (its moved member as it was) and after."""
+    event (its moved member as it was) and after; those it noted as updated."""
     objective, stamp = org.objectives[key_result.objective_id], b.stamp
     member: KeyResult | Objective = key_result
+    done: list[Objective] = []
     for current in chain(org, objective):
         current.stale = True
         after = fresh(org, current).progress
         old = _rolled_up(org, current, member, before)
-        if after != old or (current is objective and confidence_moved):
+        if after != old or any(current is c for c in confident):
             _updated(b, org, current, stamp)
+            done.append(current)
         if after == old:
-            return
+            return done
         member, before = current, old
+    return done
 
 
 def _rolled_up(org: OrgProjection, objective: Objective, member: object, progress: float) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from processors import key_results, objectives, owners, strategy
+from processors import key_results, objectives, owners, periods, strategy
 from processors.audit import audit_row
 from processors.batch import Batch, Changes
 from processors.state import OrgProjection, ProjectorState
@@ -29,7 +29,7 @@ from schemas.registry import EVENT_TYPES, dispatch_table, payload_model, upcast
 
 Record = Mapping[str, Any]
 
-_HANDLERS = {**strategy.HANDLERS, **objectives.HANDLERS, **key_results.HANDLERS}
+_HANDLERS = {**strategy.HANDLERS, **periods.HANDLERS, **objectives.HANDLERS, **key_results.HANDLERS}
 HANDLERS = dispatch_table("projector", {**_HANDLERS, **owners.handlers(_HANDLERS)})
 """Event type -> ``handler(batch, org, record, data)``; the batch holds the event's times."""
 

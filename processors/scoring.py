@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 ON_TRACK, AT_RISK, OFF_TRACK = "on_track", "at_risk", "off_track"
+ACHIEVED, ABANDONED = "achieved", "abandoned"
+"""An objective's status once it is achieved or abandoned: its lifecycle, whatever its numbers."""
 ON_TRACK_GAP = 0.10
 """On track while progress trails expected progress by at most this much."""
 AT_RISK_GAP = 0.25
@@ -72,6 +74,22 @@ def weakest(confidences: Iterable[float | None]) -> float | None:
     return min(known) if known else None
 
 
+def rollup_confidence(
+    rollup: str,
+    key_results: Iterable[float | None],
+    children: Iterable[float | None],
+) -> float | None:
+    """An objective's confidence: the weakest among the members its ``rollup`` counts (as for
+    progress: the non-retired key results, the children that are not abandoned, or both), each
+    child with its own rolled-up confidence; None when none of them has one."""
+    counted: list[float | None] = []
+    if rollup != "children":
+        counted.extend(key_results)
+    if rollup != "key_results":
+        counted.extend(children)
+    return weakest(counted)
+
+
 def period_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
     """A period as instants: ``starts_on`` 00:00 UTC up to the day after ``ends_on``, 00:00 UTC."""
     start = datetime(starts_on.year, starts_on.month, starts_on.day, tzinfo=UTC)
@@ -85,21 +103,30 @@ def micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def expected_progress(kind: str | None, starts_on: date, ends_on: date, ref: datetime) -> float:
-    """Linear through the period at ``ref``; 1 for stay_above / stay_below (they must always hold).
+def expected_progress(
+    kind: str | None, starts_on: date, ends_on: date, ref: datetime, due_on: date | None = None
+) -> float:
+    """Expected progress at ``ref``: 1 for stay_above / stay_below (they must always hold); for a
+    milestone, 0 until its due date is over (``due_on``, else the period's end) and 1 from then
+    on; otherwise linear from the period's start to the end of ``due_on`` (else of the period).
 
-    ``kind`` is None for an objective.
+    ``kind`` is None for an objective (linear through its period).
     """
     if kind in HOLD_KINDS:
         return 1.0
-    start, end = period_bounds(starts_on, ends_on)
-    elapsed = micros(ref) - micros(start)
-    fraction = elapsed / (micros(end) - micros(start))
+    start, end = period_bounds(starts_on, due_on if due_on is not None else ends_on)
+    now, begin, finish = micros(ref), micros(start), micros(end)
+    if kind == "milestone" or finish <= begin:
+        return 1.0 if now >= finish else 0.0
+    fraction = (now - begin) / (finish - begin)
     return min(max(fraction, 0.0), 1.0)
 
 
-def status(progress: float, expected: float) -> str:
-    """on_track, at_risk or off_track, from how far progress trails expected progress."""
+def status(progress: float, expected: float, lifecycle: str | None = None) -> str:
+    """on_track, at_risk or off_track, from how far progress trails expected progress; an
+    achieved or abandoned objective (``lifecycle``) has that as its status."""
+    if lifecycle is not None and lifecycle in {ACHIEVED, ABANDONED}:
+        return lifecycle
     gap = expected - progress
     if gap <= ON_TRACK_GAP:
         return ON_TRACK

@@ -37,10 +37,11 @@ from processors.state import (
 )
 from schemas.errors import UnusableSnapshotError
 
-SnapshotFormat = Literal[4]
-SNAPSHOT_FORMAT: SnapshotFormat = 4
+SnapshotFormat = Literal[5]
+SNAPSHOT_FORMAT: SnapshotFormat = 5
 """Raise it (both places) whenever the state's shape or the projector's rules change: saved
-states of another format are ignored. Format 4 is this one (JSON and typed arrays in SQLite);
+states of another format are ignored. Format 5 is this one (JSON and typed arrays in SQLite;
+issue 11: objective confidence rolled up by the rollup mode); format 4 the same before it;
 format 3 was gzip JSON files, formats 1 and 2 pickles, none of them read."""
 BYTE_ORDER = sys.byteorder
 """Check-ins are packed in this machine's byte order; a state saved on another is ignored."""

@@ -151,7 +151,7 @@ def unit_retired(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     _unit_changed(b, org, d["unit_id"], stamp)
 
 
-def _period_changed(b: Batch, org: OrgProjection, period_id: str, stamp: Stamp) -> None:
+def period_changed(b: Batch, org: OrgProjection, period_id: str, stamp: Stamp) -> None:
     period = org.periods[period_id]
     b.rows[t.PERIODS].append((org.org_id, period_id, *stamp, period.name, period.starts_on,
                               period.ends_on, period.closed))  # fmt: skip
@@ -162,13 +162,7 @@ def period_defined(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     org.periods[d["period_id"]] = Period(
         d["name"], date.fromisoformat(d["starts_on"]), date.fromisoformat(d["ends_on"])
     )
-    _period_changed(b, org, d["period_id"], stamp)
-
-
-def period_closed(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
-    stamp = b.stamp
-    org.periods[d["period_id"]].closed = True
-    _period_changed(b, org, d["period_id"], stamp)
+    period_changed(b, org, d["period_id"], stamp)
 
 
 HANDLERS = {
@@ -184,5 +178,5 @@ HANDLERS = {
     "OrgUnitAdded": unit_added,
     "OrgUnitRetired": unit_retired,
     "PeriodDefined": period_defined,
-    "PeriodClosed": period_closed,
 }
+"""(``PeriodClosed`` and ``PeriodReopened``: :mod:`processors.periods`.)"""

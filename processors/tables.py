@@ -33,6 +33,7 @@ STRATEGY = "strategy_versions"
 REJECTIONS = "rejections"
 KEY_RESULTS_NOW = "key_results_now"
 OBJECTIVES_NOW = "objectives_now"
+PERIOD_GRADES = "period_grades"
 CHECKPOINTS = "checkpoints"
 OWNERS = "owner_versions"
 
@@ -86,6 +87,12 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     REJECTIONS: (
         "position", "recorded_at", "reason_code", "message", "details", "org_id", "event_id",
         "type", "source", "line", "raw", "raw_length", "raw_sha256",
+    ),
+    PERIOD_GRADES: (
+        "org_id", "period_id", "sequence", "recorded_at", "closed_at", "subject_kind",
+        "subject_id", "objective_id", "parent_objective_id", "title", "owner_unit_id", "kind",
+        "unit", "lifecycle", "weight", "value", "target", "progress", "attainment",
+        "expected_progress", "status", "confidence",
     ),
     KEY_RESULTS_NOW: KEY_RESULT_NOW_COLUMNS,
     OBJECTIVES_NOW: (

@@ -56,6 +56,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "0003-rejections-length-and-sha256.sql"),
     Migration(4, "tables for the questions asked: current state, check-ins by time; "
               "projected again", "0004-tables-for-the-questions.sql"),
+    Migration(5, "grades of closed periods; confidence rolled up by rollup mode: projected "
+              "again", "0005-period-grades.sql"),
     Migration(6, "owners of objectives and key results", "0006-owners.sql"),
 )  # fmt: skip
 
@@ -142,6 +144,16 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
         ("source", "Nullable(String)"), ("line", "Nullable(UInt64)"), ("raw", "String"),
         ("raw_length", "Nullable(UInt64)"), ("raw_sha256", "Nullable(String)"),
     ],
+    t.PERIOD_GRADES: [
+        ("org_id", LOW), ("period_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
+        ("closed_at", TIME), ("subject_kind", LOW), ("subject_id", ID), ("objective_id", ID),
+        ("parent_objective_id", "Nullable(String)"), ("title", "String"),
+        ("owner_unit_id", ID), ("kind", "Nullable(String)"), ("unit", "String"),
+        ("lifecycle", LOW), ("weight", "Float64"), ("value", "Nullable(Float64)"),
+        ("target", "Nullable(Float64)"), ("progress", "Float64"),
+        ("attainment", "Nullable(Float64)"), ("expected_progress", "Float64"), ("status", LOW),
+        ("confidence", "Nullable(Float64)"),
+    ],
     t.KEY_RESULTS_NOW: [
         ("org_id", LOW), ("key_result_id", ID), ("sequence", "UInt64"), ("recorded_at", TIME),
         *_KEY_RESULT_DEFINITION, ("target", "Float64"), ("value", "Float64"),
@@ -213,6 +225,7 @@ def view_statements() -> tuple[str, ...]:
         _view("themes", f"SELECT * FROM {latest(t.THEMES)}"),
         _view("org_units", f"SELECT * FROM {latest(t.UNITS)}"),
         _view("periods", f"SELECT * FROM {latest(t.PERIODS)}"),
+        _view("period_results", sql.period_results(db, latest(t.PERIODS))),
         _view("rejection_history", _history(t.REJECTIONS, "position")),
         _view("owners", monitoring_views.owners()),
         _view("engagement", monitoring_views.engagement()),
@@ -289,6 +302,7 @@ VIEWS = (
     "themes",
     "org_units",
     "periods",
+    "period_results",
     "rejection_history",
     "owners",
     "engagement",

@@ -224,12 +224,13 @@ def _objectives_as_of(
         progress, confidence = numbers[o["objective_id"]]
         expected = scoring.expected_progress(None, o["period_starts_on"], o["period_ends_on"],
                                              moment.ref)  # fmt: skip
+        status = scoring.status(progress, expected, o["lifecycle"])
         over_focus = o["lifecycle"] != "abandoned" and o["unit_objective_count"] > focus_limit
         updated = o["updated_sequence"] > o["sequence"]
         records.append({
             **{name: o[name] for name in _OBJECTIVE_HEAD},
             "progress": progress, "expected_progress": expected,
-            "status": scoring.status(progress, expected), "confidence": confidence,
+            "status": status, "confidence": confidence,
             "key_result_count": o["key_result_count"], "child_count": o["child_count"],
             "unit_objective_count": o["unit_objective_count"], "orphan": o["orphan"],
             "parent_inactive": o["parent_inactive"], "over_focus": over_focus,
@@ -324,7 +325,7 @@ def _key_results_as_of(
             progress, attainment = check_in["progress"], check_in["attainment"]
         ref = moment.ref
         expected = scoring.expected_progress(
-            d["kind"], d["period_starts_on"], d["period_ends_on"], ref
+            d["kind"], d["period_starts_on"], d["period_ends_on"], ref, d["due_on"]
         )
         records.append(
             {
@@ -395,7 +396,11 @@ def _rolled_up(
                     for child in children_of[objective["objective_id"]]
                 ],
             ),
-            scoring.weakest(kr["confidence"] for kr in own),
+            scoring.rollup_confidence(
+                objective["rollup"],
+                [kr["confidence"] for kr in own],
+                [numbers[child][1] for child in children_of[objective["objective_id"]]],
+            ),
         )
     return numbers
 
@@ -414,5 +419,27 @@ def _roll_up(
             progress=value,
             confidence=confidence,
             expected_progress=expected,
-            status=scoring.status(value, expected),
+            status=scoring.status(value, expected, objective["lifecycle"]),
         )
+
+
+# --- grades of closed periods ------------------------------------------------------------------
+
+
+def period_results(
+    store: ProjectionStore, org_id: str, moment: Moment, period: str | None = None
+) -> list[Record]:
+    """The grades of the org's closed periods (only ``period``'s if given), from each one's
+    latest close: now, or as the ledger up to ``moment.as_of`` had them (a period reopened
+    since was closed then, with the grades of that close). Objectives first, then key results,
+    by id; a period that is not closed has none."""
+    only = " AND period_id = {period:String}" if period is not None else ""
+    if moment.as_of is None:
+        where = "org_id = {org:String}" + only
+        params: dict[str, Any] = {"org": org_id, "period": period or ""}
+    else:
+        where = sql.AS_OF_FILTER + only
+        params = {**_params(org_id, sequence_as_of(store, org_id, moment.as_of), moment),
+                  "period": period or ""}  # fmt: skip
+    periods = sql.latest("{db}", t.PERIODS, where)
+    return _records(store, sql.period_results("{db}", periods, where), params)

@@ -149,20 +149,31 @@ def _day_micros(date_expression: str) -> str:
     return f"(toInt64(toUnixTimestamp(toDateTime({date_expression}, 'UTC'))) * 1000000)"
 
 
-def expected_sql(ref: str, kind: str | None = "kind") -> str:
-    """Linear through the period at ``ref``; 1 for the kinds that must hold all along."""
+def expected_sql(ref: str, kind: str | None = "kind", due: str | None = "due_on") -> str:
+    """As :func:`processors.scoring.expected_progress`: linear from the period's start to the
+    end of ``due`` (else of the period) at ``ref``; a milestone 0 until then and 1 after; 1 for
+    the kinds that must hold all along."""
     start = _day_micros("period_starts_on")
-    end = f"({_day_micros('period_ends_on')} + 86400000000)"
-    linear = f"greatest(0., least(1., ({_micros(ref)} - {start}) / ({end} - {start})))"
+    last_day = f"ifNull({due}, period_ends_on)" if due else "period_ends_on"
+    end = f"({_day_micros(last_day)} + 86400000000)"
+    now = _micros(ref)
+    step = f"if({now} >= {end}, 1., 0.)"
+    fraction = f"({now} - {start}) / ({end} - {start})"
+    linear = f"if({end} <= {start}, {step}, greatest(0., least(1., {fraction})))"
     if kind is None:
         return linear
-    return f"if({kind} IN ('stay_above', 'stay_below'), 1., {linear})"
-
-
-def status_sql(progress: str, expected: str) -> str:
-    gap = f"({expected} - {progress})"
     return (
-        f"multiIf({gap} <= {ON_TRACK_GAP!r}, 'on_track', "
+        f"multiIf({kind} IN ('stay_above', 'stay_below'), 1., {kind} = 'milestone', {step}, "
+        f"{linear})"
+    )
+
+
+def status_sql(progress: str, expected: str, lifecycle: str | None = None) -> str:
+    """As :func:`processors.scoring.status`; ``lifecycle`` for objectives."""
+    gap = f"({expected} - {progress})"
+    own = f"{lifecycle} IN ('achieved', 'abandoned'), {lifecycle}, " if lifecycle else ""
+    return (
+        f"multiIf({own}{gap} <= {ON_TRACK_GAP!r}, 'on_track', "
         f"{gap} <= {AT_RISK_GAP!r}, 'at_risk', 'off_track')"
     )
 
@@ -192,14 +203,14 @@ FROM {source}"""
 
 
 def objective_progress(source: str, ref: str, focus_limit: str) -> str:
-    expected = expected_sql(ref, kind=None)
+    expected = expected_sql(ref, kind=None, due=None)
     over_focus = f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
     return f"""
 SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifecycle, rollup,
     weight, parent_objective_id, ancestor_ids, depth, theme_ids, reached_theme_ids,
     contributes_to, depends_on, progress,
     {expected} AS expected_progress,
-    {status_sql("progress", expected)} AS status,
+    {status_sql("progress", expected, "lifecycle")} AS status,
     confidence, key_result_count, child_count, unit_objective_count,
     orphan, parent_inactive, {over_focus} AS over_focus,
     arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
@@ -237,6 +248,35 @@ LEFT JOIN (
     )
     GROUP BY org_id, period_id, theme_id
 ) AS r ON r.org_id = th.org_id AND r.period_id = p.period_id AND r.theme_id = th.theme_id"""
+
+
+PERIOD_RESULT_KEY = "org_id, period_id, subject_kind, subject_id, sequence"
+
+
+def period_results(db: str, periods: str, where: str = "") -> str:
+    """The grades of the periods closed in ``periods`` (the latest version of each: a closed one
+    is the version its latest ``PeriodClosed`` made, whose sequence names its grades), among the
+    grade rows matching ``where``; objectives first, then key results, by id."""
+    and_where = f"AND {where}" if where else ""
+    return f"""
+SELECT g.org_id AS org_id, g.period_id AS period_id, p.name AS period_name,
+    g.subject_kind AS subject_kind, g.subject_id AS subject_id, g.objective_id AS objective_id,
+    g.parent_objective_id AS parent_objective_id, g.title AS title,
+    g.owner_unit_id AS owner_unit_id, g.kind AS kind, g.unit AS unit, g.lifecycle AS lifecycle,
+    g.weight AS weight, g.value AS value, g.target AS target, g.progress AS progress,
+    g.attainment AS attainment, g.expected_progress AS expected_progress, g.status AS status,
+    g.confidence AS confidence, g.closed_at AS closed_at, g.sequence AS close_sequence,
+    g.recorded_at AS close_recorded_at
+FROM (
+    SELECT * FROM {db}.{t.PERIOD_GRADES}
+    WHERE (org_id, period_id, sequence) IN (
+        SELECT org_id, period_id, sequence FROM {periods} WHERE closed
+    ) {and_where}
+    LIMIT 1 BY {PERIOD_RESULT_KEY}
+) AS g
+INNER JOIN (SELECT org_id, period_id, name FROM {periods} WHERE closed) AS p
+    ON p.org_id = g.org_id AND p.period_id = g.period_id
+ORDER BY org_id, period_id, subject_kind = 'key_result', subject_id"""
 
 
 # --- parameterized views: the same as-of answers in plain SQL, for BI tools ---------------------

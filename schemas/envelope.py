@@ -1,6 +1,7 @@
 """The envelope: what a source submits, and what the ledger records."""
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -36,6 +37,22 @@ def derive_event_id(org_id: str, source: str, source_event_id: str) -> UUID:
     one source with overlapping ids must not collide.
     """
     return UUID(bytes=derive_event_key(org_id, source, source_event_id))
+
+
+def original_check_in_key(org_id: str, source: str, data: Mapping[str, Any]) -> bytes:
+    """The 16-byte id of the check-in a ``CheckInCorrected`` / ``CheckInRetracted`` names
+    (``data`` at its latest version, as JSON): its ``corrects_event_id`` /
+    ``retracts_event_id``, or else the id derived from ``corrects_source_event_id`` /
+    ``retracts_source_event_id`` as the correction's own ``source`` submitted it (the id a
+    check-in submitted without an ``event_id`` of its own has, :func:`derive_event_id`)."""
+    for verb in ("corrects", "retracts"):
+        named = data.get(f"{verb}_event_id")
+        if named is not None:
+            return UUID(str(named)).bytes
+        by_source = data.get(f"{verb}_source_event_id")
+        if by_source is not None:
+            return derive_event_key(org_id, source, by_source)
+    raise ValueError("a correction or retraction names no check-in")
 
 
 def event_id_text(key: bytes) -> str:

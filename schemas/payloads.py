@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.types import (
     Confidence,
     Count,
+    ExternalRef,
     FiniteFloat,
     Identifier,
     IdList,
@@ -186,9 +187,21 @@ class PeriodDefined(Payload):
 
 
 class PeriodClosed(Payload):
+    """Freezes the period: its key results' and objectives' grades are taken as of the close,
+    and nothing more is added to it or checked in against it until it is reopened."""
+
     type_name = "PeriodClosed"
     subject_field = "period_id"
     period_id: Identifier
+
+
+class PeriodReopened(Payload):
+    """Lifts a close: the period takes changes again; its next close grades it anew."""
+
+    type_name = "PeriodReopened"
+    subject_field = "period_id"
+    period_id: Identifier
+    reason: Reason
 
 
 # --- objectives -----------------------------------------------------------------------
@@ -278,7 +291,7 @@ class KeyResultDefined(Payload):
     kind: KeyResultKind
     start: FiniteFloat
     target: FiniteFloat
-    unit: Unit
+    unit: Unit = Field(default="", description="May be empty or left out (milestones, counts).")
     weight: Weight = 1.0
     due_on: IsoDate | None = None
     checkin_every_days: Count = Field(default=7, ge=1, le=366)
@@ -317,22 +330,45 @@ class CheckInRecorded(Payload):
     comment: Text | None = None
 
 
+def _one_original(event_id: UUID | None, source_event_id: str | None, field: str) -> None:
+    if (event_id is None) == (source_event_id is None):
+        raise ValueError(
+            f"name the original check-in by {field}_event_id or by {field}_source_event_id "
+            "(exactly one)"
+        )
+
+
 class CheckInCorrected(Payload):
+    """Names the original by its event id, or by the ``source_event_id`` it was submitted with
+    by the same source (the correction's own ``source``): see :func:`named_check_in`."""
+
     type_name = "CheckInCorrected"
     subject_field = "key_result_id"
     key_result_id: Identifier
-    corrects_event_id: UUID
+    corrects_event_id: UUID | None = None
+    corrects_source_event_id: ExternalRef | None = None
     value: FiniteFloat
     confidence: Confidence | None = None
     reason: Reason
+
+    @model_validator(mode="after")
+    def _names_one(self) -> "CheckInCorrected":
+        _one_original(self.corrects_event_id, self.corrects_source_event_id, "corrects")
+        return self
 
 
 class CheckInRetracted(Payload):
     type_name = "CheckInRetracted"
     subject_field = "key_result_id"
     key_result_id: Identifier
-    retracts_event_id: UUID
+    retracts_event_id: UUID | None = None
+    retracts_source_event_id: ExternalRef | None = None
     reason: Reason
+
+    @model_validator(mode="after")
+    def _names_one(self) -> "CheckInRetracted":
+        _one_original(self.retracts_event_id, self.retracts_source_event_id, "retracts")
+        return self
 
 
 LATEST_PAYLOADS: tuple[type[Payload], ...] = (
@@ -349,6 +385,7 @@ LATEST_PAYLOADS: tuple[type[Payload], ...] = (
     OrgUnitRetired,
     PeriodDefined,
     PeriodClosed,
+    PeriodReopened,
     ObjectiveCreated,
     ObjectiveRevised,
     ObjectiveAligned,

@@ -29,7 +29,8 @@ Title = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whi
 Text = Annotated[str, StringConstraints(max_length=4000)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
 ExternalRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_CONTROL)]
-Unit = Annotated[str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True)]
+Unit = Annotated[str, StringConstraints(min_length=0, max_length=50, strip_whitespace=True)]
+"""A key result's unit: may be empty (milestones, counts)."""
 
 # Python's json module accepts NaN and Infinity; the contract does not. Numbers are strict, as
 # in the JSON Schema: an integer is a number, but "30" and true are not (no silent coercion).

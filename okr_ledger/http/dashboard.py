@@ -123,6 +123,7 @@ def org_view(store: ProjectionStore, org: str, moment: Moment, limit: int) -> di
         "tree": tree,
         "warnings": render.warnings(found.objectives, coverage),
         "stale": [kr for kr in found.key_results if kr["stale"] and not kr["retired"]],
+        "results": query_json.results_lines(store, org, moment),
         "moment": moment,
         **monitoring_view(store, org, moment, limit),
     }

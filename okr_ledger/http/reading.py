@@ -1,4 +1,5 @@
-"""``GET /v1/orgs/{org}/progress``, ``/cascade``, ``/coverage``, ``/history/{subject}``.
+"""``GET /v1/orgs/{org}/progress``, ``/cascade``, ``/coverage``, ``/history/{subject}``,
+``/results``.
 
 Each answers exactly what the CLI's ``--json`` prints (:mod:`okr_ledger.query_json`): NDJSON,
 one line per row; with ``Accept: application/json``, the same objects as one JSON array. An
@@ -128,3 +129,19 @@ async def history(org: str, subject: str, request: Request, as_of: AsOf = None) 
     return await _answer(
         request, org, lambda store: query_json.history_lines(store, [org], subject, moment)[org]
     )
+
+
+@router.get("/v1/orgs/{org}/results", responses=_RESPONSES)
+async def results(
+    org: str, request: Request, period: str | None = None, as_of: AsOf = None
+) -> Response:
+    """Grades of closed periods (only `period`'s if given), as of each one's latest close; as
+    `okr-ledger results --org ORG [--period P] --json`."""
+    moment = moment_of(as_of)
+
+    def answer(store: ProjectionStore) -> list[dict[str, Any]]:
+        if period is not None:
+            queries.require_entity(store, "period", period, [org])
+        return query_json.results_lines(store, org, moment, period)
+
+    return await _answer(request, org, answer)

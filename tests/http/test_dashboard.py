@@ -89,6 +89,8 @@ def test_the_org_page_shows_the_tree_progress_warnings_and_a_chart(
     assert "Alignment warnings" in text
     assert "objective 'office-move': no path to an active theme (orphan)" in text
     assert "Stale key results" in text
+    assert "Results of closed periods" in text  # the demo's Q3, graded at its close
+    assert "2026-Q3 key result help-articles 34 / 40 articles 85% 85% at risk 0.80" in text
     assert re.search(r'class="fill (on_track|at_risk|off_track)" style="width: \d', dom)
 
     shot = tmp_path / "org.png"  # the screenshot a person would see

@@ -75,6 +75,14 @@ def _stable(body: str) -> list[dict[str, object]]:
         ),
         ("/v1/orgs/northwind/strategy", ["strategy", "--org", "northwind"]),
         ("/v1/orgs/northwind/history/strategy", ["history", "strategy", "--org", "northwind"]),
+        (
+            "/v1/orgs/northwind/results?period=2026-Q3",
+            ["results", "--org", "northwind", "--period", "2026-Q3"],
+        ),
+        (
+            f"/v1/orgs/northwind/results?as_of={TOMORROW}",
+            ["results", "--org", "northwind", "--as-of", TOMORROW],
+        ),
     ],
 )
 def test_the_api_answers_what_the_cli_prints(served: Served, path: str, command: list[str]) -> None:
@@ -98,6 +106,7 @@ def test_the_api_answers_what_the_cli_prints(served: Served, path: str, command:
         ("/v1/orgs/northwind/history/onboardng-days", ["history", "onboardng-days"]),
         ("/v1/orgs/northwind/progress?unit=salse", ["progress", "--unit", "salse"]),
         ("/v1/orgs/northwind/progress?period=2026-Q5", ["progress", "--period", "2026-Q5"]),
+        ("/v1/orgs/northwind/results?period=2026-Q5", ["results", "--period", "2026-Q5"]),
     ],
 )
 def test_an_unknown_name_is_404_with_the_clis_message_and_suggestions(

@@ -26,12 +26,12 @@ def core_cli(
 def test_the_ledger_commands_work_without_any_extra(tmp_path: Path) -> None:
     demo = core_cli(tmp_path, "demo")
     assert demo.returncode == 0, demo.stderr
-    assert "chain of northwind: 83 events, intact" in demo.stdout
+    assert "chain of northwind: 92 events, intact" in demo.stdout
     assert "pip install 'okr-ledger[embedded]'" in demo.stdout
     assert core_cli(tmp_path, "verify").returncode == 0
     exported = core_cli(tmp_path, "export")
     assert exported.returncode == 0
-    assert len(exported.stdout.splitlines()) == 83
+    assert len(exported.stdout.splitlines()) == 92
 
 
 @pytest.mark.parametrize(

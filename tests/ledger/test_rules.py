@@ -7,6 +7,7 @@ preparation steps that must be accepted, and then submits one event.
 """
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from events.outcomes import Accepted, Rejection
 from events.reasons import ReasonCode
 from events.rules import RULES
 from schemas.registry import EVENT_TYPES
+from tests.builders import raw
 from tests.ledger.support import CHECK_IN_ID, Org, describe, key_result, objective
 
 OTHER_CHECK_IN_ID = "00000000-0000-4000-8000-0000000000c2"
@@ -44,6 +46,13 @@ def case(
 RETIRE_T1 = step("ThemeRetired", {"theme_id": "t1", "reason": "done"})
 RETIRE_TEAM = step("OrgUnitRetired", {"unit_id": "team", "reason": "merged"})
 CLOSE_Q4 = step("PeriodClosed", {"period_id": "q4"})
+REOPEN_Q4 = step("PeriodReopened", {"period_id": "q4", "reason": "late numbers"})
+SOURCED_CHECK_IN = step(
+    "CheckInRecorded",
+    {"key_result_id": "kr1", "value": 25, "confidence": 0.5},
+    source="sheets",
+    source_event_id="row-7",
+)
 ABANDON_O1 = step("ObjectiveStatusChanged", {"objective_id": "o1", "status": "abandoned"})
 ABANDON_O2 = step("ObjectiveStatusChanged", {"objective_id": "o2", "status": "abandoned"})
 ACHIEVE_O1 = step("ObjectiveStatusChanged", {"objective_id": "o1", "status": "achieved"})
@@ -299,6 +308,14 @@ CASES = [
         R.UNKNOWN_REFERENCE,
     ),
     case("closing a period twice is invalid_state", CLOSE_Q4, R.INVALID_STATE, CLOSE_Q4),
+    case("closing a reopened period is accepted", CLOSE_Q4, None, CLOSE_Q4, REOPEN_Q4),
+    case("reopening a closed period is accepted", REOPEN_Q4, None, CLOSE_Q4),
+    case("reopening an open period is invalid_state", REOPEN_Q4, R.INVALID_STATE),
+    case(
+        "reopening an unknown period is unknown_reference",
+        step("PeriodReopened", {"period_id": "q9", "reason": "x"}),
+        R.UNKNOWN_REFERENCE,
+    ),
     # --- objectives ---
     case(
         "an objective with themes and a parent is accepted",
@@ -655,7 +672,94 @@ CASES = [
         step("ObjectiveCreated", objective("o5", period_id="q3")),
         step("KeyResultDefined", key_result("kr5", "o5", "increase", 0, 10)),
     ),
-    case("a check-in on a key result of a closed period is accepted", check_in(), None, CLOSE_Q4),
+    case(
+        "a check-in on a key result of a closed period is invalid_state",
+        check_in(),
+        R.INVALID_STATE,
+        CLOSE_Q4,
+    ),
+    case(
+        "a check-in on a key result of a reopened period is accepted",
+        check_in(),
+        None,
+        CLOSE_Q4,
+        REOPEN_Q4,
+    ),
+    case(
+        "correcting a check-in of a closed period is invalid_state",
+        correction(),
+        R.INVALID_STATE,
+        CLOSE_Q4,
+    ),
+    case(
+        "retracting a check-in of a closed period is invalid_state",
+        retraction(),
+        R.INVALID_STATE,
+        CLOSE_Q4,
+    ),
+    case(
+        "a new key result in a closed period is invalid_state",
+        step("KeyResultDefined", key_result("kr7", "o1", "increase", 0, 10)),
+        R.INVALID_STATE,
+        CLOSE_Q4,
+    ),
+    case(
+        "a new key result in a reopened period is accepted",
+        step("KeyResultDefined", key_result("kr7", "o1", "increase", 0, 10)),
+        None,
+        CLOSE_Q4,
+        REOPEN_Q4,
+    ),
+    case(
+        "correcting a check-in by its source_event_id is accepted",
+        step(
+            "CheckInCorrected",
+            {
+                "key_result_id": "kr1",
+                "corrects_source_event_id": "row-7",
+                "value": 26,
+                "reason": "misread",
+            },
+            source="sheets",
+        ),
+        None,
+        SOURCED_CHECK_IN,
+    ),
+    case(
+        "retracting a check-in by its source_event_id is accepted",
+        step(
+            "CheckInRetracted",
+            {"key_result_id": "kr1", "retracts_source_event_id": "row-7", "reason": "x"},
+            source="sheets",
+        ),
+        None,
+        SOURCED_CHECK_IN,
+    ),
+    case(
+        "correcting by a source_event_id of another source is unknown_reference",
+        step(
+            "CheckInCorrected",
+            {
+                "key_result_id": "kr1",
+                "corrects_source_event_id": "row-7",
+                "value": 26,
+                "reason": "misread",
+            },
+            source="crm",
+        ),
+        R.UNKNOWN_REFERENCE,
+        SOURCED_CHECK_IN,
+    ),
+    case(
+        "retracting by an unknown source_event_id is unknown_reference",
+        step(
+            "CheckInRetracted",
+            {"key_result_id": "kr1", "retracts_source_event_id": "row-8", "reason": "x"},
+            source="sheets",
+        ),
+        R.UNKNOWN_REFERENCE,
+        SOURCED_CHECK_IN,
+    ),
     case("a check-in under an achieved objective is accepted", check_in(), None, ACHIEVE_O1),
     case(
         "a check-in on an unknown key result is unknown_reference",
@@ -853,3 +957,59 @@ def test_a_rule_violation_names_the_offending_id() -> None:
     assert "kr-x" in rejection.message
     assert rejection.org_id == "acme"
     assert rejection.type == "CheckInRecorded"
+
+
+@pytest.mark.parametrize(
+    "then",
+    [
+        check_in(),
+        correction(),
+        retraction(),
+        step("KeyResultDefined", key_result("kr7", "o1", "increase", 0, 10)),
+        step("ObjectiveCreated", objective("o7")),
+    ],
+    ids=["check-in", "correction", "retraction", "key result", "objective"],
+)
+def test_a_closed_period_refusal_names_the_period(then: Step) -> None:
+    org = Org()
+    org.accept(CLOSE_Q4.type, CLOSE_Q4.data)
+    rejection = org.reject(then.type, then.data, **then.envelope)
+    assert rejection.reason is R.INVALID_STATE
+    assert "period 'q4' is closed" in rejection.message
+
+
+def test_a_late_check_in_measured_inside_the_period_before_the_close_is_accepted() -> None:
+    """Measured on 2026-12-30 (inside q4), arriving after the period ended but before the
+    close: accepted, as before; the same after the close is refused."""
+    org = Org()
+    january = datetime(2027, 1, 5, tzinfo=UTC)
+    late = {"key_result_id": "kr1", "value": 40, "confidence": 0.8}
+    line = raw("CheckInRecorded", late, org_id="acme", occurred_at="2026-12-30T12:00:00Z")
+    outcome = org.submit_raw(line, now=january)
+    assert isinstance(outcome, Accepted), describe(outcome)
+    closed = org.submit_raw(raw("PeriodClosed", {"period_id": "q4"}, org_id="acme"), now=january)
+    assert isinstance(closed, Accepted), describe(closed)
+    again = raw("CheckInRecorded", late, org_id="acme", occurred_at="2026-12-30T13:00:00Z")
+    rejection = org.submit_raw(again, now=january)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason is R.INVALID_STATE
+
+
+def test_a_correction_names_its_original_by_one_id_only() -> None:
+    org = Org()
+    both = {"key_result_id": "kr1", "corrects_event_id": CHECK_IN_ID,
+            "corrects_source_event_id": "row-7", "value": 1, "reason": "x"}  # fmt: skip
+    assert org.reject("CheckInCorrected", both).reason is R.SCHEMA_VIOLATION
+    neither = {"key_result_id": "kr1", "reason": "x"}
+    assert org.reject("CheckInRetracted", neither).reason is R.SCHEMA_VIOLATION
+
+
+def test_a_key_result_may_leave_out_its_unit() -> None:
+    org = Org()
+    data = key_result("kr7", "o1", "milestone", 0, 1)
+    data.pop("unit", None)
+    assert isinstance(org.submit("KeyResultDefined", data), Accepted)
+    assert isinstance(
+        org.submit("KeyResultDefined", {**key_result("kr8", "o1", "increase", 0, 5), "unit": ""}),
+        Accepted,
+    )

@@ -429,3 +429,36 @@ def test_a_submission_digest_taken_under_another_contract_is_not_trusted(
     validated = counted_validations(monkeypatch)
     assert submit(path, lines) == [Duplicate(o.event.event_id, "acme") for o in first]  # type: ignore[union-attr]  # all Accepted
     assert validated[0] == len(lines)
+
+
+def test_a_closed_period_and_its_reopening_are_kept_across_restarts(tmp_path: Path) -> None:
+    """The embedded store keeps each period's open flag: a new process (a new log on the same
+    file) refuses a check-in of a closed period and accepts one after the reopening, as the
+    in-memory fold does; a correction by ``source_event_id`` is found there too."""
+    path = tmp_path / "ledger.db"
+    sourced = raw(
+        "CheckInRecorded",
+        {"key_result_id": "kr1", "value": 20, "confidence": 0.5},
+        source="sheets",
+        source_event_id="row-1",
+    )
+    correct = raw(
+        "CheckInCorrected",
+        {"key_result_id": "kr1", "corrects_source_event_id": "row-1", "value": 21,
+         "reason": "typo"},
+        source="sheets",
+    )  # fmt: skip
+    steps = [
+        [*org_setup(), sourced, raw("PeriodClosed", {"period_id": "q4"})],
+        [next(check_ins(1)), correct],  # both refused: q4 is closed
+        [raw("PeriodReopened", {"period_id": "q4", "reason": "late"})],
+        [next(check_ins(1)), correct],  # accepted
+    ]
+    expected = in_memory([line for batch in steps for line in batch])
+    found: list[Outcome] = []
+    for batch in steps:
+        found.extend(submit(path, batch))  # each batch in a new process
+    assert found == expected
+    kinds = [type(o).__name__ for o in found[-5:]]
+    assert kinds == ["Rejection", "Rejection", "Accepted", "Accepted", "Accepted"]
+    check_file(path)

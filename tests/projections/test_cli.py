@@ -58,6 +58,7 @@ def test_demo_ends_with_the_tree_and_the_warnings(demo_dir: Path) -> None:
     tail = result.output[result.output.index("chain of northwind") :]
     assert "Customers love working with us" in tail
     assert "Alignment warnings" in tail
+    assert "Results of Q3 2026 (2026-Q3) in northwind, closed 2026-10-02 08:00Z" in tail
     assert "'office-move': no path to an active theme (orphan)" in tail
     assert "'operational-excellence' has no objective in 2026-Q4" in tail
     attention = tail[tail.index("Alignment warnings") :]
@@ -100,10 +101,39 @@ def test_progress_json(demo_dir: Path) -> None:
     assert nps["status"] in {"on_track", "at_risk", "off_track"}
     assert found["midmarket-deals"]["target"] == 15  # revised from 20 on 1 November
     assert found["onboarding-days"]["value"] == 9  # the corrected typo
-    assert found["delight-customers"]["confidence"] == 0.8
+    # rollup both: the weakest of its key result nps (0.8) and its children faster-support
+    # (0.8) and smooth-onboarding (0.7: its milestone self-serve's confidence)
+    assert found["delight-customers"]["confidence"] == 0.7
+    assert found["smooth-onboarding"]["confidence"] == 0.7
     assert found["office-move"]["flags"] == ["orphan"]
     only_sales = lines("progress", "--unit", "sales")
     assert [line["id"] for line in only_sales] == ["grow-midmarket", "midmarket-deals"]
+
+
+def test_results_of_the_demo_s_closed_quarter(demo_dir: Path) -> None:
+    """Q3 2026, closed on 2 October 08:00 UTC (after its end: everything expected at 1)."""
+    found = {line["id"]: line for line in lines("results", "--period", "2026-Q3")}
+    articles, live, objective = (
+        found["help-articles"], found["help-center-live"], found["help-center"],
+    )  # fmt: skip
+    assert (articles["value"], articles["target"], articles["progress"]) == (34, 40, 34 / 40)
+    assert (articles["expected_progress"], articles["status"], articles["confidence"]) == (
+        1.0,
+        "at_risk",
+        0.8,
+    )  # fmt: skip: 0.15 behind
+    assert (live["progress"], live["status"], live["confidence"], live["unit"]) == (
+        1.0,
+        "on_track",
+        0.9,
+        "",
+    )  # fmt: skip: a milestone without a unit
+    assert (objective["kind"], objective["progress"], objective["confidence"]) == (
+        "objective", (34 / 40 + 1.0) / 2, 0.8,
+    )  # fmt: skip
+    assert objective["status"] == "on_track"
+    assert {line["closed_at"] for line in found.values()} == {"2026-10-02T08:00:00Z"}
+    assert lines("results", "--period", "2026-Q4") == []  # still open
 
 
 def test_progress_as_of_and_at(demo_dir: Path) -> None:
@@ -145,20 +175,20 @@ def test_cascade_coverage_and_history(demo_dir: Path) -> None:
 
 
 def test_sql_is_read_only(demo_dir: Path) -> None:
-    assert lines("sql", "SELECT count() AS n FROM key_result_progress") == [{"n": 7}]
+    assert lines("sql", "SELECT count() AS n FROM key_result_progress") == [{"n": 9}]
     refused = runner.invoke(app, ["sql", "DROP TABLE audit_events"])
     assert refused.exit_code == 1
     assert "DROP is not allowed in read-only SQL" in str(refused.exception)
     sneaky = runner.invoke(app, ["sql", "WITH 1 AS x INSERT INTO themes SELECT * FROM themes"])
     assert sneaky.exit_code == 1
     assert "INSERT is not allowed in read-only SQL" in str(sneaky.exception)
-    assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 83}]
+    assert lines("sql", "SELECT count() AS n FROM audit_history") == [{"n": 92}]
 
 
 def test_rebuild_equals_what_was_there(demo_dir: Path) -> None:
     result = runner.invoke(app, ["rebuild"])
     assert result.exit_code == 0, result.output
-    assert "rebuilt the projections from 83 ledger events" in result.output
+    assert "rebuilt the projections from 92 ledger events" in result.output
     assert "identical" in result.output
 
 
@@ -281,7 +311,7 @@ def test_export_to_a_file_says_what_it_wrote(demo_dir: Path) -> None:
     result = runner.invoke(app, ["export", "-o", str(target)])
     assert result.exit_code == 0, result.output
     written = target.read_bytes()
-    assert f"wrote 76 events ({len(written)} bytes) to {target}" in " ".join(result.output.split())
+    assert f"wrote 92 events ({len(written)} bytes) to {target}" in " ".join(result.output.split())
 
 
 def test_the_readme_as_of_example_works_on_a_fresh_demo(demo_dir: Path) -> None:

@@ -16,9 +16,11 @@ from projections.store import ProjectionStore
 REF = "{ref:DateTime64(6, 'UTC')}"
 QUERY = f"""
 SELECT {sql.expected_sql(REF)}, {sql.status_sql("progress", sql.expected_sql(REF))},
-    {sql.stale_sql(REF)}, {sql.expected_sql(REF, kind=None)}
+    {sql.stale_sql(REF)}, {sql.expected_sql(REF, kind=None, due=None)},
+    {sql.status_sql("progress", sql.expected_sql(REF, kind=None, due=None), "lifecycle")}
 FROM (SELECT {{kind:String}} AS kind, {{progress:Float64}} AS progress,
     {{starts:Date32}} AS period_starts_on, {{ends:Date32}} AS period_ends_on,
+    {{due:Nullable(Date32)}} AS due_on, {{lifecycle:String}} AS lifecycle,
     {{last:Nullable(DateTime64(6, 'UTC'))}} AS last_check_in_at,
     {{cadence:UInt16}} AS checkin_every_days, {{retired:Bool}} AS retired)
 """
@@ -40,6 +42,8 @@ moments = st.datetimes(
     last=st.one_of(st.none(), moments),
     cadence=st.integers(1, 30),
     retired=st.booleans(),
+    due=st.one_of(st.none(), st.integers(0, 130)),
+    lifecycle=st.sampled_from(["active", "achieved", "abandoned"]),
 )
 def test_sql_and_python_agree(
     store: ProjectionStore,
@@ -52,15 +56,21 @@ def test_sql_and_python_agree(
     last: datetime | None,
     cadence: int,
     retired: bool,
+    due: int | None,
+    lifecycle: str,
 ) -> None:
     ends = starts + timedelta(days=length)
+    due_on = None if due is None else starts + timedelta(days=due)
     params = {"kind": kind, "progress": progress, "starts": starts, "ends": ends, "ref": ref,
-              "last": last, "cadence": cadence, "retired": retired}  # fmt: skip
-    [(expected, status, stale, objective_expected)] = store.rows(QUERY, params)
-    python_expected = scoring.expected_progress(kind, starts, ends, ref)
+              "last": last, "cadence": cadence, "retired": retired, "due": due_on,
+              "lifecycle": lifecycle}  # fmt: skip
+    [(expected, status, stale, objective_expected, objective_status)] = store.rows(QUERY, params)
+    python_expected = scoring.expected_progress(kind, starts, ends, ref, due_on)
     assert expected == python_expected
-    assert objective_expected == scoring.expected_progress(None, starts, ends, ref)
+    python_objective = scoring.expected_progress(None, starts, ends, ref)
+    assert objective_expected == python_objective
     assert status == scoring.status(progress, python_expected)
+    assert objective_status == scoring.status(progress, python_objective, lifecycle)
     assert stale == scoring.is_stale(
         retired=retired,
         last_check_in_at=last,
@@ -109,3 +119,47 @@ def test_rollup_weights_and_empty() -> None:
     assert scoring.rollup_progress("children", key_results, []) == 0.0
     assert scoring.weakest([None, 0.7, 0.3]) == 0.3
     assert scoring.weakest([None]) is None
+
+
+Q4 = (date(2026, 10, 1), date(2026, 12, 31))
+"""92 days: 2026-10-01 00:00 UTC to 2027-01-01 00:00 UTC."""
+
+
+def _at(day: int, month: int = 11, year: int = 2026) -> datetime:
+    return datetime(year, month, day, tzinfo=UTC)
+
+
+def test_expected_progress_is_linear_to_the_due_date() -> None:
+    """Due 2026-11-15: from 10-01 to 11-16 00:00 is 46 days, so at 10-24 (23 days) half."""
+    due = date(2026, 11, 15)
+    assert scoring.expected_progress("increase", *Q4, _at(24, 10), due) == 23 / 46 == 0.5
+    assert scoring.expected_progress("increase", *Q4, _at(16), due) == 1.0
+    assert scoring.expected_progress("decrease", *Q4, _at(1, 10), due) == 0.0
+    # without a due date: through the period (23 / 92)
+    assert scoring.expected_progress("increase", *Q4, _at(24, 10)) == 0.25
+
+
+def test_a_milestone_is_expected_at_0_until_its_due_date_then_1() -> None:
+    due = date(2026, 11, 15)
+    assert scoring.expected_progress("milestone", *Q4, _at(15, 11).replace(hour=23), due) == 0.0
+    assert scoring.expected_progress("milestone", *Q4, _at(16), due) == 1.0
+    assert scoring.expected_progress("milestone", *Q4, _at(31, 12).replace(hour=23)) == 0.0
+    assert scoring.expected_progress("milestone", *Q4, _at(1, 1, 2027)) == 1.0
+    # so an unreached milestone mid-quarter is on track, not off track
+    assert scoring.status(0.0, scoring.expected_progress("milestone", *Q4, _at(20))) == "on_track"
+
+
+def test_achieved_and_abandoned_objectives_have_their_own_status() -> None:
+    assert scoring.status(0.2, 1.0, "achieved") == "achieved"
+    assert scoring.status(0.2, 1.0, "abandoned") == "abandoned"
+    assert scoring.status(0.2, 1.0, "active") == "off_track"
+
+
+def test_confidence_rolls_up_by_rollup_mode() -> None:
+    key_results = [0.7, None, 0.5]
+    children = [0.4, None]
+    assert scoring.rollup_confidence("key_results", key_results, children) == 0.5
+    assert scoring.rollup_confidence("children", key_results, children) == 0.4
+    assert scoring.rollup_confidence("both", key_results, children) == 0.4
+    assert scoring.rollup_confidence("both", [0.3], [0.4]) == 0.3
+    assert scoring.rollup_confidence("children", [0.3], []) is None

@@ -24,6 +24,7 @@ PINNED = {
     2: "0d8541ac671f9c07177ea94f5129df78ddf64c5046df20df07c218866f908bf5",
     3: "94aa3aa0071b15215390352369d1191b025a746959036acbdda7696e98ef2a34",
     4: "36131276182c231f0719ff303cf67c9a4891c407b64a5c547ae2d954e12c94c5",
+    5: "6734c80b75296170827b6ebcac65d704485954d78388a0bf085d8f7e9c00b157",
     6: "706664ade7b994a0f01cdc95f2f8854beee1569e4efae781e4c85d82f6df8e0b",
 }
 """The SHA-256 of each released migration's file."""
@@ -36,8 +37,7 @@ def test_released_migrations_never_change() -> None:
 
 
 def test_migrations_are_numbered_one_by_one() -> None:
-    # Issue 11 was split: migration 5 (periods) lands on another branch, merged before this one.
-    assert [m.version for m in MIGRATIONS] == [*range(1, 5), 6]
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
     assert all(m.file.startswith(f"{m.version:04d}-") for m in MIGRATIONS)
     assert len({m.file for m in MIGRATIONS}) == len(MIGRATIONS)
 
@@ -94,6 +94,58 @@ def test_a_store_from_before_issue_9_is_upgraded_and_projected_again(
         for view in VIEWS:
             old.rows(f"SELECT count() FROM {{db}}.{view}")
         assert [v for v, _name, _at in old.applied_migrations()] == [m.version for m in MIGRATIONS]
+        assert old.migrate() == []
+    finally:
+        old.close()
+
+
+def _issue_9_store(url: str, database: str, source: ProjectionStore) -> ProjectionStore:
+    """A store as OKR Ledger made it before issue 11: migrations 1 to 4 recorded, and rows in
+    every table they made (copied from ``source``, a store projected by this version)."""
+    store = ProjectionStore.open(url, database, migrate=False)
+    store.client.command(f"CREATE DATABASE {database}")
+    store.client.command(
+        f"CREATE TABLE {database}.schema_migrations (version UInt32, name String, "
+        "applied_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    for migration in MIGRATIONS[:4]:
+        for statement in migration.statements:
+            store.client.command(statement.replace("{db}", database))
+        store.client.command(
+            f"INSERT INTO {database}.schema_migrations VALUES ({migration.version}, "
+            f"'{migration.name}', now64(6))"
+        )
+    for table in COLUMN_TYPES:
+        if table in ("period_grades", "owner_versions"):  # made by migrations 5 and 6
+            continue
+        store.client.command(
+            f"INSERT INTO {database}.{table} SELECT * FROM {source.database}.{table}"
+        )
+    return store
+
+
+def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder
+) -> None:
+    """Migration 5 empties the projected tables and the checkpoints, and makes
+    ``period_grades``: the next catch-up projects the ledger again, as a fresh store has it."""
+    write_ledger(builder)
+    fresh = open_store("fresh11")
+    project(builder, fresh)
+    old = _issue_9_store(chdb_url, "upgraded11", fresh)
+    try:
+        assert old.positions() == {"acme": 22}
+        assert old.migrate() == [5, 6]
+        assert old.positions() == {}
+        assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (22, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        for table, columns in COLUMN_TYPES.items():
+            assert described(old, table) == columns, table
+        for view in VIEWS:
+            old.rows(f"SELECT count() FROM {{db}}.{view}")
         assert old.migrate() == []
     finally:
         old.close()

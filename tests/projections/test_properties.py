@@ -22,7 +22,15 @@ from projections.queries import Moment
 from projections.store import ProjectionStore
 from schemas.errors import UnknownNameError
 from tests.projections.conftest import StoreFactory
-from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, reset, utc
+from tests.projections.ledgers import (
+    ORG,
+    PERIOD,
+    LedgerBuilder,
+    copy_prefix,
+    day,
+    reset,
+    utc,
+)
 
 OBJECTIVES = ("o0", "o1", "o2", "o3")
 KEY_RESULTS = ("k0", "k1", "k2", "k3", "k4")
@@ -53,6 +61,7 @@ key_result_specs = st.tuples(
     st.sampled_from(sorted(KINDS)),
     st.sampled_from((1, 2)),
     st.sampled_from((1, 7)),
+    st.sampled_from((None, "2026-11-15")),  # due_on
 )
 check_in_ops = st.tuples(
     st.just("check_in"),
@@ -80,6 +89,9 @@ ops = st.one_of(
         st.sampled_from((*OBJECTIVES, *KEY_RESULTS)),
         st.sampled_from(("ann", "bob", None)),
     ),
+    st.tuples(st.just("close")),
+    st.tuples(st.just("reopen")),
+    st.tuples(st.just("correct_by_source"), st.integers(0, 20), st.integers(0, 12)),
 )
 scripts = st.tuples(
     st.lists(objective_specs, min_size=len(OBJECTIVES), max_size=len(OBJECTIVES)),
@@ -103,8 +115,9 @@ def build(builder: LedgerBuilder, script: Script) -> None:
         if 0 <= parent < n:
             fields["parent_objective_id"] = OBJECTIVES[parent]
         builder.objective(OBJECTIVES[n], **fields)
-    for n, (objective, kr_kind, weight, cadence) in enumerate(key_result_list):
+    for n, (objective, kr_kind, weight, cadence, due_on) in enumerate(key_result_list):
         start, target = KINDS[kr_kind]
+        due = {"due_on": due_on} if due_on else {}
         builder.key_result(
             KEY_RESULTS[n],
             OBJECTIVES[objective],
@@ -113,9 +126,11 @@ def build(builder: LedgerBuilder, script: Script) -> None:
             target=target,
             weight=weight,
             checkin_every_days=cadence,
+            **due,
         )
     builder.now = day(0, hour=0)
     check_ins: list[str] = []
+    source_ids: dict[str, str] = {}
     for op, hours in operations:
         now = builder.now + timedelta(hours=hours)
 
@@ -137,6 +152,7 @@ def build(builder: LedgerBuilder, script: Script) -> None:
             )
             if hasattr(outcome, "event"):
                 check_ins.append(outcome.event.event_id)
+                source_ids[outcome.event.event_id] = outcome.event.source_event_id
         elif kind in ("correct", "retract") and check_ins:
             target_id = check_ins[op[1] % len(check_ins)]
             kid = _key_result_of(builder, target_id)
@@ -182,6 +198,16 @@ def build(builder: LedgerBuilder, script: Script) -> None:
             field = "objective_id" if op[1] in OBJECTIVES else "key_result_id"
             name = "ObjectiveOwnerChanged" if op[1] in OBJECTIVES else "KeyResultOwnerChanged"
             submit(name, {field: op[1], "owner": op[2]}, now)
+        elif kind == "close":
+            submit("PeriodClosed", {"period_id": PERIOD}, now)
+        elif kind == "reopen":
+            submit("PeriodReopened", {"period_id": PERIOD, "reason": "late numbers"}, now)
+        elif kind == "correct_by_source" and check_ins:
+            target_id = check_ins[op[1] % len(check_ins)]
+            data = {"key_result_id": _key_result_of(builder, target_id),
+                    "corrects_source_event_id": source_ids[target_id], "value": op[2],
+                    "reason": "fix"}  # fmt: skip
+            submit("CheckInCorrected", data, now)
         builder.now = now
 
 
@@ -217,6 +243,7 @@ def all_answers(store: ProjectionStore, moment: Moment) -> Any:
             monitoring.attention(store, ORG, moment, 2),
             _trend(store, moment),
             monitoring.owners(store, ORG, queries.sequence_as_of(store, ORG, moment.as_of)),
+            queries.period_results(store, ORG, moment),
         ]
     )
 

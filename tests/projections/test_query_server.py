@@ -207,12 +207,12 @@ def test_the_next_class_of_fault_database_parameters_and_formats(served: Served)
 
 def test_clients_still_get_their_answers(served: Served) -> None:
     client = served.client()
-    assert client.query("SELECT count() FROM okr_ledger.key_result_progress").result_rows == [(7,)]
+    assert client.query("SELECT count() FROM okr_ledger.key_result_progress").result_rows == [(9,)]
     rows = client.query(
         "SELECT count() FROM okr_ledger.audit_history WHERE org_id = {org:String}",
         parameters={"org": "northwind"},
     ).result_rows
-    assert rows == [(83,)]
+    assert rows == [(92,)]
     names = {row[0] for row in client.query("SHOW TABLES FROM okr_ledger").result_rows}
     assert "key_result_progress" in names
     described = client.query("DESCRIBE TABLE okr_ledger.checkpoints").result_rows
@@ -224,7 +224,7 @@ def test_clients_still_get_their_answers(served: Served) -> None:
         headers=auth,
         params={"database": "okr_ledger"},
     )
-    assert (status, text) == (200, '{"org_id":"northwind","n":7}\n')
+    assert (status, text) == (200, '{"org_id":"northwind","n":9}\n')
     status, text = http(
         served,
         "WITH 2 AS two SELECT {x:UInt8} * two",

@@ -52,7 +52,7 @@ def test_every_escape_is_refused_by_the_sql_command_and_nothing_changes(data_dir
     with store_of(data_dir) as store:
         after = data_state(data_dir, store)
     assert after == before
-    assert lines("SELECT count() AS n FROM audit_history") == [{"n": 83}]
+    assert lines("SELECT count() AS n FROM audit_history") == [{"n": 92}]
 
 
 def lines(query: str) -> list[dict[str, Any]]:
@@ -90,12 +90,12 @@ def test_the_issues_attempts_get_one_clear_line_from_the_cli(data_dir: Path) -> 
 
 
 def test_legitimate_statements_still_answer(data_dir: Path) -> None:
-    assert lines("SELECT count() AS n FROM key_result_progress") == [{"n": 7}]
+    assert lines("SELECT count() AS n FROM key_result_progress") == [{"n": 9}]
     union = lines(
         "WITH done AS (SELECT key_result_id FROM key_result_progress WHERE progress >= 0) "
         "SELECT count() AS n FROM done UNION ALL SELECT 1 AS n"
     )
-    assert sorted(row["n"] for row in union) == [1, 7]
+    assert sorted(row["n"] for row in union) == [1, 9]
     names = {row["name"] for row in lines("SHOW TABLES")}
     assert {"key_result_progress", "checkpoints", "audit_history"} <= names
     described = {row["name"]: row["type"] for row in lines("DESCRIBE TABLE checkpoints")}
