@@ -125,8 +125,12 @@ class ProjectionStore:
 
     def drop_all(self) -> None:
         """Drop every view and table of the projections (``rebuild`` recreates them)."""
-        for view in VIEWS:
-            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}")
+        views = self.rows(
+            "SELECT name FROM system.tables WHERE database = {name:String} AND engine = 'View'",
+            {"name": self.database},
+        )
+        for view in sorted({*VIEWS, *(name for (name,) in views)}):
+            self._run(f"DROP VIEW IF EXISTS {{db}}.`{view}`")
         for table in (*t.COLUMNS, SETTINGS_TABLE, MIGRATIONS_TABLE):
             self._run(f"DROP TABLE IF EXISTS {{db}}.{table}")
         self._settings = {}
