@@ -8,13 +8,10 @@ from typing import Annotated
 
 import typer
 
+from okr_ledger import cli_options, query_json
 from okr_ledger import monitor_render as render
-from okr_ledger import query_json
+from okr_ledger.cli_options import AsOf, At, Json, Org, Period
 from okr_ledger.query_cli import (
-    AsOfOption,
-    AtOption,
-    JsonFlag,
-    OrgOption,
     _moment,
     _orgs,
     _title,
@@ -31,21 +28,15 @@ WeeksOption = Annotated[
 
 
 def engagement(
-    org: OrgOption = None,
-    period: Annotated[
-        str | None,
-        typer.Option(
-            "--period",
-            metavar="PERIOD",
-            help="Key results of this period (default: the periods running at the reference time).",
-        ),
-    ] = None,
-    as_of: AsOfOption = None,
-    at: AtOption = None,
-    json: JsonFlag = False,
+    org: Org = None,
+    period: Period = None,
+    as_of: AsOf = None,
+    at: At = None,
+    json: Json = False,
 ) -> None:
-    """Per owner and per unit: key results owned, check-ins in 7 and 28 days, share checked in
-    within their cadence, last check-in."""
+    """Per owner and per unit: key results owned (of --period, else of the periods running at
+    the reference time), check-ins in 7 and 28 days, share checked in within their cadence,
+    last check-in."""
     moment = _moment(as_of, at)
     with caught_up_store() as store:
         orgs = _orgs(store, org)
@@ -56,17 +47,19 @@ def engagement(
             if json:
                 _write_lines(rows)
             else:
-                out.print(render.engagement_table(org_id, _title(moment), rows))
+                out.print(render.engagement_table(out, org_id, _title(moment), rows))
 
 
 def trend(  # noqa: PLR0917 - a command's options
-    subject: Annotated[str, typer.Argument(help="A key result or objective id.")],
-    org: OrgOption = None,
+    subject: Annotated[
+        str, typer.Argument(metavar=cli_options.SUBJECT, help="A key result or objective id.")
+    ],
+    org: Org = None,
     weeks: WeeksOption = 8,
     daily: Annotated[bool, typer.Option("--daily", help="Days instead of weeks.")] = False,
-    as_of: AsOfOption = None,
-    at: AtOption = None,
-    json: JsonFlag = False,
+    as_of: AsOf = None,
+    at: At = None,
+    json: Json = False,
 ) -> None:
     """The progress of one key result or objective, week by week (or day by day), with a
     sparkline; with --as-of, the chart as it was shown then."""
@@ -83,9 +76,7 @@ def trend(  # noqa: PLR0917 - a command's options
                 out.print(render.trend_view(subject, _title(moment), points))
 
 
-def attention(
-    org: OrgOption = None, as_of: AsOfOption = None, at: AtOption = None, json: JsonFlag = False
-) -> None:
+def attention(org: Org = None, as_of: AsOf = None, at: At = None, json: Json = False) -> None:
     """What needs someone this week: stale key results, falling confidence, cascade flags,
     themes nobody works on, periods ending with key results behind."""
     moment = _moment(as_of, at)
@@ -95,10 +86,10 @@ def attention(
             if json:
                 _write_lines(items)
             else:
-                out.print(render.attention_table(org_id, _title(moment), items))
+                out.print(render.attention_table(out, org_id, _title(moment), items))
 
 
-def strategy(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = False) -> None:
+def strategy(org: Org = None, as_of: AsOf = None, json: Json = False) -> None:
     """The strategy as it stood: mission, vision, SWOT, competitors, themes, latest review."""
     moment = _moment(as_of)
     with caught_up_store() as store:
@@ -123,7 +114,7 @@ def show_demo_monitoring(org_id: str, trend_subject: str) -> None:
     moment = _moment(None)
     with caught_up_store() as store:
         items = query_json.attention_lines(store, org_id, moment, Settings().over_focus_limit)
-        out.print(render.attention_table(org_id, _title(moment), items))
+        out.print(render.attention_table(out, org_id, _title(moment), items))
         points = query_json.trend_lines(
             store, org_id, trend_subject, moment, Settings().over_focus_limit
         )

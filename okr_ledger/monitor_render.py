@@ -2,10 +2,11 @@
 
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from okr_ledger import layout
 from okr_ledger.progress_render import STATUS_LABEL, STATUS_STYLE
 from projections.monitoring import sparkline
 from projections.queries import Record
@@ -25,14 +26,21 @@ def _when(value: Any) -> str:
     return "-" if value is None else f"{value:%Y-%m-%d %H:%M}"
 
 
-def engagement_table(org_id: str, title: str, rows: list[Record]) -> Table:
-    table = Table(title=f"Engagement in {org_id}  {title}", title_justify="left")
-    for column in ("by", "who", "KRs", "check-ins 7d", "28d", "within cadence", "last check-in"):
-        table.add_column(column, justify="left" if column in ("by", "who") else "right")
+def engagement_table(
+    console: Console, org_id: str, title: str, rows: list[Record]
+) -> RenderableType:
+    """One row per owner and per unit; stacked on a narrow ``console``
+    (:mod:`okr_ledger.layout`): owner ids are never cut."""
+    columns = [
+        layout.Column("by"), layout.Column("who", no_wrap=True),
+        *(layout.Column(c, justify="right")
+          for c in ("KRs", "check-ins 7d", "28d", "within cadence", "last check-in")),
+    ]  # fmt: skip
+    cells: list[list[layout.Cell]] = []
     for row in rows:
         share = row["within_cadence_share"]
         style = "green" if share >= 0.8 else "yellow" if share >= 0.5 else "red"
-        table.add_row(
+        cells.append([
             row["group"],
             row["id"] or Text("(nobody)", style="dim"),
             str(row["key_results"]),
@@ -40,8 +48,8 @@ def engagement_table(org_id: str, title: str, rows: list[Record]) -> Table:
             str(row["check_ins_28d"]),
             Text(f"{row['within_cadence']}/{row['key_results']} {share:.0%}", style=style),
             _when(row["last_check_in_at"]),
-        )
-    return table
+        ])  # fmt: skip
+    return layout.records(console, f"Engagement in {org_id}  {title}", columns, cells, heading=1)
 
 
 def trend_view(subject: str, title: str, points: list[Record]) -> RenderableType:
@@ -89,23 +97,28 @@ def _detail(item: Record) -> str:
     return f"period {item.get('period_id', '')}"
 
 
-def attention_table(org_id: str, title: str, items: list[Record]) -> RenderableType:
+def attention_table(
+    console: Console, org_id: str, title: str, items: list[Record]
+) -> RenderableType:
+    """One row per item; stacked on a narrow ``console`` (:mod:`okr_ledger.layout`): subject
+    and owner ids are never cut."""
     if not items:
         return Text(f"Attention in {org_id}  {title}: nothing needs attention", style="green")
-    table = Table(title=f"Attention in {org_id}  {title}", title_justify="left")
-    for column in ("what", "subject", "owner", "detail"):
-        table.add_column(column, overflow="fold")
-    for item in items:
-        subject = Text(item["subject_id"])
-        if item.get("title"):
-            subject.append(f"  {item['title']}", style="dim")
-        table.add_row(
+    columns = [
+        layout.Column("subject", no_wrap=True), layout.Column("what"), layout.Column("title"),
+        layout.Column("owner", no_wrap=True), layout.Column("detail"),
+    ]  # fmt: skip
+    cells: list[list[layout.Cell]] = [
+        [
+            item["subject_id"],
             Text(ATTENTION_TEXT[item["kind"]], style="yellow"),
-            subject,
+            Text(item.get("title") or "", style="dim"),
             item.get("owner") or "-",
             _detail(item),
-        )
-    return table
+        ]
+        for item in items
+    ]
+    return layout.records(console, f"Attention in {org_id}  {title}", columns, cells)
 
 
 def strategy_view(org_id: str, title: str, found: Record | None) -> RenderableType:

@@ -198,15 +198,14 @@ def history(
 
 
 def results(
-    period: Annotated[
-        str | None, typer.Option("--period", help="Only this period (default: every closed one).")
-    ] = None,
+    period: cli_options.Period = None,
     org: OrgOption = None,
     as_of: AsOfOption = None,
     json: JsonFlag = False,
 ) -> None:
-    """Grades of closed periods: each objective's and key result's value, progress,
-    attainment, status and confidence as of the period's latest close."""
+    """Grades of closed periods (of --period only, else every closed one): each objective's
+    and key result's value, progress, attainment, status and confidence as of the period's
+    latest close."""
     from okr_ledger.results_render import results_view
 
     moment = _moment(as_of)
@@ -219,7 +218,7 @@ def results(
             if json:
                 _write_lines(rows)
             else:
-                out.print(results_view(org_id, rows))
+                out.print(results_view(out, org_id, rows))
 
 
 def sql(
@@ -341,4 +340,4 @@ def show_demo_projections(org_id: str) -> None:
     with caught_up_store() as store:
         show_progress(store, settings, [org_id], Moment())
         show_warnings(store, settings, [org_id])
-        out.print(results_view(org_id, query_json.results_lines(store, org_id, Moment())))
+        out.print(results_view(out, org_id, query_json.results_lines(store, org_id, Moment())))

@@ -250,6 +250,19 @@ def parameterized_view_statements() -> tuple[str, ...]:
         return f"SELECT * FROM {db}.{table} FINAL WHERE {where} ORDER BY {order}"
 
     objectives = sql.objectives_at(db)
+    key_result_progress = sql.key_result_progress(sql.key_results_at(db), sql.VIEW_REF)
+    objective_progress = sql.objective_progress(objectives, sql.VIEW_REF, FOCUS_LIMIT_SQL)
+    theme_coverage = sql.theme_coverage(objectives, latest(t.THEMES), latest(t.PERIODS))
+    sources = monitoring_views.Sources(
+        key_result_progress=f"({key_result_progress})",
+        objective_progress=f"({objective_progress})",
+        theme_coverage=f"({theme_coverage})",
+        periods=latest(t.PERIODS),
+        owners=f"({monitoring_views.owners(where)})",
+        check_ins=f"(SELECT * FROM {latest(t.CHECK_INS)})",
+        where=where,
+        ref=sql.VIEW_REF,
+    )
     return (
         _view("audit_history_at", history(t.AUDIT, "org_id, sequence")),
         _view(
@@ -260,28 +273,24 @@ def parameterized_view_statements() -> tuple[str, ...]:
         _view("target_history_at", history(t.TARGETS, "org_id, key_result_id, sequence")),
         _view(
             "key_result_progress_at",
-            sql.key_result_progress(sql.key_results_at(db), sql.VIEW_REF)
-            + " ORDER BY org_id, objective_id, key_result_id",
+            key_result_progress + " ORDER BY org_id, objective_id, key_result_id",
         ),
-        _view(
-            "objective_progress_at",
-            sql.objective_progress(objectives, sql.VIEW_REF, FOCUS_LIMIT_SQL)
-            + " ORDER BY org_id, objective_id",
-        ),
-        _view(
-            "theme_coverage_at",
-            sql.theme_coverage(objectives, latest(t.THEMES), latest(t.PERIODS))
-            + " ORDER BY org_id, period_id, theme_id",
-        ),
+        _view("objective_progress_at", objective_progress + " ORDER BY org_id, objective_id"),
+        _view("theme_coverage_at", theme_coverage + " ORDER BY org_id, period_id, theme_id"),
         _view("strategy_now_at", f"SELECT * FROM {latest(t.STRATEGY)}"),
         _view("themes_at", f"SELECT * FROM {latest(t.THEMES)}"),
         _view("org_units_at", f"SELECT * FROM {latest(t.UNITS)}"),
         _view("periods_at", f"SELECT * FROM {latest(t.PERIODS)}"),
+        _view("period_results_at", sql.period_results(db, latest(t.PERIODS), where)),
         _view(
             "rejection_history_at",
             f"SELECT * FROM {db}.{t.REJECTIONS} FINAL WHERE {sql.AS_OF_PARAM} IS NULL "
             f"OR recorded_at <= {sql.AS_OF_PARAM} ORDER BY position",
         ),
+        _view("owners_at", monitoring_views.owners(where)),
+        _view("engagement_at", monitoring_views.engagement(sources)),
+        _view("progress_trend_at", monitoring_views.progress_trend(sources)),
+        _view("attention_at", monitoring_views.attention(sources)),
     )
 
 

@@ -1,20 +1,51 @@
 """The monitoring views BI tools read (issue 11): ``owners``, ``engagement``, ``progress_trend``,
-``attention``. Each answers now (``now64(6)``), by the rules of :mod:`projections.monitoring`
-(a test checks that the views and the CLI agree); docs/projections.md states them.
+``attention``. Each answers by the rules of :mod:`projections.monitoring` (a test checks that
+the views and the CLI agree); docs/projections.md states them.
+
+Each builder takes its :class:`Sources`: the views read the other views and answer now
+(``now64(6)``); their parameterized twins (``<view>_at``) read the same SQL cut as of
+``{as_of}`` and answer at the view's reference time (:data:`projections.sql.VIEW_REF`).
 """
 
+from dataclasses import dataclass
+
 from processors import tables as t
+from projections import sql
 
 NOW = "now64(6)"
-TODAY = f"toDate({NOW})"
 
 
-def owners() -> str:
-    """The current owner of every objective and key result that ever had one."""
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What a monitoring view reads: relations (a table or view name, or a subquery in
+    parentheses, ``{db}`` standing for the database), a filter of the history tables
+    (``where``: empty for all) and the reference time ``ref``."""
+
+    key_result_progress: str = "{db}.key_result_progress"
+    objective_progress: str = "{db}.objective_progress"
+    theme_coverage: str = "{db}.theme_coverage"
+    periods: str = "{db}.periods"
+    owners: str = "{db}.owners"
+    check_ins: str = "{db}.check_in_history"
+    where: str = ""
+    ref: str = NOW
+
+    @property
+    def today(self) -> str:
+        return f"toDate({self.ref})"
+
+
+NOW_SOURCES = Sources()
+
+
+def owners(where: str = "") -> str:
+    """The owner of every objective and key result that ever had one (among the owner rows
+    matching ``where``: all, or a ledger prefix)."""
+    condition = f"WHERE {where} " if where else ""
     return f"""
 SELECT org_id, subject_kind, subject_id, argMax(tuple(owner), sequence).1 AS owner,
     max(sequence) AS as_of_sequence, argMax(recorded_at, sequence) AS updated_at
-FROM {{db}}.{t.OWNERS} GROUP BY org_id, subject_kind, subject_id"""
+FROM {{db}}.{t.OWNERS} {condition}GROUP BY org_id, subject_kind, subject_id"""
 
 
 _KR_COLUMNS = ", ".join(
@@ -27,29 +58,29 @@ _KR_COLUMNS = ", ".join(
 )  # fmt: skip
 
 
-def _key_results_with_owners() -> str:
-    """Key results not retired, of the periods running today, with their owner (their own,
-    else their objective's)."""
+def _key_results_with_owners(src: Sources) -> str:
+    """Key results not retired, of the periods running at the reference time, with their owner
+    (their own, else their objective's)."""
     return f"""(
     SELECT {_KR_COLUMNS},
         if(ko.subject_id != '', ko.owner, oo.owner) AS owner
-    FROM {{db}}.key_result_progress AS k
-    LEFT JOIN {{db}}.owners AS ko ON ko.org_id = k.org_id AND ko.subject_kind = 'key_result'
+    FROM {src.key_result_progress} AS k
+    LEFT JOIN {src.owners} AS ko ON ko.org_id = k.org_id AND ko.subject_kind = 'key_result'
         AND ko.subject_id = k.key_result_id
-    LEFT JOIN {{db}}.owners AS oo ON oo.org_id = k.org_id AND oo.subject_kind = 'objective'
+    LEFT JOIN {src.owners} AS oo ON oo.org_id = k.org_id AND oo.subject_kind = 'objective'
         AND oo.subject_id = k.objective_id
-    WHERE NOT k.retired AND {TODAY} BETWEEN k.period_starts_on AND k.period_ends_on
+    WHERE NOT k.retired AND {src.today} BETWEEN k.period_starts_on AND k.period_ends_on
 )"""
 
 
-def _live_check_ins() -> str:
-    """The latest version of every check-in not retracted, measured by now."""
+def _live_check_ins(src: Sources) -> str:
+    """The latest version of every check-in not retracted, measured by the reference time."""
     return f"""(
-    SELECT * FROM {{db}}.check_in_history WHERE NOT retracted AND occurred_at <= {NOW}
+    SELECT * FROM {src.check_ins} WHERE NOT retracted AND occurred_at <= {src.ref}
 )"""
 
 
-def engagement() -> str:
+def engagement(src: Sources = NOW_SOURCES) -> str:
     return f"""
 SELECT org_id, grp.1 AS group, grp.2 AS id, toUInt64(count()) AS key_results,
     toUInt64(sum(n7)) AS check_ins_7d, toUInt64(sum(n28)) AS check_ins_28d,
@@ -61,62 +92,83 @@ FROM (
     SELECT k.org_id AS org_id, k.key_result_id AS key_result_id, k.stale AS stale,
         k.last_check_in_at AS last_check_in_at, r.n7 AS n7, r.n28 AS n28,
         arrayJoin([tuple('owner', k.owner), tuple('unit', toNullable(k.owner_unit_id))]) AS grp
-    FROM {_key_results_with_owners()} AS k
+    FROM {_key_results_with_owners(src)} AS k
     LEFT JOIN (
         SELECT org_id, key_result_id,
-            countIf(occurred_at > {NOW} - INTERVAL 7 DAY) AS n7, count() AS n28
-        FROM {_live_check_ins()} WHERE occurred_at > {NOW} - INTERVAL 28 DAY
+            countIf(occurred_at > {src.ref} - INTERVAL 7 DAY) AS n7, count() AS n28
+        FROM {_live_check_ins(src)} WHERE occurred_at > {src.ref} - INTERVAL 28 DAY
         GROUP BY org_id, key_result_id
     ) AS r ON r.org_id = k.org_id AND r.key_result_id = k.key_result_id
 )
 GROUP BY org_id, grp"""
 
 
-def progress_trend() -> str:
+def progress_trend(src: Sources = NOW_SOURCES) -> str:
     """Each key result's progress at the end of every week (from Monday, UTC) and every day of
-    its period up to now (the current bucket's point is now): the current check-in then (the
-    latest measured by the point), else its start scored against its current target."""
+    its period up to the reference time (the current bucket's point is the reference time), as
+    ``progress --at POINT``: the current check-in then (the latest live one measured by the
+    point, by business time, then sequence), else its start scored against its target then
+    (the latest revision in effect by the point, else its defined target)."""
+    today = src.today
     grid = f"""(
     SELECT k.org_id AS org_id, k.key_result_id AS key_result_id, k.title AS title,
         k.kind AS kind, k.start AS start, k.current_target AS current_target,
         k.period_starts_on AS period_starts_on, k.period_ends_on AS period_ends_on,
         g.1 AS granularity, g.2 AS bucket,
-        least(toDateTime64(g.2 + if(g.1 = 'week', 7, 1), 6, 'UTC'), {NOW}) AS point_at
-    FROM {{db}}.key_result_progress AS k
+        least(toDateTime64(g.2 + if(g.1 = 'week', 7, 1), 6, 'UTC'), {src.ref}) AS point_at
+    FROM {src.key_result_progress} AS k
     ARRAY JOIN arrayConcat(
         arrayMap(d -> tuple('week', d), arrayMap(n -> toMonday(k.period_starts_on) + 7 * n,
             range(toUInt32(greatest(0, intDiv(dateDiff('day', toMonday(k.period_starts_on),
-                least({TODAY}, k.period_ends_on)), 7) + 1))))),
+                least({today}, k.period_ends_on)), 7) + 1))))),
         arrayMap(d -> tuple('day', d), arrayMap(n -> k.period_starts_on + n,
             range(toUInt32(greatest(0, dateDiff('day', k.period_starts_on,
-                least({TODAY}, k.period_ends_on)) + 1)))))
+                least({today}, k.period_ends_on)) + 1)))))
     ) AS g
-    WHERE k.period_starts_on <= {TODAY}
+    WHERE k.period_starts_on <= {today}
 )"""
-    start_score = (
-        "multiIf(g.kind = 'stay_above', toFloat64(g.start >= g.current_target), "
-        "g.kind = 'stay_below', toFloat64(g.start <= g.current_target), "
-        "g.kind = 'milestone', toFloat64(g.start >= 1), 0.)"
+    where = f"WHERE {src.where}" if src.where else ""
+    revision = "reason IS NOT NULL"
+    target = (
+        "if(t.key_result_id = '', g.current_target, "
+        "if(arrayExists(r -> r.1 <= g.point_at, t.revisions), "
+        "arrayLast(r -> r.1 <= g.point_at, t.revisions).3, t.defined))"
     )
+    start_score, _attainment = sql.score_sql("g.kind", "g.start", target, "g.start")
+    current = "arrayLast(c -> c.1.1 <= g.point_at, c.check_ins)"
+    has_current = "arrayExists(c -> c.1.1 <= g.point_at, c.check_ins)"
     return f"""
+SELECT org_id, subject_kind, subject_id, title, granularity, bucket, point_at, progress,
+    confidence, check_in_id
+FROM (
 SELECT g.org_id AS org_id, 'key_result' AS subject_kind, g.key_result_id AS subject_id,
     g.title AS title, g.granularity AS granularity, toDate(g.bucket) AS bucket,
     g.point_at AS point_at,
-    if(c.check_in_id = '', {start_score}, c.progress) AS progress,
-    if(c.check_in_id = '', NULL, c.confidence) AS confidence,
-    if(c.check_in_id = '', NULL, c.check_in_id) AS check_in_id
+    if({has_current}, {current}.2, {start_score}) AS progress,
+    if({has_current}, {current}.3, NULL) AS confidence,
+    if({has_current}, {current}.4, NULL) AS check_in_id
 FROM {grid} AS g
-ASOF LEFT JOIN (
-    SELECT org_id, key_result_id, occurred_at, check_in_id, progress, confidence
-    FROM {_live_check_ins()}
+LEFT JOIN (
+    SELECT org_id, key_result_id,
+        arraySort(c -> c.1, groupArray(tuple((occurred_at, check_in_sequence), progress,
+            confidence, toNullable(check_in_id)))) AS check_ins
+    FROM {_live_check_ins(src)} GROUP BY org_id, key_result_id
 ) AS c ON c.org_id = g.org_id AND c.key_result_id = g.key_result_id
-    AND g.point_at >= c.occurred_at"""
+LEFT JOIN (
+    SELECT org_id, key_result_id,
+        arraySort(r -> (r.1, r.2), groupArrayIf((effective_at, sequence, target),
+            {revision})) AS revisions,
+        argMinIf(target, sequence, reason IS NULL) AS defined
+    FROM {{db}}.{t.TARGETS} {where} GROUP BY org_id, key_result_id
+) AS t ON t.org_id = g.org_id AND t.key_result_id = g.key_result_id
+)"""
 
 
-def attention() -> str:
-    """Every attention item now, one row each: the rules of
+def attention(src: Sources = NOW_SOURCES) -> str:
+    """Every attention item at the reference time, one row each: the rules of
     :func:`projections.monitoring.attention`."""
-    running = f"{TODAY} BETWEEN period_starts_on AND period_ends_on"
+    today = src.today
+    running = f"{today} BETWEEN period_starts_on AND period_ends_on"
     item = (
         "org_id, item_id, kind, subject_kind, subject_id, title, owner, period_id, key_result_ids"
     )
@@ -125,39 +177,39 @@ SELECT {item} FROM (
 SELECT org_id, concat('stale:', key_result_id) AS item_id, 'stale' AS kind,
     'key_result' AS subject_kind, key_result_id AS subject_id, title, owner,
     toNullable(period_id) AS period_id, CAST([], 'Array(String)') AS key_result_ids
-FROM {_key_results_with_owners()} WHERE stale
+FROM {_key_results_with_owners(src)} WHERE stale
 UNION ALL
 SELECT k.org_id, concat('confidence_dropped:', k.key_result_id), 'confidence_dropped',
     'key_result', k.key_result_id, k.title, k.owner, toNullable(k.period_id),
     CAST([], 'Array(String)')
-FROM {_key_results_with_owners()} AS k
+FROM {_key_results_with_owners(src)} AS k
 INNER JOIN (
     SELECT org_id, key_result_id,
         arrayReverseSort(x -> x.1, groupArray(tuple((occurred_at, check_in_sequence),
             confidence))) AS recent
-    FROM {_live_check_ins()} GROUP BY org_id, key_result_id
+    FROM {_live_check_ins(src)} GROUP BY org_id, key_result_id
 ) AS c ON c.org_id = k.org_id AND c.key_result_id = k.key_result_id
 WHERE k.status != 'on_track' AND length(c.recent) >= 2
     AND c.recent[1].2 < c.recent[2].2
 UNION ALL
 SELECT org_id, concat(flag, ':', objective_id), flag, 'objective', objective_id, title,
     o.owner, toNullable(period_id), CAST([], 'Array(String)')
-FROM (SELECT *, arrayJoin(flags) AS flag FROM {{db}}.objective_progress
-      WHERE lifecycle = 'active' AND period_ends_on >= {TODAY}) AS p
-LEFT JOIN (SELECT org_id AS o_org, subject_id, owner FROM {{db}}.owners
+FROM (SELECT *, arrayJoin(flags) AS flag FROM {src.objective_progress}
+      WHERE lifecycle = 'active' AND period_ends_on >= {today}) AS p
+LEFT JOIN (SELECT org_id AS o_org, subject_id, owner FROM {src.owners}
            WHERE subject_kind = 'objective') AS o
     ON o.o_org = p.org_id AND o.subject_id = p.objective_id
 UNION ALL
 SELECT c.org_id, concat('theme_uncovered:', c.period_id, ':', c.theme_id), 'theme_uncovered',
     'theme', c.theme_id, c.theme_name, NULL, toNullable(c.period_id), CAST([], 'Array(String)')
-FROM {{db}}.theme_coverage AS c
-INNER JOIN {{db}}.periods AS p ON p.org_id = c.org_id AND p.period_id = c.period_id
-WHERE c.uncovered AND p.ends_on >= {TODAY}
+FROM {src.theme_coverage} AS c
+INNER JOIN {src.periods} AS p ON p.org_id = c.org_id AND p.period_id = c.period_id
+WHERE c.uncovered AND p.ends_on >= {today}
 UNION ALL
 SELECT org_id, concat('period_ending:', period_id), 'period_ending', 'period', period_id,
     period_id, NULL, toNullable(period_id), arraySort(groupArray(key_result_id))
-FROM {{db}}.key_result_progress
+FROM {src.key_result_progress}
 WHERE NOT retired AND {running} AND progress < expected_progress
-    AND dateDiff('day', {TODAY}, period_ends_on) <= 14
+    AND dateDiff('day', {today}, period_ends_on) <= 14
 GROUP BY org_id, period_id
 )"""

@@ -288,6 +288,8 @@ AT_PARAM = "{at:Nullable(DateTime64(6, 'UTC'))}"
 VIEW_REF = f"assumeNotNull(coalesce({AT_PARAM}, {AS_OF_PARAM}, {NOW}))"
 """The reference time of expected progress, status and stale, as ``Moment.ref``."""
 _END_OF_TIME = "toDateTime64('2299-12-31 23:59:59', 6, 'UTC')"
+_NO_CONFIDENCE = "toFloat64('inf')"
+"""No known confidence, in the SQL roll-up: above any confidence, so ``least`` skips it."""
 
 
 def view_filter(db: str) -> str:
@@ -301,7 +303,7 @@ def view_filter(db: str) -> str:
     return f"sequence <= {cuts}[toString(org_id)]"
 
 
-def _score_sql(kind: str, start: str, target: str, value: str) -> tuple[str, str]:
+def score_sql(kind: str, start: str, target: str, value: str) -> tuple[str, str]:
     """``(progress, attainment)`` as :func:`processors.scoring.score`."""
     attainment = (
         f"multiIf({kind} = 'stay_above', toFloat64({value} >= {target}), "
@@ -322,7 +324,7 @@ def key_results_at(db: str) -> str:
     where = view_filter(db)
     at = f"ifNull({AT_PARAM}, {_END_OF_TIME})"
     revision = f"reason IS NOT NULL AND effective_at <= {AT_PARAM}"
-    progress, attainment = _score_sql("k.kind", "k.start", "target", "k.start")
+    progress, attainment = score_sql("k.kind", "k.start", "target", "k.start")
     return f"""(
 WITH k AS ({key_results_as_of(db, at, where)}),
 cv AS (
@@ -369,23 +371,28 @@ LEFT JOIN tg ON tg.org_id = k.org_id AND tg.key_result_id = k.key_result_id
 def objectives_at(db: str) -> str:
     """Every objective of every org as of ``{as_of}``, with the columns of ``objectives_now``:
     its structure then, and progress and confidence rolled up from the key results at
-    ``{at}`` (:func:`key_results_at`), children first, by
-    :func:`processors.scoring.rollup_progress`'s rule: the members summed in the same order
-    (key results, then children, each by id), so the floats are the same."""
+    ``{at}`` (:func:`key_results_at`), children first, by the rules of
+    :func:`processors.scoring.rollup_progress` (the members summed in the same order: key
+    results, then children, each by id, so the floats are the same) and
+    :func:`processors.scoring.rollup_confidence` (the weakest known confidence among the
+    members the ``rollup`` mode counts, each child with its own rolled-up one; NULL when none
+    has one, carried through the fold as :data:`_NO_CONFIDENCE`)."""
     where = view_filter(db)
+    members = (
+        "arrayConcat(if(o.3 != 'children', o.4, []), "
+        "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1].1, acc[c.1].2), o.5), []))"
+    )
     fold = (
-        "arrayFold((a, p) -> (a.1 + p.1, a.2 + p.1 * p.2), arrayConcat("
-        "if(o.3 != 'children', o.4, []), "
-        "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1]), o.5), [])), (0., 0.))"
+        f"arrayFold((a, p) -> (a.1 + p.1, a.2 + p.1 * p.2, least(a.3, p.3)), {members}, "
+        f"(0., 0., {_NO_CONFIDENCE}))"
     )
     return f"""(
 WITH kr AS {key_results_at(db)},
 st AS {latest(db, t.OBJECTIVES, where)},
 own AS (
     SELECT org_id, objective_id,
-        arrayMap(x -> (x.2, x.3), arraySort(groupArrayIf((key_result_id, weight, progress),
-            NOT retired))) AS parts,
-        minIf(confidence, NOT retired) AS confidence
+        arrayMap(x -> (x.2, x.3, x.4), arraySort(groupArrayIf((key_result_id, weight, progress,
+            ifNull(confidence, {_NO_CONFIDENCE})), NOT retired))) AS parts
     FROM kr GROUP BY org_id, objective_id
 ),
 children AS (
@@ -396,10 +403,10 @@ children AS (
 ),
 numbers AS (
     SELECT s.org_id AS org_id, arrayFold((acc, o) -> mapUpdate(acc, map(o.1,
-            arrayMap(r -> if(r.1 > 0, r.2 / r.1, 0.), [{fold}])[1])),
+            arrayMap(r -> (if(r.1 > 0, r.2 / r.1, 0.), r.3), [{fold}])[1])),
         arraySort(o -> -o.2, groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup),
             ow.parts, ch.members))),
-        map('', 0.)) AS progress_of
+        map('', (0., {_NO_CONFIDENCE}))) AS numbers_of
     FROM st AS s
     LEFT JOIN own AS ow ON ow.org_id = s.org_id AND ow.objective_id = s.objective_id
     LEFT JOIN children AS ch ON ch.org_id = s.org_id AND ch.parent_id = s.objective_id
@@ -412,12 +419,11 @@ updates AS (
 )
 SELECT s.org_id AS org_id, s.objective_id AS objective_id,
     s.* EXCEPT (org_id, objective_id, sequence, recorded_at),
-    n.progress_of[s.objective_id] AS progress,
-    ow.confidence AS confidence,
+    n.numbers_of[s.objective_id].1 AS progress,
+    nullIf(n.numbers_of[s.objective_id].2, {_NO_CONFIDENCE}) AS confidence,
     greatest(s.sequence, u.u_sequence) AS sequence,
     if(u.u_sequence > s.sequence, u.u_recorded_at, s.recorded_at) AS recorded_at
 FROM st AS s
 LEFT JOIN updates AS u ON u.org_id = s.org_id AND u.objective_id = s.objective_id
-LEFT JOIN own AS ow ON ow.org_id = s.org_id AND ow.objective_id = s.objective_id
 LEFT JOIN numbers AS n ON n.org_id = s.org_id
 )"""

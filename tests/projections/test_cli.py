@@ -272,6 +272,30 @@ def test_narrow_terminals_get_whole_ids_and_json(demo_dir: Path) -> None:
     assert all(len(line) <= 80 for line in rejections.splitlines())
 
 
+@pytest.mark.parametrize(
+    ("command", "ids"),
+    [
+        (("attention", "--at", "2026-12-20"), ("subject_id", "owner")),
+        (("engagement", "--at", "2026-11-10"), ("id",)),
+        (("results",), ("subject_id",)),
+    ],
+)
+def test_narrow_terminals_keep_owner_and_subject_ids_whole(
+    demo_dir: Path, command: tuple[str, ...], ids: tuple[str, ...]
+) -> None:
+    """On 80 columns the monitoring tables are stacked: every id and owner of the --json
+    answer appears whole on one line, nothing is cut, no line is wider than 80."""
+    shown = _terminal(80, *command)
+    assert "…" not in shown
+    assert all(len(line) <= 80 for line in shown.splitlines())
+    answer = [orjson.loads(line) for line in _terminal(80, *command, "--json").splitlines()]
+    names = {str(row[key]) for row in answer for key in ids if row.get(key)}
+    assert any("@northwind.example" in name for name in names) or command[0] == "results"
+    shown_lines = shown.splitlines()
+    for name in names:
+        assert any(name in line for line in shown_lines), (name, shown)
+
+
 def test_wide_terminals_keep_the_table(demo_dir: Path) -> None:
     cascade = runner.invoke(app, ["cascade"])
     assert "┃ objective" in cascade.output
@@ -282,7 +306,8 @@ def test_wide_terminals_keep_the_table(demo_dir: Path) -> None:
     "command",
     [
         "progress", "cascade", "coverage", "history", "sql", "export-projections", "rebuild",
-        "submit", "verify", "export", "rejections", "schema",
+        "submit", "verify", "export", "rejections", "schema", "results", "engagement",
+        "trend", "attention", "strategy",
     ],
 )  # fmt: skip
 def test_help_shows_real_metavars(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -301,9 +326,22 @@ def test_help_names_time_org_period(monkeypatch: pytest.MonkeyPatch) -> None:
     for option, metavar in (("--as-of", "TIME"), ("--at", "TIME"), ("--org", "ORG"),
                             ("--period", "PERIOD"), ("--unit", "UNIT")):  # fmt: skip
         assert any(option in line and metavar in line for line in shown.splitlines()), option
-    for command in ("cascade", "coverage", "history", "rejections", "export-projections"):
+    for command in ("cascade", "coverage", "history", "rejections", "export-projections",
+                    "results", "engagement", "trend", "attention", "strategy"):  # fmt: skip
         shown = runner.invoke(app, [command, "--help"]).output
         assert any("--as-of" in line and "TIME" in line for line in shown.splitlines()), command
+    for command in ("results", "engagement", "trend", "attention", "strategy"):
+        shown = runner.invoke(app, [command, "--help"]).output
+        assert any("--org" in line and "ORG" in line for line in shown.splitlines()), command
+    for command in ("engagement", "trend", "attention"):
+        shown = runner.invoke(app, [command, "--help"]).output
+        assert any("--at " in line and "TIME" in line for line in shown.splitlines()), command
+    for command in ("results", "engagement"):
+        shown = runner.invoke(app, [command, "--help"]).output
+        assert any("--period" in line and "PERIOD" in line for line in shown.splitlines())
+    trend = runner.invoke(app, ["trend", "--help"]).output
+    assert any("--weeks" in line and " N " in line for line in trend.splitlines())
+    assert "SUBJECT" in trend
 
 
 def test_export_to_a_file_says_what_it_wrote(demo_dir: Path) -> None:

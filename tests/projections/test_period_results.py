@@ -191,3 +191,16 @@ def test_confidence_rolls_up_by_the_rollup_mode_now_and_as_of(
     assert next(o for o in at if o["objective_id"] == "p")["confidence"] == confidence
     viewed = store.dicts("SELECT confidence FROM {db}.objective_progress WHERE objective_id = 'p'")
     assert viewed == [{"confidence": confidence}]
+    for arguments in ("", "at = '2026-10-08 00:00:00'", "as_of = '2026-12-01 00:00:00'"):
+        twin = store.dicts(
+            f"SELECT objective_id, confidence FROM {{db}}.objective_progress_at({arguments}) "
+            "ORDER BY objective_id"
+        )
+        assert twin == [
+            {"objective_id": "c", "confidence": 0.4},
+            {"objective_id": "p", "confidence": confidence},
+        ], arguments
+    before = store.dicts(  # as of before any check-in: no confidence anywhere
+        "SELECT confidence FROM {db}.objective_progress_at(at = '2026-10-03 00:00:00')"
+    )
+    assert before == [{"confidence": None}, {"confidence": None}]

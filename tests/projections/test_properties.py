@@ -5,7 +5,7 @@
 - projecting the same batch twice changes nothing.
 """
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -253,21 +253,101 @@ _VIEW_ARGUMENTS = (
 )
 
 
+def _view(store: ProjectionStore, view: str, moment: Moment, order: str = "") -> list[Any]:
+    params = {"as_of": moment.as_of, "at": moment.at, "org": ORG}
+    order_by = f" ORDER BY {order}" if order else ""
+    return store.dicts(
+        f"SELECT * FROM {{db}}.{view}({_VIEW_ARGUMENTS}) WHERE org_id = {{org:String}}{order_by}",
+        params,
+    )
+
+
+_ENGAGEMENT = (
+    "group", "id", "key_results", "check_ins_7d", "check_ins_28d", "within_cadence",
+    "within_cadence_share", "last_check_in_at", "key_result_ids",
+)  # fmt: skip
+
+
 def view_answers(store: ProjectionStore, moment: Moment) -> Any:
     """What the parameterized views answer (over_focus_limit set to 2 in the store)."""
-    params = {"as_of": moment.as_of, "at": moment.at, "org": ORG}
+    owners = {
+        (r["subject_kind"], r["subject_id"]): r["owner"] for r in _view(store, "owners_at", moment)
+    }
+    engagement = sorted(
+        (tuple(r[c] for c in _ENGAGEMENT) for r in _view(store, "engagement_at", moment)),
+        key=str,
+    )
+    attention = sorted(
+        (r["item_id"], r["owner"], r["key_result_ids"])
+        for r in _view(store, "attention_at", moment)
+    )
+    trend = [
+        (r["subject_id"], r["granularity"], r["bucket"], r["progress"], r["confidence"])
+        for r in _view(store, "progress_trend_at", moment, "subject_id, granularity, bucket")
+        if r["bucket"] >= _trend_from(moment, r["granularity"])
+    ]
     return normal([
-        store.dicts(
-            f"SELECT * FROM {{db}}.{view}({_VIEW_ARGUMENTS}) WHERE org_id = {{org:String}}",
-            params,
-        )
-        for view in ("objective_progress_at", "key_result_progress_at", "theme_coverage_at")
+        *(_view(store, view, moment)
+          for view in ("objective_progress_at", "key_result_progress_at", "theme_coverage_at",
+                       "period_results_at")),
+        owners, engagement, attention, trend,
     ])  # fmt: skip
 
 
 def cli_answers(store: ProjectionStore, moment: Moment) -> Any:
+    """The CLI's answers the parameterized views give: the monitoring ones reduced to the
+    views' columns; a trend only over the buckets of the period up to the reference time."""
     found = queries.progress(store, ORG, moment, 2)
-    return normal([found.objectives, found.key_results, queries.coverage(store, ORG, moment)])
+    owners = monitoring.owners(store, ORG, queries.sequence_as_of(store, ORG, moment.as_of))
+    engagement = sorted(
+        (
+            tuple(sorted(r[c]) if c == "key_result_ids" else r[c] for c in _ENGAGEMENT)
+            for r in monitoring.engagement(store, ORG, moment)
+        ),
+        key=str,
+    )
+    attention = sorted(
+        (i["item_id"], i.get("owner"), i.get("key_result_ids", []))
+        for i in monitoring.attention(store, ORG, moment, 2)
+    )
+    return normal([
+        found.objectives, found.key_results, queries.coverage(store, ORG, moment),
+        queries.period_results(store, ORG, moment), owners, engagement, attention,
+        _key_result_trends(store, moment, found.key_results),
+    ])  # fmt: skip
+
+
+TREND_POINTS = 3
+"""How many of the latest weekly and daily points of each key result are compared."""
+
+
+def _trend_from(moment: Moment, granularity: str) -> date:
+    """The first bucket compared: of the last :data:`TREND_POINTS` weeks or days."""
+    ref_day = moment.ref.date()
+    if granularity == "day":
+        return ref_day - timedelta(days=TREND_POINTS - 1)
+    return ref_day - timedelta(days=ref_day.weekday() + 7 * (TREND_POINTS - 1))
+
+
+def _key_result_trends(store: ProjectionStore, moment: Moment, known: list[Any]) -> list[Any]:
+    """Each key result's last weekly and daily trend points that fall in its period (the
+    view's series runs from the period's first week or day up to the reference time)."""
+    points: list[tuple[Any, ...]] = []
+    for kr in sorted(known, key=lambda k: k["key_result_id"]):
+        starts, ends = kr["period_starts_on"], kr["period_ends_on"]
+        if moment.ref.date() < starts:
+            continue
+        for daily, first in ((True, starts), (False, starts - timedelta(days=starts.weekday()))):
+            trend = monitoring.trend(
+                store, ORG, kr["key_result_id"], moment, 2, count=TREND_POINTS, daily=daily
+            )
+            points.extend(
+                (kr["key_result_id"], p["granularity"], p["bucket"], p["progress"],
+                 p["confidence"])
+                for p in trend
+                if first <= p["bucket"] <= ends
+            )  # fmt: skip
+    return sorted(points, key=lambda p: (p[0], p[1], p[2]))
 
 
 def _trend(store: ProjectionStore, moment: Moment) -> list[Any]:
