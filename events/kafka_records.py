@@ -26,6 +26,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from events.canonical import canonical_bytes
+from events.kafka_client import partition_for
 from events.log import ChainHead
 from events.outcomes import RAW_LIMIT, Rejection
 from events.reasons import ReasonCode
@@ -238,3 +239,40 @@ class ChainRule:
             return False
         self.heads[org_id] = ChainHead(head.sequence + 1, str(record.get("hash")))
         return True
+
+
+class ChainReader:
+    """The chain rule as every reader of the Kafka ledger applies it: the event log's reads,
+    the sequencer's restore and the projector agent all go through :meth:`admit`.
+
+    ``partitions`` is the ledger topic's partition count (an org's partition is the murmur2
+    of its key over it); ``heads`` are the chain heads before the first record read (a reader
+    that resumes where a state left off), genesis for any other org.
+    """
+
+    MAX_OWNERS = 100_000
+    """Orgs whose partition is remembered (a stray writer can name any number of orgs)."""
+
+    def __init__(self, partitions: int, heads: Callable[[str], ChainHead] | None = None) -> None:
+        self.partitions = partitions
+        self.rule = ChainRule(heads)
+        self._owners: dict[str, int] = {}
+
+    def owner(self, org_id: str) -> int:
+        """The ledger (and intake) partition of ``org_id``."""
+        owner = self._owners.get(org_id)
+        if owner is None:
+            owner = partition_for(org_key(org_id), self.partitions)
+            if len(self._owners) < self.MAX_OWNERS:
+                self._owners[org_id] = owner
+        return owner
+
+    def admit(
+        self, partition: int, key: bytes | None, value: bytes | None
+    ) -> dict[str, Any] | None:
+        """The event a ledger record holds, if it is part of the ledger (it becomes its org's
+        head); ``None`` for an orphan."""
+        record = decode_event(value)
+        if placed(record, key, partition, self.owner) and self.rule.admit(record):
+            return record
+        return None

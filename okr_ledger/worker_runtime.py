@@ -1,69 +1,99 @@
-"""The Kafka worker's parts, wired: sequencer, projector agent and query endpoint.
+"""The Kafka worker's wiring: the settings in, the Faust app of :mod:`processors.faust_app` out.
 
 Imported only when ``okr-ledger worker`` runs, so that a core install (no ``kafka`` extra)
-still starts the CLI.
+still starts the CLI. ``processors/`` never reads the settings: everything it needs is built
+here (:func:`worker_config`, :func:`worker_services`).
 """
 
-import asyncio
-import functools
-import signal
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from aiohttp import web
+
+from events.kafka_log import servers_from_url
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
-from processors.kafka_projector import ProjectorAgent, ProjectorConfig
-from processors.kafka_worker import Hook, SequencerWorker, WorkerConfig
+from processors.faust_app import Health, OkrApp, Route, WorkerServices, create_app
+from processors.kafka_config import GroupTimings, Topics, WorkerConfig
 from projections.client import parse_url
 from projections.query_credentials import is_loopback
 from projections.query_server import QueryServer, ReadOnlyEngine
+from projections.store import ProjectionStore
+from schemas.errors import ConfigurationError
 
 
-def worker_hooks(settings: Settings) -> list[Hook]:
-    """The worker's other parts, run beside the sequencer: the projector agent (and, on an
-    embedded store, the query endpoint)."""
-    return [functools.partial(run_projections, settings)]
+def worker_config(settings: Settings) -> WorkerConfig:
+    """The worker's configuration, from the ``OKR_`` settings."""
+    url = settings.resolved_ledger_url
+    if not url.startswith("kafka://"):
+        raise ConfigurationError(f"the worker needs OKR_LEDGER_URL=kafka://..., not {url!r}")
+    return WorkerConfig(
+        servers=servers_from_url(url),
+        app_id=settings.worker_app_id,
+        topics=Topics(
+            intake=settings.kafka_topic_intake,
+            ledger=settings.kafka_topic_ledger,
+            rejections=settings.kafka_topic_rejections,
+            outcomes=settings.kafka_topic_outcomes,
+        ),
+        data_dir=settings.data_dir,
+        sequencer_batch_size=settings.sequencer_batch_size,
+        policy=settings.policy,
+        transactions=settings.kafka_transactions,
+        timings=GroupTimings(
+            session_timeout_s=settings.kafka_session_timeout_seconds,
+            heartbeat_interval_s=settings.kafka_heartbeat_interval_seconds,
+            rebalance_timeout_s=settings.kafka_rebalance_timeout_seconds,
+            max_poll_interval_s=settings.kafka_max_poll_interval_seconds,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        ),
+        web_host=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        log_level=settings.log_level,
+    )
 
 
-async def run_projections(settings: Settings, stop: asyncio.Event) -> None:
-    """Project the ledger into the store; serve read-only queries when the store is chDB."""
-    config = WorkerConfig.from_settings(settings)
+def worker_services(settings: Settings) -> WorkerServices:
+    """The store the projector writes, and the routes of the worker's web server: health and,
+    on an embedded store, the read-only query endpoint (ClickHouse HTTP)."""
     credential = endpoint_credential(settings)  # before anything starts: it may refuse
-    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
-    loop = asyncio.get_running_loop()
-    store = await loop.run_in_executor(thread, open_projection_store, settings)
-    try:
-        limit = str(settings.over_focus_limit)
-        await loop.run_in_executor(thread, store.set_setting, "over_focus_limit", limit)
-        agent = ProjectorAgent(
-            ProjectorConfig(
-                config.servers, config.ledger, config.rejections, partitions=config.partitions
-            ),
-            store,
-            thread,
-        )
-        target = parse_url(settings.resolved_clickhouse_url)
-        async with asyncio.TaskGroup() as tasks:  # one failing cancels the other
-            tasks.create_task(agent.run(stop))
-            if credential is not None and target.path is not None:
-                server = QueryServer(
-                    ReadOnlyEngine(target.path, settings.query_limits),
-                    [credential],
-                    loopback=is_loopback(settings.worker_web_host),
-                )
-                tasks.create_task(
-                    server.serve(settings.worker_web_host, settings.worker_web_port, stop)
-                )
-    finally:
-        await loop.run_in_executor(thread, store.close)
-        thread.shutdown()
+    target = parse_url(settings.resolved_clickhouse_url)
+
+    def open_store() -> ProjectionStore:
+        store = open_projection_store(settings)
+        store.set_setting("over_focus_limit", str(settings.over_focus_limit))
+        return store
+
+    routes: list[Route] = [health_route]
+    if credential is not None and target.path is not None:
+        path, limits = target.path, settings.query_limits
+        loopback = is_loopback(settings.worker_web_host)
+
+        def queries(app: web.Application, _health: Any) -> None:
+            server = QueryServer(ReadOnlyEngine(path, limits), [credential], loopback=loopback)
+            server.mount(app)
+
+            async def close(_app: web.Application) -> None:
+                server.close()
+
+            app.on_cleanup.append(close)
+
+        routes.append(queries)
+    return WorkerServices(open_store=open_store, routes=routes)
 
 
-async def run_worker(settings: Settings) -> None:
-    """Until SIGINT or SIGTERM; a Kafka error ends it (restarting it is always safe)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    worker = SequencerWorker(WorkerConfig.from_settings(settings))
-    await worker.run(stop, worker_hooks(settings))
+def health_route(app: web.Application, health: Any) -> None:
+    """``GET /healthz``: 200 when the worker is ready, 503 while it rebalances or restores."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        found: Health = health()
+        return web.json_response(found.to_json(), status=200 if found.ready else 503)
+
+    app.router.add_get("/healthz", healthz)
+
+
+def build_worker(settings: Settings) -> OkrApp:
+    """The worker's Faust app, ready to run."""
+    config = worker_config(settings)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    return create_app(config, worker_services(settings))

@@ -44,8 +44,8 @@ from events.intake_wire import (
     parse_intake,
     peek_org,
 )
-from events.kafka_client import partition_for
-from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
+from events.kafka_records import GENESIS, ChainReader, decode_rejection, org_key
+from events.log import ChainHead
 from events.outcomes import Accepted, Outcome, Rejection
 from events.reasons import ReasonCode
 from events.sequencer import DEFAULT_POLICY, Policy, Sequencer, content_digest, decide
@@ -111,9 +111,16 @@ class PartitionSequencer:
     def __init__(self, partition: int, partitions: int, policy: Policy = DEFAULT_POLICY) -> None:
         self.partition, self.partitions = partition, partitions
         self.sequencer = Sequencer(policy=policy)
+        self._chain = ChainReader(partitions)  # for the partition of each org
         self.resume_offset: int | None = None
         """First intake offset to read; ``None``: the beginning (nothing recorded yet)."""
         self._recorded: dict[int, Outcome] = {}
+        """Intake records at or after the resume point that are recorded already."""
+        self._found: dict[int, tuple[int, Outcome]] = {}
+        """What the folds found: intake offset -> (its batch's first offset, its outcome)."""
+        self._last_batch: tuple[int, dict[int, Outcome]] | None = None
+        """The last batch this state decided: its first offset, and the outcomes of its
+        records that left a trace (events, rejections)."""
 
     @property
     def pending_recorded(self) -> int:
@@ -131,39 +138,76 @@ class PartitionSequencer:
     ) -> "PartitionSequencer":
         """Rebuild from ledger partition ``partition`` and the whole rejections topic."""
         self = cls(partition, partitions, policy)
-        rule = ChainRule()
-        recorded: dict[int, tuple[int, Outcome]] = {}  # intake offset -> batch start, outcome
+        self.fold_ledger(ledger)
+        self.fold_rejections(rejections)
+        self.resume()
+        return self
+
+    def fold_ledger(self, ledger: Iterable[StoredRecord]) -> None:
+        """Fold ledger records of this partition that this state does not reflect yet, in
+        partition order (the chain rule decides which are part of the ledger), and note the
+        intake records they record. Then :meth:`fold_rejections`, then :meth:`resume`."""
+        chain = ChainReader(self.partitions, self._head)
+        state = self.sequencer.state
         for stored in ledger:
-            record = decode_event(stored.value)
-            if not (placed(record, stored.key, partition, self._owner) and rule.admit(record)):
+            record = chain.admit(self.partition, stored.key, stored.value)
+            if record is None:
                 continue  # an orphan: not part of the ledger (chain rule)
             event = LedgerEvent.from_record(record)
             digest = content_digest(event)
-            self.sequencer.state.apply(event, digest)
+            state.apply(event, digest)
             origin = Origin.from_headers(stored.headers)
-            if origin is not None and origin.partition == partition:
-                recorded[origin.offset] = origin.batch_start, Accepted(event, digest)
+            if origin is not None and origin.partition == self.partition:
+                self._found[origin.offset] = origin.batch_start, Accepted(event, digest)
+
+    def fold_rejections(self, rejections: Iterable[StoredRecord]) -> None:
+        """Note the intake records of this partition that rejections-topic records record."""
         for stored in rejections:
             origin = Origin.from_headers(stored.headers)
-            if origin is None or origin.partition != partition:
+            if origin is None or origin.partition != self.partition:
                 continue
             rejection = decode_rejection(stored.value)
             if rejection is None:  # a foreign write: it records nothing
                 log.warning("rejections offset %s: not a rejection record, ignored", stored.offset)
                 continue
-            recorded[origin.offset] = origin.batch_start, rejection
-        if recorded:
-            self.resume_offset = max(start for start, _ in recorded.values())
-            self._recorded = {
-                offset: outcome
-                for offset, (_, outcome) in recorded.items()
-                if offset >= self.resume_offset
-            }
-        return self
+            self._found[origin.offset] = origin.batch_start, rejection
+
+    def resume(self) -> None:
+        """Where to read intake from, after what was folded: the first offset of the latest
+        batch that left a trace (every earlier batch is complete). Its records already
+        recorded are not decided again; only their outcome is sent again.
+
+        A state that decided batches itself and folds only what came after (a worker taking
+        its partition back) counts its own last batch among the traces: the same answer as
+        folding the whole ledger.
+        """
+        found, self._found = self._found, {}
+        if self._last_batch is not None:
+            start, outcomes = self._last_batch
+            for offset, outcome in outcomes.items():
+                found.setdefault(offset, (start, outcome))
+        if not found:
+            return
+        resume = max(start for start, _ in found.values())
+        self.resume_offset = resume
+        self._recorded = {
+            offset: outcome for offset, (_, outcome) in found.items() if offset >= resume
+        }
+
+    def heads(self) -> dict[str, ChainHead]:
+        """Every org's chain head as this state has it."""
+        return {
+            org_id: ChainHead(org.last_sequence, org.last_hash)
+            for org_id, org in self.sequencer.state.orgs.items()
+        }
 
     def _owner(self, org_id: str) -> int:
         """The intake and ledger partition of ``org_id`` (murmur2, as producers key it)."""
-        return partition_for(org_key(org_id), self.partitions)
+        return self._chain.owner(org_id)
+
+    def _head(self, org_id: str) -> ChainHead:
+        org = self.sequencer.state.orgs.get(org_id)
+        return ChainHead(org.last_sequence, org.last_hash) if org else GENESIS
 
     def decide_batch(self, records: Sequence[IntakeRecord], now: datetime) -> BatchOutput:
         """Decide a batch (consecutive records of this partition, in offset order).
@@ -177,6 +221,7 @@ class PartitionSequencer:
         if not live:
             return output
         start = live[0].offset
+        traced: dict[int, Outcome] = {}
         for record in live:
             if record.partition != self.partition:
                 raise ValueError(
@@ -186,17 +231,22 @@ class PartitionSequencer:
             outcome = self._recorded.pop(record.offset, None)
             if outcome is not None:
                 output.replayed += 1
+                traced[record.offset] = outcome
             else:
                 outcome, output.restore = self._decide(record, intake, now)
                 origin = Origin(self.partition, record.offset, start)
                 if isinstance(outcome, Accepted):
                     output.events.append((outcome.event, origin))
+                    traced[record.offset] = outcome
                 elif isinstance(outcome, Rejection):
                     output.rejections.append((outcome, origin))
+                    traced[record.offset] = outcome
             output.outcomes.append(outcome_record(record, intake, outcome))
             self.resume_offset = record.offset + 1
             if output.restore:
                 break
+        if traced:
+            self._last_batch = start, traced
         return output
 
     def _decide(self, record: IntakeRecord, intake: Intake, now: datetime) -> tuple[Outcome, bool]:
