@@ -114,6 +114,18 @@ class OkrConsumer(AIOKafkaConsumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Replaces Faust's per-message loop: one hand-over per partition per fetch."""
+        stopping: tuple[type[BaseException], ...] = (
+            *self.consumer_stopped_errors,
+            asyncio.CancelledError,
+        )
+        try:
+            await self._drain(fetcher)
+        except stopping:
+            if self.transport.app.should_stop:  # as Faust's own: stopping anyway
+                return
+            raise
+
+    async def _drain(self, fetcher: Any) -> None:
         fetcher_stopped = fetcher._stopped.is_set
         while not (self.should_stop or fetcher_stopped()):
             try:
