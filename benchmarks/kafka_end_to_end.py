@@ -50,6 +50,7 @@ from events.kafka_records import org_key
 from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
+from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
 from tests.kafka.broker import tansu_broker, wait_until_ready
 
@@ -189,7 +190,7 @@ class Worker:
         return done.stdout.strip()
 
     def start(self) -> None:
-        command = [str(CLI), "worker", "--faust" if self.faust else "--no-faust"]
+        command = [str(CLI), "worker"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -210,8 +211,7 @@ class Worker:
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         markers = (
             f"sequencing {self.topics['intake']} partitions",
-            f"projecting {self.topics['ledger']} partitions",
-            "serving read-only queries",
+            "projecting ledger partitions",
         )
         deadline = time.monotonic() + timeout_s
         while not all(m in self.log_path.read_text(errors="replace") for m in markers):
@@ -221,7 +221,9 @@ class Worker:
             time.sleep(0.05)
 
     def store(self) -> ProjectionStore:
-        return ProjectionStore.open(f"http://127.0.0.1:{self.port}/okr_ledger", migrate=False)
+        token = read_token(Path(self.env["OKR_DATA_DIR"]) / TOKEN_FILE)
+        url = f"http://reader:{token}@127.0.0.1:{self.port}/okr_ledger"
+        return ProjectionStore.open(url, migrate=False)
 
     def peak_mib(self) -> float:
         """The worker's peak resident memory so far (VmHWM)."""

@@ -108,38 +108,41 @@ class BatchProducer:
             raise self._fail("produce", error) from error
 
     def _send(self, records: Sequence[OutRecord]) -> list[int]:
-        offsets = [-1] * len(records)
+        # One delivery callback for all: reports come in production order within a partition,
+        # so the n-th report of a partition is its n-th record.
+        delivered: dict[tuple[str, int], list[int]] = {}
         failures: list[KafkaError] = []
 
-        def delivered(index: int) -> Any:
-            def report(error: KafkaError | None, message: Any) -> None:
-                if error is not None:
-                    failures.append(error)
-                else:
-                    offsets[index] = message.offset()
+        def report(error: KafkaError | None, message: Any) -> None:
+            if error is not None:
+                failures.append(error)
+            else:
+                where = (message.topic(), message.partition())
+                delivered.setdefault(where, []).append(message.offset())
 
-            return report
-
-        producer = self._producer
-        for index, r in enumerate(records):
+        produce, poll = self._producer.produce, self._producer.poll
+        for r in records:
+            headers: list[tuple[str, str | bytes | None]] | None = (
+                list(r.headers) if r.headers else None
+            )
             while True:
                 try:
-                    producer.produce(
-                        r.topic,
-                        r.value,
-                        r.key,
-                        r.partition,
-                        on_delivery=delivered(index),
-                        headers=list(r.headers) or None,
-                    )
+                    produce(r.topic, r.value, r.key, r.partition, report, headers=headers)
                     break
                 except BufferError:  # the local queue is full: let it drain
-                    producer.poll(0.05)
-        left = producer.flush(self._timeout_s)
+                    poll(0.05)
+        left = self._producer.flush(self._timeout_s)
         if failures:
             raise KafkaException(failures[0])
         if left:
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT))
+        taken: dict[tuple[str, int], int] = {}
+        offsets = []
+        for r in records:
+            where = (r.topic, r.partition)
+            index = taken.get(where, 0)
+            taken[where] = index + 1
+            offsets.append(delivered[where][index])
         return offsets
 
     def _abort(self) -> None:

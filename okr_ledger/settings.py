@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="How long the broker may hold a fetch with nothing new (the floor of "
         "the worker's latency).",
     )
+    worker_sequencer_process: bool = Field(
+        default=True,
+        description="`okr-ledger worker` decides and writes in a second process, so that "
+        "sequencing and projecting each have a core; off: in threads of one process.",
+    )
     worker_app_id: str = Field(
         default="okr-ledger",
         description="Faust app id of `okr-ledger worker` (its consumer group and internal topics).",

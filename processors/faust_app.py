@@ -34,12 +34,12 @@ from faust.types import TP
 from mode import BaseSignalT
 
 from events.kafka_client import Connection, Reader
-from events.kafka_log import KafkaEventLog
 from processors.faust_batches import Delivery, OkrConsumer
 from processors.kafka_config import WorkerConfig
 from processors.kafka_projector import LedgerProjection, ProjectorAgent
 from processors.kafka_worker import SequencerAgent
 from processors.runner import RowSink
+from processors.sequencer_core import ProcessRunner, ThreadRunner
 from processors.worker_metrics import NoMetrics, WorkerMetrics
 from schemas.errors import ConfigurationError
 
@@ -156,7 +156,6 @@ class Worker(Delivery):
         self.projector: ProjectorAgent | None = None
         self._store: Store | None = None
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
-        self._log: KafkaEventLog | None = None
         self._intake_batches: Any = None
         self._ledger_batches: Any = None
         self._owned = Owned((), (), False)
@@ -166,24 +165,16 @@ class Worker(Delivery):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Check the topics, open the event log and the store, make the agents."""
-        c, topics = self.config, self.config.topics
+        """Check the topics, open the store, make the agents."""
+        c = self.config
         loop = asyncio.get_running_loop()
-        self._log = await asyncio.to_thread(
-            KafkaEventLog,
-            c.servers,
-            ledger_topic=topics.ledger,
-            rejections_topic=topics.rejections,
-            client_id="okr-worker",
-            timeout_s=c.timeout_s,
-            read_only=True,
-        )
-        await asyncio.to_thread(self._check_topics)
+        partitions = await asyncio.to_thread(self._check_topics)
         self._store = await loop.run_in_executor(self._store_thread, self.services.open_store)
         projection = await loop.run_in_executor(
-            self._store_thread, LedgerProjection, self._store, self._log.partition_count
+            self._store_thread, LedgerProjection, self._store, partitions
         )
-        self.sequencer = SequencerAgent(c, self._log, self._seek_intake, self.metrics)
+        runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
+        self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
         self.projector = ProjectorAgent(
             projection,
             self._store_thread,
@@ -194,7 +185,8 @@ class Worker(Delivery):
         )
         self._started.set()
 
-    def _check_topics(self) -> None:
+    def _check_topics(self) -> int:
+        """The topics' partition count, once they are known to exist and to agree."""
         topics = self.config.topics
         reader = Reader(Connection(self.config.servers, "okr-worker", self.config.timeout_s))
         try:
@@ -213,6 +205,7 @@ class Worker(Delivery):
                 f"{topics.intake} has {len(intake)} partitions and {topics.ledger} "
                 f"{len(ledger)}: they must have the same number (intake p feeds ledger p)"
             )
+        return len(ledger)
 
     async def stop(self) -> None:
         if self.sequencer is not None:
@@ -223,8 +216,6 @@ class Worker(Delivery):
         if self._store is not None:
             await loop.run_in_executor(self._store_thread, self._store.close)
         self._store_thread.shutdown(wait=False)
-        if self._log is not None:
-            self._log.close()
 
     def channels(self, intake: Any, ledger: Any) -> None:
         """The agents' channels (made with the app)."""

@@ -62,6 +62,9 @@ class WorkerConfig:
     policy: Policy = DEFAULT_POLICY
     transactions: bool = True
     """Write each batch in a Kafka transaction (fencing; atomic batches on a real Kafka)."""
+    sequencer_process: bool = True
+    """Decide and write in a process of its own (a core of its own), or in threads of the
+    worker's process."""
     timings: GroupTimings = field(default_factory=GroupTimings)
     timeout_s: float = 30.0
     """Kafka requests of the sequencer's readers and writers."""

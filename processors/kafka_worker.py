@@ -26,22 +26,15 @@ restores the partition from nothing and reads on from where the ledger says.
 
 import asyncio
 import logging
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-from events.kafka_client import Connection, OutRecord, Reader
-from events.kafka_log import KafkaEventLog, LedgerWriter
 from processors.faust_batches import Unreadable
 from processors.kafka_config import WorkerConfig
-from processors.kafka_sequencer import IntakeRecord, PartitionSequencer, StoredRecord
+from processors.kafka_sequencer import IntakeRecord
+from processors.sequencer_core import CoreRunner, Restored, Sequenced, Verdict
 from processors.worker_metrics import WorkerMetrics
-from schemas.envelope import utc_now
-from schemas.errors import LedgerUnavailableError, SequenceConflictError, WriterFencedError
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +46,13 @@ LANE_DEPTH = 2
 
 
 @dataclass(slots=True)
-class Owned:
-    """An intake partition this worker owns: its sequencer and its fenced writer."""
-
-    partition: int
-    sequencer: PartitionSequencer
-    writer: LedgerWriter
-    rejections_next: int
-    """Every rejections-topic record before this offset is folded."""
-    intact: bool = True
-    """False once a write failed or was cut short: the state may be ahead of the ledger."""
-
-
-class Verdict(Enum):
-    WRITTEN = "written"
-    RESTORE = "restore"
-    FENCED = "fenced"
-
-
-@dataclass(slots=True)
 class Lane:
     """The batches of one intake partition, decided and written one at a time."""
 
     partition: int
     queue: "asyncio.Queue[list[Any]]" = field(default_factory=lambda: asyncio.Queue(LANE_DEPTH))
-    owned: Owned | None = None
+    owned: bool = False
+    """Restored, and not fenced since."""
     generation: int | None = None
     """The group generation whose batches it takes; ``None``: none (revoked, restoring)."""
     expected: int = 0
@@ -91,13 +66,19 @@ class SequencerAgent:
     """See the module docstring."""
 
     def __init__(
-        self, config: WorkerConfig, log_: KafkaEventLog, seek: Seek, metrics: WorkerMetrics
+        self,
+        config: WorkerConfig,
+        runner: CoreRunner,
+        seek: Seek,
+        metrics: WorkerMetrics,
+        crash: Callable[[BaseException], Awaitable[None]],
     ) -> None:
+        """``crash``: ends the worker (an error a partition cannot go on after)."""
         self.config = config
-        self.log = log_
+        self.runner = runner
         self._seek = seek
         self.metrics = metrics
-        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="okr-sequencer")
+        self._crash = crash
         self._lanes: dict[int, Lane] = {}
         self._epoch = 0
         """Moves at every revocation and assignment: a seek decided before must not land."""
@@ -113,6 +94,9 @@ class SequencerAgent:
         try:
             for partition in set(self._lanes) - partitions:
                 await self._drop(partition)
+            for partition in partitions:  # no batch of them is being written any more
+                await self._idle(partition)
+            await self._call("fence", sorted(partitions))
             offsets = await asyncio.gather(*(self._acquire(p, generation) for p in partitions))
         finally:
             self.restoring = False
@@ -130,7 +114,8 @@ class SequencerAgent:
                 lane.generation = None
                 _clear(lane.queue)
 
-    async def _acquire(self, partition: int, generation: int) -> int:
+    async def _idle(self, partition: int) -> None:
+        """Until no batch of ``partition`` is queued or being written."""
         lane = self._lanes.get(partition)
         if lane is None:
             lane = self._lanes[partition] = Lane(partition)
@@ -138,13 +123,14 @@ class SequencerAgent:
         lane.generation = None
         _clear(lane.queue)
         await lane.queue.join()  # the batch being written, if any
-        held = lane.owned if lane.owned is not None and lane.owned.intact else None
-        loop = asyncio.get_running_loop()
-        lane.owned, resume = await loop.run_in_executor(
-            self._threads, self._restore, partition, held
-        )
-        lane.expected, lane.gap, lane.generation = resume, None, generation
-        return resume
+
+    async def _acquire(self, partition: int, generation: int) -> int:
+        lane = self._lanes[partition]
+        restored: Restored = await self._call("restore", partition)
+        self.metrics.restored(partition, seconds=restored.seconds, events=restored.folded)
+        lane.owned, lane.expected, lane.gap = True, restored.resume, None
+        lane.generation = generation
+        return restored.resume
 
     async def _drop(self, partition: int) -> None:
         lane = self._lanes.pop(partition)
@@ -153,64 +139,10 @@ class SequencerAgent:
         await lane.queue.join()
         if lane.task is not None:
             lane.task.cancel()
-        if lane.owned is not None:
-            lane.owned.writer.close()
+        await self._call("drop", partition)
 
-    def _restore(self, partition: int, held: Owned | None) -> tuple[Owned, int]:
-        """Fence, then fold what the ledger and the rejections hold beyond ``held`` (or all
-        of it); the partition's state and the intake offset to read from (blocking)."""
-        started = time.monotonic()
-        c = self.config
-        transactional_id = c.transactional_id(partition) if c.transactions else None
-        writer = self.log.partition_writer(partition, transactional_id)  # fences
-        if held is not None:
-            held.writer.close()
-            sequencer = held.sequencer
-            ledger_from: int | None = held.writer.positions[partition]
-            rejections_from: int | None = held.rejections_next
-        else:
-            sequencer = PartitionSequencer(partition, self.log.partition_count, c.policy)
-            ledger_from = rejections_from = None
-        reader = Reader(Connection(c.servers, "okr-sequencer-restore", c.timeout_s))
-        folded = 0
-        try:
-
-            def ledger() -> Any:
-                nonlocal folded
-                for r in reader.read(c.topics.ledger, {partition: ledger_from}):
-                    folded += 1
-                    yield StoredRecord(r.offset, r.value, r.headers, r.key)
-
-            sequencer.fold_ledger(ledger())
-            ledger_next = reader.positions[partition]
-            sequencer.fold_rejections(
-                StoredRecord(r.offset, r.value, r.headers)
-                for r in reader.read(c.topics.rejections, {0: rejections_from})
-            )
-            rejections_next = reader.positions[0]
-            sequencer.resume()
-            resume = sequencer.resume_offset
-            if resume is None:
-                resume = reader.beginnings(c.topics.intake, [partition])[partition]
-        except BaseException:
-            writer.close()
-            raise
-        finally:
-            reader.close()
-        writer.resume(partition, ledger_next, sequencer.heads())
-        seconds = time.monotonic() - started
-        self.metrics.restored(partition, seconds=seconds, events=folded)
-        log.info(
-            "partition %s: %s in %.2fs (%s ledger records read), resuming at %s "
-            "(%s records there already recorded)",
-            partition,
-            "caught up" if held is not None else "restored",
-            seconds,
-            folded,
-            resume,
-            sequencer.pending_recorded,
-        )
-        return Owned(partition, sequencer, writer, rejections_next), resume
+    async def _call(self, method: str, *args: Any) -> Any:
+        return await self.runner.call(method, *args)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -231,25 +163,42 @@ class SequencerAgent:
         return {p: lane.expected for p, lane in self._lanes.items() if lane.owned is not None}
 
     async def _run(self, lane: Lane) -> None:
-        loop = asyncio.get_running_loop()
+        try:
+            await self._work(lane)
+        except Exception as error:  # restarting the worker is always safe; going on is not
+            log.exception("partition %s: the sequencer failed; stopping the worker", lane.partition)
+            await self._crash(error)
+
+    async def _work(self, lane: Lane) -> None:
         while True:
             records = await lane.queue.get()
             try:
-                owned = lane.owned
-                if owned is None or lane.generation is None or not self._contiguous(lane, records):
+                if not lane.owned or lane.generation is None:
+                    continue
+                if not self._contiguous(lane, records):
                     continue
                 batch = [intake_record(lane.partition, r) for r in records]
-                verdict = await loop.run_in_executor(self._threads, self._sequence, owned, batch)
-                lane.expected = max(lane.expected, owned.sequencer.resume_offset or 0)
-                if verdict is Verdict.FENCED:
+                done: Sequenced = await self._call("sequence", lane.partition, batch)
+                if done.resume is not None:
+                    lane.expected = max(lane.expected, done.resume)
+                if done.outcomes:
+                    self.decided += done.outcomes
+                    self.metrics.sequenced(
+                        lane.partition,
+                        events=done.events,
+                        rejections=done.rejections,
+                        duplicates=done.duplicates,
+                        outcomes=done.outcomes,
+                        seconds=done.seconds,
+                    )
+                if done.verdict is Verdict.FENCED:
                     log.warning(
                         "partition %s: another worker owns it now; waiting for the rebalance",
                         lane.partition,
                     )
                     self.metrics.fenced(lane.partition)
-                    lane.owned, lane.generation = None, None
-                    owned.writer.close()
-                elif verdict is Verdict.RESTORE and lane.generation is not None:
+                    lane.owned, lane.generation = False, None
+                elif done.verdict is Verdict.RESTORE and lane.generation is not None:
                     await self._restart(lane)  # otherwise the coming assignment restores it
             finally:
                 lane.queue.task_done()
@@ -259,15 +208,10 @@ class SequencerAgent:
         generation, lane.generation = lane.generation, None
         epoch = self._epoch
         _clear(lane.queue)
-        if lane.owned is not None:
-            lane.owned.writer.close()
-        loop = asyncio.get_running_loop()
-        lane.owned, resume = await loop.run_in_executor(
-            self._threads, self._restore, lane.partition, None
-        )
-        lane.expected, lane.gap = resume, None
+        restored: Restored = await self._call("restore", lane.partition)
+        lane.expected, lane.gap = restored.resume, None
         if epoch == self._epoch:  # else a rebalance came: its assignment restores again
-            await self._seek_to(lane.partition, resume, epoch)
+            await self._seek_to(lane.partition, restored.resume, epoch)
             lane.generation = generation
 
     async def _seek_to(self, partition: int, offset: int, epoch: int) -> None:
@@ -300,68 +244,11 @@ class SequencerAgent:
         asyncio.get_running_loop().create_task(seek)
         return False
 
-    def _sequence(self, owned: Owned, records: list[IntakeRecord]) -> Verdict:
-        """Decide a batch and write it (blocking)."""
-        started = time.monotonic()
-        output = owned.sequencer.decide_batch(records, utc_now())
-        if not output.outcomes:
-            return Verdict.WRITTEN
-        owned.intact = False  # until the batch is written whole
-        c = self.config
-        try:
-            appended = owned.writer.append(
-                [(event, (origin.header(),)) for event, origin in output.events],
-                [(rejection, (origin.header(),)) for rejection, origin in output.rejections],
-                [
-                    OutRecord(c.topics.outcomes, o.partition, o.key, o.value)
-                    for o in output.outcomes
-                ],
-            )
-        except WriterFencedError:
-            return Verdict.FENCED
-        except (LedgerUnavailableError, SequenceConflictError) as error:
-            log.warning("partition %s: %s; restoring from the ledger", owned.partition, error)
-            return Verdict.RESTORE
-        if appended.moved:
-            log.warning(
-                "partition %s: another writer appended to the ledger partition; restoring",
-                owned.partition,
-            )
-            return Verdict.RESTORE
-        if appended.rejections:
-            owned.rejections_next = max(owned.rejections_next, appended.rejections[-1] + 1)
-        owned.intact = not output.restore
-        self.decided += len(output.outcomes)
-        reasons = Counter(r.reason.value for r, _ in output.rejections)
-        self.metrics.sequenced(
-            owned.partition,
-            events=len(output.events),
-            rejections=reasons,
-            duplicates=len(output.outcomes)
-            - len(output.events)
-            - len(output.rejections)
-            - output.replayed,
-            outcomes=len(output.outcomes),
-            seconds=time.monotonic() - started,
-        )
-        log.debug(
-            "partition %s: offsets %s-%s, %s events, %s rejections, %s replayed",
-            owned.partition,
-            records[0].offset,
-            records[-1].offset,
-            len(output.events),
-            len(output.rejections),
-            output.replayed,
-        )
-        return Verdict.RESTORE if output.restore else Verdict.WRITTEN
-
     def close(self) -> None:
         for lane in self._lanes.values():
             if lane.task is not None:
                 lane.task.cancel()
-            if lane.owned is not None:
-                lane.owned.writer.close()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()
 
 
 def intake_record(partition: int, message: Any) -> IntakeRecord:
