@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format typecheck pytest bench schema clean venv compose-check
+.PHONY: demo test lint format typecheck pytest bench schema clean venv compose-check lock
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,16 @@ pytest: $(STAMP)
 compose-check:
 	docker-compose config -q
 
+# Refresh requirements.lock, the pinned versions (with hashes) the Docker image installs: after
+# changing a dependency in pyproject.toml. Pins that still fit are kept; UPGRADE=1 takes the
+# newest versions of everything.
+LOCK_EXTRAS := --extra kafka --extra clickhouse --extra http
+lock: $(STAMP)
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
+		$(LOCK_EXTRAS) --output-file requirements.lock pyproject.toml
+
 # Regenerate the committed JSON Schema export after changing a model.
 schema: $(STAMP)
 	$(BIN)/okr-ledger schema --write schemas/json
@@ -48,6 +58,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 200000
 	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
 	$(PY) benchmarks/kafka_crash_soak.py --kills 30
+	$(PY) benchmarks/http_intake.py --seconds 60
 
 clean:
 	rm -rf $(VENV) .okr-ledger .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -17,7 +17,10 @@ of a rejection's details) or, for records the system wrote itself, ``None``.
   ``okr-raw-length`` and ``okr-raw-sha256`` headers of the whole line, which the worker records
   as a ``too_large`` rejection with those figures;
 - headers (all optional, each at most once): ``okr-submission-id`` (echoed in the outcome,
-  which it keys), ``okr-line`` (the line number in the submitted file), the stand-in's two.
+  which it keys), ``okr-line`` (the line number in the submitted file), the stand-in's two,
+  and a *refusal*'s two: ``okr-refusal`` (a reason code of :data:`REFUSABLE`) and
+  ``okr-refusal-message``, with which the HTTP API has the worker record a submission it
+  refused (a key's forbidden org, source or type) as that rejection, never deciding it.
   Other headers are ignored, within :data:`MAX_HEADERS` and :data:`MAX_HEADER_BYTES`.
 """
 
@@ -40,9 +43,23 @@ LENGTH_HEADER = "okr-raw-length"
 """On a stand-in: the length of the whole line, in bytes (decimal)."""
 SHA256_HEADER = "okr-raw-sha256"
 """On a stand-in: the SHA-256 of the whole line (64 lowercase hex digits)."""
+REFUSAL_HEADER = "okr-refusal"
+"""On a refused submission: the reason code to record it under (one of :data:`REFUSABLE`)."""
+REFUSAL_MESSAGE_HEADER = "okr-refusal-message"
+"""On a refused submission: why, in 1 to :data:`MAX_REFUSAL_MESSAGE_BYTES` bytes of UTF-8."""
+REFUSABLE = frozenset({ReasonCode.FORBIDDEN})
+"""The reasons a submitter may have a submission recorded under without its being decided."""
+MAX_REFUSAL_MESSAGE_BYTES = 1000
 INTAKE_HEADER = "okr-intake"
 """On ledger events and rejections: ``partition/offset/batch_start`` of the intake record."""
-OWN_HEADERS = (SUBMISSION_HEADER, LINE_HEADER, LENGTH_HEADER, SHA256_HEADER)
+OWN_HEADERS = (
+    SUBMISSION_HEADER,
+    LINE_HEADER,
+    LENGTH_HEADER,
+    SHA256_HEADER,
+    REFUSAL_HEADER,
+    REFUSAL_MESSAGE_HEADER,
+)
 """The intake headers the worker reads; any other header of an intake record is ignored."""
 
 INTAKE_VALUE_LIMIT = 1_000_000
@@ -79,12 +96,21 @@ class StandIn:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A submission the submitter refused: record it under ``reason``, do not decide it."""
+
+    reason: ReasonCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Intake:
     """The parsed key and headers of one intake record."""
 
     submission_id: str | None = None
     line: int | None = None
     stand_in: StandIn | None = None
+    refusal: Refusal | None = None
     problems: tuple[Detail, ...] = ()
     """What is wrong with the record's framing; any problem makes it ``invalid_record``."""
 
@@ -128,7 +154,43 @@ def parse_intake(value: bytes, headers: Headers, max_bytes: int) -> Intake:
     line = _line(own.get(LINE_HEADER), problems)
     length, sha256 = own.get(LENGTH_HEADER), own.get(SHA256_HEADER)
     stand_in = _stand_in(length, sha256, value, max_bytes, problems)
-    return Intake(submission_id, line, stand_in, tuple(problems))
+    refusal = _refusal(own.get(REFUSAL_HEADER), own.get(REFUSAL_MESSAGE_HEADER), problems)
+    return Intake(submission_id, line, stand_in, refusal, tuple(problems))
+
+
+def _refusal(reason: bytes | None, message: bytes | None, problems: list[Detail]) -> Refusal | None:
+    """A refusal's claim: a refusable reason code and a short UTF-8 message, both or neither."""
+    if reason is None and message is None:
+        return None
+    if reason is None or message is None:
+        missing = REFUSAL_HEADER if reason is None else REFUSAL_MESSAGE_HEADER
+        problems.append(_problem(f"headers.{missing}", "a refusal needs both of its headers"))
+        return None
+    found = len(problems)
+    code = next((r for r in REFUSABLE if r.value.encode() == reason), None)
+    if code is None:
+        allowed = ", ".join(sorted(REFUSABLE))
+        problems.append(
+            _problem(f"headers.{REFUSAL_HEADER}", f"must be {allowed}, not {_shown(reason)}")
+        )
+    text = None
+    if not 0 < len(message) <= MAX_REFUSAL_MESSAGE_BYTES:
+        problems.append(
+            _problem(
+                f"headers.{REFUSAL_MESSAGE_HEADER}",
+                f"must be 1 to {MAX_REFUSAL_MESSAGE_BYTES} bytes",
+            )
+        )
+    else:
+        try:
+            text = message.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(
+                _problem(f"headers.{REFUSAL_MESSAGE_HEADER}", f"is not UTF-8: {_shown(message)}")
+            )
+    if len(problems) > found or code is None or text is None:
+        return None
+    return Refusal(code, text)
 
 
 def _submission_id(value: bytes | None, problems: list[Detail]) -> str | None:
@@ -195,6 +257,43 @@ def _stand_in(
     return StandIn(claimed, sha256.decode("ascii"))
 
 
+def identify(value: bytes, limit: int) -> dict[str, str]:
+    """What a submission of at most ``limit`` bytes says it is (``org_id``, ``event_id``,
+    ``type``, ``source``, each cut to 200 characters), as far as it can be read: how a
+    rejection that was not decided by the rules is identified."""
+    if len(value) > limit:
+        return {}
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        key: text[:200]
+        for key in ("org_id", "event_id", "type", "source")
+        if isinstance(text := document.get(key), str)
+    }
+
+
+def refused(
+    value: bytes, refusal: Refusal, recorded_at: str, line: int | None, limit: int
+) -> Rejection:
+    """The rejection that records a refused submission."""
+    found = identify(value, limit)
+    return Rejection(
+        reason=refusal.reason,
+        message=refusal.message,
+        raw=value,
+        recorded_at=recorded_at,
+        line=line,
+        org_id=found.get("org_id"),
+        event_id=found.get("event_id"),
+        type=found.get("type"),
+        source=found.get("source"),
+    )
+
+
 def peek_org(value: bytes, limit: int) -> str | None:
     """The ``org_id`` of a submission of at most ``limit`` bytes, when it is readable."""
     if len(value) > limit:
@@ -219,15 +318,25 @@ class IntakeMessage:
     headers: tuple[tuple[str, bytes], ...]
 
 
-def intake_message(raw: bytes, submission_id: str, line: int | None) -> IntakeMessage:
-    """The intake record of one submitted line: keyed by its org, or a stand-in if too long."""
+def intake_message(
+    raw: bytes, submission_id: str, line: int | None, refusal: Refusal | None = None
+) -> IntakeMessage:
+    """The intake record of one submitted line: keyed by its org, or a stand-in if too long;
+    with ``refusal``, the record of a submission the submitter refused."""
     if len(raw) > INTAKE_VALUE_LIMIT:
         return stand_in_message(
             raw[:RAW_LIMIT], len(raw), hashlib.sha256(raw).hexdigest(), submission_id, line
         )
     org_id = peek_org(raw, len(raw))
     key = None if org_id is None else org_id.encode("utf-8")
-    return IntakeMessage(key, raw, _headers(submission_id, line))
+    headers = _headers(submission_id, line)
+    if refusal is not None:
+        message = refusal.message.encode()[:MAX_REFUSAL_MESSAGE_BYTES].decode("utf-8", "ignore")
+        headers += (
+            (REFUSAL_HEADER, refusal.reason.value.encode()),
+            (REFUSAL_MESSAGE_HEADER, message.encode()),
+        )
+    return IntakeMessage(key, raw, headers)
 
 
 def stand_in_message(

@@ -26,6 +26,8 @@ class ReasonCode(StrEnum):
     """A vertical alignment that would make an objective its own ancestor."""
     CLOCK_SKEW = "clock_skew"
     """``occurred_at`` is further in the future than the allowed skew."""
+    FORBIDDEN = "forbidden"
+    """The HTTP API refused it: its key may not send for this org, source or event type."""
     INVALID_RECORD = "invalid_record"
     """The Kafka intake record around the submission is malformed (key, partition, headers,
     unreadable), or deciding it failed unexpectedly; the submission itself was not judged."""

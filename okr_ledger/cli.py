@@ -19,7 +19,8 @@ from events.log import EventLog, require_org
 from events.outcomes import Outcome, Rejection
 from events.reasons import ReasonCode
 from events.stored import export_lines
-from okr_ledger import __version__, query_cli, worker_cli
+from okr_ledger import __version__, query_cli, store_cli, worker_cli
+from okr_ledger.http import cli as http_cli
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import bootstrap, open_event_log, open_ledger
@@ -389,6 +390,8 @@ def demo() -> None:
 
 query_cli.register(app)
 worker_cli.register(app)
+http_cli.register(app)
+store_cli.register(app)
 
 
 def main() -> None:

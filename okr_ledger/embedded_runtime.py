@@ -1,12 +1,14 @@
 """The embedded runtime: the SQLite ledger in this process, projections caught up on demand."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+from events.intake_wire import refused
 from events.ledger import Ledger, ReadLine
 from events.log import EventLog
+from okr_ledger.http.key_stores import KEYS_FILE, SqliteKeyStore
 from okr_ledger.projection_compare import differing, fingerprint
-from okr_ledger.runtime import ProgressBar, RebuildReport, no_progress
+from okr_ledger.runtime import ProgressBar, RebuildReport, Refused, no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from okr_ledger.wiring import open_event_log, open_ledger, open_projection_store
@@ -14,6 +16,7 @@ from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.snapshots import DirectorySnapshots
 from projections.store import ProjectionStore
+from schemas.envelope import format_timestamp
 
 
 class LedgerSubmitter:
@@ -25,6 +28,14 @@ class LedgerSubmitter:
     def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]:
         for outcome in self.ledger.submit_many(lines):
             yield SubmitOutcome.from_outcome(outcome)
+
+    def refuse(self, refused_: Sequence[Refused]) -> list[SubmitOutcome]:
+        """Append the refusals to the rejection log, in one transaction."""
+        now = format_timestamp(self.ledger.clock())
+        limit = self.ledger.policy.max_bytes
+        rejections = [refused(raw, refusal, now, line, limit) for raw, refusal, line in refused_]
+        self.ledger.log.append([], rejections)
+        return [SubmitOutcome.from_outcome(rejection) for rejection in rejections]
 
     def close(self) -> None:
         self.ledger.log.close()
@@ -77,6 +88,10 @@ class EmbeddedRuntime:
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
         """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""
         return rebuild_in_place(self.settings, bar)
+
+    def key_store(self, follow: bool = False) -> SqliteKeyStore:
+        """``<data dir>/keys.db``; every lookup reads it, so there is nothing to follow."""
+        return SqliteKeyStore(self.settings.data_dir / KEYS_FILE)
 
 
 def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:

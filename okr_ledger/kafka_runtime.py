@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from okr_ledger.embedded_runtime import rebuild_in_place
+from okr_ledger.http.key_stores import KafkaKeyStore
 from okr_ledger.kafka_submit import KafkaSubmitter
 from okr_ledger.runtime import ProgressBar, RebuildReport, no_progress
 from okr_ledger.served_store import open_served_store
@@ -16,6 +17,9 @@ from okr_ledger.settings import Settings
 from projections.client import parse_url
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionUnavailableError
+
+COMPACTED = {"cleanup.policy": "compact"}
+"""The keys topic keeps each key's latest record."""
 
 
 class KafkaRuntime:
@@ -27,7 +31,7 @@ class KafkaRuntime:
         self.settings = settings
 
     def init_ledger(self) -> str:
-        from events.kafka_admin import ensure_topics, okr_topics
+        from events.kafka_admin import TopicSpec, ensure_topics, okr_topics
         from events.kafka_client import Connection
         from events.kafka_log import servers_from_url
 
@@ -39,6 +43,7 @@ class KafkaRuntime:
             outcomes=s.kafka_topic_outcomes,
             partitions=s.kafka_partitions,
         )
+        specs.append(TopicSpec(s.kafka_topic_keys, 1, COMPACTED))
         servers = servers_from_url(s.resolved_ledger_url)
         created = set(ensure_topics(Connection(servers, "okr-init"), specs))
         topics = ", ".join(
@@ -54,6 +59,18 @@ class KafkaRuntime:
         """The worker's live projections; a query never catches up here (the worker does)."""
         with open_served_store(self.settings) as store:
             yield store
+
+    def key_store(self, follow: bool = False) -> KafkaKeyStore:
+        """The compacted keys topic, followed in a thread when ``follow``."""
+        from events.kafka_log import servers_from_url
+
+        s = self.settings
+        return KafkaKeyStore(
+            servers_from_url(s.resolved_ledger_url),
+            s.kafka_topic_keys,
+            follow=follow,
+            refresh_s=s.http_key_refresh_seconds,
+        )
 
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
         """Beside the running worker, in a fresh database; with no worker on an embedded

@@ -16,14 +16,21 @@ the worker wrote is ignored (and logged): the submission's own answer still come
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
-from events.intake_wire import Answer, decode_outcome, intake_message, stand_in_message
+from events.intake_wire import (
+    Answer,
+    Refusal,
+    decode_outcome,
+    intake_message,
+    stand_in_message,
+)
 from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
 from events.kafka_log import servers_from_url
 from events.ledger import ReadLine
 from events.outcomes import Oversized
+from okr_ledger.runtime import Refused
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from schemas.errors import LedgerUnavailableError
@@ -93,6 +100,15 @@ class KafkaSubmitter:
     def submit(self, raw: bytes) -> SubmitOutcome:
         return next(self.submit_many([(raw, None)]))
 
+    def refuse(self, refused: Sequence[Refused]) -> list[SubmitOutcome]:
+        """Produce each refused submission with its ``okr-refusal`` headers; the worker
+        records it as that rejection (only the worker writes the rejections topic)."""
+        run = _Run(self, self._reader.ends(self.outcomes, self._outcome_partitions))
+        run.produce(
+            [(raw, line) for raw, _, line in refused], [refusal for _, refusal, _ in refused]
+        )
+        return list(run.collect(until=0, exhausted=True))
+
     def _produce(self, records: list[OutRecord]) -> None:
         if self._producer is None:
             raise LedgerUnavailableError("the Kafka submitter is closed")
@@ -123,15 +139,16 @@ class _Run:
         self.produced = 0
         self.last_progress = time.monotonic()
 
-    def produce(self, chunk: list[ReadLine]) -> None:
+    def produce(self, chunk: list[ReadLine], refusals: Sequence[Refusal] = ()) -> None:
         s = self.submitter
         records = []
-        for raw, line in chunk:
+        for n, (raw, line) in enumerate(chunk):
             submission_id = f"{self.prefix}-{self.produced}"
             if isinstance(raw, Oversized):  # the reader never held it whole
                 message = stand_in_message(raw.prefix, raw.length, raw.sha256, submission_id, line)
             else:
-                message = intake_message(raw, submission_id, line)
+                refusal = refusals[n] if refusals else None
+                message = intake_message(raw, submission_id, line, refusal)
             key = message.key
             partition = partition_for(key or submission_id.encode(), s._partitions)
             records.append(OutRecord(s.intake, partition, key, message.value, message.headers))

@@ -5,20 +5,20 @@ just submitted is in the answer. On Kafka the worker projects: they read its pro
 """
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, date, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from okr_ledger import progress_render as render
+from okr_ledger import query_json
 from okr_ledger.served_store import token_path
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap, open_projection_store
@@ -58,20 +58,14 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
+        return query_json.parse_moment(text)
     except ValueError:
         raise typer.BadParameter(f"not a date or time: {text!r}", param_hint=option) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _write_lines(lines: Iterator[dict[str, Any]]) -> None:
+def _write_lines(lines: Iterable[dict[str, Any]]) -> None:
     for line in lines:
-        sys.stdout.buffer.write(
-            orjson.dumps(line, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC) + b"\n"
-        )
+        sys.stdout.buffer.write(query_json.encode_line(line))
 
 
 @contextmanager
@@ -118,17 +112,6 @@ def _title(moment: Moment) -> str:
     return ", ".join(parts) or f"now ({moment.now:%Y-%m-%d %H:%M}Z)"
 
 
-def _filtered(progress: queries.Progress, period: str | None, unit: str | None) -> queries.Progress:
-    kept = [
-        o
-        for o in progress.objectives
-        if (period is None or o["period_id"] == period)
-        and (unit is None or o["owner_unit_id"] == unit)
-    ]
-    ids = {o["objective_id"] for o in kept}
-    return queries.Progress(kept, [kr for kr in progress.key_results if kr["objective_id"] in ids])
-
-
 def show_progress(
     store: ProjectionStore,
     settings: Settings,
@@ -140,10 +123,11 @@ def show_progress(
     json: bool = False,
 ) -> None:
     for org_id in orgs:
-        found = queries.progress(store, org_id, moment, settings.over_focus_limit)
-        found = _filtered(found, period, unit)
+        found = query_json.progress(
+            store, org_id, moment, settings.over_focus_limit, period=period, unit=unit
+        )
         if json:
-            _write_lines(render.progress_lines(org_id, found))
+            _write_lines(query_json.progress_lines(org_id, found))
         else:
             out.print(render.progress_tree(org_id, found, _title(moment)))
 
@@ -183,7 +167,7 @@ def cascade(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = Fa
         for org_id in _orgs(store, org):
             objectives = queries.objectives(store, org_id, moment, settings.over_focus_limit)
             if json:
-                _write_lines(render.cascade_line(org_id, o) for o in objectives)
+                _write_lines(query_json.cascade_lines(org_id, objectives))
             else:
                 coverage = queries.coverage(store, org_id, moment)
                 out.print(render.cascade_view(org_id, objectives, coverage))
@@ -194,9 +178,9 @@ def coverage(org: OrgOption = None, as_of: AsOfOption = None, json: JsonFlag = F
     moment = _moment(as_of)
     with caught_up_store() as store:
         for org_id in _orgs(store, org):
-            rows = queries.coverage(store, org_id, moment)
+            rows = query_json.coverage_lines(store, org_id, moment)
             if json:
-                _write_lines(iter(rows))
+                _write_lines(rows)
             else:
                 out.print(render.coverage_table(org_id, rows))
 
@@ -210,13 +194,10 @@ def history(
     """The audit trail of one objective or key result: every event about it or naming it."""
     moment = _moment(as_of)
     with caught_up_store() as store:
-        orgs = _orgs(store, org)
-        found = {org_id: queries.history(store, org_id, subject, moment) for org_id in orgs}
-        if not any(found.values()):
-            queries.require_subject(store, subject, orgs)  # known, but not as of --as-of
+        found = query_json.history_lines(store, _orgs(store, org), subject, moment)
     for org_id, events in found.items():
         if json:
-            _write_lines(iter(events))
+            _write_lines(events)
         elif events:
             out.print(render.history_table(f"{subject} in {org_id}", events))
         elif org:

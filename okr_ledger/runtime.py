@@ -7,11 +7,12 @@ once, by :func:`okr_ledger.wiring.bootstrap`; the CLI, the Python client and the
 call only this interface, never ``if kafka``.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from events.intake_wire import Refusal
 from events.ledger import ReadLine
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
@@ -30,10 +31,23 @@ def no_progress(_description: str, _total: int) -> AbstractContextManager[Advanc
     return nullcontext(lambda _n: None)
 
 
+if TYPE_CHECKING:
+    from okr_ledger.http.keys import KeyStore
+
+Refused = tuple[bytes, Refusal, int | None]
+"""A submission a submitter refused before deciding it (the HTTP API's forbidden ones), with
+the reason and message to record it under, and its line number in a batch."""
+
+
 class Submitter(Protocol):
     """Submissions in, one outcome each out, in order."""
 
     def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]: ...
+
+    def refuse(self, refused: Sequence[Refused]) -> list[SubmitOutcome]:
+        """Record each refused submission as a rejection (never deciding it); its outcome.
+        On Kafka only the worker writes rejections: it is asked to through intake."""
+        ...
 
     def close(self) -> None: ...
 
@@ -74,4 +88,9 @@ class Runtime(Protocol):
 
     def rebuild(self, keep: bool, bar: ProgressBar = no_progress) -> RebuildReport:
         """Project the ledger again and compare with the projections there."""
+        ...
+
+    def key_store(self, follow: bool = False) -> "KeyStore":
+        """The HTTP API's keys, where every server replica reads them; with ``follow``, kept
+        up to date in the background (a server's)."""
         ...

@@ -16,6 +16,7 @@ from okr_ledger.wiring import open_projection_store
 from projections.client import parse_url
 from projections.query_credentials import (
     TOKEN_FILE,
+    WRITER_TOKEN_FILE,
     Credential,
     ensure_token,
     is_loopback,
@@ -25,19 +26,43 @@ from projections.store import ProjectionStore
 from schemas.errors import ConfigurationError, ProjectionUnavailableError
 
 
-def query_credential(settings: Settings, create: bool = False) -> Credential:
-    """The endpoint's reader credential: ``OKR_QUERY_PASSWORD``, else the token file
-    (``create``: made when missing, as the worker does). A non-loopback endpoint needs the
-    setting: a token file on one machine does not reach the clients of another."""
+def query_credential(
+    settings: Settings, create: bool = False, host: str | None = None
+) -> Credential:
+    """The reader credential of the worker's endpoint (or of ``serve-store`` on ``host``):
+    ``OKR_QUERY_PASSWORD``, else the token file (``create``: made when missing, as the worker
+    does). A non-loopback endpoint needs the setting: a token file on one machine does not
+    reach the clients of another."""
     if settings.query_password is not None:
         return Credential(settings.query_user, settings.query_password.get_secret_value())
-    if not is_loopback(settings.worker_web_host):
+    where = f"OKR_WORKER_WEB_HOST={settings.worker_web_host}" if host is None else f"--host {host}"
+    if not is_loopback(settings.worker_web_host if host is None else host):
         raise ConfigurationError(
-            f"OKR_WORKER_WEB_HOST={settings.worker_web_host} is not a loopback address: "
-            "set OKR_QUERY_PASSWORD to serve queries there"
+            f"{where} is not a loopback address: set OKR_QUERY_PASSWORD to serve queries there"
         )
     path = token_path(settings)
     return Credential(settings.query_user, ensure_token(path) if create else read_token(path))
+
+
+def writer_credential(settings: Settings, host: str) -> Credential:
+    """``serve-store``'s writer credential: ``OKR_STORE_WRITER_PASSWORD``, else the token file
+    ``<data_dir>/store-writer-token`` (made when missing), on a loopback ``host`` only."""
+    user = settings.store_writer_user
+    if settings.store_writer_password is not None:
+        return Credential(user, settings.store_writer_password.get_secret_value(), "writer")
+    if not is_loopback(host):
+        raise ConfigurationError(
+            f"--host {host} is not a loopback address: set OKR_STORE_WRITER_PASSWORD "
+            "(and OKR_QUERY_PASSWORD) to serve the store there"
+        )
+    return Credential(user, ensure_token(settings.data_dir / WRITER_TOKEN_FILE), "writer")
+
+
+def store_url(credential: Credential, host: str, port: int, database: str) -> str:
+    """``http://user:password@host:port/database``, the parts quoted."""
+    user, password = quote(credential.user, safe=""), quote(credential.password, safe="")
+    where = f"[{host}]" if ":" in host else host
+    return f"http://{user}:{password}@{where}:{port}/{database}"
 
 
 def endpoint_credential(settings: Settings) -> Credential | None:
@@ -56,16 +81,18 @@ def worker_url(settings: Settings) -> str:
     """The endpoint's URL, with its credential (the CLI's store connects with it)."""
     database = parse_url(settings.resolved_clickhouse_url).database
     credential = query_credential(settings)
-    user, password = quote(credential.user, safe=""), quote(credential.password, safe="")
-    host = settings.worker_web_host
-    return f"http://{user}:{password}@{host}:{settings.worker_web_port}/{database}"
+    return store_url(credential, settings.worker_web_host, settings.worker_web_port, database)
 
 
 def open_served_store(settings: Settings) -> ProjectionStore:
     """The live projections of the Kafka runtime (read-only through the worker on chDB)."""
     target = parse_url(settings.resolved_clickhouse_url)
     if not target.embedded:
-        return open_projection_store(settings)
+        # The worker migrates it; a reader's credential (serve-store's, a server's read-only
+        # user) could not.
+        store = open_projection_store(settings, migrate=False)
+        store.client.database = store.database
+        return store
     for chatty in ("clickhouse_connect", "urllib3"):  # a refused connection is our one line
         logging.getLogger(chatty).setLevel(logging.ERROR)
     try:

@@ -129,6 +129,17 @@ class Settings(BaseSettings):
         "<data_dir>/query-token, created by `init` or the worker). Required when "
         "OKR_WORKER_WEB_HOST is not a loopback address.",
     )
+    store_writer_user: str = Field(
+        default="writer",
+        min_length=1,
+        description="User name of `okr-ledger serve-store`'s writer credential (the workers').",
+    )
+    store_writer_password: SecretStr | None = Field(
+        default=None,
+        description="Password of `okr-ledger serve-store`'s writer credential (default: the "
+        "token in <data_dir>/store-writer-token, created by serve-store). Required when it "
+        "listens on an address that is not a loopback address.",
+    )
     query_max_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -140,6 +151,42 @@ class Settings(BaseSettings):
         description="Most memory a read-only query (`sql`, the query endpoint) may use.",
     )
     log_level: str = Field(default="INFO", description="Log level of `okr-ledger worker`.")
+    kafka_topic_keys: str = Field(
+        default="okr.keys",
+        description="Compacted Kafka topic of the HTTP API's keys (hashes only), read by every "
+        "`okr-ledger serve` replica.",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address `okr-ledger serve` binds.")
+    http_port: int = Field(default=8080, ge=1, le=65535, description="Port of `okr-ledger serve`.")
+    http_max_batch_bytes: int = Field(
+        default=8 << 20,
+        ge=1024,
+        description="Largest NDJSON batch body the HTTP API reads; a larger one is refused (413) "
+        "and recorded as a too_large rejection. A single JSON body has OKR_MAX_SUBMISSION_BYTES.",
+    )
+    http_max_hook_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest webhook payload the HTTP API reads."
+    )
+    http_rate_limit: str = Field(
+        default="1000/second",
+        description="Requests each key may make, in the `limits` notation ('100/second; "
+        "5000/minute'); empty for none. Counted per replica.",
+    )
+    http_hooks_file: Path | None = Field(
+        default=None,
+        description="TOML file of webhook mappings for POST /v1/hooks/{name} (validated at start).",
+    )
+    http_group_max: int = Field(
+        default=5000,
+        ge=1,
+        description="Most submissions the HTTP server's writer decides in one ledger transaction "
+        "(group commit of concurrent requests).",
+    )
+    http_key_refresh_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="On Kafka: how often each server replica reads new key records (revocations).",
+    )
 
     @property
     def resolved_ledger_url(self) -> str:

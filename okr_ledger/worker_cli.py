@@ -6,6 +6,7 @@ import typer
 
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
+from projections.client import parse_url, require_not_held
 from schemas.errors import MissingExtraError
 
 
@@ -16,6 +17,7 @@ def worker() -> None:
     embedded store it also serves the read-only query endpoint."""
     settings = Settings()
     endpoint_credential(settings)  # a refused endpoint is one line now, not after Kafka
+    require_not_held(parse_url(settings.resolved_clickhouse_url))  # so is a store held
     try:
         from okr_ledger import worker_runtime
         from processors.faust_app import run_worker

@@ -5,16 +5,15 @@ still starts the CLI. ``processors/`` never reads the settings: everything it ne
 here (:func:`worker_config`, :func:`worker_services`).
 """
 
-from typing import Any
-
 from aiohttp import web
 
 from events.kafka_log import servers_from_url
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
-from processors.faust_app import Health, OkrApp, Route, WorkerServices, create_app
+from processors.faust_app import OkrApp, Route, WorkerServices, create_app
 from processors.kafka_config import GroupTimings, Topics, WorkerConfig
+from processors.metrics import PrometheusMetrics
 from projections.client import parse_url
 from projections.query_credentials import is_loopback
 from projections.query_server import QueryServer, ReadOnlyEngine
@@ -55,8 +54,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
 
 
 def worker_services(settings: Settings) -> WorkerServices:
-    """The store the projector writes, and the routes of the worker's web server: health and,
-    on an embedded store, the read-only query endpoint (ClickHouse HTTP)."""
+    """The store the projector writes, the metrics the agents report to, and, on an embedded
+    store, the read-only query endpoint (ClickHouse HTTP) on the worker's web server."""
     credential = endpoint_credential(settings)  # before anything starts: it may refuse
     target = parse_url(settings.resolved_clickhouse_url)
 
@@ -65,12 +64,12 @@ def worker_services(settings: Settings) -> WorkerServices:
         store.set_setting("over_focus_limit", str(settings.over_focus_limit))
         return store
 
-    routes: list[Route] = [health_route]
+    routes: list[Route] = []
     if credential is not None and target.path is not None:
         path, limits = target.path, settings.query_limits
         loopback = is_loopback(settings.worker_web_host)
 
-        def queries(app: web.Application, _health: Any) -> None:
+        def queries(app: web.Application) -> None:
             server = QueryServer(ReadOnlyEngine(path, limits), [credential], loopback=loopback)
             server.mount(app)
 
@@ -80,17 +79,12 @@ def worker_services(settings: Settings) -> WorkerServices:
             app.on_cleanup.append(close)
 
         routes.append(queries)
-    return WorkerServices(open_store=open_store, routes=routes)
+    return WorkerServices(open_store=open_store, metrics=worker_metrics(settings), routes=routes)
 
 
-def health_route(app: web.Application, health: Any) -> None:
-    """``GET /healthz``: 200 when the worker is ready, 503 while it rebalances or restores."""
-
-    async def healthz(_request: web.Request) -> web.Response:
-        found: Health = health()
-        return web.json_response(found.to_json(), status=200 if found.ready else 503)
-
-    app.router.add_get("/healthz", healthz)
+def worker_metrics(settings: Settings) -> PrometheusMetrics:
+    """Ready once the intake and ledger partitions are assigned and restored."""
+    return PrometheusMetrics(ready_after=[settings.kafka_topic_intake, settings.kafka_topic_ledger])
 
 
 def build_worker(settings: Settings) -> OkrApp:

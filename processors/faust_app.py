@@ -31,16 +31,15 @@ from typing import Any, Protocol
 import faust
 from aiohttp import web
 from faust.types import TP
-from mode import BaseSignalT
 
 from events.kafka_client import Connection, Reader
 from processors.faust_batches import Delivery, OkrConsumer
 from processors.kafka_config import WorkerConfig
 from processors.kafka_projector import LedgerProjection, ProjectorAgent
 from processors.kafka_worker import SequencerAgent
+from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
 from processors.runner import RowSink
 from processors.sequencer_core import ProcessRunner, ThreadRunner
-from processors.worker_metrics import NoMetrics, WorkerMetrics
 from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -55,41 +54,8 @@ class Store(RowSink, Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Owned:
-    """The partitions a worker owns."""
-
-    intake: tuple[int, ...]
-    ledger: tuple[int, ...]
-    rejections: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """What ``/healthz`` reports: a worker is ready when it is not rebalancing and every
-    partition it owns is restored (owning none is ready too: spare capacity)."""
-
-    ready: bool
-    rebalancing: bool
-    restoring: bool
-    owned: Owned
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "live": True,
-            "ready": self.ready,
-            "rebalancing": self.rebalancing,
-            "restoring": self.restoring,
-            "partitions": {
-                "intake": list(self.owned.intake),
-                "ledger": list(self.owned.ledger),
-                "rejections": self.owned.rejections,
-            },
-        }
-
-
-Route = Callable[[web.Application, Callable[[], Health]], None]
-"""Mounts handlers on the worker's web server; given the worker's health."""
+Route = Callable[[web.Application], None]
+"""Mounts handlers on the worker's web server (before it starts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +64,10 @@ class WorkerServices:
 
     open_store: Callable[[], Store]
     """Opens the projection store (blocking; called in the store's thread)."""
-    metrics: WorkerMetrics = field(default_factory=NoMetrics)
+    metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
+    """What the agents report; served on ``/metrics``, ``/healthz`` and ``/livez``."""
     routes: Sequence[Route] = ()
+    """Other handlers (the query endpoint on an embedded store)."""
 
 
 class OkrApp(faust.App):
@@ -121,12 +89,14 @@ class OkrApp(faust.App):
         return consumer
 
     def on_webserver_init(self, web: Any) -> None:
+        add_routes(web.web_app, self.okr.metrics)
         for route in self.okr.services.routes:
-            route(web.web_app, self.okr.health)
+            route(web.web_app)
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
-        self.okr.metrics.rebalanced()
+        if self.okr.assigned_once:  # a worker joining the group is not a rebalance to count
+            self.okr.metrics.rebalanced()
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -140,6 +110,10 @@ class OkrApp(faust.App):
         except Exception as error:
             log.exception("the worker cannot start")
             await self.crash(error)
+
+    async def crash(self, reason: BaseException) -> None:
+        self.okr.metrics.failed(f"{type(reason).__name__}: {reason}")
+        await super().crash(reason)
 
     async def on_stop(self) -> None:
         await self.okr.stop()
@@ -158,9 +132,8 @@ class Worker(Delivery):
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
         self._intake_batches: Any = None
         self._ledger_batches: Any = None
-        self._owned = Owned((), (), False)
-        self._assigning = False
         self._started = asyncio.Event()
+        self.assigned_once = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,25 +203,20 @@ class Worker(Delivery):
         intake = {tp.partition for tp in assigned if tp.topic == topics.intake}
         ledger = {tp.partition for tp in assigned if tp.topic == topics.ledger}
         rejections = TP(topics.rejections, REJECTIONS_PARTITION) in assigned
-        self._owned = Owned(tuple(sorted(intake)), tuple(sorted(ledger)), rejections)
-        self._assigning = True
-        try:
-            intake_offsets, (starts, rejections_next) = await asyncio.gather(
-                sequencer.assign(intake, generation),
-                projector.assign(ledger, rejections, generation),
-            )
-            unread = [p for p, start in starts.items() if start is None]
-            beginnings = await asyncio.to_thread(self._beginnings, unread)
-        finally:
-            self._assigning = False
+        self.assigned_once = True
+        intake_offsets, (starts, rejections_next) = await asyncio.gather(
+            sequencer.assign(intake, generation),
+            projector.assign(ledger, rejections, generation),
+        )
+        unread = [p for p, start in starts.items() if start is None]
+        beginnings = await asyncio.to_thread(self._beginnings, unread)
         offsets = {TP(topics.intake, p): offset for p, offset in intake_offsets.items()}
         for partition, start in starts.items():
             offset = beginnings[partition] if start is None else start
             offsets[TP(topics.ledger, partition)] = offset
         if rejections_next is not None:
             offsets[TP(topics.rejections, REJECTIONS_PARTITION)] = rejections_next
-        self.metrics.assigned(topics.ledger, len(ledger))
-        self.metrics.assigned(topics.rejections, int(rejections))
+        self.metrics.assigned(topics.ledger, len(ledger))  # restored: ready (with the intake)
         return offsets
 
     def _beginnings(self, partitions: list[int]) -> dict[int, int]:
@@ -262,10 +230,17 @@ class Worker(Delivery):
 
     async def on_batch(self, tp: TP, records: list[Any], generation: int) -> None:
         topics = self.config.topics
-        if tp.topic == topics.intake:
-            await self._intake_batches.put((tp.partition, records, generation))
-        else:
-            await self._ledger_batches.put((tp.topic, tp.partition, records, generation))
+        try:
+            if tp.topic == topics.intake:
+                await self._intake_batches.put((tp.partition, records, generation))
+            else:
+                await self._ledger_batches.put((tp.topic, tp.partition, records, generation))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the consumer stops
+            # Faust clears the agents' queues when a rebalance revokes the partitions (it
+            # cancels the waiting puts): the batch is dropped, the next assignment reads again.
 
     async def settle(self) -> Mapping[TP, int]:
         sequencer, projector = self._agents()
@@ -283,7 +258,6 @@ class Worker(Delivery):
         intake = self.config.topics.intake
         sequencer.revoke({tp.partition for tp in revoked if tp.topic == intake})
         projector.revoke()
-        self._owned = Owned((), (), False)
 
     # -- the agents' bodies ----------------------------------------------------------------
 
@@ -310,12 +284,6 @@ class Worker(Delivery):
         tp = TP(self.config.topics.ledger, partition)
         consumer = self.app.consumer
         return consumer.highwater(tp), await consumer.position(tp)
-
-    def health(self) -> Health:
-        rebalancing = bool(self.app.rebalancing)
-        restoring = self._assigning
-        ready = self._started.is_set() and not rebalancing and not restoring
-        return Health(ready, rebalancing, restoring, self._owned)
 
 
 def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
@@ -345,6 +313,7 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
         key_serializer="raw",
     )
     worker = app.okr = Worker(app, config, services)
+    install_faust_sensors(app, services.metrics)  # Faust's own families, on our /metrics
     # Faust's web server answers GET / with its own index; the query endpoint needs "/".
     app.web.blueprints._enabled = [bp for bp in app.web.blueprints._enabled if bp[0] != ""]
     topics = config.topics
@@ -363,10 +332,6 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
     async def projector(stream: Any) -> None:
         async for batch in stream:
             await _or_crash(app, worker.project(batch))
-
-    @app.on_partitions_revoked.connect
-    async def revoked(_sender: Any, /, *args: Any, signal: BaseSignalT[Any], **_: Any) -> None:
-        worker.revoked(set(args[0]))
 
     return app
 

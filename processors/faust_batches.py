@@ -16,6 +16,7 @@ the agents wrote (the ledger, the rejections, the projections), never from the g
 It overrides internals of faust-streaming 0.15.3 (pinned in pyproject.toml); the test
 ``tests/kafka/test_faust_internals.py`` fails loudly if any of them changes:
 ``Consumer._drain_messages``, ``Consumer._wait_next_records``, ``Consumer.perform_seek``,
+``Consumer.on_partitions_revoked``,
 ``AIOKafkaConsumer._new_consumer_thread``, ``AIOKafkaConsumerThread._create_worker_consumer``
 and ``AIOKafkaConsumerThread._fetch_records``.
 
@@ -71,6 +72,10 @@ class Delivery(Protocol):
         next."""
         ...
 
+    def revoked(self, revoked: set[TP]) -> None:
+        """A rebalance takes ``revoked`` away: take no more batches of them."""
+        ...
+
 
 class FastFetchThread(AIOKafkaConsumerThread):
     """Faust's consumer thread, with the app's fetch wait (Faust fixes it at 1,500 ms) and
@@ -103,6 +108,10 @@ class OkrConsumer(AIOKafkaConsumer):
         offsets = await self.delivery.on_assignment(set(self.assignment()), generation)
         for tp, offset in offsets.items():
             await self.seek(tp, offset)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.delivery.revoked(set(revoked))  # before anything else: no batch of them after
+        await super().on_partitions_revoked(revoked)
 
     async def _wait_next_records(self, timeout: float) -> Any:
         # Faust sleeps a whole second when no partition is active (just after a rebalance);

@@ -35,10 +35,10 @@ from typing import Any
 from events.kafka_records import ChainReader, read_rejection
 from processors import tables as t
 from processors.faust_batches import Unreadable
+from processors.metrics import PrometheusMetrics
 from processors.projector import Projector, StoredEvent, parse_time, project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
-from processors.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class ProjectorAgent:
         self,
         projection: LedgerProjection,
         store_thread: ThreadPoolExecutor,
-        metrics: WorkerMetrics,
+        metrics: PrometheusMetrics,
         progress: Progress,
         *,
         batch_size: int = 20_000,
@@ -184,6 +184,7 @@ class ProjectorAgent:
             self._pending = Pending()
             starts = await self._blocking(self.projection.take, partitions)
             self._owned, self._rejections, self._generation = partitions, rejections, generation
+        self.metrics.projecting(partitions)
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._flush_when_due(), name="okr-projector"),

@@ -31,18 +31,17 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import orjson
 
 from events.intake_wire import (
     Headers,
     Intake,
     Origin,
     encode_outcome,
+    identify,
     outcome_key,
     parse_intake,
     peek_org,
+    refused,
 )
 from events.kafka_records import GENESIS, ChainReader, decode_rejection, org_key
 from events.log import ChainHead
@@ -273,7 +272,8 @@ class PartitionSequencer:
 
     def _framing(self, record: IntakeRecord, intake: Intake, now: datetime) -> Rejection | None:
         """The rejection of a record whose framing is wrong (unreadable, bad headers, key
-        or partition), or of a stand-in (``too_large``); ``None``: the rules decide."""
+        or partition), of a stand-in (``too_large``) or of a submission its submitter refused
+        (``okr-refusal``: recorded as it says, never decided); ``None``: the rules decide."""
         if record.unreadable is not None:
             message = f"the intake record could not be read: {record.unreadable}"
             return self._invalid(record, intake, now, [{"loc": "record", "msg": message}])
@@ -294,6 +294,9 @@ class PartitionSequencer:
                 raw_length=claimed.length,
                 raw_sha256=claimed.sha256,
             )
+        if intake.refusal is not None:
+            limit = self.sequencer.policy.max_bytes
+            return refused(record.value, intake.refusal, format_timestamp(now), intake.line, limit)
         org_id = peek_org(record.value, self.sequencer.policy.max_bytes)
         if org_id is None:
             return None  # the rules reject it (not JSON, no org_id...)
@@ -321,27 +324,16 @@ class PartitionSequencer:
     ) -> Rejection:
         """An ``invalid_record`` rejection, identified as far as the value can be read."""
         message = "; ".join(f"{d['loc']}: {d['msg']}" for d in details[:3])
-        document: Any = None
-        if len(record.value) <= self.sequencer.policy.max_bytes:
-            try:
-                document = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                document = None
-        found = document if isinstance(document, dict) else {}
+        found = identify(record.value, self.sequencer.policy.max_bytes)
         return Rejection(
             reason=ReasonCode.INVALID_RECORD,
             message=f"invalid intake record: {message}",
             raw=record.value,
             recorded_at=format_timestamp(now),
             details=details,
-            org_id=_text(found, "org_id"),
-            event_id=_text(found, "event_id"),
-            type=_text(found, "type"),
-            source=_text(found, "source"),
+            org_id=found.get("org_id"),
+            event_id=found.get("event_id"),
+            type=found.get("type"),
+            source=found.get("source"),
             line=intake.line,
         )
-
-
-def _text(document: dict[str, Any], key: str) -> str | None:
-    value = document.get(key)
-    return value[:200] if isinstance(value, str) else None

@@ -33,8 +33,8 @@ from typing import Any
 from processors.faust_batches import Unreadable
 from processors.kafka_config import WorkerConfig
 from processors.kafka_sequencer import IntakeRecord
+from processors.metrics import PrometheusMetrics
 from processors.sequencer_core import CoreRunner, Restored, Sequenced, Verdict
-from processors.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class SequencerAgent:
         config: WorkerConfig,
         runner: CoreRunner,
         seek: Seek,
-        metrics: WorkerMetrics,
+        metrics: PrometheusMetrics,
         crash: Callable[[BaseException], Awaitable[None]],
     ) -> None:
         """``crash``: ends the worker (an error a partition cannot go on after)."""

@@ -5,9 +5,12 @@ time); ``http(s)://user:password@host:8123/database`` a server. The database def
 ``okr_ledger``. clickhouse-connect is imported only here, and only when a store is opened.
 """
 
+import fcntl
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -131,6 +134,7 @@ def connect(target: Target) -> ClickHouseClient:
     except ModuleNotFoundError as error:
         extra = "embedded" if target.embedded else "clickhouse"
         raise MissingExtraError("clickhouse-connect", extra) from error
+    require_not_held(target)
     try:
         if target.embedded:
             assert target.path is not None
@@ -151,3 +155,50 @@ def connect(target: Target) -> ClickHouseClient:
         ) from error
     typed: ClickHouseClient = client
     return typed
+
+
+def require_not_held(target: Target) -> None:
+    """:class:`ProjectionUnavailableError`, saying why and what to do, if ``target`` is an
+    embedded store that another process has open."""
+    if target.embedded and target.path is not None and (pid := holder(target.path)):
+        raise ProjectionUnavailableError(
+            f"the embedded store {target.path} is open in another process (pid {pid}), and "
+            "chDB lets only one process open it: stop that process, or run `okr-ledger "
+            "serve-store` as the one process that holds the store and set OKR_CLICKHOUSE_URL "
+            "of every other process (workers, BI tools) to the URL it prints"
+        )
+
+
+def holder(path: str) -> int | None:
+    """The id of another live process that has the chDB directory ``path`` open, or ``None``.
+
+    Like a ClickHouse server, chDB writes its process id into ``path/status`` and holds an
+    exclusive ``flock`` on that file while the directory is open. The lock is tried only when
+    the file names another live process (so that a process starting now never finds it taken).
+    """
+    status = Path(path) / "status"
+    try:
+        text = status.read_bytes()[:4096].decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = re.search(r"^PID: (\d{1,10})$", text, re.MULTILINE)
+    pid = int(found.group(1)) if found else 0
+    if pid in (0, os.getpid()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # left by a process that was killed
+    except PermissionError:
+        pass  # alive, another user's
+    try:
+        descriptor = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return pid
+    finally:
+        os.close(descriptor)  # releases the lock if it was taken
+    return None

@@ -2,9 +2,9 @@
 
 The token file (``<data dir>/query-token``) holds a random password, created with mode 0600;
 a token file that others may read is refused, as ssh refuses such a key. A deployment may name
-the credentials in settings instead. Every credential is a *reader* today: its statements go
-through :mod:`projections.readonly_sql`. A writer role (one that skips the check) would be a
-second kind of :class:`Credential`.
+the credentials in settings instead. A *reader*'s statements go through
+:mod:`projections.readonly_sql`; a *writer* (``okr-ledger serve-store``'s workers) may run any
+statement and insert.
 """
 
 import hmac
@@ -19,8 +19,9 @@ from typing import Literal
 from schemas.errors import ConfigurationError
 
 TOKEN_FILE = "query-token"
+WRITER_TOKEN_FILE = "store-writer-token"
 MAX_TOKEN_BYTES = 1024
-Role = Literal["reader"]
+Role = Literal["reader", "writer"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,27 @@
-"""Read-only queries on an embedded chDB store, over ClickHouse's HTTP interface.
+"""An embedded chDB store, over ClickHouse's HTTP interface: read-only, or for writers too.
 
-Only one process may open a chDB path, and the worker holds it; so the worker answers the
-query commands itself. It speaks enough of ClickHouse's HTTP interface (``POST /`` with the
-statement in the body or ``query=``, ``database=``, ``param_*=``, ``default_format=``; errors
-as ``Code: N. DB::Exception`` with ``X-ClickHouse-Exception-Code``; ``GET /ping``) that
-clickhouse-connect's HTTP client takes it for a server: the CLI opens the store at
-``http://user:password@127.0.0.1:PORT`` and every query path stays the same.
+Only one process may open a chDB path. The process that holds it (the worker, or
+``okr-ledger serve-store``) answers the others' queries. It speaks enough of ClickHouse's HTTP
+interface (``POST /`` with the statement in the body or ``query=``, ``database=``,
+``param_*=``, ``default_format=``; errors as ``Code: N. DB::Exception`` with
+``X-ClickHouse-Exception-Code``; ``GET /ping``) that clickhouse-connect's HTTP client takes it
+for a server: the CLI opens the store at ``http://user:password@127.0.0.1:PORT`` and every
+query path stays the same.
+
+A *writer* credential (``serve-store`` has one; the worker's endpoint has none) runs any
+statement on a handle without ``readonly``, and inserts with data as ClickHouse does: the
+``INSERT ... FORMAT name`` statement in ``query=`` or on the body's first line, the data after
+it, compressed or not (``Content-Encoding``: lz4, zstd, gzip, deflate). chDB reads the data
+from a file of this process's own spool directory (``INSERT ... FROM INFILE``, as
+clickhouse-connect's chDB driver does). A writer's request with ``readonly`` set (as
+``ProjectionStore.read_only`` sends it) is run as a reader's.
 
 Every request needs a credential (HTTP Basic, or ``X-ClickHouse-User``/``X-ClickHouse-Key``,
 as clickhouse-connect sends them). Requests a web browser makes for a page (an ``Origin``
 header, ``Sec-Fetch-Site`` other than ``none``, or, on a loopback address, a ``Host`` that is
-not) are refused before that. Each statement is checked by :mod:`projections.readonly_sql`
-and runs on a chDB handle of its own with ``readonly = 1`` and the query limits set for the
-whole session. Settings in the URL are ignored.
+not) are refused before that. A reader's statement is checked by
+:mod:`projections.readonly_sql` and runs on a chDB handle of its own with ``readonly = 1`` and
+the query limits set for the whole session. Other settings in the URL are ignored.
 """
 
 import asyncio
@@ -20,8 +29,13 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Sequence
+import shutil
+import sys
+import tempfile
+import zlib
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,7 +43,7 @@ from aiohttp import web
 
 from projections.query_credentials import Credential, is_loopback
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows, output_format
-from schemas.errors import ProjectionQueryError, QueryRefusedError
+from schemas.errors import ConfigurationError, ProjectionQueryError, QueryRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -37,63 +51,206 @@ _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 READONLY, ACCESS_DENIED, AUTHENTICATION_FAILED = 164, 497, 516
 DEFAULT_FORMAT = "TabSeparated"
+MAX_QUERY_BYTES = 1 << 20
+"""The longest statement a reader may send."""
+DEFAULT_MAX_INSERT_BYTES = 512 << 20
+"""The most data (decoded) one writer's request may carry."""
 
 
-class ReadOnlyEngine:
-    """A read-only chDB handle on ``path`` (the engine this process has open already)."""
+class ChdbHandle:
+    """A chDB handle on ``path`` (the engine this process has open already), in one database
+    at a time, with ``settings`` for its whole session."""
 
-    def __init__(self, path: str, limits: QueryLimits) -> None:
+    def __init__(self, path: str, settings: dict[str, Any]) -> None:
         import chdb
 
         connect: Any = chdb.connect  # untyped
         self._conn: Any = connect(path)
-        for name, value in limits.settings().items():  # readonly last: it freezes the rest
+        for name, value in settings.items():
             self._conn.query(f"SET {name} = {value}", "TabSeparated")
         self._database: str | None = None
+
+    def use(self, database: str | None, system: bool = False) -> None:
+        """Make ``database`` (a plain name; ``system`` only if allowed) the current one."""
+        if database is None or database == self._database:
+            return
+        if not _NAME.fullmatch(database) or (database.lower() == "system" and not system):
+            raise QueryRefusedError(f"the database {database!r} is not allowed")
+        self.query(f"USE `{database}`")
+        self._database = database
+
+    def query(self, sql: str, fmt: str = DEFAULT_FORMAT, params: Any = None) -> bytes:
+        for name in params or {}:
+            if not _NAME.fullmatch(name):
+                raise QueryRefusedError(f"the parameter name {name!r} is not allowed")
+        try:
+            data: bytes = self._conn.query(sql, fmt, params=params or {}).bytes() or b""
+        except Exception as error:
+            raise ProjectionQueryError(str(error).strip() or type(error).__name__) from error
+        return data
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class ReadOnlyEngine(ChdbHandle):
+    """Statements checked by :mod:`projections.readonly_sql`, run with ``readonly = 1``."""
+
+    def __init__(self, path: str, limits: QueryLimits) -> None:
+        super().__init__(path, limits.settings())  # readonly last: it freezes the rest
         self._guard = ReadOnlyGuard()
 
     def _rows(self, sql: str) -> Rows:
-        data = self._conn.query(sql, "JSONCompactEachRow").bytes() or b""
-        return [orjson.loads(line) for line in data.splitlines()]
+        return [orjson.loads(line) for line in self.query(sql, "JSONCompactEachRow").splitlines()]
 
     def run(
         self, sql: str, default_format: str, params: dict[str, str], database: str | None
     ) -> tuple[bytes, str]:
         """The output of ``sql`` and its format; :class:`QueryRefusedError` if refused."""
         fmt = output_format(default_format) or DEFAULT_FORMAT
-        if database is not None and database != self._database:
-            if not _NAME.fullmatch(database) or database.lower() == "system":
-                raise QueryRefusedError(f"the database {database!r} is not allowed")
-            self._engine(f"USE `{database}`")
-            self._database = database
-        for name in params:
-            if not _NAME.fullmatch(name):
-                raise QueryRefusedError(f"the parameter name {name!r} is not allowed")
+        self.use(database)
         checked = self._guard.check(sql, self._rows)
         fmt = checked.output_format or fmt
-        data: bytes = self._engine(checked.sql, fmt, params).bytes() or b""
-        return data, fmt
+        return self.query(checked.sql, fmt, params), fmt
 
-    def _engine(self, sql: str, fmt: str = DEFAULT_FORMAT, params: Any = None) -> Any:
-        try:
-            return self._conn.query(sql, fmt, params=params or {})
-        except Exception as error:
-            raise ProjectionQueryError(str(error).strip() or type(error).__name__) from error
+
+class WriterEngine(ChdbHandle):
+    """Any statement, and inserts with data (spooled to a file chDB reads)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, {})
+        self._spool = Path(tempfile.mkdtemp(prefix="okr-store-spool-"))  # mode 0700
+
+    def run(
+        self,
+        sql: str,
+        default_format: str,
+        params: dict[str, str],
+        database: str | None,
+        data: bytes = b"",
+    ) -> tuple[bytes, str]:
+        """The output of ``sql`` (or of inserting ``data`` with it) and its format."""
+        fmt = default_format if _FORMAT_NAME.fullmatch(default_format) else DEFAULT_FORMAT
+        self.use(database, system=True)
+        if not data:
+            return self.query(sql, fmt, params), fmt
+        insert = INSERT_WITH_DATA.fullmatch(sql)
+        if insert is None:
+            raise ProjectionQueryError(
+                "Code: 62. DB::Exception: data was sent with a statement that is not "
+                "INSERT INTO ... FORMAT name. (SYNTAX_ERROR)"
+            )
+        with tempfile.NamedTemporaryFile(dir=self._spool, suffix=".insert") as spooled:
+            spooled.write(data)
+            spooled.flush()
+            infile = "'" + spooled.name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            return self.query(
+                f"{insert['head']} FROM INFILE {infile} FORMAT {insert['format']}", fmt, params
+            ), fmt
 
     def close(self) -> None:
-        self._conn.close()
+        super().close()
+        shutil.rmtree(self._spool, ignore_errors=True)
+
+
+INSERT_WITH_DATA = re.compile(
+    r"\s*(?P<head>INSERT\s+INTO\s.+?)\s+FORMAT\s+(?P<format>[A-Za-z][A-Za-z0-9_]*)\s*",
+    re.IGNORECASE | re.DOTALL,
+)
+"""An insert whose data follows the statement (as clickhouse-connect and clickhouse-client
+send them); the writer's engine reads that data from a spooled file instead."""
+_FORMAT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+def split_insert(query: str, body: bytes) -> tuple[str, bytes]:
+    """The statement and the insert data of a writer's request, as ClickHouse splits them:
+    with ``query=`` an ``INSERT ... FORMAT`` takes the whole body as data; without it, the
+    body's first line may be such a statement and the rest its data."""
+    if query:
+        if body and INSERT_WITH_DATA.fullmatch(query):
+            return query, body
+        return "\n".join(p for p in (query, body.decode("utf-8", "replace")) if p).strip(), b""
+    first, newline, rest = body.partition(b"\n")
+    head = first.decode("utf-8", "replace")
+    if newline and rest and INSERT_WITH_DATA.fullmatch(head):
+        return head, rest
+    return body.decode("utf-8", "replace").strip(), b""
+
+
+def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded from its ``Content-Encoding`` (one or more concatenated frames, as
+    clickhouse-connect sends them), at most ``limit`` bytes; else :class:`QueryRefusedError`."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        if len(body) > limit:
+            raise QueryRefusedError(f"the request body is larger than {limit} bytes")
+        return body
+    new = _decompressor(encoding)
+    out = bytearray()
+    rest = body
+    while rest:
+        decoder = new()
+        try:
+            out += decoder.decompress(rest, limit + 1 - len(out))
+        except Exception as error:
+            raise QueryRefusedError(f"the {encoding} body cannot be decoded: {error}") from error
+        if len(out) > limit:
+            raise QueryRefusedError(f"the request body decodes to more than {limit} bytes")
+        if not decoder.eof:
+            raise QueryRefusedError(f"the {encoding} body is cut short")
+        rest = decoder.unused_data
+    return bytes(out)
+
+
+def _lz4() -> Any:
+    import lz4.frame  # type: ignore[import-untyped]  # no stubs; the one call is typed Any
+
+    return lz4.frame.LZ4FrameDecompressor()
+
+
+def _zstd() -> Any:
+    if sys.version_info >= (3, 14):
+        from compression import zstd
+    else:  # the backport clickhouse-connect requires
+        from backports import zstd
+    return zstd.ZstdDecompressor()
+
+
+_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
+    "lz4": _lz4,
+    "zstd": _zstd,
+    "gzip": lambda: zlib.decompressobj(wbits=31),
+    "deflate": zlib.decompressobj,
+}
+"""``Content-Encoding`` -> a new decoder of one frame (``decompress(data, max_length)``,
+``eof``, ``unused_data``)."""
+
+
+def _decompressor(encoding: str) -> Callable[[], Any]:
+    if encoding not in _DECOMPRESSORS:
+        raise QueryRefusedError(f"the Content-Encoding {encoding!r} is not supported")
+    return _DECOMPRESSORS[encoding]
 
 
 class QueryServer:
-    """The aiohttp app answering ClickHouse HTTP requests from a :class:`ReadOnlyEngine`."""
+    """The aiohttp app answering ClickHouse HTTP requests: readers from a
+    :class:`ReadOnlyEngine`, writers (if there is a ``writer`` engine) from it."""
 
     def __init__(
-        self, engine: ReadOnlyEngine, credentials: Sequence[Credential], loopback: bool = True
+        self,
+        engine: ReadOnlyEngine,
+        credentials: Sequence[Credential],
+        loopback: bool = True,
+        writer: WriterEngine | None = None,
+        max_insert_bytes: int = DEFAULT_MAX_INSERT_BYTES,
     ) -> None:
         self.engine = engine
+        self.writer = writer
         self.credentials = tuple(credentials)
         self.loopback = loopback
+        self.max_insert_bytes = max_insert_bytes
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-queries")
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-writes")
         self.app = web.Application()
         self.app.router.add_get("/ping", self._ping)
         self.app.router.add_route("*", "/", self._query)
@@ -117,36 +274,44 @@ class QueryServer:
         return web.Response(text="Ok.\n")
 
     async def _query(self, request: web.Request) -> web.Response:
-        if refusal := self._refused(request):
-            return refusal
+        credential = self._authorised(request)
+        if isinstance(credential, web.Response):
+            return credential
         q = request.query
-        body = (await request.read()).decode("utf-8", errors="replace")
-        sql = "\n".join(part for part in (q.get("query", ""), body) if part).strip()
-        if not sql:
-            return await self._ping(request)
         params = {k.removeprefix("param_"): v for k, v in q.items() if k.startswith("param_")}
+        writes = credential.role == "writer" and self.writer is not None
+        writes = writes and q.get("readonly", "0") in ("", "0")
         loop = asyncio.get_running_loop()
         try:
-            data, fmt = await loop.run_in_executor(
-                self._thread,
-                self.engine.run,
-                sql,
-                q.get("default_format", DEFAULT_FORMAT),
-                params,
-                q.get("database"),
-            )
+            limit = self.max_insert_bytes if writes else MAX_QUERY_BYTES
+            body = await _read_body(request, limit)
+            encoding = request.headers.get("Content-Encoding", "")
+            sql, data = split_insert(q.get("query", ""), decompressed(body, encoding, limit))
+            if data and not writes:
+                raise QueryRefusedError("INSERT is not allowed: the credential is read-only")
+            if not sql:
+                return await self._ping(request)
+            arguments = (sql, q.get("default_format", DEFAULT_FORMAT), params, q.get("database"))
+            if writes:
+                assert self.writer is not None
+                result, fmt = await loop.run_in_executor(
+                    self._writer_thread, self.writer.run, *arguments, data
+                )
+            else:
+                result, fmt = await loop.run_in_executor(self._thread, self.engine.run, *arguments)
         except QueryRefusedError as error:
             return _error(403, READONLY, f"{error}. (READONLY)")
         except ProjectionQueryError as error:
             match = _ERROR_CODE.search(str(error))
             return _error(500, int(match.group(1)) if match else 1, str(error), prefixed=True)
         return web.Response(
-            body=data,
+            body=result,
             headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"},
         )
 
-    def _refused(self, request: web.Request) -> web.Response | None:
-        """Why ``request`` may not run anything (a web page's request, no credential)."""
+    def _authorised(self, request: web.Request) -> Credential | web.Response:
+        """The credential ``request`` presents, or why it may not run anything (a web page's
+        request, no credential)."""
         if request.method not in ("GET", "POST"):
             return _error(405, ACCESS_DENIED, f"the method {request.method} is not allowed")
         if "Origin" in request.headers or request.headers.get("Sec-Fetch-Site", "none") != "none":
@@ -154,7 +319,8 @@ class QueryServer:
         if self.loopback and not is_loopback(_host_name(request.host)):
             return _error(403, ACCESS_DENIED, f"the Host {request.host!r} is not this machine")
         user, password = _presented(request)
-        if user is None or not any(c.matches(user, password) for c in self.credentials):
+        matching = [c for c in self.credentials if c.matches(user or "", password)]
+        if user is None or not matching:
             return _error(
                 401,
                 AUTHENTICATION_FAILED,
@@ -162,16 +328,29 @@ class QueryServer:
                 "(HTTP Basic or X-ClickHouse-User/X-ClickHouse-Key)",
                 headers={"WWW-Authenticate": 'Basic realm="okr-ledger queries"'},
             )
-        return None
+        return matching[0]
 
-    async def serve(self, host: str, port: int, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set (or the task is cancelled)."""
-        runner = web.AppRunner(self.app, access_log=None)
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        stop: asyncio.Event,
+        listening: Callable[[int], None] | None = None,
+    ) -> None:
+        """Serve until ``stop`` is set (or the task is cancelled). With ``listening`` (called
+        with the port, which may have been 0), not being able to listen is an error."""
+        # Bodies are decoded here, within bounds, for every encoding clients send (lz4 too).
+        runner = web.AppRunner(self.app, access_log=None, auto_decompress=False)
         await runner.setup()
         try:
             try:
                 await web.TCPSite(runner, host, port).start()
-            except OSError as error:  # the projections go on; only the serving is missing
+            except OSError as error:
+                if listening is not None:
+                    raise ConfigurationError(
+                        f"cannot listen on {host}:{port}: {error.strerror}"
+                    ) from None
+                # the worker's projections go on; only the serving is missing
                 log.error(
                     "cannot serve queries on %s:%s (%s): set OKR_WORKER_WEB_PORT to a free port",
                     host,
@@ -179,14 +358,35 @@ class QueryServer:
                     error.strerror,
                 )
                 return
-            log.info("serving read-only queries on http://%s:%s (ClickHouse HTTP)", host, port)
+            port = runner.addresses[0][1]
+            what = "queries and writes" if self.writer is not None else "read-only queries"
+            log.info("serving %s on http://%s:%s (ClickHouse HTTP)", what, host, port)
+            if listening is not None:
+                listening(port)
             await stop.wait()
         finally:
             await runner.cleanup()
             # After the statement running now (bounded by the limits): chDB allows one path
             # per process, so the handle must be closed before another one can be opened.
-            await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.close)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self.engine.close)
             self._thread.shutdown(wait=False)
+            if self.writer is not None:
+                await loop.run_in_executor(self._writer_thread, self.writer.close)
+            self._writer_thread.shutdown(wait=False)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request's body as sent (maybe compressed), refused as soon as it passes ``limit``
+    bytes: a reader's is refused before it is read whole."""
+    if request.content_length is not None and request.content_length > limit:
+        raise QueryRefusedError(f"the request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise QueryRefusedError(f"the request body is larger than {limit} bytes")
+    return bytes(body)
 
 
 def _presented(request: web.Request) -> tuple[str | None, str]:

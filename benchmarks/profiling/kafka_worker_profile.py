@@ -166,7 +166,8 @@ def main() -> None:
                     time.sleep(0.02)
                 if pid is not None:
                     sampler = subprocess.Popen(
-                        [spy, "record", "--pid", str(pid), "--idle", "--threads", "--nolineno",
+                        [spy, "record", "--pid", str(pid), "--subprocesses", "--idle", "--threads",
+                         "--nolineno",
                          "--rate", str(args.sample_rate), "--format", "raw", "-o", str(raw)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip

@@ -26,6 +26,7 @@ RELIED_ON = [
     (Consumer, "_drain_messages", "44a2500309e83c63"),
     (Consumer, "_wait_next_records", "6218e1969a636b3f"),
     (Consumer, "perform_seek", "0e8c130ff4b0afd8"),
+    (Consumer, "on_partitions_revoked", "d04b7ae72c6fc206"),
     (AIOKafkaConsumer, "_new_consumer_thread", "0870ec53dea75083"),
     (AIOKafkaConsumerThread, "_create_worker_consumer", "c2701bfc3e6f6cad"),
     (AIOKafkaConsumerThread, "_fetch_records", "39a2c6c79fc1455a"),
@@ -57,6 +58,7 @@ def test_the_overrides_keep_faust_signatures() -> None:
         (OkrConsumer, Consumer, "_drain_messages"),
         (OkrConsumer, Consumer, "_wait_next_records"),
         (OkrConsumer, Consumer, "perform_seek"),
+        (OkrConsumer, Consumer, "on_partitions_revoked"),
         (FastFetchThread, AIOKafkaConsumerThread, "_create_worker_consumer"),
     ]:
         ours = list(inspect.signature(getattr(mine, name)).parameters)

@@ -11,8 +11,9 @@ from types import ModuleType
 
 OPTIONAL = frozenset(
     {"kafka", "aiokafka", "faust", "mode", "aiohttp", "clickhouse_connect", "chdb", "pyarrow"}
+    | {"fastapi", "starlette", "uvicorn", "jinja2", "jmespath", "prometheus_client", "limits"}
 )
-"""Top-level modules that only the extras (kafka, clickhouse, embedded) install."""
+"""Top-level modules that only the extras (kafka, clickhouse, embedded, http) install."""
 
 
 class HideOptional(importlib.abc.MetaPathFinder):

@@ -34,7 +34,9 @@ def test_the_ledger_commands_work_without_any_extra(tmp_path: Path) -> None:
     assert len(exported.stdout.splitlines()) == 76
 
 
-@pytest.mark.parametrize(("command", "extra"), [("progress", "embedded"), ("worker", "kafka")])
+@pytest.mark.parametrize(
+    ("command", "extra"), [("progress", "embedded"), ("worker", "kafka"), ("serve", "http")]
+)
 def test_commands_of_an_extra_say_which_extra_to_install(
     tmp_path: Path, command: str, extra: str
 ) -> None:
@@ -43,6 +45,15 @@ def test_commands_of_an_extra_say_which_extra_to_install(
     assert done.returncode == 1
     assert f"pip install 'okr-ledger[{extra}]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_keys_are_made_without_the_http_extra(tmp_path: Path) -> None:
+    made = core_cli(tmp_path, "keys", "create", "--source", "jira", "--org", "northwind")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("okr_")
+    listed = core_cli(tmp_path, "keys", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert '"source":"jira"' in listed.stdout
 
 
 def test_a_server_url_names_the_clickhouse_extra(tmp_path: Path) -> None:

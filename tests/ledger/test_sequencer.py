@@ -455,9 +455,12 @@ REASON_EXAMPLES = {
 }
 
 
-SEQUENCER_REASONS = [r for r in ReasonCode if r is not ReasonCode.INVALID_RECORD]
+SEQUENCER_REASONS = [
+    r for r in ReasonCode if r not in (ReasonCode.INVALID_RECORD, ReasonCode.FORBIDDEN)
+]
 """``invalid_record`` is about the Kafka intake record, not the submission: the Kafka
-sequencer gives it (tests/kafka/test_intake_records.py)."""
+sequencer gives it (tests/kafka/test_intake_records.py). ``forbidden`` is the HTTP API's
+refusal of a key's submission (tests/http/)."""
 
 
 @pytest.mark.parametrize("reason", SEQUENCER_REASONS, ids=str)

@@ -1,7 +1,10 @@
 """The projection-store contract: one abstract suite, run on every backend.
 
-On chDB always; on a ClickHouse server too when ``OKR_TEST_CLICKHOUSE_URL`` is set
-(``http://user:password@host:8123``), in a database of its own that is dropped afterwards.
+On chDB always; over HTTP always, on a real ``okr-ledger serve-store`` process (the embedded
+store served with ClickHouse's HTTP interface, with the writer credential it prints); on a
+ClickHouse server too when ``OKR_TEST_CLICKHOUSE_URL`` is set
+(``http://user:password@host:8123``). Over HTTP, each test has a database of its own that is
+dropped afterwards.
 """
 
 import os
@@ -23,6 +26,7 @@ from projections.store import ProjectionStore
 from schemas.errors import ProjectionError, QueryRefusedError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day
+from tests.projections.serve_store_support import ServedStore, served_store
 
 
 def small_ledger(builder: LedgerBuilder) -> None:
@@ -162,6 +166,25 @@ class TestChdbStore(ProjectionStoreContract):
         return open_store("contract")
 
 
+def store_in_own_database(url: str) -> Iterator[ProjectionStore]:
+    store = ProjectionStore.open(url, database=f"okr_test_{uuid4().hex[:12]}")
+    yield store
+    store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def serve_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStore]:
+    with served_store(tmp_path_factory.mktemp("served") / "data") as served:
+        yield served
+
+
+class TestServedStore(ProjectionStoreContract):
+    @pytest.fixture
+    def store(self, serve_store: ServedStore) -> Iterator[ProjectionStore]:
+        yield from store_in_own_database(serve_store.writer_url)
+
+
 SERVER_URL = os.environ.get("OKR_TEST_CLICKHOUSE_URL")
 
 if SERVER_URL:
@@ -170,7 +193,4 @@ if SERVER_URL:
         @pytest.fixture
         def store(self) -> Iterator[ProjectionStore]:
             assert SERVER_URL is not None
-            store = ProjectionStore.open(SERVER_URL, database=f"okr_test_{uuid4().hex[:12]}")
-            yield store
-            store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
-            store.close()
+            yield from store_in_own_database(SERVER_URL)

@@ -1,0 +1,177 @@
+"""``POST /v1/submissions`` (one JSON submission, or an NDJSON batch) and
+``POST /v1/hooks/{name}`` (a tool's payload through its mapping).
+
+Order of checks: the key (401), its rate limit (429), the body's size (413, recorded as
+``too_large``), then per submission the key's scope: another org, source or event type is
+refused (403) and recorded as a ``forbidden`` rejection. Everything else is decided by the
+ledger's rules, as from the CLI: malformed JSON is ``invalid_json`` (400), any other
+rejection 422. An unauthenticated (401) or rate-limited (429) request is not recorded: the
+server never read it, so anyone could otherwise fill the rejection log.
+"""
+
+import asyncio
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from events.intake_wire import Refusal
+from events.ledger import ReadLine
+from events.outcomes import Oversized
+from events.reasons import ReasonCode
+from events.strict_json import duplicated_key
+from okr_ledger.http.bodies import read_body
+from okr_ledger.http.keys import KeyRecord, write_refusal
+from okr_ledger.http.problems import ProblemError, problem
+from okr_ledger.http.services import Services, services
+from okr_ledger.runtime import Refused
+from okr_ledger.submit_outcome import SubmitOutcome
+from schemas.errors import UnknownNameError
+
+router = APIRouter(tags=["intake"])
+NDJSON = "application/x-ndjson"
+STATUS_OF_REASON = {
+    ReasonCode.FORBIDDEN: 403,
+    ReasonCode.INVALID_JSON: 400,
+    ReasonCode.TOO_LARGE: 413,
+}
+"""HTTP status of a rejected single submission; any other reason code is 422."""
+
+_OUTCOMES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Duplicate: the event is in the ledger already (a retry)."},
+    201: {"description": "Accepted: the outcome with the event's sequence and hash."},
+    400: {"description": "Malformed JSON (recorded: invalid_json)."},
+    401: {"description": "No valid key."},
+    403: {"description": "The key may not send this org, source or type (recorded: forbidden)."},
+    413: {"description": "Body over the limit (recorded: too_large)."},
+    422: {"description": "Rejected by the rules (recorded, with its reason code)."},
+    429: {"description": "Over the key's rate limit; see Retry-After."},
+}
+
+
+def _document(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def with_idempotency_key(raw: bytes, document: dict[str, Any], key: str | None) -> bytes:
+    """The submission with ``key`` as its ``source_event_id`` when it has none. A document
+    that repeats a key is left as it is (re-encoding would hide that; the rules reject it)."""
+    if key is None or "source_event_id" in document or duplicated_key(raw, document):
+        return raw
+    return orjson.dumps({**document, "source_event_id": key})
+
+
+def _refusal(record: KeyRecord, document: Any) -> Refusal | None:
+    if not isinstance(document, dict):
+        return None  # not an object: the rules reject it (invalid_json)
+    why = write_refusal(
+        record, document.get("org_id"), document.get("source"), document.get("type")
+    )
+    return Refusal(ReasonCode.FORBIDDEN, why) if why else None
+
+
+def answer(s: Services, outcome: SubmitOutcome) -> Response:
+    """One submission's answer: its outcome (201, 200), or a problem holding it."""
+    s.metrics.count([outcome])
+    if outcome.ok:
+        status = 201 if outcome.status == "accepted" else 200
+        return Response(orjson.dumps(outcome.to_json()), status, media_type="application/json")
+    reason = ReasonCode(outcome.reason_code or ReasonCode.INVALID_RECORD)
+    return problem(
+        STATUS_OF_REASON.get(reason, 422),
+        reason.value,
+        outcome.message or reason.value,
+        outcome=outcome.to_json(),
+    )
+
+
+async def _too_large(s: Services, body: Oversized) -> Response:
+    (outcome,) = await s.committer.submit([(body, None)])
+    return answer(s, outcome)
+
+
+async def submit_one(s: Services, record: KeyRecord, raw: bytes, key: str | None) -> Response:
+    document = _document(raw)
+    refusal = _refusal(record, document)
+    if refusal is not None:
+        (outcome,) = await s.committer.refuse([(raw, refusal, None)])
+        return answer(s, outcome)
+    if isinstance(document, dict):
+        raw = with_idempotency_key(raw, document, key)
+    (outcome,) = await s.committer.submit([(raw, None)])
+    return answer(s, outcome)
+
+
+async def _submit_batch(s: Services, record: KeyRecord, body: bytes, key: str | None) -> Response:
+    submitted: list[tuple[int, ReadLine]] = []
+    refused: list[tuple[int, Refused]] = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        raw = line.strip()
+        if not raw:
+            continue
+        document = _document(raw)
+        refusal = _refusal(record, document)
+        index = len(submitted) + len(refused)
+        if refusal is not None:
+            refused.append((index, (raw, refusal, number)))
+            continue
+        if isinstance(document, dict):
+            raw = with_idempotency_key(raw, document, key and f"{key}-{number}")
+        submitted.append((index, (raw, number)))
+    accepted, rejected = await asyncio.gather(
+        s.committer.submit([line for _, line in submitted]),
+        s.committer.refuse([line for _, line in refused]),
+    )
+    placed = zip([*submitted, *refused], [*accepted, *rejected], strict=True)
+    outcomes = [
+        outcome for _, outcome in sorted(((i, o) for (i, _), o in placed), key=lambda p: p[0])
+    ]
+    s.metrics.count(outcomes)
+    body = b"".join(orjson.dumps(o.to_json()) + b"\n" for o in outcomes)
+    return Response(body, 200, media_type=NDJSON)
+
+
+@router.post("/v1/submissions", responses=_OUTCOMES, summary="Submit one event or a batch")
+async def submissions(request: Request) -> Response:
+    """One JSON submission (answered by its outcome), or with `Content-Type:
+    application/x-ndjson` a batch, one submission per line (answered 200 with one outcome per
+    line, in order, as `okr-ledger submit --outcomes` writes them). An `Idempotency-Key`
+    header becomes the `source_event_id` of a submission that has none (of line N of a batch:
+    `<key>-N`), so a retry is a duplicate."""
+    s = services(request)
+    record = s.key(request)
+    key = request.headers.get("idempotency-key")
+    batch = request.headers.get("content-type", "").split(";")[0].strip() == NDJSON
+    limit = s.settings.http_max_batch_bytes if batch else s.settings.max_submission_bytes
+    body = await read_body(request, limit)
+    if isinstance(body, Oversized):
+        return await _too_large(s, body)
+    if batch:
+        return await _submit_batch(s, record, body, key)
+    return await submit_one(s, record, body.strip(), key)
+
+
+@router.post("/v1/hooks/{name}", responses=_OUTCOMES, summary="Submit a tool's webhook payload")
+async def hook(name: str, request: Request) -> Response:
+    """The payload becomes one submission through the hook's mapping (OKR_HTTP_HOOKS_FILE),
+    then goes as `POST /v1/submissions` does, with the same key checks."""
+    s = services(request)
+    record = s.key(request)
+    mapping = s.hooks.get(name)
+    if mapping is None:
+        error = UnknownNameError("hook", name, s.hooks)
+        raise ProblemError(404, "unknown_name", str(error), suggestions=error.suggestions)
+    body = await read_body(request, s.settings.http_max_hook_bytes)
+    if isinstance(body, Oversized):
+        return await _too_large(s, body)
+    payload = _document(body)
+    if payload is None:  # recorded as the rules see it: invalid_json
+        (outcome,) = await s.committer.submit([(body, None)])
+        return answer(s, outcome)
+    raw = orjson.dumps(mapping.submission(payload, record.source))
+    return await submit_one(s, record, raw, request.headers.get("idempotency-key"))

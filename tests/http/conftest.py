@@ -1,0 +1,60 @@
+"""An embedded ledger with the demo organisation, served by a real ``okr-ledger serve``."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.ledger import Ledger
+from events.sqlite_log import SqliteEventLog
+from okr_ledger.demo import demo_submissions
+from okr_ledger.http.keys import Scope
+from okr_ledger.settings import Settings
+from tests.http.support import HOOKS, Server, make_key, running
+from tests.kafka.conftest import kafka, kafka_address, topics
+
+__all__ = ["kafka", "kafka_address", "topics"]  # the broker fixtures, for the Kafka HTTP tests
+
+
+@dataclass
+class Served:
+    """A running server on a demo ledger, and keys for it."""
+
+    server: Server
+    settings: Settings
+    env: dict[str, str]
+    writer: str
+    """Source ``jira``, org ``northwind``, any type."""
+    reader: str
+    """Read scope for ``northwind``."""
+
+    def key(self, **kwargs: Any) -> str:
+        return make_key(self.settings, **kwargs)[0]
+
+
+def demo_ledger(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = SqliteEventLog(data_dir / "ledger.db")
+    try:
+        list(Ledger(log).submit_many((raw, None) for raw in demo_submissions()))
+    finally:
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("served")
+    data_dir = tmp / "data"
+    demo_ledger(data_dir)
+    env = {
+        "OKR_DATA_DIR": str(data_dir),
+        "OKR_HTTP_HOOKS_FILE": str(HOOKS),
+        "OKR_HTTP_RATE_LIMIT": "",
+    }
+    settings = Settings(data_dir=data_dir)
+    writer, _ = make_key(settings)
+    reader, _ = make_key(settings, source=None, scopes=(Scope.READ,))
+    with running(env, tmp / "server.log") as server:
+        yield Served(server, settings, env, writer, reader)

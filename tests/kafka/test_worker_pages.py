@@ -1,0 +1,147 @@
+"""A real worker's /metrics and /healthz, scraped and checked against what was submitted.
+
+The worker projects into a real ``okr-ledger serve-store`` (the shared store), and the figures
+are compared with the outcomes the embedded ledger gives the same submissions.
+"""
+
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from events.kafka_client import Connection
+from events.ledger import Ledger
+from events.outcomes import Rejection
+from events.sqlite_log import SqliteEventLog
+from okr_ledger.demo import demo_submissions
+from tests.kafka.conftest import TEST_PARTITIONS
+from tests.kafka.projector_support import projecting_worker
+from tests.kafka.test_sequencer_worker import Submitter, Worker
+from tests.projections.serve_store_support import served_store
+
+pytestmark = pytest.mark.kafka
+
+Figures = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def scrape(port: str) -> Figures:
+    """name -> labels -> value, from the worker's /metrics."""
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    figures: Figures = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            figures.setdefault(sample.name, {})[labels] = sample.value
+    return figures
+
+
+def by(figures: Figures, name: str, label: str) -> dict[str, float]:
+    return {dict(labels)[label]: value for labels, value in figures.get(name, {}).items()}
+
+
+def total(figures: Figures, name: str) -> float:
+    return sum(figures.get(name, {}).values())
+
+
+def wait_for(worker: Worker, port: str, done: Any, timeout_s: float = 60.0) -> Figures:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            figures = scrape(port)
+            if done(figures):
+                return figures
+        except OSError:
+            pass  # not listening yet
+        assert worker.alive(), f"the worker exited:\n{worker.log_tail()}"
+        assert time.monotonic() < deadline, f"metrics never got there:\n{worker.log_tail()}"
+        time.sleep(0.2)
+
+
+def expected_outcomes(raws: list[bytes], where: Path) -> tuple[Counter[str], Counter[str]]:
+    """Statuses and rejection reasons the embedded ledger gives ``raws``."""
+    where.mkdir()
+    ledger = Ledger(SqliteEventLog(where / "ledger.db"))
+    try:
+        outcomes = list(ledger.submit_many((raw, None) for raw in raws))
+    finally:
+        ledger.log.close()
+    statuses = Counter(str(outcome.status) for outcome in outcomes)
+    reasons = Counter(o.reason.value for o in outcomes if isinstance(o, Rejection))
+    return statuses, reasons
+
+
+def test_metrics_and_health_match_what_was_submitted(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    demo = demo_submissions()
+    bad = [b"{not json", orjson.dumps({"type": "NoSuchEvent", "org_id": "northwind"})]
+    raws = [*demo, *demo[:10], *bad]  # ten duplicates, two more rejections
+    statuses, reasons = expected_outcomes(raws, tmp_path / "embedded")
+    assert statuses["accepted"] > 50
+    assert statuses["duplicate"] >= 10
+    assert statuses["rejected"] >= 2
+
+    with served_store(tmp_path / "store") as store:
+        worker = projecting_worker(kafka, topics, tmp_path)
+        worker.env["OKR_CLICKHOUSE_URL"] = store.writer_url
+        port = worker.env["OKR_WORKER_WEB_PORT"]
+        submitter = Submitter(kafka, topics["intake"])
+        worker.start()
+        try:
+            worker.wait_ready(1)
+            wait_for(worker, port, lambda f: get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
+            submitter.send(raws)
+            figures = wait_for(
+                worker,
+                port,
+                lambda f: (
+                    total(f, "okr_outcomes_total") == len(raws)
+                    and by(f, "okr_projected_total", "kind").get("event") == statuses["accepted"]
+                    and total(f, "okr_projector_lag_events") == 0
+                ),
+            )
+            assert by(figures, "okr_outcomes_total", "status") == dict(statuses)
+            assert total(figures, "okr_events_sequenced_total") == statuses["accepted"]
+            assert by(figures, "okr_rejections_total", "reason") == dict(reasons)
+            assert by(figures, "okr_assigned_partitions", "topic") == {
+                topics["intake"]: TEST_PARTITIONS,
+                topics["ledger"]: TEST_PARTITIONS,
+            }
+            assert set(by(figures, "okr_projector_lag_events", "partition")) == {
+                str(p) for p in range(TEST_PARTITIONS)
+            }
+            assert total(figures, "okr_projector_lag_seconds") == 0
+            assert figures["okr_restore_duration_seconds_count"][()] == TEST_PARTITIONS
+            batches = by(figures, "okr_batch_duration_seconds_count", "agent")
+            assert batches["sequencer"] >= 1
+            assert batches["projector"] >= 1
+            assert figures["okr_rebalances_total"][()] == 0
+            assert figures["okr_ready"][()] == 1
+
+            status, body = get(f"http://127.0.0.1:{port}/healthz")
+            health = orjson.loads(body)
+            assert (status, health["ready"], health["status"]) == (200, True, "ready")
+            assert get(f"http://127.0.0.1:{port}/livez")[0] == 200
+
+            reader = clickhouse_connect.get_client(dsn=store.reader_url())
+            stored = reader.query("SELECT count() FROM audit_history").result_rows
+            assert stored == [(statuses["accepted"],)]  # projected into the shared store
+        finally:
+            submitter.close()
+            worker.stop()

@@ -1,0 +1,248 @@
+"""``okr-ledger serve-store``: a real process serving the embedded store to writers and readers."""
+
+import gzip
+import os
+import re
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import lz4.frame  # type: ignore[import-untyped]  # no stubs; used to compress a test body
+import pytest
+from backports import zstd
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from okr_ledger.demo import DEMO_ORG
+from projections.client import parse_url
+from projections.query_credentials import TOKEN_FILE, WRITER_TOKEN_FILE
+from projections.query_server import decompressed, split_insert
+from projections.store import ProjectionStore
+from schemas.errors import ProjectionUnavailableError, QueryRefusedError
+from tests.projections.serve_store_support import CLI, ServedStore, served_store
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedStore]:
+    with served_store(tmp_path / "data") as store:
+        yield store
+
+
+def client(url: str, **options: Any) -> Any:
+    return clickhouse_connect.get_client(dsn=url, **options)
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_the_first_line_is_the_writer_url_with_the_token_of_the_data_dir(
+    served: ServedStore, tmp_path: Path
+) -> None:
+    token = tmp_path / "data" / WRITER_TOKEN_FILE
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    expected = f"http://writer:{token.read_text().strip()}@127.0.0.1:{served.port}/okr_ledger"
+    assert served.writer_url == expected
+    reader = served.reader_url()
+    password = (tmp_path / "data" / TOKEN_FILE).read_text().strip()
+    assert reader == f"http://reader:{password}@127.0.0.1:{served.port}/okr_ledger"
+    assert served.stop() == 0  # SIGTERM: a clean stop
+
+
+def test_readers_read_the_migrated_views_and_cannot_write(served: ServedStore) -> None:
+    reader = client(served.reader_url())
+    assert reader.query("SELECT count() FROM key_result_progress").result_rows == [(0,)]
+    for statement in (
+        "INSERT INTO okr_ledger.rejections (position) VALUES (1)",
+        "DROP TABLE okr_ledger.audit_events",
+        "CREATE TABLE okr_ledger.x (a UInt8) ENGINE = Memory",
+    ):
+        with pytest.raises(DatabaseError, match="READONLY"):
+            reader.command(statement)
+    with pytest.raises(DatabaseError, match="READONLY"):
+        reader.insert(
+            "okr_ledger.projection_settings", [("a", "b")], column_names=["name", "value"]
+        )
+    writer = client(served.writer_url)
+    assert writer.query("EXISTS TABLE okr_ledger.audit_events").result_rows == [(1,)]
+    assert writer.query("SELECT count() FROM okr_ledger.projection_settings").result_rows == [(0,)]
+
+
+def test_a_writer_asking_for_readonly_is_a_reader(served: ServedStore) -> None:
+    writer = client(served.writer_url)
+    with pytest.raises(DatabaseError, match="READONLY"):
+        writer.command("DROP TABLE okr_ledger.audit_events", settings={"readonly": 1})
+    assert writer.query("EXISTS TABLE okr_ledger.audit_events").result_rows == [(1,)]
+
+
+@pytest.mark.parametrize("compression", [False, "lz4", "zstd", "gzip"])  # as the driver can
+def test_writers_insert_compressed_or_not(served: ServedStore, compression: str | bool) -> None:
+    writer = client(served.writer_url, compress=compression)
+    writer.command("CREATE TABLE t (n UInt32, s String) ENGINE = MergeTree ORDER BY n")
+    writer.insert("t", [(n, f"row {n}") for n in range(10_000)], column_names=["n", "s"])
+    assert writer.query("SELECT count(), sum(n), max(s) FROM t").result_rows == [
+        (10_000, sum(range(10_000)), "row 9999")
+    ]
+
+
+def test_inserts_with_the_statement_in_the_url_or_on_the_first_line(served: ServedStore) -> None:
+    writer = client(served.writer_url)
+    writer.command("CREATE TABLE t (n UInt32) ENGINE = MergeTree ORDER BY n")
+    user, password = served.writer_url.removeprefix("http://").partition("@")[0].split(":")
+    headers = {"X-ClickHouse-User": user, "X-ClickHouse-Key": password}
+    base = f"http://127.0.0.1:{served.port}/?database=okr_ledger"
+    query = urllib.parse.quote("INSERT INTO t FORMAT JSONEachRow")
+    assert post(f"{base}&query={query}", b'{"n": 1}\n{"n": 2}\n', headers)[0] == 200
+    gzipped = gzip.compress(b'{"n": 3}\n')
+    with_encoding = {**headers, "Content-Encoding": "gzip"}
+    assert post(f"{base}&query={query}", gzipped, with_encoding)[0] == 200
+    assert post(base, b"INSERT INTO t FORMAT CSV\n4\n5\n", headers)[0] == 200
+    status, text = post(base, b"SELECT 1\n6\n", headers)  # not an insert: one statement
+    assert (status, "Syntax error" in text) == (500, True)
+    status, text = post(f"{base}&query={query}", b"\x1f\x8b broken", with_encoding)
+    assert (status, text.startswith("Code: 164.")) == (403, True)
+    assert writer.query("SELECT groupArray(n) FROM (SELECT n FROM t ORDER BY n)").result_rows == [
+        ([1, 2, 3, 4, 5],)
+    ]
+
+
+def test_no_credential_or_a_wrong_one_is_refused(served: ServedStore) -> None:
+    base = f"http://127.0.0.1:{served.port}/"
+    assert post(base, b"SELECT 1", {})[0] == 401
+    assert post(base, b"SELECT 1", {"X-ClickHouse-User": "writer", "X-ClickHouse-Key": "x"})[0] == (
+        401
+    )
+    reader_password = served.reader_url().removeprefix("http://").partition("@")[0].split(":")[1]
+    wrong = {"X-ClickHouse-User": "writer", "X-ClickHouse-Key": reader_password}
+    assert post(base, b"SELECT 1", wrong)[0] == 401  # the reader's password is not the writer's
+
+
+def test_a_reader_may_not_send_a_long_body_a_writer_may(served: ServedStore) -> None:
+    base = f"http://127.0.0.1:{served.port}/?database=okr_ledger"
+    writer_url = served.writer_url.removeprefix("http://").partition("@")[0].split(":")
+    reader_url = served.reader_url().removeprefix("http://").partition("@")[0].split(":")
+    writer = {"X-ClickHouse-User": writer_url[0], "X-ClickHouse-Key": writer_url[1]}
+    reader = {"X-ClickHouse-User": reader_url[0], "X-ClickHouse-Key": reader_url[1]}
+    padded = b"SELECT 1 " + b" " * (2 << 20)  # a 2 MiB statement
+    status, text = post(base, padded, reader)
+    assert (status, "larger than 1048576 bytes" in text) == (403, True)
+    assert post(base, b"SELECT 1", reader) == (200, "1\n")
+    client(served.writer_url).command("CREATE TABLE t (n UInt32) ENGINE = MergeTree ORDER BY n")
+    rows = b"".join(b"%d\n" % n for n in range(400_000))  # 2.6 MB of CSV
+    assert len(rows) > 2 << 20
+    assert post(base, b"INSERT INTO t FORMAT CSV\n" + rows, writer)[0] == 200
+    assert post(base, b"SELECT count() FROM t", writer) == (200, "400000\n")
+
+
+def test_the_demo_projects_through_the_served_store(served: ServedStore, tmp_path: Path) -> None:
+    """A second process writes its projections through the served store; a reader sees them."""
+    env = {
+        **os.environ,
+        "OKR_DATA_DIR": str(tmp_path / "demo"),
+        "OKR_CLICKHOUSE_URL": served.writer_url,
+    }
+    done = subprocess.run(
+        [*CLI, "demo"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    summary = re.search(r"accepted\s*│\s*(\d+)", done.stdout)
+    assert summary is not None, done.stdout
+    accepted = int(summary.group(1))
+    reader = client(served.reader_url())
+    events = reader.query("SELECT org_id, count() FROM audit_history GROUP BY org_id")
+    assert events.result_rows == [(DEMO_ORG, accepted)]
+    # The query commands of the Kafka runtime (which never project) read with a reader's URL.
+    on_kafka = {**env, "OKR_LEDGER_URL": "kafka://127.0.0.1:1"}
+    on_kafka["OKR_CLICKHOUSE_URL"] = served.reader_url()
+    count = [*CLI, "sql", "--json", "SELECT count() AS n FROM audit_history"]
+    done = subprocess.run(count, env=on_kafka, capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, f'{{"n":{accepted}}}\n'), done.stderr
+    drop = [*CLI, "sql", "DROP TABLE audit_events"]
+    done = subprocess.run(drop, env=on_kafka, capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "DROP is not allowed" in done.stderr
+
+
+def test_a_non_loopback_address_needs_both_passwords(tmp_path: Path) -> None:
+    def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "serve-store", "--host", "0.0.0.0", "--port", "0"],
+            env={**os.environ, "OKR_DATA_DIR": str(tmp_path / "data"), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    refused = serve({})
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert "--host 0.0.0.0 is not a loopback address: set OKR_QUERY_PASSWORD" in refused.stderr
+    refused = serve({"OKR_QUERY_PASSWORD": "r" * 20})
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert "set OKR_STORE_WRITER_PASSWORD" in refused.stderr
+    assert not (tmp_path / "data" / "clickhouse").exists()  # nothing was opened
+
+
+def test_a_store_held_by_another_process_says_so_and_names_serve_store(
+    served: ServedStore, tmp_path: Path
+) -> None:
+    url = f"chdb://{tmp_path / 'data' / 'clickhouse'}"
+    with pytest.raises(ProjectionUnavailableError) as raised:
+        ProjectionStore.open(url)
+    message = str(raised.value)
+    assert f"open in another process (pid {served.process.pid})" in message
+    assert "run `okr-ledger serve-store`" in message
+    worker = subprocess.run(
+        [*CLI, "worker"],
+        env={
+            **os.environ,
+            "OKR_DATA_DIR": str(tmp_path / "data"),
+            "OKR_LEDGER_URL": "kafka://127.0.0.1:1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert worker.returncode == 1
+    assert worker.stderr.count("\n") == 1, worker.stderr  # one line, no chDB chatter
+    assert f"(pid {served.process.pid})" in worker.stderr
+    assert parse_url(url).embedded
+
+
+def test_bodies_decode_within_bounds_and_split_as_clickhouse_does() -> None:
+    data = b"x" * 1000
+    for encoding, body in (
+        ("lz4", lz4.frame.compress(data) + lz4.frame.compress(data)),
+        ("zstd", zstd.compress(data) + zstd.compress(data)),
+        ("gzip", gzip.compress(data * 2)),
+        ("deflate", zlib.compress(data * 2)),
+        ("identity", data * 2),
+    ):
+        assert decompressed(body, encoding, 2000) == data * 2
+        with pytest.raises(QueryRefusedError, match=r"(more|larger) than 1999 bytes"):
+            decompressed(body, encoding, 1999)
+        if encoding != "identity":
+            with pytest.raises(QueryRefusedError, match=r"cut short|cannot be decoded"):
+                decompressed(body[:-3], encoding, 5000)
+    with pytest.raises(QueryRefusedError, match="'br' is not supported"):
+        decompressed(b"", "br", 10)
+    insert = "INSERT INTO t (a) FORMAT Native"
+    assert split_insert(insert, b"\x01\x02") == (insert, b"\x01\x02")
+    assert split_insert("", insert.encode() + b"\n\x01\n") == (insert, b"\x01\n")
+    assert split_insert("SELECT 1", b"FORMAT JSON") == ("SELECT 1\nFORMAT JSON", b"")
+    assert split_insert("", b"SELECT 1\n FORMAT Native") == ("SELECT 1\n FORMAT Native", b"")
+    assert split_insert("", b"INSERT INTO t SELECT 1\nFROM x") == (
+        "INSERT INTO t SELECT 1\nFROM x",
+        b"",
+    )
