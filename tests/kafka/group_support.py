@@ -27,6 +27,8 @@ class Group:
     topics: dict[str, str]
     tmp: Path
     partitions: int
+    store_url: str | None = None
+    """``OKR_CLICKHOUSE_URL`` of every worker (a served store all of them write)."""
     batch_size: int = 100
     workers: dict[str, Worker] = field(default_factory=dict)
 
@@ -34,6 +36,8 @@ class Group:
         worker = Worker(self.kafka, self.topics, self.tmp / f"{name}.log", self.batch_size)
         worker.env["OKR_DATA_DIR"] = str(self.tmp / name)
         worker.env["OKR_LOG_LEVEL"] = "INFO"
+        if self.store_url is not None:
+            worker.env["OKR_CLICKHOUSE_URL"] = self.store_url
         worker.start()
         self.workers[name] = worker
         return worker

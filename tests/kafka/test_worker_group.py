@@ -1,9 +1,10 @@
 """Workers in one consumer group, as real processes with real signals, while submissions stream.
 
 Workers join, leave (SIGTERM), crash (SIGKILL) and pause (SIGSTOP until their partitions move
-to another worker, then SIGCONT: a zombie that wakes up and tries to write). Afterwards every
-submission is in the ledger or the rejections exactly once, the chains verify with no gap, and
-every outcome any client could have read agrees with the ledger.
+to another worker, then SIGCONT: a zombie that wakes up and tries to write). They all project
+into one store (``okr-ledger serve-store``). Afterwards every submission is in the ledger or the
+rejections exactly once, the chains verify with no gap, every outcome any client could have read
+agrees with the ledger, and the projections equal a rebuild of the ledger.
 """
 
 import random
@@ -18,15 +19,20 @@ from typing import Any
 import pytest
 
 from events.kafka_client import Connection
+from processors import tables as t
+from projections.store import ProjectionStore
 from tests.builders import check_ins, org_setup
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.group_support import Group, assignments
+from tests.kafka.projector_support import cli
 from tests.kafka.test_sequencer_worker import (
     Submitter,
+    Worker,
     assert_exactly_once,
     open_log,
     wait_for_outcomes,
 )
+from tests.projections.serve_store_support import start_store
 
 pytestmark = pytest.mark.kafka
 
@@ -132,7 +138,8 @@ def test_workers_join_leave_crash_and_pause_while_submissions_stream(
     kafka: Connection, topics: dict[str, str], tmp_path: Path
 ) -> None:
     raws = workload(rounds=150)
-    group = Group(kafka, topics, tmp_path, TEST_PARTITIONS)
+    store = start_store(tmp_path / "store")
+    group = Group(kafka, topics, tmp_path, TEST_PARTITIONS, store.writer_url)
     submitter = Submitter(kafka, topics["intake"])
     try:
         group.start("a")
@@ -167,10 +174,34 @@ def test_workers_join_leave_crash_and_pause_while_submissions_stream(
         outcomes = wait_for_outcomes(
             kafka, topics["outcomes"], set(submitter.sent), group.workers["d"], timeout_s=120
         )
+        statuses = assert_exactly_once(kafka, topics, submitter)
+        assert_outcomes_agree_with_the_ledger(kafka, topics, outcomes, statuses)
+        assert {"accepted", "duplicate", "rejected"} <= set(statuses.values())
+        wait_projected(group.workers["d"], store.writer_url, kafka, topics)
+        env = {k: v for k, v in group.workers["d"].env.items() if k.startswith("OKR_")}
+        rebuilt = cli(env, "rebuild")  # beside the live projections, on the same store
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "identical" in rebuilt.stdout, rebuilt.stdout
     finally:
         submitter.close()
         group.stop_all()
+        store.stop()
 
-    statuses = assert_exactly_once(kafka, topics, submitter)
-    assert_outcomes_agree_with_the_ledger(kafka, topics, outcomes, statuses)
-    assert {"accepted", "duplicate", "rejected"} <= set(statuses.values())
+
+def wait_projected(
+    worker: Worker, url: str, kafka: Connection, topics: dict[str, str], timeout_s: float = 60
+) -> None:
+    """Until the shared store's checkpoints reach every org's head and the last rejection."""
+    log = open_log(kafka, topics)
+    try:
+        heads = {org: head.sequence for org, head in log.heads().items()}
+        rejections = log.rejections_after(0, 1_000_000)
+    finally:
+        log.close()
+    last = rejections[-1][0] if rejections else 0
+    deadline = time.monotonic() + timeout_s
+    with ProjectionStore.open(url, migrate=False) as store:
+        while (store.positions(), store.positions(t.REJECTION_STREAM).get("", 0)) != (heads, last):
+            assert worker.alive(), worker.log_tail()
+            assert time.monotonic() < deadline, f"not projected: {store.positions()} {heads}"
+            time.sleep(0.2)
