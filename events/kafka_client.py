@@ -224,7 +224,7 @@ class Reader:
             pending[p] = None
         deadline = time.monotonic() + self._connection.timeout_s
         while pending:
-            fetched = consumer.poll(timeout_ms=200)
+            fetched = consumer.poll(timeout_ms=20)
             for messages in fetched.values():
                 for m in messages:
                     headers = tuple((str(k), bytes(v)) for k, v in m.headers or ())

@@ -97,12 +97,17 @@ class SequencerAgent:
             for partition in partitions:  # no batch of them is being written any more
                 await self._idle(partition)
             await self._call("fence", sorted(partitions))
-            offsets = await asyncio.gather(*(self._acquire(p, generation) for p in partitions))
+            restored: dict[int, Restored] = await self._call("restore_all", sorted(partitions))
         finally:
             self.restoring = False
+        for partition, done in restored.items():
+            self.metrics.restored(partition, seconds=done.seconds, events=done.folded)
+            lane = self._lanes[partition]
+            lane.owned, lane.expected, lane.gap = True, done.resume, None
+            lane.generation = generation
         self.metrics.assigned(self.config.topics.intake, len(partitions))
         log.info("sequencing %s partitions %s", self.config.topics.intake, sorted(partitions))
-        return dict(zip(partitions, offsets, strict=True))
+        return {partition: done.resume for partition, done in restored.items()}
 
     def revoke(self, partitions: set[int]) -> None:
         """Take no more batches of ``partitions``; a batch being written finishes (or is
@@ -123,14 +128,6 @@ class SequencerAgent:
         lane.generation = None
         _clear(lane.queue)
         await lane.queue.join()  # the batch being written, if any
-
-    async def _acquire(self, partition: int, generation: int) -> int:
-        lane = self._lanes[partition]
-        restored: Restored = await self._call("restore", partition)
-        self.metrics.restored(partition, seconds=restored.seconds, events=restored.folded)
-        lane.owned, lane.expected, lane.gap = True, restored.resume, None
-        lane.generation = generation
-        return restored.resume
 
     async def _drop(self, partition: int) -> None:
         lane = self._lanes.pop(partition)

@@ -109,13 +109,25 @@ class SequencerCore:
         writers, and a committed read waits for every transaction open on it; those of a
         dead worker end only when the partitions they belong to are fenced."""
         c = self.config
-        for partition in partitions:
+
+        def writer(partition: int) -> LedgerWriter:
             transactional_id = c.transactional_id(partition) if c.transactions else None
-            writer = self.log.partition_writer(partition, transactional_id)
+            return self.log.partition_writer(partition, transactional_id)
+
+        with ThreadPoolExecutor(max(1, min(8, len(partitions)))) as pool:
+            writers = list(pool.map(writer, partitions))  # each waits on its coordinator
+        for partition, made in zip(partitions, writers, strict=True):
             stale = self._fenced.pop(partition, None)
             if stale is not None:
                 stale.close()
-            self._fenced[partition] = writer
+            self._fenced[partition] = made
+
+    def restore_all(self, partitions: list[int]) -> dict[int, Restored]:
+        """:meth:`restore` every partition, at the same time (their reads wait on Kafka)."""
+        if len(partitions) <= 1:
+            return {p: self.restore(p) for p in partitions}
+        with ThreadPoolExecutor(min(8, len(partitions))) as pool:
+            return dict(zip(partitions, pool.map(self.restore, partitions), strict=True))
 
     def restore(self, partition: int) -> Restored:
         """Bring the state of a fenced ``partition`` up to the ledger (see the module)."""

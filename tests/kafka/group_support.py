@@ -30,6 +30,8 @@ class Group:
     store_url: str | None = None
     """``OKR_CLICKHOUSE_URL`` of every worker (a served store all of them write)."""
     batch_size: int = 100
+    env: dict[str, str] = field(default_factory=dict)
+    """More settings of every worker."""
     workers: dict[str, Worker] = field(default_factory=dict)
 
     def start(self, name: str) -> Worker:
@@ -38,6 +40,7 @@ class Group:
         worker.env["OKR_LOG_LEVEL"] = "INFO"
         if self.store_url is not None:
             worker.env["OKR_CLICKHOUSE_URL"] = self.store_url
+        worker.env.update(self.env)
         worker.start()
         self.workers[name] = worker
         return worker

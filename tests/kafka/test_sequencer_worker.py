@@ -165,6 +165,8 @@ class Submitter:
     sent: dict[str, bytes] = field(default_factory=dict)
     """submission id -> bytes, in the order produced."""
     positions: dict[Position, str] = field(default_factory=dict)
+    partitions: int = TEST_PARTITIONS
+    """Of the intake topic: each record must land in its org's partition."""
 
     def __post_init__(self) -> None:
         self._producer = KafkaProducer(
@@ -188,7 +190,7 @@ class Submitter:
         for submission_id, key, future in futures:
             metadata = future.get(timeout=10)
             if key is not None:  # the producers' partitioner is the ledger's
-                assert metadata.partition == partition_for(org_key(key), TEST_PARTITIONS)
+                assert metadata.partition == partition_for(org_key(key), self.partitions)
             self.positions[(int(metadata.partition), int(metadata.offset))] = submission_id
 
     def close(self) -> None:
