@@ -55,6 +55,8 @@ schema: $(STAMP)
 # Sizes are options of each script; these defaults take a few minutes on 2 cores.
 bench: $(STAMP)
 	$(PY) benchmarks/submit_throughput.py --lines 100000
+	$(PY) benchmarks/command_latency.py --check-ins 10000,1000000 --samples 7
+	$(PY) benchmarks/verify_throughput.py --check-ins 200000
 	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 200000
 	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
 	$(PY) benchmarks/kafka_crash_soak.py --kills 30

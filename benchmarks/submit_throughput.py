@@ -1,13 +1,16 @@
-"""``submit`` throughput: an N-line NDJSON file through the CLI into a fresh embedded ledger.
+"""``submit`` throughput: an N-line NDJSON file through the CLI into a fresh embedded ledger,
+then the same file again (every line a duplicate), beside raw anchors of the same run.
 
-Prints events/s and the peak memory (max RSS) of the ``okr-ledger submit`` process.
+Prints events/s and the peak RSS of each ``okr-ledger submit`` process, and, on the same
+lines: orjson parse, pydantic validation with the project's models (envelope + payload), and
+a raw sqlite3 ``executemany`` of the very rows the ledger stored (same table, same pragmas,
+the same number of rows per transaction).
 Usage: python benchmarks/submit_throughput.py [--lines 100000] [--key-results 100]
 """
 
 import argparse
 import os
-import resource
-import subprocess
+import sqlite3
 import sys
 import tempfile
 import time
@@ -17,7 +20,14 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.command_latency import timed
 from benchmarks.workload import check_in, setup
+from events.sqlite_log import _MIGRATIONS
+from schemas.envelope import Submission
+from schemas.registry import payload_model
+
+BATCH = 1000
+"""``OKR_SUBMIT_BATCH_SIZE``'s default."""
 
 
 def write_workload(path: Path, lines: int, key_results: int) -> None:
@@ -30,22 +40,55 @@ def write_workload(path: Path, lines: int, key_results: int) -> None:
             out.write(check_in("acme", i, key_results) + b"\n")
 
 
-def run_submit(data_dir: Path, path: Path) -> tuple[float, dict[str, int]]:
+def run_submit(data_dir: Path, path: Path) -> tuple[float, float, dict[str, int]]:
+    """Wall seconds, peak RSS (MiB) and summary of ``okr-ledger submit FILE --json``."""
     env = {**os.environ, "OKR_DATA_DIR": str(data_dir)}
     cli = Path(sys.executable).parent / "okr-ledger"
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(cli), "submit", str(path), "--json"], env=env, capture_output=True, check=False
-    )
-    elapsed = time.perf_counter() - started
-    if done.returncode not in (0, 3):
-        raise SystemExit(f"submit failed ({done.returncode}): {done.stderr.decode()}")
-    summary: dict[str, int] = orjson.loads(done.stdout)
-    return elapsed, summary
+    elapsed, peak, out = timed([str(cli), "submit", str(path), "--json"], env)
+    summary: dict[str, int] = orjson.loads(out)
+    return elapsed, peak, summary
+
+
+def anchors(path: Path, ledger: Path, work: Path) -> dict[str, float]:
+    """Seconds for the raw steps on the same lines and the same stored rows."""
+    lines = path.read_bytes().splitlines()
+    documents = [orjson.loads(line) for line in lines]
+    start = time.perf_counter()
+    for line in lines:  # not kept: that would time the allocator
+        orjson.loads(line)
+    parse = time.perf_counter() - start
+    start = time.perf_counter()
+    for document in documents:
+        submission = Submission.model_validate(document)
+        payload_model(submission.type, submission.schema_version).model_validate(submission.data)
+    validate = time.perf_counter() - start
+    stored = sqlite3.connect(ledger)
+    rows = stored.execute(
+        "SELECT org_id, sequence, event_id, type, occurred_at, recorded_at, hash, body"
+        " FROM events ORDER BY position"
+    ).fetchall()
+    stored.close()
+    db = sqlite3.connect(work / "anchor.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA cache_size=-65536")
+    db.execute(_MIGRATIONS[0][0])  # the events table of the ledger, as created
+    start = time.perf_counter()
+    for first in range(0, len(rows), BATCH):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
+            " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows[first : first + BATCH],
+        )
+        db.execute("COMMIT")
+    insert = time.perf_counter() - start
+    db.close()
+    return {"parse": parse, "validate": validate, "insert": insert}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--key-results", type=int, default=100)
     args = parser.parse_args()
@@ -53,19 +96,27 @@ def main() -> None:
         work = Path(tmp)
         path = work / "submissions.ndjson"
         write_workload(path, args.lines, args.key_results)
-        elapsed, summary = run_submit(work / "data", path)
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        rerun_elapsed, rerun = run_submit(work / "data", path)
+        first, first_peak, summary = run_submit(work / "data", path)
+        rerun, rerun_peak, again = run_submit(work / "data", path)
+        raw = anchors(path, work / "data" / "ledger.db", work)
         size_mb = path.stat().st_size / 1e6
-    print(f"submit: {args.lines:,} lines ({size_mb:.1f} MB)")
-    print(f"  first run: {elapsed:.2f} s, {summary['submitted'] / elapsed:,.0f} events/s")
-    print(f"    accepted={summary['accepted']} duplicate={summary['duplicate']}")
-    print(f"    rejected={summary['rejected']}")
-    print(f"  peak memory (max RSS of the submit process): {peak_kib / 1024:.0f} MiB")
-    print(
-        f"  rerun (all duplicates): {rerun_elapsed:.2f} s, "
-        f"{rerun['submitted'] / rerun_elapsed:,.0f} events/s, duplicate={rerun['duplicate']}"
-    )
+    n = summary["submitted"]
+    load = os.getloadavg()[0]
+    print(f"submit: {args.lines:,} lines ({size_mb:.1f} MB), load average {load:.1f}")
+    print(f"  first run: {first:.2f} s, {n / first:,.0f} events/s, peak RSS {first_peak:.0f} MiB"
+          f"  (accepted={summary['accepted']} duplicate={summary['duplicate']} "
+          f"rejected={summary['rejected']})")  # fmt: skip
+    print(f"  rerun (all duplicates): {rerun:.2f} s, {n / rerun:,.0f} events/s, peak RSS "
+          f"{rerun_peak:.0f} MiB  (duplicate={again['duplicate']})")  # fmt: skip
+    print("  anchors of the same run, on the same lines and rows:")
+    print(f"    orjson parse:                         {n / raw['parse']:>10,.0f} /s")
+    print(f"    pydantic validation (envelope+data):  {n / raw['validate']:>10,.0f} /s")
+    both = raw["parse"] + raw["validate"]
+    print(f"    orjson parse + validation:            {n / both:>10,.0f} /s")
+    print(f"    sqlite3 executemany of the same rows: {n / raw['insert']:>10,.0f} /s "
+          f"({BATCH} a transaction, WAL, synchronous=FULL)")  # fmt: skip
+    print(f"  first run / (parse + validation): {both / first:.2f}; "
+          f"rerun / (parse + validation): {both / rerun:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -94,20 +94,34 @@ def _prepare(value: Any) -> Any:
     """Swap floats for their JCS text, so orjson writes everything else.
 
     orjson's string escaping equals JCS's, and with only ASCII keys its key order (by code
-    point) equals JCS's (by UTF-16 unit). Anything else goes to the reference path.
+    point) equals JCS's (by UTF-16 unit). Anything else goes to the reference path. A
+    container with nothing to swap is returned as it is (no copy).
     """
     kind = type(value)
     if kind is dict:
-        prepared = {}
+        prepared = None
         for key, item in value.items():
             if type(key) is not str or not key.isascii():
                 raise _NeedsReferenceError
-            prepared[key] = item if type(item) in _PLAIN else _prepare(item)
-        return prepared
+            kind = type(item)
+            if kind in _PLAIN:
+                continue
+            if kind is int:
+                if -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+                    continue
+                raise _NeedsReferenceError
+            swapped = _prepare(item)
+            if swapped is not item:
+                if prepared is None:
+                    prepared = dict(value)
+                prepared[key] = swapped
+        return value if prepared is None else prepared
     if kind is float:
         return _float_fragment(value)
     if kind is list or kind is tuple:
-        return [item if type(item) in _PLAIN else _prepare(item) for item in value]
+        items = [item if type(item) in _PLAIN else _prepare(item) for item in value]
+        unchanged = kind is list and all(a is b for a, b in zip(items, value, strict=True))
+        return value if unchanged else items
     if kind is int:
         if abs(value) > _MAX_SAFE_INTEGER:
             raise _NeedsReferenceError
@@ -123,6 +137,40 @@ _PLAIN = frozenset({str, bool, type(None)})
 @lru_cache(maxsize=4096)
 def _float_fragment(value: float) -> orjson.Fragment:
     return orjson.Fragment(_number(value).encode())
+
+
+_ORJSON_PLAIN_FLOATS = (1e-5, 1e16)
+"""Where orjson writes a float as JCS does, if it is not integral: the shortest round-trip
+digits, without exponent (JCS writes integral floats without ``.0``, below 1e-6 and from 1e21
+with an exponent; orjson with one below 1e-5 and from 1e16)."""
+
+
+def written_canonically_by_orjson(value: Any) -> bool:
+    """Whether ``orjson.dumps(value, option=OPT_SORT_KEYS)`` is already ``canonical_bytes(value)``:
+    only ASCII keys, integers within ±2**53, and floats that orjson writes as JCS does."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or not _plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return _plain(value)
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER  # type: ignore[no-any-return]  # an int comparison
+    if kind is float:
+        low, high = _ORJSON_PLAIN_FLOATS
+        return low <= abs(value) < high and value != int(value)  # type: ignore[no-any-return]  # a float comparison
+    if kind is dict or kind is list:
+        return written_canonically_by_orjson(value)
+    return False
 
 
 def reference_canonical_json(value: Any) -> str:

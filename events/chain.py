@@ -4,9 +4,11 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from events.canonical import canonical_bytes
+import orjson
+
+from events.canonical import canonical_bytes, written_canonically_by_orjson
 from events.stored import EVENT_KEYS, StoredBytes, canonical_problem, parse_event
 from schemas.envelope import GENESIS_HASH
 from schemas.errors import LedgerDamagedError
@@ -77,36 +79,30 @@ class ChainVerifier:
         self._chains: dict[str | None, _Chain] = {}
 
     def add(self, stored: StoredBytes) -> None:
-        try:
-            record: dict[str, Any] | None = parse_event(stored.body)
-            malformed = None
-        except LedgerDamagedError as error:
-            record, malformed = None, f"malformed: {error}"
-        org_id = _org_of(stored, record)
-        chain = self._chains.setdefault(org_id, _Chain())
+        self.add_examined(examine(stored))
+
+    def add_examined(self, event: "Examined") -> None:
+        """:meth:`add` of an event :func:`examine` looked at already."""
+        chain = self._chains.setdefault(event.org_id, _Chain())
         if chain.broken is not None:
             return
         expected = chain.events + 1
-        problem = _position_problem(stored, expected) or malformed
-        if problem is None and org_id is None:
+        problem = event.position_problem(expected) or event.malformed
+        if problem is None and event.org_id is None:
             problem = "not an event with an org_id"
-        if problem is None and record is not None:
-            problem = _event_problem(stored, record, expected, chain.head)
-        if problem is None and record is not None:
-            chain.events, chain.head = expected, record["hash"]
+        if problem is None and event.parsed:
+            problem = event.chain_problem(expected, chain.head)
+        if problem is None and event.parsed:
+            chain.events, chain.head = expected, event.hash
             return
-        # A malformed event's place is known where the backend files it by sequence (SQLite),
-        # or by nothing (a line in a file: it stands at its org's next place); a Kafka record
-        # is filed by org alone: its location says where it is.
-        placed = record is not None or "sequence" in stored.columns or not stored.columns
         chain.broken = ChainReport(
-            org_id,
+            event.org_id,
             False,
             chain.events,
-            expected if placed and org_id is not None else None,
+            expected if event.placed and event.org_id is not None else None,
             problem,
             chain.head,
-            stored.location,
+            event.location,
         )
 
     def report(self, org_id: str | None) -> ChainReport:
@@ -117,6 +113,147 @@ class ChainVerifier:
         """One report per org seen, by org id (what names no org last)."""
         orgs = sorted(self._chains, key=lambda org: (org is None, org or ""))
         return [self.report(org) for org in orgs]
+
+
+class Examined(NamedTuple):
+    """What one stored event says about itself, whatever its place in its org's chain: the
+    checks of :class:`ChainVerifier` that need no other event, and what the others need."""
+
+    org_id: str | None
+    location: str | None
+    filed_by_sequence: bool
+    column_sequence: Any
+    """The sequence the backend files it under, if it files it by one."""
+    malformed: str | None
+    parsed: bool
+    placed: bool
+    """Its place in its chain is known (see :meth:`ChainVerifier.add_examined`)."""
+    problem: str | None = None
+    """The first of checks 3 to 5 (canonical, keys, columns) that fails."""
+    sequence: Any = None
+    prev_hash: Any = None
+    hash: Any = None
+    intact: bool = False
+    """Its hash is the hash of its content (check 8; known once checks 3 to 5 pass)."""
+
+    def position_problem(self, expected: int) -> str | None:
+        if self.filed_by_sequence and not _same(self.column_sequence, expected):
+            return f"expected sequence {expected}, found {self.column_sequence!r}"
+        return None
+
+    def chain_problem(self, expected: int, head: str) -> str | None:
+        if self.problem is not None:
+            return self.problem
+        if not _same(self.sequence, expected):
+            return f"expected sequence {expected}, found {self.sequence!r}"
+        if self.prev_hash != head:
+            return "prev_hash does not link to the previous event's hash"
+        return None if self.intact else "content does not match its hash"
+
+
+def examine(stored: StoredBytes) -> Examined:
+    """The checks of one stored event that need no other event (see :class:`Examined`)."""
+    try:
+        record: dict[str, Any] | None = parse_event(stored.body)
+        malformed = None
+    except LedgerDamagedError as error:
+        record, malformed = None, f"malformed: {error}"
+    columns = stored.columns
+    filed = "sequence" in columns
+    # A malformed event's place is known where the backend files it by sequence (SQLite),
+    # or by nothing (a line in a file: it stands at its org's next place); a Kafka record
+    # is filed by org alone: its location says where it is.
+    placed = record is not None or filed or not columns
+    org_id = _org_of(stored, record)
+    if record is None:
+        return Examined(org_id, stored.location, filed, columns.get("sequence"), malformed, False,
+                        placed)  # fmt: skip
+    problem, intact = _content_checks(stored, record)
+    return Examined(
+        org_id,
+        stored.location,
+        filed,
+        columns.get("sequence"),
+        malformed,
+        True,
+        placed,
+        problem,
+        record.get("sequence"),
+        record.get("prev_hash"),
+        record.get("hash"),
+        intact,
+    )
+
+
+_MAX_INTEGER = 2**53
+
+
+def _plain_event(record: dict[str, Any]) -> bool:
+    """Whether ``record`` has the keys of an event, scalars for all but ``data``, and orjson
+    writes it as JCS does (so its canonical form costs one ``orjson.dumps``)."""
+    if len(record) != len(EVENT_KEYS) or record.keys() != EVENT_KEYS:
+        return False
+    for key, value in record.items():
+        kind = type(value)
+        if kind is str or value is None:
+            continue
+        if kind is int:
+            if -_MAX_INTEGER <= value <= _MAX_INTEGER:
+                continue
+        elif key == "data" and kind is dict and written_canonically_by_orjson(value):
+            continue
+        return False
+    return True
+
+
+def _content_checks(stored: StoredBytes, record: dict[str, Any]) -> tuple[str | None, bool]:
+    """Checks 3 to 5 (the first failure, if any) and whether the hash is intact (check 8).
+
+    The common case costs one ``orjson.dumps`` and one SHA-256: when orjson writes the event
+    as JCS does, the body is canonical if it is what orjson writes, and the hash is taken over
+    the stored bytes with the ``hash`` member cut out. Anything else takes the general path.
+    """
+    if _plain_event(record) and stored.body == orjson.dumps(record, option=orjson.OPT_SORT_KEYS):
+        problem = _columns_problem(stored, record)
+        if problem is not None:
+            return problem, False
+        # The body is canonical and its only object member is data, which comes before hash:
+        # the last such member is the top-level one, and the body without it is what is hashed.
+        body, member = stored.body, b',"hash":' + orjson.dumps(record["hash"])
+        at = body.rfind(member)
+        try:
+            digest = hashlib.sha256(str(record["prev_hash"]).encode("ascii"))
+        except UnicodeEncodeError:
+            return None, False
+        digest.update(body[:at] + body[at + len(member) :])
+        return None, digest.hexdigest() == record["hash"]
+    problem = (
+        canonical_problem(stored.body, record)
+        or _keys_problem(record)
+        or _columns_problem(stored, record)
+    )
+    if problem is not None:
+        return problem, False
+    try:
+        return None, event_hash(record) == record["hash"]
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return None, False
+
+
+def _keys_problem(record: dict[str, Any]) -> str | None:
+    if set(record) != EVENT_KEYS:
+        return f"keys {sorted(set(record) ^ EVENT_KEYS)} missing or unexpected"
+    return None
+
+
+def _columns_problem(stored: StoredBytes, record: dict[str, Any]) -> str | None:
+    for name, value in stored.columns.items():
+        field = record[name]
+        if type(field) is not type(value) or field != value:
+            return (
+                f"the stored {name} column is {value!r} but the event's {name} is {record[name]!r}"
+            )
+    return None
 
 
 def _org_of(stored: StoredBytes, record: dict[str, Any] | None) -> str | None:
@@ -131,36 +268,6 @@ def _org_of(stored: StoredBytes, record: dict[str, Any] | None) -> str | None:
             return None
     org_id = record.get("org_id") if isinstance(record, dict) else None
     return org_id if isinstance(org_id, str) else None
-
-
-def _position_problem(stored: StoredBytes, expected: int) -> str | None:
-    if "sequence" in stored.columns and not _same(stored.columns["sequence"], expected):
-        return f"expected sequence {expected}, found {stored.columns['sequence']!r}"
-    return None
-
-
-def _event_problem(
-    stored: StoredBytes, record: dict[str, Any], expected: int, head: str
-) -> str | None:
-    problem = canonical_problem(stored.body, record)
-    if problem is not None:
-        return problem
-    if set(record) != EVENT_KEYS:
-        return f"keys {sorted(set(record) ^ EVENT_KEYS)} missing or unexpected"
-    for name, value in stored.columns.items():
-        if not _same(record[name], value):
-            return (
-                f"the stored {name} column is {value!r} but the event's {name} is {record[name]!r}"
-            )
-    if not _same(record["sequence"], expected):
-        return f"expected sequence {expected}, found {record['sequence']!r}"
-    if record["prev_hash"] != head:
-        return "prev_hash does not link to the previous event's hash"
-    try:
-        intact = event_hash(record) == record["hash"]
-    except (UnicodeEncodeError, ValueError, TypeError):
-        intact = False
-    return None if intact else "content does not match its hash"
 
 
 def verify_chain(org_id: str, records: Iterable[Mapping[str, Any]]) -> ChainReport:

@@ -37,19 +37,19 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
+from events.canonical import canonical_bytes
 from events.kafka_client import Connection, InRecord, OutRecord, Reader
 from events.kafka_records import (
     ChainReader,
     decode_event,
-    encode_event,
     encode_rejection,
     org_key,
     org_of_key,
     read_rejection,
 )
 from events.kafka_transactions import BatchProducer
-from events.log import ChainHead, Decider, Mark
-from events.outcomes import Rejection
+from events.log import ChainHead, Decider, Mark, NewEvents
+from events.outcomes import Accepted, Rejection
 from events.stored import StoredBytes, parse_event
 from schemas.envelope import LedgerEvent
 from schemas.errors import (
@@ -121,7 +121,7 @@ class LedgerWriter:
 
     def append(
         self,
-        events: Sequence[tuple[LedgerEvent, Headers]],
+        events: Sequence[tuple[Accepted | LedgerEvent, Headers]],
         rejections: Sequence[tuple[Rejection, Headers]] = (),
         answers: Sequence[OutRecord] = (),
     ) -> Appended:
@@ -157,7 +157,7 @@ class LedgerWriter:
         marker = 1 if producer.transactional else 0
         for (event, _), record in zip(events, records, strict=True):
             if record.partition not in moved:
-                self.chain.rule.admit(event.to_record())
+                self.chain.rule.admit(_fields(event))
         for p, mine in written.items():
             if p not in moved:
                 self.positions[p] = mine[-1] + 1 + marker
@@ -169,32 +169,40 @@ class LedgerWriter:
         self.positions[partition] = next_offset
         self.chain.rule.heads.update(heads)
 
-    def _event_records(self, events: Sequence[tuple[LedgerEvent, Headers]]) -> list[OutRecord]:
-        """The events' records, once each is known to continue its org's head."""
+    def _event_records(
+        self, events: Sequence[tuple[Accepted | LedgerEvent, Headers]]
+    ) -> list[OutRecord]:
+        """The events' records, once each is known to continue its org's head (an accepted
+        event is stored as the canonical bytes the sequencer made for it)."""
         heads: dict[str, ChainHead] = {}
         records = []
         for event, headers in events:
-            head = heads.get(event.org_id) or self.chain.rule.head(event.org_id)
-            if event.sequence != head.sequence + 1 or event.prev_hash != head.hash:
+            fields = _fields(event)
+            org_id, sequence = fields["org_id"], fields["sequence"]
+            head = heads.get(org_id) or self.chain.rule.head(org_id)
+            if sequence != head.sequence + 1 or fields["prev_hash"] != head.hash:
                 raise SequenceConflictError(
-                    f"org {event.org_id!r}: event {event.sequence} does not continue the chain "
+                    f"org {org_id!r}: event {sequence} does not continue the chain "
                     f"at {head.sequence}"
                 )
-            heads[event.org_id] = ChainHead(event.sequence, event.hash)
-            partition = self.chain.owner(event.org_id)
+            heads[org_id] = ChainHead(sequence, fields["hash"])
+            partition = self.chain.owner(org_id)
             if self.partitions is not None and partition not in self.partitions:
                 raise SequenceConflictError(
-                    f"org {event.org_id!r} belongs to ledger partition {partition}, which this "
+                    f"org {org_id!r} belongs to ledger partition {partition}, which this "
                     f"writer does not own"
                 )
-            value = encode_event(event)
-            records.append(
-                OutRecord(self.ledger_topic, partition, org_key(event.org_id), value, headers)
-            )
+            body = event.body if isinstance(event, Accepted) else None
+            value = body if body is not None else canonical_bytes(fields)
+            records.append(OutRecord(self.ledger_topic, partition, org_key(org_id), value, headers))
         return records
 
     def close(self) -> None:
         self.producer.close()
+
+
+def _fields(event: Accepted | LedgerEvent) -> dict[str, Any]:
+    return event.record if isinstance(event, Accepted) else event.to_record()
 
 
 class KafkaEventLog:
@@ -280,6 +288,9 @@ class KafkaEventLog:
         )
 
     def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
+        self._append(events, rejections)
+
+    def _append(self, events: NewEvents, rejections: Sequence[Rejection]) -> None:
         if not events and not rejections:
             return
         self._catch_up({self.partition_of(e.org_id) for e in events})
@@ -327,8 +338,11 @@ class KafkaEventLog:
             if record is not None:
                 decider.fold(LedgerEvent.from_record(record))
         positions.update(self._reader.positions)
-        self.append(*decider.decide())
+        self._append(*decider.decide())
         return positions
+
+    def state_store(self) -> None:
+        """None: the ledger folds a Kafka log into memory (see ``events.state_store``)."""
 
     def _catch_up(self, partitions: set[int]) -> set[int]:
         """Apply the chain rule to what is new in ``partitions``; the orphans' offsets."""

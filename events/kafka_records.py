@@ -26,7 +26,6 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from events.canonical import canonical_bytes
-from events.kafka_client import partition_for
 from events.log import ChainHead
 from events.outcomes import RAW_LIMIT, Rejection
 from events.reasons import ReasonCode
@@ -254,15 +253,20 @@ class ChainReader:
     """Orgs whose partition is remembered (a stray writer can name any number of orgs)."""
 
     def __init__(self, partitions: int, heads: Callable[[str], ChainHead] | None = None) -> None:
+        # kafka-python's murmur2, imported when a reader is made: this module (its records'
+        # encoding) is on the embedded paths too, which import nothing of Kafka.
+        from events.kafka_client import partition_for
+
         self.partitions = partitions
         self.rule = ChainRule(heads)
+        self._partition_for = partition_for
         self._owners: dict[str, int] = {}
 
     def owner(self, org_id: str) -> int:
         """The ledger (and intake) partition of ``org_id``."""
         owner = self._owners.get(org_id)
         if owner is None:
-            owner = partition_for(org_key(org_id), self.partitions)
+            owner = self._partition_for(org_key(org_id), self.partitions)
             if len(self._owners) < self.MAX_OWNERS:
                 self._owners[org_id] = owner
         return owner

@@ -1,9 +1,15 @@
 """The ledger service: submissions in, outcomes out, on any :class:`EventLog` it can append to.
 
+The sequencer's state is the log's own when it keeps one (SQLite: tables in the same file,
+updated by every append in the same transaction; see :mod:`events.state_store`), otherwise
+a state in memory folded from the log (Kafka: the whole ledger on the first batch, then what
+other writers append).
+
 Each batch is decided and stored in one step of the log (:meth:`EventLog.append_decided`):
-the log catches the sequencer up with what other writers appended since its last batch
-(only those events: the whole ledger is read once, on the first batch), the sequencer
-decides the batch, and the log stores its events and rejections, all or none.
+the log catches the state up with what other writers appended since its last batch, the
+sequencer decides the batch on it, and the log stores its events and rejections, all or none.
+The submissions are parsed before that step (:func:`~events.sequencer.probe`), so that the
+state can read what they name in bulk.
 
 On SQLite that step holds the write lock from the catch-up to the commit, so a batch is
 always decided on the ledger as stored: it never conflicts with another writer and is never
@@ -24,10 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 
-from events.log import Batch, ChainHead, EventLog, Mark
+from events.collector import collector_paused
+from events.log import ChainHead, Decided, EventLog
 from events.outcomes import Accepted, Outcome, Oversized, Rejection
-from events.sequencer import DEFAULT_POLICY, Policy, Sequencer
-from schemas.envelope import GENESIS_HASH, LedgerEvent, utc_now
+from events.sequencer import DEFAULT_POLICY, Policy, Probe, decide_batch, probe
+from events.state_store import MemoryStateStore, StateStore
+from schemas.envelope import LedgerEvent, utc_now
 from schemas.errors import SequenceConflictError
 
 Line = tuple[bytes, int | None]
@@ -38,25 +46,31 @@ ReadLine = tuple[bytes | Oversized, int | None]
 
 @dataclass(slots=True)
 class _PendingBatch:
-    """A batch of submissions and the sequencer that decides it: the log's :class:`Decider`."""
+    """A batch of submissions and the state it is decided on: the log's :class:`Decider`."""
 
-    sequencer: Sequencer
+    store: StateStore
     lines: list[ReadLine]
+    probes: list[Probe | None]
     clock: Callable[[], datetime]
+    policy: Policy
     outcomes: list[Outcome] = field(default_factory=list)
 
     def head(self, org_id: str) -> ChainHead:
-        org = self.sequencer.state.orgs.get(org_id)
-        return ChainHead(org.last_sequence, org.last_hash) if org else ChainHead(0, GENESIS_HASH)
+        return self.store.head(org_id)
 
     def fold(self, event: LedgerEvent) -> None:
-        self.sequencer.fold(event)
+        self.store.fold(event)
 
-    def decide(self) -> Batch:
+    def decide(self) -> Decided:
         now = self.clock()  # read under the lock: recorded_at follows the order of commits
-        self.outcomes = [self.sequencer.submit(raw, now=now, line=n) for raw, n in self.lines]
-        events = [o.event for o in self.outcomes if isinstance(o, Accepted)]
-        return events, [o for o in self.outcomes if isinstance(o, Rejection)]
+        state = self.store.view(self.probes)
+        self.outcomes = decide_batch(
+            state, self.lines, now=now, policy=self.policy, probes=self.probes
+        )
+        return (
+            [o for o in self.outcomes if type(o) is Accepted],
+            [o for o in self.outcomes if type(o) is Rejection],
+        )
 
 
 class Ledger:
@@ -73,9 +87,7 @@ class Ledger:
         self.clock = clock
         self.batch_size = batch_size
         self.retry_for = retry_for
-        self._sequencer = Sequencer(policy=policy)
-        self._mark: Mark = {}
-        """How far the sequencer has folded the log (nothing yet: the first batch reads it)."""
+        self._store: StateStore = log.state_store() or MemoryStateStore()
 
     def submit(self, raw: bytes) -> Outcome:
         return next(self.submit_many([(raw, None)]))
@@ -87,27 +99,28 @@ class Ledger:
             yield from self._submit_batch(batch)
 
     def _submit_batch(self, lines: list[ReadLine]) -> list[Outcome]:
+        with collector_paused():
+            probes = [probe(raw, self.policy) for raw, _ in lines]
+            self._store.prepare(probes)  # outside the lock: other writers need not wait for it
+            return self._append_batch(lines, probes)
+
+    def _append_batch(self, lines: list[ReadLine], probes: list[Probe | None]) -> list[Outcome]:
         deadline = time.monotonic() + self.retry_for
         pause = 0.01
         while True:
-            batch = _PendingBatch(self._sequencer, lines, self.clock)
+            batch = _PendingBatch(self._store, lines, probes, self.clock, self.policy)
             try:
-                self._mark = self.log.append_decided(batch, self._mark)
+                self._store.advance(self.log.append_decided(batch, self._store.mark()))
                 return batch.outcomes
             except SequenceConflictError:
-                self._forget()
+                self._store.forget()
                 if time.monotonic() + pause > deadline:
                     raise SequenceConflictError(
                         f"another writer kept appending to the same orgs for "
                         f"{self.retry_for:.0f}s; try again"
                     ) from None
             except BaseException:
-                self._forget()
+                self._store.forget()  # it may have run ahead of the log
                 raise
             time.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 1.0)
-
-    def _forget(self) -> None:
-        """The state ran ahead of the log (a failed append): read it again from the start."""
-        self._sequencer = Sequencer(policy=self.policy)
-        self._mark = {}

@@ -2,12 +2,15 @@
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from events.outcomes import Rejection
+from events.outcomes import Accepted, Rejection
 from events.stored import StoredBytes
 from schemas.envelope import LedgerEvent
 from schemas.errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from events.state_store import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +21,15 @@ class ChainHead:
     hash: str
 
 
+NewEvents = Sequence[Accepted | LedgerEvent]
+"""Events to append: as the sequencer accepted them (with their canonical bytes), or bare."""
+
 Batch = tuple[Sequence[LedgerEvent], Sequence[Rejection]]
 """What one decided batch stores: its accepted events and its rejections."""
+
+Decided = tuple[NewEvents, Sequence[Rejection]]
+"""A :data:`Batch` as a decider gives it: its events may be the sequencer's ``Accepted``
+outcomes, which carry the canonical bytes to store."""
 
 Mark = Mapping[int, int]
 """How far a state has read a log: per partition (SQLite has one, 0), the next position to
@@ -37,7 +47,7 @@ class Decider(Protocol):
         """Fold an event that is in the ledger; each org's come in sequence order."""
         ...
 
-    def decide(self) -> Batch:
+    def decide(self) -> Decided:
         """Decide the pending submissions on the state as folded; what to store."""
         ...
 
@@ -51,6 +61,12 @@ class EventLog(Protocol):
         Each org's events must continue its chain (sequence head + 1, ``prev_hash`` = head's
         hash); otherwise :class:`~schemas.errors.SequenceConflictError` and nothing is stored.
         """
+        ...
+
+    def state_store(self) -> "StateStore | None":
+        """The sequencer's state this log keeps beside its events, updated in the same
+        transaction as every append (SQLite); None if it keeps none (Kafka: the ledger folds
+        the log into memory)."""
         ...
 
     def append_decided(self, decider: Decider, mark: Mark) -> Mark:

@@ -9,21 +9,62 @@ from events.reasons import ReasonCode
 from schemas.envelope import LedgerEvent
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Accepted:
-    event: LedgerEvent
+    """A new ledger event, as the sequencer made it (never changed once made).
+
+    It carries the event's fields as a plain dict and its canonical bytes, which is what the
+    log stores; the :class:`LedgerEvent` model is built only when asked for (:attr:`event`).
+    Not a frozen dataclass: one is made per accepted submission, and freezing costs a
+    microsecond of ``object.__setattr__`` each.
+    """
+
+    record: dict[str, Any]
+    """The event's fields (docs/ledger-format.md, section 2), in the model's field order."""
     digest: bytes
     """Digest of the normalised submission; the state keeps it to tell duplicates from conflicts."""
+    body: bytes | None = None
+    """The event's canonical JSON (RFC 8785) when the sequencer made it: the bytes to store."""
+    submitted: bytes | None = None
+    """Digest of the exact bytes submitted (``events.sequencer.submission_digest``), when known:
+    a byte-identical resubmission is then a duplicate without being validated again."""
+    _event: LedgerEvent | None = field(default=None, repr=False)
     status: Literal["accepted"] = "accepted"
 
+    @classmethod
+    def of(cls, event: LedgerEvent, digest: bytes) -> "Accepted":
+        """An outcome for an event that exists already (read back from a log)."""
+        return cls(event.to_record(), digest, _event=event)
+
+    @property
+    def event(self) -> LedgerEvent:
+        if self._event is None:
+            self._event = LedgerEvent.from_record(self.record)
+        return self._event
+
+    @property
+    def org_id(self) -> str:
+        org_id: str = self.record["org_id"]
+        return org_id
+
+    def __eq__(self, other: object) -> bool:
+        """The same event and digest (the bytes and the submitted digest follow from them)."""
+        if not isinstance(other, Accepted):
+            return NotImplemented
+        return self.record == other.record and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        r = self.record
+        return hash((r["org_id"], r["event_id"], r["hash"], self.digest))
+
     def to_json(self) -> dict[str, Any]:
-        e = self.event
+        r = self.record
         return {
             "status": self.status,
-            "event_id": e.event_id,
-            "org_id": e.org_id,
-            "sequence": e.sequence,
-            "hash": e.hash,
+            "event_id": r["event_id"],
+            "org_id": r["org_id"],
+            "sequence": r["sequence"],
+            "hash": r["hash"],
         }
 
 

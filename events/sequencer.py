@@ -1,12 +1,14 @@
 """The sequencer: (ledger state, submission) -> accepted event, duplicate or rejection.
 
 :func:`decide` is pure: given the same state, bytes, clock reading and policy it always gives
-the same outcome, and it never changes the state. :class:`Sequencer` folds accepted events
-into the state so that the next decision sees them. Both runtimes (SQLite and Kafka) use it.
+the same outcome, and it never changes the state. :func:`decide_batch` decides submissions in
+order and folds each accepted event into the state so that the next decision sees it; the
+state is a :class:`~events.state.LedgerState` in memory (:class:`Sequencer`, the Kafka worker)
+or a view of one kept in SQLite (:mod:`events.state_store`, the embedded ledger).
 """
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,13 +18,18 @@ import orjson
 from pydantic import ValidationError
 
 from events.canonical import canonical_bytes
-from events.chain import event_hash
 from events.outcomes import Accepted, Duplicate, Outcome, Oversized, Rejection
 from events.reasons import ReasonCode
 from events.rules import check
 from events.state import LedgerState, OrgState
 from events.strict_json import duplicated_key
-from schemas.envelope import LedgerEvent, Submission, format_timestamp
+from schemas.envelope import (
+    LedgerEvent,
+    Submission,
+    derive_event_key,
+    event_id_text,
+    format_timestamp,
+)
 from schemas.errors import UnknownEventTypeError
 from schemas.payloads import Payload
 from schemas.registry import EVENT_TYPES, payload_model, upcast
@@ -53,16 +60,19 @@ class _RejectedError(Exception):
         self.reason, self.message, self.details = reason, message, details
 
 
-def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, Payload]:
-    """Bytes -> envelope, schema version, payload; raises :class:`_RejectedError`."""
+def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission, int, Payload]:
+    """Bytes -> envelope, schema version, payload; raises :class:`_RejectedError`.
+
+    ``document`` is what ``orjson.loads(raw)`` gave, when the caller parsed it already."""
     if len(raw) > policy.max_bytes:
         raise _RejectedError(
             ReasonCode.TOO_LARGE, f"{len(raw)} bytes, over the limit of {policy.max_bytes}", []
         )
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise _RejectedError(ReasonCode.INVALID_JSON, f"not valid JSON: {error}", []) from None
+    if document is None:
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise _RejectedError(ReasonCode.INVALID_JSON, f"not valid JSON: {error}", []) from None
     if not isinstance(document, dict):
         raise _RejectedError(ReasonCode.INVALID_JSON, "a submission is a JSON object", [])
     duplicated = duplicated_key(raw, document)
@@ -102,29 +112,92 @@ def _parse(raw: bytes, policy: Policy) -> tuple[Submission, int, Payload]:
     return submission, version, payload
 
 
-def _content(submission: Submission, version: int, data: dict[str, Any]) -> dict[str, Any]:
-    """The normalised envelope without its ``event_id``: what "the same content" compares."""
-    return {
-        "org_id": submission.org_id,
-        "type": submission.type,
-        "schema_version": version,
-        "occurred_at": format_timestamp(submission.occurred_at),
-        "actor": submission.actor,
-        "source": submission.source,
-        "source_event_id": submission.source_event_id,
-        "correlation_id": submission.correlation_id,
-        "causation_id": submission.causation_id,
-        "data": data,
-    }
+_dumps = orjson.dumps
 
 
-def _digest(content: dict[str, Any]) -> bytes:
-    return hashlib.sha256(canonical_bytes(content)).digest()[:16]
+def _text(value: str | None) -> bytes:
+    """A string member's value in canonical form (orjson escapes strings exactly as JCS does)."""
+    return b"null" if value is None else _dumps(value)
+
+
+class _Content:
+    """The normalised envelope without its ``event_id`` (what "the same content" compares), as
+    the pieces of its canonical JSON that an event's bytes are made of (ledger-format.md,
+    sections 3.1 and 4).
+
+    JCS writes an object as its members sorted by key, so an object whose keys are known is the
+    concatenation of its members' encodings: the event's bytes are these pieces with its
+    ``event_id``, ``hash``, ``prev_hash``, ``recorded_at`` and ``sequence`` put between them, and
+    only ``data`` needs the general serialiser. Made once per submission: hashed for the content
+    digest and, if accepted, for the event's hash, and stored.
+    """
+
+    __slots__ = ("head", "middle", "tail", "version")
+
+    def __init__(self, submission: Submission, version: int, occurred_at: str, data: Any) -> None:
+        self.head = b"".join(  # then event_id and hash
+            (
+                b'{"actor":',
+                _dumps(submission.actor),
+                b',"causation_id":',
+                _text(submission.causation_id),
+                b',"correlation_id":',
+                _text(submission.correlation_id),
+                b',"data":',
+                canonical_bytes(data),
+            )
+        )
+        self.middle = b"".join(  # then prev_hash and recorded_at
+            (b',"occurred_at":', _dumps(occurred_at), b',"org_id":', _dumps(submission.org_id))
+        )
+        self.version = b',"schema_version":' + str(version).encode()  # then sequence
+        self.tail = b"".join(
+            (
+                b',"source":',
+                _dumps(submission.source),
+                b',"source_event_id":',
+                _text(submission.source_event_id),
+                b',"type":',
+                _dumps(submission.type),
+                b"}",
+            )
+        )
+
+    def digest(self) -> bytes:
+        content = self.head + self.middle + self.version + self.tail
+        return hashlib.sha256(content).digest()[:16]
+
+    def event_bytes(
+        self, event_id: str, sequence: int, prev_hash: str, recorded_at: bytes
+    ) -> tuple[bytes, str]:
+        """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5);
+        ``recorded_at`` is its member's encoding (:func:`recorded_at_member`)."""
+        event_id_member = b',"event_id":' + _dumps(event_id)
+        after = (
+            self.middle
+            + b',"prev_hash":'
+            + _dumps(prev_hash)
+            + recorded_at
+            + self.version
+            + b',"sequence":'
+            + str(sequence).encode()
+            + self.tail
+        )
+        digest = hashlib.sha256(prev_hash.encode("ascii"))
+        digest.update(self.head + event_id_member + after)
+        hash_ = digest.hexdigest()
+        body = b"".join((self.head, event_id_member, b',"hash":"', hash_.encode(), b'"', after))
+        return body, hash_
+
+
+def recorded_at_member(recorded_at: str) -> bytes:
+    """The ``recorded_at`` member of an event's bytes (the same for a whole batch)."""
+    return b',"recorded_at":' + _dumps(recorded_at)
 
 
 def _already_recorded(
-    state: LedgerState, submission: Submission, event_id: UUID
-) -> tuple[UUID, bytes, str] | None:
+    state: LedgerState, submission: Submission, event_key: bytes, event_id: str
+) -> tuple[str, bytes, str] | None:
     """The recorded event this submission repeats: its id, content digest and how it was found.
 
     By ``event_id`` first: unique within its org (the Kafka ledger is partitioned by org, and
@@ -132,7 +205,7 @@ def _already_recorded(
     source's own id, ``(org_id, source, source_event_id)``, whatever ``event_id`` the
     submission carries: a source that retries under a new ``event_id`` must not count twice.
     """
-    digest = state.known.get((submission.org_id, event_id.bytes))
+    digest = state.known.get((submission.org_id, event_key))
     if digest is not None:
         return event_id, digest, f"event_id {event_id}"
     if submission.source_event_id is None:
@@ -140,7 +213,7 @@ def _already_recorded(
     first = state.sources.get((submission.org_id, submission.source, submission.source_event_id))
     if first is None:
         return None
-    recorded = UUID(bytes=first)
+    recorded = event_id_text(first)
     return (
         recorded,
         state.known[(submission.org_id, first)],
@@ -162,32 +235,51 @@ def decide(
     ``raw`` is the submitted bytes, or :class:`Oversized` for a submission the reader did not
     hold whole (always ``too_large``).
     """
-    recorded_at = format_timestamp(now)
+    return _decide(state, raw, now=now, recorded_at=format_timestamp(now), policy=policy, line=line)
+
+
+def _decide(
+    state: LedgerState,
+    raw: bytes | Oversized,
+    *,
+    now: datetime,
+    recorded_at: str,
+    policy: Policy,
+    line: int | None,
+    probed: "Probe | None" = None,
+) -> Outcome:
     if isinstance(raw, Oversized):
         too_large = _RejectedError(
             ReasonCode.TOO_LARGE, f"{raw.length} bytes, over the limit of {policy.max_bytes}", []
         )
         return _rejection(too_large, raw, recorded_at, line, {})
     try:
-        submission, version, payload = _parse(raw, policy)
+        submission, version, payload = _parse(
+            raw, policy, probed.document if probed is not None else None
+        )
     except _RejectedError as rejected:
         return _rejection(rejected, raw, recorded_at, line, _peek(raw))
 
-    event_id = submission.resolved_event_id()
+    org_id = submission.org_id
+    if (
+        probed is not None
+        and probed.event_key is not None
+        and submission.event_id is None
+        and probed.source == (org_id, submission.source, submission.source_event_id)
+    ):
+        event_key = probed.event_key  # derived from the same ids: no need to derive it again
+    else:
+        event_key = submission.resolved_event_key()
+    event_id = event_id_text(event_key)
     data = payload.model_dump(mode="json", exclude_none=True)
-    content = _content(submission, version, data)
-    digest = _digest(content)
-    context = {
-        "org_id": submission.org_id,
-        "event_id": str(event_id),
-        "type": submission.type,
-        "source": submission.source,
-    }
-    recorded = _already_recorded(state, submission, event_id)
+    occurred_at = format_timestamp(submission.occurred_at)
+    content = _Content(submission, version, occurred_at, data)
+    digest = content.digest()
+    recorded = _already_recorded(state, submission, event_key, event_id)
     if recorded is not None:
         recorded_id, recorded_digest, found_by = recorded
         if recorded_digest == digest:
-            return Duplicate(str(recorded_id), submission.org_id)
+            return Duplicate(recorded_id, org_id)
         return _rejection(
             _RejectedError(
                 ReasonCode.CONFLICT, f"{found_by} is already in the ledger with other content", []
@@ -195,22 +287,22 @@ def decide(
             raw,
             recorded_at,
             line,
-            context,
+            _context(submission, event_id),
         )
     if submission.occurred_at > now + policy.clock_skew:
         return _rejection(
             _RejectedError(
                 ReasonCode.CLOCK_SKEW,
-                f"occurred_at {content['occurred_at']} is more than "
+                f"occurred_at {occurred_at} is more than "
                 f"{int(policy.clock_skew.total_seconds())}s ahead of the ledger clock",
                 [{"loc": "occurred_at", "msg": "in the future"}],
             ),
             raw,
             recorded_at,
             line,
-            context,
+            _context(submission, event_id),
         )
-    org = state.orgs.get(submission.org_id) or OrgState()
+    org = state.orgs.get(org_id) or OrgState()
     if version != EVENT_TYPES[submission.type]:
         payload = payload_model(submission.type).model_validate(
             upcast(submission.type, version, data)
@@ -218,18 +310,45 @@ def decide(
     violation = check(org, payload)
     if violation is not None:
         return _rejection(
-            _RejectedError(violation.reason, violation.message, []), raw, recorded_at, line, context
+            _RejectedError(violation.reason, violation.message, []),
+            raw,
+            recorded_at,
+            line,
+            _context(submission, event_id),
         )
 
-    record = {
-        "sequence": org.last_sequence + 1,
-        "event_id": str(event_id),
-        **content,
+    sequence = org.last_sequence + 1
+    body, hash_ = content.event_bytes(
+        event_id, sequence, org.last_hash, recorded_at_member(recorded_at)
+    )
+    record = {  # LedgerEvent's field order
+        "sequence": sequence,
+        "event_id": event_id,
+        "org_id": org_id,
+        "type": submission.type,
+        "schema_version": version,
+        "occurred_at": occurred_at,
         "recorded_at": recorded_at,
+        "actor": submission.actor,
+        "source": submission.source,
+        "source_event_id": submission.source_event_id,
+        "correlation_id": submission.correlation_id,
+        "causation_id": submission.causation_id,
+        "data": data,
         "prev_hash": org.last_hash,
+        "hash": hash_,
     }
-    record["hash"] = event_hash(record)
-    return Accepted(LedgerEvent.from_record(record), digest)
+    return Accepted(record, digest, body, probed.submitted if probed is not None else None)
+
+
+def _context(submission: Submission, event_id: str) -> dict[str, Any]:
+    """What a rejection of a valid submission records about it."""
+    return {
+        "org_id": submission.org_id,
+        "event_id": event_id,
+        "type": submission.type,
+        "source": submission.source,
+    }
 
 
 def _peek(raw: bytes) -> dict[str, Any]:
@@ -268,8 +387,118 @@ def _rejection(
     )
 
 
+SUBMISSION_DIGEST_DOMAIN = hashlib.sha256(
+    b"okr-ledger submission\x00" + orjson.dumps(sorted(EVENT_TYPES.items()))
+).digest()
+"""What a submission digest is taken under. The same bytes mean the same content as long as
+the contract does: a type's versions are never changed once published (a change is a new
+version), so only the latest version of each type, which a submission that omits
+``schema_version`` gets, can change what the same bytes mean. It is part of this prefix."""
+
+
+def submission_digest(raw: bytes) -> bytes:
+    """The digest of submitted bytes that a state may keep for the event they became."""
+    return hashlib.sha256(SUBMISSION_DIGEST_DOMAIN + raw).digest()[:16]
+
+
+@dataclass(slots=True)
+class Probe:
+    """A submission's JSON and what it names, read before it is validated: the ids a batch
+    needs from a stored state (loaded in bulk), and its submission digest. Nothing is
+    decided from a probe except a byte-identical repeat of an accepted submission."""
+
+    document: dict[str, Any]
+    org_id: str | None = None
+    event_key: bytes | None = None
+    """Its ``event_id`` as given, else the one its ``source_event_id`` derives."""
+    derived_key: bytes | None = None
+    """The id its ``source_event_id`` derives, when it gives an ``event_id`` too."""
+    source: tuple[str, str, str] | None = None
+    """``(org_id, source, source_event_id)``."""
+    submitted: bytes | None = None
+
+
+def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | None:
+    """Read ``raw``'s JSON and the ids it names (None: not a JSON object within the limit).
+
+    The ids are read as the contract would normalise them (``source`` is trimmed), but they
+    are only hints: a wrong one costs a lookup, never a wrong decision."""
+    if not isinstance(raw, bytes) or len(raw) > policy.max_bytes:
+        return None
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict:
+        return None
+    org_id = document.get("org_id")
+    if type(org_id) is not str:
+        return Probe(document)
+    source, source_event_id = document.get("source"), document.get("source_event_id")
+    source_key = derived = None
+    if type(source) is str and type(source_event_id) is str:
+        source_key = (org_id, source.strip(), source_event_id)
+        derived = derive_event_key(*source_key)
+    given = document.get("event_id")
+    event_key = derived
+    if given is not None:
+        try:
+            event_key = UUID(given).bytes
+        except (TypeError, ValueError, AttributeError):
+            event_key = None
+    return Probe(
+        document,
+        org_id,
+        event_key,
+        derived if given is not None else None,
+        source_key,
+        submission_digest(raw),
+    )
+
+
+def decide_batch(
+    state: LedgerState,
+    lines: Sequence[tuple[bytes | Oversized, int | None]],
+    *,
+    now: datetime,
+    policy: Policy = DEFAULT_POLICY,
+    probes: Sequence[Probe | None] | None = None,
+) -> list[Outcome]:
+    """Decide submissions in order on ``state`` at one clock reading, folding each accepted
+    event into ``state`` so that the next submission sees it. ``probes`` are the lines'
+    :func:`probe` when the caller made them already (to load ``state`` for them).
+
+    A submission whose bytes are exactly those an event of ``state`` was accepted from (by
+    its :func:`submission_digest`) is a duplicate of that event, without being parsed and
+    validated again: :func:`decide` would find the same event with the same content.
+    """
+    recorded_at = format_timestamp(now)
+    if probes is None:
+        probes = [probe(raw, policy) for raw, _ in lines]
+    outcomes: list[Outcome] = []
+    for (raw, line), probed in zip(lines, probes, strict=True):
+        if (
+            probed is not None
+            and probed.event_key is not None
+            and probed.org_id is not None
+            and probed.submitted is not None
+            and state.submitted(probed.org_id, probed.event_key) == probed.submitted
+        ):
+            outcomes.append(Duplicate(event_id_text(probed.event_key), probed.org_id))
+            continue
+        outcome = _decide(
+            state, raw, now=now, recorded_at=recorded_at, policy=policy, line=line, probed=probed
+        )
+        if type(outcome) is Accepted:
+            record = outcome.record
+            key = bytes.fromhex(record["event_id"].replace("-", ""))
+            state.apply_record(record, key, outcome.digest, outcome.submitted)
+        outcomes.append(outcome)
+    return outcomes
+
+
 class Sequencer:
-    """Holds a :class:`LedgerState` and advances it with every accepted event."""
+    """Holds a :class:`LedgerState` in memory and advances it with every accepted event."""
 
     def __init__(self, state: LedgerState | None = None, policy: Policy = DEFAULT_POLICY) -> None:
         self.state = state or LedgerState()
@@ -290,10 +519,7 @@ class Sequencer:
         self.state.apply(event, content_digest(event))
 
     def submit(self, raw: bytes | Oversized, *, now: datetime, line: int | None = None) -> Outcome:
-        outcome = decide(self.state, raw, now=now, policy=self.policy, line=line)
-        if isinstance(outcome, Accepted):
-            self.state.apply(outcome.event, outcome.digest)
-        return outcome
+        return decide_batch(self.state, [(raw, line)], now=now, policy=self.policy)[0]
 
 
 _NOT_CONTENT = frozenset({"event_id", "sequence", "recorded_at", "prev_hash", "hash"})
@@ -301,4 +527,10 @@ _NOT_CONTENT = frozenset({"event_id", "sequence", "recorded_at", "prev_hash", "h
 
 def content_digest(event: LedgerEvent) -> bytes:
     """The digest :func:`decide` computed for the submission that became ``event``."""
-    return _digest({k: v for k, v in event.to_record().items() if k not in _NOT_CONTENT})
+    return record_digest(vars(event))
+
+
+def record_digest(record: Mapping[str, Any]) -> bytes:
+    """:func:`content_digest` of an event's fields (as stored)."""
+    content = {k: v for k, v in record.items() if k not in _NOT_CONTENT}
+    return hashlib.sha256(canonical_bytes(content)).digest()[:16]

@@ -18,10 +18,11 @@ from typing import Any
 
 import orjson
 
-from events.canonical import canonical_json
-from events.log import ChainHead, Decider, Mark
-from events.outcomes import Rejection
+from events.canonical import canonical_bytes
+from events.log import ChainHead, Decider, Mark, NewEvents
+from events.outcomes import Accepted, Rejection
 from events.reasons import ReasonCode
+from events.state_store import LEDGER_TABLES, STATE_TABLES, SqliteStateStore
 from events.stored import StoredBytes, read_event
 from schemas.envelope import LedgerEvent
 from schemas.errors import LedgerDamagedError, LedgerUnavailableError, SequenceConflictError
@@ -65,11 +66,30 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE rejections ADD COLUMN raw_length INTEGER",
         "ALTER TABLE rejections ADD COLUMN raw_sha256 TEXT",
     ),
+    (  # 3. The sequencer's state (events.state_store), built from the stored events once.
+        *STATE_TABLES,
+        *LEDGER_TABLES,
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The file's ``PRAGMA user_version`` once every migration has been applied."""
 _PAGE = 256
 """Rejections read at a time (each keeps at most 64 KiB of raw bytes)."""
+
+
+def _row(item: Accepted | LedgerEvent) -> tuple[Any, ...]:
+    """An event's row: its columns and its canonical JSON."""
+    r, body = (item.record, item.body) if isinstance(item, Accepted) else (vars(item), None)
+    return (
+        r["org_id"],
+        r["sequence"],
+        r["event_id"],
+        r["type"],
+        r["occurred_at"],
+        r["recorded_at"],
+        r["hash"],
+        (body if body is not None else canonical_bytes(r)).decode(),
+    )
 
 
 def path_from_url(url: str) -> Path:
@@ -122,6 +142,7 @@ class SqliteEventLog:
 
     def __init__(self, path: Path | str, *, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
+        self._read_only = read_only
         if (read_only or not create) and not self.path.is_file():
             raise LedgerUnavailableError(
                 f"no ledger at {self.path} (submit events first, or set OKR_DATA_DIR or "
@@ -139,6 +160,10 @@ class SqliteEventLog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=30000")
+            # 64 MiB of page cache (2 MiB by default): a batch's inserts into the random-keyed
+            # UNIQUE (org_id, event_id) index find its pages in memory.
+            self._db.execute("PRAGMA cache_size=-65536")
+            self.state = SqliteStateStore.embedded(self._db)
             self._migrate()
         except (OSError, sqlite3.Error) as error:
             raise LedgerUnavailableError(f"cannot open ledger {self.path}: {error}") from error
@@ -162,6 +187,7 @@ class SqliteEventLog:
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
                     self._db.execute(statement)
+            self.state.catch_up()
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -178,6 +204,8 @@ class SqliteEventLog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            self.state.end()
         db.execute("COMMIT")
 
     @classmethod
@@ -186,6 +214,12 @@ class SqliteEventLog:
     ) -> "SqliteEventLog":
         return cls(path_from_url(url), create=create, read_only=read_only)
 
+    def state_store(self) -> SqliteStateStore:
+        """The sequencer's state in this file, updated by every append (events.state_store)."""
+        if self._read_only:
+            raise LedgerUnavailableError(f"{self.path} is open read-only: it cannot be appended to")
+        return self.state
+
     def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
         if not events and not rejections:
             return
@@ -193,21 +227,20 @@ class SqliteEventLog:
             self._insert(events, rejections)
 
     def append_decided(self, decider: Decider, mark: Mark) -> Mark:
-        # Fold what is new before taking the lock (on a first call: the whole ledger), so that
-        # other writers wait only for the few events appended meanwhile.
+        # Fold what is new before taking the lock, so that other writers wait only for the few
+        # events appended meanwhile. (The ledger's own state store needs none of it: its
+        # tables are updated by every append, in the same transaction.)
         position = self._fold(decider, mark.get(0, 1))
         with self._transaction():
             position = self._fold(decider, position)
             events, rejections = decider.decide()
             try:
-                self._insert(events, rejections)
+                position = self._insert(events, rejections) or position
             except (SequenceConflictError, sqlite3.IntegrityError) as error:
                 # Nothing else can write now: the stored chain contradicts its own events.
                 raise LedgerDamagedError(
                     f"the ledger is damaged: {error}; nothing was appended. Run `okr-ledger verify`"
                 ) from error
-            if events:
-                position = self._db.execute("SELECT max(position) + 1 FROM events").fetchone()[0]
         return {0: position}
 
     def _fold(self, decider: Decider, position: int) -> int:
@@ -223,25 +256,16 @@ class SqliteEventLog:
             position = rows[-1][0] + 1
         return position
 
-    def _insert(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection]) -> None:
+    def _insert(self, events: NewEvents, rejections: Sequence[Rejection]) -> int | None:
+        """Store a batch and bring the state tables up to date with it, in the caller's
+        transaction; the position after its last event (None when it has none)."""
         db = self._db
+        self.state.begin()  # before the batch's rows exist: it catches up with what is stored
         self._check_continuity(events)
         db.executemany(
             "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
             " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.org_id,
-                    e.sequence,
-                    e.event_id,
-                    e.type,
-                    e.occurred_at,
-                    e.recorded_at,
-                    e.hash,
-                    canonical_json(e.to_record()),
-                )
-                for e in events
-            ],
+            [_row(e) for e in events],
         )
         db.executemany(
             "INSERT INTO rejections (recorded_at, reason_code, message, details, org_id,"
@@ -265,22 +289,29 @@ class SqliteEventLog:
                 for r in rejections
             ],
         )
+        if not events:
+            return None
+        end: int = db.execute("SELECT max(position) + 1 FROM events").fetchone()[0]
+        self.state.record(events, {0: end})
+        return end
 
-    def _check_continuity(self, events: Sequence[LedgerEvent]) -> None:
+    def _check_continuity(self, events: NewEvents) -> None:
         heads: dict[str, ChainHead] = {}
-        for event in events:
-            head = heads.get(event.org_id) or self._head(event.org_id)
-            if event.sequence == head.sequence + 1 and event.prev_hash != head.hash:
+        for item in events:
+            event = item.record if isinstance(item, Accepted) else vars(item)
+            org_id, sequence, prev_hash = event["org_id"], event["sequence"], event["prev_hash"]
+            head = heads.get(org_id) or self._head(org_id)
+            if sequence == head.sequence + 1 and prev_hash != head.hash:
                 raise SequenceConflictError(
-                    f"org {event.org_id!r}'s newest event (sequence {head.sequence}) is filed "
-                    f"under hash {head.hash!r}, but its stored content has hash {event.prev_hash!r}"
+                    f"org {org_id!r}'s newest event (sequence {head.sequence}) is filed "
+                    f"under hash {head.hash!r}, but its stored content has hash {prev_hash!r}"
                 )
-            if event.sequence != head.sequence + 1:
+            if sequence != head.sequence + 1:
                 raise SequenceConflictError(
-                    f"org {event.org_id!r}: event {event.sequence} does not continue the chain "
-                    f"at {head.sequence}"
+                    f"org {org_id!r}: event {sequence} does not continue the chain at "
+                    f"{head.sequence}"
                 )
-            heads[event.org_id] = ChainHead(event.sequence, event.hash)
+            heads[org_id] = ChainHead(sequence, event["hash"])
 
     def _head(self, org_id: str) -> ChainHead:
         row = self._db.execute(

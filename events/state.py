@@ -2,16 +2,18 @@
 
 It holds what the rules need and nothing more: chain heads, which ids exist and their
 lifecycle, the vertical cascade (for cycles), and, for idempotency, a digest of every known
-event id and the event each source's id names. Rebuilt by replaying the ledger on start.
+event id and the event each source's id names. :class:`LedgerState` holds all of it in memory;
+a :mod:`events.state_store` keeps it in SQLite and hands out a view of the same class that
+reads what a batch needs.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from schemas.envelope import GENESIS_HASH, LedgerEvent
-from schemas.registry import upcast
+from schemas.registry import EVENT_TYPES, upcast
 
 Data = dict[str, Any]
 
@@ -82,17 +84,36 @@ class LedgerState:
             state = self.orgs[org_id] = OrgState()
         return state
 
+    def submitted(self, org_id: str, event_key: bytes) -> bytes | None:
+        """The digest of the exact bytes that event ``event_key`` was accepted from, when this
+        state keeps it (see :func:`events.sequencer.submission_digest`); this one keeps none."""
+        return None
+
     def apply(self, event: LedgerEvent, digest: bytes) -> None:
         """Fold one accepted event (and its content digest) into the state."""
-        org = self.org(event.org_id)
-        org.last_sequence = event.sequence
-        org.last_hash = event.hash
-        event_key = UUID(event.event_id).bytes
-        self.known[(event.org_id, event_key)] = digest
-        if event.source_event_id is not None:  # the first keeps it (ledgers from before the rule)
-            self.sources.setdefault((event.org_id, event.source, event.source_event_id), event_key)
-        data = upcast(event.type, event.schema_version, event.data)
-        handler = _APPLY.get(event.type)
+        self.apply_record(vars(event), UUID(event.event_id).bytes, digest)
+
+    def apply_record(
+        self,
+        record: Mapping[str, Any],
+        event_key: bytes,
+        digest: bytes,
+        submitted: bytes | None = None,
+    ) -> None:
+        """:meth:`apply` on the event's fields, its id's 16 bytes and, when known, the digest of
+        the bytes it was submitted as (kept by the states that keep it)."""
+        org_id = record["org_id"]
+        org = self.org(org_id)
+        org.last_sequence = record["sequence"]
+        org.last_hash = record["hash"]
+        self.known[(org_id, event_key)] = digest
+        source_event_id = record["source_event_id"]
+        if source_event_id is not None:  # the first keeps it (ledgers from before the rule)
+            self.sources.setdefault((org_id, record["source"], source_event_id), event_key)
+        type_name, data = record["type"], record["data"]
+        if record["schema_version"] != EVENT_TYPES.get(type_name):
+            data = upcast(type_name, record["schema_version"], data)
+        handler = _APPLY.get(type_name)
         if handler is not None:
             handler(org, data, event_key)
 

@@ -1,26 +1,28 @@
-"""``okr-ledger``: the command line. Errors are one line on stderr unless ``--debug``."""
+"""``okr-ledger``: the command line. Errors are one line on stderr unless ``--debug``.
+
+The query and worker commands live in their own modules, imported only when one of them runs
+(or ``--help`` lists them): ``submit`` does not pay for the projection side's imports."""
 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-from rich.table import Table
+from typer.core import TyperGroup
 
 from events.chain import ChainReport, ChainVerifier
 from events.log import EventLog, require_org
 from events.outcomes import Outcome, Rejection
 from events.reasons import ReasonCode
 from events.stored import export_lines
-from okr_ledger import __version__, query_cli, store_cli, worker_cli
-from okr_ledger.http import cli as http_cli
+from okr_ledger import __version__
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import bootstrap, open_event_log, open_ledger
@@ -36,12 +38,57 @@ EXIT_UNKNOWN_NAME = 5
 """An org, subject, unit or period that does not exist (``UnknownNameError``)."""
 PROGRESS_MIN_BYTES = 1 << 20
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+LAZY_COMMANDS: dict[str, tuple[str, ...]] = {
+    "okr_ledger.query_cli": (
+        "init",
+        "progress",
+        "cascade",
+        "coverage",
+        "history",
+        "sql",
+        "rebuild",
+        "export-projections",
+    ),
+    "okr_ledger.worker_cli": ("worker",),
+    "okr_ledger.http.cli": ("serve", "keys"),
+    "okr_ledger.store_cli": ("serve-store",),
+}
+"""Module -> the commands its ``register(app)`` adds (a test keeps the two lists equal)."""
+
+
+class _LazyCommands(TyperGroup):
+    """The app's commands, with those of :data:`LAZY_COMMANDS` imported on first use."""
+
+    # ``ctx`` is typer's own (vendored) click context, which it does not export under a name.
+    def list_commands(self, ctx: Any) -> list[str]:
+        lazy = [name for names in LAZY_COMMANDS.values() for name in names]
+        return [*super().list_commands(ctx), *(n for n in lazy if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        module = next((m for m, names in LAZY_COMMANDS.items() if cmd_name in names), None)
+        if module is None:
+            return None
+        commands = typer.Typer()
+        import_module(module).register(commands)
+        loaded = typer.main.get_command(commands)
+        if isinstance(loaded, TyperGroup):
+            return loaded.get_command(ctx, cmd_name)
+        return loaded  # a module of one command
+
+
 app = typer.Typer(
     name="okr-ledger",
     help="An event-sourced ledger of strategy and OKRs.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_LazyCommands,
 )
 out = Console()
 err = Console(stderr=True)
@@ -95,33 +142,44 @@ def _open_input(file: str) -> tuple[IO[bytes], int]:
 def submit_stream(stream: IO[bytes], size: int, outcomes_to: IO[bytes] | None) -> Summary:
     """Submit every line of ``stream`` to the configured ledger, with a progress bar if large."""
     settings = Settings()
-    progress = Progress(
+    summary = Summary()
+    submitter = bootstrap(settings).submitter()
+    progress = _progress() if size >= PROGRESS_MIN_BYTES and err.is_terminal else None
+    try:
+        on_bytes = None
+        if progress is not None:
+            progress.start()
+            task = progress.add_task("submitting", total=size or None)
+            on_bytes = lambda n: progress.advance(task, n)  # noqa: E731
+        lines = ndjson_lines(stream, on_bytes, limit=settings.policy.max_bytes)
+        for outcome in submitter.submit_many(lines):
+            summary.count(outcome.status, outcome.org_id, outcome.reason_code)
+            if outcomes_to is not None:
+                outcomes_to.write(orjson.dumps(outcome.to_json()) + b"\n")
+    finally:
+        if progress is not None:
+            progress.stop()
+        submitter.close()
+    return summary
+
+
+def _progress() -> "Progress":
+    """A progress bar on stderr for a large input (rich.progress is imported only then)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
         console=err,
-        disable=size < PROGRESS_MIN_BYTES or not err.is_terminal,
         transient=True,
     )
-    summary = Summary()
-    submitter = bootstrap(settings).submitter()
-    try:
-        with progress:
-            task = progress.add_task("submitting", total=size or None)
-            lines = ndjson_lines(
-                stream, lambda n: progress.advance(task, n), limit=settings.policy.max_bytes
-            )
-            for outcome in submitter.submit_many(lines):
-                summary.count(outcome.status, outcome.org_id, outcome.reason_code)
-                if outcomes_to is not None:
-                    outcomes_to.write(orjson.dumps(outcome.to_json()) + b"\n")
-    finally:
-        submitter.close()
-    return summary
 
 
 def _print_summary(summary: Summary, title: str = "Submitted") -> None:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_row("[green]accepted", str(summary.accepted))
     table.add_row("[yellow]duplicate", str(summary.duplicate))
@@ -275,6 +333,8 @@ def rejections(
     ] = None,
 ) -> None:
     """List recorded rejections (reason code, message, where the submission came from)."""
+    from rich.table import Table
+
     table = Table("recorded at", "reason", "org", "type", "line", "message")
     with _event_log() as log:
         if org is not None:
@@ -383,15 +443,11 @@ def demo() -> None:
         state = "[green]intact" if report.ok else f"[red]broken at {report.first_bad_sequence}"
         out.print(f"chain of {report.org_id}: {report.events} events, {state}")
     try:
+        from okr_ledger import query_cli
+
         query_cli.show_demo_projections(DEMO_ORG)
     except MissingExtraError as error:  # a core install has the ledger but no projections
         out.print(f"(no progress tree: {error})", markup=False)
-
-
-query_cli.register(app)
-worker_cli.register(app)
-http_cli.register(app)
-store_cli.register(app)
 
 
 def main() -> None:

@@ -2,21 +2,20 @@
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from events.intake_wire import refused
 from events.ledger import Ledger, ReadLine
 from events.log import EventLog
-from okr_ledger.http.key_stores import KEYS_FILE, SqliteKeyStore
-from okr_ledger.projection_compare import differing, fingerprint
 from okr_ledger.runtime import ProgressBar, RebuildReport, Refused, no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from okr_ledger.wiring import open_event_log, open_ledger, open_projection_store
-from processors.projector import Projector
-from processors.runner import EmbeddedRunner
-from processors.snapshots import DirectorySnapshots
-from projections.store import ProjectionStore
 from schemas.envelope import format_timestamp
+
+if TYPE_CHECKING:  # imported by the commands that need them, not by ``submit``
+    from okr_ledger.http.key_stores import SqliteKeyStore
+    from projections.store import ProjectionStore
 
 
 class LedgerSubmitter:
@@ -42,10 +41,14 @@ class LedgerSubmitter:
 
 
 def catch_up(
-    store: ProjectionStore, log: EventLog, settings: Settings, bar: ProgressBar, label: str
+    store: "ProjectionStore", log: EventLog, settings: Settings, bar: ProgressBar, label: str
 ) -> int:
     """Project what the ledger has beyond the store's checkpoints; the events projected."""
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
+    from processors.projector import Projector
+    from processors.runner import EmbeddedRunner
+    from processors.snapshots import DirectorySnapshots
+
     snapshots = DirectorySnapshots(settings.data_dir / "projector-snapshots")
     runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
     with bar(label, runner.backlog()) as advance:
@@ -68,7 +71,7 @@ class EmbeddedRuntime:
         return LedgerSubmitter(open_ledger(self.settings))
 
     @contextmanager
-    def projections(self, bar: ProgressBar = no_progress) -> Iterator[ProjectionStore]:
+    def projections(self, bar: ProgressBar = no_progress) -> Iterator["ProjectionStore"]:
         """The store, caught up with the ledger first (no ledger: an error, and no store)."""
         log = open_event_log(self.settings, create=False)
         try:
@@ -89,13 +92,17 @@ class EmbeddedRuntime:
         """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""
         return rebuild_in_place(self.settings, bar)
 
-    def key_store(self, follow: bool = False) -> SqliteKeyStore:
+    def key_store(self, follow: bool = False) -> "SqliteKeyStore":
         """``<data dir>/keys.db``; every lookup reads it, so there is nothing to follow."""
+        from okr_ledger.http.key_stores import KEYS_FILE, SqliteKeyStore
+
         return SqliteKeyStore(self.settings.data_dir / KEYS_FILE)
 
 
 def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
     """Catch up, fingerprint, drop, rebuild from the whole ledger, compare."""
+    from okr_ledger.projection_compare import differing, fingerprint
+
     store = open_projection_store(settings)
     try:
         log = open_event_log(settings, create=False)

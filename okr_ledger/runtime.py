@@ -16,7 +16,9 @@ from events.intake_wire import Refusal
 from events.ledger import ReadLine
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
-from projections.store import ProjectionStore
+
+if TYPE_CHECKING:  # the projection side is imported only by the commands that use it
+    from projections.store import ProjectionStore
 
 Advance = Callable[[int], None]
 """Report ``n`` more units of work done."""
@@ -82,7 +84,7 @@ class Runtime(Protocol):
 
     def projections(
         self, bar: ProgressBar = no_progress
-    ) -> AbstractContextManager[ProjectionStore]:
+    ) -> AbstractContextManager["ProjectionStore"]:
         """The projection store to read, as up to date as this runtime makes it."""
         ...
 

@@ -2,12 +2,15 @@
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events.sequencer import MAX_SUBMISSION_BYTES, Policy
-from projections.readonly_sql import QueryLimits
+
+if TYPE_CHECKING:  # the projection side: imported by the commands that query, not by submit
+    from projections.readonly_sql import QueryLimits
 
 
 class Settings(BaseSettings):
@@ -198,7 +201,9 @@ class Settings(BaseSettings):
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').absolute()}"
 
     @property
-    def query_limits(self) -> QueryLimits:
+    def query_limits(self) -> "QueryLimits":
+        from projections.readonly_sql import QueryLimits
+
         return QueryLimits(self.query_max_seconds, self.query_max_memory_bytes)
 
     @property

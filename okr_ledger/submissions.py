@@ -115,7 +115,7 @@ class Summary:
 
     def add(self, outcome: Outcome) -> None:
         if isinstance(outcome, Accepted):
-            self.count("accepted", outcome.event.org_id)
+            self.count("accepted", outcome.org_id)
         elif isinstance(outcome, Duplicate):
             self.count("duplicate")
         else:

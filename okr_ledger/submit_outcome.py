@@ -3,10 +3,12 @@ runtime."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from events.intake_wire import AcceptedAnswer, Answer, DuplicateAnswer
 from events.outcomes import Accepted, Duplicate, Outcome, Oversized, Rejection
+
+if TYPE_CHECKING:  # the Kafka wire format: imported by the Kafka runtime only
+    from events.intake_wire import Answer
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
@@ -38,9 +40,14 @@ class SubmitOutcome:
     @classmethod
     def from_outcome(cls, outcome: Outcome) -> "SubmitOutcome":
         if isinstance(outcome, Accepted):
-            e = outcome.event
+            e = outcome.record  # the event's fields, without building its model
             return cls(
-                "accepted", e.event_id, e.org_id, e.sequence, e.hash, _document=outcome.to_json
+                "accepted",
+                e["event_id"],
+                e["org_id"],
+                e["sequence"],
+                e["hash"],
+                _document=outcome.to_json,
             )
         if isinstance(outcome, Duplicate):
             return cls("duplicate", outcome.event_id, outcome.org_id, _document=outcome.to_json)
@@ -56,9 +63,11 @@ class SubmitOutcome:
 
     @classmethod
     def from_kafka(
-        cls, answer: Answer, raw: bytes | Oversized, line: int | None
+        cls, answer: "Answer", raw: bytes | Oversized, line: int | None
     ) -> "SubmitOutcome":
         """From a record of the outcomes topic, and the submitted bytes and line number."""
+        from events.intake_wire import AcceptedAnswer, DuplicateAnswer
+
         if isinstance(answer, AcceptedAnswer):
             document = answer.model_dump(
                 include={"status", "event_id", "org_id", "sequence", "hash"}

@@ -2,15 +2,17 @@
 
 from collections.abc import Callable
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from events.ledger import Ledger
 from events.log import EventLog
-from okr_ledger.runtime import Runtime
 from okr_ledger.settings import Settings
-from projections.store import ProjectionStore
 from schemas.errors import ConfigurationError, MissingExtraError
+
+if TYPE_CHECKING:  # the projection side is imported only by the commands that use it
+    from okr_ledger.runtime import Runtime
+    from projections.store import ProjectionStore
 
 LEDGER_BACKENDS: dict[str, tuple[str, str]] = {
     "sqlite": ("events.sqlite_log:SqliteEventLog", "core"),
@@ -87,7 +89,7 @@ PROJECTION_BACKENDS: dict[str, tuple[str, str]] = {
 """URL scheme -> (``module:class`` with an ``open(url)`` constructor, extra that provides it)."""
 
 
-def open_projection_store(settings: Settings, migrate: bool = True) -> ProjectionStore:
+def open_projection_store(settings: Settings, migrate: bool = True) -> "ProjectionStore":
     """The projection store of ``OKR_CLICKHOUSE_URL``, its migrations applied (first use)."""
     url = settings.resolved_clickhouse_url
     store: ProjectionStore = _backend(PROJECTION_BACKENDS, "OKR_CLICKHOUSE_URL", url).open(
@@ -103,7 +105,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
 """``OKR_LEDGER_URL`` scheme -> (``module:class`` taking the settings, extra that provides it)."""
 
 
-def bootstrap(settings: Settings | None = None) -> Runtime:
+def bootstrap(settings: Settings | None = None) -> "Runtime":
     """The runtime of ``OKR_LEDGER_URL``: the one place that chooses embedded or Kafka."""
     settings = settings or Settings()
     url = settings.resolved_ledger_url

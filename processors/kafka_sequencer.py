@@ -157,7 +157,7 @@ class PartitionSequencer:
             state.apply(event, digest)
             origin = Origin.from_headers(stored.headers)
             if origin is not None and origin.partition == self.partition:
-                self._found[origin.offset] = origin.batch_start, Accepted(event, digest)
+                self._found[origin.offset] = origin.batch_start, Accepted.of(event, digest)
 
     def fold_rejections(self, rejections: Iterable[StoredRecord]) -> None:
         """Note the intake records of this partition that rejections-topic records record."""

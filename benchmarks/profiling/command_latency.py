@@ -37,15 +37,13 @@ SUBMIT_STAGES = (
     ("imports (all _find_and_load)", "cum", "_find_and_load"),
     ("typer/click dispatch (whole command)", "cum", "typer/main.py:__call__"),
     ("Settings() (pydantic-settings)", "cum", "pydantic_settings/main.py:__init__"),
-    ("open the ledger (Ledger.__init__)", "cum", "events/ledger.py:__init__"),
-    ("  fold (Sequencer.from_ledger)", "cum", "events/sequencer.py:from_ledger"),
-    ("    read_records (SQLite + orjson)", "cum", "events/sqlite_log.py:read_records"),
-    ("    LedgerEvent.from_record", "cum", "schemas/envelope.py:from_record"),
-    ("    content_digest (JCS + sha256)", "cum", "events/sequencer.py:content_digest"),
-    ("    state apply", "cum", "events/state.py:apply"),
+    ("open the ledger (SqliteEventLog.__init__)", "cum", "events/sqlite_log.py:__init__"),
     ("submit the line (_submit_batch)", "cum", "events/ledger.py:_submit_batch"),
-    ("  SQLite append", "cum", "events/sqlite_log.py:append"),
-    ("  heads check", "cum", "events/sqlite_log.py:heads"),
+    ("  state read before the lock (prepare)", "cum", "events/state_store.py:prepare"),
+    ("  decide_batch", "cum", "events/sequencer.py:decide_batch"),
+    ("  SQLite append (append_decided)", "cum", "events/sqlite_log.py:append_decided"),
+    ("    state tables (record)", "cum", "events/state_store.py:record"),
+    ("  fold (should be none)", "cum", "events/sequencer.py:from_ledger"),
 )  # fmt: skip
 
 PROGRESS_STAGES = (
@@ -126,7 +124,7 @@ def _profile(args: list[str], env: dict[str, str], out: Path) -> pstats.Stats:
     return pstats.Stats(str(out))
 
 
-def measure_size(check_ins: int, samples: int, work: Path) -> None:
+def measure_size(check_ins: int, samples: int, work: Path, submit_only: bool = False) -> None:
     ledger = bench_ledger(1000, check_ins)
     data = work / f"data-{check_ins}"
     shutil.rmtree(data, ignore_errors=True)
@@ -137,8 +135,9 @@ def measure_size(check_ins: int, samples: int, work: Path) -> None:
 
     events = sqlite3.connect(data / "ledger.db").execute("SELECT count(*) FROM events").fetchone()
     print(f"\n######## 1,000 key results, {check_ins:,} check-ins: {events[0]:,} ledger events")
-    first = _run([str(CLI), "progress"], env)
-    print(f"  first progress (catches up the whole ledger, saves a snapshot): {first:.1f} s")
+    if not submit_only:
+        first = _run([str(CLI), "progress"], env)
+        print(f"  first progress (catches up the whole ledger, saves a snapshot): {first:.1f} s")
 
     plain = statistics.median(_run([sys.executable, "-c", "pass"], env) for _ in range(samples))
     imports = statistics.median(
@@ -150,20 +149,24 @@ def measure_size(check_ins: int, samples: int, work: Path) -> None:
 
     walls: dict[str, list[float]] = {"submit one line": [], "progress after one new event": [],
                                      "progress, nothing new": []}  # fmt: skip
+    if submit_only:
+        walls = {"submit one line": []}
     for _ in range(samples):
         walls["submit one line"].append(_run([str(CLI), "submit", str(_one_check_in(work))], env))
-        walls["progress after one new event"].append(_run([str(CLI), "progress"], env))
-        walls["progress, nothing new"].append(_run([str(CLI), "progress"], env))
+        if not submit_only:
+            walls["progress after one new event"].append(_run([str(CLI), "progress"], env))
+            walls["progress, nothing new"].append(_run([str(CLI), "progress"], env))
     print("  wall time (median of samples, min-max):")
     for name, times in walls.items():
         print(f"    {name:<30} {statistics.median(times) * 1e3:7.0f} ms "
               f"({min(times) * 1e3:.0f}-{max(times) * 1e3:.0f})")  # fmt: skip
 
-    for name, args, stages in (
+    commands = [
         ("submit one line", ["submit", str(_one_check_in(work))], SUBMIT_STAGES),
         ("progress after one new event", ["progress"], PROGRESS_STAGES),
         ("progress, nothing new", ["progress"], PROGRESS_STAGES),
-    ):
+    ]
+    for name, args, stages in commands[:1] if submit_only else commands:
         print(f"\n  --- {name} ({events[0]:,} events) ---")
         if name.startswith("progress after"):
             _run([str(CLI), "submit", str(_one_check_in(work))], env)
@@ -174,12 +177,13 @@ def measure_size(check_ins: int, samples: int, work: Path) -> None:
         print_stage_table(stats, 1, stages, f"cProfile of okr-ledger {' '.join(args[:1])}")
         print_top(stats, 1, 15, name)
 
-    subprocess.run([sys.executable, __file__, "--components", str(data)], env=env, check=True)
+    if not submit_only:
+        subprocess.run([sys.executable, __file__, "--components", str(data)], env=env, check=True)
 
 
 def components(data: Path) -> None:
     """In process, without a profiler: the parts a command is made of, timed one by one."""
-    from events.sequencer import Sequencer
+    from events.sequencer import probe
     from events.sqlite_log import SqliteEventLog
     from okr_ledger.settings import Settings
     from okr_ledger.wiring import open_projection_store
@@ -192,8 +196,9 @@ def components(data: Path) -> None:
     log = SqliteEventLog(data / "ledger.db", create=False)
     print("\n  components, in process, no profiler:")
     start = time.perf_counter()
-    Sequencer.from_ledger(log.read())
-    print(f"    sequencer fold (Sequencer.from_ledger): {time.perf_counter() - start:8.3f} s")
+    probes = [probe(_one_check_in(data.parent).read_bytes().strip())]
+    log.state.prepare(probes)  # the sequencer state one submission needs, read from SQLite
+    print(f"    sequencer state for one line (store.prepare): {time.perf_counter() - start:8.3f} s")
     snapshots = DirectorySnapshots(data / "projector-snapshots")
     start = time.perf_counter()
     snapshot = snapshots.load(ORG)
@@ -235,13 +240,14 @@ def main() -> None:
     parser.add_argument("--check-ins", default="10000,300000", help="Comma-separated sizes.")
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--components", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--submit-only", action="store_true", help="Only the submit command.")
     args = parser.parse_args()
     if args.components:
         components(args.components)
         return
     with tempfile.TemporaryDirectory(prefix="okr-profile-latency-") as tmp:
         for size in (int(s) for s in args.check_ins.split(",")):
-            measure_size(size, args.samples, Path(tmp))
+            measure_size(size, args.samples, Path(tmp), args.submit_only)
 
 
 if __name__ == "__main__":

@@ -39,48 +39,48 @@ from benchmarks.profiling.common import (
     total_time,
 )
 from benchmarks.submit_throughput import write_workload
-from events.canonical import canonical_bytes, canonical_json
 from events.ledger import Ledger
-from events.log import EventLog
 from events.outcomes import Accepted, Duplicate, Outcome
 from events.rules import check
-from events.sequencer import Sequencer, _content
+from events.sequencer import (
+    DEFAULT_POLICY,
+    Probe,
+    _Content,
+    _parse,
+    probe,
+    recorded_at_member,
+)
 from events.sqlite_log import SqliteEventLog
 from events.state import LedgerState, OrgState
 from okr_ledger.submissions import Summary, ndjson_lines
-from schemas.envelope import LedgerEvent, Submission, format_timestamp, utc_now
-from schemas.registry import EVENT_TYPES, payload_model
+from schemas.envelope import Submission, event_id_text, format_timestamp, utc_now
+from schemas.registry import payload_model
 
 BATCH = 1000
 """``OKR_SUBMIT_BATCH_SIZE``'s default: submissions per ledger transaction."""
 
 SUBMIT_STAGES = (
     ("line reading (ndjson_lines)", "self", "okr_ledger/submissions.py:ndjson_lines"),
-    ("decide (whole)", "cum", "events/sequencer.py:decide"),
-    ("  _parse (orjson + both validations)", "cum", "events/sequencer.py:_parse"),
-    ("    orjson.loads", "self", "orjson.loads>"),
-    ("  pydantic validation (model_validate)", "cum", "pydantic/main.py:model_validate"),
-    ("  payload.model_dump", "cum", "pydantic/main.py:model_dump"),
-    ("  event id (uuid5 / derive_event_id)", "cum", "schemas/envelope.py:derive_event_id"),
-    ("  canonical JSON (all callers)", "cum", "events/canonical.py:canonical_bytes"),
-    ("  event_hash (body copy + JCS + sha256)", "cum", "events/chain.py:event_hash"),
-    ("  sha256 (constructor, all callers)", "self", "_hashlib.openssl_sha256>"),
-    ("  sha256 hexdigest", "self", "'hexdigest' of '_hashlib.HASH' objects>"),
-    ("  format_timestamp", "cum", "schemas/envelope.py:format_timestamp"),
-    ("  rules (check)", "cum", "events/rules.py:check"),
-    ("  LedgerEvent.from_record (model_construct)", "cum", "schemas/envelope.py:from_record"),
-    ("state apply (LedgerState.apply)", "cum", "events/state.py:apply"),
-    ("  UUID(str) parse", "cum", "stdlib:uuid.py:__init__"),
-    ("SQLite append (whole)", "cum", "events/sqlite_log.py:append"),
-    ("  to_record", "cum", "schemas/envelope.py:to_record"),
-    ("  canonical_json (stored body)", "cum", "events/canonical.py:canonical_json"),
+    ("probe (orjson + ids + submission digest)", "cum", "events/sequencer.py:probe"),
+    ("state view read before the lock", "cum", "events/state_store.py:prepare"),
+    ("decide_batch (whole)", "cum", "events/sequencer.py:decide_batch"),
+    ("  _decide", "cum", "events/sequencer.py:_decide"),
+    ("    _parse (duplicate keys + both validations)", "cum", "events/sequencer.py:_parse"),
+    ("    pydantic validation (model_validate)", "cum", "pydantic/main.py:model_validate"),
+    ("    payload.model_dump", "cum", "pydantic/main.py:model_dump"),
+    ("    event id (derive_event_key)", "cum", "schemas/envelope.py:derive_event_key"),
+    ("    content pieces (canonical JSON of data)", "cum", "events/sequencer.py:__init__"),
+    ("    event bytes + hash", "cum", "events/sequencer.py:event_bytes"),
+    ("    format_timestamp", "cum", "schemas/envelope.py:format_timestamp"),
+    ("    rules (check)", "cum", "events/rules.py:check"),
+    ("  state apply (apply_record)", "cum", "events/state_store.py:apply_record"),
+    ("SQLite append_decided (whole)", "cum", "events/sqlite_log.py:append_decided"),
+    ("  insert (continuity + executemany + state)", "cum", "events/sqlite_log.py:_insert"),
+    ("    state tables (record)", "cum", "events/state_store.py:record"),
     ("  executemany", "self", "executemany' of 'sqlite3.Connection' objects>"),
-    ("  execute (BEGIN/COMMIT/head)", "self", "execute' of 'sqlite3.Connection' objects>"),
-    ("heads check (_log_moved)", "cum", "events/ledger.py:_log_moved"),
+    ("  execute (BEGIN/COMMIT/lookups)", "self", "execute' of 'sqlite3.Connection' objects>"),
     ("outcome summary (Summary.add)", "cum", "okr_ledger/submissions.py:add"),
-    ("fold on start (Sequencer.from_ledger)", "cum", "events/sequencer.py:from_ledger"),
-    ("  content_digest", "cum", "events/sequencer.py:content_digest"),
-    ("  read_records (SQLite + orjson)", "cum", "events/sqlite_log.py:read_records"),
+    ("LedgerEvent built (should be none)", "cum", "schemas/envelope.py:from_record"),
 )  # fmt: skip
 
 
@@ -156,108 +156,109 @@ def cli_runs(path: Path, data_dir: Path) -> None:
 # --- stage replay -------------------------------------------------------------------------------
 
 
-def _replay_one(state: LedgerState, raw: bytes, now: datetime, stages: Stages) -> Outcome:
+def _replay_one(
+    state: LedgerState, raw: bytes, probed: Probe | None, now: datetime, stages: Stages
+) -> Outcome:
+    """The sequencer's steps for one line (events.sequencer._decide), timed one by one."""
     lap = stages.lap
-    document = orjson.loads(raw)
-    lap("orjson parse")
-    submission = Submission.model_validate(document)
-    lap("pydantic: Submission.model_validate")
-    version = submission.schema_version or EVENT_TYPES[submission.type]
-    payload = payload_model(submission.type, version).model_validate(submission.data)
-    lap("pydantic: payload model_validate")
-    event_id = submission.resolved_event_id()
-    lap("event id (uuid5 from source_event_id)")
+    recorded = (
+        state.submitted(probed.org_id, probed.event_key)
+        if probed is not None and probed.org_id is not None and probed.event_key is not None
+        else None
+    )
+    if probed is not None and recorded is not None and recorded == probed.submitted:
+        assert probed.event_key is not None
+        repeat = Duplicate(event_id_text(probed.event_key), str(probed.org_id))
+        lap("byte-identical repeat: Duplicate without validation")
+        return repeat
+    lap("byte-identical repeat check")
+    submission, version, payload = _parse(raw, DEFAULT_POLICY, probed and probed.document)
+    lap("duplicate keys + pydantic validation (both models)")
+    key = (
+        probed.event_key
+        if probed is not None and probed.event_key is not None and submission.event_id is None
+        else submission.resolved_event_key()
+    )
+    event_id = event_id_text(key)
+    lap("event id (16 bytes + text)")
     data = payload.model_dump(mode="json", exclude_none=True)
     lap("payload.model_dump(mode=json)")
-    envelope = {"event_id": str(event_id), **_content(submission, version, data)}
-    lap("envelope dict (+ format_timestamp)")
-    body = canonical_bytes(envelope)
-    lap("canonical JSON #1 (content digest)")
-    digest = hashlib.sha256(body).digest()[:16]
-    lap("sha256 #1 (content digest)")
-    known = state.known.get((submission.org_id, event_id.bytes))
-    lap("known-id lookup (UUID.bytes + dict)")
+    occurred_at = format_timestamp(submission.occurred_at)
+    lap("format_timestamp (occurred_at)")
+    content = _Content(submission, version, occurred_at, data)
+    lap("content pieces (canonical JSON of data, envelope strings)")
+    digest = content.digest()
+    lap("content digest (sha256)")
+    known = state.known.get((submission.org_id, key))
+    lap("known-id lookup")
     if known is not None:
-        return Duplicate(str(event_id), submission.org_id)
+        return Duplicate(event_id, submission.org_id)
     org = state.orgs.get(submission.org_id) or OrgState()
     violation = check(org, payload)
     lap("rules (check) + org state")
     assert violation is None, violation
+    sequence = org.last_sequence + 1
+    body, hash_ = content.event_bytes(
+        event_id, sequence, org.last_hash, recorded_at_member(format_timestamp(now))
+    )
+    lap("event bytes + hash (sha256)")
     record = {
-        "sequence": org.last_sequence + 1,
-        **envelope,
+        "sequence": sequence,
+        "event_id": event_id,
+        "org_id": submission.org_id,
+        "type": submission.type,
+        "schema_version": version,
+        "occurred_at": occurred_at,
         "recorded_at": format_timestamp(now),
+        "actor": submission.actor,
+        "source": submission.source,
+        "source_event_id": submission.source_event_id,
+        "correlation_id": submission.correlation_id,
+        "causation_id": submission.causation_id,
+        "data": data,
         "prev_hash": org.last_hash,
+        "hash": hash_,
     }
-    hashed = {k: v for k, v in record.items() if k != "hash"}
-    lap("record dict (+ format_timestamp)")
-    chained = canonical_bytes(hashed)
-    lap("canonical JSON #2 (event_hash)")
-    sha = hashlib.sha256(str(record["prev_hash"]).encode("ascii"))
-    sha.update(chained)
-    record["hash"] = sha.hexdigest()
-    lap("sha256 #2 (event_hash, hexdigest)")
-    event = LedgerEvent.from_record(record)
-    lap("LedgerEvent.from_record (model_construct)")
-    state.apply(event, digest)
-    lap("state apply (LedgerState.apply)")
-    return Accepted(event, digest)
+    outcome = Accepted(record, digest, body, probed.submitted if probed else None)
+    lap("record dict + Accepted")
+    state.apply_record(record, key, digest, outcome.submitted)
+    lap("state apply (apply_record)")
+    return outcome
 
 
-def _replay_append(log: SqliteEventLog, events: list[LedgerEvent], stages: Stages) -> None:
+def _replay_batch(
+    log: SqliteEventLog, lines: list[tuple[bytes, int | None]], stages: Stages
+) -> list[Outcome]:
+    """One batch as Ledger and SqliteEventLog run it, each step timed."""
     lap = stages.lap
-    stages.reset()
-    records = [e.to_record() for e in events]
-    lap("to_record (append)", len(events))
-    bodies = [canonical_json(r) for r in records]
-    lap("canonical JSON #3 (stored body)", len(events))
+    probes = [probe(raw) for raw, _ in lines]
+    lap("probe (orjson parse, ids, submission digest)", len(lines))
+    store = log.state
+    store.prepare(probes)
+    lap("state view read in bulk, before the lock", len(lines))
     db = log._db
     db.execute("BEGIN IMMEDIATE")
-    log._check_continuity(events)
-    lap("SQLite BEGIN + continuity check", 0)
-    db.executemany(
-        "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
-        " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (e.org_id, e.sequence, e.event_id, e.type, e.occurred_at, e.recorded_at, e.hash, b)
-            for e, b in zip(events, bodies, strict=True)
-        ],
-    )
-    lap("SQLite executemany", 0)
+    state = store.view(probes)
+    lap("SQLite BEGIN IMMEDIATE + view", 0)
+    now = utc_now()
+    outcomes: list[Outcome] = []
+    for (raw, _line), probed in zip(lines, probes, strict=True):
+        assert isinstance(raw, bytes)
+        outcomes.append(_replay_one(state, raw, probed, now, stages))
+    events = [o for o in outcomes if isinstance(o, Accepted)]
+    log._insert(events, [])
+    lap("SQLite insert (continuity, executemany, state tables)", 0)
     db.execute("COMMIT")
+    store.end()
     lap("SQLite COMMIT (fsync)", 0)
-
-
-def fold_breakdown(log: EventLog, stages: Stages) -> LedgerState:
-    """``Sequencer.from_ledger`` step by step: what every ``Ledger`` start pays."""
-    state = LedgerState()
-    rows = log.read_records()
-    lap = stages.lap
-    stages.reset()
-    for record in rows:
-        lap("fold: SQLite read + orjson.loads")
-        event = LedgerEvent.from_record(record)
-        lap("fold: LedgerEvent.from_record")
-        envelope = {
-            key: value
-            for key, value in event.to_record().items()
-            if key not in ("sequence", "recorded_at", "prev_hash", "hash")
-        }
-        lap("fold: content_digest: to_record + filter")
-        body = canonical_bytes(envelope)
-        lap("fold: content_digest: canonical JSON")
-        digest = hashlib.sha256(body).digest()[:16]
-        lap("fold: content_digest: sha256")
-        state.apply(event, digest)
-        lap("fold: state apply")
-    return state
+    return outcomes
 
 
 # --- cProfile of the real path --------------------------------------------------------------------
 
 
 def _submit_file(path: Path, ledger_path: Path) -> Summary:
-    """What ``okr-ledger submit FILE`` does in process: a Ledger (folds the log), submit_many."""
+    """What ``okr-ledger submit FILE`` does in process: a Ledger, submit_many."""
     ledger = Ledger(SqliteEventLog(ledger_path), batch_size=BATCH)
     summary = Summary()
     try:
@@ -321,63 +322,28 @@ def main() -> None:
         anchors([raw for raw, _ in lines])
         if not args.skip_cli:
             cli_runs(path, work / "cli")
-        # The replay needs the setup events in the ledger first: sequence them for real.
-        replay_log = SqliteEventLog(work / "replay.db")
-        setup_count = sum(1 for raw, _ in lines if b'"CheckInRecorded"' not in raw)
-        sequencer = Sequencer()
-        setup = [
-            o.event
-            for o in (sequencer.submit(raw, now=utc_now()) for raw, _ in lines[:setup_count])
-            if isinstance(o, Accepted)
-        ]
-        replay_log.append(setup)
-        _replay_from(lines[setup_count:], replay_log, sequencer.state)
-        replay_log.close()
+        _replay_from(lines, SqliteEventLog(work / "replay.db"))
         profile_real(path, work, len(lines))
 
 
-def _replay_from(
-    lines: list[tuple[bytes, int | None]], log: SqliteEventLog, state: LedgerState
-) -> None:
-    stages = Stages()
-    summary = Summary()
-    wall = time.perf_counter()
-    for first in range(0, len(lines), BATCH):
-        now = utc_now()
-        events: list[LedgerEvent] = []
-        stages.reset()
-        for raw, _line in lines[first : first + BATCH]:
-            outcome = _replay_one(state, raw, now, stages)
-            if isinstance(outcome, Accepted):
-                events.append(outcome.event)
-            summary.add(outcome)
-            stages.lap("outcome summary (Summary.add)")
-        _replay_append(log, events, stages)
-    wall = time.perf_counter() - wall
-    stages.print(
-        f"stage replay, first run (all accepted): {rate(len(lines), wall)} without a profiler",
-        len(lines),
-        wall,
-    )
-    # The rerun: a new Ledger folds the log, then every line is a duplicate.
-    stages = Stages()
-    wall = time.perf_counter()
-    state = fold_breakdown(log, stages)
-    folded = time.perf_counter() - wall
-    for first in range(0, len(lines), BATCH):
-        now = utc_now()
-        stages.reset()
-        for raw, _line in lines[first : first + BATCH]:
-            outcome = _replay_one(state, raw, now, stages)
-            summary.add(outcome)
-            stages.lap("outcome summary (Summary.add)")
-    wall = time.perf_counter() - wall
-    stages.print(
-        f"stage replay, rerun (all duplicates): {rate(len(lines), wall)} without a profiler, "
-        f"of which the start-up fold {folded:.2f} s",
-        len(lines),
-        wall,
-    )
+def _replay_from(lines: list[tuple[bytes, int | None]], log: SqliteEventLog) -> None:
+    for label in ("first run (all accepted)", "rerun (all duplicates)"):
+        stages = Stages()
+        summary = Summary()
+        wall = time.perf_counter()
+        for first in range(0, len(lines), BATCH):
+            stages.reset()
+            for outcome in _replay_batch(log, lines[first : first + BATCH], stages):
+                summary.add(outcome)
+            stages.lap("outcome summary (Summary.add)", 0)
+        wall = time.perf_counter() - wall
+        stages.print(
+            f"stage replay, {label}: {rate(len(lines), wall)} without a profiler "
+            f"(accepted={summary.accepted} duplicate={summary.duplicate})",
+            len(lines),
+            wall,
+        )
+    log.close()
 
 
 if __name__ == "__main__":

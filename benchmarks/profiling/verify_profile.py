@@ -1,9 +1,10 @@
 """Profile ``verify``: the hash chain of the benchmark ledger checked event by event.
 
 Prints the real ``verify`` path (``verify_log`` in process, and the CLI's wall time), a
-stage-by-stage replay timed without a profiler (SQLite fetch, orjson parse, the body copy,
-canonical JSON, sha256, comparisons), raw anchors of the same run (orjson parse, orjson
-dumps with sorted keys, sha256 of the stored bodies) and a cProfile of ``verify_log``.
+stage-by-stage replay timed without a profiler (SQLite fetch, orjson parse, the types check,
+the canonical form by ``orjson.dumps``, the columns, sha256 over the stored bytes, the chain),
+raw anchors of the same run (orjson parse, orjson dumps with sorted keys, sha256 of the stored
+bodies) and a cProfile of ``verify_log``.
 
 Usage: python benchmarks/profiling/verify_profile.py [--key-results 1000] [--check-ins 200000]
 """
@@ -33,26 +34,26 @@ from benchmarks.profiling.common import (
     profiled,
     rate,
 )
-from events.canonical import canonical_bytes
+from events.chain import _columns_problem, _plain_event
 from events.sqlite_log import SqliteEventLog
+from events.stored import parse_event
 from okr_ledger.cli import verify_log
+from schemas.envelope import GENESIS_HASH
 
 ORG = "bench"
 BEST_OF = 3
 VERIFY_STAGES = (
-    ("read_records (SQLite fetch + orjson.loads)", "cum", "events/sqlite_log.py:read_records"),
-    ("  orjson.loads", "self", "orjson.loads>"),
+    ("read_stored (SQLite fetch + StoredBytes)", "cum", "events/sqlite_log.py:read_stored"),
     ("  fetchmany", "self", "fetchmany' of 'sqlite3.Cursor' objects>"),
-    ("verify_chain (own work: sequence and link checks)", "self", "events/chain.py:verify_chain"),
-    ("event_hash", "cum", "events/chain.py:event_hash"),
-    ("  body copy (dict comprehension)", "cum", "events/chain.py:<dictcomp>"),
-    ("  canonical_bytes", "cum", "events/canonical.py:canonical_bytes"),
-    ("    _prepare (Python walk of the record)", "cum", "events/canonical.py:_prepare"),
-    ("    _float_fragment (lru_cache)", "cum", "events/canonical.py:_float_fragment"),
-    ("    orjson.dumps", "self", "orjson.dumps>"),
-    ("  sha256", "self", "_hashlib.openssl_sha256>"),
-    ("  sha256 update", "self", "'update' of '_hashlib.HASH' objects>"),
-    ("  hexdigest", "self", "'hexdigest' of '_hashlib.HASH' objects>"),
+    ("examine (each event's own checks)", "cum", "events/chain.py:examine"),
+    ("  parse_event (orjson.loads + bounds)", "cum", "events/stored.py:parse_event"),
+    ("  _content_checks (checks 3 to 5 and 8)", "cum", "events/chain.py:_content_checks"),
+    ("    _plain_event (types: orjson writes it as JCS)", "cum", "events/chain.py:_plain_event"),
+    ("    orjson.dumps (the canonical form)", "self", "orjson.dumps>"),
+    ("    columns", "cum", "events/chain.py:_columns_problem"),
+    ("    sha256 + update + hexdigest", "self", "'hexdigest' of '_hashlib.HASH' objects>"),
+    ("    canonical_bytes (general path: none)", "cum", "events/canonical.py:canonical_bytes"),
+    ("add_examined (sequence and link)", "cum", "events/chain.py:add_examined"),
 )  # fmt: skip
 
 
@@ -73,30 +74,38 @@ def _each(call: Callable[[Any], object], items: list[Any]) -> None:
 
 
 def replay(ledger: Path) -> None:
-    """``verify_chain`` step by step, without a profiler."""
+    """``ChainVerifier.add`` (events/chain.py) step by step, without a profiler."""
     log = SqliteEventLog(ledger, create=False)
     stages = Stages()
     count = 0
     wall = time.perf_counter()
-    cursor = log._db.execute("SELECT body FROM events WHERE org_id = ? ORDER BY sequence", (ORG,))
+    stored = log.read_stored(ORG)
     stages.reset()
-    while rows := cursor.fetchmany(2000):
-        stages.lap("SQLite fetchmany", 0)
-        for (body,) in rows:
-            record = orjson.loads(body)
-            stages.lap("orjson.loads")
-            ok = record.get("sequence") == count + 1
-            stages.lap("sequence + link checks")
-            hashed = {k: v for k, v in record.items() if k != "hash"}
-            stages.lap("body copy without hash")
-            text = canonical_bytes(hashed)
-            stages.lap("canonical JSON (canonical_bytes)")
-            digest = hashlib.sha256(str(record["prev_hash"]).encode("ascii"))
-            digest.update(text)
-            ok = ok and digest.hexdigest() == record["hash"]
-            stages.lap("sha256 + hexdigest + compare")
-            assert ok, count
-            count += 1
+    head = GENESIS_HASH
+    for one in stored:
+        stages.lap("SQLite fetch + StoredBytes (read_stored)")
+        record = parse_event(one.body)
+        stages.lap("parse_event (orjson.loads + bounds)")
+        plain = _plain_event(record)
+        stages.lap("types: does orjson write it as JCS? (_plain_event)")
+        canonical = plain and one.body == orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        stages.lap("canonical form: orjson.dumps + compare")
+        columns = _columns_problem(one, record)
+        stages.lap("columns against the body")
+        body, member = one.body, b',"hash":' + orjson.dumps(record["hash"])
+        at = body.rfind(member)
+        digest = hashlib.sha256(str(record["prev_hash"]).encode("ascii"))
+        digest.update(body[:at] + body[at + len(member) :])
+        intact = digest.hexdigest() == record["hash"]
+        stages.lap("hash over the stored bytes without hash (sha256)")
+        linked = record["sequence"] == count + 1 and record["prev_hash"] == head
+        head = record["hash"]
+        stages.lap("sequence + link checks")
+        assert canonical, count
+        assert columns is None, count
+        assert intact, count
+        assert linked, count
+        count += 1
     wall = time.perf_counter() - wall
     stages.print(f"stage replay: {rate(count, wall)} without a profiler", count, wall)
     bodies = [body for (body,) in log._db.execute("SELECT body FROM events WHERE org_id = ?",

@@ -4,11 +4,12 @@ import json
 import math
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.canonical import canonical_bytes, canonical_json
+from events.canonical import canonical_bytes, canonical_json, written_canonically_by_orjson
 from tests.ledger.jcs_vectors import NUMBERS, RFC_8785_NUMBERS, from_bits
 from tests.ledger.strategies import JSON_VALUES, SAFE_JSON_VALUES, TEXT
 
@@ -161,3 +162,16 @@ def test_every_finite_double_reads_back_exactly(value: float) -> None:
     text = canonical_json(value)
     assert float(text) == value
     assert "." not in text or not text.split("e")[0].endswith("0")
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: {"f": [f]}))
+def test_what_orjson_writes_canonically_it_writes_as_jcs_does(value: Any) -> None:
+    """verify takes orjson's sorted output for the canonical form when this says it may."""
+    if written_canonically_by_orjson(value):
+        assert orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == canonical_bytes(value)
+
+
+@pytest.mark.parametrize("value", [5.0, -0.0, 1e-6, 1.5e-6, 1e16, 1e21, 2**53 + 1, {"é": 1}])
+def test_what_orjson_writes_otherwise_is_not_taken_for_canonical(value: Any) -> None:
+    assert not written_canonically_by_orjson({"v": value} if not isinstance(value, dict) else value)

@@ -14,6 +14,7 @@ import orjson
 from events.chain import verify_chain
 from events.sqlite_log import SqliteEventLog
 from tests.builders import check_ins, org_setup
+from tests.ledger.state_checks import assert_store_is_the_fold, fold_of
 
 CLI = Path(sys.executable).parent / "okr-ledger"
 
@@ -60,5 +61,6 @@ def test_a_killed_submit_run_again_records_every_submission_once(tmp_path: Path)
         assert verify_chain("acme", records).ok
         keys = [r["source_event_id"] for r in records]
         assert len(keys) == len(set(keys)) == len(lines)
+        assert_store_is_the_fold(log.state, ledger, fold_of(log))  # the killed batch left none
     finally:
         log.close()

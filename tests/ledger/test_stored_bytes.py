@@ -2,6 +2,7 @@
 byte-level tamperings of a SQLite ledger, each named by org and sequence with exit 4."""
 
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -171,11 +172,13 @@ def test_a_rehashed_event_with_an_added_key_is_named(data_dir: Path) -> None:
 # --- the damaged head and the submit path -------------------------------------------------
 
 
-def submit_one(data_dir: Path) -> "subprocess.CompletedProcess[str]":
+def submit_one(
+    data_dir: Path, org_id: str = "acme", **envelope: Any
+) -> "subprocess.CompletedProcess[str]":
     """``okr-ledger submit`` of one valid check-in, by the real executable."""
     path = data_dir.parent / "one.ndjson"
-    line = raw("CheckInRecorded", {"key_result_id": "kr1", "value": 1, "confidence": 0.5})
-    path.write_bytes(line + b"\n")
+    check_in = {"key_result_id": "kr1", "value": 1, "confidence": 0.5}
+    path.write_bytes(raw("CheckInRecorded", check_in, org_id=org_id, **envelope) + b"\n")
     return run(data_dir, "submit", str(path))
 
 
@@ -193,12 +196,25 @@ def test_submit_after_a_changed_head_hash_says_the_ledger_is_damaged(data_dir: P
 
 @pytest.mark.parametrize("kind", ["not_json", "invalid_utf8", "deep_nesting", "array"])
 def test_submit_on_a_malformed_ledger_names_the_event_and_verify(data_dir: Path, kind: str) -> None:
-    edit_body(data_dir / "ledger.db", "globex", 6, MALFORMED[kind])
-    result = submit_one(data_dir)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert "the stored event of org 'globex' at sequence 6 is malformed" in result.stderr
-    assert "okr-ledger verify" in result.stderr
+    """A submit reads the stored events its submissions need (the sequencer's state is kept in
+    the file, not folded from the whole ledger): the one a repeat names, and its org's newest.
+    A malformed one stops it with its name and ``verify``; checking all of them is verify's."""
+    path = data_dir / "ledger.db"
+    db = sqlite3.connect(path)
+    (event_id,) = db.execute(
+        "SELECT event_id FROM events WHERE org_id = 'globex' AND sequence = 6"
+    ).fetchone()
+    db.close()
+    repeat = {"event_id": event_id}  # its stored content is compared with the submission's
+    for sequence, envelope in ((6, repeat), (LENGTH, {})):  # LENGTH: the chain continues from it
+        edit_body(path, "globex", sequence, MALFORMED[kind])
+        done = submit_one(data_dir, "globex", **envelope)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        named = f"the stored event of org 'globex' at sequence {sequence} is malformed"
+        assert named in done.stderr
+        assert "okr-ledger verify" in done.stderr
+    assert len(stored_bodies(path)) == 2 * LENGTH  # nothing appended
 
 
 # --- random byte edits --------------------------------------------------------------------

@@ -1,0 +1,1025 @@
+"""Where the sequencer's state is kept between batches: in memory, or in SQLite.
+
+:func:`events.sequencer.decide_batch` reads a :class:`~events.state.LedgerState`. A
+:class:`StateStore` hands out that state for one batch (:meth:`StateStore.view`) and keeps
+what the batch's accepted events changed:
+
+- :class:`MemoryStateStore` holds the whole state in memory, folded from the log (the Kafka
+  ledger; what ``LedgerState`` always was). Its memory and start-up time grow with the ledger.
+- :class:`SqliteStateStore` keeps it in SQLite tables: *embedded* in the ledger's own file,
+  where every append updates them in the same transaction (so inside ``BEGIN IMMEDIATE`` they
+  are current by construction, and nothing is folded on start), or *standalone* in a file of
+  its own that records the log position it reflects (a Kafka sequencer's restorable state).
+  Its view of a batch reads only what the batch touches: the ids the submissions name, in
+  bulk, and each entity the rules look at, once.
+
+The embedded store keeps no row per event keyed by its id: the ledger's ``events`` table
+already has each event's id (``UNIQUE (org_id, event_id)``), head and body. An event's content
+digest is computed from its stored body when a submission repeats it, and a check-in's key
+result is read from its body. The digest of the bytes an event was submitted as is kept by
+position (``sequencer_submitted``: appended in order, never a random insert). So an accepted
+check-in adds a row to ``events`` and a 20-byte row at the end of ``sequencer_submitted``.
+"""
+
+import sqlite3
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from events.log import ChainHead, Mark
+from events.outcomes import Accepted
+from events.sequencer import Probe, record_digest
+from events.state import CheckInState, KeyResultState, LedgerState, ObjectiveState, OrgState
+from events.stored import read_event
+from schemas.envelope import GENESIS_HASH, LedgerEvent, derive_event_key, event_id_text
+from schemas.errors import LedgerUnavailableError
+from schemas.registry import upcast
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+STATE_TABLES = (
+    """CREATE TABLE IF NOT EXISTS sequencer_position (
+    partition     INTEGER PRIMARY KEY,
+    next_position INTEGER NOT NULL  -- every event before it is reflected in these tables
+)""",
+    """CREATE TABLE IF NOT EXISTS sequencer_flags (
+    org_id TEXT    NOT NULL,
+    kind   TEXT    NOT NULL,  -- strategy, swot, competitor, theme, unit, period
+    id     TEXT    NOT NULL,
+    flag   INTEGER NOT NULL,  -- defined / present / active / open
+    PRIMARY KEY (org_id, kind, id)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sequencer_objectives (
+    org_id       TEXT NOT NULL,
+    objective_id TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    period_id    TEXT NOT NULL,
+    parent_id    TEXT,
+    PRIMARY KEY (org_id, objective_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sequencer_links (
+    org_id              TEXT NOT NULL,
+    objective_id        TEXT NOT NULL,
+    linked_objective_id TEXT NOT NULL,
+    relation            TEXT NOT NULL,
+    PRIMARY KEY (org_id, objective_id, linked_objective_id, relation)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sequencer_key_results (
+    org_id        TEXT    NOT NULL,
+    key_result_id TEXT    NOT NULL,
+    objective_id  TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,
+    start         REAL    NOT NULL,
+    active        INTEGER NOT NULL,
+    PRIMARY KEY (org_id, key_result_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sequencer_retracted (
+    org_id   TEXT NOT NULL,
+    event_id BLOB NOT NULL,  -- a retracted check-in (16 bytes)
+    PRIMARY KEY (org_id, event_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sequencer_sources (
+    org_id          TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    source_event_id TEXT NOT NULL,
+    event_id        BLOB NOT NULL,  -- the first event that carried it (16 bytes)
+    PRIMARY KEY (org_id, source, source_event_id)
+) WITHOUT ROWID""",
+)
+"""The tables of both kinds of store (created by the ledger's schema migration when embedded)."""
+
+LEDGER_TABLES = (
+    """CREATE TABLE IF NOT EXISTS sequencer_submitted (
+    position INTEGER PRIMARY KEY,  -- of the event in the ledger's events table
+    digest   BLOB    NOT NULL      -- of the bytes it was submitted as (its submission digest)
+)""",
+)
+"""What an embedded store keeps beside the ledger's ``events``."""
+
+STANDALONE_TABLES = (
+    """CREATE TABLE IF NOT EXISTS sequencer_heads (
+    org_id   TEXT    NOT NULL PRIMARY KEY,
+    sequence INTEGER NOT NULL,
+    hash     TEXT    NOT NULL
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sequencer_events (
+    org_id        TEXT NOT NULL,
+    event_id      BLOB NOT NULL,
+    digest        BLOB NOT NULL,
+    submitted     BLOB,
+    key_result_id TEXT,  -- of a CheckInRecorded
+    PRIMARY KEY (org_id, event_id)
+) WITHOUT ROWID""",
+)
+"""What a standalone store keeps that an embedded one reads from the ledger's ``events``."""
+
+_IN_LIST = 400
+"""Keys per ``IN (...)`` list (SQLite allows 999 parameters in its oldest builds)."""
+_CATCH_UP_CHUNK = 20_000
+"""Events folded into one view (then saved and dropped) when a store catches up."""
+
+
+class StateStore(Protocol):
+    """The sequencer's state, as :class:`events.ledger.Ledger` uses it for each batch."""
+
+    def prepare(self, probes: Sequence[Probe | None]) -> None:
+        """Before the write lock is taken: read what the next batch names, if the store can
+        (its view then needs no reads of its own unless another writer appends meanwhile)."""
+        ...
+
+    def view(self, probes: Sequence[Probe | None]) -> LedgerState:
+        """The state to decide a batch on, with what ``probes`` name loaded in bulk. The batch's
+        accepted events are folded into it; a persistent store saves them with the append."""
+        ...
+
+    def fold(self, event: LedgerEvent) -> None:
+        """An event the log holds (appended by another writer) that the next view must reflect."""
+        ...
+
+    def head(self, org_id: str) -> ChainHead:
+        """The org's last event reflected (sequence 0 and the genesis hash if none)."""
+        ...
+
+    def mark(self) -> Mark:
+        """How far this store has read the log (see :data:`events.log.Mark`)."""
+        ...
+
+    def advance(self, mark: Mark) -> None:
+        """The log says the store now reflects everything before ``mark``."""
+        ...
+
+    def forget(self) -> None:
+        """The append failed: drop what the store holds beyond the log."""
+        ...
+
+
+class MemoryStateStore:
+    """The whole state in memory, folded from the log (on the first batch: all of it)."""
+
+    def __init__(self, state: LedgerState | None = None) -> None:
+        self.state = state or LedgerState()
+        self._mark: Mark = {}
+
+    def prepare(self, probes: Sequence[Probe | None]) -> None:
+        """Nothing: everything is in memory."""
+
+    def view(self, probes: Sequence[Probe | None]) -> LedgerState:
+        return self.state
+
+    def fold(self, event: LedgerEvent) -> None:
+        self.state.apply(event, record_digest(vars(event)))
+
+    def head(self, org_id: str) -> ChainHead:
+        org = self.state.orgs.get(org_id)
+        return ChainHead(org.last_sequence, org.last_hash) if org else ChainHead(0, GENESIS_HASH)
+
+    def mark(self) -> Mark:
+        return self._mark
+
+    def advance(self, mark: Mark) -> None:
+        self._mark = mark
+
+    def forget(self) -> None:
+        """The state ran ahead of the log: fold it again from the start."""
+        self.state = LedgerState()
+        self._mark = {}
+
+
+# --- the SQLite store's view ---------------------------------------------------------------
+
+
+class _Absent:
+    """What :class:`_Cached` remembers for a key that has no row."""
+
+
+_ABSENT = _Absent()
+
+
+class _Cached(dict[K, V]):
+    """One of the state's maps over a SQLite table: a dict of the entries read (or written)
+    so far; any other key is read on first use (``get``, ``in``, ``[]``, ``setdefault``: what
+    the rules and the fold use). What it read is remembered, so that :meth:`changed` gives
+    only the entries a batch changed (in place, too) and each key costs at most one query."""
+
+    __slots__ = ("_absent", "_read", "_read_rows", "_snapshot")
+
+    def __init__(
+        self,
+        read: Callable[[K], V | None] | None,
+        snapshot: Callable[[V], Hashable] | None = None,
+    ) -> None:
+        super().__init__()
+        self._read = read
+        """None: the table has no rows for this map (a new org)."""
+        self._read_rows: dict[K, Any] = {}
+        self._snapshot = snapshot
+        """The part of a value the table holds, to compare; None: the (immutable) value itself."""
+        self._absent: set[K] = set()
+
+    def loaded(self, key: K, value: V | None) -> None:
+        """Note what the table holds for ``key`` (read in bulk by the store)."""
+        if value is None:
+            self._absent.add(key)
+        else:
+            dict.__setitem__(self, key, value)
+            self._read_rows[key] = value if self._snapshot is None else self._snapshot(value)
+
+    def absent(self, key: K) -> bool:
+        """Whether ``key`` is known to have no row (not read yet: False)."""
+        return key in self._absent and not dict.__contains__(self, key)
+
+    def _fetch(self, key: Any) -> V | None:
+        if key in self._absent or self._read is None:
+            return None
+        value = self._read(key)
+        self.loaded(key, value)
+        return value
+
+    def get(self, key: K, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        value = self._fetch(key)
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or self._fetch(key) is not None
+
+    def __missing__(self, key: K) -> V:
+        value = self._fetch(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def setdefault(self, key: K, default: V) -> V:
+        value: V | None = self.get(key)
+        if value is None:
+            self[key] = value = default
+        return value
+
+    def changed(self) -> Iterator[tuple[K, V]]:
+        """The entries that differ from what the table held."""
+        read_rows, snapshot = self._read_rows, self._snapshot
+        for key, value in dict.items(self):
+            before = read_rows.get(key, _ABSENT)
+            if before is _ABSENT or before != (value if snapshot is None else snapshot(value)):
+                yield key, value
+
+
+class _CachedSet(set[K]):
+    """A set over a SQLite table, as :class:`_Cached` is a dict: ``in`` reads on first use;
+    ``add`` and ``discard`` change it (see :meth:`added` and :meth:`removed`)."""
+
+    __slots__ = ("_absent", "_present", "_read")
+
+    def __init__(self, read: Callable[[K], bool] | None) -> None:
+        super().__init__()
+        self._read = read
+        self._present: set[K] = set()
+        self._absent: set[K] = set()
+
+    def _fetch(self, key: Any) -> bool:
+        if key in self._present:
+            return False  # read, then discarded
+        if key in self._absent or self._read is None:
+            return False
+        if self._read(key):
+            self._present.add(key)
+            set.add(self, key)
+            return True
+        self._absent.add(key)
+        return False
+
+    def __contains__(self, key: object) -> bool:
+        return set.__contains__(self, key) or self._fetch(key)
+
+    def discard(self, key: object) -> None:
+        self._fetch(key)
+        set.discard(self, key)
+
+    def added(self) -> set[K]:
+        return set(self) - self._present
+
+    def removed(self) -> set[K]:
+        return self._present - set(self)
+
+
+@dataclass(slots=True, eq=False)
+class _View(LedgerState):
+    """A :class:`LedgerState` whose maps read a SQLite store's tables on demand."""
+
+    read_orgs: dict[str, tuple[int, str, bool]] = field(default_factory=dict)
+    """Each org's head and strategy flag as read."""
+    where: dict[tuple[str, bytes], Any] = field(default_factory=dict)
+    """Where each stored event a batch names was found (to compute its digest if asked)."""
+    submitted_digests: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
+    applied: set[tuple[str, bytes]] = field(default_factory=set)
+    """The events folded into this view (they need not be folded again when stored)."""
+    carried: dict[tuple[str, bytes], tuple[str, str | None]] = field(default_factory=dict)
+    """``(source, source_event_id)`` of each event folded into this view."""
+    derived: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+    """``(org_id, source, source_event_id)`` -> the event id it derives, where known already."""
+
+    def submitted(self, org_id: str, event_key: bytes) -> bytes | None:
+        return self.submitted_digests.get((org_id, event_key))
+
+    def apply_record(
+        self,
+        record: Any,
+        event_key: bytes,
+        digest: bytes,
+        submitted: bytes | None = None,
+    ) -> None:
+        key = (record["org_id"], event_key)
+        self.applied.add(key)
+        self.carried[key] = (record["source"], record["source_event_id"])
+        if submitted is not None:
+            self.submitted_digests[key] = submitted
+        LedgerState.apply_record(self, record, event_key, digest, submitted)
+
+
+def _changes(mapping: dict[K, V]) -> Iterable[tuple[K, V]]:
+    """The entries of one of a view's maps that differ from the store (all, if it never read)."""
+    return mapping.changed() if isinstance(mapping, _Cached) else mapping.items()
+
+
+def _chunks(items: Sequence[V], size: int = _IN_LIST) -> Iterator[Sequence[V]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+# --- where a store finds events: the ledger's own table, or its own ------------------------
+
+
+class _Events(Protocol):
+    """How a SQLite store finds the events it reflects (heads, ids, check-ins)."""
+
+    reads_log: bool
+    """The events are the log's own rows: the store catches up from them, and keeps no digest."""
+    implies_sources: bool
+    """An event whose id its ``source_event_id`` derives needs no ``sequencer_sources`` row."""
+
+    def head(self, org_id: str) -> ChainHead | None: ...
+
+    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+        """For each stored key: where to read it again, and its submission digest."""
+        ...
+
+    def digest(self, org_id: str, key: bytes, where: Any) -> bytes | None:
+        """The content digest of the stored event ``key`` (``where``: from :meth:`find`)."""
+        ...
+
+    def check_in(self, org_id: str, key: bytes) -> str | None:
+        """The key result of stored check-in ``key`` (None: no such CheckInRecorded)."""
+        ...
+
+    def carried(self, org_id: str, key: bytes) -> tuple[str, str | None] | None:
+        """``(source, source_event_id)`` of stored event ``key``."""
+        ...
+
+    def save(
+        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+    ) -> None:
+        """Store what ``view`` added (``heads``: the orgs' heads that changed; ``submitted``:
+        the submission digests of the events the log just appended, by position)."""
+        ...
+
+    def end(self) -> int:
+        """The position after the last event of the log these events come from."""
+        ...
+
+    def after(self, position: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The log's events at ``position`` and later, with their positions."""
+        ...
+
+
+class _LedgerEvents:
+    """The ledger's ``events`` table (the embedded store)."""
+
+    reads_log = True
+    implies_sources = True
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def head(self, org_id: str) -> ChainHead | None:
+        # From the newest body, not its columns: a column that contradicts its event is then
+        # found by the log's continuity check ("the ledger is damaged").
+        row = self._db.execute(
+            "SELECT CAST(body AS BLOB), sequence FROM events WHERE org_id = ?"
+            " ORDER BY sequence DESC LIMIT 1",
+            (org_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        record = read_event(row[0] or b"", org_id, row[1])
+        return ChainHead(record["sequence"], record["hash"])
+
+    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+        found: dict[bytes, tuple[Any, bytes | None]] = {}
+        texts = {event_id_text(key): key for key in keys}
+        for chunk in _chunks(list(texts)):
+            # UNIQUE (org_id, event_id)'s index holds event_id and position: no event row is read.
+            rows = self._db.execute(
+                "SELECT e.event_id, e.position, s.digest FROM events e"
+                " LEFT JOIN sequencer_submitted s ON s.position = e.position"
+                f" WHERE e.org_id = ? AND e.event_id IN ({_marks(len(chunk))})",
+                (org_id, *chunk),
+            )
+            for event_id, position, submitted in rows:
+                found[texts[event_id]] = (position, submitted)
+        return found
+
+    def _record(self, org_id: str, key: bytes, position: Any = None) -> dict[str, Any] | None:
+        if position is None:
+            row = self._db.execute(
+                "SELECT CAST(body AS BLOB), sequence FROM events WHERE org_id = ? AND event_id = ?",
+                (org_id, event_id_text(key)),
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT CAST(body AS BLOB), sequence FROM events WHERE position = ?", (position,)
+            ).fetchone()
+        return None if row is None else read_event(row[0] or b"", org_id, row[1])
+
+    def digest(self, org_id: str, key: bytes, where: Any) -> bytes | None:
+        record = self._record(org_id, key, where)
+        return None if record is None else record_digest(record)
+
+    def check_in(self, org_id: str, key: bytes) -> str | None:
+        record = self._record(org_id, key)
+        if record is None or record["type"] != "CheckInRecorded":
+            return None
+        data = upcast(record["type"], record["schema_version"], record["data"])
+        key_result_id: str = data["key_result_id"]
+        return key_result_id
+
+    def carried(self, org_id: str, key: bytes) -> tuple[str, str | None] | None:
+        record = self._record(org_id, key)
+        return None if record is None else (record["source"], record["source_event_id"])
+
+    def save(
+        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+    ) -> None:
+        """The submission digests: the rest is the log's own rows."""
+        self._db.executemany("INSERT INTO sequencer_submitted VALUES (?, ?)", submitted)
+
+    def end(self) -> int:
+        row = self._db.execute("SELECT coalesce(max(position), 0) + 1 FROM events").fetchone()
+        end: int = row[0]
+        return end
+
+    def after(self, position: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        cursor = self._db.execute(
+            "SELECT position, CAST(body AS BLOB), org_id, sequence FROM events"
+            " WHERE position >= ? ORDER BY position",
+            (position,),
+        )
+        while rows := cursor.fetchmany(2000):
+            for at, body, org_id, sequence in rows:
+                yield at, read_event(body or b"", org_id, sequence)
+
+
+class _OwnEvents:
+    """A standalone store's own ``sequencer_heads`` and ``sequencer_events``."""
+
+    reads_log = False
+    implies_sources = False
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def head(self, org_id: str) -> ChainHead | None:
+        row = self._db.execute(
+            "SELECT sequence, hash FROM sequencer_heads WHERE org_id = ?", (org_id,)
+        ).fetchone()
+        return None if row is None else ChainHead(row[0], row[1])
+
+    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+        found: dict[bytes, tuple[Any, bytes | None]] = {}
+        for chunk in _chunks(keys):
+            rows = self._db.execute(
+                "SELECT event_id, digest, submitted FROM sequencer_events"
+                f" WHERE org_id = ? AND event_id IN ({_marks(len(chunk))})",
+                (org_id, *chunk),
+            )
+            for key, digest, submitted in rows:
+                found[key] = (digest, submitted)
+        return found
+
+    def digest(self, org_id: str, key: bytes, where: Any) -> bytes | None:
+        if where is not None:
+            digest: bytes = where
+            return digest
+        row = self._db.execute(
+            "SELECT digest FROM sequencer_events WHERE org_id = ? AND event_id = ?",
+            (org_id, key),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def check_in(self, org_id: str, key: bytes) -> str | None:
+        row = self._db.execute(
+            "SELECT key_result_id FROM sequencer_events WHERE org_id = ? AND event_id = ?",
+            (org_id, key),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def carried(self, org_id: str, key: bytes) -> tuple[str, str | None] | None:
+        return None  # never asked: this store keeps every source's first event itself
+
+    def save(
+        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+    ) -> None:
+        db = self._db
+        db.executemany("INSERT OR REPLACE INTO sequencer_heads VALUES (?, ?, ?)", heads)
+        check_ins = {
+            (org_id, key): check_in.key_result_id
+            for org_id, org in dict.items(view.orgs)
+            for key, check_in in dict.items(org.check_ins)
+        }
+        db.executemany(
+            "INSERT INTO sequencer_events VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    org_id,
+                    key,
+                    digest,
+                    view.submitted_digests.get((org_id, key)),
+                    check_ins.get((org_id, key)),
+                )
+                for (org_id, key), digest in _changes(view.known)
+            ],
+        )
+
+    def end(self) -> int:
+        raise LedgerUnavailableError("a standalone state store has no log to catch up from")
+
+    def after(self, position: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        raise LedgerUnavailableError("a standalone state store has no log to catch up from")
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class _Sources(_Cached[tuple[str, str, str], bytes]):
+    """``sources`` of a store whose events imply some of them: ``setdefault`` of an event whose
+    own id its source's id derives reads nothing (it is the first, or an earlier one is stored;
+    either way no row is written, and a later read finds it)."""
+
+    __slots__ = ("_implied",)
+
+    def __init__(self, read: Callable[[tuple[str, str, str]], bytes | None], implied: bool) -> None:
+        super().__init__(read)
+        self._implied = implied
+
+    def setdefault(self, key: tuple[str, str, str], default: bytes) -> bytes:
+        if dict.__contains__(self, key):
+            first: bytes = dict.__getitem__(self, key)
+            return first
+        if key in self._absent:  # known to have no first: this one is
+            self[key] = default
+            return default
+        if self._implied and default == derive_event_key(*key):
+            return default
+        return super().setdefault(key, default)
+
+
+_FLAG_KINDS = (("swot", "swot"), ("theme", "themes"), ("unit", "units"), ("period", "periods"))
+"""``sequencer_flags.kind`` of each of an org's flag maps (its attribute in ``OrgState``)."""
+
+
+class SqliteStateStore:
+    """:class:`StateStore` in SQLite tables (see the module docstring).
+
+    Everything it reads and writes runs in the caller's transaction: the ledger's own
+    (embedded: :class:`~events.sqlite_log.SqliteEventLog` opens one per append), or
+    :meth:`transaction` (standalone). A view lives until the transaction ends (:meth:`end`).
+    """
+
+    def __init__(self, db: sqlite3.Connection, events: _Events) -> None:
+        self._db = db
+        self._events = events
+        self._view: _View | None = None
+        self._pending: list[LedgerEvent] = []
+        self._prepared: tuple[Sequence[Probe | None], int, _View] | None = None
+        """A view loaded before the lock: for which probes, at which end of the log."""
+
+    @classmethod
+    def embedded(cls, db: sqlite3.Connection) -> "SqliteStateStore":
+        """The store in a ledger file (its tables made by the ledger's schema migration)."""
+        return cls(db, _LedgerEvents(db))
+
+    @classmethod
+    def open(cls, path: Path | str) -> "SqliteStateStore":
+        """A standalone store in its own file (created if missing)."""
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            store = cls(db, _OwnEvents(db))
+            with store.transaction():
+                for statement in (*STATE_TABLES, *STANDALONE_TABLES):
+                    db.execute(statement)
+        except (OSError, sqlite3.Error) as error:
+            raise LedgerUnavailableError(f"cannot open state store {path}: {error}") from error
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (a standalone store's owner decides in it)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self.end()
+        self._db.execute("COMMIT")
+
+    def end(self) -> None:
+        """The transaction ended (committed or rolled back): what was read is stale."""
+        self._view = None
+
+    # -- StateStore ---------------------------------------------------------------------------
+
+    def prepare(self, probes: Sequence[Probe | None]) -> None:
+        """Embedded: load the batch's view at the log's current end, outside the lock."""
+        self._prepared = None
+        if self._events.reads_log and self._view is None:
+            end = self._events.end()
+            if self.mark().get(0, 1) == end:  # nothing to catch up
+                view = self._new_view()
+                self._load(view, probes)
+                self._prepared = (probes, end, view)
+
+    def view(self, probes: Sequence[Probe | None]) -> LedgerState:
+        prepared, self._prepared = self._prepared, None
+        if self._view is None and prepared is not None:
+            loaded_for, end, view = prepared
+            # Valid if nothing was appended since it was read (a batch's own appends come later).
+            if loaded_for is probes and self._events.end() == end and self.mark().get(0, 1) == end:
+                self._view = view
+                return view
+        view = self._open()
+        self._load(view, probes)
+        return view
+
+    def fold(self, event: LedgerEvent) -> None:
+        """Embedded: nothing; each transaction reads what the store lacks from the ledger
+        itself (normally nothing: every append updates it). Standalone: kept for the next view."""
+        if not self._events.reads_log:
+            self._pending.append(event)
+
+    def head(self, org_id: str) -> ChainHead:
+        return self._events.head(org_id) or ChainHead(0, GENESIS_HASH)
+
+    def mark(self) -> Mark:
+        rows = self._db.execute("SELECT partition, next_position FROM sequencer_position")
+        return dict(rows.fetchall())
+
+    def advance(self, mark: Mark) -> None:
+        """Nothing: the store records its position with what it saves."""
+
+    def forget(self) -> None:
+        self._view = self._prepared = None
+        self._pending.clear()
+
+    # -- storing ----------------------------------------------------------------------------
+
+    def record(self, events: Sequence[Accepted | LedgerEvent], mark: Mark) -> None:
+        """Save the state after ``events`` (folding those the view has not seen) and ``mark``
+        as the position it reflects, in the caller's transaction."""
+        view = self._open()
+        first = mark.get(0, 0) - len(events)  # the log's positions of ``events`` (embedded)
+        submitted: list[tuple[int, bytes]] = []
+        for at, item in enumerate(events, start=first):
+            if isinstance(item, Accepted):
+                record = item.record
+                if item.submitted is not None:
+                    submitted.append((at, item.submitted))
+            else:
+                record = vars(item)
+            key = bytes.fromhex(record["event_id"].replace("-", ""))
+            if (record["org_id"], key) in view.applied:
+                continue
+            if isinstance(item, Accepted):
+                view.apply_record(record, key, item.digest, item.submitted)
+            else:
+                view.apply_record(record, key, self._digest(record))
+        self._save(view, mark, submitted)
+        self._view = None
+
+    def _digest(self, record: dict[str, Any]) -> bytes:
+        # The embedded store keeps no digest (it computes it from the stored event when asked),
+        # and a view is dropped once saved: nothing reads this one.
+        return b"" if self._events.reads_log else record_digest(record)
+
+    def begin(self) -> None:
+        """Before a transaction appends: bring the tables up to date with the log (embedded)."""
+        self._open()
+
+    def _open(self) -> _View:
+        if self._view is None:
+            if self._events.reads_log:
+                self._catch_up()
+            self._view = self._new_view()
+            pending, self._pending = self._pending, []
+            for event in pending:
+                record = vars(event)
+                org = self._view.orgs.get(event.org_id)
+                if org is None or event.sequence > org.last_sequence:
+                    key = bytes.fromhex(event.event_id.replace("-", ""))
+                    self._view.apply_record(record, key, record_digest(record))
+        return self._view
+
+    def catch_up(self) -> None:
+        """:meth:`_catch_up` now (the ledger's migration builds the tables with it)."""
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Fold the ledger's events after the position the tables reflect (an upgraded file:
+        all of them, once; later, only what a writer that did not update them appended)."""
+        mark = self.mark()
+        position, end = mark.get(0, 1), self._events.end()
+        if position >= end:
+            if not mark:  # a new file: it reflects the (empty) ledger
+                self._save(self._new_view(), {0: end}, [])
+            return
+        view = self._new_view()
+        for folded, (at, record) in enumerate(self._events.after(position), start=1):
+            key = bytes.fromhex(record["event_id"].replace("-", ""))
+            view.apply_record(record, key, b"")  # keeps no digest (see _digest)
+            if folded % _CATCH_UP_CHUNK == 0:  # bounded memory, whatever the ledger's size
+                self._save(view, {0: at + 1}, [])
+                view = self._new_view()
+        self._save(view, {0: end}, [])
+
+    def _new_view(self) -> _View:
+        view = _View()
+        view.orgs = _Cached(lambda org_id: self._read_org(view, org_id))
+        view.known = _Cached(lambda key: self._read_known(view, key))
+        view.sources = _Sources(
+            lambda key: self._read_source(view, key), self._events.implies_sources
+        )
+        return view
+
+    def _load(self, view: _View, probes: Sequence[Probe | None]) -> None:
+        """Read what ``probes`` name in bulk: their events (by id), then the sources of those
+        that are not stored (a stored id decides a repeat before its source is looked at)."""
+        keys: dict[str, set[bytes]] = {}
+        for probed in probes:
+            if probed is None or probed.org_id is None:
+                continue
+            mine = keys.setdefault(probed.org_id, set())
+            for key in (probed.event_key, probed.derived_key):
+                if key is not None and not dict.__contains__(view.known, (probed.org_id, key)):
+                    mine.add(key)
+            if probed.source is not None:  # the id its source's id derives: computed already
+                derived = probed.derived_key or probed.event_key
+                assert derived is not None  # a probe with a source derives its id
+                view.derived[probed.source] = derived
+        known, stored = view.known, view.sources
+        assert isinstance(known, _Cached)  # a view's maps are
+        assert isinstance(stored, _Cached)
+        for org_id, wanted in keys.items():
+            found = self._events.find(org_id, sorted(wanted))
+            for key in wanted:
+                if key in found:
+                    where, submitted = found[key]
+                    view.where[(org_id, key)] = where
+                    if submitted is not None:
+                        view.submitted_digests.setdefault((org_id, key), submitted)
+                elif (org_id, key) not in view.applied:
+                    known.loaded((org_id, key), None)
+        sources: dict[str, set[tuple[str, str]]] = {}
+        for probed in probes:
+            if probed is None or probed.source is None or probed.event_key is None:
+                continue
+            if known.absent((probed.source[0], probed.event_key)):
+                sources.setdefault(probed.source[0], set()).add(probed.source[1:])
+        for org_id, pairs in sources.items():
+            found_sources = self._sources(org_id, sorted(pairs))
+            for source, source_event_id in pairs:
+                source_key = (org_id, source, source_event_id)
+                if dict.__contains__(stored, source_key):
+                    continue
+                first = found_sources.get((source, source_event_id))
+                if first is not None:
+                    stored.loaded(source_key, first)
+                elif not self._events.implies_sources or known.absent(
+                    (org_id, view.derived[source_key])
+                ):
+                    stored.loaded(source_key, None)
+
+    def _sources(
+        self, org_id: str, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], bytes]:
+        found: dict[tuple[str, str], bytes] = {}
+        if self._one("SELECT 1 FROM sequencer_sources WHERE org_id = ? LIMIT 1", org_id) is None:
+            return found  # the common case: every event of the org has the id its source's derives
+        for chunk in _chunks(pairs, _IN_LIST // 2):
+            rows = self._db.execute(
+                "SELECT source, source_event_id, event_id FROM sequencer_sources"
+                " WHERE org_id = ? AND (source, source_event_id) IN"
+                f" (VALUES {','.join(['(?, ?)'] * len(chunk))})",
+                (org_id, *(part for pair in chunk for part in pair)),
+            )
+            for source, source_event_id, event_id in rows:
+                found[(source, source_event_id)] = event_id
+        return found
+
+    # -- reading one entity -------------------------------------------------------------------
+
+    def _one(self, query: str, *params: Any) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._db.execute(query, params).fetchone()
+        return row
+
+    def _flag(self, org_id: str, kind: str, id_: str) -> bool | None:
+        row = self._one(
+            "SELECT flag FROM sequencer_flags WHERE org_id = ? AND kind = ? AND id = ?",
+            org_id,
+            kind,
+            id_,
+        )
+        return None if row is None else bool(row[0])
+
+    def _read_org(self, view: _View, org_id: str) -> OrgState:
+        head = self._events.head(org_id)
+        if head is None:  # no event yet: nothing stored for it
+            org = OrgState(
+                swot=_Cached(None),
+                competitors=_CachedSet(None),
+                themes=_Cached(None),
+                units=_Cached(None),
+                periods=_Cached(None),
+                objectives=_Cached(None),
+                links=_CachedSet(None),
+                key_results=_Cached(None),
+                check_ins=_Cached(None),
+            )
+        else:
+            org = OrgState(
+                head.sequence,
+                head.hash,
+                bool(self._flag(org_id, "strategy", "")),
+                swot=_Cached(lambda id_: self._flag(org_id, "swot", id_)),
+                competitors=_CachedSet(
+                    lambda id_: self._flag(org_id, "competitor", id_) is not None
+                ),
+                themes=_Cached(lambda id_: self._flag(org_id, "theme", id_)),
+                units=_Cached(lambda id_: self._flag(org_id, "unit", id_)),
+                periods=_Cached(lambda id_: self._flag(org_id, "period", id_)),
+                objectives=_Cached(
+                    lambda id_: self._objective(org_id, id_),
+                    lambda o: (o.status, o.period_id, o.parent_id),
+                ),
+                links=_CachedSet(lambda link: self._link(org_id, link)),
+                key_results=_Cached(
+                    lambda id_: self._key_result(org_id, id_),
+                    lambda k: (k.objective_id, k.kind, k.start, k.active),
+                ),
+                check_ins=_Cached(lambda key: self._check_in(org_id, key), lambda c: c.retracted),
+            )
+        view.read_orgs[org_id] = (org.last_sequence, org.last_hash, org.strategy_defined)
+        return org
+
+    def _objective(self, org_id: str, objective_id: str) -> ObjectiveState | None:
+        row = self._one(
+            "SELECT status, period_id, parent_id FROM sequencer_objectives"
+            " WHERE org_id = ? AND objective_id = ?",
+            org_id,
+            objective_id,
+        )
+        return None if row is None else ObjectiveState(*row)
+
+    def _key_result(self, org_id: str, key_result_id: str) -> KeyResultState | None:
+        row = self._one(
+            "SELECT objective_id, kind, start, active FROM sequencer_key_results"
+            " WHERE org_id = ? AND key_result_id = ?",
+            org_id,
+            key_result_id,
+        )
+        return None if row is None else KeyResultState(row[0], row[1], row[2], bool(row[3]))
+
+    def _link(self, org_id: str, link: tuple[str, str, str]) -> bool:
+        row = self._one(
+            "SELECT 1 FROM sequencer_links WHERE org_id = ? AND objective_id = ?"
+            " AND linked_objective_id = ? AND relation = ?",
+            org_id,
+            *link,
+        )
+        return row is not None
+
+    def _check_in(self, org_id: str, key: bytes) -> CheckInState | None:
+        key_result_id = self._events.check_in(org_id, key)
+        if key_result_id is None:
+            return None
+        retracted = self._one(
+            "SELECT 1 FROM sequencer_retracted WHERE org_id = ? AND event_id = ?", org_id, key
+        )
+        return CheckInState(key_result_id, retracted is not None)
+
+    def _read_known(self, view: _View, key: tuple[str, bytes]) -> bytes | None:
+        return self._events.digest(*key, view.where.get(key))
+
+    def _read_source(self, view: _View, key: tuple[str, str, str]) -> bytes | None:
+        org_id, source, source_event_id = key
+        row = self._one(
+            "SELECT event_id FROM sequencer_sources"
+            " WHERE org_id = ? AND source = ? AND source_event_id = ?",
+            *key,
+        )
+        if row is not None:
+            first: bytes = row[0]
+            return first
+        if not self._events.implies_sources:
+            return None
+        # Not stored: the event whose id this source's id derives is the first, if it carries it.
+        candidate = (org_id, derive_event_key(*key))
+        known = view.known
+        if isinstance(known, _Cached) and known.absent(candidate):
+            return None
+        carried = view.carried.get(candidate) or self._events.carried(*candidate)
+        return candidate[1] if carried == (source, source_event_id) else None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _save(self, view: _View, mark: Mark, submitted: list[tuple[int, bytes]]) -> None:
+        flags: list[tuple[str, str, str, int]] = []
+        objectives: list[tuple[str, str, str, str, str | None]] = []
+        key_results: list[tuple[str, str, str, str, float, int]] = []
+        links_added: list[tuple[str, str, str, str]] = []
+        links_removed: list[tuple[str, str, str, str]] = []
+        retracted: list[tuple[str, bytes]] = []
+        heads: list[tuple[str, int, str]] = []
+        for org_id, org in dict.items(view.orgs):
+            sequence, hash_, strategy = view.read_orgs[org_id]
+            if (org.last_sequence, org.last_hash) != (sequence, hash_):
+                heads.append((org_id, org.last_sequence, org.last_hash))
+            if org.strategy_defined != strategy:
+                flags.append((org_id, "strategy", "", int(org.strategy_defined)))
+            for kind, attribute in _FLAG_KINDS:
+                table: dict[str, bool] = getattr(org, attribute)
+                flags.extend((org_id, kind, id_, int(flag)) for id_, flag in _changes(table))
+            flags.extend((org_id, "competitor", id_, 1) for id_ in _added(org.competitors))
+            objectives.extend(
+                (org_id, id_, o.status, o.period_id, o.parent_id)
+                for id_, o in _changes(org.objectives)
+            )
+            key_results.extend(
+                (org_id, id_, k.objective_id, k.kind, k.start, int(k.active))
+                for id_, k in _changes(org.key_results)
+            )
+            links_added.extend((org_id, *link) for link in _added(org.links))
+            links_removed.extend((org_id, *link) for link in _removed(org.links))
+            retracted.extend((org_id, key) for key, c in _changes(org.check_ins) if c.retracted)
+        db = self._db
+        db.executemany("INSERT OR REPLACE INTO sequencer_flags VALUES (?, ?, ?, ?)", flags)
+        db.executemany(
+            "INSERT OR REPLACE INTO sequencer_objectives VALUES (?, ?, ?, ?, ?)", objectives
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO sequencer_key_results VALUES (?, ?, ?, ?, ?, ?)", key_results
+        )
+        db.executemany("INSERT OR IGNORE INTO sequencer_links VALUES (?, ?, ?, ?)", links_added)
+        db.executemany(
+            "DELETE FROM sequencer_links WHERE org_id = ? AND objective_id = ?"
+            " AND linked_objective_id = ? AND relation = ?",
+            links_removed,
+        )
+        db.executemany("INSERT OR IGNORE INTO sequencer_retracted VALUES (?, ?)", retracted)
+        db.executemany(
+            "INSERT INTO sequencer_sources VALUES (?, ?, ?, ?)",
+            [
+                (*key, first)
+                for key, first in _changes(view.sources)
+                if not (self._events.implies_sources and first == _derived(view, key))
+            ],
+        )
+        self._events.save(view, heads, submitted)
+        db.executemany(
+            "INSERT OR REPLACE INTO sequencer_position VALUES (?, ?)", sorted(mark.items())
+        )
+
+
+def _derived(view: _View, key: tuple[str, str, str]) -> bytes:
+    return view.derived.get(key) or derive_event_key(*key)
+
+
+def _added(items: set[K]) -> Iterable[K]:
+    return items.added() if isinstance(items, _CachedSet) else items
+
+
+def _removed(items: set[K]) -> Iterable[K]:
+    return items.removed() if isinstance(items, _CachedSet) else ()
