@@ -30,18 +30,19 @@ its orgs' partitions first, and if a partition moved under a batch it reads it a
 :class:`SequenceConflictError` if any of the batch's events became an orphan.
 """
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
-from events.canonical import canonical_bytes
 from events.kafka_client import Connection, InRecord, OutRecord, Reader
 from events.kafka_records import (
     ChainReader,
+    ChainRule,
     decode_event,
+    encode_event,
     encode_rejection,
     org_key,
     org_of_key,
@@ -163,11 +164,11 @@ class LedgerWriter:
                 self.positions[p] = mine[-1] + 1 + marker
         return Appended(written, rejection_offsets, moved)
 
-    def resume(self, partition: int, next_offset: int, heads: Mapping[str, ChainHead]) -> None:
+    def resume(self, partition: int, next_offset: int, heads: Callable[[str], ChainHead]) -> None:
         """Start (again) from a partition's state as read: the offset its next event must land
-        at, and the chain heads of its orgs (genesis for any other)."""
+        at, and the chain heads its orgs' next events must continue."""
         self.positions[partition] = next_offset
-        self.chain.rule.heads.update(heads)
+        self.chain.rule = ChainRule(heads)
 
     def _event_records(
         self, events: Sequence[tuple[Accepted | LedgerEvent, Headers]]
@@ -192,8 +193,7 @@ class LedgerWriter:
                     f"org {org_id!r} belongs to ledger partition {partition}, which this "
                     f"writer does not own"
                 )
-            body = event.body if isinstance(event, Accepted) else None
-            value = body if body is not None else canonical_bytes(fields)
+            value = encode_event(event)
             records.append(OutRecord(self.ledger_topic, partition, org_key(org_id), value, headers))
         return records
 

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from events.canonical import canonical_bytes
 from events.log import ChainHead
-from events.outcomes import RAW_LIMIT, Rejection
+from events.outcomes import RAW_LIMIT, Accepted, Rejection
 from events.reasons import ReasonCode
 from events.stored import parse_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent
@@ -38,7 +38,11 @@ def org_key(org_id: str) -> bytes:
     return org_id.encode("utf-8")
 
 
-def encode_event(event: LedgerEvent) -> bytes:
+def encode_event(event: "LedgerEvent | Accepted") -> bytes:
+    """A ledger record's value: the event's canonical JSON (the bytes the sequencer made, when
+    it made them)."""
+    if isinstance(event, Accepted):
+        return event.body if event.body is not None else canonical_bytes(event.record)
     return canonical_bytes(event.to_record())
 
 

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         description="`okr-ledger worker` decides and writes in a second process, so that "
         "sequencing and projecting each have a core; off: in threads of one process.",
     )
+    worker_state_files: bool = Field(
+        default=True,
+        description="`okr-ledger worker` keeps each partition's sequencer state in "
+        "<data_dir>/sequencer-state/partition-<n>.db, so that gaining a partition reads only "
+        "what the ledger holds after the file; off: it folds the whole partition each time.",
+    )
     worker_app_id: str = Field(
         default="okr-ledger",
         description="Faust app id of `okr-ledger worker` (its consumer group and internal topics).",

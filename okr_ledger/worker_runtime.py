@@ -40,6 +40,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         policy=settings.policy,
         transactions=settings.kafka_transactions,
         sequencer_process=settings.worker_sequencer_process,
+        state_files=settings.worker_state_files,
         timings=GroupTimings(
             session_timeout_s=settings.kafka_session_timeout_seconds,
             heartbeat_interval_s=settings.kafka_heartbeat_interval_seconds,

@@ -62,6 +62,9 @@ class WorkerConfig:
     policy: Policy = DEFAULT_POLICY
     transactions: bool = True
     """Write each batch in a Kafka transaction (fencing; atomic batches on a real Kafka)."""
+    state_files: bool = True
+    """Keep each partition's sequencer state in a file in ``data_dir`` (restore reads only
+    what the ledger holds after it), or in memory (restore folds the whole partition)."""
     sequencer_process: bool = True
     """Decide and write in a process of its own (a core of its own), or in threads of the
     worker's process."""

@@ -36,8 +36,21 @@ from typing import Any, Protocol
 
 from events.kafka_client import Connection, OutRecord, Reader
 from events.kafka_log import KafkaEventLog, LedgerWriter
+from events.kafka_records import decode_event
 from processors.kafka_config import WorkerConfig
-from processors.kafka_sequencer import IntakeRecord, PartitionSequencer, StoredRecord
+from processors.kafka_sequencer import (
+    BatchOutput,
+    IntakeRecord,
+    PartitionSequencer,
+    StoredRecord,
+)
+from processors.sequencer_state import (
+    FileState,
+    StateFileError,
+    open_state,
+    remove_state_file,
+    state_file,
+)
 from schemas.envelope import utc_now
 from schemas.errors import LedgerUnavailableError, SequenceConflictError, WriterFencedError
 
@@ -82,6 +95,11 @@ class Owned:
     """Every rejections-topic record before this offset is folded."""
     intact: bool = True
     """False once a write failed or was cut short: the state may be ahead of the ledger."""
+
+
+class _HalfAppliedError(Exception):
+    """The state took an accepted event half: leave the batch's state transaction without
+    keeping it (the batch itself is written)."""
 
 
 class SequencerCore:
@@ -130,7 +148,27 @@ class SequencerCore:
             return dict(zip(partitions, pool.map(self.restore, partitions), strict=True))
 
     def restore(self, partition: int) -> Restored:
-        """Bring the state of a fenced ``partition`` up to the ledger (see the module)."""
+        """Bring the state of a fenced ``partition`` up to the ledger (see the module). A
+        state file that fails while it is read is deleted, and the restore starts again."""
+        try:
+            return self._restore(partition)
+        except StateFileError as error:
+            log.warning(
+                "partition %s: %s; deleting it, restoring from the ledger", partition, error
+            )
+            self._broken_file(partition)
+            return self._restore(partition)
+
+    def _broken_file(self, partition: int) -> None:
+        """Forget the partition's state and delete its file (the ledger rebuilds it)."""
+        held = self._owned.pop(partition, None)
+        if held is not None:
+            held.sequencer.state.close()
+            held.writer.close()  # the restore fences the partition again
+        if self.config.state_files:
+            remove_state_file(state_file(self.config.data_dir, partition))
+
+    def _restore(self, partition: int) -> Restored:
         started = time.monotonic()
         c = self.config
         if partition not in self._fenced:
@@ -139,24 +177,20 @@ class SequencerCore:
         held = self._owned.pop(partition, None)
         if held is not None:
             held.writer.close()
-        if held is not None and held.intact:
-            sequencer = held.sequencer
-            ledger_from: int | None = held.writer.positions[partition]
-            rejections_from: int | None = held.rejections_next
-        else:
-            sequencer = PartitionSequencer(partition, self.log.partition_count, c.policy)
-            ledger_from = rejections_from = None
         reader = Reader(Connection(c.servers, "okr-sequencer-restore", c.timeout_s))
-        folded = 0
+        sequencer: PartitionSequencer | None = None
         try:
-
-            def ledger() -> Any:
-                nonlocal folded
-                for r in reader.read(c.topics.ledger, {partition: ledger_from}):
-                    folded += 1
-                    yield StoredRecord(r.offset, r.value, r.headers, r.key)
-
-            sequencer.fold_ledger(ledger())
+            if held is not None and held.intact:  # what it wrote is in it: read what came after
+                sequencer, ledger_from = held.sequencer, held.sequencer.state.ledger_next
+                rejections_from: int | None = held.rejections_next
+            else:
+                if held is not None:
+                    held.sequencer.state.close()
+                sequencer, ledger_from, rejections_from = self._cold(partition, reader)
+            read = sequencer.fold_ledger(
+                StoredRecord(r.offset, r.value, r.headers, r.key)
+                for r in reader.read(c.topics.ledger, {partition: ledger_from})
+            )
             ledger_next = reader.positions[partition]
             sequencer.fold_rejections(
                 StoredRecord(r.offset, r.value, r.headers)
@@ -169,29 +203,62 @@ class SequencerCore:
                 resume = reader.beginnings(c.topics.intake, [partition])[partition]
         except BaseException:
             writer.close()
+            if sequencer is not None:
+                sequencer.state.close()  # lets go of its file
             raise
         finally:
             reader.close()
-        writer.resume(partition, ledger_next, sequencer.heads())
+        writer.resume(partition, ledger_next, sequencer.state.writer_heads())
         self._owned[partition] = Owned(sequencer, writer, rejections_next)
         seconds = time.monotonic() - started
         log.info(
             "partition %s: %s in %.2fs (%s ledger records read), resuming at %s "
             "(%s records there already recorded)",
             partition,
-            "caught up" if ledger_from is not None else "restored",
+            "caught up" if held is not None and held.intact else "restored",
             seconds,
-            folded,
+            read,
             resume,
             sequencer.pending_recorded,
         )
-        return Restored(resume, seconds, folded)
+        return Restored(resume, seconds, read)
+
+    def _cold(
+        self, partition: int, reader: Reader
+    ) -> tuple[PartitionSequencer, int | None, int | None]:
+        """A sequencer from the partition's state file, if it is still one of this ledger
+        (else from nothing), and where to read the ledger and the rejections from."""
+        c = self.config
+        path = state_file(c.data_dir, partition) if c.state_files else None
+        state = open_state(path, partition)
+        if isinstance(state, FileState) and not self._matches(state, partition, reader):
+            log.warning(
+                "partition %s: %s is not a state of this ledger; rebuilding", partition, path
+            )
+            state.discard()
+            state = open_state(path, partition)
+        return PartitionSequencer.from_state(partition, self.log.partition_count, c.policy, state)
+
+    def _matches(self, state: FileState, partition: int, reader: Reader) -> bool:
+        """Whether the state file's last event is still in the ledger, with the same hash."""
+        end = state.ledger_next
+        if end is None or end == 0:
+            return True
+        for stored in reader.read(self.config.topics.ledger, {partition: end - 1}):
+            record = decode_event(stored.value)
+            org_id = record.get("org_id")
+            if stored.offset != end - 1 or not isinstance(org_id, str):
+                return False
+            head = state.head(org_id)
+            return (head.sequence, head.hash) == (record.get("sequence"), record.get("hash"))
+        return False
 
     def drop(self, partition: int) -> None:
         """The partition went to another worker: forget it."""
         owned = self._owned.pop(partition, None)
         if owned is not None:
             owned.writer.close()
+            owned.sequencer.state.close()  # lets go of its file: the next owner may be here
         fenced = self._fenced.pop(partition, None)
         if fenced is not None:
             fenced.close()
@@ -203,33 +270,30 @@ class SequencerCore:
             return Sequenced(Verdict.RESTORE, None)
         started = time.monotonic()
         sequencer = owned.sequencer
-        output = sequencer.decide_batch(records, utc_now())
-        if not output.outcomes:
-            return Sequenced(Verdict.WRITTEN, sequencer.resume_offset)
-        owned.intact = False  # until the batch is written whole
-        topic = self.config.topics.outcomes
-        answers = [OutRecord(topic, o.partition, o.key, o.value) for o in output.outcomes]
+        owned.intact = False  # until the batch is written and kept
         try:
-            appended = owned.writer.append(
-                [(event, (origin.header(),)) for event, origin in output.events],
-                [(rejection, (origin.header(),)) for rejection, origin in output.rejections],
-                answers,
-            )
+            with sequencer.deciding(records, utc_now()) as output:
+                ledger_next = self._write(owned, output) if output.outcomes else None
+                if output.restore:  # the state took an event half: do not keep it
+                    raise _HalfAppliedError
+                sequencer.keep(output, ledger_next, owned.rejections_next)
         except WriterFencedError:
             self.drop(partition)
             return Sequenced(Verdict.FENCED, None)
+        except StateFileError as error:  # the batch may be written; the file is not trusted
+            log.warning(
+                "partition %s: %s; deleting it, restoring from the ledger", partition, error
+            )
+            self._broken_file(partition)
+            return Sequenced(Verdict.RESTORE, None)
         except (LedgerUnavailableError, SequenceConflictError) as error:
             log.warning("partition %s: %s; restoring from the ledger", partition, error)
             return Sequenced(Verdict.RESTORE, None)
-        if appended.moved:
-            log.warning(
-                "partition %s: another writer appended to the ledger partition; restoring",
-                partition,
-            )
+        except _HalfAppliedError:
             return Sequenced(Verdict.RESTORE, None)
-        if appended.rejections:
-            owned.rejections_next = max(owned.rejections_next, appended.rejections[-1] + 1)
-        owned.intact = not output.restore
+        owned.intact = True
+        if not output.outcomes:
+            return Sequenced(Verdict.WRITTEN, sequencer.resume_offset)
         log.debug(
             "partition %s: offsets %s-%s, %s events, %s rejections, %s replayed",
             partition,
@@ -241,7 +305,7 @@ class SequencerCore:
         )
         recorded = len(output.events) + len(output.rejections) + output.replayed
         return Sequenced(
-            Verdict.RESTORE if output.restore else Verdict.WRITTEN,
+            Verdict.WRITTEN,
             sequencer.resume_offset,
             events=len(output.events),
             rejections=dict(Counter(r.reason.value for r, _ in output.rejections)),
@@ -249,6 +313,23 @@ class SequencerCore:
             outcomes=len(output.outcomes),
             seconds=time.monotonic() - started,
         )
+
+    def _write(self, owned: Owned, output: BatchOutput) -> int | None:
+        """Write a decided batch; the ledger offset after its last event (None: it has none).
+        Raises :class:`SequenceConflictError` when another writer's record landed among its
+        events (the outcomes were not written: restore)."""
+        topic = self.config.topics.outcomes
+        appended = owned.writer.append(
+            [(event, (origin.header(),)) for event, origin in output.events],
+            [(rejection, (origin.header(),)) for rejection, origin in output.rejections],
+            [OutRecord(topic, o.partition, o.key, o.value) for o in output.outcomes],
+        )
+        if appended.moved:
+            raise SequenceConflictError("another writer appended to the ledger partition")
+        if appended.rejections:
+            owned.rejections_next = max(owned.rejections_next, appended.rejections[-1] + 1)
+        offsets = [o for mine in appended.offsets.values() for o in mine]
+        return max(offsets) + 1 if offsets else None
 
     def close(self) -> None:
         for partition in {*self._owned, *self._fenced}:
