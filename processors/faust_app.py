@@ -324,11 +324,8 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
     )
     worker = app.okr = Worker(app, config, services)
     for interval, function in services.timers:
-
-        async def tick(function: Callable[..., Awaitable[object]] = function) -> None:
-            await worker.tick(function)
-
-        app.timer(interval, name=getattr(function, "__qualname__", None))(tick)
+        name = getattr(function, "__qualname__", None)
+        app.timer(interval, name=name)(_ticking(worker, function))
     install_faust_sensors(app, services.metrics)  # Faust's own families, on our /metrics
     # Faust's web server answers GET / with its own index; the query endpoint needs "/".
     app.web.blueprints._enabled = [bp for bp in app.web.blueprints._enabled if bp[0] != ""]
@@ -350,6 +347,17 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
             await _or_crash(app, worker.project(batch))
 
     return app
+
+
+def _ticking(
+    worker: Worker, function: Callable[[Any, ThreadPoolExecutor], Awaitable[object]]
+) -> Callable[[], Awaitable[None]]:
+    """A timer's body. It takes no argument: Faust passes the app to one that takes one."""
+
+    async def tick() -> None:
+        await worker.tick(function)
+
+    return tick
 
 
 async def _or_crash(app: OkrApp, work: Any) -> None:
