@@ -62,6 +62,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/catch_up_latency.py --sizes 10000,1000000 --rounds 3
 	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
 	$(PY) benchmarks/kafka_crash_soak.py --kills 30
+	$(PY) benchmarks/kafka_throughput.py
+	$(PY) benchmarks/kafka_failover.py --kills 10
+	$(PY) benchmarks/kafka_restore.py --events 1000000 --ratio
 	$(PY) benchmarks/http_intake.py --seconds 60
 	$(PY) benchmarks/summary.py
 

@@ -1,8 +1,14 @@
-"""A long crash soak of the Kafka worker: SIGKILL it at random moments while submissions
-stream in, restart it each time, then check every invariant the short test checks.
+"""A long crash soak of the Kafka workers: several in one group, SIGKILLed (and paused) at
+random moments while submissions stream in, each restarted; then every invariant is checked.
 
-Prints what it did and PASS, or FAIL with the broken invariant (exit 1). Starts its own Tansu
-broker. Usage: python benchmarks/kafka_crash_soak.py [--kills 30] [--orgs 6] [--rounds 400]
+Starts its own Tansu broker and an ``okr-ledger serve-store`` that every worker projects into.
+Each round picks a worker at random and SIGKILLs it (or, with ``--pause-every``, SIGSTOPs it
+until its partitions have moved, then SIGCONTs it: a zombie), and restarts it. At the end:
+every submission is in the ledger or the rejections exactly once, no gap, the chains verify,
+every outcome agrees with the ledger, and the projections equal a rebuild.
+
+Prints what it did and PASS, or FAIL with the broken invariant (exit 1).
+Usage: python benchmarks/kafka_crash_soak.py [--kills 30] [--workers 3] [--orgs 9] [--rounds 400]
 """
 
 import argparse
@@ -21,13 +27,13 @@ from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection
 from tests.builders import check_ins, org_setup
 from tests.kafka.broker import tansu_broker
-from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.test_sequencer_worker import (
-    Submitter,
-    Worker,
-    assert_exactly_once,
-    wait_for_outcomes,
-)
+from tests.kafka.group_support import Group
+from tests.kafka.projector_support import cli
+from tests.kafka.test_sequencer_worker import Submitter, assert_exactly_once, wait_for_outcomes
+from tests.kafka.test_worker_group import assert_outcomes_agree_with_the_ledger, wait_projected
+from tests.projections.serve_store_support import served_store
+
+PARTITIONS = 6
 
 
 def workload(orgs: int, rounds: int, seed: int) -> list[bytes]:
@@ -45,12 +51,14 @@ def workload(orgs: int, rounds: int, seed: int) -> list[bytes]:
 def soak(args: argparse.Namespace, work: Path) -> int:
     raws = workload(args.orgs, args.rounds, args.seed)
     started = time.perf_counter()
-    with tansu_broker(work / "broker.log") as address:
+    names = [chr(ord("a") + i) for i in range(args.workers)]
+    with tansu_broker(work / "broker.log") as address, served_store(work / "store") as store:
         kafka = Connection((address,), "okr-soak", timeout_s=15.0)
         suffix = uuid.uuid4().hex[:8]
         topics = {r: f"soak.{suffix}.{r}" for r in ("intake", "ledger", "rejections", "outcomes")}
-        ensure_topics(kafka, okr_topics(**topics, partitions=TEST_PARTITIONS))
-        submitter = Submitter(kafka, topics["intake"])
+        ensure_topics(kafka, okr_topics(**topics, partitions=PARTITIONS))
+        submitter = Submitter(kafka, topics["intake"], partitions=PARTITIONS)
+        group = Group(kafka, topics, work, PARTITIONS, store.writer_url, args.batch_size)
         done = threading.Event()
 
         def stream() -> None:
@@ -62,55 +70,71 @@ def soak(args: argparse.Namespace, work: Path) -> int:
                 done.set()
 
         chance = random.Random(args.seed)
-        kills = 0
-        worker = Worker(kafka, topics, work / "worker.log", args.batch_size)
-        worker.start()
+        kills = pauses = 0
         try:
+            for name in names:
+                group.start(name)
+            group.wait_spread(names, {})
             producer = threading.Thread(target=stream)
             producer.start()
-            while kills < args.kills or not done.is_set():
-                worker.wait_ready(kills + 1, timeout_s=60.0)
+            while kills + pauses < args.kills or not done.is_set():
                 time.sleep(chance.uniform(0.0, args.max_gap))
-                worker.kill()
-                kills += 1
-                worker.start()
+                victim = chance.choice(names)
+                since = group.counts()
+                if args.pause_every and (kills + pauses + 1) % args.pause_every == 0:
+                    group.pause(victim)  # its partitions move; it wakes up a zombie
+                    others = [n for n in names if n != victim]
+                    group.wait_spread(others, {**since, victim: 0}, timeout_s=120)
+                    since = group.counts()
+                    group.resume(victim)
+                    pauses += 1
+                else:
+                    group.workers[victim].kill()
+                    group.workers[victim].start()
+                    kills += 1
+                group.wait_spread(names, since, timeout_s=120)
             producer.join()
+            any_worker = group.workers[names[0]]
             outcomes = wait_for_outcomes(
-                kafka, topics["outcomes"], set(submitter.sent), worker, timeout_s=300.0
+                kafka, topics["outcomes"], set(submitter.sent), any_worker, timeout_s=300.0
             )
-            cut = worker.cut_batches()
-        finally:
-            worker.stop()
-            submitter.close()
-        elapsed = time.perf_counter() - started
-        print(f"submissions {len(raws):,} over {elapsed:.0f} s; worker SIGKILLed {kills} times")
-        print(f"kills that cut a batch mid-write: {cut}")
-        try:
             statuses = assert_exactly_once(kafka, topics, submitter)
-            for submission_id, documents in outcomes.items():
-                assert {d["status"] for d in documents} == {statuses[submission_id]}, (
-                    f"{submission_id}: outcomes {documents} disagree with {statuses[submission_id]}"
-                )
+            assert_outcomes_agree_with_the_ledger(kafka, topics, outcomes, statuses)
+            wait_projected(any_worker, store.writer_url, kafka, topics, timeout_s=300)
+            env = {k: v for k, v in any_worker.env.items() if k.startswith("OKR_")}
+            rebuilt = cli(env, "rebuild")
+            assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+            assert "identical" in rebuilt.stdout, rebuilt.stdout
         except AssertionError as error:
             print(f"FAIL: {error}")
             return 1
+        finally:
+            submitter.close()
+            group.stop_all()
+    elapsed = time.perf_counter() - started
     counts = Counter(statuses.values())
+    print(
+        f"submissions {len(raws):,} over {elapsed:.0f} s; {args.workers} workers, "
+        f"SIGKILLed {kills} times, paused {pauses} times"
+    )
     print(
         f"outcomes: accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, "
         f"rejected {counts['rejected']:,}"
     )
     print("PASS: every submission once in the ledger or the rejections, no gap, chains verify,")
-    print("      every outcome agrees with the embedded ledger's decision")
+    print("      every outcome agrees with the ledger, the projections equal a rebuild")
     return 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--kills", type=int, default=30)
-    parser.add_argument("--orgs", type=int, default=6)
+    parser.add_argument("--kills", type=int, default=30, help="SIGKILLs and pauses in all")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--pause-every", type=int, default=5, help="every n-th: SIGSTOP instead")
+    parser.add_argument("--orgs", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=400, help="check-ins per org / 4")
     parser.add_argument("--batch-size", type=int, default=50, help="OKR_SEQUENCER_BATCH_SIZE")
-    parser.add_argument("--max-gap", type=float, default=0.3, help="seconds alive before a kill")
+    parser.add_argument("--max-gap", type=float, default=2.0, help="seconds between rounds")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

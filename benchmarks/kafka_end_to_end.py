@@ -17,7 +17,7 @@ store, query endpoint) as a subprocess. Then:
 
 The worker logs at DEBUG; its sequencer and projector batch lines give the breakdown.
 Usage: python benchmarks/kafka_end_to_end.py [--check-ins 30000] [--key-results 100]
-       [--rate 500] [--lag-samples 10000] [--partitions 6] [--orgs 1] [--no-faust]
+       [--rate 500] [--lag-samples 10000] [--partitions 6] [--orgs 1]
 """
 
 import argparse
@@ -50,6 +50,7 @@ from events.kafka_records import org_key
 from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
+from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
 from tests.kafka.broker import tansu_broker, wait_until_ready
 
@@ -154,7 +155,7 @@ def _log_time(line: str) -> float | None:
 class Worker:
     """``okr-ledger worker`` on fresh topics, with its own data directory and query port."""
 
-    def __init__(self, address: str, work: Path, partitions: int, faust: bool) -> None:
+    def __init__(self, address: str, work: Path, partitions: int) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.topics = {role: f"bench.{suffix}.{role}" for role in ROLES}
         self.port = _free_port()
@@ -172,7 +173,6 @@ class Worker:
         }
         self.work = work
         self.log_path = work / "worker.log"
-        self.faust = faust
         self.process: subprocess.Popen[bytes] | None = None
 
     def init_topics(self) -> str:
@@ -189,7 +189,7 @@ class Worker:
         return done.stdout.strip()
 
     def start(self) -> None:
-        command = [str(CLI), "worker", "--faust" if self.faust else "--no-faust"]
+        command = [str(CLI), "worker"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -210,8 +210,7 @@ class Worker:
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         markers = (
             f"sequencing {self.topics['intake']} partitions",
-            f"projecting {self.topics['ledger']} partitions",
-            "serving read-only queries",
+            "projecting ledger partitions",
         )
         deadline = time.monotonic() + timeout_s
         while not all(m in self.log_path.read_text(errors="replace") for m in markers):
@@ -221,7 +220,9 @@ class Worker:
             time.sleep(0.05)
 
     def store(self) -> ProjectionStore:
-        return ProjectionStore.open(f"http://127.0.0.1:{self.port}/okr_ledger", migrate=False)
+        token = read_token(Path(self.env["OKR_DATA_DIR"]) / TOKEN_FILE)
+        url = f"http://reader:{token}@127.0.0.1:{self.port}/okr_ledger"
+        return ProjectionStore.open(url, migrate=False)
 
     def peak_mib(self) -> float:
         """The worker's peak resident memory so far (VmHWM)."""
@@ -416,7 +417,7 @@ def run_kafka(args: argparse.Namespace, load: Workload, work: Path) -> tuple[Fig
             wait_until_ready(address, 30.0, None)
         else:
             address = stack.enter_context(tansu_broker(work / "broker.log"))
-        worker = Worker(address, work, args.partitions, args.faust)
+        worker = Worker(address, work, args.partitions)
         print(worker.init_topics(), flush=True)
         worker.start()
         stack.callback(worker.stop)
@@ -528,7 +529,7 @@ def report(
         ("  max", kl.lag(1.0), el.lag(1.0)),
         ("peak memory (RSS)", f"{kl.peak_mib:,.0f} MiB (worker)", f"{el.peak_mib:,.0f} MiB"),
     ]
-    worker = "Faust worker" if args.faust else "plain worker"
+    worker = "Faust worker"
     print()
     print(
         f"{args.orgs} org(s), {args.key_results} key results, {args.check_ins:,} check-ins; "
@@ -558,7 +559,6 @@ def main() -> None:
     )
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--poll-ms", type=float, default=20.0, help="Visibility poll interval.")
-    parser.add_argument("--faust", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
         "--address",
         default=os.environ.get("OKR_BENCH_KAFKA"),

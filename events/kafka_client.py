@@ -122,21 +122,28 @@ class Producer:
 
 
 class Reader:
-    """Reads partitions with manual assignment, up to their ends as of the start of a read."""
+    """Reads partitions with manual assignment, up to their ends as of the start of a read.
+
+    It reads committed records only (``read_committed``): on a Kafka that isolates aborted
+    transactions, a batch a writer did not commit is not part of anything read. (Tansu 0.6
+    shows aborted records all the same; every reader then sees them alike.)
+    """
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self.positions: dict[int, int] = {}
         """After a read: the next offset of every partition read."""
+        self._listing: Any = None
         try:
             self._consumer = KafkaConsumer(
                 **connection.options(),
                 group_id=None,
                 enable_auto_commit=False,
                 allow_auto_create_topics=False,
-                fetch_max_wait_ms=100,
+                fetch_max_wait_ms=10,  # a read takes what is there: never wait for more
                 max_partition_fetch_bytes=8 * 1024 * 1024,
                 max_poll_records=5000,
+                isolation_level="read_committed",
             )
         except KafkaError as error:
             raise connection.fail("create a consumer", error) from error
@@ -166,11 +173,21 @@ class Reader:
         return {int(tp.partition): int(offset) for tp, offset in found.items()}
 
     def ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """The listed end of each partition: nothing at or after it existed before the call
-        (on Tansu it can be lower than the true end; see :meth:`read`)."""
+        """Where records produced after this call will be, at the earliest: the listed end
+        of each partition, counting records of open transactions too (Tansu lists a lower
+        offset, its last batch's first + 1, which is still at or before any later record;
+        for a committed read it would list 0 while a transaction is open)."""
         tps = [TopicPartition(topic, p) for p in partitions]
         try:
-            found = self._consumer.end_offsets(tps)
+            if self._listing is None:
+                self._listing = KafkaConsumer(
+                    **self._connection.options(),
+                    group_id=None,
+                    enable_auto_commit=False,
+                    allow_auto_create_topics=False,
+                    isolation_level="read_uncommitted",
+                )
+            found = self._listing.end_offsets(tps)
         except KafkaError as error:
             raise self._connection.fail(f"list offsets of {topic}", error) from error
         return {int(tp.partition): int(offset) for tp, offset in found.items()}
@@ -178,10 +195,12 @@ class Reader:
     def read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
         """Records from ``starts`` (partition -> offset, ``None``: the beginning) to the ends.
 
-        The end of each partition is fixed when its first fetch answers: at least everything
-        acknowledged before the call. (Tansu 0.6 answers ListOffsets(latest) with the base
-        offset of the last batch + 1, so the listed end only tells whether there is anything
-        to read; the fetch's high watermark is right.) Each partition's order is kept.
+        The end of each partition is the high watermark its first fetch answers: at least
+        everything acknowledged before the call. It is never taken from ListOffsets: Tansu 0.6
+        answers ListOffsets(latest) with the base offset of the last batch + 1, and, for a
+        committed read, with 0 while a transaction is open on the partition. A transaction
+        open when the read starts is waited for (it commits or is aborted: committed records
+        are read only). Each partition's order is kept.
         """
         try:
             yield from self._read(topic, starts)
@@ -193,22 +212,19 @@ class Reader:
         tps = {p: TopicPartition(topic, p) for p in starts}
         consumer.unsubscribe()  # forget the last read's high watermarks and pauses
         consumer.assign(list(tps.values()))
-        beginnings = consumer.beginning_offsets(list(tps.values()))
-        listed_ends = consumer.end_offsets(list(tps.values()))
+        unknown = [tp for p, tp in tps.items() if starts[p] is None]
+        beginnings = consumer.beginning_offsets(unknown) if unknown else {}
         self.positions = {}
         pending: dict[int, int | None] = {}  # partition -> end, once known
         for p, tp in tps.items():
             given = starts[p]
             start = int(beginnings[tp]) if given is None else given
             self.positions[p] = start
-            if int(listed_ends[tp]) > start:
-                consumer.seek(tp, start)
-                pending[p] = None
-            else:
-                consumer.pause(tp)
+            consumer.seek(tp, start)
+            pending[p] = None
         deadline = time.monotonic() + self._connection.timeout_s
         while pending:
-            fetched = consumer.poll(timeout_ms=200)
+            fetched = consumer.poll(timeout_ms=20)
             for messages in fetched.values():
                 for m in messages:
                     headers = tuple((str(k), bytes(v)) for k, v in m.headers or ())
@@ -218,7 +234,7 @@ class Reader:
                 tp = tps[p]
                 end = pending[p]
                 if end is None and (high := consumer.highwater(tp)) is not None:
-                    pending[p] = end = max(int(high), int(listed_ends[tp]))
+                    pending[p] = end = int(high)
                 position = int(consumer.position(tp))
                 self.positions[p] = position
                 if end is not None and position >= end:
@@ -232,6 +248,8 @@ class Reader:
 
     def close(self) -> None:
         self._consumer.close()
+        if self._listing is not None:
+            self._listing.close()
 
 
 class Admin:

@@ -1,52 +1,55 @@
-"""The event log on Kafka: a ledger topic keyed by org and a rejections topic (kafka-python).
+"""The event log on Kafka: a ledger topic keyed by org and a rejections topic.
 
 All of one org's events go to one partition (murmur2 of the org id, as Kafka's default
 partitioner), so an org is read from its partition alone. What belongs to the ledger is
-defined by the chain rule (:mod:`events.kafka_records`): records that do not continue their
-org's chain are orphans, skipped by every reader and listed by :meth:`KafkaEventLog.orphans`.
+defined by the chain rule (:class:`events.kafka_records.ChainReader`): records that do not
+continue their org's chain are orphans, skipped by every reader and listed by
+:meth:`KafkaEventLog.orphans`.
 
-**Appends are not transactional.** Tansu 0.6 accepts transactional producers but does not tell
-consumers which transactions were aborted, so aborted records stay visible; transactions
-cannot make an append all-or-none there. Instead an append:
+**One write path.** Everything written to the ledger goes through :class:`LedgerWriter`: the
+event log's :meth:`~KafkaEventLog.append`, and the Kafka worker, which owns a partition and
+writes it through :meth:`KafkaEventLog.partition_writer` (a transactional id of its own, so
+that the next owner fences it). A batch is written in steps, each acknowledged before the next,
+in one transaction (:mod:`events.kafka_transactions`):
 
-1. catches up with its orgs' partitions and refuses (:class:`SequenceConflictError`, nothing
-   written) events that do not continue their org's head;
-2. produces the events (idempotent, ``acks=all``) and checks their offsets: if no other
-   writer's record landed before them, they continue the chain; otherwise it reads the
-   partition again, and if any of them became an orphan raises ``SequenceConflictError``;
-3. only then produces the rejections.
+1. the rejections;
+2. the events, after checking that each continues its org's head (otherwise
+   :class:`SequenceConflictError` and nothing is written); then their offsets are checked:
+   if another writer's record landed before or among them, whether they continue the chain is
+   for the chain rule to say, and the writer reports the partition as *moved*;
+3. what answers for the batch (the worker's outcomes), only when no partition moved.
 
-So concurrent writers never fork a chain, and the loser learns it. What is not all-or-none:
-a crash or a Kafka error in step 2 or 3 can leave a prefix of an org's events in the ledger
-(a valid chain) without the rest of the batch or its rejections; and a lost race can leave
-another org's events of the same batch stored. Resubmitting is safe: the stored events are
-duplicates. One writer per partition (the sequencer owning it) makes races rare.
+On a Kafka that isolates aborted transactions (readers ``read_committed``), a batch is all or
+none. Tansu 0.6 (the broker of the tests) does not: a crash in the middle leaves a prefix of
+the steps visible, and the order above keeps every prefix meaningful (see docs/ARCHITECTURE.md,
+"The Kafka runtime"). A transaction's commit marker takes an offset in each partition it wrote,
+so a writer expects its next batch one offset after its last event plus one.
+
+The event log itself (a ``Ledger`` on ``kafka://``, the tests) has no lock: it catches up with
+its orgs' partitions first, and if a partition moved under a batch it reads it again and raises
+:class:`SequenceConflictError` if any of the batch's events became an orphan.
 """
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import uuid4
 
-from events.kafka_client import (
-    Connection,
-    InRecord,
-    OutRecord,
-    Producer,
-    Reader,
-    partition_for,
-)
+from events.kafka_client import Connection, InRecord, OutRecord, Reader
 from events.kafka_records import (
+    ChainReader,
     ChainRule,
     decode_event,
     encode_event,
     encode_rejection,
     org_key,
     org_of_key,
-    placed,
     read_rejection,
 )
-from events.log import ChainHead, Decider, Mark
+from events.kafka_transactions import BatchProducer
+from events.log import ChainHead, Decider, Mark, NewEvents
 from events.outcomes import Accepted, Rejection
 from events.stored import StoredBytes, parse_event
 from schemas.envelope import LedgerEvent
@@ -56,6 +59,8 @@ from schemas.errors import (
     LedgerUnavailableError,
     SequenceConflictError,
 )
+
+Headers = tuple[tuple[str, bytes], ...]
 
 DEFAULT_PORT = 9092
 REJECTIONS_PARTITION = 0
@@ -76,11 +81,136 @@ def servers_from_url(url: str) -> tuple[str, ...]:
     return tuple(servers)
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What :meth:`LedgerWriter.append` wrote."""
+
+    offsets: dict[int, list[int]]
+    """Per ledger partition, the offsets of the batch's events, in order."""
+    rejections: list[int]
+    """The offsets of the batch's rejections, in order."""
+    moved: frozenset[int]
+    """Partitions where another writer's record landed before or among the batch's events:
+    the writer does not know whether they continue their chains (read them back), and sent
+    no answers."""
+
+
+class LedgerWriter:
+    """Writes batches to the ledger: see "One write path" in the module docstring.
+
+    ``chain`` holds the heads the events must continue and ``positions`` the offset each
+    partition's next event must land at; both advance with every batch written whole (the
+    event log shares them with its catch-up reads). ``partitions`` limits the partitions it
+    may write (a worker's writer owns one). Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        producer: BatchProducer,
+        chain: ChainReader,
+        positions: dict[int, int],
+        *,
+        ledger_topic: str,
+        rejections_topic: str,
+        partitions: Collection[int] | None = None,
+    ) -> None:
+        self.producer = producer
+        self.chain = chain
+        self.positions = positions
+        self.ledger_topic, self.rejections_topic = ledger_topic, rejections_topic
+        self.partitions = partitions
+
+    def append(
+        self,
+        events: Sequence[tuple[Accepted | LedgerEvent, Headers]],
+        rejections: Sequence[tuple[Rejection, Headers]] = (),
+        answers: Sequence[OutRecord] = (),
+    ) -> Appended:
+        """Write a batch (see the module docstring). Every event's partition must have a
+        position. Raises :class:`SequenceConflictError`, writing nothing, when an event does
+        not continue its org's head; Kafka failures as :class:`LedgerUnavailableError`
+        (:class:`~schemas.errors.WriterFencedError` when another writer took the partition)."""
+        records = self._event_records(events)
+        rejected = [
+            OutRecord(
+                self.rejections_topic,
+                REJECTIONS_PARTITION,
+                org_key(r.org_id) if r.org_id is not None else None,
+                encode_rejection(r),
+                headers,
+            )
+            for r, headers in rejections
+        ]
+        producer = self.producer
+        with producer.transaction():
+            rejection_offsets = producer.send(rejected)
+            offsets = producer.send(records)
+            written: dict[int, list[int]] = {}
+            for record, offset in zip(records, offsets, strict=True):
+                written.setdefault(record.partition, []).append(offset)
+            moved = frozenset(
+                p
+                for p, mine in written.items()
+                if mine != list(range(self.positions[p], self.positions[p] + len(mine)))
+            )
+            if not moved:
+                producer.send(answers)
+        marker = 1 if producer.transactional else 0
+        for (event, _), record in zip(events, records, strict=True):
+            if record.partition not in moved:
+                self.chain.rule.admit(_fields(event))
+        for p, mine in written.items():
+            if p not in moved:
+                self.positions[p] = mine[-1] + 1 + marker
+        return Appended(written, rejection_offsets, moved)
+
+    def resume(self, partition: int, next_offset: int, heads: Callable[[str], ChainHead]) -> None:
+        """Start (again) from a partition's state as read: the offset its next event must land
+        at, and the chain heads its orgs' next events must continue."""
+        self.positions[partition] = next_offset
+        self.chain.rule = ChainRule(heads)
+
+    def _event_records(
+        self, events: Sequence[tuple[Accepted | LedgerEvent, Headers]]
+    ) -> list[OutRecord]:
+        """The events' records, once each is known to continue its org's head (an accepted
+        event is stored as the canonical bytes the sequencer made for it)."""
+        heads: dict[str, ChainHead] = {}
+        records = []
+        for event, headers in events:
+            fields = _fields(event)
+            org_id, sequence = fields["org_id"], fields["sequence"]
+            head = heads.get(org_id) or self.chain.rule.head(org_id)
+            if sequence != head.sequence + 1 or fields["prev_hash"] != head.hash:
+                raise SequenceConflictError(
+                    f"org {org_id!r}: event {sequence} does not continue the chain "
+                    f"at {head.sequence}"
+                )
+            heads[org_id] = ChainHead(sequence, fields["hash"])
+            partition = self.chain.owner(org_id)
+            if self.partitions is not None and partition not in self.partitions:
+                raise SequenceConflictError(
+                    f"org {org_id!r} belongs to ledger partition {partition}, which this "
+                    f"writer does not own"
+                )
+            value = encode_event(event)
+            records.append(OutRecord(self.ledger_topic, partition, org_key(org_id), value, headers))
+        return records
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+def _fields(event: Accepted | LedgerEvent) -> dict[str, Any]:
+    return event.record if isinstance(event, Accepted) else event.to_record()
+
+
 class KafkaEventLog:
     """:class:`~events.log.EventLog` on a Kafka ledger topic and a rejections topic.
 
     The topics must exist (:func:`events.kafka_admin.ensure_topics`). Not thread-safe: use
-    one object per thread.
+    one object per thread. ``transactions``: its writes are Kafka transactions (see the
+    module docstring); off, they are only idempotent.
     """
 
     def __init__(
@@ -92,12 +222,14 @@ class KafkaEventLog:
         client_id: str = "okr-ledger",
         timeout_s: float = 30.0,
         read_only: bool = False,
+        transactions: bool = True,
     ) -> None:
         servers = (bootstrap_servers,) if isinstance(bootstrap_servers, str) else bootstrap_servers
         self._connection = Connection(tuple(servers), client_id, timeout_s)
         self.ledger_topic, self.rejections_topic = ledger_topic, rejections_topic
+        self.read_only, self.transactions = read_only, transactions
         self._reader = Reader(self._connection)
-        self._producer: Producer | None = None
+        self._writer: LedgerWriter | None = None
         self._closed = False
         try:
             missing = sorted({ledger_topic, rejections_topic} - self._reader.topics())
@@ -107,14 +239,12 @@ class KafkaEventLog:
                     "the topics first (events.kafka_admin.ensure_topics)"
                 )
             self._partitions = self._reader.partitions(ledger_topic)
-            if not read_only:
-                self._producer = Producer(self._connection)
         except BaseException:
             self.close()
             raise
-        self._rule = ChainRule()
+        self._chain = ChainReader(len(self._partitions))
         self._positions: dict[int, int] = {}
-        """Per ledger partition: the next offset the rule has not seen."""
+        """Per ledger partition: the next offset the chain reader has not seen."""
 
     @classmethod
     def from_url(
@@ -124,97 +254,102 @@ class KafkaEventLog:
         ``read_only`` opens no producer."""
         return cls(servers_from_url(url), read_only=read_only, **options)
 
+    @property
+    def partition_count(self) -> int:
+        return len(self._partitions)
+
     def partition_of(self, org_id: str) -> int:
-        return self._partitions[partition_for(org_key(org_id), len(self._partitions))]
+        return self._chain.owner(org_id)
 
     # -- writing ---------------------------------------------------------------------------
 
+    def partition_writer(
+        self, partition: int, transactional_id: str | None, client_id: str = "okr-worker"
+    ) -> LedgerWriter:
+        """A writer of ledger ``partition`` alone, for the one process that owns it: creating
+        it fences every earlier writer with the same ``transactional_id`` (``None``: an
+        idempotent writer, not fenced). Before writing, give it the partition's state as read
+        (:meth:`LedgerWriter.resume`); see :mod:`processors.kafka_worker`."""
+        if partition not in self._partitions:
+            raise ConfigurationError(f"{self.ledger_topic} has no partition {partition}")
+        producer = BatchProducer(
+            self._connection.servers,
+            transactional_id=transactional_id,
+            client_id=client_id,
+            timeout_s=self._connection.timeout_s,
+        )
+        return LedgerWriter(
+            producer,
+            ChainReader(len(self._partitions)),
+            {},
+            ledger_topic=self.ledger_topic,
+            rejections_topic=self.rejections_topic,
+            partitions={partition},
+        )
+
     def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
-        if events:
-            self._append_events(events)
-        if rejections:
-            self._send(
-                OutRecord(
-                    self.rejections_topic,
-                    0,
-                    org_key(r.org_id) if r.org_id is not None else None,
-                    encode_rejection(r),
-                )
-                for r in rejections
-            )
+        self._append(events, rejections)
 
-    def append_decided(self, decider: Decider, mark: Mark) -> Mark:
-        """Catch up (chain rule from the decider's heads), decide, append. Kafka has no lock:
-        another writer can append between the catch-up and the write (see the module)."""
-        positions = dict(mark)
-        rule = ChainRule(start=decider.head)
-        starts = {p: positions.get(p) for p in self._partitions}
-        for message in self._reader.read(self.ledger_topic, starts):
-            record = decode_event(message.value)
-            # The decider's own events come back on the next call: its heads are past them.
-            if self._placed(record, message.key, message.partition) and rule.admit(record):
-                decider.fold(LedgerEvent.from_record(record))
-        positions.update(self._reader.positions)
-        events, rejections = decider.decide()
-        self.append([e.event if isinstance(e, Accepted) else e for e in events], rejections)
-        return positions
-
-    def state_store(self) -> None:
-        """None: the ledger folds a Kafka log into memory (see ``events.state_store``)."""
-
-    def _append_events(self, events: Sequence[LedgerEvent]) -> None:
-        partitions = {e.org_id: self.partition_of(e.org_id) for e in events}
-        self._catch_up(set(partitions.values()))
-        self._check_continuity(events)
-        records = [
-            OutRecord(self.ledger_topic, partitions[e.org_id], org_key(e.org_id), encode_event(e))
-            for e in events
-        ]
-        offsets = self._send(records)
-        written: dict[int, list[tuple[int, LedgerEvent]]] = {}
-        for event, record, offset in zip(events, records, offsets, strict=True):
-            written.setdefault(record.partition, []).append((offset, event))
+    def _append(self, events: NewEvents, rejections: Sequence[Rejection]) -> None:
+        if not events and not rejections:
+            return
+        self._catch_up({self.partition_of(e.org_id) for e in events})
+        appended = self._ledger_writer().append(
+            [(e, ()) for e in events], [(r, ()) for r in rejections]
+        )
         orphaned = 0
-        for partition, mine in sorted(written.items()):
-            start = self._positions[partition]  # set by the catch-up above
-            if [o for o, _ in mine] == list(range(start, start + len(mine))):
-                for offset, event in mine:  # nobody wrote in between: they continue the chain
-                    self._rule.admit(event.to_record())
-                    self._positions[partition] = offset + 1
-            else:
-                orphans = self._catch_up({partition})
-                orphaned += sum(offset in orphans for offset, _ in mine)
+        for partition in sorted(appended.moved):
+            orphans = self._catch_up({partition})
+            orphaned += sum(offset in orphans for offset in appended.offsets[partition])
         if orphaned:
             raise SequenceConflictError(
                 f"another writer appended to the same orgs first: {orphaned} of "
                 f"{len(events)} events did not continue their chain and are not in the ledger"
             )
 
-    def _check_continuity(self, events: Sequence[LedgerEvent]) -> None:
-        heads: dict[str, ChainHead] = {}
-        for event in events:
-            head = heads.get(event.org_id) or self._rule.head(event.org_id)
-            if event.sequence != head.sequence + 1 or event.prev_hash != head.hash:
-                raise SequenceConflictError(
-                    f"org {event.org_id!r}: event {event.sequence} does not continue the chain "
-                    f"at {head.sequence}"
-                )
-            heads[event.org_id] = ChainHead(event.sequence, event.hash)
-
-    def _send(self, records: Iterable[OutRecord]) -> list[int]:
-        if self._producer is None or self._closed:
+    def _ledger_writer(self) -> LedgerWriter:
+        if self.read_only or self._closed:
             raise LedgerUnavailableError("the Kafka event log is closed or read-only")
-        return self._producer.send_all(list(records))
+        if self._writer is None:
+            producer = BatchProducer(
+                self._connection.servers,
+                transactional_id=f"okr-ledger-log-{uuid4()}" if self.transactions else None,
+                client_id=self._connection.client_id,
+                timeout_s=self._connection.timeout_s,
+            )
+            self._writer = LedgerWriter(
+                producer,
+                self._chain,
+                self._positions,
+                ledger_topic=self.ledger_topic,
+                rejections_topic=self.rejections_topic,
+            )
+        return self._writer
+
+    def append_decided(self, decider: Decider, mark: Mark) -> Mark:
+        """Catch up (chain rule from the decider's heads), decide, append. Kafka has no lock:
+        another writer can append between the catch-up and the write (see the module)."""
+        positions = dict(mark)
+        chain = ChainReader(len(self._partitions), decider.head)
+        starts = {p: positions.get(p) for p in self._partitions}
+        for message in self._reader.read(self.ledger_topic, starts):
+            # The decider's own events come back on the next call: its heads are past them.
+            record = chain.admit(message.partition, message.key, message.value)
+            if record is not None:
+                decider.fold(LedgerEvent.from_record(record))
+        positions.update(self._reader.positions)
+        self._append(*decider.decide())
+        return positions
+
+    def state_store(self) -> None:
+        """None: the ledger folds a Kafka log into memory (see ``events.state_store``)."""
 
     def _catch_up(self, partitions: set[int]) -> set[int]:
         """Apply the chain rule to what is new in ``partitions``; the orphans' offsets."""
         orphans: set[int] = set()
         starts = {p: self._positions.get(p) for p in sorted(partitions)}
         for message in self._reader.read(self.ledger_topic, starts):
-            record = decode_event(message.value)
-            if not (
-                self._placed(record, message.key, message.partition) and self._rule.admit(record)
-            ):
+            if self._chain.admit(message.partition, message.key, message.value) is None:
                 orphans.add(message.offset)
         self._positions.update(self._reader.positions)
         return orphans
@@ -249,21 +384,20 @@ class KafkaEventLog:
         with every record under an org's key in its partition that is not a well-formed event:
         the chain rule skips those as orphans, but no writer of the ledger makes them, so
         ``verify`` must see them. Well-formed orphans are not part of the ledger: left out."""
-        rule = ChainRule()
+        chain = ChainReader(len(self._partitions))
         for message in self._messages(org_id):
             owner = org_of_key(message.key)
             if owner is None or self.partition_of(owner) != message.partition:
                 continue  # not under an org's key in its partition: an orphan for every reader
             try:
-                record: dict[str, Any] | None = parse_event(message.value)
+                parse_event(message.value)
             except LedgerDamagedError:
-                record = None
-            if record is None:
-                position = rule.head(owner).sequence + 1  # where the chain stands
-            elif self._placed(record, message.key, message.partition) and rule.admit(record):
-                position = record["sequence"]
+                position = chain.rule.head(owner).sequence + 1  # where the chain stands
             else:
-                continue  # a well-formed orphan
+                record = chain.admit(message.partition, message.key, message.value)
+                if record is None:
+                    continue  # a well-formed orphan
+                position = record["sequence"]
             if position >= from_sequence and (to_sequence is None or position <= to_sequence):
                 location = f"partition {message.partition}, offset {message.offset}"
                 yield StoredBytes(message.value, {"org_id": owner}, location)
@@ -276,12 +410,12 @@ class KafkaEventLog:
 
     def _scan(self, org_id: str | None) -> Iterator[tuple[dict[str, Any], bool]]:
         """Every record of the org's partition (or of all), with the chain rule's verdict."""
-        rule = ChainRule()
+        chain = ChainReader(len(self._partitions))
         for message in self._messages(org_id):
-            record = decode_event(message.value)
+            admitted = chain.admit(message.partition, message.key, message.value)
+            record = admitted if admitted is not None else decode_event(message.value)
             if org_id is None or record.get("org_id") == org_id:
-                placed = self._placed(record, message.key, message.partition)
-                yield record, placed and rule.admit(record)
+                yield record, admitted is not None
 
     def _messages(self, org_id: str | None) -> Iterator[InRecord]:
         """The ledger topic's records under the org's key in its partition (or all records)."""
@@ -295,20 +429,14 @@ class KafkaEventLog:
         finally:
             reader.close()
 
-    def _placed(self, record: dict[str, Any], key: bytes | None, partition: int) -> bool:
-        return placed(record, key, partition, self.partition_of)
-
     def heads(self) -> dict[str, ChainHead]:
         self._catch_up(set(self._partitions))
-        return dict(sorted(self._rule.heads.items()))
+        return dict(sorted(self._chain.rule.heads.items()))
 
     def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
-        """From the rejections topic's one partition: position = offset + 1."""
-        topic, partition = self.rejections_topic, REJECTIONS_PARTITION
-        # Tansu lists a partition's end as its last batch's first offset + 1, and a read that
-        # starts at or past the listed end reads nothing: start no later than that batch.
-        listed_end = self._reader.ends(topic, [partition])[partition]
-        records = self._reader.read(topic, {partition: min(position, max(listed_end - 1, 0))})
+        """From the rejections topic's one partition: position = offset + 1, counting only
+        records (a transaction's commit marker takes an offset but holds no rejection)."""
+        records = self._reader.read(self.rejections_topic, {REJECTIONS_PARTITION: position})
         after = (r for r in records if r.offset >= position)
         return [(r.offset + 1, read_rejection(r.value)) for r in islice(after, limit)]
 
@@ -325,6 +453,6 @@ class KafkaEventLog:
         if self._closed:
             return
         self._closed = True
-        if self._producer is not None:
-            self._producer.close()
+        if self._writer is not None:
+            self._writer.close()
         self._reader.close()

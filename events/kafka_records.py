@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from events.canonical import canonical_bytes
 from events.log import ChainHead
-from events.outcomes import RAW_LIMIT, Rejection
+from events.outcomes import RAW_LIMIT, Accepted, Rejection
 from events.reasons import ReasonCode
 from events.stored import parse_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent
@@ -38,7 +38,11 @@ def org_key(org_id: str) -> bytes:
     return org_id.encode("utf-8")
 
 
-def encode_event(event: LedgerEvent) -> bytes:
+def encode_event(event: "LedgerEvent | Accepted") -> bytes:
+    """A ledger record's value: the event's canonical JSON (the bytes the sequencer made, when
+    it made them)."""
+    if isinstance(event, Accepted):
+        return event.body if event.body is not None else canonical_bytes(event.record)
     return canonical_bytes(event.to_record())
 
 
@@ -238,3 +242,45 @@ class ChainRule:
             return False
         self.heads[org_id] = ChainHead(head.sequence + 1, str(record.get("hash")))
         return True
+
+
+class ChainReader:
+    """The chain rule as every reader of the Kafka ledger applies it: the event log's reads,
+    the sequencer's restore and the projector agent all go through :meth:`admit`.
+
+    ``partitions`` is the ledger topic's partition count (an org's partition is the murmur2
+    of its key over it); ``heads`` are the chain heads before the first record read (a reader
+    that resumes where a state left off), genesis for any other org.
+    """
+
+    MAX_OWNERS = 100_000
+    """Orgs whose partition is remembered (a stray writer can name any number of orgs)."""
+
+    def __init__(self, partitions: int, heads: Callable[[str], ChainHead] | None = None) -> None:
+        # kafka-python's murmur2, imported when a reader is made: this module (its records'
+        # encoding) is on the embedded paths too, which import nothing of Kafka.
+        from events.kafka_client import partition_for
+
+        self.partitions = partitions
+        self.rule = ChainRule(heads)
+        self._partition_for = partition_for
+        self._owners: dict[str, int] = {}
+
+    def owner(self, org_id: str) -> int:
+        """The ledger (and intake) partition of ``org_id``."""
+        owner = self._owners.get(org_id)
+        if owner is None:
+            owner = self._partition_for(org_key(org_id), self.partitions)
+            if len(self._owners) < self.MAX_OWNERS:
+                self._owners[org_id] = owner
+        return owner
+
+    def admit(
+        self, partition: int, key: bytes | None, value: bytes | None
+    ) -> dict[str, Any] | None:
+        """The event a ledger record holds, if it is part of the ledger (it becomes its org's
+        head); ``None`` for an orphan."""
+        record = decode_event(value)
+        if placed(record, key, partition, self.owner) and self.rule.admit(record):
+            return record
+        return None

@@ -117,7 +117,9 @@ class EventLog(Protocol):
 
     def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
         """At most ``limit`` rejections after ``position``, oldest first, each with its
-        position: 1 for the first rejection ever recorded, one more for each next."""
+        position: at least 1, and larger for each later one (SQLite: 1 for the first
+        rejection ever recorded, one more for each next; Kafka: the record's offset + 1, which
+        skips the offsets that transactions' commit markers take)."""
         ...
 
     def close(self) -> None: ...

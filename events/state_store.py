@@ -22,7 +22,7 @@ check-in adds a row to ``events`` and a 20-byte row at the end of ``sequencer_su
 """
 
 import sqlite3
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +98,11 @@ LEDGER_TABLES = (
 )""",
 )
 """What an embedded store keeps beside the ledger's ``events``."""
+
+NOTES_TABLE = """CREATE TABLE IF NOT EXISTS sequencer_notes (
+    name  TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL  -- whatever else the store's owner records with the state
+) WITHOUT ROWID"""
 
 STANDALONE_TABLES = (
     """CREATE TABLE IF NOT EXISTS sequencer_heads (
@@ -625,7 +630,7 @@ class SqliteStateStore:
             db.execute("PRAGMA busy_timeout=30000")
             store = cls(db, _OwnEvents(db))
             with store.transaction():
-                for statement in (*STATE_TABLES, *STANDALONE_TABLES):
+                for statement in (*STATE_TABLES, *STANDALONE_TABLES, NOTES_TABLE):
                     db.execute(statement)
         except (OSError, sqlite3.Error) as error:
             raise LedgerUnavailableError(f"cannot open state store {path}: {error}") from error
@@ -719,6 +724,16 @@ class SqliteStateStore:
                 view.apply_record(record, key, self._digest(record))
         self._save(view, mark, submitted)
         self._view = None
+
+    def note(self, values: Mapping[str, int]) -> None:
+        """Standalone: keep ``values`` beside the state, in the caller's transaction (its
+        owner's own progress, saved and lost together with the state)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO sequencer_notes VALUES (?, ?)", sorted(values.items())
+        )
+
+    def notes(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT name, value FROM sequencer_notes").fetchall())
 
     def _digest(self, record: dict[str, Any]) -> bytes:
         # The embedded store keeps no digest (it computes it from the stored event when asked),

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 
 from events.log import EventLog
 from okr_ledger.projection_compare import Limits, describe_difference, differing, fingerprint
@@ -94,10 +93,13 @@ def live_limits(live: ProjectionStore, log: EventLog) -> tuple[Limits, list[str]
         for org, last in sorted(ledger.items())
         if last > heads.get(org, 0)
     ]
-    recorded = sum(1 for _ in islice(log.rejections(), rejections))
+    recorded = 0
+    for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=rejections):
+        recorded = page[-1][0]
     if recorded < rejections:
         problems.append(
-            f"rejections: the live projections are at {rejections}, the log has {recorded}"
+            f"rejections: the live projections are at position {rejections}, the log's last "
+            f"is {recorded}"
         )
     limits = Limits({org: min(last, heads.get(org, 0)) for org, last in ledger.items()}, recorded)
     return limits, problems, sorted(heads.keys() - ledger.keys())

@@ -68,10 +68,50 @@ class Settings(BaseSettings):
     sequencer_batch_size: int = Field(
         default=2000, ge=1, description="Intake records the Kafka sequencer decides per batch."
     )
-    sequencer_partitions: str = Field(
-        default="",
-        description="Intake partitions this worker sequences, e.g. '0,1,2' (default: all). "
-        "Each partition must have exactly one worker.",
+    kafka_transactions: bool = Field(
+        default=True,
+        description="The worker writes each batch in a Kafka transaction, with a transactional "
+        "id per ledger partition: a worker that lost a partition cannot write to it any more "
+        "(fencing), and on a Kafka that isolates aborted transactions a batch is all or none. "
+        "Off: idempotent writes only (see docs/ARCHITECTURE.md).",
+    )
+    kafka_session_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A worker that sends no heartbeat for this long leaves the group and its "
+        "partitions move (a real Kafka refuses less than 6 s by default).",
+    )
+    kafka_heartbeat_interval_seconds: float = Field(
+        default=2.0, gt=0, description="At most a third of the session timeout."
+    )
+    kafka_rebalance_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the group's coordinator waits for the workers to rejoin.",
+    )
+    kafka_max_poll_interval_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A worker whose loop does not poll for this long leaves the group; "
+        "longer than the longest batch or restore.",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="How long the broker may hold a fetch with nothing new (the floor of "
+        "the worker's latency).",
+    )
+    worker_sequencer_process: bool = Field(
+        default=True,
+        description="`okr-ledger worker` decides and writes in a second process, so that "
+        "sequencing and projecting each have a core; off: in threads of one process.",
+    )
+    worker_state_files: bool = Field(
+        default=True,
+        description="`okr-ledger worker` keeps each partition's sequencer state in "
+        "<data_dir>/sequencer-state/partition-<n>.db, so that gaining a partition reads only "
+        "what the ledger holds after the file; off: it folds the whole partition each time.",
     )
     worker_app_id: str = Field(
         default="okr-ledger",

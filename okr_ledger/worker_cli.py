@@ -1,8 +1,6 @@
 """``okr-ledger worker``: the Kafka runtime's long-running process."""
 
-import asyncio
 import logging
-from typing import Annotated
 
 import typer
 
@@ -12,34 +10,24 @@ from projections.client import parse_url, require_not_held
 from schemas.errors import MissingExtraError
 
 
-def worker(
-    faust: Annotated[
-        bool, typer.Option("--faust/--no-faust", help="Host it in a Faust worker.")
-    ] = True,
-) -> None:
-    """Run the Kafka worker: the sequencer (intake -> ledger, rejections, outcomes), the
-    projector (ledger -> projections) and, on an embedded store, its query endpoint."""
+def worker() -> None:
+    """Run a Kafka worker: it joins the group OKR_WORKER_APP_ID and sequences (intake ->
+    ledger, rejections, outcomes) and projects (ledger -> projections) the partitions the
+    group gives it. Start several with the same settings to spread the partitions; on an
+    embedded store it also serves the read-only query endpoint."""
     settings = Settings()
     endpoint_credential(settings)  # a refused endpoint is one line now, not after Kafka
     require_not_held(parse_url(settings.resolved_clickhouse_url))  # so is a store held
     try:
         from okr_ledger import worker_runtime
+        from processors.faust_app import run_worker
     except ModuleNotFoundError as error:
         raise MissingExtraError(error.name or "kafka-python", "kafka") from error
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("processors").setLevel(settings.log_level.upper())
-    for noisy in ("kafka", "aiokafka"):
+    for noisy in ("kafka", "aiokafka", "librdkafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if faust:
-        from processors.faust_app import run_faust_worker
-
-        metrics = worker_runtime.worker_metrics(settings)
-        alerts = worker_runtime.alert_timer(settings)
-        hooks = worker_runtime.worker_hooks(settings, metrics, alerts)
-        timers = [] if alerts is None else [(alerts.interval, alerts.tick)]
-        run_faust_worker(settings, hooks, metrics, timers)
-    else:
-        asyncio.run(worker_runtime.run_worker(settings))
+    run_worker(worker_runtime.build_worker(settings), settings.log_level)
 
 
 def register(app: typer.Typer) -> None:

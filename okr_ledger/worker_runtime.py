@@ -1,32 +1,101 @@
-"""The Kafka worker's parts, wired: sequencer, projector agent, query endpoint, and the
-operators' pages (``/metrics``, ``/healthz``, ``/livez``) on the same port.
+"""The Kafka worker's wiring: the settings in, the Faust app of :mod:`processors.faust_app` out.
 
 Imported only when ``okr-ledger worker`` runs, so that a core install (no ``kafka`` extra)
-still starts the CLI.
+still starts the CLI. ``processors/`` never reads the settings: everything it needs is built
+here (:func:`worker_config`, :func:`worker_services`).
 """
 
 import asyncio
-import functools
 import logging
-import signal
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from aiohttp import web
 
 from events.kafka_client import Connection
+from events.kafka_log import servers_from_url
 from okr_ledger.alerts import AlertPublisher, post_webhooks
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
-from processors.kafka_projector import ProjectorAgent, ProjectorConfig
-from processors.kafka_worker import Hook, SequencerWorker, WorkerConfig
-from processors.metrics import PrometheusMetrics, add_routes
+from processors.faust_app import OkrApp, Route, WorkerServices, create_app
+from processors.kafka_config import GroupTimings, Topics, WorkerConfig
+from processors.metrics import PrometheusMetrics
 from projections.client import parse_url
 from projections.query_credentials import is_loopback
 from projections.query_server import QueryServer, ReadOnlyEngine
 from projections.store import ProjectionStore
+from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """The worker's configuration, from the ``OKR_`` settings."""
+    url = settings.resolved_ledger_url
+    if not url.startswith("kafka://"):
+        raise ConfigurationError(f"the worker needs OKR_LEDGER_URL=kafka://..., not {url!r}")
+    return WorkerConfig(
+        servers=servers_from_url(url),
+        app_id=settings.worker_app_id,
+        topics=Topics(
+            intake=settings.kafka_topic_intake,
+            ledger=settings.kafka_topic_ledger,
+            rejections=settings.kafka_topic_rejections,
+            outcomes=settings.kafka_topic_outcomes,
+        ),
+        data_dir=settings.data_dir,
+        sequencer_batch_size=settings.sequencer_batch_size,
+        policy=settings.policy,
+        transactions=settings.kafka_transactions,
+        sequencer_process=settings.worker_sequencer_process,
+        state_files=settings.worker_state_files,
+        timings=GroupTimings(
+            session_timeout_s=settings.kafka_session_timeout_seconds,
+            heartbeat_interval_s=settings.kafka_heartbeat_interval_seconds,
+            rebalance_timeout_s=settings.kafka_rebalance_timeout_seconds,
+            max_poll_interval_s=settings.kafka_max_poll_interval_seconds,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        ),
+        web_host=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        log_level=settings.log_level,
+    )
+
+
+def worker_services(settings: Settings) -> WorkerServices:
+    """The store the projector writes, the metrics the agents report to, and, on an embedded
+    store, the read-only query endpoint (ClickHouse HTTP) on the worker's web server."""
+    credential = endpoint_credential(settings)  # before anything starts: it may refuse
+    target = parse_url(settings.resolved_clickhouse_url)
+
+    def open_store() -> ProjectionStore:
+        store = open_projection_store(settings)
+        store.set_setting("over_focus_limit", str(settings.over_focus_limit))
+        return store
+
+    routes: list[Route] = []
+    if credential is not None and target.path is not None:
+        path, limits = target.path, settings.query_limits
+        loopback = is_loopback(settings.worker_web_host)
+
+        def queries(app: web.Application) -> None:
+            server = QueryServer(ReadOnlyEngine(path, limits), [credential], loopback=loopback)
+            server.mount(app)
+
+            async def close(_app: web.Application) -> None:
+                server.close()
+
+            app.on_cleanup.append(close)
+
+        routes.append(queries)
+    alerts = alert_timer(settings)
+    return WorkerServices(
+        open_store=open_store,
+        metrics=worker_metrics(settings),
+        routes=routes,
+        timers=[] if alerts is None else [(alerts.interval, alerts.tick)],
+    )
 
 
 def worker_metrics(settings: Settings) -> PrometheusMetrics:
@@ -34,33 +103,29 @@ def worker_metrics(settings: Settings) -> PrometheusMetrics:
     return PrometheusMetrics(ready_after=[settings.kafka_topic_intake, settings.kafka_topic_ledger])
 
 
+def build_worker(settings: Settings) -> OkrApp:
+    """The worker's Faust app, ready to run."""
+    config = worker_config(settings)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    return create_app(config, worker_services(settings))
+
+
 class AlertTimer:
-    """What the worker's alerts timer runs: the publisher, on the projector's store (attached
-    once it is open; until then a tick does nothing)."""
+    """What the worker's alerts timer runs (a Faust timer): the publisher, on the projector's
+    store, in the store's thread."""
 
     def __init__(self, settings: Settings) -> None:
-        config = WorkerConfig.from_settings(settings)
         self.publisher = AlertPublisher(
-            Connection(tuple(config.servers), "okr-alerts"),
+            Connection(tuple(worker_config(settings).servers), "okr-alerts"),
             settings.kafka_topic_alerts,
             settings.over_focus_limit,
         )
         self.interval = settings.alerts_interval_seconds
         self.webhooks = list(settings.alert_webhook_urls)
-        self._store: tuple[ProjectionStore, ThreadPoolExecutor] | None = None
 
-    def attach(self, store: ProjectionStore, thread: ThreadPoolExecutor) -> None:
-        self._store = (store, thread)
-
-    def detach(self) -> None:
-        self._store = None
-
-    async def tick(self) -> int:
+    async def tick(self, store: Any, thread: ThreadPoolExecutor) -> int:
         """Publish what changed; how many alerts. An error is logged: the next tick retries
         (what was published is on the topic)."""
-        if self._store is None:
-            return 0
-        store, thread = self._store
         try:
             alerts = await asyncio.get_running_loop().run_in_executor(
                 thread, self.publisher.tick, store
@@ -72,101 +137,6 @@ class AlertTimer:
         await post_webhooks(self.webhooks, alerts)
         return len(alerts)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """The timer without Faust (``worker --no-faust``): a tick every interval."""
-        while not stop.is_set():
-            await self.tick()
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except TimeoutError:
-                continue
-
 
 def alert_timer(settings: Settings) -> AlertTimer | None:
     return AlertTimer(settings) if settings.alerts_interval_seconds > 0 else None
-
-
-def worker_hooks(
-    settings: Settings, metrics: PrometheusMetrics, alerts: AlertTimer | None = None
-) -> list[Hook]:
-    """The worker's other parts, run beside the sequencer: the projector agent, and the web
-    pages (the operators' pages; on an embedded store, the query endpoint too)."""
-    return [functools.partial(run_projections, settings, metrics, alerts=alerts)]
-
-
-async def run_projections(
-    settings: Settings,
-    metrics: PrometheusMetrics,
-    stop: asyncio.Event,
-    *,
-    alerts: AlertTimer | None = None,
-) -> None:
-    """Project the ledger into the store; serve the operators' pages, and read-only queries
-    when the store is chDB."""
-    config = WorkerConfig.from_settings(settings)
-    credential = endpoint_credential(settings)  # before anything starts: it may refuse
-    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
-    loop = asyncio.get_running_loop()
-    store = await loop.run_in_executor(thread, open_projection_store, settings)
-    try:
-        limit = str(settings.over_focus_limit)
-        await loop.run_in_executor(thread, store.set_setting, "over_focus_limit", limit)
-        if alerts is not None:
-            alerts.attach(store, thread)
-        agent = ProjectorAgent(
-            ProjectorConfig(
-                config.servers, config.ledger, config.rejections, partitions=config.partitions
-            ),
-            store,
-            thread,
-            metrics,
-        )
-        target = parse_url(settings.resolved_clickhouse_url)
-        async with asyncio.TaskGroup() as tasks:  # one failing cancels the other
-            tasks.create_task(agent.run(stop))
-            host, port = settings.worker_web_host, settings.worker_web_port
-            if credential is not None and target.path is not None:
-                server = QueryServer(
-                    ReadOnlyEngine(target.path, settings.query_limits),
-                    [credential],
-                    loopback=is_loopback(host),
-                )
-                add_routes(server.app, metrics)
-                tasks.create_task(server.serve(host, port, stop))
-            else:
-                tasks.create_task(serve_pages(metrics, host, port, stop))
-    finally:
-        if alerts is not None:
-            alerts.detach()
-        await loop.run_in_executor(thread, store.close)
-        thread.shutdown()
-
-
-async def run_worker(settings: Settings) -> None:
-    """Until SIGINT or SIGTERM; a Kafka error ends it (restarting it is always safe)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    metrics = worker_metrics(settings)
-    worker = SequencerWorker(WorkerConfig.from_settings(settings), metrics)
-    alerts = alert_timer(settings)
-    hooks = worker_hooks(settings, metrics, alerts)
-    if alerts is not None:
-        hooks.append(alerts.run)
-    await worker.run(stop, hooks)
-
-
-async def serve_pages(
-    metrics: PrometheusMetrics, host: str, port: int, stop: asyncio.Event
-) -> None:
-    """The operators' pages alone (the store is a server: no query endpoint), until ``stop``."""
-    app = web.Application()
-    add_routes(app, metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        await stop.wait()
-    finally:
-        await runner.cleanup()

@@ -1,93 +1,375 @@
-"""The Faust app of the Kafka runtime, configured from the ``OKR_`` settings only.
+"""The Kafka worker: one Faust app per process, its partitions from a consumer group.
 
-The sequencer runs in the Faust worker beside Faust's own services, with its own aiokafka
-consumer (manual assignment), not as a Faust agent. Its crash safety rests on resuming where
-the ledger and rejections topics say (:mod:`processors.kafka_sequencer`), while a Faust agent
-resumes at its consumer group's committed offset, mixes partitions in one ``take()`` batch,
-and starts only after the group's first rebalance: after a SIGKILL, that waits for the dead
-member's session to time out. So the sequencer is started with the app, not as ``app.task``
-(which, like the web server, starts only once Faust's consumer is assigned).
-The projector agent and the query endpoint run beside it as ``hooks``; Faust's own web
-server stays off (it too would wait for the first rebalance).
+Every worker started with the same settings joins the consumer group ``OKR_WORKER_APP_ID``,
+subscribed to the intake, ledger and rejections topics. Faust's assignor spreads the
+partitions over the workers and co-partitions the topics: intake *p* and ledger *p* (which have
+the same partition count) always land on the same worker, and the rejections' one partition on
+one of them. Start another worker and it takes a share; kill one and the survivors take its
+partitions over once the group's session times out. Partitions are the ceiling on parallelism:
+a worker owning none is healthy and idle.
+
+Two Faust agents do the work, each fed by the group consumer through an in-memory channel, one
+batch of one partition at a time (:mod:`processors.faust_batches`):
+
+- ``sequencer``: intake -> ledger, rejections, outcomes (:mod:`processors.kafka_worker`);
+- ``projector``: ledger and rejections -> the projection store (:mod:`processors.kafka_projector`).
+
+Faust's web server (``OKR_WORKER_WEB_HOST:OKR_WORKER_WEB_PORT``) serves what the process mounts
+on it (:attr:`WorkerServices.routes`: health, metrics, the query endpoint). No Faust table,
+no changelog and no ``exactly_once``: Tansu reports a partition's end too low for Faust's table
+recovery, and aiokafka's transactional producer cannot get a producer id from it; the agents'
+outputs are their record of progress, and fencing uses the agents' own producers.
 """
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import faust
+from aiohttp import web
+from faust.types import TP
 
-from okr_ledger.settings import Settings
-from processors.kafka_worker import Hook, SequencerWorker, WorkerConfig
-from processors.metrics import PrometheusMetrics
+from events.kafka_client import Connection, Reader
+from processors.faust_batches import Delivery, OkrConsumer
+from processors.kafka_config import WorkerConfig
+from processors.kafka_projector import LedgerProjection, ProjectorAgent
+from processors.kafka_worker import SequencerAgent
+from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
+from processors.runner import RowSink
+from processors.sequencer_core import ProcessRunner, ThreadRunner
+from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
+REJECTIONS_PARTITION = 0
+"""The rejections topic's only partition."""
+
+
+class Store(RowSink, Protocol):
+    """The projection store as the worker uses it (opened in the store's thread)."""
+
+    def close(self) -> None: ...
+
+
+Route = Callable[[web.Application], None]
+"""Mounts handlers on the worker's web server (before it starts)."""
+Timer = tuple[float, Callable[[Any, ThreadPoolExecutor], Awaitable[object]]]
+"""``(interval in seconds, async function)``, run by a Faust timer with the open projection
+store and the thread that owns it (e.g. the attention alerts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerServices:
+    """What the process gives the worker beyond its configuration (built by ``okr_ledger``)."""
+
+    open_store: Callable[[], Store]
+    """Opens the projection store (blocking; called in the store's thread)."""
+    metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
+    """What the agents report; served on ``/metrics``, ``/healthz`` and ``/livez``."""
+    routes: Sequence[Route] = ()
+    """Other handlers (the query endpoint on an embedded store)."""
+    timers: Sequence[Timer] = ()
+    """Faust timers: they start once the app runs, and tick once the store is open."""
+
 
 class OkrApp(faust.App):
-    """A Faust app that runs the sequencer from its start until its stop."""
+    """One worker process: see the module docstring. Built by :func:`create_app`."""
 
-    sequencer: SequencerWorker | None = None
-    hooks: Sequence[Hook] = ()
+    okr: "Worker"
+
+    def _new_consumer(self) -> Any:
+        consumer = OkrConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.loop,
+        )
+        consumer.delivery = self.okr
+        consumer.fetch_max_wait_ms = self.okr.config.timings.fetch_max_wait_ms
+        return consumer
+
+    def on_webserver_init(self, web: Any) -> None:
+        add_routes(web.web_app, self.okr.metrics)
+        for route in self.okr.services.routes:
+            route(web.web_app)
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        if self.okr.assigned_once:  # a worker joining the group is not a rebalance to count
+            self.okr.metrics.rebalanced()
 
     async def on_start(self) -> None:
         await super().on_start()
         # The worker's log level is OKR_LOG_LEVEL; Faust's own chatter stays at INFO at most.
         for name, level in (("faust", "INFO"), ("mode", "INFO"), ("aiokafka", "WARNING")):
             logging.getLogger(name).setLevel(level)
-        logging.getLogger("kafka").setLevel("WARNING")
-        if self.sequencer is not None:
-            self.add_future(self._sequence(self.sequencer))
-
-    async def _sequence(self, sequencer: SequencerWorker) -> None:
-        """Cancelled when the app stops (``run`` closes its clients then). Any error ends the
-        worker: restarting is always safe, a worker without its sequencer is not."""
+        for name in ("kafka", "librdkafka"):
+            logging.getLogger(name).setLevel("WARNING")
         try:
-            await sequencer.run(asyncio.Event(), self.hooks)
+            await self.okr.start()
         except Exception as error:
-            log.exception("the sequencer failed; stopping the worker")
+            log.exception("the worker cannot start")
             await self.crash(error)
 
+    async def crash(self, reason: BaseException) -> None:
+        self.okr.metrics.failed(f"{type(reason).__name__}: {reason}")
+        await super().crash(reason)
 
-Timer = tuple[float, Callable[[], Awaitable[object]]]
-"""``(interval in seconds, async function)``: run by a Faust timer (e.g. the alerts)."""
+    async def on_stop(self) -> None:
+        await self.okr.stop()
+        await super().on_stop()
 
 
-def create_app(
-    settings: Settings,
-    hooks: Sequence[Hook] = (),
-    metrics: PrometheusMetrics | None = None,
-    timers: Sequence[Timer] = (),
-) -> OkrApp:
-    """The app: the sequencer, ``hooks`` (other long-running parts) beside it, and ``timers``
-    (Faust timers: they start once the app's consumer is assigned)."""
-    config = WorkerConfig.from_settings(settings)
+class Worker(Delivery):
+    """The agents of one process, and what the group consumer hands them."""
+
+    def __init__(self, app: OkrApp, config: WorkerConfig, services: WorkerServices) -> None:
+        self.app, self.config, self.services = app, config, services
+        self.metrics = services.metrics
+        self.sequencer: SequencerAgent | None = None
+        self.projector: ProjectorAgent | None = None
+        self._store: Store | None = None
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
+        self._intake_batches: Any = None
+        self._ledger_batches: Any = None
+        self._started = asyncio.Event()
+        self.assigned_once = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the topics, open the store, make the agents."""
+        c = self.config
+        loop = asyncio.get_running_loop()
+        partitions = await asyncio.to_thread(self._check_topics)
+        self._store = await loop.run_in_executor(self._store_thread, self.services.open_store)
+        projection = await loop.run_in_executor(
+            self._store_thread, LedgerProjection, self._store, partitions
+        )
+        runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
+        self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
+        self.projector = ProjectorAgent(
+            projection,
+            self._store_thread,
+            self.metrics,
+            self._progress,
+            batch_size=c.projector_batch_size,
+            linger_s=c.projector_linger_s,
+        )
+        self._started.set()
+
+    def _check_topics(self) -> int:
+        """The topics' partition count, once they are known to exist and to agree."""
+        topics = self.config.topics
+        reader = Reader(Connection(self.config.servers, "okr-worker", self.config.timeout_s))
+        try:
+            names = (topics.intake, topics.ledger, topics.rejections, topics.outcomes)
+            missing = sorted(set(names) - reader.topics())
+            if missing:
+                raise ConfigurationError(
+                    f"no topic {', '.join(missing)}: run `okr-ledger init` (with the same "
+                    "OKR_KAFKA_* settings as the worker)"
+                )
+            intake, ledger = reader.partitions(topics.intake), reader.partitions(topics.ledger)
+        finally:
+            reader.close()
+        if len(intake) != len(ledger):
+            raise ConfigurationError(
+                f"{topics.intake} has {len(intake)} partitions and {topics.ledger} "
+                f"{len(ledger)}: they must have the same number (intake p feeds ledger p)"
+            )
+        return len(ledger)
+
+    async def stop(self) -> None:
+        if self.sequencer is not None:
+            self.sequencer.close()
+        if self.projector is not None:
+            self.projector.close()
+        loop = asyncio.get_running_loop()
+        if self._store is not None:
+            await loop.run_in_executor(self._store_thread, self._store.close)
+        self._store_thread.shutdown(wait=False)
+
+    def channels(self, intake: Any, ledger: Any) -> None:
+        """The agents' channels (made with the app)."""
+        self._intake_batches, self._ledger_batches = intake, ledger
+
+    # -- the consumer's hand-overs (Delivery) ----------------------------------------------
+
+    async def on_assignment(self, assigned: set[TP], generation: int) -> Mapping[TP, int]:
+        await self._started.wait()
+        sequencer, projector = self._agents()
+        topics = self.config.topics
+        intake = {tp.partition for tp in assigned if tp.topic == topics.intake}
+        ledger = {tp.partition for tp in assigned if tp.topic == topics.ledger}
+        rejections = TP(topics.rejections, REJECTIONS_PARTITION) in assigned
+        self.assigned_once = True
+        intake_offsets, (starts, rejections_next) = await asyncio.gather(
+            sequencer.assign(intake, generation),
+            projector.assign(ledger, rejections, generation),
+        )
+        unread = [p for p, start in starts.items() if start is None]
+        beginnings = await asyncio.to_thread(self._beginnings, unread)
+        offsets = {TP(topics.intake, p): offset for p, offset in intake_offsets.items()}
+        for partition, start in starts.items():
+            offset = beginnings[partition] if start is None else start
+            offsets[TP(topics.ledger, partition)] = offset
+        if rejections_next is not None:
+            offsets[TP(topics.rejections, REJECTIONS_PARTITION)] = rejections_next
+        self.metrics.assigned(topics.ledger, len(ledger))  # restored: ready (with the intake)
+        return offsets
+
+    def _beginnings(self, partitions: list[int]) -> dict[int, int]:
+        if not partitions:
+            return {}
+        reader = Reader(Connection(self.config.servers, "okr-projector", self.config.timeout_s))
+        try:
+            return reader.beginnings(self.config.topics.ledger, partitions)
+        finally:
+            reader.close()
+
+    async def on_batch(self, tp: TP, records: list[Any], generation: int) -> None:
+        topics = self.config.topics
+        try:
+            if tp.topic == topics.intake:
+                await self._intake_batches.put((tp.partition, records, generation))
+            else:
+                await self._ledger_batches.put((tp.topic, tp.partition, records, generation))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the consumer stops
+            # Faust clears the agents' queues when a rebalance revokes the partitions (it
+            # cancels the waiting puts): the batch is dropped, the next assignment reads again.
+
+    async def settle(self) -> Mapping[TP, int]:
+        sequencer, projector = self._agents()
+        topics = self.config.topics
+        intake = await sequencer.settle()
+        ledger, rejections = await projector.settle()
+        offsets = {TP(topics.intake, p): o for p, o in intake.items()}
+        offsets.update((TP(topics.ledger, p), o) for p, o in ledger.items())
+        if rejections is not None:
+            offsets[TP(topics.rejections, REJECTIONS_PARTITION)] = rejections
+        return offsets
+
+    def revoked(self, revoked: set[TP]) -> None:
+        sequencer, projector = self._agents()
+        intake = self.config.topics.intake
+        sequencer.revoke({tp.partition for tp in revoked if tp.topic == intake})
+        projector.revoke()
+
+    # -- the agents' bodies ----------------------------------------------------------------
+
+    async def sequence(self, batch: tuple[int, list[Any], int]) -> None:
+        partition, records, generation = batch
+        await self._agents()[0].handle(partition, records, generation)
+
+    async def project(self, batch: tuple[str, int, list[Any], int]) -> None:
+        topic, partition, records, generation = batch
+        rejections = topic == self.config.topics.rejections
+        await self._agents()[1].handle(partition, records, generation, rejections)
+
+    async def tick(self, function: Callable[[Any, ThreadPoolExecutor], Awaitable[object]]) -> None:
+        """One tick of a timer of :attr:`WorkerServices.timers` (none before the store is open)."""
+        if self._store is not None:
+            await function(self._store, self._store_thread)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _agents(self) -> tuple[SequencerAgent, ProjectorAgent]:
+        if self.sequencer is None or self.projector is None:
+            raise RuntimeError("the worker has not started")
+        return self.sequencer, self.projector
+
+    async def _seek_intake(self, partition: int, offset: int) -> None:
+        await self.app.consumer.seek(TP(self.config.topics.intake, partition), offset)
+
+    async def _progress(self, partition: int) -> tuple[int | None, int | None]:
+        tp = TP(self.config.topics.ledger, partition)
+        consumer = self.app.consumer
+        return consumer.highwater(tp), await consumer.position(tp)
+
+
+def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
+    """The worker's Faust app (see the module docstring)."""
+    t = config.timings
     app = OkrApp(
-        settings.worker_app_id,
+        config.app_id,
         broker=[f"kafka://{server}" for server in config.servers],
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(config.data_dir / "faust"),
         autodiscover=False,
         store="memory://",
-        topic_partitions=settings.kafka_partitions,
-        web_enabled=False,  # the worker serves queries itself (projections/query_server.py)
-        # Faust's own consumer group carries no sequencer partitions; keep its joins short.
-        broker_session_timeout=6.0,
-        broker_rebalance_timeout=6.0,
-        broker_heartbeat_interval=1.0,
+        web_enabled=True,
+        web_port=config.web_port,
+        web_bind=config.web_host,
+        web_host=config.web_host,
+        broker_session_timeout=t.session_timeout_s,
+        broker_heartbeat_interval=t.heartbeat_interval_s,
+        broker_rebalance_timeout=t.rebalance_timeout_s,
+        broker_max_poll_interval=t.max_poll_interval_s,
+        broker_request_timeout=t.request_timeout_s,
+        broker_max_poll_records=None,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        value_serializer="raw",
+        key_serializer="raw",
     )
-    app.sequencer, app.hooks = SequencerWorker(config, metrics), hooks
-    for interval, function in timers:
-        app.timer(interval, name=getattr(function, "__qualname__", None))(function)
+    worker = app.okr = Worker(app, config, services)
+    for interval, function in services.timers:
+        name = getattr(function, "__qualname__", None)
+        app.timer(interval, name=name)(_ticking(worker, function))
+    install_faust_sensors(app, services.metrics)  # Faust's own families, on our /metrics
+    # Faust's web server answers GET / with its own index; the query endpoint needs "/".
+    app.web.blueprints._enabled = [bp for bp in app.web.blueprints._enabled if bp[0] != ""]
+    topics = config.topics
+    for name in (topics.intake, topics.ledger, topics.rejections):
+        # subscribed by the group; their records reach the agents through the consumer
+        app.topics.add(app.topic(name, value_type=bytes, key_type=bytes, acks=False))
+    intake, ledger = app.channel(maxsize=8), app.channel(maxsize=8)
+    worker.channels(intake, ledger)
+
+    @app.agent(intake, name="sequencer")
+    async def sequencer(stream: Any) -> None:
+        async for batch in stream:
+            await _or_crash(app, worker.sequence(batch))
+
+    @app.agent(ledger, name="projector")
+    async def projector(stream: Any) -> None:
+        async for batch in stream:
+            await _or_crash(app, worker.project(batch))
+
     return app
 
 
-def run_faust_worker(
-    settings: Settings,
-    hooks: Sequence[Hook] = (),
-    metrics: PrometheusMetrics | None = None,
-    timers: Sequence[Timer] = (),
-) -> None:
-    """Run the Faust worker until SIGINT or SIGTERM (blocking)."""
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, hooks, metrics, timers)
-    faust.Worker(app, loglevel=settings.log_level.lower()).execute_from_commandline()
+def _ticking(
+    worker: Worker, function: Callable[[Any, ThreadPoolExecutor], Awaitable[object]]
+) -> Callable[[], Awaitable[None]]:
+    """A timer's body. It takes no argument: Faust passes the app to one that takes one."""
+
+    async def tick() -> None:
+        await worker.tick(function)
+
+    return tick
+
+
+async def _or_crash(app: OkrApp, work: Any) -> None:
+    """An error in an agent ends the worker: restarting is always safe, a worker that goes on
+    without a part of its work is not."""
+    try:
+        await work
+    except Exception as error:
+        log.exception("an agent failed; stopping the worker")
+        await app.crash(error)
+
+
+def run_worker(app: OkrApp, log_level: str) -> None:
+    """Run the worker until SIGINT or SIGTERM (blocking)."""
+    faust.Worker(app, loglevel=log_level.lower()).execute_from_commandline()

@@ -1,68 +1,64 @@
-"""The projector agent: the ledger topic (and the rejections topic) into the projection store.
+"""The projector agent: the ledger partitions (and the rejections) this worker owns -> the store.
 
-It reads the ledger partitions this worker owns from their beginning, applies the chain rule
-(:class:`events.kafka_records.ChainRule`: orphans are not part of the ledger), and feeds the
-same :meth:`processors.projector.Projector.project` as the embedded runner. Events at or below
-an org's checkpoint in the store are *replayed*: they rebuild the projector's state and their
-rows are discarded (they are in the store). Later events are projected in batches (up to
-``batch_size`` records, or what arrived within ``linger_s``) and inserted once per table per
-batch, the checkpoints last (:meth:`projections.store.ProjectionStore.insert`).
+Its partitions come from the consumer group (:mod:`processors.faust_app`), the same as the
+sequencer's: ledger partition *p* lands on the worker that sequences intake *p*. It applies the
+chain rule (:class:`events.kafka_records.ChainReader`: orphans are not part of the ledger) and
+feeds the same :meth:`processors.projector.Projector.project` as the embedded runner. Events at
+or below an org's checkpoint in the store are *replayed*: they rebuild the projector's state
+and their rows are discarded (they are in the store). Later events are projected in batches
+(up to ``batch_size`` records, or what arrived within ``linger_s``) and inserted once per table
+per batch, the checkpoints last (:meth:`projections.store.ProjectionStore.insert`).
+
+**On assignment** (:meth:`ProjectorAgent.assign`, inside the consumer's seek barrier) it reads
+the store's checkpoints: they are the record of what was projected, whoever projected it. A
+partition whose every org the store has exactly where this worker's state has it (it held the
+partition and nobody projected it since) is read on from where this worker stopped; any other
+partition's state is dropped and the partition is read from its beginning (the chain rule needs
+every record; what is at or below the checkpoints is only replayed).
 
 A crash anywhere loses nothing: the checkpoints only move after the batch's rows are stored,
 and a batch projected again yields the same rows (versioned by ``sequence``), which collapse.
-The rejections topic has one partition; a rejection's position is its offset + 1 (the same
-numbering as the embedded runner reading it from the start), so a re-insert collapses too.
+A worker that lost its partitions and still inserts (a paused one, waking) writes rows that
+collapse the same way, and checkpoints are read as their maximum. The rejections topic has one
+partition, owned by one worker; a rejection's position is its offset + 1 (the event log's
+numbering, so a rebuild matches), and a re-insert collapses too.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition  # type: ignore[import-untyped]
-
-from events.kafka_client import partition_for
-from events.kafka_records import ChainRule, decode_event, org_key, placed, read_rejection
+from events.kafka_records import ChainReader, read_rejection
 from processors import tables as t
-from processors.kafka_consumer import manual_consumer
+from processors.faust_batches import Unreadable
 from processors.metrics import PrometheusMetrics
-from processors.projector import Projector, StoredEvent
+from processors.projector import Projector, StoredEvent, micros
 from processors.rejections import project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
-from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-REJECTIONS_PARTITION = 0
-"""The rejections topic's only partition; the worker owning ledger partition 0 projects it."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectorConfig:
-    servers: tuple[str, ...]
-    ledger: str = "okr.ledger"
-    rejections: str = "okr.rejections"
-    partitions: tuple[int, ...] = ()
-    """Ledger partitions to project; empty: all."""
-    batch_size: int = 5000
-    linger_s: float = 0.2
+LedgerRecord = tuple[int, int, bytes | None, bytes | None]
+"""(partition, offset, key, value) of a ledger record."""
+Progress = Callable[[int], Awaitable[tuple[int | None, int | None]]]
+"""Ledger partition -> its end as last fetched and the consumer's position in it."""
+LAG_EVERY_S = 1.0
 
 
 @dataclass(slots=True)
-class Fetched:
-    """Records read since the last flush: ledger values in partition order, rejections."""
+class Pending:
+    """Records handed over since the last insert."""
 
-    ledger: list[tuple[int, bytes | None, bytes]]
-    """(partition, key, value) of ledger records, each partition's in order."""
-    rejections: list[tuple[int, bytes]]
-    first_at: float
-    newest: dict[int, float] = field(default_factory=dict)
-    """Per ledger partition, the broker timestamp (epoch seconds) of its last record here."""
+    ledger: list[LedgerRecord] = field(default_factory=list)
+    """Each partition's in offset order."""
+    rejections: list[tuple[int, bytes | None]] = field(default_factory=list)
+    """(offset, value) of rejections-topic records, in offset order."""
+    first_at: float = 0.0
 
     def __len__(self) -> int:
         return len(self.ledger) + len(self.rejections)
@@ -76,28 +72,72 @@ class LedgerProjection:
     ) -> None:
         """``partition_count``: of the ledger topic, to tell where each org's records belong."""
         self.sink = sink
-        self.partition_count = partition_count
+        self.chain = ChainReader(partition_count)
         self.projector = projector or Projector()
-        self.rule = ChainRule()
-        sink.discard_unfinished()  # the rows of a batch cut short, before it is projected again
         self.checkpoints = sink.positions()
         self.rejections_done = sink.positions(t.REJECTION_STREAM).get("", 0)
+        self.next_offsets: dict[int, int] = {}
+        """Per ledger partition: the offset after the last record applied."""
+        self.newest: dict[int, str] = {}
+        """Per ledger partition: ``recorded_at`` of the newest event projected."""
         self.projected = self.replayed = 0
 
-    def apply(
-        self, ledger: list[tuple[int, bytes | None, bytes]], rejections: list[tuple[int, bytes]]
-    ) -> None:
-        """Project ``ledger`` records ((partition, key, value), each partition's in order) and
-        ``(offset, value)`` rejections; store the rows in one insert per table."""
+    def take(self, partitions: set[int]) -> dict[int, int | None]:
+        """A new assignment: where to read each ledger partition from (``None``: its
+        beginning). See the module docstring."""
+        self._discard_unfinished(partitions)
+        self.checkpoints = self.sink.positions()
+        self.rejections_done = self.sink.positions(t.REJECTION_STREAM).get("", 0)
+        starts: dict[int, int | None] = {}
+        for partition in partitions:
+            if partition in self.next_offsets and self._unchanged(partition):
+                starts[partition] = self.next_offsets[partition]
+            else:
+                self._forget(partition)
+                starts[partition] = None
+        return starts
+
+    def _discard_unfinished(self, partitions: set[int]) -> None:
+        """Remove the rows of commits cut short of the orgs of ``partitions`` only: another
+        worker may be committing its own partitions' orgs into the same store."""
+        found = self.sink.checkpoints()
+        owner = self.chain.owner
+        begun = {
+            o: end for o, end in found.get(t.BEGUN_STREAM, {}).items() if owner(o) in partitions
+        }
+        if begun:
+            self.sink.discard_unfinished({**found, t.BEGUN_STREAM: begun})
+
+    def _unchanged(self, partition: int) -> bool:
+        """Whether the store has every org of ``partition`` where this state has it."""
+        state, owner = self.projector.state, self.chain.owner
+        orgs = {o for o in self.checkpoints if owner(o) == partition}
+        orgs |= {o for o in state.orgs if owner(o) == partition}
+        return all(self.checkpoints.get(o, 0) == state.position(o) for o in orgs)
+
+    def _forget(self, partition: int) -> None:
+        owner = self.chain.owner
+        for org_id in [o for o in self.projector.state.orgs if owner(o) == partition]:
+            del self.projector.state.orgs[org_id]
+        for org_id in [o for o in self.chain.rule.heads if owner(o) == partition]:
+            del self.chain.rule.heads[org_id]
+        self.next_offsets.pop(partition, None)
+        self.newest.pop(partition, None)
+
+    def apply(self, ledger: list[LedgerRecord], rejections: list[tuple[int, bytes | None]]) -> None:
+        """Project ``ledger`` records (each partition's in offset order) and ``(offset,
+        value)`` rejections; store the rows in one insert per table."""
         replay: list[StoredEvent] = []
         live: list[StoredEvent] = []
-        for partition, key, value in ledger:
-            record = decode_event(value)
-            if not (placed(record, key, partition, self._owner) and self.rule.admit(record)):
+        for partition, offset, key, value in ledger:
+            self.next_offsets[partition] = offset + 1
+            record = self.chain.admit(partition, key, value)
+            if record is None:
                 continue  # an orphan (chain rule)
             event = StoredEvent.from_record(record)
             done = self.checkpoints.get(event.org_id, 0)
             (replay if event.sequence <= done else live).append(event)
+            self.newest[partition] = event.recorded_at
         if replay:
             self.projector.project(replay)  # state only: those rows are stored already
             self.replayed += len(replay)
@@ -107,10 +147,7 @@ class LedgerProjection:
         if any(rows.values()):
             self.sink.insert(rows)  # the checkpoints last
 
-    def _owner(self, org_id: str) -> int:
-        return partition_for(org_key(org_id), self.partition_count)
-
-    def _rejection_rows(self, rejections: list[tuple[int, bytes]]) -> RowBatch:
+    def _rejection_rows(self, rejections: list[tuple[int, bytes | None]]) -> RowBatch:
         pending = [
             (o + 1, read_rejection(v)) for o, v in rejections if o + 1 > self.rejections_done
         ]
@@ -121,102 +158,135 @@ class LedgerProjection:
 
 
 class ProjectorAgent:
-    """Runs :class:`LedgerProjection` on an aiokafka consumer (manual assignment, no group)."""
+    """Runs :class:`LedgerProjection` on the batches the consumer group hands over."""
 
     def __init__(
         self,
-        config: ProjectorConfig,
-        sink: RowSink,
+        projection: LedgerProjection,
         store_thread: ThreadPoolExecutor,
-        metrics: PrometheusMetrics | None = None,
+        metrics: PrometheusMetrics,
+        progress: Progress,
+        *,
+        batch_size: int = 20_000,
+        linger_s: float = 0.05,
     ) -> None:
-        """``store_thread``: the one thread that uses ``sink`` (a blocking client)."""
-        self.config = config
-        self.sink = sink
+        """``store_thread``: the one thread that uses the projection's sink (a blocking
+        client)."""
+        self.projection = projection
         self._thread = store_thread
-        self.metrics = metrics or PrometheusMetrics()
-        self.projection: LedgerProjection | None = None
-        self._newest: dict[int, float] = {}
-        """Per ledger partition, the broker timestamp (epoch seconds) of the newest record
-        projected."""
+        self.metrics = metrics
+        self._progress = progress
+        self.batch_size, self.linger_s = batch_size, linger_s
+        self._pending = Pending()
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._owned: set[int] = set()
+        self._rejections = False
+        self._generation: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        c = self.config
-        consumer = manual_consumer(c.servers, "okr-projector")
-        try:
-            await consumer.start()
-            available = sorted(consumer.partitions_for_topic(self.config.ledger) or ())
-            if not available:
-                raise ConfigurationError(f"no topic {self.config.ledger}: run `okr-ledger init`")
-            projection = await self._blocking(LedgerProjection, self.sink, len(available))
-            self.projection = projection
-            await self._assign(consumer, projection, available)
-            await self._loop(consumer, projection, stop)
-        finally:
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer.stop()
+    async def assign(
+        self, partitions: set[int], rejections: bool, generation: int
+    ) -> tuple[dict[int, int | None], int | None]:
+        """A new assignment: where to read each ledger partition from (``None``: its
+        beginning) and, if the rejections are among it, the rejections' next offset."""
+        async with self._lock:
+            self._pending = Pending()
+            starts = await self._blocking(self.projection.take, partitions)
+            self._owned, self._rejections, self._generation = partitions, rejections, generation
+        self.metrics.projecting(partitions)
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._flush_when_due(), name="okr-projector"),
+                asyncio.create_task(self._report_lag(), name="okr-projector-lag"),
+            ]
+        log.info(
+            "projecting ledger partitions %s%s",
+            sorted(partitions),
+            " and the rejections" if rejections else "",
+        )
+        return starts, self.projection.rejections_done if rejections else None
 
-    async def _assign(
-        self, consumer: Any, projection: LedgerProjection, available: list[int]
+    def revoke(self) -> None:
+        """Take no more batches until the next assignment (which says where to read from)."""
+        self._generation = None
+        self._pending = Pending()
+
+    async def handle(
+        self, partition: int, records: list[Any], generation: int, rejections: bool = False
     ) -> None:
-        c = self.config
-        mine = list(c.partitions) or available
-        ledger = [TopicPartition(c.ledger, p) for p in mine]
-        tps = list(ledger)
-        if REJECTIONS_PARTITION in mine:
-            tps.append(TopicPartition(c.rejections, REJECTIONS_PARTITION))
-        consumer.assign(tps)
-        beginnings = await consumer.beginning_offsets(ledger)
-        for tp in ledger:
-            consumer.seek(tp, beginnings[tp])  # from the start: the chain rule needs it all
-        if len(tps) > len(ledger):
-            consumer.seek(tps[-1], projection.rejections_done)
-        self.metrics.assigned(c.ledger, len(mine))
-        self.metrics.projecting(mine)
-        log.info("projecting %s partitions %s", c.ledger, mine)
-
-    async def _loop(self, consumer: Any, projection: LedgerProjection, stop: asyncio.Event) -> None:
-        c = self.config
-        pending = Fetched([], [], 0.0)
-        while not stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=50, max_records=c.batch_size)
-            for tp, messages in fetched.items():
-                if not pending:
-                    pending.first_at = time.monotonic()
-                if tp.topic == c.ledger:
-                    pending.ledger.extend((m.partition, m.key, m.value or b"") for m in messages)
-                    pending.newest[tp.partition] = messages[-1].timestamp / 1000
-                else:
-                    pending.rejections.extend((m.offset, m.value or b"") for m in messages)
-            due = len(pending) >= c.batch_size or (
-                time.monotonic() - pending.first_at >= c.linger_s
+        """Records of ledger ``partition`` (or of the rejections) as fetched, in offset order."""
+        if generation != self._generation:
+            return
+        pending = self._pending
+        if not pending:
+            pending.first_at = time.monotonic()
+        if rejections:
+            pending.rejections.extend(
+                (r.offset, None if isinstance(r, Unreadable) else r.value) for r in records
             )
-            if pending and (not fetched or due):
-                started = time.monotonic()
-                await self._blocking(projection.apply, pending.ledger, pending.rejections)
-                self.metrics.projected(
-                    events=len(pending.ledger),
-                    rejections=len(pending.rejections),
-                    seconds=time.monotonic() - started,
-                )
-                self._newest.update(pending.newest)
-                await self._report_lag(consumer)
-                log.debug("projected %s records", len(pending))
-                pending = Fetched([], [], 0.0)
+        elif partition in self._owned:
+            pending.ledger.extend(
+                (partition, r.offset, None, None)  # unreadable: an orphan
+                if isinstance(r, Unreadable)
+                else (partition, r.offset, r.key, r.value)
+                for r in records
+            )
+        if len(pending) >= self.batch_size:
+            await self._flush()
+        else:
+            self._wake.set()
 
-    async def _report_lag(self, consumer: Any) -> None:
-        """Per ledger partition: records fetched up to the broker's high watermark not read
-        yet, and the age of the newest record projected."""
-        for tp in consumer.assignment():
-            if tp.topic != self.config.ledger:
-                continue
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            behind = max(0, high - await consumer.position(tp))
-            newest = self._newest.get(tp.partition)
-            age = time.time() - newest if newest is not None else 0.0
-            self.metrics.projector_lag(tp.partition, events=behind, seconds=age)
+    async def settle(self) -> tuple[dict[int, int], int | None]:
+        """Insert what is pending; the next offset of each owned partition it has read
+        (and of the rejections, if owned)."""
+        await self._flush()
+        offsets = {p: o for p, o in self.projection.next_offsets.items() if p in self._owned}
+        return offsets, self.projection.rejections_done if self._rejections else None
+
+    async def _flush_when_due(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            due = self._pending.first_at + self.linger_s - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            pending, self._pending = self._pending, Pending()
+            if not pending:
+                return
+            started = time.monotonic()
+            await self._blocking(self.projection.apply, pending.ledger, pending.rejections)
+            self.metrics.projected(
+                events=len(pending.ledger),
+                rejections=len(pending.rejections),
+                seconds=time.monotonic() - started,
+            )
+            log.debug("projected %s records", len(pending))
+
+    async def _report_lag(self) -> None:
+        """Every second: per owned partition, the records fetched past (the consumer's end
+        minus its position, plus what waits to be inserted) and the newest event's age."""
+        while True:
+            await asyncio.sleep(LAG_EVERY_S)
+            waiting: dict[int, int] = {}
+            for partition, *_ in self._pending.ledger:
+                waiting[partition] = waiting.get(partition, 0) + 1
+            for partition in sorted(self._owned):
+                end, position = await self._progress(partition)
+                if end is None or position is None:
+                    continue
+                newest = self.projection.newest.get(partition)
+                age = time.time() - micros(newest) / 1e6 if newest else 0.0
+                behind = max(0, end - position) + waiting.get(partition, 0)
+                self.metrics.projector_lag(partition, events=behind, seconds=age)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()

@@ -28,9 +28,12 @@ an explanation.
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 from events.intake_wire import (
     Headers,
@@ -43,12 +46,13 @@ from events.intake_wire import (
     peek_org,
     refused,
 )
-from events.kafka_client import partition_for
-from events.kafka_records import ChainRule, decode_event, decode_rejection, org_key, placed
+from events.kafka_records import ChainReader, decode_event, decode_rejection, org_key, placed
 from events.outcomes import Accepted, Outcome, Rejection
 from events.reasons import ReasonCode
-from events.sequencer import DEFAULT_POLICY, Policy, Sequencer, content_digest, decide
-from schemas.envelope import LedgerEvent, format_timestamp
+from events.sequencer import DEFAULT_POLICY, Policy, decide, probe, record_digest
+from events.state import LedgerState
+from processors.sequencer_state import FOLD_CHUNK, MemoryState, PartitionState
+from schemas.envelope import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ class BatchOutput:
     """What one batch writes, in this order: rejections, events, outcomes."""
 
     rejections: list[tuple[Rejection, Origin]] = field(default_factory=list)
-    events: list[tuple[LedgerEvent, Origin]] = field(default_factory=list)
+    events: list[tuple[Accepted, Origin]] = field(default_factory=list)
     outcomes: list[OutcomeRecord] = field(default_factory=list)
     replayed: int = 0
     """Records recorded before a restart: only their outcomes are written again."""
@@ -107,12 +111,23 @@ def outcome_record(record: IntakeRecord, intake: Intake, outcome: Outcome) -> Ou
 class PartitionSequencer:
     """Decides the intake records of one partition; see the module docstring."""
 
-    def __init__(self, partition: int, partitions: int, policy: Policy = DEFAULT_POLICY) -> None:
-        self.partition, self.partitions = partition, partitions
-        self.sequencer = Sequencer(policy=policy)
+    def __init__(
+        self,
+        partition: int,
+        partitions: int,
+        policy: Policy = DEFAULT_POLICY,
+        state: PartitionState | None = None,
+    ) -> None:
+        self.partition, self.partitions, self.policy = partition, partitions, policy
+        self.state: PartitionState = state or MemoryState()
+        self._chain = ChainReader(partitions)  # for the partition of each org
         self.resume_offset: int | None = None
-        """First intake offset to read; ``None``: the beginning (nothing recorded yet)."""
+        """First intake offset to read; ``None``: the beginning (nothing recorded yet). Every
+        record before it was decided and written whole (its outcome sent)."""
         self._recorded: dict[int, Outcome] = {}
+        """Intake records at or after the resume point that are recorded already."""
+        self._found: dict[int, tuple[int, Outcome]] = {}
+        """What the folds found: intake offset -> (its batch's first offset, its outcome)."""
 
     @property
     def pending_recorded(self) -> int:
@@ -130,66 +145,173 @@ class PartitionSequencer:
     ) -> "PartitionSequencer":
         """Rebuild from ledger partition ``partition`` and the whole rejections topic."""
         self = cls(partition, partitions, policy)
-        rule = ChainRule()
-        recorded: dict[int, tuple[int, Outcome]] = {}  # intake offset -> batch start, outcome
+        self.fold_ledger(ledger)
+        self.fold_rejections(rejections)
+        self.resume()
+        return self
+
+    @classmethod
+    def from_state(
+        cls, partition: int, partitions: int, policy: Policy, state: PartitionState
+    ) -> tuple["PartitionSequencer", int | None, int | None]:
+        """A sequencer on a state kept from before (a state file), and where to read the
+        ledger and the rejections from (``None``: their beginning) to bring it up to date.
+
+        The state notes where its owner resumed, and, while a restore's replays are not
+        written yet, where that restore started reading: a restore cut short may have folded
+        records whose intake records still had to be replayed, so the next one reads again
+        from there (those records it only notes, if the state folded them)."""
+        self = cls(partition, partitions, policy, state)
+        notes = state.notes()
+        ledger_from, rejections_from = state.ledger_next, notes.get("rejections_next")
+        if "resume" in notes:
+            self.resume_offset = notes["resume"]
+        if notes.get("replay_ledger", -1) >= 0:
+            ledger_from = min(notes["replay_ledger"], ledger_from or 0)
+        if notes.get("replay_rejections", -1) >= 0:
+            rejections_from = min(notes["replay_rejections"], rejections_from or 0)
+        state.note({"replay_ledger": ledger_from or 0, "replay_rejections": rejections_from or 0})
+        return self, ledger_from, rejections_from
+
+    def fold_ledger(self, ledger: Iterable[StoredRecord]) -> int:
+        """Fold ledger records of this partition that this state does not reflect yet, in
+        partition order (the chain rule decides which are part of the ledger), and note the
+        intake records they record. Records before the state's ``ledger_next`` (re-read to
+        find what a restore cut short must replay) are only noted, if the state folded them.
+        Then :meth:`fold_rejections`, then :meth:`resume`. Returns the records read."""
+        folded_to = self.state.ledger_next
+        chain = ChainReader(self.partitions, self.state.head)
+        chunk: list[dict[str, Any]] = []
+        seen: list[tuple[dict[str, Any], Origin]] = []
+        read = last = 0
         for stored in ledger:
-            record = decode_event(stored.value)
-            if not (placed(record, stored.key, partition, self._owner) and rule.admit(record)):
-                continue  # an orphan: not part of the ledger (chain rule)
-            event = LedgerEvent.from_record(record)
-            digest = content_digest(event)
-            self.sequencer.state.apply(event, digest)
+            read += 1
             origin = Origin.from_headers(stored.headers)
-            if origin is not None and origin.partition == partition:
-                recorded[origin.offset] = origin.batch_start, Accepted.of(event, digest)
+            mine = origin is not None and origin.partition == self.partition
+            if folded_to is not None and stored.offset < folded_to:
+                before = decode_event(stored.value)
+                if (
+                    origin is not None
+                    and mine
+                    and _event_like(before, stored, self.partition, chain)
+                ):
+                    seen.append((before, origin))
+                continue
+            record = chain.admit(self.partition, stored.key, stored.value)
+            if record is None:
+                continue  # an orphan: not part of the ledger (chain rule)
+            chunk.append(record)
+            last = stored.offset
+            if origin is not None:
+                accepted = Accepted(record, record_digest(record))
+                self._found[origin.offset] = origin.batch_start, accepted
+            if len(chunk) >= FOLD_CHUNK:
+                self.state.fold(chunk, last + 1)
+                chunk = []
+        if chunk:
+            self.state.fold(chunk, last + 1)
+        self._note_known(seen)
+        return read
+
+    def _note_known(self, seen: list[tuple[dict[str, Any], Origin]]) -> None:
+        """Note the intake records of events read before the state's end that it folded."""
+        if not seen:
+            return
+        folded = self.state.knows([record for record, _ in seen])
+        for (record, origin), known in zip(seen, folded, strict=True):
+            if known:
+                accepted = Accepted(record, record_digest(record))
+                self._found[origin.offset] = origin.batch_start, accepted
+
+    def fold_rejections(self, rejections: Iterable[StoredRecord]) -> None:
+        """Note the intake records of this partition that rejections-topic records record."""
         for stored in rejections:
             origin = Origin.from_headers(stored.headers)
-            if origin is None or origin.partition != partition:
+            if origin is None or origin.partition != self.partition:
                 continue
             rejection = decode_rejection(stored.value)
             if rejection is None:  # a foreign write: it records nothing
                 log.warning("rejections offset %s: not a rejection record, ignored", stored.offset)
                 continue
-            recorded[origin.offset] = origin.batch_start, rejection
-        if recorded:
-            self.resume_offset = max(start for start, _ in recorded.values())
-            self._recorded = {
-                offset: outcome
-                for offset, (_, outcome) in recorded.items()
-                if offset >= self.resume_offset
-            }
-        return self
+            self._found[origin.offset] = origin.batch_start, rejection
+
+    def resume(self) -> None:
+        """Where to read intake from, after what was folded: the first offset of the latest
+        batch that left a trace (every earlier batch is complete), or this state's own resume
+        point if that is later (every record before it was written whole by this state, so
+        the traces it finds there are its own). Records at or after the resume point that are
+        recorded already are not decided again; only their outcome is sent again."""
+        found, self._found = self._found, {}
+        if not found:
+            return
+        latest = max(start for start, _ in found.values())
+        resume = latest if self.resume_offset is None else max(latest, self.resume_offset)
+        self.resume_offset = resume
+        pending = {offset: o for offset, o in self._recorded.items() if offset >= resume}
+        pending.update((offset, o) for offset, (_, o) in found.items() if offset >= resume)
+        self._recorded = pending
 
     def _owner(self, org_id: str) -> int:
         """The intake and ledger partition of ``org_id`` (murmur2, as producers key it)."""
-        return partition_for(org_key(org_id), self.partitions)
+        return self._chain.owner(org_id)
 
-    def decide_batch(self, records: Sequence[IntakeRecord], now: datetime) -> BatchOutput:
-        """Decide a batch (consecutive records of this partition, in offset order).
+    @contextmanager
+    def deciding(self, records: Sequence[IntakeRecord], now: datetime) -> Iterator[BatchOutput]:
+        """Decide a batch (consecutive records of this partition, in offset order) in the
+        state's transaction; write it, then :meth:`keep` it, before the block ends.
 
         Every record gets exactly one outcome, whatever it holds. Should the state fail to
         take an accepted event (a bug), that record is rejected, the batch ends there and
-        ``output.restore`` asks for the state to be rebuilt from the topics.
+        ``output.restore`` asks for the state to be rebuilt from the topics. If the block
+        raises, this sequencer must not decide again: restore one.
         """
-        output = BatchOutput()
         live = [r for r in records if self.resume_offset is None or r.offset >= self.resume_offset]
+        max_bytes = self.policy.max_bytes
+        intakes = [parse_intake(r.value, r.headers, max_bytes) for r in live]
+        probes = [probe(r.value, self.policy) for r in live]
+        with self.state.deciding(probes) as state:
+            yield self._decide_all(state, live, intakes, now)
+
+    def keep(self, output: BatchOutput, ledger_next: int | None, rejections_next: int) -> None:
+        """The batch decided in :meth:`deciding` is written: keep it (``ledger_next``: the
+        offset after its last event, if it wrote any)."""
+        accepted = [outcome for outcome, _ in output.events]
+        notes = {"resume": self.resume_offset or 0, "rejections_next": rejections_next}
+        if not self._recorded:  # nothing left to replay: a restore need not look back
+            notes |= {"replay_ledger": -1, "replay_rejections": -1}
+        self.state.keep(accepted, ledger_next, notes)
+
+    def decide_batch(self, records: Sequence[IntakeRecord], now: datetime) -> BatchOutput:
+        """:meth:`deciding` and :meth:`keep` at once, for a state in memory whose outputs are
+        written afterwards (the tests; a failed write then needs a restore all the same)."""
+        with self.deciding(records, now) as output:
+            self.keep(output, None, 0)
+        return output
+
+    def _decide_all(
+        self,
+        state: LedgerState,
+        live: list[IntakeRecord],
+        intakes: list[Intake],
+        now: datetime,
+    ) -> BatchOutput:
+        output = BatchOutput()
         if not live:
             return output
         start = live[0].offset
-        for record in live:
+        for record, intake in zip(live, intakes, strict=True):
             if record.partition != self.partition:
                 raise ValueError(
                     f"record of partition {record.partition} given to {self.partition}"
                 )
-            intake = parse_intake(record.value, record.headers, self.sequencer.policy.max_bytes)
             outcome = self._recorded.pop(record.offset, None)
             if outcome is not None:
                 output.replayed += 1
             else:
-                outcome, output.restore = self._decide(record, intake, now)
+                outcome, output.restore = self._decide(state, record, intake, now)
                 origin = Origin(self.partition, record.offset, start)
                 if isinstance(outcome, Accepted):
-                    output.events.append((outcome.event, origin))
+                    output.events.append((outcome, origin))
                 elif isinstance(outcome, Rejection):
                     output.rejections.append((outcome, origin))
             output.outcomes.append(outcome_record(record, intake, outcome))
@@ -198,15 +320,13 @@ class PartitionSequencer:
                 break
         return output
 
-    def _decide(self, record: IntakeRecord, intake: Intake, now: datetime) -> tuple[Outcome, bool]:
+    def _decide(
+        self, state: LedgerState, record: IntakeRecord, intake: Intake, now: datetime
+    ) -> tuple[Outcome, bool]:
         """The record's outcome, and whether the state must be restored from the topics."""
         try:
             outcome = self._framing(record, intake, now) or decide(
-                self.sequencer.state,
-                record.value,
-                now=now,
-                policy=self.sequencer.policy,
-                line=intake.line,
+                state, record.value, now=now, policy=self.policy, line=intake.line
             )
         except Exception as error:  # decide() is pure: the state is as it was
             log.exception("partition %s offset %s: deciding failed", self.partition, record.offset)
@@ -214,7 +334,9 @@ class PartitionSequencer:
         if not isinstance(outcome, Accepted):
             return outcome, False
         try:
-            self.sequencer.state.apply(outcome.event, outcome.digest)
+            fields = outcome.record
+            key = bytes.fromhex(fields["event_id"].replace("-", ""))
+            state.apply_record(fields, key, outcome.digest, outcome.submitted)
         except Exception as error:  # the state may be half-changed: rebuild it
             log.exception("partition %s offset %s: applying failed", self.partition, record.offset)
             return self._failed(record, intake, now, error), True
@@ -234,7 +356,7 @@ class PartitionSequencer:
             return Rejection(
                 reason=ReasonCode.TOO_LARGE,
                 message=(
-                    f"{claimed.length} bytes, over the limit of {self.sequencer.policy.max_bytes} "
+                    f"{claimed.length} bytes, over the limit of {self.policy.max_bytes} "
                     f"(too long for intake: the submitter sent its first {len(record.value)} "
                     "bytes, its length and SHA-256)"
                 ),
@@ -245,9 +367,9 @@ class PartitionSequencer:
                 raw_sha256=claimed.sha256,
             )
         if intake.refusal is not None:
-            limit = self.sequencer.policy.max_bytes
+            limit = self.policy.max_bytes
             return refused(record.value, intake.refusal, format_timestamp(now), intake.line, limit)
-        org_id = peek_org(record.value, self.sequencer.policy.max_bytes)
+        org_id = peek_org(record.value, self.policy.max_bytes)
         if org_id is None:
             return None  # the rules reject it (not JSON, no org_id...)
         if record.key != org_key(org_id):
@@ -274,7 +396,7 @@ class PartitionSequencer:
     ) -> Rejection:
         """An ``invalid_record`` rejection, identified as far as the value can be read."""
         message = "; ".join(f"{d['loc']}: {d['msg']}" for d in details[:3])
-        found = identify(record.value, self.sequencer.policy.max_bytes)
+        found = identify(record.value, self.policy.max_bytes)
         return Rejection(
             reason=ReasonCode.INVALID_RECORD,
             message=f"invalid intake record: {message}",
@@ -287,3 +409,18 @@ class PartitionSequencer:
             source=found.get("source"),
             line=intake.line,
         )
+
+
+def _event_like(
+    record: dict[str, Any], stored: StoredRecord, partition: int, chain: ChainReader
+) -> bool:
+    """Under its org's key in its org's partition, with an event id: what a state may have
+    folded (whether it did is the state's to say)."""
+    event_id = record.get("event_id")
+    if not isinstance(event_id, str) or not placed(record, stored.key, partition, chain.owner):
+        return False
+    try:
+        UUID(event_id)
+    except ValueError:
+        return False
+    return True

@@ -114,10 +114,13 @@ def rejection_pages(
     log: EventLog, after: int, size: int, upto: int | None = None
 ) -> Iterator[list[tuple[int, Rejection]]]:
     """The log's rejections after position ``after`` (up to ``upto``), ``size`` at a time:
-    memory holds one page, whatever the number or size of the rejections."""
+    memory holds one page, whatever the number or size of the rejections. Positions increase
+    but may skip (on Kafka a transaction's commit marker takes one)."""
     while upto is None or after < upto:
         limit = size if upto is None else min(size, upto - after)
         page = log.rejections_after(after, limit)
+        if upto is not None:
+            page = [item for item in page if item[0] <= upto]
         if page:
             yield page
             after = page[-1][0]

@@ -255,6 +255,21 @@ class QueryServer:
         self.app.router.add_get("/ping", self._ping)
         self.app.router.add_route("*", "/", self._query)
 
+    def mount(self, app: web.Application) -> None:
+        """Answer on another aiohttp app's ``/`` and ``/ping`` (the Kafka worker's web server);
+        :meth:`close` when it stops."""
+        app.router.add_get("/ping", self._ping)
+        app.router.add_route("*", "/", self._query)
+
+    def close(self) -> None:
+        """After the statement running now: chDB allows one path per process, so the handle
+        must be closed before another one can be opened."""
+        try:
+            self._thread.submit(self.engine.close).result()
+        except RuntimeError:  # the interpreter is exiting: no query runs any more
+            self.engine.close()
+        self._thread.shutdown(wait=False)
+
     async def _ping(self, _request: web.Request) -> web.Response:
         return web.Response(text="Ok.\n")
 

@@ -44,6 +44,11 @@ class LedgerUnavailableError(LedgerError):
     """The event log cannot be reached or opened."""
 
 
+class WriterFencedError(LedgerUnavailableError):
+    """A writer's partition went to another worker: the broker refused its writes (its
+    transactional id was initialised again by the new owner)."""
+
+
 class LedgerDamagedError(LedgerError):
     """What is stored is not what the ledger wrote (a malformed event, or index columns that
     contradict the events): ``okr-ledger verify`` names the event."""

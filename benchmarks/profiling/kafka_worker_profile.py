@@ -8,7 +8,7 @@ imports and start-up, idle; and the top functions.
 
 Needs py-spy (``pip install py-spy``; not a dependency of the project).
 Usage: python benchmarks/profiling/kafka_worker_profile.py [--check-ins 20000] [--rate 500]
-       [--lag-samples 500] [--no-faust]
+       [--lag-samples 500] [--orgs 6]
 """
 
 import argparse
@@ -33,8 +33,12 @@ CATEGORIES = (
                                                             "clickhouse_connect/")),
     ("sequencer: decide (events/sequencer.py)", ("events/sequencer.py",)),
     ("sequencer: batch, records, outcomes", ("processors/kafka_sequencer.py",
-                                             "events/kafka_records.py")),
-    ("kafka-python (producer/admin)", ("(kafka/", "events/kafka_client.py")),
+                                             "events/kafka_records.py",
+                                             "processors/kafka_worker.py")),
+    ("ledger writer (confluent-kafka transactions)", ("events/kafka_transactions.py",
+                                                      "events/kafka_log.py")),
+    ("kafka-python (restore reads, admin)", ("(kafka/", "events/kafka_client.py")),
+    ("batch drain (Faust group consumer)", ("processors/faust_batches.py",)),
     ("aiokafka (fetch, decode)", ("aiokafka/",)),
     ("query server (aiohttp)", ("projections/query_server.py", "aiohttp/")),
     ("faust / mode", ("faust/", "mode/")),
@@ -136,7 +140,7 @@ def main() -> None:
     parser.add_argument("--check-ins", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--lag-samples", type=int, default=500)
-    parser.add_argument("--faust", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--orgs", type=int, default=6)
     parser.add_argument("--sample-rate", type=int, default=100)
     args = parser.parse_args()
     spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
@@ -147,7 +151,7 @@ def main() -> None:
         command = [sys.executable, str(ROOT / "benchmarks" / "kafka_end_to_end.py"),
                    "--check-ins", str(args.check_ins), "--rate", str(args.rate),
                    "--lag-samples", str(args.lag_samples),
-                   "--faust" if args.faust else "--no-faust"]  # fmt: skip
+                   "--orgs", str(args.orgs)]  # fmt: skip
         bench = subprocess.Popen(
             command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
@@ -162,7 +166,8 @@ def main() -> None:
                     time.sleep(0.02)
                 if pid is not None:
                     sampler = subprocess.Popen(
-                        [spy, "record", "--pid", str(pid), "--idle", "--threads", "--nolineno",
+                        [spy, "record", "--pid", str(pid), "--subprocesses", "--idle", "--threads",
+                         "--nolineno",
                          "--rate", str(args.sample_rate), "--format", "raw", "-o", str(raw)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip

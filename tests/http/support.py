@@ -16,7 +16,8 @@ import orjson
 from okr_ledger.http.keys import Scope, new_key
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap
-from tests.kafka.projector_support import cli, free_port
+from tests.kafka.projector_support import cli
+from tests.kafka.test_sequencer_worker import free_port
 
 __all__ = ["cli", "free_port"]
 

@@ -1,7 +1,6 @@
 """Helpers of the projector tests: the worker with its query endpoint, the CLI, the store."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,10 @@ import orjson
 from events.kafka_client import Connection
 from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
-from tests.kafka.test_sequencer_worker import Worker
+from tests.kafka.test_sequencer_worker import Worker, free_port
 
 TIME_DEPENDENT = {"expected_progress", "status", "stale", "updated_at", "recorded_at"}
 """Fields that move with the clock or the recording time (which differ between runtimes)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def projecting_worker(kafka: Connection, topics: dict[str, str], tmp: Path) -> Worker:

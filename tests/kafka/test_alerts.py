@@ -3,6 +3,7 @@ to the alerts topic, also across a restart of the publisher; and the webhooks.""
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ from aiohttp import web
 
 from events.kafka_client import Connection, Reader
 from okr_ledger.alerts import AlertPublisher, post_webhooks
-from okr_ledger.settings import Settings
-from processors.faust_app import create_app
+from processors.faust_app import Store, WorkerServices, create_app
+from processors.kafka_config import WorkerConfig
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from projections.store import ProjectionStore
@@ -99,21 +100,31 @@ def test_alerts_are_posted_to_the_webhooks() -> None:
     assert received == [{"org_id": "acme", "item_id": "stale:b", "state": "open"}]
 
 
-def test_the_faust_app_runs_the_alerts_timer(tmp_path: Path) -> None:
-    """The timer is one of the app's tasks: run it, and it ticks every interval."""
-    ticks: list[int] = []
+def test_the_faust_app_runs_the_alerts_timer() -> None:
+    """The timer is one of the app's tasks: it ticks every interval, with the projection store
+    and its thread once the store is open (before that, it does nothing)."""
+    seen: list[object] = []
 
-    async def tick() -> None:
-        ticks.append(1)
+    async def tick(store: object, thread: ThreadPoolExecutor) -> None:
+        assert isinstance(thread, ThreadPoolExecutor)
+        seen.append(store)
 
-    settings = Settings(data_dir=tmp_path, ledger_url="kafka://127.0.0.1:1")
-    app = create_app(settings, timers=[(0.05, tick)])
+    def no_store() -> Store:
+        raise AssertionError("not opened here")
+
+    services = WorkerServices(no_store, timers=[(0.05, tick)])
+    app = create_app(WorkerConfig(servers=("127.0.0.1:9",)), services)
     assert len(app._app_tasks) == 1
 
     async def run_for_a_while() -> None:
         task = asyncio.ensure_future(app._app_tasks[0]())
+        await asyncio.sleep(0.3)
+        assert seen == []  # no store yet
+        store = object()
+        app.okr._store = store  # type: ignore[assignment]  # as Worker.start does
         await asyncio.sleep(0.5)
         task.cancel()
+        assert len(seen) >= 3
+        assert all(s is store for s in seen)
 
     asyncio.run(run_for_a_while())
-    assert len(ticks) >= 3

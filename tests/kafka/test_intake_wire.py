@@ -352,7 +352,7 @@ def test_a_record_whose_key_is_not_its_org_is_rejected() -> None:
     assert [r.reason for r in rejected] == [ReasonCode.INVALID_RECORD] * 4
     assert {r.details[0]["loc"] for r in rejected} == {"key"}
     assert "key must be the org_id 'acme'" in rejected[0].message
-    assert [e.sequence for e, _ in output.events] == [1]
+    assert [e.record["sequence"] for e, _ in output.events] == [1]
 
 
 def test_a_record_without_a_readable_org_is_decided_by_the_rules_whatever_its_key() -> None:
@@ -413,7 +413,7 @@ def test_an_exception_while_deciding_is_a_rejection_and_leaves_the_state_as_it_w
     assert rejection.reason is ReasonCode.INVALID_RECORD
     assert "KeyError" in rejection.message
     assert not output.restore
-    assert [e.sequence for e, _ in output.events] == list(range(1, len(setup) + 2))
+    assert [e.record["sequence"] for e, _ in output.events] == list(range(1, len(setup) + 2))
 
 
 def test_an_exception_while_applying_cuts_the_batch_and_asks_for_a_restore(
@@ -421,22 +421,22 @@ def test_an_exception_while_applying_cuts_the_batch_and_asks_for_a_restore(
 ) -> None:
     setup = org_setup("acme")
     failing_at = len(setup) + 1  # the first check-in
-    real = LedgerState.apply
+    real = LedgerState.apply_record
 
-    def half_applied(self: LedgerState, event: Any, digest: bytes) -> None:
-        if event.sequence == failing_at:
-            self.org(event.org_id).last_sequence = failing_at  # changed, then failed
+    def half_applied(self: LedgerState, record: Any, *args: Any) -> None:
+        if record["sequence"] == failing_at:
+            self.org(record["org_id"]).last_sequence = failing_at  # changed, then failed
             raise RuntimeError("a bug in the state")
-        real(self, event, digest)
+        real(self, record, *args)
 
-    monkeypatch.setattr(LedgerState, "apply", half_applied)
+    monkeypatch.setattr(LedgerState, "apply_record", half_applied)
     core = PartitionSequencer(0, 1)
     intake = [keyed(n, raw) for n, raw in enumerate([*setup, *check_ins(3, "acme")])]
     output = core.decide_batch(intake, NOW)
     assert output.restore
     assert [d["status"] for d in outcomes(output)] == ["accepted"] * len(setup) + ["rejected"]
     assert core.resume_offset == len(setup) + 1
-    monkeypatch.setattr(LedgerState, "apply", real)
+    monkeypatch.setattr(LedgerState, "apply_record", real)
     ledger = [
         StoredRecord(n, encode_event(e), (o.header(),), org_key(e.org_id))
         for n, (e, o) in enumerate(output.events)
@@ -446,10 +446,10 @@ def test_an_exception_while_applying_cuts_the_batch_and_asks_for_a_restore(
         for n, (r, o) in enumerate(output.rejections)
     ]
     restored = PartitionSequencer.restore(0, 1, ledger, rejections)
-    assert restored.sequencer.state.org("acme").last_sequence == len(setup)
+    assert restored.state.head("acme").sequence == len(setup)
     rest = restored.decide_batch(intake, NOW)
     assert rest.replayed == len(setup) + 1
-    assert [e.sequence for e, _ in rest.events] == [len(setup) + 1, len(setup) + 2]
+    assert [e.record["sequence"] for e, _ in rest.events] == [len(setup) + 1, len(setup) + 2]
 
 
 def test_a_restore_ignores_forged_rejections_and_origins() -> None:
@@ -471,7 +471,7 @@ def test_a_restore_ignores_forged_rejections_and_origins() -> None:
     restored = PartitionSequencer.restore(0, 1, ledger, rejections)
     assert restored.resume_offset == 0
     assert restored.pending_recorded == 2
-    assert restored.sequencer.state.org("acme").last_sequence == 1
+    assert restored.state.head("acme").sequence == 1
 
 
 # -- anything at all ------------------------------------------------------------------------

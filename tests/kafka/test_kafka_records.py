@@ -102,9 +102,9 @@ def test_the_sequencer_restore_ignores_an_orgs_event_stored_in_another_partition
     home = partition_for(b"acme", 4)
     stray = StoredRecord(0, encode_event(events[0]), key=b"acme")
     other = next(p for p in range(4) if p != home)
-    assert PartitionSequencer.restore(other, 4, [stray], []).sequencer.state.orgs == {}
+    assert PartitionSequencer.restore(other, 4, [stray], []).state.head("acme").sequence == 0
     restored = PartitionSequencer.restore(home, 4, [stray], [])
-    assert restored.sequencer.state.orgs["acme"].last_sequence == 1
+    assert restored.state.head("acme").sequence == 1
 
 
 def test_a_huge_rejected_submission_fits_one_kafka_message_and_stays_identifiable() -> None:

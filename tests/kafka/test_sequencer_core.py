@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,14 +17,16 @@ from events.intake_wire import Origin, intake_message
 from events.kafka_client import partition_for
 from events.kafka_records import ChainRule, decode_event, encode_event, encode_rejection, org_key
 from events.outcomes import Accepted, Duplicate, Outcome, Rejection
-from events.sequencer import Sequencer
+from events.sequencer import DEFAULT_POLICY, Sequencer
 from okr_ledger.demo import demo_submissions
 from processors.kafka_sequencer import (
+    BatchOutput,
     IntakeRecord,
     OutcomeRecord,
     PartitionSequencer,
     StoredRecord,
 )
+from processors.sequencer_state import FileState
 from tests.builders import NOW, check_ins, org_setup
 
 VOLATILE = ("recorded_at", "hash", "prev_hash")
@@ -55,20 +58,44 @@ class Topics:
         start = core.resume_offset or 0
         for index in range(start, len(intake), batch_size):
             now = NOW + timedelta(seconds=now_step)
-            output = core.decide_batch(intake[index : index + batch_size], now)
-            for rejection, origin in output.rejections:
-                self._spend()
-                stored = StoredRecord(len(self.rejections), encode_rejection(rejection))
-                self.rejections.append(_with_origin(stored, origin))
-            for event, origin in output.events:
-                self._spend()
-                stored = StoredRecord(
-                    len(self.ledger), encode_event(event), key=org_key(event.org_id)
-                )
-                self.ledger.append(_with_origin(stored, origin))
-            for outcome in output.outcomes:
-                self._spend()
-                self.outcomes.append(outcome)
+            self._write(core.decide_batch(intake[index : index + batch_size], now))
+
+    def run_on_file(
+        self, intake: list[IntakeRecord], batch_size: int, path: Path, now_step: int = 0
+    ) -> None:
+        """As :meth:`run`, as the worker does with a state file: the state is read from the
+        file and brought up to date with what the topics hold after it; each batch is kept
+        in the file once written (a crash while writing leaves the file as it was)."""
+        state = FileState(path, 0)
+        try:
+            core, ledger_from, rejections_from = PartitionSequencer.from_state(
+                0, 1, DEFAULT_POLICY, state
+            )
+            core.fold_ledger(s for s in self.ledger if s.offset >= (ledger_from or 0))
+            core.fold_rejections(s for s in self.rejections if s.offset >= (rejections_from or 0))
+            core.resume()
+            start = core.resume_offset or 0
+            for index in range(start, len(intake), batch_size):
+                now = NOW + timedelta(seconds=now_step)
+                with core.deciding(intake[index : index + batch_size], now) as output:
+                    self._write(output)
+                    ledger_next = len(self.ledger) if output.events else None
+                    core.keep(output, ledger_next, len(self.rejections))
+        finally:
+            state.close()
+
+    def _write(self, output: BatchOutput) -> None:
+        for rejection, origin in output.rejections:
+            self._spend()
+            stored = StoredRecord(len(self.rejections), encode_rejection(rejection))
+            self.rejections.append(_with_origin(stored, origin))
+        for event, origin in output.events:
+            self._spend()
+            stored = StoredRecord(len(self.ledger), encode_event(event), key=org_key(event.org_id))
+            self.ledger.append(_with_origin(stored, origin))
+        for outcome in output.outcomes:
+            self._spend()
+            self.outcomes.append(outcome)
 
 
 def _with_origin(stored: StoredRecord, origin: Origin) -> StoredRecord:
@@ -169,6 +196,61 @@ def test_a_crash_at_every_write_loses_and_duplicates_nothing(batch_size: int) ->
         topics.budget = None
         topics.run(intake, batch_size, now_step=1)  # restarted, a second later
         assert_recorded_exactly_once(topics, raws)
+
+
+@pytest.mark.parametrize("batch_size", [5, 64])
+def test_a_crash_at_every_write_with_a_state_file_loses_and_duplicates_nothing(
+    batch_size: int, tmp_path: Path
+) -> None:
+    """The worker's state files: a restart reads the state from the file and only what the
+    topics hold after it, also after a restart that was itself cut short."""
+    raws = submissions()
+    intake = intake_of(raws)
+    clean = Topics()
+    clean.run(intake, batch_size)
+    writes = len(clean.ledger) + len(clean.rejections) + len(clean.outcomes)
+    for crash_at in range(0, writes, 3):
+        topics = Topics(budget=crash_at)
+        path = tmp_path / f"state-{crash_at}.db"
+        with pytest.raises(CrashError):
+            topics.run_on_file(intake, batch_size, path)
+        topics.budget = crash_at % 7  # the restart is cut short too, early on
+        with contextlib.suppress(CrashError):
+            topics.run_on_file(intake, batch_size, path, now_step=1)
+        topics.budget = None
+        topics.run_on_file(intake, batch_size, path, now_step=2)
+        assert_recorded_exactly_once(topics, raws)
+
+
+def test_a_worker_taking_its_partition_back_reads_on_after_another_owners_batches() -> None:
+    """A held the partition, B took it over (restored from A's outputs, replayed A's last
+    batch and decided on), and A gets it back: A folds only what came after its own writes
+    and must neither decide again what either of them wrote nor skip what B left."""
+    raws = submissions()
+    intake = intake_of(raws)
+    topics = Topics()
+
+    def write(core: PartitionSequencer, records: list[IntakeRecord]) -> None:
+        with core.deciding(records, NOW) as output:
+            topics._write(output)
+            ledger_next = len(topics.ledger) if output.events else None
+            core.keep(output, ledger_next, len(topics.rejections))
+
+    a = PartitionSequencer.restore(0, 1, topics.ledger, topics.rejections)
+    for index in range(0, 40, 10):
+        write(a, intake[index : index + 10])
+    a_ledger, a_rejections = a.state.ledger_next or 0, len(topics.rejections)
+    b = PartitionSequencer.restore(0, 1, topics.ledger, topics.rejections)
+    assert b.resume_offset == 30  # A's last batch, replayed
+    write(b, intake[30:55])
+    a.fold_ledger(s for s in topics.ledger if s.offset >= a_ledger)
+    a.fold_rejections(s for s in topics.rejections if s.offset >= a_rejections)
+    a.resume()
+    assert a.resume_offset == 40  # B's batch started at 30: A wrote up to 40 whole
+    assert a.pending_recorded >= 1  # what B decided after 40 is only replayed
+    for index in range(40, len(intake), 10):
+        write(a, intake[index : index + 10])
+    assert_recorded_exactly_once(topics, raws)
 
 
 def test_repeated_crashes_and_a_stale_writer_are_survived() -> None:

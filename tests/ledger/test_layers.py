@@ -82,3 +82,18 @@ def test_the_import_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    import sqlite3\n    from kafka.admin import X\n")
     assert top_level_imports(module) == {"sqlite3", "kafka"}
+
+
+LAYERS = ["schemas", "events", "processors", "projections", "okr_ledger"]
+"""Dependencies point one way: each layer imports only the layers before it."""
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for layer in LAYERS[:-1] for p in (ROOT / layer).glob("*.py")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_a_layer_imports_no_later_layer(path: Path) -> None:
+    later = set(LAYERS[LAYERS.index(path.parent.name) + 1 :])
+    imported = top_level_imports(path) & later
+    assert not imported, f"{path.parent.name}/{path.name} imports {sorted(imported)}"

@@ -21,7 +21,7 @@ from projections.query_credentials import Credential
 from projections.query_server import QueryServer, ReadOnlyEngine
 from projections.readonly_sql import QueryLimits
 from projections.store import ProjectionStore
-from tests.kafka.projector_support import free_port
+from tests.kafka.test_sequencer_worker import free_port
 from tests.projections.readonly_support import data_state, sql_of
 from tests.projections.sql_escapes import ESCAPES
 

@@ -1,0 +1,226 @@
+"""Failover of the Kafka worker: SIGKILL one of two workers, time until its partitions move on.
+
+Starts Tansu, fresh topics and two ``okr-ledger worker`` processes in one consumer group, with
+the group timings for Tansu (``--session``/``--heartbeat``/``--rebalance``). A steady producer
+submits to every partition. Each round:
+
+1. waits until both workers own partitions (the group is spread);
+2. SIGKILLs one of them (alternately) and notes, per partition it owned, the last intake offset
+   acknowledged to the producer at that moment;
+3. measures, per such partition, the time until an outcome appears for an intake record
+   produced after the kill: only the survivor can have decided it (the partition made
+   progress again); the round's failover is the slowest of its partitions;
+4. restarts the killed worker (it rejoins and takes a share again).
+
+Prints p50 and max over the rounds, with the survivor's take-over (its assignment logged) and
+its restore time. Usage: python benchmarks/kafka_failover.py [--kills 10] [--partitions 6]
+       [--session 3] [--heartbeat 0.5] [--rebalance 3] [--rate 300]
+"""
+
+import argparse
+import re
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.workload import check_in, setup
+from events.kafka_admin import ensure_topics, okr_topics
+from events.kafka_client import Connection, Reader
+from tests.kafka.broker import tansu_broker
+from tests.kafka.group_support import Group, assignments
+from tests.kafka.test_sequencer_worker import Submitter, Worker
+
+_RESTORED = re.compile(r"partition (\d+): (?:restored|caught up) in ([0-9.]+)s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class Outcomes:
+    """The outcomes topic, read on and on in a thread: per intake partition, when each intake
+    offset's outcome was first seen (monotonic clock)."""
+
+    def __init__(self, kafka: Connection, topic: str) -> None:
+        self.kafka, self.topic = kafka, topic
+        self.seen: dict[int, dict[int, float]] = defaultdict(dict)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        reader = Reader(self.kafka)
+        try:
+            positions: dict[int, int | None] = dict.fromkeys(reader.partitions(self.topic))
+            while not self._stop.is_set():
+                for record in reader.read(self.topic, positions):
+                    document = orjson.loads(record.value)
+                    now = time.monotonic()
+                    with self._lock:
+                        found = self.seen[document["intake_partition"]]
+                        found.setdefault(document["intake_offset"], now)
+                positions.update(reader.positions)
+                time.sleep(0.01)
+        finally:
+            reader.close()
+
+    def first_after(self, partition: int, offset: int) -> float | None:
+        """When the first outcome of an intake offset above ``offset`` was seen."""
+        with self._lock:
+            times = [t for o, t in self.seen[partition].items() if o > offset]
+        return min(times) if times else None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class Steady:
+    """Submits check-ins of many orgs at about ``rate`` per second, in a thread; remembers the
+    last acknowledged intake offset of every partition."""
+
+    def __init__(self, submitter: Submitter, orgs: list[str], rate: float) -> None:
+        self.submitter, self.orgs, self.rate = submitter, orgs, rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            chunk = [check_in(org, n + i, 20) for i, org in enumerate(self.orgs)]
+            n += len(chunk)
+            self.submitter.send(chunk)
+            time.sleep(len(chunk) / self.rate)
+
+    def ends(self) -> dict[int, int]:
+        ends: dict[int, int] = {}
+        for partition, offset in list(self.submitter.positions):
+            ends[partition] = max(ends.get(partition, -1), offset)
+        return ends
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def restore_seconds(worker: Worker, since: int) -> float:
+    """The longest restore the worker logged in its assignments after the ``since``-th."""
+    text = worker.log_path.read_text(errors="replace")
+    marker = "sequencing "
+    start = 0
+    for _ in range(since):
+        start = text.find(marker, start) + 1
+    times = [float(m[2]) for m in _RESTORED.finditer(text, start)]
+    return max(times, default=0.0)
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    with tansu_broker(work / "broker.log") as address:
+        kafka = Connection((address,), "okr-failover", timeout_s=15.0)
+        suffix = uuid.uuid4().hex[:8]
+        topics = {
+            r: f"failover.{suffix}.{r}" for r in ("intake", "ledger", "rejections", "outcomes")
+        }
+        ensure_topics(kafka, okr_topics(**topics, partitions=args.partitions))
+        timings = {
+            "OKR_KAFKA_SESSION_TIMEOUT_SECONDS": str(args.session),
+            "OKR_KAFKA_HEARTBEAT_INTERVAL_SECONDS": str(args.heartbeat),
+            "OKR_KAFKA_REBALANCE_TIMEOUT_SECONDS": str(args.rebalance),
+        }
+        group = Group(kafka, topics, work, args.partitions, env=timings)
+        orgs = [f"fo{i}" for i in range(4 * args.partitions)]
+        submitter = Submitter(kafka, topics["intake"], partitions=args.partitions)
+        submitter.send([raw for org in orgs for raw in setup(org, 20)])
+        outcomes = Outcomes(kafka, topics["outcomes"])
+        steady: Steady | None = None
+        rounds: list[tuple[float, float, float]] = []
+        try:
+            for name in ("a", "b"):
+                group.start(name)
+            group.wait_spread(["a", "b"], {})
+            steady = Steady(submitter, orgs, args.rate)
+            for kill in range(args.kills):
+                victim, survivor = ("a", "b") if kill % 2 == 0 else ("b", "a")
+                owned = assignments(group.workers[victim])[-1]
+                survivor_counts = len(assignments(group.workers[survivor]))
+                time.sleep(1.0)  # steady state
+                ends = steady.ends()
+                killed_at = time.monotonic()
+                group.workers[victim].kill()
+                deadline = killed_at + 60
+                progress: dict[int, float] = {}
+                while len(progress) < len(owned):
+                    for partition in owned - progress.keys():
+                        seen = outcomes.first_after(partition, ends.get(partition, -1))
+                        if seen is not None:
+                            progress[partition] = seen - killed_at
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"round {kill}: no progress on {owned - progress.keys()}")
+                    time.sleep(0.01)
+                took_over = group.workers[survivor]
+                restore = restore_seconds(took_over, survivor_counts)
+                failover = max(progress.values())
+                rounds.append((failover, restore, min(progress.values())))
+                print(
+                    f"kill {kill + 1}: {victim} owned {sorted(owned)}; progress on the survivor "
+                    f"after {failover:.2f} s (first partition {min(progress.values()):.2f} s; "
+                    f"restore {restore:.2f} s)",
+                    flush=True,
+                )
+                since = group.counts()
+                group.workers[victim].start()
+                group.wait_spread(["a", "b"], since)
+        finally:
+            if steady is not None:
+                steady.close()
+            outcomes.close()
+            submitter.close()
+            group.stop_all()
+    failovers = [r[0] for r in rounds]
+    restores = [r[1] for r in rounds]
+    print()
+    print(
+        f"{len(rounds)} SIGKILLs of one of two workers; {args.partitions} partitions; session "
+        f"{args.session:g} s, heartbeat {args.heartbeat:g} s, rebalance {args.rebalance:g} s"
+    )
+    print(
+        f"failover (kill -> every partition of the killed worker progressing on the survivor): "
+        f"p50 {percentile(failovers, 0.5):.2f} s, max {max(failovers):.2f} s"
+    )
+    print(
+        f"  of which the survivor's restore: p50 {percentile(restores, 0.5):.2f} s, "
+        f"max {max(restores):.2f} s"
+    )
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--session", type=float, default=3.0)
+    parser.add_argument("--heartbeat", type=float, default=0.5)
+    parser.add_argument("--rebalance", type=float, default=3.0)
+    parser.add_argument("--rate", type=float, default=300.0, help="submissions per second")
+    parser.add_argument("--keep", type=Path, help="Work in this directory and keep the logs.")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        sys.exit(run(args, args.keep))
+    with tempfile.TemporaryDirectory(prefix="okr-failover-") as tmp:
+        sys.exit(run(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

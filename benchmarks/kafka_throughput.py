@@ -1,0 +1,390 @@
+"""Kafka workers end to end: throughput with one and two workers, freshness, memory, beside
+the raw anchors of the same run.
+
+Starts Tansu (or uses ``--address``). First the anchors, on the same submissions: kafka-python
+producing them (``acks=all``, idempotent, as the submitters do), confluent-kafka producing them
+(idempotent), aiokafka consuming them back (``getmany``, the records only), and clickhouse-connect
+inserting as many rows into chDB. Then, for each worker count of ``--workers``, on fresh topics:
+
+1. **throughput**: the orgs' setup, then ``--check-ins`` check-ins spread over the orgs (so over
+   the partitions), produced at full speed (kafka-python); timed from the first produce until
+   every org's checkpoint in the projections reaches its last sequence;
+2. **freshness**: check-ins of fresh orgs (one per partition) produced at a steady
+   ``--rate``; each one's lag runs from the moment it is due until the first poll of the
+   projections that shows its sequence;
+3. **memory**: the peak RSS of each worker, its sequencer process included.
+
+One worker projects into its own embedded chDB store (polled through its query endpoint); two
+or more share an ``okr-ledger serve-store`` (the only way several processes share an embedded
+store; it takes CPU of its own). Workers run with the Tansu group timings.
+Usage: python benchmarks/kafka_throughput.py [--check-ins 200000] [--orgs 12] [--workers 1,2]
+       [--rate 5000] [--lag-samples 20000] [--partitions 6]
+"""
+
+import argparse
+import asyncio
+import re
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer  # type: ignore[import-untyped]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.workload import check_in, setup
+from events.kafka_admin import ensure_topics, okr_topics
+from events.kafka_client import Connection, partition_for
+from events.kafka_records import org_key
+from projections.query_credentials import TOKEN_FILE, read_token
+from projections.store import ProjectionStore
+from tests.kafka.broker import tansu_broker, wait_until_ready
+from tests.kafka.group_support import Group
+from tests.kafka.test_sequencer_worker import Worker
+from tests.projections.serve_store_support import served_store
+
+KEY_RESULTS = 50
+ROLES = ("intake", "ledger", "rejections", "outcomes")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    setup: list[tuple[str, bytes]]
+    check_ins: list[tuple[str, bytes]]
+    heads: dict[str, int]
+
+    @classmethod
+    def build(cls, orgs: list[str], check_ins: int) -> "Load":
+        first = [(org, raw) for org in orgs for raw in setup(org, KEY_RESULTS)]
+        rest = spread(orgs, check_ins)
+        heads = dict.fromkeys(orgs, KEY_RESULTS + 5)
+        for org, _ in rest:
+            heads[org] += 1
+        return cls(first, rest, heads)
+
+
+def spread(orgs: list[str], count: int) -> list[tuple[str, bytes]]:
+    """``count`` check-ins, to one org after the other."""
+    return [
+        (orgs[i % len(orgs)], check_in(orgs[i % len(orgs)], i, KEY_RESULTS)) for i in range(count)
+    ]
+
+
+# --- anchors --------------------------------------------------------------------------------
+
+
+def anchor_kafka_python(address: str, topic: str, records: list[tuple[str, bytes]]) -> float:
+    producer = KafkaProducer(
+        bootstrap_servers=[address], acks="all", enable_idempotence=True, linger_ms=5,
+        batch_size=512 * 1024,
+    )  # fmt: skip
+    started = time.perf_counter()
+    for org, raw in records:
+        producer.send(topic, key=org_key(org), value=raw)
+    producer.flush()
+    seconds = time.perf_counter() - started
+    producer.close()
+    return len(records) / seconds
+
+
+def anchor_confluent(address: str, topic: str, records: list[tuple[str, bytes]]) -> float:
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"bootstrap.servers": address, "enable.idempotence": True, "acks": "all",
+         "linger.ms": 5, "batch.size": 1024 * 1024, "queue.buffering.max.messages": 2_000_000}
+    )  # fmt: skip
+    started = time.perf_counter()
+    for org, raw in records:
+        while True:
+            try:
+                producer.produce(topic, raw, org_key(org))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(120)
+    return len(records) / (time.perf_counter() - started)
+
+
+def anchor_aiokafka(address: str, topic: str, count: int) -> float:
+    from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
+
+    async def consume() -> float:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=address, group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=50,
+        )  # fmt: skip
+        await consumer.start()
+        try:
+            read, started = 0, time.perf_counter()
+            while read < count:
+                batches = await consumer.getmany(timeout_ms=500, max_records=50_000)
+                read += sum(len(records) for records in batches.values())
+            return count / (time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(consume())
+
+
+def anchor_chdb(work: Path, rows: int) -> float:
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=f"chdb://{work / 'anchor-chdb'}")
+    client.command(
+        "CREATE TABLE t (org String, sequence UInt64, value Float64) "
+        "ENGINE = MergeTree ORDER BY (org, sequence)"
+    )
+    data: list[list[Any]] = [
+        [f"org{i % 12}" for i in range(rows)],
+        list(range(rows)),
+        [float(i) for i in range(rows)],
+    ]
+    started = time.perf_counter()
+    for start in range(0, rows, 20_000):
+        block = [column[start : start + 20_000] for column in data]
+        client.insert("t", block, column_names=["org", "sequence", "value"], column_oriented=True)
+    seconds = time.perf_counter() - started
+    client.close()
+    return rows / seconds
+
+
+# --- the workers ----------------------------------------------------------------------------
+
+
+def peak_mib(worker: Worker) -> float:
+    """Peak RSS (VmHWM) of the worker and its sequencer process."""
+    if worker.process is None:
+        return 0.0
+    pids = [worker.process.pid]
+    try:
+        children = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
+        pids += [int(p) for p in children.read_text().split()]
+    except OSError:
+        pass
+    total = 0.0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if match := re.search(r"VmHWM:\s+(\d+) kB", status):
+            total += int(match[1]) / 1024
+    return total
+
+
+@dataclass
+class Run:
+    workers: int
+    events: int = 0
+    seconds: float = 0.0
+    lags: list[float] = field(default_factory=list)
+    achieved: float = 0.0
+    peak: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def produce(producer: Any, topic: str, records: list[tuple[str, bytes]]) -> None:
+    for org, raw in records:
+        producer.send(topic, key=org_key(org), value=raw)
+    producer.flush()
+
+
+def wait_visible(
+    store: ProjectionStore, heads: dict[str, int], workers: list[Worker], timeout_s: float
+) -> float:
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        positions = store.positions()
+        seen = time.perf_counter()
+        if all(positions.get(org, 0) >= head for org, head in heads.items()):
+            return seen
+        for worker in workers:
+            assert worker.alive(), worker.log_tail()
+        if seen > deadline:
+            raise SystemExit(f"projections at {positions}, not {heads}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def store_of(
+    group: Group, workers: list[Worker], served_url: str | None
+) -> Iterator[ProjectionStore]:
+    if served_url is not None:
+        url = served_url
+    else:
+        worker = workers[0]
+        token = read_token(Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE)
+        url = f"http://reader:{token}@127.0.0.1:{worker.env['OKR_WORKER_WEB_PORT']}/okr_ledger"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            store = ProjectionStore.open(url, migrate=False)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, workers[0].log_tail()
+            time.sleep(0.2)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) -> Run:
+    kafka = Connection((address,), "okr-bench", timeout_s=30.0)
+    suffix = uuid.uuid4().hex[:8]
+    topics = {role: f"bench.{suffix}.{role}" for role in ROLES}
+    ensure_topics(kafka, okr_topics(**topics, partitions=args.partitions))
+    orgs = [f"bench{i}" for i in range(args.orgs)]
+    load = Load.build(orgs, args.check_ins)
+    lag_orgs = [f"fresh{i}" for i in range(4 * args.partitions)]
+    lag_orgs = list({partition_for(org_key(o), args.partitions): o for o in lag_orgs}.values())
+    result = Run(count)
+    with ExitStack() as stack:
+        served = None
+        if count > 1:
+            served = stack.enter_context(served_store(work / "store")).writer_url
+        group = Group(kafka, topics, work, args.partitions, served, batch_size=2000)
+        stack.callback(group.stop_all)
+        names = [f"w{i}" for i in range(count)]
+        for name in names:
+            group.start(name).env["OKR_LOG_LEVEL"] = "INFO"
+        group.wait_spread(names, {})
+        workers = [group.workers[n] for n in names]
+        reader_url = None
+        if served is not None:
+            reader_url = served  # the writer may read too
+        store = stack.enter_context(store_of(group, workers, reader_url))
+        producer = KafkaProducer(
+            bootstrap_servers=[address], acks="all", enable_idempotence=True, linger_ms=5,
+            batch_size=512 * 1024,
+        )  # fmt: skip
+        stack.callback(producer.close)
+        produce(producer, topics["intake"], load.setup)
+        wait_visible(store, dict.fromkeys(orgs, KEY_RESULTS + 5), workers, 120)
+        started = time.perf_counter()
+        thread = threading.Thread(target=produce, args=(producer, topics["intake"], load.check_ins))
+        thread.start()
+        seen = wait_visible(store, load.heads, workers, 1200)
+        thread.join()
+        result.events, result.seconds = len(load.check_ins), seen - started
+        print(f"{count} worker(s): {result.rate:,.0f} events/s end to end", flush=True)
+
+        lag_setup = [(org, raw) for org in lag_orgs for raw in setup(org, KEY_RESULTS)]
+        produce(producer, topics["intake"], lag_setup)
+        wait_visible(store, dict.fromkeys(lag_orgs, KEY_RESULTS + 5), workers, 120)
+        steady = spread(lag_orgs, args.lag_samples)
+        waiting: dict[str, deque[tuple[int, int]]] = {org: deque() for org in lag_orgs}
+        for i, (org, _) in enumerate(steady):  # org -> (sequence, index) in order
+            waiting[org].append((KEY_RESULTS + 5 + len(waiting[org]) + 1, i))
+        sent: list[float] = []
+        start = time.perf_counter() + 0.05
+
+        def steady_produce() -> None:
+            while (done := len(sent)) < len(steady):
+                now = time.perf_counter()
+                due = min(len(steady), int((now - start) * args.rate) + 1) if now >= start else 0
+                for i in range(done, due):
+                    org, raw = steady[i]
+                    producer.send(topics["intake"], key=org_key(org), value=raw)
+                    sent.append(time.perf_counter())
+                time.sleep(0.002)
+            producer.flush()
+
+        thread = threading.Thread(target=steady_produce)
+        thread.start()
+        lags: dict[int, float] = {}
+        deadline = start + len(steady) / args.rate + 120
+        while len(lags) < len(steady):
+            positions = store.positions()
+            now = time.perf_counter()
+            for org, queue in waiting.items():
+                while queue and queue[0][0] <= positions.get(org, 0):
+                    _, i = queue.popleft()
+                    lags[i] = now - (start + i / args.rate)  # from the moment it was due
+            assert now < deadline, f"{len(steady) - len(lags)} check-ins not visible"
+            time.sleep(0.01)
+        thread.join()
+        result.lags = list(lags.values())
+        result.achieved = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
+        result.peak = [peak_mib(w) for w in workers]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check-ins", type=int, default=200_000)
+    parser.add_argument("--orgs", type=int, default=12)
+    parser.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
+    parser.add_argument("--rate", type=float, default=5000.0, help="steady check-ins per second")
+    parser.add_argument("--lag-samples", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--address", help="host:port of a broker (default: start Tansu)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="okr-bench-throughput-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        address = args.address
+        if address:
+            wait_until_ready(address, 30.0, None)
+        else:
+            address = stack.enter_context(tansu_broker(work / "broker.log"))
+        kafka = Connection((address,), "okr-bench", timeout_s=30.0)
+        anchor_topic = f"anchor.{uuid.uuid4().hex[:8]}"
+        names = {role: f"{anchor_topic}.{role}" for role in ROLES}
+        names["intake"] = anchor_topic
+        ensure_topics(kafka, okr_topics(**names, partitions=args.partitions))
+        records = Load.build([f"bench{i}" for i in range(args.orgs)], args.check_ins).check_ins
+        anchors = {
+            "kafka-python produce (acks=all, idempotent)": anchor_kafka_python(
+                address, anchor_topic, records
+            ),
+            "confluent-kafka produce (acks=all, idempotent)": anchor_confluent(
+                address, anchor_topic, records
+            ),
+            "aiokafka consume (getmany)": anchor_aiokafka(address, anchor_topic, 2 * len(records)),
+            "clickhouse-connect inserts into chDB (rows)": anchor_chdb(work, len(records)),
+        }
+        runs = []
+        for count in (int(c) for c in args.workers.split(",")):
+            directory = work / f"workers-{count}"
+            directory.mkdir()
+            runs.append(run_workers(args, address, count, directory))
+    print()
+    print(
+        f"{args.check_ins:,} check-ins over {args.orgs} orgs, {args.partitions} partitions; "
+        f"freshness: {args.lag_samples:,} check-ins at {args.rate:,.0f}/s offered"
+    )
+    print("raw anchors, same run, same records:")
+    for name, figure in anchors.items():
+        print(f"  {name:50} {figure:>12,.0f} /s")
+    for run in runs:
+        print(f"{run.workers} worker(s):")
+        print(f"  throughput, produced -> visible in ClickHouse: {run.rate:,.0f} events/s")
+        p50, p99 = (percentile(run.lags, q) * 1000 for q in (0.5, 0.99))
+        print(
+            f"  freshness at {run.achieved:,.0f}/s achieved: p50 {p50:,.0f} ms, "
+            f"p99 {p99:,.0f} ms, max {max(run.lags) * 1000:,.0f} ms"
+        )
+        peaks = ", ".join(f"{mib:,.0f} MiB" for mib in run.peak)
+        print(f"  peak RSS per worker (its sequencer process included): {peaks}")
+
+
+if __name__ == "__main__":
+    main()

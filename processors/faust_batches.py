@@ -1,0 +1,204 @@
+"""Faust's group consumer, handing over whole per-partition batches of records.
+
+Faust's stream layer delivers one message at a time (a task and a future each, the conductor,
+the stream queues, the sensors): measured here at 3-4 % of what a bare aiokafka consumer reads
+from the same broker. This subclass of Faust's aiokafka consumer keeps everything Faust is for
+(the consumer group, assignment, rebalances, revocation and generation checks, the web server,
+the sensors) and replaces only the per-message delivery: each fetch is handed over as one batch
+per partition, in offset order (:meth:`Delivery.on_batch`), to the app's agents.
+
+The barrier of an assignment is :meth:`OkrConsumer.perform_seek`: Faust awaits it after
+resuming the assigned partitions and before it resumes the flow of records, so the app restores
+each new partition's state there and says where each partition is to be read from
+(:meth:`Delivery.on_assignment`). Nothing is ever committed: where to read from comes from what
+the agents wrote (the ledger, the rejections, the projections), never from the group's offsets.
+
+It overrides internals of faust-streaming 0.15.3 (pinned in pyproject.toml); the test
+``tests/kafka/test_faust_internals.py`` fails loudly if any of them changes:
+``Consumer._drain_messages``, ``Consumer._wait_next_records``, ``Consumer.perform_seek``,
+``Consumer.on_partitions_revoked``,
+``AIOKafkaConsumer._new_consumer_thread``, ``AIOKafkaConsumerThread._create_worker_consumer``
+and ``AIOKafkaConsumerThread._fetch_records``.
+
+**Records that cannot be read.** aiokafka decodes header names as UTF-8, strictly, and a record
+batch from its first record on: one record whose header name is not UTF-8 (Java clients allow
+it) fails every fetch that reaches it, for every partition fetched with it. The consumer then
+lets the agents finish what they hold (:meth:`Delivery.settle`), goes back to where each
+partition's agent stands, and reads every partition record by record: an offset that cannot be
+read is handed over as :class:`Unreadable` and stepped over, until a record reads again.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka.errors import CorruptRecordException  # type: ignore[import-untyped]
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+UNREADABLE = (UnicodeDecodeError, CorruptRecordException)
+"""What aiokafka raises for a record it cannot decode."""
+SALVAGE_BATCH = 500
+"""Records read one by one per partition after a fetch that could not be decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An offset whose record could not be decoded (what it holds is unknown)."""
+
+    offset: int
+    why: str
+
+
+class Delivery(Protocol):
+    """Where the consumer hands its batches (the app, which passes them to its agents)."""
+
+    async def on_assignment(self, assigned: set[TP], generation: int) -> Mapping[TP, int]:
+        """Restore what the new assignment needs; the offset to read each partition from."""
+        ...
+
+    async def on_batch(self, tp: TP, records: list[Any], generation: int) -> None:
+        """Records of ``tp`` in offset order (aiokafka records, or :class:`Unreadable`)."""
+        ...
+
+    async def settle(self) -> Mapping[TP, int]:
+        """Finish every batch handed over; the offset each assigned partition's agent needs
+        next."""
+        ...
+
+    def revoked(self, revoked: set[TP]) -> None:
+        """A rebalance takes ``revoked`` away: take no more batches of them."""
+        ...
+
+
+class FastFetchThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the app's fetch wait (Faust fixes it at 1,500 ms) and
+    reading committed records only (a real Kafka then hides aborted transactions)."""
+
+    fetch_max_wait_ms = 100
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read by AIOKafkaConsumer.start()
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class OkrConsumer(AIOKafkaConsumer):
+    """See the module docstring. ``delivery`` is set by the app that creates it."""
+
+    delivery: Delivery
+    fetch_max_wait_ms = 100
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        thread = FastFetchThread(self, loop=self.loop, beacon=self.beacon)
+        thread.fetch_max_wait_ms = self.fetch_max_wait_ms
+        return thread
+
+    async def perform_seek(self) -> None:
+        """The assignment's barrier (see the module docstring)."""
+        await super().perform_seek()  # to the group's offsets: none, we never commit
+        generation = self.app.consumer_generation_id
+        offsets = await self.delivery.on_assignment(set(self.assignment()), generation)
+        for tp, offset in offsets.items():
+            await self.seek(tp, offset)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.delivery.revoked(set(revoked))  # before anything else: no batch of them after
+        await super().on_partitions_revoked(revoked)
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        # Faust sleeps a whole second when no partition is active (just after a rebalance);
+        # a worker that just took over partitions must not wait that long.
+        if self.flow_active and not self._get_active_partitions():
+            await asyncio.sleep(0.05)
+            return {}, set()
+        return await super()._wait_next_records(timeout)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Replaces Faust's per-message loop: one hand-over per partition per fetch."""
+        stopping: tuple[type[BaseException], ...] = (
+            *self.consumer_stopped_errors,
+            asyncio.CancelledError,
+        )
+        try:
+            await self._drain(fetcher)
+        except stopping:
+            if self.transport.app.should_stop:  # as Faust's own: stopping anyway
+                return
+            raise
+
+    async def _drain(self, fetcher: Any) -> None:
+        fetcher_stopped = fetcher._stopped.is_set
+        while not (self.should_stop or fetcher_stopped()):
+            try:
+                records, active = await self._wait_next_records(0.2)
+            except UNREADABLE as error:
+                await self._salvage(error)
+                continue
+            if not records or self.should_stop:
+                continue
+            generation = self.app.consumer_generation_id
+            for tp, batch in records.items():
+                # Faust's own guards (Consumer.getmany): stop at a revocation or a new generation
+                if not self.flow_active or self.app.consumer_generation_id != generation:
+                    break
+                if active is None or tp in active:
+                    await self.delivery.on_batch(TP(tp.topic, tp.partition), batch, generation)
+
+    async def _salvage(self, error: Exception) -> None:
+        """After a fetch that could not be decoded (see the module docstring)."""
+        log.warning("a fetched record cannot be read (%s); reading on record by record", error)
+        generation = self.app.consumer_generation_id
+        positions = await self.delivery.settle()
+        for tp, position in positions.items():
+            await self.seek(tp, position)  # the failed fetch may have passed records over
+        for tp in positions:
+            records: list[Any] = []
+            stepped = False
+            while len(records) < SALVAGE_BATCH and self.flow_active:
+                got = await self._next_record(tp)
+                if got is None:
+                    break
+                if not isinstance(got, Exception):
+                    records.append(got)
+                    if stepped:
+                        break
+                    continue
+                offset = await self._thread.position(tp)
+                if offset is None:
+                    break
+                records.append(Unreadable(offset, f"{type(got).__name__}: {got}"[:300]))
+                await self.seek(tp, offset + 1)
+                stepped = True
+            if records and self.app.consumer_generation_id == generation:
+                await self.delivery.on_batch(tp, records, generation)
+
+    async def _next_record(self, tp: TP, idle_s: float = 1.0) -> Any:
+        """The next record of ``tp``, the error reading it raised, or ``None`` at the end as
+        last fetched, or when nothing came for ``idle_s`` (longer than a fetch round)."""
+        thread = self._thread
+        high = self.highwater(tp)
+        position = await thread.position(tp)
+        if high is not None and position is not None and position >= high:
+            return None
+        consumer = thread._ensure_consumer()
+        deadline = time.monotonic() + idle_s
+        while True:
+            try:
+                fetched = await thread.call_thread(
+                    thread._fetch_records, consumer, {tp}, timeout=0, max_records=1
+                )
+            except UNREADABLE as error:
+                return error
+            if messages := fetched.get(tp):
+                return messages[0]
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.02)

@@ -1,0 +1,450 @@
+"""The sequencer's blocking work for the intake partitions a worker owns: restore, then batches.
+
+:class:`SequencerCore` holds, per owned partition, the sequencer's state and the partition's
+fenced writer. The sequencer agent (:mod:`processors.kafka_worker`) calls it through a
+:class:`CoreRunner`: in threads of the worker's process (:class:`ThreadRunner`), or in a
+process of its own (:class:`ProcessRunner`), so that deciding (CPU in Python) and projecting
+(the worker's main process) each have a core.
+
+**Restore** (:meth:`SequencerCore.fence`, then :meth:`SequencerCore.restore`): create the
+partition's writer with the transactional id ``<app id>-seq-<p>``, which fences every earlier
+writer of the partition, and only then fold what the ledger partition (chain rule) and the
+rejections hold beyond the state this process kept (when it held the partition before and
+every write of it was whole) or all of it; find where to resume.
+
+**Batches** (:meth:`SequencerCore.sequence`): decide, then write rejections, events and
+outcomes in one transaction through the partition's writer
+(:class:`events.kafka_log.LedgerWriter`). A write refused because another worker owns the
+partition now is :attr:`Verdict.FENCED`; any other failure of a write (the state may be ahead
+of the ledger) is :attr:`Verdict.RESTORE`: restore from nothing.
+"""
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from multiprocessing import get_context
+from multiprocessing.connection import Connection as PipeEnd
+from typing import Any, Protocol
+
+from events.kafka_client import Connection, OutRecord, Reader
+from events.kafka_log import KafkaEventLog, LedgerWriter
+from events.kafka_records import decode_event
+from processors.kafka_config import WorkerConfig
+from processors.kafka_sequencer import (
+    BatchOutput,
+    IntakeRecord,
+    PartitionSequencer,
+    StoredRecord,
+)
+from processors.sequencer_state import (
+    FileState,
+    StateFileError,
+    open_state,
+    remove_state_file,
+    state_file,
+)
+from schemas.envelope import utc_now
+from schemas.errors import LedgerUnavailableError, SequenceConflictError, WriterFencedError
+
+log = logging.getLogger(__name__)
+
+
+class Verdict(Enum):
+    WRITTEN = "written"
+    RESTORE = "restore"
+    FENCED = "fenced"
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    resume: int
+    """The first intake offset to read."""
+    seconds: float
+    folded: int
+    """Ledger records read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    verdict: Verdict
+    resume: int | None
+    """The first intake offset not decided yet."""
+    events: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)
+    """Rejections written, by reason code."""
+    duplicates: int = 0
+    outcomes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class Owned:
+    """An intake partition this worker owns: its sequencer and its fenced writer."""
+
+    sequencer: PartitionSequencer
+    writer: LedgerWriter
+    rejections_next: int
+    """Every rejections-topic record before this offset is folded."""
+    intact: bool = True
+    """False once a write failed or was cut short: the state may be ahead of the ledger."""
+
+
+class _HalfAppliedError(Exception):
+    """The state took an accepted event half: leave the batch's state transaction without
+    keeping it (the batch itself is written)."""
+
+
+class SequencerCore:
+    """See the module docstring. Its methods block; one call per partition at a time."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        t = config.topics
+        self.log = KafkaEventLog(
+            config.servers,
+            ledger_topic=t.ledger,
+            rejections_topic=t.rejections,
+            client_id="okr-sequencer",
+            timeout_s=config.timeout_s,
+            read_only=True,
+        )
+        self._owned: dict[int, Owned] = {}
+        self._fenced: dict[int, LedgerWriter] = {}
+        """Writers made by :meth:`fence`, not restored yet."""
+
+    def fence(self, partitions: list[int]) -> None:
+        """Make the writers of ``partitions``: every earlier writer of each is refused from
+        now on, and its open transaction is aborted. Every partition of an assignment is
+        fenced before any is restored: a restore reads the rejections topic, shared by all
+        writers, and a committed read waits for every transaction open on it; those of a
+        dead worker end only when the partitions they belong to are fenced."""
+        c = self.config
+
+        def writer(partition: int) -> LedgerWriter:
+            transactional_id = c.transactional_id(partition) if c.transactions else None
+            return self.log.partition_writer(partition, transactional_id)
+
+        with ThreadPoolExecutor(max(1, min(8, len(partitions)))) as pool:
+            writers = list(pool.map(writer, partitions))  # each waits on its coordinator
+        for partition, made in zip(partitions, writers, strict=True):
+            stale = self._fenced.pop(partition, None)
+            if stale is not None:
+                stale.close()
+            self._fenced[partition] = made
+
+    def restore_all(self, partitions: list[int]) -> dict[int, Restored]:
+        """:meth:`restore` every partition, at the same time (their reads wait on Kafka)."""
+        if len(partitions) <= 1:
+            return {p: self.restore(p) for p in partitions}
+        with ThreadPoolExecutor(min(8, len(partitions))) as pool:
+            return dict(zip(partitions, pool.map(self.restore, partitions), strict=True))
+
+    def restore(self, partition: int) -> Restored:
+        """Bring the state of a fenced ``partition`` up to the ledger (see the module). A
+        state file that fails while it is read is deleted, and the restore starts again."""
+        try:
+            return self._restore(partition)
+        except StateFileError as error:
+            log.warning(
+                "partition %s: %s; deleting it, restoring from the ledger", partition, error
+            )
+            self._broken_file(partition)
+            return self._restore(partition)
+
+    def _broken_file(self, partition: int) -> None:
+        """Forget the partition's state and delete its file (the ledger rebuilds it)."""
+        held = self._owned.pop(partition, None)
+        if held is not None:
+            held.sequencer.state.close()
+            held.writer.close()  # the restore fences the partition again
+        if self.config.state_files:
+            remove_state_file(state_file(self.config.data_dir, partition))
+
+    def _restore(self, partition: int) -> Restored:
+        started = time.monotonic()
+        c = self.config
+        if partition not in self._fenced:
+            self.fence([partition])
+        writer = self._fenced.pop(partition)
+        held = self._owned.pop(partition, None)
+        if held is not None:
+            held.writer.close()
+        reader = Reader(Connection(c.servers, "okr-sequencer-restore", c.timeout_s))
+        sequencer: PartitionSequencer | None = None
+        try:
+            if held is not None and held.intact:  # what it wrote is in it: read what came after
+                sequencer, ledger_from = held.sequencer, held.sequencer.state.ledger_next
+                rejections_from: int | None = held.rejections_next
+            else:
+                if held is not None:
+                    held.sequencer.state.close()
+                sequencer, ledger_from, rejections_from = self._cold(partition, reader)
+            read = sequencer.fold_ledger(
+                StoredRecord(r.offset, r.value, r.headers, r.key)
+                for r in reader.read(c.topics.ledger, {partition: ledger_from})
+            )
+            ledger_next = reader.positions[partition]
+            sequencer.fold_rejections(
+                StoredRecord(r.offset, r.value, r.headers)
+                for r in reader.read(c.topics.rejections, {0: rejections_from})
+            )
+            rejections_next = reader.positions[0]
+            sequencer.resume()
+            resume = sequencer.resume_offset
+            if resume is None:
+                resume = reader.beginnings(c.topics.intake, [partition])[partition]
+        except BaseException:
+            writer.close()
+            if sequencer is not None:
+                sequencer.state.close()  # lets go of its file
+            raise
+        finally:
+            reader.close()
+        writer.resume(partition, ledger_next, sequencer.state.writer_heads())
+        self._owned[partition] = Owned(sequencer, writer, rejections_next)
+        seconds = time.monotonic() - started
+        log.info(
+            "partition %s: %s in %.2fs (%s ledger records read), resuming at %s "
+            "(%s records there already recorded)",
+            partition,
+            "caught up" if held is not None and held.intact else "restored",
+            seconds,
+            read,
+            resume,
+            sequencer.pending_recorded,
+        )
+        return Restored(resume, seconds, read)
+
+    def _cold(
+        self, partition: int, reader: Reader
+    ) -> tuple[PartitionSequencer, int | None, int | None]:
+        """A sequencer from the partition's state file, if it is still one of this ledger
+        (else from nothing), and where to read the ledger and the rejections from."""
+        c = self.config
+        path = state_file(c.data_dir, partition) if c.state_files else None
+        state = open_state(path, partition)
+        if isinstance(state, FileState) and not self._matches(state, partition, reader):
+            log.warning(
+                "partition %s: %s is not a state of this ledger; rebuilding", partition, path
+            )
+            state.discard()
+            state = open_state(path, partition)
+        return PartitionSequencer.from_state(partition, self.log.partition_count, c.policy, state)
+
+    def _matches(self, state: FileState, partition: int, reader: Reader) -> bool:
+        """Whether the state file's last event is still in the ledger, with the same hash."""
+        end = state.ledger_next
+        if end is None or end == 0:
+            return True
+        for stored in reader.read(self.config.topics.ledger, {partition: end - 1}):
+            record = decode_event(stored.value)
+            org_id = record.get("org_id")
+            if stored.offset != end - 1 or not isinstance(org_id, str):
+                return False
+            head = state.head(org_id)
+            return (head.sequence, head.hash) == (record.get("sequence"), record.get("hash"))
+        return False
+
+    def drop(self, partition: int) -> None:
+        """The partition went to another worker: forget it."""
+        owned = self._owned.pop(partition, None)
+        if owned is not None:
+            owned.writer.close()
+            owned.sequencer.state.close()  # lets go of its file: the next owner may be here
+        fenced = self._fenced.pop(partition, None)
+        if fenced is not None:
+            fenced.close()
+
+    def sequence(self, partition: int, records: list[IntakeRecord]) -> Sequenced:
+        """Decide a batch of ``partition`` and write it (see the module docstring)."""
+        owned = self._owned.get(partition)
+        if owned is None or not owned.intact:
+            return Sequenced(Verdict.RESTORE, None)
+        started = time.monotonic()
+        sequencer = owned.sequencer
+        owned.intact = False  # until the batch is written and kept
+        try:
+            with sequencer.deciding(records, utc_now()) as output:
+                ledger_next = self._write(owned, output) if output.outcomes else None
+                if output.restore:  # the state took an event half: do not keep it
+                    raise _HalfAppliedError
+                sequencer.keep(output, ledger_next, owned.rejections_next)
+        except WriterFencedError:
+            self.drop(partition)
+            return Sequenced(Verdict.FENCED, None)
+        except StateFileError as error:  # the batch may be written; the file is not trusted
+            log.warning(
+                "partition %s: %s; deleting it, restoring from the ledger", partition, error
+            )
+            self._broken_file(partition)
+            return Sequenced(Verdict.RESTORE, None)
+        except (LedgerUnavailableError, SequenceConflictError) as error:
+            log.warning("partition %s: %s; restoring from the ledger", partition, error)
+            return Sequenced(Verdict.RESTORE, None)
+        except _HalfAppliedError:
+            return Sequenced(Verdict.RESTORE, None)
+        owned.intact = True
+        if not output.outcomes:
+            return Sequenced(Verdict.WRITTEN, sequencer.resume_offset)
+        log.debug(
+            "partition %s: offsets %s-%s, %s events, %s rejections, %s replayed",
+            partition,
+            records[0].offset,
+            records[-1].offset,
+            len(output.events),
+            len(output.rejections),
+            output.replayed,
+        )
+        recorded = len(output.events) + len(output.rejections) + output.replayed
+        return Sequenced(
+            Verdict.WRITTEN,
+            sequencer.resume_offset,
+            events=len(output.events),
+            rejections=dict(Counter(r.reason.value for r, _ in output.rejections)),
+            duplicates=len(output.outcomes) - recorded,
+            outcomes=len(output.outcomes),
+            seconds=time.monotonic() - started,
+        )
+
+    def _write(self, owned: Owned, output: BatchOutput) -> int | None:
+        """Write a decided batch; the ledger offset after its last event (None: it has none).
+        Raises :class:`SequenceConflictError` when another writer's record landed among its
+        events (the outcomes were not written: restore)."""
+        topic = self.config.topics.outcomes
+        appended = owned.writer.append(
+            [(event, (origin.header(),)) for event, origin in output.events],
+            [(rejection, (origin.header(),)) for rejection, origin in output.rejections],
+            [OutRecord(topic, o.partition, o.key, o.value) for o in output.outcomes],
+        )
+        if appended.moved:
+            raise SequenceConflictError("another writer appended to the ledger partition")
+        if appended.rejections:
+            owned.rejections_next = max(owned.rejections_next, appended.rejections[-1] + 1)
+        offsets = [o for mine in appended.offsets.values() for o in mine]
+        return max(offsets) + 1 if offsets else None
+
+    def close(self) -> None:
+        for partition in {*self._owned, *self._fenced}:
+            self.drop(partition)
+        self.log.close()
+
+
+class CoreRunner(Protocol):
+    """Runs :class:`SequencerCore` methods somewhere."""
+
+    async def call(self, method: str, *args: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadRunner:
+    """The core in threads of this process: batches of different partitions overlap."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.core = SequencerCore(config)
+        self._threads = ThreadPoolExecutor(8, thread_name_prefix="okr-sequencer")
+
+    async def call(self, method: str, *args: Any) -> Any:
+        function: Callable[..., Any] = getattr(self.core, method)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.core.close()
+
+
+class ProcessRunner:
+    """The core alone in a child process: it has a core of its own. One call at a time, over
+    a pipe. The child dies with the worker: it is killed when its parent dies (even by
+    SIGKILL), ignores the terminal's SIGINT, and is terminated when the worker stops (at any
+    point that is safe: restarting is)."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        context = get_context("spawn")  # never fork a process with threads
+        self._pipe, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_child_main,
+            args=(config, child_end, os.getpid()),
+            name="okr-sequencer",
+            daemon=True,
+        )
+        self._process.start()
+        child_end.close()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="okr-sequencer-pipe")
+
+    async def call(self, method: str, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._round_trip, method, args)
+
+    def _round_trip(self, method: str, args: tuple[Any, ...]) -> Any:
+        try:
+            self._pipe.send((method, args))
+            done, value = self._pipe.recv()
+        except (EOFError, OSError) as error:
+            raise LedgerUnavailableError(
+                f"the sequencer process ended (exit code {self._process.exitcode}): {error!r}"
+            ) from error
+        if not done:
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._pipe.close()
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _child_main(config: WorkerConfig, pipe: PipeEnd, parent: int) -> None:
+    """The sequencer process: calls in, results (or the error raised) out."""
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+    )
+    for name in ("kafka", "librdkafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    core = SequencerCore(config)
+    try:
+        while True:
+            try:
+                method, args = pipe.recv()
+            except EOFError:
+                return  # the worker is gone
+            try:
+                function: Callable[..., Any] = getattr(core, method)
+                result: tuple[bool, Any] = True, function(*args)
+            except Exception as error:
+                log.exception("the sequencer's %s failed", method)
+                result = False, error
+            try:
+                pipe.send(result)
+            except (TypeError, AttributeError, pickle.PicklingError):  # an error it cannot send
+                pipe.send((False, RuntimeError(f"{method} failed: {result[1]!r}")))
+    finally:
+        core.close()
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the parent dies (Linux); otherwise exit if it is gone already."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)

@@ -1,0 +1,91 @@
+"""Several ``okr-ledger worker`` processes in one consumer group, on the test's topics."""
+
+import ast
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from events.kafka_client import Connection
+from tests.kafka.test_sequencer_worker import Worker
+
+_ASSIGNED = re.compile(r"sequencing \S+ partitions (\[[0-9, ]*\])")
+
+
+def assignments(worker: Worker) -> list[set[int]]:
+    """The intake partitions of each assignment the worker logged, oldest first."""
+    text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
+    return [set(ast.literal_eval(match[1])) for match in _ASSIGNED.finditer(text)]
+
+
+@dataclass
+class Group:
+    """Workers sharing an app id (a consumer group), each with its own port and data dir."""
+
+    kafka: Connection
+    topics: dict[str, str]
+    tmp: Path
+    partitions: int
+    store_url: str | None = None
+    """``OKR_CLICKHOUSE_URL`` of every worker (a served store all of them write)."""
+    batch_size: int = 100
+    env: dict[str, str] = field(default_factory=dict)
+    """More settings of every worker."""
+    workers: dict[str, Worker] = field(default_factory=dict)
+
+    def start(self, name: str) -> Worker:
+        worker = Worker(self.kafka, self.topics, self.tmp / f"{name}.log", self.batch_size)
+        worker.env["OKR_DATA_DIR"] = str(self.tmp / name)
+        worker.env["OKR_LOG_LEVEL"] = "INFO"
+        if self.store_url is not None:
+            worker.env["OKR_CLICKHOUSE_URL"] = self.store_url
+        worker.env.update(self.env)
+        worker.start()
+        self.workers[name] = worker
+        return worker
+
+    def running(self) -> dict[str, Worker]:
+        return {name: w for name, w in self.workers.items() if w.alive()}
+
+    def wait_spread(self, among: list[str], since: dict[str, int], timeout_s: float = 60) -> None:
+        """Until the workers ``among`` (all of those running) have each logged an assignment
+        after the ``since`` counts, and their latest assignments split the partitions."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for name, worker in self.workers.items():
+                assert name not in among or worker.alive(), f"{name} exited:\n{worker.log_tail()}"
+            latest = {}
+            for name in among:
+                found = assignments(self.workers[name])
+                if len(found) > since.get(name, 0):
+                    latest[name] = found[-1]
+            if len(latest) == len(among):
+                owned = [p for parts in latest.values() for p in parts]
+                if sorted(owned) == list(range(self.partitions)):
+                    return
+            assert time.monotonic() < deadline, (
+                f"the partitions did not spread over {among}: {latest}\n"
+                + "\n".join(f"{n}:\n{w.log_tail()}" for n, w in self.workers.items())
+            )
+            time.sleep(0.1)
+
+    def counts(self) -> dict[str, int]:
+        """How many assignments each worker logged so far."""
+        return {name: len(assignments(w)) for name, w in self.workers.items()}
+
+    def pause(self, name: str) -> None:
+        process = self.workers[name].process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        process = self.workers[name].process
+        assert process is not None
+        process.send_signal(signal.SIGCONT)
+
+    def stop_all(self) -> None:
+        for name, worker in self.workers.items():
+            if worker.alive():
+                self.resume(name)
+            worker.stop()

@@ -1,0 +1,76 @@
+"""The Faust internals the worker relies on are the ones it was written against.
+
+``processors/faust_batches.py`` and ``processors/faust_app.py`` override or call private parts
+of faust-streaming 0.15.3 (pinned in pyproject.toml). If an upgrade changes any of them, this
+fails: read the new code, check the overrides still hold (the batch drain keeps Faust's
+revocation and generation guards, the seek barrier is still awaited before the flow resumes),
+then update the fingerprints below.
+"""
+
+import hashlib
+import inspect
+from importlib.metadata import version
+
+import pytest
+from faust.app.base import App
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+from processors.faust_app import Store, WorkerServices, create_app
+from processors.faust_batches import FastFetchThread, OkrConsumer
+from processors.kafka_config import WorkerConfig
+
+RELIED_ON = [
+    (Consumer, "_drain_messages", "44a2500309e83c63"),
+    (Consumer, "_wait_next_records", "6218e1969a636b3f"),
+    (Consumer, "perform_seek", "0e8c130ff4b0afd8"),
+    (Consumer, "on_partitions_revoked", "d04b7ae72c6fc206"),
+    (AIOKafkaConsumer, "_new_consumer_thread", "0870ec53dea75083"),
+    (AIOKafkaConsumerThread, "_create_worker_consumer", "c2701bfc3e6f6cad"),
+    (AIOKafkaConsumerThread, "_fetch_records", "39a2c6c79fc1455a"),
+    (Recovery, "_resume_streams", "d986a6710c1aca98"),  # awaits perform_seek, then resumes
+    (App, "_new_consumer", "bff6ccd646b71ea9"),
+    (App, "on_rebalance_start", "5c1e23de30674082"),
+]
+"""(class, method, the first 16 hex digits of the SHA-256 of its source)."""
+
+
+def test_the_pinned_faust_is_installed() -> None:
+    assert version("faust-streaming") == "0.15.3"
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "fingerprint"), RELIED_ON, ids=[f"{o.__name__}.{n}" for o, n, _ in RELIED_ON]
+)
+def test_a_relied_on_faust_method_is_unchanged(owner: type, name: str, fingerprint: str) -> None:
+    source = inspect.getsource(getattr(owner, name))
+    found = hashlib.sha256(source.encode()).hexdigest()[:16]
+    assert found == fingerprint, (
+        f"{owner.__module__}.{owner.__qualname__}.{name} changed: review "
+        "processors/faust_batches.py and processors/faust_app.py against it"
+    )
+
+
+def test_the_overrides_keep_faust_signatures() -> None:
+    for mine, theirs, name in [
+        (OkrConsumer, Consumer, "_drain_messages"),
+        (OkrConsumer, Consumer, "_wait_next_records"),
+        (OkrConsumer, Consumer, "perform_seek"),
+        (OkrConsumer, Consumer, "on_partitions_revoked"),
+        (FastFetchThread, AIOKafkaConsumerThread, "_create_worker_consumer"),
+    ]:
+        ours = list(inspect.signature(getattr(mine, name)).parameters)
+        assert ours == list(inspect.signature(getattr(theirs, name)).parameters), name
+
+
+def test_the_app_frees_the_web_root_for_the_query_endpoint() -> None:
+    """Faust's index page would answer GET / before the ClickHouse-HTTP handler."""
+    app = create_app(WorkerConfig(servers=("127.0.0.1:9",)), WorkerServices(_no_store))
+    assert all(prefix != "" for prefix, _ in app.web.blueprints._enabled)
+    assert app.conf.table_standby_replicas > 0  # Faust's co-partitioning assignor, not round robin
+
+
+def _no_store() -> Store:
+    raise AssertionError("the store is not opened here")

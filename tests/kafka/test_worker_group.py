@@ -1,0 +1,207 @@
+"""Workers in one consumer group, as real processes with real signals, while submissions stream.
+
+Workers join, leave (SIGTERM), crash (SIGKILL) and pause (SIGSTOP until their partitions move
+to another worker, then SIGCONT: a zombie that wakes up and tries to write). They all project
+into one store (``okr-ledger serve-store``). Afterwards every submission is in the ledger or the
+rejections exactly once, the chains verify with no gap, every outcome any client could have read
+agrees with the ledger, and the projections equal a rebuild of the ledger.
+"""
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.kafka_client import Connection
+from processors import tables as t
+from projections.store import ProjectionStore
+from tests.builders import check_ins, org_setup
+from tests.kafka.conftest import TEST_PARTITIONS
+from tests.kafka.group_support import Group, assignments
+from tests.kafka.projector_support import cli
+from tests.kafka.test_sequencer_worker import (
+    Submitter,
+    Worker,
+    assert_exactly_once,
+    open_log,
+    wait_for_outcomes,
+)
+from tests.projections.serve_store_support import start_store
+
+pytestmark = pytest.mark.kafka
+
+ORGS = [f"org{i}" for i in range(9)]
+"""Enough orgs that every partition has some."""
+
+
+def workload(rounds: int) -> list[bytes]:
+    """Every org's setup, then its check-ins in rounds, resends (duplicates) and rejections
+    (an unknown key result, broken JSON)."""
+    raws = [raw for org in ORGS for raw in org_setup(org)]
+    chance = random.Random(5)
+    for _ in range(rounds):
+        batch = [raw for org in ORGS for raw in check_ins(3, org)]
+        batch += chance.sample(batch, 3)
+        batch += [next(check_ins(1, chance.choice(ORGS), key_result_id="nope")), b"{broken"]
+        chance.shuffle(batch)
+        raws.extend(batch)
+    return raws
+
+
+@dataclass
+class Stream:
+    """Produces submissions in chunks at about ``per_second``, in a thread; :meth:`burst`
+    produces many at once (so that the workers have a backlog in hand)."""
+
+    submitter: Submitter
+    raws: list[bytes]
+    per_second: float
+    done: threading.Event = field(default_factory=threading.Event)
+    _burst: threading.Event = field(default_factory=threading.Event)
+    _burst_sent: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        position = 0
+        try:
+            while position < len(self.raws):
+                size = 1500 if self._burst.is_set() else 50
+                self.submitter.send(self.raws[position : position + size])
+                position += size
+                if self._burst.is_set():
+                    self._burst.clear()
+                    self._burst_sent.set()
+                else:
+                    time.sleep(size / self.per_second)
+        finally:
+            self._burst_sent.set()
+            self.done.set()
+
+    def burst(self) -> None:
+        self._burst_sent.clear()
+        self._burst.set()
+        assert self._burst_sent.wait(timeout=60)
+
+
+@contextmanager
+def streaming(submitter: Submitter, raws: list[bytes], per_second: float) -> Iterator[Stream]:
+    stream = Stream(submitter, raws, per_second)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            stream.run()
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield stream
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+def assert_outcomes_agree_with_the_ledger(
+    kafka: Connection,
+    topics: dict[str, str],
+    outcomes: dict[str, list[dict[str, Any]]],
+    statuses: dict[str, str],
+) -> None:
+    """Every outcome record of a submission has its one status, and an accepted one names the
+    event the ledger holds (same org, id, sequence and hash)."""
+    log = open_log(kafka, topics)
+    try:
+        ledger = {
+            (r["org_id"], r["event_id"]): (r["sequence"], r["hash"]) for r in log.read_records()
+        }
+    finally:
+        log.close()
+    for submission_id, documents in outcomes.items():
+        for document in documents:
+            assert document["status"] == statuses[submission_id], (submission_id, documents)
+            if document["status"] == "accepted":
+                key = (document["org_id"], document["event_id"])
+                assert ledger[key] == (document["sequence"], document["hash"]), document
+            if document["status"] == "duplicate":
+                assert (document["org_id"], document["event_id"]) in ledger, document
+
+
+def test_workers_join_leave_crash_and_pause_while_submissions_stream(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    raws = workload(rounds=150)
+    store = start_store(tmp_path / "store")
+    group = Group(kafka, topics, tmp_path, TEST_PARTITIONS, store.writer_url)
+    submitter = Submitter(kafka, topics["intake"])
+    try:
+        group.start("a")
+        group.start("b")
+        group.wait_spread(["a", "b"], {})
+        with streaming(submitter, raws, per_second=100) as stream:  # through every step
+            since = group.counts()
+            group.start("c")  # joins: takes a share
+            group.wait_spread(["a", "b", "c"], since)
+            assert all(assignments(group.workers[n])[-1] for n in "abc")
+
+            since = group.counts()
+            group.workers["a"].stop()  # leaves
+            group.wait_spread(["b", "c"], since)
+
+            since = group.counts()
+            group.workers["b"].kill()  # crashes: c takes everything once b's session ends
+            group.wait_spread(["c"], since)
+
+            since = group.counts()
+            group.start("d")
+            group.wait_spread(["c", "d"], since)
+
+            since = group.counts()
+            stream.burst()  # c has a backlog in hand when it stops, and goes on when it wakes
+            group.pause("c")  # a zombie: its partitions move to d
+            group.wait_spread(["d"], {**since, "c": 0})
+            since = group.counts()
+            group.resume("c")  # wakes up, writes what it held: refused; rejoins
+            group.wait_spread(["c", "d"], since)
+            assert stream.done.wait(timeout=120)
+        outcomes = wait_for_outcomes(
+            kafka, topics["outcomes"], set(submitter.sent), group.workers["d"], timeout_s=120
+        )
+        statuses = assert_exactly_once(kafka, topics, submitter)
+        assert_outcomes_agree_with_the_ledger(kafka, topics, outcomes, statuses)
+        assert {"accepted", "duplicate", "rejected"} <= set(statuses.values())
+        wait_projected(group.workers["d"], store.writer_url, kafka, topics)
+        env = {k: v for k, v in group.workers["d"].env.items() if k.startswith("OKR_")}
+        rebuilt = cli(env, "rebuild")  # beside the live projections, on the same store
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "identical" in rebuilt.stdout, rebuilt.stdout
+    finally:
+        submitter.close()
+        group.stop_all()
+        store.stop()
+
+
+def wait_projected(
+    worker: Worker, url: str, kafka: Connection, topics: dict[str, str], timeout_s: float = 60
+) -> None:
+    """Until the shared store's checkpoints reach every org's head and the last rejection."""
+    log = open_log(kafka, topics)
+    try:
+        heads = {org: head.sequence for org, head in log.heads().items()}
+        rejections = log.rejections_after(0, 1_000_000)
+    finally:
+        log.close()
+    last = rejections[-1][0] if rejections else 0
+    deadline = time.monotonic() + timeout_s
+    with ProjectionStore.open(url, migrate=False) as store:
+        while (store.positions(), store.positions(t.REJECTION_STREAM).get("", 0)) != (heads, last):
+            assert worker.alive(), worker.log_tail()
+            assert time.monotonic() < deadline, f"not projected: {store.positions()} {heads}"
+            time.sleep(0.2)
