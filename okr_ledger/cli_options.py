@@ -47,17 +47,29 @@ Unit = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="NDJSON, one line per row.")]
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+FIRST_YEAR, LAST_YEAR = 1900, 2299
+"""The times a query takes: ClickHouse's ``DateTime64`` range."""
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """A moment in UTC: RFC 3339 (a missing offset means UTC), a plain date (its midnight, UTC),
-    ``now``, or ``-N`` followed by ``s``, ``m``, ``h`` or ``d`` (that long before now).
-    ``ValueError`` otherwise."""
-    text = text.strip()
-    current = now or datetime.now(UTC)
+    ``now``, or ``-N`` followed by ``s``, ``m``, ``h`` or ``d`` (that long before now), in the
+    years 1900 to 2299. ``ValueError`` otherwise."""
+    try:
+        moment = _parse(text.strip(), now or datetime.now(UTC))
+    except OverflowError as error:  # e.g. -99999999999d, or year 1 shifted to UTC
+        raise ValueError(f"{text!r} is out of range: {error}") from None
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"{text!r} is not between {FIRST_YEAR} and {LAST_YEAR}")
+    return moment
+
+
+def _parse(text: str, current: datetime) -> datetime:
     if text == "now":
         return current
     if text.startswith("-") and text[-1:] in _UNITS and text[1:-1].isdigit():
+        if len(text) > 14:  # more digits than any span back to FIRST_YEAR in seconds
+            raise ValueError(f"{text!r} is too far back")
         return current - timedelta(**{_UNITS[text[-1]]: int(text[1:-1])})
     if len(text) == 10:
         day = date.fromisoformat(text)
@@ -73,5 +85,8 @@ def parse_option(text: str | None, option: str) -> datetime | None:
         return None
     try:
         return parse_time(text)
-    except ValueError:
-        raise typer.BadParameter(f"not a date or time: {text!r}", param_hint=option) from None
+    except ValueError as error:
+        problem = (
+            str(error) if str(error).startswith(repr(text)) else f"not a date or time: {text!r}"
+        )
+        raise typer.BadParameter(problem, param_hint=option) from None

@@ -52,10 +52,14 @@ def _parsed(text: str | None, name: str) -> datetime | None:
     if text is None or text == "":
         return None
     try:
+        if len(text) > 100:
+            raise ValueError(text)
         return query_json.parse_moment(text)
     except ValueError:
         raise ProblemError(
-            400, "invalid_parameter", f"{name}: not a date or time: {text[:100]!r}"
+            400,
+            "invalid_parameter",
+            f"{name}: not a date or time between 1900 and 2299: {text[:100]!r}",
         ) from None
 
 

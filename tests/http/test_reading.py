@@ -133,9 +133,19 @@ def test_an_org_the_key_names_but_the_ledger_lacks_is_404(served: Served) -> Non
     assert answer.json()["suggestions"] == ["northwind"]
 
 
-def test_a_malformed_as_of_is_400(served: Served) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [
+        "as_of=yesterday",
+        "as_of=-99999999999d",  # overflowed timedelta
+        "at=-1000000d",  # before year 1
+        "as_of=0001-01-01T00:00:00%2B01:00",  # before year 1 in UTC
+        "at=2300-01-01",  # past ClickHouse's DateTime64
+    ],
+)
+def test_a_malformed_or_out_of_range_time_is_400(served: Served, query: str) -> None:
     with served.server.client(served.reader) as client:
-        answer = client.get("/v1/orgs/northwind/coverage?as_of=yesterday")
+        answer = client.get(f"/v1/orgs/northwind/coverage?{query}")
     assert answer.status_code == 400
     assert answer.json()["reason_code"] == "invalid_parameter"
 
