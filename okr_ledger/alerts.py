@@ -70,10 +70,21 @@ class AlertPublisher:
         """The alerts to publish: new items ``open``, items gone ``resolved``."""
         open_items = self.open_items if self.open_items is not None else self.restore()
         current: dict[str, dict[str, Any]] = {}
+        answered: set[str] = set()
         for org_id in queries.org_ids(store):
-            moment = Moment(now=now)
-            for item in monitoring.attention(store, org_id, moment, self.focus_limit):
+            try:
+                items = monitoring.attention(store, org_id, Moment(now=now), self.focus_limit)
+            except Exception:
+                log.exception("attention of org %r failed: its alerts wait", org_id)
+                continue
+            answered.add(org_id)
+            for item in items:
                 current[alert_key(org_id, item["item_id"])] = item
+        # An org not answered (failed, or not in the store yet: an org never leaves the
+        # ledger) keeps its open items: an incomplete store resolves nothing.
+        current.update(
+            (key, item) for key, item in open_items.items() if item["org_id"] not in answered
+        )
         alerts = [_alert(OPEN, item, now) for key, item in current.items() if key not in open_items]
         alerts += [
             _alert(RESOLVED, item, now) for key, item in open_items.items() if key not in current
@@ -141,7 +152,10 @@ async def post_webhooks(urls: list[str], alerts: list[dict[str, Any]]) -> int:
             for url in urls:
                 try:
                     async with session.post(
-                        url, data=body, headers={"content-type": "application/json"}
+                        url,
+                        data=body,
+                        headers={"content-type": "application/json"},
+                        allow_redirects=False,
                     ) as response:
                         if 200 <= response.status < 300:
                             done += 1

@@ -4,7 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events.sequencer import MAX_SUBMISSION_BYTES, Policy
@@ -175,10 +175,12 @@ class Settings(BaseSettings):
         description="How often the Kafka worker's timer looks for new or resolved attention "
         "items (0: never).",
     )
-    alert_webhook_urls: list[str] = Field(
+    alert_webhook_urls: list[HttpUrl] = Field(
         default_factory=list,
-        description="URLs the worker POSTs each published alert to (JSON), e.g. "
-        "'[\"https://hooks.example/okr\"]'. Best effort: the okr.alerts topic is the record.",
+        max_length=20,
+        description="URLs (http or https) the worker POSTs each published alert to (JSON), "
+        "e.g. '[\"https://hooks.example/okr\"]'; redirects are not followed. Best effort: the "
+        "okr.alerts topic is the record.",
     )
     http_host: str = Field(default="127.0.0.1", description="Address `okr-ledger serve` binds.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="Port of `okr-ledger serve`.")

@@ -8,6 +8,7 @@ here (:func:`worker_config`, :func:`worker_services`).
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -121,18 +122,25 @@ class AlertTimer:
             settings.over_focus_limit,
         )
         self.interval = settings.alerts_interval_seconds
-        self.webhooks = list(settings.alert_webhook_urls)
+        self.webhooks = [str(url) for url in settings.alert_webhook_urls]
 
-    async def tick(self, store: Any, thread: ThreadPoolExecutor) -> int:
-        """Publish what changed; how many alerts. An error is logged: the next tick retries
-        (what was published is on the topic)."""
+    async def tick(self, store: Any, thread: ThreadPoolExecutor, first: bool = False) -> int:
+        """Publish what changed; how many alerts. The topic is read (again) on a worker's
+        first tick, since another worker may have published before. Kafka is used outside the
+        store's thread (the projector's). An error is logged: the next tick retries (what was
+        published is on the topic)."""
+        publisher = self.publisher
         try:
-            alerts = await asyncio.get_running_loop().run_in_executor(
-                thread, self.publisher.tick, store
+            if first or publisher.open_items is None:
+                await asyncio.to_thread(publisher.restore)
+            now = datetime.now(UTC)
+            changes = await asyncio.get_running_loop().run_in_executor(
+                thread, publisher.changes, store, now
             )
+            alerts = await asyncio.to_thread(publisher.publish, changes)
         except Exception:
             log.exception("the alerts timer failed; retrying at the next tick")
-            self.publisher.open_items = None  # read the topic again
+            publisher.open_items = None  # read the topic again
             return 0
         await post_webhooks(self.webhooks, alerts)
         return len(alerts)

@@ -56,9 +56,12 @@ class Store(RowSink, Protocol):
 
 Route = Callable[[web.Application], None]
 """Mounts handlers on the worker's web server (before it starts)."""
-Timer = tuple[float, Callable[[Any, ThreadPoolExecutor], Awaitable[object]]]
-"""``(interval in seconds, async function)``, run by a Faust timer with the open projection
-store and the thread that owns it (e.g. the attention alerts)."""
+TimerBody = Callable[[Any, ThreadPoolExecutor, bool], Awaitable[object]]
+"""A timer's tick: the open projection store, the thread that owns it, and whether this is the
+first tick since this worker took the timers (read again what another worker may have done)."""
+Timer = tuple[float, TimerBody]
+"""``(interval in seconds, tick)``, run by a Faust timer on one worker of the group: the one
+assigned the rejections partition (a topic of one partition: exactly one worker has it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,10 @@ class Worker(Delivery):
         self._ledger_batches: Any = None
         self._started = asyncio.Event()
         self.assigned_once = False
+        self.runs_timers = False
+        """Whether this worker has the rejections partition, so runs the timers."""
+        self._ticked: set[int] = set()
+        """The timers that ticked since this worker took them (by ``id``)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -191,8 +198,9 @@ class Worker(Delivery):
         if self.projector is not None:
             self.projector.close()
         loop = asyncio.get_running_loop()
-        if self._store is not None:
-            await loop.run_in_executor(self._store_thread, self._store.close)
+        store, self._store = self._store, None  # a late tick finds none
+        if store is not None:
+            await loop.run_in_executor(self._store_thread, store.close)
         self._store_thread.shutdown(wait=False)
 
     def channels(self, intake: Any, ledger: Any) -> None:
@@ -208,6 +216,9 @@ class Worker(Delivery):
         intake = {tp.partition for tp in assigned if tp.topic == topics.intake}
         ledger = {tp.partition for tp in assigned if tp.topic == topics.ledger}
         rejections = TP(topics.rejections, REJECTIONS_PARTITION) in assigned
+        if rejections and not self.runs_timers:
+            self._ticked.clear()
+        self.runs_timers = rejections
         self.assigned_once = True
         intake_offsets, (starts, rejections_next) = await asyncio.gather(
             sequencer.assign(intake, generation),
@@ -263,6 +274,8 @@ class Worker(Delivery):
         intake = self.config.topics.intake
         sequencer.revoke({tp.partition for tp in revoked if tp.topic == intake})
         projector.revoke()
+        if TP(self.config.topics.rejections, REJECTIONS_PARTITION) in revoked:
+            self.runs_timers = False
 
     # -- the agents' bodies ----------------------------------------------------------------
 
@@ -275,10 +288,14 @@ class Worker(Delivery):
         rejections = topic == self.config.topics.rejections
         await self._agents()[1].handle(partition, records, generation, rejections)
 
-    async def tick(self, function: Callable[[Any, ThreadPoolExecutor], Awaitable[object]]) -> None:
-        """One tick of a timer of :attr:`WorkerServices.timers` (none before the store is open)."""
-        if self._store is not None:
-            await function(self._store, self._store_thread)
+    async def tick(self, function: TimerBody) -> None:
+        """One tick of a timer of :attr:`WorkerServices.timers`: on the worker that has the
+        rejections partition only, once the store is open."""
+        if self._store is None or not self.runs_timers:
+            return
+        first = id(function) not in self._ticked
+        self._ticked.add(id(function))
+        await function(self._store, self._store_thread, first)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -349,9 +366,7 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
     return app
 
 
-def _ticking(
-    worker: Worker, function: Callable[[Any, ThreadPoolExecutor], Awaitable[object]]
-) -> Callable[[], Awaitable[None]]:
+def _ticking(worker: Worker, function: TimerBody) -> Callable[[], Awaitable[None]]:
     """A timer's body. It takes no argument: Faust passes the app to one that takes one."""
 
     async def tick() -> None:

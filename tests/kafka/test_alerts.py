@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from events.kafka_client import Connection, Reader
-from okr_ledger.alerts import AlertPublisher, post_webhooks
+from okr_ledger.alerts import AlertPublisher, alert_key, post_webhooks
+from okr_ledger.settings import Settings
 from processors.faust_app import Store, WorkerServices, create_app
 from processors.kafka_config import WorkerConfig
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
+from projections import monitoring
 from projections.store import ProjectionStore
 from tests.projections.ledgers import LedgerBuilder, day, utc
 
@@ -74,6 +78,34 @@ def test_each_item_is_published_once_even_after_a_restart(
         builder.close()
 
 
+def test_an_org_the_store_cannot_answer_keeps_its_open_items(
+    kafka: Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that lacks an org (behind, rebuilt) or fails on one resolves none of its items."""
+    topic = f"test.{uuid.uuid4().hex[:12]}.alerts"
+    builder = LedgerBuilder(tmp_path / "ledger.db")
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'clickhouse'}", database="alerts")
+    try:
+        _ledger(builder)
+        EmbeddedRunner(builder.log, store, Projector()).catch_up()
+        publisher = AlertPublisher(kafka, topic)
+        assert [a["item_id"] for a in publisher.tick(store, NOW)] == ["stale:b"]
+        elsewhere = {"org_id": "globex", "item_id": "stale:z", "kind": "stale",
+                     "subject_kind": "key_result", "subject_id": "z"}  # fmt: skip
+        assert publisher.open_items is not None
+        publisher.open_items[alert_key("globex", "stale:z")] = elsewhere  # not in this store
+        assert publisher.changes(store, NOW) == []
+
+        def failing(*args: object) -> None:
+            raise RuntimeError("the store failed")
+
+        monkeypatch.setattr(monitoring, "attention", failing)
+        assert publisher.changes(store, NOW) == []  # acme's stale:b stays open
+    finally:
+        store.close()
+        builder.close()
+
+
 def test_alerts_are_posted_to_the_webhooks() -> None:
     received: list[dict[str, Any]] = []
 
@@ -101,13 +133,14 @@ def test_alerts_are_posted_to_the_webhooks() -> None:
 
 
 def test_the_faust_app_runs_the_alerts_timer() -> None:
-    """The timer is one of the app's tasks: it ticks every interval, with the projection store
-    and its thread once the store is open (before that, it does nothing)."""
-    seen: list[object] = []
+    """The timer is one of the app's tasks. It ticks every interval on the worker that has the
+    rejections partition only, with the projection store and its thread once the store is
+    open; the first tick after the worker took the partition says so (read the topic again)."""
+    seen: list[tuple[object, bool]] = []
 
-    async def tick(store: object, thread: ThreadPoolExecutor) -> None:
+    async def tick(store: object, thread: ThreadPoolExecutor, first: bool) -> None:
         assert isinstance(thread, ThreadPoolExecutor)
-        seen.append(store)
+        seen.append((store, first))
 
     def no_store() -> Store:
         raise AssertionError("not opened here")
@@ -115,16 +148,38 @@ def test_the_faust_app_runs_the_alerts_timer() -> None:
     services = WorkerServices(no_store, timers=[(0.05, tick)])
     app = create_app(WorkerConfig(servers=("127.0.0.1:9",)), services)
     assert len(app._app_tasks) == 1
+    store = object()
 
     async def run_for_a_while() -> None:
         task = asyncio.ensure_future(app._app_tasks[0]())
+        app.okr.runs_timers = True
         await asyncio.sleep(0.3)
         assert seen == []  # no store yet
-        store = object()
         app.okr._store = store  # type: ignore[assignment]  # as Worker.start does
+        app.okr.runs_timers = False  # another worker has the rejections partition
+        await asyncio.sleep(0.3)
+        assert seen == []
+        app.okr.runs_timers = True
         await asyncio.sleep(0.5)
         task.cancel()
-        assert len(seen) >= 3
-        assert all(s is store for s in seen)
 
     asyncio.run(run_for_a_while())
+    assert len(seen) >= 3
+    assert all(s is store for s, _ in seen)
+    assert [first for _, first in seen] == [True] + [False] * (len(seen) - 1)
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://hooks.example/x", "not a url", "gopher://x"]
+)
+def test_a_webhook_url_other_than_http_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ValidationError, match="alert_webhook_urls"):
+        Settings(alert_webhook_urls=[url])
+
+
+def test_webhook_urls_are_http_urls() -> None:
+    settings = Settings(alert_webhook_urls=["https://hooks.example/okr", "http://127.0.0.1:9/x"])
+    assert [str(u) for u in settings.alert_webhook_urls] == [
+        "https://hooks.example/okr",
+        "http://127.0.0.1:9/x",
+    ]

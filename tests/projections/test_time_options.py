@@ -42,7 +42,9 @@ def test_a_time_is_parsed_in_utc(text: str, expected: datetime) -> None:
     ],
 )
 def test_a_time_out_of_range_is_a_value_error(text: str) -> None:
-    with pytest.raises(ValueError, match="out of range|too far back|between 1900 and 2299|Invalid"):
+    with pytest.raises(
+        ValueError, match=r"out of range|too far back|between 1900 and 2299|Invalid"
+    ):
         parse_time(text, NOW)
 
 
