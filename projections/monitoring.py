@@ -244,8 +244,11 @@ def attention(
                 flag, OBJECTIVE, o["objective_id"], title=o["title"],
                 owner=owner_of.get((OBJECTIVE, o["objective_id"])), period_id=o["period_id"],
             ))  # fmt: skip
+    open_periods: set[str] | None = None
     for row in queries.coverage(store, org_id, moment):
-        if row["uncovered"] and row["period_id"] in _open_periods(store, org_id, seq, ref):
+        if row["uncovered"] and open_periods is None:
+            open_periods = _open_periods(store, org_id, seq, ref)
+        if row["uncovered"] and row["period_id"] in (open_periods or set()):
             items.append(_item(
                 "theme_uncovered", "theme", row["theme_id"], title=row["theme_name"],
                 period_id=row["period_id"], key=f"{row['period_id']}:{row['theme_id']}",

@@ -125,12 +125,8 @@ class ProjectionStore:
 
     def drop_all(self) -> None:
         """Drop every view and table of the projections (``rebuild`` recreates them)."""
-        views = self.rows(
-            "SELECT name FROM system.tables WHERE database = {name:String} AND engine = 'View'",
-            {"name": self.database},
-        )
-        for view in sorted({*VIEWS, *(name for (name,) in views)}):
-            self._run(f"DROP VIEW IF EXISTS {{db}}.`{view}`")
+        for view in (*VIEWS, *PARAMETERIZED_VIEWS.values()):  # not a user's own views
+            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}")
         for table in (*t.COLUMNS, SETTINGS_TABLE, MIGRATIONS_TABLE):
             self._run(f"DROP TABLE IF EXISTS {{db}}.{table}")
         self._settings = {}
