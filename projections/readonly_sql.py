@@ -158,6 +158,10 @@ _NO_JSON_FORM = 36  # BAD_ARGUMENTS: parseQueryToJSON has no JSON form for this 
 _UNKNOWN_FUNCTION = 46
 
 
+_CATALOGUES = frozenset({"system", "information_schema"})
+"""Databases whose names a parameterized view call may not carry."""
+
+
 def refuse(what: str, statement: bool = False) -> QueryRefusedError:
     """The error for ``what``; a refused statement kind also says which kinds are accepted."""
     accepted = f" (it accepts {STATEMENTS})" if statement else ""
@@ -357,8 +361,9 @@ class _Walk:
     def _function(self, node: dict[str, Any], table: bool) -> None:
         name = str(node.get("name"))
         if table:
-            if name in PARAMETERIZED_VIEWS.values():  # a view of the projections: its arguments
-                return  # are ``name = value`` pairs, values only (literals or parameters)
+            database, _, view = name.rpartition(".")  # BI tools name the database too
+            if view in PARAMETERIZED_VIEWS.values() and database.lower() not in _CATALOGUES:
+                return  # a view of the projections; its arguments are walked as any node's
             if name not in TABLE_FUNCTIONS:
                 raise refuse(f"the table function {name}()")
             return

@@ -12,6 +12,10 @@ ESCAPES: tuple[str, ...] = (
     "SELECT * FROM key_result_progress_at(as_of = NULL) SETTINGS readonly = 0",
     "CREATE OR REPLACE VIEW key_result_progress_at AS SELECT 1",
     "SELECT * FROM file_at(as_of = NULL)",
+    "SELECT * FROM system.key_result_progress_at(as_of = NULL)",
+    "SELECT * FROM INFORMATION_SCHEMA.attention_at(as_of = NULL)",
+    "SELECT * FROM okr_ledger.attention_at(as_of = toDateTime64(file('/etc/passwd'), 6))",
+    "SELECT * FROM okr_ledger.file(as_of = NULL)",
     # --- INTO OUTFILE, in every form (the first two) ---------------------------
     "SELECT 'gone' INTO OUTFILE '{data}/ledger.db' TRUNCATE",
     "SELECT 'gone' INTO OUTFILE '{data}/ledger.db' APPEND",

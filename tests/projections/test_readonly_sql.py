@@ -131,6 +131,8 @@ def test_the_parameterized_views_answer_as_of_a_moment(data_dir: Path) -> None:
     ]
     for view in ("objective_progress_at", "theme_coverage_at", "audit_history_at"):
         assert lines(f"SELECT count() AS n FROM {view}(as_of = '2020-01-01')") == [{"n": 0}]
+    qualified = "SELECT key_result_id, value FROM okr_ledger.key_result_progress_at() ORDER BY 1"
+    assert lines(qualified) == now  # as BI tools write it, with the database
 
 
 def test_the_limits_stop_a_heavy_query_with_a_clear_error(
