@@ -256,6 +256,7 @@ def parameterized_view_statements() -> tuple[str, ...]:
     sources = monitoring_views.Sources(
         key_result_progress=f"({key_result_progress})",
         objective_progress=f"({objective_progress})",
+        objectives=latest(t.OBJECTIVES),
         theme_coverage=f"({theme_coverage})",
         periods=latest(t.PERIODS),
         owners=f"({monitoring_views.owners(where)})",

@@ -19,10 +19,13 @@ NOW = "now64(6)"
 class Sources:
     """What a monitoring view reads: relations (a table or view name, or a subquery in
     parentheses, ``{db}`` standing for the database), a filter of the history tables
-    (``where``: empty for all) and the reference time ``ref``."""
+    (``where``: empty for all) and the reference time ``ref``. ``objectives`` is each
+    objective's latest structure version (the rows :func:`projections.sql.objectives_at`
+    rolls up over)."""
 
     key_result_progress: str = "{db}.key_result_progress"
     objective_progress: str = "{db}.objective_progress"
+    objectives: str = sql.latest("{db}", t.OBJECTIVES)
     theme_coverage: str = "{db}.theme_coverage"
     periods: str = "{db}.periods"
     owners: str = "{db}.owners"
@@ -103,30 +106,29 @@ FROM (
 GROUP BY org_id, grp"""
 
 
-def progress_trend(src: Sources = NOW_SOURCES) -> str:
-    """Each key result's progress at the end of every week (from Monday, UTC) and every day of
-    its period up to the reference time (the current bucket's point is the reference time), as
-    ``progress --at POINT``: the current check-in then (the latest live one measured by the
-    point, by business time, then sequence), else its start scored against its target then
-    (the latest revision in effect by the point, else its defined target)."""
-    today = src.today
-    grid = f"""(
-    SELECT k.org_id AS org_id, k.key_result_id AS key_result_id, k.title AS title,
-        k.kind AS kind, k.start AS start, k.current_target AS current_target,
-        k.period_starts_on AS period_starts_on, k.period_ends_on AS period_ends_on,
-        g.1 AS granularity, g.2 AS bucket,
-        least(toDateTime64(g.2 + if(g.1 = 'week', 7, 1), 6, 'UTC'), {src.ref}) AS point_at
-    FROM {src.key_result_progress} AS k
-    ARRAY JOIN arrayConcat(
-        arrayMap(d -> tuple('week', d), arrayMap(n -> toMonday(k.period_starts_on) + 7 * n,
-            range(toUInt32(greatest(0, intDiv(dateDiff('day', toMonday(k.period_starts_on),
-                least({today}, k.period_ends_on)), 7) + 1))))),
-        arrayMap(d -> tuple('day', d), arrayMap(n -> k.period_starts_on + n,
-            range(toUInt32(greatest(0, dateDiff('day', k.period_starts_on,
-                least({today}, k.period_ends_on)) + 1)))))
-    ) AS g
-    WHERE k.period_starts_on <= {today}
-)"""
+def _buckets(starts: str, ends: str, today: str) -> str:
+    """The weekly (from Monday) and daily buckets of a period from ``starts`` to ``ends`` up to
+    ``today``: an array of ``(granularity, first day)`` to ``ARRAY JOIN``."""
+    return f"""arrayConcat(
+        arrayMap(d -> tuple('week', d), arrayMap(n -> toMonday({starts}) + 7 * n,
+            range(toUInt32(greatest(0, intDiv(dateDiff('day', toMonday({starts}),
+                least({today}, {ends})), 7) + 1))))),
+        arrayMap(d -> tuple('day', d), arrayMap(n -> {starts} + n,
+            range(toUInt32(greatest(0, dateDiff('day', {starts},
+                least({today}, {ends})) + 1)))))
+    )"""
+
+
+def _point(src: Sources) -> str:
+    """A bucket's point: its end, or the reference time in the current bucket."""
+    return f"least(toDateTime64(g.2 + if(g.1 = 'week', 7, 1), 6, 'UTC'), {src.ref})"
+
+
+def _key_results_at_points(src: Sources, grid: str, columns: str) -> str:
+    """Key results at points (``grid``: rows with ``org_id``, ``key_result_id``, ``kind``,
+    ``start``, ``current_target`` and ``point_at``), as ``progress --at POINT`` gives them:
+    ``columns`` of the grid (as ``g``), with ``progress``, ``confidence`` and
+    ``check_in_id``."""
     where = f"WHERE {src.where}" if src.where else ""
     revision = "reason IS NOT NULL"
     target = (
@@ -138,12 +140,7 @@ def progress_trend(src: Sources = NOW_SOURCES) -> str:
     current = "arrayLast(c -> c.1.1 <= g.point_at, c.check_ins)"
     has_current = "arrayExists(c -> c.1.1 <= g.point_at, c.check_ins)"
     return f"""
-SELECT org_id, subject_kind, subject_id, title, granularity, bucket, point_at, progress,
-    confidence, check_in_id
-FROM (
-SELECT g.org_id AS org_id, 'key_result' AS subject_kind, g.key_result_id AS subject_id,
-    g.title AS title, g.granularity AS granularity, toDate(g.bucket) AS bucket,
-    g.point_at AS point_at,
+SELECT {columns},
     if({has_current}, {current}.2, {start_score}) AS progress,
     if({has_current}, {current}.3, NULL) AS confidence,
     if({has_current}, {current}.4, NULL) AS check_in_id
@@ -160,7 +157,81 @@ LEFT JOIN (
             {revision})) AS revisions,
         argMinIf(target, sequence, reason IS NULL) AS defined
     FROM {{db}}.{t.TARGETS} {where} GROUP BY org_id, key_result_id
-) AS t ON t.org_id = g.org_id AND t.key_result_id = g.key_result_id
+) AS t ON t.org_id = g.org_id AND t.key_result_id = g.key_result_id"""
+
+
+def progress_trend(src: Sources = NOW_SOURCES) -> str:
+    """Each key result's and objective's progress at the end of every week (from Monday, UTC)
+    and every day of its period up to the reference time (the current bucket's point is the
+    reference time), as ``progress --at POINT``. A key result's: the current check-in then (the
+    latest live one measured by the point, by business time, then sequence), else its start
+    scored against its target then (the latest revision in effect by the point, else its
+    defined target). An objective's: rolled up through the cascade from every key result's
+    progress at that point, as :func:`projections.sql.objectives_at` (one roll-up per org and
+    point)."""
+    today = src.today
+    grid = f"""(
+    SELECT k.org_id AS org_id, k.key_result_id AS key_result_id, k.title AS title,
+        k.kind AS kind, k.start AS start, k.current_target AS current_target,
+        k.period_starts_on AS period_starts_on, k.period_ends_on AS period_ends_on,
+        g.1 AS granularity, g.2 AS bucket, {_point(src)} AS point_at
+    FROM {src.key_result_progress} AS k
+    ARRAY JOIN {_buckets("k.period_starts_on", "k.period_ends_on", today)} AS g
+    WHERE k.period_starts_on <= {today}
+)"""
+    key_result_rows = _key_results_at_points(
+        src,
+        grid,
+        "g.org_id AS org_id, 'key_result' AS subject_kind, g.key_result_id AS subject_id, "
+        "g.title AS title, g.granularity AS granularity, toDate(g.bucket) AS bucket, "
+        "g.point_at AS point_at",
+    )
+    key_results_then = _key_results_at_points(
+        src,
+        """(
+    SELECT p.org_id AS org_id, p.point_at AS point_at, k.key_result_id AS key_result_id,
+        k.objective_id AS objective_id, k.kind AS kind, k.start AS start,
+        k.current_target AS current_target, k.weight AS weight, k.retired AS retired
+    FROM points AS p INNER JOIN kp AS k ON k.org_id = p.org_id
+)""",
+        "g.org_id AS org_id, g.point_at AS point_at, g.key_result_id AS key_result_id, "
+        "g.objective_id AS objective_id, g.weight AS weight, g.retired AS retired",
+    )
+    objective_rows = f"""
+SELECT * FROM (
+WITH st AS {src.objectives},
+og AS (
+    SELECT o.org_id AS org_id, o.objective_id AS objective_id, o.title AS title,
+        g.1 AS granularity, g.2 AS bucket, {_point(src)} AS point_at
+    FROM st AS o
+    ARRAY JOIN {_buckets("o.period_starts_on", "o.period_ends_on", today)} AS g
+    WHERE o.period_starts_on <= {today}
+),
+points AS (SELECT DISTINCT org_id, point_at FROM og),
+kp AS (
+    SELECT org_id, key_result_id, objective_id, kind, start, current_target, weight, retired
+    FROM {src.key_result_progress}
+),
+kr AS ({key_results_then}),
+sp AS (SELECT s.*, p.point_at AS point_at FROM st AS s INNER JOIN points AS p
+    ON p.org_id = s.org_id),
+{sql.rollup_ctes("kr", "sp", ("org_id", "point_at"))}
+SELECT g.org_id AS org_id, 'objective' AS subject_kind, g.objective_id AS subject_id,
+    g.title AS title, g.granularity AS granularity, toDate(g.bucket) AS bucket,
+    g.point_at AS point_at, n.numbers_of[g.objective_id].1 AS progress,
+    CAST(nullIf(n.numbers_of[g.objective_id].2, {sql.NO_CONFIDENCE}), 'Nullable(Float64)')
+        AS confidence,
+    CAST(NULL, 'Nullable(String)') AS check_in_id
+FROM og AS g
+LEFT JOIN numbers AS n ON n.org_id = g.org_id AND n.point_at = g.point_at
+)"""
+    return f"""
+SELECT org_id, subject_kind, subject_id, title, granularity, bucket, point_at, progress,
+    confidence, check_in_id
+FROM (
+{key_result_rows}
+UNION ALL
+{objective_rows}
 )"""
 
 

@@ -288,7 +288,7 @@ AT_PARAM = "{at:Nullable(DateTime64(6, 'UTC'))}"
 VIEW_REF = f"assumeNotNull(coalesce({AT_PARAM}, {AS_OF_PARAM}, {NOW}))"
 """The reference time of expected progress, status and stale, as ``Moment.ref``."""
 _END_OF_TIME = "toDateTime64('2299-12-31 23:59:59', 6, 'UTC')"
-_NO_CONFIDENCE = "toFloat64('inf')"
+NO_CONFIDENCE = "toFloat64('inf')"
 """No known confidence, in the SQL roll-up: above any confidence, so ``least`` skips it."""
 
 
@@ -368,6 +368,51 @@ LEFT JOIN tg ON tg.org_id = k.org_id AND tg.key_result_id = k.key_result_id
 )"""
 
 
+def rollup_ctes(key_results: str, structures: str, keys: tuple[str, ...] = ("org_id",)) -> str:
+    """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up: ``numbers``
+    holds, per ``keys`` (one org; or one org at one business time), ``numbers_of``: a map of
+    each objective to its (progress, confidence, :data:`NO_CONFIDENCE` for none) rolled up
+    through the cascade, children first, from ``key_results`` (``keys``, ``objective_id``,
+    ``key_result_id``, ``weight``, ``progress``, ``confidence``, ``retired``) over the
+    objectives of ``structures`` (``keys`` and the objectives' structure columns)."""
+    group = ", ".join(keys)
+
+    def on(alias: str) -> str:
+        return " AND ".join(f"{alias}.{k} = s.{k}" for k in keys)
+
+    members = (
+        "arrayConcat(if(o.3 != 'children', o.4, []), "
+        "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1].1, acc[c.1].2), o.5), []))"
+    )
+    fold = (
+        f"arrayFold((a, p) -> (a.1 + p.1, a.2 + p.1 * p.2, least(a.3, p.3)), {members}, "
+        f"(0., 0., {NO_CONFIDENCE}))"
+    )
+    return f"""own AS (
+    SELECT {group}, objective_id,
+        arrayMap(x -> (x.2, x.3, x.4), arraySort(groupArrayIf((key_result_id, weight, progress,
+            ifNull(confidence, {NO_CONFIDENCE})), NOT retired))) AS parts
+    FROM {key_results} GROUP BY {group}, objective_id
+),
+children AS (
+    SELECT {group}, assumeNotNull(parent_objective_id) AS parent_id,
+        arraySort(groupArray((objective_id, weight))) AS members
+    FROM {structures} WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
+    GROUP BY {group}, parent_id
+),
+numbers AS (
+    SELECT {", ".join(f"s.{k} AS {k}" for k in keys)}, arrayFold((acc, o) -> mapUpdate(acc,
+            map(o.1, arrayMap(r -> (if(r.1 > 0, r.2 / r.1, 0.), r.3), [{fold}])[1])),
+        arraySort(o -> -o.2, groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup),
+            ow.parts, ch.members))),
+        map('', (0., {NO_CONFIDENCE}))) AS numbers_of
+    FROM {structures} AS s
+    LEFT JOIN own AS ow ON {on("ow")} AND ow.objective_id = s.objective_id
+    LEFT JOIN children AS ch ON {on("ch")} AND ch.parent_id = s.objective_id
+    GROUP BY {", ".join(f"s.{k}" for k in keys)}
+)"""
+
+
 def objectives_at(db: str) -> str:
     """Every objective of every org as of ``{as_of}``, with the columns of ``objectives_now``:
     its structure then, and progress and confidence rolled up from the key results at
@@ -376,42 +421,12 @@ def objectives_at(db: str) -> str:
     results, then children, each by id, so the floats are the same) and
     :func:`processors.scoring.rollup_confidence` (the weakest known confidence among the
     members the ``rollup`` mode counts, each child with its own rolled-up one; NULL when none
-    has one, carried through the fold as :data:`_NO_CONFIDENCE`)."""
+    has one, carried through the fold as :data:`NO_CONFIDENCE`)."""
     where = view_filter(db)
-    members = (
-        "arrayConcat(if(o.3 != 'children', o.4, []), "
-        "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1].1, acc[c.1].2), o.5), []))"
-    )
-    fold = (
-        f"arrayFold((a, p) -> (a.1 + p.1, a.2 + p.1 * p.2, least(a.3, p.3)), {members}, "
-        f"(0., 0., {_NO_CONFIDENCE}))"
-    )
     return f"""(
 WITH kr AS {key_results_at(db)},
 st AS {latest(db, t.OBJECTIVES, where)},
-own AS (
-    SELECT org_id, objective_id,
-        arrayMap(x -> (x.2, x.3, x.4), arraySort(groupArrayIf((key_result_id, weight, progress,
-            ifNull(confidence, {_NO_CONFIDENCE})), NOT retired))) AS parts
-    FROM kr GROUP BY org_id, objective_id
-),
-children AS (
-    SELECT org_id, assumeNotNull(parent_objective_id) AS parent_id,
-        arraySort(groupArray((objective_id, weight))) AS members
-    FROM st WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
-    GROUP BY org_id, parent_id
-),
-numbers AS (
-    SELECT s.org_id AS org_id, arrayFold((acc, o) -> mapUpdate(acc, map(o.1,
-            arrayMap(r -> (if(r.1 > 0, r.2 / r.1, 0.), r.3), [{fold}])[1])),
-        arraySort(o -> -o.2, groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup),
-            ow.parts, ch.members))),
-        map('', (0., {_NO_CONFIDENCE}))) AS numbers_of
-    FROM st AS s
-    LEFT JOIN own AS ow ON ow.org_id = s.org_id AND ow.objective_id = s.objective_id
-    LEFT JOIN children AS ch ON ch.org_id = s.org_id AND ch.parent_id = s.objective_id
-    GROUP BY s.org_id
-),
+{rollup_ctes("kr", "st")},
 updates AS (
     SELECT org_id, objective_id, max(sequence) AS u_sequence,
         argMax(recorded_at, sequence) AS u_recorded_at
@@ -420,7 +435,7 @@ updates AS (
 SELECT s.org_id AS org_id, s.objective_id AS objective_id,
     s.* EXCEPT (org_id, objective_id, sequence, recorded_at),
     n.numbers_of[s.objective_id].1 AS progress,
-    nullIf(n.numbers_of[s.objective_id].2, {_NO_CONFIDENCE}) AS confidence,
+    nullIf(n.numbers_of[s.objective_id].2, {NO_CONFIDENCE}) AS confidence,
     greatest(s.sequence, u.u_sequence) AS sequence,
     if(u.u_sequence > s.sequence, u.u_recorded_at, s.recorded_at) AS recorded_at
 FROM st AS s

@@ -254,14 +254,18 @@ def test_the_views_agree_with_the_commands_now(monitored: ProjectionStore) -> No
     items = monitoring.attention(monitored, ORG, moment, 5)
     view_items = monitored.rows("SELECT item_id, owner FROM {db}.attention ORDER BY item_id")
     assert view_items == sorted((i["item_id"], i.get("owner")) for i in items)
-    for subject in ("a", "b", "c"):
-        trend = monitoring.trend(monitored, ORG, subject, moment, 5, count=4)
-        points = monitored.rows(
-            "SELECT bucket, progress FROM {db}.progress_trend WHERE subject_id = {s:String}"
-            " AND granularity = 'week' ORDER BY bucket DESC LIMIT 4",
-            {"s": subject},
-        )
-        assert sorted(points) == [(p["bucket"], p["progress"]) for p in trend]
+    for subject in ("a", "b", "c", "o", "t", "x"):  # key results, then objectives
+        for daily in (False, True):
+            trend = monitoring.trend(monitored, ORG, subject, moment, 5, count=4, daily=daily)
+            points = monitored.rows(
+                "SELECT subject_kind, bucket, progress, confidence"
+                " FROM {db}.progress_trend WHERE subject_id = {s:String}"
+                " AND granularity = {g:String} ORDER BY bucket DESC LIMIT 4",
+                {"s": subject, "g": "day" if daily else "week"},
+            )
+            assert sorted(points) == [
+                (p["subject_kind"], p["bucket"], p["progress"], p["confidence"]) for p in trend
+            ]
         days = monitored.rows(
             "SELECT count() FROM {db}.progress_trend WHERE subject_id = {s:String}"
             " AND granularity = 'day'",
@@ -269,3 +273,57 @@ def test_the_views_agree_with_the_commands_now(monitored: ProjectionStore) -> No
         )
         elapsed = (moment.now.date() - date(2026, 10, 1)).days + 1
         assert days == [(max(0, min(92, elapsed)),)]  # each day of the period up to today
+
+
+def test_the_trend_view_rolls_objectives_up_at_each_point(
+    builder: LedgerBuilder, store: ProjectionStore
+) -> None:
+    """Objectives' series in ``progress_trend_at``, hand-computed, and equal to ``trend``:
+    ``o`` (rollup both: (a + b + t) / 3, confidence the weakest of a, b and t) and ``p``
+    (rollup children: its child ``q``'s, i.e. d's; its own key result e never counts)."""
+    scenario(builder)
+    builder.objective("p", theme_ids=["growth"], rollup="children")
+    builder.objective("q", parent_objective_id="p")
+    builder.key_result("d", "q")
+    builder.key_result("e", "p")
+    builder.check_in("d", 30, day(5), 0.7)
+    builder.check_in("e", 80, day(6), 0.2)
+    project(builder, store)
+    moment = Moment(at=NOW, now=NOW)
+
+    def series(subject: str, granularity: str) -> list[tuple[object, ...]]:
+        return store.rows(
+            "SELECT subject_kind, bucket, point_at, progress, confidence FROM"
+            " {db}.progress_trend_at(as_of = NULL, at = {at:DateTime64(6, 'UTC')})"
+            " WHERE subject_id = {s:String} AND granularity = {g:String} ORDER BY bucket",
+            {"s": subject, "g": granularity, "at": NOW},
+        )
+
+    weeks = series("o", "week")
+    # weeks from Monday 28 Sep; points 5, 12, 19, 26 Oct, 2, 9 Nov 00:00, then NOW
+    assert [w[2] for w in weeks] == [
+        utc(2026, 10, 5), utc(2026, 10, 12), utc(2026, 10, 19), utc(2026, 10, 26),
+        utc(2026, 11, 2), utc(2026, 11, 9), NOW,
+    ]  # fmt: skip
+    assert {w[0] for w in weeks} == {"objective"}
+    # 5 Oct: a .1 (.8), b .2 (.9); 12 Oct: a .2 (.7), b .3 (.5); 19 Oct: a .4 (.6);
+    # 26 Oct on: c .05 (.9) too; NOW: a .5 (.4)
+    assert [w[3] for w in weeks] == pytest.approx(
+        [0.3 / 3, 0.5 / 3, 0.7 / 3, 0.75 / 3, 0.75 / 3, 0.75 / 3, 0.85 / 3], abs=1e-12
+    )
+    assert [w[4] for w in weeks] == [0.8, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4]
+    days = series("o", "day")
+    assert len(days) == 44  # 1 Oct to 13 Nov
+    assert days[0][1:3] == (date(2026, 10, 1), utc(2026, 10, 2))
+    assert days[0][3] == pytest.approx(0.1 / 3, abs=1e-12)
+    assert days[-1][2:] == (NOW, pytest.approx(0.85 / 3, abs=1e-12), 0.4)
+    p_days = series("p", "day")
+    assert [(d[3], d[4]) for d in p_days[4:7]] == [(0.0, None), (0.3, 0.7), (0.3, 0.7)]
+    for subject in ("o", "t", "x", "p", "q", "a", "d", "e"):
+        for daily, granularity in ((False, "week"), (True, "day")):
+            trend = monitoring.trend(store, ORG, subject, moment, 5, count=5, daily=daily)
+            expected = [
+                (p["subject_kind"], p["bucket"], p["at"], p["progress"], p["confidence"])
+                for p in trend
+            ]
+            assert series(subject, granularity)[-5:] == expected

@@ -282,8 +282,17 @@ def view_answers(store: ProjectionStore, moment: Moment) -> Any:
         for r in _view(store, "attention_at", moment)
     )
     trend = [
-        (r["subject_id"], r["granularity"], r["bucket"], r["progress"], r["confidence"])
-        for r in _view(store, "progress_trend_at", moment, "subject_id, granularity, bucket")
+        (
+            r["subject_kind"],
+            r["subject_id"],
+            r["granularity"],
+            r["bucket"],
+            r["progress"],
+            r["confidence"],
+        )
+        for r in _view(
+            store, "progress_trend_at", moment, "subject_kind, subject_id, granularity, bucket"
+        )
         if r["bucket"] >= _trend_from(moment, r["granularity"])
     ]
     return normal([
@@ -313,12 +322,13 @@ def cli_answers(store: ProjectionStore, moment: Moment) -> Any:
     return normal([
         found.objectives, found.key_results, queries.coverage(store, ORG, moment),
         queries.period_results(store, ORG, moment), owners, engagement, attention,
-        _key_result_trends(store, moment, found.key_results),
+        _trends(store, moment, found),
     ])  # fmt: skip
 
 
 TREND_POINTS = 3
-"""How many of the latest weekly and daily points of each key result are compared."""
+"""How many of the latest weekly and daily points of each key result and objective are
+compared."""
 
 
 def _trend_from(moment: Moment, granularity: str) -> date:
@@ -329,25 +339,28 @@ def _trend_from(moment: Moment, granularity: str) -> date:
     return ref_day - timedelta(days=ref_day.weekday() + 7 * (TREND_POINTS - 1))
 
 
-def _key_result_trends(store: ProjectionStore, moment: Moment, known: list[Any]) -> list[Any]:
-    """Each key result's last weekly and daily trend points that fall in its period (the
-    view's series runs from the period's first week or day up to the reference time)."""
+def _trends(store: ProjectionStore, moment: Moment, found: queries.Progress) -> list[Any]:
+    """Each key result's and objective's last weekly and daily trend points that fall in its
+    period (the view's series runs from the period's first week or day up to the reference
+    time)."""
     points: list[tuple[Any, ...]] = []
-    for kr in sorted(known, key=lambda k: k["key_result_id"]):
-        starts, ends = kr["period_starts_on"], kr["period_ends_on"]
+    subjects = [(kr["key_result_id"], kr) for kr in found.key_results]
+    subjects += [(o["objective_id"], o) for o in found.objectives]
+    for subject, record in sorted(subjects, key=lambda s: s[0]):
+        starts, ends = record["period_starts_on"], record["period_ends_on"]
         if moment.ref.date() < starts:
             continue
         for daily, first in ((True, starts), (False, starts - timedelta(days=starts.weekday()))):
             trend = monitoring.trend(
-                store, ORG, kr["key_result_id"], moment, 2, count=TREND_POINTS, daily=daily
+                store, ORG, subject, moment, 2, count=TREND_POINTS, daily=daily
             )
             points.extend(
-                (kr["key_result_id"], p["granularity"], p["bucket"], p["progress"],
+                (p["subject_kind"], subject, p["granularity"], p["bucket"], p["progress"],
                  p["confidence"])
                 for p in trend
                 if first <= p["bucket"] <= ends
             )  # fmt: skip
-    return sorted(points, key=lambda p: (p[0], p[1], p[2]))
+    return sorted(points, key=lambda p: (p[0], p[1], p[2], p[3]))
 
 
 def _trend(store: ProjectionStore, moment: Moment) -> list[Any]:
