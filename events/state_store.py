@@ -621,12 +621,15 @@ class SqliteStateStore:
         return cls(db, _LedgerEvents(db))
 
     @classmethod
-    def open(cls, path: Path | str) -> "SqliteStateStore":
-        """A standalone store in its own file (created if missing)."""
+    def open(cls, path: Path | str, durable: bool = True) -> "SqliteStateStore":
+        """A standalone store in its own file (created if missing). ``durable=False``, for a
+        store that is a cache of a log it can fold again (the Kafka sequencer's state files):
+        no fsync per commit (WAL, ``synchronous=NORMAL``); the file stays consistent, and a
+        power loss may take back its last commits, never leave half of one."""
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             db.execute("PRAGMA busy_timeout=30000")
             store = cls(db, _OwnEvents(db))
             with store.transaction():

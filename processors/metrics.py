@@ -30,6 +30,7 @@ Projector lag in seconds is 0 for a partition that is caught up; otherwise it is
 newest event projected, and it keeps growing between reports while the projector is stuck.
 """
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -181,6 +182,9 @@ class PrometheusMetrics:
         label = str(partition)
         self._lag_events.labels(label).set(events)
         if events <= 0:
+            # a child once given a function keeps it (prometheus-client): make a new one
+            with contextlib.suppress(KeyError):
+                self._lag_seconds.remove(label)
             self._lag_seconds.labels(label).set(0)
             return
         newest = time.time() - seconds

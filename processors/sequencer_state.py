@@ -179,7 +179,7 @@ class FileState:
             self._lock.close()
             raise FileHeldError(f"{path} is held by another process") from error
         try:
-            self.store = SqliteStateStore.open(path)
+            self.store = SqliteStateStore.open(path, durable=False)  # the ledger is durable
         except BaseException:
             self._unlock()
             raise

@@ -127,6 +127,9 @@ def test_projector_lag_in_events_and_seconds_grows_while_stuck() -> None:
     assert 3 <= lag < 30
     time.sleep(0.3)
     assert scrape(metrics)[("okr_projector_lag_seconds", (("partition", "1"),))] >= lag + 0.3
+    metrics.projector_lag(1, events=0, seconds=0.5)  # caught up: no more growing
+    assert scrape(metrics)[("okr_projector_lag_seconds", (("partition", "1"),))] == 0
+    metrics.projector_lag(1, events=250, seconds=3.0)
     metrics.projecting([0])  # partition 1 went to another worker
     found = scrape(metrics)
     assert ("okr_projector_lag_events", (("partition", "1"),)) not in found

@@ -355,9 +355,11 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
 
     def stream() -> None:
         try:
+            # paced to last through most of the kills (a restart takes about 4 s): a kill
+            # lands inside a batch only while there is a backlog to work through
             for start in range(0, len(raws), 40):
                 submitter.send(raws[start : start + 40])
-                time.sleep(0.08)
+                time.sleep(0.4)
         finally:
             done.set()
 

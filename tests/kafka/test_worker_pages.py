@@ -114,6 +114,8 @@ def test_metrics_and_health_match_what_was_submitted(
                     total(f, "okr_outcomes_total") == len(raws)
                     and by(f, "okr_projected_total", "kind").get("event") == statuses["accepted"]
                     and total(f, "okr_projector_lag_events") == 0
+                    # reported every second: wait for a report of every partition
+                    and len(by(f, "okr_projector_lag_events", "partition")) == TEST_PARTITIONS
                 ),
             )
             assert by(figures, "okr_outcomes_total", "status") == dict(statuses)
