@@ -329,8 +329,11 @@ def _stable(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("recorded_at", "hash", "prev_hash")}
 
 
+ORGS = [f"org{i}" for i in range(6)]
+
+
 def crash_workload() -> list[bytes]:
-    orgs = [f"org{i}" for i in range(6)]
+    orgs = ORGS
     raws = [raw for org in orgs for raw in org_setup(org)]
     for _round in range(100):
         for org in orgs:
@@ -376,6 +379,22 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
             kills += 1
             worker.start()
         producer.join()
+        waves = 0
+        while waves < 6:
+            wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
+            if worker.cut_batches():  # the restarts finished what the kills cut
+                break
+            # No kill landed inside a batch (timing on a loaded machine): a backlog of fresh
+            # check-ins, and kills while the worker works through it, until one does.
+            waves += 1
+            submitter.send([raw for org in ORGS for raw in check_ins(60, org)])
+            for _ in range(3):
+                worker.wait_ready(kills + 1)
+                worker.wait_working()
+                time.sleep(chance.uniform(0.0, 0.05))
+                worker.kill()
+                kills += 1
+                worker.start()
         outcomes = wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
         cut = worker.cut_batches()
     submitter.close()
