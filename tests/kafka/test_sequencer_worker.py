@@ -387,8 +387,14 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
             # No kill landed inside a batch (timing on a loaded machine): a backlog of fresh
             # check-ins, and kills while the worker works through it, until one does.
             waves += 1
-            submitter.send([raw for org in ORGS for raw in check_ins(60, org)])
             for _ in range(3):
+                # the backlog is sent while the worker is down: the restarted worker has all
+                # of it to work through when the next kill comes
+                worker.wait_ready(kills + 1)
+                worker.kill()
+                kills += 1
+                submitter.send([raw for org in ORGS for raw in check_ins(100, org)])
+                worker.start()
                 worker.wait_ready(kills + 1)
                 worker.wait_working()
                 time.sleep(chance.uniform(0.0, 0.05))
