@@ -189,12 +189,15 @@ def stale_sql(ref: str) -> str:
 
 
 def key_result_progress(source: str, ref: str) -> str:
+    """A key result's answer from ``source``. Each expression is written once and named (the
+    status reads ``expected_progress``): the engine's analysis of a query, not its execution,
+    is most of its cost here, and grows with the text of the expressions."""
     expected = expected_sql(ref)
     return f"""
 SELECT org_id, key_result_id, objective_id, owner_unit_id, period_id, title, kind, unit,
     start, target, current_target, value, progress, attainment,
     {expected} AS expected_progress,
-    {status_sql("progress", expected)} AS status,
+    {status_sql("progress", "expected_progress")} AS status,
     confidence, last_check_in_at, last_check_in_id, check_in_count,
     {stale_sql(ref)} AS stale,
     weight, due_on, checkin_every_days, retired, period_starts_on, period_ends_on,
@@ -210,11 +213,11 @@ SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifec
     weight, parent_objective_id, ancestor_ids, depth, theme_ids, reached_theme_ids,
     contributes_to, depends_on, progress,
     {expected} AS expected_progress,
-    {status_sql("progress", expected, "lifecycle")} AS status,
+    {status_sql("progress", "expected_progress", "lifecycle")} AS status,
     confidence, key_result_count, child_count, unit_objective_count,
     orphan, parent_inactive, {over_focus} AS over_focus,
     arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
-        if(parent_inactive, 'parent_inactive', ''), if({over_focus}, 'over_focus', '')]) AS flags,
+        if(parent_inactive, 'parent_inactive', ''), if(over_focus, 'over_focus', '')]) AS flags,
     period_starts_on, period_ends_on, sequence AS as_of_sequence, recorded_at AS updated_at
 FROM {source}"""
 
