@@ -254,13 +254,15 @@ def parameterized_view_statements() -> tuple[str, ...]:
     def history(table: str, order: str) -> str:
         return f"SELECT * FROM {db}.{table} FINAL WHERE {where} ORDER BY {order}"
 
-    objectives = sql.objectives_at(db)
+    # A twin reads the twins it is built on, passing its parameters on, rather than their SQL
+    # written out: the engine analyses a parameterized view's definition whenever it starts
+    # (``attention_at`` written out, 110 KB, took it ~50 ms at every command).
+    objectives = sql.objectives_at(db, f"(SELECT * FROM {_twin('key_result_progress')})")
     key_result_progress = sql.key_result_progress(sql.key_results_at(db), sql.VIEW_REF)
     objective_progress = sql.objective_progress(objectives, sql.VIEW_REF, FOCUS_LIMIT_SQL)
-    theme_coverage = sql.theme_coverage(objectives, latest(t.THEMES), latest(t.PERIODS))
-    # The monitoring twins read the other twins, passing their parameters on, rather than
-    # their SQL written out: the engine analyses a parameterized view's definition whenever it
-    # starts, and ``attention_at`` written out (110 KB) took it ~50 ms at every command.
+    theme_coverage = sql.theme_coverage(
+        _twin("objective_progress"), latest(t.THEMES), latest(t.PERIODS)
+    )
     sources = monitoring_views.Sources(
         key_result_progress=_twin("key_result_progress"),
         objective_progress=_twin("objective_progress"),

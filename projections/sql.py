@@ -371,7 +371,7 @@ LEFT JOIN tg ON tg.org_id = k.org_id AND tg.key_result_id = k.key_result_id
 )"""
 
 
-def objectives_at(db: str) -> str:
+def objectives_at(db: str, key_results: str | None = None) -> str:
     """Every objective of every org as of ``{as_of}``, with the columns of ``objectives_now``:
     its structure then, and progress and confidence rolled up from the key results at
     ``{at}`` (:func:`key_results_at`), children first, by the rules of
@@ -379,7 +379,9 @@ def objectives_at(db: str) -> str:
     results, then children, each by id, so the floats are the same) and
     :func:`processors.scoring.rollup_confidence` (the weakest known confidence among the
     members the ``rollup`` mode counts, each child with its own rolled-up one; NULL when none
-    has one, carried through the fold as :data:`_NO_CONFIDENCE`)."""
+    has one, carried through the fold as :data:`_NO_CONFIDENCE`). ``key_results``: a
+    subquery in parentheses with those columns (the twin ``key_result_progress_at``), else
+    :func:`key_results_at` written out."""
     where = view_filter(db)
     members = (
         "arrayConcat(if(o.3 != 'children', o.4, []), "
@@ -390,7 +392,7 @@ def objectives_at(db: str) -> str:
         f"(0., 0., {_NO_CONFIDENCE}))"
     )
     return f"""(
-WITH kr AS {key_results_at(db)},
+WITH kr AS {key_results or key_results_at(db)},
 st AS {latest(db, t.OBJECTIVES, where)},
 own AS (
     SELECT org_id, objective_id,
