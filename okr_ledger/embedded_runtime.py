@@ -46,7 +46,8 @@ def catch_up(
     """Project what the ledger has beyond the store's checkpoints; the events projected.
 
     With nothing new (the usual case of a query), neither the projector nor its saved state
-    is loaded: the check is one read of the store's checkpoints and one of the ledger's heads.
+    is loaded: the check is one read of the store's checkpoints, one of the ledger's heads and
+    one of its rejections (:mod:`processors.backlog`).
     """
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
     from processors.backlog import nothing_new, read_backlog
