@@ -366,10 +366,15 @@ class SqliteEventLog:
             yield from rows
 
     def heads(self) -> dict[str, ChainHead]:
+        # Each org found by one seek on the (org_id, sequence) index, from the last one found
+        # (a skip scan), and its head by another: the cost grows with the orgs, not the events.
         rows = self._db.execute(
-            "SELECT e.org_id, e.sequence, e.hash FROM events e JOIN "
-            "(SELECT org_id, MAX(sequence) AS s FROM events GROUP BY org_id) m "
-            "ON e.org_id = m.org_id AND e.sequence = m.s ORDER BY e.org_id"
+            "WITH RECURSIVE orgs(org_id) AS (SELECT MIN(org_id) FROM events UNION ALL "
+            "SELECT (SELECT MIN(org_id) FROM events WHERE org_id > orgs.org_id) FROM orgs "
+            "WHERE orgs.org_id IS NOT NULL) "
+            "SELECT e.org_id, e.sequence, e.hash FROM orgs o JOIN events e ON e.org_id = o.org_id "
+            "AND e.sequence = (SELECT MAX(sequence) FROM events WHERE org_id = o.org_id) "
+            "ORDER BY e.org_id"
         ).fetchall()
         return {org: ChainHead(seq, hash_) for org, seq, hash_ in rows}
 

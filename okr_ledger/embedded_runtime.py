@@ -43,8 +43,19 @@ class LedgerSubmitter:
 def catch_up(
     store: "ProjectionStore", log: EventLog, settings: Settings, bar: ProgressBar, label: str
 ) -> int:
-    """Project what the ledger has beyond the store's checkpoints; the events projected."""
+    """Project what the ledger has beyond the store's checkpoints; the events projected.
+
+    With nothing new (the usual case of a query), neither the projector nor its saved state
+    is loaded: the check is one read of the store's checkpoints, one of the ledger's heads and
+    one of its rejections (:mod:`processors.backlog`).
+    """
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
+    from processors.backlog import nothing_new, read_backlog
+
+    backlog = read_backlog(log, store)
+    if nothing_new(log, backlog):
+        with bar(label, 0):
+            return 0
     from processors.projector import Projector
     from processors.runner import EmbeddedRunner
     from processors.snapshots import FILE_NAME, SqliteSnapshots
@@ -52,7 +63,6 @@ def catch_up(
     snapshots = SqliteSnapshots(settings.data_dir / FILE_NAME)
     try:
         runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
-        backlog = runner.backlog()
         with bar(label, backlog.events) as advance:
             return runner.catch_up(advance, backlog).events
     finally:

@@ -14,13 +14,14 @@ catch-up it saves the state again.
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol, TypeVar
 
 from events.log import EventLog
 from events.outcomes import Rejection
 from processors import tables as t
+from processors.backlog import Backlog, read_backlog
 from processors.projector import Projector, collector_paused
 from processors.rejections import project_rejections
 from processors.snapshots import Snapshot, SnapshotStore
@@ -70,28 +71,6 @@ class RowSink(Protocol):
         """Remove the rows of a batch cut short (beyond its org's checkpoint); the orgs.
         ``checkpoints``: what :meth:`checkpoints` returned, if read already."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    """What the store lacks of the log: read once, before a catch-up."""
-
-    done: dict[str, int]
-    """Each org's checkpoint."""
-    heads: dict[str, int]
-    """Each org's last sequence in the ledger."""
-    rejections: int
-    """The rejection log's checkpoint."""
-    checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Every stream's positions, as read (:meth:`RowSink.checkpoints`)."""
-
-    @property
-    def behind(self) -> list[str]:
-        return [org for org, head in self.heads.items() if head > self.done.get(org, 0)]
-
-    @property
-    def events(self) -> int:
-        return sum(self.heads[org] - self.done.get(org, 0) for org in self.behind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +133,7 @@ class EmbeddedRunner:
 
     def backlog(self) -> Backlog:
         """What the store has not projected yet."""
-        checkpoints = self.sink.checkpoints()
-        return Backlog(
-            checkpoints.get(t.LEDGER_STREAM, {}),
-            {org: head.sequence for org, head in self.log.heads().items()},
-            checkpoints.get(t.REJECTION_STREAM, {}).get("", 0),
-            checkpoints,
-        )
+        return read_backlog(self.log, self.sink)
 
     def catch_up(self, progress: Progress | None = None, backlog: Backlog | None = None) -> CatchUp:
         """Project what ``backlog`` (read now if not given) says the store lacks."""

@@ -140,15 +140,17 @@ def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: i
     if moment.as_of is None:
         objective_records = objectives(store, org_id, moment, focus_limit)
         key_result_records = key_results(store, org_id, moment)
-    else:
-        seq = sequence_as_of(store, org_id, moment.as_of)
-        then = _key_results_as_of(store, org_id, seq, replace(moment, at=None))
-        objective_records = objectives(store, org_id, moment, focus_limit, as_of=(seq, then))
-        key_result_records = (
-            then if moment.at is None else _key_results_as_of(store, org_id, seq, moment)
-        )
-    if moment.at is not None:
-        _roll_up(objective_records, key_result_records, moment.ref)
+        if moment.at is not None:
+            _roll_up(objective_records, key_result_records, moment.ref)
+        return Progress(objective_records, key_result_records)
+    # The objectives rolled up from the key results as given (at ``moment.at`` if given, with
+    # ``moment.ref``): what rolling up the key results then and again at ``at`` gave, for one
+    # derivation of the key results instead of two.
+    seq = sequence_as_of(store, org_id, moment.as_of)
+    key_result_records = _key_results_as_of(store, org_id, seq, moment)
+    objective_records = objectives(
+        store, org_id, moment, focus_limit, as_of=(seq, key_result_records)
+    )
     return Progress(objective_records, key_result_records)
 
 

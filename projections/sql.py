@@ -189,12 +189,15 @@ def stale_sql(ref: str) -> str:
 
 
 def key_result_progress(source: str, ref: str) -> str:
+    """A key result's answer from ``source``. Each expression is written once and named (the
+    status reads ``expected_progress``): the engine's analysis of a query, not its execution,
+    is most of its cost here, and grows with the text of the expressions."""
     expected = expected_sql(ref)
     return f"""
 SELECT org_id, key_result_id, objective_id, owner_unit_id, period_id, title, kind, unit,
     start, target, current_target, value, progress, attainment,
     {expected} AS expected_progress,
-    {status_sql("progress", expected)} AS status,
+    {status_sql("progress", "expected_progress")} AS status,
     confidence, last_check_in_at, last_check_in_id, check_in_count,
     {stale_sql(ref)} AS stale,
     weight, due_on, checkin_every_days, retired, period_starts_on, period_ends_on,
@@ -210,11 +213,11 @@ SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifec
     weight, parent_objective_id, ancestor_ids, depth, theme_ids, reached_theme_ids,
     contributes_to, depends_on, progress,
     {expected} AS expected_progress,
-    {status_sql("progress", expected, "lifecycle")} AS status,
+    {status_sql("progress", "expected_progress", "lifecycle")} AS status,
     confidence, key_result_count, child_count, unit_objective_count,
     orphan, parent_inactive, {over_focus} AS over_focus,
     arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
-        if(parent_inactive, 'parent_inactive', ''), if({over_focus}, 'over_focus', '')]) AS flags,
+        if(parent_inactive, 'parent_inactive', ''), if(over_focus, 'over_focus', '')]) AS flags,
     period_starts_on, period_ends_on, sequence AS as_of_sequence, recorded_at AS updated_at
 FROM {source}"""
 
@@ -413,7 +416,7 @@ numbers AS (
 )"""
 
 
-def objectives_at(db: str) -> str:
+def objectives_at(db: str, key_results: str | None = None) -> str:
     """Every objective of every org as of ``{as_of}``, with the columns of ``objectives_now``:
     its structure then, and progress and confidence rolled up from the key results at
     ``{at}`` (:func:`key_results_at`), children first, by the rules of
@@ -421,10 +424,12 @@ def objectives_at(db: str) -> str:
     results, then children, each by id, so the floats are the same) and
     :func:`processors.scoring.rollup_confidence` (the weakest known confidence among the
     members the ``rollup`` mode counts, each child with its own rolled-up one; NULL when none
-    has one, carried through the fold as :data:`NO_CONFIDENCE`)."""
+    has one, carried through the fold as :data:`NO_CONFIDENCE`). ``key_results``: a
+    subquery in parentheses with those columns (the twin ``key_result_progress_at``), else
+    :func:`key_results_at` written out."""
     where = view_filter(db)
     return f"""(
-WITH kr AS {key_results_at(db)},
+WITH kr AS {key_results or key_results_at(db)},
 st AS {latest(db, t.OBJECTIVES, where)},
 {rollup_ctes("kr", "st")},
 updates AS (

@@ -85,16 +85,20 @@ class ProjectionStore:
     def migrate(self) -> list[int]:
         """Apply the migrations not yet recorded, and the views if their definition changed;
         return the versions applied now."""
-        try:
-            done = {version for version, _name, _at in self.applied_migrations()}
-        except ProjectionQueryError:  # a new store: no database or no record of migrations
-            self._run("CREATE DATABASE IF NOT EXISTS {db}")
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {{db}}.{MIGRATIONS_TABLE} "
-                f"(version UInt32, name String, applied_at {TIME}) "
-                "ENGINE = ReplacingMergeTree ORDER BY version"
-            )
-            done = set()
+        settings: dict[str, str] | None = None
+        try:  # a store in use: its migrations and settings in one read
+            done, settings = self._read_state()
+        except ProjectionQueryError:
+            try:
+                done = {version for version, _name, _at in self.applied_migrations()}
+            except ProjectionQueryError:  # a new store: no database or no record of migrations
+                self._run("CREATE DATABASE IF NOT EXISTS {db}")
+                self._run(
+                    f"CREATE TABLE IF NOT EXISTS {{db}}.{MIGRATIONS_TABLE} "
+                    f"(version UInt32, name String, applied_at {TIME}) "
+                    "ENGINE = ReplacingMergeTree ORDER BY version"
+                )
+                done = set()
         self.client.database = self.database  # unqualified names in ad-hoc SQL
         applied = []
         for migration in MIGRATIONS:
@@ -108,7 +112,7 @@ class ProjectionStore:
                 {"version": migration.version, "name": migration.name},
             )
             applied.append(migration.version)
-        self._settings = self._read_settings()
+        self._settings = self._read_settings() if settings is None or applied else settings
         if self._settings.get(VIEWS_SETTING) != views_digest():
             for statement in view_statements():
                 self._run(statement)
@@ -237,6 +241,17 @@ class ProjectionStore:
             {"name": name, "value": value},
         )
         self._settings[name] = value
+
+    def _read_state(self) -> tuple[set[int], dict[str, str]]:
+        """The versions of the migrations applied and the settings, in one read (one round
+        trip: the views' digest is one of the settings)."""
+        rows = self.rows(
+            f"SELECT toUInt32(version), '', '' FROM {{db}}.{MIGRATIONS_TABLE} UNION ALL "
+            f"SELECT toUInt32(0), name, argMax(value, updated_at) FROM {{db}}.{SETTINGS_TABLE} "
+            "GROUP BY name"
+        )
+        done = {int(version) for version, name, _value in rows if not name}
+        return done, {str(name): str(value) for _version, name, value in rows if name}
 
     def _read_settings(self) -> dict[str, str]:
         rows = self.rows(
