@@ -15,13 +15,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from events.collector import collector_paused
 from events.log import EventLog
 from okr_ledger.projection_compare import Limits, describe_difference, differing, fingerprint
 from okr_ledger.served_store import open_served_store
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log
 from processors import tables as t
-from processors.projector import Projector, collector_paused
+from processors.projector import Projector
 from processors.rejections import project_rejections
 from processors.runner import (
     DEFAULT_BATCH_SIZE,

@@ -12,13 +12,12 @@ Every event type of the contract has a handler (one registry: :mod:`schemas.regi
 event of a type the contract does not have is an error, never skipped.
 """
 
-import gc
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from events.collector import collector_paused
 from processors import key_results, objectives, owners, periods, strategy
 from processors.audit import audit_row
 from processors.batch import Batch, Changes
@@ -113,24 +112,6 @@ def micros(text: str) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector (if it runs) for the block.
-
-    A batch allocates many objects that live on (state, rows) and makes no garbage cycles,
-    yet each allocation burst triggers collections that rescan the whole state. Garbage is
-    still collected once the block ends.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class Projector:

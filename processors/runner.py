@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol, TypeVar
 
+from events.collector import collector_paused
 from events.log import EventLog
 from events.outcomes import Rejection
 from processors import tables as t
 from processors.backlog import Backlog, read_backlog
-from processors.projector import Projector, collector_paused
+from processors.projector import Projector
 from processors.rejections import project_rejections
 from processors.snapshots import Snapshot, SnapshotStore
 from processors.state import OrgProjection

@@ -50,9 +50,10 @@ from benchmarks.profiling.common import (
     rate,
     rss_mib,
 )
+from events.collector import collector_paused
 from events.sqlite_log import SqliteEventLog
 from processors import tables as t
-from processors.projector import Projector, collector_paused
+from processors.projector import Projector
 from processors.runner import DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_BYTES, EmbeddedRunner
 from processors.snapshots import Snapshot, SqliteSnapshots
 from processors.tables import RowBatch

@@ -2,7 +2,7 @@
 
 import gc
 
-from processors.projector import collector_paused
+from events.collector import collector_paused
 
 
 def test_the_collector_runs_again_after_the_block() -> None:
