@@ -201,13 +201,21 @@ def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
         key_result_moved(b, org, kr, before, stamp)
 
 
-def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
-    stamp = b.stamp
+def _amended(
+    b: Batch, org: OrgProjection, r: Record, d: Data
+) -> tuple[KeyResult, CheckInLog, int, tuple[float, float | None]]:
+    """The check-in a correction or retraction names (by its id or the source's): its key
+    result, log and index, and the key result's (progress, confidence) before the change."""
     kr = org.key_results[d["key_result_id"]]
     named = event_id_text(original_check_in_key(org.org_id, r["source"], d))
-    log, index = _check_in(org, kr, named, stamp[0])
+    log, index = _check_in(org, kr, named, b.stamp[0])
     org.changed.add(kr.key_result_id)
-    before = (kr.progress, kr.confidence)
+    return kr, log, index, (kr.progress, kr.confidence)
+
+
+def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
+    stamp = b.stamp
+    kr, log, index, before = _amended(b, org, r, d)
     log.original.setdefault(index, log[index].value)
     log.set_value(index, float(d["value"]))
     if d.get("confidence") is not None:
@@ -222,11 +230,7 @@ def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
 
 def check_in_retracted(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
-    kr = org.key_results[d["key_result_id"]]
-    named = event_id_text(original_check_in_key(org.org_id, r["source"], d))
-    log, index = _check_in(org, kr, named, stamp[0])
-    org.changed.add(kr.key_result_id)
-    before = (kr.progress, kr.confidence)
+    kr, log, index, before = _amended(b, org, r, d)
     if not log[index].flags & RETRACTED:
         kr.live -= 1
     log.flag(index, RETRACTED)
