@@ -22,6 +22,7 @@ from events.canonical import canonical_bytes
 from events.log import ChainHead, Decider, Mark, NewEvents
 from events.outcomes import Accepted, Rejection
 from events.reasons import ReasonCode
+from events.sqlite_connection import connect_wal
 from events.state_store import LEDGER_TABLES, STATE_TABLES, SqliteStateStore
 from events.stored import StoredBytes, read_event
 from schemas.envelope import LedgerEvent
@@ -156,10 +157,7 @@ class SqliteEventLog:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db = connect_wal(self.path, durable=True)
             # 64 MiB of page cache (2 MiB by default): a batch's inserts into the random-keyed
             # UNIQUE (org_id, event_id) index find its pages in memory.
             self._db.execute("PRAGMA cache_size=-65536")

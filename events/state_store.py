@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 from events.log import ChainHead, Mark
 from events.outcomes import Accepted
 from events.sequencer import Probe, record_digest
+from events.sqlite_connection import connect_wal
 from events.state import CheckInState, KeyResultState, LedgerState, ObjectiveState, OrgState
 from events.stored import read_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent, derive_event_key, event_id_text
@@ -627,10 +628,7 @@ class SqliteStateStore:
         no fsync per commit (WAL, ``synchronous=NORMAL``); the file stays consistent, and a
         power loss may take back its last commits, never leave half of one."""
         try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            db.execute("PRAGMA busy_timeout=30000")
+            db = connect_wal(path, durable=durable)
             store = cls(db, _OwnEvents(db))
             with store.transaction():
                 for statement in (*STATE_TABLES, *STANDALONE_TABLES, NOTES_TABLE):

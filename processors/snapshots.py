@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from events.sqlite_connection import connect_wal
 from processors.objectives import fresh_all
 from processors.snapshot_codec import (
     SNAPSHOT_FORMAT,
@@ -87,10 +88,8 @@ class SqliteSnapshots:
         return self._db
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = connect_wal(self.path, durable=False)  # a lost save is only a replay
         try:
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")  # a lost save is only a replay
             for statement in _SCHEMA:
                 db.execute(statement)
         except BaseException:

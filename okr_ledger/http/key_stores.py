@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from events.sqlite_connection import connect_wal
 from okr_ledger.http.keys import MAX_KEY_RECORD_BYTES, KeyRecord
 from schemas.errors import LedgerUnavailableError, UnknownNameError
 
@@ -57,11 +58,9 @@ class SqliteKeyStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not path.exists()
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = connect_wal(path, durable=True)
             if fresh:
                 os.chmod(path, 0o600)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, record BLOB NOT NULL)"
             )

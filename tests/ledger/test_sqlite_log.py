@@ -1,6 +1,8 @@
 """The event-log contract on SQLite, plus what only SQLite promises."""
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,27 @@ def test_the_log_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     db = log._db
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+
+def test_an_open_waits_out_a_lock_held_longer_than_sqlites_default_wait(tmp_path: Path) -> None:
+    """Another process's last-close checkpoint holds the file exclusively; on a loaded machine
+    that can outlast Python's default five seconds, which the first statement of an open used
+    to get (CI failed a concurrent submit with "database is locked")."""
+    path = tmp_path / "ledger.db"
+    SqliteEventLog(path)._db.close()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("COMMIT")  # the exclusive lock stays until the connection closes
+    release = threading.Timer(6.0, holder.close)
+    release.start()
+    started = time.monotonic()
+    try:
+        log = SqliteEventLog(path)
+    finally:
+        release.join()
+    assert time.monotonic() - started >= 5.5  # it waited for the lock, and then opened
+    assert log.heads() == {}
 
 
 def test_a_path_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
