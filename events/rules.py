@@ -69,10 +69,16 @@ def _live_key_result(org: OrgState, key_result_id: str) -> Violation | None:
 
 
 def _open_period(org: OrgState, period_id: str, what: str) -> Violation | None:
-    """While a period is closed, nothing is added to it or checked in against it."""
+    """While a period is closed, nothing is added to it, checked in against it, or changed in
+    what its grades measured (targets, weights, themes, status, retirements, alignment)."""
     if org.periods.get(period_id) is False:
         return _state(f"period {period_id!r} is closed: {what} (reopen it with PeriodReopened)")
     return None
+
+
+def _objective_period_open(org: OrgState, objective_id: str, what: str) -> Violation | None:
+    objective = org.objectives[objective_id]
+    return _open_period(org, objective.period_id, f"{what} of objective {objective_id!r}")
 
 
 def _key_result_period_open(org: OrgState, key_result_id: str, what: str) -> Violation | None:
@@ -198,7 +204,8 @@ def _objective_created(org: OrgState, d: p.ObjectiveCreated) -> Violation | None
 
 def _objective_revised(org: OrgState, d: p.ObjectiveRevised) -> Violation | None:
     return _first(
-        _live_objective(org, d.objective_id),
+        _live_objective(org, d.objective_id)
+        or _objective_period_open(org, d.objective_id, "no revisions"),
         *(_active_theme(org, t) for t in d.theme_ids or ()),
         _positive_weight(d.weight),
     )
@@ -210,6 +217,9 @@ def _objective_aligned(org: OrgState, d: p.ObjectiveAligned) -> Violation | None
     )
     if problem:
         return problem
+    closed = _objective_period_open(org, d.objective_id, "no new alignment")
+    if closed:
+        return closed
     if d.parent_objective_id == d.objective_id or d.objective_id in org.ancestors(
         d.parent_objective_id
     ):
@@ -241,7 +251,9 @@ def _objective_unlinked(org: OrgState, d: p.ObjectiveUnlinked) -> Violation | No
 
 
 def _objective_status(org: OrgState, d: p.ObjectiveStatusChanged) -> Violation | None:
-    problem = _live_objective(org, d.objective_id)
+    problem = _live_objective(org, d.objective_id) or _objective_period_open(
+        org, d.objective_id, "no status changes"
+    )
     if problem:
         return problem
     if org.objectives[d.objective_id].status == d.status.value:
@@ -262,7 +274,9 @@ def _key_result_defined(org: OrgState, d: p.KeyResultDefined) -> Violation | Non
 
 
 def _key_result_target(org: OrgState, d: p.KeyResultTargetRevised) -> Violation | None:
-    problem = _live_key_result(org, d.key_result_id)
+    problem = _live_key_result(org, d.key_result_id) or _key_result_period_open(
+        org, d.key_result_id, "no target revisions"
+    )
     if problem:
         return problem
     key_result = org.key_results[d.key_result_id]
@@ -270,7 +284,9 @@ def _key_result_target(org: OrgState, d: p.KeyResultTargetRevised) -> Violation 
 
 
 def _key_result_retired(org: OrgState, d: p.KeyResultRetired) -> Violation | None:
-    return _live_key_result(org, d.key_result_id)
+    return _live_key_result(org, d.key_result_id) or _key_result_period_open(
+        org, d.key_result_id, "no retirements"
+    )
 
 
 def _check_in(org: OrgState, d: p.CheckInRecorded) -> Violation | None:
