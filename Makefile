@@ -30,8 +30,11 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The tests run in PYTEST_WORKERS processes (pytest-xdist; each starts its own Kafka broker):
+# much of the suite waits on brokers, consumer groups and subprocesses, not on a core.
+PYTEST_WORKERS ?= 3
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 # Validate docker-compose.yml without a Docker engine (Debian's docker-compose package).
 compose-check:

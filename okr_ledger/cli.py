@@ -14,7 +14,6 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 from typer.core import TyperGroup
@@ -24,7 +23,8 @@ from events.log import EventLog, require_org
 from events.outcomes import Outcome, Rejection
 from events.reasons import ReasonCode
 from events.stored import export_lines
-from okr_ledger import __version__, cli_options
+from okr_ledger import __version__, cli_options, consoles
+from okr_ledger.consoles import err, out
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import bootstrap, open_event_log, open_ledger
@@ -94,8 +94,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=_LazyCommands,
 )
-out = Console()
-err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", metavar="", help="Machine-readable output.")]
 OrgOption = Annotated[
@@ -131,6 +129,7 @@ def _options(
     ] = False,
 ) -> None:
     """An event-sourced ledger of strategy and OKRs (OKR_* variables configure it)."""
+    consoles.measure_again()
 
 
 # --- submit ---------------------------------------------------------------------------
@@ -343,7 +342,12 @@ def export(
         if output:
             sink.close()
     if output:  # stdout carries the events: the confirmation goes to stderr
-        err.print(f"wrote {count} events ({size} bytes) to {output}", markup=False, highlight=False)
+        err.print(
+            f"wrote {count} events ({size} bytes) to {output}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # a path broken over lines cannot be copied
+        )
 
 
 @app.command()
@@ -444,7 +448,7 @@ def schema(
 
     if write is not None:
         for path in write_all(write):
-            err.print(f"wrote {path}")
+            err.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
         return
     try:
         document = payload_schema(type_name, version) if type_name else submission_schema()

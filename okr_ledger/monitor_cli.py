@@ -11,13 +11,13 @@ import typer
 from okr_ledger import cli_options, query_json
 from okr_ledger import monitor_render as render
 from okr_ledger.cli_options import AsOf, At, Json, Org, Period
+from okr_ledger.consoles import out
 from okr_ledger.query_cli import (
     _moment,
     _orgs,
     _title,
     _write_lines,
     caught_up_store,
-    out,
 )
 from okr_ledger.settings import Settings
 from projections import queries

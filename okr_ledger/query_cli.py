@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from okr_ledger import cli_options, query_json
 from okr_ledger import progress_render as render
+from okr_ledger.consoles import err, out
 from okr_ledger.served_store import token_path
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap, open_projection_store
@@ -29,8 +29,6 @@ from projections.queries import Moment
 from projections.query_credentials import ensure_token
 from projections.store import ProjectionStore
 
-out = Console()
-err = Console(stderr=True)
 PROGRESS_BAR_MIN_EVENTS = 5_000
 
 Advance = Callable[[int], None]
@@ -296,26 +294,30 @@ def export_projections(
                 path.write_bytes(
                     store.export_at(view, clickhouse_format, as_of=moment.as_of, at=moment.at)
                 )
-            err.print(f"wrote {path}", markup=False, highlight=False)
+            err.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def init() -> None:
     """Create the ledger (Kafka topics) and the projection store with its migrations. Rerunnable."""
     settings = Settings()
-    out.print(bootstrap(settings).init_ledger())
+    out.print(bootstrap(settings).init_ledger(), markup=False, soft_wrap=True)
     store = open_projection_store(settings, migrate=False)
     try:
         applied = store.migrate()
         recorded = store.applied_migrations()
     finally:
         store.close()
-    out.print(f"projection store: {store.description}")
+    out.print(f"projection store: {store.description}", markup=False, soft_wrap=True)
     for version, name, applied_at in recorded:
         state = "applied now" if version in applied else f"applied {applied_at:%Y-%m-%d %H:%M}Z"
         out.print(f"  migration {version}: {name} ({state})")
     if parse_url(settings.resolved_clickhouse_url).embedded:  # the worker's endpoint serves it
         ensure_token(token_path(settings))
-        out.print(f"query token: {token_path(settings)} (readable by its owner only)")
+        out.print(
+            f"query token: {token_path(settings)} (readable by its owner only)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

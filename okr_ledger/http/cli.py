@@ -10,17 +10,15 @@ from typing import Annotated
 import orjson
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from okr_ledger.consoles import err, out
 from okr_ledger.http.keys import KeyStore, Scope, new_key
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap
 from schemas.errors import ConfigurationError, MissingExtraError
 
-out = Console()
-err = Console(stderr=True)
 keys_app = typer.Typer(
     name="keys",
     help="Keys of the HTTP API: one per source (write) or reader.",

@@ -352,6 +352,19 @@ def test_export_to_a_file_says_what_it_wrote(demo_dir: Path) -> None:
     assert f"wrote 92 events ({len(written)} bytes) to {target}" in " ".join(result.output.split())
 
 
+def test_a_path_is_printed_whole_on_a_narrow_terminal(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path broken over lines cannot be copied: the terminal may wrap it, the CLI does not
+    (and each command measures the terminal anew, not once per process)."""
+    monkeypatch.setenv("COLUMNS", "40")
+    target = demo_dir / ("a-rather-long-directory-name-" * 3) / "ledger.ndjson"
+    target.parent.mkdir()
+    result = runner.invoke(app, ["export", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"to {target}\n" in result.output
+
+
 def test_the_readme_as_of_example_works_on_a_fresh_demo(demo_dir: Path) -> None:
     """README: the demo prints a usable time; after ``submit examples/checkins.ndjson``,
     ``progress --as-of`` that time answers what ``progress`` answered before the submit,
