@@ -726,24 +726,20 @@ class SqliteStateStore:
         view = self._open()
         first = mark.get(0, 0) - len(events)  # the log's positions of ``events`` (embedded)
         submitted: list[tuple[int, bytes]] = []
+        applied = view.applied
         for at, item in enumerate(events, start=first):
             if isinstance(item, Accepted):
                 record = item.record
                 if item.submitted is not None:
                     submitted.append((at, item.submitted))
+                key = item.key or bytes.fromhex(record["event_id"].replace("-", ""))
+                if (record["org_id"], key) not in applied:  # the view decided it: folded
+                    view.apply_record(record, key, item.digest, item.submitted)
             else:
                 record = vars(item)
-            key = (
-                item.key
-                if isinstance(item, Accepted) and item.key is not None
-                else bytes.fromhex(record["event_id"].replace("-", ""))
-            )
-            if (record["org_id"], key) in view.applied:
-                continue
-            if isinstance(item, Accepted):
-                view.apply_record(record, key, item.digest, item.submitted)
-            else:
-                view.apply_record(record, key, self._digest(record))
+                key = bytes.fromhex(record["event_id"].replace("-", ""))
+                if (record["org_id"], key) not in applied:
+                    view.apply_record(record, key, self._digest(record))
         self._save(view, mark, submitted)
         self._view = None
 
