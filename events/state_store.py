@@ -257,6 +257,8 @@ class _Cached(dict[K, V]):
         held = _dict_get(self, key, _ABSENT)  # one C call for an entry in hand (most)
         if held is not _ABSENT:
             return held
+        if key in self._absent:  # the next most common: read in bulk, and not there
+            return default
         value = self._fetch(key)
         return default if value is None else value
 
