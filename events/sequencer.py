@@ -114,6 +114,7 @@ def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission
 
 
 _dumps = orjson.dumps
+_sha256 = hashlib.sha256
 
 
 def _text(value: str | None) -> bytes:
@@ -165,8 +166,8 @@ class _Content:
         )
 
     def digest(self) -> bytes:
-        content = self.head + self.middle + self.version + self.tail
-        return hashlib.sha256(content).digest()[:16]
+        content = b"".join((self.head, self.middle, self.version, self.tail))
+        return _sha256(content).digest()[:16]
 
     def event_bytes(
         self, event_id: str, sequence: int, prev_hash: str, recorded_at: bytes
@@ -174,18 +175,22 @@ class _Content:
         """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5);
         ``recorded_at`` is its member's encoding (:func:`recorded_at_member`)."""
         event_id_member = b',"event_id":' + _dumps(event_id)
-        after = (
-            self.middle
-            + b',"prev_hash":'
-            + _dumps(prev_hash)
-            + recorded_at
-            + self.version
-            + b',"sequence":'
-            + str(sequence).encode()
-            + self.tail
+        after = b"".join(
+            (
+                self.middle,
+                b',"prev_hash":',
+                _dumps(prev_hash),
+                recorded_at,
+                self.version,
+                b',"sequence":',
+                str(sequence).encode(),
+                self.tail,
+            )
         )
-        digest = hashlib.sha256(prev_hash.encode("ascii"))
-        digest.update(self.head + event_id_member + after)
+        digest = _sha256(prev_hash.encode("ascii"))
+        digest.update(self.head)  # the event without its hash member, piece by piece
+        digest.update(event_id_member)
+        digest.update(after)
         hash_ = digest.hexdigest()
         body = b"".join((self.head, event_id_member, b',"hash":"', hash_.encode(), b'"', after))
         return body, hash_
