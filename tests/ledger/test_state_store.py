@@ -506,3 +506,19 @@ def test_the_key_results_a_batch_names_are_read_in_one_query_and_decide_as_memor
     assert len(reads) == 1, reads
     assert len([s for s in statements if "FROM sequencer_objectives" in s]) == 1
     check_file(path)
+
+
+def test_a_batch_of_byte_identical_repeats_reads_no_key_result(tmp_path: Path) -> None:
+    """Repeats are decided by their submission digests, without the rules: nothing the rules
+    would look at is read for them."""
+    path = tmp_path / "ledger.db"
+    lines = [*org_setup(), *(key_result(f"kr{i}") for i in range(2, 10))]
+    lines += [next(check_ins(1, key_result_id=f"kr{i}")) for i in range(1, 10)]
+    submit(path, lines)
+    log = SqliteEventLog(path)
+    statements: list[str] = []
+    log._db.set_trace_callback(statements.append)
+    again = list(Ledger(log, clock=lambda: NOW).submit_many((line, None) for line in lines))
+    log.close()
+    assert all(isinstance(outcome, Duplicate) for outcome in again)
+    assert not [s for s in statements if "sequencer_key_results" in s or "sequencer_obj" in s]
