@@ -4,12 +4,15 @@ then the same file again (every line a duplicate), beside raw anchors of the sam
 Prints events/s and the peak RSS of each ``okr-ledger submit`` process, and, on the same
 lines: orjson parse, pydantic validation with the project's models (envelope + payload), and
 a raw sqlite3 ``executemany`` of the very rows the ledger stored (same table, same pragmas,
-the same number of rows per transaction).
+the same number of rows per transaction). Each figure also as CPU time per event (user +
+system, the submit process's from its rusage), which other work on a shared machine
+disturbs far less than wall time: compare those ratios when the load average is high.
 Usage: python benchmarks/submit_throughput.py [--lines 100000] [--key-results 100]
 """
 
 import argparse
 import os
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -40,28 +43,38 @@ def write_workload(path: Path, lines: int, key_results: int) -> None:
             out.write(check_in("acme", i, key_results) + b"\n")
 
 
-def run_submit(data_dir: Path, path: Path) -> tuple[float, float, dict[str, int]]:
-    """Wall seconds, peak RSS (MiB) and summary of ``okr-ledger submit FILE --json``."""
+def children_cpu() -> float:
+    """User + system CPU seconds of the child processes waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_submit(data_dir: Path, path: Path) -> tuple[float, float, dict[str, int], float]:
+    """Wall seconds, peak RSS (MiB), summary of ``okr-ledger submit FILE --json`` and its CPU
+    seconds (user + system; the measuring wrapper's own start is a few ms of it)."""
     env = {**os.environ, "OKR_DATA_DIR": str(data_dir)}
     cli = Path(sys.executable).parent / "okr-ledger"
+    cpu = children_cpu()
     elapsed, peak, out = timed([str(cli), "submit", str(path), "--json"], env)
+    cpu = children_cpu() - cpu
     summary: dict[str, int] = orjson.loads(out)
-    return elapsed, peak, summary
+    return elapsed, peak, summary, cpu
 
 
 def anchors(path: Path, ledger: Path, work: Path) -> dict[str, float]:
-    """Seconds for the raw steps on the same lines and the same stored rows."""
+    """Seconds for the raw steps on the same lines and the same stored rows (wall; and CPU,
+    under ``cpu_<step>``)."""
     lines = path.read_bytes().splitlines()
     documents = [orjson.loads(line) for line in lines]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for line in lines:  # not kept: that would time the allocator
         orjson.loads(line)
-    parse = time.perf_counter() - start
-    start = time.perf_counter()
+    parse, cpu_parse = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     for document in documents:
         submission = Submission.model_validate(document)
         payload_model(submission.type, submission.schema_version).model_validate(submission.data)
-    validate = time.perf_counter() - start
+    validate, cpu_validate = time.perf_counter() - start, time.process_time() - cpu
     stored = sqlite3.connect(ledger)
     rows = stored.execute(
         "SELECT org_id, sequence, event_id, type, occurred_at, recorded_at, hash, body"
@@ -73,7 +86,7 @@ def anchors(path: Path, ledger: Path, work: Path) -> dict[str, float]:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA cache_size=-65536")
     db.execute(_MIGRATIONS[0][0])  # the events table of the ledger, as created
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for first in range(0, len(rows), BATCH):
         db.execute("BEGIN IMMEDIATE")
         db.executemany(
@@ -82,9 +95,16 @@ def anchors(path: Path, ledger: Path, work: Path) -> dict[str, float]:
             rows[first : first + BATCH],
         )
         db.execute("COMMIT")
-    insert = time.perf_counter() - start
+    insert, cpu_insert = time.perf_counter() - start, time.process_time() - cpu
     db.close()
-    return {"parse": parse, "validate": validate, "insert": insert}
+    return {
+        "parse": parse,
+        "validate": validate,
+        "insert": insert,
+        "cpu_parse": cpu_parse,
+        "cpu_validate": cpu_validate,
+        "cpu_insert": cpu_insert,
+    }
 
 
 def main() -> None:
@@ -96,8 +116,8 @@ def main() -> None:
         work = Path(tmp)
         path = work / "submissions.ndjson"
         write_workload(path, args.lines, args.key_results)
-        first, first_peak, summary = run_submit(work / "data", path)
-        rerun, rerun_peak, again = run_submit(work / "data", path)
+        first, first_peak, summary, first_cpu = run_submit(work / "data", path)
+        rerun, rerun_peak, again, rerun_cpu = run_submit(work / "data", path)
         raw = anchors(path, work / "data" / "ledger.db", work)
         size_mb = path.stat().st_size / 1e6
     n = summary["submitted"]
@@ -117,6 +137,16 @@ def main() -> None:
           f"({BATCH} a transaction, WAL, synchronous=FULL)")  # fmt: skip
     print(f"  first run / (parse + validation): {both / first:.2f}; "
           f"rerun / (parse + validation): {both / rerun:.2f}")  # fmt: skip
+    per = 1e6 / n
+    cpu_both = raw["cpu_parse"] + raw["cpu_validate"]
+    print("  CPU time per event (user + system; less disturbed by other load than wall time):")
+    print(f"    submit, first run:     {first_cpu * per:6.2f} µs   rerun: {rerun_cpu * per:6.2f} µs"
+          f"   (whole process, interpreter start included)")  # fmt: skip
+    print(f"    anchors: orjson parse {raw['cpu_parse'] * per:.2f} µs, validation "
+          f"{raw['cpu_validate'] * per:.2f} µs, "
+          f"sqlite3 executemany {raw['cpu_insert'] * per:.2f} µs")  # fmt: skip
+    print(f"    first run / (parse + validation): {cpu_both / first_cpu:.2f}; "
+          f"rerun / (parse + validation): {cpu_both / rerun_cpu:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

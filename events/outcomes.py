@@ -28,6 +28,8 @@ class Accepted:
     submitted: bytes | None = None
     """Digest of the exact bytes submitted (``events.sequencer.submission_digest``), when known:
     a byte-identical resubmission is then a duplicate without being validated again."""
+    key: bytes | None = None
+    """The 16 bytes of its ``event_id``, when the sequencer made it (so no one parses the text)."""
     _event: LedgerEvent | None = field(default=None, repr=False)
     status: Literal["accepted"] = "accepted"
 

@@ -6,7 +6,7 @@ Each rule gets the org's state and the payload at its latest version, and return
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from events.reasons import ReasonCode
 from events.state import OrgState
@@ -72,8 +72,12 @@ def _open_period(org: OrgState, period_id: str, what: str) -> Violation | None:
     """While a period is closed, nothing is added to it, checked in against it, or changed in
     what its grades measured (targets, weights, themes, status, retirements, alignment)."""
     if org.periods.get(period_id) is False:
-        return _state(f"period {period_id!r} is closed: {what} (reopen it with PeriodReopened)")
+        return _closed(period_id, what)
     return None
+
+
+def _closed(period_id: str, what: str) -> Violation:
+    return _state(f"period {period_id!r} is closed: {what} (reopen it with PeriodReopened)")
 
 
 def _objective_period_open(org: OrgState, objective_id: str, what: str) -> Violation | None:
@@ -84,9 +88,9 @@ def _objective_period_open(org: OrgState, objective_id: str, what: str) -> Viola
 def _key_result_period_open(org: OrgState, key_result_id: str, what: str) -> Violation | None:
     key_result = org.key_results[key_result_id]
     objective = org.objectives.get(key_result.objective_id)
-    if objective is None:
-        return None
-    return _open_period(org, objective.period_id, f"{what} of key result {key_result_id!r}")
+    if objective is None or org.periods.get(objective.period_id) is not False:
+        return None  # (the message is written only for a violation: this runs per check-in)
+    return _closed(objective.period_id, f"{what} of key result {key_result_id!r}")
 
 
 def target_violation(kind: str, start: float, target: float) -> Violation | None:
@@ -295,10 +299,10 @@ def _check_in(org: OrgState, d: p.CheckInRecorded) -> Violation | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """Who submits the event being decided: the org and the source (a correction may name its
-    original by the ``source_event_id`` this source gave it)."""
+    original by the ``source_event_id`` this source gave it). A named tuple: one is made per
+    submission, and a frozen dataclass costs twice as much to make."""
 
     org_id: str
     source: str
@@ -382,12 +386,13 @@ _RULES: dict[str, Rule] = {
     "KeyResultOwnerChanged": _key_result_owner,
 }
 RULES = dispatch_table("sequencing rules", _RULES)
+_AMENDING = (p.CheckInCorrected, p.CheckInRetracted)
 
 
 def check(org: OrgState, payload: p.Payload, origin: Origin | None = None) -> Violation | None:
     """Apply the rule of ``payload``'s event type (``origin``: who submits it, which a
     correction or retraction needs to find the check-in it names)."""
     violation = RULES[payload.type_name](org, payload)
-    if violation is None and isinstance(payload, p.CheckInCorrected | p.CheckInRetracted):
+    if violation is None and isinstance(payload, _AMENDING):
         violation = _earlier_check_in(org, payload, origin or Origin("", ""))
     return violation

@@ -102,7 +102,8 @@ def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission
             ReasonCode.SCHEMA_VIOLATION, str(error), [{"loc": "schema_version", "msg": str(error)}]
         ) from None
     try:
-        payload = model.model_validate(submission.data)
+        # pydantic-core's own call: ``model.model_validate`` without its Python wrapper
+        payload = model.__pydantic_validator__.validate_python(submission.data)
     except ValidationError as error:
         raise _RejectedError(
             ReasonCode.SCHEMA_VIOLATION,
@@ -113,6 +114,7 @@ def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission
 
 
 _dumps = orjson.dumps
+_sha256 = hashlib.sha256
 
 
 def _text(value: str | None) -> bytes:
@@ -164,8 +166,8 @@ class _Content:
         )
 
     def digest(self) -> bytes:
-        content = self.head + self.middle + self.version + self.tail
-        return hashlib.sha256(content).digest()[:16]
+        content = b"".join((self.head, self.middle, self.version, self.tail))
+        return _sha256(content).digest()[:16]
 
     def event_bytes(
         self, event_id: str, sequence: int, prev_hash: str, recorded_at: bytes
@@ -173,18 +175,22 @@ class _Content:
         """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5);
         ``recorded_at`` is its member's encoding (:func:`recorded_at_member`)."""
         event_id_member = b',"event_id":' + _dumps(event_id)
-        after = (
-            self.middle
-            + b',"prev_hash":'
-            + _dumps(prev_hash)
-            + recorded_at
-            + self.version
-            + b',"sequence":'
-            + str(sequence).encode()
-            + self.tail
+        after = b"".join(
+            (
+                self.middle,
+                b',"prev_hash":',
+                _dumps(prev_hash),
+                recorded_at,
+                self.version,
+                b',"sequence":',
+                str(sequence).encode(),
+                self.tail,
+            )
         )
-        digest = hashlib.sha256(prev_hash.encode("ascii"))
-        digest.update(self.head + event_id_member + after)
+        digest = _sha256(prev_hash.encode("ascii"))
+        digest.update(self.head)  # the event without its hash member, piece by piece
+        digest.update(event_id_member)
+        digest.update(after)
         hash_ = digest.hexdigest()
         body = b"".join((self.head, event_id_member, b',"hash":"', hash_.encode(), b'"', after))
         return body, hash_
@@ -235,15 +241,27 @@ def decide(
     ``raw`` is the submitted bytes, or :class:`Oversized` for a submission the reader did not
     hold whole (always ``too_large``).
     """
-    return _decide(state, raw, now=now, recorded_at=format_timestamp(now), policy=policy, line=line)
+    return _decide(state, raw, _Clock(now, policy), policy=policy, line=line)
+
+
+class _Clock:
+    """What a batch's decisions read from its one clock reading, worked out once."""
+
+    __slots__ = ("latest", "recorded_at", "recorded_at_member")
+
+    def __init__(self, now: datetime, policy: Policy) -> None:
+        self.recorded_at = format_timestamp(now)
+        self.recorded_at_member = recorded_at_member(self.recorded_at)
+        """``recorded_at``'s member in an event's bytes."""
+        self.latest = now + policy.clock_skew
+        """The latest ``occurred_at`` accepted."""
 
 
 def _decide(
     state: LedgerState,
     raw: bytes | Oversized,
+    clock: _Clock,
     *,
-    now: datetime,
-    recorded_at: str,
     policy: Policy,
     line: int | None,
     probed: "Probe | None" = None,
@@ -252,14 +270,15 @@ def _decide(
         too_large = _RejectedError(
             ReasonCode.TOO_LARGE, f"{raw.length} bytes, over the limit of {policy.max_bytes}", []
         )
-        return _rejection(too_large, raw, recorded_at, line, {})
+        return _rejection(too_large, raw, clock.recorded_at, line, {})
     try:
         submission, version, payload = _parse(
             raw, policy, probed.document if probed is not None else None
         )
     except _RejectedError as rejected:
-        return _rejection(rejected, raw, recorded_at, line, _peek(raw))
+        return _rejection(rejected, raw, clock.recorded_at, line, _peek(raw))
 
+    recorded_at = clock.recorded_at
     org_id = submission.org_id
     if (
         probed is not None
@@ -271,7 +290,7 @@ def _decide(
     else:
         event_key = submission.resolved_event_key()
     event_id = event_id_text(event_key)
-    data = payload.model_dump(mode="json", exclude_none=True)
+    data = payload.__pydantic_serializer__.to_python(payload, mode="json", exclude_none=True)
     occurred_at = format_timestamp(submission.occurred_at)
     content = _Content(submission, version, occurred_at, data)
     digest = content.digest()
@@ -289,7 +308,7 @@ def _decide(
             line,
             _context(submission, event_id),
         )
-    if submission.occurred_at > now + policy.clock_skew:
+    if submission.occurred_at > clock.latest:
         return _rejection(
             _RejectedError(
                 ReasonCode.CLOCK_SKEW,
@@ -318,9 +337,7 @@ def _decide(
         )
 
     sequence = org.last_sequence + 1
-    body, hash_ = content.event_bytes(
-        event_id, sequence, org.last_hash, recorded_at_member(recorded_at)
-    )
+    body, hash_ = content.event_bytes(event_id, sequence, org.last_hash, clock.recorded_at_member)
     record = {  # LedgerEvent's field order
         "sequence": sequence,
         "event_id": event_id,
@@ -338,7 +355,9 @@ def _decide(
         "prev_hash": org.last_hash,
         "hash": hash_,
     }
-    return Accepted(record, digest, body, probed.submitted if probed is not None else None)
+    return Accepted(
+        record, digest, body, probed.submitted if probed is not None else None, event_key
+    )
 
 
 def _context(submission: Submission, event_id: str) -> dict[str, Any]:
@@ -472,7 +491,7 @@ def decide_batch(
     its :func:`submission_digest`) is a duplicate of that event, without being parsed and
     validated again: :func:`decide` would find the same event with the same content.
     """
-    recorded_at = format_timestamp(now)
+    clock = _Clock(now, policy)
     if probes is None:
         probes = [probe(raw, policy) for raw, _ in lines]
     outcomes: list[Outcome] = []
@@ -486,13 +505,10 @@ def decide_batch(
         ):
             outcomes.append(Duplicate(event_id_text(probed.event_key), probed.org_id))
             continue
-        outcome = _decide(
-            state, raw, now=now, recorded_at=recorded_at, policy=policy, line=line, probed=probed
-        )
+        outcome = _decide(state, raw, clock, policy=policy, line=line, probed=probed)
         if type(outcome) is Accepted:
-            record = outcome.record
-            key = bytes.fromhex(record["event_id"].replace("-", ""))
-            state.apply_record(record, key, outcome.digest, outcome.submitted)
+            assert outcome.key is not None  # the sequencer's own outcomes carry it
+            state.apply_record(outcome.record, outcome.key, outcome.digest, outcome.submitted)
         outcomes.append(outcome)
     return outcomes
 

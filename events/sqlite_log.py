@@ -294,22 +294,24 @@ class SqliteEventLog:
         return end
 
     def _check_continuity(self, events: NewEvents) -> None:
-        heads: dict[str, ChainHead] = {}
+        heads: dict[str, tuple[int, str]] = {}  # (sequence, hash), as ChainHead
         for item in events:
-            event = item.record if isinstance(item, Accepted) else vars(item)
+            event = item.record if type(item) is Accepted else vars(item)
             org_id, sequence, prev_hash = event["org_id"], event["sequence"], event["prev_hash"]
-            head = heads.get(org_id) or self._head(org_id)
-            if sequence == head.sequence + 1 and prev_hash != head.hash:
+            head = heads.get(org_id)
+            if head is None:
+                stored = self._head(org_id)
+                head = (stored.sequence, stored.hash)
+            if sequence == head[0] + 1 and prev_hash != head[1]:
                 raise SequenceConflictError(
-                    f"org {org_id!r}'s newest event (sequence {head.sequence}) is filed "
-                    f"under hash {head.hash!r}, but its stored content has hash {prev_hash!r}"
+                    f"org {org_id!r}'s newest event (sequence {head[0]}) is filed "
+                    f"under hash {head[1]!r}, but its stored content has hash {prev_hash!r}"
                 )
-            if sequence != head.sequence + 1:
+            if sequence != head[0] + 1:
                 raise SequenceConflictError(
-                    f"org {org_id!r}: event {sequence} does not continue the chain at "
-                    f"{head.sequence}"
+                    f"org {org_id!r}: event {sequence} does not continue the chain at {head[0]}"
                 )
-            heads[org_id] = ChainHead(sequence, event["hash"])
+            heads[org_id] = (sequence, event["hash"])
 
     def _head(self, org_id: str) -> ChainHead:
         row = self._db.execute(

@@ -202,6 +202,7 @@ class _Absent:
 
 
 _ABSENT = _Absent()
+_dict_get = dict.get
 
 
 class _Cached(dict[K, V]):
@@ -233,6 +234,14 @@ class _Cached(dict[K, V]):
             dict.__setitem__(self, key, value)
             self._read_rows[key] = value if self._snapshot is None else self._snapshot(value)
 
+    def unread(self, key: K) -> bool:
+        """Whether nothing is known of ``key`` yet (neither read, nor written, nor absent)."""
+        return not dict.__contains__(self, key) and key not in self._absent
+
+    def unreadable(self) -> bool:
+        """Whether the table has no rows for this map (nothing to read)."""
+        return self._read is None
+
     def absent(self, key: K) -> bool:
         """Whether ``key`` is known to have no row (not read yet: False)."""
         return key in self._absent and not dict.__contains__(self, key)
@@ -245,8 +254,11 @@ class _Cached(dict[K, V]):
         return value
 
     def get(self, key: K, default: Any = None) -> Any:
-        if dict.__contains__(self, key):
-            return dict.__getitem__(self, key)
+        held = _dict_get(self, key, _ABSENT)  # one C call for an entry in hand (most)
+        if held is not _ABSENT:
+            return held
+        if key in self._absent:  # the next most common: read in bulk, and not there
+            return default
         value = self._fetch(key)
         return default if value is None else value
 
@@ -578,11 +590,18 @@ class _Sources(_Cached[tuple[str, str, str], bytes]):
     own id its source's id derives reads nothing (it is the first, or an earlier one is stored;
     either way no row is written, and a later read finds it)."""
 
-    __slots__ = ("_implied",)
+    __slots__ = ("_derived", "_implied")
 
-    def __init__(self, read: Callable[[tuple[str, str, str]], bytes | None], implied: bool) -> None:
+    def __init__(
+        self,
+        read: Callable[[tuple[str, str, str]], bytes | None],
+        implied: bool,
+        derived: dict[tuple[str, str, str], bytes],
+    ) -> None:
         super().__init__(read)
         self._implied = implied
+        self._derived = derived
+        """The view's ids derived already (by the batch's probes), not to derive them again."""
 
     def setdefault(self, key: tuple[str, str, str], default: bytes) -> bytes:
         if dict.__contains__(self, key):
@@ -591,7 +610,7 @@ class _Sources(_Cached[tuple[str, str, str], bytes]):
         if key in self._absent:  # known to have no first: this one is
             self[key] = default
             return default
-        if self._implied and default == derive_event_key(*key):
+        if self._implied and default == (self._derived.get(key) or derive_event_key(*key)):
             return default
         return super().setdefault(key, default)
 
@@ -709,20 +728,20 @@ class SqliteStateStore:
         view = self._open()
         first = mark.get(0, 0) - len(events)  # the log's positions of ``events`` (embedded)
         submitted: list[tuple[int, bytes]] = []
+        applied = view.applied
         for at, item in enumerate(events, start=first):
             if isinstance(item, Accepted):
                 record = item.record
                 if item.submitted is not None:
                     submitted.append((at, item.submitted))
+                key = item.key or bytes.fromhex(record["event_id"].replace("-", ""))
+                if (record["org_id"], key) not in applied:  # the view decided it: folded
+                    view.apply_record(record, key, item.digest, item.submitted)
             else:
                 record = vars(item)
-            key = bytes.fromhex(record["event_id"].replace("-", ""))
-            if (record["org_id"], key) in view.applied:
-                continue
-            if isinstance(item, Accepted):
-                view.apply_record(record, key, item.digest, item.submitted)
-            else:
-                view.apply_record(record, key, self._digest(record))
+                key = bytes.fromhex(record["event_id"].replace("-", ""))
+                if (record["org_id"], key) not in applied:
+                    view.apply_record(record, key, self._digest(record))
         self._save(view, mark, submitted)
         self._view = None
 
@@ -786,7 +805,7 @@ class SqliteStateStore:
         view.orgs = _Cached(lambda org_id: self._read_org(view, org_id))
         view.known = _Cached(lambda key: self._read_known(view, key))
         view.sources = _Sources(
-            lambda key: self._read_source(view, key), self._events.implies_sources
+            lambda key: self._read_source(view, key), self._events.implies_sources, view.derived
         )
         return view
 
@@ -837,6 +856,64 @@ class SqliteStateStore:
                     (org_id, view.derived[source_key])
                 ):
                     stored.loaded(source_key, None)
+        self._load_key_results(view, probes)
+
+    def _load_key_results(self, view: _View, probes: Sequence[Probe | None]) -> None:
+        """Read the key results the submissions name (``data.key_result_id``, a hint: a wrong
+        one costs a row) and their objectives, a query per org and table, instead of a query
+        per key result when the rules first look at it."""
+        named: dict[str, set[str]] = {}
+        repeats = view.submitted_digests
+        for probed in probes:
+            if probed is None or (org_id := probed.org_id) is None:
+                continue
+            key, digest = probed.event_key, probed.submitted
+            if key is not None and digest is not None and repeats.get((org_id, key)) == digest:
+                continue  # a byte-identical repeat: decided without the rules
+            data = probed.document.get("data")
+            if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
+                named.setdefault(org_id, set()).add(key_result_id)
+        for org_id, ids in named.items():
+            org = view.orgs[org_id]  # read now if not yet: the rules will look at it
+            key_results, objectives = org.key_results, org.objectives
+            if not isinstance(key_results, _Cached) or not isinstance(objectives, _Cached):
+                continue
+            found: dict[str, KeyResultState] = {}
+            for id_, objective_id, kind, start, active in self._rows(
+                "SELECT key_result_id, objective_id, kind, start, active FROM sequencer_key_results"
+                " WHERE org_id = ? AND key_result_id IN",
+                org_id,
+                [id_ for id_ in ids if key_results.unread(id_)],
+                into=key_results,
+            ):
+                found[id_] = KeyResultState(objective_id, kind, start, bool(active))
+            for id_, value in found.items():
+                key_results.loaded(id_, value)
+            for id_, status, period_id, parent_id in self._rows(
+                "SELECT objective_id, status, period_id, parent_id FROM sequencer_objectives"
+                " WHERE org_id = ? AND objective_id IN",
+                org_id,
+                [id_ for id_ in {k.objective_id for k in found.values()} if objectives.unread(id_)],
+                into=objectives,
+            ):
+                objectives.loaded(id_, ObjectiveState(status, period_id, parent_id))
+
+    def _rows(
+        self, query: str, org_id: str, ids: list[str], into: "_Cached[str, Any]"
+    ) -> list[tuple[Any, ...]]:
+        """The rows of ``query (ids...)`` for one org, read in chunks; each id without a row
+        is noted as absent in ``into`` (the caller notes the others)."""
+        found: list[tuple[Any, ...]] = []
+        if into.unreadable():
+            return found
+        for chunk in _chunks(sorted(ids)):
+            rows = self._db.execute(f"{query} ({_marks(len(chunk))})", (org_id, *chunk)).fetchall()
+            found.extend(rows)
+            seen = {row[0] for row in rows}
+            for id_ in chunk:
+                if id_ not in seen:
+                    into.loaded(id_, None)
+        return found
 
     def _sources(
         self, org_id: str, pairs: Sequence[tuple[str, str]]

@@ -13,9 +13,14 @@ if TYPE_CHECKING:  # the Kafka wire format: imported by the Kafka runtime only
 Status = Literal["accepted", "duplicate", "rejected"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SubmitOutcome:
-    """Accepted (with its sequence and hash), duplicate, or rejected (with a reason code)."""
+    """Accepted (with its sequence and hash), duplicate, or rejected (with a reason code).
+
+    Never changed once made, but not a frozen dataclass: one is made per submission, and
+    freezing its nine fields costs more than a microsecond of ``object.__setattr__`` each time
+    (hashable all the same, by its fields).
+    """
 
     status: Status
     event_id: str | None

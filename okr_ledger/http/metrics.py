@@ -4,6 +4,7 @@ Requests by route template and status, their latency, submissions by outcome and
 and the size of each group the writer commits. Each app has its own registry.
 """
 
+import collections
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -48,8 +49,11 @@ class Metrics:
         )
 
     def count(self, outcomes: list[SubmitOutcome]) -> None:
-        for outcome in outcomes:
-            self.submissions.labels(outcome.status, outcome.reason_code or "").inc()
+        # Counted first, then one increment per label set: a label lookup and an increment
+        # take a lock each, a microsecond per outcome of a batch otherwise.
+        counts = collections.Counter((o.status, o.reason_code or "") for o in outcomes)
+        for (status, reason_code), count in counts.items():
+            self.submissions.labels(status, reason_code).inc(count)
 
     def response(self, _request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -462,3 +462,63 @@ def test_a_closed_period_and_its_reopening_are_kept_across_restarts(tmp_path: Pa
     kinds = [type(o).__name__ for o in found[-5:]]
     assert kinds == ["Rejection", "Rejection", "Accepted", "Accepted", "Accepted"]
     check_file(path)
+
+
+# --- what a batch names is read in bulk -----------------------------------------------------------
+
+
+def key_result(key_result_id: str, objective_id: str = "o1") -> bytes:
+    return raw(
+        "KeyResultDefined",
+        {"key_result_id": key_result_id, "objective_id": objective_id, "title": key_result_id,
+         "kind": "increase", "start": 0, "target": 100, "unit": "%"},
+    )  # fmt: skip
+
+
+def test_the_key_results_a_batch_names_are_read_in_one_query_and_decide_as_memory(
+    tmp_path: Path,
+) -> None:
+    """A batch of check-ins over many key results reads them (and their objectives) with one
+    query each, not one per key result; what its lines name is only a hint: a key result
+    that does not exist, one retired, and one defined in the same batch are decided as the
+    state in memory decides them."""
+    path = tmp_path / "ledger.db"
+    stored = [*org_setup(), *(key_result(f"kr{i}") for i in range(2, 40))]
+    stored.append(raw("KeyResultRetired", {"key_result_id": "kr39", "reason": "dropped"}))
+    submit(path, stored)
+    batch = [
+        *(next(check_ins(1, key_result_id=f"kr{i}")) for i in range(1, 40)),
+        next(check_ins(1, key_result_id="nope")),
+        key_result("kr40"),
+        next(check_ins(1, key_result_id="kr40")),
+        raw("CheckInRecorded", {"key_result_id": 7, "value": 1, "confidence": 0.5}),
+    ]
+    log = SqliteEventLog(path)
+    statements: list[str] = []
+    log._db.set_trace_callback(statements.append)
+    ledger = Ledger(log, clock=lambda: NOW)
+    found = list(ledger.submit_many((line, None) for line in batch))
+    log.close()
+    assert found == in_memory(stored + batch)[len(stored) :]
+    kinds = [type(o).__name__ for o in found]
+    assert kinds == ["Accepted"] * 38 + ["Rejection"] * 2 + ["Accepted"] * 2 + ["Rejection"]
+    reads = [s for s in statements if "FROM sequencer_key_results" in s]
+    assert len(reads) == 1, reads
+    assert len([s for s in statements if "FROM sequencer_objectives" in s]) == 1
+    check_file(path)
+
+
+def test_a_batch_of_byte_identical_repeats_reads_no_key_result(tmp_path: Path) -> None:
+    """Repeats are decided by their submission digests, without the rules: nothing the rules
+    would look at is read for them."""
+    path = tmp_path / "ledger.db"
+    lines = [*org_setup(), *(key_result(f"kr{i}") for i in range(2, 10))]
+    lines += [next(check_ins(1, key_result_id=f"kr{i}")) for i in range(1, 10)]
+    submit(path, lines)
+    log = SqliteEventLog(path)
+    statements: list[str] = []
+    log._db.set_trace_callback(statements.append)
+    again = list(Ledger(log, clock=lambda: NOW).submit_many((line, None) for line in lines))
+    log.close()
+    assert all(isinstance(outcome, Duplicate) for outcome in again)
+    assert not [s for s in statements if "sequencer_key_results" in s or "sequencer_obj" in s]
