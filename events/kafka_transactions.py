@@ -145,17 +145,18 @@ class BatchProducer:
                 delivered.setdefault(where, []).append(message.offset())
 
         produce, poll = self._producer.produce, self._producer.poll
-        for r in records:
-            headers: list[tuple[str, str | bytes | None]] | None = (
-                list(r.headers) if r.headers else None
-            )
-            while True:
-                try:
-                    produce(r.topic, r.value, r.key, r.partition, report, headers=headers)
-                    break
-                except BufferError:  # the local queue is full: let it drain
-                    poll(0.05)
-        left = self._producer.flush(self._timeout_s)
+        with _fatal_errors_raised():
+            for r in records:
+                headers: list[tuple[str, str | bytes | None]] | None = (
+                    list(r.headers) if r.headers else None
+                )
+                while True:
+                    try:
+                        produce(r.topic, r.value, r.key, r.partition, report, headers=headers)
+                        break
+                    except BufferError:  # the local queue is full: let it drain
+                        poll(0.05)
+            left = self._producer.flush(self._timeout_s)
         if failures:
             raise KafkaException(failures[0])
         if left:
@@ -182,6 +183,21 @@ class BatchProducer:
         """Drop anything not sent (a fenced or failed producer has nothing worth waiting for)."""
         self._producer.purge()
         self._producer.flush(0)
+
+
+@contextmanager
+def _fatal_errors_raised() -> Iterator[None]:
+    """Around calls that run the delivery callbacks (``poll``, ``flush``): confluent-kafka
+    raises a fatal error (the producer was fenced) from inside them and then runs the next
+    callback with it pending, which fails with a :class:`SystemError` caused by it. Raise the
+    :class:`KafkaException` itself, so that a fenced writer is reported as fenced (it used to
+    stop the worker)."""
+    try:
+        yield
+    except SystemError as error:
+        if isinstance(error.__cause__, KafkaException):
+            raise error.__cause__ from None
+        raise
 
 
 def _fenced(error: KafkaException) -> bool:

@@ -29,7 +29,7 @@ from events.kafka_transactions import BatchProducer, transaction_timeout_ms
 from processors.kafka_config import Topics, WorkerConfig
 from processors.kafka_sequencer import IntakeRecord
 from processors.sequencer_core import SequencerCore, Verdict
-from schemas.errors import LedgerUnavailableError
+from schemas.errors import LedgerUnavailableError, WriterFencedError
 from tests.builders import check_ins, org_setup
 
 pytestmark = pytest.mark.kafka
@@ -288,3 +288,43 @@ def test_on_tansu_a_fenced_transaction_ends_only_once_no_transaction_sharing_a_p
     assert _readable(kafka_address, topics.rejections, 0)
     dead.close()
     other.close()
+
+
+# -- a fenced writer is told so ------------------------------------------------------------
+
+
+def test_a_fenced_writer_is_told_so_by_its_next_batch(place: Place) -> None:
+    """The refusal of a fenced producer's first write comes while flush() runs the delivery
+    callbacks: it is a :class:`WriterFencedError` (it was a ``SystemError`` from inside
+    confluent-kafka, which stopped the worker), and so is every later one."""
+    topic, transactional_id = place.topics.rejections, f"test-{uuid.uuid4().hex[:8]}"
+    old = BatchProducer((place.address,), transactional_id=transactional_id, timeout_s=5.0)
+    with old.transaction():
+        old.send([OutRecord(topic, 0, None, b"before")])
+    new = BatchProducer((place.address,), transactional_id=transactional_id, timeout_s=5.0)
+    for _ in range(3):
+        with pytest.raises(WriterFencedError), old.transaction():
+            old.send([OutRecord(topic, 0, None, b"after")])
+    old.close()
+    new.close()
+
+
+def test_a_worker_whose_partition_was_taken_over_gets_fenced_not_an_error(
+    place: Place, tmp_path: Path
+) -> None:
+    """A paused worker wakes up and writes its batch: the verdict is FENCED (wait for the
+    rebalance), not an error that stops the worker and not a restore that would initialise
+    the transactional id again and fence the new owner."""
+    partition = 0
+    batches = _intake(partition, 2)
+    paused, owner = place.core(tmp_path / "paused"), place.core(tmp_path / "owner")
+    try:
+        paused.restore(partition)
+        _write(paused, partition, batches[:1])
+        owner.fence([partition])
+        owner.restore(partition)
+        assert paused.sequence(partition, batches[1]).verdict is Verdict.FENCED
+        _write(owner, partition, batches[1:])  # the owner's writer was not fenced back
+    finally:
+        paused.close()
+        owner.close()
