@@ -15,6 +15,14 @@ can send in steps, each one durable before the next; :meth:`BatchProducer.transa
 steps in one transaction. The order matters even inside a transaction: Tansu does not hide
 aborted transactions from readers, so a crash in the middle leaves what reached it visible,
 and what is visible must be a prefix of the steps.
+
+A transaction left open by a writer that died holds up every committed read of the partitions
+it wrote (the ledger partition, the shared rejections topic, outcomes). Two things end it: the
+next producer initialised with the same transactional id (the fence), and, on a real Kafka,
+the broker's ``transaction.timeout.ms``, set here to half the readers' bound
+(:func:`transaction_timeout_ms`) so that a reader waiting for such a transaction sees it end
+before it gives up. Tansu 0.6 has no such timeout (an abandoned transaction stays open, at any
+setting): there only the fence ends it. See docs/ARCHITECTURE.md, "Crash points".
 """
 
 import logging
@@ -29,6 +37,18 @@ from schemas.errors import LedgerUnavailableError, WriterFencedError
 
 log = logging.getLogger("librdkafka")
 """Where librdkafka's own log lines go (instead of stderr)."""
+
+MIN_TRANSACTION_TIMEOUT_MS = 1000
+"""librdkafka's lower limit of ``transaction.timeout.ms``."""
+
+
+def transaction_timeout_ms(timeout_s: float) -> int:
+    """The broker-side timeout of a writer's transactions: half of ``timeout_s``, the bound of
+    the readers (:class:`events.kafka_client.Reader` gives up after ``timeout_s`` without a
+    record), so that a transaction nobody fences is aborted by a real Kafka while a committed
+    read waiting for it still waits. A batch's transaction takes well under a second."""
+    return max(MIN_TRANSACTION_TIMEOUT_MS, int(timeout_s * 1000) // 2)
+
 
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 """librdkafka's codes for "another producer took over this transactional id"."""
@@ -50,6 +70,10 @@ class BatchProducer:
         self.transactional = transactional_id is not None
         self._timeout_s = timeout_s
         self._where = ",".join(servers)
+        # librdkafka refuses message and socket timeouts longer than the transaction timeout.
+        request_timeout_ms = int(timeout_s * 1000)
+        if transactional_id is not None:
+            request_timeout_ms = transaction_timeout_ms(timeout_s)
         config: dict[str, Any] = {
             "bootstrap.servers": self._where,
             "client.id": client_id,
@@ -59,12 +83,12 @@ class BatchProducer:
             "batch.size": 1024 * 1024,
             "queue.buffering.max.messages": 1_000_000,
             "message.max.bytes": 8 * 1024 * 1024,
-            "message.timeout.ms": int(timeout_s * 1000),
-            "socket.timeout.ms": int(timeout_s * 1000),
+            "message.timeout.ms": request_timeout_ms,
+            "socket.timeout.ms": request_timeout_ms,
         }
         if transactional_id is not None:
             config["transactional.id"] = transactional_id
-            config["transaction.timeout.ms"] = max(60_000, int(timeout_s * 2000))
+            config["transaction.timeout.ms"] = transaction_timeout_ms(timeout_s)
         try:
             self._producer = Producer(config, logger=log)
             if transactional_id is not None:
@@ -121,17 +145,18 @@ class BatchProducer:
                 delivered.setdefault(where, []).append(message.offset())
 
         produce, poll = self._producer.produce, self._producer.poll
-        for r in records:
-            headers: list[tuple[str, str | bytes | None]] | None = (
-                list(r.headers) if r.headers else None
-            )
-            while True:
-                try:
-                    produce(r.topic, r.value, r.key, r.partition, report, headers=headers)
-                    break
-                except BufferError:  # the local queue is full: let it drain
-                    poll(0.05)
-        left = self._producer.flush(self._timeout_s)
+        with _fatal_errors_raised():
+            for r in records:
+                headers: list[tuple[str, str | bytes | None]] | None = (
+                    list(r.headers) if r.headers else None
+                )
+                while True:
+                    try:
+                        produce(r.topic, r.value, r.key, r.partition, report, headers=headers)
+                        break
+                    except BufferError:  # the local queue is full: let it drain
+                        poll(0.05)
+            left = self._producer.flush(self._timeout_s)
         if failures:
             raise KafkaException(failures[0])
         if left:
@@ -158,6 +183,21 @@ class BatchProducer:
         """Drop anything not sent (a fenced or failed producer has nothing worth waiting for)."""
         self._producer.purge()
         self._producer.flush(0)
+
+
+@contextmanager
+def _fatal_errors_raised() -> Iterator[None]:
+    """Around calls that run the delivery callbacks (``poll``, ``flush``): confluent-kafka
+    raises a fatal error (the producer was fenced) from inside them and then runs the next
+    callback with it pending, which fails with a :class:`SystemError` caused by it. Raise the
+    :class:`KafkaException` itself, so that a fenced writer is reported as fenced (it used to
+    stop the worker)."""
+    try:
+        yield
+    except SystemError as error:
+        if isinstance(error.__cause__, KafkaException):
+            raise error.__cause__ from None
+        raise
 
 
 def _fenced(error: KafkaException) -> bool:

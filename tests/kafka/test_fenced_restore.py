@@ -1,0 +1,330 @@
+"""A worker SIGKILLed in the middle of a Kafka transaction: the survivor's restore is not held up.
+
+The dead worker's transaction stays open on the broker (Tansu never ends an abandoned
+transaction by itself, whatever its timeout: only the next producer with the same transactional
+id does). A committed read of a partition that transaction wrote (its ledger partition, the
+shared rejections topic, the outcomes it answered on) waits for it; on Tansu a committed read
+also waits for transactions *committed after it* on any partition they share with it. The
+survivor fences the dead worker's partitions before it reads anything, and its restore must then
+finish well within the restore reader's bound (``timeout_s``), with the cut batch decided again.
+"""
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events import kafka_transactions
+from events.intake_wire import intake_message
+from events.kafka_admin import ensure_topics, okr_topics
+from events.kafka_client import Connection, OutRecord, Reader, partition_for
+from events.kafka_records import ChainRule, decode_event, org_key
+from events.kafka_transactions import BatchProducer, transaction_timeout_ms
+from processors.kafka_config import Topics, WorkerConfig
+from processors.kafka_sequencer import IntakeRecord
+from processors.sequencer_core import SequencerCore, Verdict
+from schemas.errors import LedgerUnavailableError, WriterFencedError
+from tests.builders import check_ins, org_setup
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 3
+TIMEOUT_S = 15.0
+"""The Kafka timeout of the cores, and so the restore reader's bound."""
+PROMPT_S = 5.0
+"""A restore after a crash must finish within this (a third of the bound)."""
+
+
+def _topics(kafka: Connection) -> Topics:
+    suffix = uuid.uuid4().hex[:12]
+    names = {r: f"test.{suffix}.{r}" for r in ("intake", "ledger", "rejections", "outcomes")}
+    ensure_topics(kafka, okr_topics(**names, partitions=PARTITIONS))
+    return Topics(**names)
+
+
+def _org_of(partition: int) -> str:
+    return next(
+        org
+        for org in (f"org{i}" for i in range(1000))
+        if partition_for(org_key(org), PARTITIONS) == partition
+    )
+
+
+def _intake(partition: int, batches: int, size: int = 10) -> list[list[IntakeRecord]]:
+    """The org's setup, then batches of check-ins, each with a rejection (broken JSON): every
+    batch's transaction writes the ledger partition, the rejections topic and the outcomes."""
+    org = _org_of(partition)
+    raws = org_setup(org)
+    for _ in range(batches):
+        raws += [*check_ins(size - 1, org), b"{broken"]
+    records = []
+    for offset, raw in enumerate(raws):
+        message = intake_message(raw, f"p{partition}-s{offset}", None)
+        records.append(IntakeRecord(partition, offset, message.value, message.headers, message.key))
+    first = len(org_setup(org))
+    return [records[:first]] + [records[i : i + size] for i in range(first, len(records), size)]
+
+
+def _core(address: str, topics: Topics, data_dir: Path, app_id: str) -> SequencerCore:
+    config = WorkerConfig(
+        servers=(address,), app_id=app_id, topics=topics, data_dir=data_dir, timeout_s=TIMEOUT_S
+    )
+    return SequencerCore(config)
+
+
+def _write(core: SequencerCore, partition: int, batches: list[list[IntakeRecord]]) -> None:
+    for batch in batches:
+        assert core.sequence(partition, batch).verdict is Verdict.WRITTEN
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the workers of one test write: the broker, the topics, the app id."""
+
+    address: str
+    topics: Topics
+    app_id: str
+
+    def core(self, data_dir: Path) -> SequencerCore:
+        return _core(self.address, self.topics, data_dir, self.app_id)
+
+
+def _die_inside_a_transaction(
+    place: Place, data_dir: Path, partition: int, batches: list[list[IntakeRecord]]
+) -> None:
+    """A worker of ``partition`` that writes whole batches, then is SIGKILLed in the next one
+    after its rejections and events are acknowledged, before its outcomes and its commit."""
+    core, topics = place.core(data_dir), place.topics
+    core.restore(partition)
+    _write(core, partition, batches[:-1])
+    send = kafka_transactions.BatchProducer.send
+
+    def send_then_die(self: kafka_transactions.BatchProducer, records: Any) -> list[int]:
+        offsets = send(self, records)
+        if any(r.topic == topics.ledger for r in records):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return offsets
+
+    kafka_transactions.BatchProducer.send = send_then_die  # type: ignore[method-assign]
+    core.sequence(partition, batches[-1])
+    raise AssertionError("not killed")
+
+
+def _killed_inside_a_transaction(
+    place: Place, data_dir: Path, partition: int, batches: list[list[IntakeRecord]]
+) -> None:
+    child = multiprocessing.get_context("fork").Process(
+        target=_die_inside_a_transaction, args=(place, data_dir, partition, batches)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+
+
+def _ledger(kafka: Connection, topic: str, partition: int) -> list[dict[str, Any]]:
+    reader = Reader(kafka)
+    try:
+        rule = ChainRule()
+        events = [decode_event(r.value) for r in reader.read(topic, {partition: None})]
+        return [e for e in events if rule.admit(e)]
+    finally:
+        reader.close()
+
+
+@pytest.fixture
+def place(kafka: Connection, kafka_address: str) -> Place:
+    return Place(kafka_address, _topics(kafka), f"test-{uuid.uuid4().hex[:8]}")
+
+
+def test_the_survivor_restores_promptly_after_a_worker_is_killed_inside_a_transaction(
+    kafka: Connection, place: Place, tmp_path: Path
+) -> None:
+    """The survivor keeps writing its own partition (each transaction shares the rejections
+    topic with the dead one: on Tansu they stay unresolved behind it), then takes the dead
+    worker's partition over: fence, restore both, well within the bound; the cut batch is
+    decided again and written."""
+    topics, address = place.topics, place.address
+    dead, alive = 0, 1
+    dead_batches, alive_batches = _intake(dead, 3), _intake(alive, 4)
+    survivor = place.core(tmp_path / "survivor")
+    try:
+        survivor.restore(alive)
+        _write(survivor, alive, alive_batches[:2])
+        _killed_inside_a_transaction(place, tmp_path / "dead", dead, dead_batches)
+        _write(survivor, alive, alive_batches[2:])  # while the dead transaction is open
+        assert not _readable(address, topics.rejections, 0)  # it holds them up
+        assert not _readable(address, topics.ledger, alive)  # and what came after
+
+        started = time.monotonic()
+        survivor.fence([dead, alive])
+        restored = survivor.restore_all([dead, alive])
+        took = time.monotonic() - started
+        assert took < PROMPT_S, f"the restore took {took:.1f}s (bound {TIMEOUT_S:.0f}s)"
+
+        cut = dead_batches[-1]
+        assert restored[dead].resume == cut[0].offset  # the cut batch was not answered
+        assert survivor.sequence(dead, cut).verdict is Verdict.WRITTEN
+        org = _org_of(dead)
+        accepted = sum(1 for batch in dead_batches for r in batch if r.value != b"{broken")
+        chain = [e for e in _ledger(kafka, topics.ledger, dead) if e["org_id"] == org]
+        assert [e["sequence"] for e in chain] == list(range(1, accepted + 1))
+    finally:
+        survivor.close()
+
+
+def test_a_restore_waits_only_until_every_dead_writer_is_fenced(
+    place: Place, tmp_path: Path
+) -> None:
+    """The dead worker's partition goes to another survivor: this one restores its own
+    partition (reading the shared rejections topic, which the dead transaction wrote), and
+    finishes as soon as the other survivor has fenced the dead worker's partition."""
+    topics, address = place.topics, place.address
+    dead, mine = 0, 1
+    other, survivor = place.core(tmp_path / "other"), place.core(tmp_path / "survivor")
+    try:
+        survivor.restore(mine)
+        _write(survivor, mine, _intake(mine, 1))
+        _killed_inside_a_transaction(place, tmp_path / "dead", dead, _intake(dead, 2))
+        survivor.drop(mine)  # a rebalance: everything is assigned again
+
+        assert not _readable(address, topics.rejections, 0)  # the dead transaction
+        other.fence([dead])
+        started = time.monotonic()
+        survivor.fence([mine])
+        survivor.restore_all([mine])
+        assert time.monotonic() - started < PROMPT_S
+    finally:
+        other.close()
+        survivor.close()
+
+
+# -- what ends an abandoned transaction on the test broker -----------------------------------
+
+
+def _abandoned(
+    address: str, transactional_id: str, records: list[OutRecord]
+) -> tuple[BatchProducer, object]:
+    """A writer whose transaction is left open with ``records`` in it (as a SIGKILL leaves it:
+    the producer is never used again); and the transaction, kept from being collected (which
+    would abort it)."""
+    producer = BatchProducer((address,), transactional_id=transactional_id, timeout_s=2.0)
+    transaction = producer.transaction()
+    transaction.__enter__()
+    producer.send(records)
+    return producer, transaction
+
+
+def _readable(address: str, topic: str, partition: int) -> bool:
+    """Whether a committed read of the partition reaches its end (within 2 s)."""
+    reader = Reader(Connection((address,), "okr-tests", 2.0))
+    try:
+        list(reader.read(topic, {partition: None}))
+        return True
+    except LedgerUnavailableError:
+        return False
+    finally:
+        reader.close()
+
+
+def test_the_writers_transactions_time_out_within_the_readers_bound() -> None:
+    """On a real Kafka, a transaction nobody fences is aborted before a committed read that
+    waits for it gives up (the readers' bound is the same ``timeout_s``)."""
+    for timeout_s in (2.0, 15.0, 30.0, 90.0):
+        assert transaction_timeout_ms(timeout_s) < timeout_s * 1000
+    assert transaction_timeout_ms(0.5) == 1000  # librdkafka's minimum
+
+
+def test_on_tansu_only_the_fence_ends_an_abandoned_transaction(
+    kafka: Connection, kafka_address: str
+) -> None:
+    """Tansu 0.6 keeps an abandoned transaction open past its timeout (1 s here, waited 3 s):
+    the only thing that ends it is the next producer with the same transactional id."""
+    topics = _topics(kafka)
+    transactional_id = f"test-{uuid.uuid4().hex[:8]}"
+    producer, _open = _abandoned(
+        kafka_address, transactional_id, [OutRecord(topics.rejections, 0, None, b"r")]
+    )
+    assert transaction_timeout_ms(2.0) == 1000
+    time.sleep(3)
+    assert not _readable(kafka_address, topics.rejections, 0)
+    BatchProducer((kafka_address,), transactional_id=transactional_id, timeout_s=2.0).close()
+    assert _readable(kafka_address, topics.rejections, 0)
+    producer.close()
+
+
+def test_on_tansu_a_fenced_transaction_ends_only_once_no_transaction_sharing_a_partition_is_open(
+    kafka: Connection, kafka_address: str
+) -> None:
+    """A dead writer's transaction (ledger partition 0, rejections, outcomes 1) is fenced, but
+    another transaction left open on outcomes partition 1 (a writer nobody fences) keeps it
+    from ending: the ledger partition and the rejections stay unreadable. That is why every
+    transactional id of a dead worker must be fenced, and why a writer whose transactional
+    id nobody takes over (``KafkaEventLog.append``'s) must not die inside a transaction."""
+    topics = _topics(kafka)
+    dead_id, other_id = (f"test-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    dead, _dead_open = _abandoned(
+        kafka_address,
+        dead_id,
+        [
+            OutRecord(topics.ledger, 0, None, b"e"),
+            OutRecord(topics.rejections, 0, None, b"r"),
+            OutRecord(topics.outcomes, 1, None, b"o"),
+        ],
+    )
+    other, _other_open = _abandoned(
+        kafka_address, other_id, [OutRecord(topics.outcomes, 1, None, b"o")]
+    )
+    BatchProducer((kafka_address,), transactional_id=dead_id, timeout_s=2.0).close()  # fenced
+    assert not _readable(kafka_address, topics.ledger, 0)
+    assert not _readable(kafka_address, topics.rejections, 0)
+    BatchProducer((kafka_address,), transactional_id=other_id, timeout_s=2.0).close()
+    assert _readable(kafka_address, topics.ledger, 0)
+    assert _readable(kafka_address, topics.rejections, 0)
+    dead.close()
+    other.close()
+
+
+# -- a fenced writer is told so ------------------------------------------------------------
+
+
+def test_a_fenced_writer_is_told_so_by_its_next_batch(place: Place) -> None:
+    """The refusal of a fenced producer's first write comes while flush() runs the delivery
+    callbacks: it is a :class:`WriterFencedError` (it was a ``SystemError`` from inside
+    confluent-kafka, which stopped the worker), and so is every later one."""
+    topic, transactional_id = place.topics.rejections, f"test-{uuid.uuid4().hex[:8]}"
+    old = BatchProducer((place.address,), transactional_id=transactional_id, timeout_s=5.0)
+    with old.transaction():
+        old.send([OutRecord(topic, 0, None, b"before")])
+    new = BatchProducer((place.address,), transactional_id=transactional_id, timeout_s=5.0)
+    for _ in range(3):
+        with pytest.raises(WriterFencedError), old.transaction():
+            old.send([OutRecord(topic, 0, None, b"after")])
+    old.close()
+    new.close()
+
+
+def test_a_worker_whose_partition_was_taken_over_gets_fenced_not_an_error(
+    place: Place, tmp_path: Path
+) -> None:
+    """A paused worker wakes up and writes its batch: the verdict is FENCED (wait for the
+    rebalance), not an error that stops the worker and not a restore that would initialise
+    the transactional id again and fence the new owner."""
+    partition = 0
+    batches = _intake(partition, 2)
+    paused, owner = place.core(tmp_path / "paused"), place.core(tmp_path / "owner")
+    try:
+        paused.restore(partition)
+        _write(paused, partition, batches[:1])
+        owner.fence([partition])
+        owner.restore(partition)
+        assert paused.sequence(partition, batches[1]).verdict is Verdict.FENCED
+        _write(owner, partition, batches[1:])  # the owner's writer was not fenced back
+    finally:
+        paused.close()
+        owner.close()
