@@ -269,13 +269,13 @@ class Worker(Delivery):
             offsets[TP(topics.rejections, REJECTIONS_PARTITION)] = rejections
         return offsets
 
-    def revoked(self, revoked: set[TP]) -> None:
+    async def revoked(self, revoked: set[TP]) -> None:
         sequencer, projector = self._agents()
         intake = self.config.topics.intake
         sequencer.revoke({tp.partition for tp in revoked if tp.topic == intake})
-        projector.revoke()
         if TP(self.config.topics.rejections, REJECTIONS_PARTITION) in revoked:
             self.runs_timers = False
+        await projector.revoke()
 
     # -- the agents' bodies ----------------------------------------------------------------
 

@@ -72,8 +72,9 @@ class Delivery(Protocol):
         next."""
         ...
 
-    def revoked(self, revoked: set[TP]) -> None:
-        """A rebalance takes ``revoked`` away: take no more batches of them."""
+    async def revoked(self, revoked: set[TP]) -> None:
+        """A rebalance takes ``revoked`` away: take no more batches of them, and finish (or
+        drop) what is under way before the group assigns them again."""
         ...
 
 
@@ -110,7 +111,7 @@ class OkrConsumer(AIOKafkaConsumer):
             await self.seek(tp, offset)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        self.delivery.revoked(set(revoked))  # before anything else: no batch of them after
+        await self.delivery.revoked(set(revoked))  # first: no batch of them after
         await super().on_partitions_revoked(revoked)
 
     async def _wait_next_records(self, timeout: float) -> Any:

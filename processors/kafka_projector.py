@@ -85,9 +85,13 @@ class LedgerProjection:
     def take(self, partitions: set[int]) -> dict[int, int | None]:
         """A new assignment: where to read each ledger partition from (``None``: its
         beginning). See the module docstring."""
-        self._discard_unfinished(partitions)
-        self.checkpoints = self.sink.positions()
-        self.rejections_done = self.sink.positions(t.REJECTION_STREAM).get("", 0)
+        # One read of the checkpoints for the discard and for what follows: a checkpoint
+        # inserted after it (by a worker that had these partitions, finishing a commit late)
+        # must not turn events whose rows the discard removed into "stored already".
+        found = self.sink.checkpoints()
+        self._discard_unfinished(partitions, found)
+        self.checkpoints = found.get(t.LEDGER_STREAM, {})
+        self.rejections_done = found.get(t.REJECTION_STREAM, {}).get("", 0)
         starts: dict[int, int | None] = {}
         for partition in partitions:
             if partition in self.next_offsets and self._unchanged(partition):
@@ -97,10 +101,10 @@ class LedgerProjection:
                 starts[partition] = None
         return starts
 
-    def _discard_unfinished(self, partitions: set[int]) -> None:
+    def _discard_unfinished(self, partitions: set[int], found: dict[str, dict[str, int]]) -> None:
         """Remove the rows of commits cut short of the orgs of ``partitions`` only: another
-        worker may be committing its own partitions' orgs into the same store."""
-        found = self.sink.checkpoints()
+        worker may be committing its own partitions' orgs into the same store. ``found``: the
+        store's checkpoints, every stream."""
         owner = self.chain.owner
         begun = {
             o: end for o, end in found.get(t.BEGUN_STREAM, {}).items() if owner(o) in partitions
@@ -210,10 +214,15 @@ class ProjectorAgent:
         )
         return starts, self.projection.rejections_done if rejections else None
 
-    def revoke(self) -> None:
-        """Take no more batches until the next assignment (which says where to read from)."""
+    async def revoke(self) -> None:
+        """Take no more batches until the next assignment (which says where to read from),
+        and return once an insert under way has ended: the next owner of these partitions
+        reads the store's checkpoints when it takes them, and this worker rejoins the group
+        (letting the assignment go on) only after this returns."""
         self._generation = None
         self._pending = Pending()
+        async with self._lock:
+            self._pending = Pending()
 
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False
