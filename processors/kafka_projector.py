@@ -82,14 +82,17 @@ class LedgerProjection:
         """Per ledger partition: ``recorded_at`` of the newest event projected."""
         self.projected = self.replayed = 0
 
-    def take(self, partitions: set[int]) -> dict[int, int | None]:
-        """A new assignment: where to read each ledger partition from (``None``: its
-        beginning). See the module docstring."""
+    def take(self, partitions: set[int], generation: int) -> dict[int, int | None]:
+        """A new assignment (of the group's ``generation``): where to read each ledger
+        partition from (``None``: its beginning). See the module docstring."""
+        if partitions:  # claimed before the read: see processors.tables.OWNER_STREAM
+            claims = [(t.OWNER_STREAM, t.owner_key(p), generation, 0) for p in sorted(partitions)]
+            self.sink.insert({t.CHECKPOINTS: claims})
         # One read of the checkpoints for the discard and for what follows: a checkpoint
         # inserted after it (by a worker that had these partitions, finishing a commit late)
         # must not turn events whose rows the discard removed into "stored already".
         found = self.sink.checkpoints()
-        self._discard_unfinished(partitions, found)
+        self._discard_unfinished(partitions, found, generation)
         self.checkpoints = found.get(t.LEDGER_STREAM, {})
         self.rejections_done = found.get(t.REJECTION_STREAM, {}).get("", 0)
         starts: dict[int, int | None] = {}
@@ -101,7 +104,9 @@ class LedgerProjection:
                 starts[partition] = None
         return starts
 
-    def _discard_unfinished(self, partitions: set[int], found: dict[str, dict[str, int]]) -> None:
+    def _discard_unfinished(
+        self, partitions: set[int], found: dict[str, dict[str, int]], generation: int
+    ) -> None:
         """Remove the rows of commits cut short of the orgs of ``partitions`` only: another
         worker may be committing its own partitions' orgs into the same store. ``found``: the
         store's checkpoints, every stream."""
@@ -110,7 +115,8 @@ class LedgerProjection:
             o: end for o, end in found.get(t.BEGUN_STREAM, {}).items() if owner(o) in partitions
         }
         if begun:
-            self.sink.discard_unfinished({**found, t.BEGUN_STREAM: begun})
+            owners = {o: (t.owner_key(owner(o)), generation) for o in begun}
+            self.sink.discard_unfinished({**found, t.BEGUN_STREAM: begun}, owners)
 
     def _unchanged(self, partition: int) -> bool:
         """Whether the store has every org of ``partition`` where this state has it."""
@@ -199,7 +205,7 @@ class ProjectorAgent:
         beginning) and, if the rejections are among it, the rejections' next offset."""
         async with self._lock:
             self._pending = Pending()
-            starts = await self._blocking(self.projection.take, partitions)
+            starts = await self._blocking(self.projection.take, partitions, generation)
             self._owned, self._rejections, self._generation = partitions, rejections, generation
         self.metrics.projecting(partitions)
         if not self._tasks:

@@ -12,7 +12,7 @@ catch-up it saves the state again.
 """
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -68,9 +68,15 @@ class RowSink(Protocol):
         """Every stream's positions (:meth:`positions`), in one read."""
         ...
 
-    def discard_unfinished(self, checkpoints: dict[str, dict[str, int]] | None = None) -> list[str]:
+    def discard_unfinished(
+        self,
+        checkpoints: dict[str, dict[str, int]] | None = None,
+        owners: Mapping[str, tuple[str, int]] | None = None,
+    ) -> list[str]:
         """Remove the rows of a batch cut short (beyond its org's checkpoint); the orgs.
-        ``checkpoints``: what :meth:`checkpoints` returned, if read already."""
+        ``checkpoints``: what :meth:`checkpoints` returned, if read already. ``owners``: org
+        -> (its partition's owner key, generation): remove an org's rows only while that
+        generation is the partition's latest."""
         ...
 
 

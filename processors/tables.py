@@ -113,6 +113,16 @@ REJECTION_STREAM = "rejections"
 BEGUN_STREAM = "ledger-begun"
 """Checkpoint rows inserted before a commit's history rows: where the commit will end. One
 beyond its org's ``LEDGER_STREAM`` checkpoint says that a commit was cut short."""
+OWNER_STREAM = "ledger-owner"
+"""Checkpoint rows of the Kafka projector, one per ledger partition (:func:`owner_key`): the
+consumer group generation in which its latest owner took it. A discard of unfinished commits
+runs only while its worker's generation is still the latest (a paused worker waking up cannot
+delete what the next owner projected)."""
+
+
+def owner_key(partition: int) -> str:
+    """The ``org_id`` column of a partition's ``OWNER_STREAM`` row."""
+    return f"partition-{partition}"
 
 
 def empty_batch() -> RowBatch:

@@ -1,5 +1,6 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -205,9 +206,17 @@ class ProjectionStore:
             found.setdefault(str(stream), {})[str(org)] = int(position)
         return found
 
-    def discard_unfinished(self, checkpoints: dict[str, dict[str, int]] | None = None) -> list[str]:
+    def discard_unfinished(
+        self,
+        checkpoints: dict[str, dict[str, int]] | None = None,
+        owners: Mapping[str, tuple[str, int]] | None = None,
+    ) -> list[str]:
         """Remove the history rows of commits cut short (beyond their org's checkpoint);
         return those orgs. ``checkpoints``: what :meth:`checkpoints` returned, if read already.
+        ``owners``: org -> (owner key, generation) (:data:`processors.tables.OWNER_STREAM`):
+        each ``DELETE`` then checks, in the statement itself, that the generation is still
+        the latest owner's, so that one sent by a worker paused since it read the checkpoints
+        removes nothing the next owner projected.
 
         So no history table holds a row twice, even for a while: answers may count rows.
         """
@@ -219,12 +228,20 @@ class ProjectionStore:
             if end > committed.get(org, 0)
         }
         for org, position in unfinished.items():
+            guard, params = "", {"org": org, "position": position}
+            if owners is not None:
+                key, generation = owners[org]
+                guard = (
+                    " AND (SELECT max(position) FROM {db}.checkpoints WHERE stream = "
+                    "{owner_stream:String} AND org_id = {owner:String}) = {generation:UInt64}"
+                )
+                params |= {"owner_stream": t.OWNER_STREAM, "owner": key, "generation": generation}
             for table in t.HISTORY:
                 if table != t.REJECTIONS:
                     self._run(
                         f"DELETE FROM {{db}}.{table} "
-                        "WHERE org_id = {org:String} AND sequence > {position:UInt64}",
-                        {"org": org, "position": position},
+                        "WHERE org_id = {org:String} AND sequence > {position:UInt64}" + guard,
+                        params,
                     )
         return sorted(unfinished)
 

@@ -150,6 +150,29 @@ class ProjectionStoreContract:
             found = queries.key_results(store, ORG, Moment(as_of=day(30), now=day(30)))
             assert [kr["check_in_count"] for kr in found] == [5]
 
+    def test_a_discard_by_an_owner_since_replaced_removes_nothing(
+        self, store: ProjectionStore, builder: LedgerBuilder
+    ) -> None:
+        """A worker paused between reading the checkpoints and sending its discard wakes up
+        after the next owner claimed the partition: its DELETEs must match nothing."""
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:])
+        store.insert(first)
+        store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
+        counts = {table: store.rows(f"SELECT count() FROM {{db}}.{table}") for table in t.HISTORY}
+        found = {t.LEDGER_STREAM: {ORG: 6}, t.BEGUN_STREAM: {ORG: len(events)}}
+        key = t.owner_key(0)
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 4, 0)]})
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 5, 0)]})  # the next owner's claim
+        assert store.discard_unfinished(found, {ORG: (key, 4)}) == [ORG]
+        after = {table: store.rows(f"SELECT count() FROM {{db}}.{table}") for table in t.HISTORY}
+        assert after == counts
+        store.discard_unfinished(found, {ORG: (key, 5)})  # the latest owner's removes them
+        later = "SELECT count() FROM {db}.audit_events WHERE sequence > 6"
+        assert store.rows(later) == [(0,)]
+
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
         with pytest.raises(QueryRefusedError, match="DROP is not allowed"):
