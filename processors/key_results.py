@@ -159,11 +159,10 @@ def key_result_retired(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
 
 
 def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
-    """The hot path: one call per check-in of the ledger (helpers inlined)."""
+    """The hot path: one call per check-in of the ledger."""
     occurred, stamp = b.occurred, b.stamp
     sequence, recorded = stamp
-    key_result_id = d["key_result_id"]
-    kr = org.key_results[key_result_id]
+    kr = org.key_results[d["key_result_id"]]
     log = kr.check_ins if kr.check_ins is not None else org.check_ins_of(kr)
     event_id: str = r["event_id"]
     actor: str = r["actor"]
@@ -171,46 +170,35 @@ def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     value = float(d["value"])
     confidence = d.get("confidence")
     comment = d.get("comment")
-    data = log.data
-    index = len(data) // RECORD_SIZE
-    origin = org.origin_index.get((actor, source))
-    if origin is None:
-        origin = org.origin(actor, source)
-    data += RECORD_PACK(
+    index = len(log.data) // RECORD.size
+    log.data += RECORD.pack(
         id_bytes(event_id), occurred, sequence, recorded, value,
-        NO_CONFIDENCE if confidence is None else confidence, origin, 0,
+        NO_CONFIDENCE if confidence is None else confidence, org.origin(actor, source), 0,
     )  # fmt: skip
     if comment is not None:
         log.comment[index] = comment
-    org.changed.add(key_result_id)
+    org.changed.add(kr.key_result_id)
     kind, start = kr.kind, kr.start
     target = kr.target_at(occurred) if kr.revisions else kr.defined_target
     progress, attainment = score(kind, start, target, value)
     b.check_ins.append(
-        (org.org_id, key_result_id, event_id, sequence, recorded, "recorded", sequence,
+        (org.org_id, kr.key_result_id, event_id, sequence, recorded, "recorded", sequence,
          recorded, occurred, kind, start, target, value, value, progress, attainment,
          confidence, comment, actor, source, False, False, None)
     )  # fmt: skip
     kr.live += 1
-    kr.stamp = stamp  # b.key_result_changed(org, kr, stamp), inlined
-    changes = b.changes
-    if kr.mark != changes.mark:
-        kr.mark = changes.mark
-        changes.key_results.append((org, kr))
     last_at = kr.last_at
     if last_at is not None and occurred < last_at:  # measured before the current one
+        b.key_result_changed(org, kr, stamp)
         return
     before = (kr.progress, kr.confidence)
     kr.current = index
     kr.target, kr.value, kr.confidence = target, value, confidence
     kr.progress, kr.attainment = progress, attainment
     kr.last_at, kr.last_id = occurred, event_id
+    b.key_result_changed(org, kr, stamp)
     if progress != before[0] or confidence != before[1]:
         key_result_moved(b, org, kr, before, stamp)
-
-
-RECORD_SIZE = RECORD.size
-RECORD_PACK = RECORD.pack
 
 
 def _amended(
