@@ -65,8 +65,8 @@ def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: in
         record["schema_version"], occurred, recorded, record["actor"], record["source"],
         get("source_event_id"), get("correlation_id"), get("causation_id"), kind, subject,
         related,
-        # Bytes, as Arrow takes them for a string column (orjson's own UTF-8: no decode).
-        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS),
+        # Decoded: a str of the exact size (orjson's bytes keep a 4 KiB buffer each).
+        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS).decode(),
         record["prev_hash"], record["hash"],
     )  # fmt: skip
 
