@@ -48,32 +48,28 @@ def related_ids(event_type: str, data: Data) -> list[str]:
 def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: int) -> Row:
     """``record`` is the event as stored; ``data`` its payload upcast to the latest version."""
     event_type = record["type"]
-    kind, field_name, single, several = _shape(event_type)
+    plan = _PLANS.get(event_type)
+    if plan is None:
+        kind, field_name, single, several = _shape(event_type)
+        plan = _PLANS[event_type] = (kind, field_name, bool(several or single != (field_name,)))
+    kind, field_name, names_others = plan
     named = None if field_name is None else data.get(field_name)
     subject = "" if named is None else str(named)
-    if several or single != (field_name,):
+    if names_others:
         related = related_ids(event_type, data)
     else:  # the subject is the only id it names (check-ins...)
         related = [subject] if isinstance(named, str) else []
+    get = record.get
     return (
-        record["org_id"],
-        record["sequence"],
-        record["event_id"],
-        event_type,
-        record["schema_version"],
-        occurred,
-        recorded,
-        record["actor"],
-        record["source"],
-        record.get("source_event_id"),
-        record.get("correlation_id"),
-        record.get("causation_id"),
-        kind,
-        subject,
+        record["org_id"], record["sequence"], record["event_id"], event_type,
+        record["schema_version"], occurred, recorded, record["actor"], record["source"],
+        get("source_event_id"), get("correlation_id"), get("causation_id"), kind, subject,
         related,
-        orjson.dumps(
-            record["data"], option=orjson.OPT_SORT_KEYS
-        ).decode(),  # exact size: orjson leaves 4 KiB
-        record["prev_hash"],
-        record["hash"],
-    )
+        # Decoded: a str of the exact size (orjson's bytes keep a 4 KiB buffer each).
+        orjson.dumps(record["data"], option=orjson.OPT_SORT_KEYS).decode(),
+        record["prev_hash"], record["hash"],
+    )  # fmt: skip
+
+
+_PLANS: dict[str, tuple[str, str | None, bool]] = {}
+"""Event type -> (subject kind, the field naming the subject, whether it names other ids)."""

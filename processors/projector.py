@@ -14,7 +14,7 @@ event of a type the contract does not have is an error, never skipped.
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from events.collector import collector_paused
@@ -31,6 +31,9 @@ Record = Mapping[str, Any]
 _HANDLERS = {**strategy.HANDLERS, **periods.HANDLERS, **objectives.HANDLERS, **key_results.HANDLERS}
 HANDLERS = dispatch_table("projector", {**_HANDLERS, **owners.handlers(_HANDLERS)})
 """Event type -> ``handler(batch, org, record, data)``; the batch holds the event's times."""
+_HANDLERS_OF = dict(HANDLERS)
+_LATEST_OF = dict(EVENT_TYPES)
+"""Plain dicts of the two (a lookup per event: a mapping proxy costs more)."""
 
 RECORD_FIELDS = (
     "sequence", "event_id", "org_id", "type", "schema_version", "occurred_at", "recorded_at",
@@ -107,11 +110,11 @@ def micros(text: str) -> int:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    since = moment - _EPOCH
-    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    return (moment - _EPOCH) // _MICROSECOND  # exact: integer arithmetic on the timedelta
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Projector:
@@ -139,7 +142,8 @@ class Projector:
         for a later call (:meth:`current_rows`): fewer rows when batches are small.
         """
         batch = Batch(self._changes)
-        state, touched, audit = self.state, batch.orgs, batch.audit
+        state, touched, audit = self.state, batch.orgs, batch.audit.append
+        handlers, latest, to_micros = _HANDLERS_OF, _LATEST_OF, micros
         org_id: str | None = None
         org = OrgProjection("")
         last_text, last_micros = self._recorded
@@ -157,7 +161,7 @@ class Projector:
                         "the projector needs every event in order"
                     )
                 event_type = record["type"]
-                handler = HANDLERS.get(event_type)
+                handler = handlers.get(event_type)
                 if handler is None:
                     raise UnknownEventTypeError(
                         f"org {org_id!r}, event {sequence}: unknown event type {event_type!r}; "
@@ -165,15 +169,15 @@ class Projector:
                     )
                 data = record["data"]
                 version = record["schema_version"]
-                if version != EVENT_TYPES[event_type]:
+                if version != latest[event_type]:
                     payload_model(event_type, version)  # a version the contract lacks raises
                     data = upcast(event_type, version, data)
-                batch.occurred = occurred = micros(record["occurred_at"])
+                batch.occurred = occurred = to_micros(record["occurred_at"])
                 recorded_at = record["recorded_at"]
                 if recorded_at != last_text:  # the events of one submission share it
-                    last_text, last_micros = recorded_at, micros(recorded_at)
+                    last_text, last_micros = recorded_at, to_micros(recorded_at)
                 batch.stamp = (sequence, last_micros)
-                audit.append(audit_row(record, data, occurred, last_micros))
+                audit(audit_row(record, data, occurred, last_micros))
                 handler(batch, org, record, data)
                 org.last_sequence = sequence
                 org.last_recorded_at = last_micros

@@ -37,6 +37,15 @@ class ReadOnlyAnswer:
     formatted: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """Rows staged and the checkpoints they reach, taken for one commit
+    (:meth:`ProjectionStore.seal`)."""
+
+    tables: "ArrowTables"
+    checkpoints: list[tuple[Any, ...]]
+
+
 class ProjectionStore:
     """One database of projections on a ClickHouse server or in chDB."""
 
@@ -159,8 +168,16 @@ class ProjectionStore:
     def staged_bytes(self) -> int:
         return self._staged.bytes if self._staged else 0
 
-    def commit(self) -> None:
-        """Insert what was staged: one insert per table (the audit first), the checkpoints last.
+    def seal(self) -> "Sealed":
+        """Take what is staged (rows and checkpoints), for a :meth:`commit` that may run in
+        another thread while the next rows are staged."""
+        staged, self._staged = self._staged or _arrow_tables(), None
+        checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
+        return Sealed(staged, checkpoints)
+
+    def commit(self, sealed: object = None) -> None:
+        """Insert what was staged (or ``sealed``: what :meth:`seal` took): one insert per
+        table (the audit first), the checkpoints last.
 
         If this is cut short, the checkpoints still point before the batches. A ``BEGUN_STREAM``
         checkpoint, inserted before the rows, says where the commit would have ended: one beyond
@@ -168,8 +185,11 @@ class ProjectionStore:
         rows beyond the checkpoint, in every history table, before it projects those events
         again (:meth:`discard_unfinished`).
         """
-        staged, self._staged = self._staged or _arrow_tables(), None
-        checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
+        if sealed is None:
+            sealed = self.seal()
+        if not isinstance(sealed, Sealed):
+            raise TypeError(f"commit() takes what seal() returned, not {type(sealed).__name__}")
+        staged, checkpoints = sealed.tables, sealed.checkpoints
         begun = [(t.BEGUN_STREAM, *row[1:]) for row in checkpoints if row[0] == t.LEDGER_STREAM]
         if begun and staged.tables():
             staged.add(t.CHECKPOINTS, begun)
