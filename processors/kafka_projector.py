@@ -81,10 +81,13 @@ class LedgerProjection:
         self.newest: dict[int, str] = {}
         """Per ledger partition: ``recorded_at`` of the newest event projected."""
         self.projected = self.replayed = 0
+        self.generation = 0
+        """The group generation of the latest assignment (its partitions claimed in it)."""
 
     def take(self, partitions: set[int], generation: int) -> dict[int, int | None]:
         """A new assignment (of the group's ``generation``): where to read each ledger
         partition from (``None``: its beginning). See the module docstring."""
+        self.generation = generation
         if partitions:  # claimed before the read: see processors.tables.OWNER_STREAM
             claims = [(t.OWNER_STREAM, t.owner_key(p), generation, 0) for p in sorted(partitions)]
             self.sink.insert({t.CHECKPOINTS: claims})
@@ -155,7 +158,13 @@ class LedgerProjection:
         self.projected += len(live)
         t.merge(rows, self._rejection_rows(rejections))
         if any(rows.values()):
-            self.sink.insert(rows)  # the checkpoints last
+            owner, generation = self.chain.owner, self.generation
+            owners = {
+                row[1]: (t.owner_key(owner(row[1])), generation)
+                for row in rows.get(t.CHECKPOINTS, ())
+                if row[0] == t.LEDGER_STREAM
+            }
+            self.sink.insert(rows, owners)  # the checkpoints last, if still ours
 
     def _rejection_rows(self, rejections: list[tuple[int, bytes | None]]) -> RowBatch:
         pending = [

@@ -3,8 +3,8 @@
 It projects the ledger a batch at a time and hands each batch's rows to the store, which keeps
 them (as Arrow) until they are worth inserting: one insert per table once
 :data:`DEFAULT_COMMIT_BYTES` are staged, the checkpoints last
-(:meth:`~projections.store.ProjectionStore.commit`). Each commit runs in another thread while
-the next batches are projected and staged (chDB works outside the GIL). On
+(:meth:`~projections.store.ProjectionStore.commit`). The store's work runs in another thread
+while the next batch is projected (pyarrow and chDB work outside the GIL). On
 start it brings the projector's state to the store's checkpoint: from the saved state when
 there is one (:mod:`processors.snapshots`; only what an event needs of it is read), else by
 replaying the ledger (the rows of that replay are discarded: they are in the store). After a
@@ -13,7 +13,7 @@ catch-up it saves the state again.
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol, TypeVar
@@ -49,20 +49,16 @@ Item = TypeVar("Item")
 class RowSink(Protocol):
     """Where rows go: the projection store."""
 
-    def insert(self, rows: RowBatch) -> None: ...
+    def insert(
+        self, rows: RowBatch, owners: Mapping[str, tuple[str, int]] | None = None
+    ) -> None: ...
 
     def stage(self, rows: RowBatch) -> None:
         """Keep rows to insert with the next commit."""
         ...
 
-    def seal(self) -> object:
-        """Take the rows and checkpoints staged, for a :meth:`commit` (in another thread,
-        while the next rows are staged)."""
-        ...
-
-    def commit(self, sealed: object = None) -> None:
-        """Insert the rows staged (or ``sealed``: what :meth:`seal` took), the checkpoints
-        last."""
+    def commit(self) -> None:
+        """Insert the rows staged, the checkpoints last."""
         ...
 
     @property
@@ -173,38 +169,36 @@ class EmbeddedRunner:
         restored = self._restore(org_id, position, saved)
         projected = 0
         last_hash = ""
-        # The rows are staged (as Arrow) here; once enough are, they are sealed and committed
-        # in another thread while the next ones are projected and staged (chDB works outside
-        # the GIL): the projector waits only if a commit is still running when the next one is
-        # ready. Commits run one at a time, in order (each one's checkpoints after the last).
-        sink = self.sink
+        # Stage (and commit) one batch while projecting the next: the store's work overlaps ours.
         with collector_paused(), ThreadPoolExecutor(max_workers=1) as writer:
-            committing: Future[None] | None = None
+            pending: Future[None] | None = None
             try:
                 for batch in batched(self._read(org_id, position + 1), self.batch_size):
-                    sink.stage(self.projector.project_records(batch, current=False))
-                    if sink.staged_bytes >= self.commit_bytes:
-                        sink.stage(self.projector.current_rows())
-                        sealed = sink.seal()
-                        if committing is not None:
-                            committing.result()  # a failed commit stops here: none after it
-                        committing = writer.submit(sink.commit, sealed)
+                    rows = self.projector.project_records(batch, current=False)
+                    if pending is not None:
+                        pending.result()  # in order: each batch's checkpoint after the last
+                    commit = self.sink.staged_bytes >= self.commit_bytes
+                    if commit:
+                        t.merge(rows, self.projector.current_rows())
+                    pending = writer.submit(self._write, rows, commit)
                     projected += len(batch)
                     last_hash = batch[-1]["hash"]
                     if progress is not None:
                         progress(len(batch))
             finally:
-                if committing is not None:
-                    wait([committing])
-            if committing is not None:
-                committing.result()
-            sink.stage(self.projector.current_rows())
-            sink.commit()
+                if pending is not None:
+                    pending.result()
+            writer.submit(self._write, self.projector.current_rows(), True).result()
         state = self.projector.state.orgs.get(org_id)
         worth_saving = projected and restored + projected >= self.snapshot_after
         if self.snapshots is not None and state is not None and worth_saving:
             self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))
         return projected, restored
+
+    def _write(self, rows: RowBatch, commit: bool) -> None:
+        self.sink.stage(rows)
+        if commit:
+            self.sink.commit()
 
     def _read(self, org_id: str, first: int, last: int | None = None) -> Iterator[dict[str, Any]]:
         return self.log.read_records(org_id, first, last)

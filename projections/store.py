@@ -148,11 +148,11 @@ class ProjectionStore:
 
     # --- writing --------------------------------------------------------------------------
 
-    def insert(self, rows: RowBatch) -> None:
+    def insert(self, rows: RowBatch, owners: Mapping[str, tuple[str, int]] | None = None) -> None:
         """Insert each table's rows in one go, the checkpoints last (:meth:`stage`, then
         :meth:`commit`)."""
         self.stage(rows)
-        self.commit()
+        self.commit(owners=owners)
 
     def stage(self, rows: RowBatch) -> None:
         """Keep ``rows`` (as Arrow) to insert with the next :meth:`commit`."""
@@ -175,7 +175,9 @@ class ProjectionStore:
         checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
         return Sealed(staged, checkpoints)
 
-    def commit(self, sealed: object = None) -> None:
+    def commit(
+        self, sealed: object = None, owners: Mapping[str, tuple[str, int]] | None = None
+    ) -> None:
         """Insert what was staged (or ``sealed``: what :meth:`seal` took): one insert per
         table (the audit first), the checkpoints last.
 
@@ -184,6 +186,12 @@ class ProjectionStore:
         its org's checkpoint says that a commit was cut short, and the next catch-up removes the
         rows beyond the checkpoint, in every history table, before it projects those events
         again (:meth:`discard_unfinished`).
+
+        ``owners``: org -> (owner key, generation), as for :meth:`discard_unfinished`: those
+        orgs' checkpoints are inserted only while the generation is their partition's latest
+        claim, so that a worker paused in a commit and woken after the next owner's takeover
+        cannot move a checkpoint over rows that takeover discarded (its rows, inserted late,
+        are identical to the next owner's and collapse).
         """
         if sealed is None:
             sealed = self.seal()
@@ -196,9 +204,39 @@ class ProjectionStore:
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
         for table in staged.tables():
             self._insert(table, staged.take(table))
+        claimed: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        if owners is not None:
+            for row in checkpoints:
+                if row[0] == t.LEDGER_STREAM and row[1] in owners:
+                    claimed.setdefault(owners[row[1]], []).append(row)
+            checkpoints = [
+                row for row in checkpoints if row[0] != t.LEDGER_STREAM or row[1] not in owners
+            ]
+        for (key, generation), rows in claimed.items():
+            self._insert_if_claimed(rows, key, generation)
         if checkpoints:
             staged.add(t.CHECKPOINTS, checkpoints)
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+
+    def _insert_if_claimed(self, rows: list[tuple[Any, ...]], key: str, generation: int) -> None:
+        """Insert ledger checkpoints ``rows`` in one statement that checks the claim itself."""
+        self._run(
+            "INSERT INTO {db}.checkpoints (stream, org_id, position, last_recorded_at) "
+            "SELECT {stream:String}, c.1, c.2, fromUnixTimestamp64Micro(c.3, 'UTC') FROM "
+            "(SELECT arrayJoin(arrayZip({orgs:Array(String)}, {positions:Array(UInt64)}, "
+            "{recorded:Array(Int64)})) AS c) "
+            "WHERE (SELECT max(position) FROM {db}.checkpoints WHERE stream = "
+            "{owner_stream:String} AND org_id = {owner:String}) = {generation:UInt64}",
+            {
+                "stream": t.LEDGER_STREAM,
+                "orgs": [row[1] for row in rows],
+                "positions": [row[2] for row in rows],
+                "recorded": [row[3] for row in rows],
+                "owner_stream": t.OWNER_STREAM,
+                "owner": key,
+                "generation": generation,
+            },
+        )
 
     def _insert(self, table: str, stream: memoryview) -> None:
         try:

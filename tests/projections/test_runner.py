@@ -1,10 +1,8 @@
 """The embedded runner: checkpoints, restarts from snapshots, rejections, gaps."""
 
 import hashlib
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,7 +12,6 @@ from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.snapshots import SqliteSnapshots
-from processors.tables import RowBatch
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, project
@@ -129,93 +126,3 @@ def test_a_gap_in_the_ledger_is_an_error(builder: LedgerBuilder) -> None:
     projector.project(events[:3])
     with pytest.raises(ProjectionError, match="follows 3"):
         projector.project(events[4:])
-
-
-class SlowCommits:
-    """The real store, whose commits take a while; records what the runner did, in order."""
-
-    def __init__(self, store: ProjectionStore, fail_at_commit: int | None = None) -> None:
-        self.store = store
-        self.fail_at_commit = fail_at_commit
-        self.log: list[tuple[str, int]] = []
-        self.commits = 0
-        self.sealed = self.finished = 0
-
-    @property
-    def staged_bytes(self) -> int:
-        return self.store.staged_bytes
-
-    def positions(self, stream: str = "ledger") -> dict[str, int]:
-        return self.store.positions(stream)
-
-    def checkpoints(self) -> dict[str, dict[str, int]]:
-        return self.store.checkpoints()
-
-    def discard_unfinished(
-        self,
-        checkpoints: dict[str, dict[str, int]] | None = None,
-        owners: Mapping[str, tuple[str, int]] | None = None,
-    ) -> list[str]:
-        return self.store.discard_unfinished(checkpoints, owners)
-
-    def insert(self, rows: RowBatch) -> None:
-        self.store.insert(rows)
-
-    def seal(self) -> object:
-        self.sealed += 1
-        return self.store.seal()
-
-    def stage(self, rows: RowBatch) -> None:
-        self.log.append(("stage", max((int(row[1]) for row in rows["audit_events"]), default=0)))
-        self.store.stage(rows)
-
-    def commit(self, sealed: object = None) -> None:
-        self.commits += 1
-        if self.commits == self.fail_at_commit:
-            raise ProjectionError("insert failed (as the test asks)")
-        time.sleep(0.1)
-        self.store.commit(sealed)
-        self.finished += 1
-        self.log.append(("commit", self.commits))
-
-
-def test_the_projector_works_on_while_a_commit_runs(
-    builder: LedgerBuilder, open_store: StoreFactory
-) -> None:
-    small(builder, 60)
-    sink = SlowCommits(open_store("pipelined"))
-    during_commits: list[bool] = []
-    runner = EmbeddedRunner(builder.log, sink, Projector(), batch_size=5, commit_bytes=1)
-    original = runner.projector.project_records
-
-    def timed(records: Any, *, current: bool = True) -> Any:
-        if records:
-            during_commits.append(sink.finished < sink.sealed)
-        return original(records, current=current)
-
-    runner.projector.project_records = timed  # type: ignore[method-assign]
-    assert runner.catch_up().events == builder.log.heads()["acme"].sequence
-    staged = [sequence for step, sequence in sink.log if step == "stage" and sequence]
-    assert staged == sorted(staged)  # in ledger order, each batch once
-    assert sink.commits >= 3
-    assert any(during_commits)  # batches were projected while a commit ran
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(sink.store) == fingerprint(clean)
-
-
-def test_a_failed_commit_stops_the_catch_up_and_the_next_one_completes(
-    builder: LedgerBuilder, open_store: StoreFactory
-) -> None:
-    small(builder, 40)
-    store = open_store("failing")
-    sink = SlowCommits(store, fail_at_commit=3)
-    runner = EmbeddedRunner(builder.log, sink, Projector(), batch_size=5, commit_bytes=1)
-    with pytest.raises(ProjectionError, match="insert failed"):
-        runner.catch_up()
-    position = store.positions()["acme"]
-    assert 0 < position < builder.log.heads()["acme"].sequence  # committed up to before it
-    EmbeddedRunner(builder.log, store, Projector()).catch_up()
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(store) == fingerprint(clean)

@@ -173,6 +173,25 @@ class ProjectionStoreContract:
         later = "SELECT count() FROM {db}.audit_events WHERE sequence > 6"
         assert store.rows(later) == [(0,)]
 
+    def test_a_commit_by_an_owner_since_replaced_moves_no_checkpoint(
+        self, store: ProjectionStore, builder: LedgerBuilder
+    ) -> None:
+        """A worker paused inside a commit wakes after the next owner's takeover: its rows go
+        in (identical to the next owner's), its checkpoint does not."""
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:])
+        key = t.owner_key(0)
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 4, 0)]})
+        store.insert(first, {ORG: (key, 4)})
+        assert store.positions() == {ORG: 6}
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 5, 0)]})  # the next owner's claim
+        store.insert(second, {ORG: (key, 4)})
+        assert store.positions() == {ORG: 6}
+        store.insert(second, {ORG: (key, 5)})
+        assert store.positions() == {ORG: len(events)}
+
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
         with pytest.raises(QueryRefusedError, match="DROP is not allowed"):
