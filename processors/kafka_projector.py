@@ -81,21 +81,20 @@ class LedgerProjection:
         self.newest: dict[int, str] = {}
         """Per ledger partition: ``recorded_at`` of the newest event projected."""
         self.projected = self.replayed = 0
-        self.generation = 0
-        """The group generation of the latest assignment (its partitions claimed in it)."""
+        self.claim = 0
+        """This worker's claim on the partitions of its latest assignment
+        (:data:`processors.tables.OWNER_STREAM`)."""
 
-    def take(self, partitions: set[int], generation: int) -> dict[int, int | None]:
-        """A new assignment (of the group's ``generation``): where to read each ledger
-        partition from (``None``: its beginning). See the module docstring."""
-        self.generation = generation
-        if partitions:  # claimed before the read: see processors.tables.OWNER_STREAM
-            claims = [(t.OWNER_STREAM, t.owner_key(p), generation, 0) for p in sorted(partitions)]
-            self.sink.insert({t.CHECKPOINTS: claims})
+    def take(self, partitions: set[int]) -> dict[int, int | None]:
+        """A new assignment: where to read each ledger partition from (``None``: its
+        beginning). See the module docstring."""
+        if partitions:
+            self._claim(partitions)
         # One read of the checkpoints for the discard and for what follows: a checkpoint
         # inserted after it (by a worker that had these partitions, finishing a commit late)
         # must not turn events whose rows the discard removed into "stored already".
         found = self.sink.checkpoints()
-        self._discard_unfinished(partitions, found, generation)
+        self._discard_unfinished(partitions, found, self.claim)
         self.checkpoints = found.get(t.LEDGER_STREAM, {})
         self.rejections_done = found.get(t.REJECTION_STREAM, {}).get("", 0)
         starts: dict[int, int | None] = {}
@@ -107,8 +106,18 @@ class LedgerProjection:
                 starts[partition] = None
         return starts
 
+    def _claim(self, partitions: set[int]) -> None:
+        """Claim ``partitions`` before reading the checkpoints: one number above every claim
+        made on them so far (whatever the consumer group's generation, which starts again
+        when a group is recreated), so that an earlier owner's discards and checkpoints are
+        refused from now on."""
+        earlier = self.sink.checkpoints().get(t.OWNER_STREAM, {})
+        self.claim = 1 + max(earlier.get(t.owner_key(p), 0) for p in partitions)
+        rows = [(t.OWNER_STREAM, t.owner_key(p), self.claim, 0) for p in sorted(partitions)]
+        self.sink.insert({t.CHECKPOINTS: rows})
+
     def _discard_unfinished(
-        self, partitions: set[int], found: dict[str, dict[str, int]], generation: int
+        self, partitions: set[int], found: dict[str, dict[str, int]], claim: int
     ) -> None:
         """Remove the rows of commits cut short of the orgs of ``partitions`` only: another
         worker may be committing its own partitions' orgs into the same store. ``found``: the
@@ -118,7 +127,7 @@ class LedgerProjection:
             o: end for o, end in found.get(t.BEGUN_STREAM, {}).items() if owner(o) in partitions
         }
         if begun:
-            owners = {o: (t.owner_key(owner(o)), generation) for o in begun}
+            owners = {o: (t.owner_key(owner(o)), claim) for o in begun}
             self.sink.discard_unfinished({**found, t.BEGUN_STREAM: begun}, owners)
 
     def _unchanged(self, partition: int) -> bool:
@@ -158,9 +167,9 @@ class LedgerProjection:
         self.projected += len(live)
         t.merge(rows, self._rejection_rows(rejections))
         if any(rows.values()):
-            owner, generation = self.chain.owner, self.generation
+            owner, claim = self.chain.owner, self.claim
             owners = {
-                row[1]: (t.owner_key(owner(row[1])), generation)
+                row[1]: (t.owner_key(owner(row[1])), claim)
                 for row in rows.get(t.CHECKPOINTS, ())
                 if row[0] == t.LEDGER_STREAM
             }
@@ -214,7 +223,7 @@ class ProjectorAgent:
         beginning) and, if the rejections are among it, the rejections' next offset."""
         async with self._lock:
             self._pending = Pending()
-            starts = await self._blocking(self.projection.take, partitions, generation)
+            starts = await self._blocking(self.projection.take, partitions)
             self._owned, self._rejections, self._generation = partitions, rejections, generation
         self.metrics.projecting(partitions)
         if not self._tasks:

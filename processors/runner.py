@@ -77,8 +77,8 @@ class RowSink(Protocol):
     ) -> list[str]:
         """Remove the rows of a batch cut short (beyond its org's checkpoint); the orgs.
         ``checkpoints``: what :meth:`checkpoints` returned, if read already. ``owners``: org
-        -> (its partition's owner key, generation): remove an org's rows only while that
-        generation is the partition's latest."""
+        -> (its partition's owner key, claim): remove an org's rows only while that
+        claim is the partition's latest."""
         ...
 
 

@@ -115,9 +115,9 @@ BEGUN_STREAM = "ledger-begun"
 beyond its org's ``LEDGER_STREAM`` checkpoint says that a commit was cut short."""
 OWNER_STREAM = "ledger-owner"
 """Checkpoint rows of the Kafka projector, one per ledger partition (:func:`owner_key`): the
-consumer group generation in which its latest owner took it. A discard of unfinished commits
-runs only while its worker's generation is still the latest (a paused worker waking up cannot
-delete what the next owner projected)."""
+claim of its latest owner, a number above every earlier claim on it. A discard of unfinished
+commits and a commit's ledger checkpoints go in only while their worker's claim is still the
+latest (a paused worker waking up cannot delete or hide what the next owner projected)."""
 
 
 def owner_key(partition: int) -> str:

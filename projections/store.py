@@ -187,8 +187,8 @@ class ProjectionStore:
         rows beyond the checkpoint, in every history table, before it projects those events
         again (:meth:`discard_unfinished`).
 
-        ``owners``: org -> (owner key, generation), as for :meth:`discard_unfinished`: those
-        orgs' checkpoints are inserted only while the generation is their partition's latest
+        ``owners``: org -> (owner key, claim), as for :meth:`discard_unfinished`: those
+        orgs' checkpoints are inserted only while the claim is their partition's latest
         claim, so that a worker paused in a commit and woken after the next owner's takeover
         cannot move a checkpoint over rows that takeover discarded (its rows, inserted late,
         are identical to the next owner's and collapse).
@@ -212,13 +212,13 @@ class ProjectionStore:
             checkpoints = [
                 row for row in checkpoints if row[0] != t.LEDGER_STREAM or row[1] not in owners
             ]
-        for (key, generation), rows in claimed.items():
-            self._insert_if_claimed(rows, key, generation)
+        for (key, claim), rows in claimed.items():
+            self._insert_if_claimed(rows, key, claim)
         if checkpoints:
             staged.add(t.CHECKPOINTS, checkpoints)
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
 
-    def _insert_if_claimed(self, rows: list[tuple[Any, ...]], key: str, generation: int) -> None:
+    def _insert_if_claimed(self, rows: list[tuple[Any, ...]], key: str, claim: int) -> None:
         """Insert ledger checkpoints ``rows`` in one statement that checks the claim itself."""
         self._run(
             "INSERT INTO {db}.checkpoints (stream, org_id, position, last_recorded_at) "
@@ -226,7 +226,7 @@ class ProjectionStore:
             "(SELECT arrayJoin(arrayZip({orgs:Array(String)}, {positions:Array(UInt64)}, "
             "{recorded:Array(Int64)})) AS c) "
             "WHERE (SELECT max(position) FROM {db}.checkpoints WHERE stream = "
-            "{owner_stream:String} AND org_id = {owner:String}) = {generation:UInt64}",
+            "{owner_stream:String} AND org_id = {owner:String}) = {claim:UInt64}",
             {
                 "stream": t.LEDGER_STREAM,
                 "orgs": [row[1] for row in rows],
@@ -234,7 +234,7 @@ class ProjectionStore:
                 "recorded": [row[3] for row in rows],
                 "owner_stream": t.OWNER_STREAM,
                 "owner": key,
-                "generation": generation,
+                "claim": claim,
             },
         )
 
@@ -271,8 +271,8 @@ class ProjectionStore:
     ) -> list[str]:
         """Remove the history rows of commits cut short (beyond their org's checkpoint);
         return those orgs. ``checkpoints``: what :meth:`checkpoints` returned, if read already.
-        ``owners``: org -> (owner key, generation) (:data:`processors.tables.OWNER_STREAM`):
-        each ``DELETE`` then checks, in the statement itself, that the generation is still
+        ``owners``: org -> (owner key, claim) (:data:`processors.tables.OWNER_STREAM`):
+        each ``DELETE`` then checks, in the statement itself, that the claim is still
         the latest owner's, so that one sent by a worker paused since it read the checkpoints
         removes nothing the next owner projected.
 
@@ -288,12 +288,12 @@ class ProjectionStore:
         for org, position in unfinished.items():
             guard, params = "", {"org": org, "position": position}
             if owners is not None:
-                key, generation = owners[org]
+                key, claim = owners[org]
                 guard = (
                     " AND (SELECT max(position) FROM {db}.checkpoints WHERE stream = "
-                    "{owner_stream:String} AND org_id = {owner:String}) = {generation:UInt64}"
+                    "{owner_stream:String} AND org_id = {owner:String}) = {claim:UInt64}"
                 )
-                params |= {"owner_stream": t.OWNER_STREAM, "owner": key, "generation": generation}
+                params |= {"owner_stream": t.OWNER_STREAM, "owner": key, "claim": claim}
             for table in t.HISTORY:
                 if table != t.REJECTIONS:
                     self._run(
