@@ -36,13 +36,7 @@ class KafkaRuntime:
         from events.kafka_log import servers_from_url
 
         s = self.settings
-        specs = okr_topics(
-            intake=s.kafka_topic_intake,
-            ledger=s.kafka_topic_ledger,
-            rejections=s.kafka_topic_rejections,
-            outcomes=s.kafka_topic_outcomes,
-            partitions=s.kafka_partitions,
-        )
+        specs = okr_topics(**s.topic_names, partitions=s.kafka_partitions)
         specs.append(TopicSpec(s.kafka_topic_keys, 1, COMPACTED))
         servers = servers_from_url(s.resolved_ledger_url)
         created = set(ensure_topics(Connection(servers, "okr-init"), specs))

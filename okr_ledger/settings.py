@@ -230,6 +230,17 @@ class Settings(BaseSettings):
         return QueryLimits(self.query_max_seconds, self.query_max_memory_bytes)
 
     @property
+    def topic_names(self) -> dict[str, str]:
+        """The four topics of the ledger by role (``intake``, ``ledger``, ``rejections``,
+        ``outcomes``): the keywords of ``okr_topics`` and ``Topics``."""
+        return {
+            "intake": self.kafka_topic_intake,
+            "ledger": self.kafka_topic_ledger,
+            "rejections": self.kafka_topic_rejections,
+            "outcomes": self.kafka_topic_outcomes,
+        }
+
+    @property
     def policy(self) -> Policy:
         return Policy(
             clock_skew=timedelta(seconds=self.clock_skew_seconds),

@@ -39,12 +39,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         servers=servers_from_url(url),
         app_id=settings.worker_app_id,
-        topics=Topics(
-            intake=settings.kafka_topic_intake,
-            ledger=settings.kafka_topic_ledger,
-            rejections=settings.kafka_topic_rejections,
-            outcomes=settings.kafka_topic_outcomes,
-        ),
+        topics=Topics(**settings.topic_names),
         data_dir=settings.data_dir,
         sequencer_batch_size=settings.sequencer_batch_size,
         policy=settings.policy,

@@ -19,7 +19,9 @@ every record; what is at or below the checkpoints is only replayed).
 A crash anywhere loses nothing: the checkpoints only move after the batch's rows are stored,
 and a batch projected again yields the same rows (versioned by ``sequence``), which collapse.
 A worker that lost its partitions and still inserts (a paused one, waking) writes rows that
-collapse the same way, and checkpoints are read as their maximum. The rejections topic has one
+collapse the same way; its discards and its ledger checkpoints are refused, because each
+partition is *claimed* on assignment (:data:`processors.tables.OWNER_STREAM`) and those writes
+check the claim inside the statement. The rejections topic has one
 partition, owned by one worker; a rejection's position is its offset + 1 (the event log's
 numbering, so a rebuild matches), and a re-insert collapses too.
 """
@@ -111,7 +113,7 @@ class LedgerProjection:
         made on them so far (whatever the consumer group's generation, which starts again
         when a group is recreated), so that an earlier owner's discards and checkpoints are
         refused from now on."""
-        earlier = self.sink.checkpoints().get(t.OWNER_STREAM, {})
+        earlier = self.sink.positions(t.OWNER_STREAM)
         self.claim = 1 + max(earlier.get(t.owner_key(p), 0) for p in partitions)
         rows = [(t.OWNER_STREAM, t.owner_key(p), self.claim, 0) for p in sorted(partitions)]
         self.sink.insert({t.CHECKPOINTS: rows})
@@ -245,8 +247,8 @@ class ProjectorAgent:
         (letting the assignment go on) only after this returns."""
         self._generation = None
         self._pending = Pending()
-        async with self._lock:
-            self._pending = Pending()
+        async with self._lock:  # an insert under way holds it
+            pass
 
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False

@@ -37,15 +37,6 @@ class ReadOnlyAnswer:
     formatted: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Sealed:
-    """Rows staged and the checkpoints they reach, taken for one commit
-    (:meth:`ProjectionStore.seal`)."""
-
-    tables: "ArrowTables"
-    checkpoints: list[tuple[Any, ...]]
-
-
 class ProjectionStore:
     """One database of projections on a ClickHouse server or in chDB."""
 
@@ -168,18 +159,8 @@ class ProjectionStore:
     def staged_bytes(self) -> int:
         return self._staged.bytes if self._staged else 0
 
-    def seal(self) -> "Sealed":
-        """Take what is staged (rows and checkpoints), for a :meth:`commit` that may run in
-        another thread while the next rows are staged."""
-        staged, self._staged = self._staged or _arrow_tables(), None
-        checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
-        return Sealed(staged, checkpoints)
-
-    def commit(
-        self, sealed: object = None, owners: Mapping[str, tuple[str, int]] | None = None
-    ) -> None:
-        """Insert what was staged (or ``sealed``: what :meth:`seal` took): one insert per
-        table (the audit first), the checkpoints last.
+    def commit(self, owners: Mapping[str, tuple[str, int]] | None = None) -> None:
+        """Insert what was staged: one insert per table (the audit first), the checkpoints last.
 
         If this is cut short, the checkpoints still point before the batches. A ``BEGUN_STREAM``
         checkpoint, inserted before the rows, says where the commit would have ended: one beyond
@@ -193,11 +174,8 @@ class ProjectionStore:
         cannot move a checkpoint over rows that takeover discarded (its rows, inserted late,
         are identical to the next owner's and collapse).
         """
-        if sealed is None:
-            sealed = self.seal()
-        if not isinstance(sealed, Sealed):
-            raise TypeError(f"commit() takes what seal() returned, not {type(sealed).__name__}")
-        staged, checkpoints = sealed.tables, sealed.checkpoints
+        staged, self._staged = self._staged or _arrow_tables(), None
+        checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
         begun = [(t.BEGUN_STREAM, *row[1:]) for row in checkpoints if row[0] == t.LEDGER_STREAM]
         if begun and staged.tables():
             staged.add(t.CHECKPOINTS, begun)
@@ -224,17 +202,13 @@ class ProjectionStore:
             "INSERT INTO {db}.checkpoints (stream, org_id, position, last_recorded_at) "
             "SELECT {stream:String}, c.1, c.2, fromUnixTimestamp64Micro(c.3, 'UTC') FROM "
             "(SELECT arrayJoin(arrayZip({orgs:Array(String)}, {positions:Array(UInt64)}, "
-            "{recorded:Array(Int64)})) AS c) "
-            "WHERE (SELECT max(position) FROM {db}.checkpoints WHERE stream = "
-            "{owner_stream:String} AND org_id = {owner:String}) = {claim:UInt64}",
+            "{recorded:Array(Int64)})) AS c) WHERE " + _STILL_CLAIMED,
             {
                 "stream": t.LEDGER_STREAM,
                 "orgs": [row[1] for row in rows],
                 "positions": [row[2] for row in rows],
                 "recorded": [row[3] for row in rows],
-                "owner_stream": t.OWNER_STREAM,
-                "owner": key,
-                "claim": claim,
+                **_claim_params(key, claim),
             },
         )
 
@@ -288,12 +262,8 @@ class ProjectionStore:
         for org, position in unfinished.items():
             guard, params = "", {"org": org, "position": position}
             if owners is not None:
-                key, claim = owners[org]
-                guard = (
-                    " AND (SELECT max(position) FROM {db}.checkpoints WHERE stream = "
-                    "{owner_stream:String} AND org_id = {owner:String}) = {claim:UInt64}"
-                )
-                params |= {"owner_stream": t.OWNER_STREAM, "owner": key, "claim": claim}
+                guard = " AND " + _STILL_CLAIMED
+                params |= _claim_params(*owners[org])
             for table in t.HISTORY:
                 if table != t.REJECTIONS:
                     self._run(
@@ -411,6 +381,18 @@ class ProjectionStore:
             )
         except Exception as error:
             raise ProjectionQueryError(_first_line(error)) from error
+
+
+_STILL_CLAIMED = (
+    "(SELECT max(position) FROM {db}.checkpoints WHERE stream = {owner_stream:String} "
+    "AND org_id = {owner:String}) = {claim:UInt64}"
+)
+"""True while the claim is the latest on its partition (:data:`processors.tables.OWNER_STREAM`),
+checked inside the statement that writes."""
+
+
+def _claim_params(key: str, claim: int) -> dict[str, Any]:
+    return {"owner_stream": t.OWNER_STREAM, "owner": key, "claim": claim}
 
 
 def _never(relation: str) -> ProjectionQueryError:
