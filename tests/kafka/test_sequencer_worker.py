@@ -127,14 +127,18 @@ class Worker:
             time.sleep(0.005)
 
     def cut_batches(self) -> int:
-        """Batches finished after a restart that were cut by a kill: some records recorded
-        before it, some decided after."""
+        """Batches finished after a restart that a kill had cut: records of theirs were in
+        the ledger or the rejections before it (``replayed``), their outcomes were not.
+
+        Whether the rest of such a batch is decided after the restart depends on where the
+        batch boundaries fall then: a full batch (a backlog) is read again whole, so all of it
+        is replayed; counting only mixed batches missed every cut made during a backlog."""
         return sum(
             1
             for match in re.finditer(
-                r"(\d+) events, (\d+) rejections, (\d+) replayed", self.log_path.read_text()
+                r"\d+ events, \d+ rejections, (\d+) replayed", self.log_path.read_text()
             )
-            if int(match[3]) and (int(match[1]) or int(match[2]))
+            if int(match[1])
         )
 
     def alive(self) -> bool:
