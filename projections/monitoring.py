@@ -137,10 +137,14 @@ def trend(
     daily: bool = False,
 ) -> list[Record]:
     """The progress of one key result or objective at each point of :func:`trend_points`, as
-    known at ``moment.as_of``: each point is ``progress --at POINT`` for that subject."""
+    known at ``moment.as_of``: each point is ``progress --at POINT`` for that subject, worked
+    out from the key results its numbers come from alone (so a point costs their history, not
+    the org's)."""
     lines = []
-    for bucket, point in trend_points(moment.ref, count, daily=daily):
-        found = queries.progress(store, org_id, replace(moment, at=point), focus_limit)
+    only = queries.key_results_under(store, org_id, subject, moment)
+    for bucket, point in trend_points(moment.ref, count, daily=daily) if only is not None else ():
+        at = replace(moment, at=point)
+        found = queries.progress(store, org_id, at, focus_limit, only=only)
         for kind, records, key in (
             (KEY_RESULT, found.key_results, "key_result_id"),
             (OBJECTIVE, found.objectives, "objective_id"),

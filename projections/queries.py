@@ -13,6 +13,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -110,12 +111,16 @@ _REF = "{ref:DateTime64(6, 'UTC')}"
 _AT = "{at:DateTime64(6, 'UTC')}"
 
 
-def key_results(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
+def key_results(
+    store: ProjectionStore, org_id: str, moment: Moment, only: Sequence[str] | None = None
+) -> list[Record]:
+    """``only``: just these key results (as of ``moment.as_of`` or at ``moment.at`` only)."""
     if moment.as_of is None and moment.at is None:
         source = sql.now("{db}", t.KEY_RESULTS_NOW)
         query = sql.key_result_progress(source, _REF) + " ORDER BY objective_id, key_result_id"
         return _records(store, query, {"org": org_id, "ref": moment.ref})
-    return _key_results_as_of(store, org_id, sequence_as_of(store, org_id, moment.as_of), moment)
+    seq = sequence_as_of(store, org_id, moment.as_of)
+    return _key_results_as_of(store, org_id, seq, moment, only)
 
 
 def objectives(
@@ -135,11 +140,23 @@ def objectives(
     })  # fmt: skip
 
 
-def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int) -> Progress:
-    """Every objective and key result of ``org_id`` as of ``moment``."""
+def progress(
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    focus_limit: int,
+    *,
+    only: Sequence[str] | None = None,
+) -> Progress:
+    """Every objective and key result of ``org_id`` as of ``moment``.
+
+    ``only`` (with ``moment.as_of`` or ``moment.at``): just these key results, and every
+    objective's numbers rolled up from those alone; right for an objective whose key results
+    and descendants' key results are all in it (:func:`key_results_under`). Its cost is that of
+    those key results' history, not the org's."""
     if moment.as_of is None:
         objective_records = objectives(store, org_id, moment, focus_limit)
-        key_result_records = key_results(store, org_id, moment)
+        key_result_records = key_results(store, org_id, moment, only)
         if moment.at is not None:
             _roll_up(objective_records, key_result_records, moment.ref)
         return Progress(objective_records, key_result_records)
@@ -147,7 +164,7 @@ def progress(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: i
     # ``moment.ref``): what rolling up the key results then and again at ``at`` gave, for one
     # derivation of the key results instead of two.
     seq = sequence_as_of(store, org_id, moment.as_of)
-    key_result_records = _key_results_as_of(store, org_id, seq, moment)
+    key_result_records = _key_results_as_of(store, org_id, seq, moment, only)
     objective_records = objectives(
         store, org_id, moment, focus_limit, as_of=(seq, key_result_records)
     )
@@ -287,6 +304,47 @@ def check_ins(
     )
 
 
+def key_results_under(
+    store: ProjectionStore, org_id: str, subject: str, moment: Moment
+) -> list[str] | None:
+    """The key results whose numbers make ``subject``'s, as the ledger up to ``moment.as_of``
+    had them: a key result, itself; an objective, its own and those of every objective below
+    it. None if it was neither then."""
+    params = _params(org_id, sequence_as_of(store, org_id, moment.as_of), moment)
+    parents = dict(
+        store.rows(
+            f"SELECT objective_id, parent_objective_id FROM {{db}}.{t.OBJECTIVES} "
+            f"WHERE {sql.AS_OF_FILTER} ORDER BY sequence DESC LIMIT 1 BY objective_id",
+            params,
+        )
+    )
+    owners = dict(
+        store.rows(
+            f"SELECT key_result_id, objective_id FROM {{db}}.{t.KEY_RESULTS} "
+            f"WHERE {sql.AS_OF_FILTER} ORDER BY sequence DESC LIMIT 1 BY key_result_id",
+            params,
+        )
+    )
+    if subject in owners:
+        return [subject]
+    if subject not in parents:
+        return None
+    below: dict[str, bool] = {subject: True}
+
+    def is_below(objective: str | None) -> bool:
+        seen = []
+        while objective is not None and objective not in below:
+            seen.append(objective)
+            objective = parents.get(objective)
+            if objective in seen:  # a cycle the rules refuse; never below
+                break
+        found = objective is not None and below.get(objective, False)
+        below.update(dict.fromkeys(seen, found))
+        return found
+
+    return sorted(kr for kr, objective in owners.items() if is_below(objective))
+
+
 # --- as of a ledger sequence, at a business time: from the check-ins ---------------------------
 
 
@@ -295,18 +353,26 @@ _SEQUENCE = (1 << 64) - 1
 
 
 def _key_results_as_of(
-    store: ProjectionStore, org_id: str, seq: int, moment: Moment
+    store: ProjectionStore,
+    org_id: str,
+    seq: int,
+    moment: Moment,
+    only: Sequence[str] | None = None,
 ) -> list[Record]:
     """Key results as the ledger up to ``seq`` knew them, their values at ``moment.at`` (if
     given): each key result's definition up to ``seq`` and the check-in that is current then
-    (the latest by business time that is not retracted), scored as the projector scored it."""
+    (the latest by business time that is not retracted), scored as the projector scored it.
+    ``only``: just these key results."""
     at = moment.at
     params = _params(org_id, seq, moment, at=at)
-    definitions = _records(store, sql.key_results_as_of("{db}", _AT if at else None), params)
+    if only is not None:
+        params["only"] = list(only)
+    where = sql.AS_OF_FILTER + (sql.ONLY_KEY_RESULTS if only is not None else "")
+    definitions = _records(store, sql.key_results_as_of("{db}", _AT if at else None, where), params)
     sequences = [d["current"] & _SEQUENCE for d in definitions if d["current"]]
-    found = _records(store, sql.CURRENT_VERSIONS, {**params, "current": sequences})
+    found = _records(store, sql.current_versions(where), {**params, "current": sequences})
     current = {row["key_result_id"]: row for row in found} if sequences else {}
-    targets = _targets_at(store, params) if at else {}
+    targets = _targets_at(store, params, where) if at else {}
     records = []
     for d in definitions:
         kr = d["key_result_id"]
@@ -354,7 +420,9 @@ def _key_results_as_of(
     return records
 
 
-def _targets_at(store: ProjectionStore, params: dict[str, Any]) -> dict[str, float]:
+def _targets_at(
+    store: ProjectionStore, params: dict[str, Any], where: str = sql.AS_OF_FILTER
+) -> dict[str, float]:
     """Each key result's target in force at ``{at}``, as known up to ``{seq}``."""
     revision = f"reason IS NOT NULL AND effective_at <= {_AT}"
     return {
@@ -364,7 +432,7 @@ def _targets_at(store: ProjectionStore, params: dict[str, Any]) -> dict[str, flo
             f"argMaxIf(target, (effective_at, sequence), {revision}),"
             f" countIf({revision}),"
             " argMinIf(target, sequence, reason IS NULL) "
-            f"FROM {{db}}.{t.TARGETS} WHERE {sql.AS_OF_FILTER} GROUP BY key_result_id",
+            f"FROM {{db}}.{t.TARGETS} WHERE {where} GROUP BY key_result_id",
             params,
         )
     }

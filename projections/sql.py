@@ -132,13 +132,19 @@ GROUP BY org_id, key_result_id
 ORDER BY d.org_id, d.objective_id, d.key_result_id"""
 
 
-CURRENT_VERSIONS = f"""
+ONLY_KEY_RESULTS = " AND key_result_id IN {only:Array(String)}"
+"""Added to :data:`AS_OF_FILTER`: only the key results in ``{only}`` (a range of the history
+tables' sort key each)."""
+
+
+def current_versions(where: str = AS_OF_FILTER) -> str:
+    """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
+    one column to scan, and the details read only where it matches)."""
+    return f"""
 SELECT key_result_id, check_in_id, occurred_at, value, target, progress, attainment, confidence
 FROM {{db}}.{t.CHECK_INS}
-WHERE {AS_OF_FILTER} AND check_in_sequence IN {{current:Array(UInt64)}}
+WHERE {where} AND check_in_sequence IN {{current:Array(UInt64)}}
 ORDER BY sequence DESC LIMIT 1 BY check_in_sequence"""
-"""The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
-one column to scan, and the details read only where it matches)."""
 
 
 def _micros(expression: str) -> str:

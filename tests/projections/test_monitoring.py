@@ -172,6 +172,38 @@ def test_a_trend_point_is_progress_at_that_point(monitored: ProjectionStore) -> 
         assert (point["progress"], point["status"]) == (kr["progress"], kr["status"])
 
 
+def test_the_key_results_a_subjects_numbers_come_from(monitored: ProjectionStore) -> None:
+    def under(subject: str, moment: Moment) -> list[str] | None:
+        return queries.key_results_under(monitored, ORG, subject, moment)
+
+    now = Moment(now=NOW)
+    assert under("o", now) == ["a", "b", "c"]  # its own and its child t's
+    assert under("t", now) == ["c"]
+    assert under("b", now) == ["b"]
+    assert under("x", now) == []
+    assert under("nope", now) is None
+    assert under("c", Moment(as_of=utc(2026, 9, 1), now=NOW)) is None  # not defined yet
+
+
+@pytest.mark.parametrize("as_of", [None, BEFORE_HANDOVER])
+def test_every_trend_point_of_every_subject_is_progress_at_that_point(
+    monitored: ProjectionStore, as_of: datetime | None
+) -> None:
+    names = ("title", "progress", "expected_progress", "status", "value", "confidence")
+    for subject in ("o", "t", "x", "a", "b", "c"):
+        moment = Moment(as_of=as_of, now=NOW)
+        trend = monitoring.trend(monitored, ORG, subject, moment, 5, count=6, daily=True)
+        trend += monitoring.trend(monitored, ORG, subject, moment, 5, count=4)
+        assert trend
+        for point in trend:
+            at = Moment(as_of=as_of, at=point["at"], now=NOW)
+            found = queries.progress(monitored, ORG, at, 5)
+            records = {kr["key_result_id"]: kr for kr in found.key_results}
+            records |= {o["objective_id"]: o for o in found.objectives}
+            expected = {name: records[subject].get(name) for name in names}
+            assert {name: point[name] for name in names} == expected, (subject, point["at"])
+
+
 def test_trend_as_of_equals_the_trend_of_the_prefix(
     builder: LedgerBuilder, monitored: ProjectionStore, open_store: StoreFactory, tmp_path: Path
 ) -> None:
