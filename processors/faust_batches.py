@@ -16,9 +16,18 @@ the agents wrote (the ledger, the rejections, the projections), never from the g
 It overrides internals of faust-streaming 0.15.3 (pinned in pyproject.toml); the test
 ``tests/kafka/test_faust_internals.py`` fails loudly if any of them changes:
 ``Consumer._drain_messages``, ``Consumer._wait_next_records``, ``Consumer.perform_seek``,
-``Consumer.on_partitions_revoked``,
-``AIOKafkaConsumer._new_consumer_thread``, ``AIOKafkaConsumerThread._create_worker_consumer``
-and ``AIOKafkaConsumerThread._fetch_records``.
+``Consumer.on_partitions_revoked``, ``Consumer.seek``, ``ThreadDelegateConsumer._seek``,
+``AIOKafkaConsumer._new_consumer_thread``, ``AIOKafkaConsumerThread._create_worker_consumer``,
+``AIOKafkaConsumerThread.seek`` and ``AIOKafkaConsumerThread._fetch_records``.
+
+**Seeks run on the consumer thread.** Faust runs aiokafka's consumer in a thread of its own
+(the consumer thread, with its own event loop); aiokafka's fetcher is not thread-safe. Faust's
+``ThreadDelegateConsumer._seek`` seeks from the app's thread, where a seek deletes the
+partition's fetched records while ``Fetcher.fetched_records`` on the consumer thread is handing
+them out: a ``KeyError`` at ``del self._records[tp]`` that ended the worker right after an
+assignment (robinhood/aiokafka #19). :meth:`OkrConsumer._seek` runs every seek (the barrier's,
+the salvage's, the sequencer's) on the consumer thread instead, between two of its fetches;
+:meth:`FastFetchThread.seek` refuses any other caller.
 
 **Records that cannot be read.** aiokafka decodes header names as UTF-8, strictly, and a record
 batch from its first record on: one record whose header name is not UTF-8 (Java clients allow
@@ -90,12 +99,38 @@ class FastFetchThread(AIOKafkaConsumerThread):
         consumer._isolation_level = "read_committed"
         return consumer
 
+    def seek(self, partition: TP, offset: int) -> None:
+        """Seek on the consumer thread only (see :meth:`OkrConsumer._seek`): anywhere else this
+        raises rather than race the thread's fetches."""
+        if not self.on_consumer_thread():
+            raise RuntimeError(
+                f"a seek of {partition} off the consumer thread: aiokafka's fetcher is not "
+                "thread-safe (seek through the consumer: OkrConsumer.seek)"
+            )
+        super().seek(partition, offset)
+
+    async def seek_on_thread(self, partition: TP, offset: int) -> None:
+        """Seek ``partition`` on the consumer thread (awaited from the app's loop)."""
+        await self.call_thread(self._seek_here, partition, offset)
+
+    async def _seek_here(self, partition: TP, offset: int) -> None:
+        self.seek(partition, offset)
+
+    def on_consumer_thread(self) -> bool:
+        """Whether the caller runs on this thread's event loop (where aiokafka's consumer
+        lives)."""
+        try:
+            return asyncio.get_running_loop() is self.thread_loop
+        except RuntimeError:  # no running loop: not this thread's
+            return False
+
 
 class OkrConsumer(AIOKafkaConsumer):
     """See the module docstring. ``delivery`` is set by the app that creates it."""
 
     delivery: Delivery
     fetch_max_wait_ms = 100
+    _thread: FastFetchThread
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         thread = FastFetchThread(self, loop=self.loop, beacon=self.beacon)
@@ -109,6 +144,15 @@ class OkrConsumer(AIOKafkaConsumer):
         offsets = await self.delivery.on_assignment(set(self.assignment()), generation)
         for tp, offset in offsets.items():
             await self.seek(tp, offset)
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # Faust's ThreadDelegateConsumer._seek calls the thread's seek right here, on the app's
+        # thread, while the consumer thread fetches: aiokafka's Fetcher.seek_to then deletes
+        # the partition's fetched records (Fetcher._records) under Fetcher.fetched_records on
+        # the other thread (a KeyError there, records skipped) and resolves the thread loop's
+        # futures from the wrong thread. Every seek (the barrier's, the salvage's, the
+        # sequencer's) goes through Consumer.seek to here: run it on the consumer thread.
+        await self._thread.seek_on_thread(partition, offset)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         await self.delivery.revoked(set(revoked))  # first: no batch of them after

@@ -14,7 +14,7 @@ from importlib.metadata import version
 import pytest
 from faust.app.base import App
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
@@ -27,6 +27,9 @@ RELIED_ON = [
     (Consumer, "_wait_next_records", "6218e1969a636b3f"),
     (Consumer, "perform_seek", "0e8c130ff4b0afd8"),
     (Consumer, "on_partitions_revoked", "d04b7ae72c6fc206"),
+    (Consumer, "seek", "b86a9fe05f956b30"),  # every seek goes through _seek (ours: on the thread)
+    (ThreadDelegateConsumer, "_seek", "4f95c631420410a5"),  # seeks off the consumer thread
+    (AIOKafkaConsumerThread, "seek", "1498560d05f02582"),  # the aiokafka consumer's seek, as is
     (AIOKafkaConsumer, "_new_consumer_thread", "0870ec53dea75083"),
     (AIOKafkaConsumerThread, "_create_worker_consumer", "c2701bfc3e6f6cad"),
     (AIOKafkaConsumerThread, "_fetch_records", "39a2c6c79fc1455a"),
@@ -59,6 +62,8 @@ def test_the_overrides_keep_faust_signatures() -> None:
         (OkrConsumer, Consumer, "_wait_next_records"),
         (OkrConsumer, Consumer, "perform_seek"),
         (OkrConsumer, Consumer, "on_partitions_revoked"),
+        (OkrConsumer, ThreadDelegateConsumer, "_seek"),
+        (FastFetchThread, AIOKafkaConsumerThread, "seek"),
         (FastFetchThread, AIOKafkaConsumerThread, "_create_worker_consumer"),
     ]:
         ours = list(inspect.signature(getattr(mine, name)).parameters)
