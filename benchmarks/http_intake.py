@@ -78,11 +78,15 @@ class Run:
     client_cpu: float = 0.0
     """CPU seconds of this (the load generator's) process during the timed phase."""
     server_cpu: float | None = None
+    server_system: float = 0.0
+    """Of which in the kernel (system time)."""
     """CPU seconds of the server process during the timed phase (Linux /proc)."""
     load_average: float = 0.0
     """The machine's 1-minute load average at the end of the phase."""
     built_late: int = 0
     """Bodies the stock did not hold, built during the timed phase."""
+    grouped: tuple[float, float] | None = None
+    """Groups the server's writer committed during the phase, and submissions in them."""
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies)
@@ -97,21 +101,31 @@ class Run:
         )
 
     def split(self) -> str:
-        server = "?" if self.server_cpu is None else f"{self.server_cpu:.1f}"
+        server = "?"
+        if self.server_cpu is not None:
+            server = f"{self.server_cpu:.1f} s ({self.server_system:.1f} s system"
+            if self.events:
+                server += f", {self.server_cpu / self.events * 1e6:.0f} µs/event"
+            server += ")"
         late = f", {self.built_late:,} bodies built in the phase" if self.built_late else ""
+        if self.grouped and self.grouped[0]:
+            count, size = self.grouped
+            late += f"; {count:,.0f} groups committed, {size / count:,.0f} submissions each"
         return (
-            f"CPU in {self.seconds:.1f} s: client {self.client_cpu:.1f} s, server {server} s; "
+            f"CPU in {self.seconds:.1f} s: client {self.client_cpu:.1f} s, server {server}; "
             f"load average {self.load_average:.2f} (2 cores shared){late}"
         )
 
 
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system, all threads) of process ``pid`` so far; None off Linux."""
+def process_cpu(pid: int) -> tuple[float, float] | None:
+    """CPU seconds (user + system, all threads) of process ``pid`` so far, and of them the
+    system seconds; None off Linux."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
 
 
 async def load(
@@ -156,7 +170,8 @@ async def load(
         run.seconds = time.monotonic() - started
         run.client_cpu = time.process_time() - client_cpu
         if server_cpu is not None and server_pid:
-            run.server_cpu = (process_cpu(server_pid) or 0.0) - server_cpu
+            total, system = process_cpu(server_pid) or server_cpu
+            run.server_cpu, run.server_system = total - server_cpu[0], system - server_cpu[1]
         run.load_average = os.getloadavg()[0]
     for status, payload in answers:
         run.requests += 1
@@ -184,13 +199,28 @@ def profiling(pid: int, out: Path | None, seconds: float) -> Iterator[None]:
         return
     recorder = subprocess.Popen(
         [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--format",
-         "raw", "--nonblocking", "-o", str(out)],
+         "raw", "--nonblocking", *os.environ.get("PY_SPY_OPTIONS", "").split(), "-o", str(out)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         yield
     finally:
         recorder.wait()
+
+
+def groups(base: str) -> tuple[float, float]:
+    """The server's group-commit histogram so far (``/metrics``): groups, and submissions."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    figures = dict(
+        line.rsplit(" ", 1)
+        for line in text.splitlines()
+        if line.startswith("okr_http_group_commit_size_")
+    )
+    return float(figures["okr_http_group_commit_size_count"]), float(
+        figures["okr_http_group_commit_size_sum"]
+    )
 
 
 def wait_ready(url: str, process: "subprocess.Popen[bytes]", log: Path) -> None:
@@ -227,16 +257,17 @@ def ledger_event_ids(path: Path) -> set[str]:
         db.close()
 
 
-def anchor_submit_many(work: Path, lines: list[bytes]) -> tuple[float, float]:
-    """The ledger's own ``submit_many`` on the same records, in-process: events/s, and the
-    load average at its end."""
+def anchor_submit_many(work: Path, lines: list[bytes]) -> tuple[float, float, float]:
+    """The ledger's own ``submit_many`` on the same records, in-process: events/s, CPU
+    seconds per event, and the load average at its end."""
     log = SqliteEventLog(work / "anchor.db")
     try:
         ledger = Ledger(log)
         list(ledger.submit_many((line, None) for line in setup(ORG, KEY_RESULTS)))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         list(ledger.submit_many((line, None) for line in lines))
-        return len(lines) / (time.perf_counter() - started), os.getloadavg()[0]
+        rate = len(lines) / (time.perf_counter() - started)
+        return rate, (time.process_time() - cpu) / len(lines), os.getloadavg()[0]
     finally:
         log.close()
 
@@ -305,6 +336,7 @@ def main() -> None:
                 )  # fmt: skip
             if "batch" in modes:
                 bodies = stock(batch_body, stocked // args.batch)
+                before = groups(base)
                 with profiling(server.pid, args.profile, args.seconds):
                     batched = asyncio.run(
                         load(f"{base}/v1/submissions",
@@ -312,6 +344,8 @@ def main() -> None:
                              body_of=batch_body, events_per_request=args.batch,
                              clients=args.clients, seconds=args.seconds, server_pid=server.pid)
                     )  # fmt: skip
+                after = groups(base)
+                batched.grouped = (after[0] - before[0], after[1] - before[1])
             bodies = []
         finally:
             stop(server)
@@ -326,7 +360,7 @@ def main() -> None:
         )
         try:
             wait_ready(f"http://127.0.0.1:{trivial_port}/docs", trivial, server_log)
-            bodies = stock(single_body, int(args.anchor_seconds * args.ceiling) // 10)
+            bodies = stock(single_body, int(args.anchor_seconds * args.ceiling) // 2)
             empty = asyncio.run(
                 load(f"http://127.0.0.1:{trivial_port}/v1/submissions", {}, bodies=bodies,
                      body_of=single_body, events_per_request=0, clients=args.clients,
@@ -338,7 +372,7 @@ def main() -> None:
         same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, 200_000))]
         if not same:  # no batch phase: the single-event records
             same = [single_body(i) for i in range(min(single.requests, 200_000))]
-        ledger_rate, ledger_load = anchor_submit_many(work, same)
+        ledger_rate, ledger_cpu, ledger_load = anchor_submit_many(work, same)
 
     print(f"HTTP intake, embedded runtime: {args.clients} clients, {args.seconds:.0f} s per mode")
     if "single" in modes:
@@ -353,7 +387,7 @@ def main() -> None:
     print("raw anchors of this run:")
     print(
         f"  ledger submit_many, same {len(same):,} records, in-process: {ledger_rate:,.0f} "
-        f"events/s (load average {ledger_load:.2f})"
+        f"events/s, CPU {ledger_cpu * 1e6:.0f} µs/event (load average {ledger_load:.2f})"
     )
     print(
         f"  trivial FastAPI/uvicorn endpoint, same client: {empty.requests / empty.seconds:,.0f} "
