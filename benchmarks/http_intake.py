@@ -3,16 +3,19 @@
 
 Prints requests/s, events/s, p50/p99 latency, checks that the ledger holds exactly what was
 acknowledged, and beside them the raw anchors of the same run: the ledger's own
-``submit_many`` on the same records (no HTTP), and a trivial FastAPI/uvicorn endpoint's
-requests/s with the same client.
+``submit_many`` on the same records (no HTTP; events/s and CPU µs/event), and a trivial
+FastAPI/uvicorn endpoint with the same client, sent single events and the same NDJSON bodies
+(requests/s; CPU µs per line: the floor of HTTP's own cost).
 
 The load generator shares the machine with the server, so it is kept cheap: every request
 body is built before the timed phase (``--ceiling`` sizes the stock; a body built during the
 phase is counted and printed), and the answers are only kept during it, parsed after. Each
 figure is printed with the CPU seconds the client process and the server process spent in
-that phase and the 1-minute load average at its end, so a reader sees the split.
-``--profile FILE`` records the server with py-spy (raw collapsed stacks) during the batch
-phase.
+that phase (the server's also per event, split between its event loop and the group-commit
+writer thread), the 1-minute load average at its end, and the writer's group sizes (from
+``/metrics``), so a reader sees where the time went whatever else the machine ran.
+``--profile FILE`` records the server with py-spy (raw collapsed stacks; extra options in
+``PY_SPY_OPTIONS``) during the batch phase.
 Usage: python benchmarks/http_intake.py [--seconds 60] [--clients 50] [--batch 200]
        [--modes single,batch] [--profile FILE]
 """
@@ -85,6 +88,8 @@ class Run:
     """The machine's 1-minute load average at the end of the phase."""
     built_late: int = 0
     """Bodies the stock did not hold, built during the timed phase."""
+    threads: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each server thread during the phase, by thread name."""
     grouped: tuple[float, float] | None = None
     """Groups the server's writer committed during the phase, and submissions in them."""
 
@@ -103,10 +108,21 @@ class Run:
     def split(self) -> str:
         server = "?"
         if self.server_cpu is not None:
-            server = f"{self.server_cpu:.1f} s ({self.server_system:.1f} s system"
+            server = f"{self.server_cpu:.1f} s"
             if self.events:
-                server += f", {self.server_cpu / self.events * 1e6:.0f} µs/event"
-            server += ")"
+                per_event = self.server_cpu / self.events * 1e6
+                system = self.server_system / self.events * 1e6
+                server += f" ({per_event:.0f} µs/event, {system:.0f} system)"
+        if self.threads and self.events:
+            server += (
+                " = "
+                + ", ".join(
+                    f"{name} {cpu / self.events * 1e6:.0f}"
+                    for name, cpu in sorted(self.threads.items(), key=lambda t: -t[1])
+                    if cpu >= 0.05
+                )
+                + " µs/event"
+            )
         late = f", {self.built_late:,} bodies built in the phase" if self.built_late else ""
         if self.grouped and self.grouped[0]:
             count, size = self.grouped
@@ -115,6 +131,21 @@ class Run:
             f"CPU in {self.seconds:.1f} s: client {self.client_cpu:.1f} s, server {server}; "
             f"load average {self.load_average:.2f} (2 cores shared){late}"
         )
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the main thread of process ``pid`` (the server's event loop)
+    and of its other threads (the group-commit writer), on Linux."""
+    seconds = {"loop": 0.0, "writer": 0.0}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the thread ended
+            continue
+        fields = text.rpartition(")")[2].split()
+        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        seconds["loop" if stat.parent.name == str(pid) else "writer"] += used
+    return seconds
 
 
 def process_cpu(pid: int) -> tuple[float, float] | None:
@@ -138,9 +169,11 @@ async def load(
     clients: int,
     seconds: float,
     server_pid: int | None = None,
+    cycle: bool = False,
 ) -> Run:
     """``clients`` tasks, each posting the next body of ``bodies`` (built beforehand; past
-    its end ``body_of(i)`` builds one) until ``seconds`` are over. The answers are parsed
+    its end ``body_of(i)`` builds one, or with ``cycle`` the stock is sent again) until
+    ``seconds`` are over. The answers are parsed
     after the timed phase."""
     run = Run()
     counter = iter(range(1 << 62))
@@ -151,8 +184,8 @@ async def load(
         async def client() -> None:
             while time.monotonic() < deadline:
                 i = next(counter)
-                if i < len(bodies):
-                    body = bodies[i]
+                if i < len(bodies) or cycle:
+                    body = bodies[i % len(bodies)]
                 else:
                     body = body_of(i)
                     run.built_late += 1
@@ -163,6 +196,7 @@ async def load(
                 answers.append((answer.status, payload))
 
         server_cpu = process_cpu(server_pid) if server_pid else None
+        threads = thread_cpu(server_pid) if server_pid else {}
         client_cpu = time.process_time()
         started = time.monotonic()
         deadline = started + seconds
@@ -172,6 +206,9 @@ async def load(
         if server_cpu is not None and server_pid:
             total, system = process_cpu(server_pid) or server_cpu
             run.server_cpu, run.server_system = total - server_cpu[0], system - server_cpu[1]
+            run.threads = {
+                name: cpu - threads.get(name, 0.0) for name, cpu in thread_cpu(server_pid).items()
+            }
         run.load_average = os.getloadavg()[0]
     for status, payload in answers:
         run.requests += 1
@@ -257,17 +294,19 @@ def ledger_event_ids(path: Path) -> set[str]:
         db.close()
 
 
-def anchor_submit_many(work: Path, lines: list[bytes]) -> tuple[float, float, float]:
+def anchor_submit_many(work: Path, lines: list[bytes]) -> tuple[float, float, float, float]:
     """The ledger's own ``submit_many`` on the same records, in-process: events/s, CPU
-    seconds per event, and the load average at its end."""
+    seconds per event (of them system seconds), and the load average at its end."""
     log = SqliteEventLog(work / "anchor.db")
     try:
         ledger = Ledger(log)
         list(ledger.submit_many((line, None) for line in setup(ORG, KEY_RESULTS)))
-        started, cpu = time.perf_counter(), time.process_time()
+        started, cpu = time.perf_counter(), os.times()
         list(ledger.submit_many((line, None) for line in lines))
         rate = len(lines) / (time.perf_counter() - started)
-        return rate, (time.process_time() - cpu) / len(lines), os.getloadavg()[0]
+        used = os.times()
+        user, system = used.user - cpu.user, used.system - cpu.system
+        return rate, (user + system) / len(lines), system / len(lines), os.getloadavg()[0]
     finally:
         log.close()
 
@@ -360,10 +399,18 @@ def main() -> None:
         )
         try:
             wait_ready(f"http://127.0.0.1:{trivial_port}/docs", trivial, server_log)
-            bodies = stock(single_body, int(args.anchor_seconds * args.ceiling) // 2)
+            # It keeps nothing: a stock of bodies is sent round and round.
+            bodies = stock(single_body, 10_000)
             empty = asyncio.run(
                 load(f"http://127.0.0.1:{trivial_port}/v1/submissions", {}, bodies=bodies,
-                     body_of=single_body, events_per_request=0, clients=args.clients,
+                     cycle=True, body_of=single_body, events_per_request=0, clients=args.clients,
+                     seconds=args.anchor_seconds, server_pid=trivial.pid)
+            )  # fmt: skip
+            bodies = stock(batch_body, 100)
+            empty_batches = asyncio.run(
+                load(f"http://127.0.0.1:{trivial_port}/v1/submissions",
+                     {"Content-Type": "application/x-ndjson"}, bodies=bodies, cycle=True,
+                     body_of=batch_body, events_per_request=0, clients=args.clients,
                      seconds=args.anchor_seconds, server_pid=trivial.pid)
             )  # fmt: skip
             bodies = []
@@ -372,7 +419,7 @@ def main() -> None:
         same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, 200_000))]
         if not same:  # no batch phase: the single-event records
             same = [single_body(i) for i in range(min(single.requests, 200_000))]
-        ledger_rate, ledger_cpu, ledger_load = anchor_submit_many(work, same)
+        ledger_rate, ledger_cpu, ledger_system, ledger_load = anchor_submit_many(work, same)
 
     print(f"HTTP intake, embedded runtime: {args.clients} clients, {args.seconds:.0f} s per mode")
     if "single" in modes:
@@ -387,12 +434,21 @@ def main() -> None:
     print("raw anchors of this run:")
     print(
         f"  ledger submit_many, same {len(same):,} records, in-process: {ledger_rate:,.0f} "
-        f"events/s, CPU {ledger_cpu * 1e6:.0f} µs/event (load average {ledger_load:.2f})"
+        f"events/s, CPU {ledger_cpu * 1e6:.0f} µs/event ({ledger_system * 1e6:.0f} system; "
+        f"load average {ledger_load:.2f})"
     )
     print(
         f"  trivial FastAPI/uvicorn endpoint, same client: {empty.requests / empty.seconds:,.0f} "
         f"requests/s, p50 {empty.percentile(0.5):.1f} ms, p99 {empty.percentile(0.99):.1f} ms"
         f"\n      {empty.split()}"
+    )
+    lines = empty_batches.requests * args.batch
+    per_line = (empty_batches.server_cpu or 0.0) / max(lines, 1) * 1e6
+    print(
+        f"  the same endpoint, the NDJSON bodies of {args.batch}: "
+        f"{empty_batches.requests / empty_batches.seconds:,.0f} requests/s "
+        f"({lines / empty_batches.seconds:,.0f} lines/s), server CPU {per_line:.1f} µs/line"
+        f"\n      {empty_batches.split()}"
     )
     if not exact:
         raise SystemExit(1)
