@@ -3,21 +3,35 @@
 
 Prints requests/s, events/s, p50/p99 latency, checks that the ledger holds exactly what was
 acknowledged, and beside them the raw anchors of the same run: the ledger's own
-``submit_many`` on the same records (no HTTP), and a trivial FastAPI/uvicorn endpoint's
-requests/s with the same client.
+``submit_many`` on the same records (no HTTP; events/s and CPU µs/event), and a trivial
+FastAPI/uvicorn endpoint with the same client, sent single events and the same NDJSON bodies
+(requests/s; CPU µs per line: the floor of HTTP's own cost).
+
+The load generator shares the machine with the server, so it is kept cheap: every request
+body is built before the timed phase (``--ceiling`` sizes the stock; a body built during the
+phase is counted and printed), and the answers are only kept during it, parsed after. Each
+figure is printed with the CPU seconds the client process and the server process spent in
+that phase (the server's also per event, split between its event loop and the group-commit
+writer thread), the 1-minute load average at its end, and the writer's group sizes (from
+``/metrics``), so a reader sees where the time went whatever else the machine ran.
+``--profile FILE`` records the server with py-spy (raw collapsed stacks; extra options in
+``PY_SPY_OPTIONS``) during the batch phase.
 Usage: python benchmarks/http_intake.py [--seconds 60] [--clients 50] [--batch 200]
+       [--modes single,batch] [--profile FILE]
 """
 
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +78,20 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     acknowledged: list[str] = field(default_factory=list)
     """Event ids the server answered as accepted."""
+    client_cpu: float = 0.0
+    """CPU seconds of this (the load generator's) process during the timed phase."""
+    server_cpu: float | None = None
+    server_system: float = 0.0
+    """Of which in the kernel (system time)."""
+    """CPU seconds of the server process during the timed phase (Linux /proc)."""
+    load_average: float = 0.0
+    """The machine's 1-minute load average at the end of the phase."""
+    built_late: int = 0
+    """Bodies the stock did not hold, built during the timed phase."""
+    threads: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each server thread during the phase, by thread name."""
+    grouped: tuple[float, float] | None = None
+    """Groups the server's writer committed during the phase, and submissions in them."""
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies)
@@ -74,49 +102,162 @@ class Run:
             f"  {label}: {self.requests / self.seconds:,.0f} requests/s, "
             f"{self.events / self.seconds:,.0f} events/s, p50 {self.percentile(0.5):.1f} ms, "
             f"p99 {self.percentile(0.99):.1f} ms ({self.requests:,} requests, "
-            f"{self.failures} failed)"
+            f"{self.failures} failed)\n      {self.split()}"
         )
+
+    def split(self) -> str:
+        server = "?"
+        if self.server_cpu is not None:
+            server = f"{self.server_cpu:.1f} s"
+            if self.events:
+                per_event = self.server_cpu / self.events * 1e6
+                system = self.server_system / self.events * 1e6
+                server += f" ({per_event:.0f} µs/event, {system:.0f} system)"
+        if self.threads and self.events:
+            server += (
+                " = "
+                + ", ".join(
+                    f"{name} {cpu / self.events * 1e6:.0f}"
+                    for name, cpu in sorted(self.threads.items(), key=lambda t: -t[1])
+                    if cpu >= 0.05
+                )
+                + " µs/event"
+            )
+        late = f", {self.built_late:,} bodies built in the phase" if self.built_late else ""
+        if self.grouped and self.grouped[0]:
+            count, size = self.grouped
+            late += f"; {count:,.0f} groups committed, {size / count:,.0f} submissions each"
+        return (
+            f"CPU in {self.seconds:.1f} s: client {self.client_cpu:.1f} s, server {server}; "
+            f"load average {self.load_average:.2f} (2 cores shared){late}"
+        )
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the main thread of process ``pid`` (the server's event loop)
+    and of its other threads (the group-commit writer), on Linux."""
+    seconds = {"loop": 0.0, "writer": 0.0}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the thread ended
+            continue
+        fields = text.rpartition(")")[2].split()
+        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        seconds["loop" if stat.parent.name == str(pid) else "writer"] += used
+    return seconds
+
+
+def process_cpu(pid: int) -> tuple[float, float] | None:
+    """CPU seconds (user + system, all threads) of process ``pid`` so far, and of them the
+    system seconds; None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
 
 
 async def load(
     url: str,
     headers: dict[str, str],
     *,
+    bodies: list[bytes],
     body_of: Callable[[int], bytes],
     events_per_request: int,
     clients: int,
     seconds: float,
+    server_pid: int | None = None,
+    cycle: bool = False,
 ) -> Run:
-    """``clients`` tasks, each posting until ``seconds`` are over."""
+    """``clients`` tasks, each posting the next body of ``bodies`` (built beforehand; past
+    its end ``body_of(i)`` builds one, or with ``cycle`` the stock is sent again) until
+    ``seconds`` are over. The answers are parsed
+    after the timed phase."""
     run = Run()
     counter = iter(range(1 << 62))
-    deadline = time.monotonic() + seconds
+    answers: list[tuple[int, bytes]] = []
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def client() -> None:
             while time.monotonic() < deadline:
-                body = body_of(next(counter))
+                i = next(counter)
+                if i < len(bodies) or cycle:
+                    body = bodies[i % len(bodies)]
+                else:
+                    body = body_of(i)
+                    run.built_late += 1
                 started = time.perf_counter()
                 async with session.post(url, data=body) as answer:
                     payload = await answer.read()
                 run.latencies.append(time.perf_counter() - started)
-                run.requests += 1
-                if answer.status not in (200, 201):
-                    run.failures += 1
-                    continue
-                for line in payload.splitlines():
-                    outcome = orjson.loads(line)
-                    if outcome.get("status") == "accepted":
-                        run.acknowledged.append(outcome["event_id"])
-                        run.events += 1
-                    elif events_per_request and outcome.get("status") != "accepted":
-                        run.failures += 1
+                answers.append((answer.status, payload))
 
+        server_cpu = process_cpu(server_pid) if server_pid else None
+        threads = thread_cpu(server_pid) if server_pid else {}
+        client_cpu = time.process_time()
         started = time.monotonic()
+        deadline = started + seconds
         await asyncio.gather(*(client() for _ in range(clients)))
         run.seconds = time.monotonic() - started
+        run.client_cpu = time.process_time() - client_cpu
+        if server_cpu is not None and server_pid:
+            total, system = process_cpu(server_pid) or server_cpu
+            run.server_cpu, run.server_system = total - server_cpu[0], system - server_cpu[1]
+            run.threads = {
+                name: cpu - threads.get(name, 0.0) for name, cpu in thread_cpu(server_pid).items()
+            }
+        run.load_average = os.getloadavg()[0]
+    for status, payload in answers:
+        run.requests += 1
+        if status not in (200, 201):
+            run.failures += 1
+            continue
+        for line in payload.splitlines():
+            outcome = orjson.loads(line)
+            if outcome.get("status") == "accepted":
+                run.acknowledged.append(outcome["event_id"])
+                run.events += 1
+            elif events_per_request:
+                run.failures += 1
     return run
+
+
+@contextmanager
+def profiling(pid: int, out: Path | None, seconds: float) -> Iterator[None]:
+    """py-spy recording process ``pid`` (raw collapsed stacks into ``out``) meanwhile."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if out is None or not Path(spy).exists():
+        if out is not None:
+            print("py-spy is not installed: no profile", file=sys.stderr)
+        yield
+        return
+    recorder = subprocess.Popen(
+        [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--format",
+         "raw", "--nonblocking", *os.environ.get("PY_SPY_OPTIONS", "").split(), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        recorder.wait()
+
+
+def groups(base: str) -> tuple[float, float]:
+    """The server's group-commit histogram so far (``/metrics``): groups, and submissions."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    figures = dict(
+        line.rsplit(" ", 1)
+        for line in text.splitlines()
+        if line.startswith("okr_http_group_commit_size_")
+    )
+    return float(figures["okr_http_group_commit_size_count"]), float(
+        figures["okr_http_group_commit_size_sum"]
+    )
 
 
 def wait_ready(url: str, process: "subprocess.Popen[bytes]", log: Path) -> None:
@@ -153,17 +294,26 @@ def ledger_event_ids(path: Path) -> set[str]:
         db.close()
 
 
-def anchor_submit_many(work: Path, lines: list[bytes]) -> float:
-    """The ledger's own ``submit_many`` on the same records, in-process: events/s."""
+def anchor_submit_many(work: Path, lines: list[bytes]) -> tuple[float, float, float, float]:
+    """The ledger's own ``submit_many`` on the same records, in-process: events/s, CPU
+    seconds per event (of them system seconds), and the load average at its end."""
     log = SqliteEventLog(work / "anchor.db")
     try:
         ledger = Ledger(log)
         list(ledger.submit_many((line, None) for line in setup(ORG, KEY_RESULTS)))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), os.times()
         list(ledger.submit_many((line, None) for line in lines))
-        return len(lines) / (time.perf_counter() - started)
+        rate = len(lines) / (time.perf_counter() - started)
+        used = os.times()
+        user, system = used.user - cpu.user, used.system - cpu.system
+        return rate, (user + system) / len(lines), system / len(lines), os.getloadavg()[0]
     finally:
         log.close()
+
+
+def stock(make: Callable[[int], bytes], count: int) -> list[bytes]:
+    """``count`` request bodies, built before a timed phase."""
+    return [make(i) for i in range(count)]
 
 
 def main() -> None:
@@ -172,7 +322,24 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--batch", type=int, default=200, help="Lines per NDJSON request.")
     parser.add_argument("--anchor-seconds", type=float, default=10.0)
+    parser.add_argument("--modes", default="single,batch", help="single, batch or both.")
+    parser.add_argument(
+        "--ceiling", type=float, default=40_000.0,
+        help="Events/s the stock of prebuilt bodies is sized for (per mode).",
+    )  # fmt: skip
+    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the batch phase.")
     args = parser.parse_args()
+    modes = set(args.modes.split(","))
+    stocked = int(args.seconds * args.ceiling)
+    offset = 1 << 40
+
+    def single_body(i: int) -> bytes:
+        return check_in(ORG, i, KEY_RESULTS)
+
+    def batch_body(i: int) -> bytes:
+        start = offset + i * args.batch
+        return b"\n".join(check_in(ORG, n, KEY_RESULTS) for n in range(start, start + args.batch))
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = work / "data"
@@ -196,26 +363,29 @@ def main() -> None:
             )
         base = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {token}"}
+        single = batched = Run()
         try:
             wait_ready(f"{base}/healthz", server, server_log)
-            single = asyncio.run(
-                load(f"{base}/v1/submissions", auth,
-                     body_of=lambda i: check_in(ORG, i, KEY_RESULTS), events_per_request=0,
-                     clients=args.clients, seconds=args.seconds)
-            )  # fmt: skip
-            offset = 1 << 40
-
-            def batch_body(i: int) -> bytes:
-                start = offset + i * args.batch
-                return b"\n".join(
-                    check_in(ORG, n, KEY_RESULTS) for n in range(start, start + args.batch)
-                )
-
-            batched = asyncio.run(
-                load(f"{base}/v1/submissions", {**auth, "Content-Type": "application/x-ndjson"},
-                     body_of=batch_body, events_per_request=args.batch, clients=args.clients,
-                     seconds=args.seconds)
-            )  # fmt: skip
+            if "single" in modes:
+                bodies = stock(single_body, stocked // 10)  # requests of one event: ~1/10
+                single = asyncio.run(
+                    load(f"{base}/v1/submissions", auth, bodies=bodies, body_of=single_body,
+                         events_per_request=0, clients=args.clients, seconds=args.seconds,
+                         server_pid=server.pid)
+                )  # fmt: skip
+            if "batch" in modes:
+                bodies = stock(batch_body, stocked // args.batch)
+                before = groups(base)
+                with profiling(server.pid, args.profile, args.seconds):
+                    batched = asyncio.run(
+                        load(f"{base}/v1/submissions",
+                             {**auth, "Content-Type": "application/x-ndjson"}, bodies=bodies,
+                             body_of=batch_body, events_per_request=args.batch,
+                             clients=args.clients, seconds=args.seconds, server_pid=server.pid)
+                    )  # fmt: skip
+                after = groups(base)
+                batched.grouped = (after[0] - before[0], after[1] - before[1])
+            bodies = []
         finally:
             stop(server)
         in_ledger = ledger_event_ids(data / "ledger.db")
@@ -229,29 +399,56 @@ def main() -> None:
         )
         try:
             wait_ready(f"http://127.0.0.1:{trivial_port}/docs", trivial, server_log)
+            # It keeps nothing: a stock of bodies is sent round and round.
+            bodies = stock(single_body, 10_000)
             empty = asyncio.run(
-                load(f"http://127.0.0.1:{trivial_port}/v1/submissions", {},
-                     body_of=lambda i: check_in(ORG, i, KEY_RESULTS), events_per_request=0,
-                     clients=args.clients, seconds=args.anchor_seconds)
+                load(f"http://127.0.0.1:{trivial_port}/v1/submissions", {}, bodies=bodies,
+                     cycle=True, body_of=single_body, events_per_request=0, clients=args.clients,
+                     seconds=args.anchor_seconds, server_pid=trivial.pid)
             )  # fmt: skip
+            bodies = stock(batch_body, 100)
+            empty_batches = asyncio.run(
+                load(f"http://127.0.0.1:{trivial_port}/v1/submissions",
+                     {"Content-Type": "application/x-ndjson"}, bodies=bodies, cycle=True,
+                     body_of=batch_body, events_per_request=0, clients=args.clients,
+                     seconds=args.anchor_seconds, server_pid=trivial.pid)
+            )  # fmt: skip
+            bodies = []
         finally:
             stop(trivial)
         same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, 200_000))]
-        ledger_rate = anchor_submit_many(work, same)
+        if not same:  # no batch phase: the single-event records
+            same = [single_body(i) for i in range(min(single.requests, 200_000))]
+        ledger_rate, ledger_cpu, ledger_system, ledger_load = anchor_submit_many(work, same)
 
     print(f"HTTP intake, embedded runtime: {args.clients} clients, {args.seconds:.0f} s per mode")
-    print(single.line("single event"))
-    print(batched.line(f"NDJSON batches of {args.batch}"))
+    if "single" in modes:
+        print(single.line("single event"))
+    if "batch" in modes:
+        print(batched.line(f"NDJSON batches of {args.batch}"))
     exact = in_ledger == acknowledged
     print(
         f"  ledger check: {len(in_ledger):,} check-ins in the ledger, {len(acknowledged):,} "
         f"acknowledged: {'exactly the same' if exact else 'DIFFERENT'}"
     )
     print("raw anchors of this run:")
-    print(f"  ledger submit_many, same records, in-process: {ledger_rate:,.0f} events/s")
+    print(
+        f"  ledger submit_many, same {len(same):,} records, in-process: {ledger_rate:,.0f} "
+        f"events/s, CPU {ledger_cpu * 1e6:.0f} µs/event ({ledger_system * 1e6:.0f} system; "
+        f"load average {ledger_load:.2f})"
+    )
     print(
         f"  trivial FastAPI/uvicorn endpoint, same client: {empty.requests / empty.seconds:,.0f} "
         f"requests/s, p50 {empty.percentile(0.5):.1f} ms, p99 {empty.percentile(0.99):.1f} ms"
+        f"\n      {empty.split()}"
+    )
+    lines = empty_batches.requests * args.batch
+    per_line = (empty_batches.server_cpu or 0.0) / max(lines, 1) * 1e6
+    print(
+        f"  the same endpoint, the NDJSON bodies of {args.batch}: "
+        f"{empty_batches.requests / empty_batches.seconds:,.0f} requests/s "
+        f"({lines / empty_batches.seconds:,.0f} lines/s), server CPU {per_line:.1f} µs/line"
+        f"\n      {empty_batches.split()}"
     )
     if not exact:
         raise SystemExit(1)

@@ -7,6 +7,7 @@ limits, the group-commit writer, the projections) -> the runtime (embedded or Ka
 limit, the key store, the ledger) fails here, before the server listens.
 """
 
+import gc
 import ipaddress
 import sys
 from collections.abc import AsyncIterator
@@ -128,6 +129,9 @@ def serve(settings: Settings, runtime: Runtime, host: str, port: int) -> None:
     import uvicorn
 
     app = create_app(settings, runtime, host=host)
+    # Everything loaded so far (FastAPI, pydantic's schemas, the app) lives as long as the
+    # server: out of the collector's sight, so its full collections do not rescan it.
+    gc.freeze()
     print(f"serving http://{host}:{port}/ on the {runtime.name} runtime", file=sys.stderr)
     uvicorn.run(
         app,

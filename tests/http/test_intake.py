@@ -16,6 +16,8 @@ from okr_ledger.http.keys import Scope
 from tests.http.conftest import Served
 from tests.http.support import JIRA_PAYLOAD, check_in, cli, ndjson, outcome_lines
 
+NDJSON = "application/x-ndjson"
+
 
 def rejections(served: Served) -> list[Rejection]:
     log = SqliteEventLog(served.settings.data_dir / "ledger.db", read_only=True)
@@ -325,3 +327,78 @@ def test_a_write_key_cannot_read_and_a_read_key_reads(served: Served) -> None:
     other = served.key(orgs=("globex",), scopes=(Scope.READ,), source=None)
     with served.server.client(other) as client:
         assert client.get("/v1/orgs/northwind/coverage").status_code == 403
+
+
+def test_a_batch_mixing_every_outcome_answers_each_line_in_order(served: Served) -> None:
+    """Forbidden lines first, between and last; accepted, duplicate (within the batch and of
+    an earlier one), rejected by the rules, malformed; blank and CRLF lines: one outcome per
+    submission, in line order, and each refusal recorded with its line."""
+    first = orjson.dumps(check_in(value=11, source_event_id="mix-1"))
+    lines = [
+        orjson.dumps(check_in(source="crm", source_event_id="mix-f1")),  # 1 forbidden
+        first,  # 2 accepted
+        b"",  # 3 blank: no outcome
+        first + b"\r",  # 4 duplicate (CRLF)
+        orjson.dumps(check_in(org_id="globex", source_event_id="mix-f2")),  # 5 forbidden
+        orjson.dumps(check_in(key_result_id="no-such-kr", source_event_id="mix-r")),  # 6
+        b"[1, 2",  # 7 malformed
+        orjson.dumps(check_in(value=12, source_event_id="mix-2")),  # 8 accepted
+        orjson.dumps(check_in(type_name="KeyResultDefined", org_id="other")),  # 9 forbidden
+    ]
+    before = len(rejections(served))
+    answer = post(served, served.writer, ndjson(lines), **{"Content-Type": NDJSON})
+    assert answer.status_code == 200, answer.text
+    outcomes = outcome_lines(answer.content)
+    assert [(o["status"], o.get("reason_code")) for o in outcomes] == [
+        ("rejected", "forbidden"),
+        ("accepted", None),
+        ("duplicate", None),
+        ("rejected", "forbidden"),
+        ("rejected", "unknown_reference"),
+        ("rejected", "invalid_json"),
+        ("accepted", None),
+        ("rejected", "forbidden"),
+    ]
+    assert [o.get("line") for o in outcomes if o["status"] == "rejected"] == [1, 5, 6, 7, 9]
+    assert outcomes[2]["event_id"] == outcomes[1]["event_id"]
+    recorded = {r.line: r.reason for r in rejections(served)[before:]}
+    assert recorded == {
+        1: ReasonCode.FORBIDDEN,
+        5: ReasonCode.FORBIDDEN,
+        6: ReasonCode.UNKNOWN_REFERENCE,
+        7: ReasonCode.INVALID_JSON,
+        9: ReasonCode.FORBIDDEN,
+    }
+
+
+def test_a_batch_of_forbidden_lines_only_is_answered_and_recorded(served: Served) -> None:
+    lines = [orjson.dumps(check_in(source="crm", source_event_id=f"only-f{n}")) for n in range(3)]
+    before = len(rejections(served))
+    answer = post(served, served.writer, ndjson(lines), **{"Content-Type": NDJSON})
+    assert answer.status_code == 200, answer.text
+    outcomes = outcome_lines(answer.content)
+    assert [(o["reason_code"], o["line"]) for o in outcomes] == [
+        ("forbidden", 1), ("forbidden", 2), ("forbidden", 3),
+    ]  # fmt: skip
+    recorded = rejections(served)[before:]
+    assert [(r.reason, r.line, r.raw) for r in recorded] == [
+        (ReasonCode.FORBIDDEN, n + 1, line) for n, line in enumerate(lines)
+    ]
+
+
+def test_the_idempotency_key_numbers_each_line_of_a_batch_around_refused_ones(
+    served: Served,
+) -> None:
+    lines = [
+        orjson.dumps(check_in(value=21, source_event_id=None)),
+        orjson.dumps(check_in(source="crm", source_event_id=None)),  # forbidden
+        orjson.dumps(check_in(value=23, source_event_id=None)),
+    ]
+    headers = {"Content-Type": NDJSON, "Idempotency-Key": "sheet-9"}
+    first = outcome_lines(post(served, served.writer, ndjson(lines), **headers).content)
+    again = outcome_lines(post(served, served.writer, ndjson(lines), **headers).content)
+    assert [o["status"] for o in first] == ["accepted", "rejected", "accepted"]
+    assert [o["status"] for o in again] == ["duplicate", "rejected", "duplicate"]
+    assert [o["event_id"] for o in again[::2]] == [o["event_id"] for o in first[::2]]
+    alone = orjson.dumps(check_in(value=23, source_event_id="sheet-9-3"))
+    assert post(served, served.writer, alone).json()["status"] == "duplicate"
