@@ -2,6 +2,7 @@
 ledger and decides every submission as the state in memory does; through concurrent writers, a
 failed batch, a writer that did not update it, and the upgrade of a file made before it."""
 
+import gc
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -522,3 +523,27 @@ def test_a_batch_of_byte_identical_repeats_reads_no_key_result(tmp_path: Path) -
     log.close()
     assert all(isinstance(outcome, Duplicate) for outcome in again)
     assert not [s for s in statements if "sequencer_key_results" in s or "sequencer_obj" in s]
+
+
+def test_a_batch_leaves_no_garbage_for_the_cyclic_collector(tmp_path: Path) -> None:
+    """What a batch read (its view of the state) is freed when the batch ends, not left in a
+    reference cycle for Python's cyclic collector to traverse after every batch."""
+    path = tmp_path / "ledger.db"
+    submit(path, org_setup())
+    log = SqliteEventLog(path)
+    ledger = Ledger(log, clock=lambda: NOW)
+    lines = [(line, None) for line in check_ins(300)]
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        outcomes = list(ledger.submit_many(lines))
+        found = gc.collect()
+        left = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        log.close()
+    assert [type(o).__name__ for o in outcomes] == ["Accepted"] * 300
+    assert found == 0, sorted(left)
