@@ -54,7 +54,8 @@ def resealed(record: dict[str, Any], body: bytes | None = None) -> bytes:
     at = body.rfind(b',"hash":"')
     digest = hashlib.sha256(record["prev_hash"].encode())
     digest.update(body[:at] + body[at + 74 :])
-    return body.replace(b'"hash":"' + b"0" * 64 + b'"', b'"hash":"%s"' % digest.hexdigest().encode())
+    sealed = b'"hash":"%s"' % digest.hexdigest().encode()
+    return body.replace(b'"hash":"' + b"0" * 64 + b'"', sealed)
 
 
 def with_body(row: Row, body: Any, *, rehash_column: bool = True) -> Row:
@@ -86,11 +87,13 @@ FORGERIES: dict[str, Any] = {
     "data_not_an_object": lambda row: _data_as(row, "x"),
     "deep_data": lambda row: forged(row, data={"deep": _nested(20)}),
     "extra_key": lambda row: with_body(row, resealed({**orjson.loads(row[0]), "zz": 1})),
-    "not_canonical_but_resealed": lambda row: with_body(
-        row, resealed(orjson.loads(row[0]), b" " + orjson.dumps(orjson.loads(row[0]),
-                                                                option=orjson.OPT_SORT_KEYS))
-    ),  # fmt: skip
+    "not_canonical_but_resealed": lambda row: with_body(row, _spaced(row[0])),
 }
+
+
+def _spaced(body: bytes) -> bytes:
+    record = orjson.loads(body)
+    return resealed(record, b" " + orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
 
 
 def _data_as(row: Row, data: Any) -> Row:
@@ -106,8 +109,8 @@ def _nested(levels: int) -> Any:
 
 
 COLUMN_CHANGES: dict[str, Any] = {
-    "sequence_float": (2, lambda v: float(v)),
-    "sequence_text": (2, lambda v: str(v)),
+    "sequence_float": (2, float),
+    "sequence_text": (2, str),
     "org_int": (1, lambda v: 7),
     "org_none": (1, lambda v: None),
     "org_other": (1, lambda v: "globex" if v == "acme" else "acme"),
