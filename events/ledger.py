@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
+from operator import itemgetter
 
 from events.collector import collector_paused
 from events.log import ChainHead, Decided, EventLog
@@ -74,6 +75,7 @@ class _PendingBatch:
 
 
 _STEP = 64
+_FIRST = itemgetter(0)
 """Lines read at a time into a batch between two looks at its size in bytes."""
 
 
@@ -86,7 +88,10 @@ def _batches(lines: Iterable[ReadLine], size: int, max_bytes: int) -> Iterator[l
     held = 0
     while more := list(islice(iterator, min(size - len(batch), _STEP))):
         batch += more
-        held += sum([len(raw) for raw, _ in more if type(raw) is bytes])
+        try:
+            held += sum(map(len, map(_FIRST, more)))
+        except TypeError:  # an Oversized line among them
+            held += sum([len(raw) for raw, _ in more if type(raw) is bytes])
         if len(batch) >= size or held >= max_bytes:
             yield batch
             batch, held = [], 0
