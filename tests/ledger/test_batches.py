@@ -7,7 +7,7 @@ import pytest
 
 from events.ledger import _STEP, Ledger, _batches
 from events.outcomes import Oversized
-from events.sqlite_log import SqliteEventLog
+from events.sqlite_log import WAL_AUTOCHECKPOINT, SqliteEventLog
 from tests.builders import NOW, check_ins, org_setup
 
 
@@ -49,3 +49,18 @@ def test_the_outcomes_do_not_depend_on_the_cut(
     numbered = [(line, n) for n, line in enumerate(lines, start=1)]
     assert list(cut.submit_many(numbered)) == list(one.submit_many(numbered))
     assert list(cut.log.read_stored()) == list(one.log.read_stored())
+
+
+def test_the_writer_checkpoints_less_often_and_its_close_leaves_no_wal(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    log = SqliteEventLog(path)
+    pragma = log._db.execute
+    assert pragma("PRAGMA wal_autocheckpoint").fetchone() == (WAL_AUTOCHECKPOINT,)
+    assert pragma("PRAGMA synchronous").fetchone() == (2,)  # FULL: every commit still syncs
+    lines = [(line, n) for n, line in enumerate([*org_setup(), *check_ins(300)], start=1)]
+    outcomes = list(Ledger(log, clock=lambda: NOW, batch_size=50).submit_many(lines))
+    log.close()
+    assert not path.with_name("ledger.db-wal").exists()  # the last close checkpointed it
+    reopened = SqliteEventLog(path, read_only=True)
+    assert len(list(reopened.read_stored())) == len(outcomes)
+    reopened.close()
