@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.command_latency import timed
 from benchmarks.workload import check_in, setup
-from events.sqlite_log import _MIGRATIONS
+from events.sqlite_log import _MIGRATIONS, WAL_AUTOCHECKPOINT
 from schemas.envelope import Submission
 from schemas.registry import payload_model
 
@@ -85,6 +85,7 @@ def anchors(path: Path, ledger: Path, work: Path) -> dict[str, float]:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA cache_size=-65536")
+    db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
     db.execute(_MIGRATIONS[0][0])  # the events table of the ledger, as created
     start, cpu = time.perf_counter(), time.process_time()
     for first in range(0, len(rows), BATCH):

@@ -2,9 +2,12 @@
 benchmarks/.work), beside raw anchors on the same stored bytes measured in the same run.
 
 Prints events/s of ``verify_log`` in process (best of 3; wall time and CPU time, which other
-work on the machine disturbs less), of the CLI (``okr-ledger verify --json``, wall time
-including interpreter start) and its peak RSS; anchors: orjson parse of every stored body,
-sha256 of every body, and both, timed the same ways.
+work on the machine disturbs less), of the reference path it falls back to (``ChainVerifier.add``
+of each ``read_stored`` event: what ``verify`` did before its fast path), of the CLI
+(``okr-ledger verify --json``, wall time including interpreter start) and its peak RSS;
+anchors: the SQLite fetch of the rows alone, orjson parse of every stored body, orjson dumps
+(sorted keys) of every parsed event, sha256 of every body, and parse + dumps + sha256, timed the
+same ways.
 
 Usage: python benchmarks/verify_throughput.py [--check-ins 200000]
 """
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.command_latency import timed
 from benchmarks.profiling.common import bench_ledger
+from events.chain import ChainVerifier
 from events.sqlite_log import SqliteEventLog
 from okr_ledger.cli import verify_log
 
@@ -55,6 +59,21 @@ def main() -> None:
         bodies = [stored.body for stored in log.read_stored()]
         count = len(bodies)
 
+        parsed = [orjson.loads(body) for body in bodies]
+
+        def fetch() -> None:
+            for _ in log.stored_rows():
+                pass
+
+        def dumps() -> None:
+            for event in parsed:
+                orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+
+        def all_three() -> None:
+            for body in bodies:
+                orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
+                hashlib.sha256(body).hexdigest()
+
         def parse() -> None:
             for body in bodies:  # not kept: that would time the allocator
                 orjson.loads(body)
@@ -68,10 +87,18 @@ def main() -> None:
                 orjson.loads(body)
                 hashlib.sha256(body).hexdigest()
 
-        anchors = {name: best(call) for name, call in (("parse", parse), ("sha", digest),
-                                                        ("both", both))}  # fmt: skip
+        anchors = {name: best(call) for name, call in (
+            ("fetch", fetch), ("parse", parse), ("dumps", dumps), ("sha", digest),
+            ("both", both), ("all", all_three))}  # fmt: skip
+
+        def reference() -> None:
+            verifier = ChainVerifier()
+            for stored in log.read_stored():
+                verifier.add(stored)
+            assert all(report.ok for report in verifier.reports())
 
         verified = best(lambda: verify_log(log, None))
+        slow = best(reference)
         reports = verify_log(log, None)
         log.close()
         assert all(report.ok for report in reports), reports
@@ -81,14 +108,22 @@ def main() -> None:
     print(f"verify: {count:,} events (1,000 key results), load average {load:.1f}")
     print("                                   wall events/s    CPU events/s")
     print(f"  in process (verify_log):       {rate(count, verified)}")
+    print(f"  reference path (add each):     {rate(count, slow)}")
     print(f"  CLI okr-ledger verify --json:  {count / wall:>12,.0f}                    "
           f"peak RSS {peak:.0f} MiB")  # fmt: skip
     print("  anchors of the same run, on the same stored bytes:")
+    print(f"    SQLite fetch of the rows:    {rate(count, anchors['fetch'])}")
     print(f"    orjson parse:                {rate(count, anchors['parse'])}")
+    print(f"    orjson dumps, sorted keys:   {rate(count, anchors['dumps'])}")
     print(f"    sha256 + hexdigest:          {rate(count, anchors['sha'])}")
     print(f"    orjson parse + sha256:       {rate(count, anchors['both'])}")
-    ratio = anchors["both"][1] / verified[1]
-    print(f"  verify / (parse + sha256), CPU time: {ratio:.2f}")
+    print(f"    parse + dumps + sha256:      {rate(count, anchors['all'])}")
+    floor = anchors["fetch"][1] + anchors["all"][1]
+    print(
+        f"  CPU µs/event: verify {verified[1] / count * 1e6:.2f}, reference "
+        f"{slow[1] / count * 1e6:.2f}, fetch + parse + dumps + sha256 {floor / count * 1e6:.2f}"
+    )
+    print(f"  verify / (parse + sha256), CPU time: {anchors['both'][1] / verified[1]:.2f}")
 
 
 def rate(count: int, seconds: tuple[float, float]) -> str:

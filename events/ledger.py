@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
+from operator import itemgetter
 
 from events.collector import collector_paused
 from events.log import ChainHead, Decided, EventLog
@@ -73,6 +74,31 @@ class _PendingBatch:
         )
 
 
+_STEP = 64
+_FIRST = itemgetter(0)
+"""Lines read at a time into a batch between two looks at its size in bytes."""
+
+
+def _batches(lines: Iterable[ReadLine], size: int, max_bytes: int) -> Iterator[list[ReadLine]]:
+    """``lines`` in lists of ``size``, a list ended early once its submissions' bytes reach
+    ``max_bytes`` (looked at every :data:`_STEP` lines, so it holds at most that many more;
+    an oversized line counts as nothing: only its length is held)."""
+    iterator = iter(lines)
+    batch: list[ReadLine] = []
+    held = 0
+    while more := list(islice(iterator, min(size - len(batch), _STEP))):
+        batch += more
+        try:
+            held += sum(map(len, map(_FIRST, more)))
+        except TypeError:  # an Oversized line among them
+            held += sum([len(raw) for raw, _ in more if type(raw) is bytes])
+        if len(batch) >= size or held >= max_bytes:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
+
+
 class Ledger:
     def __init__(
         self,
@@ -81,11 +107,14 @@ class Ledger:
         clock: Callable[[], datetime] = utc_now,
         batch_size: int = 1000,
         retry_for: float = 30.0,
+        *,
+        batch_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.log = log
         self.policy = policy
         self.clock = clock
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.retry_for = retry_for
         self._store: StateStore = log.state_store() or MemoryStateStore()
 
@@ -93,9 +122,11 @@ class Ledger:
         return next(self.submit_many([(raw, None)]))
 
     def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[Outcome]:
-        """Decide and store every submission; yield one outcome each, in order."""
-        iterator = iter(lines)
-        while batch := list(islice(iterator, self.batch_size)):
+        """Decide and store every submission; yield one outcome each, in order.
+
+        A transaction holds ``batch_size`` submissions, or fewer once they reach
+        ``batch_bytes`` together (see :func:`_batches`): what a batch holds is bounded."""
+        for batch in _batches(lines, self.batch_size, self.batch_bytes):
             yield from self._submit_batch(batch)
 
     def _submit_batch(self, lines: list[ReadLine]) -> list[Outcome]:

@@ -27,6 +27,10 @@ nest at most a few levels (the envelope, ``data``, a list in it)."""
 EVENT_KEYS = frozenset(LedgerEvent.model_fields)
 """The keys of every ledger event (docs/ledger-format.md, section 2)."""
 
+STORED_COLUMNS = ("org_id", "sequence", "event_id", "type", "occurred_at", "recorded_at", "hash")
+"""The columns SQLite keeps beside each body (indexed, or read without parsing it): copies of
+its fields, in the order of a stored row after its body (``SqliteEventLog.stored_rows``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoredBytes:

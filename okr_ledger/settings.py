@@ -32,7 +32,12 @@ class Settings(BaseSettings):
     )
     max_submission_bytes: int = Field(default=MAX_SUBMISSION_BYTES, ge=1024)
     submit_batch_size: int = Field(
-        default=1000, ge=1, description="Submissions per ledger transaction."
+        default=1000, ge=1, description="Submissions per ledger transaction (at most)."
+    )
+    submit_batch_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1,
+        description="Bytes of submissions after which a ledger transaction takes no more.",
     )
     over_focus_limit: int = Field(
         default=5, ge=1, description="Objectives per unit and period above which it is flagged."

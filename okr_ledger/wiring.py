@@ -77,7 +77,10 @@ def open_event_log(settings: Settings, *, create: bool = True, read_only: bool =
 
 def open_ledger(settings: Settings) -> Ledger:
     return Ledger(
-        open_event_log(settings), policy=settings.policy, batch_size=settings.submit_batch_size
+        open_event_log(settings),
+        policy=settings.policy,
+        batch_size=settings.submit_batch_size,
+        batch_bytes=settings.submit_batch_bytes,
     )
 
 

@@ -1,8 +1,10 @@
 """Profile ``verify``: the hash chain of the benchmark ledger checked event by event.
 
 Prints the real ``verify`` path (``verify_log`` in process, and the CLI's wall time), a
-stage-by-stage replay timed without a profiler (SQLite fetch, orjson parse, the types check,
-the canonical form by ``orjson.dumps``, the columns, sha256 over the stored bytes, the chain),
+stage-by-stage replay of the reference path (``ChainVerifier.add``, which the fast path
+``add_rows`` leaves unusual rows to) timed without a profiler (SQLite fetch, orjson parse, the
+types check, the canonical form by ``orjson.dumps``, the columns, sha256 over the stored bytes,
+the chain),
 raw anchors of the same run (orjson parse, orjson dumps with sorted keys, sha256 of the stored
 bodies) and a cProfile of ``verify_log``.
 
@@ -43,6 +45,10 @@ from schemas.envelope import GENESIS_HASH
 ORG = "bench"
 BEST_OF = 3
 VERIFY_STAGES = (
+    ("stored_rows (SQLite fetch, plain rows in chunks)", "cum", "events/sqlite_log.py:stored_rows"),
+    ("add_rows (verify's fast path, inline checks)", "cum", "events/chain.py:add_rows"),
+    ("  _fast_data (data's types for the canonical form)", "cum", "events/chain.py:_fast_data"),
+    ("  add (the reference path: rows it leaves)", "cum", "events/chain.py:add"),
     ("read_stored (SQLite fetch + StoredBytes)", "cum", "events/sqlite_log.py:read_stored"),
     ("  fetchmany", "self", "fetchmany' of 'sqlite3.Cursor' objects>"),
     ("examine (each event's own checks)", "cum", "events/chain.py:examine"),
