@@ -210,8 +210,8 @@ class Settings(BaseSettings):
     http_group_max: int = Field(
         default=5000,
         ge=1,
-        description="Most submissions the HTTP server's writer decides in one ledger transaction "
-        "(group commit of concurrent requests).",
+        description="Most submissions the HTTP server's writer takes from concurrent requests "
+        "at once (group commit); the ledger stores them in transactions of its batch size.",
     )
     http_key_refresh_seconds: float = Field(
         default=0.5,
