@@ -6,7 +6,7 @@ states the same rules; ``projections/views.py`` mirrors the time-dependent ones 
 """
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 ON_TRACK, AT_RISK, OFF_TRACK = "on_track", "at_risk", "off_track"
 ACHIEVED, ABANDONED = "achieved", "abandoned"
@@ -90,17 +90,24 @@ def rollup_confidence(
     return weakest(counted)
 
 
-def period_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
-    """A period as instants: ``starts_on`` 00:00 UTC up to the day after ``ends_on``, 00:00 UTC."""
-    start = datetime(starts_on.year, starts_on.month, starts_on.day, tzinfo=UTC)
-    end = datetime(ends_on.year, ends_on.month, ends_on.day, tzinfo=UTC) + timedelta(days=1)
-    return start, end
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DAY = _EPOCH.date()
 
 
 def micros(moment: datetime) -> int:
     """Microseconds since the epoch, exactly (the SQL side uses the same integers)."""
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _day_micros(day: date) -> int:
+    """:func:`micros` of ``day`` 00:00 UTC (days are whole: no instant is made)."""
+    return (day - _EPOCH_DAY).days * _MICROS_PER_DAY
+
+
+def _period_micros(starts_on: date, ends_on: date) -> tuple[int, int]:
+    """A period as :func:`micros`: ``starts_on`` 00:00 UTC up to the day after ``ends_on``."""
+    return _day_micros(starts_on), _day_micros(ends_on) + _MICROS_PER_DAY
 
 
 def expected_progress(
@@ -114,8 +121,8 @@ def expected_progress(
     """
     if kind in HOLD_KINDS:
         return 1.0
-    start, end = period_bounds(starts_on, due_on if due_on is not None else ends_on)
-    now, begin, finish = micros(ref), micros(start), micros(end)
+    begin, finish = _period_micros(starts_on, due_on if due_on is not None else ends_on)
+    now = micros(ref)
     if kind == "milestone" or finish <= begin:
         return 1.0 if now >= finish else 0.0
     fraction = (now - begin) / (finish - begin)
@@ -151,7 +158,7 @@ def is_stale(
     """
     if retired:
         return False
-    start, end = period_bounds(starts_on, ends_on)
-    since = last_check_in_at if last_check_in_at is not None else start
-    age = min(micros(ref), micros(end)) - micros(since)
+    start, end = _period_micros(starts_on, ends_on)
+    since = micros(last_check_in_at) if last_check_in_at is not None else start
+    age = min(micros(ref), end) - since
     return age > cadence_days * _MICROS_PER_DAY

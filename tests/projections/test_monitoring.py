@@ -13,7 +13,7 @@ days, 12:00 UTC):
 - the strategy reviewed (needs_work) on 5 October, its mission revised on 20 October.
 """
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -359,3 +359,29 @@ def test_the_trend_view_rolls_objectives_up_at_each_point(
                 for p in trend
             ]
             assert series(subject, granularity)[-5:] == expected
+
+
+def test_progress_now_is_what_the_plain_views_answer(monitored: ProjectionStore) -> None:
+    """The query commands work out expected progress, status, staleness and flags in Python;
+    the views BI tools read, in SQL: both give the same answer (the views use the engine's
+    clock, so expected progress is compared to within the time between the two reads)."""
+    before = datetime.now(UTC)
+    viewed = {
+        "objectives": monitored.dicts(
+            "SELECT * FROM {db}.objective_progress WHERE org_id = {org:String} "
+            "ORDER BY objective_id",
+            {"org": ORG},
+        ),
+        "key_results": monitored.dicts(
+            "SELECT * FROM {db}.key_result_progress WHERE org_id = {org:String} "
+            "ORDER BY objective_id, key_result_id",
+            {"org": ORG},
+        ),
+    }
+    found = queries.progress(monitored, ORG, Moment(now=before), 5)
+    for kind, records in (("objectives", found.objectives), ("key_results", found.key_results)):
+        assert [list(r) for r in records] == [list(v) for v in viewed[kind]]
+        for record, view in zip(records, viewed[kind], strict=True):
+            expected = record.pop("expected_progress")
+            assert expected == pytest.approx(view.pop("expected_progress"), abs=1e-6)
+            assert record == view
