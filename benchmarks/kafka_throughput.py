@@ -320,7 +320,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
                     _, i = queue.popleft()
                     lags[i] = now - (start + i / args.rate)  # from the moment it was due
             assert now < deadline, f"{len(steady) - len(lags)} check-ins not visible"
-            time.sleep(0.01)
+            time.sleep(args.poll_ms / 1000)
         thread.join()
         result.lags = list(lags.values())
         result.achieved = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
@@ -336,6 +336,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000.0, help="steady check-ins per second")
     parser.add_argument("--lag-samples", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--poll-ms", type=float, default=10.0,
+        help="pause between two polls of the projections while measuring freshness (each "
+        "poll is a query the worker serves: it takes the worker's CPU and its store)",
+    )  # fmt: skip
     parser.add_argument("--address", help="host:port of a broker (default: start Tansu)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="okr-bench-throughput-") as tmp, ExitStack() as stack:

@@ -14,7 +14,11 @@ Its partitions come from the consumer group (:mod:`processors.faust_app`). For e
   in one transaction through the event log's partition writer
   (:class:`events.kafka_log.LedgerWriter`): rejections, events, outcomes.
 
-Batches of different partitions run concurrently, never two of one partition. Nothing is
+Batches of different partitions run concurrently, never two of one partition. A partition's
+lane takes what waits for it when its turn comes: consecutive batches (each one's first offset
+right after the previous one's last) up to ``sequencer_batch_size`` records go into one batch,
+so one transaction (its fixed round trips to Kafka) covers them, and a lane that waited long
+catches up in fewer, larger batches. Nothing is
 committed: the outputs are the record of progress. A batch that starts after the offset the
 partition needs (records fetched before a seek) is dropped and the partition sought back, once;
 if the same gap comes back, the log has nothing in it (a transaction marker, retention).
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 Seek = Callable[[int, int], Awaitable[None]]
 """Seek intake ``partition`` to ``offset`` on the group consumer."""
 
-LANE_DEPTH = 2
+LANE_DEPTH = 8
 """Batches of a partition waiting for their turn (the consumer waits when they are full)."""
 
 
@@ -60,6 +64,13 @@ class Lane:
     gap: tuple[int, int] | None = None
     """A gap seen once (expected, first offset delivered): if it comes again, it is real."""
     task: "asyncio.Task[None] | None" = None
+    cleared: int = 0
+    """Moves whenever the batches waiting are dropped (:meth:`clear`)."""
+
+    def clear(self) -> None:
+        """Drop the batches waiting (each counted as done)."""
+        self.cleared += 1
+        _clear(self.queue)
 
 
 class SequencerAgent:
@@ -117,7 +128,7 @@ class SequencerAgent:
             lane = self._lanes.get(partition)
             if lane is not None:
                 lane.generation = None
-                _clear(lane.queue)
+                lane.clear()
 
     async def _idle(self, partition: int) -> None:
         """Until no batch of ``partition`` is queued or being written."""
@@ -126,13 +137,13 @@ class SequencerAgent:
             lane = self._lanes[partition] = Lane(partition)
             lane.task = asyncio.create_task(self._run(lane), name=f"okr-sequencer-{partition}")
         lane.generation = None
-        _clear(lane.queue)
+        lane.clear()
         await lane.queue.join()  # the batch being written, if any
 
     async def _drop(self, partition: int) -> None:
         lane = self._lanes.pop(partition)
         lane.generation = None
-        _clear(lane.queue)
+        lane.clear()
         await lane.queue.join()
         if lane.task is not None:
             lane.task.cancel()
@@ -167,44 +178,62 @@ class SequencerAgent:
             await self._crash(error)
 
     async def _work(self, lane: Lane) -> None:
+        size = self.config.sequencer_batch_size
         while True:
-            records = await lane.queue.get()
+            runs = [await lane.queue.get()]
+            taken, cleared = 1, lane.cleared
+            while not lane.queue.empty():  # take what waits: one transaction for all of it
+                more = lane.queue.get_nowait()
+                taken += 1
+                last = runs[-1]
+                if len(last) + len(more) <= size and more[0].offset == last[-1].offset + 1:
+                    runs[-1] = [*last, *more]
+                else:
+                    runs.append(more)
             try:
-                if not lane.owned or lane.generation is None:
-                    continue
-                if not self._contiguous(lane, records):
-                    continue
-                batch = [intake_record(lane.partition, r) for r in records]
-                done: Sequenced = await self._call("sequence", lane.partition, batch)
-                if done.resume is not None:
-                    lane.expected = max(lane.expected, done.resume)
-                if done.outcomes:
-                    self.decided += done.outcomes
-                    self.metrics.sequenced(
-                        lane.partition,
-                        events=done.events,
-                        rejections=done.rejections,
-                        duplicates=done.duplicates,
-                        outcomes=done.outcomes,
-                        seconds=done.seconds,
-                    )
-                if done.verdict is Verdict.FENCED:
-                    log.warning(
-                        "partition %s: another worker owns it now; waiting for the rebalance",
-                        lane.partition,
-                    )
-                    self.metrics.fenced(lane.partition)
-                    lane.owned, lane.generation = False, None
-                elif done.verdict is Verdict.RESTORE and lane.generation is not None:
-                    await self._restart(lane)  # otherwise the coming assignment restores it
+                for records in runs:
+                    await self._batch(lane, records)
+                    if lane.cleared != cleared:  # dropped, sought back, restored: read anew
+                        break
             finally:
-                lane.queue.task_done()
+                for _ in range(taken):
+                    lane.queue.task_done()
+
+    async def _batch(self, lane: Lane, records: list[Any]) -> None:
+        """Decide and write one batch of the lane's partition (consecutive records)."""
+        if not lane.owned or lane.generation is None:
+            return
+        if not self._contiguous(lane, records):
+            return
+        batch = [intake_record(lane.partition, r) for r in records]
+        done: Sequenced = await self._call("sequence", lane.partition, batch)
+        if done.resume is not None:
+            lane.expected = max(lane.expected, done.resume)
+        if done.outcomes:
+            self.decided += done.outcomes
+            self.metrics.sequenced(
+                lane.partition,
+                events=done.events,
+                rejections=done.rejections,
+                duplicates=done.duplicates,
+                outcomes=done.outcomes,
+                seconds=done.seconds,
+            )
+        if done.verdict is Verdict.FENCED:
+            log.warning(
+                "partition %s: another worker owns it now; waiting for the rebalance",
+                lane.partition,
+            )
+            self.metrics.fenced(lane.partition)
+            lane.owned, lane.generation = False, None
+        elif done.verdict is Verdict.RESTORE and lane.generation is not None:
+            await self._restart(lane)  # otherwise the coming assignment restores it
 
     async def _restart(self, lane: Lane) -> None:
         """Restore a partition from nothing while it stays assigned, and read on from there."""
         generation, lane.generation = lane.generation, None
         epoch = self._epoch
-        _clear(lane.queue)
+        lane.clear()
         restored: Restored = await self._call("restore", lane.partition)
         lane.expected, lane.gap = restored.resume, None
         if epoch == self._epoch:  # else a rebalance came: its assignment restores again
@@ -236,7 +265,7 @@ class SequencerAgent:
             first,
             lane.expected,
         )
-        _clear(lane.queue)
+        lane.clear()
         seek = self._seek_to(lane.partition, lane.expected, self._epoch)
         asyncio.get_running_loop().create_task(seek)
         return False

@@ -17,17 +17,28 @@ outcomes in one transaction through the partition's writer
 (:class:`events.kafka_log.LedgerWriter`). A write refused because another worker owns the
 partition now is :attr:`Verdict.FENCED`; any other failure of a write (the state may be ahead
 of the ledger) is :attr:`Verdict.RESTORE`: restore from nothing.
+
+**Transactions, one at a time.** Calls of different partitions run at the same time (one per
+partition), so that one partition's batch is decided (Python, CPU) while another's transaction
+waits on Kafka. But a process has at most one transaction (or fence) under way: the writes
+take one lock. Tansu can leave a transaction open for good when the process that had it open
+is killed while another of its transactions is in flight (docs/ARCHITECTURE.md, "What ends a
+dead worker's open transaction"), and every restore then waits on it; with one at a time, a
+killed worker leaves at most one open transaction, as before.
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import pickle
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing import get_context
@@ -119,6 +130,9 @@ class SequencerCore:
         self._owned: dict[int, Owned] = {}
         self._fenced: dict[int, LedgerWriter] = {}
         """Writers made by :meth:`fence`, not restored yet."""
+        self._transacting = threading.Lock()
+        """Held by the one transaction (or fence) under way in this process: see
+        "Transactions, one at a time" in the module docstring."""
 
     def fence(self, partitions: list[int]) -> None:
         """Make the writers of ``partitions``: every earlier writer of each is refused from
@@ -132,7 +146,7 @@ class SequencerCore:
             transactional_id = c.transactional_id(partition) if c.transactions else None
             return self.log.partition_writer(partition, transactional_id)
 
-        with ThreadPoolExecutor(max(1, min(8, len(partitions)))) as pool:
+        with self._transacting, ThreadPoolExecutor(max(1, min(8, len(partitions)))) as pool:
             writers = list(pool.map(writer, partitions))  # each waits on its coordinator
         for partition, made in zip(partitions, writers, strict=True):
             stale = self._fenced.pop(partition, None)
@@ -319,11 +333,11 @@ class SequencerCore:
         Raises :class:`SequenceConflictError` when another writer's record landed among its
         events (the outcomes were not written: restore)."""
         topic = self.config.topics.outcomes
-        appended = owned.writer.append(
-            [(event, (origin.header(),)) for event, origin in output.events],
-            [(rejection, (origin.header(),)) for rejection, origin in output.rejections],
-            [OutRecord(topic, o.partition, o.key, o.value) for o in output.outcomes],
-        )
+        events = [(event, (origin.header(),)) for event, origin in output.events]
+        rejections = [(rejection, (origin.header(),)) for rejection, origin in output.rejections]
+        outcomes = [OutRecord(topic, o.partition, o.key, o.value) for o in output.outcomes]
+        with self._transacting:
+            appended = owned.writer.append(events, rejections, outcomes)
         if appended.moved:
             raise SequenceConflictError("another writer appended to the ledger partition")
         if appended.rejections:
@@ -362,10 +376,13 @@ class ThreadRunner:
 
 
 class ProcessRunner:
-    """The core alone in a child process: it has a core of its own. One call at a time, over
-    a pipe. The child dies with the worker: it is killed when its parent dies (even by
-    SIGKILL), ignores the terminal's SIGINT, and is terminated when the worker stops (at any
-    point that is safe: restarting is)."""
+    """The core alone in a child process: it has a core of its own. Calls go over a pipe,
+    numbered, several at a time (one per partition, as the lanes make them); the child runs
+    each in a thread of its own, as :class:`ThreadRunner` does, so that one partition's batch
+    is decided while another's transaction waits on Kafka (at most one transaction at a time:
+    see the module docstring). The child dies with the worker: it is killed when its parent
+    dies (even by SIGKILL), ignores the terminal's SIGINT, and is terminated when the worker
+    stops (at any point that is safe: restarting is)."""
 
     def __init__(self, config: WorkerConfig) -> None:
         context = get_context("spawn")  # never fork a process with threads
@@ -378,23 +395,61 @@ class ProcessRunner:
         )
         self._process.start()
         child_end.close()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="okr-sequencer-pipe")
+        self._numbers = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._lock = threading.Lock()
+        """Guards :attr:`_waiting` and :attr:`_ended`."""
+        self._ended: LedgerUnavailableError | None = None
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="okr-sequencer-pipe")
+        self._receiver = threading.Thread(
+            target=self._receive, name="okr-sequencer-results", daemon=True
+        )
+        self._receiver.start()
 
     async def call(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._round_trip, method, args)
-
-    def _round_trip(self, method: str, args: tuple[Any, ...]) -> Any:
+        future: asyncio.Future[Any] = loop.create_future()
+        number = next(self._numbers)
+        with self._lock:
+            if self._ended is not None:
+                raise self._ended
+            self._waiting[number] = future
         try:
-            self._pipe.send((method, args))
-            done, value = self._pipe.recv()
+            await loop.run_in_executor(self._sender, self._send, (number, method, args))
+            return await future
+        finally:
+            with self._lock:
+                self._waiting.pop(number, None)
+
+    def _send(self, call: tuple[int, str, tuple[Any, ...]]) -> None:
+        try:
+            self._pipe.send(call)
         except (EOFError, OSError) as error:
-            raise LedgerUnavailableError(
-                f"the sequencer process ended (exit code {self._process.exitcode}): {error!r}"
-            ) from error
-        if not done:
-            raise value
-        return value
+            raise self._gone(error) from error
+
+    def _receive(self) -> None:
+        """The results as the child sends them, each to the call that waits for it."""
+        while True:
+            try:
+                number, done, value = self._pipe.recv()
+            except (EOFError, OSError) as error:
+                ended = self._gone(error)
+                with self._lock:
+                    self._ended = ended
+                    waiting, self._waiting = self._waiting, {}
+                for future in waiting.values():
+                    _settle_from_thread(future, False, ended)
+                return
+            with self._lock:
+                found = self._waiting.pop(number, None)
+            if found is not None:
+                _settle_from_thread(found, done, value)
+
+    def _gone(self, error: BaseException) -> LedgerUnavailableError:
+        self._process.join(1)
+        return LedgerUnavailableError(
+            f"the sequencer process ended (exit code {self._process.exitcode}): {error!r}"
+        )
 
     def close(self) -> None:
         self._process.terminate()
@@ -403,11 +458,31 @@ class ProcessRunner:
             self._process.kill()
             self._process.join(5)
         self._pipe.close()
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._sender.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle_from_thread(future: "asyncio.Future[Any]", done: bool, value: Any) -> None:
+    """Resolve ``future`` (of another thread's loop) with a call's result or error."""
+
+    def settle() -> None:
+        if future.done():
+            return  # the call was cancelled
+        if done:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    with suppress(RuntimeError):  # its loop is closed: nobody waits any more
+        future.get_loop().call_soon_threadsafe(settle)
+
+
+CHILD_THREADS = 8
+"""Calls the sequencer process runs at once (the lanes send one per partition)."""
 
 
 def _child_main(config: WorkerConfig, pipe: PipeEnd, parent: int) -> None:
-    """The sequencer process: calls in, results (or the error raised) out."""
+    """The sequencer process: numbered calls in, each run in a thread of its own; results (or
+    the error raised) out, in the order they end."""
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
@@ -417,23 +492,31 @@ def _child_main(config: WorkerConfig, pipe: PipeEnd, parent: int) -> None:
     for name in ("kafka", "librdkafka"):
         logging.getLogger(name).setLevel(logging.WARNING)
     core = SequencerCore(config)
+    sending = threading.Lock()
+
+    def run(number: int, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            function: Callable[..., Any] = getattr(core, method)
+            result: tuple[bool, Any] = True, function(*args)
+        except Exception as error:
+            log.exception("the sequencer's %s failed", method)
+            result = False, error
+        with sending, suppress(OSError):  # OSError: the worker is gone
+            try:
+                pipe.send((number, *result))
+            except (TypeError, AttributeError, pickle.PicklingError):  # an error it cannot send
+                pipe.send((number, False, RuntimeError(f"{method} failed: {result[1]!r}")))
+
+    threads = ThreadPoolExecutor(CHILD_THREADS, thread_name_prefix="okr-sequencer")
     try:
         while True:
             try:
-                method, args = pipe.recv()
+                number, method, args = pipe.recv()
             except EOFError:
                 return  # the worker is gone
-            try:
-                function: Callable[..., Any] = getattr(core, method)
-                result: tuple[bool, Any] = True, function(*args)
-            except Exception as error:
-                log.exception("the sequencer's %s failed", method)
-                result = False, error
-            try:
-                pipe.send(result)
-            except (TypeError, AttributeError, pickle.PicklingError):  # an error it cannot send
-                pipe.send((False, RuntimeError(f"{method} failed: {result[1]!r}")))
+            threads.submit(run, number, method, args)
     finally:
+        threads.shutdown(wait=True, cancel_futures=True)
         core.close()
 
 

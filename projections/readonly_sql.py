@@ -13,6 +13,8 @@ wall: even a statement the check let through cannot write or change a setting).
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,17 +175,43 @@ def quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+ACCEPTED_KEPT = 256
+"""Accepted statements whose verdict a guard keeps (the latest)."""
+ACCEPTED_KEPT_CHARS = 16_384
+"""Longer statements are checked every time (the kept verdicts stay small)."""
+
+
 class ReadOnlyGuard:
     """Checks statements against the allow-lists, parsed by the engine behind ``run``.
 
-    One per engine: it keeps that engine's function catalogue after the first check.
+    One per engine: it keeps that engine's function catalogue after the first check, and the
+    verdicts of the latest statements it accepted (:data:`ACCEPTED_KEPT`, each at most
+    :data:`ACCEPTED_KEPT_CHARS` long): the verdict depends only on the statement's text and on
+    that catalogue, and a dashboard or a poller sends the same statement again and again (each
+    check is a round trip to the engine's parser). A refused statement is checked every time.
     """
 
     def __init__(self) -> None:
         self._functions: _FunctionCatalogue | None = None
+        self._accepted: OrderedDict[str, CheckedStatement] = OrderedDict()
+        self._lock = threading.Lock()
 
     def check(self, sql: str, run: Run) -> CheckedStatement:
         """The statement, checked; :class:`QueryRefusedError` names what is refused."""
+        with self._lock:
+            known = self._accepted.get(sql)
+            if known is not None:
+                self._accepted.move_to_end(sql)
+                return known
+        checked = self._check(sql, run)
+        if len(sql) <= ACCEPTED_KEPT_CHARS:
+            with self._lock:
+                self._accepted[sql] = checked
+                while len(self._accepted) > ACCEPTED_KEPT:
+                    self._accepted.popitem(last=False)
+        return checked
+
+    def _check(self, sql: str, run: Run) -> CheckedStatement:
         try:
             digest = hashlib.sha256(sql.encode("utf-8")).hexdigest()
         except UnicodeEncodeError:

@@ -182,33 +182,40 @@ class ProjectionStore:
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
         for table in staged.tables():
             self._insert(table, staged.take(table))
-        claimed: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        claimed: list[tuple[tuple[Any, ...], str, int]] = []
         if owners is not None:
             for row in checkpoints:
                 if row[0] == t.LEDGER_STREAM and row[1] in owners:
-                    claimed.setdefault(owners[row[1]], []).append(row)
+                    claimed.append((row, *owners[row[1]]))
             checkpoints = [
                 row for row in checkpoints if row[0] != t.LEDGER_STREAM or row[1] not in owners
             ]
-        for (key, claim), rows in claimed.items():
-            self._insert_if_claimed(rows, key, claim)
+        if claimed:
+            self._insert_if_claimed(claimed)
         if checkpoints:
             staged.add(t.CHECKPOINTS, checkpoints)
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
 
-    def _insert_if_claimed(self, rows: list[tuple[Any, ...]], key: str, claim: int) -> None:
-        """Insert ledger checkpoints ``rows`` in one statement that checks the claim itself."""
+    def _insert_if_claimed(self, claimed: list[tuple[tuple[Any, ...], str, int]]) -> None:
+        """Insert ledger checkpoints, each with its partition's (owner key, claim), in one
+        statement that checks the claims itself: a row goes in only while its claim is the
+        latest on its partition (as :data:`_STILL_CLAIMED`, for every partition at once)."""
         self._run(
             "INSERT INTO {db}.checkpoints (stream, org_id, position, last_recorded_at) "
             "SELECT {stream:String}, c.1, c.2, fromUnixTimestamp64Micro(c.3, 'UTC') FROM "
             "(SELECT arrayJoin(arrayZip({orgs:Array(String)}, {positions:Array(UInt64)}, "
-            "{recorded:Array(Int64)})) AS c) WHERE " + _STILL_CLAIMED,
+            "{recorded:Array(Int64)}, {owners:Array(String)}, {claims:Array(UInt64)})) AS c) "
+            "WHERE (c.4, c.5) IN (SELECT toString(org_id), max(position) FROM {db}.checkpoints "
+            "WHERE stream = {owner_stream:String} AND has({owners:Array(String)}, org_id) "
+            "GROUP BY org_id)",
             {
                 "stream": t.LEDGER_STREAM,
-                "orgs": [row[1] for row in rows],
-                "positions": [row[2] for row in rows],
-                "recorded": [row[3] for row in rows],
-                **_claim_params(key, claim),
+                "orgs": [row[1] for row, _, _ in claimed],
+                "positions": [row[2] for row, _, _ in claimed],
+                "recorded": [row[3] for row, _, _ in claimed],
+                "owners": [key for _, key, _ in claimed],
+                "claims": [claim for _, _, claim in claimed],
+                "owner_stream": t.OWNER_STREAM,
             },
         )
 

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from okr_ledger.cli import app
 from projections.query_credentials import Credential
 from projections.query_server import QueryServer, ReadOnlyEngine
-from projections.readonly_sql import QueryLimits
+from projections.readonly_sql import ACCEPTED_KEPT, QueryLimits, ReadOnlyGuard
 from projections.store import ProjectionStore
+from schemas.errors import ProjectionQueryError, QueryRefusedError
 from tests.kafka.test_sequencer_worker import free_port
 from tests.projections.readonly_support import data_state, sql_of
 from tests.projections.sql_escapes import ESCAPES
@@ -246,3 +247,50 @@ def test_the_limits_stop_heavy_queries_at_the_endpoint(demo: Path) -> None:
         with pytest.raises(DatabaseError, match="MEMORY_LIMIT_EXCEEDED"):
             client.query("SELECT groupArray(number) FROM numbers(1000000000)")
         assert client.query("SELECT 1").result_rows == [(1,)]
+
+
+def test_a_statement_sent_again_is_not_parsed_again_and_a_refused_one_always_is(
+    demo: Path,
+) -> None:
+    """A poller's statement is checked by the engine's parser once (then its verdict is
+    kept); a refused statement is checked, and refused, every time; the verdicts kept are
+    bounded."""
+    engine = ReadOnlyEngine(str(demo / "clickhouse"), QueryLimits())
+    try:
+        engine.use("okr_ledger")
+        parsed: list[str] = []
+
+        def counting(sql: str) -> Any:
+            parsed.append(sql)
+            return engine._rows(sql)
+
+        guard = ReadOnlyGuard()
+        poll = "SELECT org_id, max(position) FROM checkpoints GROUP BY org_id"
+        first = guard.check(poll, counting)
+        runs = len(parsed)
+        assert runs >= 1
+        for _ in range(5):
+            assert guard.check(poll, counting) == first
+        assert len(parsed) == runs  # kept: not parsed again
+        rows = engine.query(first.sql, "JSONCompactEachRow")
+        assert rows  # the demo's checkpoints, as the first check let it run
+
+        for escape in ESCAPES:
+            seen = []
+            for _ in range(2):
+                before = len(parsed)
+                with pytest.raises((QueryRefusedError, ProjectionQueryError)) as refused:
+                    guard.check(escape, counting)
+                seen.append((len(parsed) - before, str(refused.value)))
+            assert seen[0] == seen[1], escape  # checked again, the same way, refused again
+
+        for i in range(ACCEPTED_KEPT + 1):
+            guard.check(f"SELECT {i}", counting)
+        before = len(parsed)
+        guard.check("SELECT 0", counting)  # the oldest kept verdict went first
+        assert len(parsed) > before
+        before = len(parsed)
+        guard.check(f"SELECT {ACCEPTED_KEPT}", counting)  # the latest is kept
+        assert len(parsed) == before
+    finally:
+        engine.close()

@@ -192,6 +192,21 @@ class ProjectionStoreContract:
         store.insert(second, {ORG: (key, 5)})
         assert store.positions() == {ORG: len(events)}
 
+    def test_one_commit_moves_the_checkpoints_of_the_partitions_still_claimed_only(
+        self, store: ProjectionStore
+    ) -> None:
+        """A commit covering several partitions checks each one's claim (in one statement):
+        the checkpoints of a partition claimed since by another owner stay where they were."""
+        mine, moved = t.owner_key(0), t.owner_key(1)
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, mine, 3, 0)]})
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, moved, 6, 0)]})
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, moved, 7, 0)]})  # the next owner's
+        rows = [(t.LEDGER_STREAM, org, position, 0) for org, position in (("a", 10), ("b", 20))]
+        rows.append((t.LEDGER_STREAM, "c", 30, 0))
+        owners = {"a": (mine, 3), "b": (moved, 6), "c": (moved, 7)}
+        store.insert({t.CHECKPOINTS: rows}, owners)
+        assert store.positions() == {"a": 10, "c": 30}
+
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
         with pytest.raises(QueryRefusedError, match="DROP is not allowed"):

@@ -1,0 +1,114 @@
+"""The sequencer agent's lanes on the broker: what waits for a partition goes into one batch."""
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from events.intake_wire import intake_message
+from events.kafka_client import Connection, Reader, partition_for
+from events.kafka_records import decode_event, org_key
+from processors.kafka_config import Topics, WorkerConfig
+from processors.kafka_worker import SequencerAgent
+from processors.metrics import PrometheusMetrics
+from processors.sequencer_core import ThreadRunner
+from tests.builders import check_ins, org_setup
+from tests.kafka.conftest import TEST_PARTITIONS
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An intake record as the group consumer hands it over (aiokafka's fields)."""
+
+    offset: int
+    value: bytes
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class GatedRunner:
+    """The real core in threads; the first batch waits at a gate, and every call is noted."""
+
+    def __init__(self, runner: ThreadRunner) -> None:
+        self.runner = runner
+        self.gate = asyncio.Event()
+        self.batches: list[list[int]] = []
+
+    async def call(self, method: str, *args: Any) -> Any:
+        if method == "sequence":
+            self.batches.append([r.offset for r in args[1]])
+            if len(self.batches) == 1:
+                await self.gate.wait()
+        return await self.runner.call(method, *args)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
+    kafka_address: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """While a partition's batch is written, the next three fetches wait: the two consecutive
+    ones become one batch (one transaction), the one after a gap is not decided but sought
+    back to, once; then the partition reads on, and the ledger holds every event in order."""
+    partition = 1
+    org = next(
+        o
+        for o in (f"org{i}" for i in range(1000))
+        if partition_for(org_key(o), TEST_PARTITIONS) == partition
+    )
+    raws = [*org_setup(org), *check_ins(24, org)]
+    fetched = []
+    for offset, raw in enumerate(raws):
+        message = intake_message(raw, f"s{offset}", None)
+        fetched.append(Fetched(offset, message.value, message.key, tuple(message.headers)))
+    config = WorkerConfig(
+        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=15.0
+    )
+    seeks: list[tuple[int, int]] = []
+    crashes: list[BaseException] = []
+
+    async def seek(p: int, offset: int) -> None:
+        seeks.append((p, offset))
+
+    async def crash(error: BaseException) -> None:
+        crashes.append(error)
+
+    async def scenario() -> GatedRunner:
+        runner = GatedRunner(ThreadRunner(config))
+        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        try:
+            assert await agent.assign({partition}, 1) == {partition: 0}
+            await agent.handle(partition, fetched[0:5], 1)
+            while not runner.batches:  # the first batch is at the gate
+                await asyncio.sleep(0.01)
+            await agent.handle(partition, fetched[5:10], 1)
+            await agent.handle(partition, fetched[10:15], 1)
+            await agent.handle(partition, fetched[20:25], 1)  # 15-19 missing: a gap
+            runner.gate.set()
+            await agent.settle()
+            for _ in range(500):  # the seek back is a task of its own
+                if seeks:
+                    break
+                await asyncio.sleep(0.01)
+            assert seeks == [(partition, 15)]
+            await agent.handle(partition, fetched[15:], 1)  # read again from 15
+            await agent.settle()
+        finally:
+            agent.close()
+        return runner
+
+    runner = asyncio.run(scenario())
+    assert not crashes
+    assert runner.batches == [
+        list(range(0, 5)),
+        list(range(5, 15)),  # two fetches, one batch
+        list(range(15, len(raws))),
+    ]
+    reader = Reader(Connection((kafka_address,), "okr-tests", 15.0))
+    try:
+        events = [decode_event(r.value) for r in reader.read(topics["ledger"], {partition: 0})]
+    finally:
+        reader.close()
+    assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
+    assert [e["org_id"] for e in events] == [org] * len(raws)
