@@ -110,17 +110,23 @@ def _params(org_id: str, seq: int, moment: Moment, **more: Any) -> dict[str, Any
     return {"org": org_id, "seq": seq, "ref": moment.ref, **more}
 
 
-_REF = "{ref:DateTime64(6, 'UTC')}"
 _AT = "{at:DateTime64(6, 'UTC')}"
 
 
 def key_results(
     store: ProjectionStore, org_id: str, moment: Moment, only: Sequence[str] | None = None
 ) -> list[Record]:
-    """``only``: just these key results (as of ``moment.as_of`` or at ``moment.at`` only)."""
+    """``only``: just these key results."""
     if moment.as_of is None and moment.at is None:
-        query = f"{_NOW_ROWS.format(table=t.KEY_RESULTS_NOW)} ORDER BY objective_id, key_result_id"
-        return [_scored_now(row, moment.ref) for row in _records(store, query, {"org": org_id})]
+        source = sql.now("{db}", t.KEY_RESULTS_NOW)
+        query = f"SELECT * FROM {source} ORDER BY objective_id, key_result_id"
+        rows = _records(store, query, {"org": org_id})
+        wanted = None if only is None else set(only)
+        return [
+            _scored_key_result(row, moment.ref)
+            for row in rows
+            if wanted is None or row["key_result_id"] in wanted
+        ]
     seq = sequence_as_of(store, org_id, moment.as_of)
     return _key_results_as_of(store, org_id, seq, moment, only)
 
@@ -136,24 +142,23 @@ def objectives(
     """``as_of``: the ledger sequence of ``moment.as_of`` and the key results then, if known."""
     if moment.as_of is not None:
         return _objectives_as_of(store, org_id, moment, focus_limit, as_of)
-    query = f"{_NOW_ROWS.format(table=t.OBJECTIVES_NOW)} ORDER BY objective_id"
+    query = f"SELECT * FROM {sql.now('{db}', t.OBJECTIVES_NOW)} ORDER BY objective_id"
     return [
         _scored_objective(o, o["progress"], o["confidence"], moment.ref, focus_limit)
         for o in _records(store, query, {"org": org_id})
     ]
 
 
-_NOW_ROWS = "SELECT * FROM {{db}}.{table} FINAL WHERE org_id = {{org:String}}"
-"""An org's rows of a current-state table. The answers' derived columns (expected progress,
-status, staleness, flags) are worked out here, as for ``--as-of``, not in SQL: the engine's
-analysis of those expressions cost more than reading the rows (``progress``: ~13 and ~10 ms
-of ~24, against ~4 ms each for the plain reads). The views keep them in SQL; the property
-tests hold the two equal."""
+# The answers' derived columns (expected progress, status, staleness, flags) are worked out
+# here, as for ``--as-of``, not in SQL: the engine's analysis of those expressions cost more
+# than reading the rows (``progress``: ~13 and ~10 ms of ~24, against ~4 ms each for the plain
+# reads). The views keep them in SQL; the tests hold the two equal.
 
 
-def _scored_now(row: Record, ref: datetime) -> Record:
-    """A key result's answer from its ``key_results_now`` row (the columns and order of
-    :func:`projections.sql.key_result_progress`)."""
+def _scored_key_result(row: Record, ref: datetime) -> Record:
+    """A key result's answer (the columns and order of
+    :func:`projections.sql.key_result_progress`) from a row with the columns of
+    ``key_results_now``: its current-state row, or one made of its history up to a sequence."""
     expected = scoring.expected_progress(
         row["kind"], row["period_starts_on"], row["period_ends_on"], ref, row["due_on"]
     )
@@ -360,15 +365,14 @@ def key_results_under(
     params = _params(org_id, sequence_as_of(store, org_id, moment.as_of), moment)
     parents = dict(
         store.rows(
-            f"SELECT objective_id, parent_objective_id FROM {{db}}.{t.OBJECTIVES} "
-            f"WHERE {sql.AS_OF_FILTER} ORDER BY sequence DESC LIMIT 1 BY objective_id",
+            "SELECT objective_id, parent_objective_id "
+            f"FROM {sql.latest_as_of('{db}', t.OBJECTIVES)}",
             params,
         )
     )
     owners = dict(
         store.rows(
-            f"SELECT key_result_id, objective_id FROM {{db}}.{t.KEY_RESULTS} "
-            f"WHERE {sql.AS_OF_FILTER} ORDER BY sequence DESC LIMIT 1 BY key_result_id",
+            f"SELECT key_result_id, objective_id FROM {sql.latest_as_of('{db}', t.KEY_RESULTS)}",
             params,
         )
     )
@@ -423,47 +427,31 @@ def _key_results_as_of(
     records = []
     for d in definitions:
         kr = d["key_result_id"]
-        last, last_at, live = d["last_sequence"], d["last_recorded_at"], d["live"]
+        last = d["last_sequence"]
         check_in = current.get(kr)
-        target: float
+        row = {
+            **d,
+            "check_in_count": d["live"],
+            "sequence": max(d["sequence"], last),
+            "recorded_at": d["last_recorded_at"] if last > d["sequence"] else d["recorded_at"],
+        }
         if check_in is None:
             target = targets[kr] if kr in targets else d["current_target"]
-            value, confidence, occurred, check_in_id = d["start"], None, None, None
-            progress, attainment = scoring.score(d["kind"], d["start"], target, value)
+            progress, attainment = scoring.score(d["kind"], d["start"], target, d["start"])
+            row |= {
+                "target": target, "value": d["start"], "progress": progress,
+                "attainment": attainment, "confidence": None, "last_check_in_at": None,
+                "last_check_in_id": None,
+            }  # fmt: skip
         else:
-            check_in_id, occurred = check_in["check_in_id"], check_in["occurred_at"]
-            value, target, confidence = (
-                check_in["value"],
-                check_in["target"],
-                check_in["confidence"],
-            )
-            progress, attainment = check_in["progress"], check_in["attainment"]
-        ref = moment.ref
-        expected = scoring.expected_progress(
-            d["kind"], d["period_starts_on"], d["period_ends_on"], ref, d["due_on"]
-        )
-        records.append(
-            {
-                "org_id": d["org_id"], "key_result_id": kr, "objective_id": d["objective_id"],
-                "owner_unit_id": d["owner_unit_id"], "period_id": d["period_id"],
-                "title": d["title"], "kind": d["kind"], "unit": d["unit"], "start": d["start"],
-                "target": target, "current_target": d["current_target"], "value": value,
-                "progress": progress, "attainment": attainment, "expected_progress": expected,
-                "status": scoring.status(progress, expected), "confidence": confidence,
-                "last_check_in_at": occurred, "last_check_in_id": check_in_id,
-                "check_in_count": live,
-                "stale": scoring.is_stale(
-                    retired=d["retired"], last_check_in_at=occurred,
-                    cadence_days=d["checkin_every_days"], starts_on=d["period_starts_on"],
-                    ends_on=d["period_ends_on"], ref=ref,
-                ),
-                "weight": d["weight"], "due_on": d["due_on"],
-                "checkin_every_days": d["checkin_every_days"], "retired": d["retired"],
-                "period_starts_on": d["period_starts_on"], "period_ends_on": d["period_ends_on"],
-                "as_of_sequence": max(d["sequence"], last),
-                "updated_at": last_at if last > d["sequence"] else d["recorded_at"],
-            }
-        )  # fmt: skip
+            row |= {
+                "target": check_in["target"], "value": check_in["value"],
+                "progress": check_in["progress"], "attainment": check_in["attainment"],
+                "confidence": check_in["confidence"],
+                "last_check_in_at": check_in["occurred_at"],
+                "last_check_in_id": check_in["check_in_id"],
+            }  # fmt: skip
+        records.append(_scored_key_result(row, moment.ref))
     return records
 
 
