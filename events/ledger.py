@@ -75,8 +75,11 @@ class _PendingBatch:
 
 
 _STEP = 64
-_FIRST = itemgetter(0)
 """Lines read at a time into a batch between two looks at its size in bytes."""
+_FIRST = itemgetter(0)
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+"""Bytes of submissions after which a ledger transaction takes no more
+(``OKR_SUBMIT_BATCH_BYTES``)."""
 
 
 def _batches(lines: Iterable[ReadLine], size: int, max_bytes: int) -> Iterator[list[ReadLine]]:
@@ -108,7 +111,7 @@ class Ledger:
         batch_size: int = 1000,
         retry_for: float = 30.0,
         *,
-        batch_bytes: int = 4 * 1024 * 1024,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
     ) -> None:
         self.log = log
         self.policy = policy

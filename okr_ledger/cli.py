@@ -22,7 +22,6 @@ from events.chain import ChainReport, ChainVerifier
 from events.log import EventLog, require_org
 from events.outcomes import Outcome, Rejection
 from events.reasons import ReasonCode
-from events.sqlite_log import SqliteEventLog
 from events.stored import export_lines
 from okr_ledger import __version__, cli_options, consoles
 from okr_ledger.consoles import err, out
@@ -233,6 +232,8 @@ def submit(
 
 def verify_log(log: EventLog, org: str | None) -> list[ChainReport]:
     """Every org's chain (or ``org``'s), checked on the stored bytes."""
+    from events.sqlite_log import SqliteEventLog  # not at start-up: `submit` needs none of it
+
     verifier = ChainVerifier()
     if isinstance(log, SqliteEventLog):  # plain rows: the fast path
         verifier.add_rows(log.stored_rows(org))

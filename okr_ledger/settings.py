@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events.ledger import DEFAULT_BATCH_BYTES
 from events.sequencer import MAX_SUBMISSION_BYTES, Policy
 
 if TYPE_CHECKING:  # the projection side: imported by the commands that query, not by submit
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Submissions per ledger transaction (at most)."
     )
     submit_batch_bytes: int = Field(
-        default=4 * 1024 * 1024,
+        default=DEFAULT_BATCH_BYTES,
         ge=1,
         description="Bytes of submissions after which a ledger transaction takes no more.",
     )
