@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from events.ledger import _STEP, Ledger, _batches
+from events.ledger import _STEP, Ledger, ReadLine, _batches
 from events.outcomes import Oversized
 from events.sqlite_log import WAL_AUTOCHECKPOINT, SqliteEventLog
 from tests.builders import NOW, check_ins, org_setup
@@ -32,6 +32,11 @@ def test_a_batch_ends_early_once_its_bytes_reach_the_bound() -> None:
 def test_an_oversized_submission_counts_only_as_a_line() -> None:
     lines = [(Oversized(b"x" * 100, 10**9, "0" * 64), None)] * 10
     assert [len(batch) for batch in _batches(lines, 4, 1000)] == [4, 4, 2]
+    # with a byte bound any counted byte would reach, only the count ends the batch
+    many = [(Oversized(b"x" * 100, 10**9, "0" * 64), None)] * 200
+    assert [len(batch) for batch in _batches(many, 1000, 1)] == [200]
+    mixed: list[ReadLine] = [(b"y" * 10, None), *many[:100]]
+    assert [len(batch) for batch in _batches(mixed, 1000, 11)] == [101]
 
 
 @pytest.mark.parametrize(("batch_size", "batch_bytes"), [(1000, 1), (7, 10**9), (1000, 5000)])

@@ -1,8 +1,9 @@
 """The embedded runner: checkpoints, restarts from snapshots, rejections, gaps."""
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,40 @@ def test_a_gap_in_the_ledger_is_an_error(builder: LedgerBuilder) -> None:
     projector.project(events[:3])
     with pytest.raises(ProjectionError, match="follows 3"):
         projector.project(events[4:])
+
+
+class FailingCommits:
+    """The real store, whose ``fail_at``-th commit fails before inserting anything."""
+
+    def __init__(self, store: ProjectionStore, fail_at: int) -> None:
+        self.store = store
+        self.fail_at = fail_at
+        self.commits = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def commit(self, owners: Mapping[str, tuple[str, int]] | None = None) -> None:
+        self.commits += 1
+        if self.commits == self.fail_at:
+            raise ProjectionError("insert failed (as the test asks)")
+        self.store.commit(owners=owners)
+
+
+def test_a_failed_commit_stops_the_catch_up_and_the_next_one_completes(
+    builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    """The writer thread commits one batch while the next is projected: a failed commit stops
+    the catch-up before any later one, so no checkpoint passes rows that were not inserted."""
+    small(builder, 40)
+    store = open_store("failing")
+    sink = FailingCommits(store, fail_at=3)
+    runner = EmbeddedRunner(builder.log, sink, Projector(), batch_size=5, commit_bytes=1)
+    with pytest.raises(ProjectionError, match="insert failed"):
+        runner.catch_up()
+    position = store.positions()["acme"]
+    assert 0 < position < builder.log.heads()["acme"].sequence  # committed up to before it
+    EmbeddedRunner(builder.log, store, Projector()).catch_up()
+    clean = open_store("clean")
+    project(builder, clean)
+    assert fingerprint(store) == fingerprint(clean)
