@@ -47,7 +47,7 @@ from processors import tables as t
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.snapshots import FILE_NAME, SqliteSnapshots
-from projections import queries
+from projections import monitoring, queries
 from projections.migrations import COLUMN_TYPES
 from projections.queries import Moment
 from projections.store import ProjectionStore
@@ -277,7 +277,8 @@ QUERY_TARGETS = {
     "history kr7": 100,
     "history obj3": 100,
 }
-"""p95 targets in ms (issue 9; ``cascade``, ``coverage`` and ``history``: "the same range")."""
+"""p95 targets in ms (issue 9; ``cascade``, ``coverage`` and ``history``: "the same range").
+The other queries measured (``trend``) have none."""
 
 
 def _moments(log: SqliteEventLog, events: int) -> tuple[datetime, datetime]:
@@ -337,14 +338,17 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
         "coverage": lambda: queries.coverage(store, ORG, Moment(now=now)),
         "history kr7": lambda: queries.history(store, ORG, "kr7", Moment(now=now)),
         "history obj3": lambda: queries.history(store, ORG, "obj3", Moment(now=now)),
+        "trend kr7, 8 weeks": lambda: monitoring.trend(store, ORG, "kr7", Moment(now=now), 5),
+        "trend obj3, 8 weeks": lambda: monitoring.trend(store, ORG, "obj3", Moment(now=now), 5),
     }
     for name, call in cases.items():
         p50, p95 = _timed(call, samples)
+        limit = QUERY_TARGETS.get(name)
         figures.add(
             f"{name}, in process (p95)",
             p95 * 1000,
             "ms",
-            at_most(p95 * 1000, QUERY_TARGETS[name]),
+            at_most(p95 * 1000, limit) if limit is not None else None,
             note=f"p50 {p50 * 1000:.0f} ms",
         )
 
