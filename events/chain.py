@@ -125,7 +125,7 @@ class ChainVerifier:
         broken chain, a column of another type) goes to :meth:`add` with the row as it is, so
         the reference path decides and words every problem.
         """
-        chains, add, fallback = self._chains, self.add, _stored
+        chains, add, fallback = self._chains, self.add, StoredBytes.from_row
         # Sorted keys, and integers within 53 bits (else an error: the slow path decides).
         loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS | _STRICT_INTEGER
         sha256 = hashlib.sha256
@@ -319,11 +319,6 @@ def _fast_data(value: Any, ascii_keys: bool, levels: int = _FAST_LEVELS) -> bool
 
 class _SlowPathError(Exception):
     """A stored row the fast path of :meth:`ChainVerifier.add_rows` leaves to :meth:`add`."""
-
-
-def _stored(row: tuple[Any, ...]) -> StoredBytes:
-    """A row of ``SqliteEventLog.stored_rows`` as ``SqliteEventLog.read_stored`` gives it."""
-    return StoredBytes(row[0] or b"", dict(zip(STORED_COLUMNS, row[1:], strict=True)))
 
 
 def _plain_event(record: dict[str, Any]) -> bool:

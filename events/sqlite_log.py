@@ -348,8 +348,7 @@ class SqliteEventLog:
     ) -> Iterator[StoredBytes]:
         """Each row's body bytes exactly as stored, with its indexed columns."""
         for rows in self.stored_rows(org_id, from_sequence, to_sequence):
-            for body, *columns in rows:
-                yield StoredBytes(body or b"", dict(zip(STORED_COLUMNS, columns, strict=True)))
+            yield from map(StoredBytes.from_row, rows)
 
     def stored_rows(
         self, org_id: str | None = None, from_sequence: int = 1, to_sequence: int | None = None

@@ -5,7 +5,7 @@ parser made of them. :class:`StoredBytes` carries those bytes and whatever the b
 beside them (SQLite's indexed columns, a Kafka record's key), which must agree with the bytes.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -44,6 +44,11 @@ class StoredBytes:
     record key as org_id). Each must equal the body's field of the same name."""
     location: str | None = None
     """Where it is stored, when its sequence may not say: ``partition 2, offset 17``, ``line 9``."""
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> "StoredBytes":
+        """A stored row: its body (bytes, or None) followed by the :data:`STORED_COLUMNS`."""
+        return cls(row[0] or b"", dict(zip(STORED_COLUMNS, row[1:], strict=True)))
 
     @property
     def org_id(self) -> str | None:

@@ -3,6 +3,7 @@ verdicts of ``ChainVerifier.add`` (the reference path), whatever was done to the
 including forgeries that recompute the hash the way the fast path computes it."""
 
 import hashlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.canonical import canonical_bytes
-from events.chain import ChainReport, ChainVerifier, _stored
+from events.chain import ChainReport, ChainVerifier
 from events.sqlite_log import SqliteEventLog
-from events.stored import STORED_COLUMNS
+from events.stored import STORED_COLUMNS, StoredBytes
 from tests.builders import chained_events
 from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE
 from tests.ledger.support import store
@@ -36,7 +37,7 @@ ROWS = _rows()
 def reference(rows: list[Row]) -> list[ChainReport]:
     verifier = ChainVerifier()
     for row in rows:
-        verifier.add(_stored(row))
+        verifier.add(StoredBytes.from_row(row))
     return verifier.reports()
 
 
@@ -175,10 +176,25 @@ def test_the_sqlite_rows_are_what_read_stored_gives(tmp_path: Path) -> None:
     log = SqliteEventLog(tmp_path / "ledger.db", read_only=True)
     try:
         rows = [row for chunk in log.stored_rows() for row in chunk]
-        assert [_stored(row) for row in rows] == list(log.read_stored())
-        assert [_stored(row) for chunk in log.stored_rows("acme", 2, 4) for row in chunk] == list(
-            log.read_stored("acme", 2, 4)
-        )
+        assert [StoredBytes.from_row(row) for row in rows] == list(log.read_stored())
+        assert list(log.read_stored()) == _read_by_name(tmp_path / "ledger.db")
+        assert [
+            StoredBytes.from_row(row) for chunk in log.stored_rows("acme", 2, 4) for row in chunk
+        ] == list(log.read_stored("acme", 2, 4))
         assert fast(rows) == reference(rows)
     finally:
         log.close()
+
+
+def _read_by_name(path: Path) -> list[StoredBytes]:
+    """Every stored event read with plain SQL, each column by its name (not through
+    ``stored_rows``' layout)."""
+    names = ("org_id", "sequence", "event_id", "type", "occurred_at", "recorded_at", "hash")
+    db = sqlite3.connect(path)
+    try:
+        found = db.execute(
+            f"SELECT CAST(body AS BLOB), {', '.join(names)} FROM events ORDER BY org_id, sequence"
+        ).fetchall()
+    finally:
+        db.close()
+    return [StoredBytes(body, dict(zip(names, columns, strict=True))) for body, *columns in found]
