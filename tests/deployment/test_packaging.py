@@ -124,3 +124,19 @@ def test_the_lock_file_pins_everything_the_image_needs_as_tested() -> None:
         wanted += [Requirement(r) for r in importlib.metadata.requires(name) or ()]
     assert not problems
     assert len(seen) > 30
+
+
+def test_every_importable_directory_is_a_listed_package() -> None:
+    """setuptools warns of ("Package would be ignored") and may drop any directory Python
+    could import that ``packages`` does not list: data directories are listed too."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(path.relative_to(ROOT).parts)
+        for top in PROJECT_PACKAGES
+        for path in [ROOT / top, *(ROOT / top).rglob("*")]
+        if path.is_dir()
+        and all(part.isidentifier() for part in path.relative_to(ROOT).parts)
+        and any(child.is_file() for child in path.iterdir())
+    }
+    assert "okr_ledger.http.templates" in found, found  # the walk sees data directories
+    assert found == listed, {"unlisted": found - listed, "listed but absent": listed - found}
