@@ -1,7 +1,7 @@
 """``verify`` throughput on the benchmark ledger (1,000 key results and N check-ins, cached in
 benchmarks/.work), beside raw anchors on the same stored bytes measured in the same run.
 
-Prints events/s of ``verify_log`` in process (best of 3; wall time and CPU time, which other
+Prints events/s of ``log.verify()`` in process (best of 3; wall time and CPU time, which other
 work on the machine disturbs less), of the reference path it falls back to (``ChainVerifier.add``
 of each ``read_stored`` event: what ``verify`` did before its fast path), of the CLI
 (``okr-ledger verify --json``, wall time including interpreter start) and its peak RSS;
@@ -30,7 +30,6 @@ from benchmarks.command_latency import timed
 from benchmarks.profiling.common import bench_ledger
 from events.chain import ChainVerifier
 from events.sqlite_log import SqliteEventLog
-from okr_ledger.cli import verify_log
 
 BEST_OF = 3
 CLI = Path(sys.executable).parent / "okr-ledger"
@@ -97,9 +96,9 @@ def main() -> None:
                 verifier.add(stored)
             assert all(report.ok for report in verifier.reports())
 
-        verified = best(lambda: verify_log(log, None))
+        verified = best(log.verify)
         slow = best(reference)
-        reports = verify_log(log, None)
+        reports = log.verify()
         log.close()
         assert all(report.ok for report in reports), reports
         env = {**os.environ, "OKR_DATA_DIR": str(data)}
@@ -107,7 +106,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"verify: {count:,} events (1,000 key results), load average {load:.1f}")
     print("                                   wall events/s    CPU events/s")
-    print(f"  in process (verify_log):       {rate(count, verified)}")
+    print(f"  in process (log.verify()):     {rate(count, verified)}")
     print(f"  reference path (add each):     {rate(count, slow)}")
     print(f"  CLI okr-ledger verify --json:  {count / wall:>12,.0f}                    "
           f"peak RSS {peak:.0f} MiB")  # fmt: skip

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
+from events.chain import ChainReport, ChainVerifier
 from events.kafka_client import Connection, InRecord, OutRecord, Reader
 from events.kafka_records import (
     ChainReader,
@@ -401,6 +402,13 @@ class KafkaEventLog:
             if position >= from_sequence and (to_sequence is None or position <= to_sequence):
                 location = f"partition {message.partition}, offset {message.offset}"
                 yield StoredBytes(message.value, {"org_id": owner}, location)
+
+    def verify(self, org_id: str | None = None) -> list[ChainReport]:
+        """Every org's chain (or ``org_id``'s), checked on :meth:`read_stored`'s records."""
+        verifier = ChainVerifier()
+        for stored in self.read_stored(org_id):
+            verifier.add(stored)
+        return verifier.reports()
 
     def orphans(self, org_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Records in the ledger topic that are not part of the ledger (see the chain rule)."""

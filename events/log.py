@@ -4,6 +4,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from events.chain import ChainReport
 from events.outcomes import Accepted, Rejection
 from events.stored import StoredBytes
 from schemas.envelope import LedgerEvent
@@ -105,6 +106,11 @@ class EventLog(Protocol):
         give (SQLite: any row; Kafka: any record under the org's key in its partition whose
         value is not a JSON object, where the chain rule reaches it).
         """
+        ...
+
+    def verify(self, org_id: str | None = None) -> list[ChainReport]:
+        """Every org's chain (or ``org_id``'s) checked on the bytes :meth:`read_stored`
+        gives, by the backend's fastest way of reading them: ``verify``'s whole work."""
         ...
 
     def heads(self) -> dict[str, ChainHead]:

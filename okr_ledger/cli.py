@@ -230,19 +230,6 @@ def submit(
 # --- verify and export ----------------------------------------------------------------
 
 
-def verify_log(log: EventLog, org: str | None) -> list[ChainReport]:
-    """Every org's chain (or ``org``'s), checked on the stored bytes."""
-    from events.sqlite_log import SqliteEventLog  # not at start-up: `submit` needs none of it
-
-    verifier = ChainVerifier()
-    if isinstance(log, SqliteEventLog):  # plain rows: the fast path
-        verifier.add_rows(log.stored_rows(org))
-    else:
-        for stored in log.read_stored(org):
-            verifier.add(stored)
-    return verifier.reports()
-
-
 def verify_file(path: Path, org: str | None) -> list[ChainReport]:
     """The same checks on an export file, streamed (orgs may interleave)."""
     verifier = ChainVerifier()
@@ -290,7 +277,7 @@ def verify(
         reports = verify_file(file, org)
     else:
         with _event_log() as log:
-            reports = verify_log(log, org)
+            reports = log.verify(org)
             if org and not any(r.events for r in reports):
                 require_org(log, org)
     broken = next((r for r in reports if not r.ok), None)
@@ -474,7 +461,7 @@ def demo() -> None:
         for outcome in ledger.submit_many(demo_lines()):
             summary.add(outcome)
             outcomes.append(outcome)
-        reports = verify_log(ledger.log, DEMO_ORG)
+        reports = ledger.log.verify(DEMO_ORG)
     finally:
         ledger.log.close()
     _print_summary(summary, title=f"Demo organisation {DEMO_ORG!r}")

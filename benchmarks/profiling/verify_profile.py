@@ -1,12 +1,12 @@
 """Profile ``verify``: the hash chain of the benchmark ledger checked event by event.
 
-Prints the real ``verify`` path (``verify_log`` in process, and the CLI's wall time), a
+Prints the real ``verify`` path (``log.verify()`` in process, and the CLI's wall time), a
 stage-by-stage replay of the reference path (``ChainVerifier.add``, which the fast path
 ``add_rows`` leaves unusual rows to) timed without a profiler (SQLite fetch, orjson parse, the
 types check, the canonical form by ``orjson.dumps``, the columns, sha256 over the stored bytes,
 the chain),
 raw anchors of the same run (orjson parse, orjson dumps with sorted keys, sha256 of the stored
-bodies) and a cProfile of ``verify_log``.
+bodies) and a cProfile of ``log.verify()``.
 
 Usage: python benchmarks/profiling/verify_profile.py [--key-results 1000] [--check-ins 200000]
 """
@@ -39,7 +39,6 @@ from benchmarks.profiling.common import (
 from events.chain import _columns_problem, _plain_event
 from events.sqlite_log import SqliteEventLog
 from events.stored import parse_event
-from okr_ledger.cli import verify_log
 from schemas.envelope import GENESIS_HASH
 
 ORG = "bench"
@@ -145,9 +144,9 @@ def main() -> None:
     log = SqliteEventLog(ledger, create=False)
     events = log.heads()[ORG].sequence
     print(f"verify profile: {events:,} events ({ledger.name})")
-    assert all(r.ok for r in verify_log(log, None))
-    elapsed = best_of(lambda: verify_log(log, None))
-    print(f"  verify_log in process (best of {BEST_OF}): {elapsed:.2f} s, {rate(events, elapsed)}")
+    assert all(r.ok for r in log.verify())
+    elapsed = best_of(log.verify)
+    print(f"  log.verify() (best of {BEST_OF}): {elapsed:.2f} s, {rate(events, elapsed)}")
     with tempfile.TemporaryDirectory(prefix="okr-profile-verify-") as tmp:
         shutil.copyfile(ledger, Path(tmp) / "ledger.db")
         env = {**os.environ, "OKR_DATA_DIR": tmp}
@@ -157,8 +156,8 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         print(f"  okr-ledger verify (CLI wall): {elapsed:.2f} s, {rate(events, elapsed)}")
     replay(ledger)
-    _, stats, wall = profiled(lambda: verify_log(log, None))
-    print(f"\n=== cProfile of verify_log: {wall:.1f} s under the profiler ===")
+    _, stats, wall = profiled(log.verify)
+    print(f"\n=== cProfile of log.verify(): {wall:.1f} s under the profiler ===")
     print_stage_table(stats, events, VERIFY_STAGES, "named stages (per event)")
     print_areas(stats)
     print_top(stats, events, 20, "verify")

@@ -125,6 +125,17 @@ class EventLogContract:
             ("globex", True, 10),
         ]
 
+    def test_verify_answers_what_the_reference_path_gives_on_the_stored_bytes(
+        self, log: EventLog
+    ) -> None:
+        log.append(chained_events("acme", "globex"))
+        reference = ChainVerifier()
+        for stored in log.read_stored():
+            reference.add(stored)
+        assert log.verify() == reference.reports()
+        assert [(r.org_id, r.ok, r.events) for r in log.verify("globex")] == [("globex", True, 10)]
+        assert log.verify("nobody") == []
+
     def test_heads_are_the_last_sequence_and_hash_per_org(self, log: EventLog) -> None:
         events = chained_events("acme", "globex")
         log.append(events)
