@@ -11,7 +11,8 @@ and once with nothing new, each
   catch up (the saved state, the new event, its rows), query; each part timed;
 - as the CLI: the wall time of ``okr-ledger progress --json``.
 
-Beside them, the constant part of a command: ``python -c pass``, ``import okr_ledger.cli``.
+Beside them, the constant part of a command: ``python -c pass``, ``import okr_ledger.cli``, and
+chDB alone on the same store in a fresh process (its import; opening the store and ``SELECT 1``).
 Figures go to benchmarks/.work/figures/catch_up.json (``benchmarks/summary.py``).
 Usage: python benchmarks/catch_up_latency.py [--sizes 10000,1000000] [--rounds 5]
 """
@@ -98,6 +99,33 @@ def in_process(data: Path) -> dict[str, float]:
     }
 
 
+CHDB_ALONE = """
+import sys, time
+start = time.perf_counter()
+import chdb
+imported = time.perf_counter()
+connection = chdb.connect(sys.argv[1])
+connection.query("SELECT 1")
+print((imported - start) * 1000, (time.perf_counter() - imported) * 1000)
+connection.close()
+"""
+
+
+def chdb_alone(store: Path) -> str:
+    """The raw anchor of a command's fixed part: chDB by itself in a fresh process, on the same
+    store (best of 3): its import, then opening the store and answering ``SELECT 1``."""
+    runs = [
+        [float(ms) for ms in subprocess.run(
+            [sys.executable, "-c", CHDB_ALONE, str(store)], check=True, capture_output=True,
+            text=True,
+        ).stdout.split()]
+        for _ in range(3)
+    ]  # fmt: skip
+    imported = min(run[0] for run in runs)
+    opened = min(run[1] for run in runs)
+    return f"chDB alone, fresh process: import {imported:.0f} ms, open + SELECT 1 {opened:.0f} ms"
+
+
 def measure(check_ins: int, rounds: int, out: Path) -> None:
     """One size, in this (fresh) process: the figures as JSON rows into ``out``."""
     ledger = WORK / f"ledger-{KEY_RESULTS}kr-{check_ins}ci.db"
@@ -112,6 +140,8 @@ def measure(check_ins: int, rounds: int, out: Path) -> None:
         wall, peak = _cli(data, "progress", "--json")
         figures.add(f"first catch-up, CLI wall ({size})", wall, "s")
         figures.add(f"peak RSS of the first catch-up ({size})", peak, "MiB", at_most(peak, 500))
+        alone = chdb_alone(data / "clickhouse")
+        print(f"  {alone}", flush=True)
         new: list[dict[str, float]] = []
         same: list[dict[str, float]] = []
         new_cli: list[float] = []
@@ -132,7 +162,8 @@ def measure(check_ins: int, rounds: int, out: Path) -> None:
                 f"{part} {median[part]:.0f}" for part in ("open", "catch-up", "query")
             )
             figures.add(f"progress, {label}, in process ({size}, p50)", median["total"], "ms",
-                        at_most(median["total"], limit), note=f"{split} ms")  # fmt: skip
+                        at_most(median["total"], limit), anchor=alone,
+                        note=f"{split} ms")  # fmt: skip
             figures.add(f"progress, {label}, CLI wall ({size}, p50)", statistics.median(cli), "ms")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
