@@ -87,7 +87,7 @@ class EmbeddedRuntime:
     @contextmanager
     def projections(self, bar: ProgressBar = no_progress) -> Iterator["ProjectionStore"]:
         """The store, caught up with the ledger first (no ledger: an error, and no store)."""
-        log = open_event_log(self.settings, create=False)
+        log = open_event_log(self.settings, create=False, read_only=True)
         try:
             store = open_projection_store(self.settings)
         except BaseException:
@@ -119,7 +119,7 @@ def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
 
     store = open_projection_store(settings)
     try:
-        log = open_event_log(settings, create=False)
+        log = open_event_log(settings, create=False, read_only=True)
         try:
             catch_up(store, log, settings, bar, "projecting")
             before = fingerprint(store)

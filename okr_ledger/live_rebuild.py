@@ -130,7 +130,7 @@ def replay(
 def rebuild_beside_live(settings: Settings, keep: bool, bar: ProgressBar) -> LiveComparison:
     """Replay the ledger's live prefix into a fresh database and compare it with the live one."""
     with open_served_store(settings) as live, fresh_store(settings, keep) as fresh:
-        log = open_event_log(settings, create=False)
+        log = open_event_log(settings, create=False, read_only=True)
         try:
             limits, problems, not_projected = live_limits(live, log)
             with bar(limits.events) as advance:
