@@ -254,12 +254,33 @@ def _machine_busy() -> float:
     return (sum(values[:8]) - idle) / CLOCK_TICKS
 
 
+def _threads(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of ``pid``, with its name (digits dropped: a pool's threads
+    count together)."""
+    found: dict[int, tuple[str, float]] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = re.sub(r"[\d_-]+$", "", stat[stat.index("(") + 1 : stat.rindex(")")]) or "?"
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
 @dataclass
 class CpuMeter:
-    """CPU seconds of this process and its descendants, by role, over a phase."""
+    """CPU seconds of this process and its descendants, by role, over a phase; and of the
+    threads of the (first) worker's main process, by thread name."""
 
     start: dict[int, tuple[str, float]] = field(default_factory=dict)
     busy: float = 0.0
+    threads: dict[int, tuple[str, float]] = field(default_factory=dict)
 
     def _read(self) -> dict[int, tuple[str, float]]:
         seen: dict[int, tuple[str, float]] = {}
@@ -273,16 +294,34 @@ class CpuMeter:
             todo += [(child, label) for child in _children(pid)]
         return seen
 
+    def _worker(self, seen: dict[int, tuple[str, float]]) -> int | None:
+        workers = [pid for pid, (label, _) in seen.items() if label == "worker main"]
+        return min(workers, default=None)
+
     def begin(self) -> None:
         self.start, self.busy = self._read(), _machine_busy()
+        worker = self._worker(self.start)
+        self.threads = _threads(worker) if worker is not None else {}
 
     def end(self) -> tuple[dict[str, float], float]:
         """CPU seconds by role since :meth:`begin`, and the machine's busy seconds."""
         by_role: dict[str, float] = {}
-        for pid, (label, seconds) in self._read().items():
+        seen = self._read()
+        for pid, (label, seconds) in seen.items():
             before = self.start.get(pid, (label, 0.0))[1]
             by_role[label] = by_role.get(label, 0.0) + seconds - before
         return by_role, _machine_busy() - self.busy
+
+    def worker_threads(self) -> dict[str, float]:
+        """CPU seconds of the first worker's main process by thread name since :meth:`begin`."""
+        worker = self._worker(self.start)
+        by_name: dict[str, float] = {}
+        if worker is None:
+            return by_name
+        for tid, (name, seconds) in _threads(worker).items():
+            before = self.threads.get(tid, (name, 0.0))[1]
+            by_name[name] = by_name.get(name, 0.0) + seconds - before
+        return by_name
 
 
 @dataclass
@@ -299,6 +338,8 @@ class Run:
     steady_cpu: dict[str, float] = field(default_factory=dict)
     """CPU seconds by process role over the freshness phase (the polls included)."""
     steady_seconds: float = 0.0
+    worker_threads: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of the first worker's main process by thread name (throughput phase)."""
     peak_parts: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -392,6 +433,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         seen = wait_visible(store, load.heads, workers, 1200)
         thread.join()
         result.cpu, result.machine_busy = meter.end()
+        result.worker_threads = meter.worker_threads()
         result.events, result.seconds = len(load.check_ins), seen - started
         print(f"{count} worker(s): {result.rate:,.0f} events/s end to end", flush=True)
 
@@ -523,6 +565,9 @@ def print_cpu(run: Run) -> None:
     total = sum(per.values())
     parts = ", ".join(f"{role} {us:,.0f}" for role, us in sorted(per.items(), key=lambda i: -i[1]))
     print(f"  CPU µs per event by process (throughput phase): {parts}")
+    threads = sorted(run.worker_threads.items(), key=lambda i: -i[1])
+    named = ", ".join(f"{n} {sec * 1e6 / run.events:,.0f}" for n, sec in threads if sec > 0)
+    print(f"  worker main's threads, CPU µs per event (throughput phase): {named}")
     if run.steady_seconds:
         cores = ", ".join(
             f"{role} {seconds / run.steady_seconds:.2f}"
