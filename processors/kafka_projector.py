@@ -66,6 +66,14 @@ class Pending:
         return len(self.ledger) + len(self.rejections)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch's rows, ready to insert, and the claims its ledger checkpoints need."""
+
+    rows: RowBatch
+    owners: dict[str, tuple[str, int]]
+
+
 class LedgerProjection:
     """The agent's core without transport: records in, rows into the sink (blocking calls)."""
 
@@ -151,6 +159,21 @@ class LedgerProjection:
     def apply(self, ledger: list[LedgerRecord], rejections: list[tuple[int, bytes | None]]) -> None:
         """Project ``ledger`` records (each partition's in offset order) and ``(offset,
         value)`` rejections; store the rows in one insert per table."""
+        self.store(self.prepare(ledger, rejections))
+
+    def store(self, prepared: "Prepared | None") -> None:
+        """Insert what :meth:`prepare` made (the sink's thread only), the checkpoints last, if
+        the partitions are still this worker's."""
+        if prepared is not None:
+            self.sink.insert(prepared.rows, prepared.owners)
+
+    def prepare(
+        self, ledger: list[LedgerRecord], rejections: list[tuple[int, bytes | None]]
+    ) -> "Prepared | None":
+        """The rows of ``ledger`` records (each partition's in offset order) and ``(offset,
+        value)`` rejections, the projector's state moved past them; ``None``: no rows. Uses
+        no sink: it may run while the previous batch's rows are inserted, as long as the
+        batches are stored in the order they were prepared."""
         replay: list[StoredEvent] = []
         live: list[StoredEvent] = []
         for partition, offset, key, value in ledger:
@@ -175,7 +198,8 @@ class LedgerProjection:
                 for row in rows.get(t.CHECKPOINTS, ())
                 if row[0] == t.LEDGER_STREAM
             }
-            self.sink.insert(rows, owners)  # the checkpoints last, if still ours
+            return Prepared(rows, owners)
+        return None
 
     def _rejection_rows(self, rejections: list[tuple[int, bytes | None]]) -> RowBatch:
         pending = [
@@ -199,11 +223,19 @@ class ProjectorAgent:
         *,
         batch_size: int = 20_000,
         linger_s: float = 0.05,
+        crash: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses the projection's sink (a blocking
-        client)."""
+        client). ``crash``: ends the worker (an insert failed: it must not go on without
+        those rows)."""
         self.projection = projection
         self._thread = store_thread
+        self._project_thread = ThreadPoolExecutor(1, thread_name_prefix="okr-project")
+        """Prepares the next batch's rows while the store thread inserts the previous one."""
+        self._storing: asyncio.Future[None] | None = None
+        """The insert under way (at most one; each starts after the previous one ended)."""
+        self._crash = crash
+        self._crashed = False
         self.metrics = metrics
         self._progress = progress
         self.batch_size, self.linger_s = batch_size, linger_s
@@ -225,6 +257,7 @@ class ProjectorAgent:
         beginning) and, if the rejections are among it, the rejections' next offset."""
         async with self._lock:
             self._pending = Pending()
+            await self._stored()  # what was prepared before goes in before the checkpoints are read
             starts = await self._blocking(self.projection.take, partitions)
             self._owned, self._rejections, self._generation = partitions, rejections, generation
         self.metrics.projecting(partitions)
@@ -247,8 +280,8 @@ class ProjectorAgent:
         (letting the assignment go on) only after this returns."""
         self._generation = None
         self._pending = Pending()
-        async with self._lock:  # an insert under way holds it
-            pass
+        async with self._lock:  # a batch being prepared holds it
+            await self._stored()
 
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False
@@ -279,31 +312,67 @@ class ProjectorAgent:
         """Insert what is pending; the next offset of each owned partition it has read
         (and of the rejections, if owned)."""
         await self._flush()
+        await self._stored()
         offsets = {p: o for p, o in self.projection.next_offsets.items() if p in self._owned}
         return offsets, self.projection.rejections_done if self._rejections else None
 
     async def _flush_when_due(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            due = self._pending.first_at + self.linger_s - time.monotonic()
-            if due > 0:
-                await asyncio.sleep(due)
-            await self._flush()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                due = self._pending.first_at + self.linger_s - time.monotonic()
+                if due > 0:
+                    await asyncio.sleep(due)
+                await self._flush()
+        except Exception as error:  # an insert failed: the worker must not go on without it
+            await self._failed(error)
+            raise
+
+    async def _failed(self, error: BaseException) -> None:
+        """End the worker, once."""
+        if self._crashed:
+            return
+        self._crashed = True
+        log.error("the projector failed (%s: %s); stopping the worker", type(error).__name__, error)
+        if self._crash is not None:
+            await self._crash(error)
 
     async def _flush(self) -> None:
+        """Prepare what is pending (in the projection thread) while the previous batch is
+        inserted, then insert it once that insert has ended: batches go in in order, one at a
+        time, and the next one is prepared meanwhile. Raises if the previous insert failed."""
         async with self._lock:
             pending, self._pending = self._pending, Pending()
             if not pending:
                 return
             started = time.monotonic()
-            await self._blocking(self.projection.apply, pending.ledger, pending.rejections)
-            self.metrics.projected(
-                events=len(pending.ledger),
-                rejections=len(pending.rejections),
-                seconds=time.monotonic() - started,
+            loop = asyncio.get_running_loop()
+            prepare = self.projection.prepare
+            prepared = await loop.run_in_executor(
+                self._project_thread, prepare, pending.ledger, pending.rejections
             )
-            log.debug("projected %s records", len(pending))
+            await self._stored()
+            self._storing = asyncio.ensure_future(self._store(prepared, pending, started))
+
+    async def _store(self, prepared: Prepared | None, pending: Pending, started: float) -> None:
+        try:
+            await self._blocking(self.projection.store, prepared)
+        except Exception as error:  # ends the worker even if no later batch awaits this one
+            await self._failed(error)
+            raise
+        self.metrics.projected(
+            events=len(pending.ledger),
+            rejections=len(pending.rejections),
+            seconds=time.monotonic() - started,
+        )
+        log.debug("projected %s records", len(pending))
+
+    async def _stored(self) -> None:
+        """Until the insert under way has ended; raises what it raised."""
+        storing, self._storing = self._storing, None
+        if storing is not None:
+            await storing
 
     async def _report_lag(self) -> None:
         """Every second: per owned partition, the records fetched past (the consumer's end
@@ -325,3 +394,4 @@ class ProjectorAgent:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._project_thread.shutdown(wait=False)
