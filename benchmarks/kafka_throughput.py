@@ -354,7 +354,11 @@ def produce(producer: Any, topic: str, records: list[tuple[str, bytes]]) -> None
 
 
 def wait_visible(
-    store: ProjectionStore, heads: dict[str, int], workers: list[Worker], timeout_s: float
+    store: ProjectionStore,
+    heads: dict[str, int],
+    workers: list[Worker],
+    timeout_s: float,
+    poll_s: float = 0.02,
 ) -> float:
     deadline = time.perf_counter() + timeout_s
     while True:
@@ -366,7 +370,7 @@ def wait_visible(
             assert worker.alive(), worker.log_tail()
         if seen > deadline:
             raise SystemExit(f"projections at {positions}, not {heads}")
-        time.sleep(0.02)
+        time.sleep(poll_s)
 
 
 @contextmanager
@@ -430,7 +434,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         started = time.perf_counter()
         thread = threading.Thread(target=produce, args=(producer, topics["intake"], load.check_ins))
         thread.start()
-        seen = wait_visible(store, load.heads, workers, 1200)
+        seen = wait_visible(store, load.heads, workers, 1200, args.visible_poll_ms / 1000)
         thread.join()
         result.cpu, result.machine_busy = meter.end()
         result.worker_threads = meter.worker_threads()
@@ -494,6 +498,11 @@ def main() -> None:
         "--poll-ms", type=float, default=10.0,
         help="pause between two polls of the projections while measuring freshness (each "
         "poll is a query the worker serves: it takes the worker's CPU and its store)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--visible-poll-ms", type=float, default=20.0,
+        help="pause between two polls of the projections while timing the throughput phase "
+        "(the figure's resolution; each poll takes the worker's CPU)",
     )  # fmt: skip
     parser.add_argument("--address", help="host:port of a broker (default: start Tansu)")
     args = parser.parse_args()
