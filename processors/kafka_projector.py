@@ -66,14 +66,6 @@ class Pending:
         return len(self.ledger) + len(self.rejections)
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A batch's rows, ready to insert, and the claims its ledger checkpoints need."""
-
-    rows: RowBatch
-    owners: dict[str, tuple[str, int]]
-
-
 class LedgerProjection:
     """The agent's core without transport: records in, rows into the sink (blocking calls)."""
 
@@ -159,21 +151,6 @@ class LedgerProjection:
     def apply(self, ledger: list[LedgerRecord], rejections: list[tuple[int, bytes | None]]) -> None:
         """Project ``ledger`` records (each partition's in offset order) and ``(offset,
         value)`` rejections; store the rows in one insert per table."""
-        self.store(self.prepare(ledger, rejections))
-
-    def store(self, prepared: "Prepared | None") -> None:
-        """Insert what :meth:`prepare` made (the sink's thread only), the checkpoints last, if
-        the partitions are still this worker's."""
-        if prepared is not None:
-            self.sink.insert(prepared.rows, prepared.owners)
-
-    def prepare(
-        self, ledger: list[LedgerRecord], rejections: list[tuple[int, bytes | None]]
-    ) -> "Prepared | None":
-        """The rows of ``ledger`` records (each partition's in offset order) and ``(offset,
-        value)`` rejections, the projector's state moved past them; ``None``: no rows. Uses
-        no sink: it may run while the previous batch's rows are inserted, as long as the
-        batches are stored in the order they were prepared."""
         replay: list[StoredEvent] = []
         live: list[StoredEvent] = []
         for partition, offset, key, value in ledger:
@@ -198,8 +175,7 @@ class LedgerProjection:
                 for row in rows.get(t.CHECKPOINTS, ())
                 if row[0] == t.LEDGER_STREAM
             }
-            return Prepared(rows, owners)
-        return None
+            self.sink.insert(rows, owners)  # the checkpoints last, if still ours
 
     def _rejection_rows(self, rejections: list[tuple[int, bytes | None]]) -> RowBatch:
         pending = [
@@ -230,10 +206,6 @@ class ProjectorAgent:
         those rows)."""
         self.projection = projection
         self._thread = store_thread
-        self._project_thread = ThreadPoolExecutor(1, thread_name_prefix="okr-project")
-        """Prepares the next batch's rows while the store thread inserts the previous one."""
-        self._storing: asyncio.Future[None] | None = None
-        """The insert under way (at most one; each starts after the previous one ended)."""
         self._crash = crash
         self._crashed = False
         self.metrics = metrics
@@ -257,7 +229,6 @@ class ProjectorAgent:
         beginning) and, if the rejections are among it, the rejections' next offset."""
         async with self._lock:
             self._pending = Pending()
-            await self._stored()  # what was prepared before goes in before the checkpoints are read
             starts = await self._blocking(self.projection.take, partitions)
             self._owned, self._rejections, self._generation = partitions, rejections, generation
         self.metrics.projecting(partitions)
@@ -280,8 +251,8 @@ class ProjectorAgent:
         (letting the assignment go on) only after this returns."""
         self._generation = None
         self._pending = Pending()
-        async with self._lock:  # a batch being prepared holds it
-            await self._stored()
+        async with self._lock:  # an insert under way holds it
+            pass
 
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False
@@ -312,7 +283,6 @@ class ProjectorAgent:
         """Insert what is pending; the next offset of each owned partition it has read
         (and of the rejections, if owned)."""
         await self._flush()
-        await self._stored()
         offsets = {p: o for p, o in self.projection.next_offsets.items() if p in self._owned}
         return offsets, self.projection.rejections_done if self._rejections else None
 
@@ -330,7 +300,7 @@ class ProjectorAgent:
             raise
 
     async def _failed(self, error: BaseException) -> None:
-        """End the worker, once."""
+        """End the worker, once (the agent's own path ends it too, through its caller)."""
         if self._crashed:
             return
         self._crashed = True
@@ -339,40 +309,18 @@ class ProjectorAgent:
             await self._crash(error)
 
     async def _flush(self) -> None:
-        """Prepare what is pending (in the projection thread) while the previous batch is
-        inserted, then insert it once that insert has ended: batches go in in order, one at a
-        time, and the next one is prepared meanwhile. Raises if the previous insert failed."""
         async with self._lock:
             pending, self._pending = self._pending, Pending()
             if not pending:
                 return
             started = time.monotonic()
-            loop = asyncio.get_running_loop()
-            prepare = self.projection.prepare
-            prepared = await loop.run_in_executor(
-                self._project_thread, prepare, pending.ledger, pending.rejections
+            await self._blocking(self.projection.apply, pending.ledger, pending.rejections)
+            self.metrics.projected(
+                events=len(pending.ledger),
+                rejections=len(pending.rejections),
+                seconds=time.monotonic() - started,
             )
-            await self._stored()
-            self._storing = asyncio.ensure_future(self._store(prepared, pending, started))
-
-    async def _store(self, prepared: Prepared | None, pending: Pending, started: float) -> None:
-        try:
-            await self._blocking(self.projection.store, prepared)
-        except Exception as error:  # ends the worker even if no later batch awaits this one
-            await self._failed(error)
-            raise
-        self.metrics.projected(
-            events=len(pending.ledger),
-            rejections=len(pending.rejections),
-            seconds=time.monotonic() - started,
-        )
-        log.debug("projected %s records", len(pending))
-
-    async def _stored(self) -> None:
-        """Until the insert under way has ended; raises what it raised."""
-        storing, self._storing = self._storing, None
-        if storing is not None:
-            await storing
+            log.debug("projected %s records", len(pending))
 
     async def _report_lag(self) -> None:
         """Every second: per owned partition, the records fetched past (the consumer's end
@@ -394,4 +342,3 @@ class ProjectorAgent:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        self._project_thread.shutdown(wait=False)
