@@ -14,6 +14,14 @@ inserting as many rows into chDB. Then, for each worker count of ``--workers``, 
    projections that shows its sequence;
 3. **memory**: the peak RSS of each worker, its sequencer process included.
 
+Over the throughput phase it also reads the CPU time (``/proc/<pid>/stat``: user + system) of
+every process taking part: this benchmark itself (the producer thread and the polls), Tansu,
+each worker's main process, its sequencer process, and the ``serve-store``; and the machine's
+busy time (``/proc/stat``), which shows what other processes took meanwhile. It prints CPU
+microseconds per check-in by process, their total, and what two cores allow at that cost
+(``2e6 / total`` events/s): the ceiling of the design on this machine, whatever the wall-clock
+figure.
+
 One worker projects into its own embedded chDB store (polled through its query endpoint); two
 or more share an ``okr-ledger serve-store`` (the only way several processes share an embedded
 store; it takes CPU of its own). Workers run with the Tansu group timings.
@@ -23,6 +31,7 @@ Usage: python benchmarks/kafka_throughput.py [--check-ins 200000] [--orgs 12] [-
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 import tempfile
@@ -168,23 +177,151 @@ def anchor_chdb(work: Path, rows: int) -> float:
 
 def peak_mib(worker: Worker) -> float:
     """Peak RSS (VmHWM) of the worker and its sequencer process."""
+    return sum(peak_parts(worker).values())
+
+
+def peak_parts(worker: Worker) -> dict[str, float]:
+    """Peak RSS (VmHWM, MiB) of the worker's main process and of each of its children."""
     if worker.process is None:
-        return 0.0
+        return {}
     pids = [worker.process.pid]
     try:
         children = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
         pids += [int(p) for p in children.read_text().split()]
     except OSError:
         pass
-    total = 0.0
+    found: dict[str, float] = {}
     for pid in pids:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         if match := re.search(r"VmHWM:\s+(\d+) kB", status):
-            total += int(match[1]) / 1024
-    return total
+            label = _label(pid, None if pid == worker.process.pid else "worker main")
+            found[label] = found.get(label, 0.0) + int(match[1]) / 1024
+    return found
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (its threads; not its children)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _label(pid: int, parent_label: str | None) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "other"
+    if pid == os.getpid():
+        return "benchmark (producer, polls)"
+    if "tansu" in command or " broker " in command:
+        return "Tansu broker"
+    if "worker_cli" in command:
+        return "worker main"
+    if "serve-store" in command:
+        return "serve-store"
+    if parent_label == "worker main":
+        return "resource tracker" if "resource_tracker" in command else "sequencer process"
+    return "other"
+
+
+def _machine_busy() -> float:
+    """CPU seconds the machine spent busy (every core, every process), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / CLOCK_TICKS
+
+
+def _threads(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of ``pid``, with its name (digits dropped: a pool's threads
+    count together)."""
+    found: dict[int, tuple[str, float]] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = re.sub(r"[\d_-]+$", "", stat[stat.index("(") + 1 : stat.rindex(")")]) or "?"
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of this process and its descendants, by role, over a phase; and of the
+    threads of the (first) worker's main process, by thread name."""
+
+    start: dict[int, tuple[str, float]] = field(default_factory=dict)
+    busy: float = 0.0
+    threads: dict[int, tuple[str, float]] = field(default_factory=dict)
+
+    def _read(self) -> dict[int, tuple[str, float]]:
+        seen: dict[int, tuple[str, float]] = {}
+        todo: list[tuple[int, str | None]] = [(os.getpid(), None)]
+        while todo:
+            pid, parent = todo.pop()
+            label = _label(pid, parent)
+            seconds = _cpu_seconds(pid)
+            if seconds is not None:
+                seen[pid] = (label, seconds)
+            todo += [(child, label) for child in _children(pid)]
+        return seen
+
+    def _worker(self, seen: dict[int, tuple[str, float]]) -> int | None:
+        workers = [pid for pid, (label, _) in seen.items() if label == "worker main"]
+        return min(workers, default=None)
+
+    def begin(self) -> None:
+        self.start, self.busy = self._read(), _machine_busy()
+        worker = self._worker(self.start)
+        self.threads = _threads(worker) if worker is not None else {}
+
+    def end(self) -> tuple[dict[str, float], float]:
+        """CPU seconds by role since :meth:`begin`, and the machine's busy seconds."""
+        by_role: dict[str, float] = {}
+        seen = self._read()
+        for pid, (label, seconds) in seen.items():
+            before = self.start.get(pid, (label, 0.0))[1]
+            by_role[label] = by_role.get(label, 0.0) + seconds - before
+        return by_role, _machine_busy() - self.busy
+
+    def worker_threads(self) -> dict[str, float]:
+        """CPU seconds of the first worker's main process by thread name since :meth:`begin`."""
+        worker = self._worker(self.start)
+        by_name: dict[str, float] = {}
+        if worker is None:
+            return by_name
+        for tid, (name, seconds) in _threads(worker).items():
+            before = self.threads.get(tid, (name, 0.0))[1]
+            by_name[name] = by_name.get(name, 0.0) + seconds - before
+        return by_name
 
 
 @dataclass
@@ -195,6 +332,15 @@ class Run:
     lags: list[float] = field(default_factory=list)
     achieved: float = 0.0
     peak: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds by process role over the throughput phase."""
+    machine_busy: float = 0.0
+    steady_cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds by process role over the freshness phase (the polls included)."""
+    steady_seconds: float = 0.0
+    worker_threads: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of the first worker's main process by thread name (throughput phase)."""
+    peak_parts: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -208,7 +354,11 @@ def produce(producer: Any, topic: str, records: list[tuple[str, bytes]]) -> None
 
 
 def wait_visible(
-    store: ProjectionStore, heads: dict[str, int], workers: list[Worker], timeout_s: float
+    store: ProjectionStore,
+    heads: dict[str, int],
+    workers: list[Worker],
+    timeout_s: float,
+    poll_s: float = 0.02,
 ) -> float:
     deadline = time.perf_counter() + timeout_s
     while True:
@@ -220,7 +370,7 @@ def wait_visible(
             assert worker.alive(), worker.log_tail()
         if seen > deadline:
             raise SystemExit(f"projections at {positions}, not {heads}")
-        time.sleep(0.02)
+        time.sleep(poll_s)
 
 
 @contextmanager
@@ -279,11 +429,15 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         stack.callback(producer.close)
         produce(producer, topics["intake"], load.setup)
         wait_visible(store, dict.fromkeys(orgs, KEY_RESULTS + 5), workers, 120)
+        meter = CpuMeter()
+        meter.begin()
         started = time.perf_counter()
         thread = threading.Thread(target=produce, args=(producer, topics["intake"], load.check_ins))
         thread.start()
-        seen = wait_visible(store, load.heads, workers, 1200)
+        seen = wait_visible(store, load.heads, workers, 1200, args.visible_poll_ms / 1000)
         thread.join()
+        result.cpu, result.machine_busy = meter.end()
+        result.worker_threads = meter.worker_threads()
         result.events, result.seconds = len(load.check_ins), seen - started
         print(f"{count} worker(s): {result.rate:,.0f} events/s end to end", flush=True)
 
@@ -309,6 +463,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
             producer.flush()
 
         thread = threading.Thread(target=steady_produce)
+        meter.begin()
         thread.start()
         lags: dict[int, float] = {}
         deadline = start + len(steady) / args.rate + 120
@@ -322,9 +477,12 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
             assert now < deadline, f"{len(steady) - len(lags)} check-ins not visible"
             time.sleep(args.poll_ms / 1000)
         thread.join()
+        result.steady_cpu, _ = meter.end()
+        result.steady_seconds = time.perf_counter() - start
         result.lags = list(lags.values())
         result.achieved = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
         result.peak = [peak_mib(w) for w in workers]
+        result.peak_parts = [peak_parts(w) for w in workers]
     return result
 
 
@@ -341,8 +499,14 @@ def main() -> None:
         help="pause between two polls of the projections while measuring freshness (each "
         "poll is a query the worker serves: it takes the worker's CPU and its store)",
     )  # fmt: skip
+    parser.add_argument(
+        "--visible-poll-ms", type=float, default=20.0,
+        help="pause between two polls of the projections while timing the throughput phase "
+        "(the figure's resolution; each poll takes the worker's CPU)",
+    )  # fmt: skip
     parser.add_argument("--address", help="host:port of a broker (default: start Tansu)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="okr-bench-throughput-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         address = args.address
@@ -376,6 +540,11 @@ def main() -> None:
         f"{args.check_ins:,} check-ins over {args.orgs} orgs, {args.partitions} partitions; "
         f"freshness: {args.lag_samples:,} check-ins at {args.rate:,.0f}/s offered"
     )
+    print(
+        "load average before the run (1, 5, 15 min): "
+        + ", ".join(f"{v:.2f}" for v in load_before)
+        + f"; after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     print("raw anchors, same run, same records:")
     for name, figure in anchors.items():
         print(f"  {name:50} {figure:>12,.0f} /s")
@@ -387,8 +556,41 @@ def main() -> None:
             f"  freshness at {run.achieved:,.0f}/s achieved: p50 {p50:,.0f} ms, "
             f"p99 {p99:,.0f} ms, max {max(run.lags) * 1000:,.0f} ms"
         )
-        peaks = ", ".join(f"{mib:,.0f} MiB" for mib in run.peak)
+        print_cpu(run)
+        peaks = ", ".join(
+            f"{mib:,.0f} MiB ("
+            + ", ".join(f"{role} {part:,.0f}" for role, part in parts.items() if part >= 1)
+            + ")"
+            for mib, parts in zip(run.peak, run.peak_parts, strict=True)
+        )
         print(f"  peak RSS per worker (its sequencer process included): {peaks}")
+
+
+def print_cpu(run: Run) -> None:
+    """The CPU budget of the throughput phase: microseconds per check-in by process."""
+    if not run.events:
+        return
+    per = {role: seconds * 1e6 / run.events for role, seconds in run.cpu.items()}
+    total = sum(per.values())
+    parts = ", ".join(f"{role} {us:,.0f}" for role, us in sorted(per.items(), key=lambda i: -i[1]))
+    print(f"  CPU µs per event by process (throughput phase): {parts}")
+    threads = sorted(run.worker_threads.items(), key=lambda i: -i[1])
+    named = ", ".join(f"{n} {sec * 1e6 / run.events:,.0f}" for n, sec in threads if sec > 0)
+    print(f"  worker main's threads, CPU µs per event (throughput phase): {named}")
+    if run.steady_seconds:
+        cores = ", ".join(
+            f"{role} {seconds / run.steady_seconds:.2f}"
+            for role, seconds in sorted(run.steady_cpu.items(), key=lambda i: -i[1])
+            if seconds > 0
+        )
+        print(f"  cores used during the freshness phase (the polls included): {cores}")
+    machine = run.machine_busy * 1e6 / run.events
+    allow = 2e6 / total if total else 0.0
+    print(
+        f"  CPU µs per event, total: {total:,.0f} (2 cores allow {allow:,.0f} events/s at that "
+        f"cost); machine busy meanwhile: {machine:,.0f} µs per event, "
+        f"{run.machine_busy / run.seconds:.2f} cores of 2"
+    )
 
 
 if __name__ == "__main__":

@@ -154,8 +154,8 @@ class LedgerWriter:
                 for p, mine in written.items()
                 if mine != list(range(self.positions[p], self.positions[p] + len(mine)))
             )
-            if not moved:
-                producer.send(answers)
+            if not moved:  # committing waits for them (no offsets needed)
+                producer.send_last(answers)
         marker = 1 if producer.transactional else 0
         for (event, _), record in zip(events, records, strict=True):
             if record.partition not in moved:

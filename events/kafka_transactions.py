@@ -131,6 +131,33 @@ class BatchProducer:
         except KafkaException as error:
             raise self._fail("produce", error) from error
 
+    def send_last(self, records: Sequence[OutRecord]) -> None:
+        """The last step of a transaction, whose offsets nobody needs (the outcomes): queued
+        without a delivery report per record and without waiting here, since committing the
+        transaction waits for every record and fails (aborting it) if any of them failed. A
+        producer that is only idempotent has no commit to wait on: it sends as :meth:`send`.
+        Raises as :meth:`send`."""
+        if not records:
+            return
+        if not self.transactional:
+            self.send(records)
+            return
+        produce, poll = self._producer.produce, self._producer.poll
+        try:
+            with _fatal_errors_raised():
+                for r in records:
+                    headers: list[tuple[str, str | bytes | None]] | None = (
+                        list(r.headers) if r.headers else None
+                    )
+                    while True:
+                        try:
+                            produce(r.topic, r.value, r.key, r.partition, headers=headers)
+                            break
+                        except BufferError:  # the local queue is full: let it drain
+                            poll(0.05)
+        except KafkaException as error:
+            raise self._fail("produce", error) from error
+
     def _send(self, records: Sequence[OutRecord]) -> list[int]:
         # One delivery callback for all: reports come in production order within a partition,
         # so the n-th report of a partition is its n-th record.

@@ -199,11 +199,15 @@ class ProjectorAgent:
         *,
         batch_size: int = 20_000,
         linger_s: float = 0.05,
+        crash: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses the projection's sink (a blocking
-        client)."""
+        client). ``crash``: ends the worker (an insert failed: it must not go on without
+        those rows)."""
         self.projection = projection
         self._thread = store_thread
+        self._crash = crash
+        self._crashed = False
         self.metrics = metrics
         self._progress = progress
         self.batch_size, self.linger_s = batch_size, linger_s
@@ -283,13 +287,26 @@ class ProjectorAgent:
         return offsets, self.projection.rejections_done if self._rejections else None
 
     async def _flush_when_due(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            due = self._pending.first_at + self.linger_s - time.monotonic()
-            if due > 0:
-                await asyncio.sleep(due)
-            await self._flush()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                due = self._pending.first_at + self.linger_s - time.monotonic()
+                if due > 0:
+                    await asyncio.sleep(due)
+                await self._flush()
+        except Exception as error:  # an insert failed: the worker must not go on without it
+            await self._failed(error)
+            raise
+
+    async def _failed(self, error: BaseException) -> None:
+        """End the worker, once (the agent's own path ends it too, through its caller)."""
+        if self._crashed:
+            return
+        self._crashed = True
+        log.error("the projector failed (%s: %s); stopping the worker", type(error).__name__, error)
+        if self._crash is not None:
+            await self._crash(error)
 
     async def _flush(self) -> None:
         async with self._lock:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from events.intake_wire import (
@@ -57,8 +57,11 @@ from schemas.envelope import format_timestamp
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class IntakeRecord:
+class IntakeRecord(NamedTuple):
+    """An intake record as the sequencer takes it. A named tuple, not a dataclass: a batch of
+    them crosses the pipe to the sequencer process, and pickle moves tuples about three times
+    faster than slotted dataclasses (which it rebuilds field by field)."""
+
     partition: int
     offset: int
     value: bytes

@@ -309,6 +309,36 @@ def test_a_fenced_writer_is_told_so_by_its_next_batch(place: Place) -> None:
     new.close()
 
 
+def test_the_last_step_is_sent_by_the_commit_and_refused_with_it_once_fenced(
+    place: Place,
+) -> None:
+    """``send_last`` (the outcomes: no offsets needed) queues without a delivery report and
+    without waiting: the commit waits for its records, so they are readable once it returns;
+    a fenced writer's ``send_last`` fails its transaction as a :class:`WriterFencedError`
+    (never a silent success), and an idempotent writer sends and waits as ``send`` does."""
+    topic, transactional_id = place.topics.outcomes, f"test-{uuid.uuid4().hex[:8]}"
+    reader = Reader(Connection((place.address,), "okr-tests", 5.0))
+    start = reader.ends(topic, [0])[0]
+    writer = BatchProducer((place.address,), transactional_id=transactional_id, timeout_s=5.0)
+    with writer.transaction():
+        writer.send([OutRecord(topic, 0, None, b"acknowledged")])
+        writer.send_last([OutRecord(topic, 0, b"k", b"last %d" % i) for i in range(500)])
+    values = [r.value for r in reader.read(topic, {0: start})]
+    assert values[0] == b"acknowledged"
+    assert values[1:] == [b"last %d" % i for i in range(500)]
+    taker = BatchProducer((place.address,), transactional_id=transactional_id, timeout_s=5.0)
+    with pytest.raises(WriterFencedError), writer.transaction():
+        writer.send_last([OutRecord(topic, 0, None, b"fenced")])
+    plain = BatchProducer((place.address,), timeout_s=5.0)
+    plain.send_last([OutRecord(topic, 0, None, b"idempotent")])
+    values = [r.value for r in reader.read(topic, {0: start})]
+    assert b"fenced" not in values
+    assert values[-1] == b"idempotent"
+    for producer in (writer, taker, plain):
+        producer.close()
+    reader.close()
+
+
 def test_a_worker_whose_partition_was_taken_over_gets_fenced_not_an_error(
     place: Place, tmp_path: Path
 ) -> None:

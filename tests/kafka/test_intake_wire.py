@@ -6,7 +6,6 @@ sequencer raise, and every record gets exactly one outcome.
 
 import hashlib
 import json
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -517,5 +516,5 @@ def test_any_records_get_one_outcome_each_and_the_sequencer_never_raises(
     for event, _ in output.events:
         assert partition_for(org_key(event.org_id), partitions) == 0
     assert all(decode_outcome(o.value) is not None for o in output.outcomes)
-    again = replace(records[0], offset=len(records))
+    again = records[0]._replace(offset=len(records))
     core.decide_batch([again], NOW)

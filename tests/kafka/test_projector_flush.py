@@ -1,0 +1,123 @@
+"""The projector agent's flushes: batches go in in order and give the rows of one batch; an
+insert that fails in the flush the linger timer starts ends the worker (on a real chDB store).
+Before, that failure ended only the timer's task, silently: the worker went on without those
+rows and without flushing on time again."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from events.kafka_records import encode_event, org_key
+from processors.kafka_projector import LedgerProjection, ProjectorAgent
+from processors.metrics import PrometheusMetrics
+from projections.store import ProjectionStore
+from schemas.errors import ProjectionError
+from tests.builders import chained_events
+
+TABLES = ("audit_events", "check_in_versions", "key_result_versions")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the consumer hands over: an aiokafka record's offset, key and value."""
+
+    offset: int
+    key: bytes
+    value: bytes
+
+
+def records() -> list[Record]:
+    events = chained_events("acme", check_in_count=40)
+    return [Record(i, org_key(e.org_id), encode_event(e)) for i, e in enumerate(events)]
+
+
+async def no_progress(partition: int) -> tuple[int | None, int | None]:
+    return None, None
+
+
+def contents(store: ProjectionStore) -> dict[str, list[Any]]:
+    return {
+        table: sorted(map(repr, store.rows(f"SELECT * FROM {{db}}.{table} ORDER BY ALL")))
+        for table in TABLES
+    }
+
+
+class Failing(LedgerProjection):
+    """Fails its ``fail_at``-th insert (0: the first), as a full disk would."""
+
+    def __init__(self, store: ProjectionStore, fail_at: int | None = None) -> None:
+        super().__init__(store, 1)
+        self.fail_at, self.applied = fail_at, 0
+
+    def apply(self, ledger: Any, rejections: Any) -> None:
+        if self.applied == self.fail_at:
+            raise ProjectionError("insert into audit_events failed: the disk is full")
+        self.applied += 1
+        super().apply(ledger, rejections)
+
+
+def run_agent(
+    projection: LedgerProjection, handed: list[list[Record]], wait_s: float = 0.0
+) -> tuple[list[BaseException], BaseException | None]:
+    """What the agent ended the worker with (its crash callback's calls), and what its
+    caller saw raised."""
+    crashes: list[BaseException] = []
+
+    async def crash(error: BaseException) -> None:
+        crashes.append(error)
+
+    async def main() -> None:
+        agent = ProjectorAgent(
+            projection,
+            ThreadPoolExecutor(1),
+            PrometheusMetrics(),
+            no_progress,
+            batch_size=10,
+            linger_s=0.01,
+            crash=crash,
+        )
+        await agent.assign({0}, False, 1)
+        try:
+            for batch in handed:
+                await agent.handle(0, batch, 1)
+            await asyncio.sleep(wait_s)  # the linger timer's flush, if any
+            await agent.settle()
+        finally:
+            agent.close()
+
+    try:
+        asyncio.run(main())
+    except ProjectionError as error:
+        return crashes, error
+    return crashes, None
+
+
+def test_batches_go_in_in_order_and_give_the_rows_of_one_batch(tmp_path: Path) -> None:
+    given = records()
+    flushed = ProjectionStore.open(f"chdb://{tmp_path / 'flushed'}")
+    handed = [given[i : i + 7] for i in range(0, len(given), 7)]  # full batches and lingering
+    assert run_agent(LedgerProjection(flushed, 1), handed, wait_s=0.2) == ([], None)
+    assert flushed.positions() == {"acme": len(given)}
+    flushed_rows = contents(flushed)
+    flushed.close()
+    whole = ProjectionStore.open(f"chdb://{tmp_path / 'whole'}")
+    LedgerProjection(whole, 1).apply([(0, r.offset, r.key, r.value) for r in given], [])
+    assert contents(whole) == flushed_rows
+    whole.close()
+
+
+def test_a_failed_insert_in_the_lingering_flush_ends_the_worker(tmp_path: Path) -> None:
+    """Fewer records than a batch: the linger timer's task flushes them, and its insert
+    fails: the worker is ended (once), nothing is checkpointed; the records handed over
+    after it are not inserted either (the next flush would fail the same way, or the worker
+    is gone)."""
+    given = records()[:5]
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    crashes, raised = run_agent(Failing(store, fail_at=0), [given], wait_s=0.5)
+    assert len(crashes) == 1, "the failed insert did not end the worker"
+    assert isinstance(crashes[0], ProjectionError)
+    assert raised is None  # nobody else waited for that flush: only the crash tells
+    assert store.positions() == {}
+    store.close()
