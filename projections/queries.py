@@ -15,7 +15,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from processors import scoring
@@ -406,6 +406,7 @@ def key_results_under(
 # --- as of a ledger sequence, at a business time: from the check-ins ---------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SEQUENCE = (1 << 64) - 1
 """The check-in's sequence in :data:`projections.sql.CHECK_IN_KEY`."""
 
@@ -444,30 +445,40 @@ def _key_results_as_of(
     measured = {
         row["key_result_id"]: row for row in _records(store, sql.check_ins_at(only_sql), params)
     }
-    sequences = [m["current"] & _SEQUENCE for m in measured.values() if m["current"]]
-    found = _records(store, sql.current_versions(where), {**params, "current": sequences})
-    current = {row["key_result_id"]: row for row in found} if sequences else {}
-    targets = _targets_at(store, params, where)
+    keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
+    found = _records(
+        store,
+        sql.current_versions(where),
+        {**params, "current": [key & _SEQUENCE for key in keys.values()]},
+    )
+    current = {row["check_in_sequence"]: row for row in found}
+    targets = _Targets(store.rows(sql.targets_as_of(where), params))
+    at_micros = scoring.micros(at)
     records = []
     for d in then:
-        kr = d["key_result_id"]
-        check_in = current.get(kr)
-        live = measured[kr]["live"] if kr in measured else 0
-        row = {**d, "check_in_count": live}
-        if check_in is None:
-            target = targets[kr] if kr in targets else d["current_target"]
-            progress, attainment = scoring.score(d["kind"], d["start"], target, d["start"])
+        kr, kind, start = d["key_result_id"], d["kind"], d["start"]
+        key = keys.get(kr)
+        row = {**d, "check_in_count": measured[kr]["live"] if kr in measured else 0}
+        if key is None:
+            target = targets.at(kr, at_micros, d["current_target"])
+            progress, attainment = scoring.score(kind, start, target, start)
             row |= {
-                "target": target, "value": d["start"], "progress": progress,
+                "target": target, "value": start, "progress": progress,
                 "attainment": attainment, "confidence": None, "last_check_in_at": None,
                 "last_check_in_id": None,
             }  # fmt: skip
         else:
+            # The current check-in's last version up to {seq} holds its value and confidence;
+            # its target is the one in force at its measurement as known then (the projector
+            # re-scored it on each revision that changed that), and its score follows.
+            check_in = current[key & _SEQUENCE]
+            occurred = key >> 64
+            target = targets.at(kr, occurred, d["current_target"])
+            progress, attainment = scoring.score(kind, start, target, check_in["value"])
             row |= {
-                "target": check_in["target"], "value": check_in["value"],
-                "progress": check_in["progress"], "attainment": check_in["attainment"],
-                "confidence": check_in["confidence"],
-                "last_check_in_at": check_in["occurred_at"],
+                "target": target, "value": check_in["value"], "progress": progress,
+                "attainment": attainment, "confidence": check_in["confidence"],
+                "last_check_in_at": _EPOCH + timedelta(microseconds=occurred),
                 "last_check_in_id": check_in["check_in_id"],
             }  # fmt: skip
         records.append(row)
@@ -503,22 +514,28 @@ def _key_results_then(
     return rows
 
 
-def _targets_at(
-    store: ProjectionStore, params: dict[str, Any], where: str = sql.AS_OF_FILTER
-) -> dict[str, float]:
-    """Each key result's target in force at ``{at}``, as known up to ``{seq}``."""
-    revision = f"reason IS NOT NULL AND effective_at <= {_AT}"
-    return {
-        row[0]: float(row[1] if row[2] else row[3])
-        for row in store.rows(
-            "SELECT key_result_id, "
-            f"argMaxIf(target, (effective_at, sequence), {revision}),"
-            f" countIf({revision}),"
-            " argMinIf(target, sequence, reason IS NULL) "
-            f"FROM {{db}}.{t.TARGETS} WHERE {where} GROUP BY key_result_id",
-            params,
-        )
-    }
+class _Targets:
+    """Each key result's targets as known up to a sequence (rows of
+    :func:`projections.sql.targets_as_of`): the one in force at a business time is the last
+    revision measured by then (ties: the later in the ledger), else the defined one, as
+    :meth:`processors.state.KeyResult.target_at`."""
+
+    def __init__(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.defined: dict[str, float] = {}
+        self.revisions: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+        for kr, sequence, effective_at, target, revision in rows:
+            if revision:
+                self.revisions[kr].append((scoring.micros(effective_at), sequence, target))
+            elif kr not in self.defined:  # the definition: its first row
+                self.defined[kr] = target
+        for revisions in self.revisions.values():
+            revisions.sort()
+
+    def at(self, kr: str, moment: int, fallback: float) -> float:
+        for effective, _sequence, target in reversed(self.revisions.get(kr, ())):
+            if effective <= moment:
+                return target
+        return self.defined.get(kr, fallback)
 
 
 def _rolled_up(

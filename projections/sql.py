@@ -185,25 +185,37 @@ def check_ins_at(only: str = "") -> str:
     """Per key result, its check-ins measured by ``{at}`` and known up to ``{seq}``, but those
     in ``{gone}`` (retracted then): how many (``live``), and the key
     (:data:`CHECK_IN_KEY`) of the current one (``current``; 0: none). One pass over the
-    check-ins by then (a range of each key result's); the ledger cut is a condition of the
-    aggregates, not of the scan (a filter on ``sequence`` read that column for every row)."""
+    check-ins' first versions by then (a range of each key result's: ``PREWHERE`` on the sort
+    key and the version's kind, read first); the ledger cut and the retractions are
+    conditions of the aggregates, not of the scan (as a filter, ``sequence`` was read for
+    every row of the table)."""
     return f"""
 WITH sequence <= {{seq:UInt64}} AND check_in_sequence NOT IN {{gone:Array(UInt64)}} AS known
-SELECT key_result_id, countIf(change = 'recorded' AND known) AS live,
-    max(if(known, {CHECK_IN_KEY}, toUInt128(0))) AS current
+SELECT key_result_id, countIf(known) AS live, maxIf({CHECK_IN_KEY}, known) AS current
 FROM {{db}}.{t.CHECK_INS}
-WHERE org_id = {{org:String}} AND occurred_at <= {{at:DateTime64(6, 'UTC')}}{only}
+PREWHERE org_id = {{org:String}} AND occurred_at <= {{at:DateTime64(6, 'UTC')}}
+    AND change = 'recorded'{only}
 GROUP BY key_result_id"""
 
 
 def current_versions(where: str = AS_OF_FILTER) -> str:
     """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
-    one column to scan, and the details read only where it matches)."""
+    one column to scan, and the details read only where it matches): its id, value and
+    confidence. Each is in its own part of the table (a key result's), so each column read
+    costs a block per key result: the target and score are worked out from the targets."""
     return f"""
-SELECT key_result_id, check_in_id, occurred_at, value, target, progress, attainment, confidence
+SELECT check_in_sequence, check_in_id, value, confidence
 FROM {{db}}.{t.CHECK_INS}
 WHERE {where} AND check_in_sequence IN {{current:Array(UInt64)}}
 ORDER BY sequence DESC LIMIT 1 BY check_in_sequence"""
+
+
+def targets_as_of(where: str = AS_OF_FILTER) -> str:
+    """Every target of the key results up to ``{seq}``: definitions (``revision`` false) and
+    revisions, in ledger order."""
+    return f"""
+SELECT key_result_id, sequence, effective_at, target, reason IS NOT NULL AS revision
+FROM {{db}}.{t.TARGETS} WHERE {where} ORDER BY sequence"""
 
 
 def _micros(expression: str) -> str:
