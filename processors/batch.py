@@ -52,7 +52,10 @@ class Batch:
     def key_result_changed(
         self, org: OrgProjection, key_result: KeyResult, stamp: tuple[int, int]
     ) -> None:
+        """Called once per event that changes the key result, after the change: its numbers
+        then (:data:`processors.tables.KEY_RESULT_NUMBERS`)."""
         key_result.stamp = stamp
+        self.rows[t.KEY_RESULT_NUMBERS].append(numbers_row(org, key_result, stamp[0]))
         changes = self.changes
         if key_result.mark != changes.mark:
             key_result.mark = changes.mark
@@ -66,6 +69,19 @@ class Batch:
         if objective.mark != changes.mark:
             objective.mark = changes.mark
             changes.objectives.append((org, objective))
+
+    def snapshot(self, org: OrgProjection, sequence: int) -> None:
+        """At a multiple of :data:`processors.tables.SNAPSHOT_EVERY`: every key result's numbers
+        (those the event itself changed have their row already) and every objective's last
+        change, as of ``sequence``."""
+        numbers = self.rows[t.KEY_RESULT_NUMBERS]
+        for key_result in org.key_results.values():
+            if key_result.stamp[0] != sequence:
+                numbers.append(numbers_row(org, key_result, sequence))
+        self.rows[t.OBJECTIVE_STAMPS].extend(
+            (org.org_id, sequence, objective.objective_id, *objective.stamp)
+            for objective in org.objectives.values()
+        )
 
     def finish(self, current: bool) -> RowBatch:
         """The batch's rows, with its checkpoints, and, if ``current``, the current-state rows
@@ -93,6 +109,14 @@ class Batch:
                 (t.LEDGER_STREAM, org.org_id, org.last_sequence, org.last_recorded_at)
             )
         return rows
+
+
+def numbers_row(org: OrgProjection, kr: KeyResult, sequence: int) -> Row:
+    """A key result's numbers as of ``sequence`` (:data:`processors.tables.KEY_RESULT_NUMBERS`)."""
+    return (
+        org.org_id, sequence, kr.key_result_id, *kr.stamp, kr.target, kr.value, kr.progress,
+        kr.attainment, kr.confidence, kr.last_at, kr.last_id, kr.live,
+    )  # fmt: skip
 
 
 def key_result_row(org: OrgProjection, kr: KeyResult) -> Row:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from events.collector import collector_paused
 from processors import key_results, objectives, owners, periods, strategy
+from processors import tables as t
 from processors.audit import audit_row
 from processors.batch import Batch, Changes
 from processors.state import OrgProjection, ProjectorState
@@ -179,6 +180,8 @@ class Projector:
                 batch.stamp = (sequence, last_micros)
                 audit(audit_row(record, data, occurred, last_micros))
                 handler(batch, org, record, data)
+                if not sequence % t.SNAPSHOT_EVERY:
+                    batch.snapshot(org, sequence)
                 org.last_sequence = sequence
                 org.last_recorded_at = last_micros
                 touched[org.org_id] = org

@@ -59,6 +59,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "grades of closed periods; confidence rolled up by rollup mode: projected "
               "again", "0005-period-grades.sql"),
     Migration(6, "owners of objectives and key results", "0006-owners.sql"),
+    Migration(7, "snapshots for as-of answers: key result numbers, objective stamps, updates "
+              "by sequence; projected again", "0007-snapshots-for-as-of.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [
@@ -173,6 +175,17 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
         ("org_id", LOW), ("subject_kind", LOW), ("subject_id", ID), ("sequence", "UInt64"),
         ("recorded_at", TIME), ("effective_at", TIME), ("owner", "Nullable(String)"),
         ("reason", "Nullable(String)"),
+    ],
+    t.KEY_RESULT_NUMBERS: [
+        ("org_id", LOW), ("sequence", "UInt64"), ("key_result_id", ID),
+        ("changed_sequence", "UInt64"), ("changed_at", TIME), ("target", "Float64"),
+        ("value", "Float64"), ("progress", "Float64"), ("attainment", "Float64"),
+        ("confidence", "Nullable(Float64)"), ("last_check_in_at", f"Nullable({TIME})"),
+        ("last_check_in_id", "Nullable(String)"), ("check_in_count", "UInt32"),
+    ],
+    t.OBJECTIVE_STAMPS: [
+        ("org_id", LOW), ("sequence", "UInt64"), ("objective_id", ID),
+        ("changed_sequence", "UInt64"), ("changed_at", TIME),
     ],
 }  # fmt: skip
 """Every table's columns and ClickHouse types, as the migrations leave them."""

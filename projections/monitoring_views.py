@@ -63,10 +63,11 @@ _KR_COLUMNS = ", ".join(
 
 def _key_results_with_owners(src: Sources) -> str:
     """Key results not retired, of the periods running at the reference time, with their owner
-    (their own, else their objective's)."""
+    (their own, else their objective's: a key result whose owner was cleared has its
+    objective's, as :func:`projections.monitoring.key_result_owner` says)."""
     return f"""(
     SELECT {_KR_COLUMNS},
-        if(ko.subject_id != '', ko.owner, oo.owner) AS owner
+        coalesce(ko.owner, oo.owner) AS owner
     FROM {src.key_result_progress} AS k
     LEFT JOIN {src.owners} AS ko ON ko.org_id = k.org_id AND ko.subject_kind = 'key_result'
         AND ko.subject_id = k.key_result_id

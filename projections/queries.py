@@ -15,7 +15,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from processors import scoring
@@ -107,7 +107,14 @@ def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) 
 
 
 def _params(org_id: str, seq: int, moment: Moment, **more: Any) -> dict[str, Any]:
-    return {"org": org_id, "seq": seq, "ref": moment.ref, **more}
+    """``base``: the snapshot the answer as of ``seq`` starts from (:func:`snapshot_base`)."""
+    return {"org": org_id, "seq": seq, "base": snapshot_base(seq), "ref": moment.ref, **more}
+
+
+def snapshot_base(seq: int) -> int:
+    """The greatest multiple of :data:`processors.tables.SNAPSHOT_EVERY` at or below ``seq``:
+    the projector wrote every key result's numbers and every objective's last change there."""
+    return seq - seq % t.SNAPSHOT_EVERY
 
 
 _AT = "{at:DateTime64(6, 'UTC')}"
@@ -399,6 +406,7 @@ def key_results_under(
 # --- as of a ledger sequence, at a business time: from the check-ins ---------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SEQUENCE = (1 << 64) - 1
 """The check-in's sequence in :data:`projections.sql.CHECK_IN_KEY`."""
 
@@ -413,64 +421,121 @@ def _key_results_as_of(
     """Key results as the ledger up to ``seq`` knew them, their values at ``moment.at`` (if
     given): each key result's definition up to ``seq`` and the check-in that is current then
     (the latest by business time that is not retracted), scored as the projector scored it.
-    ``only``: just these key results."""
+    ``only``: just these key results.
+
+    Without ``at``, the projector's own numbers up to ``seq`` (:func:`_key_results_then`).
+    With ``at``, each key result's check-ins measured by then, as known up to ``seq``: one
+    pass over them counts the live ones and finds the current one's key, and its version up
+    to ``seq`` is read by its sequence."""
     at = moment.at
     params = _params(org_id, seq, moment, at=at)
     if only is not None:
         params["only"] = list(only)
     where = sql.AS_OF_FILTER + (sql.ONLY_KEY_RESULTS if only is not None else "")
-    definitions = _records(store, sql.key_results_as_of("{db}", _AT if at else None, where), params)
-    sequences = [d["current"] & _SEQUENCE for d in definitions if d["current"]]
-    found = _records(store, sql.current_versions(where), {**params, "current": sequences})
-    current = {row["key_result_id"]: row for row in found} if sequences else {}
-    targets = _targets_at(store, params, where) if at else {}
+    if moment.as_of is None and at is not None:  # as known now: the current rows
+        source = sql.now("{db}", t.KEY_RESULTS_NOW)
+        query = f"SELECT * FROM {source}{' WHERE 1' + sql.ONLY_KEY_RESULTS if only else ''}"
+        then = _records(store, query + " ORDER BY objective_id, key_result_id", params)
+    else:
+        then = _key_results_then(store, params, where, only is not None)
+    if at is None:
+        return [_scored_key_result(row, moment.ref) for row in then]
+    only_sql = sql.ONLY_KEY_RESULTS if only is not None else ""
+    params["gone"] = [gone for (gone,) in store.rows(sql.retracted_check_ins(where), params)]
+    measured = {
+        row["key_result_id"]: row for row in _records(store, sql.check_ins_at(only_sql), params)
+    }
+    keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
+    found = _records(
+        store,
+        sql.current_versions(where),
+        {**params, "current": [key & _SEQUENCE for key in keys.values()]},
+    )
+    current = {row["check_in_sequence"]: row for row in found}
+    targets = _Targets(store.rows(sql.targets_as_of(where), params))
+    at_micros = scoring.micros(at)
     records = []
-    for d in definitions:
-        kr = d["key_result_id"]
-        last = d["last_sequence"]
-        check_in = current.get(kr)
-        row = {
-            **d,
-            "check_in_count": d["live"],
-            "sequence": max(d["sequence"], last),
-            "recorded_at": d["last_recorded_at"] if last > d["sequence"] else d["recorded_at"],
-        }
-        if check_in is None:
-            target = targets[kr] if kr in targets else d["current_target"]
-            progress, attainment = scoring.score(d["kind"], d["start"], target, d["start"])
+    for d in then:
+        kr, kind, start = d["key_result_id"], d["kind"], d["start"]
+        key = keys.get(kr)
+        row = {**d, "check_in_count": measured[kr]["live"] if kr in measured else 0}
+        if key is None:
+            target = targets.at(kr, at_micros, d["current_target"])
+            progress, attainment = scoring.score(kind, start, target, start)
             row |= {
-                "target": target, "value": d["start"], "progress": progress,
+                "target": target, "value": start, "progress": progress,
                 "attainment": attainment, "confidence": None, "last_check_in_at": None,
                 "last_check_in_id": None,
             }  # fmt: skip
         else:
+            # The current check-in's last version up to {seq} holds its value and confidence;
+            # its target is the one in force at its measurement as known then (the projector
+            # re-scored it on each revision that changed that), and its score follows.
+            check_in = current[key & _SEQUENCE]
+            occurred = key >> 64
+            target = targets.at(kr, occurred, d["current_target"])
+            progress, attainment = scoring.score(kind, start, target, check_in["value"])
             row |= {
-                "target": check_in["target"], "value": check_in["value"],
-                "progress": check_in["progress"], "attainment": check_in["attainment"],
-                "confidence": check_in["confidence"],
-                "last_check_in_at": check_in["occurred_at"],
+                "target": target, "value": check_in["value"], "progress": progress,
+                "attainment": attainment, "confidence": check_in["confidence"],
+                "last_check_in_at": _EPOCH + timedelta(microseconds=occurred),
                 "last_check_in_id": check_in["check_in_id"],
             }  # fmt: skip
-        records.append(_scored_key_result(row, moment.ref))
-    return records
+        records.append(row)
+    return [_scored_key_result(row, moment.ref) for row in records]
 
 
-def _targets_at(
-    store: ProjectionStore, params: dict[str, Any], where: str = sql.AS_OF_FILTER
-) -> dict[str, float]:
-    """Each key result's target in force at ``{at}``, as known up to ``{seq}``."""
-    revision = f"reason IS NOT NULL AND effective_at <= {_AT}"
-    return {
-        row[0]: float(row[1] if row[2] else row[3])
-        for row in store.rows(
-            "SELECT key_result_id, "
-            f"argMaxIf(target, (effective_at, sequence), {revision}),"
-            f" countIf({revision}),"
-            " argMinIf(target, sequence, reason IS NULL) "
-            f"FROM {{db}}.{t.TARGETS} WHERE {where} GROUP BY key_result_id",
-            params,
-        )
+def _key_results_then(
+    store: ProjectionStore, params: dict[str, Any], where: str, only: bool
+) -> list[Record]:
+    """Each key result as the ledger up to ``{seq}`` had it, with the columns of
+    ``key_results_now``: its definition then, and its numbers from the snapshot at ``{base}``
+    and the numbers written after it (a range of ``key_result_numbers``; each one's latest
+    row there is its numbers as the projector had them after that event). Its version is the
+    later of its definition's and its numbers' (the event that last changed it)."""
+    definitions = _records(store, sql.key_result_definitions_as_of("{db}", where), params)
+    numbers = {
+        row["key_result_id"]: row
+        for row in _records(store, sql.key_result_numbers_as_of("{db}", only), params)
     }
+    rows = []
+    for d in definitions:
+        n = numbers[d["key_result_id"]]
+        later = n["changed_sequence"] > d["sequence"]
+        rows.append({
+            **d,
+            "sequence": n["changed_sequence"] if later else d["sequence"],
+            "recorded_at": n["changed_at"] if later else d["recorded_at"],
+            "target": n["target"], "value": n["value"], "progress": n["progress"],
+            "attainment": n["attainment"], "confidence": n["confidence"],
+            "last_check_in_at": n["last_check_in_at"],
+            "last_check_in_id": n["last_check_in_id"], "check_in_count": n["check_in_count"],
+        })  # fmt: skip
+    return rows
+
+
+class _Targets:
+    """Each key result's targets as known up to a sequence (rows of
+    :func:`projections.sql.targets_as_of`): the one in force at a business time is the last
+    revision measured by then (ties: the later in the ledger), else the defined one, as
+    :meth:`processors.state.KeyResult.target_at`."""
+
+    def __init__(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.defined: dict[str, float] = {}
+        self.revisions: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+        for kr, sequence, effective_at, target, revision in rows:
+            if revision:
+                self.revisions[kr].append((scoring.micros(effective_at), sequence, target))
+            elif kr not in self.defined:  # the definition: its first row
+                self.defined[kr] = target
+        for revisions in self.revisions.values():
+            revisions.sort()
+
+    def at(self, kr: str, moment: int, fallback: float) -> float:
+        for effective, _sequence, target in reversed(self.revisions.get(kr, ())):
+            if effective <= moment:
+                return target
+        return self.defined.get(kr, fallback)
 
 
 def _rolled_up(

@@ -9,12 +9,15 @@ import orjson
 import pytest
 
 from okr_ledger.projection_compare import fingerprint
+from processors import tables as t
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
+from projections import queries
 from projections.migrations import COLUMN_TYPES, MIGRATIONS, VIEWS
+from projections.queries import Moment
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory, project
-from tests.projections.ledgers import LedgerBuilder
+from tests.projections.ledgers import LedgerBuilder, day
 from tests.projections.old_store_ledger import write_ledger
 from tests.projections.test_store_contract import answers
 
@@ -26,6 +29,7 @@ PINNED = {
     4: "36131276182c231f0719ff303cf67c9a4891c407b64a5c547ae2d954e12c94c5",
     5: "6734c80b75296170827b6ebcac65d704485954d78388a0bf085d8f7e9c00b157",
     6: "706664ade7b994a0f01cdc95f2f8854beee1569e4efae781e4c85d82f6df8e0b",
+    7: "f4fbe9422e52fbf24c25e16456b840cc3906b83577b7412e43e5bee6bd5f854a",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -99,29 +103,37 @@ def test_a_store_from_before_issue_9_is_upgraded_and_projected_again(
         old.close()
 
 
-def _issue_9_store(url: str, database: str, source: ProjectionStore) -> ProjectionStore:
-    """A store as OKR Ledger made it before issue 11: migrations 1 to 4 recorded, and rows in
-    every table they made (copied from ``source``, a store projected by this version)."""
+def _store_before(
+    url: str, database: str, source: ProjectionStore, version: int
+) -> ProjectionStore:
+    """A store as OKR Ledger made it before migration ``version + 1``: migrations 1 to
+    ``version`` recorded, and rows in every table they made (copied from ``source``, a store
+    projected by this version)."""
     store = ProjectionStore.open(url, database, migrate=False)
     store.client.command(f"CREATE DATABASE {database}")
     store.client.command(
         f"CREATE TABLE {database}.schema_migrations (version UInt32, name String, "
         "applied_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version"
     )
-    for migration in MIGRATIONS[:4]:
+    for migration in MIGRATIONS[:version]:
         for statement in migration.statements:
             store.client.command(statement.replace("{db}", database))
         store.client.command(
             f"INSERT INTO {database}.schema_migrations VALUES ({migration.version}, "
             f"'{migration.name}', now64(6))"
         )
+    made = {name for (name,) in store.rows(f"SHOW TABLES FROM {database}")}
     for table in COLUMN_TYPES:
-        if table in ("period_grades", "owner_versions"):  # made by migrations 5 and 6
-            continue
-        store.client.command(
-            f"INSERT INTO {database}.{table} SELECT * FROM {source.database}.{table}"
-        )
+        if table in made:
+            store.client.command(
+                f"INSERT INTO {database}.{table} SELECT * FROM {source.database}.{table}"
+            )
     return store
+
+
+def _issue_9_store(url: str, database: str, source: ProjectionStore) -> ProjectionStore:
+    """A store as OKR Ledger made it before issue 11: migrations 1 to 4."""
+    return _store_before(url, database, source, 4)
 
 
 def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
@@ -135,7 +147,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6]
+        assert old.migrate() == [5, 6, 7]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -146,6 +158,48 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
             assert described(old, table) == columns, table
         for view in VIEWS:
             old.rows(f"SELECT count() FROM {{db}}.{view}")
+        assert old.migrate() == []
+    finally:
+        old.close()
+
+
+def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 7 empties the projected tables and the checkpoints, sorts ``objective_updates``
+    by sequence and makes ``key_result_numbers`` and ``objective_stamps``: the next catch-up
+    projects the ledger again, as a fresh store has it, and answers as of a moment agree
+    (snapshots every 4 events here)."""
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", 4)
+    write_ledger(builder)
+    fresh = open_store("fresh7")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "upgraded7", fresh, 6)
+    try:
+        assert old.positions() == {"acme": 22}
+        assert old.rows(
+            "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
+            "AND name = 'objective_updates'"
+        ) == [("org_id, objective_id, sequence",)]
+        assert old.migrate() == [7]
+        assert old.positions() == {}
+        for table in t.HISTORY:
+            assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (22, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        for event in builder.events()[::5]:
+            moment = Moment(as_of=event.recorded, now=day(30))
+            assert queries.progress(old, "acme", moment, 5) == queries.progress(
+                fresh, "acme", moment, 5
+            )
+        assert old.rows(
+            "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
+            "AND name = 'objective_updates'"
+        ) == [("org_id, sequence, objective_id",)]
+        for table, columns in COLUMN_TYPES.items():
+            assert described(old, table) == columns, table
         assert old.migrate() == []
     finally:
         old.close()

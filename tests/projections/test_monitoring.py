@@ -274,6 +274,32 @@ def test_sparkline() -> None:
     assert monitoring.sparkline([0, 0.5, 1, 1.2, -1]) == "▁▅██▁"
 
 
+def test_a_key_result_whose_owner_was_cleared_has_its_objectives(
+    builder: LedgerBuilder, store: ProjectionStore
+) -> None:
+    """Its effective owner is its own, else its objective's: a key result whose owner was
+    cleared (``owner`` null) has its objective's, in the commands and the views alike (the
+    views gave it nobody until 2026-11-29)."""
+    scenario(builder)
+    builder.add(
+        "KeyResultOwnerChanged",
+        {"key_result_id": "a", "owner": None, "reason": "Bob left"},
+        utc(2026, 11, 2),
+    )
+    project(builder, store)
+    moment = Moment(at=NOW, now=NOW)
+    assert monitoring.owners(store, ORG, 10_000)[("key_result", "a")] is None
+    groups = _groups(monitoring.engagement(store, ORG, moment))
+    assert groups[("owner", "dan")][0] == 2  # a and b: o's owner
+    assert ("owner", "bob") not in groups
+    view = store.rows(
+        "SELECT id, key_results FROM {db}.engagement_at(at = {at:DateTime64(6, 'UTC')}) "
+        "WHERE group = 'owner' ORDER BY id",
+        {"at": NOW},
+    )
+    assert view == [("dan", 2), (None, 1)]
+
+
 def test_the_views_agree_with_the_commands_now(monitored: ProjectionStore) -> None:
     """BI tools read the same answers (now: the views' reference time is the engine's clock)."""
     moment = Moment()

@@ -5,6 +5,8 @@
 - projecting the same batch twice changes nothing.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from okr_ledger.projection_compare import fingerprint
+from processors import tables as t
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from projections import monitoring, queries
@@ -395,8 +398,26 @@ class Fresh:
 
 
 @PROPERTY_SETTINGS
-@given(script=scripts, cuts=st.lists(st.integers(1, 80), max_size=4), restart=st.booleans())
+@given(
+    script=scripts,
+    cuts=st.lists(st.integers(1, 80), max_size=4),
+    restart=st.booleans(),
+    every=st.sampled_from((3, t.SNAPSHOT_EVERY)),
+)
 def test_incremental_projection_equals_a_full_rebuild(
+    workdir: Path,
+    two_stores: tuple[ProjectionStore, ProjectionStore],
+    *,
+    script: Script,
+    cuts: list[int],
+    restart: bool,
+    every: int,
+) -> None:
+    with snapshots_every(every):
+        _incremental_projection_equals_a_full_rebuild(workdir, two_stores, script, cuts, restart)
+
+
+def _incremental_projection_equals_a_full_rebuild(
     workdir: Path,
     two_stores: tuple[ProjectionStore, ProjectionStore],
     script: Script,
@@ -429,18 +450,60 @@ def test_incremental_projection_equals_a_full_rebuild(
         builder.close()
 
 
+@contextmanager
+def snapshots_every(events: int) -> Iterator[None]:
+    """The projector's snapshots (and the queries' bases) every ``events`` events."""
+    before = t.SNAPSHOT_EVERY
+    t.SNAPSHOT_EVERY = events
+    try:
+        yield
+    finally:
+        t.SNAPSHOT_EVERY = before
+
+
 @PROPERTY_SETTINGS
-@given(script=scripts, split=st.floats(0, 1), at_day=st.integers(0, 90))
+@given(
+    script=scripts,
+    split=st.floats(0, 1),
+    at_day=st.integers(0, 90),
+    every=st.sampled_from((2, 3, 7, t.SNAPSHOT_EVERY)),
+)
 def test_as_of_equals_a_rebuild_of_the_prefix(
     workdir: Path,
     two_stores: tuple[ProjectionStore, ProjectionStore],
+    *,
     script: Script,
     split: float,
     at_day: int,
+    every: int,
 ) -> None:
+    """``every``: the snapshots' interval (small ones: answers from a snapshot and the rows
+    after it, corrections and retractions on either side of it)."""
     full, prefix = two_stores
     fresh = Fresh(workdir, two_stores)
     builder = fresh.ledger()
+    with snapshots_every(every):
+        _as_of_equals_a_rebuild_of_the_prefix(
+            workdir=workdir,
+            full=full,
+            prefix=prefix,
+            builder=builder,
+            split=split,
+            at_day=at_day,
+            script=script,
+        )
+
+
+def _as_of_equals_a_rebuild_of_the_prefix(
+    *,
+    workdir: Path,
+    full: ProjectionStore,
+    prefix: ProjectionStore,
+    builder: LedgerBuilder,
+    split: float,
+    at_day: int,
+    script: Script,
+) -> None:
     try:
         build(builder, script)
         events = builder.events()

@@ -1,0 +1,149 @@
+"""Answers as of a ledger sequence start from the snapshot at the greatest multiple of
+``processors.tables.SNAPSHOT_EVERY`` at or below it and read the rows after it: they equal a
+rebuild of the ledger prefix whatever falls on either side of a snapshot (corrections and
+retractions of check-ins recorded before it, the current check-in retracted after it, a
+back-dated target revision, a key result retired or defined after it)."""
+
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from processors import tables as t
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from projections import queries
+from projections.queries import Moment, snapshot_base
+from projections.store import ProjectionStore
+from tests.projections.conftest import StoreFactory, project
+from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, reset
+from tests.projections.test_properties import all_answers
+
+EVERY = 4
+
+
+@pytest.fixture
+def every_four(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", EVERY)
+
+
+def _ledger(builder: LedgerBuilder) -> None:
+    """Events 1-4 the skeleton (a snapshot at 4), then objectives, key results and check-ins
+    whose corrections and retractions fall on the other side of a snapshot."""
+    builder.skeleton()  # 1-4
+    builder.objective("o1", rollup="both")  # 5
+    builder.objective("o2", parent_objective_id="o1")  # 6
+    builder.key_result("k1", "o1")  # 7
+    builder.key_result("k2", "o2")  # 8: snapshot
+    early = builder.check_in("k1", 10, day(5), 0.9)  # 9
+    builder.check_in("k1", 20, day(10), 0.8)  # 10
+    k2_only = builder.check_in("k2", 30, day(8), 0.7)  # 11
+    current = builder.check_in("k1", 40, day(12), 0.6)  # 12: snapshot, the current of k1
+    retract = {"key_result_id": "k1", "retracts_event_id": current, "reason": "wrong"}
+    builder.add("CheckInRetracted", retract, day(13))  # 13: the current falls back to day 10
+    fix = {"key_result_id": "k1", "corrects_event_id": early, "value": 15, "reason": "typo"}
+    builder.add("CheckInCorrected", fix, day(14))  # 14: a check-in from before the snapshot
+    builder.check_in("k1", 5, day(3), 0.5)  # 15: late, before the others in business time
+    revise = {"key_result_id": "k1", "target": 50, "reason": "rescoped"}
+    builder.add("KeyResultTargetRevised", revise, day(4), recorded=day(16))  # 16: snapshot
+    gone = {"key_result_id": "k2", "retracts_event_id": k2_only, "reason": "wrong"}
+    builder.add("CheckInRetracted", gone, day(17))  # 17: k2 has no check-in left
+    builder.add("KeyResultDefined", {  # 18: defined after a snapshot
+        "key_result_id": "k3", "objective_id": "o2", "title": "k3", "kind": "stay_above",
+        "start": 0, "target": 5, "unit": "points",
+    }, day(18))  # fmt: skip
+    builder.add("KeyResultRetired", {"key_result_id": "k2", "reason": "dropped"}, day(19))  # 19
+    builder.check_in("k3", 7, day(19), 0.4)  # 20: snapshot
+    builder.check_in("k1", 35, day(20), 0.3)  # 21
+
+
+def test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix(
+    every_four: None, tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    _ledger(builder)
+    full, prefix = open_store("full"), open_store("prefix")
+    project(builder, full)
+    events = builder.events()
+    assert len(events) == 21
+    numbers = full.rows(
+        "SELECT sequence, count() FROM {db}.key_result_numbers WHERE sequence % 4 = 0 "
+        "GROUP BY sequence ORDER BY sequence"
+    )
+    assert numbers == [(8, 2), (12, 2), (16, 2), (20, 3)]  # every key result at a snapshot
+    stamps = full.rows(
+        "SELECT sequence, groupArray(objective_id) FROM {db}.objective_stamps "
+        "GROUP BY sequence ORDER BY sequence"
+    )
+    assert stamps == [(8, ["o1", "o2"]), (12, ["o1", "o2"]), (16, ["o1", "o2"]),
+                      (20, ["o1", "o2"])]  # fmt: skip
+    for k in range(len(events) + 1):
+        reset(prefix)
+        log = copy_prefix(events[:k], tmp_path / f"prefix-{uuid4().hex}.db")
+        try:
+            EmbeddedRunner(log, prefix, Projector()).catch_up()
+        finally:
+            log.close()
+        cutoff = events[k - 1].recorded if k else events[0].recorded - (day(2) - day(1))
+        assert snapshot_base(k) == k - k % EVERY
+        assert all_answers(full, Moment(as_of=cutoff)) == all_answers(prefix, Moment(now=cutoff)), (
+            f"as of event {k}"
+        )
+        for at in (day(4), day(11), day(30)):
+            assert all_answers(full, Moment(as_of=cutoff, at=at)) == all_answers(
+                prefix, Moment(at=at)
+            ), f"as of event {k}, at {at}"
+
+
+def test_the_snapshots_interval_does_not_change_an_answer(
+    tmp_path: Path,
+    builder: LedgerBuilder,
+    open_store: StoreFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Projected with snapshots every 4 events or with none in reach, the answers as of
+    each event are the same (only the rows read differ)."""
+    _ledger(builder)
+    sparse = open_store("sparse")
+    project(builder, sparse)
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", EVERY)
+    dense = open_store("dense")
+    project(builder, dense)
+    for event in builder.events():
+        moment = Moment(as_of=event.recorded, now=day(40))
+        monkeypatch.setattr(t, "SNAPSHOT_EVERY", 8192)
+        expected = all_answers(sparse, moment)
+        monkeypatch.setattr(t, "SNAPSHOT_EVERY", EVERY)
+        assert all_answers(dense, moment) == expected, event.sequence
+
+
+def test_an_answer_reads_the_rows_from_its_snapshot_on(
+    every_four: None,
+    builder: LedgerBuilder,
+    store: ProjectionStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The numbers of key results as of event 14 come from the rows of sequences 12 to 14,
+    not from the check-ins' history (the statement names no other table)."""
+    _ledger(builder)
+    project(builder, store)
+    read: list[str] = []
+    query = store.dicts
+
+    def logged(statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        read.append(statement)
+        return query(statement, params)
+
+    monkeypatch.setattr(store, "dicts", logged)
+    moment = Moment(as_of=builder.events()[13].recorded, now=day(40))
+    found = {kr["key_result_id"]: kr for kr in queries.key_results(store, ORG, moment)}
+    assert not any(t.CHECK_INS in statement for statement in read)
+    assert [s for s in read if t.KEY_RESULT_NUMBERS in s]
+    k1 = found["k1"]
+    assert (k1["value"], k1["check_in_count"], k1["last_check_in_at"]) == (20, 2, day(10))
+    assert (k1["as_of_sequence"], found["k2"]["check_in_count"]) == (14, 1)
+
+
+@pytest.fixture
+def store(open_store: StoreFactory) -> ProjectionStore:
+    return open_store("snapshots")
