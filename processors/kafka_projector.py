@@ -42,6 +42,7 @@ from processors.projector import Projector, StoredEvent, micros
 from processors.rejections import project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
+from schemas.errors import ProjectionError
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,9 @@ class ProjectorAgent:
         self._thread = store_thread
         self._crash = crash
         self._crashed = False
+        self._failure: Exception | None = None
+        """The first failed insert: the projection's state and offsets had already moved past
+        its rows, so nothing may be inserted or settled after it."""
         self.metrics = metrics
         self._progress = progress
         self.batch_size, self.linger_s = batch_size, linger_s
@@ -310,11 +314,19 @@ class ProjectorAgent:
 
     async def _flush(self) -> None:
         async with self._lock:
+            if self._failure is not None:
+                raise ProjectionError(
+                    f"an earlier insert failed ({self._failure}): nothing more is projected"
+                ) from self._failure
             pending, self._pending = self._pending, Pending()
             if not pending:
                 return
             started = time.monotonic()
-            await self._blocking(self.projection.apply, pending.ledger, pending.rejections)
+            try:
+                await self._blocking(self.projection.apply, pending.ledger, pending.rejections)
+            except Exception as error:
+                self._failure = error
+                raise
             self.metrics.projected(
                 events=len(pending.ledger),
                 rejections=len(pending.rejections),

@@ -58,11 +58,29 @@ class Failing(LedgerProjection):
         super().apply(ledger, rejections)
 
 
+class FullDisk(ProjectionStore):
+    """A store whose first insert of events' rows fails, as a full disk would: the
+    projection's state and offsets have moved past those rows already (a claim's
+    checkpoint, which carries none, goes in)."""
+
+    failed = False
+
+    def insert(self, rows: Any, owners: Any = None) -> None:
+        if rows.get("audit_events") and not self.failed:
+            self.failed = True
+            raise ProjectionError("insert into audit_events failed: the disk is full")
+        super().insert(rows, owners)
+
+
 def run_agent(
-    projection: LedgerProjection, handed: list[list[Record]], wait_s: float = 0.0
+    projection: LedgerProjection,
+    handed: list[list[Record]],
+    wait_s: float = 0.0,
+    between_s: float = 0.0,
 ) -> tuple[list[BaseException], BaseException | None]:
     """What the agent ended the worker with (its crash callback's calls), and what its
-    caller saw raised."""
+    caller saw raised. ``between_s``: a pause after each batch handed over (the linger
+    timer's flush)."""
     crashes: list[BaseException] = []
 
     async def crash(error: BaseException) -> None:
@@ -82,6 +100,7 @@ def run_agent(
         try:
             for batch in handed:
                 await agent.handle(0, batch, 1)
+                await asyncio.sleep(between_s)
             await asyncio.sleep(wait_s)  # the linger timer's flush, if any
             await agent.settle()
         finally:
@@ -110,14 +129,33 @@ def test_batches_go_in_in_order_and_give_the_rows_of_one_batch(tmp_path: Path) -
 
 def test_a_failed_insert_in_the_lingering_flush_ends_the_worker(tmp_path: Path) -> None:
     """Fewer records than a batch: the linger timer's task flushes them, and its insert
-    fails: the worker is ended (once), nothing is checkpointed; the records handed over
-    after it are not inserted either (the next flush would fail the same way, or the worker
-    is gone)."""
+    fails: the worker is ended (once), nothing is checkpointed, and settling refuses (its
+    offsets would be past the lost rows)."""
     given = records()[:5]
     store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
     crashes, raised = run_agent(Failing(store, fail_at=0), [given], wait_s=0.5)
     assert len(crashes) == 1, "the failed insert did not end the worker"
     assert isinstance(crashes[0], ProjectionError)
-    assert raised is None  # nobody else waited for that flush: only the crash tells
+    # Nobody waited for that flush, but settling after it refuses: the offsets it would
+    # give are past rows that were never stored.
+    assert isinstance(raised, ProjectionError), "settled after a failed insert"
+    assert "an earlier insert failed" in str(raised)
     assert store.positions() == {}
+    store.close()
+
+
+def test_nothing_is_inserted_or_settled_after_an_insert_failed_past_its_projection(
+    tmp_path: Path,
+) -> None:
+    """The lingering flush's insert fails after projecting: the projection's state and
+    offsets are past those 5 events. The 10 records handed over next make a full batch,
+    whose flush must refuse: inserting them would checkpoint 15 events over 10 rows."""
+    given = records()[:15]
+    store = FullDisk.open(f"chdb://{tmp_path / 'store'}")
+    crashes, raised = run_agent(LedgerProjection(store, 1), [given[:5], given[5:]], between_s=0.5)
+    assert len(crashes) == 1, "the failed insert did not end the worker"
+    assert isinstance(raised, ProjectionError), "the next flush went on after the failure"
+    assert "an earlier insert failed" in str(raised)
+    assert store.positions() == {}
+    assert store.rows("SELECT count() FROM {db}.audit_events") == [(0,)]
     store.close()
