@@ -136,6 +136,7 @@ def test_every_importable_directory_is_a_listed_package() -> None:
         for path in [ROOT / top, *(ROOT / top).rglob("*")]
         if path.is_dir()
         and all(part.isidentifier() for part in path.relative_to(ROOT).parts)
+        and "__pycache__" not in path.parts  # bytecode: setuptools never ships it
         and any(child.is_file() for child in path.iterdir())
     }
     assert "okr_ledger.http.templates" in found, found  # the walk sees data directories
