@@ -92,7 +92,9 @@ def _names(store: ProjectionStore, select: str, orgs: list[str]) -> set[str]:
 
 
 def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) -> int:
-    """The last ledger sequence of ``org_id`` recorded at or before ``as_of`` (None: the last)."""
+    """The last ledger sequence of ``org_id`` recorded at or before ``as_of`` (None: the last),
+    never past its checkpoint: rows of a commit cut short (inserted, not checkpointed) are
+    not part of any answer."""
     if as_of is None:
         return store.positions().get(org_id, 0)
     # The top row rather than max(): the same answer, read in about a third of the time
@@ -100,8 +102,10 @@ def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) 
     rows = store.rows(
         "SELECT sequence FROM {db}.audit_events "
         "WHERE org_id = {org:String} AND recorded_at <= {as_of:DateTime64(6, 'UTC')} "
+        "AND sequence <= (SELECT max(position) FROM {db}.checkpoints "
+        "WHERE stream = {stream:String} AND org_id = {org:String}) "
         "ORDER BY sequence DESC LIMIT 1",
-        {"org": org_id, "as_of": as_of},
+        {"org": org_id, "as_of": as_of, "stream": t.LEDGER_STREAM},
     )
     return int(rows[0][0]) if rows else 0
 
@@ -434,7 +438,8 @@ def _key_results_as_of(
     where = sql.AS_OF_FILTER + (sql.ONLY_KEY_RESULTS if only is not None else "")
     if moment.as_of is None and at is not None:  # as known now: the current rows
         source = sql.now("{db}", t.KEY_RESULTS_NOW)
-        query = f"SELECT * FROM {source}{' WHERE 1' + sql.ONLY_KEY_RESULTS if only else ''}"
+        restrict = " WHERE 1" + sql.ONLY_KEY_RESULTS if only is not None else ""
+        query = f"SELECT * FROM {source}{restrict}"
         then = _records(store, query + " ORDER BY objective_id, key_result_id", params)
     else:
         then = _key_results_then(store, params, where, only is not None)

@@ -147,3 +147,36 @@ def test_an_answer_reads_the_rows_from_its_snapshot_on(
 @pytest.fixture
 def store(open_store: StoreFactory) -> ProjectionStore:
     return open_store("snapshots")
+
+
+def test_an_answer_as_of_a_moment_past_a_commit_cut_short_stops_at_the_checkpoint(
+    every_four: None, tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    """A commit cut short leaves rows without their checkpoint (the store inserts one table at
+    a time). Here the audit rows of events 18-21 (k3 is defined at 18): as of their time, the
+    answer is what the checkpoint's 17 events say then, not an error over a half-stored k3."""
+    _ledger(builder)
+    events = builder.events()
+    cut = open_store("cut")
+    log = copy_prefix(events[:17], tmp_path / "prefix.db")
+    try:
+        EmbeddedRunner(log, cut, Projector()).catch_up()
+    finally:
+        log.close()
+    rows = Projector().project_records(builder.log.read_records())
+    cut.insert({t.AUDIT: [row for row in rows[t.AUDIT] if row[1] > 17]})  # no checkpoint
+    assert cut.positions() == {ORG: 17}
+    last = events[-1].recorded
+    assert all_answers(cut, Moment(as_of=last)) == all_answers(cut, Moment(now=last))
+
+
+def test_an_empty_choice_of_key_results_reads_none(
+    builder: LedgerBuilder, store: ProjectionStore
+) -> None:
+    """``only=[]`` (an objective without key results, in ``trend``) is no key result, with or
+    without ``at``: not every key result of the org."""
+    _ledger(builder)
+    project(builder, store)
+    for moment in (Moment(), Moment(at=day(11)), Moment(as_of=day(12), at=day(11))):
+        assert queries.key_results(store, ORG, moment, only=[]) == [], moment
+        assert queries.key_results(store, ORG, moment, only=["k1"]) != [], moment
