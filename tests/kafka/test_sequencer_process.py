@@ -39,10 +39,15 @@ def test_answers_out_of_order_reach_their_own_callers(tmp_path: Path) -> None:
         runner = runner_of(tmp_path)
         try:
             ended: list[str] = []
-            calls = {}
+            calls: dict[str, asyncio.Task[Any]] = {}
+
+            async def made(name: str) -> Any:
+                value = await runner.call("wait", name, name.upper())
+                ended.append(name)
+                return value
+
             for name in ("a", "b", "c"):
-                calls[name] = asyncio.create_task(runner.call("wait", name, name.upper()))
-                calls[name].add_done_callback(lambda _, name=name: ended.append(name))
+                calls[name] = asyncio.create_task(made(name))
             await until_waiting(runner, "a", "b", "c")
             failing = asyncio.create_task(runner.call("fail", "the third call's error"))
             with pytest.raises(ValueError, match="the third call's error"):
