@@ -24,7 +24,8 @@ def runner_of(tmp_path: Path) -> ProcessRunner:
 async def until_waiting(runner: ProcessRunner, *names: str) -> None:
     """Until the child runs a call waiting at each gate of ``names``."""
     for _ in range(1000):
-        if all([await runner.call("waiting", name) for name in names]):
+        asked = [asyncio.wait_for(runner.call("waiting", name), 10) for name in names]
+        if all(await asyncio.gather(*asked)):
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"the calls at {names} never reached the child")
@@ -72,7 +73,7 @@ def test_answers_out_of_order_reach_their_own_callers(tmp_path: Path) -> None:
         finally:
             runner.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 def test_a_sigkilled_child_fails_every_waiting_call_and_nothing_hangs(tmp_path: Path) -> None:
@@ -99,4 +100,4 @@ def test_a_sigkilled_child_fails_every_waiting_call_and_nothing_hangs(tmp_path: 
         finally:
             runner.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 60))
