@@ -384,12 +384,16 @@ class ProcessRunner:
     dies (even by SIGKILL), ignores the terminal's SIGINT, and is terminated when the worker
     stops (at any point that is safe: restarting is)."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(
+        self, config: WorkerConfig, core: Callable[[WorkerConfig], Any] = SequencerCore
+    ) -> None:
+        """``core`` makes the object whose methods the child runs (importable by name: the
+        child is spawned); the tests give one of their own."""
         context = get_context("spawn")  # never fork a process with threads
         self._pipe, child_end = context.Pipe()
         self._process = context.Process(
             target=_child_main,
-            args=(config, child_end, os.getpid()),
+            args=(config, child_end, os.getpid(), core),
             name="okr-sequencer",
             daemon=True,
         )
@@ -480,7 +484,12 @@ CHILD_THREADS = 8
 """Calls the sequencer process runs at once (the lanes send one per partition)."""
 
 
-def _child_main(config: WorkerConfig, pipe: PipeEnd, parent: int) -> None:
+def _child_main(
+    config: WorkerConfig,
+    pipe: PipeEnd,
+    parent: int,
+    make: Callable[[WorkerConfig], Any] = SequencerCore,
+) -> None:
     """The sequencer process: numbered calls in, each run in a thread of its own; results (or
     the error raised) out, in the order they end."""
     _die_with(parent)
@@ -491,7 +500,7 @@ def _child_main(config: WorkerConfig, pipe: PipeEnd, parent: int) -> None:
     )
     for name in ("kafka", "librdkafka"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    core = SequencerCore(config)
+    core = make(config)
     sending = threading.Lock()
 
     def run(number: int, method: str, args: tuple[Any, ...]) -> None:

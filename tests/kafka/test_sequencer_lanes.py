@@ -112,3 +112,71 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
         reader.close()
     assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
     assert [e["org_id"] for e in events] == [org] * len(raws)
+
+
+def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
+    kafka_address: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """While a partition's first batch is written, five consecutive fetches of 5 wait; with
+    ``sequencer_batch_size`` 10 the lane merges them two by two (exactly 10 records: the cap
+    is reached, never passed), and the ledger holds every event in order."""
+    size = 10
+    partition = 2
+    org = next(
+        o
+        for o in (f"org{i}" for i in range(1000))
+        if partition_for(org_key(o), TEST_PARTITIONS) == partition
+    )
+    raws = [*org_setup(org), *check_ins(24, org)]
+    assert len(raws) > 25
+    fetched = []
+    for offset, raw in enumerate(raws):
+        message = intake_message(raw, f"s{offset}", None)
+        fetched.append(Fetched(offset, message.value, message.key, tuple(message.headers)))
+    config = WorkerConfig(
+        servers=(kafka_address,),
+        topics=Topics(**topics),
+        data_dir=tmp_path,
+        timeout_s=15.0,
+        sequencer_batch_size=size,
+    )
+    crashes: list[BaseException] = []
+
+    async def seek(p: int, offset: int) -> None:
+        raise AssertionError(f"no gap here: sought {p} to {offset}")
+
+    async def crash(error: BaseException) -> None:
+        crashes.append(error)
+
+    async def scenario() -> GatedRunner:
+        runner = GatedRunner(ThreadRunner(config))
+        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        try:
+            assert await agent.assign({partition}, 1) == {partition: 0}
+            await agent.handle(partition, fetched[0:5], 1)
+            while not runner.batches:  # the first batch is at the gate
+                await asyncio.sleep(0.01)
+            for start in range(5, 25, 5):
+                await agent.handle(partition, fetched[start : start + 5], 1)
+            await agent.handle(partition, fetched[25:], 1)
+            runner.gate.set()
+            await agent.settle()
+        finally:
+            agent.close()
+        return runner
+
+    runner = asyncio.run(scenario())
+    assert not crashes
+    assert runner.batches == [
+        list(range(0, 5)),
+        list(range(5, 15)),  # 5 + 5: the batch size, reached
+        list(range(15, 25)),  # not 5 + 5 + 5: never past it
+        list(range(25, len(raws))),
+    ]
+    assert max(len(batch) for batch in runner.batches) <= size
+    reader = Reader(Connection((kafka_address,), "okr-tests", 15.0))
+    try:
+        events = [decode_event(r.value) for r in reader.read(topics["ledger"], {partition: 0})]
+    finally:
+        reader.close()
+    assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))

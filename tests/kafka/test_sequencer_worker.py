@@ -133,19 +133,22 @@ class Worker:
         Whether the rest of such a batch is decided after the restart depends on where the
         batch boundaries fall then: a full batch (a backlog) is read again whole, so all of it
         is replayed; counting only mixed batches missed every cut made during a backlog."""
-        return sum(
-            1
-            for match in re.finditer(
-                r"\d+ events, \d+ rejections, (\d+) replayed", self.log_path.read_text()
-            )
-            if int(match[1])
-        )
+        return cut_batches(self.log_path.read_text())
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+
+BATCH_WRITTEN = re.compile(r"\d+ events, \d+ rejections, (\d+) replayed")
+"""The sequencer's line for each batch it wrote (at DEBUG), with its replayed records."""
+
+
+def cut_batches(log: str) -> int:
+    """:meth:`Worker.cut_batches` of a worker's ``log``: its batches with a replayed record."""
+    return sum(1 for match in BATCH_WRITTEN.finditer(log) if int(match[1]))
 
 
 @contextmanager
@@ -415,6 +418,37 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
     for submission_id, documents in outcomes.items():
         assert {d["status"] for d in documents} == {statuses[submission_id]}
     assert Counter(statuses.values())["accepted"] >= 6 * 7 + 2400
+
+
+def test_the_sigkill_tests_precondition_finds_no_cut_batch_in_a_run_without_a_kill(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The SIGKILL test passes only when a kill cut a batch (``cut_batches() >= 1``). On a
+    run without a kill, with duplicates and rejections and many batches, the same check finds
+    every batch written and none cut: the SIGKILL test cannot pass without its crash."""
+    orgs = ORGS[:3]
+    raws = [raw for org in orgs for raw in org_setup(org)]
+    for _round in range(20):
+        for org in orgs:
+            raws.extend(check_ins(3, org))
+    raws += raws[:30]  # duplicates
+    raws += [b"{broken", next(check_ins(1, "org0", key_result_id="nope"))] * 3
+    submitter = Submitter(kafka, topics["intake"])
+    with running_worker(kafka, topics, tmp_path, batch_size=50) as worker:
+        worker.wait_ready(1)
+        for start in range(0, len(raws), 40):
+            submitter.send(raws[start : start + 40])
+        outcomes = wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
+        log = worker.log_path.read_text()
+        cut = worker.cut_batches()
+    submitter.close()
+    assert len(outcomes) == len(raws)
+    written = [int(match[1]) for match in BATCH_WRITTEN.finditer(log)]
+    assert len(written) >= 3  # the batches are seen (the line's format is what it parses)
+    assert log.count(f"sequencing {topics['intake']} partitions") == 1  # one start, no restart
+    assert cut == cut_batches(log) == 0
+    # and it does see one: the same log with one batch that replayed records
+    assert cut_batches(log + "partition 0: offsets 7-9, 1 events, 0 rejections, 2 replayed\n") == 1
 
 
 def test_a_worker_without_its_topics_exits_with_the_reason(

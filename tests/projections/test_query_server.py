@@ -19,7 +19,12 @@ from typer.testing import CliRunner
 from okr_ledger.cli import app
 from projections.query_credentials import Credential
 from projections.query_server import QueryServer, ReadOnlyEngine
-from projections.readonly_sql import ACCEPTED_KEPT, QueryLimits, ReadOnlyGuard
+from projections.readonly_sql import (
+    ACCEPTED_KEPT,
+    ACCEPTED_KEPT_CHARS,
+    QueryLimits,
+    ReadOnlyGuard,
+)
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionQueryError, QueryRefusedError
 from tests.kafka.test_sequencer_worker import free_port
@@ -292,5 +297,51 @@ def test_a_statement_sent_again_is_not_parsed_again_and_a_refused_one_always_is(
         before = len(parsed)
         guard.check(f"SELECT {ACCEPTED_KEPT}", counting)  # the latest is kept
         assert len(parsed) == before
+    finally:
+        engine.close()
+
+
+def test_the_kept_verdicts_are_bounded_in_length_and_in_count_oldest_first(demo: Path) -> None:
+    """A statement longer than :data:`ACCEPTED_KEPT_CHARS` is parsed at every check (one at
+    the bound is kept); the guard keeps :data:`ACCEPTED_KEPT` verdicts, no fewer, no more,
+    and a new one pushes out the one used least recently."""
+    engine = ReadOnlyEngine(str(demo / "clickhouse"), QueryLimits())
+    try:
+        engine.use("okr_ledger")
+        parsed: list[str] = []
+
+        def counting(sql: str) -> Any:
+            if "parseQueryToJSON" in sql:
+                parsed.append(sql)
+            return engine._rows(sql)
+
+        def parses(guard: ReadOnlyGuard, sql: str) -> int:
+            before = len(parsed)
+            assert guard.check(sql, counting).sql == sql
+            return len(parsed) - before
+
+        def literal(length: int) -> str:
+            head, tail = "SELECT '", "' AS s"
+            return head + "x" * (length - len(head) - len(tail)) + tail
+
+        guard = ReadOnlyGuard()
+        at_bound, beyond = literal(ACCEPTED_KEPT_CHARS), literal(ACCEPTED_KEPT_CHARS + 1)
+        assert (len(at_bound), len(beyond)) == (16_384, 16_385)
+        assert [parses(guard, at_bound) for _ in range(3)] == [1, 0, 0]
+        assert [parses(guard, beyond) for _ in range(3)] == [1, 1, 1]  # never kept
+
+        guard = ReadOnlyGuard()
+        statements = [f"SELECT {i}" for i in range(ACCEPTED_KEPT + 1)]
+        assert ACCEPTED_KEPT == 256
+        assert sum(parses(guard, sql) for sql in statements[:-1]) == ACCEPTED_KEPT
+        assert sum(parses(guard, sql) for sql in statements[:-1]) == 0  # all 256 kept
+        assert parses(guard, statements[0]) == 0  # used again: now the latest
+        assert parses(guard, statements[-1]) == 1  # the 257th: the least recent goes
+        assert len(guard._accepted) == ACCEPTED_KEPT
+        assert parses(guard, statements[0]) == 0
+        assert parses(guard, statements[-1]) == 0
+        assert parses(guard, statements[1]) == 1  # the one pushed out (it pushes out 2)
+        assert sum(parses(guard, sql) for sql in statements[3:-1]) == 0
+        assert parses(guard, statements[2]) == 1
     finally:
         engine.close()

@@ -1,0 +1,103 @@
+"""The sequencer process's numbered calls (:class:`ProcessRunner`), on a real child process:
+each answer reaches its own caller whatever order they come in, and a child killed by SIGKILL
+fails every waiting call with a clear error; nothing hangs."""
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processors.kafka_config import WorkerConfig
+from processors.sequencer_core import ProcessRunner
+from schemas.errors import LedgerUnavailableError
+from tests.kafka.process_cores import ScriptedCore
+
+
+def runner_of(tmp_path: Path) -> ProcessRunner:
+    config = WorkerConfig(servers=("127.0.0.1:9",), data_dir=tmp_path)
+    return ProcessRunner(config, ScriptedCore)
+
+
+async def until_waiting(runner: ProcessRunner, *names: str) -> None:
+    """Until the child runs a call waiting at each gate of ``names``."""
+    for _ in range(1000):
+        asked = [asyncio.wait_for(runner.call("waiting", name), 10) for name in names]
+        if all(await asyncio.gather(*asked)):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the calls at {names} never reached the child")
+
+
+def test_answers_out_of_order_reach_their_own_callers(tmp_path: Path) -> None:
+    """Calls answered in the reverse of the order they were made, a failing call among them,
+    and a burst of calls each sleeping for a different time: every caller gets its own
+    answer (or its own error)."""
+
+    async def scenario() -> None:
+        runner = runner_of(tmp_path)
+        try:
+            ended: list[str] = []
+            calls: dict[str, asyncio.Task[Any]] = {}
+
+            async def made(name: str) -> Any:
+                value = await runner.call("wait", name, name.upper())
+                ended.append(name)
+                return value
+
+            for name in ("a", "b", "c"):
+                calls[name] = asyncio.create_task(made(name))
+            await until_waiting(runner, "a", "b", "c")
+            failing = asyncio.create_task(runner.call("fail", "the third call's error"))
+            with pytest.raises(ValueError, match="the third call's error"):
+                await asyncio.wait_for(failing, 10)
+            for name in ("c", "b", "a"):  # the last made is answered first
+                await runner.call("open", name)
+                assert await asyncio.wait_for(calls[name], 10) == name.upper()
+            assert ended == ["c", "b", "a"]
+
+            # 8 at once (the child's threads): the first made sleeps longest
+            delays = [0.05 * (8 - i) for i in range(8)]
+            order: list[int] = []
+
+            async def timed(i: int) -> Any:
+                value = await runner.call("sleep", delays[i], {"call": i})
+                order.append(i)
+                return value
+
+            answers = await asyncio.wait_for(asyncio.gather(*(timed(i) for i in range(8))), 20)
+            assert answers == [{"call": i} for i in range(8)]
+            assert order != sorted(order)  # they did come back out of order
+        finally:
+            runner.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_sigkilled_child_fails_every_waiting_call_and_nothing_hangs(tmp_path: Path) -> None:
+    """Four calls wait in the child when it is killed (a real SIGKILL): each ends at once with
+    :class:`LedgerUnavailableError` naming the exit; so does every call made after it."""
+
+    async def scenario() -> None:
+        runner = runner_of(tmp_path)
+        try:
+            pid = await runner.call("pid")
+            assert pid != os.getpid()
+            names = ["w0", "w1", "w2", "w3"]
+            waiting = [asyncio.create_task(runner.call("wait", name, name)) for name in names]
+            await until_waiting(runner, *names)
+            os.kill(pid, signal.SIGKILL)
+            ended = await asyncio.wait_for(
+                asyncio.gather(*waiting, return_exceptions=True), timeout=10
+            )
+            for error in ended:
+                assert isinstance(error, LedgerUnavailableError), error
+                assert "the sequencer process ended (exit code -9)" in str(error)
+            with pytest.raises(LedgerUnavailableError, match=r"exit code -9"):
+                await asyncio.wait_for(runner.call("pid"), timeout=10)
+        finally:
+            runner.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
