@@ -26,7 +26,7 @@ setting): there only the fence ends it. See docs/ARCHITECTURE.md, "Crash points"
 """
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -142,21 +142,28 @@ class BatchProducer:
         if not self.transactional:
             self.send(records)
             return
-        produce, poll = self._producer.produce, self._producer.poll
         try:
             with _fatal_errors_raised():
-                for r in records:
-                    headers: list[tuple[str, str | bytes | None]] | None = (
-                        list(r.headers) if r.headers else None
-                    )
-                    while True:
-                        try:
-                            produce(r.topic, r.value, r.key, r.partition, headers=headers)
-                            break
-                        except BufferError:  # the local queue is full: let it drain
-                            poll(0.05)
+                self._produce(records, None)
         except KafkaException as error:
             raise self._fail("produce", error) from error
+
+    def _produce(
+        self, records: Sequence[OutRecord], report: Callable[[KafkaError | None, Any], None] | None
+    ) -> None:
+        """Queue ``records`` in order (``report``: their delivery callback), waiting for room
+        whenever the local queue is full."""
+        produce, poll = self._producer.produce, self._producer.poll
+        for r in records:
+            headers: list[tuple[str, str | bytes | None]] | None = (
+                list(r.headers) if r.headers else None
+            )
+            while True:
+                try:
+                    produce(r.topic, r.value, r.key, r.partition, report, headers=headers)
+                    break
+                except BufferError:  # the local queue is full: let it drain
+                    poll(0.05)
 
     def _send(self, records: Sequence[OutRecord]) -> list[int]:
         # One delivery callback for all: reports come in production order within a partition,
@@ -171,18 +178,8 @@ class BatchProducer:
                 where = (message.topic(), message.partition())
                 delivered.setdefault(where, []).append(message.offset())
 
-        produce, poll = self._producer.produce, self._producer.poll
         with _fatal_errors_raised():
-            for r in records:
-                headers: list[tuple[str, str | bytes | None]] | None = (
-                    list(r.headers) if r.headers else None
-                )
-                while True:
-                    try:
-                        produce(r.topic, r.value, r.key, r.partition, report, headers=headers)
-                        break
-                    except BufferError:  # the local queue is full: let it drain
-                        poll(0.05)
+            self._produce(records, report)
             left = self._producer.flush(self._timeout_s)
         if failures:
             raise KafkaException(failures[0])
