@@ -205,13 +205,17 @@ def peak_parts(worker: Worker) -> dict[str, float]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _tasks(pid: int) -> list[Path]:
+    """The /proc directories of ``pid``'s threads (none once it is gone)."""
+    try:
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
+    for task in _tasks(pid):
         try:
             found += [int(p) for p in (task / "children").read_text().split()]
         except OSError:
@@ -258,11 +262,7 @@ def _threads(pid: int) -> dict[int, tuple[str, float]]:
     """CPU seconds of each thread of ``pid``, with its name (digits dropped: a pool's threads
     count together)."""
     found: dict[int, tuple[str, float]] = {}
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
+    for task in _tasks(pid):
         try:
             stat = (task / "stat").read_text()
         except OSError:
