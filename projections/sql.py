@@ -2,7 +2,9 @@
 
 Each builder takes its *sources*: for a view, the current-state tables (``FINAL``) or the
 latest version of every entity (:func:`latest`); for an as-of query, the state up to a ledger
-sequence (:func:`latest_as_of`, :func:`key_results_as_of`, :func:`objectives_as_of`).
+sequence (:func:`latest_as_of`; the CLI's answers from the snapshots,
+:func:`key_result_numbers_as_of` and :func:`objective_structures_as_of`; the views' ``_at``
+twins from the history, :func:`key_results_as_of` and :func:`objectives_as_of`).
 Time-dependent columns take a *reference time* expression: ``now64(6)`` in views, a bound
 parameter in queries. ``processors/scoring.py`` has the same rules in Python (for ``--at``);
 a test checks that the two agree.
