@@ -22,7 +22,7 @@ from processors import scoring
 from processors import tables as t
 from projections import sql
 from projections.store import ProjectionStore
-from schemas.errors import UnknownNameError
+from schemas.errors import ProjectionError, UnknownNameError
 
 Record = dict[str, Any]
 
@@ -505,7 +505,13 @@ def _key_results_then(
     }
     rows = []
     for d in definitions:
-        n = numbers[d["key_result_id"]]
+        n = numbers.get(d["key_result_id"])
+        if n is None:  # every definition up to a checkpoint comes with its numbers
+            raise ProjectionError(
+                f"the projections of org {params['org']!r} are damaged: key result "
+                f"{d['key_result_id']!r} has no numbers as of sequence {params['seq']}; "
+                "run `okr-ledger rebuild`"
+            )
         later = n["changed_sequence"] > d["sequence"]
         rows.append({
             **d,

@@ -16,6 +16,7 @@ from processors.runner import EmbeddedRunner
 from projections import queries
 from projections.queries import Moment, snapshot_base
 from projections.store import ProjectionStore
+from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, reset
 from tests.projections.test_properties import all_answers
@@ -180,3 +181,18 @@ def test_an_empty_choice_of_key_results_reads_none(
     for moment in (Moment(), Moment(at=day(11)), Moment(as_of=day(12), at=day(11))):
         assert queries.key_results(store, ORG, moment, only=[]) == [], moment
         assert queries.key_results(store, ORG, moment, only=["k1"]) != [], moment
+
+
+def test_a_definition_without_its_numbers_is_a_damaged_store_not_a_key_error(
+    every_four: None, builder: LedgerBuilder, store: ProjectionStore
+) -> None:
+    """Up to a checkpoint every key result's definition comes with its numbers; a store that
+    lost them (here: k3's, defined at 18) says so and what to do."""
+    _ledger(builder)
+    project(builder, store)
+    store.client.command(
+        f"ALTER TABLE {store.database}.{t.KEY_RESULT_NUMBERS} DELETE WHERE key_result_id = 'k3'",
+        settings={"mutations_sync": 2},
+    )
+    with pytest.raises(ProjectionError, match=r"'k3' has no numbers as of sequence 21.*rebuild"):
+        queries.key_results(store, ORG, Moment(as_of=builder.events()[-1].recorded))
