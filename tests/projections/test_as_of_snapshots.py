@@ -19,7 +19,7 @@ from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, reset
-from tests.projections.test_properties import all_answers
+from tests.projections.test_properties import all_answers, normal
 
 EVERY = 4
 
@@ -196,3 +196,54 @@ def test_a_definition_without_its_numbers_is_a_damaged_store_not_a_key_error(
     )
     with pytest.raises(ProjectionError, match=r"'k3' has no numbers as of sequence 21.*rebuild"):
         queries.key_results(store, ORG, Moment(as_of=builder.events()[-1].recorded))
+
+
+def _progress(store: ProjectionStore, org: str, moment: Moment) -> Any:
+    found = queries.progress(store, org, moment, 2)
+    return normal([found.objectives, found.key_results, queries.coverage(store, org, moment)])
+
+
+def test_two_orgs_in_one_batch_answer_as_of_each_of_their_events_from_their_own_snapshots(
+    every_four: None, tmp_path: Path, open_store: StoreFactory
+) -> None:
+    """Each org's sequence has its own snapshots: acme's 21 events, then globex's 9 (its
+    snapshots at 4 and 8; its ids are acme's), then acme's 22nd, projected in one batch beside
+    acme alone. Acme answers as of each of its first 21 events as it does alone, and globex
+    as a rebuild of its prefix does."""
+    mixed, alone = LedgerBuilder(tmp_path / "mixed.db"), LedgerBuilder(tmp_path / "alone.db")
+    try:
+        _ledger(mixed)
+        _ledger(alone)
+        mixed.org = "globex"
+        mixed.skeleton()  # 1-4
+        mixed.objective("o1")  # 5: the ids of acme's, as another org may well choose
+        mixed.key_result("k1", "o1")  # 6
+        first = mixed.check_in("k1", 10, day(5))  # 7
+        mixed.check_in("k1", 20, day(6))  # 8: snapshot
+        retract = {"key_result_id": "k1", "retracts_event_id": first, "reason": "wrong"}
+        mixed.add("CheckInRetracted", retract, day(7))  # 9
+        globex = mixed.events()
+        mixed.org = ORG
+        mixed.check_in("k1", 45, day(21))  # acme 22
+        both, single = open_store("both"), open_store("single")
+        project(mixed, both)
+        project(alone, single)
+        assert both.positions() == {ORG: 22, "globex": 9}
+        for event in alone.events():
+            moment = Moment(as_of=event.recorded, now=day(40))
+            assert _progress(both, ORG, moment) == _progress(single, ORG, moment), event.sequence
+        prefix = open_store("prefix")
+        for k in range(1, len(globex) + 1):
+            reset(prefix)
+            log = copy_prefix(globex[:k], tmp_path / f"globex-{k}.db")
+            try:
+                EmbeddedRunner(log, prefix, Projector()).catch_up()
+            finally:
+                log.close()
+            cutoff = globex[k - 1].recorded
+            assert _progress(both, "globex", Moment(as_of=cutoff)) == _progress(
+                prefix, "globex", Moment(now=cutoff)
+            ), f"globex as of event {k}"
+    finally:
+        mixed.close()
+        alone.close()
