@@ -144,6 +144,7 @@ class Projector:
         """
         batch = Batch(self._changes)
         state, touched, audit = self.state, batch.orgs, batch.audit.append
+        times = batch.rows[t.EVENT_TIMES].append
         handlers, latest, to_micros = _HANDLERS_OF, _LATEST_OF, micros
         org_id: str | None = None
         org = OrgProjection("")
@@ -179,6 +180,7 @@ class Projector:
                     last_text, last_micros = recorded_at, to_micros(recorded_at)
                 batch.stamp = (sequence, last_micros)
                 audit(audit_row(record, data, occurred, last_micros))
+                times((org_id, sequence, last_micros))
                 handler(batch, org, record, data)
                 if not sequence % t.SNAPSHOT_EVERY:
                     batch.snapshot(org, sequence)

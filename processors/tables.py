@@ -38,6 +38,10 @@ CHECKPOINTS = "checkpoints"
 OWNERS = "owner_versions"
 KEY_RESULT_NUMBERS = "key_result_numbers"
 OBJECTIVE_STAMPS = "objective_stamps"
+EVENT_TIMES = "event_times"
+"""Each event's ``recorded_at`` by ``(org_id, sequence)``, with a minmax index on the time:
+``--as-of T`` finds the last sequence recorded by T in about one granule, whatever the ledger's
+size (``audit_events`` is sorted by subject)."""
 
 SNAPSHOT_EVERY = 8192
 """Every this many events of an org (at each sequence that is a multiple of it), the projector
@@ -119,6 +123,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
              "owner", "reason"),
     KEY_RESULT_NUMBERS: KEY_RESULT_NUMBER_COLUMNS,
     OBJECTIVE_STAMPS: ("org_id", "sequence", "objective_id", "changed_sequence", "changed_at"),
+    EVENT_TIMES: ("org_id", "sequence", "recorded_at"),
 }  # fmt: skip
 
 CURRENT = (KEY_RESULTS_NOW, OBJECTIVES_NOW)

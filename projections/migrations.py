@@ -61,6 +61,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "owners of objectives and key results", "0006-owners.sql"),
     Migration(7, "snapshots for as-of answers: key result numbers, objective stamps, updates "
               "by sequence; projected again", "0007-snapshots-for-as-of.sql"),
+    Migration(8, "event times by sequence for as-of lookups; filled from the audit, nothing "
+              "projected again", "0008-event-times.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [
@@ -187,6 +189,7 @@ COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
         ("org_id", LOW), ("sequence", "UInt64"), ("objective_id", ID),
         ("changed_sequence", "UInt64"), ("changed_at", TIME),
     ],
+    t.EVENT_TIMES: [("org_id", LOW), ("sequence", "UInt64"), ("recorded_at", TIME)],
 }  # fmt: skip
 """Every table's columns and ClickHouse types, as the migrations leave them."""
 

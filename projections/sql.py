@@ -379,7 +379,7 @@ def view_filter(db: str) -> str:
     :func:`projections.queries.sequence_as_of`, for every org at once)."""
     cuts = (
         "(SELECT mapFromArrays(groupArray(toString(org_id)), groupArray(last)) FROM ("
-        f"SELECT org_id, max(sequence) AS last FROM {db}.{t.AUDIT} "
+        f"SELECT org_id, max(sequence) AS last FROM {db}.{t.EVENT_TIMES} "
         f"WHERE {AS_OF_PARAM} IS NULL OR recorded_at <= {AS_OF_PARAM} GROUP BY org_id))"
     )
     return f"sequence <= {cuts}[toString(org_id)]"

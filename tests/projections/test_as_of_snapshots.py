@@ -154,8 +154,9 @@ def test_an_answer_as_of_a_moment_past_a_commit_cut_short_stops_at_the_checkpoin
     every_four: None, tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
 ) -> None:
     """A commit cut short leaves rows without their checkpoint (the store inserts one table at
-    a time). Here the audit rows of events 18-21 (k3 is defined at 18): as of their time, the
-    answer is what the checkpoint's 17 events say then, not an error over a half-stored k3."""
+    a time). Here the audit and time rows of events 18-21 (k3 is defined at 18): as of their
+    time, the answer is what the checkpoint's 17 events say then, not an error over a
+    half-stored k3."""
     _ledger(builder)
     events = builder.events()
     cut = open_store("cut")
@@ -165,7 +166,11 @@ def test_an_answer_as_of_a_moment_past_a_commit_cut_short_stops_at_the_checkpoin
     finally:
         log.close()
     rows = Projector().project_records(builder.log.read_records())
-    cut.insert({t.AUDIT: [row for row in rows[t.AUDIT] if row[1] > 17]})  # no checkpoint
+    cut.insert(
+        {  # no checkpoint
+            table: [row for row in rows[table] if row[1] > 17] for table in (t.AUDIT, t.EVENT_TIMES)
+        }
+    )
     assert cut.positions() == {ORG: 17}
     last = events[-1].recorded
     assert all_answers(cut, Moment(as_of=last)) == all_answers(cut, Moment(now=last))

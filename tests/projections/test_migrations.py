@@ -30,6 +30,7 @@ PINNED = {
     5: "6734c80b75296170827b6ebcac65d704485954d78388a0bf085d8f7e9c00b157",
     6: "706664ade7b994a0f01cdc95f2f8854beee1569e4efae781e4c85d82f6df8e0b",
     7: "f4fbe9422e52fbf24c25e16456b840cc3906b83577b7412e43e5bee6bd5f854a",
+    8: "56373b7057e75f82c840359b559c03c16aaaa5b16f97409db0119a302435288f",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -147,7 +148,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7]
+        assert old.migrate() == [5, 6, 7, 8]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -181,7 +182,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7]
+        assert old.migrate() == [7, 8]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -203,6 +204,48 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
         assert old.migrate() == []
     finally:
         old.close()
+
+
+def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 8 makes ``event_times`` and fills it from ``audit_events``: nothing is emptied,
+    the checkpoints stay, nothing is projected again, and the store is a fresh one's row for
+    row; as-of answers agree. Cut short and run again, it adds no row twice."""
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", 4)
+    write_ledger(builder)
+    fresh = open_store("fresh8")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "upgraded8", fresh, 7)
+    try:
+        counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
+        assert counts[t.AUDIT] == 22
+        assert old.migrate() == [8]
+        assert old.positions() == {"acme": 22}
+        assert {table: _count(old, table) for table in counts} == counts
+        assert _count(old, t.EVENT_TIMES) == 22
+        for statement in MIGRATIONS[7].statements:  # cut short after its last statement
+            old.client.command(statement.replace("{db}", old.database))
+        assert _count(old, t.EVENT_TIMES) == 22
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (0, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        for event in builder.events()[::3]:
+            moment = Moment(as_of=event.recorded, now=day(30))
+            assert queries.sequence_as_of(old, "acme", event.recorded) == event.sequence
+            assert queries.progress(old, "acme", moment, 5) == queries.progress(
+                fresh, "acme", moment, 5
+            )
+        for table, columns in COLUMN_TYPES.items():
+            assert described(old, table) == columns, table
+        assert old.migrate() == []
+    finally:
+        old.close()
+
+
+def _count(store: ProjectionStore, table: str) -> int:
+    return int(store.rows(f"SELECT count() FROM {{db}}.{table}")[0][0])
 
 
 @pytest.fixture
