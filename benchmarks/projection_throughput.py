@@ -290,7 +290,7 @@ def _moments(log: SqliteEventLog, events: int) -> tuple[datetime, datetime]:
 def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) -> None:
     """Part 1: the first catch-up, the queries in process, a restart, the anchors."""
     anon = AnonPeak()
-    log = SqliteEventLog(ledger)
+    log = SqliteEventLog(ledger, create=False, read_only=True)  # as a command's catch-up
     store = ProjectionStore.open(f"chdb://{data / 'clickhouse'}")
     snapshots = SqliteSnapshots(data / FILE_NAME)
     before = memory()

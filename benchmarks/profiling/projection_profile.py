@@ -96,7 +96,7 @@ def phase_catch_up(ledger: Path, work: Path) -> None:
     print(f"\n=== catch-up as the CLI runs it (EmbeddedRunner.catch_up, batches of "
           f"{DEFAULT_BATCH_SIZE:,}) ===")  # fmt: skip
     rss = {"after imports": rss_mib()}
-    log = SqliteEventLog(ledger)
+    log = SqliteEventLog(ledger, create=False, read_only=True)  # as the CLI opens it
     store = _fresh_store(work)
     rss["after chDB open + migrate"] = rss_mib()
     runner = EmbeddedRunner(log, store, snapshots=SqliteSnapshots(work / "state.sqlite"))
