@@ -16,6 +16,7 @@ from processors.runner import EmbeddedRunner
 from projections import queries
 from projections.queries import Moment, snapshot_base
 from projections.store import ProjectionStore
+from schemas.envelope import LedgerEvent
 from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, reset
@@ -27,6 +28,16 @@ EVERY = 4
 @pytest.fixture
 def every_four(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(t, "SNAPSHOT_EVERY", EVERY)
+
+
+def project_prefix(events: list[LedgerEvent], store: ProjectionStore, tmp_path: Path) -> None:
+    """``store`` emptied, then projected from a ledger of only ``events``."""
+    reset(store)
+    log = copy_prefix(events, tmp_path / f"prefix-{uuid4().hex}.db")
+    try:
+        EmbeddedRunner(log, store, Projector()).catch_up()
+    finally:
+        log.close()
 
 
 def _ledger(builder: LedgerBuilder) -> None:
@@ -79,12 +90,7 @@ def test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix(
     assert stamps == [(8, ["o1", "o2"]), (12, ["o1", "o2"]), (16, ["o1", "o2"]),
                       (20, ["o1", "o2"])]  # fmt: skip
     for k in range(len(events) + 1):
-        reset(prefix)
-        log = copy_prefix(events[:k], tmp_path / f"prefix-{uuid4().hex}.db")
-        try:
-            EmbeddedRunner(log, prefix, Projector()).catch_up()
-        finally:
-            log.close()
+        project_prefix(events[:k], prefix, tmp_path)
         cutoff = events[k - 1].recorded if k else events[0].recorded - (day(2) - day(1))
         assert snapshot_base(k) == k - k % EVERY
         assert all_answers(full, Moment(as_of=cutoff)) == all_answers(prefix, Moment(now=cutoff)), (
@@ -160,11 +166,7 @@ def test_an_answer_as_of_a_moment_past_a_commit_cut_short_stops_at_the_checkpoin
     _ledger(builder)
     events = builder.events()
     cut = open_store("cut")
-    log = copy_prefix(events[:17], tmp_path / "prefix.db")
-    try:
-        EmbeddedRunner(log, cut, Projector()).catch_up()
-    finally:
-        log.close()
+    project_prefix(events[:17], cut, tmp_path)
     rows = Projector().project_records(builder.log.read_records())
     cut.insert(
         {  # no checkpoint
@@ -239,12 +241,7 @@ def test_two_orgs_in_one_batch_answer_as_of_each_of_their_events_from_their_own_
             assert _progress(both, ORG, moment) == _progress(single, ORG, moment), event.sequence
         prefix = open_store("prefix")
         for k in range(1, len(globex) + 1):
-            reset(prefix)
-            log = copy_prefix(globex[:k], tmp_path / f"globex-{k}.db")
-            try:
-                EmbeddedRunner(log, prefix, Projector()).catch_up()
-            finally:
-                log.close()
+            project_prefix(globex[:k], prefix, tmp_path)
             cutoff = globex[k - 1].recorded
             assert _progress(both, "globex", Moment(as_of=cutoff)) == _progress(
                 prefix, "globex", Moment(now=cutoff)
