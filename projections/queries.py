@@ -447,9 +447,9 @@ def _key_results_as_of(
     if at is None:
         return [_scored_key_result(row, moment.ref) for row in then]
     only_sql = sql.ONLY_KEY_RESULTS if only is not None else ""
-    params["gone"] = [gone for (gone,) in store.rows(sql.retracted_check_ins(where), params)]
     measured = {
-        row["key_result_id"]: row for row in _records(store, sql.check_ins_at(only_sql), params)
+        row["key_result_id"]: row
+        for row in _records(store, sql.check_ins_at(only_sql, where), params)
     }
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
     found = _records(

@@ -177,22 +177,18 @@ ONLY_KEY_RESULTS = " AND key_result_id IN {only:Array(String)}"
 tables' sort key each)."""
 
 
-def retracted_check_ins(where: str = AS_OF_FILTER) -> str:
-    """The sequences of the check-ins retracted up to ``{seq}`` (few: a column of flags)."""
-    return f"""
-SELECT DISTINCT check_in_sequence FROM {{db}}.{t.CHECK_INS} WHERE {where} AND retracted"""
-
-
-def check_ins_at(only: str = "") -> str:
+def check_ins_at(only: str = "", where: str = AS_OF_FILTER) -> str:
     """Per key result, its check-ins measured by ``{at}`` and known up to ``{seq}``, but those
-    in ``{gone}`` (retracted then): how many (``live``), and the key
-    (:data:`CHECK_IN_KEY`) of the current one (``current``; 0: none). One pass over the
-    check-ins' first versions by then (a range of each key result's: ``PREWHERE`` on the sort
-    key and the version's kind, read first); the ledger cut and the retractions are
-    conditions of the aggregates, not of the scan (as a filter, ``sequence`` was read for
-    every row of the table)."""
+    retracted then (the check-ins matching ``where`` with a retracted version: few, a column
+    of flags read in the statement itself, so no parameter grows with the ledger): how many
+    (``live``), and the key (:data:`CHECK_IN_KEY`) of the current one (``current``; 0: none).
+    One pass over the check-ins' first versions by then (a range of each key result's:
+    ``PREWHERE`` on the sort key and the version's kind, read first); the ledger cut and the
+    retractions are conditions of the aggregates, not of the scan (as a filter, ``sequence``
+    was read for every row of the table)."""
+    gone = f"SELECT check_in_sequence FROM {{db}}.{t.CHECK_INS} WHERE {where} AND retracted"
     return f"""
-WITH sequence <= {{seq:UInt64}} AND check_in_sequence NOT IN {{gone:Array(UInt64)}} AS known
+WITH sequence <= {{seq:UInt64}} AND check_in_sequence NOT IN ({gone}) AS known
 SELECT key_result_id, countIf(known) AS live, maxIf({CHECK_IN_KEY}, known) AS current
 FROM {{db}}.{t.CHECK_INS}
 PREWHERE org_id = {{org:String}} AND occurred_at <= {{at:DateTime64(6, 'UTC')}}
