@@ -45,13 +45,9 @@ class GatedRunner:
         self.runner.close()
 
 
-def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
-    kafka_address: str, topics: dict[str, str], tmp_path: Path
-) -> None:
-    """While a partition's batch is written, the next three fetches wait: the two consecutive
-    ones become one batch (one transaction), the one after a gap is not decided but sought
-    back to, once; then the partition reads on, and the ledger holds every event in order."""
-    partition = 1
+def _intake(partition: int) -> tuple[str, list[bytes], list[Fetched]]:
+    """An org whose key falls on ``partition``, its set-up and 24 check-ins as submissions,
+    and the intake records a fetch hands over for them (offset = position)."""
     org = next(
         o
         for o in (f"org{i}" for i in range(1000))
@@ -62,6 +58,26 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
     for offset, raw in enumerate(raws):
         message = intake_message(raw, f"s{offset}", None)
         fetched.append(Fetched(offset, message.value, message.key, tuple(message.headers)))
+    return org, raws, fetched
+
+
+def _ledger(kafka_address: str, topic: str, partition: int) -> list[dict[str, Any]]:
+    """The events of ``partition`` of the ledger topic, in offset order."""
+    reader = Reader(Connection((kafka_address,), "okr-tests", 15.0))
+    try:
+        return [decode_event(r.value) for r in reader.read(topic, {partition: 0})]
+    finally:
+        reader.close()
+
+
+def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
+    kafka_address: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """While a partition's batch is written, the next three fetches wait: the two consecutive
+    ones become one batch (one transaction), the one after a gap is not decided but sought
+    back to, once; then the partition reads on, and the ledger holds every event in order."""
+    partition = 1
+    org, raws, fetched = _intake(partition)
     config = WorkerConfig(
         servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=15.0
     )
@@ -105,11 +121,7 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
         list(range(5, 15)),  # two fetches, one batch
         list(range(15, len(raws))),
     ]
-    reader = Reader(Connection((kafka_address,), "okr-tests", 15.0))
-    try:
-        events = [decode_event(r.value) for r in reader.read(topics["ledger"], {partition: 0})]
-    finally:
-        reader.close()
+    events = _ledger(kafka_address, topics["ledger"], partition)
     assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
     assert [e["org_id"] for e in events] == [org] * len(raws)
 
@@ -122,17 +134,8 @@ def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
     is reached, never passed), and the ledger holds every event in order."""
     size = 10
     partition = 2
-    org = next(
-        o
-        for o in (f"org{i}" for i in range(1000))
-        if partition_for(org_key(o), TEST_PARTITIONS) == partition
-    )
-    raws = [*org_setup(org), *check_ins(24, org)]
+    _org, raws, fetched = _intake(partition)
     assert len(raws) > 25
-    fetched = []
-    for offset, raw in enumerate(raws):
-        message = intake_message(raw, f"s{offset}", None)
-        fetched.append(Fetched(offset, message.value, message.key, tuple(message.headers)))
     config = WorkerConfig(
         servers=(kafka_address,),
         topics=Topics(**topics),
@@ -174,9 +177,5 @@ def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
         list(range(25, len(raws))),
     ]
     assert max(len(batch) for batch in runner.batches) <= size
-    reader = Reader(Connection((kafka_address,), "okr-tests", 15.0))
-    try:
-        events = [decode_event(r.value) for r in reader.read(topics["ledger"], {partition: 0})]
-    finally:
-        reader.close()
+    events = _ledger(kafka_address, topics["ledger"], partition)
     assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
