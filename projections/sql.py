@@ -398,7 +398,8 @@ def score_sql(kind: str, start: str, target: str, value: str) -> tuple[str, str]
 
 def key_results_at(db: str) -> str:
     """Every key result of every org as of ``{as_of}``, its numbers at ``{at}``: the columns
-    of ``key_results_now``, from the history tables (as ``queries._key_results_as_of``)."""
+    of ``key_results_now``, from the history tables (the CLI's ``queries._key_results_as_of``
+    reads the snapshots instead; a property test holds the two equal)."""
     where = view_filter(db)
     at = f"ifNull({AT_PARAM}, {_END_OF_TIME})"
     revision = f"reason IS NOT NULL AND effective_at <= {AT_PARAM}"
