@@ -15,6 +15,7 @@ from schemas.envelope import format_timestamp
 
 if TYPE_CHECKING:  # imported by the commands that need them, not by ``submit``
     from okr_ledger.http.key_stores import SqliteKeyStore
+    from okr_ledger.kept_projections import KeptProjections
     from projections.store import ProjectionStore
 
 
@@ -101,6 +102,13 @@ class EmbeddedRuntime:
             yield store
         finally:
             store.close()
+
+    def reader(self) -> "KeptProjections":
+        """The store kept open between reads, closed after ``OKR_HTTP_STORE_IDLE_SECONDS``
+        without one (:mod:`okr_ledger.kept_projections`)."""
+        from okr_ledger.kept_projections import KeptProjections
+
+        return KeptProjections(self.settings, self.settings.http_store_idle_seconds)
 
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
         """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""
