@@ -4,22 +4,25 @@ Opening the chDB store and the ledger costs 140-190 ms at 1,000,000 check-ins; t
 check when nothing is new and a ``progress`` query cost ~25 ms together. A server that opened
 the store for every read spent most of each read opening it. :class:`KeptProjections` opens
 the store and the ledger's read-only connection at a read, catches up before every read (one
-cheap check when nothing is new: :func:`okr_ledger.embedded_runtime.catch_up`), and closes
-both once ``idle_s`` seconds pass without a read. chDB lets one process at a time open a store,
-so a query of the CLI in another process works again while the server is idle.
+cheap check when nothing is new: :func:`okr_ledger.embedded_runtime.catch_up`) with a
+projector it keeps too (its state stays loaded: a new event costs its own rows, not a load of
+the saved state), and closes all of it once ``idle_s`` seconds pass without a read. chDB lets
+one process at a time open a store, so a CLI query in another process works again while the
+server is idle.
 """
 
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, TypeVar
 
-from events.log import EventLog
-from okr_ledger.embedded_runtime import catch_up
+from okr_ledger.embedded_runtime import catch_up, projecting
 from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log, open_projection_store
 
 if TYPE_CHECKING:
+    from processors.runner import EmbeddedRunner
     from projections.store import ProjectionStore
 
 T = TypeVar("T")
@@ -32,7 +35,7 @@ class KeptProjections:
         self.settings = settings
         self.idle_s = idle_s
         self._lock = threading.Lock()
-        self._opened: tuple[EventLog, ProjectionStore] | None = None
+        self._opened: _Opened | None = None
         self._reads = 0
         """Reads begun: an idle timer closes only if no read began after it was set."""
         self._timer: threading.Timer | None = None
@@ -51,13 +54,14 @@ class KeptProjections:
                 self._timer.cancel()
                 self._timer = None
             try:
-                log, store = self._opened = self._opened or self._open()
-                catch_up(store, log, self.settings, no_progress, "projecting")
+                opened = self._opened = self._opened or _Opened(self.settings)
+                catch_up(opened.store, opened.log, self.settings, no_progress, "projecting",
+                         runner=opened.runner)  # fmt: skip
             except BaseException:
                 self._close()
                 raise
             try:
-                return answer(store)
+                return answer(opened.store)
             finally:
                 self._close_when_idle()
 
@@ -67,14 +71,6 @@ class KeptProjections:
                 self._timer.cancel()
                 self._timer = None
             self._close()
-
-    def _open(self) -> "tuple[EventLog, ProjectionStore]":
-        log = open_event_log(self.settings, create=False, read_only=True)
-        try:
-            return log, open_projection_store(self.settings)
-        except BaseException:
-            log.close()
-            raise
 
     def _close_when_idle(self) -> None:
         if self.idle_s <= 0:
@@ -93,8 +89,21 @@ class KeptProjections:
     def _close(self) -> None:
         opened, self._opened = self._opened, None
         if opened is not None:
-            log, store = opened
-            try:
-                store.close()
-            finally:
-                log.close()
+            opened.close()
+
+
+class _Opened:
+    """The ledger's read-only connection, the store, and the projector over both."""
+
+    def __init__(self, settings: Settings) -> None:
+        with ExitStack() as stack:
+            self.log = open_event_log(settings, create=False, read_only=True)
+            stack.callback(self.log.close)
+            self.store: ProjectionStore = stack.enter_context(open_projection_store(settings))
+            self.runner: EmbeddedRunner = stack.enter_context(
+                projecting(self.store, self.log, settings)
+            )
+            self._stack = stack.pop_all()
+
+    def close(self) -> None:
+        self._stack.close()

@@ -12,9 +12,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from events.ledger import Ledger
+from events.outcomes import Accepted
+from events.sqlite_log import SqliteEventLog
 from okr_ledger import kept_projections
+from okr_ledger.embedded_runtime import rebuild_in_place
 from okr_ledger.http.keys import Scope
 from okr_ledger.kept_projections import KeptProjections
+from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
 from projections.client import holder
 from tests.http.conftest import Served, demo_ledger
@@ -133,7 +138,7 @@ def test_a_failing_answer_keeps_the_store_and_a_failed_catch_up_closes_it(
             kept.read(lambda _store: 1 / 0)
         assert kept.read(lambda store: store) is first
 
-        def failing(*_args: object) -> int:
+        def failing(*_args: object, **_kwargs: object) -> int:
             raise OSError("disk full")
 
         monkeypatch.setattr(kept_projections, "catch_up", failing)
@@ -144,3 +149,42 @@ def test_a_failing_answer_keeps_the_store_and_a_failed_catch_up_closes_it(
         assert kept.read(lambda store: store) is not first
     finally:
         kept.close()
+
+
+def test_what_the_kept_projector_writes_equals_a_rebuild(settings: Settings) -> None:
+    """Events appended between reads (a check-in, a correction of it, another) are projected
+    by the projector the reader keeps, its state loaded once: the rows equal a rebuild's."""
+    kept = KeptProjections(settings, idle_s=60)
+    try:
+        kept.read(lambda store: store)
+        for n, document in enumerate([
+            check_in("nps", 40, source_event_id="r1"),
+            {**check_in("nps", 41, source_event_id="r2", type_name="CheckInCorrected"),
+             "data": {"key_result_id": "nps", "corrects_source_event_id": "r1", "value": 41,
+                      "reason": "typo"}},
+            check_in("nps", 44, source_event_id="r3", occurred_at="2026-11-21T10:00:00Z"),
+        ]):  # fmt: skip
+            log = SqliteEventLog(settings.data_dir / "ledger.db")
+            try:
+                (outcome,) = Ledger(log).submit_many([(orjson.dumps(document), n)])
+            finally:
+                log.close()
+            assert isinstance(outcome, Accepted), outcome
+            kept.read(lambda store: store)
+        assert _value(kept, "nps") == 44
+    finally:
+        kept.close()
+    report = rebuild_in_place(settings, no_progress)
+    assert report.differences == []
+    assert report.compared
+
+
+def _value(kept: KeptProjections, key_result_id: str) -> float:
+    (row,) = kept.read(
+        lambda store: store.dicts(
+            "SELECT value FROM {db}.key_results_now FINAL WHERE key_result_id = {kr:String}",
+            {"kr": key_result_id},
+        )
+    )
+    value: float = row["value"]
+    return value
