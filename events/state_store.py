@@ -386,8 +386,9 @@ class _Events(Protocol):
 
     def head(self, org_id: str) -> ChainHead | None: ...
 
-    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
-        """For each stored key: where to read it again, and its submission digest."""
+    def find(self, org_id: str, keys: Mapping[str, bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+        """For each stored key (``keys``: by its text): where to read it again, and its
+        submission digest."""
         ...
 
     def digest(self, org_id: str, key: bytes, where: Any) -> bytes | None:
@@ -440,10 +441,10 @@ class _LedgerEvents:
         record = read_event(row[0] or b"", org_id, row[1])
         return ChainHead(record["sequence"], record["hash"])
 
-    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+    def find(self, org_id: str, keys: Mapping[str, bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
         found: dict[bytes, tuple[Any, bytes | None]] = {}
-        texts = {event_id_text(key): key for key in keys}
-        for chunk in _chunks(list(texts)):
+        texts = keys
+        for chunk in _chunks(sorted(texts)):
             # UNIQUE (org_id, event_id)'s index holds event_id and position: no event row is read.
             rows = self._db.execute(
                 "SELECT e.event_id, e.position, s.digest FROM events e"
@@ -520,9 +521,9 @@ class _OwnEvents:
         ).fetchone()
         return None if row is None else ChainHead(row[0], row[1])
 
-    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+    def find(self, org_id: str, keys: Mapping[str, bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
         found: dict[bytes, tuple[Any, bytes | None]] = {}
-        for chunk in _chunks(keys):
+        for chunk in _chunks(sorted(keys.values())):
             rows = self._db.execute(
                 "SELECT event_id, digest, submitted FROM sequencer_events"
                 f" WHERE org_id = ? AND event_id IN ({_marks(len(chunk))})",
@@ -816,69 +817,74 @@ class SqliteStateStore:
         return view
 
     def _load(self, view: _View, probes: Sequence[Probe | None]) -> None:
-        """Read what ``probes`` name in bulk: their events (by id), then the sources of those
-        that are not stored (a stored id decides a repeat before its source is looked at)."""
-        keys: dict[str, set[bytes]] = {}
-        for probed in probes:
-            if probed is None or probed.org_id is None:
-                continue
-            mine = keys.setdefault(probed.org_id, set())
-            for key in (probed.event_key, probed.derived_key):
-                if key is not None and not dict.__contains__(view.known, (probed.org_id, key)):
-                    mine.add(key)
-            if probed.source is not None:  # the id its source's id derives: computed already
-                derived = probed.derived_key or probed.event_key
-                assert derived is not None  # a probe with a source derives its id
-                view.derived[probed.source] = derived
-        known, stored = view.known, view.sources
+        """Read what ``probes`` name in bulk: their events (by id), then, for those that are
+        not byte-identical repeats of a stored event, the sources of those not stored (a stored
+        id decides a repeat before its source is looked at) and the key results they name."""
+        keys: dict[str, dict[str, bytes]] = {}  # org -> event id text -> its 16 bytes
+        known, stored, derived_ids = view.known, view.sources, view.derived
         assert isinstance(known, _Cached)  # a view's maps are
         assert isinstance(stored, _Cached)
+        has = dict.__contains__
+        for probed in probes:
+            if probed is None or (org_id := probed.org_id) is None:
+                continue
+            mine = keys.get(org_id)
+            if mine is None:
+                mine = keys[org_id] = {}
+            key, derived = probed.event_key, probed.derived_key
+            if key is not None and not has(known, (org_id, key)):
+                mine[probed.event_id or event_id_text(key)] = key
+            if derived is not None and not has(known, (org_id, derived)):
+                mine[event_id_text(derived)] = derived
+            if probed.source is not None:  # the id its source's id derives: computed already
+                derived = derived or key
+                assert derived is not None  # a probe with a source derives its id
+                derived_ids[probed.source] = derived
+        repeats, where, applied = view.submitted_digests, view.where, view.applied
         for org_id, wanted in keys.items():
-            found = self._events.find(org_id, sorted(wanted))
-            for key in wanted:
-                if key in found:
-                    where, submitted = found[key]
-                    view.where[(org_id, key)] = where
-                    if submitted is not None:
-                        view.submitted_digests.setdefault((org_id, key), submitted)
-                elif (org_id, key) not in view.applied:
+            found = self._events.find(org_id, wanted)
+            for key in wanted.values():
+                hit = found.get(key)
+                if hit is not None:
+                    where[(org_id, key)] = hit[0]
+                    if hit[1] is not None:
+                        repeats.setdefault((org_id, key), hit[1])
+                elif (org_id, key) not in applied:
                     known.loaded((org_id, key), None)
         sources: dict[str, set[tuple[str, str]]] = {}
+        named: dict[str, set[str]] = {}
         for probed in probes:
-            if probed is None or probed.source is None or probed.event_key is None:
+            if probed is None or (org_id := probed.org_id) is None:
                 continue
-            if known.absent((probed.source[0], probed.event_key)):
-                sources.setdefault(probed.source[0], set()).add(probed.source[1:])
+            key = probed.event_key
+            if key is not None:
+                submitted = probed.submitted
+                if submitted is not None and repeats.get((org_id, key)) == submitted:
+                    continue  # a byte-identical repeat: decided without its source or the rules
+                if probed.source is not None and known.absent((org_id, key)):
+                    sources.setdefault(org_id, set()).add(probed.source[1:])
+            data = probed.document.get("data")
+            if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
+                named.setdefault(org_id, set()).add(key_result_id)
         for org_id, pairs in sources.items():
             found_sources = self._sources(org_id, sorted(pairs))
             for source, source_event_id in pairs:
                 source_key = (org_id, source, source_event_id)
-                if dict.__contains__(stored, source_key):
+                if has(stored, source_key):
                     continue
                 first = found_sources.get((source, source_event_id))
                 if first is not None:
                     stored.loaded(source_key, first)
                 elif not self._events.implies_sources or known.absent(
-                    (org_id, view.derived[source_key])
+                    (org_id, derived_ids[source_key])
                 ):
                     stored.loaded(source_key, None)
-        self._load_key_results(view, probes)
+        self._load_key_results(view, named)
 
-    def _load_key_results(self, view: _View, probes: Sequence[Probe | None]) -> None:
+    def _load_key_results(self, view: _View, named: dict[str, set[str]]) -> None:
         """Read the key results the submissions name (``data.key_result_id``, a hint: a wrong
         one costs a row) and their objectives, a query per org and table, instead of a query
         per key result when the rules first look at it."""
-        named: dict[str, set[str]] = {}
-        repeats = view.submitted_digests
-        for probed in probes:
-            if probed is None or (org_id := probed.org_id) is None:
-                continue
-            key, digest = probed.event_key, probed.submitted
-            if key is not None and digest is not None and repeats.get((org_id, key)) == digest:
-                continue  # a byte-identical repeat: decided without the rules
-            data = probed.document.get("data")
-            if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
-                named.setdefault(org_id, set()).add(key_result_id)
         for org_id, ids in named.items():
             org = view.orgs[org_id]  # read now if not yet: the rules will look at it
             key_results, objectives = org.key_results, org.objectives
