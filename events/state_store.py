@@ -331,8 +331,9 @@ class _View(LedgerState):
 
     read_orgs: dict[str, tuple[int, str, bool]] = field(default_factory=dict)
     """Each org's head and strategy flag as read."""
-    where: dict[tuple[str, bytes], Any] = field(default_factory=dict)
-    """Where each stored event a batch names was found (to compute its digest if asked)."""
+    where: dict[str, dict[bytes, tuple[Any, bytes | None]]] = field(default_factory=dict)
+    """Per org, where each stored event a batch names was found (to compute its digest if
+    asked) and its submission digest: what the store's ``find`` gave."""
     submitted_digests: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
     applied: set[tuple[str, bytes]] = field(default_factory=set)
     """The events folded into this view (they need not be folded again when stored)."""
@@ -840,13 +841,12 @@ class SqliteStateStore:
                 derived = derived or key
                 assert derived is not None  # a probe with a source derives its id
                 derived_ids[probed.source] = derived
-        repeats, where, applied = view.submitted_digests, view.where, view.applied
+        repeats, applied = view.submitted_digests, view.applied
         for org_id, wanted in keys.items():
-            found = self._events.find(org_id, wanted)
+            found = view.where[org_id] = self._events.find(org_id, wanted)
             for key in wanted.values():
                 hit = found.get(key)
                 if hit is not None:
-                    where[(org_id, key)] = hit[0]
                     if hit[1] is not None:
                         repeats.setdefault((org_id, key), hit[1])
                 elif (org_id, key) not in applied:
@@ -1036,7 +1036,8 @@ class SqliteStateStore:
         return CheckInState(key_result_id, retracted is not None)
 
     def _read_known(self, view: _View, key: tuple[str, bytes]) -> bytes | None:
-        return self._events.digest(*key, view.where.get(key))
+        hit = view.where.get(key[0], {}).get(key[1])
+        return self._events.digest(*key, None if hit is None else hit[0])
 
     def _read_source(self, view: _View, key: tuple[str, str, str]) -> bytes | None:
         org_id, source, source_event_id = key
