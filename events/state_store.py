@@ -127,6 +127,38 @@ _IN_LIST = 400
 """Keys per ``IN (...)`` list (SQLite allows 999 parameters in its oldest builds)."""
 _CATCH_UP_CHUNK = 20_000
 """Events folded into one view (then saved and dropped) when a store catches up."""
+KEPT_MAX = 20_000
+"""Key results and objectives an embedded store keeps between its transactions (:class:`_Kept`);
+past it, it starts again from what the last one held."""
+
+
+class _Kept:
+    """The key results and objectives (by org and id) as this writer's last commit left them in
+    the tables, and the log's end after that commit.
+
+    They are the rows of the tables as long as nothing was appended since: every change to the
+    tables comes with an append (the writer that makes it holds the lock, and events are never
+    changed or removed, so the log's end only grows). A view whose log end is ``end`` takes them
+    instead of reading them again; any other drops them. The objects are the last view's own
+    (handed to the next view as they are): a transaction that fails after a view changed them
+    drops them too (:meth:`SqliteStateStore.rolled_back`)."""
+
+    __slots__ = ("end", "key_results", "objectives")
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.key_results: dict[tuple[str, str], KeyResultState] = {}
+        self.objectives: dict[tuple[str, str], ObjectiveState] = {}
+
+    def __len__(self) -> int:
+        return len(self.key_results) + len(self.objectives)
+
+    def take(self, view: "_View") -> None:
+        """What ``view`` read or wrote of both maps (its entries win)."""
+        for org_id, org in dict.items(view.orgs):
+            key_results, objectives = org.key_results, org.objectives
+            self.key_results.update(((org_id, id_), k) for id_, k in dict.items(key_results))
+            self.objectives.update(((org_id, id_), o) for id_, o in dict.items(objectives))
 
 
 class StateStore(Protocol):
@@ -637,6 +669,10 @@ class SqliteStateStore:
         self._pending: list[LedgerEvent] = []
         self._prepared: tuple[Sequence[Probe | None], int, _View] | None = None
         """A view loaded before the lock: for which probes, at which end of the log."""
+        self._kept: _Kept | None = None
+        """Embedded: what the last commit left, while the log's end has not moved since."""
+        self._committing: _Kept | None = None
+        """What :attr:`_kept` becomes once the transaction that saved it commits."""
 
     @classmethod
     def embedded(cls, db: sqlite3.Connection) -> "SqliteStateStore":
@@ -722,6 +758,24 @@ class SqliteStateStore:
     def forget(self) -> None:
         self._view = self._prepared = None
         self._pending.clear()
+        self.rolled_back()
+
+    def committed(self) -> None:
+        """The transaction committed: keep what it left, if it saved a view (a transaction that
+        saved none changed no state, and :attr:`_kept` stands as it was)."""
+        if self._committing is not None:
+            self._kept, self._committing = self._committing, None
+
+    def rolled_back(self) -> None:
+        """The transaction failed: its view may have changed the objects kept; drop them."""
+        self._kept = self._committing = None
+
+    def _kept_at(self, end: int) -> "_Kept | None":
+        """:attr:`_kept` if the log still ends at ``end`` where it was kept, else None (and
+        dropped)."""
+        if self._kept is not None and self._kept.end != end:
+            self._kept = None
+        return self._kept
 
     # -- storing ----------------------------------------------------------------------------
 
@@ -746,6 +800,13 @@ class SqliteStateStore:
                 if (record["org_id"], key) not in applied:
                     view.apply_record(record, key, self._digest(record))
         self._save(view, mark, submitted)
+        if self._events.reads_log:
+            kept = self._kept if self._kept is not None and self._kept.end == first else None
+            if kept is None or len(kept) > KEPT_MAX:
+                kept = _Kept(0)
+            kept.take(view)
+            kept.end = mark.get(0, 0)
+            self._kept, self._committing = None, kept  # kept again once this commits
         self._view = None
 
     def note(self, values: Mapping[str, int]) -> None:
@@ -885,27 +946,47 @@ class SqliteStateStore:
         """Read the key results the submissions name (``data.key_result_id``, a hint: a wrong
         one costs a row) and their objectives, a query per org and table, instead of a query
         per key result when the rules first look at it."""
+        kept = self._kept_at(self._events.end()) if self._kept is not None and named else None
         for org_id, ids in named.items():
             org = view.orgs[org_id]  # read now if not yet: the rules will look at it
             key_results, objectives = org.key_results, org.objectives
             if not isinstance(key_results, _Cached) or not isinstance(objectives, _Cached):
                 continue
             found: dict[str, KeyResultState] = {}
+            unread = [id_ for id_ in ids if key_results.unread(id_)]
+            if kept is not None:  # what the last commit left: the rows as they are
+                kept_key_results, unread, missing = kept.key_results, [], unread
+                for id_ in missing:
+                    held = kept_key_results.get((org_id, id_))
+                    if held is None:
+                        unread.append(id_)
+                    else:
+                        found[id_] = held
             for id_, objective_id, kind, start, active in self._rows(
                 "SELECT key_result_id, objective_id, kind, start, active FROM sequencer_key_results"
                 " WHERE org_id = ? AND key_result_id IN",
                 org_id,
-                [id_ for id_ in ids if key_results.unread(id_)],
+                unread,
                 into=key_results,
             ):
                 found[id_] = KeyResultState(objective_id, kind, start, bool(active))
             for id_, value in found.items():
                 key_results.loaded(id_, value)
+            named_objectives = {k.objective_id for k in found.values()}
+            unread = [id_ for id_ in named_objectives if objectives.unread(id_)]
+            if kept is not None:
+                kept_objectives, missing, unread = kept.objectives, unread, []
+                for id_ in missing:
+                    objective = kept_objectives.get((org_id, id_))
+                    if objective is None:
+                        unread.append(id_)
+                    else:
+                        objectives.loaded(id_, objective)
             for id_, status, period_id, parent_id in self._rows(
                 "SELECT objective_id, status, period_id, parent_id FROM sequencer_objectives"
                 " WHERE org_id = ? AND objective_id IN",
                 org_id,
-                [id_ for id_ in {k.objective_id for k in found.values()} if objectives.unread(id_)],
+                unread,
                 into=objectives,
             ):
                 objectives.loaded(id_, ObjectiveState(status, period_id, parent_id))
