@@ -460,8 +460,9 @@ def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | No
     source, source_event_id = document.get("source"), document.get("source_event_id")
     source_key = derived = None
     if type(source) is str and type(source_event_id) is str:
-        source_key = (org_id, source.strip(), source_event_id)
-        derived = derive_event_key(*source_key)
+        source = source.strip()
+        source_key = (org_id, source, source_event_id)
+        derived = derive_event_key(org_id, source, source_event_id)
     given = document.get("event_id")
     event_key = derived
     if given is not None:
@@ -469,14 +470,18 @@ def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | No
             event_key = UUID(given).bytes
         except (TypeError, ValueError, AttributeError):
             event_key = None
+    event_id = None
+    if event_key is not None:  # event_id_text, inline: one a line
+        h = event_key.hex()
+        event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return Probe(
         document,
         org_id,
         event_key,
         derived if given is not None else None,
         source_key,
-        submission_digest(raw),
-        None if event_key is None else event_id_text(event_key),
+        _sha256(SUBMISSION_DIGEST_DOMAIN + raw).digest()[:16],  # submission_digest, inline
+        event_id,
     )
 
 

@@ -20,6 +20,7 @@ from events.sequencer import (
     content_digest,
     decide,
     probe,
+    submission_digest,
 )
 from schemas.envelope import EVENT_ID_NAMESPACE, GENESIS_HASH, derive_event_id, derive_event_key
 from tests.builders import NOW, raw, sequence_all, submission
@@ -236,13 +237,14 @@ def test_a_derived_event_key_is_the_uuid5_of_its_name(
     org_id: str, source: str, source_event_id: str
 ) -> None:
     """``derive_event_key`` sets the version and variant bits itself (by table): it must give
-    exactly ``uuid5``'s bytes, for any name, and the probe's text exactly ``str(UUID)``."""
+    exactly ``uuid5``'s bytes, for any name; the probe's text (made inline) exactly
+    ``str(UUID)``, and its submission digest exactly ``submission_digest``'s."""
     expected = uuid5(EVENT_ID_NAMESPACE, f"{org_id}\x1f{source}\x1f{source_event_id}")
     assert derive_event_key(org_id, source, source_event_id) == expected.bytes
-    probed = probe(
-        orjson.dumps({"org_id": org_id, "source": source, "source_event_id": source_event_id})
-    )
+    line = orjson.dumps({"org_id": org_id, "source": source, "source_event_id": source_event_id})
+    probed = probe(line)
     assert probed is not None
+    assert probed.submitted == submission_digest(line)  # made inline by the probe
     if source == source.strip():  # the probe reads ``source`` trimmed, as the contract does
         assert probed.event_key == expected.bytes
     assert probed.event_id == str(UUID(bytes=probed.event_key or b""))
