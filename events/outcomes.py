@@ -70,8 +70,14 @@ class Accepted:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Duplicate:
+    """A submission the ledger holds already: the event it names.
+
+    Never changed once made, but not a frozen dataclass (hashable all the same, by its
+    fields): a rerun makes one per line, and freezing costs ``object.__setattr__`` per field.
+    """
+
     event_id: str
     org_id: str
     status: Literal["duplicate"] = "duplicate"

@@ -287,9 +287,10 @@ def _decide(
         and probed.source == (org_id, submission.source, submission.source_event_id)
     ):
         event_key = probed.event_key  # derived from the same ids: no need to derive it again
+        event_id = probed.event_id or event_id_text(event_key)
     else:
         event_key = submission.resolved_event_key()
-    event_id = event_id_text(event_key)
+        event_id = event_id_text(event_key)
     data = payload.__pydantic_serializer__.to_python(payload, mode="json", exclude_none=True)
     occurred_at = format_timestamp(submission.occurred_at)
     content = _Content(submission, version, occurred_at, data)
@@ -435,6 +436,9 @@ class Probe:
     source: tuple[str, str, str] | None = None
     """``(org_id, source, source_event_id)``."""
     submitted: bytes | None = None
+    event_id: str | None = None
+    """``event_key`` as text (:func:`~schemas.envelope.event_id_text`): what the ledger's rows
+    and a duplicate's outcome give, made once."""
 
 
 def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | None:
@@ -456,8 +460,9 @@ def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | No
     source, source_event_id = document.get("source"), document.get("source_event_id")
     source_key = derived = None
     if type(source) is str and type(source_event_id) is str:
-        source_key = (org_id, source.strip(), source_event_id)
-        derived = derive_event_key(*source_key)
+        source = source.strip()
+        source_key = (org_id, source, source_event_id)
+        derived = derive_event_key(org_id, source, source_event_id)
     given = document.get("event_id")
     event_key = derived
     if given is not None:
@@ -465,13 +470,18 @@ def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | No
             event_key = UUID(given).bytes
         except (TypeError, ValueError, AttributeError):
             event_key = None
+    event_id = None
+    if event_key is not None:  # event_id_text, inline: one a line
+        h = event_key.hex()
+        event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return Probe(
         document,
         org_id,
         event_key,
         derived if given is not None else None,
         source_key,
-        submission_digest(raw),
+        _sha256(SUBMISSION_DIGEST_DOMAIN + raw).digest()[:16],  # submission_digest, inline
+        event_id,
     )
 
 
@@ -495,15 +505,16 @@ def decide_batch(
     if probes is None:
         probes = [probe(raw, policy) for raw, _ in lines]
     outcomes: list[Outcome] = []
+    repeated = state.submitted
     for (raw, line), probed in zip(lines, probes, strict=True):
         if (
             probed is not None
-            and probed.event_key is not None
-            and probed.org_id is not None
-            and probed.submitted is not None
-            and state.submitted(probed.org_id, probed.event_key) == probed.submitted
+            and (submitted := probed.submitted) is not None
+            and (key := probed.event_key) is not None
+            and (org_id := probed.org_id) is not None
+            and repeated(org_id, key) == submitted
         ):
-            outcomes.append(Duplicate(event_id_text(probed.event_key), probed.org_id))
+            outcomes.append(Duplicate(probed.event_id or event_id_text(key), org_id))
             continue
         outcome = _decide(state, raw, clock, policy=policy, line=line, probed=probed)
         if type(outcome) is Accepted:

@@ -207,13 +207,20 @@ class SqliteEventLog:
             yield
         except sqlite3.IntegrityError as error:
             db.execute("ROLLBACK")
+            self.state.rolled_back()
             raise SequenceConflictError(f"append refused by the ledger: {error}") from error
         except BaseException:
             db.execute("ROLLBACK")
+            self.state.rolled_back()
             raise
         finally:
             self.state.end()
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            self.state.rolled_back()
+            raise
+        self.state.committed()
 
     @classmethod
     def from_url(

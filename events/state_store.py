@@ -127,6 +127,38 @@ _IN_LIST = 400
 """Keys per ``IN (...)`` list (SQLite allows 999 parameters in its oldest builds)."""
 _CATCH_UP_CHUNK = 20_000
 """Events folded into one view (then saved and dropped) when a store catches up."""
+KEPT_MAX = 20_000
+"""Key results and objectives an embedded store keeps between its transactions (:class:`_Kept`);
+past it, it starts again from what the last one held."""
+
+
+class _Kept:
+    """The key results and objectives (by org and id) as this writer's last commit left them in
+    the tables, and the log's end after that commit.
+
+    They are the rows of the tables as long as nothing was appended since: every change to the
+    tables comes with an append (the writer that makes it holds the lock, and events are never
+    changed or removed, so the log's end only grows). A view whose log end is ``end`` takes them
+    instead of reading them again; any other drops them. The objects are the last view's own
+    (handed to the next view as they are): a transaction that fails after a view changed them
+    drops them too (:meth:`SqliteStateStore.rolled_back`)."""
+
+    __slots__ = ("end", "key_results", "objectives")
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.key_results: dict[tuple[str, str], KeyResultState] = {}
+        self.objectives: dict[tuple[str, str], ObjectiveState] = {}
+
+    def __len__(self) -> int:
+        return len(self.key_results) + len(self.objectives)
+
+    def take(self, view: "_View") -> None:
+        """What ``view`` read or wrote of both maps (its entries win)."""
+        for org_id, org in dict.items(view.orgs):
+            key_results, objectives = org.key_results, org.objectives
+            self.key_results.update(((org_id, id_), k) for id_, k in dict.items(key_results))
+            self.objectives.update(((org_id, id_), o) for id_, o in dict.items(objectives))
 
 
 class StateStore(Protocol):
@@ -331,8 +363,9 @@ class _View(LedgerState):
 
     read_orgs: dict[str, tuple[int, str, bool]] = field(default_factory=dict)
     """Each org's head and strategy flag as read."""
-    where: dict[tuple[str, bytes], Any] = field(default_factory=dict)
-    """Where each stored event a batch names was found (to compute its digest if asked)."""
+    where: dict[str, dict[bytes, tuple[Any, bytes | None]]] = field(default_factory=dict)
+    """Per org, where each stored event a batch names was found (to compute its digest if
+    asked) and its submission digest: what the store's ``find`` gave."""
     submitted_digests: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
     applied: set[tuple[str, bytes]] = field(default_factory=set)
     """The events folded into this view (they need not be folded again when stored)."""
@@ -386,8 +419,9 @@ class _Events(Protocol):
 
     def head(self, org_id: str) -> ChainHead | None: ...
 
-    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
-        """For each stored key: where to read it again, and its submission digest."""
+    def find(self, org_id: str, keys: Mapping[str, bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+        """For each stored key (``keys``: by its text): where to read it again, and its
+        submission digest."""
         ...
 
     def digest(self, org_id: str, key: bytes, where: Any) -> bytes | None:
@@ -440,10 +474,10 @@ class _LedgerEvents:
         record = read_event(row[0] or b"", org_id, row[1])
         return ChainHead(record["sequence"], record["hash"])
 
-    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+    def find(self, org_id: str, keys: Mapping[str, bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
         found: dict[bytes, tuple[Any, bytes | None]] = {}
-        texts = {event_id_text(key): key for key in keys}
-        for chunk in _chunks(list(texts)):
+        texts = keys
+        for chunk in _chunks(sorted(texts)):
             # UNIQUE (org_id, event_id)'s index holds event_id and position: no event row is read.
             rows = self._db.execute(
                 "SELECT e.event_id, e.position, s.digest FROM events e"
@@ -520,9 +554,9 @@ class _OwnEvents:
         ).fetchone()
         return None if row is None else ChainHead(row[0], row[1])
 
-    def find(self, org_id: str, keys: Sequence[bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
+    def find(self, org_id: str, keys: Mapping[str, bytes]) -> dict[bytes, tuple[Any, bytes | None]]:
         found: dict[bytes, tuple[Any, bytes | None]] = {}
-        for chunk in _chunks(keys):
+        for chunk in _chunks(sorted(keys.values())):
             rows = self._db.execute(
                 "SELECT event_id, digest, submitted FROM sequencer_events"
                 f" WHERE org_id = ? AND event_id IN ({_marks(len(chunk))})",
@@ -635,6 +669,10 @@ class SqliteStateStore:
         self._pending: list[LedgerEvent] = []
         self._prepared: tuple[Sequence[Probe | None], int, _View] | None = None
         """A view loaded before the lock: for which probes, at which end of the log."""
+        self._kept: _Kept | None = None
+        """Embedded: what the last commit left, while the log's end has not moved since."""
+        self._committing: _Kept | None = None
+        """What :attr:`_kept` becomes once the transaction that saved it commits."""
 
     @classmethod
     def embedded(cls, db: sqlite3.Connection) -> "SqliteStateStore":
@@ -720,6 +758,24 @@ class SqliteStateStore:
     def forget(self) -> None:
         self._view = self._prepared = None
         self._pending.clear()
+        self.rolled_back()
+
+    def committed(self) -> None:
+        """The transaction committed: keep what it left, if it saved a view (a transaction that
+        saved none changed no state, and :attr:`_kept` stands as it was)."""
+        if self._committing is not None:
+            self._kept, self._committing = self._committing, None
+
+    def rolled_back(self) -> None:
+        """The transaction failed: its view may have changed the objects kept; drop them."""
+        self._kept = self._committing = None
+
+    def _kept_at(self, end: int) -> "_Kept | None":
+        """:attr:`_kept` if the log still ends at ``end`` where it was kept, else None (and
+        dropped)."""
+        if self._kept is not None and self._kept.end != end:
+            self._kept = None
+        return self._kept
 
     # -- storing ----------------------------------------------------------------------------
 
@@ -744,6 +800,13 @@ class SqliteStateStore:
                 if (record["org_id"], key) not in applied:
                     view.apply_record(record, key, self._digest(record))
         self._save(view, mark, submitted)
+        if self._events.reads_log:
+            kept = self._kept if self._kept is not None and self._kept.end == first else None
+            if kept is None or len(kept) > KEPT_MAX:
+                kept = _Kept(0)
+            kept.take(view)
+            kept.end = mark.get(0, 0)
+            self._kept, self._committing = None, kept  # kept again once this commits
         self._view = None
 
     def note(self, values: Mapping[str, int]) -> None:
@@ -816,90 +879,114 @@ class SqliteStateStore:
         return view
 
     def _load(self, view: _View, probes: Sequence[Probe | None]) -> None:
-        """Read what ``probes`` name in bulk: their events (by id), then the sources of those
-        that are not stored (a stored id decides a repeat before its source is looked at)."""
-        keys: dict[str, set[bytes]] = {}
-        for probed in probes:
-            if probed is None or probed.org_id is None:
-                continue
-            mine = keys.setdefault(probed.org_id, set())
-            for key in (probed.event_key, probed.derived_key):
-                if key is not None and not dict.__contains__(view.known, (probed.org_id, key)):
-                    mine.add(key)
-            if probed.source is not None:  # the id its source's id derives: computed already
-                derived = probed.derived_key or probed.event_key
-                assert derived is not None  # a probe with a source derives its id
-                view.derived[probed.source] = derived
-        known, stored = view.known, view.sources
+        """Read what ``probes`` name in bulk: their events (by id), then, for those that are
+        not byte-identical repeats of a stored event, the sources of those not stored (a stored
+        id decides a repeat before its source is looked at) and the key results they name."""
+        keys: dict[str, dict[str, bytes]] = {}  # org -> event id text -> its 16 bytes
+        known, stored, derived_ids = view.known, view.sources, view.derived
         assert isinstance(known, _Cached)  # a view's maps are
         assert isinstance(stored, _Cached)
+        has = dict.__contains__
+        for probed in probes:
+            if probed is None or (org_id := probed.org_id) is None:
+                continue
+            mine = keys.get(org_id)
+            if mine is None:
+                mine = keys[org_id] = {}
+            key, derived = probed.event_key, probed.derived_key
+            if key is not None and not has(known, (org_id, key)):
+                mine[probed.event_id or event_id_text(key)] = key
+            if derived is not None and not has(known, (org_id, derived)):
+                mine[event_id_text(derived)] = derived
+            if probed.source is not None:  # the id its source's id derives: computed already
+                derived = derived or key
+                assert derived is not None  # a probe with a source derives its id
+                derived_ids[probed.source] = derived
+        repeats, applied = view.submitted_digests, view.applied
         for org_id, wanted in keys.items():
-            found = self._events.find(org_id, sorted(wanted))
-            for key in wanted:
-                if key in found:
-                    where, submitted = found[key]
-                    view.where[(org_id, key)] = where
-                    if submitted is not None:
-                        view.submitted_digests.setdefault((org_id, key), submitted)
-                elif (org_id, key) not in view.applied:
+            found = view.where[org_id] = self._events.find(org_id, wanted)
+            for key in wanted.values():
+                hit = found.get(key)
+                if hit is not None:
+                    if hit[1] is not None:
+                        repeats.setdefault((org_id, key), hit[1])
+                elif (org_id, key) not in applied:
                     known.loaded((org_id, key), None)
         sources: dict[str, set[tuple[str, str]]] = {}
+        named: dict[str, set[str]] = {}
         for probed in probes:
-            if probed is None or probed.source is None or probed.event_key is None:
+            if probed is None or (org_id := probed.org_id) is None:
                 continue
-            if known.absent((probed.source[0], probed.event_key)):
-                sources.setdefault(probed.source[0], set()).add(probed.source[1:])
+            key = probed.event_key
+            if key is not None:
+                submitted = probed.submitted
+                if submitted is not None and repeats.get((org_id, key)) == submitted:
+                    continue  # a byte-identical repeat: decided without its source or the rules
+                if probed.source is not None and known.absent((org_id, key)):
+                    sources.setdefault(org_id, set()).add(probed.source[1:])
+            data = probed.document.get("data")
+            if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
+                named.setdefault(org_id, set()).add(key_result_id)
         for org_id, pairs in sources.items():
             found_sources = self._sources(org_id, sorted(pairs))
             for source, source_event_id in pairs:
                 source_key = (org_id, source, source_event_id)
-                if dict.__contains__(stored, source_key):
+                if has(stored, source_key):
                     continue
                 first = found_sources.get((source, source_event_id))
                 if first is not None:
                     stored.loaded(source_key, first)
                 elif not self._events.implies_sources or known.absent(
-                    (org_id, view.derived[source_key])
+                    (org_id, derived_ids[source_key])
                 ):
                     stored.loaded(source_key, None)
-        self._load_key_results(view, probes)
+        self._load_key_results(view, named)
 
-    def _load_key_results(self, view: _View, probes: Sequence[Probe | None]) -> None:
+    def _load_key_results(self, view: _View, named: dict[str, set[str]]) -> None:
         """Read the key results the submissions name (``data.key_result_id``, a hint: a wrong
         one costs a row) and their objectives, a query per org and table, instead of a query
         per key result when the rules first look at it."""
-        named: dict[str, set[str]] = {}
-        repeats = view.submitted_digests
-        for probed in probes:
-            if probed is None or (org_id := probed.org_id) is None:
-                continue
-            key, digest = probed.event_key, probed.submitted
-            if key is not None and digest is not None and repeats.get((org_id, key)) == digest:
-                continue  # a byte-identical repeat: decided without the rules
-            data = probed.document.get("data")
-            if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
-                named.setdefault(org_id, set()).add(key_result_id)
+        kept = self._kept_at(self._events.end()) if self._kept is not None and named else None
         for org_id, ids in named.items():
             org = view.orgs[org_id]  # read now if not yet: the rules will look at it
             key_results, objectives = org.key_results, org.objectives
             if not isinstance(key_results, _Cached) or not isinstance(objectives, _Cached):
                 continue
             found: dict[str, KeyResultState] = {}
+            unread = [id_ for id_ in ids if key_results.unread(id_)]
+            if kept is not None:  # what the last commit left: the rows as they are
+                kept_key_results, unread, missing = kept.key_results, [], unread
+                for id_ in missing:
+                    held = kept_key_results.get((org_id, id_))
+                    if held is None:
+                        unread.append(id_)
+                    else:
+                        found[id_] = held
             for id_, objective_id, kind, start, active in self._rows(
                 "SELECT key_result_id, objective_id, kind, start, active FROM sequencer_key_results"
                 " WHERE org_id = ? AND key_result_id IN",
                 org_id,
-                [id_ for id_ in ids if key_results.unread(id_)],
+                unread,
                 into=key_results,
             ):
                 found[id_] = KeyResultState(objective_id, kind, start, bool(active))
             for id_, value in found.items():
                 key_results.loaded(id_, value)
+            named_objectives = {k.objective_id for k in found.values()}
+            unread = [id_ for id_ in named_objectives if objectives.unread(id_)]
+            if kept is not None:
+                kept_objectives, missing, unread = kept.objectives, unread, []
+                for id_ in missing:
+                    objective = kept_objectives.get((org_id, id_))
+                    if objective is None:
+                        unread.append(id_)
+                    else:
+                        objectives.loaded(id_, objective)
             for id_, status, period_id, parent_id in self._rows(
                 "SELECT objective_id, status, period_id, parent_id FROM sequencer_objectives"
                 " WHERE org_id = ? AND objective_id IN",
                 org_id,
-                [id_ for id_ in {k.objective_id for k in found.values()} if objectives.unread(id_)],
+                unread,
                 into=objectives,
             ):
                 objectives.loaded(id_, ObjectiveState(status, period_id, parent_id))
@@ -1030,7 +1117,8 @@ class SqliteStateStore:
         return CheckInState(key_result_id, retracted is not None)
 
     def _read_known(self, view: _View, key: tuple[str, bytes]) -> bytes | None:
-        return self._events.digest(*key, view.where.get(key))
+        hit = view.where.get(key[0], {}).get(key[1])
+        return self._events.digest(*key, None if hit is None else hit[0])
 
     def _read_source(self, view: _View, key: tuple[str, str, str]) -> bytes | None:
         org_id, source, source_event_id = key

@@ -44,16 +44,18 @@ class SubmitOutcome:
 
     @classmethod
     def from_outcome(cls, outcome: Outcome) -> "SubmitOutcome":
+        # Positional arguments: one of these is made per submission (a rerun's only other cost).
+        if type(outcome) is Duplicate:
+            return cls(
+                "duplicate", outcome.event_id, outcome.org_id, None, None, None, None, None,
+                outcome.to_json,
+            )  # fmt: skip
         if isinstance(outcome, Accepted):
             e = outcome.record  # the event's fields, without building its model
             return cls(
-                "accepted",
-                e["event_id"],
-                e["org_id"],
-                e["sequence"],
-                e["hash"],
-                _document=outcome.to_json,
-            )
+                "accepted", e["event_id"], e["org_id"], e["sequence"], e["hash"], None, None,
+                None, outcome.to_json,
+            )  # fmt: skip
         if isinstance(outcome, Duplicate):
             return cls("duplicate", outcome.event_id, outcome.org_id, _document=outcome.to_json)
         return cls(

@@ -17,17 +17,20 @@ GENESIS_HASH = "0" * 64
 """``prev_hash`` of every org's first event."""
 
 
-_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
-_UUID5_MASK = (1 << 128) - 1 ^ (0xF << 76) ^ (0x3 << 62)
-_UUID5_BITS = (5 << 76) | (0x2 << 62)
-"""UUIDv5 (RFC 9562): the version nibble 5 and the variant bits 10 over SHA-1's first 16 bytes."""
+_NAMESPACE_SHA1 = hashlib.sha1(EVENT_ID_NAMESPACE.bytes, usedforsecurity=False)
+"""SHA-1 with the namespace taken in (copied for each name)."""
+_VERSION_5 = tuple(bytes(((byte & 0x0F) | 0x50,)) for byte in range(256))
+_VARIANT_10 = tuple(bytes(((byte & 0x3F) | 0x80,)) for byte in range(256))
+"""UUIDv5 (RFC 9562) over SHA-1's first 16 bytes: byte 6 gets the version nibble 5, byte 8
+the variant bits 10 (each byte's replacement, looked up)."""
 
 
 def derive_event_key(org_id: str, source: str, source_event_id: str) -> bytes:
     """The 16 bytes of :func:`derive_event_id`, without building a ``UUID`` on the way."""
-    name = f"{org_id}\x1f{source}\x1f{source_event_id}".encode()
-    digest = hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
-    return ((int.from_bytes(digest[:16]) & _UUID5_MASK) | _UUID5_BITS).to_bytes(16)
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(f"{org_id}\x1f{source}\x1f{source_event_id}".encode())
+    digest = sha1.digest()
+    return digest[:6] + _VERSION_5[digest[6]] + digest[7:8] + _VARIANT_10[digest[8]] + digest[9:16]
 
 
 def derive_event_id(org_id: str, source: str, source_event_id: str) -> UUID:

@@ -39,6 +39,7 @@ from benchmarks.profiling.common import (
     total_time,
 )
 from benchmarks.submit_throughput import write_workload
+from events.collector import collector_paused
 from events.ledger import Ledger
 from events.outcomes import Accepted, Duplicate, Outcome
 from events.rules import check
@@ -250,6 +251,7 @@ def _replay_batch(
     lap("SQLite insert (continuity, executemany, state tables)", 0)
     db.execute("COMMIT")
     store.end()
+    store.committed()  # as SqliteEventLog._transaction: what the batch left is kept for the next
     lap("SQLite COMMIT (fsync)", 0)
     return outcomes
 
@@ -333,9 +335,10 @@ def _replay_from(lines: list[tuple[bytes, int | None]], log: SqliteEventLog) -> 
         wall = time.perf_counter()
         for first in range(0, len(lines), BATCH):
             stages.reset()
-            for outcome in _replay_batch(log, lines[first : first + BATCH], stages):
-                summary.add(outcome)
-            stages.lap("outcome summary (Summary.add)", 0)
+            with collector_paused():  # as Ledger.submit_many, and the CLI for the whole run
+                for outcome in _replay_batch(log, lines[first : first + BATCH], stages):
+                    summary.add(outcome)
+                stages.lap("outcome summary (Summary.add)", 0)
         wall = time.perf_counter() - wall
         stages.print(
             f"stage replay, {label}: {rate(len(lines), wall)} without a profiler "

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from events.collector import collector_paused
 from events.ledger import ReadLine
 from okr_ledger.runtime import Refused, Submitter
 from okr_ledger.submit_outcome import SubmitOutcome
@@ -138,12 +139,17 @@ class GroupCommitter:
         pending = iter(jobs)
         job = next(pending)
         try:
-            for outcome in submitter.submit_many(lines):
-                while len(job.outcomes) == len(job.lines):
-                    job = next(pending)
-                job.outcomes.append(outcome)
-                if len(job.outcomes) == len(job.lines):
-                    job.finish()
+            # The cyclic collector paused for the whole group, not only inside each of the
+            # ledger's batches: between them it would traverse every outcome the group holds
+            # so far (2 to 4 µs an event in groups of 5,000). A group is bounded (max_group),
+            # and the collector runs again as it ends.
+            with collector_paused():
+                for outcome in submitter.submit_many(lines):
+                    while len(job.outcomes) == len(job.lines):
+                        job = next(pending)
+                    job.outcomes.append(outcome)
+                    if len(job.outcomes) == len(job.lines):
+                        job.finish()
         except Exception as error:  # the rest of the group failed: each of its requests says so
             log.exception("submitting a group of %s failed", len(lines))
             for unanswered in (j for j in jobs if len(j.outcomes) < len(j.lines)):

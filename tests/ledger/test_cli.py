@@ -1,5 +1,6 @@
 """The ledger commands of ``okr-ledger``: submit, verify, export, rejections, schema, demo."""
 
+import gc
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from events.canonical import canonical_json
+from okr_ledger import cli as cli_module
 from schemas.errors import UnknownNameError
 from schemas.export import all_schemas, render
 from tests.builders import org_setup, raw
@@ -56,6 +58,28 @@ def test_submit_json_counts_each_outcome_as_an_integer(cli: Cli, setup_file: Pat
         "rejected_by_reason": {},
     }
     assert (again["accepted"], again["duplicate"], again["rejected"]) == (0, 14, 0)
+
+
+def test_submit_runs_with_the_collector_paused_and_collects_every_so_many_outcomes(
+    cli: Cli, setup_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cyclic collector is paused for the whole run (not only inside each batch), runs
+    on the young generations every ``COLLECT_EVERY`` outcomes, and is on again afterwards."""
+    runs: list[tuple[int, bool]] = []
+    real = gc.collect
+
+    def collect(generation: int = 2) -> int:
+        runs.append((generation, gc.isenabled()))
+        return real(generation)
+
+    monkeypatch.setattr(cli_module, "COLLECT_EVERY", 5)
+    monkeypatch.setattr(gc, "collect", collect)
+    assert gc.isenabled()
+    result = cli("submit", str(setup_file), "--json")
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["accepted"] == 14
+    assert runs == [(1, False), (1, False)]  # after outcomes 5 and 10, the collector paused
+    assert gc.isenabled()
 
 
 def test_submit_reads_stdin_for_a_dash(cli: Cli) -> None:

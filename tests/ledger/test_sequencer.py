@@ -7,12 +7,22 @@ from uuid import UUID, uuid5
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events.chain import event_hash
 from events.outcomes import Accepted, Duplicate, Rejection
 from events.reasons import ReasonCode
-from events.sequencer import MAX_SUBMISSION_BYTES, Policy, Sequencer, content_digest, decide
-from schemas.envelope import EVENT_ID_NAMESPACE, GENESIS_HASH, derive_event_id
+from events.sequencer import (
+    MAX_SUBMISSION_BYTES,
+    Policy,
+    Sequencer,
+    content_digest,
+    decide,
+    probe,
+    submission_digest,
+)
+from schemas.envelope import EVENT_ID_NAMESPACE, GENESIS_HASH, derive_event_id, derive_event_key
 from tests.builders import NOW, raw, sequence_all, submission
 from tests.ledger.support import CHECK_IN_ID, Org, describe, key_result
 
@@ -219,6 +229,25 @@ def test_event_id_is_derived_from_org_source_and_source_event_id(org: Org) -> No
     expected = uuid5(EVENT_ID_NAMESPACE, "acme\x1fjira\x1fjira-123")
     assert event.event_id == str(expected) == str(derive_event_id("acme", "jira", "jira-123"))
     assert event.source_event_id == "jira-123"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.text(), st.text())
+def test_a_derived_event_key_is_the_uuid5_of_its_name(
+    org_id: str, source: str, source_event_id: str
+) -> None:
+    """``derive_event_key`` sets the version and variant bits itself (by table): it must give
+    exactly ``uuid5``'s bytes, for any name; the probe's text (made inline) exactly
+    ``str(UUID)``, and its submission digest exactly ``submission_digest``'s."""
+    expected = uuid5(EVENT_ID_NAMESPACE, f"{org_id}\x1f{source}\x1f{source_event_id}")
+    assert derive_event_key(org_id, source, source_event_id) == expected.bytes
+    line = orjson.dumps({"org_id": org_id, "source": source, "source_event_id": source_event_id})
+    probed = probe(line)
+    assert probed is not None
+    assert probed.submitted == submission_digest(line)  # made inline by the probe
+    if source == source.strip():  # the probe reads ``source`` trimmed, as the contract does
+        assert probed.event_key == expected.bytes
+    assert probed.event_id == str(UUID(bytes=probed.event_key or b""))
 
 
 def test_derived_event_ids_differ_by_org_source_and_key() -> None:

@@ -3,7 +3,10 @@ ledger and decides every submission as the state in memory does; through concurr
 failed batch, a writer that did not update it, and the upgrade of a file made before it."""
 
 import gc
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -14,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events import sequencer as sequencer_module
+from events import state_store as state_store_module
 from events.canonical import canonical_bytes, canonical_json
 from events.ledger import Ledger
-from events.outcomes import Accepted, Duplicate, Outcome
+from events.outcomes import Accepted, Duplicate, Outcome, Rejection
+from events.reasons import ReasonCode
 from events.sequencer import Sequencer, decide_batch, probe, record_digest
 from events.sqlite_log import _MIGRATIONS, SCHEMA_VERSION, SqliteEventLog
 from events.state_store import SqliteStateStore
@@ -27,6 +32,7 @@ from tests.ledger.state_checks import assert_store_is_the_fold, fold_of, histori
 from tests.ledger.support import ledger_file, sqlite_log
 
 SETTINGS = settings(max_examples=40, deadline=None)
+CLI = Path(sys.executable).parent / "okr-ledger"
 
 
 def in_memory(lines: list[bytes]) -> list[Outcome]:
@@ -547,3 +553,133 @@ def test_a_batch_leaves_no_garbage_for_the_cyclic_collector(tmp_path: Path) -> N
         log.close()
     assert [type(o).__name__ for o in outcomes] == ["Accepted"] * 300
     assert found == 0, sorted(left)
+
+
+# --- what a writer's last commit left, kept between its batches ----------------------------------
+
+
+def traced(log: SqliteEventLog) -> list[str]:
+    """The SQL statements ``log`` runs from now on."""
+    statements: list[str] = []
+    log._db.set_trace_callback(statements.append)
+    return statements
+
+
+def entity_reads(statements: list[str]) -> list[str]:
+    return [
+        s
+        for s in statements
+        if "FROM sequencer_key_results" in s or "FROM sequencer_objectives" in s
+    ]
+
+
+def test_a_writers_next_batch_takes_the_key_results_its_last_commit_left(tmp_path: Path) -> None:
+    """The key results and objectives a writer's batch read or wrote are its next batch's
+    without a read (nothing was appended meanwhile), and it decides as memory does."""
+    path = tmp_path / "ledger.db"
+    stored = [*org_setup(), *(key_result(f"kr{i}") for i in range(2, 6))]
+    submit(path, stored)
+    log = SqliteEventLog(path)
+    ledger = Ledger(log, clock=lambda: NOW)
+    first = [*(next(check_ins(1, key_result_id=f"kr{i}")) for i in range(1, 6)), key_result("kr6")]
+    second = [next(check_ins(1, key_result_id=f"kr{i}")) for i in range(1, 7)]
+    statements = traced(log)
+    found = list(ledger.submit_many((line, None) for line in first))
+    assert entity_reads(statements)  # what the first batch named: read
+    statements.clear()
+    found += ledger.submit_many((line, None) for line in second)
+    log.close()
+    assert found == in_memory(stored + first + second)[len(stored) :]
+    assert all(isinstance(outcome, Accepted) for outcome in found)
+    assert entity_reads(statements) == []
+    check_file(path)
+
+
+CHANGES = {
+    "retired": raw("KeyResultRetired", {"key_result_id": "kr1", "reason": "dropped"}),
+    "abandoned": raw(
+        "ObjectiveStatusChanged", {"objective_id": "o1", "status": "abandoned", "reason": "x"}
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_what_a_writer_kept_is_read_again_once_another_process_appended(
+    tmp_path: Path, change: str
+) -> None:
+    """Another ``okr-ledger submit`` process retires the key result (or abandons the objective)
+    that this writer's last batch kept: its next check-in on it is refused, as memory decides,
+    because the log's end moved and what was kept is read again."""
+    data_dir = tmp_path / "data"
+    path = data_dir / "ledger.db"
+    stored = org_setup()
+    submit(path, stored)
+    log = SqliteEventLog(path)
+    ledger = Ledger(log, clock=lambda: NOW)
+    first, later = [next(check_ins(1))], [next(check_ins(1))]
+    found = list(ledger.submit_many((line, None) for line in first))
+    other = tmp_path / "other.ndjson"
+    other.write_bytes(CHANGES[change] + b"\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
+    done = subprocess.run(
+        [str(CLI), "submit", str(other), "--json"],
+        env={**env, "OKR_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert orjson.loads(done.stdout)["accepted"] == 1
+    statements = traced(log)
+    found += ledger.submit_many((line, None) for line in later)
+    log.close()
+    expected = in_memory([*stored, *first, CHANGES[change], *later])
+    assert found == [*expected[len(stored) : len(stored) + 1], expected[-1]]
+    assert isinstance(found[-1], Rejection)
+    assert found[-1].reason is ReasonCode.INVALID_STATE
+    assert entity_reads(statements)  # read again, not taken from what was kept
+    check_file(path)
+
+
+def test_what_a_failed_batch_changed_in_what_was_kept_is_not_kept(tmp_path: Path) -> None:
+    """A batch retires a key result the writer kept, then fails before its commit: the writer's
+    next batch reads the key result again (still active in the ledger) and accepts a check-in
+    on it, as memory does without the failed batch."""
+    path = tmp_path / "ledger.db"
+    stored = org_setup()
+    submit(path, stored)
+    log = SqliteEventLog(path)
+    ledger = Ledger(log, clock=lambda: NOW)
+    first, later = [next(check_ins(1))], [next(check_ins(1))]
+    found = list(ledger.submit_many((line, None) for line in first))
+    with (
+        patch.object(SqliteStateStore, "_save", side_effect=OSError("disk full")),
+        pytest.raises(OSError, match="disk full"),
+    ):
+        list(ledger.submit_many([(CHANGES["retired"], None)]))
+    found += ledger.submit_many((line, None) for line in later)
+    log.close()
+    assert found == in_memory([*stored, *first, *later])[len(stored) :]
+    assert all(isinstance(outcome, Accepted) for outcome in found)
+    check_file(path)
+
+
+def test_what_a_writer_keeps_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``KEPT_MAX`` entries a writer keeps only what its last batch held: its memory does
+    not grow with the number of key results it has met."""
+    monkeypatch.setattr(state_store_module, "KEPT_MAX", 5)
+    path = tmp_path / "ledger.db"
+    stored = [*org_setup(), *(key_result(f"kr{i}") for i in range(2, 21))]
+    submit(path, stored)
+    log = SqliteEventLog(path)
+    ledger = Ledger(log, clock=lambda: NOW)
+    sizes = []
+    for first in range(1, 21, 4):
+        batch = [next(check_ins(1, key_result_id=f"kr{i}")) for i in range(first, first + 4)]
+        assert all(isinstance(o, Accepted) for o in ledger.submit_many((b, None) for b in batch))
+        kept = log.state._kept
+        assert kept is not None
+        sizes.append(len(kept))
+    log.close()
+    assert max(sizes) <= 5 + 4 + 1  # the bound, then one batch's key results and objective
+    check_file(path)

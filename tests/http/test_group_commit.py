@@ -1,0 +1,69 @@
+"""The HTTP writer's group commit (okr_ledger/http/group_commit.py), on the real embedded
+runtime: how it runs a group, seen from the submitter it drives."""
+
+import asyncio
+import gc
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from events.ledger import ReadLine
+from okr_ledger.http.group_commit import GroupCommitter
+from okr_ledger.runtime import Refused, Submitter
+from okr_ledger.settings import Settings
+from okr_ledger.submit_outcome import SubmitOutcome
+from okr_ledger.wiring import bootstrap
+from tests.builders import check_ins, org_setup
+
+
+class Watched:
+    """The runtime's own submitter, noting whether the cyclic collector ran as each outcome
+    came."""
+
+    def __init__(self, submitter: Submitter) -> None:
+        self.submitter = submitter
+        self.collector_on: list[bool] = []
+
+    def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]:
+        for outcome in self.submitter.submit_many(lines):
+            self.collector_on.append(gc.isenabled())
+            yield outcome
+
+    def refuse(self, refused: Sequence[Refused]) -> list[SubmitOutcome]:
+        return self.submitter.refuse(refused)
+
+    def close(self) -> None:
+        self.submitter.close()
+
+
+def test_a_group_is_submitted_with_the_collector_paused_and_it_runs_again_after(
+    tmp_path: Path,
+) -> None:
+    """Between the ledger's batches of one group the collector would traverse every outcome
+    the group holds so far: it stays paused for the whole group (every outcome comes while
+    it is off), and is on again once the group is answered."""
+    runtime = bootstrap(Settings(data_dir=tmp_path))
+    watched: list[Watched] = []
+
+    def open_submitter() -> Submitter:
+        watched.append(Watched(runtime.submitter()))
+        return watched[0]
+
+    committer = GroupCommitter(open_submitter, max_group=5000)
+    committer.start()
+    lines: list[ReadLine] = [(line, None) for line in [*org_setup(), *check_ins(30)]]
+
+    async def post() -> list[SubmitOutcome]:
+        return await committer.submit(lines)
+
+    assert gc.isenabled()
+    try:
+        outcomes = asyncio.run(post())
+    finally:
+        committer.close()
+    assert [o.status for o in outcomes] == ["accepted"] * len(lines)
+    assert watched[0].collector_on == [False] * len(lines)
+    deadline = time.monotonic() + 5
+    while not gc.isenabled() and time.monotonic() < deadline:  # the writer leaves its group
+        time.sleep(0.01)
+    assert gc.isenabled()
