@@ -240,7 +240,7 @@ class Settings(BaseSettings):
         default=DEFAULT_RANGE_EVENTS,
         ge=1,
         description="Events per range of a chain that `okr-ledger verify` gives a process; a "
-        "SQLite ledger of fewer than two ranges a process is verified in one.",
+        "SQLite ledger of fewer than ten ranges' events is verified in one.",
     )
 
     @property

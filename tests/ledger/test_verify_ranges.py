@@ -6,13 +6,14 @@ filed under another range's sequence), in a group of whole orgs.
 Most cases run the parts in this process (:func:`in_ranges`: the workers' function, the
 parent's merge, no pool), the rest on real worker processes (``verify(processes=2)``)."""
 
+import resource
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -28,6 +29,8 @@ from tests.builders import chained_events
 from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE
 from tests.ledger.support import store
 from tests.ledger.test_verify_fast_path import resealed
+
+T = TypeVar("T")
 
 SIZES = {"acme": 15, "bravo": 7, "globex": 15, "zeta": 7}
 """The template's orgs and their events: two long chains, two short ones between and after."""
@@ -168,6 +171,16 @@ def in_ranges(log: SqliteEventLog, range_events: int, org: str | None = None) ->
     return merge(log, parts, map(verify_part, repeat(str(log.path)), parts))
 
 
+def on_a_worker(call: Callable[[], T]) -> T:
+    """``call()``, which must have had a worker process (spawned, and ended: its CPU time is
+    counted)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reports = call()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert after.ru_utime + after.ru_stime > before.ru_utime + before.ru_stime
+    return reports
+
+
 # --- the cases ------------------------------------------------------------------------------
 
 BOUNDARY_ROWS = [1, 4, 5, 6, 8, 9, 10, 13, 15]
@@ -197,8 +210,8 @@ def test_an_intact_ledger_gives_the_same_reports(template: Path, tmp_path: Path)
         assert all(report.ok for report in serial)
         for range_events in (1, 2, 4, 7, 8, 14):
             assert in_ranges(log, range_events) == serial
-        assert log.verify(processes=2, range_events=4) == serial
-        assert log.verify(processes=2, range_events=100) == serial  # one part: serial
+        assert on_a_worker(lambda: log.verify(processes=2, range_events=4)) == serial
+        assert log.verify(processes=2, range_events=5) == serial  # under 10 ranges: serial
 
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
@@ -231,8 +244,9 @@ def test_worker_processes_give_the_same_reports(template: Path, tmp_path: Path, 
     real worker processes."""
     with damaged(template, tmp_path, [(kind, "acme", 9), (kind, "globex", 4)]) as log:
         serial = log.verify()
-        assert log.verify(processes=2, range_events=4) == serial
-        assert log.verify("globex", processes=2, range_events=4) == log.verify("globex")
+        assert on_a_worker(lambda: log.verify(processes=2, range_events=4)) == serial
+        one = on_a_worker(lambda: log.verify("globex", processes=2, range_events=1))
+        assert one == log.verify("globex")
 
 
 def test_an_org_column_that_is_not_text_leaves_it_to_the_serial_verifier(
@@ -284,13 +298,14 @@ def test_the_cli_gives_the_same_answer_on_processes(template: Path, tmp_path: Pa
     data.mkdir()
     with damaged(template, data, [("broken_link", "acme", 9), ("gap", "globex", 5)]) as log:
         log.path.rename(data / "ledger.db")
-    answers = []
-    for processes in ("1", "2"):
-        env = {"OKR_DATA_DIR": str(data), "OKR_VERIFY_PROCESSES": processes,
-               "OKR_VERIFY_RANGE_EVENTS": "4"}  # fmt: skip
-        result = CliRunner().invoke(app, ["verify", "--json"], env=env)
-        assert result.exit_code == 4, result.output
-        answers.append(orjson.loads(result.stdout))
+    env = {"OKR_DATA_DIR": str(data), "OKR_VERIFY_RANGE_EVENTS": "4"}
+    results = [
+        CliRunner().invoke(app, ["verify", "--json"], env={**env, "OKR_VERIFY_PROCESSES": "1"}),
+        on_a_worker(lambda: CliRunner().invoke(app, ["verify", "--json"],
+                                               env={**env, "OKR_VERIFY_PROCESSES": "2"})),
+    ]  # fmt: skip
+    assert [result.exit_code for result in results] == [4, 4], results[0].output
+    answers = [orjson.loads(result.stdout) for result in results]
     assert answers[0] == answers[1]
     assert answers[0]["first_bad_sequence"] == 9
     assert [org["first_bad_sequence"] for org in answers[0]["orgs"]] == [9, None, 5, None]
