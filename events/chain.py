@@ -134,7 +134,7 @@ class ChainVerifier:
         chains, add, fallback = self._chains, self.add, StoredBytes.from_row
         # Sorted keys, and integers within 53 bits (else an error: the slow path decides).
         loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS | _STRICT_INTEGER
-        sha256, join = hashlib.sha256, b"".join
+        sha256 = hashlib.sha256
         top_types, top_values, columns = _TOP_TYPES, _TOP_VALUES, _COLUMN_COUNT
         fast_data = _fast_data
         chain, org, events, head = _Chain(), None, 0, GENESIS_HASH  # org's chain, in locals
@@ -169,10 +169,11 @@ class ChainVerifier:
                     # The body without its top-level hash member, the last one (see
                     # _content_checks), hashed after prev_hash; a different member length
                     # (a hash that needs escapes) gives another digest: the slow path.
-                    # One buffer hashed at once: cheaper than three updates (~0.1 µs an event).
                     at = body.rfind(b',"hash":"')
-                    hashed = join((head.encode(), body[:at], body[at + 10 + len(hash_) :]))
-                    if sha256(hashed).hexdigest() != hash_:
+                    digest = sha256(head.encode())
+                    digest.update(body[:at])
+                    digest.update(body[at + 10 + len(hash_) :])
+                    if digest.hexdigest() != hash_:
                         raise _SlowPathError
                 except Exception:  # the reference path decides, and says why
                     chain.events, chain.head = events, head
