@@ -2,23 +2,23 @@
 
 The ledger's (org, sequence) order is cut into parts: whole orgs together, and the chain of an
 org longer than a range cut into ranges of sequences (``low <= sequence < high``; the last one
-has no end, so that it also holds what SQLite orders after the numbers). ``processes - 1``
-worker processes take the parts from the front and this process takes them from the back
-(each one no worker has started): a worker's start-up (a fresh interpreter, ~0.3 s of CPU) is
-not waited for. A worker opens the file read-only itself and is given only the path and the
-part's bounds. A range after an org's first starts from a claim: the event before it is
-number ``low - 1`` and its hash is the ``hash`` column of the row before. The parent takes
-the parts' verdicts in order and checks each claim against what the range before it ended
-with (its event count and its last event's hash, as verified): where they agree, the worker
-verified the range exactly as the serial verifier would have, from the same state; where they
-do not (a gap or a broken link at the boundary, a changed column), the parent verifies that
-range again itself from the true state. An org's later ranges do not count once one is
-broken. So every report is the serial one: the same first bad sequence, problem, event count,
-head and location.
+has no end, so that it also holds what SQLite orders after the numbers). This process takes
+the parts from the back, each one no worker has started, and ``processes - 1`` worker
+processes take them from the front once they have started (a fresh interpreter, ~0.3 s of
+CPU): nothing waits for a worker's start-up but, at the end, the pool's shutdown. A worker
+opens the file read-only itself and is given only the path and the part's bounds. A range
+after an org's first starts from a claim: the event before it is number ``low - 1`` and its
+hash is the ``hash`` column of the row before. The parent takes the parts' verdicts in order
+and checks each claim against what the range before it ended with (its event count and its
+last event's hash, as verified): where they agree, the worker verified the range exactly as
+the serial verifier would have, from the same state; where they do not (a gap or a broken
+link at the boundary, a changed column), the parent verifies that range again itself from the
+true state. An org's later ranges do not count once one is broken. So every report is the
+serial one: the same first bad sequence, problem, event count, head and location.
 """
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import chain
 from multiprocessing import get_context
@@ -96,18 +96,23 @@ def verify_in_ranges(
     path = str(log.path)
     # spawn: a fresh interpreter (never a fork of a process that may have threads).
     context = get_context("spawn")
+    workers = min(processes - 1, len(parts))
     try:
-        with ProcessPoolExecutor(min(processes - 1, len(parts)), mp_context=context) as pool:
-            futures = [pool.submit(verify_part, path, part) for part in parts]
-            # This process is the last worker: it takes the parts from the end, each one that
-            # no worker has started yet (it cancels its future), while they start up and take
-            # them from the front.
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            # A trivial call each: a worker that has answered one has started. Parts go to the
+            # workers only then (one queued for a worker still starting would wait with it).
+            started = [pool.submit(int) for _ in range(workers)]
+            futures: dict[int, Future[Verdict]] = {}
             here: dict[int, Verdict] = {}
+            # This process takes the parts from the back, each one no worker has started
+            # (it cancels its future); the workers take them from the front.
             for index in reversed(range(len(parts))):
-                if not futures[index].cancel():
-                    break
+                if not futures and any(call.done() for call in started):
+                    futures = {i: pool.submit(verify_part, path, parts[i]) for i in range(index)}
+                if index in futures and not futures[index].cancel():
+                    break  # a worker has it, and the ones before it
                 here[index] = verify_part(path, parts[index])
-            verdicts = (here.pop(i) if i in here else f.result() for i, f in enumerate(futures))
+            verdicts = (here[i] if i in here else futures[i].result() for i in range(len(parts)))
             return merge(log, parts, verdicts)
     except BrokenProcessPool:  # a worker killed (out of memory), or none could start
         return None

@@ -6,9 +6,9 @@ filed under another range's sequence), in a group of whole orgs.
 Most cases run the parts in this process (:func:`in_ranges`: the workers' function, the
 parent's merge, no pool), the rest on real worker processes (``verify(processes=2)``)."""
 
-import resource
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
@@ -171,14 +171,20 @@ def in_ranges(log: SqliteEventLog, range_events: int, org: str | None = None) ->
     return merge(log, parts, map(verify_part, repeat(str(log.path)), parts))
 
 
-def on_a_worker(call: Callable[[], T]) -> T:
-    """``call()``, which must have had a worker process (spawned, and ended: its CPU time is
-    counted)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    reports = call()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    assert after.ru_utime + after.ru_stime > before.ru_utime + before.ru_stime
-    return reports
+@pytest.fixture
+def slow_here(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """This process's reads of a range slowed down (50 ms each) and noted, so that a worker
+    has started before it is done (a worker, a fresh interpreter, is not slowed down)."""
+    calls: list[tuple[Any, ...]] = []
+    read = SqliteEventLog.sequence_rows
+
+    def slow(self: SqliteEventLog, *args: Any) -> Iterator[list[tuple[Any, ...]]]:
+        calls.append(args)
+        time.sleep(0.05)
+        return read(self, *args)
+
+    monkeypatch.setattr(SqliteEventLog, "sequence_rows", slow)
+    return calls
 
 
 # --- the cases ------------------------------------------------------------------------------
@@ -210,7 +216,7 @@ def test_an_intact_ledger_gives_the_same_reports(template: Path, tmp_path: Path)
         assert all(report.ok for report in serial)
         for range_events in (1, 2, 4, 7, 8, 14):
             assert in_ranges(log, range_events) == serial
-        assert on_a_worker(lambda: log.verify(processes=2, range_events=4)) == serial
+        assert log.verify(processes=2, range_events=4) == serial
         assert log.verify(processes=2, range_events=5) == serial  # under 10 ranges: serial
 
 
@@ -238,15 +244,25 @@ def test_damage_in_a_group_of_whole_orgs_gives_the_same_reports(
         assert in_ranges(log, 8) == serial
 
 
+def test_a_worker_takes_the_parts_this_process_has_not_reached(
+    template: Path, tmp_path: Path, slow_here: list[tuple[Any, ...]]
+) -> None:
+    with damaged(template, tmp_path, []) as log:
+        serial = log.verify()
+        assert log.verify(processes=2, range_events=1) == serial
+    assert 0 < len(slow_here) < sum(SIZES.values())  # this process read some, a worker the rest
+
+
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
-def test_worker_processes_give_the_same_reports(template: Path, tmp_path: Path, kind: str) -> None:
+def test_worker_processes_give_the_same_reports(
+    template: Path, tmp_path: Path, kind: str, slow_here: list[tuple[Any, ...]]
+) -> None:
     """Damage in the first row of a range and in the last row of the range before it, on
-    real worker processes."""
+    real worker processes (this process slowed down: a worker takes the first ranges)."""
     with damaged(template, tmp_path, [(kind, "acme", 9), (kind, "globex", 4)]) as log:
         serial = log.verify()
-        assert on_a_worker(lambda: log.verify(processes=2, range_events=4)) == serial
-        one = on_a_worker(lambda: log.verify("globex", processes=2, range_events=1))
-        assert one == log.verify("globex")
+        assert log.verify(processes=2, range_events=4) == serial
+        assert log.verify("globex", processes=2, range_events=1) == log.verify("globex")
 
 
 def test_an_org_column_that_is_not_text_leaves_it_to_the_serial_verifier(
@@ -301,8 +317,7 @@ def test_the_cli_gives_the_same_answer_on_processes(template: Path, tmp_path: Pa
     env = {"OKR_DATA_DIR": str(data), "OKR_VERIFY_RANGE_EVENTS": "4"}
     results = [
         CliRunner().invoke(app, ["verify", "--json"], env={**env, "OKR_VERIFY_PROCESSES": "1"}),
-        on_a_worker(lambda: CliRunner().invoke(app, ["verify", "--json"],
-                                               env={**env, "OKR_VERIFY_PROCESSES": "2"})),
+        CliRunner().invoke(app, ["verify", "--json"], env={**env, "OKR_VERIFY_PROCESSES": "2"}),
     ]  # fmt: skip
     assert [result.exit_code for result in results] == [4, 4], results[0].output
     answers = [orjson.loads(result.stdout) for result in results]
