@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all,dev]'
+# setuptools warns on every editable install of a flat layout (top-level packages, as this
+# project has by design) that folders named like a package shadow it: that warning is silenced.
+	PYTHONWARNINGS=ignore:::setuptools.command.editable_wheel \
+		$(PY) -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -9,7 +9,9 @@ and once with nothing new, each
 
 - in process, as a command runs it: open the store (the chDB engine, the migrations check),
   catch up (the saved state, the new event, its rows), query; each part timed;
-- as the CLI: the wall time of ``okr-ledger progress --json``.
+- as the CLI: the wall time of ``okr-ledger progress --json``;
+- in a long-lived process, as ``okr-ledger serve`` reads (the store kept open between reads:
+  ``okr_ledger/kept_projections.py``), with the query alone on the open store as its anchor.
 
 Beside them, the constant part of a command: ``python -c pass``, ``import okr_ledger.cli``, and
 chDB alone on the same store in a fresh process (its import; opening the store and ``SELECT 1``).
@@ -99,6 +101,44 @@ def in_process(data: Path) -> dict[str, float]:
     }
 
 
+def kept_rounds(data: Path, rounds: int, first: int) -> tuple[list[float], list[float], float]:
+    """``progress`` in a long-lived process (``okr-ledger serve``'s reads:
+    :class:`~okr_ledger.kept_projections.KeptProjections`, the store kept open): ms after one
+    new event and with nothing new, per round; and the query alone on the open store (ms,
+    median), the anchor."""
+    from okr_ledger.kept_projections import KeptProjections
+    from okr_ledger.settings import Settings
+    from projections import queries
+    from projections.queries import Moment
+
+    settings = Settings(data_dir=data)
+    reader = KeptProjections(settings, idle_s=3600)
+
+    def progress(store: Any) -> object:
+        return queries.progress(store, ORG, Moment(), settings.over_focus_limit)
+
+    def timed() -> float:
+        start = time.perf_counter()
+        reader.read(progress)
+        return (time.perf_counter() - start) * 1000
+
+    try:
+        reader.read(progress)  # opens the store
+        new, same, alone = [], [], []
+        for n in range(rounds):
+            append_check_in(data / "ledger.db", first + n)
+            new.append(timed())
+            same.append(timed())
+            start = time.perf_counter()
+            reader.read(lambda store: None)  # nothing new: the catch-up's check only
+            check = time.perf_counter()
+            reader.read(progress)
+            alone.append((time.perf_counter() - check) * 1000 - (check - start) * 1000)
+    finally:
+        reader.close()
+    return new, same, max(statistics.median(alone), 0.0)
+
+
 CHDB_ALONE = """
 import sys, time
 start = time.perf_counter()
@@ -165,6 +205,15 @@ def measure(check_ins: int, rounds: int, out: Path) -> None:
                         at_most(median["total"], limit), anchor=alone,
                         note=f"{split} ms")  # fmt: skip
             figures.add(f"progress, {label}, CLI wall ({size}, p50)", statistics.median(cli), "ms")
+        kept_new, kept_same, query = kept_rounds(data, rounds, 2 * rounds)
+        for label, times, limit in (
+            ("after one new event", kept_new, 300),
+            ("nothing new", kept_same, 150),
+        ):
+            p50 = statistics.median(times)
+            figures.add(f"progress, {label}, long-lived process: serve ({size}, p50)", p50,
+                        "ms", at_most(p50, limit),
+                        anchor=f"the query alone on the open store: {query:.0f} ms")  # fmt: skip
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     out.write_bytes(orjson.dumps(figures.rows))

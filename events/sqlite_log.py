@@ -214,6 +214,7 @@ class SqliteEventLog:
     def _transaction(self) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` (the write lock, waiting up to ``busy_timeout``) ... ``COMMIT``;
         rolled back on any error, a UNIQUE violation raised as a sequence conflict."""
+        self._refuse_if_read_only()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -237,9 +238,12 @@ class SqliteEventLog:
 
     def state_store(self) -> SqliteStateStore:
         """The sequencer's state in this file, updated by every append (events.state_store)."""
+        self._refuse_if_read_only()
+        return self.state
+
+    def _refuse_if_read_only(self) -> None:
         if self._read_only:
             raise LedgerUnavailableError(f"{self.path} is open read-only: it cannot be appended to")
-        return self.state
 
     def append(self, events: Sequence[LedgerEvent], rejections: Sequence[Rejection] = ()) -> None:
         if not events and not rejections:

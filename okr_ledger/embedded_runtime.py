@@ -1,7 +1,7 @@
 """The embedded runtime: the SQLite ledger in this process, projections caught up on demand."""
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from events.intake_wire import refused
@@ -15,6 +15,8 @@ from schemas.envelope import format_timestamp
 
 if TYPE_CHECKING:  # imported by the commands that need them, not by ``submit``
     from okr_ledger.http.key_stores import SqliteKeyStore
+    from okr_ledger.kept_projections import KeptProjections
+    from processors.runner import EmbeddedRunner
     from projections.store import ProjectionStore
 
 
@@ -41,13 +43,20 @@ class LedgerSubmitter:
 
 
 def catch_up(
-    store: "ProjectionStore", log: EventLog, settings: Settings, bar: ProgressBar, label: str
+    store: "ProjectionStore",
+    log: EventLog,
+    settings: Settings,
+    bar: ProgressBar,
+    label: str,
+    *,
+    runner: "EmbeddedRunner | None" = None,
 ) -> int:
     """Project what the ledger has beyond the store's checkpoints; the events projected.
 
     With nothing new (the usual case of a query), neither the projector nor its saved state
     is loaded: the check is one read of the store's checkpoints, one of the ledger's heads and
-    one of its rejections (:mod:`processors.backlog`).
+    one of its rejections (:mod:`processors.backlog`). ``runner``: a projector kept by the
+    caller across catch-ups (:func:`projecting`), whose state is already loaded.
     """
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
     from processors.backlog import nothing_new, read_backlog
@@ -56,15 +65,26 @@ def catch_up(
     if nothing_new(log, backlog):
         with bar(label, 0):
             return 0
+    with ExitStack() as stack:
+        if runner is None:
+            runner = stack.enter_context(projecting(store, log, settings))
+        with bar(label, backlog.events) as advance:
+            return runner.catch_up(advance, backlog).events
+
+
+@contextmanager
+def projecting(
+    store: "ProjectionStore", log: EventLog, settings: Settings
+) -> Iterator["EmbeddedRunner"]:
+    """The projector over ``log`` and ``store``, with its saved state in the data directory
+    (``projector-state.sqlite``), loaded as it needs it."""
     from processors.projector import Projector
     from processors.runner import EmbeddedRunner
     from processors.snapshots import FILE_NAME, SqliteSnapshots
 
     snapshots = SqliteSnapshots(settings.data_dir / FILE_NAME)
     try:
-        runner = EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
-        with bar(label, backlog.events) as advance:
-            return runner.catch_up(advance, backlog).events
+        yield EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
     finally:
         snapshots.close()
 
@@ -101,6 +121,13 @@ class EmbeddedRuntime:
             yield store
         finally:
             store.close()
+
+    def reader(self) -> "KeptProjections":
+        """The store kept open between reads, closed after ``OKR_HTTP_STORE_IDLE_SECONDS``
+        without one (:mod:`okr_ledger.kept_projections`)."""
+        from okr_ledger.kept_projections import KeptProjections
+
+        return KeptProjections(self.settings, self.settings.http_store_idle_seconds)
 
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
         """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from okr_ledger.embedded_runtime import rebuild_in_place
 from okr_ledger.http.key_stores import KafkaKeyStore
 from okr_ledger.kafka_submit import KafkaSubmitter
-from okr_ledger.runtime import ProgressBar, RebuildReport, no_progress
+from okr_ledger.runtime import ProgressBar, ReadEachTime, RebuildReport, no_progress
 from okr_ledger.served_store import open_served_store
 from okr_ledger.settings import Settings
 from projections.client import parse_url
@@ -53,6 +53,10 @@ class KafkaRuntime:
         """The worker's live projections; a query never catches up here (the worker does)."""
         with open_served_store(self.settings) as store:
             yield store
+
+    def reader(self) -> ReadEachTime:
+        """A read's store is a client of the served store: nothing to keep open."""
+        return ReadEachTime(self)
 
     def key_store(self, follow: bool = False) -> KafkaKeyStore:
         """The compacted keys topic, followed in a thread when ``follow``."""

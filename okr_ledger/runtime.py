@@ -10,7 +10,7 @@ call only this interface, never ``if kafka``.
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from events.intake_wire import Refusal
 from events.ledger import ReadLine
@@ -54,6 +54,34 @@ class Submitter(Protocol):
     def close(self) -> None: ...
 
 
+T = TypeVar("T")
+
+
+class ProjectionReader(Protocol):
+    """How a long-lived process (the HTTP server) reads the projections, read after read."""
+
+    def read(self, answer: "Callable[[ProjectionStore], T]") -> T:
+        """``answer(store)`` on the projections, as up to date as the runtime makes them."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ReadEachTime:
+    """A :class:`ProjectionReader` that takes :meth:`Runtime.projections` for every read (a
+    store a worker keeps up to date, reached over HTTP: nothing costly to keep open)."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+
+    def read(self, answer: "Callable[[ProjectionStore], T]") -> T:
+        with self.runtime.projections() as store:
+            return answer(store)
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass(slots=True)
 class RebuildReport:
     """What ``rebuild`` did and found."""
@@ -86,6 +114,10 @@ class Runtime(Protocol):
         self, bar: ProgressBar = no_progress
     ) -> AbstractContextManager["ProjectionStore"]:
         """The projection store to read, as up to date as this runtime makes it."""
+        ...
+
+    def reader(self) -> ProjectionReader:
+        """What a long-lived process reads the projections through; close it when done."""
         ...
 
     def rebuild(self, keep: bool, bar: ProgressBar = no_progress) -> RebuildReport:

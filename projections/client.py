@@ -183,7 +183,9 @@ def require_not_held(target: Target) -> None:
             f"the embedded store {target.path} is open in another process (pid {pid}), and "
             "chDB lets only one process open it: stop that process, or run `okr-ledger "
             "serve-store` as the one process that holds the store and set OKR_CLICKHOUSE_URL "
-            "of every other process (workers, BI tools) to the URL it prints"
+            "of every other process (workers, BI tools) to the URL it prints (an `okr-ledger "
+            "serve` holds it for OKR_HTTP_STORE_IDLE_SECONDS after each read: read through its "
+            "API, or try again when it is idle)"
         )
 
 

@@ -84,17 +84,22 @@ def create_app(settings: Settings, runtime: Runtime, *, host: str = "127.0.0.1")
     except BaseException:
         keys.close()
         raise
+    reader = runtime.reader()
     services = Services(
-        settings, runtime, keys, committer, limits, hooks, metrics, loopback=is_loopback(host)
-    )
+        settings, runtime, keys, committer, limits, hooks, metrics, reader,
+        loopback=is_loopback(host),
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            committer.close()
-            keys.close()
+            try:
+                committer.close()
+                keys.close()
+            finally:
+                reader.close()
 
     app = FastAPI(
         title="OKR Ledger",

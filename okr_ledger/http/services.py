@@ -1,8 +1,7 @@
 """What every route uses, made once per server: the runtime's parts, keys, limits, metrics."""
 
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +13,7 @@ from okr_ledger.http.keys import KeyRecord, KeyStore, authenticate, read_refusal
 from okr_ledger.http.metrics import Metrics
 from okr_ledger.http.problems import ProblemError
 from okr_ledger.http.rate_limits import RateLimits
-from okr_ledger.runtime import Runtime
+from okr_ledger.runtime import ProjectionReader, Runtime
 from okr_ledger.settings import Settings
 from projections.store import ProjectionStore
 
@@ -30,9 +29,9 @@ class Services:
     limits: RateLimits
     hooks: dict[str, Hook]
     metrics: Metrics
+    reader: ProjectionReader
     loopback: bool
     """Bound to a loopback address: the pages need no key."""
-    _reading: threading.Lock = field(default_factory=threading.Lock)
 
     def key(self, request: Request) -> KeyRecord:
         """The request's key (401 without a valid one), counted against its limit (429)."""
@@ -69,12 +68,8 @@ class Services:
 
     async def read(self, answer: Callable[[ProjectionStore], T]) -> T:
         """``answer(store)`` in a thread, on the projections as up to date as the runtime
-        makes them (one at a time: an embedded store has one session)."""
-        return await run_in_threadpool(self._read, answer)
-
-    def _read(self, answer: Callable[[ProjectionStore], T]) -> T:
-        with self._reading, self.runtime.projections() as store:
-            return answer(store)
+        makes them (:meth:`okr_ledger.runtime.Runtime.reader`)."""
+        return await run_in_threadpool(self.reader.read, answer)
 
 
 def services(request: Request) -> Services:

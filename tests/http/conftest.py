@@ -52,6 +52,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "OKR_DATA_DIR": str(data_dir),
         "OKR_HTTP_HOOKS_FILE": str(HOOKS),
         "OKR_HTTP_RATE_LIMIT": "",
+        # The tests compare answers with the CLI's, run in processes of their own, which can
+        # open the store only while the server does not hold it (test_kept_store.py).
+        "OKR_HTTP_STORE_IDLE_SECONDS": "0",
     }
     settings = Settings(data_dir=data_dir)
     writer, _ = make_key(settings)

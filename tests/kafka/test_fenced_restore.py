@@ -339,6 +339,30 @@ def test_the_last_step_is_sent_by_the_commit_and_refused_with_it_once_fenced(
     reader.close()
 
 
+def test_a_last_step_that_cannot_be_delivered_fails_its_transaction_and_not_the_next(
+    place: Place,
+) -> None:
+    """An ordinary delivery failure in ``send_last`` (no delivery report of its own: only the
+    commit sees it) fails the transaction with :class:`LedgerUnavailableError`, not a silent
+    success: a record for a partition the topic does not have, and one over the producer's
+    size limit (refused when queued). The writer's next transaction commits as usual."""
+    topic, transactional_id = place.topics.outcomes, f"test-{uuid.uuid4().hex[:8]}"
+    reader = Reader(Connection((place.address,), "okr-tests", 5.0))
+    start = reader.ends(topic, [0])[0]
+    writer = BatchProducer((place.address,), transactional_id=transactional_id, timeout_s=5.0)
+    with pytest.raises(LedgerUnavailableError), writer.transaction():
+        writer.send_last([OutRecord(topic, 0, None, b"before"), OutRecord(topic, 999, None, b"x")])
+    with pytest.raises(LedgerUnavailableError, match="produce"), writer.transaction():
+        writer.send_last([OutRecord(topic, 0, None, b"y" * (9 * 1024 * 1024))])
+    with writer.transaction():
+        writer.send_last([OutRecord(topic, 0, None, b"after")])
+    values = [r.value for r in reader.read(topic, {0: start})]
+    assert values[-1] == b"after"
+    assert not any(value.startswith(b"y") for value in values)
+    writer.close()
+    reader.close()
+
+
 def test_a_worker_whose_partition_was_taken_over_gets_fenced_not_an_error(
     place: Place, tmp_path: Path
 ) -> None:

@@ -1,0 +1,190 @@
+"""``okr-ledger serve`` on the embedded runtime keeps the projection store open between reads
+and closes it once idle (``OKR_HTTP_STORE_IDLE_SECONDS``): real processes (the server, the
+CLI beside it) and the real store; :class:`KeptProjections` itself in this process."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from events.ledger import Ledger
+from events.outcomes import Accepted
+from events.sqlite_log import SqliteEventLog
+from okr_ledger import kept_projections
+from okr_ledger.embedded_runtime import rebuild_in_place
+from okr_ledger.http.keys import Scope
+from okr_ledger.kept_projections import KeptProjections
+from okr_ledger.runtime import no_progress
+from okr_ledger.settings import Settings
+from projections.client import holder
+from tests.http.conftest import Served, demo_ledger
+from tests.http.support import HOOKS, check_in, cli, make_key, running
+
+IDLE_S = 4.0
+
+
+def _eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def kept(tmp_path: Path) -> Iterator[Served]:
+    data_dir = tmp_path / "data"
+    demo_ledger(data_dir)
+    env = {
+        "OKR_DATA_DIR": str(data_dir),
+        "OKR_HTTP_HOOKS_FILE": str(HOOKS),
+        "OKR_HTTP_RATE_LIMIT": "",
+        "OKR_HTTP_STORE_IDLE_SECONDS": str(IDLE_S),
+    }
+    settings = Settings(data_dir=data_dir)
+    writer, _ = make_key(settings)
+    reader, _ = make_key(settings, source=None, scopes=(Scope.READ,))
+    with running(env, tmp_path / "server.log") as server:
+        yield Served(server, settings, env, writer, reader)
+
+
+def _nps(served: Served) -> float:
+    """The value of key result ``nps`` as the server answers ``progress``."""
+    with served.server.client(served.reader) as http:
+        answer = http.get("/v1/orgs/northwind/progress")
+    assert answer.status_code == 200, answer.text
+    found = [orjson.loads(line) for line in answer.text.splitlines()]
+    (nps,) = [line for line in found if line["id"] == "nps"]
+    value: float = nps["value"]
+    return value
+
+
+def test_the_server_holds_the_store_after_a_read_and_lets_go_once_idle(kept: Served) -> None:
+    store = str(kept.settings.data_dir / "clickhouse")
+    _nps(kept)
+    assert kept.server.process is not None
+    assert holder(store) == kept.server.process.pid  # kept open after the read
+    held = cli(kept.env, "progress", "--org", "northwind", "--json")
+    if holder(store) is not None:  # the CLI ran while the server still held it
+        assert held.returncode == 1
+        assert "OKR_HTTP_STORE_IDLE_SECONDS" in held.stderr
+    _eventually(lambda: holder(store) is None)
+    free = cli(kept.env, "progress", "--org", "northwind", "--json")
+    assert free.returncode == 0, free.stderr
+    assert '"id":"nps"' in free.stdout
+    _nps(kept)  # opened again by the next read
+    assert holder(store) == kept.server.process.pid
+
+
+def test_the_kept_store_catches_up_with_events_of_this_server_and_of_other_processes(
+    kept: Served,
+) -> None:
+    assert _nps(kept) != 47
+    with kept.server.client(kept.writer) as http:
+        posted = http.post("/v1/submissions", json=check_in("nps", 47, source_event_id="k1"))
+        assert posted.status_code == 201, posted.text
+    assert _nps(kept) == 47
+    assert holder(str(kept.settings.data_dir / "clickhouse")) is not None  # still held
+    other = subprocess.run(
+        [sys.executable, "-c", "from okr_ledger.cli import main; main()", "submit", "-"],
+        input=orjson.dumps(check_in("nps", 48, source="cli", source_event_id="k2")),
+        env={**os.environ, **kept.env},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert other.returncode == 0, other.stderr
+    assert _nps(kept) == 48  # appended by another process while the store was held
+
+
+# -- KeptProjections in this process ----------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    demo_ledger(tmp_path / "data")
+    return Settings(data_dir=tmp_path / "data")
+
+
+def test_reads_share_one_store_until_idle(settings: Settings) -> None:
+    kept = KeptProjections(settings, idle_s=0.3)
+    try:
+        first = kept.read(lambda store: store)
+        assert kept.read(lambda store: store) is first
+        _eventually(lambda: not kept.is_open, timeout_s=10)
+        assert kept.read(lambda store: store) is not first
+    finally:
+        kept.close()
+    assert not kept.is_open
+
+
+def test_no_idle_time_closes_after_every_read(settings: Settings) -> None:
+    kept = KeptProjections(settings, idle_s=0)
+    assert kept.read(lambda store: store.positions())["northwind"] > 0
+    assert not kept.is_open
+
+
+def test_a_failing_answer_keeps_the_store_and_a_failed_catch_up_closes_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = KeptProjections(settings, idle_s=60)
+    try:
+        first = kept.read(lambda store: store)
+        with pytest.raises(ZeroDivisionError):
+            kept.read(lambda _store: 1 / 0)
+        assert kept.read(lambda store: store) is first
+
+        def failing(*_args: object, **_kwargs: object) -> int:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(kept_projections, "catch_up", failing)
+        with pytest.raises(OSError, match="disk full"):
+            kept.read(lambda store: store)
+        assert not kept.is_open  # nothing half caught up is kept
+        monkeypatch.undo()
+        assert kept.read(lambda store: store) is not first
+    finally:
+        kept.close()
+
+
+def test_what_the_kept_projector_writes_equals_a_rebuild(settings: Settings) -> None:
+    """Events appended between reads (a check-in, a correction of it, another) are projected
+    by the projector the reader keeps, its state loaded once: the rows equal a rebuild's."""
+    kept = KeptProjections(settings, idle_s=60)
+    try:
+        kept.read(lambda store: store)
+        for n, document in enumerate([
+            check_in("nps", 40, source_event_id="r1"),
+            {**check_in("nps", 41, source_event_id="r2", type_name="CheckInCorrected"),
+             "data": {"key_result_id": "nps", "corrects_source_event_id": "r1", "value": 41,
+                      "reason": "typo"}},
+            check_in("nps", 44, source_event_id="r3", occurred_at="2026-11-21T10:00:00Z"),
+        ]):  # fmt: skip
+            log = SqliteEventLog(settings.data_dir / "ledger.db")
+            try:
+                (outcome,) = Ledger(log).submit_many([(orjson.dumps(document), n)])
+            finally:
+                log.close()
+            assert isinstance(outcome, Accepted), outcome
+            kept.read(lambda store: store)
+        assert _value(kept, "nps") == 44
+    finally:
+        kept.close()
+    report = rebuild_in_place(settings, no_progress)
+    assert report.differences == []
+    assert report.compared
+
+
+def _value(kept: KeptProjections, key_result_id: str) -> float:
+    (row,) = kept.read(
+        lambda store: store.dicts(
+            "SELECT value FROM {db}.key_results_now FINAL WHERE key_result_id = {kr:String}",
+            {"kr": key_result_id},
+        )
+    )
+    value: float = row["value"]
+    return value
