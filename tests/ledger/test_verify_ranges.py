@@ -109,6 +109,9 @@ DAMAGE: dict[str, Callable[[sqlite3.Connection, str, int], object]] = {
     "swapped_with_previous": _swapped,
     "sequence_text": lambda db, org, seq: _set(db, org, seq, sequence="x"),
     "sequence_between": lambda db, org, seq: _set(db, org, seq, sequence=seq - 0.5),
+    # Ranges are cut by the number of rows, not by the newest sequence: one huge sequence
+    # does not make 10**11 ranges.
+    "sequence_huge": lambda db, org, seq: _set(db, org, seq, sequence=10**15 + seq),
     # Without UNIQUE (org_id, sequence): a file rebuilt by hand.
     "duplicate": lambda db, org, seq: db.execute(
         "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at, hash,"
