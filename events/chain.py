@@ -87,6 +87,12 @@ class ChainVerifier:
     def __init__(self) -> None:
         self._chains: dict[str | None, _Chain] = {}
 
+    def resume(self, org_id: str, events: int, head: str) -> None:
+        """Take ``org_id``'s chain as verified up to its event number ``events``, whose hash is
+        ``head``: its next event must be ``events + 1`` and link to ``head``. (A range of a
+        chain verified on its own: ``events.verify_ranges``, whose caller checks the claim.)"""
+        self._chains[org_id] = _Chain(events, head)
+
     def add(self, stored: StoredBytes) -> None:
         self.add_examined(examine(stored))
 

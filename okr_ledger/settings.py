@@ -1,5 +1,6 @@
 """Configuration, from ``OKR_*`` environment variables (or a ``.env`` file)."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,9 +10,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events.ledger import DEFAULT_BATCH_BYTES
 from events.sequencer import MAX_SUBMISSION_BYTES, Policy
+from events.sqlite_log import DEFAULT_RANGE_EVENTS
 
 if TYPE_CHECKING:  # the projection side: imported by the commands that query, not by submit
     from projections.readonly_sql import QueryLimits
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity; the machine's count elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -225,6 +235,19 @@ class Settings(BaseSettings):
         default=0.5,
         gt=0,
         description="On Kafka: how often each server replica reads new key records (revocations).",
+    )
+
+    verify_processes: int = Field(
+        default_factory=available_cpus,
+        ge=1,
+        description="Processes `okr-ledger verify` checks a SQLite ledger with, each org's "
+        "chain cut into ranges (default: the CPUs this process may use); 1: in one process.",
+    )
+    verify_range_events: int = Field(
+        default=DEFAULT_RANGE_EVENTS,
+        ge=1,
+        description="Events per range of a chain that `okr-ledger verify` gives a process; a "
+        "SQLite ledger of fewer than ten ranges' events is verified in one.",
     )
 
     @property

@@ -28,7 +28,17 @@ def _kafka_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-LEDGER_OPTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {"kafka": _kafka_options}
+def _sqlite_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "verify_processes": settings.verify_processes,
+        "verify_range_events": settings.verify_range_events,
+    }
+
+
+LEDGER_OPTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
+    "kafka": _kafka_options,
+    "sqlite": _sqlite_options,
+}
 """URL scheme -> the keyword arguments its ``from_url`` takes from the settings."""
 
 _PACKAGES = {"kafka": "kafka-python"}

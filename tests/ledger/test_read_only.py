@@ -112,6 +112,27 @@ def test_a_copy_taken_while_a_writer_was_open_reads_its_write_ahead_log(
     assert snapshot(copy_dir) == before
 
 
+def test_verify_on_several_processes_reads_a_read_only_copy_and_its_write_ahead_log(
+    original: Path, copy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker opens the read-only copy itself (events/verify_ranges.py)."""
+    writer = SqliteEventLog(original / "ledger.db")
+    try:
+        writer.append(chained_events("initech"))
+        shutil.copytree(original, copy_dir)
+    finally:
+        writer.close()
+    make_read_only(copy_dir)
+    before = snapshot(copy_dir)
+    serial = run_cli(copy_dir, "verify", "--json")
+    monkeypatch.setenv("OKR_VERIFY_PROCESSES", "2")
+    monkeypatch.setenv("OKR_VERIFY_RANGE_EVENTS", "2")
+    parallel = run_cli(copy_dir, "verify", "--json")
+    assert (parallel.exit_code, parallel.stdout) == (serial.exit_code, serial.stdout)
+    assert serial.exit_code == 0
+    assert snapshot(copy_dir) == before
+
+
 def test_a_copy_with_a_write_ahead_log_but_no_index_is_a_clear_error(
     original: Path, copy_dir: Path
 ) -> None:

@@ -28,6 +28,14 @@ class TestSqliteEventLog(EventLogContract):
         return SqliteEventLog(self.path)
 
 
+class TestSqliteEventLogVerifiedOnProcesses(TestSqliteEventLog):
+    """The contract again, ``verify`` on two processes in ranges of one event
+    (events/verify_ranges.py; ``OKR_VERIFY_PROCESSES``, ``OKR_VERIFY_RANGE_EVENTS``)."""
+
+    def open_log(self) -> EventLog:
+        return SqliteEventLog(self.path, verify_processes=2, verify_range_events=1)
+
+
 def test_an_event_id_is_stored_once_per_org(tmp_path: Path) -> None:
     log = SqliteEventLog(tmp_path / "l.db")
     acme = chained_events("acme")
