@@ -7,6 +7,7 @@ import atexit
 import gc
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -521,18 +522,29 @@ def _end(code: object) -> NoReturn:
     CPU on each command that opened the store (more in wall time), after everything the
     command opened was closed by its own ``with``/``finally``. What exit must still do is
     done first: the ``atexit`` functions (logging's flush, multiprocessing's children,
-    finalizers of temporary files) and the flush of stdout and stderr. Only the program ends
-    so (:func:`run`): :func:`main` returns or raises, for callers in a process of their own.
+    finalizers of temporary files) and the flush of stdout and stderr, whose failure is an
+    error (a full disk) as in a normal exit. A thread still running (not a daemon) gets the
+    normal exit, which waits for it. Only the program ends so (:func:`run`): :func:`main`
+    returns or raises, for callers in a process of their own.
     """
     if code is None:
         code = EXIT_OK
     elif not isinstance(code, int):  # ``sys.exit("message")``: Python prints it, exit 1
         print(code, file=sys.stderr)
         code = EXIT_ERROR
+    if any(not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        sys.exit(code)  # a thread still working: the normal exit waits for it
     atexit._run_exitfuncs()  # what a normal exit runs first
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(OSError, ValueError):  # a reader gone (a closed pipe), a closed stream
-            stream.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: Typer's rule, exit 1 and nothing said
+        code = code or EXIT_ERROR
+    except (OSError, ValueError) as error:  # a full disk: output lost, which must be said
+        with suppress(OSError, ValueError):
+            print(f"error: cannot write the output: {error}", file=sys.stderr)
+        code = code or EXIT_ERROR
+    with suppress(OSError, ValueError):
+        sys.stderr.flush()
     os._exit(code)
 
 

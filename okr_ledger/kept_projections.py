@@ -6,12 +6,13 @@ the store for every read spent most of each read opening it. :class:`KeptProject
 the store and the ledger's read-only connection at a read, catches up before every read (one
 cheap check when nothing is new: :func:`okr_ledger.embedded_runtime.catch_up`) with a
 projector it keeps too (its state stays loaded: a new event costs its own rows, not a load of
-the saved state), and closes all of it once ``idle_s`` seconds pass without a read. chDB lets
-one process at a time open a store, so a CLI query in another process works again while the
-server is idle.
+the saved state), and closes all of it once ``idle_s`` seconds pass without a read, or after a
+read once it has been open :data:`MAX_OPEN_S`. chDB lets one process at a time open a store,
+so a CLI query in another process works again while the server is idle.
 """
 
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, TypeVar
@@ -20,12 +21,19 @@ from okr_ledger.embedded_runtime import catch_up, projecting
 from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log, open_projection_store
+from schemas.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from processors.runner import EmbeddedRunner
     from projections.store import ProjectionStore
 
 T = TypeVar("T")
+
+MAX_OPEN_S = 300.0
+"""The longest the store stays open, however often it is read: then it closes after a read
+(the next one opens it anew, ~150-200 ms at 1M events). That frees what the projector loaded
+(a key result's check-ins, once a correction needed them) and lets another process that waits
+for the store (a CLI query, ``rebuild``) open it between two reads."""
 
 
 class KeptProjections:
@@ -45,9 +53,8 @@ class KeptProjections:
         return self._opened is not None
 
     def read(self, answer: "Callable[[ProjectionStore], T]") -> T:
-        """``answer(store)`` on the projections caught up with the ledger. A failure to open
-        or to catch up closes both (the next read opens them anew); a failing answer (an
-        unknown name) leaves them open."""
+        """``answer(store)`` on the projections caught up with the ledger. A failure closes
+        everything (the next read opens it anew), but for an unknown name in the answer."""
         with self._lock:
             self._reads += 1
             if self._timer is not None:
@@ -61,9 +68,15 @@ class KeptProjections:
                 self._close()
                 raise
             try:
-                return answer(opened.store)
-            finally:
-                self._close_when_idle()
+                result = answer(opened.store)
+            except UnknownNameError:  # the reader's mistake: the store is fine
+                self._close_when_idle(opened)
+                raise
+            except BaseException:  # anything else may have left the session unusable
+                self._close()
+                raise
+            self._close_when_idle(opened)
+            return result
 
     def close(self) -> None:
         with self._lock:
@@ -72,8 +85,8 @@ class KeptProjections:
                 self._timer = None
             self._close()
 
-    def _close_when_idle(self) -> None:
-        if self.idle_s <= 0:
+    def _close_when_idle(self, opened: "_Opened") -> None:
+        if self.idle_s <= 0 or time.monotonic() - opened.since >= MAX_OPEN_S:
             self._close()
             return
         timer = threading.Timer(self.idle_s, self._idle, (self._reads,))
@@ -96,6 +109,7 @@ class _Opened:
     """The ledger's read-only connection, the store, and the projector over both."""
 
     def __init__(self, settings: Settings) -> None:
+        self.since = time.monotonic()
         with ExitStack() as stack:
             self.log = open_event_log(settings, create=False, read_only=True)
             stack.callback(self.log.close)

@@ -21,11 +21,14 @@ from okr_ledger.http.keys import Scope
 from okr_ledger.kept_projections import KeptProjections
 from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
+from projections import queries
 from projections.client import holder
+from schemas.errors import UnknownNameError
 from tests.http.conftest import Served, demo_ledger
 from tests.http.support import HOOKS, check_in, cli, make_key, running
 
-IDLE_S = 4.0
+IDLE_S = 8.0
+"""Far longer than a CLI query takes to reach the store, even on a loaded machine."""
 
 
 def _eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
@@ -69,9 +72,10 @@ def test_the_server_holds_the_store_after_a_read_and_lets_go_once_idle(kept: Ser
     assert kept.server.process is not None
     assert holder(store) == kept.server.process.pid  # kept open after the read
     held = cli(kept.env, "progress", "--org", "northwind", "--json")
-    if holder(store) is not None:  # the CLI ran while the server still held it
-        assert held.returncode == 1
-        assert "OKR_HTTP_STORE_IDLE_SECONDS" in held.stderr
+    assert holder(store) == kept.server.process.pid, "the CLI took longer than the idle time"
+    assert held.returncode == 1
+    assert "is open in another process" in held.stderr
+    assert "OKR_HTTP_STORE_IDLE_SECONDS" in held.stderr
     _eventually(lambda: holder(store) is None)
     free = cli(kept.env, "progress", "--org", "northwind", "--json")
     assert free.returncode == 0, free.stderr
@@ -128,15 +132,20 @@ def test_no_idle_time_closes_after_every_read(settings: Settings) -> None:
     assert not kept.is_open
 
 
-def test_a_failing_answer_keeps_the_store_and_a_failed_catch_up_closes_it(
+def test_an_unknown_name_keeps_the_store_and_any_other_failure_closes_it(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kept = KeptProjections(settings, idle_s=60)
     try:
         first = kept.read(lambda store: store)
+        with pytest.raises(UnknownNameError):
+            kept.read(lambda store: queries.require_org(store, "nowhere"))
+        assert kept.read(lambda store: store) is first  # the reader's mistake: kept
         with pytest.raises(ZeroDivisionError):
             kept.read(lambda _store: 1 / 0)
-        assert kept.read(lambda store: store) is first
+        assert not kept.is_open  # the session may be unusable: closed
+        second = kept.read(lambda store: store)
+        assert second is not first
 
         def failing(*_args: object, **_kwargs: object) -> int:
             raise OSError("disk full")
@@ -146,7 +155,22 @@ def test_a_failing_answer_keeps_the_store_and_a_failed_catch_up_closes_it(
             kept.read(lambda store: store)
         assert not kept.is_open  # nothing half caught up is kept
         monkeypatch.undo()
-        assert kept.read(lambda store: store) is not first
+        assert kept.read(lambda store: store) is not second
+    finally:
+        kept.close()
+
+
+def test_a_store_open_past_the_longest_time_closes_after_a_read(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However often it is read, the store closes once it has been open MAX_OPEN_S."""
+    kept = KeptProjections(settings, idle_s=60)
+    try:
+        first = kept.read(lambda store: store)
+        assert kept.is_open
+        monkeypatch.setattr(kept_projections, "MAX_OPEN_S", 0.0)
+        assert kept.read(lambda store: store) is first  # this read still had it
+        assert not kept.is_open
     finally:
         kept.close()
 

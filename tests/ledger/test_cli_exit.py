@@ -13,6 +13,9 @@ import pytest
 from tests.builders import chained_events
 from tests.ledger.support import store
 
+BUFFERED = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+"""The environment, with Python's output buffered as by default (this machine unbuffers it)."""
+
 PROGRAM = """
 import atexit, sys
 from okr_ledger.cli import _end
@@ -36,6 +39,7 @@ def test_the_fast_exit_keeps_the_exit_code_the_output_and_the_atexit_functions(
         text=True,
         timeout=60,
         check=False,
+        env=BUFFERED,
     )
     assert done.returncode == status, done.stderr
     assert done.stdout == "buffered, never flushed by hand"  # not lost, and nothing after
@@ -47,7 +51,7 @@ def test_export_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path) -> Non
     export is far larger than a pipe holds). Typer's rule, as click's: exit 1 and nothing on
     stderr (no traceback, no "Exception ignored" at the last flush)."""
     store(tmp_path / "ledger.db", chained_events("acme", check_in_count=2000))
-    env = {**os.environ, "OKR_DATA_DIR": str(tmp_path)}
+    env = {**BUFFERED, "OKR_DATA_DIR": str(tmp_path)}
     with subprocess.Popen(
         [sys.executable, "-c", "from okr_ledger.cli import run; run()", "export"],
         stdout=subprocess.PIPE,
@@ -60,3 +64,39 @@ def test_export_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path) -> Non
         export.stdout.close()
         assert export.wait(timeout=60) == 1
         assert export.stderr.read() == b""
+
+
+def test_output_that_cannot_be_written_is_an_error_not_a_success(tmp_path: Path) -> None:
+    """``okr-ledger verify --json > /dev/full``: the answer, still buffered when the command
+    ends, cannot be written. A normal exit reports it (status 120); the fast exit says so on
+    stderr and exits 1, never 0 with the output silently lost."""
+    store(tmp_path / "ledger.db", chained_events("acme"))
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", "from okr_ledger.cli import run; run()", "verify", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env={**BUFFERED, "OKR_DATA_DIR": str(tmp_path)},
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert b"cannot write the output" in done.stderr
+    assert b"No space left on device" in done.stderr
+
+
+def test_a_thread_still_working_gets_the_normal_exit_which_waits_for_it() -> None:
+    program = PROGRAM.format(code="0").replace(
+        'sys.stdout.write("buffered, never flushed by hand")',
+        "import threading, time\n"
+        "def late():\n"
+        "    time.sleep(0.5)\n"
+        "    print('thread done', file=sys.stderr, flush=True)\n"
+        "threading.Thread(target=late).start()",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+        check=False, env=BUFFERED,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "thread done\natexit ran\n"
