@@ -8,8 +8,8 @@ while the next batch is projected (pyarrow and chDB work outside the GIL). On
 start it brings the projector's state to the store's checkpoint: from the saved state when
 there is one (:mod:`processors.snapshots`; only what an event needs of it is read), else by
 replaying the ledger (the rows of that replay are discarded: they are in the store). It saves
-the state after a catch-up, and during a long one every :data:`DEFAULT_SAVE_EVERY` events (once
-the store has committed them), so that the check-ins saved leave memory
+the state after a catch-up, and during a long one every :data:`DEFAULT_SAVE_EVERY` events (at a
+commit, while the store inserts), so that the check-ins saved leave memory
 (:meth:`processors.snapshots.SqliteSnapshots.save`): what the projector holds does not grow
 with the ledger.
 """
@@ -196,8 +196,8 @@ class EmbeddedRunner:
                     if progress is not None:
                         progress(len(batch))
                     if commit and unsaved >= self.save_every and self.snapshots is not None:
-                        pending.result()  # the store has the state's position: it may resume
-                        pending = None
+                        # While that commit runs: a state saved ahead of the store's checkpoint
+                        # (cut short) is not used, only replayed (``_restore``).
                         self._save(org_id, last_hash)
                         unsaved = 0
             finally:
