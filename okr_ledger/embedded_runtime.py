@@ -1,5 +1,7 @@
 """The embedded runtime: the SQLite ledger in this process, projections caught up on demand."""
 
+import ctypes
+import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
@@ -140,6 +142,24 @@ class EmbeddedRuntime:
         return SqliteKeyStore(self.settings.data_dir / KEYS_FILE)
 
 
+def release_memory(store: "ProjectionStore") -> None:
+    """After a large catch-up: collect the projector's state, and hand what Python freed (kept
+    by the C library's allocator, which chDB's own cannot reuse) and what chDB freed back to
+    the kernel, before the comparison's queries allocate theirs (``rebuild``'s peak RSS)."""
+    gc.collect()
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+    store.release_memory()
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None)  # this process's symbols: glibc's malloc_trim, where it is
+    except OSError:
+        return None
+
+
 def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
     """Catch up, fingerprint, drop, rebuild from the whole ledger, compare."""
     from okr_ledger.projection_compare import differing, fingerprint
@@ -153,6 +173,7 @@ def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
             store.drop_all()
             store.migrate()
             events = catch_up(store, log, settings, bar, "rebuilding")
+            release_memory(store)
             after = fingerprint(store)
         finally:
             log.close()

@@ -163,14 +163,14 @@ def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     occurred, stamp = b.occurred, b.stamp
     sequence, recorded = stamp
     kr = org.key_results[d["key_result_id"]]
-    log = kr.check_ins if kr.check_ins is not None else org.check_ins_of(kr)
+    log = kr.check_ins if kr.check_ins is not None else org.recent(kr)  # maybe only its tail
     event_id: str = r["event_id"]
     actor: str = r["actor"]
     source: str = r["source"]
     value = float(d["value"])
     confidence = d.get("confidence")
     comment = d.get("comment")
-    index = len(log.data) // RECORD.size
+    index = log.base + len(log.data) // RECORD.size
     log.data += RECORD.pack(
         id_bytes(event_id), occurred, sequence, recorded, value,
         NO_CONFIDENCE if confidence is None else confidence, org.origin(actor, source), 0,
@@ -216,12 +216,12 @@ def _amended(
 def check_in_corrected(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
     kr, log, index, before = _amended(b, org, r, d)
-    log.original.setdefault(index, log[index].value)
+    log.set_original(index, log[index].value)
     log.set_value(index, float(d["value"]))
     if d.get("confidence") is not None:
         log.set_confidence(index, d["confidence"])
     log.flag(index, CORRECTED)
-    log.reason[index] = d["reason"]
+    log.set_reason(index, d["reason"])
     b.check_ins.append(_check_in_row(org, kr, index, stamp, "corrected"))
     if index == kr.current:
         _set_current(kr, log, index)
@@ -234,7 +234,7 @@ def check_in_retracted(b: Batch, org: OrgProjection, r: Record, d: Data) -> None
     if not log[index].flags & RETRACTED:
         kr.live -= 1
     log.flag(index, RETRACTED)
-    log.reason[index] = d["reason"]
+    log.set_reason(index, d["reason"])
     b.check_ins.append(_check_in_row(org, kr, index, stamp, "retracted"))
     if index == kr.current:
         _set_current(kr, log, log.latest_live())

@@ -7,8 +7,11 @@ them (as Arrow) until they are worth inserting: one insert per table once
 while the next batch is projected (pyarrow and chDB work outside the GIL). On
 start it brings the projector's state to the store's checkpoint: from the saved state when
 there is one (:mod:`processors.snapshots`; only what an event needs of it is read), else by
-replaying the ledger (the rows of that replay are discarded: they are in the store). After a
-catch-up it saves the state again.
+replaying the ledger (the rows of that replay are discarded: they are in the store). It saves
+the state after a catch-up, and during a long one every :data:`DEFAULT_SAVE_EVERY` events (at a
+commit, while the store inserts), so that the check-ins saved leave memory
+(:meth:`processors.snapshots.SqliteSnapshots.save`): what the projector holds does not grow
+with the ledger.
 """
 
 import logging
@@ -41,6 +44,10 @@ DEFAULT_REJECTION_BATCH_SIZE = 200
 DEFAULT_SNAPSHOT_AFTER = 1
 """Save the state after a catch-up that replayed and projected at least this many events
 (saving writes only what changed since the last save)."""
+DEFAULT_SAVE_EVERY = 100_000
+"""During a catch-up (or a replay), save the state once this many events were projected since
+the last save, at the next commit: the check-ins in memory are at most those of the events
+since (~6 MiB per 100,000 check-ins) and each key result's last chunk."""
 Progress = Callable[[int], None]
 """Told how many more events were projected."""
 Item = TypeVar("Item")
@@ -130,6 +137,7 @@ class EmbeddedRunner:
         snapshot_after: int = DEFAULT_SNAPSHOT_AFTER,
         rejection_batch_size: int = DEFAULT_REJECTION_BATCH_SIZE,
         commit_bytes: int = DEFAULT_COMMIT_BYTES,
+        save_every: int = DEFAULT_SAVE_EVERY,
     ) -> None:
         self.log = log
         self.sink = sink
@@ -139,6 +147,7 @@ class EmbeddedRunner:
         self.snapshots = snapshots
         self.snapshot_after = snapshot_after
         self.commit_bytes = commit_bytes
+        self.save_every = save_every
 
     def backlog(self) -> Backlog:
         """What the store has not projected yet."""
@@ -167,7 +176,7 @@ class EmbeddedRunner:
         self, org_id: str, position: int, progress: Progress | None, *, saved: bool
     ) -> tuple[int, int]:
         restored = self._restore(org_id, position, saved)
-        projected = 0
+        projected = unsaved = 0
         last_hash = ""
         # Stage (and commit) one batch while projecting the next: the store's work overlaps ours.
         with collector_paused(), ThreadPoolExecutor(max_workers=1) as writer:
@@ -182,18 +191,29 @@ class EmbeddedRunner:
                         t.merge(rows, self.projector.current_rows())
                     pending = writer.submit(self._write, rows, commit)
                     projected += len(batch)
+                    unsaved += len(batch)
                     last_hash = batch[-1]["hash"]
                     if progress is not None:
                         progress(len(batch))
+                    if commit and unsaved >= self.save_every and self.snapshots is not None:
+                        # While that commit runs: a state saved ahead of the store's checkpoint
+                        # (cut short) is not used, only replayed (``_restore``).
+                        self._save(org_id, last_hash)
+                        unsaved = 0
             finally:
                 if pending is not None:
                     pending.result()
             writer.submit(self._write, self.projector.current_rows(), True).result()
-        state = self.projector.state.orgs.get(org_id)
-        worth_saving = projected and restored + projected >= self.snapshot_after
-        if self.snapshots is not None and state is not None and worth_saving:
-            self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))
+        worth_saving = unsaved and restored + projected >= self.snapshot_after
+        if worth_saving:
+            self._save(org_id, last_hash)
         return projected, restored
+
+    def _save(self, org_id: str, last_hash: str) -> None:
+        """Save the org's state (``last_hash``: the hash of its last event projected)."""
+        state = self.projector.state.orgs.get(org_id)
+        if self.snapshots is not None and state is not None:
+            self.snapshots.save(Snapshot(org_id, state.last_sequence, last_hash, state))
 
     def _write(self, rows: RowBatch, commit: bool) -> None:
         self.sink.stage(rows)
@@ -218,8 +238,13 @@ class EmbeddedRunner:
             if at is not None and at["hash"] == snapshot.event_hash:  # taken of this ledger
                 state.orgs[org_id] = snapshot.state
                 start = snapshot.position
+        unsaved = 0
         for batch in batched(self._read(org_id, start + 1, position), self.batch_size):
             self.projector.project_records(batch)
+            unsaved += len(batch)
+            if unsaved >= self.save_every:  # the store has these events: a usable state
+                self._save(org_id, batch[-1]["hash"])
+                unsaved = 0
         return position - start
 
     def _catch_up_rejections(self, done: int) -> int:

@@ -4,10 +4,15 @@ typed arrays per key result's check-ins, each read back with validation.
 Nothing in a saved state decides what code runs. The org document is parsed as JSON and
 validated, field by field and strictly, against the wire models below (pydantic), then checked
 for consistency (every id the state refers to is in it) before the state's dataclasses are
-built. A key result's check-ins are fixed-width records of numbers
-(:data:`processors.state.RECORD`), whose number and CRC-32 the org document records, plus a
-small JSON document of the sparse fields (comments, reasons, original values). Anything that
-fails a check raises :class:`~schemas.errors.UnusableSnapshotError`.
+built. A key result's check-ins are saved in chunks of :data:`processors.state.CHUNK`: each
+chunk fixed-width records of numbers (:data:`processors.state.RECORD`) plus a small JSON
+document of its sparse fields (comments, reasons, original values); the org document records
+each key result's number of check-ins and each chunk's CRC-32. Anything that fails a check
+raises :class:`~schemas.errors.UnusableSnapshotError`.
+
+Format 5 (one record per key result, every check-in in it, its CRC-32 in the document) is
+still read, so that a saved state of the version before is used once more (and saved anew in
+this format) rather than the whole ledger replayed.
 
 Caches of the state (an objective's members, chain and structure) are not written: the
 projector rebuilds them. What an objective last emitted is written, because it decides which
@@ -16,6 +21,7 @@ rows the next event emits.
 
 import sys
 import zlib
+from collections.abc import Sequence
 from datetime import date
 from typing import Any, Literal
 
@@ -23,6 +29,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from processors.state import (
+    CHUNK,
     RECORD,
     CheckInLog,
     Competitor,
@@ -37,12 +44,17 @@ from processors.state import (
 )
 from schemas.errors import UnusableSnapshotError
 
-SnapshotFormat = Literal[5]
-SNAPSHOT_FORMAT: SnapshotFormat = 5
-"""Raise it (both places) whenever the state's shape or the projector's rules change: saved
-states of another format are ignored. Format 5 is this one (JSON and typed arrays in SQLite;
+SnapshotFormat = Literal[5, 6]
+SNAPSHOT_FORMAT = 6
+"""Raise it (and :data:`SnapshotFormat`) whenever the state's shape or the projector's rules
+change: saved states of another format are ignored, but for those :data:`READ_FORMATS` lists.
+Format 6 is this one (issue 9: check-ins in chunks, so that a saved log need not be in memory);
+format 5 had one record of every check-in per key result (JSON and typed arrays in SQLite;
 issue 11: objective confidence rolled up by the rollup mode); format 4 the same before it;
-format 3 was gzip JSON files, formats 1 and 2 pickles, none of them read."""
+format 3 was gzip JSON files, formats 1 and 2 pickles."""
+LEGACY_FORMAT = 5
+READ_FORMATS = (LEGACY_FORMAT, SNAPSHOT_FORMAT)
+"""The formats read: this one, and the one before it (upgraded by the next save)."""
 BYTE_ORDER = sys.byteorder
 """Check-ins are packed in this machine's byte order; a state saved on another is ignored."""
 
@@ -121,9 +133,11 @@ class KeyResultWire(_Wire):
     last_id: str | None
     stamp: tuple[int, int]
     check_ins: int
-    """How many check-ins its saved record holds."""
-    crc: int
-    """CRC-32 of that record."""
+    """How many check-ins its saved chunks (or, format 5, its record) hold."""
+    chunks: list[int] | None = None
+    """The CRC-32 of each chunk (format 6)."""
+    crc: int | None = None
+    """The CRC-32 of its one record (format 5)."""
 
 
 class OrgWire(_Wire):
@@ -151,42 +165,82 @@ class SparseWire(_Wire):
 
 _OBJECTIVE_FIELDS = tuple(name for name in ObjectiveWire.model_fields if name != "links")
 _KEY_RESULT_FIELDS = tuple(
-    name for name in KeyResultWire.model_fields if name not in ("check_ins", "crc", "revisions")
+    name
+    for name in KeyResultWire.model_fields
+    if name not in ("check_ins", "chunks", "crc", "revisions")
 )
 
 
 # --- a key result's check-ins -----------------------------------------------------------------
 
 
-def encode_check_ins(log: CheckInLog) -> bytes:
-    """The record of a key result's check-ins: the packed records, then the sparse fields as
-    JSON."""
+def chunks_of(count: int) -> int:
+    """How many chunks ``count`` check-ins take."""
+    return -(-count // CHUNK)
+
+
+def encode_chunk(log: CheckInLog, chunk: int) -> bytes:
+    """The record of chunk ``chunk`` of a key result's check-ins (the log must hold it): its
+    packed records, then its sparse fields as JSON (by index in the whole log)."""
+    first = chunk * CHUNK
+    last = min(len(log), first + CHUNK)
+    start = (first - log.base) * RECORD.size
+    if start < 0:
+        raise ValueError(f"chunk {chunk} is not in memory")
+
+    def within(sparse: dict[int, Any]) -> list[tuple[int, Any]]:
+        return sorted((i, value) for i, value in sparse.items() if first <= i < last)
+
     sparse = {
-        "original": sorted(log.original.items()),
-        "comment": sorted(log.comment.items()),
-        "reason": sorted(log.reason.items()),
+        "original": within(log.original),
+        "comment": within(log.comment),
+        "reason": within(log.reason),
     }
-    return bytes(log.data) + orjson.dumps(sparse)
+    return bytes(log.data[start : start + (last - first) * RECORD.size]) + orjson.dumps(sparse)
+
+
+def decode_chunks(
+    records: Sequence[bytes], crcs: Sequence[int], first: int, count: int, origins: int
+) -> CheckInLog:
+    """A key result's check-ins from chunk ``first`` on, from those chunks' records: the whole
+    log holds ``count`` check-ins, chunk ``n``'s CRC-32 is ``crcs[n]``, and they name only the
+    first ``origins`` (actor, source) pairs."""
+    _require(len(crcs) == chunks_of(count), "a key result's chunks are not all listed")
+    _require(len(records) == len(crcs) - first, "a key result's chunks are missing")
+    log = CheckInLog(base=first * CHUNK, clean=count)
+    data = bytearray()
+    for chunk, record in enumerate(records, first):
+        _require(zlib.crc32(record) == crcs[chunk], "a chunk of check-ins does not match its CRC")
+        start = chunk * CHUNK
+        size = min(CHUNK, count - start)
+        fixed = size * RECORD.size
+        _require(len(record) >= fixed, "a chunk of check-ins is truncated")
+        sparse = _sparse(record[fixed:])
+        data += record[:fixed]
+        _require(
+            all(start <= i < start + size for i, _ in (*sparse.original, *sparse.comment,
+                                                     *sparse.reason)),
+            "a sparse field names a check-in that is not in its chunk",
+        )  # fmt: skip
+        log.original.update(sparse.original)
+        log.comment.update(sparse.comment)
+        log.reason.update(sparse.reason)
+    log.data = data
+    _check_records(log, origins)
+    return log
 
 
 def decode_check_ins(record: bytes, count: int, crc: int, origins: int) -> CheckInLog:
-    """A key result's check-ins from its record, which must hold ``count`` of them, have CRC-32
-    ``crc`` and name only the first ``origins`` (actor, source) pairs."""
+    """Format 5: a key result's check-ins from its one record, which must hold ``count`` of
+    them, have CRC-32 ``crc`` and name only the first ``origins`` (actor, source) pairs. The
+    log is whole and, for format 6, not saved yet (``clean`` 0)."""
     _require(zlib.crc32(record) == crc, "a key result's check-ins do not match their checksum")
     fixed = count * RECORD.size
     _require(len(record) >= fixed, "a key result's check-ins are truncated")
-    try:
-        sparse = SparseWire.model_validate_json(record[fixed:])
-    except ValidationError as error:
-        raise UnusableSnapshotError(_first_problem(error)) from None
+    sparse = _sparse(record[fixed:])
     log = CheckInLog(bytearray(record[:fixed]), dict(sparse.original), dict(sparse.comment),
                      dict(sparse.reason))  # fmt: skip
-    previous = 0
-    for check_in in log:
-        _require(check_in.sequence > previous, "a key result's check-ins are out of order")
-        _require(check_in.flags <= 3, "a check-in has unknown flags")
-        _require(check_in.origin < origins, "a check-in names an unknown origin")
-        previous = check_in.sequence
+    _check_records(log, origins)
     _require(
         all(0 <= i < count for i in (*log.original, *log.comment, *log.reason)),
         "a sparse field names a check-in that is not there",
@@ -194,11 +248,30 @@ def decode_check_ins(record: bytes, count: int, crc: int, origins: int) -> Check
     return log
 
 
+def _sparse(document: bytes) -> SparseWire:
+    try:
+        return SparseWire.model_validate_json(document)
+    except ValidationError as error:
+        raise UnusableSnapshotError(_first_problem(error)) from None
+
+
+def _check_records(log: CheckInLog, origins: int) -> None:
+    previous = 0
+    for check_in in log:
+        _require(check_in.sequence > previous, "a key result's check-ins are out of order")
+        _require(check_in.flags <= 3, "a check-in has unknown flags")
+        _require(check_in.origin < origins, "a check-in names an unknown origin")
+        previous = check_in.sequence
+
+
 # --- an org -----------------------------------------------------------------------------------
 
 
-def encode_org(org: OrgProjection, event_hash: str, records: dict[str, tuple[int, int]]) -> bytes:
-    """The org document; ``records`` gives each key result's (check-ins, CRC-32) as saved."""
+def encode_org(
+    org: OrgProjection, event_hash: str, records: dict[str, tuple[int, list[int]]]
+) -> bytes:
+    """The org document; ``records`` gives each key result's (check-ins, chunks' CRC-32) as
+    saved."""
     strategy = org.strategy
     document = {
         "format": SNAPSHOT_FORMAT,
@@ -231,10 +304,10 @@ def _objective(objective: Objective) -> dict[str, Any]:
     return document
 
 
-def _key_result(key_result: KeyResult, records: dict[str, tuple[int, int]]) -> dict[str, Any]:
+def _key_result(key_result: KeyResult, records: dict[str, tuple[int, list[int]]]) -> dict[str, Any]:
     document = {name: getattr(key_result, name) for name in _KEY_RESULT_FIELDS}
     document["revisions"] = key_result.revisions
-    document["check_ins"], document["crc"] = records[key_result.key_result_id]
+    document["check_ins"], document["chunks"] = records[key_result.key_result_id]
     return document
 
 
@@ -246,6 +319,16 @@ def decode_org(data: bytes) -> tuple[OrgWire, OrgProjection]:
     except ValidationError as error:
         raise UnusableSnapshotError(_first_problem(error)) from None
     _require(wire.byte_order == BYTE_ORDER, f"it was saved in {wire.byte_order}-endian order")
+    for kr in wire.key_results:
+        _require(
+            (kr.crc is not None, kr.chunks is not None) == (wire.format == LEGACY_FORMAT,
+                                                            wire.format != LEGACY_FORMAT),
+            f"key result {kr.key_result_id!r}: its check-ins are not of format {wire.format}",
+        )  # fmt: skip
+        _require(
+            kr.chunks is None or len(kr.chunks) == chunks_of(kr.check_ins),
+            f"key result {kr.key_result_id!r}: its chunks do not hold its check-ins",
+        )
     objectives = {o.objective_id: _objective_of(o) for o in wire.objectives}
     _require(len(objectives) == len(wire.objectives), "an objective id appears twice")
     key_results = {kr.key_result_id: _key_result_of(kr) for kr in wire.key_results}

@@ -1,10 +1,18 @@
 """Saved projector states, so that a command need not replay the ledger to project what is new.
 
 One SQLite file holds every org's state: a JSON document per org (:mod:`processors.snapshot_codec`)
-and one record of typed arrays per key result's check-ins. Saving writes the org's document and
-only the key results whose check-ins changed since the last save; loading reads the document,
-and each key result's check-ins only when an event needs them. So the cost of a command that
-projects a few events does not grow with the ledger.
+and each key result's check-ins in chunks of :data:`~processors.state.CHUNK` (typed arrays).
+Saving writes the org's document and, of the key results whose check-ins changed since the last
+save, only the chunks that changed (the new check-ins: the last chunk, and those after); it
+then drops the saved check-ins from memory (:meth:`~processors.state.OrgProjection.evict`).
+Loading reads the document; a key result's last chunk when an event records a check-in of it,
+and its other chunks only when an event looks further back (a correction, a retraction, a
+target revision). So neither the cost of a command that projects a few events nor the memory
+of a long catch-up (which saves every :data:`processors.runner.DEFAULT_SAVE_EVERY` events)
+grows with the ledger.
+
+A state saved in format 5 (one record of every check-in per key result, in the table
+``check_ins``) is read too, and the next save writes it anew in chunks (and deletes it).
 
 A saved state is one org's state after ``position``, with the hash of the ledger event at that
 position: the runner uses it only if the ledger still has that event there (same ledger) and
@@ -27,13 +35,17 @@ from typing import Protocol
 from events.sqlite_connection import connect_wal
 from processors.objectives import fresh_all
 from processors.snapshot_codec import (
+    LEGACY_FORMAT,
+    READ_FORMATS,
     SNAPSHOT_FORMAT,
+    chunks_of,
     decode_check_ins,
+    decode_chunks,
     decode_org,
-    encode_check_ins,
+    encode_chunk,
     encode_org,
 )
-from processors.state import CheckInLoader, CheckInLog, OrgProjection, Saved
+from processors.state import CHUNK, CheckInLoader, CheckInLog, OrgProjection, Saved
 from schemas.errors import UnusableSnapshotError
 
 log = logging.getLogger(__name__)
@@ -42,6 +54,10 @@ FILE_NAME = "projector-state.sqlite"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS orgs (org_id TEXT PRIMARY KEY, format INTEGER NOT NULL, "
     "generation TEXT NOT NULL, document BLOB NOT NULL, crc INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS check_in_chunks (org_id TEXT NOT NULL, "
+    "key_result_id TEXT NOT NULL, chunk INTEGER NOT NULL, generation TEXT NOT NULL, "
+    "record BLOB NOT NULL, PRIMARY KEY (org_id, key_result_id, chunk))",
+    # Format 5's check-ins (one record per key result): read once, deleted by the next save.
     "CREATE TABLE IF NOT EXISTS check_ins (org_id TEXT NOT NULL, key_result_id TEXT NOT NULL, "
     "generation TEXT NOT NULL, record BLOB NOT NULL, PRIMARY KEY (org_id, key_result_id))",
 )
@@ -116,28 +132,68 @@ class SqliteSnapshots:
             return None
         try:
             format_, generation, document, crc = row
-            if format_ != SNAPSHOT_FORMAT:
+            if format_ not in READ_FORMATS:
                 raise UnusableSnapshotError(f"it is of format {format_!r}")
             if not isinstance(document, bytes) or zlib.crc32(document) != crc:
                 raise UnusableSnapshotError("its document does not match its checksum")
             wire, state = decode_org(document)
             if wire.org_id != org_id:
                 raise UnusableSnapshotError(f"it is of another org ({wire.org_id!r})")
+            if wire.format != format_:
+                raise UnusableSnapshotError(f"its document is of format {wire.format}")
         except UnusableSnapshotError as error:
             log.warning("ignoring the saved state of %r: %s; replaying", org_id, error)
             return None
         except Exception:  # a cache: whatever goes wrong reading it, replaying is correct
             log.exception("cannot decode the saved state of %r: replaying", org_id)
             return None
-        records = {kr.key_result_id: (kr.check_ins, kr.crc) for kr in wire.key_results}
-        state.saved = Saved(str(generation), records)
-        state.loader = self._loader(org_id, str(generation), records, len(state.origins))
+        if format_ == LEGACY_FORMAT:  # read as it is; the next save writes it anew
+            legacy = {kr.key_result_id: (kr.check_ins, kr.crc or 0) for kr in wire.key_results}
+            state.loader = self._legacy_loader(state, str(generation), legacy)
+        else:
+            records = {kr.key_result_id: (kr.check_ins, kr.chunks or []) for kr in wire.key_results}
+            state.saved = Saved(str(generation), records)
+            state.loader = self._loader(state)
         return Snapshot(org_id, wire.position, wire.event_hash, state)
 
-    def _loader(
-        self, org_id: str, generation: str, records: dict[str, tuple[int, int]], origins: int
+    def _loader(self, state: OrgProjection) -> CheckInLoader:
+        """Reads a key result's chunks as :attr:`OrgProjection.saved` lists them now."""
+
+        def load(key_result_id: str, recent: bool) -> CheckInLog:
+            saved = state.saved
+            if saved is None:  # the last save failed: what it had saved may be gone
+                raise UnusableSnapshotError("the saved state could not be written")
+            count, crcs = saved.records.get(key_result_id, (0, []))
+            if count == 0:
+                return CheckInLog()
+            first = count // CHUNK if recent else 0
+            try:
+                rows = (
+                    self._connection()
+                    .execute(
+                        "SELECT chunk, generation, record FROM check_in_chunks WHERE org_id = ? "
+                        "AND key_result_id = ? AND chunk >= ? AND chunk < ? ORDER BY chunk",
+                        (state.org_id, key_result_id, first, chunks_of(count)),
+                    )
+                    .fetchall()
+                )
+            except sqlite3.Error as error:
+                raise UnusableSnapshotError(f"cannot read it: {error}") from None
+            expected = list(range(first, chunks_of(count)))
+            if [row[0] for row in rows] != expected or any(
+                row[1] != saved.generation or not isinstance(row[2], bytes) for row in rows
+            ):
+                raise UnusableSnapshotError(f"the check-ins of {key_result_id!r} are missing")
+            return decode_chunks([row[2] for row in rows], crcs, first, count, len(state.origins))
+
+        return load
+
+    def _legacy_loader(
+        self, state: OrgProjection, generation: str, records: dict[str, tuple[int, int]]
     ) -> CheckInLoader:
-        def load(key_result_id: str) -> CheckInLog:
+        """Format 5: a key result's check-ins, all of them, from its one record."""
+
+        def load(key_result_id: str, _recent: bool) -> CheckInLog:
             count, crc = records.get(key_result_id, (0, 0))
             if count == 0 and crc == 0:
                 return CheckInLog()
@@ -147,7 +203,7 @@ class SqliteSnapshots:
                     .execute(
                         "SELECT generation, record FROM check_ins "
                         "WHERE org_id = ? AND key_result_id = ?",
-                        (org_id, key_result_id),
+                        (state.org_id, key_result_id),
                     )
                     .fetchone()
                 )
@@ -155,46 +211,81 @@ class SqliteSnapshots:
                 raise UnusableSnapshotError(f"cannot read it: {error}") from None
             if row is None or row[0] != generation or not isinstance(row[1], bytes):
                 raise UnusableSnapshotError(f"the check-ins of {key_result_id!r} are missing")
-            return decode_check_ins(row[1], count, crc, origins)
+            return decode_check_ins(row[1], count, crc, len(state.origins))
 
         return load
 
     def save(self, snapshot: Snapshot) -> None:
+        """Save the state (what changed since it was last saved here, or all of it), then drop
+        from memory the check-ins saved."""
         state = snapshot.state
         fresh_all(state)  # the numbers saved are exact
         saved = state.saved
+        org_id = snapshot.org_id
         try:
             with self._transaction() as db:
                 current = db.execute(
-                    "SELECT generation FROM orgs WHERE org_id = ?", (snapshot.org_id,)
+                    "SELECT generation FROM orgs WHERE org_id = ?", (org_id,)
                 ).fetchone()
-                if saved is None or current is None or current[0] != saved.generation:
-                    saved = Saved(uuid.uuid4().hex)  # not from this file: everything anew
-                    db.execute("DELETE FROM check_ins WHERE org_id = ?", (snapshot.org_id,))
+                anew = saved is None or current is None or current[0] != saved.generation
+                if saved is None or anew:
+                    fresh = Saved(uuid.uuid4().hex)  # not from this file: everything anew
                     changed = list(state.key_results)
                 else:
+                    fresh = Saved(saved.generation, dict(saved.records))
                     changed = sorted(state.changed)
                 for key_result_id in changed:
-                    key_result = state.key_results[key_result_id]
-                    log_ = state.check_ins_of(key_result)
-                    record = encode_check_ins(log_)
-                    saved.records[key_result_id] = (len(log_), zlib.crc32(record))
+                    self._save_check_ins(db, state, key_result_id, fresh, anew)
+                if anew:  # what an earlier save left (of another generation or format)
                     db.execute(
-                        "INSERT OR REPLACE INTO check_ins VALUES (?, ?, ?, ?)",
-                        (snapshot.org_id, key_result_id, saved.generation, record),
+                        "DELETE FROM check_in_chunks WHERE org_id = ? AND generation != ?",
+                        (org_id, fresh.generation),
                     )
-                document = encode_org(state, snapshot.event_hash, saved.records)
+                    db.execute("DELETE FROM check_ins WHERE org_id = ?", (org_id,))
+                document = encode_org(state, snapshot.event_hash, fresh.records)
                 db.execute(
                     "INSERT OR REPLACE INTO orgs VALUES (?, ?, ?, ?, ?)",
-                    (snapshot.org_id, SNAPSHOT_FORMAT, saved.generation, document,
-                     zlib.crc32(document)),
-                )  # fmt: skip
+                    (org_id, SNAPSHOT_FORMAT, fresh.generation, document, zlib.crc32(document)),
+                )
         except (sqlite3.Error, OSError, UnusableSnapshotError) as error:
+            # Rolled back: the file holds what ``saved`` says (or another process's save).
             log.warning("cannot save the projector's state in %s: %s", self.path, error)
-            state.saved = None
             return
+        for key_result_id in changed:
+            check_ins = state.key_results[key_result_id].check_ins
+            if check_ins is not None:
+                check_ins.clean = len(check_ins)
         state.changed.clear()
-        state.saved = saved
+        state.saved = fresh
+        state.loader = self._loader(state)
+        state.evict()
+
+    def _save_check_ins(
+        self, db: sqlite3.Connection, state: OrgProjection, key_result_id: str, saved: Saved,
+        anew: bool,
+    ) -> None:  # fmt: skip
+        """Write the key result's chunks that changed since the last save (all if ``anew``),
+        and note them in ``saved``."""
+        key_result = state.key_results[key_result_id]
+        log_ = state.check_ins_of(key_result) if anew else state.recent(key_result)
+        count = len(log_)
+        first = 0 if anew else min(log_.clean, count) // CHUNK
+        if first * CHUNK < log_.base:  # not in memory (never so: changes load the whole log)
+            log_ = state.check_ins_of(key_result)
+        crcs = [] if anew else saved.records.get(key_result_id, (0, []))[1][:first]
+        if anew:
+            db.execute(
+                "DELETE FROM check_in_chunks WHERE org_id = ? AND key_result_id = ?",
+                (state.org_id, key_result_id),
+            )
+        for chunk in range(first, chunks_of(count)):
+            record = encode_chunk(log_, chunk)
+            crcs.append(zlib.crc32(record))
+            db.execute(
+                "INSERT OR REPLACE INTO check_in_chunks VALUES (?, ?, ?, ?, ?)",
+                (state.org_id, key_result_id, chunk, saved.generation, record),
+            )
+        saved.records[key_result_id] = (count, crcs)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -7,6 +7,14 @@ byte (:data:`RECORD`). Comments, reasons and original values of corrected check-
 apart, only where there is one. A check-in's target is not kept: it is always the key result's
 target in force at the check-in's business time (:meth:`KeyResult.target_at`), as the
 projector re-scores check-ins when a revision changes it.
+
+A key result's log need not be in memory whole: once the state is saved
+(:mod:`processors.snapshots`, in chunks of :data:`CHUNK` check-ins), the saved chunks are
+dropped from memory (:meth:`OrgProjection.evict`) and only the last, partly filled one is kept
+(:attr:`CheckInLog.base`). Recording a check-in appends to that tail; the rarer events that
+look at earlier check-ins (a correction, a retraction, a target revision) read the whole log
+back first (:meth:`OrgProjection.check_ins_of`). So the memory of the projector's state does
+not grow with the history.
 """
 
 import math
@@ -14,11 +22,11 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from processors.tables import Row
-from schemas.errors import ProjectionError
+from schemas.errors import ProjectionError, UnusableSnapshotError
 
 CORRECTED = 1
 RETRACTED = 2
@@ -28,6 +36,9 @@ RECORD = struct.Struct("=16sqqqddIB")
 """One check-in: id, occurred_at, sequence, recorded_at, value, confidence, origin, flags."""
 _VALUE = struct.Struct("=d")
 _VALUE_AT, _CONFIDENCE_AT, _FLAGS_AT = 40, 48, 60
+CHUNK = 128
+"""Check-ins per saved chunk (7.8 KiB of records): what memory keeps of a saved log (its last,
+partly filled chunk) is below one chunk per key result."""
 
 
 def id_bytes(event_id: str) -> bytes:
@@ -72,50 +83,109 @@ class CheckIn(NamedTuple):
 
 @dataclass(slots=True)
 class CheckInLog:
-    """Every check-in of one key result, retracted ones too, in ledger (sequence) order."""
+    """The check-ins of one key result, retracted ones too, in ledger (sequence) order: all of
+    them, or (``base`` > 0) those from index ``base`` on, the earlier ones being saved.
+    Indices are the check-ins' places in the whole log."""
 
     data: bytearray = field(default_factory=bytearray)
-    """The check-ins' :data:`RECORD` s, one after the other."""
+    """The :data:`RECORD` s of check-ins ``base``, ``base + 1``..., one after the other."""
     original: dict[int, float] = field(default_factory=dict)
     """The value as recorded, of check-ins corrected since."""
     comment: dict[int, str] = field(default_factory=dict)
     reason: dict[int, str] = field(default_factory=dict)
     """Why a check-in was corrected or retracted (the last reason given)."""
+    base: int = 0
+    """The check-ins before ``data``: saved, not in memory (a multiple of :data:`CHUNK`)."""
+    clean: int = 0
+    """The first check-ins whose saved chunks are up to date (those after it, or changed since
+    the last save, are written by the next)."""
 
     def __len__(self) -> int:
-        return len(self.data) // RECORD.size
+        return self.base + len(self.data) // RECORD.size
 
     def __getitem__(self, index: int) -> CheckIn:
-        return CheckIn._make(RECORD.unpack_from(self.data, index * RECORD.size))
+        return CheckIn._make(RECORD.unpack_from(self.data, self._offset(index)))
 
     def __iter__(self) -> Iterator[CheckIn]:
+        """The check-ins in memory (all of them when ``base`` is 0)."""
         return map(CheckIn._make, RECORD.iter_unpack(self.data))
 
+    def _offset(self, index: int) -> int:
+        if index < self.base:
+            raise IndexError(f"check-in {index} is saved, not in memory (from {self.base})")
+        return (index - self.base) * RECORD.size
+
     def find(self, raw_id: bytes) -> int:
-        """The index of the check-in with this id, or -1."""
+        """The index of the check-in with this id, or -1 (among those in memory)."""
         data, size = self.data, RECORD.size
         at = data.find(raw_id)
         while at >= 0 and at % size:
             at = data.find(raw_id, at + 1)
-        return at // size if at >= 0 else -1
+        return self.base + at // size if at >= 0 else -1
 
     def set_value(self, index: int, value: float) -> None:
-        _VALUE.pack_into(self.data, index * RECORD.size + _VALUE_AT, value)
+        _VALUE.pack_into(self.data, self._offset(index) + _VALUE_AT, value)
+        self.clean = min(self.clean, index)
 
     def set_confidence(self, index: int, confidence: float) -> None:
-        _VALUE.pack_into(self.data, index * RECORD.size + _CONFIDENCE_AT, confidence)
+        _VALUE.pack_into(self.data, self._offset(index) + _CONFIDENCE_AT, confidence)
+        self.clean = min(self.clean, index)
 
     def flag(self, index: int, flag: int) -> None:
-        self.data[index * RECORD.size + _FLAGS_AT] |= flag
+        self.data[self._offset(index) + _FLAGS_AT] |= flag
+        self.clean = min(self.clean, index)
+
+    def set_original(self, index: int, value: float) -> None:
+        """Keep the value as recorded of a check-in being corrected (once)."""
+        if index not in self.original:
+            self.original[index] = value
+            self.clean = min(self.clean, index)
+
+    def set_reason(self, index: int, reason: str) -> None:
+        self.reason[index] = reason
+        self.clean = min(self.clean, index)
 
     def latest_live(self) -> int:
         """The index of the check-in that is current: the latest by business time, ties broken
-        by sequence, that is not retracted; -1 if none is."""
+        by sequence, that is not retracted; -1 if none is (of a whole log: ``base`` 0)."""
         best, latest = -1, 0
-        for index, check_in in enumerate(self):
+        for index, check_in in enumerate(self, self.base):
             if not check_in.flags & RETRACTED and (best < 0 or check_in.occurred >= latest):
                 best, latest = index, check_in.occurred  # in sequence order: later wins a tie
         return best
+
+    def joined(self, tail: "CheckInLog") -> "CheckInLog":
+        """This whole log (as saved) with ``tail``'s check-ins in place of its own from
+        ``tail.base`` on: the whole log as it is now."""
+        if self.base or len(self) < tail.base:
+            raise UnusableSnapshotError("the saved check-ins end before those in memory")
+        cut = tail.base
+
+        def before(sparse: dict[int, Any]) -> dict[int, Any]:
+            return {i: value for i, value in sparse.items() if i < cut}
+
+        return CheckInLog(
+            self.data[: cut * RECORD.size] + tail.data,
+            before(self.original) | tail.original,
+            before(self.comment) | tail.comment,
+            before(self.reason) | tail.reason,
+            0,
+            tail.clean,
+        )
+
+    def drop_saved(self) -> None:
+        """Once the whole log is saved (``clean`` is its length): keep only its last chunk
+        if partly filled."""
+        count = len(self)
+        keep = count - count % CHUNK
+        if self.clean < count or keep <= self.base:
+            return
+        cut = (keep - self.base) * RECORD.size
+        self.data = self.data[cut:]
+        for sparse in (self.original, self.comment, self.reason):
+            for index in [i for i in sparse if i < keep]:
+                del sparse[index]
+        self.base = keep
 
 
 @dataclass(slots=True)
@@ -138,7 +208,8 @@ class KeyResult:
     revisions: list[tuple[int, int, float]] = field(default_factory=list)
     """Target revisions as (business time, sequence, target), sorted."""
     check_ins: CheckInLog | None = None
-    """None until loaded (:meth:`OrgProjection.check_ins_of`)."""
+    """None until loaded (:meth:`OrgProjection.check_ins_of`, :meth:`~OrgProjection.recent`);
+    maybe only its last check-ins (:attr:`CheckInLog.base`)."""
     live: int = 0
     """Check-ins not retracted."""
     current: int = -1
@@ -266,8 +337,9 @@ class Strategy:
     review: Review | None = None
 
 
-CheckInLoader = Callable[[str], CheckInLog]
-"""Reads the check-ins of a key result (by id) from where the state was saved."""
+CheckInLoader = Callable[[str, bool], CheckInLog]
+"""Reads the check-ins of a key result (by id) from where the state was saved: all of them, or
+(second argument true) at least those of its last chunk (``base`` may be above 0)."""
 
 
 @dataclass(slots=True)
@@ -276,8 +348,8 @@ class Saved:
 
     generation: str
     """The saved copy it was loaded from or last saved as."""
-    records: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Each key result's saved check-ins: (how many, CRC-32)."""
+    records: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
+    """Each key result's saved check-ins: (how many, the CRC-32 of each chunk)."""
 
 
 @dataclass(slots=True)
@@ -313,11 +385,26 @@ class OrgProjection:
         return index
 
     def check_ins_of(self, key_result: KeyResult) -> CheckInLog:
+        """All of the key result's check-ins (read back from the saved state if need be)."""
+        log = key_result.check_ins
+        if log is None or log.base:
+            whole = self.loader(key_result.key_result_id, False) if self.loader else CheckInLog()
+            log = key_result.check_ins = whole if log is None else whole.joined(log)
+        return log
+
+    def recent(self, key_result: KeyResult) -> CheckInLog:
+        """The key result's log, at least its last chunk: enough to record a check-in."""
         log = key_result.check_ins
         if log is None:
-            log = self.loader(key_result.key_result_id) if self.loader else CheckInLog()
+            log = self.loader(key_result.key_result_id, True) if self.loader else CheckInLog()
             key_result.check_ins = log
         return log
+
+    def evict(self) -> None:
+        """Once the state is saved: keep of each key result's check-ins only the last chunk."""
+        for key_result in self.key_results.values():
+            if key_result.check_ins is not None:
+                key_result.check_ins.drop_saved()
 
     def ancestors(self, objective_id: str) -> list[str]:
         """Parent first, then grandparent...; stops on a cycle (which the ledger's rules forbid)."""

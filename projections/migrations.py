@@ -63,6 +63,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "by sequence; projected again", "0007-snapshots-for-as-of.sql"),
     Migration(8, "event times by sequence for as-of lookups; filled from the audit, nothing "
               "projected again", "0008-event-times.sql"),
+    Migration(9, "smaller write buffers and merge blocks (memory); nothing projected again",
+              "0009-smaller-write-buffers-and-merges.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [

@@ -1,5 +1,6 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from projections.arrow_rows import ArrowTables
 
 Params = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +51,15 @@ class ProjectionStore:
         self._staged: ArrowTables | None = None
         self._checkpoints: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._guard = ReadOnlyGuard()
+        self.embedded = False
+        """chDB, in this process (its memory is this process's)."""
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
         """Connect, and apply pending migrations (first use creates everything)."""
         target: Target = parse_url(url, database)
         store = cls(connect(target), target.database, target.describe())
+        store.embedded = target.embedded
         try:
             if migrate:
                 store.migrate()
@@ -280,6 +285,16 @@ class ProjectionStore:
                     )
         return sorted(unfinished)
 
+    def release_memory(self) -> None:
+        """In chDB, hand back to the kernel the memory its allocator (jemalloc) keeps for reuse:
+        after a large catch-up, so that the next queries do not add to it (``rebuild``). A
+        server's memory is its own: nothing to do."""
+        if self.embedded:
+            try:
+                self.client.command("SYSTEM JEMALLOC PURGE")
+            except Exception as error:  # an engine built without jemalloc: nothing kept
+                log.debug("chDB did not purge its allocator: %s", error)
+
     def setting(self, name: str) -> str | None:
         return self._settings.get(name)
 
@@ -313,8 +328,10 @@ class ProjectionStore:
 
     # --- reading --------------------------------------------------------------------------
 
-    def rows(self, query: str, parameters: Params | None = None) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._query(query, parameters).result_rows]
+    def rows(
+        self, query: str, parameters: Params | None = None, settings: Params | None = None
+    ) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._query(query, parameters, settings).result_rows]
 
     def dicts(self, query: str, parameters: Params | None = None) -> list[dict[str, Any]]:
         result = self._query(query, parameters)

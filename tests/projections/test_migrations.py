@@ -31,6 +31,7 @@ PINNED = {
     6: "706664ade7b994a0f01cdc95f2f8854beee1569e4efae781e4c85d82f6df8e0b",
     7: "f4fbe9422e52fbf24c25e16456b840cc3906b83577b7412e43e5bee6bd5f854a",
     8: "56373b7057e75f82c840359b559c03c16aaaa5b16f97409db0119a302435288f",
+    9: "d4a6626585e33307cdc2a15f58e4e6943e1da7e6ad7e3c1c9c519a57e9f193ce",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -148,7 +149,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8]
+        assert old.migrate() == [5, 6, 7, 8, 9]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -182,7 +183,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8]
+        assert old.migrate() == [7, 8, 9]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -220,7 +221,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8]
+        assert old.migrate() == [8, 9]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -251,3 +252,20 @@ def _count(store: ProjectionStore, table: str) -> int:
 @pytest.fixture
 def store(open_store: StoreFactory) -> ProjectionStore:
     return open_store("described")
+
+
+def test_every_table_writes_and_merges_with_small_buffers(store: ProjectionStore) -> None:
+    """Migration 9 (issue 9, peak RSS): compression blocks of at most 128 KiB and merge blocks
+    of 1,024 rows, in every table the projector writes."""
+    for table in t.COLUMNS:
+        [(engine,)] = store.rows(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} "
+            "AND name = {table:String}",
+            {"db": store.database, "table": table},
+        )
+        for setting in (
+            "max_compress_block_size = 131072",
+            "min_compress_block_size = 32768",
+            "merge_max_block_size = 1024",
+        ):
+            assert setting in engine, (table, engine)

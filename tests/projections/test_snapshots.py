@@ -5,6 +5,8 @@ import dataclasses
 import pickle
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -15,6 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from okr_ledger.projection_compare import fingerprint
+from processors import snapshot_codec
+from processors import snapshots as snapshots_module
+from processors import state as state_module
+from processors import tables as t
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.snapshot_codec import (
@@ -26,9 +32,19 @@ from processors.snapshot_codec import (
     StrategyWire,
 )
 from processors.snapshots import Snapshot, SqliteSnapshots
-from processors.state import KeyResult, Objective, OrgProjection, ProjectorState, Review, Strategy
+from processors.state import (
+    CHUNK,
+    RECORD,
+    KeyResult,
+    Objective,
+    OrgProjection,
+    ProjectorState,
+    Review,
+    Strategy,
+)
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day
+from tests.projections.old_store_ledger import write_ledger
 from tests.projections.test_properties import PROPERTY_SETTINGS, Script, build, scripts
 from tests.projections.test_runner import small
 
@@ -124,14 +140,221 @@ def test_a_save_writes_only_the_key_results_whose_check_ins_changed(
     projector.project_records(builder.log.read_records(ORG))
     state = projector.state.orgs[ORG]
     saved.save(Snapshot(ORG, state.last_sequence, "h", state))
-    before = dict(_rows(saved.path, "SELECT key_result_id, record FROM check_ins"))
+    chunks = "SELECT key_result_id, record FROM check_in_chunks"
+    before = dict(_rows(saved.path, chunks))
     builder.check_in("k2", 5, day(5))
     projector.project_records(builder.log.read_records(ORG, state.last_sequence + 1))
-    _change(saved.path, "UPDATE check_ins SET record = X'00' WHERE key_result_id = 'k'")
+    _change(saved.path, "UPDATE check_in_chunks SET record = X'00' WHERE key_result_id = 'k'")
     saved.save(Snapshot(ORG, state.last_sequence, "h", state))
-    after = dict(_rows(saved.path, "SELECT key_result_id, record FROM check_ins"))
+    after = dict(_rows(saved.path, chunks))
     assert after["k"] == b"\x00"  # not rewritten: unchanged since the last save
-    assert after["k2"] != before["k2"]
+    assert "k2" not in before  # no check-in: no chunk
+    assert "k2" in after
+
+
+# --- chunks, and the check-ins saved leave memory ---------------------------------------------
+
+
+def _many(builder: LedgerBuilder, count: int) -> list[str]:
+    """Key result k with ``count`` check-ins, one every hour; their ids."""
+    small(builder, 0)
+    return [builder.check_in("k", n % 90, day(0, 0) + timedelta(hours=n)) for n in range(count)]
+
+
+def test_a_save_writes_only_the_new_chunks_and_keeps_in_memory_only_the_last(
+    builder: LedgerBuilder, saved: SqliteSnapshots
+) -> None:
+    _many(builder, 2 * CHUNK + 44)
+    projector = Projector()
+    projector.project_records(builder.log.read_records(ORG))
+    state = projector.state.orgs[ORG]
+    saved.save(Snapshot(ORG, state.last_sequence, "h", state))
+    log = state.key_results["k"].check_ins
+    assert log is not None
+    assert (log.base, len(log.data) // RECORD.size, len(log)) == (2 * CHUNK, 44, 2 * CHUNK + 44)
+    chunks = "SELECT chunk, record FROM check_in_chunks WHERE key_result_id = 'k' ORDER BY chunk"
+    assert [chunk for chunk, _ in _rows(saved.path, chunks)] == [0, 1, 2]
+    _change(saved.path, "UPDATE check_in_chunks SET record = X'00' WHERE chunk < 2")
+
+    builder.check_in("k", 1, day(20))  # recorded from the last chunk alone
+    projector.project_records(builder.log.read_records(ORG, state.last_sequence + 1))
+    saved.save(Snapshot(ORG, state.last_sequence, "h", state))
+    after = dict(_rows(saved.path, chunks))
+    assert after[0] == after[1] == b"\x00"  # not read, not rewritten
+    assert len(after[2]) > 45 * RECORD.size
+
+
+def test_a_correction_of_a_check_in_saved_long_ago_reads_it_back_and_rewrites_its_chunk(
+    builder: LedgerBuilder, saved: SqliteSnapshots, open_store: StoreFactory
+) -> None:
+    ids = _many(builder, 3 * CHUNK)
+    projector = Projector()
+    projector.project_records(builder.log.read_records(ORG))
+    state = projector.state.orgs[ORG]
+    saved.save(Snapshot(ORG, state.last_sequence, "h", state))
+    log = state.key_results["k"].check_ins
+    assert log is not None
+    assert (log.base, len(log.data)) == (3 * CHUNK, 0)
+    chunks = "SELECT chunk, record FROM check_in_chunks WHERE key_result_id = 'k' ORDER BY chunk"
+    before = dict(_rows(saved.path, chunks))
+    fix = {"key_result_id": "k", "corrects_event_id": ids[5], "value": 3, "reason": "typo"}
+    builder.add("CheckInCorrected", fix, day(30))
+    rows = projector.project_records(builder.log.read_records(ORG, state.last_sequence + 1))
+    [row] = rows[t.CHECK_INS]
+    assert (row[2], row[12], row[13]) == (ids[5], 3.0, 5.0)  # its id, value now, value first
+    saved.save(Snapshot(ORG, state.last_sequence, "h", state))
+    after = dict(_rows(saved.path, chunks))
+    assert after[0] != before[0]
+    assert (after[1], after[2]) == (before[1], before[2])  # only the chunk corrected
+    assert log is not state.key_results["k"].check_ins  # read back whole, then dropped again
+    again = state.key_results["k"].check_ins
+    assert again is not None
+    assert (again.base, len(again.data)) == (3 * CHUNK, 0)
+
+
+@contextmanager
+def _chunks_of(size: int) -> Iterator[None]:
+    """Chunks of ``size`` check-ins, so that small ledgers are saved (and evicted) in many."""
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (state_module, snapshot_codec, snapshots_module):
+            patch.setattr(module, "CHUNK", size)
+        yield
+
+
+@PROPERTY_SETTINGS
+@given(
+    script=scripts,
+    cuts=st.lists(st.floats(0, 1), min_size=1, max_size=4),
+    size=st.sampled_from([1, 2, 3]),
+)
+def test_check_ins_saved_dropped_and_read_back_project_exactly_as_those_kept_in_memory(
+    tmp_path: Path, script: Script, cuts: list[float], size: int
+) -> None:
+    """Saving (and so evicting) at any points, in chunks of any size, changes no row."""
+    builder = LedgerBuilder(tmp_path / f"ledger-{uuid4().hex}.db")
+    try:
+        build(builder, script)
+        records = list(builder.log.read_records(ORG))
+    finally:
+        builder.close()
+    kept = Projector().project_records(records, current=False)
+    points = sorted({max(1, int(cut * len(records))) for cut in cuts} | {len(records)})
+    with _chunks_of(size):
+        projector = Projector()
+        snapshots = SqliteSnapshots(tmp_path / f"state-{uuid4().hex}.sqlite")
+        try:
+            rows: dict[str, list[Any]] = {}
+            start = 0
+            for point in points:
+                for table, batch in projector.project_records(
+                    records[start:point], current=False
+                ).items():
+                    if table != "checkpoints":
+                        rows.setdefault(table, []).extend(batch)
+                state = projector.state.orgs[ORG]
+                snapshots.save(Snapshot(ORG, point, records[point - 1]["hash"], state))
+                assert state.saved is not None  # saved, and its check-ins dropped
+                start = point
+        finally:
+            snapshots.close()
+    for table, batch in kept.items():
+        if table != "checkpoints":
+            assert rows.get(table, []) == batch, table
+
+
+def test_a_long_catch_up_saves_as_it_goes_and_projects_the_same_rows(
+    tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    write_ledger(builder)
+    ids = [builder.check_in(f"k{1 + n % 3}", n, day(10 + n)) for n in range(12)]
+    store = open_store("saving")
+    snapshots = SqliteSnapshots(tmp_path / "state.sqlite")
+    saves: list[int] = []
+    save = snapshots.save
+
+    def counted(snapshot: Snapshot) -> None:
+        saves.append(snapshot.position)
+        save(snapshot)
+
+    snapshots.save = counted  # type: ignore[method-assign]
+    with _chunks_of(2):
+        runner = EmbeddedRunner(
+            builder.log, store, Projector(), snapshots=snapshots, batch_size=3, commit_bytes=0,
+            save_every=5,
+        )  # fmt: skip
+        assert runner.catch_up().events == builder.count
+        assert saves[:3] == [6, 12, 18]  # at the commits after every 5 events or more
+        assert saves[-1] == builder.count
+        fix = {"key_result_id": "k1", "corrects_event_id": ids[0], "value": 1, "reason": "typo"}
+        builder.add("CheckInCorrected", fix, day(40))
+        done = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots).catch_up()
+        assert (done.events, done.replayed) == (1, 0)
+    snapshots.close()
+    clean = open_store("clean")
+    project(builder, clean)
+    assert fingerprint(store) == fingerprint(clean)
+
+
+# --- a state saved by the version before (format 5) --------------------------------------------
+
+FORMAT_5 = Path(__file__).parent / "fixtures" / "state-format-5.json"
+"""The state that OKR Ledger saved (format 5, before issue 9's chunks) of the ledger of
+:func:`tests.projections.old_store_ledger.write_ledger`, dumped row by row."""
+
+
+def _format_5_state(path: Path) -> dict[str, Any]:
+    dump: dict[str, Any] = orjson.loads(FORMAT_5.read_bytes())
+    for table in (  # the tables of that version
+        "orgs (org_id TEXT PRIMARY KEY, format INTEGER NOT NULL, generation TEXT NOT NULL, "
+        "document BLOB NOT NULL, crc INTEGER NOT NULL)",
+        "check_ins (org_id TEXT NOT NULL, key_result_id TEXT NOT NULL, generation TEXT NOT "
+        "NULL, record BLOB NOT NULL, PRIMARY KEY (org_id, key_result_id))",
+    ):
+        _change(path, f"CREATE TABLE {table}")
+    for org_id, format_, generation, document, crc in dump["orgs"]:
+        _change(path, "INSERT INTO orgs VALUES (?, ?, ?, ?, ?)", org_id, format_, generation,
+                document.encode(), crc)  # fmt: skip
+    for org_id, key_result_id, generation, record in dump["check_ins"]:
+        _change(path, "INSERT INTO check_ins VALUES (?, ?, ?, ?)", org_id, key_result_id,
+                generation, bytes.fromhex(record))  # fmt: skip
+    return dump
+
+
+def test_a_state_saved_in_format_5_is_used_then_saved_anew_in_chunks(
+    tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    write_ledger(builder)
+    store = open_store("upgraded")
+    EmbeddedRunner(builder.log, store, Projector()).catch_up()  # no saved state
+    path = tmp_path / "state.sqlite"
+    dump = _format_5_state(path)
+    assert builder.events()[-1].hash == dump["event_hash"]  # of this very ledger
+    first = next(  # k1's first check-in: read back from format 5
+        e.event_id for e in builder.events() if e.type == "CheckInRecorded"
+    )
+    builder.check_in("k2", 61, day(11))
+    fix = {"key_result_id": "k1", "corrects_event_id": first, "value": 13, "reason": "again"}
+    builder.add("CheckInCorrected", fix, day(12))
+
+    snapshots = SqliteSnapshots(path)
+    try:
+        done = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots).catch_up()
+        assert (done.events, done.replayed) == (2, 0)  # from the saved state, not a replay
+        assert _rows(path, "SELECT format FROM orgs") == [(SNAPSHOT_FORMAT,)]
+        assert _rows(path, "SELECT count() FROM check_ins") == [(0,)]
+        assert {k for (k,) in _rows(path, "SELECT key_result_id FROM check_in_chunks")} == {
+            "k1",
+            "k2",
+            "k3",
+        }
+        builder.check_in("k3", 50, day(13))
+        done = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots).catch_up()
+        assert (done.events, done.replayed) == (1, 0)  # and from format 6 after
+    finally:
+        snapshots.close()
+    clean = open_store("clean")
+    project(builder, clean)
+    assert fingerprint(store) == fingerprint(clean)
 
 
 # --- the runner with unusable saved states ----------------------------------------------------
@@ -219,6 +442,10 @@ def _extra_field(document: dict[str, Any]) -> None:
     document["themes"]["growth"]["__class__"] = "os.system"
 
 
+def _extra_chunk(document: dict[str, Any]) -> None:
+    document["key_results"][0]["chunks"].append(0)
+
+
 def _check_ins(statement: str) -> Spoil:
     """Spoil the key result's check-ins (found only when an event needs them)."""
 
@@ -240,12 +467,13 @@ UNUSABLE: dict[str, Spoil] = {
     "a key result without its objective": _document(_lost_objective),
     "a wrong type": _document(_wrong_type),
     "an unknown field": _document(_extra_field),
-    "check-ins truncated": _check_ins("UPDATE check_ins SET record = substr(record, 1, 70)"),
+    "check-ins truncated": _check_ins("UPDATE check_in_chunks SET record = substr(record, 1, 70)"),
     "check-ins with a flipped bit": _check_ins(
-        "UPDATE check_ins SET record = X'01' || substr(record, 2)"
+        "UPDATE check_in_chunks SET record = X'01' || substr(record, 2)"
     ),
-    "check-ins missing": _check_ins("DELETE FROM check_ins"),
-    "check-ins of another save": _check_ins("UPDATE check_ins SET generation = 'other'"),
+    "check-ins missing": _check_ins("DELETE FROM check_in_chunks"),
+    "check-ins of another save": _check_ins("UPDATE check_in_chunks SET generation = 'other'"),
+    "a chunk not listed": _document(_extra_chunk),
 }
 
 
@@ -317,7 +545,7 @@ def _fields(cls: type) -> set[str]:
 def test_the_wire_models_cover_every_field_of_the_state() -> None:
     """A field added to the state without its place in the format fails here, not silently."""
     for state, wire, state_only, wire_only in (
-        (KeyResult, KeyResultWire, {"mark"}, {"crc"}),
+        (KeyResult, KeyResultWire, {"mark"}, {"chunks", "crc"}),
         (Objective, ObjectiveWire, {"members", "chain", "structure", "stale", "mark"}, set()),
         (Strategy, StrategyWire, set(), set()),
         (Review, ReviewWire, set(), set()),
