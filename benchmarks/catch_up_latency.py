@@ -34,7 +34,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.figures import Figure, Figures, at_most
+from benchmarks.figures import RSS_LIMIT_MIB, Figure, Figures, at_most
 from benchmarks.projection_throughput import ORG, WORK, _cli, build_ledger
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
@@ -179,7 +179,9 @@ def measure(check_ins: int, rounds: int, out: Path) -> None:
         print(f"--- {size}", flush=True)
         wall, peak = _cli(data, "progress", "--json")
         figures.add(f"first catch-up, CLI wall ({size})", wall, "s")
-        figures.add(f"peak RSS of the first catch-up ({size})", peak, "MiB", at_most(peak, 500))
+        figures.add(
+            f"peak RSS of the first catch-up ({size})", peak, "MiB", at_most(peak, RSS_LIMIT_MIB)
+        )
         alone = chdb_alone(data / "clickhouse")
         print(f"  {alone}", flush=True)
         new: list[dict[str, float]] = []

@@ -32,6 +32,10 @@ class Figure:
     note: str = ""
 
 
+RSS_LIMIT_MIB = 500e6 / 2**20
+"""The issues' memory target, "peak RSS <= 500 MB", in the MiB the scripts print (476.8 MiB)."""
+
+
 def at_most(value: float, limit: float) -> tuple[str, bool]:
     return f"<= {limit:g}", value <= limit
 

@@ -40,7 +40,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.figures import Figure, Figures, at_least, at_most
+from benchmarks.figures import RSS_LIMIT_MIB, Figure, Figures, at_least, at_most
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
 from processors import tables as t
@@ -319,7 +319,7 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
         "peak RSS of the projection",
         after["VmHWM"],
         "MiB",
-        at_most(after["VmHWM"], 500),
+        at_most(after["VmHWM"], RSS_LIMIT_MIB),
         anchor=f"chDB and the imports before projecting: {before['VmRSS']} MiB "
         f"({before['RssFile']} MiB of it mapped files)",
         note=f"anonymous memory peaked at {anon_peak} MiB",
@@ -469,7 +469,7 @@ def rebuild(data: Path, figures: Figures) -> None:
     """Part 3: ``okr-ledger rebuild`` (drop, project the whole ledger again, compare)."""
     elapsed, peak = _cli(data, "rebuild")
     figures.add("rebuild (CLI wall)", elapsed, "s", at_most(elapsed, 15))
-    figures.add("peak RSS of rebuild", peak, "MiB", at_most(peak, 500))
+    figures.add("peak RSS of rebuild", peak, "MiB", at_most(peak, RSS_LIMIT_MIB))
 
 
 def measure(ledger: Path, samples: int, cli_samples: int) -> None:
