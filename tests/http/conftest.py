@@ -1,6 +1,7 @@
 """An embedded ledger with the demo organisation, served by a real ``okr-ledger serve``."""
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,21 +44,29 @@ def demo_ledger(data_dir: Path) -> None:
         log.close()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("served")
+@contextmanager
+def serving_the_demo(tmp: Path, idle_s: float) -> Iterator[Served]:
+    """A server on a fresh demo ledger under ``tmp``, keeping its store open ``idle_s``
+    seconds after a read (``OKR_HTTP_STORE_IDLE_SECONDS``), and keys for it."""
     data_dir = tmp / "data"
     demo_ledger(data_dir)
     env = {
         "OKR_DATA_DIR": str(data_dir),
         "OKR_HTTP_HOOKS_FILE": str(HOOKS),
         "OKR_HTTP_RATE_LIMIT": "",
-        # The tests compare answers with the CLI's, run in processes of their own, which can
-        # open the store only while the server does not hold it (test_kept_store.py).
-        "OKR_HTTP_STORE_IDLE_SECONDS": "0",
+        "OKR_HTTP_STORE_IDLE_SECONDS": str(idle_s),
     }
     settings = Settings(data_dir=data_dir)
     writer, _ = make_key(settings)
     reader, _ = make_key(settings, source=None, scopes=(Scope.READ,))
     with running(env, tmp / "server.log") as server:
         yield Served(server, settings, env, writer, reader)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    # The tests compare answers with the CLI's, run in processes of their own, which can open
+    # the store only while the server does not hold it: closed after every read
+    # (test_kept_store.py tests the server that keeps it).
+    with serving_the_demo(tmp_path_factory.mktemp("served"), idle_s=0) as served:
+        yield served

@@ -17,15 +17,14 @@ from events.outcomes import Accepted
 from events.sqlite_log import SqliteEventLog
 from okr_ledger import kept_projections
 from okr_ledger.embedded_runtime import rebuild_in_place
-from okr_ledger.http.keys import Scope
 from okr_ledger.kept_projections import KeptProjections
 from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
 from projections import queries
 from projections.client import holder
 from schemas.errors import UnknownNameError
-from tests.http.conftest import Served, demo_ledger
-from tests.http.support import HOOKS, check_in, cli, make_key, running
+from tests.http.conftest import Served, demo_ledger, serving_the_demo
+from tests.http.support import check_in, cli
 
 IDLE_S = 8.0
 """Far longer than a CLI query takes to reach the store, even on a loaded machine."""
@@ -40,19 +39,8 @@ def _eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 @pytest.fixture
 def kept(tmp_path: Path) -> Iterator[Served]:
-    data_dir = tmp_path / "data"
-    demo_ledger(data_dir)
-    env = {
-        "OKR_DATA_DIR": str(data_dir),
-        "OKR_HTTP_HOOKS_FILE": str(HOOKS),
-        "OKR_HTTP_RATE_LIMIT": "",
-        "OKR_HTTP_STORE_IDLE_SECONDS": str(IDLE_S),
-    }
-    settings = Settings(data_dir=data_dir)
-    writer, _ = make_key(settings)
-    reader, _ = make_key(settings, source=None, scopes=(Scope.READ,))
-    with running(env, tmp_path / "server.log") as server:
-        yield Served(server, settings, env, writer, reader)
+    with serving_the_demo(tmp_path, IDLE_S) as served:
+        yield served
 
 
 def _nps(served: Served) -> float:
