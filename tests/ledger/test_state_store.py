@@ -603,6 +603,17 @@ CHANGES = {
 }
 
 
+def _after_one_batch(
+    path: Path, stored: list[bytes], first: list[bytes]
+) -> tuple[SqliteEventLog, Ledger, list[Outcome]]:
+    """A ledger of ``stored`` at ``path``, open, with the outcomes of the batch ``first`` that
+    one writer submitted to it (and so keeps what that batch read)."""
+    submit(path, stored)
+    log = SqliteEventLog(path)
+    ledger = Ledger(log, clock=lambda: NOW)
+    return log, ledger, list(ledger.submit_many((line, None) for line in first))
+
+
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_what_a_writer_kept_is_read_again_once_another_process_appended(
     tmp_path: Path, change: str
@@ -612,12 +623,8 @@ def test_what_a_writer_kept_is_read_again_once_another_process_appended(
     because the log's end moved and what was kept is read again."""
     data_dir = tmp_path / "data"
     path = data_dir / "ledger.db"
-    stored = org_setup()
-    submit(path, stored)
-    log = SqliteEventLog(path)
-    ledger = Ledger(log, clock=lambda: NOW)
-    first, later = [next(check_ins(1))], [next(check_ins(1))]
-    found = list(ledger.submit_many((line, None) for line in first))
+    stored, first, later = org_setup(), [next(check_ins(1))], [next(check_ins(1))]
+    log, ledger, found = _after_one_batch(path, stored, first)
     other = tmp_path / "other.ndjson"
     other.write_bytes(CHANGES[change] + b"\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
@@ -646,12 +653,8 @@ def test_what_a_failed_batch_changed_in_what_was_kept_is_not_kept(tmp_path: Path
     next batch reads the key result again (still active in the ledger) and accepts a check-in
     on it, as memory does without the failed batch."""
     path = tmp_path / "ledger.db"
-    stored = org_setup()
-    submit(path, stored)
-    log = SqliteEventLog(path)
-    ledger = Ledger(log, clock=lambda: NOW)
-    first, later = [next(check_ins(1))], [next(check_ins(1))]
-    found = list(ledger.submit_many((line, None) for line in first))
+    stored, first, later = org_setup(), [next(check_ins(1))], [next(check_ins(1))]
+    log, ledger, found = _after_one_batch(path, stored, first)
     with (
         patch.object(SqliteStateStore, "_save", side_effect=OSError("disk full")),
         pytest.raises(OSError, match="disk full"),

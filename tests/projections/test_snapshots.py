@@ -76,17 +76,22 @@ def _change(path: Path, statement: str, *parameters: Any) -> None:
 # --- the format ------------------------------------------------------------------------------
 
 
+def _records(tmp_path: Path, script: Script) -> list[dict[str, Any]]:
+    """The stored records of a ledger built by ``script`` (a file of its own per example)."""
+    builder = LedgerBuilder(tmp_path / f"ledger-{uuid4().hex}.db")
+    try:
+        build(builder, script)
+        return list(builder.log.read_records(ORG))
+    finally:
+        builder.close()
+
+
 @PROPERTY_SETTINGS
 @given(script=scripts, split=st.floats(0, 1))
 def test_a_saved_state_projects_exactly_as_the_state_it_was_taken_of(
     tmp_path: Path, script: Script, split: float
 ) -> None:
-    builder = LedgerBuilder(tmp_path / f"ledger-{uuid4().hex}.db")
-    try:
-        build(builder, script)
-        records = list(builder.log.read_records(ORG))
-    finally:
-        builder.close()
+    records = _records(tmp_path, script)
     cut = max(1, int(split * len(records)))
     original = Projector()
     original.project_records(records[:cut])
@@ -231,12 +236,7 @@ def test_check_ins_saved_dropped_and_read_back_project_exactly_as_those_kept_in_
     tmp_path: Path, script: Script, cuts: list[float], size: int
 ) -> None:
     """Saving (and so evicting) at any points, in chunks of any size, changes no row."""
-    builder = LedgerBuilder(tmp_path / f"ledger-{uuid4().hex}.db")
-    try:
-        build(builder, script)
-        records = list(builder.log.read_records(ORG))
-    finally:
-        builder.close()
+    records = _records(tmp_path, script)
     kept = Projector().project_records(records, current=False)
     points = sorted({max(1, int(cut * len(records))) for cut in cuts} | {len(records)})
     with _chunks_of(size):
