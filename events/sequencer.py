@@ -470,18 +470,14 @@ def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | No
             event_key = UUID(given).bytes
         except (TypeError, ValueError, AttributeError):
             event_key = None
-    event_id = None
-    if event_key is not None:  # event_id_text, inline: one a line
-        h = event_key.hex()
-        event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return Probe(
         document,
         org_id,
         event_key,
         derived if given is not None else None,
         source_key,
-        _sha256(SUBMISSION_DIGEST_DOMAIN + raw).digest()[:16],  # submission_digest, inline
-        event_id,
+        submission_digest(raw),
+        None if event_key is None else event_id_text(event_key),
     )
 
 
