@@ -69,6 +69,10 @@ def test_the_catch_up_of_a_query_cannot_write_the_ledger(
 def test_a_query_projects_from_a_ledger_file_nobody_may_write_and_leaves_it_unchanged(
     demo_dir: Path,
 ) -> None:
+    """For a user who may not write the file. Root ignores permission bits, and a connection
+    that may write but does not leaves the file as it was too: what proves the connection
+    read-only is the test above (SQLite's own refusal); this one, that nothing on the query's
+    path writes the ledger (a migration, a state table) and that it works without the right."""
     _submit_one()
     ledger = demo_dir / "data" / "ledger.db"
     assert not Path(f"{ledger}-wal").exists()  # the writer closed: all of it in the file
