@@ -1,6 +1,7 @@
 """The projector pauses Python's cyclic garbage collector only for a batch, and only if it ran."""
 
 import gc
+import threading
 
 from events.collector import collector_paused
 
@@ -29,3 +30,27 @@ def test_a_collector_disabled_by_the_caller_stays_disabled() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_pauses_overlapping_in_two_threads_end_with_the_last() -> None:
+    """The HTTP writer's group and a read's catch-up pause it in threads of their own: the
+    first to end does not start it under the other."""
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def second() -> None:
+        first_in.wait(10)
+        with collector_paused():
+            second_in.set()
+            first_out.wait(10)
+            seen.append(gc.isenabled())
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with collector_paused():
+        first_in.set()
+        second_in.wait(10)
+    first_out.set()
+    thread.join(10)
+    assert seen == [False]  # still paused after the first block ended
+    assert gc.isenabled()
