@@ -52,16 +52,12 @@ def fingerprint(store: ProjectionStore, limits: Limits | None = None) -> Fingerp
     result = {}
     for table in HISTORY_TABLES if limits is not None else (*HISTORY_TABLES, *t.CURRENT):
         select, parameters = _rows(store, table, limits)
-        rows = store.rows(f"SELECT count(), sum(h) FROM ({select})", parameters, _settings(store))
+        rows = store.rows(
+            f"SELECT count(), sum(h) FROM ({select})", parameters, store.scan_settings()
+        )
         count, digest = rows[0]
         result[table] = (int(count), int(digest or 0))
     return result
-
-
-def _settings(store: ProjectionStore) -> dict[str, Any] | None:
-    """In chDB, one thread per query: each thread of a ``DISTINCT`` keeps its own set of
-    hashes, and that memory is this process's (``rebuild``'s peak RSS)."""
-    return {"max_threads": 1} if store.embedded else None
 
 
 def differing(before: Fingerprint, after: Fingerprint) -> list[str]:

@@ -333,6 +333,12 @@ class ProjectionStore:
     ) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._query(query, parameters, settings).result_rows]
 
+    def scan_settings(self) -> Params | None:
+        """Settings for a query that reads whole tables (a fingerprint): in chDB one thread, as
+        each thread of a ``DISTINCT`` keeps its own set of hashes and chDB's memory is this
+        process's (``rebuild``'s peak RSS); a server's memory is its own."""
+        return {"max_threads": 1} if self.embedded else None
+
     def dicts(self, query: str, parameters: Params | None = None) -> list[dict[str, Any]]:
         result = self._query(query, parameters)
         names = list(result.column_names)
