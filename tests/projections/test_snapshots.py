@@ -295,6 +295,55 @@ def test_a_long_catch_up_saves_as_it_goes_and_projects_the_same_rows(
     assert fingerprint(store) == fingerprint(clean)
 
 
+def test_a_state_saved_ahead_of_a_commit_cut_short_is_replayed_not_used(
+    tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    """A long catch-up saves its state while the commit of the same events runs; if that commit
+    fails (the process dies there), the saved state is ahead of the store's checkpoint. The next
+    catch-up does not use it: it replays up to the checkpoint and projects the rest, and the
+    rows equal a clean projection's (invariant 5)."""
+    write_ledger(builder)
+    for n in range(12):
+        builder.check_in(f"k{1 + n % 3}", n, day(10 + n))
+    store = open_store("cut")
+    snapshots = SqliteSnapshots(tmp_path / "state.sqlite")
+    saved: list[int] = []
+    save, commit = snapshots.save, store.commit
+    commits = 0
+
+    def recorded(snapshot: Snapshot) -> None:
+        saved.append(snapshot.position)
+        save(snapshot)
+
+    def failing_second(*args: Any, **kwargs: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 2:
+            raise OSError("the process died here")
+        commit(*args, **kwargs)
+
+    snapshots.save = recorded  # type: ignore[method-assign]
+    store.commit = failing_second  # type: ignore[method-assign]
+    with _chunks_of(2):
+        runner = EmbeddedRunner(
+            builder.log, store, Projector(), snapshots=snapshots, batch_size=3, commit_bytes=0,
+            save_every=5,
+        )  # fmt: skip
+        with pytest.raises(OSError, match="died"):
+            runner.catch_up()
+        checkpoint = store.positions()[ORG]
+        assert saved
+        assert saved[-1] > checkpoint  # the state saved ahead of the store
+        store.commit = commit  # type: ignore[method-assign]
+        done = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots).catch_up()
+        assert done.events == builder.count - checkpoint
+        assert done.replayed == checkpoint  # the saved state was not used
+    snapshots.close()
+    clean = open_store("clean")
+    project(builder, clean)
+    assert fingerprint(store) == fingerprint(clean)
+
+
 # --- a state saved by the version before (format 5) --------------------------------------------
 
 FORMAT_5 = Path(__file__).parent / "fixtures" / "state-format-5.json"
