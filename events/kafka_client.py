@@ -201,6 +201,8 @@ class Reader:
         committed read, with 0 while a transaction is open on the partition. A transaction
         open when the read starts is waited for (it commits or is aborted: committed records
         are read only). Each partition's order is kept.
+
+        The first fetch must be one this read sent: see :meth:`_forget_earlier_fetches`.
         """
         try:
             yield from self._read(topic, starts)
@@ -210,6 +212,7 @@ class Reader:
     def _read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
         consumer = self._consumer
         tps = {p: TopicPartition(topic, p) for p in starts}
+        self._forget_earlier_fetches()
         consumer.unsubscribe()  # forget the last read's high watermarks and pauses
         consumer.assign(list(tps.values()))
         unknown = [tp for p, tp in tps.items() if starts[p] is None]
@@ -245,6 +248,33 @@ class Reader:
                     f"Kafka at {','.join(self._connection.servers)}: reading {topic} stalled "
                     f"for {self._connection.timeout_s:.0f}s (partitions {sorted(pending)})"
                 )
+
+    def _forget_earlier_fetches(self) -> None:
+        """Drop what the fetches of earlier reads bring.
+
+        A read ends while a fetch of its last position may be in flight. kafka-python keeps
+        that fetch's answer (parked while the partition is paused, KAFKA-7548) and hands it to
+        the next read of the partition that starts at the same offset, which is the usual
+        next read. Its high watermark predates everything written since: taken as the end,
+        the read stops before records acknowledged before it began. A fresh fetch in the same
+        poll usually overwrites it, but not on a broker slow to answer (seen under load: a
+        stale ledger view, a restore that missed records). kafka-python has no public way to
+        drop buffered fetches, so this reaches into its fetcher: it waits for the fetches in
+        flight (a fetch waits at most ``fetch_max_wait_ms``, 10 ms) and drops every answer not
+        yet handed out. ``tests/kafka/test_kafka_client.py`` holds the behaviour with a broker
+        stopped by SIGSTOP, so a kafka-python that moves these attributes fails there."""
+        fetcher = self._consumer._fetcher
+        deadline = time.monotonic() + self._connection.timeout_s
+        # Cleared by the fetch's last callback, after its answer is buffered.
+        while fetcher._nodes_with_pending_fetch_requests:
+            if time.monotonic() > deadline:
+                raise LedgerUnavailableError(
+                    f"Kafka at {','.join(self._connection.servers)}: a fetch got no answer "
+                    f"for {self._connection.timeout_s:.0f}s"
+                )
+            time.sleep(0.001)
+        fetcher._completed_fetches.clear()
+        fetcher._paused_completed_fetches.clear()
 
     def close(self) -> None:
         self._consumer.close()

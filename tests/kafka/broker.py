@@ -71,6 +71,15 @@ def _binary() -> str:
 @contextmanager
 def tansu_broker(log_path: Path, timeout_s: float = 20.0) -> Iterator[str]:
     """Start Tansu on a free port; yield ``host:port``; stop it. Raises :class:`BrokerError`."""
+    with tansu_process(log_path, timeout_s) as (address, _process):
+        yield address
+
+
+@contextmanager
+def tansu_process(
+    log_path: Path, timeout_s: float = 20.0
+) -> Iterator[tuple[str, "subprocess.Popen[bytes]"]]:
+    """:func:`tansu_broker` with its process too (a test that signals the broker)."""
     binary = _binary()
     for _attempt in range(3):  # a free port can be taken between the probe and the bind
         address = f"127.0.0.1:{_free_port()}"
@@ -99,7 +108,7 @@ def tansu_broker(log_path: Path, timeout_s: float = 20.0) -> Iterator[str]:
                 continue
             raise BrokerError(f"{error}\n{binary} log ({log_path}):\n{_tail(log_path)}") from None
         try:
-            yield address
+            yield address, process
         finally:
             _stop(process)
         return

@@ -139,7 +139,36 @@ class Worker:
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        """The log's failures (each error with its traceback) and its last lines: a crash's
+        cause is logged far above the shutdown it ends in."""
+        return log_failures(self.log_path.read_text(errors="replace"))
+
+
+FAILURE = re.compile(r"\[(ERROR|CRITICAL)\]|^Traceback")
+"""A line of a worker's log that starts a failure."""
+RECORD = re.compile(r"^\[\d{4}-\d\d-\d\d ")
+"""A line that starts a log record (a traceback's lines do not)."""
+
+
+def log_failures(log: str, failures: int = 4, tail: int = 20) -> str:
+    """The last ``failures`` failures of a worker's ``log`` (each error line and the lines
+    that continue it, up to 30), then its last ``tail`` lines."""
+    lines = log.splitlines()
+    end = max(0, len(lines) - tail)
+    blocks: list[list[str]] = []
+    index = 0
+    while index < end:
+        if not FAILURE.search(lines[index]):
+            index += 1
+            continue
+        block = [lines[index]]
+        index += 1
+        while index < end and len(block) < 30 and not RECORD.match(lines[index]):
+            block.append(lines[index])
+            index += 1
+        blocks.append(block)
+    shown = [line for block in blocks[-failures:] for line in [*block, "[...]"]]
+    return "\n".join([*shown, *lines[-tail:]])
 
 
 BATCH_WRITTEN = re.compile(r"\d+ events, \d+ rejections, (\d+) replayed")
