@@ -105,8 +105,10 @@ class Worker:
                 self.process.kill()
                 self.process.wait(timeout=10)
 
-    def wait_ready(self, starts: int, timeout_s: float = 20.0) -> None:
-        """Until the worker's ``starts``-th start has restored its state and is sequencing."""
+    def wait_ready(self, starts: int, timeout_s: float = 60.0) -> None:
+        """Until the worker's ``starts``-th start has restored its state and is sequencing.
+        (A start takes a few seconds on a quiet machine; at a load of 15 on two cores one was
+        still joining its group after 20 s.)"""
         deadline = time.monotonic() + timeout_s
         marker = f"sequencing {self.env['OKR_KAFKA_TOPIC_INTAKE']} partitions"
         while self.log_path.read_text(errors="replace").count(marker) < starts:
