@@ -196,6 +196,67 @@ PREWHERE org_id = {{org:String}} AND occurred_at <= {{at:DateTime64(6, 'UTC')}}
 GROUP BY key_result_id"""
 
 
+DAY = "toDate32(occurred_at)"
+"""A check-in's business day (UTC), as the projection ``by_day`` of ``check_in_versions``
+groups them (migration 10)."""
+_AT = "{at:DateTime64(6, 'UTC')}"
+
+
+def check_in_days(only: str = "") -> str:
+    """Per key result, its check-in versions measured on the business days before ``{at}``'s,
+    read from the projection ``by_day`` of ``check_in_versions`` (per key result per day, so
+    about 91 rows a key result over a quarter, whatever the check-ins): how many check-ins
+    were recorded (``recorded``) and retracted (``retracted``: each one once, by the rules),
+    the key (:data:`CHECK_IN_KEY`) of the latest recorded (``latest``) and retracted
+    (``latest_gone``: equal, the latest is retracted), and the last sequence of any version
+    there (``newest``: above ``{seq}``, versions an answer as of ``{seq}`` must not see: the
+    key result is read from :func:`check_ins_on` instead): so rows inserted after ``{seq}``
+    was read (a commit under way, or cut short) are never counted."""
+    return f"""
+SELECT key_result_id, countIf(change = 'recorded') AS recorded,
+    countIf(change = 'retracted') AS retracted,
+    maxIf({CHECK_IN_KEY}, change = 'recorded') AS latest,
+    maxIf({CHECK_IN_KEY}, change = 'retracted') AS latest_gone,
+    max(sequence) AS newest
+FROM {{db}}.{t.CHECK_INS}
+WHERE org_id = {{org:String}} AND {DAY} < toDate32({_AT}){only}
+GROUP BY key_result_id"""
+
+
+def check_ins_on(only: str = "") -> str:
+    """Per key result, its check-ins measured on ``{at}``'s business day by ``{at}`` (one range
+    of the projection ``by_time``), and on the days before for the key results in ``{rest}``
+    (a range of the table each), as known up to ``{seq}`` and not retracted then: how many
+    (``live``: on ``{at}``'s day, or on every day for those in ``{whole}``), and the key
+    (:data:`CHECK_IN_KEY`) of the current one among them (``current``; 0: none). A check-in is
+    live if its first version is known and no retraction is (its versions all have its
+    business time, so they are read together)."""
+    versions = (
+        f"key_result_id, check_in_sequence, {DAY} AS day, {CHECK_IN_KEY} AS key, change, sequence"
+    )
+    known = "sequence <= {seq:UInt64}"
+    return f"""
+SELECT key_result_id,
+    countIf(alive AND (day = toDate32({_AT}) OR has({{whole:Array(String)}}, key_result_id)))
+        AS live,
+    maxIf(key, alive) AS current
+FROM (
+    SELECT key_result_id, check_in_sequence, any(day) AS day, any(key) AS key,
+        countIf(change = 'recorded' AND {known}) > 0
+            AND countIf(change = 'retracted' AND {known}) = 0 AS alive
+    FROM (
+        SELECT {versions} FROM {{db}}.{t.CHECK_INS}
+        WHERE org_id = {{org:String}} AND {DAY} = toDate32({_AT}) AND occurred_at <= {_AT}{only}
+        UNION ALL
+        SELECT {versions} FROM {{db}}.{t.CHECK_INS}
+        WHERE org_id = {{org:String}} AND key_result_id IN {{rest:Array(String)}}
+            AND {DAY} < toDate32({_AT}){only}
+    )
+    GROUP BY key_result_id, check_in_sequence
+)
+GROUP BY key_result_id"""
+
+
 def current_versions(where: str = AS_OF_FILTER) -> str:
     """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
     one column to scan, and the details read only where it matches): its id, value and
