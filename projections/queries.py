@@ -500,7 +500,8 @@ def _measured(store: ProjectionStore, params: dict[str, Any], only: str) -> dict
     the current one (``current``; 0: none). The days before ``{at}``'s from the counts per
     day (:func:`projections.sql.check_in_days`), unless a version there is later than
     ``{seq}`` (all its check-ins read then) or the latest there is retracted (the current one
-    read then); ``{at}``'s day from the check-ins (:func:`projections.sql.check_ins_on`).
+    read then); ``{at}``'s day from its check-ins (:func:`projections.sql.check_ins_at`, as
+    those key results' other days).
     For ``only`` (a few key results), or when most key results have versions later than
     ``{seq}`` before ``{at}``'s day (an answer as of well before ``at``), one pass over the
     check-ins instead (:func:`_measured_in_one_pass`)."""
@@ -516,13 +517,19 @@ def _measured(store: ProjectionStore, params: dict[str, Any], only: str) -> dict
     }
     if len(whole) + len(recheck) > ONE_PASS_SHARE * len(days):  # as of well before ``at``
         return _measured_in_one_pass(store, params, only)
+    skip = set(whole)
+    where = sql.AS_OF_FILTER + only
     near = {
         str(kr): (int(live), int(current))
-        for kr, live, current in store.rows(
-            sql.check_ins_on(only), {**params, "whole": whole, "rest": whole + sorted(recheck)}
-        )
+        for kr, live, current in store.rows(sql.check_ins_at(only, where, sql.ON_AT_DAY), params)
     }
-    skip = set(whole)
+    if whole or recheck:
+        rest = {**params, "rest": whole + sorted(recheck)}
+        query = sql.check_ins_at(only, where, sql.BEFORE_AT_DAY)
+        for kr, live, current in store.rows(query, rest):
+            on_day, latest = near.get(str(kr), (0, 0))
+            counted = int(live) if kr in skip else 0
+            near[str(kr)] = (on_day + counted, max(latest, int(current)))
     measured: dict[str, Record] = {}
     for kr in days.keys() | near.keys():
         live, current = near.get(kr, (0, 0))

@@ -177,22 +177,26 @@ ONLY_KEY_RESULTS = " AND key_result_id IN {only:Array(String)}"
 tables' sort key each)."""
 
 
-def check_ins_at(only: str = "", where: str = AS_OF_FILTER) -> str:
+def check_ins_at(only: str = "", where: str = AS_OF_FILTER, part: str = "") -> str:
     """Per key result, its check-ins measured by ``{at}`` and known up to ``{seq}``, but those
-    retracted then (the check-ins matching ``where`` with a retracted version: few, a column
-    of flags read in the statement itself, so no parameter grows with the ledger): how many
-    (``live``), and the key (:data:`CHECK_IN_KEY`) of the current one (``current``; 0: none).
-    One pass over the check-ins' first versions by then (a range of each key result's:
-    ``PREWHERE`` on the sort key and the version's kind, read first); the ledger cut and the
-    retractions are conditions of the aggregates, not of the scan (as a filter, ``sequence``
-    was read for every row of the table)."""
-    gone = f"SELECT check_in_sequence FROM {{db}}.{t.CHECK_INS} WHERE {where} AND retracted"
+    retracted then (the check-ins matching ``where`` with a retraction: few, a column read in
+    the statement itself, so no parameter grows with the ledger): how many (``live``), and the
+    key (:data:`CHECK_IN_KEY`) of the current one (``current``; 0: none). One pass over the
+    check-ins' first versions by then (a range of each key result's: ``PREWHERE`` on the sort
+    key and the version's kind, read first); the ledger cut and the retractions are conditions
+    of the aggregates, not of the scan (as a filter, ``sequence`` was read for every row of
+    the table). ``part``: only these check-ins (:data:`ON_AT_DAY`, :data:`BEFORE_AT_DAY`;
+    every version of a check-in has its business time, so its retraction is among them)."""
+    gone = (
+        f"SELECT check_in_sequence FROM {{db}}.{t.CHECK_INS} "
+        f"WHERE {where}{part} AND change = 'retracted'"
+    )
     return f"""
 WITH sequence <= {{seq:UInt64}} AND check_in_sequence NOT IN ({gone}) AS known
 SELECT key_result_id, countIf(known) AS live, maxIf({CHECK_IN_KEY}, known) AS current
 FROM {{db}}.{t.CHECK_INS}
 PREWHERE org_id = {{org:String}} AND occurred_at <= {{at:DateTime64(6, 'UTC')}}
-    AND change = 'recorded'{only}
+    AND change = 'recorded'{only}{part}
 GROUP BY key_result_id"""
 
 
@@ -200,6 +204,12 @@ DAY = "toDate32(occurred_at)"
 """A check-in's business day (UTC), as the projection ``by_day`` of ``check_in_versions``
 groups them (migration 10)."""
 _AT = "{at:DateTime64(6, 'UTC')}"
+ON_AT_DAY = f" AND {DAY} = toDate32({_AT})"
+"""For :func:`check_ins_at`: the check-ins of ``{at}``'s business day (one range of the
+projection ``by_time``, sorted by business time)."""
+BEFORE_AT_DAY = f" AND key_result_id IN {{rest:Array(String)}} AND {DAY} < toDate32({_AT})"
+"""For :func:`check_ins_at`: the check-ins before ``{at}``'s day of the key results in
+``{rest}`` (a range of the table each)."""
 
 
 def check_in_days(only: str = "") -> str:
@@ -210,7 +220,7 @@ def check_in_days(only: str = "") -> str:
     the key (:data:`CHECK_IN_KEY`) of the latest recorded (``latest``) and retracted
     (``latest_gone``: equal, the latest is retracted), and the last sequence of any version
     there (``newest``: above ``{seq}``, versions an answer as of ``{seq}`` must not see: the
-    key result is read from :func:`check_ins_on` instead): so rows inserted after ``{seq}``
+    key result is read from :func:`check_ins_at` instead): so rows inserted after ``{seq}``
     was read (a commit under way, or cut short) are never counted."""
     return f"""
 SELECT key_result_id, countIf(change = 'recorded') AS recorded,
@@ -220,40 +230,6 @@ SELECT key_result_id, countIf(change = 'recorded') AS recorded,
     max(sequence) AS newest
 FROM {{db}}.{t.CHECK_INS}
 WHERE org_id = {{org:String}} AND {DAY} < toDate32({_AT}){only}
-GROUP BY key_result_id"""
-
-
-def check_ins_on(only: str = "") -> str:
-    """Per key result, its check-ins measured on ``{at}``'s business day by ``{at}`` (one range
-    of the projection ``by_time``), and on the days before for the key results in ``{rest}``
-    (a range of the table each), as known up to ``{seq}`` and not retracted then: how many
-    (``live``: on ``{at}``'s day, or on every day for those in ``{whole}``), and the key
-    (:data:`CHECK_IN_KEY`) of the current one among them (``current``; 0: none). A check-in is
-    live if its first version is known and no retraction is (its versions all have its
-    business time, so they are read together)."""
-    versions = (
-        f"key_result_id, check_in_sequence, {DAY} AS day, {CHECK_IN_KEY} AS key, change, sequence"
-    )
-    known = "sequence <= {seq:UInt64}"
-    return f"""
-SELECT key_result_id,
-    countIf(alive AND (day = toDate32({_AT}) OR has({{whole:Array(String)}}, key_result_id)))
-        AS live,
-    maxIf(key, alive) AS current
-FROM (
-    SELECT key_result_id, check_in_sequence, any(day) AS day, any(key) AS key,
-        countIf(change = 'recorded' AND {known}) > 0
-            AND countIf(change = 'retracted' AND {known}) = 0 AS alive
-    FROM (
-        SELECT {versions} FROM {{db}}.{t.CHECK_INS}
-        WHERE org_id = {{org:String}} AND {DAY} = toDate32({_AT}) AND occurred_at <= {_AT}{only}
-        UNION ALL
-        SELECT {versions} FROM {{db}}.{t.CHECK_INS}
-        WHERE org_id = {{org:String}} AND key_result_id IN {{rest:Array(String)}}
-            AND {DAY} < toDate32({_AT}){only}
-    )
-    GROUP BY key_result_id, check_in_sequence
-)
 GROUP BY key_result_id"""
 
 
