@@ -429,10 +429,9 @@ def _key_results_as_of(
     ``only``: just these key results.
 
     Without ``at``, the projector's own numbers up to ``seq`` (:func:`_key_results_then`).
-    With ``at``, each key result's check-ins measured by then, as known up to ``seq``: the
-    live ones counted and the current one's key found (:func:`_measured`: per business day
-    before ``at``'s, then the check-ins of its day), and its version up to ``seq`` is read by
-    its sequence."""
+    With ``at``, each key result's check-ins measured by then, as known up to ``seq``: one
+    pass over them counts the live ones and finds the current one's key, and its version up
+    to ``seq`` is read by its sequence."""
     at = moment.at
     params = _params(org_id, seq, moment, at=at)
     if only is not None:
@@ -447,7 +446,11 @@ def _key_results_as_of(
         then = _key_results_then(store, params, where, only is not None)
     if at is None:
         return [_scored_key_result(row, moment.ref) for row in then]
-    measured = _measured(store, params, sql.ONLY_KEY_RESULTS if only is not None else "")
+    only_sql = sql.ONLY_KEY_RESULTS if only is not None else ""
+    measured = {
+        row["key_result_id"]: row
+        for row in _records(store, sql.check_ins_at(only_sql, where), params)
+    }
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
     found = _records(
         store,
@@ -486,71 +489,6 @@ def _key_results_as_of(
             }  # fmt: skip
         records.append(row)
     return [_scored_key_result(row, moment.ref) for row in records]
-
-
-ONE_PASS_SHARE = 0.25
-"""With more than this share of the key results to read check-in by check-in on the days
-before ``at``'s (versions later than the ledger cut there), :func:`_measured` reads every
-check-in in one pass instead."""
-
-
-def _measured(store: ProjectionStore, params: dict[str, Any], only: str) -> dict[str, Record]:
-    """Per key result, its check-ins measured by ``{at}`` as known up to ``{seq}`` and not
-    retracted then: how many (``live``), and the key (:data:`projections.sql.CHECK_IN_KEY`) of
-    the current one (``current``; 0: none). The days before ``{at}``'s from the counts per
-    day (:func:`projections.sql.check_in_days`), unless a version there is later than
-    ``{seq}`` (all its check-ins read then) or the latest there is retracted (the current one
-    read then); ``{at}``'s day from its check-ins (:func:`projections.sql.check_ins_at`, as
-    those key results' other days).
-    For ``only`` (a few key results), or when most key results have versions later than
-    ``{seq}`` before ``{at}``'s day (an answer as of well before ``at``), one pass over the
-    check-ins instead (:func:`_measured_in_one_pass`)."""
-    if only:  # a few key results: one pass over their check-ins (a range each)
-        return _measured_in_one_pass(store, params, only)
-    seq = params["seq"]
-    days = {str(row[0]): row[1:] for row in store.rows(sql.check_in_days(only), params)}
-    whole = [kr for kr, (*_, newest) in days.items() if newest > seq]
-    recheck = {
-        kr
-        for kr, (_recorded, _retracted, latest, gone, newest) in days.items()
-        if newest <= seq and latest and latest == gone
-    }
-    if len(whole) + len(recheck) > ONE_PASS_SHARE * len(days):  # as of well before ``at``
-        return _measured_in_one_pass(store, params, only)
-    skip = set(whole)
-    where = sql.AS_OF_FILTER + only
-    near = {
-        str(kr): (int(live), int(current))
-        for kr, live, current in store.rows(sql.check_ins_at(only, where, sql.ON_AT_DAY), params)
-    }
-    if whole or recheck:
-        rest = {**params, "rest": whole + sorted(recheck)}
-        query = sql.check_ins_at(only, where, sql.BEFORE_AT_DAY)
-        for kr, live, current in store.rows(query, rest):
-            on_day, latest = near.get(str(kr), (0, 0))
-            counted = int(live) if kr in skip else 0
-            near[str(kr)] = (on_day + counted, max(latest, int(current)))
-    measured: dict[str, Record] = {}
-    for kr in days.keys() | near.keys():
-        live, current = near.get(kr, (0, 0))
-        if kr in days and kr not in skip:
-            recorded, retracted, latest, _gone, _newest = days[kr]
-            live += int(recorded) - int(retracted)
-            if kr not in recheck:
-                current = max(current, int(latest))
-        measured[kr] = {"live": live, "current": current}
-    return measured
-
-
-def _measured_in_one_pass(
-    store: ProjectionStore, params: dict[str, Any], only: str
-) -> dict[str, Record]:
-    """As :func:`_measured`, in one pass over the check-ins measured by ``{at}``
-    (:func:`projections.sql.check_ins_at`)."""
-    return {
-        row["key_result_id"]: row
-        for row in _records(store, sql.check_ins_at(only, sql.AS_OF_FILTER + only), params)
-    }
 
 
 def _key_results_then(

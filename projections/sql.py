@@ -177,67 +177,31 @@ ONLY_KEY_RESULTS = " AND key_result_id IN {only:Array(String)}"
 tables' sort key each)."""
 
 
-def check_ins_at(only: str = "", where: str = AS_OF_FILTER, part: str = "") -> str:
+def check_ins_at(only: str = "", where: str = AS_OF_FILTER) -> str:
     """Per key result, its check-ins measured by ``{at}`` and known up to ``{seq}``, but those
-    retracted then (the check-ins matching ``where`` with a retraction: few, a column read in
-    the statement itself, so no parameter grows with the ledger): how many (``live``), and the
-    key (:data:`CHECK_IN_KEY`) of the current one (``current``; 0: none). One pass over the
-    check-ins' first versions by then (a range of each key result's: ``PREWHERE`` on the sort
-    key and the version's kind, read first); the ledger cut and the retractions are conditions
-    of the aggregates, not of the scan (as a filter, ``sequence`` was read for every row of
-    the table). ``part``: only these check-ins (:data:`ON_AT_DAY`, :data:`BEFORE_AT_DAY`;
-    every version of a check-in has its business time, so its retraction is among them)."""
-    gone = (
-        f"SELECT check_in_sequence FROM {{db}}.{t.CHECK_INS} "
-        f"WHERE {where}{part} AND change = 'retracted'"
-    )
+    retracted then (the check-ins matching ``where`` with a retracted version: few, a column
+    of flags read in the statement itself, so no parameter grows with the ledger): how many
+    (``live``), and the key (:data:`CHECK_IN_KEY`) of the current one (``current``; 0: none).
+    One pass over the check-ins' first versions by then (a range of each key result's:
+    ``PREWHERE`` on the sort key and the version's kind, read first); the ledger cut and the
+    retractions are conditions of the aggregates, not of the scan (as a filter, ``sequence``
+    was read for every row of the table)."""
+    gone = f"SELECT check_in_sequence FROM {{db}}.{t.CHECK_INS} WHERE {where} AND retracted"
     return f"""
 WITH sequence <= {{seq:UInt64}} AND check_in_sequence NOT IN ({gone}) AS known
 SELECT key_result_id, countIf(known) AS live, maxIf({CHECK_IN_KEY}, known) AS current
 FROM {{db}}.{t.CHECK_INS}
 PREWHERE org_id = {{org:String}} AND occurred_at <= {{at:DateTime64(6, 'UTC')}}
-    AND change = 'recorded'{only}{part}
-GROUP BY key_result_id"""
-
-
-DAY = "toDate32(occurred_at)"
-"""A check-in's business day (UTC), as the projection ``by_day`` of ``check_in_versions``
-groups them (migration 10)."""
-_AT = "{at:DateTime64(6, 'UTC')}"
-ON_AT_DAY = f" AND {DAY} = toDate32({_AT})"
-"""For :func:`check_ins_at`: the check-ins of ``{at}``'s business day (one range of the
-projection ``by_time``, sorted by business time)."""
-BEFORE_AT_DAY = f" AND key_result_id IN {{rest:Array(String)}} AND {DAY} < toDate32({_AT})"
-"""For :func:`check_ins_at`: the check-ins before ``{at}``'s day of the key results in
-``{rest}`` (a range of the table each)."""
-
-
-def check_in_days(only: str = "") -> str:
-    """Per key result, its check-in versions measured on the business days before ``{at}``'s,
-    read from the projection ``by_day`` of ``check_in_versions`` (per key result per day, so
-    about 91 rows a key result over a quarter, whatever the check-ins): how many check-ins
-    were recorded (``recorded``) and retracted (``retracted``: each one once, by the rules),
-    the key (:data:`CHECK_IN_KEY`) of the latest recorded (``latest``) and retracted
-    (``latest_gone``: equal, the latest is retracted), and the last sequence of any version
-    there (``newest``: above ``{seq}``, versions an answer as of ``{seq}`` must not see: the
-    key result is read from :func:`check_ins_at` instead): so rows inserted after ``{seq}``
-    was read (a commit under way, or cut short) are never counted."""
-    return f"""
-SELECT key_result_id, countIf(change = 'recorded') AS recorded,
-    countIf(change = 'retracted') AS retracted,
-    maxIf({CHECK_IN_KEY}, change = 'recorded') AS latest,
-    maxIf({CHECK_IN_KEY}, change = 'retracted') AS latest_gone,
-    max(sequence) AS newest
-FROM {{db}}.{t.CHECK_INS}
-WHERE org_id = {{org:String}} AND {DAY} < toDate32({_AT}){only}
+    AND change = 'recorded'{only}
 GROUP BY key_result_id"""
 
 
 def current_versions(where: str = AS_OF_FILTER) -> str:
-    """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
-    one column to scan, and the details read only where it matches): its id, value and
-    confidence. Each is in its own part of the table (a key result's), so each column read
-    costs a block per key result: the target and score are worked out from the targets."""
+    """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences):
+    its id, value and confidence, read from the projection ``by_check_in`` of the table
+    (migration 10: sorted by check-in sequence; the current check-ins at one moment were
+    recorded about then, so a few ranges of it; the table, sorted by key result, had its
+    sequence column scanned). The target and score are worked out from the targets."""
     return f"""
 SELECT check_in_sequence, check_in_id, value, confidence
 FROM {{db}}.{t.CHECK_INS}
