@@ -65,6 +65,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "projected again", "0008-event-times.sql"),
     Migration(9, "smaller write buffers and merge blocks (memory); nothing projected again",
               "0009-smaller-write-buffers-and-merges.sql"),
+    Migration(10, "check-in versions also sorted by check-in (a projection) for --at; "
+              "nothing projected again", "0010-check-ins-by-check-in.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [

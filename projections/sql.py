@@ -197,10 +197,11 @@ GROUP BY key_result_id"""
 
 
 def current_versions(where: str = AS_OF_FILTER) -> str:
-    """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences:
-    one column to scan, and the details read only where it matches): its id, value and
-    confidence. Each is in its own part of the table (a key result's), so each column read
-    costs a block per key result: the target and score are worked out from the targets."""
+    """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences):
+    its id, value and confidence, read from the projection ``by_check_in`` of the table
+    (migration 10: sorted by check-in sequence; the current check-ins at one moment were
+    recorded about then, so a few ranges of it; the table, sorted by key result, had its
+    sequence column scanned). The target and score are worked out from the targets."""
     return f"""
 SELECT check_in_sequence, check_in_id, value, confidence
 FROM {{db}}.{t.CHECK_INS}

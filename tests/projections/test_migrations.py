@@ -16,6 +16,7 @@ from projections import queries
 from projections.migrations import COLUMN_TYPES, MIGRATIONS, VIEWS
 from projections.queries import Moment
 from projections.store import ProjectionStore
+from schemas.errors import ProjectionQueryError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import LedgerBuilder, day
 from tests.projections.old_store_ledger import write_ledger
@@ -32,6 +33,7 @@ PINNED = {
     7: "f4fbe9422e52fbf24c25e16456b840cc3906b83577b7412e43e5bee6bd5f854a",
     8: "56373b7057e75f82c840359b559c03c16aaaa5b16f97409db0119a302435288f",
     9: "d4a6626585e33307cdc2a15f58e4e6943e1da7e6ad7e3c1c9c519a57e9f193ce",
+    10: "f706e625d7f668a199478f92ac23069a2fdbbf446a07a1d6638d1ea928d99a23",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -149,7 +151,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -183,7 +185,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9]
+        assert old.migrate() == [7, 8, 9, 10]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -221,7 +223,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9]
+        assert old.migrate() == [8, 9, 10]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -238,6 +240,90 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
             assert queries.progress(old, "acme", moment, 5) == queries.progress(
                 fresh, "acme", moment, 5
             )
+        for table, columns in COLUMN_TYPES.items():
+            assert described(old, table) == columns, table
+        assert old.migrate() == []
+    finally:
+        old.close()
+
+
+def _check_in_lookup(store: ProjectionStore, projection: str | None) -> list[tuple[Any, ...]]:
+    """Each check-in's last version by its sequence (as ``sql.current_versions`` reads it),
+    from the projection ``projection`` (None: from the table itself; "auto": as chosen)."""
+    setting = (
+        "optimize_use_projections = 1"
+        if projection == "auto"
+        else f"force_optimize_projection_name = '{projection}'"
+        if projection
+        else "optimize_use_projections = 0"
+    )
+    every = [
+        n for (n,) in store.rows("SELECT DISTINCT check_in_sequence FROM {db}.check_in_versions")
+    ]
+    return store.rows(
+        "SELECT check_in_sequence, check_in_id, value, confidence FROM {db}.check_in_versions "
+        "WHERE org_id = 'acme' AND sequence <= 1000 AND check_in_sequence IN {every:Array(UInt64)} "
+        "ORDER BY check_in_sequence, sequence DESC LIMIT 1 BY check_in_sequence "
+        f"SETTINGS {setting}",
+        {"every": every},
+    )
+
+
+def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 10 adds to ``check_in_versions`` the projection ``by_check_in`` (sorted by
+    check-in, for ``--at``) and makes it for the rows there: nothing is emptied or projected
+    again, the rows are a fresh store's, the projection answers as the table does (after a
+    merge, rows inserted twice and merged, and the DELETE of a commit cut short too), and
+    ``--at`` answers agree. Cut short and run again, it changes nothing."""
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", 4)
+    write_ledger(builder)
+    fresh = open_store("fresh10")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "upgraded10", fresh, 9)
+    try:
+        with pytest.raises(ProjectionQueryError, match="by_check_in"):  # none before it
+            _check_in_lookup(old, "by_check_in")
+        counts = {table: _count(old, table) for table in t.HISTORY}
+        assert old.migrate() == [10]
+        assert old.positions() == {"acme": 22}
+        assert {table: _count(old, table) for table in counts} == counts
+        for statement in MIGRATIONS[9].statements:  # cut short after its last statement
+            old.client.command(statement.replace("{db}", old.database))
+        by_check_in = _check_in_lookup(old, "by_check_in")
+        assert by_check_in == _check_in_lookup(old, None) == _check_in_lookup(fresh, None)
+        assert (
+            len(by_check_in)
+            == old.rows("SELECT uniqExact(check_in_sequence) FROM {db}.check_in_versions")[0][0]
+        )
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (0, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        for event in builder.events()[::3]:
+            for moment in (
+                Moment(at=event.occurred, now=day(30)),
+                Moment(as_of=event.recorded, at=event.occurred, now=day(30)),
+            ):
+                assert queries.progress(old, "acme", moment, 5) == queries.progress(
+                    fresh, "acme", moment, 5
+                )
+        old.client.command(f"OPTIMIZE TABLE {old.database}.{t.CHECK_INS} FINAL")
+        assert _check_in_lookup(old, "by_check_in") == by_check_in  # merged with the rows
+        old.client.command(  # a worker's commit inserted again after a takeover: rows twice
+            f"INSERT INTO {old.database}.{t.CHECK_INS} "
+            f"SELECT * FROM {old.database}.{t.CHECK_INS} WHERE sequence > 12"
+        )
+        old.client.command(f"OPTIMIZE TABLE {old.database}.{t.CHECK_INS} FINAL")
+        assert _count(old, t.CHECK_INS) == counts[t.CHECK_INS]  # the table keeps one
+        assert _check_in_lookup(old, "by_check_in") == by_check_in  # the last version: the same
+        old.client.command(
+            f"DELETE FROM {old.database}.{t.CHECK_INS} WHERE sequence > 15"
+        )  # as the store discards a commit cut short
+        left = _check_in_lookup(old, None)
+        assert left != by_check_in
+        assert _check_in_lookup(old, "auto") == left  # the parts it was dropped from: the rows
         for table, columns in COLUMN_TYPES.items():
             assert described(old, table) == columns, table
         assert old.migrate() == []
