@@ -1,6 +1,5 @@
 """The embedded runtime: the SQLite ledger in this process, projections caught up on demand."""
 
-import ctypes
 import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -143,21 +142,15 @@ class EmbeddedRuntime:
 
 
 def release_memory(store: "ProjectionStore") -> None:
-    """After a large catch-up: collect the projector's state, and hand what Python freed (kept
-    by the C library's allocator, which chDB's own cannot reuse) and what chDB freed back to
-    the kernel, before the comparison's queries allocate theirs (``rebuild``'s peak RSS)."""
+    """After a large catch-up or a fingerprint: collect the projector's state, and hand what
+    Python freed (kept by the C library's allocator, which chDB's own cannot reuse) and what
+    chDB freed back to the kernel, before the next stage allocates its own (``rebuild``'s peak
+    RSS)."""
+    from projections.client import trim_c_allocator
+
     gc.collect()
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    trim_c_allocator()
     store.release_memory()
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None)  # this process's symbols: glibc's malloc_trim, where it is
-    except OSError:
-        return None
 
 
 def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
@@ -172,6 +165,7 @@ def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
             before = fingerprint(store)
             store.drop_all()
             store.migrate()
+            release_memory(store)  # what the fingerprint's queries freed, before the catch-up
             events = catch_up(store, log, settings, bar, "rebuilding")
             release_memory(store)
             after = fingerprint(store)

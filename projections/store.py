@@ -1,14 +1,14 @@
 """The projection store: migrations, idempotent batch inserts, checkpoints, read-only queries."""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from processors import tables as t
 from processors.tables import RowBatch
-from projections.client import ClickHouseClient, Target, connect, parse_url
+from projections.client import ClickHouseClient, Target, connect, parse_url, trim_c_allocator
 from projections.migrations import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
@@ -200,6 +200,8 @@ class ProjectionStore:
         if checkpoints:
             staged.add(t.CHECKPOINTS, checkpoints)
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+        if self.embedded:  # what this commit's buffers freed: not kept for the next one
+            trim_c_allocator()
 
     def _insert_if_claimed(self, claimed: list[tuple[tuple[Any, ...], str, int]]) -> None:
         """Insert ledger checkpoints, each with its partition's (owner key, claim), in one
@@ -224,7 +226,7 @@ class ProjectionStore:
             },
         )
 
-    def _insert(self, table: str, stream: memoryview) -> None:
+    def _insert(self, table: str, stream: Iterable[bytes]) -> None:
         try:
             self.client.raw_insert(
                 f"{self.database}.{table}", t.COLUMNS[table], stream, fmt="ArrowStream"

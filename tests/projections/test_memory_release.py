@@ -1,0 +1,74 @@
+"""What a catch-up hands back as it goes (issue 9: peak RSS): each commit's Arrow stream in
+pieces, the C library's allocator bounded and trimmed with chDB in the process."""
+
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped]
+import pytest
+
+import projections.store as store_module
+from processors import tables as t
+from projections import client
+from projections.arrow_rows import ArrowTables
+from projections.store import ProjectionStore
+
+
+def _checkpoints(first: int, count: int) -> list[tuple[Any, ...]]:
+    return [
+        (t.LEDGER_STREAM, f"org{n}", n, 1_700_000_000_000_000 + n)
+        for n in range(first, first + count)
+    ]
+
+
+def test_a_table_taken_comes_in_pieces_of_one_batch_and_reads_back_as_staged() -> None:
+    staged = ArrowTables()
+    batches = [_checkpoints(n * 1000, 1000) for n in range(3)]
+    for batch in batches:
+        staged.add(t.CHECKPOINTS, batch)
+    pieces = list(staged.take(t.CHECKPOINTS))
+    assert staged.tables() == []  # no longer kept here
+    whole = b"".join(pieces)
+    assert max(len(piece) for piece in pieces) < len(whole) / 2  # never the stream at once
+    read = pa.ipc.open_stream(whole).read_all()
+    rows = [tuple(row.values()) for row in read.to_pylist()]
+    assert [(s, o, p) for s, o, p, _at in rows] == [
+        (s, o, p) for batch in batches for s, o, p, _at in batch
+    ]
+
+
+def test_the_c_allocator_maps_large_blocks_on_their_own_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Library:
+        @staticmethod
+        def mallopt(parameter: int, value: int) -> int:
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(client, "_c_library", Library)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    client.bound_c_allocator()
+    assert calls == [(-3, client.MMAP_THRESHOLD)]  # glibc's M_MMAP_THRESHOLD
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    client.bound_c_allocator()
+    assert calls == [(-3, client.MMAP_THRESHOLD)]  # the environment's choice stands
+    monkeypatch.setattr(client, "_c_library", lambda: None)  # not glibc: nothing to call
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    client.bound_c_allocator()
+    client.trim_c_allocator()
+
+
+def test_an_embedded_store_trims_after_each_commit_a_server_store_does_not(
+    store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(store_module, "trim_c_allocator", lambda: trims.append(1))
+    assert store.embedded
+    store.insert({t.CHECKPOINTS: _checkpoints(0, 2)})
+    assert trims == [1]
+    assert store.positions() == {"org0": 0, "org1": 1}
+    store.embedded = False  # as on a server: its memory is its own
+    store.insert({t.CHECKPOINTS: _checkpoints(2, 1)})
+    assert trims == [1]
