@@ -7,10 +7,15 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pytest
 
 import projections.store as store_module
+from okr_ledger.projection_compare import fingerprint
 from processors import tables as t
+from processors.projector import Projector
 from projections import client
 from projections.arrow_rows import ArrowTables
 from projections.store import ProjectionStore
+from tests.projections.conftest import project
+from tests.projections.ledgers import LedgerBuilder
+from tests.projections.test_store_contract import small_ledger
 
 
 def _checkpoints(first: int, count: int) -> list[tuple[Any, ...]]:
@@ -72,3 +77,28 @@ def test_an_embedded_store_trims_after_each_commit_a_server_store_does_not(
     store.embedded = False  # as on a server: its memory is its own
     store.insert({t.CHECKPOINTS: _checkpoints(2, 1)})
     assert trims == [1]
+
+
+def test_a_fingerprint_whose_distinct_spills_to_disk_is_the_same(
+    store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint of a store holding a batch twice (rows not yet collapsed), with chDB's
+    ``DISTINCT`` moving its set to disk at once, equals the one kept in memory."""
+    small_ledger(builder)
+    project(builder, store)
+    store.insert(Projector().project(builder.events()))  # every row twice
+    assert store.scan_settings() == {
+        "max_threads": 1,
+        "max_block_size": 8192,
+        "max_bytes_before_external_distinct": store_module.SCAN_DISTINCT_BYTES,
+    }
+    spilled = fingerprint(store)
+    monkeypatch.setattr(store, "scan_settings", lambda: {"max_threads": 1})
+    assert fingerprint(store) == spilled
+    monkeypatch.setattr(
+        store,
+        "scan_settings",
+        lambda: {"max_threads": 1, "max_block_size": 2, "max_bytes_before_external_distinct": 1},
+    )
+    assert fingerprint(store) == spilled
+    assert spilled[t.AUDIT][0] == len(builder.events())
