@@ -135,12 +135,17 @@ class ProjectionStore:
         )
         return [(int(v), str(n), _aware(a)) for v, n, a in rows]
 
-    def drop_all(self) -> None:
-        """Drop every view and table of the projections (``rebuild`` recreates them)."""
+    def drop_all(self, sync: bool = False) -> None:
+        """Drop every view and table of the projections (``rebuild`` recreates them).
+
+        ``sync``: remove them at once. An Atomic database (chDB's, a server's default) keeps a
+        dropped table, its data on disk and, in each process that opens the store, its parts in
+        memory, for 8 minutes (``database_atomic_delay_before_drop_table_sec``)."""
+        suffix = " SYNC" if sync else ""
         for view in (*VIEWS, *PARAMETERIZED_VIEWS.values()):  # not a user's own views
-            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}")
+            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}{suffix}")
         for table in (*t.COLUMNS, SETTINGS_TABLE, MIGRATIONS_TABLE):
-            self._run(f"DROP TABLE IF EXISTS {{db}}.{table}")
+            self._run(f"DROP TABLE IF EXISTS {{db}}.{table}{suffix}")
         self._settings = {}
         self._migrated = False
 

@@ -1,8 +1,13 @@
 """What a catch-up hands back as it goes (issue 9: peak RSS): each commit's Arrow stream in
 pieces, the C library's allocator bounded and trimmed with chDB in the process."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 import pytest
 
@@ -102,3 +107,51 @@ def test_a_fingerprint_whose_distinct_spills_to_disk_is_the_same(
     )
     assert fingerprint(store) == spilled
     assert spilled[t.AUDIT][0] == len(builder.events())
+
+
+def test_a_drop_with_sync_leaves_no_table_for_later_processes_to_load(
+    store: ProjectionStore, builder: LedgerBuilder
+) -> None:
+    """An Atomic database keeps a dropped table (its parts in memory in each process that
+    opens the store, its data on disk) for minutes; ``rebuild`` drops with ``SYNC``."""
+    small_ledger(builder)
+    project(builder, store)
+    query = "SELECT count() FROM system.dropped_tables WHERE database = {db:String}"
+
+    def pending() -> int:
+        return int(store.rows(query, {"db": store.database})[0][0])
+
+    before = pending()  # tables the migrations replaced, if any
+    store.drop_all(sync=True)
+    assert pending() == before
+    store.migrate()
+    project(builder, store)
+    after_migrations = pending()
+    store.drop_all()
+    assert pending() > after_migrations  # what SYNC avoids
+
+
+def test_the_fingerprint_before_a_rebuild_is_taken_in_a_process_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """``rebuild``'s first fingerprint runs in a child process, which drops the projections:
+    this process never loads chDB for it, and gets the fingerprint a caught-up store has."""
+    env = {**os.environ, "OKR_DATA_DIR": str(tmp_path / "data")}
+    cli = Path(sys.executable).parent / "okr-ledger"
+    subprocess.run([str(cli), "demo"], env=env, check=True, capture_output=True)
+    script = (
+        "import sys, orjson\n"
+        "from okr_ledger.settings import Settings\n"
+        "from okr_ledger.embedded_runtime import fingerprint_apart\n"
+        "found = fingerprint_apart(Settings())\n"
+        "print(orjson.dumps({'chdb': 'chdb' in sys.modules, 'print': found}).decode())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    answer = orjson.loads(done.stdout)
+    assert answer["chdb"] is False
+    with ProjectionStore.open(f"chdb://{tmp_path / 'data' / 'clickhouse'}", migrate=False) as kept:
+        assert kept.rows(
+            "SELECT count() FROM system.tables WHERE database = {db:String}",
+            {"db": kept.database},
+        ) == [(0,)]  # dropped: the rebuild creates them anew
+    assert answer["print"][t.AUDIT][0] == 92
