@@ -222,7 +222,7 @@ def fingerprint_apart(
     import sys
 
     child = subprocess.run(
-        [sys.executable, "-m", _MODULE],
+        [sys.executable, "-P", "-m", _MODULE],  # -P: this installation's, whatever the cwd
         input=pickle.dumps(settings),
         capture_output=True,
         check=False,
