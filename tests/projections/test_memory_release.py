@@ -4,6 +4,7 @@ pieces, the C library's allocator bounded and trimmed with chDB in the process."
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,39 @@ def test_the_fingerprint_before_a_rebuild_is_taken_in_a_process_of_its_own(
             {"db": kept.database},
         ) == [(0,)]  # dropped: the rebuild creates them anew
     assert answer["print"][t.AUDIT][0] == 92
+
+
+def test_the_parts_merges_leave_outdated_are_removed_once_the_cleanup_is_woken(
+    store: ProjectionStore,
+) -> None:
+    """chDB's cleanup did not run by itself (chdb-io/chdb#107): the store wakes it after each
+    commit (the tables inserted) and when opened (every table), and the outdated parts go;
+    the rows stay."""
+    for first in (0, 10, 20):
+        store.insert({t.CHECKPOINTS: _checkpoints(first, 10)})  # a part each
+    store.client.command(f"OPTIMIZE TABLE {store.database}.{t.CHECKPOINTS} FINAL")
+    parts = (
+        "SELECT countIf(active), countIf(NOT active) FROM system.parts "
+        "WHERE database = {db:String} AND table = {table:String}"
+    )
+    where = {"db": store.database, "table": t.CHECKPOINTS}
+    time.sleep(1.1)  # a table's cleanup passes at most once a second (the commits woke it)
+    store.wake_cleanup([t.CHECKPOINTS])
+    deadline = time.monotonic() + 20
+    while store.rows(parts, where) != [(1, 0)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.rows(parts, where) == [(1, 0)]
+    assert len(store.positions()) == 30
+
+
+def test_a_server_store_leaves_its_cleanup_to_the_server(
+    store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(store.client, "command", lambda sql, *_a, **_k: sent.append(sql))
+    store.embedded = False
+    store.wake_cleanup(t.COLUMNS)
+    assert sent == []
+    store.embedded = True
+    store.wake_cleanup([t.CHECKPOINTS])
+    assert sent == [f"SYSTEM START CLEANUP {store.database}.{t.CHECKPOINTS}"]
