@@ -1,6 +1,5 @@
 """The embedded runtime: the SQLite ledger in this process, projections caught up on demand."""
 
-import ctypes
 import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -14,6 +13,7 @@ from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from okr_ledger.wiring import open_event_log, open_ledger, open_projection_store
 from schemas.envelope import format_timestamp
+from schemas.errors import ProjectionError
 
 if TYPE_CHECKING:  # imported by the commands that need them, not by ``submit``
     from okr_ledger.http.key_stores import SqliteKeyStore
@@ -143,35 +143,27 @@ class EmbeddedRuntime:
 
 
 def release_memory(store: "ProjectionStore") -> None:
-    """After a large catch-up: collect the projector's state, and hand what Python freed (kept
-    by the C library's allocator, which chDB's own cannot reuse) and what chDB freed back to
-    the kernel, before the comparison's queries allocate theirs (``rebuild``'s peak RSS)."""
+    """After a large catch-up or a fingerprint: collect the projector's state, and hand what
+    Python freed (kept by the C library's allocator, which chDB's own cannot reuse) and what
+    chDB freed back to the kernel, before the next stage allocates its own (``rebuild``'s peak
+    RSS)."""
+    from projections.client import trim_c_allocator
+
     gc.collect()
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    trim_c_allocator()
     store.release_memory()
 
 
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None)  # this process's symbols: glibc's malloc_trim, where it is
-    except OSError:
-        return None
-
-
 def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
-    """Catch up, fingerprint, drop, rebuild from the whole ledger, compare."""
+    """Catch up and fingerprint (with chDB in a process of its own: :func:`fingerprint_apart`),
+    drop, rebuild from the whole ledger, compare."""
     from okr_ledger.projection_compare import differing, fingerprint
 
-    store = open_projection_store(settings)
+    before = fingerprint_apart(settings, bar)  # and the projections dropped
+    store = open_projection_store(settings)  # created anew
     try:
         log = open_event_log(settings, create=False, read_only=True)
         try:
-            catch_up(store, log, settings, bar, "projecting")
-            before = fingerprint(store)
-            store.drop_all()
-            store.migrate()
             events = catch_up(store, log, settings, bar, "rebuilding")
             release_memory(store)
             after = fingerprint(store)
@@ -186,3 +178,93 @@ def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
     else:
         report.differences = [f"table {table}" for table in differing(before, after)]
     return report
+
+
+def caught_up_fingerprint(
+    settings: Settings, bar: ProgressBar = no_progress
+) -> "dict[str, tuple[int, int]]":
+    """The store caught up with the ledger, then its fingerprint (what ``rebuild`` compares
+    the rebuilt projections with), then every projection dropped."""
+    from okr_ledger.projection_compare import fingerprint
+
+    store = open_projection_store(settings)
+    try:
+        log = open_event_log(settings, create=False, read_only=True)
+        try:
+            catch_up(store, log, settings, bar, "projecting")
+        finally:
+            log.close()
+        found = fingerprint(store)
+        store.drop_all(sync=True)  # not left for the next process to load (the rebuild's)
+        return found
+    finally:
+        store.close()
+
+
+def fingerprint_apart(
+    settings: Settings, bar: ProgressBar = no_progress
+) -> "dict[str, tuple[int, int]]":
+    """:func:`caught_up_fingerprint` (which drops the projections), with chDB in a process of
+    its own (``python -m okr_ledger.embedded_runtime``, which this one waits for): what chDB
+    keeps of that work (the code pages its queries touched, ~16 MiB; what its allocator and
+    glibc's keep of their memory, ~10-20 MiB; the old tables, which an Atomic database keeps
+    in memory for 8 minutes after they are dropped) leaves with it instead of adding to the
+    rebuild's catch-up, the peak of ``rebuild`` (issue 9). This process has not loaded chDB
+    by then (~45 MiB of imports), so the two never hold more than the catch-up alone. A
+    catch-up there has no progress bar. With a server, in this process (its memory is the
+    server's)."""
+    from projections.client import parse_url
+
+    if not parse_url(settings.resolved_clickhouse_url).embedded:
+        return caught_up_fingerprint(settings, bar)
+    import pickle
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-P", "-m", _MODULE],  # -P: this installation's, whatever the cwd
+        input=pickle.dumps(settings),
+        capture_output=True,
+        check=False,
+    )
+    try:
+        outcome, value = pickle.loads(child.stdout)
+    except Exception as error:  # killed (out of memory), or it could not start
+        said = child.stderr.decode(errors="replace").strip().splitlines()
+        raise ProjectionError(
+            "the fingerprint of the projections before the rebuild failed (exit "
+            f"{child.returncode}): {said[-1] if said else error}"
+        ) from None
+    if outcome == "error":
+        raise value
+    fingerprint: dict[str, tuple[int, int]] = value
+    return fingerprint
+
+
+_MODULE = "okr_ledger.embedded_runtime"
+
+
+def _fingerprint_here() -> None:
+    """The process of :func:`fingerprint_apart`: the settings (pickled) on stdin, ("ok",
+    fingerprint) or ("error", the exception) pickled on stdout."""
+    import os
+    import pickle
+    import sys
+
+    settings = pickle.loads(sys.stdin.buffer.read())
+    answers = os.fdopen(os.dup(1), "wb")  # what the engine might print goes to stderr instead
+    os.dup2(2, 1)
+    try:
+        answer: tuple[str, object] = ("ok", caught_up_fingerprint(settings))
+    except Exception as error:
+        answer = ("error", error)
+    try:
+        data = pickle.dumps(answer)
+    except Exception:  # an exception that does not pickle: its text
+        data = pickle.dumps(("error", ProjectionError(str(answer[1]))))
+    with answers:
+        answers.write(data)
+
+
+if __name__ == "__main__":
+    _fingerprint_here()

@@ -15,7 +15,7 @@ import importlib.abc
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Any
 
@@ -127,19 +127,46 @@ class ArrowTables:
     def tables(self) -> list[str]:
         return list(self._batches)
 
-    def take(self, table: str) -> memoryview:
-        """The table's Arrow stream (its rows are no longer kept here), written into a buffer
-        of its exact size."""
+    def take(self, table: str) -> Iterator[bytes]:
+        """The table's Arrow stream (its rows are no longer kept here), in pieces: each batch
+        is written, then dropped, as the stream is read, so neither the whole stream nor all
+        the batches beside it are in memory at once (clickhouse-connect writes the pieces to
+        chDB's input file, or sends them to a server, as they come)."""
         batches = self._batches.pop(table)
-        schema = arrow_schema(table)
-        size = pa.MockOutputStream()
-        _write(size, schema, batches)
-        buffer = pa.allocate_buffer(size.size())
-        _write(pa.FixedSizeBufferWriter(buffer), schema, batches)
-        return memoryview(buffer)
+        batches.reverse()  # taken from the end, in the order staged
+        return _stream(arrow_schema(table), batches)
 
 
-def _write(sink: Any, schema: pa.Schema, batches: list[pa.RecordBatch]) -> None:
+class _Pieces:
+    """A file that keeps what is written to it until taken (:func:`_stream`)."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        piece = bytes(data)  # pyarrow may reuse its buffer
+        self.pieces.append(piece)
+        return len(piece)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def taken(self) -> list[bytes]:
+        pieces, self.pieces = self.pieces, []
+        return pieces
+
+
+def _stream(schema: pa.Schema, batches: list[pa.RecordBatch]) -> Iterator[bytes]:
+    """An Arrow IPC stream of ``batches`` (in reverse order: each is popped, then written),
+    one batch's bytes at a time."""
+    sink = _Pieces()
     with pa.ipc.new_stream(sink, schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
+        while batches:
+            writer.write_batch(batches.pop())
+            yield from sink.taken()
+    yield from sink.taken()

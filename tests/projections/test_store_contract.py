@@ -131,9 +131,11 @@ class ProjectionStoreContract:
         events = builder.events()
         projector = Projector()
         first, second = projector.project(events[:6]), projector.project(events[6:])
-        inserts: list[tuple[str, memoryview]] = []  # the second commit's, in order
+        inserts: list[tuple[str, bytes]] = []  # the second commit's, in order
         with monkeypatch.context() as patched:
-            patched.setattr(store, "_insert", lambda table, data: inserts.append((table, data)))
+            patched.setattr(
+                store, "_insert", lambda table, data: inserts.append((table, b"".join(data)))
+            )
             store.insert(second)
         assert inserts[-1][0] == t.CHECKPOINTS
         for cut in range(len(inserts)):  # the process died before insert number `cut`
@@ -141,7 +143,7 @@ class ProjectionStoreContract:
             store.migrate()
             store.insert(first)
             for table, data in inserts[:cut]:
-                store._insert(table, data)
+                store._insert(table, [data])
             assert store.positions() == {ORG: 6}
             EmbeddedRunner(builder.log, store, Projector()).catch_up()  # a restart
             for table in t.HISTORY:

@@ -1,0 +1,194 @@
+"""What a catch-up hands back as it goes (issue 9: peak RSS): each commit's Arrow stream in
+pieces, the C library's allocator bounded and trimmed with chDB in the process."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa  # type: ignore[import-untyped]
+import pytest
+
+import projections.store as store_module
+from okr_ledger.projection_compare import fingerprint
+from processors import tables as t
+from processors.projector import Projector
+from projections import client
+from projections.arrow_rows import ArrowTables
+from projections.store import ProjectionStore
+from tests.projections.conftest import project
+from tests.projections.ledgers import LedgerBuilder
+from tests.projections.test_store_contract import small_ledger
+
+
+def _checkpoints(first: int, count: int) -> list[tuple[Any, ...]]:
+    return [
+        (t.LEDGER_STREAM, f"org{n}", n, 1_700_000_000_000_000 + n)
+        for n in range(first, first + count)
+    ]
+
+
+def test_a_table_taken_comes_in_pieces_of_one_batch_and_reads_back_as_staged() -> None:
+    staged = ArrowTables()
+    batches = [_checkpoints(n * 1000, 1000) for n in range(3)]
+    for batch in batches:
+        staged.add(t.CHECKPOINTS, batch)
+    pieces = list(staged.take(t.CHECKPOINTS))
+    assert staged.tables() == []  # no longer kept here
+    whole = b"".join(pieces)
+    assert max(len(piece) for piece in pieces) < len(whole) / 2  # never the stream at once
+    read = pa.ipc.open_stream(whole).read_all()
+    rows = [tuple(row.values()) for row in read.to_pylist()]
+    assert [(s, o, p) for s, o, p, _at in rows] == [
+        (s, o, p) for batch in batches for s, o, p, _at in batch
+    ]
+
+
+def test_the_c_allocator_maps_large_blocks_on_their_own_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Library:
+        @staticmethod
+        def mallopt(parameter: int, value: int) -> int:
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(client, "_c_library", Library)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    client.bound_c_allocator()
+    assert calls == [(-3, client.MMAP_THRESHOLD)]  # glibc's M_MMAP_THRESHOLD
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    client.bound_c_allocator()
+    assert calls == [(-3, client.MMAP_THRESHOLD)]  # the environment's choice stands
+    monkeypatch.setattr(client, "_c_library", lambda: None)  # not glibc: nothing to call
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    client.bound_c_allocator()
+    client.trim_c_allocator()
+
+
+def test_an_embedded_store_trims_after_each_commit_a_server_store_does_not(
+    store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(store_module, "trim_c_allocator", lambda: trims.append(1))
+    assert store.embedded
+    store.insert({t.CHECKPOINTS: _checkpoints(0, 2)})
+    assert trims == [1]
+    assert store.positions() == {"org0": 0, "org1": 1}
+    store.embedded = False  # as on a server: its memory is its own
+    store.insert({t.CHECKPOINTS: _checkpoints(2, 1)})
+    assert trims == [1]
+
+
+def test_a_fingerprint_whose_distinct_spills_to_disk_is_the_same(
+    store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint of a store holding a batch twice (rows not yet collapsed), with chDB's
+    ``DISTINCT`` moving its set to disk at once, equals the one kept in memory."""
+    small_ledger(builder)
+    project(builder, store)
+    store.insert(Projector().project(builder.events()))  # every row twice
+    assert store.scan_settings() == {
+        "max_threads": 1,
+        "max_block_size": 8192,
+        "max_bytes_before_external_distinct": store_module.SCAN_DISTINCT_BYTES,
+    }
+    spilled = fingerprint(store)
+    monkeypatch.setattr(store, "scan_settings", lambda: {"max_threads": 1})
+    assert fingerprint(store) == spilled
+    monkeypatch.setattr(
+        store,
+        "scan_settings",
+        lambda: {"max_threads": 1, "max_block_size": 2, "max_bytes_before_external_distinct": 1},
+    )
+    assert fingerprint(store) == spilled
+    assert spilled[t.AUDIT][0] == len(builder.events())
+
+
+def test_a_drop_with_sync_leaves_no_table_for_later_processes_to_load(
+    store: ProjectionStore, builder: LedgerBuilder
+) -> None:
+    """An Atomic database keeps a dropped table (its parts in memory in each process that
+    opens the store, its data on disk) for minutes; ``rebuild`` drops with ``SYNC``."""
+    small_ledger(builder)
+    project(builder, store)
+    query = "SELECT count() FROM system.dropped_tables WHERE database = {db:String}"
+
+    def pending() -> int:
+        return int(store.rows(query, {"db": store.database})[0][0])
+
+    before = pending()  # tables the migrations replaced, if any
+    store.drop_all(sync=True)
+    assert pending() == before
+    store.migrate()
+    project(builder, store)
+    after_migrations = pending()
+    store.drop_all()
+    assert pending() > after_migrations  # what SYNC avoids
+
+
+def test_the_fingerprint_before_a_rebuild_is_taken_in_a_process_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """``rebuild``'s first fingerprint runs in a child process, which drops the projections:
+    this process never loads chDB for it, and gets the fingerprint a caught-up store has."""
+    env = {**os.environ, "OKR_DATA_DIR": str(tmp_path / "data")}
+    cli = Path(sys.executable).parent / "okr-ledger"
+    subprocess.run([str(cli), "demo"], env=env, check=True, capture_output=True)
+    script = (
+        "import sys, orjson\n"
+        "from okr_ledger.settings import Settings\n"
+        "from okr_ledger.embedded_runtime import fingerprint_apart\n"
+        "found = fingerprint_apart(Settings())\n"
+        "print(orjson.dumps({'chdb': 'chdb' in sys.modules, 'print': found}).decode())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    answer = orjson.loads(done.stdout)
+    assert answer["chdb"] is False
+    with ProjectionStore.open(f"chdb://{tmp_path / 'data' / 'clickhouse'}", migrate=False) as kept:
+        assert kept.rows(
+            "SELECT count() FROM system.tables WHERE database = {db:String}",
+            {"db": kept.database},
+        ) == [(0,)]  # dropped: the rebuild creates them anew
+    assert answer["print"][t.AUDIT][0] == 92
+
+
+def test_the_parts_merges_leave_outdated_are_removed_once_the_cleanup_is_woken(
+    store: ProjectionStore,
+) -> None:
+    """chDB's cleanup did not run by itself (chdb-io/chdb#107): the store wakes it after each
+    commit (the tables inserted) and when opened (every table), and the outdated parts go;
+    the rows stay."""
+    for first in (0, 10, 20):
+        store.insert({t.CHECKPOINTS: _checkpoints(first, 10)})  # a part each
+    store.client.command(f"OPTIMIZE TABLE {store.database}.{t.CHECKPOINTS} FINAL")
+    parts = (
+        "SELECT countIf(active), countIf(NOT active) FROM system.parts "
+        "WHERE database = {db:String} AND table = {table:String}"
+    )
+    where = {"db": store.database, "table": t.CHECKPOINTS}
+    time.sleep(1.1)  # a table's cleanup passes at most once a second (the commits woke it)
+    store.wake_cleanup([t.CHECKPOINTS])
+    deadline = time.monotonic() + 20
+    while store.rows(parts, where) != [(1, 0)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.rows(parts, where) == [(1, 0)]
+    assert len(store.positions()) == 30
+
+
+def test_a_server_store_leaves_its_cleanup_to_the_server(
+    store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(store.client, "command", lambda sql, *_a, **_k: sent.append(sql))
+    store.embedded = False
+    store.wake_cleanup(t.COLUMNS)
+    assert sent == []
+    store.embedded = True
+    store.wake_cleanup([t.CHECKPOINTS])
+    assert sent == [f"SYSTEM START CLEANUP {store.database}.{t.CHECKPOINTS}"]
