@@ -5,6 +5,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
+import orjson
+from pydantic import SecretStr
+
 from events.intake_wire import refused
 from events.ledger import Ledger, ReadLine
 from events.log import EventLog
@@ -12,8 +15,9 @@ from okr_ledger.runtime import ProgressBar, RebuildReport, Refused, no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from okr_ledger.wiring import open_event_log, open_ledger, open_projection_store
+from schemas import errors
 from schemas.envelope import format_timestamp
-from schemas.errors import ProjectionError
+from schemas.errors import OkrLedgerError, ProjectionError
 
 if TYPE_CHECKING:  # imported by the commands that need them, not by ``submit``
     from okr_ledger.http.key_stores import SqliteKeyStore
@@ -217,53 +221,71 @@ def fingerprint_apart(
 
     if not parse_url(settings.resolved_clickhouse_url).embedded:
         return caught_up_fingerprint(settings, bar)
-    import pickle
     import subprocess
     import sys
 
     child = subprocess.run(
         [sys.executable, "-P", "-m", _MODULE],  # -P: this installation's, whatever the cwd
-        input=pickle.dumps(settings),
+        input=_settings_json(settings),
         capture_output=True,
         check=False,
     )
     try:
-        outcome, value = pickle.loads(child.stdout)
+        answer = orjson.loads(child.stdout)
+        if "error" in answer:
+            failure = _error(*answer["error"])
+        else:
+            found = {str(t): (int(c), int(d)) for t, (c, d) in answer["fingerprint"].items()}
     except Exception as error:  # killed (out of memory), or it could not start
         said = child.stderr.decode(errors="replace").strip().splitlines()
         raise ProjectionError(
             "the fingerprint of the projections before the rebuild failed (exit "
             f"{child.returncode}): {said[-1] if said else error}"
         ) from None
-    if outcome == "error":
-        raise value
-    fingerprint: dict[str, tuple[int, int]] = value
-    return fingerprint
+    if "error" in answer:
+        raise failure
+    return found
 
 
 _MODULE = "okr_ledger.embedded_runtime"
 
 
+def _error(kind: str, message: str) -> OkrLedgerError:
+    """The child's error again: its class if it is one of :mod:`schemas.errors`, else a
+    :class:`ProjectionError` with its message."""
+    found = getattr(errors, kind, None)
+    if isinstance(found, type) and issubclass(found, OkrLedgerError):
+        return found(message)
+    return ProjectionError(message)
+
+
+def _settings_json(settings: Settings) -> bytes:
+    """``settings`` as JSON, its secrets in clear (``model_dump`` masks them): for the child
+    process only, through a pipe."""
+    fields = settings.model_dump(mode="json")
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            fields[name] = value.get_secret_value()
+    return orjson.dumps(fields)
+
+
 def _fingerprint_here() -> None:
-    """The process of :func:`fingerprint_apart`: the settings (pickled) on stdin, ("ok",
-    fingerprint) or ("error", the exception) pickled on stdout."""
+    """The process of :func:`fingerprint_apart`: the settings (JSON) on stdin; on stdout
+    ``{"fingerprint": ...}``, or ``{"error": [type, message]}`` (an error of
+    :mod:`schemas.errors` is raised again as such by the parent, any other as
+    :class:`ProjectionError`)."""
     import os
-    import pickle
     import sys
 
-    settings = pickle.loads(sys.stdin.buffer.read())
+    settings = Settings.model_validate(orjson.loads(sys.stdin.buffer.read()))  # env unread
     answers = os.fdopen(os.dup(1), "wb")  # what the engine might print goes to stderr instead
     os.dup2(2, 1)
     try:
-        answer: tuple[str, object] = ("ok", caught_up_fingerprint(settings))
+        answer: dict[str, object] = {"fingerprint": caught_up_fingerprint(settings)}
     except Exception as error:
-        answer = ("error", error)
-    try:
-        data = pickle.dumps(answer)
-    except Exception:  # an exception that does not pickle: its text
-        data = pickle.dumps(("error", ProjectionError(str(answer[1]))))
+        answer = {"error": [type(error).__name__, str(error)]}
     with answers:
-        answers.write(data)
+        answers.write(orjson.dumps(answer))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,23 @@ from typing import Any
 import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 import pytest
+from pydantic import SecretStr
 
 import projections.store as store_module
+from okr_ledger import embedded_runtime
 from okr_ledger.projection_compare import fingerprint
+from okr_ledger.settings import Settings
 from processors import tables as t
 from processors.projector import Projector
 from projections import client
 from projections.arrow_rows import ArrowTables
 from projections.store import ProjectionStore
+from schemas.errors import (
+    LedgerUnavailableError,
+    OkrLedgerError,
+    ProjectionError,
+    SequenceConflictError,
+)
 from tests.projections.conftest import project
 from tests.projections.ledgers import LedgerBuilder
 from tests.projections.test_store_contract import small_ledger
@@ -156,6 +165,37 @@ def test_the_fingerprint_before_a_rebuild_is_taken_in_a_process_of_its_own(
             {"db": kept.database},
         ) == [(0,)]  # dropped: the rebuild creates them anew
     assert answer["print"][t.AUDIT][0] == 92
+
+
+def test_the_child_gets_the_settings_as_given_secrets_included_and_reads_no_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The settings go to the fingerprint's process as JSON (no pickle): every value as the
+    parent has it, a password too, and nothing the child's environment says instead."""
+    given = Settings(
+        data_dir=tmp_path, submit_batch_size=77, query_password=SecretStr("s3cret word")
+    )
+    monkeypatch.setenv("OKR_SUBMIT_BATCH_SIZE", "5")
+    monkeypatch.setenv("OKR_QUERY_USER", "someone-else")
+    again = Settings.model_validate(orjson.loads(embedded_runtime._settings_json(given)))
+    assert again == given
+    assert again.query_password is not None
+    assert again.query_password.get_secret_value() == "s3cret word"
+    assert again.submit_batch_size == 77
+    assert again.query_user == given.query_user != "someone-else"
+
+
+def test_an_error_in_the_fingerprints_process_is_raised_as_itself(tmp_path: Path) -> None:
+    """What the child fails with reaches ``rebuild`` as the same error of
+    :mod:`schemas.errors` and message (here: no ledger); any other error as a
+    :class:`ProjectionError`."""
+    with pytest.raises(LedgerUnavailableError, match="no ledger at"):
+        embedded_runtime.fingerprint_apart(Settings(data_dir=tmp_path / "none"))
+    assert type(embedded_runtime._error("SequenceConflictError", "m")) is SequenceConflictError
+    other = embedded_runtime._error("KeyError", "'x'")
+    assert type(other) is ProjectionError
+    assert str(other) == "'x'"
+    assert type(embedded_runtime._error("OkrLedgerError", "m")) is OkrLedgerError
 
 
 def test_the_parts_merges_leave_outdated_are_removed_once_the_cleanup_is_woken(
