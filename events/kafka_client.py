@@ -23,7 +23,7 @@ from kafka.admin import ConfigResource, ConfigResourceType  # type: ignore[impor
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 from kafka.partitioner import murmur2  # type: ignore[import-untyped]
 
-from schemas.errors import LedgerUnavailableError
+from schemas.errors import ConfigurationError, LedgerUnavailableError
 
 _TOPIC_ALREADY_EXISTS = 36
 """Kafka's error code for CreateTopics on an existing topic."""
@@ -119,6 +119,14 @@ class Producer:
 
     def close(self) -> None:
         self._producer.close(timeout=self._connection.timeout_s)
+
+
+_FETCHER_BUFFERS = (
+    "_nodes_with_pending_fetch_requests",
+    "_completed_fetches",
+    "_paused_completed_fetches",
+)
+"""What :meth:`Reader._forget_earlier_fetches` reads and clears in kafka-python 3.0's fetcher."""
 
 
 class Reader:
@@ -264,6 +272,11 @@ class Reader:
         yet handed out. ``tests/kafka/test_kafka_client.py`` holds the behaviour with a broker
         stopped by SIGSTOP, so a kafka-python that moves these attributes fails there."""
         fetcher = self._consumer._fetcher
+        if not all(hasattr(fetcher, name) for name in _FETCHER_BUFFERS):
+            raise ConfigurationError(
+                "this kafka-python's fetcher has not the buffers the reader clears "
+                f"({', '.join(_FETCHER_BUFFERS)}): install kafka-python 3.0 (pyproject.toml)"
+            )
         deadline = time.monotonic() + self._connection.timeout_s
         # Cleared by the fetch's last callback, after its answer is buffered.
         while fetcher._nodes_with_pending_fetch_requests:

@@ -238,9 +238,15 @@ def fingerprint_apart(
             found = {str(t): (int(c), int(d)) for t, (c, d) in answer["fingerprint"].items()}
     except Exception as error:  # killed (out of memory), or it could not start
         said = child.stderr.decode(errors="replace").strip().splitlines()
+        ended = (
+            f"killed by signal {-child.returncode}"
+            + (" (the kernel's out-of-memory killer sends it)" if child.returncode == -9 else "")
+            if child.returncode < 0
+            else f"exit {child.returncode}"
+        )
         raise ProjectionError(
-            "the fingerprint of the projections before the rebuild failed (exit "
-            f"{child.returncode}): {said[-1] if said else error}"
+            f"the fingerprint of the projections before the rebuild failed ({ended}): "
+            f"{said[-1] if said else error}"
         ) from None
     if "error" in answer:
         raise failure

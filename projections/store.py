@@ -211,7 +211,7 @@ class ProjectionStore:
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
         if self.embedded:  # what this commit's buffers freed: not kept for the next one
             trim_c_allocator()
-        self.wake_cleanup(inserted)  # the parts the merges of these tables replaced
+        self.wake_cleanup([*inserted, t.CHECKPOINTS])  # the parts their merges replaced
 
     def _insert_if_claimed(self, claimed: list[tuple[tuple[Any, ...], str, int]]) -> None:
         """Insert ledger checkpoints, each with its partition's (owner key, claim), in one
@@ -288,13 +288,18 @@ class ProjectionStore:
             if owners is not None:
                 guard = " AND " + _STILL_CLAIMED
                 params |= _claim_params(*owners[org])
+            where = "WHERE org_id = {org:String} AND sequence > {position:UInt64}" + guard
             for table in t.HISTORY:
-                if table != t.REJECTIONS:
+                if table == t.CHECK_INS:
+                    # A lightweight DELETE drops the projection `by_check_in` from the parts
+                    # it marks, and such a part never merges with one that has it (migration
+                    # 10); a mutation rewrites the parts with the projection kept.
                     self._run(
-                        f"DELETE FROM {{db}}.{table} "
-                        "WHERE org_id = {org:String} AND sequence > {position:UInt64}" + guard,
+                        f"ALTER TABLE {{db}}.{table} DELETE {where} SETTINGS mutations_sync = 2",
                         params,
                     )
+                elif table != t.REJECTIONS:
+                    self._run(f"DELETE FROM {{db}}.{table} {where}", params)
         return sorted(unfinished)
 
     def wake_cleanup(self, tables: "Iterable[str]") -> None:

@@ -17,10 +17,13 @@
 --   (`rebuild`, the projection made again from the merged rows, held every column of up to
 --   ~1M rows at once in chDB 4.4: the first catch-up at 1,000,000 events peaked at 611 MiB
 --   instead of ~500.)
--- - the DELETE of a commit cut short drops it from the parts that had such rows (`drop`; the
---   next merge of those parts makes it again). Its `rebuild` left the deleted rows in the
---   projection (chDB 4.4), so reads from it would have seen them.
--- MATERIALIZE makes it for the rows already there (a mutation; `mutations_sync` waits).
+-- - a lightweight DELETE drops it from the parts it marks (`drop`; `rebuild` left the deleted
+--   rows in the projection in chDB 4.4, so reads from it would have seen them), and such a part
+--   never merges again with one that has it ("Parts have different projection sets"): the
+--   store discards a commit cut short from this table with a mutation (ALTER TABLE ... DELETE),
+--   which keeps the projection in the parts it rewrites.
+-- MATERIALIZE makes it for the rows already there (a mutation; `mutations_sync` waits). A part
+-- marked by an earlier lightweight DELETE would not get it: the marks are applied first.
 
 ALTER TABLE {db}.check_in_versions MODIFY SETTING deduplicate_merge_projection_mode = 'ignore',
     lightweight_mutation_projection_mode = 'drop';
@@ -29,6 +32,8 @@ ALTER TABLE {db}.check_in_versions ADD PROJECTION IF NOT EXISTS by_check_in (
     SELECT org_id, check_in_sequence, sequence, check_in_id, value, confidence
     ORDER BY org_id, check_in_sequence, sequence
 );
+
+ALTER TABLE {db}.check_in_versions APPLY DELETED MASK SETTINGS mutations_sync = 2;
 
 ALTER TABLE {db}.check_in_versions MATERIALIZE PROJECTION by_check_in
     SETTINGS mutations_sync = 2;
