@@ -176,7 +176,13 @@ def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
     finally:
         store.close()
     report = RebuildReport(f"rebuilt the projections from {events} ledger events")
-    if not any(count for count, _digest in before.values()):
+    if before is None:
+        report.compared = False
+        report.notes.append(
+            "the projections before were damaged (tables missing: a drop cut short): "
+            "nothing to compare"
+        )
+    elif not any(count for count, _digest in before.values()):
         report.compared = False
         report.notes.append("there were no projections before: nothing to compare")
     else:
@@ -186,19 +192,23 @@ def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
 
 def caught_up_fingerprint(
     settings: Settings, bar: ProgressBar = no_progress
-) -> "dict[str, tuple[int, int]]":
+) -> "dict[str, tuple[int, int]] | None":
     """The store caught up with the ledger, then its fingerprint (what ``rebuild`` compares
-    the rebuilt projections with), then every projection dropped."""
+    the rebuilt projections with), then every projection dropped. None (nothing caught up or
+    compared) when tables are missing (:meth:`ProjectionStore.missing_tables`): what is
+    left is dropped."""
     from okr_ledger.projection_compare import fingerprint
 
     store = open_projection_store(settings)
     try:
-        log = open_event_log(settings, create=False, read_only=True)
-        try:
-            catch_up(store, log, settings, bar, "projecting")
-        finally:
-            log.close()
-        found = fingerprint(store)
+        found = None
+        if not store.missing_tables():
+            log = open_event_log(settings, create=False, read_only=True)
+            try:
+                catch_up(store, log, settings, bar, "projecting")
+            finally:
+                log.close()
+            found = fingerprint(store)
         store.drop_all(sync=True)  # not left for the next process to load (the rebuild's)
         return found
     finally:
@@ -207,7 +217,7 @@ def caught_up_fingerprint(
 
 def fingerprint_apart(
     settings: Settings, bar: ProgressBar = no_progress
-) -> "dict[str, tuple[int, int]]":
+) -> "dict[str, tuple[int, int]] | None":
     """:func:`caught_up_fingerprint` (which drops the projections), with chDB in a process of
     its own (``python -m okr_ledger.embedded_runtime``, which this one waits for): what chDB
     keeps of that work (the code pages its queries touched, ~16 MiB; what its allocator and
@@ -235,7 +245,10 @@ def fingerprint_apart(
         if "error" in answer:
             failure = _error(*answer["error"])
         else:
-            found = {str(t): (int(c), int(d)) for t, (c, d) in answer["fingerprint"].items()}
+            kept = answer["fingerprint"]
+            found = (
+                None if kept is None else {str(t): (int(c), int(d)) for t, (c, d) in kept.items()}
+            )
     except Exception as error:  # killed (out of memory), or it could not start
         said = child.stderr.decode(errors="replace").strip().splitlines()
         ended = (

@@ -136,6 +136,14 @@ class ProjectionStore:
         )
         return [(int(v), str(n), _aware(a)) for v, n, a in rows]
 
+    def missing_tables(self) -> list[str]:
+        """The projector's tables that are not there: a drop cut short (``rebuild`` killed in
+        :meth:`drop_all`) leaves the migrations saying the store is complete without them."""
+        found = self.rows(
+            "SELECT name FROM system.tables WHERE database = {db:String}", {"db": self.database}
+        )
+        return sorted(set(t.COLUMNS) - {str(name) for (name,) in found})
+
     def drop_all(self, sync: bool = False) -> None:
         """Drop every view and table of the projections (``rebuild`` recreates them).
 
