@@ -268,5 +268,29 @@ def test_a_server_store_leaves_its_cleanup_to_the_server(
     store.wake_cleanup(t.COLUMNS)
     assert sent == []
     store.embedded = True
+    store._woken.clear()  # the open woke every table less than a second ago
     store.wake_cleanup([t.CHECKPOINTS])
     assert sent == [f"SYSTEM START CLEANUP {store.database}.{t.CHECKPOINTS}"]
+
+
+def test_a_table_is_woken_at_most_once_a_second(
+    store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chDB's cleanup of a table passes at most once a second: commits in a long-lived process
+    (the server, a worker) wake each table once in that time, not at every commit."""
+    command = store.client.command
+    sent: list[str] = []
+
+    def recorded(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.startswith("SYSTEM START CLEANUP"):
+            sent.append(sql.rsplit(".", 1)[1])
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(store.client, "command", recorded)
+    time.sleep(store_module.CLEANUP_PASS_SECONDS)  # past the open's wakes
+    for first in (0, 10, 20):
+        store.insert({t.CHECKPOINTS: _checkpoints(first, 10)})
+    assert sent == [t.CHECKPOINTS]
+    time.sleep(store_module.CLEANUP_PASS_SECONDS)
+    store.insert({t.CHECKPOINTS: _checkpoints(30, 10)})
+    assert sent == [t.CHECKPOINTS, t.CHECKPOINTS]
