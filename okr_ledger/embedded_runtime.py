@@ -224,8 +224,10 @@ def fingerprint_apart(
     glibc's keep of their memory, ~10-20 MiB; the old tables, which an Atomic database keeps
     in memory for 8 minutes after they are dropped) leaves with it instead of adding to the
     rebuild's catch-up, the peak of ``rebuild`` (issue 9). This process has not loaded chDB
-    by then (~45 MiB of imports), so the two never hold more than the catch-up alone. A
-    catch-up there has no progress bar. With a server, in this process (its memory is the
+    by then: the two hold the child's peak and ~45 MiB of imports. On a store caught up
+    before (the usual case) the child only fingerprints (~342 MiB at 1,000,000 events), well
+    below the catch-up that follows; on a store far behind, its catch-up and those 45 MiB
+    together can exceed a catch-up alone. A catch-up there has no progress bar. With a server, in this process (its memory is the
     server's)."""
     from projections.client import parse_url
 
