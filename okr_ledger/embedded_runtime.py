@@ -227,8 +227,8 @@ def fingerprint_apart(
     by then: the two hold the child's peak and ~45 MiB of imports. On a store caught up
     before (the usual case) the child only fingerprints (~342 MiB at 1,000,000 events), well
     below the catch-up that follows; on a store far behind, its catch-up and those 45 MiB
-    together can exceed a catch-up alone. A catch-up there has no progress bar. With a server, in this process (its memory is the
-    server's)."""
+    together can exceed a catch-up alone. A catch-up there has no progress bar. With a
+    server, in this process (its memory is the server's)."""
     from projections.client import parse_url
 
     if not parse_url(settings.resolved_clickhouse_url).embedded:

@@ -39,8 +39,12 @@ from processors.kafka_config import WorkerConfig
 from processors.kafka_sequencer import IntakeRecord
 from processors.metrics import PrometheusMetrics
 from processors.sequencer_core import CoreRunner, Restored, Sequenced, Verdict
+from schemas.errors import LedgerUnavailableError, WriterFencedError
 
 log = logging.getLogger(__name__)
+
+RESTORE_ATTEMPTS = 3
+"""How often an assignment's restore is tried (:meth:`SequencerAgent._restore_all`)."""
 
 Seek = Callable[[int, int], Awaitable[None]]
 """Seek intake ``partition`` to ``offset`` on the group consumer."""
@@ -108,7 +112,7 @@ class SequencerAgent:
             for partition in partitions:  # no batch of them is being written any more
                 await self._idle(partition)
             await self._call("fence", sorted(partitions))
-            restored: dict[int, Restored] = await self._call("restore_all", sorted(partitions))
+            restored = await self._restore_all(sorted(partitions))
         finally:
             self.restoring = False
         for partition, done in restored.items():
@@ -119,6 +123,29 @@ class SequencerAgent:
         self.metrics.assigned(self.config.topics.intake, len(partitions))
         log.info("sequencing %s partitions %s", self.config.topics.intake, sorted(partitions))
         return {partition: done.resume for partition, done in restored.items()}
+
+    async def _restore_all(self, partitions: list[int]) -> dict[int, Restored]:
+        """``restore_all``, fenced and tried again when Kafka fails it (at most
+        :data:`RESTORE_ATTEMPTS` times): a committed read of a ledger partition once waited
+        the whole read timeout on a transaction nothing had ended (a CI run, three workers and
+        a paused one), and the worker crashed with partitions that were its own. A fenced
+        writer is not tried again: another worker owns the partition."""
+        for attempt in range(1, RESTORE_ATTEMPTS + 1):
+            try:
+                restored: dict[int, Restored] = await self._call("restore_all", partitions)
+                return restored
+            except LedgerUnavailableError as error:
+                if isinstance(error, WriterFencedError) or attempt == RESTORE_ATTEMPTS:
+                    raise
+                log.warning(
+                    "partitions %s: the restore failed (%s); fencing them again (attempt %s of %s)",
+                    partitions,
+                    error,
+                    attempt + 1,
+                    RESTORE_ATTEMPTS,
+                )
+                await self._call("fence", partitions)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def revoke(self, partitions: set[int]) -> None:
         """Take no more batches of ``partitions``; a batch being written finishes (or is

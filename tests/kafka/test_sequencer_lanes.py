@@ -1,13 +1,15 @@
 """The sequencer agent's lanes on the broker: what waits for a partition goes into one batch."""
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from events.intake_wire import intake_message
-from events.kafka_client import Connection, Reader, partition_for
+from events.kafka_client import Connection, OutRecord, Reader, partition_for
 from events.kafka_records import decode_event, org_key
+from events.kafka_transactions import BatchProducer
 from processors.kafka_config import Topics, WorkerConfig
 from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics
@@ -179,3 +181,71 @@ def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
     assert max(len(batch) for batch in runner.batches) <= size
     events = _ledger(kafka_address, topics["ledger"], partition)
     assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
+
+
+class CountingRunner:
+    """The real core in threads; every call's method is noted."""
+
+    def __init__(self, runner: ThreadRunner) -> None:
+        self.runner = runner
+        self.calls: list[str] = []
+
+    async def call(self, method: str, *args: Any) -> Any:
+        self.calls.append(method)
+        return await self.runner.call(method, *args)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_worker(
+    kafka_address: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """A transaction the fence does not end (another transactional id's, here) holds up the
+    committed read of a ledger partition past the read's timeout: the assignment's restore
+    fails, the agent fences the partition again and tries again, and once the transaction
+    ends the partition is restored; nothing crashes."""
+    partition = 0
+    config = WorkerConfig(
+        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=2.0
+    )
+    foreign = BatchProducer((kafka_address,), transactional_id=f"foreign-{topics['ledger']}")
+    opened, release = threading.Event(), threading.Event()
+
+    def hold_a_transaction() -> None:
+        with foreign.transaction():  # a record no reader takes: no org key (an orphan)
+            foreign.send([OutRecord(topics["ledger"], partition, None, b"{}", ())])
+            opened.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_a_transaction)
+    holder.start()
+    assert opened.wait(timeout=30)
+    crashes: list[BaseException] = []
+
+    async def seek(p: int, offset: int) -> None:
+        pass
+
+    async def crash(error: BaseException) -> None:
+        crashes.append(error)
+
+    async def scenario() -> tuple[dict[int, int], list[str]]:
+        runner = CountingRunner(ThreadRunner(config))
+        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        loop = asyncio.get_running_loop()
+        loop.call_later(3.0, release.set)  # after the first attempt's 2 s read timeout
+        try:
+            return await agent.assign({partition}, 1), runner.calls
+        finally:
+            agent.close()
+
+    try:
+        resumed, calls = asyncio.run(scenario())
+    finally:
+        release.set()
+        holder.join(timeout=30)
+        foreign.close()
+    assert resumed == {partition: 0}
+    assert calls.count("restore_all") >= 2  # the first one stalled
+    assert calls[:3] == ["fence", "restore_all", "fence"]
+    assert not crashes
