@@ -80,3 +80,14 @@ class Figures:
         }
         path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
         return path
+
+
+def process_memory(pid: str = "self") -> dict[str, int]:
+    """VmHWM (peak RSS), VmRSS, RssAnon and RssFile of this process (or ``pid``), in MiB."""
+    found = {}
+    with open(f"/proc/{pid}/status") as lines:
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                found[name] = int(value.split()[0]) // 1024
+    return found

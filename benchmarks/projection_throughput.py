@@ -40,7 +40,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.figures import RSS_LIMIT_MIB, Figure, Figures, at_least, at_most
+from benchmarks.figures import RSS_LIMIT_MIB, Figure, Figures, at_least, at_most, process_memory
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
 from processors import tables as t
@@ -237,17 +237,6 @@ def _timed(call: Callable[[], object], samples: int) -> tuple[float, float]:
     return statistics.median(times), p95
 
 
-def memory() -> dict[str, int]:
-    """This process's VmHWM (peak RSS), VmRSS and RssAnon, in MiB."""
-    found = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-                found[name] = int(value.split()[0]) // 1024
-    return found
-
-
 class AnonPeak:
     """Samples RssAnon (the memory not backed by files) every 20 ms; ``peak`` is the highest."""
 
@@ -259,7 +248,7 @@ class AnonPeak:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, memory()["RssAnon"])
+            self.peak = max(self.peak, process_memory()["RssAnon"])
             time.sleep(0.02)
 
     def stop(self) -> int:
@@ -293,11 +282,11 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
     log = SqliteEventLog(ledger, create=False, read_only=True)  # as a command's catch-up
     store = ProjectionStore.open(f"chdb://{data / 'clickhouse'}")
     snapshots = SqliteSnapshots(data / FILE_NAME)
-    before = memory()
+    before = process_memory()
     start = time.perf_counter()
     done = EmbeddedRunner(log, store, snapshots=snapshots).catch_up()
     elapsed = time.perf_counter() - start
-    after, anon_peak = memory(), anon.stop()
+    after, anon_peak = process_memory(), anon.stop()
     snapshots.close()
     rows = sum(
         int(store.rows(f"SELECT count() FROM {{db}}.{table}")[0][0])

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.figures import process_memory
 from benchmarks.profiling.common import bench_ledger
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
@@ -37,17 +38,6 @@ from processors.snapshots import FILE_NAME, SqliteSnapshots
 from projections.store import ProjectionStore
 
 ORG = "bench"
-
-
-def status(pid: str = "self") -> dict[str, int]:
-    """VmHWM, VmRSS, RssAnon, RssFile of this process (or ``pid``), in MiB."""
-    found = {}
-    with open(f"/proc/{pid}/status") as lines:
-        for line in lines:
-            name, _, value = line.partition(":")
-            if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-                found[name] = int(value.split()[0]) // 1024
-    return found
 
 
 class Sampler:
@@ -63,7 +53,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.perf_counter() - self._start, self.events, status()))
+            self.samples.append((time.perf_counter() - self._start, self.events, process_memory()))
             time.sleep(0.02)
 
     def progress(self, count: int) -> None:
@@ -113,7 +103,7 @@ def rebuild(data: Path) -> None:
     samples: list[tuple[float, dict[str, int]]] = []
     while process.poll() is None:
         try:
-            found = status(str(process.pid))
+            found = process_memory(str(process.pid))
         except (OSError, ValueError):
             found = {}
         if "VmRSS" in found:  # not once it has exited
@@ -138,7 +128,7 @@ def run(ledger: Path, trace: bool, top: int, then_rebuild: bool, options: dict[s
         log = SqliteEventLog(ledger, create=False, read_only=True)
         store = ProjectionStore.open(f"chdb://{work / 'clickhouse'}")
         snapshots = SqliteSnapshots(work / FILE_NAME)
-        print(f"before projecting: {status()}")
+        print(f"before projecting: {process_memory()}")
         runner = EmbeddedRunner(log, store, snapshots=snapshots)
         runner.batch_size = options.get("batch_size", runner.batch_size)
         runner.commit_bytes = options.get("commit_bytes", runner.commit_bytes)
@@ -157,7 +147,7 @@ def run(ledger: Path, trace: bool, top: int, then_rebuild: bool, options: dict[s
         describe_state(runner, store)
         sampler.stop()
         sampler.print()
-        print(f"  final: {status()}")
+        print(f"  final: {process_memory()}")
         if snapshot is not None:
             print(
                 f"\n=== tracemalloc at the end: {traced[0] / 2**20:.1f} MiB alive, "
