@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -154,8 +155,10 @@ environment sets (``MALLOC_MMAP_THRESHOLD_``) wins."""
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
+@cache
 def _c_library() -> Any:
-    """This process's own symbols (glibc's ``mallopt``, ``malloc_trim``, where it is)."""
+    """This process's own symbols (glibc's ``mallopt``, ``malloc_trim``, where it is), loaded
+    once: the store trims after every commit."""
     try:
         return ctypes.CDLL(None)
     except OSError:
