@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from projections.store import ProjectionStore
@@ -55,3 +56,13 @@ def project(builder: LedgerBuilder, store: ProjectionStore) -> EmbeddedRunner:
     runner = EmbeddedRunner(builder.log, store, Projector())
     runner.catch_up()
     return runner
+
+
+def assert_as_projected_afresh(
+    store: ProjectionStore, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    """``store``'s rows are those of a store that projects ``builder``'s ledger from nothing
+    (invariant 5: incremental = rebuild)."""
+    clean = open_store("clean")
+    project(builder, clean)
+    assert fingerprint(store) == fingerprint(clean)

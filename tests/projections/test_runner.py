@@ -9,13 +9,12 @@ import pytest
 
 from events.outcomes import RAW_LIMIT, Rejection
 from events.sqlite_log import SqliteEventLog
-from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.snapshots import SqliteSnapshots
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
-from tests.projections.conftest import StoreFactory, project
+from tests.projections.conftest import StoreFactory, assert_as_projected_afresh, project
 from tests.projections.ledgers import LedgerBuilder, day
 
 
@@ -41,9 +40,7 @@ def test_a_restart_resumes_from_a_snapshot(
     done = restarted.catch_up()
     assert (done.events, done.replayed) == (3, 0)
 
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(store) == fingerprint(clean)
+    assert_as_projected_afresh(store, builder, open_store)
 
 
 def test_a_snapshot_of_another_ledger_is_ignored(
@@ -161,6 +158,4 @@ def test_a_failed_commit_stops_the_catch_up_and_the_next_one_completes(
     position = store.positions()["acme"]
     assert 0 < position < builder.log.heads()["acme"].sequence  # committed up to before it
     EmbeddedRunner(builder.log, store, Projector()).catch_up()
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(store) == fingerprint(clean)
+    assert_as_projected_afresh(store, builder, open_store)

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from okr_ledger.projection_compare import fingerprint
 from processors import snapshot_codec
 from processors import snapshots as snapshots_module
 from processors import state as state_module
@@ -42,7 +41,7 @@ from processors.state import (
     Review,
     Strategy,
 )
-from tests.projections.conftest import StoreFactory, project
+from tests.projections.conftest import StoreFactory, assert_as_projected_afresh
 from tests.projections.ledgers import ORG, LedgerBuilder, day
 from tests.projections.old_store_ledger import write_ledger
 from tests.projections.test_properties import PROPERTY_SETTINGS, Script, build, scripts
@@ -290,9 +289,7 @@ def test_a_long_catch_up_saves_as_it_goes_and_projects_the_same_rows(
         done = EmbeddedRunner(builder.log, store, Projector(), snapshots=snapshots).catch_up()
         assert (done.events, done.replayed) == (1, 0)
     snapshots.close()
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(store) == fingerprint(clean)
+    assert_as_projected_afresh(store, builder, open_store)
 
 
 def test_a_state_saved_ahead_of_a_commit_cut_short_is_replayed_not_used(
@@ -339,9 +336,7 @@ def test_a_state_saved_ahead_of_a_commit_cut_short_is_replayed_not_used(
         assert done.events == builder.count - checkpoint
         assert done.replayed == checkpoint  # the saved state was not used
     snapshots.close()
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(store) == fingerprint(clean)
+    assert_as_projected_afresh(store, builder, open_store)
 
 
 # --- a state saved by the version before (format 5) --------------------------------------------
@@ -401,9 +396,7 @@ def test_a_state_saved_in_format_5_is_used_then_saved_anew_in_chunks(
         assert (done.events, done.replayed) == (1, 0)  # and from format 6 after
     finally:
         snapshots.close()
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(store) == fingerprint(clean)
+    assert_as_projected_afresh(store, builder, open_store)
 
 
 # --- the runner with unusable saved states ----------------------------------------------------
@@ -547,9 +540,7 @@ def test_an_unusable_saved_state_is_ignored_and_the_ledger_replayed(
         snapshots.close()
     assert (done.events, done.replayed) == (1, 9)
     assert not marker.exists()
-    clean = open_store("clean")
-    project(builder, clean)
-    assert fingerprint(store) == fingerprint(clean)
+    assert_as_projected_afresh(store, builder, open_store)
 
 
 def test_a_state_that_cannot_be_saved_costs_only_a_replay(
