@@ -68,10 +68,14 @@ class _PendingBatch:
         self.outcomes = decide_batch(
             state, self.lines, now=now, policy=self.policy, probes=self.probes
         )
-        return (
-            [o for o in self.outcomes if type(o) is Accepted],
-            [o for o in self.outcomes if type(o) is Rejection],
-        )
+        accepted: list[Accepted] = []
+        rejected: list[Rejection] = []
+        for outcome in self.outcomes:  # one pass (most are accepted, or duplicates)
+            if type(outcome) is Accepted:
+                accepted.append(outcome)
+            elif type(outcome) is Rejection:
+                rejected.append(outcome)
+        return accepted, rejected
 
 
 _STEP = 64

@@ -87,7 +87,8 @@ def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission
     if isinstance(type_name, str) and type_name not in EVENT_TYPES:
         raise _RejectedError(ReasonCode.UNKNOWN_TYPE, f"unknown event type {type_name!r}", [])
     try:
-        submission = Submission.model_validate(document)
+        # pydantic-core's own call: ``Submission.model_validate`` without its Python wrapper
+        submission = _validate_submission(document)
     except ValidationError as error:
         raise _RejectedError(
             ReasonCode.SCHEMA_VIOLATION,
@@ -115,11 +116,7 @@ def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission
 
 _dumps = orjson.dumps
 _sha256 = hashlib.sha256
-
-
-def _text(value: str | None) -> bytes:
-    """A string member's value in canonical form (orjson escapes strings exactly as JCS does)."""
-    return b"null" if value is None else _dumps(value)
+_validate_submission = Submission.__pydantic_validator__.validate_python
 
 
 class _Content:
@@ -137,32 +134,24 @@ class _Content:
     __slots__ = ("head", "middle", "tail", "version")
 
     def __init__(self, submission: Submission, version: int, occurred_at: str, data: Any) -> None:
-        self.head = b"".join(  # then event_id and hash
-            (
-                b'{"actor":',
-                _dumps(submission.actor),
-                b',"causation_id":',
-                _text(submission.causation_id),
-                b',"correlation_id":',
-                _text(submission.correlation_id),
-                b',"data":',
-                canonical_bytes(data),
-            )
+        # One bytes formatting per piece, not a join of a tuple: a piece is a few members.
+        causation_id, correlation_id = submission.causation_id, submission.correlation_id
+        source_event_id = submission.source_event_id
+        self.head = b'{"actor":%b,"causation_id":%b,"correlation_id":%b,"data":%b' % (
+            _dumps(submission.actor),
+            b"null" if causation_id is None else _dumps(causation_id),
+            b"null" if correlation_id is None else _dumps(correlation_id),
+            canonical_bytes(data),
+        )  # then event_id and hash
+        self.middle = b',"occurred_at":%b,"org_id":%b' % (  # then prev_hash and recorded_at
+            _dumps(occurred_at),
+            _dumps(submission.org_id),
         )
-        self.middle = b"".join(  # then prev_hash and recorded_at
-            (b',"occurred_at":', _dumps(occurred_at), b',"org_id":', _dumps(submission.org_id))
-        )
-        self.version = b',"schema_version":' + str(version).encode()  # then sequence
-        self.tail = b"".join(
-            (
-                b',"source":',
-                _dumps(submission.source),
-                b',"source_event_id":',
-                _text(submission.source_event_id),
-                b',"type":',
-                _dumps(submission.type),
-                b"}",
-            )
+        self.version = b',"schema_version":%d' % version  # then sequence
+        self.tail = b',"source":%b,"source_event_id":%b,"type":%b}' % (
+            _dumps(submission.source),
+            b"null" if source_event_id is None else _dumps(source_event_id),
+            _dumps(submission.type),
         )
 
     def digest(self) -> bytes:
@@ -175,24 +164,20 @@ class _Content:
         """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5);
         ``recorded_at`` is its member's encoding (:func:`recorded_at_member`)."""
         event_id_member = b',"event_id":' + _dumps(event_id)
-        after = b"".join(
-            (
-                self.middle,
-                b',"prev_hash":',
-                _dumps(prev_hash),
-                recorded_at,
-                self.version,
-                b',"sequence":',
-                str(sequence).encode(),
-                self.tail,
-            )
+        after = b'%b,"prev_hash":%b%b%b,"sequence":%d%b' % (
+            self.middle,
+            _dumps(prev_hash),
+            recorded_at,
+            self.version,
+            sequence,
+            self.tail,
         )
         digest = _sha256(prev_hash.encode("ascii"))
         digest.update(self.head)  # the event without its hash member, piece by piece
         digest.update(event_id_member)
         digest.update(after)
         hash_ = digest.hexdigest()
-        body = b"".join((self.head, event_id_member, b',"hash":"', hash_.encode(), b'"', after))
+        body = b'%b%b,"hash":"%b"%b' % (self.head, event_id_member, hash_.encode(), after)
         return body, hash_
 
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -51,7 +52,7 @@ from events.sequencer import (
     probe,
     recorded_at_member,
 )
-from events.sqlite_log import SqliteEventLog
+from events.sqlite_log import _MIGRATIONS, WAL_AUTOCHECKPOINT, SqliteEventLog
 from events.state import LedgerState, OrgState
 from okr_ledger.submissions import Summary, ndjson_lines
 from schemas.envelope import Submission, event_id_text, format_timestamp, utc_now
@@ -124,12 +125,78 @@ def anchors(lines: list[bytes]) -> None:
             db.execute("COMMIT")
         insert = time.perf_counter() - start
         db.close()
+    ledger_table = ledger_table_inserts(lines)
     print(f"\nraw anchors on the same {n:,} lines (this run)")
     print(f"  orjson parse:                       {rate(n, parse):>12}")
     print(f"  pydantic validation (env+payload):  {rate(n, validate):>12}")
     print(f"  orjson parse + validation:          {rate(n, parse + validate):>12}")
     print(f"  sha256 of each line:                {rate(n, sha):>12}")
     print(f"  SQLite insert (WAL, FULL, {BATCH}/tx):  {rate(n, insert):>12}")
+    for label, (wall, cpu) in ledger_table.items():
+        print(f"  {label:<36}{rate(n, wall):>12}  wall {wall / n * 1e6:5.2f} µs/row, "
+              f"CPU {cpu / n * 1e6:5.2f} µs/row")  # fmt: skip
+
+
+def ledger_table_inserts(lines: list[bytes]) -> dict[str, tuple[float, float]]:
+    """Rows like the ledger's (the ledger's ``events`` table, its pragmas, BATCH a
+    transaction), with and without its ``UNIQUE (org_id, event_id)`` index: what the one
+    random-keyed index costs each event (each insert dirties another of its pages, and every
+    dirty page is written to the WAL and synced at commit). Then what other choices would
+    give: the id as a compact key (16 bytes, or an 8-byte integer prefix, indexed instead of
+    the text), and other page sizes for a new file. Wall and CPU seconds."""
+    events_table = _MIGRATIONS[0][0]
+    without = events_table.replace(",\n    UNIQUE (org_id, event_id)", "")
+    assert without != events_table, "the events table's DDL changed: update this anchor"
+    with_key = without.replace("body        TEXT    NOT NULL,", "body TEXT NOT NULL, k NOT NULL,")
+    assert with_key != without, "the events table's DDL changed: update this anchor"
+    rows = []
+    for sequence, line in enumerate(lines, start=1):
+        key = hashlib.sha256(line).hexdigest()  # random, as event ids are
+        event_id = f"{key[:8]}-{key[8:12]}-{key[12:16]}-{key[16:20]}-{key[20:32]}"
+        rows.append(("acme", sequence, event_id, "CheckInRecorded", "t", "t", key, line.decode()))
+
+    def blob(row: tuple[Any, ...]) -> Any:
+        return bytes.fromhex(row[2].replace("-", ""))
+
+    def prefix(row: tuple[Any, ...]) -> Any:
+        return int.from_bytes(blob(row)[:8], "big", signed=True)
+
+    variants: list[tuple[str, str, Any, str | None, int]] = [
+        ("ledger events table (as stored):", events_table, None, None, 4096),
+        ("  the same without UNIQUE(org, id):", without, None, None, 4096),
+        ("  UNIQUE(org, 16-byte id) instead:", with_key, blob, "UNIQUE", 4096),
+        ("  INDEX(org, 8-byte prefix) instead:", with_key, prefix, "", 4096),
+        ("  as stored, page size 2,048:", events_table, None, None, 2048),
+        ("  as stored, page size 8,192:", events_table, None, None, 8192),
+    ]
+    timings: dict[str, tuple[float, float]] = {}
+    for label, ddl, extra, index, page_size in variants:
+        data = rows if extra is None else [(*row, extra(row)) for row in rows]
+        columns = "org_id, sequence, event_id, type, occurred_at, recorded_at, hash, body"
+        columns += "" if extra is None else ", k"
+        with tempfile.TemporaryDirectory() as tmp:
+            db = sqlite3.connect(Path(tmp) / "anchor.db", isolation_level=None)
+            db.execute(f"PRAGMA page_size={page_size}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA cache_size=-65536")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT * 4096 // page_size}")
+            db.execute(ddl)
+            if index is not None:
+                db.execute(f"CREATE {index} INDEX events_k ON events (org_id, k)")
+            insert = f"INSERT INTO events ({columns}) VALUES ({_marks(len(data[0]))})"
+            start, cpu = time.perf_counter(), time.process_time()
+            for first in range(0, len(data), BATCH):
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(insert, data[first : first + BATCH])
+                db.execute("COMMIT")
+            timings[label] = (time.perf_counter() - start, time.process_time() - cpu)
+            db.close()
+    return timings
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 # --- the CLI --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from events.canonical import canonical_bytes
 from events.chain import event_hash
 from events.outcomes import Accepted, Duplicate, Rejection
 from events.reasons import ReasonCode
@@ -20,9 +21,11 @@ from events.sequencer import (
     content_digest,
     decide,
     probe,
+    record_digest,
     submission_digest,
 )
 from schemas.envelope import EVENT_ID_NAMESPACE, GENESIS_HASH, derive_event_id, derive_event_key
+from schemas.registry import EVENT_TYPES
 from tests.builders import NOW, raw, sequence_all, submission
 from tests.ledger.support import CHECK_IN_ID, Org, describe, key_result
 
@@ -569,3 +572,56 @@ def test_a_sequencer_rebuilt_from_the_ledger_knows_the_sources_ids() -> None:
     retry = raw("StrategyDefined", {"mission": "m", "vision": "v"}, event_id=RETRY_ID,
                 source_event_id="s1")  # fmt: skip
     assert rebuilt.submit(retry, now=NOW) == Duplicate(FIRST_ID, "acme")
+
+
+# --- an accepted event's bytes, piece by piece ------------------------------------------------
+
+_ENVELOPE_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"))
+    | st.sampled_from('"\\/\u2028\u00e9\U0001f600'),
+    min_size=1,
+    max_size=12,
+).filter(lambda text: text.strip() == text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    actor=_ENVELOPE_TEXT,
+    source=_ENVELOPE_TEXT,
+    source_event_id=_ENVELOPE_TEXT,
+    correlation_id=st.none() | _ENVELOPE_TEXT,
+    causation_id=st.none() | _ENVELOPE_TEXT,
+    schema_version=st.none() | st.just(EVENT_TYPES["CheckInRecorded"]),  # latest, given or not
+    occurred_at=st.sampled_from(["2026-11-02T09:00:00+01:00", "2026-11-02T08:00:00.250Z"]),
+)
+def test_an_accepted_events_bytes_are_its_canonical_form_whatever_its_envelope_strings(
+    *,
+    actor: str,
+    source: str,
+    source_event_id: str,
+    correlation_id: str | None,
+    causation_id: str | None,
+    schema_version: int | None,
+    occurred_at: str,
+) -> None:
+    """The sequencer writes an event's bytes from pieces (events.sequencer._Content), not by
+    serialising the whole record: with strings that JSON escapes (quotes, backslashes,
+    U+2028), non-ASCII ones, optional members absent or present, the bytes are still the
+    record's canonical JSON, its hash the chain's, its digest the content's."""
+    envelope: dict[str, Any] = {"actor": actor, "source": source, "occurred_at": occurred_at}
+    for name, value in (
+        ("correlation_id", correlation_id),
+        ("causation_id", causation_id),
+        ("schema_version", schema_version),
+    ):
+        if value is not None:
+            envelope[name] = value
+    org = Org()
+    line = raw("CheckInRecorded", dict(CHECK_IN), key=source_event_id, **envelope)
+    outcome = org.submit_raw(line)
+    assert isinstance(outcome, Accepted), describe(outcome)
+    record = outcome.record
+    assert outcome.body == canonical_bytes(record)
+    assert record["hash"] == event_hash(record)
+    assert outcome.digest == record_digest(record)
+    assert (record["correlation_id"], record["causation_id"]) == (correlation_id, causation_id)

@@ -25,7 +25,7 @@ from events.reasons import ReasonCode
 from events.sequencer import Sequencer, decide_batch, probe, record_digest
 from events.sqlite_log import _MIGRATIONS, SCHEMA_VERSION, SqliteEventLog
 from events.state_store import SqliteStateStore
-from schemas.envelope import LedgerEvent, Submission
+from schemas.envelope import LedgerEvent
 from schemas.errors import LedgerDamagedError
 from tests.builders import NOW, chained_events, check_ins, org_setup, raw
 from tests.ledger.state_checks import assert_store_is_the_fold, fold_of, histories
@@ -69,13 +69,13 @@ def insert_rows(db: sqlite3.Connection, events: list[LedgerEvent]) -> None:
 def counted_validations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many submissions are validated from now on (``[n]``, counted as they are)."""
     validated = [0]
-    real = Submission.model_validate
+    real = sequencer_module._validate_submission  # Submission's validator, as _parse calls it
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         validated[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(Submission, "model_validate", counted)
+    monkeypatch.setattr(sequencer_module, "_validate_submission", counted)
     return validated
 
 
