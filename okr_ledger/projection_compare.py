@@ -13,7 +13,11 @@ HISTORY_TABLES = t.HISTORY
 """What is compared row for row. The checkpoints record where to resume, not an answer."""
 Fingerprint = dict[str, tuple[int, int]]
 """Table -> (distinct rows, sum of their hashes)."""
-_ROW_HASH = "cityHash64(formatRow('TabSeparated', *))"
+_ROW_HASH = "cityHash64(tuple(*))"
+"""A row's hash, from its columns' values as stored (their types': NULL is not '', an array's
+order counts), not from a text form of the row: ``formatRow('TabSeparated', *)`` wrote each
+row as text first, twice the time (4.5 -> 2.4 s for the tables of 1,000,000 events; a
+rebuild fingerprints twice)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,13 @@
 from pathlib import Path
 
 from okr_ledger.live_rebuild import live_limits, replay
-from okr_ledger.projection_compare import Limits, describe_difference, differing, fingerprint
+from okr_ledger.projection_compare import (
+    _ROW_HASH,
+    Limits,
+    describe_difference,
+    differing,
+    fingerprint,
+)
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day
@@ -75,3 +81,27 @@ def tamper(store: ProjectionStore) -> None:
         f"WHERE sequence = (SELECT min(sequence) FROM {store.database}.objective_versions) "
         "SETTINGS mutations_sync = 1"
     )
+
+
+def test_the_row_hash_tells_apart_what_a_text_form_would(open_store: StoreFactory) -> None:
+    """The fingerprint hashes each row's values (``cityHash64(tuple(*))``): a NULL and an
+    empty string, values shifted between columns, an array's order all differ; a duplicate
+    row does not count."""
+    store = open_store("hashes")
+    db = store.database
+    store.client.command(
+        f"CREATE TABLE {db}.probe (a Nullable(String), b String, c Array(String)) "
+        "ENGINE = MergeTree ORDER BY tuple()"
+    )
+    rows = [
+        "(NULL, 'x', [])",
+        "('', 'x', [])",
+        "('a', 'bx', [])",
+        "('ab', 'x', [])",
+        "('', 'x', ['p', 'q'])",
+        "('', 'x', ['q', 'p'])",
+        "('', 'x', ['q', 'p'])",
+    ]
+    store.client.command(f"INSERT INTO {db}.probe VALUES {', '.join(rows)}")
+    select = f"SELECT DISTINCT {_ROW_HASH} AS h FROM {db}.probe"
+    assert store.rows(f"SELECT count() FROM ({select})") == [(6,)]
