@@ -42,7 +42,7 @@ from events.log import ChainHead, Mark
 from events.outcomes import Accepted
 from events.sequencer import Probe, record_digest
 from events.state import LedgerState
-from events.state_store import KEPT_MAX, SqliteStateStore, _Kept, _OwnEvents
+from events.state_store import _IN_LIST, KEPT_MAX, SqliteStateStore, _chunks, _Kept, _OwnEvents
 from schemas.envelope import LedgerEvent
 from schemas.errors import LedgerUnavailableError
 
@@ -198,6 +198,28 @@ class KeepingStateStore(SqliteStateStore):
             kept = _Kept(0)
         kept.take(view)
         self._kept, self._committing = None, kept  # kept again once this commits
+
+    def _sources(
+        self, org_id: str, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], bytes]:
+        """The first event stored of each ``(source, source_event_id)`` of ``pairs``: one search
+        of the primary key per pair (``CROSS JOIN`` keeps the wanted pairs outside). The base
+        class's ``(source, source_event_id) IN (VALUES ...)`` is planned as a scan of every row
+        of the org, and a standalone store keeps a row per event: each batch then read the
+        whole org (at 400,000 rows, ~190 ms per 200 pairs, ~1 s per batch of 1,000)."""
+        found: dict[tuple[str, str], bytes] = {}
+        for chunk in _chunks(pairs, _IN_LIST // 2):
+            rows = self._db.execute(
+                "WITH wanted(source, source_event_id) AS"
+                f" (VALUES {','.join(['(?, ?)'] * len(chunk))})"
+                " SELECT s.source, s.source_event_id, s.event_id FROM wanted w"
+                " CROSS JOIN sequencer_sources s ON s.org_id = ? AND s.source = w.source"
+                " AND s.source_event_id = w.source_event_id",
+                (*(part for pair in chunk for part in pair), org_id),
+            )
+            for source, source_event_id, event_id in rows:
+                found[(source, source_event_id)] = event_id
+        return found
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

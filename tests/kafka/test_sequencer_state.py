@@ -481,6 +481,38 @@ def test_what_a_failed_write_changed_in_what_a_state_file_kept_is_not_kept(
     sequencer.state.close()
 
 
+def test_a_batch_finds_its_sources_by_the_primary_key_not_by_a_scan_of_the_org(
+    tmp_path: Path,
+) -> None:
+    """A state file keeps a ``sequencer_sources`` row per event: the batch's query for its
+    sources searches the primary key for each pair, never reads all the org's rows (a cost
+    that grew with the partition)."""
+    path = tmp_path / "partition-0.db"
+    sequencer, records, statements = _kept_run(path)
+    by_source = [
+        raw_submission(
+            "CheckInRecorded",
+            {"key_result_id": "kr1", "value": i, "confidence": 0.5},
+            org_id=ORG,
+            key=f"ci{i}",
+        )
+        for i in range(5)
+    ]
+    more = intake_of(by_source)
+    _decide(sequencer, [r._replace(offset=len(records) + i) for i, r in enumerate(more)], 99)
+    queries = [
+        q
+        for q in statements
+        if q.startswith(("SELECT", "WITH")) and "sequencer_sources" in q and "VALUES" in q
+    ]
+    assert queries
+    with sqlite3.connect(path) as db:
+        for query in queries:
+            plan = " / ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+            assert "PRIMARY KEY (org_id=? AND source=? AND source_event_id=?)" in plan, plan
+    sequencer.state.close()
+
+
 def test_a_reload_drops_what_a_state_file_kept(tmp_path: Path) -> None:
     """What the file holds wins after :meth:`FileState.reload` (called on every restore): a
     key result retired in the file (as a fold of the ledger would have it) is read again."""
