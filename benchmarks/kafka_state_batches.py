@@ -3,12 +3,13 @@
 Decides ``--check-ins`` check-ins (after the orgs' setup) in batches of ``--batch`` on one
 :class:`~processors.kafka_sequencer.PartitionSequencer` with a state file
 (:class:`~processors.sequencer_state.FileState`, as the worker runs it), the writes replaced by
-nothing (the ledger offsets counted as a writer would give them). Prints µs per event and CPU
-per event for: parsing and probing the batch, loading its view (entering the state file's
-transaction: ``BEGIN`` and the bulk reads), deciding it (the rules, with the reads they make
-on demand), keeping it (saving the state, ``COMMIT``); SQLite statements per batch; and the
-same batches on the state in memory (:class:`~processors.sequencer_state.MemoryState`), the
-anchor with nothing to read or save.
+nothing (the ledger offsets counted as a writer would give them). Prints CPU per event of
+deciding (parsing, probing, loading the view: ``BEGIN`` and the bulk reads, and the rules with
+the reads they make on demand) and of keeping (saving the state, ``COMMIT``); the view load
+alone (the same batches again, only entering the state's transaction timed); SQLite statements
+per batch (as traced: ``executemany`` counts once per row); and the same batches on the state
+in memory (:class:`~processors.sequencer_state.MemoryState`), the anchor with nothing to read
+or save.
 
 Usage: python benchmarks/kafka_state_batches.py [--check-ins 60000] [--batch 1000]
        [--key-results 100] [--orgs 1] [--repeat 3]
