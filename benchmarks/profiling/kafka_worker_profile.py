@@ -45,7 +45,32 @@ CATEGORIES = (
     ("asyncio loop", ("asyncio/",)),
 )  # fmt: skip
 BASE_FRAMES = ("threading.py", "asyncio/", "concurrent/", "<frozen", "(mode/", "selectors.py")
-IDLE_LEAVES = ("select (", "poll (", "wait (", "acquire (", "sleep (", "_worker (", "get (")
+IDLE_LEAVES = (
+    "select (",
+    "poll (",
+    "wait (",
+    "acquire (",
+    "sleep (",
+    "_worker (",
+    "get (",
+    "Connection._recv (",
+    "main (multiprocessing/resource_tracker.py)",
+)
+"""Leaves that wait: a pipe read (the sequencer process waiting for a call, the worker for a
+result) and the resource tracker's read are idle, not work."""
+SEQUENCER_STAGES = (
+    ("BEGIN / COMMIT of the state file", ("SqliteStateStore.transaction",
+                                          "KeepingStateStore.transaction")),
+    ("view load (bulk reads of the state file)", ("SqliteStateStore.view", "FileState.deciding")),
+    ("keep (save the state)", ("PartitionSequencer.keep",)),
+    ("append (encode, produce, transaction)", ("SequencerCore._write",)),
+    ("decide (events/sequencer.py, apply)", ("PartitionSequencer._decide_all",)),
+    ("parse + probe (intake headers, probe)", ("PartitionSequencer.deciding",)),
+    ("restore, fence", ("SequencerCore.restore", "SequencerCore.fence")),
+    ("pipe (pickle, send, receive)", ("_child_main",)),
+)  # fmt: skip
+"""The sequencer process's stages, by the innermost of these frames on the stack (checked in
+this order): where its busy samples go."""
 
 
 def _children(pid: int) -> list[int]:
@@ -73,17 +98,59 @@ def _worker_pid(bench: int) -> int | None:
     return None
 
 
+def _waits(leaf: str) -> bool:
+    """Whether a leaf frame waits (``wait (`` or a method ``X.wait (``, ...)."""
+    return leaf.startswith(IDLE_LEAVES) or any(f".{idle}" in leaf for idle in IDLE_LEAVES)
+
+
 def _category(frames: list[str]) -> str:
     leaf = frames[-1] if frames else ""
     stack = ";".join(frames)
     if "_find_and_load" in stack:
         return CATEGORIES[0][0]
-    if leaf.startswith(IDLE_LEAVES) or "selectors.py" in leaf:
+    if _waits(leaf) or "selectors.py" in leaf:
         return CATEGORIES[1][0]
     for name, needles in CATEGORIES[2:]:
         if any(needle in stack for needle in needles):
             return name
     return "other"
+
+
+def _stage(frames: list[str]) -> str:
+    """The sequencer stage of a busy sample of the sequencer process (innermost frame wins)."""
+    for frame in reversed(frames):
+        for name, needles in SEQUENCER_STAGES:  # innermost frame first
+            if frame.startswith(needles):
+                return name
+    return "other"
+
+
+def summarise_sequencer(raw: Path) -> None:
+    """The sequencer process alone: its busy samples by stage. With ``--gil``, only the
+    thread holding the GIL is sampled: the shares are then of its Python CPU time (without,
+    threads waiting for the GIL count as busy too)."""
+    stages: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    busy = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if "_child_main" not in stack or not count_text.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if not f.startswith(("thread", "process"))]
+        if _category(frames) == CATEGORIES[1][0]:
+            continue
+        count = int(count_text)
+        busy += count
+        stages[_stage(frames)] += count
+        leaves[frames[-1]] += count
+    if not busy:
+        return
+    print(f"\nsequencer process: {busy:,} busy samples (all its threads), by stage:")
+    for name, count in stages.most_common():
+        print(f"  {100 * count / busy:6.1f}%  {name}")
+    print("  top leaves:")
+    for frame, count in leaves.most_common(12):
+        print(f"  {100 * count / busy:6.1f}%  {frame[:110]}")
 
 
 def summarise(raw: Path) -> None:
@@ -142,6 +209,9 @@ def main() -> None:
     parser.add_argument("--lag-samples", type=int, default=500)
     parser.add_argument("--orgs", type=int, default=6)
     parser.add_argument("--sample-rate", type=int, default=100)
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL (CPU shares)"
+    )
     args = parser.parse_args()
     spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
     if spy is None:
@@ -167,7 +237,7 @@ def main() -> None:
                 if pid is not None:
                     sampler = subprocess.Popen(
                         [spy, "record", "--pid", str(pid), "--subprocesses", "--idle", "--threads",
-                         "--nolineno",
+                         "--nolineno", *(["--gil"] if args.gil else []),
                          "--rate", str(args.sample_rate), "--format", "raw", "-o", str(raw)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
@@ -182,6 +252,7 @@ def main() -> None:
             sampler.wait(timeout=60)
         if raw.exists():
             summarise(raw)
+            summarise_sequencer(raw)
         else:
             print("py-spy wrote nothing")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from processors import sequencer_core
 from processors.kafka_config import WorkerConfig
 from processors.sequencer_core import ProcessRunner
 from schemas.errors import LedgerUnavailableError
@@ -101,3 +102,22 @@ def test_a_sigkilled_child_fails_every_waiting_call_and_nothing_hangs(tmp_path: 
             runner.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_the_sequencer_process_caps_the_c_allocators_arenas_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    class _Library:
+        def mallopt(self, parameter: int, value: int) -> int:
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr("processors.sequencer_core.ctypes.CDLL", lambda *_: _Library())
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    sequencer_core.bound_malloc_arenas()
+    assert calls == [(-8, sequencer_core.MALLOC_ARENAS)]  # glibc's M_ARENA_MAX
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    sequencer_core.bound_malloc_arenas()
+    assert len(calls) == 1

@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sqlite3
+import tempfile
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +23,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events import state_store
 from events.chain import verify_chain
@@ -28,7 +32,8 @@ from events.intake_wire import intake_message
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, Reader, partition_for
 from events.kafka_records import ChainRule, decode_event, org_key
-from events.sequencer import DEFAULT_POLICY
+from events.outcomes import Accepted
+from events.sequencer import DEFAULT_POLICY, Sequencer
 from processors import sequencer_state
 from processors.kafka_config import Topics as TopicNames
 from processors.kafka_config import WorkerConfig
@@ -47,6 +52,7 @@ from processors.sequencer_state import (
     state_file,
 )
 from tests.builders import NOW, check_ins, org_setup
+from tests.builders import raw as raw_submission
 from tests.kafka.test_sequencer_core import (
     CrashError,
     Topics,
@@ -54,6 +60,7 @@ from tests.kafka.test_sequencer_core import (
     intake_of,
     submissions,
 )
+from tests.ledger.state_checks import assert_store_is_the_fold, histories
 
 ORG = "acme"
 
@@ -393,3 +400,198 @@ def test_a_state_file_ahead_of_the_ledger_corrupt_or_missing_is_rebuilt_from_the
     assert state.ledger_next is not None
     assert state.ledger_next >= len(records)
     state.close()
+
+
+# -- what a state file keeps in memory between batches ----------------------------------------
+
+RETIRE_KR1 = raw_submission(
+    "KeyResultRetired", {"key_result_id": "kr1", "reason": "dropped"}, org_id=ORG
+)
+
+
+class _WriteFailedError(Exception):
+    """The batch's write failed (the ledger did not take it)."""
+
+
+def _kept_run(path: Path) -> tuple[PartitionSequencer, list[IntakeRecord], list[str]]:
+    """A sequencer on a state file at ``path`` that decided the org's setup and one check-in
+    on kr1 (so keeps kr1); the records, numbered on; the SQL it runs from now on."""
+    state = FileState(path, 0)
+    sequencer = PartitionSequencer(0, 1, state=state)
+    records = intake_of(
+        [*org_setup(ORG), next(check_ins(1, ORG)), RETIRE_KR1, next(check_ins(1, ORG))]
+    )
+    _decide(sequencer, records[:-2], ledger_next=len(records) - 2)
+    statements: list[str] = []
+    state.store._db.set_trace_callback(statements.append)
+    return sequencer, records, statements
+
+
+def _decide(
+    sequencer: PartitionSequencer, records: list[IntakeRecord], ledger_next: int
+) -> list[Any]:
+    with sequencer.deciding(records, NOW) as output:
+        sequencer.keep(output, ledger_next, 0)
+    return [o.value for o in output.outcomes]
+
+
+def _decide_and_fail_to_write(sequencer: PartitionSequencer, record: IntakeRecord) -> None:
+    with sequencer.deciding([record], NOW) as output:
+        assert [_outcome(o.value) for o in output.outcomes] == ["accepted"]
+        raise _WriteFailedError  # as SequencerCore._write raising: the batch is not kept
+
+
+def _outcome(outcome: bytes) -> str:
+    status: str = orjson.loads(outcome)["status"]
+    return status
+
+
+def _key_result_reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if "FROM sequencer_key_results" in s]
+
+
+def test_a_state_files_next_batch_takes_the_key_results_its_last_commit_left(
+    tmp_path: Path,
+) -> None:
+    sequencer, records, statements = _kept_run(tmp_path / "partition-0.db")
+    again = intake_of([*org_setup(ORG), *check_ins(3, ORG)])[-2:]
+    again = [r._replace(offset=len(records) + i) for i, r in enumerate(again)]
+    outcomes = _decide(sequencer, again, ledger_next=len(records))
+    assert [_outcome(o) for o in outcomes] == ["accepted", "accepted"]
+    assert _key_result_reads(statements) == []  # kr1: as the last commit left it
+    sequencer.state.close()
+
+
+def test_what_a_failed_write_changed_in_what_a_state_file_kept_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    """A batch retires kr1, which the state file keeps, and its write fails: the next batch
+    reads kr1 again (active in the file, as in the ledger) and accepts a check-in on it, as
+    memory decides without the failed batch."""
+    sequencer, records, statements = _kept_run(tmp_path / "partition-0.db")
+    retire, later = records[-2], records[-1]
+    with pytest.raises(_WriteFailedError):
+        _decide_and_fail_to_write(sequencer, retire)
+    # the owner restores; the state file is kept (the write failed, not the file)
+    sequencer.resume_offset = retire.offset
+    statements.clear()
+    outcomes = _decide(sequencer, [later._replace(offset=retire.offset)], len(records) - 1)
+    assert [_outcome(o) for o in outcomes] == ["accepted"]
+    assert _key_result_reads(statements)  # read again
+    sequencer.state.close()
+
+
+def test_a_batch_finds_its_sources_by_the_primary_key_not_by_a_scan_of_the_org(
+    tmp_path: Path,
+) -> None:
+    """A state file keeps a ``sequencer_sources`` row per event: the batch's query for its
+    sources searches the primary key for each pair, never reads all the org's rows (a cost
+    that grew with the partition)."""
+    path = tmp_path / "partition-0.db"
+    sequencer, records, statements = _kept_run(path)
+    by_source = [
+        raw_submission(
+            "CheckInRecorded",
+            {"key_result_id": "kr1", "value": i, "confidence": 0.5},
+            org_id=ORG,
+            key=f"ci{i}",
+        )
+        for i in range(5)
+    ]
+    more = intake_of(by_source)
+    _decide(sequencer, [r._replace(offset=len(records) + i) for i, r in enumerate(more)], 99)
+    queries = [
+        q
+        for q in statements
+        if q.startswith(("SELECT", "WITH")) and "sequencer_sources" in q and "VALUES" in q
+    ]
+    assert queries
+    with sqlite3.connect(path) as db:
+        for query in queries:
+            plan = " / ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+            assert "PRIMARY KEY (org_id=? AND source=? AND source_event_id=?)" in plan, plan
+    sequencer.state.close()
+
+
+def test_a_reload_drops_what_a_state_file_kept(tmp_path: Path) -> None:
+    """What the file holds wins after :meth:`FileState.reload` (called on every restore): a
+    key result retired in the file (as a fold of the ledger would have it) is read again."""
+    path = tmp_path / "partition-0.db"
+    sequencer, records, statements = _kept_run(path)
+    with sqlite3.connect(path) as other:  # the file changed behind what was kept
+        other.execute("UPDATE sequencer_key_results SET active = 0 WHERE key_result_id = 'kr1'")
+    sequencer.state.reload()
+    statements.clear()
+    later = records[-1]._replace(offset=records[-2].offset)
+    outcomes = _decide(sequencer, [later], len(records) - 2)
+    assert [_outcome(o) for o in outcomes] == ["rejected"]
+    assert _key_result_reads(statements)
+    sequencer.state.close()
+
+
+def test_a_restore_of_a_partition_still_held_reloads_its_state(
+    kafka: Connection, kafka_address: str, tmp_path: Path
+) -> None:
+    """Every restore (an assignment, after a failed write) drops what the state kept in
+    memory: the next batch reads from the file."""
+    topics = _names(kafka)
+    partition, records = _intake(30)
+    core = _core(kafka_address, topics, tmp_path)
+    _sequence(core, partition, records[:20])
+    state = core._owned[partition].sequencer.state
+    assert isinstance(state, FileState)
+    assert state.store._kept is not None
+    core.fence([partition])
+    core.restore(partition)  # held and intact: caught up, and reloaded
+    assert core._owned[partition].sequencer.state is state
+    assert state.store._kept is None
+    _sequence(core, partition, records)
+    core.close()
+    ledger = _ledger(kafka, topics, partition)
+    assert [e["sequence"] for e in ledger] == list(range(1, len(records) + 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(histories(), st.integers(1, 7), st.lists(st.booleans(), max_size=40))
+def test_a_state_file_whose_writes_fail_decides_as_memory_and_stays_the_fold(
+    lines: list[bytes], batch_size: int, failures: list[bool]
+) -> None:
+    """Random histories in random batches, each batch's first write failing at random (the
+    batch then decided again, on the same state file, as after a restore): every outcome is
+    the state in memory's, and the file is the fold of the events written, across a reopen."""
+    memory = Sequencer()
+    expected = [memory.submit(line, now=NOW) for line in lines]
+    records = intake_of(lines)
+    failing = iter(failures)
+    with tempfile.TemporaryDirectory(prefix="okr-kept-") as tmp:
+        path = Path(tmp) / "partition-0.db"
+        sequencer = PartitionSequencer(0, 1, state=FileState(path, 0))
+        statuses: list[str] = []
+        hashes: list[str] = []
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            if next(failing, False):
+                resume = sequencer.resume_offset
+                with pytest.raises(_WriteFailedError):
+                    _decide_and_fail(sequencer, batch)
+                sequencer.resume_offset = resume
+            with sequencer.deciding(batch, NOW) as output:
+                hashes += [accepted.record["hash"] for accepted, _ in output.events]
+                ledger_next = len(hashes) if output.events else None
+                sequencer.keep(output, ledger_next, 0)
+            statuses += [_outcome(o.value) for o in output.outcomes]
+        sequencer.state.close()
+        assert statuses == [o.status for o in expected]
+        written = [o for o in expected if isinstance(o, Accepted)]
+        assert hashes == [o.event.hash for o in written]
+        again = FileState(path, 0)
+        try:
+            fold = Sequencer.from_ledger([o.event for o in written]).state
+            assert_store_is_the_fold(again.store, path, fold)
+        finally:
+            again.close()
+
+
+def _decide_and_fail(sequencer: PartitionSequencer, records: list[IntakeRecord]) -> None:
+    with sequencer.deciding(records, NOW):
+        raise _WriteFailedError
