@@ -197,7 +197,6 @@ class SequencerCore:
         try:
             if held is not None and held.intact:  # what it wrote is in it: read what came after
                 sequencer, ledger_from = held.sequencer, held.sequencer.state.ledger_next
-                sequencer.state.reload()  # what it kept in memory is read again
                 rejections_from: int | None = held.rejections_next
             else:
                 if held is not None:

@@ -16,14 +16,6 @@ the ledger; one held by another process leaves the state in memory.
 A batch is decided inside :meth:`PartitionState.deciding` and kept with :meth:`keep` once it
 is written: in a state file both happen in one SQLite transaction, rolled back if the write
 fails, so the file never runs ahead of the ledger.
-
-Between batches a state file keeps in memory the key results and objectives its last commit
-left (:class:`KeepingStateStore`, as an embedded store does): the next batch takes those it
-names instead of reading them again. They are the file's rows as long as every transaction
-since committed: the file is locked by its one owner, so nothing else changes it. A
-transaction that fails (the batch's write, the file) drops them, and so does
-:meth:`PartitionState.reload`, which the owner calls on every restore (an assignment, a
-failed or fenced write): the next batch reads what it needs from the file.
 """
 
 import contextlib
@@ -38,12 +30,11 @@ from typing import IO, Any, Protocol
 from uuid import UUID
 
 from events.kafka_records import GENESIS
-from events.log import ChainHead, Mark
+from events.log import ChainHead
 from events.outcomes import Accepted
 from events.sequencer import Probe, record_digest
 from events.state import LedgerState
-from events.state_store import _IN_LIST, KEPT_MAX, SqliteStateStore, _chunks, _Kept, _OwnEvents
-from schemas.envelope import LedgerEvent
+from events.state_store import SqliteStateStore
 from schemas.errors import LedgerUnavailableError
 
 log = logging.getLogger(__name__)
@@ -93,11 +84,6 @@ class PartitionState(Protocol):
         ...
 
     def notes(self) -> dict[str, int]: ...
-
-    def reload(self) -> None:
-        """Drop what is kept in memory beyond the stored state (the next batch reads what it
-        needs from the store): on every restore of the partition."""
-        ...
 
     def close(self) -> None: ...
 
@@ -156,83 +142,8 @@ class MemoryState:
     def notes(self) -> dict[str, int]:
         return dict(self._notes)
 
-    def reload(self) -> None:
-        pass  # the state is all in memory: its owner drops it when it may be wrong
-
     def close(self) -> None:
         pass
-
-
-class _Saves(_OwnEvents):
-    """A standalone store's events, whose ``end`` is the number of this store's commits that
-    saved a state: what was kept at one commit is current until the next (see
-    :class:`KeepingStateStore`)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        super().__init__(db)
-        self.saved = 0
-
-    def end(self) -> int:
-        return self.saved
-
-
-class KeepingStateStore(SqliteStateStore):
-    """A standalone :class:`~events.state_store.SqliteStateStore` that keeps, between its
-    transactions, the key results and objectives its last commit left (as the embedded store
-    keeps them between appends): a batch takes those it names instead of reading them again.
-
-    Only its owner changes the file (it holds the file's lock), so what one commit left is the
-    file's rows until the next transaction; a transaction that fails drops it (its view may
-    have changed the objects kept), and :meth:`rolled_back` drops it on demand."""
-
-    def __init__(self, db: sqlite3.Connection, events: object = None) -> None:
-        """``events``: what :meth:`open` gives (a standalone store's own); counted instead."""
-        self._saves = _Saves(db)
-        super().__init__(db, self._saves)
-
-    def record(self, events: Sequence[Accepted | LedgerEvent], mark: Mark) -> None:
-        view = self._open()  # the view ``record`` saves (the batch's, if it decided one)
-        kept = self._kept_at(self._saves.saved)
-        super().record(events, mark)
-        if kept is None or len(kept) > KEPT_MAX:
-            kept = _Kept(0)
-        kept.take(view)
-        self._kept, self._committing = None, kept  # kept again once this commits
-
-    def _sources(
-        self, org_id: str, pairs: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], bytes]:
-        """The first event stored of each ``(source, source_event_id)`` of ``pairs``: one search
-        of the primary key per pair (``CROSS JOIN`` keeps the wanted pairs outside). The base
-        class's ``(source, source_event_id) IN (VALUES ...)`` is planned as a scan of every row
-        of the org, and a standalone store keeps a row per event: each batch then read the
-        whole org (at 400,000 rows, ~190 ms per 200 pairs, ~1 s per batch of 1,000)."""
-        found: dict[tuple[str, str], bytes] = {}
-        for chunk in _chunks(pairs, _IN_LIST // 2):
-            rows = self._db.execute(
-                "WITH wanted(source, source_event_id) AS"
-                f" (VALUES {','.join(['(?, ?)'] * len(chunk))})"
-                " SELECT s.source, s.source_event_id, s.event_id FROM wanted w"
-                " CROSS JOIN sequencer_sources s ON s.org_id = ? AND s.source = w.source"
-                " AND s.source_event_id = w.source_event_id",
-                (*(part for pair in chunk for part in pair), org_id),
-            )
-            for source, source_event_id, event_id in rows:
-                found[(source, source_event_id)] = event_id
-        return found
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        try:
-            with super().transaction():
-                yield
-        except BaseException:
-            self.rolled_back()
-            raise
-        if self._committing is not None:
-            self._saves.saved += 1
-            self._committing.end = self._saves.saved
-        self.committed()
 
 
 class FileHeldError(LedgerUnavailableError):
@@ -268,7 +179,7 @@ class FileState:
             self._lock.close()
             raise FileHeldError(f"{path} is held by another process") from error
         try:
-            self.store = KeepingStateStore.open(path, durable=False)  # the ledger is durable
+            self.store = SqliteStateStore.open(path, durable=False)  # the ledger is durable
         except BaseException:
             self._unlock()
             raise
@@ -324,9 +235,6 @@ class FileState:
     def notes(self) -> dict[str, int]:
         with _file_errors(self.path):
             return self.store.notes()
-
-    def reload(self) -> None:
-        self.store.rolled_back()
 
     def close(self) -> None:
         if self._lock is not None:

@@ -59,8 +59,7 @@ IDLE_LEAVES = (
 """Leaves that wait: a pipe read (the sequencer process waiting for a call, the worker for a
 result) and the resource tracker's read are idle, not work."""
 SEQUENCER_STAGES = (
-    ("BEGIN / COMMIT of the state file", ("SqliteStateStore.transaction",
-                                          "KeepingStateStore.transaction")),
+    ("BEGIN / COMMIT of the state file", ("SqliteStateStore.transaction",)),
     ("view load (bulk reads of the state file)", ("SqliteStateStore.view", "FileState.deciding")),
     ("keep (save the state)", ("PartitionSequencer.keep",)),
     ("append (encode, produce, transaction)", ("SequencerCore._write",)),

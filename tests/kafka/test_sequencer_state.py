@@ -402,7 +402,7 @@ def test_a_state_file_ahead_of_the_ledger_corrupt_or_missing_is_rebuilt_from_the
     state.close()
 
 
-# -- what a state file keeps in memory between batches ----------------------------------------
+# -- a state file's batches: failed writes, sources -------------------------------------------
 
 RETIRE_KR1 = raw_submission(
     "KeyResultRetired", {"key_result_id": "kr1", "reason": "dropped"}, org_id=ORG
@@ -413,9 +413,9 @@ class _WriteFailedError(Exception):
     """The batch's write failed (the ledger did not take it)."""
 
 
-def _kept_run(path: Path) -> tuple[PartitionSequencer, list[IntakeRecord], list[str]]:
+def _file_run(path: Path) -> tuple[PartitionSequencer, list[IntakeRecord], list[str]]:
     """A sequencer on a state file at ``path`` that decided the org's setup and one check-in
-    on kr1 (so keeps kr1); the records, numbered on; the SQL it runs from now on."""
+    on kr1; the records, numbered on; the SQL it runs from now on."""
     state = FileState(path, 0)
     sequencer = PartitionSequencer(0, 1, state=state)
     records = intake_of(
@@ -450,25 +450,13 @@ def _key_result_reads(statements: list[str]) -> list[str]:
     return [s for s in statements if "FROM sequencer_key_results" in s]
 
 
-def test_a_state_files_next_batch_takes_the_key_results_its_last_commit_left(
+def test_what_a_batch_whose_write_failed_decided_is_not_in_the_state_file(
     tmp_path: Path,
 ) -> None:
-    sequencer, records, statements = _kept_run(tmp_path / "partition-0.db")
-    again = intake_of([*org_setup(ORG), *check_ins(3, ORG)])[-2:]
-    again = [r._replace(offset=len(records) + i) for i, r in enumerate(again)]
-    outcomes = _decide(sequencer, again, ledger_next=len(records))
-    assert [_outcome(o) for o in outcomes] == ["accepted", "accepted"]
-    assert _key_result_reads(statements) == []  # kr1: as the last commit left it
-    sequencer.state.close()
-
-
-def test_what_a_failed_write_changed_in_what_a_state_file_kept_is_not_kept(
-    tmp_path: Path,
-) -> None:
-    """A batch retires kr1, which the state file keeps, and its write fails: the next batch
-    reads kr1 again (active in the file, as in the ledger) and accepts a check-in on it, as
-    memory decides without the failed batch."""
-    sequencer, records, statements = _kept_run(tmp_path / "partition-0.db")
+    """A batch retires kr1 and its write fails: the next batch reads kr1 from the file (active,
+    as in the ledger) and accepts a check-in on it, as memory decides without the failed
+    batch."""
+    sequencer, records, statements = _file_run(tmp_path / "partition-0.db")
     retire, later = records[-2], records[-1]
     with pytest.raises(_WriteFailedError):
         _decide_and_fail_to_write(sequencer, retire)
@@ -477,7 +465,7 @@ def test_what_a_failed_write_changed_in_what_a_state_file_kept_is_not_kept(
     statements.clear()
     outcomes = _decide(sequencer, [later._replace(offset=retire.offset)], len(records) - 1)
     assert [_outcome(o) for o in outcomes] == ["accepted"]
-    assert _key_result_reads(statements)  # read again
+    assert _key_result_reads(statements)  # read from the file
     sequencer.state.close()
 
 
@@ -488,7 +476,7 @@ def test_a_batch_finds_its_sources_by_the_primary_key_not_by_a_scan_of_the_org(
     sources searches the primary key for each pair, never reads all the org's rows (a cost
     that grew with the partition)."""
     path = tmp_path / "partition-0.db"
-    sequencer, records, statements = _kept_run(path)
+    sequencer, records, statements = _file_run(path)
     by_source = [
         raw_submission(
             "CheckInRecorded",
@@ -511,44 +499,6 @@ def test_a_batch_finds_its_sources_by_the_primary_key_not_by_a_scan_of_the_org(
             plan = " / ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
             assert "PRIMARY KEY (org_id=? AND source=? AND source_event_id=?)" in plan, plan
     sequencer.state.close()
-
-
-def test_a_reload_drops_what_a_state_file_kept(tmp_path: Path) -> None:
-    """What the file holds wins after :meth:`FileState.reload` (called on every restore): a
-    key result retired in the file (as a fold of the ledger would have it) is read again."""
-    path = tmp_path / "partition-0.db"
-    sequencer, records, statements = _kept_run(path)
-    with sqlite3.connect(path) as other:  # the file changed behind what was kept
-        other.execute("UPDATE sequencer_key_results SET active = 0 WHERE key_result_id = 'kr1'")
-    sequencer.state.reload()
-    statements.clear()
-    later = records[-1]._replace(offset=records[-2].offset)
-    outcomes = _decide(sequencer, [later], len(records) - 2)
-    assert [_outcome(o) for o in outcomes] == ["rejected"]
-    assert _key_result_reads(statements)
-    sequencer.state.close()
-
-
-def test_a_restore_of_a_partition_still_held_reloads_its_state(
-    kafka: Connection, kafka_address: str, tmp_path: Path
-) -> None:
-    """Every restore (an assignment, after a failed write) drops what the state kept in
-    memory: the next batch reads from the file."""
-    topics = _names(kafka)
-    partition, records = _intake(30)
-    core = _core(kafka_address, topics, tmp_path)
-    _sequence(core, partition, records[:20])
-    state = core._owned[partition].sequencer.state
-    assert isinstance(state, FileState)
-    assert state.store._kept is not None
-    core.fence([partition])
-    core.restore(partition)  # held and intact: caught up, and reloaded
-    assert core._owned[partition].sequencer.state is state
-    assert state.store._kept is None
-    _sequence(core, partition, records)
-    core.close()
-    ledger = _ledger(kafka, topics, partition)
-    assert [e["sequence"] for e in ledger] == list(range(1, len(records) + 1))
 
 
 @settings(max_examples=30, deadline=None)
