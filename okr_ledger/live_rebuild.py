@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 
 from events.collector import collector_paused
 from events.log import EventLog
-from okr_ledger.projection_compare import Limits, describe_difference, differing, fingerprint
+from okr_ledger.projection_compare import (
+    Limits,
+    describe_difference,
+    differing,
+    fingerprint,
+    row_hash,
+)
 from okr_ledger.served_store import open_served_store
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log
@@ -137,7 +143,10 @@ def rebuild_beside_live(settings: Settings, keep: bool, bar: ProgressBar) -> Liv
                 events = replay(log, fresh.store, limits, advance)
         finally:
             log.close()
-        tables = differing(fingerprint(live, limits), fingerprint(fresh.store, limits))
+        hash_ = row_hash(live, fresh.store)
+        tables = differing(
+            fingerprint(live, limits, hash_), fingerprint(fresh.store, limits, hash_)
+        )
         details = [describe_difference(live, fresh.store, table, limits) for table in tables]
         return LiveComparison(
             events, limits, problems + details, not_projected, fresh.where if keep else None

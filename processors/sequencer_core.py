@@ -491,15 +491,16 @@ its thread freed: the process's threads (one per partition's call, the pipe, the
 clients) then hold several copies of a batch's peak. Measured (``kafka_throughput.py``, one
 worker, load 6-10): its peak RSS 159-167 -> 138-150 MiB, CPU per event unchanged within the
 noise. The worker's main process keeps glibc's default: capped too, it used 25-30 µs more
-CPU per event in the same runs. A value the environment sets (``MALLOC_ARENA_MAX``) wins."""
+CPU per event in the same runs. A value the environment sets (``MALLOC_ARENA_MAX``, or
+``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``) wins."""
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def bound_malloc_arenas() -> None:
     """Cap the C library's arenas at :data:`MALLOC_ARENAS` (glibc only; before threads start:
     arenas made already stay)."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
+    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return  # the operator's choice
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -2,7 +2,9 @@
 process and pipe, with methods whose timing the test decides (importable: the child is spawned
 and finds its core by name)."""
 
+import ctypes
 import os
+import tempfile
 import threading
 import time
 from typing import Any
@@ -44,6 +46,33 @@ class ScriptedCore:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def arenas(self, threads: int) -> int:
+        """glibc's malloc arenas in this process once ``threads`` threads have each allocated
+        (and hold) blocks at the same time (each thread gets an arena of its own, up to the
+        cap): counted in what ``malloc_stats`` writes to standard error."""
+        together = threading.Barrier(threads)
+
+        def allocate() -> None:
+            blocks = [bytearray(64_000) for _ in range(8)]
+            together.wait()
+            del blocks
+
+        started = [threading.Thread(target=allocate) for _ in range(threads)]
+        for thread in started:
+            thread.start()
+        for thread in started:
+            thread.join()
+        with tempfile.TemporaryFile() as stats:
+            stderr = os.dup(2)
+            os.dup2(stats.fileno(), 2)
+            try:
+                ctypes.CDLL(None).malloc_stats()
+            finally:
+                os.dup2(stderr, 2)
+                os.close(stderr)
+            stats.seek(0)
+            return stats.read().count(b"Arena ")
 
     def close(self) -> None:
         for gate in self._gates.values():

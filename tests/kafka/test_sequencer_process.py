@@ -104,20 +104,40 @@ def test_a_sigkilled_child_fails_every_waiting_call_and_nothing_hangs(tmp_path: 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
+@pytest.mark.parametrize(
+    ("environment", "most"),
+    [
+        ({}, sequencer_core.MALLOC_ARENAS),
+        ({"MALLOC_ARENA_MAX": "4"}, 4),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}, 4),
+    ],
+)
 def test_the_sequencer_process_caps_the_c_allocators_arenas_unless_the_environment_says(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], most: int
 ) -> None:
-    calls: list[tuple[int, int]] = []
-
-    class _Library:
-        def mallopt(self, parameter: int, value: int) -> int:
-            calls.append((parameter, value))
-            return 1
-
-    monkeypatch.setattr("processors.sequencer_core.ctypes.CDLL", lambda *_: _Library())
+    """Eight threads of the real child allocating at once get at most ``most`` arenas: the cap,
+    or the operator's own (uncapped, glibc gives them one each)."""
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    sequencer_core.bound_malloc_arenas()
-    assert calls == [(-8, sequencer_core.MALLOC_ARENAS)]  # glibc's M_ARENA_MAX
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    sequencer_core.bound_malloc_arenas()
-    assert len(calls) == 1
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    async def scenario() -> int:
+        runner = runner_of(tmp_path)
+        try:
+            arenas: int = await asyncio.wait_for(runner.call("arenas", 8), 30)
+            return arenas
+        finally:
+            runner.close()
+
+    arenas = asyncio.run(scenario())
+    assert 1 <= arenas <= most
+    if environment:
+        assert arenas > sequencer_core.MALLOC_ARENAS  # the operator's 4, not the cap
+
+
+def test_threads_uncapped_get_arenas_of_their_own(tmp_path: Path) -> None:
+    """The control: the same count in this process (no cap) finds more than the cap."""
+    assert ScriptedCore(WorkerConfig(servers=("127.0.0.1:9",), data_dir=tmp_path)).arenas(8) > (
+        sequencer_core.MALLOC_ARENAS
+    )

@@ -1,14 +1,19 @@
 """The comparison of `rebuild` beside live projections: within the same per-org prefix."""
 
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from okr_ledger.live_rebuild import live_limits, replay
 from okr_ledger.projection_compare import (
     _ROW_HASH,
+    _TEXT_ROW_HASH,
     Limits,
     describe_difference,
     differing,
     fingerprint,
+    row_hash,
 )
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory, project
@@ -83,25 +88,67 @@ def tamper(store: ProjectionStore) -> None:
     )
 
 
-def test_the_row_hash_tells_apart_what_a_text_form_would(open_store: StoreFactory) -> None:
-    """The fingerprint hashes each row's values (``cityHash64(tuple(*))``): a NULL and an
-    empty string, values shifted between columns, an array's order all differ; a duplicate
-    row does not count."""
+@pytest.mark.parametrize("hash_", [_ROW_HASH, _TEXT_ROW_HASH])
+def test_the_row_hash_tells_apart_what_a_text_form_would(
+    open_store: StoreFactory, hash_: str
+) -> None:
+    """Both row hashes (by value, and the text form older servers get) tell apart a NULL and
+    an empty string, a zero or the epoch, -0.0 and 0.0, values shifted between columns, an
+    array's order; a duplicate row does not count."""
     store = open_store("hashes")
     db = store.database
     store.client.command(
-        f"CREATE TABLE {db}.probe (a Nullable(String), b String, c Array(String)) "
+        f"CREATE TABLE {db}.probe (a Nullable(String), b String, c Array(String), "
+        "d Nullable(Float64), e Nullable(DateTime64(6, 'UTC')), f LowCardinality(String)) "
         "ENGINE = MergeTree ORDER BY tuple()"
     )
     rows = [
-        "(NULL, 'x', [])",
-        "('', 'x', [])",
-        "('a', 'bx', [])",
-        "('ab', 'x', [])",
-        "('', 'x', ['p', 'q'])",
-        "('', 'x', ['q', 'p'])",
-        "('', 'x', ['q', 'p'])",
+        "(NULL, 'x', [], NULL, NULL, '')",
+        "('', 'x', [], NULL, NULL, '')",
+        "('a', 'bx', [], NULL, NULL, '')",
+        "('ab', 'x', [], NULL, NULL, '')",
+        "('', 'x', ['p', 'q'], NULL, NULL, '')",
+        "('', 'x', ['q', 'p'], NULL, NULL, '')",
+        "('', 'x', ['q', 'p'], NULL, NULL, '')",
+        "('', 'x', [], 0, NULL, '')",
+        "('', 'x', [], -0.0, NULL, '')",
+        "('', 'x', [], NULL, 0, '')",
+        "('', 'x', [], NULL, NULL, 'x')",
     ]
     store.client.command(f"INSERT INTO {db}.probe VALUES {', '.join(rows)}")
-    select = f"SELECT DISTINCT {_ROW_HASH} AS h FROM {db}.probe"
-    assert store.rows(f"SELECT count() FROM ({select})") == [(6,)]
+    select = f"SELECT DISTINCT {hash_} AS h FROM {db}.probe"
+    assert store.rows(f"SELECT count() FROM ({select})") == [(len(rows) - 1,)]
+
+
+class _Server:
+    """A store's ``rows`` as a server of ``version`` answers ``SELECT version()``."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def rows(self, query: str) -> list[tuple[str]]:
+        assert query == "SELECT version()"
+        return [(self.version,)]
+
+
+@pytest.mark.parametrize(
+    ("versions", "expected"),
+    [
+        (["26.9.1.1"], _ROW_HASH),
+        (["25.5.1.2"], _ROW_HASH),
+        (["25.3.6.56"], _TEXT_ROW_HASH),
+        (["24.8.14.39"], _TEXT_ROW_HASH),
+        (["26.9.1.1", "25.3.6.56"], _TEXT_ROW_HASH),
+    ],
+)
+def test_the_row_hash_is_one_every_compared_server_computes(
+    versions: list[str], expected: str
+) -> None:
+    """A server before 25.5 cannot hash a tuple holding a NULL: the stores compared then all
+    hash the rows' text form, so equal rows still hash alike across them."""
+    stores = [cast(ProjectionStore, _Server(v)) for v in versions]
+    assert row_hash(*stores) == expected
+
+
+def test_the_row_hash_of_a_chdb_store_is_by_value(open_store: StoreFactory) -> None:
+    assert row_hash(open_store("version")) == _ROW_HASH
