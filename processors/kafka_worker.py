@@ -112,6 +112,7 @@ class SequencerAgent:
             for partition in partitions:  # no batch of them is being written any more
                 await self._idle(partition)
             await self._call("fence", sorted(partitions))
+            log.info("fenced %s partitions %s", self.config.topics.intake, sorted(partitions))
             restored = await self._restore_all(sorted(partitions))
         finally:
             self.restoring = False

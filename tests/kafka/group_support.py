@@ -11,12 +11,23 @@ from events.kafka_client import Connection
 from tests.kafka.test_sequencer_worker import Worker
 
 _ASSIGNED = re.compile(r"sequencing \S+ partitions (\[[0-9, ]*\])")
+_FENCED = re.compile(r"fenced \S+ partitions (\[[0-9, ]*\])")
 
 
 def assignments(worker: Worker) -> list[set[int]]:
     """The intake partitions of each assignment the worker logged, oldest first."""
+    return _logged(worker, _ASSIGNED)
+
+
+def fenced(worker: Worker) -> list[set[int]]:
+    """The intake partitions of each assignment the worker fenced, oldest first (it fences
+    them before it restores them)."""
+    return _logged(worker, _FENCED)
+
+
+def _logged(worker: Worker, pattern: re.Pattern[str]) -> list[set[int]]:
     text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
-    return [set(ast.literal_eval(match[1])) for match in _ASSIGNED.finditer(text)]
+    return [set(ast.literal_eval(match[1])) for match in pattern.finditer(text)]
 
 
 @dataclass
@@ -73,6 +84,20 @@ class Group:
     def counts(self) -> dict[str, int]:
         """How many assignments each worker logged so far."""
         return {name: len(assignments(w)) for name, w in self.workers.items()}
+
+    def wait_fenced(
+        self, name: str, partitions: set[int], after: int, timeout_s: float = 60
+    ) -> None:
+        """Until worker ``name`` has fenced (taken over) all of ``partitions`` in one of the
+        assignments it logged after its first ``after`` fences."""
+        worker = self.workers[name]
+        deadline = time.monotonic() + timeout_s
+        while not any(partitions <= found for found in fenced(worker)[after:]):
+            assert worker.alive(), f"{name} exited:\n{worker.log_tail()}"
+            assert time.monotonic() < deadline, (
+                f"{name} did not take over {sorted(partitions)}:\n{worker.log_tail()}"
+            )
+            time.sleep(0.2)
 
     def pause(self, name: str) -> None:
         process = self.workers[name].process
