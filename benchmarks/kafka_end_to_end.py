@@ -45,6 +45,7 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import process_memory
 from benchmarks.workload import check_in, setup
 from events.kafka_records import org_key
 from events.ledger import Ledger
@@ -229,11 +230,9 @@ class Worker:
         if self.process is None:
             return 0.0
         try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
+            return float(process_memory(str(self.process.pid)).get("VmHWM", 0))
         except OSError:
             return 0.0
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
-        return int(match[1]) / 1024 if match else 0.0
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import process_memory
 from benchmarks.workload import check_in, setup
 from events.intake_wire import intake_message
 from events.kafka_admin import ensure_topics, okr_topics
@@ -186,9 +187,9 @@ def measure(mode: str, address: str, topics: Topics, data_dir: Path) -> dict[str
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM: of this program, not of the parent it was forked from,
     which ``ru_maxrss`` would report after an exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    peak = process_memory().get("VmHWM")
+    if peak is not None:
+        return float(peak)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

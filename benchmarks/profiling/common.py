@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.figures import process_memory  # noqa: E402 - after the path is set
+
 WORK = ROOT / "benchmarks" / ".work"
 FuncKey = tuple[str, int, str]
 """pstats' key of a function: (file, line, name)."""
@@ -231,11 +233,7 @@ def gc_watch(report: dict[str, float]) -> Iterator[None]:
 
 def rss_mib() -> float:
     """Current resident set size of this process."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return float(process_memory().get("VmRSS", 0))
 
 
 def peak_rss_mib() -> float:
