@@ -46,6 +46,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection as PipeEnd
 from typing import Any, Protocol
 
+from events import allocator
 from events.kafka_client import Connection, OutRecord, Reader
 from events.kafka_log import KafkaEventLog, LedgerWriter
 from events.kafka_records import decode_event
@@ -493,19 +494,12 @@ worker, load 6-10): its peak RSS 159-167 -> 138-150 MiB, CPU per event unchanged
 noise. The worker's main process keeps glibc's default: capped too, it used 25-30 µs more
 CPU per event in the same runs. A value the environment sets (``MALLOC_ARENA_MAX``, or
 ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``) wins."""
-_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def bound_malloc_arenas() -> None:
     """Cap the C library's arenas at :data:`MALLOC_ARENAS` (glibc only; before threads start:
     arenas made already stay)."""
-    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
-        return  # the operator's choice
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    allocator.set_option(allocator.M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def _child_main(

@@ -5,17 +5,16 @@ time); ``http(s)://user:password@host:8123/database`` a server. The database def
 ``okr_ledger``. clickhouse-connect is imported only here, and only when a store is opened.
 """
 
-import ctypes
 import fcntl
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from events import allocator
 from schemas.errors import ConfigurationError, MissingExtraError, ProjectionUnavailableError
 
 DEFAULT_DATABASE = "okr_ledger"
@@ -151,36 +150,20 @@ library's allocator (glibc's ``M_MMAP_THRESHOLD``), handed back to the kernel wh
 default glibc raises that threshold to the size of each large block freed (up to 32 MiB), so the
 Arrow stream of each commit (~16 MiB) and pyarrow's larger buffers end up on its heaps, which
 keep the pages: 10-18 MiB of the first catch-up's peak RSS at 1,000,000 events. A value the
-environment sets (``MALLOC_MMAP_THRESHOLD_``) wins."""
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-
-
-@cache
-def _c_library() -> Any:
-    """This process's own symbols (glibc's ``mallopt``, ``malloc_trim``, where it is), loaded
-    once: the store trims after every commit."""
-    try:
-        return ctypes.CDLL(None)
-    except OSError:
-        return None
+environment sets (``MALLOC_MMAP_THRESHOLD_``, or ``mmap_threshold`` in ``GLIBC_TUNABLES``)
+wins."""
 
 
 def bound_c_allocator() -> None:
     """Give blocks of :data:`MMAP_THRESHOLD` or more their own mappings (glibc only)."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    mallopt = getattr(_c_library(), "mallopt", None)
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    allocator.set_option(allocator.M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def trim_c_allocator() -> None:
     """Hand the pages the C library's allocator keeps free back to the kernel (glibc's
     ``malloc_trim``; each thread's heap): chDB's allocator cannot reuse them, so what a
     commit's buffers freed would otherwise add to what the next insert and merges take."""
-    trim = getattr(_c_library(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    allocator.trim()
 
 
 def connect(target: Target) -> ClickHouseClient:

@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 import projections.store as store_module
+from events import allocator
 from okr_ledger import embedded_runtime
 from okr_ledger.projection_compare import fingerprint
 from okr_ledger.settings import Settings
@@ -67,15 +68,20 @@ def test_the_c_allocator_maps_large_blocks_on_their_own_unless_the_environment_s
             calls.append((parameter, value))
             return 1
 
-    monkeypatch.setattr(client, "_c_library", Library)
+    monkeypatch.setattr(allocator, "c_library", Library)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     client.bound_c_allocator()
     assert calls == [(-3, client.MMAP_THRESHOLD)]  # glibc's M_MMAP_THRESHOLD
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     client.bound_c_allocator()
     assert calls == [(-3, client.MMAP_THRESHOLD)]  # the environment's choice stands
-    monkeypatch.setattr(client, "_c_library", lambda: None)  # not glibc: nothing to call
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
+    client.bound_c_allocator()
+    assert calls == [(-3, client.MMAP_THRESHOLD)]  # the tunable stands too
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setattr(allocator, "c_library", lambda: None)  # not glibc: nothing to call
     client.bound_c_allocator()
     client.trim_c_allocator()
 
