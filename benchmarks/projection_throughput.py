@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.figures import RSS_LIMIT_MIB, Figure, Figures, at_least, at_most, process_memory
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
+from okr_ledger.projection_compare import ROW_HASH, TEXT_ROW_HASH, fingerprint
 from processors import tables as t
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
@@ -353,6 +354,14 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
         "ms",
         note=f"saved state {size:,.0f} MiB; what an event needs is read when it comes",
     )
+    by_value, as_text, read = _fingerprint_times(store)
+    figures.add(
+        "fingerprint of the projections (`rebuild` takes two), in process",
+        by_value,
+        "s",
+        anchor=f"reading every column of the same tables alone: {read:.2f} s; the rows' text "
+        f"form hashed instead (servers before ClickHouse 25.5): {as_text:.2f} s",
+    )
     insert_rate, insert_rows = _insert_anchor(log, store)
     figures.add(
         "anchor: clickhouse-connect inserting the same rows into chDB",
@@ -362,6 +371,22 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
     )
     store.close()
     log.close()
+
+
+def _fingerprint_times(store: ProjectionStore) -> tuple[float, float, float]:
+    """Seconds of a fingerprint with each row hash, and of reading every column of the same
+    tables with the same settings (``NOT ignore(*)``: read, nothing computed)."""
+    times = []
+    for hash_ in (ROW_HASH, TEXT_ROW_HASH):
+        start = time.perf_counter()
+        fingerprint(store, hash_=hash_)
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for table in (*t.HISTORY, *t.CURRENT):
+        store.rows(
+            f"SELECT count() FROM {{db}}.{table} WHERE NOT ignore(*)", None, store.scan_settings()
+        )
+    return times[0], times[1], time.perf_counter() - start
 
 
 def _read_anchor(log: SqliteEventLog) -> float:

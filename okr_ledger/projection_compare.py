@@ -13,11 +13,12 @@ HISTORY_TABLES = t.HISTORY
 """What is compared row for row. The checkpoints record where to resume, not an answer."""
 Fingerprint = dict[str, tuple[int, int]]
 """Table -> (distinct rows, sum of their hashes)."""
-_ROW_HASH = "cityHash64(tuple(*))"
+ROW_HASH = "cityHash64(tuple(*))"
 """A row's hash, from its columns' values as stored (their types': NULL is not '', an array's
 order counts), not from a text form of the row: half the time (4.5 -> 2.4 s for the tables of
-1,000,000 events, timed by hand; a rebuild fingerprints twice)."""
-_TEXT_ROW_HASH = "cityHash64(formatRow('TabSeparated', *))"
+1,000,000 events; ``benchmarks/projection_throughput.py`` prints both; a rebuild fingerprints
+twice)."""
+TEXT_ROW_HASH = "cityHash64(formatRow('TabSeparated', *))"
 """The row written as text, then hashed: for servers whose ``cityHash64`` refuses a tuple
 holding a NULL (every history table has them)."""
 TUPLE_HASH_SINCE = (25, 5)
@@ -30,8 +31,8 @@ def row_hash(*stores: ProjectionStore) -> str:
     for store in stores:
         (version,) = store.rows("SELECT version()")[0]
         if tuple(int(part) for part in str(version).split(".")[:2]) < TUPLE_HASH_SINCE:
-            return _TEXT_ROW_HASH
-    return _ROW_HASH
+            return TEXT_ROW_HASH
+    return ROW_HASH
 
 
 @dataclass(frozen=True, slots=True)

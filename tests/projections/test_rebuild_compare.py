@@ -7,8 +7,8 @@ import pytest
 
 from okr_ledger.live_rebuild import live_limits, replay
 from okr_ledger.projection_compare import (
-    _ROW_HASH,
-    _TEXT_ROW_HASH,
+    ROW_HASH,
+    TEXT_ROW_HASH,
     Limits,
     describe_difference,
     differing,
@@ -88,7 +88,7 @@ def tamper(store: ProjectionStore) -> None:
     )
 
 
-@pytest.mark.parametrize("hash_", [_ROW_HASH, _TEXT_ROW_HASH])
+@pytest.mark.parametrize("hash_", [ROW_HASH, TEXT_ROW_HASH])
 def test_the_row_hash_tells_apart_what_a_text_form_would(
     open_store: StoreFactory, hash_: str
 ) -> None:
@@ -134,11 +134,11 @@ class _Server:
 @pytest.mark.parametrize(
     ("versions", "expected"),
     [
-        (["26.9.1.1"], _ROW_HASH),
-        (["25.5.1.2"], _ROW_HASH),
-        (["25.3.6.56"], _TEXT_ROW_HASH),
-        (["24.8.14.39"], _TEXT_ROW_HASH),
-        (["26.9.1.1", "25.3.6.56"], _TEXT_ROW_HASH),
+        (["26.9.1.1"], ROW_HASH),
+        (["25.5.1.2"], ROW_HASH),
+        (["25.3.6.56"], TEXT_ROW_HASH),
+        (["24.8.14.39"], TEXT_ROW_HASH),
+        (["26.9.1.1", "25.3.6.56"], TEXT_ROW_HASH),
     ],
 )
 def test_the_row_hash_is_one_every_compared_server_computes(
@@ -151,4 +151,4 @@ def test_the_row_hash_is_one_every_compared_server_computes(
 
 
 def test_the_row_hash_of_a_chdb_store_is_by_value(open_store: StoreFactory) -> None:
-    assert row_hash(open_store("version")) == _ROW_HASH
+    assert row_hash(open_store("version")) == ROW_HASH
