@@ -62,7 +62,7 @@ def assert_as_projected_afresh(
     store: ProjectionStore, builder: LedgerBuilder, open_store: StoreFactory
 ) -> None:
     """``store``'s rows are those of a store that projects ``builder``'s ledger from nothing
-    (invariant 5: incremental = rebuild)."""
+    (invariant 4: incremental = rebuild)."""
     clean = open_store("clean")
     project(builder, clean)
     assert fingerprint(store) == fingerprint(clean)
