@@ -8,8 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from events.kafka_client import Connection
+from processors.kafka_config import WorkerConfig
+from processors.kafka_worker import RESTORE_ATTEMPTS
 from tests.kafka.test_sequencer_worker import Worker
 
+_READ_TIMEOUT_S = WorkerConfig(servers=("127.0.0.1:9",), data_dir=Path()).timeout_s
+SPREAD_TIMEOUT_S = 60 + RESTORE_ATTEMPTS * _READ_TIMEOUT_S
+"""How long the partitions may take to settle after a change: a rebalance, plus every attempt
+of a restore whose committed reads each wait out the worker's read timeout (on Tansu a
+transaction cut short can hold them until it is fenced and no other open transaction shares
+its partitions: docs/ARCHITECTURE.md, "What ends a dead worker's open transaction")."""
 _ASSIGNED = re.compile(r"sequencing \S+ partitions (\[[0-9, ]*\])")
 _FENCED = re.compile(r"fenced \S+ partitions (\[[0-9, ]*\])")
 
@@ -59,7 +67,9 @@ class Group:
     def running(self) -> dict[str, Worker]:
         return {name: w for name, w in self.workers.items() if w.alive()}
 
-    def wait_spread(self, among: list[str], since: dict[str, int], timeout_s: float = 60) -> None:
+    def wait_spread(
+        self, among: list[str], since: dict[str, int], timeout_s: float = SPREAD_TIMEOUT_S
+    ) -> None:
         """Until the workers ``among`` (all of those running) have each logged an assignment
         after the ``since`` counts, and their latest assignments split the partitions."""
         deadline = time.monotonic() + timeout_s

@@ -173,7 +173,7 @@ def test_workers_join_leave_crash_and_pause_while_submissions_stream(
             # client ends it (docs/ARCHITECTURE.md, "What ends a dead worker's open
             # transaction"); on Kafka its timeout ends it.
             group.resume("c")  # wakes up, writes what it held: refused; rejoins
-            group.wait_spread(["c", "d"], since, timeout_s=150)
+            group.wait_spread(["c", "d"], since)
             assert stream.done.wait(timeout=120)
         outcomes = wait_for_outcomes(
             kafka, topics["outcomes"], set(submitter.sent), group.workers["d"], timeout_s=120
