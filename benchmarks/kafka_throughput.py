@@ -12,7 +12,8 @@ inserting as many rows into chDB. Then, for each worker count of ``--workers``, 
 2. **freshness**: check-ins of fresh orgs (one per partition) produced at a steady
    ``--rate``; each one's lag runs from the moment it is due until the first poll of the
    projections that shows its sequence;
-3. **memory**: the peak RSS of each worker, its sequencer process included.
+3. **memory**: the peak RSS of each worker, its sequencer process included, beside the peak RSS
+   of a process that only imports what a worker imports and opens an empty embedded store.
 
 Over the throughput phase it also reads the CPU time (``/proc/<pid>/stat``: user + system) of
 every process taking part: this benchmark itself (the producer thread and the polls), Tansu,
@@ -33,6 +34,7 @@ import argparse
 import asyncio
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -170,6 +172,29 @@ def anchor_chdb(work: Path, rows: int) -> float:
     seconds = time.perf_counter() - started
     client.close()
     return rows / seconds
+
+
+_BASELINE = """
+import sys
+import okr_ledger.worker_runtime, processors.kafka_worker, processors.sequencer_core
+from projections.store import ProjectionStore
+from benchmarks.figures import process_memory
+if sys.argv[1:]:
+    ProjectionStore.open(sys.argv[1]).close()
+print(process_memory()["VmHWM"])
+"""
+
+
+def anchor_worker_baseline(store: Path | None) -> float:
+    """Peak RSS (MiB) of a process that imports what a worker imports and, given ``store``,
+    opens (and migrates) an empty embedded store there: what a worker holds before its first
+    event."""
+    arguments = [sys.executable, "-c", _BASELINE]
+    if store is not None:
+        arguments.append(f"chdb://{store}")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(arguments, capture_output=True, text=True, check=True, cwd=root)
+    return float(done.stdout.split()[-1])
 
 
 # --- the workers ----------------------------------------------------------------------------
@@ -530,6 +555,7 @@ def main() -> None:
             "aiokafka consume (getmany)": anchor_aiokafka(address, anchor_topic, 2 * len(records)),
             "clickhouse-connect inserts into chDB (rows)": anchor_chdb(work, len(records)),
         }
+        baseline = anchor_worker_baseline(None), anchor_worker_baseline(work / "baseline-store")
         runs = []
         for count in (int(c) for c in args.workers.split(",")):
             directory = work / f"workers-{count}"
@@ -548,6 +574,10 @@ def main() -> None:
     print("raw anchors, same run, same records:")
     for name, figure in anchors.items():
         print(f"  {name:50} {figure:>12,.0f} /s")
+    print(
+        f"  peak RSS of a process with the worker's imports alone: {baseline[0]:,.0f} MiB; with "
+        f"an empty embedded store opened too: {baseline[1]:,.0f} MiB"
+    )
     for run in runs:
         print(f"{run.workers} worker(s):")
         print(f"  throughput, produced -> visible in ClickHouse: {run.rate:,.0f} events/s")

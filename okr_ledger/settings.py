@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         description="How long the broker may hold a fetch with nothing new (the floor of "
         "the worker's latency).",
     )
+    kafka_fetch_bytes: int = Field(
+        default=4 << 20,
+        ge=64 * 1024,
+        le=64 << 20,
+        description="Bytes of one fetch of a worker, at most: what it holds of a backlog "
+        "it has not processed yet.",
+    )
     worker_sequencer_process: bool = Field(
         default=True,
         description="`okr-ledger worker` decides and writes in a second process, so that "

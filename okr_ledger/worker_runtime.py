@@ -42,6 +42,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         topics=Topics(**settings.topic_names),
         data_dir=settings.data_dir,
         sequencer_batch_size=settings.sequencer_batch_size,
+        fetch_bytes=settings.kafka_fetch_bytes,
         policy=settings.policy,
         transactions=settings.kafka_transactions,
         sequencer_process=settings.worker_sequencer_process,

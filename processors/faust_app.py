@@ -94,6 +94,7 @@ class OkrApp(faust.App):
         )
         consumer.delivery = self.okr
         consumer.fetch_max_wait_ms = self.okr.config.timings.fetch_max_wait_ms
+        consumer.fetch_bytes = self.okr.config.fetch_bytes
         return consumer
 
     def on_webserver_init(self, web: Any) -> None:
@@ -333,7 +334,7 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
         broker_max_poll_interval=t.max_poll_interval_s,
         broker_request_timeout=t.request_timeout_s,
         broker_max_poll_records=None,
-        consumer_max_fetch_size=8 * 1024 * 1024,
+        consumer_max_fetch_size=config.fetch_bytes,
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
         topic_allow_declare=False,

@@ -89,13 +89,22 @@ class Delivery(Protocol):
 
 class FastFetchThread(AIOKafkaConsumerThread):
     """Faust's consumer thread, with the app's fetch wait (Faust fixes it at 1,500 ms) and
-    reading committed records only (a real Kafka then hides aborted transactions)."""
+    fetch size, reading committed records only (a real Kafka then hides aborted transactions).
 
-    fetch_max_wait_ms = 100
+    The fetch size bounds what the consumer holds when the agents are behind: aiokafka keeps
+    each fetched partition's records until they are taken, and fetches it again only then.
+    Faust sets only the bytes per partition, which Tansu ignores; the bytes of the whole
+    response (aiokafka's ``fetch_max_bytes``, 50 MiB by default) both honour."""
+
+    consumer: "OkrConsumer"
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read by AIOKafkaConsumer.start()
+        # The app's values, as set on its consumer after it made this thread; read by
+        # AIOKafkaConsumer.start(), which makes the fetcher.
+        consumer._fetch_max_wait_ms = self.consumer.fetch_max_wait_ms
+        consumer._fetch_max_bytes = self.consumer.fetch_bytes
+        consumer._max_partition_fetch_bytes = self.consumer.fetch_bytes
         consumer._isolation_level = "read_committed"
         return consumer
 
@@ -130,12 +139,11 @@ class OkrConsumer(AIOKafkaConsumer):
 
     delivery: Delivery
     fetch_max_wait_ms = 100
+    fetch_bytes = 4 << 20
     _thread: FastFetchThread
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        thread = FastFetchThread(self, loop=self.loop, beacon=self.beacon)
-        thread.fetch_max_wait_ms = self.fetch_max_wait_ms
-        return thread
+        return FastFetchThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
         """The assignment's barrier (see the module docstring)."""

@@ -59,6 +59,10 @@ class WorkerConfig:
     """Ledger records the projector inserts at a time, at most."""
     projector_linger_s: float = 0.05
     """How long the projector waits for more records before inserting what it has."""
+    fetch_bytes: int = 4 << 20
+    """Bytes of one fetch, at most (the whole response, and each partition's share of it).
+    With a backlog the consumer holds what its fetches brought until the agents take it:
+    this bounds that, not the backlog (see :class:`processors.faust_batches.FastFetchThread`)."""
     policy: Policy = DEFAULT_POLICY
     transactions: bool = True
     """Write each batch in a Kafka transaction (fencing; atomic batches on a real Kafka)."""
