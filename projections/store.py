@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from processors import tables as t
 from processors.tables import RowBatch
-from projections.client import ClickHouseClient, Target, connect, parse_url, trim_c_allocator
+from projections.client import (
+    ClickHouseClient,
+    Target,
+    connect,
+    parse_url,
+    release_code_pages,
+    trim_c_allocator,
+)
 from projections.migrations import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
@@ -42,6 +49,12 @@ class ReadOnlyAnswer:
     formatted: bytes | None = None
 
 
+RELEASE_CODE_AFTER_BYTES = 4 << 20
+"""Once this many bytes are staged, in chDB, the store drops the pages of chDB's
+library that only its start touched (:func:`projections.client.release_code_pages`, once per
+store): a long catch-up's peak RSS; a command that projects a few events skips the ~8 ms of
+reading ``/proc/self/smaps``."""
+
 CLEANUP_PASS_SECONDS = 1.0
 """MergeTree's cleanup of a table passes at most this often in chDB
 (``merge_tree_clear_old_parts_interval_seconds``): a wake sooner does nothing."""
@@ -63,6 +76,7 @@ class ProjectionStore:
         """chDB, in this process (its memory is this process's)."""
         self._woken: dict[str, float] = {}
         """When :meth:`wake_cleanup` last woke each table (``time.monotonic``)."""
+        self._code_released = False
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
@@ -183,6 +197,9 @@ class ProjectionStore:
                     self._checkpoints[checkpoint[0], checkpoint[1]] = checkpoint
             else:
                 staged.add(table, batch)
+        if self.embedded and not self._code_released and staged.bytes >= RELEASE_CODE_AFTER_BYTES:
+            self._code_released = True
+            release_code_pages()
 
     @property
     def staged_bytes(self) -> int:
