@@ -108,6 +108,7 @@ class ArrowTables:
 
     def __init__(self) -> None:
         self._batches: dict[str, list[pa.RecordBatch]] = {}
+        self._bytes: dict[str, int] = {}
         self.rows = 0
         self.bytes = 0
 
@@ -121,8 +122,13 @@ class ArrowTables:
         ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
         self._batches.setdefault(table, []).append(batch)
+        self._bytes[table] = self._bytes.get(table, 0) + batch.nbytes
         self.rows += len(rows)
         self.bytes += batch.nbytes
+
+    def table_bytes(self, table: str) -> int:
+        """What ``table``'s staged rows take (0 if none)."""
+        return self._bytes.get(table, 0)
 
     def tables(self) -> list[str]:
         return list(self._batches)
@@ -133,6 +139,8 @@ class ArrowTables:
         the batches beside it are in memory at once (clickhouse-connect writes the pieces to
         chDB's input file, or sends them to a server, as they come)."""
         batches = self._batches.pop(table)
+        self.bytes -= self._bytes.pop(table, 0)
+        self.rows -= sum(batch.num_rows for batch in batches)
         batches.reverse()  # taken from the end, in the order staged
         return _stream(arrow_schema(table), batches)
 

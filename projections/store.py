@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from processors import tables as t
 from processors.tables import RowBatch
-from projections.client import ClickHouseClient, Target, connect, parse_url, trim_c_allocator
+from projections.client import (
+    ClickHouseClient,
+    Target,
+    connect,
+    parse_url,
+    release_code_pages,
+    trim_c_allocator,
+)
 from projections.migrations import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
@@ -42,6 +49,20 @@ class ReadOnlyAnswer:
     formatted: bytes | None = None
 
 
+RELEASE_CODE_AFTER_BYTES = 4 << 20
+"""Once this many bytes are staged, in chDB, the store drops the pages of chDB's
+library that only its start touched (:func:`projections.client.release_code_pages`, once per
+store): a long catch-up's peak RSS; a command that projects a few events skips the ~8 ms of
+reading ``/proc/self/smaps``."""
+APART = (t.AUDIT,)
+"""History tables inserted on their own, as soon as their staged rows reach
+:attr:`ProjectionStore.part_bytes`, not with the commit (``audit_events`` is ~60% of the staged
+bytes): their parts are as large as a commit's whole, the other tables' commits hold fewer
+bytes for them (the runner commits on :attr:`ProjectionStore.staged_bytes`, which leaves them
+out), and fewer parts are made per event, with no more held in memory at once."""
+DEFAULT_PART_BYTES = 16 << 20
+"""The size at which an :data:`APART` table's staged rows are inserted."""
+
 CLEANUP_PASS_SECONDS = 1.0
 """MergeTree's cleanup of a table passes at most this often in chDB
 (``merge_tree_clear_old_parts_interval_seconds``): a wake sooner does nothing."""
@@ -58,11 +79,18 @@ class ProjectionStore:
         self._settings: dict[str, str] = {}
         self._staged: ArrowTables | None = None
         self._checkpoints: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.part_bytes = DEFAULT_PART_BYTES
+        """When an :data:`APART` table's staged rows are inserted (before the commit)."""
+        self._begun: set[str] = set()
+        """The orgs whose ``ledger-begun`` mark this commit inserted already."""
+        self._inserted: set[str] = set()
+        """The :data:`APART` tables this commit inserted already."""
         self._guard = ReadOnlyGuard()
         self.embedded = False
         """chDB, in this process (its memory is this process's)."""
         self._woken: dict[str, float] = {}
         """When :meth:`wake_cleanup` last woke each table (``time.monotonic``)."""
+        self._code_released = False
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
@@ -175,7 +203,9 @@ class ProjectionStore:
         self.commit(owners=owners)
 
     def stage(self, rows: RowBatch) -> None:
-        """Keep ``rows`` (as Arrow) to insert with the next :meth:`commit`."""
+        """Keep ``rows`` (as Arrow) to insert with the next :meth:`commit`; an :data:`APART`
+        table's at once if they reach :attr:`part_bytes`, after a ``ledger-begun`` mark (as
+        the commit would insert), so that a commit cut short after it is still discarded."""
         staged = self._staged = self._staged or _arrow_tables()
         for table, batch in rows.items():
             if table == t.CHECKPOINTS:
@@ -183,10 +213,37 @@ class ProjectionStore:
                     self._checkpoints[checkpoint[0], checkpoint[1]] = checkpoint
             else:
                 staged.add(table, batch)
+        if self.embedded and not self._code_released and staged.bytes >= RELEASE_CODE_AFTER_BYTES:
+            self._code_released = True
+            release_code_pages()
+        for table in APART:
+            if staged.table_bytes(table) >= self.part_bytes and self._mark_begun(staged):
+                self._insert(table, staged.take(table))
+                self._inserted.add(table)
+                if self.embedded:
+                    trim_c_allocator()
+
+    def _mark_begun(self, staged: "ArrowTables") -> bool:
+        """Insert a ``ledger-begun`` mark for the orgs staged that this commit has not marked
+        yet; whether every org staged is marked (rows may then go in before the commit)."""
+        begun = [
+            (t.BEGUN_STREAM, *row[1:])
+            for row in self._checkpoints.values()
+            if row[0] == t.LEDGER_STREAM and row[1] not in self._begun
+        ]
+        if begun:
+            staged.add(t.CHECKPOINTS, begun)
+            self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+            self._begun.update(row[1] for row in begun)
+        return bool(self._begun)
 
     @property
     def staged_bytes(self) -> int:
-        return self._staged.bytes if self._staged else 0
+        """The bytes staged for the next commit, less the :data:`APART` tables' (inserted
+        when they reach :attr:`part_bytes` on their own)."""
+        if not self._staged:
+            return 0
+        return self._staged.bytes - sum(self._staged.table_bytes(table) for table in APART)
 
     def commit(self, owners: Mapping[str, tuple[str, int]] | None = None) -> None:
         """Insert what was staged: one insert per table (the audit first), the checkpoints last.
@@ -204,13 +261,14 @@ class ProjectionStore:
         are identical to the next owner's and collapse).
         """
         staged, self._staged = self._staged or _arrow_tables(), None
-        checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
-        begun = [(t.BEGUN_STREAM, *row[1:]) for row in checkpoints if row[0] == t.LEDGER_STREAM]
-        if begun and staged.tables():
-            staged.add(t.CHECKPOINTS, begun)
-            self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
-        inserted = staged.tables()
-        for table in inserted:
+        inserted = [*self._inserted, *staged.tables()]
+        try:
+            if staged.tables():  # rows still to go in: orgs not marked yet by an early insert
+                self._mark_begun(staged)
+        finally:
+            checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
+            self._begun, self._inserted = set(), set()
+        for table in staged.tables():
             self._insert(table, staged.take(table))
         claimed: list[tuple[tuple[Any, ...], str, int]] = []
         if owners is not None:

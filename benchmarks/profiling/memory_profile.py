@@ -14,7 +14,8 @@ fresh chDB store, in this process, and prints:
   fingerprint, drop, project the whole ledger again, fingerprint), its RSS sampled from here.
 
 Usage: python benchmarks/profiling/memory_profile.py [--key-results 1000]
-       [--check-ins 1000000] [--tracemalloc] [--top 25] [--rebuild]
+       [--check-ins 1000000] [--tracemalloc] [--top 25] [--rebuild] [--batch-size N]
+       [--commit-mib N] [--save-every N] [--part-mib N]
 """
 
 import argparse
@@ -133,6 +134,7 @@ def run(ledger: Path, trace: bool, top: int, then_rebuild: bool, options: dict[s
         runner.batch_size = options.get("batch_size", runner.batch_size)
         runner.commit_bytes = options.get("commit_bytes", runner.commit_bytes)
         runner.save_every = options.get("save_every", runner.save_every)
+        store.part_bytes = options.get("part_bytes", store.part_bytes)
         sampler = Sampler()
         if trace:
             tracemalloc.start(1)
@@ -177,6 +179,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="Events projected at a time.")
     parser.add_argument("--commit-mib", type=int, help="Staged Arrow MiB that make a commit.")
     parser.add_argument("--save-every", type=int, help="Events between saves of the state.")
+    parser.add_argument("--part-mib", type=int, help="Staged MiB of audit_events inserted apart.")
     args = parser.parse_args()
     ledger = bench_ledger(args.key_results, args.check_ins)
     options = {}
@@ -186,6 +189,8 @@ def main() -> None:
         options["commit_bytes"] = args.commit_mib << 20
     if args.save_every:
         options["save_every"] = args.save_every
+    if args.part_mib:
+        options["part_bytes"] = args.part_mib << 20
     print(f"runner options: {options or 'the defaults'}")
     run(ledger, args.tracemalloc, args.top, args.rebuild, options)
 

@@ -155,6 +155,46 @@ class ProjectionStoreContract:
             # without it would never merge with the others again.
             assert parts_without(store, t.CHECK_INS, "by_check_in") == 0, cut
 
+    def test_a_commit_cut_short_after_an_early_insert_leaves_no_row_twice(
+        self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An audit table's rows inserted before the commit (their size reached
+        ``part_bytes``) go in after a ``ledger-begun`` mark: a commit cut short anywhere,
+        before or after them, is discarded on the next catch-up, and the commit marks each
+        org once."""
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:8])
+        third = projector.project(events[8:])
+        inserts: list[tuple[str, bytes]] = []  # the second commit's, in order
+        with monkeypatch.context() as patched:
+            patched.setattr(
+                store, "_insert", lambda table, data: inserts.append((table, b"".join(data)))
+            )
+            patched.setattr(store, "part_bytes", 1)
+            store.stage(second)
+            assert store.staged_bytes > 0  # the other tables wait for the commit
+            store.stage(third)
+            store.commit()
+        tables = [table for table, _ in inserts]
+        assert tables[:3] == [t.CHECKPOINTS, t.AUDIT, t.AUDIT]  # one mark, then each early
+        assert tables.count(t.CHECKPOINTS) == 2  # the mark, and the checkpoints last
+        assert tables[-1] == t.CHECKPOINTS
+        for cut in range(len(inserts)):  # the process died before insert number `cut`
+            store.drop_all()
+            store.migrate()
+            store.insert(first)
+            for table, data in inserts[:cut]:
+                store._insert(table, [data])
+            assert store.positions() == {ORG: 6}
+            EmbeddedRunner(builder.log, store, Projector()).catch_up()  # a restart
+            for table in t.HISTORY:
+                once = f"SELECT count() = uniqExact(formatRow('TSV', *)) FROM {{db}}.{table}"
+                assert store.rows(once) == [(True,)], (cut, table)
+            found = queries.key_results(store, ORG, Moment(as_of=day(30), now=day(30)))
+            assert [kr["check_in_count"] for kr in found] == [5]
+
     def test_a_discard_by_an_owner_since_replaced_removes_nothing(
         self, store: ProjectionStore, builder: LedgerBuilder
     ) -> None:
