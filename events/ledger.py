@@ -133,8 +133,14 @@ class Ledger:
 
         A transaction holds ``batch_size`` submissions, or fewer once they reach
         ``batch_bytes`` together (see :func:`_batches`): what a batch holds is bounded."""
+        for outcomes in self.submit_batches(lines):
+            yield from outcomes
+
+    def submit_batches(self, lines: Iterable[ReadLine]) -> Iterator[list[Outcome]]:
+        """:meth:`submit_many`, one list of outcomes per stored batch (a caller that converts
+        every outcome maps a list, without a generator step per submission)."""
         for batch in _batches(lines, self.batch_size, self.batch_bytes):
-            yield from self._submit_batch(batch)
+            yield self._submit_batch(batch)
 
     def _submit_batch(self, lines: list[ReadLine]) -> list[Outcome]:
         with collector_paused():

@@ -887,24 +887,28 @@ class SqliteStateStore:
         assert isinstance(known, _Cached)  # a view's maps are
         assert isinstance(stored, _Cached)
         has = dict.__contains__
+        holds = bool(dict.__len__(known))  # a new view (the usual case) holds no id yet
+        org_id, mine = None, {}  # the last probe's org and its ids (a batch is mostly one org)
         for probed in probes:
-            if probed is None or (org_id := probed.org_id) is None:
+            if probed is None or (named_org := probed.org_id) is None:
                 continue
-            mine = keys.get(org_id)
-            if mine is None:
-                mine = keys[org_id] = {}
-            key, derived = probed.event_key, probed.derived_key
-            if key is not None and not has(known, (org_id, key)):
+            if named_org != org_id:
+                org_id = named_org
+                mine = keys.get(org_id) or keys.setdefault(org_id, {})
+            key = probed.event_key
+            if key is not None and not (holds and has(known, (org_id, key))):
                 mine[probed.event_id or event_id_text(key)] = key
-            if derived is not None and not has(known, (org_id, derived)):
+            derived = probed.derived_key
+            if derived is not None and not (holds and has(known, (org_id, derived))):
                 mine[event_id_text(derived)] = derived
-            if probed.source is not None:  # the id its source's id derives: computed already
-                derived = derived or key
-                assert derived is not None  # a probe with a source derives its id
-                derived_ids[probed.source] = derived
         repeats, applied = view.submitted_digests, view.applied
         for org_id, wanted in keys.items():
             found = view.where[org_id] = self._events.find(org_id, wanted)
+            if len(found) == len(wanted):  # every id stored (a rerun): none to note as absent
+                for key, (_, submitted) in found.items():
+                    if submitted is not None:
+                        repeats.setdefault((org_id, key), submitted)
+                continue
             for key in wanted.values():
                 hit = found.get(key)
                 if hit is not None:
@@ -922,7 +926,11 @@ class SqliteStateStore:
                 submitted = probed.submitted
                 if submitted is not None and repeats.get((org_id, key)) == submitted:
                     continue  # a byte-identical repeat: decided without its source or the rules
-                if probed.source is not None and known.absent((org_id, key)):
+            if probed.source is not None:  # the id its source's id derives: computed already
+                derived = probed.derived_key or key
+                assert derived is not None  # a probe with a source derives its id
+                derived_ids[probed.source] = derived
+                if key is not None and known.absent((org_id, key)):
                     sources.setdefault(org_id, set()).add(probed.source[1:])
             data = probed.document.get("data")
             if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
