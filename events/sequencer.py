@@ -498,14 +498,14 @@ def decide_batch(
         probes = [probe(raw, policy) for raw, _ in lines]
     outcomes: list[Outcome] = []
     append = outcomes.append
-    repeated = state.submitted
+    repeated = state.submitted_digests.get  # LedgerState.submitted, without a call per line
     for (raw, line), probed in zip(lines, probes, strict=True):
         if (
             probed is not None
             and (submitted := probed.submitted) is not None
             and (key := probed.event_key) is not None
             and (org_id := probed.org_id) is not None
-            and repeated(org_id, key) == submitted
+            and repeated((org_id, key)) == submitted
         ):
             append(Duplicate(probed.event_id or event_id_text(key), org_id))
             continue

@@ -366,16 +366,12 @@ class _View(LedgerState):
     where: dict[str, dict[bytes, tuple[Any, bytes | None]]] = field(default_factory=dict)
     """Per org, where each stored event a batch names was found (to compute its digest if
     asked) and its submission digest: what the store's ``find`` gave."""
-    submitted_digests: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
     applied: set[tuple[str, bytes]] = field(default_factory=set)
     """The events folded into this view (they need not be folded again when stored)."""
     carried: dict[tuple[str, bytes], tuple[str, str | None]] = field(default_factory=dict)
     """``(source, source_event_id)`` of each event folded into this view."""
     derived: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     """``(org_id, source, source_event_id)`` -> the event id it derives, where known already."""
-
-    def submitted(self, org_id: str, event_key: bytes) -> bytes | None:
-        return self.submitted_digests.get((org_id, event_key))
 
     def apply_record(
         self,
@@ -1185,7 +1181,10 @@ class SqliteStateStore:
             )
             links_added.extend((org_id, *link) for link in _added(org.links))
             links_removed.extend((org_id, *link) for link in _removed(org.links))
-            retracted.extend((org_id, key) for key, c in _changes(org.check_ins) if c.retracted)
+            # Only a retraction writes a row (a check-in itself is its event's row); one read
+            # as retracted already is written again, which INSERT OR IGNORE leaves as it is.
+            # So no check-in is compared with what was read (a batch's new ones are most).
+            retracted.extend((org_id, key) for key, c in dict.items(org.check_ins) if c.retracted)
         db = self._db
         db.executemany("INSERT OR REPLACE INTO sequencer_flags VALUES (?, ?, ?, ?)", flags)
         db.executemany(
