@@ -517,6 +517,31 @@ def decide_batch(
     return outcomes
 
 
+def repeats_only(state: LedgerState, probes: Sequence[Probe | None]) -> list[Outcome] | None:
+    """The outcomes of a batch whose every submission is a byte-identical repeat of an event of
+    ``state`` (by its :func:`submission_digest`), decided as :func:`decide_batch` decides each
+    of them first: a :class:`Duplicate` naming that event. None if any is not (or no probes).
+
+    Such a batch stores nothing, and its outcomes rest only on events that are stored: an
+    event is never changed or removed, so they hold whatever is appended meanwhile."""
+    if not probes:
+        return None
+    repeated = state.submitted_digests.get
+    outcomes: list[Outcome] = []
+    append = outcomes.append
+    for probed in probes:
+        if (
+            probed is None
+            or (submitted := probed.submitted) is None
+            or (key := probed.event_key) is None
+            or (org_id := probed.org_id) is None
+            or repeated((org_id, key)) != submitted
+        ):
+            return None
+        append(Duplicate(probed.event_id or event_id_text(key), org_id))
+    return outcomes
+
+
 class Sequencer:
     """Holds a :class:`LedgerState` in memory and advances it with every accepted event."""
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from events.log import ChainHead, Mark
-from events.outcomes import Accepted
-from events.sequencer import Probe, record_digest
+from events.outcomes import Accepted, Outcome
+from events.sequencer import Probe, record_digest, repeats_only
 from events.sqlite_connection import connect_wal
 from events.state import CheckInState, KeyResultState, LedgerState, ObjectiveState, OrgState
 from events.stored import read_event
@@ -169,6 +169,13 @@ class StateStore(Protocol):
         (its view then needs no reads of its own unless another writer appends meanwhile)."""
         ...
 
+    def repeats(self, probes: Sequence[Probe | None]) -> list[Outcome] | None:
+        """After :meth:`prepare`, before the lock: the outcomes of a batch whose every
+        submission is a byte-identical repeat of an event the store holds (see
+        :func:`~events.sequencer.repeats_only`), when the store can tell; else None (the batch
+        is decided under the lock, as any other)."""
+        ...
+
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         """The state to decide a batch on, with what ``probes`` name loaded in bulk. The batch's
         accepted events are folded into it; a persistent store saves them with the append."""
@@ -204,6 +211,10 @@ class MemoryStateStore:
 
     def prepare(self, probes: Sequence[Probe | None]) -> None:
         """Nothing: everything is in memory."""
+
+    def repeats(self, probes: Sequence[Probe | None]) -> list[Outcome] | None:
+        """None: this state keeps no submission digests (and may lag behind the log)."""
+        return None
 
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         return self.state
@@ -722,6 +733,17 @@ class SqliteStateStore:
                 view = self._new_view()
                 self._load(view, probes)
                 self._prepared = (probes, end, view)
+
+    def repeats(self, probes: Sequence[Probe | None]) -> list[Outcome] | None:
+        """Embedded: decided on the view :meth:`prepare` read from committed rows (a stored
+        event stays as it is, so no lock is needed); the view is then dropped."""
+        prepared = self._prepared
+        if prepared is None or prepared[0] is not probes:
+            return None
+        outcomes = repeats_only(prepared[2], probes)
+        if outcomes is not None:
+            self._prepared = None
+        return outcomes
 
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         prepared, self._prepared = self._prepared, None
