@@ -9,7 +9,9 @@ Each batch is decided and stored in one step of the log (:meth:`EventLog.append_
 the log catches the state up with what other writers appended since its last batch, the
 sequencer decides the batch on it, and the log stores its events and rejections, all or none.
 The submissions are parsed before that step (:func:`~events.sequencer.probe`), so that the
-state can read what they name in bulk.
+state can read what they name in bulk. A batch whose every submission is a byte-identical
+repeat of a stored event (a rerun) stores nothing: the embedded store decides it on the rows
+it read before the lock (:meth:`StateStore.repeats`), without a transaction.
 
 On SQLite that step holds the write lock from the catch-up to the commit, so a batch is
 always decided on the ledger as stored: it never conflicts with another writer and is never
@@ -133,13 +135,22 @@ class Ledger:
 
         A transaction holds ``batch_size`` submissions, or fewer once they reach
         ``batch_bytes`` together (see :func:`_batches`): what a batch holds is bounded."""
+        for outcomes in self.submit_batches(lines):
+            yield from outcomes
+
+    def submit_batches(self, lines: Iterable[ReadLine]) -> Iterator[list[Outcome]]:
+        """:meth:`submit_many`, one list of outcomes per stored batch (a caller that converts
+        every outcome maps a list, without a generator step per submission)."""
         for batch in _batches(lines, self.batch_size, self.batch_bytes):
-            yield from self._submit_batch(batch)
+            yield self._submit_batch(batch)
 
     def _submit_batch(self, lines: list[ReadLine]) -> list[Outcome]:
         with collector_paused():
             probes = [probe(raw, self.policy) for raw, _ in lines]
             self._store.prepare(probes)  # outside the lock: other writers need not wait for it
+            repeated = self._store.repeats(probes)
+            if repeated is not None:  # byte-identical repeats of stored events: nothing to store
+                return repeated
             return self._append_batch(lines, probes)
 
     def _append_batch(self, lines: list[ReadLine], probes: list[Probe | None]) -> list[Outcome]:

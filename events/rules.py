@@ -387,6 +387,8 @@ _RULES: dict[str, Rule] = {
 }
 RULES = dispatch_table("sequencing rules", _RULES)
 _AMENDING = (p.CheckInCorrected, p.CheckInRetracted)
+AMENDING = _AMENDING
+"""The payloads whose rule needs the :class:`Origin` of the submission (the others get None)."""
 
 
 def check(org: OrgState, payload: p.Payload, origin: Origin | None = None) -> Violation | None:

@@ -16,6 +16,8 @@ from schemas.envelope import GENESIS_HASH, LedgerEvent, original_check_in_key
 from schemas.registry import EVENT_TYPES, dispatch_table, upcast
 
 Data = dict[str, Any]
+_LATEST_VERSIONS = dict(EVENT_TYPES)
+""":data:`EVENT_TYPES` as a plain dict (a read-only proxy's ``get`` costs a method call more)."""
 
 
 @dataclass(slots=True)
@@ -77,6 +79,9 @@ class LedgerState:
     sources: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     """(org, source, source_event_id) -> uuid bytes of the first event that carried it: how a
     source's retry under a new ``event_id`` is found."""
+    submitted_digests: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
+    """(org, event uuid bytes) -> the digest of the exact bytes the event was accepted from,
+    for the events this state keeps it for (see :meth:`submitted`): none in this class."""
 
     def org(self, org_id: str) -> OrgState:
         state = self.orgs.get(org_id)
@@ -87,7 +92,7 @@ class LedgerState:
     def submitted(self, org_id: str, event_key: bytes) -> bytes | None:
         """The digest of the exact bytes that event ``event_key`` was accepted from, when this
         state keeps it (see :func:`events.sequencer.submission_digest`); this one keeps none."""
-        return None
+        return self.submitted_digests.get((org_id, event_key))
 
     def apply(self, event: LedgerEvent, digest: bytes) -> None:
         """Fold one accepted event (and its content digest) into the state."""
@@ -103,7 +108,7 @@ class LedgerState:
         """:meth:`apply` on the event's fields, its id's 16 bytes and, when known, the digest of
         the bytes it was submitted as (kept by the states that keep it)."""
         org_id = record["org_id"]
-        org = self.org(org_id)
+        org = _dict_get(self.orgs, org_id) or self.org(org_id)  # in hand: the decision read it
         org.last_sequence = record["sequence"]
         org.last_hash = record["hash"]
         self.known[(org_id, event_key)] = digest
@@ -111,9 +116,9 @@ class LedgerState:
         if source_event_id is not None:  # the first keeps it (ledgers from before the rule)
             self.sources.setdefault((org_id, record["source"], source_event_id), event_key)
         type_name, data = record["type"], record["data"]
-        if record["schema_version"] != EVENT_TYPES.get(type_name):
+        if record["schema_version"] != _LATEST_VERSIONS.get(type_name):
             data = upcast(type_name, record["schema_version"], data)
-        handler = _APPLY.get(type_name)
+        handler = _HANDLERS.get(type_name)
         if handler is not None:
             if type_name == "CheckInRetracted":
                 data = {**data, "retracts_event_id": str(
@@ -241,3 +246,6 @@ _FOLDS: dict[str, Callable[[OrgState, Data, bytes], None]] = {
     "KeyResultOwnerChanged": _unchanged,
 }
 _APPLY = dispatch_table("sequencer state", _FOLDS)
+_HANDLERS = dict(_APPLY)
+"""``_APPLY`` as a plain dict (a read-only proxy's ``get`` costs a method call more)."""
+_dict_get = dict.get

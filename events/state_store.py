@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from events.log import ChainHead, Mark
-from events.outcomes import Accepted
-from events.sequencer import Probe, record_digest
+from events.outcomes import Accepted, Outcome
+from events.sequencer import Probe, record_digest, repeats_only
 from events.sqlite_connection import connect_wal
 from events.state import CheckInState, KeyResultState, LedgerState, ObjectiveState, OrgState
 from events.stored import read_event
@@ -169,6 +169,13 @@ class StateStore(Protocol):
         (its view then needs no reads of its own unless another writer appends meanwhile)."""
         ...
 
+    def repeats(self, probes: Sequence[Probe | None]) -> list[Outcome] | None:
+        """After :meth:`prepare`, before the lock: the outcomes of a batch whose every
+        submission is a byte-identical repeat of an event the store holds (see
+        :func:`~events.sequencer.repeats_only`), when the store can tell; else None (the batch
+        is decided under the lock, as any other)."""
+        ...
+
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         """The state to decide a batch on, with what ``probes`` name loaded in bulk. The batch's
         accepted events are folded into it; a persistent store saves them with the append."""
@@ -204,6 +211,10 @@ class MemoryStateStore:
 
     def prepare(self, probes: Sequence[Probe | None]) -> None:
         """Nothing: everything is in memory."""
+
+    def repeats(self, probes: Sequence[Probe | None]) -> list[Outcome] | None:
+        """None: this state keeps no submission digests (and may lag behind the log)."""
+        return None
 
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         return self.state
@@ -366,16 +377,12 @@ class _View(LedgerState):
     where: dict[str, dict[bytes, tuple[Any, bytes | None]]] = field(default_factory=dict)
     """Per org, where each stored event a batch names was found (to compute its digest if
     asked) and its submission digest: what the store's ``find`` gave."""
-    submitted_digests: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
     applied: set[tuple[str, bytes]] = field(default_factory=set)
     """The events folded into this view (they need not be folded again when stored)."""
     carried: dict[tuple[str, bytes], tuple[str, str | None]] = field(default_factory=dict)
     """``(source, source_event_id)`` of each event folded into this view."""
     derived: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     """``(org_id, source, source_event_id)`` -> the event id it derives, where known already."""
-
-    def submitted(self, org_id: str, event_key: bytes) -> bytes | None:
-        return self.submitted_digests.get((org_id, event_key))
 
     def apply_record(
         self,
@@ -727,6 +734,17 @@ class SqliteStateStore:
                 self._load(view, probes)
                 self._prepared = (probes, end, view)
 
+    def repeats(self, probes: Sequence[Probe | None]) -> list[Outcome] | None:
+        """Embedded: decided on the view :meth:`prepare` read from committed rows (a stored
+        event stays as it is, so no lock is needed); the view is then dropped."""
+        prepared = self._prepared
+        if prepared is None or prepared[0] is not probes:
+            return None
+        outcomes = repeats_only(prepared[2], probes)
+        if outcomes is not None:
+            self._prepared = None
+        return outcomes
+
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         prepared, self._prepared = self._prepared, None
         if self._view is None and prepared is not None:
@@ -887,24 +905,28 @@ class SqliteStateStore:
         assert isinstance(known, _Cached)  # a view's maps are
         assert isinstance(stored, _Cached)
         has = dict.__contains__
+        holds = bool(dict.__len__(known))  # a new view (the usual case) holds no id yet
+        org_id, mine = None, {}  # the last probe's org and its ids (a batch is mostly one org)
         for probed in probes:
-            if probed is None or (org_id := probed.org_id) is None:
+            if probed is None or (named_org := probed.org_id) is None:
                 continue
-            mine = keys.get(org_id)
-            if mine is None:
-                mine = keys[org_id] = {}
-            key, derived = probed.event_key, probed.derived_key
-            if key is not None and not has(known, (org_id, key)):
+            if named_org != org_id:
+                org_id = named_org
+                mine = keys.get(org_id) or keys.setdefault(org_id, {})
+            key = probed.event_key
+            if key is not None and not (holds and has(known, (org_id, key))):
                 mine[probed.event_id or event_id_text(key)] = key
-            if derived is not None and not has(known, (org_id, derived)):
+            derived = probed.derived_key
+            if derived is not None and not (holds and has(known, (org_id, derived))):
                 mine[event_id_text(derived)] = derived
-            if probed.source is not None:  # the id its source's id derives: computed already
-                derived = derived or key
-                assert derived is not None  # a probe with a source derives its id
-                derived_ids[probed.source] = derived
         repeats, applied = view.submitted_digests, view.applied
         for org_id, wanted in keys.items():
             found = view.where[org_id] = self._events.find(org_id, wanted)
+            if len(found) == len(wanted):  # every id stored (a rerun): none to note as absent
+                for key, (_, submitted) in found.items():
+                    if submitted is not None:
+                        repeats.setdefault((org_id, key), submitted)
+                continue
             for key in wanted.values():
                 hit = found.get(key)
                 if hit is not None:
@@ -922,7 +944,11 @@ class SqliteStateStore:
                 submitted = probed.submitted
                 if submitted is not None and repeats.get((org_id, key)) == submitted:
                     continue  # a byte-identical repeat: decided without its source or the rules
-                if probed.source is not None and known.absent((org_id, key)):
+            if probed.source is not None:  # the id its source's id derives: computed already
+                derived = probed.derived_key or key
+                assert derived is not None  # a probe with a source derives its id
+                derived_ids[probed.source] = derived
+                if key is not None and known.absent((org_id, key)):
                     sources.setdefault(org_id, set()).add(probed.source[1:])
             data = probed.document.get("data")
             if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
@@ -1177,7 +1203,10 @@ class SqliteStateStore:
             )
             links_added.extend((org_id, *link) for link in _added(org.links))
             links_removed.extend((org_id, *link) for link in _removed(org.links))
-            retracted.extend((org_id, key) for key, c in _changes(org.check_ins) if c.retracted)
+            # Only a retraction writes a row (a check-in itself is its event's row); one read
+            # as retracted already is written again, which INSERT OR IGNORE leaves as it is.
+            # So no check-in is compared with what was read (a batch's new ones are most).
+            retracted.extend((org_id, key) for key, c in dict.items(org.check_ins) if c.retracted)
         db = self._db
         db.executemany("INSERT OR REPLACE INTO sequencer_flags VALUES (?, ?, ?, ?)", flags)
         db.executemany(

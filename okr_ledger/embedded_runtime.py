@@ -33,8 +33,9 @@ class LedgerSubmitter:
         self.ledger = ledger
 
     def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]:
-        for outcome in self.ledger.submit_many(lines):
-            yield SubmitOutcome.from_outcome(outcome)
+        from_outcome = SubmitOutcome.from_outcome
+        for outcomes in self.ledger.submit_batches(lines):
+            yield from map(from_outcome, outcomes)
 
     def refuse(self, refused_: Sequence[Refused]) -> list[SubmitOutcome]:
         """Append the refusals to the rejection log, in one transaction."""

@@ -69,3 +69,19 @@ def test_the_writer_checkpoints_less_often_and_its_close_leaves_no_wal(tmp_path:
     reopened = SqliteEventLog(path, read_only=True)
     assert len(list(reopened.read_stored())) == len(outcomes)
     reopened.close()
+
+
+def test_submit_batches_gives_each_stored_batchs_outcomes_as_submit_many_does(
+    tmp_path: Path,
+) -> None:
+    """``submit_batches`` (what the CLI's submitter maps) is ``submit_many`` cut by batch: a
+    list per transaction, the same outcomes in the same order, the same stored bytes."""
+    lines = [(line, n) for n, line in enumerate([*org_setup(), *check_ins(120)], start=1)]
+    by_batch = Ledger(SqliteEventLog(tmp_path / "a.db"), clock=lambda: NOW, batch_size=50)
+    one_by_one = Ledger(SqliteEventLog(tmp_path / "b.db"), clock=lambda: NOW, batch_size=50)
+    batches = list(by_batch.submit_batches(lines))
+    assert [len(batch) for batch in batches] == [50, 50, len(lines) - 100]
+    assert [o for batch in batches for o in batch] == list(one_by_one.submit_many(lines))
+    assert list(by_batch.log.read_stored()) == list(one_by_one.log.read_stored())
+    again = [o for batch in by_batch.submit_batches(lines) for o in batch]  # all repeats
+    assert [o.status for o in again] == ["duplicate"] * len(lines)

@@ -686,3 +686,40 @@ def test_what_a_writer_keeps_is_bounded(tmp_path: Path, monkeypatch: pytest.Monk
     log.close()
     assert max(sizes) <= 5 + 4 + 1  # the bound, then one batch's key results and objective
     check_file(path)
+
+
+def test_a_batch_of_byte_identical_repeats_is_decided_without_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every line a byte-identical repeat of a stored event: nothing to store, so the batch is
+    decided on the committed rows read before the lock, without a transaction, while another
+    writer holds the lock (it would otherwise wait up to the busy timeout, 30 s). A batch with
+    one line that is not such a repeat still goes through the lock and the append."""
+    path = tmp_path / "ledger.db"
+    lines = [*org_setup(), *check_ins(30)]
+    first = submit(path, lines, batch_size=7)
+    expected = [Duplicate(o.event.event_id, "acme") for o in first]  # type: ignore[union-attr]  # all Accepted
+    ledger = Ledger(SqliteEventLog(path), clock=lambda: NOW, batch_size=7)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    try:
+        assert list(ledger.submit_many((line, None) for line in lines)) == expected
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    appended: list[int] = []
+    real = ledger.log.append_decided
+
+    def counted(*args: Any) -> Any:
+        appended.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(ledger.log, "append_decided", counted)
+    assert list(ledger.submit_many((line, None) for line in lines)) == expected
+    assert appended == []
+    reordered = orjson.dumps(orjson.loads(lines[-1]), option=orjson.OPT_SORT_KEYS)
+    mixed = list(ledger.submit_many((line, None) for line in [*lines[-3:-1], reordered]))
+    assert mixed == expected[-3:]  # the same content in other bytes: decided under the lock
+    assert appended == [1]
+    ledger.log.close()
+    check_file(path)
