@@ -149,7 +149,9 @@ class Reader:
                 enable_auto_commit=False,
                 allow_auto_create_topics=False,
                 fetch_max_wait_ms=10,  # a read takes what is there: never wait for more
+                # A fetch's bytes, per partition and in all (Tansu heeds only the latter).
                 max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_max_bytes=8 * 1024 * 1024,
                 max_poll_records=5000,
                 isolation_level="read_committed",
             )

@@ -180,9 +180,10 @@ def release_code_pages(path: str | None = None) -> int:
     Loading chDB makes ~180 MiB of its 530 MiB library resident (its code and read-only
     data: the start reads through them), of which inserts, merges and queries then touch
     ~60 MiB; the rest stayed in the process's resident set to the end (RssFile ~240 MiB).
-    Only mappings that are not writable and hold no page of their own (``Anonymous: 0``:
-    no relocated or written page; such a page would be lost) are dropped: what they held is
-    the file's bytes, read back from the page cache (a minor fault) when touched again."""
+    Only mappings that are not writable and hold no page of their own (``Anonymous: 0`` and
+    ``Swap: 0``: no relocated or written page, in memory or swapped out; such a page would be
+    lost) are dropped: what they held is the file's bytes, read back from the page cache (a
+    minor fault) when touched again. The bytes returned are those of the ranges advised."""
     if path is None:
         module = sys.modules.get("chdb._chdb")
         path = getattr(module, "__file__", None)
@@ -191,7 +192,7 @@ def release_code_pages(path: str | None = None) -> int:
         return 0
     try:
         with open("/proc/self/smaps", encoding="ascii", errors="replace") as smaps:
-            ranges = _clean_ranges(smaps, path)
+            ranges = _clean_ranges(smaps, os.path.realpath(path))  # smaps names the real file
     except OSError:
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -203,23 +204,35 @@ def release_code_pages(path: str | None = None) -> int:
 
 
 def _clean_ranges(smaps: Iterable[str], path: str) -> list[tuple[int, int]]:
-    """The ranges of ``path``'s mappings that are not writable and hold no anonymous page."""
+    """The ranges of ``path``'s mappings that are not writable and hold no page of their own,
+    in memory (``Anonymous``) or swapped out (``Swap``): a mapping is kept whole unless both
+    fields say 0."""
     found: list[tuple[int, int]] = []
     mapping: tuple[int, int] | None = None
+    clean: set[str] = set()
     for line in smaps:
         fields = line.split(maxsplit=5)
         if not fields:
             continue
         if not fields[0].endswith(":"):  # a mapping's header: range perms offset dev inode path
-            mapping = None
+            if mapping is not None and clean == _OWN_PAGES:
+                found.append(mapping)
+            mapping, clean = None, set()
             if len(fields) == 6 and fields[5].rstrip("\n") == path and "w" not in fields[1]:
                 start, _, end = fields[0].partition("-")
                 mapping = (int(start, 16), int(end, 16))
-        elif fields[0] == "Anonymous:" and mapping is not None:
-            if fields[1] == "0":
-                found.append(mapping)
-            mapping = None
+        elif mapping is not None and fields[0] in _OWN_PAGES:
+            if fields[1] != "0":
+                mapping = None
+            else:
+                clean.add(fields[0])
+    if mapping is not None and clean == _OWN_PAGES:
+        found.append(mapping)
     return found
+
+
+_OWN_PAGES = {"Anonymous:", "Swap:"}
+"""The fields of a mapping in ``smaps`` that count pages the file does not hold."""
 
 
 def connect(target: Target) -> ClickHouseClient:

@@ -318,7 +318,7 @@ def test_the_pages_of_chdbs_library_leave_the_process_and_chdb_still_works(
     before = _status("RssFile")
     dropped = client.release_code_pages()
     assert dropped > 64 << 20  # its code and read-only data: hundreds of MiB mapped
-    assert _status("RssFile") < before - 32 << 10  # kB: at least 32 MiB fewer resident
+    assert _status("RssFile") < before - (32 << 10)  # kB: at least 32 MiB fewer resident
     small_ledger(builder)
     project(builder, store)
     store.client.command("OPTIMIZE TABLE audit_events FINAL")
@@ -333,19 +333,34 @@ def test_only_pages_that_are_the_files_own_are_dropped() -> None:
         f"1000-2000 r--p 00000000 fd:00 7 {path}\n",
         "Rss:                   4 kB\n",
         "Anonymous:             0 kB\n",
+        "Swap:                  0 kB\n",
         f"2000-3000 r-xp 00001000 fd:00 7 {path}\n",
         "Anonymous:             0 kB\n",
+        "Swap:                  0 kB\n",
         f"3000-4000 r--p 00002000 fd:00 7 {path}\n",  # relocated, then made read-only
         "Anonymous:             4 kB\n",
+        "Swap:                  0 kB\n",
         f"4000-5000 rw-p 00003000 fd:00 7 {path}\n",
+        "Anonymous:             0 kB\n",
+        "Swap:                  0 kB\n",
+        f"8000-9000 r--p 00004000 fd:00 7 {path}\n",  # relocated, then swapped out
+        "Anonymous:             0 kB\n",
+        "Swap:                  4 kB\n",
+        f"9000-a000 r--p 00005000 fd:00 7 {path}\n",  # no Swap field: not known to be clean
         "Anonymous:             0 kB\n",
         "5000-6000 r-xp 00000000 fd:00 8 /lib/other.so\n",
         "Anonymous:             0 kB\n",
+        "Swap:                  0 kB\n",
         "6000-7000 rw-p 00000000 00:00 0\n",
         "Anonymous:             4 kB\n",
-        "VmFlags: rd wr mr mw me ac\n",
+        f"a000-b000 r-xp 00006000 fd:00 7 {path}\n",  # the last mapping
+        "Anonymous:             0 kB\n",
+        "Swap:                  0 kB\n",
+        "VmFlags: rd ex mr mw me\n",
     ]
-    assert client._clean_ranges(smaps, path) == [(0x1000, 0x2000), (0x2000, 0x3000)]
+    assert client._clean_ranges(smaps, path) == [
+        (0x1000, 0x2000), (0x2000, 0x3000), (0xA000, 0xB000)
+    ]  # fmt: skip
     assert client.release_code_pages("/no/such/library.so") == 0
 
 
