@@ -50,10 +50,11 @@ class ReadOnlyAnswer:
 
 
 RELEASE_CODE_AFTER_BYTES = 4 << 20
-"""Once this many bytes are staged, in chDB, the store drops the pages of chDB's
-library that only its start touched (:func:`projections.client.release_code_pages`, once per
-store): a long catch-up's peak RSS; a command that projects a few events skips the ~8 ms of
-reading ``/proc/self/smaps``."""
+"""Once this many bytes have been staged since the store opened (over all its commits: a
+worker's flushes are small), in chDB, the store drops the pages of chDB's library that only
+its start touched (:func:`projections.client.release_code_pages`, once per store): a long
+catch-up's peak RSS; a command that projects a few events skips the ~8 ms of reading
+``/proc/self/smaps``."""
 APART = (t.AUDIT,)
 """History tables inserted on their own, as soon as their staged rows reach
 :attr:`ProjectionStore.part_bytes`, not with the commit (``audit_events`` is ~60% of the staged
@@ -91,6 +92,8 @@ class ProjectionStore:
         self._woken: dict[str, float] = {}
         """When :meth:`wake_cleanup` last woke each table (``time.monotonic``)."""
         self._code_released = False
+        self._bytes_staged = 0
+        """Bytes staged since the store opened (:data:`RELEASE_CODE_AFTER_BYTES`)."""
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
@@ -207,13 +210,16 @@ class ProjectionStore:
         table's at once if they reach :attr:`part_bytes`, after a ``ledger-begun`` mark (as
         the commit would insert), so that a commit cut short after it is still discarded."""
         staged = self._staged = self._staged or _arrow_tables()
+        before = staged.bytes
         for table, batch in rows.items():
             if table == t.CHECKPOINTS:
                 for checkpoint in batch:
                     self._checkpoints[checkpoint[0], checkpoint[1]] = checkpoint
             else:
                 staged.add(table, batch)
-        if self.embedded and not self._code_released and staged.bytes >= RELEASE_CODE_AFTER_BYTES:
+        self._bytes_staged += staged.bytes - before
+        enough = self._bytes_staged >= RELEASE_CODE_AFTER_BYTES
+        if enough and self.embedded and not self._code_released:
             self._code_released = True
             release_code_pages()
         for table in APART:

@@ -382,9 +382,14 @@ def test_an_embedded_store_drops_chdbs_start_pages_once_enough_is_staged(
     store.embedded = True
     store.insert({t.CHECKPOINTS: _checkpoints(1, 1)})  # checkpoints are not staged as Arrow
     assert released == []
-    staged = ArrowTables()
-    staged.add(t.CHECKPOINTS, _checkpoints(2, 1))
-    monkeypatch.setattr(store, "_staged", staged)
-    store.stage({})
-    store.stage({})
+    one = ArrowTables()
+    one.add(t.EVENT_TIMES, [("o", 1, 1)])
+    monkeypatch.setattr(store_module, "RELEASE_CODE_AFTER_BYTES", one.bytes + 1)  # two rows
+    store.stage({t.EVENT_TIMES: [("o", 1, 1)]})
+    store.commit()
+    assert released == []
+    store.stage({t.EVENT_TIMES: [("o", 2, 2)]})  # counted over commits: a worker's are small
+    assert released == [1]
+    store.commit()
+    store.stage({t.EVENT_TIMES: [("o", 3, 3)]})
     assert released == [1]  # once per store
