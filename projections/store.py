@@ -187,9 +187,9 @@ class ProjectionStore:
         dropped table, its data on disk and, in each process that opens the store, its parts in
         memory, for 8 minutes (``database_atomic_delay_before_drop_table_sec``)."""
         suffix = " SYNC" if sync else ""
-        for view in (*VIEWS, *PARAMETERIZED_VIEWS.values()):  # not a user's own views
-            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}{suffix}")
-        for table in (*t.COLUMNS, SETTINGS_TABLE, MIGRATIONS_TABLE):
+        for view in (*VIEWS, *PARAMETERIZED_VIEWS.values(), t.CHECK_IN_DAYS_FILLER):
+            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}{suffix}")  # not a user's own views
+        for table in (*t.COLUMNS, t.CHECK_IN_DAYS, SETTINGS_TABLE, MIGRATIONS_TABLE):
             self._run(f"DROP TABLE IF EXISTS {{db}}.{table}{suffix}")
         self._settings = {}
         self._migrated = False

@@ -34,6 +34,7 @@ PINNED = {
     8: "56373b7057e75f82c840359b559c03c16aaaa5b16f97409db0119a302435288f",
     9: "d4a6626585e33307cdc2a15f58e4e6943e1da7e6ad7e3c1c9c519a57e9f193ce",
     10: "3a9652d2d644f035da5c67f57d26af92fbe07e1f1cb98b396df34c9b06f26168",
+    11: "f19e224e62c67c4003ff0f70c0aeea63571c7ac0a0d1f1c1d346d84c92fea206",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -151,7 +152,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9, 10]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -185,7 +186,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9, 10]
+        assert old.migrate() == [7, 8, 9, 10, 11]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -223,7 +224,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9, 10]
+        assert old.migrate() == [8, 9, 10, 11]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -294,7 +295,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             f"SELECT * FROM {fresh.database}.{t.CHECK_INS} WHERE sequence > 20"
         )
         assert {table: _count(old, table) for table in counts} == counts
-        assert old.migrate() == [10]
+        assert old.migrate() == [10, 11]
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
@@ -335,6 +336,58 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
         assert _check_in_lookup(old, "auto") == left  # the parts it was dropped from: the rows
         for table, columns in COLUMN_TYPES.items():
             assert described(old, table) == columns, table
+        assert old.migrate() == []
+    finally:
+        old.close()
+
+
+def _days(store: ProjectionStore) -> list[tuple[Any, ...]]:
+    """Each (key result, day)'s numbers in ``check_in_days``, its partial rows summed."""
+    return store.rows(
+        "SELECT key_result_id, day, sum(recorded), sum(retracted), max(latest), "
+        "max(latest_gone), max(newest), arraySort(groupUniqArrayArray(recorded_keys)), "
+        "arraySort(groupUniqArrayArray(gone_keys)) FROM {db}.check_in_days "
+        "GROUP BY key_result_id, day ORDER BY key_result_id, day"
+    )
+
+
+def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 11 adds ``check_in_days`` (per key result per business day, for ``--at``),
+    fills it from the check-ins there and has a materialized view fill it from every insert:
+    nothing is emptied or projected again, its rows are a fresh store's, events projected
+    after it are counted once, and ``--at`` answers agree. Cut short and run again, it
+    changes nothing."""
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", 4)
+    write_ledger(builder)
+    fresh = open_store("fresh11")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "upgraded11", fresh, 10)
+    try:
+        counts = {table: _count(old, table) for table in t.HISTORY}
+        assert old.migrate() == [11]
+        assert {table: _count(old, table) for table in counts} == counts
+        assert _days(old) == _days(fresh) != []
+        for statement in MIGRATIONS[10].statements:  # cut short after its last statement
+            old.client.command(statement.replace("{db}", old.database))
+        assert _days(old) == _days(fresh)
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (0, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        builder.check_in("k2", 6, day(6))  # projected after the migration: counted once
+        for store in (old, fresh):
+            EmbeddedRunner(builder.log, store, Projector()).catch_up()
+        assert _days(old) == _days(fresh)
+        for event in builder.events()[::3]:
+            for moment in (
+                Moment(at=event.occurred, now=day(30)),
+                Moment(as_of=event.recorded, at=event.occurred, now=day(30)),
+            ):
+                assert queries.progress(old, "acme", moment, 5) == queries.progress(
+                    fresh, "acme", moment, 5
+                )
         assert old.migrate() == []
     finally:
         old.close()

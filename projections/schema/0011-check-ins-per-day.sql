@@ -1,0 +1,69 @@
+-- Migration 11 (issue 9: `progress --at` p95 <= 100 ms at 1,000,000 check-ins): the check-ins
+-- counted per key result per business day, in a table a materialized view fills from every
+-- insert into check_in_versions. Nothing is projected again.
+-- Released: never edit (tests/projections/test_migrations.py pins its digest).
+--
+-- `--at T` (projections/queries.py, _measured) read every check-in measured by T (~500,000 at
+-- mid-period at 1,000,000 check-ins); it now reads the days: ~91,000 rows (1,000 key results
+-- over a quarter), whatever the number of check-ins, and T's own day's keys.
+-- Per (org, business day in UTC, key result): the check-in versions recorded and retracted,
+-- the key (projections/sql.py CHECK_IN_KEY, written out here as there) of the latest recorded
+-- and of the latest retracted, the last sequence of any version, and the keys recorded and
+-- retracted (sets: T's own day is read from them). Partial rows (one per insert) are summed,
+-- maxed and united by merges and by the query's GROUP BY, so an answer never needs a merge.
+-- The table is a cache with a check, never the only source: rows inserted twice (a paused
+-- worker's commit after a takeover), the rows of a commit cut short that the store deleted
+-- from check_in_versions and projected again, or rows inserted while this migration ran are
+-- counted twice here (or not at all); so a key result is read from its days only if its last
+-- sequence there is within the answer's ledger cut and its live count over every day equals
+-- the projector's own (`check_in_count`); otherwise from its check-ins, as before.
+-- TRUNCATE then INSERT: run again after being cut short, it counts every row once.
+
+CREATE TABLE IF NOT EXISTS {db}.check_in_days (
+    org_id LowCardinality(String),
+    day Date32,
+    key_result_id String,
+    recorded SimpleAggregateFunction(sum, UInt64),
+    retracted SimpleAggregateFunction(sum, UInt64),
+    latest SimpleAggregateFunction(max, UInt128),
+    latest_gone SimpleAggregateFunction(max, UInt128),
+    newest SimpleAggregateFunction(max, UInt64),
+    recorded_keys SimpleAggregateFunction(groupUniqArrayArray, Array(UInt128)),
+    gone_keys SimpleAggregateFunction(groupUniqArrayArray, Array(UInt128))
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (org_id, day, key_result_id);
+
+TRUNCATE TABLE IF EXISTS {db}.check_in_days;
+
+INSERT INTO {db}.check_in_days
+SELECT org_id, toDate32(occurred_at) AS day, key_result_id,
+    countIf(change = 'recorded') AS recorded,
+    countIf(change = 'retracted') AS retracted,
+    maxIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64) + check_in_sequence,
+        change = 'recorded') AS latest,
+    maxIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64) + check_in_sequence,
+        change = 'retracted') AS latest_gone,
+    max(sequence) AS newest,
+    groupUniqArrayIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64)
+        + check_in_sequence, change = 'recorded') AS recorded_keys,
+    groupUniqArrayIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64)
+        + check_in_sequence, change = 'retracted') AS gone_keys
+FROM {db}.check_in_versions
+GROUP BY org_id, day, key_result_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.check_in_days_filler TO {db}.check_in_days AS
+SELECT org_id, toDate32(occurred_at) AS day, key_result_id,
+    countIf(change = 'recorded') AS recorded,
+    countIf(change = 'retracted') AS retracted,
+    maxIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64) + check_in_sequence,
+        change = 'recorded') AS latest,
+    maxIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64) + check_in_sequence,
+        change = 'retracted') AS latest_gone,
+    max(sequence) AS newest,
+    groupUniqArrayIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64)
+        + check_in_sequence, change = 'recorded') AS recorded_keys,
+    groupUniqArrayIf(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(occurred_at)), 64)
+        + check_in_sequence, change = 'retracted') AS gone_keys
+FROM {db}.check_in_versions
+GROUP BY org_id, day, key_result_id;
