@@ -101,7 +101,7 @@ class ProjectionStore:
         try:
             if migrate:
                 store.migrate()
-                store.wake_cleanup(t.COLUMNS)  # what earlier processes' merges left
+                store.wake_cleanup([*t.COLUMNS, t.CHECK_IN_DAYS])  # earlier merges' parts
         except BaseException:
             store.close()
             raise
@@ -285,7 +285,8 @@ class ProjectionStore:
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
         if self.embedded:  # what this commit's buffers freed: not kept for the next one
             trim_c_allocator()
-        self.wake_cleanup([*inserted, t.CHECKPOINTS])  # the parts their merges replaced
+        filled = [t.CHECK_IN_DAYS] if t.CHECK_INS in inserted else []  # by its view
+        self.wake_cleanup([*inserted, *filled, t.CHECKPOINTS])  # the parts merges replaced
 
     def _insert_if_claimed(self, claimed: list[tuple[tuple[Any, ...], str, int]]) -> None:
         """Insert ledger checkpoints, each with its partition's (owner key, claim), in one

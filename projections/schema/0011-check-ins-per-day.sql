@@ -17,7 +17,8 @@
 -- counted twice here (or not at all); so a key result is read from its days only if its last
 -- sequence there is within the answer's ledger cut and its live count over every day equals
 -- the projector's own (`check_in_count`); otherwise from its check-ins, as before.
--- TRUNCATE then INSERT: run again after being cut short, it counts every row once.
+-- TRUNCATE then INSERT: run again after being cut short, it counts every row once. The write
+-- buffers and merge blocks are migration 9's (memory).
 
 CREATE TABLE IF NOT EXISTS {db}.check_in_days (
     org_id LowCardinality(String),
@@ -32,7 +33,9 @@ CREATE TABLE IF NOT EXISTS {db}.check_in_days (
     gone_keys SimpleAggregateFunction(groupUniqArrayArray, Array(UInt128))
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (org_id, day, key_result_id);
+ORDER BY (org_id, day, key_result_id)
+SETTINGS max_compress_block_size = 131072, min_compress_block_size = 32768,
+    merge_max_block_size = 1024;
 
 TRUNCATE TABLE IF EXISTS {db}.check_in_days;
 
