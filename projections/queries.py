@@ -501,14 +501,19 @@ def _measured(
     of the current one (``current``; 0: none); none of them: left out.
 
     From the check-ins per business day (:func:`projections.sql.check_in_days`), for a key
-    result whose days are checked: no version there later than ``{seq}``, and its live
-    check-ins over every day as many as the projector's. That table is filled by a
-    materialized view, so rows inserted twice, or deleted from the check-ins (a commit cut
-    short) and projected again, are counted twice there: then the key result is read from its
-    check-ins (:func:`_measured_in_one_pass`), as it is when its latest check-in before
-    ``{at}``'s day is retracted (the one before it unknown there). ``only`` (a few key
-    results), or more than :data:`ONE_PASS_SHARE` of them unchecked (an answer as of well
-    before now): one pass over the check-ins."""
+    result whose days are checked: no version there later than ``{seq}``, its retracted rows
+    as many as its distinct keys retracted (a check-in is retracted at most once), and its
+    recorded rows less retracted as many as the projector's live check-ins. That table is
+    filled by a materialized view, which sees every insert and no delete: rows inserted twice,
+    rows deleted from the check-ins (a commit cut short) and projected again, and rows inserted
+    while migration 11 ran are counted twice there, never missed (but for an insert already
+    running when the migration made the view: its header). Rows being only ever added,
+    a key result that passes holds each of its rows once: more retracted rows than keys fail
+    the first equality, more recorded rows the second (migration 11's header, the arithmetic).
+    One that fails is read from its check-ins (:func:`_measured_in_one_pass`), as is one whose
+    latest check-in before ``{at}``'s day is retracted (the one before it unknown there).
+    ``only`` (a few key results), or more than :data:`ONE_PASS_SHARE` of them unchecked (an
+    answer as of well before now): one pass over the check-ins."""
     if only:
         return _measured_in_one_pass(store, params, sql.ONLY_KEY_RESULTS)
     seq = params["seq"]
@@ -522,9 +527,14 @@ def _measured(
             if count:
                 unchecked.append(kr)
             continue
-        live_before, latest, latest_gone, total, newest, live_on_day, current_on_day = found
-        if newest > seq or total != count or (latest and latest == latest_gone and not
-                                               current_on_day):  # fmt: skip
+        (live_before, latest, latest_gone, recorded, retracted, retracted_keys, newest,
+         live_on_day, current_on_day) = found  # fmt: skip
+        if (
+            newest > seq
+            or retracted != retracted_keys  # a retracted row twice
+            or recorded - retracted != count  # a recorded row twice
+            or (latest and latest == latest_gone and not current_on_day)
+        ):
             unchecked.append(kr)
             continue
         live, current = live_before + live_on_day, max(int(latest), int(current_on_day))

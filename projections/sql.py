@@ -209,21 +209,26 @@ def check_in_days() -> str:
     result over a quarter whatever the check-ins): on the days before ``{at}``'s, the live
     check-ins (recorded less retracted: ``live_before``) and the keys (:data:`CHECK_IN_KEY`) of
     the latest recorded (``latest``) and retracted (``latest_gone``; equal: the latest is
-    retracted); over every day, the live check-ins (``total``) and the last sequence of any
-    version (``newest``); on ``{at}``'s day, from its keys, the check-ins measured by ``{at}``
-    and not retracted (``live_on_day``) and the latest of them (``current_on_day``; 0: none).
-    The rows are partial (one per insert): summed here, so never ``FINAL``. Only an answer's
-    check (:func:`projections.queries._measured`) makes these numbers one."""
+    retracted); over every day, the rows recorded (``recorded_rows``) and retracted
+    (``retracted_rows``), the distinct keys retracted (``retracted_keys``: few, and a row twice adds
+    none) and the last sequence of any version (``newest``); on ``{at}``'s day, from its keys,
+    the check-ins measured by ``{at}`` and not retracted (``live_on_day``) and the latest of
+    them (``current_on_day``; 0: none). The rows are partial (one per insert): summed here, so
+    never ``FINAL``. Only an answer's check (:func:`projections.queries._measured`) makes these
+    numbers one."""
     before = f"day < {_AT_DAY}"
     return f"""
 SELECT a.key_result_id AS key_result_id, a.live_before AS live_before, a.latest AS latest,
-    a.latest_gone AS latest_gone, a.total AS total, a.newest AS newest,
+    a.latest_gone AS latest_gone, a.recorded_rows AS recorded_rows,
+    a.retracted_rows AS retracted_rows,
+    a.retracted_keys AS retracted_keys, a.newest AS newest,
     b.live_on_day AS live_on_day, b.current_on_day AS current_on_day
 FROM (
     SELECT key_result_id,
         toInt64(sumIf(recorded, {before})) - toInt64(sumIf(retracted, {before})) AS live_before,
         maxIf(latest, {before}) AS latest, maxIf(latest_gone, {before}) AS latest_gone,
-        toInt64(sum(recorded)) - toInt64(sum(retracted)) AS total, max(newest) AS newest
+        toInt64(sum(recorded)) AS recorded_rows, toInt64(sum(retracted)) AS retracted_rows,
+        toInt64(uniqExactArray(gone_keys)) AS retracted_keys, max(newest) AS newest
     FROM {{db}}.{t.CHECK_IN_DAYS} WHERE org_id = {{org:String}}
     GROUP BY key_result_id
 ) AS a

@@ -11,13 +11,23 @@
 -- and of the latest retracted, the last sequence of any version, and the keys recorded and
 -- retracted (sets: T's own day is read from them). Partial rows (one per insert) are summed,
 -- maxed and united by merges and by the query's GROUP BY, so an answer never needs a merge.
--- The table is a cache with a check, never the only source: rows inserted twice (a paused
+-- The table is a cache with a check, never the only source. A view sees every insert and no
+-- delete, so a row can be counted here twice, never not at all: rows inserted twice (a paused
 -- worker's commit after a takeover), the rows of a commit cut short that the store deleted
--- from check_in_versions and projected again, or rows inserted while this migration ran are
--- counted twice here (or not at all); so a key result is read from its days only if its last
--- sequence there is within the answer's ledger cut and its live count over every day equals
--- the projector's own (`check_in_count`); otherwise from its check-ins, as before.
--- TRUNCATE then INSERT: run again after being cut short, it counts every row once. The write
+-- from check_in_versions and projected again, and rows inserted while this migration ran
+-- (the view is made first, then the table emptied and filled from check_in_versions: a row
+-- inserted in between is counted by both, once too often, never not at all).
+-- So a key result is read from its days (projections/queries.py _measured) only if its last
+-- sequence there is within the answer's ledger cut and both sums are exact: the retracted
+-- rows as many as the distinct keys retracted (a check-in is retracted at most once; a set
+-- does not grow with a duplicate), and recorded less retracted equal to the projector's own
+-- live count (`check_in_count`); rows being only ever added, both equalities hold only if no
+-- row is there twice. Otherwise it is read from its check-ins, as before.
+-- The one insert this cannot see: one into check_in_versions that began before the view was
+-- made (ClickHouse binds an insert's views when it begins) and ended after the table was
+-- filled, on a store written to while it migrates; even then only a recorded row missed
+-- there can hide a wrong count (the check's arithmetic, docs/projections.md "`--at T`").
+-- Run again after being cut short, it counts every row once (TRUNCATE then INSERT). The write
 -- buffers and merge blocks are migration 9's (memory).
 
 CREATE TABLE IF NOT EXISTS {db}.check_in_days (
@@ -37,9 +47,7 @@ ORDER BY (org_id, day, key_result_id)
 SETTINGS max_compress_block_size = 131072, min_compress_block_size = 32768,
     merge_max_block_size = 1024;
 
-TRUNCATE TABLE IF EXISTS {db}.check_in_days;
-
-INSERT INTO {db}.check_in_days
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.check_in_days_filler TO {db}.check_in_days AS
 SELECT org_id, toDate32(occurred_at) AS day, key_result_id,
     countIf(change = 'recorded') AS recorded,
     countIf(change = 'retracted') AS retracted,
@@ -55,7 +63,9 @@ SELECT org_id, toDate32(occurred_at) AS day, key_result_id,
 FROM {db}.check_in_versions
 GROUP BY org_id, day, key_result_id;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.check_in_days_filler TO {db}.check_in_days AS
+TRUNCATE TABLE IF EXISTS {db}.check_in_days;
+
+INSERT INTO {db}.check_in_days
 SELECT org_id, toDate32(occurred_at) AS day, key_result_id,
     countIf(change = 'recorded') AS recorded,
     countIf(change = 'retracted') AS retracted,

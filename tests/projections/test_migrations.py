@@ -2,6 +2,7 @@
 (its projections made anew from the ledger), and every table is as the code inserts into it."""
 
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ PINNED = {
     8: "56373b7057e75f82c840359b559c03c16aaaa5b16f97409db0119a302435288f",
     9: "d4a6626585e33307cdc2a15f58e4e6943e1da7e6ad7e3c1c9c519a57e9f193ce",
     10: "3a9652d2d644f035da5c67f57d26af92fbe07e1f1cb98b396df34c9b06f26168",
-    11: "9d291963e1140861719883f8224ba7d1b40c1281b376e0a6fe331e16bb09f8eb",
+    11: "2623191248c9a52e040e1499e1925235d370f00f6622e69412994a087969e675",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -389,6 +390,43 @@ def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_ag
                     fresh, "acme", moment, 5
                 )
         assert old.migrate() == []
+    finally:
+        old.close()
+
+
+def test_migration_11_misses_no_check_in_inserted_while_it_runs(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder
+) -> None:
+    """Another writer of a served store inserts check-ins while migration 11 runs: one after
+    each of its statements. The view is made before the table is emptied and filled, so
+    each is counted in ``check_in_days``: once, or twice if it came between the emptying and
+    the filling (an over-count, which ``--at``'s check finds: tests/projections/
+    test_at_days.py). Never not at all."""
+    write_ledger(builder)
+    fresh = open_store("fresh11w")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "written11", fresh, 10)
+    db = old.database
+    statements = MIGRATIONS[10].statements
+    assert [s.split()[0] for s in statements] == ["CREATE", "CREATE", "TRUNCATE", "INSERT"]
+    try:
+        for n, statement in enumerate(statements, start=1):
+            old.client.command(statement.replace("{db}", db))
+            old.client.command(  # a new check-in: a copy of the first, on a day of its own
+                f"INSERT INTO {db}.{t.CHECK_INS} SELECT * REPLACE (check_in_sequence + "
+                f"{1000 * n} AS check_in_sequence, sequence + {1000 * n} AS sequence, "
+                f"occurred_at + toIntervalDay({1000 * n}) AS occurred_at) "
+                f"FROM {db}.{t.CHECK_INS} WHERE change = 'recorded' ORDER BY sequence LIMIT 1"
+            )
+        first = old.rows(f"SELECT min(day) FROM {db}.{t.CHECK_IN_DAYS}")[0][0]
+        counted = old.rows(
+            f"SELECT intDiv(dateDiff('day', toDate32('{first}'), day), 1000) AS n, sum(recorded) "
+            f"FROM {db}.{t.CHECK_IN_DAYS} WHERE day >= toDate32('{first}') + 1000 "
+            "GROUP BY n ORDER BY n"
+        )
+        # after the tables (1, 2: the view), once; after the emptying (3), twice; after (4), once
+        assert counted == [(1, 1), (2, 1), (3, 2), (4, 1)]
+        assert _days(fresh) == [row for row in _days(old) if row[1] < first + timedelta(1000)]
     finally:
         old.close()
 
