@@ -67,6 +67,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "0009-smaller-write-buffers-and-merges.sql"),
     Migration(10, "check-in versions also sorted by check-in (a projection) for --at; "
               "nothing projected again", "0010-check-ins-by-check-in.sql"),
+    Migration(11, "check-ins counted per key result per business day (a table a materialized "
+              "view fills) for --at; nothing projected again", "0011-check-ins-per-day.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [

@@ -196,6 +196,54 @@ PREWHERE org_id = {{org:String}} AND occurred_at <= {{at:DateTime64(6, 'UTC')}}
 GROUP BY key_result_id"""
 
 
+_AT_DAY = "toDate32({at:DateTime64(6, 'UTC')})"
+_AT_KEY = (
+    "bitShiftLeft(toUInt128(toUnixTimestamp64Micro({at:DateTime64(6, 'UTC')})), 64)"
+    " + 18446744073709551615"
+)
+"""The greatest :data:`CHECK_IN_KEY` measured by ``{at}``."""
+
+
+def check_in_days() -> str:
+    """Per key result, from ``check_in_days`` (migration 11: per business day, ~91 rows a key
+    result over a quarter whatever the check-ins): on the days before ``{at}``'s, the live
+    check-ins (recorded less retracted: ``live_before``) and the keys (:data:`CHECK_IN_KEY`) of
+    the latest recorded (``latest``) and retracted (``latest_gone``; equal: the latest is
+    retracted); over every day, the rows recorded (``recorded_rows``) and retracted
+    (``retracted_rows``), the distinct keys retracted (``retracted_keys``: few, and a row twice adds
+    none) and the last sequence of any version (``newest``); on ``{at}``'s day, from its keys,
+    the check-ins measured by ``{at}`` and not retracted (``live_on_day``) and the latest of
+    them (``current_on_day``; 0: none). The rows are partial (one per insert): summed here, so
+    never ``FINAL``. Only an answer's check (:func:`projections.queries._measured`) makes these
+    numbers one."""
+    before = f"day < {_AT_DAY}"
+    return f"""
+SELECT a.key_result_id AS key_result_id, a.live_before AS live_before, a.latest AS latest,
+    a.latest_gone AS latest_gone, a.recorded_rows AS recorded_rows,
+    a.retracted_rows AS retracted_rows,
+    a.retracted_keys AS retracted_keys, a.newest AS newest,
+    b.live_on_day AS live_on_day, b.current_on_day AS current_on_day
+FROM (
+    SELECT key_result_id,
+        toInt64(sumIf(recorded, {before})) - toInt64(sumIf(retracted, {before})) AS live_before,
+        maxIf(latest, {before}) AS latest, maxIf(latest_gone, {before}) AS latest_gone,
+        toInt64(sum(recorded)) AS recorded_rows, toInt64(sum(retracted)) AS retracted_rows,
+        toInt64(uniqExactArray(gone_keys)) AS retracted_keys, max(newest) AS newest
+    FROM {{db}}.{t.CHECK_IN_DAYS} WHERE org_id = {{org:String}}
+    GROUP BY key_result_id
+) AS a
+LEFT JOIN (
+    SELECT key_result_id, arrayFilter(k -> k <= {_AT_KEY} AND NOT has(gone, k), keys) AS live,
+        length(live) AS live_on_day, if(empty(live), toUInt128(0), arrayMax(live)) AS current_on_day
+    FROM (
+        SELECT key_result_id, groupUniqArrayArray(recorded_keys) AS keys,
+            groupUniqArrayArray(gone_keys) AS gone
+        FROM {{db}}.{t.CHECK_IN_DAYS} WHERE org_id = {{org:String}} AND day = {_AT_DAY}
+        GROUP BY key_result_id
+    )
+) AS b ON b.key_result_id = a.key_result_id"""
+
+
 def current_versions(where: str = AS_OF_FILTER) -> str:
     """The last version up to ``{seq}`` of each check-in in ``{current}`` (by their sequences):
     its id, value and confidence, read from the projection ``by_check_in`` of the table

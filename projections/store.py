@@ -104,7 +104,7 @@ class ProjectionStore:
         try:
             if migrate:
                 store.migrate()
-                store.wake_cleanup(t.COLUMNS)  # what earlier processes' merges left
+                store.wake_cleanup([*t.COLUMNS, t.CHECK_IN_DAYS])  # earlier merges' parts
         except BaseException:
             store.close()
             raise
@@ -190,9 +190,9 @@ class ProjectionStore:
         dropped table, its data on disk and, in each process that opens the store, its parts in
         memory, for 8 minutes (``database_atomic_delay_before_drop_table_sec``)."""
         suffix = " SYNC" if sync else ""
-        for view in (*VIEWS, *PARAMETERIZED_VIEWS.values()):  # not a user's own views
-            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}{suffix}")
-        for table in (*t.COLUMNS, SETTINGS_TABLE, MIGRATIONS_TABLE):
+        for view in (*VIEWS, *PARAMETERIZED_VIEWS.values(), t.CHECK_IN_DAYS_FILLER):
+            self._run(f"DROP VIEW IF EXISTS {{db}}.{view}{suffix}")  # not a user's own views
+        for table in (*t.COLUMNS, t.CHECK_IN_DAYS, SETTINGS_TABLE, MIGRATIONS_TABLE):
             self._run(f"DROP TABLE IF EXISTS {{db}}.{table}{suffix}")
         self._settings = {}
         self._migrated = False
@@ -291,7 +291,8 @@ class ProjectionStore:
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
         if self.embedded:  # what this commit's buffers freed: not kept for the next one
             trim_c_allocator()
-        self.wake_cleanup([*inserted, t.CHECKPOINTS])  # the parts their merges replaced
+        filled = [t.CHECK_IN_DAYS] if t.CHECK_INS in inserted else []  # by its view
+        self.wake_cleanup([*inserted, *filled, t.CHECKPOINTS])  # the parts merges replaced
 
     def _insert_if_claimed(self, claimed: list[tuple[tuple[Any, ...], str, int]]) -> None:
         """Insert ledger checkpoints, each with its partition's (owner key, claim), in one

@@ -2,6 +2,7 @@
 (its projections made anew from the ledger), and every table is as the code inserts into it."""
 
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ PINNED = {
     8: "56373b7057e75f82c840359b559c03c16aaaa5b16f97409db0119a302435288f",
     9: "d4a6626585e33307cdc2a15f58e4e6943e1da7e6ad7e3c1c9c519a57e9f193ce",
     10: "3a9652d2d644f035da5c67f57d26af92fbe07e1f1cb98b396df34c9b06f26168",
+    11: "2623191248c9a52e040e1499e1925235d370f00f6622e69412994a087969e675",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -151,7 +153,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9, 10]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -185,7 +187,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9, 10]
+        assert old.migrate() == [7, 8, 9, 10, 11]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -223,7 +225,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9, 10]
+        assert old.migrate() == [8, 9, 10, 11]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -294,7 +296,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             f"SELECT * FROM {fresh.database}.{t.CHECK_INS} WHERE sequence > 20"
         )
         assert {table: _count(old, table) for table in counts} == counts
-        assert old.migrate() == [10]
+        assert old.migrate() == [10, 11]
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
@@ -340,6 +342,95 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
         old.close()
 
 
+def _days(store: ProjectionStore) -> list[tuple[Any, ...]]:
+    """Each (key result, day)'s numbers in ``check_in_days``, its partial rows summed."""
+    return store.rows(
+        "SELECT key_result_id, day, sum(recorded), sum(retracted), max(latest), "
+        "max(latest_gone), max(newest), arraySort(groupUniqArrayArray(recorded_keys)), "
+        "arraySort(groupUniqArrayArray(gone_keys)) FROM {db}.check_in_days "
+        "GROUP BY key_result_id, day ORDER BY key_result_id, day"
+    )
+
+
+def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 11 adds ``check_in_days`` (per key result per business day, for ``--at``),
+    fills it from the check-ins there and has a materialized view fill it from every insert:
+    nothing is emptied or projected again, its rows are a fresh store's, events projected
+    after it are counted once, and ``--at`` answers agree. Cut short and run again, it
+    changes nothing."""
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", 4)
+    write_ledger(builder)
+    fresh = open_store("fresh11")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "upgraded11", fresh, 10)
+    try:
+        counts = {table: _count(old, table) for table in t.HISTORY}
+        assert old.migrate() == [11]
+        assert {table: _count(old, table) for table in counts} == counts
+        assert _days(old) == _days(fresh) != []
+        for statement in MIGRATIONS[10].statements:  # cut short after its last statement
+            old.client.command(statement.replace("{db}", old.database))
+        assert _days(old) == _days(fresh)
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (0, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        builder.check_in("k2", 6, day(6))  # projected after the migration: counted once
+        for store in (old, fresh):
+            EmbeddedRunner(builder.log, store, Projector()).catch_up()
+        assert _days(old) == _days(fresh)
+        for event in builder.events()[::3]:
+            for moment in (
+                Moment(at=event.occurred, now=day(30)),
+                Moment(as_of=event.recorded, at=event.occurred, now=day(30)),
+            ):
+                assert queries.progress(old, "acme", moment, 5) == queries.progress(
+                    fresh, "acme", moment, 5
+                )
+        assert old.migrate() == []
+    finally:
+        old.close()
+
+
+def test_migration_11_misses_no_check_in_inserted_while_it_runs(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder
+) -> None:
+    """Another writer of a served store inserts check-ins while migration 11 runs: one after
+    each of its statements. The view is made before the table is emptied and filled, so
+    each is counted in ``check_in_days``: once, or twice if it came between the emptying and
+    the filling (an over-count, which ``--at``'s check finds: tests/projections/
+    test_at_days.py). Never not at all."""
+    write_ledger(builder)
+    fresh = open_store("fresh11w")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "written11", fresh, 10)
+    db = old.database
+    statements = MIGRATIONS[10].statements
+    assert [s.split()[0] for s in statements] == ["CREATE", "CREATE", "TRUNCATE", "INSERT"]
+    try:
+        for n, statement in enumerate(statements, start=1):
+            old.client.command(statement.replace("{db}", db))
+            old.client.command(  # a new check-in: a copy of the first, on a day of its own
+                f"INSERT INTO {db}.{t.CHECK_INS} SELECT * REPLACE (check_in_sequence + "
+                f"{1000 * n} AS check_in_sequence, sequence + {1000 * n} AS sequence, "
+                f"occurred_at + toIntervalDay({1000 * n}) AS occurred_at) "
+                f"FROM {db}.{t.CHECK_INS} WHERE change = 'recorded' ORDER BY sequence LIMIT 1"
+            )
+        first = old.rows(f"SELECT min(day) FROM {db}.{t.CHECK_IN_DAYS}")[0][0]
+        counted = old.rows(
+            f"SELECT intDiv(dateDiff('day', toDate32('{first}'), day), 1000) AS n, sum(recorded) "
+            f"FROM {db}.{t.CHECK_IN_DAYS} WHERE day >= toDate32('{first}') + 1000 "
+            "GROUP BY n ORDER BY n"
+        )
+        # after the tables (1, 2: the view), once; after the emptying (3), twice; after (4), once
+        assert counted == [(1, 1), (2, 1), (3, 2), (4, 1)]
+        assert _days(fresh) == [row for row in _days(old) if row[1] < first + timedelta(1000)]
+    finally:
+        old.close()
+
+
 def _count(store: ProjectionStore, table: str) -> int:
     return int(store.rows(f"SELECT count() FROM {{db}}.{table}")[0][0])
 
@@ -351,8 +442,9 @@ def store(open_store: StoreFactory) -> ProjectionStore:
 
 def test_every_table_writes_and_merges_with_small_buffers(store: ProjectionStore) -> None:
     """Migration 9 (issue 9, peak RSS): compression blocks of at most 128 KiB and merge blocks
-    of 1,024 rows, in every table the projector writes."""
-    for table in t.COLUMNS:
+    of 1,024 rows, in every table the projector writes (and in migration 11's, which its
+    materialized view writes)."""
+    for table in (*t.COLUMNS, t.CHECK_IN_DAYS):
         [(engine,)] = store.rows(
             "SELECT engine_full FROM system.tables WHERE database = {db:String} "
             "AND name = {table:String}",
