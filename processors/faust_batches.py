@@ -94,7 +94,8 @@ class FastFetchThread(AIOKafkaConsumerThread):
     The fetch size bounds what the consumer holds when the agents are behind: aiokafka keeps
     each fetched partition's records until they are taken, and fetches it again only then.
     Faust sets only the bytes per partition, which Tansu ignores; the bytes of the whole
-    response (aiokafka's ``fetch_max_bytes``, 50 MiB by default) both honour."""
+    response (aiokafka's ``fetch_max_bytes``, 50 MiB by default), which Tansu and Kafka both
+    honour, are set here too."""
 
     consumer: "OkrConsumer"
 
