@@ -373,7 +373,9 @@ class ThreadRunner:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        """Finish the calls under way (a transaction ends rather than being left open), then
+        close the writers."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
         self.core.close()
 
 
@@ -383,14 +385,15 @@ class ProcessRunner:
     each in a thread of its own, as :class:`ThreadRunner` does, so that one partition's batch
     is decided while another's transaction waits on Kafka (at most one transaction at a time:
     see the module docstring). The child dies with the worker: it is killed when its parent
-    dies (even by SIGKILL), ignores the terminal's SIGINT, and is terminated when the worker
-    stops (at any point that is safe: restarting is)."""
+    dies (even by SIGKILL), ignores the terminal's SIGINT, and finishes the calls under way
+    when the worker stops (:meth:`close`)."""
 
     def __init__(
         self, config: WorkerConfig, core: Callable[[WorkerConfig], Any] = SequencerCore
     ) -> None:
         """``core`` makes the object whose methods the child runs (importable by name: the
         child is spawned); the tests give one of their own."""
+        self._config = config
         context = get_context("spawn")  # never fork a process with threads
         self._pipe, child_end = context.Pipe()
         self._process = context.Process(
@@ -458,8 +461,16 @@ class ProcessRunner:
         )
 
     def close(self) -> None:
-        self._process.terminate()
-        self._process.join(5)
+        """Stop the child as a worker that leaves should: it takes no more calls, finishes
+        those it runs (a batch's transaction ends, committed or aborted, instead of staying
+        open until the next owner fences it) and closes its writers. Terminated if it has not
+        done so within the Kafka timeout."""
+        with suppress(OSError):
+            self._pipe.send(None)
+        self._process.join(self._config.timeout_s)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
         if self._process.is_alive():
             self._process.kill()
             self._process.join(5)
@@ -539,10 +550,12 @@ def _child_main(
     try:
         while True:
             try:
-                number, method, args = pipe.recv()
+                call = pipe.recv()
             except EOFError:
                 return  # the worker is gone
-            threads.submit(run, number, method, args)
+            if call is None:  # the worker stops: finish the calls under way, then close
+                return
+            threads.submit(run, *call)
     finally:
         threads.shutdown(wait=True, cancel_futures=True)
         core.close()

@@ -41,6 +41,11 @@ class ScriptedCore:
         time.sleep(seconds)
         return value
 
+    def sleep_then_write(self, seconds: float, name: str) -> None:
+        """Sleep, then write file ``name`` in the data dir (the call ran to its end)."""
+        time.sleep(seconds)
+        (self.config.data_dir / name).write_text("done")
+
     def fail(self, message: str) -> None:
         raise ValueError(message)
 
@@ -77,3 +82,4 @@ class ScriptedCore:
     def close(self) -> None:
         for gate in self._gates.values():
             gate.set()
+        (self.config.data_dir / "closed").write_text("closed")

@@ -104,6 +104,27 @@ def test_a_sigkilled_child_fails_every_waiting_call_and_nothing_hangs(tmp_path: 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
+def test_closing_lets_the_call_under_way_finish_then_closes_the_core(tmp_path: Path) -> None:
+    """A worker that stops does not cut the child's call short (a batch's transaction would
+    stay open until the next owner fenced it): ``close`` returns once the call under way has
+    run to its end and the core is closed, and the child exits by itself."""
+
+    async def scenario() -> ProcessRunner:
+        runner = runner_of(tmp_path)
+        pid = await runner.call("pid")
+        under_way = asyncio.create_task(runner.call("sleep_then_write", 1.0, "finished"))
+        await asyncio.sleep(0.3)  # the call has reached the child
+        assert pid != os.getpid()
+        assert not under_way.done()
+        runner.close()
+        return runner
+
+    runner = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert (tmp_path / "finished").read_text() == "done"
+    assert (tmp_path / "closed").read_text() == "closed"
+    assert runner._process.exitcode == 0  # it exited by itself: not terminated, not killed
+
+
 @pytest.mark.parametrize(
     ("environment", "most"),
     [
