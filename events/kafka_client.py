@@ -254,9 +254,14 @@ class Reader:
                     consumer.pause(tp)
                     del pending[p]
             if time.monotonic() > deadline:
+                where = ", ".join(
+                    f"{p} at {self.positions[p]} of {'?' if pending[p] is None else pending[p]}"
+                    for p in sorted(pending)
+                )
                 raise LedgerUnavailableError(
                     f"Kafka at {','.join(self._connection.servers)}: reading {topic} stalled "
-                    f"for {self._connection.timeout_s:.0f}s (partitions {sorted(pending)})"
+                    f"for {self._connection.timeout_s:.0f}s (partitions {where}: a committed "
+                    "read waits for every transaction open on a partition)"
                 )
 
     def _forget_earlier_fetches(self) -> None:

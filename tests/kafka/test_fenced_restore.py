@@ -258,6 +258,26 @@ def test_on_tansu_only_the_fence_ends_an_abandoned_transaction(
     producer.close()
 
 
+def test_a_read_held_by_an_open_transaction_says_where_it_stands(
+    kafka: Connection, kafka_address: str
+) -> None:
+    """The error of a committed read that an open transaction holds up names each partition's
+    position and end, so that an operator sees it waits (not that nothing is there)."""
+    topics = _topics(kafka)
+    producer, _open = _abandoned(
+        kafka_address,
+        f"test-{uuid.uuid4().hex[:8]}",
+        [OutRecord(topics.rejections, 0, None, b"r")],
+    )
+    reader = Reader(Connection((kafka_address,), "okr-tests", 2.0))
+    try:
+        with pytest.raises(LedgerUnavailableError, match=r"partitions 0 at 0 of 1: a committed"):
+            list(reader.read(topics.rejections, {0: None}))
+    finally:
+        reader.close()
+        producer.close()
+
+
 def test_on_tansu_a_fenced_transaction_ends_only_once_no_transaction_sharing_a_partition_is_open(
     kafka: Connection, kafka_address: str
 ) -> None:
