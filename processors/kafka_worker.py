@@ -129,8 +129,9 @@ class SequencerAgent:
         """``restore_all``, fenced and tried again when Kafka fails it (at most
         :data:`RESTORE_ATTEMPTS` times): a committed read of a ledger partition once waited
         the whole read timeout on a transaction nothing had ended (a CI run, three workers and
-        a paused one), and the worker crashed with partitions that were its own. A fenced
-        writer is not tried again: another worker owns the partition."""
+        a paused one), and the worker crashed with partitions that were its own. So is the
+        restore of a partition whose write failed (:meth:`_restart`). A fenced writer is not
+        tried again: another worker owns the partition."""
         for attempt in range(1, RESTORE_ATTEMPTS + 1):
             try:
                 restored: dict[int, Restored] = await self._call("restore_all", partitions)
@@ -262,7 +263,7 @@ class SequencerAgent:
         generation, lane.generation = lane.generation, None
         epoch = self._epoch
         lane.clear()
-        restored: Restored = await self._call("restore", lane.partition)
+        restored = (await self._restore_all([lane.partition]))[lane.partition]
         lane.expected, lane.gap = restored.resume, None
         if epoch == self._epoch:  # else a rebalance came: its assignment restores again
             await self._seek_to(lane.partition, restored.resume, epoch)

@@ -14,6 +14,7 @@ from processors.kafka_config import Topics, WorkerConfig
 from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics
 from processors.sequencer_core import ThreadRunner
+from schemas.errors import LedgerUnavailableError
 from tests.builders import check_ins, org_setup
 from tests.kafka.conftest import TEST_PARTITIONS
 
@@ -249,3 +250,81 @@ def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_work
     assert calls.count("restore_all") >= 2  # the first one stalled
     assert calls[:3] == ["fence", "restore_all", "fence"]
     assert not crashes
+
+
+class ReleasingRunner(CountingRunner):
+    """Ends the foreign transaction (``release``) once a restore has failed on it."""
+
+    def __init__(self, runner: ThreadRunner, release: threading.Event) -> None:
+        super().__init__(runner)
+        self.release = release
+
+    async def call(self, method: str, *args: Any) -> Any:
+        try:
+            return await super().call(method, *args)
+        except LedgerUnavailableError:
+            if method.startswith("restore"):
+                self.release.set()
+            raise
+
+
+def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_worker(
+    kafka_address: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """Another writer appends to a partition this worker owns, inside a transaction it keeps
+    open: the next batch's write sees the foreign record (restore), and that restore's
+    committed read waits on the open transaction past the read's timeout. The lane fences the
+    partition again and tries again; once the transaction ends it reads on from where the
+    ledger stands, and every check-in is in the ledger once, in order. Nothing crashes."""
+    partition = 0
+    _org, raws, fetched = _intake(partition)
+    config = WorkerConfig(
+        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=2.0
+    )
+    foreign = BatchProducer((kafka_address,), transactional_id=f"foreign-{topics['ledger']}")
+    opened, release = threading.Event(), threading.Event()
+
+    def hold_a_transaction() -> None:
+        with foreign.transaction():  # a record no reader takes: no org key (an orphan)
+            foreign.send([OutRecord(topics["ledger"], partition, None, b"{}", ())])
+            opened.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_a_transaction)
+    seeks: list[tuple[int, int]] = []
+    crashes: list[BaseException] = []
+
+    async def seek(p: int, offset: int) -> None:
+        seeks.append((p, offset))
+
+    async def crash(error: BaseException) -> None:
+        crashes.append(error)
+
+    async def scenario() -> list[str]:
+        runner = ReleasingRunner(ThreadRunner(config), release)
+        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        try:
+            assert await agent.assign({partition}, 1) == {partition: 0}
+            await agent.handle(partition, fetched[:5], 1)
+            await agent.settle()
+            holder.start()
+            assert await asyncio.to_thread(opened.wait, 30)
+            await agent.handle(partition, fetched[5:10], 1)  # written after the foreign one
+            await agent.settle()
+            assert seeks == [(partition, 5)]  # restored: its events were not kept
+            await agent.handle(partition, fetched[5:], 1)
+            await agent.settle()
+            return runner.calls
+        finally:
+            agent.close()
+
+    try:
+        calls = asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        release.set()
+        holder.join(timeout=30)
+        foreign.close()
+    assert not crashes
+    assert calls.count("restore_all") == 3  # the assignment's, then the stalled one, again
+    events = [e for e in _ledger(kafka_address, topics["ledger"], partition) if "org_id" in e]
+    assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
