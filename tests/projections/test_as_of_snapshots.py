@@ -135,13 +135,13 @@ def test_an_answer_reads_the_rows_from_its_snapshot_on(
     _ledger(builder)
     project(builder, store)
     read: list[str] = []
-    query = store.dicts
+    query = store._query
 
-    def logged(statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def logged(statement: str, *args: Any, **kwargs: Any) -> Any:
         read.append(statement)
-        return query(statement, params)
+        return query(statement, *args, **kwargs)
 
-    monkeypatch.setattr(store, "dicts", logged)
+    monkeypatch.setattr(store, "_query", logged)  # every statement, on any connection
     moment = Moment(as_of=builder.events()[13].recorded, now=day(40))
     found = {kr["key_result_id"]: kr for kr in queries.key_results(store, ORG, moment)}
     assert not any(t.CHECK_INS in statement for statement in read)
