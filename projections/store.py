@@ -69,7 +69,9 @@ DEFAULT_PART_BYTES = 16 << 20
 READERS = 2
 """Connections besides the store's own on which :meth:`ProjectionStore.dicts_together` runs
 an answer's independent statements at once (most of a small statement's time is the engine's
-analysis, on one core each: two such statements take about the time of one on two cores)."""
+analysis, on one core each: two such statements take about the time of one on two cores).
+0: one after the other on the store's connection (on a machine whose cores are all busy,
+threads handing over only add waits)."""
 
 CLEANUP_PASS_SECONDS = 1.0
 """MergeTree's cleanup of a table passes at most this often in chDB
@@ -513,7 +515,7 @@ class ProjectionStore:
         others on :data:`READERS` more (opened on first use, each kept for its pool thread
         until :meth:`close`). A store made without a target (a client given) runs them in
         turn on its one connection."""
-        if len(statements) < 2 or self._target is None:
+        if len(statements) < 2 or self._target is None or READERS < 1:
             return [self.dicts(query, parameters) for query, parameters in statements]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="projection-reader")
