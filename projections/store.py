@@ -513,9 +513,10 @@ class ProjectionStore:
         """What :meth:`dicts` gives for each of ``statements``, which depend on no write
         between them: run at once, the first on the store's connection in this thread, the
         others on :data:`READERS` more (opened on first use, each kept for its pool thread
-        until :meth:`close`). A store made without a target (a client given) runs them in
-        turn on its one connection."""
-        if len(statements) < 2 or self._target is None or READERS < 1:
+        until :meth:`close`). In chDB only: a server's statements (the worker's query
+        endpoint runs one at a time) and a store made without a target (a client given) run
+        in turn on the one connection."""
+        if len(statements) < 2 or self._target is None or not self.embedded or READERS < 1:
             return [self.dicts(query, parameters) for query, parameters in statements]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="projection-reader")
