@@ -64,12 +64,24 @@ def now(db: str, table: str) -> str:
 def objective_structures_as_of(db: str) -> str:
     """Each objective's structure version up to ``{seq}``, with its last update up to then
     (``updated_sequence``, ``updated_recorded_at``): its numbers are rolled up from the key
-    results (see :mod:`projections.queries`)."""
+    results (see :mod:`projections.queries`, which reads the two sides apart,
+    :func:`objective_versions_as_of` and :func:`last_updates_as_of`, and joins them itself)."""
     return f"""
 SELECT s.*, u.u_sequence AS updated_sequence, u.u_recorded_at AS updated_recorded_at
 FROM {latest_as_of(db, t.OBJECTIVES)} AS s
 LEFT JOIN {_last_updates(db)} AS u ON u.objective_id = s.objective_id
 ORDER BY s.objective_id"""
+
+
+def objective_versions_as_of(db: str) -> str:
+    """Each objective's structure version up to ``{seq}``, by id."""
+    return f"SELECT * FROM {latest_as_of(db, t.OBJECTIVES)}"
+
+
+def last_updates_as_of(db: str) -> str:
+    """Each objective's last change up to ``{seq}``: ``objective_id``, ``u_sequence``,
+    ``u_recorded_at`` (one row for each objective changed up to then)."""
+    return f"SELECT * FROM {_last_updates(db)}"
 
 
 def _last_updates(db: str) -> str:
@@ -215,33 +227,46 @@ def check_in_days() -> str:
     the check-ins measured by ``{at}`` and not retracted (``live_on_day``) and the latest of
     them (``current_on_day``; 0: none). The rows are partial (one per insert): summed here, so
     never ``FINAL``. Only an answer's check (:func:`projections.queries._measured`) makes these
-    numbers one."""
-    before = f"day < {_AT_DAY}"
+    numbers one. The CLI reads its two sides apart, at once (:func:`check_in_days_all`,
+    :func:`check_in_day_of_at`), and joins them itself."""
     return f"""
 SELECT a.key_result_id AS key_result_id, a.live_before AS live_before, a.latest AS latest,
     a.latest_gone AS latest_gone, a.recorded_rows AS recorded_rows,
     a.retracted_rows AS retracted_rows,
     a.retracted_keys AS retracted_keys, a.newest AS newest,
     b.live_on_day AS live_on_day, b.current_on_day AS current_on_day
-FROM (
+FROM ({check_in_days_all()}) AS a
+LEFT JOIN ({check_in_day_of_at()}) AS b ON b.key_result_id = a.key_result_id"""
+
+
+def check_in_days_all() -> str:
+    """The columns of :func:`check_in_days` over every day and the days before ``{at}``'s:
+    ``key_result_id`` to ``newest``, a row for each key result with any day."""
+    before = f"day < {_AT_DAY}"
+    return f"""
     SELECT key_result_id,
         toInt64(sumIf(recorded, {before})) - toInt64(sumIf(retracted, {before})) AS live_before,
         maxIf(latest, {before}) AS latest, maxIf(latest_gone, {before}) AS latest_gone,
         toInt64(sum(recorded)) AS recorded_rows, toInt64(sum(retracted)) AS retracted_rows,
         toInt64(uniqExactArray(gone_keys)) AS retracted_keys, max(newest) AS newest
     FROM {{db}}.{t.CHECK_IN_DAYS} WHERE org_id = {{org:String}}
-    GROUP BY key_result_id
-) AS a
-LEFT JOIN (
+    GROUP BY key_result_id"""
+
+
+def check_in_day_of_at() -> str:
+    """The columns of :func:`check_in_days` on ``{at}``'s day: ``key_result_id``,
+    ``live_on_day``, ``current_on_day``, a row for each key result with that day (the others:
+    none measured on it; 0 and 0). The keys made distinct once per key result
+    (``arrayDistinct``), not in a set per group (``groupUniqArrayArray``): ~14 -> 11 ms."""
+    return f"""
     SELECT key_result_id, arrayFilter(k -> k <= {_AT_KEY} AND NOT has(gone, k), keys) AS live,
         length(live) AS live_on_day, if(empty(live), toUInt128(0), arrayMax(live)) AS current_on_day
     FROM (
-        SELECT key_result_id, groupUniqArrayArray(recorded_keys) AS keys,
-            groupUniqArrayArray(gone_keys) AS gone
+        SELECT key_result_id, arrayDistinct(groupArrayArray(recorded_keys)) AS keys,
+            arrayDistinct(groupArrayArray(gone_keys)) AS gone
         FROM {{db}}.{t.CHECK_IN_DAYS} WHERE org_id = {{org:String}} AND day = {_AT_DAY}
         GROUP BY key_result_id
-    )
-) AS b ON b.key_result_id = a.key_result_id"""
+    )"""
 
 
 def current_versions(where: str = AS_OF_FILTER) -> str:

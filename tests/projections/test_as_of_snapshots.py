@@ -13,7 +13,7 @@ import pytest
 from processors import tables as t
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
-from projections import queries
+from projections import queries, sql
 from projections.queries import Moment, snapshot_base
 from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
@@ -135,13 +135,13 @@ def test_an_answer_reads_the_rows_from_its_snapshot_on(
     _ledger(builder)
     project(builder, store)
     read: list[str] = []
-    query = store.dicts
+    query = store._query
 
-    def logged(statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def logged(statement: str, *args: Any, **kwargs: Any) -> Any:
         read.append(statement)
-        return query(statement, params)
+        return query(statement, *args, **kwargs)
 
-    monkeypatch.setattr(store, "dicts", logged)
+    monkeypatch.setattr(store, "_query", logged)  # every statement, on any connection
     moment = Moment(as_of=builder.events()[13].recorded, now=day(40))
     found = {kr["key_result_id"]: kr for kr in queries.key_results(store, ORG, moment)}
     assert not any(t.CHECK_INS in statement for statement in read)
@@ -154,6 +154,21 @@ def test_an_answer_reads_the_rows_from_its_snapshot_on(
 @pytest.fixture
 def store(open_store: StoreFactory) -> ProjectionStore:
     return open_store("snapshots")
+
+
+def test_the_objectives_versions_and_changes_join_as_the_sql_joins_them(
+    every_four: None, builder: LedgerBuilder, store: ProjectionStore
+) -> None:
+    """As of each event, the objectives' versions and last changes, read apart (at once) and
+    joined in Python, are the rows of the SQL join."""
+    _ledger(builder)
+    project(builder, store)
+    for event in builder.events():
+        moment = Moment(as_of=event.recorded, now=day(40))
+        statements = queries._structure_statements(ORG, event.sequence, moment)
+        versions, updates = store.dicts_together(statements)
+        joined = store.dicts(sql.objective_structures_as_of("{db}"), statements[0][1])
+        assert queries._structures(versions, updates) == joined, event.sequence
 
 
 def test_an_answer_as_of_a_moment_past_a_commit_cut_short_stops_at_the_checkpoint(

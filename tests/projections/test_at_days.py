@@ -69,7 +69,9 @@ def _plain(found: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
 def _then(store: ProjectionStore, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The key results as of ``{seq}`` with the projector's live counts (as ``--at`` reads
     them before :func:`queries._measured`)."""
-    return queries._key_results_then(store, params, sql.AS_OF_FILTER, False)
+    definitions = store.dicts(sql.key_result_definitions_as_of("{db}"), params)
+    numbers = store.dicts(sql.key_result_numbers_as_of("{db}"), params)
+    return queries._key_results_then(params, definitions, numbers)
 
 
 def _paths(store: ProjectionStore, params: dict[str, Any], then: list[dict[str, Any]]) -> set[str]:
@@ -99,7 +101,14 @@ def _assert_as_one_pass(
             params = queries._params(ORG, event.sequence, Moment(at=at), at=at)
             then = _then(store, params)
             expected = _plain(queries._measured_in_one_pass(store, params, ""))
-            assert _plain(queries._measured(store, params, then, False)) == expected, (
+            days = queries._check_in_days(  # the two sides the CLI reads at once, joined
+                store.dicts(sql.check_in_days_all(), params),
+                store.dicts(sql.check_in_day_of_at(), params),
+            )
+            assert sorted(tuple(row.values()) for row in days) == sorted(
+                store.rows(sql.check_in_days(), params)
+            )
+            assert _plain(queries._measured(store, params, then, False, days)) == expected, (
                 event.sequence, at)  # fmt: skip
             paths |= _paths(store, params, then)
     return paths
