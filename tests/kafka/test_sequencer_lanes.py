@@ -2,7 +2,7 @@
 
 import asyncio
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,20 @@ class Fetched:
     value: bytes
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass
+class Hooks:
+    """The agent's seek and crash callbacks, noting what they are given."""
+
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+    crashes: list[BaseException] = field(default_factory=list)
+
+    async def seek(self, partition: int, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+    async def crash(self, error: BaseException) -> None:
+        self.crashes.append(error)
 
 
 class GatedRunner:
@@ -84,18 +98,11 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
     config = WorkerConfig(
         servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=15.0
     )
-    seeks: list[tuple[int, int]] = []
-    crashes: list[BaseException] = []
-
-    async def seek(p: int, offset: int) -> None:
-        seeks.append((p, offset))
-
-    async def crash(error: BaseException) -> None:
-        crashes.append(error)
+    hooks = Hooks()
 
     async def scenario() -> GatedRunner:
         runner = GatedRunner(ThreadRunner(config))
-        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
         try:
             assert await agent.assign({partition}, 1) == {partition: 0}
             await agent.handle(partition, fetched[0:5], 1)
@@ -107,10 +114,10 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
             runner.gate.set()
             await agent.settle()
             for _ in range(500):  # the seek back is a task of its own
-                if seeks:
+                if hooks.seeks:
                     break
                 await asyncio.sleep(0.01)
-            assert seeks == [(partition, 15)]
+            assert hooks.seeks == [(partition, 15)]
             await agent.handle(partition, fetched[15:], 1)  # read again from 15
             await agent.settle()
         finally:
@@ -118,7 +125,7 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
         return runner
 
     runner = asyncio.run(scenario())
-    assert not crashes
+    assert not hooks.crashes
     assert runner.batches == [
         list(range(0, 5)),
         list(range(5, 15)),  # two fetches, one batch
@@ -146,17 +153,11 @@ def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
         timeout_s=15.0,
         sequencer_batch_size=size,
     )
-    crashes: list[BaseException] = []
-
-    async def seek(p: int, offset: int) -> None:
-        raise AssertionError(f"no gap here: sought {p} to {offset}")
-
-    async def crash(error: BaseException) -> None:
-        crashes.append(error)
+    hooks = Hooks()
 
     async def scenario() -> GatedRunner:
         runner = GatedRunner(ThreadRunner(config))
-        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
         try:
             assert await agent.assign({partition}, 1) == {partition: 0}
             await agent.handle(partition, fetched[0:5], 1)
@@ -172,7 +173,8 @@ def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
         return runner
 
     runner = asyncio.run(scenario())
-    assert not crashes
+    assert not hooks.crashes
+    assert not hooks.seeks  # no gap here
     assert runner.batches == [
         list(range(0, 5)),
         list(range(5, 15)),  # 5 + 5: the batch size, reached
@@ -199,6 +201,34 @@ class CountingRunner:
         self.runner.close()
 
 
+class ForeignTransaction:
+    """Another transactional id's transaction, held open in a thread with one record on a
+    ledger partition (no org key: an orphan no reader takes) until :attr:`release` is set."""
+
+    def __init__(self, kafka_address: str, topic: str, partition: int) -> None:
+        self.producer = BatchProducer((kafka_address,), transactional_id=f"foreign-{topic}")
+        self.opened, self.release = threading.Event(), threading.Event()
+        self._record = OutRecord(topic, partition, None, b"{}", ())
+        self._thread = threading.Thread(target=self._hold)
+
+    def _hold(self) -> None:
+        with self.producer.transaction():
+            self.producer.send([self._record])
+            self.opened.set()
+            self.release.wait(timeout=60)
+
+    def start(self) -> None:
+        """Open it; return once its record is written."""
+        self._thread.start()
+        assert self.opened.wait(timeout=30)
+
+    def close(self) -> None:
+        self.release.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=30)
+        self.producer.close()
+
+
 def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_worker(
     kafka_address: str, topics: dict[str, str], tmp_path: Path
 ) -> None:
@@ -210,31 +240,15 @@ def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_work
     config = WorkerConfig(
         servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=2.0
     )
-    foreign = BatchProducer((kafka_address,), transactional_id=f"foreign-{topics['ledger']}")
-    opened, release = threading.Event(), threading.Event()
-
-    def hold_a_transaction() -> None:
-        with foreign.transaction():  # a record no reader takes: no org key (an orphan)
-            foreign.send([OutRecord(topics["ledger"], partition, None, b"{}", ())])
-            opened.set()
-            release.wait(timeout=60)
-
-    holder = threading.Thread(target=hold_a_transaction)
-    holder.start()
-    assert opened.wait(timeout=30)
-    crashes: list[BaseException] = []
-
-    async def seek(p: int, offset: int) -> None:
-        pass
-
-    async def crash(error: BaseException) -> None:
-        crashes.append(error)
+    foreign = ForeignTransaction(kafka_address, topics["ledger"], partition)
+    foreign.start()
+    hooks = Hooks()
 
     async def scenario() -> tuple[dict[int, int], list[str]]:
         runner = CountingRunner(ThreadRunner(config))
-        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
         loop = asyncio.get_running_loop()
-        loop.call_later(3.0, release.set)  # after the first attempt's 2 s read timeout
+        loop.call_later(3.0, foreign.release.set)  # after the first attempt's 2 s read
         try:
             return await agent.assign({partition}, 1), runner.calls
         finally:
@@ -243,13 +257,11 @@ def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_work
     try:
         resumed, calls = asyncio.run(scenario())
     finally:
-        release.set()
-        holder.join(timeout=30)
         foreign.close()
     assert resumed == {partition: 0}
     assert calls.count("restore_all") >= 2  # the first one stalled
     assert calls[:3] == ["fence", "restore_all", "fence"]
-    assert not crashes
+    assert not hooks.crashes
 
 
 class ReleasingRunner(CountingRunner):
@@ -281,37 +293,20 @@ def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_w
     config = WorkerConfig(
         servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=2.0
     )
-    foreign = BatchProducer((kafka_address,), transactional_id=f"foreign-{topics['ledger']}")
-    opened, release = threading.Event(), threading.Event()
-
-    def hold_a_transaction() -> None:
-        with foreign.transaction():  # a record no reader takes: no org key (an orphan)
-            foreign.send([OutRecord(topics["ledger"], partition, None, b"{}", ())])
-            opened.set()
-            release.wait(timeout=60)
-
-    holder = threading.Thread(target=hold_a_transaction)
-    seeks: list[tuple[int, int]] = []
-    crashes: list[BaseException] = []
-
-    async def seek(p: int, offset: int) -> None:
-        seeks.append((p, offset))
-
-    async def crash(error: BaseException) -> None:
-        crashes.append(error)
+    foreign = ForeignTransaction(kafka_address, topics["ledger"], partition)
+    hooks = Hooks()
 
     async def scenario() -> list[str]:
-        runner = ReleasingRunner(ThreadRunner(config), release)
-        agent = SequencerAgent(config, runner, seek, PrometheusMetrics(), crash)
+        runner = ReleasingRunner(ThreadRunner(config), foreign.release)
+        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
         try:
             assert await agent.assign({partition}, 1) == {partition: 0}
             await agent.handle(partition, fetched[:5], 1)
             await agent.settle()
-            holder.start()
-            assert await asyncio.to_thread(opened.wait, 30)
+            await asyncio.to_thread(foreign.start)
             await agent.handle(partition, fetched[5:10], 1)  # written after the foreign one
             await agent.settle()
-            assert seeks == [(partition, 5)]  # restored: its events were not kept
+            assert hooks.seeks == [(partition, 5)]  # restored: its events were not kept
             await agent.handle(partition, fetched[5:], 1)
             await agent.settle()
             return runner.calls
@@ -321,10 +316,8 @@ def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_w
     try:
         calls = asyncio.run(asyncio.wait_for(scenario(), 120))
     finally:
-        release.set()
-        holder.join(timeout=30)
         foreign.close()
-    assert not crashes
+    assert not hooks.crashes
     assert calls.count("restore_all") == 3  # the assignment's, then the stalled one, again
     events = [e for e in _ledger(kafka_address, topics["ledger"], partition) if "org_id" in e]
     assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
