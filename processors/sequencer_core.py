@@ -465,8 +465,8 @@ class ProcessRunner:
         those it runs (a batch's transaction ends, committed or aborted, instead of staying
         open until the next owner fences it) and closes its writers. Terminated if it has not
         done so within the Kafka timeout."""
-        with suppress(OSError):
-            self._pipe.send(None)
+        with suppress(OSError, TimeoutError):  # sent by the one thread that sends calls
+            self._sender.submit(self._pipe.send, None).result(self._config.timeout_s)
         self._process.join(self._config.timeout_s)
         if self._process.is_alive():
             self._process.terminate()
