@@ -249,6 +249,20 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
         old.close()
 
 
+def _assert_at_answers_agree(
+    old: ProjectionStore, fresh: ProjectionStore, builder: LedgerBuilder
+) -> None:
+    """``progress --at`` (alone and with ``--as-of``) at every third event: the same on both."""
+    for event in builder.events()[::3]:
+        for moment in (
+            Moment(at=event.occurred, now=day(30)),
+            Moment(as_of=event.recorded, at=event.occurred, now=day(30)),
+        ):
+            assert queries.progress(old, "acme", moment, 5) == queries.progress(
+                fresh, "acme", moment, 5
+            )
+
+
 def _check_in_lookup(store: ProjectionStore, projection: str | None) -> list[tuple[Any, ...]]:
     """Each check-in's last version by its sequence (as ``sql.current_versions`` reads it),
     from the projection ``projection`` (None: from the table itself; "auto": as chosen)."""
@@ -312,14 +326,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
         assert (done.events, done.replayed) == (0, 0)
         assert fingerprint(old) == fingerprint(fresh)
         assert answers(old) == answers(fresh)
-        for event in builder.events()[::3]:
-            for moment in (
-                Moment(at=event.occurred, now=day(30)),
-                Moment(as_of=event.recorded, at=event.occurred, now=day(30)),
-            ):
-                assert queries.progress(old, "acme", moment, 5) == queries.progress(
-                    fresh, "acme", moment, 5
-                )
+        _assert_at_answers_agree(old, fresh, builder)
         old.client.command(f"OPTIMIZE TABLE {old.database}.{t.CHECK_INS} FINAL")
         assert _check_in_lookup(old, "by_check_in") == by_check_in  # merged with the rows
         old.client.command(  # a worker's commit inserted again after a takeover: rows twice
@@ -381,14 +388,7 @@ def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_ag
         for store in (old, fresh):
             EmbeddedRunner(builder.log, store, Projector()).catch_up()
         assert _days(old) == _days(fresh)
-        for event in builder.events()[::3]:
-            for moment in (
-                Moment(at=event.occurred, now=day(30)),
-                Moment(as_of=event.recorded, at=event.occurred, now=day(30)),
-            ):
-                assert queries.progress(old, "acme", moment, 5) == queries.progress(
-                    fresh, "acme", moment, 5
-                )
+        _assert_at_answers_agree(old, fresh, builder)
         assert old.migrate() == []
     finally:
         old.close()
