@@ -550,7 +550,7 @@ def _key_results_as_of(
         then = _key_results_then(params, found[0], found[1])
     if at is None:
         return [_scored_key_result(row, moment.ref) for row in then], extra
-    days = _check_in_days(found[-3], found[-2]) if only is None else None
+    days = _check_in_days(found[-3], found[-2]) if only is None else []  # one pass instead
     measured = _measured(store, params, then, only is not None, days)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
     versions = _records(
@@ -617,7 +617,7 @@ def _measured(
     params: dict[str, Any],
     then: list[Record],
     only: bool,
-    days_rows: list[Record] | None = None,
+    days_rows: list[Record],
 ) -> dict[str, Record]:
     """Per key result of ``then`` (the key results as of ``{seq}``, with the projector's live
     count ``check_in_count``), its check-ins measured by ``{at}`` as known up to ``{seq}`` and
@@ -638,12 +638,10 @@ def _measured(
     latest check-in before ``{at}``'s day is retracted (the one before it unknown there).
     ``only`` (a few key results), or more than :data:`ONE_PASS_SHARE` of them unchecked (an
     answer as of well before now): one pass over the check-ins. ``days_rows``: the rows of
-    :func:`projections.sql.check_in_days` at these parameters, if read already."""
+    :func:`projections.sql.check_in_days` at these parameters (:func:`_check_in_days`)."""
     if only:
         return _measured_in_one_pass(store, params, sql.ONLY_KEY_RESULTS)
     seq = params["seq"]
-    if days_rows is None:
-        days_rows = _records(store, sql.check_in_days(), params)
     days = {str(row["key_result_id"]): tuple(row.values())[1:] for row in days_rows}
     measured: dict[str, Record] = {}
     unchecked = []

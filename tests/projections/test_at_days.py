@@ -236,7 +236,8 @@ def test_a_recorded_row_and_a_retracted_row_twice_are_found_though_they_cancel(
     at = day(5)
     params = queries._params(ORG, last, Moment(at=at), at=at)
     assert "miscounted" in _paths(store, params, _then(store, params))
-    measured = _plain(queries._measured(store, params, _then(store, params), False))
+    days = store.dicts(sql.check_in_days(), params)
+    measured = _plain(queries._measured(store, params, _then(store, params), False, days))
     assert measured["k3"][0] == 4  # days 1-4 at 15:00
     assert measured == _plain(queries._measured_in_one_pass(clean, params, ""))
     moments = [Moment(at=at, now=day(30))] + [
