@@ -39,14 +39,14 @@ OWNERS = "owner_versions"
 KEY_RESULT_NUMBERS = "key_result_numbers"
 OBJECTIVE_STAMPS = "objective_stamps"
 EVENT_TIMES = "event_times"
+"""Each event's ``recorded_at`` by ``(org_id, sequence)``, with a minmax index on the time:
+``--as-of T`` finds the last sequence recorded by T in about one granule, whatever the ledger's
+size (``audit_events`` is sorted by subject)."""
 CHECK_IN_DAYS = "check_in_days"
 """Not the projector's: a materialized view (:data:`CHECK_IN_DAYS_FILLER`) fills it from
 every insert into :data:`CHECK_INS` (migration 11): the check-ins per key result per business
 day, which ``--at`` reads with a check (:func:`projections.queries._measured`)."""
 CHECK_IN_DAYS_FILLER = "check_in_days_filler"
-"""Each event's ``recorded_at`` by ``(org_id, sequence)``, with a minmax index on the time:
-``--as-of T`` finds the last sequence recorded by T in about one granule, whatever the ledger's
-size (``audit_events`` is sorted by subject)."""
 
 SNAPSHOT_EVERY = 8192
 """Every this many events of an org (at each sequence that is a multiple of it), the projector
