@@ -11,8 +11,9 @@ from okr_ledger.http.keys import Scope
 from tests.http.conftest import Served
 from tests.http.support import check_in, cli, make_key, running
 
-TOMORROW = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-"""An ``as_of`` after the demo was recorded (it is recorded when the test runs)."""
+TOMORROW = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+"""An ``as_of`` after the demo was recorded (it is recorded when the test runs: two days on,
+so that a run collected before midnight and run after it still has one)."""
 TIME_DEPENDENT = {"expected_progress", "status", "stale"}
 """Fields that move with the clock between the CLI's run and the server's."""
 
