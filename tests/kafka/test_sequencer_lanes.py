@@ -229,6 +229,22 @@ class ForeignTransaction:
         self.producer.close()
 
 
+class ReleasingRunner(CountingRunner):
+    """Ends the foreign transaction (``release``) once a restore has failed on it."""
+
+    def __init__(self, runner: ThreadRunner, release: threading.Event) -> None:
+        super().__init__(runner)
+        self.release = release
+
+    async def call(self, method: str, *args: Any) -> Any:
+        try:
+            return await super().call(method, *args)
+        except LedgerUnavailableError:
+            if method.startswith("restore"):
+                self.release.set()
+            raise
+
+
 def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_worker(
     kafka_address: str, topics: dict[str, str], tmp_path: Path
 ) -> None:
@@ -245,10 +261,8 @@ def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_work
     hooks = Hooks()
 
     async def scenario() -> tuple[dict[int, int], list[str]]:
-        runner = CountingRunner(ThreadRunner(config))
+        runner = ReleasingRunner(ThreadRunner(config), foreign.release)
         agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
-        loop = asyncio.get_running_loop()
-        loop.call_later(3.0, foreign.release.set)  # after the first attempt's 2 s read
         try:
             return await agent.assign({partition}, 1), runner.calls
         finally:
@@ -262,22 +276,6 @@ def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_work
     assert calls.count("restore_all") >= 2  # the first one stalled
     assert calls[:3] == ["fence", "restore_all", "fence"]
     assert not hooks.crashes
-
-
-class ReleasingRunner(CountingRunner):
-    """Ends the foreign transaction (``release``) once a restore has failed on it."""
-
-    def __init__(self, runner: ThreadRunner, release: threading.Event) -> None:
-        super().__init__(runner)
-        self.release = release
-
-    async def call(self, method: str, *args: Any) -> Any:
-        try:
-            return await super().call(method, *args)
-        except LedgerUnavailableError:
-            if method.startswith("restore"):
-                self.release.set()
-            raise
 
 
 def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_worker(
