@@ -135,6 +135,9 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
+PAGE_SIZE = 8192
+"""Bytes a page of a new ledger file (SQLite's default: 4,096). A file keeps the page size it
+was made with (WAL mode cannot change it), so an existing ledger keeps 4,096."""
 WAL_AUTOCHECKPOINT = 10_000
 """Pages of WAL after which a writer's commit checkpoints it (SQLite's default: 1,000)."""
 
@@ -175,7 +178,7 @@ class SqliteEventLog:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = connect_wal(self.path, durable=True)
+            self._db = connect_wal(self.path, durable=True, page_size=PAGE_SIZE)
             # 64 MiB of page cache (2 MiB by default): a batch's inserts into the random-keyed
             # UNIQUE (org_id, event_id) index find its pages in memory.
             self._db.execute("PRAGMA cache_size=-65536")
