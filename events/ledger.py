@@ -58,6 +58,7 @@ class _PendingBatch:
     policy: Policy
     ahead: "_ReadAhead | None" = None
     outcomes: list[Outcome] = field(default_factory=list)
+    accepted: int = 0
 
     def head(self, org_id: str) -> ChainHead:
         return self.store.head(org_id)
@@ -66,8 +67,8 @@ class _PendingBatch:
         self.store.fold(event)
 
     def meanwhile(self) -> None:
-        if self.ahead is not None:
-            self.ahead.read()
+        if self.ahead is not None:  # parsed now too if most of this batch is being stored
+            self.ahead.read(parse=2 * self.accepted > len(self.lines))
 
     def decide(self) -> Decided:
         now = self.clock()  # read under the lock: recorded_at follows the order of commits
@@ -82,6 +83,7 @@ class _PendingBatch:
                 accepted.append(outcome)
             elif type(outcome) is Rejection:
                 rejected.append(outcome)
+        self.accepted = len(accepted)
         return accepted, rejected
 
 
@@ -131,19 +133,18 @@ class ReadAhead(Iterator[ReadLine]):
 class _ReadAhead:
     """The next batch of a run, taken from the batches and probed while the current batch
     commits (SQLite waits for the disk without the GIL), and parsed too (:func:`parse_ahead`)
-    when the last batch stored most of its lines (a rerun's repeats need no parsing). Pure
+    when the current batch stored most of its lines (a rerun's repeats need no parsing). Pure
     work on the lines only: it touches neither the log nor the state store."""
 
-    __slots__ = ("_batches", "_ended", "_error", "_next", "_policy", "parse")
+    __slots__ = ("_batches", "_ended", "_error", "_next", "_policy")
 
     def __init__(self, batches: Iterator[list[ReadLine]], policy: Policy) -> None:
         self._batches, self._policy = batches, policy
         self._next: tuple[list[ReadLine], list[Probe | None]] | None = None
         self._error: Exception | None = None
         self._ended = False
-        self.parse = False
 
-    def read(self) -> None:
+    def read(self, parse: bool) -> None:
         if self._next is not None or self._error is not None or self._ended:
             return
         try:
@@ -152,7 +153,7 @@ class _ReadAhead:
                 self._ended = True
                 return
             probes = [probe(raw, self._policy) for raw, _ in batch]
-            if self.parse:
+            if parse:
                 parse_ahead(batch, probes, self._policy)
         except Exception as error:  # raised where the batch is taken: after this one's outcomes
             self._error = error
@@ -160,7 +161,7 @@ class _ReadAhead:
         self._next = (batch, probes)
 
     def take(self) -> tuple[list[ReadLine], list[Probe | None]] | None:
-        self.read()
+        self.read(parse=False)  # not read during a commit: parsed after the bulk read
         if self._error is not None:
             raise self._error
         taken, self._next = self._next, None
@@ -203,14 +204,17 @@ class Ledger:
         batches = _batches(lines, self.batch_size, self.batch_bytes)
         if not isinstance(lines, ReadAhead | Sequence):
             for batch in batches:
-                yield self._submit_batch(batch, [probe(raw, self.policy) for raw, _ in batch])
+                with collector_paused():
+                    probes = [probe(raw, self.policy) for raw, _ in batch]
+                yield self._submit_batch(batch, probes)
             return
         ahead = _ReadAhead(batches, self.policy)
-        while (taken := ahead.take()) is not None:
-            outcomes = self._submit_batch(*taken, ahead)
-            # Parse the next batch ahead while this one commits if most of this one was stored.
-            ahead.parse = sum(type(outcome) is Accepted for outcome in outcomes) * 2 > len(outcomes)
-            yield outcomes
+        while True:
+            with collector_paused():
+                taken = ahead.take()
+            if taken is None:
+                return
+            yield self._submit_batch(*taken, ahead)
 
     def _submit_batch(
         self, lines: list[ReadLine], probes: list[Probe | None], ahead: _ReadAhead | None = None

@@ -99,6 +99,25 @@ def test_the_ledger_stores_every_outcome_and_batch_size_changes_nothing(
 
 
 @settings(max_examples=40, deadline=None)
+@given(mixes(), st.integers(1, 4))
+def test_lines_read_and_parsed_ahead_while_a_batch_commits_change_nothing(
+    mix: Mix, batch_size: int
+) -> None:
+    """A list is read ahead: each batch parsed before the lock, the next one read and parsed
+    while the current one commits (events.ledger._ReadAhead); the outcomes and the stored
+    bytes are those of the sequencer deciding line by line."""
+    _, expected = sequence_mix(mix)
+    with ledger_file() as path:
+        ledger = Ledger(SqliteEventLog(path), clock=lambda: NOW, batch_size=batch_size)
+        try:
+            ahead = list(ledger.submit_many([(line, None) for line in mix.raws]))
+        finally:
+            ledger.log.close()
+        assert ahead == expected
+        check_log(path, ahead)
+
+
+@settings(max_examples=40, deadline=None)
 @given(mixes(), st.data())
 def test_a_sequencer_rebuilt_from_the_sqlite_log_decides_like_the_live_one(
     mix: Mix, data: Any
