@@ -115,19 +115,20 @@ def _batches(lines: Iterable[ReadLine], size: int, max_bytes: int) -> Iterator[l
         yield batch
 
 
-class ReadAhead(Iterator[ReadLine]):
+class ReadAhead(Iterable[ReadLine]):
     """Lines that can be read ahead without waiting on whoever produces them (a regular file, a
     list): the ledger reads, probes and parses its next batch while the current one commits
     (:class:`_ReadAhead`). Lines from a pipe are not read ahead: a batch's outcomes would
-    wait for the next batch's lines."""
+    wait for the next batch's lines. Iterating gives the lines' own iterator (no step of its
+    own per line)."""
 
     __slots__ = ("_lines",)
 
     def __init__(self, lines: Iterable[ReadLine]) -> None:
         self._lines = iter(lines)
 
-    def __next__(self) -> ReadLine:
-        return next(self._lines)
+    def __iter__(self) -> Iterator[ReadLine]:
+        return self._lines
 
 
 class _ReadAhead:
@@ -206,27 +207,29 @@ class Ledger:
             for batch in batches:
                 with collector_paused():
                     probes = [probe(raw, self.policy) for raw, _ in batch]
-                yield self._submit_batch(batch, probes)
+                    outcomes = self._submit_batch(batch, probes)
+                yield outcomes
             return
         ahead = _ReadAhead(batches, self.policy)
         while True:
-            with collector_paused():
+            with collector_paused():  # one pause a batch, its reading included
                 taken = ahead.take()
-            if taken is None:
-                return
-            yield self._submit_batch(*taken, ahead)
+                if taken is None:
+                    return
+                outcomes = self._submit_batch(*taken, ahead)
+            yield outcomes
 
     def _submit_batch(
         self, lines: list[ReadLine], probes: list[Probe | None], ahead: _ReadAhead | None = None
     ) -> list[Outcome]:
-        with collector_paused():
-            self._store.prepare(probes)  # outside the lock: other writers need not wait for it
-            repeated = self._store.repeats(probes)
-            if repeated is not None:  # byte-identical repeats of stored events: nothing to store
-                return repeated
-            # What depends only on the lines, before the lock: it is held only for the rest.
-            parse_ahead(lines, probes, self.policy, self._store.read_ahead())
-            return self._append_batch(lines, probes, ahead)
+        """One batch, with the cyclic collector paused (by the caller)."""
+        self._store.prepare(probes)  # outside the lock: other writers need not wait for it
+        repeated = self._store.repeats(probes)
+        if repeated is not None:  # byte-identical repeats of stored events: nothing to store
+            return repeated
+        # What depends only on the lines, before the lock: it is held only for the rest.
+        parse_ahead(lines, probes, self.policy, self._store.read_ahead())
+        return self._append_batch(lines, probes, ahead)
 
     def _append_batch(
         self, lines: list[ReadLine], probes: list[Probe | None], ahead: _ReadAhead | None

@@ -15,18 +15,18 @@ OnBytes = Callable[[int], object] | None
 
 
 @overload
-def ndjson_lines(stream: IO[bytes], on_bytes: OnBytes = None) -> Iterator[Line]: ...
+def ndjson_lines(stream: IO[bytes], on_bytes: OnBytes = None) -> Iterable[Line]: ...
 
 
 @overload
 def ndjson_lines(
     stream: IO[bytes], on_bytes: OnBytes = None, *, limit: int
-) -> Iterator[ReadLine]: ...
+) -> Iterable[ReadLine]: ...
 
 
 def ndjson_lines(
     stream: IO[bytes], on_bytes: OnBytes = None, *, limit: int | None = None
-) -> Iterator[ReadLine]:
+) -> Iterable[ReadLine]:
     """Each non-blank line, white space stripped, with its 1-based number. ``on_bytes(n)`` is
     told what was read.
 
