@@ -247,57 +247,49 @@ class _Clock:
         """The latest ``occurred_at`` accepted."""
 
 
-class _Parsed:
-    """The half of deciding a submission that depends only on its bytes (and the policy), not
-    on the ledger: its envelope and payload, event id, normalised ``data``, ``occurred_at``,
-    content pieces and content digest. Made by :func:`parse_ahead` before the write lock
-    (or by :func:`_decide` for a line it was not made for)."""
-
-    __slots__ = (
-        "content",
-        "data",
-        "digest",
-        "event_id",
-        "event_key",
-        "occurred_at",
-        "payload",
-        "submission",
-        "version",
-    )
-
-    def __init__(self, raw: bytes, policy: Policy, probed: "Probe | None") -> None:
-        """Raises :class:`_RejectedError` for a submission the contract rejects."""
-        submission, version, payload = _parse(
-            raw, policy, probed.document if probed is not None else None
-        )
-        if (
-            probed is not None
-            and probed.event_key is not None
-            and submission.event_id is None
-            and probed.source == (submission.org_id, submission.source, submission.source_event_id)
-        ):
-            event_key = probed.event_key  # derived from the same ids: no need to derive it again
-            event_id = probed.event_id or event_id_text(event_key)
-        else:
-            event_key = submission.resolved_event_key()
-            event_id = event_id_text(event_key)
-        self.submission, self.version, self.payload = submission, version, payload
-        self.event_key, self.event_id = event_key, event_id
-        self.data = payload.__pydantic_serializer__.to_python(
-            payload, mode="json", exclude_none=True
-        )
-        self.occurred_at = format_timestamp(submission.occurred_at)
-        self.content = _Content(submission, version, self.occurred_at, self.data)
-        self.digest = self.content.digest()
+_Parsed = tuple[Submission, int, Payload, bytes, str, Any, str, "_Content", bytes]
+"""The half of deciding a submission that depends only on its bytes (and the policy), not on
+the ledger: its envelope, schema version and payload, event key and id, normalised ``data``,
+``occurred_at``, content pieces and content digest. Made by :func:`parse_ahead` before the
+write lock (or by :func:`_decide` for a line it was not made for); a tuple, the cheapest
+object to make and unpack."""
 
 
 def _parsed(raw: bytes, policy: Policy, probed: "Probe | None") -> "_Parsed | _RejectedError":
+    """The line's :data:`_Parsed`, or the contract's rejection of it."""
     try:
-        return _Parsed(raw, policy, probed)
+        submission, version, payload = _parse(
+            raw, policy, probed.document if probed is not None else None
+        )
     except _RejectedError as rejected:
         # Kept on the probe: without the frames (which hold the probe: a reference cycle).
         rejected.__context__ = None
         return rejected.with_traceback(None)
+    if (
+        probed is not None
+        and probed.event_key is not None
+        and submission.event_id is None
+        and probed.source == (submission.org_id, submission.source, submission.source_event_id)
+    ):
+        event_key = probed.event_key  # derived from the same ids: no need to derive it again
+        event_id = probed.event_id or event_id_text(event_key)
+    else:
+        event_key = submission.resolved_event_key()
+        event_id = event_id_text(event_key)
+    data = payload.__pydantic_serializer__.to_python(payload, mode="json", exclude_none=True)
+    occurred_at = format_timestamp(submission.occurred_at)
+    content = _Content(submission, version, occurred_at, data)
+    return (
+        submission,
+        version,
+        payload,
+        event_key,
+        event_id,
+        data,
+        occurred_at,
+        content,
+        content.digest(),
+    )
 
 
 def parse_ahead(
@@ -346,10 +338,8 @@ def _decide(
         parsed = _parsed(raw, policy, probed)
     if type(parsed) is _RejectedError:
         return _rejection(parsed, raw, clock.recorded_at, line, _peek(raw))
-    assert type(parsed) is _Parsed
-    submission, version, payload = parsed.submission, parsed.version, parsed.payload
-    event_key, event_id, data = parsed.event_key, parsed.event_id, parsed.data
-    occurred_at, content, digest = parsed.occurred_at, parsed.content, parsed.digest
+    assert type(parsed) is tuple
+    submission, version, payload, event_key, event_id, data, occurred_at, content, digest = parsed
     recorded_at = clock.recorded_at
     org_id = submission.org_id
     recorded = _already_recorded(state, submission, event_key, event_id)
