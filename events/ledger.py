@@ -27,7 +27,7 @@ seconds. (In production one sequencer writes each partition, so this does not ar
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -56,19 +56,13 @@ class _PendingBatch:
     probes: list[Probe | None]
     clock: Callable[[], datetime]
     policy: Policy
-    ahead: "_ReadAhead | None" = None
     outcomes: list[Outcome] = field(default_factory=list)
-    accepted: int = 0
 
     def head(self, org_id: str) -> ChainHead:
         return self.store.head(org_id)
 
     def fold(self, event: LedgerEvent) -> None:
         self.store.fold(event)
-
-    def meanwhile(self) -> None:
-        if self.ahead is not None:  # parsed now too if most of this batch is being stored
-            self.ahead.read(parse=2 * self.accepted > len(self.lines))
 
     def decide(self) -> Decided:
         now = self.clock()  # read under the lock: recorded_at follows the order of commits
@@ -83,7 +77,6 @@ class _PendingBatch:
                 accepted.append(outcome)
             elif type(outcome) is Rejection:
                 rejected.append(outcome)
-        self.accepted = len(accepted)
         return accepted, rejected
 
 
@@ -113,60 +106,6 @@ def _batches(lines: Iterable[ReadLine], size: int, max_bytes: int) -> Iterator[l
             batch, held = [], 0
     if batch:
         yield batch
-
-
-class ReadAhead(Iterable[ReadLine]):
-    """Lines that can be read ahead without waiting on whoever produces them (a regular file, a
-    list): the ledger reads, probes and parses its next batch while the current one commits
-    (:class:`_ReadAhead`). Lines from a pipe are not read ahead: a batch's outcomes would
-    wait for the next batch's lines. Iterating gives the lines' own iterator (no step of its
-    own per line)."""
-
-    __slots__ = ("_lines",)
-
-    def __init__(self, lines: Iterable[ReadLine]) -> None:
-        self._lines = iter(lines)
-
-    def __iter__(self) -> Iterator[ReadLine]:
-        return self._lines
-
-
-class _ReadAhead:
-    """The next batch of a run, taken from the batches and probed while the current batch
-    commits (SQLite waits for the disk without the GIL), and parsed too (:func:`parse_ahead`)
-    when the current batch stored most of its lines (a rerun's repeats need no parsing). Pure
-    work on the lines only: it touches neither the log nor the state store."""
-
-    __slots__ = ("_batches", "_ended", "_error", "_next", "_policy")
-
-    def __init__(self, batches: Iterator[list[ReadLine]], policy: Policy) -> None:
-        self._batches, self._policy = batches, policy
-        self._next: tuple[list[ReadLine], list[Probe | None]] | None = None
-        self._error: Exception | None = None
-        self._ended = False
-
-    def read(self, parse: bool) -> None:
-        if self._next is not None or self._error is not None or self._ended:
-            return
-        try:
-            batch = next(self._batches, None)
-            if batch is None:
-                self._ended = True
-                return
-            probes = [probe(raw, self._policy) for raw, _ in batch]
-            if parse:
-                parse_ahead(batch, probes, self._policy)
-        except Exception as error:  # raised where the batch is taken: after this one's outcomes
-            self._error = error
-            return
-        self._next = (batch, probes)
-
-    def take(self) -> tuple[list[ReadLine], list[Probe | None]] | None:
-        self.read(parse=False)  # not read during a commit: parsed after the bulk read
-        if self._error is not None:
-            raise self._error
-        taken, self._next = self._next, None
-        return taken
 
 
 class Ledger:
@@ -202,42 +141,25 @@ class Ledger:
     def submit_batches(self, lines: Iterable[ReadLine]) -> Iterator[list[Outcome]]:
         """:meth:`submit_many`, one list of outcomes per stored batch (a caller that converts
         every outcome maps a list, without a generator step per submission)."""
-        batches = _batches(lines, self.batch_size, self.batch_bytes)
-        if not isinstance(lines, ReadAhead | Sequence):
-            for batch in batches:
-                with collector_paused():
-                    probes = [probe(raw, self.policy) for raw, _ in batch]
-                    outcomes = self._submit_batch(batch, probes)
-                yield outcomes
-            return
-        ahead = _ReadAhead(batches, self.policy)
-        while True:
-            with collector_paused():  # one pause a batch, its reading included
-                taken = ahead.take()
-                if taken is None:
-                    return
-                outcomes = self._submit_batch(*taken, ahead)
-            yield outcomes
+        for batch in _batches(lines, self.batch_size, self.batch_bytes):
+            yield self._submit_batch(batch)
 
-    def _submit_batch(
-        self, lines: list[ReadLine], probes: list[Probe | None], ahead: _ReadAhead | None = None
-    ) -> list[Outcome]:
-        """One batch, with the cyclic collector paused (by the caller)."""
-        self._store.prepare(probes)  # outside the lock: other writers need not wait for it
-        repeated = self._store.repeats(probes)
-        if repeated is not None:  # byte-identical repeats of stored events: nothing to store
-            return repeated
-        # What depends only on the lines, before the lock: it is held only for the rest.
-        parse_ahead(lines, probes, self.policy, self._store.read_ahead())
-        return self._append_batch(lines, probes, ahead)
+    def _submit_batch(self, lines: list[ReadLine]) -> list[Outcome]:
+        with collector_paused():
+            probes = [probe(raw, self.policy) for raw, _ in lines]
+            self._store.prepare(probes)  # outside the lock: other writers need not wait for it
+            repeated = self._store.repeats(probes)
+            if repeated is not None:  # byte-identical repeats of stored events: nothing to store
+                return repeated
+            # What depends only on the lines, before the lock: it is held only for the rest.
+            parse_ahead(lines, probes, self.policy, self._store.read_ahead())
+            return self._append_batch(lines, probes)
 
-    def _append_batch(
-        self, lines: list[ReadLine], probes: list[Probe | None], ahead: _ReadAhead | None
-    ) -> list[Outcome]:
+    def _append_batch(self, lines: list[ReadLine], probes: list[Probe | None]) -> list[Outcome]:
         deadline = time.monotonic() + self.retry_for
         pause = 0.01
         while True:
-            batch = _PendingBatch(self._store, lines, probes, self.clock, self.policy, ahead)
+            batch = _PendingBatch(self._store, lines, probes, self.clock, self.policy)
             try:
                 self._store.advance(self.log.append_decided(batch, self._store.mark()))
                 return batch.outcomes

@@ -52,12 +52,6 @@ class Decider(Protocol):
         """Decide the pending submissions on the state as folded; what to store."""
         ...
 
-    def meanwhile(self) -> None:
-        """Work to overlap with the commit of what :meth:`decide` gave (a log that waits for
-        its disk without the GIL runs it then; another need not call it): it must not touch
-        the log or the state, and not raise."""
-        ...
-
 
 class EventLog(Protocol):
     """An append-only, per-org sequenced log of ledger events, and a log of rejections."""

@@ -11,8 +11,7 @@ directory nothing is created or changed beside the file (see :func:`_connect_rea
 
 import os
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -141,28 +140,6 @@ PAGE_SIZE = 8192
 was made with (WAL mode cannot change it), so an existing ledger keeps 4,096."""
 
 
-def _commit_during(db: sqlite3.Connection, work: Callable[[], None]) -> None:
-    """``COMMIT`` on a thread of its own while ``work`` runs on this one: SQLite writes and
-    syncs the WAL without the GIL, so the two overlap on two cores. ``work`` must not use
-    ``db``; the commit's error, if any, is raised once both are done."""
-    failed: list[BaseException] = []
-
-    def commit() -> None:
-        try:
-            db.execute("COMMIT")
-        except BaseException as error:
-            failed.append(error)
-
-    thread = threading.Thread(target=commit, name="okr-ledger-commit")
-    thread.start()
-    try:
-        work()
-    finally:
-        thread.join()
-    if failed:
-        raise failed[0]
-
-
 WAL_AUTOCHECKPOINT = 10_000
 """Pages of 4 KiB of WAL (about 40 MiB) after which a writer's commit checkpoints it
 (SQLite's default: 1,000 pages); as many bytes in a file of larger pages
@@ -249,10 +226,9 @@ class SqliteEventLog:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _transaction(self, meanwhile: Callable[[], None] | None = None) -> Iterator[None]:
+    def _transaction(self) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` (the write lock, waiting up to ``busy_timeout``) ... ``COMMIT``;
-        rolled back on any error, a UNIQUE violation raised as a sequence conflict.
-        ``meanwhile`` runs on this thread while another one commits (:func:`_commit_during`)."""
+        rolled back on any error, a UNIQUE violation raised as a sequence conflict."""
         self._refuse_if_read_only()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -269,10 +245,7 @@ class SqliteEventLog:
         finally:
             self.state.end()
         try:
-            if meanwhile is None:
-                db.execute("COMMIT")
-            else:
-                _commit_during(db, meanwhile)
+            db.execute("COMMIT")
         except BaseException:
             self.state.rolled_back()
             raise
@@ -305,7 +278,7 @@ class SqliteEventLog:
         # events appended meanwhile. (The ledger's own state store needs none of it: its
         # tables are updated by every append, in the same transaction.)
         position = self._fold(decider, mark.get(0, 1))
-        with self._transaction(decider.meanwhile):
+        with self._transaction():
             position = self._fold(decider, position)
             events, rejections = decider.decide()
             try:

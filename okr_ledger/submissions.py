@@ -1,54 +1,37 @@
 """Reading NDJSON submissions and summing up their outcomes."""
 
 import hashlib
-import os
-import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, overload
 
-from events.ledger import Line, ReadAhead, ReadLine
+from events.ledger import Line, ReadLine
 from events.outcomes import RAW_LIMIT, Accepted, Duplicate, Outcome, Oversized
 
 OnBytes = Callable[[int], object] | None
 
 
 @overload
-def ndjson_lines(stream: IO[bytes], on_bytes: OnBytes = None) -> Iterable[Line]: ...
+def ndjson_lines(stream: IO[bytes], on_bytes: OnBytes = None) -> Iterator[Line]: ...
 
 
 @overload
 def ndjson_lines(
     stream: IO[bytes], on_bytes: OnBytes = None, *, limit: int
-) -> Iterable[ReadLine]: ...
+) -> Iterator[ReadLine]: ...
 
 
 def ndjson_lines(
     stream: IO[bytes], on_bytes: OnBytes = None, *, limit: int | None = None
-) -> Iterable[ReadLine]:
+) -> Iterator[ReadLine]:
     """Each non-blank line, white space stripped, with its 1-based number. ``on_bytes(n)`` is
     told what was read.
 
     With ``limit``, no line is held whole if it is longer than ``limit`` bytes: it is read in
     pieces and comes as :class:`Oversized` (its first bytes, its length and SHA-256), so a
     line of any size costs the memory of one piece.
-
-    From a regular file, the lines are a :class:`~events.ledger.ReadAhead`: reading them never
-    waits on a producer, so the ledger reads the next batch while the current one commits.
     """
-    lines = _ndjson_lines(stream, on_bytes, limit)
-    return ReadAhead(lines) if _regular_file(stream) else lines
-
-
-def _regular_file(stream: IO[bytes]) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (OSError, ValueError, AttributeError):  # not a file descriptor (BytesIO...)
-        return False
-
-
-def _ndjson_lines(stream: IO[bytes], on_bytes: OnBytes, limit: int | None) -> Iterator[ReadLine]:
     if limit is None:
         for number, line in enumerate(stream, start=1):
             if on_bytes is not None:

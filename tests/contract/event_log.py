@@ -49,9 +49,6 @@ class _Writer:
         self.folded.extend(self.batch[0])  # as a sequencer folds what it accepts
         return self.batch
 
-    def meanwhile(self) -> None:
-        self.overlapped = True  # a log may run it while it commits, or not at all
-
 
 class EventLogContract:
     """What every :class:`EventLog` backend must do. Not collected itself (no ``Test`` prefix)."""

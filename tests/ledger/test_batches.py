@@ -1,19 +1,14 @@
 """How ``Ledger.submit_many`` cuts submissions into transactions: ``batch_size`` submissions,
 fewer once they hold ``batch_bytes``; the outcomes do not depend on the cut."""
 
-import io
-import os
 import sqlite3
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from events.ledger import _STEP, Ledger, ReadAhead, ReadLine, _batches
+from events.ledger import _STEP, Ledger, ReadLine, _batches
 from events.outcomes import Oversized
-from events.sqlite_log import PAGE_SIZE, WAL_AUTOCHECKPOINT, SqliteEventLog, _commit_during
-from okr_ledger.submissions import ndjson_lines
+from events.sqlite_log import PAGE_SIZE, WAL_AUTOCHECKPOINT, SqliteEventLog
 from tests.builders import NOW, check_ins, org_setup
 
 
@@ -113,52 +108,3 @@ def test_submit_batches_gives_each_stored_batchs_outcomes_as_submit_many_does(
     assert list(by_batch.log.read_stored()) == list(one_by_one.log.read_stored())
     again = [o for batch in by_batch.submit_batches(lines) for o in batch]  # all repeats
     assert [o.status for o in again] == ["duplicate"] * len(lines)
-
-
-def test_a_commit_overlaps_work_on_this_thread_and_its_failure_is_raised(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "t.db", isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA foreign_keys=ON")
-    db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
-    db.execute("CREATE TABLE child (parent REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
-    ran: list[str] = []
-    db.execute("BEGIN IMMEDIATE")
-    db.execute("INSERT INTO parent VALUES (1)")
-    _commit_during(db, lambda: ran.append(threading.current_thread().name))
-    assert ran == [threading.current_thread().name]
-    assert db.execute("SELECT count(*) FROM parent").fetchone() == (1,)
-    db.execute("BEGIN IMMEDIATE")
-    db.execute("INSERT INTO child VALUES (2)")  # checked at COMMIT, which fails
-    with pytest.raises(sqlite3.IntegrityError):
-        _commit_during(db, lambda: ran.append("again"))
-    assert ran[-1] == "again"  # the work ran all the same
-    db.execute("ROLLBACK")
-    db.close()
-
-
-def test_lines_read_ahead_fail_only_after_the_batch_before_is_answered(tmp_path: Path) -> None:
-    lines = [(line, n) for n, line in enumerate([*org_setup(), *check_ins(6)], start=1)]
-
-    def failing() -> Iterator[ReadLine]:
-        yield from lines
-        raise OSError("the input went away")
-
-    ledger = Ledger(SqliteEventLog(tmp_path / "l.db"), clock=lambda: NOW, batch_size=len(lines))
-    batches = ledger.submit_batches(ReadAhead(failing()))
-    assert len(next(batches)) == len(lines)  # stored and answered, the next batch read meanwhile
-    with pytest.raises(OSError, match="went away"):
-        next(batches)
-    assert len(list(ledger.log.read_stored())) == len(lines)
-    ledger.log.close()
-
-
-def test_only_a_regular_file_is_read_ahead(tmp_path: Path) -> None:
-    path = tmp_path / "in.ndjson"
-    path.write_bytes(b"{}\n[]\n")
-    with path.open("rb") as stream:
-        assert isinstance(ndjson_lines(stream, limit=100), ReadAhead)
-    assert not isinstance(ndjson_lines(io.BytesIO(b"{}\n"), limit=100), ReadAhead)
-    read, write = os.pipe()
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        assert not isinstance(ndjson_lines(pipe, limit=100), ReadAhead)
-        assert not isinstance(ndjson_lines(pipe), ReadAhead)

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from events.chain import verify_chain
 from events.ledger import Ledger
-from events.outcomes import Accepted, Outcome, Rejection
-from events.sequencer import Sequencer, decide
+from events.outcomes import Accepted, Outcome, Oversized, Rejection
+from events.sequencer import Sequencer, decide, decide_batch, parse_ahead, probe
 from events.sqlite_log import SqliteEventLog
+from events.state import LedgerState
 from tests.builders import NOW
 from tests.ledger.strategies import Mix, check_tagged_outcomes, further_submissions, mixes
 from tests.ledger.support import by_org, ledger_file, run_ledger, sqlite_log
@@ -98,23 +99,16 @@ def test_the_ledger_stores_every_outcome_and_batch_size_changes_nothing(
         check_log(large_path, large)
 
 
-@settings(max_examples=40, deadline=None)
-@given(mixes(), st.integers(1, 4))
-def test_lines_read_and_parsed_ahead_while_a_batch_commits_change_nothing(
-    mix: Mix, batch_size: int
-) -> None:
-    """A list is read ahead: each batch parsed before the lock, the next one read and parsed
-    while the current one commits (events.ledger._ReadAhead); the outcomes and the stored
-    bytes are those of the sequencer deciding line by line."""
+@SETTINGS
+@given(mixes())
+def test_the_half_of_deciding_made_before_the_lock_changes_nothing(mix: Mix) -> None:
+    """``parse_ahead`` (what the ledger runs before ``BEGIN IMMEDIATE``) then ``decide_batch``
+    gives what ``decide_batch`` alone gives, line by line."""
     _, expected = sequence_mix(mix)
-    with ledger_file() as path:
-        ledger = Ledger(SqliteEventLog(path), clock=lambda: NOW, batch_size=batch_size)
-        try:
-            ahead = list(ledger.submit_many([(line, None) for line in mix.raws]))
-        finally:
-            ledger.log.close()
-        assert ahead == expected
-        check_log(path, ahead)
+    lines: list[tuple[bytes | Oversized, int | None]] = [(line, None) for line in mix.raws]
+    probes = [probe(line) for line, _ in lines]
+    parse_ahead(lines, probes)
+    assert decide_batch(LedgerState(), lines, now=NOW, probes=probes) == expected
 
 
 @settings(max_examples=40, deadline=None)
