@@ -36,7 +36,7 @@ from operator import itemgetter
 from events.collector import collector_paused
 from events.log import ChainHead, Decided, EventLog
 from events.outcomes import Accepted, Outcome, Oversized, Rejection
-from events.sequencer import DEFAULT_POLICY, Policy, Probe, decide_batch, probe
+from events.sequencer import DEFAULT_POLICY, Policy, Probe, decide_batch, parse_ahead, probe
 from events.state_store import MemoryStateStore, StateStore
 from schemas.envelope import LedgerEvent, utc_now
 from schemas.errors import SequenceConflictError
@@ -151,6 +151,8 @@ class Ledger:
             repeated = self._store.repeats(probes)
             if repeated is not None:  # byte-identical repeats of stored events: nothing to store
                 return repeated
+            # What depends only on the lines, before the lock: it is held only for the rest.
+            parse_ahead(lines, probes, self.policy, self._store.read_ahead())
             return self._append_batch(lines, probes)
 
     def _append_batch(self, lines: list[ReadLine], probes: list[Probe | None]) -> list[Outcome]:

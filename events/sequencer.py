@@ -247,6 +247,78 @@ class _Clock:
         """The latest ``occurred_at`` accepted."""
 
 
+_Parsed = tuple[Submission, int, Payload, bytes, str, Any, str, "_Content", bytes]
+"""The half of deciding a submission that depends only on its bytes (and the policy), not on
+the ledger: its envelope, schema version and payload, event key and id, normalised ``data``,
+``occurred_at``, content pieces and content digest. Made by :func:`parse_ahead` before the
+write lock (or by :func:`_decide` for a line it was not made for); a tuple, the cheapest
+object to make and unpack."""
+
+
+def _parsed(raw: bytes, policy: Policy, probed: "Probe | None") -> "_Parsed | _RejectedError":
+    """The line's :data:`_Parsed`, or the contract's rejection of it."""
+    try:
+        submission, version, payload = _parse(
+            raw, policy, probed.document if probed is not None else None
+        )
+    except _RejectedError as rejected:
+        # Kept on the probe: without the frames (which hold the probe: a reference cycle).
+        rejected.__context__ = None
+        return rejected.with_traceback(None)
+    if (
+        probed is not None
+        and probed.event_key is not None
+        and submission.event_id is None
+        and probed.source == (submission.org_id, submission.source, submission.source_event_id)
+    ):
+        event_key = probed.event_key  # derived from the same ids: no need to derive it again
+        event_id = probed.event_id or event_id_text(event_key)
+    else:
+        event_key = submission.resolved_event_key()
+        event_id = event_id_text(event_key)
+    data = payload.__pydantic_serializer__.to_python(payload, mode="json", exclude_none=True)
+    occurred_at = format_timestamp(submission.occurred_at)
+    content = _Content(submission, version, occurred_at, data)
+    return (
+        submission,
+        version,
+        payload,
+        event_key,
+        event_id,
+        data,
+        occurred_at,
+        content,
+        content.digest(),
+    )
+
+
+def parse_ahead(
+    lines: Sequence[tuple[bytes | Oversized, int | None]],
+    probes: Sequence["Probe | None"],
+    policy: Policy = DEFAULT_POLICY,
+    submitted: Mapping[tuple[str, bytes], bytes] | None = None,
+) -> None:
+    """The state-independent half of deciding each probed line, kept on its probe
+    (``Probe.parsed``) for :func:`decide_batch`: run before the write lock, so that the lock
+    is held only for what depends on the ledger (the duplicate and conflict checks, the clock,
+    the rules, the chain). A line whose submission digest ``submitted`` holds (read before the
+    lock: a byte-identical repeat, most likely) is left to :func:`decide_batch`, which decides
+    it without parsing; what it decides is the same either way."""
+    repeated = submitted.get if submitted else None
+    for (raw, _), probed in zip(lines, probes, strict=True):
+        if probed is None or probed.parsed is not None or type(raw) is not bytes:
+            continue
+        if (
+            repeated is not None
+            and probed.submitted is not None
+            and probed.event_key is not None
+            and probed.org_id is not None
+            and repeated((probed.org_id, probed.event_key)) == probed.submitted
+        ):
+            continue
+        probed.parsed = _parsed(raw, policy, probed)
+
+
 def _decide(
     state: LedgerState,
     raw: bytes | Oversized,
@@ -261,30 +333,15 @@ def _decide(
             ReasonCode.TOO_LARGE, f"{raw.length} bytes, over the limit of {policy.max_bytes}", []
         )
         return _rejection(too_large, raw, clock.recorded_at, line, {})
-    try:
-        submission, version, payload = _parse(
-            raw, policy, probed.document if probed is not None else None
-        )
-    except _RejectedError as rejected:
-        return _rejection(rejected, raw, clock.recorded_at, line, _peek(raw))
-
+    parsed = probed.parsed if probed is not None else None
+    if parsed is None:
+        parsed = _parsed(raw, policy, probed)
+    if type(parsed) is _RejectedError:
+        return _rejection(parsed, raw, clock.recorded_at, line, _peek(raw))
+    assert type(parsed) is tuple
+    submission, version, payload, event_key, event_id, data, occurred_at, content, digest = parsed
     recorded_at = clock.recorded_at
     org_id = submission.org_id
-    if (
-        probed is not None
-        and probed.event_key is not None
-        and submission.event_id is None
-        and probed.source == (org_id, submission.source, submission.source_event_id)
-    ):
-        event_key = probed.event_key  # derived from the same ids: no need to derive it again
-        event_id = probed.event_id or event_id_text(event_key)
-    else:
-        event_key = submission.resolved_event_key()
-        event_id = event_id_text(event_key)
-    data = payload.__pydantic_serializer__.to_python(payload, mode="json", exclude_none=True)
-    occurred_at = format_timestamp(submission.occurred_at)
-    content = _Content(submission, version, occurred_at, data)
-    digest = content.digest()
     recorded = _already_recorded(state, submission, event_key, event_id)
     if recorded is not None:
         recorded_id, recorded_digest, found_by = recorded
@@ -431,6 +488,8 @@ class Probe:
     event_id: str | None = None
     """``event_key`` as text (:func:`~schemas.envelope.event_id_text`): what the ledger's rows
     and a duplicate's outcome give, made once."""
+    parsed: "_Parsed | _RejectedError | None" = None
+    """What :func:`parse_ahead` made of it (None: not made; :func:`decide_batch` makes it)."""
 
 
 def probe(raw: bytes | Oversized, policy: Policy = DEFAULT_POLICY) -> Probe | None:

@@ -135,8 +135,22 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
+PAGE_SIZE = 8192
+"""Bytes a page of a new ledger file (SQLite's default: 4,096). A file keeps the page size it
+was made with (WAL mode cannot change it), so an existing ledger keeps 4,096."""
+
+
 WAL_AUTOCHECKPOINT = 10_000
-"""Pages of WAL after which a writer's commit checkpoints it (SQLite's default: 1,000)."""
+"""Pages of 4 KiB of WAL (about 40 MiB) after which a writer's commit checkpoints it
+(SQLite's default: 1,000 pages); as many bytes in a file of larger pages
+(:func:`wal_autocheckpoint`)."""
+
+
+def wal_autocheckpoint(page_size: int) -> int:
+    """``PRAGMA wal_autocheckpoint`` for a file of ``page_size``: :data:`WAL_AUTOCHECKPOINT`'s
+    bytes in its pages."""
+    return WAL_AUTOCHECKPOINT * 4096 // page_size
+
 
 _CHUNK = 512
 """Rows fetched at a time by :meth:`SqliteEventLog.stored_rows` (a few hundred KiB of bodies)."""
@@ -175,14 +189,15 @@ class SqliteEventLog:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = connect_wal(self.path, durable=True)
+            self._db = connect_wal(self.path, durable=True, page_size=PAGE_SIZE)
             # 64 MiB of page cache (2 MiB by default): a batch's inserts into the random-keyed
             # UNIQUE (org_id, event_id) index find its pages in memory.
             self._db.execute("PRAGMA cache_size=-65536")
             # A checkpoint (the WAL's pages copied into the file, and an fsync of it) every
             # ~40 MiB of WAL instead of every 4 MiB: a batch of 1,000 events writes about that
             # much (its random-keyed index pages), so it was one a commit. Commits still sync.
-            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            self._db.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint(page_size)}")
             self.state = SqliteStateStore.embedded(self._db)
             self._migrate()
         except (OSError, sqlite3.Error) as error:

@@ -176,6 +176,12 @@ class StateStore(Protocol):
         is decided under the lock, as any other)."""
         ...
 
+    def read_ahead(self) -> Mapping[tuple[str, bytes], bytes]:
+        """After :meth:`prepare`: the submission digests it read, by ``(org, event key)``
+        (what :func:`~events.sequencer.parse_ahead` need not parse: byte-identical repeats,
+        unless another writer appends first; empty if it read none)."""
+        ...
+
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         """The state to decide a batch on, with what ``probes`` name loaded in bulk. The batch's
         accepted events are folded into it; a persistent store saves them with the append."""
@@ -215,6 +221,10 @@ class MemoryStateStore:
     def repeats(self, probes: Sequence[Probe | None]) -> list[Outcome] | None:
         """None: this state keeps no submission digests (and may lag behind the log)."""
         return None
+
+    def read_ahead(self) -> Mapping[tuple[str, bytes], bytes]:
+        """Nothing: this state keeps no submission digests."""
+        return {}
 
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         return self.state
@@ -744,6 +754,10 @@ class SqliteStateStore:
         if outcomes is not None:
             self._prepared = None
         return outcomes
+
+    def read_ahead(self) -> Mapping[tuple[str, bytes], bytes]:
+        prepared = self._prepared
+        return {} if prepared is None else prepared[2].submitted_digests
 
     def view(self, probes: Sequence[Probe | None]) -> LedgerState:
         prepared, self._prepared = self._prepared, None

@@ -52,7 +52,7 @@ from events.sequencer import (
     probe,
     recorded_at_member,
 )
-from events.sqlite_log import _MIGRATIONS, WAL_AUTOCHECKPOINT, SqliteEventLog
+from events.sqlite_log import _MIGRATIONS, PAGE_SIZE, SqliteEventLog, wal_autocheckpoint
 from events.state import LedgerState, OrgState
 from okr_ledger.submissions import Summary, ndjson_lines
 from schemas.envelope import Submission, event_id_text, format_timestamp, utc_now
@@ -162,12 +162,12 @@ def ledger_table_inserts(lines: list[bytes]) -> dict[str, tuple[float, float]]:
         return int.from_bytes(blob(row)[:8], "big", signed=True)
 
     variants: list[tuple[str, str, Any, str | None, int]] = [
-        ("ledger events table (as stored):", events_table, None, None, 4096),
-        ("  the same without UNIQUE(org, id):", without, None, None, 4096),
-        ("  UNIQUE(org, 16-byte id) instead:", with_key, blob, "UNIQUE", 4096),
-        ("  INDEX(org, 8-byte prefix) instead:", with_key, prefix, "", 4096),
-        ("  as stored, page size 2,048:", events_table, None, None, 2048),
-        ("  as stored, page size 8,192:", events_table, None, None, 8192),
+        ("ledger events table (a new file):", events_table, None, None, PAGE_SIZE),
+        ("  the same without UNIQUE(org, id):", without, None, None, PAGE_SIZE),
+        ("  UNIQUE(org, 16-byte id) instead:", with_key, blob, "UNIQUE", PAGE_SIZE),
+        ("  INDEX(org, 8-byte prefix) instead:", with_key, prefix, "", PAGE_SIZE),
+        ("  page size 4,096 (older files):", events_table, None, None, 4096),
+        ("  page size 2,048:", events_table, None, None, 2048),
     ]
     timings: dict[str, tuple[float, float]] = {}
     for label, ddl, extra, index, page_size in variants:
@@ -180,7 +180,7 @@ def ledger_table_inserts(lines: list[bytes]) -> dict[str, tuple[float, float]]:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA cache_size=-65536")
-            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT * 4096 // page_size}")
+            db.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint(page_size)}")
             db.execute(ddl)
             if index is not None:
                 db.execute(f"CREATE {index} INDEX events_k ON events (org_id, k)")
@@ -227,7 +227,10 @@ def cli_runs(path: Path, data_dir: Path) -> None:
 def _replay_one(
     state: LedgerState, raw: bytes, probed: Probe | None, now: datetime, stages: Stages
 ) -> Outcome:
-    """The sequencer's steps for one line (events.sequencer._decide), timed one by one."""
+    """The sequencer's steps for one line (events.sequencer._decide), timed one by one. The
+    stages marked ``[before the lock]`` depend only on the line: the ledger runs them for the
+    whole batch before ``BEGIN IMMEDIATE`` (``parse_ahead``); they are replayed in line order
+    here, under it."""
     lap = stages.lap
     recorded = (
         state.submitted(probed.org_id, probed.event_key)
@@ -241,22 +244,22 @@ def _replay_one(
         return repeat
     lap("byte-identical repeat check")
     submission, version, payload = _parse(raw, DEFAULT_POLICY, probed and probed.document)
-    lap("duplicate keys + pydantic validation (both models)")
+    lap("duplicate keys + pydantic validation (both models) [before the lock]")
     key = (
         probed.event_key
         if probed is not None and probed.event_key is not None and submission.event_id is None
         else submission.resolved_event_key()
     )
     event_id = event_id_text(key)
-    lap("event id (16 bytes + text)")
+    lap("event id (16 bytes + text) [before the lock]")
     data = payload.model_dump(mode="json", exclude_none=True)
-    lap("payload.model_dump(mode=json)")
+    lap("payload.model_dump(mode=json) [before the lock]")
     occurred_at = format_timestamp(submission.occurred_at)
-    lap("format_timestamp (occurred_at)")
+    lap("format_timestamp (occurred_at) [before the lock]")
     content = _Content(submission, version, occurred_at, data)
-    lap("content pieces (canonical JSON of data, envelope strings)")
+    lap("content pieces (canonical JSON of data, envelope strings) [before the lock]")
     digest = content.digest()
-    lap("content digest (sha256)")
+    lap("content digest (sha256) [before the lock]")
     known = state.known.get((submission.org_id, key))
     lap("known-id lookup")
     if known is not None:

@@ -1,13 +1,14 @@
 """How ``Ledger.submit_many`` cuts submissions into transactions: ``batch_size`` submissions,
 fewer once they hold ``batch_bytes``; the outcomes do not depend on the cut."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from events.ledger import _STEP, Ledger, ReadLine, _batches
 from events.outcomes import Oversized
-from events.sqlite_log import WAL_AUTOCHECKPOINT, SqliteEventLog
+from events.sqlite_log import PAGE_SIZE, WAL_AUTOCHECKPOINT, SqliteEventLog
 from tests.builders import NOW, check_ins, org_setup
 
 
@@ -60,7 +61,8 @@ def test_the_writer_checkpoints_less_often_and_its_close_leaves_no_wal(tmp_path:
     path = tmp_path / "ledger.db"
     log = SqliteEventLog(path)
     pragma = log._db.execute
-    assert pragma("PRAGMA wal_autocheckpoint").fetchone() == (WAL_AUTOCHECKPOINT,)
+    # about 40 MiB, in pages of the file's size
+    assert pragma("PRAGMA wal_autocheckpoint").fetchone() == (WAL_AUTOCHECKPOINT // 2,)
     assert pragma("PRAGMA synchronous").fetchone() == (2,)  # FULL: every commit still syncs
     lines = [(line, n) for n, line in enumerate([*org_setup(), *check_ins(300)], start=1)]
     outcomes = list(Ledger(log, clock=lambda: NOW, batch_size=50).submit_many(lines))
@@ -68,6 +70,27 @@ def test_the_writer_checkpoints_less_often_and_its_close_leaves_no_wal(tmp_path:
     assert not path.with_name("ledger.db-wal").exists()  # the last close checkpointed it
     reopened = SqliteEventLog(path, read_only=True)
     assert len(list(reopened.read_stored())) == len(outcomes)
+    reopened.close()
+
+
+def test_a_new_ledger_has_larger_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    new = SqliteEventLog(tmp_path / "new.db")
+    assert new._db.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,) == (8192,)
+    new.close()
+    old_path = tmp_path / "old.db"
+    old = sqlite3.connect(old_path)  # a file made before: SQLite's default page size, in WAL
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE before (x)")
+    old.close()
+    old_log = SqliteEventLog(old_path)
+    assert old_log._db.execute("PRAGMA page_size").fetchone() == (4096,)
+    assert old_log._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_AUTOCHECKPOINT,)
+    lines = [(line, n) for n, line in enumerate([*org_setup(), *check_ins(20)], start=1)]
+    assert len(list(Ledger(old_log, clock=lambda: NOW).submit_many(lines))) == len(lines)
+    old_log.close()
+    reopened = SqliteEventLog(old_path)
+    assert reopened._db.execute("PRAGMA page_size").fetchone() == (4096,)
+    assert len(list(reopened.read_stored())) == len(lines)
     reopened.close()
 
 

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from events.chain import verify_chain
 from events.ledger import Ledger
-from events.outcomes import Accepted, Outcome, Rejection
-from events.sequencer import Sequencer, decide
+from events.outcomes import Accepted, Outcome, Oversized, Rejection
+from events.sequencer import Sequencer, decide, decide_batch, parse_ahead, probe
 from events.sqlite_log import SqliteEventLog
+from events.state import LedgerState
 from tests.builders import NOW
 from tests.ledger.strategies import Mix, check_tagged_outcomes, further_submissions, mixes
 from tests.ledger.support import by_org, ledger_file, run_ledger, sqlite_log
@@ -96,6 +97,18 @@ def test_the_ledger_stores_every_outcome_and_batch_size_changes_nothing(
         assert large == expected
         check_log(small_path, small)
         check_log(large_path, large)
+
+
+@SETTINGS
+@given(mixes())
+def test_the_half_of_deciding_made_before_the_lock_changes_nothing(mix: Mix) -> None:
+    """``parse_ahead`` (what the ledger runs before ``BEGIN IMMEDIATE``) then ``decide_batch``
+    gives what ``decide_batch`` alone gives, line by line."""
+    _, expected = sequence_mix(mix)
+    lines: list[tuple[bytes | Oversized, int | None]] = [(line, None) for line in mix.raws]
+    probes = [probe(line) for line, _ in lines]
+    parse_ahead(lines, probes)
+    assert decide_batch(LedgerState(), lines, now=NOW, probes=probes) == expected
 
 
 @settings(max_examples=40, deadline=None)
