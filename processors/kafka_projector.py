@@ -278,6 +278,14 @@ class ProjectorAgent:
                 else (partition, r.offset, r.key, r.value)
                 for r in records
             )
+        if records and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s partition %s: offsets %s-%s handed over",
+                "rejections" if rejections else "ledger",
+                partition,
+                records[0].offset,
+                records[-1].offset,
+            )
         if len(pending) >= self.batch_size:
             await self._flush()
         else:
@@ -332,7 +340,8 @@ class ProjectorAgent:
                 rejections=len(pending.rejections),
                 seconds=time.monotonic() - started,
             )
-            log.debug("projected %s records", len(pending))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("projected %s records (ledger %s)", len(pending), _ranges(pending))
 
     async def _report_lag(self) -> None:
         """Every second: per owned partition, the records fetched past (the consumer's end
@@ -354,3 +363,12 @@ class ProjectorAgent:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+
+def _ranges(pending: Pending) -> str:
+    """``partition:first-last`` of each ledger partition in ``pending`` (for the debug log)."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for partition, offset, *_ in pending.ledger:
+        first, _last = ranges.get(partition, (offset, offset))
+        ranges[partition] = (first, offset)
+    return " ".join(f"{p}:{first}-{last}" for p, (first, last) in sorted(ranges.items()))
