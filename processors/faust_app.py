@@ -168,6 +168,7 @@ class Worker(Delivery):
             self._progress,
             batch_size=c.projector_batch_size,
             linger_s=c.projector_linger_s,
+            idle_s=c.projector_idle_s,
             crash=self.app.crash,
         )
         self._started.set()
