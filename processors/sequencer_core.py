@@ -18,6 +18,12 @@ outcomes in one transaction through the partition's writer
 partition now is :attr:`Verdict.FENCED`; any other failure of a write (the state may be ahead
 of the ledger) is :attr:`Verdict.RESTORE`: restore from nothing.
 
+**One batch decides at a time.** A batch's Python work (deciding, keeping it in the state)
+holds a lock that it lets go of only while its transaction waits on Kafka: the batches of
+several partitions, fetched together, are decided one after the other (the first is written
+while the second is decided) instead of all at once under the GIL, each slowed by all the
+others, and all of them reaching Kafka at the end.
+
 **Transactions, one at a time.** Calls of different partitions run at the same time (one per
 partition), so that one partition's batch is decided (Python, CPU) while another's transaction
 waits on Kafka. But a process has at most one transaction (or fence) under way: the writes
@@ -135,6 +141,9 @@ class SequencerCore:
         self._transacting = threading.Lock()
         """Held by the one transaction (or fence) under way in this process: see
         "Transactions, one at a time" in the module docstring."""
+        self._deciding = threading.Lock()
+        """Held by the batch whose Python work runs (deciding, keeping): see "One batch
+        decides at a time" in the module docstring."""
 
     def fence(self, partitions: list[int]) -> None:
         """Make the writers of ``partitions``: every earlier writer of each is refused from
@@ -284,6 +293,10 @@ class SequencerCore:
         owned = self._owned.get(partition)
         if owned is None or not owned.intact:
             return Sequenced(Verdict.RESTORE, None)
+        with self._deciding:
+            return self._sequence(partition, owned, records)
+
+    def _sequence(self, partition: int, owned: Owned, records: list[IntakeRecord]) -> Sequenced:
         started = time.monotonic()
         sequencer = owned.sequencer
         owned.intact = False  # until the batch is written and kept
@@ -338,8 +351,12 @@ class SequencerCore:
         events = [(event, (origin.header(),)) for event, origin in output.events]
         rejections = [(rejection, (origin.header(),)) for rejection, origin in output.rejections]
         outcomes = [OutRecord(topic, o.partition, o.key, o.value) for o in output.outcomes]
-        with self._transacting:
-            appended = owned.writer.append(events, rejections, outcomes)
+        self._deciding.release()  # another batch decides while this one waits on Kafka
+        try:
+            with self._transacting:
+                appended = owned.writer.append(events, rejections, outcomes)
+        finally:
+            self._deciding.acquire()
         if appended.moved:
             raise SequenceConflictError("another writer appended to the ledger partition")
         if appended.rejections:
