@@ -32,6 +32,7 @@ Usage: python benchmarks/kafka_throughput.py [--check-ins 200000] [--orgs 12] [-
 
 import argparse
 import asyncio
+import itertools
 import os
 import re
 import subprocess
@@ -366,6 +367,8 @@ class Run:
     worker_threads: dict[str, float] = field(default_factory=dict)
     """CPU seconds of the first worker's main process by thread name (throughput phase)."""
     peak_parts: list[dict[str, float]] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    """Seconds of each stage of the freshness samples (``--stages``)."""
 
     @property
     def rate(self) -> float:
@@ -440,7 +443,8 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         stack.callback(group.stop_all)
         names = [f"w{i}" for i in range(count)]
         for name in names:
-            group.start(name).env["OKR_LOG_LEVEL"] = "INFO"
+            group.env["OKR_LOG_LEVEL"] = "DEBUG" if args.stages else "INFO"
+            group.start(name)
         group.wait_spread(names, {})
         workers = [group.workers[n] for n in names]
         reader_url = None
@@ -475,6 +479,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
             waiting[org].append((KEY_RESULTS + 5 + len(waiting[org]) + 1, i))
         sent: list[float] = []
         start = time.perf_counter() + 0.05
+        wall = time.time() - time.perf_counter()  # perf_counter -> epoch seconds
 
         def steady_produce() -> None:
             while (done := len(sent)) < len(steady):
@@ -505,10 +510,161 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         result.steady_cpu, _ = meter.end()
         result.steady_seconds = time.perf_counter() - start
         result.lags = list(lags.values())
+        if args.stages:
+            samples = {
+                (org, sequence): (
+                    wall + start + i / args.rate,
+                    wall + start + i / args.rate + lags[i],
+                )
+                for org, queue in _sample_keys(steady, lag_orgs).items()
+                for sequence, i in queue
+            }
+            result.stages = stage_split(
+                address, topics["ledger"], samples, [w.log_path for w in workers]
+            )
         result.achieved = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
         result.peak = [peak_mib(w) for w in workers]
         result.peak_parts = [peak_parts(w) for w in workers]
     return result
+
+
+def _sample_keys(
+    steady: list[tuple[str, bytes]], orgs: list[str]
+) -> dict[str, list[tuple[int, int]]]:
+    """org -> (sequence, index in ``steady``) of the freshness samples."""
+    keys: dict[str, list[tuple[int, int]]] = {org: [] for org in orgs}
+    for i, (org, _) in enumerate(steady):
+        keys[org].append((KEY_RESULTS + 5 + len(keys[org]) + 1, i))
+    return keys
+
+
+_LOG_TIME = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})")
+_INTAKE_FETCHED = re.compile(r"intake partition (\d+): offsets (\d+)-(\d+) handed over")
+_SEQUENCED = re.compile(r"partition (\d+): offsets (\d+)-(\d+), \d+ events")
+_LEDGER_FETCHED = re.compile(r"ledger partition (\d+): offsets (\d+)-(\d+) handed over")
+_PROJECTED = re.compile(r"projected \d+ records \(ledger ([0-9:\- ]*)\)")
+STAGES = (
+    "produced -> fetched by the sequencer",
+    "fetched -> deciding (lane and pipe queues)",
+    "deciding -> ledger records produced",
+    "produced -> written and committed",
+    "committed -> fetched by the projector",
+    "fetched -> inserted (linger, flush)",
+    "inserted -> seen by the poll",
+)
+
+
+def _log_seconds(line: str) -> float | None:
+    match = _LOG_TIME.match(line)
+    if match is None:
+        return None
+    moment = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
+    return moment + int(match[2]) / 1000
+
+
+class _Ranges:
+    """The first logged time of each (partition, offset) of interest, from range lines."""
+
+    def __init__(self, wanted: dict[int, list[int]]) -> None:
+        self.wanted = {p: sorted(set(offsets)) for p, offsets in wanted.items()}
+        self.found: dict[tuple[int, int], float] = {}
+
+    def add(self, partition: int, first: int, last: int, moment: float) -> None:
+        import bisect
+
+        offsets = self.wanted.get(partition, [])
+        for offset in offsets[
+            bisect.bisect_left(offsets, first) : bisect.bisect_right(offsets, last)
+        ]:
+            self.found.setdefault((partition, offset), moment)
+
+
+def stage_split(
+    address: str,
+    ledger_topic: str,
+    samples: dict[tuple[str, int], tuple[float, float]],
+    logs: list[Path],
+) -> dict[str, list[float]]:
+    """Seconds of each of :data:`STAGES` per freshness sample: ``samples`` maps (org,
+    sequence) to (due, seen) in epoch seconds; the ledger is read back (each event's
+    ``recorded_at``, its origin and its record's timestamp) and the workers' debug lines
+    (:mod:`processors.kafka_worker`, :mod:`processors.kafka_projector`,
+    :mod:`processors.sequencer_core`) give the other moments."""
+    import orjson
+    from kafka import KafkaConsumer, TopicPartition
+
+    from events.intake_wire import Origin
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=[address], enable_auto_commit=False, isolation_level="read_committed"
+    )
+    tps = [TopicPartition(ledger_topic, p) for p in consumer.partitions_for_topic(ledger_topic)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    events: dict[tuple[str, int], tuple[int, int, int, int, float, float]] = {}
+    while any(consumer.position(tp) < ends[tp] for tp in tps):
+        for tp, records in consumer.poll(timeout_ms=1000).items():
+            for record in records:
+                value = orjson.loads(record.value)
+                key = (value.get("org_id"), value.get("sequence"))
+                origin = Origin.from_headers(record.headers or ())
+                if key in samples and origin is not None:
+                    recorded = datetime_seconds(value["recorded_at"])
+                    events[key] = (
+                        origin.partition, origin.offset, tp.partition, record.offset,
+                        recorded, record.timestamp / 1000,
+                    )  # fmt: skip
+    consumer.close()
+    intake_wanted: dict[int, list[int]] = {}
+    ledger_wanted: dict[int, list[int]] = {}
+    for ip, io, lp, lo, *_ in events.values():
+        intake_wanted.setdefault(ip, []).append(io)
+        ledger_wanted.setdefault(lp, []).append(lo)
+    fetched, sequenced = _Ranges(intake_wanted), _Ranges(intake_wanted)
+    handed, projected = _Ranges(ledger_wanted), _Ranges(ledger_wanted)
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            moment = _log_seconds(line)
+            if moment is None:
+                continue
+            if match := _INTAKE_FETCHED.search(line):
+                fetched.add(int(match[1]), int(match[2]), int(match[3]), moment)
+            elif match := _LEDGER_FETCHED.search(line):
+                handed.add(int(match[1]), int(match[2]), int(match[3]), moment)
+            elif match := _SEQUENCED.search(line):
+                sequenced.add(int(match[1]), int(match[2]), int(match[3]), moment)
+            elif match := _PROJECTED.search(line):
+                for part in match[1].split():
+                    partition, _, span = part.partition(":")
+                    first, _, last = span.partition("-")
+                    projected.add(int(partition), int(first), int(last), moment)
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    for key, (due, seen) in samples.items():
+        if key not in events:
+            continue
+        ip, io, lp, lo, recorded, produced = events[key]
+        moments = (
+            due,
+            fetched.found.get((ip, io)),
+            recorded,
+            produced,
+            sequenced.found.get((ip, io)),
+            handed.found.get((lp, lo)),
+            projected.found.get((lp, lo)),
+            seen,
+        )
+        if any(m is None for m in moments):
+            continue
+        for name, (before, after) in zip(STAGES, itertools.pairwise(moments), strict=True):
+            stages[name].append(after - before)  # type: ignore[operator]
+    return stages
+
+
+def datetime_seconds(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def main() -> None:
@@ -528,6 +684,13 @@ def main() -> None:
         "--visible-poll-ms", type=float, default=20.0,
         help="pause between two polls of the projections while timing the throughput phase "
         "(the figure's resolution; each poll takes the worker's CPU)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stages", action="store_true",
+        help="split each freshness sample into stages (the worker logs at DEBUG, which costs "
+        "it some CPU; the ledger is read back afterwards): produce -> fetched by the "
+        "sequencer -> decided -> written and committed -> fetched by the projector -> "
+        "inserted -> seen by the poll",
     )  # fmt: skip
     parser.add_argument("--address", help="host:port of a broker (default: start Tansu)")
     args = parser.parse_args()
@@ -586,6 +749,7 @@ def main() -> None:
             f"  freshness at {run.achieved:,.0f}/s achieved: p50 {p50:,.0f} ms, "
             f"p99 {p99:,.0f} ms, max {max(run.lags) * 1000:,.0f} ms"
         )
+        print_stages(run)
         print_cpu(run)
         peaks = ", ".join(
             f"{mib:,.0f} MiB ("
@@ -594,6 +758,20 @@ def main() -> None:
             for mib, parts in zip(run.peak, run.peak_parts, strict=True)
         )
         print(f"  peak RSS per worker (its sequencer process included): {peaks}")
+
+
+def print_stages(run: Run) -> None:
+    """p50 / p99 of each stage of the freshness samples (``--stages``)."""
+    if not run.stages:
+        return
+    counted = len(next(iter(run.stages.values())))
+    print(f"  freshness by stage ({counted:,} of {len(run.lags):,} samples matched), ms:")
+    for name, values in run.stages.items():
+        if values:
+            p50, p99 = (percentile(values, q) * 1000 for q in (0.5, 0.99))
+            print(
+                f"    {name:46} p50 {p50:>7,.0f}  p99 {p99:>7,.0f}  max {max(values) * 1000:>7,.0f}"
+            )
 
 
 def print_cpu(run: Run) -> None:

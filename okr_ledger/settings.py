@@ -92,6 +92,25 @@ class Settings(BaseSettings):
     sequencer_batch_size: int = Field(
         default=2000, ge=1, description="Intake records the Kafka sequencer decides per batch."
     )
+    projector_linger_ms: int = Field(
+        default=50,
+        ge=0,
+        le=10_000,
+        description="How long the Kafka worker's projector waits for more ledger records "
+        "before it inserts what it has (each insert has a fixed cost).",
+    )
+    projector_idle_ms: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="The projector inserts sooner once no ledger record has come for this "
+        "long (0: off, it waits the whole linger).",
+    )
+    projector_batch_size: int = Field(
+        default=20_000,
+        ge=1,
+        description="Ledger records the Kafka worker's projector inserts at a time, at most.",
+    )
     kafka_transactions: bool = Field(
         default=True,
         description="The worker writes each batch in a Kafka transaction, with a transactional "

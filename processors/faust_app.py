@@ -95,6 +95,7 @@ class OkrApp(faust.App):
         consumer.delivery = self.okr
         consumer.fetch_max_wait_ms = self.okr.config.timings.fetch_max_wait_ms
         consumer.fetch_bytes = self.okr.config.fetch_bytes
+        consumer.late_topics = frozenset({self.okr.config.topics.intake})
         return consumer
 
     def on_webserver_init(self, web: Any) -> None:
@@ -168,6 +169,7 @@ class Worker(Delivery):
             self._progress,
             batch_size=c.projector_batch_size,
             linger_s=c.projector_linger_s,
+            idle_s=c.projector_idle_s,
             crash=self.app.crash,
         )
         self._started.set()

@@ -141,6 +141,10 @@ class OkrConsumer(AIOKafkaConsumer):
     delivery: Delivery
     fetch_max_wait_ms = 100
     fetch_bytes = 4 << 20
+    late_topics: frozenset[str] = frozenset()
+    """Topics whose batches are handed over after the others of the same fetch: their
+    agent may make the hand-over wait (the sequencer, when its lanes are full), and the
+    records of the other topics (the ledger, for the projector) must not wait behind it."""
     _thread: FastFetchThread
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
@@ -199,7 +203,8 @@ class OkrConsumer(AIOKafkaConsumer):
             if not records or self.should_stop:
                 continue
             generation = self.app.consumer_generation_id
-            for tp, batch in records.items():
+            late = self.late_topics
+            for tp, batch in sorted(records.items(), key=lambda item: item[0].topic in late):
                 # Faust's own guards (Consumer.getmany): stop at a revocation or a new generation
                 if not self.flow_active or self.app.consumer_generation_id != generation:
                     break

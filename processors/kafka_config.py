@@ -59,6 +59,8 @@ class WorkerConfig:
     """Ledger records the projector inserts at a time, at most."""
     projector_linger_s: float = 0.05
     """How long the projector waits for more records before inserting what it has."""
+    projector_idle_s: float = 0.0
+    """The projector inserts sooner once nothing has come for this long (0: off)."""
     fetch_bytes: int = 4 << 20
     """Bytes of one fetch, at most (the whole response, and each partition's share of it).
     With a backlog the consumer holds what its fetches brought until the agents take it:

@@ -62,6 +62,8 @@ class Pending:
     rejections: list[tuple[int, bytes | None]] = field(default_factory=list)
     """(offset, value) of rejections-topic records, in offset order."""
     first_at: float = 0.0
+    last_at: float = 0.0
+    """When the first and the latest records were handed over (``time.monotonic``)."""
 
     def __len__(self) -> int:
         return len(self.ledger) + len(self.rejections)
@@ -200,6 +202,7 @@ class ProjectorAgent:
         *,
         batch_size: int = 20_000,
         linger_s: float = 0.05,
+        idle_s: float = 0.0,
         crash: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses the projection's sink (a blocking
@@ -214,7 +217,7 @@ class ProjectorAgent:
         its rows, so nothing may be inserted or settled after it."""
         self.metrics = metrics
         self._progress = progress
-        self.batch_size, self.linger_s = batch_size, linger_s
+        self.batch_size, self.linger_s, self.idle_s = batch_size, linger_s, idle_s
         self._pending = Pending()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -265,8 +268,9 @@ class ProjectorAgent:
         if generation != self._generation:
             return
         pending = self._pending
+        pending.last_at = time.monotonic()
         if not pending:
-            pending.first_at = time.monotonic()
+            pending.first_at = pending.last_at
         if rejections:
             pending.rejections.extend(
                 (r.offset, None if isinstance(r, Unreadable) else r.value) for r in records
@@ -277,6 +281,14 @@ class ProjectorAgent:
                 if isinstance(r, Unreadable)
                 else (partition, r.offset, r.key, r.value)
                 for r in records
+            )
+        if records and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s partition %s: offsets %s-%s handed over",
+                "rejections" if rejections else "ledger",
+                partition,
+                records[0].offset,
+                records[-1].offset,
             )
         if len(pending) >= self.batch_size:
             await self._flush()
@@ -295,13 +307,24 @@ class ProjectorAgent:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                due = self._pending.first_at + self.linger_s - time.monotonic()
-                if due > 0:
-                    await asyncio.sleep(due)
+                while (wait := self._due() - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
                 await self._flush()
         except Exception as error:  # an insert failed: the worker must not go on without it
             await self._failed(error)
             raise
+
+    def _due(self) -> float:
+        """When what is pending is to be inserted: ``linger_s`` after its first record, or
+        sooner, ``idle_s`` after its latest (when set), so that a batch that stopped growing
+        does not wait out the linger."""
+        pending = self._pending
+        if not pending:
+            return 0.0
+        due = pending.first_at + self.linger_s
+        if self.idle_s > 0:
+            due = min(due, pending.last_at + self.idle_s)
+        return due
 
     async def _failed(self, error: BaseException) -> None:
         """End the worker, once (the agent's own path ends it too, through its caller)."""
@@ -332,7 +355,8 @@ class ProjectorAgent:
                 rejections=len(pending.rejections),
                 seconds=time.monotonic() - started,
             )
-            log.debug("projected %s records", len(pending))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("projected %s records (ledger %s)", len(pending), _ranges(pending))
 
     async def _report_lag(self) -> None:
         """Every second: per owned partition, the records fetched past (the consumer's end
@@ -354,3 +378,12 @@ class ProjectorAgent:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+
+def _ranges(pending: Pending) -> str:
+    """``partition:first-last`` of each ledger partition in ``pending`` (for the debug log)."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for partition, offset, *_ in pending.ledger:
+        first, _last = ranges.get(partition, (offset, offset))
+        ranges[partition] = (first, offset)
+    return " ".join(f"{p}:{first}-{last}" for p, (first, last) in sorted(ranges.items()))

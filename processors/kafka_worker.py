@@ -188,6 +188,13 @@ class SequencerAgent:
         :class:`~processors.faust_batches.Unreadable`), queued for the partition's lane."""
         lane = self._lanes.get(partition)
         size = self.config.sequencer_batch_size
+        if records and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "intake partition %s: offsets %s-%s handed over",
+                partition,
+                records[0].offset,
+                records[-1].offset,
+            )
         for start in range(0, len(records), size):
             if lane is None or lane.generation != generation:
                 return

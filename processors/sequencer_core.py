@@ -18,6 +18,12 @@ outcomes in one transaction through the partition's writer
 partition now is :attr:`Verdict.FENCED`; any other failure of a write (the state may be ahead
 of the ledger) is :attr:`Verdict.RESTORE`: restore from nothing.
 
+**One batch decides at a time.** Deciding a batch (Python, under the GIL) holds a lock, let
+go of once the batch is decided: the batches of several partitions, fetched together, are
+decided one after the other (the first is written and kept while the second is decided)
+instead of all at once, each slowed by all the others, and all of them reaching Kafka at the
+end.
+
 **Transactions, one at a time.** Calls of different partitions run at the same time (one per
 partition), so that one partition's batch is decided (Python, CPU) while another's transaction
 waits on Kafka. But a process has at most one transaction (or fence) under way: the writes
@@ -135,6 +141,9 @@ class SequencerCore:
         self._transacting = threading.Lock()
         """Held by the one transaction (or fence) under way in this process: see
         "Transactions, one at a time" in the module docstring."""
+        self._deciding = threading.Lock()
+        """Held by the batch being decided: see "One batch decides at a time" in the module
+        docstring."""
 
     def fence(self, partitions: list[int]) -> None:
         """Make the writers of ``partitions``: every earlier writer of each is refused from
@@ -284,12 +293,22 @@ class SequencerCore:
         owned = self._owned.get(partition)
         if owned is None or not owned.intact:
             return Sequenced(Verdict.RESTORE, None)
+        self._deciding.acquire()
+        decided = _Once(self._deciding.release)
+        try:
+            return self._sequence(partition, owned, records, decided)
+        finally:
+            decided()
+
+    def _sequence(
+        self, partition: int, owned: Owned, records: list[IntakeRecord], decided: "_Once"
+    ) -> Sequenced:
         started = time.monotonic()
         sequencer = owned.sequencer
         owned.intact = False  # until the batch is written and kept
         try:
             with sequencer.deciding(records, utc_now()) as output:
-                ledger_next = self._write(owned, output) if output.outcomes else None
+                ledger_next = self._write(owned, output, decided) if output.outcomes else None
                 if output.restore:  # the state took an event half: do not keep it
                     raise _HalfAppliedError
                 sequencer.keep(output, ledger_next, owned.rejections_next)
@@ -330,7 +349,7 @@ class SequencerCore:
             seconds=time.monotonic() - started,
         )
 
-    def _write(self, owned: Owned, output: BatchOutput) -> int | None:
+    def _write(self, owned: Owned, output: BatchOutput, decided: "_Once") -> int | None:
         """Write a decided batch; the ledger offset after its last event (None: it has none).
         Raises :class:`SequenceConflictError` when another writer's record landed among its
         events (the outcomes were not written: restore)."""
@@ -338,6 +357,7 @@ class SequencerCore:
         events = [(event, (origin.header(),)) for event, origin in output.events]
         rejections = [(rejection, (origin.header(),)) for rejection, origin in output.rejections]
         outcomes = [OutRecord(topic, o.partition, o.key, o.value) for o in output.outcomes]
+        decided()  # the next batch decides while this one is written and kept
         with self._transacting:
             appended = owned.writer.append(events, rejections, outcomes)
         if appended.moved:
@@ -351,6 +371,18 @@ class SequencerCore:
         for partition in {*self._owned, *self._fenced}:
             self.drop(partition)
         self.log.close()
+
+
+class _Once:
+    """Calls ``function`` the first time it is called, and never again."""
+
+    def __init__(self, function: Callable[[], object]) -> None:
+        self._function: Callable[[], object] | None = function
+
+    def __call__(self) -> None:
+        function, self._function = self._function, None
+        if function is not None:
+            function()
 
 
 class CoreRunner(Protocol):

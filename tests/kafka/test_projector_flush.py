@@ -159,3 +159,25 @@ def test_nothing_is_inserted_or_settled_after_an_insert_failed_past_its_projecti
     assert store.positions() == {}
     assert store.rows("SELECT count() FROM {db}.audit_events") == [(0,)]
     store.close()
+
+
+def test_a_batch_that_stopped_growing_is_inserted_before_the_linger_ends() -> None:
+    """``idle_s``: what is pending is due that long after its latest record, or at the end of
+    the linger if that comes first; without it, at the end of the linger only."""
+
+    def due(idle_s: float, first_at: float, last_at: float) -> float:
+        agent = ProjectorAgent(
+            LedgerProjection.__new__(LedgerProjection),
+            ThreadPoolExecutor(1),
+            PrometheusMetrics(),
+            no_progress,
+            linger_s=1.0,
+            idle_s=idle_s,
+        )
+        agent._pending.ledger.append((0, 0, None, None))
+        agent._pending.first_at, agent._pending.last_at = first_at, last_at
+        return agent._due()
+
+    assert due(0.0, first_at=10.0, last_at=10.5) == 11.0
+    assert due(0.1, first_at=10.0, last_at=10.5) == 10.6
+    assert due(0.1, first_at=10.0, last_at=10.95) == 11.0  # the linger bounds it
