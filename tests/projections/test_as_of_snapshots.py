@@ -70,8 +70,17 @@ def _ledger(builder: LedgerBuilder) -> None:
     builder.check_in("k1", 35, day(20), 0.3)  # 21
 
 
+PREFIXES = (range(0, 6), range(6, 12), range(12, 17), range(17, 22))
+"""Every prefix of the 21 events, in four tests (they run on several workers at once)."""
+
+
+@pytest.mark.parametrize("prefixes", PREFIXES, ids=lambda r: f"{r.start}-{r.stop - 1}")
 def test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix(
-    every_four: None, tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+    every_four: None,
+    tmp_path: Path,
+    builder: LedgerBuilder,
+    open_store: StoreFactory,
+    prefixes: range,
 ) -> None:
     _ledger(builder)
     full, prefix = open_store("full"), open_store("prefix")
@@ -89,7 +98,8 @@ def test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix(
     )
     assert stamps == [(8, ["o1", "o2"]), (12, ["o1", "o2"]), (16, ["o1", "o2"]),
                       (20, ["o1", "o2"])]  # fmt: skip
-    for k in range(len(events) + 1):
+    assert sorted(k for r in PREFIXES for k in r) == list(range(len(events) + 1))
+    for k in prefixes:
         project_prefix(events[:k], prefix, tmp_path)
         cutoff = events[k - 1].recorded if k else events[0].recorded - (day(2) - day(1))
         assert snapshot_base(k) == k - k % EVERY
