@@ -146,6 +146,12 @@ def _checked(database: str, url: str) -> str:
 CHDB_ALLOCATOR = ("JE_MALLOC_CONF", "dirty_decay_ms:0")
 
 
+CHDB_SESSION = {"log_queries": 0, "log_processors_profiles": 0}
+"""Settings of every chDB connection. chDB has no ``system.query_log`` or
+``system.processors_profile_log`` to write to, yet by default it gathers each statement's
+entries for them: about 1.5 of a small statement's 3 ms of CPU (14 % of the projection tests'
+CPU), for nothing."""
+
 MMAP_THRESHOLD = 1 << 20
 """With chDB in the process, blocks of at least this size get their own mapping from the C
 library's allocator (glibc's ``M_MMAP_THRESHOLD``), handed back to the kernel when freed. By
@@ -249,7 +255,9 @@ def connect(target: Target) -> ClickHouseClient:
     try:
         if target.embedded:
             assert target.path is not None
-            client: Any = clickhouse_connect.get_client(dsn=f"chdb://{target.path}")
+            client: Any = clickhouse_connect.get_client(
+                dsn=f"chdb://{target.path}", settings=dict(CHDB_SESSION)
+            )
         else:
             client = clickhouse_connect.get_client(
                 host=target.host,

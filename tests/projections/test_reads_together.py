@@ -3,6 +3,7 @@ once, the same rows as one after the other; the extra connections closed with th
 
 import pytest
 
+from projections.client import CHDB_SESSION
 from projections.store import READERS, ProjectionStore
 from schemas.errors import ProjectionQueryError
 
@@ -47,3 +48,11 @@ def test_close_closes_the_readers(store: ProjectionStore) -> None:
     for reader in readers:
         with pytest.raises(Exception, match="closed"):
             reader.query("SELECT 1")
+
+
+def test_every_connection_skips_the_logs_chdb_has_no_table_for(store: ProjectionStore) -> None:
+    store.dicts_together([("SELECT 1", None), ("SELECT 2", None)])  # opens the readers
+    names = "SELECT name, value FROM system.settings WHERE name IN {n:Array(String)}"
+    for client in (store.client, *store.readers):
+        found = dict(client.query(names, {"n": list(CHDB_SESSION)}).result_rows)
+        assert found == {name: str(value) for name, value in CHDB_SESSION.items()}
