@@ -54,5 +54,6 @@ def test_every_connection_skips_the_logs_chdb_has_no_table_for(store: Projection
     store.dicts_together([("SELECT 1", None), ("SELECT 2", None)])  # opens the readers
     names = "SELECT name, value FROM system.settings WHERE name IN {n:Array(String)}"
     for client in (store.client, *store.readers):
-        found = dict(client.query(names, {"n": list(CHDB_SESSION)}).result_rows)
+        rows = client.query(names, {"n": list(CHDB_SESSION)}).result_rows
+        found = {str(name): str(value) for name, value in rows}
         assert found == {name: str(value) for name, value in CHDB_SESSION.items()}
