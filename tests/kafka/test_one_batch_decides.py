@@ -17,7 +17,7 @@ import pytest
 
 from events.kafka_client import Connection
 from processors.kafka_sequencer import BatchOutput, IntakeRecord
-from processors.sequencer_core import SequencerCore, Sequenced, Verdict
+from processors.sequencer_core import Sequenced, SequencerCore, Verdict
 from tests.kafka.test_fenced_restore import Place, _intake, _topics, _write
 
 pytestmark = pytest.mark.kafka
