@@ -97,7 +97,7 @@ def test_one_batch_decides_at_a_time_and_the_next_decides_while_it_is_written(
             release_write.wait(2 * WAIT_S)  # the test's own waits end first
             return append(*args)
 
-        writer.append = held_append  # type: ignore[method-assign]
+        writer.append = held_append  # type: ignore[method-assign,assignment]
         first, first_result = _in_thread(lambda: core.sequence(0, intake[0][2]))
         assert writing.wait(WAIT_S)
         second, second_result = _in_thread(lambda: core.sequence(1, intake[1][2]))
