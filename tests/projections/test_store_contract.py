@@ -9,6 +9,7 @@ dropped afterwards.
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -217,6 +218,35 @@ class ProjectionStoreContract:
         store.discard_unfinished(found, {ORG: (key, 5)})  # the latest owner's removes them
         later = "SELECT count() FROM {db}.audit_events WHERE sequence > 6"
         assert store.rows(later) == [(0,)]
+
+    def test_one_discard_removes_each_org_whose_partition_is_still_claimed(
+        self, store: ProjectionStore, builder: LedgerBuilder, tmp_path: Path
+    ) -> None:
+        """A takeover discards the commits cut short of all its orgs at once, each only while
+        its own partition's claim is the latest."""
+        other = LedgerBuilder(tmp_path / "other.db", org="other")
+        try:
+            found: dict[str, dict[str, int]] = {t.LEDGER_STREAM: {}, t.BEGUN_STREAM: {}}
+            for ledger in (builder, other):
+                small_ledger(ledger)
+                events = ledger.events()
+                projector = Projector()
+                first, second = projector.project(events[:6]), projector.project(events[6:])
+                store.insert(first)
+                store.insert({k: rows for k, rows in second.items() if k != t.CHECKPOINTS})
+                found[t.LEDGER_STREAM][ledger.org] = 6
+                found[t.BEGUN_STREAM][ledger.org] = len(events)
+            replaced, held = t.owner_key(0), t.owner_key(1)
+            store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, replaced, 4, 0)]})
+            store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, held, 4, 0)]})
+            store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, replaced, 5, 0)]})  # a later owner
+            owners = {ORG: (replaced, 4), "other": (held, 4)}
+            assert store.discard_unfinished(found, owners) == sorted([ORG, "other"])
+            later = "SELECT org_id, count() FROM {db}.%s WHERE sequence > 6 GROUP BY org_id"
+            for table in (t.AUDIT, t.CHECK_INS):
+                assert dict(store.rows(later % table)) == {ORG: 5}, table
+        finally:
+            other.close()
 
     def test_a_commit_by_an_owner_since_replaced_moves_no_checkpoint(
         self, store: ProjectionStore, builder: LedgerBuilder
