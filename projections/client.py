@@ -146,11 +146,14 @@ def _checked(database: str, url: str) -> str:
 CHDB_ALLOCATOR = ("JE_MALLOC_CONF", "dirty_decay_ms:0")
 
 
-CHDB_SESSION = {"log_queries": 0, "log_processors_profiles": 0}
+CHDB_SESSION = {"log_queries": 0, "log_processors_profiles": 0, "use_query_condition_cache": 0}
 """Settings of every chDB connection. chDB has no ``system.query_log`` or
 ``system.processors_profile_log`` to write to, yet by default it gathers each statement's
 entries for them: about 1.5 of a small statement's 3 ms of CPU (14 % of the projection tests'
-CPU), for nothing."""
+CPU), for nothing. The query condition cache remembered which granules a filter with a scalar
+subquery matched and reused that for another value of the subquery: a view as of one time
+answered with another's rows (the views set it off themselves too; ``as_of_sequence``'s
+filter is of that kind). A command's process is too short-lived to gain from it."""
 
 MMAP_THRESHOLD = 1 << 20
 """With chDB in the process, blocks of at least this size get their own mapping from the C

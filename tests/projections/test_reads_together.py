@@ -50,7 +50,7 @@ def test_close_closes_the_readers(store: ProjectionStore) -> None:
             reader.query("SELECT 1")
 
 
-def test_every_connection_skips_the_logs_chdb_has_no_table_for(store: ProjectionStore) -> None:
+def test_every_connection_has_the_session_settings(store: ProjectionStore) -> None:
     store.dicts_together([("SELECT 1", None), ("SELECT 2", None)])  # opens the readers
     names = "SELECT name, value FROM system.settings WHERE name IN {n:Array(String)}"
     for client in (store.client, *store.readers):
