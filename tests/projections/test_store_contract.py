@@ -38,6 +38,18 @@ def small_ledger(builder: LedgerBuilder) -> None:
         builder.check_in("k", 10 * n, day(n))
 
 
+def cut_short(store: ProjectionStore, builder: LedgerBuilder) -> int:
+    """The small ledger's first 6 events committed, the rest stored without their checkpoint
+    (a commit cut short); how many events it has."""
+    small_ledger(builder)
+    events = builder.events()
+    projector = Projector()
+    first, second = projector.project(events[:6]), projector.project(events[6:])
+    store.insert(first)
+    store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
+    return len(events)
+
+
 def answers(store: ProjectionStore) -> list[object]:
     moment = Moment(now=day(30))
     found = queries.progress(store, ORG, moment, 5)
@@ -201,14 +213,8 @@ class ProjectionStoreContract:
     ) -> None:
         """A worker paused between reading the checkpoints and sending its discard wakes up
         after the next owner claimed the partition: its DELETEs must match nothing."""
-        small_ledger(builder)
-        events = builder.events()
-        projector = Projector()
-        first, second = projector.project(events[:6]), projector.project(events[6:])
-        store.insert(first)
-        store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
+        found = {t.LEDGER_STREAM: {ORG: 6}, t.BEGUN_STREAM: {ORG: cut_short(store, builder)}}
         counts = {table: store.rows(f"SELECT count() FROM {{db}}.{table}") for table in t.HISTORY}
-        found = {t.LEDGER_STREAM: {ORG: 6}, t.BEGUN_STREAM: {ORG: len(events)}}
         key = t.owner_key(0)
         store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 4, 0)]})
         store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 5, 0)]})  # the next owner's claim
@@ -228,14 +234,8 @@ class ProjectionStoreContract:
         try:
             found: dict[str, dict[str, int]] = {t.LEDGER_STREAM: {}, t.BEGUN_STREAM: {}}
             for ledger in (builder, other):
-                small_ledger(ledger)
-                events = ledger.events()
-                projector = Projector()
-                first, second = projector.project(events[:6]), projector.project(events[6:])
-                store.insert(first)
-                store.insert({k: rows for k, rows in second.items() if k != t.CHECKPOINTS})
+                found[t.BEGUN_STREAM][ledger.org] = cut_short(store, ledger)
                 found[t.LEDGER_STREAM][ledger.org] = 6
-                found[t.BEGUN_STREAM][ledger.org] = len(events)
             replaced, held = t.owner_key(0), t.owner_key(1)
             store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, replaced, 4, 0)]})
             store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, held, 4, 0)]})
