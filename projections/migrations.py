@@ -285,11 +285,13 @@ def parameterized_view_statements() -> tuple[str, ...]:
     theme_coverage = sql.theme_coverage(
         _twin("objective_progress"), latest(t.THEMES), latest(t.PERIODS)
     )
+    structures = latest(t.OBJECTIVES)
     sources = monitoring_views.Sources(
         key_result_progress=_twin("key_result_progress"),
-        objective_progress=_twin("objective_progress"),
-        objectives=latest(t.OBJECTIVES),
-        theme_coverage=_twin("theme_coverage"),
+        key_results=f"({sql.key_result_definitions_as_of(db, where)})",
+        objective_flags=(f"(SELECT *, {sql.objective_flags(FOCUS_LIMIT_SQL)} FROM {structures})"),
+        objectives=structures,
+        theme_coverage=sql.uncovered_themes(structures, latest(t.THEMES), latest(t.PERIODS)),
         periods=_twin("periods"),
         owners=_twin("owners"),
         check_ins=_twin("check_in_history"),
