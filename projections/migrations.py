@@ -285,7 +285,7 @@ def parameterized_view_statements() -> tuple[str, ...]:
     theme_coverage = sql.theme_coverage(
         _twin("objective_progress"), latest(t.THEMES), latest(t.PERIODS)
     )
-    structures = latest(t.OBJECTIVES)
+    structures = sql.latest_sorted(db, t.OBJECTIVES, where)
     sources = monitoring_views.Sources(
         key_result_progress=_twin("key_result_progress"),
         key_results=f"({sql.key_result_definitions_as_of(db, where)})",
