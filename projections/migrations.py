@@ -207,7 +207,7 @@ FOCUS_LIMIT_SQL = (
 
 
 def _view(name: str, body: str) -> str:
-    return f"CREATE OR REPLACE VIEW {{db}}.{name} AS {body}"
+    return f"CREATE OR REPLACE VIEW {{db}}.{name} AS {body} SETTINGS join_algorithm = 'hash'"
 
 
 def _history(table: str, order: str) -> str:
