@@ -279,19 +279,19 @@ def parameterized_view_statements() -> tuple[str, ...]:
     # A twin reads the twins it is built on, passing its parameters on, rather than their SQL
     # written out: the engine analyses a parameterized view's definition whenever it starts
     # (``attention_at`` written out, 110 KB, took it ~50 ms at every command).
-    objectives = sql.objectives_at(db, f"(SELECT * FROM {_twin('key_result_progress')})")
+    objectives = sql.objectives_at(db)
     key_result_progress = sql.key_result_progress(sql.key_results_at(db), sql.VIEW_REF)
     objective_progress = sql.objective_progress(objectives, sql.VIEW_REF, FOCUS_LIMIT_SQL)
-    theme_coverage = sql.theme_coverage(
-        _twin("objective_progress"), latest(t.THEMES), latest(t.PERIODS)
-    )
+    themes = sql.latest_sorted(db, t.THEMES, where)
+    periods = sql.latest_sorted(db, t.PERIODS, where)
+    theme_coverage = sql.theme_coverage(_twin("objective_progress"), themes, periods)
     structures = sql.latest_sorted(db, t.OBJECTIVES, where)
     sources = monitoring_views.Sources(
         key_result_progress=_twin("key_result_progress"),
         key_results=f"({sql.key_result_definitions_as_of(db, where)})",
         objective_flags=(f"(SELECT *, {sql.objective_flags(FOCUS_LIMIT_SQL)} FROM {structures})"),
         objectives=structures,
-        theme_coverage=sql.uncovered_themes(structures, latest(t.THEMES), latest(t.PERIODS)),
+        theme_coverage=sql.uncovered_themes(structures, themes, periods),
         periods=_twin("periods"),
         owners=_twin("owners"),
         check_ins=_twin("check_in_history"),
