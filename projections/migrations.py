@@ -257,11 +257,6 @@ def view_statements() -> tuple[str, ...]:
     )
 
 
-def _twin(view: str) -> str:
-    """A parameterized twin called with the parameters of the view that reads it."""
-    return f"{{db}}.{view}_at(as_of = {sql.AS_OF_PARAM}, at = {sql.AT_PARAM})"
-
-
 def parameterized_view_statements() -> tuple[str, ...]:
     """``<view>_at(as_of = ..., at = ...)`` for every view: the answer as of a recorded time
     (and, where business time matters, at a business time), as the CLI's ``--as-of`` /
@@ -276,42 +271,49 @@ def parameterized_view_statements() -> tuple[str, ...]:
     def history(table: str, order: str) -> str:
         return f"SELECT * FROM {db}.{table} FINAL WHERE {where} ORDER BY {order}"
 
-    # A twin reads the twins it is built on, passing its parameters on, rather than their SQL
-    # written out: the engine analyses a parameterized view's definition whenever it starts
-    # (``attention_at`` written out, 110 KB, took it ~50 ms at every command).
-    objectives = sql.objectives_at(db)
+    # A twin has the SQL of the twins it is built on written out, each read once, not their
+    # names: the engine analyses a parameterized view's whole definition at each place a
+    # statement names it, and again to learn its columns (so twins naming twins multiplied
+    # it: ``attention_at`` cost ~1.4 s of CPU on an empty store, ``key_result_progress``
+    # 15 ms). Relations only the structure matters to are read from the structures.
     key_result_progress = sql.key_result_progress(sql.key_results_at(db), sql.VIEW_REF)
-    objective_progress = sql.objective_progress(objectives, sql.VIEW_REF, FOCUS_LIMIT_SQL)
+    objective_progress = sql.objective_progress(
+        sql.objectives_at(db), sql.VIEW_REF, FOCUS_LIMIT_SQL
+    )
     themes = sql.latest_sorted(db, t.THEMES, where)
     periods = sql.latest_sorted(db, t.PERIODS, where)
-    theme_coverage = sql.theme_coverage(_twin("objective_progress"), themes, periods)
     structures = sql.latest_sorted(db, t.OBJECTIVES, where)
+    check_in_history = (
+        "SELECT * EXCEPT (sequence, recorded_at, change), sequence AS as_of_sequence, "
+        f"recorded_at AS updated_at, change AS last_change FROM {latest(t.CHECK_INS)}"
+    )
+    owners = monitoring_views.owners(where)
     sources = monitoring_views.Sources(
-        key_result_progress=_twin("key_result_progress"),
+        key_result_progress=f"({key_result_progress})",
         key_results=f"({sql.key_result_definitions_as_of(db, where)})",
-        objective_flags=(f"(SELECT *, {sql.objective_flags(FOCUS_LIMIT_SQL)} FROM {structures})"),
+        objective_flags=f"(SELECT *, {sql.objective_flags(FOCUS_LIMIT_SQL)} FROM {structures})",
         objectives=structures,
         theme_coverage=sql.uncovered_themes(structures, themes, periods),
-        periods=_twin("periods"),
-        owners=_twin("owners"),
-        check_ins=_twin("check_in_history"),
+        periods=periods,
+        owners=f"({owners})",
+        check_ins=f"({check_in_history})",
         where=where,
         ref=sql.VIEW_REF,
     )
     return (
         _view("audit_history_at", history(t.AUDIT, "org_id, sequence")),
-        _view(
-            "check_in_history_at",
-            f"SELECT * EXCEPT (sequence, recorded_at, change), sequence AS as_of_sequence, "
-            f"recorded_at AS updated_at, change AS last_change FROM {latest(t.CHECK_INS)}",
-        ),
+        _view("check_in_history_at", check_in_history),
         _view("target_history_at", history(t.TARGETS, "org_id, key_result_id, sequence")),
         _view(
             "key_result_progress_at",
             key_result_progress + " ORDER BY org_id, objective_id, key_result_id",
         ),
         _view("objective_progress_at", objective_progress + " ORDER BY org_id, objective_id"),
-        _view("theme_coverage_at", theme_coverage + " ORDER BY org_id, period_id, theme_id"),
+        _view(
+            "theme_coverage_at",
+            sql.theme_coverage(f"({objective_progress})", themes, periods)
+            + " ORDER BY org_id, period_id, theme_id",
+        ),
         _view("strategy_now_at", f"SELECT * FROM {latest(t.STRATEGY)}"),
         _view("themes_at", f"SELECT * FROM {latest(t.THEMES)}"),
         _view("org_units_at", f"SELECT * FROM {latest(t.UNITS)}"),
@@ -322,7 +324,7 @@ def parameterized_view_statements() -> tuple[str, ...]:
             f"SELECT * FROM {db}.{t.REJECTIONS} FINAL WHERE {sql.AS_OF_PARAM} IS NULL "
             f"OR recorded_at <= {sql.AS_OF_PARAM} ORDER BY position",
         ),
-        _view("owners_at", monitoring_views.owners(where)),
+        _view("owners_at", owners),
         _view("engagement_at", monitoring_views.engagement(sources)),
         _view("progress_trend_at", monitoring_views.progress_trend(sources)),
         _view("attention_at", monitoring_views.attention(sources)),
