@@ -32,7 +32,7 @@ class Sources:
     key_result_progress: str = "{db}.key_result_progress"
     key_results: str = "{db}.key_result_progress"
     objective_flags: str = "{db}.objective_progress"
-    objectives: str = sql.latest("{db}", t.OBJECTIVES)
+    objectives: str = sql.latest_sorted("{db}", t.OBJECTIVES)
     theme_coverage: str = "{db}.theme_coverage"
     periods: str = "{db}.periods"
     owners: str = "{db}.owners"
@@ -144,14 +144,15 @@ def _key_results_at_points(src: Sources, grid: str, columns: str) -> str:
         "if(arrayExists(r -> r.1 <= g.point_at, t.revisions), "
         "arrayLast(r -> r.1 <= g.point_at, t.revisions).3, t.defined))"
     )
-    start_score, _attainment = sql.score_sql("g.kind", "g.start", target, "g.start")
-    current = "arrayLast(c -> c.1.1 <= g.point_at, c.check_ins)"
-    has_current = "arrayExists(c -> c.1.1 <= g.point_at, c.check_ins)"
+    start_score, _attainment = sql.score_sql("g.kind", "g.start", "target_then", "g.start")
     return f"""
+WITH arrayLast(c -> c.1.1 <= g.point_at, c.check_ins) AS current,
+    arrayExists(c -> c.1.1 <= g.point_at, c.check_ins) AS has_current,
+    {target} AS target_then
 SELECT {columns},
-    if({has_current}, {current}.2, {start_score}) AS progress,
-    if({has_current}, {current}.3, NULL) AS confidence,
-    if({has_current}, {current}.4, NULL) AS check_in_id
+    if(has_current, current.2, {start_score}) AS progress,
+    if(has_current, current.3, NULL) AS confidence,
+    if(has_current, current.4, NULL) AS check_in_id
 FROM {grid} AS g
 LEFT JOIN (
     SELECT org_id, key_result_id,
@@ -223,7 +224,7 @@ kp AS (
 kr AS ({key_results_then}),
 sp AS (SELECT s.*, p.point_at AS point_at FROM st AS s INNER JOIN points AS p
     ON p.org_id = s.org_id),
-{sql.rollup_ctes("kr", "sp", ("org_id", "point_at"))}
+{sql.rollup_ctes("kr", "sp", ("org_id", "point_at"), cascade="st")}
 SELECT g.org_id AS org_id, 'objective' AS subject_kind, g.objective_id AS subject_id,
     g.title AS title, g.granularity AS granularity, toDate(g.bucket) AS bucket,
     g.point_at AS point_at, n.numbers_of[g.objective_id].1 AS progress,

@@ -44,13 +44,14 @@ def latest(db: str, table: str, where: str = "") -> str:
     )
 
 
-def latest_sorted(db: str, table: str, where: str) -> str:
+def latest_sorted(db: str, table: str, where: str = "") -> str:
     """The latest version of every entity of ``table`` among the rows matching ``where``, by
     sorting them (as :func:`latest_as_of`, over every org): for the small tables (the
     objectives), read by the parameterized views, where :func:`latest`'s second read (``IN``)
     of the table is more for the engine to analyse at each place a view names them."""
+    condition = f"WHERE {where} " if where else ""
     return (
-        f"(SELECT * FROM {db}.{table} WHERE {where} "
+        f"(SELECT * FROM {db}.{table} {condition}"
         f"ORDER BY sequence DESC LIMIT 1 BY org_id, {KEYS[table]})"
     )
 
@@ -484,15 +485,27 @@ NO_CONFIDENCE = "toFloat64('inf')"
 """No known confidence, in the SQL roll-up: above any confidence, so ``least`` skips it."""
 
 
-def view_filter(db: str) -> str:
-    """The rows of each org's ledger up to its last sequence recorded by ``{as_of}`` (as
-    :func:`projections.queries.sequence_as_of`, for every org at once)."""
-    cuts = (
+VIEW_CUTS = "view_cuts"
+"""The name a parameterized view gives its :func:`view_cuts` (``WITH ... AS view_cuts``)."""
+
+
+def view_cuts(db: str) -> str:
+    """Each org's last sequence recorded by ``{as_of}`` (as
+    :func:`projections.queries.sequence_as_of`, for every org at once): a map of org to
+    sequence, a scalar subquery each parameterized view names once (:data:`VIEW_CUTS`) and
+    its filters read (:func:`view_filter`), where written in each filter it was analysed and
+    run at each of them."""
+    return (
         "(SELECT mapFromArrays(groupArray(toString(org_id)), groupArray(last)) FROM ("
         f"SELECT org_id, max(sequence) AS last FROM {db}.{t.EVENT_TIMES} "
         f"WHERE {AS_OF_PARAM} IS NULL OR recorded_at <= {AS_OF_PARAM} GROUP BY org_id))"
     )
-    return f"sequence <= {cuts}[toString(org_id)]"
+
+
+def view_filter(db: str) -> str:
+    """The rows of each org's ledger up to its last sequence recorded by ``{as_of}``, in a
+    parameterized view that names :func:`view_cuts` (``db``: unused, the cut is named)."""
+    return f"sequence <= {VIEW_CUTS}[toString(org_id)]"
 
 
 def score_sql(kind: str, start: str, target: str, value: str) -> tuple[str, str]:
@@ -549,17 +562,27 @@ LEFT JOIN (
 )"""
 
 
-def rollup_ctes(key_results: str, structures: str, keys: tuple[str, ...] = ("org_id",)) -> str:
+def rollup_ctes(
+    key_results: str,
+    structures: str,
+    keys: tuple[str, ...] = ("org_id",),
+    cascade: str | None = None,
+) -> str:
     """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up: ``numbers``
     holds, per ``keys`` (one org; or one org at one business time), ``numbers_of``: a map of
     each objective to its (progress, confidence, :data:`NO_CONFIDENCE` for none) rolled up
     through the cascade, children first, from ``key_results`` (``keys``, ``objective_id``,
     ``key_result_id``, ``weight``, ``progress``, ``confidence``, ``retired``) over the
-    objectives of ``structures`` (``keys`` and the objectives' structure columns)."""
+    objectives of ``structures`` (``keys`` and the objectives' structure columns).
+    ``cascade``: the objectives of one org (``structures`` at any one of its ``keys``), when
+    ``structures`` repeats them (at several business times): the children are read from it,
+    once per org, not from ``structures`` again."""
     group = ", ".join(keys)
 
-    def on(alias: str) -> str:
+    def on(alias: str, keys: tuple[str, ...] = keys) -> str:
         return " AND ".join(f"{alias}.{k} = s.{k}" for k in keys)
+
+    family = ("org_id",) if cascade else keys
 
     members = (
         "arrayConcat(if(o.3 != 'children', o.4, []), "
@@ -576,10 +599,11 @@ def rollup_ctes(key_results: str, structures: str, keys: tuple[str, ...] = ("org
     FROM {key_results} GROUP BY {group}, objective_id
 ),
 children AS (
-    SELECT {group}, assumeNotNull(parent_objective_id) AS parent_id,
+    SELECT {", ".join(family)}, assumeNotNull(parent_objective_id) AS parent_id,
         arraySort(groupArray((objective_id, weight))) AS members
-    FROM {structures} WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
-    GROUP BY {group}, parent_id
+    FROM {cascade or structures}
+    WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
+    GROUP BY {", ".join(family)}, parent_id
 ),
 numbers AS (
     SELECT {", ".join(f"s.{k} AS {k}" for k in keys)}, arrayFold((acc, o) -> mapUpdate(acc,
@@ -589,7 +613,7 @@ numbers AS (
         map('', (0., {NO_CONFIDENCE}))) AS numbers_of
     FROM {structures} AS s
     LEFT JOIN own AS ow ON {on("ow")} AND ow.objective_id = s.objective_id
-    LEFT JOIN children AS ch ON {on("ch")} AND ch.parent_id = s.objective_id
+    LEFT JOIN children AS ch ON {on("ch", family)} AND ch.parent_id = s.objective_id
     GROUP BY {", ".join(f"s.{k}" for k in keys)}
 )"""
 
