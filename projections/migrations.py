@@ -206,8 +206,16 @@ FOCUS_LIMIT_SQL = (
 )
 
 
+VIEW_SETTINGS = "join_algorithm = 'hash', use_query_condition_cache = 0"
+"""Each view's settings. ``hash``: the default join (a concurrent hash join) took ~10 ms to
+set up at each join of each read, whatever the rows. No query condition cache: it kept which
+parts a view's filter on its cut of the ledger (a scalar subquery of ``{as_of}``) matched, and
+gave them again for another ``as_of`` (a twin read as of one time, then of an earlier one,
+answered nothing)."""
+
+
 def _view(name: str, body: str) -> str:
-    return f"CREATE OR REPLACE VIEW {{db}}.{name} AS {body}"
+    return f"CREATE OR REPLACE VIEW {{db}}.{name} AS {body} SETTINGS {VIEW_SETTINGS}"
 
 
 def _history(table: str, order: str) -> str:
@@ -257,9 +265,10 @@ def view_statements() -> tuple[str, ...]:
     )
 
 
-def _twin(view: str) -> str:
-    """A parameterized twin called with the parameters of the view that reads it."""
-    return f"{{db}}.{view}_at(as_of = {sql.AS_OF_PARAM}, at = {sql.AT_PARAM})"
+def _twin_view(name: str, body: str) -> str:
+    """A parameterized view: its cut of the ledger (:func:`projections.sql.view_cuts`) named
+    once."""
+    return _view(name, f"WITH {sql.view_cuts('{db}')} AS {sql.VIEW_CUTS} {body}")
 
 
 def parameterized_view_statements() -> tuple[str, ...]:
@@ -276,54 +285,63 @@ def parameterized_view_statements() -> tuple[str, ...]:
     def history(table: str, order: str) -> str:
         return f"SELECT * FROM {db}.{table} FINAL WHERE {where} ORDER BY {order}"
 
-    # A twin reads the twins it is built on, passing its parameters on, rather than their SQL
-    # written out: the engine analyses a parameterized view's definition whenever it starts
-    # (``attention_at`` written out, 110 KB, took it ~50 ms at every command).
-    objectives = sql.objectives_at(db, f"(SELECT * FROM {_twin('key_result_progress')})")
+    # A twin has the SQL of the twins it is built on written out, each read once, not their
+    # names: the engine analyses a parameterized view's whole definition at each place a
+    # statement names it, and again to learn its columns (so twins naming twins multiplied
+    # it: ``attention_at`` cost ~1.4 s of CPU on an empty store, ``key_result_progress``
+    # 15 ms). Relations only the structure matters to are read from the structures.
     key_result_progress = sql.key_result_progress(sql.key_results_at(db), sql.VIEW_REF)
-    objective_progress = sql.objective_progress(objectives, sql.VIEW_REF, FOCUS_LIMIT_SQL)
-    theme_coverage = sql.theme_coverage(
-        _twin("objective_progress"), latest(t.THEMES), latest(t.PERIODS)
+    objective_progress = sql.objective_progress(
+        sql.objectives_at(db), sql.VIEW_REF, FOCUS_LIMIT_SQL
     )
+    themes = sql.latest_sorted(db, t.THEMES, where)
+    periods = sql.latest_sorted(db, t.PERIODS, where)
+    structures = sql.latest_sorted(db, t.OBJECTIVES, where)
+    check_in_history = (
+        "SELECT * EXCEPT (sequence, recorded_at, change), sequence AS as_of_sequence, "
+        f"recorded_at AS updated_at, change AS last_change FROM {latest(t.CHECK_INS)}"
+    )
+    owners = monitoring_views.owners(where)
     sources = monitoring_views.Sources(
-        key_result_progress=_twin("key_result_progress"),
-        objective_progress=_twin("objective_progress"),
-        objectives=latest(t.OBJECTIVES),
-        theme_coverage=_twin("theme_coverage"),
-        periods=_twin("periods"),
-        owners=_twin("owners"),
-        check_ins=_twin("check_in_history"),
+        key_result_progress=f"({key_result_progress})",
+        key_results=f"({sql.key_result_definitions_as_of(db, where)})",
+        objective_flags=f"(SELECT *, {sql.objective_flags(FOCUS_LIMIT_SQL)} FROM {structures})",
+        objectives=structures,
+        theme_coverage=sql.uncovered_themes(structures, themes, periods),
+        periods=periods,
+        owners=f"({owners})",
+        check_ins=f"({check_in_history})",
         where=where,
         ref=sql.VIEW_REF,
     )
     return (
-        _view("audit_history_at", history(t.AUDIT, "org_id, sequence")),
-        _view(
-            "check_in_history_at",
-            f"SELECT * EXCEPT (sequence, recorded_at, change), sequence AS as_of_sequence, "
-            f"recorded_at AS updated_at, change AS last_change FROM {latest(t.CHECK_INS)}",
-        ),
-        _view("target_history_at", history(t.TARGETS, "org_id, key_result_id, sequence")),
-        _view(
+        _twin_view("audit_history_at", history(t.AUDIT, "org_id, sequence")),
+        _twin_view("check_in_history_at", check_in_history),
+        _twin_view("target_history_at", history(t.TARGETS, "org_id, key_result_id, sequence")),
+        _twin_view(
             "key_result_progress_at",
             key_result_progress + " ORDER BY org_id, objective_id, key_result_id",
         ),
-        _view("objective_progress_at", objective_progress + " ORDER BY org_id, objective_id"),
-        _view("theme_coverage_at", theme_coverage + " ORDER BY org_id, period_id, theme_id"),
-        _view("strategy_now_at", f"SELECT * FROM {latest(t.STRATEGY)}"),
-        _view("themes_at", f"SELECT * FROM {latest(t.THEMES)}"),
-        _view("org_units_at", f"SELECT * FROM {latest(t.UNITS)}"),
-        _view("periods_at", f"SELECT * FROM {latest(t.PERIODS)}"),
-        _view("period_results_at", sql.period_results(db, latest(t.PERIODS), where)),
+        _twin_view("objective_progress_at", objective_progress + " ORDER BY org_id, objective_id"),
+        _twin_view(
+            "theme_coverage_at",
+            sql.theme_coverage(f"({objective_progress})", themes, periods)
+            + " ORDER BY org_id, period_id, theme_id",
+        ),
+        _twin_view("strategy_now_at", f"SELECT * FROM {latest(t.STRATEGY)}"),
+        _twin_view("themes_at", f"SELECT * FROM {latest(t.THEMES)}"),
+        _twin_view("org_units_at", f"SELECT * FROM {latest(t.UNITS)}"),
+        _twin_view("periods_at", f"SELECT * FROM {latest(t.PERIODS)}"),
+        _twin_view("period_results_at", sql.period_results(db, latest(t.PERIODS), where)),
         _view(
             "rejection_history_at",
             f"SELECT * FROM {db}.{t.REJECTIONS} FINAL WHERE {sql.AS_OF_PARAM} IS NULL "
             f"OR recorded_at <= {sql.AS_OF_PARAM} ORDER BY position",
         ),
-        _view("owners_at", monitoring_views.owners(where)),
-        _view("engagement_at", monitoring_views.engagement(sources)),
-        _view("progress_trend_at", monitoring_views.progress_trend(sources)),
-        _view("attention_at", monitoring_views.attention(sources)),
+        _twin_view("owners_at", owners),
+        _twin_view("engagement_at", monitoring_views.engagement(sources)),
+        _twin_view("progress_trend_at", monitoring_views.progress_trend(sources)),
+        _twin_view("attention_at", monitoring_views.attention(sources)),
     )
 
 

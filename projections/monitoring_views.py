@@ -21,11 +21,18 @@ class Sources:
     parentheses, ``{db}`` standing for the database), a filter of the history tables
     (``where``: empty for all) and the reference time ``ref``. ``objectives`` is each
     objective's latest structure version (the rows :func:`projections.sql.objectives_at`
-    rolls up over)."""
+    rolls up over).
+
+    The engine analyses a relation's whole definition at each place a view names it, and
+    the numbers (``key_result_progress``) cost the most: the parameterized twins read them
+    once, and what needs only structure reads it from the structures: ``key_results`` (each
+    key result's definition), ``objective_flags`` (each objective's ``flags``),
+    ``theme_coverage`` (only ``uncovered`` rows and names are read)."""
 
     key_result_progress: str = "{db}.key_result_progress"
-    objective_progress: str = "{db}.objective_progress"
-    objectives: str = sql.latest("{db}", t.OBJECTIVES)
+    key_results: str = "{db}.key_result_progress"
+    objective_flags: str = "{db}.objective_progress"
+    objectives: str = sql.latest_sorted("{db}", t.OBJECTIVES)
     theme_coverage: str = "{db}.theme_coverage"
     periods: str = "{db}.periods"
     owners: str = "{db}.owners"
@@ -137,14 +144,15 @@ def _key_results_at_points(src: Sources, grid: str, columns: str) -> str:
         "if(arrayExists(r -> r.1 <= g.point_at, t.revisions), "
         "arrayLast(r -> r.1 <= g.point_at, t.revisions).3, t.defined))"
     )
-    start_score, _attainment = sql.score_sql("g.kind", "g.start", target, "g.start")
-    current = "arrayLast(c -> c.1.1 <= g.point_at, c.check_ins)"
-    has_current = "arrayExists(c -> c.1.1 <= g.point_at, c.check_ins)"
+    start_score, _attainment = sql.score_sql("g.kind", "g.start", "target_then", "g.start")
     return f"""
+WITH arrayLast(c -> c.1.1 <= g.point_at, c.check_ins) AS current,
+    arrayExists(c -> c.1.1 <= g.point_at, c.check_ins) AS has_current,
+    {target} AS target_then
 SELECT {columns},
-    if({has_current}, {current}.2, {start_score}) AS progress,
-    if({has_current}, {current}.3, NULL) AS confidence,
-    if({has_current}, {current}.4, NULL) AS check_in_id
+    if(has_current, current.2, {start_score}) AS progress,
+    if(has_current, current.3, NULL) AS confidence,
+    if(has_current, current.4, NULL) AS check_in_id
 FROM {grid} AS g
 LEFT JOIN (
     SELECT org_id, key_result_id,
@@ -176,7 +184,7 @@ def progress_trend(src: Sources = NOW_SOURCES) -> str:
         k.kind AS kind, k.start AS start, k.current_target AS current_target,
         k.period_starts_on AS period_starts_on, k.period_ends_on AS period_ends_on,
         g.1 AS granularity, g.2 AS bucket, {_point(src)} AS point_at
-    FROM {src.key_result_progress} AS k
+    FROM {src.key_results} AS k
     ARRAY JOIN {_buckets("k.period_starts_on", "k.period_ends_on", today)} AS g
     WHERE k.period_starts_on <= {today}
 )"""
@@ -211,12 +219,12 @@ og AS (
 points AS (SELECT DISTINCT org_id, point_at FROM og),
 kp AS (
     SELECT org_id, key_result_id, objective_id, kind, start, current_target, weight, retired
-    FROM {src.key_result_progress}
+    FROM {src.key_results}
 ),
 kr AS ({key_results_then}),
 sp AS (SELECT s.*, p.point_at AS point_at FROM st AS s INNER JOIN points AS p
     ON p.org_id = s.org_id),
-{sql.rollup_ctes("kr", "sp", ("org_id", "point_at"))}
+{sql.rollup_ctes("kr", "sp", ("org_id", "point_at"), cascade="st")}
 SELECT g.org_id AS org_id, 'objective' AS subject_kind, g.objective_id AS subject_id,
     g.title AS title, g.granularity AS granularity, toDate(g.bucket) AS bucket,
     g.point_at AS point_at, n.numbers_of[g.objective_id].1 AS progress,
@@ -238,35 +246,47 @@ UNION ALL
 
 def attention(src: Sources = NOW_SOURCES) -> str:
     """Every attention item at the reference time, one row each: the rules of
-    :func:`projections.monitoring.attention`."""
+    :func:`projections.monitoring.attention`. The key results' items (stale, confidence
+    dropped, and the periods ending with key results behind) come from one read of them, each
+    key result's kinds an ``arrayJoin``, a period's grouped into one item."""
     today = src.today
-    running = f"{today} BETWEEN period_starts_on AND period_ends_on"
     item = (
         "org_id, item_id, kind, subject_kind, subject_id, title, owner, period_id, key_result_ids"
     )
+    dropped = "k.status != 'on_track' AND length(c.recent) >= 2 AND c.recent[1].2 < c.recent[2].2"
+    ending = (
+        f"k.progress < k.expected_progress AND dateDiff('day', {today}, k.period_ends_on) <= 14"
+    )
     return f"""
 SELECT {item} FROM (
-SELECT org_id, concat('stale:', key_result_id) AS item_id, 'stale' AS kind,
-    'key_result' AS subject_kind, key_result_id AS subject_id, title, owner,
-    toNullable(period_id) AS period_id, CAST([], 'Array(String)') AS key_result_ids
-FROM {_key_results_with_owners(src)} WHERE stale
-UNION ALL
-SELECT k.org_id, concat('confidence_dropped:', k.key_result_id), 'confidence_dropped',
-    'key_result', k.key_result_id, k.title, k.owner, toNullable(k.period_id),
-    CAST([], 'Array(String)')
-FROM {_key_results_with_owners(src)} AS k
-INNER JOIN (
-    SELECT org_id, key_result_id,
-        arrayReverseSort(x -> x.1, groupArray(tuple((occurred_at, check_in_sequence),
-            confidence))) AS recent
-    FROM {_live_check_ins(src)} GROUP BY org_id, key_result_id
-) AS c ON c.org_id = k.org_id AND c.key_result_id = k.key_result_id
-WHERE k.status != 'on_track' AND length(c.recent) >= 2
-    AND c.recent[1].2 < c.recent[2].2
+SELECT org_id, item_id, kind, subject_kind, subject_id, title, owner, period_id,
+    arraySort(groupArrayIf(key_result_id, kind = 'period_ending')) AS key_result_ids
+FROM (
+    SELECT k.org_id AS org_id, k.key_result_id AS key_result_id,
+        arrayJoin(arrayFilter(x -> x != '', [if(k.stale, 'stale', ''),
+            if({dropped}, 'confidence_dropped', ''),
+            if({ending}, 'period_ending', '')])) AS kind,
+        kind = 'period_ending' AS of_period,
+        if(of_period, concat(kind, ':', k.period_id), concat(kind, ':', k.key_result_id))
+            AS item_id,
+        if(of_period, 'period', 'key_result') AS subject_kind,
+        if(of_period, k.period_id, k.key_result_id) AS subject_id,
+        if(of_period, k.period_id, k.title) AS title,
+        if(of_period, NULL, k.owner) AS owner,
+        toNullable(k.period_id) AS period_id
+    FROM {_key_results_with_owners(src)} AS k
+    LEFT JOIN (
+        SELECT org_id, key_result_id,
+            arrayReverseSort(x -> x.1, groupArray(tuple((occurred_at, check_in_sequence),
+                confidence))) AS recent
+        FROM {_live_check_ins(src)} GROUP BY org_id, key_result_id
+    ) AS c ON c.org_id = k.org_id AND c.key_result_id = k.key_result_id
+)
+GROUP BY org_id, item_id, kind, subject_kind, subject_id, title, owner, period_id
 UNION ALL
 SELECT org_id, concat(flag, ':', objective_id), flag, 'objective', objective_id, title,
     o.owner, toNullable(period_id), CAST([], 'Array(String)')
-FROM (SELECT *, arrayJoin(flags) AS flag FROM {src.objective_progress}
+FROM (SELECT *, arrayJoin(flags) AS flag FROM {src.objective_flags}
       WHERE lifecycle = 'active' AND period_ends_on >= {today}) AS p
 LEFT JOIN (SELECT org_id AS o_org, subject_id, owner FROM {src.owners}
            WHERE subject_kind = 'objective') AS o
@@ -277,11 +297,4 @@ SELECT c.org_id, concat('theme_uncovered:', c.period_id, ':', c.theme_id), 'them
 FROM {src.theme_coverage} AS c
 INNER JOIN {src.periods} AS p ON p.org_id = c.org_id AND p.period_id = c.period_id
 WHERE c.uncovered AND p.ends_on >= {today}
-UNION ALL
-SELECT org_id, concat('period_ending:', period_id), 'period_ending', 'period', period_id,
-    period_id, NULL, toNullable(period_id), arraySort(groupArray(key_result_id))
-FROM {src.key_result_progress}
-WHERE NOT retired AND {running} AND progress < expected_progress
-    AND dateDiff('day', {today}, period_ends_on) <= 14
-GROUP BY org_id, period_id
 )"""

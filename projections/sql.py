@@ -44,6 +44,18 @@ def latest(db: str, table: str, where: str = "") -> str:
     )
 
 
+def latest_sorted(db: str, table: str, where: str = "") -> str:
+    """The latest version of every entity of ``table`` among the rows matching ``where``, by
+    sorting them (as :func:`latest_as_of`, over every org): for the small tables (the
+    objectives), read by the parameterized views, where :func:`latest`'s second read (``IN``)
+    of the table is more for the engine to analyse at each place a view names them."""
+    condition = f"WHERE {where} " if where else ""
+    return (
+        f"(SELECT * FROM {db}.{table} {condition}"
+        f"ORDER BY sequence DESC LIMIT 1 BY org_id, {KEYS[table]})"
+    )
+
+
 def latest_as_of(db: str, table: str) -> str:
     """The latest version of every entity of ``table`` up to ``{seq}``, of one org: its rows
     sorted by sequence, the first of each key (a few thousand rows at most in these tables:
@@ -151,12 +163,18 @@ ties broken by the check-in's sequence."""
 def key_results_as_of(db: str, at: str | None, where: str = AS_OF_FILTER) -> str:
     """Each key result's definition up to ``{seq}``, and from its check-in versions up to then:
     the last version's sequence (``last_sequence``) and time (``last_recorded_at``), how many
-    check-ins are live (``live``: not retracted, and measured by ``at`` if given), and the key
-    (:data:`CHECK_IN_KEY`) of the current one among them (``current``; 0: none).
+    check-ins are live (``live``: not retracted, and measured by ``at`` if given), and the
+    current one among them (``current``: its key, :data:`CHECK_IN_KEY`, 0 for none, then its
+    latest version's ``check_in_id``, ``occurred_at``, ``value``, ``target``, ``progress``,
+    ``attainment``, ``confidence``).
 
-    ``where`` chooses the rows (:data:`AS_OF_FILTER`, or :data:`VIEW_FILTER` in the
+    ``where`` chooses the rows (:data:`AS_OF_FILTER`, or :func:`view_filter` in the
     parameterized views, over every org). The history tables hold no row twice (the store
     removes a commit cut short before it projects those events again), so rows may be counted.
+    A check-in's versions share its key and whether it is live, so the latest version of the
+    current one is the greatest (key, sequence) among the live versions: one pass over the
+    versions, where a second read of the current ones (``IN`` the first's keys) doubled what
+    the engine analyses at every read of the views.
     """
     live = "NOT gone" + (f" AND occurred_at <= {at}" if at else "")
     return f"""
@@ -169,19 +187,20 @@ FROM (
 LEFT JOIN (
 SELECT org_id, key_result_id, max(sequence) AS last_sequence,
     argMax(recorded_at, sequence) AS last_recorded_at,
-    countIf(change = 'recorded' AND {live}) AS live,
-    max(if({live}, {CHECK_IN_KEY}, toUInt128(0))) AS current
+    countIf(change = 'recorded' AND counted) AS live,
+    argMaxIf(tuple({CHECK_IN_KEY}, check_in_id, occurred_at, value, target, progress,
+        attainment, confidence), ({CHECK_IN_KEY}, sequence), counted) AS current
 FROM (
     SELECT org_id, key_result_id, sequence, recorded_at, change, occurred_at,
-        check_in_sequence,
+        check_in_sequence, check_in_id, value, target, progress, attainment, confidence,
         (org_id, check_in_sequence) IN (
             SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {where} AND retracted
-        ) AS gone
+        ) AS gone,
+        {live} AS counted
     FROM {db}.{t.CHECK_INS} WHERE {where}
 )
 GROUP BY org_id, key_result_id
-) AS c ON c.org_id = d.org_id AND c.key_result_id = d.key_result_id
-ORDER BY d.org_id, d.objective_id, d.key_result_id"""
+) AS c ON c.org_id = d.org_id AND c.key_result_id = d.key_result_id"""
 
 
 ONLY_KEY_RESULTS = " AND key_result_id IN {only:Array(String)}"
@@ -354,9 +373,17 @@ SELECT org_id, key_result_id, objective_id, owner_unit_id, period_id, title, kin
 FROM {source}"""
 
 
+def objective_flags(focus_limit: str) -> str:
+    """``over_focus`` and ``flags`` of an objective, from its structure columns: the
+    ``SELECT`` items of both :func:`objective_progress` and the attention list's flags."""
+    over_focus = f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
+    return f"""{over_focus} AS over_focus,
+    arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
+        if(parent_inactive, 'parent_inactive', ''), if(over_focus, 'over_focus', '')]) AS flags"""
+
+
 def objective_progress(source: str, ref: str, focus_limit: str) -> str:
     expected = expected_sql(ref, kind=None, due=None)
-    over_focus = f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
     return f"""
 SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifecycle, rollup,
     weight, parent_objective_id, ancestor_ids, depth, theme_ids, reached_theme_ids,
@@ -364,9 +391,7 @@ SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifec
     {expected} AS expected_progress,
     {status_sql("progress", "expected_progress", "lifecycle")} AS status,
     confidence, key_result_count, child_count, unit_objective_count,
-    orphan, parent_inactive, {over_focus} AS over_focus,
-    arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
-        if(parent_inactive, 'parent_inactive', ''), if(over_focus, 'over_focus', '')]) AS flags,
+    orphan, parent_inactive, {objective_flags(focus_limit)},
     period_starts_on, period_ends_on, sequence AS as_of_sequence, recorded_at AS updated_at
 FROM {source}"""
 
@@ -400,6 +425,22 @@ LEFT JOIN (
     )
     GROUP BY org_id, period_id, theme_id
 ) AS r ON r.org_id = th.org_id AND r.period_id = p.period_id AND r.theme_id = th.theme_id"""
+
+
+def uncovered_themes(objectives: str, themes: str, periods: str) -> str:
+    """The rows of :func:`theme_coverage` whose theme no objective reaches (``uncovered``), from
+    the objectives' structures alone (``org_id``, ``period_id``, ``lifecycle``,
+    ``reached_theme_ids``): the coverage's numbers are not needed to know which."""
+    return f"""(
+SELECT th.org_id AS org_id, p.period_id AS period_id, th.theme_id AS theme_id,
+    th.name AS theme_name, toBool(1) AS uncovered
+FROM (SELECT * FROM {themes} WHERE active) AS th
+INNER JOIN {periods} AS p ON p.org_id = th.org_id
+WHERE (th.org_id, p.period_id, th.theme_id) NOT IN (
+    SELECT org_id, period_id, arrayJoin(reached_theme_ids) FROM {objectives}
+    WHERE lifecycle != 'abandoned'
+)
+)"""
 
 
 PERIOD_RESULT_KEY = "org_id, period_id, subject_kind, subject_id, sequence"
@@ -444,15 +485,27 @@ NO_CONFIDENCE = "toFloat64('inf')"
 """No known confidence, in the SQL roll-up: above any confidence, so ``least`` skips it."""
 
 
-def view_filter(db: str) -> str:
-    """The rows of each org's ledger up to its last sequence recorded by ``{as_of}`` (as
-    :func:`projections.queries.sequence_as_of`, for every org at once)."""
-    cuts = (
+VIEW_CUTS = "view_cuts"
+"""The name a parameterized view gives its :func:`view_cuts` (``WITH ... AS view_cuts``)."""
+
+
+def view_cuts(db: str) -> str:
+    """Each org's last sequence recorded by ``{as_of}`` (as
+    :func:`projections.queries.sequence_as_of`, for every org at once): a map of org to
+    sequence, a scalar subquery each parameterized view names once (:data:`VIEW_CUTS`) and
+    its filters read (:func:`view_filter`), where written in each filter it was analysed and
+    run at each of them."""
+    return (
         "(SELECT mapFromArrays(groupArray(toString(org_id)), groupArray(last)) FROM ("
         f"SELECT org_id, max(sequence) AS last FROM {db}.{t.EVENT_TIMES} "
         f"WHERE {AS_OF_PARAM} IS NULL OR recorded_at <= {AS_OF_PARAM} GROUP BY org_id))"
     )
-    return f"sequence <= {cuts}[toString(org_id)]"
+
+
+def view_filter(db: str) -> str:
+    """The rows of each org's ledger up to its last sequence recorded by ``{as_of}``, in a
+    parameterized view that names :func:`view_cuts` (``db``: unused, the cut is named)."""
+    return f"sequence <= {VIEW_CUTS}[toString(org_id)]"
 
 
 def score_sql(kind: str, start: str, target: str, value: str) -> tuple[str, str]:
@@ -479,59 +532,57 @@ def key_results_at(db: str) -> str:
     revision = f"reason IS NOT NULL AND effective_at <= {AT_PARAM}"
     progress, attainment = score_sql("k.kind", "k.start", "target", "k.start")
     return f"""(
-WITH k AS ({key_results_as_of(db, at, where)}),
-cv AS (
-    SELECT org_id, check_in_sequence, check_in_id, occurred_at, value, target, progress,
-        attainment, confidence
-    FROM {db}.{t.CHECK_INS}
-    WHERE {where} AND (org_id, check_in_sequence) IN (
-        SELECT org_id, toUInt64(bitAnd(current, toUInt128(18446744073709551615))) FROM k
-        WHERE current != 0)
-    ORDER BY sequence DESC LIMIT 1 BY org_id, check_in_sequence
-),
-tg AS (
-    SELECT org_id, key_result_id,
-        argMaxIf(target, (effective_at, sequence), {revision}) AS revised,
-        countIf({revision}) AS revisions,
-        argMinIf(target, sequence, reason IS NULL) AS defined
-    FROM {db}.{t.TARGETS} WHERE {where} GROUP BY org_id, key_result_id
-)
+WITH k.current.1 = 0 AS none
 SELECT k.org_id AS org_id, k.key_result_id AS key_result_id, k.objective_id AS objective_id,
     k.owner_unit_id AS owner_unit_id, k.period_id AS period_id, k.title AS title,
     k.kind AS kind, k.unit AS unit, k.start AS start,
-    if(k.current = 0, if({AT_PARAM} IS NULL OR tg.key_result_id = '', k.current_target,
-        if(tg.revisions > 0, tg.revised, tg.defined)), cv.target) AS target,
+    if(none, if({AT_PARAM} IS NULL OR tg.key_result_id = '', k.current_target,
+        if(tg.revisions > 0, tg.revised, tg.defined)), k.current.5) AS target,
     k.current_target AS current_target,
-    if(k.current = 0, k.start, cv.value) AS value,
-    if(k.current = 0, {progress}, cv.progress) AS progress,
-    if(k.current = 0, {attainment}, cv.attainment) AS attainment,
-    if(k.current = 0, NULL, cv.confidence) AS confidence,
-    if(k.current = 0, NULL, cv.occurred_at) AS last_check_in_at,
-    if(k.current = 0, NULL, cv.check_in_id) AS last_check_in_id,
+    if(none, k.start, k.current.4) AS value,
+    if(none, {progress}, k.current.6) AS progress,
+    if(none, {attainment}, k.current.7) AS attainment,
+    if(none, NULL, k.current.8) AS confidence,
+    if(none, NULL, k.current.3) AS last_check_in_at,
+    if(none, NULL, k.current.2) AS last_check_in_id,
     toUInt32(k.live) AS check_in_count,
     k.weight AS weight, k.due_on AS due_on, k.checkin_every_days AS checkin_every_days,
     k.retired AS retired, k.period_starts_on AS period_starts_on,
     k.period_ends_on AS period_ends_on,
     greatest(k.sequence, k.last_sequence) AS sequence,
     if(k.last_sequence > k.sequence, k.last_recorded_at, k.recorded_at) AS recorded_at
-FROM k
-LEFT JOIN cv ON cv.org_id = k.org_id
-    AND cv.check_in_sequence = toUInt64(bitAnd(k.current, toUInt128(18446744073709551615)))
-LEFT JOIN tg ON tg.org_id = k.org_id AND tg.key_result_id = k.key_result_id
+FROM ({key_results_as_of(db, at, where)}) AS k
+LEFT JOIN (
+    SELECT org_id, key_result_id,
+        argMaxIf(target, (effective_at, sequence), {revision}) AS revised,
+        countIf({revision}) AS revisions,
+        argMinIf(target, sequence, reason IS NULL) AS defined
+    FROM {db}.{t.TARGETS} WHERE {where} GROUP BY org_id, key_result_id
+) AS tg ON tg.org_id = k.org_id AND tg.key_result_id = k.key_result_id
 )"""
 
 
-def rollup_ctes(key_results: str, structures: str, keys: tuple[str, ...] = ("org_id",)) -> str:
+def rollup_ctes(
+    key_results: str,
+    structures: str,
+    keys: tuple[str, ...] = ("org_id",),
+    cascade: str | None = None,
+) -> str:
     """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up: ``numbers``
     holds, per ``keys`` (one org; or one org at one business time), ``numbers_of``: a map of
     each objective to its (progress, confidence, :data:`NO_CONFIDENCE` for none) rolled up
     through the cascade, children first, from ``key_results`` (``keys``, ``objective_id``,
     ``key_result_id``, ``weight``, ``progress``, ``confidence``, ``retired``) over the
-    objectives of ``structures`` (``keys`` and the objectives' structure columns)."""
+    objectives of ``structures`` (``keys`` and the objectives' structure columns).
+    ``cascade``: the objectives of one org (``structures`` at any one of its ``keys``), when
+    ``structures`` repeats them (at several business times): the children are read from it,
+    once per org, not from ``structures`` again."""
     group = ", ".join(keys)
 
-    def on(alias: str) -> str:
+    def on(alias: str, keys: tuple[str, ...] = keys) -> str:
         return " AND ".join(f"{alias}.{k} = s.{k}" for k in keys)
+
+    family = ("org_id",) if cascade else keys
 
     members = (
         "arrayConcat(if(o.3 != 'children', o.4, []), "
@@ -548,10 +599,11 @@ def rollup_ctes(key_results: str, structures: str, keys: tuple[str, ...] = ("org
     FROM {key_results} GROUP BY {group}, objective_id
 ),
 children AS (
-    SELECT {group}, assumeNotNull(parent_objective_id) AS parent_id,
+    SELECT {", ".join(family)}, assumeNotNull(parent_objective_id) AS parent_id,
         arraySort(groupArray((objective_id, weight))) AS members
-    FROM {structures} WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
-    GROUP BY {group}, parent_id
+    FROM {cascade or structures}
+    WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
+    GROUP BY {", ".join(family)}, parent_id
 ),
 numbers AS (
     SELECT {", ".join(f"s.{k} AS {k}" for k in keys)}, arrayFold((acc, o) -> mapUpdate(acc,
@@ -561,7 +613,7 @@ numbers AS (
         map('', (0., {NO_CONFIDENCE}))) AS numbers_of
     FROM {structures} AS s
     LEFT JOIN own AS ow ON {on("ow")} AND ow.objective_id = s.objective_id
-    LEFT JOIN children AS ch ON {on("ch")} AND ch.parent_id = s.objective_id
+    LEFT JOIN children AS ch ON {on("ch", family)} AND ch.parent_id = s.objective_id
     GROUP BY {", ".join(f"s.{k}" for k in keys)}
 )"""
 
@@ -580,7 +632,7 @@ def objectives_at(db: str, key_results: str | None = None) -> str:
     where = view_filter(db)
     return f"""(
 WITH kr AS {key_results or key_results_at(db)},
-st AS {latest(db, t.OBJECTIVES, where)},
+st AS {latest_sorted(db, t.OBJECTIVES, where)},
 {rollup_ctes("kr", "st")},
 updates AS (
     SELECT org_id, objective_id, max(sequence) AS u_sequence,
