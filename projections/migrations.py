@@ -277,7 +277,7 @@ def parameterized_view_statements() -> tuple[str, ...]:
     ``--at`` give it. Both parameters may be left out (everything recorded; values as
     recorded)."""
     db = "{db}"
-    where = sql.view_filter(db)
+    where = sql.VIEW_FILTER
 
     def latest(table: str) -> str:
         return sql.latest(db, table, where)

@@ -168,7 +168,7 @@ def key_results_as_of(db: str, at: str | None, where: str = AS_OF_FILTER) -> str
     latest version's ``check_in_id``, ``occurred_at``, ``value``, ``target``, ``progress``,
     ``attainment``, ``confidence``).
 
-    ``where`` chooses the rows (:data:`AS_OF_FILTER`, or :func:`view_filter` in the
+    ``where`` chooses the rows (:data:`AS_OF_FILTER`, or :data:`VIEW_FILTER` in the
     parameterized views, over every org). The history tables hold no row twice (the store
     removes a commit cut short before it projects those events again), so rows may be counted.
     A check-in's versions share its key and whether it is live, so the latest version of the
@@ -493,7 +493,7 @@ def view_cuts(db: str) -> str:
     """Each org's last sequence recorded by ``{as_of}`` (as
     :func:`projections.queries.sequence_as_of`, for every org at once): a map of org to
     sequence, a scalar subquery each parameterized view names once (:data:`VIEW_CUTS`) and
-    its filters read (:func:`view_filter`), where written in each filter it was analysed and
+    its filters read (:data:`VIEW_FILTER`), where written in each filter it was analysed and
     run at each of them."""
     return (
         "(SELECT mapFromArrays(groupArray(toString(org_id)), groupArray(last)) FROM ("
@@ -502,10 +502,9 @@ def view_cuts(db: str) -> str:
     )
 
 
-def view_filter(db: str) -> str:
-    """The rows of each org's ledger up to its last sequence recorded by ``{as_of}``, in a
-    parameterized view that names :func:`view_cuts` (``db``: unused, the cut is named)."""
-    return f"sequence <= {VIEW_CUTS}[toString(org_id)]"
+VIEW_FILTER = f"sequence <= {VIEW_CUTS}[toString(org_id)]"
+"""The rows of each org's ledger up to its last sequence recorded by ``{as_of}``, in a
+parameterized view that names :func:`view_cuts`."""
 
 
 def score_sql(kind: str, start: str, target: str, value: str) -> tuple[str, str]:
@@ -527,7 +526,7 @@ def key_results_at(db: str) -> str:
     """Every key result of every org as of ``{as_of}``, its numbers at ``{at}``: the columns
     of ``key_results_now``, from the history tables (the CLI's ``queries._key_results_as_of``
     reads the snapshots instead; a property test holds the two equal)."""
-    where = view_filter(db)
+    where = VIEW_FILTER
     at = f"ifNull({AT_PARAM}, {_END_OF_TIME})"
     revision = f"reason IS NOT NULL AND effective_at <= {AT_PARAM}"
     progress, attainment = score_sql("k.kind", "k.start", "target", "k.start")
@@ -629,7 +628,7 @@ def objectives_at(db: str, key_results: str | None = None) -> str:
     has one, carried through the fold as :data:`NO_CONFIDENCE`). ``key_results``: a
     subquery in parentheses with those columns (the twin ``key_result_progress_at``), else
     :func:`key_results_at` written out."""
-    where = view_filter(db)
+    where = VIEW_FILTER
     return f"""(
 WITH kr AS {key_results or key_results_at(db)},
 st AS {latest_sorted(db, t.OBJECTIVES, where)},
