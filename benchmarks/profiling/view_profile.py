@@ -7,7 +7,8 @@ Builds a store (``--store empty``: migrated, nothing projected; ``demo``: the le
 checkout, ``B`` those of ``--against DIR`` (another checkout, e.g. main's, whose
 ``projections.migrations.view_statements()`` are created in a second database of the same
 store, with the same rows). Prints the least CPU (``getrusage``: every thread of this process,
-chDB's among them) of each view over the rounds, and B/A.
+chDB's among them) of each view over the rounds, and B/A; beside them the raw anchors read in
+the same rounds: ``SELECT 1`` and a plain read of the tables the views are built on.
 
 Usage: python benchmarks/profiling/view_profile.py [--store empty|demo] [--rounds 3]
        [--against DIR] [--views attention_at,progress_trend_at]
@@ -33,6 +34,14 @@ AS_OF = "(as_of = '2026-01-01 00:00:00')"
 """The twins' arguments on an empty store."""
 AT = "(at = '2026-11-20 00:00:00')"
 """The twins' arguments on the demo store."""
+ANCHORS = {
+    "SELECT 1": "SELECT 1",
+    "key_results_now FINAL": f"SELECT * FROM {{db}}.{t.KEY_RESULTS_NOW} FINAL",
+    "objectives_now FINAL": f"SELECT * FROM {{db}}.{t.OBJECTIVES_NOW} FINAL",
+    "check_in_versions": f"SELECT * FROM {{db}}.{t.CHECK_INS}",
+}
+"""What the engine does alone on the same store: the floor of a statement, and the rows the
+views read, read plainly."""
 DUMP = (
     "import json, sys; sys.path.insert(0, '.'); "
     "from projections.migrations import view_statements; "
@@ -94,6 +103,7 @@ def main() -> None:
         names = [n for v in VIEWS for n in (v, f"{v}_at") if only is None or n in only]
         spent: dict[str, dict[str, list[float]]] = {k: {n: [] for n in names} for k in databases}
         order = ("A", "B", "B", "A") if args.against else ("A", "A")
+        anchors: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             for key in order:
                 for name in names:
@@ -102,6 +112,10 @@ def main() -> None:
                     before = cpu()
                     store.client.query(query)
                     spent[key][name].append(cpu() - before)
+            for label, anchor in ANCHORS.items():
+                before = cpu()
+                store.client.query(anchor.replace("{db}", store.database))
+                anchors.setdefault(label, []).append(cpu() - before)
         runs = len(spent["A"][names[0]]) if names else 0
         print(f"CPU ms of a read, least of {runs}, {args.store} store; load {os.getloadavg()}")
         print(f"{'view':24s} {'A':>8s}" + (f" {'B':>8s}  B/A" if args.against else ""))
@@ -112,6 +126,9 @@ def main() -> None:
                 b = min(spent["B"][name]) * 1000
                 line += f" {b:8.1f}  {b / a:4.2f}"
             print(line)
+        print("raw anchors, same rounds:")
+        for label, seconds in anchors.items():
+            print(f"  {label:22s} {min(seconds) * 1000:8.1f}")
     finally:
         store.close()
         shutil.rmtree(directory)
