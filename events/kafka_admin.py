@@ -2,8 +2,10 @@
 
 The ledger and the rejections are the record (every submission ends in exactly one of them),
 so both are kept forever (``retention.ms=-1``, ``cleanup.policy=delete``: never compacted).
-Rejections go to one partition, so that they have one order, oldest first. Intake and outcomes
-are transient and keep the broker's default retention.
+The rejections topic has as many partitions as the ledger: intake partition *p*'s rejections go
+to rejections partition *p*, so that no partition is written by two transactional writers
+(:mod:`events.kafka_log`, "Rejection lanes"). Intake and outcomes are transient and keep the
+broker's default retention.
 
 Never add partitions to an existing ledger topic: an org's partition is chosen from its id
 and the partition count, and all of one org's events must stay in one partition.
@@ -32,7 +34,7 @@ def okr_topics(
     return [
         TopicSpec(intake, partitions),
         TopicSpec(ledger, partitions, KEEP_FOREVER),
-        TopicSpec(rejections, 1, KEEP_FOREVER),
+        TopicSpec(rejections, partitions, KEEP_FOREVER),
         TopicSpec(outcomes, partitions),
     ]
 

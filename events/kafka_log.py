@@ -12,7 +12,7 @@ writes it through :meth:`KafkaEventLog.partition_writer` (a transactional id of 
 that the next owner fences it). A batch is written in steps, each acknowledged before the next,
 in one transaction (:mod:`events.kafka_transactions`):
 
-1. the rejections;
+1. the rejections, to the writer's own lane of the rejections topic (see below);
 2. the events, after checking that each continues its org's head (otherwise
    :class:`SequenceConflictError` and nothing is written); then their offsets are checked:
    if another writer's record landed before or among them, whether they continue the chain is
@@ -24,6 +24,15 @@ none. Tansu 0.6 (the broker of the tests) does not: a crash in the middle leaves
 the steps visible, and the order above keeps every prefix meaningful (see docs/ARCHITECTURE.md,
 "The Kafka runtime"). A transaction's commit marker takes an offset in each partition it wrote,
 so a writer expects its next batch one offset after its last event plus one.
+
+**Rejection lanes** (:class:`events.kafka_records.RejectionLanes`). A partition writer sends
+its rejections to its own partition of the rejections topic, so that no partition is written
+by two transactional ids. Tansu ends a transaction only from an end that finds every other
+unfinished transaction sharing a partition with it prepared too; while the rejections topic
+had one partition, shared by every worker, a worker's last transaction could stay unfinished
+after it left or died, and every committed read of its partitions waited for good
+(docs/ARCHITECTURE.md, "One writer per partition"). The event log's own writer (not a
+worker's) sends a rejection to its org's lane, lane 0 when it has none.
 
 The event log itself (a ``Ledger`` on ``kafka://``, the tests) has no lock: it catches up with
 its orgs' partitions first, and if a partition moved under a batch it reads it again and raises
@@ -42,6 +51,7 @@ from events.kafka_client import Connection, InRecord, OutRecord, Reader
 from events.kafka_records import (
     ChainReader,
     ChainRule,
+    RejectionLanes,
     decode_event,
     encode_event,
     encode_rejection,
@@ -64,8 +74,6 @@ from schemas.errors import (
 Headers = tuple[tuple[str, bytes], ...]
 
 DEFAULT_PORT = 9092
-REJECTIONS_PARTITION = 0
-"""The rejections topic has one partition (``events.kafka_admin`` creates it so)."""
 
 
 def servers_from_url(url: str) -> tuple[str, ...]:
@@ -89,7 +97,7 @@ class Appended:
     offsets: dict[int, list[int]]
     """Per ledger partition, the offsets of the batch's events, in order."""
     rejections: list[int]
-    """The offsets of the batch's rejections, in order."""
+    """The offsets of the batch's rejections in their lane, in order."""
     moved: frozenset[int]
     """Partitions where another writer's record landed before or among the batch's events:
     the writer does not know whether they continue their chains (read them back), and sent
@@ -113,13 +121,19 @@ class LedgerWriter:
         *,
         ledger_topic: str,
         rejections_topic: str,
+        lanes: RejectionLanes,
         partitions: Collection[int] | None = None,
     ) -> None:
         self.producer = producer
         self.chain = chain
         self.positions = positions
         self.ledger_topic, self.rejections_topic = ledger_topic, rejections_topic
+        self.lanes = lanes
         self.partitions = partitions
+        self.lane: int | None = None
+        """The one lane of a partition's writer (``None``: each rejection its org's)."""
+        if partitions is not None and len(partitions) == 1:
+            self.lane = lanes.of(next(iter(partitions)))
 
     def append(
         self,
@@ -135,7 +149,7 @@ class LedgerWriter:
         rejected = [
             OutRecord(
                 self.rejections_topic,
-                REJECTIONS_PARTITION,
+                self._lane_of(r),
                 org_key(r.org_id) if r.org_id is not None else None,
                 encode_rejection(r),
                 headers,
@@ -164,6 +178,12 @@ class LedgerWriter:
             if p not in moved:
                 self.positions[p] = mine[-1] + 1 + marker
         return Appended(written, rejection_offsets, moved)
+
+    def _lane_of(self, rejection: Rejection) -> int:
+        if self.lane is not None:
+            return self.lane
+        org_id = rejection.org_id
+        return 0 if org_id is None else self.lanes.of(self.chain.owner(org_id))
 
     def resume(self, partition: int, next_offset: int, heads: Callable[[str], ChainHead]) -> None:
         """Start (again) from a partition's state as read: the offset its next event must land
@@ -240,6 +260,7 @@ class KafkaEventLog:
                     "the topics first (events.kafka_admin.ensure_topics)"
                 )
             self._partitions = self._reader.partitions(ledger_topic)
+            self.lanes = RejectionLanes(len(self._reader.partitions(rejections_topic)))
         except BaseException:
             self.close()
             raise
@@ -285,6 +306,7 @@ class KafkaEventLog:
             {},
             ledger_topic=self.ledger_topic,
             rejections_topic=self.rejections_topic,
+            lanes=self.lanes,
             partitions={partition},
         )
 
@@ -324,6 +346,7 @@ class KafkaEventLog:
                 self._positions,
                 ledger_topic=self.ledger_topic,
                 rejections_topic=self.rejections_topic,
+                lanes=self.lanes,
             )
         return self._writer
 
@@ -441,12 +464,25 @@ class KafkaEventLog:
         self._catch_up(set(self._partitions))
         return dict(sorted(self._chain.rule.heads.items()))
 
-    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
-        """From the rejections topic's one partition: position = offset + 1, counting only
-        records (a transaction's commit marker takes an offset but holds no rejection)."""
-        records = self._reader.read(self.rejections_topic, {REJECTIONS_PARTITION: position})
-        after = (r for r in records if r.offset >= position)
-        return [(r.offset + 1, read_rejection(r.value)) for r in islice(after, limit)]
+    def rejection_lanes(self) -> list[str]:
+        return self.lanes.names()
+
+    def rejections_after(
+        self, position: int, limit: int, *, lane: str
+    ) -> list[tuple[int, Rejection]]:
+        """From the lane's partition (:class:`~events.kafka_records.RejectionLanes`: the
+        position of an offset of a lane is offset * lanes + lane + 1; a commit
+        marker takes an offset but holds no rejection)."""
+        if lane not in self.lanes.names():
+            raise ValueError(f"{self.rejections_topic} has no lane {lane!r}")
+        q = int(lane)
+        start = self.lanes.next_offset(q, position)
+        records = self._reader.read(self.rejections_topic, {q: start})
+        after = (r for r in records if r.offset >= start)
+        return [
+            (self.lanes.position(q, r.offset), read_rejection(r.value))
+            for r in islice(after, limit)
+        ]
 
     def rejections(self) -> Iterator[Rejection]:
         reader = Reader(self._connection)

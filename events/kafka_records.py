@@ -14,11 +14,17 @@ continues its org's chain (``sequence`` = head + 1 and ``prev_hash`` = head's ha
 record is an *orphan* (a writer that lost a race, or a retry after a partial failure) and is
 not part of the ledger. Every reader applies the same rule to the same order, so every reader
 sees the same ledger.
+
+**Rejection lanes.** Each partition of the rejections topic is a *lane*
+(:class:`RejectionLanes`): intake partition *p*'s rejections go to lane *p* mod the lane count.
+A rejection's *position* is unique across the lanes and increases within one (the record's
+offset + 1 when the topic has one partition); readers keep one checkpoint per lane.
 """
 
 import base64
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -32,6 +38,29 @@ from events.reasons import ReasonCode
 from events.stored import parse_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent
 from schemas.errors import LedgerDamagedError
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionLanes:
+    """The partitions of the rejections topic, as lanes: see the module docstring."""
+
+    count: int
+
+    def of(self, partition: int) -> int:
+        """The lane of intake (and ledger) partition ``partition``."""
+        return partition % self.count
+
+    def position(self, lane: int, offset: int) -> int:
+        """The position of the rejection at ``offset`` of ``lane``."""
+        return offset * self.count + lane + 1
+
+    def next_offset(self, lane: int, position: int) -> int:
+        """The first offset of ``lane`` whose position is above ``position`` (0: none read)."""
+        return max(0, (position - 1 - lane) // self.count + 1)
+
+    def names(self) -> list[str]:
+        """The lanes' names (their checkpoint keys): their partition numbers."""
+        return [str(lane) for lane in range(self.count)]
 
 
 def org_key(org_id: str) -> bytes:

@@ -121,11 +121,19 @@ class EventLog(Protocol):
         """Every recorded rejection, oldest first (streamed, not held)."""
         ...
 
-    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
-        """At most ``limit`` rejections after ``position``, oldest first, each with its
-        position: at least 1, and larger for each later one (SQLite: 1 for the first
-        rejection ever recorded, one more for each next; Kafka: the record's offset + 1, which
-        skips the offsets that transactions' commit markers take)."""
+    def rejection_lanes(self) -> list[str]:
+        """The names of the rejection log's lanes, each read on its own (SQLite: one, ``""``;
+        Kafka: one per partition of the rejections topic, ``"0"``, ``"1"``...)."""
+        ...
+
+    def rejections_after(
+        self, position: int, limit: int, *, lane: str
+    ) -> list[tuple[int, Rejection]]:
+        """At most ``limit`` rejections of ``lane`` after ``position``, oldest first, each
+        with its position: at least 1, larger for each later one of the lane, and never the
+        same in two lanes (SQLite: 1 for the first rejection ever recorded, one more for each
+        next; Kafka: :class:`events.kafka_records.RejectionLanes`, which skips the offsets
+        that transactions' commit markers take)."""
         ...
 
     def close(self) -> None: ...

@@ -77,6 +77,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 """The file's ``PRAGMA user_version`` once every migration has been applied."""
 _PAGE = 256
 """Rejections read at a time (each keeps at most 64 KiB of raw bytes)."""
+LANE = ""
+"""The rejection log's one lane (rows are numbered in one order)."""
 
 
 def _row(item: Accepted | LedgerEvent) -> tuple[Any, ...]:
@@ -536,11 +538,18 @@ class SqliteEventLog:
 
     def rejections(self) -> Iterator[Rejection]:
         position = 0
-        while page := self.rejections_after(position, _PAGE):
+        while page := self.rejections_after(position, _PAGE, lane=LANE):
             yield from (rejection for _, rejection in page)
             position = page[-1][0]
 
-    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
+    def rejection_lanes(self) -> list[str]:
+        return [LANE]
+
+    def rejections_after(
+        self, position: int, limit: int, *, lane: str
+    ) -> list[tuple[int, Rejection]]:
+        if lane != LANE:
+            raise ValueError(f"the SQLite rejection log has one lane ({LANE!r}), not {lane!r}")
         # ``id`` is the position: AUTOINCREMENT numbers rows from 1, and a rolled-back insert
         # gives its numbers back (the counter is part of the transaction); nothing is deleted.
         # A file opened without its upgrade (read-only) may lack the version 2 columns.

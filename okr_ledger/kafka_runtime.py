@@ -86,7 +86,7 @@ class KafkaRuntime:
         orgs = len(found.limits.ledger)
         report = RebuildReport(
             f"rebuilt {found.events} ledger events of {orgs} orgs and "
-            f"{found.limits.rejections} rejections beside the live projections, up to their "
+            f"{found.limits.rejected} rejections beside the live projections, up to their "
             "checkpoints",
             differences=found.differences,
             baseline="the live projections",
@@ -97,7 +97,7 @@ class KafkaRuntime:
             )
         if found.kept:
             report.notes.append(f"kept the rebuild: {found.kept}")
-        if not orgs and not found.limits.rejections and not found.differences:
+        if not orgs and not found.limits.rejected and not found.differences:
             report.compared = False
             report.notes.append("there are no live projections yet: nothing to compare")
         return report

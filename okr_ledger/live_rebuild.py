@@ -1,8 +1,9 @@
 """`rebuild` beside a running worker (Kafka): replay into a fresh database, compare with live.
 
 The live projections are read first (their checkpoints), so the rebuild replays exactly the
-prefix they cover: each org up to its live checkpoint, the rejections up to theirs. Both are
-then fingerprinted within that prefix, so events the worker projects meanwhile change nothing.
+prefix they cover: each org up to its live checkpoint, each lane of the rejections up to its
+own. Both are then fingerprinted within that prefix, so events the worker projects meanwhile
+change nothing.
 The fresh database is a temporary chDB path in this process (the worker holds the live one:
 chDB allows one path per process, but other processes may open other paths), or, with a
 ClickHouse server, ``<database>_rebuild_<time>`` on that server. It is dropped unless kept.
@@ -93,22 +94,29 @@ def live_limits(live: ProjectionStore, log: EventLog) -> tuple[Limits, list[str]
     Also returns problems (a live checkpoint beyond the ledger) and the orgs not projected yet.
     """
     ledger = live.positions()
-    rejections = live.positions(t.REJECTION_STREAM).get("", 0)
+    rejections = live.positions(t.REJECTION_STREAM)
     heads = {org: head.sequence for org, head in log.heads().items()}
     problems = [
         f"{org}: the live projections are at sequence {last}, the ledger at {heads.get(org, 0)}"
         for org, last in sorted(ledger.items())
         if last > heads.get(org, 0)
     ]
-    recorded = 0
-    for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=rejections):
-        recorded = page[-1][0]
-    if recorded < rejections:
-        problems.append(
-            f"rejections: the live projections are at position {rejections}, the log's last "
-            f"is {recorded}"
-        )
-    limits = Limits({org: min(last, heads.get(org, 0)) for org, last in ledger.items()}, recorded)
+    lasts: list[int] = []
+    rejected = 0
+    for lane in log.rejection_lanes():
+        upto, recorded = rejections.get(lane, 0), 0
+        for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=upto, lane=lane):
+            recorded = page[-1][0]
+            rejected += len(page)
+        if recorded < upto:
+            problems.append(
+                f"rejections (lane {lane!r}): the live projections are at position {upto}, "
+                f"the log's last is {recorded}"
+            )
+        lasts.append(recorded)
+    limits = Limits(
+        {org: min(last, heads.get(org, 0)) for org, last in ledger.items()}, tuple(lasts), rejected
+    )
     return limits, problems, sorted(heads.keys() - ledger.keys())
 
 
@@ -128,8 +136,9 @@ def replay(
             store.insert(projector.project_records(batch))
             replayed += len(batch)
             advance(len(batch))
-        for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=limits.rejections):
-            store.insert(project_rejections(page))
+        for lane, last in zip(log.rejection_lanes(), limits.rejections, strict=False):
+            for page in rejection_pages(log, 0, DEFAULT_REJECTION_BATCH_SIZE, upto=last, lane=lane):
+                store.insert(project_rejections(page, lane=lane))
     return replayed
 
 

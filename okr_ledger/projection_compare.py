@@ -1,5 +1,5 @@
-"""The comparison `rebuild` makes: a fingerprint of every history table, optionally cut at
-per-org sequences (and a rejection position), so two stores compare over the same prefix; and,
+"""The comparison `rebuild` makes: a fingerprint of every history table, optionally cut at per-org
+sequences (and a rejection position per lane), so two stores compare over the same prefix; and,
 uncut, of every current-state table after ``FINAL`` (its latest rows: the answers).
 """
 
@@ -37,10 +37,14 @@ def row_hash(*stores: ProjectionStore) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A prefix of the ledger: each org's last sequence, and the last rejection position."""
+    """A prefix of the ledger: each org's last sequence, and the last rejection position of
+    each lane of the rejection log, in the log's order of lanes (a rejection at position *n*
+    is in lane (*n* - 1) mod the lane count: :class:`events.kafka_records.RejectionLanes`)."""
 
     ledger: dict[str, int] = field(default_factory=dict)
-    rejections: int = 0
+    rejections: tuple[int, ...] = ()
+    rejected: int = 0
+    """How many rejections the prefix holds."""
 
     @property
     def events(self) -> int:
@@ -57,7 +61,9 @@ def _rows(table: str, limits: Limits | None, hash_: str) -> tuple[str, dict[str,
     if limits is None:
         return select, {}
     if table == t.REJECTIONS:
-        return f"{select} WHERE position <= {{last:UInt64}}", {"last": limits.rejections}
+        lasts = list(limits.rejections) or [0]
+        last = "{lasts:Array(UInt64)}[(position - 1) % {lanes:UInt64} + 1]"
+        return f"{select} WHERE position <= {last}", {"lasts": lasts, "lanes": len(lasts)}
     orgs = sorted(limits.ledger)
     cut = "transform(org_id, {orgs:Array(String)}, {lasts:Array(UInt64)}, toUInt64(0))"
     return f"{select} WHERE sequence <= {cut}", {

@@ -25,8 +25,8 @@ class Backlog:
     """Each org's checkpoint."""
     heads: dict[str, int]
     """Each org's last sequence in the ledger."""
-    rejections: int
-    """The rejection log's checkpoint."""
+    rejections: dict[str, int]
+    """The rejection log's checkpoint of each lane (:meth:`events.log.EventLog.rejection_lanes`)."""
     checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
     """Every stream's positions, as read (:meth:`Checkpoints.checkpoints`)."""
 
@@ -45,11 +45,14 @@ def read_backlog(log: EventLog, sink: Checkpoints) -> Backlog:
     return Backlog(
         checkpoints.get(t.LEDGER_STREAM, {}),
         {org: head.sequence for org, head in log.heads().items()},
-        checkpoints.get(t.REJECTION_STREAM, {}).get("", 0),
+        checkpoints.get(t.REJECTION_STREAM, {}),
         checkpoints,
     )
 
 
 def nothing_new(log: EventLog, backlog: Backlog) -> bool:
     """Whether the log has no event and no rejection beyond the store's checkpoints."""
-    return not backlog.behind and not log.rejections_after(backlog.rejections, 1)
+    return not backlog.behind and not any(
+        log.rejections_after(backlog.rejections.get(lane, 0), 1, lane=lane)
+        for lane in log.rejection_lanes()
+    )

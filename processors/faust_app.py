@@ -1,12 +1,13 @@
 """The Kafka worker: one Faust app per process, its partitions from a consumer group.
 
 Every worker started with the same settings joins the consumer group ``OKR_WORKER_APP_ID``,
-subscribed to the intake, ledger and rejections topics. Faust's assignor spreads the
-partitions over the workers and co-partitions the topics: intake *p* and ledger *p* (which have
-the same partition count) always land on the same worker, and the rejections' one partition on
-one of them. Start another worker and it takes a share; kill one and the survivors take its
-partitions over once the group's session times out. Partitions are the ceiling on parallelism:
-a worker owning none is healthy and idle.
+subscribed to the intake, ledger and rejections topics. Faust's assignor spreads the partitions
+over the workers and co-partitions the topics: intake *p*, ledger *p* and rejections *p* (which
+have the same partition count) always land on the same worker. (A rejections topic made with
+fewer partitions, by an earlier version, is spread on its own: each of its lanes is projected
+by the worker that has it.) Start another worker and it takes a share; kill one and the
+survivors take its partitions over once the group's session times out. Partitions are the
+ceiling on parallelism: a worker owning none is healthy and idle.
 
 Two Faust agents do the work, each fed by the group consumer through an in-memory channel, one
 batch of one partition at a time (:mod:`processors.faust_batches`):
@@ -33,6 +34,7 @@ from aiohttp import web
 from faust.types import TP
 
 from events.kafka_client import Connection, Reader
+from events.kafka_records import RejectionLanes
 from processors.faust_batches import Delivery, OkrConsumer
 from processors.kafka_config import WorkerConfig
 from processors.kafka_projector import LedgerProjection, ProjectorAgent
@@ -44,8 +46,8 @@ from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-REJECTIONS_PARTITION = 0
-"""The rejections topic's only partition."""
+TIMERS_LANE = 0
+"""The timers run on the worker that has this partition of the rejections topic."""
 
 
 class Store(RowSink, Protocol):
@@ -61,7 +63,7 @@ TimerBody = Callable[[Any, ThreadPoolExecutor, bool], Awaitable[object]]
 first tick since this worker took the timers (read again what another worker may have done)."""
 Timer = tuple[float, TimerBody]
 """``(interval in seconds, tick)``, run by a Faust timer on one worker of the group: the one
-assigned the rejections partition (a topic of one partition: exactly one worker has it)."""
+assigned rejections partition :data:`TIMERS_LANE` (exactly one worker has it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,8 @@ class Worker(Delivery):
         self._started = asyncio.Event()
         self.assigned_once = False
         self.runs_timers = False
-        """Whether this worker has the rejections partition, so runs the timers."""
+        """Whether this worker has rejections partition :data:`TIMERS_LANE`, so runs the
+        timers."""
         self._ticked: set[int] = set()
         """The timers that ticked since this worker took them (by ``id``)."""
 
@@ -155,10 +158,10 @@ class Worker(Delivery):
         """Check the topics, open the store, make the agents."""
         c = self.config
         loop = asyncio.get_running_loop()
-        partitions = await asyncio.to_thread(self._check_topics)
+        partitions, lanes = await asyncio.to_thread(self._check_topics)
         self._store = await loop.run_in_executor(self._store_thread, self.services.open_store)
         projection = await loop.run_in_executor(
-            self._store_thread, LedgerProjection, self._store, partitions
+            self._store_thread, LedgerProjection, self._store, partitions, RejectionLanes(lanes)
         )
         runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
         self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
@@ -174,8 +177,9 @@ class Worker(Delivery):
         )
         self._started.set()
 
-    def _check_topics(self) -> int:
-        """The topics' partition count, once they are known to exist and to agree."""
+    def _check_topics(self) -> tuple[int, int]:
+        """The ledger's and the rejections' partition counts, once the topics are known to
+        exist and the intake and the ledger to agree."""
         topics = self.config.topics
         reader = Reader(Connection(self.config.servers, "okr-worker", self.config.timeout_s))
         try:
@@ -187,6 +191,7 @@ class Worker(Delivery):
                     "OKR_KAFKA_* settings as the worker)"
                 )
             intake, ledger = reader.partitions(topics.intake), reader.partitions(topics.ledger)
+            lanes = len(reader.partitions(topics.rejections))
         finally:
             reader.close()
         if len(intake) != len(ledger):
@@ -194,7 +199,7 @@ class Worker(Delivery):
                 f"{topics.intake} has {len(intake)} partitions and {topics.ledger} "
                 f"{len(ledger)}: they must have the same number (intake p feeds ledger p)"
             )
-        return len(ledger)
+        return len(ledger), lanes
 
     async def stop(self) -> None:
         if self.sequencer is not None:
@@ -219,14 +224,14 @@ class Worker(Delivery):
         topics = self.config.topics
         intake = {tp.partition for tp in assigned if tp.topic == topics.intake}
         ledger = {tp.partition for tp in assigned if tp.topic == topics.ledger}
-        rejections = TP(topics.rejections, REJECTIONS_PARTITION) in assigned
-        if rejections and not self.runs_timers:
+        lanes = {tp.partition for tp in assigned if tp.topic == topics.rejections}
+        if TIMERS_LANE in lanes and not self.runs_timers:
             self._ticked.clear()
-        self.runs_timers = rejections
+        self.runs_timers = TIMERS_LANE in lanes
         self.assigned_once = True
         intake_offsets, (starts, rejections_next) = await asyncio.gather(
             sequencer.assign(intake, generation),
-            projector.assign(ledger, rejections, generation),
+            projector.assign(ledger, lanes, generation),
         )
         unread = [p for p, start in starts.items() if start is None]
         beginnings = await asyncio.to_thread(self._beginnings, unread)
@@ -234,8 +239,7 @@ class Worker(Delivery):
         for partition, start in starts.items():
             offset = beginnings[partition] if start is None else start
             offsets[TP(topics.ledger, partition)] = offset
-        if rejections_next is not None:
-            offsets[TP(topics.rejections, REJECTIONS_PARTITION)] = rejections_next
+        offsets.update((TP(topics.rejections, q), o) for q, o in rejections_next.items())
         self.metrics.assigned(topics.ledger, len(ledger))  # restored: ready (with the intake)
         return offsets
 
@@ -269,15 +273,14 @@ class Worker(Delivery):
         ledger, rejections = await projector.settle()
         offsets = {TP(topics.intake, p): o for p, o in intake.items()}
         offsets.update((TP(topics.ledger, p), o) for p, o in ledger.items())
-        if rejections is not None:
-            offsets[TP(topics.rejections, REJECTIONS_PARTITION)] = rejections
+        offsets.update((TP(topics.rejections, q), o) for q, o in rejections.items())
         return offsets
 
     async def revoked(self, revoked: set[TP]) -> None:
         sequencer, projector = self._agents()
         intake = self.config.topics.intake
         sequencer.revoke({tp.partition for tp in revoked if tp.topic == intake})
-        if TP(self.config.topics.rejections, REJECTIONS_PARTITION) in revoked:
+        if TP(self.config.topics.rejections, TIMERS_LANE) in revoked:
             self.runs_timers = False
         await projector.revoke()
 
@@ -293,8 +296,8 @@ class Worker(Delivery):
         await self._agents()[1].handle(partition, records, generation, rejections)
 
     async def tick(self, function: TimerBody) -> None:
-        """One tick of a timer of :attr:`WorkerServices.timers`: on the worker that has the
-        rejections partition only, once the store is open."""
+        """One tick of a timer of :attr:`WorkerServices.timers`: on the worker that has
+        rejections partition :data:`TIMERS_LANE` only, once the store is open."""
         if self._store is None or not self.runs_timers:
             return
         first = id(function) not in self._ticked

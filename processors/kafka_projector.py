@@ -1,4 +1,4 @@
-"""The projector agent: the ledger partitions (and the rejections) this worker owns -> the store.
+"""The projector agent: the ledger partitions (and rejections lanes) this worker owns -> the store.
 
 Its partitions come from the consumer group (:mod:`processors.faust_app`), the same as the
 sequencer's: ledger partition *p* lands on the worker that sequences intake *p*. It applies the
@@ -21,9 +21,10 @@ and a batch projected again yields the same rows (versioned by ``sequence``), wh
 A worker that lost its partitions and still inserts (a paused one, waking) writes rows that
 collapse the same way; its discards and its ledger checkpoints are refused, because each
 partition is *claimed* on assignment (:data:`processors.tables.OWNER_STREAM`) and those writes
-check the claim inside the statement. The rejections topic has one
-partition, owned by one worker; a rejection's position is its offset + 1 (the event log's
-numbering, so a rebuild matches), and a re-insert collapses too.
+check the claim inside the statement. Each partition of the rejections topic is a lane
+(:class:`events.kafka_records.RejectionLanes`, co-partitioned with the ledger when they have
+as many partitions), with its own checkpoint; a rejection's position is the event log's (so a
+rebuild matches), and a re-insert collapses too.
 """
 
 import asyncio
@@ -34,7 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from events.kafka_records import ChainReader, read_rejection
+from events.kafka_records import ChainReader, RejectionLanes, read_rejection
+from events.outcomes import Rejection
 from processors import tables as t
 from processors.faust_batches import Unreadable
 from processors.metrics import PrometheusMetrics
@@ -59,8 +61,8 @@ class Pending:
 
     ledger: list[LedgerRecord] = field(default_factory=list)
     """Each partition's in offset order."""
-    rejections: list[tuple[int, bytes | None]] = field(default_factory=list)
-    """(offset, value) of rejections-topic records, in offset order."""
+    rejections: list[tuple[int, int, bytes | None]] = field(default_factory=list)
+    """(lane, offset, value) of rejections-topic records, each lane's in offset order."""
     first_at: float = 0.0
     last_at: float = 0.0
     """When the first and the latest records were handed over (``time.monotonic``)."""
@@ -73,14 +75,20 @@ class LedgerProjection:
     """The agent's core without transport: records in, rows into the sink (blocking calls)."""
 
     def __init__(
-        self, sink: RowSink, partition_count: int, projector: Projector | None = None
+        self,
+        sink: RowSink,
+        partition_count: int,
+        lanes: RejectionLanes,
+        projector: Projector | None = None,
     ) -> None:
-        """``partition_count``: of the ledger topic, to tell where each org's records belong."""
+        """``partition_count``: of the ledger topic, to tell where each org's records belong;
+        ``lanes``: the rejections topic's partitions."""
         self.sink = sink
         self.chain = ChainReader(partition_count)
+        self.lanes = lanes
         self.projector = projector or Projector()
         self.checkpoints = sink.positions()
-        self.rejections_done = sink.positions(t.REJECTION_STREAM).get("", 0)
+        self.rejections_done = self._lanes_done(sink.positions(t.REJECTION_STREAM))
         self.next_offsets: dict[int, int] = {}
         """Per ledger partition: the offset after the last record applied."""
         self.newest: dict[int, str] = {}
@@ -101,7 +109,7 @@ class LedgerProjection:
         found = self.sink.checkpoints()
         self._discard_unfinished(partitions, found, self.claim)
         self.checkpoints = found.get(t.LEDGER_STREAM, {})
-        self.rejections_done = found.get(t.REJECTION_STREAM, {}).get("", 0)
+        self.rejections_done = self._lanes_done(found.get(t.REJECTION_STREAM, {}))
         starts: dict[int, int | None] = {}
         for partition in partitions:
             if partition in self.next_offsets and self._unchanged(partition):
@@ -110,6 +118,14 @@ class LedgerProjection:
                 self._forget(partition)
                 starts[partition] = None
         return starts
+
+    def _lanes_done(self, positions: dict[str, int]) -> dict[int, int]:
+        """Each lane's checkpoint (the last position projected), from the store's."""
+        return {int(k): positions.get(k, 0) for k in self.lanes.names()}
+
+    def rejections_next(self, lanes: set[int]) -> dict[int, int]:
+        """Where to read each of ``lanes`` from: the offset after its checkpoint."""
+        return {q: self.lanes.next_offset(q, self.rejections_done[q]) for q in lanes}
 
     def _claim(self, partitions: set[int]) -> None:
         """Claim ``partitions`` before reading the checkpoints: one number above every claim
@@ -151,8 +167,10 @@ class LedgerProjection:
         self.next_offsets.pop(partition, None)
         self.newest.pop(partition, None)
 
-    def apply(self, ledger: list[LedgerRecord], rejections: list[tuple[int, bytes | None]]) -> None:
-        """Project ``ledger`` records (each partition's in offset order) and ``(offset,
+    def apply(
+        self, ledger: list[LedgerRecord], rejections: list[tuple[int, int, bytes | None]]
+    ) -> None:
+        """Project ``ledger`` records (each partition's in offset order) and ``(lane, offset,
         value)`` rejections; store the rows in one insert per table."""
         replay: list[StoredEvent] = []
         live: list[StoredEvent] = []
@@ -180,14 +198,17 @@ class LedgerProjection:
             }
             self.sink.insert(rows, owners)  # the checkpoints last, if still ours
 
-    def _rejection_rows(self, rejections: list[tuple[int, bytes | None]]) -> RowBatch:
-        pending = [
-            (o + 1, read_rejection(v)) for o, v in rejections if o + 1 > self.rejections_done
-        ]
-        if not pending:
-            return {}
-        self.rejections_done = pending[-1][0]
-        return project_rejections(pending)
+    def _rejection_rows(self, rejections: list[tuple[int, int, bytes | None]]) -> RowBatch:
+        by_lane: dict[int, list[tuple[int, Rejection]]] = {}
+        for lane, offset, value in rejections:
+            position = self.lanes.position(lane, offset)
+            if position > self.rejections_done[lane]:
+                by_lane.setdefault(lane, []).append((position, read_rejection(value)))
+        rows: RowBatch = {}
+        for lane, pending in by_lane.items():
+            self.rejections_done[lane] = pending[-1][0]
+            t.merge(rows, project_rejections(pending, lane=str(lane)))
+        return rows
 
 
 class ProjectorAgent:
@@ -222,7 +243,7 @@ class ProjectorAgent:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._owned: set[int] = set()
-        self._rejections = False
+        self._lanes: set[int] = set()
         self._generation: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -230,14 +251,14 @@ class ProjectorAgent:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     async def assign(
-        self, partitions: set[int], rejections: bool, generation: int
-    ) -> tuple[dict[int, int | None], int | None]:
+        self, partitions: set[int], lanes: set[int], generation: int
+    ) -> tuple[dict[int, int | None], dict[int, int]]:
         """A new assignment: where to read each ledger partition from (``None``: its
-        beginning) and, if the rejections are among it, the rejections' next offset."""
+        beginning) and each rejections lane."""
         async with self._lock:
             self._pending = Pending()
             starts = await self._blocking(self.projection.take, partitions)
-            self._owned, self._rejections, self._generation = partitions, rejections, generation
+            self._owned, self._lanes, self._generation = partitions, lanes, generation
         self.metrics.projecting(partitions)
         if not self._tasks:
             self._tasks = [
@@ -245,11 +266,11 @@ class ProjectorAgent:
                 asyncio.create_task(self._report_lag(), name="okr-projector-lag"),
             ]
         log.info(
-            "projecting ledger partitions %s%s",
+            "projecting ledger partitions %s and rejections lanes %s",
             sorted(partitions),
-            " and the rejections" if rejections else "",
+            sorted(lanes),
         )
-        return starts, self.projection.rejections_done if rejections else None
+        return starts, self.projection.rejections_next(lanes)
 
     async def revoke(self) -> None:
         """Take no more batches until the next assignment (which says where to read from),
@@ -264,7 +285,8 @@ class ProjectorAgent:
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False
     ) -> None:
-        """Records of ledger ``partition`` (or of the rejections) as fetched, in offset order."""
+        """Records of ledger ``partition`` (or of that rejections lane) as fetched, in offset
+        order."""
         if generation != self._generation:
             return
         pending = self._pending
@@ -272,9 +294,11 @@ class ProjectorAgent:
         if not pending:
             pending.first_at = pending.last_at
         if rejections:
-            pending.rejections.extend(
-                (r.offset, None if isinstance(r, Unreadable) else r.value) for r in records
-            )
+            if partition in self._lanes:
+                pending.rejections.extend(
+                    (partition, r.offset, None if isinstance(r, Unreadable) else r.value)
+                    for r in records
+                )
         elif partition in self._owned:
             pending.ledger.extend(
                 (partition, r.offset, None, None)  # unreadable: an orphan
@@ -295,12 +319,12 @@ class ProjectorAgent:
         else:
             self._wake.set()
 
-    async def settle(self) -> tuple[dict[int, int], int | None]:
-        """Insert what is pending; the next offset of each owned partition it has read
-        (and of the rejections, if owned)."""
+    async def settle(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Insert what is pending; the next offset of each owned ledger partition it has read,
+        and of each owned rejections lane."""
         await self._flush()
         offsets = {p: o for p, o in self.projection.next_offsets.items() if p in self._owned}
-        return offsets, self.projection.rejections_done if self._rejections else None
+        return offsets, self.projection.rejections_next(self._lanes)
 
     async def _flush_when_due(self) -> None:
         try:

@@ -146,7 +146,7 @@ class PartitionSequencer:
         rejections: Iterable[StoredRecord],
         policy: Policy = DEFAULT_POLICY,
     ) -> "PartitionSequencer":
-        """Rebuild from ledger partition ``partition`` and the whole rejections topic."""
+        """Rebuild from ledger partition ``partition`` and the whole of its rejections lane."""
         self = cls(partition, partitions, policy)
         self.fold_ledger(ledger)
         self.fold_rejections(rejections)
@@ -155,10 +155,17 @@ class PartitionSequencer:
 
     @classmethod
     def from_state(
-        cls, partition: int, partitions: int, policy: Policy, state: PartitionState
+        cls,
+        partition: int,
+        partitions: int,
+        policy: Policy,
+        state: PartitionState,
+        lane: int = 0,
     ) -> tuple["PartitionSequencer", int | None, int | None]:
         """A sequencer on a state kept from before (a state file), and where to read the
-        ledger and the rejections from (``None``: their beginning) to bring it up to date.
+        ledger and the rejections (``lane`` of the rejections topic) from (``None``: their
+        beginning) to bring it up to date. A state that noted an offset of another lane (the
+        topic's partitions changed) reads the lane from its beginning.
 
         The state notes where its owner resumed, and, while a restore's replays are not
         written yet, where that restore started reading: a restore cut short may have folded
@@ -166,12 +173,14 @@ class PartitionSequencer:
         from there (those records it only notes, if the state folded them)."""
         self = cls(partition, partitions, policy, state)
         notes = state.notes()
-        ledger_from, rejections_from = state.ledger_next, notes.get("rejections_next")
+        same_lane = notes.get("rejections_lane", 0) == lane
+        ledger_from = state.ledger_next
+        rejections_from = notes.get("rejections_next") if same_lane else None
         if "resume" in notes:
             self.resume_offset = notes["resume"]
         if notes.get("replay_ledger", -1) >= 0:
             ledger_from = min(notes["replay_ledger"], ledger_from or 0)
-        if notes.get("replay_rejections", -1) >= 0:
+        if same_lane and notes.get("replay_rejections", -1) >= 0:
             rejections_from = min(notes["replay_rejections"], rejections_from or 0)
         state.note({"replay_ledger": ledger_from or 0, "replay_rejections": rejections_from or 0})
         return self, ledger_from, rejections_from
@@ -275,11 +284,18 @@ class PartitionSequencer:
         with self.state.deciding(probes) as state:
             yield self._decide_all(state, live, intakes, now)
 
-    def keep(self, output: BatchOutput, ledger_next: int | None, rejections_next: int) -> None:
+    def keep(
+        self, output: BatchOutput, ledger_next: int | None, rejections_next: int, lane: int = 0
+    ) -> None:
         """The batch decided in :meth:`deciding` is written: keep it (``ledger_next``: the
-        offset after its last event, if it wrote any)."""
+        offset after its last event, if it wrote any; ``rejections_next``: the offset of
+        ``lane`` of the rejections topic up to which the state is folded)."""
         accepted = [outcome for outcome, _ in output.events]
-        notes = {"resume": self.resume_offset or 0, "rejections_next": rejections_next}
+        notes = {
+            "resume": self.resume_offset or 0,
+            "rejections_next": rejections_next,
+            "rejections_lane": lane,
+        }
         if not self._recorded:  # nothing left to replay: a restore need not look back
             notes |= {"replay_ledger": -1, "replay_rejections": -1}
         self.state.keep(accepted, ledger_next, notes)

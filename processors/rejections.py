@@ -10,8 +10,9 @@ from processors.projector import micros
 from processors.tables import RowBatch
 
 
-def project_rejections(rejections: Sequence[tuple[int, Rejection]]) -> RowBatch:
-    """Rows for rejections, each with its position (its place in the rejection log).
+def project_rejections(rejections: Sequence[tuple[int, Rejection]], *, lane: str) -> RowBatch:
+    """Rows for rejections of one ``lane`` of the rejection log, each with its position (its
+    place in the log, unique across lanes), and the lane's checkpoint.
 
     Rejections are not ledger events: they have no sequence, only their order in the log.
     """
@@ -36,5 +37,5 @@ def project_rejections(rejections: Sequence[tuple[int, Rejection]]) -> RowBatch:
         )
     if rejections:
         last, newest = rejections[-1]
-        rows[t.CHECKPOINTS].append((t.REJECTION_STREAM, "", last, micros(newest.recorded_at)))
+        rows[t.CHECKPOINTS].append((t.REJECTION_STREAM, lane, last, micros(newest.recorded_at)))
     return rows

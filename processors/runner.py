@@ -106,14 +106,14 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def rejection_pages(
-    log: EventLog, after: int, size: int, upto: int | None = None
+    log: EventLog, after: int, size: int, upto: int | None = None, *, lane: str
 ) -> Iterator[list[tuple[int, Rejection]]]:
-    """The log's rejections after position ``after`` (up to ``upto``), ``size`` at a time:
-    memory holds one page, whatever the number or size of the rejections. Positions increase
-    but may skip (on Kafka a transaction's commit marker takes one)."""
+    """The rejections of the log's ``lane`` after position ``after`` (up to ``upto``), ``size``
+    at a time: memory holds one page, whatever the number or size of the rejections. Positions
+    increase but may skip (on Kafka: the other lanes' and the commit markers')."""
     while upto is None or after < upto:
         limit = size if upto is None else min(size, upto - after)
-        page = log.rejections_after(after, limit)
+        page = log.rejections_after(after, limit, lane=lane)
         if upto is not None:
             page = [item for item in page if item[0] <= upto]
         if page:
@@ -247,12 +247,16 @@ class EmbeddedRunner:
                 unsaved = 0
         return position - start
 
-    def _catch_up_rejections(self, done: int) -> int:
-        """Project the rejections after the store's checkpoint ``done``, one bounded page at a
-        time."""
+    def _catch_up_rejections(self, done: dict[str, int]) -> int:
+        """Project each lane's rejections after the store's checkpoint of the lane (``done``),
+        one bounded page at a time."""
         projected = 0
         with collector_paused():
-            for page in rejection_pages(self.log, done, self.rejection_batch_size):
-                self.sink.insert(project_rejections(page))
-                projected += len(page)
+            for lane in self.log.rejection_lanes():
+                pages = rejection_pages(
+                    self.log, done.get(lane, 0), self.rejection_batch_size, lane=lane
+                )
+                for page in pages:
+                    self.sink.insert(project_rejections(page, lane=lane))
+                    projected += len(page)
         return projected

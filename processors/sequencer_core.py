@@ -8,9 +8,10 @@ process of its own (:class:`ProcessRunner`), so that deciding (CPU in Python) an
 
 **Restore** (:meth:`SequencerCore.fence`, then :meth:`SequencerCore.restore`): create the
 partition's writer with the transactional id ``<app id>-seq-<p>``, which fences every earlier
-writer of the partition, and only then fold what the ledger partition (chain rule) and the
-rejections hold beyond the state this process kept (when it held the partition before and
-every write of it was whole) or all of it; find where to resume.
+writer of the partition, and only then fold what the ledger partition (chain rule) and its
+rejections lane (:class:`events.kafka_records.RejectionLanes`) hold beyond the state this
+process kept (when it held the partition before and every write of it was whole) or all of it;
+find where to resume.
 
 **Batches** (:meth:`SequencerCore.sequence`): decide, then write rejections, events and
 outcomes in one transaction through the partition's writer
@@ -111,7 +112,7 @@ class Owned:
     sequencer: PartitionSequencer
     writer: LedgerWriter
     rejections_next: int
-    """Every rejections-topic record before this offset is folded."""
+    """Every record of the partition's rejections lane before this offset is folded."""
     intact: bool = True
     """False once a write failed or was cut short: the state may be ahead of the ledger."""
 
@@ -148,9 +149,8 @@ class SequencerCore:
     def fence(self, partitions: list[int]) -> None:
         """Make the writers of ``partitions``: every earlier writer of each is refused from
         now on, and its open transaction is aborted. Every partition of an assignment is
-        fenced before any is restored: a restore reads the rejections topic, shared by all
-        writers, and a committed read waits for every transaction open on it; those of a
-        dead worker end only when the partitions they belong to are fenced."""
+        fenced before any is restored (they take one lock here: see "Transactions, one at a
+        time")."""
         c = self.config
 
         def writer(partition: int) -> LedgerWriter:
@@ -217,11 +217,12 @@ class SequencerCore:
                 for r in reader.read(c.topics.ledger, {partition: ledger_from})
             )
             ledger_next = reader.positions[partition]
+            lane = self.log.lanes.of(partition)
             sequencer.fold_rejections(
                 StoredRecord(r.offset, r.value, r.headers)
-                for r in reader.read(c.topics.rejections, {0: rejections_from})
+                for r in reader.read(c.topics.rejections, {lane: rejections_from})
             )
-            rejections_next = reader.positions[0]
+            rejections_next = reader.positions[lane]
             sequencer.resume()
             resume = sequencer.resume_offset
             if resume is None:
@@ -262,7 +263,10 @@ class SequencerCore:
             )
             state.discard()
             state = open_state(path, partition)
-        return PartitionSequencer.from_state(partition, self.log.partition_count, c.policy, state)
+        lane = self.log.lanes.of(partition)
+        return PartitionSequencer.from_state(
+            partition, self.log.partition_count, c.policy, state, lane
+        )
 
     def _matches(self, state: FileState, partition: int, reader: Reader) -> bool:
         """Whether the state file's last event is still in the ledger, with the same hash."""
@@ -311,7 +315,9 @@ class SequencerCore:
                 ledger_next = self._write(owned, output, decided) if output.outcomes else None
                 if output.restore:  # the state took an event half: do not keep it
                     raise _HalfAppliedError
-                sequencer.keep(output, ledger_next, owned.rejections_next)
+                sequencer.keep(
+                    output, ledger_next, owned.rejections_next, self.log.lanes.of(partition)
+                )
         except WriterFencedError:
             self.drop(partition)
             return Sequenced(Verdict.FENCED, None)

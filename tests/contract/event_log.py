@@ -237,19 +237,44 @@ class EventLogContract:
         stored = [_rejection(f"{{{n}".encode(), line=n) for n in range(7)]
         log.append([], stored[:4])
         log.append(chained_events("acme")[:1], stored[4:])
-        everything = log.rejections_after(0, 100)
+        lane = log.rejection_lanes()[0]  # where rejections without an org go
+
+        def after(position: int, limit: int) -> list[tuple[int, Rejection]]:
+            return log.rejections_after(position, limit, lane=lane)
+
+        everything = after(0, 100)
         assert [rejection for _, rejection in everything] == stored
         positions = [position for position, _ in everything]
         if self.consecutive_rejection_positions:
             assert positions == list(range(1, 8))
         assert positions == sorted(set(positions))
         assert positions[0] >= 1
-        assert log.rejections_after(0, 3) == everything[:3]
-        assert log.rejections_after(positions[2], 3) == everything[3:6]
-        assert log.rejections_after(positions[5], 3) == everything[6:]
-        assert log.rejections_after(positions[6], 3) == []
-        assert log.rejections_after(positions[1], 1) == everything[2:3]
-        assert log.rejections_after(positions[2] - 1, 1) == everything[2:3]
+        assert after(0, 3) == everything[:3]
+        assert after(positions[2], 3) == everything[3:6]
+        assert after(positions[5], 3) == everything[6:]
+        assert after(positions[6], 3) == []
+        assert after(positions[1], 1) == everything[2:3]
+        assert after(positions[2] - 1, 1) == everything[2:3]
+
+    def test_every_rejection_is_in_one_lane_at_a_position_no_other_lane_has(
+        self, log: EventLog
+    ) -> None:
+        """Lanes are read on their own: together they hold each rejection once, each lane in
+        the order of recording, and no position is in two lanes (rows are stored by it)."""
+        orgs = [f"org{i}" for i in range(12)]
+        stored = [_rejection(f"{{{n}".encode(), line=n, org_id=org) for n, org in enumerate(orgs)]
+        stored += [_rejection(b"{", line=99)]
+        log.append([], stored[:5])
+        log.append([], stored[5:])
+        lanes = {lane: log.rejections_after(0, 100, lane=lane) for lane in log.rejection_lanes()}
+        found = [rejection for page in lanes.values() for _, rejection in page]
+        assert sorted(r.line or 0 for r in found) == sorted(r.line or 0 for r in stored)
+        for page in lanes.values():
+            lines = [r.line for _, r in page]
+            assert lines == [r.line for r in stored if r.line in lines]  # recording order
+        positions = [position for page in lanes.values() for position, _ in page]
+        assert len(positions) == len(set(positions)) == len(stored)
+        assert sorted(r.line or 0 for r in log.rejections()) == sorted(r.line or 0 for r in stored)
 
     def test_an_oversized_rejection_keeps_a_bounded_prefix_and_the_whole_length_and_hash(
         self, log: EventLog
@@ -261,7 +286,8 @@ class EventLogContract:
         assert (big.raw_length, big.raw_sha256) == (len(raw), hashlib.sha256(raw).hexdigest())
         assert (big.reason, big.line) == (ReasonCode.TOO_LARGE, 3)
         assert (small.raw, small.raw_length, small.raw_sha256) == (b"{", None, None)
-        assert [r for _, r in log.rejections_after(0, 2)] == [big, small]
+        lane = log.rejection_lanes()[0]
+        assert [r for _, r in log.rejections_after(0, 2, lane=lane)] == [big, small]
 
     def test_append_decided_folds_only_what_others_appended_then_stores_the_batch(
         self, log: EventLog

@@ -133,9 +133,10 @@ def test_alerts_are_posted_to_the_webhooks() -> None:
 
 
 def test_the_faust_app_runs_the_alerts_timer() -> None:
-    """The timer is one of the app's tasks. It ticks every interval on the worker that has the
-    rejections partition only, with the projection store and its thread once the store is
-    open; the first tick after the worker took the partition says so (read the topic again)."""
+    """The timer is one of the app's tasks. It ticks every interval on the worker that has
+    rejections partition 0 (``TIMERS_LANE``) only, with the projection store and its thread
+    once the store is open; the first tick after the worker took the partition says so (read
+    the topic again)."""
     seen: list[tuple[object, bool]] = []
 
     async def tick(store: object, thread: ThreadPoolExecutor, first: bool) -> None:
@@ -156,7 +157,7 @@ def test_the_faust_app_runs_the_alerts_timer() -> None:
         await asyncio.sleep(0.3)
         assert seen == []  # no store yet
         app.okr._store = store  # type: ignore[assignment]  # as Worker.start does
-        app.okr.runs_timers = False  # another worker has the rejections partition
+        app.okr.runs_timers = False  # another worker has rejections partition 0
         await asyncio.sleep(0.3)
         assert seen == []
         app.okr.runs_timers = True

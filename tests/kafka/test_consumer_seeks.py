@@ -35,7 +35,7 @@ SEEKS = 400
 def test_seeks_run_on_the_consumer_thread_while_it_fetches(
     kafka: Connection, topics: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    topic = topics["rejections"]  # one partition
+    topic = topics["rejections"]  # its partition 0: a topic no worker here writes
     producer = Producer(kafka)
     try:
         value = b"x" * 200

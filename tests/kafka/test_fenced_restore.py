@@ -2,11 +2,13 @@
 
 The dead worker's transaction stays open on the broker (Tansu never ends an abandoned
 transaction by itself, whatever its timeout: only the next producer with the same transactional
-id does). A committed read of a partition that transaction wrote (its ledger partition, the
-shared rejections topic, the outcomes it answered on) waits for it; on Tansu a committed read
-also waits for transactions *committed after it* on any partition they share with it. The
-survivor fences the dead worker's partitions before it reads anything, and its restore must then
-finish well within the restore reader's bound (``timeout_s``), with the cut batch decided again.
+id does). A committed read of a partition that transaction wrote (its ledger partition, its
+rejections lane, the outcomes it answered on) waits for it; on Tansu a committed read also
+waits for transactions *committed after it* on any partition they share with it, which is why
+no partition is written by two transactional ids (each intake partition's rejections have a
+lane of their own). The survivor fences the dead worker's partitions before it reads them, and
+its restore must then finish well within the restore reader's bound (``timeout_s``), with the
+cut batch decided again.
 """
 
 import multiprocessing
@@ -145,10 +147,9 @@ def place(kafka: Connection, kafka_address: str) -> Place:
 def test_the_survivor_restores_promptly_after_a_worker_is_killed_inside_a_transaction(
     kafka: Connection, place: Place, tmp_path: Path
 ) -> None:
-    """The survivor keeps writing its own partition (each transaction shares the rejections
-    topic with the dead one: on Tansu they stay unresolved behind it), then takes the dead
-    worker's partition over: fence, restore both, well within the bound; the cut batch is
-    decided again and written."""
+    """The survivor keeps writing its own partition, which shares no partition with the dead
+    transaction, so is readable at once; then it takes the dead worker's partition over:
+    fence, restore both, well within the bound; the cut batch is decided again and written."""
     topics, address = place.topics, place.address
     dead, alive = 0, 1
     dead_batches, alive_batches = _intake(dead, 3), _intake(alive, 4)
@@ -158,8 +159,10 @@ def test_the_survivor_restores_promptly_after_a_worker_is_killed_inside_a_transa
         _write(survivor, alive, alive_batches[:2])
         _killed_inside_a_transaction(place, tmp_path / "dead", dead, dead_batches)
         _write(survivor, alive, alive_batches[2:])  # while the dead transaction is open
-        assert not _readable(address, topics.rejections, 0)  # it holds them up
-        assert not _readable(address, topics.ledger, alive)  # and what came after
+        assert not _readable(address, topics.rejections, dead)  # it holds its lane up
+        assert not _readable(address, topics.ledger, dead)
+        assert _readable(address, topics.rejections, alive)  # and nothing else
+        assert _readable(address, topics.ledger, alive)
 
         started = time.monotonic()
         survivor.fence([dead, alive])
@@ -178,29 +181,29 @@ def test_the_survivor_restores_promptly_after_a_worker_is_killed_inside_a_transa
         survivor.close()
 
 
-def test_a_restore_waits_only_until_every_dead_writer_is_fenced(
+def test_a_restore_does_not_wait_for_a_dead_writer_of_another_partition(
     place: Place, tmp_path: Path
 ) -> None:
-    """The dead worker's partition goes to another survivor: this one restores its own
-    partition (reading the shared rejections topic, which the dead transaction wrote), and
-    finishes as soon as the other survivor has fenced the dead worker's partition."""
+    """The dead worker's partition is not fenced yet (it goes to another worker, which has not
+    joined): this one restores its own partition, its ledger and its rejections lane, at once,
+    while the dead transaction still holds the dead partition's lane up."""
     topics, address = place.topics, place.address
     dead, mine = 0, 1
-    other, survivor = place.core(tmp_path / "other"), place.core(tmp_path / "survivor")
+    survivor = place.core(tmp_path / "survivor")
     try:
         survivor.restore(mine)
         _write(survivor, mine, _intake(mine, 1))
         _killed_inside_a_transaction(place, tmp_path / "dead", dead, _intake(dead, 2))
         survivor.drop(mine)  # a rebalance: everything is assigned again
 
-        assert not _readable(address, topics.rejections, 0)  # the dead transaction
-        other.fence([dead])
+        assert not _readable(address, topics.rejections, dead)  # the dead transaction
         started = time.monotonic()
         survivor.fence([mine])
-        survivor.restore_all([mine])
+        restored = survivor.restore_all([mine])
         assert time.monotonic() - started < PROMPT_S
+        assert restored[mine].resume == sum(len(batch) for batch in _intake(mine, 1))
+        assert not _readable(address, topics.rejections, dead)  # still open: not needed
     finally:
-        other.close()
         survivor.close()
 
 
@@ -283,9 +286,10 @@ def test_on_tansu_a_fenced_transaction_ends_only_once_no_transaction_sharing_a_p
 ) -> None:
     """A dead writer's transaction (ledger partition 0, rejections, outcomes 1) is fenced, but
     another transaction left open on outcomes partition 1 (a writer nobody fences) keeps it
-    from ending: the ledger partition and the rejections stay unreadable. That is why every
-    transactional id of a dead worker must be fenced, and why a writer whose transactional
-    id nobody takes over (``KafkaEventLog.append``'s) must not die inside a transaction."""
+    from ending: the ledger partition and the rejections stay unreadable. That is why no
+    partition is written by two transactional ids (a worker's last transaction could stay
+    unfinished behind another worker's), and why a writer whose transactional id nobody takes
+    over (``KafkaEventLog.append``'s) must not die inside a transaction."""
     topics = _topics(kafka)
     dead_id, other_id = (f"test-{uuid.uuid4().hex[:8]}" for _ in range(2))
     dead, _dead_open = _abandoned(

@@ -26,7 +26,7 @@ WAIT_MS = 70
 def test_one_fetch_of_a_backlog_holds_at_most_the_fetch_bytes(
     kafka: Connection, topics: dict[str, str], tmp_path: Path
 ) -> None:
-    topic = topics["rejections"]  # one partition
+    topic = topics["rejections"]  # its partition 0: a topic no worker here writes
     producer = Producer(kafka)
     try:
         for _ in range(RECORDS // PER_BATCH):

@@ -72,7 +72,7 @@ def test_ensure_topics_is_idempotent_and_keeps_the_record_forever(
         assert reported.get("retention.ms", "-1") == "-1"
         assert reported.get("cleanup.policy", "delete") == "delete"
     assert admin.partition_count(names["ledger"]) == 4
-    assert admin.partition_count(names["rejections"]) == 1
+    assert admin.partition_count(names["rejections"]) == 4  # a lane per partition
 
 
 def test_tansu_reports_the_ledger_retention(kafka: Connection, topics: dict[str, str]) -> None:

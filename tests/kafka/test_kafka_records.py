@@ -5,11 +5,14 @@ import sys
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from events.kafka_client import partition_for
 from events.kafka_log import servers_from_url
 from events.kafka_records import (
     ChainRule,
+    RejectionLanes,
     decode_event,
     decode_rejection,
     encode_event,
@@ -128,3 +131,24 @@ def test_a_small_rejected_submission_keeps_its_exact_bytes() -> None:
     decoded = decode_rejection(encode_rejection(rejection))
     assert decoded is not None
     assert (decoded.raw, decoded.raw_length, decoded.raw_sha256) == (raw, None, None)
+
+
+@given(
+    lanes=st.integers(1, 16),
+    records=st.lists(st.tuples(st.integers(0, 15), st.integers(0, 10_000)), max_size=40),
+)
+def test_rejection_positions_are_unique_across_lanes_and_resume_each_lane(
+    lanes: int, records: list[tuple[int, int]]
+) -> None:
+    """A position names one record of one lane; from any position of a lane, ``next_offset``
+    is the first offset of that lane above it (what a reader resumes at)."""
+    lane_of = RejectionLanes(lanes)
+    placed = {(q % lanes, offset) for q, offset in records}
+    positions = {lane_of.position(q, offset): (q, offset) for q, offset in placed}
+    assert len(positions) == len(placed)  # no position in two lanes
+    for position, (q, offset) in positions.items():
+        assert position >= 1
+        assert lane_of.next_offset(q, position) == offset + 1
+        assert lane_of.next_offset(q, position - 1) == offset
+    assert all(lane_of.next_offset(q, 0) == 0 for q in range(lanes))
+    assert RejectionLanes(1).position(0, 41) == 42  # one partition: offset + 1, as before

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from events.kafka_records import encode_event, org_key
+from events.kafka_records import RejectionLanes, encode_event, org_key
 from processors.kafka_projector import LedgerProjection, ProjectorAgent
 from processors.metrics import PrometheusMetrics
 from projections.store import ProjectionStore
@@ -48,7 +48,7 @@ class Failing(LedgerProjection):
     """Fails its ``fail_at``-th insert (0: the first), as a full disk would."""
 
     def __init__(self, store: ProjectionStore, fail_at: int | None = None) -> None:
-        super().__init__(store, 1)
+        super().__init__(store, 1, RejectionLanes(1))
         self.fail_at, self.applied = fail_at, 0
 
     def apply(self, ledger: Any, rejections: Any) -> None:
@@ -96,7 +96,7 @@ def run_agent(
             linger_s=0.01,
             crash=crash,
         )
-        await agent.assign({0}, False, 1)
+        await agent.assign({0}, set(), 1)
         try:
             for batch in handed:
                 await agent.handle(0, batch, 1)
@@ -117,12 +117,14 @@ def test_batches_go_in_in_order_and_give_the_rows_of_one_batch(tmp_path: Path) -
     given = records()
     flushed = ProjectionStore.open(f"chdb://{tmp_path / 'flushed'}")
     handed = [given[i : i + 7] for i in range(0, len(given), 7)]  # full batches and lingering
-    assert run_agent(LedgerProjection(flushed, 1), handed, wait_s=0.2) == ([], None)
+    projection = LedgerProjection(flushed, 1, RejectionLanes(1))
+    assert run_agent(projection, handed, wait_s=0.2) == ([], None)
     assert flushed.positions() == {"acme": len(given)}
     flushed_rows = contents(flushed)
     flushed.close()
     whole = ProjectionStore.open(f"chdb://{tmp_path / 'whole'}")
-    LedgerProjection(whole, 1).apply([(0, r.offset, r.key, r.value) for r in given], [])
+    projection = LedgerProjection(whole, 1, RejectionLanes(1))
+    projection.apply([(0, r.offset, r.key, r.value) for r in given], [])
     assert contents(whole) == flushed_rows
     whole.close()
 
@@ -152,7 +154,8 @@ def test_nothing_is_inserted_or_settled_after_an_insert_failed_past_its_projecti
     whose flush must refuse: inserting them would checkpoint 15 events over 10 rows."""
     given = records()[:15]
     store = FullDisk.open(f"chdb://{tmp_path / 'store'}")
-    crashes, raised = run_agent(LedgerProjection(store, 1), [given[:5], given[5:]], between_s=0.5)
+    projection = LedgerProjection(store, 1, RejectionLanes(1))
+    crashes, raised = run_agent(projection, [given[:5], given[5:]], between_s=0.5)
     assert len(crashes) == 1, "the failed insert did not end the worker"
     assert isinstance(raised, ProjectionError), "the next flush went on after the failure"
     assert "an earlier insert failed" in str(raised)

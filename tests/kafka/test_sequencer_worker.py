@@ -287,7 +287,8 @@ def recorded_positions(kafka: Connection, topics: dict[str, str]) -> Counter[Pos
             origin = Origin.from_headers(record.headers)
             if rule.admit(decode_event(record.value)) and origin is not None:
                 counts[(origin.partition, origin.offset)] += 1
-        for record in reader.read(topics["rejections"], {0: None}):
+        lanes = dict.fromkeys(reader.partitions(topics["rejections"]))
+        for record in reader.read(topics["rejections"], lanes):
             origin = Origin.from_headers(record.headers)
             assert origin is not None
             counts[(origin.partition, origin.offset)] += 1

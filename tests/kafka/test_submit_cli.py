@@ -146,7 +146,7 @@ def test_init_creates_the_topics_and_can_run_again(kafka: Connection, tmp_path: 
     try:
         assert set(topics.values()) <= admin.topics()
         assert admin.partition_count(topics["ledger"]) == TEST_PARTITIONS
-        assert admin.partition_count(topics["rejections"]) == 1
+        assert admin.partition_count(topics["rejections"]) == TEST_PARTITIONS
         assert admin.topic_configs(topics["ledger"]).get("retention.ms", "-1") == "-1"
     finally:
         admin.close()

@@ -195,17 +195,21 @@ def test_workers_join_leave_crash_and_pause_while_submissions_stream(
 def wait_projected(
     worker: Worker, url: str, kafka: Connection, topics: dict[str, str], timeout_s: float = 60
 ) -> None:
-    """Until the shared store's checkpoints reach every org's head and the last rejection."""
+    """Until the shared store's checkpoints reach every org's head and each rejections lane's
+    last rejection."""
     log = open_log(kafka, topics)
     try:
         heads = {org: head.sequence for org, head in log.heads().items()}
-        rejections = log.rejections_after(0, 1_000_000)
+        last = {}
+        for lane in log.rejection_lanes():
+            rejections = log.rejections_after(0, 1_000_000, lane=lane)
+            if rejections:
+                last[lane] = rejections[-1][0]
     finally:
         log.close()
-    last = rejections[-1][0] if rejections else 0
     deadline = time.monotonic() + timeout_s
     with ProjectionStore.open(url, migrate=False) as store:
-        while (store.positions(), store.positions(t.REJECTION_STREAM).get("", 0)) != (heads, last):
+        while (store.positions(), store.positions(t.REJECTION_STREAM)) != (heads, last):
             assert worker.alive(), worker.log_tail()
             assert time.monotonic() < deadline, f"not projected: {store.positions()} {heads}"
             time.sleep(0.2)

@@ -53,14 +53,14 @@ def test_the_cut_is_the_live_checkpoints_and_problems_are_reported(
     at = live.positions()[ORG]
     builder.check_in("k", 9, day(9))  # not projected yet: the live store is behind
     limits, problems, not_projected = live_limits(live, builder.log)
-    assert (limits, problems, not_projected) == (Limits({ORG: at}), [], [])
+    assert (limits, problems, not_projected) == (Limits({ORG: at}, (0,)), [], [])
 
     shorter = copy_prefix(builder.events()[: at - 2], tmp_path / "shorter.db")
     try:
         limits, problems, _ = live_limits(live, shorter)
     finally:
         shorter.close()
-    assert limits == Limits({ORG: at - 2})
+    assert limits == Limits({ORG: at - 2}, (0,))
     assert problems == [f"{ORG}: the live projections are at sequence {at}, the ledger at {at - 2}"]
 
 

@@ -86,8 +86,10 @@ class PagedLog(SqliteEventLog):
     def rejections(self) -> Iterator[Rejection]:
         raise AssertionError("the runner read every rejection at once")
 
-    def rejections_after(self, position: int, limit: int) -> list[tuple[int, Rejection]]:
-        page = super().rejections_after(position, limit)
+    def rejections_after(
+        self, position: int, limit: int, *, lane: str
+    ) -> list[tuple[int, Rejection]]:
+        page = super().rejections_after(position, limit, lane=lane)
         self.pages.append((position, limit, len(page)))
         return page
 
