@@ -8,10 +8,11 @@ import pytest
 from events.kafka_admin import KEEP_FOREVER, TopicSpec, ensure_topics, okr_topics
 from events.kafka_client import Admin, Connection, OutRecord, Producer, Reader
 from events.kafka_log import KafkaEventLog
-from events.kafka_records import encode_event
+from events.kafka_records import encode_event, read_rejection
 from events.ledger import Ledger
 from events.log import ChainHead, EventLog
 from events.outcomes import Accepted, Duplicate, Rejection
+from events.reasons import ReasonCode
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log
 from schemas.errors import ConfigurationError, LedgerUnavailableError, SequenceConflictError
@@ -19,6 +20,8 @@ from tests.builders import NOW, chained_events, check_ins, org_setup
 from tests.contract.event_log import EventLogContract
 
 pytestmark = pytest.mark.kafka
+
+AT = "2026-11-23T12:00:00Z"
 
 
 def open_kafka_log(kafka: Connection, topics: dict[str, str]) -> KafkaEventLog:
@@ -106,6 +109,37 @@ def test_one_orgs_events_are_all_in_one_partition(
     for record in stored:
         partitions.setdefault(record.key, set()).add(record.partition)
     assert partitions == {org.encode(): {log.partition_of(org)} for org in orgs}
+
+
+def test_a_partition_writer_writes_its_rejections_to_its_own_lane_only(
+    log: KafkaEventLog, kafka: Connection, topics: dict[str, str]
+) -> None:
+    """Every partition a worker's transaction writes is that partition's alone: the rejections
+    of partition *p*'s writer go to rejections partition *p*, whatever org they name (on
+    Tansu, a partition two transactional ids share can keep one's transaction unfinished
+    behind the other's: docs/ARCHITECTURE.md, "One writer per partition")."""
+    partitions = range(log.partition_count)
+    assert log.rejection_lanes() == [str(p) for p in partitions]
+    orgs = [f"org{i}" for i in range(8)]  # of every partition
+    assert {log.partition_of(org) for org in orgs} == set(partitions)
+    for p in partitions:
+        writer = log.partition_writer(p, transactional_id=None)
+        try:
+            rejected = [
+                Rejection(ReasonCode.INVALID_JSON, "not JSON", b"{", AT, org_id=org, line=p)
+                for org in orgs
+            ]
+            writer.append([], [(r, ()) for r in rejected])
+        finally:
+            writer.close()
+    reader = Reader(kafka)
+    try:
+        for p in partitions:
+            lane = [read_rejection(r.value) for r in reader.read(topics["rejections"], {p: None})]
+            assert [r.line for r in lane] == [p] * len(orgs)
+            assert [r.org_id for r in lane] == orgs
+    finally:
+        reader.close()
 
 
 def test_a_fresh_log_on_the_same_topics_reads_the_same_heads(
