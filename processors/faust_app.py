@@ -199,6 +199,9 @@ class Worker(Delivery):
                 f"{topics.intake} has {len(intake)} partitions and {topics.ledger} "
                 f"{len(ledger)}: they must have the same number (intake p feeds ledger p)"
             )
+        shared = shared_lanes(topics.rejections, len(ledger), lanes)
+        if shared:
+            log.warning("%s", shared)
         return len(ledger), lanes
 
     async def stop(self) -> None:
@@ -318,6 +321,21 @@ class Worker(Delivery):
         tp = TP(self.config.topics.ledger, partition)
         consumer = self.app.consumer
         return consumer.highwater(tp), await consumer.position(tp)
+
+
+def shared_lanes(rejections: str, partitions: int, lanes: int) -> str | None:
+    """What to tell an operator whose rejections topic (made by an earlier version) has fewer
+    partitions than the ledger: several partitions' writers then share its partitions, which
+    Tansu may leave waiting on each other's transactions (docs/ARCHITECTURE.md, "One writer
+    per partition"). ``None`` when each partition has its own."""
+    if lanes >= partitions:
+        return None
+    return (
+        f"{rejections} has {lanes} partition(s) for {partitions} ledger partitions: the "
+        "sequencers of several partitions share its partitions. Recreate it with as many "
+        "partitions as the ledger (or set OKR_KAFKA_TOPIC_REJECTIONS to a new topic and run "
+        "`okr-ledger init`) to give each partition its own."
+    )
 
 
 def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:

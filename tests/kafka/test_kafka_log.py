@@ -15,6 +15,7 @@ from events.outcomes import Accepted, Duplicate, Rejection
 from events.reasons import ReasonCode
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log
+from processors.faust_app import shared_lanes
 from schemas.errors import ConfigurationError, LedgerUnavailableError, SequenceConflictError
 from tests.builders import NOW, chained_events, check_ins, org_setup
 from tests.contract.event_log import EventLogContract
@@ -140,6 +141,16 @@ def test_a_partition_writer_writes_its_rejections_to_its_own_lane_only(
             assert [r.org_id for r in lane] == orgs
     finally:
         reader.close()
+
+
+def test_a_rejections_topic_of_fewer_partitions_than_the_ledger_is_reported() -> None:
+    """A deployment made by an earlier version (one rejections partition) still runs, and the
+    worker says how to give each partition its own (what `okr-ledger init` now makes)."""
+    assert shared_lanes("okr.rejections", 6, 6) is None
+    told = shared_lanes("okr.rejections", 6, 1)
+    assert told is not None
+    assert "okr.rejections has 1 partition(s) for 6 ledger partitions" in told
+    assert "OKR_KAFKA_TOPIC_REJECTIONS" in told
 
 
 def test_a_fresh_log_on_the_same_topics_reads_the_same_heads(
