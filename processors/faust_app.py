@@ -282,10 +282,12 @@ class Worker(Delivery):
     async def revoked(self, revoked: set[TP]) -> None:
         sequencer, projector = self._agents()
         intake = self.config.topics.intake
-        sequencer.revoke({tp.partition for tp in revoked if tp.topic == intake})
         if TP(self.config.topics.rejections, TIMERS_LANE) in revoked:
             self.runs_timers = False
-        await projector.revoke()
+        await asyncio.gather(
+            sequencer.revoke({tp.partition for tp in revoked if tp.topic == intake}),
+            projector.revoke(),
+        )
 
     # -- the agents' bodies ----------------------------------------------------------------
 

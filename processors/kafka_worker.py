@@ -149,15 +149,19 @@ class SequencerAgent:
                 await self._call("fence", partitions)
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
-    def revoke(self, partitions: set[int]) -> None:
-        """Take no more batches of ``partitions``; a batch being written finishes (or is
-        refused by the broker once the next owner fences it)."""
+    async def revoke(self, partitions: set[int]) -> None:
+        """Take no more batches of ``partitions``, and return once a batch being written has
+        ended: this worker rejoins the group (and the next owner, given the partitions,
+        fences them) only after that, so a fence never aborts a transaction that its writer
+        is committing at the same moment (on Tansu the two ends can leave the transaction
+        finished but still holding its partitions' committed reads: docs/ARCHITECTURE.md,
+        "One writer per partition"). A worker paused or killed mid-batch is fenced later."""
         self._epoch += 1
-        for partition in partitions:
-            lane = self._lanes.get(partition)
-            if lane is not None:
-                lane.generation = None
-                lane.clear()
+        lanes = [lane for p, lane in self._lanes.items() if p in partitions]
+        for lane in lanes:
+            lane.generation = None
+            lane.clear()
+        await asyncio.gather(*(lane.queue.join() for lane in lanes))
 
     async def _idle(self, partition: int) -> None:
         """Until no batch of ``partition`` is queued or being written."""

@@ -319,3 +319,42 @@ def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_w
     assert calls.count("restore_all") == 3  # the assignment's, then the stalled one, again
     events = [e for e in _ledger(kafka_address, topics["ledger"], partition) if "org_id" in e]
     assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
+
+
+def test_a_revocation_returns_once_the_batch_being_written_has_ended(
+    kafka_address: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker rejoins the group (and the next owner fences the partition) only after its
+    revoke returns: that is after the batch being written has ended, written whole, so the
+    next owner's fence never meets this worker's commit. A batch still waiting is dropped."""
+    partition = 0
+    _org, _raws, fetched = _intake(partition)
+    config = WorkerConfig(
+        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=15.0
+    )
+    hooks = Hooks()
+
+    async def scenario() -> tuple[GatedRunner, bool]:
+        runner = GatedRunner(ThreadRunner(config))
+        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
+        try:
+            await agent.assign({partition}, 1)
+            await agent.handle(partition, fetched[0:5], 1)
+            while not runner.batches:  # the first batch is at the gate
+                await asyncio.sleep(0.01)
+            await agent.handle(partition, fetched[10:15], 1)  # waits behind it
+            revoking = asyncio.create_task(agent.revoke({partition}))
+            await asyncio.sleep(0.3)
+            returned_early = revoking.done()
+            runner.gate.set()
+            await revoking
+        finally:
+            agent.close()
+        return runner, returned_early
+
+    runner, returned_early = asyncio.run(scenario())
+    assert not returned_early, "the revoke returned while a batch was being written"
+    assert not hooks.crashes
+    assert runner.batches == [list(range(0, 5))]  # the waiting batch was not decided
+    events = _ledger(kafka_address, topics["ledger"], partition)
+    assert [e["sequence"] for e in events] == [1, 2, 3, 4, 5]
