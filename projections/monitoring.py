@@ -76,12 +76,13 @@ def engagement(
     """Per owner and per unit: key results owned (not retired; of ``period``, else of the
     periods running at ``ref``), their check-ins in the last 7 and 28 days, how many (and
     which share) were checked in within their cadence (not stale), and the last check-in."""
-    seq = queries.sequence_as_of(store, org_id, moment.as_of)
+    reads = queries.Reads(store)  # the sequence, read once
+    seq = reads.sequence_as_of(org_id, moment.as_of)
     ref = moment.ref
     owner_of = owners(store, org_id, seq)
     recent = _recent_check_ins(store, org_id, seq, ref)
     groups: dict[tuple[str, str | None], dict[str, Any]] = {}
-    for kr in queries.key_results(store, org_id, moment):
+    for kr in queries.key_results(store, org_id, moment, reads=reads):
         if kr["retired"] or not (kr["period_id"] == period if period else _running(kr, ref)):
             continue
         n7, n28 = recent.get(kr["key_result_id"], (0, 0))
@@ -139,12 +140,15 @@ def trend(
     """The progress of one key result or objective at each point of :func:`trend_points`, as
     known at ``moment.as_of``: each point is ``progress --at POINT`` for that subject, worked
     out from the key results its numbers come from alone (so a point costs their history, not
-    the org's)."""
+    the org's). The points' reads that name no business time are read once
+    (:class:`queries.Reads`): per point, its check-ins and their versions."""
     lines = []
-    only = queries.key_results_under(store, org_id, subject, moment)
+    reads = queries.Reads(store)
+    seq = reads.sequence_as_of(org_id, moment.as_of)
+    only = queries.key_results_under(store, org_id, subject, moment, seq)
     for bucket, point in trend_points(moment.ref, count, daily=daily) if only is not None else ():
         at = replace(moment, at=point)
-        found = queries.progress(store, org_id, at, focus_limit, only=only)
+        found = queries.progress(store, org_id, at, focus_limit, only=only, reads=reads)
         for kind, records, key in (
             (KEY_RESULT, found.key_results, "key_result_id"),
             (OBJECTIVE, found.objectives, "objective_id"),
@@ -215,9 +219,10 @@ def attention(
 ) -> list[Record]:
     """What needs someone now (at ``ref``), as known at ``moment.as_of``: each item with a
     stable ``item_id`` (``kind:subject``), by kind then id. Rules: docs/projections.md."""
-    seq = queries.sequence_as_of(store, org_id, moment.as_of)
+    reads = queries.Reads(store)  # the key results and structures progress and coverage read
+    seq = reads.sequence_as_of(org_id, moment.as_of)
     ref = moment.ref
-    found = queries.progress(store, org_id, moment, focus_limit)
+    found = queries.progress(store, org_id, moment, focus_limit, reads=reads)
     owner_of = owners(store, org_id, seq)
     items: list[Record] = []
     live = [kr for kr in found.key_results if not kr["retired"] and _running(kr, ref)]
@@ -249,7 +254,7 @@ def attention(
                 owner=owner_of.get((OBJECTIVE, o["objective_id"])), period_id=o["period_id"],
             ))  # fmt: skip
     open_periods: set[str] | None = None
-    for row in queries.coverage(store, org_id, moment):
+    for row in queries.coverage(store, org_id, moment, reads=reads):
         if row["uncovered"] and open_periods is None:
             open_periods = _open_periods(store, org_id, seq, ref)
         if row["uncovered"] and row["period_id"] in (open_periods or set()):

@@ -12,6 +12,7 @@ names, rather than an empty answer. Known means in the projections at all (now),
 ``as_of`` before a name existed gives an empty answer, not an error.
 """
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,50 @@ class Progress:
 
 def _records(store: ProjectionStore, query: str, params: dict[str, Any]) -> list[Record]:
     return store.dicts(query, params)
+
+
+_PARAMETER = re.compile(r"\{(\w+):")
+
+
+class Reads:
+    """The reads of one answer made of several (a trend's points, attention's progress and
+    coverage): each statement read once for the values of the parameters it names, the org's
+    ledger sequence as of a moment once. A trend point's reads but its check-ins at ``at``
+    name no business time: one read serves every point. For one answer only (what is read
+    is kept)."""
+
+    def __init__(self, store: ProjectionStore) -> None:
+        self.store = store
+        self._rows: dict[tuple[str, tuple[Any, ...]], list[Record]] = {}
+        self._sequences: dict[tuple[str, datetime | None], int] = {}
+
+    def sequence_as_of(self, org_id: str, as_of: datetime | None) -> int:
+        key = (org_id, as_of)
+        if key not in self._sequences:
+            self._sequences[key] = sequence_as_of(self.store, org_id, as_of)
+        return self._sequences[key]
+
+    def together(self, statements: Sequence[Statement]) -> list[list[Record]]:
+        """As :meth:`ProjectionStore.dicts_together`, the statements not read yet only (each
+        answer's rows copies: callers add to them)."""
+        keys = [(query, _named(query, params)) for query, params in statements]
+        missing = {key: statement for key, statement in zip(keys, statements, strict=True)
+                   if key not in self._rows}  # fmt: skip
+        read = self.store.dicts_together(list(missing.values()))
+        self._rows |= dict(zip(missing, read, strict=True))
+        return [[dict(row) for row in self._rows[key]] for key in keys]
+
+    def dicts(self, query: str, params: dict[str, Any]) -> list[Record]:
+        return self.together([(query, params)])[0]
+
+
+def _named(query: str, params: dict[str, Any]) -> tuple[Any, ...]:
+    """The values of the parameters ``query`` names (hashable)."""
+    return tuple(
+        (name, tuple(value) if isinstance(value, list) else value)
+        for name in sorted(set(_PARAMETER.findall(query)))
+        for value in (params.get(name),)
+    )
 
 
 def org_ids(store: ProjectionStore) -> list[str]:
@@ -130,14 +175,23 @@ _AT = "{at:DateTime64(6, 'UTC')}"
 
 
 def key_results(
-    store: ProjectionStore, org_id: str, moment: Moment, only: Sequence[str] | None = None
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    only: Sequence[str] | None = None,
+    *,
+    reads: Reads | None = None,
 ) -> list[Record]:
-    """``only``: just these key results."""
+    """``only``: just these key results. ``reads``: what the answer this one is part of read
+    already (:class:`Reads`)."""
     if moment.as_of is None and moment.at is None:
         rows = _records(store, _KEY_RESULTS_NOW, {"org": org_id})
         return _key_results_now(rows, moment, only)
-    seq = sequence_as_of(store, org_id, moment.as_of)
-    return _key_results_as_of(store, org_id, seq, moment, only)[0]
+    if reads is None:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+    else:
+        seq = reads.sequence_as_of(org_id, moment.as_of)
+    return _key_results_as_of(store, org_id, seq, moment, only, reads=reads)[0]
 
 
 _KEY_RESULTS_NOW = f"SELECT * FROM {{db}}.{t.KEY_RESULTS_NOW} FINAL WHERE org_id = {{org:String}}"
@@ -257,13 +311,15 @@ def progress(
     focus_limit: int,
     *,
     only: Sequence[str] | None = None,
+    reads: Reads | None = None,
 ) -> Progress:
     """Every objective and key result of ``org_id`` as of ``moment``.
 
     ``only`` (with ``moment.as_of`` or ``moment.at``): just these key results, and every
     objective's numbers rolled up from those alone; right for an objective whose key results
     and descendants' key results are all in it (:func:`key_results_under`). Its cost is that of
-    those key results' history, not the org's."""
+    those key results' history, not the org's. ``reads``: what the answer this one is part of
+    read already (with ``moment.as_of`` or ``moment.at``)."""
     org = {"org": org_id}
     if moment.as_of is None and moment.at is None:
         objective_rows, key_result_rows = store.dicts_together(
@@ -273,10 +329,13 @@ def progress(
             _objectives_now(objective_rows, moment, focus_limit),
             _key_results_now(key_result_rows, moment, only),
         )
-    seq = sequence_as_of(store, org_id, moment.as_of)
+    if reads is None:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+    else:
+        seq = reads.sequence_as_of(org_id, moment.as_of)
     if moment.as_of is None:  # at ``moment.at``: the current objectives, rolled up again
         key_result_records, (objective_rows,) = _key_results_as_of(
-            store, org_id, seq, moment, only, also=[(_OBJECTIVES_NOW, org)]
+            store, org_id, seq, moment, only, also=[(_OBJECTIVES_NOW, org)], reads=reads
         )
         objective_records = _objectives_now(objective_rows, moment, focus_limit)
         _roll_up(objective_records, key_result_records, moment.ref)
@@ -285,8 +344,9 @@ def progress(
     # ``moment.ref``): what rolling up the key results then and again at ``at`` gave, for one
     # derivation of the key results instead of two.
     key_result_records, (versions, updates) = _key_results_as_of(
-        store, org_id, seq, moment, only, also=_structure_statements(org_id, seq, moment)
-    )
+        store, org_id, seq, moment, only, also=_structure_statements(org_id, seq, moment),
+        reads=reads,
+    )  # fmt: skip
     structures = _structures(versions, updates)
     objective_records = _objective_records(
         structures, _rolled_up(structures, key_result_records), moment, focus_limit
@@ -302,16 +362,19 @@ def cascade(store: ProjectionStore, org_id: str, moment: Moment, focus_limit: in
     return progress(store, org_id, moment, focus_limit).objectives
 
 
-def coverage(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record]:
+def coverage(
+    store: ProjectionStore, org_id: str, moment: Moment, *, reads: Reads | None = None
+) -> list[Record]:
     """Every active theme in every period: objectives, key results and progress reaching it
-    (with ``moment.at``: the objectives' progress at that business time)."""
+    (with ``moment.at``: the objectives' progress at that business time). ``reads``: what the
+    answer this one is part of read already (:class:`Reads`)."""
     if moment.as_of is None and moment.at is None:
         params = _params(org_id, 0, moment)
         sources = [sql.now("{db}", t.OBJECTIVES_NOW)] + [
             sql.latest("{db}", table, "org_id = {org:String}") for table in (t.THEMES, t.PERIODS)
         ]
     else:
-        params = _numbers_as_of(store, org_id, moment, None)
+        params = _numbers_as_of(store, org_id, moment, None, reads)
         sources = [sql.objectives_as_of("{db}")] + [
             sql.latest_as_of("{db}", table) for table in (t.THEMES, t.PERIODS)
         ]
@@ -320,12 +383,16 @@ def coverage(store: ProjectionStore, org_id: str, moment: Moment) -> list[Record
 
 
 def _numbers_as_of(
-    store: ProjectionStore, org_id: str, moment: Moment, as_of: tuple[int, list[Record]] | None
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    as_of: tuple[int, list[Record]] | None,
+    reads: Reads | None = None,
 ) -> dict[str, Any]:
     """The parameters of :func:`projections.sql.objectives_as_of`: each objective's numbers as
     of ``moment.as_of``, rolled up from its key results then (as the projector did)."""
     seq, _structures, numbers = _structures_as_of(
-        store, org_id, moment, as_of, values_at=moment.at is not None
+        store, org_id, moment, as_of, values_at=moment.at is not None, reads=reads
     )
     return {
         **_params(org_id, seq, moment),
@@ -341,17 +408,23 @@ def _structures_as_of(
     moment: Moment,
     as_of: tuple[int, list[Record]] | None,
     values_at: bool = False,
+    *,
+    reads: Reads | None = None,
 ) -> tuple[int, list[Record], dict[str, tuple[float, float | None]]]:
     """The ledger sequence of ``moment.as_of``, each objective's structure then, and its
     numbers rolled up from the key results then (``as_of``: that sequence and those key
     results, if known; else read with the structures, their values at ``moment.at`` if
     ``values_at``, else as recorded)."""
     if as_of is None:
-        seq = sequence_as_of(store, org_id, moment.as_of)
+        if reads is None:
+            seq = sequence_as_of(store, org_id, moment.as_of)
+        else:
+            seq = reads.sequence_as_of(org_id, moment.as_of)
         key_result_moment = moment if values_at else replace(moment, at=None)
         key_result_records, (versions, updates) = _key_results_as_of(
-            store, org_id, seq, key_result_moment, also=_structure_statements(org_id, seq, moment)
-        )
+            store, org_id, seq, key_result_moment, also=_structure_statements(org_id, seq, moment),
+            reads=reads,
+        )  # fmt: skip
     else:
         seq, key_result_records = as_of
         versions, updates = store.dicts_together(_structure_statements(org_id, seq, moment))
@@ -456,12 +529,15 @@ def check_ins(
 
 
 def key_results_under(
-    store: ProjectionStore, org_id: str, subject: str, moment: Moment
+    store: ProjectionStore, org_id: str, subject: str, moment: Moment, seq: int | None = None
 ) -> list[str] | None:
     """The key results whose numbers make ``subject``'s, as the ledger up to ``moment.as_of``
     had them: a key result, itself; an objective, its own and those of every objective below
-    it. None if it was neither then."""
-    params = _params(org_id, sequence_as_of(store, org_id, moment.as_of), moment)
+    it. None if it was neither then. ``seq``: the ledger sequence of ``moment.as_of``, if
+    known."""
+    if seq is None:
+        seq = sequence_as_of(store, org_id, moment.as_of)
+    params = _params(org_id, seq, moment)
     parents = dict(
         store.rows(
             "SELECT objective_id, parent_objective_id "
@@ -511,6 +587,7 @@ def _key_results_as_of(
     only: Sequence[str] | None = None,
     *,
     also: Sequence[Statement] = (),
+    reads: Reads | None = None,
 ) -> tuple[list[Record], list[list[Record]]]:
     """Key results as the ledger up to ``seq`` knew them, their values at ``moment.at`` (if
     given): each key result's definition up to ``seq`` and the check-in that is current then
@@ -523,7 +600,7 @@ def _key_results_as_of(
     to ``seq`` is read by its sequence.
 
     ``also``: statements to run with the first reads (:meth:`ProjectionStore.dicts_together`,
-    all at once); their rows come second."""
+    all at once); their rows come second. ``reads``: those read already (:class:`Reads`)."""
     at = moment.at
     params = _params(org_id, seq, moment, at=at)
     if only is not None:
@@ -542,7 +619,8 @@ def _key_results_as_of(
         if only is None:  # sql.check_in_days, its two sides at once
             statements += [(sql.check_in_days_all(), params), (sql.check_in_day_of_at(), params)]
         statements.append((sql.targets_as_of(where), params))
-    read = store.dicts_together([*statements, *also])
+    together = store.dicts_together if reads is None else reads.together
+    read = together([*statements, *also])
     found, extra = read[: len(statements)], read[len(statements) :]
     if current_rows:
         then = _in_order(found[0], _KEY_RESULT_ORDER)
@@ -551,10 +629,9 @@ def _key_results_as_of(
     if at is None:
         return [_scored_key_result(row, moment.ref) for row in then], extra
     days = _check_in_days(found[-3], found[-2]) if only is None else []  # one pass instead
-    measured = _measured(store, params, then, only is not None, days)
+    measured = _measured(store, params, then, only is not None, days, reads=reads)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
-    versions = _records(
-        store,
+    versions = (store.dicts if reads is None else reads.dicts)(
         sql.current_versions(where),
         {**params, "current": [key & _SEQUENCE for key in keys.values()]},
     )
@@ -618,6 +695,8 @@ def _measured(
     then: list[Record],
     only: bool,
     days_rows: list[Record],
+    *,
+    reads: Reads | None = None,
 ) -> dict[str, Record]:
     """Per key result of ``then`` (the key results as of ``{seq}``, with the projector's live
     count ``check_in_count``), its check-ins measured by ``{at}`` as known up to ``{seq}`` and
@@ -638,9 +717,10 @@ def _measured(
     latest check-in before ``{at}``'s day is retracted (the one before it unknown there).
     ``only`` (a few key results), or more than :data:`ONE_PASS_SHARE` of them unchecked (an
     answer as of well before now): one pass over the check-ins. ``days_rows``: the rows of
-    :func:`projections.sql.check_in_days` at these parameters (:func:`_check_in_days`)."""
+    :func:`projections.sql.check_in_days` at these parameters (:func:`_check_in_days`).
+    ``reads``: what the answer this one is part of read already (:class:`Reads`)."""
     if only:
-        return _measured_in_one_pass(store, params, sql.ONLY_KEY_RESULTS)
+        return _measured_in_one_pass(store, params, sql.ONLY_KEY_RESULTS, reads)
     seq = params["seq"]
     days = {str(row["key_result_id"]): tuple(row.values())[1:] for row in days_rows}
     measured: dict[str, Record] = {}
@@ -666,23 +746,22 @@ def _measured(
         if live or current:
             measured[kr] = {"live": int(live), "current": current}
     if len(unchecked) > ONE_PASS_SHARE * len(then):
-        return _measured_in_one_pass(store, params, "")
+        return _measured_in_one_pass(store, params, "", reads)
     if unchecked:
         rest = {**params, "only": unchecked}
-        measured |= _measured_in_one_pass(store, rest, sql.ONLY_KEY_RESULTS)
+        measured |= _measured_in_one_pass(store, rest, sql.ONLY_KEY_RESULTS, reads)
     return measured
 
 
 def _measured_in_one_pass(
-    store: ProjectionStore, params: dict[str, Any], only: str
+    store: ProjectionStore, params: dict[str, Any], only: str, reads: Reads | None = None
 ) -> dict[str, Record]:
     """As :func:`_measured`, in one pass over the check-ins measured by ``{at}``
     (:func:`projections.sql.check_ins_at`; ``only``: those of the key results in ``{only}``,
     a range each)."""
-    return {
-        row["key_result_id"]: row
-        for row in _records(store, sql.check_ins_at(only, sql.AS_OF_FILTER + only), params)
-    }
+    query = sql.check_ins_at(only, sql.AS_OF_FILTER + only)
+    rows = store.dicts(query, params) if reads is None else reads.dicts(query, params)
+    return {row["key_result_id"]: row for row in rows}
 
 
 def _key_results_then(

@@ -17,17 +17,17 @@ import pytest
 
 LONGEST_FIRST = (
     "tests/projections/test_properties.py::test_as_of_equals_a_rebuild_of_the_prefix",
-    "tests/projections/test_readonly_sql.py::test_every_escape_is_refused_by_the_sql_command_and_nothing_changes",
     "tests/projections/test_as_of_snapshots.py::test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix[6-11]",
+    "tests/projections/test_as_of_snapshots.py::test_the_snapshots_interval_does_not_change_an_answer",
     "tests/projections/test_as_of_snapshots.py::test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix[12-16]",
     "tests/projections/test_as_of_snapshots.py::test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix[17-21]",
-    "tests/projections/test_at_days.py::test_rows_counted_twice_in_the_days_are_read_from_the_check_ins[unmerged]",
     "tests/projections/test_as_of_snapshots.py::test_answers_as_of_every_event_equal_a_rebuild_of_the_prefix[0-5]",
-    "tests/projections/test_at_days.py::test_the_days_count_as_one_pass_does[inf]",
-    "tests/projections/test_at_days.py::test_rows_counted_twice_in_the_days_are_read_from_the_check_ins[merged]",
-    "tests/projections/test_at_days.py::test_the_days_count_as_one_pass_does[0.25]",
     "tests/projections/test_monitoring.py::test_the_trend_view_rolls_objectives_up_at_each_point",
-    "tests/projections/test_as_of_snapshots.py::test_the_snapshots_interval_does_not_change_an_answer",
+    "tests/projections/test_at_days.py::test_rows_counted_twice_in_the_days_are_read_from_the_check_ins[unmerged]",
+    "tests/projections/test_readonly_sql.py::test_every_escape_is_refused_by_the_sql_command_and_nothing_changes",
+    "tests/projections/test_at_days.py::test_rows_counted_twice_in_the_days_are_read_from_the_check_ins[merged]",
+    "tests/projections/test_at_days.py::test_the_days_count_as_one_pass_does[inf]",
+    "tests/projections/test_at_days.py::test_the_days_count_as_one_pass_does[0.25]",
 )  # fmt: skip
 """The longest CPU-bound tests, longest first (from `make test`'s list of the 20 slowest)."""
 

@@ -232,21 +232,39 @@ def normal(value: Any) -> Any:
     return value
 
 
-def all_answers(store: ProjectionStore, moment: Moment) -> Any:
-    found = queries.progress(store, ORG, moment, 2)
+class Answers:
+    """The queries' answers about ``moment`` (each query run once: :func:`all_answers` and
+    :func:`cli_answers` compare the same ones with others)."""
+
+    def __init__(self, store: ProjectionStore, moment: Moment) -> None:
+        self.store, self.moment = store, moment
+        self.progress = queries.progress(store, ORG, moment, 2)
+        self.coverage = queries.coverage(store, ORG, moment)
+        self.engagement = monitoring.engagement(store, ORG, moment)
+        self.attention = monitoring.attention(store, ORG, moment, 2)
+        seq = queries.sequence_as_of(store, ORG, moment.as_of)
+        self.owners = monitoring.owners(store, ORG, seq)
+        self.period_results = queries.period_results(store, ORG, moment)
+
+
+def all_answers(store: ProjectionStore, moment: Moment, answers: Answers | None = None) -> Any:
+    """Every query's answer about ``moment`` (``answers``: those of :class:`Answers`, if run
+    already on this store about this moment)."""
+    found = Answers(store, moment) if answers is None else answers
+    assert (found.store, found.moment) == (store, moment)
     return normal(
         [
-            found.objectives,
-            found.key_results,
-            queries.coverage(store, ORG, moment),
+            found.progress.objectives,
+            found.progress.key_results,
+            found.coverage,
             queries.history(store, ORG, "k0", moment),
             queries.check_ins(store, ORG, "k1", moment),
             queries.cascade(store, ORG, moment, 2),
-            monitoring.engagement(store, ORG, moment),
-            monitoring.attention(store, ORG, moment, 2),
+            found.engagement,
+            found.attention,
             _trend(store, moment),
-            monitoring.owners(store, ORG, queries.sequence_as_of(store, ORG, moment.as_of)),
-            queries.period_results(store, ORG, moment),
+            found.owners,
+            found.period_results,
         ]
     )
 
@@ -306,26 +324,26 @@ def view_answers(store: ProjectionStore, moment: Moment) -> Any:
     ])  # fmt: skip
 
 
-def cli_answers(store: ProjectionStore, moment: Moment) -> Any:
+def cli_answers(store: ProjectionStore, moment: Moment, answers: Answers | None = None) -> Any:
     """The CLI's answers the parameterized views give: the monitoring ones reduced to the
-    views' columns; a trend only over the buckets of the period up to the reference time."""
-    found = queries.progress(store, ORG, moment, 2)
-    owners = monitoring.owners(store, ORG, queries.sequence_as_of(store, ORG, moment.as_of))
+    views' columns; a trend only over the buckets of the period up to the reference time.
+    ``answers``: as for :func:`all_answers`."""
+    answered = Answers(store, moment) if answers is None else answers
+    assert (answered.store, answered.moment) == (store, moment)
+    found = answered.progress
     engagement = sorted(
         (
             tuple(sorted(r[c]) if c == "key_result_ids" else r[c] for c in _ENGAGEMENT)
-            for r in monitoring.engagement(store, ORG, moment)
+            for r in answered.engagement
         ),
         key=str,
     )
     attention = sorted(
-        (i["item_id"], i.get("owner"), i.get("key_result_ids", []))
-        for i in monitoring.attention(store, ORG, moment, 2)
+        (i["item_id"], i.get("owner"), i.get("key_result_ids", [])) for i in answered.attention
     )
     return normal([
-        found.objectives, found.key_results, queries.coverage(store, ORG, moment),
-        queries.period_results(store, ORG, moment), owners, engagement, attention,
-        _trends(store, moment, found),
+        found.objectives, found.key_results, answered.coverage, answered.period_results,
+        answered.owners, engagement, attention, _trends(store, moment, found),
     ])  # fmt: skip
 
 
@@ -515,12 +533,14 @@ def _as_of_equals_a_rebuild_of_the_prefix(
             EmbeddedRunner(prefix_log, prefix, Projector()).catch_up()
         finally:
             prefix_log.close()
-        assert all_answers(full, Moment(as_of=cutoff)) == all_answers(prefix, Moment(now=cutoff))
         at = day(at_day)
-        assert all_answers(full, Moment(as_of=cutoff, at=at)) == all_answers(prefix, Moment(at=at))
+        moments = (Moment(as_of=cutoff), Moment(as_of=cutoff, at=at))
+        answers = [Answers(full, moment) for moment in moments]  # compared twice each
+        assert all_answers(full, moments[0], answers[0]) == all_answers(prefix, Moment(now=cutoff))
+        assert all_answers(full, moments[1], answers[1]) == all_answers(prefix, Moment(at=at))
         full.set_setting("over_focus_limit", "2")  # the views read it; the queries take it
-        for moment in (Moment(as_of=cutoff), Moment(as_of=cutoff, at=at)):
-            assert view_answers(full, moment) == cli_answers(full, moment)
+        for moment, answered in zip(moments, answers, strict=True):
+            assert view_answers(full, moment) == cli_answers(full, moment, answered)
     finally:
         builder.close()
 
