@@ -90,6 +90,15 @@ class Reads:
         return self.together([(query, params)])[0]
 
 
+def _sequence_as_of(
+    store: ProjectionStore, org_id: str, as_of: datetime | None, reads: Reads | None
+) -> int:
+    """:func:`sequence_as_of`, from ``reads`` when the answer has them."""
+    if reads is None:
+        return sequence_as_of(store, org_id, as_of)
+    return reads.sequence_as_of(org_id, as_of)
+
+
 def _named(query: str, params: dict[str, Any]) -> tuple[Any, ...]:
     """The values of the parameters ``query`` names (hashable)."""
     return tuple(
@@ -187,10 +196,7 @@ def key_results(
     if moment.as_of is None and moment.at is None:
         rows = _records(store, _KEY_RESULTS_NOW, {"org": org_id})
         return _key_results_now(rows, moment, only)
-    if reads is None:
-        seq = sequence_as_of(store, org_id, moment.as_of)
-    else:
-        seq = reads.sequence_as_of(org_id, moment.as_of)
+    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
     return _key_results_as_of(store, org_id, seq, moment, only, reads=reads)[0]
 
 
@@ -329,10 +335,7 @@ def progress(
             _objectives_now(objective_rows, moment, focus_limit),
             _key_results_now(key_result_rows, moment, only),
         )
-    if reads is None:
-        seq = sequence_as_of(store, org_id, moment.as_of)
-    else:
-        seq = reads.sequence_as_of(org_id, moment.as_of)
+    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
     if moment.as_of is None:  # at ``moment.at``: the current objectives, rolled up again
         key_result_records, (objective_rows,) = _key_results_as_of(
             store, org_id, seq, moment, only, also=[(_OBJECTIVES_NOW, org)], reads=reads
@@ -416,10 +419,7 @@ def _structures_as_of(
     results, if known; else read with the structures, their values at ``moment.at`` if
     ``values_at``, else as recorded)."""
     if as_of is None:
-        if reads is None:
-            seq = sequence_as_of(store, org_id, moment.as_of)
-        else:
-            seq = reads.sequence_as_of(org_id, moment.as_of)
+        seq = _sequence_as_of(store, org_id, moment.as_of, reads)
         key_result_moment = moment if values_at else replace(moment, at=None)
         key_result_records, (versions, updates) = _key_results_as_of(
             store, org_id, seq, key_result_moment, also=_structure_statements(org_id, seq, moment),
