@@ -39,9 +39,11 @@ its orgs' partitions first, and if a partition moved under a batch it reads it a
 :class:`SequenceConflictError` if any of the batch's events became an orphan.
 """
 
+import heapq
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
@@ -485,11 +487,18 @@ class KafkaEventLog:
         ]
 
     def rejections(self) -> Iterator[Rejection]:
+        """The lanes merged oldest first (by ``recorded_at``, then position), one record of
+        each lane held at a time."""
+        lanes = [self._lane(q) for q in range(self.lanes.count)]
+        for _, rejection in heapq.merge(*lanes, key=itemgetter(0)):
+            yield rejection
+
+    def _lane(self, lane: int) -> Iterator[tuple[tuple[str, int], Rejection]]:
         reader = Reader(self._connection)
         try:
-            for partition in reader.partitions(self.rejections_topic):
-                for record in reader.read(self.rejections_topic, {partition: None}):
-                    yield read_rejection(record.value)
+            for record in reader.read(self.rejections_topic, {lane: None}):
+                rejection = read_rejection(record.value)
+                yield (rejection.recorded_at, self.lanes.position(lane, record.offset)), rejection
         finally:
             reader.close()
 

@@ -276,6 +276,24 @@ class EventLogContract:
         assert len(positions) == len(set(positions)) == len(stored)
         assert sorted(r.line or 0 for r in log.rejections()) == sorted(r.line or 0 for r in stored)
 
+    def test_every_rejection_is_read_back_oldest_first_whatever_its_lane(
+        self, log: EventLog
+    ) -> None:
+        stored = [
+            Rejection(
+                reason=ReasonCode.INVALID_JSON,
+                message="not JSON",
+                raw=b"{",
+                recorded_at=f"2026-11-23T12:00:{n:02d}.000000Z",
+                org_id=f"org{(7 * n) % 12}",  # every lane, in no lane's order
+                line=n,
+            )
+            for n in range(24)
+        ]
+        for start in range(0, len(stored), 5):
+            log.append([], stored[start : start + 5])
+        assert [r.line for r in log.rejections()] == list(range(24))
+
     def test_an_oversized_rejection_keeps_a_bounded_prefix_and_the_whole_length_and_hash(
         self, log: EventLog
     ) -> None:
