@@ -13,12 +13,18 @@ submits to every partition. Each round:
 4. restarts the killed worker (it rejoins and takes a share again).
 
 Prints p50 and max over the rounds, with the survivor's take-over (its assignment logged) and
-its restore time. Usage: python benchmarks/kafka_failover.py [--kills 10] [--partitions 6]
-       [--session 3] [--heartbeat 0.5] [--rebalance 3] [--rate 300]
+its restore time, beside the raw anchor of the same run: a plain kafka-python consumer group of
+two members with the same timings, one SIGKILLed, timed until the other is assigned every
+partition (what the group protocol alone takes). Usage: python benchmarks/kafka_failover.py
+       [--kills 10] [--anchor-kills 3] [--partitions 6] [--session 3] [--heartbeat 0.5]
+       [--rebalance 3] [--rate 300]
 """
 
 import argparse
+import multiprocessing
+import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -28,6 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+from kafka import KafkaConsumer  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -125,6 +132,54 @@ def restore_seconds(worker: Worker, since: int) -> float:
     return max(times, default=0.0)
 
 
+def _member(address: str, topic: str, group: str, args: argparse.Namespace) -> KafkaConsumer:
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=address,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=int(args.session * 1000),
+        heartbeat_interval_ms=int(args.heartbeat * 1000),
+        max_poll_interval_ms=int(max(args.rebalance, args.session) * 1000) + 1000,
+    )
+
+
+def _member_forever(address: str, topic: str, group: str, args: argparse.Namespace) -> None:
+    consumer = _member(address, topic, group, args)
+    while True:
+        consumer.poll(timeout_ms=100)
+
+
+def group_anchor(address: str, topic: str, args: argparse.Namespace) -> list[float]:
+    """The raw anchor: seconds from a SIGKILL of one of two plain consumer-group members to
+    the other one's assignment of every partition of ``topic``, ``args.anchor_kills`` times."""
+    group = f"failover-anchor-{uuid.uuid4().hex[:8]}"
+    survivor = _member(address, topic, group, args)
+    context = multiprocessing.get_context("fork")
+    took: list[float] = []
+    try:
+        for _ in range(args.anchor_kills):
+            other = context.Process(target=_member_forever, args=(address, topic, group, args))
+            other.start()
+            deadline = time.monotonic() + 60
+            while not 0 < len(survivor.assignment()) < args.partitions:  # spread over both
+                survivor.poll(timeout_ms=100)
+                if time.monotonic() > deadline:
+                    raise SystemExit("the anchor's group did not spread over two members")
+            assert other.pid is not None
+            killed_at = time.monotonic()
+            os.kill(other.pid, signal.SIGKILL)
+            other.join()
+            while len(survivor.assignment()) < args.partitions:
+                survivor.poll(timeout_ms=50)
+                if time.monotonic() > killed_at + 60:
+                    raise SystemExit("the anchor's survivor never got every partition")
+            took.append(time.monotonic() - killed_at)
+    finally:
+        survivor.close()
+    return took
+
+
 def run(args: argparse.Namespace, work: Path) -> int:
     with tansu_broker(work / "broker.log") as address:
         kafka = Connection((address,), "okr-failover", timeout_s=15.0)
@@ -133,6 +188,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             r: f"failover.{suffix}.{r}" for r in ("intake", "ledger", "rejections", "outcomes")
         }
         ensure_topics(kafka, okr_topics(**topics, partitions=args.partitions))
+        anchor = group_anchor(address, topics["outcomes"], args)
         timings = {
             "OKR_KAFKA_SESSION_TIMEOUT_SECONDS": str(args.session),
             "OKR_KAFKA_HEARTBEAT_INTERVAL_SECONDS": str(args.heartbeat),
@@ -202,12 +258,18 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"  of which the survivor's restore: p50 {percentile(restores, 0.5):.2f} s, "
         f"max {max(restores):.2f} s"
     )
+    print(
+        f"raw anchor, same run: {len(anchor)} SIGKILLs of one of two plain kafka-python group "
+        f"members, same timings, until the other has every partition: "
+        f"p50 {percentile(anchor, 0.5):.2f} s, max {max(anchor):.2f} s"
+    )
     return 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--anchor-kills", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--session", type=float, default=3.0)
     parser.add_argument("--heartbeat", type=float, default=0.5)
