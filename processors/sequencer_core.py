@@ -447,6 +447,10 @@ class ProcessRunner:
         self._lock = threading.Lock()
         """Guards :attr:`_waiting` and :attr:`_ended`."""
         self._ended: LedgerUnavailableError | None = None
+        self._reaping = threading.Lock()
+        """One thread at a time waits for the child (the results thread when the pipe breaks,
+        :meth:`close` when the worker stops): of two concurrent ``waitpid`` calls, the one
+        that loses gets ECHILD and multiprocessing reads the exit code as None."""
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="okr-sequencer-pipe")
         self._receiver = threading.Thread(
             target=self._receive, name="okr-sequencer-results", daemon=True
@@ -493,10 +497,10 @@ class ProcessRunner:
                 _settle_from_thread(found, done, value)
 
     def _gone(self, error: BaseException) -> LedgerUnavailableError:
-        self._process.join(1)
-        return LedgerUnavailableError(
-            f"the sequencer process ended (exit code {self._process.exitcode}): {error!r}"
-        )
+        with self._reaping:
+            self._process.join(1)
+            code = self._process.exitcode
+        return LedgerUnavailableError(f"the sequencer process ended (exit code {code}): {error!r}")
 
     def close(self) -> None:
         """Stop the child as a worker that leaves should: it takes no more calls, finishes
@@ -505,13 +509,14 @@ class ProcessRunner:
         done so within the Kafka timeout."""
         with suppress(OSError, TimeoutError):  # sent by the one thread that sends calls
             self._sender.submit(self._pipe.send, None).result(self._config.timeout_s)
-        self._process.join(self._config.timeout_s)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
+        with self._reaping:
+            self._process.join(self._config.timeout_s)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(5)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(5)
         self._pipe.close()
         self._sender.shutdown(wait=False, cancel_futures=True)
 
