@@ -29,6 +29,14 @@ assignment (robinhood/aiokafka #19). :meth:`OkrConsumer._seek` runs every seek (
 the salvage's, the sequencer's) on the consumer thread instead, between two of its fetches;
 :meth:`FastFetchThread.seek` refuses any other caller.
 
+**Records taken before a seek are dropped.** The drain takes a fetch's records, then hands
+them over; a seek of their partition in between (the barrier's, the sequencer's) means they
+were read from where the partition stood before it. The consumer thread counts each
+partition's seeks and notes the count when a fetch takes its records
+(:meth:`FastFetchThread.sought_since_taken`); such records are dropped, and the partition is
+read again from where the seek put it. Handed over, they reached the projector ahead of the
+records the seek asked for, and it took those for rows projected already.
+
 **Records that cannot be read.** aiokafka decodes header names as UTF-8, strictly, and a record
 batch from its first record on: one record whose header name is not UTF-8 (Java clients allow
 it) fails every fetch that reaches it, for every partition fetched with it. The consumer then
@@ -98,6 +106,14 @@ class FastFetchThread(AIOKafkaConsumerThread):
     honour, are set here too."""
 
     consumer: "OkrConsumer"
+    seeks: dict[TP, int]
+    """Per partition, the seeks so far (counted on the consumer thread, where they run)."""
+    taken_after: dict[TP, int]
+    """Per partition, :attr:`seeks` when the last fetch took its records."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.seeks, self.taken_after = {}, {}
+        super().__init__(*args, **kwargs)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -118,6 +134,27 @@ class FastFetchThread(AIOKafkaConsumerThread):
                 "thread-safe (seek through the consumer: OkrConsumer.seek)"
             )
         super().seek(partition, offset)
+        key = TP(partition.topic, partition.partition)
+        self.seeks[key] = self.seeks.get(key, 0) + 1
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        records = await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+        seeks = self.seeks
+        self.taken_after = {
+            TP(tp.topic, tp.partition): seeks.get(TP(tp.topic, tp.partition), 0) for tp in records
+        }
+        return records
+
+    def sought_since_taken(self, tp: TP) -> bool:
+        """Whether ``tp`` was sought after the last fetch took its records: they were read
+        from where it stood before, and the seek says where to read from now."""
+        return self.seeks.get(tp, 0) != self.taken_after.get(tp, 0)
 
     async def seek_on_thread(self, partition: TP, offset: int) -> None:
         """Seek ``partition`` on the consumer thread (awaited from the app's loop)."""
@@ -208,8 +245,21 @@ class OkrConsumer(AIOKafkaConsumer):
                 # Faust's own guards (Consumer.getmany): stop at a revocation or a new generation
                 if not self.flow_active or self.app.consumer_generation_id != generation:
                     break
-                if active is None or tp in active:
-                    await self.delivery.on_batch(TP(tp.topic, tp.partition), batch, generation)
+                if active is not None and tp not in active:
+                    continue
+                key = TP(tp.topic, tp.partition)
+                if self._thread.sought_since_taken(key):
+                    log.info(
+                        "%s partition %s: %d records (offsets %s-%s) fetched before a seek, "
+                        "dropped",
+                        key.topic,
+                        key.partition,
+                        len(batch),
+                        batch[0].offset,
+                        batch[-1].offset,
+                    )
+                    continue
+                await self.delivery.on_batch(key, batch, generation)
 
     async def _salvage(self, error: Exception) -> None:
         """After a fetch that could not be decoded (see the module docstring)."""

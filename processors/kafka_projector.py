@@ -200,10 +200,24 @@ class LedgerProjection:
 
     def _rejection_rows(self, rejections: list[tuple[int, int, bytes | None]]) -> RowBatch:
         by_lane: dict[int, list[tuple[int, Rejection]]] = {}
+        behind: dict[int, list[int]] = {}
         for lane, offset, value in rejections:
             position = self.lanes.position(lane, offset)
             if position > self.rejections_done[lane]:
                 by_lane.setdefault(lane, []).append((position, read_rejection(value)))
+            else:
+                behind.setdefault(lane, []).append(offset)
+        for lane, offsets in behind.items():
+            # Never expected: each lane is read from the offset after its checkpoint, in
+            # order. Records delivered out of order would be lost here: say so loudly.
+            log.warning(
+                "rejections lane %s: %d records at or below its checkpoint handed over "
+                "(offsets %s-%s), not projected again",
+                lane,
+                len(offsets),
+                offsets[0],
+                offsets[-1],
+            )
         rows: RowBatch = {}
         for lane, pending in by_lane.items():
             self.rejections_done[lane] = pending[-1][0]
