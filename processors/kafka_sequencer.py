@@ -120,9 +120,12 @@ class PartitionSequencer:
         partitions: int,
         policy: Policy = DEFAULT_POLICY,
         state: PartitionState | None = None,
+        lane: int = 0,
     ) -> None:
+        """``lane``: the partition of the rejections topic this partition's rejections go to."""
         self.partition, self.partitions, self.policy = partition, partitions, policy
         self.state: PartitionState = state or MemoryState()
+        self.lane = lane
         self._chain = ChainReader(partitions)  # for the partition of each org
         self.resume_offset: int | None = None
         """First intake offset to read; ``None``: the beginning (nothing recorded yet). Every
@@ -171,7 +174,7 @@ class PartitionSequencer:
         written yet, where that restore started reading: a restore cut short may have folded
         records whose intake records still had to be replayed, so the next one reads again
         from there (those records it only notes, if the state folded them)."""
-        self = cls(partition, partitions, policy, state)
+        self = cls(partition, partitions, policy, state, lane)
         notes = state.notes()
         same_lane = notes.get("rejections_lane", 0) == lane
         ledger_from = state.ledger_next
@@ -284,17 +287,15 @@ class PartitionSequencer:
         with self.state.deciding(probes) as state:
             yield self._decide_all(state, live, intakes, now)
 
-    def keep(
-        self, output: BatchOutput, ledger_next: int | None, rejections_next: int, lane: int = 0
-    ) -> None:
+    def keep(self, output: BatchOutput, ledger_next: int | None, rejections_next: int) -> None:
         """The batch decided in :meth:`deciding` is written: keep it (``ledger_next``: the
         offset after its last event, if it wrote any; ``rejections_next``: the offset of
-        ``lane`` of the rejections topic up to which the state is folded)."""
+        :attr:`lane` up to which the state is folded)."""
         accepted = [outcome for outcome, _ in output.events]
         notes = {
             "resume": self.resume_offset or 0,
             "rejections_next": rejections_next,
-            "rejections_lane": lane,
+            "rejections_lane": self.lane,
         }
         if not self._recorded:  # nothing left to replay: a restore need not look back
             notes |= {"replay_ledger": -1, "replay_rejections": -1}

@@ -217,7 +217,7 @@ class SequencerCore:
                 for r in reader.read(c.topics.ledger, {partition: ledger_from})
             )
             ledger_next = reader.positions[partition]
-            lane = self.log.lanes.of(partition)
+            lane = sequencer.lane
             sequencer.fold_rejections(
                 StoredRecord(r.offset, r.value, r.headers)
                 for r in reader.read(c.topics.rejections, {lane: rejections_from})
@@ -315,9 +315,7 @@ class SequencerCore:
                 ledger_next = self._write(owned, output, decided) if output.outcomes else None
                 if output.restore:  # the state took an event half: do not keep it
                     raise _HalfAppliedError
-                sequencer.keep(
-                    output, ledger_next, owned.rejections_next, self.log.lanes.of(partition)
-                )
+                sequencer.keep(output, ledger_next, owned.rejections_next)
         except WriterFencedError:
             self.drop(partition)
             return Sequenced(Verdict.FENCED, None)
