@@ -16,85 +16,31 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events import kafka_transactions
-from events.intake_wire import intake_message
-from events.kafka_admin import ensure_topics, okr_topics
-from events.kafka_client import Connection, OutRecord, Reader, partition_for
-from events.kafka_records import ChainRule, decode_event, org_key
+from events.kafka_client import Connection, OutRecord, Reader
+from events.kafka_records import ChainRule, decode_event
 from events.kafka_transactions import BatchProducer, transaction_timeout_ms
-from processors.kafka_config import Topics, WorkerConfig
 from processors.kafka_sequencer import IntakeRecord
-from processors.sequencer_core import SequencerCore, Verdict
+from processors.sequencer_core import Verdict
 from schemas.errors import LedgerUnavailableError, WriterFencedError
-from tests.builders import check_ins, org_setup
+from tests.kafka.core_support import (
+    TIMEOUT_S,
+    Place,
+    intake_batches,
+    new_topics,
+    org_of,
+    write_all,
+)
 
 pytestmark = pytest.mark.kafka
 
-PARTITIONS = 3
-TIMEOUT_S = 15.0
-"""The Kafka timeout of the cores, and so the restore reader's bound."""
 PROMPT_S = 5.0
 """A restore after a crash must finish within this (a third of the bound)."""
-
-
-def _topics(kafka: Connection) -> Topics:
-    suffix = uuid.uuid4().hex[:12]
-    names = {r: f"test.{suffix}.{r}" for r in ("intake", "ledger", "rejections", "outcomes")}
-    ensure_topics(kafka, okr_topics(**names, partitions=PARTITIONS))
-    return Topics(**names)
-
-
-def _org_of(partition: int) -> str:
-    return next(
-        org
-        for org in (f"org{i}" for i in range(1000))
-        if partition_for(org_key(org), PARTITIONS) == partition
-    )
-
-
-def _intake(partition: int, batches: int, size: int = 10) -> list[list[IntakeRecord]]:
-    """The org's setup, then batches of check-ins, each with a rejection (broken JSON): every
-    batch's transaction writes the ledger partition, the rejections topic and the outcomes."""
-    org = _org_of(partition)
-    raws = org_setup(org)
-    for _ in range(batches):
-        raws += [*check_ins(size - 1, org), b"{broken"]
-    records = []
-    for offset, raw in enumerate(raws):
-        message = intake_message(raw, f"p{partition}-s{offset}", None)
-        records.append(IntakeRecord(partition, offset, message.value, message.headers, message.key))
-    first = len(org_setup(org))
-    return [records[:first]] + [records[i : i + size] for i in range(first, len(records), size)]
-
-
-def _core(address: str, topics: Topics, data_dir: Path, app_id: str) -> SequencerCore:
-    config = WorkerConfig(
-        servers=(address,), app_id=app_id, topics=topics, data_dir=data_dir, timeout_s=TIMEOUT_S
-    )
-    return SequencerCore(config)
-
-
-def _write(core: SequencerCore, partition: int, batches: list[list[IntakeRecord]]) -> None:
-    for batch in batches:
-        assert core.sequence(partition, batch).verdict is Verdict.WRITTEN
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where the workers of one test write: the broker, the topics, the app id."""
-
-    address: str
-    topics: Topics
-    app_id: str
-
-    def core(self, data_dir: Path) -> SequencerCore:
-        return _core(self.address, self.topics, data_dir, self.app_id)
 
 
 def _die_inside_a_transaction(
@@ -104,7 +50,7 @@ def _die_inside_a_transaction(
     after its rejections and events are acknowledged, before its outcomes and its commit."""
     core, topics = place.core(data_dir), place.topics
     core.restore(partition)
-    _write(core, partition, batches[:-1])
+    write_all(core, partition, batches[:-1])
     send = kafka_transactions.BatchProducer.send
 
     def send_then_die(self: kafka_transactions.BatchProducer, records: Any) -> list[int]:
@@ -141,7 +87,7 @@ def _ledger(kafka: Connection, topic: str, partition: int) -> list[dict[str, Any
 
 @pytest.fixture
 def place(kafka: Connection, kafka_address: str) -> Place:
-    return Place(kafka_address, _topics(kafka), f"test-{uuid.uuid4().hex[:8]}")
+    return Place(kafka_address, new_topics(kafka), f"test-{uuid.uuid4().hex[:8]}")
 
 
 def test_the_survivor_restores_promptly_after_a_worker_is_killed_inside_a_transaction(
@@ -152,13 +98,13 @@ def test_the_survivor_restores_promptly_after_a_worker_is_killed_inside_a_transa
     fence, restore both, well within the bound; the cut batch is decided again and written."""
     topics, address = place.topics, place.address
     dead, alive = 0, 1
-    dead_batches, alive_batches = _intake(dead, 3), _intake(alive, 4)
+    dead_batches, alive_batches = intake_batches(dead, 3), intake_batches(alive, 4)
     survivor = place.core(tmp_path / "survivor")
     try:
         survivor.restore(alive)
-        _write(survivor, alive, alive_batches[:2])
+        write_all(survivor, alive, alive_batches[:2])
         _killed_inside_a_transaction(place, tmp_path / "dead", dead, dead_batches)
-        _write(survivor, alive, alive_batches[2:])  # while the dead transaction is open
+        write_all(survivor, alive, alive_batches[2:])  # while the dead transaction is open
         assert not _readable(address, topics.rejections, dead)  # it holds its lane up
         assert not _readable(address, topics.ledger, dead)
         assert _readable(address, topics.rejections, alive)  # and nothing else
@@ -173,7 +119,7 @@ def test_the_survivor_restores_promptly_after_a_worker_is_killed_inside_a_transa
         cut = dead_batches[-1]
         assert restored[dead].resume == cut[0].offset  # the cut batch was not answered
         assert survivor.sequence(dead, cut).verdict is Verdict.WRITTEN
-        org = _org_of(dead)
+        org = org_of(dead)
         accepted = sum(1 for batch in dead_batches for r in batch if r.value != b"{broken")
         chain = [e for e in _ledger(kafka, topics.ledger, dead) if e["org_id"] == org]
         assert [e["sequence"] for e in chain] == list(range(1, accepted + 1))
@@ -192,8 +138,8 @@ def test_a_restore_does_not_wait_for_a_dead_writer_of_another_partition(
     survivor = place.core(tmp_path / "survivor")
     try:
         survivor.restore(mine)
-        _write(survivor, mine, _intake(mine, 1))
-        _killed_inside_a_transaction(place, tmp_path / "dead", dead, _intake(dead, 2))
+        write_all(survivor, mine, intake_batches(mine, 1))
+        _killed_inside_a_transaction(place, tmp_path / "dead", dead, intake_batches(dead, 2))
         survivor.drop(mine)  # a rebalance: everything is assigned again
 
         assert not _readable(address, topics.rejections, dead)  # the dead transaction
@@ -201,7 +147,7 @@ def test_a_restore_does_not_wait_for_a_dead_writer_of_another_partition(
         survivor.fence([mine])
         restored = survivor.restore_all([mine])
         assert time.monotonic() - started < PROMPT_S
-        assert restored[mine].resume == sum(len(batch) for batch in _intake(mine, 1))
+        assert restored[mine].resume == sum(len(batch) for batch in intake_batches(mine, 1))
         assert not _readable(address, topics.rejections, dead)  # still open: not needed
     finally:
         survivor.close()
@@ -248,7 +194,7 @@ def test_on_tansu_only_the_fence_ends_an_abandoned_transaction(
 ) -> None:
     """Tansu 0.6 keeps an abandoned transaction open past its timeout (1 s here, waited 3 s):
     the only thing that ends it is the next producer with the same transactional id."""
-    topics = _topics(kafka)
+    topics = new_topics(kafka)
     transactional_id = f"test-{uuid.uuid4().hex[:8]}"
     producer, _open = _abandoned(
         kafka_address, transactional_id, [OutRecord(topics.rejections, 0, None, b"r")]
@@ -266,7 +212,7 @@ def test_a_read_held_by_an_open_transaction_says_where_it_stands(
 ) -> None:
     """The error of a committed read that an open transaction holds up names each partition's
     position and end, so that an operator sees it waits (not that nothing is there)."""
-    topics = _topics(kafka)
+    topics = new_topics(kafka)
     producer, _open = _abandoned(
         kafka_address,
         f"test-{uuid.uuid4().hex[:8]}",
@@ -290,7 +236,7 @@ def test_on_tansu_a_fenced_transaction_ends_only_once_no_transaction_sharing_a_p
     partition is written by two transactional ids (a worker's last transaction could stay
     unfinished behind another worker's), and why a writer whose transactional id nobody takes
     over (``KafkaEventLog.append``'s) must not die inside a transaction."""
-    topics = _topics(kafka)
+    topics = new_topics(kafka)
     dead_id, other_id = (f"test-{uuid.uuid4().hex[:8]}" for _ in range(2))
     dead, _dead_open = _abandoned(
         kafka_address,
@@ -394,15 +340,15 @@ def test_a_worker_whose_partition_was_taken_over_gets_fenced_not_an_error(
     rebalance), not an error that stops the worker and not a restore that would initialise
     the transactional id again and fence the new owner."""
     partition = 0
-    batches = _intake(partition, 2)
+    batches = intake_batches(partition, 2)
     paused, owner = place.core(tmp_path / "paused"), place.core(tmp_path / "owner")
     try:
         paused.restore(partition)
-        _write(paused, partition, batches[:1])
+        write_all(paused, partition, batches[:1])
         owner.fence([partition])
         owner.restore(partition)
         assert paused.sequence(partition, batches[1]).verdict is Verdict.FENCED
-        _write(owner, partition, batches[1:])  # the owner's writer was not fenced back
+        write_all(owner, partition, batches[1:])  # the owner's writer was not fenced back
     finally:
         paused.close()
         owner.close()

@@ -18,7 +18,7 @@ import pytest
 from events.kafka_client import Connection
 from processors.kafka_sequencer import BatchOutput, IntakeRecord
 from processors.sequencer_core import Sequenced, SequencerCore, Verdict
-from tests.kafka.test_fenced_restore import Place, _intake, _topics, _write
+from tests.kafka.core_support import Place, intake_batches, new_topics, write_all
 
 pytestmark = pytest.mark.kafka
 
@@ -52,13 +52,13 @@ def _in_thread(call: Callable[[], Sequenced]) -> tuple[threading.Thread, list[Se
 def test_one_batch_decides_at_a_time_and_the_next_decides_while_it_is_written(
     kafka_address: str, kafka: Connection, tmp_path: Path
 ) -> None:
-    place = Place(kafka_address, _topics(kafka), f"test-{uuid.uuid4().hex[:8]}")
+    place = Place(kafka_address, new_topics(kafka), f"test-{uuid.uuid4().hex[:8]}")
     core = place.core(tmp_path)
     try:
-        intake = {partition: _intake(partition, 2) for partition in (0, 1)}
+        intake = {partition: intake_batches(partition, 2) for partition in (0, 1)}
         for partition, batches in intake.items():
             core.restore(partition)
-            _write(core, partition, batches[:1])  # the org's setup
+            write_all(core, partition, batches[:1])  # the org's setup
         entered = {partition: threading.Event() for partition in (0, 1)}
         _watch_deciding(core, 1, entered[1])
 
