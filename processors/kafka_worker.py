@@ -322,8 +322,17 @@ def intake_record(partition: int, message: Any) -> IntakeRecord:
     record, or from an offset that could not be read."""
     if isinstance(message, Unreadable):
         return IntakeRecord(partition, message.offset, b"", unreadable=message.why)
-    headers = tuple((str(name), value) for name, value in message.headers or ())
-    return IntakeRecord(partition, message.offset, message.value or b"", headers, message.key)
+    headers = message.headers
+    if type(headers) is not tuple:  # aiokafka's are a tuple of (str, bytes | None) already
+        headers = tuple((str(name), value) for name, value in headers or ())
+    return _new_record(
+        IntakeRecord, (partition, message.offset, message.value or b"", headers, message.key, None)
+    )
+
+
+_new_record = tuple.__new__
+"""Makes an :class:`IntakeRecord` from all its fields without its Python ``__new__`` (one
+record per intake record handed over)."""
 
 
 def _clear(queue: "asyncio.Queue[Any]") -> None:
