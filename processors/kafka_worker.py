@@ -36,7 +36,7 @@ from typing import Any
 
 from processors.faust_batches import Unreadable
 from processors.kafka_config import WorkerConfig
-from processors.kafka_sequencer import IntakeRecord
+from processors.kafka_sequencer import IntakeBatch, IntakeRecord
 from processors.metrics import PrometheusMetrics
 from processors.sequencer_core import CoreRunner, Restored, Sequenced, Verdict
 from schemas.errors import LedgerUnavailableError, WriterFencedError
@@ -245,7 +245,7 @@ class SequencerAgent:
             return
         if not self._contiguous(lane, records):
             return
-        batch = [intake_record(lane.partition, r) for r in records]
+        batch = IntakeBatch([intake_record(lane.partition, r) for r in records])
         done: Sequenced = await self._call("sequence", lane.partition, batch)
         if done.resume is not None:
             lane.expected = max(lane.expected, done.resume)
