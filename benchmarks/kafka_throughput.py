@@ -15,6 +15,10 @@ inserting as many rows into chDB. Then, for each worker count of ``--workers``, 
 3. **memory**: the peak RSS of each worker, its sequencer process included, beside the peak RSS
    of a process that only imports what a worker imports and opens an empty embedded store.
 
+Each poll of the projections is a query the worker's main process serves (chDB has a fixed
+cost per query): the CPU of one poll is measured first on the idle worker, polled at the
+throughput phase's pace, and the polls' share of each phase is printed beside its figures.
+
 Over the throughput phase it also reads the CPU time (``/proc/<pid>/stat``: user + system) of
 every process taking part: this benchmark itself (the producer thread and the polls), Tansu,
 each worker's main process, its sequencer process, and the ``serve-store``; and the machine's
@@ -369,6 +373,13 @@ class Run:
     peak_parts: list[dict[str, float]] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     """Seconds of each stage of the freshness samples (``--stages``)."""
+    polls: int = 0
+    """Polls of the projections over the throughput phase."""
+    steady_polls: int = 0
+    """Polls of the projections over the freshness phase."""
+    poll_cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of one poll by process role, measured with nothing else to do
+    (:func:`poll_cost`)."""
 
     @property
     def rate(self) -> float:
@@ -387,11 +398,16 @@ def wait_visible(
     workers: list[Worker],
     timeout_s: float,
     poll_s: float = 0.02,
+    *,
+    polled: list[int] | None = None,
 ) -> float:
+    """When every org of ``heads`` is visible; ``polled`` (if given) gets how many polls."""
     deadline = time.perf_counter() + timeout_s
     while True:
         positions = store.positions()
         seen = time.perf_counter()
+        if polled is not None:
+            polled.append(1)
         if all(positions.get(org, 0) >= head for org, head in heads.items()):
             return seen
         for worker in workers:
@@ -399,6 +415,26 @@ def wait_visible(
         if seen > deadline:
             raise SystemExit(f"projections at {positions}, not {heads}")
         time.sleep(poll_s)
+
+
+POLL_PROBE_S = 3.0
+"""How long :func:`poll_cost` polls an idle worker."""
+
+
+def poll_cost(store: ProjectionStore, poll_s: float) -> dict[str, float]:
+    """CPU seconds of one poll of the projections, by process role, measured on an idle
+    worker polled at the throughput phase's pace for :data:`POLL_PROBE_S`: each poll is a
+    query the worker's main process serves (chDB has a fixed cost per query), so the
+    throughput phase's CPU per event includes its polls' share."""
+    meter = CpuMeter()
+    meter.begin()
+    polls, end = 0, time.perf_counter() + POLL_PROBE_S
+    while time.perf_counter() < end:
+        store.positions()
+        polls += 1
+        time.sleep(poll_s)
+    cpu, _ = meter.end()
+    return {role: seconds / polls for role, seconds in cpu.items()}
 
 
 @contextmanager
@@ -458,12 +494,17 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         stack.callback(producer.close)
         produce(producer, topics["intake"], load.setup)
         wait_visible(store, dict.fromkeys(orgs, KEY_RESULTS + 5), workers, 120)
+        result.poll_cpu = poll_cost(store, args.visible_poll_ms / 1000)
         meter = CpuMeter()
         meter.begin()
         started = time.perf_counter()
         thread = threading.Thread(target=produce, args=(producer, topics["intake"], load.check_ins))
         thread.start()
-        seen = wait_visible(store, load.heads, workers, 1200, args.visible_poll_ms / 1000)
+        polled: list[int] = []
+        seen = wait_visible(
+            store, load.heads, workers, 1200, args.visible_poll_ms / 1000, polled=polled
+        )
+        result.polls = len(polled)
         thread.join()
         result.cpu, result.machine_busy = meter.end()
         result.worker_threads = meter.worker_threads()
@@ -499,6 +540,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         deadline = start + len(steady) / args.rate + 120
         while len(lags) < len(steady):
             positions = store.positions()
+            result.steady_polls += 1
             now = time.perf_counter()
             for org, queue in waiting.items():
                 while queue and queue[0][0] <= positions.get(org, 0):
@@ -782,6 +824,17 @@ def print_cpu(run: Run) -> None:
     total = sum(per.values())
     parts = ", ".join(f"{role} {us:,.0f}" for role, us in sorted(per.items(), key=lambda i: -i[1]))
     print(f"  CPU µs per event by process (throughput phase): {parts}")
+    if run.poll_cpu:
+        polls = ", ".join(
+            f"{role} {seconds * run.polls * 1e6 / run.events:,.0f}"
+            for role, seconds in sorted(run.poll_cpu.items(), key=lambda i: -i[1])
+            if seconds * run.polls * 1e6 / run.events >= 1
+        )
+        print(
+            f"  of which the {run.polls:,} polls of the projections (each measured on the idle "
+            f"worker, {run.poll_cpu.get('worker main', 0) * 1e3:.1f} ms of its CPU), µs per "
+            f"event: {polls}"
+        )
     threads = sorted(run.worker_threads.items(), key=lambda i: -i[1])
     named = ", ".join(f"{n} {sec * 1e6 / run.events:,.0f}" for n, sec in threads if sec > 0)
     print(f"  worker main's threads, CPU µs per event (throughput phase): {named}")
@@ -792,6 +845,12 @@ def print_cpu(run: Run) -> None:
             if seconds > 0
         )
         print(f"  cores used during the freshness phase (the polls included): {cores}")
+        if run.poll_cpu:
+            share = run.poll_cpu.get("worker main", 0) * run.steady_polls / run.steady_seconds
+            print(
+                f"  of which the {run.steady_polls:,} polls (at the idle worker's cost): worker "
+                f"main {share:.2f}"
+            )
     machine = run.machine_busy * 1e6 / run.events
     allow = 2e6 / total if total else 0.0
     print(

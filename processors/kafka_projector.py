@@ -3,9 +3,12 @@
 Its partitions come from the consumer group (:mod:`processors.faust_app`), the same as the
 sequencer's: ledger partition *p* lands on the worker that sequences intake *p*. It applies the
 chain rule (:class:`events.kafka_records.ChainReader`: orphans are not part of the ledger) and
-feeds the same :meth:`processors.projector.Projector.project` as the embedded runner. Events at
-or below an org's checkpoint in the store are *replayed*: they rebuild the projector's state
-and their rows are discarded (they are in the store). Later events are projected in batches
+feeds the same :meth:`processors.projector.Projector.project_records` as the embedded runner,
+the stored records as decoded (no object per event), with the collector paused until their
+rows are inserted (:func:`events.collector.collector_paused`: the batch's rows and records are
+let go of before it runs again, so it does not scan them). Events at or below an org's
+checkpoint in the store are *replayed*: they rebuild the projector's state and their rows are
+discarded (they are in the store). Later events are projected in batches
 (up to ``batch_size`` records, or what arrived within ``linger_s``) and inserted once per table
 per batch, the checkpoints last (:meth:`projections.store.ProjectionStore.insert`).
 
@@ -35,12 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from events.collector import collector_paused
 from events.kafka_records import ChainReader, RejectionLanes, read_rejection
 from events.outcomes import Rejection
 from processors import tables as t
 from processors.faust_batches import Unreadable
 from processors.metrics import PrometheusMetrics
-from processors.projector import Projector, StoredEvent, micros
+from processors.projector import RECORD_FIELDS, Projector, StoredEvent, micros
 from processors.rejections import project_rejections
 from processors.runner import RowSink
 from processors.tables import RowBatch
@@ -53,6 +57,10 @@ LedgerRecord = tuple[int, int, bytes | None, bytes | None]
 Progress = Callable[[int], Awaitable[tuple[int | None, int | None]]]
 """Ledger partition -> its end as last fetched and the consumer's position in it."""
 LAG_EVERY_S = 1.0
+_FIELDS = frozenset(RECORD_FIELDS)
+_REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
+"""The fields of a ledger event, and those it must have: a record with others, or without
+one of these, is refused as :class:`~processors.projector.StoredEvent` refuses it."""
 
 
 @dataclass(slots=True)
@@ -63,6 +71,8 @@ class Pending:
     """Each partition's in offset order."""
     rejections: list[tuple[int, int, bytes | None]] = field(default_factory=list)
     """(lane, offset, value) of rejections-topic records, each lane's in offset order."""
+    waiting: dict[int, int] = field(default_factory=dict)
+    """Per ledger partition, how many of :attr:`ledger` are its."""
     first_at: float = 0.0
     last_at: float = 0.0
     """When the first and the latest records were handed over (``time.monotonic``)."""
@@ -172,21 +182,32 @@ class LedgerProjection:
     ) -> None:
         """Project ``ledger`` records (each partition's in offset order) and ``(lane, offset,
         value)`` rejections; store the rows in one insert per table."""
-        replay: list[StoredEvent] = []
-        live: list[StoredEvent] = []
+        with collector_paused():  # until the batch's rows are inserted and let go of
+            self._apply(ledger, rejections)
+
+    def _apply(
+        self, ledger: list[LedgerRecord], rejections: list[tuple[int, int, bytes | None]]
+    ) -> None:
+        replay: list[dict[str, Any]] = []
+        live: list[dict[str, Any]] = []
+        admit, checkpoints = self.chain.admit, self.checkpoints
+        next_offsets, newest = self.next_offsets, self.newest
         for partition, offset, key, value in ledger:
-            self.next_offsets[partition] = offset + 1
-            record = self.chain.admit(partition, key, value)
+            next_offsets[partition] = offset + 1
+            record = admit(partition, key, value)
             if record is None:
                 continue  # an orphan (chain rule)
-            event = StoredEvent.from_record(record)
-            done = self.checkpoints.get(event.org_id, 0)
-            (replay if event.sequence <= done else live).append(event)
-            self.newest[partition] = event.recorded_at
+            fields = record.keys()
+            if not (fields >= _REQUIRED and fields <= _FIELDS):
+                StoredEvent.from_record(record)  # raises the TypeError that names the field
+            (replay if record["sequence"] <= checkpoints.get(record["org_id"], 0) else live).append(
+                record
+            )
+            newest[partition] = record["recorded_at"]
         if replay:
-            self.projector.project(replay)  # state only: those rows are stored already
+            self.projector.project_records(replay)  # state only: those rows are stored already
             self.replayed += len(replay)
-        rows = self.projector.project(live) if live else t.empty_batch()
+        rows = self.projector.project_records(live) if live else t.empty_batch()
         self.projected += len(live)
         t.merge(rows, self._rejection_rows(rejections))
         if any(rows.values()):
@@ -314,12 +335,13 @@ class ProjectorAgent:
                     for r in records
                 )
         elif partition in self._owned:
-            pending.ledger.extend(
+            pending.ledger += [
                 (partition, r.offset, None, None)  # unreadable: an orphan
                 if isinstance(r, Unreadable)
                 else (partition, r.offset, r.key, r.value)
                 for r in records
-            )
+            ]
+            pending.waiting[partition] = pending.waiting.get(partition, 0) + len(records)
         if records and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s partition %s: offsets %s-%s handed over",
@@ -401,9 +423,7 @@ class ProjectorAgent:
         minus its position, plus what waits to be inserted) and the newest event's age."""
         while True:
             await asyncio.sleep(LAG_EVERY_S)
-            waiting: dict[int, int] = {}
-            for partition, *_ in self._pending.ledger:
-                waiting[partition] = waiting.get(partition, 0) + 1
+            waiting = self._pending.waiting
             for partition in sorted(self._owned):
                 end, position = await self._progress(partition)
                 if end is None or position is None:

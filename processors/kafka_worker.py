@@ -36,7 +36,7 @@ from typing import Any
 
 from processors.faust_batches import Unreadable
 from processors.kafka_config import WorkerConfig
-from processors.kafka_sequencer import IntakeRecord
+from processors.kafka_sequencer import IntakeBatch, IntakeRecord
 from processors.metrics import PrometheusMetrics
 from processors.sequencer_core import CoreRunner, Restored, Sequenced, Verdict
 from schemas.errors import LedgerUnavailableError, WriterFencedError
@@ -245,7 +245,7 @@ class SequencerAgent:
             return
         if not self._contiguous(lane, records):
             return
-        batch = [intake_record(lane.partition, r) for r in records]
+        batch = IntakeBatch([intake_record(lane.partition, r) for r in records])
         done: Sequenced = await self._call("sequence", lane.partition, batch)
         if done.resume is not None:
             lane.expected = max(lane.expected, done.resume)
@@ -322,8 +322,17 @@ def intake_record(partition: int, message: Any) -> IntakeRecord:
     record, or from an offset that could not be read."""
     if isinstance(message, Unreadable):
         return IntakeRecord(partition, message.offset, b"", unreadable=message.why)
-    headers = tuple((str(name), value) for name, value in message.headers or ())
-    return IntakeRecord(partition, message.offset, message.value or b"", headers, message.key)
+    headers = message.headers
+    if type(headers) is not tuple:  # aiokafka's are a tuple of (str, bytes | None) already
+        headers = tuple((str(name), value) for name, value in headers or ())
+    return _new_record(
+        IntakeRecord, (partition, message.offset, message.value or b"", headers, message.key, None)
+    )
+
+
+_new_record = tuple.__new__
+"""Makes an :class:`IntakeRecord` from all its fields without its Python ``__new__`` (one
+record per intake record handed over)."""
 
 
 def _clear(queue: "asyncio.Queue[Any]") -> None:

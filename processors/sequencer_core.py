@@ -23,7 +23,10 @@ of the ledger) is :attr:`Verdict.RESTORE`: restore from nothing.
 go of once the batch is decided: the batches of several partitions, fetched together, are
 decided one after the other (the first is written and kept while the second is decided)
 instead of all at once, each slowed by all the others, and all of them reaching Kafka at the
-end.
+end. While a batch decides, the cyclic garbage collector is paused
+(:func:`events.collector.collector_paused`, as the embedded ledger does around its batches):
+deciding allocates many objects that live on, and each burst of them set off collections
+that scanned everything alive. It runs again between two batches' decisions.
 
 **Transactions, one at a time.** Calls of different partitions run at the same time (one per
 partition), so that one partition's batch is decided (Python, CPU) while another's transaction
@@ -46,7 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing import get_context
@@ -54,6 +57,7 @@ from multiprocessing.connection import Connection as PipeEnd
 from typing import Any, Protocol
 
 from events import allocator
+from events.collector import collector_paused
 from events.kafka_client import Connection, OutRecord, Reader
 from events.kafka_log import KafkaEventLog, LedgerWriter
 from events.kafka_records import decode_event
@@ -298,7 +302,10 @@ class SequencerCore:
         if owned is None or not owned.intact:
             return Sequenced(Verdict.RESTORE, None)
         self._deciding.acquire()
-        decided = _Once(self._deciding.release)
+        deciding = ExitStack()
+        deciding.callback(self._deciding.release)
+        deciding.enter_context(collector_paused())
+        decided = _Once(deciding.close)
         try:
             return self._sequence(partition, owned, records, decided)
         finally:

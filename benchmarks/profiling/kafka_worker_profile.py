@@ -8,7 +8,7 @@ imports and start-up, idle; and the top functions.
 
 Needs py-spy (``pip install py-spy``; not a dependency of the project).
 Usage: python benchmarks/profiling/kafka_worker_profile.py [--check-ins 20000] [--rate 500]
-       [--lag-samples 500] [--orgs 6]
+       [--lag-samples 500] [--orgs 6] [--gil] [--raw FILE]
 """
 
 import argparse
@@ -152,6 +152,47 @@ def summarise_sequencer(raw: Path) -> None:
         print(f"  {100 * count / busy:6.1f}%  {frame[:110]}")
 
 
+def _is_sequencer(stack: str) -> bool:
+    return "_child_main" in stack or "spawn_main" in stack
+
+
+def summarise_main(raw: Path) -> None:
+    """The worker's main process alone (no sequencer-process stack): its busy samples by
+    category, its top leaves and its top inclusive frames of the project."""
+    by_category: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    busy = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or _is_sequencer(stack) or not count_text.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if not f.startswith(("thread", "process"))]
+        category = _category(frames)
+        if category in (CATEGORIES[0][0], CATEGORIES[1][0]):
+            continue
+        count = int(count_text)
+        busy += count
+        by_category[category] += count
+        leaves[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not busy:
+        return
+    print(f"\nmain process: {busy:,} busy samples (start-up and idle left out), by category:")
+    for name, count in by_category.most_common():
+        print(f"  {100 * count / busy:6.1f}%  {name}")
+    print("  top leaves:")
+    for frame, count in leaves.most_common(25):
+        print(f"  {100 * count / busy:6.1f}%  {frame[:110]}")
+    print("  top inclusive frames:")
+    shown = 0
+    for frame, count in inclusive.most_common():
+        if shown < 40 and not any(base in frame for base in BASE_FRAMES):
+            print(f"  {100 * count / busy:6.1f}%  {frame[:110]}")
+            shown += 1
+
+
 def summarise(raw: Path) -> None:
     by_category: Counter[str] = Counter()
     by_thread: dict[str, Counter[str]] = defaultdict(Counter)
@@ -208,6 +249,7 @@ def main() -> None:
     parser.add_argument("--lag-samples", type=int, default=500)
     parser.add_argument("--orgs", type=int, default=6)
     parser.add_argument("--sample-rate", type=int, default=100)
+    parser.add_argument("--raw", type=Path, help="keep py-spy's raw samples in this file")
     parser.add_argument(
         "--gil", action="store_true", help="sample only the thread holding the GIL (CPU shares)"
     )
@@ -251,7 +293,10 @@ def main() -> None:
             sampler.wait(timeout=60)
         if raw.exists():
             summarise(raw)
+            summarise_main(raw)
             summarise_sequencer(raw)
+            if args.raw is not None:
+                shutil.copyfile(raw, args.raw)
         else:
             print("py-spy wrote nothing")
 

@@ -1,0 +1,91 @@
+"""The worker main process's hand-overs, as its hot paths make them: an intake batch crosses
+the pipe to the sequencer process unchanged, an intake record keeps aiokafka's headers, and
+the projector refuses a ledger record with fields a ledger event does not have."""
+
+import pickle
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord  # type: ignore[import-untyped]
+
+from events.kafka_records import RejectionLanes, encode_event, org_key
+from processors.faust_batches import Unreadable
+from processors.kafka_projector import LedgerProjection
+from processors.kafka_sequencer import IntakeBatch, IntakeRecord
+from processors.kafka_worker import intake_record
+from tests.builders import chained_events
+
+
+def consumer_record(offset: int, headers: Any) -> ConsumerRecord:
+    return ConsumerRecord("intake", 3, offset, 0, 0, b"acme", b"{}", None, 4, 2, headers)
+
+
+def test_an_intake_batch_crosses_the_pipe_unchanged() -> None:
+    batch = IntakeBatch(
+        [
+            IntakeRecord(3, 7, b'{"a":1}', (("okr-line", b"12"), ("x", None)), b"acme"),
+            IntakeRecord(3, 8, b"", unreadable="UnicodeDecodeError: no"),
+            IntakeRecord(3, 9, b"v"),
+        ]
+    )
+    received = pickle.loads(ForkingPickler.dumps((1, "sequence", (3, batch))))[2][1]
+    assert received == batch
+    assert type(received) is IntakeBatch
+    assert all(type(record) is IntakeRecord for record in received)
+    assert received[1].unreadable == "UnicodeDecodeError: no"
+    assert received[2].headers == ()
+
+
+def test_an_intake_record_keeps_the_headers_as_pairs_of_name_and_value() -> None:
+    headers = (("okr-submission-id", b"s-1"), ("okr-line", None))
+    record = intake_record(3, consumer_record(5, headers))
+    assert record == IntakeRecord(3, 5, b"{}", headers, b"acme")
+    assert type(record) is IntakeRecord
+    # not a tuple (another client's records): made one, name by name
+    listed = intake_record(3, consumer_record(6, [("okr-line", b"1")]))
+    assert listed.headers == (("okr-line", b"1"),)
+    assert intake_record(3, consumer_record(7, None)).headers == ()
+    unreadable = intake_record(3, Unreadable(8, "CorruptRecordException: crc"))
+    assert unreadable == IntakeRecord(3, 8, b"", unreadable="CorruptRecordException: crc")
+
+
+class NoStore:
+    """A sink that has nothing stored and keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.inserted: list[Any] = []
+
+    def positions(self, stream: str = "ledger") -> dict[str, int]:
+        return {}
+
+    def checkpoints(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def insert(self, rows: Any, owners: Any = None) -> None:
+        self.inserted.append(rows)
+
+
+@pytest.mark.parametrize("change", ["added", "missing"])
+def test_the_projector_refuses_a_ledger_record_with_other_fields(change: str) -> None:
+    """A record that continues its org's chain but is not a ledger event's shape (a field it
+    does not have, or one of its fields missing) stops the projector, as it always did."""
+    event = chained_events("acme", check_in_count=0)[0]
+    record = orjson.loads(encode_event(event))
+    if change == "added":
+        record["extra"] = 1
+    else:
+        del record["actor"]
+    projection = LedgerProjection(NoStore(), 1, RejectionLanes(1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        projection.apply([(0, 0, org_key("acme"), orjson.dumps(record))], [])
+
+
+def test_the_projector_projects_ledger_records_with_or_without_the_optional_fields() -> None:
+    events = chained_events("acme", check_in_count=3)
+    sink = NoStore()
+    projection = LedgerProjection(sink, 1, RejectionLanes(1))  # type: ignore[arg-type]
+    projection.apply([(0, i, org_key("acme"), encode_event(e)) for i, e in enumerate(events)], [])
+    assert projection.projected == len(events)
+    assert sum(len(rows["audit_events"]) for rows in sink.inserted) == len(events)
