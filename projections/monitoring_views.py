@@ -229,11 +229,11 @@ def progress_trend(src: Sources = NOW_SOURCES) -> str:
     point).
 
     The key results are worked out once, at every point of their org (``points``: each
-    midnight after the earliest start of a period begun, up to the reference day, and the
-    reference time: a superset of the buckets' points, from the periods' bounds): the roll-up
-    carries them (``key_results_at``), and each row (``subjects``: who, which bucket, which
-    point) takes its numbers from the roll-up's rows (``found``), so the check-ins are read
-    once, and the buckets written out once."""
+    midnight of each period begun, from the day after its start up to the reference day and
+    a week after its end, and the reference time: a superset of the buckets' points, from the
+    periods' bounds): the roll-up carries them (``key_results_at``), and each row
+    (``subjects``: who, which bucket, which point) takes its numbers from the roll-up's rows
+    (``found``), so the check-ins are read once, and the buckets written out once."""
     today = src.today
     key_result_subjects = f"""
     SELECT k.org_id AS org_id, 'key_result' AS subject_kind, k.key_result_id AS subject_id,
@@ -269,16 +269,15 @@ subjects AS ({key_result_subjects}
     UNION ALL{objective_subjects}
 ),
 points AS (
-    SELECT org_id, arrayJoin(arrayDistinct(arrayPushBack(arrayMap(
-            n -> toDateTime64(first + n + 1, 6, 'UTC'),
-            range(toUInt32(greatest(0, dateDiff('day', first, least({today}, last)))))),
-        {src.ref}))) AS point_at
+    SELECT DISTINCT org_id, arrayJoin(arrayPushBack(arrayMap(
+            n -> toDateTime64(starts + n + 1, 6, 'UTC'),
+            range(toUInt32(greatest(0, dateDiff('day', starts, least({today}, ends)))))),
+        {src.ref})) AS point_at
     FROM (
-        SELECT org_id, min(period_starts_on) AS first, max(period_ends_on) + 7 AS last
+        SELECT DISTINCT org_id, period_starts_on AS starts, period_ends_on + 7 AS ends
         FROM (SELECT org_id, period_starts_on, period_ends_on FROM kd
             UNION ALL SELECT org_id, period_starts_on, period_ends_on FROM st)
         WHERE period_starts_on <= {today}
-        GROUP BY org_id
     )
 ),
 kr AS ({key_results_then}),
