@@ -310,7 +310,6 @@ def parameterized_view_statements() -> tuple[str, ...]:
         theme_coverage=sql.uncovered_themes(structures, themes, periods),
         periods=periods,
         owners=f"({owners})",
-        check_ins=f"({check_in_history})",
         where=where,
         ref=sql.VIEW_REF,
     )

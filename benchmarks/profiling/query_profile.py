@@ -1,5 +1,5 @@
 """Profile the queries on the benchmark store: progress (now, --as-of, --at), cascade,
-coverage and history.
+coverage, history, and the monitoring answers (trend, attention, coverage --at).
 
 Projects the ledger of benchmarks/projection_throughput.py (K key results, N check-ins) into
 a fresh chDB store once, then for each query prints:
@@ -37,7 +37,7 @@ from benchmarks.profiling.common import bench_ledger, print_top, profiled, rate
 from benchmarks.projection_throughput import _timed
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
-from projections import queries
+from projections import monitoring, queries
 from projections.queries import Moment
 from projections.store import ProjectionStore
 
@@ -123,6 +123,12 @@ def measure(store: ProjectionStore, middle: Any, samples: int, show_sql: bool) -
         ("history obj3", partial(queries.history, store, ORG, "obj3", Moment())),
         ("history kr7 --as-of mid", partial(queries.history, store, ORG, "kr7",
                                             Moment(as_of=middle))),
+        ("trend kr7", partial(monitoring.trend, store, ORG, "kr7", Moment(), FOCUS_LIMIT)),
+        ("trend obj3", partial(monitoring.trend, store, ORG, "obj3", Moment(), FOCUS_LIMIT)),
+        ("attention", partial(monitoring.attention, store, ORG, Moment(), FOCUS_LIMIT)),
+        ("attention --at mid", partial(monitoring.attention, store, ORG, Moment(at=middle),
+                                       FOCUS_LIMIT)),
+        ("coverage --at mid", partial(queries.coverage, store, ORG, Moment(at=middle))),
     ]  # fmt: skip
     print(f"\n{'query':<34} {'p50 ms':>7} {'p95 ms':>7}   one run: {'total':>6} "
           f"{'python':>6} {'stmts':>6} {'chDB':>6} (ms, sums)  stmts  critical")  # fmt: skip
