@@ -191,9 +191,19 @@ class ProjectionStore:
             applied.append(migration.version)
         self._settings = self._read_settings() if settings is None or applied else settings
         if self._settings.get(VIEWS_SETTING) != views_digest():
-            for statement in view_statements():
-                self._run(statement)
-            self.set_setting(VIEWS_SETTING, views_digest())
+            if missing := self.missing_tables():
+                # A view over a missing table cannot be created: left as they are, so that
+                # `rebuild` (which drops everything and creates it anew) can open the store.
+                log.warning(
+                    "%s: tables missing (%s: a drop cut short); the views are not recreated "
+                    "until `okr-ledger rebuild` repairs the store",
+                    self.description,
+                    ", ".join(missing),
+                )
+            else:
+                for statement in view_statements():
+                    self._run(statement)
+                self.set_setting(VIEWS_SETTING, views_digest())
         self._migrated = True
         return applied
 

@@ -22,6 +22,7 @@ from processors import tables as t
 from processors.projector import Projector
 from projections import client
 from projections.arrow_rows import ArrowTables
+from projections.migrations import VIEWS_SETTING
 from projections.store import ProjectionStore
 from schemas.errors import (
     LedgerUnavailableError,
@@ -173,12 +174,16 @@ def test_the_fingerprint_before_a_rebuild_is_taken_in_a_process_of_its_own(
     assert answer["print"][t.AUDIT][0] == 92
 
 
-@pytest.mark.parametrize("left", [1, 5, 12])
-def test_a_rebuild_repairs_a_store_whose_drop_was_cut_short(tmp_path: Path, left: int) -> None:
+@pytest.mark.parametrize(("left", "upgraded"), [(1, False), (5, False), (12, False), (5, True)])
+def test_a_rebuild_repairs_a_store_whose_drop_was_cut_short(
+    tmp_path: Path, left: int, upgraded: bool
+) -> None:
     """A drop cut short (a rebuild killed in it) leaves the store without some of its tables
     while its migrations say it is complete, and the queries answer from what is left. The
     next ``rebuild`` does not catch up or compare such a store: it says it is damaged, drops
-    what is left and projects anew, and the answers are the first ones again."""
+    what is left and projects anew, and the answers are the first ones again. ``upgraded``:
+    the store's views are an earlier release's (the version that rebuilds defines them
+    otherwise), which opening the store would recreate over the missing tables."""
     env = {**os.environ, "OKR_DATA_DIR": str(tmp_path / "data")}
     cli = Path(sys.executable).parent / "okr-ledger"
     subprocess.run([str(cli), "demo"], env=env, check=True, capture_output=True)
@@ -190,6 +195,8 @@ def test_a_rebuild_repairs_a_store_whose_drop_was_cut_short(tmp_path: Path, left
         counts = {table: _count(store, table) for table in t.HISTORY}
         for table in list(t.COLUMNS)[:left]:  # dropped in the order drop_all drops them
             store.client.command(f"DROP TABLE {store.database}.{table} SYNC")
+        if upgraded:
+            store.set_setting(VIEWS_SETTING, "the views of an earlier release")
     rebuilt = subprocess.run([str(cli), "rebuild"], env=env, capture_output=True, check=False)
     assert rebuilt.returncode == 0, rebuilt.stderr.decode()
     assert b"damaged" in rebuilt.stdout, rebuilt.stdout
