@@ -33,7 +33,7 @@ the salvage's, the sequencer's) on the consumer thread instead, between two of i
 them over; a seek of their partition in between (the barrier's, the sequencer's) means they
 were read from where the partition stood before it. The consumer thread counts each
 partition's seeks and notes the count when a fetch takes its records
-(:meth:`FastFetchThread.sought_since_taken`); such records are dropped, and the partition is
+(:meth:`FastFetchThread.sought_since`); such records are dropped, and the partition is
 read again from where the seek put it. Handed over, they reached the projector ahead of the
 records the seek asked for, and it took those for rows projected already.
 
@@ -95,6 +95,16 @@ class Delivery(Protocol):
         ...
 
 
+class Fetched(dict[Any, Any]):
+    """What a fetch returned (partition -> records), with the seeks made of each partition when
+    it took them (each fetch its own: another fetch, such as the salvage's, cannot change
+    them)."""
+
+    def __init__(self, records: Mapping[Any, Any]) -> None:
+        super().__init__(records)
+        self.taken_after: dict[TP, int] = {}
+
+
 class FastFetchThread(AIOKafkaConsumerThread):
     """Faust's consumer thread, with the app's fetch wait (Faust fixes it at 1,500 ms) and
     fetch size, reading committed records only (a real Kafka then hides aborted transactions).
@@ -108,11 +118,9 @@ class FastFetchThread(AIOKafkaConsumerThread):
     consumer: "OkrConsumer"
     seeks: dict[TP, int]
     """Per partition, the seeks so far (counted on the consumer thread, where they run)."""
-    taken_after: dict[TP, int]
-    """Per partition, :attr:`seeks` when the last fetch took its records."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.seeks, self.taken_after = {}, {}
+        self.seeks = {}
         super().__init__(*args, **kwargs)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -145,16 +153,19 @@ class FastFetchThread(AIOKafkaConsumerThread):
         max_records: int | None = None,
     ) -> Any:
         records = await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+        fetched = Fetched(records)
         seeks = self.seeks
-        self.taken_after = {
-            TP(tp.topic, tp.partition): seeks.get(TP(tp.topic, tp.partition), 0) for tp in records
-        }
-        return records
+        for tp in records:
+            key = TP(tp.topic, tp.partition)
+            fetched.taken_after[key] = seeks.get(key, 0)
+        return fetched
 
-    def sought_since_taken(self, tp: TP) -> bool:
-        """Whether ``tp`` was sought after the last fetch took its records: they were read
-        from where it stood before, and the seek says where to read from now."""
-        return self.seeks.get(tp, 0) != self.taken_after.get(tp, 0)
+    def sought_since(self, fetched: Any, tp: TP) -> bool:
+        """Whether ``tp`` was sought after the fetch that returned ``fetched`` took its
+        records: they were read from where it stood before, and the seek says where to read
+        from now."""
+        taken_after = fetched.taken_after if isinstance(fetched, Fetched) else {}
+        return tp in taken_after and self.seeks.get(tp, 0) != taken_after[tp]
 
     async def seek_on_thread(self, partition: TP, offset: int) -> None:
         """Seek ``partition`` on the consumer thread (awaited from the app's loop)."""
@@ -248,7 +259,7 @@ class OkrConsumer(AIOKafkaConsumer):
                 if active is not None and tp not in active:
                     continue
                 key = TP(tp.topic, tp.partition)
-                if self._thread.sought_since_taken(key):
+                if self._thread.sought_since(records, key):
                     log.info(
                         "%s partition %s: %d records (offsets %s-%s) fetched before a seek, "
                         "dropped",

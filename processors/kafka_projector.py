@@ -200,6 +200,7 @@ class LedgerProjection:
             fields = record.keys()
             if not (fields >= _REQUIRED and fields <= _FIELDS):
                 StoredEvent.from_record(record)  # raises the TypeError that names the field
+                raise TypeError(f"a ledger event with fields {sorted(fields)}")
             (replay if record["sequence"] <= checkpoints.get(record["org_id"], 0) else live).append(
                 record
             )

@@ -304,9 +304,9 @@ class SequencerCore:
         self._deciding.acquire()
         deciding = ExitStack()
         deciding.callback(self._deciding.release)
-        deciding.enter_context(collector_paused())
         decided = _Once(deciding.close)
         try:
+            deciding.enter_context(collector_paused())
             return self._sequence(partition, owned, records, decided)
         finally:
             decided()

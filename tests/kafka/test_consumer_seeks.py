@@ -116,7 +116,7 @@ async def _fetch_while_seeking(app: Any, tp: TP) -> Seen:
                 await thread.call_thread(note_thread)
                 batch = records.get(TopicPartition(tp.topic, tp.partition))
                 sought = thread.seeks.get(tp, 0)  # the seeks made so far, read first
-                if not batch or thread.sought_since_taken(tp):
+                if not batch or thread.sought_since(records, tp):  # the drain's check
                     continue
                 seen.handed += 1
                 if sought != last_seek:  # the first hand-over since a seek: from its offset

@@ -82,10 +82,22 @@ def test_the_projector_refuses_a_ledger_record_with_other_fields(change: str) ->
         projection.apply([(0, 0, org_key("acme"), orjson.dumps(record))], [])
 
 
-def test_the_projector_projects_ledger_records_with_or_without_the_optional_fields() -> None:
+@pytest.mark.parametrize("optional", ["present", "absent"])
+def test_the_projector_projects_ledger_records_with_or_without_the_optional_fields(
+    optional: str,
+) -> None:
+    """Every event projected, whether its record names the optional fields (source event id,
+    correlation and causation ids) or leaves them out."""
     events = chained_events("acme", check_in_count=3)
+    records = [orjson.loads(encode_event(e)) for e in events]
+    if optional == "absent":
+        for record in records:
+            for name in ("source_event_id", "correlation_id", "causation_id"):
+                del record[name]
     sink = NoStore()
     projection = LedgerProjection(sink, 1, RejectionLanes(1))  # type: ignore[arg-type]
-    projection.apply([(0, i, org_key("acme"), encode_event(e)) for i, e in enumerate(events)], [])
+    projection.apply(
+        [(0, i, org_key("acme"), orjson.dumps(record)) for i, record in enumerate(records)], []
+    )
     assert projection.projected == len(events)
     assert sum(len(rows["audit_events"]) for rows in sink.inserted) == len(events)
