@@ -30,12 +30,15 @@ the salvage's, the sequencer's) on the consumer thread instead, between two of i
 :meth:`FastFetchThread.seek` refuses any other caller.
 
 **Records taken before a seek are dropped.** The drain takes a fetch's records, then hands
-them over; a seek of their partition in between (the barrier's, the sequencer's) means they
-were read from where the partition stood before it. The consumer thread counts each
-partition's seeks and notes the count when a fetch takes its records
-(:meth:`FastFetchThread.sought_since`); such records are dropped, and the partition is
-read again from where the seek put it. Handed over, they reached the projector ahead of the
-records the seek asked for, and it took those for rows projected already.
+them over. Records of a partition that this generation's barrier has not sought yet (the
+agents already have their new assignment, and the fetcher still reads from where the last one
+left the partition) are dropped (:attr:`OkrConsumer.sought_at`); so are records taken before a
+later seek of their partition (the barrier's, the sequencer's): they were read from where the
+partition stood before it (the consumer thread counts each partition's seeks, and a fetch
+returns the counts as of when it took its records: :meth:`FastFetchThread.sought_since`).
+The partition is read again from where the seek put it. Handed over, such records reached
+the projector ahead of the records the seek asked for, and it took those for rows projected
+already (:meth:`OkrConsumer.stale`).
 
 **Records that cannot be read.** aiokafka decodes header names as UTF-8, strictly, and a record
 batch from its first record on: one record whose header name is not UTF-8 (Java clients allow
@@ -194,6 +197,13 @@ class OkrConsumer(AIOKafkaConsumer):
     agent may make the hand-over wait (the sequencer, when its lanes are full), and the
     records of the other topics (the ledger, for the projector) must not wait behind it."""
     _thread: FastFetchThread
+    sought_at: dict[TP, int]
+    """Per partition, the generation whose barrier has sought it. Until then, what a fetch
+    returns of it was read from where the assignment before left it: not handed over."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.sought_at = {}
+        super().__init__(*args, **kwargs)
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return FastFetchThread(self, loop=self.loop, beacon=self.beacon)
@@ -202,9 +212,13 @@ class OkrConsumer(AIOKafkaConsumer):
         """The assignment's barrier (see the module docstring)."""
         await super().perform_seek()  # to the group's offsets: none, we never commit
         generation = self.app.consumer_generation_id
-        offsets = await self.delivery.on_assignment(set(self.assignment()), generation)
+        assigned = set(self.assignment())
+        offsets = await self.delivery.on_assignment(assigned, generation)
         for tp, offset in offsets.items():
             await self.seek(tp, offset)
+            self.sought_at[tp] = generation
+        for tp in assigned - set(offsets):  # none: every partition is read from a place
+            self.sought_at[tp] = generation
 
     async def _seek(self, partition: TP, offset: int) -> None:
         # Faust's ThreadDelegateConsumer._seek calls the thread's seek right here, on the app's
@@ -259,18 +273,31 @@ class OkrConsumer(AIOKafkaConsumer):
                 if active is not None and tp not in active:
                     continue
                 key = TP(tp.topic, tp.partition)
-                if self._thread.sought_since(records, key):
-                    log.info(
-                        "%s partition %s: %d records (offsets %s-%s) fetched before a seek, "
-                        "dropped",
-                        key.topic,
-                        key.partition,
-                        len(batch),
-                        batch[0].offset,
-                        batch[-1].offset,
-                    )
+                if self.stale(key, batch, generation, records):
                     continue
                 await self.delivery.on_batch(key, batch, generation)
+
+    def stale(self, tp: TP, batch: list[Any], generation: int, fetched: Any) -> bool:
+        """Whether ``batch`` (of ``tp``, in what a fetch returned) was read from where the
+        partition stood before a seek: before this generation's barrier sought it (the agents
+        have their new assignment already), or before a later seek. Logged, and dropped by the
+        caller: the seek has put the partition where it must be read from."""
+        if self.sought_at.get(tp) != generation:
+            why = "before this assignment's seek"
+        elif self._thread.sought_since(fetched, tp):
+            why = "before a seek"
+        else:
+            return False
+        log.info(
+            "%s partition %s: %d records (offsets %s-%s) fetched %s, dropped",
+            tp.topic,
+            tp.partition,
+            len(batch),
+            batch[0].offset,
+            batch[-1].offset,
+            why,
+        )
+        return True
 
     async def _salvage(self, error: Exception) -> None:
         """After a fetch that could not be decoded (see the module docstring)."""
@@ -297,7 +324,8 @@ class OkrConsumer(AIOKafkaConsumer):
                 records.append(Unreadable(offset, f"{type(got).__name__}: {got}"[:300]))
                 await self.seek(tp, offset + 1)
                 stepped = True
-            if records and self.app.consumer_generation_id == generation:
+            # (a partition the barrier has not sought yet: it seeks it after)
+            if records and self.app.consumer_generation_id == generation == self.sought_at.get(tp):
                 await self.delivery.on_batch(tp, records, generation)
 
     async def _next_record(self, tp: TP, idle_s: float = 1.0) -> Any:
