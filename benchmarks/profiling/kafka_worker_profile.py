@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +125,24 @@ def _stage(frames: list[str]) -> str:
     return "other"
 
 
+def _samples(raw: Path, process: Callable[[str], bool]) -> Iterator[tuple[list[str], int]]:
+    """The frames (thread and process frames left out) and count of each sample of ``raw``
+    whose stack ``process`` keeps."""
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit() and process(stack):
+            yield (
+                [f for f in stack.split(";") if not f.startswith(("thread", "process"))],
+                int(count_text),
+            )
+
+
+def _shares(counts: Counter[str], busy: int, top: int | None = None) -> None:
+    """``counts`` as shares of ``busy``, largest first (the first ``top``)."""
+    for name, count in counts.most_common(top):
+        print(f"  {100 * count / busy:6.1f}%  {name[:110]}")
+
+
 def summarise_sequencer(raw: Path) -> None:
     """The sequencer process alone: its busy samples by stage. With ``--gil``, only the
     thread holding the GIL is sampled: the shares are then of its Python CPU time (without,
@@ -131,25 +150,18 @@ def summarise_sequencer(raw: Path) -> None:
     stages: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     busy = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if "_child_main" not in stack or not count_text.isdigit():
-            continue
-        frames = [f for f in stack.split(";") if not f.startswith(("thread", "process"))]
+    for frames, count in _samples(raw, lambda stack: "_child_main" in stack):
         if _category(frames) == CATEGORIES[1][0]:
             continue
-        count = int(count_text)
         busy += count
         stages[_stage(frames)] += count
         leaves[frames[-1]] += count
     if not busy:
         return
     print(f"\nsequencer process: {busy:,} busy samples (all its threads), by stage:")
-    for name, count in stages.most_common():
-        print(f"  {100 * count / busy:6.1f}%  {name}")
+    _shares(stages, busy)
     print("  top leaves:")
-    for frame, count in leaves.most_common(12):
-        print(f"  {100 * count / busy:6.1f}%  {frame[:110]}")
+    _shares(leaves, busy, 12)
 
 
 def _is_sequencer(stack: str) -> bool:
@@ -163,15 +175,10 @@ def summarise_main(raw: Path) -> None:
     leaves: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     busy = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or _is_sequencer(stack) or not count_text.isdigit():
-            continue
-        frames = [f for f in stack.split(";") if not f.startswith(("thread", "process"))]
+    for frames, count in _samples(raw, lambda stack: not _is_sequencer(stack)):
         category = _category(frames)
         if category in (CATEGORIES[0][0], CATEGORIES[1][0]):
             continue
-        count = int(count_text)
         busy += count
         by_category[category] += count
         leaves[frames[-1]] += count
@@ -180,17 +187,12 @@ def summarise_main(raw: Path) -> None:
     if not busy:
         return
     print(f"\nmain process: {busy:,} busy samples (start-up and idle left out), by category:")
-    for name, count in by_category.most_common():
-        print(f"  {100 * count / busy:6.1f}%  {name}")
+    _shares(by_category, busy)
     print("  top leaves:")
-    for frame, count in leaves.most_common(25):
-        print(f"  {100 * count / busy:6.1f}%  {frame[:110]}")
+    _shares(leaves, busy, 25)
     print("  top inclusive frames:")
-    shown = 0
-    for frame, count in inclusive.most_common():
-        if shown < 40 and not any(base in frame for base in BASE_FRAMES):
-            print(f"  {100 * count / busy:6.1f}%  {frame[:110]}")
-            shown += 1
+    ours = Counter({f: c for f, c in inclusive.items() if not any(b in f for b in BASE_FRAMES)})
+    _shares(ours, busy, 40)
 
 
 def summarise(raw: Path) -> None:
