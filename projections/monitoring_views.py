@@ -235,18 +235,18 @@ def progress_trend(src: Sources = NOW_SOURCES) -> str:
     (``subjects``: who, which bucket, which point) takes its numbers from the roll-up's rows
     (``found``), so the check-ins are read once, and the buckets written out once."""
     today = src.today
-    key_result_subjects = f"""
-    SELECT k.org_id AS org_id, 'key_result' AS subject_kind, k.key_result_id AS subject_id,
-        k.title AS title, g.1 AS granularity, toDate(g.2) AS bucket, {_point(src)} AS point_at
-    FROM kd AS k
-    ARRAY JOIN {_buckets("k.period_starts_on", "k.period_ends_on", today)} AS g
-    WHERE k.period_starts_on <= {today}"""
-    objective_subjects = f"""
-    SELECT o.org_id AS org_id, 'objective' AS subject_kind, o.objective_id AS subject_id,
-        o.title AS title, g.1 AS granularity, toDate(g.2) AS bucket, {_point(src)} AS point_at
-    FROM st AS o
-    ARRAY JOIN {_buckets("o.period_starts_on", "o.period_ends_on", today)} AS g
-    WHERE o.period_starts_on <= {today}"""
+
+    def subjects(kind: str, source: str, t: str) -> str:
+        """Each ``kind`` of ``source`` (alias ``t``) in each bucket begun, with its point."""
+        return f"""
+    SELECT {t}.org_id AS org_id, '{kind}' AS subject_kind, {t}.{kind}_id AS subject_id,
+        {t}.title AS title, g.1 AS granularity, toDate(g.2) AS bucket, {_point(src)} AS point_at
+    FROM {source} AS {t}
+    ARRAY JOIN {_buckets(f"{t}.period_starts_on", f"{t}.period_ends_on", today)} AS g
+    WHERE {t}.period_starts_on <= {today}"""
+
+    key_result_subjects = subjects("key_result", "kd", "k")
+    objective_subjects = subjects("objective", "st", "o")
     key_results_then = _key_results_at_points(
         src,
         """(
