@@ -101,3 +101,18 @@ def test_the_projector_projects_ledger_records_with_or_without_the_optional_fiel
     )
     assert projection.projected == len(events)
     assert sum(len(rows["audit_events"]) for rows in sink.inserted) == len(events)
+
+
+def test_a_rejection_at_or_below_its_lanes_checkpoint_is_not_projected_again_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each lane is read in order from after its checkpoint: a record handed over behind it
+    (delivered out of order) cannot be projected any more, and says so."""
+    sink = NoStore()
+    projection = LedgerProjection(sink, 1, RejectionLanes(1))  # type: ignore[arg-type]
+    projection.apply([], [(0, 5, b"not a rejection")])
+    assert sum(len(rows["rejections"]) for rows in sink.inserted) == 1
+    with caplog.at_level("WARNING", logger="processors.kafka_projector"):
+        projection.apply([], [(0, 3, b"not a rejection"), (0, 5, b"not a rejection")])
+    assert sum(len(rows.get("rejections", ())) for rows in sink.inserted) == 1
+    assert "rejections lane 0: 2 records at or below its checkpoint" in caplog.text
