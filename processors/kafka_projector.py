@@ -104,6 +104,8 @@ class LedgerProjection:
         self.newest: dict[int, str] = {}
         """Per ledger partition: ``recorded_at`` of the newest event projected."""
         self.projected = self.replayed = 0
+        self.oldest: float | None = None
+        """``recorded_at`` (Unix seconds) of the oldest event the last apply projected."""
         self.claim = 0
         """This worker's claim on the partitions of its latest assignment
         (:data:`processors.tables.OWNER_STREAM`)."""
@@ -192,6 +194,8 @@ class LedgerProjection:
         live: list[dict[str, Any]] = []
         admit, checkpoints = self.chain.admit, self.checkpoints
         next_offsets, newest = self.next_offsets, self.newest
+        firsts: dict[int, str] = {}  # each partition's first live event's recorded_at
+        self.oldest = None
         for partition, offset, key, value in ledger:
             next_offsets[partition] = offset + 1
             record = admit(partition, key, value)
@@ -201,9 +205,11 @@ class LedgerProjection:
             if not (fields >= _REQUIRED and fields <= _FIELDS):
                 StoredEvent.from_record(record)  # raises the TypeError that names the field
                 raise TypeError(f"a ledger event with fields {sorted(fields)}")
-            (replay if record["sequence"] <= checkpoints.get(record["org_id"], 0) else live).append(
-                record
-            )
+            if record["sequence"] <= checkpoints.get(record["org_id"], 0):
+                replay.append(record)
+            else:
+                live.append(record)
+                firsts.setdefault(partition, record["recorded_at"])
             newest[partition] = record["recorded_at"]
         if replay:
             self.projector.project_records(replay)  # state only: those rows are stored already
@@ -219,6 +225,8 @@ class LedgerProjection:
                 if row[0] == t.LEDGER_STREAM
             }
             self.sink.insert(rows, owners)  # the checkpoints last, if still ours
+        if firsts:
+            self.oldest = min(micros(at) for at in firsts.values()) / 1e6
 
     def _rejection_rows(self, rejections: list[tuple[int, int, bytes | None]]) -> RowBatch:
         by_lane: dict[int, list[tuple[int, Rejection]]] = {}
@@ -416,6 +424,8 @@ class ProjectorAgent:
                 rejections=len(pending.rejections),
                 seconds=time.monotonic() - started,
             )
+            if self.projection.oldest is not None:
+                self.metrics.fresh("projected", self.projection.oldest)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("projected %s records (ledger %s)", len(pending), _ranges(pending))
 

@@ -259,6 +259,8 @@ class SequencerAgent:
                 outcomes=done.outcomes,
                 seconds=done.seconds,
             )
+            if (oldest := oldest_timestamp(records)) is not None:
+                self.metrics.fresh("sequenced", oldest)
         if done.verdict is Verdict.FENCED:
             log.warning(
                 "partition %s: another worker owns it now; waiting for the rebalance",
@@ -328,6 +330,12 @@ def intake_record(partition: int, message: Any) -> IntakeRecord:
     return _new_record(
         IntakeRecord, (partition, message.offset, message.value or b"", headers, message.key, None)
     )
+
+
+def oldest_timestamp(records: list[Any]) -> float | None:
+    """The earliest Kafka timestamp of ``records``, in Unix seconds (None if none has one)."""
+    stamps = [r.timestamp for r in records if not isinstance(r, Unreadable) and r.timestamp >= 0]
+    return min(stamps) / 1000 if stamps else None
 
 
 _new_record = tuple.__new__

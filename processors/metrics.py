@@ -15,6 +15,7 @@ an aiohttp application (Faust's web server: ``web.web_app`` in ``App.on_webserve
     metrics.sequenced(p, events=, rejections={reason: n}, duplicates=, outcomes=, seconds=)
     metrics.projected(events=, rejections=, seconds=)
     metrics.projector_lag(p, events=, seconds=)  # records behind; age of the newest projected
+    metrics.fresh(stage, oldest)          # a batch done: its oldest record's start (Unix time)
     metrics.projecting(partitions)        # the ledger partitions projected now (after a rebalance)
     metrics.fenced(p)                     # a write refused: another worker owns p now
     metrics.failed("why")                 # the worker cannot go on: liveness fails
@@ -28,6 +29,12 @@ OpenMetrics, as the scraper asks).
 
 Projector lag in seconds is 0 for a partition that is caught up; otherwise it is the age of the
 newest event projected, and it keeps growing between reports while the projector is stuck.
+
+Freshness is observed once per batch, for its oldest record (the batch's worst case, at no
+cost per record): ``sequenced``, from the intake record's Kafka timestamp (its producer's
+clock, or the broker's with ``LogAppendTime``) to its outcome written; ``projected``, from the
+event's ``recorded_at`` (the sequencer's clock, as it decided) to its rows committed. A source's
+submission is visible to readers at most about the sum of the two after it was produced.
 """
 
 import contextlib
@@ -41,6 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 PREFIX = "okr"
 
@@ -121,6 +129,14 @@ class PrometheusMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self._freshness = Histogram(
+            f"{p}_freshness_seconds",
+            "Per batch, the age of its oldest record when a stage was done with it: sequenced "
+            "(since the intake record's timestamp), projected (since the event was recorded).",
+            ["stage"],
+            buckets=FRESHNESS_BUCKETS,
+            registry=r,
+        )
         self._restore = Histogram(
             f"{p}_restore_duration_seconds",
             "Time to take over one intake partition (fence and restore its state).",
@@ -189,6 +205,11 @@ class PrometheusMetrics:
             return
         newest = time.time() - seconds
         self._lag_seconds.labels(label).set_function(lambda: max(0.0, time.time() - newest))
+
+    def fresh(self, stage: str, oldest: float) -> None:
+        """A batch is done with ``stage`` (``sequenced``, ``projected``); ``oldest``: the Unix
+        time its oldest record started that stage from (a clock ahead of ours counts as 0)."""
+        self._freshness.labels(stage).observe(max(0.0, time.time() - oldest))
 
     def assigned(self, topic: str, partitions: int) -> None:
         """This worker owns ``partitions`` partitions of ``topic`` now, restored."""

@@ -1,8 +1,10 @@
 """The worker main process's hand-overs, as its hot paths make them: an intake batch crosses
-the pipe to the sequencer process unchanged, an intake record keeps aiokafka's headers, and
-the projector refuses a ledger record with fields a ledger event does not have."""
+the pipe to the sequencer process unchanged, an intake record keeps aiokafka's headers, the
+projector refuses a ledger record with fields a ledger event does not have, and both agents
+tell where their batches' freshness starts from."""
 
 import pickle
+from datetime import timedelta
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -11,11 +13,13 @@ import pytest
 from aiokafka.structs import ConsumerRecord  # type: ignore[import-untyped]
 
 from events.kafka_records import RejectionLanes, encode_event, org_key
+from events.outcomes import Accepted
+from events.sequencer import Sequencer
 from processors.faust_batches import Unreadable
 from processors.kafka_projector import LedgerProjection
 from processors.kafka_sequencer import IntakeBatch, IntakeRecord
-from processors.kafka_worker import intake_record
-from tests.builders import chained_events
+from processors.kafka_worker import intake_record, oldest_timestamp
+from tests.builders import NOW, chained_events, check_ins, org_setup
 
 
 def consumer_record(offset: int, headers: Any) -> ConsumerRecord:
@@ -116,3 +120,38 @@ def test_a_rejection_at_or_below_its_lanes_checkpoint_is_not_projected_again_and
         projection.apply([], [(0, 3, b"not a rejection"), (0, 5, b"not a rejection")])
     assert sum(len(rows.get("rejections", ())) for rows in sink.inserted) == 1
     assert "rejections lane 0: 2 records at or below its checkpoint" in caplog.text
+
+
+class Projected(NoStore):
+    """A sink whose ``acme`` is projected up to sequence 2 already."""
+
+    def positions(self, stream: str = "ledger") -> dict[str, int]:
+        return {"acme": 2} if stream == "ledger" else {}
+
+
+def test_the_projector_tells_when_the_oldest_event_it_projected_was_recorded() -> None:
+    """The ``projected`` freshness starts from the oldest event a batch inserted: not from
+    one replayed (projected already), and there is none for a batch with no new event."""
+    raws = org_setup("acme") + list(check_ins(2, "acme"))
+    sequencer = Sequencer()
+    outcomes = [sequencer.submit(raw, now=NOW + timedelta(seconds=i)) for i, raw in enumerate(raws)]
+    events = [outcome.event for outcome in outcomes if isinstance(outcome, Accepted)]
+    assert len(events) == len(raws)
+    projection = LedgerProjection(Projected(), 1, RejectionLanes(1))  # type: ignore[arg-type]
+    projection.apply([(0, i, org_key("acme"), encode_event(e)) for i, e in enumerate(events)], [])
+    assert (projection.replayed, projection.projected) == (2, len(events) - 2)
+    assert projection.oldest == (NOW + timedelta(seconds=2)).timestamp()
+    projection.apply([], [(0, 0, b"not a rejection")])
+    assert projection.oldest is None
+
+
+def test_the_sequencer_tells_the_oldest_timestamp_of_a_batch() -> None:
+    """From the records' Kafka timestamps (ms), leaving out what has none: an unreadable
+    offset, or -1 (a record written without one)."""
+
+    def stamped(offset: int, timestamp: int) -> ConsumerRecord:
+        return ConsumerRecord("intake", 3, offset, timestamp, 0, b"acme", b"{}", None, 4, 2, ())
+
+    batch = [stamped(1, 5_000), Unreadable(2, "no"), stamped(3, 3_500), stamped(4, -1)]
+    assert oldest_timestamp(batch) == 3.5
+    assert oldest_timestamp([Unreadable(2, "no"), stamped(4, -1)]) is None

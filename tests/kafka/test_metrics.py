@@ -115,6 +115,23 @@ def test_projected_batches_and_restores() -> None:
     assert found[("okr_restored_events_total", ())] == 1_010
 
 
+def test_freshness_is_the_age_of_each_batchs_oldest_record_by_stage() -> None:
+    metrics = PrometheusMetrics()
+    now = time.time()
+    metrics.fresh("sequenced", now - 0.3)
+    metrics.fresh("sequenced", now - 4.0)
+    metrics.fresh("projected", now + 60)  # a clock ahead of the worker's: 0, not negative
+    found = scrape(metrics)
+    sequenced, projected = (("stage", "sequenced"),), (("stage", "projected"),)
+    assert found[("okr_freshness_seconds_count", sequenced)] == 2
+    assert 4.3 <= found[("okr_freshness_seconds_sum", sequenced)] < 30
+    assert found[("okr_freshness_seconds_bucket", (("le", "0.25"), ("stage", "sequenced")))] == 0
+    assert found[("okr_freshness_seconds_bucket", (("le", "2.5"), ("stage", "sequenced")))] == 1
+    assert found[("okr_freshness_seconds_bucket", (("le", "5.0"), ("stage", "sequenced")))] == 2
+    assert found[("okr_freshness_seconds_count", projected)] == 1
+    assert found[("okr_freshness_seconds_sum", projected)] == 0
+
+
 def test_projector_lag_in_events_and_seconds_grows_while_stuck() -> None:
     metrics = PrometheusMetrics()
     metrics.projector_lag(0, events=0, seconds=100.0)

@@ -134,6 +134,13 @@ def test_metrics_and_health_match_what_was_submitted(
             assert batches["sequencer"] >= 1
             assert batches["projector"] >= 1
             assert figures["okr_rebalances_total"][()] == 0
+            # every batch observed (the projector's that inserted events: not rejections
+            # alone), each within the test's own time
+            fresh = by(figures, "okr_freshness_seconds_count", "stage")
+            assert fresh["sequenced"] == batches["sequencer"]
+            assert 1 <= fresh["projected"] <= batches["projector"]
+            for stage, age in by(figures, "okr_freshness_seconds_sum", "stage").items():
+                assert 0 < age < 120 * fresh[stage], (stage, age)
             assert figures["okr_ready"][()] == 1
 
             status, body = get(f"http://127.0.0.1:{port}/healthz")
