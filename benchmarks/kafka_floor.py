@@ -309,6 +309,8 @@ class PipeWriter:
         self._room = threading.Semaphore(depth)
         self._numbers = iter(range(1 << 62))
         self.written = 0
+        self.calls = 0
+        """Calls that wrote records (transactions)."""
         self._receiver = threading.Thread(target=self._receive, daemon=True)
         self._receiver.start()
 
@@ -319,6 +321,7 @@ class PipeWriter:
             except (EOFError, OSError):
                 return
             self.written += count
+            self.calls += count > 0
             self._room.release()
 
     async def call(self, partition: int, records: list[tuple[int, bytes, bytes]]) -> None:
@@ -347,6 +350,7 @@ class Inserter:
         self.templates = config.templates
         self.name, self.reports = config.name, reports
         self.inserted = 0
+        self.batches = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="okr-floor-insert")
         self._last: Future[None] | None = None
 
@@ -389,6 +393,7 @@ class Inserter:
             self._raw(table, rows)
         self._raw(self.checkpoints, self._marks("ledger", names, positions))
         self.inserted += len(orgs)
+        self.batches += 1
         self.reports.put(("inserted", self.name, len(orgs), time.perf_counter()))
 
     async def insert(self, orgs: list[str], sequences: list[int]) -> None:
@@ -476,7 +481,8 @@ async def _pass_through(config: PassConfig, reports: Any, stop: EventType) -> No
                 await inserter.insert(orgs, sequences)
                 orgs, sequences = [], []
         await inserter.wait()
-        reports.put(("counted", config.name, inserter.count(), inserter.inserted))
+        counted = (*inserter.count(), inserter.batches, writer.calls)
+        reports.put(("counted", config.name, counted, inserter.inserted))
     finally:
         await consumer.stop()
         writer.close()
@@ -530,6 +536,11 @@ class Floor:
     machine_busy: float = 0.0
     rows: int = 0
     threads: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+    """Ledger batches inserted (each: a begun mark, one insert per table, the checkpoints)."""
+    transactions: int = 0
+    inserts_per_batch: int = 0
+    """Calls of the child that wrote records (one transaction each)."""
     """CPU seconds of the first worker's main process by thread name."""
 
     @property
@@ -636,7 +647,9 @@ def run_floor(
                 inserted += value
                 continue
             assert kind == "counted", kind
-            rows_here, distinct = value
+            rows_here, distinct, batches, calls = value
+            result.batches += batches
+            result.transactions += calls
             assert rows_here == distinct == inserted_here, (name, rows_here, distinct)
             rows += rows_here
             events += inserted_here
@@ -645,6 +658,7 @@ def run_floor(
         assert inserted == produced, (inserted, produced)
         assert rows == events == produced, (rows, events, produced)
         result.rows = rows
+        result.inserts_per_batch = 2 + len(templates.per_event) + len(templates.per_org)
     print(f"{count} pass-through worker(s): {result.rate:,.0f} events/s", flush=True)
     return result
 
@@ -701,7 +715,12 @@ def print_side_by_side(floor: Floor, real: Run) -> None:
         threads = sorted(run_threads.items(), key=lambda i: -i[1])
         named = ", ".join(f"{n} {sec * 1e6 / events:,.0f}" for n, sec in threads if sec > 0)
         print(f"  worker main's threads ({name}), CPU µs per event: {named}")
-    print(f"  pass-through: {floor.rows:,} events inserted, each exactly once (rows counted)")
+    print(
+        f"  pass-through: {floor.rows:,} events inserted, each exactly once (rows counted), "
+        f"in {floor.batches:,} ledger batches (~{floor.rows / max(1, floor.batches):,.0f} "
+        f"events each, {floor.inserts_per_batch} inserts each); {floor.transactions:,} "
+        f"transactions (~{floor.rows / max(1, floor.transactions):,.0f} intake records each)"
+    )
 
 
 def main() -> None:
