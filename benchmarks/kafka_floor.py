@@ -32,7 +32,9 @@ visible in the projections (real worker). Over that time the CPU of every proces
 (``kafka_throughput.CpuMeter``), and the machine's busy time. Printed side by side: events/s,
 CPU µs per event by process, their total, what 2 cores allow at that cost (``2e6 / total``),
 and the real worker's figures as a share of the floor's. The pass-through checks that every
-produced record was inserted exactly once (rows counted in chDB).
+produced record was inserted exactly once (rows counted in chDB). An anchor of the same run:
+the CPU of one ledger batch's inserts into chDB at 100, 1,000 and 10,000 events (a fresh
+store, in a process of its own): a fixed cost per batch and a cost per event.
 
 Two pass-through workers each insert into an embedded store of their own (the library floor);
 two real workers share an ``okr-ledger serve-store`` (see kafka_throughput.py).
@@ -489,6 +491,34 @@ async def _pass_through(config: PassConfig, reports: Any, stop: EventType) -> No
         inserter.store.close()
 
 
+def insert_cost(store: str, templates: Templates, sizes: Sequence[int], out: Any) -> None:
+    """CPU milliseconds (this process, every thread: chDB's included) of one ledger batch's
+    inserts (:meth:`Inserter._insert`) of each of ``sizes`` events, the median of 5 after one
+    to warm up, on a fresh embedded store; put on ``out``."""
+    import resource
+    import statistics
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    inserter = Inserter(PassConfig("", "", {}, store, "probe", templates, ""), queue.Queue())
+    orgs = [f"bench{i}" for i in range(ORGS)]
+    sequence, found = 1, {}
+    for size in sizes:
+        samples = []
+        for attempt in range(6):
+            batch = [orgs[i % ORGS] for i in range(size)]
+            before = cpu()
+            inserter._insert(batch, list(range(sequence, sequence + size)))
+            if attempt:
+                samples.append((cpu() - before) * 1000)
+            sequence += size
+        found[size] = statistics.median(samples)
+    inserter.store.close()
+    out.put(found)
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -750,6 +780,15 @@ def main() -> None:
         else:
             address = stack.enter_context(tansu_broker(work / "broker.log"))
         templates = build_templates(work)
+        context = get_context("spawn")
+        found: Any = context.Queue()
+        sizes = (100, 1000, 10_000)
+        probe = context.Process(
+            target=insert_cost, args=(f"chdb://{work / 'probe'}", templates, sizes, found)
+        )
+        probe.start()
+        batch_ms: dict[int, float] = found.get(timeout=300)
+        probe.join()
         pairs = []
         for count in (int(c) for c in args.workers.split(",")):
             directory = work / f"floor-{count}"
@@ -775,6 +814,14 @@ def main() -> None:
         )
         + "; per org per batch "
         + ", ".join(f"{name} {rows.num_rows}" for name, rows in templates.per_org.items())
+    )
+    print(
+        "anchor, same run: CPU of one ledger batch's inserts into chDB (a begun mark, one "
+        "insert per table, the checkpoints), by events in the batch: "
+        + ", ".join(
+            f"{size:,} events {ms:,.0f} ms ({ms * 1000 / size:,.1f} µs per event)"
+            for size, ms in batch_ms.items()
+        )
     )
     for floor, real in pairs:
         print_side_by_side(floor, real)
