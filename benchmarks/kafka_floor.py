@@ -39,6 +39,7 @@ store, in a process of its own): a fixed cost per batch and a cost per event.
 Two pass-through workers each insert into an embedded store of their own (the library floor);
 two real workers share an ``okr-ledger serve-store`` (see kafka_throughput.py).
 Usage: python benchmarks/kafka_floor.py [--check-ins 100000] [--workers 1,2] [--partitions 6]
+       [--linger 0.05] [--address host:port]
 """
 
 import argparse
