@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
 	$(PY) benchmarks/kafka_crash_soak.py --kills 30
 	$(PY) benchmarks/kafka_throughput.py
+	$(PY) benchmarks/kafka_floor.py
 	$(PY) benchmarks/kafka_failover.py --kills 10
 	$(PY) benchmarks/kafka_restore.py --events 1000000 --ratio
 	$(PY) benchmarks/http_intake.py --seconds 60
