@@ -354,6 +354,30 @@ class ProjectionStoreContract:
             assert store.rows(later) == [(0,)], table
         assert store.positions() == {ORG: 6}
 
+    def test_a_workers_commit_whose_insert_fails_moves_no_checkpoint(
+        self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker's commit inserts its tables at once (``WRITERS``, in chDB): one that fails
+        fails the commit, after the others ended, and no checkpoint goes in."""
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:])
+        key = t.owner_key(0)
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 1, 0)]})
+        store.insert(first, {ORG: (key, 1)})
+        insert = store._insert
+
+        def failing(table: str, stream: Iterable[bytes]) -> None:
+            if table == t.CHECK_INS:
+                raise ProjectionError(f"insert into {table} failed: the disk is full")
+            insert(table, stream)
+
+        monkeypatch.setattr(store, "_insert", failing)
+        with pytest.raises(ProjectionError, match="the disk is full"):
+            store.insert(second, {ORG: (key, 1)})
+        assert store.positions() == {ORG: 6}
+
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
         with pytest.raises(QueryRefusedError, match="DROP is not allowed"):
