@@ -77,8 +77,9 @@ WRITERS = 2
 """Connections besides the store's own on which a worker's commit (one with ``owners``: a few
 hundred events, a few times a second), in chDB, inserts its tables at once, the checkpoints
 after all of them. Almost all of a small insert's cost is its statement and its part, whatever
-its rows, and chDB runs each on the calling thread: paired by commit at 300 and 600 check-ins
-(load 3.5), a commit took 132 -> 98 and 144 -> 120 ms (median), and no more CPU.
+its rows, and chDB runs each on the calling thread: paired by commit (load 2.7-3.6), a commit
+of 300 check-ins took 81 -> 77, 75 -> 74, 83 -> 67 ms (median), of 600 93 -> 90, with the
+same CPU.
 0: one after the other on the store's connection (as the embedded runner's commits, whose
 inserts are large: one at a time keeps their peak memory)."""
 
