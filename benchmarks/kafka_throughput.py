@@ -373,6 +373,9 @@ class Run:
     peak_parts: list[dict[str, float]] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     """Seconds of each stage of the freshness samples (``--stages``)."""
+    flushes: list[tuple[int, float, float]] = field(default_factory=list)
+    """The projector's inserts during the freshness phase (``--stages``): records, ms it
+    took, ms from its first record to its start."""
     polls: int = 0
     """Polls of the projections over the throughput phase."""
     steady_polls: int = 0
@@ -561,9 +564,13 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
                 for org, queue in _sample_keys(steady, lag_orgs).items()
                 for sequence, i in queue
             }
+            flushes: list[tuple[float, int, float, float]] = []
             result.stages = stage_split(
-                address, topics["ledger"], samples, [w.log_path for w in workers]
+                address, topics["ledger"], samples, [w.log_path for w in workers], flushes
             )
+            first_due = wall + start
+            last_seen = max(seen for _, seen in samples.values()) if samples else first_due
+            result.flushes = [f[1:] for f in flushes if first_due <= f[0] <= last_seen]
         result.achieved = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
         result.peak = [peak_mib(w) for w in workers]
         result.peak_parts = [peak_parts(w) for w in workers]
@@ -584,7 +591,9 @@ _LOG_TIME = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})")
 _INTAKE_FETCHED = re.compile(r"intake partition (\d+): offsets (\d+)-(\d+) handed over")
 _SEQUENCED = re.compile(r"partition (\d+): offsets (\d+)-(\d+), \d+ events")
 _LEDGER_FETCHED = re.compile(r"ledger partition (\d+): offsets (\d+)-(\d+) handed over")
-_PROJECTED = re.compile(r"projected \d+ records \(ledger ([0-9:\- ]*)\)")
+_PROJECTED = re.compile(
+    r"projected (\d+) records in ([0-9.]+) ms, ([0-9.]+) ms after the first \(ledger ([0-9:\- ]*)\)"
+)
 STAGES = (
     "produced -> fetched by the sequencer",
     "fetched -> deciding (lane and pipe queues)",
@@ -626,12 +635,14 @@ def stage_split(
     ledger_topic: str,
     samples: dict[tuple[str, int], tuple[float, float]],
     logs: list[Path],
+    flushes: list[tuple[float, int, float, float]],
 ) -> dict[str, list[float]]:
     """Seconds of each of :data:`STAGES` per freshness sample: ``samples`` maps (org,
     sequence) to (due, seen) in epoch seconds; the ledger is read back (each event's
     ``recorded_at``, its origin and its record's timestamp) and the workers' debug lines
     (:mod:`processors.kafka_worker`, :mod:`processors.kafka_projector`,
-    :mod:`processors.sequencer_core`) give the other moments."""
+    :mod:`processors.sequencer_core`) give the other moments. ``flushes`` gets each of the
+    projector's inserts: (when it ended, records, ms it took, ms since its first record)."""
     import orjson
     from kafka import KafkaConsumer, TopicPartition
 
@@ -677,7 +688,8 @@ def stage_split(
             elif match := _SEQUENCED.search(line):
                 sequenced.add(int(match[1]), int(match[2]), int(match[3]), moment)
             elif match := _PROJECTED.search(line):
-                for part in match[1].split():
+                flushes.append((moment, int(match[1]), float(match[2]), float(match[3])))
+                for part in match[4].split():
                     partition, _, span = part.partition(":")
                     first, _, last = span.partition("-")
                     projected.add(int(partition), int(first), int(last), moment)
@@ -814,6 +826,14 @@ def print_stages(run: Run) -> None:
             print(
                 f"    {name:46} p50 {p50:>7,.0f}  p99 {p99:>7,.0f}  max {max(values) * 1000:>7,.0f}"
             )
+    if run.flushes:
+        parts = []
+        for i, label in enumerate(("records", "ms inserting", "ms from the first record")):
+            values = [float(f[i]) for f in run.flushes]
+            parts.append(
+                f"{label} p50 {percentile(values, 0.5):,.0f} p99 {percentile(values, 0.99):,.0f}"
+            )
+        print(f"  the projector's {len(run.flushes):,} inserts meanwhile: " + "; ".join(parts))
 
 
 def print_cpu(run: Run) -> None:

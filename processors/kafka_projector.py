@@ -427,7 +427,13 @@ class ProjectorAgent:
             if self.projection.oldest is not None:
                 self.metrics.fresh("projected", self.projection.oldest)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("projected %s records (ledger %s)", len(pending), _ranges(pending))
+                log.debug(
+                    "projected %s records in %.1f ms, %.1f ms after the first (ledger %s)",
+                    len(pending),
+                    (time.monotonic() - started) * 1000,
+                    (started - pending.first_at) * 1000,
+                    _ranges(pending),
+                )
 
     async def _report_lag(self) -> None:
         """Every second: per owned partition, the records fetched past (the consumer's end

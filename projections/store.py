@@ -73,6 +73,23 @@ analysis, on one core each: two such statements take about the time of one on tw
 0: one after the other on the store's connection (on a machine whose cores are all busy,
 threads handing over only add waits)."""
 
+WRITERS = 2
+"""Connections besides the store's own on which a worker's commit (one with ``owners``: a few
+hundred events, a few times a second), in chDB, inserts its tables at once, the checkpoints
+after all of them. Almost all of a small insert's cost is its statement and its part, whatever
+its rows, and chDB runs each on the calling thread: paired by commit (load 2.7-3.6), a commit
+of 300 check-ins took 81 -> 77, 75 -> 74, 83 -> 67 ms (median), of 600 93 -> 90, with the
+same CPU.
+0: one after the other on the store's connection (as the embedded runner's commits, whose
+inserts are large: one at a time keeps their peak memory)."""
+
+MARK_AHEAD = 100_000
+"""How far beyond its commit's end a worker's ``ledger-begun`` mark is set (a commit with
+``owners``: the Kafka projector's, a few hundred events a few times a second), so that the next
+commits, up to that position, need no mark of their own: the mark only has to be beyond the
+org's checkpoint while rows beyond it may be going in. The mark is renewed, at no statement of
+its own, with a commit's checkpoints once less than half of this is left."""
+
 CLEANUP_PASS_SECONDS = 1.0
 """MergeTree's cleanup of a table passes at most this often in chDB
 (``merge_tree_clear_old_parts_interval_seconds``): a wake sooner does nothing."""
@@ -99,6 +116,12 @@ class ProjectionStore:
         """When an :data:`APART` table's staged rows are inserted (before the commit)."""
         self._begun: set[str] = set()
         """The orgs whose ``ledger-begun`` mark this commit inserted already."""
+        self._marked: dict[str, int] = {}
+        """Per org, the highest ``ledger-begun`` mark this store inserted (the store keeps the
+        highest: a mark only grows, until :meth:`drop_all`)."""
+        self._ahead = 0
+        """How far beyond a commit's end its marks go: :data:`MARK_AHEAD` once a commit came
+        with ``owners``, else 0 (a mark at the commit's end)."""
         self._inserted: set[str] = set()
         """The :data:`APART` tables this commit inserted already."""
         self._guard = ReadOnlyGuard()
@@ -116,6 +139,9 @@ class ProjectionStore:
         self.readers: list[ClickHouseClient] = []
         """The connections :meth:`dicts_together` opened (one per pool thread)."""
         self._readers_lock = threading.Lock()
+        self._writers: ThreadPoolExecutor | None = None
+        self._writer_clients: list[ClickHouseClient] = []
+        """The connections of :data:`WRITERS` (one per writer thread)."""
 
     @classmethod
     def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
@@ -133,11 +159,14 @@ class ProjectionStore:
         return store
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._writers):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._writers = None
         with self._readers_lock:
             readers, self.readers = self.readers, []
+            readers += self._writer_clients
+            self._writer_clients = []
         for reader in readers:
             reader.close()
         self.client.close()
@@ -234,6 +263,7 @@ class ProjectionStore:
         for table in (*t.COLUMNS, t.CHECK_IN_DAYS, SETTINGS_TABLE, MIGRATIONS_TABLE):
             self._run(f"DROP TABLE IF EXISTS {{db}}.{table}{suffix}")
         self._settings = {}
+        self._marked = {}
         self._migrated = False
 
     # --- writing --------------------------------------------------------------------------
@@ -269,18 +299,37 @@ class ProjectionStore:
                     trim_c_allocator()
 
     def _mark_begun(self, staged: "ArrowTables") -> bool:
-        """Insert a ``ledger-begun`` mark for the orgs staged that this commit has not marked
-        yet; whether every org staged is marked (rows may then go in before the commit)."""
+        """Insert a ``ledger-begun`` mark for the orgs staged that need one: not marked by this
+        commit yet, and staged beyond the highest mark this store inserted (one set ahead by an
+        earlier commit covers this one); whether any org is staged (rows may then go in before
+        the commit: every org staged is marked)."""
+        ledger = [row for row in self._checkpoints.values() if row[0] == t.LEDGER_STREAM]
         begun = [
-            (t.BEGUN_STREAM, *row[1:])
-            for row in self._checkpoints.values()
-            if row[0] == t.LEDGER_STREAM and row[1] not in self._begun
+            (t.BEGUN_STREAM, row[1], row[2] + self._ahead, row[3])
+            for row in ledger
+            if row[1] not in self._begun and row[2] > self._marked.get(row[1], 0)
         ]
         if begun:
             staged.add(t.CHECKPOINTS, begun)
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
-            self._begun.update(row[1] for row in begun)
-        return bool(self._begun)
+            self._note_marks(begun)
+        self._begun.update(row[1] for row in ledger)
+        return bool(ledger)
+
+    def _note_marks(self, marks: list[tuple[Any, ...]]) -> None:
+        for _stream, org, position, _at in marks:
+            self._marked[org] = max(position, self._marked.get(org, 0))
+
+    def _marks_ahead(self, checkpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Marks renewed with a commit's checkpoints: :data:`MARK_AHEAD` beyond the org's
+        new checkpoint, where less than half of it is left (none when :attr:`_ahead` is 0)."""
+        if not self._ahead:
+            return []
+        return [
+            (t.BEGUN_STREAM, row[1], row[2] + self._ahead, row[3])
+            for row in checkpoints
+            if row[0] == t.LEDGER_STREAM and self._marked.get(row[1], 0) - row[2] < self._ahead // 2
+        ]
 
     @property
     def staged_bytes(self) -> int:
@@ -307,58 +356,102 @@ class ProjectionStore:
         """
         staged, self._staged = self._staged or _arrow_tables(), None
         inserted = [*self._inserted, *staged.tables()]
+        if owners is not None:
+            self._ahead = MARK_AHEAD
         try:
             if staged.tables():  # rows still to go in: orgs not marked yet by an early insert
                 self._mark_begun(staged)
         finally:
             checkpoints, self._checkpoints = list(self._checkpoints.values()), {}
             self._begun, self._inserted = set(), set()
-        for table in staged.tables():
-            self._insert(table, staged.take(table))
+        self._insert_tables(staged, together=owners is not None)
+        marks = self._marks_ahead(checkpoints)
         claimed: list[tuple[tuple[Any, ...], str, int]] = []
         if owners is not None:
-            for row in checkpoints:
-                if row[0] == t.LEDGER_STREAM and row[1] in owners:
-                    claimed.append((row, *owners[row[1]]))
+            claimed = [
+                (row, *owners[row[1]])
+                for row in checkpoints
+                if row[0] == t.LEDGER_STREAM and row[1] in owners
+            ]
             checkpoints = [
                 row for row in checkpoints if row[0] != t.LEDGER_STREAM or row[1] not in owners
             ]
-        if claimed:
-            self._insert_if_claimed(claimed)
-        if checkpoints:
-            staged.add(t.CHECKPOINTS, checkpoints)
+        if claimed:  # one statement: the claimed checkpoints, the others and the marks
+            self._insert_if_claimed(claimed, [*checkpoints, *marks])
+        elif checkpoints or marks:
+            staged.add(t.CHECKPOINTS, [*checkpoints, *marks])
             self._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+        self._note_marks(marks)
         if self.embedded:  # what this commit's buffers freed: not kept for the next one
             trim_c_allocator()
         filled = [t.CHECK_IN_DAYS] if t.CHECK_INS in inserted else []  # by its view
         self.wake_cleanup([*inserted, *filled, t.CHECKPOINTS])  # the parts merges replaced
 
-    def _insert_if_claimed(self, claimed: list[tuple[tuple[Any, ...], str, int]]) -> None:
-        """Insert ledger checkpoints, each with its partition's (owner key, claim), in one
-        statement that checks the claims itself: a row goes in only while its claim is the
-        latest on its partition (as :data:`_STILL_CLAIMED`, for every partition at once)."""
+    def _insert_if_claimed(
+        self,
+        claimed: list[tuple[tuple[Any, ...], str, int]],
+        others: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
+        """Insert ledger checkpoints, each with its partition's (owner key, claim), and
+        ``others`` (checkpoint rows that need no claim: rejections lanes, marks), in one
+        statement that checks the claims itself: a claimed row goes in only while its claim
+        is the latest on its partition (as :data:`_STILL_CLAIMED`, for every partition at
+        once). A statement costs chDB ~7-15 ms of CPU however few its rows: one, not two."""
+        rows = [*((row, key, claim) for row, key, claim in claimed), *((r, "", 0) for r in others)]
         self._run(
             "INSERT INTO {db}.checkpoints (stream, org_id, position, last_recorded_at) "
-            "SELECT {stream:String}, c.1, c.2, fromUnixTimestamp64Micro(c.3, 'UTC') FROM "
-            "(SELECT arrayJoin(arrayZip({orgs:Array(String)}, {positions:Array(UInt64)}, "
-            "{recorded:Array(Int64)}, {owners:Array(String)}, {claims:Array(UInt64)})) AS c) "
-            "WHERE (c.4, c.5) IN (SELECT toString(org_id), max(position) FROM {db}.checkpoints "
-            "WHERE stream = {owner_stream:String} AND has({owners:Array(String)}, org_id) "
-            "GROUP BY org_id)",
+            "SELECT c.1, c.2, c.3, fromUnixTimestamp64Micro(c.4, 'UTC') FROM "
+            "(SELECT arrayJoin(arrayZip({streams:Array(String)}, {orgs:Array(String)}, "
+            "{positions:Array(UInt64)}, {recorded:Array(Int64)}, {owners:Array(String)}, "
+            "{claims:Array(UInt64)})) AS c) "
+            "WHERE c.5 = '' OR (c.5, c.6) IN (SELECT toString(org_id), max(position) "
+            "FROM {db}.checkpoints WHERE stream = {owner_stream:String} "
+            "AND has({owners:Array(String)}, org_id) GROUP BY org_id)",
             {
-                "stream": t.LEDGER_STREAM,
-                "orgs": [row[1] for row, _, _ in claimed],
-                "positions": [row[2] for row, _, _ in claimed],
-                "recorded": [row[3] for row, _, _ in claimed],
-                "owners": [key for _, key, _ in claimed],
-                "claims": [claim for _, _, claim in claimed],
+                "streams": [row[0] for row, _, _ in rows],
+                "orgs": [row[1] for row, _, _ in rows],
+                "positions": [row[2] for row, _, _ in rows],
+                "recorded": [row[3] for row, _, _ in rows],
+                "owners": [key for _, key, _ in rows],
+                "claims": [claim for _, _, claim in rows],
                 "owner_stream": t.OWNER_STREAM,
             },
         )
 
+    def _insert_tables(self, staged: "ArrowTables", together: bool) -> None:
+        """Insert each staged table's rows: ``together``, at once on :data:`WRITERS` more
+        connections (chDB only), returning once all have ended (the first failure raised)."""
+        tables = staged.tables()
+        alone = len(tables) < 2 or WRITERS < 1 or self._target is None or not self.embedded
+        if alone or not together:
+            for table in tables:
+                self._insert(table, staged.take(table))
+            return
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="projection-writer")
+        futures = [
+            self._writers.submit(self._insert_on_writer, table, staged.take(table))
+            for table in tables
+        ]
+        wait(futures)  # none left running when this returns or raises
+        for future in futures:
+            future.result()
+
+    def _insert_on_writer(self, table: str, stream: Iterable[bytes]) -> None:
+        """:meth:`_insert` on this writer thread's connection (opened on first use)."""
+        if getattr(self._local, "writer", None) is None:
+            assert self._target is not None
+            client = connect(self._target)
+            client.database = self.database
+            with self._readers_lock:
+                self._writer_clients.append(client)
+            self._local.writer = client
+        self._insert(table, stream)
+
     def _insert(self, table: str, stream: Iterable[bytes]) -> None:
+        client: ClickHouseClient = getattr(self._local, "writer", None) or self.client
         try:
-            self.client.raw_insert(
+            client.raw_insert(
                 f"{self.database}.{table}", t.COLUMNS[table], stream, fmt="ArrowStream"
             )
         except Exception as error:
@@ -403,6 +496,9 @@ class ProjectionStore:
             for org, end in checkpoints.get(t.BEGUN_STREAM, {}).items()
             if end > committed.get(org, 0)
         }
+        if unfinished:  # a mark set ahead (MARK_AHEAD) is beyond the checkpoint after any commit
+            beyond = self._beyond(unfinished)
+            unfinished = {org: at for org, at in unfinished.items() if org in beyond}
         # One statement a table for every org (a DELETE is a mutation that waits for its
         # parts: one a table and org took a failover's takeover of 12 orgs ~20 s).
         by_claim: dict[int | None, dict[str, int]] = {}
@@ -431,6 +527,23 @@ class ProjectionStore:
                 elif table != t.REJECTIONS:
                     self._run(f"DELETE FROM {{db}}.{table} {where}", params)
         return sorted(unfinished)
+
+    def _beyond(self, positions: dict[str, int]) -> set[str]:
+        """Those of ``positions``' orgs (org -> checkpoint) that have a history row beyond
+        their checkpoint, in one read: only their commits were cut short (a ``DELETE`` is a
+        mutation, whether or not it matches a row)."""
+        orgs = sorted(positions)
+        where = (
+            "WHERE org_id IN {orgs:Array(String)} "
+            "AND sequence > {after:Array(UInt64)}[indexOf({orgs:Array(String)}, org_id)]"
+        )
+        union = " UNION ALL ".join(
+            f"SELECT DISTINCT toString(org_id) AS org FROM {{db}}.{table} {where}"
+            for table in t.HISTORY
+            if table != t.REJECTIONS
+        )
+        params: Params = {"orgs": orgs, "after": [positions[org] for org in orgs]}
+        return {str(org) for (org,) in self.rows(f"SELECT DISTINCT org FROM ({union})", params)}
 
     def wake_cleanup(self, tables: "Iterable[str]") -> None:
         """In chDB, have MergeTree's cleanup of ``tables`` remove the parts their merges left

@@ -8,8 +8,9 @@ dropped afterwards.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -23,7 +24,7 @@ from projections import queries
 from projections.migrations import MIGRATIONS, VIEWS
 from projections.queries import Moment
 from projections.readonly_sql import QueryLimits
-from projections.store import ProjectionStore
+from projections.store import MARK_AHEAD, ProjectionStore
 from schemas.errors import ProjectionError, QueryRefusedError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day
@@ -48,6 +49,25 @@ def cut_short(store: ProjectionStore, builder: LedgerBuilder) -> int:
     store.insert(first)
     store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
     return len(events)
+
+
+def recorded_statements(store: ProjectionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The store's writes from now on, in order: a table's name for each insert of staged
+    rows, the text of each other statement (they still run)."""
+    statements: list[str] = []
+    insert, run = store._insert, store._run
+
+    def recorded_insert(table: str, stream: Iterable[bytes]) -> None:
+        statements.append(table)
+        insert(table, stream)
+
+    def recorded_run(statement: str, parameters: dict[str, Any] | None = None) -> None:
+        statements.append(statement)
+        run(statement, parameters)
+
+    monkeypatch.setattr(store, "_insert", recorded_insert)
+    monkeypatch.setattr(store, "_run", recorded_run)
+    return statements
 
 
 def answers(store: ProjectionStore) -> list[object]:
@@ -281,6 +301,82 @@ class ProjectionStoreContract:
         owners = {"a": (mine, 3), "b": (moved, 6), "c": (moved, 7)}
         store.insert({t.CHECKPOINTS: rows}, owners)
         assert store.positions() == {"a": 10, "c": 30}
+
+    def test_a_workers_commits_share_a_mark_set_ahead(
+        self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A commit with owners (a worker's) sets its orgs' ``ledger-begun`` marks
+        ``MARK_AHEAD`` beyond their checkpoints, in its checkpoints' statement: the next one
+        inserts its rows, then one checkpoint statement, no mark before the rows. A store
+        dropped and migrated again marks anew."""
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:])
+        key = t.owner_key(0)
+        owners = {ORG: (key, 1)}
+        statements = recorded_statements(store, monkeypatch)
+        for _ in range(2):
+            store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 1, 0)]})
+            statements.clear()
+            store.insert(first, owners)
+            assert statements[0] == t.CHECKPOINTS  # the mark, before the rows
+            assert statements[-1].startswith("INSERT INTO {db}.checkpoints")
+            assert store.checkpoints()[t.BEGUN_STREAM] == {ORG: 6 + MARK_AHEAD}
+            statements.clear()
+            store.insert(second, owners)
+            assert t.CHECKPOINTS not in statements
+            assert [s for s in statements if s.startswith("INSERT")] == [statements[-1]]
+            assert store.positions() == {ORG: len(events)}
+            store.drop_all()
+            store.migrate()
+
+    def test_a_discard_deletes_only_where_a_commit_was_cut_short(
+        self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a worker's commits every mark is beyond its checkpoint: a takeover's discard
+        sends no ``DELETE`` (a mutation) where no row is beyond the checkpoint, and removes
+        the rows of a commit cut short after such a mark."""
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:])
+        key = t.owner_key(0)
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 1, 0)]})
+        store.insert(first, {ORG: (key, 1)})
+        statements = recorded_statements(store, monkeypatch)
+        assert store.discard_unfinished(store.checkpoints(), {ORG: (key, 1)}) == []
+        assert not [s for s in statements if "DELETE" in s]
+        store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
+        assert store.discard_unfinished(store.checkpoints(), {ORG: (key, 1)}) == [ORG]
+        for table in (t.AUDIT, t.CHECK_INS, t.EVENT_TIMES):
+            later = f"SELECT count() FROM {{db}}.{table} WHERE sequence > 6"
+            assert store.rows(later) == [(0,)], table
+        assert store.positions() == {ORG: 6}
+
+    def test_a_workers_commit_whose_insert_fails_moves_no_checkpoint(
+        self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker's commit inserts its tables at once (``WRITERS``, in chDB): one that fails
+        fails the commit, after the others ended, and no checkpoint goes in."""
+        small_ledger(builder)
+        events = builder.events()
+        projector = Projector()
+        first, second = projector.project(events[:6]), projector.project(events[6:])
+        key = t.owner_key(0)
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 1, 0)]})
+        store.insert(first, {ORG: (key, 1)})
+        insert = store._insert
+
+        def failing(table: str, stream: Iterable[bytes]) -> None:
+            if table == t.CHECK_INS:
+                raise ProjectionError(f"insert into {table} failed: the disk is full")
+            insert(table, stream)
+
+        monkeypatch.setattr(store, "_insert", failing)
+        with pytest.raises(ProjectionError, match="the disk is full"):
+            store.insert(second, {ORG: (key, 1)})
+        assert store.positions() == {ORG: 6}
 
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()
