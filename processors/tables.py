@@ -139,8 +139,9 @@ HISTORY = tuple(name for name in COLUMNS if name not in (*CURRENT, CHECKPOINTS))
 LEDGER_STREAM = "ledger"
 REJECTION_STREAM = "rejections"
 BEGUN_STREAM = "ledger-begun"
-"""Checkpoint rows inserted before a commit's history rows: where the commit will end. One
-beyond its org's ``LEDGER_STREAM`` checkpoint says that a commit was cut short."""
+"""Checkpoint rows inserted before a commit's history rows: where the commit will end, or (a
+worker's commits) beyond it, set ahead. One beyond its org's ``LEDGER_STREAM`` checkpoint says
+that a commit may have been cut short: a discard looks for rows beyond the checkpoint."""
 OWNER_STREAM = "ledger-owner"
 """Checkpoint rows of the Kafka projector, one per ledger partition (:func:`owner_key`): the
 claim of its latest owner, a number above every earlier claim on it. A discard of unfinished

@@ -118,7 +118,10 @@ class ProjectionStore:
         """The orgs whose ``ledger-begun`` mark this commit inserted already."""
         self._marked: dict[str, int] = {}
         """Per org, the highest ``ledger-begun`` mark this store inserted (the store keeps the
-        highest: a mark only grows, until :meth:`drop_all`)."""
+        highest: a mark only grows, until :meth:`drop_all`). Only this object's
+        :meth:`drop_all` forgets it: another process's drop, or a migration that empties
+        ``checkpoints``, leaves it stale, but such a store has lost its checkpoints and claims
+        too and is projected anew."""
         self._ahead = 0
         """How far beyond a commit's end its marks go: :data:`MARK_AHEAD` once a commit came
         with ``owners``, else 0 (a mark at the commit's end)."""
@@ -340,13 +343,15 @@ class ProjectionStore:
         return self._staged.bytes - sum(self._staged.table_bytes(table) for table in APART)
 
     def commit(self, owners: Mapping[str, tuple[str, int]] | None = None) -> None:
-        """Insert what was staged: one insert per table (the audit first), the checkpoints last.
+        """Insert what was staged: one insert per table (the audit first; a worker's, with
+        ``owners``, at once on :data:`WRITERS`), the checkpoints last.
 
         If this is cut short, the checkpoints still point before the batches. A ``BEGUN_STREAM``
-        checkpoint, inserted before the rows, says where the commit would have ended: one beyond
-        its org's checkpoint says that a commit was cut short, and the next catch-up removes the
-        rows beyond the checkpoint, in every history table, before it projects those events
-        again (:meth:`discard_unfinished`).
+        checkpoint, inserted before the rows, says where the commit would have ended (a
+        worker's is set :data:`MARK_AHEAD` beyond it and covers its next commits): one beyond
+        its org's checkpoint says that a commit may have been cut short, and the next catch-up
+        removes the rows beyond the checkpoint, in every history table where there are some,
+        before it projects those events again (:meth:`discard_unfinished`).
 
         ``owners``: org -> (owner key, claim), as for :meth:`discard_unfinished`: those
         orgs' checkpoints are inserted only while the claim is their partition's latest
@@ -429,10 +434,8 @@ class ProjectionStore:
             return
         if self._writers is None:
             self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="projection-writer")
-        futures = [
-            self._writers.submit(self._insert_on_writer, table, staged.take(table))
-            for table in tables
-        ]
+        streams = [(table, staged.take(table)) for table in tables]
+        futures = [self._writers.submit(self._insert_on_writer, *each) for each in streams]
         wait(futures)  # none left running when this returns or raises
         for future in futures:
             future.result()

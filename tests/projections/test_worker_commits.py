@@ -1,0 +1,141 @@
+"""A worker's commits (``ProjectionStore.commit`` with owners: the Kafka projector's) cut short
+anywhere, taken over by a new owner in another process: the marks set ahead and renewed with
+the checkpoints, the tables inserted at once, and the rejections lanes' checkpoints that ride
+in the claimed checkpoints' statement."""
+
+from typing import Any
+
+import pytest
+
+import projections.store as store_module
+from processors import tables as t
+from processors.projector import Projector
+from projections.store import ProjectionStore
+from tests.projections.conftest import StoreFactory
+from tests.projections.ledgers import ORG, LedgerBuilder, day
+
+KEY = t.owner_key(0)
+Write = tuple[str, Any, Any]
+
+
+def ledger(builder: LedgerBuilder, check_ins: int) -> list[Any]:
+    builder.skeleton()
+    builder.objective("o", theme_ids=["growth"])
+    builder.key_result("k", "o")
+    for n in range(check_ins):
+        builder.check_in("k", 5 * n, day(n))
+    return builder.events()
+
+
+def twice(store: ProjectionStore) -> list[str]:
+    """The history tables that hold a row twice."""
+    query = "SELECT count() = uniqExact(formatRow('TSV', *)) FROM {db}.%s"
+    return [table for table in t.HISTORY if store.rows(query % table) != [(True,)]]
+
+
+def held_back(store: ProjectionStore, monkeypatch: pytest.MonkeyPatch) -> list[Write]:
+    """The store's writes from now on, kept instead of made (to make some of them later)."""
+    kept: list[Write] = []
+    monkeypatch.setattr(
+        store, "_insert", lambda table, data: kept.append(("i", table, b"".join(data)))
+    )
+    monkeypatch.setattr(store, "_run", lambda sql, params=None: kept.append(("r", sql, params)))
+    return kept
+
+
+def make(store: ProjectionStore, writes: list[Write]) -> None:
+    for kind, what, data in writes:
+        if kind == "i":
+            ProjectionStore._insert(store, what, [data])
+        else:
+            ProjectionStore._run(store, what, data)
+
+
+def next_owner(store: ProjectionStore, claim: int) -> ProjectionStore:
+    """The same store opened by another process (nothing it marked is known), claiming it."""
+    other = ProjectionStore(store.client, store.database)
+    other.embedded = store.embedded
+    other.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, KEY, claim, 0)]})
+    return other
+
+
+def take_over_and_finish(store: ProjectionStore, events: list[Any], claim: int) -> None:
+    """Discard what a commit cut short left, then project the rest: every event once."""
+    found = store.checkpoints()
+    store.discard_unfinished(found, {ORG: (KEY, claim)})
+    done = store.positions()[ORG]
+    projector = Projector()
+    projector.project(events[:done])  # state only
+    store.insert(projector.project(events[done:]), {ORG: (KEY, claim)})
+    assert store.positions()[ORG] == len(events)
+    assert twice(store) == []
+
+
+def test_a_commit_cut_short_after_renewed_marks_is_discarded_by_the_next_owner(
+    open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With marks 4 ahead, commits of 2 events renew them every other commit; the fifth
+    commit, cut before each of its writes in turn, leaves no row twice once taken over (a
+    renewed mark noted but never inserted would let its rows through: no discard)."""
+    monkeypatch.setattr(store_module, "MARK_AHEAD", 4)
+    events = ledger(builder, 6)
+    chunks = [events[i : i + 2] for i in range(0, 10, 2)]
+    cut = 0
+    while True:
+        store = open_store(f"renewed{cut}")
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, KEY, 1, 0)]})
+        projector = Projector()
+        for chunk in chunks[:-1]:
+            store.insert(projector.project(chunk), {ORG: (KEY, 1)})
+        rows = projector.project(chunks[-1])
+        with monkeypatch.context() as patch:
+            writes = held_back(store, patch)
+            store.insert(rows, {ORG: (KEY, 1)})
+        if cut == len(writes):
+            break
+        make(store, writes[:cut])  # the worker died before write number `cut`
+        take_over_and_finish(next_owner(store, 2), events, 2)
+        cut += 1
+    assert cut >= 5  # rows of 4 tables at least, then the checkpoints
+
+
+def test_a_commit_that_left_any_one_table_in_is_discarded_by_the_next_owner(
+    open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's tables go in at once: cut short, any of them may be in without the others
+    (the audit table first is no longer a rule)."""
+    events = ledger(builder, 6)
+    projector = Projector()
+    first, second = projector.project(events[:6]), projector.project(events[6:9])
+    tables = [table for table, rows in second.items() if rows and table in t.HISTORY]
+    assert len(tables) >= 4
+    for table in tables:
+        store = open_store(f"alone_{table}")
+        store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, KEY, 1, 0)]})
+        store.insert(first, {ORG: (KEY, 1)})
+        with monkeypatch.context() as patch:
+            writes = held_back(store, patch)
+            store.insert(second, {ORG: (KEY, 1)})
+        make(store, [w for w in writes if w[1] in (t.CHECKPOINTS, table)])
+        assert store.positions()[ORG] == 6
+        take_over_and_finish(next_owner(store, 2), events, 2)
+
+
+def test_a_workers_commit_moves_the_rejections_lanes_even_when_its_claim_is_refused(
+    store: ProjectionStore,
+) -> None:
+    """The lanes' checkpoints ride in the claimed checkpoints' statement but need no claim
+    (each lane has one writer, its rows are identical whoever inserts them); a ledger
+    checkpoint goes in only while its claim is the latest."""
+    store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, KEY, 1, 0)]})
+    lanes = t.REJECTION_STREAM
+    store.insert(
+        {t.CHECKPOINTS: [(t.LEDGER_STREAM, ORG, 10, 0), (lanes, "0", 5, 0)]}, {ORG: (KEY, 1)}
+    )
+    assert (store.positions(), store.positions(lanes)) == ({ORG: 10}, {"0": 5})
+    store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, KEY, 2, 0)]})  # another worker's claim
+    store.insert(
+        {t.CHECKPOINTS: [(t.LEDGER_STREAM, ORG, 20, 0), (lanes, "0", 9, 0)]}, {ORG: (KEY, 1)}
+    )
+    assert store.positions() == {ORG: 10}
+    assert store.positions(lanes) == {"0": 9}
