@@ -53,7 +53,7 @@ from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
 from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
-from tests.kafka.broker import tansu_broker, wait_until_ready
+from tests.kafka.broker import broker_address
 
 LAG_ORG = "lag"
 CLI = Path(sys.executable).parent / "okr-ledger"
@@ -411,11 +411,7 @@ def kafka_lag(
 
 def run_kafka(args: argparse.Namespace, load: Workload, work: Path) -> tuple[Figures, Figures]:
     with ExitStack() as stack:
-        address = args.address
-        if address:
-            wait_until_ready(address, 30.0, None)
-        else:
-            address = stack.enter_context(tansu_broker(work / "broker.log"))
+        address = broker_address(args.address, work, stack)
         worker = Worker(address, work, args.partitions)
         print(worker.init_topics(), flush=True)
         worker.start()

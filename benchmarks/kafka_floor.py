@@ -766,7 +766,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--address", help="host:port of a broker (default: start Tansu)")
     args = parser.parse_args()
-    from tests.kafka.broker import tansu_broker, wait_until_ready
+    from tests.kafka.broker import broker_address
 
     real_args = argparse.Namespace(
         check_ins=args.check_ins, orgs=ORGS, partitions=args.partitions, rate=5000.0,
@@ -775,11 +775,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="okr-bench-floor-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        address = args.address
-        if address:
-            wait_until_ready(address, 30.0, None)
-        else:
-            address = stack.enter_context(tansu_broker(work / "broker.log"))
+        address = broker_address(args.address, work, stack)
         templates = build_templates(work)
         context = get_context("spawn")
         found: Any = context.Queue()

@@ -62,7 +62,7 @@ from events.kafka_client import Connection, partition_for
 from events.kafka_records import org_key
 from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
-from tests.kafka.broker import tansu_broker, wait_until_ready
+from tests.kafka.broker import broker_address
 from tests.kafka.group_support import Group
 from tests.kafka.test_sequencer_worker import Worker
 from tests.projections.serve_store_support import served_store
@@ -751,11 +751,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="okr-bench-throughput-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        address = args.address
-        if address:
-            wait_until_ready(address, 30.0, None)
-        else:
-            address = stack.enter_context(tansu_broker(work / "broker.log"))
+        address = broker_address(args.address, work, stack)
         kafka = Connection((address,), "okr-bench", timeout_s=30.0)
         anchor_topic = f"anchor.{uuid.uuid4().hex[:8]}"
         names = {role: f"{anchor_topic}.{role}" for role in ROLES}

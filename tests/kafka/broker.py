@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from events.kafka_client import Admin, Connection
@@ -73,6 +73,16 @@ def tansu_broker(log_path: Path, timeout_s: float = 20.0) -> Iterator[str]:
     """Start Tansu on a free port; yield ``host:port``; stop it. Raises :class:`BrokerError`."""
     with tansu_process(log_path, timeout_s) as (address, _process):
         yield address
+
+
+def broker_address(address: str | None, work: Path, stack: ExitStack) -> str:
+    """``address`` once it answers, or that of a Tansu broker started for this run (stopped
+    with ``stack``)."""
+    if address:
+        wait_until_ready(address, 30.0, None)
+        return address
+    started: str = stack.enter_context(tansu_broker(work / "broker.log"))
+    return started
 
 
 @contextmanager

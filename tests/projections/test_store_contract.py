@@ -39,16 +39,22 @@ def small_ledger(builder: LedgerBuilder) -> None:
         builder.check_in("k", 10 * n, day(n))
 
 
-def cut_short(store: ProjectionStore, builder: LedgerBuilder) -> int:
-    """The small ledger's first 6 events committed, the rest stored without their checkpoint
-    (a commit cut short); how many events it has."""
+def two_commits(builder: LedgerBuilder) -> tuple[RowBatch, RowBatch, int]:
+    """The small ledger's rows as two commits (its first 6 events, the rest); how many events
+    it has."""
     small_ledger(builder)
     events = builder.events()
     projector = Projector()
-    first, second = projector.project(events[:6]), projector.project(events[6:])
+    return projector.project(events[:6]), projector.project(events[6:]), len(events)
+
+
+def cut_short(store: ProjectionStore, builder: LedgerBuilder) -> int:
+    """The small ledger's first 6 events committed, the rest stored without their checkpoint
+    (a commit cut short); how many events it has."""
+    first, second, count = two_commits(builder)
     store.insert(first)
     store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
-    return len(events)
+    return count
 
 
 def recorded_statements(store: ProjectionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -160,10 +166,7 @@ class ProjectionStoreContract:
     def test_a_commit_cut_short_leaves_no_row_twice(
         self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        small_ledger(builder)
-        events = builder.events()
-        projector = Projector()
-        first, second = projector.project(events[:6]), projector.project(events[6:])
+        first, second, _ = two_commits(builder)
         inserts: list[tuple[str, bytes]] = []  # the second commit's, in order
         with monkeypatch.context() as patched:
             patched.setattr(
@@ -273,10 +276,7 @@ class ProjectionStoreContract:
     ) -> None:
         """A worker paused inside a commit wakes after the next owner's takeover: its rows go
         in (identical to the next owner's), its checkpoint does not."""
-        small_ledger(builder)
-        events = builder.events()
-        projector = Projector()
-        first, second = projector.project(events[:6]), projector.project(events[6:])
+        first, second, count = two_commits(builder)
         key = t.owner_key(0)
         store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 4, 0)]})
         store.insert(first, {ORG: (key, 4)})
@@ -285,7 +285,7 @@ class ProjectionStoreContract:
         store.insert(second, {ORG: (key, 4)})
         assert store.positions() == {ORG: 6}
         store.insert(second, {ORG: (key, 5)})
-        assert store.positions() == {ORG: len(events)}
+        assert store.positions() == {ORG: count}
 
     def test_one_commit_moves_the_checkpoints_of_the_partitions_still_claimed_only(
         self, store: ProjectionStore
@@ -309,10 +309,7 @@ class ProjectionStoreContract:
         ``MARK_AHEAD`` beyond their checkpoints, in its checkpoints' statement: the next one
         inserts its rows, then one checkpoint statement, no mark before the rows. A store
         dropped and migrated again marks anew."""
-        small_ledger(builder)
-        events = builder.events()
-        projector = Projector()
-        first, second = projector.project(events[:6]), projector.project(events[6:])
+        first, second, count = two_commits(builder)
         key = t.owner_key(0)
         owners = {ORG: (key, 1)}
         statements = recorded_statements(store, monkeypatch)
@@ -327,7 +324,7 @@ class ProjectionStoreContract:
             store.insert(second, owners)
             assert t.CHECKPOINTS not in statements
             assert [s for s in statements if s.startswith("INSERT")] == [statements[-1]]
-            assert store.positions() == {ORG: len(events)}
+            assert store.positions() == {ORG: count}
             store.drop_all()
             store.migrate()
 
@@ -337,10 +334,7 @@ class ProjectionStoreContract:
         """After a worker's commits every mark is beyond its checkpoint: a takeover's discard
         sends no ``DELETE`` (a mutation) where no row is beyond the checkpoint, and removes
         the rows of a commit cut short after such a mark."""
-        small_ledger(builder)
-        events = builder.events()
-        projector = Projector()
-        first, second = projector.project(events[:6]), projector.project(events[6:])
+        first, second, _ = two_commits(builder)
         key = t.owner_key(0)
         store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 1, 0)]})
         store.insert(first, {ORG: (key, 1)})
@@ -359,10 +353,7 @@ class ProjectionStoreContract:
     ) -> None:
         """A worker's commit inserts its tables at once (``WRITERS``, in chDB): one that fails
         fails the commit, after the others ended, and no checkpoint goes in."""
-        small_ledger(builder)
-        events = builder.events()
-        projector = Projector()
-        first, second = projector.project(events[:6]), projector.project(events[6:])
+        first, second, _ = two_commits(builder)
         key = t.owner_key(0)
         store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 1, 0)]})
         store.insert(first, {ORG: (key, 1)})
