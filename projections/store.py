@@ -90,6 +90,12 @@ commits, up to that position, need no mark of their own: the mark only has to be
 org's checkpoint while rows beyond it may be going in. The mark is renewed, at no statement of
 its own, with a commit's checkpoints once less than half of this is left."""
 
+_BEYOND_CHECKPOINT = (
+    "WHERE org_id IN {orgs:Array(String)} "
+    "AND sequence > {after:Array(UInt64)}[indexOf({orgs:Array(String)}, org_id)]"
+)
+"""History rows of the orgs ``orgs`` beyond their checkpoints ``after`` (same order)."""
+
 CLEANUP_PASS_SECONDS = 1.0
 """MergeTree's cleanup of a table passes at most this often in chDB
 (``merge_tree_clear_old_parts_interval_seconds``): a wake sooner does nothing."""
@@ -511,10 +517,7 @@ class ProjectionStore:
         for claim, positions in by_claim.items():
             orgs = sorted(positions)
             params: Params = {"orgs": orgs, "after": [positions[org] for org in orgs]}
-            where = (
-                "WHERE org_id IN {orgs:Array(String)} "
-                "AND sequence > {after:Array(UInt64)}[indexOf({orgs:Array(String)}, org_id)]"
-            )
+            where = _BEYOND_CHECKPOINT
             if owners is not None and claim is not None:
                 where += " AND " + _STILL_CLAIMED
                 params |= _claim_params([owners[org][0] for org in orgs], claim)
@@ -536,12 +539,8 @@ class ProjectionStore:
         their checkpoint, in one read: only their commits were cut short (a ``DELETE`` is a
         mutation, whether or not it matches a row)."""
         orgs = sorted(positions)
-        where = (
-            "WHERE org_id IN {orgs:Array(String)} "
-            "AND sequence > {after:Array(UInt64)}[indexOf({orgs:Array(String)}, org_id)]"
-        )
         union = " UNION ALL ".join(
-            f"SELECT DISTINCT toString(org_id) AS org FROM {{db}}.{table} {where}"
+            f"SELECT DISTINCT toString(org_id) AS org FROM {{db}}.{table} {_BEYOND_CHECKPOINT}"
             for table in t.HISTORY
             if table != t.REJECTIONS
         )
