@@ -27,6 +27,7 @@ class Fetched:
     value: bytes
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    timestamp: int = 0
 
 
 @dataclass
