@@ -18,6 +18,9 @@ from schemas.errors import LedgerUnavailableError
 from tests.builders import check_ins, org_setup
 from tests.kafka.conftest import TEST_PARTITIONS
 
+SCENARIO_S = 120
+"""At most this long for a scenario: a lane whose task died leaves its queue waiting forever."""
+
 
 @dataclass(frozen=True)
 class Fetched:
@@ -125,7 +128,7 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
             agent.close()
         return runner
 
-    runner = asyncio.run(scenario())
+    runner = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
     assert not hooks.crashes
     assert runner.batches == [
         list(range(0, 5)),
@@ -173,7 +176,7 @@ def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
             agent.close()
         return runner
 
-    runner = asyncio.run(scenario())
+    runner = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
     assert not hooks.crashes
     assert not hooks.seeks  # no gap here
     assert runner.batches == [
@@ -270,7 +273,7 @@ def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_work
             agent.close()
 
     try:
-        resumed, calls = asyncio.run(scenario())
+        resumed, calls = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
     finally:
         foreign.close()
     assert resumed == {partition: 0}
@@ -313,7 +316,7 @@ def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_w
             agent.close()
 
     try:
-        calls = asyncio.run(asyncio.wait_for(scenario(), 120))
+        calls = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
     finally:
         foreign.close()
     assert not hooks.crashes
@@ -353,7 +356,7 @@ def test_a_revocation_returns_once_the_batch_being_written_has_ended(
             agent.close()
         return runner, returned_early
 
-    runner, returned_early = asyncio.run(scenario())
+    runner, returned_early = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
     assert not returned_early, "the revoke returned while a batch was being written"
     assert not hooks.crashes
     assert runner.batches == [list(range(0, 5))]  # the waiting batch was not decided
