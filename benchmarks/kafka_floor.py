@@ -231,6 +231,7 @@ def writer_main(pipe: PipeEnd, config: PassConfig) -> None:
     from confluent_kafka import Producer
 
     from events.intake_wire import INTAKE_HEADER
+    from events.kafka_transactions import producer_config
 
     templates = config.templates
     pad = b" " * max(0, round(templates.ledger_bytes - templates.intake_bytes))
@@ -241,20 +242,9 @@ def writer_main(pipe: PipeEnd, config: PassConfig) -> None:
     def producer_of(partition: int) -> Any:
         if partition not in producers:
             producer = Producer(
-                {
-                    "bootstrap.servers": config.address,
-                    "client.id": "okr-floor",
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 2,
-                    "batch.size": 1024 * 1024,
-                    "queue.buffering.max.messages": 1_000_000,
-                    "message.max.bytes": 8 * 1024 * 1024,
-                    "message.timeout.ms": 15_000,
-                    "socket.timeout.ms": 15_000,
-                    "transactional.id": f"{config.app_id}-seq-{partition}",
-                    "transaction.timeout.ms": 15_000,
-                }
+                producer_config(
+                    config.address, "okr-floor", 30.0, f"{config.app_id}-seq-{partition}"
+                )
             )
             producer.init_transactions(30)
             producers[partition] = producer

@@ -50,6 +50,33 @@ def transaction_timeout_ms(timeout_s: float) -> int:
     return max(MIN_TRANSACTION_TIMEOUT_MS, int(timeout_s * 1000) // 2)
 
 
+def producer_config(
+    servers: str, client_id: str, timeout_s: float, transactional_id: str | None = None
+) -> dict[str, Any]:
+    """librdkafka's settings of a ledger writer (``servers``: comma-separated), idempotent,
+    transactional with ``transactional_id``."""
+    # librdkafka refuses message and socket timeouts longer than the transaction timeout.
+    request_timeout_ms = int(timeout_s * 1000)
+    if transactional_id is not None:
+        request_timeout_ms = transaction_timeout_ms(timeout_s)
+    config: dict[str, Any] = {
+        "bootstrap.servers": servers,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "batch.size": 1024 * 1024,
+        "queue.buffering.max.messages": 1_000_000,
+        "message.max.bytes": 8 * 1024 * 1024,
+        "message.timeout.ms": request_timeout_ms,
+        "socket.timeout.ms": request_timeout_ms,
+    }
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = transaction_timeout_ms(timeout_s)
+    return config
+
+
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 """librdkafka's codes for "another producer took over this transactional id"."""
 
@@ -70,25 +97,7 @@ class BatchProducer:
         self.transactional = transactional_id is not None
         self._timeout_s = timeout_s
         self._where = ",".join(servers)
-        # librdkafka refuses message and socket timeouts longer than the transaction timeout.
-        request_timeout_ms = int(timeout_s * 1000)
-        if transactional_id is not None:
-            request_timeout_ms = transaction_timeout_ms(timeout_s)
-        config: dict[str, Any] = {
-            "bootstrap.servers": self._where,
-            "client.id": client_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "batch.size": 1024 * 1024,
-            "queue.buffering.max.messages": 1_000_000,
-            "message.max.bytes": 8 * 1024 * 1024,
-            "message.timeout.ms": request_timeout_ms,
-            "socket.timeout.ms": request_timeout_ms,
-        }
-        if transactional_id is not None:
-            config["transactional.id"] = transactional_id
-            config["transaction.timeout.ms"] = transaction_timeout_ms(timeout_s)
+        config = producer_config(self._where, client_id, timeout_s, transactional_id)
         try:
             self._producer = Producer(config, logger=log)
             if transactional_id is not None:
