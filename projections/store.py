@@ -448,14 +448,21 @@ class ProjectionStore:
 
     def _insert_on_writer(self, table: str, stream: Iterable[bytes]) -> None:
         """:meth:`_insert` on this writer thread's connection (opened on first use)."""
-        if getattr(self._local, "writer", None) is None:
+        self._thread_client("writer", self._writer_clients)
+        self._insert(table, stream)
+
+    def _thread_client(self, role: str, opened: list[ClickHouseClient]) -> ClickHouseClient:
+        """This pool thread's connection for ``role`` (``client``: a reader's, ``writer``),
+        opened on first use and kept in ``opened`` (closed with the store)."""
+        client: ClickHouseClient | None = getattr(self._local, role, None)
+        if client is None:
             assert self._target is not None
             client = connect(self._target)
             client.database = self.database
             with self._readers_lock:
-                self._writer_clients.append(client)
-            self._local.writer = client
-        self._insert(table, stream)
+                opened.append(client)
+            setattr(self._local, role, client)
+        return client
 
     def _insert(self, table: str, stream: Iterable[bytes]) -> None:
         client: ClickHouseClient = getattr(self._local, "writer", None) or self.client
@@ -666,14 +673,7 @@ class ProjectionStore:
         return [first, *(future.result() for future in futures)]
 
     def _reader_dicts(self, query: str, parameters: Params | None) -> list[dict[str, Any]]:
-        client: ClickHouseClient | None = getattr(self._local, "client", None)
-        if client is None:
-            assert self._target is not None
-            client = connect(self._target)
-            client.database = self.database
-            with self._readers_lock:
-                self.readers.append(client)
-            self._local.client = client
+        client = self._thread_client("client", self.readers)
         result = self._query(query, parameters, client=client)
         names = list(result.column_names)
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
