@@ -267,14 +267,15 @@ def main() -> None:
         stages = Stages()
         if not args.no_stages:
             instrument(stages)
-        gc_time = [0.0, 0.0, [0, 0, 0]]
+        gc_time = [0.0, 0.0]  # spent, started
+        collections = [0, 0, 0]
 
         def gc_watch(phase: str, info: dict[str, Any]) -> None:
             if phase == "start":
                 gc_time[1] = time.thread_time()
             else:
                 gc_time[0] += time.thread_time() - gc_time[1]
-                gc_time[2][info["generation"]] += 1
+                collections[info["generation"]] += 1
 
         gc.callbacks.append(gc_watch)
         threshold = args.gc_threshold or getattr(core_module, "CHILD_GC_THRESHOLD", 0)
@@ -298,7 +299,7 @@ def main() -> None:
         print(f"other threads (librdkafka) {(cpu - mine) / n * 1e6:.1f}")
         print(
             f"cyclic GC: {gc_time[0] / n * 1e6:.1f} µs/event,"
-            f" collections by generation {gc_time[2]}"
+            f" collections by generation {collections}"
         )
         if not args.no_stages:
             total = sum(stages.seconds.values())
