@@ -117,8 +117,7 @@ STANDALONE_TABLES = (
     event_id      BLOB NOT NULL,
     digest        BLOB NOT NULL,
     submitted     BLOB,
-    key_result_id TEXT,     -- of a CheckInRecorded
-    implied       INTEGER NOT NULL,  -- 1: its id is the one its source's id derives
+    key_result_id TEXT,  -- of a CheckInRecorded
     PRIMARY KEY (org_id, event_id)
 ) WITHOUT ROWID""",
 )
@@ -450,9 +449,8 @@ class _Events(Protocol):
         """The key result of stored check-in ``key`` (None: no such CheckInRecorded)."""
         ...
 
-    def carries(self, org_id: str, key: bytes, source: str, source_event_id: str) -> bool:
-        """Whether stored event ``key`` carried ``(source, source_event_id)`` (asked of the
-        event whose id that pair derives)."""
+    def carried(self, org_id: str, key: bytes) -> tuple[str, str | None] | None:
+        """``(source, source_event_id)`` of stored event ``key``."""
         ...
 
     def save(
@@ -532,12 +530,9 @@ class _LedgerEvents:
         key_result_id: str = data["key_result_id"]
         return key_result_id
 
-    def carries(self, org_id: str, key: bytes, source: str, source_event_id: str) -> bool:
+    def carried(self, org_id: str, key: bytes) -> tuple[str, str | None] | None:
         record = self._record(org_id, key)
-        return record is not None and (record["source"], record["source_event_id"]) == (
-            source,
-            source_event_id,
-        )
+        return None if record is None else (record["source"], record["source_event_id"])
 
     def save(
         self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
@@ -565,7 +560,7 @@ class _OwnEvents:
     """A standalone store's own ``sequencer_heads`` and ``sequencer_events``."""
 
     reads_log = False
-    implies_sources = True
+    implies_sources = False
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -605,14 +600,8 @@ class _OwnEvents:
         ).fetchone()
         return None if row is None else row[0]
 
-    def carries(self, org_id: str, key: bytes, source: str, source_event_id: str) -> bool:
-        # Its id is the one its own source's id derives, and the one this pair derives: the
-        # same pair (the derivation is a cryptographic hash).
-        row = self._db.execute(
-            "SELECT implied FROM sequencer_events WHERE org_id = ? AND event_id = ?",
-            (org_id, key),
-        ).fetchone()
-        return row is not None and bool(row[0])
+    def carried(self, org_id: str, key: bytes) -> tuple[str, str | None] | None:
+        return None  # never asked: this store keeps every source's first event itself
 
     def save(
         self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
@@ -624,9 +613,8 @@ class _OwnEvents:
             for org_id, org in dict.items(view.orgs)
             for key, check_in in dict.items(org.check_ins)
         }
-        carried = view.carried
         db.executemany(
-            "INSERT INTO sequencer_events VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sequencer_events VALUES (?, ?, ?, ?, ?)",
             [
                 (
                     org_id,
@@ -634,7 +622,6 @@ class _OwnEvents:
                     digest,
                     view.submitted_digests.get((org_id, key)),
                     check_ins.get((org_id, key)),
-                    _implied(view, org_id, key, carried.get((org_id, key))),
                 )
                 for (org_id, key), digest in _changes(view.known)
             ],
@@ -721,12 +708,8 @@ class SqliteStateStore:
             with store.transaction():
                 for statement in (*STATE_TABLES, *STANDALONE_TABLES, NOTES_TABLE):
                     db.execute(statement)
-                columns = {row[1] for row in db.execute("PRAGMA table_info(sequencer_events)")}
         except (OSError, sqlite3.Error) as error:
             raise LedgerUnavailableError(f"cannot open state store {path}: {error}") from error
-        if "implied" not in columns:  # a file of an earlier layout: its owner makes it again
-            db.close()
-            raise LedgerUnavailableError(f"state store {path} has an earlier layout")
         return store
 
     def close(self) -> None:
@@ -1201,12 +1184,8 @@ class SqliteStateStore:
         known = view.known
         if isinstance(known, _Cached) and known.absent(candidate):
             return None
-        carried = view.carried.get(candidate)
-        if carried is None:
-            carries = self._events.carries(*candidate, source, source_event_id)
-        else:
-            carries = carried == (source, source_event_id)
-        return candidate[1] if carries else None
+        carried = view.carried.get(candidate) or self._events.carried(*candidate)
+        return candidate[1] if carried == (source, source_event_id) else None
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -1273,15 +1252,6 @@ class SqliteStateStore:
 
 def _derived(view: _View, key: tuple[str, str, str]) -> bytes:
     return view.derived.get(key) or derive_event_key(*key)
-
-
-def _implied(view: _View, org_id: str, key: bytes, carried: tuple[str, str | None] | None) -> int:
-    """1 if event ``key`` (of ``org_id``, which carried ``carried``) has the id its source's id
-    derives: no ``sequencer_sources`` row is kept for that source (it is the first to carry
-    it: a later one is a duplicate or a conflict)."""
-    if carried is None or carried[1] is None:
-        return 0
-    return int(_derived(view, (org_id, carried[0], carried[1])) == key)
 
 
 def _added(items: set[K]) -> Iterable[K]:

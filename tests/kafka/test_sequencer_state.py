@@ -51,7 +51,6 @@ from processors.sequencer_state import (
     open_state,
     state_file,
 )
-from schemas.envelope import derive_event_key, event_id_text
 from tests.builders import NOW, check_ins, org_setup
 from tests.builders import raw as raw_submission
 from tests.kafka.test_sequencer_core import (
@@ -473,10 +472,9 @@ def test_what_a_batch_whose_write_failed_decided_is_not_in_the_state_file(
 def test_a_batch_finds_its_sources_by_the_primary_key_not_by_a_scan_of_the_org(
     tmp_path: Path,
 ) -> None:
-    """A state file keeps a ``sequencer_sources`` row for an event whose id is not the one its
-    source's id derives (an ``event_id`` of its own): the batch's query for its sources
-    searches the primary key for each pair, never reads all the org's rows (a cost that grew
-    with the partition)."""
+    """A state file keeps a ``sequencer_sources`` row per event: the batch's query for its
+    sources searches the primary key for each pair, never reads all the org's rows (a cost
+    that grew with the partition)."""
     path = tmp_path / "partition-0.db"
     sequencer, records, statements = _file_run(path)
     by_source = [
@@ -484,14 +482,12 @@ def test_a_batch_finds_its_sources_by_the_primary_key_not_by_a_scan_of_the_org(
             "CheckInRecorded",
             {"key_result_id": "kr1", "value": i, "confidence": 0.5},
             org_id=ORG,
-            event_id=str(uuid.uuid4()),
-            source_event_id=f"ci{i}",
+            key=f"ci{i}",
         )
-        for i in range(6)
+        for i in range(5)
     ]
-    more = [r._replace(offset=len(records) + i) for i, r in enumerate(intake_of(by_source))]
-    _decide(sequencer, more[:1], 99)  # the org's first row: its later batches look rows up
-    _decide(sequencer, more[1:], 100)
+    more = intake_of(by_source)
+    _decide(sequencer, [r._replace(offset=len(records) + i) for i, r in enumerate(more)], 99)
     queries = [
         q
         for q in statements
@@ -503,64 +499,6 @@ def test_a_batch_finds_its_sources_by_the_primary_key_not_by_a_scan_of_the_org(
             plan = " / ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
             assert "PRIMARY KEY (org_id=? AND source=? AND source_event_id=?)" in plan, plan
     sequencer.state.close()
-
-
-def test_a_source_is_not_taken_as_recorded_by_an_event_that_only_has_the_id_it_derives(
-    tmp_path: Path,
-) -> None:
-    """A state file keeps no ``sequencer_sources`` row for an event whose id is the one its
-    source's id derives. An event that was given that id (``event_id``) but carried another
-    source does not record the source: its submission is accepted, in a later batch (the
-    store's rows decide, not the batch's view), as the state in memory decides it."""
-    path = tmp_path / "partition-0.db"
-    sequencer, records, _statements = _file_run(path)
-    taken = event_id_text(derive_event_key(ORG, "tests", "s1"))
-    lines = [
-        raw_submission(  # the id "s1" derives, but its own source id is "other"
-            "CheckInRecorded",
-            {"key_result_id": "kr1", "value": 1, "confidence": 0.5},
-            org_id=ORG,
-            event_id=taken,
-            source_event_id="other",
-        ),
-        raw_submission(  # "s1" under an id of its own: not recorded yet
-            "CheckInRecorded",
-            {"key_result_id": "kr1", "value": 2, "confidence": 0.5},
-            org_id=ORG,
-            event_id=str(uuid.uuid4()),
-            source_event_id="s1",
-        ),
-    ]
-    memory = Sequencer()
-    for line in [*org_setup(ORG), next(check_ins(1, ORG))]:
-        memory.submit(line, now=NOW)
-    assert [memory.submit(line, now=NOW).status for line in lines] == ["accepted", "accepted"]
-    more = [r._replace(offset=len(records) - 2 + i) for i, r in enumerate(intake_of(lines))]
-    assert [_outcome(v) for v in _decide(sequencer, more[:1], 99)] == ["accepted"]
-    assert [_outcome(v) for v in _decide(sequencer, more[1:], 100)] == ["accepted"]
-    sequencer.state.close()
-
-
-def test_a_state_file_of_the_earlier_layout_is_made_again(tmp_path: Path) -> None:
-    """A file whose ``sequencer_events`` has no ``implied`` column (written before it had
-    one, with a ``sequencer_sources`` row per event) is deleted and made again."""
-    path = state_file(tmp_path, 0)
-    path.parent.mkdir(parents=True)
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE sequencer_events (org_id TEXT NOT NULL, event_id BLOB NOT NULL,"
-            " digest BLOB NOT NULL, submitted BLOB, key_result_id TEXT,"
-            " PRIMARY KEY (org_id, event_id)) WITHOUT ROWID"
-        )
-    db.close()
-    state = open_state(path, 0)
-    assert isinstance(state, FileState)
-    assert state.ledger_next is None
-    state.close()
-    with sqlite3.connect(path) as db:
-        columns = [row[1] for row in db.execute("PRAGMA table_info(sequencer_events)")]
-    db.close()
-    assert "implied" in columns
 
 
 @settings(max_examples=30, deadline=None)
