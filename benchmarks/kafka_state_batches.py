@@ -101,7 +101,7 @@ def view_load(state: PartitionState, intake: list[IntakeRecord], batch: int, n: 
         with state.deciding(probes) as view:
             if start >= n:
                 spent += time.process_time() - cpu
-            output = sequencer._decide_all(view, records, intakes, now)
+            output = sequencer._decide_all(view, records, intakes, probes, now)
             ledger_next += len(output.events)
             sequencer.keep(output, ledger_next if output.events else None, 0)
     return spent

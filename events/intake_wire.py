@@ -115,6 +115,10 @@ class Intake:
     """What is wrong with the record's framing; any problem makes it ``invalid_record``."""
 
 
+_PLAIN = Intake()
+"""The intake of a record with none of the worker's headers (shared: it is frozen)."""
+
+
 def _problem(loc: str, msg: str) -> Detail:
     return {"loc": loc, "msg": msg}
 
@@ -142,6 +146,8 @@ def parse_intake(value: bytes, headers: Headers, max_bytes: int) -> Intake:
         problems.append(_problem("headers", f"{len(headers)} headers, over {MAX_HEADERS}"))
     if size > MAX_HEADER_BYTES:
         problems.append(_problem("headers", f"{size} bytes of headers, over {MAX_HEADER_BYTES}"))
+    if not found and not problems:
+        return _PLAIN  # none of the worker's headers (a producer of its own): nothing to read
     own: dict[str, bytes] = {}
     for name, header_value in found.items():
         if name in repeated:

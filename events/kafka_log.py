@@ -147,7 +147,7 @@ class LedgerWriter:
         position. Raises :class:`SequenceConflictError`, writing nothing, when an event does
         not continue its org's head; Kafka failures as :class:`LedgerUnavailableError`
         (:class:`~schemas.errors.WriterFencedError` when another writer took the partition)."""
-        records = self._event_records(events)
+        records, heads = self._event_records(events)
         rejected = [
             OutRecord(
                 self.rejections_topic,
@@ -173,9 +173,10 @@ class LedgerWriter:
             if not moved:  # committing waits for them (no offsets needed)
                 producer.send_last(answers)
         marker = 1 if producer.transactional else 0
-        for (event, _), record in zip(events, records, strict=True):
-            if record.partition not in moved:
-                self.chain.rule.admit(_fields(event))
+        admitted = self.chain.rule.heads  # each event was checked to continue its org's head
+        for org_id, (partition, head) in heads.items():
+            if partition not in moved:
+                admitted[org_id] = head
         for p, mine in written.items():
             if p not in moved:
                 self.positions[p] = mine[-1] + 1 + marker
@@ -195,10 +196,12 @@ class LedgerWriter:
 
     def _event_records(
         self, events: Sequence[tuple[Accepted | LedgerEvent, Headers]]
-    ) -> list[OutRecord]:
+    ) -> tuple[list[OutRecord], dict[str, tuple[int, ChainHead]]]:
         """The events' records, once each is known to continue its org's head (an accepted
-        event is stored as the canonical bytes the sequencer made for it)."""
+        event is stored as the canonical bytes the sequencer made for it), and each org's
+        partition and head after them."""
         heads: dict[str, ChainHead] = {}
+        placed: dict[str, tuple[int, ChainHead]] = {}
         records = []
         for event, headers in events:
             fields = _fields(event)
@@ -216,9 +219,10 @@ class LedgerWriter:
                     f"org {org_id!r} belongs to ledger partition {partition}, which this "
                     f"writer does not own"
                 )
+            placed[org_id] = partition, heads[org_id]
             value = encode_event(event)
             records.append(OutRecord(self.ledger_topic, partition, org_key(org_id), value, headers))
-        return records
+        return records, placed
 
     def close(self) -> None:
         self.producer.close()

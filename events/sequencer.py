@@ -234,6 +234,27 @@ def decide(
     return _decide(state, raw, _Clock(now, policy), policy=policy, line=line)
 
 
+class Decider:
+    """:func:`decide` for the submissions of one batch, at one clock reading (worked out once,
+    not per submission), each with its :func:`probe` when the caller made it already (its
+    parsed JSON and ids are used, not made again). Decides as :func:`decide` does."""
+
+    __slots__ = ("_clock", "_policy", "now")
+
+    def __init__(self, now: datetime, policy: Policy = DEFAULT_POLICY) -> None:
+        self.now = now
+        self._clock, self._policy = _Clock(now, policy), policy
+
+    def __call__(
+        self,
+        state: LedgerState,
+        raw: bytes | Oversized,
+        probed: "Probe | None" = None,
+        line: int | None = None,
+    ) -> Outcome:
+        return _decide(state, raw, self._clock, policy=self._policy, line=line, probed=probed)
+
+
 class _Clock:
     """What a batch's decisions read from its one clock reading, worked out once."""
 

@@ -43,13 +43,12 @@ from events.intake_wire import (
     identify,
     outcome_key,
     parse_intake,
-    peek_org,
     refused,
 )
 from events.kafka_records import ChainReader, decode_event, decode_rejection, org_key, placed
 from events.outcomes import Accepted, Outcome, Rejection
 from events.reasons import ReasonCode
-from events.sequencer import DEFAULT_POLICY, Policy, decide, probe, record_digest
+from events.sequencer import DEFAULT_POLICY, Decider, Policy, Probe, probe, record_digest
 from events.state import LedgerState
 from processors.sequencer_state import FOLD_CHUNK, MemoryState, PartitionState
 from schemas.envelope import format_timestamp
@@ -299,7 +298,7 @@ class PartitionSequencer:
         intakes = [parse_intake(r.value, r.headers, max_bytes) for r in live]
         probes = [probe(r.value, self.policy) for r in live]
         with self.state.deciding(probes) as state:
-            yield self._decide_all(state, live, intakes, now)
+            yield self._decide_all(state, live, intakes, probes, now)
 
     def keep(self, output: BatchOutput, ledger_next: int | None, rejections_next: int) -> None:
         """The batch decided in :meth:`deciding` is written: keep it (``ledger_next``: the
@@ -327,13 +326,15 @@ class PartitionSequencer:
         state: LedgerState,
         live: list[IntakeRecord],
         intakes: list[Intake],
+        probes: list[Probe | None],
         now: datetime,
     ) -> BatchOutput:
         output = BatchOutput()
         if not live:
             return output
         start = live[0].offset
-        for record, intake in zip(live, intakes, strict=True):
+        decider = Decider(now, self.policy)
+        for record, intake, probed in zip(live, intakes, probes, strict=True):
             if record.partition != self.partition:
                 raise ValueError(
                     f"record of partition {record.partition} given to {self.partition}"
@@ -342,7 +343,7 @@ class PartitionSequencer:
             if outcome is not None:
                 output.replayed += 1
             else:
-                outcome, output.restore = self._decide(state, record, intake, now)
+                outcome, output.restore = self._decide(state, record, intake, probed, decider)
                 origin = Origin(self.partition, record.offset, start)
                 if isinstance(outcome, Accepted):
                     output.events.append((outcome, origin))
@@ -355,12 +356,20 @@ class PartitionSequencer:
         return output
 
     def _decide(
-        self, state: LedgerState, record: IntakeRecord, intake: Intake, now: datetime
+        self,
+        state: LedgerState,
+        record: IntakeRecord,
+        intake: Intake,
+        probed: Probe | None,
+        decider: Decider,
     ) -> tuple[Outcome, bool]:
-        """The record's outcome, and whether the state must be restored from the topics."""
+        """The record's outcome, and whether the state must be restored from the topics
+        (``probed``: the record's :func:`~events.sequencer.probe`, made for the state's load,
+        used again to decide it)."""
+        now = decider.now
         try:
-            outcome = self._framing(record, intake, now) or decide(
-                state, record.value, now=now, policy=self.policy, line=intake.line
+            outcome = self._framing(record, intake, probed, now) or decider(
+                state, record.value, probed, intake.line
             )
         except Exception as error:  # decide() is pure: the state is as it was
             log.exception("partition %s offset %s: deciding failed", self.partition, record.offset)
@@ -369,14 +378,16 @@ class PartitionSequencer:
             return outcome, False
         try:
             fields = outcome.record
-            key = bytes.fromhex(fields["event_id"].replace("-", ""))
+            key = outcome.key or bytes.fromhex(fields["event_id"].replace("-", ""))
             state.apply_record(fields, key, outcome.digest, outcome.submitted)
         except Exception as error:  # the state may be half-changed: rebuild it
             log.exception("partition %s offset %s: applying failed", self.partition, record.offset)
             return self._failed(record, intake, now, error), True
         return outcome, False
 
-    def _framing(self, record: IntakeRecord, intake: Intake, now: datetime) -> Rejection | None:
+    def _framing(
+        self, record: IntakeRecord, intake: Intake, probed: Probe | None, now: datetime
+    ) -> Rejection | None:
         """The rejection of a record whose framing is wrong (unreadable, bad headers, key
         or partition), of a stand-in (``too_large``) or of a submission its submitter refused
         (``okr-refusal``: recorded as it says, never decided); ``None``: the rules decide."""
@@ -403,7 +414,7 @@ class PartitionSequencer:
         if intake.refusal is not None:
             limit = self.policy.max_bytes
             return refused(record.value, intake.refusal, format_timestamp(now), intake.line, limit)
-        org_id = peek_org(record.value, self.policy.max_bytes)
+        org_id = None if probed is None else probed.org_id  # the value's, if it is readable
         if org_id is None:
             return None  # the rules reject it (not JSON, no org_id...)
         if record.key != org_key(org_id):

@@ -39,6 +39,7 @@ killed worker leaves at most one open transaction, as before.
 
 import asyncio
 import ctypes
+import gc
 import itertools
 import logging
 import os
@@ -555,6 +556,17 @@ CPU per event in the same runs. A value the environment sets (``MALLOC_ARENA_MAX
 ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``) wins."""
 
 
+CHILD_GC_THRESHOLD = 100_000
+"""The sequencer process's first-generation threshold of Python's cyclic collector (the
+default is 700). A batch is decided with the collector paused, and the objects it made are
+alive when it runs again (the batch is being written): at the default, that set off a
+collection after every batch that scanned all of them, and every tenth one a second
+generation's, ~7 µs of CPU per event in all (``benchmarks/profiling/sequencer_profile.py``,
+which counts them). A batch's objects are freed as it ends (no cycles), so the count the
+threshold compares, allocations less deallocations, comes back down after each: collections
+now run only when objects really accumulate."""
+
+
 def bound_malloc_arenas() -> None:
     """Cap the C library's arenas at :data:`MALLOC_ARENAS` (glibc only; before threads start:
     arenas made already stay)."""
@@ -570,6 +582,7 @@ def _child_main(
     """The sequencer process: numbered calls in, each run in a thread of its own; results (or
     the error raised) out, in the order they end."""
     bound_malloc_arenas()
+    gc.set_threshold(CHILD_GC_THRESHOLD, *gc.get_threshold()[1:])
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(

@@ -41,7 +41,7 @@ from events.kafka_records import (
 )
 from events.outcomes import RAW_LIMIT, Accepted, Rejection
 from events.reasons import ReasonCode
-from events.sequencer import MAX_SUBMISSION_BYTES, Sequencer, decide
+from events.sequencer import MAX_SUBMISSION_BYTES, Decider, Sequencer
 from events.state import LedgerState
 from processors import kafka_sequencer
 from processors.kafka_sequencer import IntakeRecord, PartitionSequencer, StoredRecord
@@ -395,14 +395,14 @@ def test_an_exception_while_deciding_is_a_rejection_and_leaves_the_state_as_it_w
 ) -> None:
     setup = org_setup("acme")
     poisoned, after = check_ins(2, "acme")
-    real = decide
+    real = Decider.__call__
 
-    def failing(state: LedgerState, raw: bytes, **kwargs: Any) -> Any:
+    def failing(decider: Decider, state: LedgerState, raw: bytes, *args: Any) -> Any:
         if raw == poisoned:
             raise KeyError("a bug in a rule")
-        return real(state, raw, **kwargs)
+        return real(decider, state, raw, *args)
 
-    monkeypatch.setattr(kafka_sequencer, "decide", failing)
+    monkeypatch.setattr(Decider, "__call__", failing)
     core = PartitionSequencer(0, 1)
     raws = [*setup, poisoned, after]
     output = core.decide_batch([keyed(n, raw) for n, raw in enumerate(raws)], NOW)
