@@ -142,7 +142,7 @@ def _read(store: ProjectionStore, call: Callable[[], object]) -> tuple[int, int,
         statements.append((sql, kwargs.get("parameters")))
         return query(sql, *args, **kwargs)
 
-    store.client.query = recording  # type: ignore[method-assign]
+    store.client.query = recording  # type: ignore[method-assign,assignment]
     try:
         call()
     finally:
@@ -175,8 +175,9 @@ def measure(ledger: Path, data: Path, rounds: int) -> list[Figure]:
     done = EmbeddedRunner(log, store).catch_up()
     elapsed = time.perf_counter() - start
     used = sum(os.times()[:2]) - sum(cpu[:2])
-    figures.add("catch-up", done.events / elapsed, "events/s",
-                note=f"{done.events:,} events in {elapsed:.1f} s, CPU {used:.1f} s")  # fmt: skip
+    note = f"{done.events:,} events in {elapsed:.1f} s, CPU {used:.1f} s"
+    figures.add("catch-up", done.events / elapsed, "events/s", note=note)
+    print(f"    {note}", flush=True)
     _settle(store)
     committed = store.positions()
     marks = [
