@@ -17,6 +17,8 @@
 -- objective_stamps, strategy_versions, event_times) need none: their primary key does it.
 -- MATERIALIZE builds it for the parts already there (a mutation that writes only the index:
 -- the projection by_check_in of check_in_versions stays, tests/projections/test_migrations.py).
+-- Its price is at insert: ~2.6% more CPU for a first catch-up of 1,000,000 check-ins, more for
+-- one insert of many rows in one block (chDB's minmax over a string column; ARCHITECTURE.md).
 
 ALTER TABLE {db}.audit_events ADD INDEX IF NOT EXISTS org_sequence (org_id, sequence)
     TYPE minmax GRANULARITY 1;
