@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/verify_throughput.py --check-ins 200000
 	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 1000000 --samples 10 --cli-samples 3
 	$(PY) benchmarks/catch_up_latency.py --sizes 10000,1000000 --rounds 3
+	$(PY) benchmarks/takeover_cost.py --sizes 10000,1000000 --rounds 7
 	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
 	$(PY) benchmarks/kafka_crash_soak.py --kills 30
 	$(PY) benchmarks/kafka_throughput.py

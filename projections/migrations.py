@@ -69,6 +69,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "nothing projected again", "0010-check-ins-by-check-in.sql"),
     Migration(11, "check-ins counted per key result per business day (a table a materialized "
               "view fills) for --at; nothing projected again", "0011-check-ins-per-day.sql"),
+    Migration(12, "bounds of (org_id, sequence) per granule for a takeover's read beyond the "
+              "checkpoints; nothing projected again", "0012-org-sequence-bounds.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+import projections.store as store_module
 from okr_ledger.projection_compare import fingerprint
 from processors import tables as t
 from processors.projector import Projector
@@ -16,7 +17,7 @@ from processors.runner import EmbeddedRunner
 from projections import queries
 from projections.migrations import COLUMN_TYPES, MIGRATIONS, VIEWS
 from projections.queries import Moment
-from projections.store import ProjectionStore
+from projections.store import ProjectionStore, _beyond_checkpoint
 from schemas.errors import ProjectionQueryError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import LedgerBuilder, day
@@ -36,6 +37,7 @@ PINNED = {
     9: "d4a6626585e33307cdc2a15f58e4e6943e1da7e6ad7e3c1c9c519a57e9f193ce",
     10: "3a9652d2d644f035da5c67f57d26af92fbe07e1f1cb98b396df34c9b06f26168",
     11: "2623191248c9a52e040e1499e1925235d370f00f6622e69412994a087969e675",
+    12: "9d14fd0157625c31a4037422e0bad4290a84ff141f5f903ff2ee2d80bd0818d6",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -153,7 +155,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -187,7 +189,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9, 10, 11]
+        assert old.migrate() == [7, 8, 9, 10, 11, 12]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -225,7 +227,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9, 10, 11]
+        assert old.migrate() == [8, 9, 10, 11, 12]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -310,7 +312,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             f"SELECT * FROM {fresh.database}.{t.CHECK_INS} WHERE sequence > 20"
         )
         assert {table: _count(old, table) for table in counts} == counts
-        assert old.migrate() == [10, 11]
+        assert old.migrate() == [10, 11, 12]
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
@@ -374,7 +376,7 @@ def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_ag
     old = _store_before(chdb_url, "upgraded11", fresh, 10)
     try:
         counts = {table: _count(old, table) for table in t.HISTORY}
-        assert old.migrate() == [11]
+        assert old.migrate() == [11, 12]
         assert {table: _count(old, table) for table in counts} == counts
         assert _days(old) == _days(fresh) != []
         for statement in MIGRATIONS[10].statements:  # cut short after its last statement
@@ -427,6 +429,86 @@ def test_migration_11_misses_no_check_in_inserted_while_it_runs(
         # after the tables (1, 2: the view), once; after the emptying (3), twice; after (4), once
         assert counted == [(1, 1), (2, 1), (3, 2), (4, 1)]
         assert _days(fresh) == [row for row in _days(old) if row[1] < first + timedelta(1000)]
+    finally:
+        old.close()
+
+
+INDEXED = [
+    t.AUDIT, t.CHECK_INS, t.KEY_RESULTS, t.TARGETS, t.OBJECTIVES, t.THEMES, t.UNITS, t.PERIODS,
+    t.PERIOD_GRADES, t.OWNERS,
+]  # fmt: skip
+"""The history tables that migration 12 gives the index ``org_sequence``: those a takeover
+reads beyond the checkpoints whose sort key does not start with ``(org_id, sequence)``."""
+
+
+def _indexed(store: ProjectionStore) -> list[str]:
+    """The tables with the index ``org_sequence``, by ``(org_id, sequence)``, minmax."""
+    rows = store.rows(
+        "SELECT table FROM system.data_skipping_indices WHERE database = {db:String} "
+        "AND name = 'org_sequence' AND type = 'minmax' AND expr = 'org_id, sequence' "
+        "ORDER BY table",
+        {"db": store.database},
+    )
+    return [str(table) for (table,) in rows]
+
+
+def _granules_beyond(store: ProjectionStore, positions: dict[str, int]) -> dict[str, int]:
+    """The granules each history table's read beyond ``positions`` reads (EXPLAIN ESTIMATE)."""
+    where, params = _beyond_checkpoint(sorted(positions), positions)
+    read = {}
+    for table in t.HISTORY:
+        if table != t.REJECTIONS:
+            query = f"EXPLAIN ESTIMATE SELECT org_id FROM {{db}}.{table} WHERE {where}"
+            read[table] = sum(int(row[-1]) for row in store.rows(query, params))
+    return read
+
+
+def test_a_store_at_migration_11_gains_org_sequence_bounds_and_is_not_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 12 adds the index ``org_sequence`` to the history tables a takeover reads
+    beyond the checkpoints (sorted otherwise than by ``(org_id, sequence)``) and builds it for
+    the parts there: nothing is emptied or projected again, the rows and answers are a fresh
+    store's, ``check_in_versions`` keeps its projection ``by_check_in``, and the read beyond
+    the checkpoints skips every granule of the old parts and still finds a commit cut short.
+    Cut short and run again, it changes nothing."""
+    monkeypatch.setattr(t, "SNAPSHOT_EVERY", 4)
+    monkeypatch.setattr(store_module, "READ_WHOLE", 0)  # the org by a term of its own
+    write_ledger(builder)
+    fresh = open_store("fresh12")
+    project(builder, fresh)
+    assert _indexed(fresh) == sorted(INDEXED)
+    old = _store_before(chdb_url, "upgraded12", fresh, 11)
+    try:
+        assert _indexed(old) == []
+        counts = {table: _count(old, table) for table in t.HISTORY}
+        committed = old.positions()
+        assert committed == {"acme": 22}
+        assert sum(_granules_beyond(old, committed).values()) > 0  # no index: read them all
+        assert old.migrate() == [12]
+        assert _indexed(old) == sorted(INDEXED)
+        assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
+        assert {table: _count(old, table) for table in counts} == counts
+        assert set(_granules_beyond(old, committed).values()) == {0}
+        for statement in MIGRATIONS[11].statements:  # cut short after its last statement
+            old.client.command(statement.replace("{db}", old.database))
+        assert _indexed(old) == sorted(INDEXED)
+        assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (0, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        _assert_at_answers_agree(old, fresh, builder)
+        assert old._beyond(committed) == set()
+        old.client.command(  # a commit cut short, in an old part once merged
+            f"INSERT INTO {old.database}.{t.AUDIT} SELECT * REPLACE (toUInt64(23) AS sequence) "
+            f"FROM {old.database}.{t.AUDIT} LIMIT 1"
+        )
+        old.client.command(f"OPTIMIZE TABLE {old.database}.{t.AUDIT} FINAL")
+        assert old._beyond(committed) == {"acme"}
+        for table, columns in COLUMN_TYPES.items():
+            assert described(old, table) == columns, table
+        assert old.migrate() == []
     finally:
         old.close()
 

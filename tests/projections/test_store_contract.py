@@ -15,6 +15,7 @@ from uuid import uuid4
 
 import pytest
 
+import projections.store as store_module
 from okr_ledger.projection_compare import fingerprint
 from processors import tables as t
 from processors.projector import Projector
@@ -24,7 +25,7 @@ from projections import queries
 from projections.migrations import MIGRATIONS, VIEWS
 from projections.queries import Moment
 from projections.readonly_sql import QueryLimits
-from projections.store import MARK_AHEAD, ProjectionStore
+from projections.store import MARK_AHEAD, ProjectionStore, _beyond_checkpoint
 from schemas.errors import ProjectionError, QueryRefusedError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day
@@ -368,6 +369,32 @@ class ProjectionStoreContract:
         with pytest.raises(ProjectionError, match="the disk is full"):
             store.insert(second, {ORG: (key, 1)})
         assert store.positions() == {ORG: 6}
+
+    def test_a_takeovers_read_beyond_the_checkpoints_skips_the_committed_rows(
+        self, store: ProjectionStore, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The read a takeover makes (``_beyond``) of an org beyond ``READ_WHOLE`` reads no
+        granule whose rows are all at or before its checkpoint, in any history table (by the
+        primary key, or by the index ``org_sequence`` of migration 12): its cost does not
+        grow with the history. The granules of a commit cut short it reads, and finds."""
+        monkeypatch.setattr(store_module, "READ_WHOLE", 0)
+        first, second, _ = two_commits(builder)
+        store.insert(first)
+        where, params = _beyond_checkpoint([ORG], {ORG: 6})
+        tables = [table for table in t.HISTORY if table != t.REJECTIONS]
+
+        def granules() -> dict[str, int]:
+            read = {}
+            for table in tables:
+                query = f"EXPLAIN ESTIMATE SELECT org_id FROM {{db}}.{table} WHERE {where}"
+                read[table] = sum(int(row[-1]) for row in store.rows(query, params))
+            return read
+
+        assert store.rows("SELECT count() FROM {db}.audit_events") == [(6,)]
+        assert granules() == dict.fromkeys(tables, 0)
+        store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
+        assert granules()[t.CHECK_INS] > 0
+        assert store._beyond({ORG: 6}) == {ORG}
 
     def test_read_only_queries_refuse_writes(self, store: ProjectionStore) -> None:
         limits = QueryLimits()

@@ -3,6 +3,7 @@ anywhere, taken over by a new owner in another process: the marks set ahead and 
 the checkpoints, the tables inserted at once, and the rejections lanes' checkpoints that ride
 in the claimed checkpoints' statement."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,3 +140,108 @@ def test_a_workers_commit_moves_the_rejections_lanes_even_when_its_claim_is_refu
     )
     assert store.positions() == {ORG: 10}
     assert store.positions(lanes) == {"0": 9}
+
+
+def three_orgs(store: ProjectionStore, tmp_path: Path) -> dict[str, int]:
+    """Three orgs' ledgers committed, with very different checkpoints ("big" has committed
+    rows far beyond the others' checkpoints); every history table merged into one part per
+    partition, and each org's ``ledger-begun`` mark ``MARK_AHEAD`` beyond its checkpoint (as a
+    worker's commits leave them). Returns the checkpoints."""
+    for org, check_ins in (("big", 100), ("mid", 12), ("small", 1)):
+        ledger_of = LedgerBuilder(tmp_path / f"{org}.db", org=org)
+        try:
+            store.insert(Projector().project(ledger(ledger_of, check_ins)))
+        finally:
+            ledger_of.close()
+    merge_all(store)
+    committed = store.positions()
+    marks = [
+        (t.BEGUN_STREAM, org, end + store_module.MARK_AHEAD, 0) for org, end in committed.items()
+    ]
+    store.insert({t.CHECKPOINTS: marks})
+    assert committed["big"] > 5 * committed["small"]
+    return committed
+
+
+def merge_all(store: ProjectionStore) -> None:
+    for table in t.HISTORY:
+        store.client.command(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
+
+
+BEYOND_READ = [table for table in t.HISTORY if table != t.REJECTIONS]
+
+
+def read_whole(monkeypatch: pytest.MonkeyPatch, committed: dict[str, int], split: bool) -> None:
+    """Every org read by a term of its own (``READ_WHOLE`` 0), or ``split``: "small" read whole
+    beside the others' own terms, in the same condition."""
+    monkeypatch.setattr(store_module, "READ_WHOLE", committed["small"] if split else 0)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["own-terms", "small-read-whole"])
+def test_rows_beyond_a_checkpoint_in_any_table_of_any_org_are_found_exactly(
+    store: ProjectionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: bool
+) -> None:
+    """A row beyond its org's checkpoint, alone in any one history table, is found, for the
+    org with the smallest checkpoint (the others' committed rows are far beyond it, in the
+    same merged part) and for the one with the largest; merged into the part of the committed
+    rows too; and nothing is found once it is gone."""
+    committed = three_orgs(store, tmp_path)
+    read_whole(monkeypatch, committed, split)
+    assert store._beyond(committed) == set()
+    tables = [t_ for t_ in BEYOND_READ if store.rows(f"SELECT count() FROM {{db}}.{t_}") != [(0,)]]
+    assert {t.AUDIT, t.CHECK_INS, t.KEY_RESULTS, t.OBJECTIVES, t.EVENT_TIMES} <= set(tables)
+    for table in tables:
+        for org in ("small", "big"):
+            if store.rows(f"SELECT count() FROM {{db}}.{table} WHERE org_id = '{org}'") == [(0,)]:
+                continue
+            store.client.command(
+                f"INSERT INTO {store.database}.{table} SELECT * REPLACE "
+                f"(toUInt64({committed[org] + 1}) AS sequence) FROM {store.database}.{table} "
+                f"WHERE org_id = '{org}' LIMIT 1"
+            )
+            assert store._beyond(committed) == {org}, (table, org)
+            store.client.command(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
+            assert store._beyond(committed) == {org}, (table, org, "merged")
+            assert store._beyond({o: committed[o] for o in committed if o != org}) == set()
+            assert store._beyond({org: committed[org] + 1}) == set()
+            found = store.checkpoints()
+            assert store.discard_unfinished(found) == [org], (table, org)
+            assert store._beyond(committed) == set(), (table, org)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["own-terms", "small-read-whole"])
+def test_a_commit_cut_short_and_merged_into_an_old_part_is_discarded_exactly(
+    store: ProjectionStore,
+    builder: LedgerBuilder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    split: bool,
+) -> None:
+    """A worker's commit cut short whose rows were merged with the committed ones (an old
+    part) before the takeover: its org's rows beyond the checkpoint are discarded from every
+    table, no other org's row and no committed row goes."""
+    committed = three_orgs(store, tmp_path)
+    read_whole(monkeypatch, committed, split)
+    events = ledger(builder, 8)
+    projector = Projector()
+    store.insert(projector.project(events[:6]))
+    second = projector.project(events[6:])
+    store.insert({table: rows for table, rows in second.items() if table != t.CHECKPOINTS})
+    store.insert({t.CHECKPOINTS: [(t.BEGUN_STREAM, ORG, len(events), 0)]})
+    merge_all(store)
+    counts = {table: _counts(store, table) for table in BEYOND_READ}
+    assert store._beyond({**committed, ORG: 6}) == {ORG}
+    assert store.discard_unfinished(store.checkpoints()) == [ORG]
+    for table, before in counts.items():
+        kept = {org: n for org, n in before.items() if org != ORG}
+        assert {org: n for org, n in _counts(store, table).items() if org != ORG} == kept
+    later = "SELECT count() FROM {db}.%s WHERE org_id = {org:String} AND sequence > 6"
+    for table in BEYOND_READ:
+        assert store.rows(later % table, {"org": ORG}) == [(0,)], table
+    assert store.positions()[ORG] == 6
+    assert twice(store) == []
+
+
+def _counts(store: ProjectionStore, table: str) -> dict[str, int]:
+    rows = store.rows(f"SELECT toString(org_id), count() FROM {{db}}.{table} GROUP BY org_id")
+    return {str(org): int(n) for org, n in rows}
