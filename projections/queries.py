@@ -169,6 +169,24 @@ def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) 
     return int(rows[0][0]) if rows else 0
 
 
+def _checkpoint_seq(
+    store: ProjectionStore, org_id: str, moment: Moment, reads: Reads | None
+) -> int | None:
+    """The ledger sequence of ``moment.as_of`` for :func:`_key_results_as_of`; None (its
+    checkpoint, read there with the answer's first statements instead of before them) when
+    the answer is as known now and reads nothing of another's."""
+    if moment.as_of is None and reads is None:
+        return None
+    return _sequence_as_of(store, org_id, moment.as_of, reads)
+
+
+_CHECKPOINT = (
+    "SELECT max(position) AS position FROM {db}.checkpoints "
+    f"WHERE stream = '{t.LEDGER_STREAM}' AND org_id = {{org:String}}"
+)
+"""An org's checkpoint (0: none), as :meth:`ProjectionStore.positions` reads it."""
+
+
 def _params(org_id: str, seq: int, moment: Moment, **more: Any) -> dict[str, Any]:
     """``base``: the snapshot the answer as of ``seq`` starts from (:func:`snapshot_base`)."""
     return {"org": org_id, "seq": seq, "base": snapshot_base(seq), "ref": moment.ref, **more}
@@ -196,7 +214,7 @@ def key_results(
     if moment.as_of is None and moment.at is None:
         rows = _records(store, _KEY_RESULTS_NOW, {"org": org_id})
         return _key_results_now(rows, moment, only)
-    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
+    seq = _checkpoint_seq(store, org_id, moment, reads)
     return _key_results_as_of(store, org_id, seq, moment, only, reads=reads)[0]
 
 
@@ -335,14 +353,15 @@ def progress(
             _objectives_now(objective_rows, moment, focus_limit),
             _key_results_now(key_result_rows, moment, only),
         )
-    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
     if moment.as_of is None:  # at ``moment.at``: the current objectives, rolled up again
         key_result_records, (objective_rows,) = _key_results_as_of(
-            store, org_id, seq, moment, only, also=[(_OBJECTIVES_NOW, org)], reads=reads
-        )
+            store, org_id, _checkpoint_seq(store, org_id, moment, reads), moment, only,
+            also=[(_OBJECTIVES_NOW, org)], reads=reads,
+        )  # fmt: skip
         objective_records = _objectives_now(objective_rows, moment, focus_limit)
         _roll_up(objective_records, key_result_records, moment.ref)
         return Progress(objective_records, key_result_records)
+    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
     # The objectives rolled up from the key results as given (at ``moment.at`` if given, with
     # ``moment.ref``): what rolling up the key results then and again at ``at`` gave, for one
     # derivation of the key results instead of two.
@@ -582,7 +601,7 @@ _SEQUENCE = (1 << 64) - 1
 def _key_results_as_of(
     store: ProjectionStore,
     org_id: str,
-    seq: int,
+    seq: int | None,
     moment: Moment,
     only: Sequence[str] | None = None,
     *,
@@ -600,15 +619,20 @@ def _key_results_as_of(
     to ``seq`` is read by its sequence.
 
     ``also``: statements to run with the first reads (:meth:`ProjectionStore.dicts_together`,
-    all at once); their rows come second. ``reads``: those read already (:class:`Reads`)."""
+    all at once); their rows come second. ``reads``: those read already (:class:`Reads`).
+    ``seq`` None (as known now, ``moment.at`` given): the org's checkpoint, read with those
+    statements (none of which names ``{seq}`` then: the targets beyond it are dropped here)
+    rather than in a round trip of its own before them."""
     at = moment.at
-    params = _params(org_id, seq, moment, at=at)
+    params = _params(org_id, seq or 0, moment, at=at)
     if only is not None:
         params["only"] = list(only)
-    where = sql.AS_OF_FILTER + (sql.ONLY_KEY_RESULTS if only is not None else "")
+    restrict = sql.ONLY_KEY_RESULTS if only is not None else ""
+    where = sql.AS_OF_FILTER + restrict
     current_rows = moment.as_of is None and at is not None  # as known now: the current rows
+    if seq is None and not current_rows:
+        raise ValueError("the checkpoint is read with the statements only for --at alone")
     if current_rows:
-        restrict = sql.ONLY_KEY_RESULTS if only is not None else ""
         statements = [(_KEY_RESULTS_NOW + restrict, params)]
     else:
         statements = [
@@ -618,10 +642,16 @@ def _key_results_as_of(
     if at is not None:
         if only is None:  # sql.check_in_days, its two sides at once
             statements += [(sql.check_in_days_all(), params), (sql.check_in_day_of_at(), params)]
-        statements.append((sql.targets_as_of(where), params))
+        target_where = where if seq is not None else "org_id = {org:String}" + restrict
+        statements.append((sql.targets_as_of(target_where), params))
+        if seq is None:
+            statements.append((_CHECKPOINT, params))
     together = store.dicts_together if reads is None else reads.together
     read = together([*statements, *also])
     found, extra = read[: len(statements)], read[len(statements) :]
+    if seq is None:
+        seq = int(found.pop()[0]["position"])
+        params |= {"seq": seq, "base": snapshot_base(seq)}
     if current_rows:
         then = _in_order(found[0], _KEY_RESULT_ORDER)
     else:
@@ -631,12 +661,16 @@ def _key_results_as_of(
     days = _check_in_days(found[-3], found[-2]) if only is None else []  # one pass instead
     measured = _measured(store, params, then, only is not None, days, reads=reads)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
-    versions = (store.dicts if reads is None else reads.dicts)(
-        sql.current_versions(where),
-        {**params, "current": [key & _SEQUENCE for key in keys.values()]},
+    versions = (
+        (store.dicts if reads is None else reads.dicts)(
+            sql.current_versions(where),
+            {**params, "current": ",".join(str(key & _SEQUENCE) for key in keys.values())},
+        )
+        if keys
+        else []
     )
     current = {row["check_in_sequence"]: row for row in versions}
-    targets = _Targets([tuple(row.values()) for row in found[-1]])
+    targets = _Targets([tuple(row.values()) for row in found[-1] if row["sequence"] <= seq])
     at_micros = scoring.micros(at)
     records = []
     for d in then:
