@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -51,8 +51,24 @@ class Progress:
     key_results: list[Record]
 
 
+ONE_THREAD = " SETTINGS max_threads = 1"
+"""Added to an answer's statements in chDB: each on one thread. An answer's statements run
+at once on up to three connections (:meth:`ProjectionStore.dicts_together`), a few thousand
+rows each: on 2 cores, two threads each only waited for each other (``--at`` p50 ~-10 % at
+load 6, alternated; docs/projections.md). A server's statements run in turn: left as set."""
+
+
+def _sql(store: ProjectionStore, query: str) -> str:
+    return query + ONE_THREAD if store.embedded else query
+
+
 def _records(store: ProjectionStore, query: str, params: dict[str, Any]) -> list[Record]:
-    return store.dicts(query, params)
+    return store.dicts(_sql(store, query), params)
+
+
+def _together(store: ProjectionStore, statements: Sequence[Statement]) -> list[list[Record]]:
+    """:meth:`ProjectionStore.dicts_together` of an answer's statements (:data:`ONE_THREAD`)."""
+    return store.dicts_together([(_sql(store, query), params) for query, params in statements])
 
 
 _PARAMETER = re.compile(r"\{(\w+):")
@@ -82,7 +98,7 @@ class Reads:
         keys = [(query, _named(query, params)) for query, params in statements]
         missing = {key: statement for key, statement in zip(keys, statements, strict=True)
                    if key not in self._rows}  # fmt: skip
-        read = self.store.dicts_together(list(missing.values()))
+        read = _together(self.store, list(missing.values()))
         self._rows |= dict(zip(missing, read, strict=True))
         return [[dict(row) for row in self._rows[key]] for key in keys]
 
@@ -163,7 +179,7 @@ def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) 
         "WHERE org_id = {org:String} AND recorded_at <= {as_of:DateTime64(6, 'UTC')} "
         "AND sequence <= (SELECT max(position) FROM {db}.checkpoints "
         "WHERE stream = {stream:String} AND org_id = {org:String}) "
-        "ORDER BY sequence DESC LIMIT 1",
+        "ORDER BY sequence DESC LIMIT 1" + (ONE_THREAD if store.embedded else ""),
         {"org": org_id, "as_of": as_of, "stream": t.LEDGER_STREAM},
     )
     return int(rows[0][0]) if rows else 0
@@ -346,8 +362,8 @@ def progress(
     read already (with ``moment.as_of`` or ``moment.at``)."""
     org = {"org": org_id}
     if moment.as_of is None and moment.at is None:
-        objective_rows, key_result_rows = store.dicts_together(
-            [(_OBJECTIVES_NOW, org), (_KEY_RESULTS_NOW, org)]
+        objective_rows, key_result_rows = _together(
+            store, [(_OBJECTIVES_NOW, org), (_KEY_RESULTS_NOW, org)]
         )
         return Progress(
             _objectives_now(objective_rows, moment, focus_limit),
@@ -446,7 +462,7 @@ def _structures_as_of(
         )  # fmt: skip
     else:
         seq, key_result_records = as_of
-        versions, updates = store.dicts_together(_structure_statements(org_id, seq, moment))
+        versions, updates = _together(store, _structure_statements(org_id, seq, moment))
     structures = _structures(versions, updates)
     return seq, structures, _rolled_up(structures, key_result_records)
 
@@ -646,8 +662,11 @@ def _key_results_as_of(
         statements.append((sql.targets_as_of(target_where), params))
         if seq is None:
             statements.append((_CHECKPOINT, params))
-    together = store.dicts_together if reads is None else reads.together
-    read = together([*statements, *also])
+    read = (
+        _together(store, [*statements, *also])
+        if reads is None
+        else reads.together([*statements, *also])
+    )
     found, extra = read[: len(statements)], read[len(statements) :]
     if seq is None:
         seq = int(found.pop()[0]["position"])
@@ -662,7 +681,7 @@ def _key_results_as_of(
     measured = _measured(store, params, then, only is not None, days, reads=reads)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
     versions = (
-        (store.dicts if reads is None else reads.dicts)(
+        (partial(_records, store) if reads is None else reads.dicts)(
             sql.current_versions(where),
             {**params, "current": ",".join(str(key & _SEQUENCE) for key in keys.values())},
         )
@@ -794,7 +813,7 @@ def _measured_in_one_pass(
     (:func:`projections.sql.check_ins_at`; ``only``: those of the key results in ``{only}``,
     a range each)."""
     query = sql.check_ins_at(only, sql.AS_OF_FILTER + only)
-    rows = store.dicts(query, params) if reads is None else reads.dicts(query, params)
+    rows = _records(store, query, params) if reads is None else reads.dicts(query, params)
     return {row["key_result_id"]: row for row in rows}
 
 
