@@ -837,17 +837,19 @@ def _key_results_then(
                 f"{d['key_result_id']!r} has no numbers as of sequence {params['seq']}; "
                 "run `okr-ledger rebuild`"
             )
-        later = n["changed_sequence"] > d["sequence"]
-        rows.append({
-            **d,
-            "sequence": n["changed_sequence"] if later else d["sequence"],
-            "recorded_at": n["changed_at"] if later else d["recorded_at"],
-            "target": n["target"], "value": n["value"], "progress": n["progress"],
-            "attainment": n["attainment"], "confidence": n["confidence"],
-            "last_check_in_at": n["last_check_in_at"],
-            "last_check_in_id": n["last_check_in_id"], "check_in_count": n["check_in_count"],
-        })  # fmt: skip
+        if n["changed_sequence"] > d["sequence"]:
+            d["sequence"], d["recorded_at"] = n["changed_sequence"], n["changed_at"]
+        for name in _NUMBERS:
+            d[name] = n[name]
+        rows.append(d)  # in place: each answer's rows are its own (Reads gives copies)
     return rows
+
+
+_NUMBERS = (
+    "target", "value", "progress", "attainment", "confidence", "last_check_in_at",
+    "last_check_in_id", "check_in_count",
+)  # fmt: skip
+"""A key result's numbers in ``key_result_numbers`` (:func:`_key_results_then`)."""
 
 
 class _Targets:
