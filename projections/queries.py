@@ -238,6 +238,11 @@ _KEY_RESULTS_NOW = f"SELECT * FROM {{db}}.{t.KEY_RESULTS_NOW} FINAL WHERE org_id
 _OBJECTIVES_NOW = f"SELECT * FROM {{db}}.{t.OBJECTIVES_NOW} FINAL WHERE org_id = {{org:String}}"
 """The rows of one org in a current-state table (:func:`projections.sql.now`), in no order:
 sorted here (:func:`_in_order`), for ~2 ms less each than the engine's subquery and sort."""
+_KEY_RESULTS_NOW_DEFINED = (
+    "SELECT * EXCEPT (target, value, progress, attainment, confidence, last_check_in_at, "
+    f"last_check_in_id) FROM {{db}}.{t.KEY_RESULTS_NOW} FINAL WHERE org_id = {{org:String}}"
+)
+""":data:`_KEY_RESULTS_NOW` without the numbers ``--at`` works out again (~2 ms less)."""
 _KEY_RESULT_ORDER = itemgetter("objective_id", "key_result_id")
 _OBJECTIVE_ORDER = itemgetter("objective_id")
 
@@ -649,7 +654,7 @@ def _key_results_as_of(
     if seq is None and not current_rows:
         raise ValueError("the checkpoint is read with the statements only for --at alone")
     if current_rows:
-        statements = [(_KEY_RESULTS_NOW + restrict, params)]
+        statements = [(_KEY_RESULTS_NOW_DEFINED + restrict, params)]
     else:
         statements = [
             (sql.key_result_definitions_as_of("{db}", where), params),
