@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -51,8 +51,24 @@ class Progress:
     key_results: list[Record]
 
 
+ONE_THREAD = " SETTINGS max_threads = 1"
+"""Added to an answer's statements in chDB: each on one thread. An answer's statements run
+at once on up to three connections (:meth:`ProjectionStore.dicts_together`), a few thousand
+rows each: on 2 cores, two threads each only waited for each other (``--at`` p50 ~-10 % at
+load 6, alternated; docs/projections.md). A server's statements run in turn: left as set."""
+
+
+def _sql(store: ProjectionStore, query: str) -> str:
+    return query + ONE_THREAD if store.embedded else query
+
+
 def _records(store: ProjectionStore, query: str, params: dict[str, Any]) -> list[Record]:
-    return store.dicts(query, params)
+    return store.dicts(_sql(store, query), params)
+
+
+def _together(store: ProjectionStore, statements: Sequence[Statement]) -> list[list[Record]]:
+    """:meth:`ProjectionStore.dicts_together` of an answer's statements (:data:`ONE_THREAD`)."""
+    return store.dicts_together([(_sql(store, query), params) for query, params in statements])
 
 
 _PARAMETER = re.compile(r"\{(\w+):")
@@ -82,7 +98,7 @@ class Reads:
         keys = [(query, _named(query, params)) for query, params in statements]
         missing = {key: statement for key, statement in zip(keys, statements, strict=True)
                    if key not in self._rows}  # fmt: skip
-        read = self.store.dicts_together(list(missing.values()))
+        read = _together(self.store, list(missing.values()))
         self._rows |= dict(zip(missing, read, strict=True))
         return [[dict(row) for row in self._rows[key]] for key in keys]
 
@@ -163,10 +179,28 @@ def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) 
         "WHERE org_id = {org:String} AND recorded_at <= {as_of:DateTime64(6, 'UTC')} "
         "AND sequence <= (SELECT max(position) FROM {db}.checkpoints "
         "WHERE stream = {stream:String} AND org_id = {org:String}) "
-        "ORDER BY sequence DESC LIMIT 1",
+        "ORDER BY sequence DESC LIMIT 1" + (ONE_THREAD if store.embedded else ""),
         {"org": org_id, "as_of": as_of, "stream": t.LEDGER_STREAM},
     )
     return int(rows[0][0]) if rows else 0
+
+
+def _checkpoint_seq(
+    store: ProjectionStore, org_id: str, moment: Moment, reads: Reads | None
+) -> int | None:
+    """The ledger sequence of ``moment.as_of`` for :func:`_key_results_as_of`; None (its
+    checkpoint, read there with the answer's first statements instead of before them) when
+    the answer is as known now and reads nothing of another's."""
+    if moment.as_of is None and reads is None:
+        return None
+    return _sequence_as_of(store, org_id, moment.as_of, reads)
+
+
+_CHECKPOINT = (
+    "SELECT max(position) AS position FROM {db}.checkpoints "
+    f"WHERE stream = '{t.LEDGER_STREAM}' AND org_id = {{org:String}}"
+)
+"""An org's checkpoint (0: none), as :meth:`ProjectionStore.positions` reads it."""
 
 
 def _params(org_id: str, seq: int, moment: Moment, **more: Any) -> dict[str, Any]:
@@ -196,7 +230,7 @@ def key_results(
     if moment.as_of is None and moment.at is None:
         rows = _records(store, _KEY_RESULTS_NOW, {"org": org_id})
         return _key_results_now(rows, moment, only)
-    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
+    seq = _checkpoint_seq(store, org_id, moment, reads)
     return _key_results_as_of(store, org_id, seq, moment, only, reads=reads)[0]
 
 
@@ -204,6 +238,11 @@ _KEY_RESULTS_NOW = f"SELECT * FROM {{db}}.{t.KEY_RESULTS_NOW} FINAL WHERE org_id
 _OBJECTIVES_NOW = f"SELECT * FROM {{db}}.{t.OBJECTIVES_NOW} FINAL WHERE org_id = {{org:String}}"
 """The rows of one org in a current-state table (:func:`projections.sql.now`), in no order:
 sorted here (:func:`_in_order`), for ~2 ms less each than the engine's subquery and sort."""
+_KEY_RESULTS_NOW_DEFINED = (
+    "SELECT * EXCEPT (target, value, progress, attainment, confidence, last_check_in_at, "
+    f"last_check_in_id) FROM {{db}}.{t.KEY_RESULTS_NOW} FINAL WHERE org_id = {{org:String}}"
+)
+""":data:`_KEY_RESULTS_NOW` without the numbers ``--at`` works out again (~2 ms less)."""
 _KEY_RESULT_ORDER = itemgetter("objective_id", "key_result_id")
 _OBJECTIVE_ORDER = itemgetter("objective_id")
 
@@ -328,21 +367,22 @@ def progress(
     read already (with ``moment.as_of`` or ``moment.at``)."""
     org = {"org": org_id}
     if moment.as_of is None and moment.at is None:
-        objective_rows, key_result_rows = store.dicts_together(
-            [(_OBJECTIVES_NOW, org), (_KEY_RESULTS_NOW, org)]
+        objective_rows, key_result_rows = _together(
+            store, [(_OBJECTIVES_NOW, org), (_KEY_RESULTS_NOW, org)]
         )
         return Progress(
             _objectives_now(objective_rows, moment, focus_limit),
             _key_results_now(key_result_rows, moment, only),
         )
-    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
     if moment.as_of is None:  # at ``moment.at``: the current objectives, rolled up again
         key_result_records, (objective_rows,) = _key_results_as_of(
-            store, org_id, seq, moment, only, also=[(_OBJECTIVES_NOW, org)], reads=reads
-        )
+            store, org_id, _checkpoint_seq(store, org_id, moment, reads), moment, only,
+            also=[(_OBJECTIVES_NOW, org)], reads=reads,
+        )  # fmt: skip
         objective_records = _objectives_now(objective_rows, moment, focus_limit)
         _roll_up(objective_records, key_result_records, moment.ref)
         return Progress(objective_records, key_result_records)
+    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
     # The objectives rolled up from the key results as given (at ``moment.at`` if given, with
     # ``moment.ref``): what rolling up the key results then and again at ``at`` gave, for one
     # derivation of the key results instead of two.
@@ -427,7 +467,7 @@ def _structures_as_of(
         )  # fmt: skip
     else:
         seq, key_result_records = as_of
-        versions, updates = store.dicts_together(_structure_statements(org_id, seq, moment))
+        versions, updates = _together(store, _structure_statements(org_id, seq, moment))
     structures = _structures(versions, updates)
     return seq, structures, _rolled_up(structures, key_result_records)
 
@@ -582,7 +622,7 @@ _SEQUENCE = (1 << 64) - 1
 def _key_results_as_of(
     store: ProjectionStore,
     org_id: str,
-    seq: int,
+    seq: int | None,
     moment: Moment,
     only: Sequence[str] | None = None,
     *,
@@ -600,16 +640,21 @@ def _key_results_as_of(
     to ``seq`` is read by its sequence.
 
     ``also``: statements to run with the first reads (:meth:`ProjectionStore.dicts_together`,
-    all at once); their rows come second. ``reads``: those read already (:class:`Reads`)."""
+    all at once); their rows come second. ``reads``: those read already (:class:`Reads`).
+    ``seq`` None (as known now, ``moment.at`` given): the org's checkpoint, read with those
+    statements (none of which names ``{seq}`` then: the targets beyond it are dropped here)
+    rather than in a round trip of its own before them."""
     at = moment.at
-    params = _params(org_id, seq, moment, at=at)
+    params = _params(org_id, seq or 0, moment, at=at)
     if only is not None:
         params["only"] = list(only)
-    where = sql.AS_OF_FILTER + (sql.ONLY_KEY_RESULTS if only is not None else "")
+    restrict = sql.ONLY_KEY_RESULTS if only is not None else ""
+    where = sql.AS_OF_FILTER + restrict
     current_rows = moment.as_of is None and at is not None  # as known now: the current rows
+    if seq is None and not current_rows:
+        raise ValueError("the checkpoint is read with the statements only for --at alone")
     if current_rows:
-        restrict = sql.ONLY_KEY_RESULTS if only is not None else ""
-        statements = [(_KEY_RESULTS_NOW + restrict, params)]
+        statements = [(_KEY_RESULTS_NOW_DEFINED + restrict, params)]
     else:
         statements = [
             (sql.key_result_definitions_as_of("{db}", where), params),
@@ -618,10 +663,19 @@ def _key_results_as_of(
     if at is not None:
         if only is None:  # sql.check_in_days, its two sides at once
             statements += [(sql.check_in_days_all(), params), (sql.check_in_day_of_at(), params)]
-        statements.append((sql.targets_as_of(where), params))
-    together = store.dicts_together if reads is None else reads.together
-    read = together([*statements, *also])
+        target_where = where if seq is not None else "org_id = {org:String}" + restrict
+        statements.append((sql.targets_as_of(target_where), params))
+        if seq is None:
+            statements.append((_CHECKPOINT, params))
+    read = (
+        _together(store, [*statements, *also])
+        if reads is None
+        else reads.together([*statements, *also])
+    )
     found, extra = read[: len(statements)], read[len(statements) :]
+    if seq is None:
+        seq = int(found.pop()[0]["position"])
+        params |= {"seq": seq, "base": snapshot_base(seq)}
     if current_rows:
         then = _in_order(found[0], _KEY_RESULT_ORDER)
     else:
@@ -631,12 +685,16 @@ def _key_results_as_of(
     days = _check_in_days(found[-3], found[-2]) if only is None else []  # one pass instead
     measured = _measured(store, params, then, only is not None, days, reads=reads)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
-    versions = (store.dicts if reads is None else reads.dicts)(
-        sql.current_versions(where),
-        {**params, "current": [key & _SEQUENCE for key in keys.values()]},
+    versions = (
+        (partial(_records, store) if reads is None else reads.dicts)(
+            sql.current_versions(where),
+            {**params, "current": ",".join(str(key & _SEQUENCE) for key in keys.values())},
+        )
+        if keys
+        else []
     )
     current = {row["check_in_sequence"]: row for row in versions}
-    targets = _Targets([tuple(row.values()) for row in found[-1]])
+    targets = _Targets([tuple(row.values()) for row in found[-1] if row["sequence"] <= seq])
     at_micros = scoring.micros(at)
     records = []
     for d in then:
@@ -760,7 +818,7 @@ def _measured_in_one_pass(
     (:func:`projections.sql.check_ins_at`; ``only``: those of the key results in ``{only}``,
     a range each)."""
     query = sql.check_ins_at(only, sql.AS_OF_FILTER + only)
-    rows = store.dicts(query, params) if reads is None else reads.dicts(query, params)
+    rows = _records(store, query, params) if reads is None else reads.dicts(query, params)
     return {row["key_result_id"]: row for row in rows}
 
 
@@ -784,17 +842,19 @@ def _key_results_then(
                 f"{d['key_result_id']!r} has no numbers as of sequence {params['seq']}; "
                 "run `okr-ledger rebuild`"
             )
-        later = n["changed_sequence"] > d["sequence"]
-        rows.append({
-            **d,
-            "sequence": n["changed_sequence"] if later else d["sequence"],
-            "recorded_at": n["changed_at"] if later else d["recorded_at"],
-            "target": n["target"], "value": n["value"], "progress": n["progress"],
-            "attainment": n["attainment"], "confidence": n["confidence"],
-            "last_check_in_at": n["last_check_in_at"],
-            "last_check_in_id": n["last_check_in_id"], "check_in_count": n["check_in_count"],
-        })  # fmt: skip
+        if n["changed_sequence"] > d["sequence"]:
+            d["sequence"], d["recorded_at"] = n["changed_sequence"], n["changed_at"]
+        for name in _NUMBERS:
+            d[name] = n[name]
+        rows.append(d)  # in place: each answer's rows are its own (Reads gives copies)
     return rows
+
+
+_NUMBERS = (
+    "target", "value", "progress", "attainment", "confidence", "last_check_in_at",
+    "last_check_in_id", "check_in_count",
+)  # fmt: skip
+"""A key result's numbers in ``key_result_numbers`` (:func:`_key_results_then`)."""
 
 
 class _Targets:
