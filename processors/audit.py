@@ -54,11 +54,13 @@ def audit_row(record: Mapping[str, Any], data: Data, occurred: int, recorded: in
         plan = _PLANS[event_type] = (kind, field_name, bool(several or single != (field_name,)))
     kind, field_name, names_others = plan
     named = None if field_name is None else data.get(field_name)
-    subject = "" if named is None else str(named)
     if names_others:
+        subject = "" if named is None else str(named)
         related = related_ids(event_type, data)
-    else:  # the subject is the only id it names (check-ins...)
-        related = [subject] if isinstance(named, str) else []
+    elif isinstance(named, str):  # the subject is the only id it names (check-ins...)
+        subject, related = named, [named]
+    else:
+        subject, related = "" if named is None else str(named), []
     get = record.get
     return (
         record["org_id"], record["sequence"], record["event_id"], event_type,

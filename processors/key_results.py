@@ -31,6 +31,7 @@ from schemas.errors import ProjectionError
 Data = dict[str, Any]
 Record = Mapping[str, Any]
 Stamp = tuple[int, int]
+_PACK, _SIZE = RECORD.pack, RECORD.size
 
 
 def _definition_row(org: OrgProjection, kr: KeyResult, stamp: Stamp) -> Row:
@@ -170,8 +171,8 @@ def check_in_recorded(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     value = float(d["value"])
     confidence = d.get("confidence")
     comment = d.get("comment")
-    index = log.base + len(log.data) // RECORD.size
-    log.data += RECORD.pack(
+    index = log.base + len(log.data) // _SIZE
+    log.data += _PACK(
         id_bytes(event_id), occurred, sequence, recorded, value,
         NO_CONFIDENCE if confidence is None else confidence, org.origin(actor, source), 0,
     )  # fmt: skip

@@ -8,9 +8,9 @@ figures must not mix):
 - ``catch-up``: the runner as the CLI runs it (inserts overlap projecting), events/s, cyclic
   GC time, RSS by step; raw anchors of the same run (SQLite fetch of the bodies, orjson parse,
   clickhouse-connect inserts into chDB of the same rows);
-- ``split``: the same work done sequentially and timed without a profiler: read + decode,
-  projector, staging (Arrow), and per table the insert; rows per event and bytes per row (in
-  the parts on disk); the saved state's save and load;
+- ``split``: the same work done sequentially and timed without a profiler (wall, and CPU per
+  stage): read + decode, projector, staging (Arrow), and per table the insert; rows per event
+  and bytes per row (in the parts on disk); the saved state's save and load;
 - ``cprofile``: the sequential loop under cProfile: handlers, emitters, helpers;
 - ``memory``: tracemalloc of the projector's state and of the sequencer's state after the
   whole ledger (bytes per check-in, largest allocation sites) and of one batch of rows.
@@ -22,6 +22,7 @@ Usage: python benchmarks/profiling/projection_profile.py [--key-results 1000]
 import argparse
 import functools
 import gc
+import os
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,34 @@ PROJECTOR_STAGES = (
     ("ProjectionStore.commit (inserts)", "cum", "projections/store.py:commit"),
     ("  chdb engine call (raw insert)", "cum", "chdb_backend.py:execute_raw_insert"),
 )  # fmt: skip
+
+
+class CpuStages(Stages):
+    """:class:`Stages` that also charge each lap's CPU time (user and system, this process's
+    threads), steadier than wall time on a shared machine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.cpu_mark = os.times()
+
+    def reset(self) -> None:
+        super().reset()
+        self.cpu_mark = os.times()
+
+    def lap(self, name: str, calls: int = 1) -> None:
+        super().lap(name, calls)
+        now, mark = os.times(), self.cpu_mark
+        spent = self.cpu[name]
+        spent[0] += now.user - mark.user
+        spent[1] += now.system - mark.system
+        self.cpu_mark = now
+
+    def print_cpu(self, items: int) -> None:
+        print("  CPU per item (user + system, µs; the clock ticks are 10 ms, so laps are summed):")
+        for name, (user, system) in self.cpu.items():
+            print(f"    {name:<44} {(user + system) / items * 1e6:7.2f} "
+                  f"({user / items * 1e6:.2f} + {system / items * 1e6:.2f})")  # fmt: skip
 
 
 def _fresh_store(where: Path) -> ProjectionStore:
@@ -215,7 +244,7 @@ def phase_split(ledger: Path, work: Path) -> None:
     store = _fresh_store(work)
     meter = InsertMeter(store)
     projector = Projector()
-    stages = Stages()
+    stages = CpuStages()
     events = 0
     by_type: Counter[str] = Counter()
     records = log.read_records(ORG)
@@ -253,6 +282,7 @@ def phase_split(ledger: Path, work: Path) -> None:
     wall = time.perf_counter() - wall
     size = sum(p.stat().st_size for p in work.glob("state.sqlite*"))
     stages.print(f"split of {events:,} events: {rate(events, wall)} sequential", events, wall)
+    stages.print_cpu(events)
     print(f"  cyclic GC (paused as in the runner): {collector.get('seconds', 0):.2f} s")
     snapshots.close()
     again = SqliteSnapshots(work / "state.sqlite")

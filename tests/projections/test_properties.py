@@ -7,7 +7,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from okr_ledger.projection_compare import fingerprint
 from processors import tables as t
-from processors.projector import Projector
+from processors.projector import Projector, micros
 from processors.runner import EmbeddedRunner
 from projections import monitoring, queries
 from projections.queries import Moment
@@ -567,3 +567,21 @@ def test_projecting_the_same_batch_twice_changes_nothing(
         assert (fingerprint(store), all_answers(store, moment)) == before
     finally:
         builder.close()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    moment=st.datetimes(
+        timezones=st.one_of(
+            st.none(), st.builds(lambda m: timezone(timedelta(minutes=m)), st.integers(-1439, 1439))
+        )
+    )
+)
+def test_micros_is_the_exact_count_of_microseconds_since_the_epoch(moment: datetime) -> None:
+    """A time from the ledger (with an offset, or none: UTC) as an integer, exactly (before
+    1970 and beyond 2262 too)."""
+    text = moment.isoformat()
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    assert micros(text) == (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    if moment.tzinfo is None or moment.utcoffset() == timedelta(0):
+        assert micros(text.removesuffix("+00:00") + "Z") == micros(text)
