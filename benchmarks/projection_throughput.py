@@ -166,10 +166,10 @@ def specs(key_results: int, check_ins: int) -> Iterator[Spec | tuple[str, str, i
             )
 
 
-def build_ledger(path: Path, key_results: int, check_ins: int) -> int:
-    """Write the workload as chained ledger events; returns how many."""
-    log = SqliteEventLog(path)
-    prev, sequence, batch = GENESIS_HASH, 0, []
+def chained_events(org: str, key_results: int, check_ins: int) -> Iterator[LedgerEvent]:
+    """The workload of ``org`` as chained ledger events (corrections and retractions name
+    the key result's latest check-in; one with none before it is left out)."""
+    prev, sequence = GENESIS_HASH, 0
     last_check_in: dict[str, tuple[str, datetime]] = {}
     for spec in specs(key_results, check_ins):
         type_name, data, occurred = spec
@@ -179,28 +179,19 @@ def build_ledger(path: Path, key_results: int, check_ins: int) -> int:
             if not event_id:
                 continue
             if type_name == "correct":
-                type_name, data = (
-                    "CheckInCorrected",
-                    {
-                        "key_result_id": kr,
-                        "corrects_event_id": event_id,
-                        "value": 1.0,
-                        "reason": "typo",
-                    },
-                )
+                fix = {"corrects_event_id": event_id, "value": 1.0, "reason": "typo"}
+                type_name, data = "CheckInCorrected", {"key_result_id": kr, **fix}
             else:
-                type_name, data = (
-                    "CheckInRetracted",
-                    {"key_result_id": kr, "retracts_event_id": event_id, "reason": "wrong"},
-                )
+                fix = {"retracts_event_id": event_id, "reason": "wrong"}
+                type_name, data = "CheckInRetracted", {"key_result_id": kr, **fix}
         assert isinstance(data, dict)
         assert isinstance(occurred, datetime)
         sequence += 1
-        event_id = str(uuid5(NAMESPACE_URL, f"{ORG}/{sequence}"))
-        record = {
+        event_id = str(uuid5(NAMESPACE_URL, f"{org}/{sequence}"))
+        record: dict[str, Any] = {
             "sequence": sequence,
             "event_id": event_id,
-            "org_id": ORG,
+            "org_id": org,
             "type": type_name,
             "schema_version": latest_version(type_name),
             "occurred_at": format_timestamp(occurred),
@@ -216,13 +207,19 @@ def build_ledger(path: Path, key_results: int, check_ins: int) -> int:
         record["hash"] = prev = event_hash(record)
         if type_name == "CheckInRecorded":
             last_check_in[data["key_result_id"]] = (event_id, occurred)
-        batch.append(LedgerEvent.from_record(record))
-        if len(batch) >= 20_000:
-            log.append(batch)
-            batch = []
-    log.append(batch)
+        yield LedgerEvent.from_record(record)
+
+
+def build_ledger(path: Path, key_results: int, check_ins: int) -> int:
+    """Write the workload as chained ledger events; returns how many."""
+    log = SqliteEventLog(path)
+    written = 0
+    events = chained_events(ORG, key_results, check_ins)
+    while batch := list(islice(events, 20_000)):
+        log.append(batch)
+        written += len(batch)
     log.close()
-    return sequence
+    return written
 
 
 def _timed(call: Callable[[], object], samples: int) -> tuple[float, float]:

@@ -30,73 +30,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figure, Figures
-from benchmarks.projection_throughput import PERIOD_START, WORK, specs
-from events.chain import event_hash
+from benchmarks.projection_throughput import WORK, chained_events
 from events.sqlite_log import SqliteEventLog
 from processors import tables as t
 from processors.runner import EmbeddedRunner
 from projections import store as store_module
 from projections.store import ProjectionStore
-from schemas.envelope import GENESIS_HASH, LedgerEvent, format_timestamp
-from schemas.registry import latest_version
 
 BLOCK = 5_000
 """Events of one org written together before the next org's (the orgs' events interleave)."""
-
-
-def _org_events(org: str, key_results: int, check_ins: int) -> Iterator[LedgerEvent]:
-    """One org's workload as chained events (``projection_throughput.build_ledger``'s, per org)."""
-    prev, sequence = GENESIS_HASH, 0
-    last_check_in: dict[str, tuple[str, datetime]] = {}
-    for spec in specs(key_results, check_ins):
-        type_name, data, occurred = spec
-        if type_name in ("correct", "retract"):
-            kr = str(data)
-            event_id, occurred = last_check_in.pop(kr, ("", PERIOD_START))
-            if not event_id:
-                continue
-            if type_name == "correct":
-                fix = {"corrects_event_id": event_id, "value": 1.0, "reason": "typo"}
-                type_name, data = "CheckInCorrected", {"key_result_id": kr, **fix}
-            else:
-                fix = {"retracts_event_id": event_id, "reason": "wrong"}
-                type_name, data = "CheckInRetracted", {"key_result_id": kr, **fix}
-        assert isinstance(data, dict)
-        assert isinstance(occurred, datetime)
-        sequence += 1
-        event_id = str(uuid5(NAMESPACE_URL, f"{org}/{sequence}"))
-        record: dict[str, Any] = {
-            "sequence": sequence,
-            "event_id": event_id,
-            "org_id": org,
-            "type": type_name,
-            "schema_version": latest_version(type_name),
-            "occurred_at": format_timestamp(occurred),
-            "recorded_at": format_timestamp(occurred + timedelta(minutes=5)),
-            "actor": "bench",
-            "source": "bench",
-            "source_event_id": None,
-            "correlation_id": None,
-            "causation_id": None,
-            "data": data,
-            "prev_hash": prev,
-        }
-        record["hash"] = prev = event_hash(record)
-        if type_name == "CheckInRecorded":
-            last_check_in[data["key_result_id"]] = (event_id, occurred)
-        yield LedgerEvent.from_record(record)
 
 
 def build_ledger(path: Path, orgs: int, key_results: int, check_ins: int) -> int:
@@ -104,7 +56,9 @@ def build_ledger(path: Path, orgs: int, key_results: int, check_ins: int) -> int
     (from 0) has n + 1 shares of them, so that their checkpoints differ widely."""
     log = SqliteEventLog(path)
     share = check_ins / (orgs * (orgs + 1) // 2)
-    streams = [_org_events(f"org{n:02d}", key_results, round(share * (n + 1))) for n in range(orgs)]
+    streams = [
+        chained_events(f"org{n:02d}", key_results, round(share * (n + 1))) for n in range(orgs)
+    ]
     written = 0
     try:
         while streams:
