@@ -29,6 +29,10 @@ Data = dict[str, Any]
 Record = Mapping[str, Any]
 Stamp = tuple[int, int]
 
+SCOPED = True
+"""A structural event recomputes only the objectives it can change (off: every objective, as
+:func:`all_objectives_changed` does; only the tests turn it off, to compare the two)."""
+
 
 # --- the roll-up ------------------------------------------------------------------------------
 
