@@ -76,7 +76,7 @@ structural = st.one_of(
 scripts = st.tuples(
     st.lists(creations, min_size=3, max_size=len(IDS)),
     st.lists(key_results, min_size=2, max_size=6),
-    st.lists(st.one_of(structural, check_ins), min_size=5, max_size=40),
+    st.lists(st.one_of(structural, check_ins, check_ins), min_size=10, max_size=60),
 )
 
 
@@ -176,7 +176,7 @@ def project(events: list[LedgerEvent], cuts: list[int], scope: bool) -> list[Row
         return [projector.project(events[a:b]) for a, b in pairwise(bounds)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(scripts, st.lists(st.integers(1, 60), max_size=4))
 def test_scoped_recompute_emits_the_rows_of_the_full_one(
     script: tuple[list[Any], list[Any], list[Any]], cuts: list[int]
@@ -201,7 +201,9 @@ def test_the_switch_is_on_by_default() -> None:
 
 
 def test_a_cascade_built_either_way(tmp_path: Path) -> None:
-    """A fixed example: a parent, two children, a realignment and an abandonment."""
+    """A fixed example of each structural event: creations, revisions (weight, themes), a
+    realignment (of a parent), links, abandonments (of a parent in another unit than its
+    child)."""
     builder = LedgerBuilder(tmp_path / "ledger.sqlite")
     build(
         builder,
@@ -209,13 +211,22 @@ def test_a_cascade_built_either_way(tmp_path: Path) -> None:
             ("create", "o0", None, "co", PERIOD, ["growth"], "both", 1),
             ("create", "o1", "o0", "team", PERIOD, [], "key_results", 2),
             ("create", "o2", "o0", "team", PERIOD, [], "key_results", 1),
+            ("create", "o4", "o2", "team", PERIOD, [], "key_results", 1),
             ("key_result", "k0", "o1"),
+            ("key_result", "k1", "o2"),
             ("check_in", "k0", 50, 0.5),
-            ("create", "o3", None, "team", PERIOD, ["ops"], "children", 1),
+            ("check_in", "k1", 10, 0.2),
+            ("revise", "o1", {"weight": 3}),
+            ("create", "o3", None, "co", PERIOD, ["ops"], "children", 1),
             ("align", "o2", "o3"),
+            ("revise", "o0", {"theme_ids": ["ops"]}),
+            ("link", "o1", "o2", "depends_on"),
+            ("unlink", "o1", "o2", "depends_on"),
+            ("status", "o3", "abandoned"),
             ("status", "o1", "abandoned"),
         ],
     )
     events = builder.events()
     builder.close()
+    assert len(events) == 7 + 16  # every one accepted
     assert project(events, [], scope=True) == project(events, [], scope=False)
