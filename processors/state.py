@@ -340,8 +340,9 @@ class Strategy:
 @dataclass(slots=True)
 class ObjectiveIndex:
     """What a structural event needs to find the objectives it can change
-    (:func:`processors.objectives.objectives_changed`): built from the objectives when first
-    needed, then kept up as they are created; not saved."""
+    (:func:`processors.objectives.objectives_changed`): built from an org's objectives when
+    first needed, then kept up as they are created; not saved (nor a field of the org's state:
+    :func:`processors.objectives.index` keeps it as long as the org lives)."""
 
     place: dict[str, int] = field(default_factory=dict)
     """Each objective's place in :attr:`OrgProjection.objectives` (their order)."""
@@ -373,7 +374,7 @@ class Saved:
     """Each key result's saved check-ins: (how many, the CRC-32 of each chunk)."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # weakref: its ObjectiveIndex lives beside it
 class OrgProjection:
     """Everything the projector knows about one org, after ``last_sequence``."""
 
@@ -396,7 +397,6 @@ class OrgProjection:
     saved: Saved | None = None
     changed: set[str] = field(default_factory=set)
     """Key results whose check-ins changed since the state was saved or loaded."""
-    objective_index: ObjectiveIndex | None = field(default=None, compare=False, repr=False)
 
     def origin(self, actor: str, source: str) -> int:
         key = (actor, source)
