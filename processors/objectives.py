@@ -17,7 +17,6 @@ computed once, when its row is next needed (``stale``). Only a change too small 
 is rolled up exactly there and then.
 """
 
-import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -337,16 +336,11 @@ def _recompute(b: Batch, org: OrgProjection, stamp: Stamp, scope: list[Objective
             _updated(b, org, objective, stamp)
 
 
-_INDEXES: dict[int, ObjectiveIndex] = {}
-"""Each live org's index, by the org's ``id`` (dropped when the org is collected)."""
-
-
 def index(org: OrgProjection) -> ObjectiveIndex:
     """The org's :class:`~processors.state.ObjectiveIndex` (built if need be)."""
-    found = _INDEXES.get(id(org))
+    found = org.objective_index
     if found is None:
-        found = _INDEXES[id(org)] = ObjectiveIndex()
-        weakref.finalize(org, _INDEXES.pop, id(org), None)
+        found = org.objective_index = ObjectiveIndex()
         for objective in org.objectives.values():
             found.add(org.objectives, objective)
     return found
@@ -403,7 +397,7 @@ def objective_created(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     group = (objective.owner_unit_id, objective.period_id)
     org.focus[group] = org.focus.get(group, 0) + 1
     if everything:  # its place, or others' ancestors, changed (the rules forbid both)
-        del _INDEXES[id(org)]  # built anew when next needed
+        org.objective_index = None  # built anew when next needed
         all_objectives_changed(b, org, stamp)
         return
     known.add(org.objectives, objective)

@@ -341,8 +341,8 @@ class Strategy:
 class ObjectiveIndex:
     """What a structural event needs to find the objectives it can change
     (:func:`processors.objectives.objectives_changed`): built from an org's objectives when
-    first needed, then kept up as they are created; not saved (nor a field of the org's state:
-    :func:`processors.objectives.index` keeps it as long as the org lives)."""
+    first needed, then kept up as they are created (:attr:`OrgProjection.objective_index`);
+    not saved."""
 
     place: dict[str, int] = field(default_factory=dict)
     """Each objective's place in :attr:`OrgProjection.objectives` (their order)."""
@@ -374,7 +374,7 @@ class Saved:
     """Each key result's saved check-ins: (how many, the CRC-32 of each chunk)."""
 
 
-@dataclass(slots=True, weakref_slot=True)  # weakref: its ObjectiveIndex lives beside it
+@dataclass(slots=True)
 class OrgProjection:
     """Everything the projector knows about one org, after ``last_sequence``."""
 
@@ -397,6 +397,8 @@ class OrgProjection:
     saved: Saved | None = None
     changed: set[str] = field(default_factory=set)
     """Key results whose check-ins changed since the state was saved or loaded."""
+    objective_index: "ObjectiveIndex | None" = None
+    """Built from :attr:`objectives` when a structural event first needs it; not saved."""
 
     def origin(self, actor: str, source: str) -> int:
         key = (actor, source)
