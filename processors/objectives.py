@@ -17,17 +17,21 @@ computed once, when its row is next needed (``stale``). Only a change too small 
 is rolled up exactly there and then.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from processors import tables as t
 from processors.batch import Batch
-from processors.state import KeyResult, Members, Objective, OrgProjection
+from processors.state import KeyResult, Members, Objective, ObjectiveIndex, OrgProjection
 from processors.tables import Row
 
 Data = dict[str, Any]
 Record = Mapping[str, Any]
 Stamp = tuple[int, int]
+
+SCOPED = True
+"""A structural event recomputes only the objectives it can change (off: every objective, as
+:func:`all_objectives_changed` does; only the tests turn it off, to compare the two)."""
 
 
 # --- the roll-up ------------------------------------------------------------------------------
@@ -293,19 +297,78 @@ def membership_changed(b: Batch, org: OrgProjection, objective: Objective, stamp
 
 
 def all_objectives_changed(b: Batch, org: OrgProjection, stamp: Stamp) -> None:
-    """After a structural event: everything is recomputed, children before parents."""
-    fresh_all(org)
-    before = {o.objective_id: _numbers(o) for o in org.objectives.values()}
-    for objective in org.objectives.values():
+    """After a structural event that may change any objective (a theme's): every objective
+    recomputed."""
+    _recompute(b, org, stamp, list(org.objectives.values()))
+
+
+def objectives_changed(
+    b: Batch, org: OrgProjection, stamp: Stamp, scope: Iterable[Objective]
+) -> None:
+    """After a structural event: the objectives it can change (``scope``, repeats allowed)
+    recomputed, with exactly the rows :func:`all_objectives_changed` would emit (the others
+    would emit none), in the same order."""
+    if not SCOPED:
+        all_objectives_changed(b, org, stamp)
+        return
+    place = index(org).place
+    unique = {objective.objective_id: objective for objective in scope}
+    _recompute(b, org, stamp, sorted(unique.values(), key=lambda o: place[o.objective_id]))
+
+
+def _recompute(b: Batch, org: OrgProjection, stamp: Stamp, scope: list[Objective]) -> None:
+    """Recompute ``scope`` (in the objectives' order), children before parents; emit what
+    changed."""
+    for objective in scope:
+        fresh(org, objective)
+    before = [_numbers(o) for o in scope]
+    for objective in scope:
         objective.members = objective.structure = objective.chain = None
-    ordered = sorted(org.objectives.values(), key=lambda o: -len(org.ancestors(o.objective_id)))
-    for objective in ordered:
-        refresh(org, objective)
-    for objective in ordered:
+    depth = [-len(org.ancestors(o.objective_id)) for o in scope]
+    ordered = sorted(range(len(scope)), key=depth.__getitem__)  # stable: same depth, same order
+    for n in ordered:
+        refresh(org, scope[n])
+    for n in ordered:
+        objective = scope[n]
         new = objective.emitted is None
         _emit_structure(b, org, objective, stamp)  # with its first numbers, if it is new
-        if not new and before.get(objective.objective_id) != _numbers(objective):
+        if not new and before[n] != _numbers(objective):
             _updated(b, org, objective, stamp)
+
+
+def index(org: OrgProjection) -> ObjectiveIndex:
+    """The org's :class:`~processors.state.ObjectiveIndex` (built if need be)."""
+    found = org.objective_index
+    if found is None:
+        found = org.objective_index = ObjectiveIndex()
+        for objective in org.objectives.values():
+            found.add(org.objectives, objective)
+    return found
+
+
+def lineage(org: OrgProjection, objective_id: str | None) -> list[Objective]:
+    """The objective (if any) and its ancestors: those whose numbers and counts roll up."""
+    if objective_id not in org.objectives:
+        return []
+    return [org.objectives[i] for i in (objective_id, *org.ancestors(objective_id))]
+
+
+def descendants(org: OrgProjection, objective: Objective) -> list[Objective]:
+    """Its children, their children... (each once)."""
+    found: dict[str, Objective] = {}
+    pending = list(objective.child_ids)
+    while pending:
+        child_id = pending.pop()
+        if child_id not in found and child_id != objective.objective_id:
+            found[child_id] = child = org.objectives[child_id]
+            pending.extend(child.child_ids)
+    return list(found.values())
+
+
+def _group(org: OrgProjection, objective: Objective) -> list[Objective]:
+    """The objectives of its (unit, period): their count is in each one's row."""
+    ids = index(org).groups[(objective.owner_unit_id, objective.period_id)]
+    return [org.objectives[i] for i in ids]
 
 
 # --- handlers ---------------------------------------------------------------------------------
@@ -324,12 +387,23 @@ def objective_created(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
         rollup=d["rollup"],
         weight=float(d.get("weight", 1.0)),
     )
+    known = index(org)
+    everything = (
+        objective.objective_id in org.objectives or objective.objective_id in known.dangling
+    )
     org.objectives[objective.objective_id] = objective
     if objective.parent_id in org.objectives:
         org.objectives[objective.parent_id].child_ids.append(objective.objective_id)
     group = (objective.owner_unit_id, objective.period_id)
     org.focus[group] = org.focus.get(group, 0) + 1
-    all_objectives_changed(b, org, stamp)
+    if everything:  # its place, or others' ancestors, changed (the rules forbid both)
+        org.objective_index = None  # built anew when next needed
+        all_objectives_changed(b, org, stamp)
+        return
+    known.add(org.objectives, objective)
+    objectives_changed(
+        b, org, stamp, [*lineage(org, objective.objective_id), *_group(org, objective)]
+    )
 
 
 def objective_revised(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
@@ -342,40 +416,48 @@ def objective_revised(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
         objective.theme_ids = list(d["theme_ids"])
     if "weight" in d:
         objective.weight = float(d["weight"])
-    all_objectives_changed(b, org, stamp)
+    below = descendants(org, objective) if "theme_ids" in d else []  # the themes they reach
+    objectives_changed(b, org, stamp, [*lineage(org, objective.objective_id), *below])
 
 
 def objective_aligned(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
     objectives = org.objectives
     objective = objectives[d["objective_id"]]
-    if objective.parent_id in objectives:
-        objectives[objective.parent_id].child_ids.remove(objective.objective_id)
+    old = objective.parent_id
+    if old in objectives:
+        objectives[old].child_ids.remove(objective.objective_id)
     objective.parent_id = d["parent_objective_id"]
     objectives[objective.parent_id].child_ids.append(objective.objective_id)
-    all_objectives_changed(b, org, stamp)
+    scope = [*lineage(org, objective.objective_id), *descendants(org, objective)]
+    objectives_changed(b, org, stamp, [*scope, *lineage(org, old)])
 
 
 def objective_linked(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
-    org.objectives[d["objective_id"]].links.add((d["relation"], d["linked_objective_id"]))
-    all_objectives_changed(b, org, stamp)
+    objective = org.objectives[d["objective_id"]]
+    objective.links.add((d["relation"], d["linked_objective_id"]))
+    objectives_changed(b, org, stamp, [objective])  # links are its own columns only
 
 
 def objective_unlinked(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
-    org.objectives[d["objective_id"]].links.discard((d["relation"], d["linked_objective_id"]))
-    all_objectives_changed(b, org, stamp)
+    objective = org.objectives[d["objective_id"]]
+    objective.links.discard((d["relation"], d["linked_objective_id"]))
+    objectives_changed(b, org, stamp, [objective])
 
 
 def objective_status(b: Batch, org: OrgProjection, r: Record, d: Data) -> None:
     stamp = b.stamp
     objective = org.objectives[d["objective_id"]]
     status = d["status"]
-    if status == "abandoned" and not objective.abandoned:
+    counted = status == "abandoned" and not objective.abandoned
+    if counted:
         org.focus[(objective.owner_unit_id, objective.period_id)] -= 1
     objective.lifecycle = status
-    all_objectives_changed(b, org, stamp)
+    children = [org.objectives[i] for i in objective.child_ids]  # whether their parent is live
+    group = _group(org, objective) if counted else []
+    objectives_changed(b, org, stamp, [*lineage(org, objective.objective_id), *children, *group])
 
 
 HANDLERS = {

@@ -337,6 +337,28 @@ class Strategy:
     review: Review | None = None
 
 
+@dataclass(slots=True)
+class ObjectiveIndex:
+    """What a structural event needs to find the objectives it can change
+    (:func:`processors.objectives.objectives_changed`): built from an org's objectives when
+    first needed, then kept up as they are created (:attr:`OrgProjection.objective_index`);
+    not saved."""
+
+    place: dict[str, int] = field(default_factory=dict)
+    """Each objective's place in :attr:`OrgProjection.objectives` (their order)."""
+    groups: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    """(unit, period) -> the objectives it owns in it (abandoned ones too)."""
+    dangling: set[str] = field(default_factory=set)
+    """Parents named by an objective but missing when it was created (the rules forbid it)."""
+
+    def add(self, objectives: dict[str, "Objective"], objective: "Objective") -> None:
+        self.place[objective.objective_id] = len(self.place)
+        group = (objective.owner_unit_id, objective.period_id)
+        self.groups.setdefault(group, []).append(objective.objective_id)
+        if objective.parent_id is not None and objective.parent_id not in objectives:
+            self.dangling.add(objective.parent_id)
+
+
 CheckInLoader = Callable[[str, bool], CheckInLog]
 """Reads the check-ins of a key result (by id) from where the state was saved: all of them, or
 (second argument true) at least those of its last chunk (``base`` may be above 0)."""
@@ -375,6 +397,8 @@ class OrgProjection:
     saved: Saved | None = None
     changed: set[str] = field(default_factory=set)
     """Key results whose check-ins changed since the state was saved or loaded."""
+    objective_index: "ObjectiveIndex | None" = None
+    """Built from :attr:`objectives` when a structural event first needs it; not saved."""
 
     def origin(self, actor: str, source: str) -> int:
         key = (actor, source)

@@ -13,7 +13,10 @@ figures must not mix):
   and bytes per row (in the parts on disk); the saved state's save and load;
 - ``cprofile``: the sequential loop under cProfile: handlers, emitters, helpers;
 - ``memory``: tracemalloc of the projector's state and of the sequencer's state after the
-  whole ledger (bytes per check-in, largest allocation sites) and of one batch of rows.
+  whole ledger (bytes per check-in, largest allocation sites) and of one batch of rows;
+- ``structure``: CPU of structural events at a few org sizes (the benchmark org's setup with
+  50, 200, 800 objectives, then 100 objective revisions), each event recomputing only what
+  it can change and (same run, the anchor) every objective.
 
 Usage: python benchmarks/profiling/projection_profile.py [--key-results 1000]
        [--check-ins 200000] [--phases catch-up,split,cprofile,memory]
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 import orjson
 
@@ -406,11 +410,61 @@ def phase_memory(ledger: Path, work: Path) -> None:
     log.close()
 
 
+# --- structural events at a few org sizes -----------------------------------------------------
+
+
+def _structural_records(objective_count: int, revisions: int) -> list[dict[str, Any]]:
+    """The benchmark org's setup with ``objective_count`` objectives (10 at the top), then
+    ``revisions`` weight revisions of objectives below them: ledger records."""
+    from benchmarks.projection_throughput import chained_events
+    from processors.projector import RECORD_FIELDS
+
+    setup = chained_events(ORG, 5 * (objective_count - 10), 0)
+    records = [{name: getattr(event, name) for name in RECORD_FIELDS} for event in setup]
+    last = records[-1]
+    for n in range(revisions):
+        sequence = last["sequence"] + 1 + n
+        records.append({**last, "sequence": sequence, "event_id": str(uuid5(NAMESPACE_URL,
+                        f"{ORG}/{sequence}")), "type": "ObjectiveRevised", "schema_version": 1,
+                        "data": {"objective_id": f"obj{n * 7 % (objective_count - 10)}",
+                                 "weight": 1 + n % 4}})  # fmt: skip
+    return records
+
+
+def phase_structure(ledger: Path, work: Path) -> None:
+    from processors import objectives
+
+    print(
+        "\n=== structural events: CPU (time.process_time; best of 3) of the setup batch and"
+        " per objective revision, scoped and (the anchor) recomputing every objective ==="
+    )
+    print(f"  {'objectives':>10} {'setup events':>12} {'setup ms: scoped':>17} {'full':>8}"
+          f" {'µs per revision: scoped':>24} {'full':>8}")  # fmt: skip
+    for count in (50, 200, 800):
+        records = _structural_records(count, 100)
+        setup = len(records) - 100
+        figures: dict[bool, list[float]] = {}
+        for scoped in (True, False):
+            objectives.SCOPED = scoped
+            best = figures[scoped] = [float("inf"), float("inf")]
+            for _ in range(3):
+                projector = Projector()
+                for n, part in enumerate((records[:setup], records[setup:])):
+                    start = time.process_time()
+                    projector.project_records(part)
+                    best[n] = min(best[n], time.process_time() - start)
+        objectives.SCOPED = True
+        print(f"  {count:>10} {setup:>12} {figures[True][0] * 1e3:>17.1f}"
+              f" {figures[False][0] * 1e3:>8.1f} {figures[True][1] / 100 * 1e6:>24.1f}"
+              f" {figures[False][1] / 100 * 1e6:>8.1f}")  # fmt: skip
+
+
 PHASES: dict[str, Callable[[Path, Path], None]] = {
     "catch-up": phase_catch_up,
     "split": phase_split,
     "cprofile": phase_cprofile,
     "memory": phase_memory,
+    "structure": phase_structure,
 }
 
 

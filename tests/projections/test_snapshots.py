@@ -592,7 +592,7 @@ def test_the_wire_models_cover_every_field_of_the_state() -> None:
         (
             OrgProjection,
             OrgWire,
-            {"last_sequence", "origin_index", "loader", "saved", "changed"},
+            {"last_sequence", "origin_index", "loader", "saved", "changed", "objective_index"},
             {"format", "byte_order", "position", "event_hash"},
         ),
     ):
