@@ -175,11 +175,14 @@ def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) 
     # order, the first granule the index keeps holds the answer (exact even if a clock stepped
     # back). ``audit_events`` (sorted by subject) was read whole: 10-27 ms at 1,000,000 events.
     rows = store.rows(
-        f"SELECT sequence FROM {{db}}.{t.EVENT_TIMES} "
-        "WHERE org_id = {org:String} AND recorded_at <= {as_of:DateTime64(6, 'UTC')} "
-        "AND sequence <= (SELECT max(position) FROM {db}.checkpoints "
-        "WHERE stream = {stream:String} AND org_id = {org:String}) "
-        "ORDER BY sequence DESC LIMIT 1" + (ONE_THREAD if store.embedded else ""),
+        _sql(
+            store,
+            f"SELECT sequence FROM {{db}}.{t.EVENT_TIMES} "
+            "WHERE org_id = {org:String} AND recorded_at <= {as_of:DateTime64(6, 'UTC')} "
+            "AND sequence <= (SELECT max(position) FROM {db}.checkpoints "
+            "WHERE stream = {stream:String} AND org_id = {org:String}) "
+            "ORDER BY sequence DESC LIMIT 1",
+        ),
         {"org": org_id, "as_of": as_of, "stream": t.LEDGER_STREAM},
     )
     return int(rows[0][0]) if rows else 0
