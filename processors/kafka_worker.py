@@ -84,14 +84,18 @@ class Lane:
         self.queued -= size
         self.room.set()
 
-    async def put(self, records: list[Any], limit: int) -> None:
-        """Queue ``records`` once the lane holds less than ``limit`` bytes (an empty lane takes
-        a batch of any size)."""
+    async def put(self, records: list[Any], limit: int, generation: int) -> bool:
+        """Queue ``records`` of ``generation`` once the lane holds less than ``limit`` bytes
+        (an empty lane takes a batch of any size); ``False``: dropped, the lane left that
+        generation meanwhile."""
         while self.queued >= limit and not self.queue.empty():
             self.room.clear()
             await self.room.wait()
+        if self.generation != generation:
+            return False
         self.queued += records_bytes(records)
         self.queue.put_nowait(records)
+        return True
 
 
 class SequencerAgent:
@@ -218,9 +222,8 @@ class SequencerAgent:
             )
         limit = self.config.sequencer_queue_bytes
         for start in range(0, len(records), size):
-            if lane is None or lane.generation != generation:
+            if lane is None or not await lane.put(records[start : start + size], limit, generation):
                 return
-            await lane.put(records[start : start + size], limit)
 
     async def settle(self) -> dict[int, int]:
         """Finish every queued batch; the next intake offset each owned partition needs."""
