@@ -111,6 +111,25 @@ class Settings(BaseSettings):
         ge=1,
         description="Ledger records the Kafka worker's projector inserts at a time, at most.",
     )
+    projector_batch_bytes: int = Field(
+        default=8 << 20,
+        ge=1024,
+        description="Bytes of ledger records the Kafka worker's projector inserts at a time: "
+        "it inserts once it holds this much, whatever the count (bounds its memory).",
+    )
+    sequencer_queue_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Bytes of intake records waiting per partition for the Kafka worker's "
+        "sequencer (beside the batch being written); the consumer waits when a partition's "
+        "lane is full (bounds what a backlog takes in memory).",
+    )
+    worker_malloc_trim_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="After a projector insert, the worker gives the allocator's free memory "
+        "back to the system (glibc malloc_trim), at most this often (0: never).",
+    )
     kafka_transactions: bool = Field(
         default=True,
         description="The worker writes each batch in a Kafka transaction, with a transactional "

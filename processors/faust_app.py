@@ -46,6 +46,10 @@ from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
+HANDOVER_DEPTH = 2
+"""Batches handed over and not yet taken by their agent, per agent (each at most one fetch:
+``fetch_bytes``). The agents' own bounds (``sequencer_queue_bytes``,
+``projector_batch_bytes``) hold the rest of a backlog's records; more here only holds more."""
 TIMERS_LANE = 0
 """The timers run on the worker that has this partition of the rejections topic."""
 
@@ -171,6 +175,8 @@ class Worker(Delivery):
             self.metrics,
             self._progress,
             batch_size=c.projector_batch_size,
+            batch_bytes=c.projector_batch_bytes,
+            trim_s=c.malloc_trim_s,
             linger_s=c.projector_linger_s,
             idle_s=c.projector_idle_s,
             crash=self.app.crash,
@@ -377,7 +383,7 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
     for name in (topics.intake, topics.ledger, topics.rejections):
         # subscribed by the group; their records reach the agents through the consumer
         app.topics.add(app.topic(name, value_type=bytes, key_type=bytes, acks=False))
-    intake, ledger = app.channel(maxsize=8), app.channel(maxsize=8)
+    intake, ledger = app.channel(maxsize=HANDOVER_DEPTH), app.channel(maxsize=HANDOVER_DEPTH)
     worker.channels(intake, ledger)
 
     @app.agent(intake, name="sequencer")

@@ -76,6 +76,14 @@ class Unreadable:
     why: str
 
 
+def records_bytes(records: list[Any]) -> int:
+    """Bytes of the keys and values of records as handed over (an :class:`Unreadable` has
+    none): what the agents' bounds count."""
+    return sum(
+        len(r.key or b"") + len(r.value or b"") for r in records if not isinstance(r, Unreadable)
+    )
+
+
 class Delivery(Protocol):
     """Where the consumer hands its batches (the app, which passes them to its agents)."""
 

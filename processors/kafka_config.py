@@ -57,6 +57,16 @@ class WorkerConfig:
     """Intake records the sequencer decides and writes per transaction, at most."""
     projector_batch_size: int = 20_000
     """Ledger records the projector inserts at a time, at most."""
+    projector_batch_bytes: int = 8 << 20
+    """Bytes of ledger records (keys and values) the projector inserts at a time: it inserts
+    once what it holds reaches this, whatever the count. What a batch holds in memory while
+    it is projected (the records decoded, the rows) follows it."""
+    sequencer_queue_bytes: int = 1 << 20
+    """Bytes of intake records (keys and values) waiting per partition for the sequencer, at
+    most (beside the batch being written): the consumer waits when a lane is full."""
+    malloc_trim_s: float = 1.0
+    """After a projector insert, hand the allocator's free pages back to the kernel, at most
+    this often (0: never): :meth:`processors.kafka_projector.ProjectorAgent._apply`."""
     projector_linger_s: float = 0.05
     """How long the projector waits for more records before inserting what it has."""
     projector_idle_s: float = 0.0

@@ -38,11 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from events import allocator
 from events.collector import collector_paused
 from events.kafka_records import ChainReader, RejectionLanes, read_rejection
 from events.outcomes import Rejection
 from processors import tables as t
-from processors.faust_batches import Unreadable
+from processors.faust_batches import Unreadable, records_bytes
 from processors.metrics import PrometheusMetrics
 from processors.projector import RECORD_FIELDS, Projector, StoredEvent, micros
 from processors.rejections import project_rejections
@@ -73,6 +74,8 @@ class Pending:
     """(lane, offset, value) of rejections-topic records, each lane's in offset order."""
     waiting: dict[int, int] = field(default_factory=dict)
     """Per ledger partition, how many of :attr:`ledger` are its."""
+    size: int = 0
+    """Bytes of the records' keys and values."""
     first_at: float = 0.0
     last_at: float = 0.0
     """When the first and the latest records were handed over (``time.monotonic``)."""
@@ -266,8 +269,10 @@ class ProjectorAgent:
         progress: Progress,
         *,
         batch_size: int = 20_000,
+        batch_bytes: int = 8 << 20,
         linger_s: float = 0.05,
         idle_s: float = 0.0,
+        trim_s: float = 1.0,
         crash: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses the projection's sink (a blocking
@@ -283,6 +288,8 @@ class ProjectorAgent:
         self.metrics = metrics
         self._progress = progress
         self.batch_size, self.linger_s, self.idle_s = batch_size, linger_s, idle_s
+        self.batch_bytes, self.trim_s = batch_bytes, trim_s
+        self._trimmed = time.monotonic()
         self._pending = Pending()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -343,6 +350,7 @@ class ProjectorAgent:
                     (partition, r.offset, None if isinstance(r, Unreadable) else r.value)
                     for r in records
                 )
+                pending.size += records_bytes(records)
         elif partition in self._owned:
             pending.ledger += [
                 (partition, r.offset, None, None)  # unreadable: an orphan
@@ -351,6 +359,7 @@ class ProjectorAgent:
                 for r in records
             ]
             pending.waiting[partition] = pending.waiting.get(partition, 0) + len(records)
+            pending.size += records_bytes(records)
         if records and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s partition %s: offsets %s-%s handed over",
@@ -359,7 +368,7 @@ class ProjectorAgent:
                 records[0].offset,
                 records[-1].offset,
             )
-        if len(pending) >= self.batch_size:
+        if len(pending) >= self.batch_size or pending.size >= self.batch_bytes:
             await self._flush()
         else:
             self._wake.set()
@@ -415,7 +424,7 @@ class ProjectorAgent:
                 return
             started = time.monotonic()
             try:
-                await self._blocking(self.projection.apply, pending.ledger, pending.rejections)
+                await self._blocking(self._apply, pending)
             except Exception as error:
                 self._failure = error
                 raise
@@ -434,6 +443,19 @@ class ProjectorAgent:
                     (started - pending.first_at) * 1000,
                     _ranges(pending),
                 )
+
+    def _apply(self, pending: Pending) -> None:
+        """Project and insert ``pending`` (in the store's thread); then, at most every
+        ``trim_s``, hand what the allocator keeps free back to the kernel
+        (:func:`events.allocator.trim`): the consumer thread decodes the records and this
+        thread frees them, so glibc keeps their pages in the consumer thread's arena, and a
+        backlog's peak stays in the worker's RSS (88 MiB free beside 42 MiB in use after
+        300,000 check-ins, before this)."""
+        self.projection.apply(pending.ledger, pending.rejections)
+        now = time.monotonic()
+        if self.trim_s > 0 and now - self._trimmed >= self.trim_s:
+            self._trimmed = now
+            allocator.trim()
 
     async def _report_lag(self) -> None:
         """Every second: per owned partition, the records fetched past (the consumer's end

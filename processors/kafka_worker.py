@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.faust_batches import Unreadable
+from processors.faust_batches import Unreadable, records_bytes
 from processors.kafka_config import WorkerConfig
 from processors.kafka_sequencer import IntakeBatch, IntakeRecord
 from processors.metrics import PrometheusMetrics
@@ -49,16 +49,18 @@ RESTORE_ATTEMPTS = 3
 Seek = Callable[[int, int], Awaitable[None]]
 """Seek intake ``partition`` to ``offset`` on the group consumer."""
 
-LANE_DEPTH = 8
-"""Batches of a partition waiting for their turn (the consumer waits when they are full)."""
-
 
 @dataclass(slots=True)
 class Lane:
     """The batches of one intake partition, decided and written one at a time."""
 
     partition: int
-    queue: "asyncio.Queue[list[Any]]" = field(default_factory=lambda: asyncio.Queue(LANE_DEPTH))
+    queue: "asyncio.Queue[list[Any]]" = field(default_factory=asyncio.Queue)
+    """Unbounded by count: :attr:`queued` bounds it (``sequencer_queue_bytes``)."""
+    queued: int = 0
+    """Bytes (keys and values) of the batches waiting in :attr:`queue`."""
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever :attr:`queued` goes down: a hand-over waiting for room looks again."""
     owned: bool = False
     """Restored, and not fenced since."""
     generation: int | None = None
@@ -75,6 +77,25 @@ class Lane:
         """Drop the batches waiting (each counted as done)."""
         self.cleared += 1
         _clear(self.queue)
+        self.freed(self.queued)
+
+    def freed(self, size: int) -> None:
+        """Batches of ``size`` bytes left the queue."""
+        self.queued -= size
+        self.room.set()
+
+    async def put(self, records: list[Any], limit: int, generation: int) -> bool:
+        """Queue ``records`` of ``generation`` once the lane holds less than ``limit`` bytes
+        (an empty lane takes a batch of any size); ``False``: dropped, the lane left that
+        generation meanwhile."""
+        while self.queued >= limit and not self.queue.empty():
+            self.room.clear()
+            await self.room.wait()
+        if self.generation != generation:
+            return False
+        self.queued += records_bytes(records)
+        self.queue.put_nowait(records)
+        return True
 
 
 class SequencerAgent:
@@ -199,10 +220,10 @@ class SequencerAgent:
                 records[0].offset,
                 records[-1].offset,
             )
+        limit = self.config.sequencer_queue_bytes
         for start in range(0, len(records), size):
-            if lane is None or lane.generation != generation:
+            if lane is None or not await lane.put(records[start : start + size], limit, generation):
                 return
-            await lane.queue.put(records[start : start + size])
 
     async def settle(self) -> dict[int, int]:
         """Finish every queued batch; the next intake offset each owned partition needs."""
@@ -222,14 +243,17 @@ class SequencerAgent:
         while True:
             runs = [await lane.queue.get()]
             taken, cleared = 1, lane.cleared
+            took = records_bytes(runs[0])
             while not lane.queue.empty():  # take what waits: one transaction for all of it
                 more = lane.queue.get_nowait()
                 taken += 1
+                took += records_bytes(more)
                 last = runs[-1]
                 if len(last) + len(more) <= size and more[0].offset == last[-1].offset + 1:
                     runs[-1] = [*last, *more]
                 else:
                     runs.append(more)
+            lane.freed(took)
             try:
                 for records in runs:
                     await self._batch(lane, records)

@@ -593,6 +593,7 @@ def _child_main(
         logging.getLogger(name).setLevel(logging.WARNING)
     core = make(config)
     sending = threading.Lock()
+    trimmed = [time.monotonic()]
 
     def run(number: int, method: str, args: tuple[Any, ...]) -> None:
         try:
@@ -601,6 +602,10 @@ def _child_main(
         except Exception as error:
             log.exception("the sequencer's %s failed", method)
             result = False, error
+        now = time.monotonic()
+        if config.malloc_trim_s > 0 and now - trimmed[0] >= config.malloc_trim_s:
+            trimmed[0] = now  # what a batch freed: not kept in its thread's arena
+            allocator.trim()
         with sending, suppress(OSError):  # OSError: the worker is gone
             try:
                 pipe.send((number, *result))

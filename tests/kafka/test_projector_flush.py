@@ -184,3 +184,59 @@ def test_a_batch_that_stopped_growing_is_inserted_before_the_linger_ends() -> No
     assert due(0.0, first_at=10.0, last_at=10.5) == 11.0
     assert due(0.1, first_at=10.0, last_at=10.5) == 10.6
     assert due(0.1, first_at=10.0, last_at=10.95) == 11.0  # the linger bounds it
+
+
+class Recording(LedgerProjection):
+    """Notes the records of each insert."""
+
+    def __init__(self, store: ProjectionStore) -> None:
+        super().__init__(store, 1, RejectionLanes(1))
+        self.batches: list[list[int]] = []
+
+    def apply(self, ledger: Any, rejections: Any) -> None:
+        self.batches.append([offset for _, offset, *_ in ledger])
+        super().apply(ledger, rejections)
+
+
+def test_a_batch_is_inserted_once_it_holds_the_batch_bytes_whatever_its_count(
+    tmp_path: Path,
+) -> None:
+    """``batch_bytes`` bounds what a batch holds (its records, then their decoded events and
+    rows) when records are large: with a count bound far off and a linger that never ends,
+    each insert takes the records handed over until their keys and values reach the bytes,
+    and no more; what is left goes in when the agent settles."""
+    given = records()
+    size = [len(r.key) + len(r.value) for r in given]
+    bound = sum(size[:4])
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    projection = Recording(store)
+
+    async def main() -> None:
+        agent = ProjectorAgent(
+            projection,
+            ThreadPoolExecutor(1),
+            PrometheusMetrics(),
+            no_progress,
+            batch_size=len(given) + 1,
+            batch_bytes=bound,
+            linger_s=60.0,
+        )
+        await agent.assign({0}, set(), 1)
+        try:
+            for start in range(0, len(given), 2):
+                await agent.handle(0, given[start : start + 2], 1)
+            await agent.settle()
+        finally:
+            agent.close()
+
+    asyncio.run(main())
+    assert [o for batch in projection.batches for o in batch] == list(range(len(given)))
+    *full, last = projection.batches
+    assert len(full) >= len(given) // 8  # cut by the bytes: the count never reached
+    for batch in full:
+        held = sum(size[o] for o in batch)
+        assert held >= bound  # inserted once the bytes were reached...
+        assert held - sum(size[o] for o in batch[-2:]) < bound  # ...not a hand-over later
+    assert sum(size[o] for o in last) < bound  # settled
+    assert store.positions() == {"acme": len(given)}
+    store.close()

@@ -362,3 +362,51 @@ def test_a_revocation_returns_once_the_batch_being_written_has_ended(
     assert runner.batches == [list(range(0, 5))]  # the waiting batch was not decided
     events = _ledger(kafka_address, topics["ledger"], partition)
     assert [e["sequence"] for e in events] == [1, 2, 3, 4, 5]
+
+
+def test_a_full_lane_makes_the_consumer_wait_until_its_batches_are_taken(
+    kafka_address: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """``sequencer_queue_bytes`` bounds what waits for a partition, whatever the count: while
+    the first batch is being written, one hand-over that reaches the bytes is queued and the
+    next one waits (the consumer with it) until the lane takes what is queued; then every
+    event is in the ledger, in order."""
+    partition = 1
+    _org, raws, fetched = _intake(partition)
+    bound = sum(len(r.key or b"") + len(r.value) for r in fetched[5:10])
+    config = WorkerConfig(
+        servers=(kafka_address,),
+        topics=Topics(**topics),
+        data_dir=tmp_path,
+        timeout_s=15.0,
+        sequencer_queue_bytes=bound,
+    )
+    hooks = Hooks()
+
+    async def scenario() -> GatedRunner:
+        runner = GatedRunner(ThreadRunner(config))
+        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
+        try:
+            assert await agent.assign({partition}, 1) == {partition: 0}
+            await agent.handle(partition, fetched[0:5], 1)
+            while not runner.batches:  # the first batch is at the gate
+                await asyncio.sleep(0.01)
+            await agent.handle(partition, fetched[5:10], 1)  # queued: the lane is full now
+            waiting = asyncio.create_task(agent.handle(partition, fetched[10:15], 1))
+            await asyncio.sleep(0.3)
+            assert not waiting.done(), "a hand-over was queued past the lane's bytes"
+            assert agent._lanes[partition].queued == bound
+            runner.gate.set()
+            await asyncio.wait_for(waiting, 30)
+            await agent.handle(partition, fetched[15:], 1)
+            await agent.settle()
+            assert agent._lanes[partition].queued == 0
+        finally:
+            agent.close()
+        return runner
+
+    runner = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+    assert not hooks.crashes
+    assert [o for batch in runner.batches for o in batch] == list(range(len(raws)))
+    events = _ledger(kafka_address, topics["ledger"], partition)
+    assert [e["sequence"] for e in events] == list(range(1, len(raws) + 1))
