@@ -8,11 +8,13 @@
 -- a table whose parts are all small (under a few MiB: 10,000 check-ins), the range it kept
 -- was the largest part and the oldest one-row part, so each commit's row cost a merge that
 -- wrote the whole table again (check_in_versions with its projection, check_in_days with its
--- aggregates...; the largest part at merge level 52 after 52 commits). Without it the same
--- selector merges the one-row parts with the largest part about once in five commits: at
--- 10,000 check-ins, a one-event catch-up in a long-lived process 148-149 -> 115-116 ms of
--- CPU (docs/projections.md). Tables of larger parts (1,000,000 check-ins) merge their small
--- parts among themselves either way. The parts and rows are the same; merges only.
+-- aggregates...; the largest part at merge level 48 after 48 commits). Without it the same
+-- selector takes the one-row parts with it once every few commits (3 merges in 12 commits):
+-- at 10,000 check-ins, a one-event catch-up in a long-lived process 152 / 170 -> 134 / 107 ms
+-- of CPU, all threads (A B B A, docs/projections.md). Tables of larger parts (1,000,000
+-- check-ins) merge their small parts among themselves either way. The rows are the same;
+-- only which parts a merge takes changes. Needs a ClickHouse that has the setting (chDB 4.4's
+-- 26.9 has it).
 
 ALTER TABLE {db}.audit_events MODIFY SETTING
     merge_selector_enable_heuristic_to_remove_small_parts_at_right = 0;

@@ -38,7 +38,7 @@ PINNED = {
     10: "3a9652d2d644f035da5c67f57d26af92fbe07e1f1cb98b396df34c9b06f26168",
     11: "2623191248c9a52e040e1499e1925235d370f00f6622e69412994a087969e675",
     12: "9d14fd0157625c31a4037422e0bad4290a84ff141f5f903ff2ee2d80bd0818d6",
-    13: "ec2b3a97f5b9d8c6effc9585407ae2ad3156f7b1d0bd377b5aaab15d4c9a3e19",
+    13: "fc86c911cafe0042c6e80035aed6bd9102a55605f1c440c09d2ae5881e4067ba",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -157,7 +157,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12, 13]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -191,7 +191,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9, 10, 11, 12]
+        assert old.migrate() == [7, 8, 9, 10, 11, 12, 13]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -229,7 +229,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9, 10, 11, 12]
+        assert old.migrate() == [8, 9, 10, 11, 12, 13]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -314,7 +314,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             f"SELECT * FROM {fresh.database}.{t.CHECK_INS} WHERE sequence > 20"
         )
         assert {table: _count(old, table) for table in counts} == counts
-        assert old.migrate() == [10, 11, 12]
+        assert old.migrate() == [10, 11, 12, 13]
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
@@ -378,7 +378,7 @@ def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_ag
     old = _store_before(chdb_url, "upgraded11", fresh, 10)
     try:
         counts = {table: _count(old, table) for table in t.HISTORY}
-        assert old.migrate() == [11, 12]
+        assert old.migrate() == [11, 12, 13]
         assert {table: _count(old, table) for table in counts} == counts
         assert _days(old) == _days(fresh) != []
         for statement in MIGRATIONS[10].statements:  # cut short after its last statement
@@ -487,7 +487,7 @@ def test_a_store_at_migration_11_gains_org_sequence_bounds_and_is_not_projected_
         committed = old.positions()
         assert committed == {"acme": 22}
         assert sum(_granules_beyond(old, committed).values()) > 0  # no index: read them all
-        assert old.migrate() == [12]
+        assert old.migrate() == [12, 13]
         assert _indexed(old) == sorted(INDEXED)
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert {table: _count(old, table) for table in counts} == counts
