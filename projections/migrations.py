@@ -71,6 +71,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "view fills) for --at; nothing projected again", "0011-check-ins-per-day.sql"),
     Migration(12, "bounds of (org_id, sequence) per granule for a takeover's read beyond the "
               "checkpoints; nothing projected again", "0012-org-sequence-bounds.sql"),
+    Migration(13, "small new parts merged together, not each into the largest part; nothing "
+              "projected again", "0013-small-parts-merged-together.sql"),
 )  # fmt: skip
 
 _KEY_RESULT_DEFINITION = [

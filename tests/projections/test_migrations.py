@@ -38,6 +38,7 @@ PINNED = {
     10: "3a9652d2d644f035da5c67f57d26af92fbe07e1f1cb98b396df34c9b06f26168",
     11: "2623191248c9a52e040e1499e1925235d370f00f6622e69412994a087969e675",
     12: "9d14fd0157625c31a4037422e0bad4290a84ff141f5f903ff2ee2d80bd0818d6",
+    13: "fc86c911cafe0042c6e80035aed6bd9102a55605f1c440c09d2ae5881e4067ba",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -126,9 +127,10 @@ def _store_before(
     for migration in MIGRATIONS[:version]:
         for statement in migration.statements:
             store.client.command(statement.replace("{db}", database))
+        name = migration.name.replace("'", "\\'")  # migration 12's has one
         store.client.command(
             f"INSERT INTO {database}.schema_migrations VALUES ({migration.version}, "
-            f"'{migration.name}', now64(6))"
+            f"'{name}', now64(6))"
         )
     made = {name for (name,) in store.rows(f"SHOW TABLES FROM {database}")}
     for table in COLUMN_TYPES:
@@ -155,7 +157,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12, 13]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -189,7 +191,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9, 10, 11, 12]
+        assert old.migrate() == [7, 8, 9, 10, 11, 12, 13]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -227,7 +229,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9, 10, 11, 12]
+        assert old.migrate() == [8, 9, 10, 11, 12, 13]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -312,7 +314,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             f"SELECT * FROM {fresh.database}.{t.CHECK_INS} WHERE sequence > 20"
         )
         assert {table: _count(old, table) for table in counts} == counts
-        assert old.migrate() == [10, 11, 12]
+        assert old.migrate() == [10, 11, 12, 13]
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
@@ -376,7 +378,7 @@ def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_ag
     old = _store_before(chdb_url, "upgraded11", fresh, 10)
     try:
         counts = {table: _count(old, table) for table in t.HISTORY}
-        assert old.migrate() == [11, 12]
+        assert old.migrate() == [11, 12, 13]
         assert {table: _count(old, table) for table in counts} == counts
         assert _days(old) == _days(fresh) != []
         for statement in MIGRATIONS[10].statements:  # cut short after its last statement
@@ -485,7 +487,7 @@ def test_a_store_at_migration_11_gains_org_sequence_bounds_and_is_not_projected_
         committed = old.positions()
         assert committed == {"acme": 22}
         assert sum(_granules_beyond(old, committed).values()) > 0  # no index: read them all
-        assert old.migrate() == [12]
+        assert old.migrate() == [12, 13]
         assert _indexed(old) == sorted(INDEXED)
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert {table: _count(old, table) for table in counts} == counts
@@ -538,3 +540,53 @@ def test_every_table_writes_and_merges_with_small_buffers(store: ProjectionStore
             "merge_max_block_size = 1024",
         ):
             assert setting in engine, (table, engine)
+
+
+SMALL_PARTS_TOGETHER = "merge_selector_enable_heuristic_to_remove_small_parts_at_right = 0"
+"""Migration 13's setting: a table's small new parts merged together, not each into its
+largest part."""
+
+
+def _merging_small_parts_together(store: ProjectionStore) -> list[str]:
+    rows = store.rows(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String} ORDER BY name",
+        {"db": store.database},
+    )
+    return [str(name) for name, engine in rows if SMALL_PARTS_TOGETHER in engine]
+
+
+def test_every_table_merges_its_small_parts_together(store: ProjectionStore) -> None:
+    """Migration 13 (issue 9, a one-event catch-up): in every table the projector writes
+    (and migration 11's, which its materialized view writes), one-row parts are not each
+    merged into the table's largest part."""
+    assert _merging_small_parts_together(store) == sorted((*t.COLUMNS, t.CHECK_IN_DAYS))
+
+
+def test_a_store_at_migration_12_merges_small_parts_together_and_is_not_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder
+) -> None:
+    """Migration 13 changes a setting of each table the projector writes: nothing is emptied
+    or projected again, the rows and answers are a fresh store's, ``check_in_versions`` keeps
+    its projection and index; run again, it changes nothing."""
+    write_ledger(builder)
+    fresh = open_store("fresh13")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "upgraded13", fresh, 12)
+    try:
+        assert _merging_small_parts_together(old) == []
+        counts = {table: _count(old, table) for table in (*t.COLUMNS, t.CHECK_IN_DAYS)}
+        assert old.migrate() == [13]
+        assert _merging_small_parts_together(old) == sorted((*t.COLUMNS, t.CHECK_IN_DAYS))
+        assert {table: _count(old, table) for table in counts} == counts
+        assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
+        assert _indexed(old) == sorted(INDEXED)
+        for statement in MIGRATIONS[12].statements:  # cut short after its last statement
+            old.client.command(statement.replace("{db}", old.database))
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (0, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        _assert_at_answers_agree(old, fresh, builder)
+        assert old.migrate() == []
+    finally:
+        old.close()
