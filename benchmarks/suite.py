@@ -12,6 +12,7 @@ rows: each step's time and the whole run against its 15-minute target (issue 9).
 Usage: python benchmarks/suite.py [--list] [--only STEP ...] [--keep-going] [--reuse-inputs]
 """
 
+import os
 import resource
 import shutil
 import subprocess
@@ -105,7 +106,12 @@ def run(name: str, command: list[str], console: Console, log: Path) -> Timed:
     with log.open("w") as kept:
         kept.write(" ".join(command) + "\n")
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its lines as they come
         )
         assert process.stdout is not None
         for line in process.stdout:
