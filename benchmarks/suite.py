@@ -3,7 +3,8 @@
 First the inputs several scripts share are built once (``benchmarks/inputs.py``: the
 1,000,000-check-in benchmark ledger and the smaller ones, the takeover's ledgers and stores),
 two at a time, into ``benchmarks/.work/suite/inputs``; the scripts that read them start from a
-copy (``--inputs``). Then each step runs alone, as a subprocess, its output shown and kept in
+copy (``--inputs``); meanwhile the crash soak runs (its figure is a verdict, not a time).
+Then each step runs alone, as a subprocess, its output shown and kept in
 ``benchmarks/.work/suite/logs/<step>.log``, its wall and CPU time (its processes', waited for)
 recorded. A step that fails stops the suite (exit 1, the step named) unless ``--keep-going``.
 At the end, the summary table of every figure (``benchmarks/summary.py``), with the suite's own
@@ -13,7 +14,6 @@ Usage: python benchmarks/suite.py [--list] [--only STEP ...] [--keep-going] [--r
 """
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -55,6 +55,8 @@ class Step:
     args: tuple[str, ...] = ()
     inputs: tuple[Input, ...] = ()
     """What the step reads from the suite's inputs (given ``--inputs``)."""
+    beside_inputs: bool = False
+    """Runs while the inputs are built: a step whose figure is a verdict, not a time."""
 
     def command(self) -> list[str]:
         given = ("--inputs", str(INPUTS)) if self.inputs else ()
@@ -75,14 +77,15 @@ STEPS = (
          (TAKEOVER_10K, TAKEOVER_1M)),
     Step("kafka_end_to_end", "kafka_end_to_end.py",
          ("--check-ins", "30000", "--lag-samples", "10000", "--rate", "500")),
-    Step("kafka_crash_soak", "kafka_crash_soak.py", ("--kills", "30")),
+    Step("kafka_crash_soak", "kafka_crash_soak.py", ("--kills", "30"), beside_inputs=True),
     Step("kafka_throughput", "kafka_throughput.py"),
     Step("kafka_floor", "kafka_floor.py"),
     Step("kafka_failover", "kafka_failover.py", ("--kills", "10")),
     Step("kafka_restore", "kafka_restore.py", ("--events", "1000000", "--ratio")),
     Step("http_intake", "http_intake.py", ("--seconds", "60")),
 )  # fmt: skip
-"""The whole set, in order; sizes as the issues name them."""
+"""The whole set, in order (a step ``beside_inputs`` first, while the inputs are built);
+sizes as the issues name them."""
 
 
 @dataclass(slots=True)
@@ -94,31 +97,38 @@ class Timed:
     notes: list[str] = field(default_factory=list)
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _started(command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its lines as they come
+    )
+
+
+def _waited(process: subprocess.Popen[str]) -> tuple[int, float]:
+    """Exit code and CPU seconds (user + system) of the process and the descendants it
+    waited for (its own rusage: right when other commands run beside it)."""
+    _pid, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_utime + usage.ru_stime
 
 
 def run(name: str, command: list[str], console: Console, log: Path) -> Timed:
     """One command, its output shown and kept in ``log``: wall and CPU seconds, exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    cpu, start = _children_cpu(), time.perf_counter()
+    start = time.perf_counter()
     with log.open("w") as kept:
         kept.write(" ".join(command) + "\n")
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its lines as they come
-        )
+        process = _started(command)
         assert process.stdout is not None
         for line in process.stdout:
             kept.write(line)
             console.out(line, end="", highlight=False)
-        code = process.wait()
-    return Timed(name, time.perf_counter() - start, _children_cpu() - cpu, code)
+        code, cpu = _waited(process)
+    return Timed(name, time.perf_counter() - start, cpu, code)
 
 
 def build_inputs(needed: list[Input], reuse: bool, console: Console) -> Timed:
@@ -128,8 +138,9 @@ def build_inputs(needed: list[Input], reuse: bool, console: Console) -> Timed:
     INPUTS.mkdir(parents=True, exist_ok=True)
     todo = [item for item in needed if not (reuse and _built(item))]
     todo.sort(key=lambda item: -item[1][-1])
-    cpu, start = _children_cpu(), time.perf_counter()
+    start = time.perf_counter()
     failed: list[str] = []
+    cpu = [0.0]
     lock = threading.Lock()
 
     def lane() -> None:
@@ -141,10 +152,13 @@ def build_inputs(needed: list[Input], reuse: bool, console: Console) -> Timed:
             label = f"{kind} {' '.join(map(str, sizes))}"
             command = [sys.executable, str(HERE / "inputs.py"), str(INPUTS), kind,
                        *map(str, sizes)]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            process = _started(command)
+            output = process.stdout.read() if process.stdout is not None else ""
+            code, used = _waited(process)
             with lock:
-                console.out(done.stdout + done.stderr, end="", highlight=False)
-                if done.returncode:
+                console.out(output, end="", highlight=False)
+                cpu[0] += used
+                if code:
                     failed.append(label)
 
     lanes = [threading.Thread(target=lane) for _ in range(2)]
@@ -152,7 +166,7 @@ def build_inputs(needed: list[Input], reuse: bool, console: Console) -> Timed:
         thread.start()
     for thread in lanes:
         thread.join()
-    return Timed("inputs", time.perf_counter() - start, _children_cpu() - cpu, len(failed),
+    return Timed("inputs", time.perf_counter() - start, cpu[0], len(failed),
                  [f"failed: {', '.join(failed)}"] if failed else [])  # fmt: skip
 
 
@@ -198,18 +212,32 @@ def main(
     started = time.perf_counter()
     timed: list[Timed] = []
     needed = list(dict.fromkeys(item for step in steps for item in step.inputs))
+    beside = [step for step in steps if step.beside_inputs] if needed else []
+    steps = beside + [step for step in steps if step not in beside]
     if needed:
-        console.rule(f"[bold]inputs: {len(needed)} built once, two at a time")
-        timed.append(build_inputs(needed, reuse_inputs, console))
-        _done(console, timed[-1], started)
+        alongside = f", while {', '.join(s.name for s in beside)} runs" if beside else ""
+        console.rule(f"[bold]inputs: {len(needed)} built once, two at a time{alongside}")
+        built: list[Timed] = []
+        builder = threading.Thread(
+            target=lambda: built.append(build_inputs(needed, reuse_inputs, console))
+        )
+        builder.start()
+        timed += [_step(step, 1 + n, len(steps), console, started) for n, step in
+                  enumerate(beside)]  # fmt: skip
+        builder.join()
+        if not built:
+            raise SystemExit("make bench FAILED: building the inputs raised (see above)")
+        for result in timed:
+            result.notes.append("while the inputs were built")
+        timed.insert(0, built[0])
+        if beside:
+            built[0].notes.append(f"while {', '.join(s.name for s in beside)} ran")
+        _done(console, built[0], started)
     failed = [t.name for t in timed if t.code]
-    for number, step in enumerate(steps, 1):
+    for number, step in enumerate(steps[len(beside) :], len(beside) + 1):
         if failed and not keep_going:
             break
-        console.rule(f"[bold][{number}/{len(steps)}] {step.name}[/]: {step.script} "
-                     f"{' '.join(step.args)}")  # fmt: skip
-        timed.append(run(step.name, step.command(), console, LOGS / f"{step.name}.log"))
-        _done(console, timed[-1], started)
+        timed.append(_step(step, number, len(steps), console, started))
         if timed[-1].code:
             failed.append(step.name)
     total = time.perf_counter() - started
@@ -218,6 +246,14 @@ def main(
     if failed:
         console.print(f"[bold red]make bench FAILED: {', '.join(failed)}[/] (logs in {LOGS})")
         raise typer.Exit(1)
+
+
+def _step(step: Step, number: int, steps: int, console: Console, started: float) -> Timed:
+    console.rule(f"[bold][{number}/{steps}] {step.name}[/]: {step.script} "
+                 f"{' '.join(step.args)}")  # fmt: skip
+    result = run(step.name, step.command(), console, LOGS / f"{step.name}.log")
+    _done(console, result, started)
+    return result
 
 
 def _done(console: Console, step: Timed, started: float) -> None:
