@@ -59,23 +59,12 @@ schema: $(STAMP)
 	$(BIN)/okr-ledger schema --write schemas/json
 
 # Figures, not assertions: each script prints events/s, latencies and peak memory beside raw
-# anchors of the same run, and writes them to benchmarks/.work/figures/; summary.py prints
-# them all as one table. Sizes are options of each script.
+# anchors of the same run, and writes them to benchmarks/.work/figures/. benchmarks/suite.py
+# builds the shared inputs once (the 1,000,000-check-in ledger, ...), runs every script one after
+# the other (its list: `$(PY) benchmarks/suite.py --list`; one alone: `--only NAME`) and ends
+# with one summary table, its own time against the 15-minute target among it.
 bench: $(STAMP)
-	$(PY) benchmarks/submit_throughput.py --lines 100000
-	$(PY) benchmarks/command_latency.py --check-ins 10000,1000000 --samples 7
-	$(PY) benchmarks/verify_throughput.py --check-ins 200000
-	$(PY) benchmarks/projection_throughput.py --key-results 1000 --check-ins 1000000 --samples 10 --cli-samples 3
-	$(PY) benchmarks/catch_up_latency.py --sizes 10000,1000000 --rounds 3
-	$(PY) benchmarks/takeover_cost.py --sizes 10000,1000000 --rounds 7
-	$(PY) benchmarks/kafka_end_to_end.py --check-ins 30000 --lag-samples 10000 --rate 500
-	$(PY) benchmarks/kafka_crash_soak.py --kills 30
-	$(PY) benchmarks/kafka_throughput.py
-	$(PY) benchmarks/kafka_floor.py
-	$(PY) benchmarks/kafka_failover.py --kills 10
-	$(PY) benchmarks/kafka_restore.py --events 1000000 --ratio
-	$(PY) benchmarks/http_intake.py --seconds 60
-	$(PY) benchmarks/summary.py
+	$(PY) benchmarks/suite.py
 
 clean:
 	rm -rf $(VENV) .okr-ledger .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -15,8 +15,9 @@ and once with nothing new, each
 
 Beside them, the constant part of a command: ``python -c pass``, ``import okr_ledger.cli``, and
 chDB alone on the same store in a fresh process (its import; opening the store and ``SELECT 1``).
-Figures go to benchmarks/.work/figures/catch_up.json (``benchmarks/summary.py``).
-Usage: python benchmarks/catch_up_latency.py [--sizes 10000,1000000] [--rounds 5]
+Figures go to benchmarks/.work/figures/catch_up.json (``benchmarks/summary.py``). With
+``--inputs DIR`` (``benchmarks/inputs.py``) the ledgers are copies of the suite's instead.
+Usage: python benchmarks/catch_up_latency.py [--sizes 10000,1000000] [--rounds 5] [--inputs DIR]
 """
 
 import argparse
@@ -35,6 +36,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import RSS_LIMIT_MIB, Figure, Figures, at_most
+from benchmarks.inputs import copy_ledger, given, ledger_name
 from benchmarks.projection_throughput import ORG, WORK, _cli, build_ledger
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
@@ -166,16 +168,17 @@ def chdb_alone(store: Path) -> str:
     return f"chDB alone, fresh process: import {imported:.0f} ms, open + SELECT 1 {opened:.0f} ms"
 
 
-def measure(check_ins: int, rounds: int, out: Path) -> None:
+def measure(check_ins: int, rounds: int, out: Path, inputs: Path | None) -> None:
     """One size, in this (fresh) process: the figures as JSON rows into ``out``."""
-    ledger = WORK / f"ledger-{KEY_RESULTS}kr-{check_ins}ci.db"
+    name = ledger_name(KEY_RESULTS, check_ins)
+    ledger = given(inputs, name) if inputs is not None else WORK / name
     size = f"{check_ins:,} check-ins"
     figures = Figures("part", size)
     directory = Path(tempfile.mkdtemp(prefix="okr-latency-"))
     data = directory / "data"
     try:
         data.mkdir()
-        shutil.copyfile(ledger, data / "ledger.db")
+        copy_ledger(ledger, data / "ledger.db")
         print(f"--- {size}", flush=True)
         wall, peak = _cli(data, "progress", "--json")
         figures.add(f"first catch-up, CLI wall ({size})", wall, "s")
@@ -225,16 +228,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,1000000", help="Check-ins of each ledger.")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--inputs", type=Path, help="The suite's inputs (benchmarks/inputs.py).")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         check_ins, rounds, out = args.measure
-        measure(int(check_ins), int(rounds), Path(out))
+        measure(int(check_ins), int(rounds), Path(out), args.inputs)
         return
     sizes = [int(size) for size in args.sizes.split(",")]
     for check_ins in sizes:
-        ledger = WORK / f"ledger-{KEY_RESULTS}kr-{check_ins}ci.db"
-        if not ledger.exists():
+        ledger = WORK / ledger_name(KEY_RESULTS, check_ins)
+        if args.inputs is None and not ledger.exists():
             WORK.mkdir(exist_ok=True)
             partial = ledger.with_suffix(".partial")
             partial.unlink(missing_ok=True)
@@ -257,7 +261,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for check_ins in sizes:
             out = Path(tmp) / f"{check_ins}.json"
-            subprocess.run([sys.executable, __file__, "--measure", str(check_ins),
+            given_inputs = ["--inputs", str(args.inputs)] if args.inputs is not None else []
+            subprocess.run([sys.executable, __file__, *given_inputs, "--measure", str(check_ins),
                             str(args.rounds), str(out)], check=True)  # fmt: skip
             figures.rows.extend(Figure(**row) for row in orjson.loads(out.read_bytes()))
     anchor = ", ".join(f"{name}: {ms:.0f} ms" for name, ms in walls.items())

@@ -8,7 +8,10 @@ the median and the worst of ``--samples`` runs, and the peak RSS of the submit p
 ``python -c pass`` and ``okr-ledger --help`` timed in the same run. The ratio between the
 sizes is the point: the cost of a submit does not grow with the ledger.
 
+With ``--inputs DIR`` (``benchmarks/inputs.py``) the ledgers are copies of the suite's instead.
+Figures go to benchmarks/.work/figures/command_latency.json (``benchmarks/summary.py``).
 Usage: python benchmarks/command_latency.py [--check-ins 10000,1000000] [--samples 7]
+       [--inputs DIR]
 """
 
 import argparse
@@ -23,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import RSS_LIMIT_MIB, Figures, at_most
+from benchmarks.inputs import copy_ledger, given, ledger_name
 from benchmarks.profiling.common import bench_ledger
 from benchmarks.workload import check_in
 from events.sqlite_log import SqliteEventLog
@@ -67,14 +72,18 @@ def summary(times: list[float]) -> str:
     return f"{statistics.median(times):8.0f} ms  (worst {max(times):6.0f})"
 
 
-def ledger_for(check_ins: int, work: Path) -> tuple[Path, int]:
-    """A data directory holding a copy of the cached ledger (upgraded in the cache first)."""
-    cached = bench_ledger(1000, check_ins)
-    SqliteEventLog(cached).close()  # a cache made before the state store is upgraded once
+def ledger_for(check_ins: int, work: Path, inputs: Path | None) -> tuple[Path, int]:
+    """A data directory holding a copy of the suite's ledger, or of the cached one (upgraded
+    in the cache first)."""
+    if inputs is not None:
+        cached = given(inputs, ledger_name(1000, check_ins))
+    else:
+        cached = bench_ledger(1000, check_ins)
+        SqliteEventLog(cached).close()  # a cache made before the state store is upgraded once
     data = work / f"data-{check_ins}"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    shutil.copyfile(cached, data / "ledger.db")
+    copy_ledger(cached, data / "ledger.db")
     db = sqlite3.connect(data / "ledger.db")
     events: int = db.execute("SELECT count(*) FROM events").fetchone()[0]
     db.close()
@@ -82,11 +91,11 @@ def ledger_for(check_ins: int, work: Path) -> tuple[Path, int]:
 
 
 def submit_latency(
-    check_ins: int, samples: int, work: Path
+    check_ins: int, samples: int, work: Path, inputs: Path | None
 ) -> tuple[int, dict[str, list[float]], float, dict[str, tuple[float, float]]]:
     """Events in the ledger; wall times (ms) of each kind of submit; the largest peak RSS of
     a submit; wall seconds and peak RSS of verify and export."""
-    data, events = ledger_for(check_ins, work)
+    data, events = ledger_for(check_ins, work, inputs)
     env = {**os.environ, "OKR_DATA_DIR": str(data)}
     whole: dict[str, tuple[float, float]] = {}
     export = work / f"export-{check_ins}.ndjson"
@@ -111,11 +120,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check-ins", default="10000,1000000")
     parser.add_argument("--samples", type=int, default=7)
+    parser.add_argument("--inputs", type=Path, help="The suite's inputs (benchmarks/inputs.py).")
     args = parser.parse_args()
     sizes = [int(size) for size in args.check_ins.split(",")]
     with tempfile.TemporaryDirectory(prefix="okr-bench-latency-") as tmp:
         work = Path(tmp)
-        results = [submit_latency(size, args.samples, work) for size in sizes]
+        results = [submit_latency(size, args.samples, work, args.inputs) for size in sizes]
         env = dict(os.environ)
         python = samples_of([sys.executable, "-c", "pass"], env, args.samples)
         helped = samples_of([str(CLI), "--help"], env, args.samples)
@@ -138,6 +148,43 @@ def main() -> None:
             ratio = statistics.median(large_times[status]) / statistics.median(small_times[status])
             print(f"  {status} x{ratio:.2f}", end="")
         print()
+    write_figures(sizes, results, python, helped)
+
+
+def write_figures(
+    sizes: list[int],
+    results: list[tuple[int, dict[str, list[float]], float, dict[str, tuple[float, float]]]],
+    python: list[float],
+    helped: list[float],
+) -> None:
+    """The figures for ``benchmarks/summary.py``: the targets (issue 9) hold on the largest
+    ledger; the smaller ones are printed beside it, without a target."""
+    figures = Figures("command_latency", "command latency: submit of one line, verify, export")
+    anchor = (f"python -c pass {statistics.median(python):.0f} ms, okr-ledger --help "
+              f"{statistics.median(helped):.0f} ms (p50)")  # fmt: skip
+    largest = max(sizes)
+    for size, (events, times, peak, whole) in zip(sizes, results, strict=True):
+        judged = size == largest
+        for status, taken in times.items():
+            p50 = statistics.median(taken)
+            figures.add(f"submit of one line, {status} ({events:,} events, p50)", p50, "ms",
+                        at_most(p50, 300) if judged else None, anchor=anchor,
+                        note=f"worst {max(taken):.0f} ms of {len(taken)}")  # fmt: skip
+        figures.add(f"peak RSS of a submit ({events:,} events)", peak, "MiB",
+                    at_most(peak, RSS_LIMIT_MIB) if judged else None)  # fmt: skip
+        for name, (elapsed, rss) in whole.items():
+            figures.add(f"{name} of the whole ledger, CLI ({events:,} events)", events / elapsed,
+                        "events/s", note=f"{elapsed:.2f} s")  # fmt: skip
+            figures.add(f"peak RSS of {name} ({events:,} events)", rss, "MiB",
+                        at_most(rss, RSS_LIMIT_MIB) if judged else None)  # fmt: skip
+    if len(results) > 1:
+        small, large = results[0], results[-1]
+        for status in small[1]:
+            ratio = statistics.median(large[1][status]) / statistics.median(small[1][status])
+            figures.add(f"submit of one line, {status}: {large[0]:,} / {small[0]:,} events",
+                        ratio, "x", note="the ratio of the p50s: the cost must not grow "
+                        "with the ledger")  # fmt: skip
+    print(f"figures: {figures.write()}")
 
 
 if __name__ == "__main__":

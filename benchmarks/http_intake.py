@@ -15,7 +15,8 @@ that phase (the server's also per event, split between its event loop and the gr
 writer thread), the 1-minute load average at its end, and the writer's group sizes (from
 ``/metrics``), so a reader sees where the time went whatever else the machine ran.
 ``--profile FILE`` records the server with py-spy (raw collapsed stacks; extra options in
-``PY_SPY_OPTIONS``) during the batch phase.
+``PY_SPY_OPTIONS``) during the batch phase. Figures go to benchmarks/.work/figures/http.json
+(``benchmarks/summary.py``).
 Usage: python benchmarks/http_intake.py [--seconds 60] [--clients 50] [--batch 200]
        [--modes single,batch] [--profile FILE]
 """
@@ -40,6 +41,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import Figures, at_least
 from benchmarks.workload import check_in, setup
 from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
@@ -450,8 +452,39 @@ def main() -> None:
         f"({lines / empty_batches.seconds:,.0f} lines/s), server CPU {per_line:.1f} µs/line"
         f"\n      {empty_batches.split()}"
     )
+    write_figures(args, modes, (single, batched, empty), exact, ledger_rate)
     if not exact:
         raise SystemExit(1)
+
+
+def write_figures(
+    args: argparse.Namespace,
+    modes: set[str],
+    runs: tuple[Run, Run, Run],
+    exact: bool,
+    ledger_rate: float,
+) -> None:
+    """The targets of issue 10, for ``benchmarks/summary.py``."""
+    single, batched, empty = runs
+    figures = Figures("http", f"HTTP intake: {args.clients} clients, {args.seconds:.0f} s a mode")
+    checked = "the ledger holds exactly what was acknowledged" if exact else "ledger DIFFERENT"
+    if "single" in modes:
+        rate = single.requests / single.seconds
+        figures.add("HTTP, single-event requests", rate, "requests/s",
+                    at_least(rate, 2000) if exact else (">= 2000", False),
+                    anchor=f"a trivial FastAPI endpoint, same client: "
+                    f"{empty.requests / empty.seconds:,.0f} requests/s",
+                    note=f"p50 {single.percentile(0.5):.1f} ms, p99 "
+                    f"{single.percentile(0.99):.1f} ms; {checked}")  # fmt: skip
+    if "batch" in modes:
+        rate = batched.events / batched.seconds
+        figures.add(f"HTTP, NDJSON batches of {args.batch}", rate, "events/s",
+                    at_least(rate, 30_000) if exact else (">= 30000", False),
+                    anchor=f"the ledger's submit_many, same records, in process: "
+                    f"{ledger_rate:,.0f} events/s",
+                    note=f"p50 {batched.percentile(0.5):.1f} ms, p99 "
+                    f"{batched.percentile(0.99):.1f} ms; {checked}")  # fmt: skip
+    print(f"figures: {figures.write()}")
 
 
 if __name__ == "__main__":

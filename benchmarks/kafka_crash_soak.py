@@ -7,7 +7,8 @@ until its partitions have moved, then SIGCONTs it: a zombie), and restarts it. A
 every submission is in the ledger or the rejections exactly once, no gap, the chains verify,
 every outcome agrees with the ledger, and the projections equal a rebuild.
 
-Prints what it did and PASS, or FAIL with the broken invariant (exit 1).
+Prints what it did and PASS, or FAIL with the broken invariant (exit 1); either way, the
+verdict goes to benchmarks/.work/figures/crash_soak.json (``benchmarks/summary.py``).
 Usage: python benchmarks/kafka_crash_soak.py [--kills 30] [--workers 3] [--orgs 9] [--rounds 400]
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import Figures
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection
 from tests.builders import check_ins, org_setup
@@ -34,6 +36,14 @@ from tests.kafka.test_worker_group import assert_outcomes_agree_with_the_ledger,
 from tests.projections.serve_store_support import served_store
 
 PARTITIONS = 6
+INVARIANTS = "nothing lost or doubled, no gap, chains verify, outcomes agree, = rebuild"
+
+
+def verdict(raws: int, kills: int, pauses: int, seconds: float, *, held: bool, note: str) -> None:
+    figures = Figures("crash_soak", "crash soak: Kafka workers SIGKILLed and paused")
+    figures.add(f"submissions through {kills} SIGKILLs and {pauses} pauses", raws,
+                "submissions", (INVARIANTS, held), note=f"{seconds:.0f} s; {note}")  # fmt: skip
+    print(f"figures: {figures.write()}")
 
 
 def workload(orgs: int, rounds: int, seed: int) -> list[bytes]:
@@ -107,6 +117,9 @@ def soak(args: argparse.Namespace, work: Path) -> int:
             assert "identical" in rebuilt.stdout, rebuilt.stdout
         except AssertionError as error:
             print(f"FAIL: {error}")
+            elapsed = time.perf_counter() - started
+            note = f"FAIL: {str(error)[:200]}"
+            verdict(len(raws), kills, pauses, elapsed, held=False, note=note)
             return 1
         finally:
             submitter.close()
@@ -123,6 +136,8 @@ def soak(args: argparse.Namespace, work: Path) -> int:
     )
     print("PASS: every submission once in the ledger or the rejections, no gap, chains verify,")
     print("      every outcome agrees with the ledger, the projections equal a rebuild")
+    note = ", ".join(f"{name} {counts[name]:,}" for name in ("accepted", "duplicate", "rejected"))
+    verdict(len(raws), kills, pauses, elapsed, held=True, note=note)
     return 0
 
 

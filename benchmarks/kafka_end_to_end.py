@@ -16,6 +16,8 @@ store, query endpoint) as a subprocess. Then:
    and the same steady rate (submit, then catch up).
 
 The worker logs at DEBUG; its sequencer and projector batch lines give the breakdown.
+Figures go to benchmarks/.work/figures/kafka_end_to_end.json (``benchmarks/summary.py``; the
+targets of issue 8 are judged by ``kafka_throughput.py``, on a larger ledger).
 Usage: python benchmarks/kafka_end_to_end.py [--check-ins 30000] [--key-results 100]
        [--rate 500] [--lag-samples 10000] [--partitions 6] [--orgs 1]
 """
@@ -45,6 +47,7 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import Figures as Written
 from benchmarks.figures import process_memory
 from benchmarks.workload import check_in, setup
 from events.kafka_records import org_key
@@ -541,6 +544,18 @@ def report(
     ):
         for note in notes:
             print(f"{title}: {note}")
+    written = Written("kafka_end_to_end", f"Kafka end to end, one worker: {args.check_ins:,} "
+                      f"check-ins, {args.partitions} partitions")  # fmt: skip
+    written.add("Kafka, one worker: produced until visible in ClickHouse", kt.rate, "events/s",
+                anchor=f"the embedded path, same submissions: {et.rate:,.0f} events/s",
+                note=f"{kt.events:,} submissions, peak RSS of the worker "
+                f"{kl.peak_mib:,.0f} MiB")  # fmt: skip
+    if kl.lags:
+        written.add(f"Kafka freshness at {args.rate:g}/s (p99)",
+                    percentile(kl.lags, 0.99) * 1000, "ms",
+                    anchor=f"the embedded path: p99 {el.lag(0.99)}",
+                    note=f"p50 {kl.lag(0.5)}, max {kl.lag(1.0)}")  # fmt: skip
+    print(f"figures: {written.write()}")
 
 
 def main() -> None:

@@ -15,7 +15,9 @@ submits to every partition. Each round:
 Prints p50 and max over the rounds, with the survivor's take-over (its assignment logged) and
 its restore time, beside the raw anchor of the same run: a plain kafka-python consumer group of
 two members with the same timings, one SIGKILLed, timed until the other is assigned every
-partition (what the group protocol alone takes). Usage: python benchmarks/kafka_failover.py
+partition (what the group protocol alone takes). Figures go to
+benchmarks/.work/figures/failover.json (``benchmarks/summary.py``).
+Usage: python benchmarks/kafka_failover.py
        [--kills 10] [--anchor-kills 3] [--partitions 6] [--session 3] [--heartbeat 0.5]
        [--rebalance 3] [--rate 300]
 """
@@ -38,6 +40,7 @@ from kafka import KafkaConsumer  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import Figures, at_most
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, Reader
@@ -263,6 +266,21 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"members, same timings, until the other has every partition: "
         f"p50 {percentile(anchor, 0.5):.2f} s, max {max(anchor):.2f} s"
     )
+    figures = Figures("failover", f"failover: {len(rounds)} SIGKILLs of one of two workers")
+    group_anchor_text = (
+        f"a plain kafka-python group, same timings, {len(anchor)} SIGKILLs: "
+        f"p50 {percentile(anchor, 0.5):.2f} s, max {max(anchor):.2f} s"
+    )
+    settings = (f"session {args.session:g} s, heartbeat {args.heartbeat:g} s, rebalance "
+               f"{args.rebalance:g} s")  # fmt: skip
+    for name, value, note in (
+        ("p50", percentile(failovers, 0.5), f"the survivor's restore p50 "
+         f"{percentile(restores, 0.5):.2f} s; {settings}"),
+        ("max", max(failovers), f"the survivor's restore max {max(restores):.2f} s"),
+    ):  # fmt: skip
+        figures.add(f"failover, kill -> the partitions progress on the survivor ({name})", value,
+                    "s", at_most(value, 10), anchor=group_anchor_text, note=note)  # fmt: skip
+    print(f"figures: {figures.write()}")
     return 0
 
 

@@ -31,8 +31,10 @@ Both are timed from the first produce until everything produced is inserted (pas
 visible in the projections (real worker). Over that time the CPU of every process is read
 (``kafka_throughput.CpuMeter``), and the machine's busy time. Printed side by side: events/s,
 CPU µs per event by process, their total, what 2 cores allow at that cost (``2e6 / total``),
-and the real worker's figures as a share of the floor's. The pass-through checks that every
-produced record was inserted exactly once (rows counted in chDB). An anchor of the same run:
+and the real worker's figures as a share of the floor's (the real workers' events/s, with
+issue 8's targets, go to benchmarks/.work/figures/kafka_floor.json for
+``benchmarks/summary.py``). The pass-through checks that every produced record was inserted
+exactly once (rows counted in chDB). An anchor of the same run:
 the CPU of one ledger batch's inserts into chDB at 100, 1,000 and 10,000 events (a fresh
 store, in a process of its own): a fixed cost per batch and a cost per event.
 
@@ -63,6 +65,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import Figures, at_least
 from benchmarks.kafka_throughput import (
     KEY_RESULTS,
     ROLES,
@@ -812,6 +815,28 @@ def main() -> None:
     )
     for floor, real in pairs:
         print_side_by_side(floor, real)
+    write_figures(pairs)
+
+
+THROUGHPUT_TARGETS = {1: 20_000, 2: 30_000}
+"""Issue 8's end-to-end targets by worker count (one worker, two on this 2-core machine)."""
+
+
+def write_figures(pairs: list[tuple[Floor, Run]]) -> None:
+    """The real workers' events/s against issue 8's targets, the library floor of the same run
+    as their anchor, for ``benchmarks/summary.py``."""
+    figures = Figures("kafka_floor", "Kafka workers beside the library floor (pass-through)")
+    for floor, real in pairs:
+        limit = THROUGHPUT_TARGETS.get(floor.workers)
+        total_floor = sum(floor.cpu.values()) * 1e6 / floor.events
+        total_real = sum(real.cpu.values()) * 1e6 / real.events
+        figures.add(f"Kafka, {floor.workers} real worker(s), end to end ({real.events:,} "
+                    "check-ins)", real.rate, "events/s",
+                    at_least(real.rate, limit) if limit is not None else None,
+                    anchor=f"{floor.workers} pass-through worker(s) of the same libraries: "
+                    f"{floor.rate:,.0f} events/s, {total_floor:,.0f} µs CPU/event",
+                    note=f"{total_real:,.0f} µs CPU/event in all processes")  # fmt: skip
+    print(f"figures: {figures.write()}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,11 @@ process:
 
 Figures go to benchmarks/.work/figures/projections.json (``benchmarks/summary.py``). The ledger
 is written directly as hash-chained events (valid by construction) to save time;
-``benchmarks/submit_throughput.py`` measures submission.
+``benchmarks/submit_throughput.py`` measures submission. With ``--inputs DIR``
+(``benchmarks/inputs.py``) the ledger is a copy of the suite's instead (the store still starts
+empty).
 Usage: python benchmarks/projection_throughput.py [--key-results 1000] [--check-ins 1000000]
+       [--inputs DIR]
 """
 
 import argparse
@@ -41,6 +44,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import RSS_LIMIT_MIB, Figure, Figures, at_least, at_most, process_memory
+from benchmarks.inputs import copy_ledger, given, ledger_name
 from events.chain import event_hash
 from events.sqlite_log import SqliteEventLog
 from okr_ledger.projection_compare import ROW_HASH, TEXT_ROW_HASH, fingerprint
@@ -495,13 +499,18 @@ def rebuild(data: Path, figures: Figures) -> None:
     figures.add("peak RSS of rebuild", peak, "MiB", at_most(peak, RSS_LIMIT_MIB))
 
 
-def measure(ledger: Path, samples: int, cli_samples: int) -> None:
+def measure(ledger: Path, samples: int, cli_samples: int, *, copy: bool = False) -> None:
+    """The three parts, each in a fresh process, on a data directory whose ledger is ``ledger``
+    (linked to, or a copy of it with ``copy``) and whose store starts empty."""
     figures = Figures("projections", "projections: throughput, memory, queries")
     directory = Path(tempfile.mkdtemp(prefix="okr-bench-"))
     data = directory / "data"
     try:
         data.mkdir()
-        (data / "ledger.db").symlink_to(ledger)
+        if copy:
+            copy_ledger(ledger, data / "ledger.db")
+        else:
+            (data / "ledger.db").symlink_to(ledger)
         part = [sys.executable, __file__, "--part"]
         for name in ("project", "cli", "rebuild"):
             subprocess.run([*part, name, str(data), str(samples), str(cli_samples)], check=True)
@@ -530,11 +539,18 @@ def main() -> None:
     parser.add_argument("--check-ins", type=int, default=1_000_000)
     parser.add_argument("--samples", type=int, default=20, help="Runs of each query in process.")
     parser.add_argument("--cli-samples", type=int, default=5, help="Runs of each CLI query.")
+    parser.add_argument("--inputs", type=Path, help="The suite's inputs (benchmarks/inputs.py).")
     parser.add_argument("--part", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
         name, data, samples, cli_samples = args.part
         run_part(name, Path(data), int(samples), int(cli_samples))
+        return
+    if args.inputs is not None:
+        ledger = given(args.inputs, ledger_name(args.key_results, args.check_ins))
+        print(f"org with {args.key_results:,} key results and {args.check_ins:,} check-ins, "
+              f"a copy of {ledger}")  # fmt: skip
+        measure(ledger, args.samples, args.cli_samples, copy=True)
         return
     WORK.mkdir(exist_ok=True)
     ledger = WORK / f"ledger-{args.key_results}kr-{args.check_ins}ci.db"

@@ -7,6 +7,7 @@ a raw sqlite3 ``executemany`` of the very rows the ledger stored (same table, sa
 the same number of rows per transaction). Each figure also as CPU time per event (user +
 system, the submit process's from its rusage), which other work on a shared machine
 disturbs far less than wall time: compare those ratios when the load average is high.
+Figures go to benchmarks/.work/figures/submit.json (``benchmarks/summary.py``).
 Usage: python benchmarks/submit_throughput.py [--lines 100000] [--key-results 100]
 """
 
@@ -25,6 +26,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.command_latency import timed
+from benchmarks.figures import Figures, at_least
 from benchmarks.workload import check_in, setup
 from events.sqlite_log import _MIGRATIONS, PAGE_SIZE, wal_autocheckpoint
 from schemas.envelope import Submission
@@ -165,6 +167,18 @@ def main() -> None:
           f"sqlite3 executemany {raw['cpu_insert'] * per:.2f} µs")  # fmt: skip
     print(f"    first run / (parse + validation): {cpu_both / first_cpu:.2f}; "
           f"rerun / (parse + validation): {cpu_both / rerun_cpu:.2f}")  # fmt: skip
+    figures = Figures("submit", f"submit: {args.lines:,} lines, {args.key_results:,} key results")
+    anchor = (
+        f"orjson parse + pydantic validation {n / both:,.0f}/s ({cpu_both * per:.2f} µs "
+        f"CPU/event); sqlite3 executemany of the same rows {n / raw['insert']:,.0f}/s"
+    )
+    for name, wall, cpu, peak, limit in (
+        ("submit, first run (fresh ledger)", first, first_cpu, first_peak, 60_000),
+        ("submit, rerun (all duplicates)", rerun, rerun_cpu, rerun_peak, 120_000),
+    ):
+        figures.add(name, n / wall, "events/s", at_least(n / wall, limit), anchor=anchor,
+                    note=f"{cpu * per:.2f} µs CPU/event, peak RSS {peak:.0f} MiB")  # fmt: skip
+    print(f"figures: {figures.write()}")
 
 
 if __name__ == "__main__":

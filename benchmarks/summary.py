@@ -20,7 +20,8 @@ def main() -> None:
     table = Table(title="make bench: summary", show_lines=False)
     for column in ("figure", "value", "target", "met", "raw anchor, same run"):
         table.add_column(column, overflow="fold")
-    for path in sorted(FIGURES.glob("*.json")):
+    # the suite's own rows (benchmarks/suite.py: each step's time, the whole run's) come last
+    for path in sorted(FIGURES.glob("*.json"), key=lambda path: (path.stem == "suite", path)):
         document = orjson.loads(path.read_bytes())
         load = ", ".join(f"{x:.1f}" for x in document.get("load", []))
         table.add_section()

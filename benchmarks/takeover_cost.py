@@ -18,8 +18,12 @@ all threads):
 - the raw anchors of the same run: ``SELECT 1``, and a read of ``event_times`` (sorted by
   ``(org_id, sequence)``) beyond the same checkpoints.
 
-Figures go to benchmarks/.work/figures/takeover.json (``benchmarks/summary.py``).
+Figures go to benchmarks/.work/figures/takeover.json (``benchmarks/summary.py``). With
+``--inputs DIR`` (``benchmarks/inputs.py``) each size starts from a copy of the suite's ledger
+and of its store, projected by the same embedded runner when the suite built it; the catch-up
+is then not timed here (``projection_throughput.py`` times it).
 Usage: python benchmarks/takeover_cost.py [--sizes 10000,1000000] [--orgs 12] [--rounds 7]
+       [--inputs DIR]
 """
 
 import argparse
@@ -40,6 +44,13 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figure, Figures
+from benchmarks.inputs import (
+    copy_ledger,
+    copy_store,
+    given,
+    takeover_ledger_name,
+    takeover_store_name,
+)
 from benchmarks.projection_throughput import WORK, chained_events
 from events.sqlite_log import SqliteEventLog
 from processors import tables as t
@@ -121,17 +132,24 @@ def _settle(store: ProjectionStore, limit: float = 60.0) -> None:
         time.sleep(0.5)
 
 
-def measure(ledger: Path, data: Path, rounds: int) -> list[Figure]:
+def measure(ledger: Path, data: Path, rounds: int, built: Path | None = None) -> list[Figure]:
+    """The figures of one size; the store is projected here (timed), or a copy of ``built``."""
     figures = Figures("part", "part")
+    if built is not None:
+        data.mkdir(parents=True)
+        copy_ledger(ledger, data / "ledger.db")
+        copy_store(built, data / "clickhouse")
+        ledger = data / "ledger.db"
     log = SqliteEventLog(ledger, create=False, read_only=True)
     store = ProjectionStore.open(f"chdb://{data / 'clickhouse'}")
-    cpu, start = os.times(), time.perf_counter()
-    done = EmbeddedRunner(log, store).catch_up()
-    elapsed = time.perf_counter() - start
-    used = sum(os.times()[:2]) - sum(cpu[:2])
-    note = f"{done.events:,} events in {elapsed:.1f} s, CPU {used:.1f} s"
-    figures.add("catch-up", done.events / elapsed, "events/s", note=note)
-    print(f"    {note}", flush=True)
+    if built is None:
+        cpu, start = os.times(), time.perf_counter()
+        done = EmbeddedRunner(log, store).catch_up()
+        elapsed = time.perf_counter() - start
+        used = sum(os.times()[:2]) - sum(cpu[:2])
+        note = f"{done.events:,} events in {elapsed:.1f} s, CPU {used:.1f} s"
+        figures.add("catch-up", done.events / elapsed, "events/s", note=note)
+        print(f"    {note}", flush=True)
     _settle(store)
     committed = store.positions()
     marks = [
@@ -179,11 +197,13 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=12)
     parser.add_argument("--key-results", type=int, default=100, help="Per org.")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--inputs", type=Path, help="The suite's inputs (benchmarks/inputs.py).")
     parser.add_argument("--part", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--built", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
         ledger, data, out = args.part
-        rows = measure(Path(ledger), Path(data), args.rounds)
+        rows = measure(Path(ledger), Path(data), args.rounds, args.built)
         Path(out).write_bytes(orjson.dumps(rows))
         return
     WORK.mkdir(exist_ok=True)
@@ -191,7 +211,13 @@ def main() -> None:
     figures = Figures("takeover", "takeover: rows beyond the checkpoints (discard_unfinished)")
     by_size: dict[int, dict[str, float]] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        ledger = WORK / f"ledger-{args.orgs}orgs-{args.key_results}kr-{size}ci.db"
+        names = (args.orgs, args.key_results, size)
+        built: list[str] = []
+        if args.inputs is not None:
+            ledger = given(args.inputs, takeover_ledger_name(*names))
+            built = ["--built", str(given(args.inputs, takeover_store_name(*names)))]
+        else:
+            ledger = WORK / takeover_ledger_name(*names)
         if not ledger.exists():
             start = time.perf_counter()
             partial = ledger.with_suffix(".partial")
@@ -203,7 +229,7 @@ def main() -> None:
         directory = Path(tempfile.mkdtemp(prefix="okr-takeover-"))
         try:
             out = directory / "figures.json"
-            part = [sys.executable, __file__, "--rounds", str(args.rounds), "--part"]
+            part = [sys.executable, __file__, "--rounds", str(args.rounds), *built, "--part"]
             subprocess.run([*part, str(ledger), str(directory / "data"), str(out)], check=True)
             rows = [Figure(**row) for row in orjson.loads(out.read_bytes())]
         finally:

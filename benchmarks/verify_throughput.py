@@ -13,14 +13,16 @@ the same ways; fetch + parse + dumps + sha256 split in two halves on two spawned
 (wall, start-up included), and its ceiling: the one-process CPU rate times the processes (what
 no verifier on that many cores can pass); ``okr-ledger --version`` (the CLI's fixed cost).
 
+With ``--inputs DIR`` (``benchmarks/inputs.py``) the ledger is a copy of the suite's instead.
+Figures go to benchmarks/.work/figures/verify.json (``benchmarks/summary.py``).
 Usage: python benchmarks/verify_throughput.py [--check-ins 200000] [--processes 2]
+       [--inputs DIR]
 """
 
 import argparse
 import hashlib
 import os
 import resource
-import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +36,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.command_latency import timed
+from benchmarks.figures import Figures, at_least
+from benchmarks.inputs import copy_ledger, given, ledger_name
 from benchmarks.profiling.common import bench_ledger
 from events.chain import ChainVerifier
 from events.sqlite_log import SqliteEventLog
@@ -92,12 +96,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check-ins", type=int, default=200_000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--inputs", type=Path, help="The suite's inputs (benchmarks/inputs.py).")
     args = parser.parse_args()
-    cached = bench_ledger(1000, args.check_ins)
-    SqliteEventLog(cached).close()  # a cache made before the state store is upgraded once
+    if args.inputs is not None:
+        cached = given(args.inputs, ledger_name(1000, args.check_ins))
+    else:
+        cached = bench_ledger(1000, args.check_ins)
+        SqliteEventLog(cached).close()  # a cache made before the state store is upgraded once
     with tempfile.TemporaryDirectory(prefix="okr-bench-verify-") as tmp:
         data = Path(tmp)
-        shutil.copyfile(cached, data / "ledger.db")
+        copy_ledger(cached, data / "ledger.db")
         log = SqliteEventLog(data / "ledger.db", read_only=True)
         bodies = [stored.body for stored in log.read_stored()]
         count = len(bodies)
@@ -190,6 +198,24 @@ def main() -> None:
         f"{slow[1] / count * 1e6:.2f}, fetch + parse + dumps + sha256 {floor / count * 1e6:.2f}"
     )
     print(f"  verify / (parse + sha256), CPU time: {anchors['both'][1] / verified[1]:.2f}")
+    figures = Figures("verify", f"verify: {count:,} events")
+    anchor = (f"fetch + parse + dumps + sha256 on {processes} processes {count / halves[0]:,.0f}"
+              f"/s; one process {count / sum(anchors[n][0] for n in ('fetch', 'all')):,.0f}/s"
+              )  # fmt: skip
+    for name, (wall, cpu_s), judged in (
+        (f"verify, in process, {processes} processes", parallel, True),
+        ("verify, in process, serial", verified, False),
+    ):
+        figures.add(name, count / wall, "events/s",
+                    at_least(count / wall, 300_000) if judged else None, anchor=anchor,
+                    note=f"CPU {count / cpu_s:,.0f} events/s")  # fmt: skip
+    for run, (wall, peak) in cli.items():
+        figures.add(f"verify, CLI wall, {run} process{'es' if run > 1 else ''}", count / wall,
+                    "events/s", at_least(count / wall, 300_000) if run > 1 else None,
+                    anchor=f"okr-ledger --version {start:.2f} s",
+                    note=f"{wall:.2f} s, peak RSS {peak:.0f} MiB")  # fmt: skip
+    figures.add("reference path (ChainVerifier.add of each event)", count / slow[0], "events/s")
+    print(f"figures: {figures.write()}")
 
 
 def rate(count: int, seconds: tuple[float, float]) -> str:
