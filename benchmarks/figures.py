@@ -34,6 +34,8 @@ class Figure:
 
 RSS_LIMIT_MIB = 500e6 / 2**20
 """The issues' memory target, "peak RSS <= 500 MB", in the MiB the scripts print (476.8 MiB)."""
+THROUGHPUT_TARGETS = {1: 20_000, 2: 30_000}
+"""Issue 8's end-to-end Kafka targets by worker count (one worker, two on this 2-core machine)."""
 
 
 def at_most(value: float, limit: float) -> tuple[str, bool]:

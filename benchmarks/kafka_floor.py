@@ -65,7 +65,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.figures import Figures, at_least
+from benchmarks.figures import THROUGHPUT_TARGETS, Figures, at_least
 from benchmarks.kafka_throughput import (
     KEY_RESULTS,
     ROLES,
@@ -816,10 +816,6 @@ def main() -> None:
     for floor, real in pairs:
         print_side_by_side(floor, real)
     write_figures(pairs)
-
-
-THROUGHPUT_TARGETS = {1: 20_000, 2: 30_000}
-"""Issue 8's end-to-end targets by worker count (one worker, two on this 2-core machine)."""
 
 
 def write_figures(pairs: list[tuple[Floor, Run]]) -> None:

@@ -56,6 +56,7 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.figures import RSS_LIMIT_MIB, THROUGHPUT_TARGETS, Figures, at_least, at_most
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, partition_for
@@ -808,6 +809,45 @@ def main() -> None:
             for mib, parts in zip(run.peak, run.peak_parts, strict=True)
         )
         print(f"  peak RSS per worker (its sequencer process included): {peaks}")
+    write_figures(args, runs, anchors, baseline)
+
+
+FRESHNESS_RATE, FRESHNESS_P99_MS = 5000.0, 500.0
+"""Issue 8: freshness p99 <= 500 ms at 5,000 events/s offered."""
+RSS_LEDGER = 1_000_000
+"""Issue 8's worker RSS target holds for a ledger of this many events."""
+
+
+def write_figures(
+    args: argparse.Namespace,
+    runs: list[Run],
+    anchors: dict[str, float],
+    baseline: tuple[float, float],
+) -> None:
+    """Each run's throughput, freshness and worker peak RSS, with issue 8's targets where the
+    run's sizes are the issue's, for ``benchmarks/summary.py``."""
+    figures = Figures("kafka_throughput", f"Kafka workers end to end: {args.check_ins:,} check-ins")
+    produce = anchors["kafka-python produce (acks=all, idempotent)"]
+    consume = anchors["aiokafka consume (getmany)"]
+    io = f"kafka-python produce {produce:,.0f}/s, aiokafka consume {consume:,.0f}/s"
+    for run in runs:
+        limit = THROUGHPUT_TARGETS.get(run.workers)
+        figures.add(f"Kafka, {run.workers} worker(s), produced -> visible in ClickHouse",
+                    run.rate, "events/s", at_least(run.rate, limit) if limit else None,
+                    anchor=io)  # fmt: skip
+        p50, p99 = (percentile(run.lags, q) * 1000 for q in (0.5, 0.99))
+        judged = args.rate == FRESHNESS_RATE
+        figures.add(f"Kafka, {run.workers} worker(s), freshness p99 at {args.rate:,.0f}/s offered",
+                    p99, "ms", at_most(p99, FRESHNESS_P99_MS) if judged else None,
+                    note=f"p50 {p50:,.0f} ms, {run.achieved:,.0f}/s achieved",
+                    anchor=io)  # fmt: skip
+        peak = max(run.peak)
+        figures.add(f"Kafka, {run.workers} worker(s), peak RSS of a worker (sequencer process "
+                    f"included; {args.check_ins:,}-event ledger)", peak, "MiB",
+                    at_most(peak, RSS_LIMIT_MIB) if args.check_ins >= RSS_LEDGER else None,
+                    anchor=f"the worker's imports alone {baseline[0]:,.0f} MiB; with an empty "
+                    f"embedded store {baseline[1]:,.0f} MiB")  # fmt: skip
+    print(f"figures: {figures.write()}")
 
 
 def print_stages(run: Run) -> None:
