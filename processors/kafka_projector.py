@@ -47,6 +47,7 @@ from events.log import ChainHead
 from events.outcomes import Rejection
 from processors import tables as t
 from processors.faust_batches import Unreadable, records_bytes
+from processors.kafka_config import WorkerConfig
 from processors.metrics import PrometheusMetrics
 from processors.projector import RECORD_FIELDS, Projector, StoredEvent, micros
 from processors.rejections import project_rejections
@@ -97,6 +98,20 @@ class PartitionStates:
 
     def file(self, partition: int) -> PartitionSnapshots:
         return PartitionSnapshots(partition_state_file(self.directory, partition))
+
+
+def partition_states(config: WorkerConfig) -> PartitionStates | None:
+    """The worker's :class:`PartitionStates` (``None`` when its settings turn them off)."""
+    if not config.projector_state_files:
+        return None
+    from events.kafka_client import Connection
+
+    connection = Connection(config.servers, "okr-projector-restore", config.timeout_s)
+    return PartitionStates(
+        config.data_dir,
+        ledger_record_at(connection, config.topics.ledger),
+        config.projector_save_every,
+    )
 
 
 def ledger_record_at(connection: "Connection", topic: str) -> RecordAt:

@@ -64,11 +64,11 @@ def interleaved(events: list[LedgerEvent], reverse: bool = False) -> list[Ledger
     ordered: list[LedgerEvent] = []
     while queues:
         for queue in list(queues):
-            event = next(queue, None)
-            if event is None:
+            taken = next(queue, None)
+            if taken is None:
                 queues.remove(queue)
             else:
-                ordered.append(event)
+                ordered.append(taken)
     return ordered
 
 
