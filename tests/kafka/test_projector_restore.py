@@ -11,6 +11,8 @@ group would hand them the partition.
 """
 
 import os
+import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,11 @@ from processors.kafka_projector import LedgerProjection, PartitionStates, ledger
 from processors.snapshots import partition_state_file
 from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
-from tests.builders import chained_events
+from tests.builders import chained_events, check_ins, org_setup
 from tests.kafka.conftest import TEST_PARTITIONS
+from tests.kafka.projector_support import cli, projecting_worker, wait_projected
+from tests.kafka.test_projector_crash import expected_heads
+from tests.kafka.test_sequencer_worker import Submitter
 
 pytestmark = pytest.mark.kafka
 
@@ -264,3 +269,35 @@ def test_a_state_file_that_cannot_be_used_falls_back_to_the_whole_partition(
     finally:
         store.close()
     assert answer == rebuilt(tmp_path / "rebuilt", records)
+
+
+def test_a_worker_killed_and_restarted_restores_from_its_files_and_matches_a_rebuild(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker itself (``okr-ledger worker``), saving every 200 records: SIGKILLed while
+    it projects and restarted on the same data directory, it takes its partitions from their
+    files at least once, and the projections equal a rebuild of the ledger topic."""
+    raws = org_setup("acme") + list(check_ins(1500, "acme"))
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env["OKR_PROJECTOR_SAVE_EVERY"] = "200"
+    submitter = Submitter(kafka, topics["intake"])
+    rng = random.Random(11)
+    try:
+        worker.start()
+        worker.wait_ready(1)
+        chunks = [raws[i : i + 300] for i in range(0, len(raws), 300)]
+        for kill, chunk in enumerate(chunks, start=1):
+            submitter.send(chunk)
+            time.sleep(rng.uniform(0.5, 1.5))
+            worker.kill()
+            worker.start()
+            worker.wait_ready(kill + 1)
+        wait_projected(worker, expected_heads(raws, tmp_path / "embedded.db"))
+    finally:
+        submitter.close()
+        worker.stop()
+    assert "restored from" in worker.log_path.read_text(errors="replace"), worker.log_tail()
+    env = {k: v for k, v in worker.env.items() if k.startswith("OKR_")}
+    rebuilt = cli(env, "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "identical" in rebuilt.stdout
