@@ -16,8 +16,12 @@ per batch, the checkpoints last (:meth:`projections.store.ProjectionStore.insert
 the store's checkpoints: they are the record of what was projected, whoever projected it. A
 partition whose every org the store has exactly where this worker's state has it (it held the
 partition and nobody projected it since) is read on from where this worker stopped; any other
-partition's state is dropped and the partition is read from its beginning (the chain rule needs
-every record; what is at or below the checkpoints is only replayed).
+partition's state is dropped and restored from the partition's state file
+(:class:`PartitionStates`), if usable, and the partition read on from the file's offset;
+otherwise it is read from its beginning (the chain rule needs every record). Either way what is
+at or below the checkpoints is only replayed. The files are saved after an insert, every
+``save_every`` records of a partition, and on a revoke; a save drops the saved check-ins from
+memory. See docs/ARCHITECTURE.md, "Projector state files".
 
 A crash anywhere loses nothing: the checkpoints only move after the batch's rows are stored,
 and a batch projected again yields the same rows (versioned by ``sequence``), which collapse.

@@ -20,6 +20,10 @@ the store's checkpoint is at or beyond it. Everything read is validated: a state
 unreadable, of another format or org, inconsistent, or whose checksums do not match is
 ignored (or, for a key result's check-ins found bad later, makes the runner replay the ledger).
 Org ids are values in the file, never file names.
+
+The Kafka worker keeps a file of the same tables per ledger partition
+(:class:`PartitionSnapshots`), with each org's chain head and the partition's mark (the offset
+it reflects), all saved in one transaction (:meth:`SqliteSnapshots.save_many`).
 """
 
 import fcntl
