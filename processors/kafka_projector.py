@@ -190,6 +190,9 @@ class LedgerProjection:
         """Partitions taken from their state file (not read from their beginning)."""
         self._files: dict[int, PartitionSnapshots] = {}
         """The state files this worker holds (locked): of the partitions it owns."""
+        self._handles: dict[int, PartitionSnapshots] = {}
+        """Each partition's file as opened once: the saved check-ins of its orgs in memory
+        are read back through it (it opens the file again after a revoke closed it)."""
         self._marks: dict[int, PartitionMark | None] = {}
         """Per partition: the mark its file had when this worker last read or saved it."""
         self._saved: dict[int, dict[str, int]] = {}
@@ -232,11 +235,19 @@ class LedgerProjection:
         there (no other worker of this machine saved it since)."""
         if self.states is None:
             return True
-        file = self._files.get(partition) or self.states.file(partition)
+        file = self._handle(partition)
         if not file.lock():
             return False
         self._files[partition] = file
         return file.mark() == self._marks.get(partition)
+
+    def _handle(self, partition: int) -> PartitionSnapshots:
+        file = self._handles.get(partition)
+        if file is None:
+            if self.states is None:
+                raise RuntimeError("this projector keeps no state files")
+            file = self._handles[partition] = self.states.file(partition)
+        return file
 
     def _restore(self, partition: int) -> int | None:
         """The state of ``partition`` from its file, if the file is usable (see
@@ -244,7 +255,7 @@ class LedgerProjection:
         its beginning) and the file is emptied, to be saved anew."""
         if self.states is None:
             return None
-        file = self._files.get(partition) or self.states.file(partition)
+        file = self._handle(partition)
         if not file.lock():
             log.warning(
                 "ledger partition %s: %s is held by another process; replaying the partition "
