@@ -220,7 +220,7 @@ class Worker(Delivery):
         if self.sequencer is not None:
             self.sequencer.close()
         if self.projector is not None:
-            self.projector.close()
+            await self.projector.stop()  # saves its state files, in the store's thread
         loop = asyncio.get_running_loop()
         store, self._store = self._store, None  # a late tick finds none
         if store is not None:

@@ -739,6 +739,22 @@ class ProjectorAgent:
         for task in self._tasks:
             task.cancel()
 
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """The worker stops (no revoke comes then): once an insert under way has ended (at
+        most ``timeout_s``), save the partitions' states and let their files go."""
+        self.close()
+        self._generation = None
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout_s)
+        except TimeoutError:
+            log.warning("an insert did not end within %.0fs: the states are not saved", timeout_s)
+            return
+        try:
+            if self.projection.states is not None:
+                await self._blocking(self.projection.release, self._failure is None)
+        finally:
+            self._lock.release()
+
 
 def _ranges(pending: Pending) -> str:
     """``partition:first-last`` of each ledger partition in ``pending`` (for the debug log)."""

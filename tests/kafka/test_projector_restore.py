@@ -23,7 +23,7 @@ from events.kafka_client import Connection, OutRecord, Producer, Reader, partiti
 from events.kafka_records import RejectionLanes, encode_event, org_key
 from processors import tables as t
 from processors.kafka_projector import LedgerProjection, PartitionStates, ledger_record_at
-from processors.snapshots import partition_state_file
+from processors.snapshots import PartitionSnapshots, partition_state_file
 from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
 from tests.builders import chained_events, check_ins, org_setup
@@ -301,3 +301,34 @@ def test_a_worker_killed_and_restarted_restores_from_its_files_and_matches_a_reb
     rebuilt = cli(env, "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "identical" in rebuilt.stdout
+
+
+def test_a_worker_stopped_gracefully_saves_its_states_and_reads_on_from_them(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """No revoke comes when a worker stops (SIGTERM): it saves its partitions' states then,
+    and its next start takes the partition from the file, at the offset it stopped at."""
+    raws = org_setup("acme") + list(check_ins(500, "acme"))
+    heads = expected_heads(raws, tmp_path / "embedded.db")
+    worker = projecting_worker(kafka, topics, tmp_path)
+    submitter = Submitter(kafka, topics["intake"])
+    try:
+        worker.start()
+        worker.wait_ready(1)
+        submitter.send(raws)
+        wait_projected(worker, heads)
+        worker.stop()
+        partition = partition_for(org_key("acme"), TEST_PARTITIONS)
+        file = PartitionSnapshots(partition_state_file(Path(worker.env["OKR_DATA_DIR"]), partition))
+        mark = file.mark()
+        file.close()
+        assert mark is not None, worker.log_tail()
+        assert mark.next_offset > len(raws)  # and the transactions' markers
+        worker.start()
+        worker.wait_ready(2)
+        wait_projected(worker, heads)
+    finally:
+        submitter.close()
+        worker.stop()
+    text = worker.log_path.read_text(errors="replace")
+    assert f"reading on from offset {mark.next_offset}" in text
