@@ -372,11 +372,16 @@ class PartitionSnapshots(SqliteSnapshots):
         self._lock: IO[bytes] | None = None
 
     def lock(self) -> bool:
-        """Hold the file (its lock file); ``False`` when another process holds it."""
+        """Hold the file (its lock file); ``False`` when another process holds it, or when
+        the lock file cannot be made (logged)."""
         if self._lock is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_name(self.path.name + ".lock").open("ab")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = self.path.with_name(self.path.name + ".lock").open("ab")
+        except OSError as error:
+            log.warning("cannot lock %s (%s): not using it", self.path, error)
+            return False
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
