@@ -21,12 +21,14 @@ import pytest
 
 from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
 from events.kafka_records import RejectionLanes, encode_event, org_key
+from events.outcomes import Accepted
+from events.sequencer import Sequencer
 from processors import tables as t
 from processors.kafka_projector import LedgerProjection, PartitionStates, ledger_record_at
 from processors.snapshots import PartitionSnapshots, partition_state_file
 from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
-from tests.builders import chained_events, check_ins, org_setup
+from tests.builders import chained_events, check_ins, org_setup, raw, sequence_all
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.projector_support import cli, projecting_worker, wait_projected
 from tests.kafka.test_projector_crash import expected_heads
@@ -332,3 +334,54 @@ def test_a_worker_stopped_gracefully_saves_its_states_and_reads_on_from_them(
         worker.stop()
     text = worker.log_path.read_text(errors="replace")
     assert f"reading on from offset {mark.next_offset}" in text
+
+
+def test_a_correction_after_a_restore_reads_the_saved_check_ins_back(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """After the takeover, a correction and a retraction of the first check-ins (which the
+    first owner saved and evicted) make the next owner read the whole log back from the file:
+    the projections still equal a rebuild."""
+    org = orgs_of(PARTITION, 1)[0]
+    sequencer = Sequencer()
+    setup = org_setup(org)
+    head = sequence_all(setup + list(check_ins(CHECK_INS, org)), sequencer)
+    events = [o.event for o in head if isinstance(o, Accepted)]
+    first, second = events[len(setup)], events[len(setup) + 1]
+    fixes = [
+        raw(
+            "CheckInCorrected",
+            {"key_result_id": "kr1", "corrects_event_id": str(first.event_id), "value": 99,
+             "reason": "a typo"},
+            org_id=org,
+        ),
+        raw(
+            "CheckInRetracted",
+            {"key_result_id": "kr1", "retracts_event_id": str(second.event_id),
+             "reason": "a duplicate"},
+            org_id=org,
+        ),
+    ]  # fmt: skip
+    tail = sequence_all(fixes + list(check_ins(5, org)), sequencer)
+    events += [o.event for o in tail if isinstance(o, Accepted)]
+    assert len(events) == len(setup) + CHECK_INS + len(fixes) + 5
+    topic = topics["ledger"]
+    records = produce(kafka, topic, events)
+    cut = len(setup) + CHECK_INS
+    states = PartitionStates(tmp_path / "data", ledger_record_at(kafka, topic))
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    try:
+        owner = worker(store, states)
+        owner.take({PARTITION})
+        project(owner, records[:cut])
+        owner.release()
+        next_owner = worker(store, states)
+        assert next_owner.take({PARTITION}) == {PARTITION: cut}
+        state = next_owner.projector.state.orgs[org].key_results["kr1"]
+        assert state.check_ins is None  # read back only when an event needs them
+        project(next_owner, records[cut:])
+        assert (next_owner.restored, next_owner.replayed) == (1, 0)
+        answer = contents(store)
+    finally:
+        store.close()
+    assert answer == rebuilt(tmp_path / "rebuilt", records)
