@@ -182,6 +182,20 @@ class Settings(BaseSettings):
         "<data_dir>/sequencer-state/partition-<n>.db, so that gaining a partition reads only "
         "what the ledger holds after the file; off: it folds the whole partition each time.",
     )
+    worker_projector_state_files: bool = Field(
+        default=True,
+        description="`okr-ledger worker` keeps each ledger partition's projector state in "
+        "<data_dir>/projector-state/partition-<n>.sqlite, so that gaining a partition replays "
+        "only what the ledger holds after the file; off: it replays the whole partition.",
+    )
+    projector_save_every: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="`okr-ledger worker` saves a ledger partition's projector state once it "
+        "has projected this many of its records since the last save (and on a revoke): "
+        "what a new owner replays, and the check-ins the worker keeps in memory.",
+    )
     worker_app_id: str = Field(
         default="okr-ledger",
         description="Faust app id of `okr-ledger worker` (its consumer group and internal topics).",

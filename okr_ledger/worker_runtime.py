@@ -53,6 +53,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         transactions=settings.kafka_transactions,
         sequencer_process=settings.worker_sequencer_process,
         state_files=settings.worker_state_files,
+        projector_state_files=settings.worker_projector_state_files,
+        projector_save_every=settings.projector_save_every,
         timings=GroupTimings(
             session_timeout_s=settings.kafka_session_timeout_seconds,
             heartbeat_interval_s=settings.kafka_heartbeat_interval_seconds,

@@ -37,7 +37,7 @@ from events.kafka_client import Connection, Reader
 from events.kafka_records import RejectionLanes
 from processors.faust_batches import Delivery, OkrConsumer
 from processors.kafka_config import WorkerConfig
-from processors.kafka_projector import LedgerProjection, ProjectorAgent
+from processors.kafka_projector import LedgerProjection, ProjectorAgent, partition_states
 from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
 from processors.runner import RowSink
@@ -165,7 +165,13 @@ class Worker(Delivery):
         partitions, lanes = await asyncio.to_thread(self._check_topics)
         self._store = await loop.run_in_executor(self._store_thread, self.services.open_store)
         projection = await loop.run_in_executor(
-            self._store_thread, LedgerProjection, self._store, partitions, RejectionLanes(lanes)
+            self._store_thread,
+            LedgerProjection,
+            self._store,
+            partitions,
+            RejectionLanes(lanes),
+            None,
+            partition_states(c),
         )
         runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
         self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
@@ -214,7 +220,7 @@ class Worker(Delivery):
         if self.sequencer is not None:
             self.sequencer.close()
         if self.projector is not None:
-            self.projector.close()
+            await self.projector.stop()  # saves its state files, in the store's thread
         loop = asyncio.get_running_loop()
         store, self._store = self._store, None  # a late tick finds none
         if store is not None:

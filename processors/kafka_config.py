@@ -81,6 +81,13 @@ class WorkerConfig:
     state_files: bool = True
     """Keep each partition's sequencer state in a file in ``data_dir`` (restore reads only
     what the ledger holds after it), or in memory (restore folds the whole partition)."""
+    projector_state_files: bool = True
+    """Keep each ledger partition's projector state in a file in ``data_dir``
+    (:class:`processors.kafka_projector.PartitionStates`): gaining a partition replays only
+    what the ledger holds after it; or not (the partition is replayed from its beginning)."""
+    projector_save_every: int = 100_000
+    """Save a partition's projector state once this many of its records were projected since
+    the last save (as the embedded runner's ``DEFAULT_SAVE_EVERY``), and on a revoke."""
     sequencer_process: bool = True
     """Decide and write in a process of its own (a core of its own), or in threads of the
     worker's process."""

@@ -16,8 +16,12 @@ per batch, the checkpoints last (:meth:`projections.store.ProjectionStore.insert
 the store's checkpoints: they are the record of what was projected, whoever projected it. A
 partition whose every org the store has exactly where this worker's state has it (it held the
 partition and nobody projected it since) is read on from where this worker stopped; any other
-partition's state is dropped and the partition is read from its beginning (the chain rule needs
-every record; what is at or below the checkpoints is only replayed).
+partition's state is dropped and restored from the partition's state file
+(:class:`PartitionStates`), if usable, and the partition read on from the file's offset;
+otherwise it is read from its beginning (the chain rule needs every record). Either way what is
+at or below the checkpoints is only replayed. The files are saved after an insert, every
+``save_every`` records of a partition, and on a revoke; a save drops the saved check-ins from
+memory. See docs/ARCHITECTURE.md, "Projector state files".
 
 A crash anywhere loses nothing: the checkpoints only move after the batch's rows are stored,
 and a batch projected again yields the same rows (versioned by ``sequence``), which collapse.
@@ -31,25 +35,39 @@ rebuild matches), and a re-insert collapses too.
 """
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from events import allocator
 from events.collector import collector_paused
 from events.kafka_records import ChainReader, RejectionLanes, read_rejection
+from events.log import ChainHead
 from events.outcomes import Rejection
 from processors import tables as t
 from processors.faust_batches import Unreadable, records_bytes
+from processors.kafka_config import WorkerConfig
 from processors.metrics import PrometheusMetrics
 from processors.projector import RECORD_FIELDS, Projector, StoredEvent, micros
 from processors.rejections import project_rejections
-from processors.runner import RowSink
+from processors.runner import DEFAULT_SAVE_EVERY, RowSink
+from processors.snapshots import (
+    PartitionMark,
+    PartitionSaved,
+    PartitionSnapshots,
+    Snapshot,
+    partition_state_file,
+)
 from processors.tables import RowBatch
-from schemas.errors import ProjectionError
+from schemas.errors import LedgerUnavailableError, ProjectionError, UnusableSnapshotError
+
+if TYPE_CHECKING:
+    from events.kafka_client import Connection
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +80,59 @@ _FIELDS = frozenset(RECORD_FIELDS)
 _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
 """The fields of a ledger event, and those it must have: a record with others, or without
 one of these, is refused as :class:`~processors.projector.StoredEvent` refuses it."""
+RecordAt = Callable[[int, int], bytes | None]
+"""(ledger partition, offset) -> the value of the record there (``None``: no record there)."""
+
+
+def record_digest(value: bytes | None) -> str:
+    """What a partition state file keeps of the record before its offset (SHA-256, hex)."""
+    return hashlib.sha256(value or b"").hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStates:
+    """Where the projector keeps each ledger partition's state: a file per partition in the
+    worker's data directory (:func:`processors.snapshots.partition_state_file`), saved at most
+    every ``save_every`` events of the partition and on a revoke. ``record_at`` reads the
+    ledger: a file is used only if the ledger's record before its offset is the one it saved."""
+
+    directory: Path
+    record_at: RecordAt
+    save_every: int = DEFAULT_SAVE_EVERY
+
+    def file(self, partition: int) -> PartitionSnapshots:
+        return PartitionSnapshots(partition_state_file(self.directory, partition))
+
+
+def partition_states(config: WorkerConfig) -> PartitionStates | None:
+    """The worker's :class:`PartitionStates` (``None`` when its settings turn them off)."""
+    if not config.projector_state_files:
+        return None
+    from events.kafka_client import Connection
+
+    connection = Connection(config.servers, "okr-projector-restore", config.timeout_s)
+    return PartitionStates(
+        config.data_dir,
+        ledger_record_at(connection, config.topics.ledger),
+        config.projector_save_every,
+    )
+
+
+def ledger_record_at(connection: "Connection", topic: str) -> RecordAt:
+    """:attr:`PartitionStates.record_at` on the ledger topic ``topic`` (a committed read)."""
+
+    def record_at(partition: int, offset: int) -> bytes | None:
+        from events.kafka_client import Reader  # Kafka's client: only when a file is checked
+
+        reader = Reader(connection)
+        try:
+            for record in reader.read(topic, {partition: offset}):
+                return record.value if record.offset == offset else None
+            return None
+        finally:
+            reader.close()
+
+    return record_at
 
 
 @dataclass(slots=True)
@@ -93,9 +164,11 @@ class LedgerProjection:
         partition_count: int,
         lanes: RejectionLanes,
         projector: Projector | None = None,
+        states: PartitionStates | None = None,
     ) -> None:
         """``partition_count``: of the ledger topic, to tell where each org's records belong;
-        ``lanes``: the rejections topic's partitions."""
+        ``lanes``: the rejections topic's partitions; ``states``: where each partition's state
+        is saved (none: a partition gained is read from its beginning)."""
         self.sink = sink
         self.chain = ChainReader(partition_count)
         self.lanes = lanes
@@ -112,6 +185,22 @@ class LedgerProjection:
         self.claim = 0
         """This worker's claim on the partitions of its latest assignment
         (:data:`processors.tables.OWNER_STREAM`)."""
+        self.states = states
+        self.restored = 0
+        """Partitions taken from their state file (not read from their beginning)."""
+        self._files: dict[int, PartitionSnapshots] = {}
+        """The state files this worker holds (locked): of the partitions it owns."""
+        self._handles: dict[int, PartitionSnapshots] = {}
+        """Each partition's file as opened once: the saved check-ins of its orgs in memory
+        are read back through it (it opens the file again after a revoke closed it)."""
+        self._marks: dict[int, PartitionMark | None] = {}
+        """Per partition: the mark its file had when this worker last read or saved it."""
+        self._saved: dict[int, dict[str, int]] = {}
+        """Per partition: each org's position in its file."""
+        self._unsaved: dict[int, int] = {}
+        """Per partition: records applied since its file was last saved."""
+        self._last_digest: dict[int, str] = {}
+        """Per partition: :func:`record_digest` of the last record applied."""
 
     def take(self, partitions: set[int]) -> dict[int, int | None]:
         """A new assignment: where to read each ledger partition from (``None``: its
@@ -125,14 +214,114 @@ class LedgerProjection:
         self._discard_unfinished(partitions, found, self.claim)
         self.checkpoints = found.get(t.LEDGER_STREAM, {})
         self.rejections_done = self._lanes_done(found.get(t.REJECTION_STREAM, {}))
+        for partition in set(self._files) - partitions:
+            self._let_go(partition)
         starts: dict[int, int | None] = {}
         for partition in partitions:
-            if partition in self.next_offsets and self._unchanged(partition):
+            if (
+                partition in self.next_offsets
+                and self._unchanged(partition)
+                and self._kept(partition)
+            ):
                 starts[partition] = self.next_offsets[partition]
             else:
                 self._forget(partition)
-                starts[partition] = None
+                starts[partition] = self._restore(partition)
         return starts
+
+    def _kept(self, partition: int) -> bool:
+        """Whether this worker's state of ``partition`` (which the store agrees with) goes on
+        with its file: the file is this worker's again (locked) and holds what it last saved
+        there (no other worker of this machine saved it since)."""
+        if self.states is None:
+            return True
+        file = self._handle(partition)
+        if not file.lock():
+            return False
+        self._files[partition] = file
+        return file.mark() == self._marks.get(partition)
+
+    def _handle(self, partition: int) -> PartitionSnapshots:
+        file = self._handles.get(partition)
+        if file is None:
+            if self.states is None:
+                raise RuntimeError("this projector keeps no state files")
+            file = self._handles[partition] = self.states.file(partition)
+        return file
+
+    def _restore(self, partition: int) -> int | None:
+        """The state of ``partition`` from its file, if the file is usable (see
+        :meth:`_usable`): the offset to read from. Otherwise ``None`` (read the partition from
+        its beginning) and the file is emptied, to be saved anew."""
+        if self.states is None:
+            return None
+        file = self._handle(partition)
+        if not file.lock():
+            log.warning(
+                "ledger partition %s: %s is held by another process; replaying the partition "
+                "(its state is kept in memory only)",
+                partition,
+                file.path,
+            )
+            return None
+        self._files[partition] = file
+        self._marks[partition], self._saved[partition] = None, {}
+        self._unsaved[partition] = 0
+        found = file.read()
+        if found is None or not self._usable(partition, found):
+            file.remove()
+            return None
+        mark, state, heads = found.mark, self.projector.state, self.chain.rule.heads
+        for org_id, snapshot in found.snapshots.items():
+            state.orgs[org_id] = snapshot.state
+        heads.update((org_id, ChainHead(*head)) for org_id, head in found.heads.items())
+        self.next_offsets[partition] = mark.next_offset
+        if mark.newest:
+            self.newest[partition] = mark.newest
+        self._last_digest[partition] = mark.record_sha256
+        self._marks[partition] = mark
+        self._saved[partition] = {org_id: head[0] for org_id, head in found.heads.items()}
+        self.restored += 1
+        log.info(
+            "ledger partition %s: state of %d orgs restored from %s, reading on from offset %s",
+            partition,
+            len(found.heads),
+            file.path,
+            mark.next_offset,
+        )
+        return mark.next_offset
+
+    def _usable(self, partition: int, found: PartitionSaved) -> bool:
+        """Whether a state file of ``partition`` may be used: of this partition and topic
+        size, every org of it at or below the store's checkpoint (a state ahead of the store
+        was saved past a commit that did not land), and of this ledger (the record before its
+        offset is the one it saved)."""
+        mark, owner, checkpoints = found.mark, self.chain.owner, self.checkpoints
+        why = ""
+        if (mark.partition, mark.partitions) != (partition, self.chain.partitions):
+            why = f"it is of partition {mark.partition} of {mark.partitions}"
+        elif mark.next_offset <= 0:
+            why = "it reflects no record"
+        elif any(owner(org_id) != partition for org_id in found.heads):
+            why = "it holds orgs of other partitions"
+        elif any(seq > checkpoints.get(o, 0) for o, (seq, _h) in found.heads.items()):
+            why = "it is ahead of the store's checkpoints"
+        else:
+            try:
+                value = (
+                    self.states.record_at(partition, mark.next_offset - 1) if self.states else None
+                )
+            except LedgerUnavailableError as error:
+                value, why = None, f"the ledger could not be read ({error})"
+            if not why and (value is None or record_digest(value) != mark.record_sha256):
+                why = (
+                    f"the ledger's record at offset {mark.next_offset - 1} is not the one it saved"
+                )
+        if why:
+            log.warning(
+                "ledger partition %s: not using its state file: %s; replaying", partition, why
+            )
+        return not why
 
     def _lanes_done(self, positions: dict[str, int]) -> dict[int, int]:
         """Each lane's checkpoint (the last position projected), from the store's."""
@@ -181,6 +370,54 @@ class LedgerProjection:
             del self.chain.rule.heads[org_id]
         self.next_offsets.pop(partition, None)
         self.newest.pop(partition, None)
+        self._last_digest.pop(partition, None)
+        self._marks.pop(partition, None)
+        self._saved.pop(partition, None)
+        self._unsaved.pop(partition, None)
+
+    def release(self, save: bool = True) -> None:
+        """Save (if ``save``) the state of each partition this worker holds a file of and let
+        the files go (a revoke: the next owner may be a worker of this machine)."""
+        for partition in list(self._files):
+            self._let_go(partition, save)
+
+    def _let_go(self, partition: int, save: bool = True) -> None:
+        if save and self._unsaved.get(partition, 0) > 0:
+            self._save(partition)
+        self._files.pop(partition).close()
+
+    def _save(self, partition: int) -> None:
+        """Save the state of ``partition`` in its file: the orgs whose position moved since
+        the last save, their heads, and the mark. Called only once the store has every event
+        applied (after a commit, or at a revoke)."""
+        file = self._files.get(partition)
+        next_offset = self.next_offsets.get(partition)
+        digest = self._last_digest.get(partition)
+        if file is None or next_offset is None or digest is None:
+            return
+        owner, orgs = self.chain.owner, self.projector.state.orgs
+        saved = self._saved.setdefault(partition, {})
+        snapshots: list[Snapshot] = []
+        for org_id, head in self.chain.rule.heads.items():
+            if saved.get(org_id) == head.sequence or owner(org_id) != partition:
+                continue
+            state = orgs.get(org_id)
+            if state is None or state.last_sequence != head.sequence:  # never expected
+                log.warning(
+                    "ledger partition %s: the projector's state of %r is not at its chain "
+                    "head; not saving the partition's state",
+                    partition,
+                    org_id,
+                )
+                return
+            snapshots.append(Snapshot(org_id, head.sequence, head.hash, state))
+        mark = PartitionMark(
+            partition, self.chain.partitions, next_offset, digest, self.newest.get(partition, "")
+        )
+        if file.save_partition(snapshots, mark):
+            saved.update((s.org_id, s.position) for s in snapshots)
+            self._marks[partition] = mark
+            self._unsaved[partition] = 0
 
     def apply(
         self, ledger: list[LedgerRecord], rejections: list[tuple[int, int, bytes | None]]
@@ -188,7 +425,14 @@ class LedgerProjection:
         """Project ``ledger`` records (each partition's in offset order) and ``(lane, offset,
         value)`` rejections; store the rows in one insert per table."""
         with collector_paused():  # until the batch's rows are inserted and let go of
-            self._apply(ledger, rejections)
+            try:
+                self._apply(ledger, rejections)
+            except UnusableSnapshotError as error:  # saved check-ins read back lazily
+                for partition in list(self._files):
+                    file = self._files.pop(partition)
+                    file.remove()  # the next take replays the partition
+                    file.close()
+                raise ProjectionError(f"a saved projector state is unusable: {error}") from error
 
     def _apply(
         self, ledger: list[LedgerRecord], rejections: list[tuple[int, int, bytes | None]]
@@ -198,9 +442,13 @@ class LedgerProjection:
         admit, checkpoints = self.chain.admit, self.checkpoints
         next_offsets, newest = self.next_offsets, self.newest
         firsts: dict[int, str] = {}  # each partition's first live event's recorded_at
+        counts: dict[int, int] = {}  # records per partition
+        lasts: dict[int, bytes | None] = {}  # each partition's last record's value
         self.oldest = None
         for partition, offset, key, value in ledger:
             next_offsets[partition] = offset + 1
+            counts[partition] = counts.get(partition, 0) + 1
+            lasts[partition] = value
             record = admit(partition, key, value)
             if record is None:
                 continue  # an orphan (chain rule)
@@ -230,6 +478,19 @@ class LedgerProjection:
             self.sink.insert(rows, owners)  # the checkpoints last, if still ours
         if firsts:
             self.oldest = min(micros(at) for at in firsts.values()) / 1e6
+        for partition, value in lasts.items():
+            self._last_digest[partition] = record_digest(value)
+        if self.states is not None:
+            self._save_due(counts, self.states.save_every)
+
+    def _save_due(self, counts: dict[int, int], every: int) -> None:
+        """After a batch stored: save each partition that has ``every`` records unsaved."""
+        unsaved = self._unsaved
+        for partition, count in counts.items():
+            if partition in self._files:
+                unsaved[partition] = unsaved.get(partition, 0) + count
+                if unsaved[partition] >= every:
+                    self._save(partition)
 
     def _rejection_rows(self, rejections: list[tuple[int, int, bytes | None]]) -> RowBatch:
         by_lane: dict[int, list[tuple[int, Rejection]]] = {}
@@ -325,13 +586,15 @@ class ProjectorAgent:
 
     async def revoke(self) -> None:
         """Take no more batches until the next assignment (which says where to read from),
-        and return once an insert under way has ended: the next owner of these partitions
-        reads the store's checkpoints when it takes them, and this worker rejoins the group
-        (letting the assignment go on) only after this returns."""
+        and return once an insert under way has ended and the partitions' states are saved
+        and their files let go of: the next owner of these partitions reads the store's
+        checkpoints (and may read the files) when it takes them, and this worker rejoins the
+        group (letting the assignment go on) only after this returns."""
         self._generation = None
         self._pending = Pending()
         async with self._lock:  # an insert under way holds it
-            pass
+            if self.projection.states is not None:  # after a failed insert: nothing to save
+                await self._blocking(self.projection.release, self._failure is None)
 
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False
@@ -475,6 +738,22 @@ class ProjectorAgent:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """The worker stops (no revoke comes then): once an insert under way has ended (at
+        most ``timeout_s``), save the partitions' states and let their files go."""
+        self.close()
+        self._generation = None
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout_s)
+        except TimeoutError:
+            log.warning("an insert did not end within %.0fs: the states are not saved", timeout_s)
+            return
+        try:
+            if self.projection.states is not None:
+                await self._blocking(self.projection.release, self._failure is None)
+        finally:
+            self._lock.release()
 
 
 def _ranges(pending: Pending) -> str:

@@ -20,17 +20,22 @@ the store's checkpoint is at or beyond it. Everything read is validated: a state
 unreadable, of another format or org, inconsistent, or whose checksums do not match is
 ignored (or, for a key result's check-ins found bad later, makes the runner replay the ledger).
 Org ids are values in the file, never file names.
+
+The Kafka worker keeps a file of the same tables per ledger partition
+(:class:`PartitionSnapshots`), with each org's chain head and the partition's mark (the offset
+it reflects), all saved in one transaction (:meth:`SqliteSnapshots.save_many`).
 """
 
+import fcntl
 import logging
 import sqlite3
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from events.sqlite_connection import connect_wal
 from processors.objectives import fresh_all
@@ -218,47 +223,66 @@ class SqliteSnapshots:
     def save(self, snapshot: Snapshot) -> None:
         """Save the state (what changed since it was last saved here, or all of it), then drop
         from memory the check-ins saved."""
+        self.save_many([snapshot])
+
+    def save_many(
+        self,
+        snapshots: Sequence[Snapshot],
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> bool:
+        """:meth:`save` each of ``snapshots`` and run ``also`` in one transaction: all of it is
+        saved, or (logged) none of it; whether it was."""
+        done: list[tuple[OrgProjection, Saved, list[str]]] = []
+        try:
+            with self._transaction() as db:
+                for snapshot in snapshots:
+                    done.append((snapshot.state, *self._write(db, snapshot)))
+                if also is not None:
+                    also(db)
+        except (sqlite3.Error, OSError, UnusableSnapshotError) as error:
+            # Rolled back: the file holds what ``saved`` says (or another process's save).
+            log.warning("cannot save the projector's state in %s: %s", self.path, error)
+            return False
+        for state, fresh, changed in done:
+            for key_result_id in changed:
+                check_ins = state.key_results[key_result_id].check_ins
+                if check_ins is not None:
+                    check_ins.clean = len(check_ins)
+            state.changed.clear()
+            state.saved = fresh
+            state.loader = self._loader(state)
+            state.evict()
+        return True
+
+    def _write(self, db: sqlite3.Connection, snapshot: Snapshot) -> tuple[Saved, list[str]]:
+        """Write one org's state in the transaction; what it saved, and the key results whose
+        check-ins it wrote (the state itself changes only once the transaction commits)."""
         state = snapshot.state
         fresh_all(state)  # the numbers saved are exact
         saved = state.saved
         org_id = snapshot.org_id
-        try:
-            with self._transaction() as db:
-                current = db.execute(
-                    "SELECT generation FROM orgs WHERE org_id = ?", (org_id,)
-                ).fetchone()
-                anew = saved is None or current is None or current[0] != saved.generation
-                if saved is None or anew:
-                    fresh = Saved(uuid.uuid4().hex)  # not from this file: everything anew
-                    changed = list(state.key_results)
-                else:
-                    fresh = Saved(saved.generation, dict(saved.records))
-                    changed = sorted(state.changed)
-                for key_result_id in changed:
-                    self._save_check_ins(db, state, key_result_id, fresh, anew)
-                if anew:  # what an earlier save left (of another generation or format)
-                    db.execute(
-                        "DELETE FROM check_in_chunks WHERE org_id = ? AND generation != ?",
-                        (org_id, fresh.generation),
-                    )
-                    db.execute("DELETE FROM check_ins WHERE org_id = ?", (org_id,))
-                document = encode_org(state, snapshot.event_hash, fresh.records)
-                db.execute(
-                    "INSERT OR REPLACE INTO orgs VALUES (?, ?, ?, ?, ?)",
-                    (org_id, SNAPSHOT_FORMAT, fresh.generation, document, zlib.crc32(document)),
-                )
-        except (sqlite3.Error, OSError, UnusableSnapshotError) as error:
-            # Rolled back: the file holds what ``saved`` says (or another process's save).
-            log.warning("cannot save the projector's state in %s: %s", self.path, error)
-            return
+        current = db.execute("SELECT generation FROM orgs WHERE org_id = ?", (org_id,)).fetchone()
+        anew = saved is None or current is None or current[0] != saved.generation
+        if saved is None or anew:
+            fresh = Saved(uuid.uuid4().hex)  # not from this file: everything anew
+            changed = list(state.key_results)
+        else:
+            fresh = Saved(saved.generation, dict(saved.records))
+            changed = sorted(state.changed)
         for key_result_id in changed:
-            check_ins = state.key_results[key_result_id].check_ins
-            if check_ins is not None:
-                check_ins.clean = len(check_ins)
-        state.changed.clear()
-        state.saved = fresh
-        state.loader = self._loader(state)
-        state.evict()
+            self._save_check_ins(db, state, key_result_id, fresh, anew)
+        if anew:  # what an earlier save left (of another generation or format)
+            db.execute(
+                "DELETE FROM check_in_chunks WHERE org_id = ? AND generation != ?",
+                (org_id, fresh.generation),
+            )
+            db.execute("DELETE FROM check_ins WHERE org_id = ?", (org_id,))
+        document = encode_org(state, snapshot.event_hash, fresh.records)
+        db.execute(
+            "INSERT OR REPLACE INTO orgs VALUES (?, ?, ?, ?, ?)",
+            (org_id, SNAPSHOT_FORMAT, fresh.generation, document, zlib.crc32(document)),
+        )
+        return fresh, changed
 
     def _save_check_ins(
         self, db: sqlite3.Connection, state: OrgProjection, key_result_id: str, saved: Saved,
@@ -297,3 +321,177 @@ class SqliteSnapshots:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+PARTITION_STATES = "projector-state"
+"""The directory, in the worker's data directory, of the projector's partition state files."""
+PARTITION_FORMAT = 1
+"""Of a partition state file's ``mark``: a file of another is not used (it is written anew)."""
+_PARTITION_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS heads (org_id TEXT PRIMARY KEY, sequence INTEGER NOT NULL, "
+    "hash TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mark (id INTEGER PRIMARY KEY CHECK (id = 0), "
+    "format INTEGER NOT NULL, partition INTEGER NOT NULL, partitions INTEGER NOT NULL, "
+    "next_offset INTEGER NOT NULL, record_sha256 TEXT NOT NULL, newest TEXT NOT NULL)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMark:
+    """What a partition state file reflects: the ledger partition (of a topic of
+    ``partitions``) read up to ``next_offset`` (the next offset to read), whose record at
+    ``next_offset`` - 1 has a value of SHA-256 ``record_sha256``; ``newest``: the
+    ``recorded_at`` of the newest event read."""
+
+    partition: int
+    partitions: int
+    next_offset: int
+    record_sha256: str
+    newest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSaved:
+    """A partition state file as read: its mark, each org's chain head (sequence, hash) and
+    each org's saved state (:class:`Snapshot`, at that head)."""
+
+    mark: PartitionMark
+    heads: dict[str, tuple[int, str]]
+    snapshots: dict[str, Snapshot]
+
+
+class PartitionSnapshots(SqliteSnapshots):
+    """The projector's state of one ledger partition of a Kafka worker: every org's saved
+    state (as :class:`SqliteSnapshots` keeps it), their chain heads and the mark
+    (:class:`PartitionMark`), all saved in one transaction. Locked (``flock`` of a ``.lock``
+    file beside it) while a worker of this machine uses it: a paused earlier owner cannot
+    write it under the next one, whose saved check-ins are read from it lazily."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._lock: IO[bytes] | None = None
+
+    def lock(self) -> bool:
+        """Hold the file (its lock file); ``False`` when another process holds it, or when
+        the lock file cannot be made (logged)."""
+        if self._lock is not None:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = self.path.with_name(self.path.name + ".lock").open("ab")
+        except OSError as error:
+            log.warning("cannot lock %s (%s): not using it", self.path, error)
+            return False
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return False
+        self._lock = lock
+        return True
+
+    def close(self) -> None:
+        """Close the file and let go of its lock."""
+        super().close()
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def _open(self) -> sqlite3.Connection:
+        db = super()._open()
+        try:
+            for statement in _PARTITION_SCHEMA:
+                db.execute(statement)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def read(self) -> PartitionSaved | None:
+        """The file's mark, heads and states, if it holds a whole and consistent state: every
+        org with a head has a readable state at that head (same sequence and hash), and no
+        other. ``None`` (logged) otherwise, or when there is no file or no mark."""
+        mark = self.mark()
+        if mark is None:
+            return None
+        try:
+            db = self._connection()
+            heads: dict[str, tuple[int, str]] = {
+                org_id: (sequence, hash_)
+                for org_id, sequence, hash_ in db.execute(
+                    "SELECT org_id, sequence, hash FROM heads"
+                )
+            }
+            orgs = {org_id for (org_id,) in db.execute("SELECT org_id FROM orgs")}
+        except sqlite3.Error as error:
+            log.warning("cannot read %s (%s): replaying the partition", self.path, error)
+            return None
+        if orgs != set(heads):
+            log.warning("%s: its heads and its states disagree: replaying", self.path)
+            return None
+        snapshots: dict[str, Snapshot] = {}
+        for org_id, (sequence, hash_) in heads.items():
+            snapshot = self.load(org_id)
+            if snapshot is None or (snapshot.position, snapshot.event_hash) != (sequence, hash_):
+                log.warning("%s: the state of %r is not at its head: replaying", self.path, org_id)
+                return None
+            snapshots[org_id] = snapshot
+        return PartitionSaved(mark, heads, snapshots)
+
+    def mark(self) -> PartitionMark | None:
+        """The file's mark alone (``None``: none, no file, or unreadable)."""
+        if not self.path.exists():
+            return None
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT format, partition, partitions, next_offset, record_sha256, newest "
+                    "FROM mark WHERE id = 0"
+                )
+                .fetchone()
+            )
+        except sqlite3.Error:
+            return None
+        if row is None or row[0] != PARTITION_FORMAT:
+            return None
+        return PartitionMark(*row[1:])
+
+    def save_partition(self, snapshots: Sequence[Snapshot], mark: PartitionMark) -> bool:
+        """Save the states of the orgs that changed since the last save (each at its head:
+        :attr:`Snapshot.position` and :attr:`Snapshot.event_hash`) and the new mark, in one
+        transaction; whether it was saved (see :meth:`SqliteSnapshots.save_many`)."""
+
+        def heads_and_mark(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT OR REPLACE INTO heads VALUES (?, ?, ?)",
+                [(s.org_id, s.position, s.event_hash) for s in snapshots],
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO mark VALUES (0, ?, ?, ?, ?, ?, ?)",
+                (
+                    PARTITION_FORMAT,
+                    mark.partition,
+                    mark.partitions,
+                    mark.next_offset,
+                    mark.record_sha256,
+                    mark.newest,
+                ),
+            )
+
+        return self.save_many(snapshots, heads_and_mark)
+
+    def remove(self) -> None:
+        """Delete the file (not its lock): it is not a state to use, and is written anew."""
+        super().close()
+        for path in (self.path, *self.path.parent.glob(self.path.name + "-*")):
+            path.unlink(missing_ok=True)
+
+
+def partition_state_file(directory: Path, partition: int) -> Path:
+    """The projector's state file of ledger ``partition`` in the worker's data directory:
+    named by the partition number only, never by a setting or an input."""
+    if type(partition) is not int or partition < 0:
+        raise ValueError(f"a partition number is an int >= 0, not {partition!r}")
+    return directory / PARTITION_STATES / f"partition-{partition}.sqlite"
