@@ -12,6 +12,7 @@ group would hand them the partition.
 
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,3 +386,24 @@ def test_a_correction_after_a_restore_reads_the_saved_check_ins_back(
     finally:
         store.close()
     assert answer == rebuilt(tmp_path / "rebuilt", records)
+
+
+def test_a_state_file_of_another_shape_or_none_reads_as_no_state(tmp_path: Path) -> None:
+    """No file: nothing read and no file made. A file whose tables have other columns (an
+    SQLite error on each read): no saved state and no mark, never an error."""
+    path = partition_state_file(tmp_path, PARTITION)
+    missing = PartitionSnapshots(path)
+    assert (missing.mark(), missing.load("org1"), missing.read()) == (None, None, None)
+    assert not path.exists()
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orgs (org_id TEXT PRIMARY KEY, other TEXT)")
+        db.execute("CREATE TABLE mark (id INTEGER PRIMARY KEY, other TEXT)")
+        db.execute("INSERT INTO orgs VALUES ('org1', 'x')")
+        db.execute("INSERT INTO mark VALUES (0, 'x')")
+    db.close()
+    other = PartitionSnapshots(path)
+    try:
+        assert (other.mark(), other.load("org1"), other.read()) == (None, None, None)
+    finally:
+        other.close()
