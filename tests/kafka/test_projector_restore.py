@@ -11,9 +11,7 @@ group would hand them the partition.
 """
 
 import os
-import random
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,14 @@ from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
 from tests.builders import chained_events, check_ins, org_setup, raw, sequence_all
 from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.projector_support import cli, projecting_worker, wait_projected
-from tests.kafka.test_projector_crash import expected_heads
+from tests.kafka.projector_support import (
+    assert_rebuild_identical,
+    expected_heads,
+    kill_while_projecting,
+    projecting_worker,
+    start_and_project,
+    wait_projected,
+)
 from tests.kafka.test_sequencer_worker import Submitter
 
 pytestmark = pytest.mark.kafka
@@ -284,26 +288,14 @@ def test_a_worker_killed_and_restarted_restores_from_its_files_and_matches_a_reb
     worker = projecting_worker(kafka, topics, tmp_path)
     worker.env["OKR_PROJECTOR_SAVE_EVERY"] = "200"
     submitter = Submitter(kafka, topics["intake"])
-    rng = random.Random(11)
     try:
-        worker.start()
-        worker.wait_ready(1)
-        chunks = [raws[i : i + 300] for i in range(0, len(raws), 300)]
-        for kill, chunk in enumerate(chunks, start=1):
-            submitter.send(chunk)
-            time.sleep(rng.uniform(0.5, 1.5))
-            worker.kill()
-            worker.start()
-            worker.wait_ready(kill + 1)
+        kill_while_projecting(worker, submitter, raws, seed=11, pause_s=(0.5, 1.5))
         wait_projected(worker, expected_heads(raws, tmp_path / "embedded.db"))
     finally:
         submitter.close()
         worker.stop()
     assert "restored from" in worker.log_path.read_text(errors="replace"), worker.log_tail()
-    env = {k: v for k, v in worker.env.items() if k.startswith("OKR_")}
-    rebuilt = cli(env, "rebuild")
-    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    assert "identical" in rebuilt.stdout
+    assert_rebuild_identical(worker)
 
 
 def test_a_worker_stopped_gracefully_saves_its_states_and_reads_on_from_them(
@@ -316,10 +308,7 @@ def test_a_worker_stopped_gracefully_saves_its_states_and_reads_on_from_them(
     worker = projecting_worker(kafka, topics, tmp_path)
     submitter = Submitter(kafka, topics["intake"])
     try:
-        worker.start()
-        worker.wait_ready(1)
-        submitter.send(raws)
-        wait_projected(worker, heads)
+        start_and_project(worker, submitter, raws, heads)
         worker.stop()
         partition = partition_for(org_key("acme"), TEST_PARTITIONS)
         file = PartitionSnapshots(partition_state_file(Path(worker.env["OKR_DATA_DIR"]), partition))
