@@ -38,8 +38,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,7 @@ from processors.tables import RowBatch
 from schemas.errors import LedgerUnavailableError, ProjectionError, UnusableSnapshotError
 
 if TYPE_CHECKING:
-    from events.kafka_client import Connection
+    from events.kafka_client import Connection, Reader
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
 one of these, is refused as :class:`~processors.projector.StoredEvent` refuses it."""
 RecordAt = Callable[[int, int], bytes | None]
 """(ledger partition, offset) -> the value of the record there (``None``: no record there)."""
+LedgerReads = Callable[[], AbstractContextManager[RecordAt]]
+"""Opens the reads of the ledger that one assignment's checks make (one :data:`RecordAt` for
+all of them), and closes them after."""
 
 
 def record_digest(value: bytes | None) -> str:
@@ -93,11 +97,11 @@ def record_digest(value: bytes | None) -> str:
 class PartitionStates:
     """Where the projector keeps each ledger partition's state: a file per partition in the
     worker's data directory (:func:`processors.snapshots.partition_state_file`), saved at most
-    every ``save_every`` events of the partition and on a revoke. ``record_at`` reads the
+    every ``save_every`` events of the partition and on a revoke. ``ledger`` reads the
     ledger: a file is used only if the ledger's record before its offset is the one it saved."""
 
     directory: Path
-    record_at: RecordAt
+    ledger: LedgerReads
     save_every: int = DEFAULT_SAVE_EVERY
 
     def file(self, partition: int) -> PartitionSnapshots:
@@ -118,21 +122,31 @@ def partition_states(config: WorkerConfig) -> PartitionStates | None:
     )
 
 
-def ledger_record_at(connection: "Connection", topic: str) -> RecordAt:
-    """:attr:`PartitionStates.record_at` on the ledger topic ``topic`` (a committed read)."""
+def ledger_record_at(connection: "Connection", topic: str) -> LedgerReads:
+    """:attr:`PartitionStates.ledger` on the ledger topic ``topic`` (committed reads): one
+    reader for all the checks of an assignment, made at the first check, closed after."""
 
-    def record_at(partition: int, offset: int) -> bytes | None:
-        from events.kafka_client import Reader  # Kafka's client: only when a file is checked
+    @contextmanager
+    def reads() -> Iterator[RecordAt]:
+        reader: Reader | None = None
 
-        reader = Reader(connection)
-        try:
+        def record_at(partition: int, offset: int) -> bytes | None:
+            nonlocal reader
+            if reader is None:
+                from events.kafka_client import Reader  # Kafka's client: when a file is checked
+
+                reader = Reader(connection)
             for record in reader.read(topic, {partition: offset}):
                 return record.value if record.offset == offset else None
             return None
-        finally:
-            reader.close()
 
-    return record_at
+        try:
+            yield record_at
+        finally:
+            if reader is not None:
+                reader.close()
+
+    return reads
 
 
 @dataclass(slots=True)
@@ -217,16 +231,18 @@ class LedgerProjection:
         for partition in set(self._files) - partitions:
             self._let_go(partition)
         starts: dict[int, int | None] = {}
-        for partition in partitions:
-            if (
-                partition in self.next_offsets
-                and self._unchanged(partition)
-                and self._kept(partition)
-            ):
-                starts[partition] = self.next_offsets[partition]
-            else:
-                self._forget(partition)
-                starts[partition] = self._restore(partition)
+        reads = nullcontext(None) if self.states is None else self.states.ledger()
+        with reads as record_at:  # one reader for every file this take checks
+            for partition in partitions:
+                if (
+                    partition in self.next_offsets
+                    and self._unchanged(partition)
+                    and self._kept(partition)
+                ):
+                    starts[partition] = self.next_offsets[partition]
+                else:
+                    self._forget(partition)
+                    starts[partition] = self._restore(partition, record_at)
         return starts
 
     def _kept(self, partition: int) -> bool:
@@ -249,11 +265,12 @@ class LedgerProjection:
             file = self._handles[partition] = self.states.file(partition)
         return file
 
-    def _restore(self, partition: int) -> int | None:
+    def _restore(self, partition: int, record_at: RecordAt | None) -> int | None:
         """The state of ``partition`` from its file, if the file is usable (see
-        :meth:`_usable`): the offset to read from. Otherwise ``None`` (read the partition from
-        its beginning) and the file is emptied, to be saved anew."""
-        if self.states is None:
+        :meth:`_usable`, which reads the ledger with ``record_at``): the offset to read from.
+        Otherwise ``None`` (read the partition from its beginning) and the file is emptied, to
+        be saved anew."""
+        if self.states is None or record_at is None:
             return None
         file = self._handle(partition)
         if not file.lock():
@@ -268,7 +285,7 @@ class LedgerProjection:
         self._marks[partition], self._saved[partition] = None, {}
         self._unsaved[partition] = 0
         found = file.read()
-        if found is None or not self._usable(partition, found):
+        if found is None or not self._usable(partition, found, record_at):
             file.remove()
             return None
         mark, state, heads = found.mark, self.projector.state, self.chain.rule.heads
@@ -291,7 +308,7 @@ class LedgerProjection:
         )
         return mark.next_offset
 
-    def _usable(self, partition: int, found: PartitionSaved) -> bool:
+    def _usable(self, partition: int, found: PartitionSaved, record_at: RecordAt) -> bool:
         """Whether a state file of ``partition`` may be used: of this partition and topic
         size, every org of it at or below the store's checkpoint (a state ahead of the store
         was saved past a commit that did not land), and of this ledger (the record before its
@@ -308,9 +325,7 @@ class LedgerProjection:
             why = "it is ahead of the store's checkpoints"
         else:
             try:
-                value = (
-                    self.states.record_at(partition, mark.next_offset - 1) if self.states else None
-                )
+                value = record_at(partition, mark.next_offset - 1)
             except LedgerUnavailableError as error:
                 value, why = None, f"the ledger could not be read ({error})"
             if not why and (value is None or record_digest(value) != mark.record_sha256):

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from events import kafka_client
 from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
 from events.kafka_records import RejectionLanes, encode_event, org_key
 from events.outcomes import Accepted
@@ -84,19 +85,21 @@ def interleaved(events: list[LedgerEvent], reverse: bool = False) -> list[Ledger
     return ordered
 
 
-def produce(kafka: Connection, topic: str, events: list[LedgerEvent]) -> Ledger:
-    """``events`` appended to ``PARTITION`` of ``topic``, then read back as the consumer hands
+def produce(
+    kafka: Connection, topic: str, events: list[LedgerEvent], partition: int = PARTITION
+) -> Ledger:
+    """``events`` appended to ``partition`` of ``topic``, then read back as the consumer hands
     them over."""
     producer = Producer(kafka)
     try:
         producer.send_all(
-            [OutRecord(topic, PARTITION, org_key(e.org_id), encode_event(e)) for e in events]
+            [OutRecord(topic, partition, org_key(e.org_id), encode_event(e)) for e in events]
         )
     finally:
         producer.close()
     reader = Reader(kafka)
     try:
-        return [(r.partition, r.offset, r.key, r.value) for r in reader.read(topic, {PARTITION: 0})]
+        return [(r.partition, r.offset, r.key, r.value) for r in reader.read(topic, {partition: 0})]
     finally:
         reader.close()
 
@@ -396,3 +399,45 @@ def test_a_state_file_of_another_shape_or_none_reads_as_no_state(tmp_path: Path)
         assert (other.mark(), other.load("org1"), other.read()) == (None, None, None)
     finally:
         other.close()
+
+
+def test_a_take_of_several_partitions_checks_their_files_with_one_reader(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each partition's file is checked against its ledger record, all with one reader of
+    the ledger, made at the first check (a take without files makes none) and closed after
+    the take."""
+    topic, partitions = topics["ledger"], set(range(TEST_PARTITIONS))
+    records = {
+        p: produce(kafka, topic, chained_events(*orgs_of(p, 1), check_in_count=20), p)
+        for p in partitions
+    }
+    opened: list[Reader] = []
+    closed: list[Reader] = []
+
+    class NotedReader(kafka_client.Reader):
+        def __init__(self, connection: Connection) -> None:
+            super().__init__(connection)
+            opened.append(self)
+
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(kafka_client, "Reader", NotedReader)
+    states = PartitionStates(tmp_path / "data", ledger_record_at(kafka, topic))
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    try:
+        first = worker(store, states)
+        assert first.take(partitions) == dict.fromkeys(partitions)
+        assert opened == []  # no file to check
+        for partition in sorted(partitions):
+            project(first, records[partition])
+        first.release()
+        second = worker(store, states)
+        assert second.take(partitions) == {p: len(records[p]) for p in partitions}
+        assert second.restored == len(partitions)
+    finally:
+        store.close()
+    assert len(opened) == 1
+    assert closed == opened
