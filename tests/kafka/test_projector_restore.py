@@ -11,6 +11,7 @@ group would hand them the partition.
 """
 
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from events import kafka_client
 from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
-from events.kafka_records import RejectionLanes, encode_event, org_key
+from events.kafka_records import RejectionLanes, decode_event, encode_event, org_key
 from events.outcomes import Accepted
 from events.sequencer import Sequencer
 from processors import tables as t
@@ -104,6 +105,15 @@ def produce(
         reader.close()
 
 
+def ledger_events(kafka: Connection, topic: str, partition: int) -> list[dict[str, Any]]:
+    """The events of ``partition`` of ``topic``, in offset order (orphans and markers left out)."""
+    reader = Reader(kafka)
+    try:
+        return [decode_event(r.value) for r in reader.read(topic, {partition: 0}) if r.key]
+    finally:
+        reader.close()
+
+
 def batches(records: Ledger) -> Iterator[Ledger]:
     for start in range(0, len(records), BATCH):
         yield records[start : start + BATCH]
@@ -125,12 +135,15 @@ def contents(store: ProjectionStore) -> dict[str, list[str]]:
     }
 
 
-def rebuilt(path: Path, records: Ledger) -> dict[str, list[str]]:
-    """The projections of ``records`` rebuilt in a store of their own, in one go."""
+def rebuilt(
+    path: Path, records: Ledger, partitions: frozenset[int] = frozenset({PARTITION})
+) -> dict[str, list[str]]:
+    """The projections of ``records`` (of ``partitions``) rebuilt in a store of their own, in
+    one go."""
     store = ProjectionStore.open(f"chdb://{path}")
     try:
         projection = worker(store)
-        projection.take({PARTITION})
+        projection.take(set(partitions))
         projection.apply(records, [])
         return contents(store)
     finally:
@@ -441,3 +454,130 @@ def test_a_take_of_several_partitions_checks_their_files_with_one_reader(
         store.close()
     assert len(opened) == 1
     assert closed == opened
+
+
+def drop_first_chunks(path: Path) -> None:
+    """Delete the first check-in chunk of each key result in a state file: its documents,
+    heads and mark are whole (the file is used), but those check-ins cannot be read back."""
+    with sqlite3.connect(path) as db:
+        deleted = db.execute("DELETE FROM check_in_chunks WHERE chunk = 0").rowcount
+    db.close()
+    assert deleted > 0
+
+
+def test_an_unusable_saved_check_in_takes_its_partition_again_and_no_other(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """Two partitions taken from their files, one of which lost its first check-in chunks: a
+    batch of both, whose correction reads those back, stores the other partition's rows, and
+    names the bad partition to read again from its beginning (its file removed, its state
+    dropped). Read again, it replays what the store has; the other partition is never
+    replayed, and the projections equal a rebuild."""
+    topic, bad, good = topics["ledger"], 0, 1
+    org = orgs_of(bad, 1)[0]
+    sequencer = Sequencer()
+    setup = org_setup(org)
+    head = sequence_all(setup + list(check_ins(CHECK_INS, org)), sequencer)
+    events = [o.event for o in head if isinstance(o, Accepted)]
+    first = events[len(setup)]
+    fix = raw(
+        "CheckInCorrected",
+        {"key_result_id": "kr1", "corrects_event_id": str(first.event_id), "value": 99,
+         "reason": "a typo"},
+        org_id=org,
+    )  # fmt: skip
+    tail = sequence_all([fix, *check_ins(5, org)], sequencer)
+    events += [o.event for o in tail if isinstance(o, Accepted)]
+    records = {
+        bad: produce(kafka, topic, events, bad),
+        good: produce(
+            kafka, topic, chained_events(orgs_of(good, 1)[0], check_in_count=CHECK_INS + 6), good
+        ),
+    }
+    assert len(records[bad]) == len(records[good])
+    cut = len(setup) + CHECK_INS
+    directory = tmp_path / "data"
+    states = PartitionStates(directory, ledger_record_at(kafka, topic))
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    try:
+        owner = worker(store, states)
+        owner.take({bad, good})
+        project(owner, records[bad][:cut] + records[good][:cut])
+        owner.release()
+        drop_first_chunks(partition_state_file(directory, bad))
+        next_owner = worker(store, states)
+        assert next_owner.take({bad, good}) == {bad: cut, good: cut}
+        assert next_owner.restored == 2
+        assert next_owner.apply(records[bad][cut:] + records[good][cut:], []) == {bad}
+        assert next_owner.retaken == 1
+        assert not partition_state_file(directory, bad).exists()
+        assert bad not in next_owner.next_offsets
+        assert next_owner.next_offsets[good] == len(records[good])
+        assert next_owner.projected == len(records[good]) - cut
+        project(next_owner, records[bad])  # the consumer, sought back to the beginning
+        assert next_owner.replayed == cut  # the bad partition's stored events only
+        assert next_owner.projected == 2 * (len(records[bad]) - cut)
+        next_owner.release()
+        assert partition_state_file(directory, bad).exists()  # saved anew
+        answer = contents(store)
+    finally:
+        store.close()
+    both = frozenset({bad, good})
+    assert answer == rebuilt(tmp_path / "rebuilt", records[bad] + records[good], both)
+
+
+def test_a_worker_whose_saved_check_ins_are_unusable_runs_on_and_matches_a_rebuild(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker itself, restarted on state files one of which lost its first check-in
+    chunks: a correction that reads them back makes it read that partition again from its
+    beginning while it runs on (no restart); the other partition, taken from its file, is
+    not read again; the projections equal a rebuild."""
+    bad_org, good_org = orgs_of(0, 1)[0], orgs_of(1, 1)[0]
+    raws = org_setup(bad_org) + list(check_ins(CHECK_INS, bad_org))
+    raws += org_setup(good_org) + list(check_ins(CHECK_INS, good_org))
+    heads = expected_heads(raws, tmp_path / "embedded.db")
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env["OKR_LOG_LEVEL"] = "DEBUG"  # the projector logs each hand-over's offsets
+    data = Path(worker.env["OKR_DATA_DIR"])
+    submitter = Submitter(kafka, topics["intake"])
+    try:
+        start_and_project(worker, submitter, raws, heads)
+        worker.stop()
+        saved = PartitionSnapshots(partition_state_file(data, 1))
+        mark = saved.mark()
+        saved.close()
+        assert mark is not None, worker.log_tail()
+        drop_first_chunks(partition_state_file(data, 0))
+        first = next(
+            e for e in ledger_events(kafka, topics["ledger"], 0) if e["type"] == "CheckInRecorded"
+        )
+        fixes = [
+            raw(
+                "CheckInCorrected",
+                {"key_result_id": "kr1", "corrects_event_id": first["event_id"], "value": 99,
+                 "reason": "a typo"},
+                org_id=bad_org,
+            ),
+            *check_ins(5, bad_org),
+            *check_ins(5, good_org),
+        ]  # fmt: skip
+        worker.start()
+        worker.wait_ready(2)
+        submitter.send(fixes)
+        wait_projected(worker, {bad_org: heads[bad_org] + 6, good_org: heads[good_org] + 5})
+        assert worker.alive()
+    finally:
+        submitter.close()
+        worker.stop()
+    text = worker.log_path.read_text(errors="replace")
+    assert text.count("saved projector state is unusable") == 1, worker.log_tail()
+    assert "ledger partition 0: its saved projector state is unusable" in text
+    second = text[text.index("ledger partition 1: state of 1 orgs restored from") :]
+    handed = [
+        (int(p), int(first_offset))
+        for p, first_offset in re.findall(r"ledger partition (\d+): offsets (\d+)-", second)
+    ]
+    assert (0, 0) in handed  # the bad partition, read again from its beginning
+    assert all(offset >= mark.next_offset for p, offset in handed if p == 1), handed
+    assert_rebuild_identical(worker)
