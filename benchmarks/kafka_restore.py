@@ -504,8 +504,9 @@ PROCESSES = (
 
 
 def one_size(
-    address: str, events: int, root: Path, *, batch: int, tail: int, save_every: int
-) -> dict[str, dict[str, Any]]:
+    address: str, events: int, root: Path, *, batch: int, tail: int, save_every: int,
+    fold: bool = True,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
     kafka = Connection((address,), "okr-bench-restore", 60.0)
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(
@@ -526,7 +527,8 @@ def one_size(
         if name.startswith("phase: "):
             print(f"    {name[7:]:<34} {seconds:7.2f} s", flush=True)
     results: dict[str, dict[str, Any]] = {"fill": filled}
-    for process in PROCESSES:
+    processes = [p for p in PROCESSES if fold or p != "fold"]
+    for process in processes:
         measured = run_measure(process, address, topics, data_dir)
         if process == "anchors":
             results.update(
@@ -534,7 +536,7 @@ def one_size(
             )
         else:
             results[process] = measured
-    for mode in (*ANCHORS, *PROCESSES[1:]):
+    for mode in (*ANCHORS, *processes[1:]):
         r = results[mode]
         extra = ""
         if "fence_s" in r:
@@ -568,6 +570,9 @@ def main() -> None:
                         help="records projected after the projector's last save")  # fmt: skip
     parser.add_argument("--save-every", type=int, default=DEFAULT_SAVE_EVERY)
     parser.add_argument("--ratio", action="store_true", help="also at events / 10")
+    parser.add_argument("--fold-largest", action=argparse.BooleanOptionalAction, default=True,
+                        help="the sequencer's fold from scratch at the largest size too (the "
+                        "step's longest measure; always at events / 10)")  # fmt: skip
     parser.add_argument("--address", default=None)
     parser.add_argument("--measure", choices=(*ANCHORS, *PROCESSES), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
@@ -584,13 +589,21 @@ def main() -> None:
         sizes = [args.events // 10, args.events] if args.ratio else [args.events]
         runs = {
             size: one_size(
-                address, size, root, batch=args.batch, tail=args.tail, save_every=args.save_every
+                address,
+                size,
+                root,
+                batch=args.batch,
+                tail=args.tail,
+                save_every=args.save_every,
+                fold=args.fold_largest or size != max(sizes),
             )
             for size in sizes
         }
     if args.ratio:
         small, large = runs[sizes[0]], runs[sizes[1]]
         for mode in ("file", "fold", "kafka-python", "projector-file", "projector-replay"):
+            if mode not in large:
+                continue
             ratio = large[mode]["seconds"] / small[mode]["seconds"]
             print(f"{mode}: {sizes[1]:,} / {sizes[0]:,} events: {ratio:.2f}x the time")
     write_figures(runs)
@@ -608,16 +621,17 @@ def write_figures(runs: dict[int, dict[str, dict[str, Any]]]) -> None:
             f"reading the same records: kafka-python {run['kafka-python']['seconds']:.2f} s,"
             f" confluent-kafka {run['confluent-kafka']['seconds']:.2f} s"
         )
-        file, fold = run["file"], run["fold"]
+        file, fold = run["file"], run.get("fold")
         figures.add(f"sequencer restore from the state file ({events})", file["seconds"], "s",
                     at_most(file["seconds"], 10) if size == largest else None,
                     anchor=f"{reads}; the tail it reads, kafka-python "
                     f"{run['kafka-python-tail']['seconds']:.2f} s",
                     note=f"peak RSS {file['peak_rss_mb']:.0f} MB, {file['read']:,.0f} records "
                     "read")  # fmt: skip
-        figures.add(f"sequencer restore folded from scratch, no state file ({events})",
-                    fold["seconds"], "s",
-                    note=f"peak RSS {fold['peak_rss_mb']:.0f} MB")  # fmt: skip
+        if fold is not None:
+            figures.add(f"sequencer restore folded from scratch, no state file ({events})",
+                        fold["seconds"], "s",
+                        note=f"peak RSS {fold['peak_rss_mb']:.0f} MB")  # fmt: skip
         pfile, replay = run["projector-file"], run["projector-replay"]
         sqlite = run["sqlite3-projector-file"]
         figures.add(f"projector restore from the state file ({events})", pfile["seconds"], "s",
