@@ -81,7 +81,8 @@ STEPS = (
     Step("kafka_throughput", "kafka_throughput.py"),
     Step("kafka_floor", "kafka_floor.py"),
     Step("kafka_failover", "kafka_failover.py", ("--kills", "10")),
-    Step("kafka_restore", "kafka_restore.py", ("--events", "1000000", "--ratio")),
+    Step("kafka_restore", "kafka_restore.py",
+         ("--events", "1000000", "--ratio", "--no-fold-largest")),
     Step("http_intake", "http_intake.py", ("--seconds", "60")),
 )  # fmt: skip
 """The whole set, in order (a step ``beside_inputs`` first, while the inputs are built);
