@@ -20,6 +20,7 @@ from projections.client import (
     trim_c_allocator,
 )
 from projections.migrations import (
+    BASELINE,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     PARAMETERIZED_VIEWS,
@@ -27,6 +28,7 @@ from projections.migrations import (
     TIME,
     VIEWS,
     VIEWS_SETTING,
+    Migration,
     view_statements,
     views_digest,
 )
@@ -202,9 +204,10 @@ class ProjectionStore:
         except Exception as error:
             raise ProjectionError(f"{self.description}: {error}") from error
 
-    def migrate(self) -> list[int]:
+    def migrate(self, baseline: bool = True) -> list[int]:
         """Apply the migrations not yet recorded, and the views if their definition changed;
-        return the versions applied now."""
+        return the versions applied now. ``baseline``: a new store (no table yet) is created
+        from :data:`BASELINE` at once, not migration by migration."""
         settings: dict[str, str] | None = None
         try:  # a store in use: its migrations and settings in one read
             done, settings = self._read_state()
@@ -221,16 +224,18 @@ class ProjectionStore:
                 done = set()
         self.client.database = self.database  # unqualified names in ad-hoc SQL
         applied = []
+        if baseline and not done and self._holds_only_the_baseline():
+            for statement in BASELINE.statements:
+                self._run(statement)
+            applied = [m.version for m in MIGRATIONS if m.version <= BASELINE.version]
+            self._record([m for m in MIGRATIONS if m.version in applied])
+            done = set(applied)
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
             for statement in migration.statements:
                 self._run(statement)
-            self._run(
-                f"INSERT INTO {{db}}.{MIGRATIONS_TABLE} VALUES "
-                "({version:UInt32}, {name:String}, now64(6))",
-                {"version": migration.version, "name": migration.name},
-            )
+            self._record([migration])
             applied.append(migration.version)
         self._settings = self._read_settings() if settings is None or applied else settings
         if self._settings.get(VIEWS_SETTING) != views_digest():
@@ -249,6 +254,31 @@ class ProjectionStore:
                 self.set_setting(VIEWS_SETTING, views_digest())
         self._migrated = True
         return applied
+
+    def _record(self, migrations: list[Migration]) -> None:
+        """Record ``migrations`` as applied, in one insert."""
+        self._run(
+            f"INSERT INTO {{db}}.{MIGRATIONS_TABLE} SELECT pair.1, pair.2, now64(6) FROM "
+            "(SELECT arrayJoin(arrayZip({versions:Array(UInt32)}, {names:Array(String)})) AS pair)",
+            {"versions": [m.version for m in migrations], "names": [m.name for m in migrations]},
+        )
+
+    def _holds_only_the_baseline(self) -> bool:
+        """Whether each table the database holds (but the record of migrations) is as
+        :data:`BASELINE` makes it: a new store, one whose every table was dropped, or a
+        baseline cut short. Another (an older store's tables) is migrated one by one."""
+        made = {
+            statement.split("{db}.", 1)[1].split(" ", 1)[0]: self._sql(statement).replace(
+                " IF NOT EXISTS", "", 1
+            )
+            for statement in BASELINE.statements
+        }
+        found = self.rows(
+            "SELECT name, create_table_query FROM system.tables "
+            "WHERE database = {db:String} AND name != {m:String}",
+            {"db": self.database, "m": MIGRATIONS_TABLE},
+        )
+        return all(made.get(str(name)) == str(query) for name, query in found)
 
     def applied_migrations(self) -> list[tuple[int, str, datetime]]:
         rows = self.rows(
