@@ -21,6 +21,7 @@ from projections.client import (
 )
 from projections.migrations import (
     BASELINE,
+    BASELINE_BEGUN,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     PARAMETERIZED_VIEWS,
@@ -213,7 +214,7 @@ class ProjectionStore:
             done, settings = self._read_state()
         except ProjectionQueryError:
             try:
-                done = {version for version, _name, _at in self.applied_migrations()}
+                done = self._recorded_versions()
             except ProjectionQueryError:  # a new store: no database or no record of migrations
                 self._run("CREATE DATABASE IF NOT EXISTS {db}")
                 self._run(
@@ -224,8 +225,11 @@ class ProjectionStore:
                 done = set()
         self.client.database = self.database  # unqualified names in ad-hoc SQL
         applied = []
-        if baseline and not done and self._holds_only_the_baseline():
-            for statement in BASELINE.statements:
+        begun = done == {BASELINE_BEGUN.version}  # a baseline cut short: run it again
+        if begun or (baseline and not done and self._holds_no_table()):
+            if not begun:
+                self._record([BASELINE_BEGUN])
+            for statement in BASELINE.statements:  # each CREATE ... IF NOT EXISTS
                 self._run(statement)
             applied = [m.version for m in MIGRATIONS if m.version <= BASELINE.version]
             self._record([m for m in MIGRATIONS if m.version in applied])
@@ -263,27 +267,25 @@ class ProjectionStore:
             {"versions": [m.version for m in migrations], "names": [m.name for m in migrations]},
         )
 
-    def _holds_only_the_baseline(self) -> bool:
-        """Whether each table the database holds (but the record of migrations) is as
-        :data:`BASELINE` makes it: a new store, one whose every table was dropped, or a
-        baseline cut short. Another (an older store's tables) is migrated one by one."""
-        made = {
-            statement.split("{db}.", 1)[1].split(" ", 1)[0]: self._sql(statement).replace(
-                " IF NOT EXISTS", "", 1
-            )
-            for statement in BASELINE.statements
-        }
+    def _holds_no_table(self) -> bool:
+        """Whether the database holds no table but the record of migrations: a new store, or
+        one whose every table was dropped (``rebuild``). Any other (an older store's tables, a
+        user's own view) is migrated one by one."""
         found = self.rows(
-            "SELECT name, create_table_query FROM system.tables "
-            "WHERE database = {db:String} AND name != {m:String}",
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name != {m:String}",
             {"db": self.database, "m": MIGRATIONS_TABLE},
         )
-        return all(made.get(str(name)) == str(query) for name, query in found)
+        return int(found[0][0]) == 0
+
+    def _recorded_versions(self) -> set[int]:
+        """The versions recorded, :data:`BASELINE_BEGUN`'s among them."""
+        rows = self.rows(f"SELECT DISTINCT version FROM {{db}}.{MIGRATIONS_TABLE}")
+        return {int(version) for (version,) in rows}
 
     def applied_migrations(self) -> list[tuple[int, str, datetime]]:
         rows = self.rows(
             f"SELECT version, any(name), min(applied_at) FROM {{db}}.{MIGRATIONS_TABLE} "
-            "GROUP BY version ORDER BY version"
+            f"WHERE version != {BASELINE_BEGUN.version} GROUP BY version ORDER BY version"
         )
         return [(int(v), str(n), _aware(a)) for v, n, a in rows]
 
