@@ -18,7 +18,7 @@ writer thread), the 1-minute load average at its end, and the writer's group siz
 ``PY_SPY_OPTIONS``) during the batch phase. Figures go to benchmarks/.work/figures/http.json
 (``benchmarks/summary.py``).
 Usage: python benchmarks/http_intake.py [--seconds 60] [--clients 50] [--batch 200]
-       [--modes single,batch] [--profile FILE]
+       [--modes single,batch] [--anchor-seconds 10] [--anchor-events 200000] [--profile FILE]
 """
 
 import argparse
@@ -324,7 +324,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="Per mode.")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--batch", type=int, default=200, help="Lines per NDJSON request.")
-    parser.add_argument("--anchor-seconds", type=float, default=10.0)
+    parser.add_argument("--anchor-seconds", type=float, default=10.0,
+                        help="Per phase of the trivial endpoint.")  # fmt: skip
+    parser.add_argument("--anchor-events", type=int, default=200_000,
+                        help="submit_many anchor: at most this many records.")  # fmt: skip
     parser.add_argument("--modes", default="single,batch", help="single, batch or both.")
     parser.add_argument(
         "--ceiling", type=float, default=40_000.0,
@@ -431,9 +434,10 @@ def main() -> None:
         finally:
             stop(trivial)
         mark("trivial endpoint anchors")
-        same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, 200_000))]
+        most = args.anchor_events
+        same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, most))]
         if not same:  # no batch phase: the single-event records
-            same = [single_body(i) for i in range(min(single.requests, 200_000))]
+            same = [single_body(i) for i in range(min(single.requests, most))]
         ledger_rate, ledger_cpu, ledger_system, ledger_load = anchor_submit_many(work, same)
         mark("submit_many anchor")
 

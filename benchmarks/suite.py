@@ -90,7 +90,8 @@ STEPS = (
     Step("kafka_throughput", "kafka_throughput.py", ("--floor",)),
     Step("kafka_failover", "kafka_failover.py", ("--kills", "10")),
     Step("kafka_restore", "kafka_restore.py", ("--events", "1000000", "--ratio")),
-    Step("http_intake", "http_intake.py", ("--seconds", "60")),
+    Step("http_intake", "http_intake.py",
+         ("--seconds", "60", "--anchor-seconds", "5", "--anchor-events", "100000")),
 )  # fmt: skip
 """The whole set, in order (a step ``beside_inputs`` first, while the inputs are built);
 sizes as the issues name them."""
