@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures
+from benchmarks.stopping import stop_together
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection
 from tests.builders import check_ins, org_setup
@@ -49,16 +50,6 @@ def verdict(raws: int, kills: int, pauses: int, seconds: float, *, held: bool, n
     figures.add(f"submissions through {kills} SIGKILLs and {pauses} pauses", raws,
                 "submissions", (INVARIANTS, held), note=f"{seconds:.0f} s; {note}")  # fmt: skip
     print(f"figures: {figures.write()}")
-
-
-def stop_together(group: Group) -> None:
-    """Every worker asked to stop at once, then each waited for (one after the other, each
-    takes a few seconds to shut down)."""
-    for name, worker in group.workers.items():
-        if worker.alive() and worker.process is not None:
-            group.resume(name)
-            worker.process.terminate()
-    group.stop_all()
 
 
 PHASES = {

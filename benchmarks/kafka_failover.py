@@ -42,6 +42,7 @@ from kafka import KafkaConsumer  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures, at_most
+from benchmarks.stopping import stop_together
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, Reader
@@ -255,10 +256,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 steady.close()
             outcomes.close()
             submitter.close()
-            for worker in group.workers.values():  # stopped together: each takes seconds
-                if worker.alive() and worker.process is not None:
-                    worker.process.terminate()
-            group.stop_all()
+            stop_together(group)
     phases["stop"] = time.monotonic()
     failovers = [r[0] for r in rounds]
     restores = [r[1] for r in rounds]
