@@ -89,7 +89,8 @@ STEPS = (
     Step("kafka_crash_soak", "kafka_crash_soak.py", SOAK, beside_inputs=True),
     Step("kafka_throughput", "kafka_throughput.py", ("--floor",)),
     Step("kafka_failover", "kafka_failover.py", ("--kills", "10")),
-    Step("kafka_restore", "kafka_restore.py", ("--events", "1000000", "--ratio")),
+    Step("kafka_restore", "kafka_restore.py",
+         ("--events", "1000000", "--ratio", "--no-fold-largest")),
     Step("http_intake", "http_intake.py",
          ("--seconds", "60", "--anchor-seconds", "5", "--anchor-events", "100000")),
 )  # fmt: skip

@@ -186,6 +186,7 @@ class Worker(Delivery):
             linger_s=c.projector_linger_s,
             idle_s=c.projector_idle_s,
             crash=self.app.crash,
+            rewind=self._rewind_ledger,
         )
         self._started.set()
 
@@ -330,6 +331,11 @@ class Worker(Delivery):
 
     async def _seek_intake(self, partition: int, offset: int) -> None:
         await self.app.consumer.seek(TP(self.config.topics.intake, partition), offset)
+
+    async def _rewind_ledger(self, partition: int) -> None:
+        """Read ledger ``partition`` again from its beginning (the projector's ``rewind``)."""
+        offset = (await asyncio.to_thread(self._beginnings, [partition]))[partition]
+        await self.app.consumer.seek(TP(self.config.topics.ledger, partition), offset)
 
     async def _progress(self, partition: int) -> tuple[int | None, int | None]:
         tp = TP(self.config.topics.ledger, partition)

@@ -38,8 +38,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,7 @@ from processors.tables import RowBatch
 from schemas.errors import LedgerUnavailableError, ProjectionError, UnusableSnapshotError
 
 if TYPE_CHECKING:
-    from events.kafka_client import Connection
+    from events.kafka_client import Connection, Reader
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ LedgerRecord = tuple[int, int, bytes | None, bytes | None]
 """(partition, offset, key, value) of a ledger record."""
 Progress = Callable[[int], Awaitable[tuple[int | None, int | None]]]
 """Ledger partition -> its end as last fetched and the consumer's position in it."""
+Rewind = Callable[[int], Awaitable[None]]
+"""Seeks the consumer of a ledger partition to the partition's beginning."""
 LAG_EVERY_S = 1.0
 _FIELDS = frozenset(RECORD_FIELDS)
 _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
@@ -82,6 +85,9 @@ _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
 one of these, is refused as :class:`~processors.projector.StoredEvent` refuses it."""
 RecordAt = Callable[[int, int], bytes | None]
 """(ledger partition, offset) -> the value of the record there (``None``: no record there)."""
+LedgerReads = Callable[[], AbstractContextManager[RecordAt]]
+"""Opens the reads of the ledger that one assignment's checks make (one :data:`RecordAt` for
+all of them), and closes them after."""
 
 
 def record_digest(value: bytes | None) -> str:
@@ -93,11 +99,11 @@ def record_digest(value: bytes | None) -> str:
 class PartitionStates:
     """Where the projector keeps each ledger partition's state: a file per partition in the
     worker's data directory (:func:`processors.snapshots.partition_state_file`), saved at most
-    every ``save_every`` events of the partition and on a revoke. ``record_at`` reads the
+    every ``save_every`` events of the partition and on a revoke. ``ledger`` reads the
     ledger: a file is used only if the ledger's record before its offset is the one it saved."""
 
     directory: Path
-    record_at: RecordAt
+    ledger: LedgerReads
     save_every: int = DEFAULT_SAVE_EVERY
 
     def file(self, partition: int) -> PartitionSnapshots:
@@ -118,21 +124,31 @@ def partition_states(config: WorkerConfig) -> PartitionStates | None:
     )
 
 
-def ledger_record_at(connection: "Connection", topic: str) -> RecordAt:
-    """:attr:`PartitionStates.record_at` on the ledger topic ``topic`` (a committed read)."""
+def ledger_record_at(connection: "Connection", topic: str) -> LedgerReads:
+    """:attr:`PartitionStates.ledger` on the ledger topic ``topic`` (committed reads): one
+    reader for all the checks of an assignment, made at the first check, closed after."""
 
-    def record_at(partition: int, offset: int) -> bytes | None:
-        from events.kafka_client import Reader  # Kafka's client: only when a file is checked
+    @contextmanager
+    def reads() -> Iterator[RecordAt]:
+        reader: Reader | None = None
 
-        reader = Reader(connection)
-        try:
+        def record_at(partition: int, offset: int) -> bytes | None:
+            nonlocal reader
+            if reader is None:
+                from events.kafka_client import Reader  # Kafka's client: when a file is checked
+
+                reader = Reader(connection)
             for record in reader.read(topic, {partition: offset}):
                 return record.value if record.offset == offset else None
             return None
-        finally:
-            reader.close()
 
-    return record_at
+        try:
+            yield record_at
+        finally:
+            if reader is not None:
+                reader.close()
+
+    return reads
 
 
 @dataclass(slots=True)
@@ -188,6 +204,8 @@ class LedgerProjection:
         self.states = states
         self.restored = 0
         """Partitions taken from their state file (not read from their beginning)."""
+        self.retaken = 0
+        """Partitions read again from their beginning: their saved state proved unusable."""
         self._files: dict[int, PartitionSnapshots] = {}
         """The state files this worker holds (locked): of the partitions it owns."""
         self._handles: dict[int, PartitionSnapshots] = {}
@@ -217,16 +235,18 @@ class LedgerProjection:
         for partition in set(self._files) - partitions:
             self._let_go(partition)
         starts: dict[int, int | None] = {}
-        for partition in partitions:
-            if (
-                partition in self.next_offsets
-                and self._unchanged(partition)
-                and self._kept(partition)
-            ):
-                starts[partition] = self.next_offsets[partition]
-            else:
-                self._forget(partition)
-                starts[partition] = self._restore(partition)
+        reads = nullcontext(None) if self.states is None else self.states.ledger()
+        with reads as record_at:  # one reader for every file this take checks
+            for partition in partitions:
+                if (
+                    partition in self.next_offsets
+                    and self._unchanged(partition)
+                    and self._kept(partition)
+                ):
+                    starts[partition] = self.next_offsets[partition]
+                else:
+                    self._forget(partition)
+                    starts[partition] = self._restore(partition, record_at)
         return starts
 
     def _kept(self, partition: int) -> bool:
@@ -249,11 +269,12 @@ class LedgerProjection:
             file = self._handles[partition] = self.states.file(partition)
         return file
 
-    def _restore(self, partition: int) -> int | None:
+    def _restore(self, partition: int, record_at: RecordAt | None) -> int | None:
         """The state of ``partition`` from its file, if the file is usable (see
-        :meth:`_usable`): the offset to read from. Otherwise ``None`` (read the partition from
-        its beginning) and the file is emptied, to be saved anew."""
-        if self.states is None:
+        :meth:`_usable`, which reads the ledger with ``record_at``): the offset to read from.
+        Otherwise ``None`` (read the partition from its beginning) and the file is emptied, to
+        be saved anew."""
+        if self.states is None or record_at is None:
             return None
         file = self._handle(partition)
         if not file.lock():
@@ -268,7 +289,7 @@ class LedgerProjection:
         self._marks[partition], self._saved[partition] = None, {}
         self._unsaved[partition] = 0
         found = file.read()
-        if found is None or not self._usable(partition, found):
+        if found is None or not self._usable(partition, found, record_at):
             file.remove()
             return None
         mark, state, heads = found.mark, self.projector.state, self.chain.rule.heads
@@ -291,7 +312,7 @@ class LedgerProjection:
         )
         return mark.next_offset
 
-    def _usable(self, partition: int, found: PartitionSaved) -> bool:
+    def _usable(self, partition: int, found: PartitionSaved, record_at: RecordAt) -> bool:
         """Whether a state file of ``partition`` may be used: of this partition and topic
         size, every org of it at or below the store's checkpoint (a state ahead of the store
         was saved past a commit that did not land), and of this ledger (the record before its
@@ -308,9 +329,7 @@ class LedgerProjection:
             why = "it is ahead of the store's checkpoints"
         else:
             try:
-                value = (
-                    self.states.record_at(partition, mark.next_offset - 1) if self.states else None
-                )
+                value = record_at(partition, mark.next_offset - 1)
             except LedgerUnavailableError as error:
                 value, why = None, f"the ledger could not be read ({error})"
             if not why and (value is None or record_digest(value) != mark.record_sha256):
@@ -421,24 +440,51 @@ class LedgerProjection:
 
     def apply(
         self, ledger: list[LedgerRecord], rejections: list[tuple[int, int, bytes | None]]
-    ) -> None:
+    ) -> set[int]:
         """Project ``ledger`` records (each partition's in offset order) and ``(lane, offset,
-        value)`` rejections; store the rows in one insert per table."""
+        value)`` rejections; store the rows in one insert per table. Returns the partitions
+        to read again from their beginning: those whose saved state proved unusable while
+        their records were projected (see :meth:`_retake`); the others' rows are stored."""
         with collector_paused():  # until the batch's rows are inserted and let go of
-            try:
-                self._apply(ledger, rejections)
-            except UnusableSnapshotError as error:  # saved check-ins read back lazily
-                for partition in list(self._files):
-                    file = self._files.pop(partition)
-                    file.remove()  # the next take replays the partition
-                    file.close()
-                raise ProjectionError(f"a saved projector state is unusable: {error}") from error
+            return self._apply(ledger, rejections)
+
+    def _project(self, partition: int, replay: list[Any], live: list[Any]) -> RowBatch | None:
+        """Project one partition's records of a batch: its rows, or ``None`` when a saved
+        check-in it read back was unusable (the partition is then to be taken again)."""
+        try:
+            if replay:
+                self.projector.project_records(replay)  # state only: those rows are stored
+            return self.projector.project_records(live) if live else t.empty_batch()
+        except UnusableSnapshotError as error:  # saved check-ins are read back lazily
+            log.warning(
+                "ledger partition %s: its saved projector state is unusable (%s); reading the "
+                "partition again from its beginning",
+                partition,
+                error,
+            )
+            # The failed call's changes are of that partition's orgs, dropped by the retake:
+            # a projector of its own on the same state does not emit them.
+            self.projector = Projector(self.projector.state)
+            return None
+
+    def _retake(self, partition: int) -> None:
+        """``partition`` again as a take without a usable file takes it: its file removed
+        (still this worker's: saved anew later), its state dropped and its orgs' checkpoints
+        read again (this worker stored more since the take), so that a read from its
+        beginning replays what the store has. The other partitions go on."""
+        file = self._files.get(partition)
+        if file is not None:
+            file.remove()
+        self._forget(partition)
+        owner, stored = self.chain.owner, self.sink.positions()
+        self.checkpoints.update((o, s) for o, s in stored.items() if owner(o) == partition)
+        self.retaken += 1
 
     def _apply(
         self, ledger: list[LedgerRecord], rejections: list[tuple[int, int, bytes | None]]
-    ) -> None:
-        replay: list[dict[str, Any]] = []
-        live: list[dict[str, Any]] = []
+    ) -> set[int]:
+        replay: dict[int, list[dict[str, Any]]] = {}
+        live: dict[int, list[dict[str, Any]]] = {}
         admit, checkpoints = self.chain.admit, self.checkpoints
         next_offsets, newest = self.next_offsets, self.newest
         firsts: dict[int, str] = {}  # each partition's first live event's recorded_at
@@ -457,16 +503,21 @@ class LedgerProjection:
                 StoredEvent.from_record(record)  # raises the TypeError that names the field
                 raise TypeError(f"a ledger event with fields {sorted(fields)}")
             if record["sequence"] <= checkpoints.get(record["org_id"], 0):
-                replay.append(record)
+                replay.setdefault(partition, []).append(record)
             else:
-                live.append(record)
+                live.setdefault(partition, []).append(record)
                 firsts.setdefault(partition, record["recorded_at"])
             newest[partition] = record["recorded_at"]
-        if replay:
-            self.projector.project_records(replay)  # state only: those rows are stored already
-            self.replayed += len(replay)
-        rows = self.projector.project_records(live) if live else t.empty_batch()
-        self.projected += len(live)
+        rows, unusable = t.empty_batch(), set()
+        for partition in counts:  # each on its own: an unusable state fails that one only
+            replayed, projected = replay.get(partition, []), live.get(partition, [])
+            found = self._project(partition, replayed, projected)
+            if found is None:
+                unusable.add(partition)
+                continue
+            t.merge(rows, found)
+            self.replayed += len(replayed)
+            self.projected += len(projected)
         t.merge(rows, self._rejection_rows(rejections))
         if any(rows.values()):
             owner, claim = self.chain.owner, self.claim
@@ -476,12 +527,17 @@ class LedgerProjection:
                 if row[0] == t.LEDGER_STREAM
             }
             self.sink.insert(rows, owners)  # the checkpoints last, if still ours
+        for partition in unusable:
+            self._retake(partition)
+            firsts.pop(partition, None)
+            del counts[partition], lasts[partition]
         if firsts:
             self.oldest = min(micros(at) for at in firsts.values()) / 1e6
         for partition, value in lasts.items():
             self._last_digest[partition] = record_digest(value)
         if self.states is not None:
             self._save_due(counts, self.states.save_every)
+        return unusable
 
     def _save_due(self, counts: dict[int, int], every: int) -> None:
         """After a batch stored: save each partition that has ``every`` records unsaved."""
@@ -535,11 +591,17 @@ class ProjectorAgent:
         idle_s: float = 0.0,
         trim_s: float = 1.0,
         crash: Callable[[BaseException], Awaitable[None]] | None = None,
+        rewind: Rewind | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses the projection's sink (a blocking
         client). ``crash``: ends the worker (an insert failed: it must not go on without
-        those rows)."""
+        those rows). ``rewind``: reads a partition again from its beginning (its saved state
+        proved unusable); without it, that stops the worker."""
         self.projection = projection
+        self._rewind = rewind
+        self._stale: dict[int, int] = {}
+        """Per ledger partition read again from its beginning: the first offset of the batch
+        that failed. Its hand-overs from there on came before the seek: dropped."""
         self._thread = store_thread
         self._crash = crash
         self._crashed = False
@@ -569,6 +631,7 @@ class ProjectorAgent:
         beginning) and each rejections lane."""
         async with self._lock:
             self._pending = Pending()
+            self._stale.clear()
             starts = await self._blocking(self.projection.take, partitions)
             self._owned, self._lanes, self._generation = partitions, lanes, generation
         self.metrics.projecting(partitions)
@@ -615,6 +678,11 @@ class ProjectorAgent:
                 )
                 pending.size += records_bytes(records)
         elif partition in self._owned:
+            stale = self._stale.get(partition)
+            if stale is not None:
+                if not records or records[0].offset >= stale:
+                    return  # fetched before the seek back to the partition's beginning
+                del self._stale[partition]
             pending.ledger += [
                 (partition, r.offset, None, None)  # unreadable: an orphan
                 if isinstance(r, Unreadable)
@@ -687,10 +755,12 @@ class ProjectorAgent:
                 return
             started = time.monotonic()
             try:
-                await self._blocking(self._apply, pending)
+                unusable: set[int] = await self._blocking(self._apply, pending)
             except Exception as error:
                 self._failure = error
                 raise
+            if unusable:
+                await self._read_again(unusable, pending)
             self.metrics.projected(
                 events=len(pending.ledger),
                 rejections=len(pending.rejections),
@@ -707,18 +777,40 @@ class ProjectorAgent:
                     _ranges(pending),
                 )
 
-    def _apply(self, pending: Pending) -> None:
+    async def _read_again(self, partitions: set[int], failed: Pending) -> None:
+        """Read ``partitions`` again from their beginning (the projection dropped their
+        state: :meth:`LedgerProjection._retake`): what was handed over of them since the
+        failed batch is dropped, and so is what comes before the seek takes effect."""
+        if self._rewind is None:
+            raise ProjectionError(
+                f"ledger partitions {sorted(partitions)}: a saved projector state is unusable "
+                "and this agent cannot read them again"
+            )
+        for partition in partitions:
+            self._stale[partition] = min(o for p, o, *_ in failed.ledger if p == partition)
+        pending = self._pending
+        dropped = [r for r in pending.ledger if r[0] in partitions]
+        if dropped:
+            pending.ledger = [r for r in pending.ledger if r[0] not in partitions]
+            pending.size -= sum(len(key or b"") + len(value or b"") for *_, key, value in dropped)
+        for partition in partitions:
+            pending.waiting.pop(partition, None)
+        for partition in sorted(partitions):
+            await self._rewind(partition)
+
+    def _apply(self, pending: Pending) -> set[int]:
         """Project and insert ``pending`` (in the store's thread); then, at most every
         ``trim_s``, hand what the allocator keeps free back to the kernel
         (:func:`events.allocator.trim`): the consumer thread decodes the records and this
         thread frees them, so glibc keeps their pages in the consumer thread's arena, and a
         backlog's peak stays in the worker's RSS (88 MiB free beside 42 MiB in use after
         300,000 check-ins, before this)."""
-        self.projection.apply(pending.ledger, pending.rejections)
+        unusable = self.projection.apply(pending.ledger, pending.rejections)
         now = time.monotonic()
         if self.trim_s > 0 and now - self._trimmed >= self.trim_s:
             self._trimmed = now
             allocator.trim()
+        return unusable
 
     async def _report_lag(self) -> None:
         """Every second: per owned partition, the records fetched past (the consumer's end

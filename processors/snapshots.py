@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from events.sqlite_connection import connect_wal
 from processors.objectives import fresh_all
@@ -118,21 +118,22 @@ class SqliteSnapshots:
             raise
         return db
 
-    def load(self, org_id: str) -> Snapshot | None:
+    def _row(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
+        """The first row ``sql`` selects; ``None`` when there is none, no file (not made),
+        or the file cannot be read (logged)."""
         if not self.path.exists():
             return None
         try:
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT format, generation, document, crc FROM orgs WHERE org_id = ?",
-                    (org_id,),
-                )
-                .fetchone()
-            )
+            row: tuple[Any, ...] | None = self._connection().execute(sql, params).fetchone()
         except sqlite3.Error as error:
             log.warning("cannot read the saved state in %s (%s): replaying", self.path, error)
             return None
+        return row
+
+    def load(self, org_id: str) -> Snapshot | None:
+        row = self._row(
+            "SELECT format, generation, document, crc FROM orgs WHERE org_id = ?", (org_id,)
+        )
         if row is None:
             return None
         try:
@@ -441,19 +442,10 @@ class PartitionSnapshots(SqliteSnapshots):
 
     def mark(self) -> PartitionMark | None:
         """The file's mark alone (``None``: none, no file, or unreadable)."""
-        if not self.path.exists():
-            return None
-        try:
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT format, partition, partitions, next_offset, record_sha256, newest "
-                    "FROM mark WHERE id = 0"
-                )
-                .fetchone()
-            )
-        except sqlite3.Error:
-            return None
+        row = self._row(
+            "SELECT format, partition, partitions, next_offset, record_sha256, newest "
+            "FROM mark WHERE id = 0"
+        )
         if row is None or row[0] != PARTITION_FORMAT:
             return None
         return PartitionMark(*row[1:])

@@ -51,11 +51,11 @@ class Failing(LedgerProjection):
         super().__init__(store, 1, RejectionLanes(1))
         self.fail_at, self.applied = fail_at, 0
 
-    def apply(self, ledger: Any, rejections: Any) -> None:
+    def apply(self, ledger: Any, rejections: Any) -> set[int]:
         if self.applied == self.fail_at:
             raise ProjectionError("insert into audit_events failed: the disk is full")
         self.applied += 1
-        super().apply(ledger, rejections)
+        return super().apply(ledger, rejections)
 
 
 class FullDisk(ProjectionStore):
@@ -193,9 +193,9 @@ class Recording(LedgerProjection):
         super().__init__(store, 1, RejectionLanes(1))
         self.batches: list[list[int]] = []
 
-    def apply(self, ledger: Any, rejections: Any) -> None:
+    def apply(self, ledger: Any, rejections: Any) -> set[int]:
         self.batches.append([offset for _, offset, *_ in ledger])
-        super().apply(ledger, rejections)
+        return super().apply(ledger, rejections)
 
 
 def test_a_batch_is_inserted_once_it_holds_the_batch_bytes_whatever_its_count(

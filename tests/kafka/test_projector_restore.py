@@ -11,16 +11,17 @@ group would hand them the partition.
 """
 
 import os
-import random
-import time
+import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from events import kafka_client
 from events.kafka_client import Connection, OutRecord, Producer, Reader, partition_for
-from events.kafka_records import RejectionLanes, encode_event, org_key
+from events.kafka_records import RejectionLanes, decode_event, encode_event, org_key
 from events.outcomes import Accepted
 from events.sequencer import Sequencer
 from processors import tables as t
@@ -30,8 +31,14 @@ from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
 from tests.builders import chained_events, check_ins, org_setup, raw, sequence_all
 from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.projector_support import cli, projecting_worker, wait_projected
-from tests.kafka.test_projector_crash import expected_heads
+from tests.kafka.projector_support import (
+    assert_rebuild_identical,
+    expected_heads,
+    kill_while_projecting,
+    projecting_worker,
+    start_and_project,
+    wait_projected,
+)
 from tests.kafka.test_sequencer_worker import Submitter
 
 pytestmark = pytest.mark.kafka
@@ -79,19 +86,30 @@ def interleaved(events: list[LedgerEvent], reverse: bool = False) -> list[Ledger
     return ordered
 
 
-def produce(kafka: Connection, topic: str, events: list[LedgerEvent]) -> Ledger:
-    """``events`` appended to ``PARTITION`` of ``topic``, then read back as the consumer hands
+def produce(
+    kafka: Connection, topic: str, events: list[LedgerEvent], partition: int = PARTITION
+) -> Ledger:
+    """``events`` appended to ``partition`` of ``topic``, then read back as the consumer hands
     them over."""
     producer = Producer(kafka)
     try:
         producer.send_all(
-            [OutRecord(topic, PARTITION, org_key(e.org_id), encode_event(e)) for e in events]
+            [OutRecord(topic, partition, org_key(e.org_id), encode_event(e)) for e in events]
         )
     finally:
         producer.close()
     reader = Reader(kafka)
     try:
-        return [(r.partition, r.offset, r.key, r.value) for r in reader.read(topic, {PARTITION: 0})]
+        return [(r.partition, r.offset, r.key, r.value) for r in reader.read(topic, {partition: 0})]
+    finally:
+        reader.close()
+
+
+def ledger_events(kafka: Connection, topic: str, partition: int) -> list[dict[str, Any]]:
+    """The events of ``partition`` of ``topic``, in offset order (orphans and markers left out)."""
+    reader = Reader(kafka)
+    try:
+        return [decode_event(r.value) for r in reader.read(topic, {partition: 0}) if r.key]
     finally:
         reader.close()
 
@@ -117,12 +135,15 @@ def contents(store: ProjectionStore) -> dict[str, list[str]]:
     }
 
 
-def rebuilt(path: Path, records: Ledger) -> dict[str, list[str]]:
-    """The projections of ``records`` rebuilt in a store of their own, in one go."""
+def rebuilt(
+    path: Path, records: Ledger, partitions: frozenset[int] = frozenset({PARTITION})
+) -> dict[str, list[str]]:
+    """The projections of ``records`` (of ``partitions``) rebuilt in a store of their own, in
+    one go."""
     store = ProjectionStore.open(f"chdb://{path}")
     try:
         projection = worker(store)
-        projection.take({PARTITION})
+        projection.take(set(partitions))
         projection.apply(records, [])
         return contents(store)
     finally:
@@ -283,26 +304,14 @@ def test_a_worker_killed_and_restarted_restores_from_its_files_and_matches_a_reb
     worker = projecting_worker(kafka, topics, tmp_path)
     worker.env["OKR_PROJECTOR_SAVE_EVERY"] = "200"
     submitter = Submitter(kafka, topics["intake"])
-    rng = random.Random(11)
     try:
-        worker.start()
-        worker.wait_ready(1)
-        chunks = [raws[i : i + 300] for i in range(0, len(raws), 300)]
-        for kill, chunk in enumerate(chunks, start=1):
-            submitter.send(chunk)
-            time.sleep(rng.uniform(0.5, 1.5))
-            worker.kill()
-            worker.start()
-            worker.wait_ready(kill + 1)
+        kill_while_projecting(worker, submitter, raws, seed=11, pause_s=(0.5, 1.5))
         wait_projected(worker, expected_heads(raws, tmp_path / "embedded.db"))
     finally:
         submitter.close()
         worker.stop()
     assert "restored from" in worker.log_path.read_text(errors="replace"), worker.log_tail()
-    env = {k: v for k, v in worker.env.items() if k.startswith("OKR_")}
-    rebuilt = cli(env, "rebuild")
-    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    assert "identical" in rebuilt.stdout
+    assert_rebuild_identical(worker)
 
 
 def test_a_worker_stopped_gracefully_saves_its_states_and_reads_on_from_them(
@@ -315,10 +324,7 @@ def test_a_worker_stopped_gracefully_saves_its_states_and_reads_on_from_them(
     worker = projecting_worker(kafka, topics, tmp_path)
     submitter = Submitter(kafka, topics["intake"])
     try:
-        worker.start()
-        worker.wait_ready(1)
-        submitter.send(raws)
-        wait_projected(worker, heads)
+        start_and_project(worker, submitter, raws, heads)
         worker.stop()
         partition = partition_for(org_key("acme"), TEST_PARTITIONS)
         file = PartitionSnapshots(partition_state_file(Path(worker.env["OKR_DATA_DIR"]), partition))
@@ -385,3 +391,193 @@ def test_a_correction_after_a_restore_reads_the_saved_check_ins_back(
     finally:
         store.close()
     assert answer == rebuilt(tmp_path / "rebuilt", records)
+
+
+def test_a_state_file_of_another_shape_or_none_reads_as_no_state(tmp_path: Path) -> None:
+    """No file: nothing read and no file made. A file whose tables have other columns (an
+    SQLite error on each read): no saved state and no mark, never an error."""
+    path = partition_state_file(tmp_path, PARTITION)
+    missing = PartitionSnapshots(path)
+    assert (missing.mark(), missing.load("org1"), missing.read()) == (None, None, None)
+    assert not path.exists()
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orgs (org_id TEXT PRIMARY KEY, other TEXT)")
+        db.execute("CREATE TABLE mark (id INTEGER PRIMARY KEY, other TEXT)")
+        db.execute("INSERT INTO orgs VALUES ('org1', 'x')")
+        db.execute("INSERT INTO mark VALUES (0, 'x')")
+    db.close()
+    other = PartitionSnapshots(path)
+    try:
+        assert (other.mark(), other.load("org1"), other.read()) == (None, None, None)
+    finally:
+        other.close()
+
+
+def test_a_take_of_several_partitions_checks_their_files_with_one_reader(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each partition's file is checked against its ledger record, all with one reader of
+    the ledger, made at the first check (a take without files makes none) and closed after
+    the take."""
+    topic, partitions = topics["ledger"], set(range(TEST_PARTITIONS))
+    records = {
+        p: produce(kafka, topic, chained_events(*orgs_of(p, 1), check_in_count=20), p)
+        for p in partitions
+    }
+    opened: list[Reader] = []
+    closed: list[Reader] = []
+
+    class NotedReader(kafka_client.Reader):
+        def __init__(self, connection: Connection) -> None:
+            super().__init__(connection)
+            opened.append(self)
+
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(kafka_client, "Reader", NotedReader)
+    states = PartitionStates(tmp_path / "data", ledger_record_at(kafka, topic))
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    try:
+        first = worker(store, states)
+        assert first.take(partitions) == dict.fromkeys(partitions)
+        assert opened == []  # no file to check
+        for partition in sorted(partitions):
+            project(first, records[partition])
+        first.release()
+        second = worker(store, states)
+        assert second.take(partitions) == {p: len(records[p]) for p in partitions}
+        assert second.restored == len(partitions)
+    finally:
+        store.close()
+    assert len(opened) == 1
+    assert closed == opened
+
+
+def drop_first_chunks(path: Path) -> None:
+    """Delete the first check-in chunk of each key result in a state file: its documents,
+    heads and mark are whole (the file is used), but those check-ins cannot be read back."""
+    with sqlite3.connect(path) as db:
+        deleted = db.execute("DELETE FROM check_in_chunks WHERE chunk = 0").rowcount
+    db.close()
+    assert deleted > 0
+
+
+def test_an_unusable_saved_check_in_takes_its_partition_again_and_no_other(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """Two partitions taken from their files, one of which lost its first check-in chunks: a
+    batch of both, whose correction reads those back, stores the other partition's rows, and
+    names the bad partition to read again from its beginning (its file removed, its state
+    dropped). Read again, it replays what the store has; the other partition is never
+    replayed, and the projections equal a rebuild."""
+    topic, bad, good = topics["ledger"], 0, 1
+    org = orgs_of(bad, 1)[0]
+    sequencer = Sequencer()
+    setup = org_setup(org)
+    head = sequence_all(setup + list(check_ins(CHECK_INS, org)), sequencer)
+    events = [o.event for o in head if isinstance(o, Accepted)]
+    first = events[len(setup)]
+    fix = raw(
+        "CheckInCorrected",
+        {"key_result_id": "kr1", "corrects_event_id": str(first.event_id), "value": 99,
+         "reason": "a typo"},
+        org_id=org,
+    )  # fmt: skip
+    tail = sequence_all([fix, *check_ins(5, org)], sequencer)
+    events += [o.event for o in tail if isinstance(o, Accepted)]
+    records = {
+        bad: produce(kafka, topic, events, bad),
+        good: produce(
+            kafka, topic, chained_events(orgs_of(good, 1)[0], check_in_count=CHECK_INS + 6), good
+        ),
+    }
+    assert len(records[bad]) == len(records[good])
+    cut = len(setup) + CHECK_INS
+    directory = tmp_path / "data"
+    states = PartitionStates(directory, ledger_record_at(kafka, topic))
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    try:
+        owner = worker(store, states)
+        owner.take({bad, good})
+        project(owner, records[bad][:cut] + records[good][:cut])
+        owner.release()
+        drop_first_chunks(partition_state_file(directory, bad))
+        next_owner = worker(store, states)
+        assert next_owner.take({bad, good}) == {bad: cut, good: cut}
+        assert next_owner.restored == 2
+        assert next_owner.apply(records[bad][cut:] + records[good][cut:], []) == {bad}
+        assert next_owner.retaken == 1
+        assert not partition_state_file(directory, bad).exists()
+        assert bad not in next_owner.next_offsets
+        assert next_owner.next_offsets[good] == len(records[good])
+        assert next_owner.projected == len(records[good]) - cut
+        project(next_owner, records[bad])  # the consumer, sought back to the beginning
+        assert next_owner.replayed == cut  # the bad partition's stored events only
+        assert next_owner.projected == 2 * (len(records[bad]) - cut)
+        next_owner.release()
+        assert partition_state_file(directory, bad).exists()  # saved anew
+        answer = contents(store)
+    finally:
+        store.close()
+    both = frozenset({bad, good})
+    assert answer == rebuilt(tmp_path / "rebuilt", records[bad] + records[good], both)
+
+
+def test_a_worker_whose_saved_check_ins_are_unusable_runs_on_and_matches_a_rebuild(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker itself, restarted on state files one of which lost its first check-in
+    chunks: a correction that reads them back makes it read that partition again from its
+    beginning while it runs on (no restart); the other partition, taken from its file, is
+    not read again; the projections equal a rebuild."""
+    bad_org, good_org = orgs_of(0, 1)[0], orgs_of(1, 1)[0]
+    raws = org_setup(bad_org) + list(check_ins(CHECK_INS, bad_org))
+    raws += org_setup(good_org) + list(check_ins(CHECK_INS, good_org))
+    heads = expected_heads(raws, tmp_path / "embedded.db")
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env["OKR_LOG_LEVEL"] = "DEBUG"  # the projector logs each hand-over's offsets
+    data = Path(worker.env["OKR_DATA_DIR"])
+    submitter = Submitter(kafka, topics["intake"])
+    try:
+        start_and_project(worker, submitter, raws, heads)
+        worker.stop()
+        saved = PartitionSnapshots(partition_state_file(data, 1))
+        mark = saved.mark()
+        saved.close()
+        assert mark is not None, worker.log_tail()
+        drop_first_chunks(partition_state_file(data, 0))
+        first = next(
+            e for e in ledger_events(kafka, topics["ledger"], 0) if e["type"] == "CheckInRecorded"
+        )
+        fixes = [
+            raw(
+                "CheckInCorrected",
+                {"key_result_id": "kr1", "corrects_event_id": first["event_id"], "value": 99,
+                 "reason": "a typo"},
+                org_id=bad_org,
+            ),
+            *check_ins(5, bad_org),
+            *check_ins(5, good_org),
+        ]  # fmt: skip
+        worker.start()
+        worker.wait_ready(2)
+        submitter.send(fixes)
+        wait_projected(worker, {bad_org: heads[bad_org] + 6, good_org: heads[good_org] + 5})
+        assert worker.alive()
+    finally:
+        submitter.close()
+        worker.stop()
+    text = worker.log_path.read_text(errors="replace")
+    assert text.count("saved projector state is unusable") == 1, worker.log_tail()
+    assert "ledger partition 0: its saved projector state is unusable" in text
+    second = text[text.index("ledger partition 1: state of 1 orgs restored from") :]
+    handed = [
+        (int(p), int(first_offset))
+        for p, first_offset in re.findall(r"ledger partition (\d+): offsets (\d+)-", second)
+    ]
+    assert (0, 0) in handed  # the bad partition, read again from its beginning
+    assert all(offset >= mark.next_offset for p, offset in handed if p == 1), handed
+    assert_rebuild_identical(worker)

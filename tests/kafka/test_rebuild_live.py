@@ -8,8 +8,14 @@ from events.kafka_client import Connection
 from okr_ledger.demo import demo_submissions
 from projections.store import ProjectionStore
 from tests.builders import check_ins, org_setup
-from tests.kafka.projector_support import cli, projecting_worker, wait_projected
-from tests.kafka.test_projector_crash import expected_heads
+from tests.kafka.projector_support import (
+    cli,
+    expected_heads,
+    projecting_worker,
+    settings,
+    start_and_project,
+    wait_projected,
+)
 from tests.kafka.test_sequencer_worker import Submitter, Worker
 
 pytestmark = pytest.mark.kafka
@@ -34,13 +40,10 @@ def test_rebuild_beside_the_running_worker(
     demo_heads = expected_heads(demo, tmp_path / "demo.db")
     heads = expected_heads(demo + streamed, tmp_path / "all.db")
     worker = projecting_worker(kafka, topics, tmp_path)
-    env = {k: v for k, v in worker.env.items() if k.startswith("OKR_")}
+    env = settings(worker)
     submitter = Submitter(kafka, topics["intake"])
     try:
-        worker.start()
-        worker.wait_ready(1)
-        submitter.send(demo)
-        wait_projected(worker, demo_heads)
+        start_and_project(worker, submitter, demo, demo_heads)
         submitter.send(streamed)  # in flight while the rebuild runs: compared up to checkpoints
         same = cli(env, "rebuild")
         assert same.returncode == 0, same.stdout + same.stderr

@@ -2,9 +2,13 @@
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from events.intake_wire import intake_message
 from events.kafka_client import Connection, OutRecord, Reader, partition_for
@@ -13,13 +17,15 @@ from events.kafka_transactions import BatchProducer
 from processors.kafka_config import Topics, WorkerConfig
 from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics
-from processors.sequencer_core import ThreadRunner
+from processors.sequencer_core import CoreRunner, ThreadRunner
 from schemas.errors import LedgerUnavailableError
 from tests.builders import check_ins, org_setup
 from tests.kafka.conftest import TEST_PARTITIONS
 
 SCENARIO_S = 120
 """At most this long for a scenario: a lane whose task died leaves its queue waiting forever."""
+T = TypeVar("T")
+Settings = Callable[..., WorkerConfig]
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,50 @@ class GatedRunner:
         self.runner.close()
 
 
+@pytest.fixture
+def settings(kafka_address: str, topics: dict[str, str], tmp_path: Path) -> Settings:
+    """A worker's settings on the test's broker, topics and directory (a 15 s timeout unless
+    given), with the settings given."""
+
+    def make(**given: Any) -> WorkerConfig:
+        return WorkerConfig(
+            servers=(kafka_address,),
+            topics=Topics(**topics),
+            data_dir=tmp_path,
+            **{"timeout_s": 15.0, **given},
+        )
+
+    return make
+
+
+def run(scenario: Coroutine[Any, Any, T]) -> T:
+    """Run the scenario, failing it past :data:`SCENARIO_S`."""
+    return asyncio.run(asyncio.wait_for(scenario, SCENARIO_S))
+
+
+@asynccontextmanager
+async def sequencer(
+    config: WorkerConfig, runner: CoreRunner, hooks: Hooks
+) -> AsyncIterator[SequencerAgent]:
+    """The sequencer agent on ``runner``, with the test's ``hooks``; closed after."""
+    agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+async def first_batch_at_gate(
+    agent: SequencerAgent, runner: GatedRunner, partition: int, fetched: list[Fetched]
+) -> None:
+    """Assign ``partition`` (read from its start), hand over the first five records; return
+    once their batch waits at the gate."""
+    assert await agent.assign({partition}, 1) == {partition: 0}
+    await agent.handle(partition, fetched[0:5], 1)
+    while not runner.batches:
+        await asyncio.sleep(0.01)
+
+
 def _intake(partition: int) -> tuple[str, list[bytes], list[Fetched]]:
     """An org whose key falls on ``partition``, its set-up and 24 check-ins as submissions,
     and the intake records a fetch hands over for them (offset = position)."""
@@ -92,26 +142,20 @@ def _ledger(kafka_address: str, topic: str, partition: int) -> list[dict[str, An
 
 
 def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
-    kafka_address: str, topics: dict[str, str], tmp_path: Path
+    settings: Settings, kafka_address: str, topics: dict[str, str]
 ) -> None:
     """While a partition's batch is written, the next three fetches wait: the two consecutive
     ones become one batch (one transaction), the one after a gap is not decided but sought
     back to, once; then the partition reads on, and the ledger holds every event in order."""
     partition = 1
     org, raws, fetched = _intake(partition)
-    config = WorkerConfig(
-        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=15.0
-    )
+    config = settings()
     hooks = Hooks()
 
     async def scenario() -> GatedRunner:
         runner = GatedRunner(ThreadRunner(config))
-        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
-        try:
-            assert await agent.assign({partition}, 1) == {partition: 0}
-            await agent.handle(partition, fetched[0:5], 1)
-            while not runner.batches:  # the first batch is at the gate
-                await asyncio.sleep(0.01)
+        async with sequencer(config, runner, hooks) as agent:
+            await first_batch_at_gate(agent, runner, partition, fetched)
             await agent.handle(partition, fetched[5:10], 1)
             await agent.handle(partition, fetched[10:15], 1)
             await agent.handle(partition, fetched[20:25], 1)  # 15-19 missing: a gap
@@ -124,11 +168,9 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
             assert hooks.seeks == [(partition, 15)]
             await agent.handle(partition, fetched[15:], 1)  # read again from 15
             await agent.settle()
-        finally:
-            agent.close()
         return runner
 
-    runner = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+    runner = run(scenario())
     assert not hooks.crashes
     assert runner.batches == [
         list(range(0, 5)),
@@ -141,7 +183,7 @@ def test_a_lane_takes_what_waits_into_one_batch_and_never_across_a_gap(
 
 
 def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
-    kafka_address: str, topics: dict[str, str], tmp_path: Path
+    settings: Settings, kafka_address: str, topics: dict[str, str]
 ) -> None:
     """While a partition's first batch is written, five consecutive fetches of 5 wait; with
     ``sequencer_batch_size`` 10 the lane merges them two by two (exactly 10 records: the cap
@@ -150,33 +192,21 @@ def test_a_lane_merges_waiting_batches_up_to_the_batch_size_and_never_more(
     partition = 2
     _org, raws, fetched = _intake(partition)
     assert len(raws) > 25
-    config = WorkerConfig(
-        servers=(kafka_address,),
-        topics=Topics(**topics),
-        data_dir=tmp_path,
-        timeout_s=15.0,
-        sequencer_batch_size=size,
-    )
+    config = settings(sequencer_batch_size=size)
     hooks = Hooks()
 
     async def scenario() -> GatedRunner:
         runner = GatedRunner(ThreadRunner(config))
-        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
-        try:
-            assert await agent.assign({partition}, 1) == {partition: 0}
-            await agent.handle(partition, fetched[0:5], 1)
-            while not runner.batches:  # the first batch is at the gate
-                await asyncio.sleep(0.01)
+        async with sequencer(config, runner, hooks) as agent:
+            await first_batch_at_gate(agent, runner, partition, fetched)
             for start in range(5, 25, 5):
                 await agent.handle(partition, fetched[start : start + 5], 1)
             await agent.handle(partition, fetched[25:], 1)
             runner.gate.set()
             await agent.settle()
-        finally:
-            agent.close()
         return runner
 
-    runner = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+    runner = run(scenario())
     assert not hooks.crashes
     assert not hooks.seeks  # no gap here
     assert runner.batches == [
@@ -250,30 +280,25 @@ class ReleasingRunner(CountingRunner):
 
 
 def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_worker(
-    kafka_address: str, topics: dict[str, str], tmp_path: Path
+    settings: Settings, kafka_address: str, topics: dict[str, str]
 ) -> None:
     """A transaction the fence does not end (another transactional id's, here) holds up the
     committed read of a ledger partition past the read's timeout: the assignment's restore
     fails, the agent fences the partition again and tries again, and once the transaction
     ends the partition is restored; nothing crashes."""
     partition = 0
-    config = WorkerConfig(
-        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=2.0
-    )
+    config = settings(timeout_s=2.0)
     foreign = ForeignTransaction(kafka_address, topics["ledger"], partition)
     foreign.start()
     hooks = Hooks()
 
     async def scenario() -> tuple[dict[int, int], list[str]]:
         runner = ReleasingRunner(ThreadRunner(config), foreign.release)
-        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
-        try:
+        async with sequencer(config, runner, hooks) as agent:
             return await agent.assign({partition}, 1), runner.calls
-        finally:
-            agent.close()
 
     try:
-        resumed, calls = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+        resumed, calls = run(scenario())
     finally:
         foreign.close()
     assert resumed == {partition: 0}
@@ -283,7 +308,7 @@ def test_a_restore_that_stalls_is_fenced_and_tried_again_not_the_end_of_the_work
 
 
 def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_worker(
-    kafka_address: str, topics: dict[str, str], tmp_path: Path
+    settings: Settings, kafka_address: str, topics: dict[str, str]
 ) -> None:
     """Another writer appends to a partition this worker owns, inside a transaction it keeps
     open: the next batch's write sees the foreign record (restore), and that restore's
@@ -292,16 +317,13 @@ def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_w
     ledger stands, and every check-in is in the ledger once, in order. Nothing crashes."""
     partition = 0
     _org, raws, fetched = _intake(partition)
-    config = WorkerConfig(
-        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=2.0
-    )
+    config = settings(timeout_s=2.0)
     foreign = ForeignTransaction(kafka_address, topics["ledger"], partition)
     hooks = Hooks()
 
     async def scenario() -> list[str]:
         runner = ReleasingRunner(ThreadRunner(config), foreign.release)
-        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
-        try:
+        async with sequencer(config, runner, hooks) as agent:
             assert await agent.assign({partition}, 1) == {partition: 0}
             await agent.handle(partition, fetched[:5], 1)
             await agent.settle()
@@ -312,11 +334,9 @@ def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_w
             await agent.handle(partition, fetched[5:], 1)
             await agent.settle()
             return runner.calls
-        finally:
-            agent.close()
 
     try:
-        calls = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+        calls = run(scenario())
     finally:
         foreign.close()
     assert not hooks.crashes
@@ -326,37 +346,29 @@ def test_a_failed_write_whose_restore_stalls_is_tried_again_not_the_end_of_the_w
 
 
 def test_a_revocation_returns_once_the_batch_being_written_has_ended(
-    kafka_address: str, topics: dict[str, str], tmp_path: Path
+    settings: Settings, kafka_address: str, topics: dict[str, str]
 ) -> None:
     """The worker rejoins the group (and the next owner fences the partition) only after its
     revoke returns: that is after the batch being written has ended, written whole, so the
     next owner's fence never meets this worker's commit. A batch still waiting is dropped."""
     partition = 0
     _org, _raws, fetched = _intake(partition)
-    config = WorkerConfig(
-        servers=(kafka_address,), topics=Topics(**topics), data_dir=tmp_path, timeout_s=15.0
-    )
+    config = settings()
     hooks = Hooks()
 
     async def scenario() -> tuple[GatedRunner, bool]:
         runner = GatedRunner(ThreadRunner(config))
-        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
-        try:
-            await agent.assign({partition}, 1)
-            await agent.handle(partition, fetched[0:5], 1)
-            while not runner.batches:  # the first batch is at the gate
-                await asyncio.sleep(0.01)
+        async with sequencer(config, runner, hooks) as agent:
+            await first_batch_at_gate(agent, runner, partition, fetched)
             await agent.handle(partition, fetched[10:15], 1)  # waits behind it
             revoking = asyncio.create_task(agent.revoke({partition}))
             await asyncio.sleep(0.3)
             returned_early = revoking.done()
             runner.gate.set()
             await revoking
-        finally:
-            agent.close()
         return runner, returned_early
 
-    runner, returned_early = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+    runner, returned_early = run(scenario())
     assert not returned_early, "the revoke returned while a batch was being written"
     assert not hooks.crashes
     assert runner.batches == [list(range(0, 5))]  # the waiting batch was not decided
@@ -365,7 +377,7 @@ def test_a_revocation_returns_once_the_batch_being_written_has_ended(
 
 
 def test_a_full_lane_makes_the_consumer_wait_until_its_batches_are_taken(
-    kafka_address: str, topics: dict[str, str], tmp_path: Path
+    settings: Settings, kafka_address: str, topics: dict[str, str]
 ) -> None:
     """``sequencer_queue_bytes`` bounds what waits for a partition, whatever the count: while
     the first batch is being written, one hand-over that reaches the bytes is queued and the
@@ -374,23 +386,13 @@ def test_a_full_lane_makes_the_consumer_wait_until_its_batches_are_taken(
     partition = 1
     _org, raws, fetched = _intake(partition)
     bound = sum(len(r.key or b"") + len(r.value) for r in fetched[5:10])
-    config = WorkerConfig(
-        servers=(kafka_address,),
-        topics=Topics(**topics),
-        data_dir=tmp_path,
-        timeout_s=15.0,
-        sequencer_queue_bytes=bound,
-    )
+    config = settings(sequencer_queue_bytes=bound)
     hooks = Hooks()
 
     async def scenario() -> GatedRunner:
         runner = GatedRunner(ThreadRunner(config))
-        agent = SequencerAgent(config, runner, hooks.seek, PrometheusMetrics(), hooks.crash)
-        try:
-            assert await agent.assign({partition}, 1) == {partition: 0}
-            await agent.handle(partition, fetched[0:5], 1)
-            while not runner.batches:  # the first batch is at the gate
-                await asyncio.sleep(0.01)
+        async with sequencer(config, runner, hooks) as agent:
+            await first_batch_at_gate(agent, runner, partition, fetched)
             await agent.handle(partition, fetched[5:10], 1)  # queued: the lane is full now
             waiting = asyncio.create_task(agent.handle(partition, fetched[10:15], 1))
             await asyncio.sleep(0.3)
@@ -401,11 +403,9 @@ def test_a_full_lane_makes_the_consumer_wait_until_its_batches_are_taken(
             await agent.handle(partition, fetched[15:], 1)
             await agent.settle()
             assert agent._lanes[partition].queued == 0
-        finally:
-            agent.close()
         return runner
 
-    runner = asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+    runner = run(scenario())
     assert not hooks.crashes
     assert [o for batch in runner.batches for o in batch] == list(range(len(raws)))
     events = _ledger(kafka_address, topics["ledger"], partition)
