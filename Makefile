@@ -54,9 +54,11 @@ lock: $(STAMP)
 		--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
 		$(LOCK_EXTRAS) --output-file requirements.lock pyproject.toml
 
-# Regenerate the committed JSON Schema export after changing a model.
+# Regenerate the committed JSON Schema export after changing a model, and the projection
+# store's baseline (the tables a new store is made with at once) after adding a migration.
 schema: $(STAMP)
 	$(BIN)/okr-ledger schema --write schemas/json
+	$(PY) -m projections.baseline
 
 # Figures, not assertions: each script prints events/s, latencies and peak memory beside raw
 # anchors of the same run, and writes them to benchmarks/.work/figures/. benchmarks/suite.py

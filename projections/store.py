@@ -20,6 +20,8 @@ from projections.client import (
     trim_c_allocator,
 )
 from projections.migrations import (
+    BASELINE,
+    BASELINE_BEGUN,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     PARAMETERIZED_VIEWS,
@@ -27,6 +29,7 @@ from projections.migrations import (
     TIME,
     VIEWS,
     VIEWS_SETTING,
+    Migration,
     view_statements,
     views_digest,
 )
@@ -202,15 +205,16 @@ class ProjectionStore:
         except Exception as error:
             raise ProjectionError(f"{self.description}: {error}") from error
 
-    def migrate(self) -> list[int]:
+    def migrate(self, baseline: bool = True) -> list[int]:
         """Apply the migrations not yet recorded, and the views if their definition changed;
-        return the versions applied now."""
+        return the versions applied now. ``baseline``: a new store (no table yet) is created
+        from :data:`BASELINE` at once, not migration by migration."""
         settings: dict[str, str] | None = None
         try:  # a store in use: its migrations and settings in one read
             done, settings = self._read_state()
         except ProjectionQueryError:
             try:
-                done = {version for version, _name, _at in self.applied_migrations()}
+                done = self._recorded_versions()
             except ProjectionQueryError:  # a new store: no database or no record of migrations
                 self._run("CREATE DATABASE IF NOT EXISTS {db}")
                 self._run(
@@ -221,16 +225,21 @@ class ProjectionStore:
                 done = set()
         self.client.database = self.database  # unqualified names in ad-hoc SQL
         applied = []
+        begun = done == {BASELINE_BEGUN.version}  # a baseline cut short: run it again
+        if begun or (baseline and not done and self._holds_no_table()):
+            if not begun:
+                self._record([BASELINE_BEGUN])
+            for statement in BASELINE.statements:  # each CREATE ... IF NOT EXISTS
+                self._run(statement)
+            applied = [m.version for m in MIGRATIONS if m.version <= BASELINE.version]
+            self._record([m for m in MIGRATIONS if m.version in applied])
+            done = set(applied)
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
             for statement in migration.statements:
                 self._run(statement)
-            self._run(
-                f"INSERT INTO {{db}}.{MIGRATIONS_TABLE} VALUES "
-                "({version:UInt32}, {name:String}, now64(6))",
-                {"version": migration.version, "name": migration.name},
-            )
+            self._record([migration])
             applied.append(migration.version)
         self._settings = self._read_settings() if settings is None or applied else settings
         if self._settings.get(VIEWS_SETTING) != views_digest():
@@ -250,10 +259,33 @@ class ProjectionStore:
         self._migrated = True
         return applied
 
+    def _record(self, migrations: list[Migration]) -> None:
+        """Record ``migrations`` as applied, in one insert."""
+        self._run(
+            f"INSERT INTO {{db}}.{MIGRATIONS_TABLE} SELECT pair.1, pair.2, now64(6) FROM "
+            "(SELECT arrayJoin(arrayZip({versions:Array(UInt32)}, {names:Array(String)})) AS pair)",
+            {"versions": [m.version for m in migrations], "names": [m.name for m in migrations]},
+        )
+
+    def _holds_no_table(self) -> bool:
+        """Whether the database holds no table but the record of migrations: a new store, or
+        one whose every table was dropped (``rebuild``). Any other (an older store's tables, a
+        user's own view) is migrated one by one."""
+        found = self.rows(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name != {m:String}",
+            {"db": self.database, "m": MIGRATIONS_TABLE},
+        )
+        return int(found[0][0]) == 0
+
+    def _recorded_versions(self) -> set[int]:
+        """The versions recorded, :data:`BASELINE_BEGUN`'s among them."""
+        rows = self.rows(f"SELECT DISTINCT version FROM {{db}}.{MIGRATIONS_TABLE}")
+        return {int(version) for (version,) in rows}
+
     def applied_migrations(self) -> list[tuple[int, str, datetime]]:
         rows = self.rows(
             f"SELECT version, any(name), min(applied_at) FROM {{db}}.{MIGRATIONS_TABLE} "
-            "GROUP BY version ORDER BY version"
+            f"WHERE version != {BASELINE_BEGUN.version} GROUP BY version ORDER BY version"
         )
         return [(int(v), str(n), _aware(a)) for v, n, a in rows]
 
