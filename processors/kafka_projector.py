@@ -462,9 +462,9 @@ class LedgerProjection:
                 partition,
                 error,
             )
-            # The failed call's changes are of that partition's orgs, dropped by the retake:
-            # a projector of its own on the same state does not emit them.
-            self.projector = Projector(self.projector.state)
+            # The failed call's changes are of that partition's orgs, dropped by the retake
+            # (each call before it emitted its own: `current` is true).
+            self.projector.drop_changes()
             return None
 
     def _retake(self, partition: int) -> None:
@@ -756,13 +756,13 @@ class ProjectorAgent:
             started = time.monotonic()
             try:
                 unusable: set[int] = await self._blocking(self._apply, pending)
+                if unusable:
+                    await self._read_again(unusable, pending)
             except Exception as error:
-                self._failure = error
+                self._failure = error  # no further batch: its state is changed in part
                 raise
-            if unusable:
-                await self._read_again(unusable, pending)
             self.metrics.projected(
-                events=len(pending.ledger),
+                events=sum(1 for record in pending.ledger if record[0] not in unusable),
                 rejections=len(pending.rejections),
                 seconds=time.monotonic() - started,
             )

@@ -193,6 +193,11 @@ class Projector:
                 objectives.fresh(org, objective)
         return batch.finish(current)
 
+    def drop_changes(self) -> None:
+        """Forget the changes not yet emitted as current-state rows (those of a call that
+        failed part way: its orgs are read again from the ledger)."""
+        self._changes = Changes()
+
     def current_rows(self) -> RowBatch:
         """The current-state rows of what changed since they were last emitted."""
         return self.project_records((), current=True)
