@@ -18,11 +18,12 @@ writer thread), the 1-minute load average at its end, and the writer's group siz
 ``PY_SPY_OPTIONS``) during the batch phase. Figures go to benchmarks/.work/figures/http.json
 (``benchmarks/summary.py``).
 Usage: python benchmarks/http_intake.py [--seconds 60] [--clients 50] [--batch 200]
-       [--modes single,batch] [--profile FILE]
+       [--modes single,batch] [--anchor-seconds 10] [--anchor-events 200000] [--profile FILE]
 """
 
 import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import socket
@@ -323,7 +324,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="Per mode.")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--batch", type=int, default=200, help="Lines per NDJSON request.")
-    parser.add_argument("--anchor-seconds", type=float, default=10.0)
+    parser.add_argument("--anchor-seconds", type=float, default=10.0,
+                        help="Per phase of the trivial endpoint.")  # fmt: skip
+    parser.add_argument("--anchor-events", type=int, default=200_000,
+                        help="submit_many anchor: at most this many records.")  # fmt: skip
     parser.add_argument("--modes", default="single,batch", help="single, batch or both.")
     parser.add_argument(
         "--ceiling", type=float, default=40_000.0,
@@ -341,6 +345,11 @@ def main() -> None:
     def batch_body(i: int) -> bytes:
         start = offset + i * args.batch
         return b"\n".join(check_in(ORG, n, KEY_RESULTS) for n in range(start, start + args.batch))
+
+    marks = [("begin", time.monotonic())]
+
+    def mark(phase: str) -> None:
+        marks.append((phase, time.monotonic()))
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -368,15 +377,19 @@ def main() -> None:
         single = batched = Run()
         try:
             wait_ready(f"{base}/healthz", server, server_log)
+            mark("set-up, server start")
             if "single" in modes:
                 bodies = stock(single_body, stocked // 10)  # requests of one event: ~1/10
+                mark("single-event bodies built")
                 single = asyncio.run(
                     load(f"{base}/v1/submissions", auth, bodies=bodies, body_of=single_body,
                          events_per_request=0, clients=args.clients, seconds=args.seconds,
                          server_pid=server.pid)
                 )  # fmt: skip
+                mark("single-event phase")
             if "batch" in modes:
                 bodies = stock(batch_body, stocked // args.batch)
+                mark("batch bodies built")
                 before = groups(base)
                 with profiling(server.pid, args.profile, args.seconds):
                     batched = asyncio.run(
@@ -387,10 +400,12 @@ def main() -> None:
                     )  # fmt: skip
                 after = groups(base)
                 batched.grouped = (after[0] - before[0], after[1] - before[1])
+                mark("batch phase")
             bodies = []
         finally:
             stop(server)
         in_ledger = ledger_event_ids(data / "ledger.db")
+        mark("server stop, ledger read")
         acknowledged = set(single.acknowledged) | set(batched.acknowledged)
 
         trivial_port = free_port()
@@ -418,10 +433,13 @@ def main() -> None:
             bodies = []
         finally:
             stop(trivial)
-        same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, 200_000))]
+        mark("trivial endpoint anchors")
+        most = args.anchor_events
+        same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, most))]
         if not same:  # no batch phase: the single-event records
-            same = [single_body(i) for i in range(min(single.requests, 200_000))]
+            same = [single_body(i) for i in range(min(single.requests, most))]
         ledger_rate, ledger_cpu, ledger_system, ledger_load = anchor_submit_many(work, same)
+        mark("submit_many anchor")
 
     print(f"HTTP intake, embedded runtime: {args.clients} clients, {args.seconds:.0f} s per mode")
     if "single" in modes:
@@ -452,6 +470,8 @@ def main() -> None:
         f"({lines / empty_batches.seconds:,.0f} lines/s), server CPU {per_line:.1f} µs/line"
         f"\n      {empty_batches.split()}"
     )
+    print("phases: " + "; ".join(f"{phase} {end - begin:.1f} s" for (_, begin), (phase, end)
+                                 in itertools.pairwise(marks)))  # fmt: skip
     write_figures(args, modes, (single, batched, empty), exact, ledger_rate)
     if not exact:
         raise SystemExit(1)

@@ -7,9 +7,15 @@ until its partitions have moved, then SIGCONTs it: a zombie), and restarts it. A
 every submission is in the ledger or the rejections exactly once, no gap, the chains verify,
 every outcome agrees with the ledger, and the projections equal a rebuild.
 
-Prints what it did and PASS, or FAIL with the broken invariant (exit 1); either way, the
-verdict goes to benchmarks/.work/figures/crash_soak.json (``benchmarks/summary.py``).
+The submissions stream in at ``--rate`` a second, so they keep coming while the workers are
+killed (at 200/s the default workload lasts about 75 s: about as long as 10 kills and pauses,
+what ``make bench`` runs); the kills go on until both are done.
+
+Prints what it did, the time of each phase, and PASS, or FAIL with the broken invariant
+(exit 1); either way, the verdict goes to benchmarks/.work/figures/crash_soak.json
+(``benchmarks/summary.py``).
 Usage: python benchmarks/kafka_crash_soak.py [--kills 30] [--workers 3] [--orgs 9] [--rounds 400]
+       [--rate 200] [--max-gap 2]
 """
 
 import argparse
@@ -25,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures
+from benchmarks.stopping import stop_together
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection
 from tests.builders import check_ins, org_setup
@@ -46,6 +53,24 @@ def verdict(raws: int, kills: int, pauses: int, seconds: float, *, held: bool, n
     print(f"figures: {figures.write()}")
 
 
+PHASES = {
+    "start": "broker, store, workers spread",
+    "kills": "kills and pauses while the submissions stream",
+    "outcomes": "every outcome read",
+    "checks": "exactly once, outcomes agree",
+    "projected": "projections caught up",
+    "rebuild": "rebuild identical",
+}
+
+
+def timeline(started: float, phases: dict[str, float], ended: float) -> str:
+    """Each phase's seconds, then the stop."""
+    marks = [started, *phases.values()]
+    parts = [f"{PHASES[name]} {end - begin:.1f} s"
+             for name, begin, end in zip(phases, marks, marks[1:], strict=False)]  # fmt: skip
+    return "; ".join([*parts, f"stop {ended - marks[-1]:.1f} s"])
+
+
 def workload(orgs: int, rounds: int, seed: int) -> list[bytes]:
     """Each org's setup first, then shuffled check-ins, resends and broken submissions."""
     names = [f"org{i}" for i in range(orgs)]
@@ -61,6 +86,7 @@ def workload(orgs: int, rounds: int, seed: int) -> list[bytes]:
 def soak(args: argparse.Namespace, work: Path) -> int:
     raws = workload(args.orgs, args.rounds, args.seed)
     started = time.perf_counter()
+    phases: dict[str, float] = {}
     names = [chr(ord("a") + i) for i in range(args.workers)]
     with tansu_broker(work / "broker.log") as address, served_store(work / "store") as store:
         kafka = Connection((address,), "okr-soak", timeout_s=15.0)
@@ -72,10 +98,11 @@ def soak(args: argparse.Namespace, work: Path) -> int:
         done = threading.Event()
 
         def stream() -> None:
+            begun = time.monotonic()
             try:
                 for start in range(0, len(raws), 50):
                     submitter.send(raws[start : start + 50])
-                    time.sleep(0.05)
+                    time.sleep(max(0.0, begun + (start + 50) / args.rate - time.monotonic()))
             finally:
                 done.set()
 
@@ -85,6 +112,7 @@ def soak(args: argparse.Namespace, work: Path) -> int:
             for name in names:
                 group.start(name)
             group.wait_spread(names, {})
+            phases["start"] = time.perf_counter()
             producer = threading.Thread(target=stream)
             producer.start()
             while kills + pauses < args.kills or not done.is_set():
@@ -104,17 +132,22 @@ def soak(args: argparse.Namespace, work: Path) -> int:
                     kills += 1
                 group.wait_spread(names, since, timeout_s=120)
             producer.join()
+            phases["kills"] = time.perf_counter()
             any_worker = group.workers[names[0]]
             outcomes = wait_for_outcomes(
                 kafka, topics["outcomes"], set(submitter.sent), any_worker, timeout_s=300.0
             )
+            phases["outcomes"] = time.perf_counter()
             statuses = assert_exactly_once(kafka, topics, submitter)
             assert_outcomes_agree_with_the_ledger(kafka, topics, outcomes, statuses)
+            phases["checks"] = time.perf_counter()
             wait_projected(any_worker, store.writer_url, kafka, topics, timeout_s=300)
+            phases["projected"] = time.perf_counter()
             env = {k: v for k, v in any_worker.env.items() if k.startswith("OKR_")}
             rebuilt = cli(env, "rebuild")
             assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
             assert "identical" in rebuilt.stdout, rebuilt.stdout
+            phases["rebuild"] = time.perf_counter()
         except AssertionError as error:
             print(f"FAIL: {error}")
             elapsed = time.perf_counter() - started
@@ -123,13 +156,14 @@ def soak(args: argparse.Namespace, work: Path) -> int:
             return 1
         finally:
             submitter.close()
-            group.stop_all()
+            stop_together(group)
     elapsed = time.perf_counter() - started
     counts = Counter(statuses.values())
     print(
         f"submissions {len(raws):,} over {elapsed:.0f} s; {args.workers} workers, "
         f"SIGKILLed {kills} times, paused {pauses} times"
     )
+    print(f"phases: {timeline(started, phases, time.perf_counter())}")
     print(
         f"outcomes: accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, "
         f"rejected {counts['rejected']:,}"
@@ -150,6 +184,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=400, help="check-ins per org / 4")
     parser.add_argument("--batch-size", type=int, default=50, help="OKR_SEQUENCER_BATCH_SIZE")
     parser.add_argument("--max-gap", type=float, default=2.0, help="seconds between rounds")
+    parser.add_argument("--rate", type=float, default=200.0, help="submissions a second")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

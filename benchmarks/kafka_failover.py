@@ -10,12 +10,13 @@ submits to every partition. Each round:
 3. measures, per such partition, the time until an outcome appears for an intake record
    produced after the kill: only the survivor can have decided it (the partition made
    progress again); the round's failover is the slowest of its partitions;
-4. restarts the killed worker (it rejoins and takes a share again).
+4. restarts the killed worker (it rejoins and takes a share again), but not after the last.
 
 Prints p50 and max over the rounds, with the survivor's take-over (its assignment logged) and
 its restore time, beside the raw anchor of the same run: a plain kafka-python consumer group of
 two members with the same timings, one SIGKILLed, timed until the other is assigned every
-partition (what the group protocol alone takes). Figures go to
+partition (what the group protocol alone takes); then the time of each phase of the run (a
+restart until the group is spread again among them). Figures go to
 benchmarks/.work/figures/failover.json (``benchmarks/summary.py``).
 Usage: python benchmarks/kafka_failover.py
        [--kills 10] [--anchor-kills 3] [--partitions 6] [--session 3] [--heartbeat 0.5]
@@ -41,6 +42,7 @@ from kafka import KafkaConsumer  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures, at_most
+from benchmarks.stopping import stop_together
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, Reader
@@ -184,6 +186,8 @@ def group_anchor(address: str, topic: str, args: argparse.Namespace) -> list[flo
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
+    phases = {"start": time.monotonic()}
+    settles: list[float] = []
     with tansu_broker(work / "broker.log") as address:
         kafka = Connection((address,), "okr-failover", timeout_s=15.0)
         suffix = uuid.uuid4().hex[:8]
@@ -204,10 +208,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
         outcomes = Outcomes(kafka, topics["outcomes"])
         steady: Steady | None = None
         rounds: list[tuple[float, float, float]] = []
+        phases["anchor"] = time.monotonic()
         try:
             for name in ("a", "b"):
                 group.start(name)
             group.wait_spread(["a", "b"], {})
+            phases["workers"] = time.monotonic()
             steady = Steady(submitter, orgs, args.rate)
             for kill in range(args.kills):
                 victim, survivor = ("a", "b") if kill % 2 == 0 else ("b", "a")
@@ -237,18 +243,39 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     f"restore {restore:.2f} s)",
                     flush=True,
                 )
+                if kill + 1 == args.kills:
+                    break  # no next round to settle the group for
                 since = group.counts()
+                restarted = time.monotonic()
                 group.workers[victim].start()
                 group.wait_spread(["a", "b"], since)
+                settles.append(time.monotonic() - restarted)
+            phases["rounds"] = time.monotonic()
         finally:
             if steady is not None:
                 steady.close()
             outcomes.close()
             submitter.close()
-            group.stop_all()
+            stop_together(group)
+    phases["stop"] = time.monotonic()
     failovers = [r[0] for r in rounds]
     restores = [r[1] for r in rounds]
     print()
+    marks = list(phases.values())
+    print(
+        "phases: "
+        + "; ".join(
+            f"{name} {end - begin:.1f} s"
+            for name, begin, end in zip(
+                ("broker and anchor", "two workers spread", "rounds", "stop"),
+                marks,
+                marks[1:],
+                strict=False,
+            )
+        )
+        + f"; a round's restart until the group is spread again: p50 "
+        f"{percentile(settles, 0.5) if settles else 0:.1f} s, max {max(settles, default=0):.1f} s"
+    )
     print(
         f"{len(rounds)} SIGKILLs of one of two workers; {args.partitions} partitions; session "
         f"{args.session:g} s, heartbeat {args.heartbeat:g} s, rebalance {args.rebalance:g} s"

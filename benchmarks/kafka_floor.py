@@ -769,21 +769,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="okr-bench-floor-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         address = broker_address(args.address, work, stack)
-        templates = build_templates(work)
-        context = get_context("spawn")
-        found: Any = context.Queue()
-        sizes = (100, 1000, 10_000)
-        probe = context.Process(
-            target=insert_cost, args=(f"chdb://{work / 'probe'}", templates, sizes, found)
-        )
-        probe.start()
-        batch_ms: dict[int, float] = found.get(timeout=300)
-        probe.join()
+        templates, batch_ms = prepare(work)
         pairs = []
         for count in (int(c) for c in args.workers.split(",")):
-            directory = work / f"floor-{count}"
-            directory.mkdir()
-            floor = run_floor(address, args, count, directory, templates)
+            floor = beside(address, args, count, work, templates)
             directory = work / f"workers-{count}"
             directory.mkdir()
             pairs.append((floor, run_workers(real_args, address, count, directory)))
@@ -793,10 +782,41 @@ def main() -> None:
         + ", ".join(f"{v:.2f}" for v in load_before)
         + f"; after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
+    report(args.linger, templates, batch_ms, pairs)
+
+
+def prepare(work: Path) -> tuple[Templates, dict[int, float]]:
+    """The template rows, and the anchor: the CPU of one ledger batch's inserts by size."""
+    templates = build_templates(work)
+    context = get_context("spawn")
+    found: Any = context.Queue()
+    sizes = (100, 1000, 10_000)
+    probe = context.Process(
+        target=insert_cost, args=(f"chdb://{work / 'probe'}", templates, sizes, found)
+    )
+    probe.start()
+    batch_ms: dict[int, float] = found.get(timeout=300)
+    probe.join()
+    return templates, batch_ms
+
+
+def beside(
+    address: str, args: argparse.Namespace, count: int, work: Path, templates: Templates
+) -> Floor:
+    """The pass-through run of ``count`` workers (``args``: check_ins, partitions, linger)."""
+    directory = work / f"floor-{count}"
+    directory.mkdir()
+    return run_floor(address, args, count, directory, templates)
+
+
+def report(
+    linger: float, templates: Templates, batch_ms: dict[int, float], pairs: list[tuple[Floor, Run]]
+) -> None:
+    """The floor beside the real workers, printed; their figures written."""
     print(
         f"pass-through records: ledger values padded from {templates.intake_bytes:,.0f} to "
         f"{templates.ledger_bytes:,.0f} bytes (a real ledger event's mean), outcomes "
-        f"{len(templates.outcome)} bytes; inserts after {args.linger * 1000:.0f} ms of linger; "
+        f"{len(templates.outcome)} bytes; inserts after {linger * 1000:.0f} ms of linger; "
         "rows per event "
         + ", ".join(
             f"{name} {rows.num_rows / templates.events:g}"

@@ -30,8 +30,15 @@ figure.
 One worker projects into its own embedded chDB store (polled through its query endpoint); two
 or more share an ``okr-ledger serve-store`` (the only way several processes share an embedded
 store; it takes CPU of its own). Workers run with the Tansu group timings.
+
+``--floor`` runs ``benchmarks/kafka_floor.py``'s library floor in the same run: before each
+worker count's real run, its pass-through workers on as many check-ins, on the same broker;
+its side-by-side table and its figures (``kafka_floor.json``) then pair each with this run's
+real workers, whose throughput phase is the one ``kafka_floor.py`` runs alone (``make bench``
+runs this instead of both, to start and run the real workers once). Each phase's time is
+printed at the end.
 Usage: python benchmarks/kafka_throughput.py [--check-ins 200000] [--orgs 12] [--workers 1,2]
-       [--rate 5000] [--lag-samples 20000] [--partitions 6]
+       [--rate 5000] [--lag-samples 20000] [--partitions 6] [--floor]
 """
 
 import argparse
@@ -57,6 +64,7 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import RSS_LIMIT_MIB, THROUGHPUT_TARGETS, Figures, at_least, at_most
+from benchmarks.stopping import stop_together
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, partition_for
@@ -480,7 +488,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         if count > 1:
             served = stack.enter_context(served_store(work / "store")).writer_url
         group = Group(kafka, topics, work, args.partitions, served, batch_size=2000)
-        stack.callback(group.stop_all)
+        stack.callback(stop_together, group)
         names = [f"w{i}" for i in range(count)]
         for name in names:
             group.env["OKR_LOG_LEVEL"] = "DEBUG" if args.stages else "INFO"
@@ -748,8 +756,14 @@ def main() -> None:
         "inserted -> seen by the poll",
     )  # fmt: skip
     parser.add_argument("--address", help="host:port of a broker (default: start Tansu)")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="before each worker count's real run, the library floor's pass-through workers on "
+        "as many check-ins (benchmarks/kafka_floor.py's run, beside these real runs)",
+    )  # fmt: skip
     args = parser.parse_args()
     load_before = os.getloadavg()
+    marks = [("begin", time.monotonic())]
     with tempfile.TemporaryDirectory(prefix="okr-bench-throughput-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         address = broker_address(args.address, work, stack)
@@ -770,11 +784,26 @@ def main() -> None:
             "clickhouse-connect inserts into chDB (rows)": anchor_chdb(work, len(records)),
         }
         baseline = anchor_worker_baseline(None), anchor_worker_baseline(work / "baseline-store")
-        runs = []
+        marks.append(("broker, anchors", time.monotonic()))
+        if args.floor:
+            from benchmarks import kafka_floor
+
+            templates, batch_ms = kafka_floor.prepare(work)
+            marks.append(("the floor's template rows and insert probe", time.monotonic()))
+            linger = kafka_floor.WORKER.projector_linger_s
+            floor_args = argparse.Namespace(
+                check_ins=args.check_ins, partitions=args.partitions, linger=linger
+            )
+        runs, floors = [], []
         for count in (int(c) for c in args.workers.split(",")):
+            if args.floor:
+                floors.append(kafka_floor.beside(address, floor_args, count, work, templates))
+                marks.append((f"{count} pass-through worker(s)", time.monotonic()))
             directory = work / f"workers-{count}"
             directory.mkdir()
             runs.append(run_workers(args, address, count, directory))
+            marks.append((f"{count} worker(s)", time.monotonic()))
+    marks.append(("stop", time.monotonic()))
     print()
     print(
         f"{args.check_ins:,} check-ins over {args.orgs} orgs, {args.partitions} partitions; "
@@ -809,7 +838,13 @@ def main() -> None:
             for mib, parts in zip(run.peak, run.peak_parts, strict=True)
         )
         print(f"  peak RSS per worker (its sequencer process included): {peaks}")
+    print("phases: " + "; ".join(f"{phase} {end - begin:.1f} s" for (_, begin), (phase, end)
+                                 in itertools.pairwise(marks)))  # fmt: skip
     write_figures(args, runs, anchors, baseline)
+    if args.floor:
+        print()
+        pairs = list(zip(floors, runs, strict=True))
+        kafka_floor.report(floor_args.linger, templates, batch_ms, pairs)
 
 
 FRESHNESS_RATE, FRESHNESS_P99_MS = 5000.0, 500.0
