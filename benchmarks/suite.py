@@ -210,7 +210,8 @@ def main(
     if list_steps:
         for step in STEPS:
             console.print(f"{step.name:<18} python benchmarks/{step.script} {' '.join(step.args)}")
-        console.print(f"not in the suite (each runs alone): {', '.join(ALONE)}")
+        # On stderr: stdout lists the steps only, one a line, for scripts that read it.
+        Console(stderr=True).print(f"not in the suite (each runs alone): {', '.join(ALONE)}")
         return
     known = {step.name for step in STEPS}
     unknown = sorted(set(only or ()) - known)

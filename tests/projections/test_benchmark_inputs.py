@@ -42,6 +42,7 @@ def test_the_suite_lists_its_steps_and_refuses_an_unknown_one() -> None:
     suite = [sys.executable, str(ROOT / "benchmarks" / "suite.py")]
     listed = subprocess.run([*suite, "--list"], capture_output=True, text=True, check=True)
     assert [line.split()[0] for line in listed.stdout.splitlines()] == [s.name for s in STEPS]
+    assert "not in the suite" in listed.stderr
     for step in STEPS:
         assert (ROOT / "benchmarks" / step.script).is_file()
     refused = subprocess.run(
