@@ -52,6 +52,8 @@ def test_a_new_store_is_made_from_the_baseline_as_the_migrations_one_by_one_make
     assert schema(fresh) == schema(step)
     assert len(schema(fresh)) > len(t.COLUMNS)
     assert recorded(fresh) == recorded(step) == [(m.version, m.name) for m in MIGRATIONS]
+    assert BASELINE_BEGUN.version in fresh._recorded_versions()  # made from the baseline
+    assert BASELINE_BEGUN.version not in step._recorded_versions()
 
 
 def test_a_dropped_store_is_made_again_from_the_baseline(
