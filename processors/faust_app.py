@@ -332,10 +332,11 @@ class Worker(Delivery):
     async def _seek_intake(self, partition: int, offset: int) -> None:
         await self.app.consumer.seek(TP(self.config.topics.intake, partition), offset)
 
-    async def _rewind_ledger(self, partition: int) -> None:
+    async def _rewind_ledger(self, partition: int) -> int:
         """Read ledger ``partition`` again from its beginning (the projector's ``rewind``)."""
-        offset = (await asyncio.to_thread(self._beginnings, [partition]))[partition]
+        offset: int = (await asyncio.to_thread(self._beginnings, [partition]))[partition]
         await self.app.consumer.seek(TP(self.config.topics.ledger, partition), offset)
+        return offset
 
     async def _progress(self, partition: int) -> tuple[int | None, int | None]:
         tp = TP(self.config.topics.ledger, partition)

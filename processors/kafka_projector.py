@@ -76,8 +76,8 @@ LedgerRecord = tuple[int, int, bytes | None, bytes | None]
 """(partition, offset, key, value) of a ledger record."""
 Progress = Callable[[int], Awaitable[tuple[int | None, int | None]]]
 """Ledger partition -> its end as last fetched and the consumer's position in it."""
-Rewind = Callable[[int], Awaitable[None]]
-"""Seeks the consumer of a ledger partition to the partition's beginning."""
+Rewind = Callable[[int], Awaitable[int]]
+"""Seeks the consumer of a ledger partition to the partition's beginning; that offset."""
 LAG_EVERY_S = 1.0
 _FIELDS = frozenset(RECORD_FIELDS)
 _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
@@ -169,6 +169,15 @@ class Pending:
 
     def __len__(self) -> int:
         return len(self.ledger) + len(self.rejections)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget what was handed over of ledger ``partitions``."""
+        dropped = [r for r in self.ledger if r[0] in partitions]
+        if dropped:
+            self.ledger = [r for r in self.ledger if r[0] not in partitions]
+            self.size -= sum(len(key or b"") + len(value or b"") for *_, key, value in dropped)
+        for partition in partitions:
+            self.waiting.pop(partition, None)
 
 
 class LedgerProjection:
@@ -788,15 +797,13 @@ class ProjectorAgent:
             )
         for partition in partitions:
             self._stale[partition] = min(o for p, o, *_ in failed.ledger if p == partition)
-        pending = self._pending
-        dropped = [r for r in pending.ledger if r[0] in partitions]
-        if dropped:
-            pending.ledger = [r for r in pending.ledger if r[0] not in partitions]
-            pending.size -= sum(len(key or b"") + len(value or b"") for *_, key, value in dropped)
-        for partition in partitions:
-            pending.waiting.pop(partition, None)
+        self._pending.drop(partitions)
         for partition in sorted(partitions):
-            await self._rewind(partition)
+            start = await self._rewind(partition)
+            if partition in self._stale:  # not read again already, since the seek
+                # A beginning at or past the failed batch (its first records, or a log start
+                # moved by retention) must not read as fetched before the seek: that stalls.
+                self._stale[partition] = max(self._stale[partition], start + 1)
 
     def _apply(self, pending: Pending) -> set[int]:
         """Project and insert ``pending`` (in the store's thread); then, at most every

@@ -240,3 +240,57 @@ def test_a_batch_is_inserted_once_it_holds_the_batch_bytes_whatever_its_count(
     assert sum(size[o] for o in last) < bound  # settled
     assert store.positions() == {"acme": len(given)}
     store.close()
+
+
+class UnusableOnce(Recording):
+    """Finds partition 0's saved state unusable in its first batch (as
+    :meth:`LedgerProjection._retake` does, its state dropped): nothing of it projected."""
+
+    def apply(self, ledger: Any, rejections: Any) -> set[int]:
+        if not self.batches:
+            self.batches.append([])
+            return {0}
+        return super().apply(ledger, rejections)
+
+
+def test_a_partition_read_again_from_the_failed_batchs_own_offset_is_not_taken_as_stale(
+    tmp_path: Path,
+) -> None:
+    """The batch found unusable began at the partition's beginning: the seek back lands on
+    its own first offset. The records fetched before the seek (past that batch) are
+    dropped, and those read again from the beginning are projected, not taken as stale
+    (which would stall the partition)."""
+    given = records()
+    rewound: list[int] = []
+    store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
+    projection = UnusableOnce(store)
+
+    async def rewind(partition: int) -> int:
+        rewound.append(partition)
+        return 0
+
+    async def main() -> None:
+        agent = ProjectorAgent(
+            projection,
+            ThreadPoolExecutor(1),
+            PrometheusMetrics(),
+            no_progress,
+            batch_size=10,
+            linger_s=60.0,
+            rewind=rewind,
+        )
+        await agent.assign({0}, set(), 1)
+        try:
+            await agent.handle(0, given[:10], 1)  # found unusable: read again
+            await agent.handle(0, given[10:20], 1)  # fetched before the seek
+            for start in range(0, len(given), 10):  # from the beginning again
+                await agent.handle(0, given[start : start + 10], 1)
+            await agent.settle()
+        finally:
+            agent.close()
+
+    asyncio.run(main())
+    assert rewound == [0]
+    assert [o for batch in projection.batches for o in batch] == list(range(len(given)))
+    assert store.positions() == {"acme": len(given)}
+    store.close()
