@@ -19,6 +19,7 @@ from projections.migrations import (
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory, assert_as_projected_afresh, project
 from tests.projections.ledgers import LedgerBuilder
+from tests.projections.serve_store_support import served_store
 from tests.projections.test_store_contract import small_ledger
 
 
@@ -54,6 +55,26 @@ def test_a_new_store_is_made_from_the_baseline_as_the_migrations_one_by_one_make
     assert recorded(fresh) == recorded(step) == [(m.version, m.name) for m in MIGRATIONS]
     assert BASELINE_BEGUN.version in fresh._recorded_versions()  # made from the baseline
     assert BASELINE_BEGUN.version not in step._recorded_versions()
+
+
+def test_a_served_store_over_http_is_made_from_the_baseline_as_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """The same over ClickHouse's HTTP interface (`serve-store`, as workers write to it): a
+    new database made from the baseline, another migrated one by one, the same schema."""
+    with served_store(tmp_path / "data") as served:
+        fresh = ProjectionStore.open(served.writer_url, database="made_from_the_baseline")
+        step = ProjectionStore.open(served.writer_url, database="made_step_by_step")
+        try:
+            step.drop_all(sync=True)
+            step.migrate(baseline=False)
+            assert schema(fresh) == schema(step)
+            assert recorded(fresh) == recorded(step) == [(m.version, m.name) for m in MIGRATIONS]
+            assert BASELINE_BEGUN.version in fresh._recorded_versions()
+            assert BASELINE_BEGUN.version not in step._recorded_versions()
+        finally:
+            fresh.close()
+            step.close()
 
 
 def test_a_dropped_store_is_made_again_from_the_baseline(
