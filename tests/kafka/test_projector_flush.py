@@ -37,6 +37,13 @@ async def no_progress(partition: int) -> tuple[int | None, int | None]:
     return None, None
 
 
+def agent_of(projection: LedgerProjection, **options: Any) -> ProjectorAgent:
+    """An agent over ``projection`` with its own store thread and metrics."""
+    return ProjectorAgent(
+        projection, ThreadPoolExecutor(1), PrometheusMetrics(), no_progress, **options
+    )
+
+
 def contents(store: ProjectionStore) -> dict[str, list[Any]]:
     return {
         table: sorted(map(repr, store.rows(f"SELECT * FROM {{db}}.{table} ORDER BY ALL")))
@@ -87,15 +94,7 @@ def run_agent(
         crashes.append(error)
 
     async def main() -> None:
-        agent = ProjectorAgent(
-            projection,
-            ThreadPoolExecutor(1),
-            PrometheusMetrics(),
-            no_progress,
-            batch_size=10,
-            linger_s=0.01,
-            crash=crash,
-        )
+        agent = agent_of(projection, batch_size=10, linger_s=0.01, crash=crash)
         await agent.assign({0}, set(), 1)
         try:
             for batch in handed:
@@ -169,14 +168,7 @@ def test_a_batch_that_stopped_growing_is_inserted_before_the_linger_ends() -> No
     the linger if that comes first; without it, at the end of the linger only."""
 
     def due(idle_s: float, first_at: float, last_at: float) -> float:
-        agent = ProjectorAgent(
-            LedgerProjection.__new__(LedgerProjection),
-            ThreadPoolExecutor(1),
-            PrometheusMetrics(),
-            no_progress,
-            linger_s=1.0,
-            idle_s=idle_s,
-        )
+        agent = agent_of(LedgerProjection.__new__(LedgerProjection), linger_s=1.0, idle_s=idle_s)
         agent._pending.ledger.append((0, 0, None, None))
         agent._pending.first_at, agent._pending.last_at = first_at, last_at
         return agent._due()
@@ -212,15 +204,7 @@ def test_a_batch_is_inserted_once_it_holds_the_batch_bytes_whatever_its_count(
     projection = Recording(store)
 
     async def main() -> None:
-        agent = ProjectorAgent(
-            projection,
-            ThreadPoolExecutor(1),
-            PrometheusMetrics(),
-            no_progress,
-            batch_size=len(given) + 1,
-            batch_bytes=bound,
-            linger_s=60.0,
-        )
+        agent = agent_of(projection, batch_size=len(given) + 1, batch_bytes=bound, linger_s=60.0)
         await agent.assign({0}, set(), 1)
         try:
             for start in range(0, len(given), 2):
@@ -270,15 +254,7 @@ def test_a_partition_read_again_from_the_failed_batchs_own_offset_is_not_taken_a
         return 0
 
     async def main() -> None:
-        agent = ProjectorAgent(
-            projection,
-            ThreadPoolExecutor(1),
-            PrometheusMetrics(),
-            no_progress,
-            batch_size=10,
-            linger_s=60.0,
-            rewind=rewind,
-        )
+        agent = agent_of(projection, batch_size=10, linger_s=60.0, rewind=rewind)
         await agent.assign({0}, set(), 1)
         try:
             await agent.handle(0, given[:10], 1)  # found unusable: read again
