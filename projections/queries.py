@@ -660,7 +660,7 @@ def _key_results_as_of(
         statements = [(_KEY_RESULTS_NOW_DEFINED + restrict, params)]
     else:
         statements = [
-            (sql.key_result_definitions_as_of("{db}", where), params),
+            (sql.key_result_definitions_by_id("{db}", where), params),
             (sql.key_result_numbers_as_of("{db}", only is not None), params),
         ]
     if at is not None:
@@ -837,7 +837,7 @@ def _key_results_then(
     :func:`projections.sql.key_result_numbers_as_of`."""
     numbers = {row["key_result_id"]: row for row in numbers_rows}
     rows = []
-    for d in definitions:
+    for d in _in_order(definitions, _KEY_RESULT_ORDER):
         n = numbers.get(d["key_result_id"])
         if n is None:  # every definition up to a checkpoint comes with its numbers
             raise ProjectionError(

@@ -58,13 +58,15 @@ def latest_sorted(db: str, table: str, where: str = "") -> str:
 
 def latest_as_of(db: str, table: str) -> str:
     """The latest version of every entity of ``table`` up to ``{seq}``, of one org: its rows
-    sorted by sequence, the first of each key (a few thousand rows at most in these tables:
-    5 ms where :func:`latest`'s ``IN`` took 48 on the objectives at 1,000,000 check-ins), in
-    key order as :func:`latest` gives them (sums over them add up in the same order)."""
+    sorted by key, then by sequence from the latest, the first of each key (a few thousand
+    rows at most in these tables: 5 ms where :func:`latest`'s ``IN`` took 48 on the
+    objectives at 1,000,000 check-ins), in key order as :func:`latest` gives them (sums over
+    them add up in the same order). One sort, in the order of the tables' own sort key
+    (``org_id``, the key, ``sequence``): ~2.5 ms less than a sort by sequence, then by key."""
     key = f"org_id, {KEYS[table]}"
     return (
-        f"(SELECT * FROM (SELECT * FROM {db}.{table} WHERE {AS_OF_FILTER} "
-        f"ORDER BY sequence DESC LIMIT 1 BY {key}) ORDER BY {key})"
+        f"(SELECT * FROM {db}.{table} WHERE {AS_OF_FILTER} "
+        f"ORDER BY {key}, sequence DESC LIMIT 1 BY {key})"
     )
 
 
@@ -123,6 +125,15 @@ SELECT * FROM (
     SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {where}
     ORDER BY sequence DESC LIMIT 1 BY org_id, key_result_id
 ) ORDER BY org_id, objective_id, key_result_id"""
+
+
+def key_result_definitions_by_id(db: str, where: str = AS_OF_FILTER) -> str:
+    """:func:`key_result_definitions_as_of` in the order of the key results' ids (the table's
+    own: one sort less, ~1.3 ms; :mod:`projections.queries` puts them in the answers' order)."""
+    return (
+        f"SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {where} "
+        "ORDER BY org_id, key_result_id, sequence DESC LIMIT 1 BY org_id, key_result_id"
+    )
 
 
 def key_result_numbers_as_of(db: str, only: bool = False) -> str:

@@ -39,6 +39,7 @@ PINNED = {
     11: "2623191248c9a52e040e1499e1925235d370f00f6622e69412994a087969e675",
     12: "9d14fd0157625c31a4037422e0bad4290a84ff141f5f903ff2ee2d80bd0818d6",
     13: "fc86c911cafe0042c6e80035aed6bd9102a55605f1c440c09d2ae5881e4067ba",
+    14: "b2a1e8150742f1c4475a4221efe7f094a1f3aa184de047678c8114d95c2d46f3",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -157,7 +158,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12, 13]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -191,7 +192,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9, 10, 11, 12, 13]
+        assert old.migrate() == [7, 8, 9, 10, 11, 12, 13, 14]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -229,7 +230,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9, 10, 11, 12, 13]
+        assert old.migrate() == [8, 9, 10, 11, 12, 13, 14]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -314,7 +315,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             f"SELECT * FROM {fresh.database}.{t.CHECK_INS} WHERE sequence > 20"
         )
         assert {table: _count(old, table) for table in counts} == counts
-        assert old.migrate() == [10, 11, 12, 13]
+        assert old.migrate() == [10, 11, 12, 13, 14]
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
@@ -378,7 +379,7 @@ def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_ag
     old = _store_before(chdb_url, "upgraded11", fresh, 10)
     try:
         counts = {table: _count(old, table) for table in t.HISTORY}
-        assert old.migrate() == [11, 12, 13]
+        assert old.migrate() == [11, 12, 13, 14]
         assert {table: _count(old, table) for table in counts} == counts
         assert _days(old) == _days(fresh) != []
         for statement in MIGRATIONS[10].statements:  # cut short after its last statement
@@ -487,7 +488,7 @@ def test_a_store_at_migration_11_gains_org_sequence_bounds_and_is_not_projected_
         committed = old.positions()
         assert committed == {"acme": 22}
         assert sum(_granules_beyond(old, committed).values()) > 0  # no index: read them all
-        assert old.migrate() == [12, 13]
+        assert old.migrate() == [12, 13, 14]
         assert _indexed(old) == sorted(INDEXED)
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert {table: _count(old, table) for table in counts} == counts
@@ -575,7 +576,7 @@ def test_a_store_at_migration_12_merges_small_parts_together_and_is_not_projecte
     try:
         assert _merging_small_parts_together(old) == []
         counts = {table: _count(old, table) for table in (*t.COLUMNS, t.CHECK_IN_DAYS)}
-        assert old.migrate() == [13]
+        assert old.migrate() == [13, 14]
         assert _merging_small_parts_together(old) == sorted((*t.COLUMNS, t.CHECK_IN_DAYS))
         assert {table: _count(old, table) for table in counts} == counts
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
@@ -588,5 +589,68 @@ def test_a_store_at_migration_12_merges_small_parts_together_and_is_not_projecte
         assert answers(old) == answers(fresh)
         _assert_at_answers_agree(old, fresh, builder)
         assert old.migrate() == []
+    finally:
+        old.close()
+
+
+FINER = {t.EVENT_TIMES: 1024, t.KEY_RESULT_NUMBERS: 1024, t.OBJECTIVE_UPDATES: 1024,
+         t.OBJECTIVE_STAMPS: 256}  # fmt: skip
+"""Migration 14's granules (rows) in the tables an as-of answer reads by sequence."""
+
+
+def _granules(store: ProjectionStore) -> dict[str, int]:
+    """Each table's ``index_granularity``, and the names of the tables in the database."""
+    rows = store.rows(
+        "SELECT name, toUInt32OrZero(extract(engine_full, 'index_granularity = (\\\\d+)')) "
+        "FROM system.tables "
+        "WHERE database = {db:String} AND engine LIKE '%MergeTree'",
+        {"db": store.database},
+    )
+    return {str(name): int(granules) for name, granules in rows}
+
+
+def test_a_store_at_migration_13_gets_finer_granules_and_is_not_projected_again(
+    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder
+) -> None:
+    """Migration 14 makes four tables again with finer granules, from their own rows: nothing
+    is emptied or projected again, the rows and answers (as of every third event too) are a
+    fresh store's; cut short after a swap, it runs again to the same end; a row a writer
+    inserted into the old table between its copy and the swap is kept."""
+    write_ledger(builder)
+    fresh = open_store("fresh14")
+    project(builder, fresh)
+    old = _store_before(chdb_url, "upgraded14", fresh, 13)
+    try:
+        before = _granules(old)
+        assert {table: before[table] for table in FINER} == dict.fromkeys(FINER, 8192)
+        counts = {table: _count(old, table) for table in (*t.COLUMNS, t.CHECK_IN_DAYS)}
+        assert old.migrate() == [14]
+        after = _granules(old)
+        assert {table: after[table] for table in FINER} == FINER
+        assert after == before | FINER  # no other table changed, none left beside them
+        assert {table: _count(old, table) for table in counts} == counts
+        statements = MIGRATIONS[13].statements
+        swap = next(i for i, s in enumerate(statements) if s.startswith("EXCHANGE"))
+        for statement in statements[: swap + 1]:  # cut short after its first swap
+            old.client.command(statement.replace("{db}", old.database))
+        for statement in statements:  # run again from the start
+            old.client.command(statement.replace("{db}", old.database))
+        assert _granules(old) == after
+        assert {table: _count(old, table) for table in counts} == counts
+        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+        assert (done.events, done.replayed) == (0, 0)
+        assert fingerprint(old) == fingerprint(fresh)
+        assert answers(old) == answers(fresh)
+        _assert_at_answers_agree(old, fresh, builder)
+        assert old.migrate() == []
+        for statement in statements[:swap]:  # the first table copied, not yet swapped
+            old.client.command(statement.replace("{db}", old.database))
+        old.client.command(
+            f"INSERT INTO {old.database}.{t.EVENT_TIMES} VALUES ('late', 1, now64(6))"
+        )
+        for statement in statements[swap:]:
+            old.client.command(statement.replace("{db}", old.database))
+        assert old.rows("SELECT sequence FROM {db}.event_times WHERE org_id = 'late'") == [(1,)]
+        assert _granules(old) == after
     finally:
         old.close()
