@@ -332,11 +332,10 @@ class Worker(Delivery):
     async def _seek_intake(self, partition: int, offset: int) -> None:
         await self.app.consumer.seek(TP(self.config.topics.intake, partition), offset)
 
-    async def _rewind_ledger(self, partition: int) -> int:
+    async def _rewind_ledger(self, partition: int) -> None:
         """Read ledger ``partition`` again from its beginning (the projector's ``rewind``)."""
-        offset: int = (await asyncio.to_thread(self._beginnings, [partition]))[partition]
+        offset = (await asyncio.to_thread(self._beginnings, [partition]))[partition]
         await self.app.consumer.seek(TP(self.config.topics.ledger, partition), offset)
-        return offset
 
     async def _progress(self, partition: int) -> tuple[int | None, int | None]:
         tp = TP(self.config.topics.ledger, partition)

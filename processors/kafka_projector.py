@@ -76,8 +76,8 @@ LedgerRecord = tuple[int, int, bytes | None, bytes | None]
 """(partition, offset, key, value) of a ledger record."""
 Progress = Callable[[int], Awaitable[tuple[int | None, int | None]]]
 """Ledger partition -> its end as last fetched and the consumer's position in it."""
-Rewind = Callable[[int], Awaitable[int]]
-"""Seeks the consumer of a ledger partition to the partition's beginning; that offset."""
+Rewind = Callable[[int], Awaitable[None]]
+"""Seeks the consumer of a ledger partition to the partition's beginning."""
 LAG_EVERY_S = 1.0
 _FIELDS = frozenset(RECORD_FIELDS)
 _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
@@ -796,14 +796,12 @@ class ProjectorAgent:
                 "and this agent cannot read them again"
             )
         for partition in partitions:
-            self._stale[partition] = min(o for p, o, *_ in failed.ledger if p == partition)
+            # Read again, the partition's first records come at or before the failed batch's
+            # first (the ledger is never trimmed); those fetched before the seek come after it.
+            self._stale[partition] = 1 + min(o for p, o, *_ in failed.ledger if p == partition)
         self._pending.drop(partitions)
         for partition in sorted(partitions):
-            start = await self._rewind(partition)
-            if partition in self._stale:  # not read again already, since the seek
-                # A beginning at or past the failed batch (its first records, or a log start
-                # moved by retention) must not read as fetched before the seek: that stalls.
-                self._stale[partition] = max(self._stale[partition], start + 1)
+            await self._rewind(partition)
 
     def _apply(self, pending: Pending) -> set[int]:
         """Project and insert ``pending`` (in the store's thread); then, at most every

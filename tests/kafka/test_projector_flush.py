@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from events.kafka_records import RejectionLanes, encode_event, org_key
 from processors.kafka_projector import LedgerProjection, ProjectorAgent
 from processors.metrics import PrometheusMetrics
@@ -237,29 +239,36 @@ class UnusableOnce(Recording):
         return super().apply(ledger, rejections)
 
 
-def test_a_partition_read_again_from_the_failed_batchs_own_offset_is_not_taken_as_stale(
-    tmp_path: Path,
+@pytest.mark.parametrize("first", [0, 5])
+def test_a_partition_read_again_projects_from_its_beginning_and_drops_what_came_before(
+    tmp_path: Path, first: int
 ) -> None:
-    """The batch found unusable began at the partition's beginning: the seek back lands on
-    its own first offset. The records fetched before the seek (past that batch) are
-    dropped, and those read again from the beginning are projected, not taken as stale
-    (which would stall the partition)."""
-    given = records()
+    """The batch found unusable holds the partition's first records (offset ``first``: 5 when
+    its first offsets are never delivered, an aborted transaction's). While the consumer is
+    sought back, a batch fetched before the seek (past the failed one) is handed over, then
+    the first batch read again from the beginning: the former is dropped, the latter
+    projected (taken as stale, it would stall the partition), and so is the rest."""
+    given = [Record(r.offset + first, r.key, r.value) for r in records()]
     rewound: list[int] = []
     store = ProjectionStore.open(f"chdb://{tmp_path / 'store'}")
     projection = UnusableOnce(store)
+    agent = agent_of(projection, batch_size=10, linger_s=60.0)
+    handed: list[asyncio.Task[None]] = []
 
-    async def rewind(partition: int) -> int:
+    async def rewind(partition: int) -> None:
         rewound.append(partition)
-        return 0
+        for batch in (given[10:20], given[:10]):  # fetched before, then after, the seek
+            handed.append(asyncio.create_task(agent.handle(0, batch, 1)))
+            await asyncio.sleep(0)
+
+    agent._rewind = rewind
 
     async def main() -> None:
-        agent = agent_of(projection, batch_size=10, linger_s=60.0, rewind=rewind)
         await agent.assign({0}, set(), 1)
         try:
             await agent.handle(0, given[:10], 1)  # found unusable: read again
-            await agent.handle(0, given[10:20], 1)  # fetched before the seek
-            for start in range(0, len(given), 10):  # from the beginning again
+            await asyncio.gather(*handed)
+            for start in range(10, len(given), 10):
                 await agent.handle(0, given[start : start + 10], 1)
             await agent.settle()
         finally:
@@ -267,6 +276,7 @@ def test_a_partition_read_again_from_the_failed_batchs_own_offset_is_not_taken_a
 
     asyncio.run(main())
     assert rewound == [0]
-    assert [o for batch in projection.batches for o in batch] == list(range(len(given)))
+    offsets = [r.offset for r in given]
+    assert [o for batch in projection.batches for o in batch] == offsets
     assert store.positions() == {"acme": len(given)}
     store.close()
