@@ -36,6 +36,9 @@ class Migration:
     version: int
     name: str
     file: str
+    exclusive: bool = False
+    """It rewrites tables and must run with no other writer: a store shared by several
+    processes is not migrated by their open while it is pending (``okr-ledger init`` is)."""
 
     @property
     def text(self) -> str:
@@ -75,7 +78,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "small new parts merged together, not each into the largest part; nothing "
               "projected again", "0013-small-parts-merged-together.sql"),
     Migration(14, "finer granules in the tables an as-of answer reads by sequence; nothing "
-              "projected again", "0014-finer-granules-for-as-of.sql"),
+              "projected again", "0014-finer-granules-for-as-of.sql", exclusive=True),
 )  # fmt: skip
 
 BASELINE = Migration(14, "the schema migrations 1-14 leave, at once", "baseline.sql")

@@ -168,7 +168,7 @@ class ProjectionStore:
         store.embedded = target.embedded
         try:
             if migrate:
-                store.migrate()
+                store.migrate(exclusive=target.embedded)  # the embedded store has one process
                 store.wake_cleanup([*t.COLUMNS, t.CHECK_IN_DAYS])  # earlier merges' parts
         except BaseException:
             store.close()
@@ -205,10 +205,11 @@ class ProjectionStore:
         except Exception as error:
             raise ProjectionError(f"{self.description}: {error}") from error
 
-    def migrate(self, baseline: bool = True) -> list[int]:
+    def migrate(self, baseline: bool = True, exclusive: bool = True) -> list[int]:
         """Apply the migrations not yet recorded, and the views if their definition changed;
         return the versions applied now. ``baseline``: a new store (no table yet) is created
-        from :data:`BASELINE` at once, not migration by migration."""
+        from :data:`BASELINE` at once, not migration by migration. ``exclusive``: no other
+        process writes to the store, so an exclusive migration may run (else it is refused)."""
         settings: dict[str, str] | None = None
         try:  # a store in use: its migrations and settings in one read
             done, settings = self._read_state()
@@ -234,9 +235,13 @@ class ProjectionStore:
             applied = [m.version for m in MIGRATIONS if m.version <= BASELINE.version]
             self._record([m for m in MIGRATIONS if m.version in applied])
             done = set(applied)
-        for migration in MIGRATIONS:
-            if migration.version in done:
-                continue
+        pending = [m for m in MIGRATIONS if m.version not in done]
+        if not exclusive and (held := [m.version for m in pending if m.exclusive]):
+            raise ProjectionError(
+                f"{self.description}: migration {held[0]} rewrites tables and must run with no "
+                "other writer: stop the workers and run `okr-ledger init`, then start them again"
+            )
+        for migration in pending:
             for statement in migration.statements:
                 self._run(statement)
             self._record([migration])

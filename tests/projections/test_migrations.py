@@ -18,10 +18,11 @@ from projections import queries
 from projections.migrations import COLUMN_TYPES, MIGRATIONS, VIEWS
 from projections.queries import Moment
 from projections.store import ProjectionStore, _beyond_checkpoint
-from schemas.errors import ProjectionQueryError
+from schemas.errors import ProjectionError, ProjectionQueryError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import LedgerBuilder, day
 from tests.projections.old_store_ledger import write_ledger
+from tests.projections.serve_store_support import served_store
 from tests.projections.test_store_contract import answers, parts_without
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-issue-7.json"
@@ -39,7 +40,7 @@ PINNED = {
     11: "2623191248c9a52e040e1499e1925235d370f00f6622e69412994a087969e675",
     12: "9d14fd0157625c31a4037422e0bad4290a84ff141f5f903ff2ee2d80bd0818d6",
     13: "fc86c911cafe0042c6e80035aed6bd9102a55605f1c440c09d2ae5881e4067ba",
-    14: "b2a1e8150742f1c4475a4221efe7f094a1f3aa184de047678c8114d95c2d46f3",
+    14: "49468176df1d033c0fd00e5afde81720b20eb35a39b091a8008a6f10b031fb99",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -614,8 +615,7 @@ def test_a_store_at_migration_13_gets_finer_granules_and_is_not_projected_again(
 ) -> None:
     """Migration 14 makes four tables again with finer granules, from their own rows: nothing
     is emptied or projected again, the rows and answers (as of every third event too) are a
-    fresh store's; cut short after a swap, it runs again to the same end; a row a writer
-    inserted into the old table between its copy and the swap is kept."""
+    fresh store's; cut short after its first swap, the next open runs it again to that end."""
     write_ledger(builder)
     fresh = open_store("fresh14")
     project(builder, fresh)
@@ -624,18 +624,15 @@ def test_a_store_at_migration_13_gets_finer_granules_and_is_not_projected_again(
         before = _granules(old)
         assert {table: before[table] for table in FINER} == dict.fromkeys(FINER, 8192)
         counts = {table: _count(old, table) for table in (*t.COLUMNS, t.CHECK_IN_DAYS)}
-        assert old.migrate() == [14]
-        after = _granules(old)
-        assert {table: after[table] for table in FINER} == FINER
-        assert after == before | FINER  # no other table changed, none left beside them
-        assert {table: _count(old, table) for table in counts} == counts
         statements = MIGRATIONS[13].statements
         swap = next(i for i, s in enumerate(statements) if s.startswith("EXCHANGE"))
         for statement in statements[: swap + 1]:  # cut short after its first swap
             old.client.command(statement.replace("{db}", old.database))
-        for statement in statements:  # run again from the start
-            old.client.command(statement.replace("{db}", old.database))
-        assert _granules(old) == after
+        assert _granules(old)[t.EVENT_TIMES] == FINER[t.EVENT_TIMES]
+        assert old.migrate() == [14]  # run again from the start
+        after = _granules(old)
+        assert {table: after[table] for table in FINER} == FINER
+        assert after == before | FINER  # no other table changed, none left beside them
         assert {table: _count(old, table) for table in counts} == counts
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
         assert (done.events, done.replayed) == (0, 0)
@@ -643,14 +640,30 @@ def test_a_store_at_migration_13_gets_finer_granules_and_is_not_projected_again(
         assert answers(old) == answers(fresh)
         _assert_at_answers_agree(old, fresh, builder)
         assert old.migrate() == []
-        for statement in statements[:swap]:  # the first table copied, not yet swapped
-            old.client.command(statement.replace("{db}", old.database))
-        old.client.command(
-            f"INSERT INTO {old.database}.{t.EVENT_TIMES} VALUES ('late', 1, now64(6))"
-        )
-        for statement in statements[swap:]:
-            old.client.command(statement.replace("{db}", old.database))
-        assert old.rows("SELECT sequence FROM {db}.event_times WHERE org_id = 'late'") == [(1,)]
-        assert _granules(old) == after
     finally:
         old.close()
+
+
+def test_a_shared_store_is_not_migrated_by_an_exclusive_migration_at_open(
+    tmp_path: Path, builder: LedgerBuilder
+) -> None:
+    """A store served to several processes (`serve-store`) at migration 13: a worker's or a
+    command's open refuses, naming `okr-ledger init` (two running migration 14 at once would
+    drop each other's copies), and leaves it as it was; `init`'s migration applies it."""
+    write_ledger(builder)
+    with served_store(tmp_path / "data") as served:
+        source = ProjectionStore.open(served.writer_url, "source14")
+        project(builder, source)
+        old = _store_before(served.writer_url, "shared14", source, 13)
+        source.close()
+        try:
+            before = _granules(old)
+            with pytest.raises(ProjectionError, match=r"migration 14 .*`okr-ledger init`"):
+                ProjectionStore.open(served.writer_url, "shared14").close()
+            assert _granules(old) == before
+            assert 14 not in old._recorded_versions()
+            assert old.migrate() == [14]
+            assert {table: _granules(old)[table] for table in FINER} == FINER
+            ProjectionStore.open(served.writer_url, "shared14").close()  # nothing pending
+        finally:
+            old.close()
