@@ -833,8 +833,8 @@ def _key_results_then(
     and the numbers written after it (a range of ``key_result_numbers``; each one's latest
     row there is its numbers as the projector had them after that event). Its version is the
     later of its definition's and its numbers' (the event that last changed it): from the
-    rows of :func:`projections.sql.key_result_definitions_as_of` and
-    :func:`projections.sql.key_result_numbers_as_of`."""
+    rows of :func:`projections.sql.key_result_definitions_by_id` (put in the answers' order
+    here) and :func:`projections.sql.key_result_numbers_as_of`."""
     numbers = {row["key_result_id"]: row for row in numbers_rows}
     rows = []
     for d in _in_order(definitions, _KEY_RESULT_ORDER):
