@@ -63,8 +63,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures, at_most, process_memory
 from benchmarks.inputs import given, takeover_ledger_name
-from benchmarks.projection_throughput import WORK
-from benchmarks.takeover_cost import BLOCK, build_ledger
 from events.intake_wire import Origin
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, OutRecord, Reader
@@ -103,6 +101,9 @@ PROJECT_BATCH = 20_000
 def ledger_path(inputs: Path | None, events: int) -> Path:
     """The ledger to fill from: the suite's input, or one built here (cached in
     benchmarks/.work, where ``takeover_cost.py`` caches the same one) of at least ``events``."""
+    from benchmarks.projection_throughput import WORK
+    from benchmarks.takeover_cost import build_ledger
+
     names = (*LEDGER[:2], max(LEDGER[2], events))
     if inputs is not None and names == LEDGER:
         return given(inputs, takeover_ledger_name(*names))
@@ -122,6 +123,8 @@ def ledger_rows(path: Path, count: int) -> Iterator[list[tuple[Any, ...]]]:
     """The ledger's first ``count`` events in the order they were written (each org's next
     :data:`~benchmarks.takeover_cost.BLOCK` in turn), in chunks of stored rows (each its
     stored bytes, then :data:`~events.stored.STORED_COLUMNS`: ``org_id`` first)."""
+    from benchmarks import takeover_cost  # not imported by the measures' processes
+
     log = SqliteEventLog(path, create=False, read_only=True)
     try:
         lengths = log.chain_lengths() or {}
@@ -131,7 +134,7 @@ def ledger_rows(path: Path, count: int) -> Iterator[list[tuple[Any, ...]]]:
         made = 0
         while made < count:
             for org, done in list(after.items()):
-                last = min(done + BLOCK, lengths[org])
+                last = min(done + takeover_cost.BLOCK, lengths[org])
                 for rows in log.stored_rows(org, done + 1, last):
                     yield rows[: count - made]
                     made += min(len(rows), count - made)

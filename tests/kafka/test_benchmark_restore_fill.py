@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import kafka_restore, takeover_cost
+from benchmarks import takeover_cost
 from benchmarks.kafka_restore import keep_state_file, ledger_rows
 from events.log import ChainHead
 from processors.sequencer_state import FileState, state_file
@@ -17,7 +17,6 @@ from processors.sequencer_state import FileState, state_file
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Two orgs written in blocks of 7 events, so that their chains interleave."""
     monkeypatch.setattr(takeover_cost, "BLOCK", 7)
-    monkeypatch.setattr(kafka_restore, "BLOCK", 7)
     path = tmp_path / "ledger.db"
     takeover_cost.build_ledger(path, 2, 3, 40)
     return path
