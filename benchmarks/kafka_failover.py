@@ -11,10 +11,11 @@ submits to every partition. Each round:
    produced after the kill: only the survivor can have decided it (the partition made
    progress again); the round's failover is the slowest of its partitions;
 4. restarts the killed worker (it rejoins and takes a share again), but not after the last:
-   in a process started during the round's steady second, before the kill, which imported the
-   worker's modules and waits, idle, until it is told to run ``okr-ledger worker``
-   (:class:`Standby`: the restart no longer waits for the interpreter and the imports; it is
-   neither a member of the group nor busy while the failover is measured).
+   in a process started ahead, while the previous restart settled the group (or, in the first
+   round, during the steady second), which imported the worker's modules and waits, idle,
+   until it is told to run ``okr-ledger worker`` (:class:`Standby`: the restart no longer
+   waits for the interpreter and the imports; it is neither a member of the group nor busy
+   while a failover is measured: it is ready before the kill).
 
 Prints p50 and max over the rounds, with the survivor's take-over (its assignment logged) and
 its restore time, beside the raw anchor of the same run: a plain kafka-python consumer group of
@@ -259,7 +260,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
         submitter.send([raw for org in orgs for raw in setup(org, 20)])
         outcomes = Outcomes(kafka, topics["outcomes"])
         steady: Steady | None = None
-        standby: Standby | None = None
+        standbys: dict[str, Standby] = {}
+        """Each victim's next process, started ahead (see :class:`Standby`)."""
         rounds: list[tuple[float, float, float]] = []
         phases["anchor"] = time.monotonic()
         try:
@@ -272,11 +274,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 victim, survivor = ("a", "b") if kill % 2 == 0 else ("b", "a")
                 owned = assignments(group.workers[victim])[-1]
                 survivor_counts = len(assignments(group.workers[survivor]))
-                if kill + 1 < args.kills:  # the victim's restart, imported during the steady s
-                    standby = Standby(group.workers[victim])
+                if kill + 1 < args.kills and victim not in standbys:  # its restart's process
+                    standbys[victim] = Standby(group.workers[victim])
                 time.sleep(1.0)  # steady state
-                if standby is not None:
-                    standby.wait_ready()
+                if victim in standbys:
+                    standbys[victim].wait_ready()
                 ends = steady.ends()
                 killed_at = time.monotonic()
                 group.workers[victim].kill()
@@ -304,14 +306,14 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     break  # no next round to settle the group for
                 since = group.counts()
                 restarted = time.monotonic()
-                assert standby is not None
-                standby.go()
-                standby = None
+                standbys.pop(victim).go()
+                if kill + 2 < args.kills:  # the next victim's, imported while the group settles
+                    standbys[survivor] = Standby(group.workers[survivor])
                 group.wait_spread(["a", "b"], since)
                 settles.append(time.monotonic() - restarted)
             phases["rounds"] = time.monotonic()
         finally:
-            if standby is not None:
+            for standby in standbys.values():
                 standby.close()
             if steady is not None:
                 steady.close()
