@@ -10,8 +10,9 @@ record a worker writes (:func:`events.kafka_records.encode_event`, keyed by its 
 measured (it took three quarters of the fill through the sequencer), so the events are decided
 once, by the suite's input. The sequencer's state file is kept batch by batch by the worker's
 own code (:meth:`PartitionSequencer.keep` on a :class:`FileState`, which folds each batch's
-events and notes where intake resumes); the last batch is written to the ledger but the
-process "dies" before the file keeps it, as a SIGKILL mid-batch leaves it.
+events and notes where intake resumes), in a process beside the fill (batch n's offsets are
+known, and checked); the last batch is written to the ledger but never kept, as a SIGKILL
+mid-batch leaves it.
 The records are produced with librdkafka (confluent-kafka), configured as the project's
 producer (idempotent, ``acks=all``, 512 KiB batches): the same records at the same offsets, in
 a third of the time kafka-python takes. The same pass projects each batch written with the
