@@ -10,7 +10,12 @@ submits to every partition. Each round:
 3. measures, per such partition, the time until an outcome appears for an intake record
    produced after the kill: only the survivor can have decided it (the partition made
    progress again); the round's failover is the slowest of its partitions;
-4. restarts the killed worker (it rejoins and takes a share again), but not after the last.
+4. restarts the killed worker (it rejoins and takes a share again), but not after the last:
+   in a process started ahead, while the previous restart settled the group (or, in the first
+   round, during the steady second), which imported the worker's modules and waits, idle,
+   until it is told to run ``okr-ledger worker`` (:class:`Standby`: the restart no longer
+   waits for the interpreter and the imports; it is neither a member of the group nor busy
+   while a failover is measured: it is ready before the kill).
 
 Prints p50 and max over the rounds, with the survivor's take-over (its assignment logged) and
 its restore time, beside the raw anchor of the same run: a plain kafka-python consumer group of
@@ -28,6 +33,7 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -126,6 +132,53 @@ class Steady:
         self._thread.join(30)
 
 
+STANDBY = (
+    "import sys\n"
+    "import chdb, okr_ledger.worker_runtime, processors.faust_app\n"
+    "print('standby: imported, waiting', flush=True)\n"
+    "if sys.stdin.readline():\n"
+    "    from okr_ledger.worker_cli import worker\n"
+    "    worker()\n"
+)
+"""What a :class:`Standby` runs: the imports ``okr-ledger worker`` makes (the same code, in the
+same interpreter), then, once told, the worker itself (``Worker.start``'s command)."""
+
+
+class Standby:
+    """A worker's next process, started ahead: imported, idle until :meth:`go`."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.ready = worker.log_path.read_text(errors="replace").count("standby: ") + 1
+        with worker.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", STANDBY],
+                env=worker.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE,
+            )
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.worker.log_path.read_text(errors="replace").count("standby: ") < self.ready:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the standby worker did not start:\n{self.worker.log_tail()}")
+            time.sleep(0.02)
+
+    def go(self) -> None:
+        """Run the worker in it: the worker's restart."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.close()  # then end of file, as the worker's stdin is otherwise
+        self.worker.process = self.process
+
+    def close(self) -> None:
+        if self.worker.process is not self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
 def restore_seconds(worker: Worker, since: int) -> float:
     """The longest restore the worker logged in its assignments after the ``since``-th."""
     text = worker.log_path.read_text(errors="replace")
@@ -207,6 +260,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
         submitter.send([raw for org in orgs for raw in setup(org, 20)])
         outcomes = Outcomes(kafka, topics["outcomes"])
         steady: Steady | None = None
+        standbys: dict[str, Standby] = {}
+        """Each victim's next process, started ahead (see :class:`Standby`)."""
         rounds: list[tuple[float, float, float]] = []
         phases["anchor"] = time.monotonic()
         try:
@@ -219,7 +274,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 victim, survivor = ("a", "b") if kill % 2 == 0 else ("b", "a")
                 owned = assignments(group.workers[victim])[-1]
                 survivor_counts = len(assignments(group.workers[survivor]))
+                if kill + 1 < args.kills and victim not in standbys:  # its restart's process
+                    standbys[victim] = Standby(group.workers[victim])
                 time.sleep(1.0)  # steady state
+                if victim in standbys:
+                    standbys[victim].wait_ready()
                 ends = steady.ends()
                 killed_at = time.monotonic()
                 group.workers[victim].kill()
@@ -247,11 +306,15 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     break  # no next round to settle the group for
                 since = group.counts()
                 restarted = time.monotonic()
-                group.workers[victim].start()
+                standbys.pop(victim).go()
+                if kill + 2 < args.kills:  # the next victim's, imported while the group settles
+                    standbys[survivor] = Standby(group.workers[survivor])
                 group.wait_spread(["a", "b"], since)
                 settles.append(time.monotonic() - restarted)
             phases["rounds"] = time.monotonic()
         finally:
+            for standby in standbys.values():
+                standby.close()
             if steady is not None:
                 steady.close()
             outcomes.close()

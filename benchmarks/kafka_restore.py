@@ -1,10 +1,18 @@
 """Restore of a Kafka ledger partition on assignment: the sequencer's and the projector's, from
 their state files and from scratch.
 
-Starts Tansu (or uses ``--address``), fills one ledger partition with N events decided by the
-worker's own sequencer (check-ins of 12 orgs) with its state file kept batch by batch, as a
-running worker keeps it; the last batch is written to the ledger but the process "dies"
-before the file keeps it (its SQLite transaction rolls back), as a SIGKILL mid-batch leaves it.
+Starts Tansu (or uses ``--address``), fills one ledger partition with the first N events of
+the takeover's ledger (``benchmarks/takeover_cost.py``: 12 orgs of 100 key results, their
+chains interleaved in blocks as they were written; the suite's input with ``--inputs``, built
+and cached in benchmarks/.work otherwise): each event's stored bytes produced as the ledger
+record a worker writes (:func:`events.kafka_records.encode_event`, keyed by its org, with the
+``okr-intake`` header of intake offset n, batches of ``--batch``). Deciding them is not what is
+measured (it took three quarters of the fill through the sequencer), so the events are decided
+once, by the suite's input. The sequencer's state file is kept batch by batch by the worker's
+own code (:meth:`PartitionSequencer.keep` on a :class:`FileState`, which folds each batch's
+events and notes where intake resumes), in a process beside the fill (batch n's offsets are
+known, and checked); the last batch is written to the ledger but never kept, as a SIGKILL
+mid-batch leaves it.
 The records are produced with librdkafka (confluent-kafka), configured as the project's
 producer (idempotent, ``acks=all``, 512 KiB batches): the same records at the same offsets, in
 a third of the time kafka-python takes. The same pass projects each batch written with the
@@ -34,7 +42,7 @@ file restores must not grow with the ledger. Figures go to
 benchmarks/.work/figures/restore.json (``benchmarks/summary.py``).
 
 Usage: python benchmarks/kafka_restore.py [--events 1000000] [--batch 2000] [--tail 50000]
-       [--ratio] [--address host:port]
+       [--ratio] [--address host:port] [--inputs DIR]
 """
 
 import argparse
@@ -55,12 +63,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures, at_most, process_memory
-from benchmarks.workload import check_in, setup
-from events.intake_wire import intake_message
+from benchmarks.inputs import given, takeover_ledger_name
+from events.intake_wire import Origin
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, OutRecord, Reader
-from events.kafka_records import RejectionLanes, encode_event, encode_rejection, org_key
-from events.sequencer import DEFAULT_POLICY
+from events.kafka_records import RejectionLanes, encode_event, org_key
+from events.outcomes import Accepted
+from events.sequencer import DEFAULT_POLICY, record_digest
+from events.sqlite_log import SqliteEventLog
+from events.stored import parse_event
 from processors import tables as t
 from processors.kafka_config import Topics, WorkerConfig
 from processors.kafka_projector import (
@@ -69,7 +80,7 @@ from processors.kafka_projector import (
     PartitionStates,
     ledger_record_at,
 )
-from processors.kafka_sequencer import IntakeRecord, PartitionSequencer
+from processors.kafka_sequencer import BatchOutput, PartitionSequencer
 from processors.objectives import fresh_all
 from processors.runner import DEFAULT_SAVE_EVERY
 from processors.sequencer_core import SequencerCore
@@ -80,28 +91,108 @@ from projections.store import ProjectionStore
 from schemas.envelope import utc_now
 from tests.kafka.broker import tansu_broker
 
-ORGS = [f"org{i}" for i in range(12)]
-KEY_RESULTS = 20
+LEDGER = (12, 100, 1_000_000)
+"""The takeover's ledger (orgs, key results, check-ins) the partition is filled from: the
+suite's input ``benchmarks/inputs.py`` builds for ``takeover_cost.py``; it holds a few more
+events than check-ins (the orgs' set-up, corrections, retractions)."""
 PROJECT_BATCH = 20_000
 """Records per projector batch: the agent's ``batch_size`` (``OKR_PROJECTOR_BATCH_SIZE``)."""
 
 
-class _DiedError(Exception):
-    """The generator's simulated death in the middle of its last batch."""
+def ledger_path(inputs: Path | None, events: int) -> Path:
+    """The ledger to fill from: the suite's input, or one built here (cached in
+    benchmarks/.work, where ``takeover_cost.py`` caches the same one) of at least ``events``."""
+    from benchmarks.projection_throughput import WORK
+    from benchmarks.takeover_cost import build_ledger
+
+    names = (*LEDGER[:2], max(LEDGER[2], events))
+    if inputs is not None and names == LEDGER:
+        return given(inputs, takeover_ledger_name(*names))
+    path = WORK / takeover_ledger_name(*names)
+    if not path.exists():
+        started = time.monotonic()
+        WORK.mkdir(exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        build_ledger(partial, *names)
+        partial.rename(path)
+        print(f"built {path.name} in {time.monotonic() - started:.0f} s", flush=True)
+    return path
 
 
-def intake(count: int) -> Iterator[bytes]:
-    """The orgs' setup, then check-ins spread over the orgs: ``count`` submissions, made as
-    they are needed (the generator holds no more than a batch)."""
-    made = 0
-    for org in ORGS:
-        for raw in setup(org, KEY_RESULTS):
-            if made == count:
-                return
-            made += 1
-            yield raw
-    for i in range(count - made):
-        yield check_in(ORGS[i % len(ORGS)], i, KEY_RESULTS)
+def ledger_rows(path: Path, count: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The ledger's first ``count`` events in the order they were written (each org's next
+    :data:`~benchmarks.takeover_cost.BLOCK` in turn), in chunks of stored rows (each its
+    stored bytes, then :data:`~events.stored.STORED_COLUMNS`: ``org_id`` first)."""
+    from benchmarks import takeover_cost  # not imported by the measures' processes
+
+    log = SqliteEventLog(path, create=False, read_only=True)
+    try:
+        lengths = log.chain_lengths() or {}
+        if sum(lengths.values()) < count:
+            raise SystemExit(f"{path} holds {sum(lengths.values()):,} events, not {count:,}")
+        after = dict.fromkeys(sorted(lengths), 0)
+        made = 0
+        while made < count:
+            for org, done in list(after.items()):
+                last = min(done + takeover_cost.BLOCK, lengths[org])
+                for rows in log.stored_rows(org, done + 1, last):
+                    yield rows[: count - made]
+                    made += min(len(rows), count - made)
+                after[org] = last
+                if last == lengths[org]:
+                    del after[org]
+                if made == count:
+                    return
+    finally:
+        log.close()
+
+
+def batches(path: Path, count: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+    """:func:`ledger_rows` in batches of ``batch`` rows (the intake batches they stand for)."""
+    pending: list[tuple[Any, ...]] = []
+    for rows in ledger_rows(path, count):
+        pending += rows
+        while len(pending) >= batch:
+            yield pending[:batch]
+            pending = pending[batch:]
+    if pending:
+        yield pending
+
+
+def keep_state_file(data_dir: Path, ledger: Path, events: int, batch: int) -> dict[str, float]:
+    """The sequencer's state file, kept batch by batch by the worker's own code
+    (:meth:`PartitionSequencer.keep` on a :class:`FileState`), the last batch never kept (see
+    the module docstring). Batch n's events are at ledger offsets from n * ``batch`` on (the
+    fill checks the offsets it is given), so this runs in its own process beside the fill:
+    the file ends as it would after the same batches kept one by one after their writes."""
+    state = FileState(state_file(data_dir, 0), 0)
+    core, _, _ = PartitionSequencer.from_state(0, 1, DEFAULT_POLICY, state)
+    clock = Clock()
+    index = 0
+    try:
+        for rows in batches(ledger, events, batch):
+            if index + len(rows) >= events:  # written, never kept: the file is one batch behind
+                break
+            with clock("events read (decided by the input)"):
+                accepted = [
+                    Accepted(record, record_digest(record), row[0])
+                    for row in rows
+                    for record in (parse_event(row[0]),)
+                ]
+                first = accepted[0]
+                if encode_event(Accepted(first.record, first.digest)) != first.body:
+                    raise SystemExit(f"offset {index}: not the bytes a worker writes")
+            with clock("kept, committed"), core.deciding([], utc_now()):
+                core.resume_offset = index + len(rows)  # as deciding the batch leaves it
+                origins = [Origin(0, index + n, index) for n in range(len(rows))]
+                output = BatchOutput(events=list(zip(accepted, origins, strict=True)))
+                core.keep(output, index + len(rows), 0)
+            index += len(rows)
+    finally:
+        (data_dir / "kept").write_text(str(state.ledger_next or 0))  # where the tail starts
+        state.close()
+    return clock.seconds
 
 
 class FastProducer:
@@ -212,82 +303,67 @@ class _Phase:
 
 
 def fill(
-    address: str, topics: Topics, data_dir: Path, events: int, *, batch: int, tail: int,
-    save_every: int,
+    address: str, topics: Topics, data_dir: Path, ledger: Path, events: int, *, batch: int,
+    tail: int, save_every: int,
 ) -> dict[str, float]:  # fmt: skip
-    """Decide ``events`` submissions into ledger partition 0, keeping the sequencer's state
-    file, and project them keeping the projector's (see the module docstring)."""
+    """Write the first ``events`` events of ``ledger`` to ledger partition 0 and project them
+    keeping the projector's state file, while another process keeps the sequencer's (see the
+    module docstring)."""
+    data_dir.mkdir(parents=True)
+    keeper = subprocess.Popen(
+        [sys.executable, __file__, "--keep-file", str(ledger), "--data-dir", str(data_dir),
+         "--events", str(events), "--batch", str(batch)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     kafka = Connection((address,), "okr-bench-restore", 60.0)
     producer = FastProducer(address)
-    state = FileState(state_file(data_dir, 0), 0)
-    core, _, _ = PartitionSequencer.from_state(0, 1, DEFAULT_POLICY, state)
     sink = CheckpointSink()
     states = PartitionStates(data_dir, ledger_record_at(kafka, topics.ledger), save_every)
     projection = LedgerProjection(sink, 1, RejectionLanes(1), states=states)
     projection.take({0})
     projector = Projecting(projection, events - tail)
-    raws = intake(events)
     clock = Clock()
     started = time.monotonic()
     written = 0
-    rejections = 0
     try:
+        stored = batches(ledger, events, batch)
         for index in range(0, events, batch):
-            with clock("submissions made"):
-                records = []
-                for offset, raw in zip(range(index, min(index + batch, events)), raws,
-                                       strict=False):  # fmt: skip
-                    message = intake_message(raw, f"s{offset}", None)
-                    records.append(
-                        IntakeRecord(0, offset, message.value, message.headers, message.key)
-                    )
-            last = index + batch >= events
-            try:
-                deciding = time.monotonic()
-                with core.deciding(records, utc_now()) as output:
-                    clock.add("sequencer decides", time.monotonic() - deciding)
-                    with clock("events encoded"):
-                        out = [
-                            OutRecord(topics.rejections, 0, None, encode_rejection(r),
-                                      (o.header(),))
-                            for r, o in output.rejections
-                        ]  # fmt: skip
-                        ledger = [
-                            OutRecord(topics.ledger, 0, org_key(e.record["org_id"]),
-                                      encode_event(e), (o.header(),))
-                            for e, o in output.events
-                        ]  # fmt: skip
-                    with clock("produced (librdkafka)"):
-                        rejections += len(out)
-                        producer.send_all(out)
-                        sent = producer.send_all(ledger)
-                    written += len(sent)
-                    with clock("projected, projector file saved"):
-                        projector.add(
-                            [(0, o, r.key, r.value) for o, r in zip(sent, ledger, strict=True)]
-                        )
-                    if last:  # written, never kept: the file is one batch behind
-                        raise _DiedError
-                    keeping = time.monotonic()
-                    core.keep(output, sent[-1] + 1 if sent else None, rejections)
-                clock.add("sequencer file kept, committed", time.monotonic() - keeping)
-            except _DiedError:
-                pass
+            with clock("events read (decided by the input)"):
+                rows = next(stored)
+            with clock("records made"):
+                # A ledger record's value is the event's canonical bytes, as stored
+                # (encode_event of an Accepted that holds them); its key, the org's.
+                out = [
+                    OutRecord(topics.ledger, 0, org_key(row[1]), row[0],
+                              (Origin(0, index + n, index).header(),))
+                    for n, row in enumerate(rows)
+                ]  # fmt: skip
+            with clock("produced (librdkafka)"):
+                sent = producer.send_all(out)
+            if sent != list(range(index, index + len(rows))):
+                raise SystemExit(f"batch {index}: written at offsets {sent[:3]}..., not {index}")
+            written += len(sent)
+            with clock("projected, projector file saved"):
+                projector.add([(0, o, r.key, r.value) for o, r in zip(sent, out, strict=True)])
         with clock("projected, projector file saved"):
             projector.flush()
             projection.release(save=False)  # killed: its file is as its last save left it
     finally:
-        (data_dir / "kept").write_text(str(state.ledger_next or 0))  # where the tail starts
         (data_dir / "projector-kept").write_text(str(projector.saved_at))
-        state.close()
         producer.close()
+        with clock("waiting for the sequencer's file"):
+            kept, _ = keeper.communicate()
+    if keeper.returncode != 0:
+        raise SystemExit("keeping the sequencer's state file failed (see above)")
     seconds = time.monotonic() - started
-    if projector.saved_at == 0:  # the rejections outnumbered the tail: no revoke saved it
+    if projector.saved_at == 0:
         raise SystemExit("the projector's file was never saved: ask a longer --tail")
     with clock("projector's store built"):
         sink.build(data_dir / "store")
     phases = {f"phase: {name}": s for name, s in clock.seconds.items()}
-    return {"events": written, "rejections": rejections, "fill_s": seconds,
+    phases |= {f"phase: beside, the sequencer's file: {name}": s
+               for name, s in json.loads(kept.strip().splitlines()[-1]).items()}  # fmt: skip
+    return {"events": written, "rejections": 0, "fill_s": seconds,
             "projector_tail": written - projector.saved_at, **phases}  # fmt: skip
 
 
@@ -508,8 +584,8 @@ the fill wrote)."""
 
 
 def one_size(
-    address: str, events: int, root: Path, *, batch: int, tail: int, save_every: int,
-    fold: bool = True,
+    address: str, ledger: Path, events: int, root: Path, *, batch: int, tail: int,
+    save_every: int, fold: bool = True,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     kafka = Connection((address,), "okr-bench-restore", 60.0)
     suffix = uuid.uuid4().hex[:8]
@@ -518,11 +594,11 @@ def one_size(
     )
     ensure_topics(kafka, okr_topics(**_topic_dict(topics), partitions=1))
     data_dir = root / suffix
-    filled = fill(address, topics, data_dir, events, batch=batch, tail=min(tail, events // 2),
-                  save_every=save_every)  # fmt: skip
+    filled = fill(address, topics, data_dir, ledger, events, batch=batch,
+                  tail=min(tail, events // 2), save_every=save_every)  # fmt: skip
     print(
-        f"{events:,} submissions: {filled['events']:,} ledger events, "
-        f"{filled['rejections']:,} rejections, decided, written and projected in "
+        f"{filled['events']:,} ledger events of {ledger.name}: written, kept in the "
+        f"sequencer's state file and projected in "
         f"{filled['fill_s']:.1f} s ({filled['events'] / filled['fill_s']:,.0f} events/s); "
         f"the projector's file {filled['projector_tail']:,} records behind",
         flush=True,
@@ -578,10 +654,16 @@ def main() -> None:
                         help="the sequencer's fold from scratch at the largest size too (the "
                         "step's longest measure; always at events / 10)")  # fmt: skip
     parser.add_argument("--address", default=None)
+    parser.add_argument("--inputs", type=Path, help="The suite's inputs (its takeover ledger).")
     parser.add_argument("--measure", choices=(*ANCHORS, *PROCESSES), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--topics", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.keep_file:
+        kept = keep_state_file(args.data_dir, args.keep_file, args.events, args.batch)
+        print(json.dumps(kept))
+        return
     if args.measure:
         topics = Topics(**json.loads(args.topics))
         print(json.dumps(measure(args.measure, args.address, topics, args.data_dir)))
@@ -591,9 +673,11 @@ def main() -> None:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory())).resolve()
         address = args.address or stack.enter_context(tansu_broker(root / "broker.log"))
         sizes = [args.events // 10, args.events] if args.ratio else [args.events]
+        ledger = ledger_path(args.inputs, args.events)
         runs = {
             size: one_size(
                 address,
+                ledger,
                 size,
                 root,
                 batch=args.batch,
@@ -652,7 +736,7 @@ def write_figures(runs: dict[int, dict[str, dict[str, Any]]]) -> None:
         small, large = runs[min(runs)], runs[largest]
         for mode, who in (("file", "sequencer"), ("projector-file", "projector")):
             figures.add(f"{who} restore from the state file: {largest:,} / {min(runs):,} "
-                        "submissions", large[mode]["seconds"] / small[mode]["seconds"], "x",
+                        "events", large[mode]["seconds"] / small[mode]["seconds"], "x",
                         note="must not grow with the ledger")  # fmt: skip
     print(f"figures: {figures.write()}")
 

@@ -90,7 +90,7 @@ STEPS = (
     Step("kafka_throughput", "kafka_throughput.py", ("--floor",)),
     Step("kafka_failover", "kafka_failover.py", ("--kills", "10")),
     Step("kafka_restore", "kafka_restore.py",
-         ("--events", "1000000", "--ratio", "--no-fold-largest")),
+         ("--events", "1000000", "--ratio", "--no-fold-largest"), (TAKEOVER_1M,)),
     Step("http_intake", "http_intake.py",
          ("--seconds", "60", "--anchor-seconds", "5", "--anchor-events", "100000")),
 )  # fmt: skip
