@@ -269,6 +269,18 @@ def _assert_at_answers_agree(
             )
 
 
+def _assert_as_fresh_without_projecting_again(
+    old: ProjectionStore, fresh: ProjectionStore, builder: LedgerBuilder
+) -> None:
+    """A migrated store catches up with nothing to project, and holds a fresh store's rows
+    and answers (now, and as of and at earlier moments)."""
+    done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
+    assert (done.events, done.replayed) == (0, 0)
+    assert fingerprint(old) == fingerprint(fresh)
+    assert answers(old) == answers(fresh)
+    _assert_at_answers_agree(old, fresh, builder)
+
+
 def _check_in_lookup(store: ProjectionStore, projection: str | None) -> list[tuple[Any, ...]]:
     """Each check-in's last version by its sequence (as ``sql.current_versions`` reads it),
     from the projection ``projection`` (None: from the table itself; "auto": as chosen)."""
@@ -328,11 +340,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             len(by_check_in)
             == old.rows("SELECT uniqExact(check_in_sequence) FROM {db}.check_in_versions")[0][0]
         )
-        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
-        assert (done.events, done.replayed) == (0, 0)
-        assert fingerprint(old) == fingerprint(fresh)
-        assert answers(old) == answers(fresh)
-        _assert_at_answers_agree(old, fresh, builder)
+        _assert_as_fresh_without_projecting_again(old, fresh, builder)
         old.client.command(f"OPTIMIZE TABLE {old.database}.{t.CHECK_INS} FINAL")
         assert _check_in_lookup(old, "by_check_in") == by_check_in  # merged with the rows
         old.client.command(  # a worker's commit inserted again after a takeover: rows twice
@@ -498,11 +506,7 @@ def test_a_store_at_migration_11_gains_org_sequence_bounds_and_is_not_projected_
             old.client.command(statement.replace("{db}", old.database))
         assert _indexed(old) == sorted(INDEXED)
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
-        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
-        assert (done.events, done.replayed) == (0, 0)
-        assert fingerprint(old) == fingerprint(fresh)
-        assert answers(old) == answers(fresh)
-        _assert_at_answers_agree(old, fresh, builder)
+        _assert_as_fresh_without_projecting_again(old, fresh, builder)
         assert old._beyond(committed) == set()
         old.client.command(  # a commit cut short, in an old part once merged
             f"INSERT INTO {old.database}.{t.AUDIT} SELECT * REPLACE (toUInt64(23) AS sequence) "
@@ -584,11 +588,7 @@ def test_a_store_at_migration_12_merges_small_parts_together_and_is_not_projecte
         assert _indexed(old) == sorted(INDEXED)
         for statement in MIGRATIONS[12].statements:  # cut short after its last statement
             old.client.command(statement.replace("{db}", old.database))
-        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
-        assert (done.events, done.replayed) == (0, 0)
-        assert fingerprint(old) == fingerprint(fresh)
-        assert answers(old) == answers(fresh)
-        _assert_at_answers_agree(old, fresh, builder)
+        _assert_as_fresh_without_projecting_again(old, fresh, builder)
         assert old.migrate() == []
     finally:
         old.close()
@@ -634,11 +634,7 @@ def test_a_store_at_migration_13_gets_finer_granules_and_is_not_projected_again(
         assert {table: after[table] for table in FINER} == FINER
         assert after == before | FINER  # no other table changed, none left beside them
         assert {table: _count(old, table) for table in counts} == counts
-        done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
-        assert (done.events, done.replayed) == (0, 0)
-        assert fingerprint(old) == fingerprint(fresh)
-        assert answers(old) == answers(fresh)
-        _assert_at_answers_agree(old, fresh, builder)
+        _assert_as_fresh_without_projecting_again(old, fresh, builder)
         assert old.migrate() == []
     finally:
         old.close()
