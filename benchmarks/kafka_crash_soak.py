@@ -31,7 +31,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures
-from benchmarks.stopping import stop_together
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection
 from tests.builders import check_ins, org_setup
@@ -156,7 +155,7 @@ def soak(args: argparse.Namespace, work: Path) -> int:
             return 1
         finally:
             submitter.close()
-            stop_together(group)
+            group.stop_all()
     elapsed = time.perf_counter() - started
     counts = Counter(statuses.values())
     print(

@@ -48,7 +48,6 @@ from kafka import KafkaConsumer  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures, at_most
-from benchmarks.stopping import stop_together
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, Reader
@@ -319,7 +318,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 steady.close()
             outcomes.close()
             submitter.close()
-            stop_together(group)
+            group.stop_all()
     phases["stop"] = time.monotonic()
     failovers = [r[0] for r in rounds]
     restores = [r[1] for r in rounds]

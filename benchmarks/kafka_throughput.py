@@ -64,7 +64,6 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import RSS_LIMIT_MIB, THROUGHPUT_TARGETS, Figures, at_least, at_most
-from benchmarks.stopping import stop_together
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, partition_for
@@ -488,7 +487,7 @@ def run_workers(args: argparse.Namespace, address: str, count: int, work: Path) 
         if count > 1:
             served = stack.enter_context(served_store(work / "store")).writer_url
         group = Group(kafka, topics, work, args.partitions, served, batch_size=2000)
-        stack.callback(stop_together, group)
+        stack.callback(group.stop_all)
         names = [f"w{i}" for i in range(count)]
         for name in names:
             group.env["OKR_LOG_LEVEL"] = "DEBUG" if args.stages else "INFO"

@@ -120,7 +120,12 @@ class Group:
         process.send_signal(signal.SIGCONT)
 
     def stop_all(self) -> None:
+        """Every running worker asked to stop at once (a paused one woken first), then each
+        waited for: a worker takes a few seconds to shut down, so one after the other adds
+        them up."""
         for name, worker in self.workers.items():
-            if worker.alive():
+            if worker.alive() and worker.process is not None:
                 self.resume(name)
+                worker.process.terminate()
+        for worker in self.workers.values():
             worker.stop()
