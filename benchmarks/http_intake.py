@@ -23,7 +23,6 @@ Usage: python benchmarks/http_intake.py [--seconds 60] [--clients 50] [--batch 2
 
 import argparse
 import asyncio
-import itertools
 import os
 import shutil
 import socket
@@ -43,6 +42,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures, at_least
+from benchmarks.phases import Phases
 from benchmarks.workload import check_in, setup
 from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
@@ -346,10 +346,7 @@ def main() -> None:
         start = offset + i * args.batch
         return b"\n".join(check_in(ORG, n, KEY_RESULTS) for n in range(start, start + args.batch))
 
-    marks = [("begin", time.monotonic())]
-
-    def mark(phase: str) -> None:
-        marks.append((phase, time.monotonic()))
+    phases = Phases()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -377,19 +374,19 @@ def main() -> None:
         single = batched = Run()
         try:
             wait_ready(f"{base}/healthz", server, server_log)
-            mark("set-up, server start")
+            phases.done("set-up, server start")
             if "single" in modes:
                 bodies = stock(single_body, stocked // 10)  # requests of one event: ~1/10
-                mark("single-event bodies built")
+                phases.done("single-event bodies built")
                 single = asyncio.run(
                     load(f"{base}/v1/submissions", auth, bodies=bodies, body_of=single_body,
                          events_per_request=0, clients=args.clients, seconds=args.seconds,
                          server_pid=server.pid)
                 )  # fmt: skip
-                mark("single-event phase")
+                phases.done("single-event phase")
             if "batch" in modes:
                 bodies = stock(batch_body, stocked // args.batch)
-                mark("batch bodies built")
+                phases.done("batch bodies built")
                 before = groups(base)
                 with profiling(server.pid, args.profile, args.seconds):
                     batched = asyncio.run(
@@ -400,12 +397,12 @@ def main() -> None:
                     )  # fmt: skip
                 after = groups(base)
                 batched.grouped = (after[0] - before[0], after[1] - before[1])
-                mark("batch phase")
+                phases.done("batch phase")
             bodies = []
         finally:
             stop(server)
         in_ledger = ledger_event_ids(data / "ledger.db")
-        mark("server stop, ledger read")
+        phases.done("server stop, ledger read")
         acknowledged = set(single.acknowledged) | set(batched.acknowledged)
 
         trivial_port = free_port()
@@ -433,13 +430,13 @@ def main() -> None:
             bodies = []
         finally:
             stop(trivial)
-        mark("trivial endpoint anchors")
+        phases.done("trivial endpoint anchors")
         most = args.anchor_events
         same = [check_in(ORG, offset + n, KEY_RESULTS) for n in range(min(batched.events, most))]
         if not same:  # no batch phase: the single-event records
             same = [single_body(i) for i in range(min(single.requests, most))]
         ledger_rate, ledger_cpu, ledger_system, ledger_load = anchor_submit_many(work, same)
-        mark("submit_many anchor")
+        phases.done("submit_many anchor")
 
     print(f"HTTP intake, embedded runtime: {args.clients} clients, {args.seconds:.0f} s per mode")
     if "single" in modes:
@@ -470,8 +467,7 @@ def main() -> None:
         f"({lines / empty_batches.seconds:,.0f} lines/s), server CPU {per_line:.1f} µs/line"
         f"\n      {empty_batches.split()}"
     )
-    print("phases: " + "; ".join(f"{phase} {end - begin:.1f} s" for (_, begin), (phase, end)
-                                 in itertools.pairwise(marks)))  # fmt: skip
+    print(phases.line())
     write_figures(args, modes, (single, batched, empty), exact, ledger_rate)
     if not exact:
         raise SystemExit(1)

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures
+from benchmarks.phases import Phases
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection
 from tests.builders import check_ins, org_setup
@@ -52,24 +53,6 @@ def verdict(raws: int, kills: int, pauses: int, seconds: float, *, held: bool, n
     print(f"figures: {figures.write()}")
 
 
-PHASES = {
-    "start": "broker, store, workers spread",
-    "kills": "kills and pauses while the submissions stream",
-    "outcomes": "every outcome read",
-    "checks": "exactly once, outcomes agree",
-    "projected": "projections caught up",
-    "rebuild": "rebuild identical",
-}
-
-
-def timeline(started: float, phases: dict[str, float], ended: float) -> str:
-    """Each phase's seconds, then the stop."""
-    marks = [started, *phases.values()]
-    parts = [f"{PHASES[name]} {end - begin:.1f} s"
-             for name, begin, end in zip(phases, marks, marks[1:], strict=False)]  # fmt: skip
-    return "; ".join([*parts, f"stop {ended - marks[-1]:.1f} s"])
-
-
 def workload(orgs: int, rounds: int, seed: int) -> list[bytes]:
     """Each org's setup first, then shuffled check-ins, resends and broken submissions."""
     names = [f"org{i}" for i in range(orgs)]
@@ -85,7 +68,7 @@ def workload(orgs: int, rounds: int, seed: int) -> list[bytes]:
 def soak(args: argparse.Namespace, work: Path) -> int:
     raws = workload(args.orgs, args.rounds, args.seed)
     started = time.perf_counter()
-    phases: dict[str, float] = {}
+    phases = Phases()
     names = [chr(ord("a") + i) for i in range(args.workers)]
     with tansu_broker(work / "broker.log") as address, served_store(work / "store") as store:
         kafka = Connection((address,), "okr-soak", timeout_s=15.0)
@@ -111,7 +94,7 @@ def soak(args: argparse.Namespace, work: Path) -> int:
             for name in names:
                 group.start(name)
             group.wait_spread(names, {})
-            phases["start"] = time.perf_counter()
+            phases.done("broker, store, workers spread")
             producer = threading.Thread(target=stream)
             producer.start()
             while kills + pauses < args.kills or not done.is_set():
@@ -131,22 +114,22 @@ def soak(args: argparse.Namespace, work: Path) -> int:
                     kills += 1
                 group.wait_spread(names, since, timeout_s=120)
             producer.join()
-            phases["kills"] = time.perf_counter()
+            phases.done("kills and pauses while the submissions stream")
             any_worker = group.workers[names[0]]
             outcomes = wait_for_outcomes(
                 kafka, topics["outcomes"], set(submitter.sent), any_worker, timeout_s=300.0
             )
-            phases["outcomes"] = time.perf_counter()
+            phases.done("every outcome read")
             statuses = assert_exactly_once(kafka, topics, submitter)
             assert_outcomes_agree_with_the_ledger(kafka, topics, outcomes, statuses)
-            phases["checks"] = time.perf_counter()
+            phases.done("exactly once, outcomes agree")
             wait_projected(any_worker, store.writer_url, kafka, topics, timeout_s=300)
-            phases["projected"] = time.perf_counter()
+            phases.done("projections caught up")
             env = {k: v for k, v in any_worker.env.items() if k.startswith("OKR_")}
             rebuilt = cli(env, "rebuild")
             assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
             assert "identical" in rebuilt.stdout, rebuilt.stdout
-            phases["rebuild"] = time.perf_counter()
+            phases.done("rebuild identical")
         except AssertionError as error:
             print(f"FAIL: {error}")
             elapsed = time.perf_counter() - started
@@ -162,7 +145,8 @@ def soak(args: argparse.Namespace, work: Path) -> int:
         f"submissions {len(raws):,} over {elapsed:.0f} s; {args.workers} workers, "
         f"SIGKILLed {kills} times, paused {pauses} times"
     )
-    print(f"phases: {timeline(started, phases, time.perf_counter())}")
+    phases.done("stop")
+    print(phases.line())
     print(
         f"outcomes: accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, "
         f"rejected {counts['rejected']:,}"

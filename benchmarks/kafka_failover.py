@@ -48,6 +48,7 @@ from kafka import KafkaConsumer  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import Figures, at_most
+from benchmarks.phases import Phases
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, Reader
@@ -238,7 +239,7 @@ def group_anchor(address: str, topic: str, args: argparse.Namespace) -> list[flo
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
-    phases = {"start": time.monotonic()}
+    phases = Phases()
     settles: list[float] = []
     with tansu_broker(work / "broker.log") as address:
         kafka = Connection((address,), "okr-failover", timeout_s=15.0)
@@ -262,12 +263,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
         standbys: dict[str, Standby] = {}
         """Each victim's next process, started ahead (see :class:`Standby`)."""
         rounds: list[tuple[float, float, float]] = []
-        phases["anchor"] = time.monotonic()
+        phases.done("broker and anchor")
         try:
             for name in ("a", "b"):
                 group.start(name)
             group.wait_spread(["a", "b"], {})
-            phases["workers"] = time.monotonic()
+            phases.done("two workers spread")
             steady = Steady(submitter, orgs, args.rate)
             for kill in range(args.kills):
                 victim, survivor = ("a", "b") if kill % 2 == 0 else ("b", "a")
@@ -310,7 +311,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     standbys[survivor] = Standby(group.workers[survivor])
                 group.wait_spread(["a", "b"], since)
                 settles.append(time.monotonic() - restarted)
-            phases["rounds"] = time.monotonic()
+            phases.done("rounds")
         finally:
             for standby in standbys.values():
                 standby.close()
@@ -319,23 +320,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
             outcomes.close()
             submitter.close()
             group.stop_all()
-    phases["stop"] = time.monotonic()
+    phases.done("stop")
     failovers = [r[0] for r in rounds]
     restores = [r[1] for r in rounds]
     print()
-    marks = list(phases.values())
     print(
-        "phases: "
-        + "; ".join(
-            f"{name} {end - begin:.1f} s"
-            for name, begin, end in zip(
-                ("broker and anchor", "two workers spread", "rounds", "stop"),
-                marks,
-                marks[1:],
-                strict=False,
-            )
-        )
-        + f"; a round's restart until the group is spread again: p50 "
+        phases.line() + f"; a round's restart until the group is spread again: p50 "
         f"{percentile(settles, 0.5) if settles else 0:.1f} s, max {max(settles, default=0):.1f} s"
     )
     print(

@@ -64,6 +64,7 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.figures import RSS_LIMIT_MIB, THROUGHPUT_TARGETS, Figures, at_least, at_most
+from benchmarks.phases import Phases
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, partition_for
@@ -762,7 +763,7 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     load_before = os.getloadavg()
-    marks = [("begin", time.monotonic())]
+    phases = Phases()
     with tempfile.TemporaryDirectory(prefix="okr-bench-throughput-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         address = broker_address(args.address, work, stack)
@@ -783,12 +784,12 @@ def main() -> None:
             "clickhouse-connect inserts into chDB (rows)": anchor_chdb(work, len(records)),
         }
         baseline = anchor_worker_baseline(None), anchor_worker_baseline(work / "baseline-store")
-        marks.append(("broker, anchors", time.monotonic()))
+        phases.done("broker, anchors")
         if args.floor:
             from benchmarks import kafka_floor
 
             templates, batch_ms = kafka_floor.prepare(work)
-            marks.append(("the floor's template rows and insert probe", time.monotonic()))
+            phases.done("the floor's template rows and insert probe")
             linger = kafka_floor.WORKER.projector_linger_s
             floor_args = argparse.Namespace(
                 check_ins=args.check_ins, partitions=args.partitions, linger=linger
@@ -797,12 +798,12 @@ def main() -> None:
         for count in (int(c) for c in args.workers.split(",")):
             if args.floor:
                 floors.append(kafka_floor.beside(address, floor_args, count, work, templates))
-                marks.append((f"{count} pass-through worker(s)", time.monotonic()))
+                phases.done(f"{count} pass-through worker(s)")
             directory = work / f"workers-{count}"
             directory.mkdir()
             runs.append(run_workers(args, address, count, directory))
-            marks.append((f"{count} worker(s)", time.monotonic()))
-    marks.append(("stop", time.monotonic()))
+            phases.done(f"{count} worker(s)")
+    phases.done("stop")
     print()
     print(
         f"{args.check_ins:,} check-ins over {args.orgs} orgs, {args.partitions} partitions; "
@@ -837,8 +838,7 @@ def main() -> None:
             for mib, parts in zip(run.peak, run.peak_parts, strict=True)
         )
         print(f"  peak RSS per worker (its sequencer process included): {peaks}")
-    print("phases: " + "; ".join(f"{phase} {end - begin:.1f} s" for (_, begin), (phase, end)
-                                 in itertools.pairwise(marks)))  # fmt: skip
+    print(phases.line())
     write_figures(args, runs, anchors, baseline)
     if args.floor:
         print()
