@@ -91,7 +91,13 @@ def projecting(
 
     snapshots = SqliteSnapshots(settings.data_dir / FILE_NAME)
     try:
-        yield EmbeddedRunner(log, store, Projector(), snapshots=snapshots)
+        yield EmbeddedRunner(
+            log,
+            store,
+            Projector(),
+            snapshots=snapshots,
+            commit_bytes=settings.projector_commit_bytes,
+        )
     finally:
         snapshots.close()
 

@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         "<data_dir>/projector-state/partition-<n>.sqlite, so that gaining a partition replays "
         "only what the ledger holds after the file; off: it replays the whole partition.",
     )
+    projector_commit_bytes: int = Field(
+        default=16 << 20,
+        ge=64 << 10,
+        le=1 << 30,
+        description="A catch-up or `rebuild` on the embedded runtime commits once it has staged "
+        "this many bytes of rows: fewer, larger parts with more; less memory with less.",
+    )
     projector_save_every: int = Field(
         default=100_000,
         ge=1,

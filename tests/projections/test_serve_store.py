@@ -24,7 +24,9 @@ from projections.query_credentials import TOKEN_FILE, WRITER_TOKEN_FILE
 from projections.query_server import decompressed, split_insert
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionUnavailableError, QueryRefusedError
+from tests.projections.readonly_support import data_state, sql_of
 from tests.projections.serve_store_support import CLI, ServedStore, served_store
+from tests.projections.sql_escapes import ESCAPES
 
 
 @pytest.fixture
@@ -172,6 +174,49 @@ def test_the_demo_projects_through_the_served_store(served: ServedStore, tmp_pat
     done = subprocess.run(drop, env=on_kafka, capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert "DROP is not allowed" in done.stderr
+
+
+def test_every_escape_is_refused_to_readers_and_to_writers_asking_readonly(
+    served: ServedStore, tmp_path: Path
+) -> None:
+    """The endpoint BI tools are given: each escape, by a reader and by a writer that asks for
+    ``readonly``, is refused, and neither the projections nor the files change."""
+    demo = tmp_path / "demo"
+    env = {**os.environ, "OKR_DATA_DIR": str(demo), "OKR_CLICKHOUSE_URL": served.writer_url}
+    done = subprocess.run(
+        [*CLI, "demo"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    reader, writer = client(served.reader_url()), client(served.writer_url)
+
+    def files() -> frozenset[str]:
+        return frozenset(
+            str(p.relative_to(tmp_path))
+            for p in tmp_path.rglob("*")
+            if p.is_file() and "clickhouse" not in p.relative_to(tmp_path).parts[:2]
+        )
+
+    with ProjectionStore.open(served.writer_url, migrate=False) as store:
+        before = data_state(demo, store), files()
+        assert before[0].projections["audit_events"][0] > 0
+        ran = []
+        for escape in ESCAPES:
+            for who, session, settings in (
+                ("reader", reader, {}),
+                ("writer asking readonly", writer, {"readonly": 1}),
+            ):
+                try:
+                    session.query(sql_of(escape, demo), settings=settings)
+                    ran.append(f"{who} ran {escape!r}")
+                except DatabaseError:
+                    pass
+        assert ran == [], "\n".join(ran)
+        assert (data_state(demo, store), files()) == before
+    sql = [*CLI, "sql", f"SELECT 'gone' INTO OUTFILE '{demo}/ledger.db' TRUNCATE"]
+    as_reader = {**env, "OKR_CLICKHOUSE_URL": served.reader_url()}
+    done = subprocess.run(sql, env=as_reader, capture_output=True, text=True, check=False)
+    assert (done.returncode, "INTO OUTFILE is not allowed" in done.stderr) == (1, True)
+    assert (demo / "ledger.db").stat().st_size > 0
 
 
 def test_a_non_loopback_address_needs_both_passwords(tmp_path: Path) -> None:
