@@ -159,7 +159,8 @@ async def submissions(request: Request) -> Response:
     s = services(request)
     record = s.key(request)
     key = request.headers.get("idempotency-key")
-    batch = request.headers.get("content-type", "").split(";")[0].strip() == NDJSON
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    batch = media_type == NDJSON  # media types are case-insensitive (RFC 9110, 8.3.1)
     limit = s.settings.http_max_batch_bytes if batch else s.settings.max_submission_bytes
     body = await read_body(request, limit)
     if isinstance(body, Oversized):
