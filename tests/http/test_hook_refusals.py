@@ -105,3 +105,19 @@ def test_a_hook_without_a_valid_key_is_401_and_not_recorded(served: Served) -> N
         answer = client.post("/v1/hooks/other-org", content=JIRA_PAYLOAD.read_bytes())
     assert answer.status_code == 401
     assert len(rejections(served)) == before
+
+
+@pytest.mark.parametrize("depth", [253, 300, 1000])
+def test_a_mapped_value_nested_too_deep_to_write_is_left_out_for_the_rules_to_name(
+    served: Served, depth: int
+) -> None:
+    """orjson reads 1,024 levels and writes 254: a value the mapping found that cannot be
+    written inside a submission is one the mapping failed on (left out), never a 500."""
+    payload = orjson.loads(JIRA_PAYLOAD.read_bytes())
+    payload["issue"]["fields"]["customfield_10043"] = "DEEP"
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    body = orjson.dumps(payload).replace(b'"DEEP"', deep)  # orjson could not write it
+    status, recorded = hook(served, "jira-check-in", body)
+    assert status == 422
+    assert recorded.reason is ReasonCode.SCHEMA_VIOLATION
+    assert "value" not in orjson.loads(recorded.raw)["data"]
