@@ -107,13 +107,14 @@ def lines(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def jira_payloads(draw: st.DrawFn) -> bytes:
-    """The Jira fixture with any JSON in some of its fields (or a line of any kind)."""
+    """The Jira fixture with any JSON in some of its fields, up to as deep as a payload may
+    nest (or a line of any kind)."""
     if draw(st.booleans()):
         return draw(lines())
     payload = orjson.loads(JIRA_PAYLOAD.read_bytes())
     fields = payload["issue"]["fields"]
     for where in draw(st.lists(st.integers(0, 5), max_size=3)):
-        value = draw(JSON | st.integers(-(2**63), 2**64 - 1))
+        value = draw(JSON | st.integers(-(2**63), 2**64 - 1) | st.just(MARK))
         if where == 0:
             payload["timestamp"] = value
         elif where == 1:
@@ -122,7 +123,8 @@ def jira_payloads(draw: st.DrawFn) -> bytes:
             payload["user"] = value
         else:
             fields[f"customfield_{10042 + where - 3}"] = value
-    return orjson.dumps(payload)
+    depth = draw(st.integers(1, 1019))  # within orjson's 1,024 levels at any of those places
+    return orjson.dumps(payload).replace(f'"{MARK}"'.encode(), b"[" * depth + b"]" * depth)
 
 
 @dataclass(frozen=True)
