@@ -20,8 +20,8 @@ Every expression is JMESPath (the ``jmespath`` library), with two functions adde
 is checked when the server starts, and a bad one stops it: an unknown event type, a field that
 is not in the envelope or in the type's ``data``, a required field left unmapped, an
 expression that does not compile. ``source`` may be left out: the key's source is used.
-An expression that finds nothing (or fails on the payload) leaves its field out, so the
-rules reject the submission naming that field.
+An expression that finds nothing (or fails on the payload, or finds a value nested too deep
+to write) leaves its field out, so the rules reject the submission naming that field.
 """
 
 import tomllib
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jmespath
+import orjson
 from jmespath import functions
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
@@ -83,9 +84,15 @@ class Hook:
 
 def _search(expression: ParsedResult, payload: Any) -> Any:
     try:
-        return expression.search(payload, options=_OPTIONS)
+        found = expression.search(payload, options=_OPTIONS)
     except (JMESPathError, ValueError, OverflowError, OSError):
         return None  # e.g. from_epoch_ms of a string or of a year out of range
+    if isinstance(found, dict | list):
+        try:  # orjson reads 1,024 levels but writes 254: as deep as it sits in a submission
+            orjson.dumps([[found]])
+        except TypeError:
+            return None
+    return found
 
 
 def _compile(where: str, text: object) -> ParsedResult:

@@ -60,10 +60,14 @@ def _document(raw: bytes) -> Any:
 
 def with_idempotency_key(raw: bytes, document: dict[str, Any], key: str | None) -> bytes:
     """The submission with ``key`` as its ``source_event_id`` when it has none. A document
-    that repeats a key is left as it is (re-encoding would hide that; the rules reject it)."""
+    that repeats a key, or is nested deeper than orjson writes, is left as it is (re-encoding
+    would hide the repeat, or fail; the rules reject it)."""
     if key is None or "source_event_id" in document or duplicated_key(raw, document):
         return raw
-    return orjson.dumps({**document, "source_event_id": key})
+    try:
+        return orjson.dumps({**document, "source_event_id": key})
+    except TypeError:  # orjson reads 1,024 levels but writes 254
+        return raw
 
 
 def _refusal(record: KeyRecord, document: Any) -> Refusal | None:
@@ -159,7 +163,8 @@ async def submissions(request: Request) -> Response:
     s = services(request)
     record = s.key(request)
     key = request.headers.get("idempotency-key")
-    batch = request.headers.get("content-type", "").split(";")[0].strip() == NDJSON
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    batch = media_type == NDJSON  # media types are case-insensitive (RFC 9110, 8.3.1)
     limit = s.settings.http_max_batch_bytes if batch else s.settings.max_submission_bytes
     body = await read_body(request, limit)
     if isinstance(body, Oversized):

@@ -45,9 +45,12 @@ def demo_ledger(data_dir: Path) -> None:
 
 
 @contextmanager
-def serving_the_demo(tmp: Path, idle_s: float) -> Iterator[Served]:
+def serving_the_demo(
+    tmp: Path, idle_s: float, extra_env: dict[str, str] | None = None
+) -> Iterator[Served]:
     """A server on a fresh demo ledger under ``tmp``, keeping its store open ``idle_s``
-    seconds after a read (``OKR_HTTP_STORE_IDLE_SECONDS``), and keys for it."""
+    seconds after a read (``OKR_HTTP_STORE_IDLE_SECONDS``), and keys for it; ``extra_env``:
+    more settings."""
     data_dir = tmp / "data"
     demo_ledger(data_dir)
     env = {
@@ -55,6 +58,7 @@ def serving_the_demo(tmp: Path, idle_s: float) -> Iterator[Served]:
         "OKR_HTTP_HOOKS_FILE": str(HOOKS),
         "OKR_HTTP_RATE_LIMIT": "",
         "OKR_HTTP_STORE_IDLE_SECONDS": str(idle_s),
+        **(extra_env or {}),
     }
     settings = Settings(data_dir=data_dir)
     writer, _ = make_key(settings)
