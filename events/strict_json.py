@@ -34,10 +34,15 @@ def duplicated_key(raw: bytes, document: Any) -> str | None:
     ``document`` is what orjson parsed from ``raw``. Fast path: without a backslash in ``raw``
     every ``"`` delimits a string, and the parsed document (which keeps one member per key)
     re-serialised has as many ``"`` as ``raw`` exactly when no member was dropped. Otherwise
-    the standard library's C scanner looks at every object's pairs.
+    (or when the document is too deep for orjson to write) the standard library's C scanner
+    looks at every object's pairs.
     """
-    if b"\\" not in raw and raw.count(b'"') == orjson.dumps(document).count(b'"'):
-        return None
+    if b"\\" not in raw:
+        try:
+            if raw.count(b'"') == orjson.dumps(document).count(b'"'):
+                return None
+        except TypeError:  # orjson reads 1,024 levels deep and writes only 254
+            pass
     try:
         json.loads(raw, object_pairs_hook=_unique_pairs)
     except _DuplicateKeyError as error:

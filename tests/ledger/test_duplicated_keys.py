@@ -114,3 +114,25 @@ def test_it_finds_a_repeat_exactly_when_one_is_there(text: str) -> None:
     line = text.encode()
     expected = repeated_by_the_standard_library(line)
     assert (duplicated_key(line, orjson.loads(line)) is not None) is expected
+
+
+def _deep_check_in(depth: int) -> bytes:
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    return with_member(CHECK_IN, b'"data":{', b'"deep":' + deep + b",")
+
+
+@pytest.mark.parametrize("depth", [254, 255, 300, 1000])
+def test_a_document_deeper_than_orjson_writes_gets_an_outcome(depth: int) -> None:
+    """orjson reads objects nested up to 1,024 deep but writes only 254: the check takes its
+    slow path for deeper ones, and the submission gets its outcome, never an exception."""
+    line = _deep_check_in(depth)
+    assert duplicated_key(line, orjson.loads(line)) is None
+    outcome = Org().submit_raw(line)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is ReasonCode.SCHEMA_VIOLATION
+
+
+@pytest.mark.parametrize("depth", [255, 300])
+def test_a_repeat_beside_a_document_deeper_than_orjson_writes_is_found(depth: int) -> None:
+    repeated = with_member(_deep_check_in(depth), b'"data":{', b'"value":99,')
+    assert duplicated_key(repeated, orjson.loads(repeated)) == "value"
