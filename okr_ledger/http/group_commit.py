@@ -6,7 +6,9 @@ refusals) and waits; one thread owns the runtime's submitter, takes everything q
 ``OKR_HTTP_GROUP_MAX`` submissions), submits it in one ``submit_many`` (one ledger transaction
 per ``OKR_SUBMIT_BATCH_SIZE``) and answers each request when the batch holding its last
 submission is stored. On Kafka the same thread produces the group and waits for the worker's
-outcomes; requests arriving meanwhile form the next group.
+outcomes; requests arriving meanwhile form the next group. If a group fails, other than for
+the runtime being unavailable, each request not yet answered is submitted again alone, so that
+only the one that fails is told so.
 """
 
 import asyncio
@@ -20,6 +22,7 @@ from events.collector import collector_paused
 from events.ledger import ReadLine
 from okr_ledger.runtime import Refused, Submitter
 from okr_ledger.submit_outcome import SubmitOutcome
+from schemas.errors import LedgerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +153,28 @@ class GroupCommitter:
                     job.outcomes.append(outcome)
                     if len(job.outcomes) == len(job.lines):
                         job.finish()
-        except Exception as error:  # the rest of the group failed: each of its requests says so
+        except Exception as error:
             log.exception("submitting a group of %s failed", len(lines))
-            for unanswered in (j for j in jobs if len(j.outcomes) < len(j.lines)):
-                unanswered.finish(error)
+            unanswered = [j for j in jobs if len(j.outcomes) < len(j.lines)]
+            if len(unanswered) == 1 or isinstance(error, LedgerUnavailableError):
+                for each in unanswered:  # one request's own failure, or the runtime is down
+                    each.finish(error)
+                return
+            for each in unanswered:  # one request's failure must not fail the others
+                self._submit_alone(each, submitter)
+
+    @staticmethod
+    def _submit_alone(job: _Job, submitter: Submitter) -> None:
+        """What ``job`` has not been answered, in a group of its own: a retry of what its
+        group stored is a duplicate."""
+        try:
+            with collector_paused():
+                job.outcomes.extend(submitter.submit_many(job.lines[len(job.outcomes) :]))
+        except Exception as error:
+            log.exception("submitting a request of %s failed", len(job.lines))
+            job.finish(error)
+            return
+        job.finish()
 
     def _refuse(self, jobs: list[_Job], submitter: Submitter) -> None:
         if not jobs:

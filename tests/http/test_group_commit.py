@@ -67,3 +67,65 @@ def test_a_group_is_submitted_with_the_collector_paused_and_it_runs_again_after(
     while not gc.isenabled() and time.monotonic() < deadline:  # the writer leaves its group
         time.sleep(0.01)
     assert gc.isenabled()
+
+
+class Poisoned:
+    """The runtime's own submitter, failing any call whose lines hold ``poison`` (a fault
+    injected where a bug would be: the group's other requests must not pay for it)."""
+
+    def __init__(self, submitter: Submitter, poison: bytes) -> None:
+        self.submitter = submitter
+        self.poison = poison
+        self.calls: list[int] = []
+
+    def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]:
+        lines = list(lines)
+        self.calls.append(len(lines))
+        for outcome, (raw, _number) in zip(self.submitter.submit_many(lines), lines, strict=True):
+            if raw == self.poison:
+                raise RuntimeError("a fault in deciding one submission")
+            yield outcome
+
+    def refuse(self, refused: Sequence[Refused]) -> list[SubmitOutcome]:
+        return self.submitter.refuse(refused)
+
+    def close(self) -> None:
+        self.submitter.close()
+
+
+def test_a_request_that_fails_its_group_fails_alone(tmp_path: Path) -> None:
+    """Three requests in one group, the second holding a submission whose deciding raises:
+    the first and third get their outcomes (what the failed group stored comes back a
+    duplicate), the second its error."""
+    runtime = bootstrap(Settings(data_dir=tmp_path))
+    setup, rest = org_setup(), list(check_ins(9))
+    poison = rest[4]
+    opened: list[Poisoned] = []
+
+    def open_submitter() -> Submitter:
+        opened.append(Poisoned(runtime.submitter(), poison))
+        return opened[0]
+
+    committer = GroupCommitter(open_submitter, max_group=5000)
+    requests = [setup + rest[:3], rest[3:6], rest[6:]]
+
+    async def post() -> list[list[SubmitOutcome] | BaseException]:
+        posts = [
+            asyncio.ensure_future(committer.submit([(line, None) for line in lines]))
+            for lines in requests
+        ]
+        await asyncio.sleep(0)  # all three queued before the writer starts: one group
+        committer.start()
+        return await asyncio.gather(*posts, return_exceptions=True)
+
+    try:
+        first, second, third = asyncio.run(post())
+    finally:
+        committer.close()
+    assert opened[0].calls[0] == len(setup) + len(rest)  # one group
+    assert isinstance(first, list)
+    assert [o.status for o in first] == ["accepted"] * (len(setup) + 3)
+    assert isinstance(second, RuntimeError)
+    assert isinstance(third, list)  # stored with the group (one ledger batch): duplicates now
+    assert [o.status for o in third] == ["duplicate"] * 3
+    assert opened[0].calls[1:] == [2, 3]  # the second alone (what it had no answer for), the third
