@@ -67,12 +67,15 @@ def _rows(table: str, limits: Limits | None, hash_: str) -> tuple[str, dict[str,
         # The latest row of each entity within the prefix, not FINAL then cut (that drops an
         # entity changed again beyond it). The prefix ends at a live checkpoint, a commit's
         # end, so the live store holds that row whatever its batches.
+        # Only those rows hashed (201,006 rows of 1,000 key results not merged yet: 0.23 s,
+        # argMax of every row's hash 0.24-0.37 s, FINAL uncut 0.35-0.49 s).
         cut, parameters = _ledger_cut(limits)
+        key = f"org_id, {CURRENT_KEYS[table]}"
         latest = (
-            f"SELECT argMax({hash_}, sequence) AS h FROM {{db}}.{table} "
-            f"WHERE sequence <= {cut} GROUP BY org_id, {CURRENT_KEYS[table]}"
+            f"SELECT {key}, max(sequence) FROM {{db}}.{table} "
+            f"WHERE sequence <= {cut} GROUP BY {key}"
         )
-        return f"SELECT DISTINCT h FROM ({latest})", parameters
+        return f"{select} WHERE ({key}, sequence) IN ({latest})", parameters
     if table == t.REJECTIONS:
         lasts = list(limits.rejections) or [0]
         last = "{lasts:Array(UInt64)}[(position - 1) % {lanes:UInt64} + 1]"
