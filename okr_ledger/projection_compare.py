@@ -1,6 +1,7 @@
 """The comparison `rebuild` makes: a fingerprint of every history table, optionally cut at per-org
-sequences (and a rejection position per lane), so two stores compare over the same prefix; and,
-uncut, of every current-state table after ``FINAL`` (its latest rows: the answers).
+sequences (and a rejection position per lane), so two stores compare over the same prefix; and of
+every current-state table's latest row per entity (its answers): uncut after ``FINAL``, cut as
+of the prefix's last sequence.
 """
 
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from projections.store import ProjectionStore
 
 HISTORY_TABLES = t.HISTORY
 """What is compared row for row. The checkpoints record where to resume, not an answer."""
+CURRENT_KEYS = {t.KEY_RESULTS_NOW: "key_result_id", t.OBJECTIVES_NOW: "objective_id"}
+"""Each current-state table's entity (with ``org_id``): its sort key, one answer each."""
 Fingerprint = dict[str, tuple[int, int]]
 """Table -> (distinct rows, sum of their hashes)."""
 ROW_HASH = "cityHash64(tuple(*))"
@@ -56,30 +59,47 @@ def _rows(table: str, limits: Limits | None, hash_: str) -> tuple[str, dict[str,
     parameters. Distinct hashes, not ``DISTINCT *``: the same answer, without ClickHouse's
     slow path for whole rows (28 s instead of 0.06 s on 226,000 four-column rows)."""
     select = f"SELECT DISTINCT {hash_} AS h FROM {{db}}.{table}"
-    if table in t.CURRENT:
+    if table in t.CURRENT and limits is None:
         return f"{select} FINAL", {}
     if limits is None:
         return select, {}
+    if table in t.CURRENT:
+        # The latest row of each entity within the prefix, not FINAL then cut (that drops an
+        # entity changed again beyond it). The prefix ends at a live checkpoint, a commit's
+        # end, so the live store holds that row whatever its batches.
+        # Only those rows hashed (201,006 rows of 1,000 key results not merged yet: 0.23 s,
+        # argMax of every row's hash 0.24-0.37 s, FINAL uncut 0.35-0.49 s).
+        cut, parameters = _ledger_cut(limits)
+        key = f"org_id, {CURRENT_KEYS[table]}"
+        latest = (
+            f"SELECT {key}, max(sequence) FROM {{db}}.{table} "
+            f"WHERE sequence <= {cut} GROUP BY {key}"
+        )
+        return f"{select} WHERE ({key}, sequence) IN ({latest})", parameters
     if table == t.REJECTIONS:
         lasts = list(limits.rejections) or [0]
         last = "{lasts:Array(UInt64)}[(position - 1) % {lanes:UInt64} + 1]"
         return f"{select} WHERE position <= {last}", {"lasts": lasts, "lanes": len(lasts)}
+    cut, parameters = _ledger_cut(limits)
+    return f"{select} WHERE sequence <= {cut}", parameters
+
+
+def _ledger_cut(limits: Limits) -> tuple[str, dict[str, Any]]:
+    """The last sequence of a row's org within ``limits`` (0 for an org outside them)."""
     orgs = sorted(limits.ledger)
     cut = "transform(org_id, {orgs:Array(String)}, {lasts:Array(UInt64)}, toUInt64(0))"
-    return f"{select} WHERE sequence <= {cut}", {
-        "orgs": orgs,
-        "lasts": [limits.ledger[o] for o in orgs],
-    }
+    return cut, {"orgs": orgs, "lasts": [limits.ledger[o] for o in orgs]}
 
 
 def fingerprint(
     store: ProjectionStore, limits: Limits | None = None, hash_: str | None = None
 ) -> Fingerprint:
-    """(rows, hash) of every history table, duplicates collapsed: equal answers, equal prints.
+    """(rows, hash) of every history table, duplicates collapsed, and of every current-state
+    table's latest rows: equal answers, equal prints.
     ``hash_``: the :func:`row_hash` of every store it is compared with (else ``store``'s)."""
     hash_ = hash_ or row_hash(store)
     result = {}
-    for table in HISTORY_TABLES if limits is not None else (*HISTORY_TABLES, *t.CURRENT):
+    for table in (*HISTORY_TABLES, *t.CURRENT):
         select, parameters = _rows(table, limits, hash_)
         rows = store.rows(
             f"SELECT count(), sum(h) FROM ({select})", parameters, store.scan_settings()

@@ -1,10 +1,12 @@
 """Workers in one consumer group, as real processes with real signals, while submissions stream.
 
 Workers join, leave (SIGTERM), crash (SIGKILL) and pause (SIGSTOP until their partitions move
-to another worker, then SIGCONT: a zombie that wakes up and tries to write). They all project
-into one store (``okr-ledger serve-store``). Afterwards every submission is in the ledger or the
-rejections exactly once, the chains verify with no gap, every outcome any client could have read
-agrees with the ledger, and the projections equal a rebuild of the ledger.
+to another worker, then SIGCONT: a zombie that wakes up and tries to write, and must have a
+write refused). They all project into one store (``okr-ledger serve-store``). Afterwards every
+submission is in the ledger or the rejections exactly once, the chains verify with no gap, every
+outcome any client could have read agrees with the ledger, and the projections equal a rebuild
+of the ledger: beside the live ones (``rebuild``), then whole, current-state tables and every
+org's answers included.
 """
 
 import random
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,10 @@ import pytest
 
 from events.kafka_client import Connection
 from processors import tables as t
+from projections.queries import Moment
 from projections.store import ProjectionStore
 from tests.builders import check_ins, org_setup
+from tests.kafka.answers_support import assert_equals_a_rebuild
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.group_support import Group, assignments, fenced
 from tests.kafka.projector_support import cli
@@ -83,9 +88,13 @@ class Stream:
             self.done.set()
 
     def burst(self) -> None:
-        self._burst_sent.clear()
-        self._burst.set()
-        assert self._burst_sent.wait(timeout=60)
+        """Many submissions at once: from the stream while it runs, else new check-ins."""
+        if not self.done.is_set():
+            self._burst_sent.clear()
+            self._burst.set()
+            assert self._burst_sent.wait(timeout=60)
+        if self.done.is_set():  # the stream's thread has ended: this one sends
+            self.submitter.send([raw for org in ORGS for raw in check_ins(150, org)])
 
 
 @contextmanager
@@ -163,17 +172,7 @@ def test_workers_join_leave_crash_and_pause_while_submissions_stream(
             group.start("d")
             group.wait_spread(["c", "d"], since)
 
-            since = group.counts()
-            fences = len(fenced(group.workers["d"]))
-            stream.burst()  # c has a backlog in hand when it stops, and goes on when it wakes
-            group.pause("c")  # a zombie: its partitions move to d, which fences them
-            group.wait_fenced("d", set(range(TEST_PARTITIONS)), after=fences)
-            # Woken once fenced, not once d has restored: on Tansu (no transaction timeout) a
-            # transaction the paused c holds open can hold d's committed reads until c's
-            # client ends it (docs/ARCHITECTURE.md, "What ends a dead worker's open
-            # transaction"); on Kafka its timeout ends it.
-            group.resume("c")  # wakes up, writes what it held: refused; rejoins
-            group.wait_spread(["c", "d"], since)
+            zombie_waves(group, stream, "c", "d")
             assert stream.done.wait(timeout=120)
         outcomes = wait_for_outcomes(
             kafka, topics["outcomes"], set(submitter.sent), group.workers["d"], timeout_s=120
@@ -186,10 +185,50 @@ def test_workers_join_leave_crash_and_pause_while_submissions_stream(
         rebuilt = cli(env, "rebuild")  # beside the live projections, on the same store
         assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
         assert "identical" in rebuilt.stdout, rebuilt.stdout
+        group.stop_all()
+        assert_equals_a_rebuild(kafka, topics, store.writer_url, Moment(now=LATER))
     finally:
         submitter.close()
         group.stop_all()
         store.stop()
+
+
+LATER = datetime(2027, 1, 1, tzinfo=UTC)
+"""A fixed "now" after every event, for answers compared between stores."""
+ZOMBIE_WAVES = 3
+REFUSED = "another worker owns it now"
+"""What a worker logs when Kafka refuses its write: its partition was fenced by another."""
+
+
+def refused(worker: Worker) -> int:
+    """How many of the worker's writes Kafka refused (another worker had fenced them)."""
+    text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
+    return text.count(REFUSED)
+
+
+def zombie_waves(group: Group, stream: Stream, zombie: str, heir: str) -> None:
+    """Pause ``zombie`` with a backlog in hand until ``heir`` fences all its partitions, then
+    wake it: its write is refused, and it rejoins. A pause that caught it holding no batch
+    (nothing refused) is tried again, up to :data:`ZOMBIE_WAVES` times."""
+    before = refused(group.workers[zombie])
+    for _ in range(ZOMBIE_WAVES):
+        since = group.counts()
+        fences = len(fenced(group.workers[heir]))
+        stream.burst()  # the zombie has a backlog in hand when it stops, goes on when it wakes
+        group.pause(zombie)  # its partitions move to the heir, which fences them
+        group.wait_fenced(heir, set(range(TEST_PARTITIONS)), after=fences)
+        # Woken once fenced, not once the heir has restored: on Tansu (no transaction
+        # timeout) a transaction the paused zombie holds open can hold the heir's committed
+        # reads until the zombie's client ends it (docs/ARCHITECTURE.md, "What ends a dead
+        # worker's open transaction"); on Kafka its timeout ends it.
+        group.resume(zombie)  # wakes up, writes what it held: refused; rejoins
+        group.wait_spread([zombie, heir], since)
+        # It rejoins only once its batch being written has ended (``revoke``): logged by then.
+        if refused(group.workers[zombie]) > before:
+            return
+    raise AssertionError(
+        f"the zombie held no batch: {ZOMBIE_WAVES} pauses and no write of {zombie} refused"
+    )
 
 
 def wait_projected(

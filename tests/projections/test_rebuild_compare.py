@@ -15,6 +15,8 @@ from okr_ledger.projection_compare import (
     fingerprint,
     row_hash,
 )
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day
@@ -28,20 +30,62 @@ def small(builder: LedgerBuilder, check_ins: int) -> None:
         builder.check_in("k", n, day(n))
 
 
+def project_to(cut: int, builder: LedgerBuilder, store: ProjectionStore, tmp_path: Path) -> None:
+    """Project ``builder``'s first ``cut`` events into ``store`` (a checkpoint there)."""
+    prefix = copy_prefix(builder.events()[:cut], tmp_path / f"prefix-{cut}.db")
+    try:
+        EmbeddedRunner(prefix, store, Projector()).catch_up()
+    finally:
+        prefix.close()
+
+
 def test_a_live_store_ahead_of_the_cut_equals_a_rebuild_up_to_it(
-    builder: LedgerBuilder, open_store: StoreFactory
+    tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
 ) -> None:
+    """The cut is a live checkpoint; the worker projected on beyond it (the key result's and
+    the objective's current rows changed again there)."""
     small(builder, 6)
     live = open_store("live")
+    head = len(builder.events())
+    project_to(head - 3, builder, live, tmp_path)
     project(builder, live)
-    head = live.positions()[ORG]
+    assert live.positions()[ORG] == head
     limits = Limits({ORG: head - 3})
     fresh = open_store("fresh")
     replayed: list[int] = []
     assert replay(builder.log, fresh, limits, replayed.append) == head - 3 == sum(replayed)
     assert fresh.positions() == {ORG: head - 3}
     assert differing(fingerprint(live, limits), fingerprint(fresh, limits)) == []
-    assert "check_in_versions" in differing(fingerprint(live), fingerprint(fresh))
+    uncut = differing(fingerprint(live), fingerprint(fresh))
+    assert {"check_in_versions", "key_results_now", "objectives_now"} <= set(uncut)
+
+
+def test_the_current_state_within_the_cut_is_compared(
+    tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
+) -> None:
+    """A key result's latest row within the cut counts (FINAL would show the one beyond it);
+    a row beyond the cut does not."""
+    small(builder, 6)
+    live, fresh = open_store("live"), open_store("fresh")
+    head = len(builder.events())
+    project_to(head - 3, builder, live, tmp_path)
+    project(builder, live)
+    limits = Limits({ORG: head - 3})
+    replay(builder.log, fresh, limits, lambda _: None)
+    db = live.database
+    live.client.command(
+        f"ALTER TABLE {db}.key_results_now UPDATE title = 'beyond' WHERE sequence > {head - 3} "
+        "SETTINGS mutations_sync = 1"
+    )
+    assert differing(fingerprint(live, limits), fingerprint(fresh, limits)) == []
+    live.client.command(
+        f"ALTER TABLE {db}.key_results_now UPDATE title = 'tampered' WHERE sequence <= {head - 3} "
+        "SETTINGS mutations_sync = 1"
+    )
+    assert differing(fingerprint(live, limits), fingerprint(fresh, limits)) == ["key_results_now"]
+    assert describe_difference(live, fresh, "key_results_now", limits) == (
+        "key_results_now: 1 rows only in the live projections, 1 only in the rebuild"
+    )
 
 
 def test_the_cut_is_the_live_checkpoints_and_problems_are_reported(

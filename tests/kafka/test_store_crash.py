@@ -1,0 +1,195 @@
+"""``okr-ledger serve-store`` SIGKILLed while a Kafka worker projects into it, restarted on the
+same port and data dir: the worker (restarted when its insert failed) resumes and nothing is
+lost or duplicated. The kill must land inside a commit (history rows beyond a checkpoint are
+found before the worker comes back), else it is tried again. Afterwards the projections equal
+a rebuild of the ledger, and the answers as of three moments of its history equal rebuilds of
+the prefixes recorded by then (on the store the worker projected, not only on chDB)."""
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from events.kafka_client import Connection
+from okr_ledger.demo import demo_submissions
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
+from projections.queries import Moment
+from projections.store import ProjectionStore
+from schemas.envelope import LedgerEvent
+from tests.builders import check_ins, org_setup
+from tests.kafka.answers_support import assert_equals_a_rebuild, org_answers
+from tests.kafka.projector_support import projecting_worker
+from tests.kafka.test_sequencer_worker import (
+    Submitter,
+    Worker,
+    assert_exactly_once,
+    open_log,
+    wait_for_outcomes,
+)
+from tests.kafka.test_worker_group import LATER, wait_projected
+from tests.projections.ledgers import copy_prefix, reset
+from tests.projections.serve_store_support import ServedStore, start_store
+
+pytestmark = pytest.mark.kafka
+
+KILL_WAVES = 5
+EXIT_TIMEOUT_S = 60.0
+STEADY_CHECK_INS = 20
+STEADY_EVERY_S = 0.05
+
+
+def kill(store: ServedStore) -> None:
+    store.process.kill()
+    store.process.wait(timeout=30)
+
+
+def restart(store: ServedStore, data_dir: Path) -> ServedStore:
+    """The store started again on the same data dir and port (the URL the worker was given)."""
+    again = start_store(data_dir, "--port", str(store.port))
+    assert again.writer_url == store.writer_url
+    return again
+
+
+@contextmanager
+def streaming(submitter: Submitter) -> Iterator[None]:
+    """Check-ins sent steadily in a thread (the only sender meanwhile): the worker is
+    committing small batches most of the time."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            while not stop.wait(STEADY_EVERY_S):
+                submitter.send(list(check_ins(STEADY_CHECK_INS, "acme")))
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+def wait_moving(url: str, worker: Worker, commits: int = 3) -> None:
+    """Until the worker has committed ``commits`` times (an org's checkpoint moved)."""
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    with ProjectionStore.open(url, migrate=False) as store:
+        before = store.positions()
+        for _ in range(commits):
+            while (now := store.positions()) == before:
+                assert worker.alive(), worker.log_tail()
+                assert time.monotonic() < deadline, f"nothing projected:\n{worker.log_tail()}"
+                time.sleep(0.01)
+            before = now
+
+
+def wait_exited(worker: Worker, starts: int) -> None:
+    """Until the worker has stopped on its failed insert (its ``starts``-th start's)."""
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    while worker.alive():
+        assert time.monotonic() < deadline, f"the worker outlived its store:\n{worker.log_tail()}"
+        time.sleep(0.05)
+    assert worker.log_path.read_text(errors="replace").count("the projector failed") >= starts, (
+        worker.log_tail()
+    )
+
+
+def cut_short(url: str) -> list[str]:
+    """The orgs with history rows beyond their checkpoints: a commit the kill cut short."""
+    with ProjectionStore.open(url, migrate=False) as store:
+        return sorted(store._beyond(store.positions()))
+
+
+def test_a_sigkilled_store_loses_and_duplicates_nothing(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    rng = random.Random(11)
+    data_dir = tmp_path / "store"
+    store = start_store(data_dir)
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env["OKR_CLICKHOUSE_URL"] = store.writer_url
+    worker.env["OKR_LOG_LEVEL"] = "DEBUG"
+    submitter = Submitter(kafka, topics["intake"])
+    try:
+        worker.start()
+        worker.wait_ready(1)
+        demo = demo_submissions()
+        for chunk in (demo[i : i + 25] for i in range(0, len(demo), 25)):
+            submitter.send(chunk)  # each its own batches: moments to ask "as of" between
+            wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
+        submitter.send(org_setup("acme"))
+        starts, cut = 1, []
+        for _ in range(KILL_WAVES):
+            with streaming(submitter):
+                wait_moving(store.writer_url, worker)
+                time.sleep(rng.uniform(0, 0.5))
+                kill(store)
+                wait_exited(worker, starts)
+            store = restart(store, data_dir)
+            cut = cut_short(store.writer_url)
+            worker.start()
+            starts += 1
+            worker.wait_ready(starts)
+            if cut:
+                break
+        assert cut, f"no kill of {KILL_WAVES} landed inside a commit: the crash was not tested"
+        submitter.send(list(check_ins(200, "acme")))
+        wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker, timeout_s=120)
+        assert_exactly_once(kafka, topics, submitter)
+        wait_projected(worker, store.writer_url, kafka, topics, timeout_s=120)
+        worker.stop()
+        assert_equals_a_rebuild(kafka, topics, store.writer_url, Moment(now=LATER))
+        assert_as_of_equals_a_rebuild_of_the_prefix(kafka, topics, store.writer_url, tmp_path)
+    finally:
+        submitter.close()
+        worker.stop()
+        store.stop()
+
+
+def cut_points(events: list[LedgerEvent], count: int) -> list[int]:
+    """``count`` prefix lengths spread over ``events``, each ending where the recording time
+    moves on (a batch's events share one: ``as_of`` takes all of them or none)."""
+    ends = [k for k in range(1, len(events)) if events[k].recorded > events[k - 1].recorded]
+    assert len(ends) >= count, f"only {len(ends)} distinct recording times"
+    return [ends[(len(ends) - 1) * (i + 1) // (count + 1)] for i in range(count)]
+
+
+def assert_as_of_equals_a_rebuild_of_the_prefix(
+    kafka: Connection, topics: dict[str, str], url: str, tmp_path: Path
+) -> None:
+    """Each org's answers as of three recording times in its history, from the live store,
+    equal those of a chDB store projected from the ledger recorded by then."""
+    log = open_log(kafka, topics)
+    try:
+        ledgers = {org: list(log.read(org)) for org in sorted(log.heads())}
+    finally:
+        log.close()
+    with (
+        ProjectionStore.open(url, migrate=False) as live,
+        ProjectionStore.open(f"chdb://{tmp_path / 'prefixes'}") as prefix,
+    ):
+        for org, events in ledgers.items():
+            seen = []
+            for k in cut_points(events, 3):
+                cutoff = events[k - 1].recorded
+                reset(prefix)
+                prefix_log = copy_prefix(events[:k], tmp_path / f"prefix-{uuid4().hex}.db")
+                try:
+                    EmbeddedRunner(prefix_log, prefix, Projector()).catch_up()
+                finally:
+                    prefix_log.close()
+                expected = org_answers(prefix, org, Moment(now=cutoff))
+                assert org_answers(live, org, Moment(as_of=cutoff)) == expected, (org, k)
+                seen.append(repr(expected))
+            assert len(set(seen)) > 1, f"{org}: the answers at every moment asked about alike"
