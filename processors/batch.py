@@ -71,15 +71,15 @@ class Batch:
             changes.objectives.append((org, objective))
 
     def snapshot(self, org: OrgProjection, sequence: int) -> None:
-        """At a multiple of :data:`processors.tables.SNAPSHOT_EVERY`: every key result's whole
-        row (those the event itself changed have their row already) and every objective's last
-        change with its structure as last emitted, as of ``sequence``."""
+        """At a multiple of :data:`processors.tables.SNAPSHOT_EVERY`: every key result's numbers
+        (those the event itself changed have their row already) and every objective's last
+        change, as of ``sequence``."""
         numbers = self.rows[t.KEY_RESULT_NUMBERS]
         for key_result in org.key_results.values():
             if key_result.stamp[0] != sequence:
                 numbers.append(numbers_row(org, key_result, sequence))
         self.rows[t.OBJECTIVE_STAMPS].extend(
-            (org.org_id, sequence, objective.objective_id, *objective.stamp, *_emitted(objective))
+            (org.org_id, sequence, objective.objective_id, *objective.stamp)
             for objective in org.objectives.values()
         )
 
@@ -111,21 +111,11 @@ class Batch:
         return rows
 
 
-def _emitted(objective: Objective) -> Row:
-    """Its structure as its last version in ``objective_versions`` says (every objective has
-    one by the end of the event that created it)."""
-    assert objective.emitted is not None
-    return objective.emitted
-
-
 def numbers_row(org: OrgProjection, kr: KeyResult, sequence: int) -> Row:
-    """A key result's numbers and definition as of ``sequence``
-    (:data:`processors.tables.KEY_RESULT_NUMBERS`)."""
+    """A key result's numbers as of ``sequence`` (:data:`processors.tables.KEY_RESULT_NUMBERS`)."""
     return (
         org.org_id, sequence, kr.key_result_id, *kr.stamp, kr.target, kr.value, kr.progress,
-        kr.attainment, kr.confidence, kr.last_at, kr.last_id, kr.live, kr.objective_id,
-        kr.owner_unit_id, kr.period_id, kr.starts_on, kr.ends_on, kr.title, kr.kind, kr.unit,
-        kr.start, kr.current_target, kr.weight, kr.due_on, kr.cadence_days, kr.retired,
+        kr.attainment, kr.confidence, kr.last_at, kr.last_id, kr.live,
     )  # fmt: skip
 
 

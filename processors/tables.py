@@ -50,11 +50,10 @@ CHECK_IN_DAYS_FILLER = "check_in_days_filler"
 
 SNAPSHOT_EVERY = 8192
 """Every this many events of an org (at each sequence that is a multiple of it), the projector
-writes every key result's whole row (:data:`KEY_RESULT_NUMBERS`) and every objective's last
-change and structure (:data:`OBJECTIVE_STAMPS`): an answer as of a sequence reads the snapshot
-at the greatest multiple at or below it and the rows after it, never the whole history. Read
-at each call (tests make it small); changing it needs the projections made anew (a
-migration)."""
+writes every key result's numbers (:data:`KEY_RESULT_NUMBERS`) and every objective's last
+change (:data:`OBJECTIVE_STAMPS`): an answer as of a sequence reads the snapshot at the
+greatest multiple at or below it and the rows after it, never the whole history. Read at each
+call (tests make it small); changing it needs the projections made anew (a migration)."""
 
 KEY_RESULT_NOW_COLUMNS = (
     "org_id", "key_result_id", "sequence", "recorded_at", "objective_id", "owner_unit_id",
@@ -66,15 +65,10 @@ KEY_RESULT_NOW_COLUMNS = (
 KEY_RESULT_NUMBER_COLUMNS = (
     "org_id", "sequence", "key_result_id", "changed_sequence", "changed_at", "target", "value",
     "progress", "attainment", "confidence", "last_check_in_at", "last_check_in_id",
-    "check_in_count", "objective_id", "owner_unit_id", "period_id", "period_starts_on",
-    "period_ends_on", "title", "kind", "unit", "start", "current_target", "weight", "due_on",
-    "checkin_every_days", "retired",
+    "check_in_count",
 )  # fmt: skip
-"""A key result's whole row (numbers, then definition) after an event that changed it
-(``sequence`` = ``changed_sequence``), or at a snapshot (``sequence``: the snapshot's;
-``changed_*``: the event that last changed it). Every event that writes its definition
-(:data:`KEY_RESULTS`) writes this row too, so its latest row up to a sequence is the key result
-then (migration 15)."""
+"""A key result's numbers after an event that changed it (``sequence`` = ``changed_sequence``),
+or at a snapshot (``sequence``: the snapshot's; ``changed_*``: the event that last changed it)."""
 OBJECTIVE_STRUCTURE_COLUMNS = (
     "title", "description", "owner_unit_id", "period_id", "period_starts_on", "period_ends_on",
     "lifecycle", "rollup", "weight", "parent_objective_id", "ancestor_ids", "depth",
@@ -133,10 +127,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     OWNERS: ("org_id", "subject_kind", "subject_id", "sequence", "recorded_at", "effective_at",
              "owner", "reason"),
     KEY_RESULT_NUMBERS: KEY_RESULT_NUMBER_COLUMNS,
-    OBJECTIVE_STAMPS: (
-        "org_id", "sequence", "objective_id", "changed_sequence", "changed_at",
-        *OBJECTIVE_STRUCTURE_COLUMNS,
-    ),
+    OBJECTIVE_STAMPS: ("org_id", "sequence", "objective_id", "changed_sequence", "changed_at"),
     EVENT_TIMES: ("org_id", "sequence", "recorded_at"),
 }  # fmt: skip
 

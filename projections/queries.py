@@ -24,9 +24,8 @@ from typing import Any, Literal
 from processors import scoring
 from processors import tables as t
 from projections import sql
-from projections.migrations import COLUMN_TYPES
 from projections.store import ProjectionStore
-from schemas.errors import UnknownNameError
+from schemas.errors import ProjectionError, UnknownNameError
 
 Record = dict[str, Any]
 Statement = tuple[str, dict[str, Any]]
@@ -390,11 +389,11 @@ def progress(
     # The objectives rolled up from the key results as given (at ``moment.at`` if given, with
     # ``moment.ref``): what rolling up the key results then and again at ``at`` gave, for one
     # derivation of the key results instead of two.
-    key_result_records, (structure_rows,) = _key_results_as_of(
+    key_result_records, (versions, updates) = _key_results_as_of(
         store, org_id, seq, moment, only, also=_structure_statements(org_id, seq, moment),
         reads=reads,
     )  # fmt: skip
-    structures = _structures(structure_rows)
+    structures = _structures(versions, updates)
     objective_records = _objective_records(
         structures, _rolled_up(structures, key_result_records), moment, focus_limit
     )
@@ -465,53 +464,38 @@ def _structures_as_of(
     if as_of is None:
         seq = _sequence_as_of(store, org_id, moment.as_of, reads)
         key_result_moment = moment if values_at else replace(moment, at=None)
-        key_result_records, (structure_rows,) = _key_results_as_of(
+        key_result_records, (versions, updates) = _key_results_as_of(
             store, org_id, seq, key_result_moment, also=_structure_statements(org_id, seq, moment),
             reads=reads,
         )  # fmt: skip
     else:
         seq, key_result_records = as_of
-        (structure_rows,) = _together(store, _structure_statements(org_id, seq, moment))
-    structures = _structures(structure_rows)
+        versions, updates = _together(store, _structure_statements(org_id, seq, moment))
+    structures = _structures(versions, updates)
     return seq, structures, _rolled_up(structures, key_result_records)
 
 
-_OBJECTIVES_THEN = sql.objectives_then(
-    "{db}",
-    ", ".join(
-        f"defaultValueOfTypeName('{kind}') AS {name}"
-        for name, kind in COLUMN_TYPES[t.OBJECTIVE_STAMPS]
-        if name in t.OBJECTIVE_STRUCTURE_COLUMNS
-    ),
-)
-
-
 def _structure_statements(org_id: str, seq: int, moment: Moment) -> list[Statement]:
-    """Each objective's structure and last change up to ``seq``, in one statement
-    (:func:`_structures` puts its rows together)."""
-    return [(_OBJECTIVES_THEN, _params(org_id, seq, moment))]
+    """Each objective's structure version up to ``seq``, and its last change up to then
+    (:func:`_structures` puts them together)."""
+    params = _params(org_id, seq, moment)
+    return [
+        (sql.objective_versions_as_of("{db}"), params),
+        (sql.last_updates_as_of("{db}"), params),
+    ]
 
 
-def _structures(rows: list[Record]) -> list[Record]:
-    """Each objective's structure up to a sequence, by id, with its last change
-    (``updated_sequence``, ``updated_recorded_at``: none, 0 and the epoch), from the rows of
-    :func:`projections.sql.objectives_then`: its latest structure row (from the snapshot or
-    after it) and its last update after the snapshot. The version the answer shows, the later
-    of the two, is that of :func:`projections.sql.objective_structures_as_of`'s join (one
-    statement instead of that join's two reads, run apart at once until migration 15)."""
-    structures: dict[str, Record] = {}
-    last: dict[str, Record] = {}
-    for row in rows:
-        key = row["objective_id"]
-        if row.pop("part"):
-            last[key] = row
-        elif key not in structures or row["sequence"] > structures[key]["sequence"]:
-            structures[key] = row
-    versions = _in_order(list(structures.values()), _OBJECTIVE_ORDER)
+def _structures(versions: list[Record], updates: list[Record]) -> list[Record]:
+    """Each objective's structure version with its last change (``updated_sequence``,
+    ``updated_recorded_at``: none, 0 and the epoch), as
+    :func:`projections.sql.objective_structures_as_of` joins them (the engine's analysis of
+    that join cost more than the two reads: ~21 against ~8 and ~8 ms at 1,000,000
+    check-ins, and the two run at once)."""
+    last = {u["objective_id"]: u for u in updates}
     for s in versions:
         u = last.get(s["objective_id"])
-        s["updated_sequence"] = u["sequence"] if u else 0
-        s["updated_recorded_at"] = u["recorded_at"] if u else _EPOCH
+        s["updated_sequence"] = u["u_sequence"] if u else 0
+        s["updated_recorded_at"] = u["u_recorded_at"] if u else _EPOCH
     return versions
 
 
@@ -675,7 +659,10 @@ def _key_results_as_of(
     if current_rows:
         statements = [(_KEY_RESULTS_NOW_DEFINED + restrict, params)]
     else:
-        statements = [(sql.key_result_numbers_as_of("{db}", only is not None), params)]
+        statements = [
+            (sql.key_result_definitions_by_id("{db}", where), params),
+            (sql.key_result_numbers_as_of("{db}", only is not None), params),
+        ]
     if at is not None:
         if only is None:  # sql.check_in_days, its two sides at once
             statements += [(sql.check_in_days_all(), params), (sql.check_in_day_of_at(), params)]
@@ -692,7 +679,10 @@ def _key_results_as_of(
     if seq is None:
         seq = int(found.pop()[0]["position"])
         params |= {"seq": seq, "base": snapshot_base(seq)}
-    then = _in_order(found[0], _KEY_RESULT_ORDER) if current_rows else _key_results_then(found[0])
+    if current_rows:
+        then = _in_order(found[0], _KEY_RESULT_ORDER)
+    else:
+        then = _key_results_then(params, found[0], found[1])
     if at is None:
         return [_scored_key_result(row, moment.ref) for row in then], extra
     days = _check_in_days(found[-3], found[-2]) if only is None else []  # one pass instead
@@ -835,16 +825,39 @@ def _measured_in_one_pass(
     return {row["key_result_id"]: row for row in rows}
 
 
-def _key_results_then(rows: list[Record]) -> list[Record]:
+def _key_results_then(
+    params: dict[str, Any], definitions: list[Record], numbers_rows: list[Record]
+) -> list[Record]:
     """Each key result as the ledger up to ``{seq}`` had it, with the columns of
-    ``key_results_now``, in the answers' order: its latest row in ``key_result_numbers`` from
-    the snapshot at ``{base}`` on (:func:`projections.sql.key_result_numbers_as_of`), its
-    numbers and definition as the projector had them after the last event that changed it
-    (every event that changes a key result's definition writes that row too: migration 15),
-    whose sequence and time are its version."""
-    for row in rows:  # in place: each answer's rows are its own (Reads gives copies)
-        row["sequence"], row["recorded_at"] = row["changed_sequence"], row["changed_at"]
-    return _in_order(rows, _KEY_RESULT_ORDER)
+    ``key_results_now``: its definition then, and its numbers from the snapshot at ``{base}``
+    and the numbers written after it (a range of ``key_result_numbers``; each one's latest
+    row there is its numbers as the projector had them after that event). Its version is the
+    later of its definition's and its numbers' (the event that last changed it): from the
+    rows of :func:`projections.sql.key_result_definitions_by_id` (put in the answers' order
+    here) and :func:`projections.sql.key_result_numbers_as_of`."""
+    numbers = {row["key_result_id"]: row for row in numbers_rows}
+    rows = []
+    for d in _in_order(definitions, _KEY_RESULT_ORDER):
+        n = numbers.get(d["key_result_id"])
+        if n is None:  # every definition up to a checkpoint comes with its numbers
+            raise ProjectionError(
+                f"the projections of org {params['org']!r} are damaged: key result "
+                f"{d['key_result_id']!r} has no numbers as of sequence {params['seq']}; "
+                "run `okr-ledger rebuild`"
+            )
+        if n["changed_sequence"] > d["sequence"]:
+            d["sequence"], d["recorded_at"] = n["changed_sequence"], n["changed_at"]
+        for name in _NUMBERS:
+            d[name] = n[name]
+        rows.append(d)  # in place: each answer's rows are its own (Reads gives copies)
+    return rows
+
+
+_NUMBERS = (
+    "target", "value", "progress", "attainment", "confidence", "last_check_in_at",
+    "last_check_in_id", "check_in_count",
+)  # fmt: skip
+"""A key result's numbers in ``key_result_numbers`` (:func:`_key_results_then`)."""
 
 
 class _Targets:

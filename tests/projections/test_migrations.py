@@ -41,7 +41,6 @@ PINNED = {
     12: "9d14fd0157625c31a4037422e0bad4290a84ff141f5f903ff2ee2d80bd0818d6",
     13: "fc86c911cafe0042c6e80035aed6bd9102a55605f1c440c09d2ae5881e4067ba",
     14: "49468176df1d033c0fd00e5afde81720b20eb35a39b091a8008a6f10b031fb99",
-    15: "5e1b5f7d2464bf6d1cbf5527155a8f003bccad78f7ac20f063ea9dd6e2002875",
 }
 """The SHA-256 of each released migration's file."""
 
@@ -138,17 +137,8 @@ def _store_before(
     made = {name for (name,) in store.rows(f"SHOW TABLES FROM {database}")}
     for table in COLUMN_TYPES:
         if table in made:
-            columns = ", ".join(  # those the table had then (migration 15 added some)
-                f"`{name}`"
-                for (name,) in store.rows(
-                    "SELECT name FROM system.columns WHERE database = {db:String} "
-                    "AND table = {table:String} ORDER BY position",
-                    {"db": database, "table": table},
-                )
-            )
             store.client.command(
-                f"INSERT INTO {database}.{table} ({columns}) "
-                f"SELECT {columns} FROM {source.database}.{table}"
+                f"INSERT INTO {database}.{table} SELECT * FROM {source.database}.{table}"
             )
     return store
 
@@ -169,7 +159,7 @@ def test_a_store_from_before_issue_11_is_upgraded_and_projected_again(
     old = _issue_9_store(chdb_url, "upgraded11", fresh)
     try:
         assert old.positions() == {"acme": 22}
-        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        assert old.migrate() == [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
         assert old.positions() == {}
         assert old.rows("SELECT count() FROM {db}.objectives_now") == [(0,)]
         done = EmbeddedRunner(builder.log, old, Projector()).catch_up()
@@ -203,7 +193,7 @@ def test_a_store_from_before_the_snapshots_is_upgraded_and_projected_again(
             "SELECT sorting_key FROM system.tables WHERE database = 'upgraded7' "
             "AND name = 'objective_updates'"
         ) == [("org_id, objective_id, sequence",)]
-        assert old.migrate() == [7, 8, 9, 10, 11, 12, 13, 14, 15]
+        assert old.migrate() == [7, 8, 9, 10, 11, 12, 13, 14]
         assert old.positions() == {}
         for table in t.HISTORY:
             assert old.rows(f"SELECT count() FROM {{db}}.{table}") == [(0,)], table
@@ -241,7 +231,7 @@ def test_a_store_at_migration_7_gains_event_times_and_is_not_projected_again(
     try:
         counts = {table: _count(old, table) for table in t.HISTORY if table != t.EVENT_TIMES}
         assert counts[t.AUDIT] == 22
-        assert old.migrate() == [8, 9, 10, 11, 12, 13, 14, 15]
+        assert old.migrate() == [8, 9, 10, 11, 12, 13, 14]
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
         assert _count(old, t.EVENT_TIMES) == 22
@@ -338,7 +328,7 @@ def test_a_store_at_migration_9_gains_check_ins_by_check_in_and_is_not_projected
             f"SELECT * FROM {fresh.database}.{t.CHECK_INS} WHERE sequence > 20"
         )
         assert {table: _count(old, table) for table in counts} == counts
-        assert old.migrate() == [10, 11, 12, 13, 14, 15]
+        assert old.migrate() == [10, 11, 12, 13, 14]
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert old.positions() == {"acme": 22}
         assert {table: _count(old, table) for table in counts} == counts
@@ -398,7 +388,7 @@ def test_a_store_at_migration_10_gains_check_ins_per_day_and_is_not_projected_ag
     old = _store_before(chdb_url, "upgraded11", fresh, 10)
     try:
         counts = {table: _count(old, table) for table in t.HISTORY}
-        assert old.migrate() == [11, 12, 13, 14, 15]
+        assert old.migrate() == [11, 12, 13, 14]
         assert {table: _count(old, table) for table in counts} == counts
         assert _days(old) == _days(fresh) != []
         for statement in MIGRATIONS[10].statements:  # cut short after its last statement
@@ -507,7 +497,7 @@ def test_a_store_at_migration_11_gains_org_sequence_bounds_and_is_not_projected_
         committed = old.positions()
         assert committed == {"acme": 22}
         assert sum(_granules_beyond(old, committed).values()) > 0  # no index: read them all
-        assert old.migrate() == [12, 13, 14, 15]
+        assert old.migrate() == [12, 13, 14]
         assert _indexed(old) == sorted(INDEXED)
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
         assert {table: _count(old, table) for table in counts} == counts
@@ -591,7 +581,7 @@ def test_a_store_at_migration_12_merges_small_parts_together_and_is_not_projecte
     try:
         assert _merging_small_parts_together(old) == []
         counts = {table: _count(old, table) for table in (*t.COLUMNS, t.CHECK_IN_DAYS)}
-        assert old.migrate() == [13, 14, 15]
+        assert old.migrate() == [13, 14]
         assert _merging_small_parts_together(old) == sorted((*t.COLUMNS, t.CHECK_IN_DAYS))
         assert {table: _count(old, table) for table in counts} == counts
         assert parts_without(old, t.CHECK_INS, "by_check_in") == 0
@@ -639,7 +629,7 @@ def test_a_store_at_migration_13_gets_finer_granules_and_is_not_projected_again(
         for statement in statements[: swap + 1]:  # cut short after its first swap
             old.client.command(statement.replace("{db}", old.database))
         assert _granules(old)[t.EVENT_TIMES] == FINER[t.EVENT_TIMES]
-        assert old.migrate() == [14, 15]  # run again from the start
+        assert old.migrate() == [14]  # run again from the start
         after = _granules(old)
         assert {table: after[table] for table in FINER} == FINER
         assert after == before | FINER  # no other table changed, none left beside them
@@ -668,68 +658,8 @@ def test_a_shared_store_is_not_migrated_by_an_exclusive_migration_at_open(
                 ProjectionStore.open(served.writer_url, "shared14").close()
             assert _granules(old) == before
             assert 14 not in old._recorded_versions()
-            assert old.migrate() == [14, 15]
+            assert old.migrate() == [14]
             assert {table: _granules(old)[table] for table in FINER} == FINER
             ProjectionStore.open(served.writer_url, "shared14").close()  # nothing pending
         finally:
             old.close()
-
-
-WHOLE = {
-    t.KEY_RESULT_NUMBERS: {"title", "objective_id", "current_target", "retired"},
-    t.OBJECTIVE_STAMPS: {"title", "ancestor_ids", "parent_objective_id", "child_count"},
-}
-"""Some of the columns migration 15 adds: a key result's definition beside its numbers, an
-objective's structure beside its stamp."""
-
-
-def _columns(store: ProjectionStore, table: str) -> list[tuple[str, str]]:
-    return [
-        (str(name), str(kind))
-        for name, kind in store.rows(
-            "SELECT name, type FROM system.columns WHERE database = {db:String} "
-            "AND table = {table:String} ORDER BY position",
-            {"db": store.database, "table": table},
-        )
-    ]
-
-
-def test_a_store_at_migration_14_gets_whole_rows_for_as_of_and_is_not_projected_again(
-    chdb_url: str, open_store: StoreFactory, builder: LedgerBuilder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Migration 15 makes ``key_result_numbers`` and ``objective_stamps`` again with a key
-    result's definition and an objective's structure as of each row's sequence (snapshots every
-    4 events here), from the rows there: nothing is emptied or projected again, the rows are a
-    fresh store's and so are the answers, as of every event too; cut short after its first
-    swap, the next open runs it again to that end."""
-    monkeypatch.setattr(t, "SNAPSHOT_EVERY", 4)
-    write_ledger(builder)
-    fresh = open_store("fresh15")
-    project(builder, fresh)
-    old = _store_before(chdb_url, "upgraded15", fresh, 14)
-    try:
-        for table, added in WHOLE.items():
-            assert not added & {name for name, _kind in _columns(old, table)}, table
-        counts = {table: _count(old, table) for table in (*t.COLUMNS, t.CHECK_IN_DAYS)}
-        assert counts[t.OBJECTIVE_STAMPS] > 0
-        granules = _granules(old)
-        statements = MIGRATIONS[14].statements
-        swap = next(i for i, s in enumerate(statements) if s.startswith("EXCHANGE"))
-        for statement in statements[: swap + 1]:  # cut short after its first swap
-            old.client.command(statement.replace("{db}", old.database))
-        assert WHOLE[t.KEY_RESULT_NUMBERS] <= {n for n, _k in _columns(old, t.KEY_RESULT_NUMBERS)}
-        assert old.migrate() == [15]  # run again from the start
-        for table in WHOLE:
-            assert _columns(old, table) == COLUMN_TYPES[table], table
-        assert _granules(old) == granules  # no table left beside them
-        assert {table: _count(old, table) for table in counts} == counts
-        _assert_as_fresh_without_projecting_again(old, fresh, builder)
-        for event in builder.events():
-            moment = Moment(as_of=event.recorded, now=day(30))
-            assert queries.progress(old, "acme", moment, 5) == queries.progress(
-                fresh, "acme", moment, 5
-            ), event.sequence
-            assert queries.coverage(old, "acme", moment) == queries.coverage(fresh, "acme", moment)
-        assert old.migrate() == []
-    finally:
-        old.close()
