@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -198,6 +199,21 @@ def test_two_replicas_submit_refuse_read_and_share_revocations(
     with b.client(jira) as client:
         hooked = client.post("/v1/hooks/jira-check-in", content=JIRA_PAYLOAD.read_bytes())
     assert hooked.status_code == 201, hooked.text
+
+    keyed = orjson.dumps(check_in(source_event_id=None))  # the header is its source's id
+    first_keyed = _post(a, jira, keyed, **{"Idempotency-Key": "kafka-k1"})
+    assert first_keyed.status_code == 201, first_keyed.text
+    again_keyed = _post(b, jira, keyed, **{"Idempotency-Key": "kafka-k1"})
+    assert again_keyed.status_code == 200, again_keyed.text
+    assert again_keyed.json()["event_id"] == first_keyed.json()["event_id"]
+    for replica in (a, b):
+        for authorization in ("", f"Basic {jira}", "Bearer not-a-key", f"Bearer {jira}x"):
+            with httpx.Client(base_url=replica.base, timeout=30) as anonymous:
+                headers = {"Authorization": authorization} if authorization else {}
+                denied = anonymous.post("/v1/submissions", content=body, headers=headers)
+            assert denied.status_code == 401, (authorization, denied.text)
+        with replica.client(jira) as client:  # a source's key may not read
+            assert client.get("/v1/orgs/northwind/progress").status_code == 403
 
     spoofs = [
         (a, orjson.dumps(check_in(org_id="globex", source_event_id="s1"))),
