@@ -249,9 +249,9 @@ _loaded: list[int] = []
 """The bytes :func:`load_chdb` dropped, once it has run in this process."""
 
 
-def load_chdb() -> None:
-    """Import chDB and, before its engine starts, drop the pages that loading its library
-    touched (:func:`release_code_pages`); once per process.
+def load_chdb(release: bool = True) -> None:
+    """Import chDB and, with ``release``, before its engine starts, drop the pages that loading
+    its library touched (:func:`release_code_pages`); once per process.
 
     Most of those pages only the load (relocations, static constructors) reads, and where the
     library sits in the page cache in large folios (right after an install) they are 200 MiB:
@@ -263,15 +263,16 @@ def load_chdb() -> None:
         import chdb  # noqa: F401  (loads the library; the engine starts with a connection)
     except ImportError as error:
         raise MissingExtraError("chdb", "embedded") from error
-    _loaded.append(release_code_pages())
+    _loaded.append(release_code_pages() if release else 0)
 
 
-def connect(target: Target) -> ClickHouseClient:
-    """A client for ``target`` (not yet inside its database: the store creates it first)."""
+def connect(target: Target, release_load_pages: bool = True) -> ClickHouseClient:
+    """A client for ``target`` (not yet inside its database: the store creates it first).
+    ``release_load_pages``: see :func:`load_chdb` (``OKR_CHDB_RELEASE_LOAD_PAGES``)."""
     if target.embedded:
         os.environ.setdefault(*CHDB_ALLOCATOR)
         bound_c_allocator()
-        load_chdb()
+        load_chdb(release_load_pages)
     try:
         import clickhouse_connect
     except ModuleNotFoundError as error:

@@ -161,10 +161,18 @@ class ProjectionStore:
         """The connections of :data:`WRITERS` (one per writer thread)."""
 
     @classmethod
-    def open(cls, url: str, database: str | None = None, migrate: bool = True) -> "ProjectionStore":
-        """Connect, and apply pending migrations (first use creates everything)."""
+    def open(
+        cls,
+        url: str,
+        database: str | None = None,
+        migrate: bool = True,
+        release_load_pages: bool = True,
+    ) -> "ProjectionStore":
+        """Connect, and apply pending migrations (first use creates everything).
+        ``release_load_pages``: :func:`projections.client.load_chdb`'s ``release``."""
         target: Target = parse_url(url, database)
-        store = cls(connect(target), target.database, target.describe(), target)
+        client = connect(target, release_load_pages)
+        store = cls(client, target.database, target.describe(), target)
         store.embedded = target.embedded
         try:
             if migrate:

@@ -359,7 +359,7 @@ def recorded(library=None):
 
 client.release_code_pages = recorded
 target = client.parse_url(f"chdb://{path}")
-first = client.connect(target)
+first = client.connect(target, release_load_pages=sys.argv[2] == "release")
 second = client.connect(target)  # the store's readers and writers open more connections
 answer = first.query("SELECT 1").result_rows
 started = (path / "status").exists()
@@ -375,14 +375,7 @@ def test_the_first_embedded_connection_drops_the_pages_loading_chdb_touched_befo
     """In a new process, the pages that loading chDB's library made resident leave it after the
     import and before the engine starts (chDB writes ``status`` when it starts), once: the
     open then maps only what the engine reads (on Linux; elsewhere nothing is dropped)."""
-    done = subprocess.run(
-        [sys.executable, "-c", LOAD_THEN_OPEN, str(tmp_path / "store")],
-        capture_output=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=120,
-    )
-    found = orjson.loads(done.stdout.splitlines()[-1])
+    found = _load_then_open(tmp_path / "store", "release")
     assert found["started"]
     assert found["answer"] == [[1]]
     [[imported, started, before, dropped, after]] = found["seen"]  # once, not per connection
@@ -391,6 +384,32 @@ def test_the_first_embedded_connection_drops_the_pages_loading_chdb_touched_befo
     assert before > 64 << 10  # kB: loading it makes much of the library resident
     assert dropped > 64 << 20  # its code and read-only data: hundreds of MiB mapped
     assert after < before // 4
+
+
+def test_with_the_setting_off_chdbs_load_pages_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OKR_CHDB_RELEASE_LOAD_PAGES=false``: nothing is dropped, and a later connection (a
+    reader's) does not drop them either once the engine runs."""
+    found = _load_then_open(tmp_path / "store", "keep")
+    assert found["started"]
+    assert found["answer"] == [[1]]
+    assert found["seen"] == []
+    assert Settings().chdb_release_load_pages is True
+    monkeypatch.setenv("OKR_CHDB_RELEASE_LOAD_PAGES", "false")
+    assert Settings().chdb_release_load_pages is False
+
+
+def _load_then_open(path: Path, release: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_THEN_OPEN, str(path), release],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    found: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return found
 
 
 def test_only_pages_that_are_the_files_own_are_dropped() -> None:
