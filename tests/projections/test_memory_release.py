@@ -451,7 +451,7 @@ def test_only_pages_that_are_the_files_own_are_dropped() -> None:
     assert client.release_code_pages("/no/such/library.so") == 0
 
 
-def test_an_embedded_store_drops_chdbs_start_pages_once_enough_is_staged(
+def test_an_embedded_store_drops_chdbs_pages_once_enough_is_staged_and_again_after_more(
     store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     released: list[int] = []
@@ -479,4 +479,10 @@ def test_an_embedded_store_drops_chdbs_start_pages_once_enough_is_staged(
     assert released == [1]
     store.commit()
     store.stage({t.EVENT_TIMES: [("o", 3, 3)]})
-    assert released == [1]  # once per store
+    assert released == [1]  # then again only once RELEASE_CODE_EVERY_BYTES more are staged
+    monkeypatch.setattr(store_module, "RELEASE_CODE_EVERY_BYTES", 2 * one.bytes)
+    store.stage({t.EVENT_TIMES: [("o", 4, 4)]})
+    assert released == [1, 1]
+    store.commit()
+    store.stage({t.EVENT_TIMES: [("o", 5, 5)]})
+    assert released == [1, 1]
