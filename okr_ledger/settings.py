@@ -295,7 +295,7 @@ class Settings(BaseSettings):
         default=True,
         description="With chDB (embedded): on a process's first connection, drop the pages "
         "of chDB's library that loading it made resident, before its engine starts "
-        "(`madvise`, Linux): ~75-100 MiB less peak RSS for every command right after an "
+        "(`madvise`, Linux): ~65-100 MiB less peak RSS for every command right after an "
         "install, for ~7 ms of CPU and the faults that map back what the engine uses "
         "(~35 ms of CPU in all per command, measured).",
     )

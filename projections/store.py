@@ -64,7 +64,7 @@ RELEASE_CODE_EVERY_BYTES = 16 << 20
 catch-up): where the library sits in the page cache in large folios, each fault maps up to
 2 MiB of it, and what one commit's inserts and merges touched stays in the resident set
 (RssFile 178 MiB through a first catch-up of 1,000,000 check-ins, 132 MiB so: its peak RSS
-425 -> 379 MiB, for ~1 s more of its ~34 s of CPU)."""
+425 -> 379 MiB, for 0-2 s more of its 34-38 s of CPU, within the runs' spread)."""
 APART = (t.AUDIT,)
 """History tables inserted on their own, as soon as their staged rows reach
 :attr:`ProjectionStore.part_bytes`, not with the commit (``audit_events`` is ~60% of the staged
