@@ -6,13 +6,16 @@ process:
 
 1. projects it into a new chDB store (the embedded runner, as a command's first catch-up does)
    and prints events/s, the rows per event and the peak RSS of that process (Python and the
-   embedded chDB together, and its anonymous part: chDB's own library is ~330 MiB of mapped
-   file pages); then the p50/p95 of every query kind in the process, and the cost of a
-   restart from the saved state. The raw anchors of the same run: reading the SQLite ledger
-   alone, and clickhouse-connect inserting the same rows into chDB (its own serialization);
+   embedded chDB together), split at its highest sample into anonymous memory and mapped file
+   pages (chDB's library most of them: how many depends on the page cache, see
+   docs/benchmarks.md), beside a fresh process that only imports chDB and opens a store;
+   then the p50/p95 of every query kind in the process, and the cost of a restart from the
+   saved state. The raw anchors of the same run: reading the SQLite ledger alone, and
+   clickhouse-connect inserting the same rows into chDB (its own serialization);
 2. runs each query as the CLI (``okr-ledger ... --json``) on that store: wall times, beside
    ``python -c pass`` and the CLI's imports;
-3. runs ``okr-ledger rebuild`` (drop, project the whole ledger, compare): wall time, peak RSS.
+3. runs ``okr-ledger rebuild`` (drop, project the whole ledger, compare): wall time, peak RSS
+   and its split, beside the same open alone.
 
 Figures go to benchmarks/.work/figures/projections.json (``benchmarks/summary.py``). The ledger
 is written directly as hash-chained events (valid by construction) to save time;
@@ -239,24 +242,68 @@ def _timed(call: Callable[[], object], samples: int) -> tuple[float, float]:
     return statistics.median(times), p95
 
 
-class AnonPeak:
-    """Samples RssAnon (the memory not backed by files) every 20 ms; ``peak`` is the highest."""
+class MemorySampler:
+    """Samples a process's memory (``/proc/<pid>/status``) every 20 ms: the sample of the
+    highest VmRSS (its RssAnon and RssFile: the split of the peak) and the highest RssAnon."""
 
-    def __init__(self) -> None:
-        self.peak = 0
+    def __init__(self, pid: str = "self") -> None:
+        self.pid = pid
+        self.peak: dict[str, int] = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+        self.anon = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, process_memory()["RssAnon"])
+            try:
+                found = process_memory(self.pid)
+            except (OSError, ValueError):
+                found = {}
+            if "VmRSS" in found:  # not once the process has exited
+                self.anon = max(self.anon, found["RssAnon"])
+                if found["VmRSS"] > self.peak["VmRSS"]:
+                    self.peak = found
             time.sleep(0.02)
 
-    def stop(self) -> int:
+    def stop(self) -> "MemorySampler":
         self._stop.set()
         self._thread.join()
-        return self.peak
+        return self
+
+    def split(self) -> str:
+        """The peak sample's split, and the highest anonymous sample."""
+        return (
+            f"at the highest sample ({self.peak['VmRSS']} MiB): RssAnon {self.peak['RssAnon']} "
+            f"+ RssFile {self.peak['RssFile']} MiB; anonymous memory peaked at {self.anon} MiB"
+        )
+
+
+OPEN_ALONE = """
+import json, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+from benchmarks.figures import process_memory
+from projections.store import ProjectionStore
+with tempfile.TemporaryDirectory() as directory:
+    store = ProjectionStore.open(f"chdb://{directory}/clickhouse")
+    store.rows("SELECT 1")
+    print(json.dumps(process_memory()))
+    store.close()
+"""
+
+
+def open_alone() -> str:
+    """The raw anchor of a command's memory: a fresh process that imports chDB, opens a new
+    store and runs ``SELECT 1``, with the page cache as the measured runs find it."""
+    root = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_ALONE, root], check=True, capture_output=True, text=True
+    )
+    found = orjson.loads(done.stdout.splitlines()[-1])
+    return (
+        f"chDB import + open + SELECT 1 alone (a fresh process): peak {found['VmHWM']} MiB "
+        f"(RssAnon {found['RssAnon']}, RssFile {found['RssFile']})"
+    )
 
 
 QUERY_TARGETS = {
@@ -280,7 +327,8 @@ def _moments(log: SqliteEventLog, events: int) -> tuple[datetime, datetime]:
 
 def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) -> None:
     """Part 1: the first catch-up, the queries in process, a restart, the anchors."""
-    anon = AnonPeak()
+    alone = open_alone()
+    sampler = MemorySampler()
     log = SqliteEventLog(ledger, create=False, read_only=True)  # as a command's catch-up
     store = ProjectionStore.open(f"chdb://{data / 'clickhouse'}")
     snapshots = SqliteSnapshots(data / FILE_NAME)
@@ -290,7 +338,7 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
     done = EmbeddedRunner(log, store, snapshots=snapshots).catch_up()
     elapsed = time.perf_counter() - start
     user, system = os.times().user - cpu.user, os.times().system - cpu.system
-    after, anon_peak = process_memory(), anon.stop()
+    after, sampled = process_memory(), sampler.stop()
     snapshots.close()
     rows = sum(
         int(store.rows(f"SELECT count() FROM {{db}}.{table}")[0][0])
@@ -313,10 +361,11 @@ def project_and_query(ledger: Path, data: Path, samples: int, figures: Figures) 
         after["VmHWM"],
         "MiB",
         at_most(after["VmHWM"], RSS_LIMIT_MIB),
-        anchor=f"chDB and the imports before projecting: {before['VmRSS']} MiB "
+        anchor=f"{alone}; this process before projecting: {before['VmRSS']} MiB "
         f"({before['RssFile']} MiB of it mapped files)",
-        note=f"anonymous memory peaked at {anon_peak} MiB",
+        note=f"{sampled.split()} (load {os.getloadavg()[0]:.1f})",
     )
+    print(f"    {sampled.split()}")
 
     middle, _last = _moments(log, done.events)
     now = datetime.now(UTC)
@@ -427,8 +476,9 @@ def _insert_anchor(log: SqliteEventLog, store: ProjectionStore) -> tuple[float, 
     return count / elapsed, count
 
 
-def _cli(data: Path, *args: str) -> tuple[float, int]:
-    """Wall time (s) and peak RSS (MiB) of one ``okr-ledger`` command on the data directory."""
+def _cli(data: Path, *args: str, sampled: list[MemorySampler] | None = None) -> tuple[float, int]:
+    """Wall time (s) and peak RSS (MiB) of one ``okr-ledger`` command on the data directory;
+    with ``sampled``, its memory sampled too (appended there)."""
     env = {**os.environ, "OKR_DATA_DIR": str(data), "COLUMNS": "200"}
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -437,7 +487,10 @@ def _cli(data: Path, *args: str) -> tuple[float, int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    sampler = MemorySampler(str(process.pid)) if sampled is not None else None
     _pid, status, usage = os.wait4(process.pid, 0)
+    if sampler is not None and sampled is not None:
+        sampled.append(sampler.stop())
     elapsed = time.perf_counter() - start
     if status:
         stderr = process.stderr.read().decode() if process.stderr else ""
@@ -484,8 +537,10 @@ def _wall(command: list[str]) -> float:
 
 def rebuild(data: Path, figures: Figures) -> None:
     """Part 3: ``okr-ledger rebuild`` (drop, project the whole ledger again, compare)."""
+    alone = open_alone()
+    sampled: list[MemorySampler] = []
     before = os.times()
-    elapsed, peak = _cli(data, "rebuild")
+    elapsed, peak = _cli(data, "rebuild", sampled=sampled)
     after = os.times()  # the command's CPU, its child process's included
     user = after.children_user - before.children_user
     system = after.children_system - before.children_system
@@ -496,7 +551,15 @@ def rebuild(data: Path, figures: Figures) -> None:
         at_most(elapsed, 15),
         note=f"CPU user {user:.1f} + sys {system:.1f} s (load {os.getloadavg()[0]:.1f})",
     )
-    figures.add("peak RSS of rebuild", peak, "MiB", at_most(peak, RSS_LIMIT_MIB))
+    figures.add(
+        "peak RSS of rebuild",
+        peak,
+        "MiB",
+        at_most(peak, RSS_LIMIT_MIB),
+        anchor=alone,
+        note=sampled[0].split(),
+    )
+    print(f"    {sampled[0].split()}")
 
 
 def measure(ledger: Path, samples: int, cli_samples: int, *, copy: bool = False) -> None:

@@ -298,6 +298,14 @@ class Settings(BaseSettings):
         description="Most submissions the HTTP server's writer takes from concurrent requests "
         "at once (group commit); the ledger stores them in transactions of its batch size.",
     )
+    chdb_release_load_pages: bool = Field(
+        default=True,
+        description="With chDB (embedded): on a process's first connection, drop the pages "
+        "of chDB's library that loading it made resident, before its engine starts "
+        "(`madvise`, Linux): ~65-100 MiB less peak RSS for every command right after an "
+        "install, for ~7 ms of CPU and the faults that map back what the engine uses "
+        "(~35 ms of CPU in all per command, measured).",
+    )
     http_store_idle_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -106,7 +106,7 @@ def open_projection_store(settings: Settings, migrate: bool = True) -> "Projecti
     """The projection store of ``OKR_CLICKHOUSE_URL``, its migrations applied (first use)."""
     url = settings.resolved_clickhouse_url
     store: ProjectionStore = _backend(PROJECTION_BACKENDS, "OKR_CLICKHOUSE_URL", url).open(
-        url, migrate=migrate
+        url, migrate=migrate, release_load_pages=settings.chdb_release_load_pages
     )
     return store
 

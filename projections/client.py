@@ -184,15 +184,16 @@ mapping's pages are read again from the file when touched)."""
 
 def release_code_pages(path: str | None = None) -> int:
     """Drop from this process the pages of chDB's library (``path``, by default the loaded
-    ``chdb._chdb``) that only its start touched; the bytes dropped (0 where this is not Linux).
+    ``chdb._chdb``) that it holds now; the bytes of the ranges advised (0 where this is not
+    Linux). What is touched again is read back from the page cache (a minor fault).
 
-    Loading chDB makes ~180 MiB of its 530 MiB library resident (its code and read-only
-    data: the start reads through them), of which inserts, merges and queries then touch
-    ~60 MiB; the rest stayed in the process's resident set to the end (RssFile ~240 MiB).
-    Only mappings that are not writable and hold no page of their own (``Anonymous: 0`` and
-    ``Swap: 0``: no relocated or written page, in memory or swapped out; such a page would be
-    lost) are dropped: what they held is the file's bytes, read back from the page cache (a
-    minor fault) when touched again. The bytes returned are those of the ranges advised."""
+    Loading chDB makes 170-200 MiB of its 530 MiB library resident, and starting its engine
+    40-50 MiB more, of which inserts, merges and queries then touch ~60 MiB. How much a fault
+    maps depends on the page cache: where the file was written or read whole (an install, a
+    copy), the kernel holds it in large folios and maps a whole folio (up to 2 MiB) on a
+    fault, which ``MADV_RANDOM`` does not stop. Only mappings that are not writable and hold no
+    page of their own (``Anonymous: 0`` and ``Swap: 0``: no relocated or written page, in
+    memory or swapped out; such a page would be lost) are dropped."""
     if path is None:
         module = sys.modules.get("chdb._chdb")
         path = getattr(module, "__file__", None)
@@ -244,11 +245,34 @@ _OWN_PAGES = {"Anonymous:", "Swap:"}
 """The fields of a mapping in ``smaps`` that count pages the file does not hold."""
 
 
-def connect(target: Target) -> ClickHouseClient:
-    """A client for ``target`` (not yet inside its database: the store creates it first)."""
+_loaded: list[int] = []
+"""The bytes :func:`load_chdb` dropped, once it has run in this process."""
+
+
+def load_chdb(release: bool = True) -> None:
+    """Import chDB and, with ``release``, before its engine starts, drop the pages that loading
+    its library touched (:func:`release_code_pages`); once per process.
+
+    Most of those pages only the load (relocations, static constructors) reads, and where the
+    library sits in the page cache in large folios (right after an install) they are 200 MiB:
+    dropped, the engine's start maps what it reads again, and opening a store peaks at
+    300-310 MiB instead of 400-410 (``benchmarks/profiling/memory_profile.py``)."""
+    if _loaded:
+        return
+    try:
+        import chdb  # noqa: F401  (loads the library; the engine starts with a connection)
+    except ImportError as error:
+        raise MissingExtraError("chdb", "embedded") from error
+    _loaded.append(release_code_pages() if release else 0)
+
+
+def connect(target: Target, release_load_pages: bool = True) -> ClickHouseClient:
+    """A client for ``target`` (not yet inside its database: the store creates it first).
+    ``release_load_pages``: see :func:`load_chdb` (``OKR_CHDB_RELEASE_LOAD_PAGES``)."""
     if target.embedded:
         os.environ.setdefault(*CHDB_ALLOCATOR)
         bound_c_allocator()
+        load_chdb(release_load_pages)
     try:
         import clickhouse_connect
     except ModuleNotFoundError as error:

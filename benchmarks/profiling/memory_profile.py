@@ -3,6 +3,8 @@
 Runs the embedded runner on the benchmark ledger of benchmarks/projection_throughput.py into a
 fresh chDB store, in this process, and prints:
 
+- first, the raw anchor: a fresh process that only imports chDB and opens a store (its peak,
+  RssAnon, RssFile, with the page cache as the runs find it);
 - RSS over time (VmRSS, RssAnon, RssFile sampled every 20 ms) beside the events projected, and
   the peak (VmHWM);
 - at the end of the catch-up (the state saved, as a command saves it), what the projector's
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.figures import process_memory
 from benchmarks.profiling.common import bench_ledger
+from benchmarks.projection_throughput import open_alone
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
 from processors.snapshots import FILE_NAME, SqliteSnapshots
@@ -124,6 +127,7 @@ def rebuild(data: Path) -> None:
 
 def run(ledger: Path, trace: bool, top: int, then_rebuild: bool, options: dict[str, int]) -> None:
     work = Path(tempfile.mkdtemp(prefix="okr-memory-"))
+    print(f"anchor: {open_alone()} (load {os.getloadavg()[0]:.1f})")
     try:
         (work / "ledger.db").symlink_to(ledger)
         log = SqliteEventLog(ledger, create=False, read_only=True)

@@ -332,6 +332,86 @@ def test_the_pages_of_chdbs_library_leave_the_process_and_chdb_still_works(
     assert fingerprint(store)[t.AUDIT][0] == len(builder.events())
 
 
+LOAD_THEN_OPEN = """
+import json, os, sys
+from pathlib import Path
+from projections import client
+path = Path(sys.argv[1])
+seen = []
+release = client.release_code_pages
+
+def resident():  # kB of chDB's library in this process
+    library = os.path.realpath(sys.modules["chdb._chdb"].__file__)
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split(maxsplit=5)
+        if not fields[0].endswith(":"):
+            inside = len(fields) == 6 and fields[5].strip() == library
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+def recorded(library=None):
+    seen.append(["chdb._chdb" in sys.modules, (path / "status").exists(), resident()])
+    dropped = release(library)
+    seen[-1] += [dropped, resident()]
+    return dropped
+
+client.release_code_pages = recorded
+target = client.parse_url(f"chdb://{path}")
+first = client.connect(target, release_load_pages=sys.argv[2] == "release")
+second = client.connect(target)  # the store's readers and writers open more connections
+answer = first.query("SELECT 1").result_rows
+started = (path / "status").exists()
+second.close()
+first.close()
+print(json.dumps({"seen": seen, "started": started, "answer": answer}))
+"""
+
+
+def test_the_first_embedded_connection_drops_the_pages_loading_chdb_touched_before_its_start(
+    tmp_path: Path,
+) -> None:
+    """In a new process, the pages that loading chDB's library made resident leave it after the
+    import and before the engine starts (chDB writes ``status`` when it starts), once: the
+    open then maps only what the engine reads (on Linux; elsewhere nothing is dropped)."""
+    found = _load_then_open(tmp_path / "store", "release")
+    assert found["started"]
+    assert found["answer"] == [[1]]
+    [[imported, started, before, dropped, after]] = found["seen"]  # once, not per connection
+    assert imported
+    assert not started
+    assert before > 64 << 10  # kB: loading it makes much of the library resident
+    assert dropped > 64 << 20  # its code and read-only data: hundreds of MiB mapped
+    assert after < before // 4
+
+
+def test_with_the_setting_off_chdbs_load_pages_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OKR_CHDB_RELEASE_LOAD_PAGES=false``: nothing is dropped, and a later connection (a
+    reader's) does not drop them either once the engine runs."""
+    found = _load_then_open(tmp_path / "store", "keep")
+    assert found["started"]
+    assert found["answer"] == [[1]]
+    assert found["seen"] == []
+    assert Settings().chdb_release_load_pages is True
+    monkeypatch.setenv("OKR_CHDB_RELEASE_LOAD_PAGES", "false")
+    assert Settings().chdb_release_load_pages is False
+
+
+def _load_then_open(path: Path, release: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_THEN_OPEN, str(path), release],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    found: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return found
+
+
 def test_only_pages_that_are_the_files_own_are_dropped() -> None:
     """A mapping that is writable, or holds pages of its own (relocated, written), keeps them:
     dropping them would lose what was written. Other files' mappings are not touched."""
@@ -371,7 +451,7 @@ def test_only_pages_that_are_the_files_own_are_dropped() -> None:
     assert client.release_code_pages("/no/such/library.so") == 0
 
 
-def test_an_embedded_store_drops_chdbs_start_pages_once_enough_is_staged(
+def test_an_embedded_store_drops_chdbs_pages_once_enough_is_staged_and_again_after_more(
     store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     released: list[int] = []
@@ -399,4 +479,10 @@ def test_an_embedded_store_drops_chdbs_start_pages_once_enough_is_staged(
     assert released == [1]
     store.commit()
     store.stage({t.EVENT_TIMES: [("o", 3, 3)]})
-    assert released == [1]  # once per store
+    assert released == [1]  # then again only once RELEASE_CODE_EVERY_BYTES more are staged
+    monkeypatch.setattr(store_module, "RELEASE_CODE_EVERY_BYTES", 2 * one.bytes)
+    store.stage({t.EVENT_TIMES: [("o", 4, 4)]})
+    assert released == [1, 1]
+    store.commit()
+    store.stage({t.EVENT_TIMES: [("o", 5, 5)]})
+    assert released == [1, 1]
