@@ -230,16 +230,25 @@ class SqliteEventLog:
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` (the write lock, waiting up to ``busy_timeout``) ... ``COMMIT``;
-        rolled back on any error, a UNIQUE violation raised as a sequence conflict."""
+        rolled back on any error, a UNIQUE violation raised as a sequence conflict, and
+        SQLite's operational errors (the lock still held after ``busy_timeout``, a full or
+        failing disk) as the ledger being unavailable: no submission's fault, worth a retry."""
         self._refuse_if_read_only()
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from error
         try:
             yield
         except sqlite3.IntegrityError as error:
             db.execute("ROLLBACK")
             self.state.rolled_back()
             raise SequenceConflictError(f"append refused by the ledger: {error}") from error
+        except sqlite3.OperationalError as error:
+            db.execute("ROLLBACK")
+            self.state.rolled_back()
+            raise self._unavailable(error) from error
         except BaseException:
             db.execute("ROLLBACK")
             self.state.rolled_back()
@@ -248,10 +257,15 @@ class SqliteEventLog:
             self.state.end()
         try:
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as error:
             self.state.rolled_back()
+            if isinstance(error, sqlite3.OperationalError):
+                raise self._unavailable(error) from error
             raise
         self.state.committed()
+
+    def _unavailable(self, error: sqlite3.OperationalError) -> LedgerUnavailableError:
+        return LedgerUnavailableError(f"cannot write to the ledger {self.path}: {error}")
 
     @classmethod
     def from_url(

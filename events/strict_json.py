@@ -41,7 +41,7 @@ def duplicated_key(raw: bytes, document: Any) -> str | None:
         try:
             if raw.count(b'"') == orjson.dumps(document).count(b'"'):
                 return None
-        except TypeError:  # orjson reads 1,024 levels deep and writes only 254
+        except orjson.JSONEncodeError:  # orjson reads 1,024 levels deep and writes only 254
             pass
     try:
         json.loads(raw, object_pairs_hook=_unique_pairs)

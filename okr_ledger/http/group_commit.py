@@ -6,9 +6,9 @@ refusals) and waits; one thread owns the runtime's submitter, takes everything q
 ``OKR_HTTP_GROUP_MAX`` submissions), submits it in one ``submit_many`` (one ledger transaction
 per ``OKR_SUBMIT_BATCH_SIZE``) and answers each request when the batch holding its last
 submission is stored. On Kafka the same thread produces the group and waits for the worker's
-outcomes; requests arriving meanwhile form the next group. If a group fails, other than for
-the runtime being unavailable, each request not yet answered is submitted again alone, so that
-only the one that fails is told so.
+outcomes; requests arriving meanwhile form the next group. If a group fails other than by
+:data:`SHARED_FAILURES`, each request not yet answered is submitted again alone, so that only
+the one that fails is told so.
 """
 
 import asyncio
@@ -22,9 +22,14 @@ from events.collector import collector_paused
 from events.ledger import ReadLine
 from okr_ledger.runtime import Refused, Submitter
 from okr_ledger.submit_outcome import SubmitOutcome
-from schemas.errors import LedgerUnavailableError
+from schemas.errors import LedgerError
 
 log = logging.getLogger(__name__)
+
+SHARED_FAILURES = (LedgerError, OSError)
+"""Failures of the ledger or the machine (unavailable, locked past its timeout, a sequence
+conflict after its retries, damage, the disk), not of one request's submissions: a group that
+meets one is failed at once, not submitted again request by request."""
 
 Outcomes = list[SubmitOutcome]
 
@@ -156,25 +161,30 @@ class GroupCommitter:
         except Exception as error:
             log.exception("submitting a group of %s failed", len(lines))
             unanswered = [j for j in jobs if len(j.outcomes) < len(j.lines)]
-            if len(unanswered) == 1 or isinstance(error, LedgerUnavailableError):
-                for each in unanswered:  # one request's own failure, or the runtime is down
+            if len(unanswered) > 1 and not isinstance(error, SHARED_FAILURES):
+                self._submit_alone(unanswered, submitter)  # one request's must not fail others
+            else:
+                for each in unanswered:
                     each.finish(error)
-                return
-            for each in unanswered:  # one request's failure must not fail the others
-                self._submit_alone(each, submitter)
 
     @staticmethod
-    def _submit_alone(job: _Job, submitter: Submitter) -> None:
-        """What ``job`` has not been answered, in a group of its own: a retry of what its
-        group stored is a duplicate."""
-        try:
-            with collector_paused():
-                job.outcomes.extend(submitter.submit_many(job.lines[len(job.outcomes) :]))
-        except Exception as error:
-            log.exception("submitting a request of %s failed", len(job.lines))
-            job.finish(error)
-            return
-        job.finish()
+    def _submit_alone(jobs: list[_Job], submitter: Submitter) -> None:
+        """What each of ``jobs`` has not been answered, in a group of its own (a retry of what
+        their group stored is a duplicate); at a failure every request meets alike, the rest
+        are told at once."""
+        for index, job in enumerate(jobs):
+            try:
+                with collector_paused():
+                    job.outcomes.extend(submitter.submit_many(job.lines[len(job.outcomes) :]))
+            except Exception as error:
+                log.exception("submitting a request of %s failed", len(job.lines))
+                if isinstance(error, SHARED_FAILURES):
+                    for each in jobs[index:]:
+                        each.finish(error)
+                    return
+                job.finish(error)
+                continue
+            job.finish()
 
     def _refuse(self, jobs: list[_Job], submitter: Submitter) -> None:
         if not jobs:

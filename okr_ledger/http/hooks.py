@@ -90,7 +90,7 @@ def _search(expression: ParsedResult, payload: Any) -> Any:
     if isinstance(found, dict | list):
         try:  # orjson reads 1,024 levels but writes 254: as deep as it sits in a submission
             orjson.dumps([[found]])
-        except TypeError:
+        except orjson.JSONEncodeError:
             return None
     return found
 

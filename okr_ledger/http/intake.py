@@ -66,7 +66,7 @@ def with_idempotency_key(raw: bytes, document: dict[str, Any], key: str | None) 
         return raw
     try:
         return orjson.dumps({**document, "source_event_id": key})
-    except TypeError:  # orjson reads 1,024 levels but writes 254
+    except orjson.JSONEncodeError:  # orjson reads 1,024 levels but writes 254
         return raw
 
 

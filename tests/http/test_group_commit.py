@@ -13,6 +13,7 @@ from okr_ledger.runtime import Refused, Submitter
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from okr_ledger.wiring import bootstrap
+from schemas.errors import LedgerUnavailableError
 from tests.builders import check_ins, org_setup
 
 
@@ -73,9 +74,10 @@ class Poisoned:
     """The runtime's own submitter, failing any call whose lines hold ``poison`` (a fault
     injected where a bug would be: the group's other requests must not pay for it)."""
 
-    def __init__(self, submitter: Submitter, poison: bytes) -> None:
+    def __init__(self, submitter: Submitter, poison: bytes, error: Exception) -> None:
         self.submitter = submitter
         self.poison = poison
+        self.error = error
         self.calls: list[int] = []
 
     def submit_many(self, lines: Iterable[ReadLine]) -> Iterator[SubmitOutcome]:
@@ -83,7 +85,7 @@ class Poisoned:
         self.calls.append(len(lines))
         for outcome, (raw, _number) in zip(self.submitter.submit_many(lines), lines, strict=True):
             if raw == self.poison:
-                raise RuntimeError("a fault in deciding one submission")
+                raise self.error
             yield outcome
 
     def refuse(self, refused: Sequence[Refused]) -> list[SubmitOutcome]:
@@ -93,21 +95,21 @@ class Poisoned:
         self.submitter.close()
 
 
-def test_a_request_that_fails_its_group_fails_alone(tmp_path: Path) -> None:
-    """Three requests in one group, the second holding a submission whose deciding raises:
-    the first and third get their outcomes (what the failed group stored comes back a
-    duplicate), the second its error."""
+def three_requests_in_one_group(
+    tmp_path: Path, error: Exception
+) -> tuple[list[list[SubmitOutcome] | BaseException], Poisoned, list[list[bytes]]]:
+    """Three requests queued before the writer starts (so one group), the second holding a
+    submission whose deciding raises ``error``: each request's answer, the submitter."""
     runtime = bootstrap(Settings(data_dir=tmp_path))
-    setup, rest = org_setup(), list(check_ins(9))
-    poison = rest[4]
+    rest = list(check_ins(9))
+    requests = [org_setup() + rest[:3], rest[3:6], rest[6:]]
     opened: list[Poisoned] = []
 
     def open_submitter() -> Submitter:
-        opened.append(Poisoned(runtime.submitter(), poison))
+        opened.append(Poisoned(runtime.submitter(), rest[4], error))
         return opened[0]
 
     committer = GroupCommitter(open_submitter, max_group=5000)
-    requests = [setup + rest[:3], rest[3:6], rest[6:]]
 
     async def post() -> list[list[SubmitOutcome] | BaseException]:
         posts = [
@@ -119,13 +121,34 @@ def test_a_request_that_fails_its_group_fails_alone(tmp_path: Path) -> None:
         return await asyncio.gather(*posts, return_exceptions=True)
 
     try:
-        first, second, third = asyncio.run(post())
+        answers = asyncio.run(post())
     finally:
         committer.close()
-    assert opened[0].calls[0] == len(setup) + len(rest)  # one group
+    assert opened[0].calls[0] == sum(map(len, requests))  # one group
+    return answers, opened[0], requests
+
+
+def test_a_request_that_fails_its_group_fails_alone(tmp_path: Path) -> None:
+    """The first and third requests get their outcomes (what the failed group stored comes
+    back a duplicate), the second its error."""
+    fault = RuntimeError("a fault in deciding one submission")
+    (first, second, third), submitter, requests = three_requests_in_one_group(tmp_path, fault)
     assert isinstance(first, list)
-    assert [o.status for o in first] == ["accepted"] * (len(setup) + 3)
-    assert isinstance(second, RuntimeError)
+    assert [o.status for o in first] == ["accepted"] * len(requests[0])
+    assert second is fault
     assert isinstance(third, list)  # stored with the group (one ledger batch): duplicates now
     assert [o.status for o in third] == ["duplicate"] * 3
-    assert opened[0].calls[1:] == [2, 3]  # the second alone (what it had no answer for), the third
+    assert submitter.calls[1:] == [2, 3]  # the second alone (what it had no answer for), the third
+
+
+def test_a_failure_of_the_ledger_fails_the_group_at_once(tmp_path: Path) -> None:
+    """The ledger unavailable (or locked past its timeout) is no one request's fault: every
+    unanswered request of the group is told at once, none submitted again (each would wait
+    out the same timeout)."""
+    down = LedgerUnavailableError("cannot write to the ledger: database is locked")
+    (first, second, third), submitter, requests = three_requests_in_one_group(tmp_path, down)
+    assert isinstance(first, list)
+    assert [o.status for o in first] == ["accepted"] * len(requests[0])
+    assert second is down
+    assert third is down
+    assert submitter.calls[1:] == []

@@ -89,6 +89,27 @@ def test_an_open_waits_out_a_lock_held_longer_than_sqlites_default_wait(tmp_path
     assert log.heads() == {}
 
 
+def test_a_write_lock_held_past_the_busy_timeout_is_the_ledger_unavailable(
+    tmp_path: Path,
+) -> None:
+    """Another writer holding the lock past ``busy_timeout`` is no submission's fault: the
+    append says the ledger is unavailable (a retry is worth it; HTTP answers 503), appends
+    nothing, and the next append after the lock is freed succeeds."""
+    path = tmp_path / "ledger.db"
+    log = SqliteEventLog(path)
+    log._db.execute("PRAGMA busy_timeout=50")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    events = chained_events("acme")
+    with pytest.raises(LedgerUnavailableError, match="locked"):
+        log.append(events[:1])
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert log.heads() == {}
+    log.append(events[:1])
+    assert log.heads()[events[0].org_id].sequence == 1
+
+
 def test_a_path_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(LedgerUnavailableError, match="cannot open ledger"):
