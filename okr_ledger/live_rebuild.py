@@ -22,6 +22,7 @@ from okr_ledger.projection_compare import (
     Limits,
     describe_difference,
     differing,
+    differing_current,
     fingerprint,
     row_hash,
 )
@@ -157,6 +158,7 @@ def rebuild_beside_live(settings: Settings, keep: bool, bar: ProgressBar) -> Liv
             fingerprint(live, limits, hash_), fingerprint(fresh.store, limits, hash_)
         )
         details = [describe_difference(live, fresh.store, table, limits) for table in tables]
+        details += differing_current(live, fresh.store, limits, hash_)
         return LiveComparison(
             events, limits, problems + details, not_projected, fresh.where if keep else None
         )

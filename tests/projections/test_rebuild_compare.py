@@ -12,6 +12,7 @@ from okr_ledger.projection_compare import (
     Limits,
     describe_difference,
     differing,
+    differing_current,
     fingerprint,
     row_hash,
 )
@@ -56,36 +57,46 @@ def test_a_live_store_ahead_of_the_cut_equals_a_rebuild_up_to_it(
     assert replay(builder.log, fresh, limits, replayed.append) == head - 3 == sum(replayed)
     assert fresh.positions() == {ORG: head - 3}
     assert differing(fingerprint(live, limits), fingerprint(fresh, limits)) == []
+    assert differing_current(live, fresh, limits) == []
     uncut = differing(fingerprint(live), fingerprint(fresh))
     assert {"check_in_versions", "key_results_now", "objectives_now"} <= set(uncut)
 
 
-def test_the_current_state_within_the_cut_is_compared(
+def test_the_current_state_within_the_cut_is_compared_entity_by_entity(
     tmp_path: Path, builder: LedgerBuilder, open_store: StoreFactory
 ) -> None:
-    """A key result's latest row within the cut counts (FINAL would show the one beyond it);
-    a row beyond the cut does not."""
-    small(builder, 6)
+    """A key result's latest row within the cut counts (FINAL would show the one beyond it).
+    One the live store changed again beyond the cut is left out: a merge may have dropped its
+    row at the cut (review30: a healthy live store was reported different)."""
+    small(builder, 3)
+    builder.key_result("k2", "o")
+    builder.check_in("k2", 1, day(1))
+    cut = len(builder.events())
+    for n in range(3, 6):
+        builder.check_in("k", n, day(n))  # k, and so its objective, change beyond the cut
     live, fresh = open_store("live"), open_store("fresh")
-    head = len(builder.events())
-    project_to(head - 3, builder, live, tmp_path)
+    project_to(cut, builder, live, tmp_path)
     project(builder, live)
-    limits = Limits({ORG: head - 3})
+    limits = Limits({ORG: cut})
     replay(builder.log, fresh, limits, lambda _: None)
     db = live.database
-    live.client.command(
-        f"ALTER TABLE {db}.key_results_now UPDATE title = 'beyond' WHERE sequence > {head - 3} "
-        "SETTINGS mutations_sync = 1"
+    assert differing_current(live, fresh, limits) == []
+    for table in ("key_results_now", "objectives_now"):  # the rows at the cut merged away
+        live.client.command(f"OPTIMIZE TABLE {db}.{table} FINAL")
+    at_cut = (
+        f"SELECT count() FROM {db}.key_results_now WHERE key_result_id = 'k' AND sequence <= {cut}"
     )
+    assert live.rows(at_cut) == [(0,)]
     assert differing(fingerprint(live, limits), fingerprint(fresh, limits)) == []
+    assert differing_current(live, fresh, limits) == []
     live.client.command(
-        f"ALTER TABLE {db}.key_results_now UPDATE title = 'tampered' WHERE sequence <= {head - 3} "
-        "SETTINGS mutations_sync = 1"
+        f"ALTER TABLE {db}.key_results_now UPDATE title = 'tampered' "
+        "WHERE key_result_id = 'k2' SETTINGS mutations_sync = 1"
     )
-    assert differing(fingerprint(live, limits), fingerprint(fresh, limits)) == ["key_results_now"]
-    assert describe_difference(live, fresh, "key_results_now", limits) == (
-        "key_results_now: 1 rows only in the live projections, 1 only in the rebuild"
-    )
+    assert differing_current(live, fresh, limits) == [
+        "key_results_now: 1 entities differ within the cut (0 only in the live projections, "
+        "0 only in the rebuild)"
+    ]
 
 
 def test_the_cut_is_the_live_checkpoints_and_problems_are_reported(
