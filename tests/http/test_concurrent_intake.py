@@ -2,9 +2,10 @@
 
 The group-commit writer (okr_ledger/http/group_commit.py) decides concurrent requests'
 submissions together, in groups of at most ``OKR_HTTP_GROUP_MAX`` cut into ledger batches of
-``OKR_SUBMIT_BATCH_SIZE``: small here (7 and 3), so groups hold parts of several requests and
-requests span several groups and batches. Each answer must be that request's own (its lines'
-outcomes, in its line order), and the ledger must hold exactly what was acknowledged.
+``OKR_SUBMIT_BATCH_SIZE``: small here (7 and 3), so groups hold several requests and a
+request spans several ledger batches (a request is never split between groups). Each answer
+must be that request's own (its lines' outcomes, in its line order), and the ledger must hold
+exactly what was acknowledged.
 """
 
 import signal

@@ -65,7 +65,7 @@ def test_incremental_projection_equals_a_full_rebuild_on_the_served_store(
         )
 
 
-@settings(SERVED_SETTINGS, max_examples=3)
+@settings(SERVED_SETTINGS, max_examples=2)
 @given(
     script=scripts,
     split=st.floats(0, 1),
