@@ -3,8 +3,13 @@ are run through the guard of ``okr-ledger sql`` (``ProjectionStore.read_only``) 
 store. Each is refused with one clear line, or runs: either way no file appears, the
 projections and their tables stay as they were, and the limits stay in force."""
 
+import base64
 import hashlib
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -23,6 +28,7 @@ from tests.projections.readonly_fuzz_support import (
     through_the_sql_command,
     try_statement,
 )
+from tests.projections.serve_store_support import served_store
 
 LIMITS = QueryLimits(max_seconds=5.0, max_memory_bytes=512 << 20, max_result_bytes=64 << 20)
 
@@ -120,6 +126,36 @@ def test_a_failed_statement_leaves_nothing_for_the_stores_next_check(watched: Wa
         with pytest.raises(QueryRefusedError):
             watched.store.read_only(escape, LIMITS)
     watched.assert_unchanged()
+
+
+def test_a_reader_cannot_forge_the_check_of_serve_store(tmp_path: Path) -> None:
+    """The same by a reader's two HTTP requests to a real ``serve-store`` (the endpoint BI
+    tools are given): before the fix the second one wrote its file."""
+    target = tmp_path / "data" / "written-by-a-reader.txt"
+    escape = f"SELECT 'x' INTO OUTFILE '{target}'"
+    with served_store(tmp_path / "data") as served:
+        reader = urllib.parse.urlsplit(served.reader_url())
+        login = f"{urllib.parse.unquote(reader.username or '')}:"
+        login += urllib.parse.unquote(reader.password or "")
+        basic = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+        url = f"http://{reader.hostname}:{reader.port}/"
+        answers = [  # whether the failure leaves output behind depends on its timing: thrice
+            _post(url, sql.encode(), basic) for _ in range(3) for sql in (_forging(escape), escape)
+        ]
+    for forged, then in zip(answers[::2], answers[1::2], strict=True):
+        assert (forged[0], "throwIf" in forged[1]) == (500, True)
+        assert then == (403, "Code: 164. DB::Exception: INTO OUTFILE is not allowed in "
+                        "read-only SQL. (READONLY)\n")  # fmt: skip
+    assert not target.exists()
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 @settings(
