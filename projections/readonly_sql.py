@@ -424,9 +424,9 @@ def _answer(run: Run, expression: str, sql: str, digest: str) -> str:
             rows = run(f"SELECT {expression}, lower(hex(SHA256({quoted(sql)}))), '{nonce}'")
         except QueryRefusedError:
             raise
-        except Exception:
-            if attempt == 0:
-                continue  # possibly a stale answer that did not decode: ask again
+        except Exception as error:
+            if attempt == 0 and _error_code(error) is None:
+                continue  # not the engine's error: a stale answer that did not decode
             raise
         row = rows[0] if len(rows) == 1 else ()
         if len(row) == 3 and row[2] == nonce:
