@@ -86,8 +86,17 @@ class ChdbHandle:
         try:
             data: bytes = self._conn.query(sql, fmt, params=params or {}).bytes() or b""
         except Exception as error:
+            self._drain()
             raise ProjectionQueryError(str(error).strip() or type(error).__name__) from error
         return data
+
+    def _drain(self) -> None:
+        """chDB hands what a failed query had written to the next query on the handle (one
+        reader's partial rows as another's answer): a throwaway query takes it."""
+        try:
+            self._conn.query("SELECT 1", "TabSeparated")
+        except Exception:  # the handle's own failure shows on the next real query
+            return
 
     def close(self) -> None:
         self._conn.close()

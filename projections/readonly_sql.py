@@ -13,6 +13,7 @@ wall: even a statement the check let through cannot write or change a setting).
 
 import hashlib
 import re
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -37,16 +38,22 @@ Run = Callable[[str], Rows]
 
 @dataclass(frozen=True, slots=True)
 class QueryLimits:
-    """What one read-only query may use (``max_execution_time``, ``max_memory_usage``)."""
+    """What one read-only query may use (``max_execution_time``, ``max_memory_usage``) and
+    give back (``max_result_rows``, ``max_result_bytes``: the engine's memory limit does not
+    count the result, which the process holds whole, as Python rows or formatted bytes)."""
 
     max_seconds: float = 60.0
     max_memory_bytes: int = 2 << 30
+    max_result_rows: int = 1_000_000
+    max_result_bytes: int = 256 << 20
 
     def settings(self) -> dict[str, Any]:
         """The engine settings of a read-only query: the limits, then ``readonly = 1``."""
         return {
             "max_execution_time": self.max_seconds,
             "max_memory_usage": self.max_memory_bytes,
+            "max_result_rows": self.max_result_rows,
+            "max_result_bytes": self.max_result_bytes,
             "readonly": 1,
         }
 
@@ -222,12 +229,15 @@ class ReadOnlyGuard:
         if tree is None:
             return CheckedStatement(sql, self._describe_or_exists(sql, digest, run))
         walk = _Walk(self._catalogue(run))
-        return CheckedStatement(sql, walk.statement(tree))
+        try:
+            return CheckedStatement(sql, walk.statement(tree))
+        except RecursionError:
+            raise _too_deep() from None
 
     def _parse(self, sql: str, digest: str, run: Run) -> dict[str, Any] | None:
         """The engine's syntax tree of ``sql``; ``None`` when it has no JSON form."""
         try:
-            rows = run(f"SELECT parseQueryToJSON({quoted(sql)}), lower(hex(SHA256({quoted(sql)})))")
+            text = _answer(run, f"parseQueryToJSON({quoted(sql)})", sql, digest)
         except QueryRefusedError:
             raise
         except Exception as error:
@@ -241,22 +251,17 @@ class ReadOnlyGuard:
                     "read-only SQL needs ClickHouse 26.8 or later (parseQueryToJSON)"
                 ) from error
             raise ProjectionQueryError(message.split(": In scope SELECT")[0]) from error
-        text, parsed_digest = rows[0]
-        if parsed_digest != digest:  # the engine parsed other text than the one given
-            raise QueryRefusedError("the statement did not reach the parser intact")
-        tree: dict[str, Any] = orjson.loads(text)
+        try:
+            tree: dict[str, Any] = orjson.loads(text)
+        except orjson.JSONDecodeError:  # deeper than orjson reads (1024 levels)
+            raise _too_deep() from None
         return tree
 
     def _describe_or_exists(self, sql: str, digest: str, run: Run) -> str | None:
-        rows = run(
-            f"SELECT formatQuerySingleLine({quoted(sql)}), lower(hex(SHA256({quoted(sql)})))"
-        )
-        canonical, parsed_digest = rows[0]
-        if parsed_digest != digest:
-            raise QueryRefusedError("the statement did not reach the parser intact")
-        shape = _DESCRIBE_OR_EXISTS.fullmatch(str(canonical).strip())
+        canonical = _answer(run, f"formatQuerySingleLine({quoted(sql)})", sql, digest)
+        shape = _DESCRIBE_OR_EXISTS.fullmatch(canonical.strip())
         if shape is None:
-            raise refuse(f"{str(canonical).split(' ', 1)[0]} in this form", statement=True)
+            raise refuse(f"{canonical.split(' ', 1)[0]} in this form", statement=True)
         _check_table(shape["name"].split("."))
         return output_format(shape["format"])
 
@@ -407,6 +412,30 @@ class _Walk:
             raise refuse(f"the function {name}()")
 
 
+def _answer(run: Run, expression: str, sql: str, digest: str) -> str:
+    """``expression`` (on ``sql``) as the engine computes it, checked to be this query's own
+    answer: chDB hands what a failed query had written to the next query on its handle, so a
+    reader's failing statement could otherwise stand in for the tree of the next one. The
+    answer carries ``sql``'s digest and a fresh nonce; a stale answer is skipped once (it is
+    read by that query), and another mismatch refuses the statement."""
+    for attempt in range(2):
+        nonce = secrets.token_hex(16)
+        try:
+            rows = run(f"SELECT {expression}, lower(hex(SHA256({quoted(sql)}))), '{nonce}'")
+        except QueryRefusedError:
+            raise
+        except Exception as error:
+            if attempt == 0 and _error_code(error) is None:
+                continue  # not the engine's error: a stale answer that did not decode
+            raise
+        row = rows[0] if len(rows) == 1 else ()
+        if len(row) == 3 and row[2] == nonce:
+            if row[1] != digest:  # the engine parsed other text than the one given
+                raise QueryRefusedError("the statement did not reach the parser intact")
+            return str(row[0])
+    raise QueryRefusedError("the engine's answer to the check was not its own")
+
+
 def _nodes(value: Any) -> Iterator[dict[str, Any]]:
     """The syntax-tree nodes in a field's value (one node, or a list of them)."""
     if isinstance(value, dict) and "type" in value:
@@ -438,6 +467,12 @@ def output_format(name: str | None) -> str | None:
     if name.lower() not in OUTPUT_FORMATS:
         raise refuse(f"the format {name!r}")
     return name
+
+
+def _too_deep() -> QueryRefusedError:
+    """The engine parses up to 1000 levels; its tree's JSON (two levels for each) is deeper
+    than orjson reads or than Python's recursion the walk takes."""
+    return QueryRefusedError("the statement is nested too deeply to be checked")
 
 
 def _statement_name(kind: str) -> str:
