@@ -3,8 +3,9 @@
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -772,21 +773,42 @@ class ProjectionStore:
 
     def read_only(self, query: str, limits: QueryLimits) -> ReadOnlyAnswer:
         """Run one statement if :mod:`projections.readonly_sql` accepts it (parsed by this
-        engine), with ``readonly = 1`` and ``limits``; else :class:`QueryRefusedError`."""
+        engine), with ``readonly = 1`` and ``limits``, on a connection of its own
+        (:meth:`_read_only_client`); else :class:`QueryRefusedError`."""
         settings = self._read_only_settings(limits)
+        with self._read_only_client() as client:
 
-        def run(sql: str) -> Rows:
-            return self.client.query(sql, settings=settings).result_rows
+            def run(sql: str) -> Rows:
+                return client.query(sql, settings=settings).result_rows
 
-        checked = self._guard.check(query, run)
-        # As checked: not through _sql(), which would rewrite "{db}" inside the statement.
-        try:
-            if checked.output_format:
-                return ReadOnlyAnswer([], [], self.client.raw_query(checked.sql, settings=settings))
-            result = self.client.query(checked.sql, settings=settings)
-        except Exception as error:
-            raise ProjectionQueryError(_first_line(error)) from error
+            checked = self._guard.check(query, run)
+            # As checked: not through _sql(), which would rewrite "{db}" inside the statement.
+            try:
+                if checked.output_format:
+                    formatted = client.raw_query(checked.sql, settings=settings)
+                    return ReadOnlyAnswer([], [], formatted)
+                result = client.query(checked.sql, settings=settings)
+            except Exception as error:
+                raise ProjectionQueryError(_first_line(error)) from error
         return ReadOnlyAnswer(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    @contextmanager
+    def _read_only_client(self) -> Iterator[ClickHouseClient]:
+        """A connection for one read-only statement and its checks, closed after it. In
+        chDB, the driver applies a statement's settings to its session with ``SET`` when it
+        cannot add a ``SETTINGS`` clause (a statement with ``FORMAT``), and cannot undo
+        ``readonly = 1`` (read-only mode forbids it): the store's own connection would stay
+        read-only, and its writes fail. And a failed statement's output is handed to the next
+        statement on its connection. A store made without a target uses its own."""
+        if self._target is None:
+            yield self.client
+            return
+        client = connect(self._target)
+        client.database = self.database
+        try:
+            yield client
+        finally:
+            client.close()
 
     def _read_only_settings(self, limits: QueryLimits) -> Params:
         """``readonly = 1`` and the limits, but for those the server holds read-only itself

@@ -11,7 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from okr_ledger.cli import app
+from projections.readonly_sql import QueryLimits
 from projections.store import ProjectionStore
+from schemas.errors import ProjectionQueryError
 from tests.projections.readonly_support import data_state, sql_of
 from tests.projections.sql_escapes import ESCAPES
 
@@ -151,3 +153,23 @@ def test_the_limits_stop_a_heavy_query_with_a_clear_error(
     big = runner.invoke(app, ["sql", "SELECT groupArray(number) FROM numbers(1000000000)"])
     assert big.exit_code == 1
     assert "MEMORY_LIMIT_EXCEEDED" in str(big.exception)
+
+
+def test_the_store_writes_and_answers_rightly_after_a_formatted_or_failed_statement(
+    store: ProjectionStore,
+) -> None:
+    """Each read-only statement runs on a connection of its own: a statement with ``FORMAT``
+    leaves ``readonly = 1`` on the session it ran in (chDB's driver applies it with ``SET``,
+    which read-only mode forbids undoing), and a failed one leaves its output for the next
+    statement on its connection. Neither reaches the store's own connection or the next
+    read."""
+    limits = QueryLimits()
+    assert store.read_only("SELECT 1 FORMAT CSV", limits).formatted == b"1\n"
+    store.set_setting("after_format", "written")
+    failing = "SELECT number FROM numbers(100000) WHERE NOT throwIf(number > 50000)"
+    with pytest.raises(ProjectionQueryError):
+        store.read_only(f"{failing} FORMAT TSV", limits)
+    assert store.read_only("SELECT 2 AS n", limits).rows == [(2,)]
+    assert store.rows("SELECT value FROM {db}.projection_settings WHERE name = 'after_format'") == [
+        ("written",)
+    ]
