@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from events.ledger import Ledger
+from events.outcomes import Rejection
 from events.sqlite_log import SqliteEventLog
 from okr_ledger.demo import demo_submissions
 from okr_ledger.http.keys import Scope
@@ -33,6 +34,14 @@ class Served:
 
     def key(self, **kwargs: Any) -> str:
         return make_key(self.settings, **kwargs)[0]
+
+    def rejections(self) -> list[Rejection]:
+        """The ledger's rejection log, read now."""
+        log = SqliteEventLog(self.settings.data_dir / "ledger.db", read_only=True)
+        try:
+            return list(log.rejections())
+        finally:
+            log.close()
 
 
 def demo_ledger(data_dir: Path) -> None:

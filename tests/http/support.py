@@ -16,6 +16,7 @@ import orjson
 from okr_ledger.http.keys import Scope, new_key
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap
+from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.projector_support import cli
 from tests.kafka.test_sequencer_worker import free_port
 
@@ -142,3 +143,18 @@ def ndjson(lines: list[bytes]) -> bytes:
 
 def outcome_lines(body: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def kafka_settings(env: dict[str, str], topics: dict[str, str]) -> Settings:
+    """The settings of a test's Kafka runtime (``env``: a worker's ``OKR_*`` variables with
+    ``OKR_KAFKA_TOPIC_KEYS``), for the keys the test makes."""
+    return Settings(
+        ledger_url=env["OKR_LEDGER_URL"],
+        data_dir=Path(env["OKR_DATA_DIR"]),
+        kafka_topic_intake=topics["intake"],
+        kafka_topic_ledger=topics["ledger"],
+        kafka_topic_rejections=topics["rejections"],
+        kafka_topic_outcomes=topics["outcomes"],
+        kafka_topic_keys=env["OKR_KAFKA_TOPIC_KEYS"],
+        kafka_partitions=TEST_PARTITIONS,
+    )

@@ -9,7 +9,6 @@ import pytest
 
 from events.outcomes import Rejection
 from events.reasons import ReasonCode
-from events.sqlite_log import SqliteEventLog
 from okr_ledger.http.hooks import load_hooks
 from tests.http.conftest import Served
 from tests.http.support import HOOKS, JIRA_PAYLOAD
@@ -17,23 +16,15 @@ from tests.http.support import HOOKS, JIRA_PAYLOAD
 PAYLOAD = orjson.loads(JIRA_PAYLOAD.read_bytes())
 
 
-def rejections(served: Served) -> list[Rejection]:
-    log = SqliteEventLog(served.settings.data_dir / "ledger.db", read_only=True)
-    try:
-        return list(log.rejections())
-    finally:
-        log.close()
-
-
 def hook(served: Served, name: str, body: bytes, key: str | None = None) -> tuple[int, Rejection]:
     """Post ``body`` to hook ``name``: the answer's status and the one rejection it recorded,
     whose reason code the answer names."""
-    before = len(rejections(served))
+    before = len(served.rejections())
     with served.server.client(key or served.writer) as client:
         answer = client.post(f"/v1/hooks/{name}", content=body)
     assert answer.headers["content-type"] == "application/problem+json", answer.text
     problem = answer.json()
-    (recorded,) = rejections(served)[before:]
+    (recorded,) = served.rejections()[before:]
     assert recorded.reason.value == problem["reason_code"] == problem["outcome"]["reason_code"]
     assert problem["outcome"]["status"] == "rejected"
     return answer.status_code, recorded
@@ -100,11 +91,11 @@ def test_a_hook_payload_over_the_limit_is_413_and_recorded_with_its_length_and_h
 
 
 def test_a_hook_without_a_valid_key_is_401_and_not_recorded(served: Served) -> None:
-    before = len(rejections(served))
+    before = len(served.rejections())
     with served.server.client("okr_000000000000_" + "A" * 43) as client:
         answer = client.post("/v1/hooks/other-org", content=JIRA_PAYLOAD.read_bytes())
     assert answer.status_code == 401
-    assert len(rejections(served)) == before
+    assert len(served.rejections()) == before
 
 
 @pytest.mark.parametrize("depth", [253, 300, 1000])

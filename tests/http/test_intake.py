@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from events.outcomes import Rejection
 from events.reasons import ReasonCode
 from events.sqlite_log import SqliteEventLog
 from okr_ledger.http.keys import Scope
@@ -17,14 +16,6 @@ from tests.http.conftest import Served
 from tests.http.support import JIRA_PAYLOAD, check_in, cli, ndjson, outcome_lines
 
 NDJSON = "application/x-ndjson"
-
-
-def rejections(served: Served) -> list[Rejection]:
-    log = SqliteEventLog(served.settings.data_dir / "ledger.db", read_only=True)
-    try:
-        return list(log.rejections())
-    finally:
-        log.close()
 
 
 def event_count(served: Served) -> int:
@@ -75,7 +66,7 @@ def test_an_ndjson_batch_answers_one_outcome_per_line(served: Served) -> None:
     lines.insert(2, b"{not json")
     lines.append(orjson.dumps(check_in(key_result_id="no-such-kr", source_event_id="b-x")))
     lines.append(orjson.dumps(check_in(org_id="globex", source_event_id="b-y")))
-    before = len(rejections(served))
+    before = len(served.rejections())
     with served.server.client(served.writer) as client:
         answer = client.post(
             "/v1/submissions",
@@ -104,7 +95,7 @@ def test_an_ndjson_batch_answers_one_outcome_per_line(served: Served) -> None:
     assert sequences == sorted(sequences)
     again = outcome_lines(retried.content)
     assert [o["status"] for o in again if o["status"] != "rejected"] == ["duplicate"] * 5
-    recorded = rejections(served)[before:]
+    recorded = served.rejections()[before:]
     assert [r.reason for r in recorded] == [
         ReasonCode.INVALID_JSON, ReasonCode.UNKNOWN_REFERENCE, ReasonCode.FORBIDDEN,
     ] * 2  # fmt: skip
@@ -113,7 +104,7 @@ def test_an_ndjson_batch_answers_one_outcome_per_line(served: Served) -> None:
 
 
 def test_malformed_json_is_400_and_recorded(served: Served) -> None:
-    before = len(rejections(served))
+    before = len(served.rejections())
     answer = post(served, served.writer, b'{"type": "CheckInRecorded", ')
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/problem+json"
@@ -121,7 +112,7 @@ def test_malformed_json_is_400_and_recorded(served: Served) -> None:
     assert problem["reason_code"] == "invalid_json"
     assert problem["status"] == 400
     assert problem["outcome"]["status"] == "rejected"
-    (recorded,) = rejections(served)[before:]
+    (recorded,) = served.rejections()[before:]
     assert recorded.reason is ReasonCode.INVALID_JSON
     assert recorded.raw == b'{"type": "CheckInRecorded",'
 
@@ -130,11 +121,11 @@ def test_a_body_over_the_limit_is_413_and_recorded_with_its_length_and_hash(
     served: Served,
 ) -> None:
     body = orjson.dumps(check_in(source_event_id="big")) + b" " * 200_000
-    before = len(rejections(served))
+    before = len(served.rejections())
     answer = post(served, served.writer, body)
     assert answer.status_code == 413
     assert answer.json()["reason_code"] == "too_large"
-    (recorded,) = rejections(served)[before:]
+    (recorded,) = served.rejections()[before:]
     assert recorded.reason is ReasonCode.TOO_LARGE
     assert recorded.raw_length == len(body)
     assert recorded.raw_sha256 == hashlib.sha256(body).hexdigest()
@@ -157,7 +148,7 @@ def test_a_rejection_by_the_rules_is_422_with_its_reason_code(served: Served) ->
 def test_no_valid_key_is_401_and_nothing_is_recorded(
     served: Served, authorization: str | None
 ) -> None:
-    before = (len(rejections(served)), event_count(served))
+    before = (len(served.rejections()), event_count(served))
     headers = {"Authorization": authorization} if authorization else {}
     with served.server.client() as client:
         answer = client.post(
@@ -166,7 +157,7 @@ def test_no_valid_key_is_401_and_nothing_is_recorded(
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert answer.json()["reason_code"] == "unauthorized"
-    assert (len(rejections(served)), event_count(served)) == before
+    assert (len(served.rejections()), event_count(served)) == before
 
 
 def test_a_wrong_secret_for_a_real_key_id_is_401(served: Served) -> None:
@@ -260,7 +251,7 @@ def test_spoofing_another_org_source_or_type_is_403_and_recorded_as_forbidden(
     spoofs = _spoofs(served)
     assert len(spoofs) >= 20
     before_events = event_count(served)
-    before = len(rejections(served))
+    before = len(served.rejections())
     for what, key, body, headers in spoofs:
         answer = post(served, key, body, **headers)
         if headers.get("Content-Type") == "application/x-ndjson":
@@ -272,7 +263,7 @@ def test_spoofing_another_org_source_or_type_is_403_and_recorded_as_forbidden(
             outcome = answer.json()["outcome"]
         assert outcome["status"] == "rejected", what
         assert outcome["reason_code"] == "forbidden", what
-    recorded = rejections(served)[before:]
+    recorded = served.rejections()[before:]
     assert [r.reason for r in recorded] == [ReasonCode.FORBIDDEN] * len(spoofs)
     for (what, _key, body, headers), rejection in zip(spoofs, recorded, strict=True):
         if "Idempotency-Key" in headers:
@@ -345,7 +336,7 @@ def test_a_batch_mixing_every_outcome_answers_each_line_in_order(served: Served)
         orjson.dumps(check_in(value=12, source_event_id="mix-2")),  # 8 accepted
         orjson.dumps(check_in(type_name="KeyResultDefined", org_id="other")),  # 9 forbidden
     ]
-    before = len(rejections(served))
+    before = len(served.rejections())
     answer = post(served, served.writer, ndjson(lines), **{"Content-Type": NDJSON})
     assert answer.status_code == 200, answer.text
     outcomes = outcome_lines(answer.content)
@@ -361,7 +352,7 @@ def test_a_batch_mixing_every_outcome_answers_each_line_in_order(served: Served)
     ]
     assert [o.get("line") for o in outcomes if o["status"] == "rejected"] == [1, 5, 6, 7, 9]
     assert outcomes[2]["event_id"] == outcomes[1]["event_id"]
-    recorded = {r.line: r.reason for r in rejections(served)[before:]}
+    recorded = {r.line: r.reason for r in served.rejections()[before:]}
     assert recorded == {
         1: ReasonCode.FORBIDDEN,
         5: ReasonCode.FORBIDDEN,
@@ -373,14 +364,14 @@ def test_a_batch_mixing_every_outcome_answers_each_line_in_order(served: Served)
 
 def test_a_batch_of_forbidden_lines_only_is_answered_and_recorded(served: Served) -> None:
     lines = [orjson.dumps(check_in(source="crm", source_event_id=f"only-f{n}")) for n in range(3)]
-    before = len(rejections(served))
+    before = len(served.rejections())
     answer = post(served, served.writer, ndjson(lines), **{"Content-Type": NDJSON})
     assert answer.status_code == 200, answer.text
     outcomes = outcome_lines(answer.content)
     assert [(o["reason_code"], o["line"]) for o in outcomes] == [
         ("forbidden", 1), ("forbidden", 2), ("forbidden", 3),
     ]  # fmt: skip
-    recorded = rejections(served)[before:]
+    recorded = served.rejections()[before:]
     assert [(r.reason, r.line, r.raw) for r in recorded] == [
         (ReasonCode.FORBIDDEN, n + 1, line) for n, line in enumerate(lines)
     ]

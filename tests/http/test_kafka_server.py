@@ -38,6 +38,7 @@ from tests.http.support import (
     Server,
     check_in,
     cli,
+    kafka_settings,
     make_key,
     ndjson,
     outcome_lines,
@@ -132,16 +133,7 @@ def cluster(
     done = cli(env, "init")
     assert done.returncode == 0, done.stderr
     assert f"{env['OKR_KAFKA_TOPIC_KEYS']} (created)" in done.stdout
-    settings = Settings(
-        ledger_url=env["OKR_LEDGER_URL"],
-        data_dir=Path(env["OKR_DATA_DIR"]),
-        kafka_topic_intake=topics["intake"],
-        kafka_topic_ledger=topics["ledger"],
-        kafka_topic_rejections=topics["rejections"],
-        kafka_topic_outcomes=topics["outcomes"],
-        kafka_topic_keys=env["OKR_KAFKA_TOPIC_KEYS"],
-        kafka_partitions=TEST_PARTITIONS,
-    )
+    settings = kafka_settings(env, topics)
     worker.start()
     try:
         worker.wait_ready(1)

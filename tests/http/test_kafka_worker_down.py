@@ -24,7 +24,16 @@ from events.kafka_client import Connection, Reader
 from events.kafka_log import KafkaEventLog
 from okr_ledger.demo import demo_submissions
 from okr_ledger.settings import Settings
-from tests.http.support import Server, check_in, cli, make_key, ndjson, outcome_lines, running
+from tests.http.support import (
+    Server,
+    check_in,
+    cli,
+    kafka_settings,
+    make_key,
+    ndjson,
+    outcome_lines,
+    running,
+)
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.test_sequencer_worker import Worker
 
@@ -82,16 +91,7 @@ def cluster(kafka: Connection, topics: dict[str, str], tmp_path: Path) -> Iterat
     }
     done = cli(env, "init")
     assert done.returncode == 0, done.stderr
-    settings = Settings(
-        ledger_url=env["OKR_LEDGER_URL"],
-        data_dir=Path(env["OKR_DATA_DIR"]),
-        kafka_topic_intake=topics["intake"],
-        kafka_topic_ledger=topics["ledger"],
-        kafka_topic_rejections=topics["rejections"],
-        kafka_topic_outcomes=topics["outcomes"],
-        kafka_topic_keys=env["OKR_KAFKA_TOPIC_KEYS"],
-        kafka_partitions=TEST_PARTITIONS,
-    )
+    settings = kafka_settings(env, topics)
     demo_key, _ = make_key(settings, source="demo")
     key, _ = make_key(settings)
     worker.start()
