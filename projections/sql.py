@@ -63,10 +63,15 @@ def latest_as_of(db: str, table: str) -> str:
     objectives at 1,000,000 check-ins), in key order as :func:`latest` gives them (sums over
     them add up in the same order). One sort, in the order of the tables' own sort key
     (``org_id``, the key, ``sequence``): ~2.5 ms less than a sort by sequence, then by key."""
+    return f"({_latest_by_key(db, table, AS_OF_FILTER)})"
+
+
+def _latest_by_key(db: str, table: str, where: str) -> str:
+    """The latest row of each entity of ``table`` among those ``where`` selects, in key order
+    (one sort, in the table's own sort order)."""
     key = f"org_id, {KEYS[table]}"
     return (
-        f"(SELECT * FROM {db}.{table} WHERE {AS_OF_FILTER} "
-        f"ORDER BY {key}, sequence DESC LIMIT 1 BY {key})"
+        f"SELECT * FROM {db}.{table} WHERE {where} ORDER BY {key}, sequence DESC LIMIT 1 BY {key}"
     )
 
 
@@ -130,10 +135,7 @@ SELECT * FROM (
 def key_result_definitions_by_id(db: str, where: str = AS_OF_FILTER) -> str:
     """:func:`key_result_definitions_as_of` in the order of the key results' ids (the table's
     own: one sort less, ~1.3 ms; :mod:`projections.queries` puts them in the answers' order)."""
-    return (
-        f"SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {where} "
-        "ORDER BY org_id, key_result_id, sequence DESC LIMIT 1 BY org_id, key_result_id"
-    )
+    return _latest_by_key(db, t.KEY_RESULTS, where)
 
 
 def key_result_numbers_as_of(db: str, only: bool = False) -> str:
