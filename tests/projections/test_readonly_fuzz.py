@@ -28,7 +28,7 @@ from tests.projections.readonly_fuzz_support import (
     through_the_sql_command,
     try_statement,
 )
-from tests.projections.serve_store_support import served_store
+from tests.projections.serve_store_support import post, served_store
 
 LIMITS = QueryLimits(max_seconds=5.0, max_memory_bytes=512 << 20, max_result_bytes=64 << 20)
 
@@ -140,22 +140,13 @@ def test_a_reader_cannot_forge_the_check_of_serve_store(tmp_path: Path) -> None:
         basic = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
         url = f"http://{reader.hostname}:{reader.port}/"
         answers = [  # whether the failure leaves output behind depends on its timing: thrice
-            _post(url, sql.encode(), basic) for _ in range(3) for sql in (_forging(escape), escape)
+            post(url, sql.encode(), basic) for _ in range(3) for sql in (_forging(escape), escape)
         ]
     for forged, then in zip(answers[::2], answers[1::2], strict=True):
         assert (forged[0], "throwIf" in forged[1]) == (500, True)
         assert then == (403, "Code: 164. DB::Exception: INTO OUTFILE is not allowed in "
                         "read-only SQL. (READONLY)\n")  # fmt: skip
     assert not target.exists()
-
-
-def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 @settings(
