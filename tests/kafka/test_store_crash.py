@@ -11,14 +11,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
 from events.kafka_client import Connection
 from okr_ledger.demo import demo_submissions
-from processors.projector import Projector
-from processors.runner import EmbeddedRunner
 from projections.queries import Moment
 from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
@@ -33,7 +30,7 @@ from tests.kafka.test_sequencer_worker import (
     wait_for_outcomes,
 )
 from tests.kafka.test_worker_group import LATER, wait_projected
-from tests.projections.ledgers import copy_prefix, reset
+from tests.projections.ledgers import project_prefix
 from tests.projections.serve_store_support import ServedStore, start_store
 
 pytestmark = pytest.mark.kafka
@@ -183,12 +180,7 @@ def assert_as_of_equals_a_rebuild_of_the_prefix(
             seen = []
             for k in cut_points(events, 3):
                 cutoff = events[k - 1].recorded
-                reset(prefix)
-                prefix_log = copy_prefix(events[:k], tmp_path / f"prefix-{uuid4().hex}.db")
-                try:
-                    EmbeddedRunner(prefix_log, prefix, Projector()).catch_up()
-                finally:
-                    prefix_log.close()
+                project_prefix(events[:k], prefix, tmp_path)
                 expected = org_answers(prefix, org, Moment(now=cutoff))
                 assert org_answers(live, org, Moment(as_of=cutoff)) == expected, (org, k)
                 seen.append(repr(expected))

@@ -3,6 +3,7 @@
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import orjson
 
@@ -10,6 +11,8 @@ from events.ledger import Ledger
 from events.outcomes import Accepted, Outcome
 from events.sqlite_log import SqliteEventLog
 from processors import tables as t
+from processors.projector import Projector
+from processors.runner import EmbeddedRunner
 from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
 
@@ -148,3 +151,13 @@ def reset(store: ProjectionStore) -> None:
     a new database between hypothesis examples)."""
     for table in (*t.COLUMNS, t.CHECK_IN_DAYS):
         store.client.command(f"TRUNCATE TABLE IF EXISTS {store.database}.{table}")
+
+
+def project_prefix(events: list[LedgerEvent], store: ProjectionStore, tmp_path: Path) -> None:
+    """``store`` emptied, then projected from a ledger of only ``events``."""
+    reset(store)
+    log = copy_prefix(events, tmp_path / f"prefix-{uuid4().hex}.db")
+    try:
+        EmbeddedRunner(log, store, Projector()).catch_up()
+    finally:
+        log.close()

@@ -6,20 +6,17 @@ back-dated target revision, a key result retired or defined after it)."""
 
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 
 from processors import tables as t
 from processors.projector import Projector
-from processors.runner import EmbeddedRunner
 from projections import queries, sql
 from projections.queries import Moment, snapshot_base
 from projections.store import ProjectionStore
-from schemas.envelope import LedgerEvent
 from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, project
-from tests.projections.ledgers import ORG, LedgerBuilder, copy_prefix, day, reset
+from tests.projections.ledgers import ORG, LedgerBuilder, day, project_prefix
 from tests.projections.test_properties import all_answers, normal
 
 EVERY = 4
@@ -28,16 +25,6 @@ EVERY = 4
 @pytest.fixture
 def every_four(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(t, "SNAPSHOT_EVERY", EVERY)
-
-
-def project_prefix(events: list[LedgerEvent], store: ProjectionStore, tmp_path: Path) -> None:
-    """``store`` emptied, then projected from a ledger of only ``events``."""
-    reset(store)
-    log = copy_prefix(events, tmp_path / f"prefix-{uuid4().hex}.db")
-    try:
-        EmbeddedRunner(log, store, Projector()).catch_up()
-    finally:
-        log.close()
 
 
 def _ledger(builder: LedgerBuilder) -> None:
