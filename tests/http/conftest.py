@@ -35,9 +35,13 @@ class Served:
     def key(self, **kwargs: Any) -> str:
         return make_key(self.settings, **kwargs)[0]
 
+    def ledger(self) -> SqliteEventLog:
+        """The server's ledger, opened read-only (the caller closes it)."""
+        return SqliteEventLog(self.settings.data_dir / "ledger.db", read_only=True)
+
     def rejections(self) -> list[Rejection]:
         """The ledger's rejection log, read now."""
-        log = SqliteEventLog(self.settings.data_dir / "ledger.db", read_only=True)
+        log = self.ledger()
         try:
             return list(log.rejections())
         finally:

@@ -22,7 +22,6 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from events.sqlite_log import SqliteEventLog
 from tests.http.conftest import Served, serving_the_demo
 from tests.http.support import Server, check_in, ndjson, outcome_lines, running
 
@@ -163,13 +162,9 @@ def run_clients(
     return clients
 
 
-def ledger(served: Served) -> SqliteEventLog:
-    return SqliteEventLog(served.settings.data_dir / "ledger.db", read_only=True)
-
-
 def jira_events(served: Served) -> dict[str, list[dict[str, Any]]]:
     """The ledger's events from source ``jira``, by ``source_event_id``; its chain verified."""
-    log = ledger(served)
+    log = served.ledger()
     try:
         assert all(report.ok for report in log.verify()), log.verify()
         found: dict[str, list[dict[str, Any]]] = {}
@@ -182,11 +177,7 @@ def jira_events(served: Served) -> dict[str, list[dict[str, Any]]]:
 
 
 def recorded_rejections(served: Served) -> Counter[tuple[str, bytes, int | None]]:
-    log = ledger(served)
-    try:
-        return Counter((r.reason.value, r.raw, r.line) for r in log.rejections())
-    finally:
-        log.close()
+    return Counter((r.reason.value, r.raw, r.line) for r in served.rejections())
 
 
 def check_answer(

@@ -21,7 +21,6 @@ import orjson
 import pytest
 
 from events.kafka_client import Connection, Reader
-from events.kafka_log import KafkaEventLog
 from okr_ledger.demo import demo_submissions
 from okr_ledger.settings import Settings
 from tests.http.support import (
@@ -35,7 +34,7 @@ from tests.http.support import (
     running,
 )
 from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.test_sequencer_worker import Worker
+from tests.kafka.test_sequencer_worker import Worker, open_log
 
 pytestmark = pytest.mark.kafka
 
@@ -69,13 +68,6 @@ class Cluster:
             answers.append(self.post(body, batch))
         return answers
 
-    def ledger(self) -> KafkaEventLog:
-        return KafkaEventLog.from_url(
-            self.settings.resolved_ledger_url,
-            ledger_topic=self.settings.kafka_topic_ledger,
-            rejections_topic=self.settings.kafka_topic_rejections,
-        )
-
 
 @pytest.fixture
 def cluster(kafka: Connection, topics: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
@@ -100,7 +92,7 @@ def cluster(kafka: Connection, topics: dict[str, str], tmp_path: Path) -> Iterat
         with running(env, tmp_path / "server.log") as server:
             up = Cluster(worker, server, settings, demo_key, kafka, topics)
             demo = [raw for raw in demo_submissions() if b'"source":"demo"' in raw]
-            (setup,) = up.post_until_answered(ndjson(demo), batch=True)
+            setup = up.post_until_answered(ndjson(demo), batch=True)[-1]
             assert sum(o["status"] == "accepted" for o in outcome_lines(setup.content)) > 40
             up.key = key
             yield up
@@ -193,7 +185,7 @@ def test_with_the_worker_killed_or_down_a_request_is_503_and_a_retry_is_one_even
     forbidden_answers = cluster.post_until_answered(forbidden)
     assert forbidden_answers[-1].status_code == 403
 
-    log = cluster.ledger()
+    log = open_log(cluster.kafka, cluster.topics)
     try:
         assert all(report.ok for report in log.verify())
         stored = [
