@@ -415,13 +415,24 @@ class Fresh:
         return LedgerBuilder(self.workdir / f"ledger-{uuid4().hex}.db")
 
 
-@PROPERTY_SETTINGS
-@given(
+INCREMENTAL_CASES = given(
     script=scripts,
     cuts=st.lists(st.integers(1, 80), max_size=4),
     restart=st.booleans(),
     every=st.sampled_from((3, t.SNAPSHOT_EVERY)),
 )
+"""The cases of the incremental = rebuild property (also run on a served store)."""
+AS_OF_CASES = given(
+    script=scripts,
+    split=st.floats(0, 1),
+    at_day=st.integers(0, 90),
+    every=st.sampled_from((2, 3, 7, t.SNAPSHOT_EVERY)),
+)
+"""The cases of the as-of = prefix rebuild property (also run on a served store)."""
+
+
+@PROPERTY_SETTINGS
+@INCREMENTAL_CASES
 def test_incremental_projection_equals_a_full_rebuild(
     workdir: Path,
     two_stores: tuple[ProjectionStore, ProjectionStore],
@@ -480,12 +491,7 @@ def snapshots_every(events: int) -> Iterator[None]:
 
 
 @PROPERTY_SETTINGS
-@given(
-    script=scripts,
-    split=st.floats(0, 1),
-    at_day=st.integers(0, 90),
-    every=st.sampled_from((2, 3, 7, t.SNAPSHOT_EVERY)),
-)
+@AS_OF_CASES
 def test_as_of_equals_a_rebuild_of_the_prefix(
     workdir: Path,
     two_stores: tuple[ProjectionStore, ProjectionStore],

@@ -7,19 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import settings
 
-from processors import tables as t
 from projections.store import ProjectionStore
 from tests.projections.serve_store_support import ServedStore, served_store
 from tests.projections.test_properties import (
+    AS_OF_CASES,
+    INCREMENTAL_CASES,
     PROPERTY_SETTINGS,
     Fresh,
     Script,
     _as_of_equals_a_rebuild_of_the_prefix,
     _incremental_projection_equals_a_full_rebuild,
-    scripts,
     snapshots_every,
 )
 from tests.projections.test_store_contract import store_in_own_database
@@ -44,12 +43,7 @@ def served_stores(served: ServedStore) -> Iterator[tuple[ProjectionStore, Projec
 
 
 @SERVED_SETTINGS
-@given(
-    script=scripts,
-    cuts=st.lists(st.integers(1, 80), max_size=4),
-    restart=st.booleans(),
-    every=st.sampled_from((3, t.SNAPSHOT_EVERY)),
-)
+@INCREMENTAL_CASES
 def test_incremental_projection_equals_a_full_rebuild_on_the_served_store(
     tmp_path: Path,
     served_stores: tuple[ProjectionStore, ProjectionStore],
@@ -66,12 +60,7 @@ def test_incremental_projection_equals_a_full_rebuild_on_the_served_store(
 
 
 @settings(SERVED_SETTINGS, max_examples=2)
-@given(
-    script=scripts,
-    split=st.floats(0, 1),
-    at_day=st.integers(0, 90),
-    every=st.sampled_from((2, 3, 7, t.SNAPSHOT_EVERY)),
-)
+@AS_OF_CASES
 def test_as_of_equals_a_rebuild_of_the_prefix_on_the_served_store(
     tmp_path: Path,
     served_stores: tuple[ProjectionStore, ProjectionStore],
