@@ -158,3 +158,18 @@ def kafka_settings(env: dict[str, str], topics: dict[str, str]) -> Settings:
         kafka_topic_keys=env["OKR_KAFKA_TOPIC_KEYS"],
         kafka_partitions=TEST_PARTITIONS,
     )
+
+
+def kafka_server_env(
+    worker_env: dict[str, str], topics: dict[str, str], **extra: str
+) -> dict[str, str]:
+    """A server's ``OKR_*`` settings beside a test's Kafka worker (its own, and the keys
+    topic; no rate limit; keys re-read every 0.2 s), with ``extra``."""
+    env = {k: v for k, v in worker_env.items() if k.startswith("OKR_")}
+    return env | {
+        "OKR_KAFKA_TOPIC_KEYS": f"{topics['intake']}.keys",
+        "OKR_KAFKA_PARTITIONS": str(TEST_PARTITIONS),
+        "OKR_HTTP_RATE_LIMIT": "",
+        "OKR_HTTP_KEY_REFRESH_SECONDS": "0.2",
+        **extra,
+    }

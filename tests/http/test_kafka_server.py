@@ -38,13 +38,13 @@ from tests.http.support import (
     Server,
     check_in,
     cli,
+    kafka_server_env,
     kafka_settings,
     make_key,
     ndjson,
     outcome_lines,
     running,
 )
-from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.projector_support import projecting_worker
 
 pytestmark = pytest.mark.kafka
@@ -122,14 +122,7 @@ def cluster(
     kafka: Connection, topics: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[dict[str, str], Settings, Server, Server]]:
     worker = projecting_worker(kafka, topics, tmp_path)
-    env = {k: v for k, v in worker.env.items() if k.startswith("OKR_")}
-    env |= {
-        "OKR_KAFKA_TOPIC_KEYS": f"{topics['intake']}.keys",
-        "OKR_KAFKA_PARTITIONS": str(TEST_PARTITIONS),
-        "OKR_HTTP_HOOKS_FILE": str(HOOKS),
-        "OKR_HTTP_RATE_LIMIT": "",
-        "OKR_HTTP_KEY_REFRESH_SECONDS": "0.2",
-    }
+    env = kafka_server_env(worker.env, topics, OKR_HTTP_HOOKS_FILE=str(HOOKS))
     done = cli(env, "init")
     assert done.returncode == 0, done.stderr
     assert f"{env['OKR_KAFKA_TOPIC_KEYS']} (created)" in done.stdout

@@ -27,13 +27,13 @@ from tests.http.support import (
     Server,
     check_in,
     cli,
+    kafka_server_env,
     kafka_settings,
     make_key,
     ndjson,
     outcome_lines,
     running,
 )
-from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.test_sequencer_worker import Worker, open_log
 
 pytestmark = pytest.mark.kafka
@@ -73,14 +73,7 @@ class Cluster:
 def cluster(kafka: Connection, topics: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
     """A worker sequencing in batches of 5, and a server on it, with the demo org submitted."""
     worker = Worker(kafka, topics, tmp_path / "worker.log", batch_size=5)
-    env = {k: v for k, v in worker.env.items() if k.startswith("OKR_")}
-    env |= {
-        "OKR_KAFKA_TOPIC_KEYS": f"{topics['intake']}.keys",
-        "OKR_KAFKA_PARTITIONS": str(TEST_PARTITIONS),
-        "OKR_HTTP_RATE_LIMIT": "",
-        "OKR_HTTP_KEY_REFRESH_SECONDS": "0.2",
-        "OKR_SUBMIT_TIMEOUT_SECONDS": str(TIMEOUT_S),
-    }
+    env = kafka_server_env(worker.env, topics, OKR_SUBMIT_TIMEOUT_SECONDS=str(TIMEOUT_S))
     done = cli(env, "init")
     assert done.returncode == 0, done.stderr
     settings = kafka_settings(env, topics)
