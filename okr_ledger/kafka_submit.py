@@ -159,12 +159,12 @@ class _Run:
 
     def collect(self, until: int, exhausted: bool) -> Iterator[SubmitOutcome]:
         """Yield answered outcomes in order until at most ``until`` are pending."""
-        self._read()
+        self._read_or_give_up(exhausted)
         while True:
             yield from self._ready()
             if len(self.pending) <= until:
                 return
-            if not self._read():
+            if not self._read_or_give_up(exhausted):
                 if time.monotonic() - self.last_progress > self.submitter.timeout_s:
                     raise self._timeout(exhausted)
                 time.sleep(0.05)
@@ -198,12 +198,21 @@ class _Run:
             self.last_progress = time.monotonic()
         return found
 
-    def _timeout(self, exhausted: bool) -> SubmitTimeoutError:
+    def _read_or_give_up(self, exhausted: bool) -> bool:
+        """:meth:`_read`; a read of the outcomes that stalls (a worker killed inside its
+        transaction holds committed reads until the broker aborts it) is no outcome in time."""
+        try:
+            return self._read()
+        except LedgerUnavailableError as error:
+            raise self._timeout(exhausted, cause=str(error)) from error
+
+    def _timeout(self, exhausted: bool, cause: str = "") -> SubmitTimeoutError:
         s = self.submitter
         rest = "" if exhausted else "; the rest of the input was not submitted"
+        because = f" ({cause})" if cause else ""
         return SubmitTimeoutError(
             f"{len(self.pending)} of {self.produced} submissions have no outcome after "
-            f"{s.timeout_s:g}s: is a worker running? Start one with `okr-ledger worker`. "
-            f"They stay on {s.intake} and will be decided when it runs (submitting them "
-            f"again is safe: a retry never counts twice){rest}"
+            f"{s.timeout_s:g}s{because}: is a worker running? Start one with `okr-ledger "
+            f"worker`. They stay on {s.intake} and will be decided when it runs (submitting "
+            f"them again is safe: a retry never counts twice){rest}"
         )
