@@ -20,7 +20,8 @@ of a rejection's details) or, for records the system wrote itself, ``None``.
   which it keys), ``okr-line`` (the line number in the submitted file), the stand-in's two,
   and a *refusal*'s two: ``okr-refusal`` (a reason code of :data:`REFUSABLE`) and
   ``okr-refusal-message``, with which the HTTP API has the worker record a submission it
-  refused (a key's forbidden org, source or type) as that rejection, never deciding it.
+  refused (a key's forbidden org, source or type; a payload for no hook) as that rejection,
+  never deciding it.
   Other headers are ignored, within :data:`MAX_HEADERS` and :data:`MAX_HEADER_BYTES`.
 """
 
@@ -47,7 +48,7 @@ REFUSAL_HEADER = "okr-refusal"
 """On a refused submission: the reason code to record it under (one of :data:`REFUSABLE`)."""
 REFUSAL_MESSAGE_HEADER = "okr-refusal-message"
 """On a refused submission: why, in 1 to :data:`MAX_REFUSAL_MESSAGE_BYTES` bytes of UTF-8."""
-REFUSABLE = frozenset({ReasonCode.FORBIDDEN})
+REFUSABLE = frozenset({ReasonCode.FORBIDDEN, ReasonCode.UNKNOWN_HOOK})
 """The reasons a submitter may have a submission recorded under without its being decided."""
 MAX_REFUSAL_MESSAGE_BYTES = 1000
 INTAKE_HEADER = "okr-intake"

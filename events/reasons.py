@@ -28,6 +28,8 @@ class ReasonCode(StrEnum):
     """``occurred_at`` is further in the future than the allowed skew."""
     FORBIDDEN = "forbidden"
     """The HTTP API refused it: its key may not send for this org, source or event type."""
+    UNKNOWN_HOOK = "unknown_hook"
+    """The HTTP API refused it: posted to a webhook name that has no mapping; kept as sent."""
     INVALID_RECORD = "invalid_record"
     """The Kafka intake record around the submission is malformed (key, partition, headers,
     unreadable), or deciding it failed unexpectedly; the submission itself was not judged."""

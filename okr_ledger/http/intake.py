@@ -2,7 +2,8 @@
 ``POST /v1/hooks/{name}`` (a tool's payload through its mapping).
 
 Order of checks: the key (401), its rate limit (429), the body's size (413, recorded as
-``too_large``), then per submission the key's scope: another org, source or event type is
+``too_large``), a hook's name (404, the payload recorded as ``unknown_hook``), then per
+submission the key's scope: another org, source or event type is
 refused (403) and recorded as a ``forbidden`` rejection. Everything else is decided by the
 ledger's rules, as from the CLI: malformed JSON is ``invalid_json`` (400), any other
 rejection 422. An unauthenticated (401) or rate-limited (429) request is not recorded: the
@@ -17,14 +18,14 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from events.intake_wire import Refusal
+from events.intake_wire import MAX_REFUSAL_MESSAGE_BYTES, Refusal
 from events.ledger import ReadLine
 from events.outcomes import Oversized
 from events.reasons import ReasonCode
 from events.strict_json import duplicated_key
 from okr_ledger.http.bodies import read_body
 from okr_ledger.http.keys import KeyRecord, write_refusal
-from okr_ledger.http.problems import ProblemError, problem
+from okr_ledger.http.problems import problem
 from okr_ledger.http.services import Services, services
 from okr_ledger.runtime import Refused
 from okr_ledger.submit_outcome import SubmitOutcome
@@ -36,6 +37,7 @@ STATUS_OF_REASON = {
     ReasonCode.FORBIDDEN: 403,
     ReasonCode.INVALID_JSON: 400,
     ReasonCode.TOO_LARGE: 413,
+    ReasonCode.UNKNOWN_HOOK: 404,
 }
 """HTTP status of a rejected single submission; any other reason code is 422."""
 
@@ -48,6 +50,10 @@ _OUTCOMES: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body over the limit (recorded: too_large)."},
     422: {"description": "Rejected by the rules (recorded, with its reason code)."},
     429: {"description": "Over the key's rate limit; see Retry-After."},
+}
+_HOOK_OUTCOMES: dict[int | str, dict[str, Any]] = {
+    **_OUTCOMES,
+    404: {"description": "No hook of that name (the payload recorded: unknown_hook)."},
 }
 
 
@@ -97,6 +103,23 @@ def answer(s: Services, outcome: SubmitOutcome) -> Response:
 async def _too_large(s: Services, body: Oversized) -> Response:
     (outcome,) = await s.committer.submit([(body, None)])
     return answer(s, outcome)
+
+
+async def _unknown_hook(s: Services, name: str, body: bytes) -> Response:
+    """A payload posted to a hook that does not exist (a source's URL with a typo): recorded
+    as sent, answered 404 with the closest names."""
+    error = UnknownNameError("hook", name, s.hooks)
+    message = str(error).encode()[:MAX_REFUSAL_MESSAGE_BYTES].decode(errors="ignore")
+    refusal = Refusal(ReasonCode.UNKNOWN_HOOK, message)
+    (outcome,) = await s.committer.refuse([(body, refusal, None)])
+    s.metrics.count([outcome])
+    return problem(
+        404,
+        ReasonCode.UNKNOWN_HOOK.value,
+        message,
+        suggestions=error.suggestions,
+        outcome=outcome.to_json(),
+    )
 
 
 async def submit_one(s: Services, record: KeyRecord, raw: bytes, key: str | None) -> Response:
@@ -174,19 +197,20 @@ async def submissions(request: Request) -> Response:
     return await submit_one(s, record, body.strip(), key)
 
 
-@router.post("/v1/hooks/{name}", responses=_OUTCOMES, summary="Submit a tool's webhook payload")
+@router.post(
+    "/v1/hooks/{name}", responses=_HOOK_OUTCOMES, summary="Submit a tool's webhook payload"
+)
 async def hook(name: str, request: Request) -> Response:
     """The payload becomes one submission through the hook's mapping (OKR_HTTP_HOOKS_FILE),
     then goes as `POST /v1/submissions` does, with the same key checks."""
     s = services(request)
     record = s.key(request)
-    mapping = s.hooks.get(name)
-    if mapping is None:
-        error = UnknownNameError("hook", name, s.hooks)
-        raise ProblemError(404, "unknown_name", str(error), suggestions=error.suggestions)
     body = await read_body(request, s.settings.http_max_hook_bytes)
     if isinstance(body, Oversized):
         return await _too_large(s, body)
+    mapping = s.hooks.get(name)
+    if mapping is None:
+        return await _unknown_hook(s, name, body)
     payload = _document(body)
     if payload is None:  # recorded as the rules see it: invalid_json
         (outcome,) = await s.committer.submit([(body, None)])

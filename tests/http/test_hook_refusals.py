@@ -90,6 +90,22 @@ def test_a_hook_payload_over_the_limit_is_413_and_recorded_with_its_length_and_h
     assert recorded.raw_sha256 == hashlib.sha256(body).hexdigest()
 
 
+@pytest.mark.parametrize("name", ["jira-checkin", "%C3%A9" * 400, "x" * 5000])
+def test_a_payload_for_no_hook_is_404_and_recorded_as_sent(served: Served, name: str) -> None:
+    """A source's URL with a typo: the payload is kept, under a message bounded whatever the
+    name's length (a Kafka refusal's message is at most 1,000 bytes)."""
+    body = JIRA_PAYLOAD.read_bytes()
+    with served.server.client(served.writer) as client:
+        suggested = client.post(f"/v1/hooks/{name}", content=b"{}").json()["suggestions"]
+    status, recorded = hook(served, name, body)
+    assert status == 404
+    assert recorded.reason is ReasonCode.UNKNOWN_HOOK
+    assert recorded.raw == body
+    assert recorded.message.startswith("unknown hook '")
+    assert len(recorded.message.encode()) <= 1000
+    assert suggested == (["jira-check-in"] if name == "jira-checkin" else [])
+
+
 def test_a_hook_without_a_valid_key_is_401_and_not_recorded(served: Served) -> None:
     before = len(served.rejections())
     with served.server.client("okr_000000000000_" + "A" * 43) as client:

@@ -488,11 +488,13 @@ REASON_EXAMPLES = {
 
 
 SEQUENCER_REASONS = [
-    r for r in ReasonCode if r not in (ReasonCode.INVALID_RECORD, ReasonCode.FORBIDDEN)
+    r
+    for r in ReasonCode
+    if r not in (ReasonCode.INVALID_RECORD, ReasonCode.FORBIDDEN, ReasonCode.UNKNOWN_HOOK)
 ]
 """``invalid_record`` is about the Kafka intake record, not the submission: the Kafka
-sequencer gives it (tests/kafka/test_intake_records.py). ``forbidden`` is the HTTP API's
-refusal of a key's submission (tests/http/)."""
+sequencer gives it (tests/kafka/test_intake_records.py). ``forbidden`` and ``unknown_hook``
+are the HTTP API's refusals (tests/http/)."""
 
 
 @pytest.mark.parametrize("reason", SEQUENCER_REASONS, ids=str)
