@@ -36,10 +36,9 @@ from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection
 from tests.builders import check_ins, org_setup
 from tests.kafka.broker import tansu_broker
-from tests.kafka.group_support import Group
+from tests.kafka.group_support import Group, assert_outcomes_agree_with_the_ledger, wait_projected
 from tests.kafka.projector_support import cli
-from tests.kafka.test_sequencer_worker import Submitter, assert_exactly_once, wait_for_outcomes
-from tests.kafka.test_worker_group import assert_outcomes_agree_with_the_ledger, wait_projected
+from tests.kafka.worker_support import Submitter, assert_exactly_once, wait_for_outcomes
 from tests.projections.serve_store_support import served_store
 
 PARTITIONS = 6

@@ -54,7 +54,7 @@ from events.kafka_admin import ensure_topics, okr_topics
 from events.kafka_client import Connection, Reader
 from tests.kafka.broker import tansu_broker
 from tests.kafka.group_support import Group, assignments
-from tests.kafka.test_sequencer_worker import Submitter, Worker
+from tests.kafka.worker_support import Submitter, Worker
 
 _RESTORED = re.compile(r"partition (\d+): (?:restored|caught up) in ([0-9.]+)s")
 

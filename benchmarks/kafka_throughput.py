@@ -73,7 +73,7 @@ from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
 from tests.kafka.broker import broker_address
 from tests.kafka.group_support import Group
-from tests.kafka.test_sequencer_worker import Worker
+from tests.kafka.worker_support import Worker
 from tests.projections.serve_store_support import served_store
 
 KEY_RESULTS = 50

@@ -18,7 +18,7 @@ from okr_ledger.settings import Settings
 from okr_ledger.wiring import bootstrap
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.projector_support import cli
-from tests.kafka.test_sequencer_worker import free_port
+from tests.kafka.worker_support import free_port
 
 __all__ = ["cli", "free_port"]
 

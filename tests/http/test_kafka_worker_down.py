@@ -34,7 +34,7 @@ from tests.http.support import (
     outcome_lines,
     running,
 )
-from tests.kafka.test_sequencer_worker import Worker, open_log
+from tests.kafka.worker_support import Worker, open_log
 
 pytestmark = pytest.mark.kafka
 

@@ -11,7 +11,7 @@ from processors.runner import EmbeddedRunner
 from projections import monitoring, queries
 from projections.queries import Moment
 from projections.store import ProjectionStore
-from tests.kafka.test_sequencer_worker import open_log
+from tests.kafka.worker_support import open_log
 
 FOCUS_LIMIT = 2
 

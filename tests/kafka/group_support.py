@@ -5,12 +5,16 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from events.kafka_client import Connection
+from processors import tables as t
 from processors.kafka_config import WorkerConfig
 from processors.kafka_worker import RESTORE_ATTEMPTS
-from tests.kafka.test_sequencer_worker import Worker
+from projections.store import ProjectionStore
+from tests.kafka.worker_support import Worker, open_log
 
 _READ_TIMEOUT_S = WorkerConfig(servers=("127.0.0.1:9",), data_dir=Path()).timeout_s
 SPREAD_TIMEOUT_S = 60 + RESTORE_ATTEMPTS * _READ_TIMEOUT_S
@@ -129,3 +133,55 @@ class Group:
                 worker.process.terminate()
         for worker in self.workers.values():
             worker.stop()
+
+
+LATER = datetime(2027, 1, 1, tzinfo=UTC)
+"""A fixed "now" after every event, for answers compared between stores."""
+
+
+def assert_outcomes_agree_with_the_ledger(
+    kafka: Connection,
+    topics: dict[str, str],
+    outcomes: dict[str, list[dict[str, Any]]],
+    statuses: dict[str, str],
+) -> None:
+    """Every outcome record of a submission has its one status, and an accepted one names the
+    event the ledger holds (same org, id, sequence and hash)."""
+    log = open_log(kafka, topics)
+    try:
+        ledger = {
+            (r["org_id"], r["event_id"]): (r["sequence"], r["hash"]) for r in log.read_records()
+        }
+    finally:
+        log.close()
+    for submission_id, documents in outcomes.items():
+        for document in documents:
+            assert document["status"] == statuses[submission_id], (submission_id, documents)
+            if document["status"] == "accepted":
+                key = (document["org_id"], document["event_id"])
+                assert ledger[key] == (document["sequence"], document["hash"]), document
+            if document["status"] == "duplicate":
+                assert (document["org_id"], document["event_id"]) in ledger, document
+
+
+def wait_projected(
+    worker: Worker, url: str, kafka: Connection, topics: dict[str, str], timeout_s: float = 60
+) -> None:
+    """Until the shared store's checkpoints reach every org's head and each rejections lane's
+    last rejection."""
+    log = open_log(kafka, topics)
+    try:
+        heads = {org: head.sequence for org, head in log.heads().items()}
+        last = {}
+        for lane in log.rejection_lanes():
+            rejections = log.rejections_after(0, 1_000_000, lane=lane)
+            if rejections:
+                last[lane] = rejections[-1][0]
+    finally:
+        log.close()
+    deadline = time.monotonic() + timeout_s
+    with ProjectionStore.open(url, migrate=False) as store:
+        while (store.positions(), store.positions(t.REJECTION_STREAM)) != (heads, last):
+            assert worker.alive(), worker.log_tail()
+            assert time.monotonic() < deadline, f"not projected: {store.positions()} {heads}"
+            time.sleep(0.2)

@@ -16,7 +16,7 @@ from okr_ledger.client import LedgerClient
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.test_sequencer_worker import Worker
+from tests.kafka.worker_support import Worker
 
 Position = tuple[int, int]
 """An intake record's (partition, offset)."""

@@ -15,7 +15,7 @@ from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
 from projections.query_credentials import TOKEN_FILE, read_token
 from projections.store import ProjectionStore
-from tests.kafka.test_sequencer_worker import Submitter, Worker, free_port
+from tests.kafka.worker_support import Submitter, Worker, free_port
 
 TIME_DEPENDENT = {"expected_progress", "status", "stale", "updated_at", "recorded_at"}
 """Fields that move with the clock or the recording time (which differ between runtimes)."""

@@ -24,7 +24,7 @@ from events.kafka_client import Connection, Reader
 from tests.builders import org_setup
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.group_support import Group
-from tests.kafka.test_sequencer_worker import Submitter, Worker
+from tests.kafka.worker_support import Submitter, Worker
 from tests.projections.serve_store_support import start_store
 
 pytestmark = pytest.mark.kafka

@@ -11,7 +11,7 @@ from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from tests.builders import org_setup, submission
 from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.test_sequencer_worker import running_worker
+from tests.kafka.worker_support import running_worker
 
 pytestmark = pytest.mark.kafka
 

@@ -33,7 +33,7 @@ from tests.kafka.intake_support import (
     home,
     submit,
 )
-from tests.kafka.test_sequencer_worker import recorded_positions, running_worker
+from tests.kafka.worker_support import recorded_positions, running_worker
 
 pytestmark = pytest.mark.kafka
 

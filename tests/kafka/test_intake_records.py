@@ -24,8 +24,8 @@ from tests.kafka.intake_support import (
     kafka_settings,
     submit,
 )
-from tests.kafka.test_sequencer_worker import recorded_positions, running_worker
 from tests.kafka.test_submit_cli import kafka_env, lines, okr
+from tests.kafka.worker_support import recorded_positions, running_worker
 
 pytestmark = pytest.mark.kafka
 

@@ -14,7 +14,7 @@ from tests.kafka.projector_support import (
     projecting_worker,
     wait_projected,
 )
-from tests.kafka.test_sequencer_worker import Submitter
+from tests.kafka.worker_support import Submitter
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ from events.sqlite_log import SqliteEventLog
 from okr_ledger.demo import demo_submissions
 from projections.query_credentials import TOKEN_FILE
 from tests.kafka.projector_support import cli, json_lines, projecting_worker, wait_projected
-from tests.kafka.test_sequencer_worker import Submitter
+from tests.kafka.worker_support import Submitter
 
 pytestmark = pytest.mark.kafka
 

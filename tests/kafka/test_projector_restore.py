@@ -39,7 +39,7 @@ from tests.kafka.projector_support import (
     start_and_project,
     wait_projected,
 )
-from tests.kafka.test_sequencer_worker import Submitter
+from tests.kafka.worker_support import Submitter
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ from tests.kafka.projector_support import (
     start_and_project,
     wait_projected,
 )
-from tests.kafka.test_sequencer_worker import Submitter, Worker
+from tests.kafka.worker_support import Submitter, Worker
 
 pytestmark = pytest.mark.kafka
 

@@ -21,15 +21,15 @@ from projections.store import ProjectionStore
 from schemas.envelope import LedgerEvent
 from tests.builders import check_ins, org_setup
 from tests.kafka.answers_support import assert_equals_a_rebuild, org_answers
+from tests.kafka.group_support import LATER, wait_projected
 from tests.kafka.projector_support import projecting_worker
-from tests.kafka.test_sequencer_worker import (
+from tests.kafka.worker_support import (
     Submitter,
     Worker,
     assert_exactly_once,
     open_log,
     wait_for_outcomes,
 )
-from tests.kafka.test_worker_group import LATER, wait_projected
 from tests.projections.ledgers import project_prefix
 from tests.projections.serve_store_support import ServedStore, start_store
 

@@ -14,7 +14,7 @@ import pytest
 from events.kafka_client import Admin, Connection
 from tests.builders import org_setup, raw
 from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.test_sequencer_worker import running_worker
+from tests.kafka.worker_support import running_worker
 
 pytestmark = pytest.mark.kafka
 

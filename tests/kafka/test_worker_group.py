@@ -15,26 +15,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from events.kafka_client import Connection
-from processors import tables as t
 from projections.queries import Moment
-from projections.store import ProjectionStore
 from tests.builders import check_ins, org_setup
 from tests.kafka.answers_support import assert_equals_a_rebuild
 from tests.kafka.conftest import TEST_PARTITIONS
-from tests.kafka.group_support import Group, assignments, fenced
+from tests.kafka.group_support import (
+    LATER,
+    Group,
+    assert_outcomes_agree_with_the_ledger,
+    assignments,
+    fenced,
+    wait_projected,
+)
 from tests.kafka.projector_support import cli
-from tests.kafka.test_sequencer_worker import (
+from tests.kafka.worker_support import (
     Submitter,
     Worker,
     assert_exactly_once,
-    open_log,
     wait_for_outcomes,
 )
 from tests.projections.serve_store_support import start_store
@@ -118,31 +120,6 @@ def streaming(submitter: Submitter, raws: list[bytes], per_second: float) -> Ite
         raise failure[0]
 
 
-def assert_outcomes_agree_with_the_ledger(
-    kafka: Connection,
-    topics: dict[str, str],
-    outcomes: dict[str, list[dict[str, Any]]],
-    statuses: dict[str, str],
-) -> None:
-    """Every outcome record of a submission has its one status, and an accepted one names the
-    event the ledger holds (same org, id, sequence and hash)."""
-    log = open_log(kafka, topics)
-    try:
-        ledger = {
-            (r["org_id"], r["event_id"]): (r["sequence"], r["hash"]) for r in log.read_records()
-        }
-    finally:
-        log.close()
-    for submission_id, documents in outcomes.items():
-        for document in documents:
-            assert document["status"] == statuses[submission_id], (submission_id, documents)
-            if document["status"] == "accepted":
-                key = (document["org_id"], document["event_id"])
-                assert ledger[key] == (document["sequence"], document["hash"]), document
-            if document["status"] == "duplicate":
-                assert (document["org_id"], document["event_id"]) in ledger, document
-
-
 def test_workers_join_leave_crash_and_pause_while_submissions_stream(
     kafka: Connection, topics: dict[str, str], tmp_path: Path
 ) -> None:
@@ -193,8 +170,6 @@ def test_workers_join_leave_crash_and_pause_while_submissions_stream(
         store.stop()
 
 
-LATER = datetime(2027, 1, 1, tzinfo=UTC)
-"""A fixed "now" after every event, for answers compared between stores."""
 ZOMBIE_WAVES = 3
 REFUSED = "another worker owns it now"
 """What a worker logs when Kafka refuses its write: its partition was fenced by another."""
@@ -229,26 +204,3 @@ def zombie_waves(group: Group, stream: Stream, zombie: str, heir: str) -> None:
     raise AssertionError(
         f"the zombie held no batch: {ZOMBIE_WAVES} pauses and no write of {zombie} refused"
     )
-
-
-def wait_projected(
-    worker: Worker, url: str, kafka: Connection, topics: dict[str, str], timeout_s: float = 60
-) -> None:
-    """Until the shared store's checkpoints reach every org's head and each rejections lane's
-    last rejection."""
-    log = open_log(kafka, topics)
-    try:
-        heads = {org: head.sequence for org, head in log.heads().items()}
-        last = {}
-        for lane in log.rejection_lanes():
-            rejections = log.rejections_after(0, 1_000_000, lane=lane)
-            if rejections:
-                last[lane] = rejections[-1][0]
-    finally:
-        log.close()
-    deadline = time.monotonic() + timeout_s
-    with ProjectionStore.open(url, migrate=False) as store:
-        while (store.positions(), store.positions(t.REJECTION_STREAM)) != (heads, last):
-            assert worker.alive(), worker.log_tail()
-            assert time.monotonic() < deadline, f"not projected: {store.positions()} {heads}"
-            time.sleep(0.2)

@@ -23,7 +23,7 @@ from events.sqlite_log import SqliteEventLog
 from okr_ledger.demo import demo_submissions
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.projector_support import projecting_worker
-from tests.kafka.test_sequencer_worker import Submitter, Worker
+from tests.kafka.worker_support import Submitter, Worker
 from tests.projections.serve_store_support import served_store
 
 pytestmark = pytest.mark.kafka

@@ -27,7 +27,7 @@ from projections.readonly_sql import (
 )
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionQueryError, QueryRefusedError
-from tests.kafka.test_sequencer_worker import free_port
+from tests.kafka.worker_support import free_port
 from tests.projections.readonly_support import data_state, sql_of
 from tests.projections.sql_escapes import ESCAPES
 
