@@ -1,5 +1,6 @@
-"""``okr-ledger submit`` imports nothing of the projection side, and every command is still
-listed: the query and worker commands are registered lazily (okr_ledger/cli.py)."""
+"""``okr-ledger submit`` imports nothing of the projection side (nor Kafka's intake wire), and
+every command is still listed: the query and worker commands are registered lazily
+(okr_ledger/cli.py)."""
 
 import os
 import subprocess
@@ -31,6 +32,8 @@ NOT_FOR_SUBMIT = (
     "pandas",
     "pyarrow",
     "kafka",
+    "events.intake_wire",
+    "events.kafka",
     "faust",
     "rich.progress",
     "rich.table",
