@@ -18,8 +18,6 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn
 import orjson
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
-from rich.text import Text
 from typer.core import TyperGroup
 
 from events.chain import ChainReport, ChainVerifier
@@ -29,7 +27,7 @@ from events.outcomes import Outcome, Rejection
 from events.reasons import ReasonCode
 from events.stored import export_lines
 from okr_ledger import __version__, cli_options, consoles
-from okr_ledger.consoles import err, out
+from okr_ledger.consoles import err, escape, out
 from okr_ledger.settings import Settings
 from okr_ledger.submissions import Summary, ndjson_lines
 from okr_ledger.wiring import bootstrap, open_event_log, open_ledger
@@ -368,6 +366,8 @@ def rejections(
     as_of: cli_options.AsOf = None,
 ) -> None:
     """List recorded rejections (reason code, message, where the submission came from)."""
+    from rich.text import Text
+
     from okr_ledger import layout
 
     until = cli_options.parse_option(as_of, "--as-of")

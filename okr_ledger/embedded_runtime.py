@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import orjson
 from pydantic import SecretStr
 
-from events.intake_wire import refused
 from events.ledger import Ledger, ReadLine
 from events.log import EventLog
 from okr_ledger.runtime import ProgressBar, RebuildReport, Refused, no_progress
@@ -39,6 +38,8 @@ class LedgerSubmitter:
 
     def refuse(self, refused_: Sequence[Refused]) -> list[SubmitOutcome]:
         """Append the refusals to the rejection log, in one transaction."""
+        from events.intake_wire import refused  # the HTTP API's alone: not for ``submit``
+
         now = format_timestamp(self.ledger.clock())
         limit = self.ledger.policy.max_bytes
         rejections = [refused(raw, refusal, now, line, limit) for raw, refusal, line in refused_]

@@ -7,10 +7,13 @@ time); ``http(s)://user:password@host:8123/database`` a server. The database def
 
 import ctypes
 import fcntl
+import importlib
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+import types
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -250,8 +253,9 @@ _loaded: list[int] = []
 
 
 def load_chdb(release: bool = True) -> None:
-    """Import chDB and, with ``release``, before its engine starts, drop the pages that loading
-    its library touched (:func:`release_code_pages`); once per process.
+    """Import chDB (without the pyarrow it would import: :func:`_pyarrow_deferred`) and, with
+    ``release``, before its engine starts, drop the pages that loading its library touched
+    (:func:`release_code_pages`); once per process.
 
     Most of those pages only the load (relocations, static constructors) reads, and where the
     library sits in the page cache in large folios (right after an install) they are 200 MiB:
@@ -260,10 +264,42 @@ def load_chdb(release: bool = True) -> None:
     if _loaded:
         return
     try:
-        import chdb  # noqa: F401  (loads the library; the engine starts with a connection)
+        with _pyarrow_deferred():
+            # The library loads; its engine starts with a connection. ``chdb.state`` is what
+            # ``chdb.connect`` imports on first use (and with it, pyarrow).
+            import chdb.state  # noqa: F401
     except ImportError as error:
         raise MissingExtraError("chdb", "embedded") from error
     _loaded.append(release_code_pages() if release else 0)
+
+
+class _DeferredPyarrow(types.ModuleType):
+    """What chDB gets for ``import pyarrow`` while :func:`load_chdb` imports it: reading any
+    attribute imports the real pyarrow (once) and answers from it."""
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get("pyarrow") is self:
+            del sys.modules["pyarrow"]
+        return getattr(importlib.import_module("pyarrow"), name)
+
+
+@contextmanager
+def _pyarrow_deferred() -> Iterator[None]:
+    """chDB imports pyarrow (and numpy) as it loads, for its Arrow APIs alone, which neither
+    clickhouse-connect nor the store uses: 80-90 ms of CPU in every command that opens the
+    store, though only one that writes needs pyarrow (``projections/arrow_rows.py`` imports
+    it then). While chDB loads, ``import pyarrow`` gets a :class:`_DeferredPyarrow`; once
+    loaded, the name is free again for the real module."""
+    if "pyarrow" in sys.modules:
+        yield
+        return
+    stand_in = _DeferredPyarrow("pyarrow")
+    sys.modules["pyarrow"] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get("pyarrow") is stand_in:
+            del sys.modules["pyarrow"]
 
 
 def connect(target: Target, release_load_pages: bool = True) -> ClickHouseClient:

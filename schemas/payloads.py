@@ -28,9 +28,12 @@ from schemas.types import (
 
 
 class Payload(BaseModel):
-    """Base of every event's ``data``."""
+    """Base of every event's ``data``.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    Each type's validator is built when the type is first validated (``defer_build``), not at
+    import: a command meets a few of the 31 types, or none (a rerun of duplicates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     type_name: ClassVar[str]
     """The event type this payload belongs to."""

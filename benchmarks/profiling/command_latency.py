@@ -119,8 +119,25 @@ def _importtime(args: list[str], env: dict[str, str], top: int = 12) -> None:
             by_package.items(), key=lambda kv: -kv[1])[:top]))  # fmt: skip
 
 
+_PROFILED = """
+import cProfile, sys
+out, sys.argv = sys.argv[1], ["okr-ledger", *sys.argv[2:]]
+profile = cProfile.Profile()
+profile.enable()
+try:
+    from okr_ledger.cli import main
+    main()
+except SystemExit:
+    pass
+profile.disable()
+profile.dump_stats(out)
+"""
+
+
 def _profile(args: list[str], env: dict[str, str], out: Path) -> pstats.Stats:
-    _run([sys.executable, "-m", "cProfile", "-o", str(out), *args], env)
+    """cProfile of ``okr-ledger ARGS`` (:func:`okr_ledger.cli.main` in a fresh process: the
+    program's fast exit, ``run``, would end it before the profile is written)."""
+    _run([sys.executable, "-c", _PROFILED, str(out), *args], env)
     return pstats.Stats(str(out))
 
 
@@ -173,7 +190,7 @@ def measure_size(check_ins: int, samples: int, work: Path, submit_only: bool = F
         _importtime([str(CLI), *args], env)
         if name.startswith("progress after"):
             _run([str(CLI), "submit", str(_one_check_in(work))], env)
-        stats = _profile([str(CLI), *args], env, work / "command.prof")
+        stats = _profile(args, env, work / "command.prof")
         print_stage_table(stats, 1, stages, f"cProfile of okr-ledger {' '.join(args[:1])}")
         print_top(stats, 1, 15, name)
 

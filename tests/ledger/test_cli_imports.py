@@ -1,5 +1,7 @@
-"""``okr-ledger submit`` imports nothing of the projection side, and every command is still
-listed: the query and worker commands are registered lazily (okr_ledger/cli.py)."""
+"""``okr-ledger submit --json`` imports nothing of the projection side (nor Kafka's intake wire,
+nor rich), and
+every command is still listed: the query and worker commands are registered lazily
+(okr_ledger/cli.py)."""
 
 import os
 import subprocess
@@ -31,9 +33,10 @@ NOT_FOR_SUBMIT = (
     "pandas",
     "pyarrow",
     "kafka",
+    "events.intake_wire",
+    "events.kafka",
     "faust",
-    "rich.progress",
-    "rich.table",
+    "rich",  # the consoles are made when something is printed through them
 )
 
 
