@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -107,7 +107,8 @@ DAMAGE: dict[str, Callable[[sqlite3.Connection, str, int], object]] = {
     "malformed": _edit(MALFORMED["not_json"]),
     "malformed_empty": _edit(MALFORMED["empty"]),
     "swapped_with_previous": _swapped,
-    "sequence_text": lambda db, org, seq: _set(db, org, seq, sequence="x"),
+    # Text unique to the row: two of them in one org must not break UNIQUE (org_id, sequence).
+    "sequence_text": lambda db, org, seq: _set(db, org, seq, sequence=f"x{seq}"),
     "sequence_between": lambda db, org, seq: _set(db, org, seq, sequence=seq - 0.5),
     # Ranges are cut by the number of rows, not by the newest sequence: one huge sequence
     # does not make 10**11 ranges.
@@ -300,6 +301,7 @@ def test_an_org_column_that_is_not_text_leaves_it_to_the_serial_verifier(
     ),
     st.integers(1, 16),
 )
+@example([("sequence_text", "acme", 2), ("sequence_text", "acme", 3)], 1)
 def test_any_damage_and_range_size_give_the_same_reports(
     template: Path, tmp_path_factory: pytest.TempPathFactory, damage: list[Any], range_events: int
 ) -> None:
