@@ -14,6 +14,14 @@ only slow their workers down.
 import os
 
 import pytest
+from hypothesis import settings
+
+# In CI (``CI`` set) the property tests run the same examples every time: a failure there is
+# reproducible and is never a different draw than the run before. Elsewhere they draw anew on
+# every run, so local runs keep exploring.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 LONGEST_FIRST = (
     "tests/projections/test_properties.py::test_as_of_equals_a_rebuild_of_the_prefix",
