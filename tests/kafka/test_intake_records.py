@@ -15,6 +15,7 @@ from events.kafka_log import KafkaEventLog
 from okr_ledger.client import LedgerClient
 from okr_ledger.submit_outcome import SubmitOutcome
 from tests.builders import org_setup
+from tests.kafka.cli_support import kafka_env, lines, okr
 from tests.kafka.intake_support import (
     NotUtf8,
     Outcomes,
@@ -24,7 +25,6 @@ from tests.kafka.intake_support import (
     kafka_settings,
     submit,
 )
-from tests.kafka.test_submit_cli import kafka_env, lines, okr
 from tests.kafka.worker_support import recorded_positions, running_worker
 
 pytestmark = pytest.mark.kafka

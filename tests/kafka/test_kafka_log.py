@@ -19,19 +19,11 @@ from processors.faust_app import shared_lanes
 from schemas.errors import ConfigurationError, LedgerUnavailableError, SequenceConflictError
 from tests.builders import NOW, chained_events, check_ins, org_setup
 from tests.contract.event_log import EventLogContract
+from tests.kafka.worker_support import open_kafka_log
 
 pytestmark = pytest.mark.kafka
 
 AT = "2026-11-23T12:00:00Z"
-
-
-def open_kafka_log(kafka: Connection, topics: dict[str, str]) -> KafkaEventLog:
-    return KafkaEventLog(
-        kafka.servers,
-        ledger_topic=topics["ledger"],
-        rejections_topic=topics["rejections"],
-        timeout_s=kafka.timeout_s,
-    )
 
 
 class TestKafkaEventLog(EventLogContract):

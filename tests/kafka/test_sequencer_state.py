@@ -53,7 +53,7 @@ from processors.sequencer_state import (
 )
 from tests.builders import NOW, check_ins, org_setup
 from tests.builders import raw as raw_submission
-from tests.kafka.test_sequencer_core import (
+from tests.kafka.sequencer_support import (
     CrashError,
     Topics,
     assert_recorded_exactly_once,

@@ -21,7 +21,7 @@ from events.kafka_records import org_key
 from okr_ledger.cli import app
 from schemas.envelope import LedgerEvent
 from tests.builders import chained_events
-from tests.kafka.test_kafka_log import open_kafka_log
+from tests.kafka.worker_support import open_kafka_log
 from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE, same_value
 
 pytestmark = pytest.mark.kafka

@@ -3,7 +3,6 @@ the same commands on the embedded ledger, with the worker as a subprocess."""
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,42 +12,19 @@ import pytest
 
 from events.kafka_client import Admin, Connection
 from tests.builders import org_setup, raw
+from tests.kafka.cli_support import OKR_LEDGER, kafka_env, lines, okr
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.worker_support import running_worker
 
 pytestmark = pytest.mark.kafka
 
-OKR_LEDGER = Path(sys.executable).parent / "okr-ledger"
 VARYING = {"recorded_at", "hash", "prev_hash"}
 """What may differ between two runtimes given the same submissions."""
-
-
-def kafka_env(kafka: Connection, topics: dict[str, str], tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
-    return env | {
-        "OKR_LEDGER_URL": f"kafka://{kafka.servers[0]}",
-        "OKR_KAFKA_TOPIC_INTAKE": topics["intake"],
-        "OKR_KAFKA_TOPIC_LEDGER": topics["ledger"],
-        "OKR_KAFKA_TOPIC_REJECTIONS": topics["rejections"],
-        "OKR_KAFKA_TOPIC_OUTCOMES": topics["outcomes"],
-        "OKR_KAFKA_PARTITIONS": str(TEST_PARTITIONS),
-        "OKR_DATA_DIR": str(tmp / "kafka-data"),
-    }
 
 
 def embedded_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
     return env | {"OKR_DATA_DIR": str(tmp / "embedded-data")}
-
-
-def okr(env: dict[str, str], *args: str) -> "subprocess.CompletedProcess[bytes]":
-    return subprocess.run(
-        [str(OKR_LEDGER), *args], env=env, capture_output=True, timeout=60, check=False
-    )
-
-
-def lines(stdout: bytes) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
 def stable(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:

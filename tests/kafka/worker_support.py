@@ -316,3 +316,12 @@ def assert_exactly_once(
     finally:
         log.close()
     return statuses
+
+
+def open_kafka_log(kafka: Connection, topics: dict[str, str]) -> KafkaEventLog:
+    return KafkaEventLog(
+        kafka.servers,
+        ledger_topic=topics["ledger"],
+        rejections_topic=topics["rejections"],
+        timeout_s=kafka.timeout_s,
+    )

@@ -1,6 +1,7 @@
 """Tampering with the bytes of stored events: edits that keep the JSON value, and malformed
 bodies. Shared by the SQLite and Kafka campaigns and the verifier-agreement tests."""
 
+import hashlib
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -140,3 +141,15 @@ def data_dir_with(template: Path, parent: Path) -> Path:
     directory.mkdir()
     shutil.copy(template, directory / "ledger.db")
     return directory
+
+
+def resealed(record: dict[str, Any], body: bytes | None = None) -> bytes:
+    """``record`` written by orjson (or ``body``), its hash set to what the fast path
+    computes: SHA-256 of prev_hash and the bytes without the last ``,"hash":"..."`` member."""
+    record = {**record, "hash": "0" * 64}
+    body = body if body is not None else orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    at = body.rfind(b',"hash":"')
+    digest = hashlib.sha256(record["prev_hash"].encode())
+    digest.update(body[:at] + body[at + 74 :])
+    sealed = b'"hash":"%s"' % digest.hexdigest().encode()
+    return body.replace(b'"hash":"' + b"0" * 64 + b'"', sealed)

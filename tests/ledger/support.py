@@ -3,6 +3,8 @@ and tampering with a stored SQLite ledger."""
 
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -257,3 +259,22 @@ def run_cli(data_dir: Path, *args: str, stdin: bytes | None = None) -> Result:
 
 def ndjson(result: Result) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in result.stdout_bytes.splitlines() if line.strip()]
+
+
+OKR_LEDGER = Path(sys.executable).parent / "okr-ledger"
+
+
+def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("OKR_") and k != "COLUMNS"
+    }
+    environment.update(OKR_DATA_DIR=str(data_dir), COLUMNS="80", **env)
+    return subprocess.run(
+        [str(OKR_LEDGER), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=data_dir.parent,
+        timeout=120,
+        check=False,
+    )

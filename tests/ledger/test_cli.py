@@ -16,9 +16,7 @@ from schemas.errors import UnknownNameError
 from schemas.export import all_schemas, render
 from tests.builders import org_setup, raw
 from tests.ledger.independent_verifier import KEYS
-from tests.ledger.support import Cli, ndjson, tamper
-
-OKR_LEDGER = Path(sys.executable).parent / "okr-ledger"
+from tests.ledger.support import Cli, ndjson, run, tamper
 
 
 def write_lines(path: Path, lines: list[bytes]) -> Path:
@@ -312,22 +310,6 @@ def test_version(cli: Cli) -> None:
 
 
 # --- the real executable: the demo, and errors ----------------------------------------------
-
-
-def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith("OKR_") and k != "COLUMNS"
-    }
-    environment.update(OKR_DATA_DIR=str(data_dir), COLUMNS="80", **env)
-    return subprocess.run(
-        [str(OKR_LEDGER), *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=data_dir.parent,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_the_demo_loads_and_a_rerun_changes_nothing(data_dir: Path, cli: Cli) -> None:

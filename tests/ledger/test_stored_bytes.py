@@ -26,8 +26,7 @@ from tests.ledger.byte_tampering import (
     stored_bodies,
     stored_body,
 )
-from tests.ledger.support import run_cli, scratch_dir
-from tests.ledger.test_cli import run
+from tests.ledger.support import run, run_cli, scratch_dir
 
 LENGTH = 12
 """Events per org in the ledger under test (org setup and 5 check-ins)."""

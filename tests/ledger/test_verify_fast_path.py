@@ -2,7 +2,6 @@
 verdicts of ``ChainVerifier.add`` (the reference path), whatever was done to the rows,
 including forgeries that recompute the hash the way the fast path computes it."""
 
-import hashlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from events.chain import ChainReport, ChainVerifier
 from events.sqlite_log import SqliteEventLog
 from events.stored import STORED_COLUMNS, StoredBytes
 from tests.builders import chained_events
-from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE
+from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE, resealed
 from tests.ledger.support import store
 
 Row = tuple[Any, ...]
@@ -45,18 +44,6 @@ def fast(rows: list[Row], chunk: int = 3) -> list[ChainReport]:
     verifier = ChainVerifier()
     verifier.add_rows(rows[i : i + chunk] for i in range(0, len(rows), chunk))
     return verifier.reports()
-
-
-def resealed(record: dict[str, Any], body: bytes | None = None) -> bytes:
-    """``record`` written by orjson (or ``body``), its hash set to what the fast path
-    computes: SHA-256 of prev_hash and the bytes without the last ``,"hash":"..."`` member."""
-    record = {**record, "hash": "0" * 64}
-    body = body if body is not None else orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    at = body.rfind(b',"hash":"')
-    digest = hashlib.sha256(record["prev_hash"].encode())
-    digest.update(body[:at] + body[at + 74 :])
-    sealed = b'"hash":"%s"' % digest.hexdigest().encode()
-    return body.replace(b'"hash":"' + b"0" * 64 + b'"', sealed)
 
 
 def with_body(row: Row, body: Any, *, rehash_column: bool = True) -> Row:

@@ -26,9 +26,8 @@ from events.sqlite_log import SqliteEventLog
 from events.verify_ranges import Part, merge, plan, verify_part
 from okr_ledger.cli import app
 from tests.builders import chained_events
-from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE
+from tests.ledger.byte_tampering import MALFORMED, SAME_VALUE, resealed
 from tests.ledger.support import store
-from tests.ledger.test_verify_fast_path import resealed
 
 T = TypeVar("T")
 
