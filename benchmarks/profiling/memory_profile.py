@@ -12,12 +12,15 @@ fresh chDB store, in this process, and prints:
 - with ``--tracemalloc``: the Python allocations alive at the largest traced moment, by line
   (tracemalloc slows the run several times; the RSS figures of such a run are not the
   benchmark's);
+- with ``--split``: where the anonymous memory was at its highest sample, by owner (glibc's
+  arenas and pyarrow's pool in them, chDB's jemalloc and its own account, pymalloc, stacks:
+  :mod:`benchmarks.profiling.anon_split`);
 - with ``--rebuild``: then ``okr-ledger rebuild`` on that store (a child process: catch up,
   fingerprint, drop, project the whole ledger again, fingerprint), its RSS sampled from here.
 
 Usage: python benchmarks/profiling/memory_profile.py [--key-results 1000]
        [--check-ins 1000000] [--tracemalloc] [--top 25] [--rebuild] [--batch-size N]
-       [--commit-mib N] [--save-every N] [--part-mib N]
+       [--commit-mib N] [--save-every N] [--part-mib N] [--split]
 """
 
 import argparse
@@ -34,11 +37,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.figures import process_memory
+from benchmarks.profiling.anon_split import AnonSplits
 from benchmarks.profiling.common import bench_ledger
 from benchmarks.projection_throughput import open_alone
 from events.sqlite_log import SqliteEventLog
 from processors.runner import EmbeddedRunner
 from processors.snapshots import FILE_NAME, SqliteSnapshots
+from projections.client import connect, parse_url
 from projections.store import ProjectionStore
 
 ORG = "bench"
@@ -125,13 +130,22 @@ def rebuild(data: Path) -> None:
           f"{samples[-1][1]['VmHWM']} MiB (last sample)")  # fmt: skip
 
 
-def run(ledger: Path, trace: bool, top: int, then_rebuild: bool, options: dict[str, int]) -> None:
+def run(
+    ledger: Path,
+    trace: bool,
+    top: int,
+    then_rebuild: bool,
+    options: dict[str, int],
+    *,
+    split: bool = False,
+) -> None:
     work = Path(tempfile.mkdtemp(prefix="okr-memory-"))
     print(f"anchor: {open_alone()} (load {os.getloadavg()[0]:.1f})")
     try:
         (work / "ledger.db").symlink_to(ledger)
         log = SqliteEventLog(ledger, create=False, read_only=True)
-        store = ProjectionStore.open(f"chdb://{work / 'clickhouse'}")
+        url = f"chdb://{work / 'clickhouse'}"
+        store = ProjectionStore.open(url)
         snapshots = SqliteSnapshots(work / FILE_NAME)
         print(f"before projecting: {process_memory()}")
         runner = EmbeddedRunner(log, store, snapshots=snapshots)
@@ -140,6 +154,7 @@ def run(ledger: Path, trace: bool, top: int, then_rebuild: bool, options: dict[s
         runner.save_every = options.get("save_every", runner.save_every)
         store.part_bytes = options.get("part_bytes", store.part_bytes)
         sampler = Sampler()
+        splits = AnonSplits(connect(parse_url(url))) if split else None
         if trace:
             tracemalloc.start(1)
         start = time.perf_counter()
@@ -153,6 +168,10 @@ def run(ledger: Path, trace: bool, top: int, then_rebuild: bool, options: dict[s
         describe_state(runner, store)
         sampler.stop()
         sampler.print()
+        if splits is not None:
+            splits.stop()
+            splits.print()
+            splits.client.close()
         print(f"  final: {process_memory()}")
         if snapshot is not None:
             print(
@@ -184,6 +203,7 @@ def main() -> None:
     parser.add_argument("--commit-mib", type=int, help="Staged Arrow MiB that make a commit.")
     parser.add_argument("--save-every", type=int, help="Events between saves of the state.")
     parser.add_argument("--part-mib", type=int, help="Staged MiB of audit_events inserted apart.")
+    parser.add_argument("--split", action="store_true", help="Split the anonymous peak by owner.")
     args = parser.parse_args()
     ledger = bench_ledger(args.key_results, args.check_ins)
     options = {}
@@ -196,7 +216,7 @@ def main() -> None:
     if args.part_mib:
         options["part_bytes"] = args.part_mib << 20
     print(f"runner options: {options or 'the defaults'}")
-    run(ledger, args.tracemalloc, args.top, args.rebuild, options)
+    run(ledger, args.tracemalloc, args.top, args.rebuild, options, split=args.split)
 
 
 if __name__ == "__main__":

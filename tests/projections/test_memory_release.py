@@ -87,6 +87,23 @@ def test_the_c_allocator_maps_large_blocks_on_their_own_unless_the_environment_s
     client.trim_c_allocator()
 
 
+def test_an_embedded_store_inserts_history_rows_as_they_come_and_collapses_the_others(
+    store: ProjectionStore,
+) -> None:
+    """A history table's insert skips the merge on insert (``HISTORY_INSERT``: its rows never
+    share a key within one insert, and the copy costs the catch-up's peak); the checkpoints'
+    insert keeps it. Shown with two rows of one key in one insert each (one part each)."""
+    assert store.embedded
+    staged = ArrowTables()
+    at = 1_700_000_000_000_000
+    staged.add(t.EVENT_TIMES, [("org", 1, at), ("org", 1, at + 1)])
+    store._insert(t.EVENT_TIMES, staged.take(t.EVENT_TIMES))
+    staged.add(t.CHECKPOINTS, [(t.LEDGER_STREAM, "org", 1, at), (t.LEDGER_STREAM, "org", 2, at)])
+    store._insert(t.CHECKPOINTS, staged.take(t.CHECKPOINTS))
+    assert store.rows("SELECT count() FROM {db}.event_times") == [(2,)]
+    assert store.rows("SELECT count(), max(position) FROM {db}.checkpoints") == [(1, 2)]
+
+
 def test_an_embedded_store_trims_after_each_commit_a_server_store_does_not(
     store: ProjectionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
