@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from okr_ledger.cli import app
 from okr_ledger.projection_compare import fingerprint
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from projections.store import ProjectionStore
+from tests.projections.cli_support import runner
 from tests.projections.ledgers import LedgerBuilder
 
 StoreFactory = Callable[[str], ProjectionStore]
@@ -66,3 +68,15 @@ def assert_as_projected_afresh(
     clean = open_store("clean")
     project(builder, clean)
     assert fingerprint(store) == fingerprint(clean)
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``okr-ledger demo`` run in ``tmp_path`` (the current directory, its data under
+    ``data``), as the CLI tests then find it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OKR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("COLUMNS", "200")
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    return tmp_path

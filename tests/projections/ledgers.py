@@ -161,3 +161,19 @@ def project_prefix(events: list[LedgerEvent], store: ProjectionStore, tmp_path: 
         EmbeddedRunner(log, store, Projector()).catch_up()
     finally:
         log.close()
+
+
+def small_ledger(builder: LedgerBuilder) -> None:
+    builder.skeleton()
+    builder.objective("o", theme_ids=["growth"])
+    builder.key_result("k", "o")
+    for n in range(5):
+        builder.check_in("k", 10 * n, day(n))
+
+
+def small(builder: LedgerBuilder, check_ins: int, theme: str = "growth") -> None:
+    builder.skeleton(themes=(theme,))
+    builder.objective("o", theme_ids=[theme])
+    builder.key_result("k", "o")
+    for n in range(check_ins):
+        builder.check_in("k", n, day(n))

@@ -17,7 +17,7 @@ from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import ORG, LedgerBuilder, day, project_prefix
-from tests.projections.test_properties import all_answers, normal
+from tests.projections.properties import all_answers, normal
 
 EVERY = 4
 

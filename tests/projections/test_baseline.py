@@ -18,9 +18,8 @@ from projections.migrations import (
 )
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory, assert_as_projected_afresh, project
-from tests.projections.ledgers import LedgerBuilder
+from tests.projections.ledgers import LedgerBuilder, small_ledger
 from tests.projections.serve_store_support import served_store
-from tests.projections.test_store_contract import small_ledger
 
 
 def schema(store: ProjectionStore) -> dict[str, str]:

@@ -4,32 +4,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from typer.testing import CliRunner
 
 from okr_ledger.cli import app
 from schemas.errors import UnknownNameError
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def demo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OKR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
-    result = runner.invoke(app, ["demo"])
-    assert result.exit_code == 0, result.output
-    return tmp_path
-
-
-def lines(*args: str) -> list[dict[str, Any]]:
-    result = runner.invoke(app, [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
+from tests.projections.cli_support import lines, runner
 
 
 def test_the_default_store_lives_in_the_data_dir(

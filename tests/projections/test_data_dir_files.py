@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from okr_ledger.cli import app
 from processors.snapshots import FILE_NAME
 from tests.builders import submission
-from tests.projections.test_snapshots import Exploit
+from tests.projections.exploits import Exploit
 
 runner = CliRunner()
 SAVED = 500

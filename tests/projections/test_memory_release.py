@@ -31,8 +31,7 @@ from schemas.errors import (
     SequenceConflictError,
 )
 from tests.projections.conftest import project
-from tests.projections.ledgers import LedgerBuilder
-from tests.projections.test_store_contract import small_ledger
+from tests.projections.ledgers import LedgerBuilder, small_ledger
 
 
 def _checkpoints(first: int, count: int) -> list[tuple[Any, ...]]:

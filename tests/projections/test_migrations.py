@@ -23,7 +23,7 @@ from tests.projections.conftest import StoreFactory, project
 from tests.projections.ledgers import LedgerBuilder, day
 from tests.projections.old_store_ledger import write_ledger
 from tests.projections.serve_store_support import served_store
-from tests.projections.test_store_contract import answers, parts_without
+from tests.projections.store_support import answers, parts_without
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-issue-7.json"
 PINNED = {

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import settings
 
 from projections.store import ProjectionStore
-from tests.projections.serve_store_support import ServedStore, served_store
-from tests.projections.test_properties import (
+from tests.projections.properties import (
     AS_OF_CASES,
     INCREMENTAL_CASES,
     PROPERTY_SETTINGS,
@@ -21,7 +20,8 @@ from tests.projections.test_properties import (
     _incremental_projection_equals_a_full_rebuild,
     snapshots_every,
 )
-from tests.projections.test_store_contract import store_in_own_database
+from tests.projections.serve_store_support import ServedStore, served_store
+from tests.projections.store_support import store_in_own_database
 
 SERVED_SETTINGS = settings(PROPERTY_SETTINGS, max_examples=4)
 """Fewer examples than on chDB (12), where the same code is proven: each one's queries go over

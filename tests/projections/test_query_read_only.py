@@ -17,9 +17,7 @@ from okr_ledger import embedded_runtime
 from okr_ledger.cli import app
 from schemas.errors import LedgerUnavailableError
 from tests.builders import chained_events
-from tests.projections.test_cli import demo_dir, lines
-
-__all__ = ["demo_dir"]  # the fixture, imported for pytest
+from tests.projections.cli_support import lines
 
 runner = CliRunner()
 

@@ -15,15 +15,7 @@ from processors.snapshots import SqliteSnapshots
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
 from tests.projections.conftest import StoreFactory, assert_as_projected_afresh, project
-from tests.projections.ledgers import LedgerBuilder, day
-
-
-def small(builder: LedgerBuilder, check_ins: int, theme: str = "growth") -> None:
-    builder.skeleton(themes=(theme,))
-    builder.objective("o", theme_ids=[theme])
-    builder.key_result("k", "o")
-    for n in range(check_ins):
-        builder.check_in("k", n, day(n))
+from tests.projections.ledgers import LedgerBuilder, day, small
 
 
 def test_a_restart_resumes_from_a_snapshot(

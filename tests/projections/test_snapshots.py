@@ -42,10 +42,10 @@ from processors.state import (
     Strategy,
 )
 from tests.projections.conftest import StoreFactory, assert_as_projected_afresh
-from tests.projections.ledgers import ORG, LedgerBuilder, day
+from tests.projections.exploits import Exploit
+from tests.projections.ledgers import ORG, LedgerBuilder, day, small
 from tests.projections.old_store_ledger import write_ledger
-from tests.projections.test_properties import PROPERTY_SETTINGS, Script, build, scripts
-from tests.projections.test_runner import small
+from tests.projections.properties import PROPERTY_SETTINGS, Script, build, scripts
 
 
 @pytest.fixture
@@ -400,16 +400,6 @@ def test_a_state_saved_in_format_5_is_used_then_saved_anew_in_chunks(
 
 
 # --- the runner with unusable saved states ----------------------------------------------------
-
-
-class Exploit:
-    """Unpickled, it would write ``marker``: what a planted pickle could do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return exec, (f"open({str(self.marker)!r}, 'w').write('owned')",)
 
 
 Spoil = Callable[[Path, Path], None]

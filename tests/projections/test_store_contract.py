@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 
@@ -28,16 +27,9 @@ from projections.readonly_sql import QueryLimits
 from projections.store import MARK_AHEAD, ProjectionStore, _beyond_checkpoint
 from schemas.errors import ProjectionError, QueryRefusedError
 from tests.projections.conftest import StoreFactory, project
-from tests.projections.ledgers import ORG, LedgerBuilder, day
+from tests.projections.ledgers import ORG, LedgerBuilder, day, small_ledger
 from tests.projections.serve_store_support import ServedStore, served_store
-
-
-def small_ledger(builder: LedgerBuilder) -> None:
-    builder.skeleton()
-    builder.objective("o", theme_ids=["growth"])
-    builder.key_result("k", "o")
-    for n in range(5):
-        builder.check_in("k", 10 * n, day(n))
+from tests.projections.store_support import answers, parts_without, store_in_own_database
 
 
 def two_commits(builder: LedgerBuilder) -> tuple[RowBatch, RowBatch, int]:
@@ -75,12 +67,6 @@ def recorded_statements(store: ProjectionStore, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(store, "_insert", recorded_insert)
     monkeypatch.setattr(store, "_run", recorded_run)
     return statements
-
-
-def answers(store: ProjectionStore) -> list[object]:
-    moment = Moment(now=day(30))
-    found = queries.progress(store, ORG, moment, 5)
-    return [found.objectives, found.key_results, queries.coverage(store, ORG, moment)]
 
 
 class ProjectionStoreContract:
@@ -438,13 +424,6 @@ class TestChdbStore(ProjectionStoreContract):
         return open_store("contract")
 
 
-def store_in_own_database(url: str) -> Iterator[ProjectionStore]:
-    store = ProjectionStore.open(url, database=f"okr_test_{uuid4().hex[:12]}")
-    yield store
-    store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
-    store.close()
-
-
 @pytest.fixture(scope="module")
 def serve_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStore]:
     with served_store(tmp_path_factory.mktemp("served") / "data") as served:
@@ -466,15 +445,3 @@ if SERVER_URL:
         def store(self) -> Iterator[ProjectionStore]:
             assert SERVER_URL is not None
             yield from store_in_own_database(SERVER_URL)
-
-
-def parts_without(store: ProjectionStore, table: str, projection: str) -> int:
-    """Active parts of ``table`` with rows that lack ``projection`` (a part a DELETE emptied
-    has none, and is removed rather than merged)."""
-    return int(
-        store.rows(
-            "SELECT countIf(NOT has(projections, {p:String})) FROM system.parts "
-            "WHERE database = {db:String} AND table = {table:String} AND active AND rows > 0",
-            {"p": projection, "db": store.database, "table": table},
-        )[0][0]
-    )
