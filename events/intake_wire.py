@@ -98,10 +98,16 @@ class StandIn:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A submission the submitter refused: record it under ``reason``, do not decide it."""
+    """A submission the submitter refused: record it under ``reason``, do not decide it.
+    ``message`` is kept to :data:`MAX_REFUSAL_MESSAGE_BYTES` of UTF-8 (what its header
+    carries), on every runtime."""
 
     reason: ReasonCode
     message: str
+
+    def __post_init__(self) -> None:
+        kept = self.message.encode()[:MAX_REFUSAL_MESSAGE_BYTES].decode("utf-8", "ignore")
+        object.__setattr__(self, "message", kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +289,23 @@ def identify(value: bytes, limit: int) -> dict[str, str]:
     }
 
 
+NOT_SUBMISSIONS = frozenset({ReasonCode.UNKNOWN_HOOK})
+"""Refusals of a body that is not a submission (a tool's own payload): its ``org_id``,
+``type``... are not claims of the sender's, so the rejection is filed under none."""
+
+
 def refused(
-    value: bytes, refusal: Refusal, recorded_at: str, line: int | None, limit: int
+    value: bytes,
+    refusal: Refusal,
+    recorded_at: str,
+    line: int | None,
+    limit: int,
+    *,
+    stand_in: StandIn | None = None,
 ) -> Rejection:
-    """The rejection that records a refused submission."""
-    found = identify(value, limit)
+    """The rejection that records a refused submission (``value``; of a ``stand_in``, its
+    first bytes, with the whole one's length and SHA-256)."""
+    found = {} if refusal.reason in NOT_SUBMISSIONS else identify(value, limit)
     return Rejection(
         reason=refusal.reason,
         message=refusal.message,
@@ -298,6 +316,8 @@ def refused(
         event_id=found.get("event_id"),
         type=found.get("type"),
         source=found.get("source"),
+        raw_length=None if stand_in is None else stand_in.length,
+        raw_sha256=None if stand_in is None else stand_in.sha256,
     )
 
 
@@ -330,20 +350,22 @@ def intake_message(
 ) -> IntakeMessage:
     """The intake record of one submitted line: keyed by its org, or a stand-in if too long;
     with ``refusal``, the record of a submission the submitter refused."""
-    if len(raw) > INTAKE_VALUE_LIMIT:
-        return stand_in_message(
+    claims = () if refusal is None else _refusal_headers(refusal)
+    if len(raw) > INTAKE_VALUE_LIMIT:  # a refused one keeps its refusal: recorded under it
+        stand_in = stand_in_message(
             raw[:RAW_LIMIT], len(raw), hashlib.sha256(raw).hexdigest(), submission_id, line
         )
+        return IntakeMessage(None, stand_in.value, stand_in.headers + claims)
     org_id = peek_org(raw, len(raw))
     key = None if org_id is None else org_id.encode("utf-8")
-    headers = _headers(submission_id, line)
-    if refusal is not None:
-        message = refusal.message.encode()[:MAX_REFUSAL_MESSAGE_BYTES].decode("utf-8", "ignore")
-        headers += (
-            (REFUSAL_HEADER, refusal.reason.value.encode()),
-            (REFUSAL_MESSAGE_HEADER, message.encode()),
-        )
-    return IntakeMessage(key, raw, headers)
+    return IntakeMessage(key, raw, _headers(submission_id, line) + claims)
+
+
+def _refusal_headers(refusal: Refusal) -> tuple[tuple[str, bytes], ...]:
+    return (
+        (REFUSAL_HEADER, refusal.reason.value.encode()),
+        (REFUSAL_MESSAGE_HEADER, refusal.message.encode()),
+    )
 
 
 def stand_in_message(

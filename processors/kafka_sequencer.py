@@ -396,6 +396,16 @@ class PartitionSequencer:
             return self._invalid(record, intake, now, [{"loc": "record", "msg": message}])
         if intake.problems:
             return self._invalid(record, intake, now, list(intake.problems))
+        if intake.refusal is not None:  # of a stand-in too: recorded under the refusal
+            limit = self.policy.max_bytes
+            return refused(
+                record.value,
+                intake.refusal,
+                format_timestamp(now),
+                intake.line,
+                limit,
+                stand_in=intake.stand_in,
+            )
         if intake.stand_in is not None:
             claimed = intake.stand_in
             return Rejection(
@@ -411,9 +421,6 @@ class PartitionSequencer:
                 raw_length=claimed.length,
                 raw_sha256=claimed.sha256,
             )
-        if intake.refusal is not None:
-            limit = self.policy.max_bytes
-            return refused(record.value, intake.refusal, format_timestamp(now), intake.line, limit)
         org_id = None if probed is None else probed.org_id  # the value's, if it is readable
         if org_id is None:
             return None  # the rules reject it (not JSON, no org_id...)

@@ -275,12 +275,15 @@ def load_chdb(release: bool = True) -> None:
 
 class _DeferredPyarrow(types.ModuleType):
     """What chDB gets for ``import pyarrow`` while :func:`load_chdb` imports it: reading any
-    attribute imports the real pyarrow (once) and answers from it."""
+    attribute imports the real pyarrow (once), whose names it then takes as its own (later
+    reads are plain attribute reads)."""
 
     def __getattr__(self, name: str) -> Any:
         if sys.modules.get("pyarrow") is self:
-            del sys.modules["pyarrow"]
-        return getattr(importlib.import_module("pyarrow"), name)
+            sys.modules.pop("pyarrow", None)  # another thread may have taken it out already
+        real = importlib.import_module("pyarrow")
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
 
 
 @contextmanager

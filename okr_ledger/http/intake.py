@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from events.intake_wire import MAX_REFUSAL_MESSAGE_BYTES, Refusal
+from events.intake_wire import Refusal
 from events.ledger import ReadLine
 from events.outcomes import Oversized
 from events.reasons import ReasonCode
@@ -109,14 +109,13 @@ async def _unknown_hook(s: Services, name: str, body: bytes) -> Response:
     """A payload posted to a hook that does not exist (a source's URL with a typo): recorded
     as sent, answered 404 with the closest names."""
     error = UnknownNameError("hook", name, s.hooks)
-    message = str(error).encode()[:MAX_REFUSAL_MESSAGE_BYTES].decode(errors="ignore")
-    refusal = Refusal(ReasonCode.UNKNOWN_HOOK, message)
+    refusal = Refusal(ReasonCode.UNKNOWN_HOOK, str(error))  # its message bounded
     (outcome,) = await s.committer.refuse([(body, refusal, None)])
     s.metrics.count([outcome])
     return problem(
         404,
         ReasonCode.UNKNOWN_HOOK.value,
-        message,
+        refusal.message,
         suggestions=error.suggestions,
         outcome=outcome.to_json(),
     )

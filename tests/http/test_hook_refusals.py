@@ -90,7 +90,7 @@ def test_a_hook_payload_over_the_limit_is_413_and_recorded_with_its_length_and_h
     assert recorded.raw_sha256 == hashlib.sha256(body).hexdigest()
 
 
-@pytest.mark.parametrize("name", ["jira-checkin", "%C3%A9" * 400, "x" * 5000])
+@pytest.mark.parametrize("name", ["jira-checkin", "x" + "%C3%A9" * 600, "x" * 5000])
 def test_a_payload_for_no_hook_is_404_and_recorded_as_sent(served: Served, name: str) -> None:
     """A source's URL with a typo: the payload is kept, under a message bounded whatever the
     name's length (a Kafka refusal's message is at most 1,000 bytes)."""
@@ -104,6 +104,17 @@ def test_a_payload_for_no_hook_is_404_and_recorded_as_sent(served: Served, name:
     assert recorded.message.startswith("unknown hook '")
     assert len(recorded.message.encode()) <= 1000
     assert suggested == (["jira-check-in"] if name == "jira-checkin" else [])
+    assert recorded.org_id is None  # a tool's payload claims no org
+
+
+def test_a_payload_for_no_hook_is_filed_under_no_org_whatever_it_holds(served: Served) -> None:
+    """A tool's payload is not a submission: its ``org_id`` or ``type`` fields are not claims
+    of the sender's (a key of one org could otherwise file rejections under another)."""
+    body = b'{"org_id": "globex", "type": "issue_updated", "source": "crm", "event_id": "e"}'
+    status, recorded = hook(served, "nosuch", body)
+    assert status == 404
+    assert (recorded.reason, recorded.raw) == (ReasonCode.UNKNOWN_HOOK, body)
+    assert (recorded.org_id, recorded.type, recorded.source, recorded.event_id) == (None,) * 4
 
 
 def test_a_hook_without_a_valid_key_is_401_and_not_recorded(served: Served) -> None:

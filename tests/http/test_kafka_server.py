@@ -184,9 +184,13 @@ def test_two_replicas_submit_refuse_read_and_share_revocations(
     with b.client(jira) as client:
         hooked = client.post("/v1/hooks/jira-check-in", content=JIRA_PAYLOAD.read_bytes())
         no_hook = client.post("/v1/hooks/jira-checkin", content=b'{"typo": 1}')
+        # Over what one intake record carries (a stand-in), under the hooks' limit (1 MiB).
+        big_no_hook = client.post("/v1/hooks/nosuch", content=b" " * 1_000_100 + b"{}")
     assert hooked.status_code == 201, hooked.text
     assert no_hook.status_code == 404, no_hook.text
     assert no_hook.json()["outcome"]["reason_code"] == "unknown_hook"
+    assert big_no_hook.status_code == 404, big_no_hook.text
+    assert big_no_hook.json()["outcome"]["reason_code"] == "unknown_hook"
 
     keyed = orjson.dumps(check_in(source_event_id=None))  # the header is its source's id
     first_keyed = _post(a, jira, keyed, **{"Idempotency-Key": "kafka-k1"})
@@ -227,8 +231,10 @@ def test_two_replicas_submit_refuse_read_and_share_revocations(
     assert all(r.message.startswith(f"key {jira_id} ") for r in forbidden)
     assert forbidden[0].org_id == "globex"
     assert any(r.reason is ReasonCode.INVALID_JSON and r.raw == b'{"type":' for r in recorded)
-    (no_hook_recorded,) = [r for r in recorded if r.reason is ReasonCode.UNKNOWN_HOOK]
+    no_hook_recorded, big_recorded = [r for r in recorded if r.reason is ReasonCode.UNKNOWN_HOOK]
     assert no_hook_recorded.raw == b'{"typo": 1}'
+    assert big_recorded.raw_length == 1_000_102
+    assert big_recorded.raw_sha256 == hashlib.sha256(b" " * 1_000_100 + b"{}").hexdigest()
     large = [r for r in recorded if r.reason is ReasonCode.TOO_LARGE and r.raw_length == len(big)]
     assert large[0].raw_sha256 == hashlib.sha256(big).hexdigest()
 

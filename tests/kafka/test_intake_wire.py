@@ -18,10 +18,12 @@ from events.intake_wire import (
     LENGTH_HEADER,
     LINE_HEADER,
     MAX_CLAIMED_LENGTH,
+    MAX_REFUSAL_MESSAGE_BYTES,
     SHA256_HEADER,
     SUBMISSION_HEADER,
     AcceptedAnswer,
     Origin,
+    Refusal,
     RejectedAnswer,
     decode_outcome,
     encode_outcome,
@@ -377,6 +379,38 @@ def test_a_stand_in_becomes_a_too_large_rejection_with_its_figures() -> None:
     assert stored == rejection
     assert orjson.loads(encode_rejection(rejection))["raw_length"] == len(line)
     assert outcomes(output)[0]["submission_id"] == "big"
+
+
+@pytest.mark.parametrize("reason", [ReasonCode.FORBIDDEN, ReasonCode.UNKNOWN_HOOK])
+def test_a_refused_line_too_long_for_intake_is_recorded_under_its_refusal(
+    reason: ReasonCode,
+) -> None:
+    """Sent as a stand-in that keeps its refusal: recorded as refused, with the whole line's
+    length and hash; a tool's payload (``unknown_hook``) is filed under no org."""
+    line = b'{"org_id": "globex", "type": "issue_updated", "pad": "' + b"q" * 1_500_000 + b'"}'
+    message = intake_message(line, "big", None, Refusal(reason, "refused " + "é" * 900))
+    output = PartitionSequencer(0, 1).decide_batch([record(0, message.value, message.headers)], NOW)
+    ((rejection, _origin),) = output.rejections
+    assert rejection.reason is reason
+    assert len(rejection.message.encode()) <= MAX_REFUSAL_MESSAGE_BYTES
+    assert rejection.message.startswith("refused é")
+    assert (rejection.raw, rejection.raw_length, rejection.raw_sha256) == (
+        line[:RAW_LIMIT],
+        len(line),
+        hashlib.sha256(line).hexdigest(),
+    )
+    assert (rejection.org_id, rejection.type) == (None, None)  # a prefix is not read
+
+
+def test_a_tool_payload_refused_for_no_hook_is_filed_under_no_org() -> None:
+    payload = b'{"org_id": "globex", "type": "issue_updated", "source": "x", "event_id": "e"}'
+    for reason, org in ((ReasonCode.UNKNOWN_HOOK, None), (ReasonCode.FORBIDDEN, "globex")):
+        message = intake_message(payload, "s", None, Refusal(reason, "no"))
+        output = PartitionSequencer(0, 1).decide_batch(
+            [record(0, message.value, message.headers, key=message.key)], NOW
+        )
+        ((rejection, _origin),) = output.rejections
+        assert (rejection.reason, rejection.org_id, rejection.raw) == (reason, org, payload)
 
 
 def test_an_unreadable_record_is_recorded_as_invalid_record() -> None:

@@ -2,12 +2,10 @@
 (``projections/client.py``), so a command that only reads never pays for it, while a write and
 chDB's Arrow API get the real module."""
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
+from tests.fresh_python import run_snippet
 
 OPEN_READ_WRITE = """
 import json, sys
@@ -36,15 +34,7 @@ print(json.dumps({
 
 
 def _run(path: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", OPEN_READ_WRITE, str(path)],
-        capture_output=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=120,
-    )
-    found: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
-    return found
+    return run_snippet(OPEN_READ_WRITE, str(path))
 
 
 def test_a_read_imports_no_pyarrow_and_a_write_and_chdbs_arrow_api_get_the_real_one(

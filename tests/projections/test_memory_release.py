@@ -30,6 +30,7 @@ from schemas.errors import (
     ProjectionError,
     SequenceConflictError,
 )
+from tests.fresh_python import run_snippet
 from tests.projections.conftest import project
 from tests.projections.ledgers import LedgerBuilder, small_ledger
 
@@ -417,15 +418,7 @@ def test_with_the_setting_off_chdbs_load_pages_stay(
 
 
 def _load_then_open(path: Path, release: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", LOAD_THEN_OPEN, str(path), release],
-        capture_output=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=120,
-    )
-    found: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
-    return found
+    return run_snippet(LOAD_THEN_OPEN, str(path), release)
 
 
 def test_only_pages_that_are_the_files_own_are_dropped() -> None:
