@@ -1,7 +1,6 @@
 """``okr-ledger submit --json`` imports nothing of the projection side (nor Kafka's intake wire,
-nor rich), and
-every command is still listed: the query and worker commands are registered lazily
-(okr_ledger/cli.py)."""
+nor rich), and every command is still listed: the query and worker commands are registered
+lazily (okr_ledger/cli.py)."""
 
 import os
 import subprocess
