@@ -188,6 +188,14 @@ class Settings(BaseSettings):
         "<data_dir>/projector-state/partition-<n>.sqlite, so that gaining a partition replays "
         "only what the ledger holds after the file; off: it replays the whole partition.",
     )
+    projector_retry_max_seconds: float = Field(
+        default=30.0,
+        ge=0.5,
+        le=3600,
+        description="While the projection store is unavailable, the Kafka worker's projector "
+        "(down: the sequencer goes on) tries it again after 0.5 s, then twice as long each "
+        "time, up to this.",
+    )
     projector_commit_bytes: int = Field(
         default=16 << 20,
         ge=64 << 10,
