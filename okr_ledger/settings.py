@@ -196,6 +196,14 @@ class Settings(BaseSettings):
         "(down: the sequencer goes on) tries it again after 0.5 s, then twice as long each "
         "time, up to this.",
     )
+    projector_stall_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A full batch of the Kafka worker's projector waits this long at most for "
+        "the insert under way (the consumer, and so the sequencer, waits with it); past that "
+        "the store is taken as down, as when an insert fails.",
+    )
     projector_commit_bytes: int = Field(
         default=16 << 20,
         ge=64 << 10,

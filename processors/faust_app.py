@@ -191,7 +191,9 @@ class Worker(Delivery):
             idle_s=c.projector_idle_s,
             crash=self.app.crash,
             rewind=self._rewind_ledger,
-            outage=Outage(self.reopen, self._resume_ledger, c.projector_retry_max_s),
+            outage=Outage(
+                self.reopen, self._resume_ledger, c.projector_retry_max_s, c.projector_stall_s
+            ),
         )
         self._started.set()
 

@@ -205,6 +205,10 @@ class Outage:
     retry_max_s: float = 30.0
     """The longest wait between two tries (the first is :data:`FIRST_RETRY_S`, then twice
     the one before)."""
+    stall_s: float = 60.0
+    """How long a full batch waits for an insert under way before the store is taken as down:
+    the consumer waits on that hand-over, the sequencer's batches behind it, and a store that
+    is paused or cut off answers nothing until the client's read timeout (300 s)."""
 
 
 class LedgerProjection:
@@ -766,7 +770,8 @@ class ProjectorAgent:
                 records[-1].offset,
             )
         if len(pending) >= self.batch_size or pending.size >= self.batch_bytes:
-            await self._flush()
+            # Bounded: the consumer waits on this hand-over, and the sequencer's with it.
+            await self._flush(None if self._outage is None else self._outage.stall_s)
         else:
             self._wake.set()
 
@@ -812,53 +817,72 @@ class ProjectorAgent:
         if self._crash is not None:
             await self._crash(error)
 
-    async def _flush(self) -> None:
-        async with self._lock:
-            if self.down:
-                self._pending = Pending()
-                return
-            if self._failure is not None:
-                raise ProjectionError(
-                    f"an earlier insert failed ({self._failure}): nothing more is projected"
-                ) from self._failure
-            pending, self._pending = self._pending, Pending()
-            if not pending:
-                return
-            started = time.monotonic()
+    async def _flush(self, stall_s: float | None = None) -> None:
+        """Insert what is pending, once an insert under way has ended: after at most
+        ``stall_s`` (with an :class:`Outage`), else the store is taken as down."""
+        if stall_s is not None and self._outage is not None and self._lock.locked():
             try:
-                unusable: set[int] = await self._blocking(self._apply, pending)
-                if unusable:
-                    await self._read_again(unusable, pending)
-            except Exception as error:
-                if self._outage is None:
-                    self._failure = error  # no further batch: its state is changed in part
-                    raise
-                self._went_down(error)
+                await asyncio.wait_for(self._lock.acquire(), stall_s)
+            except TimeoutError:
+                if not self.down:
+                    self._went_down(TimeoutError(f"an insert has not ended in {stall_s:.0f}s"))
                 return
-            self.metrics.projected(
-                events=sum(1 for record in pending.ledger if record[0] not in unusable),
-                rejections=len(pending.rejections),
-                seconds=time.monotonic() - started,
+        else:
+            await self._lock.acquire()
+        try:
+            await self._insert_pending()
+        finally:
+            self._lock.release()
+
+    async def _insert_pending(self) -> None:
+        if self.down:
+            self._pending = Pending()
+            return
+        if self._failure is not None:
+            raise ProjectionError(
+                f"an earlier insert failed ({self._failure}): nothing more is projected"
+            ) from self._failure
+        pending, self._pending = self._pending, Pending()
+        if not pending:
+            return
+        started = time.monotonic()
+        try:
+            unusable: set[int] = await self._blocking(self._apply, pending)
+            if unusable:
+                await self._read_again(unusable, pending)
+        except Exception as error:
+            if self._outage is None:
+                self._failure = error  # no further batch: its state is changed in part
+                raise
+            self._went_down(error)
+            return
+        self.metrics.projected(
+            events=sum(1 for record in pending.ledger if record[0] not in unusable),
+            rejections=len(pending.rejections),
+            seconds=time.monotonic() - started,
+        )
+        if self.projection.oldest is not None:
+            self.metrics.fresh("projected", self.projection.oldest)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "projected %s records in %.1f ms, %.1f ms after the first (ledger %s)",
+                len(pending),
+                (time.monotonic() - started) * 1000,
+                (started - pending.first_at) * 1000,
+                _ranges(pending),
             )
-            if self.projection.oldest is not None:
-                self.metrics.fresh("projected", self.projection.oldest)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "projected %s records in %.1f ms, %.1f ms after the first (ledger %s)",
-                    len(pending),
-                    (time.monotonic() - started) * 1000,
-                    (started - pending.first_at) * 1000,
-                    _ranges(pending),
-                )
 
     def _went_down(self, error: Exception) -> None:
         """The store failed (an insert, or a take): no further batch, since the projection's
         state is changed in part; retry in the background (see the module docstring)."""
         assert self._outage is not None
-        self._failure = error
-        self._pending = Pending()
         why = f"{type(error).__name__}: {error}"
         self.metrics.projector_down(why[:300])
+        if self.down:  # an insert that had stalled failed in the end: it was down already
+            log.warning("the insert under way when the store stalled failed too (%s)", why)
+            return
+        self._failure = error
+        self._pending = Pending()
         log.error(
             "the projector cannot write the store (%s); it stops projecting, the sequencer "
             "goes on; retrying in %.1fs",
