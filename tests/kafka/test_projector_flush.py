@@ -5,38 +5,17 @@ rows and without flushing on time again."""
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from events.kafka_records import RejectionLanes, encode_event, org_key
+from events.kafka_records import RejectionLanes
 from processors.kafka_projector import LedgerProjection, ProjectorAgent
 from processors.metrics import PrometheusMetrics
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
-from tests.builders import chained_events
-
-TABLES = ("audit_events", "check_in_versions", "key_result_versions")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What the consumer hands over: an aiokafka record's offset, key and value."""
-
-    offset: int
-    key: bytes
-    value: bytes
-
-
-def records() -> list[Record]:
-    events = chained_events("acme", check_in_count=40)
-    return [Record(i, org_key(e.org_id), encode_event(e)) for i, e in enumerate(events)]
-
-
-async def no_progress(partition: int) -> tuple[int | None, int | None]:
-    return None, None
+from tests.kafka.agent_support import TABLES, Record, no_progress, records
 
 
 def agent_of(projection: LedgerProjection, **options: Any) -> ProjectorAgent:

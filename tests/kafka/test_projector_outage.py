@@ -6,27 +6,15 @@ store's rows then equal a projection of the same records in one go."""
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from events.kafka_records import RejectionLanes, encode_event, org_key
+from events.kafka_records import RejectionLanes
 from processors.kafka_projector import LedgerProjection, Outage, ProjectorAgent
 from processors.metrics import PrometheusMetrics
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionError
-from tests.builders import chained_events
-
-TABLES = ("audit_events", "check_in_versions", "key_result_versions")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What the consumer hands over: an aiokafka record's offset, key and value."""
-
-    offset: int
-    key: bytes
-    value: bytes
+from tests.kafka.agent_support import TABLES, no_progress, records
 
 
 class DownOnce(ProjectionStore):
@@ -53,10 +41,6 @@ class Recording(LedgerProjection):
         return super().apply(ledger, rejections)
 
 
-async def no_progress(partition: int) -> tuple[int | None, int | None]:
-    return None, None
-
-
 def contents(store: ProjectionStore) -> dict[str, list[Any]]:
     return {
         table: sorted(map(repr, store.rows(f"SELECT * FROM {{db}}.{table} ORDER BY ALL")))
@@ -67,8 +51,7 @@ def contents(store: ProjectionStore) -> dict[str, list[Any]]:
 def test_a_failed_insert_puts_the_projector_down_and_it_recovers_as_a_restart(
     tmp_path: Path,
 ) -> None:
-    events = chained_events("acme", check_in_count=40)
-    given = [Record(i, org_key(e.org_id), encode_event(e)) for i, e in enumerate(events)]
+    given = records()
     store = DownOnce.open(f"chdb://{tmp_path / 'store'}")
     metrics = PrometheusMetrics()
     made: list[Recording] = []

@@ -436,7 +436,7 @@ AS_OF_CASES = given(
 """The cases of the as-of = prefix rebuild property (also run on a served store)."""
 
 
-def _incremental_projection_equals_a_full_rebuild(
+def incremental_projection_equals_a_full_rebuild(
     workdir: Path,
     two_stores: tuple[ProjectionStore, ProjectionStore],
     script: Script,
@@ -480,7 +480,7 @@ def snapshots_every(events: int) -> Iterator[None]:
         t.SNAPSHOT_EVERY = before
 
 
-def _as_of_equals_a_rebuild_of_the_prefix(
+def as_of_equals_a_rebuild_of_the_prefix(
     *,
     workdir: Path,
     full: ProjectionStore,

@@ -17,19 +17,17 @@ from processors.projector import Projector, micros
 from projections.queries import Moment
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory
-from tests.projections.ledgers import (
-    utc,
-)
+from tests.projections.ledgers import utc
 from tests.projections.properties import (
     AS_OF_CASES,
     INCREMENTAL_CASES,
     PROPERTY_SETTINGS,
     Fresh,
     Script,
-    _as_of_equals_a_rebuild_of_the_prefix,
-    _incremental_projection_equals_a_full_rebuild,
     all_answers,
+    as_of_equals_a_rebuild_of_the_prefix,
     build,
+    incremental_projection_equals_a_full_rebuild,
     scripts,
     snapshots_every,
 )
@@ -57,7 +55,7 @@ def test_incremental_projection_equals_a_full_rebuild(
     every: int,
 ) -> None:
     with snapshots_every(every):
-        _incremental_projection_equals_a_full_rebuild(workdir, two_stores, script, cuts, restart)
+        incremental_projection_equals_a_full_rebuild(workdir, two_stores, script, cuts, restart)
 
 
 @PROPERTY_SETTINGS
@@ -77,7 +75,7 @@ def test_as_of_equals_a_rebuild_of_the_prefix(
     fresh = Fresh(workdir, two_stores)
     builder = fresh.ledger()
     with snapshots_every(every):
-        _as_of_equals_a_rebuild_of_the_prefix(
+        as_of_equals_a_rebuild_of_the_prefix(
             workdir=workdir,
             full=full,
             prefix=prefix,

@@ -16,8 +16,8 @@ from tests.projections.properties import (
     PROPERTY_SETTINGS,
     Fresh,
     Script,
-    _as_of_equals_a_rebuild_of_the_prefix,
-    _incremental_projection_equals_a_full_rebuild,
+    as_of_equals_a_rebuild_of_the_prefix,
+    incremental_projection_equals_a_full_rebuild,
     snapshots_every,
 )
 from tests.projections.serve_store_support import ServedStore, served_store
@@ -54,9 +54,7 @@ def test_incremental_projection_equals_a_full_rebuild_on_the_served_store(
     every: int,
 ) -> None:
     with snapshots_every(every):
-        _incremental_projection_equals_a_full_rebuild(
-            tmp_path, served_stores, script, cuts, restart
-        )
+        incremental_projection_equals_a_full_rebuild(tmp_path, served_stores, script, cuts, restart)
 
 
 @settings(SERVED_SETTINGS, max_examples=2)
@@ -73,7 +71,7 @@ def test_as_of_equals_a_rebuild_of_the_prefix_on_the_served_store(
     full, prefix = served_stores
     builder = Fresh(tmp_path, served_stores).ledger()
     with snapshots_every(every):
-        _as_of_equals_a_rebuild_of_the_prefix(
+        as_of_equals_a_rebuild_of_the_prefix(
             workdir=tmp_path,
             full=full,
             prefix=prefix,
