@@ -15,11 +15,6 @@ batch of one partition at a time (:mod:`processors.faust_batches`):
 - ``sequencer``: intake -> ledger, rejections, outcomes (:mod:`processors.kafka_worker`);
 - ``projector``: ledger and rejections -> the projection store (:mod:`processors.kafka_projector`).
 
-The store failing does not end the worker: the projector is down (``/healthz`` 503, ``/livez``
-200), the sequencer goes on, and the projector opens the store again (:meth:`Worker.reopen`)
-and takes its partitions as on an assignment once the store answers
-(:class:`processors.kafka_projector.Outage`).
-
 Faust's web server (``OKR_WORKER_WEB_HOST:OKR_WORKER_WEB_PORT``) serves what the process mounts
 on it (:attr:`WorkerServices.routes`: health, metrics, the query endpoint). No Faust table,
 no changelog and no ``exactly_once``: Tansu reports a partition's end too low for Faust's table
@@ -42,12 +37,7 @@ from events.kafka_client import Connection, Reader
 from events.kafka_records import RejectionLanes
 from processors.faust_batches import Delivery, OkrConsumer
 from processors.kafka_config import WorkerConfig
-from processors.kafka_projector import (
-    LedgerProjection,
-    Outage,
-    ProjectorAgent,
-    partition_states,
-)
+from processors.kafka_projector import LedgerProjection, ProjectorAgent, partition_states
 from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
 from processors.runner import RowSink
@@ -155,8 +145,6 @@ class Worker(Delivery):
         self.sequencer: SequencerAgent | None = None
         self.projector: ProjectorAgent | None = None
         self._store: Store | None = None
-        self._partitions = self._lanes = 0
-        """The ledger's and the rejections topic's partition counts."""
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
         self._intake_batches: Any = None
         self._ledger_batches: Any = None
@@ -174,9 +162,17 @@ class Worker(Delivery):
         """Check the topics, open the store, make the agents."""
         c = self.config
         loop = asyncio.get_running_loop()
-        self._partitions, self._lanes = await asyncio.to_thread(self._check_topics)
+        partitions, lanes = await asyncio.to_thread(self._check_topics)
         self._store = await loop.run_in_executor(self._store_thread, self.services.open_store)
-        projection = await loop.run_in_executor(self._store_thread, self._projection, self._store)
+        projection = await loop.run_in_executor(
+            self._store_thread,
+            LedgerProjection,
+            self._store,
+            partitions,
+            RejectionLanes(lanes),
+            None,
+            partition_states(c),
+        )
         runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
         self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
         self.projector = ProjectorAgent(
@@ -191,32 +187,8 @@ class Worker(Delivery):
             idle_s=c.projector_idle_s,
             crash=self.app.crash,
             rewind=self._rewind_ledger,
-            outage=Outage(
-                self.reopen, self._resume_ledger, c.projector_retry_max_s, c.projector_stall_s
-            ),
         )
         self._started.set()
-
-    def _projection(self, store: Store) -> LedgerProjection:
-        return LedgerProjection(
-            store,
-            self._partitions,
-            RejectionLanes(self._lanes),
-            None,
-            partition_states(self.config),
-        )
-
-    def reopen(self) -> LedgerProjection:
-        """The store closed and opened again, and a new projection on it, as a restart makes
-        them (in the store's thread: the projector's :attr:`Outage.reopen`)."""
-        store, self._store = self._store, None
-        if store is not None:
-            try:
-                store.close()
-            except Exception as error:  # a store that is gone may not close cleanly
-                log.warning("closing the projection store failed (%s)", error)
-        self._store = self.services.open_store()
-        return self._projection(self._store)
 
     def _check_topics(self) -> tuple[int, int]:
         """The ledger's and the rejections' partition counts, once the topics are known to
@@ -277,32 +249,15 @@ class Worker(Delivery):
             sequencer.assign(intake, generation),
             projector.assign(ledger, lanes, generation),
         )
-        offsets = {TP(topics.intake, p): offset for p, offset in intake_offsets.items()}
-        offsets.update(await self._projector_offsets(starts, rejections_next))
-        self.metrics.assigned(topics.ledger, len(ledger))  # restored: ready (with the intake)
-        return offsets
-
-    async def _projector_offsets(
-        self, starts: dict[int, int | None], rejections_next: dict[int, int]
-    ) -> dict[TP, int]:
-        """Where the projector reads each ledger partition (``None``: its beginning) and
-        each rejections lane from."""
-        topics = self.config.topics
         unread = [p for p, start in starts.items() if start is None]
         beginnings = await asyncio.to_thread(self._beginnings, unread)
-        offsets = {
-            TP(topics.ledger, p): beginnings[p] if start is None else start
-            for p, start in starts.items()
-        }
+        offsets = {TP(topics.intake, p): offset for p, offset in intake_offsets.items()}
+        for partition, start in starts.items():
+            offset = beginnings[partition] if start is None else start
+            offsets[TP(topics.ledger, partition)] = offset
         offsets.update((TP(topics.rejections, q), o) for q, o in rejections_next.items())
+        self.metrics.assigned(topics.ledger, len(ledger))  # restored: ready (with the intake)
         return offsets
-
-    async def _resume_ledger(
-        self, starts: dict[int, int | None], rejections_next: dict[int, int]
-    ) -> None:
-        """The projector's :attr:`Outage.resume`: its partitions sought where its take says."""
-        for tp, offset in (await self._projector_offsets(starts, rejections_next)).items():
-            await self.app.consumer.seek(tp, offset)
 
     def _beginnings(self, partitions: list[int]) -> dict[int, int]:
         if not partitions:
@@ -319,9 +274,7 @@ class Worker(Delivery):
             if tp.topic == topics.intake:
                 await self._intake_batches.put((tp.partition, records, generation))
             else:
-                epoch = self._agents()[1].epoch  # as of now: after any seek of a recovery
-                batch = (tp.topic, tp.partition, records, generation, epoch)
-                await self._ledger_batches.put(batch)
+                await self._ledger_batches.put((tp.topic, tp.partition, records, generation))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -355,10 +308,10 @@ class Worker(Delivery):
         partition, records, generation = batch
         await self._agents()[0].handle(partition, records, generation)
 
-    async def project(self, batch: tuple[str, int, list[Any], int, int]) -> None:
-        topic, partition, records, generation, epoch = batch
+    async def project(self, batch: tuple[str, int, list[Any], int]) -> None:
+        topic, partition, records, generation = batch
         rejections = topic == self.config.topics.rejections
-        await self._agents()[1].handle(partition, records, generation, rejections, epoch)
+        await self._agents()[1].handle(partition, records, generation, rejections)
 
     async def tick(self, function: TimerBody) -> None:
         """One tick of a timer of :attr:`WorkerServices.timers`: on the worker that has

@@ -86,12 +86,6 @@ class WorkerConfig:
     (:class:`processors.kafka_projector.PartitionStates`): gaining a partition replays only
     what the ledger holds after it; or not (the partition is replayed from its beginning)."""
     projector_save_every: int = 100_000
-    projector_retry_max_s: float = 30.0
-    """While the projection store is unavailable, the projector tries it again after 0.5 s,
-    then twice as long each time, up to this (:class:`processors.kafka_projector.Outage`)."""
-    projector_stall_s: float = 60.0
-    """A full projector batch waits this long at most for the insert under way; past that the
-    store is taken as down (:attr:`processors.kafka_projector.Outage.stall_s`)."""
     """Save a partition's projector state once this many of its records were projected since
     the last save (as the embedded runner's ``DEFAULT_SAVE_EVERY``), and on a revoke."""
     sequencer_process: bool = True

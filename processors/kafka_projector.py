@@ -32,16 +32,6 @@ check the claim inside the statement. Each partition of the rejections topic is 
 (:class:`events.kafka_records.RejectionLanes`, co-partitioned with the ledger when they have
 as many partitions), with its own checkpoint; a rejection's position is the event log's (so a
 rebuild matches), and a re-insert collapses too.
-
-**A store that fails** an insert (or the take of an assignment) does not end the worker when
-the agent is given an :class:`Outage` (the worker's is): the projector is *down*. It drops what
-is handed over, the sequencer goes on deciding, and it tries again with a bounded exponential
-backoff, each time as a restart would: its in-memory state dropped (its state files let go
-of, unsaved), the store opened anew (:attr:`Outage.reopen`: a new :class:`LedgerProjection`)
-and the partitions taken as on an assignment (:meth:`LedgerProjection.take`: the claim, the
-discard of a commit cut short, the state files), then the consumer sought to where the take
-says (:attr:`Outage.resume`). Hand-overs fetched before those seeks carry an earlier
-:attr:`ProjectorAgent.epoch` and are dropped.
 """
 
 import asyncio
@@ -88,11 +78,6 @@ Progress = Callable[[int], Awaitable[tuple[int | None, int | None]]]
 """Ledger partition -> its end as last fetched and the consumer's position in it."""
 Rewind = Callable[[int], Awaitable[None]]
 """Seeks the consumer of a ledger partition to the partition's beginning."""
-Resume = Callable[[dict[int, int | None], dict[int, int]], Awaitable[None]]
-"""Seeks the consumer of each ledger partition to where a take says (``None``: its
-beginning), and of each rejections lane to its offset."""
-FIRST_RETRY_S = 0.5
-"""The first wait of a projector that is down before it tries the store again."""
 LAG_EVERY_S = 1.0
 _FIELDS = frozenset(RECORD_FIELDS)
 _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
@@ -193,22 +178,6 @@ class Pending:
             self.size -= sum(len(key or b"") + len(value or b"") for *_, key, value in dropped)
         for partition in partitions:
             self.waiting.pop(partition, None)
-
-
-@dataclass(frozen=True, slots=True)
-class Outage:
-    """How a :class:`ProjectorAgent` outlives a store that fails (see the module docstring)."""
-
-    reopen: Callable[[], "LedgerProjection"]
-    """Opens the store again and a new projection on it (blocking: the store's thread)."""
-    resume: Resume
-    retry_max_s: float = 30.0
-    """The longest wait between two tries (the first is :data:`FIRST_RETRY_S`, then twice
-    the one before)."""
-    stall_s: float = 60.0
-    """How long a full batch waits for an insert under way before the store is taken as down:
-    the consumer waits on that hand-over, the sequencer's batches behind it, and a store that
-    is paused or cut off answers nothing until the client's read timeout (300 s)."""
 
 
 class LedgerProjection:
@@ -632,21 +601,13 @@ class ProjectorAgent:
         trim_s: float = 1.0,
         crash: Callable[[BaseException], Awaitable[None]] | None = None,
         rewind: Rewind | None = None,
-        outage: Outage | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses the projection's sink (a blocking
-        client). ``crash``: ends the worker when an insert failed and there is no ``outage``
-        (it must not go on without those rows). ``rewind``: reads a partition again from its
-        beginning (its saved state proved unusable); without it, that stops the worker.
-        ``outage``: a failed insert puts the projector down and it recovers (module
-        docstring)."""
+        client). ``crash``: ends the worker (an insert failed: it must not go on without
+        those rows). ``rewind``: reads a partition again from its beginning (its saved state
+        proved unusable); without it, that stops the worker."""
         self.projection = projection
         self._rewind = rewind
-        self._outage = outage
-        self._recovery: asyncio.Task[None] | None = None
-        self.epoch = 0
-        """Moves when the projector, down, has sought its partitions back: a hand-over
-        tagged with an earlier one was fetched before those seeks."""
         self._stale: dict[int, int] = {}
         """Per ledger partition read again from its beginning: the first offset of the batch
         that failed. Its hand-overs from there on came before the seek: dropped."""
@@ -680,14 +641,7 @@ class ProjectorAgent:
         async with self._lock:
             self._pending = Pending()
             self._stale.clear()
-            starts: dict[int, int | None] = {}
-            if not self.down:
-                try:
-                    starts = await self._blocking(self.projection.take, partitions)
-                except Exception as error:
-                    if self._outage is None:
-                        raise
-                    self._went_down(error)
+            starts = await self._blocking(self.projection.take, partitions)
             self._owned, self._lanes, self._generation = partitions, lanes, generation
         self.metrics.projecting(partitions)
         if not self._tasks:
@@ -700,15 +654,7 @@ class ProjectorAgent:
             sorted(partitions),
             sorted(lanes),
         )
-        if self.down:  # read from anywhere meanwhile: the recovery's take says where
-            return {}, {}
         return starts, self.projection.rejections_next(lanes)
-
-    @property
-    def down(self) -> bool:
-        """Whether the projector is down: an insert or a restore failed, and it is retrying
-        (only with an :class:`Outage`; without one, the worker ends)."""
-        return self._failure is not None and self._outage is not None
 
     async def revoke(self) -> None:
         """Take no more batches until the next assignment (which says where to read from),
@@ -723,19 +669,12 @@ class ProjectorAgent:
                 await self._blocking(self.projection.release, self._failure is None)
 
     async def handle(
-        self,
-        partition: int,
-        records: list[Any],
-        generation: int,
-        rejections: bool = False,
-        epoch: int | None = None,
+        self, partition: int, records: list[Any], generation: int, rejections: bool = False
     ) -> None:
         """Records of ledger ``partition`` (or of that rejections lane) as fetched, in offset
-        order; ``epoch``: :attr:`epoch` when the consumer handed them over (``None``: now)."""
-        if generation != self._generation or self.down:
-            return  # down: read again from the store's checkpoints once it is back
-        if epoch is not None and epoch != self.epoch:
-            return  # fetched before the seeks of a recovery
+        order."""
+        if generation != self._generation:
+            return
         pending = self._pending
         pending.last_at = time.monotonic()
         if not pending:
@@ -770,8 +709,7 @@ class ProjectorAgent:
                 records[-1].offset,
             )
         if len(pending) >= self.batch_size or pending.size >= self.batch_bytes:
-            # Bounded: the consumer waits on this hand-over, and the sequencer's with it.
-            await self._flush(None if self._outage is None else self._outage.stall_s)
+            await self._flush()
         else:
             self._wake.set()
 
@@ -779,8 +717,6 @@ class ProjectorAgent:
         """Insert what is pending; the next offset of each owned ledger partition it has read,
         and of each owned rejections lane."""
         await self._flush()
-        if self.down:  # nothing to seek to: the recovery's take says where
-            return {}, {}
         offsets = {p: o for p, o in self.projection.next_offsets.items() if p in self._owned}
         return offsets, self.projection.rejections_next(self._lanes)
 
@@ -817,125 +753,38 @@ class ProjectorAgent:
         if self._crash is not None:
             await self._crash(error)
 
-    async def _flush(self, stall_s: float | None = None) -> None:
-        """Insert what is pending, once an insert under way has ended: after at most
-        ``stall_s`` (with an :class:`Outage`), else the store is taken as down."""
-        if stall_s is not None and self._outage is not None and self._lock.locked():
-            try:
-                await asyncio.wait_for(self._lock.acquire(), stall_s)
-            except TimeoutError:
-                if not self.down:
-                    self._went_down(TimeoutError(f"an insert has not ended in {stall_s:.0f}s"))
+    async def _flush(self) -> None:
+        async with self._lock:
+            if self._failure is not None:
+                raise ProjectionError(
+                    f"an earlier insert failed ({self._failure}): nothing more is projected"
+                ) from self._failure
+            pending, self._pending = self._pending, Pending()
+            if not pending:
                 return
-        else:
-            await self._lock.acquire()
-        try:
-            await self._insert_pending()
-        finally:
-            self._lock.release()
-
-    async def _insert_pending(self) -> None:
-        if self.down:
-            self._pending = Pending()
-            return
-        if self._failure is not None:
-            raise ProjectionError(
-                f"an earlier insert failed ({self._failure}): nothing more is projected"
-            ) from self._failure
-        pending, self._pending = self._pending, Pending()
-        if not pending:
-            return
-        started = time.monotonic()
-        try:
-            unusable: set[int] = await self._blocking(self._apply, pending)
-            if unusable:
-                await self._read_again(unusable, pending)
-        except Exception as error:
-            if self._outage is None:
+            started = time.monotonic()
+            try:
+                unusable: set[int] = await self._blocking(self._apply, pending)
+                if unusable:
+                    await self._read_again(unusable, pending)
+            except Exception as error:
                 self._failure = error  # no further batch: its state is changed in part
                 raise
-            self._went_down(error)
-            return
-        self.metrics.projected(
-            events=sum(1 for record in pending.ledger if record[0] not in unusable),
-            rejections=len(pending.rejections),
-            seconds=time.monotonic() - started,
-        )
-        if self.projection.oldest is not None:
-            self.metrics.fresh("projected", self.projection.oldest)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "projected %s records in %.1f ms, %.1f ms after the first (ledger %s)",
-                len(pending),
-                (time.monotonic() - started) * 1000,
-                (started - pending.first_at) * 1000,
-                _ranges(pending),
+            self.metrics.projected(
+                events=sum(1 for record in pending.ledger if record[0] not in unusable),
+                rejections=len(pending.rejections),
+                seconds=time.monotonic() - started,
             )
-
-    def _went_down(self, error: Exception) -> None:
-        """The store failed (an insert, or a take): no further batch, since the projection's
-        state is changed in part; retry in the background (see the module docstring)."""
-        assert self._outage is not None
-        why = f"{type(error).__name__}: {error}"
-        self.metrics.projector_down(why[:300])
-        if self.down:  # an insert that had stalled failed in the end: it was down already
-            log.warning("the insert under way when the store stalled failed too (%s)", why)
-            return
-        self._failure = error
-        self._pending = Pending()
-        log.error(
-            "the projector cannot write the store (%s); it stops projecting, the sequencer "
-            "goes on; retrying in %.1fs",
-            why,
-            FIRST_RETRY_S,
-        )
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.create_task(self._recover(), name="okr-projector-recovery")
-
-    async def _recover(self) -> None:
-        """Until the store is back: wait (doubling, up to :attr:`Outage.retry_max_s`), then
-        take the partitions again as a restart would (:meth:`_retake_all`)."""
-        assert self._outage is not None
-        delay = min(FIRST_RETRY_S, self._outage.retry_max_s)
-        while True:
-            await asyncio.sleep(delay)
-            async with self._lock:
-                try:
-                    await self._retake_all()
-                    return
-                except Exception as error:
-                    why = f"{type(error).__name__}: {error}"
-                    self.metrics.projector_down(why[:300])
-                    delay = min(delay * 2, self._outage.retry_max_s)
-                    log.warning(
-                        "the projection store is still unavailable (%s); retrying in %.1fs",
-                        why,
-                        delay,
-                    )
-
-    async def _retake_all(self) -> None:
-        """A new projection on the store opened again, the owned partitions taken (unless
-        revoked meanwhile: the next assignment takes them) and sought to where it says."""
-        assert self._outage is not None
-        old = self.projection
-        if old.states is not None:  # after a failed insert: nothing to save
-            await self._blocking(old.release, False)
-        projection: LedgerProjection = await self._blocking(self._outage.reopen)
-        self.projection = projection
-        self._pending = Pending()
-        self._stale.clear()
-        if self._generation is not None:
-            starts = await self._blocking(projection.take, self._owned)
-            await self._outage.resume(starts, projection.rejections_next(self._lanes))
-        self.epoch += 1
-        self._failure = None
-        self.metrics.projector_up()
-        log.info(
-            "the projection store is back: projecting ledger partitions %s and rejections "
-            "lanes %s again",
-            sorted(self._owned),
-            sorted(self._lanes),
-        )
+            if self.projection.oldest is not None:
+                self.metrics.fresh("projected", self.projection.oldest)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "projected %s records in %.1f ms, %.1f ms after the first (ledger %s)",
+                    len(pending),
+                    (time.monotonic() - started) * 1000,
+                    (started - pending.first_at) * 1000,
+                    _ranges(pending),
+                )
 
     async def _read_again(self, partitions: set[int], failed: Pending) -> None:
         """Read ``partitions`` again from their beginning (the projection dropped their
@@ -980,16 +829,12 @@ class ProjectorAgent:
                     continue
                 newest = self.projection.newest.get(partition)
                 age = time.time() - micros(newest) / 1e6 if newest else 0.0
-                if self.down:  # the consumer reads on, and what it hands over is dropped
-                    position = self.projection.next_offsets.get(partition, position)
                 behind = max(0, end - position) + waiting.get(partition, 0)
                 self.metrics.projector_lag(partition, events=behind, seconds=age)
 
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._recovery is not None:
-            self._recovery.cancel()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """The worker stops (no revoke comes then): once an insert under way has ended (at
