@@ -20,7 +20,7 @@ import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 from events.chain import verify_chain
-from events.intake_wire import SUBMISSION_HEADER, Origin
+from events.intake_wire import SUBMISSION_HEADER, Origin, peek_org
 from events.kafka_client import Connection, Reader, partition_for
 from events.kafka_log import KafkaEventLog
 from events.kafka_records import ChainRule, decode_event, org_key
@@ -209,7 +209,7 @@ class Submitter:
         for raw in raws:
             submission_id = f"s{len(self.sent)}"
             self.sent[submission_id] = raw
-            key = _org_of(raw)
+            key = peek_org(raw, len(raw))
             future = self._producer.send(
                 self.topic,
                 value=raw,
@@ -226,15 +226,6 @@ class Submitter:
 
     def close(self) -> None:
         self._producer.close()
-
-
-def _org_of(raw: bytes) -> str | None:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    org = document.get("org_id") if isinstance(document, dict) else None
-    return org if isinstance(org, str) else None
 
 
 def wait_for_outcomes(
