@@ -157,7 +157,7 @@ def rebuild_beside_live(settings: Settings, keep: bool, bar: ProgressBar) -> Liv
         tables = differing(
             fingerprint(live, limits, hash_), fingerprint(fresh.store, limits, hash_)
         )
-        details = [describe_difference(live, fresh.store, table, limits) for table in tables]
+        details = [describe_difference(live, fresh.store, table, limits, hash_) for table in tables]
         details += differing_current(live, fresh.store, limits, hash_)
         return LiveComparison(
             events, limits, problems + details, not_projected, fresh.where if keep else None
