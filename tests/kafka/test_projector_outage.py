@@ -1,0 +1,408 @@
+"""The projector agent when its store fails (on a real chDB store): it goes down instead of
+ending the worker, drops what it is handed, opens the store again, asks the group for a
+rebalance, and takes its partitions on the assignment that follows (read from their beginning:
+no state file). Hand-overs of the generation before are dropped. The store's rows then equal a
+projection of the same records in one go. A store that stalls puts it down after the stall
+limit, whatever waits on it; a failure that is not the store's still ends the worker."""
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.kafka_records import RejectionLanes
+from processors.kafka_projector import LedgerProjection, Outage, ProjectorAgent
+from processors.metrics import PrometheusMetrics
+from projections.store import ProjectionStore
+from schemas.errors import ProjectionError, ProjectionUnavailableError
+from tests.kafka.agent_support import TABLES, Record, no_progress, records
+
+
+class FailingStore(ProjectionStore):
+    """A store whose inserts of events' rows and reads of the checkpoints do not answer while
+    ``down`` (the server gone: what a server store raises then), and wait for ``released``
+    while ``stalled`` (the server paused: the insert, or the read)."""
+
+    down = False
+    stalled = False
+    released = threading.Event()
+
+    def checkpoints(self) -> Any:
+        if self.stalled:
+            self.released.wait(30)
+        if self.down:
+            raise ProjectionUnavailableError("the store at http://127.0.0.1:9 did not answer")
+        return super().checkpoints()
+
+    def insert(self, rows: Any, owners: Any = None) -> None:
+        if rows.get("audit_events"):
+            if self.stalled:
+                self.released.wait(30)
+                raise ProjectionUnavailableError("insert into audit_events failed: timed out")
+            if self.down:
+                raise ProjectionUnavailableError("insert into audit_events failed: refused")
+        super().insert(rows, owners)
+
+
+class Recording(LedgerProjection):
+    """Notes the offsets of the records it applies."""
+
+    def __init__(self, store: ProjectionStore) -> None:
+        super().__init__(store, 1, RejectionLanes(1))
+        self.offsets: list[int] = []
+
+    def apply(self, ledger: Any, rejections: Any) -> set[int]:
+        self.offsets += [offset for _, offset, *_ in ledger]
+        return super().apply(ledger, rejections)
+
+
+class Group:
+    """What the worker gives the agent: the store opened again, and a rebalance asked for."""
+
+    def __init__(self, store: FailingStore) -> None:
+        self.store = store
+        self.made: list[Recording] = []
+        self.rejoins = 0
+        self.reopen_fails = False
+        self.rejoin_fails = False
+
+    def reopen(self) -> LedgerProjection:
+        if self.reopen_fails:
+            raise ProjectionUnavailableError("the store at http://127.0.0.1:9 did not answer")
+        self.made.append(Recording(self.store))
+        return self.made[-1]
+
+    async def rejoin(self) -> None:
+        self.rejoins += 1
+        if self.rejoin_fails:
+            self.rejoin_fails = False
+            raise RuntimeError("Consumer thread not yet started")
+
+
+def failing(path: Path) -> FailingStore:
+    store = FailingStore.open(f"chdb://{path}")
+    assert isinstance(store, FailingStore)
+    return store
+
+
+def contents(store: ProjectionStore) -> dict[str, list[Any]]:
+    return {
+        table: sorted(map(repr, store.rows(f"SELECT * FROM {{db}}.{table} ORDER BY ALL")))
+        for table in TABLES
+    }
+
+
+@asynccontextmanager
+async def assigned(
+    store: FailingStore, group: Group, metrics: PrometheusMetrics
+) -> AsyncIterator[ProjectorAgent]:
+    """An agent with an :class:`Outage` on ``store``, given ledger partition 0 (generation 1)."""
+    agent = ProjectorAgent(
+        LedgerProjection(store, 1, RejectionLanes(1)),
+        ThreadPoolExecutor(1),
+        metrics,
+        no_progress,
+        batch_size=10,
+        linger_s=60.0,
+        outage=Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=0.5),
+    )
+    await agent.assign({0}, {0}, 1)
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(body())
+
+
+def assert_equals_one_projection(store: ProjectionStore, given: list[Record], tmp: Path) -> None:
+    """The store's rows (the store closed) equal those of ``given`` projected in one go."""
+    recovered = contents(store)
+    store.close()  # one chDB path per process
+    whole = ProjectionStore.open(f"chdb://{tmp / 'whole'}")
+    LedgerProjection(whole, 1, RejectionLanes(1)).apply(
+        [(0, r.offset, r.key, r.value) for r in given], []
+    )
+    assert contents(whole) == recovered
+    whole.close()
+
+
+def test_a_failed_insert_puts_the_projector_down_and_a_rebalance_brings_it_back(
+    tmp_path: Path,
+) -> None:
+    given = records()
+    store = failing(tmp_path / "store")
+    metrics = PrometheusMetrics()
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, metrics) as agent:
+            store.down = True
+            await agent.handle(0, given[:5], 1)
+            await agent.handle(0, given[5:10], 1)  # a full batch: its insert fails
+            assert agent.down
+            assert metrics.readiness.projector_down is not None
+            assert "projector is down" in metrics.readiness.why_not_ready()
+            await agent.handle(0, given[10:20], 1)  # dropped: nothing to insert it on
+            assert await agent.settle() == ({}, {})  # no offset past the lost rows
+            assert store.positions() == {}
+            store.down = False
+            await until(lambda: group.rejoins > 0, "a rebalance asked for")
+            assert len(group.made) == 1, "the store is opened again once, before the rebalance"
+            assert agent.projection is group.made[0]
+            assert agent.down, "down until the assignment's take"
+            await agent.handle(0, given[20:30], 1)  # still generation 1: dropped
+            await agent.revoke()
+            assert await agent.assign({0}, {0}, 2) == ({0: None}, {0: 0})  # no state file
+            assert not agent.down
+            assert metrics.readiness.projector_down is None
+            assert len(group.made) == 1, "the take used the store opened by the recovery"
+            await agent.handle(0, given[30:40], 1)  # fetched before the rebalance: dropped
+            for start in range(0, len(given), 10):
+                await agent.handle(0, given[start : start + 10], 2)
+            assert await agent.settle() == ({0: len(given)}, {0: 0})
+            assert group.made[0].offsets == [r.offset for r in given]  # each once, in order
+
+    run(main)
+    assert store.positions() == {"acme": len(given)}
+    assert_equals_one_projection(store, given, tmp_path)
+
+
+def test_a_store_still_down_at_the_rebalance_keeps_it_down_and_it_tries_again(
+    tmp_path: Path,
+) -> None:
+    """The take of an assignment failing (the store down again) neither raises nor ends the
+    recovery: it goes on until a take succeeds, however often the store fails meanwhile."""
+    given = records()
+    store = failing(tmp_path / "store")
+    metrics = PrometheusMetrics()
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, metrics) as agent:
+            store.down = True
+            await agent.handle(0, given[:10], 1)
+            assert agent.down
+            await until(lambda: group.rejoins > 0, "a first rebalance asked for")
+            group.reopen_fails = True  # the store down again
+            await agent.revoke()
+            assert await agent.assign({0}, {0}, 2) == ({}, {})  # its take failed: down
+            assert agent.down
+            await asyncio.sleep(1.0)  # several retry periods
+            assert group.rejoins == 1, "a rebalance asked for while the store refuses"
+            store.down = group.reopen_fails = False
+            await until(lambda: group.rejoins > 1, "the recovery going on after a failed take")
+            await agent.revoke()
+            assert await agent.assign({0}, {0}, 3) == ({0: None}, {0: 0})
+            assert not agent.down
+            # Down again right after: a recovery of its own, as the first.
+            store.down = True
+            await agent.handle(0, given[:10], 3)
+            assert agent.down
+            store.down = False
+            await until(lambda: group.rejoins > 2, "a rebalance asked for again")
+            await agent.revoke()
+            assert await agent.assign({0}, {0}, 4) == ({0: None}, {0: 0})
+            assert not agent.down
+            for start in range(0, len(given), 10):
+                await agent.handle(0, given[start : start + 10], 4)
+            assert await agent.settle() == ({0: len(given)}, {0: 0})
+
+    run(main)
+    assert store.positions() == {"acme": len(given)}
+    assert_equals_one_projection(store, given, tmp_path)
+
+
+def test_a_stalled_insert_puts_it_down_after_the_stall_limit_and_holds_the_recovery_back(
+    tmp_path: Path,
+) -> None:
+    """A full batch, a revoke and an assignment each wait at most the stall limit for an insert
+    that does not end (the consumer waits on them); the recovery waits for that insert."""
+    given = records()
+    store = failing(tmp_path / "store")
+    store.released = threading.Event()
+    metrics = PrometheusMetrics()
+    group = Group(store)
+    loop_times: list[float] = []
+
+    async def timed(work: Awaitable[Any]) -> Any:
+        started = asyncio.get_running_loop().time()
+        result = await work
+        loop_times.append(asyncio.get_running_loop().time() - started)
+        return result
+
+    async def main() -> None:
+        async with assigned(store, group, metrics) as agent:
+            store.stalled = True
+            await timed(agent.handle(0, given[:10], 1))  # its own insert stalls
+            assert agent.down
+            assert "waited" not in str(metrics.readiness.projector_down)
+            await timed(agent.revoke())  # waits for the stalled insert, at most the limit
+            assert await timed(agent.assign({0}, {0}, 2)) == ({}, {})
+            await asyncio.sleep(1.0)  # several retry periods
+            assert group.rejoins == 0, "a rebalance asked for under a stalled insert"
+            assert not group.made, "the store opened again under a stalled insert"
+            store.stalled = False
+            store.released.set()  # the insert fails in the end (the client's timeout)
+            await until(lambda: group.rejoins > 0, "a rebalance once the insert ended")
+            await agent.revoke()
+            assert await agent.assign({0}, {0}, 3) == ({0: None}, {0: 0})
+            assert not agent.down
+            for start in range(0, len(given), 10):
+                await agent.handle(0, given[start : start + 10], 3)
+            assert await agent.settle() == ({0: len(given)}, {0: 0})
+
+    run(main)
+    assert all(seconds < 5.0 for seconds in loop_times), loop_times
+    assert_equals_one_projection(store, given, tmp_path)
+
+
+class Faulty(LedgerProjection):
+    """A projection with a fault of its own, not the store's (``fault``)."""
+
+    fault: Exception = TypeError("a ledger event with fields ['org_id']")
+
+    def apply(self, ledger: Any, rejections: Any) -> set[int]:
+        raise self.fault
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        TypeError("a ledger event with fields ['org_id']"),
+        ProjectionError("event 7 follows 5: the projector needs every event in order"),
+        ProjectionError("insert into audit_events failed: Code: 53. TYPE_MISMATCH"),
+    ],
+    ids=["code", "record", "statement"],
+)
+def test_a_failure_that_is_not_the_store_not_answering_still_ends_the_worker(
+    tmp_path: Path, fault: Exception
+) -> None:
+    """The projector's own errors (a ``ProjectionError`` too) and a statement the store
+    refused are not an outage: the worker ends (a restart is what they need), no recovery
+    loops on them."""
+    store = failing(tmp_path / "store")
+    group = Group(store)
+
+    async def main() -> None:
+        projection = Faulty(store, 1, RejectionLanes(1))
+        projection.fault = fault
+        agent = ProjectorAgent(
+            projection,
+            ThreadPoolExecutor(1),
+            PrometheusMetrics(),
+            no_progress,
+            batch_size=1,
+            outage=Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=0.5),
+        )
+        await agent.assign({0}, {0}, 1)
+        try:
+            with pytest.raises(type(fault), match=str(fault)[:20]):
+                await agent.handle(0, records()[:1], 1)
+            assert not agent.down
+            await asyncio.sleep(0.5)  # a recovery's first try would have come
+        finally:
+            agent.close()
+
+    run(main)
+    assert not group.made
+    assert group.rejoins == 0
+    store.close()
+
+
+def test_a_stalled_take_leaves_the_assignment_after_the_stall_limit(tmp_path: Path) -> None:
+    """An assignment whose read of the checkpoints does not end gives up after the stall
+    limit (Faust gives the whole assignment 90 s, the sequencer's restore beside it): no
+    offsets, down. The take that ends late changes nothing; the recovery takes again."""
+    given = records()
+    store = failing(tmp_path / "store")
+    store.released = threading.Event()
+    metrics = PrometheusMetrics()
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, metrics) as agent:
+            await agent.revoke()
+            store.stalled = True
+            started = asyncio.get_running_loop().time()
+            assert await agent.assign({0}, {0}, 2) == ({}, {})
+            assert asyncio.get_running_loop().time() - started < 5.0
+            assert agent.down
+            await agent.handle(0, given[:10], 2)  # not this generation's: dropped
+            store.stalled = False
+            store.released.set()  # the take ends, late
+            await until(lambda: group.rejoins > 0, "a rebalance once the take ended")
+            assert agent.down, "the late take brought it up"
+            await agent.revoke()
+            assert await agent.assign({0}, {0}, 3) == ({0: None}, {0: 0})
+            assert not agent.down
+            for start in range(0, len(given), 10):
+                await agent.handle(0, given[start : start + 10], 3)
+            assert await agent.settle() == ({0: len(given)}, {0: 0})
+
+    run(main)
+    assert_equals_one_projection(store, given, tmp_path)
+
+
+def test_the_recovery_asks_for_one_rebalance_and_again_if_asking_failed(tmp_path: Path) -> None:
+    """Once it has asked for a rebalance, the recovery waits for the assignment instead of
+    asking again at each try (each request after the group's sync is one more rebalance of
+    every worker). A request that raises is made again at the next try."""
+    store = failing(tmp_path / "store")
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, PrometheusMetrics()) as agent:
+            store.down = True
+            await agent.handle(0, records()[:10], 1)
+            assert agent.down
+            store.down = False
+            group.rejoin_fails = True
+            await until(lambda: group.rejoins > 1, "asked again after a request that failed")
+            await asyncio.sleep(1.5)  # tries every 0.2 s meanwhile
+            assert group.rejoins == 2, "asked for a rebalance while the one asked is under way"
+            await agent.revoke()
+            assert await agent.assign({0}, {0}, 2) == ({0: None}, {0: 0})
+            assert not agent.down
+
+    run(main)
+    store.close()
+
+
+def test_down_and_given_nothing_it_is_up_once_the_store_opens(tmp_path: Path) -> None:
+    """Revoked while down, then given no partition (Faust makes no assignment of nothing):
+    once the store opens again, nothing is left to take, so it is up without a rebalance."""
+    store = failing(tmp_path / "store")
+    metrics = PrometheusMetrics()
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, metrics) as agent:
+            store.down = group.reopen_fails = True
+            await agent.handle(0, records()[:10], 1)
+            assert agent.down
+            await agent.revoke()
+            await asyncio.sleep(0.5)
+            assert agent.down
+            store.down = group.reopen_fails = False
+            await until(lambda: not agent.down, "up again")
+            assert group.rejoins == 0
+            assert metrics.readiness.projector_down is None
+
+    run(main)
+    store.close()
