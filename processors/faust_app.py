@@ -294,9 +294,13 @@ class Worker(Delivery):
         """Faust runs no barrier for an assignment of nothing (``Recovery._resume_streams``):
         a worker given no partition (spare capacity, or one more than the partitions) reports
         it here, so that it is ready; its projector, if down, owns nothing to take (its
-        recovery ends once the store opens)."""
+        recovery ends once the store opens). A worker given partitions later restores them
+        before it is ready again, as on any assignment but its first (review32b)."""
         if self.app.consumer.assignment():
             return
+        self.assigned_once = True
+        if self.projector is not None:
+            self.projector.given_nothing()
         topics = self.config.topics
         for topic in (topics.intake, topics.ledger):
             self.metrics.assigned(topic, 0)

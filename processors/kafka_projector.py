@@ -241,6 +241,10 @@ class Late:
 
     abandoned: bool = False
 
+    def said(self) -> bool:
+        """Whether the assignment has stopped waiting (read in the store's thread)."""
+        return self.abandoned
+
 
 class LedgerProjection:
     """The agent's core without transport: records in, rows into the sink (blocking calls)."""
@@ -294,12 +298,30 @@ class LedgerProjection:
     def take(self, partitions: set[int]) -> dict[int, int | None]:
         """A new assignment: where to read each ledger partition from (``None``: its
         beginning). See the module docstring."""
+        starts = self.take_unless(partitions, lambda: False)
+        assert starts is not None
+        return starts
+
+    def take_unless(
+        self, partitions: set[int], abandoned: Callable[[], bool]
+    ) -> dict[int, int | None] | None:
+        """:meth:`take`, or ``None`` if ``abandoned()`` says (before the claim, after it, or
+        after the read of the checkpoints) that the assignment went on without this take: the
+        store stalled it, and the partitions may be another worker's by now, whose rows its
+        discard must not remove (review32b). Its claim, if it landed, is harmless: the latest
+        claim is another's, or as high as it (ties pass both), and this one writes no more."""
+        if abandoned():
+            return None
         if partitions:
             self._claim(partitions)
+            if abandoned():
+                return None
         # One read of the checkpoints for the discard and for what follows: a checkpoint
         # inserted after it (by a worker that had these partitions, finishing a commit late)
         # must not turn events whose rows the discard removed into "stored already".
         found = self.sink.checkpoints()
+        if abandoned():
+            return None
         self._discard_unfinished(partitions, found, self.claim)
         self.checkpoints = found.get(t.LEDGER_STREAM, {})
         self.rejections_done = self._lanes_done(found.get(t.REJECTION_STREAM, {}))
@@ -722,14 +744,20 @@ class ProjectorAgent:
         """Whether the state may be saved: no insert failed since the take."""
         return self._failure is None and not self._down
 
-    async def _acquire(self, what: str) -> bool:
+    def _deadline(self) -> float:
+        """When a caller that starts waiting now stops (with an :class:`Outage`): one
+        :attr:`Outage.stall_s` for the lock and the work together, as Faust gives an
+        assignment's barrier 90 s in all."""
+        return time.monotonic() + (self._outage.stall_s if self._outage else 0.0)
+
+    async def _acquire(self, what: str, deadline: float) -> bool:
         """The lock, once the insert under way has ended; with an :class:`Outage`, waiting at
-        most :attr:`Outage.stall_s`: past that the store is taken as down, and ``False``."""
+        most until ``deadline``: past that the store is taken as down, and ``False``."""
         if self._outage is None:
             await self._lock.acquire()
             return True
         try:
-            await asyncio.wait_for(self._lock.acquire(), self._outage.stall_s)
+            await asyncio.wait_for(self._lock.acquire(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             self._went_down(TimeoutError(f"{what} waited {self._outage.stall_s:g}s for an insert"))
             return False
@@ -750,10 +778,12 @@ class ProjectorAgent:
                 asyncio.create_task(self._report_lag(), name="okr-projector-lag"),
             ]
         self._assigned.set()
-        if not await self._acquire("an assignment"):
+        deadline = self._deadline()
+        if not await self._acquire("an assignment", deadline):
             return {}, {}
         late = Late()
-        ended, starts = await self._bounded(self._take(partitions, generation, late), "a take")
+        take = self._take(partitions, generation, late)
+        ended, starts = await self._bounded(take, "a take", deadline)
         if not ended:
             late.abandoned = True
         if starts is None:
@@ -775,13 +805,15 @@ class ProjectorAgent:
         try:
             if self.down and not self._reopened:
                 await self._reopen()
-            starts: dict[int, int | None] = await self._blocking(self.projection.take, partitions)
+            starts: dict[int, int | None] | None = await self._blocking(
+                self.projection.take_unless, partitions, late.said
+            )
         except Exception as error:
             if self._outage is None or not store_failed(error):
                 raise
             self._went_down(error)
             return None
-        if late.abandoned:  # the assignment went on without it: a rebalance takes again
+        if starts is None or late.abandoned:  # the assignment went on: a rebalance takes again
             return None
         self._generation = generation
         if self.down:
@@ -799,7 +831,7 @@ class ProjectorAgent:
         self._generation = None
         self._owned, self._lanes = set(), set()
         self._pending = Pending()
-        if not await self._acquire("a revoke"):
+        if not await self._acquire("a revoke", self._deadline()):
             return
         try:
             if self.projection.states is not None:  # after a failed insert: nothing to save
@@ -902,13 +934,16 @@ class ProjectorAgent:
             async with self._lock:
                 await self._insert_pending()
             return
-        if await self._acquire("a full batch"):
-            await self._bounded(self._insert_pending(), "an insert")
+        deadline = self._deadline()
+        if await self._acquire("a full batch", deadline):
+            await self._bounded(self._insert_pending(), "an insert", deadline)
 
-    async def _bounded(self, work: Coroutine[Any, Any, T], what: str) -> tuple[bool, T | None]:
+    async def _bounded(
+        self, work: Coroutine[Any, Any, T], what: str, deadline: float
+    ) -> tuple[bool, T | None]:
         """Run ``work`` under the lock the caller holds (released when it ends) and wait for
-        it, with an :class:`Outage` at most :attr:`Outage.stall_s`: past that the store is
-        taken as down and ``work`` goes on in the background. Whether it ended, and what it
+        it, with an :class:`Outage` until ``deadline`` at most: past that the store is taken
+        as down and ``work`` goes on in the background. Whether it ended, and what it
         returned."""
 
         async def run() -> T:
@@ -920,7 +955,7 @@ class ProjectorAgent:
         task = asyncio.create_task(run(), name=f"okr-projector: {what}")
         if self._outage is None:
             return True, await task
-        done, _ = await asyncio.wait({task}, timeout=self._outage.stall_s)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
         if done:
             return True, task.result()
         task.add_done_callback(self._ended_late)
@@ -1013,7 +1048,8 @@ class ProjectorAgent:
         the store again (:meth:`_reopen`) and ask the group for a rebalance, whose assignment
         takes the partitions and ends the outage; wait for that assignment (at most
         :data:`REBALANCE_WAIT_S`) before asking again. Owning nothing (revoked, and given
-        nothing: Faust makes no assignment of nothing), the store opened is enough."""
+        nothing: Faust makes no assignment of nothing), the store opened is enough: checked
+        on each round, and as soon as a rebalance gives nothing (:meth:`given_nothing`)."""
         assert self._outage is not None
         while self.down:
             delay = min(self._retry_s, self._outage.retry_max_s)
@@ -1039,10 +1075,23 @@ class ProjectorAgent:
                             min(self._retry_s, self._outage.retry_max_s),
                         )
                         continue
-                    if self._generation is None and not self._owned and not self._lanes:
-                        self._up()  # nothing to take: the next assignment takes as any does
-                        return
+            if self._owns_nothing():
+                self._up()  # nothing to take: the next assignment takes as any does
+                return
             await self._rebalance()
+            if self.down and self._reopened and self._owns_nothing():
+                self._up()
+                return
+
+    def _owns_nothing(self) -> bool:
+        """Whether this worker holds no partition (revoked, and not given any since)."""
+        return self._generation is None and not self._owned and not self._lanes
+
+    def given_nothing(self) -> None:
+        """A rebalance gave this worker no partition (Faust runs no barrier then, so no
+        :meth:`assign`): a recovery waiting for its assignment stops waiting."""
+        self._owned, self._lanes, self._generation = set(), set(), None
+        self._assigned.set()
 
     async def _rebalance(self) -> None:
         """Ask the group for a rebalance, and wait for the assignment that follows (or give

@@ -43,19 +43,13 @@ from aiohttp import web
 
 from projections.query_credentials import Credential, is_loopback
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows, output_format
-from schemas.errors import (
-    ConfigurationError,
-    ProjectionQueryError,
-    ProjectionUnavailableError,
-    QueryRefusedError,
-)
+from schemas.errors import ConfigurationError, ProjectionQueryError, QueryRefusedError
 
 log = logging.getLogger(__name__)
 
 _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 READONLY, ACCESS_DENIED, AUTHENTICATION_FAILED = 164, 497, 516
-NETWORK_ERROR = 210
 DEFAULT_FORMAT = "TabSeparated"
 MAX_QUERY_BYTES = 1 << 20
 """The longest statement a reader may send."""
@@ -319,8 +313,6 @@ class QueryServer:
         except ProjectionQueryError as error:
             match = _ERROR_CODE.search(str(error))
             return _error(500, int(match.group(1)) if match else 1, str(error), prefixed=True)
-        except ProjectionUnavailableError as error:  # the worker's store down: try again later
-            return _error(503, NETWORK_ERROR, f"the projection store did not answer: {error}")
         return web.Response(
             body=result,
             headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"},

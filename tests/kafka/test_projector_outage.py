@@ -18,6 +18,7 @@ import pytest
 from events.kafka_records import RejectionLanes
 from processors.kafka_projector import LedgerProjection, Outage, ProjectorAgent
 from processors.metrics import PrometheusMetrics
+from processors.tables import OWNER_STREAM
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionError, ProjectionUnavailableError
 from tests.kafka.agent_support import TABLES, Record, no_progress, records
@@ -26,11 +27,20 @@ from tests.kafka.agent_support import TABLES, Record, no_progress, records
 class FailingStore(ProjectionStore):
     """A store whose inserts of events' rows and reads of the checkpoints do not answer while
     ``down`` (the server gone: what a server store raises then), and wait for ``released``
-    while ``stalled`` (the server paused: the insert, or the read)."""
+    while ``stalled`` (the server paused: the insert, or the read). While ``claims_stall``, a
+    claim waits for ``released`` and then lands; while ``cut``, a commit's ledger checkpoints
+    do not answer (its rows are in: a commit cut short)."""
 
     down = False
     stalled = False
+    claims_stall = False
+    cut = False
     released = threading.Event()
+
+    def _insert_if_claimed(self, claimed: Any, others: Any = ()) -> None:
+        if self.cut:
+            raise ProjectionUnavailableError("insert into checkpoints failed: refused")
+        super()._insert_if_claimed(claimed, others)
 
     def checkpoints(self) -> Any:
         if self.stalled:
@@ -40,6 +50,9 @@ class FailingStore(ProjectionStore):
         return super().checkpoints()
 
     def insert(self, rows: Any, owners: Any = None) -> None:
+        claims = [row for row in rows.get("checkpoints", ()) if row[0] == OWNER_STREAM]
+        if claims and self.claims_stall:
+            self.released.wait(30)
         if rows.get("audit_events"):
             if self.stalled:
                 self.released.wait(30)
@@ -403,6 +416,114 @@ def test_down_and_given_nothing_it_is_up_once_the_store_opens(tmp_path: Path) ->
             await until(lambda: not agent.down, "up again")
             assert group.rejoins == 0
             assert metrics.readiness.projector_down is None
+
+    run(main)
+    store.close()
+
+
+def test_a_take_that_ends_after_its_assignment_gave_up_discards_nothing(tmp_path: Path) -> None:
+    """The store stalls a take inside its claim; the assignment gives up, and another worker
+    takes the partition (its claim as high: it read the claims before this one landed) and
+    commits, a commit cut short. The late take, its claim landed, must not go on to discard
+    that commit's rows (they pass a claim check that ties) (review32b)."""
+    given = records()
+    store = failing(tmp_path / "store")
+    store.released = threading.Event()
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, PrometheusMetrics()) as agent:
+            await agent.handle(0, given[:10], 1)  # a full batch: stored
+            await agent.revoke()
+            assert store.positions() == {"acme": 10}
+            store.claims_stall = True
+            assert await agent.assign({0}, {0}, 2) == ({}, {})  # gave up on its take
+            assert agent.down
+            store.claims_stall = False
+            other = LedgerProjection(store, 1, RejectionLanes(1))  # the next owner
+            assert other.take({0}) == {0: None}
+            other.apply([(0, r.offset, r.key, r.value) for r in given[:15]], [])
+            store.cut = True
+            with pytest.raises(ProjectionUnavailableError):
+                other.apply([(0, r.offset, r.key, r.value) for r in given[15:20]], [])
+            store.cut = False
+            assert store.positions() == {"acme": 15}
+            before = contents(store)
+            store.released.set()  # the late take's claim lands (as high as the other's)
+            await until(lambda: group.rejoins > 0, "the recovery once the late take ended")
+            assert contents(store) == before, "the late take discarded the other's rows"
+
+    run(main)
+    assert store.rows(
+        "SELECT count() FROM {db}.audit_events WHERE org_id = 'acme' AND sequence > 15"
+    ) == [(5,)]
+    store.close()
+
+
+def test_down_revoked_and_given_nothing_by_its_own_rebalance_it_is_up_at_once(
+    tmp_path: Path,
+) -> None:
+    """The recovery opened the store while the worker owned its partition and asked for a
+    rebalance; that rebalance revokes the partition and gives nothing (Faust runs no
+    barrier): told so (``given_nothing``), it is up at once, not down asking for rebalances
+    every ``REBALANCE_WAIT_S`` (review32b)."""
+    store = failing(tmp_path / "store")
+    metrics = PrometheusMetrics()
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, metrics) as agent:
+            store.down = True
+            await agent.handle(0, records()[:10], 1)
+            assert agent.down
+            store.down = False
+            await until(lambda: group.rejoins > 0, "a rebalance asked for")
+            assert agent.down
+            await agent.revoke()
+            agent.given_nothing()
+            await until(lambda: not agent.down, "up once given nothing", timeout_s=5.0)
+            assert metrics.readiness.projector_down is None
+            assert group.rejoins == 1
+            assert await agent.assign({0}, {0}, 3) == ({0: None}, {0: 0})  # as any assignment
+
+    run(main)
+    store.close()
+
+
+def test_an_assignment_waits_for_the_lock_and_its_take_within_one_stall_limit(
+    tmp_path: Path,
+) -> None:
+    """An insert under way holds the lock for most of the stall limit and then ends; the take
+    that follows stalls. The assignment gives up one stall limit after it began, not after
+    the wait for the lock plus a stall limit more (Faust gives the barrier 90 s, the limit is
+    at most 60) (review32b)."""
+    store = failing(tmp_path / "store")
+    store.released = threading.Event()
+    group = Group(store)
+    stall_s = 2.0
+
+    async def main() -> None:
+        agent = ProjectorAgent(
+            LedgerProjection(store, 1, RejectionLanes(1)),
+            ThreadPoolExecutor(1),
+            PrometheusMetrics(),
+            no_progress,
+            outage=Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=stall_s),
+        )
+        try:
+            loop = asyncio.get_running_loop()
+            await agent._lock.acquire()  # what an insert under way holds
+            loop.call_later(0.75 * stall_s, agent._lock.release)
+            store.stalled = True  # the take's read of the checkpoints
+            started = loop.time()
+            assert await agent.assign({0}, {0}, 1) == ({}, {})
+            waited = loop.time() - started
+            assert agent.down
+            assert waited < 1.5 * stall_s, f"waited {waited:.2f}s for the lock and the take"
+        finally:
+            store.stalled = False
+            store.released.set()
+            agent.close()
 
     run(main)
     store.close()
