@@ -33,8 +33,9 @@ check the claim inside the statement. Each partition of the rejections topic is 
 as many partitions), with its own checkpoint; a rejection's position is the event log's (so a
 rebuild matches), and a re-insert collapses too.
 
-**A store that fails** (an insert, or the take of an assignment, raising a
-:class:`schemas.errors.ProjectionError` or an ``OSError``) does not end the worker when the
+**A store that does not answer** (an insert, or the take of an assignment, raising
+:class:`schemas.errors.ProjectionUnavailableError` or an ``OSError``: :func:`store_failed`;
+any other error still ends the worker) does not end the worker when the
 agent is given an :class:`Outage` (the worker's is): the projector is *down*. It drops what is
 handed over, the sequencer goes on deciding, and it tries the store again with a bounded
 exponential backoff: its state files let go of (unsaved), the store opened anew and a new
@@ -44,10 +45,10 @@ partitions again on the assignment that follows, as any assignment does (the cla
 of a commit cut short, the state files, the seek barrier). So the recovery adds no seek of its
 own: what was fetched before it is dropped by the group's generation, the one guard every
 rebalance already relies on. A store that answers nothing (paused, cut off) is taken as down
-when a hand-over, a revoke or an assignment has waited :attr:`Outage.stall_s` for the insert
-under way; the recovery waits for that insert to end (the client's read timeout) before it
-tries the store again.
-"""
+when a full batch's hand-over, a revoke or an assignment has waited :attr:`Outage.stall_s`
+(for the insert under way and its own work); the recovery waits for that work to end (the
+client's read timeout) before it tries the store again. A take whose assignment gave up on it,
+or was revoked, stops before its discard (:class:`Late`)."""
 
 import asyncio
 import hashlib
@@ -237,7 +238,8 @@ def store_failed(error: BaseException) -> bool:
 
 @dataclass(slots=True)
 class Late:
-    """Set when an assignment stopped waiting for its take (:meth:`ProjectorAgent.assign`)."""
+    """Set when an assignment stopped waiting for its take (past the stall limit, or its
+    barrier cancelled) or its partitions were revoked (:meth:`ProjectorAgent.assign`)."""
 
     abandoned: bool = False
 
@@ -705,6 +707,11 @@ class ProjectorAgent:
         tried less and less often)."""
         self._assigned = asyncio.Event()
         """Set by each assignment: what a recovery that asked for a rebalance waits for."""
+        self._late = Late()
+        """The latest assignment's take: abandoned by a revoke too."""
+        self._lag_at: tuple[dict[int, int], dict[int, str]] = ({}, {})
+        """Down: where the projection stood when it went down (offsets, newest events), for
+        the lag (the projection opened anew knows nothing yet)."""
         self._stale: dict[int, int] = {}
         """Per ledger partition read again from its beginning: the first offset of the batch
         that failed. Its hand-overs from there on came before the seek: dropped."""
@@ -767,9 +774,13 @@ class ProjectorAgent:
         self, partitions: set[int], lanes: set[int], generation: int
     ) -> tuple[dict[int, int | None], dict[int, int]]:
         """A new assignment: where to read each ledger partition from (``None``: its
-        beginning) and each rejections lane. Down (or once the take has waited
-        :attr:`Outage.stall_s`), nothing: the partitions are read from where they stand, and
-        dropped, until the recovery's rebalance takes them."""
+        beginning) and each rejections lane. Down, the take runs on the store opened anew
+        (here, if the recovery has not yet) and a take that succeeds ends the outage. If it
+        fails, or the wait for the lock and the take together pass :attr:`Outage.stall_s`,
+        nothing: the partitions are read from where they stand, and dropped, until the
+        recovery's rebalance takes them. A take this call stops waiting for (past the limit,
+        or cancelled: Faust cancels a barrier when the next assignment comes) is abandoned
+        (:class:`Late`), as is one under way when a revoke comes."""
         self._owned, self._lanes = partitions, lanes
         self.metrics.projecting(partitions)
         if not self._tasks:
@@ -781,11 +792,15 @@ class ProjectorAgent:
         deadline = self._deadline()
         if not await self._acquire("an assignment", deadline):
             return {}, {}
-        late = Late()
-        take = self._take(partitions, generation, late)
-        ended, starts = await self._bounded(take, "a take", deadline)
-        if not ended:
-            late.abandoned = True
+        late = self._late = Late()
+        ended, starts = False, None
+        try:
+            ended, starts = await self._bounded(
+                self._take(partitions, generation, late), "a take", deadline
+            )
+        finally:
+            if not ended:
+                late.abandoned = True
         if starts is None:
             return {}, {}
         log.info(
@@ -825,19 +840,23 @@ class ProjectorAgent:
         and return once an insert under way has ended and the partitions' states are saved
         and their files let go of: the next owner of these partitions reads the store's
         checkpoints (and may read the files) when it takes them, and this worker rejoins the
-        group (letting the assignment go on) only after this returns. An insert that stalls
-        longer than :attr:`Outage.stall_s` puts the projector down instead (its files are let
-        go of by the recovery; the next owner replays what it cannot lock)."""
+        group (letting the assignment go on) only after this returns. Waiting for the lock
+        and the release together past :attr:`Outage.stall_s` (an insert that stalls, or the
+        store's thread busy with a timer's read of a store that answers nothing) puts the
+        projector down instead (its files are let go of by the recovery; the next owner
+        replays what it cannot lock)."""
+        self._late.abandoned = True  # a take under way: these partitions may move on
         self._generation = None
         self._owned, self._lanes = set(), set()
         self._pending = Pending()
-        if not await self._acquire("a revoke", self._deadline()):
-            return
-        try:
-            if self.projection.states is not None:  # after a failed insert: nothing to save
-                await self._blocking(self.projection.release, self._saves)
-        finally:
-            self._lock.release()
+        deadline = self._deadline()
+        if await self._acquire("a revoke", deadline):
+            await self._bounded(self._release(), "a revoke's save", deadline)
+
+    async def _release(self) -> None:
+        """Under the lock: save the partitions' states and let their files go."""
+        if self.projection.states is not None:  # after a failed insert: nothing to save
+            await self._blocking(self.projection.release, self._saves)
 
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False
@@ -887,6 +906,8 @@ class ProjectorAgent:
     async def settle(self) -> tuple[dict[int, int], dict[int, int]]:
         """Insert what is pending; the next offset of each owned ledger partition it has read,
         and of each owned rejections lane (down: none, the recovery's take says where)."""
+        if self.down:  # nothing to insert: no wait for the lock the recovery may hold
+            return {}, {}
         await self._flush(bounded=True)
         if self.down:
             return {}, {}
@@ -955,7 +976,11 @@ class ProjectorAgent:
         task = asyncio.create_task(run(), name=f"okr-projector: {what}")
         if self._outage is None:
             return True, await task
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.CancelledError:  # the caller stopped waiting; the work goes on
+            task.add_done_callback(self._ended_late)
+            raise
         if done:
             return True, task.result()
         task.add_done_callback(self._ended_late)
@@ -968,11 +993,11 @@ class ProjectorAgent:
             return
         error = work.exception()
         if error is None:
-            log.warning("%s, which stalled, has ended; the recovery goes on", work.get_name())
+            log.warning("%s, no longer waited for, has ended", work.get_name())
         elif not store_failed(error):
             self._tasks.append(asyncio.create_task(self._failed(error), name="okr-failed"))
         else:
-            log.warning("%s, which stalled, failed in the end (%s)", work.get_name(), error)
+            log.warning("%s, no longer waited for, failed in the end (%s)", work.get_name(), error)
 
     async def _insert_pending(self) -> None:
         """Under the lock: insert what is pending (down: drop it)."""
@@ -989,7 +1014,7 @@ class ProjectorAgent:
         started = time.monotonic()
         try:
             unusable: set[int] = await self._blocking(self._apply, pending)
-            if unusable:
+            if unusable and not self.down:  # down (it stalled): the next take reads again
                 await self._read_again(unusable, pending)
         except Exception as error:
             if self._outage is None or not store_failed(error):
@@ -1027,6 +1052,7 @@ class ProjectorAgent:
             log.warning("the projection store failed again while the projector is down (%s)", why)
         else:
             self._down = True
+            self._lag_at = (dict(self.projection.next_offsets), dict(self.projection.newest))
             log.error(
                 "the projector cannot write the store (%s); it stops projecting, the sequencer "
                 "goes on; trying the store again in %.1fs",
@@ -1157,14 +1183,18 @@ class ProjectorAgent:
         while True:
             await asyncio.sleep(LAG_EVERY_S)
             waiting = self._pending.waiting
+            projection = self.projection
+            offsets, newest_of = (
+                self._lag_at if self.down else (projection.next_offsets, projection.newest)
+            )
             for partition in sorted(self._owned):
                 end, position = await self._progress(partition)
                 if end is None or position is None:
                     continue
-                newest = self.projection.newest.get(partition)
+                newest = newest_of.get(partition)
                 age = time.time() - micros(newest) / 1e6 if newest else 0.0
                 if self.down:  # the consumer reads on, and what it hands over is dropped
-                    position = self.projection.next_offsets.get(partition, position)
+                    position = offsets.get(partition, position)
                 behind = max(0, end - position) + waiting.get(partition, 0)
                 self.metrics.projector_lag(partition, events=behind, seconds=age)
 
@@ -1175,18 +1205,21 @@ class ProjectorAgent:
             self._recovery.cancel()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """The worker stops (no revoke comes then): once an insert under way has ended (at
-        most ``timeout_s``), save the partitions' states and let their files go."""
+        """The worker stops (no revoke comes then): once an insert under way has ended, save
+        the partitions' states and let their files go; at most ``timeout_s`` for both (the
+        store's thread may be held by a store that answers nothing)."""
         self.close()
         self._generation = None
+        deadline = time.monotonic() + timeout_s
         try:
             await asyncio.wait_for(self._lock.acquire(), timeout_s)
         except TimeoutError:
             log.warning("an insert did not end within %.0fs: the states are not saved", timeout_s)
             return
         try:
-            if self.projection.states is not None:
-                await self._blocking(self.projection.release, self._saves)
+            await asyncio.wait_for(self._release(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("the states were not saved within %.0fs", timeout_s)
         finally:
             self._lock.release()
 

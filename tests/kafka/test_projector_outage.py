@@ -9,14 +9,14 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events.kafka_records import RejectionLanes
-from processors.kafka_projector import LedgerProjection, Outage, ProjectorAgent
+from processors.kafka_projector import LedgerProjection, Outage, PartitionStates, ProjectorAgent
 from processors.metrics import PrometheusMetrics
 from processors.tables import OWNER_STREAM
 from projections.store import ProjectionStore
@@ -36,6 +36,8 @@ class FailingStore(ProjectionStore):
     claims_stall = False
     cut = False
     released = threading.Event()
+    claiming = threading.Event()
+    """Set once a claim waits (``claims_stall``)."""
 
     def _insert_if_claimed(self, claimed: Any, others: Any = ()) -> None:
         if self.cut:
@@ -52,6 +54,7 @@ class FailingStore(ProjectionStore):
     def insert(self, rows: Any, owners: Any = None) -> None:
         claims = [row for row in rows.get("checkpoints", ()) if row[0] == OWNER_STREAM]
         if claims and self.claims_stall:
+            self.claiming.set()
             self.released.wait(30)
         if rows.get("audit_events"):
             if self.stalled:
@@ -112,17 +115,22 @@ def contents(store: ProjectionStore) -> dict[str, list[Any]]:
 
 @asynccontextmanager
 async def assigned(
-    store: FailingStore, group: Group, metrics: PrometheusMetrics
+    store: FailingStore,
+    group: Group,
+    metrics: PrometheusMetrics,
+    stall_s: float = 0.5,
+    thread: ThreadPoolExecutor | None = None,
 ) -> AsyncIterator[ProjectorAgent]:
-    """An agent with an :class:`Outage` on ``store``, given ledger partition 0 (generation 1)."""
+    """An agent with an :class:`Outage` on ``store``, given ledger partition 0 (generation 1);
+    ``thread``: the store's."""
     agent = ProjectorAgent(
         LedgerProjection(store, 1, RejectionLanes(1)),
-        ThreadPoolExecutor(1),
+        thread or ThreadPoolExecutor(1),
         metrics,
         no_progress,
         batch_size=10,
         linger_s=60.0,
-        outage=Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=0.5),
+        outage=Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=stall_s),
     )
     await agent.assign({0}, {0}, 1)
     try:
@@ -421,42 +429,117 @@ def test_down_and_given_nothing_it_is_up_once_the_store_opens(tmp_path: Path) ->
     store.close()
 
 
-def test_a_take_that_ends_after_its_assignment_gave_up_discards_nothing(tmp_path: Path) -> None:
-    """The store stalls a take inside its claim; the assignment gives up, and another worker
-    takes the partition (its claim as high: it read the claims before this one landed) and
-    commits, a commit cut short. The late take, its claim landed, must not go on to discard
-    that commit's rows (they pass a claim check that ties) (review32b)."""
+def commit_cut_short_by_the_next_owner(store: FailingStore, given: list[Record]) -> None:
+    """Another worker takes partition 0 (its claim as high as a stalled one, which read the
+    claims before it) and projects ``given[:15]``, then commits ``given[15:20]`` cut short:
+    rows in, checkpoints not."""
+    other = LedgerProjection(store, 1, RejectionLanes(1))
+    assert other.take({0}) == {0: None}
+    other.apply([(0, r.offset, r.key, r.value) for r in given[:15]], [])
+    store.cut = True
+    with pytest.raises(ProjectionUnavailableError):
+        other.apply([(0, r.offset, r.key, r.value) for r in given[15:20]], [])
+    store.cut = False
+    assert store.positions() == {"acme": 15}
+
+
+def assert_the_cut_commit_kept(store: FailingStore) -> None:
+    assert store.rows(
+        "SELECT count() FROM {db}.audit_events WHERE org_id = 'acme' AND sequence > 15"
+    ) == [(5,)]
+
+
+@pytest.mark.parametrize("gives_up", ["stall limit", "revoke", "barrier cancelled"])
+def test_a_take_that_ends_after_its_assignment_gave_up_discards_nothing(
+    tmp_path: Path, gives_up: str
+) -> None:
+    """The store stalls a take inside its claim, and its assignment gives up on it: past the
+    stall limit, or a revoke comes, or Faust cancels the barrier (the next rebalance's
+    assignment came). Another worker takes the partition, its claim as high (it read the
+    claims before this one landed), and commits, a commit cut short. The take, its claim
+    landed late, must not go on to discard that commit's rows (they pass a claim check that
+    ties), nor bring its generation back (review32b, review33)."""
     given = records()
     store = failing(tmp_path / "store")
-    store.released = threading.Event()
+    store.released, store.claiming = threading.Event(), threading.Event()
     group = Group(store)
+    stall_s = 0.5 if gives_up == "stall limit" else 30.0
 
     async def main() -> None:
-        async with assigned(store, group, PrometheusMetrics()) as agent:
+        async with assigned(store, group, PrometheusMetrics(), stall_s) as agent:
             await agent.handle(0, given[:10], 1)  # a full batch: stored
             await agent.revoke()
             assert store.positions() == {"acme": 10}
             store.claims_stall = True
-            assert await agent.assign({0}, {0}, 2) == ({}, {})  # gave up on its take
-            assert agent.down
+            assigning = asyncio.create_task(agent.assign({0}, {0}, 2))
+            while not store.claiming.is_set():
+                await asyncio.sleep(0.01)
+            revoking = None
+            if gives_up == "stall limit":
+                assert await assigning == ({}, {})
+                assert agent.down
+            elif gives_up == "revoke":
+                revoking = asyncio.create_task(agent.revoke())
+                await asyncio.sleep(0.1)
+            else:
+                assigning.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await assigning
             store.claims_stall = False
-            other = LedgerProjection(store, 1, RejectionLanes(1))  # the next owner
-            assert other.take({0}) == {0: None}
-            other.apply([(0, r.offset, r.key, r.value) for r in given[:15]], [])
-            store.cut = True
-            with pytest.raises(ProjectionUnavailableError):
-                other.apply([(0, r.offset, r.key, r.value) for r in given[15:20]], [])
-            store.cut = False
-            assert store.positions() == {"acme": 15}
+            commit_cut_short_by_the_next_owner(store, given)
             before = contents(store)
-            store.released.set()  # the late take's claim lands (as high as the other's)
-            await until(lambda: group.rejoins > 0, "the recovery once the late take ended")
+            store.released.set()  # the stalled claim lands (as high as the other's)
+            if revoking is not None:
+                await revoking
+                assert await assigning == ({}, {})
+            await until(lambda: not agent._lock.locked(), "the take ended")
+            await agent.handle(0, given[20:30], 2)  # not its generation any more: dropped
             assert contents(store) == before, "the late take discarded the other's rows"
+            if gives_up == "stall limit":
+                await until(lambda: group.rejoins > 0, "the recovery once the take ended")
+            else:
+                assert not agent.down
+                await agent.settle()
+                assert contents(store) == before
 
     run(main)
-    assert store.rows(
-        "SELECT count() FROM {db}.audit_events WHERE org_id = 'acme' AND sequence > 15"
-    ) == [(5,)]
+    assert_the_cut_commit_kept(store)
+    store.close()
+
+
+def test_a_revoke_waits_for_the_store_thread_at_most_the_stall_limit(tmp_path: Path) -> None:
+    """The store's thread is busy with a read that does not end (a timer's query of a store
+    that answers nothing): a revoke's save waits behind it at most the stall limit, and the
+    projector is down (the group's rebalance waits for this worker's revoke) (review33)."""
+    store = failing(tmp_path / "store")
+    store.released = threading.Event()
+    group = Group(store)
+    thread = ThreadPoolExecutor(1)
+    states = PartitionStates(tmp_path / "states", lambda: nullcontext(lambda p, o: None))
+
+    async def main() -> None:
+        agent = ProjectorAgent(
+            LedgerProjection(store, 1, RejectionLanes(1), states=states),
+            thread,
+            PrometheusMetrics(),
+            no_progress,
+            outage=Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=0.5),
+        )
+        try:
+            assert await agent.assign({0}, {0}, 1) == ({0: None}, {0: 0})
+            loop = asyncio.get_running_loop()
+            busy = loop.run_in_executor(thread, store.released.wait, 30)
+            started = loop.time()
+            await agent.revoke()  # its save of the state files waits for the store's thread
+            waited = loop.time() - started
+            assert agent.down
+            assert waited < 5.0, f"the revoke waited {waited:.1f}s"
+            store.released.set()
+            await busy
+        finally:
+            agent.close()
+
+    run(main)
     store.close()
 
 
