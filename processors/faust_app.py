@@ -63,6 +63,8 @@ HANDOVER_DEPTH = 2
 ``projector_batch_bytes``) hold the rest of a backlog's records; more here only holds more."""
 TIMERS_LANE = 0
 """The timers run on the worker that has this partition of the rejections topic."""
+STORE_CLOSE_S = 10.0
+"""How long a stopping worker waits for its store to close (after the projector's own 10 s)."""
 
 
 class Store(RowSink, Protocol):
@@ -251,7 +253,12 @@ class Worker(Delivery):
             await self.projector.stop()  # saves its state files, in the store's thread
         loop = asyncio.get_running_loop()
         # In the store's thread: after a reopen of the projector's recovery still under way.
-        await loop.run_in_executor(self._store_thread, self._close_store)
+        # Bounded: a read of a store that answers nothing holds that thread (review33b).
+        closing = loop.run_in_executor(self._store_thread, self._close_store)
+        try:
+            await asyncio.wait_for(closing, STORE_CLOSE_S)
+        except TimeoutError:
+            log.warning("the projection store did not close within %.0fs", STORE_CLOSE_S)
         self._store_thread.shutdown(wait=False)
 
     def _close_store(self) -> None:

@@ -239,7 +239,8 @@ def store_failed(error: BaseException) -> bool:
 @dataclass(slots=True)
 class Late:
     """Set when an assignment stopped waiting for its take (past the stall limit, or its
-    barrier cancelled) or its partitions were revoked (:meth:`ProjectorAgent.assign`)."""
+    barrier cancelled) or its partitions were revoked while it waited for the lock or ran
+    (:meth:`ProjectorAgent.assign`)."""
 
     abandoned: bool = False
 
@@ -789,10 +790,10 @@ class ProjectorAgent:
                 asyncio.create_task(self._report_lag(), name="okr-projector-lag"),
             ]
         self._assigned.set()
+        late = self._late = Late()  # a revoke while this waits for the lock abandons it too
         deadline = self._deadline()
         if not await self._acquire("an assignment", deadline):
             return {}, {}
-        late = self._late = Late()
         ended, starts = False, None
         try:
             ended, starts = await self._bounded(
@@ -1194,7 +1195,9 @@ class ProjectorAgent:
                 newest = newest_of.get(partition)
                 age = time.time() - micros(newest) / 1e6 if newest else 0.0
                 if self.down:  # the consumer reads on, and what it hands over is dropped
-                    position = offsets.get(partition, position)
+                    if partition not in offsets:
+                        continue  # never projected here: where it stands is not known
+                    position = offsets[partition]
                 behind = max(0, end - position) + waiting.get(partition, 0)
                 self.metrics.projector_lag(partition, events=behind, seconds=age)
 

@@ -7,7 +7,7 @@ limit, whatever waits on it; a failure that is not the store's still ends the wo
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
@@ -38,6 +38,12 @@ class FailingStore(ProjectionStore):
     released = threading.Event()
     claiming = threading.Event()
     """Set once a claim waits (``claims_stall``)."""
+    closed = False
+
+    def close(self) -> None:
+        if not self.closed:  # closed by the test, and by the fixture after a failure
+            self.closed = True
+            super().close()
 
     def _insert_if_claimed(self, claimed: Any, others: Any = ()) -> None:
         if self.cut:
@@ -100,9 +106,22 @@ class Group:
             raise RuntimeError("Consumer thread not yet started")
 
 
+OPENED: list[FailingStore] = []
+
+
+@pytest.fixture(autouse=True)
+def _closed() -> Iterator[None]:
+    """Every store a test opened is closed after it, failed or not: one chDB path per process,
+    so a store left open would fail every test after it."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
 def failing(path: Path) -> FailingStore:
     store = FailingStore.open(f"chdb://{path}")
     assert isinstance(store, FailingStore)
+    OPENED.append(store)
     return store
 
 
@@ -155,12 +174,11 @@ def assert_equals_one_projection(store: ProjectionStore, given: list[Record], tm
     """The store's rows (the store closed) equal those of ``given`` projected in one go."""
     recovered = contents(store)
     store.close()  # one chDB path per process
-    whole = ProjectionStore.open(f"chdb://{tmp / 'whole'}")
-    LedgerProjection(whole, 1, RejectionLanes(1)).apply(
-        [(0, r.offset, r.key, r.value) for r in given], []
-    )
-    assert contents(whole) == recovered
-    whole.close()
+    with ProjectionStore.open(f"chdb://{tmp / 'whole'}") as whole:
+        LedgerProjection(whole, 1, RejectionLanes(1)).apply(
+            [(0, r.offset, r.key, r.value) for r in given], []
+        )
+        assert contents(whole) == recovered
 
 
 def test_a_failed_insert_puts_the_projector_down_and_a_rebalance_brings_it_back(
@@ -505,6 +523,35 @@ def test_a_take_that_ends_after_its_assignment_gave_up_discards_nothing(
     run(main)
     assert_the_cut_commit_kept(store)
     store.close()
+
+
+def test_a_revoke_while_the_assignment_waits_for_the_lock_abandons_its_take(
+    tmp_path: Path,
+) -> None:
+    """An assignment waits for the lock (an insert under way, or the recovery's reopen); a
+    revoke comes meanwhile (the group moved on). The lock is the assignment's first, but its
+    take must not claim the partitions it no longer has, nor give offsets (review33b)."""
+    store = failing(tmp_path / "store")
+    group = Group(store)
+
+    async def main() -> None:
+        async with assigned(store, group, PrometheusMetrics(), stall_s=30.0) as agent:
+            await agent.revoke()
+            claims = store.positions(OWNER_STREAM)
+            assert claims == {"partition-0": 1}
+            await agent._lock.acquire()  # what an insert under way holds
+            assigning = asyncio.create_task(agent.assign({0}, {0}, 2))
+            await asyncio.sleep(0.1)  # waiting for the lock
+            revoking = asyncio.create_task(agent.revoke())
+            await asyncio.sleep(0.1)
+            agent._lock.release()
+            assert await assigning == ({}, {})
+            await revoking
+            assert store.positions(OWNER_STREAM) == claims, "it claimed what it no longer has"
+            assert not agent.down
+            assert await agent.assign({0}, {0}, 3) == ({0: None}, {0: 0})  # as any assignment
+
+    run(main)
 
 
 def test_a_revoke_waits_for_the_store_thread_at_most_the_stall_limit(tmp_path: Path) -> None:
