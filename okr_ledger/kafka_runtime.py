@@ -14,9 +14,9 @@ from okr_ledger.kafka_submit import KafkaSubmitter
 from okr_ledger.runtime import ProgressBar, ReadEachTime, RebuildReport, no_progress
 from okr_ledger.served_store import open_served_store
 from okr_ledger.settings import Settings
-from projections.client import parse_url
+from projections.client import parse_url, require_not_held
 from projections.store import ProjectionStore
-from schemas.errors import ProjectionUnavailableError
+from schemas.errors import CredentialRefusedError, ProjectionUnavailableError
 
 COMPACTED = {"cleanup.policy": "compact"}
 """The keys topic keeps each key's latest record."""
@@ -70,19 +70,30 @@ class KafkaRuntime:
             refresh_s=s.http_key_refresh_seconds,
         )
 
+    def _served(self) -> bool:
+        """Whether a worker serves the store (it may hold it from another process namespace,
+        a container, where :func:`projections.client.holder` cannot see it)."""
+        try:
+            open_served_store(self.settings).close()
+        except CredentialRefusedError:
+            return True  # one answers: the comparison's own open says what to fix
+        except ProjectionUnavailableError:
+            return False
+        return True
+
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
-        """Beside the running worker, in a fresh database; with no worker on an embedded
-        store, in place (nothing else holds it)."""
+        """Beside the running worker, in a fresh database; an embedded store that no process
+        holds and no worker serves, in place. Decided once, before any work: a store that
+        stops answering during the comparison is an error, not a rebuild in place (review33)."""
         from okr_ledger.live_rebuild import rebuild_beside_live
 
-        try:
-            found = rebuild_beside_live(self.settings, keep, lambda n: bar("rebuilding", n))
-        except ProjectionUnavailableError:
-            if not parse_url(self.settings.resolved_clickhouse_url).embedded:
-                raise
+        target = parse_url(self.settings.resolved_clickhouse_url)
+        if target.embedded and target.path and not self._served():
+            require_not_held(target)  # held, and not by a worker that answers: say by whom
             report = rebuild_in_place(self.settings, bar)
-            report.notes.insert(0, "no worker answers: rebuilt its embedded store in place")
+            report.notes.insert(0, "no worker holds the embedded store: rebuilt it in place")
             return report
+        found = rebuild_beside_live(self.settings, keep, lambda n: bar("rebuilding", n))
         orgs = len(found.limits.ledger)
         report = RebuildReport(
             f"rebuilt {found.events} ledger events of {orgs} orgs and "

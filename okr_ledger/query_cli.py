@@ -254,7 +254,8 @@ def rebuild(
     """Rebuild the projections from the ledger and compare with what is there.
 
     Embedded: drop them and rebuild in place. Kafka: beside the running worker, in a fresh
-    database (a temporary chDB path, or a new database on the ClickHouse server).
+    database (a temporary chDB path, or a new database on the ClickHouse server); an
+    embedded store no worker serves or holds, in place.
     """
     report = bootstrap().rebuild(keep, lambda label, total: progress_bar(label, total, True))
     for note in report.notes:

@@ -23,7 +23,11 @@ from projections.query_credentials import (
     read_token,
 )
 from projections.store import ProjectionStore
-from schemas.errors import ConfigurationError, ProjectionUnavailableError
+from schemas.errors import (
+    ConfigurationError,
+    CredentialRefusedError,
+    ProjectionUnavailableError,
+)
 
 
 def query_credential(
@@ -99,7 +103,7 @@ def open_served_store(settings: Settings) -> ProjectionStore:
         store = ProjectionStore.open(worker_url(settings), migrate=False)
     except ProjectionUnavailableError as error:
         if "Authentication failed" in str(error) or "AUTHENTICATION_FAILED" in str(error):
-            raise ProjectionUnavailableError(
+            raise CredentialRefusedError(
                 f"the worker at {settings.worker_web_host}:{settings.worker_web_port} refused "
                 f"this process's credential: the worker and this command need the same "
                 f"OKR_DATA_DIR (token {token_path(settings)}) or OKR_QUERY_PASSWORD"

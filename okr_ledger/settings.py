@@ -188,6 +188,25 @@ class Settings(BaseSettings):
         "<data_dir>/projector-state/partition-<n>.sqlite, so that gaining a partition replays "
         "only what the ledger holds after the file; off: it replays the whole partition.",
     )
+    projector_retry_max_seconds: float = Field(
+        default=30.0,
+        ge=0.5,
+        le=3600,
+        description="While the projection store is unavailable, the Kafka worker's projector "
+        "(down: the sequencer goes on) tries it again after 0.5 s, then twice as long each "
+        "time, up to this.",
+    )
+    projector_stall_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=60,
+        description="A full batch, a revoke or an assignment of the Kafka worker's projector "
+        "waits this long at most for the insert under way, or for an assignment's read of the "
+        "store (the consumer, and so the sequencer, waits with it); past that the store is "
+        "taken as down, as when an insert fails. At most 60: Faust gives an assignment 90 s. "
+        "An insert that is only slow (a large batch on a loaded server) is taken as down "
+        "too, and costs a recovery.",
+    )
     projector_commit_bytes: int = Field(
         default=16 << 20,
         ge=64 << 10,

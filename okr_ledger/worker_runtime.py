@@ -55,6 +55,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         state_files=settings.worker_state_files,
         projector_state_files=settings.worker_projector_state_files,
         projector_save_every=settings.projector_save_every,
+        projector_retry_max_s=settings.projector_retry_max_seconds,
+        projector_stall_s=settings.projector_stall_seconds,
         timings=GroupTimings(
             session_timeout_s=settings.kafka_session_timeout_seconds,
             heartbeat_interval_s=settings.kafka_heartbeat_interval_seconds,

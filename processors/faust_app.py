@@ -15,6 +15,12 @@ batch of one partition at a time (:mod:`processors.faust_batches`):
 - ``sequencer``: intake -> ledger, rejections, outcomes (:mod:`processors.kafka_worker`);
 - ``projector``: ledger and rejections -> the projection store (:mod:`processors.kafka_projector`).
 
+The store failing does not end the worker: the projector is down (``/healthz`` 503, ``/livez``
+200), the sequencer goes on, and the projector opens the store again (:meth:`Worker.reopen`),
+then asks the group for a rebalance (:meth:`processors.faust_batches.OkrConsumer.rejoin`) and
+takes its partitions on the assignment that follows
+(:class:`processors.kafka_projector.Outage`).
+
 Faust's web server (``OKR_WORKER_WEB_HOST:OKR_WORKER_WEB_PORT``) serves what the process mounts
 on it (:attr:`WorkerServices.routes`: health, metrics, the query endpoint). No Faust table,
 no changelog and no ``exactly_once``: Tansu reports a partition's end too low for Faust's table
@@ -37,7 +43,12 @@ from events.kafka_client import Connection, Reader
 from events.kafka_records import RejectionLanes
 from processors.faust_batches import Delivery, OkrConsumer
 from processors.kafka_config import WorkerConfig
-from processors.kafka_projector import LedgerProjection, ProjectorAgent, partition_states
+from processors.kafka_projector import (
+    LedgerProjection,
+    Outage,
+    ProjectorAgent,
+    partition_states,
+)
 from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
 from processors.runner import RowSink
@@ -52,6 +63,8 @@ HANDOVER_DEPTH = 2
 ``projector_batch_bytes``) hold the rest of a backlog's records; more here only holds more."""
 TIMERS_LANE = 0
 """The timers run on the worker that has this partition of the rejections topic."""
+STORE_CLOSE_S = 10.0
+"""How long a stopping worker waits for its store to close (after the projector's own 10 s)."""
 
 
 class Store(RowSink, Protocol):
@@ -145,6 +158,8 @@ class Worker(Delivery):
         self.sequencer: SequencerAgent | None = None
         self.projector: ProjectorAgent | None = None
         self._store: Store | None = None
+        self._partitions = self._lanes = 0
+        """The ledger's and the rejections topic's partition counts."""
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-store")
         self._intake_batches: Any = None
         self._ledger_batches: Any = None
@@ -162,17 +177,9 @@ class Worker(Delivery):
         """Check the topics, open the store, make the agents."""
         c = self.config
         loop = asyncio.get_running_loop()
-        partitions, lanes = await asyncio.to_thread(self._check_topics)
+        self._partitions, self._lanes = await asyncio.to_thread(self._check_topics)
         self._store = await loop.run_in_executor(self._store_thread, self.services.open_store)
-        projection = await loop.run_in_executor(
-            self._store_thread,
-            LedgerProjection,
-            self._store,
-            partitions,
-            RejectionLanes(lanes),
-            None,
-            partition_states(c),
-        )
+        projection = await loop.run_in_executor(self._store_thread, self._projection, self._store)
         runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
         self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
         self.projector = ProjectorAgent(
@@ -187,8 +194,30 @@ class Worker(Delivery):
             idle_s=c.projector_idle_s,
             crash=self.app.crash,
             rewind=self._rewind_ledger,
+            outage=Outage(self.reopen, self._rejoin, c.projector_retry_max_s, c.projector_stall_s),
         )
         self._started.set()
+
+    def _projection(self, store: Store) -> LedgerProjection:
+        return LedgerProjection(
+            store,
+            self._partitions,
+            RejectionLanes(self._lanes),
+            None,
+            partition_states(self.config),
+        )
+
+    def reopen(self) -> LedgerProjection:
+        """The store closed and opened again, and a new projection on it, as a restart makes
+        them (in the store's thread: the projector's :attr:`Outage.reopen`)."""
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception as error:  # a store that is gone may not close cleanly
+                log.warning("closing the projection store failed (%s)", error)
+        self._store = self.services.open_store()
+        return self._projection(self._store)
 
     def _check_topics(self) -> tuple[int, int]:
         """The ledger's and the rejections' partition counts, once the topics are known to
@@ -223,10 +252,19 @@ class Worker(Delivery):
         if self.projector is not None:
             await self.projector.stop()  # saves its state files, in the store's thread
         loop = asyncio.get_running_loop()
+        # In the store's thread: after a reopen of the projector's recovery still under way.
+        # Bounded: a read of a store that answers nothing holds that thread (review33b).
+        closing = loop.run_in_executor(self._store_thread, self._close_store)
+        try:
+            await asyncio.wait_for(closing, STORE_CLOSE_S)
+        except TimeoutError:
+            log.warning("the projection store did not close within %.0fs", STORE_CLOSE_S)
+        self._store_thread.shutdown(wait=False)
+
+    def _close_store(self) -> None:
         store, self._store = self._store, None  # a late tick finds none
         if store is not None:
-            await loop.run_in_executor(self._store_thread, store.close)
-        self._store_thread.shutdown(wait=False)
+            store.close()
 
     def channels(self, intake: Any, ledger: Any) -> None:
         """The agents' channels (made with the app)."""
@@ -258,6 +296,22 @@ class Worker(Delivery):
         offsets.update((TP(topics.rejections, q), o) for q, o in rejections_next.items())
         self.metrics.assigned(topics.ledger, len(ledger))  # restored: ready (with the intake)
         return offsets
+
+    async def on_rebalance_complete(self) -> None:
+        """Faust runs no barrier for an assignment of nothing (``Recovery._resume_streams``):
+        a worker given no partition (spare capacity, or one more than the partitions) reports
+        it here, so that it is ready; its projector, if down, owns nothing to take (its
+        recovery ends once the store opens). A worker given partitions later restores them
+        before it is ready again, as on any assignment but its first (review32b)."""
+        if self.app.consumer.assignment():
+            return
+        self.assigned_once = True
+        if self.projector is not None:
+            self.projector.given_nothing()
+        topics = self.config.topics
+        for topic in (topics.intake, topics.ledger):
+            self.metrics.assigned(topic, 0)
+        log.info("assigned no partition")
 
     def _beginnings(self, partitions: list[int]) -> dict[int, int]:
         if not partitions:
@@ -332,6 +386,12 @@ class Worker(Delivery):
     async def _seek_intake(self, partition: int, offset: int) -> None:
         await self.app.consumer.seek(TP(self.config.topics.intake, partition), offset)
 
+    async def _rejoin(self) -> None:
+        """The projector's :attr:`Outage.rejoin`."""
+        consumer = self.app.consumer
+        assert isinstance(consumer, OkrConsumer)  # made by OkrApp._new_consumer
+        await consumer.rejoin()
+
     async def _rewind_ledger(self, partition: int) -> None:
         """Read ledger ``partition`` again from its beginning (the projector's ``rewind``)."""
         offset = (await asyncio.to_thread(self._beginnings, [partition]))[partition]
@@ -389,6 +449,12 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
         name = getattr(function, "__qualname__", None)
         app.timer(interval, name=name)(_ticking(worker, function))
     install_faust_sensors(app, services.metrics)  # Faust's own families, on our /metrics
+
+    def given_nothing(sender: Any, /, *_: Any, signal: Any, **__: Any) -> Awaitable[None]:
+        return worker.on_rebalance_complete()
+
+    app.on_rebalance_complete.connect(given_nothing)
+
     # Faust's web server answers GET / with its own index; the query endpoint needs "/".
     app.web.blueprints._enabled = [bp for bp in app.web.blueprints._enabled if bp[0] != ""]
     topics = config.topics

@@ -18,7 +18,8 @@ It overrides internals of faust-streaming 0.15.3 (pinned in pyproject.toml); the
 ``Consumer._drain_messages``, ``Consumer._wait_next_records``, ``Consumer.perform_seek``,
 ``Consumer.on_partitions_revoked``, ``Consumer.seek``, ``ThreadDelegateConsumer._seek``,
 ``AIOKafkaConsumer._new_consumer_thread``, ``AIOKafkaConsumerThread._create_worker_consumer``,
-``AIOKafkaConsumerThread.seek`` and ``AIOKafkaConsumerThread._fetch_records``.
+``AIOKafkaConsumerThread.seek`` and ``AIOKafkaConsumerThread._fetch_records``; it calls
+aiokafka's ``GroupCoordinator.request_rejoin`` (:meth:`OkrConsumer.rejoin`).
 
 **Seeks run on the consumer thread.** Faust runs aiokafka's consumer in a thread of its own
 (the consumer thread, with its own event loop); aiokafka's fetcher is not thread-safe. Faust's
@@ -178,6 +179,10 @@ class FastFetchThread(AIOKafkaConsumerThread):
         taken_after = fetched.taken_after if isinstance(fetched, Fetched) else {}
         return tp in taken_after and self.seeks.get(tp, 0) != taken_after[tp]
 
+    async def request_rejoin(self) -> None:
+        """On the consumer thread: have aiokafka's coordinator rejoin the group."""
+        self._ensure_consumer()._coordinator.request_rejoin()
+
     async def seek_on_thread(self, partition: TP, offset: int) -> None:
         """Seek ``partition`` on the consumer thread (awaited from the app's loop)."""
         await self.call_thread(self._seek_here, partition, offset)
@@ -227,6 +232,14 @@ class OkrConsumer(AIOKafkaConsumer):
             self.sought_at[tp] = generation
         for tp in assigned - set(offsets):  # none: every partition is read from a place
             self.sought_at[tp] = generation
+
+    async def rejoin(self) -> None:
+        """Ask the group for a rebalance: every member's partitions are revoked, and assigned
+        again through the barrier (:meth:`perform_seek`), under a new generation. The projector
+        takes its partitions again this way after its store failed
+        (:class:`processors.kafka_projector.Outage`): what was fetched before is dropped by
+        the generation, as on any rebalance."""
+        await self._thread.call_thread(self._thread.request_rejoin)
 
     async def _seek(self, partition: TP, offset: int) -> None:
         # Faust's ThreadDelegateConsumer._seek calls the thread's seek right here, on the app's

@@ -88,6 +88,13 @@ class WorkerConfig:
     projector_save_every: int = 100_000
     """Save a partition's projector state once this many of its records were projected since
     the last save (as the embedded runner's ``DEFAULT_SAVE_EVERY``), and on a revoke."""
+    projector_retry_max_s: float = 30.0
+    """While the projection store is unavailable, the projector tries it again after 0.5 s,
+    then twice as long each time, up to this (:class:`processors.kafka_projector.Outage`)."""
+    projector_stall_s: float = 60.0
+    """A full projector batch, a revoke or an assignment waits this long at most for the
+    insert under way; past that the store is taken as down
+    (:attr:`processors.kafka_projector.Outage.stall_s`)."""
     sequencer_process: bool = True
     """Decide and write in a process of its own (a core of its own), or in threads of the
     worker's process."""

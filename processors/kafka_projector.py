@@ -32,18 +32,34 @@ check the claim inside the statement. Each partition of the rejections topic is 
 (:class:`events.kafka_records.RejectionLanes`, co-partitioned with the ledger when they have
 as many partitions), with its own checkpoint; a rejection's position is the event log's (so a
 rebuild matches), and a re-insert collapses too.
-"""
+
+**A store that does not answer** (an insert, or the take of an assignment, raising
+:class:`schemas.errors.ProjectionUnavailableError` or an ``OSError``: :func:`store_failed`;
+any other error still ends the worker) does not end the worker when the
+agent is given an :class:`Outage` (the worker's is): the projector is *down*. It drops what is
+handed over, the sequencer goes on deciding, and it tries the store again with a bounded
+exponential backoff: its state files let go of (unsaved), the store opened anew and a new
+:class:`LedgerProjection` on it (:attr:`Outage.reopen`), as a restart makes them. Once that
+succeeds it asks the consumer group for a rebalance (:attr:`Outage.rejoin`), and takes its
+partitions again on the assignment that follows, as any assignment does (the claim, the discard
+of a commit cut short, the state files, the seek barrier). So the recovery adds no seek of its
+own: what was fetched before it is dropped by the group's generation, the one guard every
+rebalance already relies on. A store that answers nothing (paused, cut off) is taken as down
+when a full batch's hand-over, a revoke or an assignment has waited :attr:`Outage.stall_s`
+(for the insert under way and its own work); the recovery waits for that work to end (the
+client's read timeout) before it tries the store again. A take whose assignment gave up on it,
+or was revoked, stops before its discard (:class:`Late`)."""
 
 import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from events import allocator
 from events.collector import collector_paused
@@ -65,7 +81,12 @@ from processors.snapshots import (
     partition_state_file,
 )
 from processors.tables import RowBatch
-from schemas.errors import LedgerUnavailableError, ProjectionError, UnusableSnapshotError
+from schemas.errors import (
+    LedgerUnavailableError,
+    ProjectionError,
+    ProjectionUnavailableError,
+    UnusableSnapshotError,
+)
 
 if TYPE_CHECKING:
     from events.kafka_client import Connection, Reader
@@ -78,6 +99,15 @@ Progress = Callable[[int], Awaitable[tuple[int | None, int | None]]]
 """Ledger partition -> its end as last fetched and the consumer's position in it."""
 Rewind = Callable[[int], Awaitable[None]]
 """Seeks the consumer of a ledger partition to the partition's beginning."""
+Rejoin = Callable[[], Awaitable[None]]
+"""Asks the consumer group for a rebalance: this worker's partitions revoked and assigned
+again."""
+T = TypeVar("T")
+FIRST_RETRY_S = 0.5
+"""The first wait of a projector that is down before it tries the store again."""
+REBALANCE_WAIT_S = 120.0
+"""How long a recovery waits for the assignment of the rebalance it asked for before it asks
+again (a rebalance waits for every member to rejoin, each after its revoke)."""
 LAG_EVERY_S = 1.0
 _FIELDS = frozenset(RECORD_FIELDS)
 _REQUIRED = _FIELDS - {"source_event_id", "correlation_id", "causation_id"}
@@ -180,6 +210,45 @@ class Pending:
             self.waiting.pop(partition, None)
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """How a :class:`ProjectorAgent` outlives a store that fails (see the module docstring)."""
+
+    reopen: Callable[[], "LedgerProjection"]
+    """Opens the store again and a new projection on it (blocking: the store's thread)."""
+    rejoin: Rejoin
+    retry_max_s: float = 30.0
+    """The longest wait between two tries (the first is :data:`FIRST_RETRY_S`, then twice
+    the one before)."""
+    stall_s: float = 60.0
+    """How long a full batch, a revoke or an assignment waits for the insert under way before
+    the store is taken as down: the consumer waits on them (and the sequencer's batches behind
+    it), and a store that is paused or cut off answers nothing until the client's read timeout
+    (300 s)."""
+
+
+def store_failed(error: BaseException) -> bool:
+    """Whether ``error`` is the store not answering (the store says so:
+    :class:`schemas.errors.ProjectionUnavailableError`), which puts a projector with an
+    :class:`Outage` down; anything else (a statement the store refused, a fault of this code or
+    of a record, such as the projector's own :class:`schemas.errors.ProjectionError`) ends the
+    worker, as a restart is what those need."""
+    return isinstance(error, ProjectionUnavailableError | OSError)
+
+
+@dataclass(slots=True)
+class Late:
+    """Set when an assignment stopped waiting for its take (past the stall limit, or its
+    barrier cancelled) or its partitions were revoked while it waited for the lock or ran
+    (:meth:`ProjectorAgent.assign`)."""
+
+    abandoned: bool = False
+
+    def said(self) -> bool:
+        """Whether the assignment has stopped waiting (read in the store's thread)."""
+        return self.abandoned
+
+
 class LedgerProjection:
     """The agent's core without transport: records in, rows into the sink (blocking calls)."""
 
@@ -232,12 +301,30 @@ class LedgerProjection:
     def take(self, partitions: set[int]) -> dict[int, int | None]:
         """A new assignment: where to read each ledger partition from (``None``: its
         beginning). See the module docstring."""
+        starts = self.take_unless(partitions, lambda: False)
+        assert starts is not None
+        return starts
+
+    def take_unless(
+        self, partitions: set[int], abandoned: Callable[[], bool]
+    ) -> dict[int, int | None] | None:
+        """:meth:`take`, or ``None`` if ``abandoned()`` says (before the claim, after it, or
+        after the read of the checkpoints) that the assignment went on without this take: the
+        store stalled it, and the partitions may be another worker's by now, whose rows its
+        discard must not remove (review32b). Its claim, if it landed, is harmless: the latest
+        claim is another's, or as high as it (ties pass both), and this one writes no more."""
+        if abandoned():
+            return None
         if partitions:
             self._claim(partitions)
+            if abandoned():
+                return None
         # One read of the checkpoints for the discard and for what follows: a checkpoint
         # inserted after it (by a worker that had these partitions, finishing a commit late)
         # must not turn events whose rows the discard removed into "stored already".
         found = self.sink.checkpoints()
+        if abandoned():
+            return None
         self._discard_unfinished(partitions, found, self.claim)
         self.checkpoints = found.get(t.LEDGER_STREAM, {})
         self.rejections_done = self._lanes_done(found.get(t.REJECTION_STREAM, {}))
@@ -601,13 +688,31 @@ class ProjectorAgent:
         trim_s: float = 1.0,
         crash: Callable[[BaseException], Awaitable[None]] | None = None,
         rewind: Rewind | None = None,
+        outage: Outage | None = None,
     ) -> None:
         """``store_thread``: the one thread that uses the projection's sink (a blocking
-        client). ``crash``: ends the worker (an insert failed: it must not go on without
-        those rows). ``rewind``: reads a partition again from its beginning (its saved state
-        proved unusable); without it, that stops the worker."""
+        client). ``crash``: ends the worker when an insert failed and there is no ``outage``,
+        or for a failure other than the store's (it must not go on without those rows).
+        ``rewind``: reads a partition again from its beginning (its saved state proved
+        unusable); without it, that stops the worker. ``outage``: the store failing puts the
+        projector down and it recovers (module docstring)."""
         self.projection = projection
         self._rewind = rewind
+        self._outage = outage
+        self._recovery: asyncio.Task[None] | None = None
+        self._reopened = False
+        """Down, whether :attr:`projection` is the recovery's (on the store opened anew)."""
+        self._retry_s = FIRST_RETRY_S
+        """The recovery's next wait: doubled after each try, back to :data:`FIRST_RETRY_S`
+        only once an insert has succeeded (a store that fails right after each recovery is
+        tried less and less often)."""
+        self._assigned = asyncio.Event()
+        """Set by each assignment: what a recovery that asked for a rebalance waits for."""
+        self._late = Late()
+        """The latest assignment's take: abandoned by a revoke too."""
+        self._lag_at: tuple[dict[int, int], dict[int, str]] = ({}, {})
+        """Down: where the projection stood when it went down (offsets, newest events), for
+        the lag (the projection opened anew knows nothing yet)."""
         self._stale: dict[int, int] = {}
         """Per ledger partition read again from its beginning: the first offset of the batch
         that failed. Its hand-overs from there on came before the seek: dropped."""
@@ -615,8 +720,10 @@ class ProjectorAgent:
         self._crash = crash
         self._crashed = False
         self._failure: Exception | None = None
-        """The first failed insert: the projection's state and offsets had already moved past
-        its rows, so nothing may be inserted or settled after it."""
+        """A failed insert that ends the worker: the projection's state and offsets had
+        already moved past its rows, so nothing may be inserted or settled after it."""
+        self._down = False
+        """The store failed: nothing is inserted or settled until a recovery's take."""
         self.metrics = metrics
         self._progress = progress
         self.batch_size, self.linger_s, self.idle_s = batch_size, linger_s, idle_s
@@ -624,6 +731,7 @@ class ProjectorAgent:
         self._trimmed = time.monotonic()
         self._pending = Pending()
         self._lock = asyncio.Lock()
+        """Held by whatever uses the projection: an insert, a take, a release, a recovery."""
         self._wake = asyncio.Event()
         self._owned: set[int] = set()
         self._lanes: set[int] = set()
@@ -633,22 +741,69 @@ class ProjectorAgent:
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
+    @property
+    def down(self) -> bool:
+        """Whether the projector is down: the store failed, and it is retrying (only with an
+        :class:`Outage`; without one, the worker ends)."""
+        return self._down
+
+    @property
+    def _saves(self) -> bool:
+        """Whether the state may be saved: no insert failed since the take."""
+        return self._failure is None and not self._down
+
+    def _deadline(self) -> float:
+        """When a caller that starts waiting now stops (with an :class:`Outage`): one
+        :attr:`Outage.stall_s` for the lock and the work together, as Faust gives an
+        assignment's barrier 90 s in all."""
+        return time.monotonic() + (self._outage.stall_s if self._outage else 0.0)
+
+    async def _acquire(self, what: str, deadline: float) -> bool:
+        """The lock, once the insert under way has ended; with an :class:`Outage`, waiting at
+        most until ``deadline``: past that the store is taken as down, and ``False``."""
+        if self._outage is None:
+            await self._lock.acquire()
+            return True
+        try:
+            await asyncio.wait_for(self._lock.acquire(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self._went_down(TimeoutError(f"{what} waited {self._outage.stall_s:g}s for an insert"))
+            return False
+        return True
+
     async def assign(
         self, partitions: set[int], lanes: set[int], generation: int
     ) -> tuple[dict[int, int | None], dict[int, int]]:
         """A new assignment: where to read each ledger partition from (``None``: its
-        beginning) and each rejections lane."""
-        async with self._lock:
-            self._pending = Pending()
-            self._stale.clear()
-            starts = await self._blocking(self.projection.take, partitions)
-            self._owned, self._lanes, self._generation = partitions, lanes, generation
+        beginning) and each rejections lane. Down, the take runs on the store opened anew
+        (here, if the recovery has not yet) and a take that succeeds ends the outage. If it
+        fails, or the wait for the lock and the take together pass :attr:`Outage.stall_s`,
+        nothing: the partitions are read from where they stand, and dropped, until the
+        recovery's rebalance takes them. A take this call stops waiting for (past the limit,
+        or cancelled: Faust cancels a barrier when the next assignment comes) is abandoned
+        (:class:`Late`), as is one under way when a revoke comes."""
+        self._owned, self._lanes = partitions, lanes
         self.metrics.projecting(partitions)
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._flush_when_due(), name="okr-projector"),
                 asyncio.create_task(self._report_lag(), name="okr-projector-lag"),
             ]
+        self._assigned.set()
+        late = self._late = Late()  # a revoke while this waits for the lock abandons it too
+        deadline = self._deadline()
+        if not await self._acquire("an assignment", deadline):
+            return {}, {}
+        ended, starts = False, None
+        try:
+            ended, starts = await self._bounded(
+                self._take(partitions, generation, late), "a take", deadline
+            )
+        finally:
+            if not ended:
+                late.abandoned = True
+        if starts is None:
+            return {}, {}
         log.info(
             "projecting ledger partitions %s and rejections lanes %s",
             sorted(partitions),
@@ -656,25 +811,61 @@ class ProjectorAgent:
         )
         return starts, self.projection.rejections_next(lanes)
 
+    async def _take(
+        self, partitions: set[int], generation: int, late: "Late"
+    ) -> dict[int, int | None] | None:
+        """Under the lock: the assignment's take (down: on the store opened anew); ``None``
+        when the store failed, or when the assignment gave up waiting (``late``)."""
+        self._pending = Pending()
+        self._stale.clear()
+        try:
+            if self.down and not self._reopened:
+                await self._reopen()
+            starts: dict[int, int | None] | None = await self._blocking(
+                self.projection.take_unless, partitions, late.said
+            )
+        except Exception as error:
+            if self._outage is None or not store_failed(error):
+                raise
+            self._went_down(error)
+            return None
+        if starts is None or late.abandoned:  # the assignment went on: a rebalance takes again
+            return None
+        self._generation = generation
+        if self.down:
+            self._up()
+        return starts
+
     async def revoke(self) -> None:
         """Take no more batches until the next assignment (which says where to read from),
         and return once an insert under way has ended and the partitions' states are saved
         and their files let go of: the next owner of these partitions reads the store's
         checkpoints (and may read the files) when it takes them, and this worker rejoins the
-        group (letting the assignment go on) only after this returns."""
+        group (letting the assignment go on) only after this returns. Waiting for the lock
+        and the release together past :attr:`Outage.stall_s` (an insert that stalls, or the
+        store's thread busy with a timer's read of a store that answers nothing) puts the
+        projector down instead (its files are let go of by the recovery; the next owner
+        replays what it cannot lock)."""
+        self._late.abandoned = True  # a take under way: these partitions may move on
         self._generation = None
+        self._owned, self._lanes = set(), set()
         self._pending = Pending()
-        async with self._lock:  # an insert under way holds it
-            if self.projection.states is not None:  # after a failed insert: nothing to save
-                await self._blocking(self.projection.release, self._failure is None)
+        deadline = self._deadline()
+        if await self._acquire("a revoke", deadline):
+            await self._bounded(self._release(), "a revoke's save", deadline)
+
+    async def _release(self) -> None:
+        """Under the lock: save the partitions' states and let their files go."""
+        if self.projection.states is not None:  # after a failed insert: nothing to save
+            await self._blocking(self.projection.release, self._saves)
 
     async def handle(
         self, partition: int, records: list[Any], generation: int, rejections: bool = False
     ) -> None:
         """Records of ledger ``partition`` (or of that rejections lane) as fetched, in offset
         order."""
-        if generation != self._generation:
-            return
+        if generation != self._generation or self.down:
+            return  # down: taken again, as on any assignment, by the recovery's rebalance
         pending = self._pending
         pending.last_at = time.monotonic()
         if not pending:
@@ -709,14 +900,18 @@ class ProjectorAgent:
                 records[-1].offset,
             )
         if len(pending) >= self.batch_size or pending.size >= self.batch_bytes:
-            await self._flush()
+            await self._flush(bounded=True)  # the consumer waits on this hand-over
         else:
             self._wake.set()
 
     async def settle(self) -> tuple[dict[int, int], dict[int, int]]:
         """Insert what is pending; the next offset of each owned ledger partition it has read,
-        and of each owned rejections lane."""
-        await self._flush()
+        and of each owned rejections lane (down: none, the recovery's take says where)."""
+        if self.down:  # nothing to insert: no wait for the lock the recovery may hold
+            return {}, {}
+        await self._flush(bounded=True)
+        if self.down:
+            return {}, {}
         offsets = {p: o for p, o in self.projection.next_offsets.items() if p in self._owned}
         return offsets, self.projection.rejections_next(self._lanes)
 
@@ -728,7 +923,7 @@ class ProjectorAgent:
                 while (wait := self._due() - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
                 await self._flush()
-        except Exception as error:  # an insert failed: the worker must not go on without it
+        except Exception as error:  # the worker must not go on without those rows
             await self._failed(error)
             raise
 
@@ -753,38 +948,204 @@ class ProjectorAgent:
         if self._crash is not None:
             await self._crash(error)
 
-    async def _flush(self) -> None:
-        async with self._lock:
-            if self._failure is not None:
-                raise ProjectionError(
-                    f"an earlier insert failed ({self._failure}): nothing more is projected"
-                ) from self._failure
-            pending, self._pending = self._pending, Pending()
-            if not pending:
-                return
-            started = time.monotonic()
+    async def _flush(self, bounded: bool = False) -> None:
+        """Insert what is pending, once the insert under way has ended. ``bounded`` (with an
+        :class:`Outage`): the caller waits at most :attr:`Outage.stall_s` for both; past that
+        the store is taken as down, and the insert goes on in the background."""
+        if not bounded or self._outage is None:
+            async with self._lock:
+                await self._insert_pending()
+            return
+        deadline = self._deadline()
+        if await self._acquire("a full batch", deadline):
+            await self._bounded(self._insert_pending(), "an insert", deadline)
+
+    async def _bounded(
+        self, work: Coroutine[Any, Any, T], what: str, deadline: float
+    ) -> tuple[bool, T | None]:
+        """Run ``work`` under the lock the caller holds (released when it ends) and wait for
+        it, with an :class:`Outage` until ``deadline`` at most: past that the store is taken
+        as down and ``work`` goes on in the background. Whether it ended, and what it
+        returned."""
+
+        async def run() -> T:
             try:
-                unusable: set[int] = await self._blocking(self._apply, pending)
-                if unusable:
-                    await self._read_again(unusable, pending)
-            except Exception as error:
+                return await work
+            finally:
+                self._lock.release()
+
+        task = asyncio.create_task(run(), name=f"okr-projector: {what}")
+        if self._outage is None:
+            return True, await task
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.CancelledError:  # the caller stopped waiting; the work goes on
+            task.add_done_callback(self._ended_late)
+            raise
+        if done:
+            return True, task.result()
+        task.add_done_callback(self._ended_late)
+        self._went_down(TimeoutError(f"{what} has not ended in {self._outage.stall_s:g}s"))
+        return False, None
+
+    def _ended_late(self, work: "asyncio.Task[Any]") -> None:
+        """Work that outlasted the stall limit has ended (the projector went down)."""
+        if work.cancelled():
+            return
+        error = work.exception()
+        if error is None:
+            log.warning("%s, no longer waited for, has ended", work.get_name())
+        elif not store_failed(error):
+            self._tasks.append(asyncio.create_task(self._failed(error), name="okr-failed"))
+        else:
+            log.warning("%s, no longer waited for, failed in the end (%s)", work.get_name(), error)
+
+    async def _insert_pending(self) -> None:
+        """Under the lock: insert what is pending (down: drop it)."""
+        if self.down:
+            self._pending = Pending()
+            return
+        if self._failure is not None:
+            raise ProjectionError(
+                f"an earlier insert failed ({self._failure}): nothing more is projected"
+            ) from self._failure
+        pending, self._pending = self._pending, Pending()
+        if not pending:
+            return
+        started = time.monotonic()
+        try:
+            unusable: set[int] = await self._blocking(self._apply, pending)
+            if unusable and not self.down:  # down (it stalled): the next take reads again
+                await self._read_again(unusable, pending)
+        except Exception as error:
+            if self._outage is None or not store_failed(error):
                 self._failure = error  # no further batch: its state is changed in part
                 raise
-            self.metrics.projected(
-                events=sum(1 for record in pending.ledger if record[0] not in unusable),
-                rejections=len(pending.rejections),
-                seconds=time.monotonic() - started,
+            self._went_down(error)
+            return
+        self._retry_s = FIRST_RETRY_S  # the store took a batch
+        self.metrics.projected(
+            events=sum(1 for record in pending.ledger if record[0] not in unusable),
+            rejections=len(pending.rejections),
+            seconds=time.monotonic() - started,
+        )
+        if self.projection.oldest is not None:
+            self.metrics.fresh("projected", self.projection.oldest)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "projected %s records in %.1f ms, %.1f ms after the first (ledger %s)",
+                len(pending),
+                (time.monotonic() - started) * 1000,
+                (started - pending.first_at) * 1000,
+                _ranges(pending),
             )
-            if self.projection.oldest is not None:
-                self.metrics.fresh("projected", self.projection.oldest)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "projected %s records in %.1f ms, %.1f ms after the first (ledger %s)",
-                    len(pending),
-                    (time.monotonic() - started) * 1000,
-                    (started - pending.first_at) * 1000,
-                    _ranges(pending),
-                )
+
+    def _went_down(self, error: Exception) -> None:
+        """The store failed (an insert, a take, or it stalled): no further batch, since the
+        projection's state is changed in part; recover in the background (module
+        docstring)."""
+        assert self._outage is not None
+        why = f"{type(error).__name__}: {error}"
+        self.metrics.projector_down(why[:300])
+        self._pending = Pending()
+        self._reopened = False
+        if self.down:
+            log.warning("the projection store failed again while the projector is down (%s)", why)
+        else:
+            self._down = True
+            self._lag_at = (dict(self.projection.next_offsets), dict(self.projection.newest))
+            log.error(
+                "the projector cannot write the store (%s); it stops projecting, the sequencer "
+                "goes on; trying the store again in %.1fs",
+                why,
+                min(self._retry_s, self._outage.retry_max_s),
+            )
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(), name="okr-projector-recovery")
+
+    def _up(self) -> None:
+        """An assignment's take succeeded on the store opened anew: projecting again."""
+        self._down = self._reopened = False
+        self.metrics.projector_up()
+        log.info("the projection store is back: projecting again")
+
+    async def _recover(self) -> None:
+        """While down: wait (:data:`FIRST_RETRY_S`, then twice as long each time, up to
+        :attr:`Outage.retry_max_s`; see :attr:`_retry_s`); once no insert is under way, open
+        the store again (:meth:`_reopen`) and ask the group for a rebalance, whose assignment
+        takes the partitions and ends the outage; wait for that assignment (at most
+        :data:`REBALANCE_WAIT_S`) before asking again. Owning nothing (revoked, and given
+        nothing: Faust makes no assignment of nothing), the store opened is enough: checked
+        on each round, and as soon as a rebalance gives nothing (:meth:`given_nothing`)."""
+        assert self._outage is not None
+        while self.down:
+            delay = min(self._retry_s, self._outage.retry_max_s)
+            self._retry_s = min(delay * 2, self._outage.retry_max_s)
+            await asyncio.sleep(delay)
+            if not self.down or self._lock.locked():  # an insert that stalled, or a take
+                continue
+            if not self._reopened:
+                async with self._lock:
+                    if not self.down:
+                        return
+                    try:
+                        await self._reopen()
+                    except Exception as error:
+                        if not store_failed(error):
+                            await self._failed(error)
+                            return
+                        why = f"{type(error).__name__}: {error}"
+                        self.metrics.projector_down(why[:300])
+                        log.warning(
+                            "the projection store is still unavailable (%s); trying again in %.1fs",
+                            why,
+                            min(self._retry_s, self._outage.retry_max_s),
+                        )
+                        continue
+            if self._owns_nothing():
+                self._up()  # nothing to take: the next assignment takes as any does
+                return
+            await self._rebalance()
+            if self.down and self._reopened and self._owns_nothing():
+                self._up()
+                return
+
+    def _owns_nothing(self) -> bool:
+        """Whether this worker holds no partition (revoked, and not given any since)."""
+        return self._generation is None and not self._owned and not self._lanes
+
+    def given_nothing(self) -> None:
+        """A rebalance gave this worker no partition (Faust runs no barrier then, so no
+        :meth:`assign`): a recovery waiting for its assignment stops waiting."""
+        self._owned, self._lanes, self._generation = set(), set(), None
+        self._assigned.set()
+
+    async def _rebalance(self) -> None:
+        """Ask the group for a rebalance, and wait for the assignment that follows (or give
+        up waiting: the recovery asks again)."""
+        assert self._outage is not None
+        log.info("the projection store answers: asking the group for a rebalance")
+        self._assigned.clear()
+        try:
+            await self._outage.rejoin()
+        except Exception as error:  # the consumer not there (yet): ask again later
+            log.warning("asking the group for a rebalance failed (%s)", error)
+            return
+        try:
+            await asyncio.wait_for(self._assigned.wait(), REBALANCE_WAIT_S)
+        except TimeoutError:
+            log.warning("no assignment %.0fs after asking for a rebalance", REBALANCE_WAIT_S)
+
+    async def _reopen(self) -> None:
+        """Under the lock: the old projection's files let go of (unsaved: its state is past
+        what the store holds), the store opened anew and a new projection on it."""
+        assert self._outage is not None
+        old = self.projection
+        if old.states is not None:
+            await self._blocking(old.release, False)
+        self.projection = await self._blocking(self._outage.reopen)
+        self._stale.clear()
+        self._reopened = True
 
     async def _read_again(self, partitions: set[int], failed: Pending) -> None:
         """Read ``partitions`` again from their beginning (the projection dropped their
@@ -823,32 +1184,45 @@ class ProjectorAgent:
         while True:
             await asyncio.sleep(LAG_EVERY_S)
             waiting = self._pending.waiting
+            projection = self.projection
+            offsets, newest_of = (
+                self._lag_at if self.down else (projection.next_offsets, projection.newest)
+            )
             for partition in sorted(self._owned):
                 end, position = await self._progress(partition)
                 if end is None or position is None:
                     continue
-                newest = self.projection.newest.get(partition)
+                newest = newest_of.get(partition)
                 age = time.time() - micros(newest) / 1e6 if newest else 0.0
+                if self.down:  # the consumer reads on, and what it hands over is dropped
+                    if partition not in offsets:
+                        continue  # never projected here: where it stands is not known
+                    position = offsets[partition]
                 behind = max(0, end - position) + waiting.get(partition, 0)
                 self.metrics.projector_lag(partition, events=behind, seconds=age)
 
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._recovery is not None:
+            self._recovery.cancel()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """The worker stops (no revoke comes then): once an insert under way has ended (at
-        most ``timeout_s``), save the partitions' states and let their files go."""
+        """The worker stops (no revoke comes then): once an insert under way has ended, save
+        the partitions' states and let their files go; at most ``timeout_s`` for both (the
+        store's thread may be held by a store that answers nothing)."""
         self.close()
         self._generation = None
+        deadline = time.monotonic() + timeout_s
         try:
             await asyncio.wait_for(self._lock.acquire(), timeout_s)
         except TimeoutError:
             log.warning("an insert did not end within %.0fs: the states are not saved", timeout_s)
             return
         try:
-            if self.projection.states is not None:
-                await self._blocking(self.projection.release, self._failure is None)
+            await asyncio.wait_for(self._release(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("the states were not saved within %.0fs", timeout_s)
         finally:
             self._lock.release()
 

@@ -18,6 +18,8 @@ an aiohttp application (Faust's web server: ``web.web_app`` in ``App.on_webserve
     metrics.fresh(stage, oldest)          # a batch done: its oldest record's start (Unix time)
     metrics.projecting(partitions)        # the ledger partitions projected now (after a rebalance)
     metrics.fenced(p)                     # a write refused: another worker owns p now
+    metrics.projector_down("why")         # the store refused a write or a restore: not ready
+    metrics.projector_up()                # the projector restored its partitions: projecting
     metrics.failed("why")                 # the worker cannot go on: liveness fails
 
 ``GET /healthz`` is 200 once every topic of ``ready_after`` has been reported ``assigned``
@@ -62,11 +64,15 @@ class Readiness:
     assigned: dict[str, int] = field(default_factory=dict)
     rebalances: int = 0
     failure: str | None = None
+    projector_down: str | None = None
+    """Why the projector is not projecting (its store unavailable), or ``None``."""
 
     def why_not_ready(self) -> str:
         """Empty when ready."""
         if self.failure is not None:
             return f"failed: {self.failure}"
+        if self.projector_down is not None:
+            return f"degraded: the projector is down ({self.projector_down})"
         if waiting := [t for t in self.ready_after if t not in self.reported]:
             what = "rebalancing" if self.rebalances else "waiting for the first assignment"
             return f"{what}: {', '.join(waiting)} not assigned and restored yet"
@@ -78,6 +84,7 @@ class Readiness:
             "live": self.failure is None,
             "ready": not why,
             "status": why or "ready",
+            "projector": "projecting" if self.projector_down is None else "down",
             "assigned_partitions": dict(self.assigned),
         }
 
@@ -147,6 +154,15 @@ class PrometheusMetrics:
             f"{p}_restored_events", "Ledger records read to restore partitions.", registry=r
         )
         self._rebalances = Counter(f"{p}_rebalances", "Rebalances started.", registry=r)
+        self._store_failures = Counter(
+            f"{p}_projector_store_failures",
+            "Projector inserts, and restores while it is down, that the store failed.",
+            registry=r,
+        )
+        self._projector_up = Gauge(
+            f"{p}_projector_up", "0 while the projector is down (its store failing).", registry=r
+        )
+        self._projector_up.set_function(lambda: float(self.readiness.projector_down is None))
         self._assigned = Gauge(
             f"{p}_assigned_partitions",
             "Partitions this worker owns, by topic.",
@@ -237,6 +253,16 @@ class PrometheusMetrics:
                 for sample in family.samples:
                     if sample.labels["partition"] not in kept:
                         gauge.remove(sample.labels["partition"])
+
+    def projector_down(self, why: str) -> None:
+        """The store failed an insert, or a restore while the projector is down: counted, and
+        the worker is not ready until :meth:`projector_up`."""
+        self._store_failures.inc()
+        self.readiness.projector_down = why
+
+    def projector_up(self) -> None:
+        """The projector has restored its partitions from the store again."""
+        self.readiness.projector_down = None
 
     def failed(self, why: str) -> None:
         """The worker cannot go on (liveness fails): the orchestrator should restart it."""

@@ -305,6 +305,22 @@ def _pyarrow_deferred() -> Iterator[None]:
             del sys.modules["pyarrow"]
 
 
+def unanswered(error: BaseException) -> bool:
+    """Whether ``error`` is a ClickHouse server that did not answer (the connection refused,
+    cut or timed out: a server down, paused or unreachable), not a statement it refused.
+    clickhouse-connect raises ``OperationalError`` for a failed HTTP request or response, and
+    its subclass ``StreamFailureError`` for a statement that failed while streaming (chDB's
+    too). Its module is looked up, not imported: an error cannot be of a module not loaded."""
+    if isinstance(error, OSError):
+        return True
+    exceptions = sys.modules.get("clickhouse_connect.driver.exceptions")
+    if exceptions is None:
+        return False
+    return isinstance(error, exceptions.OperationalError) and not isinstance(
+        error, exceptions.StreamFailureError
+    )
+
+
 def connect(target: Target, release_load_pages: bool = True) -> ClickHouseClient:
     """A client for ``target`` (not yet inside its database: the store creates it first).
     ``release_load_pages``: see :func:`load_chdb` (``OKR_CHDB_RELEASE_LOAD_PAGES``)."""

@@ -19,6 +19,7 @@ from projections.client import (
     parse_url,
     release_code_pages,
     trim_c_allocator,
+    unanswered,
 )
 from projections.migrations import (
     BASELINE,
@@ -35,7 +36,12 @@ from projections.migrations import (
     views_digest,
 )
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows
-from schemas.errors import MissingExtraError, ProjectionError, ProjectionQueryError
+from schemas.errors import (
+    MissingExtraError,
+    ProjectionError,
+    ProjectionQueryError,
+    ProjectionUnavailableError,
+)
 
 if TYPE_CHECKING:
     from projections.arrow_rows import ArrowTables
@@ -228,7 +234,18 @@ class ProjectionStore:
         try:
             self.client.command(self._sql(statement), parameters)
         except Exception as error:
-            raise ProjectionError(f"{self.description}: {error}") from error
+            raise self._failure(error, ProjectionError, f"{self.description}: {error}") from error
+
+    def _failure(
+        self, error: Exception, kind: type[ProjectionError], message: str
+    ) -> ProjectionError:
+        """``kind`` with ``message``, or :class:`ProjectionUnavailableError` when a server
+        store did not answer (:func:`projections.client.unanswered`): what a Kafka worker's
+        projector takes as the store down, and waits out (an embedded store's failures are its
+        statements')."""
+        if not self.embedded and unanswered(error):
+            return ProjectionUnavailableError(message)
+        return kind(message)
 
     def migrate(self, baseline: bool = True, exclusive: bool = True) -> list[int]:
         """Apply the migrations not yet recorded, and the views if their definition changed;
@@ -543,7 +560,8 @@ class ProjectionStore:
                 fmt="ArrowStream",
             )
         except Exception as error:
-            raise ProjectionError(f"insert into {table} failed: {error}") from error
+            message = f"insert into {table} failed: {error}"
+            raise self._failure(error, ProjectionError, message) from error
 
     def positions(self, stream: str = t.LEDGER_STREAM) -> dict[str, int]:
         """The projected position of every org (or of the rejection log, under org '')."""
@@ -781,7 +799,7 @@ class ProjectionStore:
                 self._sql(query), parameters=parameters or {}, settings=settings, tz_mode="aware"
             )
         except Exception as error:
-            raise ProjectionQueryError(_first_line(error)) from error
+            raise self._failure(error, ProjectionQueryError, _first_line(error)) from error
 
     # --- read-only SQL (``okr-ledger sql``) -----------------------------------------------
 

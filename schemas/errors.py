@@ -62,6 +62,10 @@ class ProjectionUnavailableError(ProjectionError):
     """The projection store cannot be reached or opened (or another process holds it)."""
 
 
+class CredentialRefusedError(ProjectionUnavailableError):
+    """The store answered, and refused this process's credential."""
+
+
 class ProjectionQueryError(ProjectionError):
     """A query on the projections failed (bad SQL, or a write in read-only mode)."""
 

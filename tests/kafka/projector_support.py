@@ -90,9 +90,11 @@ def settings(worker: Worker) -> dict[str, str]:
 
 
 def assert_rebuild_identical(worker: Worker) -> None:
-    """``okr-ledger rebuild`` with the worker's settings finds the projections identical."""
+    """``okr-ledger rebuild`` with the worker's settings (the worker stopped: no process holds
+    its embedded store, so in place) finds the projections identical."""
     rebuilt = cli(settings(worker), "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "no worker holds the embedded store: rebuilt it in place" in rebuilt.stdout
     assert "identical" in rebuilt.stdout
 
 

@@ -1,7 +1,8 @@
 """The Faust internals the worker relies on are the ones it was written against.
 
 ``processors/faust_batches.py`` and ``processors/faust_app.py`` override or call private parts
-of faust-streaming 0.15.3 (pinned in pyproject.toml). If an upgrade changes any of them, this
+of faust-streaming 0.15.3 (pinned in pyproject.toml), and one of aiokafka's (its group
+coordinator's ``request_rejoin``). If an upgrade changes any of them, this
 fails: read the new code, check the overrides still hold (the batch drain keeps Faust's
 revocation and generation guards, the seek barrier is still awaited before the flow resumes),
 then update the fingerprints below.
@@ -12,6 +13,7 @@ import inspect
 from importlib.metadata import version
 
 import pytest
+from aiokafka.consumer.group_coordinator import GroupCoordinator  # type: ignore[import-untyped]
 from faust.app.base import App
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
@@ -33,7 +35,9 @@ RELIED_ON = [
     (AIOKafkaConsumer, "_new_consumer_thread", "0870ec53dea75083"),
     (AIOKafkaConsumerThread, "_create_worker_consumer", "c2701bfc3e6f6cad"),
     (AIOKafkaConsumerThread, "_fetch_records", "39a2c6c79fc1455a"),
-    (Recovery, "_resume_streams", "d986a6710c1aca98"),  # awaits perform_seek, then resumes
+    (AIOKafkaConsumerThread, "_ensure_consumer", "ff4a4c693b7ec63f"),
+    (GroupCoordinator, "request_rejoin", "f70a261c91c38cb5"),  # OkrConsumer.rejoin (aiokafka)
+    (Recovery, "_resume_streams", "d986a6710c1aca98"),  # perform_seek (none for nothing)
     (App, "_new_consumer", "bff6ccd646b71ea9"),
     (App, "on_rebalance_start", "5c1e23de30674082"),
 ]

@@ -1,15 +1,13 @@
 """``okr-ledger serve-store`` SIGKILLed while a Kafka worker projects into it, restarted on the
-same port and data dir: the worker (restarted when its insert failed) resumes and nothing is
-lost or duplicated. The kill must land inside a commit (history rows beyond a checkpoint are
-found before the worker comes back), else it is tried again. Afterwards the projections equal
-a rebuild of the ledger, and the answers as of three moments of its history equal rebuilds of
-the prefixes recorded by then (on the store the worker projected, not only on chDB)."""
+same port and data dir: the worker's projector (down, not the worker, when its insert failed)
+takes its partitions again as a restart would, and nothing is lost or duplicated. The kill
+must land inside a commit (history rows beyond a checkpoint are found before the projector
+comes back), else it is tried again. Afterwards the projections equal a rebuild of the ledger,
+and the answers as of three moments of its history equal rebuilds of the prefixes recorded by
+then (on the store the worker projected, not only on chDB)."""
 
 import random
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,89 +21,28 @@ from tests.builders import check_ins, org_setup
 from tests.kafka.answers_support import assert_equals_a_rebuild, org_answers
 from tests.kafka.group_support import LATER, wait_projected
 from tests.kafka.projector_support import projecting_worker
+from tests.kafka.store_support import (
+    BACK,
+    DOWN,
+    cut_short,
+    kill,
+    restart,
+    streaming,
+    wait_logged,
+    wait_moving,
+)
 from tests.kafka.worker_support import (
     Submitter,
-    Worker,
     assert_exactly_once,
     open_log,
     wait_for_outcomes,
 )
 from tests.projections.ledgers import project_prefix
-from tests.projections.serve_store_support import ServedStore, start_store
+from tests.projections.serve_store_support import start_store
 
 pytestmark = pytest.mark.kafka
 
 KILL_WAVES = 5
-EXIT_TIMEOUT_S = 60.0
-STEADY_CHECK_INS = 20
-STEADY_EVERY_S = 0.05
-
-
-def kill(store: ServedStore) -> None:
-    store.process.kill()
-    store.process.wait(timeout=30)
-
-
-def restart(store: ServedStore, data_dir: Path) -> ServedStore:
-    """The store started again on the same data dir and port (the URL the worker was given)."""
-    again = start_store(data_dir, "--port", str(store.port))
-    assert again.writer_url == store.writer_url
-    return again
-
-
-@contextmanager
-def streaming(submitter: Submitter) -> Iterator[None]:
-    """Check-ins sent steadily in a thread (the only sender meanwhile): the worker is
-    committing small batches most of the time."""
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            while not stop.wait(STEADY_EVERY_S):
-                submitter.send(list(check_ins(STEADY_CHECK_INS, "acme")))
-        except BaseException as error:
-            failure.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-    if failure:
-        raise failure[0]
-
-
-def wait_moving(url: str, worker: Worker, commits: int = 3) -> None:
-    """Until the worker has committed ``commits`` times (an org's checkpoint moved)."""
-    deadline = time.monotonic() + EXIT_TIMEOUT_S
-    with ProjectionStore.open(url, migrate=False) as store:
-        before = store.positions()
-        for _ in range(commits):
-            while (now := store.positions()) == before:
-                assert worker.alive(), worker.log_tail()
-                assert time.monotonic() < deadline, f"nothing projected:\n{worker.log_tail()}"
-                time.sleep(0.01)
-            before = now
-
-
-def wait_exited(worker: Worker, starts: int) -> None:
-    """Until the worker has stopped on its failed insert (its ``starts``-th start's)."""
-    deadline = time.monotonic() + EXIT_TIMEOUT_S
-    while worker.alive():
-        assert time.monotonic() < deadline, f"the worker outlived its store:\n{worker.log_tail()}"
-        time.sleep(0.05)
-    assert worker.log_path.read_text(errors="replace").count("the projector failed") >= starts, (
-        worker.log_tail()
-    )
-
-
-def cut_short(url: str) -> list[str]:
-    """The orgs with history rows beyond their checkpoints: a commit the kill cut short."""
-    with ProjectionStore.open(url, migrate=False) as store:
-        return sorted(store._beyond(store.positions()))
 
 
 def test_a_sigkilled_store_loses_and_duplicates_nothing(
@@ -117,6 +54,7 @@ def test_a_sigkilled_store_loses_and_duplicates_nothing(
     worker = projecting_worker(kafka, topics, tmp_path)
     worker.env["OKR_CLICKHOUSE_URL"] = store.writer_url
     worker.env["OKR_LOG_LEVEL"] = "DEBUG"
+    worker.env["OKR_PROJECTOR_RETRY_MAX_SECONDS"] = "1"
     submitter = Submitter(kafka, topics["intake"])
     try:
         worker.start()
@@ -126,18 +64,16 @@ def test_a_sigkilled_store_loses_and_duplicates_nothing(
             submitter.send(chunk)  # each its own batches: moments to ask "as of" between
             wait_for_outcomes(kafka, topics["outcomes"], set(submitter.sent), worker)
         submitter.send(org_setup("acme"))
-        starts, cut = 1, []
-        for _ in range(KILL_WAVES):
+        cut: list[str] = []
+        for wave in range(1, KILL_WAVES + 1):
             with streaming(submitter):
                 wait_moving(store.writer_url, worker)
                 time.sleep(rng.uniform(0, 0.5))
                 kill(store)
-                wait_exited(worker, starts)
+                wait_logged(worker, DOWN, wave)
+            cut = cut_short(data_dir)  # before the projector can reach the store again
             store = restart(store, data_dir)
-            cut = cut_short(store.writer_url)
-            worker.start()
-            starts += 1
-            worker.wait_ready(starts)
+            wait_logged(worker, BACK, wave)
             if cut:
                 break
         assert cut, f"no kill of {KILL_WAVES} landed inside a commit: the crash was not tested"

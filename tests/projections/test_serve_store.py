@@ -18,12 +18,15 @@ import pytest
 from backports import zstd
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from events.kafka_records import RejectionLanes
 from okr_ledger.demo import DEMO_ORG
+from processors.kafka_projector import LedgerProjection, LedgerRecord
 from projections.client import parse_url
 from projections.query_credentials import TOKEN_FILE, WRITER_TOKEN_FILE
 from projections.query_server import decompressed, split_insert
 from projections.store import ProjectionStore
-from schemas.errors import ProjectionUnavailableError, QueryRefusedError
+from schemas.errors import ProjectionQueryError, ProjectionUnavailableError, QueryRefusedError
+from tests.kafka.agent_support import records
 from tests.projections.readonly_support import data_state, sql_of
 from tests.projections.serve_store_support import CLI, ServedStore, post, served_store
 from tests.projections.sql_escapes import ESCAPES
@@ -288,3 +291,25 @@ def test_bodies_decode_within_bounds_and_split_as_clickhouse_does() -> None:
         "INSERT INTO t SELECT 1\nFROM x",
         b"",
     )
+
+
+def test_a_store_that_stops_answering_is_unavailable_a_refused_statement_is_not(
+    served: ServedStore,
+) -> None:
+    """What a Kafka worker's projector waits out (the store down) and what ends it (a
+    statement refused) are told apart by the store: ``ProjectionUnavailableError`` only for a
+    server that did not answer."""
+    given: list[LedgerRecord] = [(0, r.offset, r.key, r.value) for r in records()]
+    with ProjectionStore.open(served.writer_url) as store:
+        projection = LedgerProjection(store, 1, RejectionLanes(1))
+        projection.apply(given[:10], [])
+        assert store.rows("SELECT count() FROM {db}.audit_events") == [(10,)]
+        with pytest.raises(ProjectionQueryError) as refused:
+            store.rows("SELECT no_such_column FROM {db}.checkpoints")
+        assert not isinstance(refused.value, ProjectionUnavailableError)
+        served.process.kill()
+        served.process.wait(30)
+        with pytest.raises(ProjectionUnavailableError):
+            store.positions()
+        with pytest.raises(ProjectionUnavailableError, match="insert into"):
+            projection.apply(given[10:], [])
