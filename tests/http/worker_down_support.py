@@ -2,6 +2,7 @@
 cluster (real Tansu broker, real worker, real ``serve``), posting until answered, stopping the
 worker once it has answered part of a request, and the 503 a request is then answered."""
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from tests.http.support import (
     running,
 )
 from tests.kafka.worker_support import Worker
+
+log = logging.getLogger(__name__)
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 TIMEOUT_S = 2
@@ -209,4 +212,12 @@ def stop_during_a_request(cluster: Cluster, lines: list[bytes], answered: int = 
     post.join(timeout=ANSWERED_WITHIN_S)
     assert not post.is_alive(), f"the request hung: no answer {ANSWERED_WITHIN_S:g}s after the kill"
     (answer,) = answers
-    return Cut(answer, at_stop, time.monotonic() - killed)
+    cut = Cut(answer, at_stop, time.monotonic() - killed)
+    log.info(
+        "stopped at %s outcomes of %s lines; answered %s %.1fs after the kill",
+        cut.written,
+        len(lines),
+        answer.status_code,
+        cut.seconds,
+    )
+    return cut
