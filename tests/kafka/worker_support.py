@@ -104,6 +104,13 @@ class Worker:
             assert time.monotonic() < deadline, {p: process_state(p) for p in self.paused}
             time.sleep(0.001)
 
+    def resume(self) -> None:
+        """SIGCONT what :meth:`pause` stopped."""
+        for pid in reversed(self.paused):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.paused = []
+
     def kill(self) -> None:
         """SIGKILL; a paused worker's processes too (a stopped process is killed all the
         same; its sequencer process dies with it anyway, but not every process it started
