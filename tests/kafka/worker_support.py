@@ -73,7 +73,8 @@ class Worker:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.paused: list[int] = []
-        """The processes :meth:`pause` SIGSTOPped, the worker's first (until it is killed)."""
+        """The processes :meth:`pause` SIGSTOPped, the worker's first (until it is resumed or
+        killed)."""
 
     def start(self) -> None:
         self.paused = []
@@ -88,9 +89,10 @@ class Worker:
 
     def pause(self) -> None:
         """SIGSTOP the worker and its processes (its sequencer process writes the batches: a
-        worker stopped alone would leave it to finish the batches it was given). They do
-        nothing more until they are killed; a transaction open stays open, their connections
-        stay up."""
+        worker stopped alone would leave it to finish the batches it was given), and wait until
+        they are stopped. They do nothing more until resumed or killed: a transaction open
+        stays open, their connections stay up (for more than the group's session, 3 s, the
+        worker's partitions would move)."""
         assert self.process is not None
         assert self.process.poll() is None, f"the worker died:\n{self.log_tail()}"
         self.process.send_signal(signal.SIGSTOP)  # first: it starts no other process now
