@@ -202,8 +202,12 @@ class Reader:
             raise self._connection.fail(f"list offsets of {topic}", error) from error
         return {int(tp.partition): int(offset) for tp, offset in found.items()}
 
-    def read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
+    def read(
+        self, topic: str, starts: Mapping[int, int | None], stall_s: float | None = None
+    ) -> Iterator[InRecord]:
         """Records from ``starts`` (partition -> offset, ``None``: the beginning) to the ends.
+        :class:`schemas.errors.LedgerUnavailableError` once no record came for ``stall_s``
+        (the connection's timeout if ``None``).
 
         The end of each partition is the high watermark its first fetch answers: at least
         everything acknowledged before the call. It is never taken from ListOffsets: Tansu 0.6
@@ -215,11 +219,13 @@ class Reader:
         The first fetch must be one this read sent: see :meth:`_forget_earlier_fetches`.
         """
         try:
-            yield from self._read(topic, starts)
+            yield from self._read(topic, starts, stall_s or self._connection.timeout_s)
         except KafkaError as error:
             raise self._connection.fail(f"read {topic}", error) from error
 
-    def _read(self, topic: str, starts: Mapping[int, int | None]) -> Iterator[InRecord]:
+    def _read(
+        self, topic: str, starts: Mapping[int, int | None], stall_s: float
+    ) -> Iterator[InRecord]:
         consumer = self._consumer
         tps = {p: TopicPartition(topic, p) for p in starts}
         self._forget_earlier_fetches()
@@ -235,14 +241,14 @@ class Reader:
             self.positions[p] = start
             consumer.seek(tp, start)
             pending[p] = None
-        deadline = time.monotonic() + self._connection.timeout_s
+        deadline = time.monotonic() + stall_s
         while pending:
             fetched = consumer.poll(timeout_ms=20)
             for messages in fetched.values():
                 for m in messages:
                     headers = tuple((str(k), bytes(v)) for k, v in m.headers or ())
                     yield InRecord(int(m.partition), int(m.offset), m.key, m.value, headers)
-                    deadline = time.monotonic() + self._connection.timeout_s
+                    deadline = time.monotonic() + stall_s
             for p in list(pending):
                 tp = tps[p]
                 end = pending[p]
@@ -260,7 +266,7 @@ class Reader:
                 )
                 raise LedgerUnavailableError(
                     f"Kafka at {','.join(self._connection.servers)}: reading {topic} stalled "
-                    f"for {self._connection.timeout_s:.0f}s (partitions {where}: a committed "
+                    f"for {stall_s:.0f}s (partitions {where}: a committed "
                     "read waits for every transaction open on a partition)"
                 )
 

@@ -179,10 +179,14 @@ class _Run:
             yield SubmitOutcome.from_kafka(value, raw, line)
 
     def _read(self) -> bool:
-        """Read new outcome records; whether any answered a pending submission."""
+        """Read new outcome records; whether any answered a pending submission. A read that
+        stalls (a worker killed inside its transaction holds committed reads until the broker
+        aborts it) gives up when the submitter's ``timeout_s`` since the last progress has
+        passed, not after the connection's 30 s: a request is answered within it."""
         s = self.submitter
         found = False
-        for record in s._reader.read(s.outcomes, self.positions):
+        left_s = s.timeout_s - (time.monotonic() - self.last_progress)
+        for record in s._reader.read(s.outcomes, self.positions, stall_s=max(0.1, left_s)):
             submission_id = record.key.decode("utf-8", "replace") if record.key else ""
             if submission_id in self.pending and submission_id not in self.answers:
                 answer = decode_outcome(record.value)

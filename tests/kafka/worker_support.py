@@ -11,7 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,12 @@ class Worker:
         }
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.paused: list[int] = []
+        """The processes :meth:`pause` SIGSTOPped, the worker's first (until it is resumed or
+        killed)."""
 
     def start(self) -> None:
+        self.paused = []
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from okr_ledger.worker_cli import worker; worker()"],
@@ -83,13 +87,50 @@ class Worker:
                 stdin=subprocess.DEVNULL,
             )
 
-    def kill(self) -> None:
+    def pause(self) -> None:
+        """SIGSTOP the worker and its processes (its sequencer process writes the batches: a
+        worker stopped alone would leave it to finish the batches it was given), and wait until
+        they are stopped. They do nothing more until resumed or killed: a transaction open
+        stays open, their connections stay up (for more than the group's session, 3 s, the
+        worker's partitions would move)."""
         assert self.process is not None
         assert self.process.poll() is None, f"the worker died:\n{self.log_tail()}"
+        self.process.send_signal(signal.SIGSTOP)  # first: it starts no other process now
+        self.paused = [self.process.pid]
+        for pid in descendants(self.process.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                self.paused.append(pid)
+        deadline = time.monotonic() + 5  # a signal is sent at once, seen a moment later
+        while not {process_state(pid) for pid in self.paused} <= {"T", "Z", "-"}:
+            assert time.monotonic() < deadline, {p: process_state(p) for p in self.paused}
+            time.sleep(0.001)
+
+    def resume(self) -> None:
+        """SIGCONT what :meth:`pause` stopped."""
+        for pid in reversed(self.paused):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.paused = []
+
+    def kill(self) -> None:
+        """SIGKILL; a paused worker's processes too (a stopped process is killed all the
+        same; its sequencer process dies with it anyway, but not every process it started
+        does, and one left stopped would stay for good)."""
+        assert self.process is not None
+        assert self.process.poll() is None, f"the worker died:\n{self.log_tail()}"
+        for pid in self.paused[1:]:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
+        self.paused = []
 
     def stop(self) -> None:
+        """SIGTERM, and SIGKILL after 10 s; a paused worker is killed at once (stopped, it
+        would not see the SIGTERM before that wait ran out)."""
+        if self.paused and self.alive():
+            self.kill()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -137,6 +178,33 @@ class Worker:
         """The log's failures (each error with its traceback) and its last lines: a crash's
         cause is logged far above the shutdown it ends in."""
         return log_failures(self.log_path.read_text(errors="replace"))
+
+
+def process_state(pid: int) -> str:
+    """A process's state letter (Linux: ``T`` stopped, ``Z`` ended and not yet reaped...),
+    ``-`` when it is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return "-"
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs, parents first (Linux: read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    parents = [pid]
+    while parents:
+        found_now = [child for parent in parents for child in children.get(parent, [])]
+        found += found_now
+        parents = found_now
+    return found
 
 
 FAILURE = re.compile(r"\[(ERROR|CRITICAL)\]|^Traceback")
