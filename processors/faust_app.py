@@ -30,6 +30,7 @@ outputs are their record of progress, and fencing uses the agents' own producers
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
 from processors.runner import RowSink
 from processors.sequencer_core import ProcessRunner, ThreadRunner
-from schemas.errors import ConfigurationError
+from schemas.errors import ConfigurationError, ProjectionUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,9 @@ class Worker(Delivery):
         self._ledger_batches: Any = None
         self._started = asyncio.Event()
         self.assigned_once = False
+        self.store_stuck = False
+        """Stopped with the store's thread held by a store that answers nothing: the process
+        must not wait for it at exit (:func:`run_worker`)."""
         self.runs_timers = False
         """Whether this worker has rejections partition :data:`TIMERS_LANE`, so runs the
         timers."""
@@ -178,8 +182,14 @@ class Worker(Delivery):
         c = self.config
         loop = asyncio.get_running_loop()
         self._partitions, self._lanes = await asyncio.to_thread(self._check_topics)
-        self._store = await loop.run_in_executor(self._store_thread, self.services.open_store)
-        projection = await loop.run_in_executor(self._store_thread, self._projection, self._store)
+        opening = loop.run_in_executor(self._store_thread, self._open_store)
+        try:  # a store that answers nothing (paused) would hold the start for 300 s, silently
+            projection = await asyncio.wait_for(opening, c.projector_stall_s)
+        except TimeoutError:
+            raise ProjectionUnavailableError(
+                f"the projection store did not answer within {c.projector_stall_s:g}s "
+                "(OKR_PROJECTOR_STALL_SECONDS) of the worker's start"
+            ) from None
         runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
         self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
         self.projector = ProjectorAgent(
@@ -259,7 +269,13 @@ class Worker(Delivery):
             await asyncio.wait_for(closing, STORE_CLOSE_S)
         except TimeoutError:
             log.warning("the projection store did not close within %.0fs", STORE_CLOSE_S)
+            self.store_stuck = True
         self._store_thread.shutdown(wait=False)
+
+    def _open_store(self) -> LedgerProjection:
+        """In the store's thread: the store opened, and the projection on it."""
+        self._store = self.services.open_store()
+        return self._projection(self._store)
 
     def _close_store(self) -> None:
         store, self._store = self._store, None  # a late tick finds none
@@ -497,5 +513,15 @@ async def _or_crash(app: OkrApp, work: Any) -> None:
 
 
 def run_worker(app: OkrApp, log_level: str) -> None:
-    """Run the worker until SIGINT or SIGTERM (blocking)."""
-    faust.Worker(app, loglevel=log_level.lower()).execute_from_commandline()
+    """Run the worker until SIGINT or SIGTERM (blocking). Stopped with its store's thread
+    held by a store that answers nothing, the process ends at once: the interpreter's exit
+    would join that thread, until the client's read timeout (300 s)."""
+    try:
+        faust.Worker(app, loglevel=log_level.lower()).execute_from_commandline()
+    except BaseException as end:
+        if not app.okr.store_stuck:
+            raise
+        code = end.code if isinstance(end, SystemExit) and isinstance(end.code, int) else 1
+        log.warning("exiting (%s) without waiting for the projection store's thread", code)
+        logging.shutdown()
+        os._exit(code)

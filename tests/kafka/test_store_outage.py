@@ -178,3 +178,27 @@ def test_two_workers_ride_out_a_store_outage_and_a_crash_during_it(
         submitter.close()
         group.stop_all()
         store.stop()
+
+
+def test_a_worker_started_while_the_store_answers_nothing_says_so_and_ends(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The store is paused (SIGSTOP) when a worker starts: its start gives up after
+    ``OKR_PROJECTOR_STALL_SECONDS`` with the reason and the worker ends (the orchestrator
+    starts it again), not silently waiting for the client's 300 s (soak33)."""
+    store = start_store(tmp_path / "store")
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env["OKR_CLICKHOUSE_URL"] = store.writer_url
+    worker.env["OKR_PROJECTOR_STALL_SECONDS"] = "4"
+    try:
+        store.process.send_signal(signal.SIGSTOP)
+        worker.start()
+        assert worker.process is not None
+        exited = worker.process.wait(timeout=60)  # 4 s, its stop's bounds, the interpreter
+        assert exited != 0
+        log = worker.log_path.read_text(errors="replace")
+        assert "the projection store did not answer within 4s" in log, worker.log_tail()
+    finally:
+        store.process.send_signal(signal.SIGCONT)
+        worker.stop()
+        store.stop()
