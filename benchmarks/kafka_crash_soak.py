@@ -11,24 +11,26 @@ The submissions stream in at ``--rate`` a second, so they keep coming while the 
 killed (at 200/s the default workload lasts about 75 s: about as long as 10 kills and pauses,
 what ``make bench`` runs); the kills go on until both are done.
 
-``--store-outages N`` also takes the store down N times, at random moments, from a thread of
-its own while the kills go on: in turn SIGKILLed and started again on its port after
-``--store-down`` seconds (2-6), and SIGSTOPped for longer than ``OKR_PROJECTOR_STALL_SECONDS``
-(``--stall-seconds``, 5 here; paused that plus 5-10 s) and SIGCONTed (docs/ARCHITECTURE.md,
-"The projector when its store is down"). The workers project in batches of at most
-``--projector-batch-size`` (200 here), so that a full batch soon waits on an insert the
-paused store holds and the stall is seen; ``OKR_PROJECTOR_RETRY_MAX_SECONDS`` is
-``--retry-max-seconds`` (5). The soak is then the workers' orchestrator: a worker that exits
-on its own is started again, and its exit classified from its log and exit code. One that
-exits while *starting* (`the worker cannot start`) because the store is down is the
-documented behaviour (a store that cannot be opened at start ends the worker) and is only
-counted; any other exit of a worker is a FAIL, one because of the store first of all. After
-each outage it times how long the projections take to reach the ledger's end as it was when
-the store came back (each org's head, each rejections lane's last rejection; a FAIL past
-``--catch-up-timeout``), and counts the workers' "cannot write the store" lines while it was
-down and after it until caught up (with a stall limit of 5 s, a take or an insert that a busy
-machine makes that slow puts a projector down too, the store up). At the end, besides the
-invariants above: every worker's ``/healthz`` says its projector is projecting.
+``--store-outages N`` also takes the store down N times, at random moments (one in each N-th of
+the stream's time, once the one before has caught up), from a thread of its own while the kills
+go on: in turn SIGKILLed and started again on its port after ``--store-down`` seconds (2-6),
+and SIGSTOPped for longer than ``OKR_PROJECTOR_STALL_SECONDS`` (``--stall-seconds``, 5 here;
+paused that plus 5-10 s) and SIGCONTed (docs/ARCHITECTURE.md, "The projector when its store is
+down"). The workers project in batches of at most ``--projector-batch-size`` (200 here), so
+that a full batch soon waits on an insert the paused store holds and the stall is seen;
+``OKR_PROJECTOR_RETRY_MAX_SECONDS`` is ``--retry-max-seconds`` (5). The soak is then the
+workers' orchestrator: a worker that exits on its own is started again, and its exit classified
+from its log and exit code. One that exits while *starting* (`the worker cannot start`) because
+the store is down is the documented behaviour (a store that cannot be opened at start ends the
+worker) and is only counted; any other exit of a worker is a FAIL, one because of the store
+first of all. After each outage it times how long the projections take to reach the ledger's
+end as it was when the store came back (each org's head, each rejections lane's last rejection;
+a FAIL past ``--catch-up-timeout``), with the events the projections were behind then, and
+counts the workers' "cannot write the store" lines while it was down and after it until caught
+up (the store up, a worker the soak paused in a take or an insert wakes up past the stall limit
+and its projector goes down too, then recovers; so might one that a busy machine makes that
+slow). At the end, besides the invariants above: every worker's ``/healthz`` says its projector
+is projecting.
 ``--work-dir`` keeps the logs (the broker's, the store's, each worker's).
 
 Prints what it did, the time of each phase, and PASS, or FAIL with the broken invariant
@@ -202,8 +204,17 @@ class Outage:
     after: int = 0
     """Those lines from the store back until caught up (an operation that outlasted the
     stall limit on a store that answers again, slowly)."""
+    streaming: bool = True
+    """Whether the submissions were still streaming in when it began."""
+    backlog: int | None = None
+    """Events the projections were behind the ledger when the store came back (None: the
+    store's checkpoints never read)."""
     caught_up_s: float | None = None
     """From the store back to the projections at the ledger's end as it was then."""
+
+
+def behind(outage: Outage) -> str:
+    return "?" if outage.backlog is None else f"{outage.backlog:,}"
 
 
 class StoreOutages(threading.Thread):
@@ -218,21 +229,29 @@ class StoreOutages(threading.Thread):
         group: Group,
         kafka: Connection,
         topics: dict[str, str],
-        mean_gap_s: float,
+        stream_s: float,
+        streamed: threading.Event,
         started: float,
     ) -> None:
         super().__init__(name="store-outages", daemon=True)
         self.args, self.store, self.data_dir, self.group = args, store, data_dir, group
-        self.kafka, self.topics, self.mean_gap_s, self.started = kafka, topics, mean_gap_s, started
+        self.kafka, self.topics, self.started = kafka, topics, started
+        self.stream_s, self.streamed = stream_s, streamed
         self.chance = random.Random(args.seed + 1)
         self.outages: list[Outage] = []
         self.failures: list[str] = []
+        self.stopping = threading.Event()
+        """Set when the soak ends early (a FAIL): no further outage, no more waiting."""
         self.finished = threading.Event()
 
     def run(self) -> None:
         try:
-            for index in range(self.args.store_outages):
-                time.sleep(self.chance.uniform(0.25, 1.0) * self.mean_gap_s)
+            count, begun = self.args.store_outages, time.monotonic()
+            for index in range(count):
+                # One in each n-th of the stream's time, once the one before has caught up.
+                due = begun + self.stream_s * (index + self.chance.uniform(0.1, 0.6)) / count
+                if self.stopping.wait(max(2.0, due - time.monotonic())):
+                    break
                 self.outage("kill" if index % 2 == 0 else "stop")
         except BaseException as error:  # reported as a failure of the soak
             self.failures.append(f"the store outages stopped: {type(error).__name__}: {error}")
@@ -247,7 +266,7 @@ class StoreOutages(threading.Thread):
 
     def outage(self, kind: str) -> None:
         before = self.downs()
-        began = time.monotonic()
+        began, streaming = time.monotonic(), not self.streamed.is_set()
         if kind == "kill":
             kill(self.store)
             time.sleep(self.chance.uniform(*self.args.store_down))
@@ -257,27 +276,30 @@ class StoreOutages(threading.Thread):
             time.sleep(self.args.stall_seconds + self.chance.uniform(5.0, 10.0))
             self.store.process.send_signal(signal.SIGCONT)
         back = time.monotonic()
-        outage = Outage(kind, began - self.started, back - began, self.downs() - before)
+        outage = Outage(kind, began - self.started, back - began, self.downs() - before, 0)
+        outage.streaming = streaming
         before = self.downs()
         self.outages.append(outage)
         print(f"  store {kind} #{len(self.outages)}: down {outage.down_s:.1f} s", flush=True)
-        outage.caught_up_s = self.caught_up(back)
+        outage.caught_up_s = self.caught_up(back, outage)
         outage.after = self.downs() - before
-        if outage.caught_up_s is None:
+        if outage.caught_up_s is None and not self.stopping.is_set():
             self.failures.append(
-                f"the projections did not reach the ledger's end {self.args.catch_up_timeout:.0f}"
+                f"the projections did not reach the ledger's end {self.args.catch_up_timeout:g}"
                 f" s after store outage #{len(self.outages)} ({kind}) ended"
             )
         print(
             f"  store {kind} #{len(self.outages)}: projections caught up "
-            f"{'never' if outage.caught_up_s is None else f'{outage.caught_up_s:.1f} s'} after; "
+            f"{'never' if outage.caught_up_s is None else f'{outage.caught_up_s:.1f} s'} after "
+            f"({behind(outage)} events behind{'' if streaming else ', the stream over'}); "
             f"'cannot write the store' lines: {outage.noticed} while down, {outage.after} after",
             flush=True,
         )
 
-    def caught_up(self, back: float) -> float | None:
+    def caught_up(self, back: float, outage: Outage) -> float | None:
         """Seconds from ``back`` until the store's checkpoints reach the ledger's heads and
-        each lane's last rejection as they were at ``back`` (None: not within the timeout)."""
+        each lane's last rejection as they were at ``back`` (None: not within the timeout);
+        the events behind them at the first read go to ``outage.backlog``."""
         log = open_log(self.kafka, self.topics)
         try:
             heads = {org: head.sequence for org, head in log.heads().items()}
@@ -289,11 +311,17 @@ class StoreOutages(threading.Thread):
         finally:
             log.close()
         deadline = back + self.args.catch_up_timeout
-        while time.monotonic() < deadline:
+        first = True
+        while time.monotonic() < deadline and not self.stopping.is_set():
             try:
                 with ProjectionStore.open(self.store.writer_url, migrate=False) as store:
-                    while time.monotonic() < deadline:
+                    while time.monotonic() < deadline and not self.stopping.is_set():
                         ledger, lanes = store.positions(), store.positions(t.REJECTION_STREAM)
+                        if first:
+                            outage.backlog = sum(
+                                max(0, s - ledger.get(o, 0)) for o, s in heads.items()
+                            )
+                            first = False
                         if all(ledger.get(o, 0) >= s for o, s in heads.items()) and all(
                             lanes.get(q, 0) >= p for q, p in last.items()
                         ):
@@ -360,7 +388,6 @@ def soak(args: argparse.Namespace, work: Path) -> int:
             producer = threading.Thread(target=stream)
             producer.start()
             if args.store_outages:
-                mean_gap = len(raws) / args.rate / args.store_outages
                 outages = StoreOutages(
                     args,
                     store=store,
@@ -368,7 +395,8 @@ def soak(args: argparse.Namespace, work: Path) -> int:
                     group=group,
                     kafka=kafka,
                     topics=topics,
-                    mean_gap_s=mean_gap,
+                    stream_s=len(raws) / args.rate,
+                    streamed=done,
                     started=begun_at,
                 )
                 outages.start()
@@ -439,6 +467,7 @@ def soak(args: argparse.Namespace, work: Path) -> int:
             submitter.close()
             group.stop_all()
             if outages is not None:
+                outages.stopping.set()
                 outages.finished.wait(60)
                 store = outages.store
             store.process.send_signal(signal.SIGCONT)
@@ -508,7 +537,9 @@ def report_outages(
             -1.0 if caught is None else caught,
             "s",
             (f"<= {outages.args.catch_up_timeout:g}", caught is not None),
-            note=f"'cannot write the store' lines: {outage.noticed} while down, "
+            note=f"{behind(outage)} events behind when back"
+            + ("" if outage.streaming else ", the stream over")
+            + f"; 'cannot write the store' lines: {outage.noticed} while down, "
             f"{outage.after} after",
         )
 
