@@ -428,7 +428,8 @@ def soak(args: argparse.Namespace, work: Path) -> int:
                 since = group.counts()
                 if supervisor.revive():
                     supervisor.spread(names, since, timeout_s=120)
-            phases.done("kills, pauses and store outages while the submissions stream")
+            done_what = "kills and pauses" if outages is None else "kills, pauses, store outages"
+            phases.done(f"{done_what} while the submissions stream")
             any_worker = group.workers[names[0]]
             outcomes = wait_for_outcomes(
                 kafka, topics["outcomes"], set(submitter.sent), any_worker, timeout_s=300.0
