@@ -87,6 +87,8 @@ STORE_FAILED = (
     "ConnectionRefused",
 )
 """What a failure of the store looks like in a worker's log."""
+UNAVAILABLE = "ProjectionUnavailableError"
+"""What a worker that cannot open the store (refused, cut, timed out) fails with."""
 
 
 def verdict(
@@ -167,7 +169,10 @@ class Supervisor:
                 text = file.read().decode(errors="replace")
             failures = log_failures(text, failures=4, tail=10)
             starting = CANNOT_START in text
-            store = any(mark in failures for mark in STORE_FAILED)
+            if starting:  # what it could not start for: the traceback that follows
+                store = UNAVAILABLE in text[text.index(CANNOT_START) :][:20_000]
+            else:
+                store = any(mark in failures for mark in STORE_FAILED)
             self.exits.append(Exit(name, worker.process.returncode, starting, store, failures))
             kind = self.exits[-1].cause
             print(f"  worker {name} exited ({kind}, code {worker.process.returncode}); restarted")
