@@ -81,6 +81,10 @@ def worker_services(settings: Settings) -> WorkerServices:
         store.set_setting("over_focus_limit", str(settings.over_focus_limit))
         return store
 
+    def reach_store() -> None:
+        if not target.embedded:  # an embedded store answers, or fails at once
+            open_projection_store(settings, migrate=False).close()
+
     routes: list[Route] = []
     if credential is not None and target.path is not None:
         path, limits = target.path, settings.query_limits
@@ -99,6 +103,7 @@ def worker_services(settings: Settings) -> WorkerServices:
     alerts = alert_timer(settings)
     return WorkerServices(
         open_store=open_store,
+        reach_store=reach_store,
         metrics=worker_metrics(settings),
         routes=routes,
         timers=[] if alerts is None else [(alerts.interval, alerts.tick)],

@@ -29,10 +29,13 @@ outputs are their record of progress, and fencing uses the agents' own producers
 """
 
 import asyncio
+import atexit
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -89,7 +92,11 @@ class WorkerServices:
     """What the process gives the worker beyond its configuration (built by ``okr_ledger``)."""
 
     open_store: Callable[[], Store]
-    """Opens the projection store (blocking; called in the store's thread)."""
+    """Opens the projection store, its migrations applied (blocking; called in the store's
+    thread)."""
+    reach_store: Callable[[], None] = lambda: None
+    """Checks that the store answers, no more (blocking; in the store's thread): bounded at
+    the start by the stall limit, before :attr:`open_store`, whose migrations may take long."""
     metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
     """What the agents report; served on ``/metrics``, ``/healthz`` and ``/livez``."""
     routes: Sequence[Route] = ()
@@ -182,14 +189,15 @@ class Worker(Delivery):
         c = self.config
         loop = asyncio.get_running_loop()
         self._partitions, self._lanes = await asyncio.to_thread(self._check_topics)
-        opening = loop.run_in_executor(self._store_thread, self._open_store)
+        reaching = loop.run_in_executor(self._store_thread, self.services.reach_store)
         try:  # a store that answers nothing (paused) would hold the start for 300 s, silently
-            projection = await asyncio.wait_for(opening, c.projector_stall_s)
+            await asyncio.wait_for(reaching, c.projector_stall_s)
         except TimeoutError:
             raise ProjectionUnavailableError(
                 f"the projection store did not answer within {c.projector_stall_s:g}s "
                 "(OKR_PROJECTOR_STALL_SECONDS) of the worker's start"
             ) from None
+        projection = await loop.run_in_executor(self._store_thread, self._open_store)
         runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
         self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
         self.projector = ProjectorAgent(
@@ -523,5 +531,10 @@ def run_worker(app: OkrApp, log_level: str) -> None:
             raise
         code = end.code if isinstance(end, SystemExit) and isinstance(end.code, int) else 1
         log.warning("exiting (%s) without waiting for the projection store's thread", code)
-        logging.shutdown()
+        # What a normal exit runs first (logging's flush, multiprocessing's children: the
+        # sequencer process), then the flushes; not the join of the threads.
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(OSError, ValueError):
+                stream.flush()
         os._exit(code)
