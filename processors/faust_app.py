@@ -193,6 +193,7 @@ class Worker(Delivery):
         try:  # a store that answers nothing (paused) would hold the start for 300 s, silently
             await asyncio.wait_for(reaching, c.projector_stall_s)
         except TimeoutError:
+            self.store_stuck = True  # the stop need not wait for the store's thread
             raise ProjectionUnavailableError(
                 f"the projection store did not answer within {c.projector_stall_s:g}s "
                 "(OKR_PROJECTOR_STALL_SECONDS) of the worker's start"
@@ -270,6 +271,9 @@ class Worker(Delivery):
         if self.projector is not None:
             await self.projector.stop()  # saves its state files, in the store's thread
         loop = asyncio.get_running_loop()
+        if self.store_stuck:  # its start gave up on the store: nothing opened to close
+            self._store_thread.shutdown(wait=False)
+            return
         # In the store's thread: after a reopen of the projector's recovery still under way.
         # Bounded: a read of a store that answers nothing holds that thread (review33b).
         closing = loop.run_in_executor(self._store_thread, self._close_store)
