@@ -36,7 +36,7 @@ typecheck: $(STAMP)
 # The tests run in PYTEST_WORKERS processes (pytest-xdist; each starts its own Kafka broker):
 # much of the suite waits on brokers, consumer groups and subprocesses, not on a core.
 # The 20 slowest tests are listed at the end: CI's budget for all of `make test` is 15 minutes.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=20
 
