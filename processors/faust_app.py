@@ -174,8 +174,9 @@ class Worker(Delivery):
         self._started = asyncio.Event()
         self.assigned_once = False
         self.store_stuck = False
-        """Stopped with the store's thread held by a store that answers nothing: the process
-        must not wait for it at exit (:func:`run_worker`)."""
+        """The store's thread is held by a store that answers nothing (the start gave up on
+        it, or the stop's close did): the process must not wait for it at exit
+        (:func:`run_worker`)."""
         self.runs_timers = False
         """Whether this worker has rejections partition :data:`TIMERS_LANE`, so runs the
         timers."""
