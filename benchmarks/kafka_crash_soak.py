@@ -21,16 +21,17 @@ that a full batch soon waits on an insert the paused store holds and the stall i
 ``OKR_PROJECTOR_RETRY_MAX_SECONDS`` is ``--retry-max-seconds`` (5). The soak is then the
 workers' orchestrator: a worker that exits on its own is started again, and its exit classified
 from its log and exit code. One that exits while *starting* (`the worker cannot start`) because
-the store is down is the documented behaviour (a store that cannot be opened at start ends the
-worker) and is only counted; any other exit of a worker is a FAIL, one because of the store
-first of all. After each outage it times how long the projections take to reach the ledger's
-end as it was when the store came back (each org's head, each rejections lane's last rejection;
-a FAIL past ``--catch-up-timeout``), with the events the projections were behind then, and
-counts the workers' "cannot write the store" lines while it was down and after it until caught
-up (the store up, a worker the soak paused in a take or an insert wakes up past the stall limit
-and its projector goes down too, then recovers; so might one that a busy machine makes that
-slow). At the end, besides the invariants above: every worker's ``/healthz`` says its projector
-is projecting.
+the store is down (an outage under way during its start, or ended at most ``DOWN_GRACE_S``
+before it) is the documented behaviour (a store that cannot be opened at start ends the worker)
+and is only counted; any other exit of a worker is a FAIL, one because of the store first of
+all (a start that failed on the store while it was up, too). After each outage it times how
+long the projections take to reach the ledger's end as it was when the store came back (each
+org's head, each rejections lane's last rejection; a FAIL past ``--catch-up-timeout``), with
+the events the projections were behind then, and counts the workers' "cannot write the store"
+lines while it was down and after it until caught up (the store up, a worker the soak paused in
+a take or an insert wakes up past the stall limit and its projector goes down too, then
+recovers; so might one that a busy machine makes that slow). At the end, besides the invariants
+above: every worker's ``/healthz`` says its projector is projecting.
 ``--work-dir`` keeps the logs (the broker's, the store's, each worker's).
 
 Prints what it did, the time of each phase, and PASS, or FAIL with the broken invariant
@@ -41,6 +42,7 @@ Usage: python benchmarks/kafka_crash_soak.py [--kills 30] [--workers 3] [--orgs 
 """
 
 import argparse
+import math
 import random
 import signal
 import sys
@@ -87,6 +89,9 @@ STORE_FAILED = (
     "ConnectionRefused",
 )
 """What a failure of the store looks like in a worker's log."""
+DOWN_GRACE_S = 10.0
+"""How long after the store came back a start that failed on it still counts as the outage's:
+a store just started again (or SIGCONTed) may answer slowly at first."""
 UNAVAILABLE = "ProjectionUnavailableError"
 """What a worker that cannot open the store (refused, cut, timed out) fails with."""
 
@@ -124,6 +129,8 @@ class Exit:
     store: bool
     """Its failure names the store."""
     log: str
+    store_down: bool = False
+    """The store was down (an outage under way) at some moment of its run."""
 
     @property
     def cause(self) -> str:
@@ -132,8 +139,10 @@ class Exit:
 
     @property
     def allowed(self) -> bool:
-        """A start refused while the store is down: documented (the orchestrator retries)."""
-        return self.starting and self.store
+        """A start refused while the store is down: documented (the orchestrator retries).
+        Refused for the store while it was up is a FAIL (a healthy store that its start took
+        for one that answers nothing, say)."""
+        return self.starting and self.store and self.store_down
 
 
 @dataclass
@@ -145,10 +154,21 @@ class Supervisor:
     restart_exited: bool
     began: dict[str, int] = field(default_factory=dict)
     """The size of each worker's log when it was last started: its current run's log after."""
+    started_at: dict[str, float] = field(default_factory=dict)
+    """When each worker was last started (``time.monotonic``)."""
     exits: list[Exit] = field(default_factory=list)
+    downs: list[list[float]] = field(default_factory=list)
+    """The store's outages, ``[began, back]`` (``time.monotonic``; ``back`` is infinity while
+    it is down), filled by :class:`StoreOutages`."""
+
+    def store_down_since(self, since: float) -> bool:
+        """Whether the store was down at some moment from ``since`` until now (with the stall
+        limit's grace after it came back: a start's read may end that late)."""
+        return any(back + DOWN_GRACE_S >= since for _began, back in self.downs)
 
     def start(self, name: str) -> Worker:
         worker = self.group.workers.get(name)
+        self.started_at[name] = time.monotonic()
         if worker is None:
             self.began[name] = 0
             return self.group.start(name)
@@ -173,7 +193,10 @@ class Supervisor:
                 store = UNAVAILABLE in text[text.index(CANNOT_START) :][:20_000]
             else:
                 store = any(mark in failures for mark in STORE_FAILED)
-            self.exits.append(Exit(name, worker.process.returncode, starting, store, failures))
+            down = self.store_down_since(self.started_at.get(name, 0.0))
+            self.exits.append(
+                Exit(name, worker.process.returncode, starting, store, failures, down)
+            )
             kind = self.exits[-1].cause
             print(f"  worker {name} exited ({kind}, code {worker.process.returncode}); restarted")
             self.start(name)
@@ -237,8 +260,11 @@ class StoreOutages(threading.Thread):
         stream_s: float,
         streamed: threading.Event,
         started: float,
+        windows: list[list[float]],
     ) -> None:
+        """``windows``: where each outage's ``[began, back]`` goes (the supervisor's)."""
         super().__init__(name="store-outages", daemon=True)
+        self.windows = windows
         self.args, self.store, self.data_dir, self.group = args, store, data_dir, group
         self.kafka, self.topics, self.started = kafka, topics, started
         self.stream_s, self.streamed = stream_s, streamed
@@ -272,6 +298,8 @@ class StoreOutages(threading.Thread):
     def outage(self, kind: str) -> None:
         before = self.downs()
         began, streaming = time.monotonic(), not self.streamed.is_set()
+        window = [began, math.inf]
+        self.windows.append(window)
         if kind == "kill":
             kill(self.store)
             time.sleep(self.chance.uniform(*self.args.store_down))
@@ -280,7 +308,7 @@ class StoreOutages(threading.Thread):
             self.store.process.send_signal(signal.SIGSTOP)
             time.sleep(self.args.stall_seconds + self.chance.uniform(5.0, 10.0))
             self.store.process.send_signal(signal.SIGCONT)
-        back = time.monotonic()
+        back = window[1] = time.monotonic()
         outage = Outage(kind, began - self.started, back - began, self.downs() - before, 0)
         outage.streaming = streaming
         before = self.downs()
@@ -403,6 +431,7 @@ def soak(args: argparse.Namespace, work: Path) -> int:
                     stream_s=len(raws) / args.rate,
                     streamed=done,
                     started=begun_at,
+                    windows=supervisor.downs,
                 )
                 outages.start()
             while (
