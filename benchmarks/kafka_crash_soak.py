@@ -64,7 +64,12 @@ from processors import tables as t
 from projections.store import ProjectionStore
 from tests.builders import check_ins, org_setup
 from tests.kafka.broker import tansu_broker
-from tests.kafka.group_support import Group, assert_outcomes_agree_with_the_ledger, wait_projected
+from tests.kafka.group_support import (
+    Group,
+    assert_outcomes_agree_with_the_ledger,
+    ledger_ends,
+    wait_projected,
+)
 from tests.kafka.projector_support import cli
 from tests.kafka.store_support import BACK, DOWN, kill, page, restart
 from tests.kafka.worker_support import (
@@ -72,7 +77,6 @@ from tests.kafka.worker_support import (
     Worker,
     assert_exactly_once,
     log_failures,
-    open_log,
     wait_for_outcomes,
 )
 from tests.projections.serve_store_support import ServedStore, start_store
@@ -333,16 +337,7 @@ class StoreOutages(threading.Thread):
         """Seconds from ``back`` until the store's checkpoints reach the ledger's heads and
         each lane's last rejection as they were at ``back`` (None: not within the timeout);
         the events behind them at the first read go to ``outage.backlog``."""
-        log = open_log(self.kafka, self.topics)
-        try:
-            heads = {org: head.sequence for org, head in log.heads().items()}
-            last = {}
-            for lane in log.rejection_lanes():
-                rejections = log.rejections_after(0, 1_000_000, lane=lane)
-                if rejections:
-                    last[lane] = rejections[-1][0]
-        finally:
-            log.close()
+        heads, last = ledger_ends(self.kafka, self.topics)
         deadline = back + self.args.catch_up_timeout
         first = True
         while time.monotonic() < deadline and not self.stopping.is_set():

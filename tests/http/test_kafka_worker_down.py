@@ -12,7 +12,6 @@ a refusal made while the worker was down is recorded all the same.
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +32,6 @@ from tests.http.worker_down_support import (
     stop_during_a_request,
     transaction_left_open,
 )
-from tests.kafka.worker_support import open_log
 
 pytestmark = pytest.mark.kafka
 
@@ -92,17 +90,7 @@ def test_with_the_worker_killed_or_down_a_request_is_503_and_a_retry_is_one_even
     forbidden_answers = cluster.post_until_answered(forbidden)
     assert forbidden_answers[-1].status_code == 403
 
-    log = open_log(cluster.kafka, cluster.topics)
-    try:
-        assert all(report.ok for report in log.verify())
-        stored = [
-            (r["source_event_id"], r["event_id"])
-            for r in log.read_records("northwind")
-            if r["source"] == "jira"
-        ]
-        recorded = Counter(r.raw for r in log.rejections())
-    finally:
-        log.close()
+    stored, recorded = cluster.ledger()
     events = dict(stored)
     assert len(stored) == len(events)  # each source id once
     assert sorted(events) == sorted(
@@ -145,16 +133,7 @@ def test_with_the_worker_stopped_half_way_through_a_request_it_is_503_and_retrie
     outcomes = outcome_lines(retried[-1].content)
     assert [o["status"] for o in outcomes] == ["duplicate"] * len(lines)
 
-    log = open_log(cluster.kafka, cluster.topics)
-    try:
-        assert all(report.ok for report in log.verify())
-        stored = [
-            (r["source_event_id"], r["event_id"])
-            for r in log.read_records("northwind")
-            if r["source"] == "jira"
-        ]
-    finally:
-        log.close()
+    stored, _ = cluster.ledger()
     events = dict(stored)
     assert len(stored) == len(events) == len(lines)  # each source id once
     assert [events[f"big-{n}"] for n in range(len(lines))] == [o["event_id"] for o in outcomes]

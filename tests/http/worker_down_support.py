@@ -5,6 +5,7 @@ worker once it has answered part of a request, and the 503 a request is then ans
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from tests.http.support import (
     outcome_lines,
     running,
 )
-from tests.kafka.worker_support import Worker
+from tests.kafka.worker_support import Worker, open_log
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,21 @@ class Cluster:
     def post(self, body: bytes, batch: bool = False) -> httpx.Response:
         with self.server.client(self.key) as client:
             return client.post("/v1/submissions", content=body, headers=NDJSON if batch else {})
+
+    def ledger(self) -> tuple[list[tuple[str, str]], Counter[bytes]]:
+        """The ledger's chains verified; its ``jira`` events of ``northwind`` as (source id,
+        event id), and how often each rejected raw submission is recorded."""
+        log = open_log(self.kafka, self.topics)
+        try:
+            assert all(report.ok for report in log.verify())
+            stored = [
+                (r["source_event_id"], r["event_id"])
+                for r in log.read_records("northwind")
+                if r["source"] == "jira"
+            ]
+            return stored, Counter(r.raw for r in log.rejections())
+        finally:
+            log.close()
 
     def post_until_answered(self, body: bytes, batch: bool = False) -> list[httpx.Response]:
         """Posted again on each 503, as its ``Retry-After`` asks; every answer, the last not

@@ -164,11 +164,9 @@ def assert_outcomes_agree_with_the_ledger(
                 assert (document["org_id"], document["event_id"]) in ledger, document
 
 
-def wait_projected(
-    worker: Worker, url: str, kafka: Connection, topics: dict[str, str], timeout_s: float = 60
-) -> None:
-    """Until the shared store's checkpoints reach every org's head and each rejections lane's
-    last rejection."""
+def ledger_ends(kafka: Connection, topics: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
+    """What a projection at the ledger's end has as checkpoints: each org's head sequence and
+    each rejections lane's last rejection position (lanes without one left out)."""
     log = open_log(kafka, topics)
     try:
         heads = {org: head.sequence for org, head in log.heads().items()}
@@ -179,6 +177,15 @@ def wait_projected(
                 last[lane] = rejections[-1][0]
     finally:
         log.close()
+    return heads, last
+
+
+def wait_projected(
+    worker: Worker, url: str, kafka: Connection, topics: dict[str, str], timeout_s: float = 60
+) -> None:
+    """Until the shared store's checkpoints reach every org's head and each rejections lane's
+    last rejection."""
+    heads, last = ledger_ends(kafka, topics)
     deadline = time.monotonic() + timeout_s
     with ProjectionStore.open(url, migrate=False) as store:
         while (store.positions(), store.positions(t.REJECTION_STREAM)) != (heads, last):

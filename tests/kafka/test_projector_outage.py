@@ -173,6 +173,13 @@ def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(body())
 
 
+async def project_all(agent: ProjectorAgent, given: list[Record], generation: int) -> None:
+    """Hand ``given`` over in full batches of ``generation``; every offset is then settled."""
+    for start in range(0, len(given), 10):
+        await agent.handle(0, given[start : start + 10], generation)
+    assert await agent.settle() == ({0: len(given)}, {0: 0})
+
+
 def assert_equals_one_projection(store: ProjectionStore, given: list[Record], tmp: Path) -> None:
     """The store's rows (the store closed) equal those of ``given`` projected in one go."""
     recovered = contents(store)
@@ -215,9 +222,7 @@ def test_a_failed_insert_puts_the_projector_down_and_a_rebalance_brings_it_back(
             assert metrics.readiness.projector_down is None
             assert len(group.made) == 1, "the take used the store opened by the recovery"
             await agent.handle(0, given[30:40], 1)  # fetched before the rebalance: dropped
-            for start in range(0, len(given), 10):
-                await agent.handle(0, given[start : start + 10], 2)
-            assert await agent.settle() == ({0: len(given)}, {0: 0})
+            await project_all(agent, given, 2)
             assert group.made[0].offsets == [r.offset for r in given]  # each once, in order
 
     run(main)
@@ -261,9 +266,7 @@ def test_a_store_still_down_at_the_rebalance_keeps_it_down_and_it_tries_again(
             await agent.revoke()
             assert await agent.assign({0}, {0}, 4) == ({0: None}, {0: 0})
             assert not agent.down
-            for start in range(0, len(given), 10):
-                await agent.handle(0, given[start : start + 10], 4)
-            assert await agent.settle() == ({0: len(given)}, {0: 0})
+            await project_all(agent, given, 4)
 
     run(main)
     assert store.positions() == {"acme": len(given)}
@@ -305,9 +308,7 @@ def test_a_stalled_insert_puts_it_down_after_the_stall_limit_and_holds_the_recov
             await agent.revoke()
             assert await agent.assign({0}, {0}, 3) == ({0: None}, {0: 0})
             assert not agent.down
-            for start in range(0, len(given), 10):
-                await agent.handle(0, given[start : start + 10], 3)
-            assert await agent.settle() == ({0: len(given)}, {0: 0})
+            await project_all(agent, given, 3)
 
     run(main)
     assert all(seconds < STALL_S + 3.0 for seconds in loop_times), loop_times
@@ -393,9 +394,7 @@ def test_a_stalled_take_leaves_the_assignment_after_the_stall_limit(tmp_path: Pa
             await agent.revoke()
             assert await agent.assign({0}, {0}, 3) == ({0: None}, {0: 0})
             assert not agent.down
-            for start in range(0, len(given), 10):
-                await agent.handle(0, given[start : start + 10], 3)
-            assert await agent.settle() == ({0: len(given)}, {0: 0})
+            await project_all(agent, given, 3)
 
     run(main)
     assert_equals_one_projection(store, given, tmp_path)
