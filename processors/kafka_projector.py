@@ -1084,24 +1084,10 @@ class ProjectorAgent:
             await asyncio.sleep(delay)
             if not self.down or self._lock.locked():  # an insert that stalled, or a take
                 continue
-            if not self._reopened:
-                async with self._lock:
-                    if not self.down:
-                        return
-                    try:
-                        await self._reopen()
-                    except Exception as error:
-                        if not store_failed(error):
-                            await self._failed(error)
-                            return
-                        why = f"{type(error).__name__}: {error}"
-                        self.metrics.projector_down(why[:300])
-                        log.warning(
-                            "the projection store is still unavailable (%s); trying again in %.1fs",
-                            why,
-                            min(self._retry_s, self._outage.retry_max_s),
-                        )
-                        continue
+            if not self._reopened and not await self._try_reopen():
+                continue
+            if self._crashed or not self.down:
+                return
             if self._owns_nothing():
                 self._up()  # nothing to take: the next assignment takes as any does
                 return
@@ -1109,6 +1095,29 @@ class ProjectorAgent:
             if self.down and self._reopened and self._owns_nothing():
                 self._up()
                 return
+
+    async def _try_reopen(self) -> bool:
+        """Under the lock: :meth:`_reopen`; whether it succeeded. A store still down is
+        counted and logged; any other failure ends the worker (:meth:`_failed`)."""
+        assert self._outage is not None
+        async with self._lock:
+            if not self.down:
+                return True
+            try:
+                await self._reopen()
+            except Exception as error:
+                if not store_failed(error):
+                    await self._failed(error)
+                    return True  # the worker ends: the recovery with it
+                why = f"{type(error).__name__}: {error}"
+                self.metrics.projector_down(why[:300])
+                log.warning(
+                    "the projection store is still unavailable (%s); trying again in %.1fs",
+                    why,
+                    min(self._retry_s, self._outage.retry_max_s),
+                )
+                return False
+        return True
 
     def _owns_nothing(self) -> bool:
         """Whether this worker holds no partition (revoked, and not given any since)."""
