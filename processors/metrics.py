@@ -156,7 +156,7 @@ class PrometheusMetrics:
         self._rebalances = Counter(f"{p}_rebalances", "Rebalances started.", registry=r)
         self._store_failures = Counter(
             f"{p}_projector_store_failures",
-            "Projector inserts, and restores while it is down, that the store failed.",
+            "Store failures and stalls that put the projector down or kept it down.",
             registry=r,
         )
         self._projector_up = Gauge(
@@ -255,8 +255,8 @@ class PrometheusMetrics:
                         gauge.remove(sample.labels["partition"])
 
     def projector_down(self, why: str) -> None:
-        """The store failed an insert, or a restore while the projector is down: counted, and
-        the worker is not ready until :meth:`projector_up`."""
+        """The store failed or stalled an insert, a take, a revoke's save, or a try while the
+        projector is down: counted, and the worker is not ready until :meth:`projector_up`."""
         self._store_failures.inc()
         self.readiness.projector_down = why
 
