@@ -592,6 +592,38 @@ def test_a_revoke_waits_for_the_store_thread_at_most_the_stall_limit(tmp_path: P
     store.close()
 
 
+def test_a_stop_waits_for_the_store_thread_at_most_its_timeout(tmp_path: Path) -> None:
+    """The worker stops while the store's thread is held by a read that does not end (a store
+    that answers nothing): the stop's save of the state files waits at most its timeout, so
+    the worker's stop is not held by the store (no revoke comes at a stop)."""
+    store = failing(tmp_path / "store")
+    store.released = threading.Event()
+    thread = ThreadPoolExecutor(1)
+    states = PartitionStates(tmp_path / "states", lambda: nullcontext(lambda p, o: None))
+
+    async def main() -> None:
+        agent = ProjectorAgent(
+            LedgerProjection(store, 1, RejectionLanes(1), states=states),
+            thread,
+            PrometheusMetrics(),
+            no_progress,
+        )
+        assert await agent.assign({0}, {0}, 1) == ({0: None}, {0: 0})
+        loop = asyncio.get_running_loop()
+        busy = loop.run_in_executor(thread, store.released.wait, 30)
+        started = loop.time()
+        await agent.stop(timeout_s=1.0)  # its save waits for the store's thread
+        waited = loop.time() - started
+        assert 1.0 <= waited < 1.0 + 3.0, f"the stop waited {waited:.1f}s"
+        assert not busy.done(), "the store's thread was free: the stop was not held by it"
+        store.released.set()
+        await busy
+
+    run(main)
+    thread.shutdown()
+    store.close()
+
+
 def test_down_revoked_and_given_nothing_by_its_own_rebalance_it_is_up_at_once(
     tmp_path: Path,
 ) -> None:
