@@ -556,6 +556,16 @@ def test_a_revoke_while_the_assignment_waits_for_the_lock_abandons_its_take(
     run(main)
 
 
+def with_state_files(
+    store: FailingStore, thread: ThreadPoolExecutor, states: Path, outage: Outage | None = None
+) -> ProjectorAgent:
+    """An agent on ``store`` that saves its partitions' state files in ``states``, its store
+    calls run on ``thread``."""
+    files = PartitionStates(states, lambda: nullcontext(lambda p, o: None))
+    projection = LedgerProjection(store, 1, RejectionLanes(1), states=files)
+    return ProjectorAgent(projection, thread, PrometheusMetrics(), no_progress, outage=outage)
+
+
 def test_a_revoke_waits_for_the_store_thread_at_most_the_stall_limit(tmp_path: Path) -> None:
     """The store's thread is busy with a read that does not end (a timer's query of a store
     that answers nothing): a revoke's save waits behind it at most the stall limit, and the
@@ -564,16 +574,10 @@ def test_a_revoke_waits_for_the_store_thread_at_most_the_stall_limit(tmp_path: P
     store.released = threading.Event()
     group = Group(store)
     thread = ThreadPoolExecutor(1)
-    states = PartitionStates(tmp_path / "states", lambda: nullcontext(lambda p, o: None))
+    outage = Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=STALL_S)
 
     async def main() -> None:
-        agent = ProjectorAgent(
-            LedgerProjection(store, 1, RejectionLanes(1), states=states),
-            thread,
-            PrometheusMetrics(),
-            no_progress,
-            outage=Outage(group.reopen, group.rejoin, retry_max_s=0.2, stall_s=STALL_S),
-        )
+        agent = with_state_files(store, thread, tmp_path / "states", outage)
         try:
             assert await agent.assign({0}, {0}, 1) == ({0: None}, {0: 0})
             loop = asyncio.get_running_loop()
@@ -599,15 +603,9 @@ def test_a_stop_waits_for_the_store_thread_at_most_its_timeout(tmp_path: Path) -
     store = failing(tmp_path / "store")
     store.released = threading.Event()
     thread = ThreadPoolExecutor(1)
-    states = PartitionStates(tmp_path / "states", lambda: nullcontext(lambda p, o: None))
 
     async def main() -> None:
-        agent = ProjectorAgent(
-            LedgerProjection(store, 1, RejectionLanes(1), states=states),
-            thread,
-            PrometheusMetrics(),
-            no_progress,
-        )
+        agent = with_state_files(store, thread, tmp_path / "states")
         assert await agent.assign({0}, {0}, 1) == ({0: None}, {0: 0})
         loop = asyncio.get_running_loop()
         busy = loop.run_in_executor(thread, store.released.wait, 30)
