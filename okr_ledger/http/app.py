@@ -154,10 +154,19 @@ def check(settings: Settings, runtime: Runtime) -> None:
 def worker_app() -> FastAPI:
     """One worker's app (uvicorn's factory, in each process ``serve --workers N`` spawns):
     settings, runtime and services of its own, from the environment the parent set."""
-    settings = Settings()
-    app = create_app(
-        settings, bootstrap(settings), host=settings.http_host, workers=settings.http_workers
-    )
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        settings = Settings()
+        app = create_app(
+            settings, bootstrap(settings), host=settings.http_host, workers=settings.http_workers
+        )
+    except Exception as error:
+        # Uvicorn's supervisor stops every worker on this exit status (and would start this
+        # one again, without end, on any other); the parent then exits 1.
+        what = "" if isinstance(error, OkrLedgerError) else f"{type(error).__name__}: "
+        print(f"error: worker {os.getpid()}: {what}{error}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
     gc.freeze()  # as serve does: what lives as long as the server, out of the collector's sight
     return app
 
@@ -223,6 +232,5 @@ def _serve_workers(settings: Settings, runtime: Runtime, host: str, port: int, n
     failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
     if failed:
         raise ConfigurationError(
-            f"a worker process (pid {failed[0]}) did not start (its error is logged above); "
-            "every worker was stopped"
+            f"worker {failed[0]} did not start (its error is above): every worker was stopped"
         )

@@ -6,6 +6,8 @@ processes, SIGTERM/SIGINT that leave no process, and start-up errors that stop t
 import fcntl
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -293,6 +295,37 @@ def test_two_workers_do_not_start_on_a_bad_configuration(tmp_path: Path, broken:
     done = cli(env, "serve", "--port", str(free_port()))
     assert done.returncode == 1
     assert done.stderr.startswith(message), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_worker_that_fails_to_start_stops_the_server(tmp_path: Path) -> None:
+    """A configuration the parent's check passes but a worker's start fails on (here: the
+    check left out, the hooks file bad): the supervisor stops every worker, not restarting
+    them, and ``serve`` exits 1 with the worker's error and its own."""
+    data = tmp_path / "data"
+    demo_ledger(data)
+    bad = tmp_path / "hooks.toml"
+    bad.write_text('[hooks.x]\ntype = "CheckInRecorded"\n')
+    env = {"OKR_DATA_DIR": str(data), "OKR_HTTP_HOOKS_FILE": str(bad), "OKR_HTTP_WORKERS": "2"}
+    unchecked = (
+        "import okr_ledger.http.app as app; app.check = lambda *_: None; "
+        "from okr_ledger.cli import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", unchecked, "serve", "--port", str(free_port())],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    failed = [line for line in lines if line.startswith("error: worker ")]
+    assert failed[0].split(": ", 2)[2].startswith("hooks.x: required fields not mapped")
+    assert lines[-1].startswith("error: worker ")
+    assert lines[-1].endswith("did not start (its error is above): every worker was stopped")
+    assert len(failed) <= 3  # each worker once (and the parent's line): none started again
     assert "Traceback" not in done.stderr
 
 
