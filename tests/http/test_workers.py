@@ -306,13 +306,13 @@ def test_a_worker_that_fails_to_start_stops_the_server(tmp_path: Path) -> None:
     demo_ledger(data)
     bad = tmp_path / "hooks.toml"
     bad.write_text('[hooks.x]\ntype = "CheckInRecorded"\n')
-    env = {"OKR_DATA_DIR": str(data), "OKR_HTTP_HOOKS_FILE": str(bad), "OKR_HTTP_WORKERS": "2"}
+    env = {"OKR_DATA_DIR": str(data), "OKR_HTTP_HOOKS_FILE": str(bad)}
     unchecked = (
         "import okr_ledger.http.app as app; app.check = lambda *_: None; "
         "from okr_ledger.cli import main; main()"
     )
     done = subprocess.run(
-        [sys.executable, "-c", unchecked, "serve", "--port", str(free_port())],
+        [sys.executable, "-c", unchecked, "serve", "--port", str(free_port()), "--workers", "2"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
