@@ -14,11 +14,14 @@ figure is printed with the CPU seconds the client process and the server process
 that phase (the server's also per event, split between its event loop and the group-commit
 writer thread), the 1-minute load average at its end, and the writer's group sizes (from
 ``/metrics``), so a reader sees where the time went whatever else the machine ran.
+``--server-workers N`` runs ``serve --workers N`` (N processes on one socket): the server's CPU
+is then that of every process of it (the supervisor's and its helper's shown apart).
 ``--profile FILE`` records the server with py-spy (raw collapsed stacks; extra options in
 ``PY_SPY_OPTIONS``) during the batch phase. Figures go to benchmarks/.work/figures/http.json
 (``benchmarks/summary.py``).
 Usage: python benchmarks/http_intake.py [--seconds 60] [--clients 50] [--batch 200]
        [--modes single,batch] [--anchor-seconds 10] [--anchor-events 200000] [--profile FILE]
+       [--server-workers 1]
 """
 
 import argparse
@@ -136,30 +139,59 @@ class Run:
         )
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far of the main thread of process ``pid`` (the server's event loop)
-    and of its other threads (the group-commit writer), on Linux."""
-    seconds = {"loop": 0.0, "writer": 0.0}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+def server_processes(pid: int) -> dict[int, bool]:
+    """The processes of the server ``pid``: it and its children (``serve --workers N``: the
+    supervisor, its workers and multiprocessing's resource tracker), each with whether it
+    serves (a worker, or the one process of a server without workers); on Linux."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
         try:
-            text = stat.read_text()
-        except OSError:  # the thread ended
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
             continue
-        fields = text.rpartition(")")[2].split()
-        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        seconds["loop" if stat.parent.name == str(pid) else "writer"] += used
+    if not children:
+        return {pid: True}
+    found = {pid: False}
+    for child in children:
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        found[child] = b"resource_tracker" not in command
+    return found
+
+
+def thread_cpu(processes: dict[int, bool]) -> dict[str, float]:
+    """CPU seconds so far of the main thread of each serving process (the server's event
+    loop), of their other threads (the group-commit writer), and of the processes that do
+    not serve (the supervisor of several workers, its helper), on Linux."""
+    seconds = {"loop": 0.0, "writer": 0.0, "supervisor": 0.0}
+    for pid, serves in processes.items():
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:  # the thread ended
+                continue
+            fields = text.rpartition(")")[2].split()
+            used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            main = stat.parent.name == str(pid)
+            seconds["supervisor" if not serves else "loop" if main else "writer"] += used
     return seconds
 
 
-def process_cpu(pid: int) -> tuple[float, float] | None:
-    """CPU seconds (user + system, all threads) of process ``pid`` so far, and of them the
+def process_cpu(processes: dict[int, bool]) -> tuple[float, float] | None:
+    """CPU seconds (user + system, all threads) of ``processes`` so far, and of them the
     system seconds; None off Linux."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
+    total = system = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
+    for pid in processes:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / tick
+        system += int(fields[12]) / tick
+    return total, system
 
 
 async def load(
@@ -198,19 +230,20 @@ async def load(
                 run.latencies.append(time.perf_counter() - started)
                 answers.append((answer.status, payload))
 
-        server_cpu = process_cpu(server_pid) if server_pid else None
-        threads = thread_cpu(server_pid) if server_pid else {}
+        processes = server_processes(server_pid) if server_pid else {}
+        server_cpu = process_cpu(processes) if processes else None
+        threads = thread_cpu(processes) if processes else {}
         client_cpu = time.process_time()
         started = time.monotonic()
         deadline = started + seconds
         await asyncio.gather(*(client() for _ in range(clients)))
         run.seconds = time.monotonic() - started
         run.client_cpu = time.process_time() - client_cpu
-        if server_cpu is not None and server_pid:
-            total, system = process_cpu(server_pid) or server_cpu
+        if server_cpu is not None and processes:
+            total, system = process_cpu(processes) or server_cpu
             run.server_cpu, run.server_system = total - server_cpu[0], system - server_cpu[1]
             run.threads = {
-                name: cpu - threads.get(name, 0.0) for name, cpu in thread_cpu(server_pid).items()
+                name: cpu - threads.get(name, 0.0) for name, cpu in thread_cpu(processes).items()
             }
         run.load_average = os.getloadavg()[0]
     for status, payload in answers:
@@ -230,7 +263,8 @@ async def load(
 
 @contextmanager
 def profiling(pid: int, out: Path | None, seconds: float) -> Iterator[None]:
-    """py-spy recording process ``pid`` (raw collapsed stacks into ``out``) meanwhile."""
+    """py-spy recording process ``pid`` and its children (raw collapsed stacks into ``out``)
+    meanwhile."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if out is None or not Path(spy).exists():
         if out is not None:
@@ -239,7 +273,8 @@ def profiling(pid: int, out: Path | None, seconds: float) -> Iterator[None]:
         return
     recorder = subprocess.Popen(
         [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--format",
-         "raw", "--nonblocking", *os.environ.get("PY_SPY_OPTIONS", "").split(), "-o", str(out)],
+         "raw", "--nonblocking", "--subprocesses",
+         *os.environ.get("PY_SPY_OPTIONS", "").split(), "-o", str(out)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -334,6 +369,8 @@ def main() -> None:
         help="Events/s the stock of prebuilt bodies is sized for (per mode).",
     )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of the batch phase.")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="Processes of the server (serve --workers).")  # fmt: skip
     args = parser.parse_args()
     modes = set(args.modes.split(","))
     stocked = int(args.seconds * args.ceiling)
@@ -367,7 +404,10 @@ def main() -> None:
         cli = Path(sys.executable).parent / "okr-ledger"
         with server_log.open("wb") as out:
             server = subprocess.Popen(
-                [str(cli), "serve", "--port", str(port)], env=env, stdout=out, stderr=out
+                [str(cli), "serve", "--port", str(port), "--workers", str(args.server_workers)],
+                env=env,
+                stdout=out,
+                stderr=out,
             )
         base = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {token}"}
@@ -438,7 +478,10 @@ def main() -> None:
         ledger_rate, ledger_cpu, ledger_system, ledger_load = anchor_submit_many(work, same)
         phases.done("submit_many anchor")
 
-    print(f"HTTP intake, embedded runtime: {args.clients} clients, {args.seconds:.0f} s per mode")
+    print(
+        f"HTTP intake, embedded runtime: {args.clients} clients, {args.seconds:.0f} s per mode, "
+        f"{args.server_workers} server worker process{'es' if args.server_workers > 1 else ''}"
+    )
     if "single" in modes:
         print(single.line("single event"))
     if "batch" in modes:
@@ -482,8 +525,13 @@ def write_figures(
 ) -> None:
     """The targets of issue 10, for ``benchmarks/summary.py``."""
     single, batched, empty = runs
-    figures = Figures("http", f"HTTP intake: {args.clients} clients, {args.seconds:.0f} s a mode")
+    figures = Figures(
+        "http",
+        f"HTTP intake: {args.clients} clients, {args.seconds:.0f} s a mode, "
+        f"serve --workers {args.server_workers}",
+    )
     checked = "the ledger holds exactly what was acknowledged" if exact else "ledger DIFFERENT"
+    checked += f"; serve --workers {args.server_workers}"
     if "single" in modes:
         rate = single.requests / single.seconds
         figures.add("HTTP, single-event requests", rate, "requests/s",

@@ -136,12 +136,13 @@ class EmbeddedRuntime:
         finally:
             store.close()
 
-    def reader(self) -> "KeptProjections":
+    def reader(self, shared: bool = False) -> "KeptProjections":
         """The store kept open between reads, closed after ``OKR_HTTP_STORE_IDLE_SECONDS``
-        without one (:mod:`okr_ledger.kept_projections`)."""
+        without one; ``shared``: the server's worker processes take turns at it, each closing
+        it after its read (:mod:`okr_ledger.kept_projections`)."""
         from okr_ledger.kept_projections import KeptProjections
 
-        return KeptProjections(self.settings, self.settings.http_store_idle_seconds)
+        return KeptProjections(self.settings, self.settings.http_store_idle_seconds, shared=shared)
 
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
         """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""

@@ -54,8 +54,9 @@ class KafkaRuntime:
         with open_served_store(self.settings) as store:
             yield store
 
-    def reader(self) -> ReadEachTime:
-        """A read's store is a client of the served store: nothing to keep open."""
+    def reader(self, shared: bool = False) -> ReadEachTime:
+        """A read's store is a client of the served store: nothing to keep open (nor to
+        share: ``shared`` changes nothing)."""
         return ReadEachTime(self)
 
     def key_store(self, follow: bool = False) -> KafkaKeyStore:

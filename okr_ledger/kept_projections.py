@@ -9,19 +9,27 @@ projector it keeps too (its state stays loaded: a new event costs its own rows, 
 the saved state), and closes all of it once ``idle_s`` seconds pass without a read, or after a
 read once it has been open :data:`MAX_OPEN_S`. chDB lets one process at a time open a store,
 so a CLI query in another process works again while the server is idle.
+
+With ``shared`` (``serve --workers N``: N processes of one server, each with its own reader)
+the processes take turns: a read holds an exclusive ``flock`` on :data:`SHARED_LOCK` in the
+data directory from before it opens the store until it has closed it again, which it does
+after every read (kept open, the store would shut every other worker out for as long as it
+is). A read that cannot have its turn within :data:`SHARED_WAIT_S` is unavailable (503).
 """
 
+import fcntl
+import os
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import TYPE_CHECKING, TypeVar
 
 from okr_ledger.embedded_runtime import catch_up, projecting
 from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_event_log, open_projection_store
-from schemas.errors import UnknownNameError
+from schemas.errors import ProjectionUnavailableError, UnknownNameError
 
 if TYPE_CHECKING:
     from processors.runner import EmbeddedRunner
@@ -36,12 +44,22 @@ MAX_OPEN_S = 300.0
 for the store (a CLI query, ``rebuild``) open it between two reads."""
 
 
-class KeptProjections:
-    """One read at a time (an embedded store has one session); see the module docstring."""
+SHARED_LOCK = "serve-readers.lock"
+"""The file (in the data directory) whose ``flock`` gives one worker process at a time the
+store."""
+SHARED_WAIT_S = 30.0
+"""How long a worker's read waits for its turn at the store before it is unavailable."""
+_SHARED_POLL_S = 0.005
 
-    def __init__(self, settings: Settings, idle_s: float) -> None:
+
+class KeptProjections:
+    """One read at a time (an embedded store has one session); see the module docstring.
+    ``shared``: one of several processes of a server (``idle_s`` is then 0)."""
+
+    def __init__(self, settings: Settings, idle_s: float, *, shared: bool = False) -> None:
         self.settings = settings
-        self.idle_s = idle_s
+        self.idle_s = 0.0 if shared else idle_s
+        self.shared = shared
         self._lock = threading.Lock()
         self._opened: _Opened | None = None
         self._reads = 0
@@ -55,7 +73,7 @@ class KeptProjections:
     def read(self, answer: "Callable[[ProjectionStore], T]") -> T:
         """``answer(store)`` on the projections caught up with the ledger. A failure closes
         everything (the next read opens it anew), but for an unknown name in the answer."""
-        with self._lock:
+        with self._lock, self._turn():
             self._reads += 1
             if self._timer is not None:
                 self._timer.cancel()
@@ -77,6 +95,9 @@ class KeptProjections:
                 raise
             self._close_when_idle(opened)
             return result
+
+    def _turn(self) -> AbstractContextManager[None]:
+        return _shared_turn(self.settings) if self.shared else nullcontext()
 
     def close(self) -> None:
         with self._lock:
@@ -103,6 +124,29 @@ class KeptProjections:
         opened, self._opened = self._opened, None
         if opened is not None:
             opened.close()
+
+
+@contextmanager
+def _shared_turn(settings: Settings) -> Iterator[None]:
+    """The store to this process alone among the server's workers (see the module docstring)."""
+    path = settings.data_dir / SHARED_LOCK
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + SHARED_WAIT_S
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ProjectionUnavailableError(
+                        f"the projection store was busy with reads of the server's other "
+                        f"worker processes for {SHARED_WAIT_S:.0f}s; try again"
+                    ) from None
+                time.sleep(_SHARED_POLL_S)
+        yield  # closing the descriptor releases the lock
+    finally:
+        os.close(descriptor)
 
 
 class _Opened:

@@ -116,8 +116,9 @@ class Runtime(Protocol):
         """The projection store to read, as up to date as this runtime makes it."""
         ...
 
-    def reader(self) -> ProjectionReader:
-        """What a long-lived process reads the projections through; close it when done."""
+    def reader(self, shared: bool = False) -> ProjectionReader:
+        """What a long-lived process reads the projections through; close it when done.
+        ``shared``: the process is one of several of one server (``serve --workers N``)."""
         ...
 
     def rebuild(self, keep: bool, bar: ProgressBar = no_progress) -> RebuildReport:

@@ -293,6 +293,13 @@ class Settings(BaseSettings):
     )
     http_host: str = Field(default="127.0.0.1", description="Address `okr-ledger serve` binds.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="Port of `okr-ledger serve`.")
+    http_workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Server processes `okr-ledger serve` runs on its one socket (uvicorn's "
+        "workers), each with its own runtime and group-commit writer; 1: one process.",
+    )
     http_max_batch_bytes: int = Field(
         default=8 << 20,
         ge=1024,
@@ -305,7 +312,7 @@ class Settings(BaseSettings):
     http_rate_limit: str = Field(
         default="1000/second",
         description="Requests each key may make, in the `limits` notation ('100/second; "
-        "5000/minute'); empty for none. Counted per replica.",
+        "5000/minute'); empty for none. Counted per replica and worker process.",
     )
     http_hooks_file: Path | None = Field(
         default=None,

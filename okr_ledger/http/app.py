@@ -5,11 +5,19 @@ Layers: routes (:mod:`~okr_ledger.http.intake`, :mod:`~okr_ledger.http.reading`,
 limits, the group-commit writer, the projections) -> the runtime (embedded or Kafka), never
 ``if kafka``. Everything that can be wrong in the configuration (the hooks file, the rate
 limit, the key store, the ledger) fails here, before the server listens.
+
+``serve --workers N`` (N > 1) runs N such apps, one per process, on one socket: uvicorn's own
+supervisor starts them (spawned, each building its app with :func:`worker_app`), restarts one
+that dies, and stops them all on SIGINT or SIGTERM. Each has its own runtime, writer thread,
+keys, rate limits and reader; their metrics are summed through files (:mod:`.metrics`).
 """
 
 import gc
 import ipaddress
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,13 +31,15 @@ from okr_ledger import __version__
 from okr_ledger.http import dashboard, intake, monitoring, reading
 from okr_ledger.http.group_commit import GroupCommitter
 from okr_ledger.http.hooks import load_hooks
-from okr_ledger.http.metrics import Metrics, MetricsMiddleware
+from okr_ledger.http.metrics import MULTIPROC_DIR, Metrics, MetricsMiddleware
 from okr_ledger.http.problems import ProblemError, problem
 from okr_ledger.http.rate_limits import RateLimits
 from okr_ledger.http.services import Services
 from okr_ledger.runtime import Runtime
 from okr_ledger.settings import Settings
+from okr_ledger.wiring import bootstrap
 from schemas.errors import (
+    ConfigurationError,
     LedgerUnavailableError,
     OkrLedgerError,
     ProjectionUnavailableError,
@@ -72,9 +82,12 @@ def _invalid_request(_request: Request, error: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings, runtime: Runtime, *, host: str = "127.0.0.1") -> FastAPI:
-    """The app, with its services open (the writer thread running); they close on shutdown."""
-    metrics = Metrics()
+def create_app(
+    settings: Settings, runtime: Runtime, *, host: str = "127.0.0.1", workers: int = 1
+) -> FastAPI:
+    """The app, with its services open (the writer thread running); they close on shutdown.
+    ``workers``: how many processes serve (this one among them)."""
+    metrics = Metrics(multiprocess=workers > 1)
     hooks = load_hooks(settings.http_hooks_file)
     limits = RateLimits(settings.http_rate_limit)
     keys = runtime.key_store(follow=True)
@@ -84,7 +97,7 @@ def create_app(settings: Settings, runtime: Runtime, *, host: str = "127.0.0.1")
     except BaseException:
         keys.close()
         raise
-    reader = runtime.reader()
+    reader = runtime.reader(shared=workers > 1)
     services = Services(
         settings, runtime, keys, committer, limits, hooks, metrics, reader,
         loopback=is_loopback(host),
@@ -129,10 +142,43 @@ def create_app(settings: Settings, runtime: Runtime, *, host: str = "127.0.0.1")
     return app
 
 
-def serve(settings: Settings, runtime: Runtime, host: str, port: int) -> None:
-    """Run the server until SIGINT or SIGTERM (uvloop and httptools when installed)."""
+def check(settings: Settings, runtime: Runtime) -> None:
+    """What :func:`create_app` would fail on, tried in the parent of several workers, so that
+    a bad configuration stops ``serve`` with its own message before any worker starts."""
+    load_hooks(settings.http_hooks_file)
+    RateLimits(settings.http_rate_limit)
+    runtime.key_store().close()
+    runtime.submitter().close()
+
+
+def worker_app() -> FastAPI:
+    """One worker's app (uvicorn's factory, in each process ``serve --workers N`` spawns):
+    settings, runtime and services of its own, from the environment the parent set."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        settings = Settings()
+        app = create_app(
+            settings, bootstrap(settings), host=settings.http_host, workers=settings.http_workers
+        )
+    except Exception as error:
+        # Uvicorn's supervisor stops every worker on this exit status (and would start this
+        # one again, without end, on any other); the parent then exits 1.
+        what = "" if isinstance(error, OkrLedgerError) else f"{type(error).__name__}: "
+        print(f"error: worker {os.getpid()}: {what}{error}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
+    gc.freeze()  # as serve does: what lives as long as the server, out of the collector's sight
+    return app
+
+
+def serve(settings: Settings, runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
+    """Run the server until SIGINT or SIGTERM (uvloop and httptools when installed), in
+    ``workers`` processes (see the module docstring)."""
     import uvicorn
 
+    if workers > 1:
+        _serve_workers(settings, runtime, host, port, workers)
+        return
     app = create_app(settings, runtime, host=host)
     # Everything loaded so far (FastAPI, pydantic's schemas, the app) lives as long as the
     # server: out of the collector's sight, so its full collections do not rescan it.
@@ -146,3 +192,45 @@ def serve(settings: Settings, runtime: Runtime, host: str, port: int) -> None:
         access_log=False,
         server_header=False,
     )
+
+
+def _serve_workers(settings: Settings, runtime: Runtime, host: str, port: int, n: int) -> None:
+    """``n`` processes of :func:`worker_app` under uvicorn's supervisor, on one socket."""
+    from uvicorn import Config
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    check(settings, runtime)
+    metrics_dir = tempfile.mkdtemp(prefix="okr-http-metrics-")  # 0700, removed at the end
+    # The workers are spawned: they read their settings from this environment.
+    os.environ.update(
+        {MULTIPROC_DIR: metrics_dir, "OKR_HTTP_HOST": host, "OKR_HTTP_WORKERS": str(n)}
+    )
+    try:
+        config = Config(
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=n,
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            server_header=False,
+        )
+        socket = config.bind_socket()
+        print(
+            f"serving http://{host}:{port}/ on the {runtime.name} runtime, {n} worker processes",
+            file=sys.stderr,
+        )
+        supervisor = Multiprocess(config, sockets=[socket])
+        try:
+            supervisor.run()
+        finally:
+            socket.close()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        raise ConfigurationError(
+            f"worker {failed[0]} did not start (its error is above): every worker was stopped"
+        )

@@ -117,6 +117,16 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", help="Port (OKR_HTTP_PORT, 8080).", min=1, max=65535)
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Server processes on the one socket, each with its own writer "
+            "(OKR_HTTP_WORKERS, 1).",
+            min=1,
+            max=32,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (/v1/..., /docs) and the dashboard (/) on this runtime."""
     settings = Settings()
@@ -124,7 +134,13 @@ def serve(
         from okr_ledger.http.app import serve as run
     except ModuleNotFoundError as error:
         raise MissingExtraError(error.name or "fastapi", "http") from error
-    run(settings, bootstrap(settings), host or settings.http_host, port or settings.http_port)
+    run(
+        settings,
+        bootstrap(settings),
+        host or settings.http_host,
+        port or settings.http_port,
+        workers or settings.http_workers,
+    )
 
 
 def register(app: typer.Typer) -> None:

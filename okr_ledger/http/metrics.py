@@ -2,13 +2,21 @@
 
 Requests by route template and status, their latency, submissions by outcome and reason code,
 and the size of each group the writer commits. Each app has its own registry.
+
+With ``serve --workers N`` (N > 1) each worker process writes its values into files of
+``PROMETHEUS_MULTIPROC_DIR`` (a private temporary directory the parent makes for the server's
+life: :func:`okr_ledger.http.app.serve`), and ``/metrics``, whichever worker answers, reports
+what all of them wrote: prometheus-client's multiprocess mode (counters and histograms summed
+over the processes; ``okr_http_process_requests`` one sample per process, labelled ``pid``).
 """
 
 import collections
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,9 +27,18 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 GROUP_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    """``multiprocess``: this process is one of several workers (see the module docstring);
+    its metrics are registered nowhere, and each scrape collects every worker's files."""
+
+    def __init__(self, *, multiprocess: bool = False) -> None:
+        if multiprocess and not os.environ.get(MULTIPROC_DIR):
+            raise RuntimeError(f"multiprocess metrics need {MULTIPROC_DIR}")
+        self.multiprocess = multiprocess
+        self.registry: CollectorRegistry | None = None if multiprocess else CollectorRegistry()
         self.requests = Counter(
             "okr_http_requests",
             "HTTP requests by route and status.",
@@ -47,6 +64,13 @@ class Metrics:
             buckets=GROUP_BUCKETS,
             registry=self.registry,
         )
+        self.process_requests = Gauge(
+            "okr_http_process_requests",
+            "HTTP requests this server process answered (with several workers: one sample "
+            "per worker process, labelled pid).",
+            registry=self.registry,
+            multiprocess_mode="all",
+        )
 
     def count(self, outcomes: list[SubmitOutcome]) -> None:
         # Counted first, then one increment per label set: a label lookup and an increment
@@ -55,8 +79,15 @@ class Metrics:
         for (status, reason_code), count in counts.items():
             self.submissions.labels(status, reason_code).inc(count)
 
+    def exposition(self) -> bytes:
+        registry = self.registry
+        if registry is None:  # every worker's values, read from their files now
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated there
+        return generate_latest(registry)
+
     def response(self, _request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 class MetricsMiddleware:
@@ -86,3 +117,4 @@ class MetricsMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            self.metrics.process_requests.inc()

@@ -1,7 +1,8 @@
 """Requests per key, counted with the ``limits`` library (a moving window in memory).
 
-The counts are per replica: N replicas behind a load balancer let a key make up to N times
-its limit in all. A key over its limit gets 429 with ``Retry-After`` (whole seconds).
+The counts are per replica and per worker process (``serve --workers``: each process counts
+its own): N replicas of ``W`` workers each let a key make up to N x W times its limit in all.
+A key over its limit gets 429 with ``Retry-After`` (whole seconds).
 """
 
 import math

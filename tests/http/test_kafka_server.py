@@ -2,7 +2,8 @@
 
 The refusals are recorded by the worker (only it writes the rejections topic), from intake
 records carrying the ``okr-refusal`` headers; a revocation reaches both replicas through the
-compacted keys topic.
+compacted keys topic. Replica b is ``serve --workers 2``: two processes, each a replica of
+its own.
 """
 
 import hashlib
@@ -132,7 +133,7 @@ def cluster(
         worker.wait_ready(1)
         with (
             running(env, tmp_path / "a.log") as replica_a,
-            running(env, tmp_path / "b.log") as replica_b,
+            running({**env, "OKR_HTTP_WORKERS": "2"}, tmp_path / "b.log") as replica_b,
         ):
             yield env, settings, replica_a, replica_b
     finally:
