@@ -170,7 +170,7 @@ def release_memory(store: "ProjectionStore") -> None:
 def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
     """Catch up and fingerprint (with chDB in a process of its own: :func:`fingerprint_apart`),
     drop, rebuild from the whole ledger, compare."""
-    from okr_ledger.projection_compare import differing, fingerprint
+    from okr_ledger.projection_compare import differing, fingerprint, naming_the_store
 
     before = fingerprint_apart(settings, bar)  # and the projections dropped
     store = open_projection_store(settings)  # created anew
@@ -179,7 +179,8 @@ def rebuild_in_place(settings: Settings, bar: ProgressBar) -> RebuildReport:
         try:
             events = catch_up(store, log, settings, bar, "rebuilding")
             release_memory(store)
-            after = fingerprint(store)
+            with naming_the_store({"the rebuilt projections": store}):
+                after = fingerprint(store)
         finally:
             log.close()
     finally:

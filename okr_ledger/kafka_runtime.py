@@ -109,6 +109,8 @@ class KafkaRuntime:
             )
         if found.kept:
             report.notes.append(f"kept the rebuild: {found.kept}")
+        if found.left:
+            report.notes.append(found.left)
         if not orgs and not found.limits.rejected and not found.differences:
             report.compared = False
             report.notes.append("there are no live projections yet: nothing to compare")

@@ -7,6 +7,9 @@ change nothing.
 The fresh database is a temporary chDB path in this process (the worker holds the live one:
 chDB allows one path per process, but other processes may open other paths), or, with a
 ClickHouse server, ``<database>_rebuild_<time>`` on that server. It is dropped unless kept.
+A store that fails before the comparison ends (down, or refusing a statement) ends the rebuild
+with one error naming it (the live projections or the rebuild) and saying what became of the
+fresh database: never a comparison of what was read so far (:func:`naming_the_store`).
 """
 
 import shutil
@@ -23,7 +26,9 @@ from okr_ledger.projection_compare import (
     describe_difference,
     differing,
     differing_current,
+    failure_cause,
     fingerprint,
+    naming_the_store,
     row_hash,
 )
 from okr_ledger.served_store import open_served_store
@@ -40,6 +45,7 @@ from processors.runner import (
 )
 from projections.client import parse_url
 from projections.store import ProjectionStore
+from schemas.errors import OkrLedgerError
 
 ProgressBar = Callable[[int], AbstractContextManager[Callable[[int], None]]]
 """Given the events to replay, a context yielding ``advance(n)``."""
@@ -51,6 +57,9 @@ class Fresh:
 
     store: ProjectionStore
     where: str
+    left: str = ""
+    """Once the work succeeded and the store is closed: the database left on the server
+    because its drop failed (what to drop), else empty."""
 
 
 @dataclass(slots=True)
@@ -63,30 +72,67 @@ class LiveComparison:
     not_projected: list[str] = field(default_factory=list)
     """Orgs in the ledger the worker has not projected yet (not compared)."""
     kept: str | None = None
+    left: str = ""
+    """The fresh database left on the server (its drop failed), and how to drop it."""
 
 
 @contextmanager
 def fresh_store(settings: Settings, keep: bool) -> Iterator[Fresh]:
-    """A new, migrated projection database beside the live one; dropped afterwards unless kept."""
+    """A new, migrated projection database beside the live one; dropped afterwards unless kept.
+
+    An error of this project that ends the work (a store down, a statement refused) leaves
+    with what became of the database added to its message: kept (where), or left on the
+    server because the drop failed too (which database). A drop that fails after work that
+    succeeded is :attr:`Fresh.left`, said beside the comparison. The temporary chDB directory
+    is removed in any case unless kept."""
     target = parse_url(settings.resolved_clickhouse_url)
+    path = None
     if target.embedded:
         path = tempfile.mkdtemp(prefix="okr-rebuild-")
-        store = ProjectionStore.open(f"chdb://{path}", target.database)
+        try:
+            store = ProjectionStore.open(f"chdb://{path}", target.database)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         where = f"chdb://{path}"
     else:
         database = f"{target.database}_rebuild_{datetime.now(UTC):%Y%m%d%H%M%S%f}"
         store = ProjectionStore.open(settings.resolved_clickhouse_url, database)
         where = store.description
+    fresh = Fresh(store, where)
     try:
-        yield Fresh(store, where)
+        yield fresh
+    except OkrLedgerError as error:
+        left = _discard(store, path, keep, where)
+        if left:  # str(error) is its first argument: the message, with the database's fate
+            error.args = (f"{error} ({left})", *error.args[1:])
+        raise
+    except BaseException:
+        _discard(store, path, keep, where)
+        raise
+    else:
+        left = _discard(store, path, keep, where)
+        if not keep:  # compared: a drop that failed is said beside the comparison
+            fresh.left = left
+
+
+def _discard(store: ProjectionStore, path: str | None, keep: bool, where: str) -> str:
+    """Close the fresh store and drop its database (or remove its chDB directory) unless
+    ``keep``; what became of it when the user must know: kept, or left (the drop failed)."""
+    left = ""
+    try:
+        if not keep and path is None:
+            store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
+    except Exception as error:  # the server down (or refusing): say what is left, and where
+        left = (
+            f"the rebuild's database is left on the server, {where}: its drop failed "
+            f"({failure_cause(error)}); drop it with `DROP DATABASE {store.database}`"
+        )
     finally:
-        try:
-            if not keep and not target.embedded:
-                store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
-        finally:
-            store.close()
-            if not keep and target.embedded:
-                shutil.rmtree(path, ignore_errors=True)
+        store.close()
+        if not keep and path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+    return f"kept the rebuild: {where}" if keep else left
 
 
 def live_limits(live: ProjectionStore, log: EventLog) -> tuple[Limits, list[str], list[str]]:
@@ -145,7 +191,11 @@ def replay(
 
 def rebuild_beside_live(settings: Settings, keep: bool, bar: ProgressBar) -> LiveComparison:
     """Replay the ledger's live prefix into a fresh database and compare it with the live one."""
-    with open_served_store(settings) as live, fresh_store(settings, keep) as fresh:
+    with (
+        open_served_store(settings) as live,
+        fresh_store(settings, keep) as fresh,
+        naming_the_store({"the live projections": live, "the rebuild": fresh.store}),
+    ):
         log = open_event_log(settings, create=False, read_only=True)
         try:
             limits, problems, not_projected = live_limits(live, log)
@@ -159,6 +209,8 @@ def rebuild_beside_live(settings: Settings, keep: bool, bar: ProgressBar) -> Liv
         )
         details = [describe_difference(live, fresh.store, table, limits, hash_) for table in tables]
         details += differing_current(live, fresh.store, limits, hash_)
-        return LiveComparison(
+        comparison = LiveComparison(
             events, limits, problems + details, not_projected, fresh.where if keep else None
         )
+    comparison.left = fresh.left  # once the fresh database is dropped (or left)
+    return comparison

@@ -4,11 +4,14 @@ every current-state table's latest row per entity (its answers): uncut after ``F
 of the prefix's last sequence, entity by entity (:func:`differing_current`).
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from processors import tables as t
 from projections.store import ProjectionStore
+from schemas.errors import ProjectionError, ProjectionUnavailableError
 
 HISTORY_TABLES = t.HISTORY
 """What is compared row for row. The checkpoints record where to resume, not an answer."""
@@ -175,3 +178,40 @@ def describe_difference(
         f"{table}: {len(was - now)} rows only in the live projections, "
         f"{len(now - was)} only in the rebuild"
     )
+
+
+@contextmanager
+def naming_the_store(stores: dict[str, ProjectionStore]) -> Iterator[None]:
+    """A failure of one of ``stores`` (name -> store) raised again as the same error with one
+    line that names the store, says whether it did not answer or refused a statement, and
+    that nothing was compared."""
+    try:
+        yield
+    except ProjectionError as error:
+        name = next((n for n, s in stores.items() if s.description == error.store), None)
+        if name is None or error.store is None:
+            raise
+        what = (
+            f"did not answer ({failure_cause(error)})"
+            if isinstance(error, ProjectionUnavailableError)
+            else f"refused a statement: {error}"
+        )
+        named = type(error)(
+            f"the rebuild was cut short, nothing compared: {name} ({error.store}) {what}"
+        )
+        named.store = error.store
+        raise named from error
+
+
+def failure_cause(error: BaseException) -> str:
+    """The innermost cause of ``error`` that says something (``[Errno 111] Connection
+    refused``), its first line: not the client's wrapping of it (a URL with every parameter)."""
+    said = str(error).strip()
+    seen = {id(error)}
+    cause = error.__cause__ or error.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if str(cause).strip():
+            said = str(cause).strip()
+        cause = cause.__cause__ or cause.__context__
+    return said.splitlines()[0] if said else type(error).__name__

@@ -91,14 +91,16 @@ def worker_url(settings: Settings) -> str:
 def open_served_store(settings: Settings) -> ProjectionStore:
     """The live projections of the Kafka runtime (read-only through the worker on chDB)."""
     target = parse_url(settings.resolved_clickhouse_url)
+    # A refused connection is our one line: not the client's warnings before it (a server's
+    # too, that stops answering in the middle of a command: `rebuild`'s comparison).
+    for chatty in ("clickhouse_connect", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
     if not target.embedded:
         # The worker migrates it; a reader's credential (serve-store's, a server's read-only
         # user) could not.
         store = open_projection_store(settings, migrate=False)
         store.client.database = store.database
         return store
-    for chatty in ("clickhouse_connect", "urllib3"):  # a refused connection is our one line
-        logging.getLogger(chatty).setLevel(logging.ERROR)
     try:
         store = ProjectionStore.open(worker_url(settings), migrate=False)
     except ProjectionUnavailableError as error:

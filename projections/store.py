@@ -242,10 +242,14 @@ class ProjectionStore:
         """``kind`` with ``message``, or :class:`ProjectionUnavailableError` when a server
         store did not answer (:func:`projections.client.unanswered`): what a Kafka worker's
         projector takes as the store down, and waits out (an embedded store's failures are its
-        statements')."""
-        if not self.embedded and unanswered(error):
-            return ProjectionUnavailableError(message)
-        return kind(message)
+        statements'). Its ``store`` is this store's description."""
+        failure = (
+            ProjectionUnavailableError(message)
+            if not self.embedded and unanswered(error)
+            else kind(message)
+        )
+        failure.store = self.description
+        return failure
 
     def migrate(self, baseline: bool = True, exclusive: bool = True) -> list[int]:
         """Apply the migrations not yet recorded, and the views if their definition changed;

@@ -57,6 +57,10 @@ class LedgerDamagedError(LedgerError):
 class ProjectionError(OkrLedgerError):
     """The projection store refused an operation."""
 
+    store: str | None = None
+    """The description of the store whose statement failed (``ProjectionStore.description``),
+    when a store raised it: which one, where a command uses two (``rebuild``)."""
+
 
 class ProjectionUnavailableError(ProjectionError):
     """The projection store cannot be reached or opened (or another process holds it)."""
