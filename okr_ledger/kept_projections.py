@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from okr_ledger.embedded_runtime import catch_up, projecting
@@ -73,7 +73,7 @@ class KeptProjections:
     def read(self, answer: "Callable[[ProjectionStore], T]") -> T:
         """``answer(store)`` on the projections caught up with the ledger. A failure closes
         everything (the next read opens it anew), but for an unknown name in the answer."""
-        with self._lock, self._turn():
+        with self._turn():
             self._reads += 1
             if self._timer is not None:
                 self._timer.cancel()
@@ -96,8 +96,22 @@ class KeptProjections:
             self._close_when_idle(opened)
             return result
 
-    def _turn(self) -> AbstractContextManager[None]:
-        return _shared_turn(self.settings) if self.shared else nullcontext()
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This thread's turn at the store: the lock, and when shared the file lock too, both
+        within one :data:`SHARED_WAIT_S` (so reads queued in this process wait no longer)."""
+        if not self.shared:
+            with self._lock:
+                yield
+            return
+        deadline = time.monotonic() + SHARED_WAIT_S
+        if not self._lock.acquire(timeout=SHARED_WAIT_S):
+            raise _busy()
+        try:
+            with _shared_turn(self.settings, deadline):
+                yield
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -127,26 +141,30 @@ class KeptProjections:
 
 
 @contextmanager
-def _shared_turn(settings: Settings) -> Iterator[None]:
-    """The store to this process alone among the server's workers (see the module docstring)."""
+def _shared_turn(settings: Settings, deadline: float) -> Iterator[None]:
+    """The store to this process alone among the server's workers (see the module docstring),
+    if it has its turn before ``deadline`` (``time.monotonic``)."""
     path = settings.data_dir / SHARED_LOCK
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + SHARED_WAIT_S
         while True:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ProjectionUnavailableError(
-                        f"the projection store was busy with reads of the server's other "
-                        f"worker processes for {SHARED_WAIT_S:.0f}s; try again"
-                    ) from None
+                    raise _busy() from None
                 time.sleep(_SHARED_POLL_S)
         yield  # closing the descriptor releases the lock
     finally:
         os.close(descriptor)
+
+
+def _busy() -> ProjectionUnavailableError:
+    return ProjectionUnavailableError(
+        f"the projection store was busy with other reads of the server's worker processes "
+        f"for {SHARED_WAIT_S:.0f}s; try again"
+    )
 
 
 class _Opened:

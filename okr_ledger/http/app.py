@@ -12,10 +12,13 @@ that dies, and stops them all on SIGINT or SIGTERM. Each has its own runtime, wr
 keys, rate limits and reader; their metrics are summed through files (:mod:`.metrics`).
 """
 
+import ctypes
 import gc
 import ipaddress
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -142,6 +145,9 @@ def create_app(
     return app
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def check(settings: Settings, runtime: Runtime) -> None:
     """What :func:`create_app` would fail on, tried in the parent of several workers, so that
     a bad configuration stops ``serve`` with its own message before any worker starts."""
@@ -156,6 +162,7 @@ def worker_app() -> FastAPI:
     settings, runtime and services of its own, from the environment the parent set."""
     from uvicorn.config import STARTUP_FAILURE
 
+    _stop_with_the_supervisor()
     try:
         settings = Settings()
         app = create_app(
@@ -169,6 +176,20 @@ def worker_app() -> FastAPI:
         sys.exit(STARTUP_FAILURE)
     gc.freeze()  # as serve does: what lives as long as the server, out of the collector's sight
     return app
+
+
+def _stop_with_the_supervisor() -> None:
+    """A worker whose supervisor dies without stopping it (SIGKILL, the OOM killer) would go on
+    serving and writing, and hold the port: on Linux the kernel sends it SIGTERM then (a
+    graceful stop, as the supervisor's own), and one whose supervisor is gone already exits."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is None or sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != supervisor.pid:  # it died before the line above
+        sys.exit(0)
 
 
 def serve(settings: Settings, runtime: Runtime, host: str, port: int, workers: int = 1) -> None:

@@ -7,14 +7,14 @@ With ``serve --workers N`` (N > 1) each worker process writes its values into fi
 ``PROMETHEUS_MULTIPROC_DIR`` (a private temporary directory the parent makes for the server's
 life: :func:`okr_ledger.http.app.serve`), and ``/metrics``, whichever worker answers, reports
 what all of them wrote: prometheus-client's multiprocess mode (counters and histograms summed
-over the processes; ``okr_http_process_requests`` one sample per process, labelled ``pid``).
+over the processes; ``okr_http_process_submissions`` labelled by each process's ``pid``).
 """
 
 import collections
 import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
@@ -64,12 +64,13 @@ class Metrics:
             buckets=GROUP_BUCKETS,
             registry=self.registry,
         )
-        self.process_requests = Gauge(
-            "okr_http_process_requests",
-            "HTTP requests this server process answered (with several workers: one sample "
-            "per worker process, labelled pid).",
+        self.pid = str(os.getpid())
+        self.process_submissions = Counter(
+            "okr_http_process_submissions",
+            "Submissions this server process's writer answered, labelled pid (with several "
+            "workers, how the load spreads over them).",
+            ["pid"],
             registry=self.registry,
-            multiprocess_mode="all",
         )
 
     def count(self, outcomes: list[SubmitOutcome]) -> None:
@@ -78,6 +79,7 @@ class Metrics:
         counts = collections.Counter((o.status, o.reason_code or "") for o in outcomes)
         for (status, reason_code), count in counts.items():
             self.submissions.labels(status, reason_code).inc(count)
+        self.process_submissions.labels(self.pid).inc(len(outcomes))
 
     def exposition(self) -> bytes:
         registry = self.registry
@@ -117,4 +119,3 @@ class MetricsMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
-            self.metrics.process_requests.inc()

@@ -6,11 +6,13 @@ processes, SIGTERM/SIGINT that leave no process, and start-up errors that stop t
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from okr_ledger import kept_projections
 from okr_ledger.kept_projections import SHARED_LOCK, KeptProjections
 from okr_ledger.settings import Settings
+from projections.store import ProjectionStore
 from schemas.errors import ProjectionUnavailableError
 from tests.http.conftest import Served, demo_ledger, serving_the_demo
 from tests.http.support import HOOKS, Server, check_in, cli, free_port, ndjson, outcome_lines
@@ -100,12 +103,12 @@ def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     }
 
 
-def answered_by(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[int, float]:
-    """Requests each process answered (``okr_http_process_requests``, labelled ``pid``)."""
+def decided_by(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[int, float]:
+    """Submissions each process's writer answered (``okr_http_process_submissions``, by pid)."""
     return {
         int(dict(labels)["pid"]): value
         for (name, labels), value in metrics.items()
-        if name == "okr_http_process_requests"
+        if name == "okr_http_process_submissions_total"
     }
 
 
@@ -188,7 +191,7 @@ def stable(body: str) -> list[dict[str, Any]]:
 def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
     tmp_path: Path,
 ) -> None:
-    """Waves of concurrent posts (up to 3, until both processes answered some); then reads
+    """Waves of concurrent posts (up to 3, until both processes decided some); then reads
     through both, ``/metrics`` against what was posted, and SIGTERM."""
     with serving_the_demo(tmp_path, idle_s=10, extra_env=TWO) as served:
         workers = workers_of(served.server)
@@ -199,10 +202,10 @@ def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
         posted: list[tuple[list[str], list[dict[str, Any]]]] = []
         for wave in range(3):
             posted += post_wave(served, wave)
-            if len(answered_by(scrape(served.server))) == 2:
+            if len(decided_by(scrape(served.server))) == 2:
                 break
         else:
-            raise AssertionError(f"one process answered every request: {scrape(served.server)}")
+            raise AssertionError(f"one process decided every batch: {scrape(served.server)}")
         reads = read_progress(served)
         after = scrape(served.server)
         process = served.server.process
@@ -257,9 +260,11 @@ def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
     route = {"method": "POST", "route": "/v1/submissions"}
     assert grew("okr_http_requests_total", **route, status="200") == len(posted)
     assert grew("okr_http_request_seconds_count", **route) == len(posted)
-    counts = answered_by(after)
+    counts = decided_by(after)
+    assert not decided_by(before)  # none decided before the waves: each count is theirs
     assert set(counts) == workers
     assert all(count > 0 for count in counts.values())
+    assert sum(counts.values()) == sum(statuses.values())
 
     # The reads, through either process, answered what the CLI prints of the same ledger.
     assert on_cli.returncode == 0, on_cli.stderr
@@ -277,6 +282,22 @@ def test_a_signal_to_the_parent_stops_every_worker(tmp_path: Path, stop: signal.
         process.send_signal(stop)
         assert process.wait(timeout=60) == 0, served.server.log_tail()
         assert not left_over(everything)
+
+
+def test_the_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to the parent (the OOM killer, ``kill -9``): its workers stop too, and free the
+    port, instead of serving and writing on without a supervisor."""
+    with serving_the_demo(tmp_path, idle_s=10, extra_env=TWO) as served:
+        process = served.server.process
+        assert process is not None
+        workers = workers_of(served.server)
+        assert len(workers) == 2
+        process.kill()
+        process.wait(timeout=10)
+        assert not left_over(workers), "a worker went on without its supervisor"
+        with socket.socket() as probe:  # the port is free for a new server
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", served.server.port))
 
 
 @pytest.mark.parametrize("broken", ["hooks", "keys"])
@@ -342,7 +363,7 @@ def test_a_shared_reader_waits_its_turn_and_closes_the_store_after_each_read(
     other = os.open(settings.data_dir / SHARED_LOCK, os.O_RDWR | os.O_CREAT)  # another worker's
     try:
         fcntl.flock(other, fcntl.LOCK_EX)
-        with pytest.raises(ProjectionUnavailableError, match="other worker processes"):
+        with pytest.raises(ProjectionUnavailableError, match="busy with other reads"):
             kept.read(lambda store: store.positions())
         assert not kept.is_open
         fcntl.flock(other, fcntl.LOCK_UN)
@@ -352,3 +373,31 @@ def test_a_shared_reader_waits_its_turn_and_closes_the_store_after_each_read(
     finally:
         os.close(other)
         kept.close()
+
+
+def test_a_read_queued_behind_this_process_reads_waits_at_most_the_same_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that waits for another read of its own process (the store has one session)
+    waits at most SHARED_WAIT_S too, then is unavailable; the read ahead of it is unharmed."""
+    demo_ledger(tmp_path / "data")
+    kept = KeptProjections(Settings(data_dir=tmp_path / "data"), idle_s=60, shared=True)
+    monkeypatch.setattr(kept_projections, "SHARED_WAIT_S", 0.3)
+    inside, release = threading.Event(), threading.Event()
+
+    def held(store: ProjectionStore) -> dict[str, int]:
+        inside.set()
+        release.wait(30)
+        return store.positions()
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(kept.read, held)
+        assert inside.wait(30)
+        try:
+            with pytest.raises(ProjectionUnavailableError, match="busy with other reads"):
+                kept.read(lambda store: store.positions())
+        finally:
+            release.set()
+        assert first.result(30)["northwind"] > 0
+    assert kept.read(lambda store: store.positions())["northwind"] > 0
+    kept.close()
