@@ -15,7 +15,6 @@ The runtime is :class:`okr_ledger.kafka_runtime.KafkaRuntime` over a SQLite ledg
 for what is tested here (the stores; the ledger on Kafka is tests/kafka/test_rebuild_live.py).
 """
 
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,13 +24,13 @@ from typing import Any
 import pytest
 
 from okr_ledger import live_rebuild, query_cli
-from okr_ledger.cli import main
 from okr_ledger.kafka_runtime import KafkaRuntime
 from okr_ledger.projection_compare import Fingerprint, differing_current, fingerprint
 from okr_ledger.settings import Settings
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from projections.store import ProjectionStore
+from tests.projections.cli_support import main_exit
 from tests.projections.ledgers import LedgerBuilder, day
 from tests.projections.serve_store_support import ServedStore, start_store
 
@@ -64,16 +63,26 @@ FAILURES = {
 }
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedStore]:
-    """A ledger, projected by a real serve-store (through its writer URL), one live row then
-    changed (so the comparison reaches ``describe_difference``)."""
-    data = tmp_path / "data"
+def a_ledger(data: Path) -> LedgerBuilder:
+    """A ledger in ``data`` (made here) with a theme and an objective; the caller closes it."""
     data.mkdir()
     builder = LedgerBuilder(data / "ledger.db")
     try:
         builder.skeleton(themes=("growth",))
         builder.objective("o", theme_ids=["growth"])
+    except BaseException:
+        builder.close()
+        raise
+    return builder
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedStore]:
+    """A ledger, projected by a real serve-store (through its writer URL), one live row then
+    changed (so the comparison reaches ``describe_difference``)."""
+    data = tmp_path / "data"
+    builder = a_ledger(data)
+    try:
         builder.key_result("k", "o")
         for n in range(3):
             builder.check_in("k", n, day(n))
@@ -138,15 +147,7 @@ def failing_at(
 
 
 def run_rebuild(*args: str) -> int:
-    argv = sys.argv
-    sys.argv = ["okr-ledger", "rebuild", *args]
-    try:
-        main()
-    except SystemExit as done:
-        return done.code if isinstance(done.code, int) else 1
-    finally:
-        sys.argv = argv
-    return 0
+    return main_exit("rebuild", *args)
 
 
 @pytest.mark.parametrize("failure", FAILURES.values(), ids=FAILURES.keys())
@@ -269,13 +270,7 @@ def test_a_failure_of_the_fingerprint_after_a_rebuild_in_place_names_the_store(
     """Embedded (SQLite ledger, chDB in this process): the store refuses a statement of the
     fingerprint taken after the rebuild (the one before is taken in a process of its own)."""
     data = tmp_path / "data"
-    data.mkdir()
-    builder = LedgerBuilder(data / "ledger.db")
-    try:
-        builder.skeleton(themes=("growth",))
-        builder.objective("o", theme_ids=["growth"])
-    finally:
-        builder.close()
+    a_ledger(data).close()
     monkeypatch.setenv("OKR_DATA_DIR", str(data))
     monkeypatch.setenv("COLUMNS", "400")
     for name in ("OKR_LEDGER_URL", "OKR_CLICKHOUSE_URL"):

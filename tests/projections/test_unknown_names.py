@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from okr_ledger.cli import EXIT_UNKNOWN_NAME, main
+from okr_ledger.cli import EXIT_UNKNOWN_NAME
 from schemas.errors import UnknownNameError
 from tests.builders import raw
+from tests.projections.cli_support import main_exit
 
 Okr = Callable[..., tuple[int, str, str]]
 """``okr(*args)`` runs ``main`` in this process: (exit code, stdout, stderr)."""
@@ -23,10 +24,10 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("names")
     with pytest.MonkeyPatch.context() as patch:
         _environment(patch, where)
-        assert _main("demo") == 0
+        assert main_exit("demo") == 0
         rejected = where / "ghost.ndjson"
         rejected.write_bytes(raw("NoSuchType", {}, org_id="ghost") + b"\n")
-        assert _main("submit", str(rejected)) == 3
+        assert main_exit("submit", str(rejected)) == 3
     return where
 
 
@@ -36,7 +37,7 @@ def okr(demo_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     capsys.readouterr()
 
     def run(*args: str) -> tuple[int, str, str]:
-        code = _main(*args)
+        code = main_exit(*args)
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -49,18 +50,6 @@ def _environment(patch: pytest.MonkeyPatch, where: Path) -> None:
     patch.setenv("COLUMNS", "200")
     for name in ("OKR_LEDGER_URL", "OKR_CLICKHOUSE_URL"):
         patch.delenv(name, raising=False)
-
-
-def _main(*args: str) -> int:
-    argv = sys.argv
-    sys.argv = ["okr-ledger", *args]
-    try:
-        main()
-    except SystemExit as done:
-        return done.code if isinstance(done.code, int) else 1
-    finally:
-        sys.argv = argv
-    return 0
 
 
 UNKNOWN: list[tuple[tuple[str, ...], str, str | None]] = [
