@@ -162,8 +162,8 @@ def worker_app() -> FastAPI:
     settings, runtime and services of its own, from the environment the parent set."""
     from uvicorn.config import STARTUP_FAILURE
 
-    _stop_with_the_supervisor()
     try:
+        _stop_with_the_supervisor()
         settings = Settings()
         app = create_app(
             settings, bootstrap(settings), host=settings.http_host, workers=settings.http_workers
