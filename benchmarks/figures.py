@@ -93,3 +93,42 @@ def process_memory(pid: str = "self") -> dict[str, int]:
             if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
                 found[name] = int(value.split()[0]) // 1024
     return found
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tasks(pid: int) -> list[Path]:
+    """The /proc directories of ``pid``'s threads (none once it is gone); Linux."""
+    try:
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid``'s threads started (none once it is gone)."""
+    found: list[int] = []
+    for task in tasks(pid):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_times(stat: Path) -> tuple[float, float] | None:
+    """User and system CPU seconds from a /proc ``stat`` file (a process's: its threads, not
+    its children; or one thread's); None once it is gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # utime, stime
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (its threads; not its children)."""
+    times = cpu_times(Path(f"/proc/{pid}/stat"))
+    return None if times is None else sum(times)

@@ -44,7 +44,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.figures import Figures, at_least
+from benchmarks.figures import Figures, at_least, children, cpu_times, tasks
 from benchmarks.phases import Phases
 from benchmarks.workload import check_in, setup
 from events.ledger import Ledger
@@ -143,16 +143,9 @@ def server_processes(pid: int) -> dict[int, bool]:
     """The processes of the server ``pid``: it and its children (``serve --workers N``: the
     supervisor, its workers and multiprocessing's resource tracker), each with whether it
     serves (a worker, or the one process of a server without workers); on Linux."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            children += [int(child) for child in task.read_text().split()]
-        except OSError:
-            continue
-    if not children:
-        return {pid: True}
-    found = {pid: False}
-    for child in children:
+    found = {pid: True}
+    for child in children(pid):
+        found[pid] = False  # a supervisor
         try:
             command = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
@@ -167,15 +160,12 @@ def thread_cpu(processes: dict[int, bool]) -> dict[str, float]:
     not serve (the supervisor of several workers, its helper), on Linux."""
     seconds = {"loop": 0.0, "writer": 0.0, "supervisor": 0.0}
     for pid, serves in processes.items():
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:  # the thread ended
+        for task in tasks(pid):
+            times = cpu_times(task / "stat")
+            if times is None:  # the thread ended
                 continue
-            fields = text.rpartition(")")[2].split()
-            used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            main = stat.parent.name == str(pid)
-            seconds["supervisor" if not serves else "loop" if main else "writer"] += used
+            main = task.name == str(pid)
+            seconds["supervisor" if not serves else "loop" if main else "writer"] += sum(times)
     return seconds
 
 
@@ -183,14 +173,12 @@ def process_cpu(processes: dict[int, bool]) -> tuple[float, float] | None:
     """CPU seconds (user + system, all threads) of ``processes`` so far, and of them the
     system seconds; None off Linux."""
     total = system = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in processes:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
+        times = cpu_times(Path(f"/proc/{pid}/stat"))
+        if times is None:
             return None
-        total += (int(fields[11]) + int(fields[12])) / tick
-        system += int(fields[12]) / tick
+        total += sum(times)
+        system += times[1]
     return total, system
 
 

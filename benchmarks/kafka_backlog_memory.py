@@ -24,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
-from benchmarks.figures import process_memory
+from benchmarks.figures import children, process_memory
 from benchmarks.kafka_throughput import (
     KEY_RESULTS,
     ROLES,
     Load,
-    _children,
     anchor_worker_baseline,
     produce,
     store_of,
@@ -81,8 +80,8 @@ def main() -> None:
             produce(producer, topics["intake"], step)
             wait_visible(store, heads, [worker], 1200)
             main_mib = process_memory(str(pid))
-            children = [process_memory(str(child)) for child in _children(pid)]
-            sequencer = max(children, key=lambda m: m.get("VmHWM", 0), default={})
+            spawned = [process_memory(str(child)) for child in children(pid)]
+            sequencer = max(spawned, key=lambda m: m.get("VmHWM", 0), default={})
             print(f"{start + len(step):>9,} check-ins: main {main_mib}, sequencer {sequencer}")
     print(f"load average after the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

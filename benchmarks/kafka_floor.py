@@ -65,15 +65,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.figures import THROUGHPUT_TARGETS, Figures, at_least
+from benchmarks.figures import THROUGHPUT_TARGETS, Figures, at_least, children, cpu_seconds
 from benchmarks.kafka_throughput import (
     KEY_RESULTS,
     ROLES,
     CpuMeter,
     Load,
     Run,
-    _children,
-    _cpu_seconds,
     _label,
     produce,
     run_workers,
@@ -529,10 +527,10 @@ class FloorMeter(CpuMeter):
         while todo:
             pid, parent = todo.pop()
             label = self._name(pid, parent)
-            seconds = _cpu_seconds(pid)
+            seconds = cpu_seconds(pid)
             if seconds is not None:
                 seen[pid] = (label, seconds)
-            todo += [(child, label) for child in _children(pid)]
+            todo += [(child, label) for child in children(pid)]
         return seen
 
     def _name(self, pid: int, parent: str | None) -> str:

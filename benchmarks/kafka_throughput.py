@@ -63,7 +63,17 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.figures import RSS_LIMIT_MIB, THROUGHPUT_TARGETS, Figures, at_least, at_most
+from benchmarks.figures import (
+    CLOCK_TICKS,
+    RSS_LIMIT_MIB,
+    THROUGHPUT_TARGETS,
+    Figures,
+    at_least,
+    at_most,
+    children,
+    cpu_seconds,
+    tasks,
+)
 from benchmarks.phases import Phases
 from benchmarks.workload import check_in, setup
 from events.kafka_admin import ensure_topics, okr_topics
@@ -225,8 +235,8 @@ def peak_parts(worker: Worker) -> dict[str, float]:
         return {}
     pids = [worker.process.pid]
     try:
-        children = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
-        pids += [int(p) for p in children.read_text().split()]
+        listed = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
+        pids += [int(p) for p in listed.read_text().split()]
     except OSError:
         pass
     found: dict[str, float] = {}
@@ -239,37 +249,6 @@ def peak_parts(worker: Worker) -> dict[str, float]:
             label = _label(pid, None if pid == worker.process.pid else "worker main")
             found[label] = found.get(label, 0.0) + int(match[1]) / 1024
     return found
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _tasks(pid: int) -> list[Path]:
-    """The /proc directories of ``pid``'s threads (none once it is gone)."""
-    try:
-        return list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return []
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in _tasks(pid):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` (its threads; not its children)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
 def _label(pid: int, parent_label: str | None) -> str:
@@ -301,7 +280,7 @@ def _threads(pid: int) -> dict[int, tuple[str, float]]:
     """CPU seconds of each thread of ``pid``, with its name (digits dropped: a pool's threads
     count together)."""
     found: dict[int, tuple[str, float]] = {}
-    for task in _tasks(pid):
+    for task in tasks(pid):
         try:
             stat = (task / "stat").read_text()
         except OSError:
@@ -327,10 +306,10 @@ class CpuMeter:
         while todo:
             pid, parent = todo.pop()
             label = _label(pid, parent)
-            seconds = _cpu_seconds(pid)
+            seconds = cpu_seconds(pid)
             if seconds is not None:
                 seen[pid] = (label, seconds)
-            todo += [(child, label) for child in _children(pid)]
+            todo += [(child, label) for child in children(pid)]
         return seen
 
     def _worker(self, seen: dict[int, tuple[str, float]]) -> int | None:
