@@ -28,6 +28,7 @@ from projections.store import ProjectionStore
 from schemas.errors import ProjectionUnavailableError
 from tests.http.conftest import Served, demo_ledger, serving_the_demo
 from tests.http.support import HOOKS, Server, check_in, cli, free_port, ndjson, outcome_lines
+from tests.kafka.worker_support import descendants, process_state
 
 TWO = {"OKR_HTTP_WORKERS": "2"}
 CLIENTS, POSTS, NEW = 6, 8, 4
@@ -38,35 +39,14 @@ NDJSON = {"Content-Type": "application/x-ndjson", "Connection": "close"}
 TIME_DEPENDENT = {"expected_progress", "status", "stale"}
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process under ``pid`` (its children, theirs, ...), from /proc."""
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        for task in Path(f"/proc/{pending.pop()}/task").glob("*/children"):
-            try:
-                children = {int(child) for child in task.read_text().split()}
-            except OSError:  # the task ended
-                continue
-            pending += children - found
-            found |= children
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def left_over(pids: set[int], timeout_s: float = 30.0) -> dict[int, bytes]:
     """Those of ``pids`` still running once ``timeout_s`` passed (or none is), with their
     command lines (multiprocessing's resource tracker ends once it reads the end of its pipe,
     a moment after the parent)."""
     deadline = time.monotonic() + timeout_s
-    while (running := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+    while (
+        running := [p for p in pids if process_state(p) not in ("Z", "-")]
+    ) and time.monotonic() < deadline:
         time.sleep(0.1)
     found = {}
     for pid in running:
@@ -88,7 +68,7 @@ def workers_of(server: Server) -> set[int]:
     assert server.process is not None
     return {
         pid
-        for pid in descendants(server.process.pid)
+        for pid in set(descendants(server.process.pid))
         if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     }
 
@@ -210,7 +190,7 @@ def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
         after = scrape(served.server)
         process = served.server.process
         assert process is not None
-        everything = descendants(process.pid)
+        everything = set(descendants(process.pid))
         served.server.stop()  # SIGTERM
         assert process.returncode == 0, served.server.log_tail()
         assert len(everything) == 3  # the workers and multiprocessing's resource tracker
@@ -277,7 +257,7 @@ def test_a_signal_to_the_parent_stops_every_worker(tmp_path: Path, stop: signal.
     with serving_the_demo(tmp_path, idle_s=10, extra_env=TWO) as served:
         process = served.server.process
         assert process is not None
-        everything = descendants(process.pid)
+        everything = set(descendants(process.pid))
         assert len(workers_of(served.server)) == 2
         process.send_signal(stop)
         assert process.wait(timeout=60) == 0, served.server.log_tail()
