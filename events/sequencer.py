@@ -8,14 +8,14 @@ or a view of one kept in SQLite (:mod:`events.state_store`, the embedded ledger)
 """
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import orjson
-from pydantic import ValidationError
+from pydantic import ValidationError, create_model
 
 from events.canonical import canonical_bytes
 from events.outcomes import Accepted, Duplicate, Outcome, Oversized, Rejection
@@ -84,8 +84,16 @@ def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission
             [],
         )
     type_name = document.get("type")
-    if isinstance(type_name, str) and type_name not in EVENT_TYPES:
-        raise _RejectedError(ReasonCode.UNKNOWN_TYPE, f"unknown event type {type_name!r}", [])
+    if isinstance(type_name, str):
+        if type_name not in EVENT_TYPES:
+            raise _RejectedError(ReasonCode.UNKNOWN_TYPE, f"unknown event type {type_name!r}", [])
+        if document.get("schema_version") is None:  # the latest version: one validation
+            try:
+                whole = (_WHOLE.get(type_name) or _whole(type_name))(document)
+            except ValidationError:
+                pass  # the two steps below name the errors, as they always did
+            else:
+                return whole, EVENT_TYPES[type_name], whole.data
     try:
         # pydantic-core's own call: ``Submission.model_validate`` without its Python wrapper
         submission = _validate_submission(document)
@@ -122,6 +130,25 @@ _LATEST_MODELS = {(name, version): payload_model(name) for name, version in EVEN
 ``(type, version)``: one dict lookup instead of :func:`payload_model`'s checks."""
 _sha256 = hashlib.sha256
 _validate_submission = Submission.__pydantic_validator__.validate_python
+_WHOLE: dict[str, Callable[[Any], Any]] = {}
+"""Per type, the validation of a whole submission at the type's latest version, made when the
+type is first submitted (:func:`_whole`)."""
+
+
+def _whole(type_name: str) -> Callable[[Any], Any]:
+    """Validate, in one call, a submission of ``type_name`` that names no ``schema_version``:
+    the envelope (:class:`Submission`) with its ``data`` as the type's latest payload model,
+    which the result's ``data`` then is. It succeeds exactly when the envelope and then the
+    payload validate (the same validators: a field of a model type runs the model's own), and
+    gives the same values; on failure, :func:`_parse` validates in two steps, which name the
+    errors of the envelope first, or else those of ``data``."""
+    model = create_model(
+        f"{type_name}Submission",
+        __base__=Submission,
+        data=(_LATEST_MODELS[(type_name, EVENT_TYPES[type_name])], ...),
+    )
+    validate = _WHOLE[type_name] = model.__pydantic_validator__.validate_python
+    return validate
 
 
 class _Content:
@@ -298,7 +325,10 @@ def _parsed(raw: bytes, policy: Policy, probed: "Probe | None") -> "_Parsed | _R
         event_key = submission.resolved_event_key()
         event_id = event_id_text(event_key)
     data = payload.__pydantic_serializer__.to_python(payload, mode="json", exclude_none=True)
-    occurred_at = format_timestamp(submission.occurred_at)
+    occurred_at = _timestamp_text(
+        probed.document.get("occurred_at") if probed is not None else None,
+        submission.occurred_at,
+    )
     content = _Content(submission, version, occurred_at, data)
     return (
         submission,
@@ -311,6 +341,23 @@ def _parsed(raw: bytes, policy: Policy, probed: "Probe | None") -> "_Parsed | _R
         content,
         content.digest(),
     )
+
+
+def _timestamp_text(submitted: Any, moment: datetime) -> str:
+    """:func:`~schemas.envelope.format_timestamp` of ``moment``, the instant the contract read
+    from the text ``submitted``: that text itself when it is the normal form already
+    (``2026-11-02T09:00:00Z``), or with ``+00:00`` written ``Z``, without formatting the
+    instant again. The contract's pattern (``schemas.types.Timestamp``) leaves no other text
+    of 20 characters ending in ``Z``, or of 25 ending in ``+00:00``, with an upper-case ``T``:
+    only digits in the date and time, no fraction, and no 24:00 or leap second
+    (pydantic refuses both). Anything else is formatted."""
+    if type(submitted) is str and submitted[10:11] == "T":
+        length = len(submitted)
+        if length == 20 and submitted[19] == "Z":
+            return submitted
+        if length == 25 and submitted.endswith("+00:00"):
+            return submitted[:19] + "Z"
+    return format_timestamp(moment)
 
 
 def parse_ahead(
