@@ -33,6 +33,7 @@ from schemas.envelope import (
 from schemas.errors import UnknownEventTypeError
 from schemas.payloads import Payload
 from schemas.registry import EVENT_TYPES, payload_model, upcast
+from schemas.types import CheckedTimestamp
 
 MAX_SUBMISSION_BYTES = 64 * 1024
 
@@ -89,7 +90,7 @@ def _parse(raw: bytes, policy: Policy, document: Any = None) -> tuple[Submission
             raise _RejectedError(ReasonCode.UNKNOWN_TYPE, f"unknown event type {type_name!r}", [])
         if document.get("schema_version") is None:  # the latest version: one validation
             try:
-                whole = (_WHOLE.get(type_name) or _whole(type_name))(document)
+                whole = _validate_whole(type_name, document)
             except ValidationError:
                 pass  # the two steps below name the errors, as they always did
             else:
@@ -135,16 +136,24 @@ _WHOLE: dict[str, Callable[[Any], Any]] = {}
 type is first submitted (:func:`_whole`)."""
 
 
+def _validate_whole(type_name: str, document: dict[str, Any]) -> Any:
+    """A submission of ``type_name`` (a known type) that names no ``schema_version``, validated
+    in one call (:func:`_whole`)."""
+    return (_WHOLE.get(type_name) or _whole(type_name))(document)
+
+
 def _whole(type_name: str) -> Callable[[Any], Any]:
     """Validate, in one call, a submission of ``type_name`` that names no ``schema_version``:
     the envelope (:class:`Submission`) with its ``data`` as the type's latest payload model,
-    which the result's ``data`` then is. It succeeds exactly when the envelope and then the
-    payload validate (the same validators: a field of a model type runs the model's own), and
-    gives the same values; on failure, :func:`_parse` validates in two steps, which name the
-    errors of the envelope first, or else those of ``data``."""
+    which the result's ``data`` then is, and its ``occurred_at`` checked without a call into
+    Python (:data:`~schemas.types.CheckedTimestamp`). It succeeds only when the envelope and
+    then the payload validate (the same validators, or one that accepts no more), and gives
+    the same values; on failure, :func:`_parse` validates in two steps, which name the errors
+    of the envelope first, or else those of ``data``, as they always did."""
     model = create_model(
         f"{type_name}Submission",
         __base__=Submission,
+        occurred_at=(CheckedTimestamp, ...),
         data=(_LATEST_MODELS[(type_name, EVENT_TYPES[type_name])], ...),
     )
     validate = _WHOLE[type_name] = model.__pydantic_validator__.validate_python
@@ -195,7 +204,7 @@ class _Content:
     ) -> tuple[bytes, str]:
         """The event's canonical JSON and its ``hash`` (ledger-format.md, section 5);
         ``recorded_at`` is its member's encoding (:func:`recorded_at_member`)."""
-        event_id_member = b',"event_id":' + _dumps(event_id)
+        before = b'%b,"event_id":%b' % (self.head, _dumps(event_id))  # then hash
         after = b'%b,"prev_hash":%b%b%b,"sequence":%d%b' % (
             self.middle,
             _dumps(prev_hash),
@@ -204,12 +213,9 @@ class _Content:
             sequence,
             self.tail,
         )
-        digest = _sha256(prev_hash.encode("ascii"))
-        digest.update(self.head)  # the event without its hash member, piece by piece
-        digest.update(event_id_member)
-        digest.update(after)
-        hash_ = digest.hexdigest()
-        body = b'%b%b,"hash":"%b"%b' % (self.head, event_id_member, hash_.encode(), after)
+        # The event without its hash member, hashed as one message (one call, not one a piece).
+        hash_ = _sha256(b"%b%b%b" % (prev_hash.encode("ascii"), before, after)).hexdigest()
+        body = b'%b,"hash":"%b"%b' % (before, hash_.encode(), after)
         return body, hash_
 
 
@@ -410,7 +416,17 @@ def _decide(
     submission, version, payload, event_key, event_id, data, occurred_at, content, digest = parsed
     recorded_at = clock.recorded_at
     org_id = submission.org_id
-    recorded = _already_recorded(state, submission, event_key, event_id)
+    source_event_id = submission.source_event_id
+    recorded = (
+        # Nothing recorded under its id, nor under its source's (most submissions): no call.
+        None
+        if state.known.get((org_id, event_key)) is None
+        and (
+            source_event_id is None
+            or state.sources.get((org_id, submission.source, source_event_id)) is None
+        )
+        else _already_recorded(state, submission, event_key, event_id)
+    )
     if recorded is not None:
         recorded_id, recorded_digest, found_by = recorded
         if recorded_digest == digest:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from events.canonical import canonical_bytes
 from events.chain import event_hash
@@ -19,6 +20,7 @@ from events.sequencer import (
     Policy,
     Sequencer,
     _timestamp_text,
+    _validate_whole,
     content_digest,
     decide,
     probe,
@@ -252,6 +254,39 @@ def test_occurred_at_is_written_as_format_timestamp_writes_it(
     text = f"{moment.date().isoformat()}{separator}{moment:%H:%M:%S}{fraction}{offset}"
     parsed = Submission.model_validate(check_in(occurred_at=text)).occurred_at
     assert _timestamp_text(text, parsed) == format_timestamp(parsed)
+
+
+_ARABIC_INDIC = str.maketrans(
+    "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+)
+
+
+@st.composite
+def _timestamp_texts(draw: st.DrawFn) -> str:
+    """Texts near RFC 3339: most valid, some with a separator, fraction, offset, ending or
+    digits that the contract refuses."""
+    moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30)))
+    separator = draw(st.sampled_from(["T", "t", " "]))
+    fraction = draw(st.sampled_from(["", ".5", ".123456", ".1234567", "."]))
+    offset = draw(st.sampled_from(["Z", "z", "+00:00", "-05:30", "+24:00", "", "+0100"]))
+    ending = draw(st.sampled_from(["", "", "\n", " "]))
+    text = f"{moment.date().isoformat()}{separator}{moment:%H:%M:%S}{fraction}{offset}{ending}"
+    if draw(st.booleans()) and draw(st.booleans()):
+        text = text.translate(_ARABIC_INDIC)
+    return text
+
+
+@given(text=_timestamp_texts() | st.text(max_size=40))
+def test_a_submission_validated_whole_has_an_occurred_at_the_contract_accepts(text: str) -> None:
+    """The whole validation checks ``occurred_at`` in pydantic-core alone: it accepts no text
+    that ``Submission`` refuses, and reads the same instant (with the same offset)."""
+    document = check_in(occurred_at=text)
+    try:
+        whole = _validate_whole("CheckInRecorded", document)
+    except ValidationError:
+        return
+    contract = Submission.model_validate(document).occurred_at
+    assert (whole.occurred_at, whole.occurred_at.utcoffset()) == (contract, contract.utcoffset())
 
 
 def test_string_limits_are_inclusive(org: Org) -> None:
