@@ -176,23 +176,25 @@ class _Content:
 
     def __init__(self, submission: Submission, version: int, occurred_at: str, data: Any) -> None:
         # One bytes formatting per piece, not a join of a tuple: a piece is a few members.
-        causation_id, correlation_id = submission.causation_id, submission.correlation_id
-        source_event_id = submission.source_event_id
+        # The fields read from the model's __dict__ (a model's attribute costs twice as much).
+        fields = submission.__dict__
+        causation_id, correlation_id = fields["causation_id"], fields["correlation_id"]
+        source_event_id = fields["source_event_id"]
         self.head = b'{"actor":%b,"causation_id":%b,"correlation_id":%b,"data":%b' % (
-            _dumps(submission.actor),
+            _dumps(fields["actor"]),
             b"null" if causation_id is None else _dumps(causation_id),
             b"null" if correlation_id is None else _dumps(correlation_id),
             canonical_bytes(data),
         )  # then event_id and hash
         self.middle = b',"occurred_at":%b,"org_id":%b' % (  # then prev_hash and recorded_at
             _dumps(occurred_at),
-            _dumps(submission.org_id),
+            _dumps(fields["org_id"]),
         )
         self.version = b',"schema_version":%d' % version  # then sequence
         self.tail = b',"source":%b,"source_event_id":%b,"type":%b}' % (
-            _dumps(submission.source),
+            _dumps(fields["source"]),
             b"null" if source_event_id is None else _dumps(source_event_id),
-            _dumps(submission.type),
+            _dumps(fields["type"]),
         )
 
     def digest(self) -> bytes:
@@ -415,15 +417,15 @@ def _decide(
     assert type(parsed) is tuple
     submission, version, payload, event_key, event_id, data, occurred_at, content, digest = parsed
     recorded_at = clock.recorded_at
-    org_id = submission.org_id
-    source_event_id = submission.source_event_id
+    fields = submission.__dict__  # a model's attribute costs twice as much as this dict's item
+    org_id, source, source_event_id = fields["org_id"], fields["source"], fields["source_event_id"]
+    type_name = fields["type"]
     recorded = (
         # Nothing recorded under its id, nor under its source's (most submissions): no call.
         None
         if state.known.get((org_id, event_key)) is None
         and (
-            source_event_id is None
-            or state.sources.get((org_id, submission.source, source_event_id)) is None
+            source_event_id is None or state.sources.get((org_id, source, source_event_id)) is None
         )
         else _already_recorded(state, submission, event_key, event_id)
     )
@@ -440,7 +442,7 @@ def _decide(
             line,
             _context(submission, event_id),
         )
-    if submission.occurred_at > clock.latest:
+    if fields["occurred_at"] > clock.latest:
         return _rejection(
             _RejectedError(
                 ReasonCode.CLOCK_SKEW,
@@ -454,12 +456,10 @@ def _decide(
             _context(submission, event_id),
         )
     org = state.orgs.get(org_id) or OrgState()
-    if version != EVENT_TYPES[submission.type]:
-        payload = payload_model(submission.type).model_validate(
-            upcast(submission.type, version, data)
-        )
+    if version != EVENT_TYPES[type_name]:
+        payload = payload_model(type_name).model_validate(upcast(type_name, version, data))
     # Only a correction or retraction looks at who submits it: no Origin made for the others.
-    origin = Origin(org_id, submission.source) if isinstance(payload, AMENDING) else None
+    origin = Origin(org_id, source) if isinstance(payload, AMENDING) else None
     violation = check(org, payload, origin)
     if violation is not None:
         return _rejection(
@@ -476,15 +476,15 @@ def _decide(
         "sequence": sequence,
         "event_id": event_id,
         "org_id": org_id,
-        "type": submission.type,
+        "type": type_name,
         "schema_version": version,
         "occurred_at": occurred_at,
         "recorded_at": recorded_at,
-        "actor": submission.actor,
-        "source": submission.source,
-        "source_event_id": submission.source_event_id,
-        "correlation_id": submission.correlation_id,
-        "causation_id": submission.causation_id,
+        "actor": fields["actor"],
+        "source": source,
+        "source_event_id": source_event_id,
+        "correlation_id": fields["correlation_id"],
+        "causation_id": fields["causation_id"],
         "data": data,
         "prev_hash": org.last_hash,
         "hash": hash_,
