@@ -110,7 +110,8 @@ def _prepare(value: Any) -> Any:
                 if -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
                     continue
                 raise _NeedsReferenceError
-            swapped = _prepare(item)
+            # A float member (most numbers of a payload) swapped here, without a call to itself.
+            swapped = _float_fragment(item) if kind is float else _prepare(item)
             if swapped is not item:
                 if prepared is None:
                     prepared = dict(value)

@@ -81,21 +81,6 @@ LANE = ""
 """The rejection log's one lane (rows are numbered in one order)."""
 
 
-def _row(item: Accepted | LedgerEvent) -> tuple[Any, ...]:
-    """An event's row: its columns and its canonical JSON."""
-    r, body = (item.record, item.body) if isinstance(item, Accepted) else (vars(item), None)
-    return (
-        r["org_id"],
-        r["sequence"],
-        r["event_id"],
-        r["type"],
-        r["occurred_at"],
-        r["recorded_at"],
-        r["hash"],
-        (body if body is not None else canonical_bytes(r)).decode(),
-    )
-
-
 def path_from_url(url: str) -> Path:
     """``sqlite:///relative/or/absolute/path.db`` -> a path (``sqlite:////abs`` also works)."""
     prefix = "sqlite:///"
@@ -324,11 +309,10 @@ class SqliteEventLog:
         transaction; the position after its last event (None when it has none)."""
         db = self._db
         self.state.begin()  # before the batch's rows exist: it catches up with what is stored
-        self._check_continuity(events)
         db.executemany(
             "INSERT INTO events (org_id, sequence, event_id, type, occurred_at, recorded_at,"
             " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [_row(e) for e in events],
+            self._rows(events),
         )
         db.executemany(
             "INSERT INTO rejections (recorded_at, reason_code, message, details, org_id,"
@@ -358,10 +342,18 @@ class SqliteEventLog:
         self.state.record(events, {0: end})
         return end
 
-    def _check_continuity(self, events: NewEvents) -> None:
+    def _rows(self, events: NewEvents) -> list[tuple[Any, ...]]:
+        """The events' rows (their columns and canonical JSON), in one pass that checks that
+        each continues its org's chain: the stored head, then the batch's previous event."""
         heads: dict[str, tuple[int, str]] = {}  # (sequence, hash), as ChainHead
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        unwritten: list[tuple[int, dict[str, Any]]] = []  # events given without their bytes
         for item in events:
-            event = item.record if type(item) is Accepted else vars(item)
+            if type(item) is Accepted:
+                event, body = item.record, item.body
+            else:
+                event, body = vars(item), None
             org_id, sequence, prev_hash = event["org_id"], event["sequence"], event["prev_hash"]
             head = heads.get(org_id)
             if head is None:
@@ -376,7 +368,25 @@ class SqliteEventLog:
                 raise SequenceConflictError(
                     f"org {org_id!r}: event {sequence} does not continue the chain at {head[0]}"
                 )
-            heads[org_id] = (sequence, event["hash"])
+            hash_ = event["hash"]
+            heads[org_id] = (sequence, hash_)
+            if body is None:
+                unwritten.append((len(rows), event))
+            append(
+                (
+                    org_id,
+                    sequence,
+                    event["event_id"],
+                    event["type"],
+                    event["occurred_at"],
+                    event["recorded_at"],
+                    hash_,
+                    None if body is None else body.decode(),
+                )
+            )
+        for at, event in unwritten:  # once the whole chain is checked, as it always was
+            rows[at] = (*rows[at][:-1], canonical_bytes(event).decode())
+        return rows
 
     def _head(self, org_id: str) -> ChainHead:
         row = self._db.execute(

@@ -1,7 +1,7 @@
 """The sequencer: reason codes before the rules, idempotency, purity, and accepted events."""
 
 import copy
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -9,6 +9,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from events.canonical import canonical_bytes
 from events.chain import event_hash
@@ -18,13 +19,22 @@ from events.sequencer import (
     MAX_SUBMISSION_BYTES,
     Policy,
     Sequencer,
+    _timestamp_text,
+    _validate_whole,
     content_digest,
     decide,
     probe,
     record_digest,
     submission_digest,
 )
-from schemas.envelope import EVENT_ID_NAMESPACE, GENESIS_HASH, derive_event_id, derive_event_key
+from schemas.envelope import (
+    EVENT_ID_NAMESPACE,
+    GENESIS_HASH,
+    Submission,
+    derive_event_id,
+    derive_event_key,
+    format_timestamp,
+)
 from schemas.registry import EVENT_TYPES
 from tests.builders import NOW, raw, sequence_all, submission
 from tests.ledger.support import CHECK_IN_ID, Org, describe, key_result
@@ -193,6 +203,90 @@ def test_data_that_breaks_the_contract_names_the_field(
 def test_every_field_error_is_listed_not_only_the_first(org: Org) -> None:
     rejection = rejected(org, submission("CheckInRecorded", {"value": "x", "confidence": 2}))
     assert _locations(rejection) == {"data.key_result_id", "data.value", "data.confidence"}
+
+
+def test_an_envelope_that_breaks_the_contract_is_named_before_its_data(org: Org) -> None:
+    """A submission of the latest version is validated whole in one call; when that fails, the
+    rejection is still the two steps' (the envelope's errors alone, then the data's)."""
+    document = submission("CheckInRecorded", {"value": "x"}, actor="", priority="high")
+    rejection = rejected(org, document)
+    assert rejection.message == "the envelope does not match the contract"
+    assert _locations(rejection) == {"actor", "priority"}
+    data_only = rejected(org, submission("CheckInRecorded", {"value": "x"}))
+    assert data_only.message == "data does not match CheckInRecorded v2"
+    assert _locations(data_only) == {"data.key_result_id", "data.value", "data.confidence"}
+
+
+def test_a_submission_validated_whole_is_decided_as_in_two_steps(org: Org) -> None:
+    """The same event whether or not the submission names its (latest) schema_version: one
+    validates whole, the other in two steps."""
+    latest = EVENT_TYPES["CheckInRecorded"]
+    whole = org.accept("CheckInRecorded", {**CHECK_IN, "comment": " c "}, source_event_id="w1")
+    other = Org()
+    stepped = other.accept(
+        "CheckInRecorded",
+        {**CHECK_IN, "comment": " c "},
+        source_event_id="w1",
+        schema_version=latest,
+    )
+    assert (whole.data, whole.occurred_at, whole.event_id) == (
+        stepped.data,
+        stepped.occurred_at,
+        stepped.event_id,
+    )
+    assert whole.schema_version == stepped.schema_version == latest
+
+
+_OFFSETS = st.sampled_from(["Z", "z", "+00:00", "-00:00", "+01:00", "-05:30", "+14:00"])
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30)),
+    separator=st.sampled_from(["T", "t"]),
+    fraction=st.sampled_from(["", ".0", ".000000", ".5", ".123456", ".250"]),
+    offset=_OFFSETS,
+)
+def test_occurred_at_is_written_as_format_timestamp_writes_it(
+    moment: datetime, separator: str, fraction: str, offset: str
+) -> None:
+    """``_timestamp_text`` takes the submitted text as it is when it is the normal form (or
+    ``+00:00`` for ``Z``): never other text than formatting the instant would give."""
+    text = f"{moment.date().isoformat()}{separator}{moment:%H:%M:%S}{fraction}{offset}"
+    parsed = Submission.model_validate(check_in(occurred_at=text)).occurred_at
+    assert _timestamp_text(text, parsed) == format_timestamp(parsed)
+
+
+_ARABIC_INDIC = str.maketrans(
+    "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+)
+
+
+@st.composite
+def _timestamp_texts(draw: st.DrawFn) -> str:
+    """Texts near RFC 3339: most valid, some with a separator, fraction, offset, ending or
+    digits that the contract refuses."""
+    moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30)))
+    separator = draw(st.sampled_from(["T", "t", " "]))
+    fraction = draw(st.sampled_from(["", ".5", ".123456", ".1234567", "."]))
+    offset = draw(st.sampled_from(["Z", "z", "+00:00", "-05:30", "+24:00", "", "+0100"]))
+    ending = draw(st.sampled_from(["", "", "\n", " "]))
+    text = f"{moment.date().isoformat()}{separator}{moment:%H:%M:%S}{fraction}{offset}{ending}"
+    if draw(st.booleans()) and draw(st.booleans()):
+        text = text.translate(_ARABIC_INDIC)
+    return text
+
+
+@given(text=_timestamp_texts() | st.text(max_size=40))
+def test_a_submission_validated_whole_has_an_occurred_at_the_contract_accepts(text: str) -> None:
+    """The whole validation checks ``occurred_at`` in pydantic-core alone: it accepts no text
+    that ``Submission`` refuses, and reads the same instant (with the same offset)."""
+    document = check_in(occurred_at=text)
+    try:
+        whole = _validate_whole("CheckInRecorded", document)
+    except ValidationError:
+        return
+    contract = Submission.model_validate(document).occurred_at
+    assert (whole.occurred_at, whole.occurred_at.utcoffset()) == (contract, contract.utcoffset())
 
 
 def test_string_limits_are_inclusive(org: Org) -> None:

@@ -67,15 +67,17 @@ def insert_rows(db: sqlite3.Connection, events: list[LedgerEvent]) -> None:
 
 
 def counted_validations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many submissions are validated from now on (``[n]``, counted as they are)."""
+    """How many submissions are validated from now on (``[n]``, counted as they are): in two
+    steps (``Submission``'s validator first) or whole, as ``_parse`` calls either."""
     validated = [0]
-    real = sequencer_module._validate_submission  # Submission's validator, as _parse calls it
+    for name in ("_validate_submission", "_validate_whole"):
+        real = getattr(sequencer_module, name)
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        validated[0] += 1
-        return real(*args, **kwargs)
+        def counted(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            validated[0] += 1
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(sequencer_module, "_validate_submission", counted)
+        monkeypatch.setattr(sequencer_module, name, counted)
     return validated
 
 
