@@ -127,6 +127,10 @@ _IN_LIST = 400
 """Keys per ``IN (...)`` list (SQLite allows 999 parameters in its oldest builds)."""
 _CATCH_UP_CHUNK = 20_000
 """Events folded into one view (then saved and dropped) when a store catches up."""
+CATCH_UP_MAX = 10_000
+"""Events that other writers appended which a view read before the lock (and what a writer
+kept, :class:`_Kept`) is caught up with at most; past it, it is read again (fewer reads than
+folding that many)."""
 KEPT_MAX = 20_000
 """Key results and objectives an embedded store keeps between its transactions (:class:`_Kept`);
 past it, it starts again from what the last one held."""
@@ -136,10 +140,11 @@ class _Kept:
     """The key results and objectives (by org and id) as this writer's last commit left them in
     the tables, and the log's end after that commit.
 
-    They are the rows of the tables as long as nothing was appended since: every change to the
-    tables comes with an append (the writer that makes it holds the lock, and events are never
-    changed or removed, so the log's end only grows). A view whose log end is ``end`` takes them
-    instead of reading them again; any other drops them. The objects are the last view's own
+    They are the rows of the tables as of ``end``: every change to the tables comes with an
+    append (the writer that makes it holds the lock, and events are never changed or removed,
+    so the log's end only grows). When other writers appended since, the entries their events
+    change are dropped and ``end`` moves past them (:meth:`forget`; the others are still the
+    rows); a view takes them instead of reading them again. The objects are the last view's own
     (handed to the next view as they are): a transaction that fails after a view changed them
     drops them too (:meth:`SqliteStateStore.rolled_back`)."""
 
@@ -152,6 +157,14 @@ class _Kept:
 
     def __len__(self) -> int:
         return len(self.key_results) + len(self.objectives)
+
+    def forget(self, org_id: str, touched: "Iterable[tuple[str, Any]]") -> None:
+        """Drop what an event of ``org_id`` changes (``touched``: see :class:`_Touches`)."""
+        for name, key in touched:
+            if name == "key_results":
+                self.key_results.pop((org_id, key), None)
+            elif name == "objectives":
+                self.objectives.pop((org_id, key), None)
 
     def take(self, view: "_View") -> None:
         """What ``view`` read or wrote of both maps (its entries win)."""
@@ -331,6 +344,13 @@ class _Cached(dict[K, V]):
             self[key] = value = default
         return value
 
+    def forget(self, key: K) -> None:
+        """Nothing is known of ``key`` any more (another writer changed its row): read on
+        first use again. Only for a key the view has not changed."""
+        dict.pop(self, key, None)
+        self._read_rows.pop(key, None)
+        self._absent.discard(key)
+
     def changed(self) -> Iterator[tuple[K, V]]:
         """The entries that differ from what the table held."""
         read_rows, snapshot = self._read_rows, self._snapshot
@@ -370,6 +390,12 @@ class _CachedSet(set[K]):
     def discard(self, key: object) -> None:
         self._fetch(key)
         set.discard(self, key)
+
+    def forget(self, key: K) -> None:
+        """As :meth:`_Cached.forget`."""
+        set.discard(self, key)
+        self._present.discard(key)
+        self._absent.discard(key)
 
     def added(self) -> set[K]:
         return set(self) - self._present
@@ -468,6 +494,10 @@ class _Events(Protocol):
         """The log's events at ``position`` and later, with their positions."""
         ...
 
+    def submitted_at(self, position: int) -> bytes | None:
+        """The submission digest of the log's event at ``position`` (None: none kept)."""
+        ...
+
 
 class _LedgerEvents:
     """The ledger's ``events`` table (the embedded store)."""
@@ -555,6 +585,12 @@ class _LedgerEvents:
             for at, body, org_id, sequence in rows:
                 yield at, read_event(body or b"", org_id, sequence)
 
+    def submitted_at(self, position: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT digest FROM sequencer_submitted WHERE position = ?", (position,)
+        ).fetchone()
+        return None if row is None else row[0]
+
 
 class _OwnEvents:
     """A standalone store's own ``sequencer_heads`` and ``sequencer_events``."""
@@ -632,6 +668,135 @@ class _OwnEvents:
 
     def after(self, position: int) -> Iterator[tuple[int, dict[str, Any]]]:
         raise LedgerUnavailableError("a standalone state store has no log to catch up from")
+
+    def submitted_at(self, position: int) -> bytes | None:
+        raise LedgerUnavailableError("a standalone state store has no log to catch up from")
+
+
+# --- what another writer's events change: caught up, not read again ------------------------
+
+
+class _Sink:
+    """What :class:`_Touches` hands out for an entity a fold changes in place (takes any
+    attribute, keeps none)."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        pass
+
+
+_SINK = _Sink()
+
+
+class _TouchedMap(dict[Any, Any]):
+    """One of the state's maps as :meth:`LedgerState.apply_record` uses it: each key it reads or
+    writes is noted (``(name, key)``); nothing is held."""
+
+    __slots__ = ("_name", "_touched")
+
+    def __init__(self, name: str, touched: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self._name, self._touched = name, touched
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._touched.append((self._name, key))
+
+    def __getitem__(self, key: Any) -> Any:
+        self._touched.append((self._name, key))
+        return _SINK
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._touched.append((self._name, key))
+        return _SINK
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._touched.append((self._name, key))
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        self._touched.append((self._name, key))
+        return True
+
+
+class _TouchedSet(set[Any]):
+    """A set of the state as :class:`_TouchedMap` is a map."""
+
+    __slots__ = ("_name", "_touched")
+
+    def __init__(self, name: str, touched: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self._name, self._touched = name, touched
+
+    def add(self, key: Any) -> None:
+        self._touched.append((self._name, key))
+
+    def discard(self, key: Any) -> None:
+        self._touched.append((self._name, key))
+
+    def __contains__(self, key: object) -> bool:
+        self._touched.append((self._name, key))
+        return True
+
+
+class _TouchedOrgs(dict[str, OrgState]):
+    """``orgs`` of :class:`_Touches`: every org is the one recording org."""
+
+    __slots__ = ("_org",)
+
+    def __init__(self, org: OrgState) -> None:
+        super().__init__()
+        self._org = org
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._org
+
+
+class _Touches:
+    """What an event changes in the state, told by the fold itself: the event is folded, with
+    :meth:`LedgerState.apply_record`, into a state whose maps only note the keys it uses (so no
+    event type's effect is written out twice). A key a fold only reads is noted too: noting more
+    than is changed only costs a read."""
+
+    __slots__ = ("_org", "_state", "touched")
+
+    def __init__(self) -> None:
+        self.touched: list[tuple[str, Any]] = []
+        touched = self.touched
+
+        def noted(name: str) -> _TouchedMap:
+            return _TouchedMap(name, touched)
+
+        def noted_set(name: str) -> _TouchedSet:
+            return _TouchedSet(name, touched)
+
+        self._org = OrgState(
+            swot=noted("swot"),
+            competitors=noted_set("competitors"),
+            themes=noted("themes"),
+            units=noted("units"),
+            periods=noted("periods"),
+            objectives=noted("objectives"),
+            links=noted_set("links"),
+            key_results=noted("key_results"),
+            check_ins=noted("check_ins"),
+        )
+        self._state = LedgerState(
+            orgs=_TouchedOrgs(self._org),
+            known=_TouchedMap("known", touched),
+            sources=_TouchedMap("sources", touched),
+        )
+
+    def of(self, record: dict[str, Any]) -> tuple[bytes, bool]:
+        """Fold ``record``: its id's 16 bytes and whether it defines the org's strategy; the
+        keys it uses are :attr:`touched` (``("known", (org, key))``, ``("sources", (org,
+        source, source_event_id))``, or an org's map and a key of it)."""
+        self.touched.clear()
+        org = self._org
+        org.strategy_defined = False
+        key = bytes.fromhex(record["event_id"].replace("-", ""))
+        self._state.apply_record(record, key, b"")
+        return key, org.strategy_defined
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -763,13 +928,68 @@ class SqliteStateStore:
         prepared, self._prepared = self._prepared, None
         if self._view is None and prepared is not None:
             loaded_for, end, view = prepared
-            # Valid if nothing was appended since it was read (a batch's own appends come later).
-            if loaded_for is probes and self._events.end() == end and self.mark().get(0, 1) == end:
+            # Valid once caught up with what other writers appended since it was read (a
+            # batch's own appends come later), while the tables reflect the whole log.
+            now = self._events.end()
+            if loaded_for is probes and self.mark().get(0, 1) == now and now - end <= CATCH_UP_MAX:
+                if now != end:
+                    self._catch_up_view(view, end, now)
                 self._view = view
                 return view
         view = self._open()
         self._load(view, probes)
         return view
+
+    def _catch_up_view(self, view: _View, position: int, end: int) -> None:
+        """Bring ``view``, read before the lock at ``position`` (each of its rows read at a
+        committed end at or after it), to the log's ``end``, under the lock: each entry that an
+        event appended since changes is forgotten, to be read again on first use from the
+        tables, which are current now; each org's head and strategy flag are set as those
+        events leave them. Any other entry is as its row is now (rows change only with an
+        append). What was kept (:attr:`_kept`) is caught up likewise, from where it was kept."""
+        kept = self._kept
+        if kept is not None and end - kept.end > CATCH_UP_MAX:
+            kept = self._kept = None
+        start = position if kept is None else min(position, kept.end)
+        touches = _Touches()
+        known, sources, orgs, read_orgs = view.known, view.sources, view.orgs, view.read_orgs
+        assert isinstance(known, _Cached)  # a view's maps are
+        assert isinstance(sources, _Cached)
+        assert isinstance(orgs, _Cached)
+        for at, record in self._events.after(start):
+            key, strategy = touches.of(record)
+            touched = touches.touched
+            org_id = record["org_id"]
+            if kept is not None and at >= kept.end:
+                kept.forget(org_id, touched)
+            if at < position:
+                continue
+            org: OrgState | None = _dict_get(orgs, org_id)
+            if org is not None:
+                sequence, _, strategy_read = read_orgs[org_id]
+                if sequence == 0:  # read before it had an event: its maps read nothing
+                    orgs.forget(org_id)
+                    del read_orgs[org_id]
+                    org = None
+                else:
+                    org.last_sequence, org.last_hash = record["sequence"], record["hash"]
+                    org.strategy_defined = strategy_read = strategy_read or strategy
+                    read_orgs[org_id] = (org.last_sequence, org.last_hash, strategy_read)
+            for name, touched_key in touched:
+                if name == "known":
+                    if not known.unread(touched_key):  # named by the batch: stored now
+                        known.forget(touched_key)
+                        submitted = self._events.submitted_at(at)
+                        view.where.setdefault(org_id, {})[key] = (at, submitted)
+                        if submitted is not None:
+                            view.submitted_digests[touched_key] = submitted
+                elif name == "sources":
+                    if not sources.unread(touched_key):
+                        sources.forget(touched_key)
+                elif org is not None:
+                    getattr(org, name).forget(touched_key)
+        if kept is not None:
+            kept.end = end
 
     def fold(self, event: LedgerEvent) -> None:
         """Embedded: nothing; each transaction reads what the store lacks from the ledger
@@ -803,11 +1023,19 @@ class SqliteStateStore:
         self._kept = self._committing = None
 
     def _kept_at(self, end: int) -> "_Kept | None":
-        """:attr:`_kept` if the log still ends at ``end`` where it was kept, else None (and
-        dropped)."""
-        if self._kept is not None and self._kept.end != end:
-            self._kept = None
-        return self._kept
+        """:attr:`_kept`, caught up with what other writers appended since it was kept, up to
+        ``end`` at least (None if that is more than :data:`CATCH_UP_MAX` events: dropped)."""
+        kept = self._kept
+        if kept is not None and kept.end < end:
+            if end - kept.end > CATCH_UP_MAX:
+                self._kept = kept = None
+            else:
+                touches = _Touches()
+                for at, record in self._events.after(kept.end):
+                    touches.of(record)
+                    kept.forget(record["org_id"], touches.touched)
+                    kept.end = at + 1
+        return kept
 
     # -- storing ----------------------------------------------------------------------------
 
