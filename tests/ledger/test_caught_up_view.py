@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from events import state_store as state_store_module
 from events.ledger import Ledger
 from events.outcomes import Accepted, Duplicate, Outcome, Rejection
 from events.reasons import ReasonCode
@@ -96,12 +97,14 @@ def decide_caught_up(
     other: list[bytes],
     batch: list[bytes],
     meanwhile: list[bytes],
+    caught_up: bool = True,
 ) -> list[Outcome]:
     """Writer A stores ``first`` (and keeps what it read), writer B ``other``, A reads what
     ``batch`` names (catching up what it kept), B stores ``meanwhile``, and A takes the lock:
     its view, caught up, not read again, holds exactly the fold of the ledger, as a view read
     afresh in the same transaction does, and both decide ``batch`` as memory does. The outcomes
-    (nothing is stored: the transaction is rolled back)."""
+    (nothing is stored: the transaction is rolled back). ``caught_up=False``: the view is read
+    again instead (past what it is caught up with), and the same holds."""
     submit(path, stored)
     logs = [SqliteEventLog(path) for _ in range(2)]
     mine, theirs = (Ledger(log, clock=lambda: NOW) for log in logs)
@@ -117,19 +120,19 @@ def decide_caught_up(
         db = logs[0]._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            caught_up = store.view(probes)
-            assert caught_up is prepared[2]  # not read again
+            view = store.view(probes)
+            assert (view is prepared[2]) is caught_up  # caught up, not read again
             fresh_probes = [probe(line) for line in batch]
             fresh = SqliteStateStore.embedded(db).view(fresh_probes)
             fold = fold_of(logs[0])
-            assert_view_is_the_fold(caught_up, fold, probes)
+            assert_view_is_the_fold(view, fold, probes)
             assert_view_is_the_fold(fresh, fold, fresh_probes)
             for key, digest in fresh.submitted_digests.items():
-                assert caught_up.submitted_digests.get(key) == digest, key
+                assert view.submitted_digests.get(key) == digest, key
             expected = in_memory([*stored, *first, *other, *meanwhile, *batch])
             expected = expected[len(expected) - len(batch) :]
             numbered = [(line, None) for line in batch]
-            outcomes = decide_batch(caught_up, numbered, now=NOW, probes=probes)
+            outcomes = decide_batch(view, numbered, now=NOW, probes=probes)
             assert outcomes == expected
             assert decide_batch(fresh, numbered, now=NOW, probes=fresh_probes) == expected
             return outcomes
@@ -191,15 +194,19 @@ CHANGED = {
 one's refusal (None: accepted)."""
 
 
+@pytest.mark.parametrize("caught_up", [True, False])
 @pytest.mark.parametrize("when", ["before_the_read", "meanwhile"])
 @pytest.mark.parametrize("change", sorted(CHANGED))
 def test_each_kind_of_change_by_another_writer_is_caught_up(
-    tmp_path: Path, change: str, when: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, when: str, caught_up: bool
 ) -> None:
     """The other writer retires a key result the writer kept, abandons its objective, defines
     the key result a check-in names (read as missing), defines the strategy of an org read
     without one, or sets up an org read as new: before the batch is read (what the writer kept
-    is caught up) or after (its view is): the line on it is decided as memory does."""
+    is caught up) or after (its view is): the line on it is decided as memory does; also when
+    catching up would cost more than reading again (then read again)."""
+    if not caught_up:
+        monkeypatch.setattr(state_store_module, "_catches_up", lambda appended, read: False)
     appended, lines, refusal = CHANGED[change]
     other, changed = appended.split(b"\n"), lines.split(b"\n")
     stored = [*org_setup(), GLOBEX_THEME]
@@ -207,7 +214,13 @@ def test_each_kind_of_change_by_another_writer_is_caught_up(
     batch = [next(check_ins(1)), *changed, next(check_ins(1))]
     before, meanwhile = (other, []) if when == "before_the_read" else ([], other)
     outcomes = decide_caught_up(
-        tmp_path / "ledger.db", stored, first=first, other=before, batch=batch, meanwhile=meanwhile
+        tmp_path / "ledger.db",
+        stored,
+        first=first,
+        other=before,
+        batch=batch,
+        meanwhile=meanwhile,
+        caught_up=caught_up or not meanwhile,
     )
     decided = outcomes[len(changed)]
     if refusal is None:
