@@ -137,15 +137,15 @@ _CATCH_UP_CHUNK = 20_000
 """Events folded into one view (then saved and dropped) when a store catches up."""
 CATCH_UP_MIN = 64
 """Events other writers appended that a view read before the lock (or what a writer kept,
-:class:`_Kept`) is always caught up with rather than read again. Past it, only up to half as
-many as the batch's submissions (the kept entries): going through an appended event costs
-~8 µs (its body parsed), about 1.5 times what reading a batch's submission again costs
-(measured with batches of 1,000 check-ins)."""
+:class:`_Kept`) is always caught up with rather than read again. Past it, only up to as many as
+the batch's submissions (the kept entries): going through an appended check-in (its columns;
+a body is parsed only for the rarer types that change entities) costs about what reading a
+submission's ids again does, 5-9 µs each (1,000 of each, timed on a busy machine)."""
 
 
 def _catches_up(appended: int, read: int) -> bool:
-    """Whether catching up with ``appended`` events is cheaper than reading ``read`` items."""
-    return appended <= max(CATCH_UP_MIN, read // 2)
+    """Whether catching up with ``appended`` events is no dearer than reading ``read`` items."""
+    return appended <= max(CATCH_UP_MIN, read)
 
 
 KEPT_MAX = 20_000
@@ -369,6 +369,10 @@ class _Cached(dict[K, V]):
             self[key] = value = default
         return value
 
+    def absent_keys(self) -> list[K]:
+        """The keys known to have no row."""
+        return [key for key in self._absent if not dict.__contains__(self, key)]
+
     def forget(self, key: K) -> None:
         """Nothing is known of ``key`` any more (another writer changed its row): read on
         first use again. Only for a key the view has not changed."""
@@ -523,6 +527,11 @@ class _Events(Protocol):
         """The submission digest of the log's event at ``position`` (None: none kept)."""
         ...
 
+    def appended(self, position: int) -> Iterator[tuple[int, str, str, str, int, bytes | None]]:
+        """The log's events from ``position`` on as their columns: position, org, event id,
+        type, sequence, and the body (unparsed)."""
+        ...
+
 
 class _LedgerEvents:
     """The ledger's ``events`` table (the embedded store)."""
@@ -609,6 +618,15 @@ class _LedgerEvents:
         while rows := cursor.fetchmany(2000):
             for at, body, org_id, sequence in rows:
                 yield at, read_event(body or b"", org_id, sequence)
+
+    def appended(self, position: int) -> Iterator[tuple[int, str, str, str, int, bytes | None]]:
+        cursor = self._db.execute(
+            "SELECT position, org_id, event_id, type, sequence, CAST(body AS BLOB) FROM events"
+            " WHERE position >= ? ORDER BY position",
+            (position,),
+        )
+        while rows := cursor.fetchmany(2000):
+            yield from rows
 
     def submitted_at(self, position: int) -> bytes | None:
         row = self._db.execute(
@@ -697,6 +715,9 @@ class _OwnEvents:
     def submitted_at(self, position: int) -> bytes | None:
         raise LedgerUnavailableError("a standalone state store has no log to catch up from")
 
+    def appended(self, position: int) -> Iterator[tuple[int, str, str, str, int, bytes | None]]:
+        raise LedgerUnavailableError("a standalone state store has no log to catch up from")
+
 
 # --- what another writer's events change: caught up, not read again ------------------------
 
@@ -712,6 +733,8 @@ class _Sink:
 
 
 _SINK = _Sink()
+_VIEW_MAPS = frozenset({"known", "sources"})
+"""What :class:`_Touches` notes that is not one of an org's maps."""
 
 
 class _TouchedMap(dict[Any, Any]):
@@ -816,19 +839,8 @@ class _Touches:
         """Fold ``record``: its id's 16 bytes and whether it defines the org's strategy; the
         keys it uses are :attr:`touched` (``("known", (org, key))``, ``("sources", (org,
         source, source_event_id))``, or an org's map and a key of it)."""
-        touched = self.touched
-        touched.clear()
+        self.touched.clear()
         key = bytes.fromhex(record["event_id"].replace("-", ""))
-        type_name = record["type"]
-        if type_name in OWN_CHECK_IN_TYPES or type_name in CHAIN_ONLY_TYPES:
-            # Most events (check-ins): what apply_record's first lines touch, without a fold.
-            org_id, source_event_id = record["org_id"], record["source_event_id"]
-            touched.append(("known", (org_id, key)))
-            if source_event_id is not None:
-                touched.append(("sources", (org_id, record["source"], source_event_id)))
-            if type_name in OWN_CHECK_IN_TYPES:
-                touched.append(("check_ins", key))
-            return key, False
         org = self._org
         org.strategy_defined = False
         self._state.apply_record(record, key, b"")
@@ -982,52 +994,88 @@ class SqliteStateStore:
         """Bring ``view``, read before the lock at ``position`` (each of its rows read at a
         committed end at or after it), to the log's ``end``, under the lock: each entry that an
         event appended since changes is forgotten, to be read again on first use from the
-        tables, which are current now; each org's head and strategy flag are set as those
-        events leave them. Any other entry is as its row is now (rows change only with an
-        append). What was kept (:attr:`_kept`) is caught up likewise, from where it was kept."""
+        tables, which are current now; each org's head and strategy flag are read again. Any
+        other entry is as its row is now (rows change only with an append). What was kept
+        (:attr:`_kept`) is caught up likewise, from where it was kept."""
         kept = self._kept
         if kept is not None and not _catches_up(position - kept.end, len(kept)):
-            kept = self._kept = None  # (from the view's start on, it costs no more parsing)
+            kept = self._kept = None  # (from the view's start on, it costs no more reading)
         start = position if kept is None else min(position, kept.end)
-        touches = _Touches()
-        known, sources, orgs, read_orgs = view.known, view.sources, view.orgs, view.read_orgs
+        known, orgs, read_orgs = view.known, view.orgs, view.read_orgs
         assert isinstance(known, _Cached)  # a view's maps are
-        assert isinstance(sources, _Cached)
         assert isinstance(orgs, _Cached)
-        for at, record in self._events.after(start):
-            key, strategy = touches.of(record)
-            touched = touches.touched
-            org_id = record["org_id"]
+        appended: set[tuple[str, bytes]] = set()
+        moved: set[str] = set()
+        for at, org_id, key, touched in self._appended(start):
             if kept is not None and at >= kept.end:
                 kept.forget(org_id, touched)
             if at < position:
                 continue
+            appended.add((org_id, key))
+            moved.add(org_id)
+            if not known.unread((org_id, key)):  # named by the batch: stored now
+                known.forget((org_id, key))
+                submitted = self._events.submitted_at(at)
+                view.where.setdefault(org_id, {})[key] = (at, submitted)
+                if submitted is not None:
+                    view.submitted_digests[(org_id, key)] = submitted
             org: OrgState | None = _dict_get(orgs, org_id)
             if org is not None:
-                sequence, _, strategy_read = read_orgs[org_id]
-                if sequence == 0:  # read before it had an event: its maps read nothing
-                    orgs.forget(org_id)
-                    del read_orgs[org_id]
-                    org = None
-                else:
-                    org.last_sequence, org.last_hash = record["sequence"], record["hash"]
-                    org.strategy_defined = strategy_read = strategy_read or strategy
-                    read_orgs[org_id] = (org.last_sequence, org.last_hash, strategy_read)
-            for name, touched_key in touched:
-                if name == "known":
-                    if not known.unread(touched_key):  # named by the batch: stored now
-                        known.forget(touched_key)
-                        submitted = self._events.submitted_at(at)
-                        view.where.setdefault(org_id, {})[key] = (at, submitted)
-                        if submitted is not None:
-                            view.submitted_digests[touched_key] = submitted
-                elif name == "sources":
-                    if not sources.unread(touched_key):
-                        sources.forget(touched_key)
-                elif org is not None:
+                for name, touched_key in touched:
                     getattr(org, name).forget(touched_key)
+        for org_id in moved:  # heads and strategy flags, read again
+            org = _dict_get(orgs, org_id)
+            if org is None:
+                continue
+            if read_orgs[org_id][0] == 0:  # read before it had an event: its maps read nothing
+                orgs.forget(org_id)
+                del read_orgs[org_id]
+                continue
+            head = self._events.head(org_id)
+            assert head is not None  # it had events when read
+            org.last_sequence, org.last_hash = head.sequence, head.hash
+            org.strategy_defined = bool(self._flag(org_id, "strategy", ""))
+            read_orgs[org_id] = (head.sequence, head.hash, org.strategy_defined)
+        self._catch_up_sources(view, appended, moved)
         if kept is not None:
             kept.end = end
+
+    def _catch_up_sources(
+        self, view: _View, appended: set[tuple[str, bytes]], moved: set[str]
+    ) -> None:
+        """Forget each source's id the view read as having no first event if an event appended
+        since carries it: the event whose id it derives (in ``appended``), or one with an id of
+        its own, which has a ``sequencer_sources`` row. (A first event, once there, stays.)"""
+        sources = view.sources
+        assert isinstance(sources, _Cached)
+        missing: dict[str, list[tuple[str, str]]] = {}
+        derived = view.derived
+        for source_key in [k for k in sources.absent_keys() if k[0] in moved]:
+            org_id = source_key[0]
+            if (org_id, derived.get(source_key) or derive_event_key(*source_key)) in appended:
+                sources.forget(source_key)
+            else:
+                missing.setdefault(org_id, []).append(source_key[1:])
+        for org_id, pairs in missing.items():
+            for source, source_event_id in self._sources(org_id, sorted(pairs)):
+                sources.forget((org_id, source, source_event_id))
+
+    def _appended(self, position: int) -> Iterator[tuple[int, str, bytes, list[tuple[str, Any]]]]:
+        """The log's events from ``position`` on: position, org, id (16 bytes), and the entries
+        of the org's maps the event changes (told by :class:`_Touches`, which parses its body;
+        a check-in's: its own, and none for a type whose fold changes only the chain, the ids
+        and the sources, without parsing)."""
+        touches: _Touches | None = None
+        for at, org_id, event_id, type_name, sequence, body in self._events.appended(position):
+            key = bytes.fromhex(event_id.replace("-", ""))
+            if type_name in OWN_CHECK_IN_TYPES:
+                yield at, org_id, key, [("check_ins", key)]
+            elif type_name in CHAIN_ONLY_TYPES:
+                yield at, org_id, key, []
+            else:
+                touches = touches or _Touches()
+                touches.of(read_event(body or b"", org_id, sequence))
+                yield at, org_id, key, [t for t in touches.touched if t[0] not in _VIEW_MAPS]
 
     @property
     def folds(self) -> bool:
@@ -1074,10 +1122,8 @@ class SqliteStateStore:
             if not _catches_up(end - kept.end, len(kept)):
                 self._kept = kept = None
             else:
-                touches = _Touches()
-                for at, record in self._events.after(kept.end):
-                    touches.of(record)
-                    kept.forget(record["org_id"], touches.touched)
+                for at, org_id, _, touched in self._appended(kept.end):
+                    kept.forget(org_id, touched)
                     kept.end = at + 1
         return kept
 
