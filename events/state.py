@@ -249,7 +249,3 @@ _APPLY = dispatch_table("sequencer state", _FOLDS)
 _HANDLERS = dict(_APPLY)
 """``_APPLY`` as a plain dict (a read-only proxy's ``get`` costs a method call more)."""
 _dict_get = dict.get
-CHAIN_ONLY_TYPES = frozenset(name for name, fold in _FOLDS.items() if fold is _unchanged)
-"""Event types whose fold changes only the chain's head, the known ids and the sources."""
-OWN_CHECK_IN_TYPES = frozenset(name for name, fold in _FOLDS.items() if fold is _check_in_recorded)
-"""Event types whose fold adds, beyond those, only their own check-in (by their id)."""

@@ -33,15 +33,7 @@ from events.log import ChainHead, Mark
 from events.outcomes import Accepted, Outcome
 from events.sequencer import Probe, record_digest, repeats_only
 from events.sqlite_connection import connect_wal
-from events.state import (
-    CHAIN_ONLY_TYPES,
-    OWN_CHECK_IN_TYPES,
-    CheckInState,
-    KeyResultState,
-    LedgerState,
-    ObjectiveState,
-    OrgState,
-)
+from events.state import CheckInState, KeyResultState, LedgerState, ObjectiveState, OrgState
 from events.stored import read_event
 from schemas.envelope import GENESIS_HASH, LedgerEvent, derive_event_key, event_id_text
 from schemas.errors import LedgerUnavailableError
@@ -135,19 +127,6 @@ _IN_LIST = 400
 """Keys per ``IN (...)`` list (SQLite allows 999 parameters in its oldest builds)."""
 _CATCH_UP_CHUNK = 20_000
 """Events folded into one view (then saved and dropped) when a store catches up."""
-CATCH_UP_MIN = 64
-"""Events other writers appended that a view read before the lock (or what a writer kept,
-:class:`_Kept`) is always caught up with rather than read again. Past it, only up to as many as
-the batch's submissions (the kept entries): going through an appended check-in (its columns;
-a body is parsed only for the rarer types that change entities) costs about what reading a
-submission's ids again does, 5-9 µs each (1,000 of each, timed on a busy machine)."""
-
-
-def _catches_up(appended: int, read: int) -> bool:
-    """Whether catching up with ``appended`` events is no dearer than reading ``read`` items."""
-    return appended <= max(CATCH_UP_MIN, read)
-
-
 KEPT_MAX = 20_000
 """Key results and objectives an embedded store keeps between its transactions (:class:`_Kept`);
 past it, it starts again from what the last one held."""
@@ -157,11 +136,10 @@ class _Kept:
     """The key results and objectives (by org and id) as this writer's last commit left them in
     the tables, and the log's end after that commit.
 
-    They are the rows of the tables as of ``end``: every change to the tables comes with an
-    append (the writer that makes it holds the lock, and events are never changed or removed,
-    so the log's end only grows). When other writers appended since, the entries their events
-    change are dropped and ``end`` moves past them (:meth:`forget`; the others are still the
-    rows); a view takes them instead of reading them again. The objects are the last view's own
+    They are the rows of the tables as long as nothing was appended since: every change to the
+    tables comes with an append (the writer that makes it holds the lock, and events are never
+    changed or removed, so the log's end only grows). A view whose log end is ``end`` takes them
+    instead of reading them again; any other drops them. The objects are the last view's own
     (handed to the next view as they are): a transaction that fails after a view changed them
     drops them too (:meth:`SqliteStateStore.rolled_back`)."""
 
@@ -174,14 +152,6 @@ class _Kept:
 
     def __len__(self) -> int:
         return len(self.key_results) + len(self.objectives)
-
-    def forget(self, org_id: str, touched: "Iterable[tuple[str, Any]]") -> None:
-        """Drop what an event of ``org_id`` changes (``touched``: see :class:`_Touches`)."""
-        for name, key in touched:
-            if name == "key_results":
-                self.key_results.pop((org_id, key), None)
-            elif name == "objectives":
-                self.objectives.pop((org_id, key), None)
 
     def take(self, view: "_View") -> None:
         """What ``view`` read or wrote of both maps (its entries win)."""
@@ -369,17 +339,6 @@ class _Cached(dict[K, V]):
             self[key] = value = default
         return value
 
-    def absent_keys(self) -> list[K]:
-        """The keys known to have no row."""
-        return [key for key in self._absent if not dict.__contains__(self, key)]
-
-    def forget(self, key: K) -> None:
-        """Nothing is known of ``key`` any more (another writer changed its row): read on
-        first use again. Only for a key the view has not changed."""
-        dict.pop(self, key, None)
-        self._read_rows.pop(key, None)
-        self._absent.discard(key)
-
     def changed(self) -> Iterator[tuple[K, V]]:
         """The entries that differ from what the table held."""
         read_rows, snapshot = self._read_rows, self._snapshot
@@ -419,12 +378,6 @@ class _CachedSet(set[K]):
     def discard(self, key: object) -> None:
         self._fetch(key)
         set.discard(self, key)
-
-    def forget(self, key: K) -> None:
-        """As :meth:`_Cached.forget`."""
-        set.discard(self, key)
-        self._present.discard(key)
-        self._absent.discard(key)
 
     def added(self) -> set[K]:
         return set(self) - self._present
@@ -523,15 +476,6 @@ class _Events(Protocol):
         """The log's events at ``position`` and later, with their positions."""
         ...
 
-    def submitted_at(self, position: int) -> bytes | None:
-        """The submission digest of the log's event at ``position`` (None: none kept)."""
-        ...
-
-    def appended(self, position: int) -> Iterator[tuple[int, str, str, str, int, bytes | None]]:
-        """The log's events from ``position`` on as their columns: position, org, event id,
-        type, sequence, and the body (unparsed)."""
-        ...
-
 
 class _LedgerEvents:
     """The ledger's ``events`` table (the embedded store)."""
@@ -619,21 +563,6 @@ class _LedgerEvents:
             for at, body, org_id, sequence in rows:
                 yield at, read_event(body or b"", org_id, sequence)
 
-    def appended(self, position: int) -> Iterator[tuple[int, str, str, str, int, bytes | None]]:
-        cursor = self._db.execute(
-            "SELECT position, org_id, event_id, type, sequence, CAST(body AS BLOB) FROM events"
-            " WHERE position >= ? ORDER BY position",
-            (position,),
-        )
-        while rows := cursor.fetchmany(2000):
-            yield from rows
-
-    def submitted_at(self, position: int) -> bytes | None:
-        row = self._db.execute(
-            "SELECT digest FROM sequencer_submitted WHERE position = ?", (position,)
-        ).fetchone()
-        return None if row is None else row[0]
-
 
 class _OwnEvents:
     """A standalone store's own ``sequencer_heads`` and ``sequencer_events``."""
@@ -711,140 +640,6 @@ class _OwnEvents:
 
     def after(self, position: int) -> Iterator[tuple[int, dict[str, Any]]]:
         raise LedgerUnavailableError("a standalone state store has no log to catch up from")
-
-    def submitted_at(self, position: int) -> bytes | None:
-        raise LedgerUnavailableError("a standalone state store has no log to catch up from")
-
-    def appended(self, position: int) -> Iterator[tuple[int, str, str, str, int, bytes | None]]:
-        raise LedgerUnavailableError("a standalone state store has no log to catch up from")
-
-
-# --- what another writer's events change: caught up, not read again ------------------------
-
-
-class _Sink:
-    """What :class:`_Touches` hands out for an entity a fold changes in place (takes any
-    attribute, keeps none)."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        pass
-
-
-_SINK = _Sink()
-_VIEW_MAPS = frozenset({"known", "sources"})
-"""What :class:`_Touches` notes that is not one of an org's maps."""
-
-
-class _TouchedMap(dict[Any, Any]):
-    """One of the state's maps as :meth:`LedgerState.apply_record` uses it: each key it reads or
-    writes is noted (``(name, key)``); nothing is held."""
-
-    __slots__ = ("_name", "_touched")
-
-    def __init__(self, name: str, touched: list[tuple[str, Any]]) -> None:
-        super().__init__()
-        self._name, self._touched = name, touched
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._touched.append((self._name, key))
-
-    def __getitem__(self, key: Any) -> Any:
-        self._touched.append((self._name, key))
-        return _SINK
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self._touched.append((self._name, key))
-        return _SINK
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        self._touched.append((self._name, key))
-        return default
-
-    def __contains__(self, key: object) -> bool:
-        self._touched.append((self._name, key))
-        return True
-
-
-class _TouchedSet(set[Any]):
-    """A set of the state as :class:`_TouchedMap` is a map."""
-
-    __slots__ = ("_name", "_touched")
-
-    def __init__(self, name: str, touched: list[tuple[str, Any]]) -> None:
-        super().__init__()
-        self._name, self._touched = name, touched
-
-    def add(self, key: Any) -> None:
-        self._touched.append((self._name, key))
-
-    def discard(self, key: Any) -> None:
-        self._touched.append((self._name, key))
-
-    def __contains__(self, key: object) -> bool:
-        self._touched.append((self._name, key))
-        return True
-
-
-class _TouchedOrgs(dict[str, OrgState]):
-    """``orgs`` of :class:`_Touches`: every org is the one recording org."""
-
-    __slots__ = ("_org",)
-
-    def __init__(self, org: OrgState) -> None:
-        super().__init__()
-        self._org = org
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self._org
-
-
-class _Touches:
-    """What an event changes in the state, told by the fold itself: the event is folded, with
-    :meth:`LedgerState.apply_record`, into a state whose maps only note the keys it uses (so no
-    event type's effect is written out twice). A key a fold only reads is noted too: noting more
-    than is changed only costs a read."""
-
-    __slots__ = ("_org", "_state", "touched")
-
-    def __init__(self) -> None:
-        self.touched: list[tuple[str, Any]] = []
-        touched = self.touched
-
-        def noted(name: str) -> _TouchedMap:
-            return _TouchedMap(name, touched)
-
-        def noted_set(name: str) -> _TouchedSet:
-            return _TouchedSet(name, touched)
-
-        self._org = OrgState(
-            swot=noted("swot"),
-            competitors=noted_set("competitors"),
-            themes=noted("themes"),
-            units=noted("units"),
-            periods=noted("periods"),
-            objectives=noted("objectives"),
-            links=noted_set("links"),
-            key_results=noted("key_results"),
-            check_ins=noted("check_ins"),
-        )
-        self._state = LedgerState(
-            orgs=_TouchedOrgs(self._org),
-            known=_TouchedMap("known", touched),
-            sources=_TouchedMap("sources", touched),
-        )
-
-    def of(self, record: dict[str, Any]) -> tuple[bytes, bool]:
-        """Fold ``record``: its id's 16 bytes and whether it defines the org's strategy; the
-        keys it uses are :attr:`touched` (``("known", (org, key))``, ``("sources", (org,
-        source, source_event_id))``, or an org's map and a key of it)."""
-        self.touched.clear()
-        key = bytes.fromhex(record["event_id"].replace("-", ""))
-        org = self._org
-        org.strategy_defined = False
-        self._state.apply_record(record, key, b"")
-        return key, org.strategy_defined
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -976,111 +771,19 @@ class SqliteStateStore:
         prepared, self._prepared = self._prepared, None
         if self._view is None and prepared is not None:
             loaded_for, end, view = prepared
-            # Valid once caught up with what other writers appended since it was read (a
-            # batch's own appends come later), while the tables reflect the whole log.
-            now = self._events.end()
-            fresh = self.mark().get(0, 1) == now
-            behind = now - end
-            if loaded_for is probes and fresh and (not behind or _catches_up(behind, len(probes))):
-                if behind:
-                    self._catch_up_view(view, end, now)
+            # Valid if nothing was appended since it was read (a batch's own appends come later).
+            if loaded_for is probes and self._events.end() == end and self.mark().get(0, 1) == end:
                 self._view = view
                 return view
         view = self._open()
         self._load(view, probes)
         return view
 
-    def _catch_up_view(self, view: _View, position: int, end: int) -> None:
-        """Bring ``view``, read before the lock at ``position`` (each of its rows read at a
-        committed end at or after it), to the log's ``end``, under the lock: each entry that an
-        event appended since changes is forgotten, to be read again on first use from the
-        tables, which are current now; each org's head and strategy flag are read again. Any
-        other entry is as its row is now (rows change only with an append). What was kept
-        (:attr:`_kept`) is caught up likewise, from where it was kept."""
-        kept = self._kept
-        if kept is not None and not _catches_up(position - kept.end, len(kept)):
-            kept = self._kept = None  # (from the view's start on, it costs no more reading)
-        start = position if kept is None else min(position, kept.end)
-        known, orgs, read_orgs = view.known, view.orgs, view.read_orgs
-        assert isinstance(known, _Cached)  # a view's maps are
-        assert isinstance(orgs, _Cached)
-        appended: set[tuple[str, bytes]] = set()
-        moved: set[str] = set()
-        for at, org_id, key, touched in self._appended(start):
-            if kept is not None and at >= kept.end:
-                kept.forget(org_id, touched)
-            if at < position:
-                continue
-            appended.add((org_id, key))
-            moved.add(org_id)
-            if not known.unread((org_id, key)):  # named by the batch: stored now
-                known.forget((org_id, key))
-                submitted = self._events.submitted_at(at)
-                view.where.setdefault(org_id, {})[key] = (at, submitted)
-                if submitted is not None:
-                    view.submitted_digests[(org_id, key)] = submitted
-            org: OrgState | None = _dict_get(orgs, org_id)
-            if org is not None:
-                for name, touched_key in touched:
-                    getattr(org, name).forget(touched_key)
-        for org_id in moved:  # heads and strategy flags, read again
-            org = _dict_get(orgs, org_id)
-            if org is None:
-                continue
-            if read_orgs[org_id][0] == 0:  # read before it had an event: its maps read nothing
-                orgs.forget(org_id)
-                del read_orgs[org_id]
-                continue
-            head = self._events.head(org_id)
-            assert head is not None  # it had events when read
-            org.last_sequence, org.last_hash = head.sequence, head.hash
-            org.strategy_defined = bool(self._flag(org_id, "strategy", ""))
-            read_orgs[org_id] = (head.sequence, head.hash, org.strategy_defined)
-        self._catch_up_sources(view, appended, moved)
-        if kept is not None:
-            kept.end = end
-
-    def _catch_up_sources(
-        self, view: _View, appended: set[tuple[str, bytes]], moved: set[str]
-    ) -> None:
-        """Forget each source's id the view read as having no first event if an event appended
-        since carries it: the event whose id it derives (in ``appended``), or one with an id of
-        its own, which has a ``sequencer_sources`` row. (A first event, once there, stays.)"""
-        sources = view.sources
-        assert isinstance(sources, _Cached)
-        missing: dict[str, list[tuple[str, str]]] = {}
-        derived = view.derived
-        for source_key in [k for k in sources.absent_keys() if k[0] in moved]:
-            org_id = source_key[0]
-            if (org_id, derived.get(source_key) or derive_event_key(*source_key)) in appended:
-                sources.forget(source_key)
-            else:
-                missing.setdefault(org_id, []).append(source_key[1:])
-        for org_id, pairs in missing.items():
-            for source, source_event_id in self._sources(org_id, sorted(pairs)):
-                sources.forget((org_id, source, source_event_id))
-
-    def _appended(self, position: int) -> Iterator[tuple[int, str, bytes, list[tuple[str, Any]]]]:
-        """The log's events from ``position`` on: position, org, id (16 bytes), and the entries
-        of the org's maps the event changes (told by :class:`_Touches`, which parses its body;
-        a check-in's: its own, and none for a type whose fold changes only the chain, the ids
-        and the sources, without parsing)."""
-        touches: _Touches | None = None
-        for at, org_id, event_id, type_name, sequence, body in self._events.appended(position):
-            key = bytes.fromhex(event_id.replace("-", ""))
-            if type_name in OWN_CHECK_IN_TYPES:
-                yield at, org_id, key, [("check_ins", key)]
-            elif type_name in CHAIN_ONLY_TYPES:
-                yield at, org_id, key, []
-            else:
-                touches = touches or _Touches()
-                touches.of(read_event(body or b"", org_id, sequence))
-                yield at, org_id, key, [t for t in touches.touched if t[0] not in _VIEW_MAPS]
-
     @property
     def folds(self) -> bool:
-        """Embedded: False (each transaction reads what it lacks from the ledger itself, and a
-        view read before the lock catches up with it: :meth:`view`); standalone: True."""
+        """Embedded: False (each transaction reads what it lacks from the ledger's own tables,
+        which every append keeps current; a view read before the lock is read again if another
+        writer appended meanwhile: :meth:`view`); standalone: True."""
         return not self._events.reads_log
 
     def fold(self, event: LedgerEvent) -> None:
@@ -1115,17 +818,11 @@ class SqliteStateStore:
         self._kept = self._committing = None
 
     def _kept_at(self, end: int) -> "_Kept | None":
-        """:attr:`_kept`, caught up with what other writers appended since it was kept, up to
-        ``end`` at least (None if reading its entries again is cheaper: dropped)."""
-        kept = self._kept
-        if kept is not None and kept.end < end:
-            if not _catches_up(end - kept.end, len(kept)):
-                self._kept = kept = None
-            else:
-                for at, org_id, _, touched in self._appended(kept.end):
-                    kept.forget(org_id, touched)
-                    kept.end = at + 1
-        return kept
+        """:attr:`_kept` if the log still ends at ``end`` where it was kept, else None (and
+        dropped)."""
+        if self._kept is not None and self._kept.end != end:
+            self._kept = None
+        return self._kept
 
     # -- storing ----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""A view of the SQLite state read before the write lock, caught up under it with what another
-writer appended meanwhile (events/state_store.py): it is the fold of the ledger up to where the
-batch is decided, as a view read afresh there is, and decides as the state in memory does;
-likewise what a writer kept of its last batch. In process, and with two real processes."""
+"""Two writers on one SQLite ledger (events/state_store.py, events/sqlite_log.py): a batch read
+before the write lock while the other writer appends is decided under the lock on the fold of
+the ledger as stored there, as the state in memory decides it, whatever the other writer
+changed (what the first kept of its last batch included); the log folds nothing into its own
+state store. In process, and with two real processes."""
 
 import os
 import pickle
@@ -14,14 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import state_store as state_store_module
 from events.ledger import Ledger
+from events.log import Batch, ChainHead, Mark
 from events.outcomes import Accepted, Duplicate, Outcome, Rejection
 from events.reasons import ReasonCode
 from events.sequencer import Probe, decide_batch, probe
 from events.sqlite_log import SqliteEventLog
 from events.state import LedgerState, OrgState
 from events.state_store import SqliteStateStore
+from schemas.envelope import GENESIS_HASH, LedgerEvent
 from tests.builders import NOW, check_ins, org_setup, raw
 from tests.ledger.state_checks import (
     COMPETITORS,
@@ -89,7 +91,7 @@ def assert_view_is_the_fold(
         assert view.sources.get(source_key) == fold.sources.get(source_key), source_key
 
 
-def decide_caught_up(
+def decide_after_another_writer(
     path: Path,
     stored: list[bytes],
     *,
@@ -97,14 +99,13 @@ def decide_caught_up(
     other: list[bytes],
     batch: list[bytes],
     meanwhile: list[bytes],
-    caught_up: bool = True,
 ) -> list[Outcome]:
     """Writer A stores ``first`` (and keeps what it read), writer B ``other``, A reads what
-    ``batch`` names (catching up what it kept), B stores ``meanwhile``, and A takes the lock:
-    its view, caught up, not read again, holds exactly the fold of the ledger, as a view read
-    afresh in the same transaction does, and both decide ``batch`` as memory does. The outcomes
-    (nothing is stored: the transaction is rolled back). ``caught_up=False``: the view is read
-    again instead (past what it is caught up with), and the same holds."""
+    ``batch`` names, B stores ``meanwhile``, and A takes the lock: the view A decides on (the
+    one read before the lock if B appended nothing meanwhile, else one read again) holds
+    exactly the fold of the ledger, as a view read afresh in the same transaction does, and
+    both decide ``batch`` as memory does. The outcomes (nothing is stored: the transaction is
+    rolled back)."""
     submit(path, stored)
     logs = [SqliteEventLog(path) for _ in range(2)]
     mine, theirs = (Ledger(log, clock=lambda: NOW) for log in logs)
@@ -121,7 +122,8 @@ def decide_caught_up(
         db.execute("BEGIN IMMEDIATE")
         try:
             view = store.view(probes)
-            assert (view is prepared[2]) is caught_up  # caught up, not read again
+            # the view read before the lock only while nothing was appended since
+            assert (view is prepared[2]) is (store._events.end() == prepared[1])
             fresh_probes = [probe(line) for line in batch]
             fresh = SqliteStateStore.embedded(db).view(fresh_probes)
             fold = fold_of(logs[0])
@@ -147,18 +149,20 @@ def decide_caught_up(
 
 @SETTINGS
 @given(histories(), st.data())
-def test_a_view_caught_up_with_another_writers_events_is_the_fold_as_a_fresh_read_is(
+def test_a_batch_read_while_another_writer_appends_is_decided_on_the_fold(
     lines: list[bytes], data: st.DataObject
 ) -> None:
-    """:func:`decide_caught_up` on any history cut in four (B's appends meanwhile sometimes
-    lines of A's batch: stored by B first)."""
+    """:func:`decide_after_another_writer` on any history cut in four (B's appends meanwhile
+    sometimes lines of A's batch: stored by B first)."""
     cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), min_size=3, max_size=3)))
     stored, first = lines[: cuts[0]], lines[cuts[0] : cuts[1]]
     other, batch = lines[cuts[1] : cuts[2]], lines[cuts[2] :]
     meanwhile = data.draw(st.lists(st.sampled_from(batch), max_size=4)) if batch else []
     meanwhile += data.draw(st.lists(st.sampled_from(lines), max_size=4))
     with ledger_file() as path:
-        decide_caught_up(path, stored, first=first, other=other, batch=batch, meanwhile=meanwhile)
+        decide_after_another_writer(
+            path, stored, first=first, other=other, batch=batch, meanwhile=meanwhile
+        )
 
 
 GLOBEX_THEME = raw("ThemeAdded", {"theme_id": "t1", "name": "Customers"}, org_id="globex")
@@ -194,33 +198,24 @@ CHANGED = {
 one's refusal (None: accepted)."""
 
 
-@pytest.mark.parametrize("caught_up", [True, False])
 @pytest.mark.parametrize("when", ["before_the_read", "meanwhile"])
 @pytest.mark.parametrize("change", sorted(CHANGED))
-def test_each_kind_of_change_by_another_writer_is_caught_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, when: str, caught_up: bool
+def test_each_kind_of_change_by_another_writer_is_seen(
+    tmp_path: Path, change: str, when: str
 ) -> None:
     """The other writer retires a key result the writer kept, abandons its objective, defines
     the key result a check-in names (read as missing), defines the strategy of an org read
     without one, or sets up an org read as new: before the batch is read (what the writer kept
-    is caught up) or after (its view is): the line on it is decided as memory does; also when
-    catching up would cost more than reading again (then read again)."""
-    if not caught_up:
-        monkeypatch.setattr(state_store_module, "_catches_up", lambda appended, read: False)
+    no longer stands) or after (neither does its view read before the lock): the line on it is
+    decided as memory does."""
     appended, lines, refusal = CHANGED[change]
     other, changed = appended.split(b"\n"), lines.split(b"\n")
     stored = [*org_setup(), GLOBEX_THEME]
     first = [next(check_ins(1))]  # kept: kr1 and o1
     batch = [next(check_ins(1)), *changed, next(check_ins(1))]
     before, meanwhile = (other, []) if when == "before_the_read" else ([], other)
-    outcomes = decide_caught_up(
-        tmp_path / "ledger.db",
-        stored,
-        first=first,
-        other=before,
-        batch=batch,
-        meanwhile=meanwhile,
-        caught_up=caught_up or not meanwhile,
+    outcomes = decide_after_another_writer(
+        tmp_path / "ledger.db", stored, first=first, other=before, batch=batch, meanwhile=meanwhile
     )
     decided = outcomes[len(changed)]
     if refusal is None:
@@ -232,7 +227,7 @@ def test_each_kind_of_change_by_another_writer_is_caught_up(
 
 @SETTINGS
 @given(histories(), st.data())
-def test_batches_decided_on_caught_up_views_store_what_memory_decides(
+def test_two_interleaved_writers_store_what_memory_decides(
     lines: list[bytes], data: st.DataObject
 ) -> None:
     """Two writers on one file, each of A's batches read before the lock while B then appends a
@@ -282,18 +277,11 @@ WRITER = """
 import pickle, sys
 from events.ledger import Ledger
 from events.sqlite_log import SqliteEventLog
-from events.state_store import SqliteStateStore
 from tests.builders import NOW
 
 path, lines_file, out = sys.argv[1:4]
 batches = pickle.loads(open(lines_file, "rb").read())
 ledger = Ledger(SqliteEventLog(path), clock=lambda: NOW)
-caught_up = []
-real_catch_up = SqliteStateStore._catch_up_view
-def counted(self, view, position, end):
-    caught_up.append(end - position)
-    return real_catch_up(self, view, position, end)
-SqliteStateStore._catch_up_view = counted
 real_append = ledger._append_batch
 def handshake(lines, probes):
     print("read", flush=True)  # the batch's view is read: the other process may append now
@@ -305,7 +293,7 @@ for n, batch in enumerate(batches):
         ledger._append_batch = handshake
     outcomes.append(list(ledger.submit_many((line, None) for line in batch)))
 ledger.log.close()
-open(out, "wb").write(pickle.dumps((outcomes, caught_up)))
+open(out, "wb").write(pickle.dumps(outcomes))
 """
 
 
@@ -322,8 +310,8 @@ def run_writer(path: Path, batches: list[list[bytes]], out: Path) -> "subprocess
     )
 
 
-Written = tuple[list[list[Outcome]], list[int]]
-"""A writer process's outcomes, by batch, and the events each caught-up view was folded over."""
+Written = list[list[Outcome]]
+"""A writer process's outcomes, by batch."""
 
 
 def outcomes_of(writer: "subprocess.Popen[str]", out: Path) -> Written:
@@ -337,8 +325,8 @@ def test_two_processes_interleaved_on_the_same_key_results_and_sources(tmp_path:
     """Process A stores check-ins (keeping their key results), then reads its next batch; process
     B meanwhile retires a key result A kept, defines one A's batch names, and stores some of
     A's batch itself (the same bytes, the same source's id under other content, a new check-in
-    on the same source's id); A, catching its view up rather than reading it again, decides each
-    line as memory does in the order of the commits, and the ledger's state is its fold."""
+    on the same source's id); A decides each line as memory does in the order of the commits,
+    and the ledger's state is its fold."""
     path = tmp_path / "ledger.db"
     stored = [*org_setup(), key_result("kr2"), key_result("kr3")]
     submit(path, stored)
@@ -369,13 +357,12 @@ def test_two_processes_interleaved_on_the_same_key_results_and_sources(tmp_path:
     assert b.stdin is not None
     b.stdin.write("go\n")
     b.stdin.close()
-    (b_first, b_second), _ = outcomes_of(b, b_out)
+    b_first, b_second = outcomes_of(b, b_out)
     a.stdin.write("go\n")
     a.stdin.close()
-    (a_first, a_second), caught_up = outcomes_of(a, a_out)
+    a_first, a_second = outcomes_of(a, a_out)
     expected = in_memory([*stored, *first, *theirs, *batch])[len(stored) :]
     assert [*a_first, *b_first, *b_second, *a_second] == expected
-    assert caught_up == [len(theirs)]  # B's appends, folded into A's view under the lock
     assert all(isinstance(o, Accepted) for o in [*a_first, *b_first, *b_second])
     by_line = dict(zip(range(len(batch)), a_second, strict=True))
     assert isinstance(by_line[0], Accepted)  # on kr1, kept from A's first batch
@@ -386,4 +373,72 @@ def test_two_processes_interleaved_on_the_same_key_results_and_sources(tmp_path:
     assert isinstance(by_line[4], Duplicate)  # the same bytes B stored
     assert isinstance(by_line[6], Duplicate)
     assert isinstance(by_line[7], Duplicate)  # repeated within the batch
+    check_file(path)
+
+
+class _Folds:
+    """A decider that needs other writers' events folded into it (as a state in memory does):
+    notes them, and decides an empty batch."""
+
+    folds = True
+
+    def __init__(self) -> None:
+        self.folded: list[LedgerEvent] = []
+
+    def head(self, org_id: str) -> ChainHead:
+        mine = [e for e in self.folded if e.org_id == org_id]
+        return ChainHead(mine[-1].sequence, mine[-1].hash) if mine else ChainHead(0, GENESIS_HASH)
+
+    def fold(self, event: LedgerEvent) -> None:
+        self.folded.append(event)
+
+    def decide(self) -> Batch:
+        return [], []
+
+
+def test_the_log_folds_nothing_into_its_own_state_store_but_does_into_a_decider_that_folds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers on one file, each deciding on the log's own state store, B appending after
+    A took its mark and before A's lock: the log folds none of B's events into A's store (its
+    tables are current under the lock), and every batch is decided as memory does. A decider
+    that says it ``folds`` is still given, on the same log, every event appended since its
+    mark, in order."""
+
+    def refused(self: SqliteStateStore, event: LedgerEvent) -> None:
+        raise AssertionError(f"{event.event_id} folded into the log's own state store")
+
+    monkeypatch.setattr(SqliteStateStore, "fold", refused)
+    path = tmp_path / "ledger.db"
+    setup, ours, yours = org_setup(), list(check_ins(3)), list(check_ins(4, key_result_id="kr1"))
+    mine, theirs = (Ledger(SqliteEventLog(path), clock=lambda: NOW) for _ in range(2))
+    log = mine.log
+    assert isinstance(log, SqliteEventLog)
+    real = log.append_decided
+    pending = [yours]
+    outcomes: list[Outcome] = []
+
+    def interleaved(decider: Any, mark: Mark) -> Mark:
+        if pending:  # B commits after A's mark, before A's lock
+            outcomes.extend(theirs.submit_many((line, None) for line in pending.pop()))
+        return real(decider, mark)
+
+    try:
+        outcomes += mine.submit_many((line, None) for line in setup)
+        mark = log.state.mark()
+        known = {e.event_id for e in log.read()}
+        monkeypatch.setattr(log, "append_decided", interleaved)
+        found = list(mine.submit_many((line, None) for line in ours))
+        outcomes += found
+        outcomes += theirs.submit_many((line, None) for line in yours[:1])  # a repeat
+        assert not pending
+        assert outcomes == in_memory([*setup, *yours, *ours, *yours[:1]])
+        decider = _Folds()
+        assert real(decider, mark) == log.state.mark()
+        appended = [e for e in log.read("acme") if e.event_id not in known]
+        assert len(appended) == len(yours) + len(ours)
+        assert decider.folded == appended
+    finally:
+        mine.log.close()
+        theirs.log.close()
     check_file(path)
