@@ -58,6 +58,10 @@ class _PendingBatch:
     policy: Policy
     outcomes: list[Outcome] = field(default_factory=list)
 
+    @property
+    def folds(self) -> bool:
+        return self.store.folds
+
     def head(self, org_id: str) -> ChainHead:
         return self.store.head(org_id)
 

@@ -40,6 +40,13 @@ read. ``{}``: nothing read yet. Only the backend that returned a mark understand
 class Decider(Protocol):
     """A state that folds the ledger and decides a batch on it (the ledger's sequencer)."""
 
+    @property
+    def folds(self) -> bool:
+        """Whether it needs the events other writers appended folded into it (False: it decides
+        on the log's own state store, which the log keeps current under its lock; a log that
+        keeps one then folds nothing)."""
+        ...
+
     def head(self, org_id: str) -> ChainHead:
         """The org's last event folded so far (sequence 0 and the genesis hash if none)."""
         ...

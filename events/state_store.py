@@ -164,6 +164,12 @@ class _Kept:
 class StateStore(Protocol):
     """The sequencer's state, as :class:`events.ledger.Ledger` uses it for each batch."""
 
+    @property
+    def folds(self) -> bool:
+        """Whether the log must fold into it what other writers appended (:meth:`fold`; False:
+        it reads the log's own tables, current under the log's lock)."""
+        ...
+
     def prepare(self, probes: Sequence[Probe | None]) -> None:
         """Before the write lock is taken: read what the next batch names, if the store can
         (its view then needs no reads of its own unless another writer appends meanwhile)."""
@@ -210,6 +216,8 @@ class StateStore(Protocol):
 
 class MemoryStateStore:
     """The whole state in memory, folded from the log (on the first batch: all of it)."""
+
+    folds = True
 
     def __init__(self, state: LedgerState | None = None) -> None:
         self.state = state or LedgerState()
@@ -770,6 +778,13 @@ class SqliteStateStore:
         view = self._open()
         self._load(view, probes)
         return view
+
+    @property
+    def folds(self) -> bool:
+        """Embedded: False (each transaction reads what it lacks from the ledger's own tables,
+        which every append keeps current; a view read before the lock is read again if another
+        writer appended meanwhile: :meth:`view`); standalone: True."""
+        return not self._events.reads_log
 
     def fold(self, event: LedgerEvent) -> None:
         """Embedded: nothing; each transaction reads what the store lacks from the ledger

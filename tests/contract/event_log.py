@@ -33,6 +33,8 @@ def _rejection(raw: bytes, reason: ReasonCode = ReasonCode.INVALID_JSON, **kw: o
 class _Writer:
     """A decider that stores a given batch, noting every event the log folds into it."""
 
+    folds = True
+
     def __init__(self, folded: list[LedgerEvent]) -> None:
         self.folded = folded
         self.batch: Batch = ([], [])
