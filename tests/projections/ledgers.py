@@ -153,6 +153,17 @@ def reset(store: ProjectionStore) -> None:
         store.client.command(f"TRUNCATE TABLE IF EXISTS {store.database}.{table}")
 
 
+def emptied(store: ProjectionStore) -> None:
+    """``store`` as :meth:`ProjectionStore.drop_all` then :meth:`ProjectionStore.migrate`
+    leave it, for a tenth of their statements (a new baseline is ~60 DDL statements, ~0.7 s of
+    CPU in chDB): every table of the projector emptied (:func:`reset`), the views, settings and
+    migrations kept as they were (a migrated store's), and the ``ledger-begun`` marks this
+    object inserted forgotten, as ``drop_all`` forgets them. The store contract proves the two
+    leave the same store (``test_emptied_is_what_drop_all_and_migrate_leave``)."""
+    reset(store)
+    store._marked = {}
+
+
 def project_prefix(events: list[LedgerEvent], store: ProjectionStore, tmp_path: Path) -> None:
     """``store`` emptied, then projected from a ledger of only ``events``."""
     reset(store)

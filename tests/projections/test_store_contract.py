@@ -9,6 +9,7 @@ dropped afterwards.
 
 import os
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,13 @@ from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from processors.tables import RowBatch
 from projections import queries
-from projections.migrations import MIGRATIONS, VIEWS
+from projections.migrations import MIGRATIONS, MIGRATIONS_TABLE, SETTINGS_TABLE, VIEWS
 from projections.queries import Moment
 from projections.readonly_sql import QueryLimits
 from projections.store import MARK_AHEAD, ProjectionStore, _beyond_checkpoint
 from schemas.errors import ProjectionError, QueryRefusedError
 from tests.projections.conftest import StoreFactory, project
-from tests.projections.ledgers import ORG, LedgerBuilder, day, small_ledger
+from tests.projections.ledgers import ORG, LedgerBuilder, day, emptied, small_ledger
 from tests.projections.serve_store_support import ServedStore, served_store
 from tests.projections.store_support import answers, parts_without, store_in_own_database
 
@@ -162,8 +163,7 @@ class ProjectionStoreContract:
             store.insert(second)
         assert inserts[-1][0] == t.CHECKPOINTS
         for cut in range(len(inserts)):  # the process died before insert number `cut`
-            store.drop_all()
-            store.migrate()
+            emptied(store)  # as drop_all and migrate leave it
             store.insert(first)
             for table, data in inserts[:cut]:
                 store._insert(table, [data])
@@ -205,8 +205,7 @@ class ProjectionStoreContract:
         assert tables.count(t.CHECKPOINTS) == 2  # the mark, and the checkpoints last
         assert tables[-1] == t.CHECKPOINTS
         for cut in range(len(inserts)):  # the process died before insert number `cut`
-            store.drop_all()
-            store.migrate()
+            emptied(store)  # as drop_all and migrate leave it
             store.insert(first)
             for table, data in inserts[:cut]:
                 store._insert(table, [data])
@@ -397,6 +396,57 @@ class ProjectionStoreContract:
     def test_bad_sql_is_a_projection_error(self, store: ProjectionStore) -> None:
         with pytest.raises(ProjectionError, match="no_such_table"):
             store.rows("SELECT * FROM no_such_table")
+
+    def test_emptied_is_what_drop_all_and_migrate_leave(
+        self, store: ProjectionStore, builder: LedgerBuilder
+    ) -> None:
+        """The tests that start over many times in one store empty it (:func:`emptied`) rather
+        than drop and migrate it: the two leave the same tables and views, every table empty,
+        the same settings and migrations, no ``ledger-begun`` mark remembered, and a store that
+        projects the ledger into the same rows."""
+        small_ledger(builder)
+        key = t.owner_key(0)
+
+        def used() -> None:  # rows in every table the ledger fills, and marks remembered
+            store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, key, 1, 0)]})
+            store.insert(Projector().project(builder.events()), {ORG: (key, 1)})
+            assert store.checkpoints()[t.BEGUN_STREAM]
+            assert store._marked
+
+        def state() -> Any:
+            tables = store.rows(
+                "SELECT name, engine, create_table_query FROM system.tables "
+                "WHERE database = {db:String} ORDER BY name",
+                {"db": store.database},
+            )
+            counts = {
+                name: store.rows(f"SELECT count() FROM {{db}}.{name}")[0][0]
+                for name, engine, _ in tables
+                if not engine.endswith("View") and name not in (SETTINGS_TABLE, MIGRATIONS_TABLE)
+            }
+            kept = [  # but when they were written
+                sorted(
+                    tuple(v for v in row if not isinstance(v, datetime))
+                    for row in store.rows(f"SELECT * FROM {{db}}.{name}")
+                )
+                for name in (SETTINGS_TABLE, MIGRATIONS_TABLE)
+            ]
+            return tables, counts, kept, dict(store._marked), store.checkpoints()
+
+        used()
+        emptied(store)
+        after_emptied = state()
+        project(builder, store)
+        projected_after_emptied = fingerprint(store)
+        used()
+        store.drop_all()
+        store.migrate()
+        assert state() == after_emptied
+        assert set(after_emptied[1].values()) == {0}
+        assert after_emptied[1].keys() >= {*t.COLUMNS, t.CHECK_IN_DAYS}
+        assert (after_emptied[3], after_emptied[4]) == ({}, {})
+        project(builder, store)
+        assert fingerprint(store) == projected_after_emptied
 
     def test_drop_all_and_migrate_again(
         self, store: ProjectionStore, builder: LedgerBuilder

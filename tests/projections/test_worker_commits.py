@@ -13,7 +13,7 @@ from processors import tables as t
 from processors.projector import Projector
 from projections.store import ProjectionStore
 from tests.projections.conftest import StoreFactory
-from tests.projections.ledgers import ORG, LedgerBuilder, day
+from tests.projections.ledgers import ORG, LedgerBuilder, day, emptied
 
 KEY = t.owner_key(0)
 Write = tuple[str, Any, Any]
@@ -82,8 +82,11 @@ def test_a_commit_cut_short_after_renewed_marks_is_discarded_by_the_next_owner(
     events = ledger(builder, 6)
     chunks = [events[i : i + 2] for i in range(0, 10, 2)]
     cut = 0
+    store: ProjectionStore | None = None
     while True:
-        store = open_store(f"renewed{cut}")
+        if store is not None:  # as a new database (test_emptied_is_what_drop_all_and_migrate_leave)
+            emptied(store)
+        store = open_store("renewed")  # a new object: nothing it marked or staged is known
         store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, KEY, 1, 0)]})
         projector = Projector()
         for chunk in chunks[:-1]:
@@ -110,8 +113,11 @@ def test_a_commit_that_left_any_one_table_in_is_discarded_by_the_next_owner(
     first, second = projector.project(events[:6]), projector.project(events[6:9])
     tables = [table for table, rows in second.items() if rows and table in t.HISTORY]
     assert len(tables) >= 4
+    store: ProjectionStore | None = None
     for table in tables:
-        store = open_store(f"alone_{table}")
+        if store is not None:  # as a new database (test_emptied_is_what_drop_all_and_migrate_leave)
+            emptied(store)
+        store = open_store("alone")  # a new object: nothing it marked or staged is known
         store.insert({t.CHECKPOINTS: [(t.OWNER_STREAM, KEY, 1, 0)]})
         store.insert(first, {ORG: (KEY, 1)})
         with monkeypatch.context() as patch:
