@@ -462,7 +462,10 @@ class _Events(Protocol):
         ...
 
     def save(
-        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+        self,
+        view: _View,
+        heads: list[tuple[str, int, str]],
+        submitted: list[tuple[int, bytes | bytearray]],
     ) -> None:
         """Store what ``view`` added (``heads``: the orgs' heads that changed; ``submitted``:
         the submission digests of the events the log just appended, by position)."""
@@ -543,7 +546,10 @@ class _LedgerEvents:
         return None if record is None else (record["source"], record["source_event_id"])
 
     def save(
-        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+        self,
+        view: _View,
+        heads: list[tuple[str, int, str]],
+        submitted: list[tuple[int, bytes | bytearray]],
     ) -> None:
         """The submission digests: the rest is the log's own rows."""
         self._db.executemany("INSERT INTO sequencer_submitted VALUES (?, ?)", submitted)
@@ -612,7 +618,10 @@ class _OwnEvents:
         return None  # never asked: this store keeps every source's first event itself
 
     def save(
-        self, view: _View, heads: list[tuple[str, int, str]], submitted: list[tuple[int, bytes]]
+        self,
+        view: _View,
+        heads: list[tuple[str, int, str]],
+        submitted: list[tuple[int, bytes | bytearray]],
     ) -> None:
         db = self._db
         db.executemany("INSERT OR REPLACE INTO sequencer_heads VALUES (?, ?, ?)", heads)
@@ -831,13 +840,16 @@ class SqliteStateStore:
         as the position it reflects, in the caller's transaction."""
         view = self._open()
         first = mark.get(0, 0) - len(events)  # the log's positions of ``events`` (embedded)
-        submitted: list[tuple[int, bytes]] = []
+        submitted: list[tuple[int, bytes | bytearray]] = []
         applied = view.applied
         for at, item in enumerate(events, start=first):
             if isinstance(item, Accepted):
                 record = item.record
                 if item.submitted is not None:
-                    submitted.append((at, item.submitted))
+                    # As a bytearray: sqlite3 binds it as the same BLOB, but a bytes parameter
+                    # first goes through its adapter lookup (a failed ``__conform__`` lookup
+                    # that formats an AttributeError: ~3k instructions per row).
+                    submitted.append((at, bytearray(item.submitted)))
                 key = item.key or bytes.fromhex(record["event_id"].replace("-", ""))
                 if (record["org_id"], key) not in applied:  # the view decided it: folded
                     view.apply_record(record, key, item.digest, item.submitted)
@@ -949,6 +961,8 @@ class SqliteStateStore:
             if derived is not None and not (holds and has(known, (org_id, derived))):
                 mine[event_id_text(derived)] = derived
         repeats, applied = view.submitted_digests, view.applied
+        known_absent = known._absent
+        note_absent = known_absent.add
         for org_id, wanted in keys.items():
             found = view.where[org_id] = self._events.find(org_id, wanted)
             if len(found) == len(wanted):  # every id stored (a rerun): none to note as absent
@@ -962,7 +976,7 @@ class SqliteStateStore:
                     if hit[1] is not None:
                         repeats.setdefault((org_id, key), hit[1])
                 elif (org_id, key) not in applied:
-                    known.loaded((org_id, key), None)
+                    note_absent((org_id, key))  # known.loaded(..., None), without a call each
         sources: dict[str, set[tuple[str, str]]] = {}
         named: dict[str, set[str]] = {}
         for probed in probes:
@@ -977,13 +991,19 @@ class SqliteStateStore:
                 derived = probed.derived_key or key
                 assert derived is not None  # a probe with a source derives its id
                 derived_ids[probed.source] = derived
-                if key is not None and known.absent((org_id, key)):
-                    sources.setdefault(org_id, set()).add(probed.source[1:])
+                if (
+                    key is not None
+                    and (org_id, key) in known_absent
+                    and not has(known, (org_id, key))
+                ):
+                    sources.setdefault(org_id, set()).add(probed.source[1:])  # known.absent
             data = probed.document.get("data")
             if type(data) is dict and type(key_result_id := data.get("key_result_id")) is str:
                 named.setdefault(org_id, set()).add(key_result_id)
+        implies_sources = self._events.implies_sources
+        note_no_source = stored._absent.add
         for org_id, pairs in sources.items():
-            found_sources = self._sources(org_id, sorted(pairs))
+            found_sources = self._sources(org_id, pairs)
             for source, source_event_id in pairs:
                 source_key = (org_id, source, source_event_id)
                 if has(stored, source_key):
@@ -991,10 +1011,11 @@ class SqliteStateStore:
                 first = found_sources.get((source, source_event_id))
                 if first is not None:
                     stored.loaded(source_key, first)
-                elif not self._events.implies_sources or known.absent(
-                    (org_id, derived_ids[source_key])
+                elif not implies_sources or (
+                    (derived_key := (org_id, derived_ids[source_key])) in known_absent
+                    and not has(known, derived_key)  # known.absent, without a call
                 ):
-                    stored.loaded(source_key, None)
+                    note_no_source(source_key)  # stored.loaded(source_key, None)
         self._load_key_results(view, named)
 
     def _load_key_results(self, view: _View, named: dict[str, set[str]]) -> None:
@@ -1064,11 +1085,12 @@ class SqliteStateStore:
         return found
 
     def _sources(
-        self, org_id: str, pairs: Sequence[tuple[str, str]]
+        self, org_id: str, wanted: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], bytes]:
         found: dict[tuple[str, str], bytes] = {}
         if self._one("SELECT 1 FROM sequencer_sources WHERE org_id = ? LIMIT 1", org_id) is None:
             return found  # the common case: every event of the org has the id its source's derives
+        pairs = sorted(wanted)  # (only now: sorting a batch's pairs was ~5k instructions each)
         # One search of the primary key per pair: the wanted pairs joined to the table
         # (``CROSS JOIN`` keeps them outside). SQLite plans ``(source, source_event_id) IN
         # (VALUES ...)`` as a scan of every row of the org, a cost that grew with the ledger (a
@@ -1204,7 +1226,9 @@ class SqliteStateStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _save(self, view: _View, mark: Mark, submitted: list[tuple[int, bytes]]) -> None:
+    def _save(
+        self, view: _View, mark: Mark, submitted: list[tuple[int, bytes | bytearray]]
+    ) -> None:
         flags: list[tuple[str, str, str, int]] = []
         objectives: list[tuple[str, str, str, str, str | None]] = []
         key_results: list[tuple[str, str, str, str, float, int]] = []

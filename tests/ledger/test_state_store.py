@@ -22,7 +22,13 @@ from events.canonical import canonical_bytes, canonical_json
 from events.ledger import Ledger
 from events.outcomes import Accepted, Duplicate, Outcome, Rejection
 from events.reasons import ReasonCode
-from events.sequencer import Sequencer, decide_batch, probe, record_digest
+from events.sequencer import (
+    Sequencer,
+    decide_batch,
+    probe,
+    record_digest,
+    submission_digest,
+)
 from events.sqlite_log import _MIGRATIONS, SCHEMA_VERSION, SqliteEventLog
 from events.state_store import SqliteStateStore
 from schemas.envelope import LedgerEvent
@@ -424,6 +430,26 @@ def test_a_byte_identical_resubmission_is_a_duplicate_without_being_validated_ag
     reordered = [orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS) for line in lines]
     assert submit(path, reordered) == again  # the same content in other bytes: validated
     assert validated[0] == len(lines)
+
+
+def test_each_submission_digest_is_stored_as_the_blob_of_its_bytes(tmp_path: Path) -> None:
+    """The store binds the digests as bytearrays (cheaper to bind): the same BLOB as bytes."""
+    path = tmp_path / "ledger.db"
+    lines = org_setup() + list(check_ins(20))
+    first = submit(path, lines)
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(
+            "SELECT e.event_id, typeof(s.digest), s.digest FROM sequencer_submitted s"
+            " JOIN events e ON e.position = s.position ORDER BY s.position"
+        ).fetchall()
+    finally:
+        db.close()
+    assert rows == [
+        (o.event.event_id, "blob", submission_digest(line))  # type: ignore[union-attr]  # all Accepted
+        for o, line in zip(first, lines, strict=True)
+    ]
+    assert all(type(digest) is bytes for _, _, digest in rows)
 
 
 def test_a_submission_digest_taken_under_another_contract_is_not_trusted(
