@@ -327,7 +327,13 @@ def _recompute(b: Batch, org: OrgProjection, stamp: Stamp, scope: list[Objective
     depth = [-len(org.ancestors(o.objective_id)) for o in scope]
     ordered = sorted(range(len(scope)), key=depth.__getitem__)  # stable: same depth, same order
     for n in ordered:
-        refresh(org, scope[n])
+        objective = scope[n]
+        for child in members(org, objective).children:
+            # A child outside the scope may be stale: its key result moved while this parent
+            # did not count children (a rollup revised since), so its progress is not yet
+            # rolled up.
+            fresh(org, child)
+        refresh(org, objective)
     for n in ordered:
         objective = scope[n]
         new = objective.emitted is None

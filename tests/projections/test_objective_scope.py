@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors import objectives
+from processors import tables as t
 from processors.projector import Projector
 from processors.tables import RowBatch
 from schemas.envelope import LedgerEvent
@@ -230,3 +231,31 @@ def test_a_cascade_built_either_way(tmp_path: Path) -> None:
     builder.close()
     assert len(events) == 7 + 16  # every one accepted
     assert project(events, [], scope=True) == project(events, [], scope=False)
+
+
+def test_a_parent_that_starts_counting_children_reads_their_rolled_up_progress(
+    tmp_path: Path,
+) -> None:
+    """A check-in moves a child while its parent counts only key results (the child is left to
+    roll up when next needed); then the parent counts children: it reads the child's rolled-up
+    progress, as a full recompute does (a case hypothesis found: the scoped recompute read the
+    child's progress from before the check-in)."""
+    builder = LedgerBuilder(tmp_path / "ledger.sqlite")
+    build(
+        builder,
+        [
+            ("create", "o0", None, "co", PERIOD, [], "key_results", 1),
+            ("key_result", "k0", "o0"),
+            ("create", "o1", None, "co", PERIOD, [], "key_results", 1),
+            ("align", "o0", "o1"),
+            ("check_in", "k0", 1, 0.2),
+            ("revise", "o1", {"rollup": "children"}),
+        ],
+    )
+    events = builder.events()
+    builder.close()
+    assert len(events) == 7 + 6  # every one accepted
+    rows = project(events, [], scope=True)
+    assert rows == project(events, [], scope=False)
+    parent = [row for row in rows[0][t.OBJECTIVES_NOW] if row[1] == "o1"]
+    assert parent[-1][-2] == 0.01  # its progress: the child's, 1 of 100
