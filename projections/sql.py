@@ -47,8 +47,9 @@ def latest(db: str, table: str, where: str = "") -> str:
 def latest_sorted(db: str, table: str, where: str = "") -> str:
     """The latest version of every entity of ``table`` among the rows matching ``where``, by
     sorting them (as :func:`latest_as_of`, over every org): for the small tables (the
-    objectives), read by the parameterized views, where :func:`latest`'s second read (``IN``)
-    of the table is more for the engine to analyse at each place a view names them."""
+    objectives, key results, themes, periods), read by the parameterized views, where
+    :func:`latest`'s second read (``IN``) of the table is more for the engine to analyse at
+    each place a view names them."""
     condition = f"WHERE {where} " if where else ""
     return (
         f"(SELECT * FROM {db}.{table} {condition}"
@@ -123,18 +124,10 @@ def _last_updates(db: str) -> str:
 )"""
 
 
-def key_result_definitions_as_of(db: str, where: str = AS_OF_FILTER) -> str:
-    """Each key result's definition up to ``{seq}``, in the answers' order."""
-    return f"""
-SELECT * FROM (
-    SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {where}
-    ORDER BY sequence DESC LIMIT 1 BY org_id, key_result_id
-) ORDER BY org_id, objective_id, key_result_id"""
-
-
 def key_result_definitions_by_id(db: str, where: str = AS_OF_FILTER) -> str:
-    """:func:`key_result_definitions_as_of` in the order of the key results' ids (the table's
-    own: one sort less, ~1.3 ms; :mod:`projections.queries` puts them in the answers' order)."""
+    """Each key result's definition up to ``{seq}``, in the order of the key results' ids (the
+    table's own: one sort less than in the answers' order, ~1.3 ms; :mod:`projections.queries`
+    puts them in the answers' order)."""
     return _latest_by_key(db, t.KEY_RESULTS, where)
 
 
@@ -191,7 +184,10 @@ def key_results_as_of(db: str, at: str | None, where: str = AS_OF_FILTER) -> str
     ``UInt256`` (the key shifted above the sequence): the same order as the tuple's, ~20 % less
     CPU at 1,000,000 check-ins.
     """
-    live = "NOT gone" + (f" AND occurred_at <= {at}" if at else "")
+    gone = f"""(org_id, check_in_sequence) IN (
+            SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {where} AND retracted
+        )"""
+    live = f"NOT {gone}" + (f" AND occurred_at <= {at}" if at else "")
     return f"""
 SELECT d.*, c.last_sequence AS last_sequence, c.last_recorded_at AS last_recorded_at,
     c.live AS live, c.current AS current
@@ -209,9 +205,6 @@ SELECT org_id, key_result_id, max(sequence) AS last_sequence,
 FROM (
     SELECT org_id, key_result_id, sequence, recorded_at, change, occurred_at,
         check_in_sequence, check_in_id, value, target, progress, attainment, confidence,
-        (org_id, check_in_sequence) IN (
-            SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {where} AND retracted
-        ) AS gone,
         {live} AS counted
     FROM {db}.{t.CHECK_INS} WHERE {where}
 )
@@ -392,27 +385,36 @@ SELECT org_id, key_result_id, objective_id, owner_unit_id, period_id, title, kin
 FROM {source}"""
 
 
-def objective_flags(focus_limit: str) -> str:
-    """``over_focus`` and ``flags`` of an objective, from its structure columns: the
-    ``SELECT`` items of both :func:`objective_progress` and the attention list's flags."""
-    over_focus = f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
-    return f"""{over_focus} AS over_focus,
-    arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
+def over_focus_sql(focus_limit: str) -> str:
+    """``over_focus`` of an objective, from its structure columns."""
+    return f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
+
+
+def objective_flags() -> str:
+    """``flags`` of an objective, from its structure columns and its ``over_focus``
+    (:func:`over_focus_sql`, a column of the layer below: as an alias in the same layer, it
+    and its scalar subquery were analysed at each place it is read): a ``SELECT`` item of
+    both :func:`objective_progress` and the attention list's flags."""
+    return """arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
         if(parent_inactive, 'parent_inactive', ''), if(over_focus, 'over_focus', '')]) AS flags"""
 
 
 def objective_progress(source: str, ref: str, focus_limit: str) -> str:
+    """An objective's answer from ``source``: ``expected_progress`` and ``over_focus`` in a
+    layer below the formulas that read them (see :func:`key_result_progress`)."""
     expected = expected_sql(ref, kind=None, due=None)
     return f"""
 SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifecycle, rollup,
     weight, parent_objective_id, ancestor_ids, depth, theme_ids, reached_theme_ids,
-    contributes_to, depends_on, progress,
-    {expected} AS expected_progress,
+    contributes_to, depends_on, progress, expected_progress,
     {status_sql("progress", "expected_progress", "lifecycle")} AS status,
     confidence, key_result_count, child_count, unit_objective_count,
-    orphan, parent_inactive, {objective_flags(focus_limit)},
+    orphan, parent_inactive, over_focus, {objective_flags()},
     period_starts_on, period_ends_on, sequence AS as_of_sequence, recorded_at AS updated_at
-FROM {source}"""
+FROM (
+    SELECT *, {expected} AS expected_progress, {over_focus_sql(focus_limit)} AS over_focus
+    FROM {source}
+)"""
 
 
 def theme_coverage(objectives: str, themes: str, periods: str) -> str:
@@ -446,13 +448,16 @@ LEFT JOIN (
 ) AS r ON r.org_id = th.org_id AND r.period_id = p.period_id AND r.theme_id = th.theme_id"""
 
 
-def uncovered_themes(objectives: str, themes: str, periods: str) -> str:
+def uncovered_themes(objectives: str, themes: str, periods: str, ends_on: bool = False) -> str:
     """The rows of :func:`theme_coverage` whose theme no objective reaches (``uncovered``), from
     the objectives' structures alone (``org_id``, ``period_id``, ``lifecycle``,
-    ``reached_theme_ids``): the coverage's numbers are not needed to know which."""
+    ``reached_theme_ids``): the coverage's numbers are not needed to know which. ``ends_on``:
+    with the period's last day (``ends_on``), so that the attention list needs not join the
+    periods again."""
+    period_end = ", p.ends_on AS ends_on" if ends_on else ""
     return f"""(
 SELECT th.org_id AS org_id, p.period_id AS period_id, th.theme_id AS theme_id,
-    th.name AS theme_name, toBool(1) AS uncovered
+    th.name AS theme_name, toBool(1) AS uncovered{period_end}
 FROM (SELECT * FROM {themes} WHERE active) AS th
 INNER JOIN {periods} AS p ON p.org_id = th.org_id
 WHERE (th.org_id, p.period_id, th.theme_id) NOT IN (
@@ -497,8 +502,12 @@ AS_OF_PARAM = "{as_of:Nullable(DateTime64(6, 'UTC'))}"
 """A parameterized view's recorded time; left out (NULL): everything recorded."""
 AT_PARAM = "{at:Nullable(DateTime64(6, 'UTC'))}"
 """A parameterized view's business time; left out (NULL): values as recorded."""
-VIEW_REF = f"assumeNotNull(coalesce({AT_PARAM}, {AS_OF_PARAM}, {NOW}))"
+VIEW_REF_SQL = f"assumeNotNull(coalesce({AT_PARAM}, {AS_OF_PARAM}, {NOW}))"
 """The reference time of expected progress, status and stale, as ``Moment.ref``."""
+VIEW_REF = "view_ref"
+"""The name a parameterized view gives its :data:`VIEW_REF_SQL` (``WITH ... AS view_ref``):
+written out at each of its places (a dozen in the monitoring views, each analysed again at
+each read), it cost more than named once."""
 _END_OF_TIME = "toDateTime64('2299-12-31 23:59:59', 6, 'UTC')"
 NO_CONFIDENCE = "toFloat64('inf')"
 """No known confidence, in the SQL roll-up: above any confidence, so ``least`` skips it."""
@@ -580,68 +589,104 @@ LEFT JOIN (
 )"""
 
 
-def rollup_ctes(
-    key_results: str,
-    structures: str,
-    keys: tuple[str, ...] = ("org_id",),
-    cascade: str | None = None,
-    carry: bool = False,
-) -> str:
-    """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up: ``numbers``
-    holds, per ``keys`` (one org; or one org at one business time), ``numbers_of``: a map of
-    each objective to its (progress, confidence, :data:`NO_CONFIDENCE` for none) rolled up
-    through the cascade, children first, from ``key_results`` (``keys``, ``objective_id``,
-    ``key_result_id``, ``weight``, ``progress``, ``confidence``, ``retired``) over the
-    objectives of ``structures`` (``keys`` and the objectives' structure columns).
-    ``cascade``: the objectives of one org (``structures`` at any one of its ``keys``), when
-    ``structures`` repeats them (at several business times): the children are read from it,
-    once per org, not from ``structures`` again. ``carry``: ``numbers`` also holds
-    ``key_results_at``, the ``(key_result_id, progress, confidence, check_in_id)`` of every key
-    result of its objectives, so that a statement that shows them reads ``key_results`` once."""
-    group = ", ".join(keys)
-    carried = (
-        ",\n        groupArray((key_result_id, progress, confidence, check_in_id)) AS rows"
-        if carry
-        else ""
-    )
-    carried_on = ",\n        groupArrayArray(ow.rows) AS key_results_at" if carry else ""
+_MEMBERS = (
+    "arrayConcat(if(o.3 != 'children', o.4, []), "
+    "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1].1, acc[c.1].2), o.5), []))"
+)
+"""An objective's members in the fold (``o``: its ``(objective_id, depth, rollup, parts,
+children)``; ``acc``: the numbers of the objectives folded so far): its key results'
+``(weight, progress, confidence)``, then its children's, as its ``rollup`` counts them."""
+_FOLD = f"""arrayFold((acc, o) -> mapUpdate(acc,
+            map(o.1, arrayMap(r -> (if(r.1 > 0, r.2 / r.1, 0.), r.3), [arrayFold(
+                (a, p) -> (a.1 + p.1, a.2 + p.1 * p.2, least(a.3, p.3)), {_MEMBERS},
+                (0., 0., {NO_CONFIDENCE}))])[1])),
+        arraySort(o -> -o.2, {{objectives}}),
+        map('', (0., {NO_CONFIDENCE})))"""
+"""The roll-up of ``{objectives}`` (an array of ``(objective_id, depth, rollup, parts,
+children)``): a map of each objective to its (progress, confidence, :data:`NO_CONFIDENCE` for
+none), the deepest first."""
 
-    def on(alias: str, keys: tuple[str, ...] = keys) -> str:
-        return " AND ".join(f"{alias}.{k} = s.{k}" for k in keys)
 
-    family = ("org_id",) if cascade else keys
-
-    members = (
-        "arrayConcat(if(o.3 != 'children', o.4, []), "
-        "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1].1, acc[c.1].2), o.5), []))"
-    )
-    fold = (
-        f"arrayFold((a, p) -> (a.1 + p.1, a.2 + p.1 * p.2, least(a.3, p.3)), {members}, "
-        f"(0., 0., {NO_CONFIDENCE}))"
-    )
+def _own(key_results: str, keys: str, carried: str = "") -> str:
+    """Per ``keys`` and objective, its key results' ``parts``: ``(weight, progress,
+    confidence)`` of those not retired, by id (and ``carried``)."""
     return f"""own AS (
-    SELECT {group}, objective_id,
+    SELECT {keys}, objective_id,
         arrayMap(x -> (x.2, x.3, x.4), arraySort(groupArrayIf((key_result_id, weight, progress,
             ifNull(confidence, {NO_CONFIDENCE})), NOT retired))) AS parts{carried}
-    FROM {key_results} GROUP BY {group}, objective_id
-),
-children AS (
-    SELECT {", ".join(family)}, assumeNotNull(parent_objective_id) AS parent_id,
+    FROM {key_results} GROUP BY {keys}, objective_id
+)"""
+
+
+def _children(structures: str, keys: str) -> str:
+    """Per ``keys`` and objective, its children not abandoned, ``(objective_id, weight)`` by
+    id."""
+    return f"""children AS (
+    SELECT {keys}, assumeNotNull(parent_objective_id) AS parent_id,
         arraySort(groupArray((objective_id, weight))) AS members
-    FROM {cascade or structures}
+    FROM {structures}
     WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
-    GROUP BY {", ".join(family)}, parent_id
-),
+    GROUP BY {keys}, parent_id
+)"""
+
+
+def rollup_ctes(key_results: str, structures: str) -> str:
+    """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up: ``numbers``
+    holds, per org, ``numbers_of``: a map of each objective to its (progress, confidence,
+    :data:`NO_CONFIDENCE` for none) rolled up through the cascade, children first, from
+    ``key_results`` (``org_id``, ``objective_id``, ``key_result_id``, ``weight``,
+    ``progress``, ``confidence``, ``retired``) over the objectives of ``structures``
+    (``org_id`` and the objectives' structure columns)."""
+    objectives = (
+        "groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup), ow.parts, ch.members))"
+    )
+    return f"""{_own(key_results, "org_id")},
+{_children(structures, "org_id")},
 numbers AS (
-    SELECT {", ".join(f"s.{k} AS {k}" for k in keys)}, arrayFold((acc, o) -> mapUpdate(acc,
-            map(o.1, arrayMap(r -> (if(r.1 > 0, r.2 / r.1, 0.), r.3), [{fold}])[1])),
-        arraySort(o -> -o.2, groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup),
-            ow.parts, ch.members))),
-        map('', (0., {NO_CONFIDENCE}))) AS numbers_of{carried_on}
+    SELECT s.org_id AS org_id, {_FOLD.format(objectives=objectives)} AS numbers_of
     FROM {structures} AS s
-    LEFT JOIN own AS ow ON {on("ow")} AND ow.objective_id = s.objective_id
-    LEFT JOIN children AS ch ON {on("ch", family)} AND ch.parent_id = s.objective_id
-    GROUP BY {", ".join(f"s.{k}" for k in keys)}
+    LEFT JOIN own AS ow ON ow.org_id = s.org_id AND ow.objective_id = s.objective_id
+    LEFT JOIN children AS ch ON ch.org_id = s.org_id AND ch.parent_id = s.objective_id
+    GROUP BY s.org_id
+)"""
+
+
+_CARRIED = ",\n        groupArray((key_result_id, progress, confidence, check_in_id)) AS rows"
+
+
+def rollup_at_points_ctes(key_results: str, structures: str) -> str:
+    """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up at several
+    business times: ``numbers`` holds, per org and point (``point_at``) of ``key_results``
+    (as :func:`rollup_ctes`, with ``point_at``), ``numbers_of`` (as :func:`rollup_ctes`'s)
+    and ``key_results_at``: the ``(key_result_id, progress, confidence, check_in_id)`` of
+    every key result of the objectives of ``structures`` (one org's objectives, read once per
+    org, not once per point), so that a statement that shows them reads ``key_results`` once.
+
+    The structures are grouped per org once, and each point's key results looked up in them
+    (``parts_of``), not the structures joined to every point: a relation fewer to analyse
+    (the points, and the structures twice). A point with no key result of its org has no
+    row: an objective then has no members, so its progress is 0 and its confidence NULL,
+    the defaults its ``LEFT JOIN`` gives."""
+    objectives = "arrayMap(x -> (x.1, x.2, x.3, w.parts_of[x.1], x.4), so.objectives)"
+    return f"""{_own(key_results, "org_id, point_at", _CARRIED)},
+{_children(structures, "org_id")},
+numbers AS (
+    SELECT w.org_id AS org_id, w.point_at AS point_at,
+        {_FOLD.format(objectives=objectives)} AS numbers_of,
+        arrayFlatten(arrayMap(x -> w.rows_of[x.1], so.objectives)) AS key_results_at
+    FROM (
+        SELECT org_id, point_at, mapFromArrays(groupArray(objective_id), groupArray(parts))
+                AS parts_of,
+            mapFromArrays(groupArray(objective_id), groupArray(rows)) AS rows_of
+        FROM own GROUP BY org_id, point_at
+    ) AS w
+    INNER JOIN (
+        SELECT s.org_id AS org_id, groupArray((s.objective_id, toInt32(s.depth),
+            toString(s.rollup), ch.members)) AS objectives
+        FROM {structures} AS s
+        LEFT JOIN children AS ch ON ch.org_id = s.org_id AND ch.parent_id = s.objective_id
+        GROUP BY s.org_id
+    ) AS so ON so.org_id = w.org_id
 )"""
 
 
