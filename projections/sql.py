@@ -124,10 +124,18 @@ def _last_updates(db: str) -> str:
 )"""
 
 
+def key_result_definitions_as_of(db: str, where: str = AS_OF_FILTER) -> str:
+    """Each key result's definition up to ``{seq}``, in the answers' order."""
+    return f"""
+SELECT * FROM (
+    SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {where}
+    ORDER BY sequence DESC LIMIT 1 BY org_id, key_result_id
+) ORDER BY org_id, objective_id, key_result_id"""
+
+
 def key_result_definitions_by_id(db: str, where: str = AS_OF_FILTER) -> str:
-    """Each key result's definition up to ``{seq}``, in the order of the key results' ids (the
-    table's own: one sort less than in the answers' order, ~1.3 ms; :mod:`projections.queries`
-    puts them in the answers' order)."""
+    """:func:`key_result_definitions_as_of` in the order of the key results' ids (the table's
+    own: one sort less, ~1.3 ms; :mod:`projections.queries` puts them in the answers' order)."""
     return _latest_by_key(db, t.KEY_RESULTS, where)
 
 
