@@ -219,17 +219,12 @@ def _key_results_at_points(src: Sources, grid: str) -> str:
         "if(arrayExists(r -> r.1 <= g.point_at, t.revisions), "
         "arrayLast(r -> r.1 <= g.point_at, t.revisions).3, t.defined))"
     )
-    start_score, _attainment = sql.score_sql("kind", "start", "target_then", "start")
-    # ``target_then`` is a column of the inner layer, read by name by the score (as a ``WITH``
-    # alias it was written out, and analysed, at each of its places in the formula).
+    start_score, _attainment = sql.score_sql("g.kind", "g.start", "target_then", "g.start")
     return f"""
-SELECT org_id, point_at, key_result_id, objective_id, weight, retired,
-    if(found, found_progress, {start_score}) AS progress, confidence, check_in_id
-FROM (
+WITH {target} AS target_then
 SELECT g.org_id AS org_id, g.point_at AS point_at, g.key_result_id AS key_result_id,
     g.objective_id AS objective_id, g.weight AS weight, g.retired AS retired,
-    g.kind AS kind, g.start AS start, c.found AS found, c.progress AS found_progress,
-    {target} AS target_then,
+    if(c.found, c.progress, {start_score}) AS progress,
     if(c.found, c.confidence, NULL) AS confidence,
     if(c.found, c.check_in_id, NULL) AS check_in_id
 FROM (SELECT *, {_POINT_KEY} AS point_key FROM {grid}) AS g
@@ -241,8 +236,7 @@ LEFT JOIN (
             {revision})) AS revisions,
         argMinIf(target, sequence, reason IS NULL) AS defined
     FROM {{db}}.{t.TARGETS} {where} GROUP BY org_id, key_result_id
-) AS t ON t.org_id = g.org_id AND t.key_result_id = g.key_result_id
-)"""
+) AS t ON t.org_id = g.org_id AND t.key_result_id = g.key_result_id"""
 
 
 def progress_trend(src: Sources = NOW_SOURCES) -> str:
@@ -308,7 +302,9 @@ points AS (
     )
 ),
 kr AS ({key_results_then}),
-{sql.rollup_at_points_ctes("kr", "st")},
+sp AS (SELECT s.*, p.point_at AS point_at FROM st AS s INNER JOIN points AS p
+    ON p.org_id = s.org_id),
+{sql.rollup_ctes("kr", "sp", ("org_id", "point_at"), cascade="st", carry=True)},
 found AS (
     SELECT org_id, point_at, e.1 AS subject_kind, e.2 AS subject_id, e.3 AS progress,
         e.4 AS confidence, e.5 AS check_in_id

@@ -597,104 +597,68 @@ LEFT JOIN (
 )"""
 
 
-_MEMBERS = (
-    "arrayConcat(if(o.3 != 'children', o.4, []), "
-    "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1].1, acc[c.1].2), o.5), []))"
-)
-"""An objective's members in the fold (``o``: its ``(objective_id, depth, rollup, parts,
-children)``; ``acc``: the numbers of the objectives folded so far): its key results'
-``(weight, progress, confidence)``, then its children's, as its ``rollup`` counts them."""
-_FOLD = f"""arrayFold((acc, o) -> mapUpdate(acc,
-            map(o.1, arrayMap(r -> (if(r.1 > 0, r.2 / r.1, 0.), r.3), [arrayFold(
-                (a, p) -> (a.1 + p.1, a.2 + p.1 * p.2, least(a.3, p.3)), {_MEMBERS},
-                (0., 0., {NO_CONFIDENCE}))])[1])),
-        arraySort(o -> -o.2, {{objectives}}),
-        map('', (0., {NO_CONFIDENCE})))"""
-"""The roll-up of ``{objectives}`` (an array of ``(objective_id, depth, rollup, parts,
-children)``): a map of each objective to its (progress, confidence, :data:`NO_CONFIDENCE` for
-none), the deepest first."""
+def rollup_ctes(
+    key_results: str,
+    structures: str,
+    keys: tuple[str, ...] = ("org_id",),
+    cascade: str | None = None,
+    carry: bool = False,
+) -> str:
+    """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up: ``numbers``
+    holds, per ``keys`` (one org; or one org at one business time), ``numbers_of``: a map of
+    each objective to its (progress, confidence, :data:`NO_CONFIDENCE` for none) rolled up
+    through the cascade, children first, from ``key_results`` (``keys``, ``objective_id``,
+    ``key_result_id``, ``weight``, ``progress``, ``confidence``, ``retired``) over the
+    objectives of ``structures`` (``keys`` and the objectives' structure columns).
+    ``cascade``: the objectives of one org (``structures`` at any one of its ``keys``), when
+    ``structures`` repeats them (at several business times): the children are read from it,
+    once per org, not from ``structures`` again. ``carry``: ``numbers`` also holds
+    ``key_results_at``, the ``(key_result_id, progress, confidence, check_in_id)`` of every key
+    result of its objectives, so that a statement that shows them reads ``key_results`` once."""
+    group = ", ".join(keys)
+    carried = (
+        ",\n        groupArray((key_result_id, progress, confidence, check_in_id)) AS rows"
+        if carry
+        else ""
+    )
+    carried_on = ",\n        groupArrayArray(ow.rows) AS key_results_at" if carry else ""
 
+    def on(alias: str, keys: tuple[str, ...] = keys) -> str:
+        return " AND ".join(f"{alias}.{k} = s.{k}" for k in keys)
 
-def _own(key_results: str, keys: str, carried: str = "") -> str:
-    """Per ``keys`` and objective, its key results' ``parts``: ``(weight, progress,
-    confidence)`` of those not retired, by id (and ``carried``)."""
+    family = ("org_id",) if cascade else keys
+
+    members = (
+        "arrayConcat(if(o.3 != 'children', o.4, []), "
+        "if(o.3 != 'key_results', arrayMap(c -> (c.2, acc[c.1].1, acc[c.1].2), o.5), []))"
+    )
+    fold = (
+        f"arrayFold((a, p) -> (a.1 + p.1, a.2 + p.1 * p.2, least(a.3, p.3)), {members}, "
+        f"(0., 0., {NO_CONFIDENCE}))"
+    )
     return f"""own AS (
-    SELECT {keys}, objective_id,
+    SELECT {group}, objective_id,
         arrayMap(x -> (x.2, x.3, x.4), arraySort(groupArrayIf((key_result_id, weight, progress,
             ifNull(confidence, {NO_CONFIDENCE})), NOT retired))) AS parts{carried}
-    FROM {key_results} GROUP BY {keys}, objective_id
-)"""
-
-
-def _children(structures: str, keys: str) -> str:
-    """Per ``keys`` and objective, its children not abandoned, ``(objective_id, weight)`` by
-    id."""
-    return f"""children AS (
-    SELECT {keys}, assumeNotNull(parent_objective_id) AS parent_id,
+    FROM {key_results} GROUP BY {group}, objective_id
+),
+children AS (
+    SELECT {", ".join(family)}, assumeNotNull(parent_objective_id) AS parent_id,
         arraySort(groupArray((objective_id, weight))) AS members
-    FROM {structures}
+    FROM {cascade or structures}
     WHERE lifecycle != 'abandoned' AND parent_objective_id IS NOT NULL
-    GROUP BY {keys}, parent_id
-)"""
-
-
-def rollup_ctes(key_results: str, structures: str) -> str:
-    """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up: ``numbers``
-    holds, per org, ``numbers_of``: a map of each objective to its (progress, confidence,
-    :data:`NO_CONFIDENCE` for none) rolled up through the cascade, children first, from
-    ``key_results`` (``org_id``, ``objective_id``, ``key_result_id``, ``weight``,
-    ``progress``, ``confidence``, ``retired``) over the objectives of ``structures``
-    (``org_id`` and the objectives' structure columns)."""
-    objectives = (
-        "groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup), ow.parts, ch.members))"
-    )
-    return f"""{_own(key_results, "org_id")},
-{_children(structures, "org_id")},
+    GROUP BY {", ".join(family)}, parent_id
+),
 numbers AS (
-    SELECT s.org_id AS org_id, {_FOLD.format(objectives=objectives)} AS numbers_of
+    SELECT {", ".join(f"s.{k} AS {k}" for k in keys)}, arrayFold((acc, o) -> mapUpdate(acc,
+            map(o.1, arrayMap(r -> (if(r.1 > 0, r.2 / r.1, 0.), r.3), [{fold}])[1])),
+        arraySort(o -> -o.2, groupArray((s.objective_id, toInt32(s.depth), toString(s.rollup),
+            ow.parts, ch.members))),
+        map('', (0., {NO_CONFIDENCE}))) AS numbers_of{carried_on}
     FROM {structures} AS s
-    LEFT JOIN own AS ow ON ow.org_id = s.org_id AND ow.objective_id = s.objective_id
-    LEFT JOIN children AS ch ON ch.org_id = s.org_id AND ch.parent_id = s.objective_id
-    GROUP BY s.org_id
-)"""
-
-
-_CARRIED = ",\n        groupArray((key_result_id, progress, confidence, check_in_id)) AS rows"
-
-
-def rollup_at_points_ctes(key_results: str, structures: str) -> str:
-    """The ``WITH`` entries ``own``, ``children`` and ``numbers`` of the roll-up at several
-    business times: ``numbers`` holds, per org and point (``point_at``) of ``key_results``
-    (as :func:`rollup_ctes`, with ``point_at``), ``numbers_of`` (as :func:`rollup_ctes`'s)
-    and ``key_results_at``: the ``(key_result_id, progress, confidence, check_in_id)`` of
-    every key result of the objectives of ``structures`` (one org's objectives, read once per
-    org, not once per point), so that a statement that shows them reads ``key_results`` once.
-
-    The structures are grouped per org once, and each point's key results looked up in them
-    (``parts_of``), not the structures joined to every point: a relation fewer to analyse
-    (the points, and the structures twice). A point with no key result of its org has no
-    row: an objective then has no members, so its progress is 0 and its confidence NULL,
-    the defaults its ``LEFT JOIN`` gives."""
-    objectives = "arrayMap(x -> (x.1, x.2, x.3, w.parts_of[x.1], x.4), so.objectives)"
-    return f"""{_own(key_results, "org_id, point_at", _CARRIED)},
-{_children(structures, "org_id")},
-numbers AS (
-    SELECT w.org_id AS org_id, w.point_at AS point_at,
-        {_FOLD.format(objectives=objectives)} AS numbers_of,
-        arrayFlatten(arrayMap(x -> w.rows_of[x.1], so.objectives)) AS key_results_at
-    FROM (
-        SELECT org_id, point_at, mapFromArrays(groupArray(objective_id), groupArray(parts))
-                AS parts_of,
-            mapFromArrays(groupArray(objective_id), groupArray(rows)) AS rows_of
-        FROM own GROUP BY org_id, point_at
-    ) AS w
-    INNER JOIN (
-        SELECT s.org_id AS org_id, groupArray((s.objective_id, toInt32(s.depth),
-            toString(s.rollup), ch.members)) AS objectives
-        FROM {structures} AS s
-        LEFT JOIN children AS ch ON ch.org_id = s.org_id AND ch.parent_id = s.objective_id
-        GROUP BY s.org_id
-    ) AS so ON so.org_id = w.org_id
+    LEFT JOIN own AS ow ON {on("ow")} AND ow.objective_id = s.objective_id
+    LEFT JOIN children AS ch ON {on("ch", family)} AND ch.parent_id = s.objective_id
+    GROUP BY {", ".join(f"s.{k}" for k in keys)}
 )"""
 
 
