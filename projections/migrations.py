@@ -287,7 +287,11 @@ def view_statements() -> tuple[str, ...]:
 def _twin_view(name: str, body: str) -> str:
     """A parameterized view: its cut of the ledger (:func:`projections.sql.view_cuts`) named
     once."""
-    return _view(name, f"WITH {sql.view_cuts('{db}')} AS {sql.VIEW_CUTS} {body}")
+    return _view(
+        name,
+        f"WITH {sql.view_cuts('{db}')} AS {sql.VIEW_CUTS}, {sql.VIEW_REF_SQL} AS {sql.VIEW_REF} "
+        f"{body}",
+    )
 
 
 def parameterized_view_statements() -> tuple[str, ...]:
@@ -323,12 +327,16 @@ def parameterized_view_statements() -> tuple[str, ...]:
     owners = monitoring_views.owners(where)
     sources = monitoring_views.Sources(
         key_result_progress=f"({key_result_progress})",
-        key_results=f"({sql.key_result_definitions_as_of(db, where)})",
-        objective_flags=f"(SELECT *, {sql.objective_flags(FOCUS_LIMIT_SQL)} FROM {structures})",
+        key_results=sql.latest_sorted(db, t.KEY_RESULTS, where),
+        objective_flags=(
+            f"(SELECT *, {sql.objective_flags()} FROM (SELECT *, "
+            f"{sql.over_focus_sql(FOCUS_LIMIT_SQL)} AS over_focus FROM {structures}))"
+        ),
         objectives=structures,
-        theme_coverage=sql.uncovered_themes(structures, themes, periods),
+        theme_coverage=sql.uncovered_themes(structures, themes, periods, ends_on=True),
         periods=periods,
         owners=f"({owners})",
+        coverage_ends_on=True,
         where=where,
         ref=sql.VIEW_REF,
     )
@@ -343,14 +351,14 @@ def parameterized_view_statements() -> tuple[str, ...]:
         _twin_view("objective_progress_at", objective_progress + " ORDER BY org_id, objective_id"),
         _twin_view(
             "theme_coverage_at",
-            sql.theme_coverage(f"({objective_progress})", themes, periods)
+            sql.theme_coverage(sql.objectives_at(db), themes, periods)
             + " ORDER BY org_id, period_id, theme_id",
         ),
         _twin_view("strategy_now_at", f"SELECT * FROM {latest(t.STRATEGY)}"),
         _twin_view("themes_at", f"SELECT * FROM {latest(t.THEMES)}"),
         _twin_view("org_units_at", f"SELECT * FROM {latest(t.UNITS)}"),
         _twin_view("periods_at", f"SELECT * FROM {latest(t.PERIODS)}"),
-        _twin_view("period_results_at", sql.period_results(db, latest(t.PERIODS), where)),
+        _twin_view("period_results_at", sql.period_results(db, periods, where)),
         _view(
             "rejection_history_at",
             f"SELECT * FROM {db}.{t.REJECTIONS} FINAL WHERE {sql.AS_OF_PARAM} IS NULL "

@@ -28,7 +28,9 @@ class Sources:
     once, and what needs only structure reads it from the structures: ``key_results`` (each
     key result's definition), ``objective_flags`` (each objective's ``flags``),
     ``theme_coverage`` (only ``uncovered`` rows and names are read). The live check-ins are
-    read from the check-in versions matching ``where`` (:func:`_live_check_ins`)."""
+    read from the check-in versions matching ``where`` (:func:`_live_check_ins`,
+    :func:`_live_check_in_times`). ``coverage_ends_on``: ``theme_coverage``'s rows carry their
+    period's last day (``ends_on``), so that the attention list needs not join ``periods``."""
 
     key_result_progress: str = "{db}.key_result_progress"
     key_results: str = "{db}.key_result_progress"
@@ -37,6 +39,7 @@ class Sources:
     theme_coverage: str = "{db}.theme_coverage"
     periods: str = "{db}.periods"
     owners: str = "{db}.owners"
+    coverage_ends_on: bool = False
     where: str = ""
     ref: str = NOW
 
@@ -74,12 +77,14 @@ def _key_results_with_owners(src: Sources) -> str:
     objective's, as :func:`projections.monitoring.key_result_owner` says)."""
     return f"""(
     SELECT {_KR_COLUMNS},
-        coalesce(ko.owner, oo.owner) AS owner
+        coalesce(o.owner_of[concat('key_result:', k.key_result_id)],
+            o.owner_of[concat('objective:', k.objective_id)]) AS owner
     FROM {src.key_result_progress} AS k
-    LEFT JOIN {src.owners} AS ko ON ko.org_id = k.org_id AND ko.subject_kind = 'key_result'
-        AND ko.subject_id = k.key_result_id
-    LEFT JOIN {src.owners} AS oo ON oo.org_id = k.org_id AND oo.subject_kind = 'objective'
-        AND oo.subject_id = k.objective_id
+    LEFT JOIN (
+        SELECT org_id, CAST(groupArray((concat(subject_kind, ':', subject_id), owner)),
+            'Map(String, Nullable(String))') AS owner_of
+        FROM {src.owners} GROUP BY org_id
+    ) AS o ON o.org_id = k.org_id
     WHERE NOT k.retired AND {src.today} BETWEEN k.period_starts_on AND k.period_ends_on
 )"""
 
@@ -114,6 +119,22 @@ def _live_check_ins(src: Sources) -> str:
 )"""
 
 
+def _live_check_in_times(src: Sources) -> str:
+    """Every check-in not retracted, measured by the reference time: ``org_id``,
+    ``key_result_id``, ``occurred_at``, from its first version (``recorded``: one per
+    check-in, and a check-in's versions share its key result and business time), less those
+    with a retracted version (once retracted every later version is). One read of the
+    versions and one of the retracted ones, where :func:`_live_check_ins` (which also gives
+    each one's latest numbers) has four for the engine to analyse."""
+    where = f"{src.where} AND " if src.where else ""
+    gone = f"SELECT org_id, check_in_sequence FROM {{db}}.{t.CHECK_INS} WHERE {where}retracted"
+    return f"""(
+    SELECT org_id, key_result_id, occurred_at FROM {{db}}.{t.CHECK_INS}
+    WHERE {where}change = 'recorded' AND occurred_at <= {src.ref}
+        AND (org_id, check_in_sequence) NOT IN ({gone})
+)"""
+
+
 def engagement(src: Sources = NOW_SOURCES) -> str:
     return f"""
 SELECT org_id, grp.1 AS group, grp.2 AS id, toUInt64(count()) AS key_results,
@@ -130,7 +151,7 @@ FROM (
     LEFT JOIN (
         SELECT org_id, key_result_id,
             countIf(occurred_at > {src.ref} - INTERVAL 7 DAY) AS n7, count() AS n28
-        FROM {_live_check_ins(src)} WHERE occurred_at > {src.ref} - INTERVAL 28 DAY
+        FROM {_live_check_in_times(src)} WHERE occurred_at > {src.ref} - INTERVAL 28 DAY
         GROUP BY org_id, key_result_id
     ) AS r ON r.org_id = k.org_id AND r.key_result_id = k.key_result_id
 )
@@ -313,6 +334,13 @@ def attention(src: Sources = NOW_SOURCES) -> str:
     item = (
         "org_id, item_id, kind, subject_kind, subject_id, title, owner, period_id, key_result_ids"
     )
+    themes_uncovered = (
+        f"{src.theme_coverage} AS c WHERE c.uncovered AND c.ends_on >= {today}"
+        if src.coverage_ends_on
+        else f"""{src.theme_coverage} AS c
+INNER JOIN {src.periods} AS p ON p.org_id = c.org_id AND p.period_id = c.period_id
+WHERE c.uncovered AND p.ends_on >= {today}"""
+    )
     dropped = "k.status != 'on_track' AND length(c.recent) >= 2 AND c.recent[1].2 < c.recent[2].2"
     ending = (
         f"k.progress < k.expected_progress AND dateDiff('day', {today}, k.period_ends_on) <= 14"
@@ -322,18 +350,20 @@ SELECT {item} FROM (
 SELECT org_id, item_id, kind, subject_kind, subject_id, title, owner, period_id,
     arraySort(groupArrayIf(key_result_id, kind = 'period_ending')) AS key_result_ids
 FROM (
-    SELECT k.org_id AS org_id, k.key_result_id AS key_result_id,
-        arrayJoin(arrayFilter(x -> x != '', [if(k.stale, 'stale', ''),
-            if({dropped}, 'confidence_dropped', ''),
-            if({ending}, 'period_ending', '')])) AS kind,
-        kind = 'period_ending' AS of_period,
-        if(of_period, concat(kind, ':', k.period_id), concat(kind, ':', k.key_result_id))
+    SELECT org_id, key_result_id, kind, kind = 'period_ending' AS of_period,
+        if(of_period, concat(kind, ':', k_period_id), concat(kind, ':', key_result_id))
             AS item_id,
         if(of_period, 'period', 'key_result') AS subject_kind,
-        if(of_period, k.period_id, k.key_result_id) AS subject_id,
-        if(of_period, k.period_id, k.title) AS title,
-        if(of_period, NULL, k.owner) AS owner,
-        toNullable(k.period_id) AS period_id
+        if(of_period, k_period_id, key_result_id) AS subject_id,
+        if(of_period, k_period_id, k_title) AS title,
+        if(of_period, NULL, k_owner) AS owner,
+        toNullable(k_period_id) AS period_id
+    FROM (
+    SELECT k.org_id AS org_id, k.key_result_id AS key_result_id, k.period_id AS k_period_id,
+        k.title AS k_title, k.owner AS k_owner,
+        arrayJoin(arrayFilter(x -> x != '', [if(k.stale, 'stale', ''),
+            if({dropped}, 'confidence_dropped', ''),
+            if({ending}, 'period_ending', '')])) AS kind
     FROM {_key_results_with_owners(src)} AS k
     LEFT JOIN (
         SELECT org_id, key_result_id,
@@ -341,6 +371,7 @@ FROM (
                 confidence))) AS recent
         FROM {_live_check_ins(src)} GROUP BY org_id, key_result_id
     ) AS c ON c.org_id = k.org_id AND c.key_result_id = k.key_result_id
+    )
 )
 GROUP BY org_id, item_id, kind, subject_kind, subject_id, title, owner, period_id
 UNION ALL
@@ -354,7 +385,5 @@ LEFT JOIN (SELECT org_id AS o_org, subject_id, owner FROM {src.owners}
 UNION ALL
 SELECT c.org_id, concat('theme_uncovered:', c.period_id, ':', c.theme_id), 'theme_uncovered',
     'theme', c.theme_id, c.theme_name, NULL, toNullable(c.period_id), CAST([], 'Array(String)')
-FROM {src.theme_coverage} AS c
-INNER JOIN {src.periods} AS p ON p.org_id = c.org_id AND p.period_id = c.period_id
-WHERE c.uncovered AND p.ends_on >= {today}
+FROM {themes_uncovered}
 )"""

@@ -47,8 +47,9 @@ def latest(db: str, table: str, where: str = "") -> str:
 def latest_sorted(db: str, table: str, where: str = "") -> str:
     """The latest version of every entity of ``table`` among the rows matching ``where``, by
     sorting them (as :func:`latest_as_of`, over every org): for the small tables (the
-    objectives), read by the parameterized views, where :func:`latest`'s second read (``IN``)
-    of the table is more for the engine to analyse at each place a view names them."""
+    objectives, key results, themes, periods), read by the parameterized views, where
+    :func:`latest`'s second read (``IN``) of the table is more for the engine to analyse at
+    each place a view names them."""
     condition = f"WHERE {where} " if where else ""
     return (
         f"(SELECT * FROM {db}.{table} {condition}"
@@ -191,7 +192,10 @@ def key_results_as_of(db: str, at: str | None, where: str = AS_OF_FILTER) -> str
     ``UInt256`` (the key shifted above the sequence): the same order as the tuple's, ~20 % less
     CPU at 1,000,000 check-ins.
     """
-    live = "NOT gone" + (f" AND occurred_at <= {at}" if at else "")
+    gone = f"""(org_id, check_in_sequence) IN (
+            SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {where} AND retracted
+        )"""
+    live = f"NOT {gone}" + (f" AND occurred_at <= {at}" if at else "")
     return f"""
 SELECT d.*, c.last_sequence AS last_sequence, c.last_recorded_at AS last_recorded_at,
     c.live AS live, c.current AS current
@@ -209,9 +213,6 @@ SELECT org_id, key_result_id, max(sequence) AS last_sequence,
 FROM (
     SELECT org_id, key_result_id, sequence, recorded_at, change, occurred_at,
         check_in_sequence, check_in_id, value, target, progress, attainment, confidence,
-        (org_id, check_in_sequence) IN (
-            SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {where} AND retracted
-        ) AS gone,
         {live} AS counted
     FROM {db}.{t.CHECK_INS} WHERE {where}
 )
@@ -392,27 +393,36 @@ SELECT org_id, key_result_id, objective_id, owner_unit_id, period_id, title, kin
 FROM {source}"""
 
 
-def objective_flags(focus_limit: str) -> str:
-    """``over_focus`` and ``flags`` of an objective, from its structure columns: the
-    ``SELECT`` items of both :func:`objective_progress` and the attention list's flags."""
-    over_focus = f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
-    return f"""{over_focus} AS over_focus,
-    arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
+def over_focus_sql(focus_limit: str) -> str:
+    """``over_focus`` of an objective, from its structure columns."""
+    return f"toBool(lifecycle != 'abandoned' AND unit_objective_count > {focus_limit})"
+
+
+def objective_flags() -> str:
+    """``flags`` of an objective, from its structure columns and its ``over_focus``
+    (:func:`over_focus_sql`, a column of the layer below: as an alias in the same layer, it
+    and its scalar subquery were analysed at each place it is read): a ``SELECT`` item of
+    both :func:`objective_progress` and the attention list's flags."""
+    return """arrayFilter(f -> f != '', [if(orphan, 'orphan', ''),
         if(parent_inactive, 'parent_inactive', ''), if(over_focus, 'over_focus', '')]) AS flags"""
 
 
 def objective_progress(source: str, ref: str, focus_limit: str) -> str:
+    """An objective's answer from ``source``: ``expected_progress`` and ``over_focus`` in a
+    layer below the formulas that read them (see :func:`key_result_progress`)."""
     expected = expected_sql(ref, kind=None, due=None)
     return f"""
 SELECT org_id, objective_id, title, description, owner_unit_id, period_id, lifecycle, rollup,
     weight, parent_objective_id, ancestor_ids, depth, theme_ids, reached_theme_ids,
-    contributes_to, depends_on, progress,
-    {expected} AS expected_progress,
+    contributes_to, depends_on, progress, expected_progress,
     {status_sql("progress", "expected_progress", "lifecycle")} AS status,
     confidence, key_result_count, child_count, unit_objective_count,
-    orphan, parent_inactive, {objective_flags(focus_limit)},
+    orphan, parent_inactive, over_focus, {objective_flags()},
     period_starts_on, period_ends_on, sequence AS as_of_sequence, recorded_at AS updated_at
-FROM {source}"""
+FROM (
+    SELECT *, {expected} AS expected_progress, {over_focus_sql(focus_limit)} AS over_focus
+    FROM {source}
+)"""
 
 
 def theme_coverage(objectives: str, themes: str, periods: str) -> str:
@@ -446,13 +456,16 @@ LEFT JOIN (
 ) AS r ON r.org_id = th.org_id AND r.period_id = p.period_id AND r.theme_id = th.theme_id"""
 
 
-def uncovered_themes(objectives: str, themes: str, periods: str) -> str:
+def uncovered_themes(objectives: str, themes: str, periods: str, ends_on: bool = False) -> str:
     """The rows of :func:`theme_coverage` whose theme no objective reaches (``uncovered``), from
     the objectives' structures alone (``org_id``, ``period_id``, ``lifecycle``,
-    ``reached_theme_ids``): the coverage's numbers are not needed to know which."""
+    ``reached_theme_ids``): the coverage's numbers are not needed to know which. ``ends_on``:
+    with the period's last day (``ends_on``), so that the attention list needs not join the
+    periods again."""
+    period_end = ", p.ends_on AS ends_on" if ends_on else ""
     return f"""(
 SELECT th.org_id AS org_id, p.period_id AS period_id, th.theme_id AS theme_id,
-    th.name AS theme_name, toBool(1) AS uncovered
+    th.name AS theme_name, toBool(1) AS uncovered{period_end}
 FROM (SELECT * FROM {themes} WHERE active) AS th
 INNER JOIN {periods} AS p ON p.org_id = th.org_id
 WHERE (th.org_id, p.period_id, th.theme_id) NOT IN (
@@ -497,8 +510,12 @@ AS_OF_PARAM = "{as_of:Nullable(DateTime64(6, 'UTC'))}"
 """A parameterized view's recorded time; left out (NULL): everything recorded."""
 AT_PARAM = "{at:Nullable(DateTime64(6, 'UTC'))}"
 """A parameterized view's business time; left out (NULL): values as recorded."""
-VIEW_REF = f"assumeNotNull(coalesce({AT_PARAM}, {AS_OF_PARAM}, {NOW}))"
+VIEW_REF_SQL = f"assumeNotNull(coalesce({AT_PARAM}, {AS_OF_PARAM}, {NOW}))"
 """The reference time of expected progress, status and stale, as ``Moment.ref``."""
+VIEW_REF = "view_ref"
+"""The name a parameterized view gives its :data:`VIEW_REF_SQL` (``WITH ... AS view_ref``):
+written out at each of its places (a dozen in the monitoring views, each analysed again at
+each read), it cost more than named once."""
 _END_OF_TIME = "toDateTime64('2299-12-31 23:59:59', 6, 'UTC')"
 NO_CONFIDENCE = "toFloat64('inf')"
 """No known confidence, in the SQL roll-up: above any confidence, so ``least`` skips it."""
