@@ -21,13 +21,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OKR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
-    result = runner.invoke(app, ["demo"])
-    assert result.exit_code == 0, result.output
-    return tmp_path / "data"
+def data_dir(demo_dir: Path) -> Path:
+    return demo_dir / "data"
 
 
 def store_of(data_dir: Path) -> ProjectionStore:
