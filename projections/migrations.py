@@ -333,7 +333,7 @@ def parameterized_view_statements() -> tuple[str, ...]:
             f"{sql.over_focus_sql(FOCUS_LIMIT_SQL)} AS over_focus FROM {structures}))"
         ),
         objectives=structures,
-        theme_coverage=sql.uncovered_themes(structures, themes, periods, ends_on=True),
+        theme_coverage=sql.uncovered_themes(structures, themes, periods),
         periods=periods,
         owners=f"({owners})",
         coverage_ends_on=True,

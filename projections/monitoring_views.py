@@ -127,11 +127,10 @@ def _live_check_in_times(src: Sources) -> str:
     versions and one of the retracted ones, where :func:`_live_check_ins` (which also gives
     each one's latest numbers) has four for the engine to analyse."""
     where = f"{src.where} AND " if src.where else ""
-    gone = f"SELECT org_id, check_in_sequence FROM {{db}}.{t.CHECK_INS} WHERE {where}retracted"
     return f"""(
     SELECT org_id, key_result_id, occurred_at FROM {{db}}.{t.CHECK_INS}
     WHERE {where}change = 'recorded' AND occurred_at <= {src.ref}
-        AND (org_id, check_in_sequence) NOT IN ({gone})
+        AND (org_id, check_in_sequence) NOT IN ({sql.retracted_check_ins("{db}", src.where)})
 )"""
 
 

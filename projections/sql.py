@@ -124,18 +124,10 @@ def _last_updates(db: str) -> str:
 )"""
 
 
-def key_result_definitions_as_of(db: str, where: str = AS_OF_FILTER) -> str:
-    """Each key result's definition up to ``{seq}``, in the answers' order."""
-    return f"""
-SELECT * FROM (
-    SELECT * FROM {db}.{t.KEY_RESULTS} WHERE {where}
-    ORDER BY sequence DESC LIMIT 1 BY org_id, key_result_id
-) ORDER BY org_id, objective_id, key_result_id"""
-
-
 def key_result_definitions_by_id(db: str, where: str = AS_OF_FILTER) -> str:
-    """:func:`key_result_definitions_as_of` in the order of the key results' ids (the table's
-    own: one sort less, ~1.3 ms; :mod:`projections.queries` puts them in the answers' order)."""
+    """Each key result's definition up to ``{seq}``, in the order of the key results' ids (the
+    table's own: one sort less, ~1.3 ms; :mod:`projections.queries` puts them in the answers'
+    order)."""
     return _latest_by_key(db, t.KEY_RESULTS, where)
 
 
@@ -174,6 +166,13 @@ CHECK_IN_KEY = (
 ties broken by the check-in's sequence."""
 
 
+def retracted_check_ins(db: str, where: str = "") -> str:
+    """``org_id, check_in_sequence`` of every check-in with a retracted version among the
+    rows matching ``where`` (once retracted, every later version of a check-in is)."""
+    condition = f"{where} AND " if where else ""
+    return f"SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {condition}retracted"
+
+
 def key_results_as_of(db: str, at: str | None, where: str = AS_OF_FILTER) -> str:
     """Each key result's definition up to ``{seq}``, and from its check-in versions up to then:
     the last version's sequence (``last_sequence``) and time (``last_recorded_at``), how many
@@ -192,9 +191,7 @@ def key_results_as_of(db: str, at: str | None, where: str = AS_OF_FILTER) -> str
     ``UInt256`` (the key shifted above the sequence): the same order as the tuple's, ~20 % less
     CPU at 1,000,000 check-ins.
     """
-    gone = f"""(org_id, check_in_sequence) IN (
-            SELECT org_id, check_in_sequence FROM {db}.{t.CHECK_INS} WHERE {where} AND retracted
-        )"""
+    gone = f"(org_id, check_in_sequence) IN ({retracted_check_ins(db, where)})"
     live = f"NOT {gone}" + (f" AND occurred_at <= {at}" if at else "")
     return f"""
 SELECT d.*, c.last_sequence AS last_sequence, c.last_recorded_at AS last_recorded_at,
@@ -456,16 +453,15 @@ LEFT JOIN (
 ) AS r ON r.org_id = th.org_id AND r.period_id = p.period_id AND r.theme_id = th.theme_id"""
 
 
-def uncovered_themes(objectives: str, themes: str, periods: str, ends_on: bool = False) -> str:
+def uncovered_themes(objectives: str, themes: str, periods: str) -> str:
     """The rows of :func:`theme_coverage` whose theme no objective reaches (``uncovered``), from
     the objectives' structures alone (``org_id``, ``period_id``, ``lifecycle``,
-    ``reached_theme_ids``): the coverage's numbers are not needed to know which. ``ends_on``:
-    with the period's last day (``ends_on``), so that the attention list needs not join the
-    periods again."""
-    period_end = ", p.ends_on AS ends_on" if ends_on else ""
+    ``reached_theme_ids``): the coverage's numbers are not needed to know which. With the
+    period's last day (``ends_on``), so that the attention list needs not join the periods
+    again."""
     return f"""(
 SELECT th.org_id AS org_id, p.period_id AS period_id, th.theme_id AS theme_id,
-    th.name AS theme_name, toBool(1) AS uncovered{period_end}
+    th.name AS theme_name, toBool(1) AS uncovered, p.ends_on AS ends_on
 FROM (SELECT * FROM {themes} WHERE active) AS th
 INNER JOIN {periods} AS p ON p.org_id = th.org_id
 WHERE (th.org_id, p.period_id, th.theme_id) NOT IN (
