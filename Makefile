@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format typecheck pytest bench schema clean venv compose-check lock
+.PHONY: demo test lint format typecheck pytest bench schema clean venv compose-check lock explore
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,20 @@ typecheck: $(STAMP)
 PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=20
+
+# The property tests (EXPLORE_TESTS: every file with `@given`) with new random draws, ROUNDS
+# times, each round under a new seed it prints first: a failure prints its example and how to
+# reproduce it. CI draws the same examples every run (tests/conftest.py), so it never explores:
+# run this nightly, or after changing the projector or the rules.
+ROUNDS ?= 3
+EXPLORE_TESTS ?= $(shell grep -rl --include='test_*.py' '@given' tests)
+explore: $(STAMP)
+	@for round in $$(seq $(ROUNDS)); do \
+		seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
+		echo "round $$round of $(ROUNDS): --hypothesis-seed=$$seed"; \
+		env -u CI $(BIN)/pytest -q -n $(PYTEST_WORKERS) --hypothesis-seed=$$seed \
+			$(EXPLORE_TESTS) || exit 1; \
+	done
 
 # Validate docker-compose.yml without a Docker engine (Debian's docker-compose package).
 compose-check:
