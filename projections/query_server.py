@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from projections.client import CHDB_SESSION
 from projections.query_credentials import Credential, is_loopback
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows, output_format
 from schemas.errors import ConfigurationError, ProjectionQueryError, QueryRefusedError
@@ -59,14 +60,16 @@ DEFAULT_MAX_INSERT_BYTES = 512 << 20
 
 class ChdbHandle:
     """A chDB handle on ``path`` (the engine this process has open already), in one database
-    at a time, with ``settings`` for its whole session."""
+    at a time, with ``settings`` for its whole session, after those of every chDB connection
+    (:data:`projections.client.CHDB_SESSION`: no query log to gather, no query condition
+    cache to answer from)."""
 
     def __init__(self, path: str, settings: dict[str, Any]) -> None:
         import chdb
 
         connect: Any = chdb.connect  # untyped
         self._conn: Any = connect(path)
-        for name, value in settings.items():
+        for name, value in {**CHDB_SESSION, **settings}.items():
             self._conn.query(f"SET {name} = {value}", "TabSeparated")
         self._database: str | None = None
 

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import orjson
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from typer.testing import CliRunner
 
 from okr_ledger.cli import app
+from projections.client import CHDB_SESSION
 from projections.query_credentials import Credential
-from projections.query_server import QueryServer, ReadOnlyEngine
+from projections.query_server import QueryServer, ReadOnlyEngine, WriterEngine
 from projections.readonly_sql import (
     ACCEPTED_KEPT,
     ACCEPTED_KEPT_CHARS,
@@ -252,6 +254,28 @@ def test_the_limits_stop_heavy_queries_at_the_endpoint(demo: Path) -> None:
         with pytest.raises(DatabaseError, match="MEMORY_LIMIT_EXCEEDED"):
             client.query("SELECT groupArray(number) FROM numbers(1000000000)")
         assert client.query("SELECT 1").result_rows == [(1,)]
+
+
+def test_the_engines_sessions_have_every_chdb_connections_settings(demo: Path) -> None:
+    """Readers' and writers' handles gather no query log for nothing and answer from no query
+    condition cache (it reused one value of a scalar subquery's granules for another), as
+    every chDB connection; a reader's own settings come after them, ``readonly`` last."""
+    asked = ", ".join(f"getSetting('{name}')" for name in CHDB_SESSION)
+    expected = [[int(value) for value in CHDB_SESSION.values()]]
+    for engine in (
+        ReadOnlyEngine(str(demo / "clickhouse"), QueryLimits()),
+        WriterEngine(str(demo / "clickhouse")),
+    ):
+        try:
+            found = engine.query(f"SELECT {asked}", "JSONCompactEachRow")
+            assert [[int(v) for v in orjson.loads(line)] for line in found.splitlines()] == expected
+        finally:
+            engine.close()
+    reader = ReadOnlyEngine(str(demo / "clickhouse"), QueryLimits())
+    try:
+        assert reader.query("SELECT getSetting('readonly')", "TabSeparated").strip() == b"1"
+    finally:
+        reader.close()
 
 
 def test_a_statement_sent_again_is_not_parsed_again_and_a_refused_one_always_is(

@@ -21,7 +21,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from events.kafka_records import RejectionLanes
 from okr_ledger.demo import DEMO_ORG
 from processors.kafka_projector import LedgerProjection, LedgerRecord
-from projections.client import parse_url
+from projections.client import CHDB_SESSION, parse_url
 from projections.query_credentials import TOKEN_FILE, WRITER_TOKEN_FILE
 from projections.query_server import decompressed, split_insert
 from projections.store import ProjectionStore
@@ -73,6 +73,17 @@ def test_readers_read_the_migrated_views_and_cannot_write(served: ServedStore) -
     assert writer.query("EXISTS TABLE okr_ledger.audit_events").result_rows == [(1,)]
     refused = "SELECT count() FROM okr_ledger.projection_settings WHERE name = 'a'"
     assert writer.query(refused).result_rows == [(0,)]
+
+
+def test_the_writers_session_has_every_chdb_connections_settings(served: ServedStore) -> None:
+    """No query log gathered for nothing, no query condition cache to answer from (as on every
+    chDB connection; a reader's session, whose statements may not read settings, is checked
+    in test_query_server.py)."""
+    asked = ", ".join(f"getSetting('{name}')" for name in CHDB_SESSION)
+    found = client(served.writer_url).query(f"SELECT {asked}").result_rows
+    assert [tuple(int(value) for value in row) for row in found] == [
+        tuple(int(value) for value in CHDB_SESSION.values())
+    ]
 
 
 def test_a_writer_asking_for_readonly_is_a_reader(served: ServedStore) -> None:
