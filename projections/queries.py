@@ -444,7 +444,7 @@ def coverage(
     if moment.as_of is None and moment.at is None:
         org = {"org": org_id}
         statements = [(_OBJECTIVES_NOW, org)] + [
-            (f"SELECT * FROM {sql.latest('{db}', table, 'org_id = {org:String}')}", org)
+            (sql.latest_rows("{db}", table, "org_id = {org:String}"), org)
             for table in (t.THEMES, t.PERIODS)
         ]
         objective_rows, themes, periods = (
@@ -1022,7 +1022,7 @@ def period_results(
     params: dict[str, Any] = {"org": org_id, "seq": seq or 0, "period": period or ""}
     closed = {
         (row["period_id"], row["sequence"]): row["name"]
-        for row in _records(store, _LATEST_PERIODS.format(where=where), params)
+        for row in _records(store, _latest_periods(where), params)
         if row["closed"]
     }
     if not closed:
@@ -1043,12 +1043,11 @@ def _period_result(g: Record, period_name: str) -> Record:
     }  # fmt: skip
 
 
-_LATEST_PERIODS = (
-    f"SELECT period_id, sequence, name, closed FROM {{{{db}}}}.{t.PERIODS} WHERE {{where}} "
-    "ORDER BY org_id, period_id, sequence DESC LIMIT 1 BY org_id, period_id"
-)
-"""The latest version of each period among the rows ``{where}`` selects
-(:func:`period_results`)."""
+def _latest_periods(where: str) -> str:
+    """The latest version of each period among the rows ``where`` selects."""
+    return sql.latest_rows("{db}", t.PERIODS, where, "period_id, sequence, name, closed")
+
+
 _GRADES = (
     f"SELECT * FROM {{{{db}}}}.{t.PERIOD_GRADES} WHERE {{where}} "
     "AND (period_id, sequence) IN {{closes:Array(Tuple(String, UInt64))}} "
