@@ -388,11 +388,12 @@ def progress(
     objective's numbers rolled up from those alone; right for an objective whose key results
     and descendants' key results are all in it (:func:`key_results_under`). Its cost is that of
     those key results' history, not the org's. ``reads``: what the answer this one is part of
-    read already (with ``moment.as_of`` or ``moment.at``)."""
+    read already (:class:`Reads`: attention's coverage reads the objectives again)."""
     org = {"org": org_id}
     if moment.as_of is None and moment.at is None:
-        objective_rows, key_result_rows = _together(
-            store, [(_OBJECTIVES_NOW, org), (_KEY_RESULTS_NOW, org)]
+        now = [(_OBJECTIVES_NOW, org), (_KEY_RESULTS_NOW, org)]
+        objective_rows, key_result_rows = (
+            _together(store, now) if reads is None else reads.together(now)
         )
         return Progress(
             _objectives_now(objective_rows, moment, focus_limit),
