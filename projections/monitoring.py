@@ -290,11 +290,9 @@ ATTENTION_KINDS = (
 def _open_periods(store: ProjectionStore, org_id: str, seq: int, ref: datetime) -> set[str]:
     """Periods known at ``seq`` that have not ended by ``ref``."""
     rows = store.rows(
-        f"SELECT period_id FROM {sql.latest_as_of('{db}', t.PERIODS)} "
-        "WHERE ends_on >= {day:Date32}",
-        {"org": org_id, "seq": seq, "day": ref.date()},
+        sql.latest_as_of_rows("{db}", t.PERIODS, "period_id, ends_on"), {"org": org_id, "seq": seq}
     )
-    return {str(period_id) for (period_id,) in rows}
+    return {str(period_id) for period_id, ends_on in rows if ends_on >= ref.date()}
 
 
 # --- strategy ---------------------------------------------------------------------------
@@ -304,9 +302,7 @@ def strategy(store: ProjectionStore, org_id: str, moment: Moment) -> Record | No
     """The strategy as it stood at ``moment.as_of``: mission, vision, SWOT, competitors, active
     themes, the latest review and its verdict (None: no strategy yet)."""
     seq = queries.sequence_as_of(store, org_id, moment.as_of)
-    rows = store.dicts(
-        f"SELECT * FROM {sql.latest_as_of('{db}', t.STRATEGY)}", {"org": org_id, "seq": seq}
-    )
+    rows = store.dicts(sql.latest_as_of_rows("{db}", t.STRATEGY), {"org": org_id, "seq": seq})
     if not rows:
         return None
     row = rows[0]

@@ -568,11 +568,16 @@ class ProjectionStore:
             raise self._failure(error, ProjectionError, message) from error
 
     def positions(self, stream: str = t.LEDGER_STREAM) -> dict[str, int]:
-        """The projected position of every org (or of the rejection log, under org '')."""
+        """The projected position of every org (or of the rejection log, under org '').
+
+        Each org's highest by one sort (a few rows: one per org, and those of commits not
+        merged yet), on one thread in chDB: ~1.3 ms of CPU less than a ``GROUP BY`` on all
+        of them (3.7 against 2.4 ms on the demo store; ``SELECT 1`` ~1 ms)."""
         rows = self.rows(
-            "SELECT org_id, max(position) FROM {db}.checkpoints WHERE stream = {stream:String} "
-            "GROUP BY org_id",
+            "SELECT org_id, position FROM {db}.checkpoints WHERE stream = {stream:String} "
+            "ORDER BY position DESC LIMIT 1 BY org_id",
             {"stream": stream},
+            {"max_threads": 1} if self.embedded else None,
         )
         return {str(org): int(position) for org, position in rows}
 
