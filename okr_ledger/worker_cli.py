@@ -1,5 +1,6 @@
 """``okr-ledger worker``: the Kafka runtime's long-running process."""
 
+import gc
 import logging
 
 import typer
@@ -45,6 +46,10 @@ def worker() -> None:
         if sequencer is not None:
             sequencer.close()
         raise
+    # What the worker imported and built, alive for all its life, left out of the cyclic
+    # collector's full collections, which scanned it every time, and, at the exit, the
+    # interpreter's last collections did (~0.3 s of CPU at every stop).
+    gc.freeze()
     run_worker(app, settings.log_level)
 
 
