@@ -6,8 +6,8 @@ command), timed until its log says it is sequencing the intake partitions (what 
 for). At that moment the CPU (user + system) of each of its processes is read from /proc: the
 worker's main process, the sequencer process (spawned), multiprocessing's resource tracker
 (when one runs) and the processes it already reaped. Then it is stopped (SIGTERM) and the CPU
-of its whole life (both processes, the stop included) is taken from this process's reaped
-children (``RUSAGE_CHILDREN``).
+of its whole life (both processes, the stop included; and its system part) is taken from this
+process's reaped children (``RUSAGE_CHILDREN``).
 
 The raw anchor of the same run: ``python -c "import faust, aiokafka"`` (the interpreter and the
 two libraries alone), its CPU and wall time, once per round. Prints the median of each figure
@@ -50,6 +50,10 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def children_system_cpu() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+
+
 def reaped_cpu(pid: int) -> float:
     """CPU of the children ``pid`` has waited for (cutime + cstime)."""
     try:
@@ -77,7 +81,7 @@ def one_start(kafka: Connection, work: Path, python: str, repo: Path | None) -> 
     ensure_topics(kafka, okr_topics(**topics, partitions=TEST_PARTITIONS))
     worker = Worker(kafka, topics, work / suffix / "worker.log")
     worker.log_path.parent.mkdir(parents=True)
-    before = children_cpu()
+    before, system_before = children_cpu(), children_system_cpu()
     began = time.monotonic()
     with worker.log_path.open("ab") as log:
         worker.process = subprocess.Popen(
@@ -99,8 +103,9 @@ def one_start(kafka: Connection, work: Path, python: str, repo: Path | None) -> 
             found[name] = found.get(name, 0.0) + (cpu_seconds(child) or 0.0)
     finally:
         worker.stop()
-    found["at ready, all CPU s"] = sum(v for k, v in found.items() if k.endswith("CPU s"))
+    found["at ready, all CPU s"] = sum(v for k, v in found.items() if k.endswith(" CPU s"))
     found["whole life CPU s"] = children_cpu() - before
+    found["whole life, system CPU s"] = children_system_cpu() - system_before
     return found
 
 
