@@ -89,6 +89,7 @@ STEPS = (
     Step("kafka_crash_soak", "kafka_crash_soak.py", SOAK, beside_inputs=True),
     Step("kafka_throughput", "kafka_throughput.py", ("--floor",)),
     Step("kafka_failover", "kafka_failover.py", ("--kills", "10")),
+    Step("kafka_worker_start", "worker_start.py", ("--rounds", "5")),
     Step("kafka_restore", "kafka_restore.py",
          ("--events", "1000000", "--ratio", "--no-fold-largest"), (TAKEOVER_1M,)),
     Step("http_intake", "http_intake.py",

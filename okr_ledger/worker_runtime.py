@@ -2,72 +2,33 @@
 
 Imported only when ``okr-ledger worker`` runs, so that a core install (no ``kafka`` extra)
 still starts the CLI. ``processors/`` never reads the settings: everything it needs is built
-here (:func:`worker_config`, :func:`worker_services`).
+here (:func:`okr_ledger.worker_config.worker_config`, :func:`worker_services`).
 """
 
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from events.kafka_client import Connection
-from events.kafka_log import servers_from_url
 from okr_ledger.alerts import AlertPublisher, post_webhooks
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
+from okr_ledger.worker_config import worker_config
 from processors.faust_app import OkrApp, Route, WorkerServices, create_app
-from processors.kafka_config import GroupTimings, Topics, WorkerConfig
 from processors.metrics import PrometheusMetrics
+from processors.sequencer_core import ProcessRunner
 from projections.client import parse_url
 from projections.query_credentials import is_loopback
 from projections.query_server import QueryServer, ReadOnlyEngine
 from projections.store import ProjectionStore
-from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
-
-
-def worker_config(settings: Settings) -> WorkerConfig:
-    """The worker's configuration, from the ``OKR_`` settings."""
-    url = settings.resolved_ledger_url
-    if not url.startswith("kafka://"):
-        raise ConfigurationError(f"the worker needs OKR_LEDGER_URL=kafka://..., not {url!r}")
-    return WorkerConfig(
-        servers=servers_from_url(url),
-        app_id=settings.worker_app_id,
-        topics=Topics(**settings.topic_names),
-        data_dir=settings.data_dir,
-        sequencer_batch_size=settings.sequencer_batch_size,
-        projector_batch_size=settings.projector_batch_size,
-        projector_batch_bytes=settings.projector_batch_bytes,
-        sequencer_queue_bytes=settings.sequencer_queue_bytes,
-        malloc_trim_s=settings.worker_malloc_trim_seconds,
-        projector_linger_s=settings.projector_linger_ms / 1000,
-        projector_idle_s=settings.projector_idle_ms / 1000,
-        fetch_bytes=settings.kafka_fetch_bytes,
-        policy=settings.policy,
-        transactions=settings.kafka_transactions,
-        sequencer_process=settings.worker_sequencer_process,
-        state_files=settings.worker_state_files,
-        projector_state_files=settings.worker_projector_state_files,
-        projector_save_every=settings.projector_save_every,
-        projector_retry_max_s=settings.projector_retry_max_seconds,
-        projector_stall_s=settings.projector_stall_seconds,
-        timings=GroupTimings(
-            session_timeout_s=settings.kafka_session_timeout_seconds,
-            heartbeat_interval_s=settings.kafka_heartbeat_interval_seconds,
-            rebalance_timeout_s=settings.kafka_rebalance_timeout_seconds,
-            max_poll_interval_s=settings.kafka_max_poll_interval_seconds,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        ),
-        web_host=settings.worker_web_host,
-        web_port=settings.worker_web_port,
-        log_level=settings.log_level,
-    )
 
 
 def worker_services(settings: Settings) -> WorkerServices:
@@ -115,11 +76,12 @@ def worker_metrics(settings: Settings) -> PrometheusMetrics:
     return PrometheusMetrics(ready_after=[settings.kafka_topic_intake, settings.kafka_topic_ledger])
 
 
-def build_worker(settings: Settings) -> OkrApp:
-    """The worker's Faust app, ready to run."""
+def build_worker(settings: Settings, sequencer: ProcessRunner | None = None) -> OkrApp:
+    """The worker's Faust app, ready to run; ``sequencer``: its sequencer process, made ahead
+    (:attr:`processors.faust_app.WorkerServices.sequencer`)."""
     config = worker_config(settings)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    return create_app(config, worker_services(settings))
+    return create_app(config, replace(worker_services(settings), sequencer=sequencer))
 
 
 class AlertTimer:

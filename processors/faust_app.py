@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import faust
 from aiohttp import web
+from faust.tables import TableManager
 from faust.types import TP
 
 from events.kafka_client import Connection, Reader
@@ -56,7 +57,7 @@ from processors.kafka_projector import (
 from processors.kafka_worker import SequencerAgent
 from processors.metrics import PrometheusMetrics, add_routes, install_faust_sensors
 from processors.runner import RowSink
-from processors.sequencer_core import ProcessRunner, ThreadRunner
+from processors.sequencer_core import CoreRunner, ProcessRunner, ThreadRunner
 from schemas.errors import ConfigurationError, ProjectionUnavailableError
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,24 @@ class WorkerServices:
     """Other handlers (the query endpoint on an embedded store)."""
     timers: Sequence[Timer] = ()
     """Faust timers: they start once the app runs, and tick once the store is open."""
+    sequencer: ProcessRunner | None = None
+    """The sequencer's process, made ahead of the app (``ahead``: forked while the worker had
+    no thread, :func:`okr_ledger.worker_cli.worker`), told to go where the start would have
+    made it; else the start makes the runner (:attr:`WorkerConfig.sequencer_process`).
+    Closed by the worker's stop."""
+
+
+class OkrTableManager(TableManager):
+    """Faust's table manager without the second it sleeps as it starts, before it tells the
+    conductor that the tables are registered (which then subscribes the group consumer): a
+    second for tables made as the app starts to register. This app has no table, and none
+    can be added once it started (:meth:`TableManager.add` refuses): every worker's start,
+    and so every failover's new member, joined its group a second late."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class OkrApp(faust.App):
@@ -200,7 +219,12 @@ class Worker(Delivery):
                 "(OKR_PROJECTOR_STALL_SECONDS) of the worker's start"
             ) from None
         projection = await loop.run_in_executor(self._store_thread, self._open_store)
-        runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
+        runner: CoreRunner
+        if self.services.sequencer is not None:
+            runner = self.services.sequencer
+            self.services.sequencer.go()
+        else:
+            runner = ProcessRunner(c) if c.sequencer_process else ThreadRunner(c)
         self.sequencer = SequencerAgent(c, runner, self._seek_intake, self.metrics, self.app.crash)
         self.projector = ProjectorAgent(
             projection,
@@ -269,6 +293,8 @@ class Worker(Delivery):
     async def stop(self) -> None:
         if self.sequencer is not None:
             self.sequencer.close()
+        elif self.services.sequencer is not None:  # the start ended before it took it
+            self.services.sequencer.close()
         if self.projector is not None:
             await self.projector.stop()  # saves its state files, in the store's thread
         loop = asyncio.get_running_loop()
@@ -472,6 +498,7 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
         topic_allow_declare=False,
         value_serializer="raw",
         key_serializer="raw",
+        TableManager=OkrTableManager,
     )
     worker = app.okr = Worker(app, config, services)
     for interval, function in services.timers:

@@ -1,7 +1,7 @@
 """What the Kafka worker is told: plain values, built from the settings by ``okr_ledger``.
 
 ``processors/`` imports nothing of ``okr_ledger``: the application package reads the ``OKR_``
-settings and hands the worker these objects (:func:`okr_ledger.worker_runtime.worker_config`).
+settings and hands the worker these objects (:func:`okr_ledger.worker_config.worker_config`).
 """
 
 from dataclasses import dataclass, field

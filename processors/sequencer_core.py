@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing import get_context
 from multiprocessing.connection import Connection as PipeEnd
+from multiprocessing.context import ForkProcess, SpawnProcess
 from typing import Any, Protocol
 
 from events import allocator
@@ -433,16 +434,29 @@ class ProcessRunner:
     when the worker stops (:meth:`close`)."""
 
     def __init__(
-        self, config: WorkerConfig, core: Callable[[WorkerConfig], Any] = SequencerCore
+        self,
+        config: WorkerConfig,
+        core: Callable[[WorkerConfig], Any] = SequencerCore,
+        ahead: bool = False,
     ) -> None:
         """``core`` makes the object whose methods the child runs (importable by name: the
-        child is spawned); the tests give one of their own."""
+        child may be spawned); the tests give one of their own.
+
+        The child is spawned: a new interpreter, which imports the sequencer's modules again.
+        ``ahead``: made ahead of the worker's start, before it imported anything else
+        (:func:`okr_ledger.worker_cli.worker`). The child is then forked if this process
+        runs no thread but its main one (:func:`alone`), and so starts with those modules
+        imported already; and it makes its core (whose Kafka clients read the topics) only
+        once :meth:`go` says so, where the worker's start would have made the child."""
         self._config = config
-        context = get_context("spawn")  # never fork a process with threads
+        forked = ahead and alone()  # never fork a process with threads: see alone()
+        self.method = "fork" if forked else "spawn"
+        """How the child was started."""
+        context = get_context("fork") if forked else get_context("spawn")
         self._pipe, child_end = context.Pipe()
-        self._process = context.Process(
-            target=_child_main,
-            args=(config, child_end, os.getpid(), core),
+        self._process: ForkProcess | SpawnProcess = context.Process(
+            target=_forked_child_main if forked else _child_main,
+            args=(config, child_end, os.getpid(), core, self._pipe if forked else ahead),
             name="okr-sequencer",
             daemon=True,
         )
@@ -463,6 +477,14 @@ class ProcessRunner:
         )
         self._receiver.start()
 
+    def go(self) -> None:
+        """Let a child made ``ahead`` make its core and take calls."""
+        self._send_now(True)
+
+    def _send_now(self, message: object) -> None:
+        """``message``, sent by the one thread that sends (waits for the calls queued)."""
+        self._sender.submit(self._send, message).result()
+
     async def call(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -478,7 +500,7 @@ class ProcessRunner:
             with self._lock:
                 self._waiting.pop(number, None)
 
-    def _send(self, call: tuple[int, str, tuple[Any, ...]]) -> None:
+    def _send(self, call: object) -> None:
         try:
             self._pipe.send(call)
         except (EOFError, OSError) as error:
@@ -573,14 +595,44 @@ def bound_malloc_arenas() -> None:
     allocator.set_option(allocator.M_ARENA_MAX, MALLOC_ARENAS)
 
 
+def alone() -> bool:
+    """Whether this process runs one thread (Linux: counted in /proc, so threads that C
+    libraries started count too); False where that cannot be told. Only then may it fork: a
+    lock that another thread holds at the fork (the allocator's, logging's, a Kafka client's)
+    stays held for good in the child."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _forked_child_main(
+    config: WorkerConfig,
+    pipe: PipeEnd,
+    parent: int,
+    make: Callable[[WorkerConfig], Any],
+    worker_end: PipeEnd,
+) -> None:
+    """:func:`_child_main` in a forked child. It closes its copy of the worker's end of the
+    pipe (else its own reads would never see the end of file when the worker is gone); what
+    it has from the worker (its modules) is left out of the cyclic collector's scans
+    (``gc.freeze``), which would otherwise go through all of it, and copy every page they
+    touch, at each full collection."""
+    worker_end.close()
+    gc.freeze()
+    _child_main(config, pipe, parent, make, held=True)  # forked only when made ahead
+
+
 def _child_main(
     config: WorkerConfig,
     pipe: PipeEnd,
     parent: int,
     make: Callable[[WorkerConfig], Any] = SequencerCore,
+    held: bool = False,
 ) -> None:
     """The sequencer process: numbered calls in, each run in a thread of its own; results (or
-    the error raised) out, in the order they end."""
+    the error raised) out, in the order they end. ``held``: the core is made once the worker
+    sends ``True`` (:meth:`ProcessRunner.go`); its stop before that ends the child at once."""
     bound_malloc_arenas()
     gc.set_threshold(CHILD_GC_THRESHOLD, *gc.get_threshold()[1:])
     _die_with(parent)
@@ -591,6 +643,12 @@ def _child_main(
     )
     for name in ("kafka", "librdkafka"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if held:
+        try:
+            if pipe.recv() is not True:
+                return  # the worker stops before its start took the sequencer
+        except EOFError:
+            return  # the worker is gone
     core = make(config)
     sending = threading.Lock()
     trimmed = [time.monotonic()]

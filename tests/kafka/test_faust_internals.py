@@ -15,12 +15,13 @@ from importlib.metadata import version
 import pytest
 from aiokafka.consumer.group_coordinator import GroupCoordinator  # type: ignore[import-untyped]
 from faust.app.base import App
+from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
-from processors.faust_app import Store, WorkerServices, create_app
+from processors.faust_app import OkrTableManager, Store, WorkerServices, create_app
 from processors.faust_batches import FastFetchThread, OkrConsumer
 from processors.kafka_config import WorkerConfig
 
@@ -40,6 +41,8 @@ RELIED_ON = [
     (Recovery, "_resume_streams", "d986a6710c1aca98"),  # perform_seek (none for nothing)
     (App, "_new_consumer", "bff6ccd646b71ea9"),
     (App, "on_rebalance_start", "5c1e23de30674082"),
+    (TableManager, "on_start", "365dd25fbc0e0684"),  # OkrTableManager: the same, less the sleep
+    (TableManager, "_update_channels", "88e3941facc934d6"),  # what OkrTableManager still runs
 ]
 """(class, method, the first 16 hex digits of the SHA-256 of its source)."""
 
@@ -69,6 +72,7 @@ def test_the_overrides_keep_faust_signatures() -> None:
         (OkrConsumer, ThreadDelegateConsumer, "_seek"),
         (FastFetchThread, AIOKafkaConsumerThread, "seek"),
         (FastFetchThread, AIOKafkaConsumerThread, "_create_worker_consumer"),
+        (OkrTableManager, TableManager, "on_start"),
     ]:
         ours = list(inspect.signature(getattr(mine, name)).parameters)
         assert ours == list(inspect.signature(getattr(theirs, name)).parameters), name
@@ -79,6 +83,14 @@ def test_the_app_frees_the_web_root_for_the_query_endpoint() -> None:
     app = create_app(WorkerConfig(servers=("127.0.0.1:9",)), WorkerServices(_no_store))
     assert all(prefix != "" for prefix, _ in app.web.blueprints._enabled)
     assert app.conf.table_standby_replicas > 0  # Faust's co-partitioning assignor, not round robin
+
+
+def test_the_app_has_no_table_so_its_start_waits_for_none() -> None:
+    """:class:`OkrTableManager` leaves out Faust's second of waiting for tables to register:
+    the app has none."""
+    app = create_app(WorkerConfig(servers=("127.0.0.1:9",)), WorkerServices(_no_store))
+    assert isinstance(app.tables, OkrTableManager)
+    assert len(app.tables) == 0
 
 
 def _no_store() -> Store:

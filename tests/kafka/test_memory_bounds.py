@@ -2,7 +2,7 @@
 sequencer's lanes and in the projector's batches, and how often the allocator is trimmed."""
 
 from okr_ledger.settings import Settings
-from okr_ledger.worker_runtime import worker_config
+from okr_ledger.worker_config import worker_config
 from processors.kafka_config import WorkerConfig
 
 

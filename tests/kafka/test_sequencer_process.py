@@ -5,6 +5,8 @@ fails every waiting call with a clear error; nothing hangs."""
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,65 @@ def test_threads_uncapped_get_arenas_of_their_own(tmp_path: Path) -> None:
     assert ScriptedCore(WorkerConfig(servers=("127.0.0.1:9",), data_dir=tmp_path)).arenas(8) > (
         sequencer_core.MALLOC_ARENAS
     )
+
+
+AHEAD = """
+import asyncio, os, sys, threading
+from pathlib import Path
+from processors.kafka_config import WorkerConfig
+from processors.sequencer_core import ProcessRunner
+from tests.kafka.process_cores import ScriptedCore
+
+data, busy, going = Path(sys.argv[1]), sys.argv[2] == "busy", sys.argv[3] == "go"
+if busy:  # a thread runs while the runner is made
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+runner = ProcessRunner(WorkerConfig(servers=("127.0.0.1:9",), data_dir=data), ScriptedCore, True)
+print(runner.method, flush=True)
+if going:
+    runner.go()
+    pid = asyncio.run(asyncio.wait_for(runner.call("pid"), 30))
+    assert pid not in (os.getpid(), None), pid
+    assert asyncio.run(runner.call("sleep", 0, "answered")) == "answered"
+runner.close()
+print(runner._process.exitcode, flush=True)
+"""
+"""Makes a runner ahead (in a process of its own: the test's has threads): ``busy`` with a
+thread running; ``go`` lets it make its core and calls it. Prints how the child was started,
+then its exit code."""
+
+
+@pytest.mark.parametrize(("busy", "method"), [(False, "fork"), (True, "spawn")])
+def test_a_runner_made_ahead_forks_only_a_process_with_no_other_thread(
+    tmp_path: Path, busy: bool, method: str
+) -> None:
+    """Made ahead (as ``okr-ledger worker`` makes it, before it imports Faust), the child is
+    forked if the process runs no other thread, else spawned; either way it answers once told
+    to go, closes its core on the stop and exits by itself."""
+    found = subprocess.run(
+        [sys.executable, "-c", AHEAD, str(tmp_path), "busy" if busy else "alone", "go"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == [method, "0"]
+    assert (tmp_path / "closed").read_text() == "closed"
+
+
+def test_a_runner_made_ahead_and_stopped_before_it_goes_never_makes_its_core(
+    tmp_path: Path,
+) -> None:
+    """A worker that stops before its start took the sequencer (the store did not open): the
+    child, held, exits at once without making its core (whose Kafka clients would read the
+    topics)."""
+    found = subprocess.run(
+        [sys.executable, "-c", AHEAD, str(tmp_path), "alone", "stop"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == ["fork", "0"]
+    assert not (tmp_path / "closed").exists()
