@@ -51,9 +51,11 @@ def progress(
     *,
     period: str | None = None,
     unit: str | None = None,
+    reads: queries.Reads | None = None,
 ) -> queries.Progress:
     """An org's objectives and key results, only ``period``'s and ``unit``'s if given."""
-    return _filtered(queries.progress(store, org_id, moment, focus_limit), period, unit)
+    found = queries.progress(store, org_id, moment, focus_limit, reads=reads)
+    return _filtered(found, period, unit)
 
 
 def progress_lines(org_id: str, found: queries.Progress) -> Iterator[JsonLine]:
@@ -89,13 +91,18 @@ def history_lines(
 
 
 def results_lines(
-    store: ProjectionStore, org_id: str, moment: Moment, period: str | None = None
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    period: str | None = None,
+    *,
+    reads: queries.Reads | None = None,
 ) -> list[JsonLine]:
     """The grades of the org's closed periods (``results --json``): one line per objective and
     key result, ``kind`` saying which (a key result's own kind is ``key_result_kind``), as of
     their period's latest close."""
     lines = []
-    for r in queries.period_results(store, org_id, moment, period):
+    for r in queries.period_results(store, org_id, moment, period, reads=reads):
         line = {"kind": r["subject_kind"], "id": r["subject_id"]}
         line.update((k, v) for k, v in r.items() if k != "kind")
         line["key_result_kind"] = r["kind"]
@@ -110,9 +117,14 @@ STRATEGY_SUBJECT = "strategy"
 
 
 def engagement_lines(
-    store: ProjectionStore, org_id: str, moment: Moment, *, period: str | None = None
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    *,
+    period: str | None = None,
+    reads: queries.Reads | None = None,
 ) -> list[JsonLine]:
-    return monitoring.engagement(store, org_id, moment, period=period)
+    return monitoring.engagement(store, org_id, moment, period=period, reads=reads)
 
 
 def trend_lines(
@@ -129,9 +141,14 @@ def trend_lines(
 
 
 def attention_lines(
-    store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    focus_limit: int,
+    *,
+    reads: queries.Reads | None = None,
 ) -> list[JsonLine]:
-    return monitoring.attention(store, org_id, moment, focus_limit)
+    return monitoring.attention(store, org_id, moment, focus_limit, reads=reads)
 
 
 def strategy_lines(store: ProjectionStore, org_id: str, moment: Moment) -> list[JsonLine]:

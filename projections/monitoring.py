@@ -71,12 +71,18 @@ def _recent_check_ins(
 
 
 def engagement(
-    store: ProjectionStore, org_id: str, moment: Moment, *, period: str | None = None
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    *,
+    period: str | None = None,
+    reads: queries.Reads | None = None,
 ) -> list[Record]:
     """Per owner and per unit: key results owned (not retired; of ``period``, else of the
     periods running at ``ref``), their check-ins in the last 7 and 28 days, how many (and
-    which share) were checked in within their cadence (not stale), and the last check-in."""
-    reads = queries.Reads(store)  # the sequence, read once
+    which share) were checked in within their cadence (not stale), and the last check-in.
+    ``reads``: those of the other answers about ``moment`` it is read with (a page's)."""
+    reads = reads if reads is not None else queries.Reads(store)  # the sequence, read once
     seq = reads.sequence_as_of(org_id, moment.as_of)
     ref = moment.ref
     owner_of = owners(store, org_id, seq)
@@ -215,11 +221,17 @@ def _item(kind: str, subject_kind: str, subject_id: str, **detail: Any) -> Recor
 
 
 def attention(
-    store: ProjectionStore, org_id: str, moment: Moment, focus_limit: int
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    focus_limit: int,
+    *,
+    reads: queries.Reads | None = None,
 ) -> list[Record]:
     """What needs someone now (at ``ref``), as known at ``moment.as_of``: each item with a
-    stable ``item_id`` (``kind:subject``), by kind then id. Rules: docs/projections.md."""
-    reads = queries.Reads(store)  # the key results and structures progress and coverage read
+    stable ``item_id`` (``kind:subject``), by kind then id. Rules: docs/projections.md.
+    ``reads``: those of the other answers about ``moment`` it is read with (a page's)."""
+    reads = reads if reads is not None else queries.Reads(store)  # progress and coverage share
     seq = reads.sequence_as_of(org_id, moment.as_of)
     ref = moment.ref
     found = queries.progress(store, org_id, moment, focus_limit, reads=reads)
@@ -298,10 +310,15 @@ def _open_periods(store: ProjectionStore, org_id: str, seq: int, ref: datetime) 
 # --- strategy ---------------------------------------------------------------------------
 
 
-def strategy(store: ProjectionStore, org_id: str, moment: Moment) -> Record | None:
+def strategy(
+    store: ProjectionStore, org_id: str, moment: Moment, *, reads: queries.Reads | None = None
+) -> Record | None:
     """The strategy as it stood at ``moment.as_of``: mission, vision, SWOT, competitors, active
-    themes, the latest review and its verdict (None: no strategy yet)."""
-    seq = queries.sequence_as_of(store, org_id, moment.as_of)
+    themes, the latest review and its verdict (None: no strategy yet). ``reads``: as
+    :func:`attention`'s."""
+    seq = (reads if reads is not None else queries.Reads(store)).sequence_as_of(
+        org_id, moment.as_of
+    )
     rows = store.dicts(sql.latest_as_of_rows("{db}", t.STRATEGY), {"org": org_id, "seq": seq})
     if not rows:
         return None

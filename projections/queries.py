@@ -76,10 +76,11 @@ _PARAMETER = re.compile(r"\{(\w+):")
 
 class Reads:
     """The reads of one answer made of several (a trend's points, attention's progress and
-    coverage): each statement read once for the values of the parameters it names, the org's
-    ledger sequence as of a moment once. A trend point's reads but its check-ins at ``at``
-    name no business time: one read serves every point. For one answer only (what is read
-    is kept)."""
+    coverage, a dashboard page's sections): each statement read once for the values of the
+    parameters it names, the org's ledger sequence as of a moment once (so every section
+    answers about the same ledger position, even while the projector commits). A trend
+    point's reads but its check-ins at ``at`` name no business time: one read serves every
+    point. For one answer only (what is read is kept)."""
 
     def __init__(self, store: ProjectionStore) -> None:
         self.store = store
@@ -1005,7 +1006,12 @@ def _roll_up(
 
 
 def period_results(
-    store: ProjectionStore, org_id: str, moment: Moment, period: str | None = None
+    store: ProjectionStore,
+    org_id: str,
+    moment: Moment,
+    period: str | None = None,
+    *,
+    reads: Reads | None = None,
 ) -> list[Record]:
     """The grades of the org's closed periods (only ``period``'s if given), from each one's
     latest close: now, or as the ledger up to ``moment.as_of`` had them (a period reopened
@@ -1016,9 +1022,9 @@ def period_results(
     version of each period, then (if one is closed) the grades of those closes by
     ``(period_id, sequence)``, joined and sorted here (the engine's analysis of that
     statement's ``IN`` and join cost ~25 ms of CPU on a small store, the two reads ~4 ms
-    each)."""
+    each). ``reads``: the sequence as of ``moment``, if another answer read it."""
     only = " AND period_id = {period:String}" if period is not None else ""
-    seq = None if moment.as_of is None else sequence_as_of(store, org_id, moment.as_of)
+    seq = None if moment.as_of is None else _sequence_as_of(store, org_id, moment.as_of, reads)
     where = ("org_id = {org:String}" if seq is None else sql.AS_OF_FILTER) + only
     params: dict[str, Any] = {"org": org_id, "seq": seq or 0, "period": period or ""}
     closed = {

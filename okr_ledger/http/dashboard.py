@@ -114,32 +114,37 @@ async def home(request: Request) -> Response:
 
 
 def org_view(store: ProjectionStore, org: str, moment: Moment, limit: int) -> dict[str, Any]:
-    """Everything the org page shows, from the API's queries."""
+    """Everything the org page shows, from the API's queries, read together
+    (:class:`projections.queries.Reads`): the ledger position as of ``moment`` resolved once,
+    the objectives and key results that several sections show read once."""
     queries.require_org(store, org)
-    found = query_json.progress(store, org, moment, limit)
-    coverage = queries.coverage(store, org, moment)
+    reads = queries.Reads(store)
+    found = query_json.progress(store, org, moment, limit, reads=reads)
+    coverage = queries.coverage(store, org, moment, reads=reads)
     tree: list[tuple[Record, list[Record]]] = list(render.ordered(found))
     return {
         "tree": tree,
         "warnings": render.warnings(found.objectives, coverage),
         "stale": [kr for kr in found.key_results if kr["stale"] and not kr["retired"]],
-        "results": query_json.results_lines(store, org, moment),
+        "results": query_json.results_lines(store, org, moment, reads=reads),
         "moment": moment,
-        **monitoring_view(store, org, moment, limit),
+        **monitoring_view(store, org, moment, limit, reads),
     }
 
 
-def monitoring_view(store: ProjectionStore, org: str, moment: Moment, limit: int) -> dict[str, Any]:
+def monitoring_view(
+    store: ProjectionStore, org: str, moment: Moment, limit: int, reads: queries.Reads
+) -> dict[str, Any]:
     """The org page's monitoring sections: attention, engagement by owner, the strategy."""
     return {
-        "attention": query_json.attention_lines(store, org, moment, limit),
+        "attention": query_json.attention_lines(store, org, moment, limit, reads=reads),
         "attention_text": monitor_render.ATTENTION_TEXT,
         "engagement": [
             row
-            for row in query_json.engagement_lines(store, org, moment)
+            for row in query_json.engagement_lines(store, org, moment, reads=reads)
             if row["group"] == "owner"
         ],
-        "strategy": monitoring.strategy(store, org, moment),
+        "strategy": monitoring.strategy(store, org, moment, reads=reads),
     }
 
 

@@ -251,13 +251,13 @@ class Answers:
 
     def __init__(self, store: ProjectionStore, moment: Moment) -> None:
         self.store, self.moment = store, moment
-        self.progress = queries.progress(store, ORG, moment, 2)
-        self.coverage = queries.coverage(store, ORG, moment)
-        self.engagement = monitoring.engagement(store, ORG, moment)
-        self.attention = monitoring.attention(store, ORG, moment, 2)
-        seq = queries.sequence_as_of(store, ORG, moment.as_of)
-        self.owners = monitoring.owners(store, ORG, seq)
-        self.period_results = queries.period_results(store, ORG, moment)
+        self.progress = queries.progress(store, ORG, moment, 2)  # as the command reads it
+        reads = queries.Reads(store)  # the rest read together, as the dashboard's page does
+        self.coverage = queries.coverage(store, ORG, moment, reads=reads)
+        self.engagement = monitoring.engagement(store, ORG, moment, reads=reads)
+        self.attention = monitoring.attention(store, ORG, moment, 2, reads=reads)
+        self.owners = monitoring.owners(store, ORG, reads.sequence_as_of(ORG, moment.as_of))
+        self.period_results = queries.period_results(store, ORG, moment, reads=reads)
 
 
 def all_answers(store: ProjectionStore, moment: Moment, answers: Answers | None = None) -> Any:

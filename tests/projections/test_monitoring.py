@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from okr_ledger import query_json
+from okr_ledger.http.dashboard import org_view
+from okr_ledger.progress_render import ordered, warnings
 from processors.projector import Projector
 from processors.runner import EmbeddedRunner
 from projections import monitoring, queries
@@ -411,3 +414,38 @@ def test_progress_now_is_what_the_plain_views_answer(monitored: ProjectionStore)
             expected = record.pop("expected_progress")
             assert expected == pytest.approx(view.pop("expected_progress"), abs=1e-6)
             assert record == view
+
+
+def _page_alone(store: ProjectionStore, moment: Moment) -> dict[str, object]:
+    """The dashboard's org page's sections, each from its own query, nothing shared."""
+    found = query_json.progress(store, ORG, moment, 2)
+    coverage = queries.coverage(store, ORG, moment)
+    return {
+        "tree": list(ordered(found)),
+        "warnings": warnings(found.objectives, coverage),
+        "stale": [kr for kr in found.key_results if kr["stale"] and not kr["retired"]],
+        "results": query_json.results_lines(store, ORG, moment),
+        "attention": query_json.attention_lines(store, ORG, moment, 2),
+        "engagement": [
+            row
+            for row in query_json.engagement_lines(store, ORG, moment)
+            if row["group"] == "owner"
+        ],
+        "strategy": monitoring.strategy(store, ORG, moment),
+    }
+
+
+def test_the_org_page_read_together_shows_what_each_query_gives_alone(
+    monitored: ProjectionStore,
+) -> None:
+    """The page reads its sections together (one :class:`queries.Reads`: the ledger position
+    resolved once, what several sections show read once), as known now and as of earlier."""
+    now = utc(2026, 11, 20)
+    moments = [Moment(now=now)] + [Moment(as_of=day(n, hour=12), now=now) for n in (3, 14, 20, 41)]
+    attention = []
+    for moment in moments:
+        page = org_view(monitored, ORG, moment, 2)
+        expected = _page_alone(monitored, moment)
+        assert {name: page[name] for name in expected} == expected, moment
+        attention.append(page["attention"])
+    assert len({repr(items) for items in attention}) > 2  # the moments differ: not one answer
