@@ -2,6 +2,7 @@
 
 import gc
 import logging
+from contextlib import ExitStack
 
 import typer
 
@@ -29,23 +30,22 @@ def worker() -> None:
     # needs and nothing more, and runs no thread, it starts without an interpreter and
     # imports of its own (a spawned one spent ~0.3 s of CPU on them, every start).
     sequencer = ProcessRunner(config, ahead=True) if config.sequencer_process else None
-    try:
-        from okr_ledger import worker_runtime
-        from processors.faust_app import run_worker
-    except ModuleNotFoundError as error:
+    with ExitStack() as on_failure:  # until the app has it: then the worker's stop closes it
         if sequencer is not None:
-            sequencer.close()
-        raise MissingExtraError(error.name or "kafka-python", "kafka") from error
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("processors").setLevel(settings.log_level.upper())
-    for noisy in ("kafka", "aiokafka", "librdkafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        app = worker_runtime.build_worker(settings, sequencer)
-    except BaseException:
-        if sequencer is not None:
-            sequencer.close()
-        raise
+            on_failure.callback(sequencer.close)
+        try:
+            from okr_ledger import worker_runtime
+            from processors.faust_app import run_worker
+        except ModuleNotFoundError as error:
+            raise MissingExtraError(error.name or "kafka-python", "kafka") from error
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        logging.getLogger("processors").setLevel(settings.log_level.upper())
+        for noisy in ("kafka", "aiokafka", "librdkafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        app = worker_runtime.build_worker(settings, config, sequencer)
+        on_failure.pop_all()
     # What the worker imported and built, alive for all its life, left out of the cyclic
     # collector's full collections, which scanned it every time, and, at the exit, the
     # interpreter's last collections did (~0.3 s of CPU at every stop).

@@ -21,6 +21,7 @@ from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
 from okr_ledger.worker_config import worker_config
 from processors.faust_app import OkrApp, Route, WorkerServices, create_app
+from processors.kafka_config import WorkerConfig
 from processors.metrics import PrometheusMetrics
 from processors.sequencer_core import ProcessRunner
 from projections.client import parse_url
@@ -76,10 +77,12 @@ def worker_metrics(settings: Settings) -> PrometheusMetrics:
     return PrometheusMetrics(ready_after=[settings.kafka_topic_intake, settings.kafka_topic_ledger])
 
 
-def build_worker(settings: Settings, sequencer: ProcessRunner | None = None) -> OkrApp:
-    """The worker's Faust app, ready to run; ``sequencer``: its sequencer process, made ahead
+def build_worker(
+    settings: Settings, config: WorkerConfig, sequencer: ProcessRunner | None = None
+) -> OkrApp:
+    """The worker's Faust app, ready to run, from ``config`` (:func:`worker_config` of
+    ``settings``); ``sequencer``: its sequencer process, made ahead
     (:attr:`processors.faust_app.WorkerServices.sequencer`)."""
-    config = worker_config(settings)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     return create_app(config, replace(worker_services(settings), sequencer=sequencer))
 
