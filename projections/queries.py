@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache, partial
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -62,12 +62,22 @@ def _sql(store: ProjectionStore, query: str) -> str:
     return query + ONE_THREAD if store.embedded else query
 
 
-def _records(store: ProjectionStore, query: str, params: dict[str, Any]) -> list[Record]:
+def _records(
+    store: ProjectionStore, query: str, params: dict[str, Any], reads: "Reads | None" = None
+) -> list[Record]:
+    """The rows of one statement (``reads``: from those of the answer this one is part of)."""
+    if reads is not None:
+        return reads.dicts(query, params)
     return store.dicts(_sql(store, query), params)
 
 
-def _together(store: ProjectionStore, statements: Sequence[Statement]) -> list[list[Record]]:
-    """:meth:`ProjectionStore.dicts_together` of an answer's statements (:data:`ONE_THREAD`)."""
+def _together(
+    store: ProjectionStore, statements: Sequence[Statement], reads: "Reads | None" = None
+) -> list[list[Record]]:
+    """:meth:`ProjectionStore.dicts_together` of an answer's statements (:data:`ONE_THREAD`);
+    ``reads``: from those of the answer this one is part of (:class:`Reads`)."""
+    if reads is not None:
+        return reads.together(statements)
     return store.dicts_together([(_sql(store, query), params) for query, params in statements])
 
 
@@ -393,9 +403,7 @@ def progress(
     org = {"org": org_id}
     if moment.as_of is None and moment.at is None:
         now = [(_OBJECTIVES_NOW, org), (_KEY_RESULTS_NOW, org)]
-        objective_rows, key_result_rows = (
-            _together(store, now) if reads is None else reads.together(now)
-        )
+        objective_rows, key_result_rows = _together(store, now, reads)
         return Progress(
             _objectives_now(objective_rows, moment, focus_limit),
             _key_results_now(key_result_rows, moment, only),
@@ -449,9 +457,7 @@ def coverage(
             (sql.latest_rows("{db}", table, "org_id = {org:String}"), org)
             for table in (t.THEMES, t.PERIODS)
         ]
-        objective_rows, themes, periods = (
-            _together(store, statements) if reads is None else reads.together(statements)
-        )
+        objective_rows, themes, periods = _together(store, statements, reads)
         numbers = {o["objective_id"]: o["progress"] for o in objective_rows}
     else:
         _seq, objective_rows, rolled_up, (themes, periods) = _structures_as_of(
@@ -735,11 +741,7 @@ def _key_results_as_of(
         statements.append((sql.targets_as_of(target_where), params))
         if seq is None:
             statements.append((_CHECKPOINT, params))
-    read = (
-        _together(store, [*statements, *also])
-        if reads is None
-        else reads.together([*statements, *also])
-    )
+    read = _together(store, [*statements, *also], reads)
     found, extra = read[: len(statements)], read[len(statements) :]
     if seq is None:
         seq = int(found.pop()[0]["position"])
@@ -754,9 +756,11 @@ def _key_results_as_of(
     measured = _measured(store, params, then, only is not None, days, reads=reads)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
     versions = (
-        (partial(_records, store) if reads is None else reads.dicts)(
+        _records(
+            store,
             sql.current_versions(where),
             {**params, "current": ",".join(str(key & _SEQUENCE) for key in keys.values())},
+            reads,
         )
         if keys
         else []
@@ -886,7 +890,7 @@ def _measured_in_one_pass(
     (:func:`projections.sql.check_ins_at`; ``only``: those of the key results in ``{only}``,
     a range each)."""
     query = sql.check_ins_at(only, sql.AS_OF_FILTER + only)
-    rows = _records(store, query, params) if reads is None else reads.dicts(query, params)
+    rows = _records(store, query, params, reads)
     return {row["key_result_id"]: row for row in rows}
 
 
