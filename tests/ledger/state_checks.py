@@ -1,5 +1,6 @@
-"""Histories that touch every part of the sequencer's state, and the check that a SQLite state
-store holds exactly the fold of its ledger."""
+"""Histories that touch every part of the sequencer's state, the check that a SQLite state
+store holds exactly the fold of its ledger, and the submissions both state-store test files
+make."""
 
 import sqlite3
 from collections.abc import Callable
@@ -10,12 +11,16 @@ from uuid import UUID, uuid5
 import orjson
 from hypothesis import strategies as st
 
+from events.ledger import Ledger
 from events.log import EventLog
+from events.outcomes import Outcome
 from events.sequencer import Sequencer
+from events.sqlite_log import SqliteEventLog
 from events.state import LedgerState
 from events.state_store import SqliteStateStore
 from schemas.envelope import derive_event_id
-from tests.builders import submission
+from tests.builders import NOW, raw, submission
+from tests.ledger.support import sqlite_log
 
 THEMES, UNITS, PERIODS = ("t1", "t1", "t2"), ("u1", "u1", "u2"), ("p1", "p1", "p2")
 OBJECTIVES, KEY_RESULTS = ("o1", "o1", "o2", "o3"), ("k1", "k1", "k2")
@@ -313,3 +318,29 @@ def _assert_no_other_rows(db: sqlite3.Connection, fold: LedgerState, tables: set
         assert {org: (s, h) for org, s, h in heads} == {
             org_id: (org.last_sequence, org.last_hash) for org_id, org in orgs.items()
         }
+
+
+def in_memory(lines: list[bytes]) -> list[Outcome]:
+    sequencer = Sequencer()
+    return [sequencer.submit(line, now=NOW) for line in lines]
+
+
+def submit(path: Path, lines: list[bytes], batch_size: int = 1000) -> list[Outcome]:
+    ledger = Ledger(SqliteEventLog(path), clock=lambda: NOW, batch_size=batch_size)
+    try:
+        return list(ledger.submit_many((line, None) for line in lines))
+    finally:
+        ledger.log.close()
+
+
+def check_file(path: Path) -> None:
+    with sqlite_log(path) as log:
+        assert_store_is_the_fold(log.state, path, fold_of(log))
+
+
+def key_result(key_result_id: str, objective_id: str = "o1") -> bytes:
+    return raw(
+        "KeyResultDefined",
+        {"key_result_id": key_result_id, "objective_id": objective_id, "title": key_result_id,
+         "kind": "increase", "start": 0, "target": 100, "unit": "%"},
+    )  # fmt: skip

@@ -34,29 +34,19 @@ from events.state_store import SqliteStateStore
 from schemas.envelope import LedgerEvent
 from schemas.errors import LedgerDamagedError
 from tests.builders import NOW, chained_events, check_ins, org_setup, raw
-from tests.ledger.state_checks import assert_store_is_the_fold, fold_of, histories
+from tests.ledger.state_checks import (
+    assert_store_is_the_fold,
+    check_file,
+    fold_of,
+    histories,
+    in_memory,
+    key_result,
+    submit,
+)
 from tests.ledger.support import ledger_file, sqlite_log
 
 SETTINGS = settings(max_examples=40, deadline=None)
 CLI = Path(sys.executable).parent / "okr-ledger"
-
-
-def in_memory(lines: list[bytes]) -> list[Outcome]:
-    sequencer = Sequencer()
-    return [sequencer.submit(line, now=NOW) for line in lines]
-
-
-def submit(path: Path, lines: list[bytes], batch_size: int = 1000) -> list[Outcome]:
-    ledger = Ledger(SqliteEventLog(path), clock=lambda: NOW, batch_size=batch_size)
-    try:
-        return list(ledger.submit_many((line, None) for line in lines))
-    finally:
-        ledger.log.close()
-
-
-def check_file(path: Path) -> None:
-    with sqlite_log(path) as log:
-        assert_store_is_the_fold(log.state, path, fold_of(log))
 
 
 def insert_rows(db: sqlite3.Connection, events: list[LedgerEvent]) -> None:
@@ -500,14 +490,6 @@ def test_a_closed_period_and_its_reopening_are_kept_across_restarts(tmp_path: Pa
 
 
 # --- what a batch names is read in bulk -----------------------------------------------------------
-
-
-def key_result(key_result_id: str, objective_id: str = "o1") -> bytes:
-    return raw(
-        "KeyResultDefined",
-        {"key_result_id": key_result_id, "objective_id": objective_id, "title": key_result_id,
-         "kind": "increase", "start": 0, "target": 100, "unit": "%"},
-    )  # fmt: skip
 
 
 def test_the_key_results_a_batch_names_are_read_in_one_query_and_decide_as_memory(

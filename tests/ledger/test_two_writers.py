@@ -34,11 +34,14 @@ from tests.ledger.state_checks import (
     SWOT,
     THEMES,
     UNITS,
+    check_file,
     fold_of,
     histories,
+    in_memory,
+    key_result,
+    submit,
 )
 from tests.ledger.support import ledger_file
-from tests.ledger.test_state_store import check_file, in_memory, key_result, submit
 
 SETTINGS = settings(max_examples=40, deadline=None)
 POOLS = {
