@@ -2,11 +2,12 @@
 
 Imported only when ``okr-ledger worker`` runs, so that a core install (no ``kafka`` extra)
 still starts the CLI. ``processors/`` never reads the settings: everything it needs is built
-here (:func:`okr_ledger.worker_config.worker_config`, :func:`worker_services`).
+here (:func:`okr_ledger.worker_config.worker_config`, then :func:`worker_services` beside it).
 """
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,7 +20,6 @@ from okr_ledger.alerts import AlertPublisher, post_webhooks
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
-from okr_ledger.worker_config import worker_config
 from processors.faust_app import OkrApp, Route, WorkerServices, create_app
 from processors.kafka_config import WorkerConfig
 from processors.metrics import PrometheusMetrics
@@ -32,9 +32,10 @@ from projections.store import ProjectionStore
 log = logging.getLogger(__name__)
 
 
-def worker_services(settings: Settings) -> WorkerServices:
-    """The store the projector writes, the metrics the agents report to, and, on an embedded
-    store, the read-only query endpoint (ClickHouse HTTP) on the worker's web server."""
+def worker_services(settings: Settings, config: WorkerConfig) -> WorkerServices:
+    """The store the projector writes, the metrics the agents report to, the alerts timer (on
+    ``config``'s brokers) and, on an embedded store, the read-only query endpoint (ClickHouse
+    HTTP) on the worker's web server."""
     credential = endpoint_credential(settings)  # before anything starts: it may refuse
     target = parse_url(settings.resolved_clickhouse_url)
 
@@ -62,7 +63,7 @@ def worker_services(settings: Settings) -> WorkerServices:
             app.on_cleanup.append(close)
 
         routes.append(queries)
-    alerts = alert_timer(settings)
+    alerts = alert_timer(settings, config.servers)
     return WorkerServices(
         open_store=open_store,
         reach_store=reach_store,
@@ -80,20 +81,20 @@ def worker_metrics(settings: Settings) -> PrometheusMetrics:
 def build_worker(
     settings: Settings, config: WorkerConfig, sequencer: ProcessRunner | None = None
 ) -> OkrApp:
-    """The worker's Faust app, ready to run, from ``config`` (:func:`worker_config` of
-    ``settings``); ``sequencer``: its sequencer process, made ahead
-    (:attr:`processors.faust_app.WorkerServices.sequencer`)."""
+    """The worker's Faust app, ready to run, from ``config``
+    (:func:`okr_ledger.worker_config.worker_config` of ``settings``); ``sequencer``: its
+    sequencer process, made ahead (:attr:`processors.faust_app.WorkerServices.sequencer`)."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    return create_app(config, replace(worker_services(settings), sequencer=sequencer))
+    return create_app(config, replace(worker_services(settings, config), sequencer=sequencer))
 
 
 class AlertTimer:
     """What the worker's alerts timer runs (a Faust timer): the publisher, on the projector's
     store, in the store's thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, servers: Sequence[str]) -> None:
         self.publisher = AlertPublisher(
-            Connection(tuple(worker_config(settings).servers), "okr-alerts"),
+            Connection(tuple(servers), "okr-alerts"),
             settings.kafka_topic_alerts,
             settings.over_focus_limit,
         )
@@ -122,5 +123,5 @@ class AlertTimer:
         return len(alerts)
 
 
-def alert_timer(settings: Settings) -> AlertTimer | None:
-    return AlertTimer(settings) if settings.alerts_interval_seconds > 0 else None
+def alert_timer(settings: Settings, servers: Sequence[str]) -> AlertTimer | None:
+    return AlertTimer(settings, servers) if settings.alerts_interval_seconds > 0 else None
