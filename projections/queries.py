@@ -295,8 +295,9 @@ def _key_results_now(
 ) -> list[Record]:
     """The answers of the current-state rows ``rows`` (``only``: just these key results)."""
     wanted = None if only is None else set(only)
+    ref, ref_micros = moment.ref, scoring.micros(moment.ref)
     return [
-        _scored_key_result(row, moment.ref)
+        _scored_key_result(row, ref, ref_micros)
         for row in _in_order(rows, _KEY_RESULT_ORDER)
         if wanted is None or row["key_result_id"] in wanted
     ]
@@ -334,10 +335,22 @@ _expected = lru_cache(maxsize=4096)(scoring.expected_progress)
 results of an answer share them: ~1 of its ~10 µs per key result)."""
 
 
-def _scored_key_result(row: Record, ref: datetime) -> Record:
+_period_micros = lru_cache(maxsize=4096)(scoring.period_micros)
+"""A period's bounds as microseconds, worked out once per period (for staleness)."""
+
+
+def _scored_key_results(rows: list[Record], ref: datetime) -> list[Record]:
+    """:func:`_scored_key_result` of each of ``rows``, at one reference time."""
+    ref_micros = scoring.micros(ref)
+    return [_scored_key_result(row, ref, ref_micros) for row in rows]
+
+
+def _scored_key_result(row: Record, ref: datetime, ref_micros: int) -> Record:
     """A key result's answer (the columns and order of
     :func:`projections.sql.key_result_progress`) from a row with the columns of
-    ``key_results_now``: its current-state row, or one made of its history up to a sequence."""
+    ``key_results_now``: its current-state row, or one made of its history up to a sequence.
+    ``ref_micros``: ``ref`` as :func:`processors.scoring.micros` (once for every key result
+    of an answer; staleness from it, as :func:`processors.scoring.is_stale`)."""
     expected = _expected(
         row["kind"], row["period_starts_on"], row["period_ends_on"], ref, row["due_on"]
     )
@@ -351,10 +364,9 @@ def _scored_key_result(row: Record, ref: datetime) -> Record:
         "expected_progress": expected, "status": scoring.status(row["progress"], expected),
         "confidence": row["confidence"], "last_check_in_at": row["last_check_in_at"],
         "last_check_in_id": row["last_check_in_id"], "check_in_count": row["check_in_count"],
-        "stale": scoring.is_stale(
-            retired=row["retired"], last_check_in_at=row["last_check_in_at"],
-            cadence_days=row["checkin_every_days"], starts_on=row["period_starts_on"],
-            ends_on=row["period_ends_on"], ref=ref,
+        "stale": not row["retired"] and scoring.stale_in(
+            row["last_check_in_at"], row["checkin_every_days"],
+            _period_micros(row["period_starts_on"], row["period_ends_on"]), ref_micros,
         ),
         "weight": row["weight"], "due_on": row["due_on"],
         "checkin_every_days": row["checkin_every_days"], "retired": row["retired"],
@@ -731,7 +743,7 @@ def _key_results_as_of(
         statements = [(_KEY_RESULTS_NOW_DEFINED + restrict, params)]
     else:
         statements = [
-            (sql.key_result_definitions_by_id("{db}", where), params),
+            (sql.key_result_definition_versions("{db}", where), params),
             (sql.key_result_numbers_as_of("{db}", only is not None), params),
         ]
     if at is not None:
@@ -751,7 +763,7 @@ def _key_results_as_of(
     else:
         then = _key_results_then(params, found[0], found[1])
     if at is None:
-        return [_scored_key_result(row, moment.ref) for row in then], extra
+        return _scored_key_results(then, moment.ref), extra
     days = _check_in_days(found[-3], found[-2]) if only is None else []  # one pass instead
     measured = _measured(store, params, then, only is not None, days, reads=reads)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
@@ -796,7 +808,7 @@ def _key_results_as_of(
                 "last_check_in_id": check_in["check_in_id"],
             }  # fmt: skip
         records.append(row)
-    return [_scored_key_result(row, moment.ref) for row in records], extra
+    return _scored_key_results(records, moment.ref), extra
 
 
 def _check_in_days(every_day: list[Record], day_of_at: list[Record]) -> list[Record]:
@@ -902,11 +914,17 @@ def _key_results_then(
     and the numbers written after it (a range of ``key_result_numbers``; each one's latest
     row there is its numbers as the projector had them after that event). Its version is the
     later of its definition's and its numbers' (the event that last changed it): from the
-    rows of :func:`projections.sql.key_result_definitions_by_id` (put in the answers' order
-    here) and :func:`projections.sql.key_result_numbers_as_of`."""
+    rows of :func:`projections.sql.key_result_definition_versions` (each key result's latest
+    kept, by sequence: a row inserted twice is the same row; put in the answers' order here)
+    and :func:`projections.sql.key_result_numbers_as_of`."""
+    latest: dict[str, Record] = {}
+    for d in definitions:
+        kept = latest.get(d["key_result_id"])
+        if kept is None or d["sequence"] > kept["sequence"]:
+            latest[d["key_result_id"]] = d
     numbers = {row["key_result_id"]: row for row in numbers_rows}
     rows = []
-    for d in _in_order(definitions, _KEY_RESULT_ORDER):
+    for d in _in_order(list(latest.values()), _KEY_RESULT_ORDER):
         n = numbers.get(d["key_result_id"])
         if n is None:  # every definition up to a checkpoint comes with its numbers
             raise ProjectionError(
