@@ -105,7 +105,7 @@ def _day_micros(day: date) -> int:
     return (day - _EPOCH_DAY).days * _MICROS_PER_DAY
 
 
-def _period_micros(starts_on: date, ends_on: date) -> tuple[int, int]:
+def period_micros(starts_on: date, ends_on: date) -> tuple[int, int]:
     """A period as :func:`micros`: ``starts_on`` 00:00 UTC up to the day after ``ends_on``."""
     return _day_micros(starts_on), _day_micros(ends_on) + _MICROS_PER_DAY
 
@@ -121,7 +121,7 @@ def expected_progress(
     """
     if kind in HOLD_KINDS:
         return 1.0
-    begin, finish = _period_micros(starts_on, due_on if due_on is not None else ends_on)
+    begin, finish = period_micros(starts_on, due_on if due_on is not None else ends_on)
     now = micros(ref)
     if kind == "milestone" or finish <= begin:
         return 1.0 if now >= finish else 0.0
@@ -158,7 +158,14 @@ def is_stale(
     """
     if retired:
         return False
-    start, end = _period_micros(starts_on, ends_on)
+    return stale_in(last_check_in_at, cadence_days, period_micros(starts_on, ends_on), micros(ref))
+
+
+def stale_in(
+    last_check_in_at: datetime | None, cadence_days: int, period: tuple[int, int], ref: int
+) -> bool:
+    """:func:`is_stale` of a key result not retired, its period and ``ref`` as
+    :func:`period_micros` and :func:`micros` give them (worked out once for many)."""
+    start, end = period
     since = micros(last_check_in_at) if last_check_in_at is not None else start
-    age = min(micros(ref), end) - since
-    return age > cadence_days * _MICROS_PER_DAY
+    return min(ref, end) - since > cadence_days * _MICROS_PER_DAY

@@ -187,15 +187,49 @@ def sequence_as_of(store: ProjectionStore, org_id: str, as_of: datetime | None) 
     # back). ``audit_events`` (sorted by subject) was read whole: 10-27 ms at 1,000,000 events.
     # The checkpoint is read beside it (``UNION ALL``), not as a bound inside it (a scalar
     # subquery: ~4 ms more of the engine's analysis); beyond it, read again within it.
-    params = {"org": org_id, "as_of": as_of, "stream": t.LEDGER_STREAM}
-    found = dict(store.rows(_sql(store, _SEQUENCE_AND_CHECKPOINT), params))
-    latest, checkpoint = found.get(0), int(found[1])
+    params = _sequence_params(org_id, as_of)
+    found = store.rows(_sql(store, _SEQUENCE_AND_CHECKPOINT), params)
+    return _sequence_found(store, params, found)
+
+
+def _sequence_params(org_id: str, as_of: datetime) -> dict[str, Any]:
+    return {"org": org_id, "as_of": as_of, "stream": t.LEDGER_STREAM}
+
+
+def _sequence_found(
+    store: ProjectionStore, params: dict[str, Any], found: Sequence[Sequence[Any]]
+) -> int:
+    """:func:`sequence_as_of` from the rows of :data:`_SEQUENCE_AND_CHECKPOINT` at ``params``
+    (beyond the checkpoint: read again within it)."""
+    read = {int(kind): value for kind, value in found}
+    latest, checkpoint = read.get(0), int(read[1])
     if latest is None:
         return 0
     if latest <= checkpoint:
         return int(latest)
     rows = store.rows(_sql(store, _SEQUENCE_WITHIN_CHECKPOINT), params)
     return int(rows[0][0]) if rows else 0
+
+
+def _sequence_and_definitions(
+    store: ProjectionStore, org_id: str, as_of: datetime, only: Sequence[str] | None
+) -> tuple[int, list[Record]]:
+    """The ledger sequence of ``as_of`` (:func:`sequence_as_of`) and every version of the
+    key results' definitions (``only``: of these; :data:`_DEFINITIONS`), read at once: the
+    definitions need not wait for the sequence (a key result is rarely revised: the versions
+    after it are few), :func:`_key_results_then` keeps those up to it. For an answer that
+    reads alone (:class:`Reads` resolves its sequence once for all its parts)."""
+    params = _sequence_params(org_id, as_of)
+    restrict = sql.ONLY_KEY_RESULTS if only is not None else ""
+    definitions = {"org": org_id, "only": list(only) if only is not None else []}
+    found, rows = _together(
+        store, [(_SEQUENCE_AND_CHECKPOINT, params), (_DEFINITIONS + restrict, definitions)]
+    )
+    return _sequence_found(store, params, [tuple(row.values()) for row in found]), rows
+
+
+_DEFINITIONS = sql.key_result_definition_versions("{db}", "org_id = {org:String}")
+"""Every version of an org's key results' definitions (:func:`_sequence_and_definitions`)."""
 
 
 _SEQUENCE_OF_AS_OF = (
@@ -295,8 +329,9 @@ def _key_results_now(
 ) -> list[Record]:
     """The answers of the current-state rows ``rows`` (``only``: just these key results)."""
     wanted = None if only is None else set(only)
+    ref, ref_micros = moment.ref, scoring.micros(moment.ref)
     return [
-        _scored_key_result(row, moment.ref)
+        _scored_key_result(row, ref, ref_micros)
         for row in _in_order(rows, _KEY_RESULT_ORDER)
         if wanted is None or row["key_result_id"] in wanted
     ]
@@ -334,10 +369,22 @@ _expected = lru_cache(maxsize=4096)(scoring.expected_progress)
 results of an answer share them: ~1 of its ~10 µs per key result)."""
 
 
-def _scored_key_result(row: Record, ref: datetime) -> Record:
+_period_micros = lru_cache(maxsize=4096)(scoring.period_micros)
+"""A period's bounds as microseconds, worked out once per period (for staleness)."""
+
+
+def _scored_key_results(rows: list[Record], ref: datetime) -> list[Record]:
+    """:func:`_scored_key_result` of each of ``rows``, at one reference time."""
+    ref_micros = scoring.micros(ref)
+    return [_scored_key_result(row, ref, ref_micros) for row in rows]
+
+
+def _scored_key_result(row: Record, ref: datetime, ref_micros: int) -> Record:
     """A key result's answer (the columns and order of
     :func:`projections.sql.key_result_progress`) from a row with the columns of
-    ``key_results_now``: its current-state row, or one made of its history up to a sequence."""
+    ``key_results_now``: its current-state row, or one made of its history up to a sequence.
+    ``ref_micros``: ``ref`` as :func:`processors.scoring.micros` (once for every key result
+    of an answer; staleness from it, as :func:`processors.scoring.is_stale`)."""
     expected = _expected(
         row["kind"], row["period_starts_on"], row["period_ends_on"], ref, row["due_on"]
     )
@@ -351,10 +398,9 @@ def _scored_key_result(row: Record, ref: datetime) -> Record:
         "expected_progress": expected, "status": scoring.status(row["progress"], expected),
         "confidence": row["confidence"], "last_check_in_at": row["last_check_in_at"],
         "last_check_in_id": row["last_check_in_id"], "check_in_count": row["check_in_count"],
-        "stale": scoring.is_stale(
-            retired=row["retired"], last_check_in_at=row["last_check_in_at"],
-            cadence_days=row["checkin_every_days"], starts_on=row["period_starts_on"],
-            ends_on=row["period_ends_on"], ref=ref,
+        "stale": not row["retired"] and scoring.stale_in(
+            row["last_check_in_at"], row["checkin_every_days"],
+            _period_micros(row["period_starts_on"], row["period_ends_on"]), ref_micros,
         ),
         "weight": row["weight"], "due_on": row["due_on"],
         "checkin_every_days": row["checkin_every_days"], "retired": row["retired"],
@@ -416,13 +462,17 @@ def progress(
         objective_records = _objectives_now(objective_rows, moment, focus_limit)
         _roll_up(objective_records, key_result_records, moment.ref)
         return Progress(objective_records, key_result_records)
-    seq = _sequence_as_of(store, org_id, moment.as_of, reads)
+    definitions = None
+    if reads is None:
+        seq, definitions = _sequence_and_definitions(store, org_id, moment.as_of, only)
+    else:
+        seq = reads.sequence_as_of(org_id, moment.as_of)
     # The objectives rolled up from the key results as given (at ``moment.at`` if given, with
     # ``moment.ref``): what rolling up the key results then and again at ``at`` gave, for one
     # derivation of the key results instead of two.
     key_result_records, (versions, updates) = _key_results_as_of(
         store, org_id, seq, moment, only, also=_structure_statements(org_id, seq, moment),
-        reads=reads,
+        reads=reads, definitions=definitions,
     )  # fmt: skip
     structures = _structures(versions, updates)
     objective_records = _objective_records(
@@ -535,12 +585,17 @@ def _structures_as_of(
     ``values_at``, else as recorded). ``also``: statements (with the answer's parameters at
     that sequence) read with the structures; their rows last."""
     if as_of is None:
-        seq = _sequence_as_of(store, org_id, moment.as_of, reads)
+        definitions = None
+        if reads is None and moment.as_of is not None:
+            seq, definitions = _sequence_and_definitions(store, org_id, moment.as_of, None)
+        else:
+            seq = _sequence_as_of(store, org_id, moment.as_of, reads)
         key_result_moment = moment if values_at else replace(moment, at=None)
         statements = _structure_statements(org_id, seq, moment, also)
         key_result_records, (versions, updates, *extra) = _key_results_as_of(
-            store, org_id, seq, key_result_moment, also=statements, reads=reads
-        )
+            store, org_id, seq, key_result_moment, also=statements, reads=reads,
+            definitions=definitions,
+        )  # fmt: skip
     else:
         seq, key_result_records = as_of
         versions, updates, *extra = _together(
@@ -702,6 +757,7 @@ def _key_results_as_of(
     *,
     also: Sequence[Statement] = (),
     reads: Reads | None = None,
+    definitions: list[Record] | None = None,
 ) -> tuple[list[Record], list[list[Record]]]:
     """Key results as the ledger up to ``seq`` knew them, their values at ``moment.at`` (if
     given): each key result's definition up to ``seq`` and the check-in that is current then
@@ -717,7 +773,8 @@ def _key_results_as_of(
     all at once); their rows come second. ``reads``: those read already (:class:`Reads`).
     ``seq`` None (as known now, ``moment.at`` given): the org's checkpoint, read with those
     statements (none of which names ``{seq}`` then: the targets beyond it are dropped here)
-    rather than in a round trip of its own before them."""
+    rather than in a round trip of its own before them. ``definitions``: the key results'
+    definitions' versions, read already (:func:`_sequence_and_definitions`)."""
     at = moment.at
     params = _params(org_id, seq or 0, moment, at=at)
     if only is not None:
@@ -730,10 +787,9 @@ def _key_results_as_of(
     if current_rows:
         statements = [(_KEY_RESULTS_NOW_DEFINED + restrict, params)]
     else:
-        statements = [
-            (sql.key_result_definitions_by_id("{db}", where), params),
-            (sql.key_result_numbers_as_of("{db}", only is not None), params),
-        ]
+        statements = [(sql.key_result_numbers_as_of("{db}", only is not None), params)]
+        if definitions is None:
+            statements.insert(0, (sql.key_result_definition_versions("{db}", where), params))
     if at is not None:
         if only is None:  # sql.check_in_days, its two sides at once
             statements += [(sql.check_in_days_all(), params), (sql.check_in_day_of_at(), params)]
@@ -749,9 +805,11 @@ def _key_results_as_of(
     if current_rows:
         then = _in_order(found[0], _KEY_RESULT_ORDER)
     else:
-        then = _key_results_then(params, found[0], found[1])
+        if definitions is None:
+            definitions = found.pop(0)
+        then = _key_results_then(params, definitions, found[0])
     if at is None:
-        return [_scored_key_result(row, moment.ref) for row in then], extra
+        return _scored_key_results(then, moment.ref), extra
     days = _check_in_days(found[-3], found[-2]) if only is None else []  # one pass instead
     measured = _measured(store, params, then, only is not None, days, reads=reads)
     keys = {kr: m["current"] for kr, m in measured.items() if m["current"]}
@@ -796,7 +854,7 @@ def _key_results_as_of(
                 "last_check_in_id": check_in["check_in_id"],
             }  # fmt: skip
         records.append(row)
-    return [_scored_key_result(row, moment.ref) for row in records], extra
+    return _scored_key_results(records, moment.ref), extra
 
 
 def _check_in_days(every_day: list[Record], day_of_at: list[Record]) -> list[Record]:
@@ -902,11 +960,19 @@ def _key_results_then(
     and the numbers written after it (a range of ``key_result_numbers``; each one's latest
     row there is its numbers as the projector had them after that event). Its version is the
     later of its definition's and its numbers' (the event that last changed it): from the
-    rows of :func:`projections.sql.key_result_definitions_by_id` (put in the answers' order
-    here) and :func:`projections.sql.key_result_numbers_as_of`."""
+    rows of :func:`projections.sql.key_result_definition_versions` (each key result's latest
+    up to ``{seq}`` kept, by sequence: a row inserted twice is the same row; put in the
+    answers' order here)
+    and :func:`projections.sql.key_result_numbers_as_of`."""
+    seq = params["seq"]
+    latest: dict[str, Record] = {}
+    for d in definitions:
+        kept = latest.get(d["key_result_id"])
+        if d["sequence"] <= seq and (kept is None or d["sequence"] > kept["sequence"]):
+            latest[d["key_result_id"]] = d
     numbers = {row["key_result_id"]: row for row in numbers_rows}
     rows = []
-    for d in _in_order(definitions, _KEY_RESULT_ORDER):
+    for d in _in_order(list(latest.values()), _KEY_RESULT_ORDER):
         n = numbers.get(d["key_result_id"])
         if n is None:  # every definition up to a checkpoint comes with its numbers
             raise ProjectionError(

@@ -69,7 +69,7 @@ def _plain(found: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
 def _then(store: ProjectionStore, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The key results as of ``{seq}`` with the projector's live counts (as ``--at`` reads
     them before :func:`queries._measured`)."""
-    definitions = store.dicts(sql.key_result_definitions_by_id("{db}"), params)
+    definitions = store.dicts(sql.key_result_definition_versions("{db}"), params)
     numbers = store.dicts(sql.key_result_numbers_as_of("{db}"), params)
     return queries._key_results_then(params, definitions, numbers)
 
