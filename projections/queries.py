@@ -962,8 +962,7 @@ def _key_results_then(
     later of its definition's and its numbers' (the event that last changed it): from the
     rows of :func:`projections.sql.key_result_definition_versions` (each key result's latest
     up to ``{seq}`` kept, by sequence: a row inserted twice is the same row; put in the
-    answers' order here)
-    and :func:`projections.sql.key_result_numbers_as_of`."""
+    answers' order here) and :func:`projections.sql.key_result_numbers_as_of`."""
     seq = params["seq"]
     latest: dict[str, Record] = {}
     for d in definitions:
