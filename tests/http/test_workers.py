@@ -6,7 +6,6 @@ processes, SIGTERM/SIGINT that leave no process, and start-up errors that stop t
 import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,9 +43,7 @@ def left_over(pids: set[int], timeout_s: float = 30.0) -> dict[int, bytes]:
     command lines (multiprocessing's resource tracker ends once it reads the end of its pipe,
     a moment after the parent)."""
     deadline = time.monotonic() + timeout_s
-    while (
-        running := [p for p in pids if process_state(p) not in ("Z", "-")]
-    ) and time.monotonic() < deadline:
+    while (running := [p for p in pids if not ended(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     found = {}
     for pid in running:
@@ -61,6 +58,31 @@ def environment(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
     return {name.decode(): value.decode() for name, _, value in pairs}
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie none of whose threads runs on: a process's first thread is shown
+    ``Z`` as soon as it exits, while the others may still be ending (and hold its files, a
+    listening socket among them)."""
+    state = process_state(pid)
+    if state != "Z":
+        return state == "-"
+    try:
+        return {int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()} <= {pid}
+    except OSError:  # reaped meanwhile
+        return True
+
+
+def listening(port: int) -> bool:
+    """Whether a socket listens on TCP ``port`` (any address; Linux: /proc/net/tcp and tcp6,
+    state 0A). Not a bind of the port: once free, any process's outgoing connection may take
+    it as its local port."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                return True
+    return False
 
 
 def workers_of(server: Server) -> set[int]:
@@ -272,12 +294,11 @@ def test_the_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> Non
         assert process is not None
         workers = workers_of(served.server)
         assert len(workers) == 2
+        assert listening(served.server.port)
         process.kill()
         process.wait(timeout=10)
         assert not left_over(workers), "a worker went on without its supervisor"
-        with socket.socket() as probe:  # the port is free for a new server
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(("127.0.0.1", served.server.port))
+        assert not listening(served.server.port), "the port is still served"
 
 
 @pytest.mark.parametrize("broken", ["hooks", "keys"])
