@@ -1,0 +1,74 @@
+"""The sign-in form as an outsider posts it: it is the one route anyone may send a body to
+without a key, so that body is bounded before it is parsed, and nothing in it is a 500."""
+
+import re
+from pathlib import Path
+
+import httpx
+
+from tests.http.conftest import Served
+
+
+def _form(client: httpx.Client) -> tuple[str, dict[str, str]]:
+    """A fresh form's CSRF token, and its cookie as a header (the cookie is ``Secure``: an
+    HTTP client keeps it off plain HTTP)."""
+    page = client.get("/signin")
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert page.status_code == 200
+    assert found is not None
+    return found[1], {"Cookie": f"okr_csrf={found[1]}"}
+
+
+def test_a_sign_in_body_over_its_bound_is_refused_before_it_is_parsed(served: Served) -> None:
+    with httpx.Client(base_url=served.server.base, timeout=60) as client:
+        csrf, jar = _form(client)
+        # Fields of 2 MB (under Starlette's 1 MB a field, 1,000 fields: up to 1 GB held)
+        padding = "&".join(f"pad{n}={'x' * 500_000}" for n in range(4))
+        body = f"csrf={csrf}&key=okr_000000000000_{'a' * 43}&{padding}"
+        answer = client.post(
+            "/signin",
+            content=body,
+            headers={**jar, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 413, answer.text[:300]
+        assert answer.json()["reason_code"] == "too_large"
+
+
+def test_a_multipart_sign_in_is_refused_unread(served: Served, tmp_path: Path) -> None:
+    """Starlette spools a multipart form's files to disk without a bound: never parsed."""
+    with httpx.Client(base_url=served.server.base, timeout=60) as client:
+        csrf, jar = _form(client)
+        answer = client.post(
+            "/signin",
+            headers=jar,
+            data={"csrf": csrf, "key": "k"},
+            files={"f": ("f.bin", b"\0" * 100_000, "application/octet-stream")},
+        )
+        assert answer.status_code == 415, answer.text[:300]
+        assert answer.json()["reason_code"] == "unsupported_media_type"
+
+
+def test_a_sign_in_with_text_that_is_not_ascii_is_refused_not_a_500(served: Served) -> None:
+    with httpx.Client(base_url=served.server.base, timeout=60) as client:
+        _, jar = _form(client)
+        for csrf in ("é", "\u2028", "x" * 1000):
+            answer = client.post("/signin", data={"csrf": csrf, "key": "é"}, headers=jar)
+            assert answer.status_code == 403, (csrf[:10], answer.status_code, answer.text[:300])
+        csrf, jar = _form(client)
+        answer = client.post("/signin", data={"csrf": csrf, "key": "kéy"}, headers=jar)
+        assert answer.status_code == 401, answer.text[:300]
+        assert "That is not a valid read key." in answer.text
+
+
+def test_the_sign_in_form_still_signs_in(served: Served) -> None:
+    with httpx.Client(base_url=served.server.base, timeout=60) as client:
+        csrf, jar = _form(client)
+        answer = client.post(
+            "/signin", data={"csrf": csrf, "key": f"  {served.reader} "}, headers=jar
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/"
+        cookie = answer.headers["set-cookie"]
+        assert cookie.startswith(f"okr_key={served.reader};")
+        for attribute in ("HttpOnly", "Secure", "SameSite=strict"):
+            assert attribute in cookie
