@@ -5,7 +5,9 @@
   as-of date picker (a plain GET form); ``/orgs/{org}/key-results/{id}``: a key result's
   check-ins as an SVG chart and its audit trail.
 - On a loopback bind, a request whose ``Host`` is loopback too needs no key (a page of another
-  site that rebinds its name to 127.0.0.1 still has its own name as ``Host``). Otherwise a read
+  site that rebinds its name to 127.0.0.1 still has its own name as ``Host``), unless a reverse
+  proxy forwarded it (``Forwarded``, ``X-Forwarded-For``, ``X-Forwarded-Host``, ``X-Real-IP``:
+  nginx's default sends a loopback ``Host``). Otherwise a read
   key, entered once on ``/signin``, is kept in a ``Secure``, ``HttpOnly``, ``SameSite=Strict``
   cookie and checked against the key store on every page (revoking it signs out at once).
 - The sign-in form is CSRF-safe: a random token in a ``SameSite=Strict`` cookie must equal the
@@ -70,10 +72,19 @@ def _loopback_host(request: Request) -> bool:
     return is_loopback(host)
 
 
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+"""Headers a reverse proxy adds: a request carrying one came from another machine through a
+proxy on this one (which connects from loopback, and may send a loopback ``Host``)."""
+
+
+def _from_this_machine(request: Request) -> bool:
+    return _loopback_host(request) and not any(h in request.headers for h in FORWARDING_HEADERS)
+
+
 def viewer(request: Request) -> KeyRecord | None:
     """``None`` for open access (loopback), else the signed-in read key."""
     s = services(request)
-    if s.loopback and _loopback_host(request):
+    if s.loopback and _from_this_machine(request):
         return None
     record = authenticate(s.keys, request.cookies.get(KEY_COOKIE, ""))
     if record is None or Scope.READ not in record.scopes:

@@ -1,5 +1,6 @@
-"""The sign-in form as an outsider posts it: it is the one route anyone may send a body to
-without a key, so that body is bounded before it is parsed, and nothing in it is a 500."""
+"""The dashboard as an outsider reaches it: the sign-in form (the one route anyone may send a
+body to without a key: bounded before it is parsed, nothing in it a 500), and a loopback bind
+reached through a reverse proxy on the same machine."""
 
 import re
 from pathlib import Path
@@ -72,3 +73,28 @@ def test_the_sign_in_form_still_signs_in(served: Served) -> None:
         assert cookie.startswith(f"okr_key={served.reader};")
         for attribute in ("HttpOnly", "Secure", "SameSite=strict"):
             assert attribute in cookie
+
+
+def test_a_request_a_proxy_forwarded_to_a_loopback_bind_needs_a_key(served: Served) -> None:
+    """A reverse proxy on the server's machine (TLS in front of a loopback bind) connects from
+    127.0.0.1, and nginx's default sends ``Host: 127.0.0.1:PORT``: what marks the request as
+    another machine's is the forwarding header it adds."""
+    base = served.server.base
+    assert httpx.get(f"{base}/orgs/northwind", timeout=30).status_code == 200  # this machine
+    for header in (
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"Forwarded": "for=203.0.113.9;proto=https"},
+        {"X-Real-IP": "203.0.113.9"},
+        {"X-Forwarded-Host": "okr.example.com"},
+    ):
+        for page in ("/", "/orgs/northwind", "/orgs/northwind/key-results/nps"):
+            answer = httpx.get(f"{base}{page}", headers=header, timeout=30)
+            assert answer.status_code == 303, (header, page, answer.status_code)
+            assert answer.headers["location"] == "/signin"
+        signed_in = httpx.get(
+            f"{base}/orgs/northwind",
+            headers={**header, "Cookie": f"okr_key={served.reader}"},
+            timeout=30,
+        )
+        assert signed_in.status_code == 200, header
+        assert "Raise NPS from 31 to 45" in signed_in.text
