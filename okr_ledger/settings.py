@@ -306,6 +306,12 @@ class Settings(BaseSettings):
         description="Largest NDJSON batch body the HTTP API reads; a larger one is refused (413) "
         "and recorded as a too_large rejection. A single JSON body has OKR_MAX_SUBMISSION_BYTES.",
     )
+    http_max_batch_lines: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most submissions (non-blank lines) in one NDJSON batch; a batch with more "
+        "is refused whole (413) and recorded as one too_large rejection.",
+    )
     http_max_hook_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest webhook payload the HTTP API reads."
     )

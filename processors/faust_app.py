@@ -483,6 +483,10 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
         autodiscover=False,
         store="memory://",
         web_enabled=True,
+        # Faust's /router and /table pages answer anyone (the cluster's topology, any table's
+        # keys); the app has no table, and every page of its web server is its own.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         web_port=config.web_port,
         web_bind=config.web_host,
         web_host=config.web_host,

@@ -33,10 +33,16 @@ class Credential:
     role: Role = "reader"
 
     def matches(self, user: str, password: str) -> bool:
-        """Both equal, compared in constant time (both compared, whatever the first gave)."""
-        same_user = hmac.compare_digest(user.encode(), self.user.encode())
-        same_password = hmac.compare_digest(password.encode(), self.password.encode())
+        """Both equal, compared in constant time (both compared, whatever the first gave).
+        A text holding surrogates (header bytes that are not UTF-8, as aiohttp decodes them;
+        the environment's, as Python does) is compared as it came: never an error."""
+        same_user = hmac.compare_digest(_raw(user), _raw(self.user))
+        same_password = hmac.compare_digest(_raw(password), _raw(self.password))
         return same_user & same_password
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def ensure_token(path: Path) -> str:

@@ -36,6 +36,7 @@ from okr_ledger.http.group_commit import GroupCommitter
 from okr_ledger.http.hooks import load_hooks
 from okr_ledger.http.metrics import MULTIPROC_DIR, Metrics, MetricsMiddleware
 from okr_ledger.http.problems import ProblemError, problem
+from okr_ledger.http.protocol import BoundedHttpToolsProtocol
 from okr_ledger.http.rate_limits import RateLimits
 from okr_ledger.http.services import Services
 from okr_ledger.runtime import Runtime
@@ -209,6 +210,7 @@ def serve(settings: Settings, runtime: Runtime, host: str, port: int, workers: i
         app,
         host=host,
         port=port,
+        http=BoundedHttpToolsProtocol,
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
@@ -234,6 +236,7 @@ def _serve_workers(settings: Settings, runtime: Runtime, host: str, port: int, n
             workers=n,
             host=host,
             port=port,
+            http=BoundedHttpToolsProtocol,
             log_level=settings.log_level.lower(),
             access_log=False,
             server_header=False,

@@ -5,7 +5,9 @@
   as-of date picker (a plain GET form); ``/orgs/{org}/key-results/{id}``: a key result's
   check-ins as an SVG chart and its audit trail.
 - On a loopback bind, a request whose ``Host`` is loopback too needs no key (a page of another
-  site that rebinds its name to 127.0.0.1 still has its own name as ``Host``). Otherwise a read
+  site that rebinds its name to 127.0.0.1 still has its own name as ``Host``), unless a reverse
+  proxy forwarded it (``Forwarded``, ``X-Forwarded-For``, ``X-Forwarded-Host``, ``X-Real-IP``:
+  nginx's default sends a loopback ``Host``). Otherwise a read
   key, entered once on ``/signin``, is kept in a ``Secure``, ``HttpOnly``, ``SameSite=Strict``
   cookie and checked against the key store on every page (revoking it signs out at once).
 - The sign-in form is CSRF-safe: a random token in a ``SameSite=Strict`` cookie must equal the
@@ -16,18 +18,20 @@ import hmac
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from fastapi import APIRouter, FastAPI, Form
+from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from events.outcomes import Oversized
 from okr_ledger import monitor_render, query_json
 from okr_ledger import progress_render as render
 from okr_ledger.http import charts
+from okr_ledger.http.bodies import read_body
 from okr_ledger.http.keys import KeyRecord, Scope, authenticate
 from okr_ledger.http.problems import ProblemError
 from okr_ledger.http.reading import AsOf, moment_of
@@ -41,6 +45,10 @@ HERE = Path(__file__).parent
 KEY_COOKIE = "okr_key"
 CSRF_COOKIE = "okr_csrf"
 SESSION_SECONDS = 8 * 3600
+SIGNIN_MAX_BYTES = 4096
+"""The largest sign-in form body read (a key is 60 characters, the CSRF token 43)."""
+SIGNIN_MAX_FIELDS = 8
+SIGNIN_MAX_KEY_CHARS = 200
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -64,10 +72,19 @@ def _loopback_host(request: Request) -> bool:
     return is_loopback(host)
 
 
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+"""Headers a reverse proxy adds: a request carrying one came from another machine through a
+proxy on this one (which connects from loopback, and may send a loopback ``Host``)."""
+
+
+def _from_this_machine(request: Request) -> bool:
+    return _loopback_host(request) and not any(h in request.headers for h in FORWARDING_HEADERS)
+
+
 def viewer(request: Request) -> KeyRecord | None:
     """``None`` for open access (loopback), else the signed-in read key."""
     s = services(request)
-    if s.loopback and _loopback_host(request):
+    if s.loopback and _from_this_machine(request):
         return None
     record = authenticate(s.keys, request.cookies.get(KEY_COOKIE, ""))
     if record is None or Scope.READ not in record.scopes:
@@ -213,15 +230,44 @@ async def signin_form(request: Request) -> Response:
     return response
 
 
+async def _sign_in_form(request: Request) -> dict[str, str]:
+    """The sign-in form's fields, read within :data:`SIGNIN_MAX_BYTES` (anyone may post it,
+    without a key): URL-encoded only (a multipart form's files would be spooled to disk), at
+    most a few fields, the first of each name kept."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise ProblemError(
+            415, "unsupported_media_type", "the sign-in form is application/x-www-form-urlencoded"
+        )
+    body = await read_body(request, SIGNIN_MAX_BYTES)
+    if isinstance(body, Oversized):
+        raise ProblemError(413, "too_large", f"the sign-in form is over {SIGNIN_MAX_BYTES} bytes")
+    try:
+        pairs = parse_qsl(body.decode("utf-8", "replace"), max_num_fields=SIGNIN_MAX_FIELDS)
+    except ValueError:
+        raise ProblemError(
+            400, "invalid_parameter", "the sign-in form has too many fields"
+        ) from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
+def _same_token(expected: str, presented: str) -> bool:
+    """Constant-time equality of any two strings (``hmac.compare_digest`` takes ASCII only)."""
+    return hmac.compare_digest(expected.encode(), presented.encode())
+
+
 @router.post("/signin")
-async def signin(
-    request: Request, key: Annotated[str, Form(max_length=200)], csrf: Annotated[str, Form()]
-) -> Response:
+async def signin(request: Request) -> Response:
+    fields = await _sign_in_form(request)
+    key, csrf = fields.get("key", ""), fields.get("csrf", "")
     expected = request.cookies.get(CSRF_COOKIE, "")
-    if not (expected and hmac.compare_digest(expected, csrf) and _same_site(request)):
+    if not (expected and _same_token(expected, csrf) and _same_site(request)):
         raise ProblemError(403, "forbidden", "the sign-in form expired or came from another site")
     s: Services = services(request)
-    record = authenticate(s.keys, key.strip())
+    record = authenticate(s.keys, key.strip()) if len(key) <= SIGNIN_MAX_KEY_CHARS else None
     if record is None or Scope.READ not in record.scopes:
         context = {"csrf": expected, "error": "That is not a valid read key."}
         return templates.TemplateResponse(request, "signin.html", context, status_code=401)

@@ -1,9 +1,9 @@
 """``POST /v1/submissions`` (one JSON submission, or an NDJSON batch) and
 ``POST /v1/hooks/{name}`` (a tool's payload through its mapping).
 
-Order of checks: the key (401), its rate limit (429), the body's size (413, recorded as
-``too_large``), a hook's name (404, the payload recorded as ``unknown_hook``), then per
-submission the key's scope: another org, source or event type is
+Order of checks: the key (401), its rate limit (429), the body's size and a batch's number of
+submissions (413, recorded as ``too_large``), a hook's name (404, the payload recorded as
+``unknown_hook``), then per submission the key's scope: another org, source or event type is
 refused (403) and recorded as a ``forbidden`` rejection. Everything else is decided by the
 ledger's rules, as from the CLI: malformed JSON is ``invalid_json`` (400), any other
 rejection 422. An unauthenticated (401) or rate-limited (429) request is not recorded: the
@@ -133,9 +133,25 @@ async def submit_one(s: Services, record: KeyRecord, raw: bytes, key: str | None
     return answer(s, outcome)
 
 
+def submissions_over(body: bytes, limit: int) -> bool:
+    """Whether ``body`` holds more than ``limit`` non-blank lines (counted only when it has
+    more lines than that at all)."""
+    if body.count(b"\n") < limit:
+        return False
+    return sum(1 for line in body.split(b"\n") if line.strip()) > limit
+
+
 async def _submit_batch(s: Services, record: KeyRecord, body: bytes, key: str | None) -> Response:
     """Each line parsed once (for the key's checks), the refused ones recorded, the rest
-    decided by the group-commit writer; the outcomes encoded in one pass, in line order."""
+    decided by the group-commit writer; the outcomes encoded in one pass, in line order. A
+    batch of more submissions than ``OKR_HTTP_MAX_BATCH_LINES`` is refused whole, recorded
+    once: each line is a recorded outcome and an answered one, so a body of tiny lines would
+    otherwise cost far more than its size."""
+    limit = s.settings.http_max_batch_lines
+    if submissions_over(body, limit):
+        too_many = Refusal(ReasonCode.TOO_LARGE, f"a batch of more than {limit} submissions")
+        (outcome,) = await s.committer.refuse([(body, too_many, None)])
+        return answer(s, outcome)
     lines: list[ReadLine] = []
     refused: list[Refused] = []
     was_refused: list[bool] = []  # per answered line, in order: filled once one is refused

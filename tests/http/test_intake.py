@@ -132,6 +132,29 @@ def test_a_body_over_the_limit_is_413_and_recorded_with_its_length_and_hash(
     assert len(recorded.raw) == 64 * 1024
 
 
+def test_a_batch_of_more_lines_than_its_limit_is_413_and_recorded_once(served: Served) -> None:
+    """Three bytes a line (``{}``) were a rejection recorded and answered each (about 540
+    bytes of answer a line): 8 MiB of them, 2.8 million rejections and 1.5 GB held for one
+    request. Over ``OKR_HTTP_MAX_BATCH_LINES`` (10,000) the batch is refused whole."""
+    limit = served.settings.http_max_batch_lines
+    assert limit == 10_000
+    body = b"{}\n" * (limit + 1)
+    before = len(served.rejections())
+    answer = post(served, served.writer, body, **{"Content-Type": NDJSON})
+    assert answer.status_code == 413, answer.text[:300]
+    problem = answer.json()
+    assert problem["reason_code"] == "too_large"
+    assert f"more than {limit} submissions" in problem["detail"]
+    (recorded,) = served.rejections()[before:]
+    assert recorded.reason is ReasonCode.TOO_LARGE
+    assert recorded.raw == body  # under 64 KiB: kept whole
+    blank_lines = b"\n \n" * limit  # blank lines are no submissions
+    at_the_limit = b"{}\n" * limit + blank_lines
+    answer = post(served, served.writer, at_the_limit, **{"Content-Type": NDJSON})
+    assert answer.status_code == 200
+    assert len(outcome_lines(answer.content)) == limit
+
+
 def test_a_rejection_by_the_rules_is_422_with_its_reason_code(served: Served) -> None:
     answer = post(served, served.writer, orjson.dumps(check_in("kr-missing", source_event_id="u")))
     assert answer.status_code == 422

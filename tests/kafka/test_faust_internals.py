@@ -82,6 +82,7 @@ def test_the_app_frees_the_web_root_for_the_query_endpoint() -> None:
     """Faust's index page would answer GET / before the ClickHouse-HTTP handler."""
     app = create_app(WorkerConfig(servers=("127.0.0.1:9",)), WorkerServices(_no_store))
     assert all(prefix != "" for prefix, _ in app.web.blueprints._enabled)
+    assert app.web.blueprints._enabled == []  # no Faust page: /router, /table answer anyone
     assert app.conf.table_standby_replicas > 0  # Faust's co-partitioning assignor, not round robin
 
 

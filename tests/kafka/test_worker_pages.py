@@ -147,6 +147,9 @@ def test_metrics_and_health_match_what_was_submitted(
             health = orjson.loads(body)
             assert (status, health["ready"], health["status"]) == (200, True, "ready")
             assert get(f"http://127.0.0.1:{port}/livez")[0] == 200
+            # Faust's own pages, unauthenticated (the cluster's topology, tables' keys): off
+            for page in ("/router/", "/router/topics", "/table/", "/table/x/y/"):
+                assert get(f"http://127.0.0.1:{port}{page}")[0] == 404, page
 
             reader = clickhouse_connect.get_client(dsn=store.reader_url())
             stored = reader.query("SELECT count() FROM audit_history").result_rows

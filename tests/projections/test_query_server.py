@@ -193,6 +193,19 @@ def test_browsers_and_strangers_run_nothing(served: Served) -> None:
     assert http(served, harmless, headers={"Authorization": BASIC}) == (200, "1\n")
 
 
+def test_a_credential_that_is_not_utf8_is_refused_not_a_500(served: Served) -> None:
+    """Header bytes that are not UTF-8 (``http.client`` sends ``str`` headers as Latin-1):
+    aiohttp decodes them with surrogates, which compared as a credential raised."""
+    for headers in (
+        {"X-ClickHouse-User": "\xff\xfe", "X-ClickHouse-Key": READER.password},
+        {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": "s3cret-\xe9"},
+    ):
+        status, text = http(served, "SELECT 1", headers=headers)
+        assert status == 401, (headers, status, text)
+        assert text.startswith("Code: 516. DB::Exception: authentication failed")
+    assert http(served, "SELECT 1", headers={"Authorization": BASIC}) == (200, "1\n")
+
+
 def test_the_next_class_of_fault_database_parameters_and_formats(served: Served) -> None:
     auth = {"Authorization": BASIC}
     for database in ("system", "okr_ledger`; DROP TABLE x; --", "a\\"):
