@@ -312,6 +312,19 @@ class Settings(BaseSettings):
         description="Most submissions (non-blank lines) in one NDJSON batch; a batch with more "
         "is refused whole (413) and recorded as one too_large rejection.",
     )
+    http_head_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Most seconds a request's line and headers may take to arrive, from their "
+        "first byte; a slower one is answered 408 and its connection closed (slowloris).",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Most open connections (or requests being served) in one server process; "
+        "a request beyond them is answered 503 at once.",
+    )
     http_max_hook_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest webhook payload the HTTP API reads."
     )

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from okr_ledger import __version__
 from okr_ledger.http import dashboard, intake, monitoring, reading
 from okr_ledger.http.group_commit import GroupCommitter
+from okr_ledger.http.headers import SecurityHeaders
 from okr_ledger.http.hooks import load_hooks
 from okr_ledger.http.metrics import MULTIPROC_DIR, Metrics, MetricsMiddleware
 from okr_ledger.http.problems import ProblemError, problem
@@ -125,6 +126,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(ProblemError, _problem_handler)
     app.add_exception_handler(UnknownNameError, _unknown_name)
@@ -166,6 +168,7 @@ def worker_app() -> FastAPI:
     try:
         _stop_with_the_supervisor()
         settings = Settings()
+        BoundedHttpToolsProtocol.head_timeout_s = settings.http_head_timeout_seconds
         app = create_app(
             settings, bootstrap(settings), host=settings.http_host, workers=settings.http_workers
         )
@@ -206,11 +209,13 @@ def serve(settings: Settings, runtime: Runtime, host: str, port: int, workers: i
     # server: out of the collector's sight, so its full collections do not rescan it.
     gc.freeze()
     print(f"serving http://{host}:{port}/ on the {runtime.name} runtime", file=sys.stderr)
+    BoundedHttpToolsProtocol.head_timeout_s = settings.http_head_timeout_seconds
     uvicorn.run(
         app,
         host=host,
         port=port,
         http=BoundedHttpToolsProtocol,
+        limit_concurrency=settings.http_max_connections,
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
@@ -237,6 +242,7 @@ def _serve_workers(settings: Settings, runtime: Runtime, host: str, port: int, n
             host=host,
             port=port,
             http=BoundedHttpToolsProtocol,
+            limit_concurrency=settings.http_max_connections,
             log_level=settings.log_level.lower(),
             access_log=False,
             server_header=False,

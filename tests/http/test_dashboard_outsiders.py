@@ -1,14 +1,16 @@
 """The dashboard as an outsider reaches it: the sign-in form (the one route anyone may send a
-body to without a key: bounded before it is parsed, nothing in it a 500), and a loopback bind
-reached through a reverse proxy on the same machine."""
+body to without a key: bounded before it is parsed, nothing in it a 500), a loopback bind
+reached through a reverse proxy on the same machine, pages in another site's frame, and a
+client that holds connections (a head sent too slowly, too many connections)."""
 
 import re
 import socket
+import time
 from pathlib import Path
 
 import httpx
 
-from tests.http.conftest import Served
+from tests.http.conftest import Served, serving_the_demo
 
 
 def _form(client: httpx.Client) -> tuple[str, dict[str, str]]:
@@ -123,3 +125,56 @@ def test_a_request_head_over_64_kib_is_refused_before_it_is_held(served: Served)
         for _ in range(3):
             big = client.get("/healthz", headers={"X-Fits": "a" * 60_000})
             assert big.status_code == 200
+
+
+def test_every_answer_forbids_framing_and_sniffing(served: Served) -> None:
+    """Another site cannot put a page (the sign-in form, the as-of picker) in a frame to
+    trick a click, and no answer's type is sniffed: pages, the sign-in form, an API error,
+    the static files."""
+    with httpx.Client(base_url=served.server.base, timeout=60) as client:
+        answers = [
+            client.get("/"),
+            client.get("/signin"),
+            client.get("/v1/orgs/northwind/progress"),
+            client.get("/healthz"),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 401, 200]
+    for answer in answers:
+        assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_slow_head_and_too_many_connections_are_refused(tmp_path: Path) -> None:
+    """A client sending a request's head a byte at a time (slowloris: each byte used to reset
+    uvicorn's keep-alive timeout) is answered 408 and closed once its head took
+    ``OKR_HTTP_HEAD_TIMEOUT_SECONDS``; connections beyond ``OKR_HTTP_MAX_CONNECTIONS`` are
+    answered 503 at once, and served again once fewer are open."""
+    env = {"OKR_HTTP_HEAD_TIMEOUT_SECONDS": "1", "OKR_HTTP_MAX_CONNECTIONS": "3"}
+    with serving_the_demo(tmp_path, idle_s=10, extra_env=env) as served:
+        host, port = served.server.base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            sent, deadline = 0, time.monotonic() + 20
+            try:
+                while time.monotonic() < deadline:
+                    slow.sendall(b"X-Slow: a\r\n")
+                    sent += 1
+                    time.sleep(0.2)
+            except OSError:
+                pass  # closed by the server
+            answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert time.monotonic() < deadline  # closed long before the client gave up
+        assert sent >= 3  # its head was still coming when it was closed
+
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(2)]
+        try:
+            with httpx.Client(base_url=served.server.base, timeout=30) as client:
+                refused = client.get("/healthz")
+        finally:
+            for connection in idle:
+                connection.close()
+        assert refused.status_code == 503, refused.text
+        with httpx.Client(base_url=served.server.base, timeout=30) as client:
+            assert client.get("/healthz").status_code == 200
