@@ -36,13 +36,17 @@ class Credential:
         """Both equal, compared in constant time (both compared, whatever the first gave).
         A text holding surrogates (header bytes that are not UTF-8, as aiohttp decodes them;
         the environment's, as Python does) is compared as it came: never an error."""
-        same_user = hmac.compare_digest(_raw(user), _raw(self.user))
-        same_password = hmac.compare_digest(_raw(password), _raw(self.password))
+        same_user = same_text(user, self.user)
+        same_password = same_text(password, self.password)
         return same_user & same_password
 
 
-def _raw(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
+def same_text(a: str, b: str) -> bool:
+    """``a == b`` in constant time, for any two texts (``hmac.compare_digest`` takes ASCII
+    text only): compared as UTF-8, a surrogate (undecodable bytes) as it came."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
 
 
 def ensure_token(path: Path) -> str:

@@ -14,7 +14,6 @@
   form's hidden field, and a cross-site ``Sec-Fetch-Site`` or ``Origin`` is refused.
 """
 
-import hmac
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from okr_ledger.http.reading import AsOf, moment_of
 from okr_ledger.http.services import Services, services
 from projections import monitoring, queries
 from projections.queries import Moment, Record
+from projections.query_credentials import same_text
 from projections.store import ProjectionStore
 from schemas.errors import UnknownNameError
 
@@ -254,17 +254,12 @@ async def _sign_in_form(request: Request) -> dict[str, str]:
     return fields
 
 
-def _same_token(expected: str, presented: str) -> bool:
-    """Constant-time equality of any two strings (``hmac.compare_digest`` takes ASCII only)."""
-    return hmac.compare_digest(expected.encode(), presented.encode())
-
-
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     fields = await _sign_in_form(request)
     key, csrf = fields.get("key", ""), fields.get("csrf", "")
     expected = request.cookies.get(CSRF_COOKIE, "")
-    if not (expected and _same_token(expected, csrf) and _same_site(request)):
+    if not (expected and same_text(expected, csrf) and _same_site(request)):
         raise ProblemError(403, "forbidden", "the sign-in form expired or came from another site")
     s: Services = services(request)
     record = authenticate(s.keys, key.strip()) if len(key) <= SIGNIN_MAX_KEY_CHARS else None
