@@ -268,6 +268,13 @@ class Settings(BaseSettings):
         ge=1 << 20,
         description="Most memory a read-only query (`sql`, the query endpoint) may use.",
     )
+    query_max_waiting: int = Field(
+        default=32,
+        ge=0,
+        description="Readers' statements that may wait behind the one running on the query "
+        "endpoint (serve-store, the worker's); the next gets HTTP 503, "
+        "TOO_MANY_SIMULTANEOUS_QUERIES (202).",
+    )
     log_level: str = Field(default="INFO", description="Log level of `okr-ledger worker`.")
     kafka_topic_keys: str = Field(
         default="okr.keys",

@@ -81,6 +81,7 @@ def serve_store(
             [reader, writer],
             loopback=is_loopback(host),
             writer=WriterEngine(target.path),
+            max_waiting=settings.query_max_waiting,
         )
 
         def listening(actual_port: int) -> None:

@@ -48,13 +48,20 @@ def worker_services(settings: Settings, config: WorkerConfig) -> WorkerServices:
         if not target.embedded:  # an embedded store answers, or fails at once
             open_projection_store(settings, migrate=False).close()
 
+    metrics = worker_metrics(settings)
     routes: list[Route] = []
     if credential is not None and target.path is not None:
         path, limits = target.path, settings.query_limits
         loopback = is_loopback(settings.worker_web_host)
 
         def queries(app: web.Application) -> None:
-            server = QueryServer(ReadOnlyEngine(path, limits), [credential], loopback=loopback)
+            server = QueryServer(
+                ReadOnlyEngine(path, limits),
+                [credential],
+                loopback=loopback,
+                max_waiting=settings.query_max_waiting,
+                refused=metrics.query_refused,
+            )
             server.mount(app)
 
             async def close(_app: web.Application) -> None:
@@ -67,7 +74,7 @@ def worker_services(settings: Settings, config: WorkerConfig) -> WorkerServices:
     return WorkerServices(
         open_store=open_store,
         reach_store=reach_store,
-        metrics=worker_metrics(settings),
+        metrics=metrics,
         routes=routes,
         timers=[] if alerts is None else [(alerts.interval, alerts.tick)],
     )

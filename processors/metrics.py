@@ -154,6 +154,13 @@ class PrometheusMetrics:
             f"{p}_restored_events", "Ledger records read to restore partitions.", registry=r
         )
         self._rebalances = Counter(f"{p}_rebalances", "Rebalances started.", registry=r)
+        self._queries_refused = Counter(
+            f"{p}_query_statements_refused",
+            "Readers' statements of the query endpoint not run, by reason: saturated (over "
+            "OKR_QUERY_MAX_WAITING waiting, answered 503), client_gone (closed while waiting).",
+            ["reason"],
+            registry=r,
+        )
         self._store_failures = Counter(
             f"{p}_projector_store_failures",
             "Store failures and stalls that put the projector down or kept it down.",
@@ -241,6 +248,11 @@ class PrometheusMetrics:
     def restored(self, partition: int, *, seconds: float, events: int) -> None:
         self._restore.observe(seconds)
         self._restored_events.inc(events)
+
+    def query_refused(self, reason: str) -> None:
+        """A reader's statement of the query endpoint refused or dropped (``reason``:
+        ``saturated``, ``client_gone``); from any thread."""
+        self._queries_refused.labels(reason).inc()
 
     def fenced(self, partition: int) -> None:
         self._fenced.labels(str(partition)).inc()

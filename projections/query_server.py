@@ -22,6 +22,14 @@ header, ``Sec-Fetch-Site`` other than ``none``, or, on a loopback address, a ``H
 not) are refused before that. A reader's statement is checked by
 :mod:`projections.readonly_sql` and runs on a chDB handle of its own with ``readonly = 1`` and
 the query limits set for the whole session. Other settings in the URL are ignored.
+
+Readers' statements run one at a time on one thread; writers' on another, never behind them.
+At most ``max_waiting`` readers' statements (``OKR_QUERY_MAX_WAITING``) wait behind the one
+running: the next is answered at once with HTTP 503 and ``Code: 202 ...
+(TOO_MANY_SIMULTANEOUS_QUERIES)``, ClickHouse's error for a server over its
+``max_concurrent_queries``. A waiting statement whose client has gone (its connection closed)
+is not run when its turn comes. Both are counted, and logged as a WARNING at most once a
+minute.
 """
 
 import asyncio
@@ -32,9 +40,11 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +61,72 @@ log = logging.getLogger(__name__)
 _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 READONLY, ACCESS_DENIED, AUTHENTICATION_FAILED = 164, 497, 516
+TOO_MANY_SIMULTANEOUS_QUERIES, QUERY_WAS_CANCELLED = 202, 394
 DEFAULT_FORMAT = "TabSeparated"
 MAX_QUERY_BYTES = 1 << 20
 """The longest statement a reader may send."""
 DEFAULT_MAX_INSERT_BYTES = 512 << 20
 """The most data (decoded) one writer's request may carry."""
+DEFAULT_MAX_WAITING = 32
+"""Readers' statements that may wait behind the one running (``OKR_QUERY_MAX_WAITING``): a
+dashboard or two refreshing all their panels at once. Beyond it a statement would wait for
+tens of statements of up to ``OKR_QUERY_MAX_SECONDS`` each, longer than clients wait."""
+REFUSALS_LOGGED_EVERY_S = 60.0
+"""The least time between two WARNING lines about readers refused or dropped."""
+
+
+class _SaturatedError(Exception):
+    """A reader's statement refused: ``max_waiting`` statements wait already."""
+
+
+class _ClientGoneError(Exception):
+    """A reader's statement not run: its client closed the connection while it waited."""
+
+
+class Refusals:
+    """Readers' statements refused (``saturated``: too many waiting) or not run
+    (``client_gone``), counted by reason; a WARNING line at most every ``every`` seconds
+    (the first at once), with the counts since the last one. Thread-safe."""
+
+    REASONS = ("saturated", "client_gone")
+
+    def __init__(
+        self,
+        max_waiting: int,
+        report: Callable[[str], None] | None = None,
+        every: float = REFUSALS_LOGGED_EVERY_S,
+    ) -> None:
+        self.max_waiting = max_waiting
+        self.total = dict.fromkeys(self.REASONS, 0)
+        self._unlogged = dict.fromkeys(self.REASONS, 0)
+        self._report = report
+        self._every = every
+        self._logged_at: float | None = None
+        self._lock = threading.Lock()
+
+    def note(self, reason: str) -> None:
+        with self._lock:
+            self.total[reason] += 1
+            self._unlogged[reason] += 1
+            now = time.monotonic()
+            due = self._logged_at is None or now - self._logged_at >= self._every
+            if due:
+                counts = dict(self._unlogged)
+                self._unlogged = dict.fromkeys(self.REASONS, 0)
+                self._logged_at = now
+        if self._report is not None:
+            self._report(reason)
+        if due:
+            log.warning(
+                "the query endpoint is saturated: %d readers' statements refused (%d waiting "
+                "already: OKR_QUERY_MAX_WAITING) and %d not run (their clients went away while "
+                "they waited) since the last such line; since it started: %d refused, %d not run",
+                counts["saturated"],
+                self.max_waiting,
+                counts["client_gone"],
+                self.total["saturated"],
+                self.total["client_gone"],
+            )
 
 
 class ChdbHandle:
@@ -255,12 +326,21 @@ class QueryServer:
         loopback: bool = True,
         writer: WriterEngine | None = None,
         max_insert_bytes: int = DEFAULT_MAX_INSERT_BYTES,
+        *,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        refused: Callable[[str], None] | None = None,
     ) -> None:
+        """``max_waiting``: readers' statements that may wait behind the one running;
+        ``refused``: called with the reason (``saturated``, ``client_gone``) of each reader's
+        statement refused or not run (the worker's metrics), from any thread."""
         self.engine = engine
         self.writer = writer
         self.credentials = tuple(credentials)
         self.loopback = loopback
         self.max_insert_bytes = max_insert_bytes
+        self.refusals = Refusals(max_waiting, refused)
+        self._readers = 0  # readers' statements admitted and not finished (waiting, running)
+        self._readers_lock = threading.Lock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-queries")
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-writes")
         self.app = web.Application()
@@ -310,7 +390,17 @@ class QueryServer:
                     self._writer_thread, self.writer.run, *arguments, data
                 )
             else:
-                result, fmt = await loop.run_in_executor(self._thread, self.engine.run, *arguments)
+                result, fmt = await self._read(request, arguments)
+        except _SaturatedError:
+            return _error(
+                503,
+                TOO_MANY_SIMULTANEOUS_QUERIES,
+                f"too many readers' statements are waiting ({self.refusals.max_waiting}): try "
+                "again later. (TOO_MANY_SIMULTANEOUS_QUERIES)",
+                headers={"Retry-After": "1"},
+            )
+        except _ClientGoneError:  # nobody reads this answer
+            return _error(503, QUERY_WAS_CANCELLED, "the client went away. (QUERY_WAS_CANCELLED)")
         except QueryRefusedError as error:
             return _error(403, READONLY, f"{error}. (READONLY)")
         except ProjectionQueryError as error:
@@ -320,6 +410,51 @@ class QueryServer:
             body=result,
             headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"},
         )
+
+    @property
+    def readers(self) -> int:
+        """Readers' statements admitted and not finished: the one running and those waiting."""
+        return self._readers
+
+    async def _read(
+        self, request: web.Request, arguments: tuple[str, str, dict[str, str], str | None]
+    ) -> tuple[bytes, str]:
+        """A reader's statement run on the readers' thread, if fewer than ``max_waiting``
+        wait there already (else :class:`_SaturatedError`) and its client is still connected when
+        its turn comes (else :class:`_ClientGoneError`)."""
+        with self._readers_lock:
+            if self._readers > self.refusals.max_waiting:  # the one running, and those waiting
+                saturated = True
+            else:
+                saturated = False
+                self._readers += 1
+        if saturated:
+            self.refusals.note("saturated")
+            raise _SaturatedError
+        try:
+            future = self._thread.submit(self._run_reader, request, arguments)
+        except BaseException:
+            self._reader_done(None)
+            raise
+        # counted down when it ends, even if this handler were cancelled while it runs
+        future.add_done_callback(self._reader_done)
+        return await asyncio.wrap_future(future)
+
+    def _run_reader(
+        self, request: web.Request, arguments: tuple[str, str, dict[str, str], str | None]
+    ) -> tuple[bytes, str]:
+        # aiohttp (3.14) does not cancel a handler whose client disconnects: its request's
+        # transport is gone (None) or closing. Read from this thread: a client leaving just
+        # after is served as before.
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            self.refusals.note("client_gone")
+            raise _ClientGoneError
+        return self.engine.run(*arguments)
+
+    def _reader_done(self, _future: "Future[tuple[bytes, str]] | None") -> None:
+        with self._readers_lock:
+            self._readers -= 1
 
     def _authorised(self, request: web.Request) -> Credential | web.Response:
         """The credential ``request`` presents, or why it may not run anything (a web page's

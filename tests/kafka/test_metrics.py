@@ -234,3 +234,12 @@ def test_faust_sensors_report_into_the_same_registry() -> None:
     assert "okr_faust_total_rebalances" in names
     assert "okr_events_sequenced_total" not in names  # no series before a first event
     assert {"okr_rebalances_total", "okr_ready"} <= names
+
+
+def test_readers_statements_refused_by_the_query_endpoint_by_reason() -> None:
+    metrics = PrometheusMetrics()
+    for reason in ("saturated", "saturated", "client_gone"):
+        metrics.query_refused(reason)
+    found = scrape(metrics)
+    assert found[("okr_query_statements_refused_total", (("reason", "saturated"),))] == 2
+    assert found[("okr_query_statements_refused_total", (("reason", "client_gone"),))] == 1

@@ -4,6 +4,7 @@ The worker projects into a real ``okr-ledger serve-store`` (the shared store), a
 are compared with the outcomes the embedded ledger gives the same submissions.
 """
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,10 +22,11 @@ from events.ledger import Ledger
 from events.outcomes import Rejection
 from events.sqlite_log import SqliteEventLog
 from okr_ledger.demo import demo_submissions
+from projections.query_credentials import TOKEN_FILE
 from tests.kafka.conftest import TEST_PARTITIONS
 from tests.kafka.projector_support import projecting_worker
 from tests.kafka.worker_support import Submitter, Worker
-from tests.projections.serve_store_support import served_store
+from tests.projections.serve_store_support import post, served_store
 
 pytestmark = pytest.mark.kafka
 
@@ -157,3 +159,38 @@ def test_metrics_and_health_match_what_was_submitted(
         finally:
             submitter.close()
             worker.stop()
+
+
+def test_the_workers_query_endpoint_refuses_readers_beyond_its_bound_and_counts_them(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker's own endpoint (embedded store) has the bound too, and counts its refusals
+    in /metrics: with OKR_QUERY_MAX_WAITING=0, of two readers' statements sent together one
+    runs and the other is refused (503, code 202)."""
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env["OKR_QUERY_MAX_WAITING"] = "0"
+    worker.env["OKR_QUERY_MAX_SECONDS"] = "4"
+    port = worker.env["OKR_WORKER_WEB_PORT"]
+    worker.start()
+    try:
+        worker.wait_ready(1)
+        token = (Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE).read_text().strip()
+        reader = {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": token}
+        base = f"http://127.0.0.1:{port}/"
+        answers: list[tuple[int, str]] = []
+        heavy = b"SELECT sum(number) FROM numbers(1000000000000)"  # runs its 4 s
+        both = [
+            threading.Thread(target=lambda: answers.append(post(base, heavy, reader)))
+            for _ in range(2)
+        ]
+        for thread in both:
+            thread.start()
+        for thread in both:
+            thread.join(60)
+        assert sorted(status for status, _ in answers) == [500, 503], answers
+        assert "TIMEOUT_EXCEEDED" in min(answers)[1]
+        assert max(answers)[1].startswith("Code: 202.")
+        assert by(scrape(port), "okr_query_statements_refused_total", "reason") == {"saturated": 1}
+        assert post(base, b"SELECT 1", reader) == (200, "1\n")
+    finally:
+        worker.stop()

@@ -73,8 +73,10 @@ def start_store(data_dir: Path, *args: str, env: dict[str, str] | None = None) -
 
 
 @contextmanager
-def served_store(data_dir: Path, *args: str) -> Iterator[ServedStore]:
-    store = start_store(data_dir, *args)
+def served_store(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServedStore]:
+    store = start_store(data_dir, *args, env=env)
     try:
         yield store
     finally:

@@ -2,7 +2,9 @@
 
 import asyncio
 import base64
+import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -47,10 +49,11 @@ class Served:
     thread: threading.Thread | None = None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     stop: asyncio.Event | None = None
+    server: QueryServer | None = None
 
     def start(self) -> None:
         engine = ReadOnlyEngine(str(self.data_dir / "clickhouse"), self.limits)
-        server = QueryServer(engine, [READER])
+        server = self.server = QueryServer(engine, [READER])
         ready = threading.Event()
 
         async def main() -> None:
@@ -382,3 +385,53 @@ def test_the_kept_verdicts_are_bounded_in_length_and_in_count_oldest_first(demo:
         assert parses(guard, statements[2]) == 1
     finally:
         engine.close()
+
+
+def wait_for_waiting(server: QueryServer, count: int) -> None:
+    """Until ``count`` readers' statements wait in the readers' thread's queue."""
+    deadline = time.monotonic() + 60  # only against a hang
+    while server._thread._work_queue.qsize() < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def slow_served(demo: Path) -> Iterator[Served]:
+    """Served, its readers' statements running up to 20 s."""
+    yield from serve(demo, QueryLimits(max_seconds=20))
+
+
+def test_a_statement_whose_client_went_away_is_not_run(slow_served: Served) -> None:
+    """Three readers' statements wait behind a busy readers' thread; their clients close
+    their connections: none of them runs (each would take its 20 s), the next reader is
+    answered as soon as the thread is free (no timing is asserted: 45 s is only a bound)."""
+    server = slow_served.server
+    assert server is not None
+    gate = threading.Event()
+    server._thread.submit(gate.wait, 120)  # the readers' thread busy, as under a statement
+    try:
+        heavy = b"SELECT sum(number) FROM numbers(1000000000000)"
+        head = (
+            f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{slow_served.port}\r\n"
+            f"Authorization: {BASIC}\r\nContent-Length: {len(heavy)}\r\n\r\n"
+        )
+        sockets = [socket.create_connection(("127.0.0.1", slow_served.port)) for _ in range(3)]
+        for sock in sockets:
+            sock.sendall(head.encode() + heavy)
+        wait_for_waiting(server, 3)
+        for sock in sockets:
+            sock.close()
+        answers: list[tuple[int, str]] = []
+        after = threading.Thread(
+            target=lambda: answers.append(
+                http(slow_served, "SELECT 42", headers={"Authorization": BASIC})
+            )
+        )
+        after.start()
+        wait_for_waiting(server, 4)
+    finally:
+        gate.set()
+    after.join(45)  # the three, if they ran, would take 60 s
+    assert answers == [(200, "42\n")]
+    assert server.refusals.total == {"saturated": 0, "client_gone": 3}
+    assert server.readers == 0

@@ -5,6 +5,8 @@ import os
 import re
 import stat
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -324,3 +326,53 @@ def test_a_store_that_stops_answering_is_unavailable_a_refused_statement_is_not(
             store.positions()
         with pytest.raises(ProjectionUnavailableError, match="insert into"):
             projection.apply(given[10:], [])
+
+
+HEAVY = "SELECT sum(number) FROM numbers(1000000000000)"
+"""A reader's statement that runs until its time limit (OKR_QUERY_MAX_SECONDS)."""
+
+
+def test_a_saturated_endpoint_refuses_readers_at_once_and_still_answers_writers(
+    tmp_path: Path,
+) -> None:
+    """One reader's statement runs, OKR_QUERY_MAX_WAITING (2) wait: the next reader gets 503
+    and ClickHouse's TOO_MANY_SIMULTANEOUS_QUERIES at once, a writer is answered meanwhile,
+    and readers are answered again once the slow statements have ended."""
+    env = {"OKR_QUERY_MAX_WAITING": "2", "OKR_QUERY_MAX_SECONDS": "4"}
+    with served_store(tmp_path / "data", env=env) as served:
+        reader_url = served.reader_url()
+        user, password = reader_url.removeprefix("http://").partition("@")[0].split(":")
+        reader = {"X-ClickHouse-User": user, "X-ClickHouse-Key": password}
+        base = f"http://127.0.0.1:{served.port}/?database=okr_ledger"
+        answers: list[tuple[int, str]] = []
+        slow = [
+            threading.Thread(target=lambda: answers.append(post(base, HEAVY.encode(), reader)))
+            for _ in range(4)
+        ]
+        for thread in slow:
+            thread.start()
+        deadline = time.monotonic() + 120  # only against a hang
+        while not any(s == 503 for s, _ in answers) and any(t.is_alive() for t in slow):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        refused = [(s, text) for s, text in answers if s == 503]
+        assert len(refused) == 1, answers
+        assert refused[0][1].startswith("Code: 202. DB::Exception: too many readers' statements")
+        assert refused[0][1].rstrip().endswith("(TOO_MANY_SIMULTANEOUS_QUERIES)")
+        # clickhouse-connect retries a 503 (twice), then raises ClickHouse's error
+        with pytest.raises(DatabaseError, match="TOO_MANY_SIMULTANEOUS_QUERIES"):
+            client(reader_url).query("SELECT 1")
+        # the writers' thread is not the readers': answered while the readers' are busy
+        writer = client(served.writer_url)
+        assert writer.query("SELECT count() FROM okr_ledger.audit_events").result_rows == [(0,)]
+        assert any(thread.is_alive() for thread in slow)
+        for thread in slow:
+            thread.join(120)
+        statuses = sorted(s for s, _ in answers)
+        assert statuses == [500, 500, 500, 503], answers  # three ran to their time limit
+        assert all("TIMEOUT_EXCEEDED" in text for s, text in answers if s == 500)
+        assert client(reader_url).query("SELECT 1").result_rows == [(1,)]
+    log = (tmp_path / "data-serve-store.log").read_text()
+    warnings = [line for line in log.splitlines() if "query endpoint is saturated" in line]
+    assert len(warnings) == 1, warnings  # one line a minute, not one per refusal
+    assert " WARNING " in warnings[0]
