@@ -118,7 +118,7 @@ class Refusals:
             self._report(reason)
         if due:
             log.warning(
-                "the query endpoint is saturated: %d readers' statements refused (%d waiting "
+                "the query endpoint turned readers away: %d statements refused (%d waiting "
                 "already: OKR_QUERY_MAX_WAITING) and %d not run (their clients went away while "
                 "they waited) since the last such line; since it started: %d refused, %d not run",
                 counts["saturated"],

@@ -373,6 +373,6 @@ def test_a_saturated_endpoint_refuses_readers_at_once_and_still_answers_writers(
         assert all("TIMEOUT_EXCEEDED" in text for s, text in answers if s == 500)
         assert client(reader_url).query("SELECT 1").result_rows == [(1,)]
     log = (tmp_path / "data-serve-store.log").read_text()
-    warnings = [line for line in log.splitlines() if "query endpoint is saturated" in line]
+    warnings = [line for line in log.splitlines() if "query endpoint turned readers away" in line]
     assert len(warnings) == 1, warnings  # one line a minute, not one per refusal
     assert " WARNING " in warnings[0]
