@@ -8,7 +8,7 @@ head :func:`handler_args`'s ``keepalive_timeout`` after it opened or after its p
 (an idle connection, or a head sent a byte at a time: the timer is not reset by bytes
 received). That is aiohttp's own mechanism, used here with ``OKR_QUERY_RECEIVE_TIMEOUT_SECONDS``
 (aiohttp's default keeps a connection 3,630 s). A body is read by the handler, which bounds it
-in time itself (:func:`projections.query_server.QueryServer`).
+in time itself (:class:`projections.query_server.QueryServer`).
 
 aiohttp has no bound on the number of connections: :class:`ConnectionBound` counts them where
 they are made (the protocol factory :class:`BoundedSite` listens with) and answers one beyond
@@ -36,7 +36,9 @@ DEFAULT_MAX_CONNECTIONS = 128
 """``OKR_QUERY_MAX_CONNECTIONS``: dashboards' connection pools and the workers' writers, and
 a bound on the readers' bodies held at once (at most 1 MiB each)."""
 DEFAULT_RECEIVE_TIMEOUT_S = 10.0
-"""``OKR_QUERY_RECEIVE_TIMEOUT_SECONDS``: ClickHouse's own ``keep_alive_timeout``."""
+"""``OKR_QUERY_RECEIVE_TIMEOUT_SECONDS``: as ``serve``'s ``OKR_HTTP_HEAD_TIMEOUT_SECONDS``. A
+pooled client connection idle that long is closed: a client sending on it just as it closes
+gets an error (clickhouse-connect sends a read again, not an insert)."""
 REFUSED_LINGER_S = 1.0
 """How long a refused connection is kept, at most, for its request to come (and be answered
 503) and for the client to read that answer before the socket closes."""
