@@ -275,6 +275,22 @@ class Settings(BaseSettings):
         "endpoint (serve-store, the worker's); the next gets HTTP 503, "
         "TOO_MANY_SIMULTANEOUS_QUERIES (202).",
     )
+    query_max_connections: int = Field(
+        default=128,
+        ge=1,
+        description="Most open connections of the query endpoint's server (serve-store; the "
+        "worker's web port, with its /metrics and health pages); one more is answered HTTP 503 "
+        "(TOO_MANY_SIMULTANEOUS_QUERIES) and closed at once.",
+    )
+    query_receive_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="On the query endpoint's server (serve-store; the worker's web port): a "
+        "connection idle, or without a complete request head, this long after it opened or "
+        "after its previous answer is closed; a reader's body must arrive within it of its "
+        "head, and a writer's may not pause longer (else HTTP 408, SOCKET_TIMEOUT).",
+    )
     log_level: str = Field(default="INFO", description="Log level of `okr-ledger worker`.")
     kafka_topic_keys: str = Field(
         default="okr.keys",

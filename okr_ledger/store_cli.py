@@ -82,6 +82,8 @@ def serve_store(
             loopback=is_loopback(host),
             writer=WriterEngine(target.path),
             max_waiting=settings.query_max_waiting,
+            max_connections=settings.query_max_connections,
+            receive_timeout_s=settings.query_receive_timeout_seconds,
         )
 
         def listening(actual_port: int) -> None:

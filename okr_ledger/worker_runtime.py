@@ -20,11 +20,12 @@ from okr_ledger.alerts import AlertPublisher, post_webhooks
 from okr_ledger.served_store import endpoint_credential
 from okr_ledger.settings import Settings
 from okr_ledger.wiring import open_projection_store
-from processors.faust_app import OkrApp, Route, WorkerServices, create_app
+from processors.faust_app import OkrApp, Route, WebSite, WorkerServices, create_app
 from processors.kafka_config import WorkerConfig
 from processors.metrics import PrometheusMetrics
 from processors.sequencer_core import ProcessRunner
 from projections.client import parse_url
+from projections.http_bounds import BoundedSite, ConnectionBound, handler_args
 from projections.query_credentials import is_loopback
 from projections.query_server import QueryServer, ReadOnlyEngine
 from projections.store import ProjectionStore
@@ -61,6 +62,7 @@ def worker_services(settings: Settings, config: WorkerConfig) -> WorkerServices:
                 loopback=loopback,
                 max_waiting=settings.query_max_waiting,
                 refused=metrics.query_refused,
+                receive_timeout_s=settings.query_receive_timeout_seconds,
             )
             server.mount(app)
 
@@ -76,8 +78,21 @@ def worker_services(settings: Settings, config: WorkerConfig) -> WorkerServices:
         reach_store=reach_store,
         metrics=metrics,
         routes=routes,
+        web_site=web_site(settings.query_max_connections),
+        web_handler_args=handler_args(settings.query_receive_timeout_seconds),
         timers=[] if alerts is None else [(alerts.interval, alerts.tick)],
     )
+
+
+def web_site(max_connections: int) -> WebSite:
+    """The worker's web server's site: at most ``max_connections`` open connections
+    (:class:`projections.http_bounds.ConnectionBound`)."""
+    bound = ConnectionBound(max_connections)
+
+    def site(runner: web.BaseRunner, host: str, port: int) -> web.BaseSite:
+        return BoundedSite(runner, host, port, bound)
+
+    return site
 
 
 def worker_metrics(settings: Settings) -> PrometheusMetrics:

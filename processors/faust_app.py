@@ -43,6 +43,7 @@ import faust
 from aiohttp import web
 from faust.tables import TableManager
 from faust.types import TP
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from events.kafka_client import Connection, Reader
 from events.kafka_records import RejectionLanes
@@ -80,6 +81,8 @@ class Store(RowSink, Protocol):
 
 Route = Callable[[web.Application], None]
 """Mounts handlers on the worker's web server (before it starts)."""
+WebSite = Callable[[web.BaseRunner, str, int], web.BaseSite]
+"""``(runner, host, port)`` -> the site the worker's web server listens with."""
 TimerBody = Callable[[Any, ThreadPoolExecutor, bool], Awaitable[object]]
 """A timer's tick: the open projection store, the thread that owns it, and whether this is the
 first tick since this worker took the timers (read again what another worker may have done)."""
@@ -102,6 +105,12 @@ class WorkerServices:
     """What the agents report; served on ``/metrics``, ``/healthz`` and ``/livez``."""
     routes: Sequence[Route] = ()
     """Other handlers (the query endpoint on an embedded store)."""
+    web_site: WebSite | None = None
+    """Makes the site the web server listens with (its connections bounded), in place of
+    aiohttp's own TCP site."""
+    web_handler_args: Mapping[str, Any] = field(default_factory=dict)
+    """aiohttp's request handler's arguments on the web server (its keep-alive timeout, its
+    bounds on a request's head)."""
     timers: Sequence[Timer] = ()
     """Faust timers: they start once the app runs, and tick once the store is open."""
     sequencer: ProcessRunner | None = None
@@ -124,6 +133,18 @@ class OkrTableManager(TableManager):
             await self.recovery.start()
 
 
+class OkrWeb(AiohttpWeb):
+    """Faust's aiohttp web server, listening with :attr:`WorkerServices.web_site` if any."""
+
+    app: "OkrApp"
+
+    def _new_transport_tcp(self) -> web.BaseSite:
+        site = self.app.okr.services.web_site
+        if site is None:
+            return super()._new_transport_tcp()
+        return site(self._runner, self.app.conf.web_bind, self.app.conf.web_port)
+
+
 class OkrApp(faust.App):
     """One worker process: see the module docstring. Built by :func:`create_app`."""
 
@@ -143,6 +164,9 @@ class OkrApp(faust.App):
         consumer.fetch_bytes = self.okr.config.fetch_bytes
         consumer.late_topics = frozenset({self.okr.config.topics.intake})
         return consumer
+
+    def _new_web(self) -> Any:
+        return OkrWeb(self)
 
     def on_webserver_init(self, web: Any) -> None:
         add_routes(web.web_app, self.okr.metrics)
@@ -490,6 +514,7 @@ def create_app(config: WorkerConfig, services: WorkerServices) -> OkrApp:
         web_port=config.web_port,
         web_bind=config.web_host,
         web_host=config.web_host,
+        web_application_options={"handler_args": dict(services.web_handler_args)},
         broker_session_timeout=t.session_timeout_s,
         broker_heartbeat_interval=t.heartbeat_interval_s,
         broker_rebalance_timeout=t.rebalance_timeout_s,

@@ -30,6 +30,12 @@ running: the next is answered at once with HTTP 503 and ``Code: 202 ...
 ``max_concurrent_queries``. A waiting statement whose client has gone (its connection closed)
 is not run when its turn comes. Both are counted, and logged as a WARNING at most once a
 minute.
+
+Connections are bounded by :mod:`projections.http_bounds` (``OKR_QUERY_MAX_CONNECTIONS``; an idle
+connection, or a request head not complete, closed after ``OKR_QUERY_RECEIVE_TIMEOUT_SECONDS``).
+A body is read within that time too: a reader's whole body from its head, a writer's (up to
+hundreds of MiB, from a worker perhaps across a network) with no pause longer; else HTTP 408,
+``Code: 209 ... (SOCKET_TIMEOUT)``, and the connection closed.
 """
 
 import asyncio
@@ -52,6 +58,13 @@ import orjson
 from aiohttp import web
 
 from projections.client import CHDB_SESSION
+from projections.http_bounds import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RECEIVE_TIMEOUT_S,
+    BoundedSite,
+    ConnectionBound,
+    handler_args,
+)
 from projections.query_credentials import Credential, is_loopback
 from projections.readonly_sql import QueryLimits, ReadOnlyGuard, Rows, output_format
 from schemas.errors import ConfigurationError, ProjectionQueryError, QueryRefusedError
@@ -61,7 +74,7 @@ log = logging.getLogger(__name__)
 _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 READONLY, ACCESS_DENIED, AUTHENTICATION_FAILED = 164, 497, 516
-TOO_MANY_SIMULTANEOUS_QUERIES, QUERY_WAS_CANCELLED = 202, 394
+TOO_MANY_SIMULTANEOUS_QUERIES, QUERY_WAS_CANCELLED, SOCKET_TIMEOUT = 202, 394, 209
 DEFAULT_FORMAT = "TabSeparated"
 MAX_QUERY_BYTES = 1 << 20
 """The longest statement a reader may send."""
@@ -77,6 +90,10 @@ REFUSALS_LOGGED_EVERY_S = 60.0
 
 class _SaturatedError(Exception):
     """A reader's statement refused: ``max_waiting`` statements wait already."""
+
+
+class _BodyTooSlowError(Exception):
+    """A request's body did not arrive within the receive timeout."""
 
 
 class _ClientGoneError(Exception):
@@ -329,16 +346,23 @@ class QueryServer:
         *,
         max_waiting: int = DEFAULT_MAX_WAITING,
         refused: Callable[[str], None] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        receive_timeout_s: float = DEFAULT_RECEIVE_TIMEOUT_S,
     ) -> None:
         """``max_waiting``: readers' statements that may wait behind the one running;
         ``refused``: called with the reason (``saturated``, ``client_gone``) of each reader's
-        statement refused or not run (the worker's metrics), from any thread."""
+        statement refused or not run (the worker's metrics), from any thread;
+        ``max_connections``, ``receive_timeout_s``: see :mod:`projections.http_bounds` (on
+        :meth:`serve`'s server; the worker's web server bounds its own connections) and the
+        bodies' reading."""
         self.engine = engine
         self.writer = writer
         self.credentials = tuple(credentials)
         self.loopback = loopback
         self.max_insert_bytes = max_insert_bytes
         self.refusals = Refusals(max_waiting, refused)
+        self.connections = ConnectionBound(max_connections)
+        self.receive_timeout_s = receive_timeout_s
         self._readers = 0  # readers' statements admitted and not finished (waiting, running)
         self._readers_lock = threading.Lock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-queries")
@@ -376,7 +400,7 @@ class QueryServer:
         loop = asyncio.get_running_loop()
         try:
             limit = self.max_insert_bytes if writes else MAX_QUERY_BYTES
-            body = await _read_body(request, limit)
+            body = await _read_body(request, limit, self.receive_timeout_s, whole=not writes)
             encoding = request.headers.get("Content-Encoding", "")
             sql, data = split_insert(q.get("query", ""), decompressed(body, encoding, limit))
             if data and not writes:
@@ -399,6 +423,17 @@ class QueryServer:
                 "again later. (TOO_MANY_SIMULTANEOUS_QUERIES)",
                 headers={"Retry-After": "1"},
             )
+        except _BodyTooSlowError:
+            too_slow = _error(
+                408,
+                SOCKET_TIMEOUT,
+                f"the request body did not arrive within {self.receive_timeout_s:g} s "
+                "(OKR_QUERY_RECEIVE_TIMEOUT_SECONDS). (SOCKET_TIMEOUT)",
+            )
+            too_slow.force_close()  # the connection is closed after this answer
+            return too_slow
+        except ConnectionError:  # the client left while sending its body: nobody reads this
+            return _error(400, QUERY_WAS_CANCELLED, "the client went away. (QUERY_WAS_CANCELLED)")
         except _ClientGoneError:  # nobody reads this answer
             return _error(503, QUERY_WAS_CANCELLED, "the client went away. (QUERY_WAS_CANCELLED)")
         except QueryRefusedError as error:
@@ -487,11 +522,16 @@ class QueryServer:
         """Serve until ``stop`` is set (or the task is cancelled). With ``listening`` (called
         with the port, which may have been 0), not being able to listen is an error."""
         # Bodies are decoded here, within bounds, for every encoding clients send (lz4 too).
-        runner = web.AppRunner(self.app, access_log=None, auto_decompress=False)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            auto_decompress=False,
+            **handler_args(self.receive_timeout_s),
+        )
         await runner.setup()
         try:
             try:
-                await web.TCPSite(runner, host, port).start()
+                await BoundedSite(runner, host, port, self.connections).start()
             except OSError as error:
                 if listening is not None:
                     raise ConfigurationError(
@@ -523,16 +563,25 @@ class QueryServer:
             self._writer_thread.shutdown(wait=False)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, timeout_s: float, whole: bool) -> bytes:
     """The request's body as sent (maybe compressed), refused as soon as it passes ``limit``
-    bytes: a reader's is refused before it is read whole."""
+    bytes: a reader's is refused before it is read whole. Within ``timeout_s``: the ``whole``
+    body, else each part of it (a writer's large insert, sent at the network's pace); else
+    :class:`_BodyTooSlowError`."""
     if request.content_length is not None and request.content_length > limit:
         raise QueryRefusedError(f"the request body is larger than {limit} bytes")
     body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            raise QueryRefusedError(f"the request body is larger than {limit} bytes")
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            while chunk := await request.content.read(1 << 16):
+                body += chunk
+                if len(body) > limit:
+                    raise QueryRefusedError(f"the request body is larger than {limit} bytes")
+                if not whole:
+                    deadline.reschedule(loop.time() + timeout_s)
+    except TimeoutError:
+        raise _BodyTooSlowError from None
     return bytes(body)
 
 

@@ -11,8 +11,10 @@ then update the fingerprints below.
 import hashlib
 import inspect
 from importlib.metadata import version
+from typing import cast
 
 import pytest
+from aiohttp import web
 from aiokafka.consumer.group_coordinator import GroupCoordinator  # type: ignore[import-untyped]
 from faust.app.base import App
 from faust.tables import TableManager
@@ -20,8 +22,9 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from processors.faust_app import OkrTableManager, Store, WorkerServices, create_app
+from processors.faust_app import OkrApp, OkrTableManager, OkrWeb, Store, WorkerServices, create_app
 from processors.faust_batches import FastFetchThread, OkrConsumer
 from processors.kafka_config import WorkerConfig
 
@@ -41,6 +44,10 @@ RELIED_ON = [
     (Recovery, "_resume_streams", "d986a6710c1aca98"),  # perform_seek (none for nothing)
     (App, "_new_consumer", "bff6ccd646b71ea9"),
     (App, "on_rebalance_start", "5c1e23de30674082"),
+    (App, "_new_web", "9558ffdcacfa13bd"),  # OkrApp: its own web server class
+    (AiohttpWeb, "__init__", "52b00c1bd653c82d"),  # _runner; web_application_options
+    (AiohttpWeb, "start_server", "b0c4f10491828520"),  # _runner set up, then the site
+    (AiohttpWeb, "_new_transport_tcp", "3f9463d869f309ec"),  # OkrWeb: WorkerServices.web_site
     (TableManager, "on_start", "365dd25fbc0e0684"),  # OkrTableManager: the same, less the sleep
     (TableManager, "_update_channels", "88e3941facc934d6"),  # what OkrTableManager still runs
 ]
@@ -73,6 +80,8 @@ def test_the_overrides_keep_faust_signatures() -> None:
         (FastFetchThread, AIOKafkaConsumerThread, "seek"),
         (FastFetchThread, AIOKafkaConsumerThread, "_create_worker_consumer"),
         (OkrTableManager, TableManager, "on_start"),
+        (OkrWeb, AiohttpWeb, "_new_transport_tcp"),
+        (OkrApp, App, "_new_web"),
     ]:
         ours = list(inspect.signature(getattr(mine, name)).parameters)
         assert ours == list(inspect.signature(getattr(theirs, name)).parameters), name
@@ -92,6 +101,25 @@ def test_the_app_has_no_table_so_its_start_waits_for_none() -> None:
     app = create_app(WorkerConfig(servers=("127.0.0.1:9",)), WorkerServices(_no_store))
     assert isinstance(app.tables, OkrTableManager)
     assert len(app.tables) == 0
+
+
+def test_the_web_server_listens_with_the_services_site_and_handler_args() -> None:
+    """The worker's web server (its connections bounded: projections.http_bounds) starts
+    the site :attr:`WorkerServices.web_site` makes, on Faust's runner, and aiohttp's
+    Application has :attr:`WorkerServices.web_handler_args`."""
+    made: list[tuple[web.BaseRunner, str, int]] = []
+    made_site = cast(web.BaseSite, object())  # a real one needs the runner set up
+
+    def site(runner: web.BaseRunner, host: str, port: int) -> web.BaseSite:
+        made.append((runner, host, port))
+        return made_site
+
+    services = WorkerServices(_no_store, web_site=site, web_handler_args={"keepalive_timeout": 3})
+    app = create_app(WorkerConfig(servers=("127.0.0.1:9",), web_port=6123), services)
+    assert isinstance(app.web, OkrWeb)
+    assert app.web._create_site() is made_site
+    assert made == [(app.web._runner, "127.0.0.1", 6123)]
+    assert app.web.web_app._handler_args == {"keepalive_timeout": 3}
 
 
 def _no_store() -> Store:

@@ -4,6 +4,7 @@ The worker projects into a real ``okr-ledger serve-store`` (the shared store), a
 are compared with the outcomes the embedded ledger gives the same submissions.
 """
 
+import socket
 import threading
 import time
 import urllib.error
@@ -192,5 +193,54 @@ def test_the_workers_query_endpoint_refuses_readers_beyond_its_bound_and_counts_
         assert max(answers)[1].startswith("Code: 202.")
         assert by(scrape(port), "okr_query_statements_refused_total", "reason") == {"saturated": 1}
         assert post(base, b"SELECT 1", reader) == (200, "1\n")
+    finally:
+        worker.stop()
+
+
+def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_its_bound(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker's web server (its query endpoint, /metrics, health) has serve-store's
+    bounds: with OKR_QUERY_RECEIVE_TIMEOUT_SECONDS=1 a connection that sends nothing is closed;
+    with OKR_QUERY_MAX_CONNECTIONS=2 held by two readers' statements (4 s each, one after the
+    other), a third connection is answered 503 (code 202) at once; once they end, /metrics
+    answers."""
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env["OKR_QUERY_MAX_CONNECTIONS"] = "2"
+    worker.env["OKR_QUERY_RECEIVE_TIMEOUT_SECONDS"] = "1"
+    worker.env["OKR_QUERY_MAX_SECONDS"] = "4"
+    port = worker.env["OKR_WORKER_WEB_PORT"]
+    worker.start()
+    try:
+        worker.wait_ready(1)
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as idle:
+            assert idle.recv(100) == b""  # closed by the server, unanswered (else: timeout)
+        token = (Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE).read_text().strip()
+        reader = {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": token}
+        heavy = b"SELECT sum(number) FROM numbers(1000000000000)"  # runs its 4 s
+        answers: list[tuple[int, str]] = []
+        both = [
+            threading.Thread(
+                target=lambda: answers.append(post(f"http://127.0.0.1:{port}/", heavy, reader))
+            )
+            for _ in range(2)
+        ]
+        for thread in both:
+            thread.start()
+        refused: list[tuple[int, bytes]] = []
+        while not refused and any(thread.is_alive() for thread in both):
+            answer = get(f"http://127.0.0.1:{port}/metrics")
+            if answer[0] == 503:
+                refused.append(answer)
+            time.sleep(0.05)
+        for thread in both:
+            thread.join(60)
+        # a third connection was refused while two were open (a poll, or a statement whose
+        # connection came after a poll's)
+        texts = [body.decode() for _, body in refused] + [t for s, t in answers if s == 503]
+        assert texts, answers
+        assert all(t.startswith("Code: 202. DB::Exception: too many connections") for t in texts)
+        assert all(s in (500, 503) for s, _ in answers), answers
+        assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200
     finally:
         worker.stop()
