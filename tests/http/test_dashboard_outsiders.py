@@ -4,7 +4,6 @@ reached through a reverse proxy on the same machine, pages in another site's fra
 client that holds connections (a head sent too slowly, too many connections)."""
 
 import re
-import select
 import socket
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.http.conftest import Served, serving_the_demo
+from tests.sockets import readable
 
 
 def _form(client: httpx.Client) -> tuple[str, dict[str, str]]:
@@ -159,7 +159,7 @@ def test_a_slow_head_and_too_many_connections_are_refused(tmp_path: Path) -> Non
             sent, deadline = 0, time.monotonic() + 20
             # a header line every 0.2 s until the server answers (not sending past its close,
             # which the server's kernel would answer with a reset that can drop the answer)
-            while time.monotonic() < deadline and not select.select([slow], [], [], 0.2)[0]:
+            while time.monotonic() < deadline and not readable(slow, 0.2):
                 slow.sendall(b"X-Slow: a\r\n")
                 sent += 1
             answer = slow.recv(4096)

@@ -3,7 +3,6 @@ serve-store``: a head or a body sent a byte at a time, an idle connection, too m
 connections, a head over aiohttp's bounds. No timing is asserted: deadlines only against
 hangs."""
 
-import select
 import socket
 import threading
 import time
@@ -14,6 +13,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tests.projections.serve_store_support import ServedStore, post, served_store
+from tests.sockets import readable
 
 HANG_S = 30.0
 """Far beyond the bounds the tests set (1 s): only against a hang."""
@@ -30,7 +30,7 @@ def _drip(connection: socket.socket, byte: bytes) -> tuple[int, bytes]:
     close: the reset that would answer it can drop what the server sent): how many were sent,
     and all the server sent until it closed."""
     sent, deadline = 0, time.monotonic() + HANG_S
-    while time.monotonic() < deadline and not select.select([connection], [], [], 0.2)[0]:
+    while time.monotonic() < deadline and not readable(connection, 0.2):
         connection.sendall(byte)
         sent += 1
     assert time.monotonic() < deadline, "the connection was still open"
