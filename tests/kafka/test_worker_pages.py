@@ -162,6 +162,22 @@ def test_metrics_and_health_match_what_was_submitted(
             worker.stop()
 
 
+HEAVY = b"SELECT sum(number) FROM numbers(1000000000000)"
+"""A reader's statement that runs until its time limit (``OKR_QUERY_MAX_SECONDS``)."""
+
+
+def heavy_readers(
+    url: str, reader: dict[str, str], answers: list[tuple[int, str]]
+) -> list[threading.Thread]:
+    """Two readers sending :data:`HEAVY` at once, started; each appends its answer."""
+    both = [
+        threading.Thread(target=lambda: answers.append(post(url, HEAVY, reader))) for _ in range(2)
+    ]
+    for thread in both:
+        thread.start()
+    return both
+
+
 def test_the_workers_query_endpoint_refuses_readers_beyond_its_bound_and_counts_them(
     kafka: Connection, topics: dict[str, str], tmp_path: Path
 ) -> None:
@@ -179,14 +195,7 @@ def test_the_workers_query_endpoint_refuses_readers_beyond_its_bound_and_counts_
         reader = {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": token}
         base = f"http://127.0.0.1:{port}/"
         answers: list[tuple[int, str]] = []
-        heavy = b"SELECT sum(number) FROM numbers(1000000000000)"  # runs its 4 s
-        both = [
-            threading.Thread(target=lambda: answers.append(post(base, heavy, reader)))
-            for _ in range(2)
-        ]
-        for thread in both:
-            thread.start()
-        for thread in both:
+        for thread in heavy_readers(base, reader, answers):
             thread.join(60)
         assert sorted(status for status, _ in answers) == [500, 503], answers
         assert "TIMEOUT_EXCEEDED" in min(answers)[1]
@@ -217,16 +226,8 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
             assert idle.recv(100) == b""  # closed by the server, unanswered (else: timeout)
         token = (Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE).read_text().strip()
         reader = {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": token}
-        heavy = b"SELECT sum(number) FROM numbers(1000000000000)"  # runs its 4 s
         answers: list[tuple[int, str]] = []
-        both = [
-            threading.Thread(
-                target=lambda: answers.append(post(f"http://127.0.0.1:{port}/", heavy, reader))
-            )
-            for _ in range(2)
-        ]
-        for thread in both:
-            thread.start()
+        both = heavy_readers(f"http://127.0.0.1:{port}/", reader, answers)
         refused: list[tuple[int, bytes]] = []
         while not refused and any(thread.is_alive() for thread in both):
             answer = get(f"http://127.0.0.1:{port}/metrics")
