@@ -162,6 +162,12 @@ def test_metrics_and_health_match_what_was_submitted(
             worker.stop()
 
 
+def reader_headers(worker: Worker) -> dict[str, str]:
+    """The reader credential of the worker's query endpoint, as ClickHouse's headers."""
+    token = (Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE).read_text().strip()
+    return {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": token}
+
+
 HEAVY = b"SELECT sum(number) FROM numbers(1000000000000)"
 """A reader's statement that runs until its time limit (``OKR_QUERY_MAX_SECONDS``)."""
 
@@ -191,8 +197,7 @@ def test_the_workers_query_endpoint_refuses_readers_beyond_its_bound_and_counts_
     worker.start()
     try:
         worker.wait_ready(1)
-        token = (Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE).read_text().strip()
-        reader = {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": token}
+        reader = reader_headers(worker)
         base = f"http://127.0.0.1:{port}/"
         answers: list[tuple[int, str]] = []
         for thread in heavy_readers(base, reader, answers):
@@ -224,8 +229,7 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
         worker.wait_ready(1)
         with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as idle:
             assert idle.recv(100) == b""  # closed by the server, unanswered (else: timeout)
-        token = (Path(worker.env["OKR_DATA_DIR"]) / TOKEN_FILE).read_text().strip()
-        reader = {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": token}
+        reader = reader_headers(worker)
         answers: list[tuple[int, str]] = []
         both = heavy_readers(f"http://127.0.0.1:{port}/", reader, answers)
         refused: list[tuple[int, bytes]] = []
