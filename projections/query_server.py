@@ -61,6 +61,8 @@ from projections.client import CHDB_SESSION
 from projections.http_bounds import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RECEIVE_TIMEOUT_S,
+    REFUSALS_LOGGED_EVERY_S,
+    TOO_MANY_SIMULTANEOUS_QUERIES,
     BoundedSite,
     ConnectionBound,
     handler_args,
@@ -74,7 +76,7 @@ log = logging.getLogger(__name__)
 _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 READONLY, ACCESS_DENIED, AUTHENTICATION_FAILED = 164, 497, 516
-TOO_MANY_SIMULTANEOUS_QUERIES, QUERY_WAS_CANCELLED, SOCKET_TIMEOUT = 202, 394, 209
+QUERY_WAS_CANCELLED, SOCKET_TIMEOUT = 394, 209
 DEFAULT_FORMAT = "TabSeparated"
 MAX_QUERY_BYTES = 1 << 20
 """The longest statement a reader may send."""
@@ -84,8 +86,6 @@ DEFAULT_MAX_WAITING = 32
 """Readers' statements that may wait behind the one running (``OKR_QUERY_MAX_WAITING``): a
 dashboard or two refreshing all their panels at once. Beyond it a statement would wait for
 tens of statements of up to ``OKR_QUERY_MAX_SECONDS`` each, longer than clients wait."""
-REFUSALS_LOGGED_EVERY_S = 60.0
-"""The least time between two WARNING lines about readers refused or dropped."""
 
 
 class _SaturatedError(Exception):
