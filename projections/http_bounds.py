@@ -14,12 +14,15 @@ aiohttp has no bound on the number of connections: :class:`ConnectionBound` coun
 they are made (the protocol factory :class:`BoundedSite` listens with) and answers one beyond
 ``OKR_QUERY_MAX_CONNECTIONS`` with HTTP 503 in ClickHouse's error form as soon as its request
 starts, then closes it (within :data:`REFUSED_LINGER_S`); it never reaches the parser or a
-handler. Refusals are counted and logged as a WARNING at most once a minute.
+handler. Refusals are counted (``report``: the worker's metrics) and logged as a WARNING at
+most once a minute, by :class:`RefusalLog`, as the query endpoint's refused statements are.
 """
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -43,7 +46,7 @@ REFUSED_LINGER_S = 1.0
 """How long a refused connection is kept, at most, for its request to come (and be answered
 503) and for the client to read that answer before the socket closes."""
 REFUSALS_LOGGED_EVERY_S = 60.0
-"""The least time between two WARNING lines about refused connections."""
+"""The least time between two WARNING lines about refusals (:class:`RefusalLog`)."""
 TOO_MANY_SIMULTANEOUS_QUERIES = 202
 
 
@@ -80,20 +83,65 @@ def refusal(max_connections: int) -> bytes:
     return head + body
 
 
+class RefusalLog:
+    """Events counted by reason, and a WARNING line on ``logger`` at most every ``every``
+    seconds (the first at once) with the counts since the last line and since the start:
+    ``message(since_last, total)`` writes it. Thread-safe (:meth:`note` from any thread)."""
+
+    def __init__(
+        self,
+        reasons: Sequence[str],
+        message: Callable[[dict[str, int], dict[str, int]], str],
+        logger: logging.Logger = log,
+        every: float = REFUSALS_LOGGED_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = dict.fromkeys(reasons, 0)
+        """Events by reason since the start."""
+        self._unlogged = dict.fromkeys(reasons, 0)
+        self._message = message
+        self._logger = logger
+        self._every = every
+        self._clock = clock
+        self._logged_at: float | None = None
+        self._lock = threading.Lock()
+
+    def note(self, reason: str) -> None:
+        """One event for ``reason`` (one of the ``reasons``)."""
+        with self._lock:
+            self.total[reason] += 1
+            self._unlogged[reason] += 1
+            now = self._clock()
+            if self._logged_at is not None and now - self._logged_at < self._every:
+                return
+            since_last, total = self._unlogged, dict(self.total)
+            self._unlogged = dict.fromkeys(total, 0)
+            self._logged_at = now
+        self._logger.warning("%s", self._message(since_last, total))
+
+
 class ConnectionBound:
     """At most ``max_connections`` open connections of an aiohttp server; the others are
-    answered 503 and closed. Used on the event loop's thread only."""
+    answered 503 and closed, and each is ``report``-ed (the worker's metrics). Used on the
+    event loop's thread only."""
 
-    def __init__(self, max_connections: int, every: float = REFUSALS_LOGGED_EVERY_S) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        every: float = REFUSALS_LOGGED_EVERY_S,
+        report: Callable[[], None] | None = None,
+    ) -> None:
         self.max_connections = max_connections
         self.open = 0
         """Connections made (by the factory) and not yet lost."""
-        self.refused = 0
-        """Connections refused since the start."""
         self._answer = refusal(max_connections)
-        self._unlogged = 0
-        self._logged_at: float | None = None
-        self._every = every
+        self._report = report
+        self._log = RefusalLog(("max_connections",), self._line, every=every)
+
+    @property
+    def refused(self) -> int:
+        """Connections refused since the start."""
+        return self._log.total["max_connections"]
 
     def protocols(self, server: web.Server) -> "ProtocolFactory":
         """The protocol factory to listen with: ``server``'s own protocol (aiohttp's request
@@ -101,19 +149,17 @@ class ConnectionBound:
         return ProtocolFactory(self, server)
 
     def refuse(self) -> asyncio.Protocol:
-        self.refused += 1
-        self._unlogged += 1
-        now = time.monotonic()
-        if self._logged_at is None or now - self._logged_at >= self._every:
-            log.warning(
-                "too many connections: %d refused (HTTP 503: %d open already, "
-                "OKR_QUERY_MAX_CONNECTIONS) since the last such line; %d since it started",
-                self._unlogged,
-                self.max_connections,
-                self.refused,
-            )
-            self._unlogged, self._logged_at = 0, now
+        self._log.note("max_connections")
+        if self._report is not None:
+            self._report()
         return _Refused(self._answer)
+
+    def _line(self, since_last: dict[str, int], total: dict[str, int]) -> str:
+        return (
+            f"too many connections: {since_last['max_connections']} refused (HTTP 503: "
+            f"{self.max_connections} open already, OKR_QUERY_MAX_CONNECTIONS) since the last "
+            f"such line; {total['max_connections']} since it started"
+        )
 
 
 class ProtocolFactory:

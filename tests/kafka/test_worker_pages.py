@@ -218,7 +218,7 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
     bounds: with OKR_QUERY_RECEIVE_TIMEOUT_SECONDS=1 a connection that sends nothing is closed;
     with OKR_QUERY_MAX_CONNECTIONS=2 held by two readers' statements (4 s each, one after the
     other), a third connection is answered 503 (code 202) at once; once they end, /metrics
-    answers."""
+    answers, and counts every connection refused."""
     worker = projecting_worker(kafka, topics, tmp_path)
     worker.env["OKR_QUERY_MAX_CONNECTIONS"] = "2"
     worker.env["OKR_QUERY_RECEIVE_TIMEOUT_SECONDS"] = "1"
@@ -246,6 +246,7 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
         assert texts, answers
         assert all(t.startswith("Code: 202. DB::Exception: too many connections") for t in texts)
         assert all(s in (500, 503) for s, _ in answers), answers
-        assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+        figures = scrape(port)  # answered (200) once they end
+        assert total(figures, "okr_query_connections_refused_total") == len(texts)
     finally:
         worker.stop()
