@@ -16,6 +16,10 @@ they are made (the protocol factory :class:`BoundedSite` listens with) and answe
 starts, then closes it (within :data:`REFUSED_LINGER_S`); it never reaches the parser or a
 handler. Refusals are counted (``report``: the worker's metrics) and logged as a WARNING at
 most once a minute, by :class:`RefusalLog`, as the query endpoint's refused statements are.
+
+aiohttp logs each request its parser refuses (400) as an ERROR with a traceback: any client
+could fill the log. :func:`handler_args` gives the request handler a :class:`ServerLog`, which
+logs those through a :class:`RefusalLog` too, and every other error as aiohttp does.
 """
 
 import asyncio
@@ -26,6 +30,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +61,15 @@ def handler_args(receive_timeout_s: float) -> dict[str, Any]:
     ``web.AppRunner(**...)``): an idle connection, or a head not complete, is closed
     ``receive_timeout_s`` after the connection opened or its previous answer; heads are
     bounded in size; an answered request's unread body is read (and dropped) for at most
-    ``receive_timeout_s`` before the connection closes."""
+    ``receive_timeout_s`` before the connection closes; requests aiohttp's parser refuses are
+    logged by a :class:`ServerLog` of the server's own."""
     return {
         "keepalive_timeout": receive_timeout_s,
         "lingering_time": receive_timeout_s,
         "max_line_size": MAX_LINE_BYTES,
         "max_field_size": MAX_FIELD_BYTES,
         "max_headers": MAX_HEADERS,
+        "logger": ServerLog(),
     }
 
 
@@ -118,6 +126,51 @@ class RefusalLog:
             self._unlogged = dict.fromkeys(total, 0)
             self._logged_at = now
         self._logger.warning("%s", self._message(since_last, total))
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's request handler's logger (``logger``, :func:`handler_args`): aiohttp's own
+    (``aiohttp.server``), except for requests its parser refused (a malformed head, or body
+    parsed with it; aiohttp answers them 400 and closes). aiohttp 3.14 logs each of those as
+    an ERROR with a traceback, so any client could fill the log: here they are counted and
+    logged by a :class:`RefusalLog` (a WARNING line at most every ``every`` seconds). An
+    error in a request's handler (500), even one of the parser's kind, is logged as aiohttp
+    logs it; so is a request aiohttp logs at debug level (a first request that is not HTTP)."""
+
+    def __init__(self, every: float = REFUSALS_LOGGED_EVERY_S) -> None:
+        super().__init__(server_logger, {})
+        self.refusals = RefusalLog(("malformed",), self._line, every=every)
+        self._last = ""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        refused = kwargs.get("exc_info")
+        if isinstance(refused, HttpProcessingError) and _raised_by_the_parser(refused):
+            self._last = type(refused).__name__
+            self.refusals.note("malformed")
+            return
+        super().exception(msg, *args, **kwargs)
+
+    def _line(self, since_last: dict[str, int], total: dict[str, int]) -> str:
+        return (
+            f"malformed requests: {since_last['malformed']} refused by aiohttp's parser (HTTP "
+            f"400; the last: {self._last}) since the last such line; {total['malformed']} since "
+            "it started"
+        )
+
+
+def _raised_by_the_parser(error: BaseException) -> bool:
+    """``error`` was raised by aiohttp's parser, as its request handler fed it what came
+    (``RequestHandler.data_received``, or ``start`` for what follows an upgrade), not in
+    ``_handle_request`` (a request's handler). Another aiohttp would fail here, so its errors
+    would be logged as aiohttp logs them (``tests/projections/test_refusal_log.py``)."""
+    caught = error.__traceback__
+    if caught is None:
+        return False
+    frame = caught.tb_frame
+    return frame.f_globals.get("__name__") == "aiohttp.web_protocol" and frame.f_code.co_name in (
+        "data_received",
+        "start",
+    )
 
 
 class ConnectionBound:
