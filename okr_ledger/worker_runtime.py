@@ -7,7 +7,7 @@ here (:func:`okr_ledger.worker_config.worker_config`, then :func:`worker_service
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -78,16 +78,17 @@ def worker_services(settings: Settings, config: WorkerConfig) -> WorkerServices:
         reach_store=reach_store,
         metrics=metrics,
         routes=routes,
-        web_site=web_site(settings.query_max_connections),
+        web_site=web_site(settings.query_max_connections, metrics.connection_refused),
         web_handler_args=handler_args(settings.query_receive_timeout_seconds),
         timers=[] if alerts is None else [(alerts.interval, alerts.tick)],
     )
 
 
-def web_site(max_connections: int) -> WebSite:
+def web_site(max_connections: int, refused: Callable[[], None] | None = None) -> WebSite:
     """The worker's web server's site: at most ``max_connections`` open connections
-    (:class:`projections.http_bounds.ConnectionBound`)."""
-    bound = ConnectionBound(max_connections)
+    (:class:`projections.http_bounds.ConnectionBound`); ``refused``: called for each one
+    refused (the worker's metrics)."""
+    bound = ConnectionBound(max_connections, report=refused)
 
     def site(runner: web.BaseRunner, host: str, port: int) -> web.BaseSite:
         return BoundedSite(runner, host, port, bound)

@@ -18,6 +18,8 @@ an aiohttp application (Faust's web server: ``web.web_app`` in ``App.on_webserve
     metrics.fresh(stage, oldest)          # a batch done: its oldest record's start (Unix time)
     metrics.projecting(partitions)        # the ledger partitions projected now (after a rebalance)
     metrics.fenced(p)                     # a write refused: another worker owns p now
+    metrics.query_refused(reason)         # a reader's statement refused or not run
+    metrics.connection_refused()          # a connection beyond OKR_QUERY_MAX_CONNECTIONS
     metrics.projector_down("why")         # the store refused a write or a restore: not ready
     metrics.projector_up()                # the projector restored its partitions: projecting
     metrics.failed("why")                 # the worker cannot go on: liveness fails
@@ -161,6 +163,12 @@ class PrometheusMetrics:
             ["reason"],
             registry=r,
         )
+        self._connections_refused = Counter(
+            f"{p}_query_connections_refused",
+            "Connections to the worker's web port refused (answered 503 and closed): "
+            "OKR_QUERY_MAX_CONNECTIONS were open already.",
+            registry=r,
+        )
         self._store_failures = Counter(
             f"{p}_projector_store_failures",
             "Store failures and stalls that put the projector down or kept it down.",
@@ -253,6 +261,11 @@ class PrometheusMetrics:
         """A reader's statement of the query endpoint refused or dropped (``reason``:
         ``saturated``, ``client_gone``); from any thread."""
         self._queries_refused.labels(reason).inc()
+
+    def connection_refused(self) -> None:
+        """A connection to the worker's web port refused (``OKR_QUERY_MAX_CONNECTIONS`` open
+        already); on the event loop's thread."""
+        self._connections_refused.inc()
 
     def fenced(self, partition: int) -> None:
         self._fenced.labels(str(partition)).inc()

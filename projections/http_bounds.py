@@ -14,15 +14,24 @@ aiohttp has no bound on the number of connections: :class:`ConnectionBound` coun
 they are made (the protocol factory :class:`BoundedSite` listens with) and answers one beyond
 ``OKR_QUERY_MAX_CONNECTIONS`` with HTTP 503 in ClickHouse's error form as soon as its request
 starts, then closes it (within :data:`REFUSED_LINGER_S`); it never reaches the parser or a
-handler. Refusals are counted and logged as a WARNING at most once a minute.
+handler. Refusals are counted (``report``: the worker's metrics) and logged as a WARNING at
+most once a minute, by :class:`RefusalLog`, as the query endpoint's refused statements are.
+
+aiohttp logs each request its parser refuses (400) as an ERROR with a traceback: any client
+could fill the log. :func:`handler_args` gives the request handler a :class:`ServerLog`, which
+logs those through a :class:`RefusalLog` too, and every other error as aiohttp does.
 """
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +52,7 @@ REFUSED_LINGER_S = 1.0
 """How long a refused connection is kept, at most, for its request to come (and be answered
 503) and for the client to read that answer before the socket closes."""
 REFUSALS_LOGGED_EVERY_S = 60.0
-"""The least time between two WARNING lines about refused connections."""
+"""The least time between two WARNING lines about refusals (:class:`RefusalLog`)."""
 TOO_MANY_SIMULTANEOUS_QUERIES = 202
 
 
@@ -52,13 +61,15 @@ def handler_args(receive_timeout_s: float) -> dict[str, Any]:
     ``web.AppRunner(**...)``): an idle connection, or a head not complete, is closed
     ``receive_timeout_s`` after the connection opened or its previous answer; heads are
     bounded in size; an answered request's unread body is read (and dropped) for at most
-    ``receive_timeout_s`` before the connection closes."""
+    ``receive_timeout_s`` before the connection closes; requests aiohttp's parser refuses are
+    logged by a :class:`ServerLog` of the server's own."""
     return {
         "keepalive_timeout": receive_timeout_s,
         "lingering_time": receive_timeout_s,
         "max_line_size": MAX_LINE_BYTES,
         "max_field_size": MAX_FIELD_BYTES,
         "max_headers": MAX_HEADERS,
+        "logger": ServerLog(),
     }
 
 
@@ -80,20 +91,110 @@ def refusal(max_connections: int) -> bytes:
     return head + body
 
 
+class RefusalLog:
+    """Events counted by reason, and a WARNING line on ``logger`` at most every ``every``
+    seconds (the first at once) with the counts since the last line and since the start:
+    ``message(since_last, total)`` writes it. Thread-safe (:meth:`note` from any thread)."""
+
+    def __init__(
+        self,
+        reasons: Sequence[str],
+        message: Callable[[dict[str, int], dict[str, int]], str],
+        logger: logging.Logger = log,
+        every: float = REFUSALS_LOGGED_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = dict.fromkeys(reasons, 0)
+        """Events by reason since the start."""
+        self._unlogged = dict.fromkeys(reasons, 0)
+        self._message = message
+        self._logger = logger
+        self._every = every
+        self._clock = clock
+        self._logged_at: float | None = None
+        self._lock = threading.Lock()
+
+    def note(self, reason: str) -> None:
+        """One event for ``reason`` (one of the ``reasons``)."""
+        with self._lock:
+            self.total[reason] += 1
+            self._unlogged[reason] += 1
+            now = self._clock()
+            if self._logged_at is not None and now - self._logged_at < self._every:
+                return
+            since_last, total = self._unlogged, dict(self.total)
+            self._unlogged = dict.fromkeys(total, 0)
+            self._logged_at = now
+        self._logger.warning("%s", self._message(since_last, total))
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's request handler's logger (``logger``, :func:`handler_args`): aiohttp's own
+    (``aiohttp.server``), except for requests its parser refused (a malformed head, or body
+    parsed with it; aiohttp answers them 400 and closes). aiohttp 3.14 logs each of those as
+    an ERROR with a traceback, so any client could fill the log: here they are counted and
+    logged by a :class:`RefusalLog` (a WARNING line at most every ``every`` seconds). An
+    error in a request's handler (500), even one of the parser's kind, is logged as aiohttp
+    logs it; so is a request aiohttp logs at debug level (a first request that is not HTTP)."""
+
+    def __init__(self, every: float = REFUSALS_LOGGED_EVERY_S) -> None:
+        super().__init__(server_logger, {})
+        self.refusals = RefusalLog(("malformed",), self._line, every=every)
+        self._last = ""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        refused = kwargs.get("exc_info")
+        if isinstance(refused, HttpProcessingError) and _raised_by_the_parser(refused):
+            self._last = type(refused).__name__
+            self.refusals.note("malformed")
+            return
+        super().exception(msg, *args, **kwargs)
+
+    def _line(self, since_last: dict[str, int], total: dict[str, int]) -> str:
+        return (
+            f"malformed requests: {since_last['malformed']} refused by aiohttp's parser (HTTP "
+            f"400; the last: {self._last}) since the last such line; {total['malformed']} since "
+            "it started"
+        )
+
+
+def _raised_by_the_parser(error: BaseException) -> bool:
+    """``error`` was raised by aiohttp's parser, as its request handler fed it what came
+    (``RequestHandler.data_received``, or ``start`` for what follows an upgrade), not in
+    ``_handle_request`` (a request's handler). Another aiohttp would fail here, so its errors
+    would be logged as aiohttp logs them (``tests/projections/test_refusal_log.py``)."""
+    caught = error.__traceback__
+    if caught is None:
+        return False
+    frame = caught.tb_frame
+    return frame.f_globals.get("__name__") == "aiohttp.web_protocol" and frame.f_code.co_name in (
+        "data_received",
+        "start",
+    )
+
+
 class ConnectionBound:
     """At most ``max_connections`` open connections of an aiohttp server; the others are
-    answered 503 and closed. Used on the event loop's thread only."""
+    answered 503 and closed, and each is ``report``-ed (the worker's metrics). Used on the
+    event loop's thread only."""
 
-    def __init__(self, max_connections: int, every: float = REFUSALS_LOGGED_EVERY_S) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        every: float = REFUSALS_LOGGED_EVERY_S,
+        report: Callable[[], None] | None = None,
+    ) -> None:
         self.max_connections = max_connections
         self.open = 0
         """Connections made (by the factory) and not yet lost."""
-        self.refused = 0
-        """Connections refused since the start."""
         self._answer = refusal(max_connections)
-        self._unlogged = 0
-        self._logged_at: float | None = None
-        self._every = every
+        self._report = report
+        self._log = RefusalLog(("max_connections",), self._line, every=every)
+
+    @property
+    def refused(self) -> int:
+        """Connections refused since the start."""
+        return self._log.total["max_connections"]
 
     def protocols(self, server: web.Server) -> "ProtocolFactory":
         """The protocol factory to listen with: ``server``'s own protocol (aiohttp's request
@@ -101,19 +202,17 @@ class ConnectionBound:
         return ProtocolFactory(self, server)
 
     def refuse(self) -> asyncio.Protocol:
-        self.refused += 1
-        self._unlogged += 1
-        now = time.monotonic()
-        if self._logged_at is None or now - self._logged_at >= self._every:
-            log.warning(
-                "too many connections: %d refused (HTTP 503: %d open already, "
-                "OKR_QUERY_MAX_CONNECTIONS) since the last such line; %d since it started",
-                self._unlogged,
-                self.max_connections,
-                self.refused,
-            )
-            self._unlogged, self._logged_at = 0, now
+        self._log.note("max_connections")
+        if self._report is not None:
+            self._report()
         return _Refused(self._answer)
+
+    def _line(self, since_last: dict[str, int], total: dict[str, int]) -> str:
+        return (
+            f"too many connections: {since_last['max_connections']} refused (HTTP 503: "
+            f"{self.max_connections} open already, OKR_QUERY_MAX_CONNECTIONS) since the last "
+            f"such line; {total['max_connections']} since it started"
+        )
 
 
 class ProtocolFactory:

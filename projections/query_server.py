@@ -47,7 +47,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,6 +64,7 @@ from projections.http_bounds import (
     TOO_MANY_SIMULTANEOUS_QUERIES,
     BoundedSite,
     ConnectionBound,
+    RefusalLog,
     handler_args,
 )
 from projections.query_credentials import Credential, is_loopback
@@ -102,8 +102,8 @@ class _ClientGoneError(Exception):
 
 class Refusals:
     """Readers' statements refused (``saturated``: too many waiting) or not run
-    (``client_gone``), counted by reason; a WARNING line at most every ``every`` seconds
-    (the first at once), with the counts since the last one. Thread-safe."""
+    (``client_gone``), counted by reason and logged (:class:`RefusalLog`), each ``report``-ed
+    (the worker's metrics). Thread-safe."""
 
     REASONS = ("saturated", "client_gone")
 
@@ -114,36 +114,23 @@ class Refusals:
         every: float = REFUSALS_LOGGED_EVERY_S,
     ) -> None:
         self.max_waiting = max_waiting
-        self.total = dict.fromkeys(self.REASONS, 0)
-        self._unlogged = dict.fromkeys(self.REASONS, 0)
         self._report = report
-        self._every = every
-        self._logged_at: float | None = None
-        self._lock = threading.Lock()
+        self._log = RefusalLog(self.REASONS, self._line, log, every)
+        self.total = self._log.total
 
     def note(self, reason: str) -> None:
-        with self._lock:
-            self.total[reason] += 1
-            self._unlogged[reason] += 1
-            now = time.monotonic()
-            due = self._logged_at is None or now - self._logged_at >= self._every
-            if due:
-                counts = dict(self._unlogged)
-                self._unlogged = dict.fromkeys(self.REASONS, 0)
-                self._logged_at = now
+        self._log.note(reason)
         if self._report is not None:
             self._report(reason)
-        if due:
-            log.warning(
-                "the query endpoint turned readers away: %d statements refused (%d waiting "
-                "already: OKR_QUERY_MAX_WAITING) and %d not run (their clients went away while "
-                "they waited) since the last such line; since it started: %d refused, %d not run",
-                counts["saturated"],
-                self.max_waiting,
-                counts["client_gone"],
-                self.total["saturated"],
-                self.total["client_gone"],
-            )
+
+    def _line(self, since_last: dict[str, int], total: dict[str, int]) -> str:
+        return (
+            f"the query endpoint turned readers away: {since_last['saturated']} statements "
+            f"refused ({self.max_waiting} waiting already: OKR_QUERY_MAX_WAITING) and "
+            f"{since_last['client_gone']} not run (their clients went away while they waited) "
+            f"since the last such line; since it started: {total['saturated']} refused, "
+            f"{total['client_gone']} not run"
+        )
 
 
 class ChdbHandle:

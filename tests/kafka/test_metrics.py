@@ -243,3 +243,11 @@ def test_readers_statements_refused_by_the_query_endpoint_by_reason() -> None:
     found = scrape(metrics)
     assert found[("okr_query_statements_refused_total", (("reason", "saturated"),))] == 2
     assert found[("okr_query_statements_refused_total", (("reason", "client_gone"),))] == 1
+
+
+def test_connections_refused_by_the_web_port() -> None:
+    metrics = PrometheusMetrics()
+    assert ("okr_query_connections_refused_total", ()) in scrape(metrics)  # 0 from the start
+    metrics.connection_refused()
+    metrics.connection_refused()
+    assert scrape(metrics)[("okr_query_connections_refused_total", ())] == 2

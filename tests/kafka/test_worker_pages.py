@@ -215,10 +215,11 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
     kafka: Connection, topics: dict[str, str], tmp_path: Path
 ) -> None:
     """The worker's web server (its query endpoint, /metrics, health) has serve-store's
-    bounds: with OKR_QUERY_RECEIVE_TIMEOUT_SECONDS=1 a connection that sends nothing is closed;
+    bounds: a malformed head is answered 400 and logged as a WARNING line (not aiohttp's
+    ERROR); with OKR_QUERY_RECEIVE_TIMEOUT_SECONDS=1 a connection that sends nothing is closed;
     with OKR_QUERY_MAX_CONNECTIONS=2 held by two readers' statements (4 s each, one after the
     other), a third connection is answered 503 (code 202) at once; once they end, /metrics
-    answers."""
+    answers, and counts every connection refused."""
     worker = projecting_worker(kafka, topics, tmp_path)
     worker.env["OKR_QUERY_MAX_CONNECTIONS"] = "2"
     worker.env["OKR_QUERY_RECEIVE_TIMEOUT_SECONDS"] = "1"
@@ -227,6 +228,9 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
     worker.start()
     try:
         worker.wait_ready(1)
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as malformed:
+            malformed.sendall(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+            assert malformed.recv(100).startswith(b"HTTP/1.0 400 Bad Request\r\n")
         with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as idle:
             assert idle.recv(100) == b""  # closed by the server, unanswered (else: timeout)
         reader = reader_headers(worker)
@@ -246,6 +250,10 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
         assert texts, answers
         assert all(t.startswith("Code: 202. DB::Exception: too many connections") for t in texts)
         assert all(s in (500, 503) for s, _ in answers), answers
-        assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+        figures = scrape(port)  # answered (200) once they end
+        assert total(figures, "okr_query_connections_refused_total") == len(texts)
+        log = worker.log_path.read_text(errors="replace")
+        assert "Error handling request" not in log  # aiohttp's ERROR and traceback
+        assert log.count("[WARNING] malformed requests: 1 refused by aiohttp's parser") == 1
     finally:
         worker.stop()

@@ -156,12 +156,20 @@ def test_connections_beyond_the_bound_are_refused_and_served_once_fewer_are_open
 )
 def test_a_head_over_aiohttps_bounds_is_answered_400(tmp_path: Path, head: bytes) -> None:
     """A request line or a header field over 8190 bytes, or over 128 header fields: 400, the
-    connection closed (aiohttp's bounds, stated in projections.http_bounds)."""
+    connection closed (aiohttp's bounds, stated in projections.http_bounds). Sent twice: one
+    WARNING line, not an ERROR with a traceback each (aiohttp's own logging)."""
     with served_store(tmp_path / "data") as served:
         _, reader = _reader(served)
-        with socket.create_connection(("127.0.0.1", served.port), timeout=HANG_S) as connection:
-            connection.sendall(head)
-            answer = _until_closed(connection)
-        assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n"), answer[:300]
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", served.port), timeout=HANG_S) as sent:
+                sent.sendall(head)
+                answer = _until_closed(sent)
+            assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n"), answer[:300]
         base = f"http://127.0.0.1:{served.port}/"
         assert post(base, b"SELECT 1", reader) == (200, "1\n")
+    log = (tmp_path / "data-serve-store.log").read_text()
+    assert "Error handling request" not in log, log  # aiohttp's ERROR and traceback
+    warnings = [line for line in log.splitlines() if "malformed requests" in line]
+    assert len(warnings) == 1, warnings  # one line a minute, not one per request
+    assert " WARNING " in warnings[0]
+    assert "refused by aiohttp's parser (HTTP 400; the last: " in warnings[0]
