@@ -85,8 +85,10 @@ class Hook:
 def _search(expression: ParsedResult, payload: Any) -> Any:
     try:
         found = expression.search(payload, options=_OPTIONS)
-    except (JMESPathError, ValueError, OverflowError, OSError):
-        return None  # e.g. from_epoch_ms of a string or of a year out of range
+    except (JMESPathError, ValueError, OverflowError, OSError, RecursionError):
+        # e.g. from_epoch_ms of a string or of a year out of range; to_string of a value
+        # nested deeper than Python's JSON encoder recurses (orjson reads 1,024 levels)
+        return None
     if isinstance(found, dict | list):
         try:  # orjson reads 1,024 levels but writes 254: as deep as it sits in a submission
             orjson.dumps([[found]])

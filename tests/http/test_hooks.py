@@ -52,6 +52,18 @@ def test_what_finds_nothing_is_left_out_for_the_rules_to_name() -> None:
     assert found == {"type": "CheckInRecorded", "org_id": "northwind", "data": {}}
 
 
+def test_an_expression_the_payload_nests_too_deep_for_finds_nothing() -> None:
+    """``to_string`` of a value nested ~1,000 levels (orjson reads 1,024) exceeds Python's
+    recursion limit in the JSON encoder JMESPath uses: the field is left out, not a 500."""
+    deep: Any = 1
+    for _ in range(1000):
+        deep = [deep]
+    envelope = {**GOOD["envelope"], "actor": "to_string(timestamp)"}
+    found = parse_hook("h", {**GOOD, "envelope": envelope}).submission({"timestamp": deep}, None)
+    assert "actor" not in found
+    assert found["org_id"] == "northwind"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
