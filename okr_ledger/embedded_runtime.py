@@ -6,17 +6,16 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import orjson
-from pydantic import SecretStr
 
 from events.ledger import Ledger, ReadLine
 from events.log import EventLog
+from okr_ledger.child_process import child_error, settings_json
 from okr_ledger.runtime import ProgressBar, RebuildReport, Refused, no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.submit_outcome import SubmitOutcome
 from okr_ledger.wiring import open_event_log, open_ledger, open_projection_store
-from schemas import errors
 from schemas.envelope import format_timestamp
-from schemas.errors import OkrLedgerError, ProjectionError
+from schemas.errors import ProjectionError
 
 if TYPE_CHECKING:  # imported by the commands that need them, not by ``submit``
     from okr_ledger.http.key_stores import SqliteKeyStore
@@ -144,6 +143,19 @@ class EmbeddedRuntime:
 
         return KeptProjections(self.settings, self.settings.http_store_idle_seconds, shared=shared)
 
+    @contextmanager
+    def serving(self, workers: int) -> Iterator[dict[str, str]]:
+        """With several processes, one child process holds an embedded store for the server's
+        life and serves it to them all (:mod:`okr_ledger.store_host`): opened and closed at
+        each of their reads, chDB would leave threads behind in each."""
+        if workers < 2:
+            yield {}
+            return
+        from okr_ledger.store_host import hosted
+
+        with hosted(self.settings) as served:
+            yield {"OKR_CLICKHOUSE_URL": served.resolved_clickhouse_url}
+
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
         """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""
         return rebuild_in_place(self.settings, bar)
@@ -248,14 +260,14 @@ def fingerprint_apart(
 
     child = subprocess.run(
         [sys.executable, "-P", "-m", _MODULE],  # -P: this installation's, whatever the cwd
-        input=_settings_json(settings),
+        input=settings_json(settings),
         capture_output=True,
         check=False,
     )
     try:
         answer = orjson.loads(child.stdout)
         if "error" in answer:
-            failure = _error(*answer["error"])
+            failure = child_error(*answer["error"])
         else:
             kept = answer["fingerprint"]
             found = (
@@ -279,25 +291,6 @@ def fingerprint_apart(
 
 
 _MODULE = "okr_ledger.embedded_runtime"
-
-
-def _error(kind: str, message: str) -> OkrLedgerError:
-    """The child's error again: its class if it is one of :mod:`schemas.errors`, else a
-    :class:`ProjectionError` with its message."""
-    found = getattr(errors, kind, None)
-    if isinstance(found, type) and issubclass(found, OkrLedgerError):
-        return found(message)
-    return ProjectionError(message)
-
-
-def _settings_json(settings: Settings) -> bytes:
-    """``settings`` as JSON, its secrets in clear (``model_dump`` masks them): for the child
-    process only, through a pipe."""
-    fields = settings.model_dump(mode="json")
-    for name, value in settings:
-        if isinstance(value, SecretStr):
-            fields[name] = value.get_secret_value()
-    return orjson.dumps(fields)
 
 
 def _fingerprint_here() -> None:

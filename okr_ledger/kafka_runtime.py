@@ -54,6 +54,11 @@ class KafkaRuntime:
         with open_served_store(self.settings) as store:
             yield store
 
+    @contextmanager
+    def serving(self, workers: int) -> Iterator[dict[str, str]]:
+        """Nothing to share: each process reads the served store itself."""
+        yield {}
+
     def reader(self, shared: bool = False) -> ReadEachTime:
         """A read's store is a client of the served store: nothing to keep open (nor to
         share: ``shared`` changes nothing)."""

@@ -8,13 +8,16 @@ cheap check when nothing is new: :func:`okr_ledger.embedded_runtime.catch_up`) w
 projector it keeps too (its state stays loaded: a new event costs its own rows, not a load of
 the saved state), and closes all of it once ``idle_s`` seconds pass without a read, or after a
 read once it has been open :data:`MAX_OPEN_S`. chDB lets one process at a time open a store,
-so a CLI query in another process works again while the server is idle.
+so a CLI query in another process works again while the server is idle. An embedded store
+opens in a process of its own (:mod:`okr_ledger.store_host`), which this one keeps between
+opens: chDB leaves threads behind in the process at each close.
 
-With ``shared`` (``serve --workers N``: N processes of one server, each with its own reader)
-the processes take turns: a read holds an exclusive ``flock`` on :data:`SHARED_LOCK` in the
-data directory from before it opens the store until it has closed it again, which it does
-after every read (kept open, the store would shut every other worker out for as long as it
-is). A read that cannot have its turn within :data:`SHARED_WAIT_S` is unavailable (503).
+With ``shared`` (``serve --workers N``: N processes of one server, each with its own reader,
+the store served to them all by the supervisor's store process) the processes take turns: a
+read holds an exclusive ``flock`` on :data:`SHARED_LOCK` in the data directory from before it
+opens the store until it has closed it again, which it does after every read (each catches
+up first, with a projector of its own). A read that cannot have its turn within
+:data:`SHARED_WAIT_S` is unavailable (503).
 """
 
 import fcntl
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 from okr_ledger.embedded_runtime import catch_up, projecting
 from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
+from okr_ledger.store_host import StoreHost
 from okr_ledger.wiring import open_event_log, open_projection_store
 from schemas.errors import ProjectionUnavailableError, UnknownNameError
 
@@ -65,6 +69,8 @@ class KeptProjections:
         self._reads = 0
         """Reads begun: an idle timer closes only if no read began after it was set."""
         self._timer: threading.Timer | None = None
+        self._host = StoreHost(settings)
+        """Where the store opens (an embedded one in a child process: :mod:`store_host`)."""
 
     @property
     def is_open(self) -> bool:
@@ -79,7 +85,7 @@ class KeptProjections:
                 self._timer.cancel()
                 self._timer = None
             try:
-                opened = self._opened = self._opened or _Opened(self.settings)
+                opened = self._opened = self._opened or _Opened(self.settings, self._host)
                 catch_up(opened.store, opened.log, self.settings, no_progress, "projecting",
                          runner=opened.runner)  # fmt: skip
             except BaseException:
@@ -119,6 +125,7 @@ class KeptProjections:
                 self._timer.cancel()
                 self._timer = None
             self._close()
+            self._host.close()
 
     def _close_when_idle(self, opened: "_Opened") -> None:
         if self.idle_s <= 0 or time.monotonic() - opened.since >= MAX_OPEN_S:
@@ -170,11 +177,12 @@ def _busy() -> ProjectionUnavailableError:
 class _Opened:
     """The ledger's read-only connection, the store, and the projector over both."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, host: StoreHost) -> None:
         self.since = time.monotonic()
         with ExitStack() as stack:
             self.log = open_event_log(settings, create=False, read_only=True)
             stack.callback(self.log.close)
+            settings = stack.enter_context(host.opened())
             self.store: ProjectionStore = stack.enter_context(open_projection_store(settings))
             self.runner: EmbeddedRunner = stack.enter_context(
                 projecting(self.store, self.log, settings)

@@ -121,6 +121,11 @@ class Runtime(Protocol):
         ``shared``: the process is one of several of one server (``serve --workers N``)."""
         ...
 
+    def serving(self, workers: int) -> AbstractContextManager[dict[str, str]]:
+        """For the life of a server of ``workers`` processes: the environment its worker
+        processes need beside the settings (each reads its settings from it)."""
+        ...
+
     def rebuild(self, keep: bool, bar: ProgressBar = no_progress) -> RebuildReport:
         """Project the ledger again and compare with the projections there."""
         ...

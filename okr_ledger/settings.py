@@ -378,8 +378,9 @@ class Settings(BaseSettings):
         default=10.0,
         ge=0,
         description="On the embedded runtime: how long `okr-ledger serve` keeps the projection "
-        "store open after a read (a read opens it in ~150 ms at 1M events; while it is open, "
-        "no other process can open it). 0: closed after every read.",
+        "store open after a read (in its store's process: a read opens it in ~0.15 s, ~1 s if "
+        "that process must start; while it is open, no other process can open it). 0: closed "
+        "after every read.",
     )
     http_key_refresh_seconds: float = Field(
         default=0.5,

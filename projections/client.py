@@ -347,6 +347,9 @@ def connect(target: Target, release_load_pages: bool = True) -> ClickHouseClient
                 username=target.username or "default",
                 password=target.password or "",
                 secure=target.scheme == "https",
+                # Its own connections, closed with it: the shared pool would keep those to a
+                # server gone (a store's process that exited) until evicted.
+                dedicated_pool=True,
             )
     except ImportError as error:
         raise MissingExtraError("chdb", "embedded") from error
@@ -367,8 +370,9 @@ def require_not_held(target: Target) -> None:
             "chDB lets only one process open it: stop that process, or run `okr-ledger "
             "serve-store` as the one process that holds the store and set OKR_CLICKHOUSE_URL "
             "of every other process (workers, BI tools) to the URL it prints (an `okr-ledger "
-            "serve` holds it for OKR_HTTP_STORE_IDLE_SECONDS after each read: read through its "
-            "API, or try again when it is idle)"
+            "serve` holds it for OKR_HTTP_STORE_IDLE_SECONDS after each read, and with "
+            "--workers N for as long as it runs: read through its API, or try again when it is "
+            "idle)"
         )
 
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI
@@ -50,6 +51,9 @@ from schemas.errors import (
     ProjectionUnavailableError,
     UnknownNameError,
 )
+
+if TYPE_CHECKING:
+    from uvicorn.supervisors import Multiprocess
 
 
 def is_loopback(host: str) -> bool:
@@ -210,53 +214,34 @@ def serve(settings: Settings, runtime: Runtime, host: str, port: int, workers: i
     gc.freeze()
     print(f"serving http://{host}:{port}/ on the {runtime.name} runtime", file=sys.stderr)
     BoundedHttpToolsProtocol.head_timeout_s = settings.http_head_timeout_seconds
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        http=BoundedHttpToolsProtocol,
-        limit_concurrency=settings.http_max_connections,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        server_header=False,
-    )
+    uvicorn.run(app, host=host, port=port, **_uvicorn_options(settings))
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Uvicorn's options, whether one process serves or several."""
+    return {
+        "http": BoundedHttpToolsProtocol,
+        "limit_concurrency": settings.http_max_connections,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+        "server_header": False,
+    }
 
 
 def _serve_workers(settings: Settings, runtime: Runtime, host: str, port: int, n: int) -> None:
     """``n`` processes of :func:`worker_app` under uvicorn's supervisor, on one socket."""
-    from uvicorn import Config
     from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
 
     check(settings, runtime)
     metrics_dir = tempfile.mkdtemp(prefix="okr-http-metrics-")  # 0700, removed at the end
-    # The workers are spawned: they read their settings from this environment.
-    os.environ.update(
-        {MULTIPROC_DIR: metrics_dir, "OKR_HTTP_HOST": host, "OKR_HTTP_WORKERS": str(n)}
-    )
     try:
-        config = Config(
-            f"{__name__}:worker_app",
-            factory=True,
-            workers=n,
-            host=host,
-            port=port,
-            http=BoundedHttpToolsProtocol,
-            limit_concurrency=settings.http_max_connections,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            server_header=False,
-        )
-        socket = config.bind_socket()
-        print(
-            f"serving http://{host}:{port}/ on the {runtime.name} runtime, {n} worker processes",
-            file=sys.stderr,
-        )
-        supervisor = Multiprocess(config, sockets=[socket])
-        try:
-            supervisor.run()
-        finally:
-            socket.close()
+        with runtime.serving(n) as shared:
+            # The workers are spawned: they read their settings from this environment.
+            os.environ.update(
+                {MULTIPROC_DIR: metrics_dir, "OKR_HTTP_HOST": host, "OKR_HTTP_WORKERS": str(n)}
+                | shared
+            )
+            supervisor = _supervise(settings, runtime, host, port, n)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
@@ -264,3 +249,31 @@ def _serve_workers(settings: Settings, runtime: Runtime, host: str, port: int, n
         raise ConfigurationError(
             f"worker {failed[0]} did not start (its error is above): every worker was stopped"
         )
+
+
+def _supervise(
+    settings: Settings, runtime: Runtime, host: str, port: int, n: int
+) -> "Multiprocess":
+    """Run uvicorn's supervisor of ``n`` workers until it stops; the supervisor."""
+    from uvicorn import Config
+    from uvicorn.supervisors import Multiprocess
+
+    config = Config(
+        f"{__name__}:worker_app",
+        factory=True,
+        workers=n,
+        host=host,
+        port=port,
+        **_uvicorn_options(settings),
+    )
+    socket = config.bind_socket()
+    print(
+        f"serving http://{host}:{port}/ on the {runtime.name} runtime, {n} worker processes",
+        file=sys.stderr,
+    )
+    supervisor = Multiprocess(config, sockets=[socket])
+    try:
+        supervisor.run()
+    finally:
+        socket.close()
+    return supervisor

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from okr_ledger import kept_projections
 from okr_ledger.kept_projections import SHARED_LOCK, KeptProjections
 from okr_ledger.settings import Settings
+from projections.client import holder
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionUnavailableError
 from tests.http.conftest import Served, demo_ledger, serving_the_demo
@@ -86,13 +87,22 @@ def listening(port: int) -> bool:
 
 
 def workers_of(server: Server) -> set[int]:
-    """The worker processes (uvicorn's, spawned: not multiprocessing's resource tracker)."""
+    """The worker processes (uvicorn's, spawned: not multiprocessing's resource tracker, nor
+    the store's process)."""
     assert server.process is not None
     return {
         pid
         for pid in set(descendants(server.process.pid))
-        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if not any(
+            name in Path(f"/proc/{pid}/cmdline").read_bytes()
+            for name in (b"resource_tracker", b"okr_ledger.store_host")
+        )
     }
+
+
+def store_holder(served: Served) -> int | None:
+    """The process that has the embedded store open (:func:`projections.client.holder`)."""
+    return holder(str(served.settings.data_dir / "clickhouse"))
 
 
 def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -198,6 +208,10 @@ def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
     with serving_the_demo(tmp_path, idle_s=10, extra_env=TWO) as served:
         workers = workers_of(served.server)
         assert len(workers) == 2
+        # One process holds the store for the server's life and serves it to both workers.
+        store_process = store_holder(served)
+        assert served.server.process is not None
+        assert store_process in descendants(served.server.process.pid)
         metrics_dir = Path(environment(next(iter(workers)))["PROMETHEUS_MULTIPROC_DIR"])
         assert metrics_dir.is_dir()
         before = scrape(served.server)
@@ -210,13 +224,16 @@ def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
             raise AssertionError(f"one process decided every batch: {scrape(served.server)}")
         reads = read_progress(served)
         after = scrape(served.server)
+        assert store_holder(served) == store_process  # the same one, through every read
         process = served.server.process
         assert process is not None
         everything = set(descendants(process.pid))
         served.server.stop()  # SIGTERM
         assert process.returncode == 0, served.server.log_tail()
-        assert len(everything) == 3  # the workers and multiprocessing's resource tracker
+        # the workers, multiprocessing's resource tracker, and the store's process
+        assert len(everything) == 4
         assert not left_over(everything)
+        assert store_holder(served) is None
         assert not metrics_dir.exists()
 
         log = served.ledger()
@@ -294,11 +311,15 @@ def test_the_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> Non
         assert process is not None
         workers = workers_of(served.server)
         assert len(workers) == 2
+        store_process = store_holder(served)
+        assert store_process is not None
         assert listening(served.server.port)
         process.kill()
         process.wait(timeout=10)
         assert not left_over(workers), "a worker went on without its supervisor"
         assert not listening(served.server.port), "the port is still served"
+        assert not left_over({store_process}), "the store's process went on without the server"
+        assert store_holder(served) is None
 
 
 @pytest.mark.parametrize("broken", ["hooks", "keys"])

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 import projections.store as store_module
 from events import allocator
-from okr_ledger import embedded_runtime
+from okr_ledger import child_process, embedded_runtime
 from okr_ledger.projection_compare import fingerprint
 from okr_ledger.settings import Settings
 from processors import tables as t
@@ -245,7 +245,7 @@ def test_the_child_gets_the_settings_as_given_secrets_included_and_reads_no_envi
     )
     monkeypatch.setenv("OKR_SUBMIT_BATCH_SIZE", "5")
     monkeypatch.setenv("OKR_QUERY_USER", "someone-else")
-    again = Settings.model_validate(orjson.loads(embedded_runtime._settings_json(given)))
+    again = Settings.model_validate(orjson.loads(child_process.settings_json(given)))
     assert again == given
     assert again.query_password is not None
     assert again.query_password.get_secret_value() == "s3cret word"
@@ -259,11 +259,11 @@ def test_an_error_in_the_fingerprints_process_is_raised_as_itself(tmp_path: Path
     :class:`ProjectionError`."""
     with pytest.raises(LedgerUnavailableError, match="no ledger at"):
         embedded_runtime.fingerprint_apart(Settings(data_dir=tmp_path / "none"))
-    assert type(embedded_runtime._error("SequenceConflictError", "m")) is SequenceConflictError
-    other = embedded_runtime._error("KeyError", "'x'")
+    assert type(child_process.child_error("SequenceConflictError", "m")) is SequenceConflictError
+    other = child_process.child_error("KeyError", "'x'")
     assert type(other) is ProjectionError
     assert str(other) == "'x'"
-    assert type(embedded_runtime._error("OkrLedgerError", "m")) is OkrLedgerError
+    assert type(child_process.child_error("OkrLedgerError", "m")) is OkrLedgerError
 
 
 def test_the_parts_merges_leave_outdated_are_removed_once_the_cleanup_is_woken(

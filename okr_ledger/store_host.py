@@ -1,0 +1,297 @@
+"""An embedded store opened in a child process of its own, which serves it to this process
+over ClickHouse's HTTP interface (:mod:`projections.query_server`) while this one uses it.
+
+chDB does not give back all it started when a process closes a store that holds tables: its
+MergeTree background executors' threads stay (``background_pool_size`` 2, and the move, fetch
+and common pools 1 each: 5 threads a time) and, once it has run statements, 8-12 descriptors.
+A process that opens and closes the store again and again (``serve``: after every idle period,
+and at every read with ``--workers N``) would collect them until it met its limits. Here they
+stay in the child, which this process replaces after :data:`MAX_OPENS` opens, and which exits
+once :data:`WARM_S` pass without one; this process never loads chDB.
+
+Between two opens the child stays (warm: ~0.2 s to open the store again, against ~0.8 s for a
+new process, which imports and loads chDB first) without the store, which is then free for
+other processes. It gets the settings and a writer password made for it alone on its standard
+input, then one line per command (``open``, ``close``), and answers each with one line: the
+port it serves the store on (loopback, any free port), then that it closed it. It stops when
+its standard input closes (this process closed it, or died) or on SIGTERM. It runs in a
+session of its own, so a terminal's Ctrl-C reaches only this process, which stops it.
+"""
+
+import asyncio
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import orjson
+
+from okr_ledger.child_process import child_error, settings_json
+from okr_ledger.settings import Settings
+from projections.client import parse_url
+from schemas.errors import ProjectionUnavailableError
+
+if TYPE_CHECKING:
+    from projections.query_server import QueryServer
+
+HOST = "127.0.0.1"
+MAX_OPENS = 20
+"""Opens one child serves before it is replaced (it keeps chDB's ~5 threads of each)."""
+WARM_S = 300.0
+"""How long a child waits without the store for the next open before it exits."""
+START_TIMEOUT_S = 300.0
+"""How long a child may take to answer: to start, open the store (its pending migrations too)
+and listen; or to close it."""
+STOP_TIMEOUT_S = 60.0
+"""How long a child may take to stop (its statement running, then chDB's shutdown) before it
+is killed."""
+
+
+@contextmanager
+def hosted(settings: Settings) -> Iterator[Settings]:
+    """``settings`` whose store is served by a child process for as long as the context lasts,
+    if it is an embedded one; else ``settings`` as they are."""
+    host = StoreHost(settings)
+    try:
+        with host.opened() as served:
+            yield served
+    finally:
+        host.close()
+
+
+class _ChildGoneError(Exception):
+    """The child ended before it answered (a warm one may exit as it is asked to open)."""
+
+
+class StoreHost:
+    """The child process that serves the embedded store of ``settings`` (see the module
+    docstring), started when first needed; not thread-safe (its user takes turns)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded = parse_url(settings.resolved_clickhouse_url).embedded
+        self._child: subprocess.Popen[bytes] | None = None
+        self._password = ""
+        self._opens = 0
+        self._pending = b""
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None: no child now)."""
+        return None if self._child is None else self._child.pid
+
+    @contextmanager
+    def opened(self) -> Iterator[Settings]:
+        """The settings, their store served by the child until the context ends (the store
+        then closed, and free for other processes); a server store's as they are."""
+        if not self.embedded:
+            yield self.settings
+            return
+        served = self._open()
+        try:
+            yield served
+        finally:
+            self._release()
+
+    def _open(self) -> Settings:
+        """Open the store in the child (a new child if there is none, if it has served
+        :data:`MAX_OPENS`, or if it ended while warm); these settings pointing at it."""
+        from okr_ledger.served_store import store_url
+        from projections.query_credentials import Credential
+
+        if self._child is not None and (self._opens >= MAX_OPENS or self._child.poll() is not None):
+            self.close()
+        for attempt in range(2):
+            if self._child is None:
+                self._start()
+            try:
+                answer = self._ask(b"open")
+                break
+            except _ChildGoneError:
+                self.close()
+                if attempt:
+                    raise ProjectionUnavailableError(
+                        "the store's process exited before serving it: see its errors above"
+                    ) from None
+        if "error" in answer:
+            raise child_error(*answer["error"])
+        self._opens += 1
+        writer = Credential(self.settings.store_writer_user, self._password, "writer")
+        url = store_url(
+            writer, HOST, answer["port"], parse_url(self.settings.resolved_clickhouse_url).database
+        )
+        return self.settings.model_copy(update={"clickhouse_url": url})
+
+    def _release(self) -> None:
+        """Close the store in the child (which stays, warm); the child stopped if that fails."""
+        try:
+            self._ask(b"close")
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        self._password = secrets.token_urlsafe(32)
+        self._opens = 0
+        self._pending = b""
+        self._child = subprocess.Popen(
+            [sys.executable, "-P", "-m", __name__],  # -P: this installation's, whatever the cwd
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        rest = orjson.dumps({"password": self._password, "warm_s": WARM_S})
+        self._send(b'{"settings":%b,%b' % (settings_json(self.settings), rest[1:]))
+
+    def _send(self, line: bytes) -> None:
+        stdin = cast(IO[bytes], cast(subprocess.Popen[bytes], self._child).stdin)
+        try:
+            stdin.write(line + b"\n")
+            stdin.flush()
+        except BrokenPipeError:
+            raise _ChildGoneError from None
+
+    def _ask(self, command: bytes) -> dict[str, Any]:
+        """Send ``command``; the child's answer (one line of JSON)."""
+        self._send(command)
+        fd = cast(IO[bytes], cast(subprocess.Popen[bytes], self._child).stdout).fileno()
+        line, self._pending = _line(fd, self._pending, START_TIMEOUT_S)
+        if line is None:
+            raise _ChildGoneError
+        answer: dict[str, Any] = orjson.loads(line)
+        return answer
+
+    def close(self) -> None:
+        """Stop the child, if any (its standard input closed; SIGKILL after
+        :data:`STOP_TIMEOUT_S`), and wait for it: then another process may open the store."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                with suppress(BrokenPipeError):
+                    pipe.close()
+        try:
+            child.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _line(fd: int, pending: bytes, timeout_s: float | None) -> tuple[bytes | None, bytes]:
+    """The next line on ``fd`` (after what ``pending`` holds already) and what came after it;
+    None at its end, or if nothing came for ``timeout_s`` (None: no limit)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while b"\n" not in pending:
+        if not poller.poll(None if timeout_s is None else timeout_s * 1000):
+            return None, pending
+        more = os.read(fd, 4096)
+        if not more:
+            return None, pending
+        pending += more
+    line, _, rest = pending.partition(b"\n")
+    return line, rest
+
+
+def _host_here() -> None:
+    """The child: see the module docstring."""
+    first, pending = _line(0, b"", None)
+    if first is None:
+        return
+    request = orjson.loads(first)
+    settings = Settings.model_validate(request["settings"])
+    answers = os.fdopen(os.dup(1), "wb")  # what the engine might print goes to stderr instead
+    os.dup2(2, 1)
+
+    def answer(document: dict[str, Any]) -> None:
+        answers.write(orjson.dumps(document) + b"\n")
+        answers.flush()
+
+    while True:
+        command, pending = _line(0, pending, request["warm_s"])
+        if command != b"open":  # the end of the input, or no open for WARM_S
+            return
+        try:
+            after = _serve(settings, request["password"], pending, answer)
+        except Exception as error:
+            answer({"error": [type(error).__name__, str(error)]})
+            continue
+        if after is None:  # stopped: the input ended, or SIGTERM
+            return
+        pending = after
+        answer({"closed": True})
+
+
+Answer = Callable[[dict[str, Any]], None]
+
+
+def _serve(settings: Settings, password: str, pending: bytes, answer: Answer) -> bytes | None:
+    """Open the store and serve it until ``close`` (what came after it returned), the end of
+    the input or SIGTERM (None returned)."""
+    import logging
+
+    from projections.query_credentials import Credential
+    from projections.query_server import QueryServer, ReadOnlyEngine, WriterEngine
+    from projections.store import ProjectionStore
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    target = parse_url(settings.resolved_clickhouse_url)
+    assert target.path is not None  # an embedded store: StoreHost starts no child for others
+    store = ProjectionStore.open(
+        settings.resolved_clickhouse_url, release_load_pages=settings.chdb_release_load_pages
+    )
+    try:
+        server = QueryServer(
+            ReadOnlyEngine(target.path, settings.query_limits),
+            [Credential(settings.store_writer_user, password, "writer")],
+            loopback=True,
+            writer=WriterEngine(target.path),
+            max_waiting=settings.query_max_waiting,
+            max_connections=settings.query_max_connections,
+            receive_timeout_s=settings.query_receive_timeout_seconds,
+        )
+        try:
+            return asyncio.run(_until_closed(server, pending, answer))
+        finally:
+            server.close()
+    finally:
+        store.close()
+
+
+async def _until_closed(server: "QueryServer", pending: bytes, answer: Answer) -> bytes | None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    after: list[bytes | None] = [None]
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    def parent_wrote() -> None:
+        more = os.read(0, 4096)
+        if not more:  # the end of the input: the parent closed it, or died
+            loop.remove_reader(0)
+            stop.set()
+            return
+        nonlocal pending
+        pending += more
+        if b"\n" in pending:
+            _command, _, rest = pending.partition(b"\n")
+            after[0] = rest
+            loop.remove_reader(0)
+            stop.set()
+
+    loop.add_reader(0, parent_wrote)
+    if b"\n" in pending:  # the close came with the open
+        after[0] = pending.partition(b"\n")[2]
+        stop.set()
+    await server.serve(HOST, 0, stop, lambda port: answer({"port": port}))
+    return after[0]
+
+
+if __name__ == "__main__":
+    _host_here()
