@@ -9,22 +9,28 @@ and at every read with ``--workers N``) would collect them until it met its limi
 stay in the child, which this process replaces after :data:`MAX_OPENS` opens, and which exits
 once :data:`WARM_S` pass without one; this process never loads chDB.
 
-Between two opens the child stays (warm: ~0.2 s to open the store again, against ~0.8 s for a
-new process, which imports and loads chDB first) without the store, which is then free for
+Between two opens the child stays (warm: ~0.14 s to open the store again, against 0.8-1.2 s
+for a new process, which imports and loads chDB first) without the store, which is then free for
 other processes. It gets the settings and a writer password made for it alone on its standard
 input, then one line per command (``open``, ``close``), and answers each with one line: the
-port it serves the store on (loopback, any free port), then that it closed it. It stops when
-its standard input closes (this process closed it, or died) or on SIGTERM. It runs in a
-session of its own, so a terminal's Ctrl-C reaches only this process, which stops it.
+port it serves the store on (loopback: the one given, or any free one), then that it closed
+it. It stops when its standard input closes (this process closed it, or died) or on SIGTERM.
+It runs in a session of its own, so a terminal's Ctrl-C reaches only this process, which stops
+it. A child that ends while it serves (killed, out of memory) fails the read under way (503);
+the next open starts another. :func:`hosted` (a store served for a whole server's life)
+replaces it at once, on the same port and with the same password.
 """
 
 import asyncio
+import logging
 import os
 import secrets
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -38,6 +44,8 @@ from schemas.errors import ProjectionUnavailableError
 
 if TYPE_CHECKING:
     from projections.query_server import QueryServer
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 MAX_OPENS = 20
@@ -54,14 +62,68 @@ is killed."""
 
 @contextmanager
 def hosted(settings: Settings) -> Iterator[Settings]:
-    """``settings`` whose store is served by a child process for as long as the context lasts,
-    if it is an embedded one; else ``settings`` as they are."""
-    host = StoreHost(settings)
+    """``settings`` whose store is served by a child process for as long as the context lasts
+    (an embedded one; else ``settings`` as they are). A child that ends meanwhile (killed, out
+    of memory) is replaced on the same port, with the same password: the settings stay
+    good."""
+    host = StoreHost(settings, port=_free_port())
+    if not host.embedded:
+        yield settings
+        return
     try:
-        with host.opened() as served:
+        served = host.open()
+        watchdog = threading.Thread(
+            target=_replace_when_gone, args=(host,), name="okr-store-watchdog", daemon=True
+        )
+        watchdog.start()
+        try:
             yield served
+        finally:
+            host.stopping.set()
+            with host.lock:
+                host.close()
+            watchdog.join()
     finally:
         host.close()
+
+
+RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+"""The waits before each new try to replace a child that ended (the last one repeated)."""
+
+
+def _replace_when_gone(host: "StoreHost") -> None:
+    """Wait for ``host``'s child to end, and replace it, until ``host.stopping``."""
+    tries = 0
+    while not host.stopping.is_set():
+        child = host.child
+        if child is not None and child.poll() is None:
+            child.wait()
+            tries = 0
+            if host.stopping.is_set():
+                return
+            log.warning(
+                "the store's process %d ended (%s): starting another", child.pid, child.returncode
+            )
+        if host.stopping.wait(RESTART_DELAYS_S[min(tries, len(RESTART_DELAYS_S) - 1)]):
+            return
+        tries += 1
+        with host.lock:
+            if host.stopping.is_set():
+                return
+            try:
+                host.close()
+                host.open()
+            except Exception as error:  # the store held by another process meanwhile, ...
+                host.close()
+                log.warning("the store's process could not open the store: %s", error)
+
+
+def _free_port() -> int:
+    """A loopback port free now, for a child (and any that replaces it) to listen on."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class _ChildGoneError(Exception):
@@ -72,18 +134,23 @@ class StoreHost:
     """The child process that serves the embedded store of ``settings`` (see the module
     docstring), started when first needed; not thread-safe (its user takes turns)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int = 0) -> None:
         self.settings = settings
         self.embedded = parse_url(settings.resolved_clickhouse_url).embedded
-        self._child: subprocess.Popen[bytes] | None = None
-        self._password = ""
+        self.port = port
+        """The port every child listens on (0: any free one)."""
+        self.child: subprocess.Popen[bytes] | None = None
+        self._password = secrets.token_urlsafe(32)  # every child's: see :func:`hosted`
         self._opens = 0
         self._pending = b""
+        self.lock = threading.Lock()
+        """Held by :func:`hosted`'s watchdog while it replaces the child."""
+        self.stopping = threading.Event()
 
     @property
     def pid(self) -> int | None:
         """The child's process id (None: no child now)."""
-        return None if self._child is None else self._child.pid
+        return None if self.child is None else self.child.pid
 
     @contextmanager
     def opened(self) -> Iterator[Settings]:
@@ -92,22 +159,22 @@ class StoreHost:
         if not self.embedded:
             yield self.settings
             return
-        served = self._open()
+        served = self.open()
         try:
             yield served
         finally:
             self._release()
 
-    def _open(self) -> Settings:
+    def open(self) -> Settings:
         """Open the store in the child (a new child if there is none, if it has served
         :data:`MAX_OPENS`, or if it ended while warm); these settings pointing at it."""
         from okr_ledger.served_store import store_url
         from projections.query_credentials import Credential
 
-        if self._child is not None and (self._opens >= MAX_OPENS or self._child.poll() is not None):
+        if self.child is not None and (self._opens >= MAX_OPENS or self.child.poll() is not None):
             self.close()
         for attempt in range(2):
-            if self._child is None:
+            if self.child is None:
                 self._start()
             try:
                 answer = self._ask(b"open")
@@ -128,28 +195,32 @@ class StoreHost:
         return self.settings.model_copy(update={"clickhouse_url": url})
 
     def _release(self) -> None:
-        """Close the store in the child (which stays, warm); the child stopped if that fails."""
+        """Close the store in the child (which stays, warm); the child stopped if that fails
+        (one that ended already has let the store go)."""
+        if self.child is None:
+            return
         try:
             self._ask(b"close")
+        except _ChildGoneError:
+            self.close()
         except BaseException:
             self.close()
             raise
 
     def _start(self) -> None:
-        self._password = secrets.token_urlsafe(32)
         self._opens = 0
         self._pending = b""
-        self._child = subprocess.Popen(
+        self.child = subprocess.Popen(
             [sys.executable, "-P", "-m", __name__],  # -P: this installation's, whatever the cwd
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
-        rest = orjson.dumps({"password": self._password, "warm_s": WARM_S})
+        rest = orjson.dumps({"password": self._password, "warm_s": WARM_S, "port": self.port})
         self._send(b'{"settings":%b,%b' % (settings_json(self.settings), rest[1:]))
 
     def _send(self, line: bytes) -> None:
-        stdin = cast(IO[bytes], cast(subprocess.Popen[bytes], self._child).stdin)
+        stdin = cast(IO[bytes], cast(subprocess.Popen[bytes], self.child).stdin)
         try:
             stdin.write(line + b"\n")
             stdin.flush()
@@ -159,7 +230,7 @@ class StoreHost:
     def _ask(self, command: bytes) -> dict[str, Any]:
         """Send ``command``; the child's answer (one line of JSON)."""
         self._send(command)
-        fd = cast(IO[bytes], cast(subprocess.Popen[bytes], self._child).stdout).fileno()
+        fd = cast(IO[bytes], cast(subprocess.Popen[bytes], self.child).stdout).fileno()
         line, self._pending = _line(fd, self._pending, START_TIMEOUT_S)
         if line is None:
             raise _ChildGoneError
@@ -169,7 +240,7 @@ class StoreHost:
     def close(self) -> None:
         """Stop the child, if any (its standard input closed; SIGKILL after
         :data:`STOP_TIMEOUT_S`), and wait for it: then another process may open the store."""
-        child, self._child = self._child, None
+        child, self.child = self.child, None
         if child is None:
             return
         for pipe in (child.stdin, child.stdout):
@@ -218,7 +289,7 @@ def _host_here() -> None:
         if command != b"open":  # the end of the input, or no open for WARM_S
             return
         try:
-            after = _serve(settings, request["password"], pending, answer)
+            after = _serve(settings, request, pending, answer)
         except Exception as error:
             answer({"error": [type(error).__name__, str(error)]})
             continue
@@ -231,11 +302,11 @@ def _host_here() -> None:
 Answer = Callable[[dict[str, Any]], None]
 
 
-def _serve(settings: Settings, password: str, pending: bytes, answer: Answer) -> bytes | None:
+def _serve(
+    settings: Settings, request: dict[str, Any], pending: bytes, answer: Answer
+) -> bytes | None:
     """Open the store and serve it until ``close`` (what came after it returned), the end of
     the input or SIGTERM (None returned)."""
-    import logging
-
     from projections.query_credentials import Credential
     from projections.query_server import QueryServer, ReadOnlyEngine, WriterEngine
     from projections.store import ProjectionStore
@@ -249,22 +320,28 @@ def _serve(settings: Settings, password: str, pending: bytes, answer: Answer) ->
     try:
         server = QueryServer(
             ReadOnlyEngine(target.path, settings.query_limits),
-            [Credential(settings.store_writer_user, password, "writer")],
+            [Credential(settings.store_writer_user, request["password"], "writer")],
             loopback=True,
             writer=WriterEngine(target.path),
             max_waiting=settings.query_max_waiting,
             max_connections=settings.query_max_connections,
-            receive_timeout_s=settings.query_receive_timeout_seconds,
+            # Its one client keeps connections idle up to OKR_HTTP_STORE_IDLE_SECONDS between
+            # reads: closed just as it sent on one, an insert would fail (it is not retried).
+            receive_timeout_s=max(
+                settings.query_receive_timeout_seconds, settings.http_store_idle_seconds + 10
+            ),
         )
         try:
-            return asyncio.run(_until_closed(server, pending, answer))
+            return asyncio.run(_until_closed(server, request["port"], pending, answer))
         finally:
             server.close()
     finally:
         store.close()
 
 
-async def _until_closed(server: "QueryServer", pending: bytes, answer: Answer) -> bytes | None:
+async def _until_closed(
+    server: "QueryServer", port: int, pending: bytes, answer: Answer
+) -> bytes | None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     after: list[bytes | None] = [None]
@@ -289,7 +366,7 @@ async def _until_closed(server: "QueryServer", pending: bytes, answer: Answer) -
     if b"\n" in pending:  # the close came with the open
         after[0] = pending.partition(b"\n")[2]
         stop.set()
-    await server.serve(HOST, 0, stop, lambda port: answer({"port": port}))
+    await server.serve(HOST, port, stop, lambda actual: answer({"port": actual}))
     return after[0]
 
 

@@ -3,6 +3,7 @@ and closes it once idle (``OKR_HTTP_STORE_IDLE_SECONDS``): real processes (the s
 CLI beside it) and the real store; :class:`KeptProjections` itself in this process."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -122,6 +123,21 @@ def test_the_stores_process_stops_when_the_server_is_killed(kept: Served) -> Non
     _eventually(lambda: holder(store) is None)
     free = cli(kept.env, "progress", "--org", "northwind", "--json")
     assert free.returncode == 0, free.stderr
+
+
+def test_a_store_process_killed_fails_at_most_the_read_under_way(kept: Served) -> None:
+    """The store's process ends while the server keeps the store (SIGKILL): the next read
+    finds it gone and starts another, or answers 503 once; the one after answers."""
+    store = str(kept.settings.data_dir / "clickhouse")
+    _nps(kept)
+    first = holder(store)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    _eventually(lambda: holder(store) is None)
+    with kept.server.client(kept.reader) as http:
+        answers = [http.get("/v1/orgs/northwind/progress").status_code for _ in range(2)]
+    assert answers in ([200, 200], [503, 200]), answers
+    assert holder(store) not in (None, first)
 
 
 def test_the_kept_store_catches_up_with_events_of_this_server_and_of_other_processes(

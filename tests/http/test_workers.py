@@ -322,6 +322,31 @@ def test_the_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> Non
         assert store_holder(served) is None
 
 
+def test_a_store_process_that_ends_is_replaced_and_the_workers_read_on(tmp_path: Path) -> None:
+    """SIGKILL to the process that serves the store to the workers (the OOM killer): the
+    supervisor starts another on the same port, and reads through either worker answer
+    again, without a restart of the server."""
+    with serving_the_demo(tmp_path, idle_s=10, extra_env=TWO) as served:
+        assert served.server.process is not None
+        first = store_holder(served)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        with served.server.client(served.reader) as http:
+            while True:
+                answer = http.get("/v1/orgs/northwind/progress", headers={"Connection": "close"})
+                if answer.status_code == 200:
+                    break
+                assert answer.status_code == 503, answer.text
+                assert time.monotonic() < deadline, "no store process served the reads again"
+                time.sleep(0.2)
+        second = store_holder(served)
+        assert second not in (None, first)
+        assert second in descendants(served.server.process.pid)
+        assert all(len(answer) > 0 for answer in read_progress(served, readers=2))
+        assert "the store's process" in served.server.log_tail()
+
+
 @pytest.mark.parametrize("broken", ["hooks", "keys"])
 def test_two_workers_do_not_start_on_a_bad_configuration(tmp_path: Path, broken: str) -> None:
     data = tmp_path / "data"
