@@ -66,10 +66,10 @@ def hosted(settings: Settings) -> Iterator[Settings]:
     (an embedded one; else ``settings`` as they are). A child that ends meanwhile (killed, out
     of memory) is replaced on the same port, with the same password: the settings stay
     good."""
-    host = StoreHost(settings, port=_free_port())
-    if not host.embedded:
+    if not parse_url(settings.resolved_clickhouse_url).embedded:
         yield settings
         return
+    host = StoreHost(settings, port=_free_port())
     try:
         served = host.open()
         watchdog = threading.Thread(
