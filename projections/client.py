@@ -365,8 +365,11 @@ def require_not_held(target: Target) -> None:
     """:class:`ProjectionUnavailableError`, saying why and what to do, if ``target`` is an
     embedded store that another process has open."""
     if target.embedded and target.path is not None and (pid := holder(target.path)):
+        parent = _parent(pid)
+        started_by = f", started by pid {parent}" if parent not in (None, 0, 1) else ""
         raise ProjectionUnavailableError(
-            f"the embedded store {target.path} is open in another process (pid {pid}), and "
+            f"the embedded store {target.path} is open in another process (pid {pid}"
+            f"{started_by}), and "
             "chDB lets only one process open it: stop that process, or run `okr-ledger "
             "serve-store` as the one process that holds the store and set OKR_CLICKHOUSE_URL "
             "of every other process (workers, BI tools) to the URL it prints (an `okr-ledger "
@@ -374,6 +377,15 @@ def require_not_held(target: Target) -> None:
             "--workers N for as long as it runs: read through its API, or try again when it is "
             "idle)"
         )
+
+
+def _parent(pid: int) -> int | None:
+    """The parent of process ``pid`` (Linux: /proc), or None: a store's process (``serve``'s)
+    is named with the server that started it."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def holder(path: str) -> int | None:

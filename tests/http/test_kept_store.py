@@ -72,7 +72,8 @@ def test_the_server_holds_the_store_after_a_read_and_lets_go_once_idle(kept: Ser
     held = cli(kept.env, "progress", "--org", "northwind", "--json")
     assert holder(store) == held_by, "the CLI took longer than the idle time"
     assert held.returncode == 1
-    assert "is open in another process" in held.stderr
+    assert f"is open in another process (pid {held_by}, started by pid " in held.stderr
+    assert f"started by pid {kept.server.process.pid})" in held.stderr
     assert "OKR_HTTP_STORE_IDLE_SECONDS" in held.stderr
     _eventually(lambda: holder(store) is None)
     free = cli(kept.env, "progress", "--org", "northwind", "--json")

@@ -258,7 +258,8 @@ def test_a_store_held_by_another_process_says_so_and_names_serve_store(
     with pytest.raises(ProjectionUnavailableError) as raised:
         ProjectionStore.open(url)
     message = str(raised.value)
-    assert f"open in another process (pid {served.process.pid})" in message
+    held_by = f"open in another process (pid {served.process.pid}, started by pid {os.getpid()})"
+    assert held_by in message
     assert "run `okr-ledger serve-store`" in message
     worker = subprocess.run(
         [*CLI, "worker"],
@@ -274,7 +275,7 @@ def test_a_store_held_by_another_process_says_so_and_names_serve_store(
     )
     assert worker.returncode == 1
     assert worker.stderr.count("\n") == 1, worker.stderr  # one line, no chDB chatter
-    assert f"(pid {served.process.pid})" in worker.stderr
+    assert f"(pid {served.process.pid}, started by pid {os.getpid()})" in worker.stderr
     assert parse_url(url).embedded
 
 
