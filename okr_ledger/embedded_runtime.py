@@ -139,9 +139,19 @@ class EmbeddedRuntime:
         """The store kept open between reads, closed after ``OKR_HTTP_STORE_IDLE_SECONDS``
         without one; ``shared``: the server's worker processes take turns at it, each closing
         it after its read (:mod:`okr_ledger.kept_projections`)."""
-        from okr_ledger.kept_projections import KeptProjections
+        import os
+        from pathlib import Path
 
-        return KeptProjections(self.settings, self.settings.http_store_idle_seconds, shared=shared)
+        from okr_ledger.kept_projections import KeptProjections
+        from okr_ledger.store_host import STORE_URL_FILE, PublishedStore
+
+        published = os.environ.get(STORE_URL_FILE) if shared else None
+        return KeptProjections(
+            self.settings,
+            self.settings.http_store_idle_seconds,
+            shared=shared,
+            host=None if published is None else PublishedStore(self.settings, Path(published)),
+        )
 
     @contextmanager
     def serving(self, workers: int) -> Iterator[dict[str, str]]:
@@ -153,8 +163,8 @@ class EmbeddedRuntime:
             return
         from okr_ledger.store_host import hosted
 
-        with hosted(self.settings) as served:
-            yield {"OKR_CLICKHOUSE_URL": served.resolved_clickhouse_url}
+        with hosted(self.settings) as environment:
+            yield environment
 
     def rebuild(self, keep: bool = False, bar: ProgressBar = no_progress) -> RebuildReport:
         """Drop the projections and rebuild them in place (``keep`` has nothing to keep)."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 from okr_ledger.embedded_runtime import catch_up, projecting
 from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
-from okr_ledger.store_host import StoreHost
+from okr_ledger.store_host import PublishedStore, StoreHost
 from okr_ledger.wiring import open_event_log, open_projection_store
 from schemas.errors import ProjectionUnavailableError, UnknownNameError
 
@@ -60,7 +60,14 @@ class KeptProjections:
     """One read at a time (an embedded store has one session); see the module docstring.
     ``shared``: one of several processes of a server (``idle_s`` is then 0)."""
 
-    def __init__(self, settings: Settings, idle_s: float, *, shared: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        idle_s: float,
+        *,
+        shared: bool = False,
+        host: "StoreHost | PublishedStore | None" = None,
+    ) -> None:
         self.settings = settings
         self.idle_s = 0.0 if shared else idle_s
         self.shared = shared
@@ -69,8 +76,9 @@ class KeptProjections:
         self._reads = 0
         """Reads begun: an idle timer closes only if no read began after it was set."""
         self._timer: threading.Timer | None = None
-        self._host = StoreHost(settings)
-        """Where the store opens (an embedded one in a child process: :mod:`store_host`)."""
+        self._host = StoreHost(settings) if host is None else host
+        """Where the store opens: an embedded one in a child process of this one, or (a worker
+        of ``serve --workers N``) in the supervisor's (:mod:`okr_ledger.store_host`)."""
 
     @property
     def is_open(self) -> bool:
@@ -84,6 +92,8 @@ class KeptProjections:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if self._opened is not None and not self._host.alive:
+                self._close()  # its store's process ended since the last read
             try:
                 opened = self._opened = self._opened or _Opened(self.settings, self._host)
                 catch_up(opened.store, opened.log, self.settings, no_progress, "projecting",
@@ -177,7 +187,7 @@ def _busy() -> ProjectionUnavailableError:
 class _Opened:
     """The ledger's read-only connection, the store, and the projector over both."""
 
-    def __init__(self, settings: Settings, host: StoreHost) -> None:
+    def __init__(self, settings: Settings, host: "StoreHost | PublishedStore") -> None:
         self.since = time.monotonic()
         with ExitStack() as stack:
             self.log = open_event_log(settings, create=False, read_only=True)

@@ -13,12 +13,13 @@ Between two opens the child stays (warm: ~0.14 s to open the store again, agains
 for a new process, which imports and loads chDB first) without the store, which is then free for
 other processes. It gets the settings and a writer password made for it alone on its standard
 input, then one line per command (``open``, ``close``), and answers each with one line: the
-port it serves the store on (loopback: the one given, or any free one), then that it closed
-it. It stops when its standard input closes (this process closed it, or died) or on SIGTERM.
-It runs in a session of its own, so a terminal's Ctrl-C reaches only this process, which stops
-it. A child that ends while it serves (killed, out of memory) fails the read under way (503);
-the next open starts another. :func:`hosted` (a store served for a whole server's life)
-replaces it at once, on the same port and with the same password.
+port it serves the store on (loopback, any free one), then that it closed it. It stops when
+its standard input closes (this process closed it, or died) or on SIGTERM, and exits if it
+fails while serving. It runs in a session of its own, so a terminal's Ctrl-C reaches only this
+process, which stops it. A child that ends (killed, out of memory) fails the read under way
+(503); the next read finds it gone and starts another. :func:`hosted` (a store served for a
+whole server's life) replaces it at once. Every child has a port and a password of its own: a
+process that takes the port of one that ended learns nothing that opens the next.
 """
 
 import asyncio
@@ -26,13 +27,15 @@ import logging
 import os
 import secrets
 import select
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import orjson
@@ -52,32 +55,41 @@ MAX_OPENS = 20
 """Opens one child serves before it is replaced (it keeps chDB's ~5 threads of each)."""
 WARM_S = 300.0
 """How long a child waits without the store for the next open before it exits."""
-START_TIMEOUT_S = 300.0
-"""How long a child may take to answer: to start, open the store (its pending migrations too)
-and listen; or to close it."""
+START_TIMEOUT_S = 3600.0
+"""How long a child may take to answer: to start, open the store (its pending migrations too:
+one that rewrites a large table may take minutes) and listen; or to close it."""
 STOP_TIMEOUT_S = 60.0
 """How long a child may take to stop (its statement running, then chDB's shutdown) before it
 is killed."""
 
 
+STORE_URL_FILE = "OKR_HTTP_STORE_URL_FILE"
+"""The environment variable naming, for the worker processes of ``serve --workers N``, the file
+(0600, in a directory of the supervisor's own, 0700) that holds the URL of the store's process
+(:func:`hosted`); not a setting."""
+
+
 @contextmanager
-def hosted(settings: Settings) -> Iterator[Settings]:
-    """``settings`` whose store is served by a child process for as long as the context lasts
-    (an embedded one; else ``settings`` as they are). A child that ends meanwhile (killed, out
-    of memory) is replaced on the same port, with the same password: the settings stay
-    good."""
+def hosted(settings: Settings) -> Iterator[dict[str, str]]:
+    """For a server's life: its embedded store served by a child process, replaced whenever it
+    ends (killed, out of memory); the environment that lets the server's worker processes find
+    it (:data:`STORE_URL_FILE`; nothing for a server store). Each child has a port and a
+    password of its own, so a process that takes the port of one that ended gets a password
+    that opens nothing; and the password is in no process's environment."""
     if not parse_url(settings.resolved_clickhouse_url).embedded:
-        yield settings
+        yield {}
         return
-    host = StoreHost(settings, port=_free_port())
+    directory = Path(tempfile.mkdtemp(prefix="okr-store-"))  # mode 0700
+    path = directory / "url"
+    host = StoreHost(settings)
     try:
-        served = host.open()
+        _publish(path, host.open())
         watchdog = threading.Thread(
-            target=_replace_when_gone, args=(host,), name="okr-store-watchdog", daemon=True
+            target=_replace_when_gone, args=(host, path), name="okr-store-watchdog", daemon=True
         )
         watchdog.start()
         try:
-            yield served
+            yield {STORE_URL_FILE: str(path)}
         finally:
             host.stopping.set()
             with host.lock:
@@ -85,14 +97,25 @@ def hosted(settings: Settings) -> Iterator[Settings]:
             watchdog.join()
     finally:
         host.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _publish(path: Path, served: Settings) -> None:
+    """Write ``served``'s store URL to ``path`` (0600), whole or not at all."""
+    new = path.with_name(path.name + ".new")
+    descriptor = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(served.resolved_clickhouse_url)
+    os.replace(new, path)
 
 
 RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """The waits before each new try to replace a child that ended (the last one repeated)."""
 
 
-def _replace_when_gone(host: "StoreHost") -> None:
-    """Wait for ``host``'s child to end, and replace it, until ``host.stopping``."""
+def _replace_when_gone(host: "StoreHost", path: Path) -> None:
+    """Wait for ``host``'s child to end, and replace it (its URL published at ``path``), until
+    ``host.stopping``."""
     tries = 0
     while not host.stopping.is_set():
         child = host.child
@@ -112,18 +135,36 @@ def _replace_when_gone(host: "StoreHost") -> None:
                 return
             try:
                 host.close()
-                host.open()
+                _publish(path, host.open())
             except Exception as error:  # the store held by another process meanwhile, ...
                 host.close()
                 log.warning("the store's process could not open the store: %s", error)
 
 
-def _free_port() -> int:
-    """A loopback port free now, for a child (and any that replaces it) to listen on."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+class PublishedStore:
+    """The store a server's supervisor serves to its worker processes (:func:`hosted`): its
+    URL read anew from the file at each open (a replaced process has another)."""
+
+    embedded = False
+    """No child process of this one serves it."""
+    alive = True
+
+    def __init__(self, settings: Settings, path: Path) -> None:
+        self.settings = settings
+        self.path = path
+
+    @contextmanager
+    def opened(self) -> Iterator[Settings]:
+        try:
+            url = self.path.read_text()
+        except OSError as error:
+            raise ProjectionUnavailableError(
+                f"the server's store process is not serving: {error.strerror}"
+            ) from None
+        yield self.settings.model_copy(update={"clickhouse_url": url})
+
+    def close(self) -> None:
+        pass
 
 
 class _ChildGoneError(Exception):
@@ -134,13 +175,11 @@ class StoreHost:
     """The child process that serves the embedded store of ``settings`` (see the module
     docstring), started when first needed; not thread-safe (its user takes turns)."""
 
-    def __init__(self, settings: Settings, port: int = 0) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.embedded = parse_url(settings.resolved_clickhouse_url).embedded
-        self.port = port
-        """The port every child listens on (0: any free one)."""
         self.child: subprocess.Popen[bytes] | None = None
-        self._password = secrets.token_urlsafe(32)  # every child's: see :func:`hosted`
+        self._password = ""
         self._opens = 0
         self._pending = b""
         self.lock = threading.Lock()
@@ -151,6 +190,11 @@ class StoreHost:
     def pid(self) -> int | None:
         """The child's process id (None: no child now)."""
         return None if self.child is None else self.child.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child has not ended (one that did is waited for: no zombie stays)."""
+        return self.child is not None and self.child.poll() is None
 
     @contextmanager
     def opened(self) -> Iterator[Settings]:
@@ -208,6 +252,7 @@ class StoreHost:
             raise
 
     def _start(self) -> None:
+        self._password = secrets.token_urlsafe(32)
         self._opens = 0
         self._pending = b""
         self.child = subprocess.Popen(
@@ -216,7 +261,7 @@ class StoreHost:
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
-        rest = orjson.dumps({"password": self._password, "warm_s": WARM_S, "port": self.port})
+        rest = orjson.dumps({"password": self._password, "warm_s": WARM_S})
         self._send(b'{"settings":%b,%b' % (settings_json(self.settings), rest[1:]))
 
     def _send(self, line: bytes) -> None:
@@ -233,6 +278,10 @@ class StoreHost:
         fd = cast(IO[bytes], cast(subprocess.Popen[bytes], self.child).stdout).fileno()
         line, self._pending = _line(fd, self._pending, START_TIMEOUT_S)
         if line is None:
+            if self.child is not None and self.child.poll() is None:
+                raise ProjectionUnavailableError(
+                    f"the store's process did not answer within {START_TIMEOUT_S:.0f}s: stopped"
+                )
             raise _ChildGoneError
         answer: dict[str, Any] = orjson.loads(line)
         return answer
@@ -279,24 +328,36 @@ def _host_here() -> None:
     settings = Settings.model_validate(request["settings"])
     answers = os.fdopen(os.dup(1), "wb")  # what the engine might print goes to stderr instead
     os.dup2(2, 1)
+    served: list[int] = []
 
     def answer(document: dict[str, Any]) -> None:
         answers.write(orjson.dumps(document) + b"\n")
         answers.flush()
+        if "port" in document:
+            served.append(document["port"])
 
     while True:
         command, pending = _line(0, pending, request["warm_s"])
         if command != b"open":  # the end of the input, or no open for WARM_S
             return
+        served.clear()
         try:
             after = _serve(settings, request, pending, answer)
+        except BrokenPipeError:  # the parent stopped listening (it closed us, or died)
+            return
         except Exception as error:
-            answer({"error": [type(error).__name__, str(error)]})
+            if served:  # failed while serving: ended, so that it is replaced (not left warm)
+                raise
+            with suppress(BrokenPipeError):
+                answer({"error": [type(error).__name__, str(error)]})
             continue
         if after is None:  # stopped: the input ended, or SIGTERM
             return
         pending = after
-        answer({"closed": True})
+        try:
+            answer({"closed": True})
+        except BrokenPipeError:
+            return
 
 
 Answer = Callable[[dict[str, Any]], None]
@@ -332,16 +393,14 @@ def _serve(
             ),
         )
         try:
-            return asyncio.run(_until_closed(server, request["port"], pending, answer))
+            return asyncio.run(_until_closed(server, pending, answer))
         finally:
             server.close()
     finally:
         store.close()
 
 
-async def _until_closed(
-    server: "QueryServer", port: int, pending: bytes, answer: Answer
-) -> bytes | None:
+async def _until_closed(server: "QueryServer", pending: bytes, answer: Answer) -> bytes | None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     after: list[bytes | None] = [None]
@@ -366,7 +425,7 @@ async def _until_closed(
     if b"\n" in pending:  # the close came with the open
         after[0] = pending.partition(b"\n")[2]
         stop.set()
-    await server.serve(HOST, port, stop, lambda actual: answer({"port": actual}))
+    await server.serve(HOST, 0, stop, lambda port: answer({"port": port}))
     return after[0]
 
 

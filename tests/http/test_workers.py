@@ -6,6 +6,7 @@ processes, SIGTERM/SIGINT that leave no process, and start-up errors that stop t
 import fcntl
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -23,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from okr_ledger import kept_projections
 from okr_ledger.kept_projections import SHARED_LOCK, KeptProjections
 from okr_ledger.settings import Settings
+from okr_ledger.store_host import STORE_URL_FILE
 from projections.client import holder
 from projections.store import ProjectionStore
 from schemas.errors import ProjectionUnavailableError
@@ -212,7 +215,17 @@ def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
         store_process = store_holder(served)
         assert served.server.process is not None
         assert store_process in descendants(served.server.process.pid)
-        metrics_dir = Path(environment(next(iter(workers)))["PROMETHEUS_MULTIPROC_DIR"])
+        # The workers find it by a file of the supervisor's own: its password is in no
+        # process's environment.
+        worker_environment = environment(next(iter(workers)))
+        url_file = Path(worker_environment[STORE_URL_FILE])
+        assert stat.S_IMODE(url_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(url_file.parent.stat().st_mode) == 0o700
+        password = urlsplit(url_file.read_text()).password
+        assert password
+        for pid in {*workers, served.server.process.pid}:
+            assert password not in Path(f"/proc/{pid}/environ").read_text(errors="replace")
+        metrics_dir = Path(worker_environment["PROMETHEUS_MULTIPROC_DIR"])
         assert metrics_dir.is_dir()
         before = scrape(served.server)
         posted: list[tuple[list[str], list[dict[str, Any]]]] = []
@@ -234,6 +247,7 @@ def test_two_workers_take_concurrent_batches_and_the_ledger_holds_each_once(
         assert len(everything) == 4
         assert not left_over(everything)
         assert store_holder(served) is None
+        assert not url_file.parent.exists()
         assert not metrics_dir.exists()
 
         log = served.ledger()
@@ -324,12 +338,15 @@ def test_the_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> Non
 
 def test_a_store_process_that_ends_is_replaced_and_the_workers_read_on(tmp_path: Path) -> None:
     """SIGKILL to the process that serves the store to the workers (the OOM killer): the
-    supervisor starts another on the same port, and reads through either worker answer
-    again, without a restart of the server."""
+    supervisor starts another, with a port and password of its own (so one who took the
+    first's port learns nothing that opens the store), and reads through either worker
+    answer again, without a restart of the server."""
     with serving_the_demo(tmp_path, idle_s=10, extra_env=TWO) as served:
         assert served.server.process is not None
         first = store_holder(served)
         assert first is not None
+        url_file = Path(environment(next(iter(workers_of(served.server))))[STORE_URL_FILE])
+        first_url = urlsplit(url_file.read_text())
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 60
         with served.server.client(served.reader) as http:
@@ -343,6 +360,15 @@ def test_a_store_process_that_ends_is_replaced_and_the_workers_read_on(tmp_path:
         second = store_holder(served)
         assert second not in (None, first)
         assert second in descendants(served.server.process.pid)
+        second_url = urlsplit(url_file.read_text())
+        assert second_url.password != first_url.password
+        stale = httpx.post(
+            f"http://127.0.0.1:{second_url.port}/",
+            content=b"SELECT 1",
+            auth=(first_url.username or "", first_url.password or ""),
+            timeout=30,
+        )
+        assert stale.status_code in (401, 403), stale.text
         assert all(len(answer) > 0 for answer in read_progress(served, readers=2))
         assert "the store's process" in served.server.log_tail()
 
