@@ -20,6 +20,7 @@ from schemas.errors import ProjectionError
 if TYPE_CHECKING:  # imported by the commands that need them, not by ``submit``
     from okr_ledger.http.key_stores import SqliteKeyStore
     from okr_ledger.kept_projections import KeptProjections
+    from processors.backlog import Backlog
     from processors.runner import EmbeddedRunner
     from projections.store import ProjectionStore
 
@@ -57,18 +58,21 @@ def catch_up(
     label: str,
     *,
     runner: "EmbeddedRunner | None" = None,
+    backlog: "Backlog | None" = None,
 ) -> int:
     """Project what the ledger has beyond the store's checkpoints; the events projected.
 
     With nothing new (the usual case of a query), neither the projector nor its saved state
     is loaded: the check is one read of the store's checkpoints, one of the ledger's heads and
     one of its rejections (:mod:`processors.backlog`). ``runner``: a projector kept by the
-    caller across catch-ups (:func:`projecting`), whose state is already loaded.
+    caller across catch-ups (:func:`projecting`), whose state is already loaded; ``backlog``:
+    what the store lacks, read already (the kept reader's, from the checkpoints it knows).
     """
     store.set_setting("over_focus_limit", str(settings.over_focus_limit))
     from processors.backlog import nothing_new, read_backlog
 
-    backlog = read_backlog(log, store)
+    if backlog is None:
+        backlog = read_backlog(log, store)
     if nothing_new(log, backlog):
         with bar(label, 0):
             return 0

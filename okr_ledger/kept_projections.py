@@ -4,7 +4,8 @@ Opening the chDB store and the ledger costs 140-190 ms at 1,000,000 check-ins; t
 check when nothing is new and a ``progress`` query cost ~25 ms together. A server that opened
 the store for every read spent most of each read opening it. :class:`KeptProjections` opens
 the store and the ledger's read-only connection at a read, catches up before every read (one
-cheap check when nothing is new: :func:`okr_ledger.embedded_runtime.catch_up`) with a
+cheap check when nothing is new: :func:`okr_ledger.embedded_runtime.catch_up`; of the ledger
+alone while the store's checkpoints are known, :meth:`_Opened.checkpoints`) with a
 projector it keeps too (its state stays loaded: a new event costs its own rows, not a load of
 the saved state), and closes all of it once ``idle_s`` seconds pass without a read, or after a
 read once it has been open :data:`MAX_OPEN_S`. chDB lets one process at a time open a store,
@@ -33,6 +34,7 @@ from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.store_host import PublishedStore, StoreHost
 from okr_ledger.wiring import open_event_log, open_projection_store
+from processors.backlog import nothing_new, read_backlog
 from schemas.errors import ProjectionUnavailableError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -96,8 +98,11 @@ class KeptProjections:
                 self._close()  # its store's process ended since the last read
             try:
                 opened = self._opened = self._opened or _Opened(self.settings, self._host)
+                backlog = read_backlog(opened.log, opened)
+                if not nothing_new(opened.log, backlog):
+                    opened.forget_checkpoints()  # this catch-up writes them
                 catch_up(opened.store, opened.log, self.settings, no_progress, "projecting",
-                         runner=opened.runner)  # fmt: skip
+                         runner=opened.runner, backlog=backlog)  # fmt: skip
             except BaseException:
                 self._close()
                 raise
@@ -185,7 +190,11 @@ def _busy() -> ProjectionUnavailableError:
 
 
 class _Opened:
-    """The ledger's read-only connection, the store, and the projector over both."""
+    """The ledger's read-only connection, the store, and the projector over both. A store
+    served by ``host``'s process runs an answer's statements at once
+    (:attr:`projections.store.ProjectionStore.served_chdb`); one served by the server's
+    (``shared``) in turn: opened for each read, a client more per statement would cost more
+    (~10 ms to connect each) than running them at once saves."""
 
     def __init__(self, settings: Settings, host: "StoreHost | PublishedStore") -> None:
         self.since = time.monotonic()
@@ -194,10 +203,25 @@ class _Opened:
             stack.callback(self.log.close)
             settings = stack.enter_context(host.opened())
             self.store: ProjectionStore = stack.enter_context(open_projection_store(settings))
+            self.store.served_chdb = host.embedded
             self.runner: EmbeddedRunner = stack.enter_context(
                 projecting(self.store, self.log, settings)
             )
             self._stack = stack.pop_all()
+        self._checkpoints: dict[str, dict[str, int]] | None = None
+
+    def checkpoints(self) -> dict[str, dict[str, int]]:
+        """The store's checkpoints (:class:`processors.backlog.Checkpoints`): read once, then
+        known until a catch-up writes them (:meth:`forget_checkpoints`). Nothing else writes
+        them while this is open: the store is this process's alone (its child holds it, and
+        serves it to this process only; with ``shared``, it is opened for one read), so a read
+        that finds nothing new in the ledger sends no statement for its check."""
+        if self._checkpoints is None:
+            self._checkpoints = self.store.checkpoints()
+        return self._checkpoints
+
+    def forget_checkpoints(self) -> None:
+        self._checkpoints = None
 
     def close(self) -> None:
         self._stack.close()

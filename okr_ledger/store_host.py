@@ -370,7 +370,7 @@ def _serve(
     the input or SIGTERM (None returned)."""
     from projections.query_credentials import Credential
     from projections.query_server import QueryServer, ReadOnlyEngine, WriterEngine
-    from projections.store import ProjectionStore
+    from projections.store import READERS, ProjectionStore
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
     target = parse_url(settings.resolved_clickhouse_url)
@@ -391,6 +391,8 @@ def _serve(
             receive_timeout_s=max(
                 settings.query_receive_timeout_seconds, settings.http_store_idle_seconds + 10
             ),
+            # An answer's statements, sent at once (ProjectionStore.served_chdb), run at once.
+            writers=1 + READERS,
         )
         try:
             return asyncio.run(_until_closed(server, pending, answer))

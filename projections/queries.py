@@ -24,7 +24,7 @@ from typing import Any, Literal
 from processors import scoring
 from processors import tables as t
 from projections import sql
-from projections.store import ProjectionStore
+from projections.store import ONE_THREAD, ProjectionStore
 from schemas.errors import ProjectionError, UnknownNameError
 
 Record = dict[str, Any]
@@ -51,15 +51,14 @@ class Progress:
     key_results: list[Record]
 
 
-ONE_THREAD = " SETTINGS max_threads = 1"
-"""Added to an answer's statements in chDB: each on one thread. An answer's statements run
-at once on up to three connections (:meth:`ProjectionStore.dicts_together`), a few thousand
-rows each: on 2 cores, two threads each only waited for each other (``--at`` p50 ~-10 % at
-load 6, alternated; docs/projections.md). A server's statements run in turn: left as set."""
-
-
 def _sql(store: ProjectionStore, query: str) -> str:
-    return query + ONE_THREAD if store.embedded else query
+    """``query`` with :data:`projections.store.ONE_THREAD` in chDB (here or
+    :attr:`ProjectionStore.served_chdb`): each of an answer's statements on one thread. They
+    run at once on up to three connections (:meth:`ProjectionStore.dicts_together`), a few
+    thousand rows each: on 2 cores, two threads each only waited for each other (``--at`` p50
+    ~-10 % at load 6, alternated; docs/projections.md). A server's statements run in turn:
+    left as set."""
+    return query + ONE_THREAD if store.embedded or store.served_chdb else query
 
 
 def _records(

@@ -23,7 +23,11 @@ not) are refused before that. A reader's statement is checked by
 :mod:`projections.readonly_sql` and runs on a chDB handle of its own with ``readonly = 1`` and
 the query limits set for the whole session. Other settings in the URL are ignored.
 
-Readers' statements run one at a time on one thread; writers' on another, never behind them.
+Readers' statements run one at a time on one thread; writers' on others, never behind them:
+one at a time too, or with ``writers`` (the store's process of :mod:`okr_ledger.store_host`)
+up to that many at once, each on a chDB handle of its own (one client's statements come one
+after the other anyway; a store's :meth:`~projections.store.ProjectionStore.dicts_together`
+sends an answer's statements at once on as many connections).
 At most ``max_waiting`` readers' statements (``OKR_QUERY_MAX_WAITING``) wait behind the one
 running: the next is answered at once with HTTP 503 and ``Code: 202 ...
 (TOO_MANY_SIMULTANEOUS_QUERIES)``, ClickHouse's error for a server over its
@@ -42,6 +46,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import queue
 import re
 import shutil
 import sys
@@ -142,6 +147,7 @@ class ChdbHandle:
     def __init__(self, path: str, settings: dict[str, Any]) -> None:
         import chdb
 
+        self.path = path
         connect: Any = chdb.connect  # untyped
         self._conn: Any = connect(path)
         for name, value in {**CHDB_SESSION, **settings}.items():
@@ -335,13 +341,16 @@ class QueryServer:
         refused: Callable[[str], None] | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         receive_timeout_s: float = DEFAULT_RECEIVE_TIMEOUT_S,
+        writers: int = 1,
     ) -> None:
         """``max_waiting``: readers' statements that may wait behind the one running;
         ``refused``: called with the reason (``saturated``, ``client_gone``) of each reader's
         statement refused or not run (the worker's metrics), from any thread;
         ``max_connections``, ``receive_timeout_s``: see :mod:`projections.http_bounds` (on
         :meth:`serve`'s server; the worker's web server bounds its own connections) and the
-        bodies' reading."""
+        bodies' reading; ``writers``: the writer's statements that may run at once, ``writer``
+        the first handle, the others opened on ``writer``'s path when first needed (each on a
+        thread of its own, kept until the server stops)."""
         self.engine = engine
         self.writer = writer
         self.credentials = tuple(credentials)
@@ -353,7 +362,14 @@ class QueryServer:
         self._readers = 0  # readers' statements admitted and not finished (waiting, running)
         self._readers_lock = threading.Lock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-queries")
-        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okr-writes")
+        self._writer_thread = ThreadPoolExecutor(
+            max_workers=max(1, writers), thread_name_prefix="okr-writes"
+        )
+        self._writers: list[WriterEngine] = [] if writer is None else [writer]
+        """The writer's handles opened (at most one per thread of ``_writer_thread``)."""
+        self._idle_writers: queue.SimpleQueue[WriterEngine] = queue.SimpleQueue()
+        for handle in self._writers:
+            self._idle_writers.put(handle)
         self.app = web.Application()
         self.app.router.add_get("/ping", self._ping)
         self.app.router.add_route("*", "/", self._query)
@@ -396,9 +412,8 @@ class QueryServer:
                 return await self._ping(request)
             arguments = (sql, q.get("default_format", DEFAULT_FORMAT), params, q.get("database"))
             if writes:
-                assert self.writer is not None
                 result, fmt = await loop.run_in_executor(
-                    self._writer_thread, self.writer.run, *arguments, data
+                    self._writer_thread, self._run_writer, *arguments, data
                 )
             else:
                 result, fmt = await self._read(request, arguments)
@@ -474,6 +489,36 @@ class QueryServer:
             raise _ClientGoneError
         return self.engine.run(*arguments)
 
+    def _run_writer(
+        self,
+        sql: str,
+        default_format: str,
+        params: dict[str, str],
+        database: str | None,
+        data: bytes,
+    ) -> tuple[bytes, str]:
+        """A writer's statement, on a handle no other thread uses now (a new one if none is
+        free: there are no more than the threads)."""
+        try:
+            handle = self._idle_writers.get_nowait()
+        except queue.Empty:
+            assert self.writer is not None
+            handle = WriterEngine(self.writer.path)
+            with self._readers_lock:
+                self._writers.append(handle)
+        try:
+            return handle.run(sql, default_format, params, database, data)
+        finally:
+            self._idle_writers.put(handle)
+
+    def _close_writers(self) -> None:
+        """After the writer's statements running now (their threads ended), every handle."""
+        self._writer_thread.shutdown(wait=True)
+        with self._readers_lock:
+            handles, self._writers = self._writers, []
+        for handle in handles:
+            handle.close()
+
     def _reader_done(self, _future: "Future[tuple[bytes, str]] | None") -> None:
         with self._readers_lock:
             self._readers -= 1
@@ -545,9 +590,7 @@ class QueryServer:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._thread, self.engine.close)
             self._thread.shutdown(wait=False)
-            if self.writer is not None:
-                await loop.run_in_executor(self._writer_thread, self.writer.close)
-            self._writer_thread.shutdown(wait=False)
+            await loop.run_in_executor(None, self._close_writers)
 
 
 async def _read_body(request: web.Request, limit: int, timeout_s: float, whole: bool) -> bytes:
