@@ -15,10 +15,12 @@ opens: chDB leaves threads behind in the process at each close.
 
 With ``shared`` (``serve --workers N``: N processes of one server, each with its own reader,
 the store served to them all by the supervisor's store process) the processes take turns: a
-read holds an exclusive ``flock`` on :data:`SHARED_LOCK` in the data directory from before it
-opens the store until it has closed it again, which it does after every read (each catches
-up first, with a projector of its own). A read that cannot have its turn within
-:data:`SHARED_WAIT_S` is unavailable (503).
+read holds an exclusive ``flock`` on :data:`SHARED_LOCK` in the data directory while it
+catches up and answers. Each keeps its client between reads, but neither its projector nor the
+store's checkpoints, which the others' catch-ups change (:class:`_Opened`). A read that cannot
+have its turn within :data:`SHARED_WAIT_S` is unavailable (503). A shared reader whose store
+opens in a child of its own (no supervisor's) closes it after every read: kept open, it would
+shut the other processes out.
 """
 
 import fcntl
@@ -60,7 +62,8 @@ _SHARED_POLL_S = 0.005
 
 class KeptProjections:
     """One read at a time (an embedded store has one session); see the module docstring.
-    ``shared``: one of several processes of a server (``idle_s`` is then 0)."""
+    ``shared``: one of several processes of a server (``idle_s`` is then 0 unless the store
+    is the supervisor's, ``host`` a :class:`PublishedStore`)."""
 
     def __init__(
         self,
@@ -71,16 +74,18 @@ class KeptProjections:
         host: "StoreHost | PublishedStore | None" = None,
     ) -> None:
         self.settings = settings
-        self.idle_s = 0.0 if shared else idle_s
         self.shared = shared
+        self._host = StoreHost(settings) if host is None else host
+        """Where the store opens: an embedded one in a child process of this one, or (a worker
+        of ``serve --workers N``) in the supervisor's (:mod:`okr_ledger.store_host`)."""
+        # Shared, a store this process opens would shut the other processes out while open;
+        # the supervisor's is open to them all.
+        self.idle_s = 0.0 if shared and not isinstance(self._host, PublishedStore) else idle_s
         self._lock = threading.Lock()
         self._opened: _Opened | None = None
         self._reads = 0
         """Reads begun: an idle timer closes only if no read began after it was set."""
         self._timer: threading.Timer | None = None
-        self._host = StoreHost(settings) if host is None else host
-        """Where the store opens: an embedded one in a child process of this one, or (a worker
-        of ``serve --workers N``) in the supervisor's (:mod:`okr_ledger.store_host`)."""
 
     @property
     def is_open(self) -> bool:
@@ -97,7 +102,9 @@ class KeptProjections:
             if self._opened is not None and not self._host.alive:
                 self._close()  # its store's process ended since the last read
             try:
-                opened = self._opened = self._opened or _Opened(self.settings, self._host)
+                opened = self._opened = self._opened or _Opened(
+                    self.settings, self._host, alone=not self.shared, at_once=self._at_once()
+                )
                 backlog = read_backlog(opened.log, opened)
                 if not nothing_new(opened.log, backlog):
                     opened.forget_checkpoints()  # this catch-up writes them
@@ -116,6 +123,14 @@ class KeptProjections:
                 raise
             self._close_when_idle(opened)
             return result
+
+    def _at_once(self) -> bool:
+        """Whether an answer's statements go at once: to a store's process (this one's child,
+        or the supervisor's once its client is kept between reads; opened for each read, a
+        connection more would cost more, ~10 ms, than running them at once saves)."""
+        if isinstance(self._host, PublishedStore):
+            return self.idle_s > 0
+        return self._host.embedded
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -190,32 +205,39 @@ def _busy() -> ProjectionUnavailableError:
 
 
 class _Opened:
-    """The ledger's read-only connection, the store, and the projector over both. A store
-    served by ``host``'s process runs an answer's statements at once
-    (:attr:`projections.store.ProjectionStore.served_chdb`); one served by the server's
-    (``shared``) in turn: opened for each read, a client more per statement would cost more
-    (~10 ms to connect each) than running them at once saves."""
+    """The ledger's read-only connection, the store, and (``alone``) the projector over both.
+    ``at_once``: an answer's statements go at once
+    (:attr:`projections.store.ProjectionStore.served_chdb`).
 
-    def __init__(self, settings: Settings, host: "StoreHost | PublishedStore") -> None:
+    ``alone``: no other process writes the store while this is open (its child holds it, and
+    serves it to this process only), so the projector keeps its state between reads, and the
+    store's checkpoints are read once, then known until a catch-up writes them: a read that
+    finds nothing new in the ledger sends no statement for its check. Else (``serve --workers
+    N``: the others catch up too) both are had anew at each read, the projector only if
+    something is new."""
+
+    def __init__(
+        self, settings: Settings, host: "StoreHost | PublishedStore", alone: bool, at_once: bool
+    ) -> None:
         self.since = time.monotonic()
+        self.alone = alone
         with ExitStack() as stack:
             self.log = open_event_log(settings, create=False, read_only=True)
             stack.callback(self.log.close)
             settings = stack.enter_context(host.opened())
             self.store: ProjectionStore = stack.enter_context(open_projection_store(settings))
-            self.store.served_chdb = host.embedded
-            self.runner: EmbeddedRunner = stack.enter_context(
-                projecting(self.store, self.log, settings)
+            self.store.served_chdb = at_once
+            self.runner: EmbeddedRunner | None = (
+                stack.enter_context(projecting(self.store, self.log, settings)) if alone else None
             )
             self._stack = stack.pop_all()
         self._checkpoints: dict[str, dict[str, int]] | None = None
 
     def checkpoints(self) -> dict[str, dict[str, int]]:
-        """The store's checkpoints (:class:`processors.backlog.Checkpoints`): read once, then
-        known until a catch-up writes them (:meth:`forget_checkpoints`). Nothing else writes
-        them while this is open: the store is this process's alone (its child holds it, and
-        serves it to this process only; with ``shared``, it is opened for one read), so a read
-        that finds nothing new in the ledger sends no statement for its check."""
+        """The store's checkpoints (:class:`processors.backlog.Checkpoints`): see the class
+        docstring."""
+        if not self.alone:
+            return self.store.checkpoints()
         if self._checkpoints is None:
             self._checkpoints = self.store.checkpoints()
         return self._checkpoints

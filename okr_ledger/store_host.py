@@ -147,11 +147,19 @@ class PublishedStore:
 
     embedded = False
     """No child process of this one serves it."""
-    alive = True
 
     def __init__(self, settings: Settings, path: Path) -> None:
         self.settings = settings
         self.path = path
+        self._url: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process last opened still serves (its URL is still the file's)."""
+        try:
+            return self.path.read_text() == self._url
+        except OSError:
+            return False
 
     @contextmanager
     def opened(self) -> Iterator[Settings]:
@@ -161,6 +169,7 @@ class PublishedStore:
             raise ProjectionUnavailableError(
                 f"the server's store process is not serving: {error.strerror}"
             ) from None
+        self._url = url
         yield self.settings.model_copy(update={"clickhouse_url": url})
 
     def close(self) -> None:

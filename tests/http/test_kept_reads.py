@@ -119,3 +119,42 @@ def test_a_shared_reader_sends_its_statements_in_turn(tmp_path: Path) -> None:
             assert kept.read(lambda store: store.served_chdb) is False
         finally:
             kept.close()
+
+
+def test_shared_readers_keep_their_clients_and_each_sees_what_the_other_projected(
+    tmp_path: Path,
+) -> None:
+    """Two workers of ``serve --workers N`` (two shared readers of the supervisor's store's
+    process) keep their clients between reads, and run an answer's statements at once; each
+    catches up from the store's checkpoints as they are now, and with a projector had anew,
+    so that what the other projected is neither projected twice nor missed."""
+    demo_ledger(tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data")
+    with hosted(settings) as environment:
+        path = Path(environment[STORE_URL_FILE])
+        first, second = (
+            KeptProjections(settings, idle_s=60, shared=True, host=PublishedStore(settings, path))
+            for _ in range(2)
+        )
+        try:
+            start = first.read(_nps)
+            store = first.read(lambda store: store)
+            assert store.served_chdb
+            assert second.read(_nps) == start
+            for n, reader in enumerate((first, second, first), 1):
+                value = start + n
+                line = orjson.dumps(check_in("nps", value, source_event_id=f"shared{n}"))
+                assert isinstance(_submit(first, line), Accepted)
+                assert reader.read(_nps) == value
+                assert (second if reader is first else first).read(_nps) == value
+            assert first.read(lambda store: store) is store  # the same client all along
+            assert first.is_open
+            assert second.is_open
+            ((rows, distinct),) = store.rows(
+                "SELECT count(), uniqExact(org_id, check_in_id, sequence) "
+                f"FROM {{db}}.{t.CHECK_INS}"
+            )
+            assert rows == distinct  # none projected twice
+        finally:
+            first.close()
+            second.close()
