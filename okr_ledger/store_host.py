@@ -202,7 +202,10 @@ class StoreHost:
 
     @property
     def alive(self) -> bool:
-        """Whether the child has not ended (one that did is waited for: no zombie stays)."""
+        """Whether the store is still served: a server store always; an embedded one while its
+        child has not ended (one that did is waited for: no zombie stays)."""
+        if not self.embedded:
+            return True
         return self.child is not None and self.child.poll() is None
 
     @contextmanager

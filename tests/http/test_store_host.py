@@ -114,6 +114,7 @@ def test_a_server_store_is_used_as_it_is(tmp_path: Path) -> None:
     with host.opened() as served:
         assert served is settings
     assert host.pid is None
+    assert host.alive  # nothing to start: a kept reader keeps its client
 
 
 def test_closing_stops_the_child_and_waits_for_it(settings: Settings) -> None:
