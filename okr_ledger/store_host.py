@@ -291,6 +291,7 @@ class StoreHost:
         line, self._pending = _line(fd, self._pending, START_TIMEOUT_S)
         if line is None:
             if self.child is not None and self.child.poll() is None:
+                self.close()
                 raise ProjectionUnavailableError(
                     f"the store's process did not answer within {START_TIMEOUT_S:.0f}s: stopped"
                 )

@@ -124,3 +124,16 @@ def test_closing_stops_the_child_and_waits_for_it(settings: Settings) -> None:
         assert pid is not None
     host.close()
     assert not Path(f"/proc/{pid}").exists()  # ended, and waited for: no zombie left
+
+
+def test_a_child_that_does_not_answer_in_time_is_stopped(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open not answered within START_TIMEOUT_S (a child hung): unavailable, saying so,
+    and the child stopped, so that the store is free again."""
+    monkeypatch.setattr(store_host, "START_TIMEOUT_S", 0.05)
+    host = StoreHost(settings)
+    with pytest.raises(ProjectionUnavailableError, match="did not answer within"), host.opened():
+        pass
+    assert host.pid is None
+    assert holder(_store(settings)) is None
