@@ -18,7 +18,7 @@ the store served to them all by the supervisor's store process) the processes ta
 read holds an exclusive ``flock`` on :data:`SHARED_LOCK` in the data directory while it
 catches up and answers. Each keeps its client between reads, but neither its projector nor the
 store's checkpoints, which the others' catch-ups change (:class:`_Opened`). A read that cannot
-have its turn within :data:`SHARED_WAIT_S` is unavailable (503). A shared reader whose store
+have its turn within :data:`TURN_WAIT_S` is unavailable (503). A shared reader whose store
 opens in a child of its own (no supervisor's) closes it after every read: kept open, it would
 shut the other processes out.
 """
@@ -55,8 +55,11 @@ for the store (a CLI query, ``rebuild``) open it between two reads."""
 SHARED_LOCK = "serve-readers.lock"
 """The file (in the data directory) whose ``flock`` gives one worker process at a time the
 store."""
-SHARED_WAIT_S = 30.0
-"""How long a worker's read waits for its turn at the store before it is unavailable."""
+TURN_WAIT_S = 30.0
+"""How long a read waits for its turn at the store (behind its own process's reads, and when
+shared the other processes') before it is unavailable (503): reads queued behind a slow one
+(a long catch-up, a store's process that stopped answering) do not pile up without end, each
+holding one of the server's threads."""
 _SHARED_POLL_S = 0.005
 
 
@@ -135,15 +138,14 @@ class KeptProjections:
     @contextmanager
     def _turn(self) -> Iterator[None]:
         """This thread's turn at the store: the lock, and when shared the file lock too, both
-        within one :data:`SHARED_WAIT_S` (so reads queued in this process wait no longer)."""
-        if not self.shared:
-            with self._lock:
-                yield
-            return
-        deadline = time.monotonic() + SHARED_WAIT_S
-        if not self._lock.acquire(timeout=SHARED_WAIT_S):
-            raise _busy()
+        within one :data:`TURN_WAIT_S` (so reads queued in this process wait no longer)."""
+        deadline = time.monotonic() + TURN_WAIT_S
+        if not self._lock.acquire(timeout=TURN_WAIT_S):
+            raise _busy(self.shared)
         try:
+            if not self.shared:
+                yield
+                return
             with _shared_turn(self.settings, deadline):
                 yield
         finally:
@@ -190,17 +192,18 @@ def _shared_turn(settings: Settings, deadline: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise _busy() from None
+                    raise _busy(True) from None
                 time.sleep(_SHARED_POLL_S)
         yield  # closing the descriptor releases the lock
     finally:
         os.close(descriptor)
 
 
-def _busy() -> ProjectionUnavailableError:
+def _busy(shared: bool) -> ProjectionUnavailableError:
+    whose = "the server's worker processes" if shared else "the server"
     return ProjectionUnavailableError(
-        f"the projection store was busy with other reads of the server's worker processes "
-        f"for {SHARED_WAIT_S:.0f}s; try again"
+        f"the projection store was busy with other reads of {whose} for {TURN_WAIT_S:.0f}s; "
+        "try again"
     )
 
 

@@ -432,7 +432,7 @@ def test_a_shared_reader_waits_its_turn_and_closes_the_store_after_each_read(
     demo_ledger(tmp_path / "data")
     settings = Settings(data_dir=tmp_path / "data")
     kept = KeptProjections(settings, idle_s=60, shared=True)
-    monkeypatch.setattr(kept_projections, "SHARED_WAIT_S", 0.3)
+    monkeypatch.setattr(kept_projections, "TURN_WAIT_S", 0.3)
     other = os.open(settings.data_dir / SHARED_LOCK, os.O_RDWR | os.O_CREAT)  # another worker's
     try:
         fcntl.flock(other, fcntl.LOCK_EX)
@@ -448,14 +448,18 @@ def test_a_shared_reader_waits_its_turn_and_closes_the_store_after_each_read(
         kept.close()
 
 
+@pytest.mark.parametrize(
+    ("shared", "whose"), [(True, "the server's worker processes"), (False, "the server")]
+)
 def test_a_read_queued_behind_this_process_reads_waits_at_most_the_same_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared: bool, whose: str
 ) -> None:
     """A read that waits for another read of its own process (the store has one session)
-    waits at most SHARED_WAIT_S too, then is unavailable; the read ahead of it is unharmed."""
+    waits at most TURN_WAIT_S too, then is unavailable; the read ahead of it is unharmed. So
+    does one of a server of one process: reads queued behind a slow one do not pile up."""
     demo_ledger(tmp_path / "data")
-    kept = KeptProjections(Settings(data_dir=tmp_path / "data"), idle_s=60, shared=True)
-    monkeypatch.setattr(kept_projections, "SHARED_WAIT_S", 0.3)
+    kept = KeptProjections(Settings(data_dir=tmp_path / "data"), idle_s=60, shared=shared)
+    monkeypatch.setattr(kept_projections, "TURN_WAIT_S", 0.3)
     inside, release = threading.Event(), threading.Event()
 
     def held(store: ProjectionStore) -> dict[str, int]:
@@ -467,7 +471,9 @@ def test_a_read_queued_behind_this_process_reads_waits_at_most_the_same_limit(
         first = pool.submit(kept.read, held)
         assert inside.wait(30)
         try:
-            with pytest.raises(ProjectionUnavailableError, match="busy with other reads"):
+            with pytest.raises(
+                ProjectionUnavailableError, match=f"busy with other reads of {whose} for 0s"
+            ):
                 kept.read(lambda store: store.positions())
         finally:
             release.set()
