@@ -85,6 +85,7 @@ STEPS = (
     Step("catch_up", "catch_up_latency.py", ("--sizes", "10000,1000000", "--rounds", "3"),
          (LEDGER_10K, LEDGER_1M)),
     Step("kept_read", "kept_read_latency.py", ("--rounds", "6")),
+    Step("serve_reads", "serve_reads.py", ("--rounds", "4")),
     Step("takeover", "takeover_cost.py", ("--sizes", "10000,1000000", "--rounds", "7"),
          (TAKEOVER_10K, TAKEOVER_1M)),
     Step("kafka_crash_soak", "kafka_crash_soak.py", SOAK, beside_inputs=True),
