@@ -288,13 +288,14 @@ class StoreHost:
         """Send ``command``; the child's answer (one line of JSON)."""
         self._send(command)
         fd = cast(IO[bytes], cast(subprocess.Popen[bytes], self.child).stdout).fileno()
-        line, self._pending = _line(fd, self._pending, START_TIMEOUT_S)
+        try:
+            line, self._pending = _line(fd, self._pending, START_TIMEOUT_S)
+        except TimeoutError:
+            self.close()
+            raise ProjectionUnavailableError(
+                f"the store's process did not answer within {START_TIMEOUT_S:.0f}s: stopped"
+            ) from None
         if line is None:
-            if self.child is not None and self.child.poll() is None:
-                self.close()
-                raise ProjectionUnavailableError(
-                    f"the store's process did not answer within {START_TIMEOUT_S:.0f}s: stopped"
-                )
             raise _ChildGoneError
         answer: dict[str, Any] = orjson.loads(line)
         return answer
@@ -318,12 +319,14 @@ class StoreHost:
 
 def _line(fd: int, pending: bytes, timeout_s: float | None) -> tuple[bytes | None, bytes]:
     """The next line on ``fd`` (after what ``pending`` holds already) and what came after it;
-    None at its end, or if nothing came for ``timeout_s`` (None: no limit)."""
+    None at its end. :class:`TimeoutError` if nothing came for ``timeout_s`` (None: no
+    limit): told apart from the end, which a process that is ending gives before it can be
+    waited for."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while b"\n" not in pending:
         if not poller.poll(None if timeout_s is None else timeout_s * 1000):
-            return None, pending
+            raise TimeoutError
         more = os.read(fd, 4096)
         if not more:
             return None, pending
@@ -350,8 +353,11 @@ def _host_here() -> None:
             served.append(document["port"])
 
     while True:
-        command, pending = _line(0, pending, request["warm_s"])
-        if command != b"open":  # the end of the input, or no open for WARM_S
+        try:
+            command, pending = _line(0, pending, request["warm_s"])
+        except TimeoutError:  # no open for WARM_S
+            return
+        if command != b"open":  # the end of the input
             return
         served.clear()
         try:
