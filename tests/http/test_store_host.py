@@ -13,6 +13,7 @@ from okr_ledger.wiring import open_projection_store
 from projections.client import holder
 from schemas.errors import ProjectionUnavailableError
 from tests.http.conftest import demo_ledger
+from tests.kafka.worker_support import process_state
 
 
 @pytest.fixture
@@ -26,10 +27,7 @@ def _store(settings: Settings) -> str:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
+    return process_state(pid) not in ("Z", "-")
 
 
 def _answers(served: Settings) -> bool:

@@ -10,6 +10,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,19 +186,30 @@ def heavy_readers(
     return both
 
 
+@contextmanager
+def running_worker(
+    kafka: Connection, topics: dict[str, str], tmp_path: Path, settings: dict[str, str]
+) -> Iterator[tuple[Worker, str]]:
+    """A projecting worker with ``settings`` (OKR_* values), ready, and its web port; stopped
+    at the end."""
+    worker = projecting_worker(kafka, topics, tmp_path)
+    worker.env.update(settings)
+    worker.start()
+    try:
+        worker.wait_ready(1)
+        yield worker, worker.env["OKR_WORKER_WEB_PORT"]
+    finally:
+        worker.stop()
+
+
 def test_the_workers_query_endpoint_refuses_readers_beyond_its_bound_and_counts_them(
     kafka: Connection, topics: dict[str, str], tmp_path: Path
 ) -> None:
     """The worker's own endpoint (embedded store) has the bound too, and counts its refusals
     in /metrics: with OKR_QUERY_MAX_WAITING=0, of two readers' statements sent together one
     runs and the other is refused (503, code 202)."""
-    worker = projecting_worker(kafka, topics, tmp_path)
-    worker.env["OKR_QUERY_MAX_WAITING"] = "0"
-    worker.env["OKR_QUERY_MAX_SECONDS"] = "4"
-    port = worker.env["OKR_WORKER_WEB_PORT"]
-    worker.start()
-    try:
-        worker.wait_ready(1)
+    settings = {"OKR_QUERY_MAX_WAITING": "0", "OKR_QUERY_MAX_SECONDS": "4"}
+    with running_worker(kafka, topics, tmp_path, settings) as (worker, port):
         reader = reader_headers(worker)
         base = f"http://127.0.0.1:{port}/"
         answers: list[tuple[int, str]] = []
@@ -207,8 +220,6 @@ def test_the_workers_query_endpoint_refuses_readers_beyond_its_bound_and_counts_
         assert max(answers)[1].startswith("Code: 202.")
         assert by(scrape(port), "okr_query_statements_refused_total", "reason") == {"saturated": 1}
         assert post(base, b"SELECT 1", reader) == (200, "1\n")
-    finally:
-        worker.stop()
 
 
 def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_its_bound(
@@ -220,14 +231,12 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
     with OKR_QUERY_MAX_CONNECTIONS=2 held by two readers' statements (4 s each, one after the
     other), a third connection is answered 503 (code 202) at once; once they end, /metrics
     answers, and counts every connection refused."""
-    worker = projecting_worker(kafka, topics, tmp_path)
-    worker.env["OKR_QUERY_MAX_CONNECTIONS"] = "2"
-    worker.env["OKR_QUERY_RECEIVE_TIMEOUT_SECONDS"] = "1"
-    worker.env["OKR_QUERY_MAX_SECONDS"] = "4"
-    port = worker.env["OKR_WORKER_WEB_PORT"]
-    worker.start()
-    try:
-        worker.wait_ready(1)
+    settings = {
+        "OKR_QUERY_MAX_CONNECTIONS": "2",
+        "OKR_QUERY_RECEIVE_TIMEOUT_SECONDS": "1",
+        "OKR_QUERY_MAX_SECONDS": "4",
+    }
+    with running_worker(kafka, topics, tmp_path, settings) as (worker, port):
         with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as malformed:
             malformed.sendall(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
             assert malformed.recv(100).startswith(b"HTTP/1.0 400 Bad Request\r\n")
@@ -255,5 +264,3 @@ def test_the_workers_web_port_closes_idle_connections_and_refuses_those_beyond_i
         log = worker.log_path.read_text(errors="replace")
         assert "Error handling request" not in log  # aiohttp's ERROR and traceback
         assert log.count("[WARNING] malformed requests: 1 refused by aiohttp's parser") == 1
-    finally:
-        worker.stop()
