@@ -82,21 +82,19 @@ def hosted(settings: Settings) -> Iterator[dict[str, str]]:
     directory = Path(tempfile.mkdtemp(prefix="okr-store-"))  # mode 0700
     path = directory / "url"
     host = StoreHost(settings)
+    watchdog = threading.Thread(
+        target=_replace_when_gone, args=(host, path), name="okr-store-watchdog", daemon=True
+    )
     try:
         _publish(path, host.open())
-        watchdog = threading.Thread(
-            target=_replace_when_gone, args=(host, path), name="okr-store-watchdog", daemon=True
-        )
         watchdog.start()
-        try:
-            yield {STORE_URL_FILE: str(path)}
-        finally:
-            host.stopping.set()
-            with host.lock:
-                host.close()
-            watchdog.join()
+        yield {STORE_URL_FILE: str(path)}
     finally:
-        host.close()
+        host.stopping.set()
+        with host.lock:  # not while the watchdog replaces the child
+            host.close()
+        if watchdog.is_alive():
+            watchdog.join()
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -186,7 +184,9 @@ class StoreHost:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.embedded = parse_url(settings.resolved_clickhouse_url).embedded
+        target = parse_url(settings.resolved_clickhouse_url)
+        self.embedded = target.embedded
+        self._database = target.database
         self.child: subprocess.Popen[bytes] | None = None
         self._password = ""
         self._opens = 0
@@ -245,9 +245,7 @@ class StoreHost:
             raise child_error(*answer["error"])
         self._opens += 1
         writer = Credential(self.settings.store_writer_user, self._password, "writer")
-        url = store_url(
-            writer, HOST, answer["port"], parse_url(self.settings.resolved_clickhouse_url).database
-        )
+        url = store_url(writer, HOST, answer["port"], self._database)
         return self.settings.model_copy(update={"clickhouse_url": url})
 
     def _release(self) -> None:
