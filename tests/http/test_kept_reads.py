@@ -13,7 +13,9 @@ import pytest
 from events.ledger import Ledger
 from events.outcomes import Accepted, Rejection
 from events.sqlite_log import SqliteEventLog
+from okr_ledger.embedded_runtime import rebuild_in_place
 from okr_ledger.kept_projections import KeptProjections
+from okr_ledger.runtime import no_progress
 from okr_ledger.settings import Settings
 from okr_ledger.store_host import STORE_URL_FILE, PublishedStore, hosted
 from processors import tables as t
@@ -127,7 +129,9 @@ def test_shared_readers_keep_their_clients_and_each_sees_what_the_other_projecte
     """Two workers of ``serve --workers N`` (two shared readers of the supervisor's store's
     process) keep their clients between reads, and run an answer's statements at once; each
     catches up from the store's checkpoints as they are now, and with a projector had anew,
-    so that what the other projected is neither projected twice nor missed."""
+    so that what the other projected is neither projected twice nor missed (a correction
+    projected by the one that did not project what it corrects too); the rows equal a
+    rebuild's."""
     demo_ledger(tmp_path / "data")
     settings = Settings(data_dir=tmp_path / "data")
     with hosted(settings) as environment:
@@ -155,6 +159,17 @@ def test_shared_readers_keep_their_clients_and_each_sees_what_the_other_projecte
                 f"FROM {{db}}.{t.CHECK_INS}"
             )
             assert rows == distinct  # none projected twice
+            correction = {
+                **check_in("nps", 40, source_event_id="fix1", type_name="CheckInCorrected"),
+                "data": {"key_result_id": "nps", "corrects_source_event_id": "shared3",
+                         "value": 40, "reason": "typo"},
+            }  # fmt: skip
+            assert isinstance(_submit(first, orjson.dumps(correction)), Accepted)
+            assert second.read(_nps) == 40  # shared3 was projected by the first
+            assert first.read(_nps) == 40
         finally:
             first.close()
             second.close()
+    report = rebuild_in_place(settings, no_progress)
+    assert report.differences == []
+    assert report.compared
